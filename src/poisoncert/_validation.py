@@ -1,0 +1,167 @@
+"""Parameter checks shared by the whole package (numpy only).
+
+Every check raises ``ValueError`` with one message shape, after scikit-learn's:
+
+    The 'ns' parameter of delta must be an int in the range [1, 100]. Got 0 instead.
+
+so that a user always learns the parameter, the allowed values and what was given.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Iterable
+
+import numpy as np
+
+__all__ = [
+    "check_choice",
+    "check_int",
+    "check_int_array",
+    "check_real",
+    "check_real_array",
+    "param_error",
+]
+
+
+def param_error(name: str, where: str, allowed: str, got: object) -> ValueError:
+    """The one error shape for an invalid parameter."""
+    return ValueError(f"The {name!r} parameter of {where} must be {allowed}. Got {got!r} instead.")
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
+
+
+def check_int(x, name: str, where: str, *, low: int | None = None, high: int | None = None) -> int:
+    """Return ``x`` as a Python int in ``[low, high]`` or raise a ``ValueError``.
+
+    Integral floats such as ``3.0`` are refused: a radius or a sample count is an integer.
+    """
+    allowed = _range_text("an int", low, high)
+    if not _is_int(x):
+        raise param_error(name, where, allowed, x)
+    x = int(x)
+    if (low is not None and x < low) or (high is not None and x > high):
+        raise param_error(name, where, allowed, x)
+    return x
+
+
+def check_real(
+    x,
+    name: str,
+    where: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> float:
+    """Return ``x`` as a finite float in the given (open or closed) interval."""
+    allowed = _interval_text("a real number", low, high, low_open, high_open)
+    if not isinstance(x, numbers.Real) or isinstance(x, bool):
+        raise param_error(name, where, allowed, x)
+    v = float(x)
+    if not np.isfinite(v) or not _in_interval(np.asarray(v), low, high, low_open, high_open):
+        raise param_error(name, where, allowed, x)
+    return v
+
+
+def check_real_array(
+    x,
+    name: str,
+    where: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+) -> np.ndarray:
+    """Return ``x`` as a float64 array whose every (non-NaN-free) entry lies in the interval."""
+    allowed = _interval_text("real numbers", low, high, low_open, high_open)
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise param_error(name, where, allowed, x) from None
+    bad = ~np.isfinite(arr) | ~_in_interval(arr, low, high, low_open, high_open)
+    if bad.any():
+        raise param_error(name, where, allowed, _first_bad(arr, bad))
+    return arr
+
+
+def check_int_array(x, name: str, where: str, *, low: int | None = None,
+                    high: int | None = None) -> np.ndarray:
+    """Return ``x`` as an int64 array of integers in ``[low, high]``.
+
+    Float arrays are accepted only where every entry is integral (``3.0``); ``2.5`` is refused.
+    """
+    allowed = _range_text("integers", low, high)
+    arr = np.asarray(x)
+    if arr.dtype == bool or arr.dtype == object:
+        raise param_error(name, where, allowed, x)
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~np.isfinite(arr) | (np.floor(arr) != arr)
+        if bad.any():
+            raise param_error(name, where, allowed, _first_bad(arr, bad))
+        arr = arr.astype(np.int64)
+    elif not np.issubdtype(arr.dtype, np.integer):
+        raise param_error(name, where, allowed, x)
+    arr = arr.astype(np.int64, copy=False)
+    bad = np.zeros(arr.shape, dtype=bool)
+    if low is not None:
+        bad |= arr < low
+    if high is not None:
+        bad |= arr > high
+    if bad.any():
+        raise param_error(name, where, allowed, _first_bad(arr, bad))
+    return arr
+
+
+def check_choice(x, name: str, where: str, choices: Iterable[str],
+                 aliases: dict[str, str] | None = None) -> str:
+    """Return the canonical choice for ``x`` (case-insensitive, aliases allowed)."""
+    choices = list(choices)
+    aliases = aliases or {}
+    if isinstance(x, str):
+        key = x.strip().lower().replace("-", "_")
+        for c in choices:
+            if key == c.lower():
+                return c
+        if key in aliases:
+            return aliases[key]
+    shown = ", ".join(repr(c) for c in choices)
+    raise param_error(name, where, f"one of {shown}", x)
+
+
+def _range_text(kind: str, low, high) -> str:
+    if low is not None and high is not None:
+        return f"{kind} in the range [{low}, {high}]"
+    if low is not None:
+        return f"{kind} >= {low}"
+    if high is not None:
+        return f"{kind} <= {high}"
+    return kind
+
+
+def _interval_text(kind: str, low, high, low_open: bool, high_open: bool) -> str:
+    if low is None and high is None:
+        return f"a finite {kind}" if kind == "a real number" else f"finite {kind}"
+    lo = "-inf" if low is None else f"{low:g}"
+    hi = "inf" if high is None else f"{high:g}"
+    return f"{kind} in the range {'(' if low_open or low is None else '['}{lo}, {hi}" \
+        f"{')' if high_open or high is None else ']'}"
+
+
+def _in_interval(arr: np.ndarray, low, high, low_open: bool, high_open: bool) -> np.ndarray:
+    ok = np.ones(arr.shape, dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if low is not None:
+            ok &= (arr > low) if low_open else (arr >= low)
+        if high is not None:
+            ok &= (arr < high) if high_open else (arr <= high)
+    return ok
+
+
+def _first_bad(arr: np.ndarray, bad: np.ndarray):
+    v = arr[bad].ravel()[0]
+    return v.item() if hasattr(v, "item") else v
