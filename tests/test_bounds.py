@@ -1,0 +1,448 @@
+"""Tests of poisoncert.bounds: an exhaustive exact oracle, properties, large-n precision."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import subprocess
+import sys
+from fractions import Fraction
+from functools import cache
+
+import mpmath
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from poisoncert.bounds import (
+    MARGIN,
+    SCHEMES,
+    SelectionBound,
+    certified_radius,
+    delta,
+    jia_certified_radius,
+    jia_round,
+)
+
+# --------------------------------------------------------------------------- oracle
+# Training set D = {0, ..., n-1}. The attack (a, d, r) deletes samples 0..d-1, replaces
+# d..d+r-1 by new samples n..n+r-1, and inserts n+r..n+r+a-1. Omega = {d+r, ..., n-1}.
+
+
+def _subdataset_law(scheme: str, data: tuple[int, ...], ns: int, p: Fraction):
+    """Every sub-dataset drawn from ``data`` with its exact probability."""
+    size = len(data)
+    if scheme == "without_replacement":
+        if size < ns:
+            return {}
+        pr = Fraction(1, math.comb(size, ns))
+        return {S: pr for S in itertools.combinations(data, ns)}
+    if scheme == "with_replacement":
+        pr = Fraction(1, size**ns)
+        return {S: pr for S in itertools.product(data, repeat=ns)}
+    law = {}
+    for k in range(size + 1):
+        pr = p**k * (1 - p) ** (size - k)
+        for S in itertools.combinations(data, k):
+            law[S] = pr
+    return law
+
+
+@cache
+def _oracle_attack(scheme: str, n: int, ns: int, p: Fraction, a: int, d: int, r: int):
+    """Exact delta(a, d, r) = 1 + R - 2 Q by enumerating every sub-dataset of D and D'."""
+    D = tuple(range(n))
+    omega = tuple(range(d + r, n))
+    Dp = omega + tuple(range(n, n + r + a))
+    law_D = _subdataset_law(scheme, D, ns, p)
+    om = set(omega)
+    inside = [S for S in law_D if set(S) <= om]
+    if not inside:
+        # No sub-dataset inside Omega (or none at all from D'): nothing can be certified.
+        # The spec writes +inf for bagging without replacement; any value >= 1 is equivalent,
+        # since a gap never exceeds 1.
+        return math.inf
+    law_Dp = _subdataset_law(scheme, Dp, ns, p)
+    Q = sum(law_D[S] for S in inside)
+    ratios = {law_D[S] / law_Dp[S] for S in inside}
+    assert len(ratios) == 1, "Pr_D(S) / Pr_D'(S) must be constant inside Omega"
+    (R,) = ratios
+    return 1 + R - 2 * Q
+
+
+_ALLOWED = {
+    "P1": lambda a, d, r: d == 0 and r == 0,
+    "P2": lambda a, d, r: a == 0 and r == 0,
+    "P3": lambda a, d, r: a == 0 and d == 0,
+    "P4": lambda a, d, r: d == 0,
+    "P5": lambda a, d, r: a == 0,
+    "P6": lambda a, d, r: True,
+}
+
+
+def _oracle_delta(scheme, n, ns, p, model, rho):
+    best = Fraction(0)
+    for a in range(rho + 1):
+        for d in range(rho + 1 - a):
+            for r in range(rho + 1 - a - d):
+                if d + r > n or not _ALLOWED[model](a, d, r):
+                    continue
+                v = _oracle_attack(scheme, n, ns, p, a, d, r)
+                if v == math.inf:
+                    return math.inf
+                best = max(best, v)
+    return best
+
+
+def _oracle_radius(deltas, gap: Fraction, cap_reached: bool, rho_max: int):
+    """Largest rho with delta(rho) < gap from exact values for rho = 0..rho_max."""
+    if gap <= 0:
+        return -1
+    r = -1
+    for rho, v in enumerate(deltas):
+        if v < gap:
+            r = rho
+        else:
+            break
+    assert r < rho_max or cap_reached, "oracle table too short"
+    return r
+
+
+ORACLE_CASES = [
+    # (scheme, n, ns, p)
+    ("without_replacement", 4, 1, None),
+    ("without_replacement", 5, 2, None),
+    ("without_replacement", 6, 3, None),
+    ("without_replacement", 7, 2, None),
+    ("with_replacement", 3, 1, None),
+    ("with_replacement", 4, 2, None),
+    ("with_replacement", 5, 2, None),
+    ("with_replacement", 4, 3, None),
+    ("binomial", 4, None, Fraction(1, 2)),
+    ("binomial", 5, None, Fraction(1, 5)),
+    ("binomial", 6, None, Fraction(1, 3)),
+    ("binomial", 3, None, Fraction(9, 10)),
+]
+
+
+@pytest.mark.parametrize("scheme,n,ns,p", ORACLE_CASES)
+@pytest.mark.parametrize("model", ["P1", "P2", "P3", "P4", "P5", "P6"])
+def test_delta_matches_exhaustive_enumeration(scheme, n, ns, p, model):
+    rho_max = n + 2
+    bound = SelectionBound(scheme, n, ns=ns, p=None if p is None else float(p), model=model)
+    ours = bound.delta(np.arange(rho_max + 1))
+    exact = [_oracle_delta(scheme, n, ns, p, model, rho) for rho in range(rho_max + 1)]
+    for rho, (o, e) in enumerate(zip(ours, exact, strict=True)):
+        if e == math.inf:
+            if scheme == "without_replacement":
+                assert o == math.inf, (rho, o, e)
+            else:
+                assert o >= 1, (rho, o, e)
+        else:
+            assert o == pytest.approx(float(e), rel=1e-12, abs=1e-14), (rho, o, e)
+    # Radii for many gaps, including the exact delta values themselves (ties must not certify)
+    finite = [e for e in exact if e != math.inf]
+    gaps = {Fraction(g) for g in np.linspace(-0.2, 1, 61)}
+    gaps |= {e for e in finite if e <= 1}
+    gaps |= {e + Fraction(1, 10**6) for e in finite if e + Fraction(1, 10**6) <= 1}
+    cap = model in ("P2", "P3", "P5")
+    for gap in sorted(gaps):
+        g = float(gap)
+        # the float gap may differ from the rational one: compare against the float's value
+        want = _oracle_radius(exact, Fraction(g), cap, rho_max)
+        if cap:  # convention: under P2/P3/P5 a radius of n covers every possible attack
+            want = min(want, n)
+        got = bound.radius(g)
+        assert got <= want, f"radius {got} exceeds exact {want} at gap {gap}"
+        near_tie = any(abs(Fraction(g) - e) <= Fraction(MARGIN) * 10 for e in finite)
+        if not near_tie:
+            assert got == want, (gap, got, want)
+        else:
+            assert got >= want - 1
+
+
+def test_oracle_sees_the_paper_erratum():
+    """The paper's Corollary 1 inverts pi; its printed P1 delta is below the exact one."""
+    n, ns, rho = 5, 2, 2
+    exact = _oracle_delta("without_replacement", n, ns, None, "P1", rho)
+    printed = Fraction(math.comb(n, ns), math.comb(n + rho, ns)) - 1 + 1 - 1  # 1/pi - 1 wrong
+    assert printed < exact
+    assert delta(rho, scheme="without_replacement", n=n, ns=ns, model="P1") == pytest.approx(
+        float(exact)
+    )
+    # The spec's numeric example of the erratum: n = 100, ns = 5, rho = 4, P1: 0.221 (not 0.148)
+    v = delta(4, scheme="without_replacement", n=100, ns=5, model="P1")
+    assert round(v, 3) == 0.221
+
+
+# ------------------------------------------------------- soundness against classifiers
+@pytest.mark.parametrize("scheme,n,ns,p", ORACLE_CASES[::2])
+def test_certificate_holds_for_random_base_classifiers(scheme, n, ns, p):
+    """For random labellings f of sub-datasets: p1 - p2 > delta(a, d, r) on D implies that
+    c1 is still the top class on D' (the statement Theorem 1 certifies)."""
+    rng = np.random.default_rng(n * 31 + (ns or 0))
+    checked = 0
+    for a, d, r in itertools.product(range(3), range(2), range(2)):
+        if d + r > n:
+            continue
+        dval = _oracle_attack(scheme, n, ns, p, a, d, r)
+        if dval == math.inf:
+            continue
+        D = tuple(range(n))
+        Dp = tuple(range(d + r, n)) + tuple(range(n, n + r + a))
+        law_D = _subdataset_law(scheme, D, ns, p)
+        law_Dp = _subdataset_law(scheme, Dp, ns, p)
+        universe = sorted(set(law_D) | set(law_Dp))
+        for _ in range(60):
+            # mostly class 0, so that the certified gap is often reached
+            draws = rng.choice(3, size=len(universe), p=[0.85, 0.1, 0.05])
+            lab = dict(zip(universe, draws, strict=True))
+            pD = [sum(pr for S, pr in law_D.items() if lab[S] == c) for c in range(3)]
+            pDp = [sum(pr for S, pr in law_Dp.items() if lab[S] == c) for c in range(3)]
+            c1 = int(np.argmax([float(x) for x in pD]))
+            p2 = max(pD[c] for c in range(3) if c != c1)
+            if pD[c1] - p2 > dval:
+                checked += 1
+                assert all(pDp[c1] > pDp[c] for c in range(3) if c != c1)
+    assert checked > 0
+
+
+# -------------------------------------------------------------------- properties
+schemes = st.sampled_from(SCHEMES)
+
+
+@st.composite
+def settings_(draw):
+    scheme = draw(schemes)
+    n = draw(st.integers(2, 10**9))
+    ns = draw(st.integers(1, min(n - 1, 5000)))
+    return scheme, n, ns
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(settings_(), st.sampled_from(["P1", "P2", "P3", "P4", "P5", "P6"]),
+       st.lists(st.integers(0, 3000), min_size=2, max_size=20))
+def test_delta_non_decreasing_in_rho(setting, model, rhos):
+    scheme, n, ns = setting
+    rhos = np.sort(np.array(rhos))
+    v = delta(rhos, scheme=scheme, n=n, ns=ns, model=model)
+    finite = np.isfinite(v)
+    # once infinite, stays infinite
+    assert not np.any(finite[1:] & ~finite[:-1])
+    vf = v[finite]
+    assert np.all(np.diff(vf) >= -1e-12 * np.maximum(1.0, np.abs(vf[1:])))
+    assert v[rhos == 0].tolist() == [0.0] * int(np.sum(rhos == 0))
+
+
+@settings(max_examples=60, deadline=None)
+@given(settings_(), st.lists(st.integers(0, 5000), min_size=1, max_size=10))
+def test_p5_equals_p3_and_p6_equals_p4(setting, rhos):
+    scheme, n, ns = setting
+    kw = dict(scheme=scheme, n=n, ns=ns)
+    np.testing.assert_array_equal(delta(rhos, model="P5", **kw), delta(rhos, model="P3", **kw))
+    np.testing.assert_array_equal(delta(rhos, model="P6", **kw), delta(rhos, model="P4", **kw))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.integers(2, 10**8), st.integers(1, 500), st.integers(0, 10**4))
+def test_scheme_ordering_under_p3(n, ns, rho):
+    ns = min(ns, n - 1)
+    rho = min(rho, n)
+    kw = dict(n=n, ns=ns, model="P3")
+    wor = delta(rho, scheme="without_replacement", **kw)
+    wr = delta(rho, scheme="with_replacement", **kw)
+    bi = delta(rho, scheme="binomial", **kw)
+    tol = 1e-12
+    assert wor >= wr - tol
+    if rho >= ns:
+        assert bi <= wr + tol
+    if rho <= ns:
+        assert bi >= wr - tol
+
+
+@settings(max_examples=60, deadline=None)
+@given(settings_(), st.sampled_from(["P1", "P2", "P3", "P6"]),
+       st.lists(st.floats(-1, 1), min_size=2, max_size=30))
+def test_radius_monotone_in_gap_and_consistent_with_delta(setting, model, gaps):
+    scheme, n, ns = setting
+    b = SelectionBound(scheme, n, ns=ns, model=model)
+    gaps = np.sort(np.array(gaps))
+    r = b.radius(gaps)
+    assert np.all(np.diff(r) >= 0)
+    assert np.all(r[gaps <= 0] == -1)
+    ok = r >= 0
+    # the defining property at the returned radius (strict inequality), and maximality
+    assert np.all(b.delta(r[ok]) < gaps[ok])
+    nxt = r[ok] + 1
+    if b.rho_cap is not None:
+        keep = nxt <= b.rho_cap
+        nxt, gk = nxt[keep], gaps[ok][keep]
+    else:
+        gk = gaps[ok]
+    assert np.all(b.delta(nxt) >= gk - 2 * MARGIN - 1e-9)
+
+
+def test_spec_example_13007_10():
+    gap = 2 * 0.0005 ** (1 / 1000) - 1
+    assert gap == pytest.approx(0.98486, abs=1e-5)
+    kw = dict(n=13007, ns=10, model="P6")
+    assert certified_radius(gap, scheme="binomial", **kw) == 881
+    assert certified_radius(gap, scheme="with_replacement", **kw) == 852
+    assert certified_radius(gap, scheme="without_replacement", **kw) == 852
+
+
+def test_vectorised_shapes_and_scalars():
+    kw = dict(scheme="with_replacement", n=1000, ns=10)
+    assert isinstance(delta(3, **kw), float)
+    assert isinstance(certified_radius(0.5, **kw), int)
+    g = np.array([[0.1, 0.5], [0.9, -0.2]])
+    r = certified_radius(g, **kw)
+    assert r.shape == (2, 2) and r.dtype == np.int64
+    assert r[1, 1] == -1
+    assert certified_radius(0.0, **kw) == -1
+
+
+def test_no_cap_on_rho_and_infinite_for_small_omega():
+    # n = 10^7, ns = 1: radii in the millions, no arbitrary cap
+    r = certified_radius(0.99, scheme="with_replacement", n=10**7, ns=1)
+    assert r == pytest.approx(0.99 * 10**7 / 2, rel=1e-6)
+    assert delta(8, scheme="without_replacement", n=10, ns=3, model="P3") == math.inf
+    assert delta(7, scheme="without_replacement", n=10, ns=3, model="P3") < math.inf
+
+
+def test_binomial_closed_form_p6():
+    n, p = 5000, 0.002
+    q = 1 - p
+    rho = np.arange(0, 800)
+    want = np.maximum(2 - 2 * q**rho, q ** (-rho) - 1)
+    np.testing.assert_allclose(delta(rho, scheme="binomial", n=n, p=p), want, rtol=1e-12)
+    # p = ns / n held fixed
+    np.testing.assert_array_equal(delta(rho, scheme="binomial", n=n, ns=10),
+                                  delta(rho, scheme="binomial", n=n, p=10 / n))
+
+
+# ------------------------------------------------------------ large n, high precision
+mpmath.mp.dps = 60
+
+
+def _mp_logC_ratio(hi, lo, ns):
+    f = mpmath.loggamma
+    return (f(lo + 1) - f(lo - ns + 1)) - (f(hi + 1) - f(hi - ns + 1))
+
+
+def _mp_delta_p6(scheme, n, ns, rho):
+    n, ns = mpmath.mpf(n), ns
+    best = mpmath.mpf(-10)
+    for a in range(rho + 1):
+        if scheme == "with_replacement":
+            R = ((n + a) / n) ** ns
+            Q = ((n - rho + a) / n) ** ns
+        else:
+            if n - rho + a < ns:
+                return mpmath.inf
+            R = mpmath.e ** (-_mp_logC_ratio(n + a, n, ns))
+            Q = mpmath.e ** _mp_logC_ratio(n, n - rho + a, ns)
+        best = max(best, 1 + R - 2 * Q)
+    return best
+
+
+@pytest.mark.parametrize(
+    "scheme,n,ns,gap",
+    [
+        ("without_replacement", 10**9, 2_000_000, 0.37),  # lgamma would cancel; table path
+        ("without_replacement", 10**6, 700, 0.9),  # direct log1p sums
+        ("without_replacement", 10**9, 300_000, 0.9),
+        ("with_replacement", 10**9, 1_000_000, 0.6),
+        ("without_replacement", 60_000, 30, 0.8),
+        ("with_replacement", 123_457, 77, 0.123456789),
+    ],
+)
+def test_radius_against_60_digit_arithmetic(scheme, n, ns, gap):
+    r = certified_radius(gap, scheme=scheme, n=n, ns=ns, model="P6")
+    assert 0 <= r < 3000, r
+    assert _mp_delta_p6(scheme, n, ns, r) < gap  # sound
+    assert _mp_delta_p6(scheme, n, ns, r + 1) >= gap  # and not smaller than exact
+
+
+def test_binomial_large_n_high_precision():
+    n, ns, gap = 10**9, 3, 0.999
+    r = certified_radius(gap, scheme="binomial", n=n, ns=ns, model="P6")
+    q = 1 - mpmath.mpf(ns) / n
+
+    def d(rho):
+        return max(2 - 2 * q**rho, q ** (-rho) - 1)
+
+    assert d(r) < gap <= d(r + 1)
+
+
+# ------------------------------------------------------------------------- Jia et al.
+def test_jia_rounding_is_outward_and_tiny():
+    p1, p2 = jia_round(np.array([0.75, 0.123456789, 0.7]), np.array([0.25, 0.3, 0.2]),
+                       n=10, ns=3)
+    # 1/10^3 grid; the float 0.7 lies just below 7/10, so it rounds down to 0.699
+    np.testing.assert_array_equal(p1, [0.75, 0.123, 0.699])
+    # the float 0.3 lies below 3/10: rounded up to 3/10, then outward to the next float;
+    # the float 0.2 lies above 2/10: rounded up to 0.201
+    assert p2[0] == 0.25 and p2[1] == np.nextafter(0.3, 1) and p2[2] == pytest.approx(0.201)
+    assert Fraction(p2[1]) >= Fraction(3, 10) and Fraction(p1[1]) <= Fraction(123, 1000)
+    g1, g2 = jia_round(0.5 + 1e-9, 0.25 - 1e-9, n=13007, ns=10)
+    x = 0.5 + 1e-9  # grid step 13007^-10 is far below one ulp: one outward ulp step
+    assert 0 < x - g1 <= np.spacing(x) and Fraction(float(g1)) < Fraction(x)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.floats(0, 1), st.floats(0, 1), st.integers(2, 60000), st.integers(1, 40))
+def test_jia_never_beats_ours_and_differs_by_rounding_only(p1, p2, n, ns):
+    ours = certified_radius(np.clip(p1 - p2, -1, 1), scheme="with_replacement", n=n, ns=ns)
+    jia = jia_certified_radius(p1, p2, n=n, ns=ns)
+    assert jia <= ours
+    lo = certified_radius(np.clip(p1 - p2 - 2.0 * float(n) ** -ns, -1, 1),
+                          scheme="with_replacement", n=n, ns=ns)
+    assert jia >= lo
+
+
+def test_jia_equal_in_practice():
+    gap = np.linspace(0.01, 0.99, 200)
+    p1, p2 = 0.5 + gap / 2, 0.5 - gap / 2
+    ours = certified_radius(p1 - p2, scheme="with_replacement", n=60000, ns=30)
+    np.testing.assert_array_equal(jia_certified_radius(p1, p2, n=60000, ns=30), ours)
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(scheme="without_replacement", n=10, ns=11), r"'ns'.*\[1, 10\].*11"),
+        (dict(scheme="binomial", n=10, p=1.5), r"'p'.*\(0, 1\).*1\.5"),
+        (dict(scheme="binomial", n=10, p=0.0), r"'p'.*\(0, 1\).*0\.0"),
+        (dict(scheme="binomial", n=10), r"'p'"),
+        (dict(scheme="bagging-ish", n=10, ns=2), r"'scheme'.*without_replacement.*bagging-ish"),
+        (dict(scheme="with_replacement", n=10, ns=2, model="P7"), r"'model'.*P1.*P7"),
+        (dict(scheme="with_replacement", n=0, ns=2), r"'n'.*0"),
+        (dict(scheme="with_replacement", n=10, ns=2.5), r"'ns'.*int.*2\.5"),
+        (dict(scheme="with_replacement", n=10, ns=2, p=0.2), r"'p'"),
+    ],
+)
+def test_bad_settings(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        delta(1, **kwargs)
+
+
+@pytest.mark.parametrize("rho,match", [(-1, r"'rho'.*>= 0.*-1"), (1.5, r"'rho'.*1\.5"),
+                                        ([1, -3], r"'rho'.*-3"), ("x", r"'rho'")])
+def test_bad_rho(rho, match):
+    with pytest.raises(ValueError, match=match):
+        delta(rho, scheme="with_replacement", n=10, ns=2)
+
+
+@pytest.mark.parametrize("gap", [1.5, -1.5, float("nan"), [0.2, 2.0]])
+def test_bad_gap(gap):
+    with pytest.raises(ValueError, match=r"'gap'.*\[-1, 1\]"):
+        certified_radius(gap, scheme="with_replacement", n=10, ns=2)
+
+
+def test_importing_bounds_does_not_import_torch():
+    code = "import sys, poisoncert, poisoncert.bounds; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
