@@ -1,0 +1,332 @@
+"""Certified prediction from vote counts: the seed paper's Algorithm 1, certified accuracy, and
+deterministic partition aggregation (DPA) for comparison (numpy and scipy only).
+
+Input is always a vote-count matrix ``counts`` of shape ``(n_test, n_classes)``:
+``counts[i, c]`` base classifiers voted ``c`` on test point ``i``. Results are frozen dataclasses
+holding one entry per test point, with ``ABSTAIN = -1`` as the named abstain value, and give one
+flat record per test point (``records()``) for writing to a table.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poisoncert._validation import check_choice, check_int_array, param_error
+from poisoncert.bounds import MODEL_ALIASES, MODELS, SelectionBound, jia_certified_radius
+from poisoncert.stats import _check_counts, _vote_bounds
+
+__all__ = [
+    "ABSTAIN",
+    "Certificate",
+    "DPACertificate",
+    "DPA_UNITS",
+    "certified_accuracy",
+    "certify",
+    "dpa_certify",
+    "jia_certify",
+]
+
+#: Prediction (and top class) of a test point that is not certified; its radius is also -1.
+ABSTAIN = -1
+
+#: Units of a DPA radius: "operation" counts a modification as one operation (as P1-P6 do);
+#: "dpa" is the DPA paper's unit, where a modification counts as two (a deletion + an insertion).
+DPA_UNITS = ("operation", "dpa")
+
+_UNIT_TEXT = {
+    "operation": "operations (insertion, deletion or modification = 1 each)",
+    "dpa": "DPA operations (insertion or deletion = 1, modification = 2)",
+}
+
+
+def _summary_stats(prediction: np.ndarray, radius: np.ndarray, labels) -> dict:
+    n_test = int(prediction.shape[0])
+    cert = prediction != ABSTAIN
+    r = radius[cert]
+    out = {
+        "n_test": n_test,
+        "n_certified": int(cert.sum()),
+        "abstain_rate": float(np.mean(~cert)) if n_test else float("nan"),
+        "radius_median": float(np.median(r)) if r.size else float("nan"),
+        "radius_mean": float(np.mean(r)) if r.size else float("nan"),
+        "radius_max": int(r.max()) if r.size else -1,
+    }
+    if labels is not None:
+        lab = _check_labels(labels, n_test, "summary")
+        out["accuracy"] = float(np.mean(prediction == lab)) if n_test else float("nan")
+    return out
+
+
+def _check_labels(labels, n_test: int, where: str) -> np.ndarray:
+    lab = check_int_array(labels, "labels", where, low=0)
+    if lab.shape != (n_test,):
+        raise param_error("labels", where, f"an int array of shape ({n_test},)",
+                          f"an array of shape {lab.shape}")
+    return lab
+
+
+@dataclass(frozen=True, eq=False)
+class Certificate:
+    """Certified predictions of a randomized-selection ensemble, one entry per test point.
+
+    Guarantee: with probability at least ``1 - alpha`` over the sampling of the ``T``
+    sub-datasets (per test point; see ``poisoncert.stats.vote_bounds`` for what ``method``
+    covers), where ``prediction[i] != ABSTAIN`` the smoothed classifier trained on any data set
+    reachable from the clean one by at most ``radius[i]`` operations of poisoning model
+    ``model`` still predicts ``prediction[i]``. ``radius`` counts insertions, deletions and
+    modifications as one operation each.
+
+    Attributes
+    ----------
+    prediction : int64 array
+        ``top_class`` where ``p1_lower > p2_upper`` (strict, erratum 5), else ``ABSTAIN``.
+    radius : int64 array
+        Certified radius (number of operations), ``-1`` where abstaining.
+    p1_lower, p2_upper : float64 arrays
+        The vote-probability bounds the radius comes from.
+    top_class : int64 array
+        The class the bounds are about (majority vote, or the label for ``true_label*``).
+    scheme, n, ns, p, model :
+        The selection setting (canonical names, see ``poisoncert.bounds``).
+    alpha, method : the statistics (``poisoncert.stats.vote_bounds``).
+    T : int64 array
+        Base classifiers behind each test point (abstaining ones included).
+    rule : str
+        ``"theorem1"`` (the corrected Theorem 1) or ``"jia"`` (Jia et al.'s rounding).
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    p1_lower: np.ndarray
+    p2_upper: np.ndarray
+    top_class: np.ndarray
+    scheme: str
+    n: int
+    ns: int | None
+    p: float | None
+    model: str
+    alpha: float
+    method: str
+    T: np.ndarray
+    rule: str = "theorem1"
+
+    @property
+    def gap(self) -> np.ndarray:
+        """``p1_lower - p2_upper``."""
+        return self.p1_lower - self.p2_upper
+
+    @property
+    def certified(self) -> np.ndarray:
+        """Boolean mask of the test points that are not abstained on."""
+        return self.prediction != ABSTAIN
+
+    def __len__(self) -> int:
+        return int(self.prediction.shape[0])
+
+    def setting(self) -> dict:
+        """The setting shared by every test point, as a flat dict."""
+        return {
+            "scheme": self.scheme, "n": self.n, "ns": self.ns, "p": self.p,
+            "model": self.model, "alpha": self.alpha, "method": self.method, "rule": self.rule,
+            "radius_unit": _UNIT_TEXT["operation"],
+        }
+
+    def records(self) -> list[dict]:
+        """One flat dict per test point: its index, results, bounds and the setting."""
+        s = self.setting()
+        return [
+            {
+                "index": i,
+                "prediction": int(self.prediction[i]),
+                "radius": int(self.radius[i]),
+                "top_class": int(self.top_class[i]),
+                "p1_lower": float(self.p1_lower[i]),
+                "p2_upper": float(self.p2_upper[i]),
+                "T": int(self.T[i]),
+                **s,
+            }
+            for i in range(len(self))
+        ]
+
+    to_rows = records
+
+    def summary(self, labels=None) -> dict:
+        """Counts, abstain rate and radius statistics over certified points, plus the setting;
+        with ``labels`` also the clean accuracy (abstentions count as wrong)."""
+        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
+
+
+def _finish(vb, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Algorithm 1, lines 5-10, with the strict inequality of erratum 5."""
+    ok = (vb.p1_lower > vb.p2_upper) & (radius >= 0)
+    prediction = np.where(ok, vb.top_class, ABSTAIN).astype(np.int64)
+    radius = np.where(ok, radius, -1).astype(np.int64)
+    return prediction, radius
+
+
+def certify(counts, *, scheme: str, n: int, ns: int | None = None, p: float | None = None,
+            model: str = "P6", alpha: float = 0.001, method: str = "bonferroni", T=None,
+            labels=None) -> Certificate:
+    """Certify every test point of a vote-count matrix (Algorithm 1, with erratum 5's ``>``).
+
+    For each test point: bound the vote probabilities with ``stats.vote_bounds`` (``method``,
+    ``alpha``), predict the top class ``c1`` with radius ``max {rho : delta(rho) < p1_lower -
+    p2_upper}`` when ``p1_lower > p2_upper``, else ``ABSTAIN`` with radius ``-1``. All radii
+    come from one vectorised ``SelectionBound.radius`` call (``delta`` depends only on the
+    setting).
+
+    Parameters
+    ----------
+    counts : int array ``(n_test, n_classes)``
+    scheme, n, ns, p, model :
+        The selection setting of ``poisoncert.bounds.SelectionBound``; ``n = |D^p|``.
+    alpha : float in (0, 1)
+        Error probability per test point, over the sampling of the sub-datasets.
+    method : str
+        How the bounds are computed (default ``"bonferroni"``, valid for any number of
+        classes); see ``poisoncert.stats.vote_bounds``.
+    T : int or int array, optional
+        Number of base classifiers (defaults to row sums; abstaining ones count in ``T``).
+    labels : int array, optional
+        True labels, required by the ``true_label*`` methods (certified-accuracy evaluation);
+        then a certified prediction is the label.
+    """
+    bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)
+    vb = _vote_bounds(counts, alpha=alpha, method=method, T=T, labels=labels, where="certify")
+    prediction, radius = _finish(vb, bound.radius(vb.gap))
+    return Certificate(
+        prediction=prediction, radius=radius, p1_lower=vb.p1_lower, p2_upper=vb.p2_upper,
+        top_class=vb.top_class, scheme=bound.scheme, n=bound.n, ns=bound.ns, p=bound.p,
+        model=bound.model, alpha=vb.alpha, method=vb.method, T=vb.T, rule="theorem1",
+    )
+
+
+def jia_certify(counts, *, n: int, ns: int, alpha: float = 0.001, method: str = "bonferroni",
+                T=None, labels=None) -> Certificate:
+    """Certify with Jia et al.'s condition, for the baseline comparison.
+
+    Bagging with replacement (``ns`` draws from ``n``), any insertions, deletions and
+    modifications (P6); the bounds of ``method`` are rounded to multiples of ``1 / n^ns``
+    before the radius search (``poisoncert.bounds.jia_certified_radius``). By erratum 4 the
+    radii equal ``certify(..., scheme="with_replacement")``'s except within ``2 / n^ns`` of a
+    threshold. ``rule == "jia"`` in the result.
+    """
+    bound = SelectionBound("with_replacement", n, ns=ns, model="P6")
+    vb = _vote_bounds(counts, alpha=alpha, method=method, T=T, labels=labels,
+                      where="jia_certify")
+    radius = np.asarray(jia_certified_radius(vb.p1_lower, vb.p2_upper, n=bound.n, ns=bound.ns))
+    prediction, radius = _finish(vb, radius.reshape(vb.p1_lower.shape))
+    return Certificate(
+        prediction=prediction, radius=radius, p1_lower=vb.p1_lower, p2_upper=vb.p2_upper,
+        top_class=vb.top_class, scheme=bound.scheme, n=bound.n, ns=bound.ns, p=None,
+        model="P6", alpha=vb.alpha, method=vb.method, T=vb.T, rule="jia",
+    )
+
+
+def certified_accuracy(result, labels, rhos) -> np.ndarray:
+    """Fraction of test points with ``prediction == label`` and ``radius >= rho``, per ``rho``.
+
+    ``result`` is a ``Certificate`` or ``DPACertificate`` (anything with ``prediction`` and
+    ``radius``); abstentions count as wrong. ``rhos``: non-negative integers (scalar or
+    array); the result has the shape of ``rhos`` and is non-increasing in ``rho``.
+    """
+    where = "certified_accuracy"
+    prediction = np.asarray(result.prediction)
+    radius = np.asarray(result.radius)
+    n_test = int(prediction.shape[0])
+    lab = _check_labels(labels, n_test, where)
+    rho = check_int_array(rhos, "rhos", where, low=0)
+    if n_test == 0:
+        raise param_error("labels", where, "a non-empty int array", "an empty array")
+    good = np.sort(radius[(prediction == lab) & (prediction != ABSTAIN)])
+    # number of correct points with radius >= rho
+    n_ok = good.size - np.searchsorted(good, rho, side="left")
+    out = n_ok / n_test
+    return float(out) if np.ndim(out) == 0 else out
+
+
+@dataclass(frozen=True, eq=False)
+class DPACertificate:
+    """Deterministic partition aggregation: certified predictions, one entry per test point.
+
+    Guarantee (deterministic): with parts assigned by a hash of each sample's content, the
+    majority vote (ties to the smaller class index) stays ``prediction[i]`` under any attack of
+    model ``model`` with at most ``radius[i]`` operations, counted in ``unit``:
+
+    - ``"operation"``: an insertion, deletion or modification is one operation (as in P1-P6).
+      An insertion or deletion changes one part's vote, a modification up to two (old and new
+      hash), so ``radius = floor(slack / 2)`` under P1/P2 and ``floor(slack / 4)`` under P3-P6.
+    - ``"dpa"``: the DPA paper's unit, a modification counts as two operations;
+      ``radius = floor(slack / 2)`` whatever the model.
+
+    ``slack = N_c1 - max over c != c1 of (N_c + [c < c1])``. DPA never abstains.
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    slack: np.ndarray
+    model: str
+    unit: str
+
+    @property
+    def top_class(self) -> np.ndarray:
+        return self.prediction
+
+    @property
+    def radius_dpa(self) -> np.ndarray:
+        """The radius in the DPA paper's unit (modification = two operations)."""
+        return self.slack // 2
+
+    def __len__(self) -> int:
+        return int(self.prediction.shape[0])
+
+    def setting(self) -> dict:
+        return {"scheme": "partition", "model": self.model, "unit": self.unit,
+                "radius_unit": _UNIT_TEXT[self.unit]}
+
+    def records(self) -> list[dict]:
+        """One flat dict per test point."""
+        s = self.setting()
+        return [
+            {"index": i, "prediction": int(self.prediction[i]), "radius": int(self.radius[i]),
+             "slack": int(self.slack[i]), "radius_dpa": int(self.slack[i] // 2), **s}
+            for i in range(len(self))
+        ]
+
+    to_rows = records
+
+    def summary(self, labels=None) -> dict:
+        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
+
+
+def dpa_certify(counts, *, model: str = "P6", unit: str = "operation") -> DPACertificate:
+    """Certify DPA votes (one base classifier per hash-partition part; ``counts`` per class).
+
+    ``prediction`` = majority vote with ties to the smaller class index, ``slack = N_c1 -
+    max over c != c1 of (N_c + [c < c1])``, and ``radius`` in ``unit`` (see
+    ``DPACertificate``): with ``unit="operation"`` ``floor(slack / 2)`` under P1/P2 and
+    ``floor(slack / 4)`` under P3-P6; with ``unit="dpa"`` (the DPA paper's numbers,
+    a modification counted as two operations) ``floor(slack / 2)``. Needs at least two classes.
+    """
+    where = "dpa_certify"
+    model = check_choice(model, "model", where, MODELS, MODEL_ALIASES)
+    unit = check_choice(unit, "unit", where, DPA_UNITS)
+    counts = _check_counts(counts, where)
+    n_test, C = counts.shape
+    if C < 2:
+        raise param_error("counts", where, "a 2-D array with at least 2 classes (columns)",
+                          f"an array of shape {counts.shape}")
+    c1 = np.argmax(counts, axis=1)
+    rows = np.arange(n_test)
+    # N_c + [c < c1]: a class below c1 wins a tie, so it needs one vote less.
+    rival = counts + (np.arange(C)[None, :] < c1[:, None])
+    rival[rows, c1] = np.iinfo(np.int64).min
+    slack = counts[rows, c1] - rival.max(axis=1)
+    if unit == "dpa" or model in ("P1", "P2"):
+        radius = slack // 2
+    else:
+        radius = slack // 4
+    return DPACertificate(prediction=c1.astype(np.int64), radius=radius.astype(np.int64),
+                          slack=slack.astype(np.int64), model=model, unit=unit)

@@ -1,0 +1,53 @@
+"""The ``poisoncert`` command line (typer).
+
+Commands are thin: each parses options and calls one library function. ``radius`` and
+``delta`` live in ``cli/certs.py``; ``train``, ``certify`` and ``demo`` in ``cli/runs.py`` when
+that module is present (it defines ``register(app)``). Library errors (``ValueError`` and the
+other ``EXPECTED_ERRORS``) become one line ``error: <message>`` on stderr and exit code 1.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+
+from poisoncert.cli import certs
+from poisoncert.cli.certs import EXPECTED_ERRORS, error_line, library_errors
+
+__all__ = ["EXPECTED_ERRORS", "app", "error_line", "library_errors", "main"]
+
+app = typer.Typer(
+    name="poisoncert",
+    help="Certified defences against training-data poisoning by randomized selection.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _root() -> None:
+    """Certified defences against training-data poisoning by randomized selection
+    (bagging with/without replacement, binomial selection) and partition aggregation."""
+
+
+certs.register(app)
+
+try:
+    _runs = importlib.import_module("poisoncert.cli.runs")
+except ModuleNotFoundError as exc:  # only a missing cli/runs.py is tolerated
+    if exc.name != "poisoncert.cli.runs":
+        raise
+else:
+    _runs.register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app; expected library errors -> one line, exit code 1."""
+    try:
+        app(args=argv, prog_name="poisoncert")
+    except EXPECTED_ERRORS as exc:
+        print(error_line(exc), file=sys.stderr)
+        sys.exit(1)

@@ -1,0 +1,204 @@
+"""Certificate commands: ``poisoncert radius`` and ``poisoncert delta``.
+
+Each command parses its options and calls the library (``poisoncert.certify``,
+``poisoncert.bounds``, ``poisoncert.plots``); nothing here computes a bound itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+
+from poisoncert._validation import param_error
+
+__all__ = ["EXPECTED_ERRORS", "delta", "error_line", "library_errors", "radius", "register"]
+
+#: Errors that are the user's to fix (bad parameters, missing or unwritable files): reported as
+#: one line, no traceback. Anything else is a bug and keeps its traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+
+RADIUS_UNIT = "operations (insertion, deletion or modification = 1 each)"
+
+
+def error_line(exc: BaseException) -> str:
+    """``error: <message>`` on one line."""
+    msg = " ".join(str(exc).split()) or type(exc).__name__
+    return f"error: {msg}"
+
+
+@contextlib.contextmanager
+def library_errors() -> Iterator[None]:
+    """Turn an expected library error into ``error: <message>`` on stderr and exit code 1."""
+    try:
+        yield
+    except EXPECTED_ERRORS as exc:
+        typer.echo(error_line(exc), err=True)
+        raise typer.Exit(1) from None
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``radius`` and ``delta`` to ``app``."""
+    app.command("radius")(radius)
+    app.command("delta")(delta)
+
+
+def _parse_int_rows(text: str, name: str) -> np.ndarray:
+    """``"990,10"`` -> ``[[990, 10]]``; rows separated by ``;`` (``"990,10;500,500"``)."""
+    allowed = "comma-separated integers, rows separated by ';' (e.g. \"990,10\")"
+    try:
+        rows = [[int(v) for v in row.split(",")] for row in text.split(";") if row.strip()]
+    except ValueError:
+        raise param_error(name, "radius", allowed, text) from None
+    if not rows or len({len(r) for r in rows}) != 1:
+        raise param_error(name, "radius", allowed + " with the same length", text)
+    return np.array(rows, dtype=np.int64)
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        return f"{x:.10g}"
+    return str(x)
+
+
+def _inf(v):
+    return float("inf") if v is None else v
+
+
+def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    typer.echo(title)
+    table = Table()
+    for c in columns:
+        table.add_column(c, justify="right")
+    for r in rows:
+        table.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in r])
+    Console(width=max(100, 22 * len(columns))).print(table)
+
+
+def radius(
+    scheme: Annotated[str, typer.Option(
+        help="without_replacement | with_replacement | binomial (aliases: wor, wr, 1, 2, 3)")],
+    n: Annotated[int, typer.Option("--n", help="Size n of the attackable training set D^p.")],
+    ns: Annotated[int | None, typer.Option(
+        "--ns", help="Selection size (binomial: p = ns / n).")] = None,
+    p: Annotated[float | None, typer.Option(
+        "--p", help="Binomial selection probability (instead of --ns).")] = None,
+    model: Annotated[str, typer.Option(help="Poisoning model P1 ... P6.")] = "P6",
+    gap: Annotated[float | None, typer.Option(
+        help="A lower bound on p1 - p2 (instead of --counts).")] = None,
+    counts: Annotated[str | None, typer.Option(
+        help="Vote counts per class, e.g. \"990,10\"; rows separated by ';'.")] = None,
+    T: Annotated[int | None, typer.Option(
+        "--T", "-T", help="Number of base classifiers (default: the sum of the counts; "
+                          "abstaining ones count).")] = None,
+    alpha: Annotated[float, typer.Option(
+        help="Error probability per test point, over the sampling.")] = 0.001,
+    method: Annotated[str, typer.Option(
+        help="bonferroni | bonferroni_upper | paper | true_label | true_label_split")
+    ] = "bonferroni",
+    labels: Annotated[str | None, typer.Option(
+        help="True labels, comma-separated (for the true_label methods).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Certified radius for a gap, or for vote counts (bounds, prediction and radius)."""
+    with library_errors():
+        from poisoncert.bounds import SelectionBound
+        from poisoncert.certify import certify
+
+        bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)
+        setting = {"scheme": bound.scheme, "n": bound.n, "ns": bound.ns, "p": bound.p,
+                   "model": bound.model, "radius_unit": RADIUS_UNIT}
+        if (gap is None) == (counts is None):
+            raise param_error("gap", "radius", "given when --counts is not (give exactly one "
+                              "of --gap and --counts)", gap)
+        if gap is not None:
+            r = int(bound.radius(gap))
+            results = [{"gap": gap, "radius": r}]
+        else:
+            c = _parse_int_rows(counts, "counts")
+            lab = None if labels is None else _parse_int_rows(labels, "labels").ravel()
+            cert = certify(c, scheme=bound.scheme, n=bound.n, ns=ns, p=p, model=bound.model,
+                           alpha=alpha, method=method, T=T, labels=lab)
+            setting.update(alpha=cert.alpha, method=cert.method)
+            results = [
+                {"counts": c[i].tolist(), "T": rec["T"], "top_class": rec["top_class"],
+                 "p1_lower": rec["p1_lower"], "p2_upper": rec["p2_upper"],
+                 "gap": rec["p1_lower"] - rec["p2_upper"], "prediction": rec["prediction"],
+                 "radius": rec["radius"]}
+                for i, rec in enumerate(cert.records())
+            ]
+
+    if as_json:
+        typer.echo(json.dumps({"setting": setting, "results": results}, indent=2))
+        return
+    for k, v in setting.items():
+        if v is not None and k != "radius_unit":
+            typer.echo(f"{k:<11} {_fmt(v)}")
+    for i, res in enumerate(results):
+        if len(results) > 1:
+            typer.echo(f"-- test point {i}")
+        for k, v in res.items():
+            if k == "prediction" and v == -1:
+                v = "ABSTAIN"
+            suffix = f"  [{RADIUS_UNIT}]" if k == "radius" else ""
+            typer.echo(f"{k:<11} {_fmt(v)}{suffix}")
+
+
+def delta(
+    rho_max: Annotated[int | None, typer.Option(
+        help="Largest rho (default: where delta reaches 1 for every scheme).")] = None,
+    n: Annotated[int | None, typer.Option(
+        "--n", help="Size of D^p (with --ns: one setting instead of the paper's two).")] = None,
+    ns: Annotated[int | None, typer.Option("--ns", help="Selection size.")] = None,
+    model: Annotated[str, typer.Option(help="Poisoning model P1 ... P6.")] = "P6",
+    steps: Annotated[int, typer.Option(help="Rows of the table (rho values) per setting.")] = 10,
+    out: Annotated[Path | None, typer.Option(
+        help="Write the figure (the paper's Figure 2) as a PNG here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Tabulate delta(rho) of the three schemes (binomial with p = ns / n) and draw Figure 2."""
+    with library_errors():
+        from poisoncert._validation import check_choice, check_int
+        from poisoncert.bounds import MODEL_ALIASES, MODELS
+        from poisoncert.plots import FIGURE2_SETTINGS, delta_curves, plot_delta
+
+        model = check_choice(model, "model", "delta", MODELS, MODEL_ALIASES)
+        steps = check_int(steps, "steps", "delta", low=1)
+        if (n is None) != (ns is None):
+            raise param_error("ns" if ns is None else "n", "delta",
+                              "given together with --n / --ns", None)
+        settings = FIGURE2_SETTINGS if n is None else ((n, ns),)
+        tables = []
+        for nn, nns in settings:
+            rhos, curves = delta_curves(nn, nns, model=model, rho_max=rho_max,
+                                        n_points=steps + 1)
+            tables.append({"n": nn, "ns": nns, "p": nns / nn, "model": model,
+                           "rho": rhos.tolist(),
+                           "delta": {s: [None if math.isinf(v) else float(v) for v in d]
+                                     for s, d in curves.items()}})
+        if out is not None:
+            plot_delta(out, settings=settings, model=model, rho_max=rho_max)
+
+    if as_json:
+        typer.echo(json.dumps({"tables": tables, "figure": None if out is None else str(out)},
+                              indent=2))
+        return
+    for t in tables:
+        schemes = list(t["delta"])
+        rows = [[rho, *[_inf(t["delta"][s][j]) for s in schemes]]
+                for j, rho in enumerate(t["rho"])]
+        _print_table(f"delta(rho), n = {t['n']}, ns = {t['ns']}, model {t['model']} "
+                     "(binomial selection: p = ns / n)", ["rho", *schemes], rows)
+    if out is not None:
+        typer.echo(f"wrote {out}")

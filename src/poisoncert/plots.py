@@ -1,0 +1,104 @@
+"""Figures (matplotlib, imported inside each function; no pyplot state, Agg rendering).
+
+Importing this module needs only numpy and ``poisoncert.bounds``, so the math and the CLI load
+fast and never touch a display.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from poisoncert._validation import check_choice, check_int, param_error
+from poisoncert.bounds import MODEL_ALIASES, MODELS, SCHEMES, SelectionBound
+
+__all__ = ["FIGURE2_SETTINGS", "default_rho_max", "delta_curves", "plot_delta"]
+
+#: The paper's Figure 2 panels, ``(n, ns)``: MNIST 1/7 (left) and CIFAR-10 sized (right).
+FIGURE2_SETTINGS = ((13007, 10), (50000, 1000))
+
+_STYLES = {"without_replacement": "-", "with_replacement": "--", "binomial": "-."}
+_LABELS = {
+    "without_replacement": "bagging without replacement (1)",
+    "with_replacement": "bagging with replacement (2)",
+    "binomial": "binomial selection (3), p = ns / n",
+}
+
+
+def _bound(scheme: str, n: int, ns: int, model: str) -> SelectionBound:
+    # binomial selection with ns means p = ns / n, held fixed
+    return SelectionBound(scheme, n, ns=ns, model=model)
+
+
+def default_rho_max(n: int, ns: int, *, model: str = "P6", schemes: Sequence[str] = SCHEMES) -> int:
+    """The first ``rho`` at which ``delta`` reaches 1 for every scheme (so the widest scheme's
+    curve just reaches 1): beyond it no gap (at most 1) certifies anything."""
+    return max(int(_bound(s, n, ns, model).radius(1.0)) + 1 for s in schemes)
+
+
+def delta_curves(n: int, ns: int, *, model: str = "P6", rho_max: int | None = None,
+                 n_points: int = 400, schemes: Sequence[str] = SCHEMES,
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """``rho`` grid (at most ``n_points`` integers from 0 to ``rho_max``) and ``delta(rho)`` per
+    scheme (binomial selection with ``p = ns / n``); ``+inf`` where nothing can be certified."""
+    where = "delta_curves"
+    n_points = check_int(n_points, "n_points", where, low=2)
+    if rho_max is None:
+        rho_max = default_rho_max(n, ns, model=model, schemes=schemes)
+    rho_max = check_int(rho_max, "rho_max", where, low=1)
+    rhos = np.unique(np.round(np.linspace(0, rho_max, n_points)).astype(np.int64))
+    curves = {}
+    for s in schemes:
+        b = _bound(s, n, ns, model)
+        curves[b.scheme] = np.asarray(b.delta(rhos), dtype=np.float64)
+    return rhos, curves
+
+
+def plot_delta(path: str | Path | None = None, *,
+               settings: Sequence[tuple[int, int]] = FIGURE2_SETTINGS, model: str = "P6",
+               rho_max: int | Sequence[int | None] | None = None, n_points: int = 400,
+               schemes: Sequence[str] = SCHEMES, dpi: int = 150):
+    """The paper's Figure 2: ``delta(rho)`` of the selection schemes, one panel per ``(n, ns)``.
+
+    Defaults reproduce the figure: panels ``n = 13007, ns = 10`` and ``n = 50000, ns = 1000``,
+    model P6, the three schemes (binomial with ``p = ns / n``), ``rho`` from 0 to where
+    ``delta`` reaches 1 for the widest scheme (``default_rho_max``). ``rho_max`` may be one int
+    for every panel or one per panel. Writes a PNG to ``path`` when given; returns the
+    matplotlib ``Figure``.
+    """
+    from matplotlib.figure import Figure
+
+    model = check_choice(model, "model", "plot_delta", MODELS, MODEL_ALIASES)
+    settings = [tuple(s) for s in settings]
+    if not settings or any(len(s) != 2 for s in settings):
+        raise param_error("settings", "plot_delta", "a non-empty sequence of (n, ns) pairs",
+                          settings)
+    if rho_max is None or isinstance(rho_max, (int, np.integer)):
+        rho_maxes = [rho_max] * len(settings)
+    else:
+        rho_maxes = list(rho_max)
+        if len(rho_maxes) != len(settings):
+            raise param_error("rho_max", "plot_delta", f"an int or {len(settings)} values",
+                              rho_max)
+
+    fig = Figure(figsize=(5.0 * len(settings), 4.0), layout="constrained")
+    axes = fig.subplots(1, len(settings), squeeze=False)[0]
+    for ax, (n, ns), rm in zip(axes, settings, rho_maxes, strict=True):
+        rhos, curves = delta_curves(n, ns, model=model, rho_max=rm, n_points=n_points,
+                                    schemes=schemes)
+        for scheme, d in curves.items():
+            ax.plot(rhos, np.where(np.isfinite(d), d, np.nan), ls=_STYLES.get(scheme, "-"),
+                    label=_LABELS.get(scheme, scheme))
+        ax.set_xlim(0, rhos[-1])
+        ax.set_ylim(0, 1.05)
+        ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
+        ax.set_xlabel(r"$\rho$ (poisoned samples, " + f"model {model})")
+        ax.set_ylabel(r"$\delta(\rho)$")
+        ax.set_title(f"n = {n}, ns = {ns}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small", loc="lower right")
+    if path is not None:
+        fig.savefig(Path(path), format="png", dpi=dpi)
+    return fig

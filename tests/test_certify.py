@@ -1,0 +1,337 @@
+"""Tests of poisoncert.certify: Algorithm 1, certified accuracy, DPA and Jia et al.'s rule."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+
+import numpy as np
+import pytest
+
+from poisoncert import bounds
+from poisoncert.certify import (
+    ABSTAIN,
+    DPA_UNITS,
+    Certificate,
+    DPACertificate,
+    _finish,
+    certified_accuracy,
+    certify,
+    dpa_certify,
+    jia_certify,
+)
+from poisoncert.stats import METHODS, VoteBounds, vote_bounds
+
+SETTINGS = [
+    dict(scheme="binomial", n=13007, ns=10),
+    dict(scheme="with_replacement", n=13007, ns=10),
+    dict(scheme="without_replacement", n=13007, ns=10),
+    dict(scheme="binomial", n=50000, p=0.02, model="P1"),
+    dict(scheme="without_replacement", n=500, ns=20, model="P3"),
+    dict(scheme="with_replacement", n=1000, ns=50, model="P2"),
+]
+
+
+def random_counts(rng, n_test=300, C=3, T=200):
+    """Vote counts from a spread of class distributions, many of them nearly unanimous."""
+    conc = rng.choice([0.05, 0.3, 3.0], size=n_test)
+    probs = np.array([rng.dirichlet(np.full(C, a)) for a in conc])
+    return np.array([rng.multinomial(T, p) for p in probs])
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithm 1
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme,expected", [("binomial", 881), ("with_replacement", 852),
+                                             ("without_replacement", 852)])
+def test_spec_example_unanimous_votes(scheme, expected):
+    """certificates.md: T = 1000 unanimous votes, alpha = 0.001, n = 13007, ns = 10, P6."""
+    for method in ("paper", "bonferroni"):  # identical for two classes
+        cert = certify([[1000, 0]], scheme=scheme, n=13007, ns=10, alpha=0.001, method=method)
+        assert cert.prediction.tolist() == [0]
+        assert cert.radius.tolist() == [expected]
+
+
+@pytest.mark.parametrize("setting", SETTINGS)
+@pytest.mark.parametrize("method", ["bonferroni", "bonferroni_upper", "paper"])
+def test_certify_matches_bounds_called_directly(setting, method):
+    rng = np.random.default_rng(0)
+    counts = random_counts(rng, n_test=80)
+    T = counts.sum(1) + rng.integers(0, 3, size=len(counts))  # a few abstaining votes
+    cert = certify(counts, alpha=0.01, method=method, T=T, **setting)
+    vb = vote_bounds(counts, alpha=0.01, method=method, T=T)
+    sb = bounds.SelectionBound(**setting)
+    assert isinstance(cert, Certificate)
+    np.testing.assert_array_equal(cert.p1_lower, vb.p1_lower)
+    np.testing.assert_array_equal(cert.p2_upper, vb.p2_upper)
+    for i in range(len(counts)):
+        gap = vb.p1_lower[i] - vb.p2_upper[i]
+        r = bounds.certified_radius(gap, **setting)
+        if gap > 0:
+            assert cert.prediction[i] == vb.top_class[i] == np.argmax(counts[i])
+            assert cert.radius[i] == r >= 0
+            # the radius is the largest rho with delta(rho) < gap (strict)
+            d_r, d_next = sb.delta(np.array([r, r + 1]))
+            assert d_r < gap
+            assert not d_next < gap or sb.model in ("P2", "P3", "P5")
+        else:
+            assert cert.prediction[i] == ABSTAIN and cert.radius[i] == -1
+    assert cert.scheme == sb.scheme and cert.model == sb.model and cert.n == sb.n
+    assert (cert.ns, cert.p) == (sb.ns, sb.p)
+    assert cert.alpha == 0.01 and cert.method == method and cert.rule == "theorem1"
+    np.testing.assert_array_equal(cert.T, T)
+    assert 0 < cert.certified.sum() < len(counts)  # the draw exercises both branches
+
+
+def test_tie_abstains_strict_inequality():
+    """Equal counts abstain under every method; and a gap of exactly zero abstains (erratum 5:
+    Algorithm 1's ``>=`` would certify it)."""
+    counts = np.array([[50, 50], [30, 30], [1, 1], [0, 0]])
+    for method in METHODS:
+        cert = certify(counts, scheme="binomial", n=1000, ns=10, alpha=0.1, method=method,
+                       T=[100, 60, 2, 5], labels=[0, 1, 0, 1])
+        assert (cert.prediction == ABSTAIN).all() and (cert.radius == -1).all()
+    vb = VoteBounds(top_class=np.array([1, 0]), p1_lower=np.array([0.5, 0.5]),
+                    p2_upper=np.array([0.5, np.nextafter(0.5, 0)]), method="bonferroni",
+                    alpha=0.1, T=np.array([10, 10]))
+    r = bounds.certified_radius(vb.gap, scheme="binomial", n=1000, ns=10)
+    pred, rad = _finish(vb, np.asarray(r))
+    assert pred.tolist() == [ABSTAIN, 0]
+    assert rad.tolist() == [-1, 0]
+
+
+def test_abstaining_votes_count_in_T():
+    counts = np.array([[80, 0], [80, 0], [80, 0]])
+    cert = certify(counts, scheme="with_replacement", n=1000, ns=10, alpha=0.01,
+                   T=[80, 100, 200])
+    assert cert.prediction.tolist() == [0, 0, ABSTAIN]  # 80 of 200 is no majority
+    assert cert.radius[0] > cert.radius[1] >= 0
+    assert cert.T.tolist() == [80, 100, 200]
+    assert [r["T"] for r in cert.records()] == [80, 100, 200]
+
+
+def test_true_label_method_predicts_the_label_only_when_it_wins():
+    counts = np.array([[90, 10], [90, 10], [40, 60]])
+    cert = certify(counts, scheme="binomial", n=1000, ns=10, alpha=0.01, method="true_label",
+                   labels=[0, 1, 1])
+    assert cert.prediction.tolist() == [0, ABSTAIN, ABSTAIN]
+    assert cert.top_class.tolist() == [0, 1, 1]
+
+
+def test_jia_rule_matches_theorem1_for_bagging_with_replacement():
+    """Erratum 4: Jia et al.'s rounding moves the gap by at most 2 / n^ns, so the radii agree."""
+    rng = np.random.default_rng(1)
+    counts = random_counts(rng, n_test=200)
+    for n, ns in [(13007, 10), (200, 3)]:
+        ours = certify(counts, scheme="with_replacement", n=n, ns=ns, alpha=0.01)
+        jia = jia_certify(counts, n=n, ns=ns, alpha=0.01)
+        assert jia.rule == "jia" and jia.scheme == "with_replacement" and jia.model == "P6"
+        np.testing.assert_array_equal(jia.prediction, ours.prediction)
+        np.testing.assert_array_equal(jia.radius, ours.radius)
+
+
+def test_records_and_summary():
+    counts = np.array([[1000, 0], [500, 500], [990, 10]])
+    cert = certify(counts, scheme="binomial", n=13007, ns=10)
+    rows = cert.records()
+    assert cert.to_rows() == rows
+    assert len(rows) == len(cert) == 3
+    assert rows[1]["prediction"] == ABSTAIN and rows[1]["radius"] == -1
+    assert rows[0]["radius"] == cert.radius[0] and rows[0]["scheme"] == "binomial"
+    assert rows[0]["alpha"] == 0.001 and rows[0]["method"] == "bonferroni"
+    assert "operation" in rows[0]["radius_unit"]
+    assert all(isinstance(v, (int, float, str, type(None))) for v in rows[2].values())
+    s = cert.summary(labels=[0, 0, 1])
+    assert s["n_test"] == 3 and s["n_certified"] == 2
+    assert s["abstain_rate"] == pytest.approx(1 / 3)
+    assert s["accuracy"] == pytest.approx(1 / 3)
+    assert s["radius_max"] == cert.radius.max()
+
+
+def test_empty_input():
+    cert = certify(np.zeros((0, 2), dtype=int), scheme="binomial", n=100, ns=5)
+    assert len(cert) == 0 and cert.records() == []
+
+
+# ---------------------------------------------------------------------------------------------
+# certified accuracy
+# ---------------------------------------------------------------------------------------------
+
+
+def _certified_accuracy_loop(pred, radius, labels, rho):
+    hits = 0
+    for p_i, r_i, y_i in zip(pred, radius, labels, strict=True):
+        if p_i != ABSTAIN and p_i == y_i and r_i >= rho:
+            hits += 1
+    return hits / len(labels)
+
+
+@pytest.mark.parametrize("setting", SETTINGS[:3])
+def test_certified_accuracy_matches_loop_and_is_monotone(setting):
+    rng = np.random.default_rng(2)
+    counts = random_counts(rng, n_test=200)
+    labels = np.where(rng.random(200) < 0.8, counts.argmax(1), rng.integers(0, 3, size=200))
+    cert = certify(counts, alpha=0.001, **setting)
+    rhos = np.arange(0, cert.radius.max() + 3)
+    acc = certified_accuracy(cert, labels, rhos)
+    assert acc.shape == rhos.shape
+    assert np.all(np.diff(acc) <= 0)
+    assert acc[-1] == 0.0 and acc[0] > 0.3
+    for rho in list(rhos[::7]) + [int(rhos[-1])]:
+        assert acc[rho] == pytest.approx(
+            _certified_accuracy_loop(cert.prediction, cert.radius, labels, rho), abs=1e-15)
+    assert certified_accuracy(cert, labels, 0) == acc[0]
+    # a 2-D grid of rhos keeps its shape
+    assert certified_accuracy(cert, labels, rhos[:6].reshape(2, 3)).shape == (2, 3)
+
+
+def test_certified_accuracy_counts_abstentions_as_wrong():
+    cert = certify([[50, 50], [100, 0]], scheme="binomial", n=100, ns=5, alpha=0.01)
+    # label ABSTAIN is not a class; label 0 for the abstained point is still wrong
+    assert certified_accuracy(cert, [0, 0], [0]).tolist() == [0.5]
+
+
+# ---------------------------------------------------------------------------------------------
+# DPA
+# ---------------------------------------------------------------------------------------------
+
+
+def _winner(state):
+    return int(np.argmax(state))  # ties to the smaller index
+
+
+def _min_ops_to_flip(counts, votes_per_op):
+    """Brute force: the fewest operations that change the majority vote, where one operation
+    moves ``votes_per_op`` part votes (or fewer) from any class to any other."""
+    start = tuple(int(c) for c in counts)
+    c1 = _winner(start)
+    C = len(start)
+
+    def one_move(state):
+        for a, b in itertools.permutations(range(C), 2):
+            if state[a] > 0:
+                s = list(state)
+                s[a] -= 1
+                s[b] += 1
+                yield tuple(s)
+
+    seen = {start}
+    queue = deque([(start, 0)])
+    while queue:
+        state, d = queue.popleft()
+        if _winner(state) != c1:
+            return d
+        frontier = {state}
+        reach = set()
+        for _ in range(votes_per_op):
+            frontier = {t for s in frontier for t in one_move(s)}
+            reach |= frontier
+        for t in reach - seen:
+            seen.add(t)
+            queue.append((t, d + 1))
+    raise AssertionError("the majority vote can always be changed")
+
+
+def _all_counts(k, C):
+    for cut in itertools.combinations_with_replacement(range(k + 1), C - 1):
+        bounds_ = (0, *cut, k)
+        yield [bounds_[i + 1] - bounds_[i] for i in range(C)]
+
+
+@pytest.mark.parametrize("C", [2, 3])
+def test_dpa_radius_against_brute_force_attack_search(C):
+    cases = [c for k in range(1, 8) for c in _all_counts(k, C)]
+    counts = np.array(cases)
+    by_model = {m: dpa_certify(counts, model=m) for m in bounds.MODELS}
+    dpa_unit = dpa_certify(counts, unit="dpa")
+    for i, c in enumerate(cases):
+        one = _min_ops_to_flip(c, 1) - 1  # insertion/deletion: one part's vote per operation
+        two = _min_ops_to_flip(c, 2) - 1  # modification: up to two parts' votes
+        for m in ("P1", "P2"):
+            assert by_model[m].radius[i] == one, (c, m)
+        for m in ("P3", "P4", "P5", "P6"):
+            assert by_model[m].radius[i] == two, (c, m)
+        # the DPA paper's unit: a modification is two operations, each moving one vote
+        assert dpa_unit.radius[i] == one == by_model["P6"].radius_dpa[i]
+        assert by_model["P6"].prediction[i] == _winner(c)
+
+
+def test_dpa_tie_break_and_slack():
+    cert = dpa_certify([[3, 3, 0], [2, 4, 4], [5, 1, 4], [0, 5, 5], [6, 0, 0]])
+    assert isinstance(cert, DPACertificate)
+    assert cert.prediction.tolist() == [0, 1, 0, 1, 0]
+    # [3, 3, 0]: class 1 would need one more vote to overtake class 0 -> slack 3 - 3 = 0 + ...
+    #   rivals: N_1 + [1 < 0] = 3 -> slack 0; [2, 4, 4]: rival 2 has 4 -> slack 0;
+    # [5, 1, 4]: slack 1; [0, 5, 5]: rival 0 has 0 + 1, rival 2 has 5 -> slack 0; [6, 0, 0]: 6.
+    assert cert.slack.tolist() == [0, 0, 1, 0, 6]
+    assert cert.radius.tolist() == [0, 0, 0, 0, 1]
+    assert cert.radius_dpa.tolist() == [0, 0, 0, 0, 3]
+    # a smaller-index rival wins ties: [4, 5] -> c1 = 1, rival 0 counts 4 + 1 -> slack 0
+    assert dpa_certify([[4, 5]]).slack.tolist() == [0]
+    assert dpa_certify([[5, 4]]).slack.tolist() == [1]
+
+
+def test_dpa_units_and_records():
+    counts = [[9, 1], [20, 0]]
+    op = dpa_certify(counts, model="P3")
+    dp = dpa_certify(counts, model="P3", unit="dpa")
+    assert op.radius.tolist() == [2, 5] and dp.radius.tolist() == [4, 10]
+    assert op.unit == "operation" and dp.unit == "dpa" and set(DPA_UNITS) == {"operation", "dpa"}
+    rows = op.records()
+    assert rows[0]["radius"] == 2 and rows[0]["radius_dpa"] == 4 and rows[0]["unit"] == "operation"
+    assert "modification = 1" in rows[0]["radius_unit"]
+    assert "modification = 2" in dp.records()[0]["radius_unit"]
+    assert op.summary()["radius_max"] == 5
+    assert certified_accuracy(op, [0, 1], [0, 2, 3]).tolist() == [0.5, 0.5, 0.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+# ---------------------------------------------------------------------------------------------
+
+GOOD = dict(scheme="binomial", n=1000, ns=10)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(alpha=1.5), r"^The 'alpha' parameter of certify must be a real number in the range "
+                          r"\(0, 1\)\. Got 1\.5 instead\.$"),
+        (dict(alpha=0.0), r"'alpha' parameter of certify"),
+        (dict(method="simuem"), r"'method' parameter of certify .*Got 'simuem'"),
+        (dict(T=10), r"'T' parameter of certify .*Got 10 instead"),
+        (dict(counts=[[5, -1]]), r"'counts' parameter of certify .*Got -1 instead"),
+        (dict(counts=[[5.5, 1]]), r"'counts' parameter of certify .*Got 5\.5 instead"),
+        (dict(counts=[[[1]]]), r"'counts' parameter of certify must be a 2-D"),
+        (dict(method="true_label"), r"'labels' parameter of certify"),
+        (dict(scheme="bootstrap"), r"'scheme' parameter .*Got 'bootstrap'"),
+        (dict(model="P7"), r"'model' parameter .*Got 'P7'"),
+        (dict(n=0), r"'n' parameter"),
+        (dict(scheme="with_replacement", ns=None), r"'ns' parameter"),
+    ],
+)
+def test_certify_bad_input(kwargs, match):
+    kwargs = {**GOOD, **kwargs}
+    counts = kwargs.pop("counts", [[15, 5]])
+    with pytest.raises(ValueError, match=match):
+        certify(counts, **kwargs)
+
+
+def test_other_bad_input():
+    cert = certify([[15, 5]], **GOOD)
+    with pytest.raises(ValueError, match=r"'rhos' parameter of certified_accuracy .*Got -1"):
+        certified_accuracy(cert, [0], [0, -1])
+    with pytest.raises(ValueError, match=r"'labels' parameter of certified_accuracy .*shape"):
+        certified_accuracy(cert, [0, 1], [0])
+    with pytest.raises(ValueError, match=r"'labels' parameter of certified_accuracy .*Got -1"):
+        certified_accuracy(cert, [-1], [0])
+    with pytest.raises(ValueError, match=r"'model' parameter of dpa_certify .*Got 'P9'"):
+        dpa_certify([[1, 2]], model="P9")
+    with pytest.raises(ValueError, match=r"'unit' parameter of dpa_certify .*Got 'ops'"):
+        dpa_certify([[1, 2]], unit="ops")
+    with pytest.raises(ValueError, match=r"'counts' parameter of dpa_certify .*at least 2"):
+        dpa_certify([[3]])
+    with pytest.raises(ValueError, match=r"'alpha' parameter of jia_certify"):
+        jia_certify([[1, 2]], n=100, ns=3, alpha=2)

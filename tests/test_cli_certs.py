@@ -1,0 +1,215 @@
+"""Tests of the certificate commands (``poisoncert radius`` and ``delta``) on the real app."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+import poisoncert
+from poisoncert import bounds
+from poisoncert.certify import certify
+from poisoncert.cli import app, error_line, main
+
+runner = CliRunner()
+SETTING = ["--scheme", "binomial", "--n", "13007", "--ns", "10"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_commands_registered():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    assert "radius" in result.stdout and "delta" in result.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# radius
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme,expected", [("binomial", 881), ("with_replacement", 852),
+                                             ("wor", 852)])
+def test_radius_from_counts_json(scheme, expected):
+    result = invoke("radius", "--scheme", scheme, "--n", "13007", "--ns", "10",
+                    "--counts", "1000,0", "--T", "1000", "--alpha", "0.001", "--json")
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    (res,) = out["results"]
+    assert res["radius"] == expected and res["prediction"] == 0 and res["T"] == 1000
+    assert res["gap"] == pytest.approx(2 * 0.0005 ** (1 / 1000) - 1, rel=1e-10)
+    assert out["setting"]["method"] == "bonferroni" and out["setting"]["model"] == "P6"
+    assert out["setting"]["scheme"] == bounds.SelectionBound(scheme, 13007, ns=10).scheme
+    assert "modification = 1" in out["setting"]["radius_unit"]
+
+
+def test_radius_from_counts_matches_library():
+    counts = np.array([[990, 10, 0], [500, 450, 50], [700, 200, 100]])
+    text = ";".join(",".join(map(str, row)) for row in counts)
+    result = invoke("radius", *SETTING, "--counts", text, "--T", "1200", "--alpha", "0.01",
+                    "--method", "bonferroni_upper", "--model", "P3", "--json")
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)["results"]
+    cert = certify(counts, scheme="binomial", n=13007, ns=10, model="P3", alpha=0.01,
+                   method="bonferroni_upper", T=1200)
+    assert [r["radius"] for r in res] == cert.radius.tolist()
+    assert [r["prediction"] for r in res] == cert.prediction.tolist()
+    assert [r["p1_lower"] for r in res] == cert.p1_lower.tolist()
+    assert [r["p2_upper"] for r in res] == cert.p2_upper.tolist()
+    assert res[1]["prediction"] == -1 and res[1]["radius"] == -1
+
+
+def test_radius_from_gap():
+    result = invoke("radius", "--scheme", "wr", "--n", "13007", "--ns", "10", "--gap", "0.5",
+                    "--json")
+    assert result.exit_code == 0, result.output
+    (res,) = json.loads(result.stdout)["results"]
+    assert res == {"gap": 0.5, "radius": bounds.certified_radius(
+        0.5, scheme="with_replacement", n=13007, ns=10)}
+    result = invoke("radius", "--scheme", "binomial", "--n", "1000", "--p", "0.01",
+                    "--gap", "-0.1", "--json")
+    assert json.loads(result.stdout)["results"][0]["radius"] == -1
+
+
+def test_radius_plain_output():
+    result = invoke("radius", *SETTING, "--counts", "1000,0", "--alpha", "0.001")
+    assert result.exit_code == 0, result.output
+    lines = dict(line.split(None, 1) for line in result.stdout.splitlines() if line.strip())
+    assert lines["radius"].startswith("881") and "operation" in lines["radius"]
+    assert lines["prediction"] == "0" and lines["method"] == "bonferroni"
+    assert float(lines["p1_lower"]) > 0.99
+    tie = invoke("radius", *SETTING, "--counts", "50,50")
+    assert "ABSTAIN" in tie.stdout and "radius      -1" in tie.stdout
+
+
+def test_radius_true_label_method():
+    result = invoke("radius", *SETTING, "--counts", "90,10;90,10", "--method", "true_label",
+                    "--labels", "0,1", "--alpha", "0.01", "--json")
+    assert result.exit_code == 0, result.output
+    res = json.loads(result.stdout)["results"]
+    assert [r["prediction"] for r in res] == [0, -1]
+
+
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["--counts", "990,10", "--alpha", "1.5"],
+         "error: The 'alpha' parameter of certify must be a real number in the range (0, 1). "
+         "Got 1.5 instead."),
+        (["--counts", "990,10", "--T", "500"], "error: The 'T' parameter of certify"),
+        (["--counts", "990,10", "--method", "simuem"], "error: The 'method' parameter"),
+        (["--counts", "990,x"], "error: The 'counts' parameter of radius"),
+        (["--counts", "990,10;5"], "error: The 'counts' parameter of radius"),
+        (["--counts", "990,-10"], "error: The 'counts' parameter of certify"),
+        (["--gap", "0.5", "--counts", "990,10"], "error: The 'gap' parameter of radius"),
+        ([], "error: The 'gap' parameter of radius"),
+        (["--gap", "1.5"], "error: The 'gap' parameter"),
+        (["--gap", "0.5", "--model", "P9"], "error: The 'model' parameter"),
+    ],
+)
+def test_radius_errors_are_one_line(args, match):
+    result = invoke("radius", *SETTING, *args)
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(match)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_radius_bad_scheme_and_missing_option():
+    result = invoke("radius", "--scheme", "bootstrap", "--n", "100", "--ns", "5", "--gap", "0.1")
+    assert result.exit_code == 1 and "'scheme' parameter" in result.stderr
+    usage = invoke("radius", "--n", "100", "--gap", "0.1")  # --scheme missing: a usage error
+    assert usage.exit_code == 2
+
+
+# ---------------------------------------------------------------------------------------------
+# delta
+# ---------------------------------------------------------------------------------------------
+
+
+def test_delta_writes_png(tmp_path):
+    import matplotlib.image
+
+    out = tmp_path / "fig2.png"
+    result = invoke("delta", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    data = out.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    img = matplotlib.image.imread(out)
+    assert img.ndim == 3 and img.shape[1] > img.shape[0] > 200  # two panels side by side
+    assert "n = 13007, ns = 10" in result.stdout and "n = 50000, ns = 1000" in result.stdout
+    assert f"wrote {out}" in result.stdout.replace("\n", "")
+
+
+def test_delta_table_json_matches_bounds():
+    result = invoke("delta", "--json", "--steps", "5")
+    assert result.exit_code == 0, result.output
+    tables = json.loads(result.stdout)["tables"]
+    assert [(t["n"], t["ns"]) for t in tables] == [(13007, 10), (50000, 1000)]
+    for t in tables:
+        assert set(t["delta"]) == set(bounds.SCHEMES)
+        assert t["rho"][0] == 0 and len(t["rho"]) == 6
+        for scheme, values in t["delta"].items():
+            np.testing.assert_allclose(
+                values, bounds.delta(np.array(t["rho"]), scheme=scheme, n=t["n"], ns=t["ns"]),
+                rtol=1e-12)
+            # the default range ends where delta reaches 1 for every scheme
+            assert values[-1] >= 1.0
+        assert min(t["delta"][s][-2] for s in bounds.SCHEMES) < 1.0
+
+
+def test_delta_single_setting_and_rho_max():
+    result = invoke("delta", "--n", "1000", "--ns", "20", "--rho-max", "40", "--steps", "4",
+                    "--model", "P1", "--json")
+    assert result.exit_code == 0, result.output
+    (t,) = json.loads(result.stdout)["tables"]
+    assert t["rho"] == [0, 10, 20, 30, 40] and t["model"] == "P1" and t["p"] == 0.02
+    bad = invoke("delta", "--n", "1000")
+    assert bad.exit_code == 1 and "'ns' parameter of delta" in bad.stderr
+    bad = invoke("delta", "--rho-max", "0")
+    assert bad.exit_code == 1 and "'rho_max' parameter" in bad.stderr
+
+
+def test_delta_unwritable_output_is_one_line(tmp_path):
+    result = invoke("delta", "--rho-max", "5", "--out", str(tmp_path / "missing" / "f.png"))
+    assert result.exit_code == 1
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: ")
+
+
+# ---------------------------------------------------------------------------------------------
+# main() and the module entry point
+# ---------------------------------------------------------------------------------------------
+
+
+def test_main_turns_library_errors_into_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["radius", *SETTING, "--gap", "2"])
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: The 'gap' parameter")
+    assert error_line(ValueError("a\nb")) == "error: a b"
+
+
+def test_python_m_poisoncert_cli_error_exit_code():
+    src = str(Path(poisoncert.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "poisoncert.cli", "radius", *SETTING, "--counts", "990,10",
+         "--alpha", "1.5"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.splitlines() == [
+        "error: The 'alpha' parameter of certify must be a real number in the range (0, 1). "
+        "Got 1.5 instead."
+    ]
