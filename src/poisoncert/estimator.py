@@ -1,0 +1,603 @@
+"""scikit-learn estimator: a certified ensemble over random sub-datasets or hash partitions.
+
+``CertifiedEnsembleClassifier`` trains ``T`` clones of a base estimator, each on one sub-dataset
+of the training set drawn by a selection scheme (``poisoncert.selection``), predicts by majority
+vote, and certifies each prediction with ``poisoncert.certify`` (``certificates.md``). It follows
+scikit-learn's bagging conventions: ``__init__`` only stores parameters, ``fit`` validates them
+and returns ``self``, fitted attributes end in ``_``, one seed per base classifier is kept so
+every sub-dataset can be regenerated (``estimators_samples_``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import numbers
+import warnings
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
+from sklearn.dummy import DummyClassifier
+from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.parallel import Parallel, delayed
+from sklearn.utils.validation import check_is_fitted, column_or_1d
+
+from poisoncert._validation import check_int, param_error
+from poisoncert.selection import PARTITION, draw, model_seeds, partition_ids, subset_indices
+
+try:  # scikit-learn >= 1.6
+    from sklearn.utils import get_tags as _get_tags
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # pragma: no cover - older scikit-learn
+    _get_tags = None
+
+    def _validate_data(est, *args, **kwargs):
+        if "ensure_all_finite" in kwargs:
+            kwargs["force_all_finite"] = kwargs.pop("ensure_all_finite")
+        return est._validate_data(*args, **kwargs)
+
+
+__all__ = ["CertifiedEnsembleClassifier"]
+
+_NAME = "CertifiedEnsembleClassifier"
+_SCHEMES = ("without_replacement", "with_replacement", "binomial", PARTITION)
+#: Stream of a classifier's seed used for balanced resampling (selection uses 0, init 1).
+_BALANCE_STREAM = 2
+_HASH_CHUNK = 4096
+
+
+class _Selection:
+    """How sub-dataset ``i`` is made from its seed; shipped to the workers (picklable)."""
+
+    def __init__(self, scheme, ns, p, attackable_idx, clean_idx, part_of):
+        self.scheme = scheme
+        self.ns = ns
+        self.p = p
+        self.attackable_idx = attackable_idx
+        self.clean_idx = clean_idx
+        self.part_of = part_of  # part of each attackable row (partition scheme only)
+
+    def indices(self, i: int, seed: int) -> np.ndarray:
+        """Training-row indices of sub-dataset ``i``: ``D^c`` first, then the drawn rows."""
+        if self.scheme == PARTITION:
+            drawn = np.flatnonzero(self.part_of == i)
+        else:
+            drawn = draw(self.scheme, len(self.attackable_idx), ns=self.ns, p=self.p, seed=seed)
+        return subset_indices(self.attackable_idx, self.clean_idx, drawn)
+
+
+def _balanced(idx: np.ndarray, y: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Class-balanced resample of ``idx`` to ``size`` rows (with replacement).
+
+    Each class present gets ``size // C`` rows (the first ``size % C`` classes, in index order,
+    one more), drawn uniformly with replacement from that class's rows (in the canonical order
+    of ``idx``), then shuffled; the randomness comes from the classifier's seed alone.
+    """
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _BALANCE_STREAM]))
+    classes = np.unique(y[idx])
+    per, extra = divmod(size, len(classes))
+    parts = []
+    for j, c in enumerate(classes):
+        k = per + (j < extra)
+        if k:
+            rows = idx[y[idx] == c]
+            parts.append(rows[rng.integers(0, len(rows), size=k)])
+    return rng.permutation(np.concatenate(parts))
+
+
+def _seeded_clone(base, seed: int):
+    """Clone of ``base`` with every ``random_state`` parameter (nested ones too) derived from
+    the classifier's seed through its own stream (independent of its sub-dataset)."""
+    est = clone(base)
+    keys = sorted(k for k in est.get_params(deep=True)
+                  if k == "random_state" or k.endswith("__random_state"))
+    if keys:
+        states = np.random.SeedSequence([int(seed), 1]).generate_state(len(keys), np.uint32)
+        est.set_params(**{k: int(s) for k, s in zip(keys, states, strict=True)})
+    return est
+
+
+def _row_keys(X, y: np.ndarray) -> np.ndarray:
+    """A 64-bit content key of every row: SHA-256 of its features (as float64; sparse rows as
+    their sorted non-zero entries) and its label.
+
+    Sub-datasets are handed to the base estimator sorted by this key, so a base classifier sees
+    an order fixed by the rows themselves, never by their positions in the training set (which
+    an attacker's insertions and deletions shift): it is a function of the multiset of rows.
+    Rows with equal keys are identical, so how ties fall does not matter.
+    """
+    keys = np.empty(X.shape[0], dtype=np.uint64)
+    is_sparse = sparse.issparse(X)
+    if is_sparse:
+        X = X.tocsr(copy=True)
+        X.eliminate_zeros()
+        X.sort_indices()
+    else:
+        X = np.asarray(X)
+    for i in range(X.shape[0]):
+        h = hashlib.sha256()
+        if is_sparse:
+            lo, hi = X.indptr[i], X.indptr[i + 1]
+            h.update(np.ascontiguousarray(X.indices[lo:hi], dtype=np.int64).tobytes())
+            h.update(np.ascontiguousarray(X.data[lo:hi], dtype=np.float64).tobytes())
+        else:
+            h.update(np.ascontiguousarray(X[i], dtype=np.float64).tobytes())
+        h.update(int(y[i]).to_bytes(8, "little", signed=True))
+        keys[i] = int.from_bytes(h.digest()[:8], "little")
+    return keys
+
+
+def _fit_one(base, X, y, keys, selection: _Selection, i: int, seed: int, balance):
+    idx = selection.indices(i, seed)
+    if idx.size == 0:
+        return None  # empty sub-dataset: this classifier abstains
+    idx = idx[np.argsort(keys[idx], kind="stable")]  # canonical order (see _row_keys)
+    if balance is not False:
+        size = idx.size if balance is True else int(balance)
+        idx = _balanced(idx, y, size, seed)
+    X_sub, y_sub = X[idx], y[idx]
+    if np.all(y_sub == y_sub[0]):
+        # One class: a constant predictor; the base estimator is never fitted on one class.
+        return DummyClassifier(strategy="constant", constant=y_sub[0]).fit(X_sub[:1], y_sub[:1])
+    return _seeded_clone(base, seed).fit(X_sub, y_sub)
+
+
+def _fit_chunk(base, X, y, keys, selection, items, balance):
+    return [_fit_one(base, X, y, keys, selection, i, seed, balance) for i, seed in items]
+
+
+def _predict_chunk(estimators, X, n_test, dtype):
+    out = np.full((len(estimators), n_test), -1, dtype=dtype)
+    for j, est in enumerate(estimators):
+        if est is not None:
+            out[j] = est.predict(X)
+    return out
+
+
+def _chunks(T: int, n_jobs) -> list[np.ndarray]:
+    from joblib import effective_n_jobs
+
+    n = max(1, min(effective_n_jobs(n_jobs), T))
+    return [c for c in np.array_split(np.arange(T), n) if c.size]
+
+
+class CertifiedEnsembleClassifier(ClassifierMixin, BaseEstimator):
+    """Majority vote of base classifiers trained on random sub-datasets, with certificates.
+
+    Each of ``T`` base classifiers is a clone of ``estimator`` trained on one sub-dataset of the
+    training set: ``D^c`` (rows marked by ``fit(..., clean_mask=...)``, known clean, joined to
+    every sub-dataset and never sampled) plus a selection from the attackable rows ``D^p``
+    (``n = |D^p|``) by ``scheme``:
+
+    - ``"without_replacement"``: ``ns`` distinct rows (the paper's scheme 1);
+    - ``"with_replacement"``: ``ns`` independent draws, repeats kept (scheme 2);
+    - ``"binomial"``: each row kept independently with probability ``p`` (scheme 3), or
+      ``p = ns / n`` when ``ns`` is given instead; a draw may be empty;
+    - ``"partition"``: deterministic partition aggregation (DPA): ``D^p`` is split into
+      ``n_partitions`` disjoint parts by a SHA-256 hash of each row's features (as float64), one
+      base classifier per part.
+
+    ``certify`` returns, for each test point, the prediction and a certified radius ``rho``: the
+    prediction provably stays the same after any ``rho`` insertions, deletions or
+    modifications of ``D^p`` allowed by the poisoning model (``P1``-``P6``), with probability at
+    least ``1 - alpha`` over the sampling of the ``T`` sub-datasets, per test point (for
+    ``"partition"`` the guarantee is deterministic). The set of classes ``classes_`` is taken as
+    fixed (an attack does not add a new class).
+
+    Parameters
+    ----------
+    estimator : estimator object, default=None
+        The base estimator, cloned for each sub-dataset. ``None`` means
+        ``DecisionTreeClassifier()``. Every ``random_state`` parameter of the clone (nested ones
+        too) is set from the classifier's seed, so its randomness depends on nothing but its
+        seed, as the certificate requires.
+    scheme : {"without_replacement", "with_replacement", "binomial", "partition"}, \
+default="without_replacement"
+        Selection scheme.
+    ns : int, default=None
+        Sub-dataset size (number of draws from ``D^p``). Must be in ``[1, n]`` without
+        replacement, ``>= 1`` with replacement; for ``"binomial"`` it sets ``p = ns / n`` (then
+        ``p`` must be ``None``, and ``ns < n``); must be ``None`` for ``"partition"``. ``None``
+        means ``ceil(sqrt(n))`` for the bagging schemes and, for ``"binomial"`` with ``p=None``,
+        ``p = min(ceil(sqrt(n)) / n, 1/2)``.
+    p : float in (0, 1), default=None
+        Selection probability of the binomial scheme; only for ``"binomial"``.
+    n_estimators : int, default=100
+        Number ``T`` of base classifiers (random schemes).
+    n_partitions : int, default=None
+        Number of parts ``k`` for ``"partition"`` (then ``T = k``); ``None`` means
+        ``n_estimators``. Must be ``None`` for the random schemes.
+    balance : bool or int, default=False
+        Class-balanced resampling of each sub-dataset (the paper's weight balance): the
+        sub-dataset (``D^c`` plus the drawn rows) is replaced by a sample with replacement in
+        which every class present gets an equal share of the rows. ``True`` keeps the
+        sub-dataset's size, an int gives a fixed size. The resampling uses its own stream of
+        the classifier's seed, so it is a randomised function of the sub-dataset alone and the
+        certificate still holds.
+    random_state : int, RandomState instance or None, default=None
+        Root seed. An int is used directly as the root (so it matches a ``poisoncert`` run
+        with the same root seed); otherwise a root is drawn from it. Classifier ``i`` gets
+        ``selection.model_seed(root, i)``.
+    n_jobs : int, default=None
+        Number of joblib jobs for ``fit`` and the predict-like methods, over base classifiers.
+        Results are identical for every ``n_jobs``. ``None`` means 1 unless in a
+        ``joblib.parallel_backend`` context; ``-1`` means all processors.
+
+    Attributes
+    ----------
+    estimator_ : estimator
+        The base estimator (``estimator`` or the default).
+    estimators_ : list of length ``n_estimators_``
+        Fitted base classifiers, trained on class *indices* into ``classes_``. An entry is
+        ``None`` where the sub-dataset was empty (that classifier abstains: it never votes),
+        and a ``DummyClassifier(strategy="constant")`` where the sub-dataset had one class
+        (the base estimator is never fitted on a single class).
+    estimators_seeds_ : uint64 array ``(n_estimators_,)``
+        Seed of each base classifier: ``selection.model_seed(root_seed_, i)``.
+    estimators_samples_ : list of int64 arrays
+        Training-row indices of each sub-dataset (``D^c`` first, then the drawn rows, with
+        repeats for ``"with_replacement"``), regenerated from the seeds; before balancing.
+    root_seed_ : int
+        The root seed.
+    n_estimators_ : int
+        ``T``, the number of base classifiers (abstaining ones included).
+    classes_ : ndarray ``(n_classes,)``
+        Class labels, sorted.
+    n_classes_ : int
+    n_attackable_ : int
+        ``n = |D^p|``, the number of training rows not marked clean: the ``n`` of the
+        certificate.
+    clean_mask_ : bool ndarray ``(n_samples,)``
+        The known-clean rows ``D^c``.
+    ns_ : int or None
+        Effective ``ns`` of the bagging schemes (``None`` for binomial and partition).
+    p_ : float or None
+        Effective ``p`` of the binomial scheme (``None`` otherwise).
+    partition_ids_ : int64 ndarray ``(n_samples,)`` or None
+        Part of each training row for ``"partition"`` (``-1`` for ``D^c`` rows); else ``None``.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` has string column names.
+
+    Notes
+    -----
+    - ``predict`` is the majority vote over the non-abstaining classifiers, ties to the
+      smaller class index (the first in ``classes_``), the same rule as ``certify``. Where
+      every classifier abstains (only if every sub-dataset is empty) it predicts
+      ``classes_[0]``; ``certify`` then abstains.
+    - ``predict_proba`` gives vote shares among the non-abstaining classifiers, so rows sum to
+      one (uniform where all abstain); they are not calibrated probabilities. Raw counts, with
+      ``T = n_estimators_``, come from ``vote_counts``.
+    - Each sub-dataset reaches the base estimator in a canonical order (by a content hash of
+      each row and its label), so a base classifier is a function of the multiset of rows it
+      gets and of its seed, never of where the rows sit in ``X``, as the certificate requires.
+    - Sub-datasets are made, and base estimators trained, on class indices; the set of
+      classes is taken as known and fixed by the certificate.
+    - scikit-learn's ``check_estimator`` passes with no expected failure (tested for every
+      scheme, with and without ``balance``; ``tests/test_estimator.py``). Two checks skip
+      themselves where their optional dependency is missing: ``check_array_api_input``
+      (without ``SCIPY_ARRAY_API``; the estimator converts input to NumPy and does not
+      support the array API) and the pandas checks (without pandas).
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_breast_cancer
+    >>> from poisoncert import CertifiedEnsembleClassifier
+    >>> X, y = load_breast_cancer(return_X_y=True)
+    >>> clf = CertifiedEnsembleClassifier(ns=20, n_estimators=200, random_state=0).fit(X, y)
+    >>> cert = clf.certify(X[:5])
+    >>> labels = clf.decode(cert.prediction)  # None where the certificate abstains
+    """
+
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit", "predict"]), None],
+        "scheme": [StrOptions(set(_SCHEMES))],
+        # ns's range depends on n, the data: checked in fit with the full range.
+        "ns": [numbers.Integral, None],
+        "p": [Interval(numbers.Real, 0, 1, closed="neither"), None],
+        "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
+        "n_partitions": [Interval(numbers.Integral, 1, None, closed="left"), None],
+        "balance": ["boolean", Interval(numbers.Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
+        "n_jobs": [numbers.Integral, None],
+    }
+
+    def __init__(
+        self,
+        estimator=None,
+        *,
+        scheme="without_replacement",
+        ns=None,
+        p=None,
+        n_estimators=100,
+        n_partitions=None,
+        balance=False,
+        random_state=None,
+        n_jobs=None,
+    ):
+        self.estimator = estimator
+        self.scheme = scheme
+        self.ns = ns
+        self.p = p
+        self.n_estimators = n_estimators
+        self.n_partitions = n_partitions
+        self.balance = balance
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    # ------------------------------------------------------------------ tags, validation
+    def _base(self):
+        return DecisionTreeClassifier() if self.estimator is None else self.estimator
+
+    def _base_tags(self, base=None):
+        if _get_tags is None:  # pragma: no cover
+            return None
+        try:
+            return _get_tags(self._base() if base is None else base)
+        except Exception:  # a base estimator with broken tags: assume the defaults
+            return None
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        base = self._base_tags()
+        if base is not None:
+            tags.input_tags.sparse = base.input_tags.sparse
+            tags.input_tags.allow_nan = base.input_tags.allow_nan
+        return tags
+
+    def _validate_X(self, X, *, reset: bool, y=None):
+        base = self._base_tags(None if reset else self.estimator_)
+        sparse_ok = base is not None and base.input_tags.sparse
+        nan_ok = base is not None and base.input_tags.allow_nan
+        kwargs = dict(accept_sparse="csr" if sparse_ok else False,
+                      ensure_all_finite="allow-nan" if nan_ok else True, reset=reset)
+        if not reset:
+            return _validate_data(self, X, **kwargs)
+        return _validate_data(self, X, y, **kwargs)
+
+    def _check_scheme_params(self, n: int) -> tuple[int | None, float | None, int]:
+        """Effective ``(ns, p, T)`` for ``n`` attackable rows, or a scikit-learn-shaped error."""
+        scheme = self.scheme
+        for name in ("ns", "p", "n_partitions"):
+            applies = {"ns": scheme != PARTITION, "p": scheme == "binomial",
+                       "n_partitions": scheme == PARTITION}[name]
+            value = getattr(self, name)
+            if not applies and value is not None:
+                raise param_error(name, _NAME, f"None for scheme={scheme!r}", value)
+        if scheme == PARTITION:
+            T = self.n_estimators if self.n_partitions is None else self.n_partitions
+            return None, None, int(T)
+        T = int(self.n_estimators)
+        if scheme == "binomial":
+            if self.p is not None:
+                if self.ns is not None:
+                    raise param_error("ns", _NAME, "None when 'p' is given (binomial: give "
+                                      "either ns, meaning p = ns / n, or p)", self.ns)
+                return None, float(self.p), T
+            if self.ns is None:  # default: p = ceil(sqrt(n)) / n, at most 1/2
+                return None, min(self._default_ns(n) / n, 0.5), T
+            ns = check_int(self.ns, "ns", _NAME, low=1, high=n)
+            if ns == n:
+                raise param_error("ns", _NAME, f"an int in the range [1, {n - 1}] for the "
+                                  "binomial scheme (p = ns / n must be < 1)", ns)
+            return None, ns / n, T
+        ns = self._default_ns(n) if self.ns is None else self.ns
+        high = n if scheme == "without_replacement" else None
+        return check_int(ns, "ns", _NAME, low=1, high=high), None, T
+
+    @staticmethod
+    def _default_ns(n: int) -> int:
+        return max(1, math.ceil(math.sqrt(n)))
+
+    def _check_clean_mask(self, clean_mask, n_samples: int) -> np.ndarray:
+        if clean_mask is None:
+            return np.zeros(n_samples, dtype=bool)
+        mask = np.asarray(clean_mask)
+        if mask.dtype != bool or mask.shape != (n_samples,):
+            raise param_error("clean_mask", f"{_NAME}.fit",
+                              f"a boolean array of shape (n_samples,) = ({n_samples},)",
+                              f"an array of dtype {mask.dtype} and shape {mask.shape}")
+        if mask.all():
+            raise param_error("clean_mask", f"{_NAME}.fit",
+                              "a boolean array leaving at least one row attackable (the "
+                              "sub-datasets are drawn from the rows not marked clean)",
+                              "an all-True mask")
+        return mask.copy()
+
+    # ------------------------------------------------------------------ fit
+    @_fit_context(prefer_skip_nested_validation=False)  # the base estimator is validated later
+    def fit(self, X, y, clean_mask=None):
+        """Train the ``T`` base classifiers on their sub-datasets.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Sparse input is accepted (as CSR) where the base estimator accepts it.
+        y : array-like of shape (n_samples,)
+            Class labels (any hashable, sortable labels: ints, strings, ...).
+        clean_mask : bool array-like of shape (n_samples,), default=None
+            Rows known to be clean (``D^c``): added to every sub-dataset, never sampled, and
+            not counted in ``n``. A fit argument because it is data (aligned with the rows of
+            ``X``), as scikit-learn does for ``sample_weight``.
+
+        Returns
+        -------
+        self : object
+        """
+        X, y = self._validate_X(X, reset=True, y=y)
+        check_classification_targets(y)
+        y = column_or_1d(y)
+        self.classes_, y_idx = np.unique(y, return_inverse=True)
+        self.n_classes_ = len(self.classes_)
+        y_idx = y_idx.astype(np.int64).ravel()
+        n_samples = X.shape[0]
+
+        self.clean_mask_ = self._check_clean_mask(clean_mask, n_samples)
+        clean_idx = np.flatnonzero(self.clean_mask_)
+        attackable_idx = np.flatnonzero(~self.clean_mask_)
+        n = len(attackable_idx)
+        self.n_attackable_ = n
+        ns, p, T = self._check_scheme_params(n)
+        self.ns_, self.p_, self.n_estimators_ = ns, p, T
+
+        if isinstance(self.random_state, numbers.Integral):
+            self.root_seed_ = int(self.random_state)
+        else:
+            self.root_seed_ = int(check_random_state(self.random_state)
+                                  .randint(np.iinfo(np.int32).max))
+        self.estimators_seeds_ = model_seeds(self.root_seed_, T)
+
+        part_of = None
+        self.partition_ids_ = None
+        if self.scheme == PARTITION:
+            part_of = _hash_parts(X[attackable_idx], T)
+            self.partition_ids_ = np.full(n_samples, -1, dtype=np.int64)
+            self.partition_ids_[attackable_idx] = part_of
+        self._selection = _Selection(self.scheme, ns, p, attackable_idx, clean_idx, part_of)
+        self.estimator_ = self._base()
+        keys = _row_keys(X, y_idx)
+
+        seeds = [int(s) for s in self.estimators_seeds_]
+        results = Parallel(n_jobs=self.n_jobs)(
+            delayed(_fit_chunk)(self.estimator_, X, y_idx, keys, self._selection,
+                                [(int(i), seeds[i]) for i in chunk], self.balance)
+            for chunk in _chunks(T, self.n_jobs)
+        )
+        self.estimators_ = [est for chunk in results for est in chunk]
+        if all(est is None for est in self.estimators_):
+            warnings.warn(f"Every one of the {T} sub-datasets is empty, so every base "
+                          "classifier abstains: predict gives classes_[0] and certify "
+                          "abstains. Increase p (or ns) or n_estimators.", UserWarning,
+                          stacklevel=2)
+        return self
+
+    @property
+    def estimators_samples_(self) -> list[np.ndarray]:
+        """Training-row indices of each sub-dataset, regenerated from ``estimators_seeds_``."""
+        check_is_fitted(self)
+        return [self._selection.indices(i, int(s)) for i, s in enumerate(self.estimators_seeds_)]
+
+    # ------------------------------------------------------------------ predict-like
+    def base_predictions(self, X) -> np.ndarray:
+        """The prediction matrix: ``(n_estimators_, n_test)`` class indices into ``classes_``.
+
+        int16 (int32 beyond 32767 classes); ``-1`` where a base classifier abstains.
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        n_test = X.shape[0]
+        dtype = np.int16 if self.n_classes_ <= np.iinfo(np.int16).max else np.int32
+        chunks = _chunks(self.n_estimators_, self.n_jobs)
+        parts = Parallel(n_jobs=self.n_jobs)(
+            delayed(_predict_chunk)([self.estimators_[i] for i in chunk], X, n_test, dtype)
+            for chunk in chunks
+        )
+        return np.concatenate(parts, axis=0)
+
+    def vote_counts(self, X) -> np.ndarray:
+        """Votes per class: int64 ``(n_test, n_classes_)``; rows sum to at most
+        ``n_estimators_`` (abstaining classifiers vote for no class)."""
+        check_is_fitted(self)
+        P = self.base_predictions(X)
+        n_test, C = P.shape[1], self.n_classes_
+        valid = P >= 0
+        cols = np.broadcast_to(np.arange(n_test), P.shape)[valid]
+        flat = cols.astype(np.int64) * C + P[valid]
+        return np.bincount(flat, minlength=n_test * C).reshape(n_test, C).astype(np.int64)
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Vote shares over ``classes_`` among the non-abstaining classifiers (rows sum to 1;
+        uniform where every classifier abstains). Not calibrated probabilities."""
+        check_is_fitted(self)
+        counts = self.vote_counts(X).astype(np.float64)
+        total = counts.sum(axis=1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            proba = np.where(total > 0, counts / np.maximum(total, 1), 1.0 / self.n_classes_)
+        return proba
+
+    def predict(self, X) -> np.ndarray:
+        """Majority vote, ties to the smaller class index (``classes_[0]`` if all abstain)."""
+        check_is_fitted(self)
+        return self.classes_[np.argmax(self.vote_counts(X), axis=1)]
+
+    # ------------------------------------------------------------------ certificates
+    def certify(self, X, *, alpha=0.001, model="P6", method="bonferroni", y=None,
+                unit="operation"):
+        """Certified prediction and radius of every row of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_test, n_features)
+        alpha : float in (0, 1), default=0.001
+            Error probability per test point: each certificate holds with probability at
+            least ``1 - alpha`` over the sampling of the sub-datasets (``method`` says how
+            the vote bounds are made simultaneous over classes). Ignored for ``"partition"``,
+            whose certificate is deterministic.
+        model : {"P1", ..., "P6"}, default="P6"
+            Poisoning model (insertions, deletions, modifications; ``certificates.md``).
+        method : str, default="bonferroni"
+            Vote-bound method of ``poisoncert.stats.vote_bounds``; the ``"true_label*"``
+            methods need ``y``. Ignored for ``"partition"``.
+        y : array-like of shape (n_test,), default=None
+            True labels (from ``classes_``), for the ``"true_label*"`` methods.
+        unit : {"operation", "dpa"}, default="operation"
+            Only for ``"partition"``: the unit of the DPA radius (``"dpa"`` counts a
+            modification as two operations, as the DPA paper does).
+
+        Returns
+        -------
+        Certificate or DPACertificate
+            ``poisoncert.certify.Certificate`` (``DPACertificate`` for ``"partition"``) in
+            class-*index* space: ``prediction`` indexes ``classes_`` and is
+            ``poisoncert.certify.ABSTAIN`` (``-1``, radius ``-1``) where nothing is certified;
+            map it to labels with ``decode``, and labels to indices with ``encode`` (e.g. for
+            ``poisoncert.certify.certified_accuracy(cert, clf.encode(y), rhos)``). ``n`` is
+            ``n_attackable_``: rows in ``D^c`` are not attackable and not counted.
+        """
+        from poisoncert import certify as _certify
+
+        check_is_fitted(self)
+        counts = self.vote_counts(X)
+        if self.scheme == PARTITION:
+            return _certify.dpa_certify(counts, model=model, unit=unit)
+        labels = None if y is None else self.encode(y)
+        return _certify.certify(counts, scheme=self.scheme, n=self.n_attackable_, ns=self.ns_,
+                                p=self.p_, model=model, alpha=alpha, method=method,
+                                T=self.n_estimators_, labels=labels)
+
+    def encode(self, y) -> np.ndarray:
+        """Class indices into ``classes_`` of labels ``y`` (every label must be in ``classes_``)."""
+        check_is_fitted(self)
+        y = column_or_1d(np.asarray(y))
+        try:
+            idx = np.clip(np.searchsorted(self.classes_, y), 0, self.n_classes_ - 1)
+            unknown = np.asarray(self.classes_[idx] != y, dtype=bool)
+        except TypeError:  # labels not comparable with classes_ (e.g. str vs int)
+            unknown = np.ones(len(y), dtype=bool)
+        if unknown.any():
+            raise param_error("y", f"{_NAME}.encode", "labels from classes_",
+                              y[np.flatnonzero(unknown)[0]])
+        return idx.astype(np.int64)
+
+    def decode(self, prediction, *, abstain=None) -> np.ndarray:
+        """Labels of class indices (e.g. ``certify(X).prediction``): an object array with
+        ``abstain`` where the index is ``ABSTAIN`` (``-1``)."""
+        check_is_fitted(self)
+        idx = np.asarray(prediction, dtype=np.int64)
+        out = self.classes_[np.clip(idx, 0, None)].astype(object)
+        out[idx < 0] = abstain
+        return out
+
+
+def _hash_parts(X, k: int) -> np.ndarray:
+    """DPA part of each row: ``selection.partition_ids`` on the features as float64 (sparse
+    rows are hashed as their dense values, so the part does not depend on the format)."""
+    if not sparse.issparse(X):
+        return partition_ids(np.asarray(X, dtype=np.float64), k=k)
+    out = [partition_ids(X[s:s + _HASH_CHUNK].toarray().astype(np.float64), k=k)
+           for s in range(0, X.shape[0], _HASH_CHUNK)]
+    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)

@@ -1,0 +1,384 @@
+"""Tests of the scikit-learn estimator ``CertifiedEnsembleClassifier``."""
+
+from __future__ import annotations
+
+import re
+import warnings
+
+import numpy as np
+import pytest
+from scipy import sparse
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.datasets import load_breast_cancer, make_classification
+from sklearn.dummy import DummyClassifier
+from sklearn.linear_model import LogisticRegression
+from sklearn.tree import DecisionTreeClassifier
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from poisoncert import CertifiedEnsembleClassifier
+from poisoncert.selection import draw, model_seeds, subset_indices
+
+NAME = "CertifiedEnsembleClassifier"
+
+
+@pytest.fixture(scope="module")
+def cancer():
+    return load_breast_cancer(return_X_y=True)
+
+
+def small_data(n=120, n_classes=2, seed=0):
+    return make_classification(n_samples=n, n_features=6, n_informative=4, n_redundant=0,
+                               n_classes=n_classes, random_state=seed)
+
+
+# ---------------------------------------------------------------- scikit-learn's own checks
+# Every applicable check passes: no entry in expected_failed_checks. Two checks skip
+# themselves here (check_array_api_input without SCIPY_ARRAY_API, the pandas checks without
+# pandas); they are not failures.
+@parametrize_with_checks(
+    [
+        CertifiedEnsembleClassifier(n_estimators=15, random_state=0),
+        CertifiedEnsembleClassifier(scheme="binomial", n_estimators=15, random_state=0),
+        CertifiedEnsembleClassifier(scheme="with_replacement", n_estimators=15, random_state=0),
+        CertifiedEnsembleClassifier(scheme="partition", n_partitions=7, random_state=0),
+        CertifiedEnsembleClassifier(LogisticRegression(), n_estimators=9, balance=True,
+                                    random_state=0),
+    ],
+    expected_failed_checks=lambda est: {},
+)
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence warnings of tiny sub-datasets
+        check(estimator)
+
+
+# ---------------------------------------------------------------- parameters
+def test_init_stores_parameters_and_clone_roundtrips():
+    base = LogisticRegression(C=0.5)
+    clf = CertifiedEnsembleClassifier(base, scheme="binomial", p=0.2, n_estimators=7,
+                                      balance=30, random_state=3, n_jobs=2)
+    params = clf.get_params(deep=False)
+    assert params == dict(estimator=base, scheme="binomial", ns=None, p=0.2, n_estimators=7,
+                          n_partitions=None, balance=30, random_state=3, n_jobs=2)
+    assert clf.get_params()["estimator__C"] == 0.5
+    clf.set_params(estimator__C=2.0, n_estimators=9)
+    assert base.C == 2.0 and clf.n_estimators == 9
+    twin = clone(clf)
+    assert twin is not clf and twin.estimator is not base
+    assert twin.get_params(deep=False).keys() == params.keys()
+    assert twin.get_params()["estimator__C"] == 2.0
+
+
+def test_ns_range_message(cancer):
+    X, y = cancer
+    msg = (f"The 'ns' parameter of {NAME} must be an int in the range [1, 569]. "
+           "Got 0 instead.")
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        CertifiedEnsembleClassifier(ns=0).fit(X, y)
+    with pytest.raises(ValueError, match=re.escape("in the range [1, 569]. Got 570 instead.")):
+        CertifiedEnsembleClassifier(ns=570).fit(X, y)
+    # n excludes the clean rows
+    mask = np.zeros(len(y), dtype=bool)
+    mask[:69] = True
+    with pytest.raises(ValueError, match=re.escape("range [1, 500]. Got 501 instead.")):
+        CertifiedEnsembleClassifier(ns=501).fit(X, y, clean_mask=mask)
+    with pytest.raises(ValueError, match=re.escape("must be an int >= 1. Got 0 instead.")):
+        CertifiedEnsembleClassifier(scheme="with_replacement", ns=0).fit(X, y)
+    CertifiedEnsembleClassifier(scheme="with_replacement", ns=1000, n_estimators=2).fit(X, y)
+
+
+@pytest.mark.parametrize("params, pattern", [
+    (dict(p=1.5, scheme="binomial"), r"The 'p' parameter of .* must be a float in the range "
+                                     r"\(0.0, 1.0\) or None. Got 1.5 instead."),
+    (dict(scheme="bagging"), r"The 'scheme' parameter of .* must be a str among"),
+    (dict(n_estimators=0), r"The 'n_estimators' parameter of .* must be an int in the range "
+                           r"\[1, inf\). Got 0 instead."),
+    (dict(p=0.1), r"The 'p' parameter of CertifiedEnsembleClassifier must be None for "
+                  r"scheme='without_replacement'. Got 0.1 instead."),
+    (dict(scheme="partition", ns=5), r"The 'ns' parameter .* must be None for "
+                                     r"scheme='partition'. Got 5 instead."),
+    (dict(n_partitions=5), r"The 'n_partitions' parameter .* must be None for"),
+    (dict(scheme="binomial", ns=5, p=0.1), r"The 'ns' parameter .* must be None when 'p' is "
+                                           r"given"),
+    (dict(ns=2.0), r"The 'ns' parameter .* must be an instance of 'int' or None"),
+    (dict(balance=0), r"The 'balance' parameter"),
+])
+def test_invalid_parameters(params, pattern):
+    X, y = small_data()
+    with pytest.raises(ValueError, match=pattern):
+        CertifiedEnsembleClassifier(**params).fit(X, y)
+
+
+def test_clean_mask_validation():
+    X, y = small_data()
+    with pytest.raises(ValueError, match=r"The 'clean_mask' parameter of "
+                                         r"CertifiedEnsembleClassifier.fit must be a boolean "
+                                         r"array of shape \(n_samples,\) = \(120,\)"):
+        CertifiedEnsembleClassifier().fit(X, y, clean_mask=np.zeros(5, dtype=bool))
+    with pytest.raises(ValueError, match="'clean_mask'"):
+        CertifiedEnsembleClassifier().fit(X, y, clean_mask=np.zeros(120, dtype=int))
+    with pytest.raises(ValueError, match="at least one row attackable"):
+        CertifiedEnsembleClassifier().fit(X, y, clean_mask=np.ones(120, dtype=bool))
+
+
+# ---------------------------------------------------------------- seeds and sub-datasets
+@pytest.mark.parametrize("scheme", ["without_replacement", "with_replacement", "binomial"])
+def test_seeds_regenerate_sub_datasets(scheme):
+    X, y = small_data()
+    clf = CertifiedEnsembleClassifier(scheme=scheme, ns=10, n_estimators=6,
+                                      random_state=11).fit(X, y)
+    assert clf.root_seed_ == 11
+    np.testing.assert_array_equal(clf.estimators_seeds_, model_seeds(11, 6))
+    kw = dict(p=10 / 120) if scheme == "binomial" else dict(ns=10)
+    for seed, idx in zip(clf.estimators_seeds_, clf.estimators_samples_, strict=True):
+        expect = subset_indices(np.arange(120), None, draw(scheme, 120, seed=int(seed), **kw))
+        np.testing.assert_array_equal(idx, expect)
+    if scheme == "without_replacement":
+        assert all(len(np.unique(i)) == 10 for i in clf.estimators_samples_)
+
+
+def test_base_estimators_are_seeded_per_classifier():
+    X, y = small_data()
+    clf = CertifiedEnsembleClassifier(DecisionTreeClassifier(max_features=2), ns=40,
+                                      n_estimators=8, random_state=0).fit(X, y)
+    states = [e.random_state for e in clf.estimators_]
+    assert all(isinstance(s, int) and 0 <= s < 2**32 for s in states)
+    assert len(set(states)) == 8
+    assert clf.estimator.random_state is None  # the parameter itself is untouched
+
+
+def test_same_random_state_same_model_and_njobs_invariance():
+    X, y = small_data(n=200, n_classes=3)
+    kw = dict(ns=25, n_estimators=21, random_state=5)
+    a = CertifiedEnsembleClassifier(**kw, n_jobs=1).fit(X, y)
+    b = CertifiedEnsembleClassifier(**kw, n_jobs=2).fit(X, y)
+    c = CertifiedEnsembleClassifier(**kw).fit(X, y)
+    for other in (b, c):
+        np.testing.assert_array_equal(a.base_predictions(X), other.base_predictions(X))
+        np.testing.assert_array_equal(a.predict_proba(X), other.predict_proba(X))
+    b.set_params(n_jobs=1)
+    np.testing.assert_array_equal(a.vote_counts(X), b.vote_counts(X))
+    a.set_params(n_jobs=3)
+    np.testing.assert_array_equal(a.base_predictions(X), c.base_predictions(X))
+
+
+def test_different_random_state_gives_different_sub_datasets():
+    X, y = small_data()
+    a = CertifiedEnsembleClassifier(ns=10, n_estimators=5, random_state=0).fit(X, y)
+    b = CertifiedEnsembleClassifier(ns=10, n_estimators=5, random_state=1).fit(X, y)
+    assert all(not np.array_equal(u, v)
+               for u, v in zip(a.estimators_samples_, b.estimators_samples_, strict=True))
+    # a RandomState instance or None draws the root seed
+    r = CertifiedEnsembleClassifier(ns=10, n_estimators=5,
+                                    random_state=np.random.RandomState(0)).fit(X, y)
+    assert 0 <= r.root_seed_ < 2**31
+
+
+# ---------------------------------------------------------------- degenerate sub-datasets
+def test_empty_binomial_draws_abstain():
+    X, y = small_data(n=20)
+    clf = CertifiedEnsembleClassifier(scheme="binomial", p=0.02, n_estimators=60,
+                                      random_state=0).fit(X, y)
+    empty = np.array([len(i) == 0 for i in clf.estimators_samples_])
+    assert 0 < empty.sum() < 60
+    assert [e is None for e in clf.estimators_] == list(empty)
+    P = clf.base_predictions(X)
+    assert P.dtype == np.int16 and P.shape == (60, 20)
+    assert (P[empty] == -1).all() and (P[~empty] >= 0).all()
+    counts = clf.vote_counts(X)
+    np.testing.assert_array_equal(counts.sum(axis=1), np.full(20, (~empty).sum()))
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0)
+
+
+def test_all_abstain_warns_and_predicts_first_class():
+    X, y = small_data(n=20)
+    with pytest.warns(UserWarning, match="every base classifier abstains"):
+        clf = CertifiedEnsembleClassifier(scheme="binomial", p=1e-9, n_estimators=3,
+                                          random_state=0).fit(X, y)
+    assert all(e is None for e in clf.estimators_)
+    np.testing.assert_array_equal(clf.predict(X), np.full(20, clf.classes_[0]))
+    np.testing.assert_allclose(clf.predict_proba(X), 0.5)
+
+
+class _NoSingleClass(ClassifierMixin, BaseEstimator):
+    """Refuses to be fitted on one class, to prove the ensemble never asks it to."""
+
+    def fit(self, X, y):
+        assert len(np.unique(y)) > 1, "fitted on a single class"
+        self.classes_ = np.unique(y)
+        return self
+
+    def predict(self, X):
+        return np.full(len(X), self.classes_[-1])
+
+
+def test_single_class_sub_dataset_is_a_constant_predictor():
+    X, y = small_data(n=60)
+    clf = CertifiedEnsembleClassifier(_NoSingleClass(), ns=1, n_estimators=10,
+                                      random_state=0).fit(X, y)
+    for est, idx in zip(clf.estimators_, clf.estimators_samples_, strict=True):
+        assert isinstance(est, DummyClassifier)
+        np.testing.assert_array_equal(est.predict(X), np.full(60, y[idx[0]]))
+    clf = CertifiedEnsembleClassifier(_NoSingleClass(), ns=30, n_estimators=4,
+                                      random_state=0).fit(X, y)
+    assert all(isinstance(e, _NoSingleClass) for e in clf.estimators_)
+
+
+# ---------------------------------------------------------------- clean part D^c
+@pytest.mark.parametrize("scheme", ["without_replacement", "with_replacement", "binomial",
+                                    "partition"])
+def test_clean_rows_in_every_sub_dataset_and_not_counted(scheme):
+    X, y = small_data(n=100)
+    mask = np.zeros(100, dtype=bool)
+    mask[[3, 17, 50, 99]] = True
+    kw = dict(n_partitions=5) if scheme == "partition" else dict(ns=8, n_estimators=12)
+    clf = CertifiedEnsembleClassifier(scheme=scheme, random_state=0, **kw).fit(
+        X, y, clean_mask=mask)
+    assert clf.n_attackable_ == 96
+    np.testing.assert_array_equal(clf.clean_mask_, mask)
+    for idx in clf.estimators_samples_:
+        np.testing.assert_array_equal(idx[:4], [3, 17, 50, 99])
+        assert not mask[idx[4:]].any()  # never sampled
+    if scheme == "partition":
+        assert (clf.partition_ids_[mask] == -1).all()
+        assert sorted(np.concatenate([i[4:] for i in clf.estimators_samples_])) == \
+            list(np.flatnonzero(~mask))
+    if scheme == "binomial":
+        assert clf.p_ == 8 / 96
+
+
+# ---------------------------------------------------------------- partitions, balance, labels
+def test_partition_is_deterministic_and_disjoint():
+    X, y = small_data(n=90)
+    a = CertifiedEnsembleClassifier(scheme="partition", n_partitions=6, random_state=0).fit(X, y)
+    b = CertifiedEnsembleClassifier(scheme="partition", n_estimators=6, random_state=1).fit(X, y)
+    assert a.n_estimators_ == b.n_estimators_ == 6
+    np.testing.assert_array_equal(a.partition_ids_, b.partition_ids_)
+    # the hash does not depend on the row's dtype or storage
+    c = CertifiedEnsembleClassifier(scheme="partition", n_partitions=6).fit(sparse.csr_matrix(X), y)
+    np.testing.assert_array_equal(a.partition_ids_, c.partition_ids_)
+    X32 = X.astype(np.float32)
+    d = CertifiedEnsembleClassifier(scheme="partition", n_partitions=6).fit(X32, y)
+    e = CertifiedEnsembleClassifier(scheme="partition", n_partitions=6).fit(
+        X32.astype(np.float64), y)
+    np.testing.assert_array_equal(d.partition_ids_, e.partition_ids_)
+    parts = np.concatenate(a.estimators_samples_)
+    np.testing.assert_array_equal(np.sort(parts), np.arange(90))
+
+
+def test_base_classifiers_see_a_content_order_not_positions():
+    # Partition parts depend on content only, and each part is handed to the base estimator in
+    # a canonical order: shuffling the training rows changes nothing.
+    X, y = small_data(n=150)
+    perm = np.random.default_rng(1).permutation(150)
+    kw = dict(scheme="partition", n_partitions=9, random_state=4,
+              estimator=DecisionTreeClassifier(max_features=1))
+    a = CertifiedEnsembleClassifier(**kw).fit(X, y)
+    b = CertifiedEnsembleClassifier(**kw).fit(X[perm], y[perm])
+    np.testing.assert_array_equal(a.base_predictions(X), b.base_predictions(X))
+
+
+def test_balance_equalises_classes():
+    X, y = make_classification(n_samples=200, weights=[0.9, 0.1], random_state=0)
+    seen = []
+
+    class Spy(DecisionTreeClassifier):
+        def fit(self, X, y, **kw):
+            seen.append(np.bincount(y, minlength=2))
+            return super().fit(X, y, **kw)
+
+    CertifiedEnsembleClassifier(Spy(), ns=60, n_estimators=10, balance=True,
+                                random_state=0).fit(X, y)
+    CertifiedEnsembleClassifier(Spy(), ns=60, n_estimators=10, balance=41,
+                                random_state=0).fit(X, y)
+    assert len(seen) == 20
+    assert all(list(c) == [30, 30] for c in seen[:10])
+    assert all(sorted(c) == [20, 21] for c in seen[10:])
+
+
+def test_string_labels_and_sparse_input():
+    X, y = small_data(n=150, n_classes=3)
+    labels = np.array(["cat", "dog", "emu"])[y]
+    clf = CertifiedEnsembleClassifier(ns=40, n_estimators=15, random_state=0).fit(X, labels)
+    assert list(clf.classes_) == ["cat", "dog", "emu"]
+    pred = clf.predict(X)
+    assert set(pred) <= {"cat", "dog", "emu"} and (pred == labels).mean() > 0.8
+    np.testing.assert_array_equal(clf.encode(["emu", "cat"]), [2, 0])
+    with pytest.raises(ValueError, match="labels from classes_"):
+        clf.encode(["cow"])
+    np.testing.assert_array_equal(clf.decode([1, -1, 0], abstain="?"),
+                                  np.array(["dog", "?", "cat"], dtype=object))
+    sp = CertifiedEnsembleClassifier(ns=40, n_estimators=15, random_state=0).fit(
+        sparse.csr_matrix(X), labels)
+    np.testing.assert_array_equal(sp.predict(sparse.csr_matrix(X)), pred)
+
+
+# ---------------------------------------------------------------- certificates
+@pytest.fixture(scope="module")
+def certify_mod():
+    return pytest.importorskip("poisoncert.certify")
+
+
+def test_certify_uses_attackable_n_and_scheme_parameters(monkeypatch, certify_mod):
+    X, y = small_data(n=100)
+    mask = np.zeros(100, dtype=bool)
+    mask[:10] = True
+    seen = {}
+    real = certify_mod.certify
+
+    def spy(counts, **kw):
+        seen.update(kw)
+        return real(counts, **kw)
+
+    monkeypatch.setattr(certify_mod, "certify", spy)
+    clf = CertifiedEnsembleClassifier(scheme="binomial", ns=9, n_estimators=30,
+                                      random_state=0).fit(X, y, clean_mask=mask)
+    clf.certify(X, alpha=0.01, model="P3")
+    assert seen["n"] == 90 and seen["p"] == 0.1 and seen["ns"] is None
+    assert seen["T"] == 30 and seen["model"] == "P3" and seen["alpha"] == 0.01
+    assert seen["scheme"] == "binomial"
+
+
+def test_certify_matches_certify_on_vote_counts(certify_mod):
+    X, y = small_data(n=150)
+    clf = CertifiedEnsembleClassifier(ns=15, n_estimators=50, random_state=0).fit(X, y)
+    cert = clf.certify(X)
+    ref = certify_mod.certify(clf.vote_counts(X), scheme="without_replacement", n=150, ns=15,
+                              T=50)
+    np.testing.assert_array_equal(cert.prediction, ref.prediction)
+    np.testing.assert_array_equal(cert.radius, ref.radius)
+    certified = cert.prediction != certify_mod.ABSTAIN
+    # a certified prediction is the majority vote
+    np.testing.assert_array_equal(clf.encode(clf.predict(X))[certified],
+                                  cert.prediction[certified])
+
+
+def test_partition_certify_is_dpa(certify_mod):
+    X, y = small_data(n=200)
+    clf = CertifiedEnsembleClassifier(scheme="partition", n_partitions=25).fit(X, y)
+    for model in ("P1", "P6"):
+        cert = clf.certify(X, model=model)
+        ref = certify_mod.dpa_certify(clf.vote_counts(X), model=model)
+        np.testing.assert_array_equal(cert.radius, ref.radius)
+        np.testing.assert_array_equal(cert.prediction, clf.encode(clf.predict(X)))
+    dpa = clf.certify(X, unit="dpa")
+    np.testing.assert_array_equal(dpa.radius, dpa.slack // 2)
+
+
+def test_breast_cancer_end_to_end(cancer, certify_mod):
+    X, y = cancer
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(len(y))
+    tr, te = perm[:450], perm[450:]
+    clf = CertifiedEnsembleClassifier(ns=20, n_estimators=300, random_state=0)
+    clf.fit(X[tr], y[tr])
+    acc = (clf.predict(X[te]) == y[te]).mean()
+    assert acc > 0.88
+    cert = clf.certify(X[te])
+    radius = np.asarray(cert.radius)
+    assert (radius >= 0).mean() > 0.7
+    assert radius.max() >= 5
+    correct = np.asarray(cert.prediction) == clf.encode(y[te])
+    ca = [np.mean(correct & (radius >= r)) for r in range(0, int(radius.max()) + 2)]
+    assert ca[0] > 0.7 and ca[-1] == 0.0
+    assert all(a >= b for a, b in zip(ca, ca[1:], strict=False))
