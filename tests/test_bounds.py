@@ -292,6 +292,19 @@ def test_spec_example_13007_10():
     assert certified_radius(gap, scheme="without_replacement", **kw) == 852
 
 
+@pytest.mark.parametrize("scheme", SCHEMES)
+@pytest.mark.parametrize("model", ["P1", "P2", "P3", "P4", "P5", "P6"])
+def test_scalar_and_array_agree(scheme, model):
+    kw = dict(scheme=scheme, n=13007, ns=10, model=model)
+    rhos = np.array([[0, 5], [400, 900]])
+    arr = delta(rhos, **kw)
+    assert arr.shape == (2, 2)
+    for idx in np.ndindex(2, 2):
+        v = delta(int(rhos[idx]), **kw)
+        assert isinstance(v, float) and v == arr[idx]
+    assert isinstance(SelectionBound(**kw).delta_upper(5), np.ndarray)
+
+
 def test_vectorised_shapes_and_scalars():
     kw = dict(scheme="with_replacement", n=1000, ns=10)
     assert isinstance(delta(3, **kw), float)

@@ -172,8 +172,8 @@ class SelectionBound:
     def delta(self, rho):
         """``delta(rho)``: vectorised over integer ``rho >= 0``; ``+inf`` where nothing holds."""
         rho_arr, scalar = _as_rho(rho, "delta")
-        val, _ = self._delta_err(rho_arr)
-        return float(val) if scalar else val
+        val, _ = self._delta_err(np.atleast_1d(rho_arr).ravel())
+        return float(val[0]) if scalar else val.reshape(rho_arr.shape)
 
     def radius(self, gap):
         """Largest integer ``rho >= 0`` with ``delta(rho) < gap``; ``-1`` where ``gap <= 0``.
@@ -190,7 +190,7 @@ class SelectionBound:
     def delta_upper(self, rho) -> np.ndarray:
         """An upper bound on ``delta(rho)`` used by the radius search (error bound + margin)."""
         rho_arr, _ = _as_rho(rho, "delta_upper")
-        return self._upper(rho_arr)
+        return self._upper(np.atleast_1d(rho_arr).ravel()).reshape(rho_arr.shape)
 
     # ------------------------------------------------------------ radius search
     @property
