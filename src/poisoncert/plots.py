@@ -102,3 +102,49 @@ def plot_delta(path: str | Path | None = None, *,
     if path is not None:
         fig.savefig(Path(path), format="png", dpi=dpi)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Certified accuracy (appended for poisoncert.pipeline)
+
+__all__ += ["plot_certified_accuracy"]
+
+
+def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: str | None = None,
+                            xlabel: str = r"$\rho$ (poisoned samples: insertions, deletions, "
+                                          "modifications)",
+                            dpi: int = 150):
+    """Certified accuracy against the radius ``rho``, one step curve per entry of ``curves``.
+
+    ``curves`` maps a legend label to ``(rho, accuracy)`` arrays (``accuracy[j]``: fraction of
+    test points correctly classified with a certified radius ``>= rho[j]``). Writes a PNG to
+    ``path`` when given; returns the matplotlib ``Figure``.
+    """
+    from matplotlib.figure import Figure
+
+    if not curves:
+        raise param_error("curves", "plot_certified_accuracy",
+                          "a non-empty mapping of label -> (rho, accuracy)", curves)
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    top = 0
+    for label, (rho, acc) in curves.items():
+        rho = np.asarray(rho, dtype=np.int64)
+        acc = np.asarray(acc, dtype=np.float64)
+        if rho.shape != acc.shape or rho.ndim != 1 or rho.size == 0:
+            raise param_error("curves", "plot_certified_accuracy",
+                              "(rho, accuracy) pairs of equal-length 1-D arrays",
+                              f"{label!r}: shapes {rho.shape} and {acc.shape}")
+        ax.plot(rho, acc, drawstyle="steps-post", label=str(label))
+        top = max(top, int(rho.max()))
+    ax.set_xlim(0, max(top, 1))
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("certified accuracy")
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small", loc="upper right")
+    if path is not None:
+        fig.savefig(Path(path), format="png", dpi=dpi)
+    return fig
