@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set up a virtual environment and run the whole test suite (README's test command; .ci/run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# Optional real data: Debian's Fashion-MNIST, for the loader's real-file test (needs root).
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) >/dev/null 2>&1 \
+    || echo "note: dataset-fashion-mnist not installed; its real-data test will skip"
+fi
+python3 -m venv .venv
+. .venv/bin/activate
+pip install -q -c constraints-cpu.txt -e ".[torch,test]"
+python -m pytest -q "$@"
