@@ -1,0 +1,564 @@
+"""Experiment configuration: typed sections, YAML files and dotted command-line overrides.
+
+An experiment is one YAML file with five sections::
+
+    data:      {name: digits, classes: null, n_clean: 0, test_limit: null, ...}
+    selection: {scheme: binomial, ns: 30, T: 300, seed: 0}
+    training:  {model: mlp, steps: 100, batch_size: 32, ...}
+    certify:   {alpha: 0.001, method: bonferroni, model: P6, rhos: [0, 1, 2, 5]}
+    run:       {chunk_size: 50}
+
+``load_config(path, overrides)`` reads it, applies overrides such as ``--training.steps 300``
+(spaCy style; values are coerced to the field's type) and validates every value before anything
+runs. Every error is a ``ConfigError`` (a ``ValueError``) of the project's one shape, naming the
+key, the allowed values and what was given::
+
+    The 'selection.scheme' parameter of the config must be one of 'without_replacement', ...
+    Got 'bagging' instead.
+
+Checks that need the data (``ns`` at most ``|D^p|``, class labels, clean indices) are made by
+``poisoncert.pipeline`` after loading it, still before any file is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from poisoncert import bounds
+from poisoncert._validation import check_int, check_real, param_error
+from poisoncert.data import registry as data_registry
+from poisoncert.selection import PARTITION
+from poisoncert.stats import METHODS
+
+__all__ = [
+    "CertifyConfig",
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "RunConfig",
+    "SelectionConfig",
+    "TrainingConfig",
+    "DATASETS",
+    "SCHEMES",
+    "config_hash",
+    "from_dict",
+    "load_config",
+    "parse_overrides",
+    "to_dict",
+    "to_yaml",
+]
+
+#: Dataset names ``poisoncert.data.load_dataset`` knows, besides ``npz:<path>``.
+DATASETS = tuple(data_registry.list_datasets())
+#: Selection schemes: the paper's three random ones and the deterministic partition (DPA).
+SCHEMES = (*bounds.SCHEMES, PARTITION)
+_SCHEME_ALIASES = {**bounds.SCHEME_ALIASES, "dpa": PARTITION}
+OPTIMIZERS = ("sgd", "adam")
+PATHS = ("fast", "reference")
+DEVICES = ("cpu", "cuda")
+#: Learners from scikit-learn take the prefix ``sklearn:`` (``sklearn:knn``); the others are
+#: the torch models of ``poisoncert.training``.
+SKLEARN_PREFIX = "sklearn:"
+
+_WHERE = "the config"
+
+
+class ConfigError(ValueError):
+    """An invalid experiment configuration (unknown key, bad type or value)."""
+
+
+@dataclass
+class DataConfig:
+    """The data set and its split into a known-clean part ``D^c`` and an attackable ``D^p``.
+
+    At most one of ``n_clean``, ``clean_fraction`` and ``clean_indices`` chooses ``D^c`` (the
+    paper's case 2): ``n_clean`` / ``clean_fraction`` take a random subset of the training set
+    (drawn with ``clean_seed``), ``clean_indices`` lists training-set indices. ``D^c`` joins every
+    sub-dataset and is never sampled; ``D^p`` is the rest, and ``n = |D^p|`` enters the bounds.
+    ``test_limit`` keeps the first test points only.
+    """
+
+    name: str = "digits"
+    classes: list[int] | None = None
+    data_dir: str | None = None
+    download: bool = False
+    n_clean: int = 0
+    clean_fraction: float | None = None
+    clean_indices: list[int] | None = None
+    clean_seed: int = 0
+    test_limit: int | None = None
+
+
+@dataclass
+class SelectionConfig:
+    """How the ``T`` sub-datasets are drawn from ``D^p`` (``poisoncert.selection``).
+
+    ``ns`` is the sub-dataset size (bagging) or, for ``binomial`` without ``p``, means
+    ``p = ns / n``; ``k`` is the number of parts of ``partition`` (then ``T = k``). ``seed`` is
+    the root seed: classifier ``i`` uses ``selection.model_seed(seed, i)``.
+    """
+
+    scheme: str = "binomial"
+    ns: int | None = 50
+    p: float | None = None
+    k: int | None = None
+    T: int | None = 100
+    seed: int = 0
+
+
+@dataclass
+class TrainingConfig:
+    """How each base classifier is trained (``poisoncert.training``).
+
+    ``model`` is a torch model of ``poisoncert.training`` or a scikit-learn learner
+    ``sklearn:<name>``. ``group_size`` classifiers are trained together by the fast path
+    (``null``: the engine's default). ``workers`` is the number of local processes; it never
+    changes the predictions.
+    """
+
+    model: str = "mlp"
+    steps: int = 100
+    batch_size: int = 32
+    optimizer: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    balance: bool = True
+    augment: bool = False
+    path: str = "fast"
+    group_size: int | None = None
+    workers: int = 1
+    device: str = "cpu"
+    save_weights: bool = False
+
+
+@dataclass
+class CertifyConfig:
+    """Defaults for certifying a run; ``alpha`` is the failure probability per test point."""
+
+    alpha: float = 0.001
+    method: str = "bonferroni"
+    model: str = "P6"
+    rhos: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 50])
+
+
+@dataclass
+class RunConfig:
+    """``chunk_size`` classifiers are trained, saved and resumed as one unit."""
+
+    chunk_size: int = 50
+
+
+@dataclass
+class ExperimentConfig:
+    """A whole experiment; ``to_dict`` / ``from_dict`` round-trip it through YAML."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    certify: CertifyConfig = field(default_factory=CertifyConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        validate(self)
+
+    @property
+    def T(self) -> int:
+        """The number of base classifiers (``k`` for the partition scheme)."""
+        s = self.selection
+        return int(s.k if s.scheme == "partition" else s.T)
+
+
+_SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "selection": SelectionConfig,
+    "training": TrainingConfig,
+    "certify": CertifyConfig,
+    "run": RunConfig,
+}
+
+#: Keys that never change a run's predictions, so they may differ when a run is resumed.
+RESUMABLE_KEYS = ("training.workers",)
+
+
+# --------------------------------------------------------------------------------------------
+# Building a config from dicts, YAML and overrides
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """The config as plain nested dicts (YAML/JSON-ready)."""
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML text, sections in their fixed order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """SHA-256 of the settings that determine a run's predictions.
+
+    The ``certify`` section (certification is re-run freely) and ``RESUMABLE_KEYS`` are left
+    out, so a run may be resumed with other workers or other certification defaults.
+    """
+    d = to_dict(cfg)
+    d.pop("certify")
+    for key in RESUMABLE_KEYS:
+        section, name = key.split(".")
+        d[section].pop(name)
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """Dotted keys whose values differ, as ``'key: a -> b'`` lines."""
+    da, db = to_dict(a), to_dict(b)
+    out = []
+    for section, values in da.items():
+        for key, va in values.items():
+            vb = db[section][key]
+            if va != vb:
+                out.append(f"{section}.{key}: {va!r} -> {vb!r}")
+    return out
+
+
+def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Build and validate a config from nested dicts plus dotted ``overrides``.
+
+    Missing keys take their defaults; unknown sections or keys raise a ``ConfigError`` that
+    names the closest known key.
+    """
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise ConfigError(f"A config must be a mapping of sections ({', '.join(_SECTIONS)}). "
+                          f"Got {type(d).__name__} instead.")
+    values: dict[str, dict[str, tuple[Any, bool]]] = {s: {} for s in _SECTIONS}
+    for section, body in d.items():
+        _check_section(section)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"The config section {section!r} must be a mapping of keys. "
+                              f"Got {body!r} instead.")
+        for key, value in body.items():
+            _check_key(section, key)
+            values[section][key] = (value, False)
+    for dotted, value in (overrides or {}).items():
+        section, key = _split_key(dotted)
+        values[section][key] = (value, isinstance(value, str))
+    sections = {}
+    for section, cls in _SECTIONS.items():
+        hints = typing.get_type_hints(cls)
+        kwargs = {key: _coerce(value, hints[key], f"{section}.{key}", from_text)
+                  for key, (value, from_text) in values[section].items()}
+        sections[section] = cls(**kwargs)
+    return ExperimentConfig(**sections)
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None
+                = None) -> ExperimentConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``overrides``.
+
+    ``overrides`` is a dict of dotted keys (``{"training.steps": "300"}``) or a list of
+    command-line words (``["--training.steps", "300", "--selection.ns=10"]``).
+    """
+    d = None
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise ConfigError(f"Cannot read the config file '{path}': {e.strerror or e}.") from None
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(overrides)
+    return from_dict(d, overrides)
+
+
+def parse_overrides(args: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Dotted overrides from command-line words: ``--a.b value``, ``--a.b=value``.
+
+    A ``--a.b`` followed by another option (or nothing) is a boolean flag: ``true``.
+    Values stay text; ``from_dict`` coerces them to each field's type.
+    """
+    out: dict[str, str] = {}
+    args = list(args)
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if not word.startswith("--") or len(word) <= 2:
+            raise ConfigError(f"Config overrides must look like '--section.key value'. "
+                              f"Got {word!r} instead.")
+        name = word[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+            i += 2
+        else:
+            value = "true"
+            i += 1
+        name = name.replace("-", "_")
+        _split_key(name)
+        out[name] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Keys and types
+
+
+def _all_keys() -> list[str]:
+    return [f"{s}.{f.name}" for s, cls in _SECTIONS.items() for f in dataclasses.fields(cls)]
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _check_section(section) -> None:
+    if section not in _SECTIONS:
+        shown = ", ".join(repr(s) for s in _SECTIONS)
+        raise ConfigError(f"Unknown config section {section!r}: the sections are {shown}."
+                          + _suggest(str(section), list(_SECTIONS)))
+
+
+def _check_key(section: str, key) -> None:
+    names = [f.name for f in dataclasses.fields(_SECTIONS[section])]
+    if key not in names:
+        shown = ", ".join(repr(n) for n in names)
+        raise ConfigError(f"Unknown config key '{section}.{key}': the {section!r} section "
+                          f"takes {shown}." + _suggest(f"{section}.{key}", _all_keys()))
+
+
+def _split_key(dotted: str) -> tuple[str, str]:
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"Unknown config key {dotted!r}: keys are 'section.key', such as "
+                          f"'training.steps'." + _suggest(dotted, _all_keys()))
+    _check_section(parts[0])
+    _check_key(parts[0], parts[1])
+    return parts[0], parts[1]
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NONE = {"null", "none", "~", ""}
+
+
+def _type_text(tp) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        return " or ".join(_type_text(a) for a in inner) + " or null"
+    if origin is list:
+        return f"a list of {_type_text(args[0])}s"
+    return {int: "an int", float: "a real number", bool: "a boolean (true or false)",
+            str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value, tp, key: str, from_text: bool):
+    """``value`` as type ``tp``; text from the command line is parsed first."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = param_error(key, _WHERE, _type_text(tp), value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (from_text and value.strip().lower() in _NONE):
+            return None
+        inner = [a for a in args if a is not type(None)]
+        (tp,) = inner
+        try:
+            return _coerce(value, tp, key, from_text)
+        except ConfigError:
+            raise ConfigError(str(bad)) from None
+    if origin is list:
+        if from_text:
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    raise ConfigError(str(bad)) from None
+            else:
+                value = [v for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        try:
+            return [_coerce(v, args[0], key, from_text and isinstance(v, str)) for v in value]
+        except ConfigError:
+            raise ConfigError(str(bad)) from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(str(bad))
+    if tp is int:
+        if from_text:
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise ConfigError(str(bad)) from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(str(bad))
+    if tp is float:
+        if from_text:
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise ConfigError(str(bad)) from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(str(bad))
+    if tp is str:
+        if isinstance(value, str):
+            return value.strip() if from_text else value
+        raise ConfigError(str(bad))
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # pragma: no cover
+
+
+# --------------------------------------------------------------------------------------------
+# Validation (everything that does not need the data)
+
+
+def _err(key: str, allowed: str, got) -> ConfigError:
+    return ConfigError(str(param_error(key, _WHERE, allowed, got)))
+
+
+def _choice(value: str, key: str, choices, aliases=None) -> str:
+    key_text = value.strip().lower().replace("-", "_") if isinstance(value, str) else None
+    for c in choices:
+        if key_text == c.lower():
+            return c
+    if aliases and key_text in aliases:
+        return aliases[key_text]
+    raise _err(key, "one of " + ", ".join(repr(c) for c in choices), value)
+
+
+def _int(value, key: str, low=None, high=None):
+    if value is None:
+        return None
+    try:
+        return check_int(value, key, _WHERE, low=low, high=high)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _real(value, key: str, low: float, high: float | None, low_open=True, high_open=True):
+    if value is None:
+        return None
+    try:
+        return check_real(value, key, _WHERE, low=low, high=high, low_open=low_open,
+                          high_open=high_open)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Check every value that can be checked without the data; canonicalise choices in place.
+
+    Raises a ``ConfigError`` naming the first bad key.
+    """
+    d, s, t, c, r = cfg.data, cfg.selection, cfg.training, cfg.certify, cfg.run
+    # data
+    if not (isinstance(d.name, str) and d.name.startswith("npz:") and len(d.name) > 4):
+        d.name = _choice(d.name, "data.name", DATASETS + ("npz:<path>",), data_registry.ALIASES)
+        if d.name == "npz:<path>":
+            raise _err("data.name", "one of " + ", ".join(repr(x) for x in DATASETS)
+                       + " or 'npz:<path>'", d.name)
+    if d.classes is not None:
+        if len(d.classes) < 2 or len(set(d.classes)) != len(d.classes) or min(d.classes) < 0:
+            raise _err("data.classes", "null or a list of at least two distinct class labels "
+                       ">= 0", d.classes)
+    _int(d.n_clean, "data.n_clean", low=0)
+    _real(d.clean_fraction, "data.clean_fraction", 0.0, 1.0, low_open=False)
+    given = [k for k, v in (("n_clean", d.n_clean or None), ("clean_fraction", d.clean_fraction),
+                            ("clean_indices", d.clean_indices)) if v is not None]
+    if len(given) > 1:
+        raise ConfigError("At most one of 'data.n_clean', 'data.clean_fraction' and "
+                          f"'data.clean_indices' may be given. Got {', '.join(given)}.")
+    if d.clean_indices is not None:
+        if len(set(d.clean_indices)) != len(d.clean_indices) or min(d.clean_indices,
+                                                                   default=0) < 0:
+            raise _err("data.clean_indices", "a list of distinct training-set indices >= 0",
+                       d.clean_indices)
+    _int(d.clean_seed, "data.clean_seed", low=0)
+    _int(d.test_limit, "data.test_limit", low=1)
+    # selection
+    s.scheme = _choice(s.scheme, "selection.scheme", SCHEMES, _SCHEME_ALIASES)
+    _int(s.seed, "selection.seed", low=0)
+    if s.scheme == "partition":
+        if s.k is None:
+            raise _err("selection.k", "an int >= 1 for the partition scheme", None)
+        _int(s.k, "selection.k", low=1)
+        if s.T is not None and s.T != s.k:
+            raise _err("selection.T", f"null or equal to selection.k = {s.k} for the "
+                       "partition scheme (one classifier per part)", s.T)
+        for key in ("ns", "p"):
+            if getattr(s, key) is not None:
+                raise _err(f"selection.{key}", "null for the partition scheme (it uses "
+                           "selection.k)", getattr(s, key))
+    else:
+        if s.T is None:
+            raise _err("selection.T", "an int >= 1", None)
+        _int(s.T, "selection.T", low=1)
+        if s.k is not None:
+            raise _err("selection.k", f"null for the {s.scheme} scheme (k is for partition)",
+                       s.k)
+        _int(s.ns, "selection.ns", low=1)
+        _real(s.p, "selection.p", 0.0, 1.0)
+        if s.scheme == "binomial":
+            if s.ns is None and s.p is None:
+                raise _err("selection.p", "a real number in the range (0, 1) (or give "
+                           "selection.ns, meaning p = ns / n) for the binomial scheme", None)
+            if s.ns is not None and s.p is not None:
+                raise ConfigError("Give one of 'selection.ns' and 'selection.p' for the "
+                                  f"binomial scheme. Got ns={s.ns} and p={s.p}.")
+        else:
+            if s.ns is None:
+                raise _err("selection.ns", f"an int >= 1 for the {s.scheme} scheme", None)
+            if s.p is not None:
+                raise _err("selection.p", f"null for the {s.scheme} scheme (it uses "
+                           "selection.ns)", s.p)
+    # training
+    if not isinstance(t.model, str) or not t.model.strip():
+        raise _err("training.model", "a model name", t.model)
+    t.model = t.model.strip()
+    if t.model.startswith(SKLEARN_PREFIX) and len(t.model) == len(SKLEARN_PREFIX):
+        raise _err("training.model", "'sklearn:<learner>' or a torch model name", t.model)
+    _int(t.steps, "training.steps", low=1)
+    _int(t.batch_size, "training.batch_size", low=1)
+    t.optimizer = _choice(t.optimizer, "training.optimizer", OPTIMIZERS)
+    _real(t.lr, "training.lr", 0.0, None)
+    _real(t.momentum, "training.momentum", 0.0, 1.0, low_open=False)
+    _real(t.weight_decay, "training.weight_decay", 0.0, None, low_open=False)
+    t.path = _choice(t.path, "training.path", PATHS)
+    _int(t.group_size, "training.group_size", low=1)
+    _int(t.workers, "training.workers", low=1)
+    t.device = _choice(t.device, "training.device", DEVICES)
+    # certify
+    _real(c.alpha, "certify.alpha", 0.0, 1.0)
+    c.method = _choice(c.method, "certify.method", METHODS)
+    c.model = _choice(c.model, "certify.model", bounds.MODELS, bounds.MODEL_ALIASES)
+    if any(rho < 0 for rho in c.rhos):
+        raise _err("certify.rhos", "a list of ints >= 0", c.rhos)
+    c.rhos = sorted(set(c.rhos))
+    # run
+    _int(r.chunk_size, "run.chunk_size", low=1)

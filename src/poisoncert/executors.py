@@ -1,0 +1,96 @@
+"""Executors run the chunks of a run: ``executor.map_chunks(fn, chunk_ids)``.
+
+``fn`` is a picklable callable of one chunk id (in practice
+``functools.partial(pipeline.train_chunk, task)``, a top-level function and a small frozen
+dataclass), so an executor may ship it to another process or machine. ``map_chunks`` yields
+``fn(chunk_id)`` results in the order they complete; the caller writes them to the run
+directory. A chunk's result never depends on the executor or on the number of workers.
+
+``LocalExecutor`` is the only executor here; a cluster executor (such as Ray) implements the
+same ``Executor`` protocol.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import multiprocessing as mp
+import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar, runtime_checkable
+
+from poisoncert._validation import check_choice, check_int
+
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "make_executor"]
+
+R = TypeVar("R")
+
+#: Names accepted by ``make_executor`` (and ``poisoncert train --executor``).
+EXECUTORS = ("local",)
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Runs independent chunks; ``workers`` is how many run at once."""
+
+    workers: int
+
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+        """Yield ``fn(chunk_id)`` for every id, in completion order.
+
+        The first exception raised by ``fn`` propagates; chunks not yet started are
+        cancelled. Closing the iterator early also cancels them.
+        """
+        ...
+
+
+def _init_worker(threads: int) -> None:
+    """Limit each worker process's math libraries to ``threads`` threads."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is optional
+        return
+    torch.set_num_threads(threads)
+
+
+class LocalExecutor:
+    """Chunks in local processes; with ``workers=1`` they run in this process, in order.
+
+    Processes are started with ``spawn`` (safe with torch's thread pools); each gets
+    ``threads`` math threads, by default the CPU count divided among the workers.
+    """
+
+    def __init__(self, workers: int = 1, *, threads: int | None = None,
+                 start_method: str = "spawn"):
+        self.workers = check_int(workers, "workers", "LocalExecutor", low=1)
+        cpus = os.cpu_count() or 1
+        self.threads = (max(1, cpus // self.workers) if threads is None
+                        else check_int(threads, "threads", "LocalExecutor", low=1))
+        self.start_method = start_method
+
+    def __repr__(self) -> str:
+        return f"LocalExecutor(workers={self.workers})"
+
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+        chunk_ids = list(chunk_ids)
+        if self.workers == 1 or len(chunk_ids) <= 1:
+            for cid in chunk_ids:
+                yield fn(cid)
+            return
+        pool = cf.ProcessPoolExecutor(
+            max_workers=min(self.workers, len(chunk_ids)),
+            mp_context=mp.get_context(self.start_method),
+            initializer=_init_worker, initargs=(self.threads,))
+        try:
+            futures = [pool.submit(fn, cid) for cid in chunk_ids]
+            for fut in cf.as_completed(futures):
+                yield fut.result()
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def make_executor(name: str = "local", *, workers: int = 1) -> Executor:
+    """An executor by name (``poisoncert train --executor NAME``)."""
+    name = check_choice(name, "executor", "make_executor", EXECUTORS)
+    return LocalExecutor(workers)

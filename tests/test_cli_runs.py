@@ -1,0 +1,137 @@
+"""The run commands on the real app: ``poisoncert train``, ``certify`` and ``demo``."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from poisoncert import pipeline, runs
+from poisoncert.cli import app
+
+runner = CliRunner()
+
+CONFIG = {
+    "data": {"name": "digits", "test_limit": 60},
+    "selection": {"scheme": "with_replacement", "ns": 40, "T": 20, "seed": 1},
+    "training": {"model": "mlp", "steps": 3},
+    "certify": {"rhos": [0, 2, 4]},
+    "run": {"chunk_size": 8},
+}
+
+
+def _centroid_engine(cfg, prep, subsets, seeds):
+    X = prep.x_train.reshape(len(prep.x_train), -1)
+    Xt = prep.x_test.reshape(len(prep.x_test), -1)
+    out = np.full((len(subsets), len(Xt)), -1, dtype=np.int16)
+    for j, s in enumerate(subsets):
+        ys = prep.y_train[s]
+        cls = np.unique(ys)
+        cent = np.stack([X[s][ys == c].mean(axis=0) for c in cls])
+        out[j] = cls[((Xt[:, None, :] - cent[None]) ** 2).sum(-1).argmin(axis=1)]
+    return out, None
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    monkeypatch.setattr(pipeline, "_train_predict", _centroid_engine)
+
+
+@pytest.fixture
+def config(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(CONFIG))
+    return path
+
+
+def test_train_with_overrides_then_certify(tmp_path, config, engine):
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(run), "--quiet",
+                            "--selection.T", "16", "--training.steps=4", "--workers", "1"])
+    assert r.exit_code == 0, r.output
+    assert "Trained 16 base classifiers" in r.output and str(run) in r.output
+    cfg = yaml.safe_load((run / runs.CONFIG).read_text())
+    assert cfg["selection"]["T"] == 16 and cfg["training"]["steps"] == 4
+    assert np.load(run / runs.PREDICTIONS).shape == (16, 60)
+
+    r = runner.invoke(app, ["certify", str(run), "--rho", "0", "--rho", "3",
+                            "--model", "P3"])
+    assert r.exit_code == 0, r.output
+    assert "Certified accuracy" in r.output and "P3" in r.output
+    for name in (runs.CERTIFICATES, runs.CERTIFIED_ACCURACY, runs.CERTIFIED_ACCURACY_PNG):
+        assert (run / name).is_file()
+        assert name in r.output.replace("\n", "")
+    rows = [line.split("│") for line in r.output.splitlines() if line.startswith("│")]
+    assert [row[1].strip() for row in rows] == ["0", "3"]
+
+    # the same command resumes (nothing to train); another config is refused
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q",
+                            "--selection.T", "16", "--training.steps=4"])
+    assert r.exit_code == 0 and "0 chunks trained, 2 resumed" in r.output
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q"])
+    assert r.exit_code == 1
+    assert r.output.startswith("error: ") and "another config" in r.output
+    assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--training.stepz", "3"], ["error:", "'training.stepz'", "Did you mean"]),
+    (["--selection.ns", "x"], ["error:", "'selection.ns'", "Got 'x'"]),
+    (["--device", "tpu"], ["error:", "'training.device'", "'cuda'"]),
+    (["--executor", "ray"], ["error:", "'executor'", "'local'"]),
+    (["--selection.ns", "100000", "--selection.scheme", "without_replacement"],
+     ["error:", "'selection.ns'", "[1, 1437]"]),
+])
+def test_train_errors_are_one_line(tmp_path, config, engine, args, words):
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q", *args])
+    assert r.exit_code == 1
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1, r.output
+    for w in words:
+        assert w in lines[0]
+    assert not run.exists()
+
+
+def test_train_into_unwritable_folder(tmp_path, config, engine):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(blocker / "run"), "-q"])
+    assert r.exit_code == 1 and "Cannot write the run directory" in r.output
+
+
+def test_certify_missing_run(tmp_path):
+    r = runner.invoke(app, ["certify", str(tmp_path / "nope")])
+    assert r.exit_code == 1 and "not a poisoncert run directory" in r.output
+
+
+def test_help_lists_run_commands():
+    r = runner.invoke(app, ["--help"])
+    assert r.exit_code == 0
+    for cmd in ("train", "certify", "demo"):
+        assert cmd in r.output
+    assert "--quick" not in runner.invoke(app, ["demo", "--help"]).output
+
+
+def _has_engine() -> bool:
+    try:
+        from poisoncert import training
+    except ImportError:
+        return False
+    return hasattr(training, "train_predict")
+
+
+@pytest.mark.skipif(not _has_engine(), reason="poisoncert.training not available")
+def test_demo_quick_with_the_real_engine(tmp_path):
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
+    assert r.exit_code == 0, r.output
+    for scheme in pipeline.DEMO_SCHEMES:
+        assert (out / scheme / runs.PREDICTIONS).is_file()
+        assert (out / scheme / runs.CERTIFICATES).is_file()
+        assert scheme in r.output
+    assert (out / runs.CERTIFIED_ACCURACY_PNG).stat().st_size > 1000
+    table = (out / runs.CERTIFIED_ACCURACY).read_text().splitlines()
+    assert table[0] == "rho," + ",".join(pipeline.DEMO_SCHEMES)
+    assert str(out / runs.CERTIFIED_ACCURACY_PNG) in r.output.replace("\n", "")

@@ -1,0 +1,504 @@
+"""Experiment config, run directories (atomic writes, resume) and the train/certify pipeline.
+
+Most pipeline tests replace the training engine with a small deterministic learner
+(nearest class centroid, ``_centroid_engine``) so they run in milliseconds; the tests marked
+``engine`` train real models with ``poisoncert.training`` (tiny steps) to check that the
+pipeline's guarantees (resume, chunking, workers) hold with the real engine too.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from poisoncert import certify, pipeline, runs, selection
+from poisoncert.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_hash,
+    from_dict,
+    load_config,
+    parse_overrides,
+    to_yaml,
+)
+from poisoncert.runs import RunDir, RunError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _centroid_engine(cfg, prep, subsets, seeds):
+    """Nearest class centroid of each sub-dataset; -1 (abstain) on an empty one."""
+    X = prep.x_train.reshape(len(prep.x_train), -1)
+    Xt = prep.x_test.reshape(len(prep.x_test), -1)
+    out = np.full((len(subsets), len(Xt)), -1, dtype=np.int16)
+    for j, s in enumerate(subsets):
+        if len(s) == 0:
+            continue
+        ys = prep.y_train[s]
+        cls = np.unique(ys)
+        cent = np.stack([X[s][ys == c].mean(axis=0) for c in cls])
+        out[j] = cls[((Xt[:, None, :] - cent[None]) ** 2).sum(-1).argmin(axis=1)]
+    return out, None
+
+
+@pytest.fixture
+def engine(monkeypatch):
+    """The centroid engine in place of poisoncert.training; records the seeds it trains."""
+    calls = []
+
+    def fake(cfg, prep, subsets, seeds):
+        calls.append(np.asarray(seeds).copy())
+        return _centroid_engine(cfg, prep, subsets, seeds)
+
+    monkeypatch.setattr(pipeline, "_train_predict", fake)
+    return calls
+
+
+def small(**over) -> ExperimentConfig:
+    """A small digits experiment (100 test points), with dotted overrides."""
+    base = {"data": {"name": "digits", "test_limit": 100},
+            "selection": {"scheme": "without_replacement", "ns": 40, "T": 30, "seed": 3},
+            "training": {"model": "mlp", "steps": 5},
+            "run": {"chunk_size": 8}}
+    return from_dict(base, {k.replace("__", "."): v for k, v in over.items()})
+
+
+def tmp_files(folder: Path) -> list[Path]:
+    return [p for p in Path(folder).rglob("*") if p.name.startswith(runs._TMP_PREFIX)]
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+
+
+def test_default_config_is_valid_and_round_trips_through_yaml(tmp_path):
+    cfg = ExperimentConfig()
+    path = tmp_path / "c.yaml"
+    path.write_text(to_yaml(cfg))
+    again = load_config(path)
+    assert again == cfg and config_hash(again) == config_hash(cfg)
+
+
+def test_overrides_are_coerced_to_the_field_types(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"selection": {"scheme": "binomial", "ns": 20}}))
+    cfg = load_config(path, ["--training.steps", "300", "--training.lr=1e-3",
+                             "--training.balance", "false", "--data.classes", "1,7",
+                             "--selection.ns", "null", "--selection.p", "0.25",
+                             "--certify.rhos", "[5, 1, 1]", "--training.augment"])
+    assert cfg.training.steps == 300 and cfg.training.lr == 1e-3
+    assert cfg.training.balance is False and cfg.training.augment is True
+    assert cfg.data.classes == [1, 7]
+    assert cfg.selection.ns is None and cfg.selection.p == 0.25
+    assert cfg.certify.rhos == [1, 5]
+
+
+def test_aliases_are_canonicalised():
+    cfg = small(selection__scheme="bagging", certify__model="p3", data__name="digits")
+    assert cfg.selection.scheme == "with_replacement" and cfg.certify.model == "P3"
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["--training.step", "3"], ["'training.step'", "Did you mean 'training.steps'"]),
+    (["--trainig.steps", "3"], ["'trainig'", "Did you mean 'training'"]),
+    (["--steps", "3"], ["'steps'", "section.key"]),
+    (["--selection.scheme", "bag"], ["'selection.scheme'", "'binomial'", "Got 'bag'"]),
+    (["--training.steps", "abc"], ["'training.steps'", "an int", "Got 'abc'"]),
+    (["--training.steps", "0"], ["'training.steps'", ">= 1", "Got 0"]),
+    (["--selection.p", "2"], ["'selection.p'", "(0, 1)", "Got 2.0"]),
+    (["--data.name", "imagenet"], ["'data.name'", "'mnist'", "Got 'imagenet'"]),
+    (["--training.device", "tpu"], ["'training.device'", "'cuda'", "Got 'tpu'"]),
+    (["--certify.method", "x"], ["'certify.method'", "'bonferroni'"]),
+    (["--selection.scheme", "partition"], ["'selection.k'", "partition"]),
+    (["--selection.scheme", "with_replacement", "--selection.ns", "null"],
+     ["'selection.ns'", "with_replacement"]),
+    (["--selection.p", "0.1"], ["one of 'selection.ns' and 'selection.p'"]),
+    (["--data.n_clean", "5", "--data.clean_fraction", "0.1"], ["At most one"]),
+    (["--training.balance", "maybe"], ["'training.balance'", "boolean"]),
+    (["training.steps", "3"], ["--section.key value"]),
+])
+def test_bad_config_values_give_one_clear_error(overrides, words):
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides)
+    for w in words:
+        assert w in str(e.value)
+
+
+def test_unknown_yaml_key_and_unreadable_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  stepz: 3\n")
+    with pytest.raises(ConfigError, match="'training.stepz'.*Did you mean 'training.steps'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="Cannot read the config file"):
+        load_config(tmp_path / "missing.yaml")
+    path.write_text("data: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_parse_overrides_forms():
+    got = parse_overrides(["--training.steps", "1", "--data.name=npz:a=b.npz",
+                           "--training.augment", "--run.chunk-size", "4"])
+    assert got == {"training.steps": "1", "data.name": "npz:a=b.npz",
+                   "training.augment": "true", "run.chunk_size": "4"}
+
+
+def test_config_hash_ignores_workers_and_certify_only():
+    a = small()
+    assert config_hash(a) == config_hash(small(training__workers=4, certify__alpha=0.01))
+    assert config_hash(a) != config_hash(small(training__steps=6))
+    assert config_hash(a) != config_hash(small(run__chunk_size=9))
+
+
+def test_example_configs_load_and_demo_yaml_is_the_embedded_demo():
+    files = sorted((ROOT / "experiments").glob("*.yaml"))
+    assert any(f.name == "demo.yaml" for f in files)
+    for f in files:
+        load_config(f)
+    assert (ROOT / "experiments" / "demo.yaml").read_text() == pipeline.DEMO_CONFIG
+
+
+def test_data_dependent_errors_come_before_any_file(tmp_path, engine):
+    run = tmp_path / "run"
+    with pytest.raises(ConfigError, match=r"'selection.ns'.*\[1, 1437\].*Got 5000"):
+        pipeline.train_run(small(selection__ns=5000), run, progress=False)
+    with pytest.raises(ConfigError, match="'data.n_clean'"):
+        pipeline.train_run(small(data__n_clean=1437), run, progress=False)
+    with pytest.raises(ConfigError, match="'data.clean_indices'"):
+        pipeline.train_run(small(data__clean_indices=[0, 5000]), run, progress=False)
+    assert not run.exists() and engine == []
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes and chunk ranges
+
+
+def test_atomic_write_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "a.npy"
+    with pytest.raises(RuntimeError):
+        with runs.atomic_write(target) as f:
+            f.write(b"partial")
+            raise RuntimeError("killed")
+    assert not target.exists() and tmp_files(tmp_path) == []
+    runs.save_npy(target, np.arange(3))
+    with pytest.raises(RuntimeError):
+        with runs.atomic_write(target) as f:
+            f.write(b"partial")
+            raise RuntimeError("killed")
+    assert np.array_equal(np.load(target), np.arange(3)) and tmp_files(tmp_path) == []
+
+
+def test_failed_chunk_write_leaves_no_temp_file(tmp_path, monkeypatch):
+    rd = RunDir(tmp_path)
+    (tmp_path / runs.CHUNKS).mkdir()
+
+    def boom(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", boom)
+    with pytest.raises(OSError, match="disk full"):
+        rd.write_chunk(0, start=0, stop=2, seeds=np.arange(2), sizes=np.arange(2),
+                       predictions=np.zeros((2, 3)))
+    assert list((tmp_path / runs.CHUNKS).iterdir()) == []
+
+
+def test_atomic_files_have_ordinary_permissions(tmp_path):
+    runs.save_text(tmp_path / "x.txt", "hi")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "x.txt").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+@pytest.mark.parametrize("T, size, group, expect", [
+    (10, 4, 1, [(0, 4), (4, 8), (8, 10)]),
+    (10, 3, 2, [(0, 4), (4, 8), (8, 10)]),
+    (5, 100, 1, [(0, 5)]),
+])
+def test_chunk_ranges(T, size, group, expect):
+    assert runs.chunk_ranges(T, size, group) == expect
+
+
+def test_votes_from_predictions_skip_abstentions():
+    p = np.array([[0, 1, -1], [0, 0, -1], [2, 1, -1]], dtype=np.int16)
+    assert runs.votes_from_predictions(p, 3).tolist() == [[2, 0, 1], [1, 2, 0], [0, 0, 0]]
+
+
+# --------------------------------------------------------------------------------------------
+# Train: layout, resume, chunking
+
+
+def test_train_run_layout_and_contents(tmp_path, engine):
+    cfg = small()
+    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    rd = RunDir(tmp_path / "run")
+    for name in (runs.CONFIG, runs.MANIFEST, runs.SEEDS, runs.PREDICTIONS, runs.VOTES,
+                 runs.LABELS, runs.SUBSET_SIZES, runs.CLEAN_INDICES):
+        assert (rd / name).is_file(), name
+    assert sorted(p.name for p in rd.chunks_dir.iterdir()) == [
+        f"chunk-{i:05d}.npz" for i in range(4)]
+    assert tmp_files(rd.path) == []
+    pred = np.load(rd / runs.PREDICTIONS)
+    assert pred.dtype == np.int16 and pred.shape == (30, 100)
+    assert np.array_equal(pred, res.predictions)
+    assert np.array_equal(np.load(rd / runs.VOTES), runs.votes_from_predictions(pred, 10))
+    assert np.array_equal(np.load(rd / runs.SEEDS), selection.model_seeds(3, 30))
+    assert np.all(np.load(rd / runs.SUBSET_SIZES) == 40)
+    assert load_config(rd / runs.CONFIG) == cfg
+    man = json.loads((rd / runs.MANIFEST).read_text())
+    assert man["config_hash"] == config_hash(cfg)
+    assert man["data"]["n"] == 1437 and man["data"]["n_test"] == 100
+    assert man["data"]["sources"][0]["sha256"]
+    assert {"python", "numpy", "torch", "poisoncert"} <= set(man["versions"])
+    assert man["git"] is None or {"commit", "dirty"} <= set(man["git"])
+    assert man["finished"] and man["started"]
+    assert 0.5 < res.accuracy <= 1.0 and res.chunks_trained == 4
+
+
+def test_known_clean_part_joins_every_subset(tmp_path, engine):
+    cfg = small(data__n_clean=100, selection__scheme="binomial", selection__ns=30)
+    prep = pipeline.prepare_data(cfg)
+    assert prep.n == 1337 and prep.clean_idx.size == 100
+    assert np.intersect1d(prep.clean_idx, prep.poison_idx).size == 0
+    seeds = selection.model_seeds(3, 20)
+    subsets, sizes = pipeline.chunk_subsets(cfg, prep, 0, seeds)
+    for s, k in zip(subsets, sizes, strict=True):
+        assert np.isin(prep.clean_idx, s).all() and len(s) == 100 + k
+    assert len(set(sizes.tolist())) > 1  # binomial sizes vary
+    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    assert res.n == 1337
+    assert np.array_equal(np.load(tmp_path / "run" / runs.CLEAN_INDICES), prep.clean_idx)
+    assert np.array_equal(res.subset_sizes[:20], sizes)
+
+
+def test_resume_after_a_fault_is_bit_identical(tmp_path, engine, monkeypatch):
+    cfg = small()
+    full = pipeline.train_run(cfg, tmp_path / "full", progress=False)
+    engine.clear()
+    written = []
+    real_write = RunDir.write_chunk
+
+    def dying_write(self, chunk_id, **kw):
+        if len(written) == 2:
+            raise KeyboardInterrupt("killed after two chunks")
+        written.append(chunk_id)
+        return real_write(self, chunk_id, **kw)
+
+    monkeypatch.setattr(RunDir, "write_chunk", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(RunDir, "write_chunk", real_write)
+    assert not (tmp_path / "run" / runs.PREDICTIONS).exists()
+    engine.clear()
+    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    assert (res.chunks_trained, res.chunks_skipped) == (2, 2)
+    assert [int(s[0]) for s in engine] == [int(selection.model_seed(3, 16)),
+                                           int(selection.model_seed(3, 24))]
+    assert np.array_equal(res.predictions, full.predictions)
+    assert np.array_equal(np.load(tmp_path / "run" / runs.PREDICTIONS), full.predictions)
+    man = json.loads((tmp_path / "run" / runs.MANIFEST).read_text())
+    assert len(man["resumed"]) == 1
+    # a finished run resumes to the same result without training
+    engine.clear()
+    again = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    assert engine == [] and np.array_equal(again.predictions, full.predictions)
+
+
+_KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from test_runs import _centroid_engine, small
+from poisoncert import pipeline
+
+def slow(*a):
+    time.sleep(0.4)
+    return _centroid_engine(*a)
+
+pipeline._train_predict = slow
+pipeline.train_run(small(), {run!r}, progress=False)
+"""
+
+
+def test_resume_after_sigkill_is_bit_identical(tmp_path, engine):
+    run = tmp_path / "run"
+    script = tmp_path / "kill.py"
+    script.write_text(_KILL_SCRIPT.format(tests=str(Path(__file__).parent), run=str(run)))
+    proc = subprocess.Popen([sys.executable, str(script)])
+    first = run / runs.CHUNKS / "chunk-00000.npz"
+    deadline = time.time() + 60
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists() and not (run / runs.PREDICTIONS).exists()
+    res = pipeline.train_run(small(), run, progress=False)
+    assert res.chunks_skipped >= 1
+    full = pipeline.train_run(small(), tmp_path / "full", progress=False)
+    assert np.array_equal(res.predictions, full.predictions)
+    assert tmp_files(run) == [] or all(p.parent == run / runs.CHUNKS for p in tmp_files(run))
+
+
+def test_predictions_do_not_depend_on_chunk_size(tmp_path, engine):
+    a = pipeline.train_run(small(run__chunk_size=7), tmp_path / "a", progress=False)
+    b = pipeline.train_run(small(run__chunk_size=100), tmp_path / "b", progress=False)
+    assert np.array_equal(a.predictions, b.predictions)
+
+
+def test_another_config_is_refused_and_workers_may_change(tmp_path, engine):
+    pipeline.train_run(small(), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / runs.CONFIG).read_text()
+    engine.clear()
+    with pytest.raises(RunError, match=r"another config \(training.steps: 5 -> 6"):
+        pipeline.train_run(small(training__steps=6), tmp_path / "run", progress=False)
+    assert engine == [] and (tmp_path / "run" / runs.CONFIG).read_text() == before
+    res = pipeline.train_run(small(training__workers=2), tmp_path / "run", progress=False)
+    assert res.chunks_trained == 0
+
+
+def test_unwritable_run_dir_fails_before_training(tmp_path, engine):
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(RunError, match="Cannot write the run directory.*not a folder"):
+        pipeline.train_run(small(), blocker / "run", progress=False)
+    assert engine == [] and blocker.read_text() == "a file, not a folder"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
+
+
+def test_non_empty_folder_that_is_not_a_run_is_refused(tmp_path, engine):
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(RunError, match="exists and is not empty"):
+        pipeline.train_run(small(), tmp_path, progress=False)
+    assert engine == []
+
+
+def test_unwritable_run_dir_as_non_root(tmp_path, engine):
+    if os.geteuid() == 0:
+        pytest.skip("root ignores folder permissions")
+    ro = tmp_path / "ro"
+    ro.mkdir(mode=0o500)
+    with pytest.raises(RunError, match="not writable"):
+        pipeline.train_run(small(), ro / "run", progress=False)
+    assert engine == [] and list(ro.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------
+# Certify
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_certify_run_outputs_agree_with_certify(tmp_path, engine):
+    cfg = small(selection__scheme="binomial", selection__ns=40, data__n_clean=37)
+    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    cert, table = pipeline.certify_run(tmp_path / "run", rhos=[0, 1, 3, 100])
+    direct = certify.certify(res.votes, scheme="binomial", n=1400, ns=40, model="P6",
+                             alpha=0.001, method="bonferroni", T=30)
+    assert np.array_equal(cert.radius, direct.radius)
+    assert np.array_equal(cert.prediction, direct.prediction)
+    assert table.rho.tolist() == [0, 1, 3, 100]
+    assert np.allclose(table.accuracy, certify.certified_accuracy(direct, res.labels,
+                                                                  [0, 1, 3, 100]))
+    rows = _read_csv(tmp_path / "run" / runs.CERTIFICATES)
+    assert len(rows) == 100
+    for col in ("index", "label", "prediction", "correct", "radius", "p1_lower", "p2_upper",
+                "top1_class", "top1_votes", "top2_class", "top2_votes", "abstain_votes",
+                "scheme", "n", "alpha", "method", "model"):
+        assert col in rows[0], col
+    assert [int(r["radius"]) for r in rows] == direct.radius.tolist()
+    assert [int(r["label"]) for r in rows] == res.labels.tolist()
+    curve = _read_csv(tmp_path / "run" / runs.CERTIFIED_ACCURACY)
+    rho = np.array([int(r["rho"]) for r in curve])
+    acc = np.array([float(r["certified_accuracy"]) for r in curve])
+    assert np.allclose(acc, certify.certified_accuracy(direct, res.labels, rho), atol=1e-6)
+    assert rho[0] == 0 and acc[-1] == 0 and np.all(np.diff(acc) <= 0)
+    assert (tmp_path / "run" / runs.CERTIFIED_ACCURACY_PNG).stat().st_size > 1000
+    summary = json.loads((tmp_path / "run" / runs.CERTIFY_JSON).read_text())
+    assert summary["n"] == 1400 and summary["method"] == "bonferroni"
+    # options override the run's certify section
+    cert3, _ = pipeline.certify_run(tmp_path / "run", model="P1", alpha=0.01, plot=False)
+    assert cert3.model == "P1" and cert3.alpha == 0.01
+
+
+def test_certify_partition_uses_dpa(tmp_path, engine):
+    cfg = small(selection__scheme="partition", selection__ns=None, selection__T=None,
+                selection__k=20)
+    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    assert res.T == 20 and res.subset_sizes.sum() == 1437
+    cert, table = pipeline.certify_run(tmp_path / "run", rhos=[0, 1])
+    direct = certify.dpa_certify(res.votes, model="P6")
+    assert np.array_equal(cert.radius, direct.radius)
+    assert table.accuracy[0] == certify.certified_accuracy(direct, res.labels, 0)
+
+
+def test_certify_an_unfinished_run_is_a_clear_error(tmp_path, engine):
+    with pytest.raises(RunError, match="not a poisoncert run"):
+        pipeline.certify_run(tmp_path)
+
+
+# --------------------------------------------------------------------------------------------
+# With the real training engine
+
+
+def _has_engine() -> bool:
+    try:
+        from poisoncert import training  # noqa: F401
+    except ImportError:
+        return False
+    return hasattr(training, "train_predict")
+
+
+engine_only = pytest.mark.skipif(not _has_engine(), reason="poisoncert.training not available")
+
+
+@engine_only
+def test_real_engine_resume_chunking_and_workers_agree(tmp_path, monkeypatch):
+    cfg = small(selection__T=8, training__steps=3, run__chunk_size=4, data__test_limit=50)
+    full = pipeline.train_run(cfg, tmp_path / "full", progress=False)
+    assert full.predictions.shape == (8, 50) and full.predictions.max() < 10
+    real_write = RunDir.write_chunk
+
+    def dying_write(self, chunk_id, **kw):
+        if chunk_id > 0:
+            raise KeyboardInterrupt
+        return real_write(self, chunk_id, **kw)
+
+    monkeypatch.setattr(RunDir, "write_chunk", dying_write)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    monkeypatch.setattr(RunDir, "write_chunk", real_write)
+    resumed = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    assert resumed.chunks_skipped == 1
+    assert np.array_equal(resumed.predictions, full.predictions)
+    g = pipeline.group_size(cfg)
+    other = pipeline.train_run(small(selection__T=8, training__steps=3, data__test_limit=50,
+                                     run__chunk_size=max(g, 8)),
+                               tmp_path / "chunk8", progress=False)
+    assert np.array_equal(other.predictions, full.predictions)
+    from poisoncert.executors import LocalExecutor
+
+    two = pipeline.train_run(cfg, tmp_path / "two", executor=LocalExecutor(2),
+                             progress=False)
+    assert np.array_equal(two.predictions, full.predictions)
+
+
+def test_local_executor_in_process_and_pool_agree():
+    from poisoncert.executors import Executor, LocalExecutor
+
+    one, two = LocalExecutor(1), LocalExecutor(2)
+    assert isinstance(one, Executor) and isinstance(two, Executor)
+    assert list(one.map_chunks(abs, [-1, -2, -3])) == [1, 2, 3]
+    assert sorted(two.map_chunks(abs, [-1, -2, -3])) == [1, 2, 3]
+    with pytest.raises(ValueError, match="'workers' parameter of LocalExecutor"):
+        LocalExecutor(0)
