@@ -15,13 +15,13 @@ runner = CliRunner()
 CONFIG = {
     "data": {"name": "digits", "test_limit": 60},
     "selection": {"scheme": "with_replacement", "ns": 40, "T": 20, "seed": 1},
-    "training": {"model": "mlp", "steps": 3},
+    "training": {"model": "mlp", "steps": 3, "group_size": 4},
     "certify": {"rhos": [0, 2, 4]},
     "run": {"chunk_size": 8},
 }
 
 
-def _centroid_engine(cfg, prep, subsets, seeds):
+def _centroid_engine(cfg, prep, subsets, seeds, progress=None):
     X = prep.x_train.reshape(len(prep.x_train), -1)
     Xt = prep.x_test.reshape(len(prep.x_test), -1)
     out = np.full((len(subsets), len(Xt)), -1, dtype=np.int16)
@@ -79,7 +79,7 @@ def test_train_with_overrides_then_certify(tmp_path, config, engine):
     (["--training.stepz", "3"], ["error:", "'training.stepz'", "Did you mean"]),
     (["--selection.ns", "x"], ["error:", "'selection.ns'", "Got 'x'"]),
     (["--device", "tpu"], ["error:", "'training.device'", "'cuda'"]),
-    (["--executor", "ray"], ["error:", "'executor'", "'local'"]),
+    (["--executor", "dask"], ["error:", "'executor'", "'local'"]),
     (["--selection.ns", "100000", "--selection.scheme", "without_replacement"],
      ["error:", "'selection.ns'", "[1, 1437]"]),
 ])

@@ -36,7 +36,7 @@ from poisoncert.runs import RunDir, RunError
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _centroid_engine(cfg, prep, subsets, seeds):
+def _centroid_engine(cfg, prep, subsets, seeds, progress=None):
     """Nearest class centroid of each sub-dataset; -1 (abstain) on an empty one."""
     X = prep.x_train.reshape(len(prep.x_train), -1)
     Xt = prep.x_test.reshape(len(prep.x_test), -1)
@@ -56,7 +56,7 @@ def engine(monkeypatch):
     """The centroid engine in place of poisoncert.training; records the seeds it trains."""
     calls = []
 
-    def fake(cfg, prep, subsets, seeds):
+    def fake(cfg, prep, subsets, seeds, progress=None):
         calls.append(np.asarray(seeds).copy())
         return _centroid_engine(cfg, prep, subsets, seeds)
 
@@ -68,7 +68,7 @@ def small(**over) -> ExperimentConfig:
     """A small digits experiment (100 test points), with dotted overrides."""
     base = {"data": {"name": "digits", "test_limit": 100},
             "selection": {"scheme": "without_replacement", "ns": 40, "T": 30, "seed": 3},
-            "training": {"model": "mlp", "steps": 5},
+            "training": {"model": "mlp", "steps": 5, "group_size": 4},
             "run": {"chunk_size": 8}}
     return from_dict(base, {k.replace("__", "."): v for k, v in over.items()})
 
@@ -83,6 +83,7 @@ def tmp_files(folder: Path) -> list[Path]:
 
 def test_default_config_is_valid_and_round_trips_through_yaml(tmp_path):
     cfg = ExperimentConfig()
+    assert load_config(None) == cfg and cfg.selection.ns == 50 and cfg.T == 100
     path = tmp_path / "c.yaml"
     path.write_text(to_yaml(cfg))
     again = load_config(path)
@@ -91,7 +92,7 @@ def test_default_config_is_valid_and_round_trips_through_yaml(tmp_path):
 
 def test_overrides_are_coerced_to_the_field_types(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"selection": {"scheme": "binomial", "ns": 20}}))
+    path.write_text(yaml.safe_dump({"selection": {"scheme": "binomial", "ns": 20, "T": 9}}))
     cfg = load_config(path, ["--training.steps", "300", "--training.lr=1e-3",
                              "--training.balance", "false", "--data.classes", "1,7",
                              "--selection.ns", "null", "--selection.p", "0.25",
@@ -122,7 +123,8 @@ def test_aliases_are_canonicalised():
     (["--selection.scheme", "partition"], ["'selection.k'", "partition"]),
     (["--selection.scheme", "with_replacement", "--selection.ns", "null"],
      ["'selection.ns'", "with_replacement"]),
-    (["--selection.p", "0.1"], ["one of 'selection.ns' and 'selection.p'"]),
+    (["--selection.p", "0.1", "--selection.ns", "5"], ["one of 'selection.ns' and 'selection.p'"]),
+    (["--selection.ns", "5"], ["'selection.T'", "base classifiers", "Got None"]),
     (["--data.n_clean", "5", "--data.clean_fraction", "0.1"], ["At most one"]),
     (["--training.balance", "maybe"], ["'training.balance'", "boolean"]),
     (["training.steps", "3"], ["--section.key value"]),
@@ -319,7 +321,7 @@ sys.path.insert(0, {tests!r})
 from test_runs import _centroid_engine, small
 from poisoncert import pipeline
 
-def slow(*a):
+def slow(*a, **k):
     time.sleep(0.4)
     return _centroid_engine(*a)
 
@@ -502,3 +504,38 @@ def test_local_executor_in_process_and_pool_agree():
     assert sorted(two.map_chunks(abs, [-1, -2, -3])) == [1, 2, 3]
     with pytest.raises(ValueError, match="'workers' parameter of LocalExecutor"):
         LocalExecutor(0)
+
+
+@engine_only
+def test_engine_settings_are_checked_before_any_file(tmp_path):
+    import torch
+
+    run = tmp_path / "run"
+    cases = [({"training.model": "lenet5"}, "'training.model'.*shape \\(1, 8, 8\\)"),
+             ({"training.model": "sklearn:nope"}, "'training.model'.*'sklearn:knn'"),
+             ({"training.model": "sklearn:knn", "training.save_weights": True},
+              "'training.save_weights'"),
+             ({"training.optimizer": "rmsprop"}, "'training.optimizer' parameter of the config"),
+             ({"training.momentum": 1.0}, "'training.momentum' parameter of the config")]
+    if not torch.cuda.is_available():
+        cases.append(({"training.device": "cuda"}, "'training.device'.*no CUDA"))
+    for over, pattern in cases:
+        with pytest.raises(ConfigError, match=pattern):
+            pipeline.train_run(small(**{k.replace(".", "__"): v for k, v in over.items()}),
+                               run, progress=False)
+    assert not run.exists()
+
+
+@engine_only
+def test_sklearn_learner_and_saved_weights(tmp_path):
+    from poisoncert import training
+
+    res = pipeline.train_run(small(training__model="sklearn:svm", selection__T=10),
+                             tmp_path / "svm", progress=False)
+    assert res.predictions.shape == (10, 100) and res.accuracy > 0.7
+    cfg = small(selection__T=6, training__steps=2, training__save_weights=True,
+                run__chunk_size=4, data__test_limit=10)
+    pipeline.train_run(cfg, tmp_path / "w", progress=False)
+    files = sorted((tmp_path / "w" / runs.WEIGHTS).iterdir())
+    assert [f.name for f in files] == ["chunk-00000.safetensors", "chunk-00001.safetensors"]
+    assert [len(training.load_weights(f)) for f in files] == [4, 2]

@@ -63,7 +63,6 @@ DATASETS = tuple(data_registry.list_datasets())
 #: Selection schemes: the paper's three random ones and the deterministic partition (DPA).
 SCHEMES = (*bounds.SCHEMES, PARTITION)
 _SCHEME_ALIASES = {**bounds.SCHEME_ALIASES, "dpa": PARTITION}
-OPTIMIZERS = ("sgd", "adam")
 PATHS = ("fast", "reference")
 DEVICES = ("cpu", "cuda")
 #: Learners from scikit-learn take the prefix ``sklearn:`` (``sklearn:knn``); the others are
@@ -106,37 +105,50 @@ class SelectionConfig:
     ``ns`` is the sub-dataset size (bagging) or, for ``binomial`` without ``p``, means
     ``p = ns / n``; ``k`` is the number of parts of ``partition`` (then ``T = k``). ``seed`` is
     the root seed: classifier ``i`` uses ``selection.model_seed(seed, i)``.
+
+    ``ns``/``p`` and ``T`` have no defaults: a config that has a ``selection`` section states
+    them (only a config without one gets ``DEFAULT_SELECTION``).
     """
 
     scheme: str = "binomial"
-    ns: int | None = 50
+    ns: int | None = None
     p: float | None = None
     k: int | None = None
-    T: int | None = 100
+    T: int | None = None
     seed: int = 0
+
+
+#: The selection of a config that has no ``selection`` section.
+DEFAULT_SELECTION = {"scheme": "binomial", "ns": 50, "T": 100}
 
 
 @dataclass
 class TrainingConfig:
-    """How each base classifier is trained (``poisoncert.training``).
+    """How each base classifier is trained (``poisoncert.training.TrainConfig`` and the call).
 
-    ``model`` is a torch model of ``poisoncert.training`` or a scikit-learn learner
-    ``sklearn:<name>``. ``group_size`` classifiers are trained together by the fast path
-    (``null``: the engine's default). ``workers`` is the number of local processes; it never
-    changes the predictions.
+    ``model`` is a torch model of ``poisoncert.training`` (``mlp``, ``lenet5``, ``resnet18``)
+    or a scikit-learn learner ``sklearn:<name>`` (``sklearn:knn``, ...; see
+    ``training.SKLEARN_LEARNERS``). ``optimizer``, ``lr``, ``momentum``, ``weight_decay``,
+    ``balance``, ``augment``, ``max_shift``, ``dtype``, ``group_size`` (``null``: the
+    engine's default) and ``eval_batch_size`` go to ``TrainConfig``, which checks them when a
+    run starts. ``path`` is ``fast`` or ``reference``; ``workers`` is the number of local
+    processes and never changes the predictions.
     """
 
     model: str = "mlp"
-    steps: int = 100
+    steps: int = 200
     batch_size: int = 32
-    optimizer: str = "sgd"
-    lr: float = 0.1
+    optimizer: str = "adam"
+    lr: float = 1e-3
     momentum: float = 0.9
     weight_decay: float = 0.0
     balance: bool = True
     augment: bool = False
-    path: str = "fast"
+    max_shift: int = 2
+    dtype: str = "float32"
     group_size: int | None = None
+    eval_batch_size: int = 500
+    path: str = "fast"
     workers: int = 1
     device: str = "cpu"
     save_weights: bool = False
@@ -164,7 +176,8 @@ class ExperimentConfig:
     """A whole experiment; ``to_dict`` / ``from_dict`` round-trip it through YAML."""
 
     data: DataConfig = field(default_factory=DataConfig)
-    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    selection: SelectionConfig = field(
+        default_factory=lambda: SelectionConfig(**DEFAULT_SELECTION))
     training: TrainingConfig = field(default_factory=TrainingConfig)
     certify: CertifyConfig = field(default_factory=CertifyConfig)
     run: RunConfig = field(default_factory=RunConfig)
@@ -235,8 +248,8 @@ def config_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
 def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Build and validate a config from nested dicts plus dotted ``overrides``.
 
-    Missing keys take their defaults; unknown sections or keys raise a ``ConfigError`` that
-    names the closest known key.
+    Missing keys take their defaults (a missing ``selection`` section: ``DEFAULT_SELECTION``);
+    unknown sections or keys raise a ``ConfigError`` that names the closest known key.
     """
     d = {} if d is None else d
     if not isinstance(d, dict):
@@ -258,6 +271,8 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> Experi
         values[section][key] = (value, isinstance(value, str))
     sections = {}
     for section, cls in _SECTIONS.items():
+        if not values[section]:
+            continue  # the ExperimentConfig default
         hints = typing.get_type_hints(cls)
         kwargs = {key: _coerce(value, hints[key], f"{section}.{key}", from_text)
                   for key, (value, from_text) in values[section].items()}
@@ -516,9 +531,6 @@ def validate(cfg: ExperimentConfig) -> None:
                 raise _err(f"selection.{key}", "null for the partition scheme (it uses "
                            "selection.k)", getattr(s, key))
     else:
-        if s.T is None:
-            raise _err("selection.T", "an int >= 1", None)
-        _int(s.T, "selection.T", low=1)
         if s.k is not None:
             raise _err("selection.k", f"null for the {s.scheme} scheme (k is for partition)",
                        s.k)
@@ -537,6 +549,9 @@ def validate(cfg: ExperimentConfig) -> None:
             if s.p is not None:
                 raise _err("selection.p", f"null for the {s.scheme} scheme (it uses "
                            "selection.ns)", s.p)
+        if s.T is None:
+            raise _err("selection.T", "an int >= 1 (the number of base classifiers)", None)
+        _int(s.T, "selection.T", low=1)
     # training
     if not isinstance(t.model, str) or not t.model.strip():
         raise _err("training.model", "a model name", t.model)
@@ -545,12 +560,12 @@ def validate(cfg: ExperimentConfig) -> None:
         raise _err("training.model", "'sklearn:<learner>' or a torch model name", t.model)
     _int(t.steps, "training.steps", low=1)
     _int(t.batch_size, "training.batch_size", low=1)
-    t.optimizer = _choice(t.optimizer, "training.optimizer", OPTIMIZERS)
     _real(t.lr, "training.lr", 0.0, None)
-    _real(t.momentum, "training.momentum", 0.0, 1.0, low_open=False)
     _real(t.weight_decay, "training.weight_decay", 0.0, None, low_open=False)
-    t.path = _choice(t.path, "training.path", PATHS)
+    _int(t.max_shift, "training.max_shift", low=0)
     _int(t.group_size, "training.group_size", low=1)
+    _int(t.eval_batch_size, "training.eval_batch_size", low=1)
+    t.path = _choice(t.path, "training.path", PATHS)
     _int(t.workers, "training.workers", low=1)
     t.device = _choice(t.device, "training.device", DEVICES)
     # certify

@@ -30,7 +30,11 @@ EXECUTORS = ("local",)
 
 @runtime_checkable
 class Executor(Protocol):
-    """Runs independent chunks; ``workers`` is how many run at once."""
+    """Runs independent chunks; ``workers`` is how many run at once.
+
+    An executor that runs chunks in the calling process may set ``in_process = True``; the
+    pipeline then passes ``fn`` a progress closure (it need not be picklable).
+    """
 
     workers: int
 
@@ -71,6 +75,12 @@ class LocalExecutor:
 
     def __repr__(self) -> str:
         return f"LocalExecutor(workers={self.workers})"
+
+    @property
+    def in_process(self) -> bool:
+        """True when chunks run in the calling process (they may then report progress
+        through closures)."""
+        return self.workers == 1
 
     def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
         chunk_ids = list(chunk_ids)

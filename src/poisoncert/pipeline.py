@@ -18,6 +18,7 @@ import csv
 import functools
 import io
 import json
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -221,57 +222,111 @@ class ChunkResult:
     seconds: float = 0.0
 
 
-def train_chunk(task: ChunkTask, chunk_id: int) -> ChunkResult:
+def train_chunk(task: ChunkTask, chunk_id: int, progress=None) -> ChunkResult:
     """Train chunk ``chunk_id`` of a run and predict the test set (a top-level function, so
-    executors can ship it to other processes or machines)."""
+    executors can ship it to other processes or machines). ``progress(k)``, when given, is
+    called as groups of ``k`` classifiers finish (in-process executors only)."""
     t0 = time.perf_counter()
     cfg = from_dict(task.config)
     prep = prepare_data(cfg)
     start, stop = task.ranges[chunk_id]
     seeds = selection.model_seeds(task.root_seed, stop - start, start=start)
     subsets, sizes = chunk_subsets(cfg, prep, start, seeds)
-    predictions, weights = _train_predict(cfg, prep, subsets, seeds)
+    predictions, weights = _train_predict(cfg, prep, subsets, seeds, progress=progress)
+    if weights is not None:
+        from poisoncert import training
+
+        weights = training.weights_to_bytes(weights, {"start": start, "stop": stop})
     return ChunkResult(chunk_id=chunk_id, start=start, stop=stop, seeds=seeds, sizes=sizes,
                        predictions=np.asarray(predictions, dtype=np.int16), weights=weights,
                        seconds=time.perf_counter() - t0)
 
 
 def _train_predict(cfg: ExperimentConfig, prep: PreparedData, subsets: list[np.ndarray],
-                   seeds: np.ndarray) -> tuple[np.ndarray, bytes | None]:
-    """The one place that calls the training engine."""
+                   seeds: np.ndarray, progress=None) -> tuple[np.ndarray, list | None]:
+    """The one place that calls the training engine: predictions ``(len(subsets), n_test)``
+    and, with ``training.save_weights``, the classifiers' ``state_dict`` s."""
     from poisoncert import training
 
     t = cfg.training
     if t.model.startswith(SKLEARN_PREFIX):
         preds = training.train_predict_sklearn(
-            prep.x_train, prep.y_train, subsets, seeds, prep.x_test,
-            learner=t.model[len(SKLEARN_PREFIX):], n_classes=prep.n_classes)
+            t.model[len(SKLEARN_PREFIX):], prep.x_train, prep.y_train, subsets, seeds,
+            prep.x_test, n_classes=prep.n_classes, balance=t.balance, progress=progress)
         return preds, None
+    kwargs = dict(n_classes=prep.n_classes, device=t.device, path=t.path, progress=progress)
     tcfg = training_config(cfg)
+    if t.save_weights:
+        return training.train_predict_with_weights(prep.x_train, prep.y_train, subsets, seeds,
+                                                   prep.x_test, tcfg, **kwargs)
     preds = training.train_predict(prep.x_train, prep.y_train, subsets, seeds, prep.x_test,
-                                   tcfg, n_classes=prep.n_classes, device=t.device,
-                                   path=t.path)
+                                   tcfg, **kwargs)
     return preds, None
 
 
-def training_config(cfg: ExperimentConfig):
-    """``poisoncert.training.TrainConfig`` from the config's ``training`` section (the fields
-    both have in common)."""
-    import dataclasses
+_TRAIN_KEYS = ("model", "steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
+               "balance", "augment", "max_shift", "dtype", "group_size", "eval_batch_size")
 
+
+def training_config(cfg: ExperimentConfig):
+    """``poisoncert.training.TrainConfig`` of a torch model (None for a scikit-learn learner).
+
+    Its errors are reported against the config key: "The 'training.optimizer' parameter of
+    the config must be ...".
+    """
     from poisoncert import training
 
-    names = {f.name for f in dataclasses.fields(training.TrainConfig)}
-    values = {k: v for k, v in to_dict(cfg)["training"].items() if k in names}
-    return training.TrainConfig(**values)
+    t = cfg.training
+    if t.model.startswith(SKLEARN_PREFIX):
+        return None
+    try:
+        return training.TrainConfig(**{k: getattr(t, k) for k in _TRAIN_KEYS})
+    except ValueError as e:
+        raise _as_config_error(e, "TrainConfig") from None
+
+
+def _as_config_error(e: ValueError, where: str):
+    from poisoncert.config import ConfigError
+
+    msg = re.sub(rf"The '(\w+)' parameter of {where} ", r"The 'training.\1' parameter of "
+                 "the config ", str(e))
+    return ConfigError(msg)
+
+
+def check_training(cfg: ExperimentConfig, prep: PreparedData) -> None:
+    """Check the ``training`` section against the engine and the data, before any file is
+    written: the learner or model exists and fits the inputs, the device is available."""
+    from poisoncert import training
+    from poisoncert.config import _err
+
+    t = cfg.training
+    if t.model.startswith(SKLEARN_PREFIX):
+        name = t.model[len(SKLEARN_PREFIX):]
+        if name not in training.SKLEARN_LEARNERS:
+            shown = ", ".join(repr(SKLEARN_PREFIX + n) for n in training.SKLEARN_LEARNERS)
+            raise _err("training.model", f"one of {', '.join(map(repr, training.MODELS))} or "
+                       f"{shown}", t.model)
+        if t.save_weights:
+            raise _err("training.save_weights", "false for a scikit-learn learner", True)
+        return
+    tcfg = training_config(cfg)
+    try:
+        training.build_model(tcfg.model, prep.x_train.shape[1:], prep.n_classes)
+    except ValueError as e:
+        raise _err("training.model", f"a model for inputs of shape "
+                   f"{tuple(prep.x_train.shape[1:])} ({e})", t.model) from None
+    if t.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise _err("training.device", "'cpu' (no CUDA device is available)", t.device)
 
 
 def group_size(cfg: ExperimentConfig) -> int:
-    """The number of classifiers the training engine trains as one group (chunks start on
-    group boundaries, so results never depend on the chunking)."""
-    if cfg.training.model.startswith(SKLEARN_PREFIX):
-        return 1
-    return int(cfg.training.group_size or 1)
+    """The number of classifiers the engine trains as one group: chunks are rounded up to a
+    multiple of it so that no group is padded (results never depend on the chunking)."""
+    tcfg = training_config(cfg)
+    return 1 if tcfg is None else int(tcfg.group_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -332,14 +387,21 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     runs.check_writable(rd.path)
     rd.check_config(cfg)  # refuse another run's folder before loading any data
     prep = prepare_data(cfg)
+    check_training(cfg, prep)
+    if rd.exists():
+        old = rd.load_manifest().get("data", {}).get("sha256_arrays")
+        if old is not None and old != prep.info["sha256_arrays"]:
+            raise RunError(f"The data of the run '{rd.path}' has changed since it started "
+                           f"(array checksum {old[:12]}... is now "
+                           f"{prep.info['sha256_arrays'][:12]}...): it cannot be resumed.")
     manifest = runs.build_manifest(cfg, data=prep.info)
     resumed = rd.prepare(cfg, manifest)
 
     T = cfg.T
     seeds = selection.model_seeds(cfg.selection.seed, T)
-    if not (rd / runs.SEEDS).exists():
-        runs.save_npy(rd / runs.SEEDS, seeds)
-        runs.save_npy(rd / runs.CLEAN_INDICES, prep.clean_idx)
+    for name, arr in ((runs.SEEDS, seeds), (runs.CLEAN_INDICES, prep.clean_idx)):
+        if not (rd / name).exists():
+            runs.save_npy(rd / name, arr)
     ranges = runs.chunk_ranges(T, cfg.run.chunk_size, group_size(cfg))
     todo = [cid for cid, (a, b) in enumerate(ranges)
             if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b]))]
@@ -350,15 +412,24 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     task = ChunkTask(config=to_dict(cfg), ranges=tuple(ranges), root_seed=cfg.selection.seed)
     if executor is None:
         executor = LocalExecutor(cfg.training.workers)
-    fn = functools.partial(train_chunk, task)
     label = f"{cfg.selection.scheme} T={T}"
     with _progress(T, done_models, label, enabled=progress) as advance:
+        # in this process the engine reports every group; otherwise every finished chunk
+        reported = [0]
+
+        def on_group(k: int) -> None:
+            reported[0] += k
+            advance(k)
+
+        in_process = progress and getattr(executor, "in_process", False)
+        fn = functools.partial(train_chunk, task, progress=on_group if in_process else None)
         for res in executor.map_chunks(fn, todo):
             if res.weights is not None:
                 runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
             rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
                            sizes=res.sizes, predictions=res.predictions)
-            advance(res.stop - res.start)
+            advance(res.stop - res.start - reported[0])
+            reported[0] = 0
     predictions, votes, sizes = rd.assemble(ranges, prep.y_test, prep.n_classes)
     seconds = time.perf_counter() - t0
     result = RunResult(run_dir=rd.path, predictions=predictions, votes=votes,
@@ -394,8 +465,8 @@ def _progress(total: int, completed: int, label: str, *, enabled: bool) -> Itera
             speed = task.finished_speed or task.speed
             return Text("-- models/s" if speed is None else f"{speed:.1f} models/s")
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
+                   MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
                    TimeRemainingColumn())
     with bar:
         tid = bar.add_task(label, total=total, completed=completed)
@@ -518,6 +589,8 @@ def _curve_label(cfg: ExperimentConfig) -> str:
     if s.scheme == selection.PARTITION:
         return f"partition (DPA), k = {s.k}"
     size = f"ns = {s.ns}" if s.ns is not None else f"p = {s.p:g}"
+    if s.scheme == "binomial" and s.ns is not None:
+        size += " (p = ns / n)"
     return f"{s.scheme.replace('_', ' ')}, {size}, T = {s.T}"
 
 
@@ -568,28 +641,28 @@ data:
 selection:
   scheme: without_replacement
   ns: 50
-  T: 400
+  T: 500
   seed: 0
 training:
   model: mlp
-  steps: 100
+  steps: 60
   batch_size: 32
-  optimizer: sgd
-  lr: 0.1
+  optimizer: adam
+  lr: 0.003
   balance: true
 certify:
   alpha: 0.001
   method: bonferroni
   model: P6
-  rhos: [0, 1, 2, 4, 6, 8, 10, 12, 15, 20]
+  rhos: [0, 2, 4, 6, 8, 10, 12, 14, 16, 18]
 run:
-  chunk_size: 100
+  chunk_size: 128
 """
 
 DEMO_SCHEMES = ("without_replacement", "with_replacement", "binomial")
 
 #: Overrides of ``run_demo(quick=True)``: a few seconds, for tests.
-_QUICK = {"selection.T": 40, "training.steps": 20, "run.chunk_size": 20}
+_QUICK = {"selection.T": 32, "training.steps": 10, "run.chunk_size": 16}
 
 
 @dataclass(frozen=True, eq=False)

@@ -121,6 +121,7 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
     ``path`` when given; returns the matplotlib ``Figure``.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if not curves:
         raise param_error("curves", "plot_certified_accuracy",
@@ -138,6 +139,7 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
         ax.plot(rho, acc, drawstyle="steps-post", label=str(label))
         top = max(top, int(rho.max()))
     ax.set_xlim(0, max(top, 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("certified accuracy")
