@@ -280,6 +280,11 @@ def test_known_clean_part_joins_every_subset(tmp_path, engine):
     assert res.n == 1337
     assert np.array_equal(np.load(tmp_path / "run" / runs.CLEAN_INDICES), prep.clean_idx)
     assert np.array_equal(res.subset_sizes[:20], sizes)
+    rows = _read_csv(tmp_path / "run" / runs.CLASSIFIERS)
+    assert len(rows) == 30 and [int(r["subset_size"]) for r in rows[:20]] == sizes.tolist()
+    assert int(rows[3]["seed"]) == selection.model_seed(3, 3)
+    acc = [float(r["test_accuracy"]) for r in rows]
+    assert np.allclose(acc, (res.predictions == res.labels).mean(axis=1), atol=1e-6)
 
 
 def test_resume_after_a_fault_is_bit_identical(tmp_path, engine, monkeypatch):

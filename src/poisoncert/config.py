@@ -50,6 +50,7 @@ __all__ = [
     "TrainingConfig",
     "DATASETS",
     "SCHEMES",
+    "config_error",
     "config_hash",
     "from_dict",
     "load_config",
@@ -453,7 +454,9 @@ def _coerce(value, tp, key: str, from_text: bool):
 # Validation (everything that does not need the data)
 
 
-def _err(key: str, allowed: str, got) -> ConfigError:
+def config_error(key: str, allowed: str, got) -> ConfigError:
+    """The one error shape, for a config key: "The 'selection.ns' parameter of the config
+    must be ... Got ... instead."."""
     return ConfigError(str(param_error(key, _WHERE, allowed, got)))
 
 
@@ -464,7 +467,7 @@ def _choice(value: str, key: str, choices, aliases=None) -> str:
             return c
     if aliases and key_text in aliases:
         return aliases[key_text]
-    raise _err(key, "one of " + ", ".join(repr(c) for c in choices), value)
+    raise config_error(key, "one of " + ", ".join(repr(c) for c in choices), value)
 
 
 def _int(value, key: str, low=None, high=None):
@@ -496,12 +499,12 @@ def validate(cfg: ExperimentConfig) -> None:
     if not (isinstance(d.name, str) and d.name.startswith("npz:") and len(d.name) > 4):
         d.name = _choice(d.name, "data.name", DATASETS + ("npz:<path>",), data_registry.ALIASES)
         if d.name == "npz:<path>":
-            raise _err("data.name", "one of " + ", ".join(repr(x) for x in DATASETS)
-                       + " or 'npz:<path>'", d.name)
+            raise config_error("data.name", "one of " + ", ".join(repr(x) for x in DATASETS)
+                               + " or 'npz:<path>'", d.name)
     if d.classes is not None:
         if len(d.classes) < 2 or len(set(d.classes)) != len(d.classes) or min(d.classes) < 0:
-            raise _err("data.classes", "null or a list of at least two distinct class labels "
-                       ">= 0", d.classes)
+            raise config_error("data.classes", "null or a list of at least two distinct "
+                               "class labels >= 0", d.classes)
     _int(d.n_clean, "data.n_clean", low=0)
     _real(d.clean_fraction, "data.clean_fraction", 0.0, 1.0, low_open=False)
     given = [k for k, v in (("n_clean", d.n_clean or None), ("clean_fraction", d.clean_fraction),
@@ -512,8 +515,8 @@ def validate(cfg: ExperimentConfig) -> None:
     if d.clean_indices is not None:
         if len(set(d.clean_indices)) != len(d.clean_indices) or min(d.clean_indices,
                                                                    default=0) < 0:
-            raise _err("data.clean_indices", "a list of distinct training-set indices >= 0",
-                       d.clean_indices)
+            raise config_error("data.clean_indices", "a list of distinct training-set indices "
+                               ">= 0", d.clean_indices)
     _int(d.clean_seed, "data.clean_seed", low=0)
     _int(d.test_limit, "data.test_limit", low=1)
     # selection
@@ -521,43 +524,46 @@ def validate(cfg: ExperimentConfig) -> None:
     _int(s.seed, "selection.seed", low=0)
     if s.scheme == "partition":
         if s.k is None:
-            raise _err("selection.k", "an int >= 1 for the partition scheme", None)
+            raise config_error("selection.k", "an int >= 1 for the partition scheme", None)
         _int(s.k, "selection.k", low=1)
         if s.T is not None and s.T != s.k:
-            raise _err("selection.T", f"null or equal to selection.k = {s.k} for the "
-                       "partition scheme (one classifier per part)", s.T)
+            raise config_error("selection.T", f"null or equal to selection.k = {s.k} for the "
+                               "partition scheme (one classifier per part)", s.T)
         for key in ("ns", "p"):
             if getattr(s, key) is not None:
-                raise _err(f"selection.{key}", "null for the partition scheme (it uses "
-                           "selection.k)", getattr(s, key))
+                raise config_error(f"selection.{key}", "null for the partition scheme (it uses "
+                                   "selection.k)", getattr(s, key))
     else:
         if s.k is not None:
-            raise _err("selection.k", f"null for the {s.scheme} scheme (k is for partition)",
-                       s.k)
+            raise config_error("selection.k", f"null for the {s.scheme} scheme (k is for "
+                               "partition)", s.k)
         _int(s.ns, "selection.ns", low=1)
         _real(s.p, "selection.p", 0.0, 1.0)
         if s.scheme == "binomial":
             if s.ns is None and s.p is None:
-                raise _err("selection.p", "a real number in the range (0, 1) (or give "
-                           "selection.ns, meaning p = ns / n) for the binomial scheme", None)
+                raise config_error("selection.p", "a real number in the range (0, 1) (or give "
+                                   "selection.ns, meaning p = ns / n) for the binomial scheme",
+                                   None)
             if s.ns is not None and s.p is not None:
                 raise ConfigError("Give one of 'selection.ns' and 'selection.p' for the "
                                   f"binomial scheme. Got ns={s.ns} and p={s.p}.")
         else:
             if s.ns is None:
-                raise _err("selection.ns", f"an int >= 1 for the {s.scheme} scheme", None)
+                raise config_error("selection.ns", f"an int >= 1 for the {s.scheme} scheme", None)
             if s.p is not None:
-                raise _err("selection.p", f"null for the {s.scheme} scheme (it uses "
-                           "selection.ns)", s.p)
+                raise config_error("selection.p", f"null for the {s.scheme} scheme (it uses "
+                                   "selection.ns)", s.p)
         if s.T is None:
-            raise _err("selection.T", "an int >= 1 (the number of base classifiers)", None)
+            raise config_error("selection.T", "an int >= 1 (the number of base classifiers)",
+                               None)
         _int(s.T, "selection.T", low=1)
     # training
     if not isinstance(t.model, str) or not t.model.strip():
-        raise _err("training.model", "a model name", t.model)
+        raise config_error("training.model", "a model name", t.model)
     t.model = t.model.strip()
     if t.model.startswith(SKLEARN_PREFIX) and len(t.model) == len(SKLEARN_PREFIX):
-        raise _err("training.model", "'sklearn:<learner>' or a torch model name", t.model)
+        raise config_error("training.model", "'sklearn:<learner>' or a torch model name",
+                           t.model)
     _int(t.steps, "training.steps", low=1)
     _int(t.batch_size, "training.batch_size", low=1)
     _real(t.lr, "training.lr", 0.0, None)
@@ -573,7 +579,7 @@ def validate(cfg: ExperimentConfig) -> None:
     c.method = _choice(c.method, "certify.method", METHODS)
     c.model = _choice(c.model, "certify.model", bounds.MODELS, bounds.MODEL_ALIASES)
     if any(rho < 0 for rho in c.rhos):
-        raise _err("certify.rhos", "a list of ints >= 0", c.rhos)
+        raise config_error("certify.rhos", "a list of ints >= 0", c.rhos)
     c.rhos = sorted(set(c.rhos))
     # run
     _int(r.chunk_size, "run.chunk_size", low=1)

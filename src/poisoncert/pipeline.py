@@ -106,7 +106,7 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
     config (``ns`` larger than ``|D^p|`` without replacement, clean indices out of range, ...).
     The last result is cached per process, so chunks do not reload the data.
     """
-    from poisoncert.config import ConfigError, _err
+    from poisoncert.config import ConfigError, config_error
     from poisoncert.data import load_dataset
 
     key = _data_key(cfg)
@@ -122,15 +122,16 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
         if d.clean_indices is not None:
             clean = np.asarray(d.clean_indices, dtype=np.int64)
             if clean.size and clean.max() >= n_train:
-                raise _err("data.clean_indices", f"indices in the range [0, {n_train - 1}] "
-                           f"({d.name} has {n_train} training samples)", int(clean.max()))
+                raise config_error("data.clean_indices", f"indices in the range [0, {n_train - 1}] "
+                                   f"({d.name} has {n_train} training samples)", int(clean.max()))
         else:
             n_clean = (d.n_clean if d.clean_fraction is None
                        else int(round(d.clean_fraction * n_train)))
             if n_clean >= n_train:
                 key_name = "data.n_clean" if d.clean_fraction is None else "data.clean_fraction"
-                raise _err(key_name, f"less than the {n_train} training samples of {d.name} "
-                           "(D^p must not be empty)", getattr(d, key_name.split(".")[1]))
+                raise config_error(key_name, f"less than the {n_train} training samples of "
+                                   f"{d.name} (D^p must not be empty)",
+                                   getattr(d, key_name.split(".")[1]))
             rng = np.random.default_rng(np.random.SeedSequence([d.clean_seed, 7]))
             clean = rng.permutation(n_train)[:n_clean]
         clean = np.sort(clean)
@@ -159,23 +160,16 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
 
 
 def _check_selection(cfg: ExperimentConfig, n: int) -> None:
-    from poisoncert.config import _err
+    from poisoncert.config import config_error
 
     s = cfg.selection
     if s.scheme in ("without_replacement", "binomial") and s.ns is not None and s.ns > n:
         extra = "" if s.scheme == "without_replacement" else " (binomial: p = ns / n < 1)"
-        raise _err("selection.ns", f"an int in the range [1, {n}] for the {s.scheme} scheme "
-                   f"(n = |D^p| = {n}){extra}", s.ns)
+        raise config_error("selection.ns", f"an int in the range [1, {n}] for the {s.scheme} "
+                           f"scheme (n = |D^p| = {n}){extra}", s.ns)
     if s.scheme == "binomial" and s.ns is not None and s.ns == n:
-        raise _err("selection.ns", f"an int in the range [1, {n - 1}] for the binomial scheme "
-                   f"(p = ns / n must be below 1; n = |D^p| = {n})", s.ns)
-
-
-def selection_params(cfg: ExperimentConfig) -> dict[str, Any]:
-    """``scheme``, ``ns`` and ``p`` as the bounds take them (binomial keeps ``ns`` when the
-    config gives ``ns``: then ``p = ns / n``)."""
-    s = cfg.selection
-    return {"scheme": s.scheme, "ns": s.ns, "p": s.p}
+        raise config_error("selection.ns", f"an int in the range [1, {n - 1}] for the binomial "
+                           f"scheme (p = ns / n must be below 1; n = |D^p| = {n})", s.ns)
 
 
 def chunk_subsets(cfg: ExperimentConfig, prep: PreparedData, start: int, seeds: np.ndarray
@@ -282,44 +276,39 @@ def training_config(cfg: ExperimentConfig):
     try:
         return training.TrainConfig(**{k: getattr(t, k) for k in _TRAIN_KEYS})
     except ValueError as e:
-        raise _as_config_error(e, "TrainConfig") from None
+        from poisoncert.config import ConfigError
 
-
-def _as_config_error(e: ValueError, where: str):
-    from poisoncert.config import ConfigError
-
-    msg = re.sub(rf"The '(\w+)' parameter of {where} ", r"The 'training.\1' parameter of "
-                 "the config ", str(e))
-    return ConfigError(msg)
+        raise ConfigError(re.sub(r"The '(\w+)' parameter of TrainConfig ",
+                                 r"The 'training.\1' parameter of the config ", str(e))) from None
 
 
 def check_training(cfg: ExperimentConfig, prep: PreparedData) -> None:
     """Check the ``training`` section against the engine and the data, before any file is
     written: the learner or model exists and fits the inputs, the device is available."""
     from poisoncert import training
-    from poisoncert.config import _err
+    from poisoncert.config import config_error
 
     t = cfg.training
     if t.model.startswith(SKLEARN_PREFIX):
         name = t.model[len(SKLEARN_PREFIX):]
         if name not in training.SKLEARN_LEARNERS:
             shown = ", ".join(repr(SKLEARN_PREFIX + n) for n in training.SKLEARN_LEARNERS)
-            raise _err("training.model", f"one of {', '.join(map(repr, training.MODELS))} or "
-                       f"{shown}", t.model)
+            models = ", ".join(map(repr, training.MODELS))
+            raise config_error("training.model", f"one of {models} or {shown}", t.model)
         if t.save_weights:
-            raise _err("training.save_weights", "false for a scikit-learn learner", True)
+            raise config_error("training.save_weights", "false for a scikit-learn learner", True)
         return
     tcfg = training_config(cfg)
     try:
         training.build_model(tcfg.model, prep.x_train.shape[1:], prep.n_classes)
     except ValueError as e:
-        raise _err("training.model", f"a model for inputs of shape "
-                   f"{tuple(prep.x_train.shape[1:])} ({e})", t.model) from None
+        raise config_error("training.model", f"a model for inputs of shape "
+                           f"{tuple(prep.x_train.shape[1:])} ({e})", t.model) from None
     if t.device == "cuda":
         import torch
 
         if not torch.cuda.is_available():
-            raise _err("training.device", "'cpu' (no CUDA device is available)", t.device)
+            raise config_error("training.device", "'cpu' (no CUDA device is available)", t.device)
 
 
 def group_size(cfg: ExperimentConfig) -> int:
@@ -546,9 +535,9 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     if cfg.selection.scheme == selection.PARTITION:
         cert = _certify.dpa_certify(votes, model=c.model)
     else:
-        sel = selection_params(cfg)
+        sel = cfg.selection  # binomial with ns: p = ns / n, as drawn
         cert = _certify.certify(
-            votes, scheme=sel["scheme"], n=int(info["n"]), ns=sel["ns"], p=sel["p"],
+            votes, scheme=sel.scheme, n=int(info["n"]), ns=sel.ns, p=sel.p,
             model=c.model, alpha=c.alpha, method=c.method, T=T,
             labels=labels if c.method.startswith("true_label") else None)
     table = CertifiedAccuracy(np.asarray(c.rhos, dtype=np.int64),

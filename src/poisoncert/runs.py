@@ -13,6 +13,8 @@ Layout (every file written atomically: a temporary file in the same folder, fsyn
       votes.npy              int64 (n_test, n_classes): vote counts
       labels.npy             int64 (n_test,): true test labels
       subset_sizes.npy       int64 (T,): size of each drawn sub-dataset of D^p
+      classifiers.csv        one row per base classifier: index, seed, subset_size,
+                             test_accuracy (empty when it abstains): the paper's Figure 5
       certificates.csv, certified_accuracy.csv, certified_accuracy.png, certify.json
                              (written by ``poisoncert certify``)
 
@@ -70,6 +72,7 @@ PREDICTIONS = "predictions.npy"
 VOTES = "votes.npy"
 LABELS = "labels.npy"
 SUBSET_SIZES = "subset_sizes.npy"
+CLASSIFIERS = "classifiers.csv"
 CERTIFICATES = "certificates.csv"
 CERTIFIED_ACCURACY = "certified_accuracy.csv"
 CERTIFIED_ACCURACY_PNG = "certified_accuracy.png"
@@ -403,9 +406,10 @@ class RunDir:
 
     def assemble(self, ranges: list[tuple[int, int]], labels: np.ndarray, n_classes: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Join the chunk files into ``predictions.npy``, ``votes.npy``, ``labels.npy`` and
-        ``subset_sizes.npy``; return predictions, votes and subset sizes."""
-        preds, sizes = [], []
+        """Join the chunk files into ``predictions.npy``, ``votes.npy``, ``labels.npy``,
+        ``subset_sizes.npy`` and ``classifiers.csv``; return predictions, votes and subset
+        sizes."""
+        preds, sizes, seeds = [], [], []
         for cid, (start, stop) in enumerate(ranges):
             z = self.read_chunk(cid)
             if z is None or int(z["start"]) != start or int(z["stop"]) != stop:
@@ -413,6 +417,7 @@ class RunDir:
                                f"classifiers {start}..{stop - 1}: re-run train to finish it.")
             preds.append(z["predictions"])
             sizes.append(z["sizes"])
+            seeds.append(z["seeds"])
         predictions = np.concatenate(preds, axis=0).astype(np.int16, copy=False)
         subset_sizes = np.concatenate(sizes).astype(np.int64, copy=False)
         votes = votes_from_predictions(predictions, n_classes)
@@ -420,6 +425,13 @@ class RunDir:
         save_npy(self.path / VOTES, votes)
         save_npy(self.path / LABELS, np.asarray(labels, dtype=np.int64))
         save_npy(self.path / SUBSET_SIZES, subset_sizes)
+        seeds = np.concatenate(seeds)
+        acc = (predictions == np.asarray(labels)[None, :]).mean(axis=1)
+        lines = ["index,seed,subset_size,test_accuracy"]
+        lines += [f"{i},{int(seeds[i])},{int(subset_sizes[i])},"
+                  f"{'' if np.all(predictions[i] < 0) else format(acc[i], '.6g')}"
+                  for i in range(len(predictions))]
+        save_text(self.path / CLASSIFIERS, "\n".join(lines) + "\n")
         return predictions, votes, subset_sizes
 
     # -- results -----------------------------------------------------------------------------
