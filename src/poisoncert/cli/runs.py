@@ -111,7 +111,7 @@ def certify(
 
 
 def demo(
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("poisoncert-demo"),
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
     quick: Annotated[bool, typer.Option(hidden=True, help="A tiny version (tests).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
