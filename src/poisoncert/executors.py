@@ -6,8 +6,8 @@ dataclass), so an executor may ship it to another process or machine. ``map_chun
 ``fn(chunk_id)`` results in the order they complete; the caller writes them to the run
 directory. A chunk's result never depends on the executor or on the number of workers.
 
-``LocalExecutor`` is the only executor here; a cluster executor (such as Ray) implements the
-same ``Executor`` protocol.
+``LocalExecutor`` runs chunks in local processes; ``poisoncert.ray_executor.RayExecutor``
+(the optional ``ray`` extra) runs them as Ray tasks, locally or on a cluster.
 """
 
 from __future__ import annotations
@@ -18,14 +18,14 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Protocol, TypeVar, runtime_checkable
 
-from poisoncert._validation import check_choice, check_int
+from poisoncert._validation import check_choice, check_int, param_error
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "make_executor"]
 
 R = TypeVar("R")
 
 #: Names accepted by ``make_executor`` (and ``poisoncert train --executor``).
-EXECUTORS = ("local",)
+EXECUTORS = ("local", "ray")
 
 
 @runtime_checkable
@@ -100,7 +100,25 @@ class LocalExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def make_executor(name: str = "local", *, workers: int = 1) -> Executor:
-    """An executor by name (``poisoncert train --executor NAME``)."""
+def make_executor(name: str = "local", *, workers: int | None = 1,
+                  address: str | None = None) -> Executor:
+    """An executor by name (``poisoncert train --executor NAME``).
+
+    ``local``: ``LocalExecutor(workers)`` (``None``: 1). ``ray``: ``RayExecutor(address,
+    workers=workers)``; ``address`` ``None`` starts a local Ray instance, ``"auto"`` or
+    ``"ray://host:port"`` joins a cluster, and ``workers`` ``None`` uses all its CPUs.
+    """
     name = check_choice(name, "executor", "make_executor", EXECUTORS)
-    return LocalExecutor(workers)
+    if name == "ray":
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:  # fail before any file is written
+            raise param_error("executor", "make_executor", "'local' unless Ray is installed "
+                              '(pip install "poisoncert[ray]")', name)
+        from poisoncert.ray_executor import RayExecutor
+
+        return RayExecutor(address, workers=workers)
+    if address is not None:
+        raise param_error("address", "make_executor",
+                          "None for the local executor (an address is for 'ray')", address)
+    return LocalExecutor(1 if workers is None else workers)

@@ -37,9 +37,14 @@ def train(
     run_dir: Annotated[Path | None, typer.Option(
         "--run-dir", help="Run directory (default: runs/<config name>). An existing run with "
                           "the same config is resumed.")] = None,
-    executor: Annotated[str, typer.Option(help="Where chunks run: local.")] = "local",
+    executor: Annotated[str, typer.Option(
+        help="Where chunks run: local | ray (needs poisoncert[ray]).")] = "local",
     workers: Annotated[int | None, typer.Option(
-        help="Local worker processes (overrides training.workers).")] = None,
+        help="Local worker processes (overrides training.workers); with --executor ray, "
+             "chunks at once (default: all CPUs of the Ray instance).")] = None,
+    address: Annotated[str | None, typer.Option(
+        help="--executor ray: an existing cluster ('auto', 'ray://host:10001'); default: "
+             "start a local Ray instance.")] = None,
     device: Annotated[str | None, typer.Option(
         help="cpu | cuda (overrides training.device).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -59,7 +64,9 @@ def train(
         if device is not None:
             overrides["training.device"] = device
         cfg = load_config(config, overrides)
-        ex = make_executor(executor, workers=cfg.training.workers)
+        ray = executor.strip().lower() == "ray"
+        ex = make_executor(executor, workers=workers if ray else cfg.training.workers,
+                           address=address)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
         res = train_run(cfg, run_dir, executor=ex, progress=not quiet)
     typer.echo(f"Trained {res.T} base classifiers ({res.chunks_trained} chunks trained, "

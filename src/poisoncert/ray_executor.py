@@ -1,0 +1,232 @@
+"""Ray executor: the chunks of a run as Ray tasks, on one machine or a cluster.
+
+Install the extra with ``pip install "poisoncert[ray]"``; Ray is imported only when an executor
+runs. ``RayExecutor`` implements the ``poisoncert.executors.Executor`` protocol::
+
+    from poisoncert.ray_executor import RayExecutor
+    pipeline.train(cfg, run_dir, executor=RayExecutor(workers=8))           # local Ray
+    pipeline.train(cfg, run_dir, executor=RayExecutor(address="auto"))      # existing cluster
+
+or ``poisoncert train cfg.yaml --executor ray [--address auto]``.
+
+Guarantees (the same as ``LocalExecutor``'s):
+
+* each chunk is one Ray task; results are yielded once each, in completion order, and the caller
+  (``poisoncert.pipeline``) writes each to the run directory, so finished chunks survive any
+  failure and a restarted run resumes;
+* a task whose worker process dies (killed, out of memory, node lost) is re-run by Ray up to
+  ``max_retries`` times. A chunk's result depends only on its own seeds, and a task returns
+  its result rather than writing it, so a retry neither changes nor duplicates a chunk;
+* an exception raised by the chunk function itself (a bug, a bad config, a missing data file)
+  is *not* retried: it would fail the same way again. It propagates with its own type, the
+  remote traceback chained, and the chunks not yet finished are cancelled;
+* each task runs with ``threads`` math threads, set exactly as ``LocalExecutor`` sets its
+  workers' (``poisoncert.executors._init_worker``), so predictions are bit-identical to a
+  local run.
+
+Code on the workers: on a local Ray instance (``address=None``) the workers run this Python
+environment. When connecting to a cluster, the driver's ``poisoncert`` package is shipped
+to the workers by default (the job's Ray ``runtime_env`` ``py_modules``, given to
+``ray.init``), so every node runs the same code as the driver; the nodes need the
+dependencies (numpy, scipy, scikit-learn, PyYAML, torch and Ray, of the driver's versions) but
+not poisoncert itself. Pass ``ship_code=False`` to rely on a ``poisoncert`` installed on every
+node instead. If Ray is already initialised in this process, its job's runtime environment is
+used as it is (code cannot be shipped per task). See ``docs/ray.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from poisoncert._validation import check_int, param_error
+
+__all__ = ["RayExecutor", "RayExecutorError", "import_ray"]
+
+R = TypeVar("R")
+
+_WHERE = "RayExecutor"
+_INSTALL_HINT = 'pip install "poisoncert[ray]"'
+
+
+class RayExecutorError(RuntimeError):
+    """A chunk that Ray could not run (its worker died more than ``max_retries`` times)."""
+
+
+def import_ray():
+    """Import Ray, or raise an ``ImportError`` that names the extra to install."""
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(
+            f"The Ray executor needs Ray, an optional extra of poisoncert: {_INSTALL_HINT}"
+        ) from err
+    return ray
+
+
+def _run_chunk(fn: Callable[[int], R], chunk_id: int, threads: int) -> R:
+    """The Ray task: fix the math threads as ``LocalExecutor`` does, then run one chunk."""
+    from poisoncert.executors import _init_worker
+
+    _init_worker(threads)
+    return fn(chunk_id)
+
+
+class RayExecutor:
+    """Chunks as Ray tasks; ``workers`` of them run at once.
+
+    Parameters
+    ----------
+    address : str or None
+        ``None`` starts a local Ray instance for the duration of each ``map_chunks`` call
+        (``workers * num_cpus_per_task`` CPUs, no dashboard, advertised on 127.0.0.1).
+        ``"auto"`` (a cluster started with ``ray start`` on this node) or
+        ``"ray://host:10001"`` (Ray Client) connects to an existing cluster. If Ray is
+        already initialised in this process, that instance is used and left running.
+    workers : int or None
+        Chunks in flight at once. Local default: the CPU count. On a cluster the default is
+        the cluster's CPUs divided by ``num_cpus_per_task``, read when the run starts.
+    num_cpus_per_task : int
+        CPUs Ray reserves for each chunk task (its scheduling unit).
+    max_retries : int
+        How many times Ray re-runs a chunk whose worker process died. Exceptions raised by
+        the chunk function are never retried.
+    threads : int
+        Math threads (torch, OpenMP, MKL, OpenBLAS) in each task, as ``LocalExecutor`` sets
+        them. The torch engine trains on one intra-op thread whatever this is (that is what
+        makes its predictions independent of the executor); it matters for the rest of a
+        chunk (scikit-learn learners, data preparation). Scale with ``workers``.
+    ship_code : bool or None
+        Ship this ``poisoncert`` package to the workers (``runtime_env={"py_modules": ...}``
+        of the job, when this executor initialises Ray). ``None``: only when connecting to a
+        cluster (``address`` given).
+    runtime_env : dict or None
+        Further Ray runtime environment (e.g. ``{"env_vars": {"POISONCERT_DATA": ...}}``):
+        the job's when this executor initialises Ray, else each task's.
+    """
+
+    def __init__(self, address: str | None = None, *, workers: int | None = None,
+                 num_cpus_per_task: int = 1, max_retries: int = 3, threads: int = 1,
+                 ship_code: bool | None = None, runtime_env: dict[str, Any] | None = None):
+        if address is not None and (not isinstance(address, str) or not address.strip()):
+            raise param_error("address", _WHERE,
+                              "None, 'auto' or a cluster address such as 'ray://host:10001'",
+                              address)
+        self.address = address.strip() if isinstance(address, str) else None
+        self._workers = None if workers is None else check_int(workers, "workers", _WHERE, low=1)
+        self.num_cpus_per_task = check_int(num_cpus_per_task, "num_cpus_per_task", _WHERE, low=1)
+        self.max_retries = check_int(max_retries, "max_retries", _WHERE, low=0)
+        self.threads = check_int(threads, "threads", _WHERE, low=1)
+        if ship_code is not None and not isinstance(ship_code, bool):
+            raise param_error("ship_code", _WHERE, "None or a bool", ship_code)
+        self.ship_code = self.address is not None if ship_code is None else ship_code
+        if runtime_env is not None and not isinstance(runtime_env, dict):
+            raise param_error("runtime_env", _WHERE, "None or a dict", runtime_env)
+        self.runtime_env = dict(runtime_env or {})
+        self._cluster_workers: int | None = None
+
+    # ----------------------------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        """Chunks in flight at once (on a cluster without ``workers``: known once connected)."""
+        if self._workers is not None:
+            return self._workers
+        if self.address is None:
+            return os.cpu_count() or 1
+        return self._cluster_workers or 1
+
+    def __repr__(self) -> str:
+        where = "local" if self.address is None else repr(self.address)
+        return f"RayExecutor(address={where}, workers={self.workers})"
+
+    def job_runtime_env(self) -> dict[str, Any]:
+        """The runtime environment given to ``ray.init`` when this executor starts Ray."""
+        env = dict(self.runtime_env)
+        if self.ship_code:
+            import poisoncert
+
+            env["py_modules"] = [*env.get("py_modules", []), str(Path(poisoncert.__file__).parent)]
+        return env
+
+    def _connect(self, ray) -> bool:
+        """Initialise Ray unless it already is; return whether this call did."""
+        if ray.is_initialized():
+            return False
+        if self.address is None:
+            cpus = (self._workers or os.cpu_count() or 1) * self.num_cpus_per_task
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False,
+                     _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
+                     runtime_env=self.job_runtime_env() or None)
+        else:
+            ray.init(address=self.address, logging_level=logging.WARNING,
+                     runtime_env=self.job_runtime_env() or None)
+        return True
+
+    def _concurrency(self, ray) -> int:
+        if self._workers is not None:
+            return self._workers
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self._cluster_workers = max(1, cpus // self.num_cpus_per_task)
+        return self._cluster_workers
+
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+        """Yield ``fn(chunk_id)`` for every id, in completion order (see the module doc).
+
+        At most ``workers`` tasks are submitted at a time, in the order of ``chunk_ids`` (so
+        a shared cluster is not flooded, and the results waiting in Ray's object store are
+        bounded); the first chunk error propagates and cancels the chunks not finished.
+        """
+        chunk_ids = list(chunk_ids)
+        if not chunk_ids:
+            return
+        ray = import_ray()
+        from ray import exceptions as rex
+
+        started = self._connect(ray)
+        pending: dict[Any, int] = {}
+        try:
+            options: dict[str, Any] = dict(num_cpus=self.num_cpus_per_task,
+                                           max_retries=self.max_retries, retry_exceptions=False)
+            if not started and self.runtime_env:
+                options["runtime_env"] = dict(self.runtime_env)
+            task = ray.remote(**options)(_run_chunk)
+            fn_ref = ray.put(fn)
+            limit = self._concurrency(ray)
+            todo = iter(chunk_ids)
+
+            def submit() -> None:
+                while len(pending) < limit:
+                    cid = next(todo, None)
+                    if cid is None:
+                        return
+                    pending[task.remote(fn_ref, cid, self.threads)] = cid
+
+            submit()
+            while pending:
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                cid = pending.pop(ref)
+                try:
+                    result = ray.get(ref)
+                except rex.RayTaskError as err:  # raised by fn itself: its own type
+                    cause = getattr(err, "cause", None)
+                    if isinstance(cause, Exception):
+                        raise cause from err
+                    raise
+                except rex.RayError as err:
+                    raise RayExecutorError(
+                        f"Chunk {cid} could not be run by Ray (its worker died, retried "
+                        f"{self.max_retries} times): {type(err).__name__}: {err}") from err
+                submit()
+                yield result
+        finally:
+            for ref in pending:
+                try:
+                    ray.cancel(ref)
+                except Exception:  # noqa: BLE001 - best effort; the task may have finished
+                    pass
+            if started:
+                ray.shutdown()

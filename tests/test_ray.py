@@ -1,0 +1,271 @@
+"""The Ray executor (``poisoncert.ray_executor``) on a small local Ray instance.
+
+Ray is part of the ``test`` extra, so these tests run in CI (they are not skipped when Ray is
+missing: the import fails loudly). One Ray instance with 2 CPUs, advertised on 127.0.0.1, is
+shared by the module and shut down at its end. Faults are injected by wrapping the chunk
+function (``_Faulty``), which runs inside the Ray workers: this module is pickled by value so
+the workers need not import it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+import yaml
+from typer.testing import CliRunner
+
+from poisoncert import pipeline
+from poisoncert.cli import app
+from poisoncert.config import from_dict
+from poisoncert.executors import EXECUTORS, Executor, LocalExecutor, make_executor
+from poisoncert.ray_executor import RayExecutor, import_ray
+from poisoncert.runs import RunDir
+
+CONFIG = {
+    "data": {"name": "digits", "test_limit": 60},
+    "selection": {"scheme": "without_replacement", "ns": 40, "T": 8, "seed": 5},
+    "training": {"model": "mlp", "steps": 4, "group_size": 2},
+    "run": {"chunk_size": 2},
+}
+
+
+def small():
+    return from_dict(CONFIG)
+
+
+def _children(pid: int) -> set[int]:
+    """Every live descendant of process ``pid`` (Linux /proc; empty elsewhere)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            parent[int(entry.name)] = int(fields[1])
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out.update(kids)
+        todo.extend(kids)
+    return out
+
+
+def _wait_gone(pids: set[int], timeout: float = 15.0) -> set[int]:
+    deadline = time.monotonic() + timeout
+    alive = set(pids)
+    while alive and time.monotonic() < deadline:
+        alive = {p for p in alive if Path(f"/proc/{p}").exists()
+                 and "Z" not in (Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1][:3])}
+        time.sleep(0.2)
+    return alive
+
+
+# --------------------------------------------------------------------------------------------
+# Without a shared instance (these run first, before the module's Ray instance starts)
+
+
+def test_parameters_and_factory():
+    assert "ray" in EXECUTORS
+    ex = make_executor("ray", workers=3)
+    assert isinstance(ex, RayExecutor) and isinstance(ex, Executor)
+    assert ex.workers == 3 and ex.address is None and not ex.ship_code
+    assert ex.job_runtime_env() == {}
+    cluster = make_executor("ray", workers=None, address="auto")
+    assert cluster.ship_code
+    (module,) = cluster.job_runtime_env()["py_modules"]
+    assert Path(module).name == "poisoncert" and (Path(module) / "ray_executor.py").exists()
+    with pytest.raises(ValueError, match="'workers' parameter of RayExecutor"):
+        RayExecutor(workers=0)
+    with pytest.raises(ValueError, match="'max_retries' parameter of RayExecutor"):
+        RayExecutor(max_retries=-1)
+    with pytest.raises(ValueError, match="'address' parameter of RayExecutor"):
+        RayExecutor(address="")
+    with pytest.raises(ValueError, match="'address' parameter of make_executor"):
+        make_executor("local", address="auto")
+    assert not ray.is_initialized()  # nothing connects before map_chunks
+
+
+def test_missing_ray_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r"poisoncert\[ray\]"):
+        import_ray()
+    with pytest.raises(ImportError, match=r"poisoncert\[ray\]"):
+        next(RayExecutor().map_chunks(abs, [1]))
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None)
+    with pytest.raises(ValueError, match=r"'executor' parameter.*poisoncert\[ray\]"):
+        make_executor("ray")
+
+
+@contextlib.contextmanager
+def _pickled_by_value():
+    """Ship this module's functions and classes to the Ray workers by value."""
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        yield
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def _poisoncert_file(chunk_id: int) -> str:
+    import poisoncert
+
+    return poisoncert.__file__
+
+
+def test_own_local_instance_is_started_and_shut_down():
+    """``address=None`` starts Ray for the call and stops it after: no process is left.
+
+    With ``ship_code`` (the default on a cluster) the workers import the shipped package.
+    """
+    before = _children(os.getpid())
+    assert sorted(RayExecutor(workers=2).map_chunks(abs, [-3, -1, -2])) == [1, 2, 3]
+    assert not ray.is_initialized()
+    with _pickled_by_value():
+        files = list(RayExecutor(workers=1, ship_code=True).map_chunks(_poisoncert_file, [0]))
+    assert "py_modules" in files[0] and Path(files[0]).name == "__init__.py"
+    assert not ray.is_initialized()
+    assert not _wait_gone(_children(os.getpid()) - before)
+
+
+# --------------------------------------------------------------------------------------------
+# On the module's Ray instance
+
+
+@pytest.fixture(scope="module")
+def ray_instance():
+    before = _children(os.getpid())
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             _node_ip_address="127.0.0.1", logging_level="warning")
+    try:
+        with _pickled_by_value():
+            yield
+    finally:
+        ray.shutdown()
+        assert not _wait_gone(_children(os.getpid()) - before), "Ray processes left behind"
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory):
+    """The reference: the same config with the local executor, in this process."""
+    return pipeline.train_run(small(), tmp_path_factory.mktemp("local") / "run",
+                              executor=LocalExecutor(1), progress=False)
+
+
+class _Faulty:
+    """A chunk function that records each attempt in ``folder`` and injects faults.
+
+    ``kill``: on its first attempt the chunk kills its own worker process (SIGKILL).
+    ``fail``: the chunk waits until every other chunk's file is in ``run_dir``, then raises
+    an application error.
+    """
+
+    def __init__(self, fn, folder, *, kill=(), fail=(), run_dir=None, others=()):
+        self.fn, self.folder = fn, str(folder)
+        self.kill, self.fail = tuple(kill), tuple(fail)
+        self.run_dir, self.others = run_dir, tuple(others)
+
+    def __call__(self, chunk_id):
+        folder = Path(self.folder)
+        n = len(list(folder.glob(f"attempt-{chunk_id}-*")))
+        (folder / f"attempt-{chunk_id}-{n}").touch()
+        if chunk_id in self.kill and n == 0:
+            os.kill(os.getpid(), signal.SIGKILL)
+        if chunk_id in self.fail:
+            rd = RunDir(self.run_dir)
+            deadline = time.monotonic() + 60
+            while (not all(rd.chunk_path(c).exists() for c in self.others)
+                   and time.monotonic() < deadline):
+                time.sleep(0.05)
+            raise ValueError(f"injected failure in chunk {chunk_id}")
+        return self.fn(chunk_id)
+
+
+class FaultyRay(RayExecutor):
+    """A RayExecutor whose chunk function is wrapped in ``_Faulty``; records what it yields."""
+
+    def __init__(self, folder, *, kill=(), fail=(), run_dir=None, others=(), **kw):
+        super().__init__(**kw)
+        self.wrap = dict(folder=folder, kill=kill, fail=fail, run_dir=run_dir, others=others)
+        self.yielded: list[int] = []
+
+    def map_chunks(self, fn, chunk_ids):
+        for res in super().map_chunks(_Faulty(fn, **self.wrap), chunk_ids):
+            self.yielded.append(res.chunk_id)
+            yield res
+
+    def attempts(self) -> dict[int, int]:
+        out: dict[int, int] = {}
+        for p in Path(self.wrap["folder"]).glob("attempt-*"):
+            cid = int(p.name.split("-")[1])
+            out[cid] = out.get(cid, 0) + 1
+        return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ray_and_local_predictions_are_bit_identical(ray_instance, local_run, tmp_path,
+                                                     workers):
+    res = pipeline.train_run(small(), tmp_path / "run", executor=RayExecutor(workers=workers),
+                             progress=False)
+    assert res.chunks_trained == 4 and res.chunks_skipped == 0
+    assert res.predictions.dtype == local_run.predictions.dtype
+    assert np.array_equal(res.predictions, local_run.predictions)
+    assert np.array_equal(res.votes, local_run.votes)
+    assert ray.is_initialized()  # an instance the executor did not start is left running
+
+
+def test_killed_worker_loses_and_duplicates_no_chunk(ray_instance, local_run, tmp_path):
+    ex = FaultyRay(tmp_path, kill=[1, 2], workers=2, max_retries=2)
+    res = pipeline.train_run(small(), tmp_path / "run", executor=ex, progress=False)
+    assert sorted(ex.yielded) == [0, 1, 2, 3]  # every chunk yielded exactly once
+    assert ex.attempts() == {0: 1, 1: 2, 2: 2, 3: 1}  # only the killed ones re-ran
+    assert res.chunks_trained == 4
+    assert np.array_equal(res.predictions, local_run.predictions)
+
+
+def test_worker_dying_past_max_retries_is_a_clear_error(ray_instance, tmp_path):
+    class AlwaysKill:
+        def __call__(self, chunk_id):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    from poisoncert.ray_executor import RayExecutorError
+
+    with pytest.raises(RayExecutorError, match=r"Chunk 7 .*retried 0 times"):
+        list(RayExecutor(workers=1, max_retries=0).map_chunks(AlwaysKill(), [7]))
+
+
+def test_interrupted_run_keeps_finished_chunks_and_resumes(ray_instance, local_run, tmp_path):
+    run_dir = tmp_path / "run"
+    ex = FaultyRay(tmp_path, fail=[3], run_dir=str(run_dir), others=[0, 1, 2], workers=2)
+    with pytest.raises(ValueError, match="injected failure in chunk 3"):
+        pipeline.train_run(small(), run_dir, executor=ex, progress=False)
+    assert ex.attempts()[3] == 1  # an application error is not retried
+    rd = RunDir(run_dir)
+    assert [rd.chunk_path(c).exists() for c in range(4)] == [True, True, True, False]
+    res = pipeline.train_run(small(), run_dir, executor=RayExecutor(workers=2), progress=False)
+    assert (res.chunks_trained, res.chunks_skipped) == (1, 3)
+    assert np.array_equal(res.predictions, local_run.predictions)
+
+
+def test_cli_train_with_the_ray_executor(ray_instance, local_run, tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    out = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run"),
+                                   "--executor", "ray", "--workers", "2", "-q"])
+    assert out.exit_code == 0, out.output
+    assert "4 chunks trained" in out.output
+    assert np.array_equal(RunDir(tmp_path / "run").load("predictions.npy"),
+                          local_run.predictions)
+    bad = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "other"),
+                                   "--address", "auto"])
+    assert bad.exit_code == 1 and "'address' parameter" in bad.output
