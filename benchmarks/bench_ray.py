@@ -27,6 +27,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import statistics
 import tempfile
 import time
@@ -121,6 +122,7 @@ def main() -> None:
     ray.shutdown()
     shutdown = time.perf_counter() - t0
 
+    shutil.rmtree(tmp, ignore_errors=True)
     ref = preds["local 1"]
     same = all(np.array_equal(p, ref) for p in preds.values())
     assert same, "predictions differ between executors"
