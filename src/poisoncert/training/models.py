@@ -1,0 +1,178 @@
+"""Base-classifier architectures: LeNet-5, a CIFAR ResNet-18, an MLP, or a user factory.
+
+``build_model(name_or_factory, input_shape, n_classes)`` is the one constructor the trainers
+use. ``input_shape`` is one sample's shape without the batch axis: ``(C, H, W)`` for images,
+``(F,)`` for flat features (an MLP flattens whatever it gets). A factory is any callable
+``factory(input_shape, n_classes) -> torch.nn.Module`` returning unnormalised logits; to run
+it in worker processes it must be picklable (a module-level function).
+
+Models see the inputs as given (no normalisation inside).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from poisoncert._validation import param_error
+
+__all__ = ["MODELS", "LeNet5", "MLP", "ResNet18", "build_model", "check_model"]
+
+#: Names accepted by ``build_model`` (and ``TrainConfig.model``).
+MODELS = ("lenet5", "mlp", "resnet18")
+
+ModelSpec = str | Callable[[tuple[int, ...], int], nn.Module]
+
+
+class LeNet5(nn.Module):
+    """LeNet-5 (LeCun et al. 1998): conv 5x5 (6) -> pool -> conv 5x5 (16) -> pool -> 120 -> 84.
+
+    Each 2x2 pooling comes before the ReLU, ``relu(pool(conv(x)))`` (as in the original's
+    subsampling; for max pooling identical to the common ``pool(relu(conv(x)))``). Inputs
+    smaller than 32x32 (MNIST's 28x28) get ``padding=2`` in the first convolution, the classic
+    zero-padding to 32x32. ``pool``: ``"max"``, ``"avg"`` (the original's average
+    subsampling) or one per pooling layer, e.g. ``("avg", "max")``.
+
+    Because average pooling is linear, ``avgpool(conv5x5(x))`` is one stride-2 6x6
+    convolution; the fast trainer (``poisoncert.training.fast``) uses that identity.
+    """
+
+    def __init__(self, in_channels: int = 1, n_classes: int = 10, input_size: int | Sequence[int]
+                 = 28, pool: str | Sequence[str] = "max"):
+        super().__init__()
+        h, w = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+        pools = (pool, pool) if isinstance(pool, str) else tuple(pool)
+        if len(pools) != 2 or any(p not in ("avg", "max") for p in pools):
+            raise param_error("pool", "LeNet5", "'avg', 'max' or a pair of them", pool)
+        self.pools = pools
+        self.padding = 2 if min(h, w) < 32 else 0
+        h1, w1 = (h + 2 * self.padding - 4) // 2, (w + 2 * self.padding - 4) // 2
+        h2, w2 = (h1 - 4) // 2, (w1 - 4) // 2
+        self.feature_shape = (16, h2, w2)
+        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=self.padding)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.fc1 = nn.Linear(16 * h2 * w2, 120)
+        self.fc2 = nn.Linear(120, 84)
+        self.fc3 = nn.Linear(84, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, pool in zip((self.conv1, self.conv2), self.pools, strict=True):
+            x = F.relu(_POOL[pool](conv(x), 2))
+        x = torch.flatten(x, 1)
+        x = F.relu(self.fc1(x))
+        x = F.relu(self.fc2(x))
+        return self.fc3(x)
+
+
+_POOL = {"avg": F.avg_pool2d, "max": F.max_pool2d}
+
+
+class MLP(nn.Module):
+    """A multilayer perceptron on the flattened input: ``Linear -> ReLU`` per hidden layer."""
+
+    def __init__(self, in_features: int, n_classes: int, hidden: Sequence[int] = (256, 128)):
+        super().__init__()
+        sizes = [int(in_features), *[int(h) for h in hidden]]
+        self.layers = nn.ModuleList(nn.Linear(a, b)
+                                    for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+        self.out = nn.Linear(sizes[-1], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.flatten(x, 1)
+        for layer in self.layers:
+            x = F.relu(layer(x))
+        return self.out(x)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + self.shortcut(x))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 for 32x32 images (CIFAR variant: 3x3 stem, stride 1, no max pooling)."""
+
+    def __init__(self, in_channels: int = 3, n_classes: int = 10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        layers, cin = [], 64
+        for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+            layers.append(nn.Sequential(_BasicBlock(cin, cout, stride), _BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.fc = nn.Linear(512, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(x)
+
+
+def check_model(model, where: str = "TrainConfig", name: str = "model") -> ModelSpec:
+    """Return a model name in canonical form, or the factory itself; raise ``ValueError``."""
+    if callable(model) and not isinstance(model, str):
+        return model
+    if isinstance(model, str):
+        key = model.strip().lower().replace("-", "").replace("_", "")
+        aliases = {"lenet5": "lenet5", "lenet": "lenet5", "mlp": "mlp", "resnet18": "resnet18"}
+        if key in aliases:
+            return aliases[key]
+    shown = ", ".join(repr(m) for m in MODELS)
+    raise param_error(name, where, f"one of {shown} or a callable (input_shape, n_classes) "
+                      "-> torch.nn.Module", model)
+
+
+def build_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes: int
+                ) -> nn.Module:
+    """A freshly initialised model (parameters from torch's global RNG; seed it first).
+
+    ``input_shape``: one sample's shape, ``(C, H, W)`` or ``(F,)``. ``lenet5`` needs images of
+    at least 12x12 (16x16 after its padding), ``resnet18`` images of any size >= 8x8.
+    """
+    spec = check_model(name_or_factory, "build_model", "name_or_factory")
+    shape = tuple(int(s) for s in input_shape)
+    if n_classes is None or int(n_classes) < 1:
+        raise param_error("n_classes", "build_model", "an int >= 1", n_classes)
+    n_classes = int(n_classes)
+    if callable(spec):
+        model = spec(shape, n_classes)
+        if not isinstance(model, nn.Module):
+            raise param_error("name_or_factory", "build_model", "a factory returning a "
+                              "torch.nn.Module", type(model).__name__)
+        return model
+    if spec == "mlp":
+        n_features = 1
+        for s in shape:
+            n_features *= s
+        return MLP(n_features, n_classes)
+    if len(shape) != 3:
+        raise param_error("input_shape", "build_model", f"an image shape (C, H, W) for {spec}",
+                          shape)
+    c, h, w = shape
+    if spec == "lenet5":
+        if min(h, w) < 12:
+            raise param_error("input_shape", "build_model",
+                              "an image shape (C, H, W) with H, W >= 12 for lenet5", shape)
+        return LeNet5(c, n_classes, (h, w))
+    if min(h, w) < 8:
+        raise param_error("input_shape", "build_model",
+                          "an image shape (C, H, W) with H, W >= 8 for resnet18", shape)
+    return ResNet18(c, n_classes)

@@ -1,0 +1,393 @@
+"""Tests of poisoncert.training: shapes, abstention, determinism, fast/reference agreement."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.nn import functional as F  # noqa: E402
+
+from poisoncert.training import (  # noqa: E402
+    LeNet5,
+    TrainConfig,
+    build_model,
+    load_weights,
+    sample_minibatches,
+    save_weights,
+    train_predict,
+    train_predict_sklearn,
+    train_predict_with_weights,
+    weights_from_bytes,
+    weights_to_bytes,
+)
+from poisoncert.training.engine import _Batcher, _make_optimizer  # noqa: E402
+from poisoncert.training.fast import fuse_avgpool, stack_models  # noqa: E402
+
+# --------------------------------------------------------------------------------------------
+# Tiny problems
+
+
+def _images(n=120, n_test=20, c=1, hw=28, k=3, seed=0):
+    """Random images whose class shows as a bright block (learnable in a few steps)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n + n_test)
+    x = rng.random((n + n_test, c, hw, hw), dtype=np.float32) * 0.3
+    for j in range(k):
+        x[y == j, :, 4 + 6 * j:9 + 6 * j, 8:20] += 1.0
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    return x[:1400], d.target[:1400], x[1400:], d.target[1400:]
+
+
+def _subsets(n, T, size, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, n, size) for _ in range(T)], list(range(1000, 1000 + T))
+
+
+LENET = dict(model="lenet5", steps=3, batch_size=8, group_size=4, eval_batch_size=7)
+
+
+# --------------------------------------------------------------------------------------------
+# Models
+
+
+@pytest.mark.parametrize("name, shape, batch", [
+    ("lenet5", (1, 28, 28), 3),
+    ("lenet5", (3, 32, 32), 2),
+    ("mlp", (64,), 3),
+    ("mlp", (1, 8, 8), 3),
+    ("resnet18", (3, 32, 32), 2),
+])
+def test_every_model_builds_and_runs(name, shape, batch):
+    model = build_model(name, shape, 7)
+    with torch.no_grad():
+        out = model.eval()(torch.zeros(batch, *shape))
+    assert out.shape == (batch, 7)
+
+
+def test_factory_model():
+    def factory(shape, k):
+        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), k))
+
+    assert build_model(factory, (1, 8, 8), 4)(torch.zeros(2, 1, 8, 8)).shape == (2, 4)
+    x, y, xt, _ = _images(n=40, n_test=5, hw=12)
+    subs, seeds = _subsets(40, 3, 10)
+    P = train_predict(x, y, subs, seeds, xt, TrainConfig(model=factory, steps=2, batch_size=4),
+                      n_classes=3)
+    assert P.shape == (3, 5)
+
+
+def test_avgpool_fusion_identity():
+    """avgpool2x2(conv5x5(x)) == one stride-2 6x6 convolution with the fused kernel."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, 17, 16, generator=g, dtype=torch.float64)
+    w = torch.randn(4, 3, 5, 5, generator=g, dtype=torch.float64)
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    want = F.avg_pool2d(F.conv2d(x, w, b, padding=2), 2)
+    got = F.conv2d(x, fuse_avgpool(w), b, stride=2, padding=2)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# Output contract
+
+
+def test_shapes_dtype_and_empty_subset_abstains():
+    x, y, xt, _ = _digits()
+    subs, seeds = _subsets(len(x), 5, 30)
+    subs[2] = np.array([], dtype=np.int64)
+    cfg = TrainConfig(model="mlp", steps=10, batch_size=16, group_size=2)
+    done = []
+    P = train_predict(x, y, subs, seeds, xt, cfg, n_classes=10, progress=done.append)
+    assert P.shape == (5, len(xt)) and P.dtype == np.int16
+    assert (P[2] == -1).all()
+    assert ((P[[0, 1, 3, 4]] >= 0) & (P[[0, 1, 3, 4]] < 10)).all()
+    assert sum(done) == 5
+    all_empty = train_predict(x, y, [np.array([], int)] * 2, [1, 2], xt, cfg, n_classes=10)
+    assert (all_empty == -1).all() and all_empty.shape == (2, len(xt))
+
+
+def test_accepts_torch_tensors_and_learns():
+    x, y, xt, yt = _digits()
+    subs, seeds = _subsets(len(x), 4, 200)
+    cfg = TrainConfig(model="mlp", steps=60, batch_size=32, optimizer="sgd", lr=0.1)
+    P = train_predict(torch.from_numpy(x), torch.from_numpy(y), subs, seeds,
+                      torch.from_numpy(xt), cfg, n_classes=10)
+    np.testing.assert_array_equal(P, train_predict(x, y, subs, seeds, xt, cfg, n_classes=10))
+    assert (P == yt).mean() > 0.8
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling
+
+
+def test_balanced_sampling_balances():
+    labels = np.array([0] * 27 + [1] * 3 + [2] * 10)
+    cfg = TrainConfig(steps=250, batch_size=16, balance=True)
+    pos = sample_minibatches(labels, cfg, seed=7).positions
+    assert pos.shape == (250, 16)
+    counts = np.bincount(labels[pos.ravel()], minlength=3)
+    n = pos.size
+    assert np.all(np.abs(counts - n / 3) < 4 * np.sqrt(n * (1 / 3) * (2 / 3)))
+    # within a class, samples are uniform
+    per_sample = np.bincount(pos.ravel(), minlength=len(labels))[:27]
+    assert per_sample.min() > 0
+    unbalanced = sample_minibatches(labels, TrainConfig(steps=250, batch_size=16,
+                                                        balance=False), seed=7).positions
+    frac = np.bincount(labels[unbalanced.ravel()], minlength=3) / n
+    np.testing.assert_allclose(frac, [27 / 40, 3 / 40, 10 / 40], atol=0.03)
+
+
+def test_sampling_depends_only_on_seed_and_labels():
+    labels = np.array([0, 1, 1, 2, 2, 2])
+    cfg = TrainConfig(steps=5, batch_size=4, augment=True, max_shift=2)
+    a, b = sample_minibatches(labels, cfg, 3), sample_minibatches(labels, cfg, 3)
+    np.testing.assert_array_equal(a.positions, b.positions)
+    np.testing.assert_array_equal(a.shifts, b.shifts)
+    assert a.shifts.shape == (5, 4, 2) and np.abs(a.shifts).max() <= 2
+    assert not np.array_equal(a.positions, sample_minibatches(labels, cfg, 4).positions)
+
+
+def test_shift_augmentation_moves_pixels_with_zero_fill():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 6, 5, generator=g)
+    batcher = _Batcher(x, 2)
+    rows = torch.tensor([[0, 2], [1, 1]])
+    shifts = torch.tensor([[[1, -2], [0, 0]], [[-2, 2], [2, 1]]])
+    out = batcher(rows, shifts)
+    assert out.shape == (2, 2, 2, 6, 5)
+    xp = F.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        for j in range(2):
+            dy, dx = shifts[i, j].tolist()
+            want = xp[rows[i, j], :, 2 + dy:2 + dy + 6, 2 + dx:2 + dx + 5]
+            assert torch.equal(out[i, j], want)
+
+
+# --------------------------------------------------------------------------------------------
+# Determinism (bit-identical)
+
+
+def test_bit_identical_across_chunking_and_neighbours():
+    x, y, xt, _ = _images(n=80, n_test=12)
+    subs, seeds = _subsets(80, 7, 12)
+    cfg = TrainConfig(**LENET, augment=True)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3)
+    for cuts in ([3], [1, 5], [4]):
+        parts = np.split(np.arange(7), cuts)
+        got = [train_predict_with_weights(x, y, [subs[i] for i in p], [seeds[i] for i in p],
+                                          xt, cfg, n_classes=3) for p in parts]
+        np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), P)
+        flat_w = [w for g in got for w in g[1]]
+        for a, b in zip(flat_w, W, strict=True):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    # order of classifiers and different neighbours
+    perm = [6, 2, 0, 5]
+    Q, V = train_predict_with_weights(x, y, [subs[i] for i in perm], [seeds[i] for i in perm],
+                                      xt, cfg, n_classes=3)
+    np.testing.assert_array_equal(Q, P[perm])
+    for j, i in enumerate(perm):
+        assert all(torch.equal(V[j][k], W[i][k]) for k in W[i])
+
+
+def test_bit_identical_across_workers_and_threads():
+    x, y, xt, _ = _images(n=80, n_test=12)
+    subs, seeds = _subsets(80, 9, 12, seed=1)
+    cfg = TrainConfig(**LENET)
+    P1 = train_predict(x, y, subs, seeds, xt, cfg, n_classes=3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        P_threads = train_predict(x, y, subs, seeds, xt, cfg, n_classes=3)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    P2 = train_predict(x, y, subs, seeds, xt, cfg, n_classes=3, workers=2)
+    np.testing.assert_array_equal(P_threads, P1)
+    np.testing.assert_array_equal(P2, P1)
+
+
+# --------------------------------------------------------------------------------------------
+# Fast path against the reference twin
+
+
+def _one_step_pair(model_name, shape, opt_name, seed=0):
+    """Per-model modules and their stacked twin after one identical optimizer step each."""
+    g = torch.Generator().manual_seed(seed)
+    G, B, K = 3, 5, 4
+    cfg = TrainConfig(model=model_name, optimizer=opt_name, lr=0.05, weight_decay=1e-3,
+                      dtype="float64")
+    torch.manual_seed(seed)
+    modules = [build_model(model_name, shape, K).double() for _ in range(G)]
+    net = stack_models(modules)
+    xb = torch.randn(G, B, *shape, generator=g, dtype=torch.float64)
+    yb = torch.randint(0, K, (G, B), generator=g)
+    dev = torch.device("cpu")
+    # stacked
+    opt = _make_optimizer(net.parameters(), cfg, dev)
+    inp = xb.transpose(0, 1) if net.batch_first else xb
+    logits = net.forward_train(inp.contiguous())
+    loss = F.cross_entropy(logits.reshape(G * B, K), yb.reshape(-1), reduction="sum") / B
+    loss.backward()
+    opt.step()
+    # reference
+    ref_logits = []
+    for m, xm, ym in zip(modules, xb, yb, strict=True):
+        o = _make_optimizer(m.parameters(), cfg, dev)
+        out = m(xm)
+        ref_logits.append(out.detach())
+        F.cross_entropy(out, ym).backward()
+        o.step()
+    return net, modules, logits.detach(), torch.stack(ref_logits), xb
+
+
+@pytest.mark.parametrize("model_name, shape", [("lenet5", (1, 28, 28)), ("lenet5", (2, 16, 20)),
+                                               ("mlp", (10,))])
+@pytest.mark.parametrize("opt_name", ["adam", "sgd", "adadelta"])
+def test_fast_step_matches_reference(model_name, shape, opt_name):
+    net, modules, logits, ref_logits, xb = _one_step_pair(model_name, shape, opt_name)
+    torch.testing.assert_close(logits, ref_logits, rtol=1e-10, atol=1e-12)
+    for sd, m in zip(net.state_dicts(), modules, strict=True):
+        ref = m.state_dict()
+        assert sd.keys() == ref.keys()
+        for k in sd:
+            torch.testing.assert_close(sd[k], ref[k], rtol=1e-10, atol=1e-12)
+    # evaluation with the shared-input first layer
+    with torch.no_grad():
+        got = net.forward_eval(xb[0])
+        want = torch.stack([m(xb[0]) for m in modules])
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("model_name", ["lenet5", "mlp"])
+def test_fast_and_reference_predictions_agree_float64(model_name):
+    if model_name == "lenet5":
+        x, y, xt, _ = _images(n=60, n_test=30)
+        cfg = TrainConfig(model="lenet5", steps=15, batch_size=8, group_size=4, augment=True,
+                          dtype="float64")
+    else:
+        x, y, xt, _ = _digits()
+        xt = xt[:100]
+        cfg = TrainConfig(model="mlp", steps=30, batch_size=16, group_size=4, dtype="float64")
+    subs, seeds = _subsets(len(x), 5, 20)
+    Pf, Wf = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=10, path="fast")
+    Pr, Wr = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=10,
+                                        path="reference")
+    np.testing.assert_array_equal(Pf, Pr)
+    for a, b in zip(Wf, Wr, strict=True):
+        for k in b:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-7, atol=1e-9)
+
+
+def test_fast_and_reference_agree_float32():
+    x, y, xt, _ = _images(n=60, n_test=40)
+    subs, seeds = _subsets(60, 4, 20)
+    cfg = TrainConfig(**LENET)
+    Pf = train_predict(x, y, subs, seeds, xt, cfg, n_classes=3, path="fast")
+    Pr = train_predict(x, y, subs, seeds, xt, cfg, n_classes=3, path="reference")
+    assert (Pf == Pr).mean() >= 0.97
+
+
+# --------------------------------------------------------------------------------------------
+# Weights
+
+
+def test_weights_roundtrip_and_reload_predicts_the_same(tmp_path):
+    x, y, xt, _ = _images(n=60, n_test=10)
+    subs, seeds = _subsets(60, 3, 15)
+    subs[1] = np.array([], dtype=np.int64)
+    cfg = TrainConfig(**{**LENET, "dtype": "float64"})
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3)
+    assert W[1] is None
+    path = save_weights(tmp_path / "w.safetensors", W, metadata={"run": "test"})
+    for loaded in (load_weights(path), weights_from_bytes(weights_to_bytes(W))):
+        assert len(loaded) == 3 and loaded[1] is None
+        for i in (0, 2):
+            m = LeNet5(1, 3, (28, 28)).double()
+            m.load_state_dict(loaded[i])
+            with torch.no_grad():
+                pred = m(torch.from_numpy(xt).double()).argmax(1).numpy()
+            np.testing.assert_array_equal(pred, P[i])
+
+
+# --------------------------------------------------------------------------------------------
+# scikit-learn learners
+
+
+def test_sklearn_learner():
+    from sklearn.linear_model import LogisticRegression
+
+    x, y, xt, yt = _digits()
+    subs, seeds = _subsets(len(x), 4, 60)
+    subs[1] = np.array([], dtype=np.int64)
+    subs[2] = np.flatnonzero(y == 3)[:5]
+    P = train_predict_sklearn(LogisticRegression(max_iter=200), x, y, subs, seeds, xt,
+                              n_classes=10)
+    assert P.shape == (4, len(xt)) and P.dtype == np.int16
+    assert (P[1] == -1).all() and (P[2] == 3).all()
+    assert (P[0] == yt).mean() > 0.6
+    images = x.reshape(-1, 1, 8, 8)
+    Q = train_predict_sklearn("logistic_regression", images, y, subs, seeds,
+                              xt.reshape(-1, 1, 8, 8), n_classes=10)
+    assert Q.shape == P.shape
+    knn = train_predict_sklearn("knn", x, y, subs, seeds, xt, n_classes=10)  # no sample_weight
+    np.testing.assert_array_equal(knn, train_predict_sklearn("knn", x, y, subs, seeds, xt,
+                                                             n_classes=10))
+    forest = [train_predict_sklearn("random_forest", x, y, subs[:1], seeds[:1], xt,
+                                    n_classes=10) for _ in range(2)]
+    np.testing.assert_array_equal(*forest)
+
+
+# --------------------------------------------------------------------------------------------
+# Bad inputs
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(model="vgg"), "model"),
+    (dict(steps=0), "steps"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(optimizer="rmsprop"), "optimizer"),
+    (dict(lr=0.0), "lr"),
+    (dict(dtype="float16"), "dtype"),
+    (dict(group_size=0), "group_size"),
+    (dict(augment="yes"), "augment"),
+])
+def test_bad_config_names_the_parameter(kwargs, name):
+    with pytest.raises(ValueError, match=f"'{name}' parameter of TrainConfig"):
+        TrainConfig(**kwargs)
+
+
+def test_bad_inputs_name_the_parameter():
+    x, y, xt, _ = _images(n=20, n_test=3)
+    subs, seeds = _subsets(20, 3, 5)
+    cfg = TrainConfig(**LENET)
+    with pytest.raises(ValueError, match="'seeds' parameter"):
+        train_predict(x, y, subs, seeds[:2], xt, cfg, n_classes=3)
+    with pytest.raises(ValueError, match="'subsets' parameter"):
+        train_predict(x, y, [np.array([0, 20])], [1], xt, cfg, n_classes=3)
+    with pytest.raises(ValueError, match="'y_train' parameter"):
+        train_predict(x, y, subs, seeds, xt, cfg, n_classes=2)
+    with pytest.raises(ValueError, match="'x_test' parameter"):
+        train_predict(x, y, subs, seeds, xt[:, :, :20], cfg, n_classes=3)
+    with pytest.raises(ValueError, match="'path' parameter"):
+        train_predict(x, y, subs, seeds, xt, cfg, n_classes=3, path="quick")
+    with pytest.raises(ValueError, match="'input_shape' parameter"):
+        train_predict(x[:, :, :8, :8], y, subs, seeds, xt[:, :, :8, :8], cfg, n_classes=3)
+    with pytest.raises(ValueError, match="'name_or_factory' parameter of build_model"):
+        build_model("alexnet", (1, 28, 28), 10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_runs():
+    x, y, xt, _ = _images(n=40, n_test=5)
+    subs, seeds = _subsets(40, 3, 10)
+    P = train_predict(x, y, subs, seeds, xt, TrainConfig(**LENET), n_classes=3, device="cuda")
+    assert P.shape == (3, 5)
