@@ -86,6 +86,10 @@ class DataConfig:
     (drawn with ``clean_seed``), ``clean_indices`` lists training-set indices. ``D^c`` joins every
     sub-dataset and is never sampled; ``D^p`` is the rest, and ``n = |D^p|`` enters the bounds.
     ``test_limit`` keeps the first test points only.
+
+    ``poisoned_classes`` (the paper's case 3; original class ids, e.g. ``[9]``) instead makes
+    ``D^p`` the training samples of those classes and ``D^c`` all the others; it excludes the
+    three options above. With ``training.two_phase`` it gives Algorithm 3.
     """
 
     name: str = "digits"
@@ -97,6 +101,7 @@ class DataConfig:
     clean_indices: list[int] | None = None
     clean_seed: int = 0
     test_limit: int | None = None
+    poisoned_classes: list[int] | None = None
 
 
 @dataclass
@@ -134,6 +139,11 @@ class TrainingConfig:
     engine's default) and ``eval_batch_size`` go to ``TrainConfig``, which checks them when a
     run starts. ``path`` is ``fast`` or ``reference``; ``workers`` is the number of local
     processes and never changes the predictions.
+
+    ``two_phase`` (needs ``data.poisoned_classes``): the paper's Algorithm 3
+    (``poisoncert.twophase``): each base classifier's phase 1 separates "a clean class" from
+    each poisoned class with these settings; one phase-2 model, trained on ``D^c`` alone for
+    ``phase2_steps`` steps (same settings otherwise), resolves the clean classes.
     """
 
     model: str = "mlp"
@@ -153,6 +163,8 @@ class TrainingConfig:
     workers: int = 1
     device: str = "cpu"
     save_weights: bool = False
+    two_phase: bool = False
+    phase2_steps: int = 2000
 
 
 @dataclass
@@ -508,10 +520,17 @@ def validate(cfg: ExperimentConfig) -> None:
     _int(d.n_clean, "data.n_clean", low=0)
     _real(d.clean_fraction, "data.clean_fraction", 0.0, 1.0, low_open=False)
     given = [k for k, v in (("n_clean", d.n_clean or None), ("clean_fraction", d.clean_fraction),
-                            ("clean_indices", d.clean_indices)) if v is not None]
+                            ("clean_indices", d.clean_indices),
+                            ("poisoned_classes", d.poisoned_classes)) if v is not None]
     if len(given) > 1:
-        raise ConfigError("At most one of 'data.n_clean', 'data.clean_fraction' and "
-                          f"'data.clean_indices' may be given. Got {', '.join(given)}.")
+        raise ConfigError("At most one of 'data.n_clean', 'data.clean_fraction', "
+                          "'data.clean_indices' and 'data.poisoned_classes' may be given. "
+                          f"Got {', '.join(given)}.")
+    if d.poisoned_classes is not None and (
+            not d.poisoned_classes or len(set(d.poisoned_classes)) != len(d.poisoned_classes)
+            or min(d.poisoned_classes) < 0):
+        raise config_error("data.poisoned_classes", "null or a non-empty list of distinct "
+                           "class labels >= 0", d.poisoned_classes)
     if d.clean_indices is not None:
         if len(set(d.clean_indices)) != len(d.clean_indices) or min(d.clean_indices,
                                                                    default=0) < 0:
@@ -574,6 +593,13 @@ def validate(cfg: ExperimentConfig) -> None:
     t.path = _choice(t.path, "training.path", PATHS)
     _int(t.workers, "training.workers", low=1)
     t.device = _choice(t.device, "training.device", DEVICES)
+    _int(t.phase2_steps, "training.phase2_steps", low=1)
+    if t.two_phase:
+        if d.poisoned_classes is None:
+            raise config_error("training.two_phase", "false unless data.poisoned_classes is "
+                               "given (the two-phase classifier needs clean classes)", True)
+        if t.model.startswith(SKLEARN_PREFIX):
+            raise config_error("training.two_phase", "false for a scikit-learn learner", True)
     # certify
     _real(c.alpha, "certify.alpha", 0.0, 1.0)
     c.method = _choice(c.method, "certify.method", METHODS)

@@ -119,7 +119,16 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
         x_test, y_test = ds.x_test, ds.y_test
         if d.test_limit is not None:
             x_test, y_test = x_test[:d.test_limit], y_test[:d.test_limit]
-        if d.clean_indices is not None:
+        poisoned_labels = None
+        if d.poisoned_classes is not None:  # case 3: D^p = the poisoned classes' samples
+            missing = [c for c in d.poisoned_classes if c not in ds.classes]
+            if missing or len(d.poisoned_classes) >= ds.n_classes:
+                raise config_error("data.poisoned_classes", f"a list of class ids of {d.name} "
+                                   f"({list(ds.classes)}) leaving at least one clean class",
+                                   d.poisoned_classes)
+            poisoned_labels = sorted(ds.classes.index(c) for c in d.poisoned_classes)
+            clean = np.flatnonzero(~np.isin(ds.y_train, poisoned_labels)).astype(np.int64)
+        elif d.clean_indices is not None:
             clean = np.asarray(d.clean_indices, dtype=np.int64)
             if clean.size and clean.max() >= n_train:
                 raise config_error("data.clean_indices", f"indices in the range [0, {n_train - 1}] "
@@ -150,6 +159,8 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
                         for s in ds.source],
             "sha256_arrays": runs.array_checksum(ds.x_train, ds.y_train, x_test, y_test),
         }
+        if poisoned_labels is not None:
+            info["poisoned_labels"] = poisoned_labels
         prep = PreparedData(x_train=ds.x_train, y_train=ds.y_train, x_test=x_test,
                             y_test=y_test, n_classes=ds.n_classes, clean_idx=clean,
                             poison_idx=poison, info=info)
@@ -250,12 +261,61 @@ def _train_predict(cfg: ExperimentConfig, prep: PreparedData, subsets: list[np.n
         return preds, None
     kwargs = dict(n_classes=prep.n_classes, device=t.device, path=t.path, progress=progress)
     tcfg = training_config(cfg)
+    if t.two_phase:
+        return _train_predict_two_phase(cfg, prep, subsets, seeds, tcfg, kwargs), None
     if t.save_weights:
         return training.train_predict_with_weights(prep.x_train, prep.y_train, subsets, seeds,
                                                    prep.x_test, tcfg, **kwargs)
     preds = training.train_predict(prep.x_train, prep.y_train, subsets, seeds, prep.x_test,
                                    tcfg, **kwargs)
     return preds, None
+
+
+def _train_predict_two_phase(cfg, prep, subsets, seeds, tcfg, kwargs) -> np.ndarray:
+    """Algorithm 3 (``poisoncert.twophase``): phase 1 per sub-dataset, the run's one phase 2."""
+    from poisoncert import training, twophase
+
+    poisoned = prep.info["poisoned_labels"]
+    y1 = twophase.phase1_labels(prep.y_train, poisoned, prep.n_classes)
+    pred1 = training.train_predict(prep.x_train, y1, subsets, seeds, prep.x_test, tcfg,
+                                   **{**kwargs, "n_classes": len(poisoned) + 1})
+    pred2 = phase2_predictions(cfg, prep)["predictions"]
+    return twophase.combine(pred1, pred2, poisoned, prep.n_classes)
+
+
+_PHASE2_CACHE: dict[str, dict] = {}
+
+
+def phase2_predictions(cfg: ExperimentConfig, prep: PreparedData) -> dict:
+    """The run's one phase-2 model (two-phase runs): trained on ``D^c`` alone for
+    ``training.phase2_steps`` steps with seed ``twophase.phase2_seed(selection.seed)``.
+    Returns its test ``predictions`` (positions among the clean classes), its ``accuracy``
+    on the clean-class test points and the ``seconds`` it took; cached per process."""
+    import dataclasses
+
+    from poisoncert import training, twophase
+    from poisoncert.config import config_hash
+
+    key = config_hash(cfg)
+    if key not in _PHASE2_CACHE:
+        t0 = time.perf_counter()
+        poisoned = prep.info["poisoned_labels"]
+        tcfg = dataclasses.replace(training_config(cfg), steps=cfg.training.phase2_steps,
+                                   group_size=1)
+        y2 = twophase.phase2_labels(prep.y_train, poisoned, prep.n_classes)
+        y2 = np.maximum(y2, 0)  # poisoned-class rows are never used by phase 2
+        clean = twophase.clean_classes(poisoned, prep.n_classes)
+        seed = twophase.phase2_seed(cfg.selection.seed)
+        pred = training.train_predict(prep.x_train, y2, [prep.clean_idx], [seed], prep.x_test,
+                                      tcfg, n_classes=clean.size, device=cfg.training.device,
+                                      path=cfg.training.path)[0].astype(np.int64)
+        on_clean = np.isin(prep.y_test, clean)
+        acc = float(np.mean(clean[pred[on_clean]] == prep.y_test[on_clean]))
+        _PHASE2_CACHE.clear()
+        _PHASE2_CACHE[key] = {"predictions": pred, "accuracy": acc, "seed": seed,
+                              "steps": cfg.training.phase2_steps,
+                              "seconds": time.perf_counter() - t0}
+    return _PHASE2_CACHE[key]
 
 
 _TRAIN_KEYS = ("model", "steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
@@ -420,6 +480,17 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
             advance(res.stop - res.start - reported[0])
             reported[0] = 0
     predictions, votes, sizes = rd.assemble(ranges, prep.y_test, prep.n_classes)
+    if cfg.training.two_phase and not (rd / "phase2.json").exists():
+        from poisoncert import twophase
+
+        ph2 = phase2_predictions(cfg, prep)
+        acc1 = twophase.phase1_accuracy(predictions, prep.y_test, prep.info["poisoned_labels"],
+                                        prep.n_classes)
+        runs.save_json(rd / "phase2.json", {
+            "phase2_accuracy": ph2["accuracy"], "phase2_seed": ph2["seed"],
+            "phase2_steps": ph2["steps"], "phase2_seconds": round(ph2["seconds"], 3),
+            "phase1_accuracy_mean": float(acc1.mean()),
+            "phase1_accuracy": [round(float(a), 6) for a in acc1]})
     seconds = time.perf_counter() - t0
     result = RunResult(run_dir=rd.path, predictions=predictions, votes=votes,
                        labels=prep.y_test.astype(np.int64), subset_sizes=sizes, n=prep.n,

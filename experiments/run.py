@@ -1,0 +1,117 @@
+"""Run the experiments behind docs/results.md, one named group per figure or table.
+
+    python experiments/run.py GROUP [GROUP ...] [--runs-dir runs] [--workers 1]
+    python experiments/run.py --list
+
+Each run is ``poisoncert.pipeline.train_run`` then ``certify_run`` on one config of this folder
+with the overrides listed below, into ``<runs-dir>/<run name>``. Interrupted runs resume (the
+pipeline skips finished chunks). Wall times (training and certification, and the machine's CPU
+count) are appended to ``<run dir>/timing.json``; the report (experiments/report.py) reads them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+SCHEMES = ("without_replacement", "with_replacement", "binomial")
+
+
+def _schemes(prefix: str, config: str, extra: dict | None = None) -> list:
+    return [(f"{prefix}_{s}", config, {"selection.scheme": s, **(extra or {})})
+            for s in SCHEMES]
+
+
+#: group -> [(run name, config file, overrides)]
+GROUPS: dict[str, list[tuple[str, str, dict]]] = {
+    # (a) the paper's headline: MNIST 1/7, ns = 10, n_c = 0, T = 1000, three schemes
+    "mnist17": _schemes("mnist17_ns10", "mnist17.yaml"),
+    # (d) a second ns and a known-clean part on MNIST 1/7 (reduced T, see the configs)
+    "mnist17_grid": _schemes("mnist17_ns30_T200", "mnist17.yaml",
+                             {"selection.ns": 30, "selection.T": 200})
+    + [("mnist17_ns10_nc100_T200_binomial", "mnist17.yaml",
+        {"selection.scheme": "binomial", "selection.T": 200, "data.n_clean": 100})],
+    # (b) MNIST, ns = 30, T = 1000 (Jia et al.'s setting), improved base learner
+    "mnist_ns30": [("mnist_ns30_with_replacement", "mnist_ns30.yaml", {})],
+    # (b') the paper's plain learner at reduced T, for the learner comparison
+    "mnist_ns30_plain": [("mnist_ns30_plain_T200", "mnist_ns30.yaml",
+                          {"selection.T": 200, "training.augment": False,
+                           "training.steps": 100})],
+    # (c) case 3: classes 0-8 clean, 9 poisoned; two-phase (Algorithm 3) vs Algorithm 2
+    "case3": [(f"case3_{kind}_ns{ns}", "mnist_case3.yaml",
+               {"selection.ns": ns, "training.two_phase": kind == "twophase"})
+              for ns in (10, 50) for kind in ("twophase", "alg2")],
+    # (e) CIFAR-10, CPU-sized variant (the paper-scale config is cifar10_bagging.yaml)
+    "cifar10_cpu": [("cifar10_cpu", "cifar10_cpu.yaml", {})],
+    # (f) DPA baseline on MNIST
+    "mnist_dpa": [("mnist_dpa", "mnist_dpa.yaml", {})],
+}
+
+
+def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: int) -> dict:
+    from poisoncert.config import load_config
+    from poisoncert.pipeline import certify_run, train_run
+
+    cfg = load_config(HERE / config, {**{k: str(v) if isinstance(v, bool) else v
+                                         for k, v in overrides.items()},
+                                      "training.workers": workers})
+    rd = runs_dir / name
+    t0 = time.perf_counter()
+    res = train_run(cfg, rd, progress=sys.stderr.isatty())
+    t1 = time.perf_counter()
+    _, table = certify_run(rd)
+    t2 = time.perf_counter()
+    path = rd / "timing.json"
+    timing = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+    if res.chunks_trained:
+        timing["sessions"].append({"train_s": round(t1 - t0, 2), "chunks_trained":
+                                   res.chunks_trained, "chunks_skipped": res.chunks_skipped})
+    timing["train_s"] = round(sum(s["train_s"] for s in timing["sessions"]), 2)
+    timing["certify_s"] = round(t2 - t1, 2)
+    timing["cpus"] = os.cpu_count()
+    timing["workers"] = workers
+    timing["command"] = (f"python experiments/run.py {_group_of(name)}  "
+                         f"# run {name}: {config} {overrides}")
+    path.write_text(json.dumps(timing, indent=1) + "\n")
+    print(f"{name}: T={res.T} n={res.n} accuracy={res.accuracy:.4f} "
+          f"base={res.base_accuracy:.4f} train {timing['train_s']:.0f}s certify "
+          f"{timing['certify_s']:.1f}s  " + " ".join(f"{r}:{a:.3f}" for r, a in table.rows()),
+          flush=True)
+    return timing
+
+
+def _group_of(name: str) -> str:
+    return next(g for g, items in GROUPS.items() if any(n == name for n, _, _ in items))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("groups", nargs="*")
+    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--only", default=None, help="run only the runs whose name contains this")
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args(argv)
+    if a.list or not a.groups:
+        for g, items in GROUPS.items():
+            print(g + ": " + ", ".join(n for n, _, _ in items))
+        return 0
+    for g in a.groups:
+        if g not in GROUPS:
+            ap.error(f"unknown group {g!r}; one of {', '.join(GROUPS)}")
+    for g in a.groups:
+        for name, config, overrides in GROUPS[g]:
+            if a.only and a.only not in name:
+                continue
+            run_one(name, config, overrides, Path(a.runs_dir), a.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The paper's two-phase classifier (Algorithm 3, case 3: some classes known clean).
+
+Case 3: the training samples of the *clean classes* form the known-clean part ``D^c``; those
+of the *poisoned classes* form ``D^p`` (``n = |D^p|`` enters the bounds). Each base classifier
+is ``phase2 o phase1``:
+
+- **phase 1** (one per sub-dataset): trained on the sub-dataset of ``D^p`` plus ``D^c`` with
+  the labels ``phase1_labels``: every clean class becomes one virtual class ``0``, poisoned
+  class ``j`` (in ``poisoned`` order) becomes ``j + 1``; minibatches are class-balanced, so
+  the virtual class and each poisoned class are drawn equally often;
+- **phase 2** (ONE model for the whole run): trained on ``D^c`` alone, over the clean classes;
+  it resolves the virtual class. It depends only on ``D^c`` and a fixed seed, so the base
+  classifier still depends only on its sub-dataset and ``D^c``, and the certificates of
+  ``poisoncert.certify`` hold unchanged (votes over all classes, ``n = |D^p|``).
+
+``combine`` maps the two phases' outputs to votes over the original classes.
+``phase1_accuracy`` recovers phase 1's accuracy exactly from the combined predictions: phase 1
+says "clean" iff the combined prediction is a clean class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poisoncert._validation import param_error
+
+__all__ = [
+    "CLEAN",
+    "PHASE2_SEED_KEY",
+    "clean_classes",
+    "combine",
+    "phase1_accuracy",
+    "phase1_labels",
+    "phase2_labels",
+    "phase2_seed",
+]
+
+#: Phase 1's virtual class "one of the clean classes".
+CLEAN = 0
+#: Spawn key of the phase-2 seed: ``SeedSequence(root_seed, spawn_key=(2**32,))``, outside the
+#: range of base-classifier seeds ``selection.model_seed(root_seed, i)``.
+PHASE2_SEED_KEY = 2**32
+
+
+def _check(poisoned, n_classes: int, where: str) -> np.ndarray:
+    poisoned = np.asarray(poisoned, dtype=np.int64).reshape(-1)
+    if (poisoned.size == 0 or poisoned.size >= n_classes or len(set(poisoned.tolist()))
+            != poisoned.size or poisoned.min() < 0 or poisoned.max() >= n_classes):
+        raise param_error("poisoned", where, f"a non-empty list of distinct labels in "
+                          f"[0, {n_classes - 1}] leaving at least one clean class",
+                          poisoned.tolist())
+    return poisoned
+
+
+def clean_classes(poisoned, n_classes: int) -> np.ndarray:
+    """The labels not in ``poisoned``, ascending."""
+    poisoned = _check(poisoned, n_classes, "clean_classes")
+    return np.setdiff1d(np.arange(n_classes), poisoned)
+
+
+def phase1_labels(y, poisoned, n_classes: int) -> np.ndarray:
+    """Phase-1 labels: ``CLEAN`` (0) for a clean class, ``j + 1`` for ``poisoned[j]``."""
+    poisoned = _check(poisoned, n_classes, "phase1_labels")
+    table = np.zeros(n_classes, dtype=np.int64)
+    table[poisoned] = np.arange(1, poisoned.size + 1)
+    return table[np.asarray(y, dtype=np.int64)]
+
+
+def phase2_labels(y, poisoned, n_classes: int) -> np.ndarray:
+    """Phase-2 labels of clean-class samples: the position of ``y`` among the clean classes
+    (``-1`` for a poisoned-class sample, which phase 2 never sees)."""
+    clean = clean_classes(poisoned, n_classes)
+    table = np.full(n_classes, -1, dtype=np.int64)
+    table[clean] = np.arange(clean.size)
+    return table[np.asarray(y, dtype=np.int64)]
+
+
+def combine(pred1, pred2, poisoned, n_classes: int) -> np.ndarray:
+    """Base-classifier predictions over the original classes.
+
+    ``pred1`` ``(T, n_test)``: phase-1 outputs (``CLEAN``, ``1..k``, or ``-1`` abstain);
+    ``pred2`` ``(n_test,)``: phase 2's outputs (positions among the clean classes). Where
+    phase 1 says ``CLEAN`` the vote goes to phase 2's class; where it says ``j + 1`` to
+    ``poisoned[j]``; an abstaining phase 1 abstains. int16, like the engine's predictions.
+    """
+    poisoned = _check(poisoned, n_classes, "combine")
+    clean = clean_classes(poisoned, n_classes)
+    pred1 = np.asarray(pred1, dtype=np.int64)
+    pred2 = np.asarray(pred2, dtype=np.int64)
+    if pred2.shape != pred1.shape[-1:]:
+        raise param_error("pred2", "combine", f"an array of shape {pred1.shape[-1:]}",
+                          f"shape {pred2.shape}")
+    from_phase2 = np.broadcast_to(clean[pred2], pred1.shape)
+    from_phase1 = np.concatenate([[-1], poisoned])[np.clip(pred1, 0, None)]
+    out = np.where(pred1 == CLEAN, from_phase2, from_phase1)
+    out = np.where(pred1 < 0, -1, out)
+    return out.astype(np.int16)
+
+
+def phase1_accuracy(predictions, labels, poisoned, n_classes: int) -> np.ndarray:
+    """Phase 1's test accuracy per base classifier, from the combined ``predictions``.
+
+    Phase 1 is right on a clean-class point iff it says ``CLEAN``, i.e. iff the combined
+    prediction is a clean class; on a poisoned-class point iff the combined prediction is it.
+    """
+    poisoned = _check(poisoned, n_classes, "phase1_accuracy")
+    predictions = np.asarray(predictions, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    is_poisoned = np.isin(np.arange(n_classes), poisoned)
+    pred_clean = (predictions >= 0) & ~is_poisoned[np.clip(predictions, 0, None)]
+    right = np.where(is_poisoned[labels][None, :], predictions == labels[None, :], pred_clean)
+    return right.mean(axis=1)
+
+
+def phase2_seed(root_seed: int) -> int:
+    """The seed of the run's one phase-2 model (independent of every base classifier's)."""
+    child = np.random.SeedSequence(int(root_seed), spawn_key=(PHASE2_SEED_KEY,))
+    return int(child.generate_state(1, np.uint64)[0])

@@ -1,0 +1,100 @@
+"""The two-phase classifier (Algorithm 3, case 3) on scikit-learn's digits (seconds)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from poisoncert import twophase
+from poisoncert.config import ConfigError, from_dict
+from poisoncert.pipeline import certify_run, train_run
+
+POISONED = [9]
+
+
+def test_label_maps():
+    y = np.array([0, 9, 3, 9, 8])
+    assert twophase.phase1_labels(y, POISONED, 10).tolist() == [0, 1, 0, 1, 0]
+    assert twophase.phase2_labels(y, POISONED, 10).tolist() == [0, -1, 3, -1, 8]
+    assert twophase.clean_classes([1, 3], 5).tolist() == [0, 2, 4]
+    # two poisoned classes: phase-1 classes follow the given order
+    assert twophase.phase1_labels([1, 3, 0], [3, 1], 5).tolist() == [2, 1, 0]
+
+
+def test_combine_votes_mapping():
+    # clean classes of 5 with poisoned [1, 3]: 0, 2, 4; phase 2 outputs positions 0..2
+    pred1 = np.array([[0, 1, 2, -1], [0, 0, 2, 1]])
+    pred2 = np.array([2, 1, 0, 0])
+    out = twophase.combine(pred1, pred2, [1, 3], 5)
+    assert out.dtype == np.int16
+    assert out.tolist() == [[4, 1, 3, -1], [4, 2, 3, 1]]
+
+
+def test_phase1_accuracy_from_combined():
+    labels = np.array([9, 9, 0, 5])
+    combined = np.array([[9, 3, 0, 9], [9, 9, 7, 2]])  # phase 1 right: [1,0,1,0], [1,1,1,1]
+    np.testing.assert_allclose(twophase.phase1_accuracy(combined, labels, POISONED, 10),
+                               [0.5, 1.0])
+
+
+def test_bad_poisoned_classes():
+    with pytest.raises(ValueError, match="'poisoned' parameter"):
+        twophase.phase1_labels([0], [0, 1], 2)  # no clean class left
+    with pytest.raises(ConfigError, match="training.two_phase"):
+        from_dict({"training": {"two_phase": True}})
+    with pytest.raises(ConfigError, match="At most one"):
+        from_dict({"data": {"n_clean": 5, "poisoned_classes": [9]}})
+
+
+def _config(two_phase: bool, T: int = 8) -> dict:
+    return {
+        "data": {"name": "digits", "poisoned_classes": POISONED},
+        "selection": {"scheme": "without_replacement", "ns": 20, "T": T, "seed": 3},
+        "training": {"model": "mlp", "steps": 10, "batch_size": 16, "two_phase": two_phase,
+                     "phase2_steps": 40},
+        "certify": {"rhos": [0, 1, 2]},
+        "run": {"chunk_size": 4},
+    }
+
+
+@pytest.fixture(scope="module")
+def two_phase_run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("twophase") / "run"
+    return path, train_run(_config(True), path, progress=False)
+
+
+def test_two_phase_run_shares_phase2_and_certifies_with_n_dp(two_phase_run):
+    path, res = two_phase_run
+    labels = res.labels
+    n_poisoned = int(np.sum(np.load(path / "clean_indices.npy").size))
+    # D^p = the class-9 training samples, so n = |D^p| and D^c is everything else
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert res.n == manifest["data"]["n"] == manifest["data"]["n_train"] - n_poisoned
+    assert manifest["data"]["poisoned_labels"] == POISONED
+    # every vote for a clean class comes from the one shared phase-2 model
+    pred = res.predictions.astype(int)
+    for j in range(pred.shape[1]):
+        clean_votes = set(pred[:, j][(pred[:, j] >= 0) & (pred[:, j] != 9)].tolist())
+        assert len(clean_votes) <= 1
+    ph = json.loads((path / "phase2.json").read_text())
+    assert 0.0 <= ph["phase2_accuracy"] <= 1.0 and len(ph["phase1_accuracy"]) == res.T
+    np.testing.assert_allclose(
+        ph["phase1_accuracy"], twophase.phase1_accuracy(pred, labels, POISONED, 10), atol=1e-6)
+    cert, _ = certify_run(path, plot=False)
+    assert cert.n == res.n
+    assert cert.prediction.shape == labels.shape
+
+
+def test_two_phase_resume_is_identical(two_phase_run, tmp_path):
+    path, res = two_phase_run
+    again = train_run(_config(True), tmp_path / "again", progress=False)
+    np.testing.assert_array_equal(again.predictions, res.predictions)
+
+
+def test_algorithm2_same_split(tmp_path):
+    res = train_run(_config(False, T=4), tmp_path / "alg2", progress=False)
+    manifest = json.loads((tmp_path / "alg2" / "manifest.json").read_text())
+    assert res.n == manifest["data"]["n"]
+    assert not (tmp_path / "alg2" / "phase2.json").exists()
