@@ -35,8 +35,8 @@ GROUPS: dict[str, list[tuple[str, str, dict]]] = {
     # (d) a second ns and a known-clean part on MNIST 1/7 (reduced T, see the configs)
     "mnist17_grid": _schemes("mnist17_ns30_T200", "mnist17.yaml",
                              {"selection.ns": 30, "selection.T": 200})
-    + [("mnist17_ns10_nc100_T200_binomial", "mnist17.yaml",
-        {"selection.scheme": "binomial", "selection.T": 200, "data.n_clean": 100})],
+    + _schemes("mnist17_ns10_nc100_T200", "mnist17.yaml",
+               {"selection.T": 200, "data.n_clean": 100}),
     # (b) MNIST, ns = 30, T = 1000 (Jia et al.'s setting), improved base learner
     "mnist_ns30": [("mnist_ns30_with_replacement", "mnist_ns30.yaml", {})],
     # (b') the paper's plain learner at reduced T, for the learner comparison
