@@ -150,3 +150,85 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
     if path is not None:
         fig.savefig(Path(path), format="png", dpi=dpi)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Result figures (appended for experiments/report.py): panels of certified-accuracy curves,
+# the paper's Figure 5 (sub-dataset sizes and base-classifier accuracy by size)
+
+__all__ += ["plot_certified_accuracy_panels", "plot_subset_sizes"]
+
+
+def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
+                                   xlabel: str = r"$\rho$ (poisoned samples, model P6)",
+                                   ncols: int | None = None, dpi: int = 110):
+    """Several certified-accuracy panels side by side (the paper's Figures 4 and 6).
+
+    ``panels`` maps a panel title to a mapping ``label -> (rho, accuracy)`` (as for
+    ``plot_certified_accuracy``). Writes a PNG to ``path`` when given; returns the ``Figure``.
+    """
+    from matplotlib.figure import Figure
+
+    if not panels:
+        raise param_error("panels", "plot_certified_accuracy_panels",
+                          "a non-empty mapping of title -> curves", panels)
+    k = len(panels)
+    ncols = min(k, 3) if ncols is None else check_int(ncols, "ncols",
+                                                       "plot_certified_accuracy_panels", low=1)
+    nrows = -(-k // ncols)
+    fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (title, curves) in zip(axes, panels.items(), strict=False):
+        top = 1
+        for label, (rho, acc) in curves.items():
+            rho = np.asarray(rho, dtype=np.int64)
+            ax.plot(rho, np.asarray(acc, dtype=np.float64), drawstyle="steps-post",
+                    label=str(label))
+            top = max(top, int(rho.max()))
+        ax.set_xlim(0, top)
+        ax.set_ylim(0, 1.02)
+        ax.set_title(str(title), fontsize="medium")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("certified accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small", loc="upper right")
+    for ax in axes[k:]:
+        ax.set_visible(False)
+    if path is not None:
+        fig.savefig(Path(path), format="png", dpi=dpi)
+    return fig
+
+
+def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
+                      title: str | None = None, dpi: int = 110):
+    """The paper's Figure 5: the distribution of sub-dataset sizes (left) and the mean test
+    accuracy of the base classifiers trained on each size (right; abstaining classifiers of
+    empty sub-datasets have no accuracy and are left out). ``sizes``, ``accuracy``: one entry
+    per base classifier (``accuracy`` NaN where it abstains)."""
+    from matplotlib.figure import Figure
+
+    sizes = np.asarray(sizes, dtype=np.int64)
+    accuracy = np.asarray(accuracy, dtype=np.float64)
+    if sizes.shape != accuracy.shape or sizes.ndim != 1 or sizes.size == 0:
+        raise param_error("sizes", "plot_subset_sizes", "a 1-D array as long as accuracy",
+                          f"shapes {sizes.shape} and {accuracy.shape}")
+    fig = Figure(figsize=(9.0, 3.6), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    values, counts = np.unique(sizes, return_counts=True)
+    left.bar(values, counts, width=0.8, color="C0")
+    left.set_xlabel("sub-dataset size (samples of $D^p$)")
+    left.set_ylabel("base classifiers")
+    left.grid(alpha=0.3)
+    ok = np.isfinite(accuracy)
+    vals = np.unique(sizes[ok])
+    means = np.array([accuracy[ok & (sizes == v)].mean() for v in vals])
+    right.plot(vals, means, "o-", color="C1")
+    right.set_xlabel("sub-dataset size")
+    right.set_ylabel("mean test accuracy")
+    right.set_ylim(0, 1.02)
+    right.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        fig.savefig(Path(path), format="png", dpi=dpi)
+    return fig
