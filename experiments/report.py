@@ -141,6 +141,7 @@ class Report:
     def __init__(self, runs: dict[str, Run], fig_dir: Path, md_dir: Path):
         self.runs, self.fig_dir, self.md_dir = runs, fig_dir, md_dir
         self.parts: list[str] = []
+        self.summary: dict = {}
 
     def add(self, text: str) -> None:
         self.parts.append(text.rstrip() + "\n")
@@ -184,6 +185,9 @@ class Report:
                 z = r.zero_at()
                 rows.append([SHORT[s], pct(base), pct(acc)] + [pct(a) for a in r.acc_at(rhos)]
                             + [z, PAPER_ZERO[s], f"{z - PAPER_ZERO[s]:+d}", r.wall()])
+                self.summary.setdefault("zero", []).append(
+                    f"{SHORT[s]} {z} (paper {PAPER_ZERO[s]}; train {r.timing.get('train_s', 0):.0f}"
+                    f" s, certify {r.timing.get('certify_s', 0):.1f} s)")
             self.add(table(["scheme", "base acc.", "vote acc."] + [f"rho={x}" for x in rhos]
                            + ["acc. = 0 at rho", "paper", "diff.", "wall (train + certify)"],
                            rows))
@@ -301,27 +305,48 @@ class Report:
         r = self.runs[n]
         votes, labels = r.npy("votes"), r.npy("labels")
         rhos = [0, 10, 20, 50, 100, 150, 200]
-        rows = self._protocol_rows(votes, labels, r.T, r.n, 30, rhos, "improved learner")
+        preds = r.npy("predictions")
+        rows = self._protocol_rows(votes, labels, r.T, r.n, 30, rhos,
+                                   "improved (400 steps, 3-px shifts), T = 1000",
+                                   float(np.mean(preds == labels[None])))
+        self.summary["jia"] = list(rows)
         plain = self.runs.get("mnist_ns30_plain_T200")
         if plain is not None:
             T2 = plain.T
-            preds = r.npy("predictions")[:T2]
-            v2 = np.stack([(preds == c).sum(0) for c in range(votes.shape[1])], 1)
+            keep = ("ours, bonferroni_upper (alpha per point)", "Jia protocol and bound")
+            p2 = preds[:T2]
+            v2 = np.stack([(p2 == c).sum(0) for c in range(votes.shape[1])], 1)
             rows += self._protocol_rows(v2, labels, T2, r.n, 30, rhos,
-                                        f"improved learner, first {T2} classifiers",
-                                        base=float(np.mean(preds == labels[None])))
+                                        f"improved, its first {T2} classifiers",
+                                        float(np.mean(p2 == labels[None])), keep)
+            pp = plain.npy("predictions")
             rows += self._protocol_rows(plain.npy("votes"), plain.npy("labels"), T2, plain.n,
-                                        30, rhos, "paper's plain learner (100 steps, no "
-                                        f"augmentation), T = {T2}")
+                                        30, rhos, "paper's plain (100 steps, no augmentation), "
+                                        f"T = {T2}", float(np.mean(pp == labels[None])), keep)
         self.add(table(["base learner", "protocol", "base acc."] + [f"rho={x}" for x in rhos]
                        + ["vs 91.1% at rho=100"], rows))
         walls = [f"`{x.name}`: {x.wall()}" for x in (r, plain) if x is not None]
         self.add("\nWall times (train + certify): " + "; ".join(walls) + ".\n")
+        self.add("**The gap to 91.1%.** Certified accuracy is capped by the base classifiers: "
+                 "a test point is certified at rho = 100 only if its class keeps about 10 "
+                 "points more vote share than any other after the worst case moves "
+                 "delta(100) = 1 - (1 - 100/60000)^30 = 4.9% of it (and after the Clopper-"
+                 "Pearson slack). Our best affordable learner, LeNet-5 trained on the 30 "
+                 f"samples of a bag, reaches {pct(float(np.mean(preds == labels[None])))} test "
+                 "accuracy (our probes: 100-1000 steps, shifts of 2-3 px, all 0.59-0.61). "
+                 "Jia et al. train a larger CNN per bag (32/64 3x3 filters, dense 128, "
+                 "dropout) for 200 epochs with rotations and shifts; such a base classifier is "
+                 "much stronger on 30 samples, and it is not available in our engine (its "
+                 "models are LeNet-5, an MLP and ResNet-18; per-model training of 1,000 such "
+                 "CNNs would also not fit this machine's time). Against the paper's plain "
+                 "learner at equal T the improvements (more steps, shifts) add several points "
+                 "at every radius (rows 'first 200' vs 'plain'). Under the same votes, "
+                 "Jia et al.'s protocol (alpha / n_test, simultaneous over the test set) costs "
+                 "about 4-5 points against alpha per point; their rounded bound and ours give "
+                 "identical radii here (erratum 4: they differ only within 2 / n^ns of a "
+                 "threshold).\n")
 
-    def _protocol_rows(self, votes, labels, T, n, ns, rhos, learner, base=None):
-        if base is None:
-            base = float(np.mean(self.runs["mnist_ns30_with_replacement"].npy("predictions")
-                                 == labels[None])) if T == 1000 else float("nan")
+    def _protocol_rows(self, votes, labels, T, n, ns, rhos, learner, base, keep=None):
         a = 0.001
         nt = len(labels)
         certs = {
@@ -342,6 +367,8 @@ class Report:
         }
         rows = []
         for name, cert in certs.items():
+            if keep is not None and name not in keep:
+                continue
             acc = np.atleast_1d(C.certified_accuracy(cert, labels, rhos))
             at100 = float(acc[rhos.index(100)])
             rows.append([learner, name, pct(base)] + [pct(x) for x in acc]
@@ -392,6 +419,7 @@ class Report:
             self.add(table(["classifier", "ns", "base acc.", "phase-1 acc.", "phase-2 acc.",
                             "vote acc."] + [f"rho={x}" for x in rhos]
                            + ["acc. = 0 at rho", "wall"], rows))
+            self.summary["case3"] = verdict
             self.add("\nPaper: phase 1 above 95% at ns = 10, phase 2 99.1%; two-phase above "
                      "Algorithm 2 at every rho. Here: " + " ".join(verdict) + "\n")
             panels = {k: v for k, v in panels.items() if v}
@@ -444,6 +472,7 @@ class Report:
             acc = np.atleast_1d(C.certified_accuracy(cert, labels, rhos))
             rad = np.where(cert.prediction == labels, cert.radius, -1)
             med = float(np.median(rad))
+            self.summary.setdefault("dpa", []).append(f"{med:.0f} ({label})")
             rows.append([label, pct(float(np.mean(cert.prediction == labels))),
                          f"{med:.0f}" + (f" ({med - DPA_MEDIAN:+.0f} vs 448)" if unit == "dpa"
                                          else "")] + [pct(a) for a in acc])
@@ -452,6 +481,27 @@ class Report:
                        + [f"rho={x}" for x in rhos], rows))
         self.add(f"\nBase-classifier accuracy {pct(base)}; wall {r.wall()}. For comparison, "
                  "bagging at rho = 100 (spec unit) is in Table 2.\n")
+
+    # Summary --------------------------------------------------------------------------------
+    def summary_text(self) -> str:
+        s = self.summary
+        lines = ["## Summary\n"]
+        if "zero" in s:
+            lines.append("- MNIST 1/7, ns = 10, n_c = 0, T = 1000: certified accuracy reaches 0 "
+                         "at rho = " + "; ".join(s["zero"]) + ". Sound bounds cap the bagging "
+                         "schemes at 853 (see Table 1).")
+        if "jia" in s:
+            get = {r[1]: r[3 + 4] for r in s["jia"]}  # rho = 100 column
+            lines.append("- MNIST, ns = 30, T = 1000, certified accuracy at rho = 100: "
+                         + "; ".join(f"{k}: {v}" for k, v in get.items())
+                         + " - against Jia et al.'s published 91.1%: short, because our "
+                         "base classifiers are weaker (see Table 2).")
+        if "case3" in s:
+            lines.append("- Case 3 (MNIST, class 9 attackable): " + " ".join(s["case3"]))
+        if "dpa" in s:
+            lines.append("- DPA on MNIST, k = 1200: median certified radius "
+                         + ", ".join(s["dpa"]) + "; published 448 (DPA unit).")
+        return "\n".join(lines) + "\n"
 
     # Wall times -----------------------------------------------------------------------------
     def walls(self):
@@ -499,6 +549,7 @@ def main(argv=None) -> int:
     for section in (rep.mnist17, rep.figure5, rep.grid, rep.mnist, rep.case3, rep.cifar,
                     rep.dpa, rep.figure2, rep.walls):
         section()
+    rep.parts.insert(1, rep.summary_text())
     out.write_text("\n".join(rep.parts))
     print(f"wrote {out} and {fig_dir}/ ({len(runs)} runs)")
     return 0
