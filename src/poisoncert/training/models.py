@@ -1,5 +1,11 @@
 """Base-classifier architectures: LeNet-5, a CIFAR ResNet-18, an MLP, or a user factory.
 
+- ``lenet5``: LeNet-5 with max pooling (the usual modern variant; the most accurate here);
+- ``lenet5_avg``: LeNet-5 with the original's average subsampling (about 2x faster to
+  train and evaluate with the fast path, some points less accurate on tiny sub-datasets);
+- ``mlp``: two hidden layers (256, 128) on the flattened input;
+- ``resnet18``: the CIFAR ResNet-18 (BatchNorm; trained by the per-model loop).
+
 ``build_model(name_or_factory, input_shape, n_classes)`` is the one constructor the trainers
 use. ``input_shape`` is one sample's shape without the batch axis: ``(C, H, W)`` for images,
 ``(F,)`` for flat features (an MLP flattens whatever it gets). A factory is any callable
@@ -22,7 +28,7 @@ from poisoncert._validation import param_error
 __all__ = ["MODELS", "LeNet5", "MLP", "ResNet18", "build_model", "check_model"]
 
 #: Names accepted by ``build_model`` (and ``TrainConfig.model``).
-MODELS = ("lenet5", "mlp", "resnet18")
+MODELS = ("lenet5", "lenet5_avg", "mlp", "resnet18")
 
 ModelSpec = str | Callable[[tuple[int, ...], int], nn.Module]
 
@@ -132,7 +138,8 @@ def check_model(model, where: str = "TrainConfig", name: str = "model") -> Model
         return model
     if isinstance(model, str):
         key = model.strip().lower().replace("-", "").replace("_", "")
-        aliases = {"lenet5": "lenet5", "lenet": "lenet5", "mlp": "mlp", "resnet18": "resnet18"}
+        aliases = {"lenet5": "lenet5", "lenet": "lenet5", "lenet5avg": "lenet5_avg",
+                   "mlp": "mlp", "resnet18": "resnet18"}
         if key in aliases:
             return aliases[key]
     shown = ", ".join(repr(m) for m in MODELS)
@@ -167,11 +174,11 @@ def build_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classe
         raise param_error("input_shape", "build_model", f"an image shape (C, H, W) for {spec}",
                           shape)
     c, h, w = shape
-    if spec == "lenet5":
+    if spec.startswith("lenet5"):
         if min(h, w) < 12:
             raise param_error("input_shape", "build_model",
-                              "an image shape (C, H, W) with H, W >= 12 for lenet5", shape)
-        return LeNet5(c, n_classes, (h, w))
+                              f"an image shape (C, H, W) with H, W >= 12 for {spec}", shape)
+        return LeNet5(c, n_classes, (h, w), pool="avg" if spec == "lenet5_avg" else "max")
     if min(h, w) < 8:
         raise param_error("input_shape", "build_model",
                           "an image shape (C, H, W) with H, W >= 8 for resnet18", shape)

@@ -1,0 +1,364 @@
+"""Benchmark: training T LeNet-5 base classifiers on small MNIST sub-datasets.
+
+    python benchmarks/bench_training.py                    # throughput table (about 10 min)
+    python benchmarks/bench_training.py --models 32 --repeats 1      # quicker
+    python benchmarks/bench_training.py --study [--compile]  # formulations, one train step
+    python benchmarks/bench_training.py --accuracy         # base accuracy per setting
+    python benchmarks/bench_training.py --full             # T=1000 MNIST and MNIST 1/7 runs
+
+The same work is done every way: ``--models`` classifiers, each on ``--ns`` MNIST images drawn
+with replacement, ``--steps`` Adam steps of ``--batch`` class-balanced draws (no shifts, so
+that the plain DataLoader procedure does the same work), then predicting all 10,000 test
+images. Rows:
+
+(a) the paper's procedure: per classifier a fresh LeNet-5 and a DataLoader with a
+    WeightedRandomSampler expanding the sub-dataset to ``steps * batch`` draws (torch's
+    default threads);
+(b) ``path="reference"``: the per-model loop (minibatch indices precomputed, 1 thread);
+(c, d) ``path="fast"``: stacked groups, 1 and 2 worker processes (1 thread each).
+
+Timings on a shared machine are noisy: every variant runs ``--repeats`` times, interleaved,
+and the median is reported. Samples/s counts training draws (``T * steps * batch``) over the
+whole wall time, prediction included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from poisoncert import selection
+from poisoncert.training import LeNet5, TrainConfig, train_predict
+from poisoncert.training.fast import stack_models
+
+# --------------------------------------------------------------------------------------------
+# Data
+
+
+def load_mnist(classes=None):
+    """MNIST as float32 (N, 1, 28, 28) in [0, 1]: ``poisoncert.data`` or the IDX files."""
+    try:
+        from poisoncert.data import load_dataset
+
+        ds = load_dataset("mnist")
+        x, y, xt, yt = ds.x_train, ds.y_train, ds.x_test, ds.y_test
+    except Exception:  # the data package missing or no files: read the IDX files directly
+        root = Path(os.environ.get("POISONCERT_DATA", Path(__file__).parents[2] / "shared/data"))
+
+        def idx(name):
+            with gzip.open(root / "mnist" / name) as f:
+                data = f.read()
+            ndim = data[3]
+            dims = [int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+            return np.frombuffer(data, np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+        x = idx("train-images-idx3-ubyte.gz")[:, None].astype(np.float32) / 255
+        xt = idx("t10k-images-idx3-ubyte.gz")[:, None].astype(np.float32) / 255
+        y = idx("train-labels-idx1-ubyte.gz").astype(np.int64)
+        yt = idx("t10k-labels-idx1-ubyte.gz").astype(np.int64)
+    if classes is not None:
+        keep, keept = np.isin(y, classes), np.isin(yt, classes)
+        remap = np.full(10, -1)
+        remap[list(classes)] = np.arange(len(classes))
+        x, y, xt, yt = x[keep], remap[y[keep]], xt[keept], remap[yt[keept]]
+    return np.ascontiguousarray(x), y, np.ascontiguousarray(xt), yt
+
+
+def draw_subsets(n, T, ns, root_seed=0):
+    seeds = selection.model_seeds(root_seed, T)
+    subs = [selection.draw("with_replacement", n, ns=ns, seed=int(s)) for s in seeds]
+    return subs, seeds
+
+
+# --------------------------------------------------------------------------------------------
+# (a) the paper's procedure
+
+
+def plain_procedure(x, y, xt, subsets, seeds, cfg):
+    """Per classifier: fresh model, DataLoader + WeightedRandomSampler, train, predict."""
+    from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
+
+    xt_t = torch.from_numpy(xt)
+    preds = []
+    for sub, seed in zip(subsets, seeds, strict=True):
+        torch.manual_seed(selection.init_seed(int(seed)))
+        model = LeNet5(1, 10, (28, 28), pool="max" if cfg.model == "lenet5" else "avg")
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        ys = y[sub]
+        w = 1.0 / np.bincount(ys)[ys]
+        sampler = WeightedRandomSampler(torch.from_numpy(w), cfg.steps * cfg.batch_size,
+                                        replacement=True)
+        loader = DataLoader(TensorDataset(torch.from_numpy(x[sub]), torch.from_numpy(ys)),
+                            batch_size=cfg.batch_size, sampler=sampler)
+        model.train()
+        for xb, yb in loader:
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            preds.append(torch.cat([model(c).argmax(1) for c in xt_t.split(500)]).numpy())
+    return np.stack(preds).astype(np.int16)
+
+
+# --------------------------------------------------------------------------------------------
+# Throughput table
+
+
+def throughput(args):
+    x, y, xt, yt = load_mnist()
+    T = args.models
+    subsets, seeds = draw_subsets(len(x), T, args.ns)
+    cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch, augment=False)
+    draws = T * cfg.steps * cfg.batch_size
+    variants = {
+        "(a) paper: DataLoader + WeightedRandomSampler per model": lambda: plain_procedure(
+            x, y, xt, subsets, seeds, cfg),
+        "(b) reference path (per-model loop), 1 worker": lambda: train_predict(
+            x, y, subsets, seeds, xt, cfg, n_classes=10, path="reference"),
+        "(b2) reference path, 2 workers": lambda: train_predict(
+            x, y, subsets, seeds, xt, cfg, n_classes=10, path="reference", workers=2),
+        "(c) fast path (stacked groups), 1 worker": lambda: train_predict(
+            x, y, subsets, seeds, xt, cfg, n_classes=10),
+        "(d) fast path, 2 workers": lambda: train_predict(
+            x, y, subsets, seeds, xt, cfg, n_classes=10, workers=2),
+    }
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    accs: dict[str, float] = {}
+    for r in range(args.repeats):
+        for name, run in variants.items():
+            t0 = time.perf_counter()
+            P = run()
+            times[name].append(time.perf_counter() - t0)
+            accs[name] = float((P == yt).mean())
+            print(f"  repeat {r}: {name}: {times[name][-1]:.1f} s", file=sys.stderr, flush=True)
+    base = statistics.median(times[next(iter(variants))])
+    print(f"\nT={T} {cfg.model} models, ns={args.ns}, {cfg.steps} steps x batch {cfg.batch_size}"
+          f" (Adam, balanced), predicting {len(xt)} test images; median of {args.repeats}; "
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs\n")
+    print("| variant | wall s | s / model | training samples/s | vs (a) | mean acc |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name in variants:
+        t = statistics.median(times[name])
+        print(f"| {name} | {t:.1f} | {t / T:.3f} | {draws / t:,.0f} | {base / t:.1f}x | "
+              f"{accs[name]:.3f} |")
+    inference(args, xt)
+
+
+def inference(args, xt):
+    """Test-set inference: one stacked group vs one module at a time (1 thread)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    G = args.group_size
+    xt_t = torch.from_numpy(xt)
+    pool = "max" if args.model == "lenet5" else "avg"
+    models = [LeNet5(1, 10, (28, 28), pool=pool).eval() for _ in range(G)]
+    net = stack_models(models)
+    res: dict[str, list[float]] = {}
+    with torch.no_grad():
+        for _ in range(args.repeats):
+            for bs in (64, 500):
+                t0 = time.perf_counter()
+                for c in xt_t.split(bs):
+                    net.forward_eval(c)
+                res.setdefault(f"stacked group of {G}, batches of {bs}", []).append(
+                    G * len(xt) / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            for m in models[:2]:
+                for c in xt_t.split(500):
+                    m(c)
+            res.setdefault("one module at a time, batches of 500", []).append(
+                2 * len(xt) / (time.perf_counter() - t0))
+    torch.set_num_threads(threads)
+    print(f"\nInference over the {len(xt)} test images (1 thread), model-images/s:\n")
+    print("| formulation | model-images/s | s per model |")
+    print("|---|---:|---:|")
+    for k, v in res.items():
+        rate = statistics.median(v)
+        print(f"| {k} | {rate:,.0f} | {len(xt) / rate:.3f} |")
+
+
+# --------------------------------------------------------------------------------------------
+# Formulation study: samples/s of one training step, 1 thread
+
+
+def study(args):
+    torch.set_num_threads(1)
+    N = 4096
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(N, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (N,), generator=g)
+    steps = 12
+
+    def permodel(pool, B=32, n_models=4):
+        ms = [LeNet5(1, 10, 28, pool=pool) for _ in range(n_models)]
+        opts = [torch.optim.Adam(m.parameters(), 1e-3, fused=True) for m in ms]
+        idx = torch.randint(0, N, (n_models, steps, B), generator=g)
+        t0 = time.perf_counter()
+        for m, o, ii in zip(ms, opts, idx, strict=True):
+            for i in ii:
+                loss = F.cross_entropy(m(x[i]), y[i])
+                o.zero_grad()
+                loss.backward()
+                o.step()
+        return n_models * steps * B / (time.perf_counter() - t0)
+
+    def grouped(pool, G, B, channels_last=True, fused_adam=True, threads=1, compiled=False):
+        torch.set_num_threads(threads)
+        net = stack_models([LeNet5(1, 10, 28, pool=pool) for _ in range(G)])
+        forward = torch.compile(net.forward_train) if compiled else net.forward_train
+        opt = torch.optim.Adam(net.parameters(), 1e-3, fused=fused_adam)
+        idx = torch.randint(0, N, (steps, B, G), generator=g)
+        t0 = time.perf_counter()
+        for i in idx:
+            xb = x[i]
+            if channels_last:
+                logits = forward(xb)
+            else:  # the same network on NCHW tensors
+                h = xb.reshape(B, G, 28, 28)
+                h = F.relu(F.max_pool2d(F.conv2d(h, net.w1, net.b1, padding=2, groups=G), 2))
+                h = F.relu(F.max_pool2d(F.conv2d(h, net.w2, net.b2, groups=G), 2))
+                logits = net._head(h)
+            loss = F.cross_entropy(logits.reshape(G * B, -1), y[i.T].reshape(-1),
+                                   reduction="sum") / B
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        rate = G * B * steps / (time.perf_counter() - t0)
+        torch.set_num_threads(1)
+        return rate
+
+    def vmapped(B=32, G=8):
+        from torch.func import functional_call, grad, stack_module_state, vmap
+
+        ms = [LeNet5(1, 10, 28, pool="max") for _ in range(G)]
+        params, buffers = stack_module_state(ms)
+        base = LeNet5(1, 10, 28, pool="max").to("meta")
+
+        def loss_fn(p, b, xb, yb):
+            return F.cross_entropy(functional_call(base, (p, b), (xb,)), yb)
+
+        gfn = vmap(grad(loss_fn))
+        idx = torch.randint(0, N, (steps, G, B), generator=g)
+        t0 = time.perf_counter()
+        for i in idx:
+            grads = gfn(params, buffers, x[i], y[i])
+            for k in params:  # plain SGD, the optimizer is not what is measured
+                params[k] = params[k] - 0.01 * grads[k]
+        return G * B * steps / (time.perf_counter() - t0)
+
+    variants = {
+        "per-model loop, max pool, B=32": lambda: permodel("max"),
+        "per-model loop, avg pool, B=32": lambda: permodel("avg"),
+        "torch.func vmap(grad), max pool, G=8 B=32": vmapped,
+        "grouped conv NCHW, max, G=8 B=32": lambda: grouped("max", 8, 32, channels_last=False),
+        "grouped conv channels-last, max, G=8 B=32, unfused Adam": lambda: grouped(
+            "max", 8, 32, fused_adam=False),
+        "grouped conv channels-last, max, G=8 B=32": lambda: grouped("max", 8, 32),
+        "grouped conv channels-last, max, G=16 B=32": lambda: grouped("max", 16, 32),
+        "grouped conv channels-last, max, G=32 B=32": lambda: grouped("max", 32, 32),
+        "grouped conv channels-last, max, G=8 B=64": lambda: grouped("max", 8, 64),
+        "grouped conv channels-last, max, G=8 B=32, 2 threads (one process)": lambda: grouped(
+            "max", 8, 32, threads=2),
+        "grouped, avg->max (hybrid), G=8 B=32": lambda: grouped(("avg", "max"), 8, 32),
+        "grouped, avg pool fused stride-2 conv, G=8 B=32": lambda: grouped("avg", 8, 32),
+        "grouped, avg pool fused stride-2 conv, G=16 B=64": lambda: grouped("avg", 16, 64),
+    }
+    if args.compile:  # ~25 s of compilation per process and shape
+        variants["torch.compile(forward), max, G=8 B=32 (after compiling)"] = lambda: grouped(
+            "max", 8, 32, compiled=True)
+    res: dict[str, list[float]] = {k: [] for k in variants}
+    for _ in range(args.repeats):
+        for k, f in variants.items():
+            res[k].append(f())
+    print(f"\nOne LeNet-5 training step (forward, backward, Adam), 1 thread, median of "
+          f"{args.repeats}:\n")
+    print("| formulation | training samples/s |")
+    print("|---|---:|")
+    for k, v in res.items():
+        print(f"| {k} | {statistics.median(v):,.0f} |")
+
+
+# --------------------------------------------------------------------------------------------
+# Base accuracy per setting, and the full-size targets
+
+
+def accuracy(args):
+    x, y, xt, yt = load_mnist()
+    T = 20
+    subsets, seeds = draw_subsets(len(x), T, 30, root_seed=1)
+    settings = {
+        "default: lenet5 (max), 200 steps x 32, Adam 3e-3, shifts +-2": TrainConfig(),
+        "same without shifts": TrainConfig(augment=False),
+        "same, Adam 1e-3": TrainConfig(lr=1e-3),
+        "same, 400 steps": TrainConfig(steps=400),
+        "lenet5_avg (classic subsampling), shifts": TrainConfig(model="lenet5_avg"),
+    }
+    print(f"\nBase accuracy, MNIST, ns=30 with replacement, T={T}, 10,000 test images, "
+          "2 workers:\n")
+    print("| setting | mean acc | sd | min | max | s / model (2 workers) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, cfg in settings.items():
+        t0 = time.perf_counter()
+        P = train_predict(x, y, subsets, seeds, xt, cfg, n_classes=10, workers=2)
+        dt = time.perf_counter() - t0
+        acc = (P == yt).mean(1)
+        print(f"| {name} | {acc.mean():.3f} | {acc.std():.3f} | {acc.min():.3f} | "
+              f"{acc.max():.3f} | {dt / T:.3f} |", flush=True)
+
+
+def full(args):
+    """T=1000 on full MNIST (ns=30) and MNIST 1/7 (ns=10) with the default config."""
+    print("\n| run | T | wall s | s / model | mean base acc | majority-vote acc |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, classes, ns, k in (("MNIST", None, 30, 10), ("MNIST 1/7", (1, 7), 10, 2)):
+        x, y, xt, yt = load_mnist(classes)
+        subsets, seeds = draw_subsets(len(x), args.models, ns)
+        t0 = time.perf_counter()
+        P = train_predict(x, y, subsets, seeds, xt, TrainConfig(), n_classes=k,
+                          workers=args.workers)
+        dt = time.perf_counter() - t0
+        votes = np.stack([(P == c).sum(0) for c in range(k)], 1)
+        print(f"| {name} ns={ns} | {args.models} | {dt:.0f} | {dt / args.models:.3f} | "
+              f"{(P == yt).mean():.3f} | {(votes.argmax(1) == yt).mean():.3f} |", flush=True)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", type=int, default=64)
+    p.add_argument("--ns", type=int, default=30)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--model", default="lenet5", choices=("lenet5", "lenet5_avg"))
+    p.add_argument("--group-size", type=int, default=8)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--study", action="store_true")
+    p.add_argument("--compile", action="store_true", help="--study: add torch.compile")
+    p.add_argument("--accuracy", action="store_true")
+    p.add_argument("--full", action="store_true")
+    args = p.parse_args()
+    if args.study:
+        study(args)
+    elif args.accuracy:
+        accuracy(args)
+    elif args.full:
+        if args.models == 64:
+            args.models = 1000
+        full(args)
+    else:
+        throughput(args)
+
+
+if __name__ == "__main__":
+    main()
