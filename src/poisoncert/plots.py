@@ -191,7 +191,7 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
         ax.set_xlabel(xlabel)
         ax.set_ylabel("certified accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", loc="upper right")
+        ax.legend(fontsize="x-small", loc="lower left")
     for ax in axes[k:]:
         ax.set_visible(False)
     if path is not None:
