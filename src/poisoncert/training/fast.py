@@ -11,13 +11,12 @@ CPU loses its time when it trains one tiny LeNet at a time.
   on a 4x smaller tensor). Average pooling: ``avgpool2x2(conv5x5(x))`` equals one stride-2
   6x6 convolution with kernel ``k (*) box2x2 / 4``, so conv+pool is a single convolution on
   a 4x smaller output (2.2x fewer FLOPs, no pooling kernels).
-- ``StackedMLP``: batched matmuls; at evaluation the first layer is one matmul with ``G``
-  times the outputs on the shared test batch.
+- ``StackedMLP``: batched matmuls.
 
-Parameters are stacked in the modules' own parameterisation (5x5 kernels, ``fc.weight`` as
-``(out, in)``); the optimizer updates per-model views of them (see ``_Stacked``: this makes
-the results bit-identical whatever a model's position in its group). ``state_dicts()`` gives
-state dicts loadable into ``LeNet5`` / ``MLP``.
+Parameters are stacked in the modules' own parameterisation (5x5 kernels; ``nn.Linear``
+weights transposed, ``(G, in, out)``); the optimizer updates per-model views of them (see
+``_Stacked``: this makes the results bit-identical whatever a model's position in its
+group). ``state_dicts()`` gives state dicts loadable into ``LeNet5`` / ``MLP``.
 """
 
 from __future__ import annotations
@@ -71,8 +70,15 @@ class _Stacked:
         self.G = len(models)
         named = [dict(m.named_parameters()) for m in models]
         self.names = list(named[0])
-        self.shapes = {n: tuple(p.shape) for n, p in named[0].items()}
-        self._leaves = {n: torch.stack([d[n].detach() for d in named]).requires_grad_(True)
+        #: ``nn.Linear`` weights are stored transposed, ``(G, in, out)``: the plain ``bmm``
+        #: layout (a transposed operand measured ~10% slower per dense layer).
+        self.transposed = {f"{name}.weight" for name, mod in models[0].named_modules()
+                           if isinstance(mod, nn.Linear)}
+
+        def layout(n, p):
+            return p.detach().t() if n in self.transposed else p.detach()
+
+        self._leaves = {n: torch.stack([layout(n, d[n]) for d in named]).requires_grad_(True)
                         for n in self.names}
         self._views = [[self._leaves[n].detach()[g] for n in self.names] for g in range(self.G)]
 
@@ -104,14 +110,13 @@ class _Stacked:
 
     def dense(self, h: torch.Tensor, name: str, relu: bool) -> torch.Tensor:
         """Model ``g``'s ``nn.Linear`` ``name`` on ``h[g]``: ``(G, n, in) -> (G, n, out)``."""
-        w = self.stack(f"{name}.weight")  # (G, out, in), nn.Linear's orientation
-        out = torch.baddbmm(self.stack(f"{name}.bias").unsqueeze(1), h, w.transpose(1, 2))
+        out = torch.baddbmm(self.stack(f"{name}.bias").unsqueeze(1), h,
+                            self.stack(f"{name}.weight"))
         return F.relu(out) if relu else out
 
     def state_dicts(self) -> list[dict[str, torch.Tensor]]:
-        return [{n: v.detach().cpu().contiguous().clone() for n, v in zip(self.names, views,
-                                                                         strict=True)}
-                for views in self._views]
+        return [{n: (v.t() if n in self.transposed else v).detach().cpu().contiguous().clone()
+                 for n, v in zip(self.names, views, strict=True)} for views in self._views]
 
 
 class StackedLeNet5(_Stacked):
@@ -179,12 +184,6 @@ class StackedMLP(_Stacked):
         return self._rest(x.flatten(2), 0)
 
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(N, ...)`` shown to every model; logits ``(G, N, K)``; the first layer is
-        one matmul with ``G`` times the outputs."""
+        """``x``: ``(N, ...)`` shown to every model; logits ``(G, N, K)``."""
         x = x.flatten(1)
-        first = self.layers[0]
-        h = F.linear(x, self.cat(f"{first}.weight"), self.cat(f"{first}.bias"))
-        h = h.view(len(x), self.G, -1).transpose(0, 1)
-        if len(self.layers) == 1:
-            return h
-        return self._rest(F.relu(h), 1)
+        return self._rest(x.unsqueeze(0).expand(self.G, *x.shape), 0)
