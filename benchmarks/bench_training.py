@@ -20,6 +20,35 @@ images. Rows:
 Timings on a shared machine are noisy: every variant runs ``--repeats`` times, interleaved,
 and the median is reported. Samples/s counts training draws (``T * steps * batch``) over the
 whole wall time, prediction included.
+
+Recorded 2026-11-24 (2 shared Xeon cores, AVX-512, torch 2.13.0 CPU; other jobs ran at times):
+
+    python benchmarks/bench_training.py --models 64 --repeats 3   (lenet5, max pooling)
+    | variant                           | wall s | s/model | samples/s | vs (a) |
+    | (a) paper: DataLoader + WRS       |   50.5 |   0.788 |     8,118 |   1.0x |
+    | (b) reference path, 1 worker      |   66.6 |   1.041 |     6,150 |   0.8x |
+    | (b2) reference path, 2 workers    |   33.7 |   0.527 |    12,147 |   1.5x |
+    | (c) fast path, 1 worker           |   32.3 |   0.504 |    12,696 |   1.6x |
+    | (d) fast path, 2 workers          |   17.4 |   0.272 |    23,552 |   2.9x |
+    (best quiet repeat: (a) 48.4 s, (c) 27.0 s, (d) 14.0 s = 3.5x.) Inference, 1 thread:
+    stacked group of 8 in batches of 64: 75,000 model-images/s (0.13 s per model for the
+    10,000 test images); batches of 500: 30,000; one module at a time: 23,000.
+
+    --study (one training step, 1 thread, samples/s): per-model loop 8,500 (max pool) /
+    9,700 (avg); torch.func vmap 5,500; grouped conv NCHW 6,300; grouped channels-last,
+    G=8 B=32: 17,300 (18,000 with one fused Adam on the stacked tensors, which is not
+    position-invariant; 14,400 unfused), G=16 16,200, G=32 15,500, B=64 18,300; same with 2
+    threads in one process 27,000 (vs ~2 x 17,300 in 2 processes); avg->max 23,800; avg pool
+    as fused stride-2 conv 31,000 (G=16 B=64: 36,600). torch.compile: 26 s to compile, then
+    2x slower than eager (11,000 vs 21,000).
+
+    --full: T=1000, default TrainConfig, 2 workers: MNIST ns=30 251 s (0.25 s/model, mean
+    base accuracy 0.625, majority vote 0.902); MNIST 1/7 ns=10 226 s (0.23 s/model, 0.948,
+    vote 0.980).
+
+    --accuracy (T=20, ns=30, 10,000 test images): default 0.631; no shifts 0.582; Adam 1e-3
+    0.607; 100 steps 0.628; 400 steps 0.640; 400 steps + lr 1e-3 + shifts 3: 0.603; shifts
+    3: 0.624; shifts 1: 0.618; lenet5_avg 0.586; LeNet5(pool=("avg", "max")) 0.630.
 """
 
 from __future__ import annotations
