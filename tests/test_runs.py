@@ -162,6 +162,10 @@ def test_config_hash_ignores_workers_and_certify_only():
     assert config_hash(a) != config_hash(small(run__chunk_size=9))
 
 
+def test_config_hash_ignores_phase2_steps_without_two_phase():
+    assert config_hash(small()) == config_hash(small(training__phase2_steps=123))
+
+
 def test_example_configs_load_and_demo_yaml_is_the_embedded_demo():
     files = sorted((ROOT / "experiments").glob("*.yaml"))
     assert any(f.name == "demo.yaml" for f in files)

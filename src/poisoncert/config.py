@@ -242,6 +242,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
     for key in RESUMABLE_KEYS:
         section, name = key.split(".")
         d[section].pop(name)
+    if not d["training"].get("two_phase"):
+        d["training"].pop("phase2_steps", None)  # no phase 2 is trained: cannot matter
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
