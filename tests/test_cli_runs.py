@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
+from test_runs import _centroid_engine  # the shared stand-in engine
 from typer.testing import CliRunner
 
 from poisoncert import pipeline, runs
@@ -19,18 +20,6 @@ CONFIG = {
     "certify": {"rhos": [0, 2, 4]},
     "run": {"chunk_size": 8},
 }
-
-
-def _centroid_engine(cfg, prep, subsets, seeds, progress=None):
-    X = prep.x_train.reshape(len(prep.x_train), -1)
-    Xt = prep.x_test.reshape(len(prep.x_test), -1)
-    out = np.full((len(subsets), len(Xt)), -1, dtype=np.int16)
-    for j, s in enumerate(subsets):
-        ys = prep.y_train[s]
-        cls = np.unique(ys)
-        cent = np.stack([X[s][ys == c].mean(axis=0) for c in cls])
-        out[j] = cls[((Xt[:, None, :] - cent[None]) ** 2).sum(-1).argmin(axis=1)]
-    return out, None
 
 
 @pytest.fixture
