@@ -9,6 +9,7 @@ pipeline's guarantees (resume, chunking, workers) hold with the real engine too.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from poisoncert.config import (
     from_dict,
     load_config,
     parse_overrides,
+    to_dict,
     to_yaml,
 )
 from poisoncert.runs import RunDir, RunError
@@ -128,6 +130,10 @@ def test_aliases_are_canonicalised():
     (["--data.n_clean", "5", "--data.clean_fraction", "0.1"], ["At most one"]),
     (["--training.balance", "maybe"], ["'training.balance'", "boolean"]),
     (["training.steps", "3"], ["--section.key value"]),
+    (["--training.rotation", "-5"], ["'training.rotation'", "[0, 180]", "Got -5"]),
+    (["--training.scale", "1"], ["'training.scale'", "[0, 1)", "Got 1"]),
+    (["--training.elastic", "x"], ["'training.elastic'", "Got 'x'"]),
+    (["--training.lr_schedule", "step"], ["'training.lr_schedule'", "'cosine'", "Got 'step'"]),
 ])
 def test_bad_config_values_give_one_clear_error(overrides, words):
     with pytest.raises(ConfigError) as e:
@@ -164,6 +170,24 @@ def test_config_hash_ignores_workers_and_certify_only():
 
 def test_config_hash_ignores_phase2_steps_without_two_phase():
     assert config_hash(small()) == config_hash(small(training__phase2_steps=123))
+
+
+def test_config_hash_of_runs_made_before_warps_is_unchanged():
+    """A run directory written before the warp and schedule keys existed (its config.yaml
+    lacks them) keeps its hash, so it still resumes; turning any of them on changes it."""
+    cfg = small()
+    # the hash as the code before these keys computed it: the same JSON without them
+    d = to_dict(cfg)
+    d.pop("certify")
+    for key in ("workers", "phase2_steps", "rotation", "scale", "shear", "elastic",
+                "lr_schedule"):
+        del d["training"][key]
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    assert config_hash(cfg) == hashlib.sha256(text.encode()).hexdigest()
+    for over in (dict(training__rotation=5), dict(training__scale=0.1),
+                 dict(training__shear=3), dict(training__elastic=0.5),
+                 dict(training__lr_schedule="cosine")):
+        assert config_hash(small(**over)) != config_hash(cfg), over
 
 
 def test_example_configs_load_and_demo_yaml_is_the_embedded_demo():

@@ -19,10 +19,11 @@ from poisoncert.training import (  # noqa: E402
     train_predict,
     train_predict_sklearn,
     train_predict_with_weights,
+    warp_images,
     weights_from_bytes,
     weights_to_bytes,
 )
-from poisoncert.training.engine import _Batcher, _make_optimizer  # noqa: E402
+from poisoncert.training.engine import _Batcher, _make_optimizer, _set_lr  # noqa: E402
 from poisoncert.training.fast import fuse_avgpool, stack_models  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
@@ -63,6 +64,9 @@ LENET = dict(model="lenet5", steps=3, batch_size=8, group_size=4, eval_batch_siz
     ("lenet5", (1, 28, 28), 3),
     ("lenet5_avg", (1, 28, 28), 3),
     ("lenet5", (3, 32, 32), 2),
+    ("cnn", (1, 28, 28), 3),
+    ("cnn_small", (3, 32, 32), 2),
+    ("cnn", (2, 9, 13), 2),
     ("mlp", (64,), 3),
     ("mlp", (1, 8, 8), 3),
     ("resnet18", (3, 32, 32), 2),
@@ -174,11 +178,104 @@ def test_shift_augmentation_moves_pixels_with_zero_fill():
 
 
 # --------------------------------------------------------------------------------------------
+# Random warps and the learning-rate schedule
+
+
+def _warp(x, angle=0.0, zoom=1.0, shear=0.0, ty=0.0, tx=0.0, fields=None):
+    w = torch.tensor([[angle, zoom, shear, ty, tx]], dtype=x.dtype).expand(len(x), 5)
+    return warp_images(x, w, fields)
+
+
+def test_warp_identity_translation_and_rotation_are_exact():
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(3, 2, 8, 8, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(_warp(x), x, rtol=0, atol=1e-12)
+    # zero elastic field: the same as none
+    zero = torch.zeros(3, 2, 2, 2, dtype=torch.float64)
+    torch.testing.assert_close(_warp(x, fields=zero), x, rtol=0, atol=1e-12)
+    # integer translation: out[..., r, q] = x[..., r + ty, q + tx], zero outside
+    out = _warp(x, ty=2.0, tx=-1.0)
+    want = torch.zeros_like(x)
+    want[..., :6, 1:] = x[..., 2:, :7]
+    torch.testing.assert_close(out, want, rtol=0, atol=1e-12)
+    # a quarter turn of a square image is a permutation of its pixels
+    out = _warp(x, angle=np.pi / 2)
+    torch.testing.assert_close(out, torch.rot90(x, 1, dims=(-2, -1)), rtol=0, atol=1e-12)
+    # a uniform elastic field is a translation (pixels, (dy, dx))
+    field = torch.zeros(3, 2, 2, 2, dtype=torch.float64)
+    field[:, 0], field[:, 1] = 2.0, -1.0
+    torch.testing.assert_close(_warp(x, fields=field), _warp(x, ty=2.0, tx=-1.0), rtol=0,
+                               atol=1e-12)
+
+
+def test_warp_zoom_keeps_centre_and_each_image_is_independent():
+    x = torch.zeros(1, 1, 9, 9, dtype=torch.float64)
+    x[..., 4, 4] = 1.0  # centre pixel stays put under zoom and rotation
+    for kw in (dict(zoom=1.2), dict(zoom=0.8), dict(angle=0.3), dict(shear=0.2)):
+        out = _warp(x, **kw)
+        assert out[0, 0].argmax().item() == 4 * 9 + 4
+    g = torch.Generator().manual_seed(1)
+    xs = torch.rand(5, 1, 12, 12, generator=g)
+    w = torch.rand(5, 5, generator=g)
+    f = torch.randn(5, 2, 3, 3, generator=g)
+    together = warp_images(xs, w, f)
+    for i in range(5):
+        assert torch.equal(warp_images(xs[i:i + 1], w[i:i + 1], f[i:i + 1]), together[i:i + 1])
+
+
+def test_warp_parameters_are_drawn_in_range_and_depend_only_on_the_seed():
+    cfg = TrainConfig(steps=50, batch_size=16, **WARPS)
+    labels = np.array([0, 1, 1, 2, 2, 2])
+    a = sample_minibatches(labels, cfg, 7, image_shape=(1, 28, 28))
+    b = sample_minibatches(labels, cfg, 7, image_shape=(1, 28, 28))
+    c = sample_minibatches(labels, cfg, 8, image_shape=(1, 28, 28))
+    assert a.shifts is None and a.warps.shape == (50, 16, 5)
+    assert a.fields.shape == (50, 16, 2, 7, 7)
+    np.testing.assert_array_equal(a.warps, b.warps)
+    np.testing.assert_array_equal(a.fields, b.fields)
+    assert not np.array_equal(a.warps, c.warps)
+    lim = [np.deg2rad(15.0), 0.15, np.deg2rad(10.0), 3, 3]
+    dev = np.abs(a.warps - [0, 1, 0, 0, 0])
+    assert (dev <= lim).all() and (dev.reshape(-1, 5).max(0) > 0.9 * np.array(lim)).all()
+    assert abs(a.fields.std() - 1.0) < 0.05
+    # positions are drawn first, so warps do not change which samples are drawn
+    plain = sample_minibatches(labels, TrainConfig(steps=50, batch_size=16), 7)
+    np.testing.assert_array_equal(plain.positions, a.positions)
+    with pytest.raises(ValueError, match="image_shape"):
+        sample_minibatches(labels, cfg, 7)
+    # warps need augment
+    assert not TrainConfig(augment=False, rotation=10.0).warps
+
+
+def test_cosine_schedule_and_warps_change_training():
+    x, y, xt, _ = _images(n=60, n_test=10)
+    subs, seeds = _subsets(60, 2, 20)
+    base = dict(LENET, model="cnn", steps=6, dtype="float64")
+    _, W0 = train_predict_with_weights(x, y, subs, seeds, xt, TrainConfig(**base), n_classes=3)
+    for extra in (dict(lr_schedule="cosine"), dict(rotation=10.0), dict(elastic=0.5)):
+        _, W1 = train_predict_with_weights(x, y, subs, seeds, xt,
+                                           TrainConfig(**base, **extra), n_classes=3)
+        assert not torch.equal(W0[0]["fc2.bias"], W1[0]["fc2.bias"]), extra
+    cfg = TrainConfig(lr=0.01, steps=10, lr_schedule="cosine")
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    got = []
+    for s in range(10):
+        _set_lr(opt, cfg, s)
+        got.append(opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(got, [0.005 * (1 + np.cos(np.pi * s / 10)) for s in range(10)])
+    assert got[0] == 0.01 and got[5] == pytest.approx(0.005)
+
+
+# --------------------------------------------------------------------------------------------
 # Determinism (bit-identical)
 
 
+WARPS = dict(rotation=15.0, scale=0.15, shear=10.0, max_shift=3, elastic=1.0,
+             lr_schedule="cosine")
+
+
 @pytest.mark.parametrize("model, k", [("lenet5", 3), ("lenet5", 10), ("lenet5_avg", 3),
-                                      ("mlp", 3)])
+                                      ("mlp", 3), ("cnn", 3), ("cnn_small+warps", 10)])
 def test_bit_identical_across_chunking_and_neighbours(model, k):
     """Same bits whatever the chunking, the order and the neighbours of a classifier (G=4 and
     K=3 or 10 put parameters in the scalar tails of vectorised kernels: see fast._Stacked)."""
@@ -186,7 +283,8 @@ def test_bit_identical_across_chunking_and_neighbours(model, k):
     if model == "mlp":
         x, xt = x.reshape(80, -1), xt.reshape(12, -1)
     subs, seeds = _subsets(80, 7, 12)
-    cfg = TrainConfig(**{**LENET, "model": model})
+    extra = WARPS if model.endswith("+warps") else {}
+    cfg = TrainConfig(**{**LENET, "model": model.removesuffix("+warps"), **extra})
     P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k)
     for cuts in ([3], [1, 5], [4]):
         parts = np.split(np.arange(7), cuts)
@@ -259,6 +357,7 @@ def _one_step_pair(model_name, shape, opt_name, seed=0):
 
 @pytest.mark.parametrize("model_name, shape", [
     ("lenet5", (1, 28, 28)), ("lenet5_avg", (1, 28, 28)), ("lenet5", (2, 16, 20)),
+    ("cnn", (1, 28, 28)), ("cnn_small", (2, 13, 10)),
     ("lenet5_avg", (2, 17, 20)), ("mlp", (10,))])
 @pytest.mark.parametrize("opt_name", ["adam", "sgd", "adadelta"])
 def test_fast_step_matches_reference(model_name, shape, opt_name):
@@ -276,12 +375,14 @@ def test_fast_step_matches_reference(model_name, shape, opt_name):
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("model_name", ["lenet5", "lenet5_avg", "mlp"])
+@pytest.mark.parametrize("model_name", ["lenet5", "lenet5_avg", "mlp", "cnn+warps",
+                                        "cnn_small"])
 def test_fast_and_reference_predictions_agree_float64(model_name):
-    if model_name.startswith("lenet5"):
+    if model_name != "mlp":
         x, y, xt, _ = _images(n=60, n_test=30)
-        cfg = TrainConfig(model=model_name, steps=15, batch_size=8, group_size=4,
-                          dtype="float64")
+        extra = WARPS if model_name.endswith("+warps") else {}
+        cfg = TrainConfig(model=model_name.removesuffix("+warps"), steps=15, batch_size=8,
+                          group_size=4, dtype="float64", **extra)
     else:
         x, y, xt, _ = _digits()
         xt = xt[:100]
@@ -368,6 +469,12 @@ def test_sklearn_learner():
     (dict(dtype="float16"), "dtype"),
     (dict(group_size=0), "group_size"),
     (dict(augment="yes"), "augment"),
+    (dict(rotation=-1.0), "rotation"),
+    (dict(rotation=181.0), "rotation"),
+    (dict(scale=1.0), "scale"),
+    (dict(shear=90.0), "shear"),
+    (dict(elastic=-0.5), "elastic"),
+    (dict(lr_schedule="step"), "lr_schedule"),
 ])
 def test_bad_config_names_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=f"'{name}' parameter of TrainConfig"):

@@ -134,8 +134,9 @@ class TrainingConfig:
 
     ``model`` is a torch model of ``poisoncert.training`` (``mlp``, ``lenet5``, ``resnet18``)
     or a scikit-learn learner ``sklearn:<name>`` (``sklearn:knn``, ...; see
-    ``training.SKLEARN_LEARNERS``). ``optimizer``, ``lr``, ``momentum``, ``weight_decay``,
-    ``balance``, ``augment``, ``max_shift``, ``dtype``, ``group_size`` (``null``: the
+    ``training.SKLEARN_LEARNERS``). ``optimizer``, ``lr``, ``lr_schedule``, ``momentum``,
+    ``weight_decay``, ``balance``, ``augment``, ``max_shift``, ``rotation``, ``scale``,
+    ``shear``, ``elastic`` (random warps; 0 is off), ``dtype``, ``group_size`` (``null``: the
     engine's default) and ``eval_batch_size`` go to ``TrainConfig``, which checks them when a
     run starts. ``path`` is ``fast`` or ``reference``; ``workers`` is the number of local
     processes and never changes the predictions.
@@ -151,11 +152,16 @@ class TrainingConfig:
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 1e-3
+    lr_schedule: str = "constant"
     momentum: float = 0.9
     weight_decay: float = 0.0
     balance: bool = True
     augment: bool = False
     max_shift: int = 2
+    rotation: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    elastic: float = 0.0
     dtype: str = "float32"
     group_size: int | None = None
     eval_batch_size: int = 500
@@ -213,6 +219,9 @@ _SECTIONS: dict[str, type] = {
     "run": RunConfig,
 }
 
+#: Warp settings of ``training`` (added after the first runs; left out of the hash at 0).
+_WARP_KEYS = ("rotation", "scale", "shear", "elastic")
+
 #: Keys that never change a run's predictions, so they may differ when a run is resumed.
 RESUMABLE_KEYS = ("training.workers",)
 
@@ -244,6 +253,11 @@ def config_hash(cfg: ExperimentConfig) -> str:
         d[section].pop(name)
     if not d["training"].get("two_phase"):
         d["training"].pop("phase2_steps", None)  # no phase 2 is trained: cannot matter
+    for key in _WARP_KEYS:  # keys added later: at 0 (off) they keep earlier runs' hashes
+        if d["training"].get(key) == 0:
+            d["training"].pop(key)
+    if d["training"].get("lr_schedule") == "constant":
+        d["training"].pop("lr_schedule")
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
@@ -590,9 +604,14 @@ def validate(cfg: ExperimentConfig) -> None:
     _real(t.lr, "training.lr", 0.0, None)
     _real(t.weight_decay, "training.weight_decay", 0.0, None, low_open=False)
     _int(t.max_shift, "training.max_shift", low=0)
+    for key, high, high_open in (("rotation", 180.0, False), ("scale", 1.0, True),
+                                 ("shear", 90.0, True), ("elastic", None, True)):
+        setattr(t, key, float(_real(getattr(t, key), f"training.{key}", 0.0, high,
+                                    low_open=False, high_open=high_open)))
     _int(t.group_size, "training.group_size", low=1)
     _int(t.eval_batch_size, "training.eval_batch_size", low=1)
     t.path = _choice(t.path, "training.path", PATHS)
+    t.lr_schedule = _choice(t.lr_schedule, "training.lr_schedule", ("constant", "cosine"))
     _int(t.workers, "training.workers", low=1)
     t.device = _choice(t.device, "training.device", DEVICES)
     _int(t.phase2_steps, "training.phase2_steps", low=1)

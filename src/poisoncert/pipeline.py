@@ -318,8 +318,9 @@ def phase2_predictions(cfg: ExperimentConfig, prep: PreparedData) -> dict:
     return _PHASE2_CACHE[key]
 
 
-_TRAIN_KEYS = ("model", "steps", "batch_size", "optimizer", "lr", "momentum", "weight_decay",
-               "balance", "augment", "max_shift", "dtype", "group_size", "eval_batch_size")
+_TRAIN_KEYS = ("model", "steps", "batch_size", "optimizer", "lr", "lr_schedule", "momentum",
+               "weight_decay", "balance", "augment", "max_shift", "rotation", "scale", "shear",
+               "elastic", "dtype", "group_size", "eval_batch_size")
 
 
 def training_config(cfg: ExperimentConfig):

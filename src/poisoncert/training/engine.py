@@ -8,7 +8,8 @@ predicts every test sample. Two formulations give the same classifiers:
 - ``path="reference"``: one ``torch.nn.Module`` and one optimizer per classifier, a plain loop;
 - ``path="fast"``: ``group_size`` classifiers stacked as one network (``poisoncert.training.
   fast``: grouped channels-last convolutions, batched matmuls, one optimizer over the stacked
-  tensors), for the architectures that have a stacked twin (``lenet5``, ``mlp``); others use
+  tensors), for the architectures that have a stacked twin (``lenet5``, ``cnn``, ``mlp``);
+  others use
   the per-model loop.
 
 Everything about classifier ``i`` (initialisation, minibatches, shifts) derives from
@@ -18,6 +19,7 @@ Everything about classifier ``i`` (initialisation, minibatches, shifts) derives 
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import numbers
 from collections.abc import Callable, Sequence
@@ -58,6 +60,7 @@ DEFAULT_GROUP_SIZE = 8
 OPTIMIZERS = ("adam", "sgd", "adadelta")
 DTYPES = ("float32", "float64")
 PATHS = ("fast", "reference")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -72,18 +75,31 @@ class TrainConfig:
       ``steps * batch_size`` draws with replacement (the paper's WeightedRandomSampler),
       whatever its size.
     - ``optimizer`` (``adam``, ``sgd`` with ``momentum``, ``adadelta``), ``lr``,
-      ``weight_decay`` (L2, added to the gradient, torch's convention).
+      ``weight_decay`` (L2, added to the gradient, torch's convention); ``lr_schedule``
+      ``"constant"`` or ``"cosine"`` (step ``s`` of ``S`` uses ``lr * (1 + cos(pi s / S)) / 2``).
     - ``balance``: draw sample ``j`` with probability proportional to ``1 / n_{y_j}``, the
       inverse count of its class in the sub-dataset (the paper's weight balance), so every
       class present is drawn equally often in expectation; ``False``: uniformly.
     - ``augment``: shift each drawn image by ``(dy, dx)``, uniform integers in
       ``[-max_shift, max_shift]`` (zero fill); ignored for flat ``(N, F)`` inputs.
+    - Random warps (with ``augment``, when any of these is above 0): each drawn image is
+      resampled (bilinear, zero fill) through a random affine map, a rotation uniform in
+      ``[-rotation, rotation]`` degrees, a scale in ``[1 - scale, 1 + scale]``, a shear in
+      ``[-shear, shear]`` degrees and a translation uniform in ``[-max_shift, max_shift]``
+      pixels per axis (continuous; it replaces the integer shifts), plus, when
+      ``elastic > 0``, a smooth elastic displacement: independent normal displacements of
+      standard deviation ``elastic`` pixels on a coarse grid (one node per 4 pixels, at
+      least 2 per axis) interpolated bilinearly over the image (Simard et al.'s elastic
+      distortions, smoothed by interpolation instead of a Gaussian filter).
     - ``dtype``: ``float32`` or ``float64`` (training and inference).
     - ``group_size``: classifiers trained as one stacked network by the fast path
       (``None``: ``DEFAULT_GROUP_SIZE``); part of the numerics, so keep it fixed within a run.
     - ``eval_batch_size``: test images per forward pass (fixed, so predictions never depend on
       how the test set is split).
 
+    The recommended setting for 30-image MNIST sub-datasets is ``model="cnn"`` with 600
+    steps (lr 1e-3) and warps ``rotation=15, scale=0.15, shear=10, max_shift=3,
+    elastic=1`` (``experiments/mnist_ns30.yaml``; ``docs/results.md`` has the comparison).
     The defaults are the recommended setting for LeNet-5 on MNIST-sized sub-datasets (10-30
     images): 200 Adam steps (lr 3e-3) of 32 class-balanced draws shifted by up to 2 pixels.
     Measured on MNIST (ns = 30, bagging with replacement, 20 classifiers, 10,000 test images):
@@ -98,11 +114,16 @@ class TrainConfig:
     batch_size: int = 32
     optimizer: str = "adam"
     lr: float = 3e-3
+    lr_schedule: str = "constant"
     momentum: float = 0.9
     weight_decay: float = 0.0
     balance: bool = True
     augment: bool = True
     max_shift: int = 2
+    rotation: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    elastic: float = 0.0
     dtype: str = "float32"
     group_size: int | None = None
     eval_batch_size: int = 64
@@ -115,6 +136,7 @@ class TrainConfig:
         put(self, "batch_size", check_int(self.batch_size, "batch_size", w, low=1))
         put(self, "optimizer", check_choice(self.optimizer, "optimizer", w, OPTIMIZERS))
         put(self, "lr", check_real(self.lr, "lr", w, low=0.0, low_open=True))
+        put(self, "lr_schedule", check_choice(self.lr_schedule, "lr_schedule", w, SCHEDULES))
         put(self, "momentum", check_real(self.momentum, "momentum", w, low=0.0, high=1.0,
                                          high_open=True))
         put(self, "weight_decay", check_real(self.weight_decay, "weight_decay", w, low=0.0))
@@ -123,11 +145,22 @@ class TrainConfig:
                 raise param_error(name, w, "a bool", getattr(self, name))
             put(self, name, bool(getattr(self, name)))
         put(self, "max_shift", check_int(self.max_shift, "max_shift", w, low=0))
+        put(self, "rotation", check_real(self.rotation, "rotation", w, low=0.0, high=180.0))
+        put(self, "scale", check_real(self.scale, "scale", w, low=0.0, high=1.0, high_open=True))
+        put(self, "shear", check_real(self.shear, "shear", w, low=0.0, high=90.0,
+                                      high_open=True))
+        put(self, "elastic", check_real(self.elastic, "elastic", w, low=0.0))
         put(self, "dtype", check_choice(self.dtype, "dtype", w, DTYPES))
         g = DEFAULT_GROUP_SIZE if self.group_size is None else self.group_size
         put(self, "group_size", check_int(g, "group_size", w, low=1))
         put(self, "eval_batch_size", check_int(self.eval_batch_size, "eval_batch_size", w,
                                                low=1))
+
+    @property
+    def warps(self) -> bool:
+        """Whether images are augmented by random warps (see the class docstring)."""
+        return self.augment and (self.rotation > 0 or self.scale > 0 or self.shear > 0
+                                 or self.elastic > 0)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -141,19 +174,33 @@ class TrainConfig:
 @dataclass(frozen=True, eq=False)
 class Minibatches:
     """One classifier's training draws: ``positions[s, b]`` indexes its sub-dataset;
-    ``shifts[s, b] = (dy, dx)`` (``None`` without augmentation)."""
+    ``shifts[s, b] = (dy, dx)`` (``None`` without augmentation); with warps instead
+    ``warps[s, b] = (angle, scale, shear, ty, tx)`` (radians, factor, radians, pixels) and,
+    with ``elastic``, ``fields[s, b]``, the coarse displacement grid ``(2, gh, gw)``
+    in pixels (``(dy, dx)``)."""
 
     positions: np.ndarray
     shifts: np.ndarray | None = None
+    warps: np.ndarray | None = None
+    fields: np.ndarray | None = None
+
+
+def elastic_grid(image_shape) -> tuple[int, int]:
+    """The coarse grid of elastic displacements for images ``(..., H, W)``: one node per 4
+    pixels, at least 2 per axis."""
+    h, w = image_shape[-2:]
+    return max(2, round(h / 4)), max(2, round(w / 4))
 
 
 def sample_minibatches(labels: np.ndarray, cfg: TrainConfig, seed: int, *,
-                       shifts: bool = True) -> Minibatches:
+                       shifts: bool = True, image_shape=None) -> Minibatches:
     """The ``cfg.steps`` minibatches of one classifier, drawn with replacement from its
     sub-dataset whose labels are ``labels`` (see ``TrainConfig.balance``), and their shifts
-    when ``cfg.augment`` and ``shifts`` (images).
+    or warps when ``cfg.augment`` and ``shifts`` (images; ``image_shape`` ``(C, H, W)`` is
+    needed for elastic warps).
 
-    Uses ``numpy.random.default_rng(selection.init_seed(seed))``: positions first, then shifts.
+    Uses ``numpy.random.default_rng(selection.init_seed(seed))``: positions first, then shifts
+    (or the warp parameters, then the elastic grids).
     """
     labels = np.asarray(labels, dtype=np.int64)
     m = len(labels)
@@ -167,10 +214,51 @@ def sample_minibatches(labels: np.ndarray, cfg: TrainConfig, seed: int, *,
         positions = rng.choice(m, size=size, replace=True, p=w / w.sum())
     else:
         positions = rng.integers(0, m, size=size)
+    positions = np.asarray(positions, dtype=np.int64)
+    if shifts and cfg.warps:
+        u = rng.uniform(-1.0, 1.0, size=(*size, 5))
+        scales = np.array([np.deg2rad(cfg.rotation), cfg.scale, np.deg2rad(cfg.shear),
+                           cfg.max_shift, cfg.max_shift])
+        warps = u * scales
+        warps[..., 1] += 1.0
+        fields = None
+        if cfg.elastic > 0:
+            if image_shape is None:
+                raise param_error("image_shape", "sample_minibatches",
+                                  "the image shape (C, H, W) for elastic warps", None)
+            fields = (cfg.elastic * rng.standard_normal(
+                (*size, 2, *elastic_grid(image_shape)))).astype(np.float32)
+        return Minibatches(positions, warps=warps, fields=fields)
     drawn = None
     if shifts and cfg.augment and cfg.max_shift > 0:
         drawn = rng.integers(-cfg.max_shift, cfg.max_shift + 1, size=(*size, 2))
-    return Minibatches(np.asarray(positions, dtype=np.int64), drawn)
+    return Minibatches(positions, drawn)
+
+
+def warp_images(x: torch.Tensor, warps: torch.Tensor, fields: torch.Tensor | None
+                ) -> torch.Tensor:
+    """Images ``x`` ``(N, C, H, W)`` resampled through ``warps`` ``(N, 5)`` and elastic
+    ``fields`` ``(N, 2, gh, gw)`` (see ``Minibatches``; bilinear, zero fill).
+
+    Output pixel ``p`` (centred coordinates) reads input ``A p + t + e(p)``, ``A`` the
+    inverse-of-zoom rotation-shear matrix, ``t`` the translation and ``e`` the interpolated
+    elastic displacement. Each image is computed on its own (no batch statistics), so an
+    image's result does not depend on its neighbours in ``x``.
+    """
+    n, _, h, w = x.shape
+    dt = x.dtype
+    warps = warps.to(dt)
+    angle, zoom, shear, ty, tx = warps.unbind(-1)
+    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+    theta = torch.stack([
+        torch.stack([cos / zoom, (tan * cos - sin) / zoom, 2 * tx / w], -1),
+        torch.stack([sin / zoom, cos / zoom, 2 * ty / h], -1)], -2)  # (N, 2, 3), (x, y) order
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)  # (N, H, W, 2) as (x, y)
+    if fields is not None:
+        disp = F.interpolate(fields.to(dt), size=(h, w), mode="bilinear", align_corners=True)
+        scale = torch.tensor([2.0 / w, 2.0 / h], dtype=dt, device=x.device)
+        grid = grid + disp.flip(1).permute(0, 2, 3, 1) * scale
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
 class _Batcher:
@@ -189,9 +277,19 @@ class _Batcher:
             self.sample_shape = (c, h, w)
             self.stride, self.wp = c * hp * wp, wp
 
-    def __call__(self, rows: torch.Tensor, shifts: torch.Tensor | None) -> torch.Tensor:
+    def __call__(self, rows: torch.Tensor, shifts: torch.Tensor | None,
+                 warps: torch.Tensor | None = None, fields: torch.Tensor | None = None
+                 ) -> torch.Tensor:
         """``rows``: any shape ``S``; ``shifts``: ``S + (2,)`` -> images ``S + sample_shape``;
-        ``out[..., c, r, q] = x[row, c, r + dy, q + dx]`` (0 outside the image)."""
+        ``out[..., c, r, q] = x[row, c, r + dy, q + dx]`` (0 outside the image). With
+        ``warps`` ``S + (5,)`` (and ``fields``) the images are warped instead
+        (``warp_images``)."""
+        if warps is not None:
+            imgs = self.x[rows]
+            shape = imgs.shape
+            flat = imgs.reshape(-1, *shape[-3:])
+            f = None if fields is None else fields.reshape(-1, *fields.shape[-3:])
+            return warp_images(flat, warps.reshape(-1, 5), f).view(shape)
         if not self.a or shifts is None:
             return self.x[rows]
         a = self.a
@@ -207,6 +305,14 @@ def _make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opt
         return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
                                weight_decay=cfg.weight_decay, fused=fused)
     return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    """The learning rate of ``step`` (0-based) under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "cosine":
+        lr = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
+        for group in opt.param_groups:
+            group["lr"] = lr
 
 
 def _init_model(cfg: TrainConfig, input_shape, n_classes: int, seed: int) -> torch.nn.Module:
@@ -252,11 +358,14 @@ def _run_task(task: _Task, x_test: torch.Tensor, common: _Common):
     y = torch.as_tensor(task.y, dtype=torch.int64).to(device)
     images = x.ndim == 4
     batcher = _Batcher(x, cfg.max_shift if cfg.augment and images else 0)
-    plans = [sample_minibatches(task.y[s], cfg, seed, shifts=images)
+    plans = [sample_minibatches(task.y[s], cfg, seed, shifts=images,
+                                image_shape=x.shape[1:])
              for s, seed in zip(task.subsets, task.seeds, strict=True)]
     # (steps, B) rows of x per classifier
     rows = [s[p.positions] for s, p in zip(task.subsets, plans, strict=True)]
     shifts = [p.shifts for p in plans]
+    if images and cfg.warps:  # (warps, fields) per classifier instead of shifts
+        shifts = [(p.warps, p.fields) for p in plans]
     models = [_init_model(cfg, common.input_shape, common.n_classes, s) for s in task.seeds]
     if common.path == "fast" and stackable(models[0]):
         return _train_stacked(models, rows, shifts, batcher, y, x_test, common, device)
@@ -274,14 +383,23 @@ def _train_one(model, rows, shifts, batcher, y, x_test, common: _Common, device)
     model = model.to(device=device, dtype=cfg.torch_dtype)
     opt = _make_optimizer(model.parameters(), cfg, device)
     rows_t = torch.as_tensor(rows, device=device)
-    shifts_t = None if shifts is None else torch.as_tensor(shifts, device=device)
+    warps_t = fields_t = shifts_t = None
+    if isinstance(shifts, tuple):
+        warps_t = torch.as_tensor(shifts[0], device=device)
+        fields_t = None if shifts[1] is None else torch.as_tensor(shifts[1], device=device)
+    elif shifts is not None:
+        shifts_t = torch.as_tensor(shifts, device=device)
     model.train()
     for s in range(cfg.steps):
         r = rows_t[s]
-        xb = batcher(r, None if shifts_t is None else shifts_t[s])
+        if warps_t is not None:
+            xb = batcher(r, None, warps_t[s], None if fields_t is None else fields_t[s])
+        else:
+            xb = batcher(r, None if shifts_t is None else shifts_t[s])
         loss = F.cross_entropy(model(xb), y[r])
         opt.zero_grad(set_to_none=True)
         loss.backward()
+        _set_lr(opt, cfg, s)
         opt.step()
     model.eval()
     with torch.no_grad():
@@ -307,21 +425,33 @@ def _train_stacked(models, rows, shifts, batcher, y, x_test, common: _Common, de
     opt = _make_optimizer(net.model_params(), cfg, device)
     rows_t = torch.as_tensor(np.stack(rows, axis=1), device=device)  # (steps, G, B)
     labels_t = y[rows_t]
-    shifts_t = None
-    if shifts[0] is not None:
+    shifts_t = warps_t = fields_t = None
+    if isinstance(shifts[0], tuple):
+        shifts = shifts + [shifts[-1]] * pad
+        warps_t = torch.as_tensor(np.stack([w for w, _ in shifts], axis=1), device=device)
+        if shifts[0][1] is not None:  # (steps, G, B, 2, gh, gw)
+            fields_t = torch.as_tensor(np.stack([f for _, f in shifts], axis=1), device=device)
+    elif shifts[0] is not None:
         shifts = shifts + [shifts[-1]] * pad
         shifts_t = torch.as_tensor(np.stack(shifts, axis=1), device=device)  # (steps, G, B, 2)
     if net.batch_first:
         rows_t = rows_t.transpose(1, 2)
         shifts_t = None if shifts_t is None else shifts_t.transpose(1, 2)
+        warps_t = None if warps_t is None else warps_t.transpose(1, 2)
+        fields_t = None if fields_t is None else fields_t.transpose(1, 2)
     for s in range(cfg.steps):
-        xb = batcher(rows_t[s], None if shifts_t is None else shifts_t[s])
+        if warps_t is not None:
+            xb = batcher(rows_t[s], None, warps_t[s],
+                         None if fields_t is None else fields_t[s])
+        else:
+            xb = batcher(rows_t[s], None if shifts_t is None else shifts_t[s])
         logits = net.forward_train(xb)
         loss = F.cross_entropy(logits.reshape(G * B, -1), labels_t[s].reshape(-1),
                                reduction="sum") / B
         net.zero_grad()
         loss.backward()
         net.sync_grads()
+        _set_lr(opt, cfg, s)
         opt.step()
     with torch.no_grad():
         preds = torch.cat([net.forward_eval(chunk).argmax(-1) for chunk in

@@ -11,6 +11,8 @@ CPU loses its time when it trains one tiny LeNet at a time.
   on a 4x smaller tensor). Average pooling: ``avgpool2x2(conv5x5(x))`` equals one stride-2
   6x6 convolution with kernel ``k (*) box2x2 / 4``, so conv+pool is a single convolution on
   a 4x smaller output (2.2x fewer FLOPs, no pooling kernels).
+- ``StackedSmallCNN``: the same layout for ``SmallCNN`` (3x3 convolutions, padding 1, each
+  conv -> max-pool -> ReLU).
 - ``StackedMLP``: batched matmuls.
 
 Parameters are stacked in the modules' own parameterisation (5x5 kernels; ``nn.Linear``
@@ -27,9 +29,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from poisoncert.training.models import MLP, LeNet5
+from poisoncert.training.models import MLP, LeNet5, SmallCNN
 
-__all__ = ["StackedLeNet5", "StackedMLP", "fuse_avgpool", "stackable", "stack_models"]
+__all__ = ["StackedLeNet5", "StackedMLP", "StackedSmallCNN", "fuse_avgpool", "stackable",
+           "stack_models"]
 
 
 def fuse_avgpool(w: torch.Tensor) -> torch.Tensor:
@@ -40,7 +43,7 @@ def fuse_avgpool(w: torch.Tensor) -> torch.Tensor:
 
 def stackable(model: nn.Module) -> bool:
     """Whether ``stack_models`` has a stacked twin for this module's type."""
-    return type(model) in (LeNet5, MLP)
+    return type(model) in (LeNet5, MLP, SmallCNN)
 
 
 def stack_models(models: Sequence[nn.Module]):
@@ -48,6 +51,8 @@ def stack_models(models: Sequence[nn.Module]):
     first = models[0]
     if type(first) is LeNet5:
         return StackedLeNet5(models)
+    if type(first) is SmallCNN:
+        return StackedSmallCNN(models)
     if type(first) is MLP:
         return StackedMLP(models)
     raise TypeError(f"no stacked twin for {type(first).__name__}")
@@ -163,6 +168,26 @@ class StackedLeNet5(_Stacked):
         one ungrouped first convolution with ``6 G`` output channels on the shared input.
         """
         return self.forward_train(x.unsqueeze(1).expand(-1, self.G, *x.shape[1:]))
+
+
+class StackedSmallCNN(StackedLeNet5):
+    """``G`` ``SmallCNN`` models (same input shape and widths) as one grouped network."""
+
+    def __init__(self, models: Sequence[SmallCNN]):
+        _Stacked.__init__(self, models)
+        self.feature_shape = models[0].feature_shape
+
+    def _convs(self, x: torch.Tensor) -> torch.Tensor:
+        for name in ("conv1", "conv2"):
+            w, b = self.cat(f"{name}.weight"), self.cat(f"{name}.bias")
+            x = F.relu_(F.max_pool2d(F.conv2d(x, w, b, padding=1, groups=self.G), 2))
+        return x
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        n = h.shape[0]
+        c, hh, ww = self.feature_shape
+        h = h.reshape(n, self.G, c * hh * ww).transpose(0, 1)
+        return self.dense(self.dense(h, "fc1", True), "fc2", False)
 
 
 class StackedMLP(_Stacked):
