@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 import poisoncert
 from poisoncert import bounds
-from poisoncert.certify import certify
+from poisoncert.certify import certify, jia_certify
 from poisoncert.cli import app, error_line, main
 
 runner = CliRunner()
@@ -65,6 +65,37 @@ def test_radius_from_counts_matches_library():
     assert [r["p1_lower"] for r in res] == cert.p1_lower.tolist()
     assert [r["p2_upper"] for r in res] == cert.p2_upper.tolist()
     assert res[1]["prediction"] == -1 and res[1]["radius"] == -1
+
+
+def test_radius_jia_rule_matches_library():
+    counts = np.array([[700, 200, 100], [900, 60, 40], [400, 350, 250]])
+    text = ";".join(",".join(map(str, row)) for row in counts)
+    args = ["--scheme", "with_replacement", "--n", "60000", "--ns", "30", "--counts", text,
+            "--T", "1000", "--alpha", "0.001", "--method", "bonferroni_upper", "--json"]
+    jia = invoke("radius", *args, "--rule", "jia")
+    ours = invoke("radius", *args)
+    assert jia.exit_code == 0 and ours.exit_code == 0, jia.output + ours.output
+    got = json.loads(jia.stdout)
+    assert got["setting"]["rule"] == "jia"
+    want = jia_certify(counts, n=60000, ns=30, alpha=0.001, method="bonferroni_upper", T=1000)
+    assert [r["radius"] for r in got["results"]] == want.radius.tolist()
+    assert want.radius[1] > 0  # a real radius, not only abstentions
+    # erratum 4: Jia et al.'s rounded condition never certifies more than ours
+    mine = [r["radius"] for r in json.loads(ours.stdout)["results"]]
+    assert all(a <= b for a, b in zip(want.radius.tolist(), mine, strict=True))
+
+
+@pytest.mark.parametrize("args", [
+    ["--scheme", "binomial", "--n", "100", "--ns", "5", "--counts", "90,10"],
+    ["--scheme", "wr", "--n", "100", "--ns", "5", "--counts", "90,10", "--model", "P3"],
+    ["--scheme", "wr", "--n", "100", "--ns", "5", "--gap", "0.5"],
+])
+def test_radius_jia_rule_outside_its_setting_is_one_clear_error(args):
+    result = invoke("radius", *args, "--rule", "jia")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: The 'rule' parameter of radius")
+    bad = invoke("radius", *args, "--rule", "levine")
+    assert bad.exit_code == 1 and "'rule' parameter" in bad.stderr and "'jia'" in bad.stderr
 
 
 def test_radius_from_gap():

@@ -109,14 +109,24 @@ def radius(
     ] = "bonferroni",
     labels: Annotated[str | None, typer.Option(
         help="True labels, comma-separated (for the true_label methods).")] = None,
+    rule: Annotated[str, typer.Option(
+        help="ours (Theorem 1 of the spec) | jia (Jia et al.'s condition: bagging with "
+             "replacement, P6, bounds rounded to multiples of 1 / n^ns; needs --counts)")
+    ] = "ours",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Certified radius for a gap, or for vote counts (bounds, prediction and radius)."""
     with library_errors():
+        from poisoncert._validation import check_choice
         from poisoncert.bounds import SelectionBound
-        from poisoncert.certify import certify
+        from poisoncert.certify import certify, jia_certify
 
+        rule = check_choice(rule, "rule", "radius", ("ours", "jia"))
         bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)
+        if rule == "jia" and (bound.scheme != "with_replacement" or bound.model != "P6"
+                              or counts is None or ns is None):
+            raise param_error("rule", "radius", "'jia' only with --scheme with_replacement, "
+                              "--model P6, --ns and --counts (Jia et al.'s setting)", rule)
         setting = {"scheme": bound.scheme, "n": bound.n, "ns": bound.ns, "p": bound.p,
                    "model": bound.model, "radius_unit": RADIUS_UNIT}
         if (gap is None) == (counts is None):
@@ -128,9 +138,13 @@ def radius(
         else:
             c = _parse_int_rows(counts, "counts")
             lab = None if labels is None else _parse_int_rows(labels, "labels").ravel()
-            cert = certify(c, scheme=bound.scheme, n=bound.n, ns=ns, p=p, model=bound.model,
-                           alpha=alpha, method=method, T=T, labels=lab)
-            setting.update(alpha=cert.alpha, method=cert.method)
+            if rule == "jia":
+                cert = jia_certify(c, n=bound.n, ns=bound.ns, alpha=alpha, method=method, T=T,
+                                   labels=lab)
+            else:
+                cert = certify(c, scheme=bound.scheme, n=bound.n, ns=ns, p=p,
+                               model=bound.model, alpha=alpha, method=method, T=T, labels=lab)
+            setting.update(alpha=cert.alpha, method=cert.method, rule=rule)
             results = [
                 {"counts": c[i].tolist(), "T": rec["T"], "top_class": rec["top_class"],
                  "p1_lower": rec["p1_lower"], "p2_upper": rec["p2_upper"],
