@@ -817,3 +817,79 @@ def test_real_fashion_mnist_from_debian(monkeypatch):
     assert ds.x_train.shape == (60000, 1, 28, 28) and ds.x_test.shape == (10000, 1, 28, 28)
     assert np.bincount(ds.y_train).tolist() == [6000] * 10
     assert all(s.verified.startswith("sha256: Debian") for s in ds.source)
+
+
+# --------------------------------------------------------------------------------------------
+# Deskewing (a fixed per-image preprocessing)
+
+
+def _moments(img):
+    img = np.asarray(img, dtype=np.float64)
+    ys, xs = np.mgrid[:img.shape[0], :img.shape[1]]
+    m = img.sum()
+    cy, cx = (img * ys).sum() / m, (img * xs).sum() / m
+    vyy = (img * (ys - cy) ** 2).sum() / m
+    vxy = (img * (ys - cy) * (xs - cx)).sum() / m
+    return cy, cx, vxy / vyy
+
+
+def test_deskew_straightens_a_slanted_stroke_and_centres_it():
+    from poisoncert.data.transforms import deskew
+
+    img = np.zeros((28, 28), dtype=np.float32)
+    for r in range(4, 24):  # a stroke leaning right by 0.4 px per row, off-centre
+        q = 6 + 0.4 * (r - 4)
+        img[r, int(q)] += 1 - (q - int(q))
+        img[r, int(q) + 1] += q - int(q)
+    cy, cx, slope = _moments(img)
+    assert abs(slope - 0.4) < 0.05 and abs(cx - 13.5) > 3
+    out = deskew(img[None])[0]
+    cy2, cx2, slope2 = _moments(out)
+    assert abs(slope2) < 0.05 * abs(slope)
+    assert abs(cy2 - 13.5) < 0.1 and abs(cx2 - 13.5) < 0.1
+    assert abs(out.sum() - img.sum()) < 0.02 * img.sum()  # ink is kept (nothing falls off)
+
+
+def test_deskew_keeps_centred_upright_images_blank_images_dtype_and_channels():
+    from poisoncert.data.transforms import deskew
+
+    img = np.zeros((2, 1, 28, 28), dtype=np.float64)
+    img[0, 0, 6:22, 10:18] = 1.0  # symmetric about the centre: nothing to do
+    out = deskew(img)
+    assert out.dtype == np.float64 and out.shape == img.shape
+    np.testing.assert_allclose(out[0], img[0], atol=1e-12)
+    np.testing.assert_array_equal(out[1], img[1])  # no ink: unchanged
+    # colour: moments of the channel mean, every channel moved alike
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 3, 16, 16)).astype(np.float32)
+    x[:, :, :, :4] = 0
+    got = deskew(x)
+    assert got.shape == x.shape and got.dtype == np.float32
+    # every channel is resampled at the same coordinates (those of the channel mean), so
+    # by linearity the mean of the outputs is the deskewed mean image
+    np.testing.assert_allclose(got.mean(1), deskew(x.mean(1, keepdims=True))[:, 0],
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="'x' parameter of deskew"):
+        deskew(np.zeros((2, 5), dtype=np.float32))
+    with pytest.raises(ValueError, match="'x' parameter of deskew"):
+        deskew(np.zeros((2, 8, 8), dtype=np.uint8))
+
+
+def test_deskew_config_applies_to_train_and_test_and_keeps_old_hashes():
+    from poisoncert import pipeline
+    from poisoncert.config import config_hash, from_dict, to_dict
+    from poisoncert.data.transforms import deskew
+
+    base = {"data": {"name": "digits", "test_limit": 50},
+            "selection": {"scheme": "with_replacement", "ns": 20, "T": 4}}
+    plain = pipeline.prepare_data(from_dict(base))
+    cfg = from_dict(base, {"data.deskew": True})
+    prep = pipeline.prepare_data(cfg)
+    np.testing.assert_array_equal(prep.x_train, deskew(plain.x_train))
+    np.testing.assert_array_equal(prep.x_test, deskew(plain.x_test))
+    assert prep.info["deskew"] is True and "deskew" not in plain.info
+    assert prep.info["sha256_arrays"] == plain.info["sha256_arrays"]  # the raw data's
+    assert config_hash(cfg) != config_hash(from_dict(base))
+    d = to_dict(from_dict(base))
+    del d["data"]["deskew"]  # a config written before the key existed
+    assert config_hash(from_dict(d)) == config_hash(from_dict(base))

@@ -85,7 +85,9 @@ class DataConfig:
     paper's case 2): ``n_clean`` / ``clean_fraction`` take a random subset of the training set
     (drawn with ``clean_seed``), ``clean_indices`` lists training-set indices. ``D^c`` joins every
     sub-dataset and is never sampled; ``D^p`` is the rest, and ``n = |D^p|`` enters the bounds.
-    ``test_limit`` keeps the first test points only.
+    ``test_limit`` keeps the first test points only. ``deskew`` deskews every training and
+    test image (``poisoncert.data.transforms.deskew``: a fixed per-image preprocessing, so the
+    certificates are unchanged).
 
     ``poisoned_classes`` (the paper's case 3; original class ids, e.g. ``[9]``) instead makes
     ``D^p`` the training samples of those classes and ``D^c`` all the others; it excludes the
@@ -102,6 +104,7 @@ class DataConfig:
     clean_seed: int = 0
     test_limit: int | None = None
     poisoned_classes: list[int] | None = None
+    deskew: bool = False
 
 
 @dataclass
@@ -258,6 +261,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
             d["training"].pop(key)
     if d["training"].get("lr_schedule") == "constant":
         d["training"].pop("lr_schedule")
+    if d["data"].get("deskew") is False:
+        d["data"].pop("deskew")
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 

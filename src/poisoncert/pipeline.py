@@ -119,6 +119,14 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
         x_test, y_test = ds.x_test, ds.y_test
         if d.test_limit is not None:
             x_test, y_test = x_test[:d.test_limit], y_test[:d.test_limit]
+        x_train = ds.x_train
+        if d.deskew:
+            from poisoncert.data.transforms import deskew
+
+            if x_train.ndim != 4:
+                raise config_error("data.deskew", f"false for {d.name} (its samples are not "
+                                   "images)", True)
+            x_train, x_test = deskew(x_train), deskew(x_test)
         poisoned_labels = None
         if d.poisoned_classes is not None:  # case 3: D^p = the poisoned classes' samples
             missing = [c for c in d.poisoned_classes if c not in ds.classes]
@@ -157,11 +165,14 @@ def prepare_data(cfg: ExperimentConfig) -> PreparedData:
             "input_shape": list(ds.input_shape),
             "sources": [{"path": s.path, "sha256": s.sha256, "verified": s.verified}
                         for s in ds.source],
-            "sha256_arrays": runs.array_checksum(ds.x_train, ds.y_train, x_test, y_test),
+            "sha256_arrays": runs.array_checksum(ds.x_train, ds.y_train, ds.x_test[:len(y_test)],
+                                                 y_test),
         }
+        if d.deskew:
+            info["deskew"] = True
         if poisoned_labels is not None:
             info["poisoned_labels"] = poisoned_labels
-        prep = PreparedData(x_train=ds.x_train, y_train=ds.y_train, x_test=x_test,
+        prep = PreparedData(x_train=x_train, y_train=ds.y_train, x_test=x_test,
                             y_test=y_test, n_classes=ds.n_classes, clean_idx=clean,
                             poison_idx=poison, info=info)
         _DATA_CACHE.clear()
