@@ -36,27 +36,31 @@ _LENET = {"data.deskew": False, "training.model": "lenet5", "training.steps": 40
 _WARPS = {"training.rotation": 15, "training.scale": 0.15, "training.shear": 10,
           "training.max_shift": 3, "training.elastic": 1.0}
 
-#: The learner ablation on MNIST, ns = 30: key -> (description, overrides of mnist_ns30.yaml).
+#: The learner ablation on MNIST, ns = 30: key -> (description, overrides of mnist_ns30.yaml,
+#: source). ``source``: None, or the T = 1000 run whose first 32 classifiers are exactly this
+#: setting's (same config and seeds), read from there instead of trained again.
 LEARNERS = {
     "plain": ("the paper's: LeNet-5, 100 Adam steps, no augmentation",
-              {**_LENET, "training.steps": 100, "training.augment": False}),
-    "lenet_shift": ("LeNet-5, 400 steps, integer shifts up to 3 px (first report)", _LENET),
+              {**_LENET, "training.steps": 100, "training.augment": False}, None),
+    "lenet_shift": ("LeNet-5, 400 steps, integer shifts up to 3 px (first report)", _LENET,
+                    "mnist_ns30_with_replacement"),
     "lenet_warp": ("LeNet-5, 600 steps, random warps",
-                   {**_LENET, "training.steps": 600, **_WARPS}),
+                   {**_LENET, "training.steps": 600, **_WARPS}, None),
     "cnn_small_warp": ("cnn_small, 1000 steps at lr 2e-3, random warps",
                        {"training.steps": 1000, "training.lr": 0.002,
-                        "training.lr_schedule": "constant", "data.deskew": False}),
+                        "training.lr_schedule": "constant", "data.deskew": False}, None),
     "cnn_small_warp_cos": ("cnn_small, 1000 steps, cosine decay from 8e-3, random warps",
-                           {"training.steps": 1000, "data.deskew": False}),
+                           {"training.steps": 1000, "data.deskew": False}, None),
     "cnn_small_warp_cos_2k": ("cnn_small, 2000 steps, cosine decay from 8e-3, random warps",
-                              {"data.deskew": False}),
+                              {"data.deskew": False}, "mnist_ns30_cnn_with_replacement"),
     "cnn_warp_cos": ("cnn (16/32 channels, dense 128), 800 steps, cosine from 3e-3, warps",
                      {"training.model": "cnn", "training.steps": 800, "training.lr": 0.003,
-                      "data.deskew": False}),
+                      "data.deskew": False}, None),
     "deskew_cnn_small_warp_cos": ("deskewed images; cnn_small, 1000 steps, cosine from 8e-3, "
-                                  "warps", {"training.steps": 1000, "data.deskew": True}),
+                                  "warps", {"training.steps": 1000, "data.deskew": True}, None),
     "deskew_cnn_small_warp_cos_2k": ("deskewed images; cnn_small, 2000 steps, cosine from "
-                                     "8e-3, warps (mnist_ns30.yaml)", {}),
+                                     "8e-3, warps (mnist_ns30.yaml)", {},
+                                     "mnist_ns30_deskew_cnn_with_replacement"),
 }
 
 #: group -> [(run name, config file, overrides)]
@@ -84,7 +88,7 @@ GROUPS: dict[str, list[tuple[str, str, dict]]] = {
     # on the 10,000 test images; mnist_ns30.yaml with the overrides in LEARNERS)
     "mnist_ns30_learners": [(f"learner_{key}_T32", "mnist_ns30.yaml",
                              {**over, "selection.T": 32, "run.chunk_size": 16})
-                            for key, (_, over) in LEARNERS.items()],
+                            for key, (_, over, source) in LEARNERS.items() if source is None],
     # (c) case 3: classes 0-8 clean, 9 poisoned; two-phase (Algorithm 3) vs Algorithm 2
     "case3": [(f"case3_{kind}_ns{ns}", "mnist_case3.yaml",
                {"selection.ns": ns, "training.two_phase": kind == "twophase"})
