@@ -357,7 +357,8 @@ class Report:
         walls = [f"`{x.name}`: {x.wall()}" for x in (r, nodeskew, lenet, plain)
                  if x is not None]
         self.add("\nWall times (train + certify; 2 worker processes on the 2-core machine for "
-                 "the improved run): " + "; ".join(walls) + ".\n")
+                 "the improved runs, which shared the machine with other jobs for part of the "
+                 "time, so these are upper bounds): " + "; ".join(walls) + ".\n")
         at100 = {row[1]: float(row[3 + rhos.index(100)].rstrip("%")) / 100 for row in
                  self.summary["jia"]}
         met = [k for k, v in at100.items() if v >= JIA_MNIST]
@@ -403,7 +404,7 @@ class Report:
             if source is None:
                 cost = f"{t:.0f} s" if t is not None else "n/a"
             else:
-                cost = (f"{t * 32 / r.T:.0f} s (1/{r.T // 32} of `{source}`)"
+                cost = (f"{t * 32 / r.T:.0f} s (pro rata, `{source}`)"
                         if t is not None else "n/a")
             rows.append([desc, pct(float(np.mean(preds == labels[None]))),
                          pct(float(np.mean(frac >= 0.6))), cost])
