@@ -173,8 +173,9 @@ def test_config_hash_ignores_phase2_steps_without_two_phase():
 
 
 def test_config_hash_of_runs_made_before_warps_is_unchanged():
-    """A run directory written before the warp and schedule keys existed (its config.yaml
-    lacks them) keeps its hash, so it still resumes; turning any of them on changes it."""
+    """A run directory written before the warp, schedule and deskew keys existed (its
+    config.yaml lacks them) keeps its hash, so it still resumes; turning any of them on
+    changes it."""
     cfg = small()
     # the hash as the code before these keys computed it: the same JSON without them
     d = to_dict(cfg)
@@ -182,11 +183,12 @@ def test_config_hash_of_runs_made_before_warps_is_unchanged():
     for key in ("workers", "phase2_steps", "rotation", "scale", "shear", "elastic",
                 "lr_schedule"):
         del d["training"][key]
+    del d["data"]["deskew"]
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert config_hash(cfg) == hashlib.sha256(text.encode()).hexdigest()
     for over in (dict(training__rotation=5), dict(training__scale=0.1),
                  dict(training__shear=3), dict(training__elastic=0.5),
-                 dict(training__lr_schedule="cosine")):
+                 dict(training__lr_schedule="cosine"), dict(data__deskew=True)):
         assert config_hash(small(**over)) != config_hash(cfg), over
 
 
