@@ -87,10 +87,28 @@ class Run:
         preds = self.npy("predictions")
         return float(np.mean(pred == labels)), float(np.mean(preds == labels[None]))
 
+    def timed_fraction(self) -> float:
+        """The share of the run's chunks whose training time ``timing.json`` records (a
+        session that was killed records nothing; the resuming one records its own chunks)."""
+        sessions = self.timing.get("sessions", [])
+        if not sessions:
+            return 1.0
+        total = sessions[0]["chunks_trained"] + sessions[0]["chunks_skipped"]
+        return min(1.0, sum(x["chunks_trained"] for x in sessions) / max(total, 1))
+
+    def train_seconds_per_classifier(self) -> float | None:
+        t = self.timing.get("train_s")
+        return None if t is None else t / (self.T * self.timed_fraction())
+
     def wall(self) -> str:
         if not self.timing:
             return "n/a"
-        return f"{self.timing['train_s']:.0f} s + {self.timing['certify_s']:.1f} s"
+        out = f"{self.timing['train_s']:.0f} s + {self.timing['certify_s']:.1f} s"
+        frac = self.timed_fraction()
+        if frac < 1.0:
+            out += (f" (training time of the last {frac:.0%} of the classifiers only: an "
+                    "earlier session was stopped)")
+        return out
 
 
 def load_runs(runs_dir: Path) -> dict[str, Run]:
@@ -400,12 +418,13 @@ class Report:
             r = self.runs[n]
             preds, labels = r.npy("predictions")[:32], r.npy("labels")
             frac = np.mean(preds == labels[None], axis=0)
-            t = r.timing.get("train_s")
-            if source is None:
-                cost = f"{t:.0f} s" if t is not None else "n/a"
+            t = r.train_seconds_per_classifier()
+            if t is None:
+                cost = "n/a"
+            elif source is None:
+                cost = f"{t * 32:.0f} s"
             else:
-                cost = (f"{t * 32 / r.T:.0f} s (pro rata, `{source}`)"
-                        if t is not None else "n/a")
+                cost = f"{t * 32:.0f} s (pro rata, `{source}`)"
             rows.append([desc, pct(float(np.mean(preds == labels[None]))),
                          pct(float(np.mean(frac >= 0.6))), cost])
         if rows:
