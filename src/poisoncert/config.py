@@ -222,8 +222,11 @@ _SECTIONS: dict[str, type] = {
     "run": RunConfig,
 }
 
-#: Warp settings of ``training`` (added after the first runs; left out of the hash at 0).
-_WARP_KEYS = ("rotation", "scale", "shear", "elastic")
+#: Keys added after the first runs, and their defaults: left out of ``config_hash`` at the
+#: default, so run directories written before they existed keep their hash (and resume).
+_LATER_KEYS = {"training.rotation": 0.0, "training.scale": 0.0, "training.shear": 0.0,
+               "training.elastic": 0.0, "training.lr_schedule": "constant",
+               "data.deskew": False}
 
 #: Keys that never change a run's predictions, so they may differ when a run is resumed.
 RESUMABLE_KEYS = ("training.workers",)
@@ -256,13 +259,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
         d[section].pop(name)
     if not d["training"].get("two_phase"):
         d["training"].pop("phase2_steps", None)  # no phase 2 is trained: cannot matter
-    for key in _WARP_KEYS:  # keys added later: at 0 (off) they keep earlier runs' hashes
-        if d["training"].get(key) == 0:
-            d["training"].pop(key)
-    if d["training"].get("lr_schedule") == "constant":
-        d["training"].pop("lr_schedule")
-    if d["data"].get("deskew") is False:
-        d["data"].pop("deskew")
+    for key, default in _LATER_KEYS.items():  # at their defaults: earlier runs' hashes
+        section, name = key.split(".")
+        if name in d[section] and d[section][name] == default:
+            del d[section][name]
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
