@@ -51,9 +51,9 @@ from poisoncert._validation import (
     check_choice,
     check_int,
     check_int_array,
-    check_real,
     check_real_array,
 )
+from poisoncert.selection import SCHEME_ALIASES, SCHEMES, check_size
 
 __all__ = [
     "MODELS",
@@ -67,23 +67,6 @@ __all__ = [
     "jia_round",
 ]
 
-SCHEMES = ("without_replacement", "with_replacement", "binomial")
-SCHEME_ALIASES = {
-    "1": "without_replacement",
-    "scheme1": "without_replacement",
-    "wor": "without_replacement",
-    "bagging_without_replacement": "without_replacement",
-    "subsampling": "without_replacement",
-    "2": "with_replacement",
-    "scheme2": "with_replacement",
-    "wr": "with_replacement",
-    "bagging": "with_replacement",
-    "bagging_with_replacement": "with_replacement",
-    "3": "binomial",
-    "scheme3": "binomial",
-    "binomial_selection": "binomial",
-    "bernoulli": "binomial",
-}
 MODELS = ("P1", "P2", "P3", "P4", "P5", "P6")
 MODEL_ALIASES = {
     "1": "P1", "insert": "P1", "insertion": "P1", "insertions": "P1",
@@ -126,36 +109,7 @@ class SelectionBound:
         scheme = check_choice(self.scheme, "scheme", where, SCHEMES, SCHEME_ALIASES)
         model = check_choice(self.model, "model", where, MODELS, MODEL_ALIASES)
         n = check_int(self.n, "n", where, low=1)
-        ns, p = self.ns, self.p
-        if scheme == "binomial":
-            if ns is not None and p is not None:
-                raise ValueError(
-                    "The 'p' parameter of SelectionBound must be None when 'ns' is given "
-                    f"(binomial selection uses p = ns / n). Got p={p!r} and ns={ns!r} instead."
-                )
-            if p is None:
-                if ns is None:
-                    raise ValueError(
-                        "The 'p' parameter of SelectionBound must be a real number in the range "
-                        "(0, 1) for binomial selection (or give 'ns', meaning p = ns / n). "
-                        "Got None instead."
-                    )
-                ns = check_int(ns, "ns", where, low=1, high=n - 1 if n > 1 else 1)
-                p = ns / n
-            p = check_real(p, "p", where, low=0.0, high=1.0, low_open=True, high_open=True)
-        else:
-            if p is not None:
-                raise ValueError(
-                    f"The 'p' parameter of SelectionBound must be None for the {scheme} scheme "
-                    f"(give 'ns'). Got {p!r} instead."
-                )
-            if ns is None:
-                raise ValueError(
-                    f"The 'ns' parameter of SelectionBound must be an int for the {scheme} "
-                    "scheme. Got None instead."
-                )
-            high = n if scheme == "without_replacement" else None
-            ns = check_int(ns, "ns", where, low=1, high=high)
+        ns, p = check_size(scheme, n, ns=self.ns, p=self.p, where=where)
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "n", n)

@@ -50,6 +50,7 @@ from poisoncert.config import (
     load_config,
     to_yaml,
 )
+from poisoncert.votes import votes_from_predictions
 
 __all__ = [
     "RunDir",
@@ -444,12 +445,3 @@ class RunDir:
             raise RunError(f"'{path}' is missing: the run is not finished (run train "
                            "again to resume it).") from None
 
-
-def votes_from_predictions(predictions: np.ndarray, n_classes: int) -> np.ndarray:
-    """Vote counts ``(n_test, n_classes)`` from a ``(T, n_test)`` prediction matrix; ``-1``
-    (abstain) is not counted."""
-    predictions = np.asarray(predictions)
-    votes = np.empty((predictions.shape[1], n_classes), dtype=np.int64)
-    for c in range(n_classes):
-        votes[:, c] = np.count_nonzero(predictions == c, axis=0)
-    return votes
