@@ -387,7 +387,7 @@ def group_size(cfg: ExperimentConfig) -> int:
     """The number of classifiers the engine trains as one group: chunks are rounded up to a
     multiple of it so that no group is padded (results never depend on the chunking)."""
     tcfg = training_config(cfg)
-    return 1 if tcfg is None else int(tcfg.group_size)
+    return 1 if tcfg is None else tcfg.models_per_group
 
 
 # --------------------------------------------------------------------------------------------
