@@ -75,7 +75,7 @@ def _config(case: str):
 
 
 def run_case(case: str, folder: Path) -> dict[str, str]:
-    from poisoncert.pipeline import certify_run, train_run
+    from poisoncert.experiment import certify_run, train_run
 
     run = folder / case
     train_run(_config(case), run, progress=False)

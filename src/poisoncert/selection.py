@@ -116,7 +116,8 @@ def init_seed(seed: int) -> int:
 
 
 def check_size(scheme: str, n: int | None, *, ns=None, p=None, where: str,
-               names: tuple[str, str] = ("ns", "p")) -> tuple[int | None, float | None]:
+               names: tuple[str, str] = ("ns", "p"), n_text: str | None = None
+               ) -> tuple[int | None, float | None]:
     """The size of a selection: ``(ns, p)`` for ``scheme`` on ``n = |D^p|`` samples.
 
     - bagging (``without_replacement``, ``with_replacement``): ``ns`` draws, an int in
@@ -128,7 +129,8 @@ def check_size(scheme: str, n: int | None, *, ns=None, p=None, where: str,
 
     ``n`` None (not known yet, e.g. a config before its data is loaded) skips the checks that
     need it. ``where`` and ``names`` (the names of ``ns`` and ``p``) make the one error shape:
-    "The 'ns' parameter of <where> must be ... Got ... instead.".
+    "The 'ns' parameter of <where> must be ... Got ... instead."; ``n_text`` (e.g.
+    ``"n = |D^p|"``) adds what ``n`` is to a range error.
     """
     ns_name, p_name = names
     if scheme == PARTITION:
@@ -142,7 +144,13 @@ def check_size(scheme: str, n: int | None, *, ns=None, p=None, where: str,
         if ns is None:
             raise param_error(ns_name, where, f"an int for the {scheme} scheme", None)
         high = n if scheme == "without_replacement" else None
-        return check_int(ns, ns_name, where, low=1, high=high), None
+        try:
+            return check_int(ns, ns_name, where, low=1, high=high), None
+        except ValueError:
+            if n_text is None or high is None:
+                raise
+            raise param_error(ns_name, where, f"an int in the range [1, {high}] for the "
+                              f"{scheme} scheme ({n_text} = {n})", ns) from None
     if ns is not None and p is not None:
         raise param_error(ns_name, where, f"None when {p_name!r} is given (binomial selection: "
                           f"give one of {ns_name!r} and {p_name!r}; ns means p = ns / n)", ns)
@@ -161,7 +169,8 @@ def check_size(scheme: str, n: int | None, *, ns=None, p=None, where: str,
         ns = check_int(ns, ns_name, where, low=1, high=n - 1)
     except ValueError:
         raise param_error(ns_name, where, f"an int in the range [1, {n - 1}] for the binomial "
-                          f"scheme (p = ns / n must be below 1; n = {n})", ns) from None
+                          f"scheme (p = ns / n must be below 1; {n_text or 'n'} = {n})",
+                          ns) from None
     return ns, ns / n
 
 
@@ -256,6 +265,11 @@ class SubsetPlan:
         """``|D^p|``."""
         return int(len(self.attackable_idx))
 
+    @property
+    def n_clean(self) -> int:
+        """``|D^c|``, the first samples of every sub-dataset."""
+        return 0 if self.clean_idx is None else int(len(self.clean_idx))
+
     def drawn(self, i: int, seed: int) -> np.ndarray:
         """Positions in ``D^p`` of sub-dataset ``i`` (with repeats for scheme 2)."""
         if self.scheme == PARTITION:
@@ -267,3 +281,9 @@ class SubsetPlan:
     def indices(self, i: int, seed: int) -> np.ndarray:
         """Training-set indices of sub-dataset ``i``: ``D^c`` first, then the drawn samples."""
         return subset_indices(self.attackable_idx, self.clean_idx, self.drawn(i, seed))
+
+    def subsets(self, start: int, seeds) -> tuple[list[np.ndarray], np.ndarray]:
+        """Sub-datasets ``start, start + 1, ...`` (one per seed of ``seeds``) and the sizes of
+        their draws from ``D^p`` (int64)."""
+        subsets = [self.indices(start + j, int(s)) for j, s in enumerate(seeds)]
+        return subsets, np.asarray([len(s) - self.n_clean for s in subsets], dtype=np.int64)
