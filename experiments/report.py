@@ -213,7 +213,8 @@ class Report:
                             f"{single_class_subsets(r)} sub-datasets of one class only")
             self.add("\nThe largest radius any test point can get (all T = 1000 votes for its "
                      "class, alpha = 0.001, two classes) is 852 for both bagging schemes and 881 "
-                     "for binomial selection (spec, 'Estimating p1 and p2'), so with sound "
+                     "for binomial selection ([certificates.md](certificates.md#bounding-p1-and-p2-"
+                     "from-t-votes)), so with sound "
                      "bounds certified accuracy reaches 0 at 853 at the latest for the bagging "
                      "schemes: the paper's 855 and 857 lie past that limit. Where we reach 0 "
                      "earlier it is because no test point got every vote (most votes for the "
@@ -544,7 +545,8 @@ class Report:
         self.add("## DPA baseline on MNIST\n\n"
                  f"Command: {command('mnist_dpa')} (`experiments/mnist_dpa.yaml`: k = 1200 "
                  "hash parts, ~50 samples each, one LeNet-5 per part). Radii in two units: the "
-                 "spec's (P6, any insertion, deletion or modification is one operation; "
+                 "operation unit of [certificates.md](certificates.md#dpa-and-its-two-units) "
+                 "(P6, any insertion, deletion or modification is one operation; "
                  "floor(slack / 4)) and the DPA paper's (modification = two operations; "
                  "floor(slack / 2)). Published: median 448 in the DPA paper's unit (1200 parts, "
                  "Network-in-Network base learner, MNIST).\n")
@@ -556,7 +558,7 @@ class Report:
         votes, labels = r.npy("votes"), r.npy("labels")
         rhos = [0, 10, 20, 50, 100, 150, 200, 300, 400]
         rows = []
-        for unit, label in (("operation", "spec unit (P6)"), ("dpa", "DPA unit")):
+        for unit, label in (("operation", "operation unit (P6)"), ("dpa", "DPA unit")):
             cert = C.dpa_certify(votes, model="P6", unit=unit)
             acc = np.atleast_1d(C.certified_accuracy(cert, labels, rhos))
             rad = np.where(cert.prediction == labels, cert.radius, -1)
@@ -569,7 +571,7 @@ class Report:
         self.add(table(["radius unit", "vote acc.", "median radius (wrong = -1)"]
                        + [f"rho={x}" for x in rhos], rows))
         self.add(f"\nBase-classifier accuracy {pct(base)}; wall {r.wall()}. For comparison, "
-                 "bagging at rho = 100 (spec unit) is in Table 2.\n")
+                 "bagging at rho = 100 (operation unit) is in Table 2.\n")
 
     # Summary --------------------------------------------------------------------------------
     def summary_text(self) -> str:

@@ -1,6 +1,6 @@
 """The certified bound ``delta(rho)`` and the certified radius (numpy and scipy only).
 
-Implements the unified form of Theorem 1 given in ``shared/spec/certificates.md``: a prediction
+Implements the unified form of Theorem 1 given in ``docs/certificates.md``: a prediction
 ``c1`` survives the attack ``(a, d, r)`` (``a`` insertions, ``d`` deletions, ``r``
 modifications) when
 
@@ -95,7 +95,7 @@ class SelectionBound:
 
     ``n`` is the size of the attackable part ``D^p``; the known-clean part does not enter.
     For binomial selection give ``p``, or ``ns`` meaning ``p = ns / n`` held fixed (``p``
-    must not be recomputed from the poisoned set's size, see the spec).
+    must not be recomputed from the poisoned set's size, see ``docs/certificates.md``).
     """
 
     scheme: str
@@ -468,7 +468,7 @@ def _as_rho(rho, where: str) -> tuple[np.ndarray, bool]:
 
 def delta(rho, *, scheme: str, n: int, model: str = "P6", ns: int | None = None,
           p: float | None = None):
-    """``delta(rho)`` of Theorem 1 (corrected, see ``shared/spec/certificates.md``).
+    """``delta(rho)`` of Theorem 1 (corrected, see ``docs/certificates.md``).
 
     Vectorised: a scalar ``rho`` gives a float, an array gives an array. ``scheme`` is
     ``"without_replacement"``, ``"with_replacement"`` or ``"binomial"``; ``model`` is

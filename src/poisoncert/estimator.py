@@ -2,10 +2,10 @@
 
 ``CertifiedEnsembleClassifier`` trains ``T`` clones of a base estimator, each on one sub-dataset
 of the training set drawn by a selection scheme (``poisoncert.selection``), predicts by majority
-vote, and certifies each prediction with ``poisoncert.certify`` (``certificates.md``). It follows
-scikit-learn's bagging conventions: ``__init__`` only stores parameters, ``fit`` validates them
-and returns ``self``, fitted attributes end in ``_``, one seed per base classifier is kept so
-every sub-dataset can be regenerated (``estimators_samples_``).
+vote, and certifies each prediction with ``poisoncert.certify`` (``docs/certificates.md``). It
+follows scikit-learn's bagging conventions: ``__init__`` only stores parameters, ``fit``
+validates them and returns ``self``, fitted attributes end in ``_``, one seed per base
+classifier is kept so every sub-dataset can be regenerated (``estimators_samples_``).
 """
 
 from __future__ import annotations
@@ -406,7 +406,7 @@ default="without_replacement"
             the vote bounds are made simultaneous over classes). Ignored for ``"partition"``,
             whose certificate is deterministic.
         model : {"P1", ..., "P6"}, default="P6"
-            Poisoning model (insertions, deletions, modifications; ``certificates.md``).
+            Poisoning model (insertions, deletions, modifications; ``docs/certificates.md``).
         method : str, default="bonferroni"
             Vote-bound method of ``poisoncert.stats.vote_bounds``; the ``"true_label*"``
             methods need ``y``. Ignored for ``"partition"``.

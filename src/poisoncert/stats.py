@@ -2,9 +2,10 @@
 
 The certificate of a test point needs a lower bound ``p1_lower`` on the probability of the
 predicted class ``c1`` and an upper bound ``p2_upper`` on the probability of every other class
-(``certificates.md``, "Estimating p1 and p2"). Both come from one-sided Clopper-Pearson bounds
-on the vote counts. Because ``c1`` is picked from the same votes it is bounded with, the default
-method makes the bounds hold simultaneously for every class that could have been picked.
+(``docs/certificates.md``, "Bounding p1 and p2 from T votes"). Both come from one-sided
+Clopper-Pearson bounds on the vote counts. Because ``c1`` is picked from the same votes it is
+bounded with, the default method makes the bounds hold simultaneously for every class that
+could have been picked.
 
 Every bound is rounded toward its conservative side, so floating-point error never widens a
 certificate.
