@@ -23,9 +23,10 @@ from poisoncert.training import (  # noqa: E402
     weights_from_bytes,
     weights_to_bytes,
 )
-from poisoncert.training.engine import _make_optimizer, _set_lr  # noqa: E402
 from poisoncert.training.fast import fuse_avgpool, stack_models  # noqa: E402
 from poisoncert.training.minibatches import ImageBatcher as _Batcher  # noqa: E402
+from poisoncert.training.optim import make_optimizer as _make_optimizer  # noqa: E402
+from poisoncert.training.optim import set_lr as _set_lr  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # Tiny problems

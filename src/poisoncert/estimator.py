@@ -10,7 +10,6 @@ classifier is kept so every sub-dataset can be regenerated (``estimators_samples
 
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 
@@ -25,20 +24,14 @@ from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from poisoncert._validation import param_error
 from poisoncert.base_learners import fit_chunk, hash_parts, job_chunks, predict_chunk, row_keys
-from poisoncert.selection import ALL_SCHEMES, PARTITION, SubsetPlan, check_size, model_seeds
+from poisoncert.estimator_checks import (
+    base_tags,
+    check_clean_mask,
+    ensemble_size,
+    validate_input,
+)
+from poisoncert.selection import ALL_SCHEMES, PARTITION, SubsetPlan, model_seeds
 from poisoncert.votes import votes_from_predictions
-
-try:  # scikit-learn >= 1.6
-    from sklearn.utils import get_tags as _get_tags
-    from sklearn.utils.validation import validate_data as _validate_data
-except ImportError:  # pragma: no cover - older scikit-learn
-    _get_tags = None
-
-    def _validate_data(est, *args, **kwargs):
-        if "ensure_all_finite" in kwargs:
-            kwargs["force_all_finite"] = kwargs.pop("ensure_all_finite")
-        return est._validate_data(*args, **kwargs)
-
 
 __all__ = ["CertifiedEnsembleClassifier"]
 
@@ -213,72 +206,13 @@ default="without_replacement"
     def _base(self):
         return DecisionTreeClassifier() if self.estimator is None else self.estimator
 
-    def _base_tags(self, base=None):
-        if _get_tags is None:  # pragma: no cover
-            return None
-        try:
-            return _get_tags(self._base() if base is None else base)
-        except Exception:  # a base estimator with broken tags: assume the defaults
-            return None
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        base = self._base_tags()
+        base = base_tags(self._base())
         if base is not None:
             tags.input_tags.sparse = base.input_tags.sparse
             tags.input_tags.allow_nan = base.input_tags.allow_nan
         return tags
-
-    def _validate_X(self, X, *, reset: bool, y=None):
-        base = self._base_tags(None if reset else self.estimator_)
-        sparse_ok = base is not None and base.input_tags.sparse
-        nan_ok = base is not None and base.input_tags.allow_nan
-        kwargs = dict(accept_sparse="csr" if sparse_ok else False,
-                      ensure_all_finite="allow-nan" if nan_ok else True, reset=reset)
-        if not reset:
-            return _validate_data(self, X, **kwargs)
-        return _validate_data(self, X, y, **kwargs)
-
-    def _check_scheme_params(self, n: int) -> tuple[int | None, float | None, int]:
-        """Effective ``(ns, p, T)`` for ``n`` attackable rows, or a scikit-learn-shaped error.
-
-        ``ns`` / ``p`` follow ``selection.check_size`` after the defaults: ``ns = ceil(sqrt(n))``
-        for bagging, ``p = min(ceil(sqrt(n)) / n, 1/2)`` for binomial selection; a binomial
-        ``ns`` becomes ``p = ns / n`` (``ns_`` is None).
-        """
-        scheme = self.scheme
-        if scheme != PARTITION and self.n_partitions is not None:
-            raise param_error("n_partitions", _NAME, f"None for scheme={scheme!r}",
-                              self.n_partitions)
-        ns, p = self.ns, self.p
-        if scheme == "binomial" and ns is None and p is None:
-            p = min(self._default_ns(n) / n, 0.5)
-        elif scheme in ("without_replacement", "with_replacement") and ns is None:
-            ns = self._default_ns(n)
-        ns, p = check_size(scheme, n, ns=ns, p=p, where=_NAME)
-        if scheme == PARTITION:
-            T = self.n_estimators if self.n_partitions is None else self.n_partitions
-            return None, None, int(T)
-        return (None if scheme == "binomial" else ns), p, int(self.n_estimators)
-
-    @staticmethod
-    def _default_ns(n: int) -> int:
-        return max(1, math.ceil(math.sqrt(n)))
-
-    def _check_clean_mask(self, clean_mask, n_samples: int) -> np.ndarray:
-        if clean_mask is None:
-            return np.zeros(n_samples, dtype=bool)
-        mask = np.asarray(clean_mask)
-        if mask.dtype != bool or mask.shape != (n_samples,):
-            raise param_error("clean_mask", f"{_NAME}.fit",
-                              f"a boolean array of shape (n_samples,) = ({n_samples},)",
-                              f"an array of dtype {mask.dtype} and shape {mask.shape}")
-        if mask.all():
-            raise param_error("clean_mask", f"{_NAME}.fit",
-                              "a boolean array leaving at least one row attackable (the "
-                              "sub-datasets are drawn from the rows not marked clean)",
-                              "an all-True mask")
-        return mask.copy()
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=False)  # the base estimator is validated later
@@ -300,7 +234,7 @@ default="without_replacement"
         -------
         self : object
         """
-        X, y = self._validate_X(X, reset=True, y=y)
+        X, y = validate_input(self, X, base=self._base(), reset=True, y=y)
         check_classification_targets(y)
         y = column_or_1d(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
@@ -308,12 +242,14 @@ default="without_replacement"
         y_idx = y_idx.astype(np.int64).ravel()
         n_samples = X.shape[0]
 
-        self.clean_mask_ = self._check_clean_mask(clean_mask, n_samples)
+        self.clean_mask_ = check_clean_mask(clean_mask, n_samples, where=f"{_NAME}.fit")
         clean_idx = np.flatnonzero(self.clean_mask_)
         attackable_idx = np.flatnonzero(~self.clean_mask_)
         n = len(attackable_idx)
         self.n_attackable_ = n
-        ns, p, T = self._check_scheme_params(n)
+        ns, p, T = ensemble_size(self.scheme, n, ns=self.ns, p=self.p,
+                                 n_estimators=self.n_estimators,
+                                 n_partitions=self.n_partitions, where=_NAME)
         self.ns_, self.p_, self.n_estimators_ = ns, p, T
 
         if isinstance(self.random_state, numbers.Integral):
@@ -361,7 +297,7 @@ default="without_replacement"
         int16 (int32 beyond 32767 classes); ``-1`` where a base classifier abstains.
         """
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        X = validate_input(self, X, base=self.estimator_, reset=False)
         n_test = X.shape[0]
         dtype = np.int16 if self.n_classes_ <= np.iinfo(np.int16).max else np.int32
         chunks = job_chunks(self.n_estimators_, self.n_jobs)

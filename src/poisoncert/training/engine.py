@@ -17,7 +17,6 @@ Everything about classifier ``i`` (initialisation, minibatches, shifts) derives 
 
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,8 @@ from poisoncert._validation import check_choice, check_int, check_int_array, par
 from poisoncert.selection import init_seed
 from poisoncert.training.fast import stack_models, stackable
 from poisoncert.training.minibatches import ImageBatcher, Minibatches, sample_minibatches
-from poisoncert.training.models import build_model
+from poisoncert.training.models import build_model, init_model
+from poisoncert.training.optim import make_optimizer, set_lr
 from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
 from poisoncert.votes import ABSTAIN
 
@@ -43,32 +43,6 @@ __all__ = [
 ]
 
 PATHS = ("fast", "reference")
-
-
-def _make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
-    fused = device.type in ("cpu", "cuda")
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum,
-                               weight_decay=cfg.weight_decay, fused=fused)
-    return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-
-
-def _set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
-    """The learning rate of ``step`` (0-based) under ``cfg.lr_schedule``."""
-    if cfg.lr_schedule == "cosine":
-        lr = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
-        for group in opt.param_groups:
-            group["lr"] = lr
-
-
-def _init_model(cfg: TrainConfig, input_shape, n_classes: int, seed: int) -> torch.nn.Module:
-    """Classifier ``seed``'s initial model: built on the CPU under ``init_seed(seed)`` (the
-    same weights on every device), without touching the caller's global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed(seed))
-        return build_model(cfg.model, input_shape, n_classes)
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,7 +86,8 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
              for s, seed in zip(task.subsets, task.seeds, strict=True)]
     # (steps, B) rows of x per classifier
     rows = [s[d.positions] for s, d in zip(task.subsets, draws, strict=True)]
-    models = [_init_model(cfg, settings.input_shape, settings.n_classes, s) for s in task.seeds]
+    models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
+              for s in task.seeds]
     if settings.path == "fast" and stackable(models[0]):
         return _train_stacked(models, rows, draws, batcher, y, x_test, settings, device)
     preds, weights = [], []
@@ -132,7 +107,7 @@ def _train_one(model, rows, draws: Minibatches, batcher, y, x_test, settings: _C
     """The reference twin: one module, one optimizer, a plain loop."""
     cfg = settings.cfg
     model = model.to(device=device, dtype=cfg.torch_dtype)
-    opt = _make_optimizer(model.parameters(), cfg, device)
+    opt = make_optimizer(model.parameters(), cfg, device)
     rows_t = torch.as_tensor(rows, device=device)
     warps_t, fields_t = _as_tensor(draws.warps, device), _as_tensor(draws.fields, device)
     shifts_t = None if warps_t is not None else _as_tensor(draws.shifts, device)
@@ -146,7 +121,7 @@ def _train_one(model, rows, draws: Minibatches, batcher, y, x_test, settings: _C
         loss = F.cross_entropy(model(xb), y[r])
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        _set_lr(opt, cfg, s)
+        set_lr(opt, cfg, s)
         opt.step()
     model.eval()
     with torch.no_grad():
@@ -177,7 +152,7 @@ def _train_stacked(models, rows, draws: list[Minibatches], batcher, y, x_test,
     rows = rows + [rows[-1]] * pad
     draws = draws + [draws[-1]] * pad
     net = stack_models(models)
-    opt = _make_optimizer(net.model_params(), cfg, device)
+    opt = make_optimizer(net.model_params(), cfg, device)
     rows_t = torch.as_tensor(np.stack(rows, axis=1), device=device)  # (steps, G, B)
     labels_t = y[rows_t]
     warps_t = _stacked([d.warps for d in draws], device)
@@ -200,7 +175,7 @@ def _train_stacked(models, rows, draws: list[Minibatches], batcher, y, x_test,
         net.zero_grad()
         loss.backward()
         net.sync_grads()
-        _set_lr(opt, cfg, s)
+        set_lr(opt, cfg, s)
         opt.step()
     with torch.no_grad():
         preds = torch.cat([net.forward_eval(chunk).argmax(-1) for chunk in

@@ -31,7 +31,7 @@ from poisoncert._validation import param_error
 from poisoncert.training.settings import MODELS, ModelSpec, check_model
 
 __all__ = ["CNN_WIDTHS", "MODELS", "LeNet5", "MLP", "ResNet18", "SmallCNN", "build_model",
-           "check_model"]
+           "check_model", "init_model"]
 
 #: ``(conv1 channels, conv2 channels, hidden units)`` of the named ``SmallCNN`` variants.
 CNN_WIDTHS = {"cnn": (16, 32, 128), "cnn_small": (8, 16, 64)}
@@ -204,3 +204,12 @@ def build_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classe
         raise param_error("input_shape", "build_model",
                           "an image shape (C, H, W) with H, W >= 8 for resnet18", shape)
     return ResNet18(c, n_classes)
+
+
+def init_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes: int,
+               seed: int) -> nn.Module:
+    """``build_model`` under ``torch.manual_seed(seed)``: built on the CPU (the same weights
+    on every device), without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name_or_factory, input_shape, n_classes)
