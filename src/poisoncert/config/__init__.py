@@ -1,54 +1,10 @@
 """Experiment configuration: typed sections (``sections``), YAML files and dotted overrides
-(``files``). See ``poisoncert.config.files`` for the file layout."""
+(``files``). See ``poisoncert.config.files`` for the file layout; the ``training`` section is
+``poisoncert.training.TrainConfig``."""
 
-from poisoncert.config.files import (
-    RESUMABLE_KEYS,
-    config_diff,
-    config_hash,
-    from_dict,
-    load_config,
-    parse_overrides,
-    to_dict,
-    to_yaml,
-)
-from poisoncert.config.sections import (
-    DATASETS,
-    DEFAULT_SELECTION,
-    SCHEMES,
-    SECTIONS,
-    AlgorithmConfig,
-    CertifyConfig,
-    ConfigError,
-    DataConfig,
-    ExecutionConfig,
-    ExperimentConfig,
-    RunConfig,
-    SelectionConfig,
-    config_error,
-)
+from poisoncert.config import files, sections
+from poisoncert.config.files import *  # noqa: F403
+from poisoncert.config.sections import *  # noqa: F403
 from poisoncert.training.settings import TrainConfig
 
-__all__ = [
-    "DATASETS",
-    "DEFAULT_SELECTION",
-    "RESUMABLE_KEYS",
-    "SCHEMES",
-    "SECTIONS",
-    "AlgorithmConfig",
-    "CertifyConfig",
-    "ConfigError",
-    "DataConfig",
-    "ExecutionConfig",
-    "ExperimentConfig",
-    "RunConfig",
-    "SelectionConfig",
-    "TrainConfig",
-    "config_diff",
-    "config_error",
-    "config_hash",
-    "from_dict",
-    "load_config",
-    "parse_overrides",
-    "to_dict",
-    "to_yaml",
-]
+__all__ = [*sections.__all__, *files.__all__, "TrainConfig"]
