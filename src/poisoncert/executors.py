@@ -39,8 +39,9 @@ EXECUTORS = ("local", "ray")
 class Executor(Protocol):
     """Runs independent chunks; ``workers`` is how many run at once.
 
-    An executor that runs chunks in the calling process may set ``in_process = True``; the
-    caller may then give ``fn`` what need not be picklable (a progress closure, loaded data).
+    ``fn`` is called in this process by an executor that runs chunks here (it may say so
+    with ``in_process = True``) and pickled by the others, so what it holds for this process
+    only (loaded data, a progress callback) must be left out of its pickled state.
     """
 
     workers: int

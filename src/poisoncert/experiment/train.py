@@ -56,8 +56,8 @@ class ChunkTrainer:
     """Trains any chunk of one run: ``trainer(chunk_id) -> ChunkResult``.
 
     Executors call it, in this process or elsewhere. It is picklable and small: ``data`` (the
-    run's ``DataSplit``, given by an in-process caller) and ``progress`` (called as groups of
-    ``k`` classifiers finish) are not pickled, and a trainer without ``data`` loads the data
+    run's ``DataSplit``) and ``progress`` (called as groups of ``k`` classifiers finish) serve
+    calls in this process and are not pickled; a trainer without ``data`` loads the data
     itself on its first chunk and keeps it (an executor's worker keeps its trainer for the
     whole run). ``phase2`` is the run's phase-2 model (two-phase runs).
     """
@@ -192,18 +192,16 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
         executor = LocalExecutor(cfg.execution.workers)
     display = progress or _no_display
     with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:
-        # in this process the engine reports every group; otherwise every finished chunk
+        # a chunk trained in this process reports every group; one trained elsewhere is
+        # reported when it is done (a pickled trainer has neither the data nor the display)
         reported = [0]
 
         def on_group(k: int) -> None:
             reported[0] += k
             advance(k)
 
-        if getattr(executor, "in_process", False):
-            trainer = ChunkTrainer(cfg, ranges, phase2=phase2, data=data,
-                                   progress=on_group if progress else None)
-        else:
-            trainer = ChunkTrainer(cfg, ranges, phase2=phase2)
+        trainer = ChunkTrainer(cfg, ranges, phase2=phase2, data=data,
+                               progress=on_group if progress else None)
         for res in executor.map_chunks(trainer, todo):
             if res.weights is not None:
                 runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
