@@ -55,27 +55,26 @@ class ChunkResult:
 class ChunkTrainer:
     """Trains any chunk of one run: ``trainer(chunk_id) -> ChunkResult``.
 
-    Executors call it, in this process or elsewhere. It is picklable and small: ``data`` (the
+    Executors call it, in this process or elsewhere. It is picklable and small: the config,
+    the chunks' ranges and the run's ``learner`` (``learners.make_learner``); ``data`` (the
     run's ``DataSplit``) and ``progress`` (called as groups of ``k`` classifiers finish) serve
-    calls in this process and are not pickled; a trainer without ``data`` loads the data
+    calls in this process and are not pickled: a trainer without ``data`` loads the data
     itself on its first chunk and keeps it (an executor's worker keeps its trainer for the
-    whole run). ``phase2`` is the run's phase-2 model (two-phase runs).
+    whole run).
     """
 
-    def __init__(self, config: ExperimentConfig, ranges, *,
-                 phase2: learners.Phase2Model | None = None, data: DataSplit | None = None,
+    def __init__(self, config: ExperimentConfig, ranges, learner: learners.Learner, *,
+                 data: DataSplit | None = None,
                  progress: Callable[[int], object] | None = None):
         self.config = config
         self.ranges = tuple(ranges)
-        self.phase2 = phase2
+        self.learner = learner
         self.data = data
         self.progress = progress
         self._plan: selection.SubsetPlan | None = None
-        self._learner: learners.Learner | None = None
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "data": None, "progress": None, "_plan": None,
-                "_learner": None}
+        return {**self.__dict__, "data": None, "progress": None, "_plan": None}
 
     def __call__(self, chunk_id: int) -> ChunkResult:
         t0 = time.perf_counter()
@@ -84,12 +83,11 @@ class ChunkTrainer:
             self.data = split_data(cfg.data)
         if self._plan is None:
             self._plan = subset_plan(cfg.selection, self.data)
-            self._learner = learners.make_learner(cfg, self.data, self.phase2)
         start, stop = self.ranges[chunk_id]
         seeds = selection.model_seeds(cfg.selection.seed, stop - start, start=start)
         subsets, sizes = self._plan.subsets(start, seeds)
-        predictions, weights = self._learner.train_predict(self.data, subsets, seeds,
-                                                           self.progress)
+        predictions, weights = self.learner.train_predict(self.data, subsets, seeds,
+                                                          self.progress)
         if weights is not None:
             from poisoncert.training.weights import weights_to_bytes
 
@@ -187,6 +185,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     two_phase = cfg.algorithm.two_phase
     phase2 = (learners.train_phase2(cfg, data)
               if two_phase and (todo or not (rd / PHASE2_JSON).exists()) else None)
+    learner = learners.make_learner(cfg, data, phase2) if todo else None
 
     if executor is None:
         executor = LocalExecutor(cfg.execution.workers)
@@ -200,7 +199,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
             reported[0] += k
             advance(k)
 
-        trainer = ChunkTrainer(cfg, ranges, phase2=phase2, data=data,
+        trainer = ChunkTrainer(cfg, ranges, learner, data=data,
                                progress=on_group if progress else None)
         for res in executor.map_chunks(trainer, todo):
             if res.weights is not None:
