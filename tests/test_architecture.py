@@ -1,4 +1,4 @@
-"""The layout of the package: no import cycle, and the config layer imports no torch."""
+"""The layout of the package: no import cycle, and torch only where a model trains."""
 
 from __future__ import annotations
 
@@ -80,8 +80,11 @@ def test_no_import_cycle():
     assert cycles(graph) == []
 
 
-def test_config_and_math_import_no_torch():
+def test_only_training_imports_torch():
+    """The math, the config and the experiment layer (and so ``poisoncert certify``) load
+    without torch; it is imported when a model trains."""
     code = ("import sys, poisoncert.config, poisoncert.selection, poisoncert.votes, "
-            "poisoncert.certify, poisoncert.training.settings; print('torch' in sys.modules)")
+            "poisoncert.certify, poisoncert.training.settings, poisoncert.experiment, "
+            "poisoncert.cli; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

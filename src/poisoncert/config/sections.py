@@ -111,7 +111,7 @@ class DataConfig:
 
     ``poisoned_classes`` (the paper's case 3; original class ids, e.g. ``[9]``) instead makes
     ``D^p`` the training samples of those classes and ``D^c`` all the others; it excludes the
-    three options above. With ``algorithm.two_phase`` it gives Algorithm 3.
+    three options above. With ``training.two_phase`` (``AlgorithmConfig``) it gives Algorithm 3.
     """
 
     name: str = "digits"
