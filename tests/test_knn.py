@@ -123,8 +123,8 @@ def min_ops_to_change(labels: tuple, k: int, C: int, kinds: str, limit: int) -> 
 def test_knn_radius_is_exact_for_every_model_and_unit(C):
     rng = np.random.default_rng(C)
     n_cases = collections.Counter()
-    for _ in range(45 if C == 2 else 30):
-        n = int(rng.integers(3, 8 if C == 2 else 7))
+    for _ in range(60 if C == 2 else 30):
+        n = int(rng.integers(3, 10 if C == 2 else 7))
         k = int(rng.integers(1, n + 1))
         p = rng.dirichlet(np.full(C, 0.5))
         labels = tuple(int(v) for v in rng.choice(C, size=n, p=p))
@@ -160,6 +160,20 @@ def test_knn_deletions_need_a_deep_enough_list():
     dpa = knn_certify(labels[:, :6], k=3, n_classes=2, unit="dpa")
     assert dpa.exact[0] and dpa.radius[0] == min_ops_to_change(tuple(labels[0]), 3, 2, "id",
                                                                6) - 1
+
+
+def test_knn_mixed_insertions_and_deletions_can_beat_either_alone():
+    """k = 5, labels 0 0 0 1 1 | 0 0 0: one insertion of a 1 plus one deletion of a 0 (DPA's
+    cost of a modification) makes class 1 win, while two insertions or two deletions do not."""
+    labels = (0, 0, 0, 1, 1, 0, 0, 0, 0, 0)
+    lab = np.array([labels])
+    dpa = knn_certify(lab, k=5, n_classes=2, unit="dpa")
+    assert dpa.exact[0] and dpa.radius[0] == 1
+    assert min_ops_to_change(labels, 5, 2, "id", 4) == 2
+    assert knn_certify(lab, k=5, n_classes=2, model="P1").radius[0] == 2
+    assert min_ops_to_change(labels, 5, 2, "i", 4) == 3
+    assert knn_certify(lab, k=5, n_classes=2, model="P2").radius[0] >= 2
+    assert min_ops_to_change(labels, 5, 2, "d", 4) > 2
 
 
 def test_knn_modification_radius_is_half_the_slack_and_realisable_with_features():
