@@ -19,6 +19,8 @@ from poisoncert import selection
 from poisoncert.aggregation import (
     FACertificate,
     bucket_radius,
+    class_bucket_radii,
+    fa_bucket_votes,
     fa_certify,
     fa_shifts,
     fa_spread,
@@ -125,6 +127,17 @@ def test_d1_equals_dpa_on_thousands_of_vote_matrices(model, unit):
         np.testing.assert_array_equal(fa.buckets, dpa.slack // 2)
         n_cases += 20
     assert n_cases == 3000
+
+
+def test_counting_path_for_d1_equals_the_bucket_path():
+    rng = np.random.default_rng(8)
+    for C in (2, 3, 10):
+        pred = rng.choice(np.arange(-1, C), size=(int(rng.integers(1, 60)), 200))
+        counts = counts_of(pred, C)
+        top = np.argmax(counts, axis=1)
+        V = fa_bucket_votes(pred, fa_spread(pred.shape[0], 1), C)
+        slow = class_bucket_radii(V, counts, top, 1).min(axis=1)
+        np.testing.assert_array_equal(fa_certify(pred, d=1, n_classes=C).buckets, slow)
 
 
 @settings(max_examples=200, deadline=None)

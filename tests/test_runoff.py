@@ -19,6 +19,7 @@ from poisoncert.bounds import MODELS
 from poisoncert.certify import dpa_certify
 from poisoncert.runoff import (
     ROECertificate,
+    _roe_buckets,
     _winner,
     check_ranks,
     rankings_from_scores,
@@ -113,6 +114,22 @@ def test_two_classes_reduce_to_majority_vote_and_dpa():
                 counts = np.stack([(votes == c).sum(0) for c in range(2)], axis=1)
                 np.testing.assert_array_equal(roe.radius,
                                               dpa_certify(counts, model=model).radius)
+
+
+def test_counting_path_for_dpa_equals_the_bucket_path():
+    """d = 1 counts classifier types instead of summing weights per bucket: a reference twin."""
+    rng = np.random.default_rng(3)
+    for C in (3, 5, 10):
+        P = rng.permuted(np.tile(np.arange(C), (40, 1)), axis=1)   # 40 random rankings
+        for _ in range(5):
+            w = rng.dirichlet(np.full(40, 0.2))
+            ranks = P[rng.choice(40, size=(int(rng.integers(2, 80)), 60), p=w)]
+            y, top, counts, m1, m2 = _winner(ranks)
+            spread = fa_spread(ranks.shape[0], 1)
+            fast = _roe_buckets(ranks, top, counts, y, m1, m2, spread, 1)
+            slow = _roe_buckets(ranks, top, counts, y, m1, m2, spread, 1, generic=True)
+            np.testing.assert_array_equal(fast, slow)
+            np.testing.assert_array_equal(roe_certify(ranks, unit="dpa").buckets, fast)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -115,6 +115,16 @@ def radius_from_histogram(hist: np.ndarray, gaps: np.ndarray) -> np.ndarray:
     return np.where(gaps < 0, -1, take.sum(axis=-1)).astype(np.int64)
 
 
+def radius_from_counts(by_weight: dict[int, np.ndarray], gaps) -> np.ndarray:
+    """``topsum_radius`` when bucket ``b`` is one classifier and the weights are given as
+    ``by_weight[v]`` = number of buckets of weight ``v`` (arrays broadcasting with ``gaps``)."""
+    g = np.asarray(gaps, dtype=np.int64)
+    vmax = max(by_weight)
+    hist = np.stack([np.broadcast_to(np.asarray(by_weight.get(v, 0), dtype=np.int64), g.shape)
+                     for v in range(vmax + 1)], axis=-1)
+    return radius_from_histogram(hist, g)
+
+
 def _check_predictions(predictions, n_classes, d, where: str) -> tuple[np.ndarray, int, int]:
     n_classes = check_int(n_classes, "n_classes", where, low=2)
     pred = np.asarray(predictions)
@@ -243,11 +253,18 @@ def fa_certify(predictions, *, d: int, n_classes: int, model: str = "P6",
     counts = np.stack([(pred == c).sum(axis=0) for c in range(C)], axis=1).astype(np.int64)
     top = _top_class(counts)
     buckets = np.empty(n_test, dtype=np.int64)
-    step = max(1, _BLOCK // (T * C))
-    for s in range(0, n_test, step):
-        sl = slice(s, min(s + step, n_test))
-        V = fa_bucket_votes(pred[:, sl], spread, C)
-        buckets[sl] = class_bucket_radii(V, counts[sl], top[sl], d).min(axis=1)
+    if d == 1:  # a bucket is one classifier: weights 2 (votes top), 0 (votes c), 1 (others)
+        n_top = counts[np.arange(n_test), top][:, None]
+        rad = radius_from_counts({2: n_top, 1: T - n_top - counts, 0: counts},
+                                 _margins(counts, top))
+        rad[np.arange(n_test), top] = T
+        buckets[:] = rad.min(axis=1)
+    else:
+        step = max(1, _BLOCK // (T * C))
+        for s in range(0, n_test, step):
+            sl = slice(s, min(s + step, n_test))
+            V = fa_bucket_votes(pred[:, sl], spread, C)
+            buckets[sl] = class_bucket_radii(V, counts[sl], top[sl], d).min(axis=1)
     return FACertificate(prediction=top.astype(np.int64),
                          radius=bucket_radius(buckets, model, unit), buckets=buckets,
                          counts=counts, k=T // d, d=d, model=model, unit=unit)

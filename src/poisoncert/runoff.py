@@ -43,6 +43,7 @@ from poisoncert.aggregation import (
     bucket_radius,
     class_bucket_radii,
     fa_spread,
+    radius_from_counts,
     topsum_radius,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
@@ -209,22 +210,89 @@ def _bucket_sum(x: np.ndarray, spread: np.ndarray) -> np.ndarray:
     return out
 
 
-def _roe_buckets(r, top, counts, y, m1, m2, spread, d) -> np.ndarray:
+class _Buckets:
+    """Margin radii from per-bucket sums: ``V`` top votes, ``Q`` rankings of ``y`` over ``c``."""
+
+    def __init__(self, top, above, counts, y, o0, spread, d):
+        C = counts.shape[1]
+        self.V = _bucket_sum(top[:, :, None] == np.arange(C), spread)
+        self.Q = _bucket_sum(above, spread)
+        self.counts, self.y, self.o0, self.d, self.nb = counts, y, o0, d, spread.shape[0]
+        self.rows = np.arange(len(y))
+
+    def _flat(self, w, gaps, vmax):
+        return topsum_radius(w.reshape(self.nb, -1), gaps.reshape(-1), vmax).reshape(gaps.shape)
+
+    def g(self, gaps):                 # weights d + V_y - V_a
+        return class_bucket_radii(self.V, self.counts, self.y, self.d)
+
+    def e(self, gaps):                 # weights 2 Q_o
+        return self._flat(2 * self.Q, gaps, 2 * self.d)
+
+    def h(self, gaps):                 # weights d + V_o0 - V_o
+        return self._flat(self.d + self.V[:, self.rows, self.o0][:, :, None] - self.V, gaps,
+                          2 * self.d)
+
+    def eh(self, ti, oi, gaps):        # weights 2 Q_o + d + V_o0 - V_o
+        V, d = self.V, self.d
+        w = 2 * self.Q[:, ti, oi] + d + V[:, ti, self.o0[ti]] - V[:, ti, oi]
+        return topsum_radius(w, gaps, 4 * d)
+
+    def pair(self, ti, a, b, gaps):    # weights d + 2 V_y - V_a - V_b
+        V, d = self.V, self.d
+        return topsum_radius(d + 2 * V[:, ti, self.y[ti]] - V[:, ti, a] - V[:, ti, b], gaps, 3 * d)
+
+
+class _Classifiers:
+    """The same radii for ``d = 1`` (a bucket is one classifier), from counts of classifier
+    types instead of per-classifier weights."""
+
+    def __init__(self, top, above, counts, y, o0, T):
+        rows = np.arange(len(y))
+        self.N, self.T, self.nb = counts, T, T
+        self.Ny = counts[rows, y][:, None]
+        self.No0 = counts[rows, o0][:, None]
+        self.ahead = above.sum(axis=0)                                  # #(y over c)
+        self.B = ((top == o0[None, :])[:, :, None] & above).sum(axis=0)  # votes o0, y over c
+
+    def g(self, gaps):
+        return radius_from_counts({2: self.Ny, 1: self.T - self.Ny - self.N, 0: self.N}, gaps)
+
+    def e(self, gaps):
+        return radius_from_counts({2: self.ahead, 0: self.T - self.ahead}, gaps)
+
+    def h(self, gaps):
+        return radius_from_counts({2: self.No0, 1: self.T - self.No0 - self.N, 0: self.N}, gaps)
+
+    def eh(self, ti, oi, gaps):
+        B, A, No0, No = self.B[ti, oi], self.ahead[ti, oi], self.No0[ti, 0], self.N[ti, oi]
+        return radius_from_counts({4: B, 3: A - B, 2: No0 - B, 1: self.T - A - No0 + B - No,
+                                   0: No}, gaps)
+
+    def pair(self, ti, a, b, gaps):
+        Ny, Nab = self.Ny[ti, 0], self.N[ti, a] + self.N[ti, b]
+        return radius_from_counts({3: Ny, 1: self.T - Ny - Nab, 0: Nab}, gaps)
+
+
+def _roe_buckets(r, top, counts, y, m1, m2, spread, d, generic=False) -> np.ndarray:
     T, n, C = r.shape
-    nb = spread.shape[0]
     rows = np.arange(n)
     o0 = np.where(y == m1, m2, m1)
     cls = np.arange(C)
-    V = _bucket_sum(top[:, :, None] == cls, spread)             # (nb, n, C) top votes
-    Q = _bucket_sum(_rank_of(r, y)[:, :, None] < r, spread)     # (nb, n, C) y over c
-    ahead = Q.sum(axis=0) // d                                  # (n, C) #(y over c)
-    # single margins
-    rad_g = class_bucket_radii(V, counts, y, d)                 # g_a, weights d + V_y - V_a
+    above = _rank_of(r, y)[:, :, None] < r                      # (T, n, C): y over c
+    if d == 1 and not generic:
+        w = _Classifiers(top, above, counts, y, o0, T)
+    else:
+        w = _Buckets(top, above, counts, y, o0, spread, d)
+    nb = w.nb
+    ahead = above.sum(axis=0)
+    g = _margins(counts, y)
     e = 2 * ahead - T - (cls[None, :] < y[:, None])
-    rad_e = topsum_radius((2 * Q).reshape(nb, -1), e.reshape(-1), 2 * d).reshape(n, C)
     h = _margins(counts, o0)
-    w_h = d + V[:, rows, o0][:, :, None] - V
-    rad_h = topsum_radius(w_h.reshape(nb, -1), h.reshape(-1), 2 * d).reshape(n, C)
+    rad_g = w.g(g)
+    rad_g[rows, y] = nb
+    rad_e = w.e(e)
+    rad_h = w.h(h)
     not_y = cls[None, :] != y[:, None]
     # exact route values: R2(o0), and R1 when y = m2 (some a other than m1, y passes y)
     best = rad_e[rows, o0].copy()
@@ -233,26 +301,21 @@ def _roe_buckets(r, top, counts, y, m1, m2, spread, d) -> np.ndarray:
     best = np.where(y == m2, np.minimum(best, r1_m2), best)
     # R2(o), o not in {y, o0}: max(rad_e, rad_h, sum margin); the sum only where it can matter
     lb = np.maximum(rad_e, rad_h)
-    need = not_y & (cls[None, :] != o0[:, None]) & (lb < best[:, None])
-    ti, oi = np.nonzero(need)
+    rival = not_y & (cls[None, :] != o0[:, None])
+    ti, oi = np.nonzero(rival & (lb < best[:, None]))
     value = lb.copy()
     if ti.size:
-        w = 2 * Q[:, ti, oi] + d + V[:, ti, o0[ti]] - V[:, ti, oi]
-        value[ti, oi] = np.maximum(lb[ti, oi],
-                                   topsum_radius(w, e[ti, oi] + h[ti, oi] + 1, 4 * d))
-    best = np.minimum(best, np.where(not_y & (cls[None, :] != o0[:, None]), value, nb).min(1))
+        value[ti, oi] = np.maximum(lb[ti, oi], w.eh(ti, oi, e[ti, oi] + h[ti, oi] + 1))
+    best = np.minimum(best, np.where(rival, value, nb).min(axis=1))
     # R1 when y = m1: pairs a < b (neither y) with max(rad_a, rad_b, sum margin)
     if C >= 3:
         pa, pb = np.triu_indices(C, 1)
         ok = (pa[None, :] != y[:, None]) & (pb[None, :] != y[:, None]) & (y == m1)[:, None]
         lb2 = np.maximum(rad_g[:, pa], rad_g[:, pb])
-        g = _margins(counts, y)
         val2 = lb2.copy()
         ti, pi = np.nonzero(ok & (lb2 < best[:, None]))
         if ti.size:
             a, b = pa[pi], pb[pi]
-            w = d + 2 * V[:, ti, y[ti]] - V[:, ti, a] - V[:, ti, b]
-            val2[ti, pi] = np.maximum(lb2[ti, pi],
-                                      topsum_radius(w, g[ti, a] + g[ti, b] + 1, 3 * d))
+            val2[ti, pi] = np.maximum(lb2[ti, pi], w.pair(ti, a, b, g[ti, a] + g[ti, b] + 1))
         best = np.minimum(best, np.where(ok, val2, nb).min(axis=1))
     return best
