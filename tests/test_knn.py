@@ -286,6 +286,17 @@ def test_rnn_empty_ball_abstains_and_records():
 # ---------------------------------------------------------------------------------------------
 
 
+def test_knn_certify_is_the_same_in_any_block_size(monkeypatch):
+    rng = np.random.default_rng(6)
+    labels = rng.choice(4, size=(300, 30), p=[0.5, 0.3, 0.1, 0.1])
+    whole = {m: knn_certify(labels, k=9, n_classes=4, model=m, unit="dpa") for m in MODELS}
+    monkeypatch.setattr(knn, "_BLOCK", 100)
+    for m in MODELS:
+        part = knn_certify(labels, k=9, n_classes=4, model=m, unit="dpa")
+        for f in ("prediction", "radius", "slack", "exact"):
+            np.testing.assert_array_equal(getattr(part, f), getattr(whole[m], f))
+
+
 def test_knn_radii_order_across_models():
     """More attacker powers never give a larger radius: P6 <= P4 <= P1, P6 <= P5 <= P2."""
     rng = np.random.default_rng(4)

@@ -290,6 +290,24 @@ def test_radius_is_the_converted_bucket_count(seed, model, d):
     np.testing.assert_array_equal(c.prediction, roe_predict(ranks))
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.integers(0, 2**32 - 1), st.integers(3, 7))
+def test_never_above_the_final_duel_attack(seed, C):
+    """A trivial attack bounds every radius from above: turning floor(e / 2) + 1 classifiers
+    that rank y over the other finalist o0 makes o0 win the final (or knocks y out)."""
+    rng = np.random.default_rng(seed)
+    P = rng.permuted(np.tile(np.arange(C), (30, 1)), axis=1)
+    ranks = P[rng.choice(30, size=(int(rng.integers(2, 40)), 20), p=rng.dirichlet(np.full(30,
+                                                                                         0.2)))]
+    cert = roe_certify(ranks, unit="dpa")
+    T = ranks.shape[0]
+    for t in range(20):
+        y = int(cert.prediction[t])
+        o0 = int(cert.finalists[t, 1] if cert.finalists[t, 0] == y else cert.finalists[t, 0])
+        e = 2 * int((ranks[:, t, y] < ranks[:, t, o0]).sum()) - T - int(o0 < y)
+        assert 0 <= cert.buckets[t] <= e // 2
+
+
 # ---------------------------------------------------------------------------------------------
 # results and bad input
 # ---------------------------------------------------------------------------------------------

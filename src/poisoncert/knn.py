@@ -231,18 +231,21 @@ def knn_certify(neighbor_labels, *, k: int, n_classes: int, model: str = "P6",
     C = check_int(n_classes, "n_classes", where, low=2)
     lab = check_int_array(lab, "neighbor_labels", where, low=0, high=C - 1)
     model, unit = _check_model_unit(model, unit, where)
-    P = _prefix_counts(lab, C)                                  # (n, depth + 1, C)
-    top = np.argmax(P[:, k], axis=1)
-    F = _slack(P, np.broadcast_to(top[:, None], P.shape[:2]))   # (n, depth + 1)
-    s = F[:, k].astype(np.int64)
-    exact = np.ones(len(s), dtype=bool)
+    n = lab.shape[0]
+    top = np.empty(n, dtype=np.int64)
+    F = np.empty((n, depth + 1), dtype=np.int64)    # F[t, L], see the module docstring
+    step = max(1, _BLOCK // ((depth + 1) * C))
+    for s0 in range(0, n, step):
+        P = _prefix_counts(lab[s0:s0 + step], C)                # (m, depth + 1, C)
+        top[s0:s0 + step] = np.argmax(P[:, k], axis=1)
+        F[s0:s0 + step] = _slack(P, np.broadcast_to(top[s0:s0 + step, None], P.shape[:2]))
+    s = F[:, k].copy()
+    exact = np.ones(n, dtype=bool)
     if model in ("P1", "P2") or unit == "dpa":
-        ins = model != "P2"
-        dels = model != "P1"
-        radius, exact = _insert_delete_radius(F, k, ins, dels)
+        radius, exact = _insert_delete_radius(F, k, ins=model != "P2", dels=model != "P1")
     else:
         radius = s // 2
-    return NNCertificate(prediction=top.astype(np.int64), radius=radius, slack=s, exact=exact,
+    return NNCertificate(prediction=top, radius=radius, slack=s, exact=exact,
                          classifier="knn", k=k, model=model, unit=unit)
 
 
