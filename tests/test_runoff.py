@@ -73,6 +73,16 @@ def test_check_ranks_refuses_non_rankings(ranks, match):
         check_ranks(ranks)
 
 
+@pytest.mark.parametrize("C", [3, 62, 63, 70])
+def test_check_ranks_on_many_classes(C):
+    rng = np.random.default_rng(C)
+    r = rng.permuted(np.tile(np.arange(C), (4, 5, 1)), axis=2)
+    np.testing.assert_array_equal(check_ranks(r), r)
+    r[3, 4, 0] = r[3, 4, 1]                                   # a repeated place
+    with pytest.raises(ValueError, match=r"Got 'ranks\[3, 4\] = "):
+        check_ranks(r)
+
+
 def test_rankings_from_scores_refuses_nan():
     with pytest.raises(ValueError, match=r"'scores' parameter of rankings_from_scores"):
         rankings_from_scores(np.array([[[0.1, np.nan]]]))
@@ -208,8 +218,8 @@ def test_roe_certificate_holds_against_every_attack():
 
 def test_an_attack_the_published_table_misses():
     """Round-1 margins (0, 1) of y = m1 over the two others: one changed classifier that moves
-    a vote from y to the third class eliminates y. The public table (dp_calc.py in Rezaei et
-    al.'s code) gives radius 1 for gaps (0, 1); the truth, and this certificate, is 0."""
+    a vote from y to the third class eliminates y. The table built by dp_calc.py in Rezaei et
+    al.'s code gives radius 1 for gaps (0, 1); the truth, and this certificate, is 0."""
     ranks = np.array([ranking(0, 1, 2)] * 3 + [ranking(1, 0, 2)] * 3 + [ranking(2, 0, 1)] * 2)
     cert = roe_certify(ranks[:, None, :], unit="dpa")
     assert cert.prediction[0] == 0 and cert.finalists[0].tolist() == [0, 1]

@@ -81,10 +81,14 @@ def check_ranks(ranks, where: str = "check_ranks") -> np.ndarray:
     C = r.shape[2]
     if r.size and (r.min() < 0 or r.max() >= C):
         raise param_error("ranks", where, allowed, int(r.min() if r.min() < 0 else r.max()))
-    if C <= 62:
-        ok = (np.left_shift(np.int64(1), r.astype(np.int64)).sum(axis=2) == (1 << C) - 1)
-    else:
-        ok = (np.sort(r, axis=2) == np.arange(C)).all(axis=2)
+    ok = np.empty(r.shape[:2], dtype=bool)
+    step = max(1, _BLOCK // (r.shape[0] * C))
+    for s in range(0, r.shape[1], step):  # in blocks: the check needs int64 temporaries
+        b = r[:, s:s + step].astype(np.int64)
+        if C <= 62:  # C distinct powers of two sum to 2^C - 1, and only they do
+            ok[:, s:s + step] = np.left_shift(np.int64(1), b).sum(axis=2) == (1 << C) - 1
+        else:
+            ok[:, s:s + step] = (np.sort(b, axis=2) == np.arange(C)).all(axis=2)
     if not ok.all():
         j, t = np.argwhere(~ok)[0]
         raise param_error("ranks", where, allowed, f"ranks[{j}, {t}] = {r[j, t].tolist()}")
