@@ -20,6 +20,9 @@ from poisoncert.bounds import SCHEME_ALIASES, SCHEMES
 __all__ = [
     "PARTITION",
     "draw",
+    "fa_bucket_ids",
+    "fa_classifier_indices",
+    "fa_sample_classifiers",
     "init_seed",
     "model_seed",
     "model_seeds",
@@ -130,3 +133,32 @@ def partition_ids(X, y=None, *, k: int) -> np.ndarray:
             h.update(int(labels[i]).to_bytes(8, "little", signed=True))
         ids[i] = int.from_bytes(h.digest()[:8], "little") % k
     return ids
+
+
+def fa_bucket_ids(X, y=None, *, k: int, d: int) -> np.ndarray:
+    """Finite Aggregation: the bucket (of ``k * d``) of each sample, ``partition_ids`` with
+    ``k * d`` parts, so with ``d = 1`` the buckets are DPA's parts."""
+    k = check_int(k, "k", "fa_bucket_ids", low=1)
+    d = check_int(d, "d", "fa_bucket_ids", low=1)
+    return partition_ids(X, y, k=k * d)
+
+
+def fa_sample_classifiers(bucket_ids, *, k: int, d: int) -> np.ndarray:
+    """``(n, d)`` int64: the base classifiers that train on each sample, ``(bucket + s) mod
+    k*d`` for ``s`` in ``aggregation.fa_shifts(k, d)``. A change to a sample touches only these
+    (and, for a modification, those of its new bucket)."""
+    from poisoncert.aggregation import fa_shifts
+
+    shifts = fa_shifts(k, d)
+    b = np.asarray(bucket_ids, dtype=np.int64)
+    return (b[:, None] + shifts[None, :]) % (k * d)
+
+
+def fa_classifier_indices(bucket_ids, *, k: int, d: int) -> list[np.ndarray]:
+    """Per base classifier ``j`` (``k * d`` of them), the sorted sample indices it trains on:
+    the samples of buckets ``(j - s) mod k*d``."""
+    users = fa_sample_classifiers(bucket_ids, k=k, d=d)
+    order = np.argsort(users.ravel(), kind="stable")
+    samples = order // d
+    cuts = np.searchsorted(users.ravel()[order], np.arange(k * d + 1))
+    return [np.sort(samples[cuts[j]:cuts[j + 1]]) for j in range(k * d)]
