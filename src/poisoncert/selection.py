@@ -31,6 +31,11 @@ __all__ = [
     "SubsetPlan",
     "check_size",
     "draw",
+    "fa_bucket_ids",
+    "fa_classifier_indices",
+    "fa_sample_classifiers",
+    "fa_shifts",
+    "fa_spread",
     "init_seed",
     "model_seed",
     "model_seeds",
@@ -287,3 +292,56 @@ class SubsetPlan:
         their draws from ``D^p`` (int64)."""
         subsets = [self.indices(start + j, int(s)) for j, s in enumerate(seeds)]
         return subsets, np.asarray([len(s) - self.n_clean for s in subsets], dtype=np.int64)
+
+
+def fa_shifts(k: int, d: int) -> np.ndarray:
+    """The ``d`` distinct offsets (sorted, int64) by which a bucket is spread over classifiers.
+
+    Offset 0 and the ``d - 1`` values of ``1 .. k*d - 1`` whose SHA-256 digest of
+    ``"fa:{k}:{d}:{j}"`` is smallest: a fixed function of ``(k, d)`` on every machine and numpy
+    version. Any set of distinct offsets gives a valid certificate; random-looking offsets make
+    two buckets share few classifiers.
+    """
+    k = check_int(k, "k", "fa_shifts", low=1)
+    d = check_int(d, "d", "fa_shifts", low=1)
+    n = k * d
+    keys = sorted(range(1, n), key=lambda j: hashlib.sha256(f"fa:{k}:{d}:{j}".encode()).digest())
+    return np.array(sorted([0, *keys[: d - 1]]), dtype=np.int64)
+
+
+def fa_spread(k: int, d: int) -> np.ndarray:
+    """``(k*d, d)`` int64: row ``b`` holds the base classifiers that use bucket ``b``.
+
+    Classifier ``j`` trains on buckets ``(j - s) mod k*d``; every row and every classifier
+    appears ``d`` times in total.
+    """
+    shifts = fa_shifts(k, d)
+    n = k * d
+    return (np.arange(n, dtype=np.int64)[:, None] + shifts[None, :]) % n
+
+
+def fa_bucket_ids(X, y=None, *, k: int, d: int) -> np.ndarray:
+    """Finite Aggregation: the bucket (of ``k * d``) of each sample, ``partition_ids`` with
+    ``k * d`` parts, so with ``d = 1`` the buckets are DPA's parts."""
+    k = check_int(k, "k", "fa_bucket_ids", low=1)
+    d = check_int(d, "d", "fa_bucket_ids", low=1)
+    return partition_ids(X, y, k=k * d)
+
+
+def fa_sample_classifiers(bucket_ids, *, k: int, d: int) -> np.ndarray:
+    """``(n, d)`` int64: the base classifiers that train on each sample, ``(bucket + s) mod
+    k*d`` for ``s`` in ``fa_shifts(k, d)``. A change to a sample touches only these
+    (and, for a modification, those of its new bucket)."""
+    shifts = fa_shifts(k, d)
+    b = np.asarray(bucket_ids, dtype=np.int64)
+    return (b[:, None] + shifts[None, :]) % (k * d)
+
+
+def fa_classifier_indices(bucket_ids, *, k: int, d: int) -> list[np.ndarray]:
+    """Per base classifier ``j`` (``k * d`` of them), the sorted sample indices it trains on:
+    the samples of buckets ``(j - s) mod k*d``."""
+    users = fa_sample_classifiers(bucket_ids, k=k, d=d)
+    order = np.argsort(users.ravel(), kind="stable")
+    samples = order // d
+    cuts = np.searchsorted(users.ravel()[order], np.arange(k * d + 1))
+    return [np.sort(samples[cuts[j]:cuts[j + 1]]) for j in range(k * d)]
