@@ -7,7 +7,9 @@
 - ``sample_minibatches``, ``warp_images`` (``minibatches``): one classifier's draws;
 - ``build_model`` (``models``): ``lenet5``, ``cnn``, ``mlp``, ``resnet18`` or a factory;
 - ``train_predict_sklearn`` (``sklearn_learner``): a scikit-learn classifier as base learner;
-- ``save_weights`` / ``load_weights`` (``weights``): safetensors.
+- ``save_weights`` / ``load_weights`` (``weights``): safetensors;
+- ``predict(cfg, state_dicts, x, ...)`` (``inference``): trained classifiers on new inputs,
+  bit-identical to the engine's own test-set predictions.
 
 Names are imported on first use, so ``poisoncert.training.settings`` (and a config that holds a
 ``TrainConfig``) does not import torch.
@@ -33,6 +35,7 @@ _HOMES = {
     "build_model": "models",
     "group_bounds": "engine",
     "load_weights": "weights",
+    "predict": "inference",
     "sample_minibatches": "minibatches",
     "save_weights": "weights",
     "sklearn_estimator": "sklearn_learner",
