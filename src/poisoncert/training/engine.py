@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,11 +28,13 @@ from torch.nn import functional as F
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.selection import init_seed
-from poisoncert.training.fast import stack_models, stackable
+from poisoncert.training.fast import stack_models, stacking
+from poisoncert.training.groups import auto_group_size
+from poisoncert.training.inference import evaluate
 from poisoncert.training.minibatches import ImageBatcher, Minibatches, sample_minibatches
 from poisoncert.training.models import build_model, init_model
-from poisoncert.training.optim import make_optimizer, set_lr
-from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
+from poisoncert.training.optim import StackedOptimizer, lr_at, make_optimizer, set_lr
+from poisoncert.training.settings import CUDA_DTYPES, DEFAULT_GROUP_SIZE, TrainConfig
 from poisoncert.votes import ABSTAIN
 
 __all__ = [
@@ -42,7 +45,7 @@ __all__ = [
     "train_predict_with_weights",
 ]
 
-PATHS = ("fast", "reference")
+PATHS = ("fast", "vmap", "reference")
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,43 +71,78 @@ class _CallSettings:
     path: str
     keep_weights: bool
     input_shape: tuple[int, ...] = field(default=())
+    group: int = DEFAULT_GROUP_SIZE
+
+
+#: Steps whose draws are moved to the device at once (bounds the memory of long runs).
+STEP_BLOCK = 64
+
+
+@contextmanager
+def _precision(cfg: TrainConfig, device: torch.device):
+    """The device's math settings for ``cfg.dtype`` during a call (restored after): on CUDA,
+    deterministic cuDNN algorithms, and TensorFloat-32 only for ``dtype="tf32"``."""
+    if device.type != "cuda":
+        yield
+        return
+    b = torch.backends
+    saved = (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32,
+             b.cuda.matmul.allow_tf32)
+    b.cudnn.deterministic, b.cudnn.benchmark = True, False
+    b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = cfg.dtype == "tf32"
+    try:
+        yield
+    finally:
+        (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32,
+         b.cuda.matmul.allow_tf32) = saved
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    """bfloat16 autocast for ``dtype="bfloat16"`` (CUDA), else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=cfg.autocast_dtype is not None)
 
 
 def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     """Train the task's classifiers; their predictions ``(k, n_test)`` int16 and weights."""
     cfg = settings.cfg
     device = torch.device(settings.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
     dt = cfg.torch_dtype
     x = torch.as_tensor(task.x).to(device=device, dtype=dt)
     y = torch.as_tensor(task.y, dtype=torch.int64).to(device)
     images = x.ndim == 4
     batcher = ImageBatcher(x, cfg.max_shift if cfg.augment and images else 0)
-    draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:])
+    models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
+              for s in task.seeds]
+    kind = None if settings.path == "reference" else stacking(
+        models[0], how="vmap" if settings.path == "vmap" else "auto")
+    draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:],
+                                lazy_fields=kind is not None)
              for s, seed in zip(task.subsets, task.seeds, strict=True)]
     # (steps, B) rows of x per classifier
     rows = [s[d.positions] for s, d in zip(task.subsets, draws, strict=True)]
-    models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
-              for s in task.seeds]
-    if settings.path == "fast" and stackable(models[0]):
-        return _train_stacked(models, rows, draws, batcher, y, x_test, settings, device)
-    preds, weights = [], []
-    for model, r, d in zip(models, rows, draws, strict=True):
-        p, w = _train_one(model, r, d, batcher, y, x_test, settings, device)
-        preds.append(p)
-        weights.append(w)
-    return np.stack(preds), (weights if settings.keep_weights else None)
+    with _precision(cfg, device):
+        if kind is not None:
+            weights = _train_stacked(models, rows, draws, batcher, y, settings, device, kind)
+        else:
+            weights = [_train_one(m, r, d, batcher, y, settings, device)
+                       for m, r, d in zip(models, rows, draws, strict=True)]
+        logits = evaluate(weights, x_test, cfg, settings.input_shape, settings.n_classes,
+                          device, settings.path)
+    preds = logits.argmax(-1).cpu().numpy().astype(np.int16)
+    if settings.keep_weights:
+        return preds, [{k: v.detach().cpu().contiguous().clone() for k, v in w.items()}
+                       for w in weights]
+    return preds, None
 
 
 def _as_tensor(a: np.ndarray | None, device) -> torch.Tensor | None:
     return None if a is None else torch.as_tensor(a, device=device)
 
 
-def _train_one(model, rows, draws: Minibatches, batcher, y, x_test, settings: _CallSettings,
-               device):
-    """The reference twin: one module, one optimizer, a plain loop."""
+def _train_one(model, rows, draws: Minibatches, batcher, y, settings: _CallSettings,
+               device) -> dict[str, torch.Tensor]:
+    """The reference twin: one module, one torch optimizer, a plain loop; its state dict."""
     cfg = settings.cfg
     model = model.to(device=device, dtype=cfg.torch_dtype)
     opt = make_optimizer(model.parameters(), cfg, device)
@@ -118,70 +156,68 @@ def _train_one(model, rows, draws: Minibatches, batcher, y, x_test, settings: _C
             xb = batcher(r, None, warps_t[s], None if fields_t is None else fields_t[s])
         else:
             xb = batcher(r, None if shifts_t is None else shifts_t[s])
-        loss = F.cross_entropy(model(xb), y[r])
+        with autocast(cfg, device):
+            out = model(xb)
+        loss = F.cross_entropy(out.to(cfg.torch_dtype), y[r])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         set_lr(opt, cfg, s)
         opt.step()
     model.eval()
-    with torch.no_grad():
-        preds = torch.cat([model(chunk).argmax(1) for chunk in
-                           x_test.split(cfg.eval_batch_size)])
-    weights = None
-    if settings.keep_weights:
-        weights = {k: v.detach().cpu().contiguous().clone()
-                   for k, v in model.state_dict().items()}
-    return preds.cpu().numpy().astype(np.int16), weights
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
-def _stacked(arrays: list, device) -> torch.Tensor | None:
-    """Per-classifier arrays ``(steps, B, ...)`` stacked on axis 1: ``(steps, G, B, ...)``."""
-    return None if arrays[0] is None else torch.as_tensor(np.stack(arrays, axis=1),
-                                                          device=device)
+def _block(arrays: list, a: int, b: int, axis: int, device) -> torch.Tensor | None:
+    """Steps ``a:b`` of per-classifier arrays ``(steps, B, ...)`` stacked on ``axis``."""
+    if arrays[0] is None:
+        return None
+    return torch.as_tensor(np.stack([arr[a:b] for arr in arrays], axis=axis)).to(device)
 
 
-def _train_stacked(models, rows, draws: list[Minibatches], batcher, y, x_test,
-                   settings: _CallSettings, device):
-    """The fast path: the group padded to ``group_size`` (copies of its last classifier, so
-    every group has the same shapes) and trained as one stacked network."""
+def _train_stacked(models, rows, draws: list[Minibatches], batcher, y,
+                   settings: _CallSettings, device, kind: str) -> list[dict]:
+    """The fast path: the group padded to the group size (copies of its last classifier, so
+    every group has the same shapes), trained as one stacked network (``fast``) with one
+    update for the whole stack (``optim.StackedOptimizer``); the real classifiers' state
+    dicts (device tensors)."""
     cfg = settings.cfg
-    k, G, B = len(models), cfg.models_per_group, cfg.batch_size
+    k, G, B = len(models), settings.group, cfg.batch_size
     pad = G - k
     models = [m.to(device=device, dtype=cfg.torch_dtype) for m in models]
-    models += [models[-1]] * pad
-    rows = rows + [rows[-1]] * pad
-    draws = draws + [draws[-1]] * pad
-    net = stack_models(models)
-    opt = make_optimizer(net.model_params(), cfg, device)
-    rows_t = torch.as_tensor(np.stack(rows, axis=1), device=device)  # (steps, G, B)
-    labels_t = y[rows_t]
-    warps_t = _stacked([d.warps for d in draws], device)
-    fields_t = _stacked([d.fields for d in draws], device)  # (steps, G, B, 2, gh, gw)
-    shifts_t = None if warps_t is not None else _stacked([d.shifts for d in draws], device)
-    if net.batch_first:
-        rows_t = rows_t.transpose(1, 2)
-        shifts_t = None if shifts_t is None else shifts_t.transpose(1, 2)
-        warps_t = None if warps_t is None else warps_t.transpose(1, 2)
-        fields_t = None if fields_t is None else fields_t.transpose(1, 2)
-    for s in range(cfg.steps):
-        if warps_t is not None:
-            xb = batcher(rows_t[s], None, warps_t[s],
-                         None if fields_t is None else fields_t[s])
-        else:
-            xb = batcher(rows_t[s], None if shifts_t is None else shifts_t[s])
-        logits = net.forward_train(xb)
-        loss = F.cross_entropy(logits.reshape(G * B, -1), labels_t[s].reshape(-1),
-                               reduction="sum") / B
-        net.zero_grad()
-        loss.backward()
-        net.sync_grads()
-        set_lr(opt, cfg, s)
-        opt.step()
-    with torch.no_grad():
-        preds = torch.cat([net.forward_eval(chunk).argmax(-1) for chunk in
-                           x_test.split(cfg.eval_batch_size)], dim=1)
-    weights = net.state_dicts()[:k] if settings.keep_weights else None
-    return preds[:k].cpu().numpy().astype(np.int16), weights
+    net = stack_models(models + [models[-1]] * pad, how=kind)
+    opt = StackedOptimizer(net.flat, cfg)
+    warps = [d.warps for d in draws]
+    shifts = [d.shifts for d in draws]
+    streams = [d.field_stream for d in draws]
+    axis = 2 if net.batch_first else 1  # (steps, B, G) or (steps, G, B)
+    for a in range(0, cfg.steps, STEP_BLOCK):
+        b = min(a + STEP_BLOCK, cfg.steps)
+        pad_to = lambda lst: lst + [lst[-1]] * pad  # noqa: E731
+        rows_b = _block(pad_to(rows), a, b, 1, device)  # (n, G, B)
+        labels_b = y[rows_b]
+        if net.batch_first:
+            rows_b = rows_b.transpose(1, 2)
+        warps_b = _block(pad_to(warps), a, b, axis, device)
+        shifts_b = None if warps_b is not None else _block(pad_to(shifts), a, b, axis, device)
+        fields_b = None
+        if streams[0] is not None:
+            fields_b = _block(pad_to([st.take(b - a) for st in streams]), 0, b - a, axis,
+                              device)
+        for s in range(a, b):
+            j = s - a
+            if warps_b is not None:
+                xb = batcher(rows_b[j], None, warps_b[j],
+                             None if fields_b is None else fields_b[j])
+            else:
+                xb = batcher(rows_b[j], None if shifts_b is None else shifts_b[j])
+            with autocast(cfg, device):
+                logits = net.forward_train(xb)
+            loss = F.cross_entropy(logits.to(cfg.torch_dtype).reshape(G * B, -1),
+                                   labels_b[j].reshape(-1), reduction="sum") / B
+            loss.backward()
+            opt.step(net.flat_grad(), lr_at(cfg, s))
+            net.zero_grad()
+    return net.state_dicts(device=device)[:k]
 
 
 # --------------------------------------------------------------------------------------------
@@ -346,9 +382,13 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
     live = [i for i in range(T) if len(subsets[i])]
     if progress is not None and T - len(live):
         progress(T - len(live))
-    settings = _CallSettings(cfg, n_classes, str(device), path, keep_weights,
-                     tuple(int(s) for s in x_train.shape[1:]))
-    G = cfg.models_per_group
+    if cfg.dtype in CUDA_DTYPES and device.type != "cuda":
+        raise param_error("cfg.dtype", where, "'float32' or 'float64' on a "
+                          f"{device.type} device ({' and '.join(CUDA_DTYPES)} are for CUDA)",
+                          cfg.dtype)
+    shape = tuple(int(s) for s in x_train.shape[1:])
+    G = auto_group_size(cfg, device, shape, n_classes)
+    settings = _CallSettings(cfg, n_classes, str(device), path, keep_weights, shape, G)
     tasks = [_make_task(live[a:a + G], x_train, y_train, subsets, seeds)
              for a in range(0, len(live), G)]
 
