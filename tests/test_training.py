@@ -279,18 +279,25 @@ WARPS = dict(augment=True, rotation=15.0, scale=0.15, shear=10.0, max_shift=3, e
 
 
 @pytest.mark.parametrize("model, k", [("lenet5", 3), ("lenet5", 10), ("lenet5_avg", 3),
-                                      ("mlp", 3), ("cnn", 3), ("cnn_small+warps", 10)])
+                                      ("mlp", 3), ("cnn", 3), ("cnn_small+warps", 10),
+                                      ("resnet18", 3), ("bn_factory", 3)])
 def test_bit_identical_across_chunking_and_neighbours(model, k):
     """Same bits whatever the chunking, the order and the neighbours of a classifier (G=4 and
-    K=3 or 10 put parameters in the scalar tails of vectorised kernels: see fast._Stacked)."""
-    x, y, xt, _ = _images(n=80, n_test=12, k=k)
+    K=3 or 10 put parameters in the scalar tails of vectorised kernels: see optim), for the
+    stacked twins, BatchNorm with per-classifier statistics, and vmap stacking."""
+    c, hw = ((3, 8) if model == "resnet18" else (2, 6) if model == "bn_factory" else (1, 28))
+    x, y, xt, _ = _images(n=80, n_test=12, k=k, c=c, hw=hw)
     if model == "mlp":
         x, xt = x.reshape(80, -1), xt.reshape(12, -1)
     subs, seeds = _subsets(80, 7, 12)
     extra = WARPS if model.endswith("+warps") else {}
-    cfg = TrainConfig(**{**LENET, "model": model.removesuffix("+warps"), **extra})
+    name = model.removesuffix("+warps")
+    cfg = TrainConfig(**{**LENET, "model": _MODELS.get(name, name), **extra})
+    all_cuts = ([3], [1, 5], [4])
+    if model == "resnet18":  # 11M parameters per classifier: fewer calls, smaller groups
+        cfg, all_cuts = TrainConfig(**{**LENET, "model": name, "group_size": 3}), ([4],)
     P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k)
-    for cuts in ([3], [1, 5], [4]):
+    for cuts in all_cuts:
         parts = np.split(np.arange(7), cuts)
         got = [train_predict_with_weights(x, y, [subs[i] for i in p], [seeds[i] for i in p],
                                           xt, cfg, n_classes=k) for p in parts]

@@ -48,6 +48,10 @@ def train(
              "start a local Ray instance.")] = None,
     device: Annotated[str | None, typer.Option(
         help="cpu | cuda (overrides training.device).")] = None,
+    devices: Annotated[str | None, typer.Option(
+        help="Local executor: GPUs to use, one worker each: 'all' or 'cuda:0,cuda:1'.")] = None,
+    gpus_per_task: Annotated[float | None, typer.Option(
+        help="--executor ray: GPUs per chunk task (fractions share a GPU).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Train the base classifiers of an experiment and store their test predictions.
@@ -65,10 +69,14 @@ def train(
             overrides["training.workers"] = str(workers)
         if device is not None:
             overrides["training.device"] = device
+        if (devices is not None or gpus_per_task) and device is None:
+            overrides["training.device"] = "cuda"
         cfg = load_config(config, overrides)
         ray = executor.strip().lower() == "ray"
-        ex = make_executor(executor, workers=workers if ray else cfg.execution.workers,
-                           address=address)
+        local_workers = None if devices is not None and workers is None else (
+            cfg.execution.workers)
+        ex = make_executor(executor, workers=workers if ray else local_workers,
+                           address=address, devices=devices, gpus_per_task=gpus_per_task)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
         res = train_run(cfg, run_dir, executor=ex, progress=None if quiet else rich_progress)
     typer.echo(f"Trained {res.T} base classifiers ({res.chunks_trained} chunks trained, "

@@ -10,6 +10,7 @@ finished chunks are skipped and the result is bit-identical to an uninterrupted 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -169,7 +170,14 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
             raise RunError(f"The data of the run '{rd.path}' has changed since it started "
                            f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
                            "resumed.")
-    resumed = rd.prepare(cfg, runs.build_manifest(cfg, data=data.summary.manifest()))
+    old_manifest = rd.load_manifest() if rd.exists() else None
+    group = _group_size(cfg, data, old_manifest)
+    manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+    manifest["engine"] = {"group_size": group}
+    resumed = rd.prepare(cfg, manifest)
+    if cfg.training.group_size != group:  # "auto", resolved (and kept by a resumed run)
+        cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training,
+                                                                    group_size=group))
 
     T = cfg.T
     seeds = selection.model_seeds(cfg.selection.seed, T)
@@ -229,6 +237,25 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
                        "subset_size_mean": float(sizes.mean()),
                        "abstaining_classifiers": int(np.all(predictions < 0, axis=1).sum())})
     return result
+
+
+def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None) -> int:
+    """The group size of a run: ``training.group_size``, or for ``auto`` the size a resumed
+    run recorded (``DEFAULT_GROUP_SIZE`` for runs that predate the record), else the size
+    ``training.groups.auto_group_size`` picks for the device, the model and ``T``."""
+    tr = cfg.training
+    if tr.sklearn_learner is not None:
+        return 1
+    if tr.group_size != "auto":
+        return int(tr.group_size)
+    if old_manifest is not None:
+        from poisoncert.training.settings import DEFAULT_GROUP_SIZE
+
+        return int(old_manifest.get("engine", {}).get("group_size", DEFAULT_GROUP_SIZE))
+    from poisoncert.training.groups import auto_group_size
+
+    return auto_group_size(tr, cfg.execution.device, data.x_train.shape[1:], data.n_classes,
+                           n_models=cfg.T)
 
 
 def run_subsets(run_dir: str | Path) -> tuple[DataSplit, list[np.ndarray]]:

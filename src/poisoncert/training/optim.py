@@ -6,12 +6,16 @@
 - ``lr_at`` / ``set_lr``: the learning rate of a step.
 
 Why ``StackedOptimizer`` is written out: torch's fused and ``foreach`` kernels combine
-operations (``addcmul``, ``lerp``, ``add`` with ``alpha``) that a vectorised CPU kernel
-evaluates with a fused multiply-add in its SIMD body and with two roundings in its scalar
-tail, so on a stacked tensor an element's update depends on where it falls (its model's
-position in the group). Every kernel here applies **one** correctly rounded IEEE operation
-(``+``, ``-``, ``*``, ``/``, ``sqrt``) per element, whose result is the same in any lane, in
-the tail and on any thread: a classifier's update depends only on its own values (tested).
+operations (``addcmul``, ``lerp``, ``add`` with ``alpha``) that a vectorised CPU kernel may
+evaluate with a fused multiply-add in its SIMD body and with two roundings in its scalar tail
+(ATen's ``add`` with ``alpha`` is ``fmadd`` when vectorised), so on a stacked tensor an
+element's update could depend on where it falls (its model's position in the group): the
+previous engine measured this on an Intel CPU and gave each model its own views; on the AMD
+EPYC development machine, with this torch build, the fused kernels happened not to differ.
+Rather than rely on a build's code generation, every kernel here applies **one** correctly
+rounded IEEE operation (``+``, ``-``, ``*``, ``/``, ``sqrt``; ``add``/``sub`` with ``alpha``
+1 only) per element, whose result is the same in any lane, in the tail, on any thread and in
+any kernel: a classifier's update depends only on its own values (tested).
 The formulas are torch's (``Adam``, ``SGD``, ``Adadelta``, L2 ``weight_decay`` added to the
 gradient); the reference twin's torch optimizer agrees to rounding (tested step by step).
 """
