@@ -289,16 +289,17 @@ def test_bit_identical_across_chunking_and_neighbours(model, k):
     x, y, xt, _ = _images(n=80, n_test=12, k=k, c=c, hw=hw)
     if model == "mlp":
         x, xt = x.reshape(80, -1), xt.reshape(12, -1)
-    subs, seeds = _subsets(80, 7, 12)
+    T, all_cuts, perm = 7, ([3], [1, 5], [4]), [6, 2, 0, 5]
     extra = WARPS if model.endswith("+warps") else {}
     name = model.removesuffix("+warps")
     cfg = TrainConfig(**{**LENET, "model": _MODELS.get(name, name), **extra})
-    all_cuts = ([3], [1, 5], [4])
-    if model == "resnet18":  # 11M parameters per classifier: fewer calls, smaller groups
-        cfg, all_cuts = TrainConfig(**{**LENET, "model": name, "group_size": 3}), ([4],)
+    if model == "resnet18":  # 11M parameters per classifier: fewer classifiers and calls
+        T, all_cuts, perm = 4, ([1],), [3, 0]
+        cfg = TrainConfig(**{**LENET, "model": name, "group_size": 2, "steps": 2})
+    subs, seeds = _subsets(80, T, 12)
     P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k)
     for cuts in all_cuts:
-        parts = np.split(np.arange(7), cuts)
+        parts = np.split(np.arange(T), cuts)
         got = [train_predict_with_weights(x, y, [subs[i] for i in p], [seeds[i] for i in p],
                                           xt, cfg, n_classes=k) for p in parts]
         np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), P)
@@ -306,7 +307,6 @@ def test_bit_identical_across_chunking_and_neighbours(model, k):
         for a, b in zip(flat_w, W, strict=True):
             assert all(torch.equal(a[k], b[k]) for k in a)
     # order of classifiers and different neighbours
-    perm = [6, 2, 0, 5]
     Q, V = train_predict_with_weights(x, y, [subs[i] for i in perm], [seeds[i] for i in perm],
                                       xt, cfg, n_classes=k)
     np.testing.assert_array_equal(Q, P[perm])
