@@ -284,3 +284,28 @@ def test_ray_tasks_request_gpus():
     assert RayExecutor(workers=5, num_gpus_per_task=1).concurrency({"GPU": 1}) == 5
     with pytest.raises(ValueError, match="'num_gpus_per_task' parameter of RayExecutor"):
         RayExecutor(num_gpus_per_task=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# The GPU benchmark runs (on the CPU, tiny settings)
+
+
+def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "r.json"
+    report = bench.main(["--device", "cpu", "--quick", "--e2e", "digits_lenet",
+                         "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert {r["model"] for r in report["throughput"]} == {"lenet5", "cnn_small + warps",
+                                                          "resnet18"}
+    assert all(r["images_per_s"] > 0 and 0 < r["fraction_of_matmul"] for r in
+               report["throughput"])
+    (e2e,) = report["end_to_end"]
+    assert e2e["group_size"] == 8 and e2e["total_s"] > 0 and "0" in e2e["certified_accuracy"]
+    assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out

@@ -125,8 +125,7 @@ class _Stacked:
         with torch.no_grad():
             for g, d in enumerate(named):
                 for n in self.names:
-                    o = self.offsets[n]
-                    self.flat[g, o:o + math.prod(self.shapes[n])] = self._layout(n, d[n]).reshape(-1)
+                    self._view(self.flat, n)[g] = self._layout(n, d[n])
         self._leaves = {n: self._view(self.flat, n).requires_grad_(True) for n in self.names}
         self._grad = torch.zeros_like(self.flat)
         self.buffer_names = [n for n, _ in first.named_buffers()]
@@ -311,7 +310,6 @@ class StackedResNet18(_Stacked):
                         groups=self.G)
 
     def _bn(self, x, name: str):
-        G = self.G
         rm, rv = self.buffers[f"{name}.running_mean"], self.buffers[f"{name}.running_var"]
         if self.training:
             self.buffers[f"{name}.num_batches_tracked"].add_(1)

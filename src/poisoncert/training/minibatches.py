@@ -117,8 +117,8 @@ def warp_images(x: torch.Tensor, warps: torch.Tensor, fields: torch.Tensor | Non
     inverse-of-zoom rotation-shear matrix, ``t`` the translation and ``e`` the elastic
     displacement, interpolated bilinearly from the grid (``elastic_displacement``: the same
     function as ``F.interpolate(..., align_corners=True)``, rounded differently in the last
-    bits, several times faster on the CPU and on CUDA). Each image is computed on its own (no batch statistics), so an
-    image's result does not depend on its neighbours in ``x``.
+    bits, several times faster on the CPU and on CUDA). Each image is computed on its own
+    (no batch statistics), so an image's result does not depend on its neighbours in ``x``.
     """
     n, _, h, w = x.shape
     dt = x.dtype
