@@ -3,13 +3,19 @@
 ``train_predict`` is the entry point: classifier ``i`` is trained on ``x_train[subsets[i]]``
 (the paper's Algorithm 2: minibatches drawn with replacement, class-balanced, from the
 sub-dataset, ``D^c`` included when the caller appended it) for a fixed number of steps, then
-predicts every test sample. Two formulations give the same classifiers:
+predicts every test sample. Three formulations give the same classifiers (to rounding):
 
-- ``path="reference"``: one ``torch.nn.Module`` and one optimizer per classifier, a plain loop;
-- ``path="fast"``: ``group_size`` classifiers stacked as one network (``poisoncert.training.
-  fast``: grouped channels-last convolutions, batched matmuls, one optimizer over the stacked
-  tensors), for the architectures that have a stacked twin (``lenet5``, ``cnn``,
-  ``cnn_small``, ``mlp``); others use the per-model loop.
+- ``path="reference"``: one ``torch.nn.Module`` and one torch optimizer per classifier, a
+  plain loop;
+- ``path="fast"``: groups of classifiers stacked as one network (``training.fast``: the
+  hand-written twins of the built-in models, ``torch.func.vmap`` for other modules), their
+  parameters in one ``(G, P)`` tensor updated by one ``optim.StackedOptimizer`` step for the
+  whole group; models that cannot be stacked (dropout) use the per-model loop;
+- ``path="vmap"``: as ``fast`` but stacked through ``vmap`` even where a twin exists.
+
+Training draws (positions, shifts, warps, elastic grids) are numpy streams of the
+classifier's seed, moved to the device ``STEP_BLOCK`` steps at a time; test-set predictions
+come from ``inference.evaluate``, the function ``training.predict`` uses.
 
 Everything about classifier ``i`` (initialisation, minibatches, shifts) derives from
 ``selection.init_seed(seeds[i])``, its subset and the config, never from its neighbours.
@@ -280,7 +286,11 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
       sub-dataset gives no classifier: its row is ``ABSTAIN`` (-1) throughout.
     - ``seeds[i]``: classifier ``i``'s seed (``selection.model_seed``); its initialisation,
       minibatches and shifts come from ``selection.init_seed(seeds[i])``.
-    - ``path``: ``"fast"`` (stacked groups) or ``"reference"`` (one module per classifier).
+    - ``path``: ``"fast"`` (stacked groups), ``"vmap"`` (stacked through ``torch.func``) or
+      ``"reference"`` (one module per classifier).
+    - ``cfg.group_size``: ``"auto"`` is ``training.groups.auto_group_size`` for ``device``
+      (8 on the CPU; on CUDA it depends on the free memory, so give an int when separate
+      calls must agree bit for bit). ``cfg.dtype`` ``tf32`` / ``bfloat16`` need CUDA.
     - ``workers``: processes sharing the groups (``poisoncert.executors.LocalExecutor``, 1
       thread each); ``1`` runs in this process. Processes are started from a fork server (or
       spawned), so a script calling with ``workers > 1`` needs the usual
@@ -292,11 +302,12 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
     ``(x_train, y_train, subsets[i], seeds[i], x_test, cfg)``, whatever its neighbours, the
     chunking of the classifiers into calls, ``workers`` and the caller's torch thread count:
     every computation runs on **one** intra-op thread (set for the duration of the call in
-    this process, and in each worker), and groups are padded to ``cfg.group_size`` (copies
-    of their last classifier) so that shapes never change. Tested: with a fixed group size a
+    this process, and in each worker), groups are padded to the group size (copies of their
+    last classifier) so that shapes never change, and the stacked update applies one
+    correctly rounded operation per element (``optim``). Tested: with a fixed group size a
     classifier's weights are the same bits whatever the other classifiers of its group and
-    its position in it; across group sizes they differ in the last bits (kernels depend on
-    shapes), so ``group_size`` is part of ``cfg``. Chunks that are multiples of
+    its position in it; across group sizes they may differ in the last bits (kernels depend
+    on shapes), so the group size is part of the numerics (a run records it). Chunks that are multiples of
     ``group_size`` (``group_bounds``) only avoid padding work. Use ``workers`` (processes),
     not threads, for parallelism. ``path`` and ``cfg`` (``group_size``, ``dtype``,
     ``eval_batch_size`` included) are part of the numerics; the two paths agree to rounding,
