@@ -540,6 +540,9 @@ def _npz(tmp_path, **arrays):
     (dict(x_train=np.zeros((4, 1, 1, 1, 3), np.float32)), "has shape"),
     (dict(y_train=np.zeros(4, int), y_test=np.zeros(2, int)), "need 2"),
     (dict(class_names=np.array(["a"])), "class_names must be"),
+    (dict(y_train=np.array([0, 1, -7, 1])), r"y_train holds the label -7, outside the "
+                                             r"allowed class ids \[0, 32766\]"),
+    (dict(y_test=np.array([0, 10**12])), r"y_test holds the label 1000000000000, outside"),
 ])
 def test_npz_rejections(tmp_path, arrays, match):
     with pytest.raises(DataFormatError, match=match):
@@ -549,7 +552,11 @@ def test_npz_rejections(tmp_path, arrays, match):
 def test_npz_not_an_archive_or_missing(tmp_path):
     p = tmp_path / "junk.npz"
     p.write_bytes(b"not a zip at all")
-    with pytest.raises(DataFormatError, match="not a readable .npz"):
+    with pytest.raises(DataFormatError, match=r"junk.npz is not a .npz archive .*"
+                                              r"starts with b'not a '"):
+        load_dataset(f"npz:{p}")
+    p.write_bytes(b"PK\x03\x04 a torn zip")  # zip magic, truncated: numpy's reader says why
+    with pytest.raises(DataFormatError, match="junk.npz is not a readable .npz"):
         load_dataset(f"npz:{p}")
     one = tmp_path / "one.npy"
     np.save(one, np.zeros(3))
@@ -587,8 +594,13 @@ def test_resolution_order(isolated, monkeypatch):
     assert n_train() == 14
     shutil.rmtree(tmp / "shared")
     assert n_train() == 15
-    # An explicit data_dir that lacks the files falls through to the next places.
+    # An explicit data_dir that exists but lacks the files falls through to the next places;
+    # one that does not exist is an error (no silent fallback).
+    (tmp / "nothing-here").mkdir()
     assert n_train(data_dir=tmp / "nothing-here") == 15
+    with pytest.raises(DatasetNotFoundError, match=r"The data folder '.*no-such' \(data_dir; "
+                                                   r"CLI: --data.data_dir\) does not exist"):
+        n_train(data_dir=tmp / "no-such")
 
 
 def test_env_var_may_list_several_folders(isolated, monkeypatch):
@@ -618,6 +630,7 @@ def test_debian_fashion_mnist_layout(isolated, monkeypatch):
 
 
 def test_not_found_lists_places_and_how_to_fix(isolated):
+    (isolated / "given").mkdir()
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("mnist", data_dir=isolated / "given")
     msg = str(info.value)
@@ -625,7 +638,7 @@ def test_not_found_lists_places_and_how_to_fix(isolated):
     for expected in [str(isolated / "given"), "the data_dir argument", "./data",
                      str(isolated / "xdg-cache" / "poisoncert"), "POISONCERT_DATA is not set",
                      "train-images-idx3-ubyte[.gz]", "mnist/", "download=True",
-                     "--data-dir"]:
+                     "--data.data_dir", "--data.download true"]:
         assert expected in msg, expected
 
 
