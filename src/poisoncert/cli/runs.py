@@ -90,13 +90,21 @@ def certify(
         "--rho", help="Radius for the table; repeat for several (default: certify.rhos).")
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Certify without checking the run's files against the checksums "
+                            "and config hash in its manifest (for files edited on purpose; "
+                            "said in the output).")] = False,
 ) -> None:
-    """Certify every test example of a run; print certified accuracy against rho."""
+    """Certify every test example of a run; print certified accuracy against rho.
+
+    The run's files are first checked against its manifest (checksums, config hash,
+    consistency of votes, predictions and labels); a file that does not match is an error.
+    """
     with library_errors():
         from poisoncert.pipeline import certify_run
 
         res = certify_run(run_dir, alpha=alpha, method=method, model=model, rhos=rho or None,
-                          plot=not no_plot)
+                          plot=not no_plot, verify=not no_verify)
     from rich.table import Table
 
     s = res.summary
@@ -106,6 +114,11 @@ def certify(
     for r, a in res.table.rows():
         table.add_row(str(r), f"{a:.4f}")
     con = _console()
+    note = s.get("verification", "")
+    if s.get("verified"):
+        con.print(note, markup=False, highlight=False, soft_wrap=True)
+    else:  # skipped (--no-verify) or a run without checksums: a warning on stderr
+        typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
     setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "n", "ns", "p", "model", "alpha",
                                                  "method", "T") if s.get(k) is not None)
     con.print(setting, markup=False, highlight=False)
