@@ -35,7 +35,7 @@ from typing import Any
 import yaml
 
 from poisoncert import bounds
-from poisoncert._validation import check_int, check_real, param_error
+from poisoncert._validation import INT_LIMIT, check_int, check_real, param_error
 from poisoncert.data import registry as data_registry
 from poisoncert.selection import PARTITION
 from poisoncert.stats import METHODS
@@ -338,6 +338,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
             raise ConfigError(f"The config file '{path}' {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"The config file '{path}' must hold a mapping of sections (data, "
+                              f"selection, training, ...); it holds a {type(d).__name__}.")
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
     return from_dict(d, overrides)
@@ -664,8 +667,9 @@ def validate(cfg: ExperimentConfig) -> None:
     _real(c.alpha, "certify.alpha", 0.0, 1.0)
     c.method = _choice(c.method, "certify.method", METHODS)
     c.model = _choice(c.model, "certify.model", bounds.MODELS, bounds.MODEL_ALIASES)
-    if any(rho < 0 for rho in c.rhos):
-        raise config_error("certify.rhos", "a list of ints >= 0", c.rhos)
+    if any(not 0 <= rho <= INT_LIMIT for rho in c.rhos):  # no int64 overflow later
+        raise config_error("certify.rhos", f"a list of ints in the range [0, "
+                           f"{INT_LIMIT}]", c.rhos)
     c.rhos = sorted(set(c.rhos))
     # run
     _int(r.chunk_size, "run.chunk_size", low=1)

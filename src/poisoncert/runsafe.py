@@ -25,9 +25,12 @@ Checksums
     ``RunDir.verify`` can refuse a run whose files changed after it finished.
 Test hook
     ``POISONCERT_TEST_FAULT=<point>[:<k>]`` makes the process SIGKILL itself the ``k``-th
-    (default first) time it reaches the named point (``fault_point``); the fault tests use it
-    to kill inside the run-directory creation window and between a file's write and rename.
-    Unset (always, outside tests), a point costs one comparison.
+    (default first) time it reaches the named point (``fault_point``; ``...@sleep=<s>``
+    pauses there instead); the fault tests use it to kill inside the run-directory creation
+    window and between a file's write and rename, and to hold a lock while another process
+    tries the run. Unset (always, outside tests), a point costs one comparison. Points:
+    ``create:tmp``, ``create:locked``, ``create:manifest``, ``create:filled``,
+    ``create:renamed``, ``write:<file name>`` (before the rename), ``finish``.
 """
 
 from __future__ import annotations
@@ -287,11 +290,15 @@ def manifest_digest(manifest: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------------------------
 # Test hook
 
-def _parse_fault(text: str | None) -> tuple[str, int] | None:
+def _parse_fault(text: str | None) -> tuple[str, int, float | None] | None:
+    """``point[:k]`` (SIGKILL) or ``point[:k]@sleep=<seconds>`` (pause there instead)."""
     if not text:
         return None
+    text, _, action = text.partition("@")
+    pause = float(action.removeprefix("sleep=")) if action.startswith("sleep=") else None
     head, sep, tail = text.rpartition(":")
-    return (head, int(tail)) if sep and tail.isdigit() else (text, 1)
+    point, k = (head, int(tail)) if sep and tail.isdigit() else (text, 1)
+    return point, k, pause
 
 
 _FAULT = _parse_fault(os.environ.get("POISONCERT_TEST_FAULT"))
@@ -299,11 +306,17 @@ _FAULT_SEEN: dict[str, int] = {}
 
 
 def fault_point(name: str) -> None:
-    """SIGKILL this process here when ``$POISONCERT_TEST_FAULT`` names this point (tests)."""
+    """SIGKILL this process here (or pause) when ``$POISONCERT_TEST_FAULT`` names this point."""
     if _FAULT is None or _FAULT[0] != name:
         return
     _FAULT_SEEN[name] = _FAULT_SEEN.get(name, 0) + 1
-    if _FAULT_SEEN[name] == _FAULT[1]:
+    if _FAULT_SEEN[name] != _FAULT[1]:
+        return
+    if _FAULT[2] is not None:
+        import time
+
+        time.sleep(_FAULT[2])
+    else:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -65,6 +65,10 @@ def train(
             overrides["training.device"] = device
         cfg = load_config(config, overrides)
         ray = executor.strip().lower() == "ray"
+        if address is not None and not ray:  # would be ignored: an error (issue 9)
+            from poisoncert._validation import param_error
+
+            raise param_error("address", "train", "given only with --executor ray", address)
         ex = make_executor(executor, workers=workers if ray else cfg.training.workers,
                            address=address)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem

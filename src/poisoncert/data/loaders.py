@@ -105,12 +105,14 @@ def load_dataset(name: str, *, data_dir=None, classes=None, download: bool = Fal
 
     roots = search_roots(spec, data_dir)
     named_missing = data_dir is not None and not Path(data_dir).expanduser().is_dir()
-    if named_missing and not download:
+    if named_missing and (download is False or Path(data_dir).expanduser().exists()):
+        folder = Path(data_dir).expanduser()
+        state = "is not a folder" if folder.exists() else "does not exist"
         raise DatasetNotFoundError(
-            f"The data folder '{Path(data_dir).expanduser()}' (data_dir; CLI: --data.data_dir) "
-            f"does not exist. Create it and put the {spec.title} files in it (or add "
-            "download=True, CLI: --data.download true, to fetch them into it), or leave "
-            "data_dir out to search the usual places.")
+            f"The data folder '{folder}' (data_dir; CLI: --data.data_dir) {state}. Name a "
+            f"folder holding the {spec.title} files (or a new one with download=True, CLI: "
+            "--data.download true, to fetch them into it), or leave data_dir out to search "
+            "the usual places.")
     # A named folder that does not exist yet is the download target: nothing else is searched.
     located, partial = (None, []) if named_missing else locate(spec, roots)
     if located is None:
