@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poisoncert import pipeline, runs
+from poisoncert import experiment, runs
 from poisoncert.config import from_dict
 from poisoncert.executors import LocalExecutor
 from poisoncert.ray_executor import RayExecutor
@@ -86,15 +86,14 @@ def main() -> None:
           f"({platform.processor() or platform.machine()}), torch {torch.__version__}, "
           f"ray {ray.__version__}\n")
     load0 = os.getloadavg()[0]
-    pipeline.prepare_data(cfg)  # warm this process (imports, data) for the in-process run
+    experiment.split_data(cfg.data)  # warm this process (imports, file cache)
     rows, preds, timers = [], {}, {}
     tmp = Path(tempfile.mkdtemp(prefix="bench-ray-"))
 
     def run(name: str, executor) -> float:
         rec = Recording(executor)
         t0 = time.perf_counter()
-        res = pipeline.train_run(cfg, tmp / name.replace(" ", "-"), executor=rec,
-                                 progress=False)
+        res = experiment.train_run(cfg, tmp / name.replace(" ", "-"), executor=rec)
         wall = time.perf_counter() - t0
         preds[name] = res.predictions
         timers[name] = rec.chunk_seconds
@@ -152,7 +151,7 @@ def main() -> None:
               f"tasks) | {overhead[w] * 1000:.1f} ms |")
     print(f"| Ray shutdown | {shutdown:.2f} s |")
 
-    big = runs.chunk_ranges(args.project_T, args.project_chunk_size, pipeline.group_size(cfg))
+    big = runs.chunk_ranges(args.project_T, args.project_chunk_size, cfg.training.models_per_group)
     C_big, size_big = len(big), big[0][1] - big[0][0]
     c_big = c / models * size_big
     print(f"\nProjection: T = {args.project_T}, chunks of {size_big} "

@@ -42,7 +42,7 @@ Recorded 2026-11-24 (2 shared Xeon cores, AVX-512, torch 2.13.0 CPU; other jobs 
     as fused stride-2 conv 31,000 (G=16 B=64: 36,600). torch.compile: 26 s to compile, then
     2x slower than eager (11,000 vs 21,000).
 
-    --full: T=1000, default TrainConfig, 2 workers: MNIST ns=30 251 s (0.25 s/model, mean
+    --full: T=1000, LENET5_MNIST, 2 workers: MNIST ns=30 251 s (0.25 s/model, mean
     base accuracy 0.625, majority vote 0.902); MNIST 1/7 ns=10 226 s (0.23 s/model, 0.948,
     vote 0.980).
 
@@ -59,6 +59,7 @@ import os
 import statistics
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,9 @@ import torch
 from torch.nn import functional as F
 
 from poisoncert import selection
-from poisoncert.training import LeNet5, TrainConfig, train_predict
+from poisoncert.training import LENET5_MNIST, LeNet5, train_predict
 from poisoncert.training.fast import stack_models
+from poisoncert.votes import votes_from_predictions
 
 # --------------------------------------------------------------------------------------------
 # Data
@@ -148,7 +150,8 @@ def throughput(args):
     x, y, xt, yt = load_mnist()
     T = args.models
     subsets, seeds = draw_subsets(len(x), T, args.ns)
-    cfg = TrainConfig(model=args.model, steps=args.steps, batch_size=args.batch, augment=False)
+    cfg = replace(LENET5_MNIST, model=args.model, steps=args.steps, batch_size=args.batch,
+                  augment=False)
     draws = T * cfg.steps * cfg.batch_size
     variants = {
         "(a) paper: DataLoader + WeightedRandomSampler per model": lambda: plain_procedure(
@@ -342,16 +345,18 @@ def accuracy(args):
     T = 20
     subsets, seeds = draw_subsets(len(x), T, 30, root_seed=1)
     settings = {
-        "default: lenet5 (max), 200 steps x 32, Adam 3e-3, shifts +-2": TrainConfig(),
-        "same without shifts": TrainConfig(augment=False),
-        "same, Adam 1e-3": TrainConfig(lr=1e-3),
-        "same, 100 steps": TrainConfig(steps=100),
-        "same, 400 steps": TrainConfig(steps=400),
-        "400 steps, Adam 1e-3, shifts +-3": TrainConfig(steps=400, lr=1e-3, max_shift=3),
-        "same as default, shifts +-3": TrainConfig(max_shift=3),
-        "same as default, shifts +-1": TrainConfig(max_shift=1),
-        "lenet5_avg (classic subsampling), shifts": TrainConfig(model="lenet5_avg"),
-        "LeNet5(pool=('avg', 'max')) factory, shifts": TrainConfig(model=lenet5_avg_max),
+        "default: lenet5 (max), 200 steps x 32, Adam 3e-3, shifts +-2": LENET5_MNIST,
+        "same without shifts": replace(LENET5_MNIST, augment=False),
+        "same, Adam 1e-3": replace(LENET5_MNIST, lr=1e-3),
+        "same, 100 steps": replace(LENET5_MNIST, steps=100),
+        "same, 400 steps": replace(LENET5_MNIST, steps=400),
+        "400 steps, Adam 1e-3, shifts +-3": replace(LENET5_MNIST, steps=400, lr=1e-3,
+                                                   max_shift=3),
+        "same as default, shifts +-3": replace(LENET5_MNIST, max_shift=3),
+        "same as default, shifts +-1": replace(LENET5_MNIST, max_shift=1),
+        "lenet5_avg (classic subsampling), shifts": replace(LENET5_MNIST, model="lenet5_avg"),
+        "LeNet5(pool=('avg', 'max')) factory, shifts": replace(LENET5_MNIST,
+                                                               model=lenet5_avg_max),
     }
     print(f"\nBase accuracy, MNIST, ns=30 with replacement, T={T}, 10,000 test images, "
           "2 workers:\n")
@@ -374,10 +379,10 @@ def full(args):
         x, y, xt, yt = load_mnist(classes)
         subsets, seeds = draw_subsets(len(x), args.models, ns)
         t0 = time.perf_counter()
-        P = train_predict(x, y, subsets, seeds, xt, TrainConfig(), n_classes=k,
+        P = train_predict(x, y, subsets, seeds, xt, LENET5_MNIST, n_classes=k,
                           workers=args.workers)
         dt = time.perf_counter() - t0
-        votes = np.stack([(P == c).sum(0) for c in range(k)], 1)
+        votes = votes_from_predictions(P, k)
         print(f"| {name} ns={ns} | {args.models} | {dt:.0f} | {dt / args.models:.3f} | "
               f"{(P == yt).mean():.3f} | {(votes.argmax(1) == yt).mean():.3f} |", flush=True)
 

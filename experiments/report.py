@@ -2,10 +2,11 @@
 
     python experiments/report.py [--runs-dir runs] [--out docs/results.md]
 
-Reads only what ``experiments/run.py`` wrote (config.yaml, manifest.json, timing.json,
-votes.npy, labels.npy, predictions.npy, classifiers.csv, certified_accuracy.csv, phase2.json);
-re-certifies votes where a table needs another protocol. Runs that are missing are listed as
-not run, with the command that makes them. Never edit the output by hand.
+Reads what ``experiments/run.py`` wrote (config.yaml, manifest.json, timing.json, votes.npy,
+labels.npy, predictions.npy, classifiers.csv, certified_accuracy.csv, phase2.json) and calls
+library functions on it (``poisoncert.certify`` where a table needs another protocol,
+``poisoncert.experiment.run_subsets`` for a run's sub-datasets). Runs that are missing are
+listed as not run, with the command that makes them. Never edit the output by hand.
 """
 
 from __future__ import annotations
@@ -20,16 +21,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import yaml
+import run as runner  # experiments/run.py, beside this script
 
 from poisoncert import certify as C
 from poisoncert import plots
-from poisoncert.runs import git_revision
+from poisoncert.experiment import run_subsets
+from poisoncert.runs import RunDir, git_revision
+from poisoncert.votes import majority_vote, votes_from_predictions
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-import run as runner  # noqa: E402
 
 SCHEMES = runner.SCHEMES
 SHORT = {"without_replacement": "without repl. (1)", "with_replacement": "with repl. (2)",
@@ -45,23 +46,21 @@ DPA_MEDIAN = 448  # DPA: MNIST, 1200 parts, median certified radius (modificatio
 
 
 class Run:
+    """A run directory: its config, manifest, timing and arrays."""
+
     def __init__(self, path: Path):
         self.path = path
         self.name = path.name
-        self.cfg = yaml.safe_load((path / "config.yaml").read_text())
-        self.manifest = json.loads((path / "manifest.json").read_text())
+        rd = RunDir(path)
+        self.cfg = rd.load_config()
+        self.scheme = self.cfg.selection.scheme
+        self.T = self.cfg.T
+        self.n = int(rd.load_manifest()["data"]["n"])
         t = path / "timing.json"
         self.timing = json.loads(t.read_text()) if t.exists() else {}
-        self.info = self.manifest.get("data", {})
-        self.n = int(self.info["n"])
 
     def npy(self, name):
         return np.load(self.path / f"{name}.npy")
-
-    @property
-    def T(self) -> int:
-        s = self.cfg["selection"]
-        return int(s["k"] if s["scheme"] == "partition" else s["T"])
 
     def curve(self):
         rows = list(csv.DictReader(open(self.path / "certified_accuracy.csv")))
@@ -82,10 +81,11 @@ class Run:
         return int(rho[np.flatnonzero(acc == 0)[0]]) if np.any(acc == 0) else int(rho[-1]) + 1
 
     def accuracies(self):
+        """Majority-vote and mean base-classifier accuracy."""
         votes, labels = self.npy("votes"), self.npy("labels")
-        pred = np.where(votes.sum(1) > 0, votes.argmax(1), -1)
         preds = self.npy("predictions")
-        return float(np.mean(pred == labels)), float(np.mean(preds == labels[None]))
+        return (float(np.mean(majority_vote(votes) == labels)),
+                float(np.mean(preds == labels[None])))
 
     def timed_fraction(self) -> float:
         """The share of the run's chunks whose training time ``timing.json`` records (a
@@ -122,15 +122,9 @@ def load_runs(runs_dir: Path) -> dict[str, Run]:
 
 
 def single_class_subsets(r: Run) -> int:
-    """How many of the run's sub-datasets (drawn part plus D^c) hold fewer than two classes,
-    recomputed from its seeds."""
-    from poisoncert.config import load_config
-    from poisoncert.pipeline import chunk_subsets, prepare_data
-
-    cfg = load_config(r.path / "config.yaml")
-    prep = prepare_data(cfg)
-    subsets, _ = chunk_subsets(cfg, prep, 0, r.npy("seeds"))
-    return int(sum(np.unique(prep.y_train[s]).size < 2 for s in subsets))
+    """How many of the run's sub-datasets (drawn part plus D^c) hold fewer than two classes."""
+    data, subsets = run_subsets(r.path)
+    return int(sum(np.unique(data.y_train[s]).size < 2 for s in subsets))
 
 
 def pct(x) -> str:
@@ -179,8 +173,8 @@ class Report:
     def figure2(self):
         fig = plots.plot_delta(dpi=110)
         self.add("## Figure 2: delta(rho) of the three schemes\n\n"
-                 "Pure math (no runs). Regenerate: `poisoncert delta --out fig2.png` (this "
-                 "report calls the same `poisoncert.plots.plot_delta`).\n\n"
+                 "Pure math (no runs): `poisoncert.plots.plot_delta`, also drawn by "
+                 "`poisoncert delta --out fig2.png`.\n\n"
                  + self.fig(fig, "fig2_delta.png"))
 
     # Figure 4 / Table 1 ---------------------------------------------------------------------
@@ -198,7 +192,7 @@ class Report:
             rows = []
             for n in have:
                 r = self.runs[n]
-                s = r.cfg["selection"]["scheme"]
+                s = r.scheme
                 acc, base = r.accuracies()
                 z = r.zero_at()
                 rows.append([SHORT[s], pct(base), pct(acc)] + [pct(a) for a in r.acc_at(rhos)]
@@ -213,13 +207,14 @@ class Report:
             for n in have:
                 r = self.runs[n]
                 v, lab = r.npy("votes"), r.npy("labels")
-                best.append(f"{SHORT[r.cfg['selection']['scheme']]}: "
+                best.append(f"{SHORT[r.scheme]}: "
                             f"{int(v[np.arange(len(lab)), lab].max())}/{r.T}, "
                             f"{int(np.sum(v[np.arange(len(lab)), lab] == r.T))} points unanimous, "
                             f"{single_class_subsets(r)} sub-datasets of one class only")
             self.add("\nThe largest radius any test point can get (all T = 1000 votes for its "
                      "class, alpha = 0.001, two classes) is 852 for both bagging schemes and 881 "
-                     "for binomial selection (spec, 'Estimating p1 and p2'), so with sound "
+                     "for binomial selection ([certificates.md](certificates.md#bounding-p1-and-p2-"
+                     "from-t-votes)), so with sound "
                      "bounds certified accuracy reaches 0 at 853 at the latest for the bagging "
                      "schemes: the paper's 855 and 857 lie past that limit. Where we reach 0 "
                      "earlier it is because no test point got every vote (most votes for the "
@@ -232,7 +227,7 @@ class Report:
                      "(881) is not realised with real base classifiers, and the paper's 868 needs "
                      "near-unanimous votes it does not explain.\n")
             panels = {"MNIST 1/7, ns = 10, n_c = 0, T = 1000":
-                      {SHORT[self.runs[n].cfg['selection']['scheme']]: self.runs[n].curve()
+                      {SHORT[self.runs[n].scheme]: self.runs[n].curve()
                        for n in have}}
             for key, title in self.grid_settings():
                 sub = {SHORT[s]: self.runs[f"{key}_{s}"].curve() for s in SCHEMES
@@ -377,7 +372,7 @@ class Report:
         if plain is not None:
             T2 = plain.T
             p2 = preds[:T2]
-            v2 = np.stack([(p2 == c).sum(0) for c in range(votes.shape[1])], 1)
+            v2 = votes_from_predictions(p2, votes.shape[1])
             rows += self._protocol_rows(v2, labels, T2, r.n, 30, rhos,
                                         f"improved, its first {T2} classifiers",
                                         float(np.mean(p2 == labels[None])), keep)
@@ -389,9 +384,7 @@ class Report:
                        + ["vs 91.1% at rho=100"], rows))
         walls = [f"`{x.name}`: {x.wall()}" for x in (r, nodeskew, lenet, plain)
                  if x is not None]
-        self.add("\nWall times (train + certify; 2 worker processes on the 2-core machine for "
-                 "the improved runs, which shared the machine with other jobs for part of the "
-                 "time, so these are upper bounds): " + "; ".join(walls) + ".\n")
+        self.add("\nWall times (train + certify): " + "; ".join(walls) + ".\n")
         at100 = {row[1]: float(row[3 + rhos.index(100)].rstrip("%")) / 100 for row in
                  self.summary["jia"]}
         met = [k for k, v in at100.items() if v >= JIA_MNIST]
@@ -482,7 +475,7 @@ class Report:
         self.add("## Figure 6: case 3, two-phase classifier (Algorithm 3) vs Algorithm 2\n\n"
                  f"Command: {command('case3')}. MNIST, classes 0-8 known clean (D^c: 54,051 "
                  "images), class 9 attackable (D^p: n = 5,949); bagging with replacement; "
-                 "T = 200 (not 1000, for time); LeNet-5, 150 class-balanced Adam steps with "
+                 "T = 200; LeNet-5, 150 class-balanced Adam steps with "
                  "2-px shifts per base classifier (phase 1 for the two-phase classifier, the "
                  "whole 10-class model for Algorithm 2); the two-phase run's single phase-2 "
                  "model: 8,000 steps on D^c. Same seeds and sub-datasets for both. Phase-1 "
@@ -536,12 +529,7 @@ class Report:
                  "LeNet-5, ns = 1000 with replacement, T = 50, 300 steps, 2-px shifts). "
                  "Paper scale: `poisoncert train experiments/cifar10_bagging.yaml --device cuda "
                  "&& poisoncert certify runs/cifar10_bagging` (ResNet-18, T = 500, 400 steps of "
-                 "64). It was not run here (no GPU in this session). Estimate: ResNet-18 has no "
-                 "stacked fast path, so the 500 models train one after another; at roughly "
-                 "10 ms per step of 64 images on one H100 (small-batch ResNet-18 is launch-"
-                 "bound) that is ~4 s per model plus ~1 s to predict the 10,000 test images: "
-                 "about 40-60 minutes on one H100 (estimated, not measured); on this 2-core CPU "
-                 "days.\n")
+                 "64; not one of this report's groups).\n")
         n = "cifar10_cpu"
         if n in self.runs:
             r = self.runs[n]
@@ -557,7 +545,8 @@ class Report:
         self.add("## DPA baseline on MNIST\n\n"
                  f"Command: {command('mnist_dpa')} (`experiments/mnist_dpa.yaml`: k = 1200 "
                  "hash parts, ~50 samples each, one LeNet-5 per part). Radii in two units: the "
-                 "spec's (P6, any insertion, deletion or modification is one operation; "
+                 "operation unit of [certificates.md](certificates.md#dpa-and-its-two-units) "
+                 "(P6, any insertion, deletion or modification is one operation; "
                  "floor(slack / 4)) and the DPA paper's (modification = two operations; "
                  "floor(slack / 2)). Published: median 448 in the DPA paper's unit (1200 parts, "
                  "Network-in-Network base learner, MNIST).\n")
@@ -569,7 +558,7 @@ class Report:
         votes, labels = r.npy("votes"), r.npy("labels")
         rhos = [0, 10, 20, 50, 100, 150, 200, 300, 400]
         rows = []
-        for unit, label in (("operation", "spec unit (P6)"), ("dpa", "DPA unit")):
+        for unit, label in (("operation", "operation unit (P6)"), ("dpa", "DPA unit")):
             cert = C.dpa_certify(votes, model="P6", unit=unit)
             acc = np.atleast_1d(C.certified_accuracy(cert, labels, rhos))
             rad = np.where(cert.prediction == labels, cert.radius, -1)
@@ -582,7 +571,7 @@ class Report:
         self.add(table(["radius unit", "vote acc.", "median radius (wrong = -1)"]
                        + [f"rho={x}" for x in rhos], rows))
         self.add(f"\nBase-classifier accuracy {pct(base)}; wall {r.wall()}. For comparison, "
-                 "bagging at rho = 100 (spec unit) is in Table 2.\n")
+                 "bagging at rho = 100 (operation unit) is in Table 2.\n")
 
     # Summary --------------------------------------------------------------------------------
     def summary_text(self) -> str:
@@ -613,9 +602,9 @@ class Report:
             rows.append([name, r.T, r.n, pct(base), pct(acc), f"{t.get('train_s', 0):.0f}",
                          f"{t.get('certify_s', 0):.1f}", t.get("cpus", "?"),
                          t.get("workers", "?")])
-        self.add("## Wall times of all runs\n\nOne worker process per run (the engine trains on "
-                 "one thread); this 2-core machine was shared with other jobs, and two runs "
-                 "sometimes ran side by side, so times are upper bounds.\n\n"
+        self.add("## Wall times of all runs\n\nWall-clock seconds from each run's "
+                 "`timing.json`, with the CPUs and worker processes it records (anything else "
+                 "the machine ran at the same time is included).\n\n"
                  + table(["run", "T", "n", "base acc.", "vote acc.", "train s", "certify s",
                           "CPUs", "workers"], rows))
 

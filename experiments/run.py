@@ -3,9 +3,9 @@
     python experiments/run.py GROUP [GROUP ...] [--runs-dir runs] [--workers 1]
     python experiments/run.py --list
 
-Each run is ``poisoncert.pipeline.train_run`` then ``certify_run`` on one config of this folder
-with the overrides listed below, into ``<runs-dir>/<run name>``. Interrupted runs resume (the
-pipeline skips finished chunks). Wall times (training and certification, and the machine's CPU
+Each run is ``poisoncert.experiment.train_run`` then ``certify_run`` on one config of this
+folder with the overrides listed below, into ``<runs-dir>/<run name>``. Interrupted runs resume
+(``train_run`` skips finished chunks). Wall times (training and certification, and the machine's CPU
 count) are appended to ``<run dir>/timing.json``; the report (experiments/report.py) reads them.
 """
 
@@ -104,15 +104,16 @@ GROUPS: dict[str, list[tuple[str, str, dict]]] = {
 
 
 def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: int) -> dict:
+    from poisoncert.cli.progress import rich_progress
     from poisoncert.config import load_config
-    from poisoncert.pipeline import certify_run, train_run
+    from poisoncert.experiment import certify_run, train_run
 
     cfg = load_config(HERE / config, {**{k: str(v) if isinstance(v, bool) else v
                                          for k, v in overrides.items()},
                                       "training.workers": workers})
     rd = runs_dir / name
     t0 = time.perf_counter()
-    res = train_run(cfg, rd, progress=sys.stderr.isatty())
+    res = train_run(cfg, rd, progress=rich_progress if sys.stderr.isatty() else None)
     t1 = time.perf_counter()
     _, table = certify_run(rd)
     t2 = time.perf_counter()

@@ -357,7 +357,7 @@ def _rd(path):
 
 
 def _pipe(name):
-    import poisoncert.pipeline as p
+    import poisoncert.experiment as p
 
     return getattr(p, name)
 
@@ -580,7 +580,9 @@ def _fixtures(root: Path) -> dict[str, Path]:
     pipeline.train_run(part, root / "prun", progress=False)
     urun = runs.RunDir(root / "urun")  # created, not trained: what a kill after creation leaves
     cfg = load_config(root / "exp.yaml")
-    urun.prepare(cfg, runs.build_manifest(cfg, data=pipeline.prepare_data(cfg).info))
+    from poisoncert.experiment.split import split_data
+
+    urun.prepare(cfg, runs.build_manifest(cfg, data=split_data(cfg.data).summary.manifest()))
     urun.release()
     return {p.name: p for p in root.iterdir()}
 

@@ -120,13 +120,14 @@ def test_true_label_method_predicts_the_label_only_when_it_wins():
     assert cert.top_class.tolist() == [0, 1, 1]
 
 
-def test_jia_rule_matches_theorem1_for_bagging_with_replacement():
+@pytest.mark.parametrize("method", ["bonferroni", "bonferroni_upper", "pairwise"])
+def test_jia_rule_matches_theorem1_for_bagging_with_replacement(method):
     """Erratum 4: Jia et al.'s rounding moves the gap by at most 2 / n^ns, so the radii agree."""
     rng = np.random.default_rng(1)
     counts = random_counts(rng, n_test=200)
     for n, ns in [(13007, 10), (200, 3)]:
-        ours = certify(counts, scheme="with_replacement", n=n, ns=ns, alpha=0.01)
-        jia = jia_certify(counts, n=n, ns=ns, alpha=0.01)
+        ours = certify(counts, scheme="with_replacement", n=n, ns=ns, alpha=0.01, method=method)
+        jia = jia_certify(counts, n=n, ns=ns, alpha=0.01, method=method)
         assert jia.rule == "jia" and jia.scheme == "with_replacement" and jia.model == "P6"
         np.testing.assert_array_equal(jia.prediction, ours.prediction)
         np.testing.assert_array_equal(jia.radius, ours.radius)

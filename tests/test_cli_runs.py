@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from test_runs import _centroid_engine  # the shared stand-in engine
+from test_runs import use_engine  # the shared stand-in engine
 from typer.testing import CliRunner
 
-from poisoncert import pipeline, runs
+from poisoncert import experiment, runs
 from poisoncert.cli import app
 
 runner = CliRunner()
@@ -24,7 +24,7 @@ CONFIG = {
 
 @pytest.fixture
 def engine(monkeypatch):
-    monkeypatch.setattr(pipeline, "_train_predict", _centroid_engine)
+    use_engine(monkeypatch)
 
 
 @pytest.fixture
@@ -116,11 +116,11 @@ def test_demo_quick_with_the_real_engine(tmp_path):
     out = tmp_path / "demo"
     r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
     assert r.exit_code == 0, r.output
-    for scheme in pipeline.DEMO_SCHEMES:
+    for scheme in experiment.DEMO_SCHEMES:
         assert (out / scheme / runs.PREDICTIONS).is_file()
         assert (out / scheme / runs.CERTIFICATES).is_file()
         assert scheme in r.output
     assert (out / runs.CERTIFIED_ACCURACY_PNG).stat().st_size > 1000
     table = (out / runs.CERTIFIED_ACCURACY).read_text().splitlines()
-    assert table[0] == "rho," + ",".join(pipeline.DEMO_SCHEMES)
+    assert table[0] == "rho," + ",".join(experiment.DEMO_SCHEMES)
     assert str(out / runs.CERTIFIED_ACCURACY_PNG) in r.output.replace("\n", "")

@@ -893,19 +893,20 @@ def test_deskew_keeps_centred_upright_images_blank_images_dtype_and_channels():
 
 
 def test_deskew_config_applies_to_train_and_test_and_keeps_old_hashes():
-    from poisoncert import pipeline
     from poisoncert.config import config_hash, from_dict, to_dict
     from poisoncert.data.transforms import deskew
+    from poisoncert.experiment import split_data
 
     base = {"data": {"name": "digits", "test_limit": 50},
             "selection": {"scheme": "with_replacement", "ns": 20, "T": 4}}
-    plain = pipeline.prepare_data(from_dict(base))
+    plain = split_data(from_dict(base).data)
     cfg = from_dict(base, {"data.deskew": True})
-    prep = pipeline.prepare_data(cfg)
+    prep = split_data(cfg.data)
     np.testing.assert_array_equal(prep.x_train, deskew(plain.x_train))
     np.testing.assert_array_equal(prep.x_test, deskew(plain.x_test))
-    assert prep.info["deskew"] is True and "deskew" not in plain.info
-    assert prep.info["sha256_arrays"] == plain.info["sha256_arrays"]  # the raw data's
+    info, plain_info = prep.summary.manifest(), plain.summary.manifest()
+    assert info["deskew"] is True and "deskew" not in plain_info
+    assert info["sha256_arrays"] == plain_info["sha256_arrays"]  # the raw data's
     assert config_hash(cfg) != config_hash(from_dict(base))
     d = to_dict(from_dict(base))
     del d["data"]["deskew"]  # a config written before the key existed

@@ -22,7 +22,7 @@ import ray
 import yaml
 from typer.testing import CliRunner
 
-from poisoncert import pipeline
+from poisoncert import experiment
 from poisoncert.cli import app
 from poisoncert.config import from_dict
 from poisoncert.executors import EXECUTORS, Executor, LocalExecutor, make_executor
@@ -158,7 +158,7 @@ def ray_instance():
 @pytest.fixture(scope="module")
 def local_run(tmp_path_factory):
     """The reference: the same config with the local executor, in this process."""
-    return pipeline.train_run(small(), tmp_path_factory.mktemp("local") / "run",
+    return experiment.train_run(small(), tmp_path_factory.mktemp("local") / "run",
                               executor=LocalExecutor(1), progress=False)
 
 
@@ -215,7 +215,7 @@ class FaultyRay(RayExecutor):
 @pytest.mark.parametrize("workers", [1, 2])
 def test_ray_and_local_predictions_are_bit_identical(ray_instance, local_run, tmp_path,
                                                      workers):
-    res = pipeline.train_run(small(), tmp_path / "run", executor=RayExecutor(workers=workers),
+    res = experiment.train_run(small(), tmp_path / "run", executor=RayExecutor(workers=workers),
                              progress=False)
     assert res.chunks_trained == 4 and res.chunks_skipped == 0
     assert res.predictions.dtype == local_run.predictions.dtype
@@ -226,7 +226,7 @@ def test_ray_and_local_predictions_are_bit_identical(ray_instance, local_run, tm
 
 def test_killed_worker_loses_and_duplicates_no_chunk(ray_instance, local_run, tmp_path):
     ex = FaultyRay(tmp_path, kill=[1, 2], workers=2, max_retries=2)
-    res = pipeline.train_run(small(), tmp_path / "run", executor=ex, progress=False)
+    res = experiment.train_run(small(), tmp_path / "run", executor=ex, progress=False)
     assert sorted(ex.yielded) == [0, 1, 2, 3]  # every chunk yielded exactly once
     assert ex.attempts() == {0: 1, 1: 2, 2: 2, 3: 1}  # only the killed ones re-ran
     assert res.chunks_trained == 4
@@ -248,11 +248,11 @@ def test_interrupted_run_keeps_finished_chunks_and_resumes(ray_instance, local_r
     run_dir = tmp_path / "run"
     ex = FaultyRay(tmp_path, fail=[3], run_dir=str(run_dir), others=[0, 1, 2], workers=2)
     with pytest.raises(ValueError, match="injected failure in chunk 3"):
-        pipeline.train_run(small(), run_dir, executor=ex, progress=False)
+        experiment.train_run(small(), run_dir, executor=ex, progress=False)
     assert ex.attempts()[3] == 1  # an application error is not retried
     rd = RunDir(run_dir)
     assert [rd.chunk_path(c).exists() for c in range(4)] == [True, True, True, False]
-    res = pipeline.train_run(small(), run_dir, executor=RayExecutor(workers=2), progress=False)
+    res = experiment.train_run(small(), run_dir, executor=RayExecutor(workers=2), progress=False)
     assert (res.chunks_trained, res.chunks_skipped) == (1, 3)
     assert np.array_equal(res.predictions, local_run.predictions)
 

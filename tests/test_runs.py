@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import yaml
 
-from poisoncert import certify, pipeline, runs, selection
+from poisoncert import certify, experiment, runs, selection
 from poisoncert.config import (
     ConfigError,
     ExperimentConfig,
@@ -53,6 +53,23 @@ def _centroid_engine(cfg, prep, subsets, seeds, progress=None):
     return out, None
 
 
+class _CentroidLearner:
+    """A learner (``experiment.learners.Learner``) made of ``engine``: by default the
+    centroid engine."""
+
+    def __init__(self, engine=_centroid_engine):
+        self.engine = engine
+
+    def train_predict(self, data, subsets, seeds, progress=None):
+        return self.engine(None, data, subsets, seeds, progress)
+
+
+def use_engine(monkeypatch, engine=_centroid_engine) -> None:
+    """Runs train with ``engine(cfg, data, subsets, seeds, progress)`` as their learner."""
+    monkeypatch.setattr(experiment.learners, "make_learner",
+                        lambda cfg, data, phase2=None: _CentroidLearner(engine))
+
+
 @pytest.fixture
 def engine(monkeypatch):
     """The centroid engine in place of poisoncert.training; records the seeds it trains."""
@@ -62,7 +79,7 @@ def engine(monkeypatch):
         calls.append(np.asarray(seeds).copy())
         return _centroid_engine(cfg, prep, subsets, seeds)
 
-    monkeypatch.setattr(pipeline, "_train_predict", fake)
+    use_engine(monkeypatch, fake)
     return calls
 
 
@@ -197,17 +214,17 @@ def test_example_configs_load_and_demo_yaml_is_the_embedded_demo():
     assert any(f.name == "demo.yaml" for f in files)
     for f in files:
         load_config(f)
-    assert (ROOT / "experiments" / "demo.yaml").read_text() == pipeline.DEMO_CONFIG
+    assert (ROOT / "experiments" / "demo.yaml").read_text() == experiment.DEMO_CONFIG
 
 
 def test_data_dependent_errors_come_before_any_file(tmp_path, engine):
     run = tmp_path / "run"
     with pytest.raises(ConfigError, match=r"'selection.ns'.*\[1, 1437\].*Got 5000"):
-        pipeline.train_run(small(selection__ns=5000), run, progress=False)
+        experiment.train_run(small(selection__ns=5000), run, progress=False)
     with pytest.raises(ConfigError, match="'data.n_clean'"):
-        pipeline.train_run(small(data__n_clean=1437), run, progress=False)
+        experiment.train_run(small(data__n_clean=1437), run, progress=False)
     with pytest.raises(ConfigError, match="'data.clean_indices'"):
-        pipeline.train_run(small(data__clean_indices=[0, 5000]), run, progress=False)
+        experiment.train_run(small(data__clean_indices=[0, 5000]), run, progress=False)
     assert not run.exists() and engine == []
 
 
@@ -271,7 +288,7 @@ def test_votes_from_predictions_skip_abstentions():
 
 def test_train_run_layout_and_contents(tmp_path, engine):
     cfg = small()
-    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    res = experiment.train_run(cfg, tmp_path / "run", progress=False)
     rd = RunDir(tmp_path / "run")
     for name in (runs.CONFIG, runs.MANIFEST, runs.SEEDS, runs.PREDICTIONS, runs.VOTES,
                  runs.LABELS, runs.SUBSET_SIZES, runs.CLEAN_INDICES):
@@ -298,15 +315,15 @@ def test_train_run_layout_and_contents(tmp_path, engine):
 
 def test_known_clean_part_joins_every_subset(tmp_path, engine):
     cfg = small(data__n_clean=100, selection__scheme="binomial", selection__ns=30)
-    prep = pipeline.prepare_data(cfg)
+    prep = experiment.split_data(cfg.data)
     assert prep.n == 1337 and prep.clean_idx.size == 100
     assert np.intersect1d(prep.clean_idx, prep.poison_idx).size == 0
     seeds = selection.model_seeds(3, 20)
-    subsets, sizes = pipeline.chunk_subsets(cfg, prep, 0, seeds)
+    subsets, sizes = experiment.subset_plan(cfg.selection, prep).subsets(0, seeds)
     for s, k in zip(subsets, sizes, strict=True):
         assert np.isin(prep.clean_idx, s).all() and len(s) == 100 + k
     assert len(set(sizes.tolist())) > 1  # binomial sizes vary
-    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    res = experiment.train_run(cfg, tmp_path / "run", progress=False)
     assert res.n == 1337
     assert np.array_equal(np.load(tmp_path / "run" / runs.CLEAN_INDICES), prep.clean_idx)
     assert np.array_equal(res.subset_sizes[:20], sizes)
@@ -320,7 +337,7 @@ def test_known_clean_part_joins_every_subset(tmp_path, engine):
 
 def test_resume_after_a_fault_is_bit_identical(tmp_path, engine, monkeypatch):
     cfg = small()
-    full = pipeline.train_run(cfg, tmp_path / "full", progress=False)
+    full = experiment.train_run(cfg, tmp_path / "full", progress=False)
     engine.clear()
     written = []
     real_write = RunDir.write_chunk
@@ -333,11 +350,11 @@ def test_resume_after_a_fault_is_bit_identical(tmp_path, engine, monkeypatch):
 
     monkeypatch.setattr(RunDir, "write_chunk", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.train_run(cfg, tmp_path / "run", progress=False)
+        experiment.train_run(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(RunDir, "write_chunk", real_write)
     assert not (tmp_path / "run" / runs.PREDICTIONS).exists()
     engine.clear()
-    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    res = experiment.train_run(cfg, tmp_path / "run", progress=False)
     assert (res.chunks_trained, res.chunks_skipped) == (2, 2)
     assert [int(s[0]) for s in engine] == [int(selection.model_seed(3, 16)),
                                            int(selection.model_seed(3, 24))]
@@ -347,22 +364,22 @@ def test_resume_after_a_fault_is_bit_identical(tmp_path, engine, monkeypatch):
     assert len(man["resumed"]) == 1
     # a finished run resumes to the same result without training
     engine.clear()
-    again = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    again = experiment.train_run(cfg, tmp_path / "run", progress=False)
     assert engine == [] and np.array_equal(again.predictions, full.predictions)
 
 
 _KILL_SCRIPT = """
 import sys, time
 sys.path.insert(0, {tests!r})
-from test_runs import _centroid_engine, small
-from poisoncert import pipeline
+from test_runs import _CentroidLearner, _centroid_engine, small
+from poisoncert import experiment
 
 def slow(*a, **k):
     time.sleep(0.4)
     return _centroid_engine(*a)
 
-pipeline._train_predict = slow
-pipeline.train_run(small(), {run!r}, progress=False)
+experiment.learners.make_learner = lambda *a, **k: _CentroidLearner(slow)
+experiment.train_run(small(), {run!r}, progress=False)
 """
 
 
@@ -378,27 +395,27 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, engine):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert first.exists() and not (run / runs.PREDICTIONS).exists()
-    res = pipeline.train_run(small(), run, progress=False)
+    res = experiment.train_run(small(), run, progress=False)
     assert res.chunks_skipped >= 1
-    full = pipeline.train_run(small(), tmp_path / "full", progress=False)
+    full = experiment.train_run(small(), tmp_path / "full", progress=False)
     assert np.array_equal(res.predictions, full.predictions)
     assert tmp_files(run) == [] or all(p.parent == run / runs.CHUNKS for p in tmp_files(run))
 
 
 def test_predictions_do_not_depend_on_chunk_size(tmp_path, engine):
-    a = pipeline.train_run(small(run__chunk_size=7), tmp_path / "a", progress=False)
-    b = pipeline.train_run(small(run__chunk_size=100), tmp_path / "b", progress=False)
+    a = experiment.train_run(small(run__chunk_size=7), tmp_path / "a", progress=False)
+    b = experiment.train_run(small(run__chunk_size=100), tmp_path / "b", progress=False)
     assert np.array_equal(a.predictions, b.predictions)
 
 
 def test_another_config_is_refused_and_workers_may_change(tmp_path, engine):
-    pipeline.train_run(small(), tmp_path / "run", progress=False)
+    experiment.train_run(small(), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / runs.CONFIG).read_text()
     engine.clear()
     with pytest.raises(RunError, match=r"another config \(training.steps: 5 -> 6"):
-        pipeline.train_run(small(training__steps=6), tmp_path / "run", progress=False)
+        experiment.train_run(small(training__steps=6), tmp_path / "run", progress=False)
     assert engine == [] and (tmp_path / "run" / runs.CONFIG).read_text() == before
-    res = pipeline.train_run(small(training__workers=2), tmp_path / "run", progress=False)
+    res = experiment.train_run(small(training__workers=2), tmp_path / "run", progress=False)
     assert res.chunks_trained == 0
 
 
@@ -406,7 +423,7 @@ def test_unwritable_run_dir_fails_before_training(tmp_path, engine):
     blocker = tmp_path / "file.txt"
     blocker.write_text("a file, not a folder")
     with pytest.raises(RunError, match="Cannot write the run directory.*not a folder"):
-        pipeline.train_run(small(), blocker / "run", progress=False)
+        experiment.train_run(small(), blocker / "run", progress=False)
     assert engine == [] and blocker.read_text() == "a file, not a folder"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt"]
 
@@ -414,7 +431,7 @@ def test_unwritable_run_dir_fails_before_training(tmp_path, engine):
 def test_non_empty_folder_that_is_not_a_run_is_refused(tmp_path, engine):
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(RunError, match="exists and is not empty"):
-        pipeline.train_run(small(), tmp_path, progress=False)
+        experiment.train_run(small(), tmp_path, progress=False)
     assert engine == []
 
 
@@ -424,7 +441,7 @@ def test_unwritable_run_dir_as_non_root(tmp_path, engine):
     ro = tmp_path / "ro"
     ro.mkdir(mode=0o500)
     with pytest.raises(RunError, match="not writable"):
-        pipeline.train_run(small(), ro / "run", progress=False)
+        experiment.train_run(small(), ro / "run", progress=False)
     assert engine == [] and list(ro.iterdir()) == []
 
 
@@ -439,8 +456,8 @@ def _read_csv(path):
 
 def test_certify_run_outputs_agree_with_certify(tmp_path, engine):
     cfg = small(selection__scheme="binomial", selection__ns=40, data__n_clean=37)
-    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
-    cert, table = pipeline.certify_run(tmp_path / "run", rhos=[0, 1, 3, 100])
+    res = experiment.train_run(cfg, tmp_path / "run", progress=False)
+    cert, table = experiment.certify_run(tmp_path / "run", rhos=[0, 1, 3, 100])
     direct = certify.certify(res.votes, scheme="binomial", n=1400, ns=40, model="P6",
                              alpha=0.001, method="bonferroni", T=30)
     assert np.array_equal(cert.radius, direct.radius)
@@ -467,16 +484,16 @@ def test_certify_run_outputs_agree_with_certify(tmp_path, engine):
     summary = json.loads((tmp_path / "run" / runs.CERTIFY_JSON).read_text())
     assert summary["n"] == 1400 and summary["method"] == "bonferroni"
     # options override the run's certify section
-    cert3, _ = pipeline.certify_run(tmp_path / "run", model="P1", alpha=0.01, plot=False)
+    cert3, _ = experiment.certify_run(tmp_path / "run", model="P1", alpha=0.01, plot=False)
     assert cert3.model == "P1" and cert3.alpha == 0.01
 
 
 def test_certify_partition_uses_dpa(tmp_path, engine):
     cfg = small(selection__scheme="partition", selection__ns=None, selection__T=None,
                 selection__k=20)
-    res = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    res = experiment.train_run(cfg, tmp_path / "run", progress=False)
     assert res.T == 20 and res.subset_sizes.sum() == 1437
-    cert, table = pipeline.certify_run(tmp_path / "run", rhos=[0, 1])
+    cert, table = experiment.certify_run(tmp_path / "run", rhos=[0, 1])
     direct = certify.dpa_certify(res.votes, model="P6")
     assert np.array_equal(cert.radius, direct.radius)
     assert table.accuracy[0] == certify.certified_accuracy(direct, res.labels, 0)
@@ -484,7 +501,7 @@ def test_certify_partition_uses_dpa(tmp_path, engine):
 
 def test_certify_an_unfinished_run_is_a_clear_error(tmp_path, engine):
     with pytest.raises(RunError, match="not a poisoncert run"):
-        pipeline.certify_run(tmp_path)
+        experiment.certify_run(tmp_path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -505,7 +522,7 @@ engine_only = pytest.mark.skipif(not _has_engine(), reason="poisoncert.training 
 @engine_only
 def test_real_engine_resume_chunking_and_workers_agree(tmp_path, monkeypatch):
     cfg = small(selection__T=8, training__steps=3, run__chunk_size=4, data__test_limit=50)
-    full = pipeline.train_run(cfg, tmp_path / "full", progress=False)
+    full = experiment.train_run(cfg, tmp_path / "full", progress=False)
     assert full.predictions.shape == (8, 50) and full.predictions.max() < 10
     real_write = RunDir.write_chunk
 
@@ -516,19 +533,19 @@ def test_real_engine_resume_chunking_and_workers_agree(tmp_path, monkeypatch):
 
     monkeypatch.setattr(RunDir, "write_chunk", dying_write)
     with pytest.raises(KeyboardInterrupt):
-        pipeline.train_run(cfg, tmp_path / "run", progress=False)
+        experiment.train_run(cfg, tmp_path / "run", progress=False)
     monkeypatch.setattr(RunDir, "write_chunk", real_write)
-    resumed = pipeline.train_run(cfg, tmp_path / "run", progress=False)
+    resumed = experiment.train_run(cfg, tmp_path / "run", progress=False)
     assert resumed.chunks_skipped == 1
     assert np.array_equal(resumed.predictions, full.predictions)
-    g = pipeline.group_size(cfg)
-    other = pipeline.train_run(small(selection__T=8, training__steps=3, data__test_limit=50,
+    g = cfg.training.models_per_group
+    other = experiment.train_run(small(selection__T=8, training__steps=3, data__test_limit=50,
                                      run__chunk_size=max(g, 8)),
                                tmp_path / "chunk8", progress=False)
     assert np.array_equal(other.predictions, full.predictions)
     from poisoncert.executors import LocalExecutor
 
-    two = pipeline.train_run(cfg, tmp_path / "two", executor=LocalExecutor(2),
+    two = experiment.train_run(cfg, tmp_path / "two", executor=LocalExecutor(2),
                              progress=False)
     assert np.array_equal(two.predictions, full.predictions)
 
@@ -559,7 +576,7 @@ def test_engine_settings_are_checked_before_any_file(tmp_path):
         cases.append(({"training.device": "cuda"}, "'training.device'.*no CUDA"))
     for over, pattern in cases:
         with pytest.raises(ConfigError, match=pattern):
-            pipeline.train_run(small(**{k.replace(".", "__"): v for k, v in over.items()}),
+            experiment.train_run(small(**{k.replace(".", "__"): v for k, v in over.items()}),
                                run, progress=False)
     assert not run.exists()
 
@@ -568,12 +585,12 @@ def test_engine_settings_are_checked_before_any_file(tmp_path):
 def test_sklearn_learner_and_saved_weights(tmp_path):
     from poisoncert import training
 
-    res = pipeline.train_run(small(training__model="sklearn:svm", selection__T=10),
+    res = experiment.train_run(small(training__model="sklearn:svm", selection__T=10),
                              tmp_path / "svm", progress=False)
     assert res.predictions.shape == (10, 100) and res.accuracy > 0.7
     cfg = small(selection__T=6, training__steps=2, training__save_weights=True,
                 run__chunk_size=4, data__test_limit=10)
-    pipeline.train_run(cfg, tmp_path / "w", progress=False)
+    experiment.train_run(cfg, tmp_path / "w", progress=False)
     files = sorted((tmp_path / "w" / runs.WEIGHTS).iterdir())
     assert [f.name for f in files] == ["chunk-00000.safetensors", "chunk-00001.safetensors"]
     assert [len(training.load_weights(f)) for f in files] == [4, 2]

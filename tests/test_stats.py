@@ -12,6 +12,7 @@ from scipy import stats as sps
 from poisoncert.stats import (
     METHODS,
     VoteBounds,
+    auto_method,
     clopper_pearson_lower,
     clopper_pearson_upper,
     vote_bounds,
@@ -135,9 +136,9 @@ def test_clopper_pearson_bad_input(func, kwargs, match):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_bonferroni_default_definition():
+def test_bonferroni_definition():
     counts = np.array([[990, 10, 0], [3, 5, 5], [0, 0, 0], [4, 4, 1]])
-    vb = vote_bounds(counts, alpha=0.03, T=1000)
+    vb = vote_bounds(counts, alpha=0.03, T=1000, method="bonferroni")
     assert isinstance(vb, VoteBounds) and vb.method == "bonferroni" and vb.alpha == 0.03
     # ties go to the smaller index; an all-abstaining row picks class 0
     np.testing.assert_array_equal(vb.top_class, [0, 1, 0, 0])
@@ -246,7 +247,7 @@ def test_integral_float_counts_accepted():
         (dict(alpha="0.1"), r"'alpha' parameter of vote_bounds"),
         (dict(alpha=float("nan")), r"'alpha' parameter of vote_bounds"),
         (dict(alpha=0.1, method="nope"), r"'method' parameter of vote_bounds must be one of "
-                                         r"'bonferroni'.*Got 'nope' instead"),
+                                         r"'auto', 'bonferroni'.*Got 'nope' instead"),
         (dict(alpha=0.1, counts=[[1, -2]]), r"'counts' parameter .*Got -2 instead"),
         (dict(alpha=0.1, counts=[[1.5, 2]]), r"'counts' parameter .*Got 1\.5 instead"),
         (dict(alpha=0.1, counts=[1, 2]), r"'counts' parameter of vote_bounds must be a 2-D"),
@@ -293,12 +294,16 @@ def error_rates(probs, *, T: int, alpha: float, method: str, seed: int = 0,
     - ``wrong_gap``: a certified gap (> 0) larger than the true gap ``Pr(c1) - max_other``,
       i.e. a certificate the true probabilities do not support (implies ``invalid``);
     - ``wrong_class``: a certified class that is not the true top class (implies both);
+    - ``gap_error``: ``p1_lower - p2_upper`` above the true gap (certified or not): the event
+      every method bounds by alpha (``"pairwise"`` bounds only this one);
     - ``certified``: the rate of positive gaps.
+
+    ``probs`` may sum to less than 1: the rest is the probability of an abstaining vote.
     """
     probs = np.asarray(probs, dtype=float)
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(T, probs, size=n_draws)
-    vb = vote_bounds(counts, alpha=alpha, method=method)
+    counts = rng.multinomial(T, [*probs, max(0.0, 1.0 - probs.sum())], size=n_draws)[:, :-1]
+    vb = vote_bounds(counts, alpha=alpha, method=method, T=T)
     rows = np.arange(n_draws)
     p_c1 = probs[vb.top_class]
     others = np.broadcast_to(probs, counts.shape).copy()
@@ -309,6 +314,7 @@ def error_rates(probs, *, T: int, alpha: float, method: str, seed: int = 0,
         "invalid": float(np.mean((vb.p1_lower > p_c1) | (vb.p2_upper < max_other))),
         "wrong_gap": float(np.mean(certified & (vb.gap > p_c1 - max_other))),
         "wrong_class": float(np.mean(certified & (vb.top_class != np.argmax(probs)))),
+        "gap_error": float(np.mean(vb.gap > p_c1 - max_other)),
         "certified": float(np.mean(certified)),
     }
 
@@ -371,3 +377,68 @@ def test_paper_method_exceeds_alpha_with_ten_classes():
     assert two_top["invalid"] > alpha
     # the certificate-level error stays below alpha in these settings
     assert max(close["wrong_gap"], two_top["wrong_gap"]) <= alpha
+
+
+# ---------------------------------------------------------------------------------------------
+# "pairwise" and "auto"
+# ---------------------------------------------------------------------------------------------
+
+TEN_TIED_TOP = [0.4, 0.4] + [0.025] * 8
+ABSTAINING = [0.45, 0.3, 0.05]          # 20% abstaining votes
+
+
+@pytest.mark.parametrize("method", ["pairwise", "auto"])
+@pytest.mark.parametrize("probs,T", VALID_SETTINGS + [(TEN_TIED_TOP, 200), (ABSTAINING, 100),
+                                                      ([0.5, 0.5], 100)])
+def test_gap_methods_err_at_most_alpha(method, probs, T):
+    alpha = 0.05
+    r = error_rates(probs, T=T, alpha=alpha, method=method)
+    print(f"{method} C={len(probs)} T={T}: {r}")
+    assert r["gap_error"] <= _tolerance(alpha)
+    assert r["wrong_class"] <= r["wrong_gap"] <= r["gap_error"]
+
+
+@pytest.mark.parametrize("method", ["bonferroni", "bonferroni_upper"])
+def test_gap_error_is_implied_by_invalid_bounds(method):
+    r = error_rates(TEN_CLOSE, T=100, alpha=0.05, method=method)
+    assert r["gap_error"] <= r["invalid"] <= _tolerance(0.05)
+
+
+def test_pairwise_definition():
+    counts = np.array([[70, 20, 10, 0], [100, 0, 0, 0], [10, 10, 0, 0], [6, 1, 1, 0]])
+    alpha = 0.02
+    vb = vote_bounds(counts, alpha=alpha, method="pairwise", T=[100, 100, 20, 10])
+    assert vb.method == "pairwise"
+    beta = alpha / (4 * 3)
+    for i, row in enumerate(counts):
+        c1 = int(np.argmax(row))
+        lo = clopper_pearson_lower(row[c1], vb.T[i], alpha / 2)
+        assert vb.p1_lower[i] == lo
+        pair = []
+        for c in range(4):
+            if c == c1:
+                continue
+            m = row[c1] + row[c]
+            pi_l = clopper_pearson_lower(row[c1], m, beta) if m else 0.0
+            pair.append(lo * (2 - 1 / pi_l) if pi_l > 0.5 else -1.0)
+        expect = min(pair)
+        if expect > -1:
+            # rounded toward the smaller gap, by far less than anything that matters
+            assert expect - 1e-11 < vb.gap[i] <= expect
+        else:
+            assert vb.gap[i] <= 0
+    assert vb.gap[2] <= 0 < vb.gap[0] and vb.gap[1] > vb.gap[0]
+    assert np.all(vb.p2_upper <= 1.0)
+
+
+def test_auto_is_fixed_by_the_number_of_classes():
+    assert auto_method(2) == "bonferroni" and auto_method(3) == auto_method(10) == "pairwise"
+    two = vote_bounds([[70, 30]], alpha=0.01)
+    assert two.method == "bonferroni"
+    assert two.gap[0] == vote_bounds([[70, 30]], alpha=0.01, method="bonferroni").gap[0]
+    ten = vote_bounds([[70, 30] + [0] * 8], alpha=0.01)
+    assert ten.method == "pairwise"
+    assert ten.gap[0] == vote_bounds([[70, 30] + [0] * 8], alpha=0.01, method="pairwise").gap[0]
+    # old names keep working
+    for m in ("bonferroni", "bonferroni_upper", "paper"):
+        assert vote_bounds([[70, 30, 0]], alpha=0.01, method=m).method == m

@@ -23,8 +23,10 @@ from poisoncert.training import (  # noqa: E402
     weights_from_bytes,
     weights_to_bytes,
 )
-from poisoncert.training.engine import _Batcher, _make_optimizer, _set_lr  # noqa: E402
 from poisoncert.training.fast import fuse_avgpool, stack_models  # noqa: E402
+from poisoncert.training.minibatches import ImageBatcher as _Batcher  # noqa: E402
+from poisoncert.training.optim import make_optimizer as _make_optimizer  # noqa: E402
+from poisoncert.training.optim import set_lr as _set_lr  # noqa: E402
 
 # --------------------------------------------------------------------------------------------
 # Tiny problems
@@ -53,7 +55,8 @@ def _subsets(n, T, size, seed=0):
     return [rng.integers(0, n, size) for _ in range(T)], list(range(1000, 1000 + T))
 
 
-LENET = dict(model="lenet5", steps=3, batch_size=8, group_size=4, eval_batch_size=7)
+LENET = dict(model="lenet5", steps=3, batch_size=8, group_size=4, eval_batch_size=7, lr=3e-3,
+             augment=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,7 +280,7 @@ def test_cosine_schedule_and_warps_change_training():
 # Determinism (bit-identical)
 
 
-WARPS = dict(rotation=15.0, scale=0.15, shear=10.0, max_shift=3, elastic=1.0,
+WARPS = dict(augment=True, rotation=15.0, scale=0.15, shear=10.0, max_shift=3, elastic=1.0,
              lr_schedule="cosine")
 
 
@@ -445,11 +448,13 @@ def test_fast_and_reference_predictions_agree_float64(model_name):
         x, y, xt, _ = _images(n=60, n_test=30)
         extra = WARPS if model_name.endswith("+warps") else {}
         cfg = TrainConfig(model=model_name.removesuffix("+warps"), steps=15, batch_size=8,
-                          group_size=4, dtype="float64", **extra)
+                          group_size=4, dtype="float64",
+                          **{"lr": 3e-3, "augment": True, "eval_batch_size": 64, **extra})
     else:
         x, y, xt, _ = _digits()
         xt = xt[:100]
-        cfg = TrainConfig(model="mlp", steps=30, batch_size=16, group_size=4, dtype="float64")
+        cfg = TrainConfig(model="mlp", steps=30, batch_size=16, group_size=4, dtype="float64",
+                          lr=3e-3, eval_batch_size=64)
     subs, seeds = _subsets(len(x), 5, 20)
     Pf, Wf = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=10, path="fast")
     Pr, Wr = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=10,

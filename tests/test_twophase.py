@@ -9,7 +9,7 @@ import pytest
 
 from poisoncert import twophase
 from poisoncert.config import ConfigError, from_dict
-from poisoncert.pipeline import certify_run, train_run
+from poisoncert.experiment import certify_run, train_run
 
 POISONED = [9]
 

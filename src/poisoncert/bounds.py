@@ -1,6 +1,6 @@
 """The certified bound ``delta(rho)`` and the certified radius (numpy and scipy only).
 
-Implements the unified form of Theorem 1 given in ``shared/spec/certificates.md``: a prediction
+Implements the unified form of Theorem 1 given in ``docs/certificates.md``: a prediction
 ``c1`` survives the attack ``(a, d, r)`` (``a`` insertions, ``d`` deletions, ``r``
 modifications) when
 
@@ -52,9 +52,9 @@ from poisoncert._validation import (
     check_choice,
     check_int,
     check_int_array,
-    check_real,
     check_real_array,
 )
+from poisoncert.selection import SCHEME_ALIASES, SCHEMES, check_size
 
 __all__ = [
     "MODELS",
@@ -68,23 +68,6 @@ __all__ = [
     "jia_round",
 ]
 
-SCHEMES = ("without_replacement", "with_replacement", "binomial")
-SCHEME_ALIASES = {
-    "1": "without_replacement",
-    "scheme1": "without_replacement",
-    "wor": "without_replacement",
-    "bagging_without_replacement": "without_replacement",
-    "subsampling": "without_replacement",
-    "2": "with_replacement",
-    "scheme2": "with_replacement",
-    "wr": "with_replacement",
-    "bagging": "with_replacement",
-    "bagging_with_replacement": "with_replacement",
-    "3": "binomial",
-    "scheme3": "binomial",
-    "binomial_selection": "binomial",
-    "bernoulli": "binomial",
-}
 MODELS = ("P1", "P2", "P3", "P4", "P5", "P6")
 MODEL_ALIASES = {
     "1": "P1", "insert": "P1", "insertion": "P1", "insertions": "P1",
@@ -113,7 +96,7 @@ class SelectionBound:
 
     ``n`` is the size of the attackable part ``D^p``; the known-clean part does not enter.
     For binomial selection give ``p``, or ``ns`` meaning ``p = ns / n`` held fixed (``p``
-    must not be recomputed from the poisoned set's size, see the spec).
+    must not be recomputed from the poisoned set's size, see ``docs/certificates.md``).
     """
 
     scheme: str
@@ -127,36 +110,7 @@ class SelectionBound:
         scheme = check_choice(self.scheme, "scheme", where, SCHEMES, SCHEME_ALIASES)
         model = check_choice(self.model, "model", where, MODELS, MODEL_ALIASES)
         n = check_int(self.n, "n", where, low=1, high=INT_LIMIT)
-        ns, p = self.ns, self.p
-        if scheme == "binomial":
-            if ns is not None and p is not None:
-                raise ValueError(
-                    "The 'p' parameter of SelectionBound must be None when 'ns' is given "
-                    f"(binomial selection uses p = ns / n). Got p={p!r} and ns={ns!r} instead."
-                )
-            if p is None:
-                if ns is None:
-                    raise ValueError(
-                        "The 'p' parameter of SelectionBound must be a real number in the range "
-                        "(0, 1) for binomial selection (or give 'ns', meaning p = ns / n). "
-                        "Got None instead."
-                    )
-                ns = check_int(ns, "ns", where, low=1, high=n - 1 if n > 1 else 1)
-                p = ns / n
-            p = check_real(p, "p", where, low=0.0, high=1.0, low_open=True, high_open=True)
-        else:
-            if p is not None:
-                raise ValueError(
-                    f"The 'p' parameter of SelectionBound must be None for the {scheme} scheme "
-                    f"(give 'ns'). Got {p!r} instead."
-                )
-            if ns is None:
-                raise ValueError(
-                    f"The 'ns' parameter of SelectionBound must be an int for the {scheme} "
-                    "scheme. Got None instead."
-                )
-            high = n if scheme == "without_replacement" else INT_LIMIT
-            ns = check_int(ns, "ns", where, low=1, high=high)
+        ns, p = check_size(scheme, n, ns=self.ns, p=self.p, where=where)
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "n", n)
@@ -516,7 +470,7 @@ def _as_rho(rho, where: str) -> tuple[np.ndarray, bool]:
 
 def delta(rho, *, scheme: str, n: int, model: str = "P6", ns: int | None = None,
           p: float | None = None):
-    """``delta(rho)`` of Theorem 1 (corrected, see ``shared/spec/certificates.md``).
+    """``delta(rho)`` of Theorem 1 (corrected, see ``docs/certificates.md``).
 
     Vectorised: a scalar ``rho`` gives a float, an array gives an array. ``scheme`` is
     ``"without_replacement"``, ``"with_replacement"`` or ``"binomial"``; ``model`` is

@@ -167,7 +167,7 @@ def _finish(vb, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def certify(counts, *, scheme: str, n: int, ns: int | None = None, p: float | None = None,
-            model: str = "P6", alpha: float = 0.001, method: str = "bonferroni", T=None,
+            model: str = "P6", alpha: float = 0.001, method: str = "auto", T=None,
             labels=None) -> Certificate:
     """Certify every test point of a vote-count matrix (Algorithm 1, with erratum 5's ``>``).
 
@@ -185,8 +185,10 @@ def certify(counts, *, scheme: str, n: int, ns: int | None = None, p: float | No
     alpha : float in (0, 1)
         Error probability per test point, over the sampling of the sub-datasets.
     method : str
-        How the bounds are computed (default ``"bonferroni"``, valid for any number of
-        classes); see ``poisoncert.stats.vote_bounds``.
+        How the bounds are computed; see ``poisoncert.stats.vote_bounds``. The default
+        ``"auto"`` is fixed by the number of classes (``"bonferroni"`` for two,
+        ``"pairwise"`` for more, ``stats.auto_method``); ``Certificate.method`` names the one
+        used.
     T : int or int array, optional
         Number of base classifiers (defaults to row sums; abstaining ones count in ``T``).
     labels : int array, optional

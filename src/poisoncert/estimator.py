@@ -2,23 +2,19 @@
 
 ``CertifiedEnsembleClassifier`` trains ``T`` clones of a base estimator, each on one sub-dataset
 of the training set drawn by a selection scheme (``poisoncert.selection``), predicts by majority
-vote, and certifies each prediction with ``poisoncert.certify`` (``certificates.md``). It follows
-scikit-learn's bagging conventions: ``__init__`` only stores parameters, ``fit`` validates them
-and returns ``self``, fitted attributes end in ``_``, one seed per base classifier is kept so
-every sub-dataset can be regenerated (``estimators_samples_``).
+vote, and certifies each prediction with ``poisoncert.certify`` (``docs/certificates.md``). It
+follows scikit-learn's bagging conventions: ``__init__`` only stores parameters, ``fit``
+validates them and returns ``self``, fitted attributes end in ``_``, one seed per base
+classifier is kept so every sub-dataset can be regenerated (``estimators_samples_``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
 import numbers
 import warnings
 
 import numpy as np
-from scipy import sparse
-from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context, clone
-from sklearn.dummy import DummyClassifier
+from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
@@ -26,143 +22,20 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from poisoncert._validation import check_int, param_error
-from poisoncert.selection import PARTITION, draw, model_seeds, partition_ids, subset_indices
-
-try:  # scikit-learn >= 1.6
-    from sklearn.utils import get_tags as _get_tags
-    from sklearn.utils.validation import validate_data as _validate_data
-except ImportError:  # pragma: no cover - older scikit-learn
-    _get_tags = None
-
-    def _validate_data(est, *args, **kwargs):
-        if "ensure_all_finite" in kwargs:
-            kwargs["force_all_finite"] = kwargs.pop("ensure_all_finite")
-        return est._validate_data(*args, **kwargs)
-
+from poisoncert._validation import param_error
+from poisoncert.base_learners import fit_chunk, hash_parts, job_chunks, predict_chunk, row_keys
+from poisoncert.estimator_checks import (
+    base_tags,
+    check_clean_mask,
+    ensemble_size,
+    validate_input,
+)
+from poisoncert.selection import ALL_SCHEMES, PARTITION, SubsetPlan, model_seeds
+from poisoncert.votes import votes_from_predictions
 
 __all__ = ["CertifiedEnsembleClassifier"]
 
 _NAME = "CertifiedEnsembleClassifier"
-_SCHEMES = ("without_replacement", "with_replacement", "binomial", PARTITION)
-#: Stream of a classifier's seed used for balanced resampling (selection uses 0, init 1).
-_BALANCE_STREAM = 2
-_HASH_CHUNK = 4096
-
-
-class _Selection:
-    """How sub-dataset ``i`` is made from its seed; shipped to the workers (picklable)."""
-
-    def __init__(self, scheme, ns, p, attackable_idx, clean_idx, part_of):
-        self.scheme = scheme
-        self.ns = ns
-        self.p = p
-        self.attackable_idx = attackable_idx
-        self.clean_idx = clean_idx
-        self.part_of = part_of  # part of each attackable row (partition scheme only)
-
-    def indices(self, i: int, seed: int) -> np.ndarray:
-        """Training-row indices of sub-dataset ``i``: ``D^c`` first, then the drawn rows."""
-        if self.scheme == PARTITION:
-            drawn = np.flatnonzero(self.part_of == i)
-        else:
-            drawn = draw(self.scheme, len(self.attackable_idx), ns=self.ns, p=self.p, seed=seed)
-        return subset_indices(self.attackable_idx, self.clean_idx, drawn)
-
-
-def _balanced(idx: np.ndarray, y: np.ndarray, size: int, seed: int) -> np.ndarray:
-    """Class-balanced resample of ``idx`` to ``size`` rows (with replacement).
-
-    Each class present gets ``size // C`` rows (the first ``size % C`` classes, in index order,
-    one more), drawn uniformly with replacement from that class's rows (in the canonical order
-    of ``idx``), then shuffled; the randomness comes from the classifier's seed alone.
-    """
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _BALANCE_STREAM]))
-    classes = np.unique(y[idx])
-    per, extra = divmod(size, len(classes))
-    parts = []
-    for j, c in enumerate(classes):
-        k = per + (j < extra)
-        if k:
-            rows = idx[y[idx] == c]
-            parts.append(rows[rng.integers(0, len(rows), size=k)])
-    return rng.permutation(np.concatenate(parts))
-
-
-def _seeded_clone(base, seed: int):
-    """Clone of ``base`` with every ``random_state`` parameter (nested ones too) derived from
-    the classifier's seed through its own stream (independent of its sub-dataset)."""
-    est = clone(base)
-    keys = sorted(k for k in est.get_params(deep=True)
-                  if k == "random_state" or k.endswith("__random_state"))
-    if keys:
-        states = np.random.SeedSequence([int(seed), 1]).generate_state(len(keys), np.uint32)
-        est.set_params(**{k: int(s) for k, s in zip(keys, states, strict=True)})
-    return est
-
-
-def _row_keys(X, y: np.ndarray) -> np.ndarray:
-    """A 64-bit content key of every row: SHA-256 of its features (as float64; sparse rows as
-    their sorted non-zero entries) and its label.
-
-    Sub-datasets are handed to the base estimator sorted by this key, so a base classifier sees
-    an order fixed by the rows themselves, never by their positions in the training set (which
-    an attacker's insertions and deletions shift): it is a function of the multiset of rows.
-    Rows with equal keys are identical, so how ties fall does not matter.
-    """
-    keys = np.empty(X.shape[0], dtype=np.uint64)
-    is_sparse = sparse.issparse(X)
-    if is_sparse:
-        X = X.tocsr(copy=True)
-        X.eliminate_zeros()
-        X.sort_indices()
-    else:
-        X = np.asarray(X)
-    for i in range(X.shape[0]):
-        h = hashlib.sha256()
-        if is_sparse:
-            lo, hi = X.indptr[i], X.indptr[i + 1]
-            h.update(np.ascontiguousarray(X.indices[lo:hi], dtype=np.int64).tobytes())
-            h.update(np.ascontiguousarray(X.data[lo:hi], dtype=np.float64).tobytes())
-        else:
-            h.update(np.ascontiguousarray(X[i], dtype=np.float64).tobytes())
-        h.update(int(y[i]).to_bytes(8, "little", signed=True))
-        keys[i] = int.from_bytes(h.digest()[:8], "little")
-    return keys
-
-
-def _fit_one(base, X, y, keys, selection: _Selection, i: int, seed: int, balance):
-    idx = selection.indices(i, seed)
-    if idx.size == 0:
-        return None  # empty sub-dataset: this classifier abstains
-    idx = idx[np.argsort(keys[idx], kind="stable")]  # canonical order (see _row_keys)
-    if balance is not False:
-        size = idx.size if balance is True else int(balance)
-        idx = _balanced(idx, y, size, seed)
-    X_sub, y_sub = X[idx], y[idx]
-    if np.all(y_sub == y_sub[0]):
-        # One class: a constant predictor; the base estimator is never fitted on one class.
-        return DummyClassifier(strategy="constant", constant=y_sub[0]).fit(X_sub[:1], y_sub[:1])
-    return _seeded_clone(base, seed).fit(X_sub, y_sub)
-
-
-def _fit_chunk(base, X, y, keys, selection, items, balance):
-    return [_fit_one(base, X, y, keys, selection, i, seed, balance) for i, seed in items]
-
-
-def _predict_chunk(estimators, X, n_test, dtype):
-    out = np.full((len(estimators), n_test), -1, dtype=dtype)
-    for j, est in enumerate(estimators):
-        if est is not None:
-            out[j] = est.predict(X)
-    return out
-
-
-def _chunks(T: int, n_jobs) -> list[np.ndarray]:
-    from joblib import effective_n_jobs
-
-    n = max(1, min(effective_n_jobs(n_jobs), T))
-    return [c for c in np.array_split(np.arange(T), n) if c.size]
 
 
 class CertifiedEnsembleClassifier(ClassifierMixin, BaseEstimator):
@@ -295,7 +168,7 @@ default="without_replacement"
 
     _parameter_constraints: dict = {
         "estimator": [HasMethods(["fit", "predict"]), None],
-        "scheme": [StrOptions(set(_SCHEMES))],
+        "scheme": [StrOptions(set(ALL_SCHEMES))],
         # ns's range depends on n, the data: checked in fit with the full range.
         "ns": [numbers.Integral, None],
         "p": [Interval(numbers.Real, 0, 1, closed="neither"), None],
@@ -333,80 +206,13 @@ default="without_replacement"
     def _base(self):
         return DecisionTreeClassifier() if self.estimator is None else self.estimator
 
-    def _base_tags(self, base=None):
-        if _get_tags is None:  # pragma: no cover
-            return None
-        try:
-            return _get_tags(self._base() if base is None else base)
-        except Exception:  # a base estimator with broken tags: assume the defaults
-            return None
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        base = self._base_tags()
+        base = base_tags(self._base())
         if base is not None:
             tags.input_tags.sparse = base.input_tags.sparse
             tags.input_tags.allow_nan = base.input_tags.allow_nan
         return tags
-
-    def _validate_X(self, X, *, reset: bool, y=None):
-        base = self._base_tags(None if reset else self.estimator_)
-        sparse_ok = base is not None and base.input_tags.sparse
-        nan_ok = base is not None and base.input_tags.allow_nan
-        kwargs = dict(accept_sparse="csr" if sparse_ok else False,
-                      ensure_all_finite="allow-nan" if nan_ok else True, reset=reset)
-        if not reset:
-            return _validate_data(self, X, **kwargs)
-        return _validate_data(self, X, y, **kwargs)
-
-    def _check_scheme_params(self, n: int) -> tuple[int | None, float | None, int]:
-        """Effective ``(ns, p, T)`` for ``n`` attackable rows, or a scikit-learn-shaped error."""
-        scheme = self.scheme
-        for name in ("ns", "p", "n_partitions"):
-            applies = {"ns": scheme != PARTITION, "p": scheme == "binomial",
-                       "n_partitions": scheme == PARTITION}[name]
-            value = getattr(self, name)
-            if not applies and value is not None:
-                raise param_error(name, _NAME, f"None for scheme={scheme!r}", value)
-        if scheme == PARTITION:
-            T = self.n_estimators if self.n_partitions is None else self.n_partitions
-            return None, None, int(T)
-        T = int(self.n_estimators)
-        if scheme == "binomial":
-            if self.p is not None:
-                if self.ns is not None:
-                    raise param_error("ns", _NAME, "None when 'p' is given (binomial: give "
-                                      "either ns, meaning p = ns / n, or p)", self.ns)
-                return None, float(self.p), T
-            if self.ns is None:  # default: p = ceil(sqrt(n)) / n, at most 1/2
-                return None, min(self._default_ns(n) / n, 0.5), T
-            ns = check_int(self.ns, "ns", _NAME, low=1, high=n)
-            if ns == n:
-                raise param_error("ns", _NAME, f"an int in the range [1, {n - 1}] for the "
-                                  "binomial scheme (p = ns / n must be < 1)", ns)
-            return None, ns / n, T
-        ns = self._default_ns(n) if self.ns is None else self.ns
-        high = n if scheme == "without_replacement" else None
-        return check_int(ns, "ns", _NAME, low=1, high=high), None, T
-
-    @staticmethod
-    def _default_ns(n: int) -> int:
-        return max(1, math.ceil(math.sqrt(n)))
-
-    def _check_clean_mask(self, clean_mask, n_samples: int) -> np.ndarray:
-        if clean_mask is None:
-            return np.zeros(n_samples, dtype=bool)
-        mask = np.asarray(clean_mask)
-        if mask.dtype != bool or mask.shape != (n_samples,):
-            raise param_error("clean_mask", f"{_NAME}.fit",
-                              f"a boolean array of shape (n_samples,) = ({n_samples},)",
-                              f"an array of dtype {mask.dtype} and shape {mask.shape}")
-        if mask.all():
-            raise param_error("clean_mask", f"{_NAME}.fit",
-                              "a boolean array leaving at least one row attackable (the "
-                              "sub-datasets are drawn from the rows not marked clean)",
-                              "an all-True mask")
-        return mask.copy()
 
     # ------------------------------------------------------------------ fit
     @_fit_context(prefer_skip_nested_validation=False)  # the base estimator is validated later
@@ -428,7 +234,7 @@ default="without_replacement"
         -------
         self : object
         """
-        X, y = self._validate_X(X, reset=True, y=y)
+        X, y = validate_input(self, X, base=self._base(), reset=True, y=y)
         check_classification_targets(y)
         y = column_or_1d(y)
         self.classes_, y_idx = np.unique(y, return_inverse=True)
@@ -436,12 +242,14 @@ default="without_replacement"
         y_idx = y_idx.astype(np.int64).ravel()
         n_samples = X.shape[0]
 
-        self.clean_mask_ = self._check_clean_mask(clean_mask, n_samples)
+        self.clean_mask_ = check_clean_mask(clean_mask, n_samples, where=f"{_NAME}.fit")
         clean_idx = np.flatnonzero(self.clean_mask_)
         attackable_idx = np.flatnonzero(~self.clean_mask_)
         n = len(attackable_idx)
         self.n_attackable_ = n
-        ns, p, T = self._check_scheme_params(n)
+        ns, p, T = ensemble_size(self.scheme, n, ns=self.ns, p=self.p,
+                                 n_estimators=self.n_estimators,
+                                 n_partitions=self.n_partitions, where=_NAME)
         self.ns_, self.p_, self.n_estimators_ = ns, p, T
 
         if isinstance(self.random_state, numbers.Integral):
@@ -454,18 +262,19 @@ default="without_replacement"
         part_of = None
         self.partition_ids_ = None
         if self.scheme == PARTITION:
-            part_of = _hash_parts(X[attackable_idx], T)
+            part_of = hash_parts(X[attackable_idx], T)
             self.partition_ids_ = np.full(n_samples, -1, dtype=np.int64)
             self.partition_ids_[attackable_idx] = part_of
-        self._selection = _Selection(self.scheme, ns, p, attackable_idx, clean_idx, part_of)
+        self._plan = SubsetPlan(self.scheme, attackable_idx, clean_idx, ns=ns, p=p,
+                                part_of=part_of)
         self.estimator_ = self._base()
-        keys = _row_keys(X, y_idx)
+        keys = row_keys(X, y_idx)
 
         seeds = [int(s) for s in self.estimators_seeds_]
         results = Parallel(n_jobs=self.n_jobs)(
-            delayed(_fit_chunk)(self.estimator_, X, y_idx, keys, self._selection,
-                                [(int(i), seeds[i]) for i in chunk], self.balance)
-            for chunk in _chunks(T, self.n_jobs)
+            delayed(fit_chunk)(self.estimator_, X, y_idx, keys, self._plan,
+                               [(int(i), seeds[i]) for i in chunk], self.balance)
+            for chunk in job_chunks(T, self.n_jobs)
         )
         self.estimators_ = [est for chunk in results for est in chunk]
         if all(est is None for est in self.estimators_):
@@ -479,7 +288,7 @@ default="without_replacement"
     def estimators_samples_(self) -> list[np.ndarray]:
         """Training-row indices of each sub-dataset, regenerated from ``estimators_seeds_``."""
         check_is_fitted(self)
-        return [self._selection.indices(i, int(s)) for i, s in enumerate(self.estimators_seeds_)]
+        return [self._plan.indices(i, int(s)) for i, s in enumerate(self.estimators_seeds_)]
 
     # ------------------------------------------------------------------ predict-like
     def base_predictions(self, X) -> np.ndarray:
@@ -488,12 +297,12 @@ default="without_replacement"
         int16 (int32 beyond 32767 classes); ``-1`` where a base classifier abstains.
         """
         check_is_fitted(self)
-        X = self._validate_X(X, reset=False)
+        X = validate_input(self, X, base=self.estimator_, reset=False)
         n_test = X.shape[0]
         dtype = np.int16 if self.n_classes_ <= np.iinfo(np.int16).max else np.int32
-        chunks = _chunks(self.n_estimators_, self.n_jobs)
+        chunks = job_chunks(self.n_estimators_, self.n_jobs)
         parts = Parallel(n_jobs=self.n_jobs)(
-            delayed(_predict_chunk)([self.estimators_[i] for i in chunk], X, n_test, dtype)
+            delayed(predict_chunk)([self.estimators_[i] for i in chunk], X, n_test, dtype)
             for chunk in chunks
         )
         return np.concatenate(parts, axis=0)
@@ -502,12 +311,7 @@ default="without_replacement"
         """Votes per class: int64 ``(n_test, n_classes_)``; rows sum to at most
         ``n_estimators_`` (abstaining classifiers vote for no class)."""
         check_is_fitted(self)
-        P = self.base_predictions(X)
-        n_test, C = P.shape[1], self.n_classes_
-        valid = P >= 0
-        cols = np.broadcast_to(np.arange(n_test), P.shape)[valid]
-        flat = cols.astype(np.int64) * C + P[valid]
-        return np.bincount(flat, minlength=n_test * C).reshape(n_test, C).astype(np.int64)
+        return votes_from_predictions(self.base_predictions(X), self.n_classes_)
 
     def predict_proba(self, X) -> np.ndarray:
         """Vote shares over ``classes_`` among the non-abstaining classifiers (rows sum to 1;
@@ -538,7 +342,7 @@ default="without_replacement"
             the vote bounds are made simultaneous over classes). Ignored for ``"partition"``,
             whose certificate is deterministic.
         model : {"P1", ..., "P6"}, default="P6"
-            Poisoning model (insertions, deletions, modifications; ``certificates.md``).
+            Poisoning model (insertions, deletions, modifications; ``docs/certificates.md``).
         method : str, default="bonferroni"
             Vote-bound method of ``poisoncert.stats.vote_bounds``; the ``"true_label*"``
             methods need ``y``. Ignored for ``"partition"``.
@@ -592,12 +396,3 @@ default="without_replacement"
         out[idx < 0] = abstain
         return out
 
-
-def _hash_parts(X, k: int) -> np.ndarray:
-    """DPA part of each row: ``selection.partition_ids`` on the features as float64 (sparse
-    rows are hashed as their dense values, so the part does not depend on the format)."""
-    if not sparse.issparse(X):
-        return partition_ids(np.asarray(X, dtype=np.float64), k=k)
-    out = [partition_ids(X[s:s + _HASH_CHUNK].toarray().astype(np.float64), k=k)
-           for s in range(0, X.shape[0], _HASH_CHUNK)]
-    return np.concatenate(out) if out else np.empty(0, dtype=np.int64)

@@ -1,13 +1,19 @@
 """Executors run the chunks of a run: ``executor.map_chunks(fn, chunk_ids)``.
 
-``fn`` is a picklable callable of one chunk id (in practice
-``functools.partial(pipeline.train_chunk, task)``, a top-level function and a small frozen
-dataclass), so an executor may ship it to another process or machine. ``map_chunks`` yields
-``fn(chunk_id)`` results in the order they complete; the caller writes them to the run
-directory. A chunk's result never depends on the executor or on the number of workers.
+The one parallel layer: every process poisoncert starts is started by an executor (the
+training engine trains what it is given in the calling process, and fans out through
+``LocalExecutor`` when asked for several workers). ``fn`` is a picklable callable of one chunk
+id (in practice a ``poisoncert.experiment.ChunkTrainer``), so an executor may ship it to
+another process or machine. ``map_chunks`` yields ``fn(chunk_id)`` results in the order they
+complete; the caller writes them to the run directory. A chunk's result never depends on the
+executor or on the number of workers.
+
+A worker process keeps the ``fn`` it was given for the whole ``map_chunks`` call, so what
+``fn`` loads once (the data) serves every chunk that worker runs.
 
 ``LocalExecutor`` runs chunks in local processes; ``poisoncert.ray_executor.RayExecutor``
-(the optional ``ray`` extra) runs them as Ray tasks, locally or on a cluster.
+(the optional ``ray`` extra) runs them as Ray tasks, locally or on a cluster. Both set up
+their workers' math threads with ``poisoncert.threads.limit_threads``.
 """
 
 from __future__ import annotations
@@ -15,10 +21,11 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing as mp
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from poisoncert._validation import check_choice, check_int, param_error
+from poisoncert.threads import limit_threads
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "make_executor"]
 
@@ -32,8 +39,9 @@ EXECUTORS = ("local", "ray")
 class Executor(Protocol):
     """Runs independent chunks; ``workers`` is how many run at once.
 
-    An executor that runs chunks in the calling process may set ``in_process = True``; the
-    pipeline then passes ``fn`` a progress closure (it need not be picklable).
+    ``fn`` is called in this process by an executor that runs chunks here (it may say so
+    with ``in_process = True``) and pickled by the others, so what it holds for this process
+    only (loaded data, a progress callback) must be left out of its pickled state.
     """
 
     workers: int
@@ -47,31 +55,42 @@ class Executor(Protocol):
         ...
 
 
-def _init_worker(threads: int) -> None:
-    """Limit each worker process's math libraries to ``threads`` threads."""
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(threads)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is optional
-        return
-    torch.set_num_threads(threads)
+#: The chunk function of this worker process (set once when a ``LocalExecutor`` starts it).
+_worker_fn: Callable | None = None
+
+
+def _start_worker(fn: Callable, threads: int) -> None:
+    global _worker_fn
+    limit_threads(threads)
+    _worker_fn = fn
+
+
+def _run_in_worker(chunk_id: int):
+    return _worker_fn(chunk_id)
 
 
 class LocalExecutor:
     """Chunks in local processes; with ``workers=1`` they run in this process, in order.
 
-    Processes are started with ``spawn`` (safe with torch's thread pools); each gets
-    ``threads`` math threads, by default the CPU count divided among the workers.
+    Processes are started with ``start_method``: ``spawn`` by default (safe with torch's
+    thread pools), or ``forkserver`` with ``preload``, modules the fork server imports once so
+    that workers start in well under a second (it never runs torch's thread pools, so forking
+    it is safe). Each worker gets ``threads`` math threads (``threads.limit_threads``), by
+    default the CPU count divided among the workers, and is given ``fn`` once.
     """
 
     def __init__(self, workers: int = 1, *, threads: int | None = None,
-                 start_method: str = "spawn"):
-        self.workers = check_int(workers, "workers", "LocalExecutor", low=1)
+                 start_method: str = "spawn", preload: Sequence[str] = ()):
+        where = "LocalExecutor"
+        self.workers = check_int(workers, "workers", where, low=1)
         cpus = os.cpu_count() or 1
         self.threads = (max(1, cpus // self.workers) if threads is None
-                        else check_int(threads, "threads", "LocalExecutor", low=1))
-        self.start_method = start_method
+                        else check_int(threads, "threads", where, low=1))
+        self.start_method = check_choice(start_method, "start_method", where,
+                                         mp.get_all_start_methods())
+        self.preload = tuple(preload)
+        if self.preload and self.start_method != "forkserver":
+            raise param_error("preload", where, "() unless start_method='forkserver'", preload)
 
     def __repr__(self) -> str:
         return f"LocalExecutor(workers={self.workers})"
@@ -88,12 +107,14 @@ class LocalExecutor:
             for cid in chunk_ids:
                 yield fn(cid)
             return
+        ctx = mp.get_context(self.start_method)
+        if self.preload:
+            ctx.set_forkserver_preload(list(self.preload))
         pool = cf.ProcessPoolExecutor(
-            max_workers=min(self.workers, len(chunk_ids)),
-            mp_context=mp.get_context(self.start_method),
-            initializer=_init_worker, initargs=(self.threads,))
+            max_workers=min(self.workers, len(chunk_ids)), mp_context=ctx,
+            initializer=_start_worker, initargs=(fn, self.threads))
         try:
-            futures = [pool.submit(fn, cid) for cid in chunk_ids]
+            futures = [pool.submit(_run_in_worker, cid) for cid in chunk_ids]
             for fut in cf.as_completed(futures):
                 yield fut.result()
         finally:

@@ -109,7 +109,7 @@ def plot_delta(path: str | Path | None = None, *,
 
 
 # --------------------------------------------------------------------------------------------
-# Certified accuracy (appended for poisoncert.pipeline)
+# Certified accuracy (poisoncert.experiment)
 
 __all__ += ["plot_certified_accuracy"]
 

@@ -4,16 +4,16 @@ Install the extra with ``pip install "poisoncert[ray]"``; Ray is imported only w
 runs. ``RayExecutor`` implements the ``poisoncert.executors.Executor`` protocol::
 
     from poisoncert.ray_executor import RayExecutor
-    pipeline.train(cfg, run_dir, executor=RayExecutor(workers=8))           # local Ray
-    pipeline.train(cfg, run_dir, executor=RayExecutor(address="auto"))      # existing cluster
+    experiment.train_run(cfg, run_dir, executor=RayExecutor(workers=8))       # local Ray
+    experiment.train_run(cfg, run_dir, executor=RayExecutor(address="auto"))  # a cluster
 
 or ``poisoncert train cfg.yaml --executor ray [--address auto]``.
 
 Guarantees (the same as ``LocalExecutor``'s):
 
-* each chunk is one Ray task; results are yielded once each, in completion order, and the caller
-  (``poisoncert.pipeline``) writes each to the run directory, so finished chunks survive any
-  failure and a restarted run resumes;
+* each chunk is one Ray task; results are yielded once each, in completion order, and the
+  caller (``poisoncert.experiment.train_run``) writes each to the run directory, so finished
+  chunks survive any failure and a restarted run resumes;
 * a task whose worker process dies (killed, out of memory, node lost) is re-run by Ray up to
   ``max_retries`` times. A chunk's result depends only on its own seeds, and a task returns
   its result rather than writing it, so a retry neither changes nor duplicates a chunk;
@@ -21,8 +21,11 @@ Guarantees (the same as ``LocalExecutor``'s):
   is *not* retried: it would fail the same way again. It propagates with its own type, the
   remote traceback chained, and the chunks not yet finished are cancelled;
 * each task runs with ``threads`` math threads, set exactly as ``LocalExecutor`` sets its
-  workers' (``poisoncert.executors._init_worker``), so predictions are bit-identical to a
-  local run.
+  workers' (``poisoncert.threads.limit_threads``), so predictions are bit-identical to a
+  local run;
+* a worker process keeps the chunk function of the current ``map_chunks`` call (Ray
+  deserialises it once per worker, not once per chunk), so what it loads once (the data)
+  serves every chunk that worker runs.
 
 Code on the workers: on a local Ray instance (``address=None``) the workers run this Python
 environment. When connecting to a cluster, the driver's ``poisoncert`` package is shipped
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from poisoncert._validation import check_int, param_error
+from poisoncert.threads import limit_threads
 
 __all__ = ["RayExecutor", "RayExecutorError", "import_ray"]
 
@@ -67,12 +71,22 @@ def import_ray():
     return ray
 
 
-def _run_chunk(fn: Callable[[int], R], chunk_id: int, threads: int) -> R:
-    """The Ray task: fix the math threads as ``LocalExecutor`` does, then run one chunk."""
-    from poisoncert.executors import _init_worker
+#: ``(object id, function)``: the chunk function this Ray worker process was last given.
+_kept: tuple[str, Callable] | None = None
 
-    _init_worker(threads)
-    return fn(chunk_id)
+
+def _run_chunk(fn_box: list, chunk_id: int, threads: int):
+    """The Ray task: fix the math threads as ``LocalExecutor`` does, then run one chunk.
+
+    ``fn_box`` holds the reference of the chunk function (in a list, so that Ray passes the
+    reference rather than the value); it is fetched once per worker process and kept.
+    """
+    global _kept
+    limit_threads(threads)
+    (ref,) = fn_box
+    if _kept is None or _kept[0] != ref.hex():
+        _kept = (ref.hex(), import_ray().get(ref))
+    return _kept[1](chunk_id)
 
 
 class RayExecutor:
@@ -203,7 +217,7 @@ class RayExecutor:
                     cid = next(todo, None)
                     if cid is None:
                         return
-                    pending[task.remote(fn_ref, cid, self.threads)] = cid
+                    pending[task.remote([fn_ref], cid, self.threads)] = cid
 
             submit()
             while pending:

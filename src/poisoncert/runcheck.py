@@ -19,25 +19,22 @@ certified. The checks detect changed files, not an adversary who rewrites the ch
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
+from poisoncert import runlayout as runs
 from poisoncert.config import ExperimentConfig, config_hash
 from poisoncert.runsafe import MANIFEST_DIGEST, TMP_PREFIX, RunError, file_sha256, manifest_digest
-
-if TYPE_CHECKING:  # pragma: no cover
-    from poisoncert.runs import RunDir
+from poisoncert.votes import votes_from_predictions
 
 __all__ = ["verify_run"]
 
 
-def verify_run(rd: RunDir) -> dict[str, Any]:
+def verify_run(rd) -> dict[str, Any]:
     """Check the finished run ``rd``; raise a ``RunError`` naming the first file that does not
     match. Returns ``{"verified": bool, "files": int, "note": str}`` (``verified`` False for a
     run without checksums, whose ``note`` is a warning)."""
-    from poisoncert import runs
-
     cfg = rd.load_config()
     man_path = rd / runs.MANIFEST
     man = rd.load_manifest()
@@ -66,9 +63,7 @@ def verify_run(rd: RunDir) -> dict[str, Any]:
                     "config its hash, and the arrays each other."}
 
 
-def _check_files(rd: RunDir, sums, man_path: Path) -> None:
-    from poisoncert import runs
-
+def _check_files(rd, sums, man_path: Path) -> None:
     if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
         raise RunError(f"The manifest '{man_path}' has malformed checksums.")
     for rel, want in sums.items():
@@ -96,10 +91,8 @@ def _check_files(rd: RunDir, sums, man_path: Path) -> None:
                                f"of it is recorded in {runs.MANIFEST}).")
 
 
-def _check_arrays(rd: RunDir, cfg: ExperimentConfig, man: dict[str, Any], man_path: Path
+def _check_arrays(rd, cfg: ExperimentConfig, man: dict[str, Any], man_path: Path
                   ) -> None:
-    from poisoncert import runs
-
     data = man.get("data")
     keys = ("n", "n_test", "n_classes")
     if not isinstance(data, dict) or not all(
@@ -126,6 +119,6 @@ def _check_arrays(rd: RunDir, cfg: ExperimentConfig, man: dict[str, Any], man_pa
             bad = int(arr.min()) if arr.min() < low else int(arr.max())
             raise RunError(f"The file '{path}' holds the value {bad}, outside [{low}, {high}] "
                            f"for this run ({k} classes, T = {T}).")
-    if not np.array_equal(votes, runs.votes_from_predictions(predictions, k)):
+    if not np.array_equal(votes, votes_from_predictions(predictions, k)):
         raise RunError(f"The file '{rd / runs.VOTES}' does not hold the vote counts of "
                        f"'{rd / runs.PREDICTIONS}'.")

@@ -62,6 +62,25 @@ from poisoncert.config import (
     load_config,
     to_yaml,
 )
+from poisoncert.runlayout import (  # the file names, re-exported
+    CERTIFICATES,
+    CERTIFIED_ACCURACY,
+    CERTIFIED_ACCURACY_PNG,
+    CERTIFY_JSON,
+    CHECKSUMMED,
+    CHUNKS,
+    CLASSIFIERS,
+    CLEAN_INDICES,
+    CONFIG,
+    LABELS,
+    MANIFEST,
+    PHASE2,
+    PREDICTIONS,
+    SEEDS,
+    SUBSET_SIZES,
+    VOTES,
+    WEIGHTS,
+)
 from poisoncert.runsafe import (
     LOCK,
     MANIFEST_DIGEST,
@@ -79,8 +98,26 @@ from poisoncert.runsafe import (
     save_text,
     save_with,
 )
+from poisoncert.votes import votes_from_predictions
 
 __all__ = [
+    "CERTIFICATES",
+    "CERTIFIED_ACCURACY",
+    "CERTIFIED_ACCURACY_PNG",
+    "CERTIFY_JSON",
+    "CHECKSUMMED",
+    "CHUNKS",
+    "CLASSIFIERS",
+    "CLEAN_INDICES",
+    "CONFIG",
+    "LABELS",
+    "MANIFEST",
+    "PHASE2",
+    "PREDICTIONS",
+    "SEEDS",
+    "SUBSET_SIZES",
+    "VOTES",
+    "WEIGHTS",
     "RunDir",
     "RunError",
     "RunLockedError",
@@ -96,27 +133,8 @@ __all__ = [
     "save_with",
 ]
 
-CONFIG = "config.yaml"
-MANIFEST = "manifest.json"
-SEEDS = "seeds.npy"
-CLEAN_INDICES = "clean_indices.npy"
-PREDICTIONS = "predictions.npy"
-VOTES = "votes.npy"
-LABELS = "labels.npy"
-SUBSET_SIZES = "subset_sizes.npy"
-CLASSIFIERS = "classifiers.csv"
-CERTIFICATES = "certificates.csv"
-CERTIFIED_ACCURACY = "certified_accuracy.csv"
-CERTIFIED_ACCURACY_PNG = "certified_accuracy.png"
-CERTIFY_JSON = "certify.json"
-PHASE2 = "phase2.json"
-CHUNKS = "chunks"
-WEIGHTS = "weights"
+
 _TMP_PREFIX = ".tmp-"
-#: Files whose SHA-256 the manifest of a finished run records (when present), besides the
-#: ``weights/`` files: everything ``certify`` reads and what it stands on.
-CHECKSUMMED = (CONFIG, SEEDS, CLEAN_INDICES, PREDICTIONS, VOTES, LABELS, SUBSET_SIZES,
-               CLASSIFIERS, PHASE2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -535,12 +553,3 @@ class RunDir:
             raise RunError(f"'{path}' is not a .npy array (it is an .npz archive).")
         return arr
 
-
-def votes_from_predictions(predictions: np.ndarray, n_classes: int) -> np.ndarray:
-    """Vote counts ``(n_test, n_classes)`` from a ``(T, n_test)`` prediction matrix; ``-1``
-    (abstain) is not counted."""
-    predictions = np.asarray(predictions)
-    votes = np.empty((predictions.shape[1], n_classes), dtype=np.int64)
-    for c in range(n_classes):
-        votes[:, c] = np.count_nonzero(predictions == c, axis=0)
-    return votes

@@ -2,9 +2,10 @@
 
 The certificate of a test point needs a lower bound ``p1_lower`` on the probability of the
 predicted class ``c1`` and an upper bound ``p2_upper`` on the probability of every other class
-(``certificates.md``, "Estimating p1 and p2"). Both come from one-sided Clopper-Pearson bounds
-on the vote counts. Because ``c1`` is picked from the same votes it is bounded with, the default
-method makes the bounds hold simultaneously for every class that could have been picked.
+(``docs/certificates.md``, "Bounding p1 and p2 from T votes"). Both come from one-sided
+Clopper-Pearson bounds on the vote counts. Because ``c1`` is picked from the same votes it is
+bounded with, the default method makes the bounds hold simultaneously for every class that
+could have been picked.
 
 Every bound is rounded toward its conservative side, so floating-point error never widens a
 certificate.
@@ -29,13 +30,24 @@ from poisoncert._validation import (
 __all__ = [
     "METHODS",
     "VoteBounds",
+    "auto_method",
     "clopper_pearson_lower",
     "clopper_pearson_upper",
     "vote_bounds",
 ]
 
 #: Names accepted by ``vote_bounds(method=...)``; the first is the default.
-METHODS = ("bonferroni", "bonferroni_upper", "paper", "true_label", "true_label_split")
+METHODS = ("auto", "bonferroni", "bonferroni_upper", "pairwise", "paper", "true_label",
+           "true_label_split")
+
+
+def auto_method(n_classes: int) -> str:
+    """The method ``"auto"`` stands for, fixed by the number of classes before any vote is seen:
+    ``"bonferroni"`` for two classes (the other class's probability is at most ``1 - p1``, so
+    one bound at ``alpha / 2`` is all there is to spend), ``"pairwise"`` for three or more
+    (measured in docs/aggregation.md: it certifies at least as many points as
+    ``"bonferroni_upper"`` and ``"bonferroni"`` with larger radii in every setting there)."""
+    return "bonferroni" if n_classes <= 2 else "pairwise"
 
 #: Relative margin by which a bound is moved toward its conservative side (plus one ulp). It is
 #: far above the relative error of scipy's incomplete-beta inverse and far below anything that
@@ -225,7 +237,27 @@ def _max_other(upper: np.ndarray, exclude: np.ndarray) -> np.ndarray:
     return masked.max(axis=1)
 
 
-def vote_bounds(counts, *, alpha, method: str = "bonferroni", T=None, labels=None) -> VoteBounds:
+def _pairwise_gap(counts: np.ndarray, c1: np.ndarray, l1: np.ndarray, beta: float) -> np.ndarray:
+    """``min over c != c1`` of ``l1 (2 - 1 / pi_l)`` (``-1`` where ``pi_l <= 1/2`` or the pair
+    has no votes), ``pi_l`` the lower bound at ``beta`` of ``N_c1`` out of ``N_c1 + N_c``;
+    rounded down."""
+    n, C = counts.shape
+    rows = np.arange(n)
+    x1 = np.broadcast_to(counts[rows, c1][:, None], counts.shape)
+    m = x1 + counts
+    pi_l = np.zeros(counts.shape)
+    pos = m > 0
+    pi_l[pos] = _cp_lower(x1[pos], m[pos], np.full(int(pos.sum()), beta))
+    ok = pi_l > 0.5
+    safe = np.where(ok, pi_l, 1.0)
+    L = l1[:, None] * (2.0 - 1.0 / safe)
+    L = np.nextafter(L - np.abs(L) * _REL_MARGIN, -np.inf)  # rounded toward the smaller gap
+    L = np.where(ok, np.maximum(L, -1.0), -1.0)
+    L[rows, c1] = np.inf
+    return L.min(axis=1) if C > 1 else np.full(n, -1.0)
+
+
+def vote_bounds(counts, *, alpha, method: str = "auto", T=None, labels=None) -> VoteBounds:
     """Lower bound on the top class's vote probability and upper bound on every other class's.
 
     Parameters
@@ -240,7 +272,9 @@ def vote_bounds(counts, *, alpha, method: str = "bonferroni", T=None, labels=Non
         class ``c1`` the votes picked (except for ``"paper"``, see below). Nothing is claimed
         jointly over test points.
     method : str
-        - ``"bonferroni"`` (default; valid for any number of classes ``C`` and abstaining
+        - ``"auto"`` (default): ``auto_method(C)``, i.e. ``"bonferroni"`` for ``C = 2`` and
+          ``"pairwise"`` for ``C >= 3``; ``VoteBounds.method`` names the method used.
+        - ``"bonferroni"`` (valid for any number of classes ``C`` and abstaining
           votes): ``c1`` = majority vote (ties to the smaller index), ``p1_lower`` = one-sided
           Clopper-Pearson lower bound at level ``alpha / C``, ``p2_upper = 1 - p1_lower``. The
           ``C`` lower bounds hold simultaneously with probability ``1 - alpha``, so the bound
@@ -248,6 +282,16 @@ def vote_bounds(counts, *, alpha, method: str = "bonferroni", T=None, labels=Non
         - ``"bonferroni_upper"`` (valid for any ``C``): all ``2C`` one-sided bounds (a lower
           and an upper for each class) at level ``alpha / (2C)``; ``p2_upper =
           min(1 - p1_lower, max over c != c1 of upper_c)``.
+        - ``"pairwise"`` (valid for any ``C`` and abstaining votes; docs/aggregation.md has
+          the proof): bounds the gap ``Pr(c1) - max over c != c1 of Pr(c)`` directly.
+          ``p1_lower = l`` is the lower bound of ``Pr(c1)`` at ``alpha / 2``; for each
+          ``c != c1``, given ``m = N_c1 + N_c`` votes for the pair, ``N_c1`` is binomial with
+          ``pi = Pr(c1) / (Pr(c1) + Pr(c))``, and ``pi_l`` is its lower bound at
+          ``alpha / (4 (C - 1))``; then ``Pr(c1) - Pr(c) = Pr(c1) (2 - 1/pi) >= l (2 - 1/pi_l)``
+          where ``pi_l > 1/2`` (else ``-1``). The gap bound is the minimum over ``c``, and
+          ``p2_upper = min(1, p1_lower - gap)``: for this method only the difference
+          ``p1_lower - p2_upper`` carries the guarantee (with probability ``1 - alpha``, at
+          most the true gap of the chosen ``c1``), not ``p2_upper`` on its own.
         - ``"paper"``: the seed paper's Eq. 13-14: ``c1``, ``c2`` the top two classes,
           ``p1_lower`` at ``alpha / 2``, ``p2_upper = min(1 - p1_lower, upper(count_c2))`` at
           ``alpha / 2``. Valid only for two classes with no abstaining votes (then ``c2`` is
@@ -277,8 +321,16 @@ def _vote_bounds(counts, *, alpha, method, T, labels, where: str) -> VoteBounds:
     T_arr = _check_T(T, counts, where)
     n_test, C = counts.shape
     rows = np.arange(n_test)
+    if method == "auto":
+        method = auto_method(C)
+    if method == "pairwise" and C < 2:
+        method = "bonferroni"
 
-    if method == "bonferroni":
+    if method == "pairwise":
+        c1 = np.argmax(counts, axis=1)
+        p1 = _cp_lower(counts[rows, c1], T_arr, alpha / 2)
+        p2 = np.minimum(p1 - _pairwise_gap(counts, c1, p1, alpha / (4 * (C - 1))), 1.0)
+    elif method == "bonferroni":
         c1 = np.argmax(counts, axis=1)
         p1 = _cp_lower(counts[rows, c1], T_arr, alpha / C)
         p2 = 1.0 - p1

@@ -128,7 +128,7 @@ def radius(
     labels: Annotated[str | None, typer.Option(
         help="True labels, comma-separated (for the true_label methods only).")] = None,
     rule: Annotated[str, typer.Option(
-        help="ours (Theorem 1 of the spec) | jia (Jia et al.'s condition: bagging with "
+        help="ours (Theorem 1, docs/certificates.md) | jia (Jia et al.'s condition: bagging with "
              "replacement, P6, bounds rounded to multiples of 1 / n^ns; needs --counts)")
     ] = "ours",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,

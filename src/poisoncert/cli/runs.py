@@ -1,7 +1,8 @@
 """Run commands: ``poisoncert train``, ``poisoncert certify`` and ``poisoncert demo``.
 
-Each command parses its options and calls one function of ``poisoncert.pipeline``; config
-values can be overridden spaCy style (``poisoncert train exp.yaml --training.steps 300``).
+Each command parses its options and calls one function of ``poisoncert.experiment``; config
+values can be overridden spaCy style (``poisoncert train exp.yaml --training.steps 300``). The
+progress bar is ``cli/progress.py``'s.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ def train(
     Extra options override config values: --training.steps 300 --selection.ns 10.
     """
     with library_errors():
+        from poisoncert.cli.progress import rich_progress
         from poisoncert.config import load_config, parse_overrides
         from poisoncert.executors import make_executor
-        from poisoncert.pipeline import train_run
+        from poisoncert.experiment import train_run
 
         overrides = parse_overrides(ctx.args)
         if workers is not None:
@@ -69,10 +71,10 @@ def train(
             from poisoncert._validation import param_error
 
             raise param_error("address", "train", "given only with --executor ray", address)
-        ex = make_executor(executor, workers=workers if ray else cfg.training.workers,
+        ex = make_executor(executor, workers=workers if ray else cfg.execution.workers,
                            address=address)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
-        res = train_run(cfg, run_dir, executor=ex, progress=not quiet)
+        res = train_run(cfg, run_dir, executor=ex, progress=None if quiet else rich_progress)
     typer.echo(f"Trained {res.T} base classifiers ({res.chunks_trained} chunks trained, "
                f"{res.chunks_skipped} resumed) in {res.seconds:.1f} s.")
     typer.echo(f"Majority-vote accuracy {res.accuracy:.4f}, mean base-classifier accuracy "
@@ -105,7 +107,7 @@ def certify(
     consistency of votes, predictions and labels); a file that does not match is an error.
     """
     with library_errors():
-        from poisoncert.pipeline import certify_run
+        from poisoncert.experiment import certify_run
 
         res = certify_run(run_dir, alpha=alpha, method=method, model=model, rhos=rho or None,
                           plot=not no_plot, verify=not no_verify)
@@ -143,10 +145,12 @@ def demo(
     """Train and certify on scikit-learn's digits with the three selection schemes (no
     downloads); print the certified accuracy against rho and draw the three curves."""
     with library_errors():
+        from poisoncert.cli.progress import rich_progress
         from poisoncert.executors import LocalExecutor
-        from poisoncert.pipeline import DEMO_SCHEMES, run_demo
+        from poisoncert.experiment import DEMO_SCHEMES, run_demo
 
-        res = run_demo(out, quick=quick, progress=not quiet, executor=LocalExecutor(workers))
+        res = run_demo(out, quick=quick, progress=None if quiet else rich_progress,
+                       executor=LocalExecutor(workers))
     from rich.table import Table
 
     table = Table(title="Certified accuracy on digits (model P6, alpha 0.001)")

@@ -1,8 +1,9 @@
 """IDX files (MNIST, Fashion-MNIST): parsing with ``np.frombuffer``, gzipped or plain.
 
-Format (http://yann.lecun.com/exdb/mnist/): a 4-byte magic number ``0x00 0x00 TYPE NDIM``,
-then ``NDIM`` big-endian uint32 dimensions, then the data in row-major order. MNIST images are
-``0x00000803`` (uint8, 3 dimensions: N x 28 x 28), labels ``0x00000801`` (uint8, N).
+Format (as published with the MNIST database by LeCun et al.): a 4-byte magic number
+``0x00 0x00 TYPE NDIM``, then ``NDIM`` big-endian uint32 dimensions, then the data in row-major
+order. MNIST images are ``0x00000803`` (uint8, 3 dimensions: N x 28 x 28), labels
+``0x00000801`` (uint8, N).
 """
 
 from __future__ import annotations

@@ -1,56 +1,60 @@
 """Training base classifiers on sub-datasets (the only part of poisoncert that imports torch).
 
-- ``train_predict(x_train, y_train, subsets, seeds, x_test, cfg, n_classes=...)``: the
-  ``(T, n_test)`` int16 prediction matrix (``-1``: an empty sub-dataset abstains);
-- ``TrainConfig``: model, step budget, batch size, optimizer, class balance, augmentation;
-- ``build_model``: ``lenet5``, ``cnn``, ``mlp``, ``resnet18`` or a factory;
-- ``train_predict_sklearn``: any scikit-learn classifier as the base learner;
-- ``save_weights`` / ``load_weights``: safetensors.
+- ``TrainConfig`` (``settings``, no torch): model, step budget, batch size, optimizer, class
+  balance, augmentation: the one training-settings type, also an experiment's ``training``;
+- ``train_predict(x_train, y_train, subsets, seeds, x_test, cfg, n_classes=...)`` (``engine``):
+  the ``(T, n_test)`` int16 prediction matrix (``-1``: an empty sub-dataset abstains);
+- ``sample_minibatches``, ``warp_images`` (``minibatches``): one classifier's draws;
+- ``build_model`` (``models``): ``lenet5``, ``cnn``, ``mlp``, ``resnet18`` or a factory;
+- ``train_predict_sklearn`` (``sklearn_learner``): a scikit-learn classifier as base learner;
+- ``save_weights`` / ``load_weights`` (``weights``): safetensors;
+- ``predict(cfg, state_dicts, x, ...)`` (``inference``): trained classifiers on new inputs,
+  bit-identical to the engine's own test-set predictions.
+
+Names are imported on first use, so ``poisoncert.training.settings`` (and a config that holds a
+``TrainConfig``) does not import torch.
 """
 
-from poisoncert.training.engine import (
-    ABSTAIN,
-    DEFAULT_GROUP_SIZE,
-    Minibatches,
-    TrainConfig,
-    group_bounds,
-    load_weights,
-    sample_minibatches,
-    save_weights,
-    train_predict,
-    train_predict_with_weights,
-    warp_images,
-    weights_from_bytes,
-    weights_to_bytes,
-)
-from poisoncert.training.models import MLP, MODELS, LeNet5, ResNet18, SmallCNN, build_model
-from poisoncert.training.sklearn_learner import (
-    SKLEARN_LEARNERS,
-    sklearn_estimator,
-    train_predict_sklearn,
-)
+from __future__ import annotations
 
-__all__ = [
-    "ABSTAIN",
-    "DEFAULT_GROUP_SIZE",
-    "MLP",
-    "MODELS",
-    "SKLEARN_LEARNERS",
-    "LeNet5",
-    "Minibatches",
-    "ResNet18",
-    "SmallCNN",
-    "TrainConfig",
-    "build_model",
-    "group_bounds",
-    "load_weights",
-    "sample_minibatches",
-    "save_weights",
-    "sklearn_estimator",
-    "train_predict",
-    "train_predict_sklearn",
-    "train_predict_with_weights",
-    "warp_images",
-    "weights_from_bytes",
-    "weights_to_bytes",
-]
+import importlib
+
+#: Public name -> the submodule that defines it.
+_HOMES = {
+    "ABSTAIN": "engine",
+    "DEFAULT_GROUP_SIZE": "settings",
+    "LENET5_MNIST": "settings",
+    "MLP": "models",
+    "MODELS": "settings",
+    "SKLEARN_LEARNERS": "sklearn_learner",
+    "LeNet5": "models",
+    "Minibatches": "minibatches",
+    "ResNet18": "models",
+    "SmallCNN": "models",
+    "TrainConfig": "settings",
+    "build_model": "models",
+    "group_bounds": "engine",
+    "load_weights": "weights",
+    "predict": "inference",
+    "sample_minibatches": "minibatches",
+    "save_weights": "weights",
+    "sklearn_estimator": "sklearn_learner",
+    "train_predict": "engine",
+    "train_predict_sklearn": "sklearn_learner",
+    "train_predict_with_weights": "engine",
+    "warp_images": "minibatches",
+    "weights_from_bytes": "weights",
+    "weights_to_bytes": "weights",
+}
+
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name in _HOMES:
+        return getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_HOMES))

@@ -21,24 +21,21 @@ Models see the inputs as given (no normalisation inside).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from poisoncert._validation import param_error
+from poisoncert.training.settings import MODELS, ModelSpec, check_model
 
 __all__ = ["CNN_WIDTHS", "MODELS", "LeNet5", "MLP", "ResNet18", "SmallCNN", "build_model",
-           "check_model"]
-
-#: Names accepted by ``build_model`` (and ``TrainConfig.model``).
-MODELS = ("lenet5", "lenet5_avg", "cnn", "cnn_small", "mlp", "resnet18")
+           "check_model", "init_model"]
 
 #: ``(conv1 channels, conv2 channels, hidden units)`` of the named ``SmallCNN`` variants.
 CNN_WIDTHS = {"cnn": (16, 32, 128), "cnn_small": (8, 16, 64)}
 
-ModelSpec = str | Callable[[tuple[int, ...], int], nn.Module]
 
 
 class LeNet5(nn.Module):
@@ -166,21 +163,6 @@ class ResNet18(nn.Module):
         return self.fc(x)
 
 
-def check_model(model, where: str = "TrainConfig", name: str = "model") -> ModelSpec:
-    """Return a model name in canonical form, or the factory itself; raise ``ValueError``."""
-    if callable(model) and not isinstance(model, str):
-        return model
-    if isinstance(model, str):
-        key = model.strip().lower().replace("-", "").replace("_", "")
-        aliases = {"lenet5": "lenet5", "lenet": "lenet5", "lenet5avg": "lenet5_avg",
-                   "mlp": "mlp", "resnet18": "resnet18", "cnn": "cnn", "cnnsmall": "cnn_small"}
-        if key in aliases:
-            return aliases[key]
-    shown = ", ".join(repr(m) for m in MODELS)
-    raise param_error(name, where, f"one of {shown} or a callable (input_shape, n_classes) "
-                      "-> torch.nn.Module", model)
-
-
 def build_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes: int
                 ) -> nn.Module:
     """A freshly initialised model (parameters from torch's global RNG; seed it first).
@@ -222,3 +204,12 @@ def build_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classe
         raise param_error("input_shape", "build_model",
                           "an image shape (C, H, W) with H, W >= 8 for resnet18", shape)
     return ResNet18(c, n_classes)
+
+
+def init_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes: int,
+               seed: int) -> nn.Module:
+    """``build_model`` under ``torch.manual_seed(seed)``: built on the CPU (the same weights
+    on every device), without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name_or_factory, input_shape, n_classes)

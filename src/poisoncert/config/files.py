@@ -1,0 +1,374 @@
+"""An experiment config as files and text: YAML, nested dicts, dotted overrides, its hash.
+
+An experiment is one YAML file with five sections::
+
+    data:      {name: digits, classes: null, n_clean: 0, test_limit: null, ...}
+    selection: {scheme: binomial, ns: 30, T: 300, seed: 0}
+    training:  {model: mlp, steps: 100, batch_size: 32, ..., workers: 1, two_phase: false}
+    certify:   {alpha: 0.001, method: bonferroni, model: P6, rhos: [0, 1, 2, 5]}
+    run:       {chunk_size: 50}
+
+``load_config(path, overrides)`` reads it, applies overrides such as ``--training.steps 300``
+(spaCy style; values are coerced to the field's type) and builds the typed sections of
+``poisoncert.config.sections``, which check every value before anything runs. The ``training``
+section holds the keys of three sections (``SECTIONS``): the training settings, the execution
+and the algorithm.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from poisoncert._validation import param_error
+from poisoncert.config.sections import SECTIONS, WHERE, ConfigError, ExperimentConfig
+from poisoncert.training.settings import TrainConfig
+
+__all__ = [
+    "RESUMABLE_KEYS",
+    "config_diff",
+    "config_hash",
+    "from_dict",
+    "load_config",
+    "parse_overrides",
+    "to_dict",
+    "to_yaml",
+]
+
+#: Keys added after the first runs, and their defaults: left out of ``config_hash`` at the
+#: default, so run directories written before they existed keep their hash (and resume).
+_LATER_KEYS = {"training.rotation": 0.0, "training.scale": 0.0, "training.shear": 0.0,
+               "training.elastic": 0.0, "training.lr_schedule": "constant",
+               "data.deskew": False}
+
+#: Keys that never change a run's predictions, so they may differ when a run is resumed.
+RESUMABLE_KEYS = ("training.workers",)
+
+_HINTS = typing.get_type_hints(ExperimentConfig)
+
+
+def _records(section: str) -> list[tuple[str, type]]:
+    """``(attribute, class)`` of the typed sections whose keys YAML ``section`` holds."""
+    return [(attr, _HINTS[attr]) for attr in SECTIONS[section]]
+
+
+def _keys(section: str) -> list[str]:
+    return [f.name for _, cls in _records(section) for f in dataclasses.fields(cls)]
+
+
+# --------------------------------------------------------------------------------------------
+# Building a config from dicts, YAML and overrides
+
+
+def to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """The config as the plain nested dicts of its YAML file (JSON-ready), sections and keys
+    in their fixed order."""
+    return {section: {key: value for attr, _ in _records(section)
+                      for key, value in dataclasses.asdict(getattr(cfg, attr)).items()}
+            for section in SECTIONS}
+
+
+def to_yaml(cfg: ExperimentConfig) -> str:
+    """The resolved config as YAML text, sections in their fixed order."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """SHA-256 of the settings that determine a run's predictions.
+
+    The ``certify`` section (certification is re-run freely) and ``RESUMABLE_KEYS`` are left
+    out, so a run may be resumed with other workers or other certification defaults.
+    """
+    d = to_dict(cfg)
+    d.pop("certify")
+    for key in RESUMABLE_KEYS:
+        section, name = key.split(".")
+        d[section].pop(name)
+    if not d["training"].get("two_phase"):
+        d["training"].pop("phase2_steps", None)  # no phase 2 is trained: cannot matter
+    for key, default in _LATER_KEYS.items():  # at their defaults: earlier runs' hashes
+        section, name = key.split(".")
+        if name in d[section] and d[section][name] == default:
+            del d[section][name]
+    text = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def config_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
+    """Dotted keys whose values differ, as ``'key: a -> b'`` lines."""
+    da, db = to_dict(a), to_dict(b)
+    out = []
+    for section, values in da.items():
+        for key, va in values.items():
+            vb = db[section][key]
+            if va != vb:
+                out.append(f"{section}.{key}: {va!r} -> {vb!r}")
+    return out
+
+
+def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Build and validate a config from nested dicts plus dotted ``overrides``.
+
+    Missing keys take their defaults (a missing ``selection`` section: ``DEFAULT_SELECTION``);
+    unknown sections or keys raise a ``ConfigError`` that names the closest known key.
+    """
+    d = {} if d is None else d
+    if not isinstance(d, dict):
+        raise ConfigError(f"A config must be a mapping of sections ({', '.join(SECTIONS)}). "
+                          f"Got {type(d).__name__} instead.")
+    values: dict[str, dict[str, tuple[Any, bool]]] = {s: {} for s in SECTIONS}
+    for section, body in d.items():
+        _check_section(section)
+        if body is None:
+            continue
+        if not isinstance(body, dict):
+            raise ConfigError(f"The config section {section!r} must be a mapping of keys. "
+                              f"Got {body!r} instead.")
+        for key, value in body.items():
+            _check_key(section, key)
+            values[section][key] = (value, False)
+    for dotted, value in (overrides or {}).items():
+        section, key = _split_key(dotted)
+        values[section][key] = (value, isinstance(value, str))
+    parts = {}
+    for section in SECTIONS:
+        if not values[section]:
+            continue  # the ExperimentConfig defaults
+        for attr, cls in _records(section):
+            hints = typing.get_type_hints(cls)
+            names = {f.name for f in dataclasses.fields(cls)}
+            kwargs = {key: _coerce(value, hints[key], f"{section}.{key}", from_text)
+                      for key, (value, from_text) in values[section].items() if key in names}
+            parts[attr] = _build(cls, section, kwargs)
+    return ExperimentConfig(**parts)
+
+
+def _build(cls: type, section: str, kwargs: dict):
+    """One typed section; ``TrainConfig`` is told it belongs to the config, so that its
+    errors name the dotted key."""
+    if cls is not TrainConfig:
+        return cls(**kwargs)
+    try:
+        return TrainConfig(**kwargs, where=WHERE, key_prefix=f"{section}.")
+    except ConfigError:
+        raise
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None
+                = None) -> ExperimentConfig:
+    """Read a YAML config (or the defaults when ``path`` is None) and apply ``overrides``.
+
+    ``overrides`` is a dict of dotted keys (``{"training.steps": "300"}``) or a list of
+    command-line words (``["--training.steps", "300", "--selection.ns=10"]``).
+    """
+    d = None
+    if path is not None:
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"Cannot read the config file '{path}': {e.strerror or e}.") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"The config file '{path}' is not YAML text: byte "
+                              f"{e.object[e.start]:#04x} at offset {e.start} is not "
+                              "UTF-8.") from None
+        try:
+            d = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _DuplicateKey as e:
+            raise ConfigError(f"The config file '{path}' {e}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"The config file '{path}' must hold a mapping of sections (data, "
+                              f"selection, training, ...); it holds a {type(d).__name__}.")
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(overrides)
+    return from_dict(d, overrides)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML leaves it to
+    the reader; PyYAML would keep the last silently). Merge keys (``<<``) may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        where = (f"line {line}" if seen[key] == line
+                                 else f"lines {seen[key]} and {line}")
+                        raise _DuplicateKey(f"has the key {key!r} twice in one mapping "
+                                            f"({where}).")
+                    seen[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_overrides(args: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """Dotted overrides from command-line words: ``--a.b value``, ``--a.b=value``.
+
+    A ``--a.b`` followed by another option (or nothing) is a boolean flag: ``true``.
+    Values stay text; ``from_dict`` coerces them to each field's type.
+    """
+    out: dict[str, str] = {}
+    args = list(args)
+    i = 0
+    while i < len(args):
+        word = args[i]
+        if not word.startswith("--") or len(word) <= 2:
+            raise ConfigError(f"Config overrides must look like '--section.key value'. "
+                              f"Got {word!r} instead.")
+        name = word[2:]
+        if "=" in name:
+            name, value = name.split("=", 1)
+            i += 1
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            value = args[i + 1]
+            i += 2
+        else:
+            value = "true"
+            i += 1
+        name = name.replace("-", "_")
+        _split_key(name)
+        out[name] = value
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Keys and types
+
+
+def _all_keys() -> list[str]:
+    return [f"{s}.{key}" for s in SECTIONS for key in _keys(s)]
+
+
+def _suggest(word: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(word, options, n=1)
+    return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def _check_section(section) -> None:
+    if section not in SECTIONS:
+        shown = ", ".join(repr(s) for s in SECTIONS)
+        raise ConfigError(f"Unknown config section {section!r}: the sections are {shown}."
+                          + _suggest(str(section), list(SECTIONS)))
+
+
+def _check_key(section: str, key) -> None:
+    names = _keys(section)
+    if key not in names:
+        shown = ", ".join(repr(n) for n in names)
+        raise ConfigError(f"Unknown config key '{section}.{key}': the {section!r} section "
+                          f"takes {shown}." + _suggest(f"{section}.{key}", _all_keys()))
+
+
+def _split_key(dotted: str) -> tuple[str, str]:
+    parts = dotted.split(".")
+    if len(parts) != 2:
+        raise ConfigError(f"Unknown config key {dotted!r}: keys are 'section.key', such as "
+                          f"'training.steps'." + _suggest(dotted, _all_keys()))
+    _check_section(parts[0])
+    _check_key(parts[0], parts[1])
+    return parts[0], parts[1]
+
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+_NONE = {"null", "none", "~", ""}
+
+
+def _plain_types(args) -> list:
+    """The types of a union a file can hold (a model is a str there, or else a callable)."""
+    return [a for a in args if a in (int, float, bool, str) or typing.get_origin(a) is list]
+
+
+def _type_text(tp) -> str:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        text = " or ".join(_type_text(a) for a in _plain_types(args))
+        return text + " or null" if type(None) in args else text
+    if origin is list:
+        return f"a list of {_type_text(args[0])}s"
+    return {int: "an int", float: "a real number", bool: "a boolean (true or false)",
+            str: "a string"}.get(tp, str(tp))
+
+
+def _coerce(value, tp, key: str, from_text: bool):
+    """``value`` as type ``tp``; text from the command line is parsed first."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    bad = param_error(key, WHERE, _type_text(tp), value)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (from_text and value.strip().lower() in _NONE):
+            return None
+        (tp,) = _plain_types(args)
+        try:
+            return _coerce(value, tp, key, from_text)
+        except ConfigError:
+            raise ConfigError(str(bad)) from None
+    if origin is list:
+        if from_text:
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = yaml.safe_load(text)
+                except yaml.YAMLError:
+                    raise ConfigError(str(bad)) from None
+            else:
+                value = [v for v in text.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        try:
+            return [_coerce(v, args[0], key, from_text and isinstance(v, str)) for v in value]
+        except ConfigError:
+            raise ConfigError(str(bad)) from None
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if from_text and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(str(bad))
+    if tp is int:
+        if from_text:
+            try:
+                return int(value.strip())
+            except ValueError:
+                raise ConfigError(str(bad)) from None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(str(bad))
+    if tp is float:
+        if from_text:
+            try:
+                return float(value.strip())
+            except ValueError:
+                raise ConfigError(str(bad)) from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(str(bad))
+    if tp is str:
+        if isinstance(value, str):
+            return value.strip() if from_text else value
+        raise ConfigError(str(bad))
+    raise TypeError(f"unsupported config type {tp!r} for {key}")  # pragma: no cover

@@ -1,0 +1,334 @@
+"""The typed sections of an experiment config, each checked when it is made.
+
+An experiment (``ExperimentConfig``) holds ``data`` (``DataConfig``), ``selection``
+(``SelectionConfig``), ``training`` (``poisoncert.training.TrainConfig``, the one
+training-settings type, used as it is by the engine), ``execution`` (``ExecutionConfig``: how
+a run executes, never what it predicts but for ``path``), ``algorithm`` (``AlgorithmConfig``:
+Algorithm 2 or the two-phase Algorithm 3), ``certify`` (``CertifyConfig``) and ``run``
+(``RunConfig``). In a YAML file ``training``, ``execution`` and ``algorithm`` share the
+``training`` section (``SECTIONS``). Every error is a ``ConfigError`` of the project's one
+shape, naming the dotted key::
+
+    The 'selection.scheme' parameter of the config must be one of 'without_replacement', ...
+    Got 'bagging' instead.
+
+Checks that need the data (``ns`` at most ``|D^p|``, class labels, clean indices, the model
+against the input shape) are made by ``poisoncert.experiment`` after loading it, still before
+any file is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from poisoncert import bounds
+from poisoncert._validation import INT_LIMIT, check_int, check_real, param_error
+from poisoncert.data import registry as data_registry
+from poisoncert.selection import ALL_SCHEME_ALIASES, ALL_SCHEMES, PARTITION, check_size
+from poisoncert.stats import METHODS
+from poisoncert.training.settings import TrainConfig
+
+__all__ = [
+    "DATASETS",
+    "DEFAULT_SELECTION",
+    "SCHEMES",
+    "SECTIONS",
+    "AlgorithmConfig",
+    "CertifyConfig",
+    "ConfigError",
+    "DataConfig",
+    "ExecutionConfig",
+    "ExperimentConfig",
+    "RunConfig",
+    "SelectionConfig",
+    "config_error",
+]
+
+#: Dataset names ``poisoncert.data.load_dataset`` knows, besides ``npz:<path>``.
+DATASETS = tuple(data_registry.list_datasets())
+#: Selection schemes: the paper's three random ones and the deterministic partition (DPA).
+SCHEMES = ALL_SCHEMES
+PATHS = ("fast", "reference")
+DEVICES = ("cpu", "cuda")
+
+WHERE = "the config"
+
+
+class ConfigError(ValueError):
+    """An invalid experiment configuration (unknown key, bad type or value)."""
+
+
+def config_error(key: str, allowed: str, got) -> ConfigError:
+    """The one error shape, for a config key: "The 'selection.ns' parameter of the config
+    must be ... Got ... instead."."""
+    return ConfigError(str(param_error(key, WHERE, allowed, got)))
+
+
+def _choice(value: str, key: str, choices, aliases=None) -> str:
+    key_text = value.strip().lower().replace("-", "_") if isinstance(value, str) else None
+    for c in choices:
+        if key_text == c.lower():
+            return c
+    if aliases and key_text in aliases:
+        return aliases[key_text]
+    raise config_error(key, "one of " + ", ".join(repr(c) for c in choices), value)
+
+
+def _int(value, key: str, low=None, high=None):
+    if value is None:
+        return None
+    try:
+        return check_int(value, key, WHERE, low=low, high=high)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _real(value, key: str, low: float, high: float | None, low_open=True, high_open=True):
+    if value is None:
+        return None
+    try:
+        return check_real(value, key, WHERE, low=low, high=high, low_open=low_open,
+                          high_open=high_open)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def _put(obj, name: str, value) -> None:
+    object.__setattr__(obj, name, value)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The data set and its split into a known-clean part ``D^c`` and an attackable ``D^p``.
+
+    At most one of ``n_clean``, ``clean_fraction`` and ``clean_indices`` chooses ``D^c`` (the
+    paper's case 2): ``n_clean`` / ``clean_fraction`` take a random subset of the training set
+    (drawn with ``clean_seed``), ``clean_indices`` lists training-set indices. ``D^c`` joins every
+    sub-dataset and is never sampled; ``D^p`` is the rest, and ``n = |D^p|`` enters the bounds.
+    ``test_limit`` keeps the first test points only. ``deskew`` deskews every training and
+    test image (``poisoncert.data.transforms.deskew``: a fixed per-image preprocessing, so the
+    certificates are unchanged).
+
+    ``poisoned_classes`` (the paper's case 3; original class ids, e.g. ``[9]``) instead makes
+    ``D^p`` the training samples of those classes and ``D^c`` all the others; it excludes the
+    three options above. With ``training.two_phase`` (``AlgorithmConfig``) it gives Algorithm 3.
+    """
+
+    name: str = "digits"
+    classes: list[int] | None = None
+    data_dir: str | None = None
+    download: bool = False
+    n_clean: int = 0
+    clean_fraction: float | None = None
+    clean_indices: list[int] | None = None
+    clean_seed: int = 0
+    test_limit: int | None = None
+    poisoned_classes: list[int] | None = None
+    deskew: bool = False
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.name, str) and self.name.startswith("npz:")
+                and len(self.name) > 4):
+            name = _choice(self.name, "data.name", DATASETS + ("npz:<path>",),
+                           data_registry.ALIASES)
+            if name == "npz:<path>":
+                raise config_error("data.name", "one of " + ", ".join(repr(x) for x in DATASETS)
+                                   + " or 'npz:<path>'", name)
+            _put(self, "name", name)
+        if self.classes is not None and (len(self.classes) < 2 or min(self.classes) < 0
+                                         or len(set(self.classes)) != len(self.classes)):
+            raise config_error("data.classes", "null or a list of at least two distinct "
+                               "class labels >= 0", self.classes)
+        _int(self.n_clean, "data.n_clean", low=0)
+        _real(self.clean_fraction, "data.clean_fraction", 0.0, 1.0, low_open=False)
+        given = [k for k, v in (("n_clean", self.n_clean or None),
+                                ("clean_fraction", self.clean_fraction),
+                                ("clean_indices", self.clean_indices),
+                                ("poisoned_classes", self.poisoned_classes)) if v is not None]
+        if len(given) > 1:
+            raise ConfigError("At most one of 'data.n_clean', 'data.clean_fraction', "
+                              "'data.clean_indices' and 'data.poisoned_classes' may be given. "
+                              f"Got {', '.join(given)}.")
+        poisoned = self.poisoned_classes
+        if poisoned is not None and (not poisoned or len(set(poisoned)) != len(poisoned)
+                                     or min(poisoned) < 0):
+            raise config_error("data.poisoned_classes", "null or a non-empty list of distinct "
+                               "class labels >= 0", poisoned)
+        clean = self.clean_indices
+        if clean is not None and (len(set(clean)) != len(clean) or min(clean, default=0) < 0):
+            raise config_error("data.clean_indices", "a list of distinct training-set indices "
+                               ">= 0", clean)
+        _int(self.clean_seed, "data.clean_seed", low=0)
+        _int(self.test_limit, "data.test_limit", low=1)
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """How the ``T`` sub-datasets are drawn from ``D^p`` (``poisoncert.selection``).
+
+    ``ns`` is the sub-dataset size (bagging) or, for ``binomial`` without ``p``, means
+    ``p = ns / n`` (``selection.check_size``); ``k`` is the number of parts of ``partition``
+    (then ``T = k``). ``seed`` is the root seed: classifier ``i`` uses
+    ``selection.model_seed(seed, i)``.
+
+    ``ns``/``p`` and ``T`` have no defaults: a config that has a ``selection`` section states
+    them (only a config without one gets ``DEFAULT_SELECTION``).
+    """
+
+    scheme: str = "binomial"
+    ns: int | None = None
+    p: float | None = None
+    k: int | None = None
+    T: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        scheme = _choice(self.scheme, "selection.scheme", SCHEMES, ALL_SCHEME_ALIASES)
+        _put(self, "scheme", scheme)
+        _int(self.seed, "selection.seed", low=0)
+        if scheme == PARTITION:
+            if self.k is None:
+                raise config_error("selection.k", "an int >= 1 for the partition scheme", None)
+            _int(self.k, "selection.k", low=1)
+            if self.T is not None and self.T != self.k:
+                raise config_error("selection.T", f"null or equal to selection.k = {self.k} for "
+                                   "the partition scheme (one classifier per part)", self.T)
+        elif self.k is not None:
+            raise config_error("selection.k", f"null for the {scheme} scheme (k is for "
+                               "partition)", self.k)
+        try:
+            check_size(scheme, None, ns=self.ns, p=self.p, where=WHERE,
+                       names=("selection.ns", "selection.p"))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if scheme != PARTITION:
+            if self.T is None:
+                raise config_error("selection.T", "an int >= 1 (the number of base "
+                                   "classifiers)", None)
+            _int(self.T, "selection.T", low=1)
+
+    def size(self, n: int) -> tuple[int | None, float | None]:
+        """``(ns, p)`` for ``n = |D^p|`` (``selection.check_size``; a ``ConfigError``
+        naming ``selection.ns`` when ``ns`` does not fit ``n``)."""
+        try:
+            return check_size(self.scheme, n, ns=self.ns, p=self.p, where=WHERE,
+                              names=("selection.ns", "selection.p"), n_text="n = |D^p|")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+
+
+#: The selection of a config that has no ``selection`` section.
+DEFAULT_SELECTION = {"scheme": "binomial", "ns": 50, "T": 100}
+
+
+@dataclass(frozen=True)
+class ExecutionConfig:
+    """How a run executes (YAML keys of the ``training`` section).
+
+    ``path`` is ``fast`` (stacked groups) or ``reference`` (one model at a time; the two agree
+    to rounding); ``workers`` is the number of local processes (it never changes the
+    predictions); ``device`` ``cpu`` or ``cuda``; ``save_weights`` keeps every trained torch
+    classifier's weights in the run directory (``weights/``).
+    """
+
+    path: str = "fast"
+    workers: int = 1
+    device: str = "cpu"
+    save_weights: bool = False
+
+    def __post_init__(self) -> None:
+        _put(self, "path", _choice(self.path, "training.path", PATHS))
+        _int(self.workers, "training.workers", low=1)
+        _put(self, "device", _choice(self.device, "training.device", DEVICES))
+
+
+@dataclass(frozen=True)
+class AlgorithmConfig:
+    """Algorithm 2 (each base classifier trained on its sub-dataset plus ``D^c``), or with
+    ``two_phase`` (needs ``data.poisoned_classes``) the paper's Algorithm 3
+    (``poisoncert.twophase``): each base classifier's phase 1 separates "a clean class" from
+    each poisoned class with the ``training`` settings; one phase-2 model, trained on ``D^c``
+    alone for ``phase2_steps`` steps (same settings otherwise), resolves the clean classes.
+    YAML keys of the ``training`` section.
+    """
+
+    two_phase: bool = False
+    phase2_steps: int = 2000
+
+    def __post_init__(self) -> None:
+        _int(self.phase2_steps, "training.phase2_steps", low=1)
+
+
+@dataclass(frozen=True)
+class CertifyConfig:
+    """Defaults for certifying a run; ``alpha`` is the failure probability per test point."""
+
+    alpha: float = 0.001
+    method: str = "bonferroni"
+    model: str = "P6"
+    rhos: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 50])
+
+    def __post_init__(self) -> None:
+        _real(self.alpha, "certify.alpha", 0.0, 1.0)
+        _put(self, "method", _choice(self.method, "certify.method", METHODS))
+        _put(self, "model", _choice(self.model, "certify.model", bounds.MODELS,
+                                    bounds.MODEL_ALIASES))
+        if any(isinstance(rho, bool) or not isinstance(rho, int) or not 0 <= rho <= INT_LIMIT
+               for rho in self.rhos):  # no int64 overflow later
+            raise config_error("certify.rhos", f"a list of ints in the range [0, {INT_LIMIT}]",
+                               self.rhos)
+        _put(self, "rhos", sorted(set(self.rhos)))
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """``chunk_size`` classifiers are trained, saved and resumed as one unit."""
+
+    chunk_size: int = 50
+
+    def __post_init__(self) -> None:
+        _int(self.chunk_size, "run.chunk_size", low=1)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """A whole experiment; ``config.to_dict`` / ``config.from_dict`` turn it into the nested
+    dicts of its YAML file and back."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    selection: SelectionConfig = field(
+        default_factory=lambda: SelectionConfig(**DEFAULT_SELECTION))
+    training: TrainConfig = field(default_factory=TrainConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
+    algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
+    certify: CertifyConfig = field(default_factory=CertifyConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        """The checks across sections."""
+        learner = self.training.sklearn_learner
+        if self.algorithm.two_phase:
+            if self.data.poisoned_classes is None:
+                raise config_error("training.two_phase", "false unless data.poisoned_classes is "
+                                   "given (the two-phase classifier needs clean classes)", True)
+            if learner is not None:
+                raise config_error("training.two_phase", "false for a scikit-learn learner",
+                                   True)
+        if learner is not None and self.execution.save_weights:
+            raise config_error("training.save_weights", "false for a scikit-learn learner", True)
+
+    @property
+    def T(self) -> int:
+        """The number of base classifiers (``k`` for the partition scheme)."""
+        s = self.selection
+        return int(s.k if s.scheme == PARTITION else s.T)
+
+
+#: YAML section -> the ``ExperimentConfig`` attributes whose keys it holds, in file order.
+SECTIONS: dict[str, tuple[str, ...]] = {
+    "data": ("data",),
+    "selection": ("selection",),
+    "training": ("training", "execution", "algorithm"),
+    "certify": ("certify",),
+    "run": ("run",),
+}

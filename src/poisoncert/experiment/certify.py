@@ -1,0 +1,193 @@
+"""Certify a trained run: one certificate per test example, the certified accuracy against
+``rho``, and their files (CSV, JSON, PNG) beside the run.
+
+The math is ``poisoncert.certify`` (Algorithm 1 on the vote counts; ``dpa_certify`` for the
+partition scheme); this module reads the run's votes and config and writes the results.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from poisoncert import certify as certificates
+from poisoncert import runs, selection
+from poisoncert._validation import param_error
+from poisoncert.config import ExperimentConfig
+from poisoncert.runs import RunDir, RunError
+
+__all__ = ["CertifiedAccuracy", "CertifyResult", "accuracy_curve", "certify_run",
+           "curve_label"]
+
+
+@dataclass(frozen=True, eq=False)
+class CertifiedAccuracy:
+    """Certified accuracy ``accuracy[j]`` at radius ``rho[j]`` (abstentions count as wrong)."""
+
+    rho: np.ndarray
+    accuracy: np.ndarray
+
+    def rows(self) -> list[tuple[int, float]]:
+        return [(int(r), float(a)) for r, a in zip(self.rho, self.accuracy, strict=True)]
+
+
+class CertifyResult(tuple):
+    """``(certificate, table)``: the ``Certificate`` (or ``DPACertificate``) and the certified
+    accuracy at the requested ``rhos``; ``paths`` names the files written."""
+
+    def __new__(cls, certificate, table: CertifiedAccuracy, paths: dict[str, Path],
+                summary: dict):
+        self = super().__new__(cls, (certificate, table))
+        self.paths = paths
+        self.summary = summary
+        return self
+
+    @property
+    def certificate(self):
+        return self[0]
+
+    @property
+    def table(self) -> CertifiedAccuracy:
+        return self[1]
+
+
+def _manifest_data(rd: RunDir) -> dict:
+    """The manifest's ``data`` entry (``experiment.split.DataSummary.manifest``)."""
+    data = rd.load_manifest().get("data") or {}
+    if "n" not in data:
+        raise RunError(f"The manifest of '{rd.path}' does not give |D^p| (data.n): is it a "
+                       "poisoncert run?")
+    return data
+
+
+def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str | None = None,
+                model: str | None = None, rhos=None, plot: bool = True,
+                verify: bool = True) -> CertifyResult:
+    """Certify every test example of a trained run and write the results beside it.
+
+    Options default to the run's ``certify`` config section. ``n`` is ``|D^p|``, the number of
+    attackable training samples, and ``T`` the number of base classifiers (abstaining ones
+    included). The partition scheme is certified by ``certify.dpa_certify`` (deterministic;
+    ``alpha`` and ``method`` do not apply). Writes ``certificates.csv`` (one flat row per test
+    example), ``certified_accuracy.csv`` (the whole curve, every integer ``rho`` up to the
+    largest radius, plus ``rhos``), ``certify.json`` and ``certified_accuracy.png``.
+    Returns ``(certificate, table)`` with the certified accuracy at ``rhos``.
+
+    The run is certified under its lock, after ``RunDir.verify`` (checksums, config hash,
+    consistency; a ``RunError`` names the first file that does not match); ``verify=False``
+    skips that, and ``summary["verification"]`` says which was done.
+    """
+    rd = RunDir(run_dir)
+    with rd.lock():  # one process at a time; verified before anything is read
+        return _certify_locked(rd, alpha, method, model, rhos, plot, verify)
+
+
+def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool,
+                    verify: bool) -> CertifyResult:
+    cfg = rd.load_config()
+    if cfg.selection.scheme == selection.PARTITION and (alpha, method) != (None, None):
+        name, value = ("alpha", alpha) if alpha is not None else ("method", method)
+        raise param_error(name, "certify", "left out for a partition (DPA) run, whose "
+                          "certificate is deterministic", value)
+    checked = rd.verify() if verify else {
+        "verified": None, "note": "not verified (--no-verify): the run's files were not "
+                                  "checked against its manifest"}
+    options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
+               if v is not None}
+    if rhos is not None:
+        options["rhos"] = [int(r) if isinstance(r, (int, np.integer)) else r
+                           for r in np.atleast_1d(rhos).tolist()]
+    c = dataclasses.replace(cfg.certify, **options)
+    data = _manifest_data(rd)
+    votes = rd.load(runs.VOTES)
+    labels = rd.load(runs.LABELS)
+    T = cfg.T
+    if cfg.selection.scheme == selection.PARTITION:
+        cert = certificates.dpa_certify(votes, model=c.model)
+    else:
+        sel = cfg.selection  # binomial with ns: p = ns / n, as drawn
+        cert = certificates.certify(
+            votes, scheme=sel.scheme, n=int(data["n"]), ns=sel.ns, p=sel.p,
+            model=c.model, alpha=c.alpha, method=c.method, T=T,
+            labels=labels if c.method.startswith("true_label") else None)
+    table = CertifiedAccuracy(np.asarray(c.rhos, dtype=np.int64),
+                              np.atleast_1d(certificates.certified_accuracy(cert, labels,
+                                                                            c.rhos)))
+    curve = accuracy_curve(cert, labels, extra=c.rhos)
+
+    paths = {"certificates": rd / runs.CERTIFICATES,
+             "certified_accuracy": rd / runs.CERTIFIED_ACCURACY,
+             "summary": rd / runs.CERTIFY_JSON}
+    runs.save_text(paths["certificates"], _certificate_csv(cert, votes, labels, T))
+    runs.save_text(paths["certified_accuracy"], _curve_csv(curve))
+    summary = {**cert.summary(labels), "T": T, "n_classes": int(votes.shape[1]),
+               "certified_accuracy": {str(r): a for r, a in table.rows()},
+               "verified": checked["verified"], "verification": checked["note"]}
+    runs.save_json(paths["summary"], summary)
+    if plot:
+        from poisoncert.plots import plot_certified_accuracy
+
+        fig = plot_certified_accuracy({curve_label(cfg): (curve.rho, curve.accuracy)},
+                                      title=f"{data.get('name', '')}: certified accuracy "
+                                            f"(model {c.model})")
+        paths["plot"] = rd / runs.CERTIFIED_ACCURACY_PNG
+        runs.save_with(paths["plot"], lambda f: fig.savefig(f, format="png", dpi=150))
+    return CertifyResult(cert, table, paths, summary)
+
+
+def accuracy_curve(cert, labels, *, extra=()) -> CertifiedAccuracy:
+    """Certified accuracy at every integer ``rho`` from 0 to one past the largest radius (and
+    at the ``extra`` radii)."""
+    top = int(max(np.max(cert.radius, initial=-1), 0)) + 1
+    rho = np.union1d(np.arange(top + 1), np.asarray(list(extra), dtype=np.int64))
+    return CertifiedAccuracy(rho, np.atleast_1d(certificates.certified_accuracy(cert, labels,
+                                                                                rho)))
+
+
+def curve_label(cfg: ExperimentConfig) -> str:
+    """The legend of a run's certified-accuracy curve: its scheme and size."""
+    s = cfg.selection
+    if s.scheme == selection.PARTITION:
+        return f"partition (DPA), k = {s.k}"
+    size = f"ns = {s.ns}" if s.ns is not None else f"p = {s.p:g}"
+    if s.scheme == "binomial" and s.ns is not None:
+        size += " (p = ns / n)"
+    return f"{s.scheme.replace('_', ' ')}, {size}, T = {s.T}"
+
+
+def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int) -> str:
+    """One flat row per test example: the certificate's record plus label, correctness and
+    the vote counts of the two top classes."""
+    order = np.argsort(-votes, axis=1, kind="stable")
+    rows = np.arange(votes.shape[0])
+    first, second = order[:, 0], order[:, 1] if votes.shape[1] > 1 else order[:, 0]
+    extra = {
+        "label": labels, "correct": (np.asarray(cert.prediction) == labels).astype(int),
+        "top1_class": first, "top1_votes": votes[rows, first],
+        "top2_class": second, "top2_votes": votes[rows, second],
+        "abstain_votes": T - votes.sum(axis=1),
+    }
+    records = cert.records()
+    out = io.StringIO()
+    head = ["index", "label", "prediction", "correct", "radius"]
+    keys = head + [k for k in records[0] if k not in head] + [k for k in extra if k not in head]
+    w = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for i, rec in enumerate(records):
+        w.writerow({**rec, **{k: _plain(v[i]) for k, v in extra.items()}})
+    return out.getvalue()
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _curve_csv(curve: CertifiedAccuracy) -> str:
+    lines = ["rho,certified_accuracy"]
+    lines += [f"{r},{a:.6g}" for r, a in curve.rows()]
+    return "\n".join(lines) + "\n"

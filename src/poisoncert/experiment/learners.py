@@ -1,0 +1,177 @@
+"""Base learners of an experiment, chosen once from its config: ``make_learner(cfg, data)``.
+
+A ``Learner`` trains one classifier per sub-dataset and predicts the test set:
+``learner.train_predict(data, subsets, seeds, progress)`` returns the int16 prediction matrix
+``(len(subsets), n_test)`` (``-1``: an empty sub-dataset abstains) and, where kept, the
+classifiers' ``state_dict`` s. The three kinds:
+
+- ``TorchLearner``: a torch model of ``poisoncert.training`` (``train_predict``);
+- ``SklearnLearner``: a scikit-learn classifier (``training.model: sklearn:<name>``);
+- ``TwoPhaseLearner``: the paper's Algorithm 3 (``training.two_phase``): a torch phase 1 per
+  sub-dataset and the run's one phase-2 model (``train_phase2``), combined by
+  ``poisoncert.twophase``.
+
+Torch is imported when a torch learner trains, not before.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from poisoncert import twophase
+from poisoncert.config import ExperimentConfig, config_error
+from poisoncert.experiment.split import DataSplit
+from poisoncert.training.settings import TrainConfig
+
+__all__ = ["Learner", "Phase2Model", "SklearnLearner", "TorchLearner", "TwoPhaseLearner",
+           "check_learner", "make_learner", "train_phase2"]
+
+Progress = Callable[[int], object] | None
+
+
+class Learner(Protocol):
+    def train_predict(self, data: DataSplit, subsets: list[np.ndarray], seeds: np.ndarray,
+                      progress: Progress = None) -> tuple[np.ndarray, list | None]:
+        """Predictions ``(len(subsets), n_test)`` and the weights (or None)."""
+        ...
+
+
+@dataclass(frozen=True)
+class TorchLearner:
+    """A torch model trained by ``poisoncert.training.train_predict`` with ``settings``;
+    ``keep_weights`` also returns each classifier's ``state_dict``."""
+
+    settings: TrainConfig
+    device: str = "cpu"
+    path: str = "fast"
+    keep_weights: bool = False
+
+    def train_predict(self, data: DataSplit, subsets, seeds, progress: Progress = None,
+                      *, labels: np.ndarray | None = None, n_classes: int | None = None):
+        """``labels`` / ``n_classes``: other training labels than ``data``'s (phase 1)."""
+        from poisoncert import training
+
+        y = data.y_train if labels is None else labels
+        kwargs = dict(n_classes=data.n_classes if n_classes is None else n_classes,
+                      device=self.device, path=self.path, progress=progress)
+        if self.keep_weights:
+            return training.train_predict_with_weights(data.x_train, y, subsets, seeds,
+                                                       data.x_test, self.settings, **kwargs)
+        return training.train_predict(data.x_train, y, subsets, seeds, data.x_test,
+                                      self.settings, **kwargs), None
+
+
+@dataclass(frozen=True)
+class SklearnLearner:
+    """A scikit-learn classifier of ``training.SKLEARN_LEARNERS`` by ``name``, trained by
+    ``poisoncert.training.train_predict_sklearn`` (class-balanced with ``balance``)."""
+
+    name: str
+    balance: bool = True
+
+    def train_predict(self, data: DataSplit, subsets, seeds, progress: Progress = None):
+        from poisoncert.training.sklearn_learner import train_predict_sklearn
+
+        return train_predict_sklearn(self.name, data.x_train, data.y_train, subsets, seeds,
+                                     data.x_test, n_classes=data.n_classes,
+                                     balance=self.balance, progress=progress), None
+
+
+@dataclass(frozen=True)
+class Phase2Model:
+    """The run's one phase-2 model of Algorithm 3: its test ``predictions`` (positions among
+    the clean classes), its ``accuracy`` on the clean-class test points, its ``seed``,
+    ``steps`` and the ``seconds`` it took to train."""
+
+    predictions: np.ndarray
+    accuracy: float
+    seed: int
+    steps: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class TwoPhaseLearner:
+    """Algorithm 3: ``phase1`` trained per sub-dataset on the phase-1 labels (a clean class
+    against each poisoned class, ``twophase.phase1_labels``), then combined with the run's
+    ``phase2`` predictions (``twophase.combine``)."""
+
+    phase1: TorchLearner
+    poisoned_labels: tuple[int, ...]
+    phase2: Phase2Model
+
+    def train_predict(self, data: DataSplit, subsets, seeds, progress: Progress = None):
+        poisoned = self.poisoned_labels
+        y1 = twophase.phase1_labels(data.y_train, poisoned, data.n_classes)
+        pred1, _ = self.phase1.train_predict(data, subsets, seeds, progress, labels=y1,
+                                             n_classes=len(poisoned) + 1)
+        return twophase.combine(pred1, self.phase2.predictions, poisoned, data.n_classes), None
+
+
+def _torch_learner(cfg: ExperimentConfig, *, keep_weights: bool) -> TorchLearner:
+    e = cfg.execution
+    return TorchLearner(cfg.training, device=e.device, path=e.path, keep_weights=keep_weights)
+
+
+def make_learner(cfg: ExperimentConfig, data: DataSplit,
+                 phase2: Phase2Model | None = None) -> Learner:
+    """The learner of ``cfg``: scikit-learn (``training.model: sklearn:<name>``), two-phase
+    (``training.two_phase``; needs the run's ``phase2`` model) or a torch model."""
+    name = cfg.training.sklearn_learner
+    if name is not None:
+        return SklearnLearner(name, balance=cfg.training.balance)
+    if cfg.algorithm.two_phase:
+        if phase2 is None:
+            raise ValueError("A two-phase learner needs the run's phase-2 model "
+                             "(experiment.learners.train_phase2).")
+        return TwoPhaseLearner(_torch_learner(cfg, keep_weights=False), data.poisoned_labels,
+                               phase2)
+    return _torch_learner(cfg, keep_weights=cfg.execution.save_weights)
+
+
+def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
+    """Check the learner against the data, before any file is written: the torch model
+    accepts the input shape and the device is available (a ``ConfigError`` naming the key)."""
+    if cfg.training.sklearn_learner is not None:
+        return
+    from poisoncert import training
+
+    shape = tuple(data.x_train.shape[1:])
+    try:
+        training.build_model(cfg.training.model, shape, data.n_classes)
+    except ValueError as e:
+        raise config_error("training.model", f"a model for inputs of shape {shape} ({e})",
+                           cfg.training.model) from None
+    if cfg.execution.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise config_error("training.device", "'cpu' (no CUDA device is available)", "cuda")
+
+
+def train_phase2(cfg: ExperimentConfig, data: DataSplit) -> Phase2Model:
+    """The run's one phase-2 model (two-phase runs): trained on ``D^c`` alone, over the clean
+    classes, for ``training.phase2_steps`` steps (the ``training`` settings otherwise, one
+    model per group) with seed ``twophase.phase2_seed(selection.seed)``."""
+    from poisoncert import training
+
+    t0 = time.perf_counter()
+    poisoned = data.poisoned_labels
+    settings = dataclasses.replace(cfg.training, steps=cfg.algorithm.phase2_steps, group_size=1)
+    y2 = twophase.phase2_labels(data.y_train, poisoned, data.n_classes)
+    y2 = np.maximum(y2, 0)  # poisoned-class rows are never used by phase 2
+    clean = twophase.clean_classes(poisoned, data.n_classes)
+    seed = twophase.phase2_seed(cfg.selection.seed)
+    pred = training.train_predict(data.x_train, y2, [data.clean_idx], [seed], data.x_test,
+                                  settings, n_classes=clean.size, device=cfg.execution.device,
+                                  path=cfg.execution.path)[0].astype(np.int64)
+    on_clean = np.isin(data.y_test, clean)
+    accuracy = float(np.mean(clean[pred[on_clean]] == data.y_test[on_clean]))
+    return Phase2Model(predictions=pred, accuracy=accuracy, seed=seed,
+                       steps=cfg.algorithm.phase2_steps, seconds=time.perf_counter() - t0)

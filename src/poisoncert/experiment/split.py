@@ -1,0 +1,159 @@
+"""The data of an experiment split into the known-clean ``D^c`` and the attackable ``D^p``.
+
+``split_data(cfg.data)`` loads the data set (``poisoncert.data``), deskews it when asked,
+keeps the first ``test_limit`` test points and chooses ``D^c`` (none, a random subset, given
+indices, or the poisoned classes' complement); ``DataSplit`` holds the arrays and the split,
+``DataSummary`` what the run's manifest records about them. ``subset_plan(selection, data)``
+checks the selection against ``n = |D^p|`` and gives the ``selection.SubsetPlan`` of the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poisoncert import selection
+from poisoncert.config import ConfigError, DataConfig, SelectionConfig, config_error
+from poisoncert.runs import array_checksum
+
+__all__ = ["DataSplit", "DataSummary", "split_data", "subset_plan"]
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What a run records about its data (``manifest.json``'s ``data``).
+
+    ``sources`` are the files read (``poisoncert.data.SourceFile``); ``sha256_arrays`` is the
+    checksum of the arrays as loaded (before deskewing; ``runs.array_checksum``), which a
+    resumed run must match; ``poisoned_labels`` the labels of ``data.poisoned_classes``.
+    """
+
+    name: str
+    classes: tuple[int, ...]
+    class_names: tuple[str, ...]
+    n_train: int
+    n_clean: int
+    n: int
+    n_test: int
+    n_classes: int
+    input_shape: tuple[int, ...]
+    sources: tuple
+    sha256_arrays: str
+    deskew: bool = False
+    poisoned_labels: tuple[int, ...] | None = None
+
+    def manifest(self) -> dict:
+        """The manifest's ``data`` entry (JSON-ready)."""
+        out = {"name": self.name, "classes": list(self.classes),
+               "class_names": list(self.class_names), "n_train": self.n_train,
+               "n_clean": self.n_clean, "n": self.n, "n_test": self.n_test,
+               "n_classes": self.n_classes, "input_shape": list(self.input_shape),
+               "sources": [{"path": s.path, "sha256": s.sha256, "verified": s.verified}
+                           for s in self.sources],
+               "sha256_arrays": self.sha256_arrays}
+        if self.deskew:
+            out["deskew"] = True
+        if self.poisoned_labels is not None:
+            out["poisoned_labels"] = list(self.poisoned_labels)
+        return out
+
+
+@dataclass(frozen=True, eq=False)
+class DataSplit:
+    """The arrays of an experiment and its split of the training set.
+
+    ``clean_idx`` (``D^c``) and ``poison_idx`` (``D^p``) are sorted training-set indices;
+    ``n = |D^p|`` is the ``n`` of the bounds. ``x_test``/``y_test`` honour
+    ``data.test_limit``; ``poisoned_labels`` are the labels of the poisoned classes (case 3).
+    """
+
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    n_classes: int
+    clean_idx: np.ndarray
+    poison_idx: np.ndarray
+    summary: DataSummary
+    poisoned_labels: tuple[int, ...] | None = None
+
+    @property
+    def n(self) -> int:
+        """``|D^p|``."""
+        return int(self.poison_idx.shape[0])
+
+
+def split_data(d: DataConfig) -> DataSplit:
+    """Load ``d`` and choose ``D^c``.
+
+    Raises a ``ConfigError`` (a ``ValueError``) naming the key when the data contradicts the
+    config (clean indices out of range, a ``D^c`` covering everything, ...).
+    """
+    from poisoncert.data import load_dataset
+
+    ds = load_dataset(d.name, data_dir=d.data_dir, download=d.download,
+                      classes=None if d.classes is None else tuple(d.classes))
+    n_train = len(ds.y_train)
+    x_test, y_test = ds.x_test, ds.y_test
+    if d.test_limit is not None:
+        x_test, y_test = x_test[:d.test_limit], y_test[:d.test_limit]
+    x_train = ds.x_train
+    if d.deskew:
+        from poisoncert.data.transforms import deskew
+
+        if x_train.ndim != 4:
+            raise config_error("data.deskew", f"false for {d.name} (its samples are not "
+                               "images)", True)
+        x_train, x_test = deskew(x_train), deskew(x_test)
+    poisoned_labels = None
+    if d.poisoned_classes is not None:  # case 3: D^p = the poisoned classes' samples
+        missing = [c for c in d.poisoned_classes if c not in ds.classes]
+        if missing or len(d.poisoned_classes) >= ds.n_classes:
+            raise config_error("data.poisoned_classes", f"a list of class ids of {d.name} "
+                               f"({list(ds.classes)}) leaving at least one clean class",
+                               d.poisoned_classes)
+        poisoned_labels = tuple(sorted(ds.classes.index(c) for c in d.poisoned_classes))
+        clean = np.flatnonzero(~np.isin(ds.y_train, poisoned_labels)).astype(np.int64)
+    elif d.clean_indices is not None:
+        clean = np.asarray(d.clean_indices, dtype=np.int64)
+        if clean.size and clean.max() >= n_train:
+            raise config_error("data.clean_indices", f"indices in the range [0, {n_train - 1}] "
+                               f"({d.name} has {n_train} training samples)", int(clean.max()))
+    else:
+        n_clean = d.n_clean if d.clean_fraction is None else int(round(d.clean_fraction * n_train))
+        if n_clean >= n_train:
+            key = "n_clean" if d.clean_fraction is None else "clean_fraction"
+            raise config_error(f"data.{key}", f"less than the {n_train} training samples of "
+                               f"{d.name} (D^p must not be empty)", getattr(d, key))
+        rng = selection.stream_rng(d.clean_seed, selection.Stream.CLEAN_SPLIT)
+        clean = rng.permutation(n_train)[:n_clean]
+    clean = np.sort(clean)
+    mask = np.ones(n_train, dtype=bool)
+    mask[clean] = False
+    poison = np.flatnonzero(mask).astype(np.int64)
+    if poison.size == 0:
+        raise ConfigError("The known-clean part D^c covers the whole training set: D^p "
+                          "(the attackable part) must not be empty.")
+    summary = DataSummary(
+        name=ds.name, classes=tuple(ds.classes), class_names=tuple(ds.class_names),
+        n_train=n_train, n_clean=int(clean.size), n=int(poison.size), n_test=int(len(y_test)),
+        n_classes=ds.n_classes, input_shape=tuple(ds.input_shape), sources=tuple(ds.source),
+        sha256_arrays=array_checksum(ds.x_train, ds.y_train, ds.x_test[:len(y_test)], y_test),
+        deskew=d.deskew, poisoned_labels=poisoned_labels)
+    return DataSplit(x_train=x_train, y_train=ds.y_train, x_test=x_test, y_test=y_test,
+                     n_classes=ds.n_classes, clean_idx=clean, poison_idx=poison,
+                     summary=summary, poisoned_labels=poisoned_labels)
+
+
+def subset_plan(s: SelectionConfig, data: DataSplit) -> selection.SubsetPlan:
+    """The run's sub-datasets: ``D^c`` plus a selection from ``D^p`` by ``s`` (a
+    ``ConfigError`` naming ``selection.ns`` when it does not fit ``n = |D^p|``); the
+    partition scheme's parts come from a hash of each ``D^p`` sample and its label."""
+    s.size(data.n)
+    part_of = None
+    if s.scheme == selection.PARTITION:
+        p = data.poison_idx
+        part_of = selection.partition_ids(data.x_train[p], data.y_train[p], k=s.k)
+    return selection.SubsetPlan(s.scheme, data.poison_idx, data.clean_idx, ns=s.ns, p=s.p,
+                                part_of=part_of)

@@ -1,0 +1,253 @@
+"""Train a run: the paper's Algorithm 2 (or 3), chunk by chunk through an executor.
+
+``train_run(config, run_dir)`` draws one sub-dataset per base classifier (``D^c`` in full plus
+a draw from ``D^p`` seeded by ``selection.model_seed(root_seed, i)``; ``selection.SubsetPlan``),
+trains the classifiers in chunks with the config's learner (``experiment.learners``), writes
+each chunk's test predictions atomically (``poisoncert.runs``), and assembles the prediction
+matrix and vote counts. Re-running it on the same folder with the same config resumes:
+finished chunks are skipped and the result is bit-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from poisoncert import runs, selection
+from poisoncert._validation import param_error
+from poisoncert.config import ExperimentConfig, from_dict, load_config
+from poisoncert.executors import Executor, LocalExecutor
+from poisoncert.experiment import learners
+from poisoncert.experiment.split import DataSplit, split_data, subset_plan
+from poisoncert.runs import RunDir, RunError
+from poisoncert.votes import majority_vote
+
+__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "run_subsets",
+           "train_run"]
+
+#: A progress display: ``display(total, completed, label)`` is a context manager yielding
+#: ``advance(k)``, called as ``k`` more base classifiers are trained (``poisoncert.cli.
+#: progress.rich_progress`` draws a bar).
+ProgressDisplay = Callable[[int, int, str], AbstractContextManager[Callable[[int], None]]]
+
+PHASE2_JSON = "phase2.json"
+
+
+@dataclass(frozen=True, eq=False)
+class ChunkResult:
+    """Test predictions of classifiers ``start .. stop - 1`` (int16, -1 = abstain)."""
+
+    chunk_id: int
+    start: int
+    stop: int
+    seeds: np.ndarray
+    sizes: np.ndarray
+    predictions: np.ndarray
+    weights: bytes | None = None
+    seconds: float = 0.0
+
+
+class ChunkTrainer:
+    """Trains any chunk of one run: ``trainer(chunk_id) -> ChunkResult``.
+
+    Executors call it, in this process or elsewhere. It is picklable and small: the config,
+    the chunks' ranges and the run's ``learner`` (``learners.make_learner``); ``data`` (the
+    run's ``DataSplit``) and ``progress`` (called as groups of ``k`` classifiers finish) serve
+    calls in this process and are not pickled: a trainer without ``data`` loads the data
+    itself on its first chunk and keeps it (an executor's worker keeps its trainer for the
+    whole run).
+    """
+
+    def __init__(self, config: ExperimentConfig, ranges, learner: learners.Learner, *,
+                 data: DataSplit | None = None,
+                 progress: Callable[[int], object] | None = None):
+        self.config = config
+        self.ranges = tuple(ranges)
+        self.learner = learner
+        self.data = data
+        self.progress = progress
+        self._plan: selection.SubsetPlan | None = None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "data": None, "progress": None, "_plan": None}
+
+    def __call__(self, chunk_id: int) -> ChunkResult:
+        t0 = time.perf_counter()
+        cfg = self.config
+        if self.data is None:
+            self.data = split_data(cfg.data)
+        if self._plan is None:
+            self._plan = subset_plan(cfg.selection, self.data)
+        start, stop = self.ranges[chunk_id]
+        seeds = selection.model_seeds(cfg.selection.seed, stop - start, start=start)
+        subsets, sizes = self._plan.subsets(start, seeds)
+        predictions, weights = self.learner.train_predict(self.data, subsets, seeds,
+                                                          self.progress)
+        if weights is not None:
+            from poisoncert.training.weights import weights_to_bytes
+
+            weights = weights_to_bytes(weights, {"start": start, "stop": stop})
+        return ChunkResult(chunk_id=chunk_id, start=start, stop=stop, seeds=seeds, sizes=sizes,
+                           predictions=np.asarray(predictions, dtype=np.int16), weights=weights,
+                           seconds=time.perf_counter() - t0)
+
+
+@dataclass(frozen=True, eq=False)
+class RunResult:
+    """A trained run: the prediction matrix, votes and labels (also in ``run_dir``)."""
+
+    run_dir: Path
+    predictions: np.ndarray
+    votes: np.ndarray
+    labels: np.ndarray
+    subset_sizes: np.ndarray
+    n: int
+    chunks_trained: int
+    chunks_skipped: int
+    seconds: float
+
+    @property
+    def T(self) -> int:
+        return int(self.predictions.shape[0])
+
+    @property
+    def accuracy(self) -> float:
+        """Clean accuracy of the majority vote (ties to the smaller class; no votes: wrong)."""
+        return float(np.mean(majority_vote(self.votes) == self.labels))
+
+    @property
+    def base_accuracy(self) -> float:
+        """Mean test accuracy of the base classifiers (abstentions count as wrong)."""
+        return float(np.mean(self.predictions == self.labels[None, :]))
+
+
+def _config(config) -> ExperimentConfig:
+    if isinstance(config, ExperimentConfig):
+        return config
+    if isinstance(config, Mapping):
+        return from_dict(dict(config))
+    return load_config(config)
+
+
+@contextmanager
+def _no_display(total: int, completed: int, label: str) -> Iterator[Callable[[int], None]]:
+    yield lambda k: None
+
+
+def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Path, *,
+              executor: Executor | None = None,
+              progress: ProgressDisplay | None = None) -> RunResult:
+    """Train the ``T`` base classifiers of ``config`` into ``run_dir`` and return the results.
+
+    Everything is checked before anything is written: the config, the data against it, and
+    that ``run_dir`` is (or can be created as) a writable folder that is empty or holds a run
+    with the same config. A run with the same config is resumed: chunks whose file exists are
+    skipped, and the predictions are bit-identical to those of an uninterrupted run.
+    ``executor`` defaults to ``LocalExecutor(config.execution.workers)``; ``progress`` is a
+    ``ProgressDisplay`` (None or False: none).
+    """
+    t0 = time.perf_counter()
+    if progress is not None and progress is not False and not callable(progress):
+        raise param_error("progress", "train_run", "None or a progress display "
+                          "(poisoncert.cli.progress.rich_progress)", progress)
+    cfg = _config(config)
+    rd = RunDir(run_dir)
+    runs.check_writable(rd.path)
+    rd.check_config(cfg)  # refuse another run's folder before loading any data
+    data = split_data(cfg.data)
+    subset_plan(cfg.selection, data)
+    learners.check_learner(cfg, data)
+    if rd.exists():
+        old = rd.load_manifest().get("data", {}).get("sha256_arrays")
+        new = data.summary.sha256_arrays
+        if old is not None and old != new:
+            raise RunError(f"The data of the run '{rd.path}' has changed since it started "
+                           f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
+                           "resumed.")
+    manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+    with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
+        return _train_locked(cfg, rd, data, manifest, executor, progress, t0)
+
+
+def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
+                  executor: Executor | None, progress: ProgressDisplay | None,
+                  t0: float) -> RunResult:
+    resumed = rd.prepare(cfg, manifest)
+
+    T = cfg.T
+    seeds = selection.model_seeds(cfg.selection.seed, T)
+    for name, arr in ((runs.SEEDS, seeds), (runs.CLEAN_INDICES, data.clean_idx)):
+        if not (rd / name).exists():
+            runs.save_npy(rd / name, arr)
+    ranges = runs.chunk_ranges(T, cfg.run.chunk_size, cfg.training.models_per_group)
+    todo = [cid for cid, (a, b) in enumerate(ranges)
+            if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b]))]
+    done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
+    if cfg.execution.save_weights:
+        rd.weights_dir.mkdir(exist_ok=True)
+    two_phase = cfg.algorithm.two_phase
+    phase2 = (learners.train_phase2(cfg, data)
+              if two_phase and (todo or not (rd / PHASE2_JSON).exists()) else None)
+    learner = learners.make_learner(cfg, data, phase2) if todo else None
+
+    if executor is None:
+        executor = LocalExecutor(cfg.execution.workers)
+    display = progress or _no_display
+    with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:
+        # a chunk trained in this process reports every group; one trained elsewhere is
+        # reported when it is done (a pickled trainer has neither the data nor the display)
+        reported = [0]
+
+        def on_group(k: int) -> None:
+            reported[0] += k
+            advance(k)
+
+        trainer = ChunkTrainer(cfg, ranges, learner, data=data,
+                               progress=on_group if progress else None)
+        for res in executor.map_chunks(trainer, todo):
+            if res.weights is not None:
+                runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
+            rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
+                           sizes=res.sizes, predictions=res.predictions)
+            advance(res.stop - res.start - reported[0])
+            reported[0] = 0
+    predictions, votes, sizes = rd.assemble(ranges, data.y_test, data.n_classes)
+    if two_phase and not (rd / PHASE2_JSON).exists():
+        from poisoncert import twophase
+
+        acc1 = twophase.phase1_accuracy(predictions, data.y_test, data.poisoned_labels,
+                                        data.n_classes)
+        runs.save_json(rd / PHASE2_JSON, {
+            "phase2_accuracy": phase2.accuracy, "phase2_seed": phase2.seed,
+            "phase2_steps": phase2.steps, "phase2_seconds": round(phase2.seconds, 3),
+            "phase1_accuracy_mean": float(acc1.mean()),
+            "phase1_accuracy": [round(float(a), 6) for a in acc1]})
+    seconds = time.perf_counter() - t0
+    result = RunResult(run_dir=rd.path, predictions=predictions, votes=votes,
+                       labels=data.y_test.astype(np.int64), subset_sizes=sizes, n=data.n,
+                       chunks_trained=len(todo), chunks_skipped=len(ranges) - len(todo),
+                       seconds=seconds)
+    rd.finish(seconds_last=round(seconds, 3),
+              results={"accuracy": result.accuracy, "base_accuracy": result.base_accuracy,
+                       "subset_size_mean": float(sizes.mean()),
+                       "abstaining_classifiers": int(np.all(predictions < 0, axis=1).sum())})
+    return result
+
+
+def run_subsets(run_dir: str | Path) -> tuple[DataSplit, list[np.ndarray]]:
+    """The data of a trained run and the training-set indices of each of its sub-datasets,
+    from its config, its known-clean part (``clean_indices.npy``) and its seeds
+    (``seeds.npy``)."""
+    rd = RunDir(run_dir)
+    cfg = rd.load_config()
+    data = split_data(cfg.data)
+    if not np.array_equal(rd.load(runs.CLEAN_INDICES), data.clean_idx):
+        raise RunError(f"The known-clean part of the run '{rd.path}' is not its config's: "
+                       "the data have changed since it was trained.")
+    plan = subset_plan(cfg.selection, data)
+    return data, [plan.indices(i, int(s)) for i, s in enumerate(rd.load(runs.SEEDS))]

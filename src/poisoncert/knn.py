@@ -1,0 +1,302 @@
+"""Nearest-neighbour classifiers and their intrinsic certificates (numpy only).
+
+After Jia, Liu, Cao and Gong (AAAI'22): kNN and rNN are majority votes over training samples,
+so poisoning moves a bounded number of votes. Features must not depend on the training set
+(raw pixels, or a fixed feature map). Distances are Euclidean; neighbours are ordered by
+squared distance, equal distances by training index. Squared distances are computed in float64
+as ``|x|^2 + |t|^2 - 2 x.t`` in blocks; they are exact when every feature is an integer (e.g.
+uint8 pixels, for which every partial sum stays below 2^53), so the order then does not depend
+on rounding. Ties between classes go to the smaller class index.
+
+kNN (``k`` nearest, prediction ``y``; ``Y_c(L)`` = samples of class ``c`` among the ``L``
+nearest, ``F(L) = min over c != y of Y_y(L) - Y_c(L) - [c < y]``, ``s = F(k)``). One operation
+changes the neighbour set by at most one sample out and one in, so the margin by at most 2:
+
+- a modification-bearing model (P3-P6, modification = 1 operation): ``radius = s // 2``,
+  exact (relabel ``s // 2 + 1`` neighbours of class ``y``).
+- insertions ``a`` and deletions ``b`` (the attacker's best: insert near points of one class
+  ``c``, delete class-``y`` points among the nearest): the neighbours are the ``a`` inserted and
+  the nearest ``k - a`` of the first ``L = k - a + b`` minus the ``b`` deleted, so ``y`` loses iff
+  ``F(L) < a + b``. ``radius`` is the largest ``rho`` with ``F(L) >= rho'`` for every
+  ``rho' <= rho`` and every reachable ``L``: P1 (``b = 0``), P2 (``a = 0``) and DPA's unit
+  (any mix; a modification counts 2). Exact while the neighbour list is deep enough; with
+  ``depth`` labels, deletions beyond ``depth - k`` cannot be checked and the radius found
+  there is a lower bound (``exact`` is False).
+
+rNN (all samples within distance ``r``; ``n_c`` per class, ``N`` in all, ``s`` as above;
+abstains when the ball is empty, and emptying it changes the prediction): an insertion adds one
+vote, a deletion removes one, a modification does both. P1: ``s``; P2 and DPA's unit:
+``min(s, N - 1)``; P3-P6: ``s // 2``. All exact.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from poisoncert._validation import (
+    check_choice,
+    check_int,
+    check_int_array,
+    check_real,
+    param_error,
+)
+from poisoncert.bounds import MODEL_ALIASES, MODELS
+from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _summary_stats
+
+__all__ = [
+    "NNCertificate",
+    "knn_certify",
+    "knn_votes",
+    "nearest_labels",
+    "rnn_certify",
+    "rnn_votes",
+    "squared_distances",
+]
+
+_BLOCK = 1 << 22  # test x train entries per distance block
+
+
+def _check_xy(x_train, y_train, x_test, where: str):
+    xt = np.asarray(x_train)
+    xs = np.asarray(x_test)
+    if xt.ndim < 2 or xt.shape[0] < 1:
+        raise param_error("x_train", where, "an array (n_train, ...) with n_train >= 1",
+                          f"an array of shape {xt.shape}")
+    if xs.ndim != xt.ndim or xs.shape[1:] != xt.shape[1:]:
+        shape = ", ".join(map(str, xt.shape[1:]))
+        raise param_error("x_test", where, f"an array (n_test, {shape})",
+                          f"an array of shape {xs.shape}")
+    y = check_int_array(y_train, "y_train", where, low=0)
+    if y.shape != (xt.shape[0],):
+        raise param_error("y_train", where, f"an int array of shape ({xt.shape[0]},)",
+                          f"an array of shape {y.shape}")
+    return (xt.reshape(len(xt), -1).astype(np.float64), y,
+            xs.reshape(len(xs), -1).astype(np.float64))
+
+
+def squared_distances(x_test, x_train) -> np.ndarray:
+    """``(n_test, n_train)`` float64 squared Euclidean distances of 2-D float64 arrays, clipped
+    at 0 (exact for integer-valued features, see the module docstring)."""
+    d2 = (x_test * x_test).sum(1)[:, None] + (x_train * x_train).sum(1)[None, :]
+    d2 -= 2.0 * (x_test @ x_train.T)
+    return np.maximum(d2, 0.0, out=d2)
+
+
+def nearest_labels(x_train, y_train, x_test, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and squared distances of the ``depth`` nearest training samples of each test point,
+    nearest first (equal distances: smaller training index first). Returns int64 and float64
+    arrays ``(n_test, depth)``."""
+    where = "nearest_labels"
+    xt, y, xs = _check_xy(x_train, y_train, x_test, where)
+    n = xt.shape[0]
+    depth = check_int(depth, "depth", where, low=1, high=n)
+    labels = np.empty((xs.shape[0], depth), dtype=np.int64)
+    dists = np.empty((xs.shape[0], depth), dtype=np.float64)
+    step = max(1, _BLOCK // n)
+    for s in range(0, xs.shape[0], step):
+        d2 = squared_distances(xs[s:s + step], xt)
+        if depth < n:
+            cand = np.argpartition(d2, depth - 1, axis=1)[:, :depth]
+        else:
+            cand = np.broadcast_to(np.arange(n), d2.shape).copy()
+        rows = np.arange(d2.shape[0])[:, None]
+        edge = d2[rows, cand].max(axis=1)
+        # where samples tied at the cut-off distance were split arbitrarily, keep the smallest
+        # indices among them (the order the classifier is defined with)
+        split = (d2 == edge[:, None]).sum(axis=1) > (d2[rows, cand] == edge[:, None]).sum(axis=1)
+        for i in np.flatnonzero(split):
+            below = np.flatnonzero(d2[i] < edge[i])
+            cand[i] = np.concatenate([below, np.flatnonzero(d2[i] == edge[i])])[:depth]
+        vals = d2[rows, cand]
+        order = np.lexsort((cand, vals), axis=1)
+        cand = np.take_along_axis(cand, order, axis=1)
+        labels[s:s + step] = y[cand]
+        dists[s:s + step] = np.take_along_axis(vals, order, axis=1)
+    return labels, dists
+
+
+def _n_classes(y, n_classes, where):
+    if n_classes is None:
+        return int(y.max()) + 1 if y.size else 1
+    return check_int(n_classes, "n_classes", where, low=int(y.max()) + 1 if y.size else 1)
+
+
+def knn_votes(x_train, y_train, x_test, k: int, *, n_classes: int | None = None) -> np.ndarray:
+    """Class counts ``(n_test, C)`` among the ``k`` nearest training samples."""
+    labels, _ = nearest_labels(x_train, y_train, x_test, k)
+    C = _n_classes(np.asarray(y_train), n_classes, "knn_votes")
+    return _prefix_counts(labels, C)[:, -1]
+
+
+def rnn_votes(x_train, y_train, x_test, r: float, *, n_classes: int | None = None) -> np.ndarray:
+    """Class counts ``(n_test, C)`` of the training samples within distance ``r`` (``d^2 <=
+    r^2``, both in float64)."""
+    where = "rnn_votes"
+    r = check_real(r, "r", where, low=0.0)
+    xt, y, xs = _check_xy(x_train, y_train, x_test, where)
+    C = _n_classes(y, n_classes, where)
+    out = np.zeros((xs.shape[0], C), dtype=np.int64)
+    step = max(1, _BLOCK // xt.shape[0])
+    onehot = (y[:, None] == np.arange(C)[None, :]).astype(np.float64)
+    for s in range(0, xs.shape[0], step):
+        inside = squared_distances(xs[s:s + step], xt) <= r * r
+        out[s:s + step] = np.rint(inside.astype(np.float64) @ onehot).astype(np.int64)
+    return out
+
+
+def _prefix_counts(labels: np.ndarray, C: int) -> np.ndarray:
+    """``P[t, L, c]`` = samples of class ``c`` among the ``L`` nearest, ``L = 0 .. depth``."""
+    onehot = (labels[:, :, None] == np.arange(C)[None, None, :]).astype(np.int32)
+    out = np.zeros((labels.shape[0], labels.shape[1] + 1, C), dtype=np.int32)
+    np.cumsum(onehot, axis=1, out=out[:, 1:])
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class NNCertificate:
+    """Certified nearest-neighbour predictions, one entry per test point (deterministic).
+
+    Guarantee: the classifier (``"knn"`` with ``k`` neighbours, or ``"rnn"``) trained on any
+    set reachable from the clean one by at most ``radius[i]`` operations of ``model``, counted
+    in ``unit``, predicts ``prediction[i]`` (``ABSTAIN``, radius -1: an empty rNN ball). For
+    ``unit="dpa"`` insertions and deletions count one each (a modification two) whatever the
+    model, except P1 and P2. ``exact[i]`` is False where the radius is only a lower bound (the
+    kNN neighbour list ended before a deletion attack could be checked); ``slack`` is ``s``.
+    """
+
+    prediction: np.ndarray
+    radius: np.ndarray
+    slack: np.ndarray
+    exact: np.ndarray
+    classifier: str
+    k: int | None
+    model: str
+    unit: str
+
+    @property
+    def top_class(self) -> np.ndarray:
+        return self.prediction
+
+    def __len__(self) -> int:
+        return int(self.prediction.shape[0])
+
+    def setting(self) -> dict:
+        return {"scheme": self.classifier, "k": self.k, "model": self.model, "unit": self.unit,
+                "radius_unit": _UNIT_TEXT[self.unit]}
+
+    def records(self) -> list[dict]:
+        """One flat dict per test point."""
+        s = self.setting()
+        return [{"index": i, "prediction": int(self.prediction[i]),
+                 "radius": int(self.radius[i]), "slack": int(self.slack[i]),
+                 "exact": bool(self.exact[i]), **s} for i in range(len(self))]
+
+    to_rows = records
+
+    def summary(self, labels=None) -> dict:
+        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
+
+
+def _slack(counts: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """``min over c != top of counts_top - counts_c - [c < top]`` along the last axis."""
+    C = counts.shape[-1]
+    top_count = np.take_along_axis(counts, top[..., None], axis=-1)
+    m = top_count - counts - (np.arange(C) < top[..., None])
+    np.put_along_axis(m, top[..., None], np.iinfo(np.int32).max, axis=-1)
+    return m.min(axis=-1)
+
+
+def _check_model_unit(model, unit, where):
+    return (check_choice(model, "model", where, MODELS, MODEL_ALIASES),
+            check_choice(unit, "unit", where, DPA_UNITS))
+
+
+def knn_certify(neighbor_labels, *, k: int, n_classes: int, model: str = "P6",
+                unit: str = "operation") -> NNCertificate:
+    """Certify kNN predictions from the labels of each test point's nearest training samples.
+
+    ``neighbor_labels``: int ``(n_test, depth)``, nearest first (``nearest_labels``), ``depth
+    >= k``. The modification models need ``depth = k``; P1 uses at most ``k``; P2 and DPA's unit
+    look ``depth - k`` samples beyond the ``k``-th (``depth = 2k`` suffices for DPA's unit).
+    """
+    where = "knn_certify"
+    lab = np.asarray(neighbor_labels)
+    if lab.ndim != 2 or lab.shape[1] < 1:
+        raise param_error("neighbor_labels", where, "a 2-D int array (n_test, depth)",
+                          f"an array of shape {lab.shape}")
+    depth = lab.shape[1]
+    k = check_int(k, "k", where, low=1, high=depth)
+    C = check_int(n_classes, "n_classes", where, low=2)
+    lab = check_int_array(lab, "neighbor_labels", where, low=0, high=C - 1)
+    model, unit = _check_model_unit(model, unit, where)
+    n = lab.shape[0]
+    top = np.empty(n, dtype=np.int64)
+    F = np.empty((n, depth + 1), dtype=np.int64)    # F[t, L], see the module docstring
+    step = max(1, _BLOCK // ((depth + 1) * C))
+    for s0 in range(0, n, step):
+        P = _prefix_counts(lab[s0:s0 + step], C)                # (m, depth + 1, C)
+        top[s0:s0 + step] = np.argmax(P[:, k], axis=1)
+        F[s0:s0 + step] = _slack(P, np.broadcast_to(top[s0:s0 + step, None], P.shape[:2]))
+    s = F[:, k].copy()
+    exact = np.ones(n, dtype=bool)
+    if model in ("P1", "P2") or unit == "dpa":
+        radius, exact = _insert_delete_radius(F, k, ins=model != "P2", dels=model != "P1")
+    else:
+        radius = s // 2
+    return NNCertificate(prediction=top, radius=radius, slack=s, exact=exact,
+                         classifier="knn", k=k, model=model, unit=unit)
+
+
+def _insert_delete_radius(F: np.ndarray, k: int, ins: bool, dels: bool):
+    """Largest ``rho`` such that no ``a`` insertions and ``b`` deletions with ``a + b <= rho``
+    (``a = 0`` unless ``ins``, ``b = 0`` unless ``dels``) give ``F(k - a + b) < a + b``."""
+    depth = F.shape[1] - 1
+    F = F.astype(np.int64)
+    if not dels:                      # a = rho: L = k - rho; a = k insertions always win
+        rhos = np.arange(k + 1)
+        worst = F[:, k - rhos]
+    elif not ins:                     # b = rho: L = k + rho, as deep as the list goes
+        rhos = np.arange(depth - k + 1)
+        worst = F[:, k + rhos]
+    else:                             # a + b = rho: L = k + rho - 2a, a = 0 .. rho (<= k)
+        rhos = np.arange(k + 1)
+        hi = k + rhos
+        end_hi = np.where(hi <= depth, F[:, np.minimum(hi, depth)], np.iinfo(np.int64).max)
+        worst = np.minimum(F[:, k - rhos], end_hi)
+        # the L reachable at rho are those at rho - 2 and the two new ends
+        for par in (0, 1):
+            worst[:, par::2] = np.minimum.accumulate(worst[:, par::2], axis=1)
+    # every attack of size <= checked was examined; beyond the list, deletions were not
+    checked = k if not dels else min(int(rhos[-1]), depth - k)
+    fails = worst < rhos[None, :]
+    first = np.where(fails.any(axis=1), np.argmax(fails, axis=1), rhos[-1] + 1)
+    exact = first <= checked
+    return np.where(exact, first - 1, checked).astype(np.int64), exact
+
+
+def rnn_certify(counts, *, model: str = "P6", unit: str = "operation") -> NNCertificate:
+    """Certify rNN predictions from the class counts inside each test point's ball
+    (``rnn_votes``); an empty ball abstains (radius -1)."""
+    where = "rnn_certify"
+    c = np.asarray(counts)
+    if c.ndim != 2 or c.shape[1] < 2:
+        raise param_error("counts", where, "a 2-D int array (n_test, n_classes >= 2)",
+                          f"an array of shape {c.shape}")
+    c = check_int_array(c, "counts", where, low=0)
+    model, unit = _check_model_unit(model, unit, where)
+    top = np.argmax(c, axis=1)
+    s = _slack(c, top).astype(np.int64)
+    N = c.sum(axis=1)
+    if model == "P1":
+        radius = s
+    elif model == "P2" or unit == "dpa":
+        radius = np.minimum(s, N - 1)
+    else:
+        radius = s // 2
+    empty = N == 0
+    return NNCertificate(
+        prediction=np.where(empty, ABSTAIN, top).astype(np.int64),
+        radius=np.where(empty, -1, radius).astype(np.int64), slack=np.where(empty, -1, s),
+        exact=np.ones(len(s), dtype=bool), classifier="rnn", k=None, model=model, unit=unit)

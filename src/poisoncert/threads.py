@@ -1,0 +1,28 @@
+"""Math threads of a worker process (the one thread set-up of every executor).
+
+``limit_threads(k)`` is what ``executors.LocalExecutor`` runs in each of its worker processes
+and ``ray_executor.RayExecutor`` in each task, so that a chunk runs with the same threads
+whichever executor runs it.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["limit_threads"]
+
+
+def limit_threads(threads: int) -> None:
+    """Limit this process's math libraries (OpenMP, MKL, OpenBLAS and torch, when it is
+    installed) to ``threads`` threads."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is optional
+        return
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(threads)
+    except RuntimeError:  # already set, or inter-op work already ran in this process
+        pass

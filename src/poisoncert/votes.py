@@ -1,0 +1,41 @@
+"""Votes of an ensemble from its prediction matrix (numpy only).
+
+A prediction matrix is an int array ``(T, n_test)``: base classifier ``t``'s class index for
+each test point, ``-1`` where it abstains (an empty sub-dataset). Its votes are an int64 array
+``(n_test, n_classes)`` counting, per test point, the base classifiers that chose each class;
+abstaining ones vote for no class, so a row sums to at most ``T``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from poisoncert._validation import check_int, param_error
+
+__all__ = ["ABSTAIN", "majority_vote", "votes_from_predictions"]
+
+#: A base classifier's prediction when it abstains, and the majority vote of no votes.
+ABSTAIN = -1
+
+
+def votes_from_predictions(predictions, n_classes: int) -> np.ndarray:
+    """Vote counts ``(n_test, n_classes)`` (int64) of a ``(T, n_test)`` prediction matrix;
+    ``-1`` (abstain) is not counted."""
+    predictions = np.asarray(predictions)
+    n_classes = check_int(n_classes, "n_classes", "votes_from_predictions", low=1)
+    if predictions.ndim != 2:
+        raise param_error("predictions", "votes_from_predictions", "an array (T, n_test)",
+                          f"an array of shape {predictions.shape}")
+    n_test = predictions.shape[1]
+    valid = (predictions >= 0) & (predictions < n_classes)
+    cols = np.broadcast_to(np.arange(n_test), predictions.shape)[valid]
+    flat = cols.astype(np.int64) * n_classes + predictions[valid]
+    return np.bincount(flat, minlength=n_test * n_classes).reshape(n_test, n_classes).astype(
+        np.int64)
+
+
+def majority_vote(votes) -> np.ndarray:
+    """The class with the most votes per test point, ties to the smaller class index;
+    ``ABSTAIN`` where no base classifier voted."""
+    votes = np.asarray(votes)
+    return np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), ABSTAIN).astype(np.int64)

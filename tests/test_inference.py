@@ -1,0 +1,59 @@
+"""training.predict: saved classifiers on new inputs, identical to the engine's predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from poisoncert.training import TrainConfig, predict, train_predict_with_weights  # noqa: E402
+
+
+def _problem(seed=0, n=90, n_test=25, k=3, shape=(1, 16, 16)):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, n + n_test)
+    x = rng.random((n + n_test, *shape), dtype=np.float32) * 0.3
+    if len(shape) == 3:
+        for j in range(k):
+            x[y == j, :, 2 + 2 * j:5 + 2 * j, 3:12] += 1.0
+    else:
+        x[np.arange(n + n_test), y] += 1.0
+    return x[:n], y[:n], x[n:], y[n:]
+
+
+@pytest.mark.parametrize("model, path, shape", [
+    ("lenet5", "fast", (1, 16, 16)), ("lenet5", "reference", (1, 16, 16)),
+    ("cnn_small", "fast", (2, 12, 12)), ("mlp", "fast", (12,))])
+def test_predict_equals_training_predictions(model, path, shape):
+    x, y, xt, _ = _problem(shape=shape)
+    rng = np.random.default_rng(1)
+    subsets = [rng.integers(0, len(x), 20) for _ in range(7)]
+    subsets[3] = np.array([], dtype=np.int64)  # an empty sub-dataset abstains
+    seeds = list(range(100, 107))
+    cfg = TrainConfig(model=model, steps=6, batch_size=8, group_size=3, eval_batch_size=10)
+    P, W = train_predict_with_weights(x, y, subsets, seeds, xt, cfg, n_classes=3, path=path)
+    got = predict(cfg, W, xt, input_shape=shape, n_classes=3, path=path)
+    np.testing.assert_array_equal(got, P)
+    assert (got[3] == -1).all()
+    logits = predict(cfg, W, xt, input_shape=shape, n_classes=3, path=path, output="logits")
+    assert logits.shape == (7, len(xt), 3) and np.isnan(logits[3]).all()
+    live = [i for i in range(7) if i != 3]
+    np.testing.assert_array_equal(logits[live].argmax(-1), P[live])
+    # a classifier alone (another group, other neighbours) predicts the same
+    alone = predict(cfg, [W[5]], xt, input_shape=shape, n_classes=3, path=path)
+    np.testing.assert_array_equal(alone[0], P[5])
+
+
+def test_predict_reports_progress_and_checks_shape():
+    x, y, xt, _ = _problem()
+    cfg = TrainConfig(model="lenet5", steps=2, batch_size=4, group_size=2)
+    _, W = train_predict_with_weights(x, y, [np.arange(10)] * 3, [1, 2, 3], xt, cfg,
+                                      n_classes=3)
+    seen = []
+    predict(cfg, W, xt, input_shape=(1, 16, 16), n_classes=3, progress=seen.append)
+    assert sum(seen) == 3
+    with pytest.raises(ValueError, match="'x' parameter of predict must be an array of shape"):
+        predict(cfg, W, xt[:, :, :8], input_shape=(1, 16, 16), n_classes=3)
+    with pytest.raises(ValueError, match="'output' parameter"):
+        predict(cfg, W, xt, input_shape=(1, 16, 16), n_classes=3, output="probs")

@@ -1,0 +1,328 @@
+"""Tests of poisoncert.knn: exact search, and kNN / rNN certificates against exhaustive attacks.
+
+The kNN brute force works on the list of training labels ordered by distance to the test
+point: an insertion puts any label at any place of the list, a deletion removes any entry, a
+modification does both in one operation (a superset of what an attacker can do with real
+features, where every place is reachable except between samples at equal distance).
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+
+import numpy as np
+import pytest
+
+from poisoncert import knn
+from poisoncert.bounds import MODELS
+from poisoncert.certify import ABSTAIN
+from poisoncert.knn import (
+    NNCertificate,
+    knn_certify,
+    knn_votes,
+    nearest_labels,
+    rnn_certify,
+    rnn_votes,
+)
+
+# ---------------------------------------------------------------------------------------------
+# search
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("block", [1, 7, 1 << 22])
+def test_nearest_labels_is_exact_with_index_tie_break(monkeypatch, block):
+    monkeypatch.setattr(knn, "_BLOCK", block)
+    rng = np.random.default_rng(0)
+    x_train = rng.integers(0, 3, size=(60, 4)).astype(np.uint8)    # many equal distances
+    y_train = rng.integers(0, 4, size=60)
+    x_test = rng.integers(0, 3, size=(25, 4)).astype(np.uint8)
+    for depth in (1, 5, 17, 60):
+        labels, d2 = nearest_labels(x_train, y_train, x_test, depth)
+        full = ((x_test[:, None, :].astype(int) - x_train[None, :, :]) ** 2).sum(-1)
+        for t in range(25):
+            order = np.lexsort((np.arange(60), full[t]))[:depth]
+            np.testing.assert_array_equal(labels[t], y_train[order])
+            np.testing.assert_array_equal(d2[t], full[t][order])
+
+
+def test_votes_match_loops():
+    rng = np.random.default_rng(1)
+    x_train = rng.integers(0, 256, size=(200, 8, 8)).astype(np.float32) / 255  # pixels in [0,1]
+    y_train = rng.integers(0, 3, size=200)
+    x_test = rng.integers(0, 256, size=(30, 8, 8)).astype(np.float32) / 255
+    # exact integer distances: pass the pixels as integers
+    xi, si = np.rint(x_train * 255), np.rint(x_test * 255)
+    counts = knn_votes(xi, y_train, si, 9, n_classes=4)
+    ball = rnn_votes(xi, y_train, si, 1500.0, n_classes=4)
+    full = ((si.reshape(30, 1, -1) - xi.reshape(1, 200, -1)) ** 2).sum(-1)
+    for t in range(30):
+        nn = np.lexsort((np.arange(200), full[t]))[:9]
+        assert counts[t].tolist() == np.bincount(y_train[nn], minlength=4).tolist()
+        inside = full[t] <= 1500.0**2
+        assert ball[t].tolist() == np.bincount(y_train[inside], minlength=4).tolist()
+    assert counts.shape == (30, 4) and counts.sum(1).tolist() == [9] * 30
+    assert ball.sum() > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# kNN certificates against brute force
+# ---------------------------------------------------------------------------------------------
+
+
+def knn_predict(labels: tuple, k: int) -> int:
+    near = labels[:k]
+    if not near:
+        return ABSTAIN
+    counts = collections.Counter(near)
+    return max(sorted(counts), key=lambda c: counts[c])   # ties to the smaller label
+
+
+def knn_moves(state: tuple, C: int, kinds: str):
+    n = len(state)
+    if "i" in kinds:
+        for p in range(n + 1):
+            for c in range(C):
+                yield state[:p] + (c,) + state[p:]
+    if "d" in kinds:
+        for i in range(n):
+            yield state[:i] + state[i + 1:]
+    if "m" in kinds:
+        for i in range(n):
+            rest = state[:i] + state[i + 1:]
+            for p in range(n):
+                for c in range(C):
+                    yield rest[:p] + (c,) + rest[p:]
+
+
+KINDS = {"P1": "i", "P2": "d", "P3": "m", "P4": "im", "P5": "dm", "P6": "idm",
+         "insert_delete": "id"}
+
+
+def min_ops_to_change(labels: tuple, k: int, C: int, kinds: str, limit: int) -> int:
+    """Breadth-first search over attacked label lists; ``limit + 1`` if none within limit."""
+    y = knn_predict(labels, k)
+    seen = {labels}
+    frontier = [labels]
+    for step in range(1, limit + 1):
+        nxt = []
+        for s in frontier:
+            for t in knn_moves(s, C, kinds):
+                if t in seen:
+                    continue
+                if knn_predict(t, k) != y:
+                    return step
+                seen.add(t)
+                nxt.append(t)
+        frontier = nxt
+    return limit + 1
+
+
+@pytest.mark.parametrize("C", [2, 3])
+def test_knn_radius_is_exact_for_every_model_and_unit(C):
+    rng = np.random.default_rng(C)
+    n_cases = collections.Counter()
+    for _ in range(60 if C == 2 else 30):
+        n = int(rng.integers(3, 10 if C == 2 else 7))
+        k = int(rng.integers(1, n + 1))
+        p = rng.dirichlet(np.full(C, 0.5))
+        labels = tuple(int(v) for v in rng.choice(C, size=n, p=p))
+        lab = np.array(labels)[None, :]
+        for model in MODELS:
+            for unit in ("operation", "dpa"):
+                cert = knn_certify(lab, k=k, n_classes=C, model=model, unit=unit)
+                kinds = KINDS[model] if unit == "operation" or model in ("P1", "P2") \
+                    else KINDS["insert_delete"]
+                R = int(cert.radius[0])
+                m = min_ops_to_change(labels, k, C, kinds, R + 1)
+                assert R <= m - 1, (labels, k, model, unit, R, m)
+                if cert.exact[0]:
+                    assert R == m - 1, (labels, k, model, unit, R, m)
+                # only deletions can run past the list (P2, DPA's unit with n < 2k - 1)
+                assert cert.exact[0] or (model == "P2" or unit == "dpa")
+                if model == "P2" or (unit == "dpa" and model != "P1"):
+                    n_cases[("deletions", bool(cert.exact[0]))] += 1
+                assert cert.prediction[0] == knn_predict(labels, k)
+    print(dict(n_cases))
+    assert n_cases[("deletions", True)] > 50
+
+
+def test_knn_deletions_need_a_deep_enough_list():
+    # y = 0 by a wide margin, and the tail of the list is class 0 too: deleting is hopeless
+    labels = np.array([[0, 0, 0, 1, 0, 0, 0, 0]])
+    short = knn_certify(labels[:, :4], k=3, n_classes=2, model="P2")
+    deep = knn_certify(labels, k=3, n_classes=2, model="P2")
+    assert not short.exact[0] and short.radius[0] == 1           # checked up to 4 - 3 = 1
+    assert not deep.exact[0] and deep.radius[0] == 5             # all 8 - 3 deletions checked
+    assert deep.radius[0] <= min_ops_to_change(tuple(labels[0]), 3, 2, "d", 8) - 1
+    # DPA's unit needs depth 2k - 1 at most: a = k insertions always win
+    dpa = knn_certify(labels[:, :6], k=3, n_classes=2, unit="dpa")
+    assert dpa.exact[0] and dpa.radius[0] == min_ops_to_change(tuple(labels[0]), 3, 2, "id",
+                                                               6) - 1
+
+
+def test_knn_mixed_insertions_and_deletions_can_beat_either_alone():
+    """k = 5, labels 0 0 0 1 1 | 0 0 0: one insertion of a 1 plus one deletion of a 0 (DPA's
+    cost of a modification) makes class 1 win, while two insertions or two deletions do not."""
+    labels = (0, 0, 0, 1, 1, 0, 0, 0, 0, 0)
+    lab = np.array([labels])
+    dpa = knn_certify(lab, k=5, n_classes=2, unit="dpa")
+    assert dpa.exact[0] and dpa.radius[0] == 1
+    assert min_ops_to_change(labels, 5, 2, "id", 4) == 2
+    assert knn_certify(lab, k=5, n_classes=2, model="P1").radius[0] == 2
+    assert min_ops_to_change(labels, 5, 2, "i", 4) == 3
+    assert knn_certify(lab, k=5, n_classes=2, model="P2").radius[0] >= 2
+    assert min_ops_to_change(labels, 5, 2, "d", 4) > 2
+
+
+def test_knn_modification_radius_is_half_the_slack_and_realisable_with_features():
+    """P3-P6: s // 2. Relabelling s // 2 + 1 neighbours of class y changes the prediction of the
+    real classifier (features untouched); relabelling s // 2 does not."""
+    rng = np.random.default_rng(3)
+    x_train = rng.integers(0, 50, size=(80, 2))
+    y_train = rng.integers(0, 3, size=80)
+    x_test = rng.integers(0, 50, size=(20, 2))
+    k = 11
+    labels, _ = nearest_labels(x_train, y_train, x_test, k)
+    cert = knn_certify(labels, k=k, n_classes=3, model="P3")
+    full = ((x_test[:, None, :] - x_train[None, :, :]) ** 2).sum(-1)
+    for t in range(20):
+        y, s = int(cert.prediction[t]), int(cert.slack[t])
+        assert cert.radius[t] == s // 2
+        nn = np.lexsort((np.arange(80), full[t]))[:k]
+        mine = nn[y_train[nn] == y]
+        others = [c for c in range(3) if c != y]
+        counts = np.bincount(y_train[nn], minlength=3)
+        # the rival the slack is about
+        rival = min(others, key=lambda c: (counts[y] - counts[c] - (c < y), c))
+        for r, changes in ((s // 2, False), (s // 2 + 1, True)):
+            poisoned = y_train.copy()
+            poisoned[mine[:r]] = rival
+            pred = np.argmax(knn_votes(x_train, poisoned, x_test[t:t + 1], k, n_classes=3))
+            assert (pred != y) == changes
+
+
+# ---------------------------------------------------------------------------------------------
+# rNN certificates against brute force
+# ---------------------------------------------------------------------------------------------
+
+
+def rnn_predict(inside: tuple) -> int:
+    if sum(inside) == 0:
+        return ABSTAIN
+    return int(np.argmax(inside))
+
+
+def rnn_moves(state, C, kinds):
+    inside, outside = state
+    for c in range(C):
+        if "i" in kinds:
+            yield (inside[:c] + (inside[c] + 1,) + inside[c + 1:], outside)
+        if "d" in kinds and inside[c] > 0:
+            yield (inside[:c] + (inside[c] - 1,) + inside[c + 1:], outside)
+        if "m" in kinds:
+            if outside > 0:                                   # an outside sample moves in
+                yield (inside[:c] + (inside[c] + 1,) + inside[c + 1:], outside - 1)
+            if inside[c] > 0:
+                yield (inside[:c] + (inside[c] - 1,) + inside[c + 1:], outside + 1)
+                for c2 in range(C):
+                    if c2 != c:
+                        s = list(inside)
+                        s[c] -= 1
+                        s[c2] += 1
+                        yield (tuple(s), outside)
+
+
+def rnn_min_ops(inside, outside, C, kinds, limit):
+    start = (tuple(inside), outside)
+    y = rnn_predict(start[0])
+    seen, frontier = {start}, [start]
+    for step in range(1, limit + 1):
+        nxt = []
+        for s in frontier:
+            for t in rnn_moves(s, C, kinds):
+                if t not in seen:
+                    if rnn_predict(t[0]) != y:
+                        return step
+                    seen.add(t)
+                    nxt.append(t)
+        frontier = nxt
+    return limit + 1
+
+
+def test_rnn_radius_is_exact_for_every_model_and_unit():
+    cases = 0
+    for C in (2, 3):
+        for inside in itertools.product(range(5), repeat=C):
+            for outside in (0, 2):
+                cnt = np.array([inside])
+                for model in MODELS:
+                    for unit in ("operation", "dpa"):
+                        cert = rnn_certify(cnt, model=model, unit=unit)
+                        if sum(inside) == 0:
+                            assert cert.prediction[0] == ABSTAIN and cert.radius[0] == -1
+                            continue
+                        kinds = KINDS[model] if unit == "operation" or model in ("P1", "P2") \
+                            else KINDS["insert_delete"]
+                        R = int(cert.radius[0])
+                        assert R == rnn_min_ops(inside, outside, C, kinds, R + 1) - 1, (
+                            inside, outside, model, unit, R)
+                        cases += 1
+    assert cases > 1000
+
+
+def test_rnn_empty_ball_abstains_and_records():
+    cert = rnn_certify([[0, 0], [3, 1]], model="P1")
+    assert isinstance(cert, NNCertificate)
+    assert cert.prediction.tolist() == [ABSTAIN, 0] and cert.radius.tolist() == [-1, 2]
+    rows = cert.records()
+    assert rows[1]["scheme"] == "rnn" and rows[1]["slack"] == 2 and rows[1]["exact"] is True
+    assert cert.summary(labels=[0, 0])["n_certified"] == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# properties and bad input
+# ---------------------------------------------------------------------------------------------
+
+
+def test_knn_certify_is_the_same_in_any_block_size(monkeypatch):
+    rng = np.random.default_rng(6)
+    labels = rng.choice(4, size=(300, 30), p=[0.5, 0.3, 0.1, 0.1])
+    whole = {m: knn_certify(labels, k=9, n_classes=4, model=m, unit="dpa") for m in MODELS}
+    monkeypatch.setattr(knn, "_BLOCK", 100)
+    for m in MODELS:
+        part = knn_certify(labels, k=9, n_classes=4, model=m, unit="dpa")
+        for f in ("prediction", "radius", "slack", "exact"):
+            np.testing.assert_array_equal(getattr(part, f), getattr(whole[m], f))
+
+
+def test_knn_radii_order_across_models():
+    """More attacker powers never give a larger radius: P6 <= P4 <= P1, P6 <= P5 <= P2."""
+    rng = np.random.default_rng(4)
+    labels = rng.choice(3, size=(500, 40), p=[0.6, 0.25, 0.15])
+    r = {m: knn_certify(labels, k=15, n_classes=3, model=m).radius for m in MODELS}
+    assert (r["P6"] <= r["P4"]).all() and (r["P4"] <= r["P1"]).all()
+    assert (r["P6"] <= r["P5"]).all() and (r["P5"] <= r["P2"]).all()
+    d = knn_certify(labels, k=15, n_classes=3, unit="dpa").radius
+    assert (d <= np.minimum(r["P1"], r["P2"])).all() and (d >= r["P6"]).all()
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: knn_certify([[0, 1]], k=3, n_classes=2),
+     r"'k' parameter of knn_certify must be an int in the range \[1, 2\]\. Got 3"),
+    (lambda: knn_certify([[0, 2]], k=1, n_classes=2), r"'neighbor_labels' parameter"),
+    (lambda: knn_certify([[0, 1]], k=1, n_classes=2, model="P9"), r"'model' parameter"),
+    (lambda: rnn_certify([[1]]), r"'counts' parameter of rnn_certify"),
+    (lambda: nearest_labels(np.zeros((3, 2)), [0, 1, 0], np.zeros((2, 3)), 1),
+     r"'x_test' parameter of nearest_labels must be an array \(n_test, 2\)"),
+    (lambda: nearest_labels(np.zeros((3, 2)), [0, 1], np.zeros((2, 2)), 1),
+     r"'y_train' parameter of nearest_labels must be an int array of shape \(3,\)"),
+    (lambda: nearest_labels(np.zeros((3, 2)), [0, 1, 0], np.zeros((2, 2)), 4),
+     r"'depth' parameter of nearest_labels must be an int in the range \[1, 3\]\. Got 4"),
+    (lambda: rnn_votes(np.zeros((3, 2)), [0, 1, 0], np.zeros((2, 2)), -1.0),
+     r"'r' parameter of rnn_votes"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -1,0 +1,208 @@
+"""Recorded outputs of small fixed experiments: they must stay bit-identical.
+
+Each case trains a tiny run on scikit-learn's digits (every selection scheme, the partition
+scheme, a scikit-learn learner, the two-phase classifier, the reference path, warps and saved
+weights), certifies it, and compares SHA-256 digests of the files it wrote with
+``fixtures/recorded.json``; the scikit-learn estimator's prediction matrices and the
+``config_hash`` of every experiment config are recorded too. The torch cases train in float64
+so that a difference in the last bits of a CPU's kernels cannot flip a prediction.
+
+Regenerate (only for an intended change of results): ``python tests/test_recorded.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from poisoncert.config import config_hash, from_dict, load_config
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURE = Path(__file__).resolve().parent / "fixtures" / "recorded.json"
+
+_BASE = {
+    "data": {"name": "digits", "test_limit": 40},
+    "selection": {"scheme": "without_replacement", "ns": 40, "T": 8, "seed": 11},
+    "training": {"model": "mlp", "steps": 6, "batch_size": 16, "group_size": 4,
+                 "dtype": "float64"},
+    "certify": {"rhos": [0, 1, 2]},
+    "run": {"chunk_size": 4},
+}
+
+#: case -> dotted overrides of ``_BASE``
+CASES: dict[str, dict] = {
+    "without_replacement": {},
+    "with_replacement": {"selection.scheme": "with_replacement"},
+    "binomial_ns_clean": {"selection.scheme": "binomial", "data.n_clean": 37},
+    "binomial_p": {"selection.scheme": "binomial", "selection.ns": None, "selection.p": 0.03},
+    "partition": {"selection.scheme": "partition", "selection.ns": None, "selection.T": None,
+                  "selection.k": 6},
+    "sklearn_svm": {"training.model": "sklearn:svm", "data.clean_fraction": 0.05},
+    "two_phase": {"data.poisoned_classes": [9], "selection.T": 4, "training.two_phase": True,
+                  "training.phase2_steps": 12},
+    "reference_weights": {"training.path": "reference", "training.save_weights": True,
+                          "selection.T": 6, "data.clean_indices": [0, 5, 9]},
+    "cnn_small_warps": {"training.model": "cnn_small", "training.augment": True,
+                        "training.rotation": 10.0, "training.scale": 0.1,
+                        "training.shear": 5.0, "training.elastic": 0.5,
+                        "training.lr_schedule": "cosine", "training.lr": 0.01,
+                        "training.steps": 100, "selection.T": 4},
+    "shifts_sgd": {"training.augment": True, "training.max_shift": 1,
+                   "training.optimizer": "sgd", "training.lr": 0.1, "training.steps": 30,
+                   "selection.T": 5,
+                   "data.deskew": True},
+}
+
+#: Files of a run directory whose bytes are recorded (the manifest and phase2.json hold
+#: times, so only their deterministic parts are).
+_FILES = ("config.yaml", "seeds.npy", "clean_indices.npy", "predictions.npy", "votes.npy",
+          "labels.npy", "subset_sizes.npy", "classifiers.csv", "certificates.csv",
+          "certified_accuracy.csv", "certify.json")
+
+
+#: Added to the files after the recording (issue 9), and not part of what it pins: a chunk's
+#: config hash; certify.json's verification result.
+_LATER_CHUNK_KEYS = ("config_hash",)
+_LATER_SUMMARY_KEYS = ("verified", "verification")
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _config(case: str):
+    return from_dict(_BASE, CASES[case])
+
+
+def run_case(case: str, folder: Path) -> dict[str, str]:
+    from poisoncert.experiment import certify_run, train_run
+
+    run = folder / case
+    train_run(_config(case), run, progress=False)
+    certify_run(run, plot=False)
+    out = {name: _digest((run / name).read_bytes()) for name in _FILES if name != "certify.json"}
+    summary = json.loads((run / "certify.json").read_text())
+    for key in _LATER_SUMMARY_KEYS:
+        summary.pop(key)
+    out["certify.json"] = _digest((json.dumps(summary, indent=2) + "\n").encode())
+    man = json.loads((run / "manifest.json").read_text())
+    data = {k: v for k, v in man["data"].items() if k != "sources"}
+    out["manifest"] = _digest(json.dumps([man["config_hash"], data], sort_keys=True).encode())
+    for chunk in sorted((run / "chunks").iterdir()):
+        out[f"chunks/{chunk.name}"] = _digest(_npz_text(chunk))
+    if (run / "weights").exists():
+        for w in sorted((run / "weights").iterdir()):
+            out[f"weights/{w.name}"] = _digest(_safetensors_text(w))
+    if (run / "phase2.json").exists():
+        ph = json.loads((run / "phase2.json").read_text())
+        ph.pop("phase2_seconds")
+        out["phase2"] = _digest(json.dumps(ph, sort_keys=True).encode())
+    return out
+
+
+def _npz_text(path: Path) -> bytes:
+    """The arrays of a chunk file (a zip's bytes carry timestamps), without the ones added
+    after the recording."""
+    with np.load(path, allow_pickle=False) as z:
+        return b"".join(k.encode() + z[k].dtype.str.encode() + z[k].tobytes()
+                        for k in sorted(z.files) if k not in _LATER_CHUNK_KEYS)
+
+
+def _safetensors_text(path: Path) -> bytes:
+    """Names, dtypes, shapes, values and metadata of a safetensors file (its header's key
+    order is not fixed)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as f:
+        meta = json.dumps(f.metadata(), sort_keys=True).encode()
+        return meta + b"".join(k.encode() + f.get_tensor(k).dtype.str.encode()
+                               + str(f.get_tensor(k).shape).encode() + f.get_tensor(k).tobytes()
+                               for k in sorted(f.keys()))
+
+
+ESTIMATOR_CASES = {
+    "without_replacement": dict(scheme="without_replacement", ns=30, n_estimators=12),
+    "with_replacement_balance": dict(scheme="with_replacement", ns=30, n_estimators=12,
+                                     balance=True),
+    "binomial_ns": dict(scheme="binomial", ns=30, n_estimators=12, balance=40),
+    "binomial_default": dict(scheme="binomial", n_estimators=12),
+    "partition": dict(scheme="partition", n_partitions=7),
+}
+
+
+def estimator_case(case: str) -> str:
+    from sklearn.datasets import load_breast_cancer
+
+    from poisoncert import CertifiedEnsembleClassifier
+
+    X, y = load_breast_cancer(return_X_y=True)
+    mask = np.zeros(len(y), dtype=bool)
+    mask[::10] = True
+    clf = CertifiedEnsembleClassifier(random_state=5, **ESTIMATOR_CASES[case])
+    clf.fit(X[:400], y[:400], clean_mask=mask[:400])
+    P = clf.base_predictions(X[400:])
+    samples = b"".join(s.tobytes() for s in clf.estimators_samples_)
+    return _digest(P.astype(np.int16).tobytes() + samples)
+
+
+def _runner():
+    spec = importlib.util.spec_from_file_location("experiments_run",
+                                                  ROOT / "experiments" / "run.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def config_hashes() -> dict[str, str]:
+    """``config_hash`` of every experiment config and of every run of experiments/run.py."""
+    out = {p.name: config_hash(load_config(p)) for p in sorted((ROOT / "experiments")
+                                                                .glob("*.yaml"))}
+    for items in _runner().GROUPS.values():
+        for name, config, overrides in items:
+            over = {k: str(v) if isinstance(v, bool) else v for k, v in overrides.items()}
+            out[f"run:{name}"] = config_hash(load_config(ROOT / "experiments" / config, over))
+    for case in CASES:
+        out[f"case:{case}"] = config_hash(_config(case))
+    return out
+
+
+def _recorded() -> dict:
+    return json.loads(FIXTURE.read_text())
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_run_outputs_are_unchanged(case, tmp_path):
+    want = _recorded()["runs"][case]
+    got = run_case(case, tmp_path)
+    assert got == want
+
+
+@pytest.mark.parametrize("case", list(ESTIMATOR_CASES))
+def test_estimator_predictions_are_unchanged(case):
+    assert estimator_case(case) == _recorded()["estimator"][case]
+
+
+def test_config_hashes_are_unchanged():
+    assert config_hashes() == _recorded()["config_hash"]
+
+
+def main() -> None:  # pragma: no cover - regenerates the fixture
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        runs = {case: run_case(case, Path(tmp)) for case in CASES}
+    rec = {"runs": runs, "estimator": {c: estimator_case(c) for c in ESTIMATOR_CASES},
+           "config_hash": config_hashes()}
+    FIXTURE.parent.mkdir(exist_ok=True)
+    FIXTURE.write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+    print(f"wrote {FIXTURE}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
