@@ -111,6 +111,8 @@ class SelectionBound:
         model = check_choice(self.model, "model", where, MODELS, MODEL_ALIASES)
         n = check_int(self.n, "n", where, low=1, high=INT_LIMIT)
         ns, p = check_size(scheme, n, ns=self.ns, p=self.p, where=where)
+        if ns is not None:  # with replacement ns has no other bound: keep it int64-safe
+            ns = check_int(ns, "ns", where, low=1, high=INT_LIMIT)
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "n", n)
