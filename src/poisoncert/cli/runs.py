@@ -73,6 +73,10 @@ def train(
             overrides["training.device"] = "cuda"
         cfg = load_config(config, overrides)
         ray = executor.strip().lower() == "ray"
+        if address is not None and not ray:  # would be ignored: an error (issue 9)
+            from poisoncert._validation import param_error
+
+            raise param_error("address", "train", "given only with --executor ray", address)
         local_workers = None if devices is not None and workers is None else (
             cfg.execution.workers)
         ex = make_executor(executor, workers=workers if ray else local_workers,
@@ -100,13 +104,21 @@ def certify(
         "--rho", help="Radius for the table; repeat for several (default: certify.rhos).")
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Certify without checking the run's files against the checksums "
+                            "and config hash in its manifest (for files edited on purpose; "
+                            "said in the output).")] = False,
 ) -> None:
-    """Certify every test example of a run; print certified accuracy against rho."""
+    """Certify every test example of a run; print certified accuracy against rho.
+
+    The run's files are first checked against its manifest (checksums, config hash,
+    consistency of votes, predictions and labels); a file that does not match is an error.
+    """
     with library_errors():
         from poisoncert.experiment import certify_run
 
         res = certify_run(run_dir, alpha=alpha, method=method, model=model, rhos=rho or None,
-                          plot=not no_plot)
+                          plot=not no_plot, verify=not no_verify)
     from rich.table import Table
 
     s = res.summary
@@ -116,6 +128,11 @@ def certify(
     for r, a in res.table.rows():
         table.add_row(str(r), f"{a:.4f}")
     con = _console()
+    note = s.get("verification", "")
+    if s.get("verified"):
+        con.print(note, markup=False, highlight=False, soft_wrap=True)
+    else:  # skipped (--no-verify) or a run without checksums: a warning on stderr
+        typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
     setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "n", "ns", "p", "model", "alpha",
                                                  "method", "T") if s.get(k) is not None)
     con.print(setting, markup=False, highlight=False)

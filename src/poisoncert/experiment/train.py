@@ -170,9 +170,16 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
             raise RunError(f"The data of the run '{rd.path}' has changed since it started "
                            f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
                            "resumed.")
+    manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+    with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
+        return _train_locked(cfg, rd, data, manifest, executor, progress, t0)
+
+
+def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
+                  executor: Executor | None, progress: ProgressDisplay | None,
+                  t0: float) -> RunResult:
     old_manifest = rd.load_manifest() if rd.exists() else None
     group = _group_size(cfg, data, old_manifest)
-    manifest = runs.build_manifest(cfg, data=data.summary.manifest())
     manifest["engine"] = {"group_size": group}
     resumed = rd.prepare(cfg, manifest)
     if cfg.training.group_size != group:  # "auto", resolved (and kept by a resumed run)

@@ -307,12 +307,13 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
     correctly rounded operation per element (``optim``). Tested: with a fixed group size a
     classifier's weights are the same bits whatever the other classifiers of its group and
     its position in it; across group sizes they may differ in the last bits (kernels depend
-    on shapes), so the group size is part of the numerics (a run records it). Chunks that are multiples of
-    ``group_size`` (``group_bounds``) only avoid padding work. Use ``workers`` (processes),
-    not threads, for parallelism. ``path`` and ``cfg`` (``group_size``, ``dtype``,
-    ``eval_batch_size`` included) are part of the numerics; the two paths agree to rounding,
-    not bitwise. On CUDA, cuDNN is set to deterministic algorithms, but bit-identity across
-    devices is not claimed.
+    on shapes), so the group size is part of the numerics (a run records it). Chunks that are
+    multiples of the group size (``group_bounds``) only avoid padding work. Use ``workers``
+    (processes), not threads, for parallelism. ``path`` and ``cfg`` (``group_size``,
+    ``dtype``, ``eval_batch_size`` included) are part of the numerics; the paths agree to
+    rounding, not bitwise. On CUDA, cuDNN is set to deterministic algorithms (TensorFloat-32
+    only for ``dtype="tf32"``), and predictions are the same on any device of one type;
+    bit-identity across device types is not claimed.
     """
     return _train(x_train, y_train, subsets, seeds, x_test, cfg, n_classes=n_classes,
                   device=device, path=path, workers=workers, progress=progress,
