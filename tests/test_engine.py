@@ -315,3 +315,57 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     (e2e,) = report["end_to_end"]
     assert e2e["group_size"] == 8 and e2e["total_s"] > 0 and "0" in e2e["certified_accuracy"]
     assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out
+
+
+def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
+    """On CUDA the next block of draws is prepared by threads while the device trains: the
+    same arrays, in the same order, as the one-thread CPU path (forced here on the CPU)."""
+    from poisoncert.training.engine import STEP_BLOCK, _DrawBlocks
+
+    cfg = TrainConfig(steps=2 * STEP_BLOCK + 13, batch_size=4, augment=True, rotation=5.0,
+                      elastic=1.0)
+
+    def blocks(threads):
+        draws = [sample_minibatches(np.arange(6) % 3, cfg, s, image_shape=(1, 12, 12),
+                                    lazy_fields=True) for s in range(5)]
+        b = _DrawBlocks(draws, [d.positions for d in draws], 2, 2, cfg.steps,
+                        torch.device("cpu"))
+        b.threads = threads
+        return list(b)
+
+    serial, threaded = blocks(1), blocks(4)
+    assert [(a, b) for a, b, _ in serial] == [(0, STEP_BLOCK), (STEP_BLOCK, 2 * STEP_BLOCK),
+                                              (2 * STEP_BLOCK, cfg.steps)]
+    for (_, _, x), (_, _, z) in zip(serial, threaded, strict=True):
+        assert x.keys() == z.keys() == {"rows", "warps", "fields"}
+        assert all(torch.equal(x[k], z[k]) for k in x)
+    assert serial[0][2]["fields"].shape == (STEP_BLOCK, 4, 7, 2, 3, 3)  # (n, B, G, 2, gh, gw)
+
+
+# --------------------------------------------------------------------------------------------
+# On a CUDA device (skipped without one)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18"])
+@pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16"])
+def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
+    from poisoncert.training import predict, train_predict_with_weights
+
+    rng = np.random.default_rng(0)
+    shape = (3, 16, 16) if model == "resnet18" else (1, 28, 28)
+    x = rng.random((60, *shape), dtype=np.float32)
+    y = rng.integers(0, 3, 60)
+    xt = x[:20]
+    subs = [rng.integers(0, 60, 15) for _ in range(7)]
+    seeds = list(range(7))
+    cfg = TrainConfig(model=model, steps=4, batch_size=8, group_size=4, dtype=dtype,
+                      augment=True, rotation=10.0, elastic=1.0)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3, device="cuda")
+    parts = [train_predict_with_weights(x, y, subs[a:b], seeds[a:b], xt, cfg, n_classes=3,
+                                        device="cuda") for a, b in ((0, 3), (3, 7))]
+    np.testing.assert_array_equal(np.concatenate([p for p, _ in parts]), P)
+    for w, v in zip([w for _, ws in parts for w in ws], W, strict=True):
+        assert all(torch.equal(w[k], v[k]) for k in v)
+    got = predict(cfg, W, xt, input_shape=shape, n_classes=3, device="cuda")
+    np.testing.assert_array_equal(got, P)

@@ -24,8 +24,8 @@ Everything about classifier ``i`` (initialisation, minibatches, shifts) derives 
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,7 +36,7 @@ from poisoncert._validation import check_choice, check_int, check_int_array, par
 from poisoncert.selection import init_seed
 from poisoncert.training.fast import stack_models, stacking
 from poisoncert.training.groups import auto_group_size
-from poisoncert.training.inference import evaluate
+from poisoncert.training.inference import evaluate, precision
 from poisoncert.training.minibatches import ImageBatcher, Minibatches, sample_minibatches
 from poisoncert.training.models import build_model, init_model
 from poisoncert.training.optim import StackedOptimizer, lr_at, make_optimizer, set_lr
@@ -84,25 +84,6 @@ class _CallSettings:
 STEP_BLOCK = 64
 
 
-@contextmanager
-def _precision(cfg: TrainConfig, device: torch.device):
-    """The device's math settings for ``cfg.dtype`` during a call (restored after): on CUDA,
-    deterministic cuDNN algorithms, and TensorFloat-32 only for ``dtype="tf32"``."""
-    if device.type != "cuda":
-        yield
-        return
-    b = torch.backends
-    saved = (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32,
-             b.cuda.matmul.allow_tf32)
-    b.cudnn.deterministic, b.cudnn.benchmark = True, False
-    b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = cfg.dtype == "tf32"
-    try:
-        yield
-    finally:
-        (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32,
-         b.cuda.matmul.allow_tf32) = saved
-
-
 def autocast(cfg: TrainConfig, device: torch.device):
     """bfloat16 autocast for ``dtype="bfloat16"`` (CUDA), else a no-op context."""
     return torch.autocast(device.type, dtype=torch.bfloat16,
@@ -127,7 +108,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
              for s, seed in zip(task.subsets, task.seeds, strict=True)]
     # (steps, B) rows of x per classifier
     rows = [s[d.positions] for s, d in zip(task.subsets, draws, strict=True)]
-    with _precision(cfg, device):
+    with precision(cfg, device):
         if kind is not None:
             weights = _train_stacked(models, rows, draws, batcher, y, settings, device, kind)
         else:
@@ -173,11 +154,59 @@ def _train_one(model, rows, draws: Minibatches, batcher, y, settings: _CallSetti
     return {k: v.detach() for k, v in model.state_dict().items()}
 
 
-def _block(arrays: list, a: int, b: int, axis: int, device) -> torch.Tensor | None:
-    """Steps ``a:b`` of per-classifier arrays ``(steps, B, ...)`` stacked on ``axis``."""
-    if arrays[0] is None:
-        return None
-    return torch.as_tensor(np.stack([arr[a:b] for arr in arrays], axis=axis)).to(device)
+class _DrawBlocks:
+    """A group's training draws, ``STEP_BLOCK`` steps at a time, stacked and on the device.
+
+    ``host(a, b)`` stacks steps ``a:b`` of every classifier's arrays (``rows`` ``(n, G, B)``,
+    warps / shifts / elastic grids on ``axis``: ``(n, B, G, ...)`` for batch-first nets),
+    padded with copies of the last classifier. Elastic grids are drawn here, from each
+    classifier's own stream, in order. On CUDA the next block is prepared on the host while
+    the device trains on the current one, and the classifiers' grids are drawn by a pool of
+    threads (numpy releases the GIL; each stream is drawn by one thread at a time, in order,
+    so the numbers are those of the CPU path). On the CPU all of it runs in the calling
+    thread (the engine's one-thread rule).
+    """
+
+    def __init__(self, draws: list[Minibatches], rows: list[np.ndarray], pad: int, axis: int,
+                 steps: int, device: torch.device):
+        self.rows, self.pad, self.axis, self.steps, self.device = rows, pad, axis, steps, device
+        self.warps = [d.warps for d in draws]
+        self.shifts = [d.shifts for d in draws]
+        self.streams = [d.field_stream for d in draws]
+        self.threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+
+    def _stack(self, arrays: list, axis: int) -> np.ndarray:
+        return np.stack(arrays + [arrays[-1]] * self.pad, axis=axis)
+
+    def host(self, a: int, b: int, pool=None) -> dict[str, np.ndarray]:
+        out = {"rows": self._stack([r[a:b] for r in self.rows], 1)}
+        if self.warps[0] is not None:
+            out["warps"] = self._stack([w[a:b] for w in self.warps], self.axis)
+        elif self.shifts[0] is not None:
+            out["shifts"] = self._stack([sh[a:b] for sh in self.shifts], self.axis)
+        if self.streams[0] is not None:
+            take = lambda st: st.take(b - a)  # noqa: E731
+            grids = list(pool.map(take, self.streams)) if pool else [take(st)
+                                                                      for st in self.streams]
+            out["fields"] = self._stack(grids, self.axis)
+        return out
+
+    def __iter__(self):
+        spans = [(a, min(a + STEP_BLOCK, self.steps)) for a in range(0, self.steps, STEP_BLOCK)]
+        dev = lambda h: {k: torch.as_tensor(v).to(self.device) for k, v in h.items()}  # noqa
+        if self.threads == 1:
+            for a, b in spans:
+                yield a, b, dev(self.host(a, b))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as ahead, ThreadPoolExecutor(self.threads) as pool:
+            nxt = ahead.submit(self.host, *spans[0], pool)
+            for i, (a, b) in enumerate(spans):
+                cur = nxt.result()
+                if i + 1 < len(spans):
+                    nxt = ahead.submit(self.host, *spans[i + 1], pool)
+                yield a, b, dev(cur)
 
 
 def _train_stacked(models, rows, draws: list[Minibatches], batcher, y,
@@ -192,23 +221,13 @@ def _train_stacked(models, rows, draws: list[Minibatches], batcher, y,
     models = [m.to(device=device, dtype=cfg.torch_dtype) for m in models]
     net = stack_models(models + [models[-1]] * pad, how=kind)
     opt = StackedOptimizer(net.flat, cfg)
-    warps = [d.warps for d in draws]
-    shifts = [d.shifts for d in draws]
-    streams = [d.field_stream for d in draws]
     axis = 2 if net.batch_first else 1  # (steps, B, G) or (steps, G, B)
-    for a in range(0, cfg.steps, STEP_BLOCK):
-        b = min(a + STEP_BLOCK, cfg.steps)
-        pad_to = lambda lst: lst + [lst[-1]] * pad  # noqa: E731
-        rows_b = _block(pad_to(rows), a, b, 1, device)  # (n, G, B)
+    for a, b, blk in _DrawBlocks(draws, rows, pad, axis, cfg.steps, device):
+        rows_b = blk["rows"]  # (n, G, B)
         labels_b = y[rows_b]
         if net.batch_first:
             rows_b = rows_b.transpose(1, 2)
-        warps_b = _block(pad_to(warps), a, b, axis, device)
-        shifts_b = None if warps_b is not None else _block(pad_to(shifts), a, b, axis, device)
-        fields_b = None
-        if streams[0] is not None:
-            fields_b = _block(pad_to([st.take(b - a) for st in streams]), 0, b - a, axis,
-                              device)
+        warps_b, shifts_b, fields_b = blk.get("warps"), blk.get("shifts"), blk.get("fields")
         for s in range(a, b):
             j = s - a
             if warps_b is not None:

@@ -21,6 +21,7 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from poisoncert.training.models import build_model
 from poisoncert.training.settings import CUDA_DTYPES, TrainConfig
 from poisoncert.votes import ABSTAIN
 
-__all__ = ["OUTPUTS", "eval_group_size", "evaluate", "predict"]
+__all__ = ["OUTPUTS", "eval_group_size", "evaluate", "precision", "predict"]
 
 #: What ``predict`` returns: argmax labels (int16 ``(T, n)``, ``-1`` for an abstaining
 #: classifier) or the logits (float32 ``(T, n, n_classes)``, NaN for an abstaining one).
@@ -44,6 +45,25 @@ EVAL_GROUP = {"cpu": 8, "cuda": 64}
 #: evaluates 64 images 1.7x faster per image than 500 (its activations stay in the caches;
 #: ``--study``), so ``cfg.eval_batch_size`` chunks are cut to this size there.
 EVAL_BATCH_CAP = {"cpu": 64}
+
+
+@contextmanager
+def precision(cfg: TrainConfig, device: torch.device):
+    """The device's math settings for ``cfg.dtype`` during a call (restored after): on CUDA,
+    deterministic cuDNN algorithms, and TensorFloat-32 only for ``dtype="tf32"``."""
+    if device.type != "cuda":
+        yield
+        return
+    b = torch.backends
+    saved = (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32,
+             b.cuda.matmul.allow_tf32)
+    b.cudnn.deterministic, b.cudnn.benchmark = True, False
+    b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = cfg.dtype == "tf32"
+    try:
+        yield
+    finally:
+        (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32,
+         b.cuda.matmul.allow_tf32) = saved
 
 
 def eval_group_size(model: torch.nn.Module, device) -> int:
@@ -149,28 +169,29 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
     saved = torch.get_num_threads()
     torch.set_num_threads(1)  # the engine's numerics (see train_predict's determinism note)
     try:
-        xt = torch.as_tensor(x).to(device=device, dtype=cfg.torch_dtype)
+        with precision(cfg, device):
+            xt = torch.as_tensor(x).to(device=device, dtype=cfg.torch_dtype)
 
-        def run(a: int) -> None:
-            index = live[a:a + E]
-            logits = evaluate([state_dicts[i] for i in index], xt, cfg, shape, n_classes,
-                              device, path)
-            with lock:
-                if output == "labels":
-                    out[index] = logits.argmax(-1).cpu().numpy().astype(np.int16)
-                else:
-                    out[index] = logits.cpu().numpy()
-                if progress is not None:
-                    progress(len(index))
+            def run(a: int) -> None:
+                index = live[a:a + E]
+                logits = evaluate([state_dicts[i] for i in index], xt, cfg, shape, n_classes,
+                                  device, path)
+                with lock:
+                    if output == "labels":
+                        out[index] = logits.argmax(-1).cpu().numpy().astype(np.int16)
+                    else:
+                        out[index] = logits.cpu().numpy()
+                    if progress is not None:
+                        progress(len(index))
 
-        starts = range(0, len(live), E)
-        if threads == 1:
-            for a in starts:
-                run(a)
-        else:
-            with ThreadPoolExecutor(threads) as pool:
-                for f in [pool.submit(run, a) for a in starts]:
-                    f.result()
+            starts = range(0, len(live), E)
+            if threads == 1:
+                for a in starts:
+                    run(a)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    for f in [pool.submit(run, a) for a in starts]:
+                        f.result()
     finally:
         torch.set_num_threads(saved)
     return out

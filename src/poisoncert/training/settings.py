@@ -84,8 +84,9 @@ class TrainConfig:
     - ``model``: a torch model of ``poisoncert.training`` (``"lenet5"``, max pooling;
       ``"lenet5_avg"``, average pooling; ``"cnn"``, ``"cnn_small"``, ``"mlp"``,
       ``"resnet18"``), a factory ``(input_shape, n_classes) -> torch.nn.Module`` (a
-      module-level function, to run in worker processes; one returning a ``LeNet5`` or
-      ``MLP`` gets the fast path), or a scikit-learn learner ``"sklearn:<name>"`` (a name of
+      module-level function, to run in worker processes; one returning a built-in model gets
+      its hand-written stacked twin, any other module without dropout is stacked through
+      ``torch.func.vmap``), or a scikit-learn learner ``"sklearn:<name>"`` (a name of
       ``SKLEARN_LEARNERS``; it uses ``balance`` only, see ``train_predict_sklearn``).
     - ``steps`` minibatches of ``batch_size`` samples each: the sub-dataset is expanded to
       ``steps * batch_size`` draws with replacement (the paper's WeightedRandomSampler),
