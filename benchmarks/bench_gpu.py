@@ -3,6 +3,7 @@
     python benchmarks/bench_gpu.py                          # one CUDA device, about 6 min
     python benchmarks/bench_gpu.py --device cpu --quick     # tiny settings: that it works
     python benchmarks/bench_gpu.py --e2e none               # throughput only
+    python benchmarks/bench_gpu.py --no-throughput --e2e cifar10   # one end-to-end run
     python benchmarks/bench_gpu.py --json out.json          # also write the figures
 
 Prints, for the device:
@@ -180,6 +181,7 @@ def main(argv=None) -> dict:
     p.add_argument("--quick", action="store_true", help="tiny settings (a check that it runs)")
     p.add_argument("--e2e", default="all", help="'all', 'none' or a comma-separated list of "
                    f"{', '.join(E2E)}")
+    p.add_argument("--no-throughput", action="store_true", help="only the end-to-end runs")
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
     device = args.device
@@ -199,7 +201,7 @@ def main(argv=None) -> dict:
     print("\n| model | group | dtype | training images/s | GFLOP/image | of matmul rate |")
     print("|---|---:|---|---:|---:|---:|")
     rows = []
-    for case in cases(args.quick, device):
+    for case in [] if args.no_throughput else cases(args.quick, device):
         fpi = flops_per_image(case.cfg, case.shape)
         for G in case.groups:
             for dt in dtypes:

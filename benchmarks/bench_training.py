@@ -115,8 +115,16 @@ def draw_subsets(n, T, ns, root_seed=0):
 # (a) the paper's procedure
 
 
-def plain_procedure(x, y, xt, subsets, seeds, cfg):
-    """Per classifier: fresh model, DataLoader + WeightedRandomSampler, train, predict."""
+def plain_procedure(x, y, xt, subsets, seeds, cfg, threads=None):
+    """Per classifier: fresh model, DataLoader + WeightedRandomSampler, train, predict
+    (torch's default threads, or ``threads``)."""
+    if threads is not None:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return plain_procedure(x, y, xt, subsets, seeds, cfg)
+        finally:
+            torch.set_num_threads(saved)
     from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
     xt_t = torch.from_numpy(xt)
@@ -148,7 +156,8 @@ def plain_procedure(x, y, xt, subsets, seeds, cfg):
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process and its finished children (worker processes)."""
+    """CPU time of this process and its reaped children (not the engine's workers: they are
+    children of its fork server, so rows with workers show none)."""
     import resource
 
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -203,6 +212,8 @@ def throughput(args):
     variants = {
         "(a) paper: DataLoader + WeightedRandomSampler per model": lambda: plain_procedure(
             x, y, xt, subsets, seeds, cfg),
+        "(a1) the same on 1 thread": lambda: plain_procedure(x, y, xt, subsets, seeds, cfg,
+                                                             threads=1),
         "(b) reference path (per-model loop), 1 worker": lambda: train_predict(
             x, y, subsets, seeds, xt, cfg, n_classes=10, path="reference"),
         "(b2) reference path, 2 workers": lambda: train_predict(
@@ -240,8 +251,10 @@ def throughput(args):
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in variants:
         t, c = statistics.median(times[name]), statistics.median(cpu[name])
+        cpu_text = (f"{c:.1f} | {base_cpu / c:.1f}x" if "workers" not in name
+                    else "n/a | n/a")
         print(f"| {name} | {t:.1f} | {t / T:.3f} | {draws / t:,.0f} | {base / t:.1f}x | "
-              f"{c:.1f} | {base_cpu / c:.1f}x | {accs[name]:.3f} |")
+              f"{cpu_text} | {accs[name]:.3f} |")
     if not args.skip_inference:
         inference(args, xt)
 
