@@ -100,11 +100,15 @@ def test_elastic_displacement_is_bilinear_upsampling(h, w, gh, gw):
     grid units: equal to float64 rounding."""
     g = torch.Generator().manual_seed(2)
     fields = torch.randn(4, 2, gh, gw, generator=g, dtype=torch.float64)
-    got = elastic_displacement(fields, h, w)
+    got = elastic_displacement(fields, h, w, "gather")
     up = F.interpolate(fields, size=(h, w), mode="bilinear", align_corners=True)
     want = up.flip(1).permute(0, 2, 3, 1) * torch.tensor([2.0 / w, 2.0 / h],
                                                           dtype=torch.float64)
     torch.testing.assert_close(got, want, rtol=0, atol=1e-14 * float(fields.abs().max()))
+    # the CPU's formulation is F.interpolate itself
+    assert torch.equal(elastic_displacement(fields, h, w), want)
+    with pytest.raises(ValueError, match="'method' parameter of elastic_displacement"):
+        elastic_displacement(fields, h, w, "nearest")
 
 
 def _warp_as_before(x, warps, fields):
@@ -122,9 +126,10 @@ def _warp_as_before(x, warps, fields):
 
 
 def test_warped_images_have_the_same_distribution_as_before():
-    """Same draws (numpy, the classifier's seed) and the same warp function: every warped
-    image equals the previous engine's to float32 rounding (the elastic upsampling is only
-    rounded differently), so the distribution of training images is unchanged."""
+    """Same draws (numpy, the classifier's seed) and the same warp function: on the CPU every
+    warped image is the previous engine's, bit for bit; with CUDA's gathered elastic
+    displacement (run here on the CPU) it equals it to float32 rounding, so the distribution
+    of training images is unchanged."""
     cfg = TrainConfig(steps=20, batch_size=16, augment=True, rotation=15.0, scale=0.15,
                       shear=10.0, max_shift=3, elastic=1.0)
     d = sample_minibatches(np.array([0, 1, 1, 2]), cfg, 3, image_shape=(1, 28, 28))
@@ -132,9 +137,13 @@ def test_warped_images_have_the_same_distribution_as_before():
     x = torch.rand(20 * 16, 1, 28, 28, generator=g)
     warps = torch.as_tensor(d.warps).reshape(-1, 5)
     fields = torch.as_tensor(d.fields).reshape(-1, 2, 7, 7)
-    got = warp_images(x, warps, fields)
     want = _warp_as_before(x, warps, fields)
+    assert torch.equal(warp_images(x, warps, fields), want)
+    got = warp_images(x, warps, fields, "gather")
     assert float((got - want).abs().max()) < 1e-4
+    for i in (0, 7, 100):  # each image computed alone
+        assert torch.equal(warp_images(x[i:i + 1], warps[i:i + 1], fields[i:i + 1], "gather"),
+                           got[i:i + 1])
     assert float((got - x).abs().mean()) > 0.05  # the warps do move the images
 
 
