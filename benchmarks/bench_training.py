@@ -5,6 +5,8 @@
     python benchmarks/bench_training.py --study [--compile]  # formulations, one train step
     python benchmarks/bench_training.py --accuracy         # base accuracy per setting
     python benchmarks/bench_training.py --full             # T=1000 MNIST and MNIST 1/7 runs
+    python benchmarks/bench_training.py --predict --models 1000   # training.predict rate
+    python benchmarks/bench_training.py --baseline-src /tmp/old/src  # + another engine (e)
 
 The same work is done every way: ``--models`` classifiers, each on ``--ns`` MNIST images drawn
 with replacement, ``--steps`` Adam steps of ``--batch`` class-balanced draws (no shifts, so
@@ -15,7 +17,13 @@ images. Rows:
     WeightedRandomSampler expanding the sub-dataset to ``steps * batch`` draws (torch's
     default threads);
 (b) ``path="reference"``: the per-model loop (minibatch indices precomputed, 1 thread);
-(c, d) ``path="fast"``: stacked groups, 1 and 2 worker processes (1 thread each).
+(c, d) ``path="fast"``: stacked groups, 1 and 2 worker processes (1 thread each);
+(a1) the paper's procedure on one thread (on a shared machine (a)'s two OpenMP threads
+    collapse: each parallel region waits for a descheduled thread);
+(e) with ``--baseline-src``: another checkout's engine (e.g. ``git archive <rev> src``), 2
+    workers, in a fresh process.
+
+docs/benchmarks.md holds the latest figures; those below are the previous engine's.
 
 Timings on a shared machine are noisy: every variant runs ``--repeats`` times, interleaved,
 and the median is reported. Samples/s counts training draws (``T * steps * batch``) over the
