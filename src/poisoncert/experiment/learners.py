@@ -132,7 +132,7 @@ def make_learner(cfg: ExperimentConfig, data: DataSplit,
                              "(experiment.learners.train_phase2).")
         return TwoPhaseLearner(_torch_learner(cfg, keep_weights=False), data.poisoned_labels,
                                phase2)
-    return _torch_learner(cfg, keep_weights=cfg.execution.save_weights)
+    return _torch_learner(cfg, keep_weights=cfg.keeps_weights)
 
 
 def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:

@@ -89,9 +89,10 @@ class ChunkTrainer:
         predictions, weights = self.learner.train_predict(self.data, subsets, seeds,
                                                           self.progress)
         if weights is not None:
+            from poisoncert.experiment.ensemble import weights_metadata
             from poisoncert.training.weights import weights_to_bytes
 
-            weights = weights_to_bytes(weights, {"start": start, "stop": stop})
+            weights = weights_to_bytes(weights, weights_metadata(cfg, start, stop, seeds))
         return ChunkResult(chunk_id=chunk_id, start=start, stop=stop, seeds=seeds, sizes=sizes,
                            predictions=np.asarray(predictions, dtype=np.int16), weights=weights,
                            seconds=time.perf_counter() - t0)
@@ -180,7 +181,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     todo = [cid for cid, (a, b) in enumerate(ranges)
             if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b]))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
-    if cfg.execution.save_weights:
+    if cfg.keeps_weights:
         rd.weights_dir.mkdir(exist_ok=True)
     two_phase = cfg.algorithm.two_phase
     phase2 = (learners.train_phase2(cfg, data)
@@ -209,6 +210,10 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
             advance(res.stop - res.start - reported[0])
             reported[0] = 0
     predictions, votes, sizes = rd.assemble(ranges, data.y_test, data.n_classes)
+    if cfg.keeps_weights:
+        from poisoncert.experiment.ensemble import write_ensemble_record
+
+        write_ensemble_record(rd, cfg, data, ranges)
     if two_phase and not (rd / PHASE2_JSON).exists():
         from poisoncert import twophase
 
