@@ -38,27 +38,21 @@ def rich_progress(total: int, completed: int, label: str, *, unit: str = "models
     """A rich progress bar in ``unit`` s (base classifiers by default), with the rate and ETA
     since it started; yields ``advance(k)`` (a ``poisoncert.experiment.ProgressDisplay``).
     ``advance`` may be called from any thread."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-    )
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
     from rich.text import Text
 
     start = time.monotonic()
 
     class RateColumn(ProgressColumn):
         def render(self, task):
+            elapsed = time.monotonic() - start
             rate, eta = rate_and_eta(task.completed - completed, task.total - task.completed,
-                                     time.monotonic() - start)
+                                     elapsed)
             speed = "--" if rate is None else f"{rate:.3g}" if rate < 100 else f"{rate:.0f}"
-            return Text(f"{speed} {unit}/s  ETA {_clock(eta)}")
+            return Text(f"{speed} {unit}/s {_clock(elapsed)} ETA {_clock(eta)}")
 
-    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=20),
-                   MofNCompleteColumn(), RateColumn(), TimeElapsedColumn())
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=12),
+                   MofNCompleteColumn(), RateColumn())
     with bar:
         tid = bar.add_task(label, total=total, completed=completed)
         yield lambda k: bar.advance(tid, k)
