@@ -278,7 +278,7 @@ class Ensemble:
         device = _check_device(device)
         rd = RunDir(run_dir)
         cfg = rd.load_config()
-        if not cfg.keeps_weights:
+        if not cfg.keeps_weights and not (rd / ENSEMBLE_JSON).is_file():
             why = ("a scikit-learn learner has no weights" if cfg.training.sklearn_learner
                    else "a two-phase run does not keep its classifiers"
                    if cfg.algorithm.two_phase else "it was trained with "
@@ -309,6 +309,8 @@ class Ensemble:
         xs = self._inputs(x, preprocessed)
         t = self.config.training
         n = len(xs)
+        if n == 0:
+            return np.empty((self.T, 0), dtype=np.int16)
         step = max(1, BLOCK // t.eval_batch_size) * t.eval_batch_size
         blocks = [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
         out = np.empty((self.T, n), dtype=np.int16)
