@@ -342,6 +342,9 @@ def test_digits_run_with_deskew_and_partition(tmp_path):
         want, _ = experiment.certify_run(run, plot=False)
         ens = Ensemble.load(run)
         cert = ens.certify(raw[:, 0].astype(np.int64))
+        predictions = np.load(run / runs.PREDICTIONS)
+        np.testing.assert_array_equal(ens.base_predictions(raw), predictions)
+        assert (predictions >= 0).mean() > 0.5 and len(np.unique(predictions)) > 3
         np.testing.assert_array_equal(cert.prediction, want.prediction)
         np.testing.assert_array_equal(cert.radius, want.radius)
         assert type(cert) is type(want)
