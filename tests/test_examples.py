@@ -106,3 +106,24 @@ def test_sklearn_example_runs():
                         "--T", "50"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "partition (DPA)" in r.stdout and "runtime" in r.stdout
+
+
+def test_changed_model_code_is_refused_before_it_runs(tmp_path):
+    """A run records its model module's SHA-256; a later load finds the module's file and
+    compares before importing it."""
+    import shutil
+
+    shutil.copytree(ROOT / "examples", tmp_path / "examples",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    run = tmp_path / "run"
+    _cli("train", "examples/custom_model/config.yaml", "--run-dir", run, "-q",
+         "--selection.T", "4", "--training.steps", "2", cwd=tmp_path)
+    raw = np.zeros((2, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", x=raw)
+    _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path)
+    net = tmp_path / "examples" / "custom_model" / "net.py"
+    net.write_text(net.read_text() + "\nraise SystemExit('this module must not run')\n")
+    r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "must not run" not in r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and "has changed since the run was trained" in r.stderr
+    assert str(net) in r.stderr

@@ -75,10 +75,9 @@ class ModelRef(str):
 
     def source(self) -> dict[str, Any]:
         """Where the factory comes from: the import path, the module's file and its SHA-256
-        (recorded in a run's manifest, so that a later load can tell changed code)."""
-        self.resolve()
-        module = sys.modules[self.module]
-        path = getattr(module, "__file__", None)
+        (recorded in a run, so that a later load can tell changed code). The module is found,
+        not run: its parent packages are imported, the module itself is not."""
+        path = _module_file(self.module, str(self))
         out: dict[str, Any] = {"ref": str(self), "kwargs": self.kwargs, "file": path,
                                "sha256": None}
         if path and Path(path).is_file():
@@ -87,6 +86,30 @@ class ModelRef(str):
 
     def __call__(self, input_shape, n_classes: int):
         return self.resolve()(tuple(input_shape), int(n_classes), **self.kwargs)
+
+
+def _module_file(name: str, ref: str) -> str | None:
+    """The file of module ``name`` (looked for as ``_import`` would), without running it."""
+    import importlib.util
+
+    module = sys.modules.get(name)
+    if module is not None:
+        return getattr(module, "__file__", None)
+    for attempt in range(2):
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            spec = None
+        except Exception as e:  # noqa: BLE001 - a parent package failed to import
+            raise param_error("training.model", "the config", "'package.module:factory' whose "
+                              f"packages import ({type(e).__name__}: {e})", ref) from e
+        if spec is not None:
+            return spec.origin
+        cwd = os.getcwd()
+        if attempt or cwd in sys.path or "" in sys.path:
+            break
+        sys.path.insert(0, cwd)
+    raise _import_error(ref, ModuleNotFoundError(f"No module named {name!r}"))
 
 
 def _import(name: str, ref: str):
