@@ -228,48 +228,73 @@ def _copy_run(run: Path, dest: Path) -> Path:
     return dest
 
 
-def test_damaged_and_foreign_weights_are_one_clear_error(tmp_path, trained, mnist_dir):
-    run, x, _ = trained
-    npz = tmp_path / "x.npz"
-    np.savez(npz, x=x)
+def _damaged_runs(run: Path, tmp_path: Path, other_run: Path) -> dict:
+    """Copies of ``run`` with one file damaged: name -> (run dir, words of the loader's own
+    error, which names the file)."""
     w0 = Path(runs.WEIGHTS) / "chunk-00000.safetensors"
-    # truncated
+    out = {}
     bad = _copy_run(run, tmp_path / "truncated")
     data = (bad / w0).read_bytes()
     (bad / w0).write_bytes(data[: len(data) // 2])
-    _one_error_line(runner.invoke(app, ["predict", str(bad), str(npz)]), str(bad / w0),
-                    "damaged")
-    # garbage
+    out["truncated"] = (bad, [str(bad / w0), "damaged"])
     bad = _copy_run(run, tmp_path / "garbage")
     (bad / w0).write_bytes(b"\x00" * 100)
-    _one_error_line(runner.invoke(app, ["predict", str(bad), str(npz)]), str(bad / w0))
-    # missing
+    out["garbage"] = (bad, [str(bad / w0), "damaged"])
     bad = _copy_run(run, tmp_path / "missing")
     (bad / w0).unlink()
-    _one_error_line(runner.invoke(app, ["predict", str(bad), str(npz)]), str(bad / w0),
-                    "missing")
-    # a weights file of another run (same shapes, another seed)
-    data_dir, _ = mnist_dir
-    other = tmp_path / "other"
-    experiment.train_run(_config(tmp_path, data_dir, selection__seed=5), other, progress=False)
-    bad = _copy_run(run, tmp_path / "foreign")
-    shutil.copy(other / w0, bad / w0)
-    _one_error_line(runner.invoke(app, ["predict", str(bad), str(npz)]), str(bad / w0),
-                    "another run")
-    # another chunk of this run in the place of the first
-    bad = _copy_run(run, tmp_path / "swapped")
+    out["missing"] = (bad, [str(bad / w0), "missing"])
+    bad = _copy_run(run, tmp_path / "foreign")  # same shapes, another seed
+    shutil.copy(other_run / w0, bad / w0)
+    out["foreign"] = (bad, [str(bad / w0), "another run"])
+    bad = _copy_run(run, tmp_path / "swapped")  # another chunk of this run
     shutil.copy(bad / runs.WEIGHTS / "chunk-00001.safetensors", bad / w0)
-    _one_error_line(runner.invoke(app, ["predict", str(bad), str(npz)]), str(bad / w0))
-    # a damaged ensemble.json
+    out["swapped"] = (bad, [str(bad / w0), "does not hold classifiers 0..7"])
     bad = _copy_run(run, tmp_path / "record")
     (bad / ENSEMBLE_JSON).write_text("{not json")
-    _one_error_line(runner.invoke(app, ["predict", str(bad), str(npz)]), ENSEMBLE_JSON,
-                    "damaged")
-    with pytest.raises(RunError, match="another run"):
-        record = json.loads((run / ENSEMBLE_JSON).read_text())
-        record["config_hash"] = "0" * 64
-        (bad / ENSEMBLE_JSON).write_text(json.dumps(record))
-        Ensemble.load(bad)
+    out["record"] = (bad, [ENSEMBLE_JSON, "damaged"])
+    bad = _copy_run(run, tmp_path / "other_record")
+    record = json.loads((run / ENSEMBLE_JSON).read_text())
+    record["config_hash"] = "0" * 64
+    (bad / ENSEMBLE_JSON).write_text(json.dumps(record))
+    out["other_record"] = (bad, [ENSEMBLE_JSON, "another run"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory, trained, mnist_dir):
+    run, _, _ = trained
+    tmp = tmp_path_factory.mktemp("damaged")
+    data_dir, _ = mnist_dir
+    other = tmp / "other"
+    experiment.train_run(_config(tmp, data_dir, selection__seed=5), other, progress=False)
+    return _damaged_runs(run, tmp, other)
+
+
+def test_damaged_and_foreign_files_are_one_clear_error(tmp_path, trained, damaged):
+    """Through the CLI: the manifest's checksums (``RunDir.verify``) name the file."""
+    run, x, _ = trained
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=x)
+    for name, (bad, words) in damaged.items():
+        r = runner.invoke(app, ["predict", str(bad), str(npz)])
+        _one_error_line(r, words[0])
+        assert "changed after the run finished" in r.output or "missing" in r.output, name
+
+
+def test_the_loader_checks_each_file_itself(trained, damaged, monkeypatch):
+    """A run made before checksums were recorded is checked by the loader's own checks:
+    format, metadata (config hash, seeds, chunk), tensors."""
+    from poisoncert.runs import RunDir
+
+    monkeypatch.setattr(RunDir, "verify", lambda self: {"verified": False, "files": 0,
+                                                         "note": "warning: no checksums"})
+    run, x, _ = trained
+    assert Ensemble.load(run).verification["verified"] is False
+    for name, (bad, words) in damaged.items():
+        with pytest.raises(RunError) as e:
+            Ensemble.load(bad)
+        for w in words:
+            assert w in str(e.value), (name, w, str(e.value))
 
 
 def test_inputs_of_the_wrong_form_are_one_clear_error(tmp_path, trained):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poisoncert._validation import check_choice, check_int_array, param_error
+from poisoncert._validation import INT_LIMIT, check_choice, check_int_array, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS, SelectionBound, jia_certified_radius
 from poisoncert.stats import _check_counts, _vote_bounds
 
@@ -312,11 +312,17 @@ def certified_accuracy(result, labels, rhos) -> np.ndarray:
     shape of ``rhos`` and is non-increasing in ``rho``.
     """
     where = "certified_accuracy"
-    prediction = np.asarray(result.prediction)
-    radius = np.asarray(result.radius)
+    allowed = "a Certificate or DPACertificate (1-D prediction and radius of one length)"
+    try:
+        prediction = check_int_array(result.prediction, "result", where, low=ABSTAIN)
+        radius = check_int_array(result.radius, "result", where, low=-1)
+    except AttributeError:
+        raise param_error("result", where, allowed, type(result).__name__) from None
+    if prediction.ndim != 1 or radius.shape != prediction.shape:
+        raise param_error("result", where, allowed, type(result).__name__)
     n_test = int(prediction.shape[0])
     lab = _true_indices(result, labels, where)
-    rho = check_int_array(rhos, "rhos", where, low=0)
+    rho = check_int_array(rhos, "rhos", where, low=0, high=INT_LIMIT)
     if n_test == 0:
         raise param_error("labels", where, "a non-empty int array", "an empty array")
     good = np.sort(radius[(prediction == lab) & (prediction != ABSTAIN)])

@@ -57,6 +57,9 @@ def predict(
         from poisoncert.experiment.inputs import read_inputs
 
         ens = Ensemble.load(run_dir, device=device)
+        if not ens.verification.get("verified", True):
+            note = ens.verification.get("note", "")
+            typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
         data = read_inputs(inputs, ens.form)
         labels = None if data.y is None else ens.encode(data.y)
         big = not quiet and len(data.x) * ens.T >= 20_000

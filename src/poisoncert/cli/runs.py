@@ -90,6 +90,10 @@ def train(
             overrides["certify.rhos"] = rhos
         cfg = load_config(config, overrides)
         ray = executor.strip().lower() == "ray"
+        if address is not None and not ray:  # would be ignored: an error (issue 9)
+            from poisoncert._validation import param_error
+
+            raise param_error("address", "train", "given only with --executor ray", address)
         ex = make_executor(executor, workers=workers if ray else cfg.execution.workers,
                            address=address)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
@@ -126,22 +130,30 @@ def certify(
         "--rho", help="One radius for the table; repeat for several (the same as --rhos).")
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Certify without checking the run's files against the checksums "
+                            "and config hash in its manifest (for files edited on purpose; "
+                            "said in the output).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
     ] = False,
 ) -> None:
-    """Certify every test example of a run; print certified accuracy against rho."""
+    """Certify every test example of a run; print certified accuracy against rho.
+
+    The run's files are first checked against its manifest (checksums, config hash,
+    consistency of votes, predictions and labels); a file that does not match is an error.
+    """
     with library_errors():
         from poisoncert.experiment import certify_run
 
         radii = parse_rhos(rhos, "--rhos") + list(rho or [])
         res = certify_run(run_dir, alpha=alpha, method=method, model=model,
-                          rhos=radii or None, plot=not no_plot)
+                          rhos=radii or None, plot=not no_plot, verify=not no_verify)
     if as_json:
         typer.echo(json.dumps({"summary": res.summary,
                                "certified_accuracy": [{"rho": r, "certified_accuracy": a}
                                                       for r, a in res.table.rows()],
                                "files": {k: str(v) for k, v in res.paths.items()}},
-                              indent=1))
+                              indent=1, default=str))
         return
     from rich.table import Table
 
@@ -152,6 +164,11 @@ def certify(
     for r, a in res.table.rows():
         table.add_row(str(r), f"{a:.4f}")
     con = _console()
+    note = s.get("verification", "")
+    if s.get("verified"):
+        con.print(note, markup=False, highlight=False, soft_wrap=True)
+    else:  # skipped (--no-verify) or a run without checksums: a warning on stderr
+        typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
     setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "n", "ns", "p", "model", "alpha",
                                                  "method", "T") if s.get(k) is not None)
     con.print(setting, markup=False, highlight=False)

@@ -189,16 +189,53 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     if path is not None:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"Cannot read the config file '{path}': {e.strerror or e}.") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"The config file '{path}' is not YAML text: byte "
+                              f"{e.object[e.start]:#04x} at offset {e.start} is not "
+                              "UTF-8.") from None
         try:
-            d = yaml.safe_load(text)
+            d = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _DuplicateKey as e:
+            raise ConfigError(f"The config file '{path}' {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"The config file '{path}' must hold a mapping of sections (data, "
+                              f"selection, training, ...); it holds a {type(d).__name__}.")
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
     return from_dict(d, overrides)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML leaves it to
+    the reader; PyYAML would keep the last silently). Merge keys (``<<``) may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        where = (f"line {line}" if seen[key] == line
+                                 else f"lines {seen[key]} and {line}")
+                        raise _DuplicateKey(f"has the key {key!r} twice in one mapping "
+                                            f"({where}).")
+                    seen[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_overrides(args: list[str] | tuple[str, ...]) -> dict[str, str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from poisoncert import bounds
-from poisoncert._validation import check_int, check_real, param_error
+from poisoncert._validation import INT_LIMIT, check_int, check_real, param_error
 from poisoncert.data import registry as data_registry
 from poisoncert.selection import ALL_SCHEME_ALIASES, ALL_SCHEMES, PARTITION, check_size
 from poisoncert.stats import METHODS
@@ -275,9 +275,10 @@ class CertifyConfig:
         _put(self, "method", _choice(self.method, "certify.method", METHODS))
         _put(self, "model", _choice(self.model, "certify.model", bounds.MODELS,
                                     bounds.MODEL_ALIASES))
-        if any(isinstance(rho, bool) or not isinstance(rho, int) or rho < 0
-               for rho in self.rhos):
-            raise config_error("certify.rhos", "a list of ints >= 0", self.rhos)
+        if any(isinstance(rho, bool) or not isinstance(rho, int) or not 0 <= rho <= INT_LIMIT
+               for rho in self.rhos):  # no int64 overflow later
+            raise config_error("certify.rhos", f"a list of ints in the range [0, {INT_LIMIT}]",
+                               self.rhos)
         _put(self, "rhos", sorted(set(self.rhos)))
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from poisoncert import certify as certificates
 from poisoncert import runs, selection
+from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.runs import RunDir, RunError
 
@@ -65,7 +66,8 @@ def _manifest_data(rd: RunDir) -> dict:
 
 
 def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str | None = None,
-                model: str | None = None, rhos=None, plot: bool = True) -> CertifyResult:
+                model: str | None = None, rhos=None, plot: bool = True,
+                verify: bool = True) -> CertifyResult:
     """Certify every test example of a trained run and write the results beside it.
 
     Options default to the run's ``certify`` config section. ``n`` is ``|D^p|``, the number of
@@ -75,9 +77,26 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     example), ``certified_accuracy.csv`` (the whole curve, every integer ``rho`` up to the
     largest radius, plus ``rhos``), ``certify.json`` and ``certified_accuracy.png``.
     Returns ``(certificate, table)`` with the certified accuracy at ``rhos``.
+
+    The run is certified under its lock, after ``RunDir.verify`` (checksums, config hash,
+    consistency; a ``RunError`` names the first file that does not match); ``verify=False``
+    skips that, and ``summary["verification"]`` says which was done.
     """
     rd = RunDir(run_dir)
+    with rd.lock():  # one process at a time; verified before anything is read
+        return _certify_locked(rd, alpha, method, model, rhos, plot, verify)
+
+
+def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool,
+                    verify: bool) -> CertifyResult:
     cfg = rd.load_config()
+    if cfg.selection.scheme == selection.PARTITION and (alpha, method) != (None, None):
+        name, value = ("alpha", alpha) if alpha is not None else ("method", method)
+        raise param_error(name, "certify", "left out for a partition (DPA) run, whose "
+                          "certificate is deterministic", value)
+    checked = rd.verify() if verify else {
+        "verified": None, "note": "not verified (--no-verify): the run's files were not "
+                                  "checked against its manifest"}
     options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
                if v is not None}
     if rhos is not None:
@@ -101,7 +120,8 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     runs.save_text(paths["certificates"], _certificate_csv(cert, votes, labels, T))
     runs.save_text(paths["certified_accuracy"], _curve_csv(curve))
     summary = {**cert.summary(labels), "T": T, "n_classes": int(votes.shape[1]),
-               "certified_accuracy": {str(r): a for r, a in table.rows()}}
+               "certified_accuracy": {str(r): a for r, a in table.rows()},
+               "verified": checked["verified"], "verification": checked["note"]}
     runs.save_json(paths["summary"], summary)
     if plot:
         from poisoncert.plots import plot_certified_accuracy

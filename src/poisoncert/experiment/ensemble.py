@@ -9,11 +9,12 @@ deskewing), the classes, the selection facts the certificate needs (scheme, ``n 
 training set enters the preprocessing (docs/certificates.md, "What the certificate covers"):
 every step is a function of one input alone.
 
-``Ensemble.load`` checks the run before it predicts anything: the format tags, that every
-weights file belongs to this run (its config hash and its classifiers' seeds), the tensor
-names, indices, shapes and dtypes of every classifier against the model, and, through the run
-directory (``RunDir.verify`` where present), the files' checksums; a damaged or foreign file
-is one ``RunError`` naming it. ``votes``, ``predict`` and ``certify`` then run the saved
+``Ensemble.load`` checks the run before it predicts anything: through the run directory
+(``RunDir.verify``) every file against the checksums and config hash its manifest recorded when
+the run finished (``ensemble.json`` and the weights included), then the format tags, that every
+weights file belongs to this run (its config hash and its classifiers' seeds), and the tensor
+names, indices, shapes and dtypes of every classifier against the model; a damaged or foreign
+file is one ``RunError`` naming it. ``votes``, ``predict`` and ``certify`` then run the saved
 classifiers through ``training.predict`` (stacked groups, the engine's own numerics), so the
 run's own test set gets exactly the predictions, votes and certificates of ``poisoncert
 certify``.
@@ -40,7 +41,7 @@ from poisoncert.votes import majority_vote, votes_from_predictions
 __all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "Ensemble", "InputForm", "describe_array",
            "input_form", "write_ensemble_record"]
 
-ENSEMBLE_JSON = "ensemble.json"
+ENSEMBLE_JSON = runs.ENSEMBLE
 ENSEMBLE_FORMAT = "poisoncert.ensemble/1"
 WEIGHTS_FORMAT = "poisoncert.training.weights/1"
 
@@ -253,6 +254,9 @@ class Ensemble:
         self.n_clean: int = int(sel["n_clean"])
         self.state_dicts = state_dicts
         self.device = device
+        #: What ``RunDir.verify`` said: ``{"verified": bool, "files": int, "note": str}``
+        #: (``verified`` False for a run made before checksums were recorded).
+        self.verification: dict = {}
 
     def __repr__(self) -> str:
         size = (f"k={self.T}" if self.scheme == selection.PARTITION else
@@ -286,12 +290,12 @@ class Ensemble:
             raise RunError(f"The run '{rd.path}' kept no classifier weights ({why}); train it "
                            "again with training.save_weights (the default for torch models) "
                            "to predict new inputs.")
+        verification = rd.verify()  # checksums, config hash, arrays (poisoncert.runcheck)
         record = _read_record(rd, cfg)
-        verify = getattr(rd, "verify", None)
-        if verify is not None:
-            verify()
         state_dicts = _read_weights(rd, cfg, record)
-        return cls(rd.path, cfg, record, state_dicts, device)
+        ens = cls(rd.path, cfg, record, state_dicts, device)
+        ens.verification = verification
+        return ens
 
     # -- predictions -------------------------------------------------------------------------
 
@@ -501,15 +505,15 @@ def _read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
         if meta.get("format") != WEIGHTS_FORMAT:
             raise RunError(f"The weights file '{path}' is not a poisoncert weights file (format "
                            f"{meta.get('format')!r}, expected {WEIGHTS_FORMAT!r}).")
-        if meta.get("config_hash") != want_hash or meta.get("seeds_sha256") != expect_meta[
-                "seeds_sha256"]:
-            raise RunError(f"The weights file '{path}' belongs to another run (its config hash "
-                           f"or classifier seeds are not this run's).")
         if (meta.get("start"), meta.get("stop"), meta.get("n_models")) != (
                 str(start), str(stop), str(stop - start)):
             raise RunError(f"The weights file '{path}' does not hold classifiers "
                            f"{start}..{stop - 1} (it says {meta.get('start')}.."
                            f"{meta.get('stop')}).")
+        if meta.get("config_hash") != want_hash or meta.get("seeds_sha256") != expect_meta[
+                "seeds_sha256"]:
+            raise RunError(f"The weights file '{path}' belongs to another run (its config hash "
+                           f"or classifier seeds are not this run's).")
         chunk = _chunk_state_dicts(path, tensors, stop - start, ref)
         for j, sd in enumerate(chunk):
             empty = int(sizes[start + j]) == 0 and n_clean == 0

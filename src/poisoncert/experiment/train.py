@@ -212,7 +212,15 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
             raise RunError(f"The data of the run '{rd.path}' has changed since it started "
                            f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
                            "resumed.")
-    resumed = rd.prepare(cfg, runs.build_manifest(cfg, data=data.summary.manifest()))
+    manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+    with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
+        return _train_locked(cfg, rd, data, manifest, executor, progress, t0)
+
+
+def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
+                  executor: Executor | None, progress: ProgressDisplay | None,
+                  t0: float) -> RunResult:
+    resumed = rd.prepare(cfg, manifest)
 
     T = cfg.T
     seeds = selection.model_seeds(cfg.selection.seed, T)
