@@ -491,8 +491,9 @@ def _read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
         start, stop = int(w["start"]), int(w["stop"])
         path = rd / w["file"]
         if not path.is_file():
-            raise RunError(f"The weights file '{path}' is missing: the run is not finished "
-                           "(run train again to finish it).")
+            raise RunError(f"The weights file '{path}' is missing: its chunk was trained "
+                           "without keeping weights (training.save_weights: false when it "
+                           "ran); train the run again into a new run directory.")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}

@@ -228,10 +228,8 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
         if not (rd / name).exists():
             runs.save_npy(rd / name, arr)
     ranges = runs.chunk_ranges(T, cfg.run.chunk_size, cfg.training.models_per_group)
-    keep = cfg.keeps_weights  # a chunk without its weights file is trained again
     todo = [cid for cid, (a, b) in enumerate(ranges)
-            if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b])
-                    and (not keep or rd.weights_path(cid).is_file()))]
+            if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b]))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
     if cfg.keeps_weights:
         rd.weights_dir.mkdir(exist_ok=True)
