@@ -120,6 +120,7 @@ def _print_summary(summary: dict, *, err: bool, as_json: bool) -> None:
     if s["radius_median"] is not None:
         lines.append(f"radius median {s['radius_median']:g}, max {s['radius_max']} "
                      f"[{s['radius_unit']}]")
-    lines.append("predicted: " + ", ".join(f"{c}: {k}" for c, k in s["predicted"].items()))
+    lines.append("certified predictions per class: "
+                 + ", ".join(f"{c}: {k}" for c, k in s["predicted"].items()))
     for line in lines:
         typer.echo(line, err=err)
