@@ -195,6 +195,13 @@ _RUN = {"data": {"name": "digits", "test_limit": 30},
         "run": {"chunk_size": 4}}
 
 
+def _digits_test(n):
+    from poisoncert.config import from_dict as _fd
+    from poisoncert.experiment import split_data
+
+    return split_data(_fd(_RUN).data).x_test[:n]
+
+
 def _reset_chunks(run):
     shutil.rmtree(run / "chunks")
     (run / "chunks").mkdir()
@@ -223,6 +230,13 @@ def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
     resumed = train_run(from_dict(_RUN), tmp_path / "auto", progress=False)
     np.testing.assert_array_equal(resumed.predictions, g4.predictions)
     assert chunks("auto") == 3
+    # its saved ensemble goes by the recorded size, and its config keeps "auto"
+    from poisoncert.experiment.ensemble import Ensemble
+
+    ens = Ensemble.load(tmp_path / "auto")
+    assert ens.record["model"]["group_size"] == 4 and ens.config.training.group_size == "auto"
+    labels = ens.base_predictions(_digits_test(30), preprocessed=True)
+    np.testing.assert_array_equal(labels, g4.predictions)
     # ... and a run started before the record existed resumes with the former default, 8
     del man["engine"]
     (tmp_path / "auto" / "manifest.json").write_text(json.dumps(man))
