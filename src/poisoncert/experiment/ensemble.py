@@ -218,9 +218,9 @@ def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Pa
 
 def _group(rd: RunDir, cfg: ExperimentConfig) -> int:
     """The group size the run trained with (``auto`` resolved, from its manifest)."""
-    from poisoncert.experiment.train import run_group_size
+    from poisoncert.training.groups import recorded_group_size
 
-    return run_group_size(rd, cfg)
+    return recorded_group_size(cfg.training, rd.load_manifest())
 
 
 def weights_metadata(cfg: ExperimentConfig, start: int, stop: int, seeds) -> dict[str, str]:

@@ -287,28 +287,22 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
 
 
 def run_group_size(rd: RunDir, cfg: ExperimentConfig) -> int:
-    """The group size a trained run used: ``training.group_size``, or for ``auto`` the size
-    its manifest records (``DEFAULT_GROUP_SIZE`` for runs that predate the record); 1 for a
-    scikit-learn learner. Its chunks hold whole groups of it (``runs.chunk_ranges``)."""
-    return _group_size(cfg, None, rd.load_manifest())
+    """The group size a trained run used (``training.groups.recorded_group_size``: ``auto``
+    resolved from its manifest). Its chunks hold whole groups of it (``runs.chunk_ranges``)."""
+    from poisoncert.training.groups import recorded_group_size
+
+    return recorded_group_size(cfg.training, rd.load_manifest())
 
 
-def _group_size(cfg: ExperimentConfig, data: DataSplit | None,
-                old_manifest: dict | None) -> int:
+def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None) -> int:
     """The group size of a run: ``training.group_size``, or for ``auto`` the size a resumed
-    run recorded (``DEFAULT_GROUP_SIZE`` for runs that predate the record), else the size
-    ``training.groups.auto_group_size`` picks for the device, the model and ``T``."""
+    run recorded, else the size ``training.groups.auto_group_size`` picks for the device, the
+    model and ``T``."""
+    from poisoncert.training.groups import auto_group_size, recorded_group_size
+
     tr = cfg.training
-    if tr.sklearn_learner is not None:
-        return 1
-    if tr.group_size != "auto":
-        return int(tr.group_size)
-    if old_manifest is not None:
-        from poisoncert.training.settings import DEFAULT_GROUP_SIZE
-
-        return int(old_manifest.get("engine", {}).get("group_size", DEFAULT_GROUP_SIZE))
-    from poisoncert.training.groups import auto_group_size
-
+    if old_manifest is not None or tr.group_size != "auto" or tr.sklearn_learner is not None:
+        return recorded_group_size(tr, old_manifest)
     return auto_group_size(tr, cfg.execution.device, data.x_train.shape[1:], data.n_classes,
                            n_models=cfg.T)
 

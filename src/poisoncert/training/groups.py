@@ -21,7 +21,8 @@ import math
 
 from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
 
-__all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "auto_group_size", "even_groups"]
+__all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "auto_group_size", "even_groups",
+           "recorded_group_size"]
 
 #: Largest auto group on CUDA for models under / over a million parameters.
 CUDA_CAP_SMALL, CUDA_CAP_LARGE = 256, 32
@@ -35,6 +36,17 @@ def even_groups(G: int, n_models: int) -> int:
         return G
     k = math.ceil(n_models / G)
     return math.ceil(n_models / k)
+
+
+def recorded_group_size(cfg: TrainConfig, manifest: dict | None) -> int:
+    """The group size of a run with training settings ``cfg`` whose manifest is ``manifest``:
+    ``cfg.group_size``, or for ``auto`` the size the manifest records (``engine.group_size``;
+    ``DEFAULT_GROUP_SIZE`` for runs that predate the record); 1 for a scikit-learn learner."""
+    if cfg.sklearn_learner is not None:
+        return 1
+    if cfg.group_size != "auto":
+        return int(cfg.group_size)
+    return int((manifest or {}).get("engine", {}).get("group_size", DEFAULT_GROUP_SIZE))
 
 
 def auto_group_size(cfg: TrainConfig, device, input_shape, n_classes: int,
