@@ -367,7 +367,7 @@ default="without_replacement"
         return self.classes_[np.argmax(self.vote_counts(X), axis=1)]
 
     # ------------------------------------------------------------------ certificates
-    def certify(self, X, *, alpha=0.001, model="P6", method="bonferroni", y=None,
+    def certify(self, X, *, alpha=0.001, model="P6", method="auto", y=None,
                 unit="operation"):
         """Certified prediction and radius of every row of ``X``.
 
@@ -381,8 +381,9 @@ default="without_replacement"
             whose certificate is deterministic.
         model : {"P1", ..., "P6"}, default="P6"
             Poisoning model (insertions, deletions, modifications; ``docs/certificates.md``).
-        method : str, default="bonferroni"
-            Vote-bound method of ``poisoncert.stats.vote_bounds``; the ``"true_label*"``
+        method : str, default="auto"
+            Vote-bound method of ``poisoncert.stats.vote_bounds`` (``"auto"``:
+            ``"bonferroni"`` for two classes, ``"pairwise"`` for more); the ``"true_label*"``
             methods need ``y``. Ignored for ``"partition"``.
         y : array-like of shape (n_test,), default=None
             True labels (from ``classes_``), for the ``"true_label*"`` methods.

@@ -123,8 +123,9 @@ def radius(
         help="Error probability per test point, over the sampling (with --counts; default "
              "0.001).")] = None,
     method: Annotated[str | None, typer.Option(
-        help="bonferroni | bonferroni_upper | paper | true_label | true_label_split (with "
-             "--counts; default bonferroni)")] = None,
+        help="auto | bonferroni | bonferroni_upper | pairwise | paper | true_label | "
+             "true_label_split (with --counts; default auto: bonferroni for two classes, "
+             "pairwise for more; bonferroni with --rule jia)")] = None,
     labels: Annotated[str | None, typer.Option(
         help="True labels, comma-separated (for the true_label methods only).")] = None,
     rule: Annotated[str, typer.Option(
@@ -160,7 +161,8 @@ def radius(
             results = [{"gap": gap, "radius": r}]
         else:
             alpha = 0.001 if alpha is None else alpha
-            method = "bonferroni" if method is None else method
+            if method is None:  # Jia et al.'s protocol keeps its bound's method
+                method = "bonferroni" if rule == "jia" else "auto"
             if labels is not None and not str(method).strip().lower().startswith("true_label"):
                 raise param_error("labels", "radius", "left out unless --method is true_label "
                                   "or true_label_split (the other methods do not use labels)",

@@ -127,8 +127,8 @@ def certify(
     alpha: Annotated[float | None, typer.Option(
         help="Error probability per test point (default: the run's certify.alpha).")] = None,
     method: Annotated[str | None, typer.Option(
-        help="bonferroni | bonferroni_upper | paper | true_label | true_label_split "
-             "(default: the run's certify.method).")] = None,
+        help="auto | bonferroni | bonferroni_upper | pairwise | paper | true_label | "
+             "true_label_split (default: the run's certify.method).")] = None,
     model: Annotated[str | None, typer.Option(
         help="Poisoning model P1 ... P6 (default: the run's certify.model).")] = None,
     rhos: Annotated[str | None, typer.Option(

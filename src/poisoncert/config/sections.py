@@ -267,7 +267,7 @@ class CertifyConfig:
     """Defaults for certifying a run; ``alpha`` is the failure probability per test point."""
 
     alpha: float = 0.001
-    method: str = "bonferroni"
+    method: str = "auto"
     model: str = "P6"
     rhos: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 50])
 
