@@ -25,9 +25,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from poisoncert._validation import check_choice, check_int, param_error
+from poisoncert.resources import usable_cpus
 from poisoncert.threads import limit_threads
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "check_workers", "make_executor"]
 
 R = TypeVar("R")
 
@@ -121,13 +122,27 @@ class LocalExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
+def check_workers(workers, name: str = "workers", where: str = "make_executor") -> int:
+    """A number of local worker processes: an int in ``[1, usable CPUs]`` (more processes
+    than CPUs only add memory: every chunk is CPU bound). Checked where a config or the
+    command line chooses the workers (``make_executor``, ``train_run``, the CLI); a
+    ``LocalExecutor`` built by hand takes any number."""
+    cpus = usable_cpus()
+    try:
+        return check_int(workers, name, where, low=1, high=cpus)
+    except ValueError:
+        raise param_error(name, where, f"an int in the range [1, {cpus}] (the CPUs this "
+                          "process may use)", workers) from None
+
+
 def make_executor(name: str = "local", *, workers: int | None = 1,
                   address: str | None = None) -> Executor:
     """An executor by name (``poisoncert train --executor NAME``).
 
-    ``local``: ``LocalExecutor(workers)`` (``None``: 1). ``ray``: ``RayExecutor(address,
-    workers=workers)``; ``address`` ``None`` starts a local Ray instance, ``"auto"`` or
-    ``"ray://host:port"`` joins a cluster, and ``workers`` ``None`` uses all its CPUs.
+    ``local``: ``LocalExecutor(workers)`` (``None``: 1; ``check_workers``). ``ray``:
+    ``RayExecutor(address, workers=workers)``; ``address`` ``None`` starts a local Ray
+    instance, ``"auto"`` or ``"ray://host:port"`` joins a cluster, and ``workers`` ``None``
+    uses all its CPUs.
     """
     name = check_choice(name, "executor", "make_executor", EXECUTORS)
     if name == "ray":
@@ -142,4 +157,4 @@ def make_executor(name: str = "local", *, workers: int | None = 1,
     if address is not None:
         raise param_error("address", "make_executor",
                           "None for the local executor (an address is for 'ray')", address)
-    return LocalExecutor(1 if workers is None else workers)
+    return LocalExecutor(1 if workers is None else check_workers(workers))

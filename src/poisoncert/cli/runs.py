@@ -57,7 +57,7 @@ def train(
     with library_errors():
         from poisoncert.cli.progress import rich_progress
         from poisoncert.config import load_config, parse_overrides
-        from poisoncert.executors import make_executor
+        from poisoncert.executors import check_workers, make_executor
         from poisoncert.experiment import train_run
 
         overrides = parse_overrides(ctx.args)
@@ -71,6 +71,8 @@ def train(
             from poisoncert._validation import param_error
 
             raise param_error("address", "train", "given only with --executor ray", address)
+        if not ray:  # local processes: at most the CPUs (issue 9)
+            check_workers(cfg.execution.workers, "training.workers", "the config")
         ex = make_executor(executor, workers=workers if ray else cfg.execution.workers,
                            address=address)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
@@ -146,11 +148,11 @@ def demo(
     downloads); print the certified accuracy against rho and draw the three curves."""
     with library_errors():
         from poisoncert.cli.progress import rich_progress
-        from poisoncert.executors import LocalExecutor
+        from poisoncert.executors import LocalExecutor, check_workers
         from poisoncert.experiment import DEMO_SCHEMES, run_demo
 
         res = run_demo(out, quick=quick, progress=None if quiet else rich_progress,
-                       executor=LocalExecutor(workers))
+                       executor=LocalExecutor(check_workers(workers, "workers", "demo")))
     from rich.table import Table
 
     table = Table(title="Certified accuracy on digits (model P6, alpha 0.001)")
