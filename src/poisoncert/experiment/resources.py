@@ -33,8 +33,8 @@ __all__ = ["ModelFootprint", "RunShape", "check_run_memory", "model_footprint", 
 #: Per (classifier, test point), in the driver when the run is assembled
 #: (``runs.RunDir.assemble``): the chunk files' int16 arrays (2) and the joined matrix (2);
 #: ``votes.votes_from_predictions``'s temporaries: the validity masks (2), the column indices
-#: and their int64 copy (8 + 8), the flat index (8), the valid predictions (2); the accuracy
-#: mask (1). Rounded up to 32.
+#: and their int64 copy (8 + 8), the flat index (8), the valid predictions (2): 32 bytes
+#: (NumPy's elision of temporaries brings the measured peak to about 23).
 PREDICTION_BYTES = 32
 #: Per classifier, in the driver: its seed (``model_seeds``' Python int and list slot, the
 #: uint64 array, the chunk copies and the joined array), its sub-dataset size (three int64
@@ -49,19 +49,28 @@ CHUNK_PREDICTION_BYTES = 6
 #: ``selection.subset_indices``).
 INDEX_BYTES = 8
 DRAWING_BYTES = 32
-#: Per minibatch draw (classifier, step, batch position) of a group
-#: (``training.minibatches.sample_minibatches`` and the engine's stacking): the positions
-#: (int64) and ``rng.choice``'s float64 variates, the rows of the group's table, the stacked
-#: rows and their labels: 5 x 8 bytes.
-DRAW_BYTES = 40
+#: Per minibatch draw (classifier, step, batch position) of a group, held until the group is
+#: trained (``training.minibatches.sample_minibatches`` and the engine's stacking): the
+#: positions (int64), the rows of the classifier's table, the stacked rows and their labels:
+#: 4 x 8 bytes; and per draw of the one classifier being drawn, ``rng.choice``'s float64
+#: variates.
+DRAW_BYTES = 32
+DRAW_TEMP_BYTES = 8
+#: Per row of the sub-dataset being drawn from (``sample_minibatches``' class-balance
+#: weights): its labels (int64), their weights, the probabilities and ``rng.choice``'s
+#: cumulative sums (float64), one more for the division's temporary: 5 x 8 bytes.
+WEIGHT_BYTES = 40
 #: With integer shifts, per draw: ``(dy, dx)`` as int64 and their stacked copy.
 SHIFT_BYTES = 32
-#: With random warps, per draw: the uniform variates (5 float64), the scaled warps, the
-#: stacked copy.
-WARP_BYTES = 120
-#: With elastic warps, per draw and node of the coarse grid and axis: the float64 normal
-#: variates, their float32 copy, the stacked copy.
-ELASTIC_BYTES = 16
+#: With random warps, per draw: the warps (5 float64) and their stacked copy; while a
+#: classifier is drawn, its uniform variates.
+WARP_BYTES = 80
+WARP_TEMP_BYTES = 40
+#: With elastic warps, per draw and node of the coarse grid and axis: the float32 field and
+#: its stacked copy; while a classifier is drawn, its float64 normal variates and their
+#: scaled copy.
+ELASTIC_BYTES = 8
+ELASTIC_TEMP_BYTES = 16
 #: Activations of a training step, in units of one forward pass's outputs: the outputs kept
 #: for the backward pass, their gradients, and one more for what the kernels keep besides
 #: (max-pooling indices, ReLU masks, workspaces).
@@ -201,7 +210,7 @@ def run_memory(v: dict[str, int], s: RunShape) -> list[Term]:
 
 def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) -> list[Term]:
     G, B, S = v["training.group_size"], v["training.batch_size"], v["training.steps"]
-    E = v["training.eval_batch_size"]
+    E = min(v["training.eval_batch_size"], s.n_test)  # test_x.split(E): at most the test set
     sample = math.prod(s.input_shape)
     dt = s.dtype_bytes
     acts, params = s.model.activations, s.model.parameters
@@ -214,16 +223,17 @@ def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) 
         c, h, w = s.input_shape
         terms.append(Term("padded training images", rows * c * (h + 2 * a) * (w + 2 * a) * dt,
                           ("training.max_shift", *size_keys, "training.group_size")))
-    per_draw = DRAW_BYTES
+    per_draw, temp = DRAW_BYTES, DRAW_TEMP_BYTES
     per_image = sample * dt + acts * dt * ACTIVATION_COPIES
     if s.warps:
         per_draw += WARP_BYTES + s.elastic_nodes * ELASTIC_BYTES
+        temp += WARP_TEMP_BYTES + s.elastic_nodes * ELASTIC_TEMP_BYTES
         per_image += sample * dt * 3 + (sample // max(1, s.input_shape[0])) * 2 * dt
     elif s.shifts and a > 0:
         per_draw += SHIFT_BYTES
         per_image += sample * 8  # the gather index of the shifted images
     terms += [
-        Term("minibatch tables of a group", G * S * B * per_draw,
+        Term("minibatch tables of a group", S * B * (G * per_draw + temp) + m * WEIGHT_BYTES,
              ("training.steps", "training.batch_size", "training.group_size")),
         Term("training batch and activations", G * B * per_image,
              ("training.batch_size", "training.group_size")),
