@@ -26,6 +26,7 @@ from poisoncert.experiment import learners
 from poisoncert.experiment.resources import check_run_memory
 from poisoncert.experiment.split import DataSplit, split_data, subset_plan
 from poisoncert.runs import RunDir, RunError
+from poisoncert.runsafe import fault_point
 from poisoncert.votes import majority_vote
 
 __all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "run_subsets",
@@ -84,6 +85,7 @@ class ChunkTrainer:
             self.data = split_data(cfg.data)
         if self._plan is None:
             self._plan = subset_plan(cfg.selection, self.data)
+        fault_point("chunk:train")  # tests: a worker killed (e.g. by the kernel when out of memory)
         start, stop = self.ranges[chunk_id]
         seeds = selection.model_seeds(cfg.selection.seed, stop - start, start=start)
         subsets, sizes = self._plan.subsets(start, seeds)
