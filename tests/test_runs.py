@@ -190,16 +190,19 @@ def test_config_hash_ignores_phase2_steps_without_two_phase():
 
 
 def test_config_hash_of_runs_made_before_warps_is_unchanged():
-    """A run directory written before the warp, schedule and deskew keys existed (its
-    config.yaml lacks them) keeps its hash, so it still resumes; turning any of them on
-    changes it."""
+    """A run directory written before the warp, schedule, deskew and model_kwargs keys existed
+    (its config.yaml lacks them, and says save_weights: false, then the default) keeps its
+    hash, so it still resumes; turning any of them on changes it."""
     cfg = small()
+    assert cfg.execution.save_weights is None  # the default: on for torch models
+    assert config_hash(cfg) == config_hash(small(training__save_weights=False))
     # the hash as the code before these keys computed it: the same JSON without them
     d = to_dict(cfg)
     d.pop("certify")
     for key in ("workers", "phase2_steps", "rotation", "scale", "shear", "elastic",
-                "lr_schedule"):
+                "lr_schedule", "model_kwargs"):
         del d["training"][key]
+    d["training"]["save_weights"] = False
     del d["data"]["deskew"]
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert config_hash(cfg) == hashlib.sha256(text.encode()).hexdigest()

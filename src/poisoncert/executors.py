@@ -11,6 +11,13 @@ executor or on the number of workers.
 A worker process keeps the ``fn`` it was given for the whole ``map_chunks`` call, so what
 ``fn`` loads once (the data) serves every chunk that worker runs.
 
+Progress: ``map_chunks(fn, chunk_ids, progress=report)`` calls ``report(chunk_id, k)`` in the
+calling process as ``k`` more units of a chunk finish, wherever the chunk runs: a chunk run in
+another process reports through a queue (``fn.attach_progress(send)`` is called in the worker
+when ``fn`` has that method; ``send(chunk_id, k)`` puts on the queue), drained by
+``map_chunks`` between results. A chunk run in the calling process reports through ``fn``'s
+own callback (its caller's business).
+
 ``LocalExecutor`` runs chunks in local processes; ``poisoncert.ray_executor.RayExecutor``
 (the optional ``ray`` extra) runs them as Ray tasks, locally or on a cluster. Both set up
 their workers' math threads with ``poisoncert.threads.limit_threads``.
@@ -26,7 +33,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from poisoncert._validation import check_choice, check_int, param_error
 from poisoncert.resources import usable_cpus
-from poisoncert.threads import limit_threads
+from poisoncert.threads import attach_progress, limit_threads
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "check_workers", "make_executor"]
 
@@ -47,11 +54,14 @@ class Executor(Protocol):
 
     workers: int
 
-    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int], *,
+                   progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
         """Yield ``fn(chunk_id)`` for every id, in completion order.
 
         The first exception raised by ``fn`` propagates; chunks not yet started are
-        cancelled. Closing the iterator early also cancels them.
+        cancelled. Closing the iterator early also cancels them. ``progress(chunk_id, k)``
+        is called in this process as chunks run elsewhere report progress (see the module
+        docstring).
         """
         ...
 
@@ -59,10 +69,24 @@ class Executor(Protocol):
 #: The chunk function of this worker process (set once when a ``LocalExecutor`` starts it).
 _worker_fn: Callable | None = None
 
+#: Seconds ``map_chunks`` waits for a result before it drains the progress queue again.
+PROGRESS_POLL = 0.2
 
-def _start_worker(fn: Callable, threads: int) -> None:
+
+class QueueSender:
+    """``send(chunk_id, k)``: progress put on a queue (in a worker process)."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def __call__(self, chunk_id: int, k: int) -> None:
+        self.queue.put((int(chunk_id), int(k)))
+
+
+def _start_worker(fn: Callable, threads: int, queue=None) -> None:
     global _worker_fn
     limit_threads(threads)
+    attach_progress(fn, None if queue is None else QueueSender(queue))
     _worker_fn = fn
 
 
@@ -102,7 +126,8 @@ class LocalExecutor:
         through closures)."""
         return self.workers == 1
 
-    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int], *,
+                   progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
         chunk_ids = list(chunk_ids)
         if self.workers == 1 or len(chunk_ids) <= 1:
             for cid in chunk_ids:
@@ -111,15 +136,37 @@ class LocalExecutor:
         ctx = mp.get_context(self.start_method)
         if self.preload:
             ctx.set_forkserver_preload(list(self.preload))
+        queue = ctx.Queue() if progress is not None else None
         pool = cf.ProcessPoolExecutor(
             max_workers=min(self.workers, len(chunk_ids)), mp_context=ctx,
-            initializer=_start_worker, initargs=(fn, self.threads))
+            initializer=_start_worker, initargs=(fn, self.threads, queue))
         try:
-            futures = [pool.submit(_run_in_worker, cid) for cid in chunk_ids]
-            for fut in cf.as_completed(futures):
-                yield fut.result()
+            pending = {pool.submit(_run_in_worker, cid) for cid in chunk_ids}
+            while pending:
+                done, pending = cf.wait(pending, timeout=PROGRESS_POLL if queue else None,
+                                        return_when=cf.FIRST_COMPLETED)
+                _drain(queue, progress)
+                for fut in done:
+                    yield fut.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if queue is not None:
+                queue.close()
+                queue.join_thread()
+
+
+def _drain(queue, progress) -> None:
+    """Call ``progress`` for every report waiting on ``queue``."""
+    if queue is None:
+        return
+    import queue as queue_mod
+
+    while True:
+        try:
+            cid, k = queue.get_nowait()
+        except queue_mod.Empty:
+            return
+        progress(cid, k)
 
 
 def check_workers(workers, name: str = "workers", where: str = "make_executor") -> int:

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from poisoncert._validation import check_int, param_error
-from poisoncert.threads import limit_threads
+from poisoncert.threads import attach_progress, limit_threads
 
 __all__ = ["RayExecutor", "RayExecutorError", "import_ray"]
 
@@ -75,7 +75,7 @@ def import_ray():
 _kept: tuple[str, Callable] | None = None
 
 
-def _run_chunk(fn_box: list, chunk_id: int, threads: int):
+def _run_chunk(fn_box: list, chunk_id: int, threads: int, queue=None):
     """The Ray task: fix the math threads as ``LocalExecutor`` does, then run one chunk.
 
     ``fn_box`` holds the reference of the chunk function (in a list, so that Ray passes the
@@ -86,7 +86,28 @@ def _run_chunk(fn_box: list, chunk_id: int, threads: int):
     (ref,) = fn_box
     if _kept is None or _kept[0] != ref.hex():
         _kept = (ref.hex(), import_ray().get(ref))
+    if queue is not None:
+        attach_progress(_kept[1], _RaySender(queue))
     return _kept[1](chunk_id)
+
+
+class _RaySender:
+    """``send(chunk_id, k)`` onto a ``ray.util.queue.Queue`` (in a task)."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def __call__(self, chunk_id: int, k: int) -> None:
+        self.queue.put_nowait((int(chunk_id), int(k)))
+
+
+def _drain_ray(queue, progress) -> None:
+    if queue is None:
+        return
+    n = queue.qsize()
+    if n:
+        for cid, k in queue.get_nowait_batch(n):
+            progress(cid, k)
 
 
 class RayExecutor:
@@ -187,12 +208,15 @@ class RayExecutor:
         self._cluster_workers = max(1, cpus // self.num_cpus_per_task)
         return self._cluster_workers
 
-    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int], *,
+                   progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
         """Yield ``fn(chunk_id)`` for every id, in completion order (see the module doc).
 
         At most ``workers`` tasks are submitted at a time, in the order of ``chunk_ids`` (so
         a shared cluster is not flooded, and the results waiting in Ray's object store are
         bounded); the first chunk error propagates and cancels the chunks not finished.
+        ``progress(chunk_id, k)`` is called here as tasks report (through a
+        ``ray.util.queue.Queue`` actor that reserves no CPU).
         """
         chunk_ids = list(chunk_ids)
         if not chunk_ids:
@@ -202,7 +226,12 @@ class RayExecutor:
 
         started = self._connect(ray)
         pending: dict[Any, int] = {}
+        queue = None
         try:
+            if progress is not None:
+                from ray.util.queue import Queue
+
+                queue = Queue(actor_options={"num_cpus": 0})
             options: dict[str, Any] = dict(num_cpus=self.num_cpus_per_task,
                                            max_retries=self.max_retries, retry_exceptions=False)
             if not started and self.runtime_env:
@@ -217,11 +246,16 @@ class RayExecutor:
                     cid = next(todo, None)
                     if cid is None:
                         return
-                    pending[task.remote([fn_ref], cid, self.threads)] = cid
+                    pending[task.remote([fn_ref], cid, self.threads, queue)] = cid
 
             submit()
             while pending:
-                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1,
+                                    timeout=0.2 if queue is not None else None)
+                _drain_ray(queue, progress)
+                if not ready:
+                    continue
+                (ref,) = ready
                 cid = pending.pop(ref)
                 try:
                     result = ray.get(ref)
@@ -241,6 +275,11 @@ class RayExecutor:
                 try:
                     ray.cancel(ref)
                 except Exception:  # noqa: BLE001 - best effort; the task may have finished
+                    pass
+            if queue is not None:
+                try:
+                    queue.shutdown()
+                except Exception:  # noqa: BLE001 - best effort
                     pass
             if started:
                 ray.shutdown()

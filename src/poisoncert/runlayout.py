@@ -20,7 +20,8 @@ CERTIFY_JSON = "certify.json"
 PHASE2 = "phase2.json"
 CHUNKS = "chunks"
 WEIGHTS = "weights"
+ENSEMBLE = "ensemble.json"
 #: Files whose SHA-256 the manifest of a finished run records (when present), besides the
 #: ``weights/`` files: everything ``certify`` reads and what it stands on.
 CHECKSUMMED = (CONFIG, SEEDS, CLEAN_INDICES, PREDICTIONS, VOTES, LABELS, SUBSET_SIZES,
-               CLASSIFIERS, PHASE2)
+               CLASSIFIERS, PHASE2, ENSEMBLE)

@@ -12,7 +12,10 @@ Layout (every file written atomically: a temporary file in the same folder, fsyn
       clean_indices.npy      int64: training-set indices of the known-clean part D^c
       chunks/chunk-00000.npz start, stop, seeds, sizes (|drawn part of D^p|), predictions int16,
                              config_hash (of the config that trained it)
-      weights/chunk-00000.safetensors   (training.save_weights only)
+      weights/chunk-00000.safetensors   the chunk's classifier weights (torch models,
+                             unless training.save_weights is false)
+      ensemble.json          with the weights: preprocessing, classes and selection facts
+                             (poisoncert.Ensemble)
       predictions.npy        int16 (T, n_test), -1 for an abstaining base classifier
       votes.npy              int64 (n_test, n_classes): vote counts
       labels.npy             int64 (n_test,): true test labels
@@ -72,6 +75,7 @@ from poisoncert.runlayout import (  # the file names, re-exported
     CLASSIFIERS,
     CLEAN_INDICES,
     CONFIG,
+    ENSEMBLE,
     LABELS,
     MANIFEST,
     PHASE2,
@@ -110,6 +114,7 @@ __all__ = [
     "CLASSIFIERS",
     "CLEAN_INDICES",
     "CONFIG",
+    "ENSEMBLE",
     "LABELS",
     "MANIFEST",
     "PHASE2",
@@ -207,10 +212,10 @@ def now_iso() -> str:
 def build_manifest(cfg: ExperimentConfig, *, data: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """Versions, code revision, start time, data description and the config hash."""
-    import poisoncert
+    from poisoncert._version import __version__
 
     return {
-        "poisoncert": poisoncert.__version__,
+        "poisoncert": __version__,
         "config_hash": config_hash(cfg),
         "started": now_iso(),
         "versions": {
@@ -219,7 +224,7 @@ def build_manifest(cfg: ExperimentConfig, *, data: dict[str, Any] | None = None
             "torch": _version("torch"),
             "scikit-learn": _version("scikit-learn"),
             "scipy": _version("scipy"),
-            "poisoncert": poisoncert.__version__,
+            "poisoncert": __version__,
         },
         "platform": platform.platform(),
         "argv": sys.argv,

@@ -43,6 +43,10 @@ except ModuleNotFoundError as exc:  # only a missing cli/runs.py is tolerated
 else:
     _runs.register(app)
 
+from poisoncert.cli import predict as _predict  # noqa: E402
+
+_predict.register(app)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app. Expected library errors and command-line usage

@@ -47,7 +47,12 @@ __all__ = [
 #: default, so run directories written before they existed keep their hash (and resume).
 _LATER_KEYS = {"training.rotation": 0.0, "training.scale": 0.0, "training.shear": 0.0,
                "training.elastic": 0.0, "training.lr_schedule": "constant",
-               "data.deskew": False}
+               "data.deskew": False, "training.model_kwargs": None}
+
+#: Keys whose null default was ``false`` before: hashed as ``false``, so earlier runs keep
+#: their hash (``training.save_weights``: null = on for torch models; it never changes a
+#: prediction).
+_NULL_WAS_FALSE = ("training.save_weights",)
 
 #: Keys that never change a run's predictions, so they may differ when a run is resumed.
 RESUMABLE_KEYS = ("training.workers",)
@@ -71,9 +76,14 @@ def _keys(section: str) -> list[str]:
 def to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     """The config as the plain nested dicts of its YAML file (JSON-ready), sections and keys
     in their fixed order."""
-    return {section: {key: value for attr, _ in _records(section)
+    return {section: {key: _plain(value) for attr, _ in _records(section)
                       for key, value in dataclasses.asdict(getattr(cfg, attr)).items()}
             for section in SECTIONS}
+
+
+def _plain(value):
+    """A config value as YAML and JSON write it (a ``ModelRef`` is its text)."""
+    return str(value) if isinstance(value, str) and type(value) is not str else value
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
@@ -94,6 +104,10 @@ def config_hash(cfg: ExperimentConfig) -> str:
         d[section].pop(name)
     if not d["training"].get("two_phase"):
         d["training"].pop("phase2_steps", None)  # no phase 2 is trained: cannot matter
+    for key in _NULL_WAS_FALSE:
+        section, name = key.split(".")
+        if d[section].get(name, False) is None:
+            d[section][name] = False
     for key, default in _LATER_KEYS.items():  # at their defaults: earlier runs' hashes
         section, name = key.split(".")
         if name in d[section] and d[section][name] == default:
@@ -299,7 +313,8 @@ _NONE = {"null", "none", "~", ""}
 
 def _plain_types(args) -> list:
     """The types of a union a file can hold (a model is a str there, or else a callable)."""
-    return [a for a in args if a in (int, float, bool, str) or typing.get_origin(a) is list]
+    return [a for a in args
+            if a in (int, float, bool, str) or typing.get_origin(a) in (list, dict)]
 
 
 def _type_text(tp) -> str:
@@ -310,6 +325,8 @@ def _type_text(tp) -> str:
         return text + " or null" if type(None) in args else text
     if origin is list:
         return f"a list of {_type_text(args[0])}s"
+    if origin is dict:
+        return "a mapping"
     return {int: "an int", float: "a real number", bool: "a boolean (true or false)",
             str: "a string"}.get(tp, str(tp))
 
@@ -343,6 +360,15 @@ def _coerce(value, tp, key: str, from_text: bool):
             return [_coerce(v, args[0], key, from_text and isinstance(v, str)) for v in value]
         except ConfigError:
             raise ConfigError(str(bad)) from None
+    if origin is dict:
+        if from_text:
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(str(bad)) from None
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(str(bad))
+        return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -245,13 +245,15 @@ class ExecutionConfig:
     ``path`` is ``fast`` (stacked groups) or ``reference`` (one model at a time; the two agree
     to rounding); ``workers`` is the number of local processes (it never changes the
     predictions); ``device`` ``cpu`` or ``cuda``; ``save_weights`` keeps every trained torch
-    classifier's weights in the run directory (``weights/``).
+    classifier's weights in the run directory (``weights/``, read by ``poisoncert.Ensemble``):
+    ``None`` (the default) means on for a torch model trained by Algorithm 2 and off
+    otherwise (``ExperimentConfig.keeps_weights``); ``false`` opts out.
     """
 
     path: str = "fast"
     workers: int = 1
     device: str = "cpu"
-    save_weights: bool = False
+    save_weights: bool | None = None
 
     def __post_init__(self) -> None:
         _put(self, "path", _choice(self.path, "training.path", PATHS))
@@ -332,7 +334,18 @@ class ExperimentConfig:
                 raise config_error("training.two_phase", "false for a scikit-learn learner",
                                    True)
         if learner is not None and self.execution.save_weights:
-            raise config_error("training.save_weights", "false for a scikit-learn learner", True)
+            raise config_error("training.save_weights", "false or null for a scikit-learn "
+                               "learner", True)
+
+    @property
+    def keeps_weights(self) -> bool:
+        """Whether a run keeps its classifiers' weights: ``training.save_weights``, or when
+        it is null (the default) for a torch model trained by Algorithm 2 (a scikit-learn
+        learner has none; a two-phase run's classifiers are not kept)."""
+        if self.training.sklearn_learner is not None or self.algorithm.two_phase:
+            return False
+        save = self.execution.save_weights
+        return True if save is None else bool(save)
 
     @property
     def T(self) -> int:

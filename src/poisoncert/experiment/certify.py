@@ -21,8 +21,8 @@ from poisoncert._validation import INT_LIMIT, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.runs import RunDir, RunError
 
-__all__ = ["CertifiedAccuracy", "CertifyResult", "accuracy_curve", "certify_run",
-           "curve_label"]
+__all__ = ["CertifiedAccuracy", "CertifyResult", "accuracy_curve", "certificate_rows",
+           "certify_run", "certify_votes", "curve_label", "rows_csv"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,14 +108,8 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool,
     votes = rd.load(runs.VOTES)
     labels = rd.load(runs.LABELS)
     T = cfg.T
-    if cfg.selection.scheme == selection.PARTITION:
-        cert = certificates.dpa_certify(votes, model=c.model)
-    else:
-        sel = cfg.selection  # binomial with ns: p = ns / n, as drawn
-        cert = certificates.certify(
-            votes, scheme=sel.scheme, n=int(data["n"]), ns=sel.ns, p=sel.p,
-            model=c.model, alpha=c.alpha, method=c.method, T=T,
-            labels=labels if c.method.startswith("true_label") else None)
+    cert = certify_votes(cfg, int(data["n"]), votes, labels, alpha=c.alpha, method=c.method,
+                         model=c.model)
     table = CertifiedAccuracy(np.asarray(c.rhos, dtype=np.int64),
                               np.atleast_1d(certificates.certified_accuracy(cert, labels,
                                                                             c.rhos)))
@@ -139,6 +133,24 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool,
         paths["plot"] = rd / runs.CERTIFIED_ACCURACY_PNG
         runs.save_with(paths["plot"], lambda f: fig.savefig(f, format="png", dpi=150))
     return CertifyResult(cert, table, paths, summary)
+
+
+def certify_votes(cfg: ExperimentConfig, n: int, votes: np.ndarray, labels=None, *,
+                  alpha: float, method: str, model: str):
+    """The certificates of a run's vote counts: ``certify.dpa_certify`` for the partition
+    scheme (deterministic; ``alpha`` and ``method`` do not apply), else ``certify.certify``
+    with the run's selection, ``n = |D^p|`` and ``T`` (``labels``, class indices, only for the
+    ``true_label*`` methods). ``certify_run`` and ``poisoncert.Ensemble.certify`` both call
+    this, so new inputs are certified exactly as a run's test set is."""
+    if cfg.selection.scheme == selection.PARTITION:
+        return certificates.dpa_certify(votes, model=model)
+    sel = cfg.selection  # binomial with ns: p = ns / n, as drawn
+    if method.startswith("true_label") and labels is None:
+        raise ValueError(f"The 'labels' parameter of certify must be the true labels for the "
+                         f"{method!r} method. Got None instead.")
+    return certificates.certify(
+        votes, scheme=sel.scheme, n=int(n), ns=sel.ns, p=sel.p, model=model, alpha=alpha,
+        method=method, T=cfg.T, labels=labels if method.startswith("true_label") else None)
 
 
 #: ``accuracy_curve`` lists every integer radius while the largest radius is below this;
@@ -183,23 +195,44 @@ def curve_label(cfg: ExperimentConfig) -> str:
 def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int) -> str:
     """One flat row per test example: the certificate's record plus label, correctness and
     the vote counts of the two top classes."""
+    return rows_csv(certificate_rows(cert, votes, labels, T))
+
+
+def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int,
+                     extra: dict[str, list] | None = None) -> list[dict]:
+    """The rows of ``certificates.csv``: per test point its index, ``label`` and ``correct``
+    (empty without ``labels``), ``prediction`` and ``radius``, the rest of the certificate's
+    record, the two top classes with their votes and the abstaining votes. ``extra``: more
+    columns (name -> one value per row), placed after ``index``."""
+    votes = np.asarray(votes)
     order = np.argsort(-votes, axis=1, kind="stable")
     rows = np.arange(votes.shape[0])
     first, second = order[:, 0], order[:, 1] if votes.shape[1] > 1 else order[:, 0]
-    extra = {
-        "label": labels, "correct": (np.asarray(cert.prediction) == labels).astype(int),
+    more = {
+        "label": labels,
+        "correct": None if labels is None else
+        (np.asarray(cert.prediction) == labels).astype(int),
         "top1_class": first, "top1_votes": votes[rows, first],
         "top2_class": second, "top2_votes": votes[rows, second],
         "abstain_votes": T - votes.sum(axis=1),
     }
     records = cert.records()
-    out = io.StringIO()
-    head = ["index", "label", "prediction", "correct", "radius"]
-    keys = head + [k for k in records[0] if k not in head] + [k for k in extra if k not in head]
-    w = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
+    head = ["index", *(extra or {}), "label", "prediction", "correct", "radius"]
+    keys = head + [k for k in records[0] if k not in head] + [k for k in more if k not in head]
+    out = []
     for i, rec in enumerate(records):
-        w.writerow({**rec, **{k: _plain(v[i]) for k, v in extra.items()}})
+        row = {**rec, **{k: "" if v is None else _plain(v[i]) for k, v in more.items()},
+               **{k: v[i] for k, v in (extra or {}).items()}}
+        out.append({k: row[k] for k in keys})
+    return out
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """Flat rows (same keys) as CSV text."""
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
     return out.getvalue()
 
 

@@ -272,7 +272,7 @@ def run_shape(cfg: ExperimentConfig, data, *, in_process: bool, local_workers: b
         dtype_bytes=8 if tc.dtype == "float64" else 4, model=model,
         shifts=tc.augment and images and tc.max_shift > 0, warps=tc.warps and images,
         elastic_nodes=nodes, two_phase=cfg.algorithm.two_phase,
-        save_weights=cfg.execution.save_weights, in_process=in_process,
+        save_weights=cfg.keeps_weights, in_process=in_process,
         local_workers=local_workers)
 
 

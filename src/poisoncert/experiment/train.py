@@ -59,15 +59,16 @@ class ChunkTrainer:
 
     Executors call it, in this process or elsewhere. It is picklable and small: the config,
     the chunks' ranges and the run's ``learner`` (``learners.make_learner``); ``data`` (the
-    run's ``DataSplit``) and ``progress`` (called as groups of ``k`` classifiers finish) serve
-    calls in this process and are not pickled: a trainer without ``data`` loads the data
-    itself on its first chunk and keeps it (an executor's worker keeps its trainer for the
-    whole run).
+    run's ``DataSplit``) and ``progress`` (``progress(chunk_id, k)``, called as groups of
+    ``k`` classifiers finish) serve calls in this process and are not pickled: a trainer
+    without ``data`` loads the data itself on its first chunk and keeps it (an executor's
+    worker keeps its trainer for the whole run, and gives it a ``progress`` that reports to
+    the calling process: ``attach_progress``).
     """
 
     def __init__(self, config: ExperimentConfig, ranges, learner: learners.Learner, *,
                  data: DataSplit | None = None,
-                 progress: Callable[[int], object] | None = None):
+                 progress: Callable[[int, int], object] | None = None):
         self.config = config
         self.ranges = tuple(ranges)
         self.learner = learner
@@ -77,6 +78,10 @@ class ChunkTrainer:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "data": None, "progress": None, "_plan": None}
+
+    def attach_progress(self, send: Callable[[int, int], object]) -> None:
+        """Report progress through ``send(chunk_id, k)`` (an executor's worker set-up)."""
+        self.progress = send
 
     def __call__(self, chunk_id: int) -> ChunkResult:
         t0 = time.perf_counter()
@@ -89,12 +94,15 @@ class ChunkTrainer:
         start, stop = self.ranges[chunk_id]
         seeds = selection.model_seeds(cfg.selection.seed, stop - start, start=start)
         subsets, sizes = self._plan.subsets(start, seeds)
-        predictions, weights = self.learner.train_predict(self.data, subsets, seeds,
-                                                          self.progress)
+        report = self.progress
+        predictions, weights = self.learner.train_predict(
+            self.data, subsets, seeds,
+            None if report is None else (lambda k: report(chunk_id, k)))
         if weights is not None:
+            from poisoncert.experiment.ensemble import weights_metadata
             from poisoncert.training.weights import weights_to_bytes
 
-            weights = weights_to_bytes(weights, {"start": start, "stop": stop})
+            weights = weights_to_bytes(weights, weights_metadata(cfg, start, stop, seeds))
         return ChunkResult(chunk_id=chunk_id, start=start, stop=stop, seeds=seeds, sizes=sizes,
                            predictions=np.asarray(predictions, dtype=np.int16), weights=weights,
                            seconds=time.perf_counter() - t0)
@@ -140,6 +148,41 @@ def _config(config) -> ExperimentConfig:
 @contextmanager
 def _no_display(total: int, completed: int, label: str) -> Iterator[Callable[[int], None]]:
     yield lambda k: None
+
+
+class _ProgressRelay:
+    """Progress of a run's chunks as groups finish, here or in workers: ``report(chunk_id,
+    k)`` counts ``k`` more classifiers of a chunk (ignored once the chunk is done: a worker's
+    report may arrive after its result), ``finish(chunk_id)`` counts the rest of the
+    chunk."""
+
+    def __init__(self, advance: Callable[[int], None], ranges):
+        self.advance = advance
+        self.size = [b - a for a, b in ranges]
+        self.counted = [0] * len(ranges)
+        self.done = [False] * len(ranges)
+
+    def report(self, chunk_id: int, k: int) -> None:
+        if self.done[chunk_id]:
+            return
+        k = min(int(k), self.size[chunk_id] - self.counted[chunk_id])
+        if k > 0:
+            self.counted[chunk_id] += k
+            self.advance(k)
+
+    def finish(self, chunk_id: int) -> None:
+        self.report(chunk_id, self.size[chunk_id])
+        self.done[chunk_id] = True
+
+
+def _map_chunks(executor: Executor, trainer, todo, report):
+    """``executor.map_chunks`` with worker progress where the executor takes it (an
+    executor written before ``progress`` existed is called without it)."""
+    import inspect
+
+    if report is None or "progress" not in inspect.signature(executor.map_chunks).parameters:
+        return executor.map_chunks(trainer, todo)
+    return executor.map_chunks(trainer, todo, progress=report)
 
 
 def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Path, *,
@@ -197,7 +240,7 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     todo = [cid for cid, (a, b) in enumerate(ranges)
             if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b]))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
-    if cfg.execution.save_weights:
+    if cfg.keeps_weights:
         rd.weights_dir.mkdir(exist_ok=True)
     two_phase = cfg.algorithm.two_phase
     phase2 = (learners.train_phase2(cfg, data)
@@ -206,24 +249,20 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
 
     display = progress or _no_display
     with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:
-        # a chunk trained in this process reports every group; one trained elsewhere is
-        # reported when it is done (a pickled trainer has neither the data nor the display)
-        reported = [0]
-
-        def on_group(k: int) -> None:
-            reported[0] += k
-            advance(k)
-
-        trainer = ChunkTrainer(cfg, ranges, learner, data=data,
-                               progress=on_group if progress else None)
-        for res in executor.map_chunks(trainer, todo):
+        relay = _ProgressRelay(advance, ranges)
+        report = relay.report if progress else None
+        trainer = ChunkTrainer(cfg, ranges, learner, data=data, progress=report)
+        for res in _map_chunks(executor, trainer, todo, report):
             if res.weights is not None:
                 runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
             rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
                            sizes=res.sizes, predictions=res.predictions)
-            advance(res.stop - res.start - reported[0])
-            reported[0] = 0
+            relay.finish(res.chunk_id)
     predictions, votes, sizes = rd.assemble(ranges, data.y_test, data.n_classes)
+    if cfg.keeps_weights:
+        from poisoncert.experiment.ensemble import write_ensemble_record
+
+        write_ensemble_record(rd, cfg, data, ranges)
     if two_phase and not (rd / PHASE2_JSON).exists():
         from poisoncert import twophase
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from poisoncert._validation import INT_LIMIT, check_choice, check_int, check_real, param_error
 from poisoncert.training.sklearn_learner import SKLEARN_LEARNERS
+from poisoncert.training.user_model import ModelRef, is_model_ref
 
 __all__ = [
     "DEFAULT_GROUP_SIZE",
@@ -43,16 +44,21 @@ ModelSpec = str | Callable[..., Any]
 
 
 def check_model(model, where: str = "TrainConfig", name: str = "model") -> ModelSpec:
-    """A torch model name in canonical form, or the factory itself; a ``ValueError`` else."""
+    """A torch model name in canonical form, the factory itself, or a ``ModelRef`` for
+    ``"package.module:factory"`` (not imported here); a ``ValueError`` else."""
+    if isinstance(model, ModelRef):
+        return model
     if callable(model) and not isinstance(model, str):
         return model
     if isinstance(model, str):
         key = model.strip().lower().replace("-", "").replace("_", "")
         if key in _MODEL_ALIASES:
             return _MODEL_ALIASES[key]
+        if is_model_ref(model) and not model.strip().lower().startswith(SKLEARN_PREFIX):
+            return ModelRef(model)
     shown = ", ".join(repr(m) for m in MODELS)
-    raise param_error(name, where, f"one of {shown} or a callable (input_shape, n_classes) "
-                      "-> torch.nn.Module", model)
+    raise param_error(name, where, f"one of {shown}, 'package.module:factory' or a callable "
+                      "(input_shape, n_classes) -> torch.nn.Module", model)
 
 
 def _check_learner(model, where: str, name: str) -> ModelSpec:
@@ -66,8 +72,10 @@ def _check_learner(model, where: str, name: str) -> ModelSpec:
     except ValueError:
         models = ", ".join(repr(m) for m in MODELS)
         learners = ", ".join(repr(SKLEARN_PREFIX + n) for n in SKLEARN_LEARNERS)
-        raise param_error(name, where, f"one of {models}, a callable (input_shape, n_classes) "
-                          f"-> torch.nn.Module, or one of {learners}", model) from None
+        raise param_error(name, where, f"one of {models}, 'package.module:factory' (a "
+                          "factory (input_shape, n_classes, **model_kwargs) -> "
+                          "torch.nn.Module), a callable (input_shape, n_classes) -> "
+                          f"torch.nn.Module, or one of {learners}", model) from None
 
 
 @dataclass(frozen=True)
@@ -80,8 +88,14 @@ class TrainConfig:
       ``"lenet5_avg"``, average pooling; ``"cnn"``, ``"cnn_small"``, ``"mlp"``,
       ``"resnet18"``), a factory ``(input_shape, n_classes) -> torch.nn.Module`` (a
       module-level function, to run in worker processes; one returning a ``LeNet5`` or
-      ``MLP`` gets the fast path), or a scikit-learn learner ``"sklearn:<name>"`` (a name of
-      ``SKLEARN_LEARNERS``; it uses ``balance`` only, see ``train_predict_sklearn``).
+      ``MLP`` gets the fast path), the import path of such a factory,
+      ``"package.module:factory"``, called as ``factory(input_shape, n_classes,
+      **model_kwargs)`` (``user_model.ModelRef``; the module is imported when a model is
+      built, never when the config is read), or a scikit-learn learner ``"sklearn:<name>"``
+      (a name of ``SKLEARN_LEARNERS``; it uses ``balance`` only, see
+      ``train_predict_sklearn``).
+    - ``model_kwargs``: keyword arguments of a ``"package.module:factory"`` model (a mapping
+      with string keys, or null).
     - ``steps`` minibatches of ``batch_size`` samples each: the sub-dataset is expanded to
       ``steps * batch_size`` draws with replacement (the paper's WeightedRandomSampler),
       whatever its size.
@@ -143,6 +157,7 @@ class TrainConfig:
     dtype: str = "float32"
     group_size: int | None = None
     eval_batch_size: int = 500
+    model_kwargs: dict[str, Any] | None = None
     where: InitVar[str] = "TrainConfig"
     key_prefix: InitVar[str] = ""
 
@@ -152,9 +167,22 @@ class TrainConfig:
         def put(name: str, value) -> None:
             object.__setattr__(self, name, value)
 
-        put("model", _check_learner(self.model, w, k + "model"))
+        model = _check_learner(self.model, w, k + "model")
+        kwargs = self.model_kwargs
+        if kwargs is not None:
+            if not isinstance(model, ModelRef):
+                raise param_error(k + "model_kwargs", w, "null unless the model is "
+                                  "'package.module:factory'", kwargs)
+            if not isinstance(kwargs, dict) or not all(isinstance(x, str) for x in kwargs):
+                raise param_error(k + "model_kwargs", w, "a mapping with string keys, or null",
+                                  kwargs)
+            put("model_kwargs", dict(kwargs))
+        if isinstance(model, ModelRef):
+            model = ModelRef(model, self.model_kwargs)
+        put("model", model)
         put("steps", check_int(self.steps, k + "steps", w, low=1, high=INT_LIMIT))
-        put("batch_size", check_int(self.batch_size, k + "batch_size", w, low=1, high=INT_LIMIT))
+        put("batch_size", check_int(self.batch_size, k + "batch_size", w, low=1,
+                                    high=INT_LIMIT))
         put("optimizer", check_choice(self.optimizer, k + "optimizer", w, OPTIMIZERS))
         put("lr", check_real(self.lr, k + "lr", w, low=0.0, low_open=True))
         put("lr_schedule", check_choice(self.lr_schedule, k + "lr_schedule", w, SCHEDULES))
