@@ -269,7 +269,7 @@ def test_run_estimate_grows_with_every_parameter(tiny_run, key):
     pytest.importorskip("torch")
     from poisoncert.experiment.resources import run_memory, run_shape, run_values
 
-    for training in ({}, {"augment": True}):
+    for training in ({}, {"augment": True}, {"path": "reference"}, {"model": "resnet18"}):
         cfg, data = tiny_run(**training)
         for in_process in (True, False):
             shape = run_shape(cfg, data, in_process=in_process, local_workers=True)
@@ -278,6 +278,29 @@ def test_run_estimate_grows_with_every_parameter(tiny_run, key):
             xs = sorted({low, low + 1, 2, 3, 5, 8, 13, 100, 1000, 10**6, 2**40})
             totals = [sum(t.nbytes for t in run_memory({**base, key: x}, shape)) for x in xs]
             assert totals == sorted(totals), (key, training, in_process)
+
+
+def test_one_model_at_a_time_and_gpu_terms(tiny_run):
+    """Without a stacked twin (or on the reference path) one model's activations exist at a
+    time; on a GPU the activations, weights and evaluation batch are not host memory."""
+    pytest.importorskip("torch")
+    import dataclasses
+
+    cfg, data = tiny_run(group_size=8)
+    fast, shape = _terms(cfg, data)
+    ref, ref_shape = _terms(dataclasses.replace(
+        cfg, execution=dataclasses.replace(cfg.execution, path="reference")), data)
+    assert shape.model.stacked and not ref_shape.model.stacked
+    # eight models' activations at once (and kept longer by the stacked kernels) against one
+    assert fast["training batch and activations"] >= 8 * ref["training batch and activations"]
+    assert fast["test set and evaluation batch"] > ref["test set and evaluation batch"]
+    assert fast["weights and optimizer state"] > ref["weights and optimizer state"]
+    from poisoncert.experiment.resources import run_memory, run_values
+
+    gpu = {t.what: t.nbytes for t in run_memory(
+        run_values(cfg, 1), dataclasses.replace(shape, on_gpu=True))}
+    assert gpu["training batch and activations"] == gpu["weights and optimizer state"] == 0
+    assert gpu["minibatch tables of a group"] == fast["minibatch tables of a group"]
 
 
 def test_train_run_refuses_before_writing(tiny_run, tmp_path):

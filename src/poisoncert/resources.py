@@ -236,7 +236,9 @@ def check_memory(estimate: Callable[[dict[str, int]], list[Term]], values: Mappi
     ``estimate`` maps parameter values (``values``: name -> int) to ``Term`` s and must grow
     with each parameter. The error names the first parameter, in the order of the terms from
     the largest and within a term from the largest ratio to its ``defaults`` value, for which
-    a smaller value (down to ``lows``, default 1) fits; its range is the largest such value.
+    a smaller value (down to ``lows``, default 1) fits; its range is the largest such value
+    (``where`` and ``subject`` make its text: "The 'T' parameter of <where> must be an int in
+    the range [1, 99] for <subject> to fit in memory (...)").
     """
     if available is True:
         available = available_memory()

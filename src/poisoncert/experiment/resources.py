@@ -28,7 +28,8 @@ from poisoncert.resources import Term
 from poisoncert.selection import PARTITION
 from poisoncert.training.settings import TrainConfig
 
-__all__ = ["ModelFootprint", "RunShape", "check_run_memory", "model_footprint", "run_memory"]
+__all__ = ["ModelFootprint", "RunShape", "check_run_memory", "model_footprint", "run_memory",
+           "run_shape", "run_values"]
 
 #: Per (classifier, test point), in the driver when the run is assembled
 #: (``runs.RunDir.assemble``): the chunk files' int16 arrays (2) and the joined matrix (2);
@@ -71,12 +72,24 @@ WARP_TEMP_BYTES = 40
 #: scaled copy.
 ELASTIC_BYTES = 8
 ELASTIC_TEMP_BYTES = 16
-#: Activations of a training step, in units of one forward pass's outputs: the outputs kept
-#: for the backward pass, their gradients, and one more for what the kernels keep besides
-#: (max-pooling indices, ReLU masks, workspaces).
-ACTIVATION_COPIES = 3
+#: Activations of a training step per sample and model, in percent of one forward pass's
+#: outputs (summed over the modules): the outputs kept for the backward pass, their
+#: gradients, and what the kernels keep besides (max-pooling indices, ReLU masks,
+#: workspaces). Stacked groups (``training.fast``) measured 2.2 to 2.4 times the outputs
+#: (LeNet-5, the small CNN), one model at a time (torch's autograd) 1.0 to 1.2 times
+#: (ResNet-18): ``benchmarks/bench_memory.py``.
+ACTIVATION_PERCENT_STACKED = 300
+ACTIVATION_PERCENT = 150
+#: Activations of an evaluation batch (no gradients) per sample and model: a stacked group
+#: measured 1.2 to 1.3 times one pass's outputs (so 150%); one model at a time frees
+#: outputs as the pass goes on, measured 4 to 5 times the largest output (ResNet-18), so at
+#: most ``EVAL_LARGEST`` times it (and never more than the outputs of one pass).
+EVAL_PERCENT_STACKED = 150
+EVAL_LARGEST = 6
 #: Parameter state of a group: each classifier's own module, the stacked tensors, their
 #: gradients and two optimizer moments (Adam's; SGD and Adadelta keep fewer or as many).
+#: Trained one at a time (no stacked twin, or the reference path), the group's modules and
+#: their gradients, and the optimizer state of the one being trained.
 PARAMETER_COPIES = 5
 #: Per feature value of a scikit-learn classifier's sub-dataset: its float64 rows and the
 #: fitted model's own copy (k-nearest neighbours keeps them); plus 32 bytes per row (labels,
@@ -101,11 +114,15 @@ LOWS = {"training.max_shift": 0}
 
 @dataclass(frozen=True)
 class ModelFootprint:
-    """A torch model's ``parameters`` (count) and ``activations``: the values one forward
-    pass on one sample produces (every module's output, plus the input)."""
+    """A torch model's ``parameters`` (count), ``activations``: the values one forward pass
+    on one sample produces (every module's output, plus the input), the ``largest`` output,
+    and whether a group trains as one ``stacked`` network (the fast path and a model with a
+    stacked twin) or one model at a time."""
 
     parameters: int
     activations: int
+    largest: int = 0
+    stacked: bool = True
 
 
 @dataclass(frozen=True)
@@ -114,8 +131,10 @@ class RunShape:
     (``n_train``, ``n = |D^p|``, ``n_clean``, ``n_test``, ``input_shape``, the bytes of a
     loaded input value and of the loaded arrays), the selection scheme, the training dtype's
     bytes, the model (None for a scikit-learn learner), the augmentation, whether Algorithm 3
-    trains a phase-2 model, whether weights are kept, and how chunks run (``in_process``:
-    in the driver; else in worker processes that each load the data)."""
+    trains a phase-2 model, whether weights are kept, how chunks run (``in_process``: in the
+    driver; else in worker processes that each load the data), and whether the model trains
+    on a GPU (``on_gpu``: its activations, weights and evaluation batch are in GPU memory,
+    which is not checked here)."""
 
     n_train: int
     n: int
@@ -134,23 +153,28 @@ class RunShape:
     save_weights: bool
     in_process: bool
     local_workers: bool
+    on_gpu: bool = False
 
 
-def model_footprint(model, input_shape, n_classes: int) -> ModelFootprint:
+def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
+                    ) -> ModelFootprint:
     """Parameters and activations per sample of ``training.build_model(model, ...)``: one
     forward pass (evaluation mode, no gradients) on one zero sample, counting the output of
-    every module that has no children."""
+    every module that has no children; ``stacked`` for ``path="fast"`` and a model with a
+    stacked twin (``training.fast.stackable``)."""
     import torch
 
     from poisoncert import training
+    from poisoncert.training.fast import stackable
 
     net = training.build_model(model, tuple(input_shape), n_classes).eval()
-    count = [math.prod(input_shape)]
+    count = [math.prod(input_shape), math.prod(input_shape)]  # the sum and the largest
 
     def hook(module, inputs, output):
         for t in output if isinstance(output, tuple | list) else (output,):
             if isinstance(t, torch.Tensor):
                 count[0] += t.numel()
+                count[1] = max(count[1], t.numel())
 
     handles = [m.register_forward_hook(hook) for m in net.modules()
                if next(m.children(), None) is None]
@@ -161,7 +185,8 @@ def model_footprint(model, input_shape, n_classes: int) -> ModelFootprint:
         for h in handles:
             h.remove()
     return ModelFootprint(parameters=sum(p.numel() for p in net.parameters()),
-                          activations=count[0])
+                          activations=count[0], largest=count[1],
+                          stacked=path == "fast" and stackable(net))
 
 
 def run_memory(v: dict[str, int], s: RunShape) -> list[Term]:
@@ -212,19 +237,28 @@ def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) 
     G, B, S = v["training.group_size"], v["training.batch_size"], v["training.steps"]
     E = min(v["training.eval_batch_size"], s.n_test)  # test_x.split(E): at most the test set
     sample = math.prod(s.input_shape)
-    dt = s.dtype_bytes
-    acts, params = s.model.activations, s.model.parameters
+    dt, fp = s.dtype_bytes, s.model
+    live = G if fp.stacked else 1  # models whose activations exist at once
+    live_keys = ("training.group_size",) if fp.stacked else ()
+    if fp.stacked:
+        train_acts = fp.activations * ACTIVATION_PERCENT_STACKED // 100
+        eval_acts = fp.activations * EVAL_PERCENT_STACKED // 100
+    else:
+        train_acts = fp.activations * ACTIVATION_PERCENT // 100
+        eval_acts = min(fp.activations, EVAL_LARGEST * fp.largest)
+    gpu = 0 if s.on_gpu else 1  # what lives on the training device counts on the CPU only
     images = len(s.input_shape) == 3
     a = v["training.max_shift"] if s.shifts or s.warps else 0
-    rows = min(s.n_train, G * m)  # the training rows a group uses, as a tensor too
-    terms = [Term("training rows of a group", rows * sample * (s.input_bytes + dt),
+    rows = min(s.n_train, G * m)  # the training rows a group uses, and their tensor
+    terms = [Term("training rows of a group", rows * sample * (s.input_bytes + gpu * dt),
                   (*size_keys, "training.group_size"))]
     if images and a > 0:  # minibatches.ImageBatcher pads them by max_shift
         c, h, w = s.input_shape
-        terms.append(Term("padded training images", rows * c * (h + 2 * a) * (w + 2 * a) * dt,
+        terms.append(Term("padded training images",
+                          gpu * rows * c * (h + 2 * a) * (w + 2 * a) * dt,
                           ("training.max_shift", *size_keys, "training.group_size")))
     per_draw, temp = DRAW_BYTES, DRAW_TEMP_BYTES
-    per_image = sample * dt + acts * dt * ACTIVATION_COPIES
+    per_image = sample * dt + train_acts * dt
     if s.warps:
         per_draw += WARP_BYTES + s.elastic_nodes * ELASTIC_BYTES
         temp += WARP_TEMP_BYTES + s.elastic_nodes * ELASTIC_TEMP_BYTES
@@ -232,19 +266,20 @@ def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) 
     elif s.shifts and a > 0:
         per_draw += SHIFT_BYTES
         per_image += sample * 8  # the gather index of the shifted images
+    params = fp.parameters * dt
+    weights = G * params * PARAMETER_COPIES if fp.stacked else G * params * 2 + params * 3
     terms += [
         Term("minibatch tables of a group", S * B * (G * per_draw + temp) + m * WEIGHT_BYTES,
              ("training.steps", "training.batch_size", "training.group_size")),
-        Term("training batch and activations", G * B * per_image,
-             ("training.batch_size", "training.group_size")),
-        Term("weights and optimizer state", G * params * dt * PARAMETER_COPIES,
-             ("training.group_size",)),
-        Term("test set and evaluation batch", s.n_test * sample * dt
-             + G * E * acts * dt * 2 + G * s.n_test * 8,
-             ("training.eval_batch_size", "training.group_size")),
+        Term("training batch and activations", gpu * live * B * per_image,
+             ("training.batch_size", *live_keys)),
+        Term("weights and optimizer state", gpu * weights, ("training.group_size",)),
+        Term("test set and evaluation batch", gpu * (s.n_test * sample * dt
+                                                     + live * E * eval_acts * dt)
+             + G * s.n_test * 8, ("training.eval_batch_size", *live_keys)),
     ]
     if s.save_weights:
-        terms.append(Term("weights of a chunk", chunk * params * dt * 2,
+        terms.append(Term("weights of a chunk", chunk * params * 2,
                           ("run.chunk_size", "training.group_size")))
     return terms
 
@@ -256,7 +291,7 @@ def run_shape(cfg: ExperimentConfig, data, *, in_process: bool, local_workers: b
     shape = tuple(int(d) for d in data.x_train.shape[1:])
     model = None
     if tc.sklearn_learner is None:
-        model = model_footprint(tc.model, shape, data.n_classes)
+        model = model_footprint(tc.model, shape, data.n_classes, cfg.execution.path)
     images = len(shape) == 3
     nodes = 0
     if tc.warps and tc.elastic > 0 and images:
@@ -273,7 +308,7 @@ def run_shape(cfg: ExperimentConfig, data, *, in_process: bool, local_workers: b
         shifts=tc.augment and images and tc.max_shift > 0, warps=tc.warps and images,
         elastic_nodes=nodes, two_phase=cfg.algorithm.two_phase,
         save_weights=cfg.keeps_weights, in_process=in_process,
-        local_workers=local_workers)
+        local_workers=local_workers, on_gpu=cfg.execution.device == "cuda")
 
 
 def run_values(cfg: ExperimentConfig, workers: int) -> dict[str, int]:
