@@ -64,6 +64,10 @@ def train(
              "start a local Ray instance.")] = None,
     device: Annotated[str | None, typer.Option(
         help="cpu | cuda (overrides training.device).")] = None,
+    devices: Annotated[str | None, typer.Option(
+        help="Local executor: GPUs to use, one worker each: 'all' or 'cuda:0,cuda:1'.")] = None,
+    gpus_per_task: Annotated[float | None, typer.Option(
+        help="--executor ray: GPUs per chunk task (fractions share a GPU).")] = None,
     rhos: Annotated[str | None, typer.Option(
         "--rhos", help="Radii for certify's table, comma-separated, e.g. 0,50,100 (sets "
                        "certify.rhos).")] = None,
@@ -86,6 +90,8 @@ def train(
             overrides["training.workers"] = str(workers)
         if device is not None:
             overrides["training.device"] = device
+        if (devices is not None or gpus_per_task) and device is None:
+            overrides["training.device"] = "cuda"
         if rhos is not None:
             overrides["certify.rhos"] = rhos
         cfg = load_config(config, overrides)
@@ -94,10 +100,12 @@ def train(
             from poisoncert._validation import param_error
 
             raise param_error("address", "train", "given only with --executor ray", address)
-        if not ray:  # local processes: at most the CPUs (issue 9)
-            check_workers(cfg.execution.workers, "training.workers", "the config")
-        ex = make_executor(executor, workers=workers if ray else cfg.execution.workers,
-                           address=address)
+        local_workers = None if devices is not None and workers is None else (
+            cfg.execution.workers)
+        if not ray and local_workers is not None:  # local processes: at most the CPUs
+            check_workers(local_workers, "training.workers", "the config")
+        ex = make_executor(executor, workers=workers if ray else local_workers,
+                           address=address, devices=devices, gpus_per_task=gpus_per_task)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
         res = train_run(cfg, run_dir, executor=ex,
                         progress=None if quiet or as_json else rich_progress)

@@ -104,6 +104,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
         d[section].pop(name)
     if not d["training"].get("two_phase"):
         d["training"].pop("phase2_steps", None)  # no phase 2 is trained: cannot matter
+    if d["training"].get("group_size") == "auto":  # "auto" is the former default, null
+        d["training"]["group_size"] = None
     for key in _NULL_WAS_FALSE:
         section, name = key.split(".")
         if d[section].get(name, False) is None:
@@ -339,11 +341,12 @@ def _coerce(value, tp, key: str, from_text: bool):
     if origin in (typing.Union, types.UnionType):
         if value is None or (from_text and value.strip().lower() in _NONE):
             return None
-        (tp,) = _plain_types(args)
-        try:
-            return _coerce(value, tp, key, from_text)
-        except ConfigError:
-            raise ConfigError(str(bad)) from None
+        for option in _plain_types(args):  # in order: int before str (group_size: auto)
+            try:
+                return _coerce(value, option, key, from_text)
+            except ConfigError:
+                continue
+        raise ConfigError(str(bad))
     if origin is list:
         if from_text:
             text = value.strip()

@@ -49,7 +49,7 @@ __all__ = [
 DATASETS = tuple(data_registry.list_datasets())
 #: Selection schemes: the paper's three random ones and the deterministic partition (DPA).
 SCHEMES = ALL_SCHEMES
-PATHS = ("fast", "reference")
+PATHS = ("fast", "vmap", "reference")
 DEVICES = ("cpu", "cuda")
 
 WHERE = "the config"
@@ -242,8 +242,9 @@ DEFAULT_SELECTION = {"scheme": "binomial", "ns": 50, "T": 100}
 class ExecutionConfig:
     """How a run executes (YAML keys of the ``training`` section).
 
-    ``path`` is ``fast`` (stacked groups) or ``reference`` (one model at a time; the two agree
-    to rounding); ``workers`` is the number of local processes (it never changes the
+    ``path`` is ``fast`` (stacked groups), ``vmap`` (stacked through ``torch.func.vmap`` even
+    where a hand-written stacked twin exists) or ``reference`` (one model at a time; they
+    agree to rounding); ``workers`` is the number of local processes (it never changes the
     predictions); ``device`` ``cpu`` or ``cuda``; ``save_weights`` keeps every trained torch
     classifier's weights in the run directory (``weights/``, read by ``poisoncert.Ensemble``):
     ``None`` (the default) means on for a torch model trained by Algorithm 2 and off
@@ -333,6 +334,10 @@ class ExperimentConfig:
             if learner is not None:
                 raise config_error("training.two_phase", "false for a scikit-learn learner",
                                    True)
+        if self.training.dtype in ("tf32", "bfloat16") and self.execution.device != "cuda":
+            raise config_error("training.dtype", "'float32' or 'float64' with training.device "
+                               f"{self.execution.device!r} (tf32 and bfloat16 are for cuda)",
+                               self.training.dtype)
         if learner is not None and self.execution.save_weights:
             raise config_error("training.save_weights", "false or null for a scikit-learn "
                                "learner", True)

@@ -205,7 +205,7 @@ def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Pa
         "selection": {"scheme": s.scheme, "n": int(summary.n), "ns": ns, "p": p, "k": s.k,
                       "T": int(cfg.T), "n_clean": int(summary.n_clean), "seed": int(s.seed)},
         "model": {"model": str(model), "model_kwargs": cfg.training.model_kwargs,
-                  "dtype": cfg.training.dtype, "group_size": cfg.training.models_per_group,
+                  "dtype": cfg.training.dtype, "group_size": _group(rd, cfg),
                   "eval_batch_size": cfg.training.eval_batch_size,
                   "path": cfg.execution.path, "source": source},
         "weights": [{"file": f"{runs.WEIGHTS}/{rd.weights_path(cid).name}", "start": a,
@@ -214,6 +214,13 @@ def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Pa
     path = rd / ENSEMBLE_JSON
     runs.save_json(path, record)
     return path
+
+
+def _group(rd: RunDir, cfg: ExperimentConfig) -> int:
+    """The group size the run trained with (``auto`` resolved, from its manifest)."""
+    from poisoncert.training.groups import recorded_group_size
+
+    return recorded_group_size(cfg.training, rd.load_manifest())
 
 
 def weights_metadata(cfg: ExperimentConfig, start: int, stop: int, seeds) -> dict[str, str]:
@@ -445,7 +452,7 @@ def _read_record(rd: RunDir, cfg: ExperimentConfig) -> dict:
               and len(record["classes"]) == len(record["class_names"]) >= 2
               and len(form.shape) in (1, 3) and form.kind in ("uint8", "integer", "bool",
                                                                 "unit"))
-        ranges = runs.chunk_ranges(cfg.T, cfg.run.chunk_size, cfg.training.models_per_group)
+        ranges = runs.chunk_ranges(cfg.T, cfg.run.chunk_size, _group(rd, cfg))
         ok = ok and [(int(w["start"]), int(w["stop"])) for w in record["weights"]] == ranges
     except (KeyError, TypeError, ValueError):
         ok = False

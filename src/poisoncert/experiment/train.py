@@ -10,6 +10,7 @@ finished chunks are skipped and the result is bit-identical to an uninterrupted 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -29,8 +30,8 @@ from poisoncert.runs import RunDir, RunError
 from poisoncert.runsafe import fault_point
 from poisoncert.votes import majority_vote
 
-__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "run_subsets",
-           "train_run"]
+__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "run_group_size",
+           "run_subsets", "train_run"]
 
 #: A progress display: ``display(total, completed, label)`` is a context manager yielding
 #: ``advance(k)``, called as ``k`` more base classifiers are trained (``poisoncert.cli.
@@ -229,14 +230,21 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
 def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
                   executor: Executor, progress: ProgressDisplay | None,
                   t0: float) -> RunResult:
+    old_manifest = rd.load_manifest() if rd.exists() else None
+    group = _group_size(cfg, data, old_manifest)
+    manifest["engine"] = {"group_size": group}
     resumed = rd.prepare(cfg, manifest)
+    # the learner trains with the group size resolved ("auto" -> the recorded size); the
+    # run's own config (its hash, its files) keeps "auto"
+    train_cfg = cfg if cfg.training.group_size == group else dataclasses.replace(
+        cfg, training=dataclasses.replace(cfg.training, group_size=group))
 
     T = cfg.T
     seeds = selection.model_seeds(cfg.selection.seed, T)
     for name, arr in ((runs.SEEDS, seeds), (runs.CLEAN_INDICES, data.clean_idx)):
         if not (rd / name).exists():
             runs.save_npy(rd / name, arr)
-    ranges = runs.chunk_ranges(T, cfg.run.chunk_size, cfg.training.models_per_group)
+    ranges = runs.chunk_ranges(T, cfg.run.chunk_size, group)
     todo = [cid for cid, (a, b) in enumerate(ranges)
             if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b]))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
@@ -245,7 +253,7 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     two_phase = cfg.algorithm.two_phase
     phase2 = (learners.train_phase2(cfg, data)
               if two_phase and (todo or not (rd / PHASE2_JSON).exists()) else None)
-    learner = learners.make_learner(cfg, data, phase2) if todo else None
+    learner = learners.make_learner(train_cfg, data, phase2) if todo else None
 
     display = progress or _no_display
     with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:
@@ -283,6 +291,27 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                        "subset_size_mean": float(sizes.mean()),
                        "abstaining_classifiers": int(np.all(predictions < 0, axis=1).sum())})
     return result
+
+
+def run_group_size(rd: RunDir, cfg: ExperimentConfig) -> int:
+    """The group size a trained run used (``training.groups.recorded_group_size``: ``auto``
+    resolved from its manifest). Its chunks hold whole groups of it (``runs.chunk_ranges``)."""
+    from poisoncert.training.groups import recorded_group_size
+
+    return recorded_group_size(cfg.training, rd.load_manifest())
+
+
+def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None) -> int:
+    """The group size of a run: ``training.group_size``, or for ``auto`` the size a resumed
+    run recorded, else the size ``training.groups.auto_group_size`` picks for the device, the
+    model and ``T``."""
+    from poisoncert.training.groups import auto_group_size, recorded_group_size
+
+    tr = cfg.training
+    if old_manifest is not None or tr.group_size != "auto" or tr.sklearn_learner is not None:
+        return recorded_group_size(tr, old_manifest)
+    return auto_group_size(tr, cfg.execution.device, data.x_train.shape[1:], data.n_classes,
+                           n_models=cfg.T)
 
 
 def run_subsets(run_dir: str | Path) -> tuple[DataSplit, list[np.ndarray]]:
