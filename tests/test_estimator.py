@@ -93,7 +93,7 @@ def test_ns_range_message(cancer):
                                      r"\(0.0, 1.0\) or None. Got 1.5 instead."),
     (dict(scheme="bagging"), r"The 'scheme' parameter of .* must be a str among"),
     (dict(n_estimators=0), r"The 'n_estimators' parameter of .* must be an int in the range "
-                           r"\[1, inf\). Got 0 instead."),
+                           r"\[1, 9007199254740992\]. Got 0 instead."),
     (dict(p=0.1), r"The 'p' parameter of CertifiedEnsembleClassifier must be None for "
                   r"scheme='without_replacement'. Got 0.1 instead."),
     (dict(scheme="partition", ns=5), r"The 'ns' parameter .* must be None for "

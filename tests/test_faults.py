@@ -41,15 +41,16 @@ ARRAYS = (runs.PREDICTIONS, runs.VOTES, runs.LABELS, runs.SUBSET_SIZES, runs.SEE
 DRIVER = """\
 import os, sys, time
 from poisoncert import cli, pipeline  # noqa: F401
-if os.environ.get("FAULT_TEST_TORCH"):
-    import torch
-    from poisoncert import training  # noqa: F401
-    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # one-time set-up before "go"
-go = os.environ.get("FAULT_TEST_GO")
-print("go", flush=True)
-while go and not os.path.exists(go):
-    time.sleep(0.005)
-cli.main(sys.argv[1:])
+if __name__ == "__main__":  # not again in spawned worker processes
+    if os.environ.get("FAULT_TEST_TORCH"):
+        import torch
+        from poisoncert import training  # noqa: F401
+        torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # one-time set-up before "go"
+    go = os.environ.get("FAULT_TEST_GO")
+    print("go", flush=True)
+    while go and not os.path.exists(go):
+        time.sleep(0.005)
+    cli.main(sys.argv[1:])
 """
 
 
@@ -211,6 +212,31 @@ def test_certify_killed_then_rerun_gives_the_same_outputs(setup):
             json.loads((ref / runs.CERTIFY_JSON).read_text())
         assert tmp_files(parent) == [], (what, tmp_files(parent))
         assert RunDir(run).verify()["verified"] is True
+
+
+@pytest.mark.skipif(__import__("poisoncert.resources").resources.usable_cpus() < 2,
+                    reason="two worker processes need two CPUs")
+def test_worker_killed_mid_run_is_one_line_and_the_run_resumes(setup):
+    """A worker process killed while it trains (as the kernel's OOM killer does): ``train``
+    exits 1 with one line naming what happened, and the next ``train`` resumes the run to the
+    uninterrupted one's predictions."""
+    root, ref = setup["root"], setup["ref"]
+    run = root / "workerkill" / "run"
+    args = ["train", str(setup["config"]), "--run-dir", str(run), "-q", "--workers", "2"]
+    proc, _ = _start(root, args, fault="chunk:train:2")  # each worker, at its second chunk
+    out, err = proc.communicate(timeout=TIMEOUT)
+    lines = err.splitlines()
+    assert proc.returncode == 1 and out == "", out + err
+    assert len(lines) == 1 and lines[0].startswith("error: a worker process ended abruptly"), err
+    assert "(BrokenProcessPool)" in lines[0] and "Traceback" not in err
+    assert (run / runs.CONFIG).is_file()
+    res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    assert res.chunks_trained + res.chunks_skipped == N_CHUNKS
+    for name in ARRAYS:  # its config.yaml keeps workers: 2 (a resumable key)
+        assert np.array_equal(np.load(run / name), np.load(ref / name)), name
+    assert (run / runs.CLASSIFIERS).read_bytes() == (ref / runs.CLASSIFIERS).read_bytes()
+    assert RunDir(run).verify()["verified"] is True
+    assert tmp_files(run.parent) == []
 
 
 # --------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import numbers
 import warnings
 
 import numpy as np
+from joblib import effective_n_jobs
 from sklearn.base import BaseEstimator, ClassifierMixin, _fit_context
 from sklearn.tree import DecisionTreeClassifier
 from sklearn.utils import check_random_state
@@ -23,11 +24,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from poisoncert._validation import param_error
+from poisoncert._validation import INT_LIMIT, check_int_array, param_error
 from poisoncert.base_learners import fit_chunk, hash_parts, job_chunks, predict_chunk, row_keys
 from poisoncert.estimator_checks import (
     base_tags,
     check_clean_mask,
+    check_fit_memory,
+    check_predict_memory,
     ensemble_size,
     validate_input,
 )
@@ -177,9 +180,9 @@ default="without_replacement"
         # ns's range depends on n, the data: checked in fit with the full range.
         "ns": [numbers.Integral, None],
         "p": [Interval(numbers.Real, 0, 1, closed="neither"), None],
-        "n_estimators": [Interval(numbers.Integral, 1, None, closed="left")],
-        "n_partitions": [Interval(numbers.Integral, 1, None, closed="left"), None],
-        "balance": ["boolean", Interval(numbers.Integral, 1, None, closed="left")],
+        "n_estimators": [Interval(numbers.Integral, 1, INT_LIMIT, closed="both")],
+        "n_partitions": [Interval(numbers.Integral, 1, INT_LIMIT, closed="both"), None],
+        "balance": ["boolean", Interval(numbers.Integral, 1, INT_LIMIT, closed="both")],
         "random_state": ["random_state"],
         "n_jobs": [numbers.Integral, None],
         "verbose": ["verbose"],
@@ -259,6 +262,8 @@ default="without_replacement"
                                  n_estimators=self.n_estimators,
                                  n_partitions=self.n_partitions, where=_NAME)
         self.ns_, self.p_, self.n_estimators_ = ns, p, T
+        check_fit_memory(self, X, base=self._base(), T=T, ns=ns, n_clean=len(clean_idx), n=n,
+                         jobs=effective_n_jobs(self.n_jobs), where=_NAME)
 
         if isinstance(self.random_state, numbers.Integral):
             self.root_seed_ = int(self.random_state)
@@ -307,6 +312,7 @@ default="without_replacement"
         check_is_fitted(self)
         X = validate_input(self, X, base=self.estimator_, reset=False)
         n_test = X.shape[0]
+        check_predict_memory(self.n_estimators_, n_test, where=_NAME)
         dtype = np.int16 if self.n_classes_ <= np.iinfo(np.int16).max else np.int32
         chunks = self._chunks(self.n_estimators_)
         parts = self._parallel("predict", chunks, (
@@ -440,9 +446,11 @@ default="without_replacement"
 
     def decode(self, prediction, *, abstain=None) -> np.ndarray:
         """Labels of class indices (e.g. ``certify(X).prediction``): an object array with
-        ``abstain`` where the index is ``ABSTAIN`` (``-1``)."""
+        ``abstain`` where the index is ``ABSTAIN`` (``-1``). Indices must be ints in
+        ``[-1, n_classes_ - 1]``."""
         check_is_fitted(self)
-        idx = np.asarray(prediction, dtype=np.int64)
+        idx = check_int_array(prediction, "prediction", f"{_NAME}.decode", low=-1,
+                              high=self.n_classes_ - 1)
         out = self.classes_[np.clip(idx, 0, None)].astype(object)
         out[idx < 0] = abstain
         return out

@@ -32,10 +32,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from poisoncert._validation import check_choice, check_int, param_error
+from poisoncert.resources import usable_cpus
 from poisoncert.threads import attach_progress, limit_threads
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "device_of", "make_executor",
-           "parse_devices", "worker_device"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "check_workers", "device_of",
+           "make_executor", "parse_devices", "worker_device"]
 
 R = TypeVar("R")
 
@@ -252,13 +253,26 @@ def _drain(queue, progress) -> None:
         progress(cid, k)
 
 
+def check_workers(workers, name: str = "workers", where: str = "make_executor") -> int:
+    """A number of local worker processes: an int in ``[1, usable CPUs]`` (more processes
+    than CPUs only add memory: every chunk is CPU bound). Checked where a config or the
+    command line chooses the workers (``make_executor``, ``train_run``, the CLI); a
+    ``LocalExecutor`` built by hand takes any number."""
+    cpus = usable_cpus()
+    try:
+        return check_int(workers, name, where, low=1, high=cpus)
+    except ValueError:
+        raise param_error(name, where, f"an int in the range [1, {cpus}] (the CPUs this "
+                          "process may use)", workers) from None
+
+
 def make_executor(name: str = "local", *, workers: int | None = 1,
                   address: str | None = None, devices: str | Sequence[str] | None = None,
                   gpus_per_task: float | None = None) -> Executor:
     """An executor by name (``poisoncert train --executor NAME``).
 
     ``local``: ``LocalExecutor(workers, devices=devices)`` (``workers`` ``None``: one per
-    device, else 1). ``ray``: ``RayExecutor(address, workers=workers,
+    device, else 1; else ``check_workers``). ``ray``: ``RayExecutor(address, workers=workers,
     num_gpus_per_task=gpus_per_task)``; ``address`` ``None`` starts a local Ray instance,
     ``"auto"`` or ``"ray://host:port"`` joins a cluster, and ``workers`` ``None`` uses all its
     CPUs (or GPUs, with ``gpus_per_task``).
@@ -283,4 +297,4 @@ def make_executor(name: str = "local", *, workers: int | None = 1,
     if gpus_per_task is not None:
         raise param_error("gpus_per_task", where, "None for the local executor (it is for "
                           "'ray'; the local executor takes devices)", gpus_per_task)
-    return LocalExecutor(workers, devices=devices)
+    return LocalExecutor(None if workers is None else check_workers(workers), devices=devices)

@@ -10,6 +10,7 @@ import contextlib
 import json
 import math
 from collections.abc import Iterator
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Annotated
 
@@ -20,9 +21,16 @@ from poisoncert._validation import INT_LIMIT, param_error
 
 __all__ = ["EXPECTED_ERRORS", "delta", "error_line", "library_errors", "radius", "register"]
 
-#: Errors that are the user's to fix (bad parameters, missing or unwritable files): reported as
-#: one line, no traceback. Anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+#: Errors that are the user's to fix (bad parameters, missing or unwritable files) and the
+#: machine's limits (memory, numbers beyond 64 bits, a worker process killed, e.g. by the
+#: kernel when memory ran out): reported as one line, no traceback. Anything else is a bug and
+#: keeps its traceback.
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, MemoryError,
+                                                    OverflowError, BrokenProcessPool)
+#: What an error of the machine's limits says before its own message.
+_LIMIT_ERRORS = ((MemoryError, "out of memory"), (OverflowError, "a number is too large"),
+                 (BrokenProcessPool, "a worker process ended abruptly (killed, e.g. when "
+                                     "memory ran out)"))
 
 RADIUS_UNIT = "operations (insertion, deletion or modification = 1 each)"
 
@@ -31,9 +39,12 @@ MAX_STEPS = 100_000
 
 
 def error_line(exc: BaseException) -> str:
-    """``error: <message>`` on one line."""
-    msg = " ".join(str(exc).split()) or type(exc).__name__
-    return f"error: {msg}"
+    """``error: <message>`` on one line (errors of the machine's limits say which)."""
+    msg = " ".join(str(exc).split())
+    for kind, text in _LIMIT_ERRORS:
+        if isinstance(exc, kind):
+            return f"error: {text}{': ' + msg if msg else ''} ({kind.__name__})"
+    return f"error: {msg or type(exc).__name__}"
 
 
 @contextlib.contextmanager

@@ -82,7 +82,7 @@ def train(
     with library_errors():
         from poisoncert.cli.progress import rich_progress
         from poisoncert.config import load_config, parse_overrides
-        from poisoncert.executors import make_executor
+        from poisoncert.executors import check_workers, make_executor
         from poisoncert.experiment import train_run
 
         overrides = parse_overrides(ctx.args)
@@ -102,6 +102,8 @@ def train(
             raise param_error("address", "train", "given only with --executor ray", address)
         local_workers = None if devices is not None and workers is None else (
             cfg.execution.workers)
+        if not ray and local_workers is not None:  # local processes: at most the CPUs
+            check_workers(local_workers, "training.workers", "the config")
         ex = make_executor(executor, workers=workers if ray else local_workers,
                            address=address, devices=devices, gpus_per_task=gpus_per_task)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
@@ -200,11 +202,11 @@ def demo(
     downloads); print the certified accuracy against rho and draw the three curves."""
     with library_errors():
         from poisoncert.cli.progress import rich_progress
-        from poisoncert.executors import LocalExecutor
+        from poisoncert.executors import LocalExecutor, check_workers
         from poisoncert.experiment import DEMO_SCHEMES, run_demo
 
         res = run_demo(out, quick=quick, progress=None if quiet or as_json else rich_progress,
-                       executor=LocalExecutor(workers))
+                       executor=LocalExecutor(check_workers(workers, "workers", "demo")))
     if as_json:
         typer.echo(json.dumps({
             "runs": {s: {"run_dir": str(res.out_dir / s), "accuracy": res.runs[s].accuracy,

@@ -19,6 +19,7 @@ any file is written.
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 
 from poisoncert import bounds
@@ -97,6 +98,23 @@ def _put(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
 
 
+def _int_ok(v) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool) and 0 <= v <= INT_LIMIT
+
+
+def _ints_ok(values, min_len: int = 0) -> bool:
+    """``values`` is a list of at least ``min_len`` distinct ints in ``[0, INT_LIMIT]``."""
+    return (isinstance(values, list | tuple) and len(values) >= min_len
+            and all(_int_ok(v) for v in values) and len(set(values)) == len(values))
+
+
+def _first_out(values):
+    """The first entry of a list that is not an int in ``[0, INT_LIMIT]``, else the list (a
+    long list of indices is not repeated in an error)."""
+    bad = [v for v in values if not _int_ok(v)] if isinstance(values, list | tuple) else []
+    return bad[0] if bad else values
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """The data set and its split into a known-clean part ``D^c`` and an attackable ``D^p``.
@@ -135,11 +153,10 @@ class DataConfig:
                 raise config_error("data.name", "one of " + ", ".join(repr(x) for x in DATASETS)
                                    + " or 'npz:<path>'", name)
             _put(self, "name", name)
-        if self.classes is not None and (len(self.classes) < 2 or min(self.classes) < 0
-                                         or len(set(self.classes)) != len(self.classes)):
+        if self.classes is not None and not _ints_ok(self.classes, 2):
             raise config_error("data.classes", "null or a list of at least two distinct "
-                               "class labels >= 0", self.classes)
-        _int(self.n_clean, "data.n_clean", low=0)
+                               f"class labels in the range [0, {INT_LIMIT}]", self.classes)
+        _int(self.n_clean, "data.n_clean", low=0, high=INT_LIMIT)
         _real(self.clean_fraction, "data.clean_fraction", 0.0, 1.0, low_open=False)
         given = [k for k, v in (("n_clean", self.n_clean or None),
                                 ("clean_fraction", self.clean_fraction),
@@ -150,16 +167,15 @@ class DataConfig:
                               "'data.clean_indices' and 'data.poisoned_classes' may be given. "
                               f"Got {', '.join(given)}.")
         poisoned = self.poisoned_classes
-        if poisoned is not None and (not poisoned or len(set(poisoned)) != len(poisoned)
-                                     or min(poisoned) < 0):
+        if poisoned is not None and not _ints_ok(poisoned, 1):
             raise config_error("data.poisoned_classes", "null or a non-empty list of distinct "
-                               "class labels >= 0", poisoned)
+                               f"class labels in the range [0, {INT_LIMIT}]", poisoned)
         clean = self.clean_indices
-        if clean is not None and (len(set(clean)) != len(clean) or min(clean, default=0) < 0):
+        if clean is not None and not _ints_ok(clean):
             raise config_error("data.clean_indices", "a list of distinct training-set indices "
-                               ">= 0", clean)
+                               f"in the range [0, {INT_LIMIT}]", _first_out(clean))
         _int(self.clean_seed, "data.clean_seed", low=0)
-        _int(self.test_limit, "data.test_limit", low=1)
+        _int(self.test_limit, "data.test_limit", low=1, high=INT_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -189,7 +205,7 @@ class SelectionConfig:
         if scheme == PARTITION:
             if self.k is None:
                 raise config_error("selection.k", "an int >= 1 for the partition scheme", None)
-            _int(self.k, "selection.k", low=1)
+            _int(self.k, "selection.k", low=1, high=INT_LIMIT)
             if self.T is not None and self.T != self.k:
                 raise config_error("selection.T", f"null or equal to selection.k = {self.k} for "
                                    "the partition scheme (one classifier per part)", self.T)
@@ -201,11 +217,12 @@ class SelectionConfig:
                        names=("selection.ns", "selection.p"))
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        _int(self.ns, "selection.ns", low=1, high=INT_LIMIT)
         if scheme != PARTITION:
             if self.T is None:
                 raise config_error("selection.T", "an int >= 1 (the number of base "
                                    "classifiers)", None)
-            _int(self.T, "selection.T", low=1)
+            _int(self.T, "selection.T", low=1, high=INT_LIMIT)
 
     def size(self, n: int) -> tuple[int | None, float | None]:
         """``(ns, p)`` for ``n = |D^p|`` (``selection.check_size``; a ``ConfigError``
@@ -241,7 +258,7 @@ class ExecutionConfig:
 
     def __post_init__(self) -> None:
         _put(self, "path", _choice(self.path, "training.path", PATHS))
-        _int(self.workers, "training.workers", low=1)
+        _int(self.workers, "training.workers", low=1, high=INT_LIMIT)
         _put(self, "device", _choice(self.device, "training.device", DEVICES))
 
 
@@ -259,7 +276,7 @@ class AlgorithmConfig:
     phase2_steps: int = 2000
 
     def __post_init__(self) -> None:
-        _int(self.phase2_steps, "training.phase2_steps", low=1)
+        _int(self.phase2_steps, "training.phase2_steps", low=1, high=INT_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -290,7 +307,7 @@ class RunConfig:
     chunk_size: int = 50
 
     def __post_init__(self) -> None:
-        _int(self.chunk_size, "run.chunk_size", low=1)
+        _int(self.chunk_size, "run.chunk_size", low=1, high=INT_LIMIT)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import numpy as np
 
 from poisoncert import certify as certificates
 from poisoncert import runs, selection
-from poisoncert._validation import param_error
+from poisoncert._validation import INT_LIMIT, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.runs import RunDir, RunError
 
@@ -74,9 +74,10 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     attackable training samples, and ``T`` the number of base classifiers (abstaining ones
     included). The partition scheme is certified by ``certify.dpa_certify`` (deterministic;
     ``alpha`` and ``method`` do not apply). Writes ``certificates.csv`` (one flat row per test
-    example), ``certified_accuracy.csv`` (the whole curve, every integer ``rho`` up to the
-    largest radius, plus ``rhos``), ``certify.json`` and ``certified_accuracy.png``.
-    Returns ``(certificate, table)`` with the certified accuracy at ``rhos``.
+    example), ``certified_accuracy.csv`` (the whole curve, ``accuracy_curve``: every integer
+    ``rho`` up to the largest radius, plus ``rhos``), ``certify.json`` and
+    ``certified_accuracy.png``. Returns ``(certificate, table)`` with the certified accuracy
+    at ``rhos``.
 
     The run is certified under its lock, after ``RunDir.verify`` (checksums, config hash,
     consistency; a ``RunError`` names the first file that does not match); ``verify=False``
@@ -152,11 +153,30 @@ def certify_votes(cfg: ExperimentConfig, n: int, votes: np.ndarray, labels=None,
         method=method, T=cfg.T, labels=labels if method.startswith("true_label") else None)
 
 
+#: ``accuracy_curve`` lists every integer radius while the largest radius is below this;
+#: beyond, only the radii where the curve may change (the same step curve, in at most
+#: ``2 n_test + 1`` rows plus the requested ones).
+DENSE_CURVE_LIMIT = 100_000
+
+
 def accuracy_curve(cert, labels, *, extra=()) -> CertifiedAccuracy:
     """Certified accuracy at every integer ``rho`` from 0 to one past the largest radius (and
-    at the ``extra`` radii)."""
-    top = int(max(np.max(cert.radius, initial=-1), 0)) + 1
-    rho = np.union1d(np.arange(top + 1), np.asarray(list(extra), dtype=np.int64))
+    at the ``extra`` radii).
+
+    The accuracy at ``rho`` counts the correct points of radius at least ``rho``, so it only
+    changes between ``r`` and ``r + 1`` for a certified radius ``r``. When the largest radius
+    reaches ``DENSE_CURVE_LIMIT``, the curve lists only ``0``, each certified radius ``r`` and
+    ``r + 1``, and the ``extra`` radii: the same step curve (drawn with ``steps-post``, or
+    read as "the value of the last row at or below ``rho``") in rows bounded by the test set.
+    """
+    radius = np.asarray(cert.radius, dtype=np.int64)
+    top = int(max(np.max(radius, initial=-1), 0)) + 1
+    if top < DENSE_CURVE_LIMIT:
+        points = np.arange(top + 1)
+    else:
+        r = np.unique(radius[radius >= 0])
+        points = np.union1d(np.union1d(r, np.minimum(r + 1, INT_LIMIT)), [0])
+    rho = np.union1d(points, np.asarray(list(extra), dtype=np.int64))
     return CertifiedAccuracy(rho, np.atleast_1d(certificates.certified_accuracy(cert, labels,
                                                                                 rho)))
 

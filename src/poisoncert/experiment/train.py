@@ -22,10 +22,12 @@ import numpy as np
 from poisoncert import runs, selection
 from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig, from_dict, load_config
-from poisoncert.executors import Executor, LocalExecutor
+from poisoncert.executors import Executor, LocalExecutor, check_workers
 from poisoncert.experiment import learners
+from poisoncert.experiment.resources import check_run_memory
 from poisoncert.experiment.split import DataSplit, split_data, subset_plan
 from poisoncert.runs import RunDir, RunError
+from poisoncert.runsafe import fault_point
 from poisoncert.votes import majority_vote
 
 __all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "run_group_size",
@@ -89,6 +91,7 @@ class ChunkTrainer:
             self.data = split_data(cfg.data)
         if self._plan is None:
             self._plan = subset_plan(cfg.selection, self.data)
+        fault_point("chunk:train")  # tests: a worker killed (e.g. by the kernel when out of memory)
         start, stop = self.ranges[chunk_id]
         seeds = selection.model_seeds(cfg.selection.seed, stop - start, start=start)
         subsets, sizes = self._plan.subsets(start, seeds)
@@ -188,24 +191,30 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
               progress: ProgressDisplay | None = None) -> RunResult:
     """Train the ``T`` base classifiers of ``config`` into ``run_dir`` and return the results.
 
-    Everything is checked before anything is written: the config, the data against it, and
-    that ``run_dir`` is (or can be created as) a writable folder that is empty or holds a run
-    with the same config. A run with the same config is resumed: chunks whose file exists are
-    skipped, and the predictions are bit-identical to those of an uninterrupted run.
-    ``executor`` defaults to ``LocalExecutor(config.execution.workers)``; ``progress`` is a
-    ``ProgressDisplay`` (None or False: none).
+    Everything is checked before anything is written: the config, the data against it, that
+    the run fits in memory (``experiment.resources.check_run_memory``: a
+    ``resources.ResourceError`` names the parameter), and that ``run_dir`` is (or can be
+    created as) a writable folder that is empty or holds a run with the same config. A run
+    with the same config is resumed: chunks whose file exists are skipped, and the
+    predictions are bit-identical to those of an uninterrupted run. ``executor`` defaults to
+    ``LocalExecutor(config.execution.workers)`` (at most the usable CPUs,
+    ``executors.check_workers``); ``progress`` is a ``ProgressDisplay`` (None or False: none).
     """
     t0 = time.perf_counter()
     if progress is not None and progress is not False and not callable(progress):
         raise param_error("progress", "train_run", "None or a progress display "
                           "(poisoncert.cli.progress.rich_progress)", progress)
     cfg = _config(config)
+    if executor is None:
+        executor = LocalExecutor(check_workers(cfg.execution.workers, "training.workers",
+                                               "the config"))
     rd = RunDir(run_dir)
     runs.check_writable(rd.path)
     rd.check_config(cfg)  # refuse another run's folder before loading any data
     data = split_data(cfg.data)
     subset_plan(cfg.selection, data)
     learners.check_learner(cfg, data)
+    check_run_memory(cfg, data, executor)
     if rd.exists():
         old = rd.load_manifest().get("data", {}).get("sha256_arrays")
         new = data.summary.sha256_arrays
@@ -219,7 +228,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
 
 
 def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
-                  executor: Executor | None, progress: ProgressDisplay | None,
+                  executor: Executor, progress: ProgressDisplay | None,
                   t0: float) -> RunResult:
     old_manifest = rd.load_manifest() if rd.exists() else None
     group = _group_size(cfg, data, old_manifest)
@@ -246,8 +255,6 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
               if two_phase and (todo or not (rd / PHASE2_JSON).exists()) else None)
     learner = learners.make_learner(train_cfg, data, phase2) if todo else None
 
-    if executor is None:
-        executor = LocalExecutor(cfg.execution.workers)
     display = progress or _no_display
     with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:
         relay = _ProgressRelay(advance, ranges)

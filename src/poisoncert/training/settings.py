@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from poisoncert._validation import check_choice, check_int, check_real, param_error
+from poisoncert._validation import INT_LIMIT, check_choice, check_int, check_real, param_error
 from poisoncert.training.sklearn_learner import SKLEARN_LEARNERS
 from poisoncert.training.user_model import ModelRef, is_model_ref
 
@@ -190,8 +190,9 @@ class TrainConfig:
         if isinstance(model, ModelRef):
             model = ModelRef(model, self.model_kwargs)
         put("model", model)
-        put("steps", check_int(self.steps, k + "steps", w, low=1))
-        put("batch_size", check_int(self.batch_size, k + "batch_size", w, low=1))
+        put("steps", check_int(self.steps, k + "steps", w, low=1, high=INT_LIMIT))
+        put("batch_size", check_int(self.batch_size, k + "batch_size", w, low=1,
+                                    high=INT_LIMIT))
         put("optimizer", check_choice(self.optimizer, k + "optimizer", w, OPTIMIZERS))
         put("lr", check_real(self.lr, k + "lr", w, low=0.0, low_open=True))
         put("lr_schedule", check_choice(self.lr_schedule, k + "lr_schedule", w, SCHEDULES))
@@ -202,7 +203,7 @@ class TrainConfig:
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise param_error(k + name, w, "a bool", getattr(self, name))
             put(name, bool(getattr(self, name)))
-        put("max_shift", check_int(self.max_shift, k + "max_shift", w, low=0))
+        put("max_shift", check_int(self.max_shift, k + "max_shift", w, low=0, high=INT_LIMIT))
         put("rotation", check_real(self.rotation, k + "rotation", w, low=0.0, high=180.0))
         put("scale", check_real(self.scale, k + "scale", w, low=0.0, high=1.0, high_open=True))
         put("shear", check_real(self.shear, k + "shear", w, low=0.0, high=90.0, high_open=True))
@@ -213,11 +214,14 @@ class TrainConfig:
             put("group_size", "auto")
         else:
             try:
-                put("group_size", check_int(self.group_size, k + "group_size", w, low=1))
+                put("group_size", check_int(self.group_size, k + "group_size", w, low=1,
+                                            high=INT_LIMIT))
             except ValueError:
-                raise param_error(k + "group_size", w, "'auto' or an int >= 1",
+                raise param_error(k + "group_size", w,
+                                  f"'auto' or an int in the range [1, {INT_LIMIT}]",
                                   self.group_size) from None
-        put("eval_batch_size", check_int(self.eval_batch_size, k + "eval_batch_size", w, low=1))
+        put("eval_batch_size", check_int(self.eval_batch_size, k + "eval_batch_size", w, low=1,
+                                         high=INT_LIMIT))
 
     @property
     def sklearn_learner(self) -> str | None:

@@ -1,0 +1,118 @@
+"""Benchmark: a run's memory estimate against the memory it really takes (issue 9).
+
+``poisoncert.experiment.resources`` estimates the bytes a run holds at its peak from the code
+that allocates them. This script trains small runs whose memory is dominated by one term (the
+training batch and its activations, the minibatch tables, the evaluation batch) on a synthetic
+28 x 28 image set, each in a fresh process: one warm-up run of the same model with tiny
+batches first (torch's one-time allocations), then the measured run; the measurement is the
+rise of the process's peak resident memory (``ru_maxrss``) over the run. It prints one row per
+case: the measured rise, the whole estimate, its largest term and that term against the
+measured rise (the other terms, weights and data, were already reached by the warm-up, so
+the rise is the largest term's memory), and the resident memory of a fresh process after
+importing the training engine (``PROCESS_BYTES``' basis).
+
+A term should be at least the measured rise (the check is then on the safe side) and not
+many times it (a user would be refused what fits).
+
+    python benchmarks/bench_memory.py
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+#: (model, group_size, batch_size, steps, augment, eval_batch_size): the term each exercises.
+CASES = [
+    ("lenet5", 8, 2048, 3, False, 2, "training batch and activations"),
+    ("cnn_small", 8, 1024, 3, False, 2, "training batch and activations"),
+    ("mlp", 8, 320, 4000, True, 2, "minibatch tables of a group"),
+    ("lenet5", 8, 2, 3, False, 2000, "test set and evaluation batch"),
+    ("cnn_small", 8, 2, 3, False, 2000, "test set and evaluation batch"),
+    ("resnet18", 2, 64, 2, False, 2, "training batch and activations"),
+    ("resnet18", 2, 2, 2, False, 1000, "test set and evaluation batch"),
+]
+
+
+def _rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _case(folder: Path, model: str, G: int, B: int, steps: int, augment: bool, E: int) -> dict:
+    import dataclasses
+
+    import numpy as np
+    import torch
+
+    from poisoncert import experiment
+    from poisoncert.config import from_dict
+    from poisoncert.experiment.resources import run_memory, run_shape, run_values
+    from poisoncert.experiment.split import split_data
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3000, 1, 28, 28)).astype(np.float32)
+    y = rng.integers(0, 10, 3000)
+    npz = folder / "img.npz"
+    np.savez(npz, x_train=x, y_train=y, x_test=x[:2000], y_test=y[:2000])
+    cfg = from_dict({"data": {"name": f"npz:{npz}"},
+                     "selection": {"scheme": "with_replacement", "ns": 100, "T": G, "seed": 0},
+                     "training": {"model": model, "steps": steps, "batch_size": B,
+                                  "group_size": G, "augment": augment, "eval_batch_size": E},
+                     "run": {"chunk_size": G}})
+    terms = run_memory(run_values(cfg, 1), run_shape(cfg, split_data(cfg.data),
+                                                     in_process=True, local_workers=True))
+    torch.set_num_threads(1)
+    warm = dataclasses.replace(cfg, training=dataclasses.replace(
+        cfg.training, steps=1, batch_size=2, eval_batch_size=2))
+    experiment.train_run(warm, folder / "warm", progress=False)
+    before = _rss()
+    experiment.train_run(cfg, folder / "run", progress=False)
+    top = max(terms, key=lambda t: t.nbytes)
+    return {"measured": _rss() - before, "estimate": sum(t.nbytes for t in terms),
+            "top": top.what, "top_bytes": top.nbytes}
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--case":
+        model, G, B, steps, augment, E = sys.argv[2:8]
+        with tempfile.TemporaryDirectory() as tmp:
+            out = _case(Path(tmp), model, int(G), int(B), int(steps), augment == "1", int(E))
+        print(json.dumps(out))
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--process":
+        import poisoncert.training.engine  # noqa: F401
+
+        print(json.dumps({"rss": _rss()}))
+        return
+    cpu = platform.machine()
+    try:
+        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                   if ln.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    print(f"{cpu}, Python {platform.python_version()}")
+    print("\n| model | group | batch | steps | augment | eval batch | measured rise MiB | "
+          "estimate MiB | its largest term | that term MiB | term / measured |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for model, G, B, steps, augment, E, _ in CASES:
+        proc = subprocess.run([sys.executable, __file__, "--case", model, str(G), str(B),
+                               str(steps), "1" if augment else "0", str(E)],
+                              capture_output=True, text=True, check=True)
+        r = json.loads(proc.stdout.splitlines()[-1])
+        print(f"| {model} | {G} | {B} | {steps} | {augment} | {E} | "
+              f"{r['measured'] / 2**20:.0f} | {r['estimate'] / 2**20:.0f} | {r['top']} | "
+              f"{r['top_bytes'] / 2**20:.0f} | {r['top_bytes'] / max(1, r['measured']):.2f} |")
+    proc = subprocess.run([sys.executable, __file__, "--process"], capture_output=True,
+                          text=True, check=True)
+    rss = json.loads(proc.stdout.splitlines()[-1])["rss"]
+    print(f"\nA fresh process after importing poisoncert.training.engine: {rss / 2**20:.0f} MiB "
+          "resident.")
+
+
+if __name__ == "__main__":
+    main()
