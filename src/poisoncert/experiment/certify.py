@@ -18,6 +18,7 @@ import numpy as np
 from poisoncert import certify as certificates
 from poisoncert import runs, selection
 from poisoncert.config import ExperimentConfig
+from poisoncert.experiment.ranks import RANKS
 from poisoncert.runs import RunDir, RunError
 
 __all__ = ["CertifiedAccuracy", "CertifyResult", "accuracy_curve", "certify_run",
@@ -65,21 +66,28 @@ def _manifest_data(rd: RunDir) -> dict:
 
 
 def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str | None = None,
-                model: str | None = None, rhos=None, plot: bool = True) -> CertifyResult:
+                model: str | None = None, rhos=None, plot: bool = True,
+                aggregation: str | None = None) -> CertifyResult:
     """Certify every test example of a trained run and write the results beside it.
 
     Options default to the run's ``certify`` config section. ``n`` is ``|D^p|``, the number of
     attackable training samples, and ``T`` the number of base classifiers (abstaining ones
-    included). The partition scheme is certified by ``certify.dpa_certify`` (deterministic;
-    ``alpha`` and ``method`` do not apply). Writes ``certificates.csv`` (one flat row per test
+    included). Deterministic certificates (``alpha`` and ``method`` do not apply): the
+    partition scheme by ``certify.dpa_certify``, finite_aggregation by
+    ``aggregation.fa_certify``, ``aggregation="roe"`` (partition or finite_aggregation runs with
+    ``run.store_ranks``) by ``runoff.roe_certify``, knn / rnn by ``knn.knn_certify`` /
+    ``knn.rnn_certify``; each also gives the radius in DPA's unit (``radius_dpa``: insertion
+    or deletion 1, modification 2). Writes ``certificates.csv`` (one flat row per test
     example), ``certified_accuracy.csv`` (the whole curve, every integer ``rho`` up to the
-    largest radius, plus ``rhos``), ``certify.json`` and ``certified_accuracy.png``.
-    Returns ``(certificate, table)`` with the certified accuracy at ``rhos``.
+    largest radius, plus ``rhos``), ``certify.json`` and ``certified_accuracy.png``; the
+    run-off election writes them with the suffix ``_roe`` (``certificates_roe.csv``, ...), so
+    both aggregations of one run sit side by side. Returns ``(certificate, table)`` with the
+    certified accuracy at ``rhos``.
     """
     rd = RunDir(run_dir)
     cfg = rd.load_config()
-    options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
-               if v is not None}
+    options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model),
+                                 ("aggregation", aggregation)) if v is not None}
     if rhos is not None:
         options["rhos"] = [int(r) if isinstance(r, (int, np.integer)) else r
                            for r in np.atleast_1d(rhos).tolist()]
@@ -88,36 +96,83 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     votes = rd.load(runs.VOTES)
     labels = rd.load(runs.LABELS)
     T = cfg.T
-    if cfg.selection.scheme == selection.PARTITION:
-        cert = certificates.dpa_certify(votes, model=c.model)
-    else:
-        sel = cfg.selection  # binomial with ns: p = ns / n, as drawn
-        cert = certificates.certify(
-            votes, scheme=sel.scheme, n=int(data["n"]), ns=sel.ns, p=sel.p,
-            model=c.model, alpha=c.alpha, method=c.method, T=T,
-            labels=labels if c.method.startswith("true_label") else None)
+    cert, radius_dpa = _certificate(rd, cfg, c, votes, labels, int(data["n"]))
     table = CertifiedAccuracy(np.asarray(c.rhos, dtype=np.int64),
                               np.atleast_1d(certificates.certified_accuracy(cert, labels,
                                                                             c.rhos)))
     curve = accuracy_curve(cert, labels, extra=c.rhos)
 
-    paths = {"certificates": rd / runs.CERTIFICATES,
-             "certified_accuracy": rd / runs.CERTIFIED_ACCURACY,
-             "summary": rd / runs.CERTIFY_JSON}
-    runs.save_text(paths["certificates"], _certificate_csv(cert, votes, labels, T))
+    suffix = "_roe" if c.aggregation == "roe" else ""
+    paths = {"certificates": rd / _suffixed(runs.CERTIFICATES, suffix),
+             "certified_accuracy": rd / _suffixed(runs.CERTIFIED_ACCURACY, suffix),
+             "summary": rd / _suffixed(runs.CERTIFY_JSON, suffix)}
+    nn = cfg.selection.scheme in selection.NEAREST_NEIGHBOURS
+    runs.save_text(paths["certificates"], _certificate_csv(cert, votes, labels,
+                                                           None if nn else T, radius_dpa))
     runs.save_text(paths["certified_accuracy"], _curve_csv(curve))
     summary = {**cert.summary(labels), "T": T, "n_classes": int(votes.shape[1]),
                "certified_accuracy": {str(r): a for r, a in table.rows()}}
+    if radius_dpa is not None:
+        summary["radius_dpa_median"] = float(np.median(radius_dpa[cert.prediction >= 0])) \
+            if np.any(cert.prediction >= 0) else float("nan")
     runs.save_json(paths["summary"], summary)
     if plot:
         from poisoncert.plots import plot_certified_accuracy
 
-        fig = plot_certified_accuracy({curve_label(cfg): (curve.rho, curve.accuracy)},
+        fig = plot_certified_accuracy({curve_label(cfg, c.aggregation): (curve.rho,
+                                                                         curve.accuracy)},
                                       title=f"{data.get('name', '')}: certified accuracy "
                                             f"(model {c.model})")
-        paths["plot"] = rd / runs.CERTIFIED_ACCURACY_PNG
+        paths["plot"] = rd / _suffixed(runs.CERTIFIED_ACCURACY_PNG, suffix)
         runs.save_with(paths["plot"], lambda f: fig.savefig(f, format="png", dpi=150))
     return CertifyResult(cert, table, paths, summary)
+
+
+def _suffixed(name: str, suffix: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}{suffix}{dot}{ext}"
+
+
+def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int):
+    """The run's certificate under the certify settings ``c``, and its radii in DPA's unit
+    (None where the unit does not apply: randomized selection, and DPA's own certificate,
+    whose records hold them)."""
+    from poisoncert import aggregation, knn, runoff
+
+    sel = cfg.selection
+    scheme = sel.scheme
+    C = int(votes.shape[1])
+    if c.aggregation == "roe":
+        if scheme not in selection.BUCKET_SCHEMES:
+            raise RunError(f"The run-off election certifies partition and finite_aggregation "
+                           f"runs; '{rd.path}' is a {scheme} run.")
+        if not (rd / RANKS).exists():
+            raise RunError(f"'{rd / RANKS}' is missing: the run-off election needs every "
+                           "classifier's ranking; train the run with run.store_ranks: true.")
+        d = sel.d if scheme == selection.FINITE_AGGREGATION else 1
+        cert = runoff.roe_certify(np.load(rd / RANKS, allow_pickle=False), d=d, model=c.model)
+        return cert, cert.buckets
+    if scheme == selection.PARTITION:
+        return certificates.dpa_certify(votes, model=c.model), None
+    if scheme == selection.FINITE_AGGREGATION:
+        cert = aggregation.fa_certify(rd.load(runs.PREDICTIONS), d=sel.d, n_classes=C,
+                                      model=c.model)
+        return cert, cert.buckets
+    if scheme == "knn":
+        from poisoncert.experiment.neighbors import NEIGHBORS
+
+        neighbors = rd.load(NEIGHBORS).astype(np.int64)
+        cert = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model)
+        dpa = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model, unit="dpa")
+        return cert, dpa.radius
+    if scheme == "rnn":
+        cert = knn.rnn_certify(votes, model=c.model)
+        return cert, knn.rnn_certify(votes, model=c.model, unit="dpa").radius
+    # binomial with ns: p = ns / n, as drawn
+    return certificates.certify(
+        votes, scheme=scheme, n=n, ns=sel.ns, p=sel.p, model=c.model, alpha=c.alpha,
+        method=c.method, T=cfg.T,
+        labels=labels if c.method.startswith("true_label") else None), None
 
 
 def accuracy_curve(cert, labels, *, extra=()) -> CertifiedAccuracy:
@@ -129,20 +184,28 @@ def accuracy_curve(cert, labels, *, extra=()) -> CertifiedAccuracy:
                                                                                 rho)))
 
 
-def curve_label(cfg: ExperimentConfig) -> str:
+def curve_label(cfg: ExperimentConfig, aggregation: str = "vote") -> str:
     """The legend of a run's certified-accuracy curve: its scheme and size."""
     s = cfg.selection
+    roe = ", run-off election" if aggregation == "roe" else ""
     if s.scheme == selection.PARTITION:
-        return f"partition (DPA), k = {s.k}"
+        return f"partition (DPA), k = {s.k}" + roe
+    if s.scheme == selection.FINITE_AGGREGATION:
+        return f"finite aggregation, k = {s.k}, d = {s.d}" + roe
+    if s.scheme == "knn":
+        return f"kNN, k = {s.k}"
+    if s.scheme == "rnn":
+        return f"rNN, r = {s.r:g}"
     size = f"ns = {s.ns}" if s.ns is not None else f"p = {s.p:g}"
     if s.scheme == "binomial" and s.ns is not None:
         size += " (p = ns / n)"
     return f"{s.scheme.replace('_', ' ')}, {size}, T = {s.T}"
 
 
-def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int) -> str:
+def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int,
+                     radius_dpa: np.ndarray | None = None) -> str:
     """One flat row per test example: the certificate's record plus label, correctness and
-    the vote counts of the two top classes."""
+    the vote counts of the two top classes (and the radius in DPA's unit, where given)."""
     order = np.argsort(-votes, axis=1, kind="stable")
     rows = np.arange(votes.shape[0])
     first, second = order[:, 0], order[:, 1] if votes.shape[1] > 1 else order[:, 0]
@@ -150,8 +213,12 @@ def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int) -> str
         "label": labels, "correct": (np.asarray(cert.prediction) == labels).astype(int),
         "top1_class": first, "top1_votes": votes[rows, first],
         "top2_class": second, "top2_votes": votes[rows, second],
-        "abstain_votes": T - votes.sum(axis=1),
+        "abstain_votes": None if T is None else T - votes.sum(axis=1),
     }
+    if T is None:  # nearest neighbours: the counts are neighbours, not classifiers
+        del extra["abstain_votes"]
+    if radius_dpa is not None:
+        extra = {"radius_dpa": np.asarray(radius_dpa), **extra}
     records = cert.records()
     out = io.StringIO()
     head = ["index", "label", "prediction", "correct", "radius"]
