@@ -28,6 +28,12 @@ def _schemes(prefix: str, config: str, extra: dict | None = None) -> list:
             for s in SCHEMES]
 
 
+#: Overrides of a nearest-neighbour run of a config with stored rankings and weights.
+_NN = {"selection.scheme": "knn", "run.store_ranks": False, "training.save_weights": False}
+#: Overrides of a bagging run of mnist_agg.yaml: ns = 50, T = 1200.
+_BAGGING_50 = {"selection.k": None, "selection.ns": 50, "selection.T": 1200,
+               "run.store_ranks": False, "training.save_weights": False}
+
 #: The LeNet-5 learner of the first report on MNIST (mnist_ns30.yaml's earlier training section).
 _LENET = {"data.deskew": False, "training.model": "lenet5", "training.steps": 400,
           "training.lr": 0.001, "training.lr_schedule": "constant", "training.rotation": 0,
@@ -100,6 +106,43 @@ GROUPS: dict[str, list[tuple[str, str, dict]]] = {
     "cifar10_cpu": [("cifar10_cpu", "cifar10_cpu.yaml", {})],
     # (f) DPA baseline on MNIST
     "mnist_dpa": [("mnist_dpa", "mnist_dpa.yaml", {})],
+    # (g) the equal-compute comparison on MNIST (issue 13): DPA and its run-off election,
+    # Finite Aggregation (d = 2) and its run-off election, kNN / rNN, the paper's three
+    # bagging schemes; the DPA run is also attacked (ATTACKS)
+    "mnist_agg": [
+        ("mnist_agg_dpa", "mnist_agg.yaml", {}),
+        ("mnist_agg_fa_d2", "mnist_agg.yaml", {"selection.scheme": "finite_aggregation",
+                                               "selection.d": 2,
+                                               "training.save_weights": False}),
+        *[(f"mnist_agg_knn_k{k}", "mnist_agg.yaml", {**_NN, "selection.k": k})
+          for k in (100, 1000)],
+        ("mnist_agg_rnn_r1500", "mnist_agg.yaml", {**_NN, "selection.scheme": "rnn",
+                                                   "selection.k": None, "selection.r": 1500}),
+        *_schemes("mnist_agg", "mnist_agg.yaml", _BAGGING_50),
+    ],
+    # (h) DPA at k = 1200 with a better learner (LeNet-5, 600 steps, random warps, deskewed
+    # images), against the published median of 448 (DPA's unit)
+    "mnist_dpa_warp": [("mnist_dpa_warp", "mnist_dpa_warp.yaml", {})],
+    # (i) real attacks against certified runs of MNIST 1/7 (issue 13; ATTACKS)
+    "attack_mnist17": [
+        ("mnist17_attack_dpa", "mnist17_attack.yaml", {}),
+        ("mnist17_attack_knn", "mnist17_attack.yaml", {**_NN, "selection.k": 50}),
+        ("mnist17_attack_bagging", "mnist17_attack.yaml",
+         {"selection.scheme": "with_replacement", "selection.k": None, "selection.ns": 65,
+          "selection.T": 200, "run.store_ranks": False}),
+    ],
+}
+
+#: Attacks (``poisoncert.experiment.attack.AttackSettings``) run after a run is certified.
+ATTACKS: dict[str, dict] = {
+    "mnist_agg_dpa": dict(targets=10, budgets=(1, 2, 4, 8, 16), max_radius=16, seed=1),
+    "mnist_agg_knn_k100": dict(targets=60, budgets=(1, 2, 4, 8, 16, 32, 48), seed=1,
+                               attacks=("insert", "remove", "flip")),
+    "mnist17_attack_dpa": dict(targets=12, budgets=(1, 2, 4, 8, 12, 16), max_radius=12,
+                               seed=1),
+    "mnist17_attack_knn": dict(targets=60, budgets=(1, 2, 4, 8, 16, 24, 32), seed=1),
+    "mnist17_attack_bagging": dict(targets=40, budgets=(1, 2, 4, 8, 16, 32), seed=1,
+                                   attacks=("flip", "backdoor")),
 }
 
 
@@ -119,6 +162,12 @@ def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: in
     t2 = time.perf_counter()
     path = rd / "timing.json"
     timing = json.loads(path.read_text()) if path.exists() else {"sessions": []}
+    if cfg.run.store_ranks:  # the run-off election from the same classifiers
+        t = time.perf_counter()
+        certify_run(rd, aggregation="roe")
+        timing["certify_roe_s"] = round(time.perf_counter() - t, 2)
+    if name in ATTACKS:
+        timing["attack_s"] = _attack(rd, ATTACKS[name], timing.get("attack_s"))
     if res.chunks_trained:
         timing["sessions"].append({"train_s": round(t1 - t0, 2), "chunks_trained":
                                    res.chunks_trained, "chunks_skipped": res.chunks_skipped})
@@ -134,6 +183,26 @@ def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: in
           f"{timing['certify_s']:.1f}s  " + " ".join(f"{r}:{a:.3f}" for r, a in table.rows()),
           flush=True)
     return timing
+
+
+def _attack(rd: Path, settings: dict, seconds: float | None) -> float:
+    """Attack the run (``attack_run``) unless its ``attack.json`` holds these settings."""
+    from poisoncert.experiment.attack import AttackSettings, attack_run
+
+    s = AttackSettings(**settings)
+    done = rd / "attack.json"
+    if done.exists() and seconds is not None:
+        old = json.loads(done.read_text())
+        if (old.get("budgets"), old.get("targets_wanted"), old.get("seed"), old.get("attacks"),
+                old.get("max_radius"), old.get("copies")) == (
+                list(s.budgets), s.targets, s.seed, list(s.attacks), s.max_radius, s.copies):
+            return seconds
+    t = time.perf_counter()
+    res = attack_run(rd, settings=s, log=lambda text: print(f"{rd.name}: {text}", flush=True))
+    det = res.totals["deterministic"]
+    print(f"{rd.name}: attacks: {det['within']} deterministic trials within radius, "
+          f"{det['changed_within']} changed", flush=True)
+    return round(time.perf_counter() - t, 2)
 
 
 def _group_of(name: str) -> str:

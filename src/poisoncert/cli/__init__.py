@@ -43,6 +43,14 @@ except ModuleNotFoundError as exc:  # only a missing cli/runs.py is tolerated
 else:
     _runs.register(app)
 
+try:
+    _attack = importlib.import_module("poisoncert.cli.attack")
+except ModuleNotFoundError as exc:  # only a missing cli/attack.py is tolerated
+    if exc.name != "poisoncert.cli.attack":
+        raise
+else:
+    _attack.register(app)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app; expected library errors -> one line, exit code 1."""

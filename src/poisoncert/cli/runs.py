@@ -92,13 +92,16 @@ def certify(
         "--rho", help="Radius for the table; repeat for several (default: certify.rhos).")
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
+    aggregation: Annotated[str | None, typer.Option(
+        help="vote | roe (run-off election: partition / finite_aggregation runs trained with "
+             "run.store_ranks; writes certificates_roe.csv, ...).")] = None,
 ) -> None:
     """Certify every test example of a run; print certified accuracy against rho."""
     with library_errors():
         from poisoncert.experiment import certify_run
 
         res = certify_run(run_dir, alpha=alpha, method=method, model=model, rhos=rho or None,
-                          plot=not no_plot)
+                          plot=not no_plot, aggregation=aggregation)
     from rich.table import Table
 
     s = res.summary
@@ -113,7 +116,9 @@ def certify(
     con.print(setting, markup=False, highlight=False)
     con.print(f"accuracy (abstain = wrong) {s.get('accuracy', float('nan')):.4f}, abstain rate "
               f"{s['abstain_rate']:.4f}, median radius {s['radius_median']:g} "
-              f"[{s['radius_unit']}]", markup=False, highlight=False)
+              f"[{s['radius_unit']}]"
+              + (f"; in DPA's unit {s['radius_dpa_median']:g}" if "radius_dpa_median" in s
+                 else ""), markup=False, highlight=False)
     con.print(table)
     for name, path in res.paths.items():
         con.print(f"{name}: {path}", highlight=False, soft_wrap=True)
