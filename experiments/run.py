@@ -162,12 +162,6 @@ def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: in
     t2 = time.perf_counter()
     path = rd / "timing.json"
     timing = json.loads(path.read_text()) if path.exists() else {"sessions": []}
-    if cfg.run.store_ranks:  # the run-off election from the same classifiers
-        t = time.perf_counter()
-        certify_run(rd, aggregation="roe")
-        timing["certify_roe_s"] = round(time.perf_counter() - t, 2)
-    if name in ATTACKS:
-        timing["attack_s"] = _attack(rd, ATTACKS[name], timing.get("attack_s"))
     if res.chunks_trained:
         timing["sessions"].append({"train_s": round(t1 - t0, 2), "chunks_trained":
                                    res.chunks_trained, "chunks_skipped": res.chunks_skipped})
@@ -177,12 +171,53 @@ def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: in
     timing["workers"] = workers
     timing["command"] = (f"python experiments/run.py {_group_of(name)}  "
                          f"# run {name}: {config} {overrides}")
+    path.write_text(json.dumps(timing, indent=1) + "\n")  # before the longer steps below
+    if cfg.run.store_ranks:  # the run-off election from the same classifiers
+        t = time.perf_counter()
+        certify_run(rd, aggregation="roe")
+        timing["certify_roe_s"] = round(time.perf_counter() - t, 2)
+    if name in ATTACKS:
+        timing["attack_s"] = _attack(rd, ATTACKS[name], timing.get("attack_s"))
+    if name in UPDATES:
+        _update(rd, **UPDATES[name], train_s=timing["train_s"])
     path.write_text(json.dumps(timing, indent=1) + "\n")
     print(f"{name}: T={res.T} n={res.n} accuracy={res.accuracy:.4f} "
           f"base={res.base_accuracy:.4f} train {timing['train_s']:.0f}s certify "
           f"{timing['certify_s']:.1f}s  " + " ".join(f"{r}:{a:.3f}" for r, a in table.rows()),
           flush=True)
     return timing
+
+
+#: Updates (``poisoncert.experiment.update_run``) made of a finished run: ``remove`` random
+#: attackable samples (drawn with ``seed``), written to ``<run>_remove<remove>``.
+UPDATES: dict[str, dict] = {
+    "mnist_agg_dpa": dict(remove=10, seed=0),
+}
+
+
+def _update(rd: Path, remove: int, seed: int, train_s: float | None) -> None:
+    """Remove ``remove`` random samples of ``D^p`` from the run with ``update_run`` (once)
+    and record the time beside the run's own training time."""
+    import numpy as np
+
+    from poisoncert.experiment import split_data
+    from poisoncert.experiment.edits import Edits
+    from poisoncert.experiment.update import update_run
+    from poisoncert.runs import RunDir
+
+    out = rd.parent / f"{rd.name}_remove{remove}"
+    if (out / "update.json").exists():
+        return
+    data = split_data(RunDir(rd).load_config().data)
+    ids = np.sort(np.random.default_rng(seed).choice(data.poison_idx, remove, replace=False))
+    res = update_run(rd, out, Edits(remove=ids))
+    info = {"removed": ids.tolist(), "n_retrained": res.n_retrained, "T": res.T,
+            "update_s": round(res.seconds, 2), "update_train_s": round(res.train_seconds, 2),
+            "full_train_s": train_s, "cpus": os.cpu_count(),
+            "command": f"python experiments/run.py {_group_of(rd.name)}  # update of {rd.name}"}
+    (out / "update.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"{out.name}: retrained {res.n_retrained} of {res.T} classifiers in "
+          f"{res.seconds:.1f} s (the run trained in {train_s} s)", flush=True)
 
 
 def _attack(rd: Path, settings: dict, seconds: float | None) -> float:
