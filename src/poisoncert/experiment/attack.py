@@ -547,8 +547,9 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
                                                           == s.backdoor_label))
             say(f"  backdoor r={r}: {n_re} classifiers retrained")
 
-    summary = [stats[k] for k in sorted(stats, key=lambda k: (k[0], ATTACKS.index(k[1]),
-                                                             k[2]))]
+    order = ("vote", "roe", "knn", "rnn")
+    summary = [stats[k] for k in sorted(stats, key=lambda k: (order.index(k[0]),
+                                                             ATTACKS.index(k[1]), k[2]))]
     totals = _totals(summary)
     totals.update({"run": str(rd.path), "scheme": scheme, "targets": targets.tolist(),
                    "targets_wanted": s.targets,
@@ -597,6 +598,8 @@ def _write(out: Path, summary, trials, totals, judges, labels, cfg) -> dict[str,
     curves = {}
     for j in judges:
         for model, rad in j.radius.items():
+            if model == "P2" and np.array_equal(rad, j.radius.get("P1")):
+                continue  # the same curve as P1 (hash buckets: one bucket per operation)
             top = int(max(rad.max(initial=0), 0)) + 1
             rho = np.arange(top + 1)
             ok = np.sort(rad[(j.clean == labels) & (j.clean >= 0)])
