@@ -287,3 +287,25 @@ def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
     assert any(t["changed"] and t["budget"] <= t["radius"] + 1 for t in trials)
     with pytest.raises(ValueError, match="'attacks' parameter of attack_run"):
         AttackSettings(attacks=("poison",))
+
+
+def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
+    """FA (d = 3) with its run-off election: no certified prediction changes; bagging (a
+    probabilistic certificate) is reported apart, and a relabelling retrains only the draws
+    that hold the sample."""
+    train_run(_fa(k=4, d=3, run__store_ranks=True, training__save_weights=True,
+                  training__steps=60), tmp_path / "fa")
+    res = attack_run(tmp_path / "fa", settings=AttackSettings(targets=6, budgets=(1, 2, 3),
+                                                              attacks=("insert", "flip")))
+    det = res.totals["deterministic"]
+    assert det["within"] >= 10 and det["changed_within"] == 0
+    assert det["untargeted_checked"] > 100 and det["untargeted_changed"] == 0
+    assert res.totals["probabilistic"]["trials"] == 0
+    bag = _cfg(selection__scheme="with_replacement", selection__k=None, selection__ns=300,
+               selection__T=8)
+    train_run(bag, tmp_path / "bag")
+    res = attack_run(tmp_path / "bag", settings=AttackSettings(targets=3, budgets=(1, 2),
+                                                               attacks=("flip",)))
+    assert res.totals["deterministic"]["trials"] == 0
+    assert res.totals["probabilistic"]["trials"] == 6
+    assert all(t["retrained"] < 8 for t in res.trials if t["budget"] == 1)
