@@ -358,7 +358,11 @@ def update(rep) -> None:
             ["the run's full training (s)", "n/a" if full is None else f"{full:.0f}"]]
     if full:
         rows.append(["time saved", f"{full - u['update_s']:.0f} s ({u['update_s'] / full:.1%} "
-                                   "of a full retraining)"])
+                                   "of the run's training)"])
+    if "scratch_train_s" in u:
+        rows.append(["the updated config trained from scratch (s)",
+                     f"{u['scratch_train_s']:.0f} ({u['scratch_workers']} workers); predictions "
+                     + ("equal bit for bit" if u["scratch_equal"] else "DIFFERENT")])
     rep.add(table(["", "value"], rows))
     rep.summary.setdefault("agg", []).append(
         f"Update removing 10 samples from DPA (k = 1200): {u['n_retrained']} classifiers "

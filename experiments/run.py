@@ -220,6 +220,28 @@ def _update(rd: Path, remove: int, seed: int, train_s: float | None) -> None:
           f"{res.seconds:.1f} s (the run trained in {train_s} s)", flush=True)
 
 
+def verify_update(runs_dir: Path, name: str, workers: int) -> None:
+    """Train the updated run's config from scratch (``<name>_remove<k>_scratch``), compare its
+    predictions with the update's bit for bit and record both times in ``update.json``."""
+    import numpy as np
+
+    from poisoncert.config import load_config
+    from poisoncert.experiment import train_run
+
+    out = runs_dir / f"{name}_remove{UPDATES[name]['remove']}"
+    info = json.loads((out / "update.json").read_text())
+    cfg = load_config(out / "config.yaml", {"training.workers": workers})
+    t = time.perf_counter()
+    res = train_run(cfg, runs_dir / f"{out.name}_scratch")
+    same = bool(np.array_equal(res.predictions, np.load(out / "predictions.npy")))
+    info.update({"scratch_train_s": round(time.perf_counter() - t, 2),
+                 "scratch_chunks_trained": res.chunks_trained, "scratch_equal": same,
+                 "scratch_workers": workers})
+    (out / "update.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(f"{out.name}: from scratch in {info['scratch_train_s']:.0f} s, predictions "
+          f"{'equal' if same else 'DIFFERENT'}", flush=True)
+
+
 def _attack(rd: Path, settings: dict, seconds: float | None) -> float:
     """Attack the run (``attack_run``) unless its ``attack.json`` holds these settings."""
     from poisoncert.experiment.attack import AttackSettings, attack_run
@@ -251,7 +273,12 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--only", default=None, help="run only the runs whose name contains this")
     ap.add_argument("--list", action="store_true")
+    ap.add_argument("--verify-update", default=None, metavar="RUN",
+                    help="train RUN's update (UPDATES) from scratch and compare")
     a = ap.parse_args(argv)
+    if a.verify_update:
+        verify_update(Path(a.runs_dir), a.verify_update, a.workers)
+        return 0
     if a.list or not a.groups:
         for g, items in GROUPS.items():
             print(g + ": " + ", ".join(n for n, _, _ in items))
