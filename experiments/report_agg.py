@@ -262,7 +262,10 @@ def attacks(rep) -> None:
             "the clean certificate gives that point radius >= r. Targets are correctly "
             "classified test points drawn at random (for DPA among those certified at most a "
             "small radius, so the budgets reach past it). Every targeted poisoned ensemble is "
-            "also checked on all other test points (*untargeted checks*).\n")
+            "also checked on all other test points (*untargeted checks*). Trials are counted "
+            "once per aggregation judged (the majority vote and, where rankings are stored, "
+            "the run-off election judge the same poisoned ensembles, each with its own "
+            "certificate).\n")
     any_run = False
     for dataset, names in ATTACK_RUNS.items():
         tot = {"within": 0, "changed": 0, "targeted": 0, "targeted_changed": 0,
@@ -344,7 +347,8 @@ def update(rep) -> None:
             "IDS` does). Only the classifiers whose parts held a removed sample are retrained; "
             "the new run's predictions equal training its config from scratch bit for bit "
             "(`tests/test_aggregation_runs.py::"
-            "test_update_removing_10_samples_from_dpa_equals_a_full_retrain`, on the CPU).\n")
+            "test_update_removing_10_samples_from_dpa_equals_a_full_retrain`, on the CPU; at "
+            "MNIST scale: `python experiments/run.py --verify-update mnist_agg_dpa`).\n")
     path = rep.runs_dir / "mnist_agg_dpa_remove10" / "update.json"
     if not path.exists():
         rep.add("*Not run (yet).*\n")
