@@ -5,6 +5,8 @@
     python benchmarks/bench_training.py --study [--compile]  # formulations, one train step
     python benchmarks/bench_training.py --accuracy         # base accuracy per setting
     python benchmarks/bench_training.py --full             # T=1000 MNIST and MNIST 1/7 runs
+    python benchmarks/bench_training.py --predict --models 1000   # training.predict rate
+    python benchmarks/bench_training.py --baseline-src /tmp/old/src  # + another engine (e)
 
 The same work is done every way: ``--models`` classifiers, each on ``--ns`` MNIST images drawn
 with replacement, ``--steps`` Adam steps of ``--batch`` class-balanced draws (no shifts, so
@@ -15,7 +17,13 @@ images. Rows:
     WeightedRandomSampler expanding the sub-dataset to ``steps * batch`` draws (torch's
     default threads);
 (b) ``path="reference"``: the per-model loop (minibatch indices precomputed, 1 thread);
-(c, d) ``path="fast"``: stacked groups, 1 and 2 worker processes (1 thread each).
+(c, d) ``path="fast"``: stacked groups, 1 and 2 worker processes (1 thread each);
+(a1) the paper's procedure on one thread (on a shared machine (a)'s two OpenMP threads
+    collapse: each parallel region waits for a descheduled thread);
+(e) with ``--baseline-src``: another checkout's engine (e.g. ``git archive <rev> src``), 2
+    workers, in a fresh process.
+
+docs/benchmarks.md holds the latest figures; those below are the previous engine's.
 
 Timings on a shared machine are noisy: every variant runs ``--repeats`` times, interleaved,
 and the median is reported. Samples/s counts training draws (``T * steps * batch``) over the
@@ -69,6 +77,7 @@ from torch.nn import functional as F
 from poisoncert import selection
 from poisoncert.training import LENET5_MNIST, LeNet5, train_predict
 from poisoncert.training.fast import stack_models
+from poisoncert.training.optim import StackedOptimizer
 from poisoncert.votes import votes_from_predictions
 
 # --------------------------------------------------------------------------------------------
@@ -114,8 +123,16 @@ def draw_subsets(n, T, ns, root_seed=0):
 # (a) the paper's procedure
 
 
-def plain_procedure(x, y, xt, subsets, seeds, cfg):
-    """Per classifier: fresh model, DataLoader + WeightedRandomSampler, train, predict."""
+def plain_procedure(x, y, xt, subsets, seeds, cfg, threads=None):
+    """Per classifier: fresh model, DataLoader + WeightedRandomSampler, train, predict
+    (torch's default threads, or ``threads``)."""
+    if threads is not None:
+        saved = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return plain_procedure(x, y, xt, subsets, seeds, cfg)
+        finally:
+            torch.set_num_threads(saved)
     from torch.utils.data import DataLoader, TensorDataset, WeightedRandomSampler
 
     xt_t = torch.from_numpy(xt)
@@ -146,6 +163,53 @@ def plain_procedure(x, y, xt, subsets, seeds, cfg):
 # Throughput table
 
 
+def _cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (not the engine's workers: they are
+    children of its fork server, so rows with workers show none)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+_BASELINE = """
+import sys, time, numpy as np
+from dataclasses import replace
+from poisoncert import selection
+from poisoncert.training import LENET5_MNIST, train_predict
+d = np.load(sys.argv[1])
+subsets = [d[f"s{i}"] for i in range(int(d["T"]))]
+cfg = replace(LENET5_MNIST, model=str(d["model"]), steps=int(d["steps"]),
+              batch_size=int(d["batch"]), augment=False)
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    P = train_predict(d["x"], d["y"], subsets, list(d["seeds"]), d["xt"], cfg, n_classes=10,
+                      workers=int(d["workers"]))
+    print(time.perf_counter() - t0)
+    np.save(sys.argv[2], P)
+"""
+
+
+def baseline_engine(src: Path, x, y, xt, subsets, seeds, cfg, workers: int):
+    """``train_predict`` of another checkout's ``src`` (the previous engine), in a fresh
+    process; its predictions (the time includes its imports, about 2 s)."""
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = Path(tmp) / "d.npz"
+        np.savez(data, x=x, y=y, xt=xt, seeds=np.asarray(seeds, dtype=np.uint64),
+                 T=len(subsets), model=cfg.model, steps=cfg.steps, batch=cfg.batch_size,
+                 workers=workers, **{f"s{i}": s for i, s in enumerate(subsets)})
+        script = Path(tmp) / "run.py"
+        script.write_text(_BASELINE)
+        env = {**os.environ, "PYTHONPATH": str(src)}
+        subprocess.run([sys.executable, str(script), str(data), str(Path(tmp) / "p.npy")],
+                       check=True, env=env, cwd=tmp, stdout=subprocess.DEVNULL)
+        return np.load(Path(tmp) / "p.npy")
+
+
 def throughput(args):
     x, y, xt, yt = load_mnist()
     T = args.models
@@ -156,6 +220,8 @@ def throughput(args):
     variants = {
         "(a) paper: DataLoader + WeightedRandomSampler per model": lambda: plain_procedure(
             x, y, xt, subsets, seeds, cfg),
+        "(a1) the same on 1 thread": lambda: plain_procedure(x, y, xt, subsets, seeds, cfg,
+                                                             threads=1),
         "(b) reference path (per-model loop), 1 worker": lambda: train_predict(
             x, y, subsets, seeds, xt, cfg, n_classes=10, path="reference"),
         "(b2) reference path, 2 workers": lambda: train_predict(
@@ -165,26 +231,40 @@ def throughput(args):
         "(d) fast path, 2 workers": lambda: train_predict(
             x, y, subsets, seeds, xt, cfg, n_classes=10, workers=2),
     }
+    if args.baseline_src is not None:
+        variants[f"(e) previous engine ({args.baseline_src}), 2 workers"] = (
+            lambda: baseline_engine(args.baseline_src, x, y, xt, subsets, seeds, cfg, 2))
+    for skip in args.skip:
+        variants = {k: v for k, v in variants.items() if not k.startswith(f"({skip})")}
     times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
     accs: dict[str, float] = {}
     for r in range(args.repeats):
         for name, run in variants.items():
-            t0 = time.perf_counter()
+            c0, t0 = _cpu_seconds(), time.perf_counter()
             P = run()
             times[name].append(time.perf_counter() - t0)
+            cpu[name].append(_cpu_seconds() - c0)
             accs[name] = float((P == yt).mean())
-            print(f"  repeat {r}: {name}: {times[name][-1]:.1f} s", file=sys.stderr, flush=True)
-    base = statistics.median(times[next(iter(variants))])
+            print(f"  repeat {r}: {name}: {times[name][-1]:.1f} s, {cpu[name][-1]:.1f} CPU s, "
+                  f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    first = next(iter(variants))
+    base, base_cpu = statistics.median(times[first]), statistics.median(cpu[first])
     print(f"\nT={T} {cfg.model} models, ns={args.ns}, {cfg.steps} steps x batch {cfg.batch_size}"
           f" (Adam, balanced), predicting {len(xt)} test images; median of {args.repeats}; "
-          f"torch {torch.__version__}, {os.cpu_count()} CPUs\n")
-    print("| variant | wall s | s / model | training samples/s | vs (a) | mean acc |")
-    print("|---|---:|---:|---:|---:|---:|")
+          f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at the end "
+          f"{os.getloadavg()[0]:.1f}\n")
+    print("| variant | wall s | s / model | training samples/s | vs first (wall) | CPU s | "
+          "vs first (CPU s) | mean acc |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name in variants:
-        t = statistics.median(times[name])
+        t, c = statistics.median(times[name]), statistics.median(cpu[name])
+        cpu_text = (f"{c:.1f} | {base_cpu / c:.1f}x" if "workers" not in name
+                    else "n/a | n/a")
         print(f"| {name} | {t:.1f} | {t / T:.3f} | {draws / t:,.0f} | {base / t:.1f}x | "
-              f"{accs[name]:.3f} |")
-    inference(args, xt)
+              f"{cpu_text} | {accs[name]:.3f} |")
+    if not args.skip_inference:
+        inference(args, xt)
 
 
 def inference(args, xt):
@@ -220,6 +300,71 @@ def inference(args, xt):
         print(f"| {k} | {rate:,.0f} | {len(xt) / rate:.3f} |")
 
 
+def predict_rate(args):
+    """``training.predict``: ``--models`` LeNet-5 classifiers on the 10,000 MNIST test images,
+    the previous formulation (one thread, groups of 8, chunks of ``eval_batch_size`` = 500,
+    the default) against ``predict`` now (threads over groups, chunks of at most 64), side
+    by side, interleaved."""
+    from poisoncert.training import predict
+    from poisoncert.training.fast import stack_models as stack
+
+    _, _, xt, _ = load_mnist()
+    cfg = replace(LENET5_MNIST, eval_batch_size=500)
+    torch.manual_seed(0)
+    sds = [LeNet5(1, 10, (28, 28)).state_dict() for _ in range(args.models)]
+    xt_t = torch.from_numpy(xt)
+
+    def previous():
+        out = np.empty((len(sds), len(xt)), dtype=np.int16)
+        saved = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with torch.no_grad():
+                for a in range(0, len(sds), 8):
+                    models = []
+                    for sd in sds[a:a + 8]:
+                        m = LeNet5(1, 10, (28, 28))
+                        m.load_state_dict(sd)
+                        models.append(m.eval())
+                    net = stack(models)
+                    logits = torch.cat([net.forward_eval(c) for c in xt_t.split(500)], dim=1)
+                    out[a:a + 8] = logits.argmax(-1).numpy()
+        finally:
+            torch.set_num_threads(saved)
+        return out
+
+    variants = {"previous: 1 thread, groups of 8, batches of 500": previous,
+                "predict, 1 thread (batches of at most 64)": lambda: predict(
+                    cfg, sds, xt, input_shape=(1, 28, 28), n_classes=10, threads=1),
+                f"predict, {os.cpu_count()} threads": lambda: predict(
+                    cfg, sds, xt, input_shape=(1, 28, 28), n_classes=10)}
+    times: dict[str, list[float]] = {k: [] for k in variants}
+    cpu: dict[str, list[float]] = {k: [] for k in variants}
+    ref = None
+    for r in range(args.repeats):
+        for name, run in variants.items():
+            c0, t0 = _cpu_seconds(), time.perf_counter()
+            P = run()
+            times[name].append(time.perf_counter() - t0)
+            cpu[name].append(_cpu_seconds() - c0)
+            ref = P if ref is None else ref
+            agree = float((P == ref).mean())
+            print(f"  repeat {r}: {name}: {times[name][-1]:.1f} s, {cpu[name][-1]:.1f} CPU s, "
+                  f"load {os.getloadavg()[0]:.1f}, labels equal to the first: {agree:.5f}",
+                  file=sys.stderr, flush=True)
+    n = len(sds) * len(xt)
+    first = statistics.median(times[next(iter(variants))])
+    print(f"\n{len(sds)} LeNet-5 classifiers x {len(xt)} MNIST test images, median of "
+          f"{args.repeats}; {os.cpu_count()} CPUs, load average at the end "
+          f"{os.getloadavg()[0]:.1f}\n")
+    print("| formulation | wall s | model-images/s | vs previous | CPU s |")
+    print("|---|---:|---:|---:|---:|")
+    for name in variants:
+        t = statistics.median(times[name])
+        print(f"| {name} | {t:.1f} | {n / t:,.0f} | {first / t:.1f}x | "
+              f"{statistics.median(cpu[name]):.1f} |")
+
+
 # --------------------------------------------------------------------------------------------
 # Formulation study: samples/s of one training step, 1 thread
 
@@ -250,10 +395,12 @@ def study(args):
         torch.set_num_threads(threads)
         net = stack_models([LeNet5(1, 10, 28, pool=pool) for _ in range(G)])
         forward = torch.compile(net.forward_train) if compiled else net.forward_train
-        # the engine's optimizer: per-model views; stacked_adam: one Adam on the stacked
-        # tensors (faster, but not bit-identical across positions in the group)
-        params = net.parameters() if stacked_adam else net.model_params()
-        opt = torch.optim.Adam(params, 1e-3, fused=fused_adam)
+        # the engine's update: StackedOptimizer over the flat (G, P) parameters;
+        # stacked_adam: torch's Adam on the stacked leaves instead
+        if stacked_adam:
+            opt = torch.optim.Adam(net.parameters(), 1e-3, fused=fused_adam)
+        else:
+            upd = StackedOptimizer(net.flat, replace(LENET5_MNIST, lr=1e-3))
         idx = torch.randint(0, N, (steps, B, G), generator=g)
         t0 = time.perf_counter()
         for i in idx:
@@ -271,9 +418,10 @@ def study(args):
                                    reduction="sum") / B
             net.zero_grad()
             loss.backward()
-            if not stacked_adam:
-                net.sync_grads()
-            opt.step()
+            if stacked_adam:
+                opt.step()
+            else:
+                upd.step(net.flat_grad(), 1e-3)
         rate = G * B * steps / (time.perf_counter() - t0)
         torch.set_num_threads(1)
         return rate
@@ -302,11 +450,11 @@ def study(args):
         "per-model loop, avg pool, B=32": lambda: permodel("avg"),
         "torch.func vmap(grad), max pool, G=8 B=32": vmapped,
         "grouped conv NCHW, max, G=8 B=32": lambda: grouped("max", 8, 32, channels_last=False),
-        "grouped conv channels-last, max, G=8 B=32, unfused Adam": lambda: grouped(
-            "max", 8, 32, fused_adam=False),
-        "grouped conv channels-last, max, G=8 B=32": lambda: grouped("max", 8, 32),
-        "same, one fused Adam on the stacked tensors": lambda: grouped("max", 8, 32,
-                                                                        stacked_adam=True),
+        "grouped conv channels-last, max, G=8 B=32 (StackedOptimizer)": lambda: grouped(
+            "max", 8, 32),
+        "same, torch's fused Adam on the stacked leaves": lambda: grouped("max", 8, 32,
+                                                                          stacked_adam=True),
+        "grouped conv channels-last, max, G=4 B=32": lambda: grouped("max", 4, 32),
         "grouped conv channels-last, max, G=16 B=32": lambda: grouped("max", 16, 32),
         "grouped conv channels-last, max, G=32 B=32": lambda: grouped("max", 32, 32),
         "grouped conv channels-last, max, G=8 B=64": lambda: grouped("max", 8, 64),
@@ -401,8 +549,17 @@ def main():
     p.add_argument("--compile", action="store_true", help="--study: add torch.compile")
     p.add_argument("--accuracy", action="store_true")
     p.add_argument("--full", action="store_true")
+    p.add_argument("--predict", action="store_true",
+                   help="training.predict against the previous formulation (--models 1000)")
+    p.add_argument("--baseline-src", type=Path, default=None,
+                   help="another checkout's src/ folder: its engine as variant (e)")
+    p.add_argument("--skip", action="append", default=[],
+                   help="leave out a variant by its letter (b, b2, c, ...)")
+    p.add_argument("--skip-inference", action="store_true")
     args = p.parse_args()
-    if args.study:
+    if args.predict:
+        predict_rate(args)
+    elif args.study:
         study(args)
     elif args.accuracy:
         accuracy(args)

@@ -1,7 +1,12 @@
 """Run the experiments behind docs/results.md, one named group per figure or table.
 
     python experiments/run.py GROUP [GROUP ...] [--runs-dir runs] [--workers 1]
+    python experiments/run.py GROUP --T 16 --set training.steps=20 --set data.test_limit=200
     python experiments/run.py --list
+
+``--T N`` (``selection.T``; ``selection.k`` for the partition scheme) and ``--set KEY=VALUE``
+(any config key, repeatable) make a cheap version of a group; its runs are named with a
+suffix (``_T16``, ``_set-<digest>``) so they never mix with the full runs the report reads.
 
 Each run is ``poisoncert.experiment.train_run`` then ``certify_run`` on one config of this
 folder with the overrides listed below, into ``<runs-dir>/<run name>``. Interrupted runs resume
@@ -146,7 +151,30 @@ ATTACKS: dict[str, dict] = {
 }
 
 
-def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: int) -> dict:
+def cheap(name: str, config: str, overrides: dict, T: int | None, sets: dict[str, str]
+          ) -> tuple[str, dict]:
+    """A run's name and overrides with ``--T`` and ``--set`` applied."""
+    import hashlib
+
+    from poisoncert.config import load_config
+
+    over = dict(overrides)
+    if T is not None:
+        scheme = load_config(HERE / config, {k: str(v) if isinstance(v, bool) else v
+                                             for k, v in over.items()}).selection.scheme
+        if scheme not in ("knn", "rnn"):  # no base classifiers to count
+            over["selection.k" if scheme in ("partition", "finite_aggregation")
+                 else "selection.T"] = T
+            name += f"_T{T}"
+    if sets:
+        over.update(sets)
+        text = ",".join(f"{k}={v}" for k, v in sorted(sets.items()))
+        name += "_set-" + hashlib.sha256(text.encode()).hexdigest()[:8]
+    return name, over
+
+
+def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: int,
+            command: str | None = None) -> dict:
     from poisoncert.cli.progress import rich_progress
     from poisoncert.config import load_config
     from poisoncert.experiment import certify_run, train_run
@@ -169,8 +197,8 @@ def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: in
     timing["certify_s"] = round(t2 - t1, 2)
     timing["cpus"] = os.cpu_count()
     timing["workers"] = workers
-    timing["command"] = (f"python experiments/run.py {_group_of(name)}  "
-                         f"# run {name}: {config} {overrides}")
+    timing["command"] = command or (f"python experiments/run.py {_group_of(name)}  "
+                                    f"# run {name}: {config} {overrides}")
     path.write_text(json.dumps(timing, indent=1) + "\n")  # before the longer steps below
     if cfg.run.store_ranks:  # the run-off election from the same classifiers
         t = time.perf_counter()
@@ -275,7 +303,19 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--verify-update", default=None, metavar="RUN",
                     help="train RUN's update (UPDATES) from scratch and compare")
+    ap.add_argument("--T", type=int, default=None, help="a cheap version: this many base "
+                    "classifiers (selection.T; selection.k for partitions)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override, e.g. training.steps=20 (repeatable)")
     a = ap.parse_args(argv)
+    sets = {}
+    for item in a.set:
+        key, eq, value = item.partition("=")
+        if not eq or "." not in key:
+            ap.error(f"--set takes KEY=VALUE with a dotted config key; got {item!r}")
+        sets[key.strip()] = value.strip()
+    if a.T is not None and a.T < 1:
+        ap.error(f"--T must be an int >= 1; got {a.T}")
     if a.verify_update:
         verify_update(Path(a.runs_dir), a.verify_update, a.workers)
         return 0
@@ -290,7 +330,13 @@ def main(argv=None) -> int:
         for name, config, overrides in GROUPS[g]:
             if a.only and a.only not in name:
                 continue
-            run_one(name, config, overrides, Path(a.runs_dir), a.workers)
+            command = None
+            if a.T is not None or sets:
+                name, overrides = cheap(name, config, overrides, a.T, sets)
+                command = "python experiments/run.py " + " ".join(
+                    [g] + ([f"--T {a.T}"] if a.T is not None else [])
+                    + [f"--set {k}={v}" for k, v in sets.items()])
+            run_one(name, config, overrides, Path(a.runs_dir), a.workers, command)
     return 0
 
 

@@ -183,6 +183,7 @@ def test_certified_accuracy_matches_loop_and_is_monotone(setting):
     for rho in list(rhos[::7]) + [int(rhos[-1])]:
         assert acc[rho] == pytest.approx(
             _certified_accuracy_loop(cert.prediction, cert.radius, labels, rho), abs=1e-15)
+        # (both are a count over n_test, each rounded once: equal to within an ulp of 1)
     assert certified_accuracy(cert, labels, 0) == acc[0]
     # a 2-D grid of rhos keeps its shape
     assert certified_accuracy(cert, labels, rhos[:6].reshape(2, 3)).shape == (2, 3)

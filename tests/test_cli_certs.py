@@ -45,6 +45,7 @@ def test_radius_from_counts_json(scheme, expected):
     out = json.loads(result.stdout)
     (res,) = out["results"]
     assert res["radius"] == expected and res["prediction"] == 0 and res["T"] == 1000
+    # the bounds are moved outward by a relative 1e-12 (stats._REL_MARGIN) plus an ulp
     assert res["gap"] == pytest.approx(2 * 0.0005 ** (1 / 1000) - 1, rel=1e-10)
     assert out["setting"]["method"] == "bonferroni" and out["setting"]["model"] == "P6"
     assert out["setting"]["scheme"] == bounds.SelectionBound(scheme, 13007, ns=10).scheme
@@ -190,9 +191,9 @@ def test_delta_table_json_matches_bounds():
         assert set(t["delta"]) == set(bounds.SCHEMES)
         assert t["rho"][0] == 0 and len(t["rho"]) == 6
         for scheme, values in t["delta"].items():
-            np.testing.assert_allclose(
-                values, bounds.delta(np.array(t["rho"]), scheme=scheme, n=t["n"], ns=t["ns"]),
-                rtol=1e-12)
+            # the same computation, and JSON round-trips floats exactly: equal
+            np.testing.assert_array_equal(
+                values, bounds.delta(np.array(t["rho"]), scheme=scheme, n=t["n"], ns=t["ns"]))
             # the default range ends where delta reaches 1 for every scheme
             assert values[-1] >= 1.0
         assert min(t["delta"][s][-2] for s in bounds.SCHEMES) < 1.0

@@ -540,6 +540,9 @@ def _npz(tmp_path, **arrays):
     (dict(x_train=np.zeros((4, 1, 1, 1, 3), np.float32)), "has shape"),
     (dict(y_train=np.zeros(4, int), y_test=np.zeros(2, int)), "need 2"),
     (dict(class_names=np.array(["a"])), "class_names must be"),
+    (dict(y_train=np.array([0, 1, -7, 1])), r"y_train holds the label -7, outside the "
+                                             r"allowed class ids \[0, 32766\]"),
+    (dict(y_test=np.array([0, 10**12])), r"y_test holds the label 1000000000000, outside"),
 ])
 def test_npz_rejections(tmp_path, arrays, match):
     with pytest.raises(DataFormatError, match=match):
@@ -549,7 +552,11 @@ def test_npz_rejections(tmp_path, arrays, match):
 def test_npz_not_an_archive_or_missing(tmp_path):
     p = tmp_path / "junk.npz"
     p.write_bytes(b"not a zip at all")
-    with pytest.raises(DataFormatError, match="not a readable .npz"):
+    with pytest.raises(DataFormatError, match=r"junk.npz is not a .npz archive .*"
+                                              r"starts with b'not a '"):
+        load_dataset(f"npz:{p}")
+    p.write_bytes(b"PK\x03\x04 a torn zip")  # zip magic, truncated: numpy's reader says why
+    with pytest.raises(DataFormatError, match="junk.npz is not a readable .npz"):
         load_dataset(f"npz:{p}")
     one = tmp_path / "one.npy"
     np.save(one, np.zeros(3))
@@ -587,8 +594,13 @@ def test_resolution_order(isolated, monkeypatch):
     assert n_train() == 14
     shutil.rmtree(tmp / "shared")
     assert n_train() == 15
-    # An explicit data_dir that lacks the files falls through to the next places.
+    # An explicit data_dir that exists but lacks the files falls through to the next places;
+    # one that does not exist is an error (no silent fallback).
+    (tmp / "nothing-here").mkdir()
     assert n_train(data_dir=tmp / "nothing-here") == 15
+    with pytest.raises(DatasetNotFoundError, match=r"The data folder '.*no-such' \(data_dir; "
+                                                   r"CLI: --data.data_dir\) does not exist"):
+        n_train(data_dir=tmp / "no-such")
 
 
 def test_env_var_may_list_several_folders(isolated, monkeypatch):
@@ -618,6 +630,7 @@ def test_debian_fashion_mnist_layout(isolated, monkeypatch):
 
 
 def test_not_found_lists_places_and_how_to_fix(isolated):
+    (isolated / "given").mkdir()
     with pytest.raises(DatasetNotFoundError) as info:
         load_dataset("mnist", data_dir=isolated / "given")
     msg = str(info.value)
@@ -625,7 +638,7 @@ def test_not_found_lists_places_and_how_to_fix(isolated):
     for expected in [str(isolated / "given"), "the data_dir argument", "./data",
                      str(isolated / "xdg-cache" / "poisoncert"), "POISONCERT_DATA is not set",
                      "train-images-idx3-ubyte[.gz]", "mnist/", "download=True",
-                     "--data-dir"]:
+                     "--data.data_dir", "--data.download true"]:
         assert expected in msg, expected
 
 
@@ -800,8 +813,9 @@ def test_real_cifar10():
     assert np.bincount(ds.y_train).tolist() == [5000] * 10
     assert np.bincount(ds.y_test).tolist() == [1000] * 10
     mean = ds.x_train.mean(axis=(0, 2, 3), dtype=np.float64)
-    np.testing.assert_allclose(mean, [0.4914, 0.4822, 0.4465], atol=5e-4)
+    np.testing.assert_allclose(mean, [0.4914, 0.4822, 0.4465], atol=5e-4)  # 4 printed digits
     std = ds.x_train[:10000].std(axis=(0, 2, 3), dtype=np.float64)
+    # published over all 50,000 images; a 10,000-image subset's std differs by ~1e-3
     np.testing.assert_allclose(std, [0.2470, 0.2435, 0.2616], atol=5e-3)
     assert ds.class_names[0] == "airplane" and ds.class_names[9] == "truck"
     assert ds.source[0].verified.startswith("sha256")
@@ -857,6 +871,7 @@ def test_deskew_keeps_centred_upright_images_blank_images_dtype_and_channels():
     img[0, 0, 6:22, 10:18] = 1.0  # symmetric about the centre: nothing to do
     out = deskew(img)
     assert out.dtype == np.float64 and out.shape == img.shape
+    # float64 resampling at coordinates exact up to ~28 ulps; pixel values in [0, 1]
     np.testing.assert_allclose(out[0], img[0], atol=1e-12)
     np.testing.assert_array_equal(out[1], img[1])  # no ink: unchanged
     # colour: moments of the channel mean, every channel moved alike
@@ -867,6 +882,8 @@ def test_deskew_keeps_centred_upright_images_blank_images_dtype_and_channels():
     assert got.shape == x.shape and got.dtype == np.float32
     # every channel is resampled at the same coordinates (those of the channel mean), so
     # by linearity the mean of the outputs is the deskewed mean image
+    # computed in float64, each side rounded to float32 (and its mean taken in float32):
+    # a few float32 ulps (1.2e-7) of values in [0, 1]
     np.testing.assert_allclose(got.mean(1), deskew(x.mean(1, keepdims=True))[:, 0],
                                rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="'x' parameter of deskew"):

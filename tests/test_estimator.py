@@ -59,7 +59,8 @@ def test_init_stores_parameters_and_clone_roundtrips():
                                       balance=30, random_state=3, n_jobs=2)
     params = clf.get_params(deep=False)
     assert params == dict(estimator=base, scheme="binomial", ns=None, p=0.2, n_estimators=7,
-                          n_partitions=None, balance=30, random_state=3, n_jobs=2)
+                          n_partitions=None, balance=30, random_state=3, n_jobs=2,
+                          verbose=0)
     assert clf.get_params()["estimator__C"] == 0.5
     clf.set_params(estimator__C=2.0, n_estimators=9)
     assert base.C == 2.0 and clf.n_estimators == 9

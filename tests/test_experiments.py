@@ -41,3 +41,34 @@ def test_runner_groups_validate():
             load_config(EXPERIMENTS / config,
                         {k: str(v) if isinstance(v, bool) else v for k, v in overrides.items()})
             assert run._group_of(name) == group
+
+
+def _shared_mnist() -> bool:
+    return any((p / "shared" / "data" / "mnist").is_dir() for p in EXPERIMENTS.parents)
+
+
+def test_cheap_version_names_and_overrides():
+    run = _runner()
+    name, over = run.cheap("mnist17_ns10_binomial", "mnist17.yaml",
+                           {"selection.scheme": "binomial"}, 8, {"training.steps": "5"})
+    assert name.startswith("mnist17_ns10_binomial_T8_set-")
+    assert over == {"selection.scheme": "binomial", "selection.T": 8, "training.steps": "5"}
+    name, over = run.cheap("mnist_dpa", "mnist_dpa.yaml", {}, 12, {})
+    assert name == "mnist_dpa_T12" and over == {"selection.k": 12}
+    load_config(EXPERIMENTS / "mnist_dpa.yaml", over)
+
+
+@pytest.mark.skipif(not _shared_mnist(), reason="shared/data (MNIST) absent")
+def test_a_results_group_runs_cheaply(tmp_path, monkeypatch):
+    pytest.importorskip("torch")
+    import json
+
+    monkeypatch.chdir(EXPERIMENTS.parent)
+    run = _runner()
+    assert run.main(["mnist17", "--T", "2", "--set", "training.steps=3",
+                     "--set", "data.test_limit=20", "--runs-dir", str(tmp_path)]) == 0
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    assert len(folders) == 3 and all("_T2_set-" in f for f in folders)
+    timing = json.loads((tmp_path / folders[0] / "timing.json").read_text())
+    assert timing["command"].startswith("python experiments/run.py mnist17 --T 2 --set")
+    assert (tmp_path / folders[0] / "certificates.csv").is_file()

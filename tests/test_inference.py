@@ -22,16 +22,25 @@ def _problem(seed=0, n=90, n_test=25, k=3, shape=(1, 16, 16)):
     return x[:n], y[:n], x[n:], y[n:]
 
 
+def _bn_factory(shape, k):
+    c, h, w = shape
+    return torch.nn.Sequential(torch.nn.Conv2d(c, 3, 3, bias=False), torch.nn.BatchNorm2d(3),
+                               torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(3 * (h - 2) * (w - 2), k))
+
+
 @pytest.mark.parametrize("model, path, shape", [
     ("lenet5", "fast", (1, 16, 16)), ("lenet5", "reference", (1, 16, 16)),
-    ("cnn_small", "fast", (2, 12, 12)), ("mlp", "fast", (12,))])
+    ("lenet5", "vmap", (1, 16, 16)), ("cnn_small", "fast", (2, 12, 12)),
+    ("mlp", "fast", (12,)), ("resnet18", "fast", (3, 8, 8)), (_bn_factory, "fast", (2, 7, 7))])
 def test_predict_equals_training_predictions(model, path, shape):
     x, y, xt, _ = _problem(shape=shape)
     rng = np.random.default_rng(1)
     subsets = [rng.integers(0, len(x), 20) for _ in range(7)]
     subsets[3] = np.array([], dtype=np.int64)  # an empty sub-dataset abstains
     seeds = list(range(100, 107))
-    cfg = TrainConfig(model=model, steps=6, batch_size=8, group_size=3, eval_batch_size=10)
+    cfg = TrainConfig(model=model, steps=4 if model == "resnet18" else 6, batch_size=8,
+                      group_size=3, eval_batch_size=10)
     P, W = train_predict_with_weights(x, y, subsets, seeds, xt, cfg, n_classes=3, path=path)
     got = predict(cfg, W, xt, input_shape=shape, n_classes=3, path=path)
     np.testing.assert_array_equal(got, P)
@@ -43,6 +52,9 @@ def test_predict_equals_training_predictions(model, path, shape):
     # a classifier alone (another group, other neighbours) predicts the same
     alone = predict(cfg, [W[5]], xt, input_shape=shape, n_classes=3, path=path)
     np.testing.assert_array_equal(alone[0], P[5])
+    # groups evaluated in threads: the same labels
+    np.testing.assert_array_equal(
+        predict(cfg, W, xt, input_shape=shape, n_classes=3, path=path, threads=3), P)
 
 
 def test_predict_reports_progress_and_checks_shape():

@@ -269,3 +269,23 @@ def test_cli_train_with_the_ray_executor(ray_instance, local_run, tmp_path):
     bad = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "other"),
                                    "--address", "auto"])
     assert bad.exit_code == 1 and "'address' parameter" in bad.output
+
+
+def test_progress_advances_per_group_from_ray_tasks(ray_instance, local_run, tmp_path):
+    """A chunk of two groups reports each group as it finishes, through a Ray queue."""
+    from contextlib import contextmanager
+
+    steps = []
+
+    @contextmanager
+    def display(total, completed, label):
+        steps.append(("start", total, completed))
+        yield steps.append
+
+    cfg = from_dict({**CONFIG, "run": {"chunk_size": 4}})
+    res = experiment.train_run(cfg, tmp_path / "run", executor=RayExecutor(workers=2),
+                               progress=display)
+    assert steps[0] == ("start", 8, 0)
+    assert sum(steps[1:]) == 8 and all(0 < k <= 2 for k in steps[1:]), steps
+    assert len(steps[1:]) >= 4  # per group (2 classifiers), not per chunk (4)
+    assert np.array_equal(res.predictions, local_run.predictions)

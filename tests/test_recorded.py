@@ -66,6 +66,12 @@ _FILES = ("config.yaml", "seeds.npy", "clean_indices.npy", "predictions.npy", "v
           "certified_accuracy.csv", "certify.json")
 
 
+#: Added to the files after the recording (issue 9), and not part of what it pins: a chunk's
+#: config hash; certify.json's verification result.
+_LATER_CHUNK_KEYS = ("config_hash",)
+_LATER_SUMMARY_KEYS = ("verified", "verification")
+
+
 def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -80,7 +86,11 @@ def run_case(case: str, folder: Path) -> dict[str, str]:
     run = folder / case
     train_run(_config(case), run, progress=False)
     certify_run(run, plot=False)
-    out = {name: _digest((run / name).read_bytes()) for name in _FILES}
+    out = {name: _digest((run / name).read_bytes()) for name in _FILES if name != "certify.json"}
+    summary = json.loads((run / "certify.json").read_text())
+    for key in _LATER_SUMMARY_KEYS:
+        summary.pop(key)
+    out["certify.json"] = _digest((json.dumps(summary, indent=2) + "\n").encode())
     man = json.loads((run / "manifest.json").read_text())
     data = {k: v for k, v in man["data"].items() if k != "sources"}
     out["manifest"] = _digest(json.dumps([man["config_hash"], data], sort_keys=True).encode())
@@ -97,10 +107,11 @@ def run_case(case: str, folder: Path) -> dict[str, str]:
 
 
 def _npz_text(path: Path) -> bytes:
-    """The arrays of a chunk file (a zip's bytes carry timestamps)."""
+    """The arrays of a chunk file (a zip's bytes carry timestamps), without the ones added
+    after the recording."""
     with np.load(path, allow_pickle=False) as z:
         return b"".join(k.encode() + z[k].dtype.str.encode() + z[k].tobytes()
-                        for k in sorted(z.files))
+                        for k in sorted(z.files) if k not in _LATER_CHUNK_KEYS)
 
 
 def _safetensors_text(path: Path) -> bytes:

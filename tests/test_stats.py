@@ -71,6 +71,8 @@ def test_clopper_pearson_vectorised_equals_scalar_loop():
 def test_clopper_pearson_closed_forms():
     # unanimous votes: lower = beta^(1/T), upper of zero votes = 1 - beta^(1/T)
     for T, beta in [(1000, 0.0005), (10, 0.05), (1, 0.3)]:
+        # bounds sit a relative 1e-12 (+1 ulp) on their safe side; 1 - beta^(1/T) cancels
+        # ~1e-16 / 0.008 ~ 1e-14 relative
         assert clopper_pearson_lower(T, T, beta) == pytest.approx(beta ** (1 / T), rel=1e-11)
         assert clopper_pearson_upper(0, T, beta) == pytest.approx(1 - beta ** (1 / T), rel=1e-9)
 
@@ -116,10 +118,12 @@ def test_clopper_pearson_monotone():
          r"'beta' parameter of clopper_pearson_lower"),
         (clopper_pearson_upper, dict(k=1, T=10, beta=1.0),
          r"'beta' parameter of clopper_pearson_upper"),
-        (clopper_pearson_lower, dict(k=-1, T=10, beta=0.1), r"'k' parameter .* >= 0\. Got -1"),
+        (clopper_pearson_lower, dict(k=-1, T=10, beta=0.1),
+         r"'k' parameter .*range \[0, 9007199254740992\]\. Got -1"),
         (clopper_pearson_lower, dict(k=11, T=10, beta=0.1), r"'k' parameter .*\[0, T\]\. Got 11"),
         (clopper_pearson_lower, dict(k=1.5, T=10, beta=0.1), r"'k' parameter .*Got 1\.5"),
-        (clopper_pearson_upper, dict(k=0, T=0, beta=0.1), r"'T' parameter .* >= 1\. Got 0"),
+        (clopper_pearson_upper, dict(k=0, T=0, beta=0.1),
+         r"'T' parameter .*range \[1, 9007199254740992\]\. Got 0"),
     ],
 )
 def test_clopper_pearson_bad_input(func, kwargs, match):
@@ -141,6 +145,7 @@ def test_bonferroni_definition():
     expected = clopper_pearson_lower(counts[np.arange(4), vb.top_class], 1000, 0.01)
     np.testing.assert_array_equal(vb.p1_lower, expected)
     assert np.all(vb.p2_upper >= 1 - vb.p1_lower)
+    # p2_upper is 1 - p1_lower moved up by one ulp (at most 2.2e-16 below 1)
     np.testing.assert_allclose(vb.p2_upper, 1 - vb.p1_lower, rtol=0, atol=1e-15)
     np.testing.assert_array_equal(vb.gap, vb.p1_lower - vb.p2_upper)
     np.testing.assert_array_equal(vb.T, [1000] * 4)
@@ -188,7 +193,9 @@ def test_two_classes_paper_equals_bonferroni():
     b = vote_bounds(counts, alpha=0.01)
     np.testing.assert_array_equal(a.top_class, b.top_class)
     np.testing.assert_array_equal(a.p1_lower, b.p1_lower)
-    np.testing.assert_allclose(a.p2_upper, b.p2_upper, rtol=1e-11)  # rounding margins
+    # for two classes both equal 1 - Pr(c1)'s bound: one moves p1_lower down, the other
+    # upper(c2) up, each by a relative 1e-12: ~1e-12 * (1 + p1 / (1 - p1)) < 1e-11 here
+    np.testing.assert_allclose(a.p2_upper, b.p2_upper, rtol=1e-11)
 
 
 def test_true_label_methods():
@@ -198,7 +205,7 @@ def test_true_label_methods():
     vb = vote_bounds(counts, alpha=alpha, method="true_label", labels=labels, T=[100, 100, 5])
     np.testing.assert_array_equal(vb.top_class, labels)
     assert vb.p1_lower[1] == clopper_pearson_lower(30, 100, alpha)
-    np.testing.assert_allclose(vb.p2_upper, 1 - vb.p1_lower, atol=1e-15)
+    np.testing.assert_allclose(vb.p2_upper, 1 - vb.p1_lower, rtol=0, atol=1e-15)  # one ulp
     assert vb.gap[1] < 0 < vb.gap[0]
 
     vs = vote_bounds(counts, alpha=alpha, method="true_label_split", labels=labels)

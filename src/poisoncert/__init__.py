@@ -6,11 +6,11 @@ PyTorch and is imported lazily, so ``import poisoncert`` never imports torch.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from poisoncert._version import __version__
+from poisoncert.bounds import certified_radius, delta
 
-from poisoncert.bounds import certified_radius, delta  # noqa: E402
-
-__all__ = ["__version__", "certified_radius", "delta", "CertifiedEnsembleClassifier"]
+__all__ = ["__version__", "certified_radius", "delta", "CertifiedEnsembleClassifier",
+           "Ensemble"]
 
 
 def __getattr__(name: str):
@@ -18,4 +18,8 @@ def __getattr__(name: str):
         from poisoncert.estimator import CertifiedEnsembleClassifier
 
         return CertifiedEnsembleClassifier
+    if name == "Ensemble":
+        from poisoncert.experiment.ensemble import Ensemble
+
+        return Ensemble
     raise AttributeError(f"module 'poisoncert' has no attribute {name!r}")

@@ -5,6 +5,12 @@ Every check raises ``ValueError`` with one message shape, after scikit-learn's:
     The 'ns' parameter of delta must be an int in the range [1, 100]. Got 0 instead.
 
 so that a user always learns the parameter, the allowed values and what was given.
+
+Types are checked the same way for every parameter, scalar or array: a real parameter takes
+numbers (Python, NumPy), never text (``"0.5"``) or booleans; an integer parameter takes
+integers (arrays also integral floats such as ``3.0``). Counts and sizes are bounded by
+``INT_LIMIT`` (``2**53``, the largest range a float64 holds exactly), so that nothing
+downstream overflows a 64-bit integer or loses integer precision.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from collections.abc import Iterable
 import numpy as np
 
 __all__ = [
+    "INT_LIMIT",
     "check_choice",
     "check_int",
     "check_int_array",
@@ -22,6 +29,12 @@ __all__ = [
     "check_real_array",
     "param_error",
 ]
+
+
+#: Largest count or size accepted by the checks that take ``high=INT_LIMIT`` (n, ns, T, vote
+#: counts, rho): every integer up to it is exact in float64, and sums of a few of them stay far
+#: inside int64.
+INT_LIMIT = 2**53
 
 
 def param_error(name: str, where: str, allowed: str, got: object) -> ValueError:
@@ -80,8 +93,11 @@ def check_real_array(
     """Return ``x`` as a float64 array whose every (non-NaN-free) entry lies in the interval."""
     allowed = _interval_text("real numbers", low, high, low_open, high_open)
     try:
-        arr = np.asarray(x, dtype=np.float64)
-    except (TypeError, ValueError):
+        raw = np.asarray(x)
+        if raw.dtype.kind not in "iuf":  # text, bool, object (e.g. huge ints), complex
+            raise TypeError
+        arr = raw.astype(np.float64)
+    except (TypeError, ValueError, OverflowError):
         raise param_error(name, where, allowed, x) from None
     bad = ~np.isfinite(arr) | ~_in_interval(arr, low, high, low_open, high_open)
     if bad.any():
@@ -96,16 +112,22 @@ def check_int_array(x, name: str, where: str, *, low: int | None = None,
     Float arrays are accepted only where every entry is integral (``3.0``); ``2.5`` is refused.
     """
     allowed = _range_text("integers", low, high)
-    arr = np.asarray(x)
+    try:
+        arr = np.asarray(x)
+    except (TypeError, ValueError, OverflowError):  # ragged rows
+        raise param_error(name, where, allowed, x) from None
     if arr.dtype == bool or arr.dtype == object:
-        raise param_error(name, where, allowed, x)
+        raise param_error(name, where, allowed, _first_big(arr) if arr.dtype == object else x)
     if np.issubdtype(arr.dtype, np.floating):
-        bad = ~np.isfinite(arr) | (np.floor(arr) != arr)
+        with np.errstate(invalid="ignore"):
+            bad = ~np.isfinite(arr) | (np.floor(arr) != arr) | (np.abs(arr) >= 2.0**63)
         if bad.any():
             raise param_error(name, where, allowed, _first_bad(arr, bad))
         arr = arr.astype(np.int64)
     elif not np.issubdtype(arr.dtype, np.integer):
         raise param_error(name, where, allowed, x)
+    elif arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+        raise param_error(name, where, allowed, int(arr.max()))
     arr = arr.astype(np.int64, copy=False)
     bad = np.zeros(arr.shape, dtype=bool)
     if low is not None:
@@ -160,6 +182,15 @@ def _in_interval(arr: np.ndarray, low, high, low_open: bool, high_open: bool) ->
         if high is not None:
             ok &= (arr < high) if high_open else (arr <= high)
     return ok
+
+
+def _first_big(arr: np.ndarray):
+    """The first Python int of an object array too large for int64 (else the array)."""
+    for v in arr.ravel():
+        if isinstance(v, numbers.Integral) and not isinstance(v, bool) \
+                and not -(2**63) <= int(v) < 2**63:
+            return int(v)
+    return arr.tolist() if arr.size <= 8 else f"an array of dtype {arr.dtype}"
 
 
 def _first_bad(arr: np.ndarray, bad: np.ndarray):

@@ -31,7 +31,7 @@ import numpy as np
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats
+from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats, certificate_repr
 from poisoncert.selection import fa_shifts, fa_spread
 
 __all__ = [
@@ -176,6 +176,9 @@ class FACertificate:
     model: str
     unit: str
     aggregation: str = "fa"
+
+    def __repr__(self) -> str:
+        return certificate_repr(self)
 
     @property
     def top_class(self) -> np.ndarray:

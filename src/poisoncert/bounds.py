@@ -48,6 +48,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from poisoncert._validation import (
+    INT_LIMIT,
     check_choice,
     check_int,
     check_int_array,
@@ -108,8 +109,10 @@ class SelectionBound:
         where = "SelectionBound"
         scheme = check_choice(self.scheme, "scheme", where, SCHEMES, SCHEME_ALIASES)
         model = check_choice(self.model, "model", where, MODELS, MODEL_ALIASES)
-        n = check_int(self.n, "n", where, low=1)
+        n = check_int(self.n, "n", where, low=1, high=INT_LIMIT)
         ns, p = check_size(scheme, n, ns=self.ns, p=self.p, where=where)
+        if ns is not None:  # with replacement ns has no other bound: keep it int64-safe
+            ns = check_int(ns, "ns", where, low=1, high=INT_LIMIT)
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "n", n)
@@ -462,7 +465,8 @@ def _exp_err(log_err: np.ndarray) -> np.ndarray:
 
 
 def _as_rho(rho, where: str) -> tuple[np.ndarray, bool]:
-    arr = check_int_array(rho, "rho", where, low=0)
+    # beyond INT_LIMIT, n + rho would approach int64's range (delta is +inf or 1 long before)
+    arr = check_int_array(rho, "rho", where, low=0, high=INT_LIMIT)
     return arr, arr.ndim == 0
 
 
@@ -500,8 +504,8 @@ def jia_round(p1_lower, p2_upper, *, n: int, ns: int) -> tuple[np.ndarray, np.nd
     the rounding (below ``1e-600``) is applied as a one-ulp outward step.
     """
     where = "jia_round"
-    n = check_int(n, "n", where, low=1)
-    ns = check_int(ns, "ns", where, low=1)
+    n = check_int(n, "n", where, low=1, high=INT_LIMIT)
+    ns = check_int(ns, "ns", where, low=1, high=INT_LIMIT)
     p1 = check_real_array(p1_lower, "p1_lower", where, low=0.0, high=1.0)
     p2 = check_real_array(p2_upper, "p2_upper", where, low=0.0, high=1.0)
     if ns * math.log2(max(n, 2)) > 2000:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poisoncert._validation import check_choice, check_int_array, param_error
+from poisoncert._validation import INT_LIMIT, check_choice, check_int_array, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS, SelectionBound, jia_certified_radius
 from poisoncert.stats import _check_counts, _vote_bounds
 
@@ -22,6 +22,7 @@ __all__ = [
     "Certificate",
     "DPACertificate",
     "DPA_UNITS",
+    "certificate_repr",
     "certified_accuracy",
     "certify",
     "dpa_certify",
@@ -67,6 +68,54 @@ def _check_labels(labels, n_test: int, where: str) -> np.ndarray:
     return lab
 
 
+def _true_indices(result, labels, where: str) -> np.ndarray:
+    """True classes as indices: ``labels`` mapped through ``result.classes`` when the
+    certificate names its classes (an estimator's or an ``Ensemble``'s), else class indices."""
+    n_test = int(np.asarray(result.prediction).shape[0])
+    classes = getattr(result, "classes", None)
+    if classes is None:
+        return _check_labels(labels, n_test, where)
+    classes = np.asarray(classes)
+    y = np.asarray(labels)
+    if y.ndim != 1 or y.shape[0] != n_test:
+        raise param_error("labels", where, f"an array of shape ({n_test},) of the certificate's "
+                          "classes", f"an array of shape {y.shape}")
+    order = np.argsort(classes, kind="stable")
+    try:
+        pos = np.clip(np.searchsorted(classes, y, sorter=order), 0, len(classes) - 1)
+        idx = order[pos]
+        known = np.asarray(classes[idx] == y, dtype=bool)
+    except TypeError:  # labels not comparable with the classes (str vs int)
+        known = np.zeros(n_test, dtype=bool)
+        idx = np.zeros(n_test, dtype=np.int64)
+    if not known.all():
+        shown = ", ".join(repr(c) for c in classes.tolist()[:10])
+        raise param_error("labels", where, f"labels from the certificate's classes ({shown}"
+                          f"{', ...' if len(classes) > 10 else ''})",
+                          y[np.flatnonzero(~known)[0]])
+    return idx.astype(np.int64)
+
+
+def certificate_repr(cert) -> str:
+    """A short description of a certificate (what ``repr`` shows): its size, how many points
+    are certified, the radii, and its setting."""
+    pred = np.asarray(cert.prediction)
+    radius = np.asarray(cert.radius)
+    n = int(pred.shape[0])
+    ok = pred != ABSTAIN
+    r = radius[ok]
+    parts = [f"n_test={n}", f"certified={int(ok.sum())}"]
+    if r.size:
+        parts.append(f"radius median {np.median(r):g}, max {int(r.max())}")
+    parts += [f"{k}={v!r}" for k, v in cert.setting().items()
+              if k != "radius_unit" and v is not None]
+    classes = getattr(cert, "classes", None)
+    if classes is not None:
+        shown = ", ".join(repr(c) for c in np.asarray(classes).tolist()[:6])
+        parts.append(f"classes=[{shown}{', ...' if len(classes) > 6 else ''}]")
+    return f"{type(cert).__name__}({', '.join(parts)})"
+
+
 @dataclass(frozen=True, eq=False)
 class Certificate:
     """Certified predictions of a randomized-selection ensemble, one entry per test point.
@@ -95,6 +144,11 @@ class Certificate:
         Base classifiers behind each test point (abstaining ones included).
     rule : str
         ``"theorem1"`` (the corrected Theorem 1) or ``"jia"`` (Jia et al.'s rounding).
+    classes : array or None
+        What the class indices name: ``classes[k]`` is class ``k``'s label (set by
+        ``CertifiedEnsembleClassifier.certify``, ``classes_``, and ``Ensemble.certify``, the
+        data set's class ids); ``None`` for certificates of bare vote counts. Where it is set,
+        ``certified_accuracy`` and ``summary`` take true labels, not indices.
     """
 
     prediction: np.ndarray
@@ -111,6 +165,10 @@ class Certificate:
     method: str
     T: np.ndarray
     rule: str = "theorem1"
+    classes: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return certificate_repr(self)
 
     @property
     def gap(self) -> np.ndarray:
@@ -155,7 +213,13 @@ class Certificate:
     def summary(self, labels=None) -> dict:
         """Counts, abstain rate and radius statistics over certified points, plus the setting;
         with ``labels`` also the clean accuracy (abstentions count as wrong)."""
+        labels = None if labels is None else _true_indices(self, labels, "summary")
         return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
+
+    def predicted_labels(self, abstain=None) -> np.ndarray:
+        """``classes[prediction]`` as an object array, ``abstain`` where abstaining (needs
+        ``classes``)."""
+        return _predicted_labels(self, abstain)
 
 
 def _finish(vb, radius: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -227,19 +291,38 @@ def jia_certify(counts, *, n: int, ns: int, alpha: float = 0.001, method: str = 
     )
 
 
+def _predicted_labels(cert, abstain) -> np.ndarray:
+    if cert.classes is None:
+        raise ValueError("This certificate has no classes (it was made from bare vote "
+                         "counts): its predictions are class indices.")
+    idx = np.asarray(cert.prediction, dtype=np.int64)
+    out = np.asarray(cert.classes)[np.clip(idx, 0, None)].astype(object)
+    out[idx < 0] = abstain
+    return out
+
+
 def certified_accuracy(result, labels, rhos) -> np.ndarray:
     """Fraction of test points with ``prediction == label`` and ``radius >= rho``, per ``rho``.
 
     ``result`` is a ``Certificate`` or ``DPACertificate`` (anything with ``prediction`` and
-    ``radius``); abstentions count as wrong. ``rhos``: non-negative integers (scalar or
-    array); the result has the shape of ``rhos`` and is non-increasing in ``rho``.
+    ``radius``); abstentions count as wrong. ``labels`` are the true labels in the
+    certificate's terms: labels from ``result.classes`` where the certificate has them (the
+    estimator's and ``Ensemble``'s certificates: pass ``y`` as given to ``fit``), class
+    indices otherwise. ``rhos``: non-negative integers (scalar or array); the result has the
+    shape of ``rhos`` and is non-increasing in ``rho``.
     """
     where = "certified_accuracy"
-    prediction = np.asarray(result.prediction)
-    radius = np.asarray(result.radius)
+    allowed = "a Certificate or DPACertificate (1-D prediction and radius of one length)"
+    try:
+        prediction = check_int_array(result.prediction, "result", where, low=ABSTAIN)
+        radius = check_int_array(result.radius, "result", where, low=-1)
+    except AttributeError:
+        raise param_error("result", where, allowed, type(result).__name__) from None
+    if prediction.ndim != 1 or radius.shape != prediction.shape:
+        raise param_error("result", where, allowed, type(result).__name__)
     n_test = int(prediction.shape[0])
-    lab = _check_labels(labels, n_test, where)
-    rho = check_int_array(rhos, "rhos", where, low=0)
+    lab = _true_indices(result, labels, where)
+    rho = check_int_array(rhos, "rhos", where, low=0, high=INT_LIMIT)
     if n_test == 0:
         raise param_error("labels", where, "a non-empty int array", "an empty array")
     good = np.sort(radius[(prediction == lab) & (prediction != ABSTAIN)])
@@ -264,6 +347,7 @@ class DPACertificate:
       ``radius = floor(slack / 2)`` whatever the model.
 
     ``slack = N_c1 - max over c != c1 of (N_c + [c < c1])``. DPA never abstains.
+    ``classes``: as ``Certificate.classes``.
     """
 
     prediction: np.ndarray
@@ -271,6 +355,10 @@ class DPACertificate:
     slack: np.ndarray
     model: str
     unit: str
+    classes: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        return certificate_repr(self)
 
     @property
     def top_class(self) -> np.ndarray:
@@ -300,7 +388,12 @@ class DPACertificate:
     to_rows = records
 
     def summary(self, labels=None) -> dict:
+        labels = None if labels is None else _true_indices(self, labels, "summary")
         return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
+
+    def predicted_labels(self, abstain=None) -> np.ndarray:
+        """``classes[prediction]`` as an object array (needs ``classes``)."""
+        return _predicted_labels(self, abstain)
 
 
 def dpa_certify(counts, *, model: str = "P6", unit: str = "operation") -> DPACertificate:

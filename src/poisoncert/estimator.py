@@ -10,6 +10,7 @@ classifier is kept so every sub-dataset can be regenerated (``estimators_samples
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import warnings
 
@@ -99,6 +100,10 @@ default="without_replacement"
         Number of joblib jobs for ``fit`` and the predict-like methods, over base classifiers.
         Results are identical for every ``n_jobs``. ``None`` means 1 unless in a
         ``joblib.parallel_backend`` context; ``-1`` means all processors.
+    verbose : int, default=0
+        ``0``: silent. ``1`` or more: ``fit`` and ``base_predictions`` (hence ``predict``,
+        ``certify``, ...) print their progress to stderr as base classifiers finish (about
+        twenty lines per call), with the rate and the time left. Results do not depend on it.
 
     Attributes
     ----------
@@ -177,6 +182,7 @@ default="without_replacement"
         "balance": ["boolean", Interval(numbers.Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "n_jobs": [numbers.Integral, None],
+        "verbose": ["verbose"],
     }
 
     def __init__(
@@ -191,6 +197,7 @@ default="without_replacement"
         balance=False,
         random_state=None,
         n_jobs=None,
+        verbose=0,
     ):
         self.estimator = estimator
         self.scheme = scheme
@@ -201,6 +208,7 @@ default="without_replacement"
         self.balance = balance
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.verbose = verbose
 
     # ------------------------------------------------------------------ tags, validation
     def _base(self):
@@ -271,11 +279,11 @@ default="without_replacement"
         keys = row_keys(X, y_idx)
 
         seeds = [int(s) for s in self.estimators_seeds_]
-        results = Parallel(n_jobs=self.n_jobs)(
+        chunks = self._chunks(T)
+        results = self._parallel("fit", chunks, (
             delayed(fit_chunk)(self.estimator_, X, y_idx, keys, self._plan,
                                [(int(i), seeds[i]) for i in chunk], self.balance)
-            for chunk in job_chunks(T, self.n_jobs)
-        )
+            for chunk in chunks))
         self.estimators_ = [est for chunk in results for est in chunk]
         if all(est is None for est in self.estimators_):
             warnings.warn(f"Every one of the {T} sub-datasets is empty, so every base "
@@ -300,12 +308,42 @@ default="without_replacement"
         X = validate_input(self, X, base=self.estimator_, reset=False)
         n_test = X.shape[0]
         dtype = np.int16 if self.n_classes_ <= np.iinfo(np.int16).max else np.int32
-        chunks = job_chunks(self.n_estimators_, self.n_jobs)
-        parts = Parallel(n_jobs=self.n_jobs)(
+        chunks = self._chunks(self.n_estimators_)
+        parts = self._parallel("predict", chunks, (
             delayed(predict_chunk)([self.estimators_[i] for i in chunk], X, n_test, dtype)
-            for chunk in chunks
-        )
+            for chunk in chunks))
         return np.concatenate(parts, axis=0)
+
+    # ------------------------------------------------------------------ progress
+    def _chunks(self, T: int) -> list[np.ndarray]:
+        """One block of classifiers per job; with ``verbose``, about twenty blocks, so that
+        progress can be reported (results never depend on the blocks)."""
+        if not self.verbose:
+            return job_chunks(T, self.n_jobs)
+        n = max(len(job_chunks(T, self.n_jobs)), min(T, 20))
+        return [c for c in np.array_split(np.arange(T), n) if c.size]
+
+    def _parallel(self, what: str, chunks, tasks) -> list:
+        """Run joblib ``tasks`` (one per chunk, in order); with ``verbose``, print a line to
+        stderr as each finishes: classifiers done, rate and time left."""
+        if not self.verbose:
+            return Parallel(n_jobs=self.n_jobs)(tasks)
+        import sys
+        import time
+
+        total = sum(len(c) for c in chunks)
+        start = time.perf_counter()
+        out, done = [], 0
+        for chunk, result in zip(chunks, Parallel(n_jobs=self.n_jobs, return_as="generator")(
+                tasks), strict=True):
+            out.append(result)
+            done += len(chunk)
+            elapsed = time.perf_counter() - start
+            rate = done / elapsed if elapsed > 0 else float("inf")
+            left = (total - done) / rate if rate > 0 else float("nan")
+            print(f"[{_NAME}.{what}] {done}/{total} base classifiers, {elapsed:.1f} s, "
+                  f"{rate:.3g}/s, {left:.1f} s left", file=sys.stderr, flush=True)
+        return out
 
     def vote_counts(self, X) -> np.ndarray:
         """Votes per class: int64 ``(n_test, n_classes_)``; rows sum to at most
@@ -358,20 +396,32 @@ default="without_replacement"
             ``poisoncert.certify.Certificate`` (``DPACertificate`` for ``"partition"``) in
             class-*index* space: ``prediction`` indexes ``classes_`` and is
             ``poisoncert.certify.ABSTAIN`` (``-1``, radius ``-1``) where nothing is certified;
-            map it to labels with ``decode``, and labels to indices with ``encode`` (e.g. for
-            ``poisoncert.certify.certified_accuracy(cert, clf.encode(y), rhos)``). ``n`` is
-            ``n_attackable_``: rows in ``D^c`` are not attackable and not counted.
+            ``cert.classes`` is ``classes_``, so ``cert.predicted_labels()`` (or ``decode``)
+            gives labels, and ``poisoncert.certify.certified_accuracy(cert, y, rhos)`` takes
+            the true labels ``y`` as given to ``fit`` (one convention: every true label you
+            pass is a label, every prediction in a certificate an index into ``classes``).
+            ``n`` is ``n_attackable_``: rows in ``D^c`` are not attackable and not counted.
         """
         from poisoncert import certify as _certify
 
         check_is_fitted(self)
         counts = self.vote_counts(X)
         if self.scheme == PARTITION:
-            return _certify.dpa_certify(counts, model=model, unit=unit)
-        labels = None if y is None else self.encode(y)
-        return _certify.certify(counts, scheme=self.scheme, n=self.n_attackable_, ns=self.ns_,
-                                p=self.p_, model=model, alpha=alpha, method=method,
-                                T=self.n_estimators_, labels=labels)
+            cert = _certify.dpa_certify(counts, model=model, unit=unit)
+        else:
+            labels = None if y is None else self.encode(y)
+            cert = _certify.certify(counts, scheme=self.scheme, n=self.n_attackable_,
+                                    ns=self.ns_, p=self.p_, model=model, alpha=alpha,
+                                    method=method, T=self.n_estimators_, labels=labels)
+        return dataclasses.replace(cert, classes=self.classes_)
+
+    def certified_accuracy(self, X, y, rhos, **certify_params) -> np.ndarray:
+        """Fraction of rows of ``X`` predicted as ``y`` (labels, as given to ``fit``) and
+        certified at radius ``rho``, per ``rho`` (``certify(X, **certify_params)``;
+        abstentions count as wrong)."""
+        from poisoncert import certify as _certify
+
+        return _certify.certified_accuracy(self.certify(X, **certify_params), y, rhos)
 
     def encode(self, y) -> np.ndarray:
         """Class indices into ``classes_`` of labels ``y`` (every label must be in ``classes_``)."""

@@ -11,6 +11,13 @@ executor or on the number of workers.
 A worker process keeps the ``fn`` it was given for the whole ``map_chunks`` call, so what
 ``fn`` loads once (the data) serves every chunk that worker runs.
 
+Progress: ``map_chunks(fn, chunk_ids, progress=report)`` calls ``report(chunk_id, k)`` in the
+calling process as ``k`` more units of a chunk finish, wherever the chunk runs: a chunk run in
+another process reports through a queue (``fn.attach_progress(send)`` is called in the worker
+when ``fn`` has that method; ``send(chunk_id, k)`` puts on the queue), drained by
+``map_chunks`` between results. A chunk run in the calling process reports through ``fn``'s
+own callback (its caller's business).
+
 ``LocalExecutor`` runs chunks in local processes; ``poisoncert.ray_executor.RayExecutor``
 (the optional ``ray`` extra) runs them as Ray tasks, locally or on a cluster. Both set up
 their workers' math threads with ``poisoncert.threads.limit_threads``.
@@ -25,9 +32,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from poisoncert._validation import check_choice, check_int, param_error
-from poisoncert.threads import limit_threads
+from poisoncert.threads import attach_progress, limit_threads
 
-__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "make_executor"]
+__all__ = ["EXECUTORS", "Executor", "LocalExecutor", "device_of", "make_executor",
+           "parse_devices", "worker_device"]
 
 R = TypeVar("R")
 
@@ -46,22 +54,109 @@ class Executor(Protocol):
 
     workers: int
 
-    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int], *,
+                   progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
         """Yield ``fn(chunk_id)`` for every id, in completion order.
 
         The first exception raised by ``fn`` propagates; chunks not yet started are
-        cancelled. Closing the iterator early also cancels them.
+        cancelled. Closing the iterator early also cancels them. ``progress(chunk_id, k)``
+        is called in this process as chunks run elsewhere report progress (see the module
+        docstring).
         """
         ...
 
 
 #: The chunk function of this worker process (set once when a ``LocalExecutor`` starts it).
 _worker_fn: Callable | None = None
+#: The device this process was given (``LocalExecutor(devices=...)``), or None.
+_worker_device: str | None = None
+
+_DEVICE_HELP = "'all' or a comma-separated list of devices such as 'cuda:0,cuda:1'"
+
+#: Seconds ``map_chunks`` waits for a result before it drains the progress queue again.
+PROGRESS_POLL = 0.2
+
+def parse_devices(spec: str | Sequence[str] | None, *, cuda_count: int | None = None
+                  ) -> list[str] | None:
+    """The device list of ``--devices``: ``"all"`` (every visible CUDA device),
+    ``"cuda:0,cuda:1"``, ``"cpu"`` or a list of such names; None stays None.
+
+    ``cuda_count``: the number of visible CUDA devices (default: ``torch.cuda.device_count()``).
+    """
+    if spec is None:
+        return None
+    where = "parse_devices"
+    if cuda_count is None:
+        import torch
+
+        cuda_count = torch.cuda.device_count()
+    if isinstance(spec, str):
+        if spec.strip().lower() == "all":
+            if cuda_count == 0:
+                raise param_error("devices", where, "a list of devices ('all' needs a visible "
+                                  "CUDA device, and none is visible)", spec)
+            return [f"cuda:{i}" for i in range(cuda_count)]
+        names = [d.strip().lower() for d in spec.split(",") if d.strip()]
+    else:
+        names = [str(d).strip().lower() for d in spec]
+    if not names:
+        raise param_error("devices", where, _DEVICE_HELP, spec)
+    out = []
+    for name in names:
+        kind, _, index = name.partition(":")
+        if kind == "cpu" and not index:
+            out.append("cpu")
+            continue
+        if kind != "cuda" or not (index == "" or index.isdigit()):
+            raise param_error("devices", where, _DEVICE_HELP, spec)
+        i = int(index or 0)
+        if i >= cuda_count:
+            raise param_error("devices", where, f"CUDA devices 0 to {cuda_count - 1} "
+                              f"({cuda_count} visible)" if cuda_count else
+                              "'cpu' (no CUDA device is visible)", name)
+        out.append(f"cuda:{i}")
+    return out
 
 
-def _start_worker(fn: Callable, threads: int) -> None:
+def worker_device() -> str | None:
+    """The device this worker process was given by ``LocalExecutor(devices=...)``."""
+    return _worker_device
+
+
+def device_of(k: int, devices: Sequence[str]) -> str:
+    """The device of the ``k``-th worker process started (round robin)."""
+    return devices[k % len(devices)]
+
+
+def _use_device(device: str | None) -> None:
+    """Make ``device`` this process's device: ``"cuda"`` then means it."""
+    global _worker_device
+    _worker_device = device
+    if device is not None and device.startswith("cuda"):
+        import torch
+
+        torch.cuda.set_device(torch.device(device))
+
+
+class QueueSender:
+    """``send(chunk_id, k)``: progress put on a queue (in a worker process)."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def __call__(self, chunk_id: int, k: int) -> None:
+        self.queue.put((int(chunk_id), int(k)))
+
+
+def _start_worker(fn: Callable, threads: int, queue=None, devices=None, counter=None) -> None:
     global _worker_fn
     limit_threads(threads)
+    if devices:
+        with counter.get_lock():
+            k = counter.value
+            counter.value += 1
+        _use_device(device_of(k, devices))
+    attach_progress(fn, None if queue is None else QueueSender(queue))
     _worker_fn = fn
 
 
@@ -77,11 +172,20 @@ class LocalExecutor:
     that workers start in well under a second (it never runs torch's thread pools, so forking
     it is safe). Each worker gets ``threads`` math threads (``threads.limit_threads``), by
     default the CPU count divided among the workers, and is given ``fn`` once.
+
+    ``devices`` (``parse_devices``: ``["cuda:0", "cuda:1"]``): worker ``k`` is given device
+    ``devices[k % len(devices)]`` (``torch.cuda.set_device``, so a learner's ``"cuda"`` is
+    that GPU; ``worker_device()`` tells it); ``workers`` defaults to one per device. Results
+    do not depend on which device of one type runs a chunk.
     """
 
-    def __init__(self, workers: int = 1, *, threads: int | None = None,
-                 start_method: str = "spawn", preload: Sequence[str] = ()):
+    def __init__(self, workers: int | None = None, *, threads: int | None = None,
+                 start_method: str = "spawn", preload: Sequence[str] = (),
+                 devices: Sequence[str] | None = None):
         where = "LocalExecutor"
+        self.devices = None if devices is None else list(parse_devices(devices))
+        if workers is None:
+            workers = len(self.devices) if self.devices else 1
         self.workers = check_int(workers, "workers", where, low=1)
         cpus = os.cpu_count() or 1
         self.threads = (max(1, cpus // self.workers) if threads is None
@@ -101,45 +205,82 @@ class LocalExecutor:
         through closures)."""
         return self.workers == 1
 
-    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int], *,
+                   progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
         chunk_ids = list(chunk_ids)
         if self.workers == 1 or len(chunk_ids) <= 1:
+            if self.devices:
+                _use_device(self.devices[0])
             for cid in chunk_ids:
                 yield fn(cid)
             return
         ctx = mp.get_context(self.start_method)
         if self.preload:
             ctx.set_forkserver_preload(list(self.preload))
+        queue = ctx.Queue() if progress is not None else None
+        counter = ctx.Value("i", 0) if self.devices else None
         pool = cf.ProcessPoolExecutor(
             max_workers=min(self.workers, len(chunk_ids)), mp_context=ctx,
-            initializer=_start_worker, initargs=(fn, self.threads))
+            initializer=_start_worker,
+            initargs=(fn, self.threads, queue, self.devices, counter))
         try:
-            futures = [pool.submit(_run_in_worker, cid) for cid in chunk_ids]
-            for fut in cf.as_completed(futures):
-                yield fut.result()
+            pending = {pool.submit(_run_in_worker, cid) for cid in chunk_ids}
+            while pending:
+                done, pending = cf.wait(pending, timeout=PROGRESS_POLL if queue else None,
+                                        return_when=cf.FIRST_COMPLETED)
+                _drain(queue, progress)
+                for fut in done:
+                    yield fut.result()
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            if queue is not None:
+                queue.close()
+                queue.join_thread()
+
+
+def _drain(queue, progress) -> None:
+    """Call ``progress`` for every report waiting on ``queue``."""
+    if queue is None:
+        return
+    import queue as queue_mod
+
+    while True:
+        try:
+            cid, k = queue.get_nowait()
+        except queue_mod.Empty:
+            return
+        progress(cid, k)
 
 
 def make_executor(name: str = "local", *, workers: int | None = 1,
-                  address: str | None = None) -> Executor:
+                  address: str | None = None, devices: str | Sequence[str] | None = None,
+                  gpus_per_task: float | None = None) -> Executor:
     """An executor by name (``poisoncert train --executor NAME``).
 
-    ``local``: ``LocalExecutor(workers)`` (``None``: 1). ``ray``: ``RayExecutor(address,
-    workers=workers)``; ``address`` ``None`` starts a local Ray instance, ``"auto"`` or
-    ``"ray://host:port"`` joins a cluster, and ``workers`` ``None`` uses all its CPUs.
+    ``local``: ``LocalExecutor(workers, devices=devices)`` (``workers`` ``None``: one per
+    device, else 1). ``ray``: ``RayExecutor(address, workers=workers,
+    num_gpus_per_task=gpus_per_task)``; ``address`` ``None`` starts a local Ray instance,
+    ``"auto"`` or ``"ray://host:port"`` joins a cluster, and ``workers`` ``None`` uses all its
+    CPUs (or GPUs, with ``gpus_per_task``).
     """
-    name = check_choice(name, "executor", "make_executor", EXECUTORS)
+    where = "make_executor"
+    name = check_choice(name, "executor", where, EXECUTORS)
     if name == "ray":
         import importlib.util
 
         if importlib.util.find_spec("ray") is None:  # fail before any file is written
-            raise param_error("executor", "make_executor", "'local' unless Ray is installed "
+            raise param_error("executor", where, "'local' unless Ray is installed "
                               '(pip install "poisoncert[ray]")', name)
+        if devices is not None:
+            raise param_error("devices", where, "None with --executor ray (Ray assigns GPUs: "
+                              "use gpus_per_task)", devices)
         from poisoncert.ray_executor import RayExecutor
 
-        return RayExecutor(address, workers=workers)
+        return RayExecutor(address, workers=workers, num_gpus_per_task=gpus_per_task or 0.0)
     if address is not None:
-        raise param_error("address", "make_executor",
+        raise param_error("address", where,
                           "None for the local executor (an address is for 'ray')", address)
-    return LocalExecutor(1 if workers is None else workers)
+    if gpus_per_task is not None:
+        raise param_error("gpus_per_task", where, "None for the local executor (it is for "
+                          "'ray'; the local executor takes devices)", gpus_per_task)
+    return LocalExecutor(workers, devices=devices)

@@ -43,7 +43,7 @@ from poisoncert._validation import (
     param_error,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _summary_stats
+from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _summary_stats, certificate_repr
 
 __all__ = [
     "NNCertificate",
@@ -174,6 +174,9 @@ class NNCertificate:
     k: int | None
     model: str
     unit: str
+
+    def __repr__(self) -> str:
+        return certificate_repr(self)
 
     @property
     def top_class(self) -> np.ndarray:

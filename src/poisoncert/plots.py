@@ -11,10 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from poisoncert._validation import check_choice, check_int, param_error
+from poisoncert._validation import INT_LIMIT, check_choice, check_int, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS, SCHEMES, SelectionBound
 
 __all__ = ["FIGURE2_SETTINGS", "default_rho_max", "delta_curves", "plot_delta"]
+
+#: Most points per curve of ``delta_curves`` (a few float64 arrays of this length per scheme).
+MAX_POINTS = 1_000_001
 
 #: The paper's Figure 2 panels, ``(n, ns)``: MNIST 1/7 (left) and CIFAR-10 sized (right).
 FIGURE2_SETTINGS = ((13007, 10), (50000, 1000))
@@ -44,10 +47,10 @@ def delta_curves(n: int, ns: int, *, model: str = "P6", rho_max: int | None = No
     """``rho`` grid (at most ``n_points`` integers from 0 to ``rho_max``) and ``delta(rho)`` per
     scheme (binomial selection with ``p = ns / n``); ``+inf`` where nothing can be certified."""
     where = "delta_curves"
-    n_points = check_int(n_points, "n_points", where, low=2)
+    n_points = check_int(n_points, "n_points", where, low=2, high=MAX_POINTS)
     if rho_max is None:
         rho_max = default_rho_max(n, ns, model=model, schemes=schemes)
-    rho_max = check_int(rho_max, "rho_max", where, low=1)
+    rho_max = check_int(rho_max, "rho_max", where, low=1, high=INT_LIMIT)
     rhos = np.unique(np.round(np.linspace(0, rho_max, n_points)).astype(np.int64))
     curves = {}
     for s in schemes:
@@ -71,6 +74,7 @@ def plot_delta(path: str | Path | None = None, *,
     from matplotlib.figure import Figure
 
     model = check_choice(model, "model", "plot_delta", MODELS, MODEL_ALIASES)
+    dpi = check_int(dpi, "dpi", "plot_delta", low=10, high=1200)
     settings = [tuple(s) for s in settings]
     if not settings or any(len(s) != 2 for s in settings):
         raise param_error("settings", "plot_delta", "a non-empty sequence of (n, ns) pairs",

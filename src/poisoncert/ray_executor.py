@@ -45,8 +45,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from poisoncert._validation import check_int, param_error
-from poisoncert.threads import limit_threads
+from poisoncert._validation import check_int, check_real, param_error
+from poisoncert.threads import attach_progress, limit_threads
 
 __all__ = ["RayExecutor", "RayExecutorError", "import_ray"]
 
@@ -75,7 +75,7 @@ def import_ray():
 _kept: tuple[str, Callable] | None = None
 
 
-def _run_chunk(fn_box: list, chunk_id: int, threads: int):
+def _run_chunk(fn_box: list, chunk_id: int, threads: int, queue=None):
     """The Ray task: fix the math threads as ``LocalExecutor`` does, then run one chunk.
 
     ``fn_box`` holds the reference of the chunk function (in a list, so that Ray passes the
@@ -86,7 +86,28 @@ def _run_chunk(fn_box: list, chunk_id: int, threads: int):
     (ref,) = fn_box
     if _kept is None or _kept[0] != ref.hex():
         _kept = (ref.hex(), import_ray().get(ref))
+    if queue is not None:
+        attach_progress(_kept[1], _RaySender(queue))
     return _kept[1](chunk_id)
+
+
+class _RaySender:
+    """``send(chunk_id, k)`` onto a ``ray.util.queue.Queue`` (in a task)."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def __call__(self, chunk_id: int, k: int) -> None:
+        self.queue.put_nowait((int(chunk_id), int(k)))
+
+
+def _drain_ray(queue, progress) -> None:
+    if queue is None:
+        return
+    n = queue.qsize()
+    if n:
+        for cid, k in queue.get_nowait_batch(n):
+            progress(cid, k)
 
 
 class RayExecutor:
@@ -113,6 +134,11 @@ class RayExecutor:
         them. The torch engine trains on one intra-op thread whatever this is (that is what
         makes its predictions independent of the executor); it matters for the rest of a
         chunk (scikit-learn learners, data preparation). Scale with ``workers``.
+    num_gpus_per_task : float
+        GPUs Ray reserves for each chunk task (``poisoncert train --gpus-per-task``; a
+        fraction such as 0.25 lets four chunks share one GPU). Ray makes the reserved GPU the
+        task's only visible one, so a learner's ``"cuda"`` is it. With ``workers`` ``None``,
+        chunks in flight are limited by the cluster's GPUs too.
     ship_code : bool or None
         Ship this ``poisoncert`` package to the workers (``runtime_env={"py_modules": ...}``
         of the job, when this executor initialises Ray). ``None``: only when connecting to a
@@ -124,7 +150,8 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, *, workers: int | None = None,
                  num_cpus_per_task: int = 1, max_retries: int = 3, threads: int = 1,
-                 ship_code: bool | None = None, runtime_env: dict[str, Any] | None = None):
+                 ship_code: bool | None = None, runtime_env: dict[str, Any] | None = None,
+                 num_gpus_per_task: float = 0.0):
         if address is not None and (not isinstance(address, str) or not address.strip()):
             raise param_error("address", _WHERE,
                               "None, 'auto' or a cluster address such as 'ray://host:10001'",
@@ -133,6 +160,8 @@ class RayExecutor:
         self._workers = None if workers is None else check_int(workers, "workers", _WHERE, low=1)
         self.num_cpus_per_task = check_int(num_cpus_per_task, "num_cpus_per_task", _WHERE, low=1)
         self.max_retries = check_int(max_retries, "max_retries", _WHERE, low=0)
+        self.num_gpus_per_task = check_real(num_gpus_per_task, "num_gpus_per_task", _WHERE,
+                                            low=0.0)
         self.threads = check_int(threads, "threads", _WHERE, low=1)
         if ship_code is not None and not isinstance(ship_code, bool):
             raise param_error("ship_code", _WHERE, "None or a bool", ship_code)
@@ -180,19 +209,39 @@ class RayExecutor:
                      runtime_env=self.job_runtime_env() or None)
         return True
 
+    def task_options(self) -> dict[str, Any]:
+        """The Ray options of a chunk task (its scheduling unit)."""
+        options: dict[str, Any] = dict(num_cpus=self.num_cpus_per_task,
+                                       max_retries=self.max_retries, retry_exceptions=False)
+        if self.num_gpus_per_task:
+            options["num_gpus"] = self.num_gpus_per_task
+        return options
+
+    def concurrency(self, resources: dict[str, float]) -> int:
+        """Chunks in flight for a cluster with ``resources`` (``ray.cluster_resources()``):
+        ``workers``, else as many tasks as its CPUs (and GPUs, with GPUs per task) hold."""
+        if self._workers is not None:
+            return self._workers
+        n = int(resources.get("CPU", 1)) // self.num_cpus_per_task
+        if self.num_gpus_per_task:
+            n = min(n, int(resources.get("GPU", 0) / self.num_gpus_per_task + 1e-9))
+        return max(1, n)
+
     def _concurrency(self, ray) -> int:
         if self._workers is not None:
             return self._workers
-        cpus = int(ray.cluster_resources().get("CPU", 1))
-        self._cluster_workers = max(1, cpus // self.num_cpus_per_task)
+        self._cluster_workers = self.concurrency(ray.cluster_resources())
         return self._cluster_workers
 
-    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int]) -> Iterator[R]:
+    def map_chunks(self, fn: Callable[[int], R], chunk_ids: Iterable[int], *,
+                   progress: Callable[[int, int], None] | None = None) -> Iterator[R]:
         """Yield ``fn(chunk_id)`` for every id, in completion order (see the module doc).
 
         At most ``workers`` tasks are submitted at a time, in the order of ``chunk_ids`` (so
         a shared cluster is not flooded, and the results waiting in Ray's object store are
         bounded); the first chunk error propagates and cancels the chunks not finished.
+        ``progress(chunk_id, k)`` is called here as tasks report (through a
+        ``ray.util.queue.Queue`` actor that reserves no CPU).
         """
         chunk_ids = list(chunk_ids)
         if not chunk_ids:
@@ -202,9 +251,13 @@ class RayExecutor:
 
         started = self._connect(ray)
         pending: dict[Any, int] = {}
+        queue = None
         try:
-            options: dict[str, Any] = dict(num_cpus=self.num_cpus_per_task,
-                                           max_retries=self.max_retries, retry_exceptions=False)
+            if progress is not None:
+                from ray.util.queue import Queue
+
+                queue = Queue(actor_options={"num_cpus": 0})
+            options = self.task_options()
             if not started and self.runtime_env:
                 options["runtime_env"] = dict(self.runtime_env)
             task = ray.remote(**options)(_run_chunk)
@@ -217,11 +270,16 @@ class RayExecutor:
                     cid = next(todo, None)
                     if cid is None:
                         return
-                    pending[task.remote([fn_ref], cid, self.threads)] = cid
+                    pending[task.remote([fn_ref], cid, self.threads, queue)] = cid
 
             submit()
             while pending:
-                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                ready, _ = ray.wait(list(pending), num_returns=1,
+                                    timeout=0.2 if queue is not None else None)
+                _drain_ray(queue, progress)
+                if not ready:
+                    continue
+                (ref,) = ready
                 cid = pending.pop(ref)
                 try:
                     result = ray.get(ref)
@@ -241,6 +299,11 @@ class RayExecutor:
                 try:
                     ray.cancel(ref)
                 except Exception:  # noqa: BLE001 - best effort; the task may have finished
+                    pass
+            if queue is not None:
+                try:
+                    queue.shutdown()
+                except Exception:  # noqa: BLE001 - best effort
                     pass
             if started:
                 ray.shutdown()

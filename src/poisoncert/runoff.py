@@ -47,7 +47,7 @@ from poisoncert.aggregation import (
     topsum_radius,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats
+from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats, certificate_repr
 
 __all__ = ["ROECertificate", "check_ranks", "rankings_from_scores", "roe_certify", "roe_predict"]
 
@@ -144,6 +144,9 @@ class ROECertificate:
     d: int
     model: str
     unit: str
+
+    def __repr__(self) -> str:
+        return certificate_repr(self)
 
     @property
     def top_class(self) -> np.ndarray:

@@ -3,12 +3,19 @@
 Layout (every file written atomically: a temporary file in the same folder, fsync, rename)::
 
     RUN_DIR/
+      .lock                  held (flock) by the process training or certifying the run
       config.yaml            the resolved experiment config
-      manifest.json          versions, code revision, start time, data checksums, config hash
+      manifest.json          versions, code revision, start time, data checksums, config hash;
+                             once finished, the SHA-256 of every file below that certify
+                             reads (``checksums``) and of the manifest itself
       seeds.npy              uint64 (T,): selection.model_seed(root_seed, i) of classifier i
       clean_indices.npy      int64: training-set indices of the known-clean part D^c
-      chunks/chunk-00000.npz start, stop, seeds, sizes (|drawn part of D^p|), predictions int16
-      weights/chunk-00000.safetensors   (training.save_weights only)
+      chunks/chunk-00000.npz start, stop, seeds, sizes (|drawn part of D^p|), predictions int16,
+                             config_hash (of the config that trained it)
+      weights/chunk-00000.safetensors   the chunk's classifier weights (torch models,
+                             unless training.save_weights is false)
+      ensemble.json          with the weights: preprocessing, classes and selection facts
+                             (poisoncert.Ensemble)
       predictions.npy        int16 (T, n_test), -1 for an abstaining base classifier
       votes.npy              int64 (n_test, n_classes): vote counts
       labels.npy             int64 (n_test,): true test labels
@@ -19,8 +26,18 @@ Layout (every file written atomically: a temporary file in the same folder, fsyn
                              (written by ``poisoncert certify``)
 
 A chunk file holds base classifiers ``start .. stop - 1``; a run is resumed by re-training
-only the chunks whose file is missing. Classifier ``i`` depends on its own seed alone, so the
-assembled predictions equal those of an uninterrupted run.
+only the chunks whose file is missing, unreadable, or written for other seeds or another config
+hash (chunks written before the hash was recorded are taken on their seeds). Classifier ``i``
+depends on its own seed alone, so the assembled predictions equal those of an uninterrupted run.
+
+Faults and concurrency (``poisoncert.runsafe``). A new run is built in a temporary sibling
+folder and renamed into place once its config and manifest are written, so a kill at any
+instant leaves no run or a resumable one. One process at a time works in a run: ``train`` and
+``certify`` hold an exclusive lock for their whole duration and a second one is refused with
+one line (not queued). Temporary files a killed writer left are removed by the next process
+that takes the lock. ``RunDir.verify`` checks a finished run against its manifest (checksums,
+config hash, consistency of votes, predictions and labels) before it is certified; runs made
+before checksums were recorded are checked for consistency only, with a warning.
 """
 
 from __future__ import annotations
@@ -28,14 +45,12 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import hashlib
-import io
 import json
 import os
 import platform
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -50,101 +65,85 @@ from poisoncert.config import (
     load_config,
     to_yaml,
 )
+from poisoncert.runlayout import (  # the file names, re-exported
+    CERTIFICATES,
+    CERTIFIED_ACCURACY,
+    CERTIFIED_ACCURACY_PNG,
+    CERTIFY_JSON,
+    CHECKSUMMED,
+    CHUNKS,
+    CLASSIFIERS,
+    CLEAN_INDICES,
+    CONFIG,
+    ENSEMBLE,
+    LABELS,
+    MANIFEST,
+    PHASE2,
+    PREDICTIONS,
+    SEEDS,
+    SUBSET_SIZES,
+    VOTES,
+    WEIGHTS,
+)
+from poisoncert.runsafe import (
+    LOCK,
+    MANIFEST_DIGEST,
+    RunError,
+    RunLock,
+    RunLockedError,
+    atomic_write,
+    create_locked,
+    fault_point,
+    file_sha256,
+    manifest_digest,
+    remove_leftovers,
+    save_bytes,
+    save_json,
+    save_text,
+    save_with,
+)
 from poisoncert.votes import votes_from_predictions
 
 __all__ = [
+    "CERTIFICATES",
+    "CERTIFIED_ACCURACY",
+    "CERTIFIED_ACCURACY_PNG",
+    "CERTIFY_JSON",
+    "CHECKSUMMED",
+    "CHUNKS",
+    "CLASSIFIERS",
+    "CLEAN_INDICES",
+    "CONFIG",
+    "ENSEMBLE",
+    "LABELS",
+    "MANIFEST",
+    "PHASE2",
+    "PREDICTIONS",
+    "SEEDS",
+    "SUBSET_SIZES",
+    "VOTES",
+    "WEIGHTS",
     "RunDir",
     "RunError",
+    "RunLockedError",
     "atomic_write",
     "chunk_ranges",
     "array_checksum",
     "build_manifest",
+    "save_bytes",
     "save_json",
     "save_npy",
     "save_npz",
     "save_text",
+    "save_with",
 ]
 
-CONFIG = "config.yaml"
-MANIFEST = "manifest.json"
-SEEDS = "seeds.npy"
-CLEAN_INDICES = "clean_indices.npy"
-PREDICTIONS = "predictions.npy"
-VOTES = "votes.npy"
-LABELS = "labels.npy"
-SUBSET_SIZES = "subset_sizes.npy"
-CLASSIFIERS = "classifiers.csv"
-CERTIFICATES = "certificates.csv"
-CERTIFIED_ACCURACY = "certified_accuracy.csv"
-CERTIFIED_ACCURACY_PNG = "certified_accuracy.png"
-CERTIFY_JSON = "certify.json"
-CHUNKS = "chunks"
-WEIGHTS = "weights"
+
 _TMP_PREFIX = ".tmp-"
-
-
-class RunError(OSError):
-    """A run directory that cannot be written, or that holds another run."""
 
 
 # --------------------------------------------------------------------------------------------
 # Atomic writes
-
-
-@contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
-    """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
-
-    On any exception the temporary file is removed and ``path`` is left as it was, so a
-    reader sees either the old file or the complete new one, never a part.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_TMP_PREFIX + path.name + ".")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename (best effort: not every platform can open a folder)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def save_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_write(path) as f:
-        f.write(data)
-
-
-def save_text(path: str | Path, text: str) -> None:
-    save_bytes(path, text.encode())
-
-
-def save_json(path: str | Path, obj: Any) -> None:
-    save_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def save_npy(path: str | Path, arr: np.ndarray) -> None:
@@ -155,12 +154,6 @@ def save_npy(path: str | Path, arr: np.ndarray) -> None:
 def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     with atomic_write(path) as f:
         np.savez(f, **arrays)
-
-
-def save_with(path: str | Path, write: Callable[[io.BufferedIOBase], None]) -> None:
-    """Atomically write ``path`` with ``write(file)`` (e.g. a matplotlib ``savefig``)."""
-    with atomic_write(path) as f:
-        write(f)
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,10 +212,10 @@ def now_iso() -> str:
 def build_manifest(cfg: ExperimentConfig, *, data: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
     """Versions, code revision, start time, data description and the config hash."""
-    import poisoncert
+    from poisoncert._version import __version__
 
     return {
-        "poisoncert": poisoncert.__version__,
+        "poisoncert": __version__,
         "config_hash": config_hash(cfg),
         "started": now_iso(),
         "versions": {
@@ -231,7 +224,7 @@ def build_manifest(cfg: ExperimentConfig, *, data: dict[str, Any] | None = None
             "torch": _version("torch"),
             "scikit-learn": _version("scikit-learn"),
             "scipy": _version("scipy"),
-            "poisoncert": poisoncert.__version__,
+            "poisoncert": __version__,
         },
         "platform": platform.platform(),
         "argv": sys.argv,
@@ -264,10 +257,16 @@ def check_writable(path: str | Path) -> None:
 
 
 class RunDir:
-    """Paths and atomic I/O of one run directory; ``RunDir(path)`` touches nothing."""
+    """Paths and atomic I/O of one run directory; ``RunDir(path)`` touches nothing.
+
+    ``prepare`` creates or resumes the run and holds its lock; ``lock()`` holds it for a
+    block (``train`` and ``certify`` run inside one); ``verify`` checks a finished run.
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._lock: RunLock | None = None
+        self._config_hash: str | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -292,6 +291,41 @@ class RunDir:
     def exists(self) -> bool:
         return (self.path / CONFIG).is_file()
 
+    # -- lock --------------------------------------------------------------------------------
+
+    @property
+    def locked(self) -> bool:
+        """True while this object holds the run's lock."""
+        return self._lock is not None and self._lock.held
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold the run's exclusive lock for the block and release it after (and on a kill).
+
+        Taken at once when the run exists; for a new run ``prepare`` creates the folder with
+        the lock already held. Another process holding it raises ``RunLockedError`` (one
+        line; nobody waits). Temporary files left by killed writers are removed once the lock
+        is held. Nested blocks on one object keep the outer block's lock.
+        """
+        outer = self.locked
+        if not outer and self.exists():
+            self._acquire()
+        try:
+            yield self
+        finally:
+            if not outer:
+                self.release()
+
+    def release(self) -> None:
+        """Drop the lock if this object holds it."""
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+    def _acquire(self) -> None:
+        self._lock = RunLock.acquire(self.path)
+        remove_leftovers(self.path, (CHUNKS, WEIGHTS))
+
     # -- config ------------------------------------------------------------------------------
 
     def load_config(self) -> ExperimentConfig:
@@ -304,10 +338,28 @@ class RunDir:
             raise RunError(f"The config of the run '{self.path}' is invalid: {e}") from None
 
     def load_manifest(self) -> dict[str, Any]:
+        """The manifest (``{}`` when there is none); a ``RunError`` naming the file when it is
+        unreadable or not a JSON object."""
+        path = self.path / MANIFEST
         try:
-            return json.loads((self.path / MANIFEST).read_text())
-        except (OSError, ValueError):
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return {}
+        except (OSError, UnicodeDecodeError) as e:
+            raise RunError(f"Cannot read the manifest '{path}': "
+                           f"{getattr(e, 'strerror', None) or e}.") from None
+        try:
+            man = json.loads(text)
+        except ValueError as e:
+            raise RunError(f"The manifest '{path}' is not valid JSON ({e}).") from None
+        if not isinstance(man, dict):
+            raise RunError(f"The manifest '{path}' must hold a JSON object; it holds a "
+                           f"{type(man).__name__}.")
+        return man
+
+    def _save_manifest(self, man: dict[str, Any], folder: Path | None = None) -> None:
+        man[MANIFEST_DIGEST] = manifest_digest(man)
+        save_json((folder or self.path) / MANIFEST, man)
 
     def check_config(self, cfg: ExperimentConfig) -> bool:
         """True when this folder holds a run of ``cfg`` (resumable), False when it holds no
@@ -325,70 +377,112 @@ class RunDir:
     def prepare(self, cfg: ExperimentConfig, manifest: dict[str, Any]) -> bool:
         """Create the run or check that it holds the same config; return True when resuming.
 
-        A folder that exists and is neither empty nor a run, or a run with another config
-        (other than ``config.RESUMABLE_KEYS`` and the ``certify`` section), is refused with a
-        ``RunError`` before anything is written. An unwritable folder raises a ``RunError`` and
-        leaves nothing behind.
+        Holds the run's lock from then on (until ``release``, the end of a ``lock()`` block,
+        or the end of the process); a run locked by another process raises
+        ``RunLockedError``. A new run is built in a temporary sibling folder and renamed into
+        place, so a kill leaves no run or a complete, resumable one. A folder that exists and
+        is neither empty nor a run, or a run with another config (other than
+        ``config.RESUMABLE_KEYS`` and the ``certify`` section), is refused with a
+        ``RunError`` before anything is written. An unwritable folder raises a ``RunError``
+        and leaves nothing behind.
         """
         check_writable(self.path)
-        if self.check_config(cfg):
-            man = self.load_manifest() or manifest
-            man.setdefault("resumed", []).append(now_iso())
-            man["finished"] = None
-            save_json(self.path / MANIFEST, man)
+        self._config_hash = config_hash(cfg)
+        if self.exists():
+            took = not self.locked
+            if took:
+                self._acquire()
+            try:
+                self.check_config(cfg)
+                man = self.load_manifest() or manifest
+                man.setdefault("resumed", []).append(now_iso())
+                man["finished"] = None
+                man.pop("checksums", None)  # recorded again by finish()
+                self._save_manifest(man)
+            except BaseException:
+                if took:
+                    self.release()
+                raise
             return True
-        if self.path.exists() and any(self.path.iterdir()):
+        self._clear_abandoned_creation()
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise RunError(f"The run directory '{self.path}' exists and is not empty. Use an "
                            "empty or new folder.")
-        created = self._mkdirs()
-        try:
-            self.chunks_dir.mkdir(exist_ok=True)
-            save_json(self.path / MANIFEST, manifest)
-            save_text(self.path / CONFIG, to_yaml(cfg))  # last: marks a valid run
-        except OSError as e:
-            for p in (self.path / MANIFEST, self.chunks_dir, *created):
-                with contextlib.suppress(OSError):
-                    p.unlink() if p.is_file() else p.rmdir()
-            raise RunError(f"Cannot write the run directory '{self.path}': "
-                           f"{e.strerror or e}.") from None
-        return False
+        if self._create(cfg, manifest):
+            return False
+        return self.prepare(cfg, manifest)  # another process created it first: resume or refuse
 
-    def _mkdirs(self) -> list[Path]:
-        """Create the folder and missing parents; return the created ones, deepest first."""
-        missing = []
-        p = self.path.absolute()
-        while not p.exists():
-            missing.append(p)
-            p = p.parent
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            for m in missing:
-                with contextlib.suppress(OSError):
-                    m.rmdir()
-            raise RunError(f"Cannot write the run directory '{self.path}': "
-                           f"{e.strerror or e}.") from None
-        return missing
+    def _create(self, cfg: ExperimentConfig, manifest: dict[str, Any]) -> bool:
+        """Build the run in a locked temporary sibling and rename it into place; False when
+        another process put a run there first."""
+
+        def fill(tmp: Path) -> None:
+            (tmp / CHUNKS).mkdir()
+            self._save_manifest(manifest, tmp)
+            fault_point("create:manifest")
+            save_text(tmp / CONFIG, to_yaml(cfg))  # last: marks a valid run
+
+        lock = create_locked(self.path, fill)
+        if lock is None:
+            return False
+        self._lock = lock
+        return True
+
+    def _clear_abandoned_creation(self) -> None:
+        """A folder that only holds what an interrupted creation of earlier versions left
+        (an empty ``chunks/``, a manifest, temporary files, no config) is emptied."""
+        if self.exists() or not (self.path / MANIFEST).is_file():
+            return
+        entries = list(self.path.iterdir())
+        chunks = self.path / CHUNKS
+        if not all(e.name in (MANIFEST, LOCK, CHUNKS) or e.name.startswith(_TMP_PREFIX)
+                   for e in entries) or (chunks.exists() and (not chunks.is_dir()
+                                                              or any(chunks.iterdir()))):
+            return
+        for e in entries:
+            with contextlib.suppress(OSError):
+                e.rmdir() if e.is_dir() else e.unlink()
 
     def finish(self, **fields: Any) -> None:
+        """Record ``fields``, the finish time and the checksums of the run's files."""
         man = self.load_manifest()
         man.update(fields)
         man["finished"] = now_iso()
-        save_json(self.path / MANIFEST, man)
+        man["checksums"] = self._checksums()
+        fault_point("finish")
+        self._save_manifest(man)
+
+    def _checksums(self) -> dict[str, str]:
+        names = [n for n in CHECKSUMMED if (self.path / n).is_file()]
+        if self.weights_dir.is_dir():
+            names += [f"{WEIGHTS}/{p.name}" for p in sorted(self.weights_dir.iterdir())
+                      if p.is_file() and not p.name.startswith(_TMP_PREFIX)]
+        return {n: file_sha256(self.path / n) for n in names}
+
+    # -- verification ------------------------------------------------------------------------
+
+    def verify(self) -> dict[str, Any]:
+        """Check a finished run before it is certified (``poisoncert.runcheck.verify_run``):
+        raise a ``RunError`` naming the first file that does not match its manifest."""
+        from poisoncert.runcheck import verify_run
+
+        return verify_run(self)
 
     # -- chunks ------------------------------------------------------------------------------
 
     def write_chunk(self, chunk_id: int, *, start: int, stop: int, seeds: np.ndarray,
                     sizes: np.ndarray, predictions: np.ndarray) -> Path:
+        """Write a chunk atomically, with the config hash of the run (after ``prepare``)."""
         predictions = np.asarray(predictions)
         if predictions.shape[0] != stop - start:
             raise ValueError(f"chunk {chunk_id} has {predictions.shape[0]} rows of predictions "
                              f"for classifiers {start}..{stop - 1}")
         path = self.chunk_path(chunk_id)
+        extra = {} if self._config_hash is None else {"config_hash": np.str_(self._config_hash)}
         save_npz(path, start=np.int64(start), stop=np.int64(stop),
                  seeds=np.asarray(seeds, dtype=np.uint64),
                  sizes=np.asarray(sizes, dtype=np.int64),
-                 predictions=predictions.astype(np.int16, copy=False))
+                 predictions=predictions.astype(np.int16, copy=False), **extra)
         return path
 
     def read_chunk(self, chunk_id: int) -> dict[str, np.ndarray] | None:
@@ -399,10 +493,19 @@ class RunDir:
         except Exception:  # missing, truncated or corrupt (zipfile.BadZipFile, OSError, ...)
             return None
 
+    def _chunk_matches(self, z: dict[str, np.ndarray] | None, start: int, stop: int) -> bool:
+        if z is None or not {"start", "stop", "seeds", "sizes", "predictions"} <= set(z):
+            return False
+        h = z.get("config_hash")
+        if h is not None and self._config_hash is not None and str(h) != self._config_hash:
+            return False  # written for another config: retrained
+        return int(z["start"]) == start and int(z["stop"]) == stop
+
     def chunk_done(self, chunk_id: int, start: int, stop: int, seeds: np.ndarray) -> bool:
-        """True when the chunk file is complete and matches the expected classifiers."""
+        """True when the chunk file is complete and matches the expected classifiers and the
+        run's config hash (a chunk without one, from earlier versions, on its seeds)."""
         z = self.read_chunk(chunk_id)
-        return (z is not None and int(z["start"]) == start and int(z["stop"]) == stop
+        return (self._chunk_matches(z, start, stop)
                 and np.array_equal(z["seeds"], np.asarray(seeds, dtype=np.uint64)))
 
     def assemble(self, ranges: list[tuple[int, int]], labels: np.ndarray, n_classes: int
@@ -413,9 +516,10 @@ class RunDir:
         preds, sizes, seeds = [], [], []
         for cid, (start, stop) in enumerate(ranges):
             z = self.read_chunk(cid)
-            if z is None or int(z["start"]) != start or int(z["stop"]) != stop:
+            if not self._chunk_matches(z, start, stop):
                 raise RunError(f"The chunk {self.chunk_path(cid)} is missing or does not hold "
-                               f"classifiers {start}..{stop - 1}: re-run train to finish it.")
+                               f"classifiers {start}..{stop - 1} of this config: re-run train "
+                               "to finish it.")
             preds.append(z["predictions"])
             sizes.append(z["sizes"])
             seeds.append(z["seeds"])
@@ -438,10 +542,19 @@ class RunDir:
     # -- results -----------------------------------------------------------------------------
 
     def load(self, name: str) -> np.ndarray:
+        """A ``.npy`` array of the run; a ``RunError`` naming the file when it is missing or
+        not a readable array."""
         path = self.path / name
         try:
-            return np.load(path, allow_pickle=False)
+            arr = np.load(path, allow_pickle=False)
         except FileNotFoundError:
             raise RunError(f"'{path}' is missing: the run is not finished (run train "
                            "again to resume it).") from None
+        except (ValueError, OSError, EOFError) as e:
+            msg = " ".join(str(e).split())
+            raise RunError(f"'{path}' is not a readable .npy array ({msg}).") from None
+        if not isinstance(arr, np.ndarray):
+            arr.close()
+            raise RunError(f"'{path}' is not a .npy array (it is an .npz archive).")
+        return arr
 

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import special
 
 from poisoncert._validation import (
+    INT_LIMIT,
     check_choice,
     check_int_array,
     check_real,
@@ -94,8 +95,8 @@ def _betainccinv(a, b, y):
 
 
 def _check_cp(k, T, beta, where: str):
-    k = check_int_array(k, "k", where, low=0)
-    T = check_int_array(T, "T", where, low=1)
+    k = check_int_array(k, "k", where, low=0, high=INT_LIMIT)
+    T = check_int_array(T, "T", where, low=1, high=INT_LIMIT)
     beta = check_real_array(beta, "beta", where, low=0.0, high=1.0, low_open=True, high_open=True)
     try:
         k, T, beta = np.broadcast_arrays(k, T, beta)
@@ -181,7 +182,7 @@ def _check_counts(counts, where: str) -> np.ndarray:
         raise param_error("counts", where, allowed, counts) from None
     if arr.ndim != 2 or arr.shape[1] < 1:
         raise param_error("counts", where, allowed, f"an array of shape {arr.shape}")
-    return check_int_array(arr, "counts", where, low=0)
+    return check_int_array(arr, "counts", where, low=0, high=INT_LIMIT)
 
 
 def _check_T(T, counts: np.ndarray, where: str) -> np.ndarray:
@@ -189,7 +190,7 @@ def _check_T(T, counts: np.ndarray, where: str) -> np.ndarray:
     if T is None:
         T_arr = sums
     else:
-        T_arr = check_int_array(T, "T", where, low=1)
+        T_arr = check_int_array(T, "T", where, low=1, high=INT_LIMIT)
         if T_arr.ndim > 1 or (T_arr.ndim == 1 and T_arr.shape[0] != counts.shape[0]):
             raise param_error("T", where, "an int or one int per row of counts",
                               f"an array of shape {T_arr.shape}")

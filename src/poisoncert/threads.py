@@ -1,15 +1,23 @@
-"""Math threads of a worker process (the one thread set-up of every executor).
+"""The set-up of a worker process, shared by every executor.
 
 ``limit_threads(k)`` is what ``executors.LocalExecutor`` runs in each of its worker processes
 and ``ray_executor.RayExecutor`` in each task, so that a chunk runs with the same threads
-whichever executor runs it.
+whichever executor runs it; ``attach_progress(fn, send)`` gives the chunk function a way to
+report its progress to the calling process.
 """
 
 from __future__ import annotations
 
 import os
 
-__all__ = ["limit_threads"]
+__all__ = ["attach_progress", "limit_threads"]
+
+
+def attach_progress(fn, send) -> None:
+    """Give a chunk function run in a worker ``send(chunk_id, k)`` to report that ``k`` more
+    units of a chunk are done (when ``fn`` has ``attach_progress``; otherwise nothing)."""
+    if send is not None and hasattr(fn, "attach_progress"):
+        fn.attach_progress(send)
 
 
 def limit_threads(threads: int) -> None:

@@ -43,6 +43,10 @@ except ModuleNotFoundError as exc:  # only a missing cli/runs.py is tolerated
 else:
     _runs.register(app)
 
+from poisoncert.cli import predict as _predict  # noqa: E402
+
+_predict.register(app)
+
 try:
     _attack = importlib.import_module("poisoncert.cli.attack")
 except ModuleNotFoundError as exc:  # only a missing cli/attack.py is tolerated
@@ -53,9 +57,25 @@ else:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app; expected library errors -> one line, exit code 1."""
+    """Console entry point: run the app. Expected library errors and command-line usage
+    errors (a missing option, a value of the wrong type, an unknown command or option) become
+    one line ``error: <message>`` on stderr and exit code 1; ``--help`` exits 0."""
     try:
-        app(args=argv, prog_name="poisoncert")
+        code = app(args=argv, prog_name="poisoncert", standalone_mode=False)
+    except typer.TyperException as exc:  # typer's usage errors (its click's ClickException)
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare ``poisoncert``: the help
+            typer.echo(exc.format_message())
+            code = 0
+        else:
+            ctx = getattr(exc, "ctx", None)
+            cmd = ctx.command_path if ctx is not None else "poisoncert"
+            msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            print(error_line(ValueError(f"{msg} (see '{cmd} --help')")), file=sys.stderr)
+            code = 1
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        code = 1
     except EXPECTED_ERRORS as exc:
         print(error_line(exc), file=sys.stderr)
-        sys.exit(1)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

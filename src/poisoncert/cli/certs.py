@@ -16,7 +16,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from poisoncert._validation import param_error
+from poisoncert._validation import INT_LIMIT, param_error
 
 __all__ = ["EXPECTED_ERRORS", "delta", "error_line", "library_errors", "radius", "register"]
 
@@ -25,6 +25,9 @@ __all__ = ["EXPECTED_ERRORS", "delta", "error_line", "library_errors", "radius",
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 
 RADIUS_UNIT = "operations (insertion, deletion or modification = 1 each)"
+
+#: Most rows ``poisoncert delta`` tabulates per setting (a table is printed, not stored).
+MAX_STEPS = 100_000
 
 
 def error_line(exc: BaseException) -> str:
@@ -50,15 +53,29 @@ def register(app: typer.Typer) -> None:
 
 
 def _parse_int_rows(text: str, name: str) -> np.ndarray:
-    """``"990,10"`` -> ``[[990, 10]]``; rows separated by ``;`` (``"990,10;500,500"``)."""
-    allowed = "comma-separated integers, rows separated by ';' (e.g. \"990,10\")"
+    """``"990,10"`` -> ``[[990, 10]]``; rows separated by ``;`` (``"990,10;500,500"``).
+
+    Every value must lie in ``[0, INT_LIMIT]`` (no 64-bit overflow downstream)."""
+    allowed = (f"comma-separated integers in the range [0, {INT_LIMIT}], rows separated by "
+               "';' (e.g. \"990,10\")")
     try:
         rows = [[int(v) for v in row.split(",")] for row in text.split(";") if row.strip()]
     except ValueError:
         raise param_error(name, "radius", allowed, text) from None
     if not rows or len({len(r) for r in rows}) != 1:
         raise param_error(name, "radius", allowed + " with the same length", text)
+    bad = [v for r in rows for v in r if abs(v) > INT_LIMIT]  # negatives: the library says
+    if bad:
+        raise param_error(name, "radius", allowed, bad[0])
     return np.array(rows, dtype=np.int64)
+
+
+def _refuse_with_gap(**given) -> None:
+    """Options that only apply to vote counts are errors with ``--gap`` (never ignored)."""
+    for name, value in given.items():
+        if value is not None:
+            raise param_error(name, "radius", "left out with --gap (it applies to --counts "
+                              "only: a gap has no votes to bound)", value)
 
 
 def _fmt(x) -> str:
@@ -102,20 +119,25 @@ def radius(
     T: Annotated[int | None, typer.Option(
         "--T", "-T", help="Number of base classifiers (default: the sum of the counts; "
                           "abstaining ones count).")] = None,
-    alpha: Annotated[float, typer.Option(
-        help="Error probability per test point, over the sampling.")] = 0.001,
-    method: Annotated[str, typer.Option(
-        help="bonferroni | bonferroni_upper | paper | true_label | true_label_split")
-    ] = "bonferroni",
+    alpha: Annotated[float | None, typer.Option(
+        help="Error probability per test point, over the sampling (with --counts; default "
+             "0.001).")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="bonferroni | bonferroni_upper | paper | true_label | true_label_split (with "
+             "--counts; default bonferroni)")] = None,
     labels: Annotated[str | None, typer.Option(
-        help="True labels, comma-separated (for the true_label methods).")] = None,
+        help="True labels, comma-separated (for the true_label methods only).")] = None,
     rule: Annotated[str, typer.Option(
         help="ours (Theorem 1, docs/certificates.md) | jia (Jia et al.'s condition: bagging with "
              "replacement, P6, bounds rounded to multiples of 1 / n^ns; needs --counts)")
     ] = "ours",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Certified radius for a gap, or for vote counts (bounds, prediction and radius)."""
+    """Certified radius for a gap, or for vote counts (bounds, prediction and radius).
+
+    Options that would be ignored are errors: --alpha, --method, --labels and --T apply to
+    --counts only, and --labels to the true_label methods only.
+    """
     with library_errors():
         from poisoncert._validation import check_choice
         from poisoncert.bounds import SelectionBound
@@ -133,9 +155,16 @@ def radius(
             raise param_error("gap", "radius", "given when --counts is not (give exactly one "
                               "of --gap and --counts)", gap)
         if gap is not None:
+            _refuse_with_gap(alpha=alpha, method=method, labels=labels, T=T)
             r = int(bound.radius(gap))
             results = [{"gap": gap, "radius": r}]
         else:
+            alpha = 0.001 if alpha is None else alpha
+            method = "bonferroni" if method is None else method
+            if labels is not None and not str(method).strip().lower().startswith("true_label"):
+                raise param_error("labels", "radius", "left out unless --method is true_label "
+                                  "or true_label_split (the other methods do not use labels)",
+                                  labels)
             c = _parse_int_rows(counts, "counts")
             lab = None if labels is None else _parse_int_rows(labels, "labels").ravel()
             if rule == "jia":
@@ -176,7 +205,8 @@ def delta(
         "--n", help="Size of D^p (with --ns: one setting instead of the paper's two).")] = None,
     ns: Annotated[int | None, typer.Option("--ns", help="Selection size.")] = None,
     model: Annotated[str, typer.Option(help="Poisoning model P1 ... P6.")] = "P6",
-    steps: Annotated[int, typer.Option(help="Rows of the table (rho values) per setting.")] = 10,
+    steps: Annotated[int, typer.Option(
+        help=f"Rows of the table (rho values) per setting, 1 to {MAX_STEPS:,}.")] = 10,
     out: Annotated[Path | None, typer.Option(
         help="Write the figure (the paper's Figure 2) as a PNG here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -188,7 +218,9 @@ def delta(
         from poisoncert.plots import FIGURE2_SETTINGS, delta_curves, plot_delta
 
         model = check_choice(model, "model", "delta", MODELS, MODEL_ALIASES)
-        steps = check_int(steps, "steps", "delta", low=1)
+        steps = check_int(steps, "steps", "delta", low=1, high=MAX_STEPS)
+        if rho_max is not None:
+            rho_max = check_int(rho_max, "rho_max", "delta", low=1, high=INT_LIMIT)
         if (n is None) != (ns is None):
             raise param_error("ns" if ns is None else "n", "delta",
                               "given together with --n / --ns", None)

@@ -1,36 +1,58 @@
-"""The progress bar of ``poisoncert train`` and ``poisoncert demo`` (rich)."""
+"""The progress bar of ``poisoncert train``, ``demo`` and ``predict`` (rich).
+
+The rate is the work done since the bar started divided by the time since then (so bursts of
+finished chunks, as from workers or Ray, do not inflate it), and the ETA is the work left at
+that rate; before the first unit of work is done both show ``--``.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["rich_progress"]
+__all__ = ["rich_progress", "rate_and_eta"]
+
+
+def rate_and_eta(done: float, left: float, seconds: float) -> tuple[float | None, float | None]:
+    """``(rate, eta)``: units per second since the start, and the seconds left at that rate;
+    ``(None, None)`` before anything is done."""
+    if done <= 0 or seconds <= 0:
+        return None, None
+    rate = done / seconds
+    return rate, max(0.0, left) / rate
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 @contextmanager
-def rich_progress(total: int, completed: int, label: str) -> Iterator[Callable[[int], None]]:
-    """A rich progress bar in base classifiers, with models/s and ETA; yields ``advance(k)``
-    (a ``poisoncert.experiment.ProgressDisplay``)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        ProgressColumn,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def rich_progress(total: int, completed: int, label: str, *, unit: str = "models"
+                  ) -> Iterator[Callable[[int], None]]:
+    """A rich progress bar in ``unit`` s (base classifiers by default), with the rate and ETA
+    since it started; yields ``advance(k)`` (a ``poisoncert.experiment.ProgressDisplay``).
+    ``advance`` may be called from any thread."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
     from rich.text import Text
+
+    start = time.monotonic()
 
     class RateColumn(ProgressColumn):
         def render(self, task):
-            speed = task.finished_speed or task.speed
-            return Text("-- models/s" if speed is None else f"{speed:.1f} models/s")
+            elapsed = time.monotonic() - start
+            rate, eta = rate_and_eta(task.completed - completed, task.total - task.completed,
+                                     elapsed)
+            speed = "--" if rate is None else f"{rate:.3g}" if rate < 100 else f"{rate:.0f}"
+            return Text(f"{speed} {unit}/s {_clock(elapsed)} ETA {_clock(eta)}")
 
-    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(bar_width=20),
-                   MofNCompleteColumn(), RateColumn(), TimeElapsedColumn(), TextColumn("ETA"),
-                   TimeRemainingColumn())
+    bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=12),
+                   MofNCompleteColumn(), RateColumn())
     with bar:
         tid = bar.add_task(label, total=total, completed=completed)
         yield lambda k: bar.advance(tid, k)

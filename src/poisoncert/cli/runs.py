@@ -7,11 +7,13 @@ progress bar is ``cli/progress.py``'s.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from poisoncert._validation import param_error
 from poisoncert.cli.certs import library_errors
 
 __all__ = ["certify", "demo", "register", "train"]
@@ -24,6 +26,19 @@ def register(app: typer.Typer) -> None:
     app.command("train", context_settings=_EXTRA)(train)
     app.command("certify")(certify)
     app.command("demo")(demo)
+
+
+def parse_rhos(text: str | None, name: str = "--rhos", where: str = "certify") -> list[int]:
+    """``"0,50,100"`` -> ``[0, 50, 100]`` (a ``ValueError`` naming the option otherwise)."""
+    if text is None:
+        return []
+    try:
+        out = [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        out = []
+    if not out or min(out) < 0:
+        raise param_error(name, where, "comma-separated ints >= 0, e.g. 0,50,100", text)
+    return out
 
 
 def _console():
@@ -39,7 +54,8 @@ def train(
         "--run-dir", help="Run directory (default: runs/<config name>). An existing run with "
                           "the same config is resumed.")] = None,
     executor: Annotated[str, typer.Option(
-        help="Where chunks run: local | ray (needs poisoncert[ray]).")] = "local",
+        help="Where chunks run: local | ray (needs the extra: pip install "
+             "\"poisoncert\\[ray]\").")] = "local",
     workers: Annotated[int | None, typer.Option(
         help="Local worker processes (overrides training.workers); with --executor ray, "
              "chunks at once (default: all CPUs of the Ray instance).")] = None,
@@ -48,7 +64,16 @@ def train(
              "start a local Ray instance.")] = None,
     device: Annotated[str | None, typer.Option(
         help="cpu | cuda (overrides training.device).")] = None,
+    devices: Annotated[str | None, typer.Option(
+        help="Local executor: GPUs to use, one worker each: 'all' or 'cuda:0,cuda:1'.")] = None,
+    gpus_per_task: Annotated[float | None, typer.Option(
+        help="--executor ray: GPUs per chunk task (fractions share a GPU).")] = None,
+    rhos: Annotated[str | None, typer.Option(
+        "--rhos", help="Radii for certify's table, comma-separated, e.g. 0,50,100 (sets "
+                       "certify.rhos).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (no "
+                                                         "progress bar).")] = False,
 ) -> None:
     """Train the base classifiers of an experiment and store their test predictions.
 
@@ -65,12 +90,30 @@ def train(
             overrides["training.workers"] = str(workers)
         if device is not None:
             overrides["training.device"] = device
+        if (devices is not None or gpus_per_task) and device is None:
+            overrides["training.device"] = "cuda"
+        if rhos is not None:
+            overrides["certify.rhos"] = rhos
         cfg = load_config(config, overrides)
         ray = executor.strip().lower() == "ray"
-        ex = make_executor(executor, workers=workers if ray else cfg.execution.workers,
-                           address=address)
+        if address is not None and not ray:  # would be ignored: an error (issue 9)
+            from poisoncert._validation import param_error
+
+            raise param_error("address", "train", "given only with --executor ray", address)
+        local_workers = None if devices is not None and workers is None else (
+            cfg.execution.workers)
+        ex = make_executor(executor, workers=workers if ray else local_workers,
+                           address=address, devices=devices, gpus_per_task=gpus_per_task)
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
-        res = train_run(cfg, run_dir, executor=ex, progress=None if quiet else rich_progress)
+        res = train_run(cfg, run_dir, executor=ex,
+                        progress=None if quiet or as_json else rich_progress)
+    if as_json:
+        typer.echo(json.dumps({
+            "run_dir": str(res.run_dir), "T": res.T, "n": res.n, "n_test": len(res.labels),
+            "chunks_trained": res.chunks_trained, "chunks_resumed": res.chunks_skipped,
+            "seconds": round(res.seconds, 3), "accuracy": res.accuracy,
+            "base_accuracy": res.base_accuracy}, indent=1))
+        return
     typer.echo(f"Trained {res.T} base classifiers ({res.chunks_trained} chunks trained, "
                f"{res.chunks_skipped} resumed) in {res.seconds:.1f} s.")
     typer.echo(f"Majority-vote accuracy {res.accuracy:.4f}, mean base-classifier accuracy "
@@ -88,20 +131,42 @@ def certify(
              "(default: the run's certify.method).")] = None,
     model: Annotated[str | None, typer.Option(
         help="Poisoning model P1 ... P6 (default: the run's certify.model).")] = None,
+    rhos: Annotated[str | None, typer.Option(
+        "--rhos", help="Radii for the table, comma-separated, e.g. 0,50,100 (default: "
+                       "certify.rhos).")] = None,
     rho: Annotated[list[int] | None, typer.Option(
-        "--rho", help="Radius for the table; repeat for several (default: certify.rhos).")
+        "--rho", help="One radius for the table; repeat for several (the same as --rhos).")
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
     aggregation: Annotated[str | None, typer.Option(
         help="vote | roe (run-off election: partition / finite_aggregation runs trained with "
              "run.store_ranks; writes certificates_roe.csv, ...).")] = None,
+    no_verify: Annotated[bool, typer.Option(
+        "--no-verify", help="Certify without checking the run's files against the checksums "
+                            "and config hash in its manifest (for files edited on purpose; "
+                            "said in the output).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
+    ] = False,
 ) -> None:
-    """Certify every test example of a run; print certified accuracy against rho."""
+    """Certify every test example of a run; print certified accuracy against rho.
+
+    The run's files are first checked against its manifest (checksums, config hash,
+    consistency of votes, predictions and labels); a file that does not match is an error.
+    """
     with library_errors():
         from poisoncert.experiment import certify_run
 
-        res = certify_run(run_dir, alpha=alpha, method=method, model=model, rhos=rho or None,
-                          plot=not no_plot, aggregation=aggregation)
+        radii = parse_rhos(rhos, "--rhos") + list(rho or [])
+        res = certify_run(run_dir, alpha=alpha, method=method, model=model,
+                          rhos=radii or None, plot=not no_plot, verify=not no_verify,
+                          aggregation=aggregation)
+    if as_json:
+        typer.echo(json.dumps({"summary": res.summary,
+                               "certified_accuracy": [{"rho": r, "certified_accuracy": a}
+                                                      for r, a in res.table.rows()],
+                               "files": {k: str(v) for k, v in res.paths.items()}},
+                              indent=1, default=str))
+        return
     from rich.table import Table
 
     s = res.summary
@@ -111,6 +176,11 @@ def certify(
     for r, a in res.table.rows():
         table.add_row(str(r), f"{a:.4f}")
     con = _console()
+    note = s.get("verification", "")
+    if s.get("verified"):
+        con.print(note, markup=False, highlight=False, soft_wrap=True)
+    else:  # skipped (--no-verify) or a run without checksums: a warning on stderr
+        typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
     setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "n", "ns", "p", "model", "alpha",
                                                  "method", "T") if s.get(k) is not None)
     con.print(setting, markup=False, highlight=False)
@@ -129,6 +199,8 @@ def demo(
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
     quick: Annotated[bool, typer.Option(hidden=True, help="A tiny version (tests).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (no "
+                                                         "progress bars).")] = False,
 ) -> None:
     """Train and certify on scikit-learn's digits with the three selection schemes (no
     downloads); print the certified accuracy against rho and draw the three curves."""
@@ -137,8 +209,17 @@ def demo(
         from poisoncert.executors import LocalExecutor
         from poisoncert.experiment import DEMO_SCHEMES, run_demo
 
-        res = run_demo(out, quick=quick, progress=None if quiet else rich_progress,
+        res = run_demo(out, quick=quick, progress=None if quiet or as_json else rich_progress,
                        executor=LocalExecutor(workers))
+    if as_json:
+        typer.echo(json.dumps({
+            "runs": {s: {"run_dir": str(res.out_dir / s), "accuracy": res.runs[s].accuracy,
+                         "certified_accuracy": [{"rho": r, "certified_accuracy": a}
+                                                for r, a in res.tables[s].rows()]}
+                     for s in DEMO_SCHEMES},
+            "files": {k: str(v) for k, v in res.paths.items()},
+            "seconds": round(res.seconds, 3)}, indent=1))
+        return
     from rich.table import Table
 
     table = Table(title="Certified accuracy on digits (model P6, alpha 0.001)")

@@ -52,7 +52,12 @@ _QUIET_KEYS = {"selection.d": None, "selection.r": None, "run.store_ranks": Fals
 #: default, so run directories written before they existed keep their hash (and resume).
 _LATER_KEYS = {"training.rotation": 0.0, "training.scale": 0.0, "training.shear": 0.0,
                "training.elastic": 0.0, "training.lr_schedule": "constant",
-               "data.deskew": False, **_QUIET_KEYS}
+               "data.deskew": False, "training.model_kwargs": None, **_QUIET_KEYS}
+
+#: Keys whose null default was ``false`` before: hashed as ``false``, so earlier runs keep
+#: their hash (``training.save_weights``: null = on for torch models; it never changes a
+#: prediction).
+_NULL_WAS_FALSE = ("training.save_weights",)
 
 #: Keys that never change a run's predictions, so they may differ when a run is resumed.
 RESUMABLE_KEYS = ("training.workers",)
@@ -76,9 +81,14 @@ def _keys(section: str) -> list[str]:
 def to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
     """The config as the plain nested dicts of its YAML file (JSON-ready), sections and keys
     in their fixed order."""
-    return {section: {key: value for attr, _ in _records(section)
+    return {section: {key: _plain(value) for attr, _ in _records(section)
                       for key, value in dataclasses.asdict(getattr(cfg, attr)).items()}
             for section in SECTIONS}
+
+
+def _plain(value):
+    """A config value as YAML and JSON write it (a ``ModelRef`` is its text)."""
+    return str(value) if isinstance(value, str) and type(value) is not str else value
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
@@ -105,6 +115,12 @@ def config_hash(cfg: ExperimentConfig) -> str:
         d[section].pop(name)
     if not d["training"].get("two_phase"):
         d["training"].pop("phase2_steps", None)  # no phase 2 is trained: cannot matter
+    if d["training"].get("group_size") == "auto":  # "auto" is the former default, null
+        d["training"]["group_size"] = None
+    for key in _NULL_WAS_FALSE:
+        section, name = key.split(".")
+        if d[section].get(name, False) is None:
+            d[section][name] = False
     for key, default in _LATER_KEYS.items():  # at their defaults: earlier runs' hashes
         section, name = key.split(".")
         if section in d and name in d[section] and d[section][name] == default:
@@ -186,16 +202,53 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     if path is not None:
         path = Path(path)
         try:
-            text = path.read_text()
+            text = path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"Cannot read the config file '{path}': {e.strerror or e}.") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"The config file '{path}' is not YAML text: byte "
+                              f"{e.object[e.start]:#04x} at offset {e.start} is not "
+                              "UTF-8.") from None
         try:
-            d = yaml.safe_load(text)
+            d = yaml.load(text, Loader=_UniqueKeyLoader)
+        except _DuplicateKey as e:
+            raise ConfigError(f"The config file '{path}' {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
+        if d is not None and not isinstance(d, dict):
+            raise ConfigError(f"The config file '{path}' must hold a mapping of sections (data, "
+                              f"selection, training, ...); it holds a {type(d).__name__}.")
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
     return from_dict(d, overrides)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (YAML leaves it to
+    the reader; PyYAML would keep the last silently). Merge keys (``<<``) may be overridden."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        where = (f"line {line}" if seen[key] == line
+                                 else f"lines {seen[key]} and {line}")
+                        raise _DuplicateKey(f"has the key {key!r} twice in one mapping "
+                                            f"({where}).")
+                    seen[key] = line
+                except TypeError:  # an unhashable key: PyYAML's own error follows
+                    continue
+        return super().construct_mapping(node, deep=deep)
 
 
 def parse_overrides(args: list[str] | tuple[str, ...]) -> dict[str, str]:
@@ -273,7 +326,8 @@ _NONE = {"null", "none", "~", ""}
 
 def _plain_types(args) -> list:
     """The types of a union a file can hold (a model is a str there, or else a callable)."""
-    return [a for a in args if a in (int, float, bool, str) or typing.get_origin(a) is list]
+    return [a for a in args
+            if a in (int, float, bool, str) or typing.get_origin(a) in (list, dict)]
 
 
 def _type_text(tp) -> str:
@@ -284,6 +338,8 @@ def _type_text(tp) -> str:
         return text + " or null" if type(None) in args else text
     if origin is list:
         return f"a list of {_type_text(args[0])}s"
+    if origin is dict:
+        return "a mapping"
     return {int: "an int", float: "a real number", bool: "a boolean (true or false)",
             str: "a string"}.get(tp, str(tp))
 
@@ -296,11 +352,12 @@ def _coerce(value, tp, key: str, from_text: bool):
     if origin in (typing.Union, types.UnionType):
         if value is None or (from_text and value.strip().lower() in _NONE):
             return None
-        (tp,) = _plain_types(args)
-        try:
-            return _coerce(value, tp, key, from_text)
-        except ConfigError:
-            raise ConfigError(str(bad)) from None
+        for option in _plain_types(args):  # in order: int before str (group_size: auto)
+            try:
+                return _coerce(value, option, key, from_text)
+            except ConfigError:
+                continue
+        raise ConfigError(str(bad))
     if origin is list:
         if from_text:
             text = value.strip()
@@ -317,6 +374,15 @@ def _coerce(value, tp, key: str, from_text: bool):
             return [_coerce(v, args[0], key, from_text and isinstance(v, str)) for v in value]
         except ConfigError:
             raise ConfigError(str(bad)) from None
+    if origin is dict:
+        if from_text:
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                raise ConfigError(str(bad)) from None
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(str(bad))
+        return dict(value)
     if tp is bool:
         if isinstance(value, bool):
             return value

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from poisoncert import bounds
-from poisoncert._validation import check_int, check_real, param_error
+from poisoncert._validation import INT_LIMIT, check_int, check_real, param_error
 from poisoncert.data import registry as data_registry
 from poisoncert.selection import (
     FINITE_AGGREGATION,
@@ -59,7 +59,7 @@ SCHEMES = (*PLAN_SCHEMES, *NEAREST_NEIGHBOURS)
 #: Aggregations ``certify`` offers: the majority vote, or the run-off election (partition and
 #: finite_aggregation runs that stored their base classifiers' rankings, ``run.store_ranks``).
 AGGREGATIONS = ("vote", "roe")
-PATHS = ("fast", "reference")
+PATHS = ("fast", "vmap", "reference")
 DEVICES = ("cpu", "cuda")
 
 WHERE = "the config"
@@ -297,16 +297,19 @@ DEFAULT_SELECTION = {"scheme": "binomial", "ns": 50, "T": 100}
 class ExecutionConfig:
     """How a run executes (YAML keys of the ``training`` section).
 
-    ``path`` is ``fast`` (stacked groups) or ``reference`` (one model at a time; the two agree
-    to rounding); ``workers`` is the number of local processes (it never changes the
+    ``path`` is ``fast`` (stacked groups), ``vmap`` (stacked through ``torch.func.vmap`` even
+    where a hand-written stacked twin exists) or ``reference`` (one model at a time; they
+    agree to rounding); ``workers`` is the number of local processes (it never changes the
     predictions); ``device`` ``cpu`` or ``cuda``; ``save_weights`` keeps every trained torch
-    classifier's weights in the run directory (``weights/``).
+    classifier's weights in the run directory (``weights/``, read by ``poisoncert.Ensemble``):
+    ``None`` (the default) means on for a torch model trained by Algorithm 2 and off
+    otherwise (``ExperimentConfig.keeps_weights``); ``false`` opts out.
     """
 
     path: str = "fast"
     workers: int = 1
     device: str = "cpu"
-    save_weights: bool = False
+    save_weights: bool | None = None
 
     def __post_init__(self) -> None:
         _put(self, "path", _choice(self.path, "training.path", PATHS))
@@ -353,9 +356,10 @@ class CertifyConfig:
         _put(self, "method", _choice(self.method, "certify.method", METHODS))
         _put(self, "model", _choice(self.model, "certify.model", bounds.MODELS,
                                     bounds.MODEL_ALIASES))
-        if any(isinstance(rho, bool) or not isinstance(rho, int) or rho < 0
-               for rho in self.rhos):
-            raise config_error("certify.rhos", "a list of ints >= 0", self.rhos)
+        if any(isinstance(rho, bool) or not isinstance(rho, int) or not 0 <= rho <= INT_LIMIT
+               for rho in self.rhos):  # no int64 overflow later
+            raise config_error("certify.rhos", f"a list of ints in the range [0, {INT_LIMIT}]",
+                               self.rhos)
         _put(self, "rhos", sorted(set(self.rhos)))
 
 
@@ -398,8 +402,13 @@ class ExperimentConfig:
             if learner is not None:
                 raise config_error("training.two_phase", "false for a scikit-learn learner",
                                    True)
+        if self.training.dtype in ("tf32", "bfloat16") and self.execution.device != "cuda":
+            raise config_error("training.dtype", "'float32' or 'float64' with training.device "
+                               f"{self.execution.device!r} (tf32 and bfloat16 are for cuda)",
+                               self.training.dtype)
         if learner is not None and self.execution.save_weights:
-            raise config_error("training.save_weights", "false for a scikit-learn learner", True)
+            raise config_error("training.save_weights", "false or null for a scikit-learn "
+                               "learner", True)
         scheme = self.selection.scheme
         if self.run.store_ranks:
             if scheme not in (PARTITION, FINITE_AGGREGATION):
@@ -415,6 +424,18 @@ class ExperimentConfig:
                                "roe")
         if scheme in NEAREST_NEIGHBOURS and self.algorithm.two_phase:
             raise config_error("training.two_phase", f"false for the {scheme} scheme", True)
+
+    @property
+    def keeps_weights(self) -> bool:
+        """Whether a run keeps its classifiers' weights: ``training.save_weights``, or when
+        it is null (the default) for a torch model trained by Algorithm 2 (a scikit-learn
+        learner has none; a two-phase run's classifiers are not kept; knn / rnn have no base
+        classifiers)."""
+        if (self.training.sklearn_learner is not None or self.algorithm.two_phase
+                or self.selection.scheme in NEAREST_NEIGHBOURS):
+            return False
+        save = self.execution.save_weights
+        return True if save is None else bool(save)
 
     @property
     def T(self) -> int:

@@ -84,5 +84,5 @@ def download_file(known: KnownFile, dest: Path, *, timeout: float | None = None)
     raise DownloadError(
         f"Could not download {dest.name}. Tried:\n{tried}\n"
         f"Download it by hand from one of these URLs and put it in {dest.parent}, or put it "
-        f"in a folder that you name with data_dir (CLI: --data-dir) or ${ENV_VAR}."
+        f"in a folder that you name with data_dir (CLI: --data.data_dir) or ${ENV_VAR}."
     )

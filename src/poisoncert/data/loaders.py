@@ -32,6 +32,9 @@ DIGITS_SPLIT_SEED = 0
 DIGITS_TRAIN_FRACTION = 0.8
 
 _NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+#: Largest class id of an ``npz:`` data set: predictions are stored as int16 with -1 for an
+#: abstaining classifier, so class ids (and their count) stay within [0, 2**15 - 2].
+MAX_CLASS_ID = 2**15 - 2
 _PARALLEL_MIN = 1 << 22  # elements: below this, converting in one thread is as fast
 
 
@@ -49,10 +52,13 @@ def load_dataset(name: str, *, data_dir=None, classes=None, download: bool = Fal
         ``y_train``, ``x_test``, ``y_test`` (and optionally ``class_names``), read with
         ``allow_pickle=False``. ``x`` may be uint8 (scaled by 1/255), bool, or float in [0, 1],
         shaped (N, F), (N, H, W) (a channel axis is added) or (N, C, H, W). The path is
-        relative to the working directory; ``data_dir``, ``download`` and ``verify`` do not
-        apply to it (its SHA-256 is recorded in ``source``).
+        relative to the working directory; ``data_dir`` and ``download`` do not apply to it
+        (nor to ``"digits"``) and are refused, ``verify`` is ignored (its SHA-256 is recorded
+        in ``source``). Labels are class ids in ``[0, MAX_CLASS_ID]``.
     data_dir
-        A folder searched first (see :mod:`poisoncert.data.paths` for the full search order:
+        A folder searched first; one that does not exist is an error (with ``download``:
+        the folder the files are downloaded into, and nothing else is searched). See
+        :mod:`poisoncert.data.paths` for the full search order:
         ``data_dir``, ``$POISONCERT_DATA``, ``./data``, ``shared/data`` above the working
         directory or the package, ``~/.cache/poisoncert``, Debian's ``/usr/share/datasets``).
     classes
@@ -84,6 +90,7 @@ def load_dataset(name: str, *, data_dir=None, classes=None, download: bool = Fal
         if not isinstance(value, bool):
             raise param_error(flag, _WHERE, "a bool", value)
     if name.strip().lower().startswith("npz:"):
+        _no_files_options(data_dir, download, "an 'npz:<path>' data set (its path is the name)")
         return _load_npz(name.strip(), classes)
     key = name.strip().lower().replace("-", "_")
     key = ALIASES.get(key, key)
@@ -93,10 +100,21 @@ def load_dataset(name: str, *, data_dir=None, classes=None, download: bool = Fal
     # mnist17 offers only its two classes: classes=(7, 1) reorders them, (2, 3) is refused.
     chosen = _check_classes(classes, spec.default_classes or spec.class_ids, spec.default_classes)
     if spec.kind == "digits":
+        _no_files_options(data_dir, download, "'digits' (bundled with scikit-learn)")
         return _load_digits(spec, chosen)
 
     roots = search_roots(spec, data_dir)
-    located, partial = locate(spec, roots)
+    named_missing = data_dir is not None and not Path(data_dir).expanduser().is_dir()
+    if named_missing and (download is False or Path(data_dir).expanduser().exists()):
+        folder = Path(data_dir).expanduser()
+        state = "is not a folder" if folder.exists() else "does not exist"
+        raise DatasetNotFoundError(
+            f"The data folder '{folder}' (data_dir; CLI: --data.data_dir) {state}. Name a "
+            f"folder holding the {spec.title} files (or a new one with download=True, CLI: "
+            "--data.download true, to fetch them into it), or leave data_dir out to search "
+            "the usual places.")
+    # A named folder that does not exist yet is the download target: nothing else is searched.
+    located, partial = (None, []) if named_missing else locate(spec, roots)
     if located is None:
         if not download:
             raise _not_found(spec, roots, partial, data_dir)
@@ -126,6 +144,14 @@ def load_dataset(name: str, *, data_dir=None, classes=None, download: bool = Fal
         classes=chosen, class_names=tuple(names[spec.class_ids.index(c)] for c in chosen),
         source=source,
     )
+
+
+def _no_files_options(data_dir, download: bool, what: str) -> None:
+    """``data_dir`` and ``download`` would be ignored for data that needs no search: refuse."""
+    if data_dir is not None:
+        raise param_error("data_dir", _WHERE, f"None for {what}", str(data_dir))
+    if download:
+        raise param_error("download", _WHERE, f"False for {what}", download)
 
 
 def _names_text() -> str:
@@ -180,8 +206,9 @@ def _not_found(spec: DatasetSpec, roots, partial, data_dir) -> DatasetNotFoundEr
     lines += [f"  incomplete: {p}" for p in partial]
     first_url = next(iter(spec.files.values())).urls[:1]
     lines.append(
-        "Put the files in one of these places, or point data_dir= (CLI: --data-dir) or "
-        f"${ENV_VAR} at a folder holding them, or pass download=True to fetch them"
+        "Put the files in one of these places, or point data_dir= (CLI: --data.data_dir) or "
+        f"${ENV_VAR} at a folder holding them, or pass download=True (CLI: --data.download "
+        "true) to fetch them"
         + (f" (from {first_url[0]} ...)" if first_url else "")
         + f" into {download_dir(spec, data_dir)}."
     )
@@ -293,6 +320,11 @@ def _load_npz(name: str, classes) -> Dataset:
     if not path.is_file():
         raise DatasetNotFoundError(f"{path} (from the data set name {name!r}) is not a file.")
     raw = read_file(path, decompress=False)
+    head = bytes(raw.data[:6])
+    if not head.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+        raise DataFormatError(
+            f"{path} is not a .npz archive (a zip file of arrays, as numpy.savez writes): it "
+            f"starts with {head!r}.")
     try:
         npz = np.load(io.BytesIO(raw.data), allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
@@ -393,4 +425,12 @@ def _check_npz_y(y: np.ndarray, key: str, n: int, path: Path) -> np.ndarray:
             f"{path}: {key} must be a 1-D integer array of {n:,} labels (one per input); got "
             f"dtype {y.dtype}, shape {y.shape}."
         )
+    if len(y):
+        lo, hi = y.min(), y.max()
+        if lo < 0 or hi > MAX_CLASS_ID:
+            bad = int(lo) if lo < 0 else int(hi)
+            raise DataFormatError(
+                f"{path}: {key} holds the label {bad}, outside the allowed class ids "
+                f"[0, {MAX_CLASS_ID}]."
+            )
     return y.astype(np.int64, copy=False)

@@ -2,7 +2,8 @@
 
 Places searched, in order (the first place holding a data set's complete set of files wins):
 
-1. the ``data_dir`` argument (CLI: ``--data-dir``);
+1. the ``data_dir`` argument (CLI: ``--data.data_dir``); a named folder that does not exist
+   is an error (or, with ``download``, the download target: nothing else is searched);
 2. the ``POISONCERT_DATA`` environment variable (several folders may be joined with
    ``os.pathsep``);
 3. ``./data`` in the working directory;

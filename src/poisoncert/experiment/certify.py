@@ -17,12 +17,17 @@ import numpy as np
 
 from poisoncert import certify as certificates
 from poisoncert import runs, selection
+from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.ranks import RANKS
 from poisoncert.runs import RunDir, RunError
 
-__all__ = ["CertifiedAccuracy", "CertifyResult", "accuracy_curve", "certify_run",
-           "curve_label"]
+#: Schemes whose certificate is deterministic (``alpha`` and ``method`` do not apply).
+DETERMINISTIC = (selection.PARTITION, selection.FINITE_AGGREGATION,
+                 *selection.NEAREST_NEIGHBOURS)
+
+__all__ = ["DETERMINISTIC", "CertifiedAccuracy", "CertifyResult", "accuracy_curve",
+           "certificate_rows", "certify_run", "certify_votes", "curve_label", "rows_csv"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,7 +72,7 @@ def _manifest_data(rd: RunDir) -> dict:
 
 def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str | None = None,
                 model: str | None = None, rhos=None, plot: bool = True,
-                aggregation: str | None = None) -> CertifyResult:
+                aggregation: str | None = None, verify: bool = True) -> CertifyResult:
     """Certify every test example of a trained run and write the results beside it.
 
     Options default to the run's ``certify`` config section. ``n`` is ``|D^p|``, the number of
@@ -83,9 +88,28 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     run-off election writes them with the suffix ``_roe`` (``certificates_roe.csv``, ...), so
     both aggregations of one run sit side by side. Returns ``(certificate, table)`` with the
     certified accuracy at ``rhos``.
+
+    The run is certified under its lock, after ``RunDir.verify`` (checksums, config hash,
+    consistency; a ``RunError`` names the first file that does not match); ``verify=False``
+    skips that, and ``summary["verification"]`` says which was done.
     """
     rd = RunDir(run_dir)
+    with rd.lock():  # one process at a time; verified before anything is read
+        return _certify_locked(rd, alpha, method, model, rhos, plot, verify, aggregation)
+
+
+def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: bool,
+                    aggregation: str | None) -> CertifyResult:
     cfg = rd.load_config()
+    if cfg.selection.scheme in DETERMINISTIC and (alpha, method) != (None, None):
+        name, value = ("alpha", alpha) if alpha is not None else ("method", method)
+        what = ("partition (DPA)" if cfg.selection.scheme == selection.PARTITION
+                else cfg.selection.scheme)
+        raise param_error(name, "certify", f"left out for a {what} run, whose certificate is "
+                          "deterministic", value)
+    checked = rd.verify() if verify else {
+        "verified": None, "note": "not verified (--no-verify): the run's files were not "
+                                  "checked against its manifest"}
     options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model),
                                  ("aggregation", aggregation)) if v is not None}
     if rhos is not None:
@@ -111,7 +135,8 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
                                                            None if nn else T, radius_dpa))
     runs.save_text(paths["certified_accuracy"], _curve_csv(curve))
     summary = {**cert.summary(labels), "T": T, "n_classes": int(votes.shape[1]),
-               "certified_accuracy": {str(r): a for r, a in table.rows()}}
+               "certified_accuracy": {str(r): a for r, a in table.rows()},
+               "verified": checked["verified"], "verification": checked["note"]}
     if radius_dpa is not None:
         summary["radius_dpa_median"] = float(np.median(radius_dpa[cert.prediction >= 0])) \
             if np.any(cert.prediction >= 0) else float("nan")
@@ -153,7 +178,8 @@ def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int):
         cert = runoff.roe_certify(np.load(rd / RANKS, allow_pickle=False), d=d, model=c.model)
         return cert, cert.buckets
     if scheme == selection.PARTITION:
-        return certificates.dpa_certify(votes, model=c.model), None
+        return certify_votes(cfg, n, votes, labels, alpha=c.alpha, method=c.method,
+                             model=c.model), None
     if scheme == selection.FINITE_AGGREGATION:
         cert = aggregation.fa_certify(rd.load(runs.PREDICTIONS), d=sel.d, n_classes=C,
                                       model=c.model)
@@ -168,11 +194,31 @@ def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int):
     if scheme == "rnn":
         cert = knn.rnn_certify(votes, model=c.model)
         return cert, knn.rnn_certify(votes, model=c.model, unit="dpa").radius
-    # binomial with ns: p = ns / n, as drawn
+    return certify_votes(cfg, n, votes, labels, alpha=c.alpha, method=c.method,
+                         model=c.model), None
+
+
+def certify_votes(cfg: ExperimentConfig, n: int, votes: np.ndarray, labels=None, *,
+                  alpha: float, method: str, model: str):
+    """The certificates of a run's vote counts: ``certify.dpa_certify`` for the partition
+    scheme (deterministic; ``alpha`` and ``method`` do not apply), else ``certify.certify``
+    with the run's selection, ``n = |D^p|`` and ``T`` (``labels``, class indices, only for the
+    ``true_label*`` methods). ``certify_run`` and ``poisoncert.Ensemble.certify`` both call
+    this, so new inputs are certified exactly as a run's test set is. The vote counts do not
+    determine the certificates of finite_aggregation (which classifiers voted matters:
+    ``aggregation.fa_certify`` of the predictions) or knn / rnn runs: a ``ValueError``."""
+    if cfg.selection.scheme not in selection.ALL_SCHEMES:
+        raise ValueError(f"The certificate of a {cfg.selection.scheme} run is not a function of "
+                         "its vote counts: certify its predictions (experiment.certify_run).")
+    if cfg.selection.scheme == selection.PARTITION:
+        return certificates.dpa_certify(votes, model=model)
+    sel = cfg.selection  # binomial with ns: p = ns / n, as drawn
+    if method.startswith("true_label") and labels is None:
+        raise ValueError(f"The 'labels' parameter of certify must be the true labels for the "
+                         f"{method!r} method. Got None instead.")
     return certificates.certify(
-        votes, scheme=scheme, n=n, ns=sel.ns, p=sel.p, model=c.model, alpha=c.alpha,
-        method=c.method, T=cfg.T,
-        labels=labels if c.method.startswith("true_label") else None), None
+        votes, scheme=sel.scheme, n=int(n), ns=sel.ns, p=sel.p, model=model, alpha=alpha,
+        method=method, T=cfg.T, labels=labels if method.startswith("true_label") else None)
 
 
 def accuracy_curve(cert, labels, *, extra=()) -> CertifiedAccuracy:
@@ -206,27 +252,51 @@ def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int,
                      radius_dpa: np.ndarray | None = None) -> str:
     """One flat row per test example: the certificate's record plus label, correctness and
     the vote counts of the two top classes (and the radius in DPA's unit, where given)."""
+    return rows_csv(certificate_rows(cert, votes, labels, T, radius_dpa=radius_dpa))
+
+
+def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int | None,
+                     extra: dict[str, list] | None = None, *,
+                     radius_dpa: np.ndarray | None = None) -> list[dict]:
+    """The rows of ``certificates.csv``: per test point its index, ``label`` and ``correct``
+    (empty without ``labels``), ``prediction`` and ``radius``, the rest of the certificate's
+    record, the radius in DPA's unit (``radius_dpa``, where given), the two top classes with
+    their votes and the abstaining votes (not for nearest neighbours, ``T`` None, whose counts
+    are neighbours). ``extra``: more columns (name -> one value per row), placed after
+    ``index``."""
+    votes = np.asarray(votes)
     order = np.argsort(-votes, axis=1, kind="stable")
     rows = np.arange(votes.shape[0])
     first, second = order[:, 0], order[:, 1] if votes.shape[1] > 1 else order[:, 0]
-    extra = {
-        "label": labels, "correct": (np.asarray(cert.prediction) == labels).astype(int),
+    more = {
+        "label": labels,
+        "correct": None if labels is None else
+        (np.asarray(cert.prediction) == labels).astype(int),
         "top1_class": first, "top1_votes": votes[rows, first],
         "top2_class": second, "top2_votes": votes[rows, second],
         "abstain_votes": None if T is None else T - votes.sum(axis=1),
     }
     if T is None:  # nearest neighbours: the counts are neighbours, not classifiers
-        del extra["abstain_votes"]
+        del more["abstain_votes"]
     if radius_dpa is not None:
-        extra = {"radius_dpa": np.asarray(radius_dpa), **extra}
+        more = {"radius_dpa": np.asarray(radius_dpa), **more}
     records = cert.records()
-    out = io.StringIO()
-    head = ["index", "label", "prediction", "correct", "radius"]
-    keys = head + [k for k in records[0] if k not in head] + [k for k in extra if k not in head]
-    w = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
+    head = ["index", *(extra or {}), "label", "prediction", "correct", "radius"]
+    keys = head + [k for k in records[0] if k not in head] + [k for k in more if k not in head]
+    out = []
     for i, rec in enumerate(records):
-        w.writerow({**rec, **{k: _plain(v[i]) for k, v in extra.items()}})
+        row = {**rec, **{k: "" if v is None else _plain(v[i]) for k, v in more.items()},
+               **{k: v[i] for k, v in (extra or {}).items()}}
+        out.append({k: row[k] for k in keys})
+    return out
+
+
+def rows_csv(rows: list[dict]) -> str:
+    """Flat rows (same keys) as CSV text."""
+    out = io.StringIO()
+    w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
     return out.getvalue()
 
 

@@ -25,9 +25,10 @@ from typing import Protocol
 import numpy as np
 
 from poisoncert import twophase
-from poisoncert.config import ExperimentConfig, config_error
+from poisoncert.config import ConfigError, ExperimentConfig, config_error
 from poisoncert.experiment.split import DataSplit
 from poisoncert.training.settings import TrainConfig
+from poisoncert.training.user_model import ModelRef
 
 __all__ = ["Learner", "Phase2Model", "SklearnLearner", "TorchLearner", "TwoPhaseLearner",
            "check_learner", "make_learner", "train_phase2"]
@@ -132,7 +133,7 @@ def make_learner(cfg: ExperimentConfig, data: DataSplit,
                              "(experiment.learners.train_phase2).")
         return TwoPhaseLearner(_torch_learner(cfg, keep_weights=False), data.poisoned_labels,
                                phase2)
-    return _torch_learner(cfg, keep_weights=cfg.execution.save_weights)
+    return _torch_learner(cfg, keep_weights=cfg.keeps_weights)
 
 
 def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
@@ -143,11 +144,23 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
     from poisoncert import training
 
     shape = tuple(data.x_train.shape[1:])
+    model = cfg.training.model
     try:
-        training.build_model(cfg.training.model, shape, data.n_classes)
+        training.build_model(model, shape, data.n_classes)
     except ValueError as e:
+        if str(e).startswith("The 'training.model' parameter"):
+            raise ConfigError(str(e)) from None
         raise config_error("training.model", f"a model for inputs of shape {shape} ({e})",
-                           cfg.training.model) from None
+                           model) from None
+    except Exception as e:  # noqa: BLE001 - a user's factory failed: one line naming it
+        if not isinstance(model, ModelRef):
+            raise
+        key = "training.model_kwargs" if isinstance(e, TypeError) and model.kwargs else \
+            "training.model"
+        raise config_error(key, f"what {model}(input_shape={shape}, n_classes="
+                           f"{data.n_classes}, **model_kwargs) accepts ({type(e).__name__}: "
+                           f"{e})", model.kwargs if key.endswith("kwargs") else str(model)
+                           ) from None
     if cfg.execution.device == "cuda":
         import torch
 

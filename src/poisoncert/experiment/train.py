@@ -10,6 +10,7 @@ finished chunks are skipped and the result is bit-identical to an uninterrupted 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
@@ -27,8 +28,8 @@ from poisoncert.experiment.split import DataSplit, split_data, subset_plan
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import majority_vote
 
-__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "run_subsets",
-           "train_run"]
+__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "run_group_size",
+           "run_subsets", "train_run"]
 
 #: A progress display: ``display(total, completed, label)`` is a context manager yielding
 #: ``advance(k)``, called as ``k`` more base classifiers are trained (``poisoncert.cli.
@@ -58,15 +59,16 @@ class ChunkTrainer:
 
     Executors call it, in this process or elsewhere. It is picklable and small: the config,
     the chunks' ranges and the run's ``learner`` (``learners.make_learner``); ``data`` (the
-    run's ``DataSplit``) and ``progress`` (called as groups of ``k`` classifiers finish) serve
-    calls in this process and are not pickled: a trainer without ``data`` loads the data
-    itself on its first chunk and keeps it (an executor's worker keeps its trainer for the
-    whole run).
+    run's ``DataSplit``) and ``progress`` (``progress(chunk_id, k)``, called as groups of
+    ``k`` classifiers finish) serve calls in this process and are not pickled: a trainer
+    without ``data`` loads the data itself on its first chunk and keeps it (an executor's
+    worker keeps its trainer for the whole run, and gives it a ``progress`` that reports to
+    the calling process: ``attach_progress``).
     """
 
     def __init__(self, config: ExperimentConfig, ranges, learner: learners.Learner, *,
                  data: DataSplit | None = None,
-                 progress: Callable[[int], object] | None = None):
+                 progress: Callable[[int, int], object] | None = None):
         self.config = config
         self.ranges = tuple(ranges)
         self.learner = learner
@@ -76,6 +78,10 @@ class ChunkTrainer:
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "data": None, "progress": None, "_plan": None}
+
+    def attach_progress(self, send: Callable[[int, int], object]) -> None:
+        """Report progress through ``send(chunk_id, k)`` (an executor's worker set-up)."""
+        self.progress = send
 
     def __call__(self, chunk_id: int) -> ChunkResult:
         t0 = time.perf_counter()
@@ -87,19 +93,22 @@ class ChunkTrainer:
         start, stop = self.ranges[chunk_id]
         seeds = selection.model_seeds(cfg.selection.seed, stop - start, start=start)
         subsets, sizes = self._plan.subsets(start, seeds)
+        report = self.progress
+        chunk_progress = None if report is None else (lambda k: report(chunk_id, k))
         ranks = None
         if cfg.run.store_ranks:
             from poisoncert.experiment.ranks import train_predict_ranks
 
             predictions, ranks, weights = train_predict_ranks(self.learner, self.data, subsets,
-                                                              seeds, self.progress)
+                                                              seeds, chunk_progress)
         else:
             predictions, weights = self.learner.train_predict(self.data, subsets, seeds,
-                                                              self.progress)
+                                                              chunk_progress)
         if weights is not None:
+            from poisoncert.experiment.ensemble import weights_metadata
             from poisoncert.training.weights import weights_to_bytes
 
-            weights = weights_to_bytes(weights, {"start": start, "stop": stop})
+            weights = weights_to_bytes(weights, weights_metadata(cfg, start, stop, seeds))
         return ChunkResult(chunk_id=chunk_id, start=start, stop=stop, seeds=seeds, sizes=sizes,
                            predictions=np.asarray(predictions, dtype=np.int16), weights=weights,
                            seconds=time.perf_counter() - t0, ranks=ranks)
@@ -147,6 +156,41 @@ def _no_display(total: int, completed: int, label: str) -> Iterator[Callable[[in
     yield lambda k: None
 
 
+class _ProgressRelay:
+    """Progress of a run's chunks as groups finish, here or in workers: ``report(chunk_id,
+    k)`` counts ``k`` more classifiers of a chunk (ignored once the chunk is done: a worker's
+    report may arrive after its result), ``finish(chunk_id)`` counts the rest of the
+    chunk."""
+
+    def __init__(self, advance: Callable[[int], None], ranges):
+        self.advance = advance
+        self.size = [b - a for a, b in ranges]
+        self.counted = [0] * len(ranges)
+        self.done = [False] * len(ranges)
+
+    def report(self, chunk_id: int, k: int) -> None:
+        if self.done[chunk_id]:
+            return
+        k = min(int(k), self.size[chunk_id] - self.counted[chunk_id])
+        if k > 0:
+            self.counted[chunk_id] += k
+            self.advance(k)
+
+    def finish(self, chunk_id: int) -> None:
+        self.report(chunk_id, self.size[chunk_id])
+        self.done[chunk_id] = True
+
+
+def _map_chunks(executor: Executor, trainer, todo, report):
+    """``executor.map_chunks`` with worker progress where the executor takes it (an
+    executor written before ``progress`` existed is called without it)."""
+    import inspect
+
+    if report is None or "progress" not in inspect.signature(executor.map_chunks).parameters:
+        return executor.map_chunks(trainer, todo)
+    return executor.map_chunks(trainer, todo, progress=report)
+
+
 def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Path, *,
               executor: Executor | None = None,
               progress: ProgressDisplay | None = None) -> RunResult:
@@ -170,7 +214,8 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
         from poisoncert.experiment.neighbors import train_nn_run
 
-        return RunResult(**train_nn_run(cfg, rd, t0=t0))
+        with rd.lock():
+            return RunResult(**train_nn_run(cfg, rd, t0=t0))
     data = split_data(cfg.data)
     subset_plan(cfg.selection, data)
     learners.check_learner(cfg, data)
@@ -181,14 +226,29 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
             raise RunError(f"The data of the run '{rd.path}' has changed since it started "
                            f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
                            "resumed.")
-    resumed = rd.prepare(cfg, runs.build_manifest(cfg, data=data.summary.manifest()))
+    manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+    with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
+        return _train_locked(cfg, rd, data, manifest, executor, progress, t0)
+
+
+def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
+                  executor: Executor | None, progress: ProgressDisplay | None,
+                  t0: float) -> RunResult:
+    old_manifest = rd.load_manifest() if rd.exists() else None
+    group = _group_size(cfg, data, old_manifest)
+    manifest["engine"] = {"group_size": group}
+    resumed = rd.prepare(cfg, manifest)
+    # the learner trains with the group size resolved ("auto" -> the recorded size); the
+    # run's own config (its hash, its files) keeps "auto"
+    train_cfg = cfg if cfg.training.group_size == group else dataclasses.replace(
+        cfg, training=dataclasses.replace(cfg.training, group_size=group))
 
     T = cfg.T
     seeds = selection.model_seeds(cfg.selection.seed, T)
     for name, arr in ((runs.SEEDS, seeds), (runs.CLEAN_INDICES, data.clean_idx)):
         if not (rd / name).exists():
             runs.save_npy(rd / name, arr)
-    ranges = runs.chunk_ranges(T, cfg.run.chunk_size, cfg.training.models_per_group)
+    ranges = runs.chunk_ranges(T, cfg.run.chunk_size, group)
     store_ranks = cfg.run.store_ranks
     if store_ranks:
         from poisoncert.experiment import ranks as ranks_files
@@ -196,39 +256,35 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
             if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b])
                     and (not store_ranks or ranks_files.ranks_done(rd, cid, a, b)))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
-    if cfg.execution.save_weights:
+    if cfg.keeps_weights:
         rd.weights_dir.mkdir(exist_ok=True)
     two_phase = cfg.algorithm.two_phase
     phase2 = (learners.train_phase2(cfg, data)
               if two_phase and (todo or not (rd / PHASE2_JSON).exists()) else None)
-    learner = learners.make_learner(cfg, data, phase2) if todo else None
+    learner = learners.make_learner(train_cfg, data, phase2) if todo else None
 
     if executor is None:
         executor = LocalExecutor(cfg.execution.workers)
     display = progress or _no_display
     with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:
-        # a chunk trained in this process reports every group; one trained elsewhere is
-        # reported when it is done (a pickled trainer has neither the data nor the display)
-        reported = [0]
-
-        def on_group(k: int) -> None:
-            reported[0] += k
-            advance(k)
-
-        trainer = ChunkTrainer(cfg, ranges, learner, data=data,
-                               progress=on_group if progress else None)
-        for res in executor.map_chunks(trainer, todo):
+        relay = _ProgressRelay(advance, ranges)
+        report = relay.report if progress else None
+        trainer = ChunkTrainer(cfg, ranges, learner, data=data, progress=report)
+        for res in _map_chunks(executor, trainer, todo, report):
             if res.weights is not None:
                 runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
             if res.ranks is not None:  # before the chunk file, which marks the chunk done
                 ranks_files.save_chunk_ranks(rd, res.chunk_id, res.ranks)
             rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
                            sizes=res.sizes, predictions=res.predictions)
-            advance(res.stop - res.start - reported[0])
-            reported[0] = 0
+            relay.finish(res.chunk_id)
     predictions, votes, sizes = rd.assemble(ranges, data.y_test, data.n_classes)
     if store_ranks:
         ranks_files.assemble_ranks(rd, ranges)
+    if cfg.keeps_weights:
+        from poisoncert.experiment.ensemble import write_ensemble_record
+
+        write_ensemble_record(rd, cfg, data, ranges)
     if two_phase and not (rd / PHASE2_JSON).exists():
         from poisoncert import twophase
 
@@ -249,6 +305,27 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
                        "subset_size_mean": float(sizes.mean()),
                        "abstaining_classifiers": int(np.all(predictions < 0, axis=1).sum())})
     return result
+
+
+def run_group_size(rd: RunDir, cfg: ExperimentConfig) -> int:
+    """The group size a trained run used (``training.groups.recorded_group_size``: ``auto``
+    resolved from its manifest). Its chunks hold whole groups of it (``runs.chunk_ranges``)."""
+    from poisoncert.training.groups import recorded_group_size
+
+    return recorded_group_size(cfg.training, rd.load_manifest())
+
+
+def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None) -> int:
+    """The group size of a run: ``training.group_size``, or for ``auto`` the size a resumed
+    run recorded, else the size ``training.groups.auto_group_size`` picks for the device, the
+    model and ``T``."""
+    from poisoncert.training.groups import auto_group_size, recorded_group_size
+
+    tr = cfg.training
+    if old_manifest is not None or tr.group_size != "auto" or tr.sklearn_learner is not None:
+        return recorded_group_size(tr, old_manifest)
+    return auto_group_size(tr, cfg.execution.device, data.x_train.shape[1:], data.n_classes,
+                           n_models=cfg.T)
 
 
 def run_subsets(run_dir: str | Path) -> tuple[DataSplit, list[np.ndarray]]:

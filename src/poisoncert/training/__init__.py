@@ -6,6 +6,8 @@
   the ``(T, n_test)`` int16 prediction matrix (``-1``: an empty sub-dataset abstains);
 - ``sample_minibatches``, ``warp_images`` (``minibatches``): one classifier's draws;
 - ``build_model`` (``models``): ``lenet5``, ``cnn``, ``mlp``, ``resnet18`` or a factory;
+  their stacked forms (``fast``) and the stacked update (``optim.StackedOptimizer``);
+- ``auto_group_size`` (``groups``): the group size ``group_size: auto`` stands for;
 - ``train_predict_sklearn`` (``sklearn_learner``): a scikit-learn classifier as base learner;
 - ``save_weights`` / ``load_weights`` (``weights``): safetensors;
 - ``predict(cfg, state_dicts, x, ...)`` (``inference``): trained classifiers on new inputs,
@@ -23,6 +25,9 @@ import importlib
 _HOMES = {
     "ABSTAIN": "engine",
     "DEFAULT_GROUP_SIZE": "settings",
+    "StackedOptimizer": "optim",
+    "auto_group_size": "groups",
+    "evaluate": "inference",
     "LENET5_MNIST": "settings",
     "MLP": "models",
     "MODELS": "settings",

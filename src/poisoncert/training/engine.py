@@ -3,13 +3,19 @@
 ``train_predict`` is the entry point: classifier ``i`` is trained on ``x_train[subsets[i]]``
 (the paper's Algorithm 2: minibatches drawn with replacement, class-balanced, from the
 sub-dataset, ``D^c`` included when the caller appended it) for a fixed number of steps, then
-predicts every test sample. Two formulations give the same classifiers:
+predicts every test sample. Three formulations give the same classifiers (to rounding):
 
-- ``path="reference"``: one ``torch.nn.Module`` and one optimizer per classifier, a plain loop;
-- ``path="fast"``: ``group_size`` classifiers stacked as one network (``poisoncert.training.
-  fast``: grouped channels-last convolutions, batched matmuls, one optimizer over the stacked
-  tensors), for the architectures that have a stacked twin (``lenet5``, ``cnn``,
-  ``cnn_small``, ``mlp``); others use the per-model loop.
+- ``path="reference"``: one ``torch.nn.Module`` and one torch optimizer per classifier, a
+  plain loop;
+- ``path="fast"``: groups of classifiers stacked as one network (``training.fast``: the
+  hand-written twins of the built-in models, ``torch.func.vmap`` for other modules), their
+  parameters in one ``(G, P)`` tensor updated by one ``optim.StackedOptimizer`` step for the
+  whole group; models that cannot be stacked (dropout) use the per-model loop;
+- ``path="vmap"``: as ``fast`` but stacked through ``vmap`` even where a twin exists.
+
+Training draws (positions, shifts, warps, elastic grids) are numpy streams of the
+classifier's seed, moved to the device ``STEP_BLOCK`` steps at a time; test-set predictions
+come from ``inference.evaluate``, the function ``training.predict`` uses.
 
 Everything about classifier ``i`` (initialisation, minibatches, shifts) derives from
 ``selection.init_seed(seeds[i])``, its subset and the config, never from its neighbours.
@@ -18,6 +24,7 @@ Everything about classifier ``i`` (initialisation, minibatches, shifts) derives 
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,11 +34,13 @@ from torch.nn import functional as F
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.selection import init_seed
-from poisoncert.training.fast import stack_models, stackable
+from poisoncert.training.fast import stack_models, stacking
+from poisoncert.training.groups import auto_group_size
+from poisoncert.training.inference import evaluate, precision
 from poisoncert.training.minibatches import ImageBatcher, Minibatches, sample_minibatches
 from poisoncert.training.models import build_model, init_model
-from poisoncert.training.optim import make_optimizer, set_lr
-from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
+from poisoncert.training.optim import StackedOptimizer, lr_at, make_optimizer, set_lr
+from poisoncert.training.settings import CUDA_DTYPES, DEFAULT_GROUP_SIZE, TrainConfig
 from poisoncert.votes import ABSTAIN
 
 __all__ = [
@@ -42,7 +51,7 @@ __all__ = [
     "train_predict_with_weights",
 ]
 
-PATHS = ("fast", "reference")
+PATHS = ("fast", "vmap", "reference")
 
 
 # --------------------------------------------------------------------------------------------
@@ -68,43 +77,59 @@ class _CallSettings:
     path: str
     keep_weights: bool
     input_shape: tuple[int, ...] = field(default=())
+    group: int = DEFAULT_GROUP_SIZE
+
+
+#: Steps whose draws are moved to the device at once (bounds the memory of long runs).
+STEP_BLOCK = 64
+
+
+def autocast(cfg: TrainConfig, device: torch.device):
+    """bfloat16 autocast for ``dtype="bfloat16"`` (CUDA), else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=cfg.autocast_dtype is not None)
 
 
 def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     """Train the task's classifiers; their predictions ``(k, n_test)`` int16 and weights."""
     cfg = settings.cfg
     device = torch.device(settings.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
     dt = cfg.torch_dtype
     x = torch.as_tensor(task.x).to(device=device, dtype=dt)
     y = torch.as_tensor(task.y, dtype=torch.int64).to(device)
     images = x.ndim == 4
     batcher = ImageBatcher(x, cfg.max_shift if cfg.augment and images else 0)
-    draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:])
+    models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
+              for s in task.seeds]
+    kind = None if settings.path == "reference" else stacking(
+        models[0], how="vmap" if settings.path == "vmap" else "auto")
+    draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:],
+                                lazy_fields=kind is not None)
              for s, seed in zip(task.subsets, task.seeds, strict=True)]
     # (steps, B) rows of x per classifier
     rows = [s[d.positions] for s, d in zip(task.subsets, draws, strict=True)]
-    models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
-              for s in task.seeds]
-    if settings.path == "fast" and stackable(models[0]):
-        return _train_stacked(models, rows, draws, batcher, y, x_test, settings, device)
-    preds, weights = [], []
-    for model, r, d in zip(models, rows, draws, strict=True):
-        p, w = _train_one(model, r, d, batcher, y, x_test, settings, device)
-        preds.append(p)
-        weights.append(w)
-    return np.stack(preds), (weights if settings.keep_weights else None)
+    with precision(cfg, device):
+        if kind is not None:
+            weights = _train_stacked(models, rows, draws, batcher, y, settings, device, kind)
+        else:
+            weights = [_train_one(m, r, d, batcher, y, settings, device)
+                       for m, r, d in zip(models, rows, draws, strict=True)]
+        logits = evaluate(weights, x_test, cfg, settings.input_shape, settings.n_classes,
+                          device, settings.path)
+    preds = logits.argmax(-1).cpu().numpy().astype(np.int16)
+    if settings.keep_weights:
+        return preds, [{k: v.detach().cpu().contiguous().clone() for k, v in w.items()}
+                       for w in weights]
+    return preds, None
 
 
 def _as_tensor(a: np.ndarray | None, device) -> torch.Tensor | None:
     return None if a is None else torch.as_tensor(a, device=device)
 
 
-def _train_one(model, rows, draws: Minibatches, batcher, y, x_test, settings: _CallSettings,
-               device):
-    """The reference twin: one module, one optimizer, a plain loop."""
+def _train_one(model, rows, draws: Minibatches, batcher, y, settings: _CallSettings,
+               device) -> dict[str, torch.Tensor]:
+    """The reference twin: one module, one torch optimizer, a plain loop; its state dict."""
     cfg = settings.cfg
     model = model.to(device=device, dtype=cfg.torch_dtype)
     opt = make_optimizer(model.parameters(), cfg, device)
@@ -118,70 +143,106 @@ def _train_one(model, rows, draws: Minibatches, batcher, y, x_test, settings: _C
             xb = batcher(r, None, warps_t[s], None if fields_t is None else fields_t[s])
         else:
             xb = batcher(r, None if shifts_t is None else shifts_t[s])
-        loss = F.cross_entropy(model(xb), y[r])
+        with autocast(cfg, device):
+            out = model(xb)
+        loss = F.cross_entropy(out.to(cfg.torch_dtype), y[r])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         set_lr(opt, cfg, s)
         opt.step()
     model.eval()
-    with torch.no_grad():
-        preds = torch.cat([model(chunk).argmax(1) for chunk in
-                           x_test.split(cfg.eval_batch_size)])
-    weights = None
-    if settings.keep_weights:
-        weights = {k: v.detach().cpu().contiguous().clone()
-                   for k, v in model.state_dict().items()}
-    return preds.cpu().numpy().astype(np.int16), weights
+    return {k: v.detach() for k, v in model.state_dict().items()}
 
 
-def _stacked(arrays: list, device) -> torch.Tensor | None:
-    """Per-classifier arrays ``(steps, B, ...)`` stacked on axis 1: ``(steps, G, B, ...)``."""
-    return None if arrays[0] is None else torch.as_tensor(np.stack(arrays, axis=1),
-                                                          device=device)
+class _DrawBlocks:
+    """A group's training draws, ``STEP_BLOCK`` steps at a time, stacked and on the device.
+
+    ``host(a, b)`` stacks steps ``a:b`` of every classifier's arrays (``rows`` ``(n, G, B)``,
+    warps / shifts / elastic grids on ``axis``: ``(n, B, G, ...)`` for batch-first nets),
+    padded with copies of the last classifier. Elastic grids are drawn here, from each
+    classifier's own stream, in order. On CUDA the next block is prepared on the host while
+    the device trains on the current one, and the classifiers' grids are drawn by a pool of
+    threads (numpy releases the GIL; each stream is drawn by one thread at a time, in order,
+    so the numbers are those of the CPU path). On the CPU all of it runs in the calling
+    thread (the engine's one-thread rule).
+    """
+
+    def __init__(self, draws: list[Minibatches], rows: list[np.ndarray], pad: int, axis: int,
+                 steps: int, device: torch.device):
+        self.rows, self.pad, self.axis, self.steps, self.device = rows, pad, axis, steps, device
+        self.warps = [d.warps for d in draws]
+        self.shifts = [d.shifts for d in draws]
+        self.streams = [d.field_stream for d in draws]
+        self.threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+
+    def _stack(self, arrays: list, axis: int) -> np.ndarray:
+        return np.stack(arrays + [arrays[-1]] * self.pad, axis=axis)
+
+    def host(self, a: int, b: int, pool=None) -> dict[str, np.ndarray]:
+        out = {"rows": self._stack([r[a:b] for r in self.rows], 1)}
+        if self.warps[0] is not None:
+            out["warps"] = self._stack([w[a:b] for w in self.warps], self.axis)
+        elif self.shifts[0] is not None:
+            out["shifts"] = self._stack([sh[a:b] for sh in self.shifts], self.axis)
+        if self.streams[0] is not None:
+            take = lambda st: st.take(b - a)  # noqa: E731
+            grids = list(pool.map(take, self.streams)) if pool else [take(st)
+                                                                      for st in self.streams]
+            out["fields"] = self._stack(grids, self.axis)
+        return out
+
+    def __iter__(self):
+        spans = [(a, min(a + STEP_BLOCK, self.steps)) for a in range(0, self.steps, STEP_BLOCK)]
+        dev = lambda h: {k: torch.as_tensor(v).to(self.device) for k, v in h.items()}  # noqa
+        if self.threads == 1:
+            for a, b in spans:
+                yield a, b, dev(self.host(a, b))
+            return
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as ahead, ThreadPoolExecutor(self.threads) as pool:
+            nxt = ahead.submit(self.host, *spans[0], pool)
+            for i, (a, b) in enumerate(spans):
+                cur = nxt.result()
+                if i + 1 < len(spans):
+                    nxt = ahead.submit(self.host, *spans[i + 1], pool)
+                yield a, b, dev(cur)
 
 
-def _train_stacked(models, rows, draws: list[Minibatches], batcher, y, x_test,
-                   settings: _CallSettings, device):
-    """The fast path: the group padded to ``group_size`` (copies of its last classifier, so
-    every group has the same shapes) and trained as one stacked network."""
+def _train_stacked(models, rows, draws: list[Minibatches], batcher, y,
+                   settings: _CallSettings, device, kind: str) -> list[dict]:
+    """The fast path: the group padded to the group size (copies of its last classifier, so
+    every group has the same shapes), trained as one stacked network (``fast``) with one
+    update for the whole stack (``optim.StackedOptimizer``); the real classifiers' state
+    dicts (device tensors)."""
     cfg = settings.cfg
-    k, G, B = len(models), cfg.models_per_group, cfg.batch_size
+    k, G, B = len(models), settings.group, cfg.batch_size
     pad = G - k
     models = [m.to(device=device, dtype=cfg.torch_dtype) for m in models]
-    models += [models[-1]] * pad
-    rows = rows + [rows[-1]] * pad
-    draws = draws + [draws[-1]] * pad
-    net = stack_models(models)
-    opt = make_optimizer(net.model_params(), cfg, device)
-    rows_t = torch.as_tensor(np.stack(rows, axis=1), device=device)  # (steps, G, B)
-    labels_t = y[rows_t]
-    warps_t = _stacked([d.warps for d in draws], device)
-    fields_t = _stacked([d.fields for d in draws], device)  # (steps, G, B, 2, gh, gw)
-    shifts_t = None if warps_t is not None else _stacked([d.shifts for d in draws], device)
-    if net.batch_first:
-        rows_t = rows_t.transpose(1, 2)
-        shifts_t = None if shifts_t is None else shifts_t.transpose(1, 2)
-        warps_t = None if warps_t is None else warps_t.transpose(1, 2)
-        fields_t = None if fields_t is None else fields_t.transpose(1, 2)
-    for s in range(cfg.steps):
-        if warps_t is not None:
-            xb = batcher(rows_t[s], None, warps_t[s],
-                         None if fields_t is None else fields_t[s])
-        else:
-            xb = batcher(rows_t[s], None if shifts_t is None else shifts_t[s])
-        logits = net.forward_train(xb)
-        loss = F.cross_entropy(logits.reshape(G * B, -1), labels_t[s].reshape(-1),
-                               reduction="sum") / B
-        net.zero_grad()
-        loss.backward()
-        net.sync_grads()
-        set_lr(opt, cfg, s)
-        opt.step()
-    with torch.no_grad():
-        preds = torch.cat([net.forward_eval(chunk).argmax(-1) for chunk in
-                           x_test.split(cfg.eval_batch_size)], dim=1)
-    weights = net.state_dicts()[:k] if settings.keep_weights else None
-    return preds[:k].cpu().numpy().astype(np.int16), weights
+    net = stack_models(models + [models[-1]] * pad, how=kind)
+    opt = StackedOptimizer(net.flat, cfg)
+    axis = 2 if net.batch_first else 1  # (steps, B, G) or (steps, G, B)
+    for a, b, blk in _DrawBlocks(draws, rows, pad, axis, cfg.steps, device):
+        rows_b = blk["rows"]  # (n, G, B)
+        labels_b = y[rows_b]
+        if net.batch_first:
+            rows_b = rows_b.transpose(1, 2)
+        warps_b, shifts_b, fields_b = blk.get("warps"), blk.get("shifts"), blk.get("fields")
+        for s in range(a, b):
+            j = s - a
+            if warps_b is not None:
+                xb = batcher(rows_b[j], None, warps_b[j],
+                             None if fields_b is None else fields_b[j])
+            else:
+                xb = batcher(rows_b[j], None if shifts_b is None else shifts_b[j])
+            with autocast(cfg, device):
+                logits = net.forward_train(xb)
+            loss = F.cross_entropy(logits.to(cfg.torch_dtype).reshape(G * B, -1),
+                                   labels_b[j].reshape(-1), reduction="sum") / B
+            loss.backward()
+            opt.step(net.flat_grad(), lr_at(cfg, s))
+            net.zero_grad()
+    return net.state_dicts(device=device)[:k]
 
 
 # --------------------------------------------------------------------------------------------
@@ -244,7 +305,11 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
       sub-dataset gives no classifier: its row is ``ABSTAIN`` (-1) throughout.
     - ``seeds[i]``: classifier ``i``'s seed (``selection.model_seed``); its initialisation,
       minibatches and shifts come from ``selection.init_seed(seeds[i])``.
-    - ``path``: ``"fast"`` (stacked groups) or ``"reference"`` (one module per classifier).
+    - ``path``: ``"fast"`` (stacked groups), ``"vmap"`` (stacked through ``torch.func``) or
+      ``"reference"`` (one module per classifier).
+    - ``cfg.group_size``: ``"auto"`` is ``training.groups.auto_group_size`` for ``device``
+      (8 on the CPU; on CUDA it depends on the free memory, so give an int when separate
+      calls must agree bit for bit). ``cfg.dtype`` ``tf32`` / ``bfloat16`` need CUDA.
     - ``workers``: processes sharing the groups (``poisoncert.executors.LocalExecutor``, 1
       thread each); ``1`` runs in this process. Processes are started from a fork server (or
       spawned), so a script calling with ``workers > 1`` needs the usual
@@ -256,16 +321,18 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
     ``(x_train, y_train, subsets[i], seeds[i], x_test, cfg)``, whatever its neighbours, the
     chunking of the classifiers into calls, ``workers`` and the caller's torch thread count:
     every computation runs on **one** intra-op thread (set for the duration of the call in
-    this process, and in each worker), and groups are padded to ``cfg.group_size`` (copies
-    of their last classifier) so that shapes never change. Tested: with a fixed group size a
+    this process, and in each worker), groups are padded to the group size (copies of their
+    last classifier) so that shapes never change, and the stacked update applies one
+    correctly rounded operation per element (``optim``). Tested: with a fixed group size a
     classifier's weights are the same bits whatever the other classifiers of its group and
-    its position in it; across group sizes they differ in the last bits (kernels depend on
-    shapes), so ``group_size`` is part of ``cfg``. Chunks that are multiples of
-    ``group_size`` (``group_bounds``) only avoid padding work. Use ``workers`` (processes),
-    not threads, for parallelism. ``path`` and ``cfg`` (``group_size``, ``dtype``,
-    ``eval_batch_size`` included) are part of the numerics; the two paths agree to rounding,
-    not bitwise. On CUDA, cuDNN is set to deterministic algorithms, but bit-identity across
-    devices is not claimed.
+    its position in it; across group sizes they may differ in the last bits (kernels depend
+    on shapes), so the group size is part of the numerics (a run records it). Chunks that are
+    multiples of the group size (``group_bounds``) only avoid padding work. Use ``workers``
+    (processes), not threads, for parallelism. ``path`` and ``cfg`` (``group_size``,
+    ``dtype``, ``eval_batch_size`` included) are part of the numerics; the paths agree to
+    rounding, not bitwise. On CUDA, cuDNN is set to deterministic algorithms (TensorFloat-32
+    only for ``dtype="tf32"``), and predictions are the same on any device of one type;
+    bit-identity across device types is not claimed.
     """
     return _train(x_train, y_train, subsets, seeds, x_test, cfg, n_classes=n_classes,
                   device=device, path=path, workers=workers, progress=progress,
@@ -346,9 +413,13 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
     live = [i for i in range(T) if len(subsets[i])]
     if progress is not None and T - len(live):
         progress(T - len(live))
-    settings = _CallSettings(cfg, n_classes, str(device), path, keep_weights,
-                     tuple(int(s) for s in x_train.shape[1:]))
-    G = cfg.models_per_group
+    if cfg.dtype in CUDA_DTYPES and device.type != "cuda":
+        raise param_error("cfg.dtype", where, "'float32' or 'float64' on a "
+                          f"{device.type} device ({' and '.join(CUDA_DTYPES)} are for CUDA)",
+                          cfg.dtype)
+    shape = tuple(int(s) for s in x_train.shape[1:])
+    G = auto_group_size(cfg, device, shape, n_classes)
+    settings = _CallSettings(cfg, n_classes, str(device), path, keep_weights, shape, G)
     tasks = [_make_task(live[a:a + G], x_train, y_train, subsets, seeds)
              for a in range(0, len(live), G)]
 

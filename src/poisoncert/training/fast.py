@@ -1,38 +1,54 @@
 """Stacked networks: ``G`` independent models of one architecture trained as one network.
 
 Each model of a group sees its own minibatch; the models never mix: the loss is the sum of
-the ``G`` per-model mean losses, so each model's gradient is its own, and the optimizer's
-update is elementwise. What is shared is only the kernel launches, which is where a small
-CPU loses its time when it trains one tiny LeNet at a time.
+the ``G`` per-model mean losses, so each model's gradient is its own, and the update
+(``optim.StackedOptimizer``) is elementwise. What is shared is the kernel launches, which is
+where a small CPU loses its time training one tiny LeNet at a time, and a GPU is idle.
 
-- ``StackedLeNet5``: the ``G`` models' channels side by side, each convolution one grouped
-  (``groups=G``) channels-last convolution, dense layers batched matmuls (``baddbmm``).
-  Max pooling: grouped conv -> max-pool -> ReLU (ReLU after the pooling: the same function,
-  on a 4x smaller tensor). Average pooling: ``avgpool2x2(conv5x5(x))`` equals one stride-2
-  6x6 convolution with kernel ``k (*) box2x2 / 4``, so conv+pool is a single convolution on
-  a 4x smaller output (2.2x fewer FLOPs, no pooling kernels).
-- ``StackedSmallCNN``: the same layout for ``SmallCNN`` (3x3 convolutions, padding 1, each
-  conv -> max-pool -> ReLU).
-- ``StackedMLP``: batched matmuls.
+Every stacked net keeps the ``G`` models' parameters in **one** ``(G, P)`` tensor (``flat``;
+each parameter a view of it) so that the optimizer, the loss and the schedule run over the
+whole stack in a few kernels. Formulations ("stackings"):
 
-Parameters are stacked in the modules' own parameterisation (5x5 kernels; ``nn.Linear``
-weights transposed, ``(G, in, out)``); the optimizer updates per-model views of them (see
-``_Stacked``: this makes the results bit-identical whatever a model's position in its
-group). ``state_dicts()`` gives state dicts loadable into ``LeNet5`` / ``MLP``.
+- ``"twin"``: a hand-written stacked twin of a built-in architecture:
+  ``StackedLeNet5`` (the models' channels side by side, each convolution one grouped
+  (``groups=G``) channels-last convolution, dense layers batched matmuls (``baddbmm``); max
+  pooling as grouped conv -> max-pool -> ReLU; average pooling: ``avgpool2x2(conv5x5(x))``
+  is one stride-2 6x6 convolution with kernel ``k (*) box2x2 / 4``), ``StackedSmallCNN``,
+  ``StackedMLP`` (batched matmuls) and ``StackedResNet18`` (grouped convolutions; BatchNorm
+  over the ``G * C`` channels, so every classifier has its own batch statistics and its own
+  running statistics);
+- ``"vmap"``: any ``nn.Module`` (a user factory's): ``torch.func.functional_call`` over the
+  stacked parameters and buffers under ``torch.func.vmap`` (BatchNorm's running statistics
+  per classifier: its buffers are stacked too). Modules that draw random numbers (dropout)
+  cannot be stacked this way (a classifier's draws would depend on its group): they are
+  trained by the per-model loop.
+
+``stacking(model, device, how)`` says which applies; ``stack_models(models, how)`` builds it.
+``state_dicts()`` gives state dicts loadable into the plain modules (the reference twins).
 """
 
 from __future__ import annotations
 
+import copy
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from poisoncert.training.models import MLP, LeNet5, SmallCNN
+from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
-__all__ = ["StackedLeNet5", "StackedMLP", "StackedSmallCNN", "fuse_avgpool", "stackable",
-           "stack_models"]
+__all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
+           "StackedSmallCNN", "fuse_avgpool", "stack_models", "stackable", "stacking"]
+
+#: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
+STACKINGS = ("auto", "twin", "vmap")
+_TWINS = {LeNet5: "StackedLeNet5", SmallCNN: "StackedSmallCNN", MLP: "StackedMLP",
+          ResNet18: "StackedResNet18"}
+#: Each model's segment of ``flat`` is padded to a multiple of this many elements (64 bytes
+#: of float32: every model starts on a cache line).
+_ALIGN = 16
 
 
 def fuse_avgpool(w: torch.Tensor) -> torch.Tensor:
@@ -41,70 +57,106 @@ def fuse_avgpool(w: torch.Tensor) -> torch.Tensor:
                    + F.pad(w, (0, 1, 1, 0)) + F.pad(w, (1, 0, 1, 0)))
 
 
-def stackable(model: nn.Module) -> bool:
-    """Whether ``stack_models`` has a stacked twin for this module's type."""
-    return type(model) in (LeNet5, MLP, SmallCNN)
+def _random_modules(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
 
 
-def stack_models(models: Sequence[nn.Module]):
-    """The stacked twin of ``G`` same-shaped models (their current parameters, copied)."""
-    first = models[0]
-    if type(first) is LeNet5:
-        return StackedLeNet5(models)
-    if type(first) is SmallCNN:
-        return StackedSmallCNN(models)
-    if type(first) is MLP:
-        return StackedMLP(models)
-    raise TypeError(f"no stacked twin for {type(first).__name__}")
+def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
+    """The formulation that stacks ``model`` (``"twin"`` or ``"vmap"``), or None (the
+    per-model loop). ``how="auto"``: the hand-written twin where there is one (measured faster
+    on the CPU than ``vmap``, which lowers convolutions to the same grouped kernels on CUDA
+    but without the channels-last layout), else ``vmap``."""
+    if how not in STACKINGS:
+        raise ValueError(f"The 'stacking' parameter must be one of {STACKINGS}. Got {how!r}.")
+    if how in ("auto", "twin") and type(model) in _TWINS:
+        return "twin"
+    if how == "twin" or _random_modules(model):
+        return None
+    return "vmap"
+
+
+def stackable(model: nn.Module, how: str = "auto") -> bool:
+    """Whether ``stack_models(..., how)`` can stack this module's type."""
+    return stacking(model, how=how) is not None
+
+
+def stack_models(models: Sequence[nn.Module], how: str = "auto"):
+    """The stacked form of ``G`` same-shaped models (their current parameters, copied)."""
+    kind = stacking(models[0], how=how)
+    if kind is None:
+        raise TypeError(f"no stacked form ({how}) for {type(models[0]).__name__}")
+    if kind == "vmap":
+        return StackedFunctional(models)
+    return globals()[_TWINS[type(models[0])]](models)
 
 
 class _Stacked:
-    """Stacked leaf parameters, and per-model views of them for the optimizer.
+    """Stacked parameters in one flat tensor, stacked buffers, and per-model state dicts.
 
-    ``cat(name)`` is parameter ``name`` of all ``G`` models concatenated along its first
-    axis (``conv1.weight``: ``(6 G, 1, 5, 5)``), ``stack(name)`` the same viewed as
-    ``(G, *shape)``. The optimizer does not see the stacked tensors: an elementwise kernel
-    (fused Adam included) treats the last ``numel mod vector-width`` elements of a tensor in a
-    scalar tail loop with different rounding, so on a stacked ``(G, K)`` bias a model's update
-    would depend on its position in the group (measured). It sees ``model_params()``, one view
-    per model and parameter with the module's own shape, so each model's update is computed
-    exactly as the reference twin's optimizer computes it, whatever its position.
+    ``flat`` ``(G, P)`` holds model ``g``'s parameters in row ``g`` (each parameter's elements
+    in the module's order, a ``Linear`` weight transposed to ``(in, out)``, the plain ``bmm``
+    layout); ``stack(name)`` is parameter ``name`` of all models, a ``(G, *shape)`` view of
+    ``flat`` that autograd fills (a leaf), ``cat(name)`` the same with the first two axes
+    merged (``conv1.weight``: ``(6 G, 1, 5, 5)``). ``flat_grad()`` gathers the gradients in
+    the same layout, so that one elementwise update serves the whole stack.
     """
 
+    #: Whether ``forward_train`` wants the batch as ``(B, G, ...)`` (else ``(G, B, ...)``).
+    batch_first = False
+    #: Whether ``nn.Linear`` weights are stored transposed, ``(in, out)``.
+    transpose_linear = True
+
     def __init__(self, models: Sequence[nn.Module]):
-        self.G = len(models)
+        self.G = G = len(models)
+        first = models[0]
+        p0 = next(first.parameters())
+        self.device, self.dtype = p0.device, p0.dtype
         named = [dict(m.named_parameters()) for m in models]
         self.names = list(named[0])
-        #: ``nn.Linear`` weights are stored transposed, ``(G, in, out)``: the plain ``bmm``
-        #: layout (a transposed operand measured ~10% slower per dense layer).
-        self.transposed = {f"{name}.weight" for name, mod in models[0].named_modules()
-                           if isinstance(mod, nn.Linear)}
+        self.transposed = {f"{name}.weight" for name, mod in first.named_modules()
+                           if isinstance(mod, nn.Linear) and self.transpose_linear}
+        self.shapes = {n: tuple(self._layout(n, named[0][n]).shape) for n in self.names}
+        self.offsets, off = {}, 0
+        for n in self.names:
+            self.offsets[n] = off
+            off += math.prod(self.shapes[n])
+        self.P = -(-off // _ALIGN) * _ALIGN
+        self.flat = torch.zeros(G, self.P, device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            for g, d in enumerate(named):
+                for n in self.names:
+                    self._view(self.flat, n)[g] = self._layout(n, d[n])
+        self._leaves = {n: self._view(self.flat, n).requires_grad_(True) for n in self.names}
+        self._grad = torch.zeros_like(self.flat)
+        self.buffer_names = [n for n, _ in first.named_buffers()]
+        self.buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in models])
+                        .clone() for n in self.buffer_names}
 
-        def layout(n, p):
-            return p.detach().t() if n in self.transposed else p.detach()
+    def _layout(self, name: str, p: torch.Tensor) -> torch.Tensor:
+        return p.detach().t() if name in self.transposed else p.detach()
 
-        self._leaves = {n: torch.stack([layout(n, d[n]) for d in named]).requires_grad_(True)
-                        for n in self.names}
-        self._views = [[self._leaves[n].detach()[g] for n in self.names] for g in range(self.G)]
+    def _view(self, flat: torch.Tensor, name: str) -> torch.Tensor:
+        o = self.offsets[name]
+        return flat[:, o:o + math.prod(self.shapes[name])].view(self.G, *self.shapes[name])
 
     def parameters(self) -> list[torch.Tensor]:
-        """The stacked leaves ``(G, *shape)`` (what autograd fills)."""
+        """The stacked leaves ``(G, *shape)`` (what autograd fills), views of ``flat``."""
         return list(self._leaves.values())
-
-    def model_params(self) -> list[torch.Tensor]:
-        """One view per model and parameter (what the optimizer updates, in place)."""
-        return [v for views in self._views for v in views]
-
-    def sync_grads(self) -> None:
-        """Point each view's ``.grad`` at its slice of the stacked gradient (no copy)."""
-        for i, leaf in enumerate(self._leaves.values()):
-            grad = leaf.grad
-            for g in range(self.G):
-                self._views[g][i].grad = None if grad is None else grad[g]
 
     def zero_grad(self) -> None:
         for leaf in self._leaves.values():
             leaf.grad = None
+
+    def flat_grad(self) -> torch.Tensor:
+        """The gradients of the last backward pass in ``flat``'s layout ``(G, P)``."""
+        with torch.no_grad():
+            for n, leaf in self._leaves.items():
+                view = self._view(self._grad, n)
+                if leaf.grad is None:
+                    view.zero_()
+                else:
+                    view.copy_(leaf.grad)
+        return self._grad
 
     def stack(self, name: str) -> torch.Tensor:
         return self._leaves[name]
@@ -119,15 +171,29 @@ class _Stacked:
                             self.stack(f"{name}.weight"))
         return F.relu(out) if relu else out
 
-    def state_dicts(self) -> list[dict[str, torch.Tensor]]:
-        return [{n: (v.t() if n in self.transposed else v).detach().cpu().contiguous().clone()
-                 for n, v in zip(self.names, views, strict=True)} for views in self._views]
+    def state_dicts(self, device="cpu") -> list[dict[str, torch.Tensor]]:
+        """Per-model state dicts (copies on ``device``) loadable into the plain modules."""
+        out = []
+        for g in range(self.G):
+            sd = {}
+            for n in self.names:
+                v = self._view(self.flat, n)[g].detach()
+                sd[n] = (v.t() if n in self.transposed else v).to(device).contiguous().clone()
+            for n in self.buffer_names:
+                sd[n] = self.buffers[n][g].detach().to(device).contiguous().clone()
+            out.append(sd)
+        return out
+
+    def forward_train(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward_eval(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
 
 
 class StackedLeNet5(_Stacked):
     """``G`` LeNet-5 models (same input shape and pooling) as one grouped network."""
 
-    #: ``forward_train`` wants the batch as ``(B, G, ...)`` (cheapest gather for grouped conv).
     batch_first = True
 
     def __init__(self, models: Sequence[LeNet5]):
@@ -193,22 +259,126 @@ class StackedSmallCNN(StackedLeNet5):
 class StackedMLP(_Stacked):
     """``G`` MLPs (same sizes) as batched matmuls."""
 
-    batch_first = False
-
     def __init__(self, models: Sequence[MLP]):
         super().__init__(models)
         self.layers = [f"layers.{i}" for i in range(len(models[0].layers))] + ["out"]
 
-    def _rest(self, h: torch.Tensor, start: int) -> torch.Tensor:
-        for name in self.layers[start:-1]:
+    def _rest(self, h: torch.Tensor) -> torch.Tensor:
+        for name in self.layers[:-1]:
             h = self.dense(h, name, True)
         return self.dense(h, self.layers[-1], False)
 
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(G, B, ...)``; logits ``(G, B, K)``."""
-        return self._rest(x.flatten(2), 0)
+        return self._rest(x.flatten(2))
 
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(N, ...)`` shown to every model; logits ``(G, N, K)``."""
         x = x.flatten(1)
-        return self._rest(x.unsqueeze(0).expand(self.G, *x.shape), 0)
+        return self._rest(x.unsqueeze(0).expand(self.G, *x.shape))
+
+
+class StackedResNet18(_Stacked):
+    """``G`` CIFAR ResNet-18 models as one grouped network with per-classifier BatchNorm.
+
+    Activations are ``(B, G * C, H, W)``: every convolution is grouped (``groups=G``), and
+    BatchNorm over the ``G * C`` channels normalises each classifier's channels by its own
+    minibatch's statistics and updates its own running statistics (``buffers``), exactly as
+    ``G`` separate ``nn.BatchNorm2d`` modules do. The layout is channels-last on CUDA (where
+    cuDNN prefers it) and contiguous on the CPU.
+    """
+
+    batch_first = True
+
+    def __init__(self, models: Sequence[ResNet18]):
+        super().__init__(models)
+        m0 = models[0]
+        self.momentum = m0.bn1.momentum
+        self.eps = m0.bn1.eps
+        self.blocks = []
+        for li in range(1, 5):
+            for bi in range(2):
+                blk = getattr(m0, f"layer{li}")[bi]
+                self.blocks.append((f"layer{li}.{bi}", blk.conv1.stride[0],
+                                    len(blk.shortcut) > 0))
+        self.memory_format = (torch.channels_last if self.device.type == "cuda"
+                              else torch.contiguous_format)
+        self.training = True
+
+    def _conv(self, x, name: str, stride: int = 1, padding: int = 1):
+        return F.conv2d(x, self.cat(f"{name}.weight"), None, stride=stride, padding=padding,
+                        groups=self.G)
+
+    def _bn(self, x, name: str):
+        rm, rv = self.buffers[f"{name}.running_mean"], self.buffers[f"{name}.running_var"]
+        if self.training:
+            self.buffers[f"{name}.num_batches_tracked"].add_(1)
+        return F.batch_norm(x, rm.view(-1), rv.view(-1), self.cat(f"{name}.weight"),
+                            self.cat(f"{name}.bias"), self.training, self.momentum, self.eps)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        B = x.shape[0]
+        x = x.reshape(B, -1, *x.shape[-2:]).contiguous(memory_format=self.memory_format)
+        x = F.relu(self._bn(self._conv(x, "conv1"), "bn1"))
+        for name, stride, proj in self.blocks:
+            out = F.relu(self._bn(self._conv(x, f"{name}.conv1", stride), f"{name}.bn1"))
+            out = self._bn(self._conv(out, f"{name}.conv2"), f"{name}.bn2")
+            if proj:
+                sc = self._bn(self._conv(x, f"{name}.shortcut.0", stride, 0), f"{name}.shortcut.1")
+            else:
+                sc = x
+            x = F.relu(out + sc)
+        h = F.adaptive_avg_pool2d(x, 1).reshape(B, self.G, -1).transpose(0, 1)  # (G, B, 512)
+        return self.dense(h, "fc", False)
+
+    def forward_train(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, G, C, H, W)``; logits ``(G, B, K)`` (BatchNorm in training mode)."""
+        self.training = True
+        return self._forward(x)
+
+    def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(N, C, H, W)`` shown to every model; logits ``(G, N, K)`` (running
+        statistics)."""
+        self.training = False
+        try:
+            return self._forward(x.unsqueeze(1).expand(-1, self.G, *x.shape[1:]))
+        finally:
+            self.training = True
+
+
+class StackedFunctional(_Stacked):
+    """Any ``G`` same-shaped modules through ``torch.func.vmap`` of ``functional_call``.
+
+    Parameters are views of ``flat`` (in the module's own layout), buffers are stacked
+    ``(G, *shape)`` and updated in place by the modules (BatchNorm's running statistics are
+    each classifier's own).
+    """
+
+    transpose_linear = False
+
+    def __init__(self, models: Sequence[nn.Module]):
+        super().__init__(models)
+        self.base = copy.deepcopy(models[0]).to("meta")
+
+    def _call(self, x: torch.Tensor, in_dims_x) -> torch.Tensor:
+        from torch.func import functional_call, vmap
+
+        base = self.base
+
+        def one(params, buffers, xb):
+            return functional_call(base, (params, buffers), (xb,))
+
+        return vmap(one, in_dims=(0, 0, in_dims_x))(self._leaves, self.buffers, x)
+
+    def forward_train(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(G, B, ...)``; logits ``(G, B, K)``."""
+        self.base.train()
+        return self._call(x, 0)
+
+    def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(N, ...)`` shown to every model; logits ``(G, N, K)``."""
+        self.base.eval()
+        try:
+            return self._call(x, None)
+        finally:
+            self.base.train()

@@ -1,77 +1,157 @@
 """Predict with trained base classifiers: the one inference entry point.
 
-``predict(cfg, state_dicts, x, input_shape=..., n_classes=...)`` rebuilds every classifier
-from its ``state_dict`` (``training.weights``) and evaluates it on ``x`` exactly as the
-training engine evaluated the test set: the same groups of ``cfg.models_per_group`` (a short
-last group padded with copies of its last classifier), the stacked network where the
-architecture has one (``training.fast``) and ``path="fast"``, the same chunks of
-``cfg.eval_batch_size`` inputs, one intra-op thread. So the labels it returns for the test
-set are bit-identical to the ``predictions.npy`` of the run that produced the weights (on the
+``evaluate(state_dicts, x, cfg, ...)`` is how the training engine computes its test-set
+predictions **and** how ``predict`` computes predictions of saved classifiers: the
+classifiers are evaluated in stacked groups of ``eval_group_size(model, device)``
+(independent of the training group size; a short last group is padded with copies of its last
+classifier), through the stacked network where the model has one (``training.fast``) unless
+``path="reference"``, on chunks of ``cfg.eval_batch_size`` inputs (at most
+``EVAL_BATCH_CAP`` on the device type), on one intra-op thread. A
+classifier's logits depend only on its weights, the inputs and these settings, so the labels
+``predict`` returns for a run's test set are bit-identical to its ``predictions.npy`` (on the
 same device type); ``output="logits"`` gives the scores those labels are the argmax of.
+
+``predict(..., threads=k)`` evaluates ``k`` groups at once in threads of this process (each
+torch operation still runs on one thread, so the result does not depend on ``k``).
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 
-from poisoncert._validation import check_choice, param_error
-from poisoncert.training.fast import stack_models, stackable
+from poisoncert._validation import check_choice, check_int, param_error
+from poisoncert.training.fast import stack_models, stacking
 from poisoncert.training.models import build_model
-from poisoncert.training.settings import TrainConfig
+from poisoncert.training.settings import CUDA_DTYPES, TrainConfig
 from poisoncert.votes import ABSTAIN
 
-__all__ = ["OUTPUTS", "predict"]
+__all__ = ["OUTPUTS", "eval_group_size", "evaluate", "precision", "predict"]
 
 #: What ``predict`` returns: argmax labels (int16 ``(T, n)``, ``-1`` for an abstaining
 #: classifier) or the logits (float32 ``(T, n, n_classes)``, NaN for an abstaining one).
 OUTPUTS = ("labels", "logits")
 
+#: Classifiers evaluated as one stacked group, per device type (CPU: measured; 8 to 32 run at
+#: the same rate there, ``benchmarks/bench_training.py --study``).
+EVAL_GROUP = {"cpu": 8, "cuda": 64}
+#: Most inputs per forward pass, per device type: on the CPU a stacked LeNet-5 group
+#: evaluates 64 images 1.7x faster per image than 500 (its activations stay in the caches;
+#: ``--study``), so ``cfg.eval_batch_size`` chunks are cut to this size there.
+EVAL_BATCH_CAP = {"cpu": 64}
 
-def _models(cfg: TrainConfig, state_dicts, input_shape, n_classes, device) -> list:
+
+@contextmanager
+def precision(cfg: TrainConfig, device: torch.device):
+    """The device's math settings for ``cfg.dtype`` during a call (restored after): on CUDA,
+    deterministic cuDNN algorithms, and TensorFloat-32 only for ``dtype="tf32"``."""
+    if device.type != "cuda":
+        yield
+        return
+    b = torch.backends
+    saved = (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32,
+             b.cuda.matmul.allow_tf32)
+    b.cudnn.deterministic, b.cudnn.benchmark = True, False
+    b.cudnn.allow_tf32 = b.cuda.matmul.allow_tf32 = cfg.dtype == "tf32"
+    try:
+        yield
+    finally:
+        (b.cudnn.deterministic, b.cudnn.benchmark, b.cudnn.allow_tf32,
+         b.cuda.matmul.allow_tf32) = saved
+
+
+def eval_group_size(model: torch.nn.Module, device) -> int:
+    """How many classifiers ``evaluate`` stacks at once on ``device`` (1 for a model that is
+    not stacked; 16 on CUDA for models over a million parameters)."""
+    device = torch.device(device)
+    if stacking(model) is None:
+        return 1
+    G = EVAL_GROUP.get(device.type, 8)
+    if device.type == "cuda" and sum(p.numel() for p in model.parameters()) > 1_000_000:
+        G = 16
+    return G
+
+
+def _modules(cfg: TrainConfig, state_dicts, input_shape, n_classes, device) -> list:
+    """Modules holding ``state_dicts`` on ``device`` (built on the meta device: no
+    initialisation is spent on weights that are replaced)."""
     models = []
     for sd in state_dicts:
-        m = build_model(cfg.model, input_shape, n_classes)
-        m.load_state_dict(sd)
+        with torch.device("meta"):
+            m = build_model(cfg.model, input_shape, n_classes)
+        m.load_state_dict(sd, assign=True)
         models.append(m.to(device=device, dtype=cfg.torch_dtype).eval())
     return models
 
 
-def _group_outputs(models: list, x: torch.Tensor, cfg: TrainConfig, path: str) -> torch.Tensor:
-    """``(len(models), n, n_classes)`` logits of one group (padded to the group size)."""
-    k, G = len(models), cfg.models_per_group
-    chunks = x.split(cfg.eval_batch_size)
-    if path == "fast" and stackable(models[0]):
-        net = stack_models(models + [models[-1]] * (G - k))
-        out = torch.cat([net.forward_eval(c) for c in chunks], dim=1)
-        return out[:k]
-    return torch.stack([torch.cat([m(c) for c in chunks]) for m in models])
+def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, input_shape,
+             n_classes: int, device, path: str = "fast") -> torch.Tensor:
+    """Logits ``(len(state_dicts), n, n_classes)`` of trained classifiers on ``x`` (a tensor
+    on ``device`` in ``cfg``'s dtype): the engine's test-set evaluation and ``predict``'s."""
+    device = torch.device(device)
+    k = len(state_dicts)
+    if k == 0:
+        return torch.empty(0, len(x), n_classes, device=device)
+    models = _modules(cfg, state_dicts, tuple(input_shape), n_classes, device)
+    chunks = x.split(min(cfg.eval_batch_size, EVAL_BATCH_CAP.get(device.type,
+                                                                 cfg.eval_batch_size)))
+    bf16 = cfg.autocast_dtype is not None
+    amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def as_out(t: torch.Tensor) -> torch.Tensor:  # bfloat16 logits -> float32
+        return t.float() if bf16 else t
+
+    out = []
+    with torch.no_grad(), amp:
+        if path == "reference" or stacking(models[0]) is None:
+            for m in models:
+                out.append(torch.cat([as_out(m(c)) for c in chunks]))
+            return torch.stack(out)
+        E = eval_group_size(models[0], device)
+        how = "vmap" if path == "vmap" else "auto"
+        for a in range(0, k, E):
+            group = models[a:a + E]
+            net = stack_models(group + [group[-1]] * (E - len(group)), how=how)
+            logits = torch.cat([as_out(net.forward_eval(c)) for c in chunks], dim=1)
+            out.append(logits[:len(group)])
+    return torch.cat(out)
 
 
 def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
             input_shape: Sequence[int], n_classes: int, device="cpu", path: str = "fast",
-            output: str = "labels",
+            output: str = "labels", threads: int | None = None,
             progress: Callable[[int], object] | None = None) -> np.ndarray:
     """Every classifier's output on ``x`` (``(n, *input_shape)`` float, preprocessed as the
     training inputs were).
 
     ``state_dicts[i]`` is classifier ``i``'s trained ``state_dict`` (``None``: it had an empty
-    sub-dataset and abstains). ``path`` is the run's ``execution.path``. ``progress(k)`` is
-    called as groups of ``k`` classifiers finish.
+    sub-dataset and abstains). ``path`` is the run's ``execution.path``. ``threads``: groups
+    evaluated at once (``None``: the CPU count on the CPU, 1 on CUDA); results do not depend
+    on it. ``progress(k)`` is called as groups of ``k`` classifiers finish.
     """
     where = "predict"
     if not isinstance(cfg, TrainConfig) or cfg.sklearn_learner is not None:
         raise param_error("cfg", where, "a TrainConfig of a torch model", cfg)
     output = check_choice(output, "output", where, OUTPUTS)
-    path = check_choice(path, "path", where, ("fast", "reference"))
+    path = check_choice(path, "path", where, ("fast", "vmap", "reference"))
+    device = torch.device(device)
+    if cfg.dtype in CUDA_DTYPES and device.type != "cuda":
+        raise param_error("cfg.dtype", where, f"'float32' or 'float64' on a {device.type} "
+                          f"device ({' and '.join(CUDA_DTYPES)} are for CUDA)", cfg.dtype)
+    if threads is None:
+        threads = (os.cpu_count() or 1) if device.type == "cpu" else 1
+    threads = check_int(threads, "threads", where, low=1)
     shape = tuple(int(s) for s in input_shape)
     x = np.asarray(x)
     if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
         raise param_error("x", where, f"an array of shape (n, {', '.join(map(str, shape))})",
                           f"an array of shape {x.shape}")
-    device = torch.device(device)
     T, n = len(state_dicts), len(x)
     if output == "labels":
         out = np.full((T, n), ABSTAIN, dtype=np.int16)
@@ -80,23 +160,38 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
     live = [i for i, sd in enumerate(state_dicts) if sd is not None]
     if progress is not None and T - len(live):
         progress(T - len(live))
-    G = cfg.models_per_group
-    threads = torch.get_num_threads()
+    if not live:
+        return out
+    with torch.device("meta"):
+        probe = build_model(cfg.model, shape, n_classes)
+    E = eval_group_size(probe, device) if path != "reference" else 1
+    lock = threading.Lock()
+    saved = torch.get_num_threads()
     torch.set_num_threads(1)  # the engine's numerics (see train_predict's determinism note)
     try:
-        with torch.no_grad():
+        with precision(cfg, device):
             xt = torch.as_tensor(x).to(device=device, dtype=cfg.torch_dtype)
-            for a in range(0, len(live), G):
-                index = live[a:a + G]
-                models = _models(cfg, [state_dicts[i] for i in index], shape, n_classes,
-                                 device)
-                logits = _group_outputs(models, xt, cfg, path)
-                if output == "labels":
-                    out[index] = logits.argmax(-1).cpu().numpy().astype(np.int16)
-                else:
-                    out[index] = logits.float().cpu().numpy()
-                if progress is not None:
-                    progress(len(index))
+
+            def run(a: int) -> None:
+                index = live[a:a + E]
+                logits = evaluate([state_dicts[i] for i in index], xt, cfg, shape, n_classes,
+                                  device, path)
+                with lock:
+                    if output == "labels":
+                        out[index] = logits.argmax(-1).cpu().numpy().astype(np.int16)
+                    else:
+                        out[index] = logits.cpu().numpy()
+                    if progress is not None:
+                        progress(len(index))
+
+            starts = range(0, len(live), E)
+            if threads == 1:
+                for a in starts:
+                    run(a)
+            else:
+                with ThreadPoolExecutor(threads) as pool:
+                    for f in [pool.submit(run, a) for a in starts]:
+                        f.result()
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(saved)
     return out

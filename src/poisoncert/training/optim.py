@@ -1,4 +1,24 @@
-"""The optimizer and learning-rate schedule of a ``TrainConfig`` (both training paths)."""
+"""The optimizer and learning-rate schedule of a ``TrainConfig``.
+
+- ``make_optimizer``: a ``torch.optim`` optimizer (the per-model reference loop);
+- ``StackedOptimizer``: the same update over a stacked ``(G, P)`` parameter tensor (the fast
+  path), a handful of elementwise kernels per step for the whole group;
+- ``lr_at`` / ``set_lr``: the learning rate of a step.
+
+Why ``StackedOptimizer`` is written out: torch's fused and ``foreach`` kernels combine
+operations (``addcmul``, ``lerp``, ``add`` with ``alpha``) that a vectorised CPU kernel may
+evaluate with a fused multiply-add in its SIMD body and with two roundings in its scalar tail
+(ATen's ``add`` with ``alpha`` is ``fmadd`` when vectorised), so on a stacked tensor an
+element's update could depend on where it falls (its model's position in the group): the
+previous engine measured this on an Intel CPU and gave each model its own views; on the AMD
+EPYC development machine, with this torch build, the fused kernels happened not to differ.
+Rather than rely on a build's code generation, every kernel here applies **one** correctly
+rounded IEEE operation (``+``, ``-``, ``*``, ``/``, ``sqrt``; ``add``/``sub`` with ``alpha``
+1 only) per element, whose result is the same in any lane, in the tail, on any thread and in
+any kernel: a classifier's update depends only on its own values (tested).
+The formulas are torch's (``Adam``, ``SGD``, ``Adadelta``, L2 ``weight_decay`` added to the
+gradient); the reference twin's torch optimizer agrees to rounding (tested step by step).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +28,11 @@ import torch
 
 from poisoncert.training.settings import TrainConfig
 
-__all__ = ["make_optimizer", "set_lr"]
+__all__ = ["StackedOptimizer", "lr_at", "make_optimizer", "set_lr"]
+
+#: torch's defaults, used by both paths.
+ADAM_BETAS, ADAM_EPS = (0.9, 0.999), 1e-8
+ADADELTA_RHO, ADADELTA_EPS = 0.9, 1e-6
 
 
 def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -22,9 +46,90 @@ def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.opti
     return torch.optim.Adadelta(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+def lr_at(cfg: TrainConfig, step: int) -> float:
     """The learning rate of ``step`` (0-based) under ``cfg.lr_schedule``."""
     if cfg.lr_schedule == "cosine":
-        lr = cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / cfg.steps))
+    return cfg.lr
+
+
+def set_lr(opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    """Set the learning rate of ``step`` (0-based) under ``cfg.lr_schedule``."""
+    if cfg.lr_schedule == "cosine":
+        lr = lr_at(cfg, step)
         for group in opt.param_groups:
             group["lr"] = lr
+
+
+class StackedOptimizer:
+    """``cfg.optimizer`` over ``flat`` ``(G, P)`` (updated in place), from correctly rounded
+    elementwise operations only (see the module docstring).
+
+    ``step(grad, lr)`` applies one update with the gradient ``grad`` (same shape; used as
+    scratch space) and learning rate ``lr``. Scalars (``lr``, betas, bias corrections) are
+    Python floats, the same for every classifier, so nothing waits for the device.
+    """
+
+    def __init__(self, flat: torch.Tensor, cfg: TrainConfig):
+        self.flat, self.cfg = flat, cfg
+        self.t = 0
+        z = lambda: torch.zeros_like(flat)  # noqa: E731
+        self.tmp = z()
+        if cfg.optimizer == "adam":
+            self.m, self.v, self.tmp2 = z(), z(), z()
+        elif cfg.optimizer == "sgd":
+            self.buf = z() if cfg.momentum > 0 else None
+        else:
+            self.v, self.u, self.tmp2 = z(), z(), z()
+
+    @torch.no_grad()
+    def step(self, grad: torch.Tensor, lr: float) -> None:
+        cfg, p, tmp = self.cfg, self.flat, self.tmp
+        self.t += 1
+        if cfg.weight_decay:
+            torch.mul(p, cfg.weight_decay, out=tmp)
+            grad.add_(tmp)
+        if cfg.optimizer == "adam":
+            b1, b2 = ADAM_BETAS
+            m, v, tmp2 = self.m, self.v, self.tmp2
+            m.mul_(b1)
+            torch.mul(grad, 1.0 - b1, out=tmp)
+            m.add_(tmp)                       # m = b1 m + (1 - b1) g
+            torch.mul(grad, grad, out=tmp)
+            tmp.mul_(1.0 - b2)
+            v.mul_(b2)
+            v.add_(tmp)                       # v = b2 v + (1 - b2) g^2
+            bc1, bc2 = 1.0 - b1 ** self.t, 1.0 - b2 ** self.t
+            torch.sqrt(v, out=tmp)
+            tmp.div_(math.sqrt(bc2))
+            tmp.add_(ADAM_EPS)                # sqrt(v / bc2) + eps, as torch computes it
+            torch.div(m, tmp, out=tmp2)
+            tmp2.mul_(lr / bc1)
+            p.sub_(tmp2)                      # p -= lr / bc1 * m / (sqrt(v) / sqrt(bc2) + eps)
+        elif cfg.optimizer == "sgd":
+            d = grad
+            if self.buf is not None:
+                self.buf.mul_(cfg.momentum)
+                self.buf.add_(grad)           # buf = momentum buf + g (buf_1 = g)
+                d = self.buf
+            torch.mul(d, lr, out=tmp)
+            p.sub_(tmp)
+        else:  # adadelta
+            rho, eps = ADADELTA_RHO, ADADELTA_EPS
+            v, u, tmp2 = self.v, self.u, self.tmp2
+            torch.mul(grad, grad, out=tmp)
+            tmp.mul_(1.0 - rho)
+            v.mul_(rho)
+            v.add_(tmp)                       # v = rho v + (1 - rho) g^2
+            torch.add(v, eps, out=tmp)
+            tmp.sqrt_()                       # std = sqrt(v + eps)
+            torch.add(u, eps, out=tmp2)
+            tmp2.sqrt_()
+            tmp2.div_(tmp)
+            tmp2.mul_(grad)                   # delta = sqrt(u + eps) / std * g
+            torch.mul(tmp2, tmp2, out=tmp)
+            tmp.mul_(1.0 - rho)
+            u.mul_(rho)
+            u.add_(tmp)                       # u = rho u + (1 - rho) delta^2
+            tmp2.mul_(lr)
+            p.sub_(tmp2)

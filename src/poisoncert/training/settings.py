@@ -15,8 +15,10 @@ import numpy as np
 
 from poisoncert._validation import check_choice, check_int, check_real, param_error
 from poisoncert.training.sklearn_learner import SKLEARN_LEARNERS
+from poisoncert.training.user_model import ModelRef, is_model_ref
 
 __all__ = [
+    "CUDA_DTYPES",
     "DEFAULT_GROUP_SIZE",
     "LENET5_MNIST",
     "MODELS",
@@ -32,10 +34,14 @@ _MODEL_ALIASES = {"lenet5": "lenet5", "lenet": "lenet5", "lenet5avg": "lenet5_av
                   "mlp": "mlp", "resnet18": "resnet18", "cnn": "cnn", "cnnsmall": "cnn_small"}
 #: A scikit-learn learner is named ``sklearn:<name>`` (``sklearn:knn``).
 SKLEARN_PREFIX = "sklearn:"
-#: Classifiers trained together by the fast path when ``TrainConfig.group_size`` is ``None``.
+#: Classifiers trained together by the fast path on the CPU with ``group_size: auto`` (the
+#: fastest measured there, ``benchmarks/bench_training.py --study``), and by runs started
+#: before ``auto`` existed (their manifest records no group size).
 DEFAULT_GROUP_SIZE = 8
 OPTIMIZERS = ("adam", "sgd", "adadelta")
-DTYPES = ("float32", "float64")
+#: ``tf32`` and ``bfloat16`` (autocast) are for CUDA devices only.
+DTYPES = ("float32", "float64", "tf32", "bfloat16")
+CUDA_DTYPES = ("tf32", "bfloat16")
 SCHEDULES = ("constant", "cosine")
 
 #: A model name or a factory ``(input_shape, n_classes) -> torch.nn.Module``.
@@ -43,16 +49,21 @@ ModelSpec = str | Callable[..., Any]
 
 
 def check_model(model, where: str = "TrainConfig", name: str = "model") -> ModelSpec:
-    """A torch model name in canonical form, or the factory itself; a ``ValueError`` else."""
+    """A torch model name in canonical form, the factory itself, or a ``ModelRef`` for
+    ``"package.module:factory"`` (not imported here); a ``ValueError`` else."""
+    if isinstance(model, ModelRef):
+        return model
     if callable(model) and not isinstance(model, str):
         return model
     if isinstance(model, str):
         key = model.strip().lower().replace("-", "").replace("_", "")
         if key in _MODEL_ALIASES:
             return _MODEL_ALIASES[key]
+        if is_model_ref(model) and not model.strip().lower().startswith(SKLEARN_PREFIX):
+            return ModelRef(model)
     shown = ", ".join(repr(m) for m in MODELS)
-    raise param_error(name, where, f"one of {shown} or a callable (input_shape, n_classes) "
-                      "-> torch.nn.Module", model)
+    raise param_error(name, where, f"one of {shown}, 'package.module:factory' or a callable "
+                      "(input_shape, n_classes) -> torch.nn.Module", model)
 
 
 def _check_learner(model, where: str, name: str) -> ModelSpec:
@@ -66,8 +77,10 @@ def _check_learner(model, where: str, name: str) -> ModelSpec:
     except ValueError:
         models = ", ".join(repr(m) for m in MODELS)
         learners = ", ".join(repr(SKLEARN_PREFIX + n) for n in SKLEARN_LEARNERS)
-        raise param_error(name, where, f"one of {models}, a callable (input_shape, n_classes) "
-                          f"-> torch.nn.Module, or one of {learners}", model) from None
+        raise param_error(name, where, f"one of {models}, 'package.module:factory' (a "
+                          "factory (input_shape, n_classes, **model_kwargs) -> "
+                          "torch.nn.Module), a callable (input_shape, n_classes) -> "
+                          f"torch.nn.Module, or one of {learners}", model) from None
 
 
 @dataclass(frozen=True)
@@ -79,9 +92,16 @@ class TrainConfig:
     - ``model``: a torch model of ``poisoncert.training`` (``"lenet5"``, max pooling;
       ``"lenet5_avg"``, average pooling; ``"cnn"``, ``"cnn_small"``, ``"mlp"``,
       ``"resnet18"``), a factory ``(input_shape, n_classes) -> torch.nn.Module`` (a
-      module-level function, to run in worker processes; one returning a ``LeNet5`` or
-      ``MLP`` gets the fast path), or a scikit-learn learner ``"sklearn:<name>"`` (a name of
-      ``SKLEARN_LEARNERS``; it uses ``balance`` only, see ``train_predict_sklearn``).
+      module-level function, to run in worker processes; one returning a built-in model gets
+      its hand-written stacked twin, any other module without dropout is stacked through
+      ``torch.func.vmap``), the import path of such a factory,
+      ``"package.module:factory"``, called as ``factory(input_shape, n_classes,
+      **model_kwargs)`` (``user_model.ModelRef``; the module is imported when a model is
+      built, never when the config is read), or a scikit-learn learner ``"sklearn:<name>"``
+      (a name of ``SKLEARN_LEARNERS``; it uses ``balance`` only, see
+      ``train_predict_sklearn``).
+    - ``model_kwargs``: keyword arguments of a ``"package.module:factory"`` model (a mapping
+      with string keys, or null).
     - ``steps`` minibatches of ``batch_size`` samples each: the sub-dataset is expanded to
       ``steps * batch_size`` draws with replacement (the paper's WeightedRandomSampler),
       whatever its size.
@@ -102,9 +122,13 @@ class TrainConfig:
       standard deviation ``elastic`` pixels on a coarse grid (one node per 4 pixels, at
       least 2 per axis) interpolated bilinearly over the image (Simard et al.'s elastic
       distortions, smoothed by interpolation instead of a Gaussian filter).
-    - ``dtype``: ``float32`` or ``float64`` (training and inference).
-    - ``group_size``: classifiers trained as one stacked network by the fast path
-      (``None``: ``DEFAULT_GROUP_SIZE``); part of the numerics, so keep it fixed within a run.
+    - ``dtype``: ``float32`` or ``float64`` (training and inference); on CUDA also ``tf32``
+      (float32 with TensorFloat-32 matmuls and convolutions) and ``bfloat16`` (float32
+      parameters and optimizer, forward and backward under bfloat16 autocast).
+    - ``group_size``: classifiers trained as one stacked network by the fast path; ``"auto"``
+      (the default; ``None`` means the same) picks it from the device, the model and the free
+      memory (``training.groups.auto_group_size``: ``DEFAULT_GROUP_SIZE`` on the CPU). Part
+      of the numerics: a run directory records the size it used, and a resumed run keeps it.
     - ``eval_batch_size``: test images per forward pass (fixed, so predictions never depend on
       how the test set is split).
 
@@ -141,8 +165,9 @@ class TrainConfig:
     shear: float = 0.0
     elastic: float = 0.0
     dtype: str = "float32"
-    group_size: int | None = None
+    group_size: int | str | None = "auto"
     eval_batch_size: int = 500
+    model_kwargs: dict[str, Any] | None = None
     where: InitVar[str] = "TrainConfig"
     key_prefix: InitVar[str] = ""
 
@@ -152,7 +177,19 @@ class TrainConfig:
         def put(name: str, value) -> None:
             object.__setattr__(self, name, value)
 
-        put("model", _check_learner(self.model, w, k + "model"))
+        model = _check_learner(self.model, w, k + "model")
+        kwargs = self.model_kwargs
+        if kwargs is not None:
+            if not isinstance(model, ModelRef):
+                raise param_error(k + "model_kwargs", w, "null unless the model is "
+                                  "'package.module:factory'", kwargs)
+            if not isinstance(kwargs, dict) or not all(isinstance(x, str) for x in kwargs):
+                raise param_error(k + "model_kwargs", w, "a mapping with string keys, or null",
+                                  kwargs)
+            put("model_kwargs", dict(kwargs))
+        if isinstance(model, ModelRef):
+            model = ModelRef(model, self.model_kwargs)
+        put("model", model)
         put("steps", check_int(self.steps, k + "steps", w, low=1))
         put("batch_size", check_int(self.batch_size, k + "batch_size", w, low=1))
         put("optimizer", check_choice(self.optimizer, k + "optimizer", w, OPTIMIZERS))
@@ -171,8 +208,15 @@ class TrainConfig:
         put("shear", check_real(self.shear, k + "shear", w, low=0.0, high=90.0, high_open=True))
         put("elastic", check_real(self.elastic, k + "elastic", w, low=0.0))
         put("dtype", check_choice(self.dtype, k + "dtype", w, DTYPES))
-        if self.group_size is not None:
-            put("group_size", check_int(self.group_size, k + "group_size", w, low=1))
+        if self.group_size is None or (isinstance(self.group_size, str)
+                                       and self.group_size.strip().lower() == "auto"):
+            put("group_size", "auto")
+        else:
+            try:
+                put("group_size", check_int(self.group_size, k + "group_size", w, low=1))
+            except ValueError:
+                raise param_error(k + "group_size", w, "'auto' or an int >= 1",
+                                  self.group_size) from None
         put("eval_batch_size", check_int(self.eval_batch_size, k + "eval_batch_size", w, low=1))
 
     @property
@@ -185,11 +229,12 @@ class TrainConfig:
 
     @property
     def models_per_group(self) -> int:
-        """Classifiers trained as one group (``group_size``, or ``DEFAULT_GROUP_SIZE``; 1 for
-        a scikit-learn learner, trained one by one). Chunks of a run hold whole groups."""
+        """Classifiers trained as one group (``group_size``; 1 for a scikit-learn learner,
+        trained one by one; ``DEFAULT_GROUP_SIZE`` for ``"auto"``, whose size for a device is
+        ``training.groups.auto_group_size``). Chunks of a run hold whole groups."""
         if self.sklearn_learner is not None:
             return 1
-        return DEFAULT_GROUP_SIZE if self.group_size is None else self.group_size
+        return DEFAULT_GROUP_SIZE if self.group_size == "auto" else self.group_size
 
     @property
     def warps(self) -> bool:
@@ -199,10 +244,18 @@ class TrainConfig:
 
     @property
     def torch_dtype(self):
-        """``torch.float32`` or ``torch.float64``."""
+        """The dtype of parameters and inputs: ``torch.float64`` for ``float64``, else
+        ``torch.float32``."""
         import torch
 
         return torch.float64 if self.dtype == "float64" else torch.float32
+
+    @property
+    def autocast_dtype(self):
+        """``torch.bfloat16`` for ``dtype="bfloat16"`` (autocast), else None."""
+        import torch
+
+        return torch.bfloat16 if self.dtype == "bfloat16" else None
 
 
 #: The recommended cheap setting for LeNet-5 on MNIST-sized sub-datasets (see ``TrainConfig``).

@@ -1,0 +1,250 @@
+"""Benchmark: the training engine on one device (a GPU; the CPU for a quick check).
+
+    python benchmarks/bench_gpu.py                          # one CUDA device, about 6 min
+    python benchmarks/bench_gpu.py --device cpu --quick     # tiny settings: that it works
+    python benchmarks/bench_gpu.py --e2e none               # throughput only
+    python benchmarks/bench_gpu.py --no-throughput --e2e cifar10   # one end-to-end run
+    python benchmarks/bench_gpu.py --json out.json          # also write the figures
+
+Prints, for the device:
+
+1. its measured matmul rate (a large square ``torch.mm``) per precision;
+2. training images/s of one stacked group (``training.train_predict`` on random images, one
+   warm-up call first) for ``lenet5`` (MNIST shape), ``cnn_small`` with random warps and
+   elastic fields, and ``resnet18`` (CIFAR shape), at several group sizes and precisions
+   (``float32``, and on CUDA ``tf32`` and ``bfloat16``), with the fraction of the matmul
+   rate of that precision it represents (training FLOPs per image counted by
+   ``torch.utils.flop_counter`` on one plain model's forward and backward pass);
+3. end to end, train + certify: MNIST 1/7 T = 1000 (``experiments/mnist17.yaml``), MNIST
+   ns = 30 T = 1000 (``experiments/mnist_ns30.yaml``) and CIFAR-10 ResNet-18 ns = 1000,
+   T = 500, 400 steps (``experiments/cifar10_bagging.yaml``), each with ``group_size: auto``
+   (data from ``../shared/data``; a run whose data is missing is reported as skipped). With
+   ``--quick`` these are replaced by small runs on scikit-learn's digits that exercise the
+   same code.
+
+Nothing here is an estimate: every figure printed was measured by this run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from poisoncert.training import TrainConfig, build_model, train_predict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+WARPS = dict(augment=True, rotation=15.0, scale=0.15, shear=10.0, max_shift=3, elastic=1.0,
+             lr_schedule="cosine", lr=8e-3)
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    cfg: TrainConfig
+    shape: tuple[int, ...]
+    groups: tuple[int, ...]
+
+
+def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
+    if quick:
+        return [Case("lenet5", TrainConfig(model="lenet5", steps=3, batch_size=8),
+                     (1, 28, 28), (2, 4)),
+                Case("cnn_small + warps", TrainConfig(model="cnn_small", steps=3,
+                                                      batch_size=8, **WARPS),
+                     (1, 28, 28), (2,)),
+                Case("resnet18", TrainConfig(model="resnet18", steps=2, batch_size=4,
+                                             optimizer="sgd", lr=0.05), (3, 16, 16), (2,))]
+    small = (8, 256) if short else (8, 64, 256)
+    return [Case("lenet5", TrainConfig(model="lenet5", steps=40, batch_size=32),
+                 (1, 28, 28), small),
+            Case("cnn_small + warps", TrainConfig(model="cnn_small", steps=40, batch_size=32,
+                                                  **WARPS), (1, 28, 28), small),
+            Case("resnet18", TrainConfig(model="resnet18", steps=10, batch_size=64,
+                                         optimizer="sgd", lr=0.05, momentum=0.9,
+                                         weight_decay=5e-4, augment=True, max_shift=4),
+                 (3, 32, 32), (8, 32) if short else (1, 8, 32))]
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def matmul_rate(device: str, dtype: str, n: int) -> float:
+    """FLOP/s of an ``n x n`` matmul in ``dtype`` (tf32: float32 with TensorFloat-32)."""
+    dt = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dt)
+    b = torch.randn(n, n, device=device, dtype=dt)
+    saved = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+    try:
+        a @ b
+        sync(device)
+        reps = 3
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        sync(device)
+        return reps * 2 * n ** 3 / (time.perf_counter() - t0)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = saved
+
+
+def flops_per_image(cfg: TrainConfig, shape) -> float:
+    """Training FLOPs per image: one plain model's forward and backward on a batch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build_model(cfg.model, shape, 10)
+    x = torch.randn(cfg.batch_size, *shape)
+    with FlopCounterMode(display=False) as counter:
+        model(x).sum().backward()
+    return counter.get_total_flops() / cfg.batch_size
+
+
+def throughput(case: Case, G: int, dtype: str, device: str) -> float:
+    """Training images/s of one group of ``G`` (the second of two calls)."""
+    cfg = replace(case.cfg, group_size=G, dtype=dtype)
+    rng = np.random.default_rng(0)
+    n = max(64, 4 * cfg.batch_size)
+    x = rng.random((n, *case.shape), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    subsets = [rng.integers(0, n, 30) for _ in range(G)]
+    seeds = list(range(G))
+    xt = x[:2]
+    train_predict(x, y, subsets, seeds, xt, cfg, n_classes=10, device=device)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    train_predict(x, y, subsets, seeds, xt, cfg, n_classes=10, device=device)
+    sync(device)
+    return G * cfg.steps * cfg.batch_size / (time.perf_counter() - t0)
+
+
+E2E = {
+    "mnist17": ("MNIST 1/7, ns = 10, T = 1000, LeNet-5", "mnist17.yaml", {}),
+    "mnist_ns30": ("MNIST, ns = 30, T = 1000, improved learner", "mnist_ns30.yaml", {}),
+    "cifar10": ("CIFAR-10, ResNet-18, ns = 1000, T = 500, 400 steps", "cifar10_bagging.yaml",
+                {}),
+}
+QUICK_E2E = {
+    "digits_lenet": ("digits, T = 8, cnn_small (quick)", None,
+                     {"data": {"name": "digits", "test_limit": 50},
+                      "selection": {"scheme": "with_replacement", "ns": 40, "T": 8},
+                      "training": {"model": "cnn_small", "steps": 5, "batch_size": 8},
+                      "certify": {"rhos": [0, 1]}}),
+    "digits_resnet": ("digits, T = 2, resnet18 (quick)", None,
+                      {"data": {"name": "digits", "test_limit": 10},
+                       "selection": {"scheme": "with_replacement", "ns": 20, "T": 2},
+                       "training": {"model": "resnet18", "steps": 2, "batch_size": 4,
+                                    "optimizer": "sgd", "lr": 0.05, "group_size": 2},
+                       "certify": {"rhos": [0]}}),
+}
+
+
+def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None) -> dict:
+    from poisoncert.config import from_dict, load_config
+    from poisoncert.data import DataError
+    from poisoncert.experiment import certify_run, train_run
+
+    label, yaml_name, inline = (QUICK_E2E if quick else E2E)[key]
+    over = {"training.device": "cuda" if device.startswith("cuda") else "cpu"}
+    if dtype:
+        over["training.dtype"] = dtype
+        label = f"{label}, {dtype}"
+    cfg = (load_config(ROOT / "experiments" / yaml_name, over) if yaml_name
+           else from_dict(inline, over))
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        try:
+            res = train_run(cfg, Path(tmp) / key, progress=False)
+        except (DataError, FileNotFoundError) as e:
+            return {"run": label, "skipped": f"data missing: {e}"}
+        t1 = time.perf_counter()
+        cert = certify_run(Path(tmp) / key, plot=False)
+        t2 = time.perf_counter()
+        man = json.loads((Path(tmp) / key / "manifest.json").read_text())
+    out = {"run": label, "train_s": round(t1 - t0, 2), "certify_s": round(t2 - t1, 2),
+           "total_s": round(t2 - t0, 2), "group_size": man.get("engine", {}).get("group_size"),
+           "vote_accuracy": round(res.accuracy, 4),
+           "base_accuracy": round(res.base_accuracy, 4)}
+    out["certified_accuracy"] = {str(r): round(a, 4) for r, a in cert.table.rows()}
+    return out
+
+
+def main(argv=None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--quick", action="store_true", help="tiny settings (a check that it runs)")
+    p.add_argument("--e2e", default="all", help="'all', 'none' or a comma-separated list of "
+                   f"{', '.join(E2E)}")
+    p.add_argument("--short", action="store_true",
+                   help="two group sizes per model instead of three")
+    p.add_argument("--no-throughput", action="store_true", help="only the end-to-end runs")
+    p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--e2e-dtypes", default="", help="comma-separated training.dtype values "
+                   "to run each end-to-end run with (default: the config's)")
+    args = p.parse_args(argv)
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is visible (use --device cpu --quick)")
+    dtypes = ("float32", "tf32", "bfloat16") if device.startswith("cuda") else ("float32",)
+    name = (torch.cuda.get_device_name(device) if device.startswith("cuda")
+            else f"CPU ({torch.get_num_threads()} threads)")
+    report: dict = {"device": name, "date": time.strftime("%Y-%m-%d"),
+                    "torch": torch.__version__, "quick": args.quick}
+    print(f"# {name}, torch {torch.__version__}, {report['date']}")
+    n = 1024 if (args.quick or not device.startswith("cuda")) else 8192
+    rates = {dt: matmul_rate(device, dt, n) for dt in dtypes}
+    report["matmul_tflops"] = {dt: round(r / 1e12, 3) for dt, r in rates.items()}
+    print(f"\nmatmul (n = {n}): " + ", ".join(f"{dt} {r / 1e12:.2f} TFLOP/s"
+                                               for dt, r in rates.items()))
+    print("\n| model | group | dtype | training images/s | GFLOP/image | of matmul rate |")
+    print("|---|---:|---|---:|---:|---:|")
+    rows = []
+    for case in [] if args.no_throughput else cases(args.quick, device, args.short):
+        fpi = flops_per_image(case.cfg, case.shape)
+        for G in case.groups:
+            for dt in dtypes:
+                rate = throughput(case, G, dt, device)
+                frac = rate * fpi / rates[dt]
+                rows.append({"model": case.name, "group": G, "dtype": dt,
+                             "images_per_s": round(rate, 1), "gflop_per_image": fpi / 1e9,
+                             "fraction_of_matmul": round(frac, 4)})
+                print(f"| {case.name} | {G} | {dt} | {rate:,.0f} | {fpi / 1e9:.4f} | "
+                      f"{100 * frac:.1f}% |", flush=True)
+    report["throughput"] = rows
+    table = QUICK_E2E if args.quick else E2E
+    keys = (list(table) if args.e2e == "all" else [] if args.e2e == "none"
+            else [k.strip() for k in args.e2e.split(",")])
+    if keys:
+        print("\n| run (train + certify) | group | train s | certify s | total s | vote acc |")
+        print("|---|---:|---:|---:|---:|---:|")
+    e2e = []
+    for key in keys:
+        if key not in table:
+            p.error(f"--e2e: unknown run {key!r} (one of {', '.join(table)})")
+        for dt in [d.strip() for d in args.e2e_dtypes.split(",") if d.strip()] or [None]:
+            r = end_to_end(key, device, args.quick, dt)
+            e2e.append(r)
+            if "skipped" in r:
+                print(f"| {r['run']} | | | | skipped: {r['skipped']} | |")
+            else:
+                print(f"| {r['run']} | {r['group_size']} | {r['train_s']} | {r['certify_s']} "
+                      f"| {r['total_s']} | {r['vote_accuracy']} |", flush=True)
+                print("  certified accuracy:", r["certified_accuracy"], flush=True)
+    report["end_to_end"] = e2e
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=1) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# One lease of a GPU machine, in one call: the checks of issue 11 that need CUDA, each under
+# its own time limit so that a failing or slow step does not cost the others. Run from the
+# repository root with the MNIST files in ./data/mnist (git-ignored) and the project on
+# PYTHONPATH (the device machine has torch but no install of poisoncert):
+#
+#   OUT=/tmp/gpu BUDGET=540 bash benchmarks/gpu_session.sh
+#
+# Logs and JSON figures go to $OUT; the last lines printed are a summary table.
+set -uo pipefail
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+export POISONCERT_DATA="$PWD/data"
+OUT="${OUT:-/tmp/gpu}"; mkdir -p "$OUT"
+BUDGET="${BUDGET:-540}"
+start=$(date +%s)
+declare -a SUMMARY
+left() { echo $(( BUDGET - ($(date +%s) - start) )); }
+step() {  # step NAME LIMIT_S COMMAND...
+  local name=$1 limit=$2; shift 2
+  local l; l=$(left)
+  (( limit > l )) && limit=$l
+  if (( limit < 15 )); then SUMMARY+=("$name | skipped (no time left)"); return; fi
+  local t0; t0=$(date +%s)
+  timeout --signal=INT --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
+  local rc=$?
+  SUMMARY+=("$name | rc $rc | $(( $(date +%s) - t0 )) s (limit $limit s)")
+  echo "== $name rc=$rc"; tail -n 25 "$OUT/$name.log"
+}
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
+  | tee -a "$OUT/device.txt"
+step e2e_mnist17 150 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
+  --e2e-dtypes float32,tf32,bfloat16 \
+  --json "$OUT/e2e_mnist17.json"
+step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -x tests/test_engine.py \
+  tests/test_training.py -k cuda
+step e2e_mnist_ns30 260 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist_ns30 \
+  --json "$OUT/e2e_mnist_ns30.json"
+step throughput 150 python3 benchmarks/bench_gpu.py --e2e none --short \
+  --json "$OUT/throughput.json"
+echo; echo "| step | result |"; echo "|---|---|"
+for s in "${SUMMARY[@]}"; do echo "| $s |"; done
+grep -h "^| " "$OUT"/e2e_*.log "$OUT"/throughput.log 2>/dev/null | sort -u | head -40

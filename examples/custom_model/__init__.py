@@ -1,0 +1,1 @@
+"""Your own model in a config: see README.md in this folder."""

@@ -1,0 +1,126 @@
+"""``poisoncert predict RUN_DIR INPUTS``: certified predictions for new inputs.
+
+It loads the run's saved classifiers (``poisoncert.Ensemble.load``, which checks every file),
+reads INPUTS as the data set holds its inputs (``experiment.inputs.read_inputs``: a ``.npz``
+with ``x`` and optionally ``y``, an IDX file, a folder of PNG/JPEG images, a ``.csv`` of
+features), certifies them exactly as ``poisoncert certify`` certifies the run's test set, and
+writes one row per input with the columns of ``certificates.csv`` (plus ``input``, the file
+name or row number, and ``class`` / ``class_name``, the data set's class id and name of the
+prediction) as CSV, or JSON with ``--json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from poisoncert.cli.certs import library_errors
+
+__all__ = ["predict", "register"]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("predict")(predict)
+
+
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by train (with "
+                                                 "its weights).")],
+    inputs: Annotated[Path, typer.Argument(help="New inputs: a .npz (array x, optional y of "
+                                                "class ids), an IDX file, a folder of PNG/JPEG "
+                                                "images (sorted by file name) or a .csv of "
+                                                "features.")],
+    out: Annotated[Path | None, typer.Option(
+        "--out", help="Write the rows here (CSV, or JSON with --json); default: print them "
+                      "(the summary then goes to stderr).")] = None,
+    alpha: Annotated[float | None, typer.Option(
+        help="Error probability per input (default: the run's certify.alpha).")] = None,
+    method: Annotated[str | None, typer.Option(
+        help="Vote-bound method (default: the run's certify.method).")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Poisoning model P1 ... P6 (default: the run's certify.model).")] = None,
+    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of CSV (rows and "
+                                                         "summary).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Certify new inputs with a trained run: prediction (or abstain) and radius per input."""
+    with library_errors():
+        from poisoncert.cli.progress import rich_progress
+        from poisoncert.experiment.certify import certificate_rows, rows_csv
+        from poisoncert.experiment.ensemble import Ensemble
+        from poisoncert.experiment.inputs import read_inputs
+
+        ens = Ensemble.load(run_dir, device=device)
+        if not ens.verification.get("verified", True):
+            note = ens.verification.get("note", "")
+            typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
+        data = read_inputs(inputs, ens.form)
+        labels = None if data.y is None else ens.encode(data.y)
+        big = not quiet and len(data.x) * ens.T >= 20_000
+        votes = ens.votes(data.x, progress=rich_progress if big else None)
+        cert = ens.certify_votes(votes, alpha=alpha, model=model, method=method, y=data.y)
+        pred = cert.prediction
+        classes = ["" if p < 0 else int(ens.classes[p]) for p in pred]
+        names = ["" if p < 0 else ens.class_names[p] for p in pred]
+        rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names})
+        for r, c, nm in zip(rows, classes, names, strict=True):
+            r["class"] = c
+            r["class_name"] = nm
+        summary = _summary(cert, labels, ens, len(rows))
+        if as_json:
+            text = json.dumps({"run": str(ens.run_dir), "inputs": str(inputs),
+                               "summary": summary, "rows": rows}, indent=1, default=_plain)
+        else:
+            text = rows_csv(rows)
+        if out is not None:
+            from poisoncert import runs
+
+            runs.save_text(out, text + ("" if text.endswith("\n") else "\n"))
+    if out is None:
+        sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
+        _print_summary(summary, err=True, as_json=as_json)
+    else:
+        _print_summary(summary, err=False, as_json=as_json)
+        if not as_json:
+            typer.echo(f"rows: {out}")
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else str(v)
+
+
+def _summary(cert, labels, ens, n: int) -> dict:
+    s = cert.summary(None if labels is None else ens.classes[labels])
+    pred = cert.prediction
+    counts = {str(ens.classes[k]): int((pred == k).sum()) for k in range(ens.n_classes)}
+    out = {"n_inputs": n, "n_certified": s["n_certified"], "abstain_rate": s["abstain_rate"],
+           "radius_median": None if math.isnan(s["radius_median"]) else s["radius_median"],
+           "radius_max": s["radius_max"], "radius_unit": s["radius_unit"],
+           "predicted": counts, "setting": cert.setting()}
+    if "accuracy" in s:
+        out["accuracy"] = s["accuracy"]
+    return out
+
+
+def _print_summary(summary: dict, *, err: bool, as_json: bool) -> None:
+    if as_json:
+        if not err:
+            typer.echo(json.dumps(summary, indent=1))
+        return
+    s = summary
+    n = s["n_inputs"]
+    lines = [f"{n} inputs: {s['n_certified']} certified, {n - s['n_certified']} abstained"
+             + (f", accuracy (abstain = wrong) {s['accuracy']:.4f}" if "accuracy" in s else "")]
+    if s["radius_median"] is not None:
+        lines.append(f"radius median {s['radius_median']:g}, max {s['radius_max']} "
+                     f"[{s['radius_unit']}]")
+    lines.append("certified predictions per class: "
+                 + ", ".join(f"{c}: {k}" for c, k in s["predicted"].items()))
+    for line in lines:
+        typer.echo(line, err=err)

@@ -1,0 +1,155 @@
+"""New inputs for a trained ensemble, read from files as they come (``poisoncert predict``).
+
+``read_inputs(path, form)`` reads
+
+- a ``.npz`` holding an array ``x`` (and optionally ``y``, the data set's original class ids),
+- an IDX images file (MNIST's format, gzipped or plain),
+- a folder of PNG or JPEG images (one input per file, in sorted file-name order; Pillow),
+- a ``.csv`` of features (one input per row, ``prod(shape)`` numbers; a first line that is
+  not numeric is a header),
+
+and checks them against the run's raw input form (``ensemble.InputForm``): dtype, value
+range, shape, and for images their mode (``L`` for one channel, ``RGB`` for three) and
+size. Every problem is one ``ValueError`` naming the file and what was expected.
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from poisoncert.experiment.ensemble import InputForm, describe_array
+
+__all__ = ["IMAGE_SUFFIXES", "Inputs", "read_inputs"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+
+
+@dataclass(frozen=True, eq=False)
+class Inputs:
+    """Raw inputs ``x``, their names (file names, or row numbers) and optional original class
+    ids ``y``."""
+
+    x: np.ndarray
+    names: list[str]
+    y: np.ndarray | None = None
+
+
+def _error(path: Path, what: str) -> ValueError:
+    return ValueError(f"{path}: {what}")
+
+
+def read_inputs(path: str | Path, form: InputForm) -> Inputs:
+    """Read the inputs in ``path`` (see the module docstring) and check them against
+    ``form``; the result's ``x`` is in the raw form ``Ensemble`` takes."""
+    path = Path(path)
+    if path.is_dir():
+        inputs = _read_images(path, form)
+    elif not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (INPUTS is a .npz, an IDX "
+                                "file, a folder of PNG/JPEG images or a .csv).")
+    elif path.suffix.lower() == ".npz":
+        inputs = _read_npz(path)
+    elif path.suffix.lower() == ".csv":
+        inputs = _read_csv(path)
+    else:
+        inputs = _read_idx(path)
+    try:
+        x = form.arrange(inputs.x)
+    except ValueError:
+        raise _error(path, f"the run takes {form.describe()}; this file holds "
+                     f"{describe_array(inputs.x)}.") from None
+    if len(x) == 0:
+        raise _error(path, "holds no inputs.")
+    return Inputs(x=x, names=inputs.names, y=inputs.y)
+
+
+def _read_npz(path: Path) -> Inputs:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if not hasattr(z, "files") or "x" not in z.files:
+                held = ", ".join(z.files) if hasattr(z, "files") else "one array"
+                raise _error(path, f"a .npz of inputs holds an array 'x' (and optionally 'y'); "
+                             f"this one holds {held or 'nothing'}.")
+            x = z["x"]
+            y = z["y"] if "y" in z.files else None
+    except (OSError, zipfile.BadZipFile, EOFError) as e:
+        raise _error(path, f"not a readable .npz archive ({e}).") from None
+    except ValueError as e:
+        if str(e).startswith(str(path)):
+            raise
+        raise _error(path, f"its arrays cannot be read without pickle ({e}).") from None
+    if y is not None and (y.ndim != 1 or len(y) != len(x) or y.dtype.kind not in "iu"):
+        raise _error(path, f"'y' must be a 1-d integer array of {len(x)} class ids (one per "
+                     f"input); got dtype {y.dtype}, shape {y.shape}.")
+    return Inputs(x=x, names=[str(i) for i in range(len(x))], y=y)
+
+
+def _read_idx(path: Path) -> Inputs:
+    from poisoncert.data.idx import read_idx
+
+    x = read_idx(path)  # a DataFormatError (a ValueError) names the file
+    return Inputs(x=x, names=[str(i) for i in range(len(x))])
+
+
+def _read_csv(path: Path) -> Inputs:
+    text = path.read_text()
+    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+    if rows and not _numeric(rows[0]):
+        rows = rows[1:]  # a header
+    if not rows:
+        raise _error(path, "holds no rows of numbers.")
+    width = {len(r) for r in rows}
+    if len(width) != 1:
+        raise _error(path, f"every row must have the same number of values; found "
+                     f"{sorted(width)}.")
+    try:
+        x = np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
+    except ValueError:
+        bad = next(i for i, r in enumerate(rows) if not _numeric(r))
+        raise _error(path, f"row {bad + 1} is not all numbers.") from None
+    if np.all(np.isfinite(x)) and np.all(x == np.rint(x)):
+        x = x.astype(np.int64)
+    return Inputs(x=x, names=[str(i) for i in range(len(x))])
+
+
+def _numeric(row: list[str]) -> bool:
+    try:
+        [float(c) for c in row]
+    except ValueError:
+        return False
+    return True
+
+
+def _read_images(folder: Path, form: InputForm) -> Inputs:
+    from PIL import Image, UnidentifiedImageError
+
+    files = sorted(p for p in folder.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise _error(folder, "holds no PNG or JPEG images (" + ", ".join(IMAGE_SUFFIXES)
+                     + ").")
+    shape = form.shape
+    if len(shape) != 3 or shape[0] not in (1, 3) or form.kind != "uint8":
+        raise _error(folder, "this run's inputs are not 8-bit images (it takes "
+                     f"{form.describe()}); give a .npz or a .csv instead.")
+    c, h, w = shape
+    mode = "L" if c == 1 else "RGB"
+    arrays = []
+    for f in files:
+        try:
+            with Image.open(f) as img:
+                img.load()
+                if img.mode != mode or img.size != (w, h):
+                    kind = "grayscale (mode L)" if c == 1 else "RGB"
+                    raise _error(f, f"the run takes {w}x{h} {kind} images; this one is "
+                                 f"{img.size[0]}x{img.size[1]} in mode {img.mode}.")
+                arrays.append(np.asarray(img, dtype=np.uint8))
+        except (UnidentifiedImageError, OSError) as e:
+            raise _error(f, f"not a readable image ({e}).") from None
+    x = np.stack(arrays)
+    return Inputs(x=x, names=[f.name for f in files])

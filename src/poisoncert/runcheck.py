@@ -1,0 +1,124 @@
+"""Verification of a finished run directory before it is certified (numpy).
+
+A certificate is only as trustworthy as the files it is computed from, so ``certify`` first
+checks (``verify_run``), in this order, and stops at the first file that does not match:
+
+1. the manifest is a finished run's and intact (``manifest_sha256`` over its own content);
+2. ``config.yaml`` has the config hash the run was trained with (``config_hash``);
+3. every file whose SHA-256 the manifest records (arrays, config, classifier table,
+   ``phase2.json``, weights) still has it, and no weights file was added;
+4. the arrays agree with each other and with the manifest: ``predictions`` is ``(T, n_test)``
+   within ``[-1, n_classes - 1]``, ``votes`` counts exactly those predictions, ``labels`` lie in
+   ``[0, n_classes - 1]``, and ``data.n = n_train - n_clean``.
+
+Runs made before checksums were recorded have no ``checksums``: they get 2 and 4 and a
+warning (``verified`` False) rather than a refusal, so that earlier experiments can still be
+certified. The checks detect changed files, not an adversary who rewrites the checksums too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from poisoncert import runlayout as runs
+from poisoncert.config import ExperimentConfig, config_hash
+from poisoncert.runsafe import MANIFEST_DIGEST, TMP_PREFIX, RunError, file_sha256, manifest_digest
+from poisoncert.votes import votes_from_predictions
+
+__all__ = ["verify_run"]
+
+
+def verify_run(rd) -> dict[str, Any]:
+    """Check the finished run ``rd``; raise a ``RunError`` naming the first file that does not
+    match. Returns ``{"verified": bool, "files": int, "note": str}`` (``verified`` False for a
+    run without checksums, whose ``note`` is a warning)."""
+    cfg = rd.load_config()
+    man_path = rd / runs.MANIFEST
+    man = rd.load_manifest()
+    if not man:
+        raise RunError(f"The manifest '{man_path}' is missing: is '{rd.path}' a poisoncert run?")
+    if man.get("finished") is None:
+        raise RunError(f"The run '{rd.path}' is not finished ('{man_path}' records no finish): "
+                       "run train again to resume it.")
+    if MANIFEST_DIGEST in man and man[MANIFEST_DIGEST] != manifest_digest(man):
+        raise RunError(f"The manifest '{man_path}' was changed after the run finished (its "
+                       f"content does not match its {MANIFEST_DIGEST}).")
+    if man.get("config_hash") != config_hash(cfg):
+        raise RunError(f"The config '{rd / runs.CONFIG}' is not the one the run was trained "
+                       f"with (its hash is not the config_hash in {runs.MANIFEST}).")
+    sums = man.get("checksums")
+    if sums is not None:
+        _check_files(rd, sums, man_path)
+    _check_arrays(rd, cfg, man, man_path)
+    if sums is None:
+        return {"verified": False, "files": 0,
+                "note": f"warning: the run '{rd.path}' records no checksums (made by an earlier "
+                        "poisoncert): only its config hash and the consistency of its arrays "
+                        "were checked."}
+    return {"verified": True, "files": len(sums),
+            "note": f"verified: {len(sums)} files match the checksums in {runs.MANIFEST}, the "
+                    "config its hash, and the arrays each other."}
+
+
+def _check_files(rd, sums, man_path: Path) -> None:
+    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+        raise RunError(f"The manifest '{man_path}' has malformed checksums.")
+    for rel, want in sums.items():
+        parts = Path(rel).parts
+        if not parts or Path(rel).is_absolute() or ".." in parts:
+            raise RunError(f"The manifest '{man_path}' names the file '{rel}', outside the run "
+                           "directory.")
+        path = rd.path / rel
+        try:
+            got = file_sha256(path)
+        except FileNotFoundError:
+            raise RunError(f"The file '{path}' is missing (its checksum is recorded in "
+                           f"{runs.MANIFEST}).") from None
+        except OSError as e:
+            raise RunError(f"Cannot read '{path}': {e.strerror or e}.") from None
+        if got != want:
+            raise RunError(f"The file '{path}' was changed after the run finished: its SHA-256 "
+                           f"{got[:12]}... is not the {want[:12]}... recorded in "
+                           f"{runs.MANIFEST}.")
+    if rd.weights_dir.is_dir():
+        for p in sorted(rd.weights_dir.iterdir()):
+            if p.is_file() and not p.name.startswith(TMP_PREFIX) \
+                    and f"{runs.WEIGHTS}/{p.name}" not in sums:
+                raise RunError(f"The file '{p}' was added after the run finished (no checksum "
+                               f"of it is recorded in {runs.MANIFEST}).")
+
+
+def _check_arrays(rd, cfg: ExperimentConfig, man: dict[str, Any], man_path: Path
+                  ) -> None:
+    data = man.get("data")
+    keys = ("n", "n_test", "n_classes")
+    if not isinstance(data, dict) or not all(
+            type(data.get(k)) is int and data[k] >= 1 for k in keys):
+        raise RunError(f"The manifest '{man_path}' does not give the data sizes (data.n, "
+                       "data.n_test, data.n_classes as positive integers).")
+    n, n_test, k = (data[key] for key in keys)
+    n_train, n_clean = data.get("n_train"), data.get("n_clean")
+    if type(n_train) is int and type(n_clean) is int and n != n_train - n_clean:
+        raise RunError(f"The manifest '{man_path}' is inconsistent: data.n = {n} is not "
+                       f"data.n_train - data.n_clean = {n_train - n_clean}.")
+    T = cfg.T
+    predictions, votes, labels = (rd.load(name) for name in
+                                  (runs.PREDICTIONS, runs.VOTES, runs.LABELS))
+    for name, arr, shape, low, high in (
+            (runs.PREDICTIONS, predictions, (T, n_test), -1, k - 1),
+            (runs.VOTES, votes, (n_test, k), 0, T),
+            (runs.LABELS, labels, (n_test,), 0, k - 1)):
+        path = rd / name
+        if arr.shape != shape or arr.dtype.kind not in "iu":
+            raise RunError(f"The file '{path}' holds a {arr.dtype} array of shape {arr.shape}; "
+                           f"this run needs integers of shape {shape}.")
+        if arr.size and (arr.min() < low or arr.max() > high):
+            bad = int(arr.min()) if arr.min() < low else int(arr.max())
+            raise RunError(f"The file '{path}' holds the value {bad}, outside [{low}, {high}] "
+                           f"for this run ({k} classes, T = {T}).")
+    if not np.array_equal(votes, votes_from_predictions(predictions, k)):
+        raise RunError(f"The file '{rd / runs.VOTES}' does not hold the vote counts of "
+                       f"'{rd / runs.PREDICTIONS}'.")

@@ -1,0 +1,392 @@
+"""Run directories under faults: atomic writes, an exclusive lock, leftovers, checksums.
+
+Standard library only; ``poisoncert.runs`` builds the run directory on these.
+
+Atomic writes
+    ``atomic_write`` (and ``save_bytes``, ``save_text``, ``save_json``, ``save_with``) write a
+    temporary file beside the target, fsync it and rename it into place: a reader sees the old
+    file or the complete new one, never a part.
+Lock
+    A run directory holds an empty file ``.lock``. A process that trains or certifies the run
+    holds ``fcntl.flock(LOCK_EX)`` on it for as long as it works there; the operating system
+    drops the lock when the process ends in any way (SIGKILL included), so a lock is never
+    stale. A second process is refused at once with one line (``RunLockedError``) rather than
+    made to wait, since the wait could last as long as a training run.
+Leftovers
+    Every file is written to a temporary ``.tmp-<name>.XXXX`` beside it; a new run is built
+    in a temporary sibling folder ``.tmp-run.<pid>.<name>.XXXX`` (locked from its first
+    instant) and renamed into place once its config and manifest are written.
+    A kill leaves at most such temporaries. The next process that holds a run's lock removes
+    the temporary files in it (``remove_leftovers``); the next one that creates a run beside
+    them removes sibling folders whose creator is gone (``remove_stale_run_tmps``: its lock is
+    free, or it had not taken it yet and its process no longer exists). Live ones are left.
+Checksums
+    SHA-256 of files, and of a manifest's own content (``manifest_digest``), so that
+    ``RunDir.verify`` can refuse a run whose files changed after it finished.
+Test hook
+    ``POISONCERT_TEST_FAULT=<point>[:<k>]`` makes the process SIGKILL itself the ``k``-th
+    (default first) time it reaches the named point (``fault_point``; ``...@sleep=<s>``
+    pauses there instead); the fault tests use it to kill inside the run-directory creation
+    window and between a file's write and rename, and to hold a lock while another process
+    tries the run. Unset (always, outside tests), a point costs one comparison. Points:
+    ``create:tmp``, ``create:locked``, ``create:manifest``, ``create:filled``,
+    ``create:renamed``, ``write:<file name>`` (before the rename), ``finish``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: runs are not locked
+    fcntl = None
+
+__all__ = [
+    "LOCK",
+    "atomic_write",
+    "save_bytes",
+    "save_json",
+    "save_text",
+    "save_with",
+    "RUN_TMP_PREFIX",
+    "TMP_PREFIX",
+    "RunError",
+    "RunLock",
+    "RunLockedError",
+    "create_locked",
+    "fault_point",
+    "file_sha256",
+    "manifest_digest",
+    "new_run_tmp",
+    "remove_leftovers",
+    "remove_stale_run_tmps",
+]
+
+LOCK = ".lock"
+TMP_PREFIX = ".tmp-"
+RUN_TMP_PREFIX = TMP_PREFIX + "run."
+#: The manifest key holding ``manifest_digest`` of the rest of the manifest.
+MANIFEST_DIGEST = "manifest_sha256"
+
+
+class RunError(OSError):
+    """A run directory that cannot be written, is in use, holds another run, or does not
+    match its manifest."""
+
+
+class RunLockedError(RunError):
+    """Another process holds the run directory's lock (it is training or certifying it)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
+
+    On any exception the temporary file is removed and ``path`` is left as it was, so a
+    reader sees either the old file or the complete new one, never a part.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX + path.name + ".")
+    except OSError as e:
+        raise RunError(f"Cannot write '{path}': {e.strerror or e}.") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        fault_point("write:" + path.name)
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) and not isinstance(e, RunError):
+            raise RunError(f"Cannot write '{path}': {e.strerror or e}.") from e
+        raise
+    _fsync(path.parent)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def save_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_write(path) as f:
+        f.write(data)
+
+
+def save_text(path: str | Path, text: str) -> None:
+    save_bytes(path, text.encode())
+
+
+def save_json(path: str | Path, obj: Any) -> None:
+    save_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def save_with(path: str | Path, write: Callable[[io.BufferedIOBase], None]) -> None:
+    """Atomically write ``path`` with ``write(file)`` (e.g. a matplotlib ``savefig``)."""
+    with atomic_write(path) as f:
+        write(f)
+
+
+# --------------------------------------------------------------------------------------------
+# Lock
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``folder/.lock``, held until ``release`` or the process ends."""
+
+    def __init__(self, folder: Path, fd: int | None):
+        self.folder = folder
+        self._fd = fd
+
+    @classmethod
+    def acquire(cls, folder: str | Path) -> RunLock:
+        """Lock ``folder`` (creating its ``.lock``) or raise ``RunLockedError`` at once."""
+        folder = Path(folder)
+        path = folder / LOCK
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as e:
+            raise RunError(f"Cannot lock the run directory '{folder}': '{path}' cannot be "
+                           f"opened for writing ({e.strerror or e}).") from None
+        if fcntl is None:  # pragma: no cover
+            return cls(folder, fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLockedError(
+                    f"The run directory '{folder}' is in use by another poisoncert process "
+                    "(train or certify holds its lock): wait until it ends, or use another "
+                    "run directory.") from None
+            raise RunError(f"Cannot lock the run directory '{folder}': "
+                           f"{e.strerror or e} ('{path}').") from None
+        return cls(folder, fd)
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Drop the lock (closing the file releases the ``flock``)."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:  # an object dropped without release() still unlocks
+        self.release()
+
+
+# --------------------------------------------------------------------------------------------
+# Leftovers
+
+
+def remove_leftovers(folder: Path, subfolders: tuple[str, ...] = ()) -> list[Path]:
+    """Remove the ``.tmp-*`` files that killed writers left in ``folder`` and ``subfolders``.
+
+    Call only with ``folder``'s lock held: then no live writer owns them.
+    """
+    removed = []
+    for d in (folder, *(folder / s for s in subfolders)):
+        try:
+            entries = list(os.scandir(d))
+        except OSError:
+            continue
+        for e in entries:
+            if e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(e.path)
+                    removed.append(Path(e.path))
+    return removed
+
+
+def new_run_tmp(parent: Path, name: str) -> Path:
+    """A new temporary sibling folder for building run ``name`` in ``parent``."""
+    return Path(tempfile.mkdtemp(prefix=f"{RUN_TMP_PREFIX}{os.getpid()}.{name}.", dir=parent))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def remove_stale_run_tmps(parent: Path) -> list[Path]:
+    """Remove temporary run folders in ``parent`` whose creator is gone; leave live ones."""
+    removed = []
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return removed
+    for e in entries:
+        if not e.name.startswith(RUN_TMP_PREFIX) or not e.is_dir(follow_symlinks=False):
+            continue
+        folder = Path(e.path)
+        if (folder / LOCK).exists():
+            try:
+                lock = RunLock.acquire(folder)
+            except RunError:
+                continue  # its creator is still building it
+            try:
+                shutil.rmtree(folder, ignore_errors=True)
+            finally:
+                lock.release()
+        else:  # killed before it took its lock: stale once its process is gone
+            pid = e.name[len(RUN_TMP_PREFIX):].split(".", 1)[0]
+            if pid.isdigit() and _alive(int(pid)):
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+        if not folder.exists():
+            removed.append(folder)
+    return removed
+
+
+# --------------------------------------------------------------------------------------------
+# Checksums
+
+
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def manifest_digest(manifest: dict[str, Any]) -> str:
+    """SHA-256 of a manifest's canonical JSON, leaving out its own ``manifest_sha256``."""
+    body = {k: v for k, v in manifest.items() if k != MANIFEST_DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------------
+# Test hook
+
+def _parse_fault(text: str | None) -> tuple[str, int, float | None] | None:
+    """``point[:k]`` (SIGKILL) or ``point[:k]@sleep=<seconds>`` (pause there instead)."""
+    if not text:
+        return None
+    text, _, action = text.partition("@")
+    pause = float(action.removeprefix("sleep=")) if action.startswith("sleep=") else None
+    head, sep, tail = text.rpartition(":")
+    point, k = (head, int(tail)) if sep and tail.isdigit() else (text, 1)
+    return point, k, pause
+
+
+_FAULT = _parse_fault(os.environ.get("POISONCERT_TEST_FAULT"))
+_FAULT_SEEN: dict[str, int] = {}
+
+
+def fault_point(name: str) -> None:
+    """SIGKILL this process here (or pause) when ``$POISONCERT_TEST_FAULT`` names this point."""
+    if _FAULT is None or _FAULT[0] != name:
+        return
+    _FAULT_SEEN[name] = _FAULT_SEEN.get(name, 0) + 1
+    if _FAULT_SEEN[name] != _FAULT[1]:
+        return
+    if _FAULT[2] is not None:
+        import time
+
+        time.sleep(_FAULT[2])
+    else:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic creation of a folder
+
+
+def create_locked(path: Path, fill: Callable[[Path], None]) -> RunLock | None:
+    """Create the folder ``path`` as a whole: ``fill(tmp)`` writes its contents into a locked
+    temporary sibling, which is then renamed to ``path`` (replacing an empty folder there).
+
+    Returns the lock, held, now on ``path``; or None when another process put a non-empty
+    folder at ``path`` first. Missing parents are created. On any error (or a kill) no part
+    of ``path`` exists: the temporary folder and the parents created here are removed (after
+    a kill, the temporary folder by the next ``remove_stale_run_tmps``).
+    """
+    parent = path.absolute().parent
+    created = []
+    p = parent
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+    tmp: Path | None = None
+    lock: RunLock | None = None
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_run_tmps(parent)
+        tmp = new_run_tmp(parent, path.name)
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700
+        fault_point("create:tmp")
+        lock = RunLock.acquire(tmp)
+        fault_point("create:locked")
+        fill(tmp)
+        _fsync(tmp)
+        fault_point("create:filled")
+        try:
+            os.rename(tmp, path)
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+            lock.release()
+            return None
+        _fsync(parent)
+        fault_point("create:renamed")
+    except BaseException as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            lock.release()
+        for c in created:  # deepest first
+            with contextlib.suppress(OSError):
+                c.rmdir()
+        if isinstance(e, OSError) and not isinstance(e, RunError):
+            raise RunError(f"Cannot write the run directory '{path}': "
+                           f"{e.strerror or e}.") from None
+        raise
+    lock.folder = path
+    return lock
+
+
+def _fsync(folder: Path) -> None:
+    """Persist a folder's entries (best effort: not every platform can open a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,97 @@
+"""How many classifiers train as one stacked group: ``group_size: auto``.
+
+``auto_group_size(cfg, device, input_shape, n_classes, n_models=None)``:
+
+- on the CPU, ``DEFAULT_GROUP_SIZE`` (8): measured fastest there for every built-in model
+  (``benchmarks/bench_training.py --study``: larger groups leave the caches);
+- on CUDA, as many as fit in half the free device memory, measured by one probe step of a
+  stacked pair of the model at the run's batch size, up to a cap that already fills the device
+  with work (256 classifiers of a model under a million parameters, 32 of a larger one such
+  as ResNet-18); with ``n_models`` (a run's ``T``) the groups are then evened out
+  (``ceil(T / ceil(T / G))``) so that the last group is not mostly padding.
+
+The size is part of the numerics (kernels depend on shapes), so a run directory records the
+size it used and a resumed run keeps it (``poisoncert.experiment.train_run``); calls of
+``train_predict`` that must agree bit for bit on CUDA should give an explicit ``group_size``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
+
+__all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "auto_group_size", "even_groups",
+           "recorded_group_size"]
+
+#: Largest auto group on CUDA for models under / over a million parameters.
+CUDA_CAP_SMALL, CUDA_CAP_LARGE = 256, 32
+#: Share of the free device memory an auto group may plan to use.
+MEMORY_SHARE = 0.5
+
+
+def even_groups(G: int, n_models: int) -> int:
+    """The smallest group size that trains ``n_models`` in as many groups as ``G`` does."""
+    if n_models <= 0:
+        return G
+    k = math.ceil(n_models / G)
+    return math.ceil(n_models / k)
+
+
+def recorded_group_size(cfg: TrainConfig, manifest: dict | None) -> int:
+    """The group size of a run with training settings ``cfg`` whose manifest is ``manifest``:
+    ``cfg.group_size``, or for ``auto`` the size the manifest records (``engine.group_size``;
+    ``DEFAULT_GROUP_SIZE`` for runs that predate the record); 1 for a scikit-learn learner."""
+    if cfg.sklearn_learner is not None:
+        return 1
+    if cfg.group_size != "auto":
+        return int(cfg.group_size)
+    return int((manifest or {}).get("engine", {}).get("group_size", DEFAULT_GROUP_SIZE))
+
+
+def auto_group_size(cfg: TrainConfig, device, input_shape, n_classes: int,
+                    n_models: int | None = None) -> int:
+    """The group size ``cfg.group_size`` stands for on ``device`` (itself when it is an int)."""
+    if cfg.group_size != "auto":
+        return int(cfg.group_size)
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return DEFAULT_GROUP_SIZE
+    G = _cuda_group(cfg, device, tuple(input_shape), n_classes)
+    return even_groups(G, n_models) if n_models else G
+
+
+def _cuda_group(cfg: TrainConfig, device, input_shape, n_classes) -> int:  # pragma: no cover
+    """Probe one training step of two stacked models and size the group by memory."""
+    import torch
+    from torch.nn import functional as F
+
+    from poisoncert.training.fast import stack_models, stackable
+    from poisoncert.training.models import init_model
+
+    models = [init_model(cfg.model, input_shape, n_classes, s).to(device, cfg.torch_dtype)
+              for s in (1, 2)]
+    n_params = sum(p.numel() for p in models[0].parameters())
+    cap = CUDA_CAP_SMALL if n_params < 1_000_000 else CUDA_CAP_LARGE
+    if not stackable(models[0]):
+        return 1
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    net = stack_models(models)
+    B = cfg.batch_size
+    x = torch.zeros(2, B, *input_shape, device=device, dtype=cfg.torch_dtype)
+    if net.batch_first:
+        x = x.transpose(0, 1)
+    y = torch.zeros(2 * B, dtype=torch.int64, device=device)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.autocast_dtype is not None):
+        logits = net.forward_train(x)
+    F.cross_entropy(logits.float().reshape(2 * B, -1), y).backward()
+    torch.cuda.synchronize(device)
+    # optimizer state: up to 3 more copies of the parameters
+    per_model = (torch.cuda.max_memory_allocated(device) - base) / 2 + 3 * 4 * n_params
+    del net, logits, x
+    free, _ = torch.cuda.mem_get_info(device)
+    return max(1, min(cap, int(MEMORY_SHARE * free / max(per_model, 1.0))))

@@ -1,0 +1,144 @@
+"""A user's own model in a config: ``training.model: "package.module:factory"``.
+
+``ModelRef("package.module:factory", kwargs)`` is what a ``TrainConfig`` holds for such a
+model: the import path as text (a ``str``, so the config writes, hashes and compares it as
+the text it is) that is also the factory the engine calls, ``ref(input_shape, n_classes)``
+-> ``factory(input_shape, n_classes, **kwargs)``. The user's module is imported on the first
+call (or by ``resolve``), never when a config is read, and only for a config that names it.
+
+It is picklable (the text and the kwargs travel, not the function), so worker processes
+import the module themselves: it must be importable there, installed or on ``sys.path``. A
+module not found on ``sys.path`` is also looked for in the working directory (as
+``python -m`` does), so ``examples.custom_model:make_model`` works from the repository
+root. No torch here: the user's module imports what it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from poisoncert._validation import param_error
+
+__all__ = ["ModelRef", "is_model_ref"]
+
+_REF = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+
+
+def is_model_ref(text: object) -> bool:
+    """Whether ``text`` has the form ``package.module:factory``."""
+    return isinstance(text, str) and bool(_REF.match(text.strip()))
+
+
+class ModelRef(str):
+    """``"package.module:factory"``, callable as the factory with the config's kwargs."""
+
+    def __new__(cls, ref: str, kwargs: Mapping[str, Any] | None = None):
+        self = super().__new__(cls, ref.strip())
+        self.kwargs = dict(kwargs or {})
+        self._factory = None
+        return self
+
+    def __reduce__(self):
+        return (ModelRef, (str(self), self.kwargs))
+
+    def __deepcopy__(self, memo):
+        return ModelRef(str(self), dict(self.kwargs))
+
+    @property
+    def module(self) -> str:
+        return self.split(":", 1)[0]
+
+    @property
+    def attribute(self) -> str:
+        return self.split(":", 1)[1]
+
+    def resolve(self) -> Callable[..., Any]:
+        """Import the module and return the factory (a ``ValueError`` naming ``training.model``
+        when it cannot be imported or is not callable)."""
+        if self._factory is not None:
+            return self._factory
+        module = _import(self.module, str(self))
+        factory = getattr(module, self.attribute, None)
+        if factory is None or not callable(factory):
+            raise param_error("training.model", "the config", "'package.module:factory' "
+                              f"naming a callable (module {self.module!r} has no callable "
+                              f"{self.attribute!r})", str(self))
+        self._factory = factory
+        return factory
+
+    def source(self) -> dict[str, Any]:
+        """Where the factory comes from: the import path, the module's file and its SHA-256
+        (recorded in a run, so that a later load can tell changed code). The module is found,
+        not run: its parent packages are imported, the module itself is not."""
+        path = _module_file(self.module, str(self))
+        out: dict[str, Any] = {"ref": str(self), "kwargs": self.kwargs, "file": path,
+                               "sha256": None}
+        if path and Path(path).is_file():
+            out["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        return out
+
+    def __call__(self, input_shape, n_classes: int):
+        return self.resolve()(tuple(input_shape), int(n_classes), **self.kwargs)
+
+
+def _module_file(name: str, ref: str) -> str | None:
+    """The file of module ``name`` (looked for as ``_import`` would), without running it."""
+    import importlib.util
+
+    module = sys.modules.get(name)
+    if module is not None:
+        return getattr(module, "__file__", None)
+    for attempt in range(2):
+        try:
+            spec = importlib.util.find_spec(name)
+        except ModuleNotFoundError:
+            spec = None
+        except Exception as e:  # noqa: BLE001 - a parent package failed to import
+            raise param_error("training.model", "the config", "'package.module:factory' whose "
+                              f"packages import ({type(e).__name__}: {e})", ref) from e
+        if spec is not None:
+            return spec.origin
+        cwd = os.getcwd()
+        if attempt or cwd in sys.path or "" in sys.path:
+            break
+        sys.path.insert(0, cwd)
+    raise _import_error(ref, ModuleNotFoundError(f"No module named {name!r}"))
+
+
+def _import(name: str, ref: str):
+    try:
+        return _import_module(name, ref)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (name == e.name or name.startswith(e.name + ".")):
+            raise _import_error(ref, e) from None  # the user's module lacks one of its imports
+        cwd = os.getcwd()
+        if cwd in sys.path or "" in sys.path:
+            raise _import_error(ref, e) from None
+    sys.path.insert(0, cwd)  # as ``python -m`` does; kept, so worker processes inherit it
+    try:
+        return _import_module(name, ref)
+    except ModuleNotFoundError as e:
+        sys.path.remove(cwd)
+        raise _import_error(ref, e) from None
+
+
+def _import_module(name: str, ref: str):
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the user's code: one clear line, not a traceback
+        raise param_error("training.model", "the config", "'package.module:factory' whose "
+                          f"module imports ({type(e).__name__}: {e})", ref) from e
+
+
+def _import_error(ref: str, e: ModuleNotFoundError) -> ValueError:
+    return param_error("training.model", "the config", "'package.module:factory' with a "
+                       f"module importable from sys.path or the working directory ({e})", ref)

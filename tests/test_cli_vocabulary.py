@@ -1,0 +1,71 @@
+"""One CLI vocabulary: the same option names on every command, --json wherever results are
+printed, and help text that shows what it says."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+import pytest
+import typer
+import yaml
+from typer.testing import CliRunner
+
+from poisoncert.cli import app
+
+runner = CliRunner()
+
+CONFIG = {"data": {"name": "digits", "test_limit": 40},
+          "selection": {"scheme": "without_replacement", "ns": 40, "T": 8, "seed": 1},
+          "training": {"model": "mlp", "steps": 3, "group_size": 4},
+          "run": {"chunk_size": 8}}
+
+
+def _commands() -> dict[str, click.Command]:
+    group = typer.main.get_command(app)
+    return dict(group.commands)
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.replace("│", " ").replace("╭", " ").replace("╰", " ").split())
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_help_shows_every_option_help_as_written(name):
+    """Rich's help renderer reads [..] as markup; nothing of an option's help may vanish."""
+    cmd = _commands()[name]
+    r = runner.invoke(app, [name, "--help"], terminal_width=200)
+    assert r.exit_code == 0
+    shown = _flat(r.output)
+    for p in cmd.params:
+        if getattr(p, "help", None) and not getattr(p, "hidden", False):
+            want = _flat(re.sub(r"\\(\[)", r"\1", p.help))
+            assert want in shown, (name, p.name, want)
+
+
+def test_commands_that_print_results_take_json():
+    for name, cmd in _commands().items():
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        assert "--json" in opts, name
+
+
+def test_rhos_on_train_and_certify(tmp_path):
+    pytest.importorskip("torch")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "--rhos", "0,1,3",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["T"] == 8 and out["chunks_trained"] == 1 and out["run_dir"] == str(run)
+    assert yaml.safe_load((run / "config.yaml").read_text())["certify"]["rhos"] == [0, 1, 3]
+    r = runner.invoke(app, ["certify", str(run), "--json", "--no-plot"])
+    doc = json.loads(r.stdout)
+    assert [row["rho"] for row in doc["certified_accuracy"]] == [0, 1, 3]
+    r = runner.invoke(app, ["certify", str(run), "--rhos", "0,2", "--rho", "5", "--json",
+                            "--no-plot"])
+    assert [row["rho"] for row in json.loads(r.stdout)["certified_accuracy"]] == [0, 2, 5]
+    r = runner.invoke(app, ["certify", str(run), "--rhos", "0,x"])
+    assert r.exit_code == 1 and r.output.startswith("error: The '--rhos' parameter")

@@ -1,0 +1,168 @@
+"""The shell commands of README.md and docs/*.md run as written.
+
+Every command of every fenced ``bash`` block is listed in ``COMMANDS`` (the test fails when the
+docs and the list disagree), either to run, as written plus small overrides that make it
+cheap (fewer classifiers, steps and test points), or to skip, with the reason. They run in
+doc order (README first, then docs/ by name) in one temporary copy of ``experiments/`` and
+``examples/``, as a user on a fresh clone would type them one after another, so a command
+that collides with an earlier one's output fails here too.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+SMALL = ["--selection.T", "2", "--training.steps", "2", "--data.test_limit", "50"]
+
+#: command as written -> ("run", extra arguments) or ("skip", why). "mnist": needs MNIST.
+COMMANDS: dict[str, tuple] = {
+    # README.md
+    "python3 -m venv .venv": ("skip", "set-up (the test runs in the installed environment)"),
+    ". .venv/bin/activate": ("skip", "set-up"),
+    'pip install -c constraints-cpu.txt -e ".[torch]"': ("skip", "set-up"),
+    "poisoncert demo": ("run", ["--quick", "-q"]),
+    "bash scripts/test.sh": ("skip", "the test suite itself"),
+    "poisoncert train experiments/mnist17_binomial.yaml --workers 2": ("mnist", SMALL),
+    "poisoncert train experiments/mnist17_binomial.yaml --selection.scheme with_replacement "
+    "--run-dir runs/mnist17_wr": ("mnist", SMALL),
+    "poisoncert certify runs/mnist17_binomial --alpha 0.001 --model P6": ("mnist", []),
+    "poisoncert train experiments/mnist17.yaml --data.deskew true --training.model cnn_small "
+    "--training.steps 1000 --training.lr 0.008 --training.lr_schedule cosine "
+    "--training.rotation 15 --training.scale 0.15 --training.shear 10 --training.max_shift 3 "
+    "--training.elastic 1 --training.augment true --run-dir runs/mnist17_cnn": ("mnist", SMALL),
+    "poisoncert train experiments/mnist17_binomial.yaml --executor ray --address auto":
+        ("skip", "needs a Ray cluster"),
+    "poisoncert predict runs/mnist17_binomial my_digits/ --out predictions.csv": ("mnist", []),
+    "poisoncert radius --scheme with_replacement --n 13007 --ns 10 --gap 0.98486": ("run", []),
+    "poisoncert radius --scheme binomial --n 13007 --ns 10 --counts 995,5 --T 1000 "
+    "--alpha 0.001": ("run", []),
+    "poisoncert radius --scheme wr --n 60000 --ns 30 --counts 900,60,40 --T 1000 --rule jia":
+        ("run", []),
+    "poisoncert delta --out figure2.png": ("run", []),
+    # docs/certificates.md
+    "poisoncert radius --scheme binomial --n 13007 --ns 10 --counts 1000,0 --T 1000 "
+    "--alpha 0.001 --method paper": ("run", []),
+    # docs/predict.md
+    "poisoncert train experiments/mnist17.yaml --selection.T 64 --run-dir runs/mnist17_T64":
+        ("mnist", SMALL),
+    "poisoncert certify runs/mnist17_T64": ("mnist", []),
+    "poisoncert predict runs/mnist17_T64 my_digits/ --out predictions.csv": ("mnist", []),
+    "poisoncert train examples/custom_model/config.yaml --run-dir runs/custom_model":
+        ("run", ["--selection.T", "8", "--training.steps", "10"]),
+    "poisoncert certify runs/custom_model": ("run", []),
+    # docs/ray.md
+    'pip install "poisoncert[torch,ray]"': ("skip", "set-up"),
+    "poisoncert train experiments/demo.yaml --executor ray --run-dir runs/demo_ray":
+        ("run", ["--selection.T", "4", "--training.steps", "2", "-q"]),
+    "poisoncert train experiments/demo.yaml --executor ray --workers 8 --run-dir runs/demo_ray":
+        ("run", ["--selection.T", "4", "--training.steps", "2", "-q"]),
+    "poisoncert train experiments/demo.yaml --executor ray --address auto --run-dir "
+    "runs/demo_ray": ("skip", "needs a Ray cluster"),
+}
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """``(file, command)`` for every command of every fenced bash block, in doc order:
+    continuation lines joined, comments dropped, ``&&`` chains split."""
+    out = []
+    for path in DOCS:
+        for block in re.findall(r"```(?:bash|sh)\n(.*?)```", path.read_text(), re.S):
+            text = re.sub(r"\\\n\s*", " ", block)
+            for line in text.splitlines():
+                line = line.split(" # ")[0].strip()
+                if not line or line.startswith("#"):
+                    continue
+                for cmd in line.split(" && "):
+                    out.append((path.name, " ".join(cmd.split())))
+    return out
+
+
+def test_every_doc_command_is_listed():
+    found = [c for _, c in doc_commands()]
+    assert sorted(set(found)) == sorted(COMMANDS), (
+        "docs and COMMANDS disagree: only in docs "
+        f"{sorted(set(found) - set(COMMANDS))}, only here {sorted(set(COMMANDS) - set(found))}")
+
+
+def _shared_data() -> Path | None:
+    for parent in ROOT.parents:
+        if (parent / "shared" / "data" / "mnist").is_dir():
+            return parent / "shared" / "data"
+    return None
+
+
+def _run(cmd: str, extra: list[str], cwd: Path) -> tuple[int, str]:
+    """A ``poisoncert`` command on the real app in this process (the same code as the console
+    script, without paying for a new Python and torch per command); anything else in a
+    subprocess."""
+    words = shlex.split(cmd) + extra
+    if words[0] == "poisoncert":
+        from typer.testing import CliRunner
+
+        from poisoncert.cli import app
+
+        r = CliRunner().invoke(app, words[1:])
+        return r.exit_code, r.output + (repr(r.exception) if r.exception else "")
+    if words[0] in ("python", "python3"):
+        words[0] = sys.executable
+    r = subprocess.run(words, cwd=cwd, capture_output=True, text=True, timeout=600)
+    return r.returncode, r.stdout + r.stderr
+
+
+def _write_pngs(folder: Path, data: Path) -> None:
+    from PIL import Image
+
+    from poisoncert.data.idx import read_idx
+
+    images = read_idx(next((data / "mnist").glob("t10k-images*")))
+    labels = read_idx(next((data / "mnist").glob("t10k-labels*")))
+    folder.mkdir(exist_ok=True)
+    for i, img in enumerate(images[np.isin(labels, (1, 7))][:5]):
+        Image.fromarray(img, mode="L").save(folder / f"{i:03d}.png")
+
+
+@pytest.fixture
+def no_leftover_examples():
+    """The commands import the copied ``examples`` package; forget it afterwards, so other
+    tests import the repository's own."""
+    path, modules = list(sys.path), set(sys.modules)
+    yield
+    sys.path[:] = path
+    for name in set(sys.modules) - modules:
+        if name == "examples" or name.startswith("examples."):
+            del sys.modules[name]
+
+
+def test_doc_commands_run_as_written(tmp_path, monkeypatch, no_leftover_examples):
+    pytest.importorskip("torch")
+    pytest.importorskip("ray")
+    data = _shared_data()
+    for name in ("experiments", "examples"):
+        shutil.copytree(ROOT / name, tmp_path / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("POISONCERT_DATA", raising=False)
+    if data is not None:
+        monkeypatch.setenv("POISONCERT_DATA", str(data))
+        _write_pngs(tmp_path / "my_digits", data)
+    ran = []
+    for doc, cmd in doc_commands():
+        kind, extra = COMMANDS[cmd]
+        if kind == "skip" or (kind == "mnist" and data is None):
+            continue
+        code, output = _run(cmd, extra, tmp_path)
+        assert code == 0, f"{doc}: {cmd}\n{output}"
+        ran.append(cmd)
+    assert (tmp_path / "figure2.png").is_file()
+    assert "poisoncert demo" in ran and len(ran) >= (18 if data is not None else 9)

@@ -1,0 +1,394 @@
+"""The training engine's stacked update, augmentation, group sizes, precision and devices."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from torch.nn import functional as F  # noqa: E402
+
+from poisoncert.config import ConfigError, config_hash, from_dict  # noqa: E402
+from poisoncert.executors import (  # noqa: E402
+    LocalExecutor,
+    device_of,
+    make_executor,
+    parse_devices,
+    worker_device,
+)
+from poisoncert.ray_executor import RayExecutor  # noqa: E402
+from poisoncert.training import TrainConfig, train_predict  # noqa: E402
+from poisoncert.training.groups import auto_group_size, even_groups  # noqa: E402
+from poisoncert.training.minibatches import (  # noqa: E402
+    elastic_displacement,
+    sample_minibatches,
+    warp_images,
+)
+from poisoncert.training.optim import StackedOptimizer, lr_at  # noqa: E402
+
+# --------------------------------------------------------------------------------------------
+# One update for the whole stack
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("opt", [dict(optimizer="adam"), dict(optimizer="sgd"),
+                                 dict(optimizer="sgd", momentum=0.0),
+                                 dict(optimizer="adadelta", lr=1.0)])
+def test_stacked_update_is_position_independent(opt, dtype):
+    """A row's update depends on its own values only: the same row at every position of a
+    (G, P) stack, with other rows around it, ends with the same bits. P = 37 and G = 5 put
+    some of its elements in vector bodies and some in scalar tails (16- and 8-wide SIMD)."""
+    G, P, steps = 5, 37, 6
+    cfg = TrainConfig(weight_decay=0.01, lr_schedule="cosine", steps=steps,
+                      **{"lr": 0.01, **opt})
+    g = torch.Generator().manual_seed(0)
+    row = torch.randn(P, generator=g, dtype=dtype)
+    grads = torch.randn(steps, P, generator=g, dtype=dtype)
+    results = []
+    for pos in range(G):
+        flat = torch.randn(G, P, generator=g, dtype=dtype)
+        flat[pos] = row
+        others = torch.randn(steps, G, P, generator=g, dtype=dtype)
+        upd = StackedOptimizer(flat, cfg)
+        for s in range(steps):
+            gr = others[s].clone()
+            gr[pos] = grads[s]
+            upd.step(gr, lr_at(cfg, s))
+        results.append(flat[pos].clone())
+    for r in results[1:]:
+        assert torch.equal(r, results[0])
+    assert not torch.equal(results[0], row)  # it did move
+
+
+@pytest.mark.parametrize("opt", [dict(optimizer="adam"), dict(optimizer="sgd"),
+                                 dict(optimizer="adadelta", lr=1.0)])
+def test_stacked_update_follows_torch_over_steps(opt):
+    """Ten float64 steps of the stacked update against torch's optimizer on the same
+    gradients: equal to a few ulps of the parameters' scale (the update is torch's formula,
+    rounded once per operation)."""
+    cfg = TrainConfig(weight_decay=1e-3, **{"lr": 0.01, **opt})
+    g = torch.Generator().manual_seed(1)
+    p0 = torch.randn(3, 50, generator=g, dtype=torch.float64)
+    grads = torch.randn(10, 3, 50, generator=g, dtype=torch.float64) + 0.5
+    flat = p0.clone()
+    upd = StackedOptimizer(flat, cfg)
+    ref = p0.clone().requires_grad_(True)
+    from poisoncert.training.optim import make_optimizer
+
+    topt = make_optimizer([ref], cfg, torch.device("cpu"))
+    for s in range(10):
+        upd.step(grads[s].clone(), cfg.lr)
+        ref.grad = grads[s].clone()
+        topt.step()
+    scale = float(p0.abs().max())
+    torch.testing.assert_close(flat, ref.detach(), rtol=0, atol=64 * 2.0 ** -52 * scale)
+
+
+# --------------------------------------------------------------------------------------------
+# Augmentation
+
+
+@pytest.mark.parametrize("h, w, gh, gw", [(28, 28, 7, 7), (12, 9, 3, 2), (32, 32, 8, 8),
+                                          (5, 6, 2, 2)])
+def test_elastic_displacement_is_bilinear_upsampling(h, w, gh, gw):
+    """The gathers compute F.interpolate's function (bilinear, align_corners=True) scaled to
+    grid units: equal to float64 rounding."""
+    g = torch.Generator().manual_seed(2)
+    fields = torch.randn(4, 2, gh, gw, generator=g, dtype=torch.float64)
+    got = elastic_displacement(fields, h, w, "gather")
+    up = F.interpolate(fields, size=(h, w), mode="bilinear", align_corners=True)
+    want = up.flip(1).permute(0, 2, 3, 1) * torch.tensor([2.0 / w, 2.0 / h],
+                                                          dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-14 * float(fields.abs().max()))
+    # the CPU's formulation is F.interpolate itself
+    assert torch.equal(elastic_displacement(fields, h, w), want)
+    with pytest.raises(ValueError, match="'method' parameter of elastic_displacement"):
+        elastic_displacement(fields, h, w, "nearest")
+
+
+def _warp_as_before(x, warps, fields):
+    """The warps of the previous engine (F.interpolate upsampling), for comparison."""
+    n, _, h, w = x.shape
+    angle, zoom, shear, ty, tx = warps.to(x.dtype).unbind(-1)
+    cos, sin, tan = torch.cos(angle), torch.sin(angle), torch.tan(shear)
+    theta = torch.stack([
+        torch.stack([cos / zoom, (tan * cos - sin) / zoom, 2 * tx / w], -1),
+        torch.stack([sin / zoom, cos / zoom, 2 * ty / h], -1)], -2)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    disp = F.interpolate(fields.to(x.dtype), size=(h, w), mode="bilinear", align_corners=True)
+    grid = grid + disp.flip(1).permute(0, 2, 3, 1) * torch.tensor([2.0 / w, 2.0 / h])
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def test_warped_images_have_the_same_distribution_as_before():
+    """Same draws (numpy, the classifier's seed) and the same warp function: on the CPU every
+    warped image is the previous engine's, bit for bit; with CUDA's gathered elastic
+    displacement (run here on the CPU) it equals it to float32 rounding, so the distribution
+    of training images is unchanged."""
+    cfg = TrainConfig(steps=20, batch_size=16, augment=True, rotation=15.0, scale=0.15,
+                      shear=10.0, max_shift=3, elastic=1.0)
+    d = sample_minibatches(np.array([0, 1, 1, 2]), cfg, 3, image_shape=(1, 28, 28))
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(20 * 16, 1, 28, 28, generator=g)
+    warps = torch.as_tensor(d.warps).reshape(-1, 5)
+    fields = torch.as_tensor(d.fields).reshape(-1, 2, 7, 7)
+    want = _warp_as_before(x, warps, fields)
+    assert torch.equal(warp_images(x, warps, fields), want)
+    got = warp_images(x, warps, fields, "gather")
+    assert float((got - want).abs().max()) < 1e-4
+    for i in (0, 7, 100):  # each image computed alone
+        assert torch.equal(warp_images(x[i:i + 1], warps[i:i + 1], fields[i:i + 1], "gather"),
+                           got[i:i + 1])
+    assert float((got - x).abs().mean()) > 0.05  # the warps do move the images
+
+
+def test_lazy_elastic_fields_are_the_eager_ones():
+    cfg = TrainConfig(steps=37, batch_size=5, augment=True, rotation=5.0, elastic=0.7)
+    eager = sample_minibatches(np.arange(6) % 3, cfg, 9, image_shape=(1, 12, 12))
+    lazy = sample_minibatches(np.arange(6) % 3, cfg, 9, image_shape=(1, 12, 12),
+                              lazy_fields=True)
+    assert lazy.fields is None
+    got = np.concatenate([lazy.field_stream.take(k) for k in (10, 1, 26)])
+    np.testing.assert_array_equal(got, eager.fields)
+    np.testing.assert_array_equal(lazy.warps, eager.warps)
+
+
+# --------------------------------------------------------------------------------------------
+# group_size: auto
+
+
+def test_group_size_auto_parses_and_keeps_config_hashes():
+    base = {"data": {"name": "digits"}, "selection": {"scheme": "binomial", "ns": 30, "T": 9}}
+    auto = from_dict({**base, "training": {"group_size": "auto"}})
+    none = from_dict({**base, "training": {"group_size": None}})
+    default = from_dict(base)
+    assert auto.training.group_size == none.training.group_size == "auto"
+    assert config_hash(auto) == config_hash(none) == config_hash(default)
+    eight = from_dict(base, {"training.group_size": "8"})
+    assert eight.training.group_size == 8 and config_hash(eight) != config_hash(auto)
+    with pytest.raises(ConfigError, match="'training.group_size' parameter of the config"):
+        from_dict(base, {"training.group_size": "big"})
+    with pytest.raises(ValueError, match="'group_size' parameter of TrainConfig must be 'auto'"):
+        TrainConfig(group_size=0)
+
+
+def test_auto_group_size_on_the_cpu_and_even_groups():
+    cfg = TrainConfig(model="lenet5")
+    assert auto_group_size(cfg, "cpu", (1, 28, 28), 10) == 8
+    assert auto_group_size(TrainConfig(group_size=5), "cuda", (1, 28, 28), 10) == 5
+    assert even_groups(256, 1000) == 250 and even_groups(200, 1000) == 200
+    assert even_groups(8, 3) == 3 and even_groups(7, 0) == 7
+    for G in range(1, 40):
+        for T in range(1, 100):
+            e = even_groups(G, T)
+            assert e <= G and math.ceil(T / e) == math.ceil(T / G)
+
+
+_RUN = {"data": {"name": "digits", "test_limit": 30},
+        "selection": {"scheme": "without_replacement", "ns": 30, "T": 10, "seed": 3},
+        "training": {"model": "mlp", "steps": 4, "batch_size": 8},
+        "run": {"chunk_size": 4}}
+
+
+def _digits_test(n):
+    from poisoncert.config import from_dict as _fd
+    from poisoncert.experiment import split_data
+
+    return split_data(_fd(_RUN).data).x_test[:n]
+
+
+def _reset_chunks(run):
+    shutil.rmtree(run / "chunks")
+    (run / "chunks").mkdir()
+    for name in ("predictions.npy", "votes.npy"):
+        (run / name).unlink()
+
+
+def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
+    from poisoncert.experiment import train_run
+
+    auto = train_run(from_dict(_RUN), tmp_path / "auto", progress=False)
+    man = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    assert man["engine"] == {"group_size": 8}
+    g4 = train_run(from_dict(_RUN, {"training.group_size": 4}), tmp_path / "g4",
+                   progress=False)
+    g8 = train_run(from_dict(_RUN, {"training.group_size": 8}), tmp_path / "g8",
+                   progress=False)
+    np.testing.assert_array_equal(auto.predictions, g8.predictions)
+    # chunks hold whole groups: chunk_size 4 gives 3 chunks with groups of 4, 2 with 8
+    chunks = lambda name: len(list((tmp_path / name / "chunks").iterdir()))  # noqa: E731
+    assert (chunks("auto"), chunks("g4"), chunks("g8")) == (2, 3, 2)
+    # a run started where auto meant 4 (another device) resumes with 4 ...
+    man["engine"]["group_size"] = 4
+    (tmp_path / "auto" / "manifest.json").write_text(json.dumps(man))
+    _reset_chunks(tmp_path / "auto")
+    resumed = train_run(from_dict(_RUN), tmp_path / "auto", progress=False)
+    np.testing.assert_array_equal(resumed.predictions, g4.predictions)
+    assert chunks("auto") == 3
+    # its saved ensemble goes by the recorded size, and its config keeps "auto"
+    from poisoncert.experiment.ensemble import Ensemble
+
+    ens = Ensemble.load(tmp_path / "auto")
+    assert ens.record["model"]["group_size"] == 4 and ens.config.training.group_size == "auto"
+    labels = ens.base_predictions(_digits_test(30), preprocessed=True)
+    np.testing.assert_array_equal(labels, g4.predictions)
+    # ... and a run started before the record existed resumes with the former default, 8
+    del man["engine"]
+    (tmp_path / "auto" / "manifest.json").write_text(json.dumps(man))
+    _reset_chunks(tmp_path / "auto")
+    resumed = train_run(from_dict(_RUN), tmp_path / "auto", progress=False)
+    np.testing.assert_array_equal(resumed.predictions, g8.predictions)
+    assert chunks("auto") == 2
+
+
+# --------------------------------------------------------------------------------------------
+# Precision
+
+
+def test_cuda_precisions_are_refused_on_the_cpu_with_one_line():
+    for dtype in ("tf32", "bfloat16"):
+        cfg = TrainConfig(model="mlp", dtype=dtype, steps=1)
+        with pytest.raises(ValueError, match=r"'cfg.dtype' parameter of train_predict must be "
+                                             r"'float32' or 'float64' on a cpu device"):
+            train_predict(np.zeros((4, 3), np.float32), np.zeros(4, int), [np.arange(4)], [1],
+                          np.zeros((2, 3), np.float32), cfg, n_classes=2)
+        with pytest.raises(ConfigError, match="'training.dtype' parameter of the config"):
+            from_dict(_RUN, {"training.dtype": dtype})
+        assert from_dict(_RUN, {"training.dtype": dtype, "training.device": "cuda"})
+
+
+# --------------------------------------------------------------------------------------------
+# Devices and GPUs per task (scheduling logic, on the CPU)
+
+
+def test_parse_devices_with_a_fake_device_count():
+    assert parse_devices("all", cuda_count=3) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert parse_devices("cuda:1, cuda:0", cuda_count=2) == ["cuda:1", "cuda:0"]
+    assert parse_devices(["cuda"], cuda_count=1) == ["cuda:0"]
+    assert parse_devices("cpu", cuda_count=0) == ["cpu"]
+    assert parse_devices(None) is None
+    with pytest.raises(ValueError, match="'devices' parameter of parse_devices"):
+        parse_devices("all", cuda_count=0)
+    with pytest.raises(ValueError, match=r"CUDA devices 0 to 1 \(2 visible\)"):
+        parse_devices("cuda:2", cuda_count=2)
+    with pytest.raises(ValueError, match="'devices' parameter"):
+        parse_devices("tpu:0", cuda_count=2)
+    assert [device_of(k, ["cuda:0", "cuda:1"]) for k in range(5)] == [
+        "cuda:0", "cuda:1", "cuda:0", "cuda:1", "cuda:0"]
+
+
+def _report_device(chunk_id: int):
+    import os
+
+    return chunk_id, worker_device(), os.getpid()
+
+
+def test_local_executor_gives_each_worker_a_device():
+    ex = LocalExecutor(devices=["cpu", "cpu"])
+    assert ex.workers == 2
+    got = sorted(ex.map_chunks(_report_device, range(6)))
+    assert [c for c, _, _ in got] == list(range(6))
+    assert {d for _, d, _ in got} == {"cpu"}
+    with pytest.raises(ValueError, match="'gpus_per_task' parameter of make_executor"):
+        make_executor("local", gpus_per_task=0.5)
+
+
+def test_ray_tasks_request_gpus():
+    ex = RayExecutor(num_gpus_per_task=0.25)
+    assert ex.task_options()["num_gpus"] == 0.25
+    assert ex.concurrency({"CPU": 64, "GPU": 2}) == 8  # 4 tasks share each GPU
+    assert ex.concurrency({"CPU": 3, "GPU": 2}) == 3
+    assert "num_gpus" not in RayExecutor().task_options()
+    assert RayExecutor(workers=5, num_gpus_per_task=1).concurrency({"GPU": 1}) == 5
+    with pytest.raises(ValueError, match="'num_gpus_per_task' parameter of RayExecutor"):
+        RayExecutor(num_gpus_per_task=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# The GPU benchmark runs (on the CPU, tiny settings)
+
+
+def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    spec = importlib.util.spec_from_file_location("bench_gpu", path)
+    bench = importlib.util.module_from_spec(spec)
+    import sys
+
+    sys.modules["bench_gpu"] = bench  # its dataclasses look their module up
+    try:
+        spec.loader.exec_module(bench)
+    finally:
+        del sys.modules["bench_gpu"]
+    out = tmp_path / "r.json"
+    report = bench.main(["--device", "cpu", "--quick", "--e2e", "digits_lenet",
+                         "--json", str(out)])
+    assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    assert {r["model"] for r in report["throughput"]} == {"lenet5", "cnn_small + warps",
+                                                          "resnet18"}
+    assert all(r["images_per_s"] > 0 and 0 < r["fraction_of_matmul"] for r in
+               report["throughput"])
+    (e2e,) = report["end_to_end"]
+    assert e2e["group_size"] == 8 and e2e["total_s"] > 0 and "0" in e2e["certified_accuracy"]
+    assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out
+
+
+def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
+    """On CUDA the next block of draws is prepared by threads while the device trains: the
+    same arrays, in the same order, as the one-thread CPU path (forced here on the CPU)."""
+    from poisoncert.training.engine import STEP_BLOCK, _DrawBlocks
+
+    cfg = TrainConfig(steps=2 * STEP_BLOCK + 13, batch_size=4, augment=True, rotation=5.0,
+                      elastic=1.0)
+
+    def blocks(threads):
+        draws = [sample_minibatches(np.arange(6) % 3, cfg, s, image_shape=(1, 12, 12),
+                                    lazy_fields=True) for s in range(5)]
+        b = _DrawBlocks(draws, [d.positions for d in draws], 2, 2, cfg.steps,
+                        torch.device("cpu"))
+        b.threads = threads
+        return list(b)
+
+    serial, threaded = blocks(1), blocks(4)
+    assert [(a, b) for a, b, _ in serial] == [(0, STEP_BLOCK), (STEP_BLOCK, 2 * STEP_BLOCK),
+                                              (2 * STEP_BLOCK, cfg.steps)]
+    for (_, _, x), (_, _, z) in zip(serial, threaded, strict=True):
+        assert x.keys() == z.keys() == {"rows", "warps", "fields"}
+        assert all(torch.equal(x[k], z[k]) for k in x)
+    assert serial[0][2]["fields"].shape == (STEP_BLOCK, 4, 7, 2, 3, 3)  # (n, B, G, 2, gh, gw)
+
+
+# --------------------------------------------------------------------------------------------
+# On a CUDA device (skipped without one)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18"])
+@pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16"])
+def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
+    from poisoncert.training import predict, train_predict_with_weights
+
+    rng = np.random.default_rng(0)
+    shape = (3, 16, 16) if model == "resnet18" else (1, 28, 28)
+    x = rng.random((60, *shape), dtype=np.float32)
+    y = rng.integers(0, 3, 60)
+    xt = x[:20]
+    subs = [rng.integers(0, 60, 15) for _ in range(7)]
+    seeds = list(range(7))
+    cfg = TrainConfig(model=model, steps=4, batch_size=8, group_size=4, dtype=dtype,
+                      augment=True, rotation=10.0, elastic=1.0)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3, device="cuda")
+    parts = [train_predict_with_weights(x, y, subs[a:b], seeds[a:b], xt, cfg, n_classes=3,
+                                        device="cuda") for a, b in ((0, 3), (3, 7))]
+    np.testing.assert_array_equal(np.concatenate([p for p, _ in parts]), P)
+    for w, v in zip([w for _, ws in parts for w in ws], W, strict=True):
+        assert all(torch.equal(w[k], v[k]) for k in v)
+    got = predict(cfg, W, xt, input_shape=shape, n_classes=3, device="cuda")
+    np.testing.assert_array_equal(got, P)

@@ -1,0 +1,413 @@
+"""A trained run in use: ``poisoncert.Ensemble`` and ``poisoncert predict`` on new inputs.
+
+The acceptance case of issue 12 on a small scale: an MNIST 1/7 run (``experiments/mnist17.yaml``
+with a small ``T``, on MNIST-format IDX files written here with learnable 1s and 7s, so the
+test needs no download), its test images written as PNG files, and ``poisoncert predict``
+giving each the prediction, radius, bounds and votes of ``poisoncert certify`` on the same
+test point; ``Ensemble.load(...).certify(x)`` likewise. Then every damaged, foreign or
+mismatched file and input gives one clear line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+pytest.importorskip("torch")
+
+from poisoncert import Ensemble, experiment, runs  # noqa: E402
+from poisoncert.certify import certified_accuracy  # noqa: E402
+from poisoncert.cli import app  # noqa: E402
+from poisoncert.experiment.ensemble import ENSEMBLE_JSON  # noqa: E402
+from poisoncert.runs import RunError  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+def _idx(arr: np.ndarray) -> bytes:
+    head = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(d).to_bytes(4, "big")
+                                                    for d in arr.shape)
+    return head + arr.astype(np.uint8).tobytes()
+
+
+def _digits(labels: np.ndarray, rng) -> np.ndarray:
+    """28x28 uint8 images: a 1 is a vertical stroke, a 7 a bar and a slanted stroke (with
+    jitter and noise), other digits a blob; learnable by LeNet-5 in a few steps."""
+    x = rng.integers(0, 40, (len(labels), 28, 28)).astype(np.int64)
+    for i, c in enumerate(labels):
+        dy, dx = rng.integers(-2, 3, 2)
+        if c == 1:
+            x[i, 5 + dy:23 + dy, 12 + dx:16 + dx] += 200
+        elif c == 7:
+            x[i, 5 + dy:9 + dy, 7 + dx:21 + dx] += 200
+            for r in range(9, 23):
+                col = 19 - (r - 9) // 2 + dx
+                x[i, r + dy, col - 2:col + 1] += 200
+        else:
+            x[i, 10:18, 10:18] += 150
+    return np.clip(x, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def mnist_dir(tmp_path_factory):
+    """An MNIST-like data set as uint8 28x28 images (a data set ``.npz``: the loader's
+    checksums refuse made-up MNIST files): 300 training images, 60 test images (40 of them
+    1s and 7s), and the test images as a gzipped IDX file."""
+    rng = np.random.default_rng(0)
+    root = tmp_path_factory.mktemp("data")
+    ytr = np.array([1, 7] * 130 + [3, 5] * 20, dtype=np.uint8)
+    yte = np.array([1, 7, 1, 7, 0] * 12, dtype=np.uint8)
+    arrays = {"x_train": _digits(ytr, rng), "y_train": ytr,
+              "x_test": _digits(yte, rng), "y_test": yte}
+    np.savez(root / "mnist_like.npz", **arrays)
+    (root / "t10k-images.gz").write_bytes(gzip.compress(_idx(arrays["x_test"]), mtime=0))
+    return root, arrays
+
+
+def _config(tmp: Path, data_dir: Path, **over) -> Path:
+    """experiments/mnist17.yaml at a small T, on the data above (classes 1 and 7)."""
+    cfg = yaml.safe_load((ROOT / "experiments" / "mnist17.yaml").read_text())
+    cfg["data"] = {"name": f"npz:{data_dir / 'mnist_like.npz'}", "classes": [1, 7]}
+    cfg["selection"].update(scheme="binomial", ns=10, T=24)
+    cfg["training"].update(steps=30, group_size=4)
+    cfg["run"]["chunk_size"] = 8
+    for key, value in over.items():
+        section, name = key.split("__")
+        cfg[section][name] = value
+    path = tmp / f"mnist17_small_{len(list(tmp.glob('*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, mnist_dir):
+    """A run trained and certified through the CLI, and the raw 1/7 test images."""
+    data_dir, arrays = mnist_dir
+    tmp = tmp_path_factory.mktemp("run")
+    cfg = _config(tmp, data_dir)
+    run = tmp / "run"
+    r = runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["certify", str(run), "--no-plot"])
+    assert r.exit_code == 0, r.output
+    keep = np.isin(arrays["y_test"], (1, 7))
+    return run, arrays["x_test"][keep], arrays["y_test"][keep]
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+SAME = ("index", "label", "prediction", "correct", "radius", "top_class", "p1_lower",
+        "p2_upper", "T", "top1_class", "top1_votes", "top2_class", "top2_votes",
+        "abstain_votes")
+
+
+def test_png_folder_gives_the_certificates_of_certify(tmp_path, trained):
+    from PIL import Image
+
+    run, x, y = trained
+    folder = tmp_path / "pngs"
+    folder.mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray(img, mode="L").save(folder / f"test-{i:05d}.png")
+    (folder / "notes.txt").write_text("not an image: ignored")
+    out = tmp_path / "pred.csv"
+    r = runner.invoke(app, ["predict", str(run), str(folder), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"{len(x)} inputs" in r.output
+    got, want = _rows(out), _rows(run / runs.CERTIFICATES)
+    assert len(got) == len(want) == len(x)
+    certified = 0
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert g["input"] == f"test-{i:05d}.png"
+        for key in SAME:
+            if key not in ("label", "correct"):
+                assert g[key] == w[key], (i, key)
+        assert g["label"] == "" and g["correct"] == ""
+        p = int(g["prediction"])
+        assert g["class"] == ("" if p < 0 else str((1, 7)[p]))
+        certified += p >= 0
+    assert certified > len(x) // 2  # the case is not vacuous: most points are certified
+    assert max(int(g["radius"]) for g in got) > 0
+    # the header carries every column of certificates.csv
+    assert set(want[0]) <= set(got[0])
+
+
+def test_ensemble_certify_equals_certify_run(trained):
+    run, x, y = trained
+    ens = Ensemble.load(run)
+    assert ens.T == 24 and ens.classes.tolist() == [1, 7] and ens.input_shape == (1, 28, 28)
+    assert "binomial" in repr(ens) and "T=24" in repr(ens)
+    want, _ = experiment.certify_run(run, plot=False)
+    for form in (x, x[:, None], x[..., None], x.astype(np.int64)):  # (n,H,W), NCHW, NHWC
+        cert = ens.certify(form)
+        for field in ("prediction", "radius", "p1_lower", "p2_upper", "top_class", "T"):
+            np.testing.assert_array_equal(getattr(cert, field), getattr(want, field))
+    np.testing.assert_array_equal(ens.votes(x), np.load(run / runs.VOTES))
+    np.testing.assert_array_equal(ens.base_predictions(x), np.load(run / runs.PREDICTIONS))
+    np.testing.assert_array_equal(ens.predict(x), np.load(run / runs.VOTES).argmax(1))
+    # labels: the certificate names its classes, so certified accuracy takes class ids
+    labels = np.load(run / runs.LABELS)
+    np.testing.assert_array_equal(ens.decode(labels), y)
+    rhos = [0, 1, 2, 5]
+    np.testing.assert_array_equal(certified_accuracy(cert, y, rhos),
+                                  certified_accuracy(want, labels, rhos))
+    assert "classes=[1, 7]" in repr(cert) and len(repr(cert)) < 400
+    seen = []
+    ens.votes(x, progress=_recording(seen))
+    assert seen[0][:2] == (ens.T, 0) and sum(seen[1:]) == ens.T
+
+
+def _recording(seen):
+    from contextlib import contextmanager
+
+    @contextmanager
+    def display(total, completed, label):
+        seen.append((total, completed, label))
+        yield seen.append
+
+    return display
+
+
+def test_npz_idx_and_csv_inputs(tmp_path, trained, mnist_dir):
+    run, x, y = trained
+    want = _rows(run / runs.CERTIFICATES)
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=x, y=y)
+    out = tmp_path / "p.json"
+    r = runner.invoke(app, ["predict", str(run), str(npz), "--out", str(out), "--json"])
+    assert r.exit_code == 0, r.output
+    summary = json.loads(r.stdout)
+    doc = json.loads(out.read_text())
+    assert doc["summary"] == summary and len(doc["rows"]) == len(x)
+    for g, w in zip(doc["rows"], want, strict=True):
+        for key in SAME:  # labels given: label and correct equal certificates.csv's too
+            assert str(g[key]) == w[key], key
+    correct = np.mean([int(w["correct"]) for w in want])
+    assert summary["accuracy"] == pytest.approx(correct, abs=1e-12)
+    # an IDX file of raw images (all ten digits), gzipped: the 1/7 rows are the test points
+    data_dir, arrays = mnist_dir
+    idx_file = data_dir / "t10k-images.gz"
+    r = runner.invoke(app, ["predict", str(run), str(idx_file), "--out", str(tmp_path / "i.csv")])
+    assert r.exit_code == 0, r.output
+    rows = _rows(tmp_path / "i.csv")
+    keep = np.flatnonzero(np.isin(arrays["y_test"], (1, 7)))
+    for j, w in zip(keep[:8], want[:8], strict=True):  # same inputs, other batches: to rounding
+        assert rows[j]["top1_class"] == w["top1_class"]
+    # a CSV of flat pixel rows, printed to stdout
+    flat = tmp_path / "x.csv"
+    np.savetxt(flat, x.reshape(len(x), -1), fmt="%d", delimiter=",",
+               header=",".join(f"p{i}" for i in range(784)), comments="")
+    r = runner.invoke(app, ["predict", str(run), str(flat)])
+    assert r.exit_code == 0, r.output
+    printed = list(csv.DictReader(r.stdout.splitlines()))
+    assert [p["radius"] for p in printed] == [w["radius"] for w in want]
+
+
+def _one_error_line(r, *words):
+    assert r.exit_code == 1, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.output
+    assert "Traceback" not in r.output
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+
+
+def _copy_run(run: Path, dest: Path) -> Path:
+    shutil.copytree(run, dest)
+    return dest
+
+
+def _damaged_runs(run: Path, tmp_path: Path, other_run: Path) -> dict:
+    """Copies of ``run`` with one file damaged: name -> (run dir, words of the loader's own
+    error, which names the file)."""
+    w0 = Path(runs.WEIGHTS) / "chunk-00000.safetensors"
+    out = {}
+    bad = _copy_run(run, tmp_path / "truncated")
+    data = (bad / w0).read_bytes()
+    (bad / w0).write_bytes(data[: len(data) // 2])
+    out["truncated"] = (bad, [str(bad / w0), "damaged"])
+    bad = _copy_run(run, tmp_path / "garbage")
+    (bad / w0).write_bytes(b"\x00" * 100)
+    out["garbage"] = (bad, [str(bad / w0), "damaged"])
+    bad = _copy_run(run, tmp_path / "missing")
+    (bad / w0).unlink()
+    out["missing"] = (bad, [str(bad / w0), "missing"])
+    bad = _copy_run(run, tmp_path / "foreign")  # same shapes, another seed
+    shutil.copy(other_run / w0, bad / w0)
+    out["foreign"] = (bad, [str(bad / w0), "another run"])
+    bad = _copy_run(run, tmp_path / "swapped")  # another chunk of this run
+    shutil.copy(bad / runs.WEIGHTS / "chunk-00001.safetensors", bad / w0)
+    out["swapped"] = (bad, [str(bad / w0), "does not hold classifiers 0..7"])
+    bad = _copy_run(run, tmp_path / "record")
+    (bad / ENSEMBLE_JSON).write_text("{not json")
+    out["record"] = (bad, [ENSEMBLE_JSON, "damaged"])
+    bad = _copy_run(run, tmp_path / "other_record")
+    record = json.loads((run / ENSEMBLE_JSON).read_text())
+    record["config_hash"] = "0" * 64
+    (bad / ENSEMBLE_JSON).write_text(json.dumps(record))
+    out["other_record"] = (bad, [ENSEMBLE_JSON, "another run"])
+    return out
+
+
+@pytest.fixture(scope="module")
+def damaged(tmp_path_factory, trained, mnist_dir):
+    run, _, _ = trained
+    tmp = tmp_path_factory.mktemp("damaged")
+    data_dir, _ = mnist_dir
+    other = tmp / "other"
+    experiment.train_run(_config(tmp, data_dir, selection__seed=5), other, progress=False)
+    return _damaged_runs(run, tmp, other)
+
+
+def test_damaged_and_foreign_files_are_one_clear_error(tmp_path, trained, damaged):
+    """Through the CLI: the manifest's checksums (``RunDir.verify``) name the file."""
+    run, x, _ = trained
+    npz = tmp_path / "x.npz"
+    np.savez(npz, x=x)
+    for name, (bad, words) in damaged.items():
+        r = runner.invoke(app, ["predict", str(bad), str(npz)])
+        _one_error_line(r, words[0])
+        assert "changed after the run finished" in r.output or "missing" in r.output, name
+
+
+def test_the_loader_checks_each_file_itself(trained, damaged, monkeypatch):
+    """A run made before checksums were recorded is checked by the loader's own checks:
+    format, metadata (config hash, seeds, chunk), tensors."""
+    from poisoncert.runs import RunDir
+
+    monkeypatch.setattr(RunDir, "verify", lambda self: {"verified": False, "files": 0,
+                                                         "note": "warning: no checksums"})
+    run, x, _ = trained
+    assert Ensemble.load(run).verification["verified"] is False
+    for name, (bad, words) in damaged.items():
+        with pytest.raises(RunError) as e:
+            Ensemble.load(bad)
+        for w in words:
+            assert w in str(e.value), (name, w, str(e.value))
+
+
+def test_inputs_of_the_wrong_form_are_one_clear_error(tmp_path, trained):
+    from PIL import Image
+
+    run, x, _ = trained
+    cases = {}
+    npz = tmp_path / "shape.npz"
+    np.savez(npz, x=x[:, :, :27])
+    cases["shape"] = (npz, ["(n, 1, 28, 28)", f"shape ({len(x)}, 28, 27)"])
+    npz = tmp_path / "float.npz"
+    np.savez(npz, x=x.astype(np.float32) / 255)
+    cases["dtype"] = (npz, ["uint8 pixels 0-255", "float32"])
+    npz = tmp_path / "noarray.npz"
+    np.savez(npz, images=x)
+    cases["key"] = (npz, ["'x'", "images"])
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(x[0, :20, :20], mode="L").save(small / "a.png")
+    cases["size"] = (small, ["a.png", "28x28", "20x20"])
+    rgb = tmp_path / "rgb"
+    rgb.mkdir()
+    Image.fromarray(np.stack([x[0]] * 3, -1), mode="RGB").save(rgb / "b.png")
+    cases["mode"] = (rgb, ["b.png", "grayscale (mode L)", "mode RGB"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases["empty"] = (empty, ["no PNG or JPEG"])
+    cases["missing"] = (tmp_path / "nope.npz", ["no such file"])
+    for name, (path, words) in cases.items():
+        _one_error_line(runner.invoke(app, ["predict", str(run), str(path)]), *words)
+        assert name
+
+
+def test_runs_without_weights_say_why(tmp_path, mnist_dir):
+    data_dir, _ = mnist_dir
+    cfg = _config(tmp_path, data_dir, training__save_weights=False, selection__T=4)
+    experiment.train_run(cfg, tmp_path / "now", progress=False)
+    assert not (tmp_path / "now" / runs.WEIGHTS).exists()
+    with pytest.raises(RunError, match="save_weights: false"):
+        Ensemble.load(tmp_path / "now")
+    r = runner.invoke(app, ["predict", str(tmp_path / "none"), str(tmp_path)])
+    _one_error_line(r, "not a poisoncert run directory")
+
+
+def test_digits_run_with_deskew_and_partition(tmp_path):
+    """Other input forms: scikit-learn's digits (integers 0-16) deskewed, and DPA."""
+    from poisoncert.config import from_dict
+    from poisoncert.data import load_dataset
+
+    raw = np.rint(load_dataset("digits").x_test[:50] * 16)
+    for name, over in (("deskew", {"data": {"deskew": True}}),
+                       ("dpa", {"selection": {"scheme": "partition", "k": 8}})):
+        d = {"data": {"name": "digits", "test_limit": 50},
+             "selection": {"scheme": "without_replacement", "ns": 60, "T": 8, "seed": 2},
+             "training": {"model": "cnn_small", "steps": 20, "group_size": 4},
+             "run": {"chunk_size": 4}}
+        for section, values in over.items():
+            d[section].update(values)
+        if name == "dpa":
+            d["selection"] = {"scheme": "partition", "k": 8, "seed": 2}
+        run = tmp_path / name
+        experiment.train_run(from_dict(d), run, progress=False)
+        want, _ = experiment.certify_run(run, plot=False)
+        ens = Ensemble.load(run)
+        cert = ens.certify(raw[:, 0].astype(np.int64))
+        predictions = np.load(run / runs.PREDICTIONS)
+        np.testing.assert_array_equal(ens.base_predictions(raw), predictions)
+        assert (predictions >= 0).mean() > 0.5 and len(np.unique(predictions)) > 3
+        np.testing.assert_array_equal(cert.prediction, want.prediction)
+        np.testing.assert_array_equal(cert.radius, want.radius)
+        assert type(cert) is type(want)
+        with pytest.raises(ValueError, match="integers 0-16"):
+            ens.certify(raw / 16)
+
+
+def _shared_data() -> Path | None:
+    for parent in Path(__file__).resolve().parents:
+        if (parent / "shared" / "data" / "mnist").is_dir():
+            return parent / "shared" / "data"
+    return None
+
+
+@pytest.mark.skipif(_shared_data() is None, reason="shared/data (real MNIST) absent")
+def test_real_mnist17_png_files_through_the_cli(tmp_path):
+    """The acceptance case on the real MNIST 1/7 (first 60 test images, T = 16): the test
+    images as PNG files, read back from the IDX file, predicted as certify has them."""
+    from PIL import Image
+
+    from poisoncert.data.idx import read_idx
+
+    shared = _shared_data()
+    cfg = yaml.safe_load((ROOT / "experiments" / "mnist17.yaml").read_text())
+    cfg["data"].update(data_dir=str(shared), test_limit=60)
+    cfg["selection"].update(T=16)
+    cfg["training"].update(steps=40, group_size=4)
+    cfg["run"]["chunk_size"] = 8
+    path = tmp_path / "mnist17.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(path), "--run-dir", str(run), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["certify", str(run), "--no-plot"]).exit_code == 0
+    images = read_idx(next((shared / "mnist").glob("t10k-images*")))
+    labels = read_idx(next((shared / "mnist").glob("t10k-labels*")))
+    x = images[np.isin(labels, (1, 7))][:60]
+    folder = tmp_path / "png"
+    folder.mkdir()
+    for i, img in enumerate(x):
+        Image.fromarray(img, mode="L").save(folder / f"{i:04d}.png")
+    r = runner.invoke(app, ["predict", str(run), str(folder), "--out", str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    got, want = _rows(tmp_path / "p.csv"), _rows(run / runs.CERTIFICATES)
+    assert [(g["prediction"], g["radius"]) for g in got] == [
+        (w["prediction"], w["radius"]) for w in want]
+    assert sum(int(w["radius"]) > 0 for w in want) > 30
+    cert = Ensemble.load(run).certify(x)
+    assert cert.radius.tolist() == [int(w["radius"]) for w in want]

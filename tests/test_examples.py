@@ -1,0 +1,129 @@
+"""The examples under examples/: your own model through the CLI (train, killed and resumed,
+certify with its plot, predict), and the scikit-learn example."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from poisoncert import experiment, runs  # noqa: E402
+from poisoncert.config import ConfigError, load_config  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "examples" / "custom_model" / "config.yaml"
+POISONCERT = [sys.executable, "-c", "from poisoncert.cli import main; main()"]
+
+
+def _cli(*args, cwd=ROOT, check=True) -> subprocess.CompletedProcess:
+    r = subprocess.run([*POISONCERT, *map(str, args)], cwd=cwd, capture_output=True,
+                       text=True, timeout=600)
+    if check:
+        assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def test_custom_model_trains_resumes_after_a_kill_and_predicts(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    over = ["--run.chunk_size", "8"]  # the config's T = 32: four chunks
+    log = tmp_path / "train.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([*POISONCERT, "train", str(CONFIG), "--run-dir", str(run),
+                                 "-q", *over], cwd=ROOT, stdout=out, stderr=out)
+    first = run / runs.CHUNKS / "chunk-00000.npz"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), log.read_text()
+    assert not (run / runs.PREDICTIONS).exists()  # killed before the end
+    r = _cli("train", CONFIG, "--run-dir", run, "-q", *over)
+    resumed = re.search(r"(\d+) chunks trained, (\d+) resumed", r.stdout)
+    assert resumed and int(resumed[1]) >= 1 and int(resumed[2]) >= 1, r.stdout
+    # the resumed run equals an uninterrupted one (trained here, in this process)
+    monkeypatch.chdir(ROOT)
+    full = experiment.train_run(load_config(CONFIG, over), tmp_path / "full", progress=False)
+    np.testing.assert_array_equal(np.load(run / runs.PREDICTIONS), full.predictions)
+    assert full.accuracy > 0.8  # the network learns
+    cfg = (run / runs.CONFIG).read_text()
+    assert "model: examples.custom_model.net:make_model" in cfg and "width: 12" in cfg
+    _cli("certify", run)
+    assert (run / runs.CERTIFIED_ACCURACY_PNG).stat().st_size > 1000
+    # predict from another folder: the run's config names the module; it is found from the
+    # repository root on sys.path (PYTHONPATH), as an installed package would be
+    from poisoncert.data import load_dataset
+
+    raw = np.rint(load_dataset("digits").x_test * 16).astype(np.uint8)
+    np.savez(tmp_path / "x.npz", x=raw[:, 0])
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([*POISONCERT, "predict", str(run), str(tmp_path / "x.npz"), "--out",
+                        str(tmp_path / "p.csv")], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    with open(tmp_path / "p.csv") as f, open(run / runs.CERTIFICATES) as g:
+        got, want = list(csv.DictReader(f)), list(csv.DictReader(g))
+    assert [(a["prediction"], a["radius"]) for a in got] == [
+        (b["prediction"], b["radius"]) for b in want]
+    assert sum(int(a["radius"]) > 0 for a in got) > 100
+    # without the module on the path, one clear line
+    r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and r.stderr.startswith("error: ")
+    assert "'training.model'" in r.stderr and "examples.custom_model.net:make_model" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("over, words", [
+    ({"training.model": "examples.custom_model.nope:make_model"},
+     ["'training.model'", "No module named", "examples.custom_model.nope"]),
+    ({"training.model": "examples.custom_model.net:missing"},
+     ["'training.model'", "no callable 'missing'"]),
+    ({"training.model_kwargs": "{depth: 3}"},
+     ["'training.model_kwargs'", "unexpected keyword argument 'depth'"]),
+    ({"training.model": "lenet5"}, ["'training.model_kwargs'", "null unless"]),
+])
+def test_custom_model_errors_name_the_key(tmp_path, over, words, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(ConfigError) as e:
+        experiment.train_run(load_config(CONFIG, over), tmp_path / "run", progress=False)
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+    assert not (tmp_path / "run").exists()
+
+
+def test_sklearn_example_runs():
+    r = subprocess.run([sys.executable, str(ROOT / "examples" / "sklearn_breast_cancer.py"),
+                        "--T", "50"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "partition (DPA)" in r.stdout and "runtime" in r.stdout
+
+
+def test_changed_model_code_is_refused_before_it_runs(tmp_path):
+    """A run records its model module's SHA-256; a later load finds the module's file and
+    compares before importing it."""
+    import shutil
+
+    shutil.copytree(ROOT / "examples", tmp_path / "examples",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    run = tmp_path / "run"
+    _cli("train", "examples/custom_model/config.yaml", "--run-dir", run, "-q",
+         "--selection.T", "4", "--training.steps", "2", cwd=tmp_path)
+    raw = np.zeros((2, 8, 8), dtype=np.uint8)
+    np.savez(tmp_path / "x.npz", x=raw)
+    _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path)
+    net = tmp_path / "examples" / "custom_model" / "net.py"
+    net.write_text(net.read_text() + "\nraise SystemExit('this module must not run')\n")
+    r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "must not run" not in r.stdout + r.stderr
+    assert r.stderr.startswith("error: ") and "has changed since the run was trained" in r.stderr
+    assert str(net) in r.stderr

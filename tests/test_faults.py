@@ -1,0 +1,521 @@
+"""Faults and abuse of run directories (issue 9): kills, concurrent processes, tampered files.
+
+``train`` and ``certify`` run as real processes (a driver that imports everything, prints
+``go`` and calls the CLI's ``main``) and are killed with SIGKILL: at named points through the
+``POISONCERT_TEST_FAULT`` hook (the run-directory creation window, between a file's write and
+its rename, before the manifest is finished) and after random delays drawn over the measured
+length of an uninterrupted run. Every killed run is resumed and must give predictions
+bit-identical to an uninterrupted run's, leave no temporary file behind and still verify.
+The data set is a tiny synthetic ``.npz`` (3 classes, 12 features) and the learner a tiny MLP
+of the real training engine, so that a whole run takes a fraction of a second after imports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from poisoncert import pipeline, runs
+from poisoncert.cli import app
+from poisoncert.config import load_config
+from poisoncert.runs import RunDir, RunError, RunLockedError
+
+TIMEOUT = 120  # seconds any one process may take before the test fails as a hang
+N_CHUNKS = 6
+ARRAYS = (runs.PREDICTIONS, runs.VOTES, runs.LABELS, runs.SUBSET_SIZES, runs.SEEDS,
+          runs.CLEAN_INDICES)
+
+DRIVER = """\
+import os, sys, time
+from poisoncert import cli, pipeline  # noqa: F401
+if os.environ.get("FAULT_TEST_TORCH"):
+    import torch
+    from poisoncert import training  # noqa: F401
+    torch.optim.Adam([torch.nn.Parameter(torch.zeros(1))])  # one-time set-up before "go"
+go = os.environ.get("FAULT_TEST_GO")
+print("go", flush=True)
+while go and not os.path.exists(go):
+    time.sleep(0.005)
+cli.main(sys.argv[1:])
+"""
+
+
+def tmp_files(folder: Path) -> list[Path]:
+    return sorted(p for p in Path(folder).rglob("*") if p.name.startswith(runs._TMP_PREFIX))
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """The tiny data set, the config file, the driver and an uninterrupted reference run."""
+    root = tmp_path_factory.mktemp("faults")
+    rng = np.random.default_rng(0)
+    centres = rng.random((3, 12))
+
+    def draw(n):
+        y = rng.integers(0, 3, n)
+        x = np.clip(centres[y] + 0.25 * rng.standard_normal((n, 12)), 0, 1)
+        return x.astype(np.float32), y
+
+    (xtr, ytr), (xte, yte) = draw(300), draw(60)
+    np.savez(root / "tiny.npz", x_train=xtr, y_train=ytr, x_test=xte, y_test=yte)
+    cfg = {"data": {"name": f"npz:{root / 'tiny.npz'}"},
+           "selection": {"scheme": "with_replacement", "ns": 40, "T": 24, "seed": 5},
+           "training": {"model": "mlp", "steps": 3, "group_size": 4},
+           "certify": {"rhos": [0, 1, 2]},
+           "run": {"chunk_size": 4}}
+    (root / "exp.yaml").write_text(yaml.safe_dump(cfg))
+    (root / "driver.py").write_text(DRIVER)
+    ref = root / "ref" / "run"
+    proc, t_go = _start(root, ["train", str(root / "exp.yaml"), "--run-dir", str(ref), "-q"])
+    out, err = proc.communicate(timeout=TIMEOUT)
+    length = time.monotonic() - t_go
+    assert proc.returncode == 0, out + err
+    assert f"{N_CHUNKS} chunks trained, 0 resumed" in out
+    proc, t_go = _start(root, ["certify", str(ref)], torch=False)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    certify_length = time.monotonic() - t_go
+    assert proc.returncode == 0, out + err
+    return {"root": root, "config": root / "exp.yaml", "ref": ref, "length": length,
+            "certify_length": certify_length}
+
+
+def _start(root: Path, args: list[str], *, fault: str | None = None, go: Path | None = None,
+           torch: bool = True) -> tuple[subprocess.Popen, float]:
+    """Start the driver on ``args``; return the process once it printed ``go`` (its imports
+    done) and the time of that."""
+    env = {k: v for k, v in os.environ.items() if k != "POISONCERT_TEST_FAULT"}
+    if fault:
+        env["POISONCERT_TEST_FAULT"] = fault
+    if go is not None:
+        env["FAULT_TEST_GO"] = str(go)
+    if torch:
+        env["FAULT_TEST_TORCH"] = "1"
+    proc = subprocess.Popen([sys.executable, str(root / "driver.py"), *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert line.strip() == "go", line + proc.stderr.read()
+    return proc, time.monotonic()
+
+
+def _kill_after(proc: subprocess.Popen, delay: float) -> tuple[int, str]:
+    time.sleep(delay)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    return proc.returncode, out + err
+
+
+def _same_run(run: Path, ref: Path) -> None:
+    for name in ARRAYS:
+        a, b = np.load(run / name), np.load(ref / name)
+        assert a.dtype == b.dtype and np.array_equal(a, b), name
+    for name in (runs.CLASSIFIERS, runs.CONFIG):
+        assert (run / name).read_bytes() == (ref / name).read_bytes(), name
+
+
+# --------------------------------------------------------------------------------------------
+# Kills
+
+
+TRAIN_POINTS = ("create:tmp", "create:locked", "create:manifest", "create:filled",
+                "create:renamed", "write:seeds.npy", "write:chunk-00002.npz",
+                "write:votes.npy", "write:classifiers.csv", "finish")
+N_RANDOM_KILLS = 10
+
+
+def test_train_killed_at_20_points_resumes_bit_identical(setup):
+    """10 kills at named points (4 inside the run-directory creation window) and 10 at random
+    times: each leaves no run or a resumable one; resumed, each equals the uninterrupted run,
+    verifies, and leaves no temporary file (also no temporary sibling folder)."""
+    root, ref = setup["root"], setup["ref"]
+    rng = np.random.default_rng(9)
+    plans = [("point", p) for p in TRAIN_POINTS]
+    plans += [("delay", float(d)) for d in rng.uniform(0, 0.9 * setup["length"], N_RANDOM_KILLS)]
+
+    def kill(i_plan):
+        i, (kind, what) = i_plan
+        parent = root / f"kill{i:02d}"
+        parent.mkdir()
+        args = ["train", str(setup["config"]), "--run-dir", str(parent / "run"), "-q"]
+        if kind == "point":
+            proc, _ = _start(root, args, fault=what)
+            out, err = proc.communicate(timeout=TIMEOUT)
+            return parent, proc.returncode, out + err
+        delay, draw = what, np.random.default_rng(i)
+        for _ in range(4):  # the run ended before the random delay: draw a shorter one
+            proc, t_go = _start(root, args)
+            rc, out = _kill_after(proc, delay)
+            if rc != 0:
+                break
+            shutil.rmtree(parent / "run")
+            delay = float(draw.uniform(0, 0.5 * (time.monotonic() - t_go)))
+        return parent, rc, out
+
+    with ThreadPoolExecutor(2) as pool:
+        killed = list(pool.map(kill, enumerate(plans)))
+    resumed = 0
+    for (kind, what), (parent, rc, out) in zip(plans, killed, strict=True):
+        assert rc == -signal.SIGKILL, (kind, what, out)
+        run = parent / "run"
+        # a kill leaves either nothing or a resumable run
+        assert not run.exists() or (run / runs.CONFIG).is_file(), (what, list(run.iterdir()))
+        if kind == "point" and what.startswith("create:") and what != "create:renamed":
+            assert not run.exists(), what
+        res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
+        assert res.chunks_trained + res.chunks_skipped == N_CHUNKS
+        _same_run(run, ref)
+        assert RunDir(run).verify()["verified"] is True
+        assert tmp_files(parent) == [], (what, tmp_files(parent))
+        resumed += 1
+    assert resumed == len(TRAIN_POINTS) + N_RANDOM_KILLS == 20
+
+
+CERTIFY_POINTS = ("write:certificates.csv", "write:certified_accuracy.csv",
+                  "write:certify.json", "write:certified_accuracy.png")
+
+
+def test_certify_killed_then_rerun_gives_the_same_outputs(setup):
+    root, ref = setup["root"], setup["ref"]
+    rng = np.random.default_rng(11)
+    plans = [("point", p) for p in CERTIFY_POINTS]
+    plans += [("delay", float(d)) for d in rng.uniform(0, 0.9 * setup["certify_length"], 2)]
+    for i, (kind, what) in enumerate(plans):
+        parent = root / f"certkill{i}"
+        run = parent / "run"
+        shutil.copytree(ref, run)
+        for name in (runs.CERTIFICATES, runs.CERTIFIED_ACCURACY, runs.CERTIFY_JSON,
+                     runs.CERTIFIED_ACCURACY_PNG):
+            (run / name).unlink()
+        proc, _ = _start(root, ["certify", str(run)], torch=False,
+                         fault=what if kind == "point" else None)
+        rc, out = _kill_after(proc, what) if kind == "delay" else (proc.wait(TIMEOUT), "")
+        assert rc in (-signal.SIGKILL, 0), out  # a random delay may outlast certify
+        assert kind == "delay" or rc == -signal.SIGKILL
+        pipeline.certify_run(run)
+        for name in (runs.CERTIFICATES, runs.CERTIFIED_ACCURACY):
+            assert (run / name).read_bytes() == (ref / name).read_bytes(), (what, name)
+        assert json.loads((run / runs.CERTIFY_JSON).read_text()) == \
+            json.loads((ref / runs.CERTIFY_JSON).read_text())
+        assert tmp_files(parent) == [], (what, tmp_files(parent))
+        assert RunDir(run).verify()["verified"] is True
+
+
+# --------------------------------------------------------------------------------------------
+# Concurrency
+
+
+def _trained(out: str) -> int:
+    """Chunks a finished train reports having trained (0 for a refused one)."""
+    for word in out.split("(")[1:]:
+        if "chunks trained" in word:
+            return int(word.split()[0])
+    return 0
+
+
+def _refused(rc: int, out: str) -> bool:
+    lines = out.strip().splitlines()
+    return rc == 1 and len(lines) == 1 and "in use by another poisoncert process" in lines[0] \
+        and "Traceback" not in out
+
+
+def test_two_trains_started_together_never_both_train(setup):
+    """Two ``train`` on one new run directory, released at the same instant: one trains
+    every chunk; the other is refused with one line or finds the run done. Two rounds."""
+    root, ref = setup["root"], setup["ref"]
+    for r in range(2):
+        parent = root / f"race{r}"
+        parent.mkdir()
+        go = parent / "go"
+        args = ["train", str(setup["config"]), "--run-dir", str(parent / "run"), "-q"]
+        procs = [_start(root, args, go=go)[0] for _ in range(2)]
+        go.touch()
+        outs = [p.communicate(timeout=TIMEOUT) for p in procs]
+        results = [(p.returncode, o + e) for p, (o, e) in zip(procs, outs, strict=True)]
+        assert sum(_trained(out) for _, out in results) == N_CHUNKS, results
+        for rc, out in results:
+            assert (rc == 0) or _refused(rc, out), results
+        _same_run(parent / "run", ref)
+        assert tmp_files(parent) == []
+
+
+def test_second_train_and_certify_refused_while_a_train_holds_the_lock(setup):
+    root, ref = setup["root"], setup["ref"]
+    parent = root / "held"
+    run = parent / "run"
+    parent.mkdir()
+    go = parent / "go"
+    args = ["train", str(setup["config"]), "--run-dir", str(run), "-q"]
+    second, _ = _start(root, args, go=go)  # imported, waits for go
+    first, _ = _start(root, args, fault="write:chunk-00002.npz@sleep=5")
+    deadline = time.monotonic() + TIMEOUT
+    while not (run / runs.CHUNKS / "chunk-00001.npz").exists():
+        assert first.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    go.touch()
+    out, err = second.communicate(timeout=TIMEOUT)
+    assert _refused(second.returncode, out + err), out + err
+    cert = runner_certify(run)
+    assert cert.exit_code == 1 and "in use by another poisoncert process" in cert.output
+    assert first.poll() is None  # still paused: the refusals came while it held the lock
+    o, e = first.communicate(timeout=TIMEOUT)
+    assert first.returncode == 0 and _trained(o) == N_CHUNKS, o + e
+    _same_run(run, ref)
+    assert tmp_files(parent) == []
+
+
+def test_a_run_created_by_another_process_first_is_resumed_not_duplicated(setup):
+    """A pauses with its run folder built but not yet renamed into place; B creates and
+    trains the run meanwhile (A's locked temporary folder is left alone); A's rename then
+    fails and A resumes B's finished run (0 chunks trained)."""
+    root, ref = setup["root"], setup["ref"]
+    parent = root / "created"
+    parent.mkdir()
+    run = parent / "run"
+    go = parent / "go"
+    args = ["train", str(setup["config"]), "--run-dir", str(run), "-q"]
+    b, _ = _start(root, args, go=go)
+    a, _ = _start(root, args, fault="create:filled@sleep=5")
+    deadline = time.monotonic() + TIMEOUT
+    while not any((p / runs.CONFIG).exists() for p in parent.glob(".tmp-run.*")):
+        assert a.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    go.touch()
+    ob, eb = b.communicate(timeout=TIMEOUT)
+    assert b.returncode == 0 and _trained(ob) == N_CHUNKS, ob + eb
+    assert a.poll() is None  # B finished while A held its unrenamed folder
+    oa, ea = a.communicate(timeout=TIMEOUT)
+    assert a.returncode == 0 and "0 chunks trained, 6 resumed" in oa, oa + ea
+    _same_run(run, ref)
+    assert tmp_files(parent) == []
+
+
+def runner_certify(run: Path, *args: str):
+    return CliRunner().invoke(app, ["certify", str(run), "--no-plot", *args])
+
+
+# --------------------------------------------------------------------------------------------
+# Locks and leftovers (in process)
+
+
+def test_lock_refuses_a_second_holder_and_is_released(setup, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    a, b = RunDir(run), RunDir(run)
+    with a.lock():
+        assert a.locked
+        with pytest.raises(RunLockedError, match=r"'.*run' is in use by another poisoncert"):
+            with b.lock():
+                pass
+        with pytest.raises(RunLockedError):
+            pipeline.certify_run(run, plot=False)
+        with a.lock():  # nested on the same object: kept
+            assert a.locked
+        assert a.locked
+    assert not a.locked
+    with b.lock():
+        assert b.locked
+
+
+def test_leftovers_of_killed_writers_are_removed_by_the_next_start(setup, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    junk = [run / ".tmp-votes.npy.abc123", run / runs.CHUNKS / ".tmp-chunk-00001.npz.x1",
+            run / ".tmp-certify.json.zz"]
+    for p in junk:
+        p.write_bytes(b"torn")
+    stale = tmp_path / ".tmp-run.999999999.run.abcdef"  # creator's pid does not exist
+    stale.mkdir()
+    (stale / runs.MANIFEST).write_text("{}")
+    live = tmp_path / f".tmp-run.{os.getpid()}.other.abcdef"  # this process: alive, no lock
+    live.mkdir()
+    pipeline.certify_run(run, plot=False)
+    assert not any(p.exists() for p in junk)
+    pipeline.train_run(load_config(setup["config"]), tmp_path / "second", progress=False)
+    assert not stale.exists() and live.exists()
+    shutil.rmtree(live)
+    assert tmp_files(tmp_path) == []
+
+
+def test_chunk_of_another_config_is_retrained(setup, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    chunk = run / runs.CHUNKS / "chunk-00003.npz"
+    with np.load(chunk) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert str(arrays["config_hash"]) == json.loads((run / runs.MANIFEST).read_text())[
+        "config_hash"]
+    arrays["config_hash"] = np.str_("0" * 64)
+    arrays["predictions"] = np.zeros_like(arrays["predictions"])  # what it would mix in
+    np.savez(chunk, **arrays)
+    res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    assert (res.chunks_trained, res.chunks_skipped) == (1, N_CHUNKS - 1)
+    _same_run(run, setup["ref"])
+
+
+def test_folder_left_by_an_interrupted_creation_of_earlier_versions_is_reused(setup,
+                                                                               tmp_path):
+    run = tmp_path / "run"
+    (run / runs.CHUNKS).mkdir(parents=True)
+    (run / runs.MANIFEST).write_text("{}")
+    (run / ".tmp-manifest.json.q1w2e3").write_text("{")
+    res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    assert res.chunks_trained == N_CHUNKS
+    _same_run(run, setup["ref"])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(RunError, match="exists and is not empty"):
+        pipeline.train_run(load_config(setup["config"]), tmp_path / "other", progress=False)
+    assert sorted(p.name for p in (tmp_path / "other").iterdir()) == ["notes.txt"]
+
+
+# --------------------------------------------------------------------------------------------
+# Tampering
+
+
+@pytest.fixture(scope="module")
+def weights_run(setup):
+    """A finished run with saved weights (two weights files)."""
+    run = setup["root"] / "weights" / "run"
+    cfg = load_config(setup["config"], {"training.save_weights": "true", "selection.T": "8"})
+    pipeline.train_run(cfg, run, progress=False)
+    assert len(list((run / runs.WEIGHTS).iterdir())) == 2
+    return run
+
+
+def _edit_yaml(p: Path) -> None:
+    p.write_text(p.read_text().replace("ns: 40", "ns: 1"))
+
+
+def _edit_json(key: str, value):
+    def edit(p: Path) -> None:
+        man = json.loads(p.read_text())
+        section, _, sub = key.partition(".")
+        (man[section] if sub else man)[sub or key] = value
+        p.write_text(json.dumps(man))
+    return edit
+
+
+def _edit_npy(index, value):
+    """Set one entry (``value`` may be a function of the old one); the edit must change it."""
+    def edit(p: Path) -> None:
+        a = np.load(p)
+        old = a[index].item()
+        a[index] = value(old) if callable(value) else value
+        assert a[index] != old
+        np.save(p, a)
+    return edit
+
+
+def _flip_byte(p: Path) -> None:
+    data = bytearray(p.read_bytes())
+    data[len(data) // 2] ^= 1
+    p.write_bytes(bytes(data))
+
+
+TAMPER = [
+    ("config.yaml", _edit_yaml, "config.yaml' is not the one the run was trained with"),
+    ("manifest.json", _edit_json("data.n", 10**7), "manifest.json' was changed"),
+    ("manifest.json", _edit_json("config_hash", "0" * 64), "manifest.json' was changed"),
+    ("manifest.json", lambda p: p.write_text("[1, 2]"), "must hold a JSON object; it holds a list"),
+    ("manifest.json", lambda p: p.write_text("{"), "manifest.json' is not valid JSON"),
+    ("votes.npy", _edit_npy((0, 0), lambda v: v + 1), "votes.npy' was changed"),
+    ("labels.npy", _edit_npy(0, 99), "labels.npy' was changed"),
+    ("predictions.npy", _edit_npy((0, 0), lambda v: (v + 1) % 3), "predictions.npy' was"),
+    ("seeds.npy", _edit_npy(0, lambda v: v + 1), "seeds.npy' was changed"),
+    ("subset_sizes.npy", _edit_npy(0, lambda v: v - 1), "subset_sizes.npy' was changed"),
+    ("classifiers.csv", lambda p: p.write_text(p.read_text() + "\n"), "classifiers.csv' was"),
+    ("votes.npy", lambda p: p.write_bytes(p.read_bytes()[:100]), "votes.npy' was changed"),
+    ("votes.npy", lambda p: p.unlink(), "votes.npy' is missing"),
+    ("weights/chunk-00000.safetensors", _flip_byte, "chunk-00000.safetensors' was changed"),
+    ("weights/chunk-00001.safetensors", lambda p: p.unlink(), "safetensors' is missing"),
+    ("weights/chunk-00009.safetensors", lambda p: p.write_bytes(b"x"), "was added after"),
+]
+
+
+@pytest.mark.parametrize("name, edit, words", TAMPER,
+                         ids=[f"{t[0]}-{i}" for i, t in enumerate(TAMPER)])
+def test_tampered_run_is_refused_by_certify_naming_the_file(weights_run, tmp_path, name,
+                                                           edit, words):
+    run = tmp_path / "run"
+    shutil.copytree(weights_run, run)
+    edit(run / name)
+    before = _snapshot(run)
+    with pytest.raises(RunError, match=re.escape(words)):
+        pipeline.certify_run(run)
+    r = runner_certify(run)
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: ")
+    assert Path(name).name in lines[0] and "Traceback" not in r.output
+    assert _snapshot(run) == before  # nothing written
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+def test_no_verify_certifies_an_edited_run_and_says_so(weights_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(weights_run, run)
+    _edit_npy(0, lambda v: (v + 1) % 3)(run / runs.LABELS)
+    r = runner_certify(run, "--no-verify")
+    assert r.exit_code == 0, r.output
+    assert "warning: not verified (--no-verify)" in r.stderr
+    assert json.loads((run / runs.CERTIFY_JSON).read_text())["verified"] is None
+    r = runner_certify(run)
+    assert r.exit_code == 1 and "labels.npy' was changed" in r.output
+
+
+def test_run_without_checksums_is_certified_with_a_warning(weights_run, tmp_path):
+    """Runs made before checksums were recorded: consistency checks and a warning."""
+    run = tmp_path / "run"
+    shutil.copytree(weights_run, run)
+    man = json.loads((run / runs.MANIFEST).read_text())
+    for key in ("checksums", "manifest_sha256"):
+        del man[key]
+    (run / runs.MANIFEST).write_text(json.dumps(man))
+    r = runner_certify(run)
+    assert r.exit_code == 0, r.output
+    assert "warning: the run" in r.stderr and "records no checksums" in r.stderr
+    assert json.loads((run / runs.CERTIFY_JSON).read_text())["verified"] is False
+    # without checksums, an edit that breaks the arrays' consistency is still refused
+    _edit_npy(0, 99)(run / runs.LABELS)
+    with pytest.raises(RunError, match=r"labels\.npy' holds the value 99, outside \[0, 2\]"):
+        pipeline.certify_run(run)
+    np.save(run / runs.LABELS, np.load(weights_run / runs.LABELS))
+    _edit_npy((0, 0), lambda v: v + 1)(run / runs.VOTES)
+    with pytest.raises(RunError, match=r"votes\.npy' does not hold the vote counts"):
+        pipeline.certify_run(run)
+    man["data"]["n"] = 10**7
+    (run / runs.MANIFEST).write_text(json.dumps(man))
+    with pytest.raises(RunError, match=r"data\.n = 10000000 is not data\.n_train - "):
+        pipeline.certify_run(run)
+
+
+def test_unwritable_run_directory_is_one_line_naming_the_file(weights_run, tmp_path,
+                                                               monkeypatch):
+    """As any user: the first write fails and names the file; nothing half-written."""
+    run = tmp_path / "run"
+    shutil.copytree(weights_run, run)
+    import tempfile
+
+    def denied(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", denied)
+    with pytest.raises(RunError, match=r"Cannot write '.*certificates\.csv': Permission denied"):
+        pipeline.certify_run(run)
+    assert not (run / runs.CERTIFIED_ACCURACY).exists()
