@@ -411,13 +411,20 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
                out_dir: str | Path | None = None, log=None) -> AttackResult:
     """Attack the run in ``run_dir`` (see the module docstring); write ``attack_trials.csv``,
     ``attack_summary.csv``, ``attack.json`` and ``attack.png`` to ``out_dir`` (default: the
-    run directory)."""
+    run directory). The run is checked against its manifest first (``RunDir.verify``) and
+    held under its lock throughout, as ``certify`` holds it."""
     t0 = time.perf_counter()
     s = settings or AttackSettings()
     rd = RunDir(run_dir)
-    cfg = rd.load_config()
     out = Path(out_dir) if out_dir is not None else rd.path
     runs.check_writable(out)
+    with rd.lock():
+        rd.verify()
+        return _attack_locked(rd, s, out, log, t0)
+
+
+def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> AttackResult:
+    cfg = rd.load_config()
     models = sorted({ATTACK_MODEL[a] for a in s.attacks})
     scheme = cfg.selection.scheme
     if scheme in selection.NEAREST_NEIGHBOURS:
@@ -430,7 +437,7 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
     else:
         from poisoncert.experiment.retrain import load_ensemble
 
-        ens = load_ensemble(rd.path)
+        ens = load_ensemble(rd.path, verify=False)  # verified above
         data = ens.data
         backend = _ClassifierBackend(ens)
         builder = _Builder(data, cfg, ens.plan, ens.predictions, s.copies)

@@ -28,7 +28,7 @@ from poisoncert.runs import RunDir
 
 __all__ = ["NEIGHBORS", "nn_outputs", "pixel_features", "train_nn_run"]
 
-NEIGHBORS = "neighbors.npy"
+NEIGHBORS = runs.NEIGHBORS
 
 
 #: Integer pixel scales tried in turn: 8-bit images (MNIST, CIFAR-10), then scikit-learn's

@@ -28,8 +28,8 @@ from poisoncert.runs import RunDir, RunError
 __all__ = ["RANKS", "RANKS_DIR", "assemble_ranks", "chunk_ranks_path", "logits_to_votes",
            "ranks_done", "train_predict_ranks"]
 
-RANKS = "ranks.npy"
-RANKS_DIR = "ranks"
+RANKS = runs.RANKS
+RANKS_DIR = runs.RANKS_DIR
 
 
 def chunk_ranks_path(rd: RunDir, chunk_id: int) -> Path:
