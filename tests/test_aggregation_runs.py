@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import json
 
 import numpy as np
 import pytest
@@ -156,6 +157,56 @@ def test_knn_and_rnn_runs(tmp_path):
     cert, _ = certify_run(tmp_path / "rnn", plot=False)
     votes = knn.rnn_votes(x, data.y_train, xt, 20.0, n_classes=10)
     assert np.array_equal(cert.radius, knn.rnn_certify(votes).radius)
+    from poisoncert import Ensemble
+
+    assert not (tmp_path / "knn" / "weights").exists()
+    with pytest.raises(RunError, match="knn run: it has no base classifiers"):
+        Ensemble.load(tmp_path / "knn")
+
+
+def _tamper(run, name, change, match_checksum, match_consistency):
+    """Change ``name`` in a finished run: certify refuses it by its checksum, and a run without
+    checksums (made before they were recorded) by the consistency of its arrays."""
+    from poisoncert.runs import RunDir
+    from poisoncert.runsafe import MANIFEST_DIGEST
+
+    path = run / name
+    arr = np.load(path)
+    np.save(path, change(arr.copy()))
+    with pytest.raises(RunError, match=match_checksum):
+        RunDir(run).verify()
+    man = json.loads((run / "manifest.json").read_text())
+    man.pop("checksums")
+    man.pop(MANIFEST_DIGEST, None)
+    (run / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(RunError, match=match_consistency):
+        RunDir(run).verify()
+    np.save(path, arr)
+    assert RunDir(run).verify()["verified"] is False  # restored: consistent, unchecksummed
+
+
+def test_rankings_and_neighbours_are_verified(tmp_path):
+    train_run(_fa(k=4, d=1, run__store_ranks=True), tmp_path / "ranked")
+    preds = np.load(tmp_path / "ranked" / "predictions.npy")
+    i, t = np.argwhere(preds >= 0)[0]
+
+    def swap_first(r):  # classifier i ranks another class first on test point t
+        first, other = int(preds[i, t]), (int(preds[i, t]) + 1) % r.shape[2]
+        r[i, t, first], r[i, t, other] = r[i, t, other], r[i, t, first]
+        return r
+
+    _tamper(tmp_path / "ranked", "ranks.npy", swap_first, "ranks.npy' was changed",
+            "does not rank first")
+    train_run(_cfg(selection__scheme="knn", selection__k=5), tmp_path / "knn")
+    nb = np.load(tmp_path / "knn" / "neighbors.npy")
+
+    def relabel_nearest(a):  # the nearest neighbour of point 0 gets another label
+        a[0, 0] = (a[0, 0] + 1) % 10
+        return a
+
+    assert nb.shape[1] >= 5
+    _tamper(tmp_path / "knn", "neighbors.npy", relabel_nearest, "neighbors.npy' was changed",
+            "counts of the 5 nearest labels")
 
 
 # --------------------------------------------------------------------------------------------
@@ -183,6 +234,26 @@ def test_update_removing_10_samples_from_dpa_equals_a_full_retrain(tmp_path):
     for a, b in zip(w_new, w_scr, strict=True):
         for sa, sb in zip(load_weights(a), load_weights(b), strict=True):
             assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    _check_loadable(tmp_path / "run", tmp_path / "new")
+
+
+def _check_loadable(old, new):
+    """The updated run is a saved ensemble like the one it came from: ``Ensemble.load`` checks
+    every file (weights recorded as the new config's, ensemble.json), its classifiers give the
+    run's predictions, and its certificate is ``certify_run``'s."""
+    from poisoncert import Ensemble
+
+    man = [json.loads((p / "manifest.json").read_text()) for p in (old, new)]
+    assert man[1]["engine"] == man[0]["engine"]  # retrained with the run's group size
+    ens = Ensemble.load(new)
+    x = split_data(ens.config.data).x_test
+    base = ens.base_predictions(x, preprocessed=True)
+    assert np.array_equal(base, np.load(new / "predictions.npy"))
+    cert = ens.certify(x, preprocessed=True)
+    ref = certify_run(new, plot=False).certificate
+    assert type(cert) is type(ref)
+    assert np.array_equal(cert.prediction, ref.prediction)
+    assert np.array_equal(cert.radius, ref.radius)
 
 
 @pytest.mark.parametrize("kind", ["finite_aggregation", "with_replacement"])
@@ -215,6 +286,7 @@ def test_chained_updates_equal_a_full_retrain(tmp_path, kind):
                               np.load(tmp_path / f"{name}_scratch" / "clean_indices.npy"))
     if kind == "with_replacement":  # removals change n: every draw
         assert r2.n_retrained == r2.T
+    _check_loadable(tmp_path / "b", tmp_path / "c")
 
 
 def test_edits_compose():

@@ -6,6 +6,7 @@ Each parses its options and calls one function of ``poisoncert.experiment``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +21,10 @@ def register(app: typer.Typer) -> None:
     """Add ``attack`` and ``update`` to ``app``."""
     app.command("attack")(attack)
     app.command("update")(update)
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else str(v)
 
 
 def _ints(text: str, name: str) -> list[int]:
@@ -49,6 +54,8 @@ def attack(
     out: Annotated[Path | None, typer.Option(
         help="Folder of the results (default: the run directory).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
+    ] = False,
 ) -> None:
     """Attack a trained run within budgets r: retrain exactly the base classifiers each
     poisoned training set touches, and count certified predictions that changed (0 for
@@ -62,6 +69,11 @@ def attack(
                            copies=copies, max_radius=max_radius)
         res = attack_run(run_dir, settings=s, out_dir=out,
                          log=None if quiet else (lambda t: typer.echo(t, err=True)))
+    if as_json:
+        typer.echo(json.dumps({"summary": res.summary, "totals": res.totals,
+                               "files": {k: str(v) for k, v in res.paths.items()},
+                               "seconds": round(res.seconds, 2)}, indent=1, default=_plain))
+        return
     from rich.console import Console
     from rich.table import Table
 
@@ -98,6 +110,8 @@ def update(
     ] = None,
     add: Annotated[str | None, typer.Option(
         help=".npz with x (floats in [0, 1] or uint8) and y (labels 0 .. K-1) to add.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
+    ] = False,
 ) -> None:
     """Write a new run for the run's training set after removing, relabelling and adding
     samples, retraining only the base classifiers whose training samples changed; its
@@ -106,6 +120,13 @@ def update(
         from poisoncert.experiment.update import edits_from_options, update_run
 
         res = update_run(run_dir, out, edits_from_options(remove, relabel, add))
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(res.run_dir), "T": res.T,
+                               "n_retrained": res.n_retrained,
+                               "retrained": res.retrained.tolist(),
+                               "train_seconds": round(res.train_seconds, 3),
+                               "seconds": round(res.seconds, 3)}, indent=1))
+        return
     typer.echo(f"Retrained {res.n_retrained} of {res.T} base classifiers in "
                f"{res.train_seconds:.1f} s ({res.seconds:.1f} s in all).")
     typer.echo(f"New run directory: {res.run_dir}")

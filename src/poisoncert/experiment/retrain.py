@@ -1,7 +1,10 @@
 """Retrain only the base classifiers a change of the training set touches.
 
 ``load_ensemble(run_dir)`` reads a trained run (config, data, sub-datasets, seeds, votes and,
-where stored, rankings). ``variant(ens, edits)`` describes the ensemble after ``edits``
+where stored, rankings) as a ``LoadedRun``: not ``poisoncert.Ensemble`` (the saved classifiers
+in use), but what retraining needs, including the group size the run trained with (its
+manifest's ``engine.group_size`` for ``group_size: auto``), so that a retrained classifier is
+trained exactly as in the run. ``variant(ens, edits)`` describes the ensemble after ``edits``
 (``experiment.edits``): the new sub-datasets and the classifiers whose training sequence
 changed (``edits.changed_classifiers``). ``retrain(ens, variants)`` trains the changed
 classifiers of many variants in one call of the run's learner: their sub-datasets index one
@@ -33,13 +36,14 @@ from poisoncert.experiment.ranks import RANKS, train_predict_ranks
 from poisoncert.experiment.split import DataSplit, split_data, subset_plan
 from poisoncert.runs import RunDir, RunError
 
-__all__ = ["Ensemble", "Retrained", "Variant", "load_ensemble", "retrain", "variant"]
+__all__ = ["LoadedRun", "Retrained", "Variant", "load_ensemble", "retrain", "variant"]
 
 
 @dataclass(eq=False)
-class Ensemble:
+class LoadedRun:
     """A trained run in memory: ``subsets[i]`` are classifier ``i``'s training-set indices,
-    ``predictions`` its votes ``(T, n_test)``, ``ranks`` its rankings (or None)."""
+    ``predictions`` its votes ``(T, n_test)``, ``ranks`` its rankings (or None),
+    ``group_size`` the group size it trained with (``training.groups.recorded_group_size``)."""
 
     run_dir: Path
     cfg: ExperimentConfig
@@ -49,6 +53,7 @@ class Ensemble:
     subsets: list[np.ndarray]
     predictions: np.ndarray
     ranks: np.ndarray | None = None
+    group_size: int = 1
     _learner: object = None
 
     @property
@@ -61,21 +66,35 @@ class Ensemble:
             if self.cfg.algorithm.two_phase:
                 raise RunError("Retraining a two-phase run is not supported (its phase-2 "
                                "model is trained on D^c, which every change would touch).")
-            self._learner = learners.make_learner(self.cfg, self.data)
+            self._learner = learners.make_learner(self.train_cfg, self.data)
         return self._learner
 
+    @property
+    def train_cfg(self) -> ExperimentConfig:
+        """The config the learner trains with: the run's, ``group_size: auto`` resolved to the
+        recorded size (as ``train_run`` does)."""
+        t = self.cfg.training
+        if t.sklearn_learner is not None or t.group_size == self.group_size:
+            return self.cfg
+        return dataclasses.replace(self.cfg, training=dataclasses.replace(
+            t, group_size=self.group_size))
+
+    @property
+    def ranges(self) -> list[tuple[int, int]]:
+        """The run's chunks (whole groups of ``group_size``)."""
+        return runs.chunk_ranges(self.T, self.cfg.run.chunk_size, self.group_size)
+
     def weights(self, classifiers=None) -> list[dict | None]:
-        """The saved ``state_dict`` s of ``classifiers`` (default: all; ``training.
-        save_weights``)."""
+        """The saved ``state_dict`` s of ``classifiers`` (default: all; kept unless
+        ``training.save_weights`` is false)."""
         from poisoncert.training.weights import load_weights
 
         rd = RunDir(self.run_dir)
-        if not self.cfg.execution.save_weights or not rd.weights_dir.is_dir():
+        if not self.cfg.keeps_weights or not rd.weights_dir.is_dir():
             raise RunError(f"The run '{self.run_dir}' has no saved weights (train it with "
-                           "training.save_weights: true).")
+                           "training.save_weights, the default for torch models).")
         want = range(self.T) if classifiers is None else [int(i) for i in classifiers]
-        ranges = runs.chunk_ranges(self.T, self.cfg.run.chunk_size,
-                                   self.cfg.training.models_per_group)
+        ranges = self.ranges
         out: dict[int, dict | None] = {}
         cache: dict[int, list] = {}
         for i in want:
@@ -86,25 +105,33 @@ class Ensemble:
         return [out[i] for i in want]
 
 
-def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None) -> Ensemble:
-    """Read a trained partition, finite_aggregation or bagging run (its data are loaded again
-    and checked against the run's checksum)."""
+def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
+                  verify: bool = True) -> LoadedRun:
+    """Read a trained partition, finite_aggregation or bagging run, first checked against its
+    manifest (``RunDir.verify``, unless ``verify`` is false); its data are loaded again and
+    checked against the run's checksum."""
     rd = RunDir(run_dir)
+    if verify:
+        rd.verify()
     cfg = rd.load_config()
     if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
         raise RunError(f"'{rd.path}' is a {cfg.selection.scheme} run: it has no base "
                        "classifiers to retrain.")
     if data is None:
         data = split_data(cfg.data)
-    old = rd.load_manifest().get("data", {}).get("sha256_arrays")
+    manifest = rd.load_manifest()
+    old = manifest.get("data", {}).get("sha256_arrays")
     if old is not None and old != data.summary.sha256_arrays:
         raise RunError(f"The data of the run '{rd.path}' have changed since it was trained.")
     plan = subset_plan(cfg.selection, data)
     seeds = rd.load(runs.SEEDS)
     subsets = [plan.indices(i, int(s)) for i, s in enumerate(seeds)]
     ranks = np.load(rd / RANKS, allow_pickle=False) if (rd / RANKS).exists() else None
-    return Ensemble(run_dir=rd.path, cfg=cfg, data=data, plan=plan, seeds=seeds,
-                    subsets=subsets, predictions=rd.load(runs.PREDICTIONS), ranks=ranks)
+    from poisoncert.training.groups import recorded_group_size
+
+    return LoadedRun(run_dir=rd.path, cfg=cfg, data=data, plan=plan, seeds=seeds,
+                     subsets=subsets, predictions=rd.load(runs.PREDICTIONS), ranks=ranks,
+                     group_size=recorded_group_size(cfg.training, manifest))
 
 
 @dataclass(frozen=True, eq=False)
@@ -120,7 +147,7 @@ class Variant:
     changed: np.ndarray
 
 
-def variant(ens: Ensemble, edits: Edits, *, deskew_added: bool | None = None) -> Variant:
+def variant(ens: LoadedRun, edits: Edits, *, deskew_added: bool | None = None) -> Variant:
     """What ``edits`` change in ``ens`` (nothing is trained). Added inputs are deskewed when
     the run's data are (``data.deskew``)."""
     deskew = ens.cfg.data.deskew if deskew_added is None else deskew_added
@@ -157,7 +184,7 @@ class Retrained:
     weights: list | None
 
 
-def retrain(ens: Ensemble, variants: list[Variant], *, x_test: np.ndarray | None = None,
+def retrain(ens: LoadedRun, variants: list[Variant], *, x_test: np.ndarray | None = None,
             ranks: bool = False, weights: bool = False, progress=None) -> list[Retrained]:
     """Train the changed classifiers of every variant (one call of the run's learner) and
     return, per variant, their votes on ``x_test`` (default: the run's test set), rankings
@@ -186,8 +213,8 @@ def retrain(ens: Ensemble, variants: list[Variant], *, x_test: np.ndarray | None
                                y_train=np.concatenate(ys) if len(ys) > 1 else ys[0],
                                x_test=data.x_test if x_test is None else x_test)
     learner = ens.learner
-    if weights and isinstance(learner, learners.TorchLearner):
-        learner = dataclasses.replace(learner, keep_weights=True)
+    if isinstance(learner, learners.TorchLearner) and learner.keep_weights != weights:
+        learner = dataclasses.replace(learner, keep_weights=weights)
     seeds_arr = np.asarray(seeds, dtype=np.uint64)
     if ranks:
         preds, rk, w = train_predict_ranks(learner, pool, subsets, seeds_arr, progress)

@@ -28,7 +28,7 @@ from poisoncert.runs import RunDir, RunError
 __all__ = ["EDITS_FILE", "UpdateResult", "edits_from_options", "parse_ids", "parse_relabel",
            "read_added", "update_run"]
 
-EDITS_FILE = "edits.npz"
+EDITS_FILE = runs.EDITS
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,7 +82,8 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         load_edits(cfg.data.edits).then(edits, _original_size(cfg, ens.data))
     t1 = time.perf_counter()
     store_ranks = cfg.run.store_ranks
-    keep_weights = cfg.execution.save_weights
+    # a run trained before weights were kept by default has none to copy
+    keep_weights = cfg.keeps_weights and src.weights_dir.is_dir()
     res = retrain(ens, [v], ranks=store_ranks, weights=keep_weights, progress=progress)[0]
     train_seconds = time.perf_counter() - t1
 
@@ -94,13 +95,13 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     from poisoncert.experiment.split import _edited
 
     summary = _edited_summary(cfg, new_cfg, ens, total, _edited)
+    new_data = dataclasses.replace(new_data, summary=summary)
     manifest = runs.build_manifest(new_cfg, data=summary.manifest())
+    manifest["engine"] = {"group_size": ens.group_size}  # as the run trained (and retrained)
     manifest["update"] = {"from": str(src.path), "retrained": res.classifiers.tolist(),
                           "n_retrained": int(len(res.classifiers)), "T": ens.T,
                           "removed": edits.n_removed, "relabelled": edits.n_relabelled,
                           "added": edits.n_added}
-    out.prepare(new_cfg, manifest)
-    total.save(edits_path, tuple(ens.data.x_train.shape[1:]))
     predictions = ens.predictions.copy()
     predictions[res.classifiers] = res.predictions
     ranks = None
@@ -108,31 +109,45 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         ranks = ens.ranks.copy()
         ranks[res.classifiers] = res.ranks
     T = ens.T
-    runs.save_npy(out / runs.SEEDS, ens.seeds)
-    runs.save_npy(out / runs.CLEAN_INDICES, new_data.clean_idx)
-    ranges = runs.chunk_ranges(T, cfg.run.chunk_size, cfg.training.models_per_group)
-    if keep_weights:
-        out.weights_dir.mkdir(exist_ok=True)
-        new_w = dict(zip(res.classifiers.tolist(), res.weights, strict=True))
-    from poisoncert.training.weights import weights_to_bytes
-
-    for cid, (a, b) in enumerate(ranges):
+    ranges = ens.ranges
+    with out.lock():  # prepare() creates the run with its lock held, released at the end
+        out.prepare(new_cfg, manifest)
+        total.save(edits_path, tuple(ens.data.x_train.shape[1:]))
+        runs.save_npy(out / runs.SEEDS, ens.seeds)
+        runs.save_npy(out / runs.CLEAN_INDICES, new_data.clean_idx)
         if keep_weights:
-            w = ens.weights(range(a, b))
-            w = [new_w.get(i, w[i - a]) for i in range(a, b)]
-            runs.save_bytes(out.weights_path(cid), weights_to_bytes(w, {"start": a,
-                                                                        "stop": b}))
+            _write_weights(out, ens, new_cfg, ranges, res)
+        for cid, (a, b) in enumerate(ranges):
+            if store_ranks:
+                save_chunk_ranks(out, cid, ranks[a:b])
+            out.write_chunk(cid, start=a, stop=b, seeds=ens.seeds[a:b], sizes=v.sizes[a:b],
+                            predictions=predictions[a:b])
+        out.assemble(ranges, new_data.y_test, new_data.n_classes)
         if store_ranks:
-            save_chunk_ranks(out, cid, ranks[a:b])
-        out.write_chunk(cid, start=a, stop=b, seeds=ens.seeds[a:b], sizes=v.sizes[a:b],
-                        predictions=predictions[a:b])
-    out.assemble(ranges, new_data.y_test, new_data.n_classes)
-    if store_ranks:
-        assemble_ranks(out, ranges)
-    seconds = time.perf_counter() - t0
-    out.finish(seconds_last=round(seconds, 3), update_train_seconds=round(train_seconds, 3))
+            assemble_ranks(out, ranges)
+        if keep_weights:  # what poisoncert.Ensemble loads
+            from poisoncert.experiment.ensemble import write_ensemble_record
+
+            write_ensemble_record(out, new_cfg, new_data, ranges)
+        seconds = time.perf_counter() - t0
+        out.finish(seconds_last=round(seconds, 3), update_train_seconds=round(train_seconds, 3))
     return UpdateResult(run_dir=out.path, retrained=res.classifiers, T=T,
                         predictions=predictions, seconds=seconds, train_seconds=train_seconds)
+
+
+def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> None:
+    """Every chunk's weights file in the new run: the run's classifiers with the retrained
+    ones replaced, recorded as the new config's (``ensemble.weights_metadata``)."""
+    from poisoncert.experiment.ensemble import weights_metadata
+    from poisoncert.training.weights import weights_to_bytes
+
+    out.weights_dir.mkdir(exist_ok=True)
+    new_w = dict(zip(res.classifiers.tolist(), res.weights, strict=True))
+    for cid, (a, b) in enumerate(ranges):
+        w = ens.weights(range(a, b))
+        w = [new_w.get(i, w[i - a]) for i in range(a, b)]
+        runs.save_bytes(out.weights_path(cid), weights_to_bytes(
+            w, weights_metadata(new_cfg, a, b, ens.seeds[a:b])))
 
 
 def _edited_summary(cfg, new_cfg, ens, total, edited):
