@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import report_agg  # experiments/report_agg.py: the issue-13 sections
 import run as runner  # experiments/run.py, beside this script
 
 from poisoncert import certify as C
@@ -609,16 +610,52 @@ class Report:
                           "CPUs", "workers"], rows))
 
 
+#: The first heading of the issue-13 part of results.md and the heading after it.
+AGG_START = "## Summary of issue 13"
+AGG_END = "## Figure 2:"
+
+
+def agg_parts(runs, fig_dir: Path, md_dir: Path, runs_dir: Path) -> list[str]:
+    """The issue-13 sections (experiments/report_agg.py), their summary first."""
+    agg = Report(runs, fig_dir, md_dir)
+    agg.runs_dir = runs_dir
+    for section in report_agg.SECTIONS:
+        section(agg)
+    report_agg.summary(agg)
+    return agg.parts
+
+
+def splice(text: str, part: str) -> str:
+    """``text`` with its issue-13 part (from ``AGG_START`` or the first of the part's own
+    headings, up to ``AGG_END``) replaced by ``part`` (inserted before ``AGG_END`` when
+    absent)."""
+    end = text.find(AGG_END)
+    if end < 0:
+        return text.rstrip() + "\n\n" + part
+    starts = [text.find(h) for h in (AGG_START, "## Equal-compute comparison on MNIST")]
+    starts = [i for i in starts if 0 <= i < end]
+    start = min(starts) if starts else end
+    return text[:start] + part + text[end:]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
     ap.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    ap.add_argument("--only-agg", action="store_true",
+                    help="regenerate only the issue-13 sections (experiments/report_agg.py) "
+                         "and put them in place of their earlier text in --out")
     a = ap.parse_args(argv)
     out = Path(a.out)
     fig_dir = out.parent / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     runs = load_runs(Path(a.runs_dir))
     rep = Report(runs, fig_dir, out.parent)
+    if a.only_agg:
+        parts = agg_parts(runs, fig_dir, out.parent, Path(a.runs_dir))
+        out.write_text(splice(out.read_text(), "\n".join(parts) + "\n"))
+        print(f"updated the issue-13 sections of {out} ({len(runs)} runs)")
+        return 0
     rev = git_revision(ROOT) or {}
     import torch
 
@@ -637,7 +674,10 @@ def main(argv=None) -> int:
             f"{getattr(poisoncert, '__version__', '?')}, torch {torch.__version__}, Python "
             f"{platform.python_version()}, {os.cpu_count()} CPUs.\n")
     for section in (rep.mnist17, rep.figure5, rep.grid, rep.mnist, rep.case3, rep.cifar,
-                    rep.dpa, rep.figure2, rep.walls):
+                    rep.dpa):
+        section()
+    rep.parts.extend(agg_parts(runs, fig_dir, out.parent, Path(a.runs_dir)))
+    for section in (rep.figure2, rep.walls):
         section()
     rep.parts.insert(1, rep.summary_text())
     out.write_text("\n".join(rep.parts))

@@ -24,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 SMALL = ["--selection.T", "2", "--training.steps", "2", "--data.test_limit", "50"]
+#: Partitions and Finite Aggregation count their classifiers with selection.k.
+AGG_SMALL = ["--selection.k", "2", "--training.steps", "2", "--data.test_limit", "50"]
 
 #: command as written -> ("run", extra arguments) or ("skip", why). "mnist": needs MNIST.
 COMMANDS: dict[str, tuple] = {
@@ -50,6 +52,17 @@ COMMANDS: dict[str, tuple] = {
     "poisoncert radius --scheme wr --n 60000 --ns 30 --counts 900,60,40 --T 1000 --rule jia":
         ("run", []),
     "poisoncert delta --out figure2.png": ("run", []),
+    "poisoncert train experiments/mnist_agg.yaml --selection.scheme finite_aggregation "
+    "--selection.d 2 --run-dir runs/mnist_fa": ("mnist", AGG_SMALL),
+    "poisoncert certify runs/mnist_fa": ("mnist", []),
+    "poisoncert certify runs/mnist_fa --aggregation roe": ("mnist", []),
+    "poisoncert train experiments/mnist_agg.yaml --selection.scheme knn --selection.k 100 "
+    "--run.store_ranks false --training.save_weights false --run-dir runs/mnist_knn":
+        ("mnist", ["--data.test_limit", "50"]),
+    "poisoncert attack runs/mnist_fa --budgets 1,2,4,8,16 --targets 20":
+        ("mnist", ["--targets", "2", "--attacks", "flip", "--quiet"]),
+    "poisoncert update runs/mnist_fa --out runs/mnist_fa_v2 --remove 3,17,42 --relabel 5:1":
+        ("mnist", []),
     # docs/certificates.md
     "poisoncert radius --scheme binomial --n 13007 --ns 10 --counts 1000,0 --T 1000 "
     "--alpha 0.001 --method paper": ("run", []),

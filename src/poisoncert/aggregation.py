@@ -176,6 +176,7 @@ class FACertificate:
     model: str
     unit: str
     aggregation: str = "fa"
+    classes: np.ndarray | None = None  # what the class indices name (``Ensemble.certify``)
 
     def __repr__(self) -> str:
         return certificate_repr(self)

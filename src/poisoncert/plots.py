@@ -236,3 +236,58 @@ def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
     if path is not None:
         fig.savefig(Path(path), format="png", dpi=dpi)
     return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Attacks against a run (poisoncert.experiment.attack)
+
+__all__ += ["plot_attack"]
+
+
+def plot_attack(curves, summary, path: str | Path | None = None, *, title: str | None = None,
+                dpi: int = 150):
+    """Two panels: the clean run's certified accuracy against the radius (``curves``: label ->
+    ``(rho, accuracy)``), and each attack's success against its budget (``summary``: the rows
+    of ``attack_run``): the share of attacked test points whose prediction changed (solid)
+    beside the share not certified at that budget (dashed, the most the certificate allows)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    left, right = fig.subplots(1, 2)
+    for label, (rho, acc) in curves.items():
+        left.plot(rho, acc, drawstyle="steps-post", label=str(label))
+    left.set_xlabel(r"radius $\rho$ (operations)")
+    left.set_ylabel("certified accuracy (clean run)")
+    left.set_ylim(0, 1.02)
+    left.grid(alpha=0.3)
+    left.legend(fontsize="small")
+    groups: dict = {}
+    for row in summary:
+        groups.setdefault((row["aggregation"], row["attack"]), []).append(row)
+    colors = {}
+    first = next(iter(groups))[0] if groups else None
+    for (agg, attack), rows in groups.items():
+        rows = sorted(rows, key=lambda r: r["budget"])
+        b = [r["budget"] for r in rows]
+        n = [max(r["trials"], 1) for r in rows]
+        success = [(r["success_beyond"] + r["changed_within"]) / m
+                   for r, m in zip(rows, n, strict=True)]
+        bound = [r["beyond"] / m for r, m in zip(rows, n, strict=True)]
+        marker = {"vote": "o", "roe": "s"}.get(agg, "^")
+        line, = right.plot(b, success, marker=marker, label=f"{agg}, {attack}: changed",
+                           color=colors.get(attack))
+        colors.setdefault(attack, line.get_color())
+        if agg == first:  # the bound of the first aggregation only, for legibility
+            right.plot(b, bound, linestyle="--", color=line.get_color(), alpha=0.6,
+                       label=f"{agg}, {attack}: not certified at r")
+    right.set_xscale("log", base=2)
+    right.set_xlabel("budget r (poisoning operations)")
+    right.set_ylabel("share of attacked test points")
+    right.set_ylim(0, 1.02)
+    right.grid(alpha=0.3)
+    right.legend(fontsize="x-small")
+    if title:
+        fig.suptitle(title)
+    if path is not None:
+        fig.savefig(Path(path), format="png", dpi=dpi)
+    return fig

@@ -6,10 +6,14 @@ checks (``verify_run``), in this order, and stops at the first file that does no
 1. the manifest is a finished run's and intact (``manifest_sha256`` over its own content);
 2. ``config.yaml`` has the config hash the run was trained with (``config_hash``);
 3. every file whose SHA-256 the manifest records (arrays, config, classifier table,
-   ``phase2.json``, weights) still has it, and no weights file was added;
+   ``phase2.json``, rankings, neighbours, edits, weights) still has it, and no weights file
+   was added;
 4. the arrays agree with each other and with the manifest: ``predictions`` is ``(T, n_test)``
    within ``[-1, n_classes - 1]``, ``votes`` counts exactly those predictions, ``labels`` lie in
-   ``[0, n_classes - 1]``, and ``data.n = n_train - n_clean``.
+   ``[0, n_classes - 1]``, and ``data.n = n_train - n_clean``; ``ranks.npy``
+   (``run.store_ranks``) ranks first the class each classifier votes for; a knn / rnn run's
+   prediction is the majority of its counts, and a knn run's counts are those of its
+   ``neighbors.npy``.
 
 Runs made before checksums were recorded have no ``checksums``: they get 2 and 4 and a
 warning (``verified`` False) rather than a refusal, so that earlier experiments can still be
@@ -26,6 +30,7 @@ import numpy as np
 from poisoncert import runlayout as runs
 from poisoncert.config import ExperimentConfig, config_hash
 from poisoncert.runsafe import MANIFEST_DIGEST, TMP_PREFIX, RunError, file_sha256, manifest_digest
+from poisoncert.selection import NEAREST_NEIGHBOURS
 from poisoncert.votes import votes_from_predictions
 
 __all__ = ["verify_run"]
@@ -105,20 +110,61 @@ def _check_arrays(rd, cfg: ExperimentConfig, man: dict[str, Any], man_path: Path
         raise RunError(f"The manifest '{man_path}' is inconsistent: data.n = {n} is not "
                        f"data.n_train - data.n_clean = {n_train - n_clean}.")
     T = cfg.T
+    nn = cfg.selection.scheme in NEAREST_NEIGHBOURS
+    # a nearest-neighbour run's counts are neighbours (at most the training set), not votes
+    vote_max = (n_train if type(n_train) is int else n + (n_clean or 0)) if nn else T
     predictions, votes, labels = (rd.load(name) for name in
                                   (runs.PREDICTIONS, runs.VOTES, runs.LABELS))
     for name, arr, shape, low, high in (
             (runs.PREDICTIONS, predictions, (T, n_test), -1, k - 1),
-            (runs.VOTES, votes, (n_test, k), 0, T),
+            (runs.VOTES, votes, (n_test, k), 0, vote_max),
             (runs.LABELS, labels, (n_test,), 0, k - 1)):
-        path = rd / name
-        if arr.shape != shape or arr.dtype.kind not in "iu":
-            raise RunError(f"The file '{path}' holds a {arr.dtype} array of shape {arr.shape}; "
-                           f"this run needs integers of shape {shape}.")
-        if arr.size and (arr.min() < low or arr.max() > high):
-            bad = int(arr.min()) if arr.min() < low else int(arr.max())
-            raise RunError(f"The file '{path}' holds the value {bad}, outside [{low}, {high}] "
-                           f"for this run ({k} classes, T = {T}).")
+        _check_array(rd, name, arr, shape, low, high, k, T)
+    if nn:
+        _check_neighbours(rd, cfg, predictions, votes, k, T)
+        return
     if not np.array_equal(votes, votes_from_predictions(predictions, k)):
         raise RunError(f"The file '{rd / runs.VOTES}' does not hold the vote counts of "
                        f"'{rd / runs.PREDICTIONS}'.")
+    if (rd / runs.RANKS).is_file():
+        ranks = rd.load(runs.RANKS)
+        _check_array(rd, runs.RANKS, ranks, (T, n_test, k), 0, k - 1, k, T)
+        voted = predictions >= 0  # an abstaining classifier ranks the classes in index order
+        if not np.array_equal(np.argmin(ranks, axis=2)[voted], predictions[voted]):
+            raise RunError(f"The file '{rd / runs.RANKS}' does not rank first the class each "
+                           f"classifier votes for in '{rd / runs.PREDICTIONS}'.")
+
+
+def _check_array(rd, name: str, arr: np.ndarray, shape, low: int, high: int, k: int,
+                 T: int) -> None:
+    path = rd / name
+    if arr.shape != shape or arr.dtype.kind not in "iu":
+        raise RunError(f"The file '{path}' holds a {arr.dtype} array of shape {arr.shape}; "
+                       f"this run needs integers of shape {shape}.")
+    if arr.size and (arr.min() < low or arr.max() > high):
+        bad = int(arr.min()) if arr.min() < low else int(arr.max())
+        raise RunError(f"The file '{path}' holds the value {bad}, outside [{low}, {high}] "
+                       f"for this run ({k} classes, T = {T}).")
+
+
+def _check_neighbours(rd, cfg: ExperimentConfig, predictions, votes, k: int, T: int) -> None:
+    """A knn / rnn run: the prediction is the majority of the counts (-1 for an empty rNN
+    ball); a knn run's counts are those of the first ``k`` labels of ``neighbors.npy``."""
+    total = votes.sum(axis=1)
+    if not np.array_equal(predictions[0], np.where(total > 0, votes.argmax(axis=1), -1)):
+        raise RunError(f"The file '{rd / runs.PREDICTIONS}' does not hold the majority of the "
+                       f"counts in '{rd / runs.VOTES}'.")
+    if cfg.selection.scheme != "knn":
+        return
+    K = cfg.selection.k
+    neighbors = rd.load(runs.NEIGHBORS)
+    if neighbors.ndim != 2 or neighbors.shape[0] != votes.shape[0] or neighbors.shape[1] < K:
+        raise RunError(f"The file '{rd / runs.NEIGHBORS}' holds an array of shape "
+                       f"{neighbors.shape}; this run needs ({votes.shape[0]}, >= {K}).")
+    _check_array(rd, runs.NEIGHBORS, neighbors, neighbors.shape, 0, k - 1, k, T)
+    counts = np.zeros_like(votes)
+    np.add.at(counts, (np.repeat(np.arange(len(votes)), K),
+                       neighbors[:, :K].astype(np.int64).ravel()), 1)
+    if not np.array_equal(counts, votes):
+        raise RunError(f"The file '{rd / runs.VOTES}' does not hold the counts of the "
+                       f"{K} nearest labels in '{rd / runs.NEIGHBORS}'.")

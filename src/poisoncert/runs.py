@@ -16,6 +16,10 @@ Layout (every file written atomically: a temporary file in the same folder, fsyn
                              unless training.save_weights is false)
       ensemble.json          with the weights: preprocessing, classes and selection facts
                              (poisoncert.Ensemble)
+      ranks/chunk-00000.npy, ranks.npy   with run.store_ranks: int8 (T, n_test, C), each
+                             classifier's rank of every class (0 = preferred; run-off election)
+      neighbors.npy          knn runs: int16 (n_test, depth), labels of the nearest samples
+      edits.npz              an updated run (poisoncert update): its edits of the training set
       predictions.npy        int16 (T, n_test), -1 for an abstaining base classifier
       votes.npy              int64 (n_test, n_classes): vote counts
       labels.npy             int64 (n_test,): true test labels
@@ -75,11 +79,15 @@ from poisoncert.runlayout import (  # the file names, re-exported
     CLASSIFIERS,
     CLEAN_INDICES,
     CONFIG,
+    EDITS,
     ENSEMBLE,
     LABELS,
     MANIFEST,
+    NEIGHBORS,
     PHASE2,
     PREDICTIONS,
+    RANKS,
+    RANKS_DIR,
     SEEDS,
     SUBSET_SIZES,
     VOTES,
@@ -114,11 +122,15 @@ __all__ = [
     "CLASSIFIERS",
     "CLEAN_INDICES",
     "CONFIG",
+    "EDITS",
     "ENSEMBLE",
     "LABELS",
     "MANIFEST",
+    "NEIGHBORS",
     "PHASE2",
     "PREDICTIONS",
+    "RANKS",
+    "RANKS_DIR",
     "SEEDS",
     "SUBSET_SIZES",
     "VOTES",
@@ -324,7 +336,7 @@ class RunDir:
 
     def _acquire(self) -> None:
         self._lock = RunLock.acquire(self.path)
-        remove_leftovers(self.path, (CHUNKS, WEIGHTS))
+        remove_leftovers(self.path, (CHUNKS, WEIGHTS, RANKS_DIR))
 
     # -- config ------------------------------------------------------------------------------
 

@@ -24,7 +24,12 @@ from poisoncert._validation import check_choice, check_int, check_real, param_er
 __all__ = [
     "ALL_SCHEMES",
     "ALL_SCHEME_ALIASES",
+    "BUCKET_SCHEMES",
+    "FINITE_AGGREGATION",
+    "NEAREST_NEIGHBOURS",
     "PARTITION",
+    "PLAN_SCHEMES",
+    "PLAN_SCHEME_ALIASES",
     "SCHEMES",
     "SCHEME_ALIASES",
     "Stream",
@@ -68,6 +73,17 @@ PARTITION = "partition"
 #: Every scheme a run or the estimator accepts, and their aliases.
 ALL_SCHEMES = (*SCHEMES, PARTITION)
 ALL_SCHEME_ALIASES = {**SCHEME_ALIASES, "dpa": PARTITION}
+#: Finite Aggregation (Wang et al.): ``k * d`` hash buckets, classifier ``j`` trains on ``d`` of
+#: them (``fa_spread``); with ``d = 1`` it is the partition scheme.
+FINITE_AGGREGATION = "finite_aggregation"
+#: The deterministic schemes: every sample's bucket is a hash of its content and label.
+BUCKET_SCHEMES = (PARTITION, FINITE_AGGREGATION)
+#: Every scheme a ``SubsetPlan`` (a run) accepts, and their aliases.
+PLAN_SCHEMES = (*ALL_SCHEMES, FINITE_AGGREGATION)
+PLAN_SCHEME_ALIASES = {**ALL_SCHEME_ALIASES, "fa": FINITE_AGGREGATION}
+#: Runs without base classifiers: k-nearest and radius-nearest neighbours on the whole
+#: training set (``poisoncert.knn``), certified intrinsically.
+NEAREST_NEIGHBOURS = ("knn", "rnn")
 
 _MASK63 = (1 << 63) - 1
 
@@ -130,7 +146,8 @@ def check_size(scheme: str, n: int | None, *, ns=None, p=None, where: str,
     - ``binomial``: each sample kept with probability ``p`` in ``(0, 1)``, or ``ns`` meaning
       ``p = ns / n`` held fixed (then ``ns < n``); exactly one of the two. Returns
       ``(ns or None, p)``.
-    - ``partition``: neither (its size is the number of parts). Returns ``(None, None)``.
+    - ``partition``, ``finite_aggregation``: neither (their size is the number of buckets).
+      Returns ``(None, None)``.
 
     ``n`` None (not known yet, e.g. a config before its data is loaded) skips the checks that
     need it. ``where`` and ``names`` (the names of ``ns`` and ``p``) make the one error shape:
@@ -138,7 +155,7 @@ def check_size(scheme: str, n: int | None, *, ns=None, p=None, where: str,
     ``"n = |D^p|"``) adds what ``n`` is to a range error.
     """
     ns_name, p_name = names
-    if scheme == PARTITION:
+    if scheme in BUCKET_SCHEMES:
         for name, value in ((ns_name, ns), (p_name, p)):
             if value is not None:
                 raise param_error(name, where, f"None for scheme={scheme!r}", value)
@@ -243,7 +260,9 @@ class SubsetPlan:
     ``D^c`` (joined to every sub-dataset), ``ns`` or ``p`` the size (resolved by
     ``check_size`` on construction: a binomial ``ns`` also sets ``p = ns / n``), and
     ``part_of`` the part of each ``D^p`` sample for the partition scheme (classifier ``i``
-    gets part ``i``). Sub-dataset ``i`` depends on ``i`` and its seed alone.
+    gets part ``i``), or its bucket (of ``k * d``) for Finite Aggregation, where classifier
+    ``i`` gets buckets ``(i - s) mod k*d`` for ``s`` in ``fa_shifts(k, d)`` (``d`` given, ``k =
+    number of buckets / d``). Sub-dataset ``i`` depends on ``i`` and its seed alone.
     """
 
     scheme: str
@@ -252,15 +271,26 @@ class SubsetPlan:
     ns: int | None = None
     p: float | None = None
     part_of: np.ndarray | None = None
+    d: int | None = None
+    k: int | None = None
 
     def __post_init__(self) -> None:
         where = "SubsetPlan"
-        scheme = check_choice(self.scheme, "scheme", where, ALL_SCHEMES, ALL_SCHEME_ALIASES)
+        scheme = check_choice(self.scheme, "scheme", where, PLAN_SCHEMES, PLAN_SCHEME_ALIASES)
         ns, p = check_size(scheme, self.n, ns=self.ns, p=self.p, where=where)
-        if scheme == PARTITION and (self.part_of is None
-                                    or len(self.part_of) != len(self.attackable_idx)):
-            raise param_error("part_of", where, "the part of every attackable sample for the "
-                              "partition scheme", self.part_of)
+        if scheme in BUCKET_SCHEMES and (self.part_of is None
+                                         or len(self.part_of) != len(self.attackable_idx)):
+            raise param_error("part_of", where, f"the bucket of every attackable sample for the "
+                              f"{scheme} scheme", self.part_of)
+        if scheme == FINITE_AGGREGATION:
+            if self.d is None or self.k is None:
+                raise param_error("d", where, "an int >= 1 (with k) for the finite_aggregation "
+                                  "scheme", self.d)
+            object.__setattr__(self, "d", check_int(self.d, "d", where, low=1))
+            object.__setattr__(self, "k", check_int(self.k, "k", where, low=1))
+            object.__setattr__(self, "_shifts", fa_shifts(self.k, self.d))
+        elif self.d is not None:
+            raise param_error("d", where, f"None for the {scheme} scheme", self.d)
         object.__setattr__(self, "scheme", scheme)
         object.__setattr__(self, "ns", ns)
         object.__setattr__(self, "p", p)
@@ -279,6 +309,9 @@ class SubsetPlan:
         """Positions in ``D^p`` of sub-dataset ``i`` (with repeats for scheme 2)."""
         if self.scheme == PARTITION:
             return np.flatnonzero(self.part_of == i)
+        if self.scheme == FINITE_AGGREGATION:
+            buckets = (i - self._shifts) % (self.k * self.d)
+            return np.flatnonzero(np.isin(self.part_of, buckets))
         if self.scheme == "binomial":
             return draw(self.scheme, self.n, p=self.p, seed=seed)
         return draw(self.scheme, self.n, ns=self.ns, seed=seed)

@@ -47,6 +47,14 @@ from poisoncert.cli import predict as _predict  # noqa: E402
 
 _predict.register(app)
 
+try:
+    _attack = importlib.import_module("poisoncert.cli.attack")
+except ModuleNotFoundError as exc:  # only a missing cli/attack.py is tolerated
+    if exc.name != "poisoncert.cli.attack":
+        raise
+else:
+    _attack.register(app)
+
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app. Expected library errors and command-line usage

@@ -55,6 +55,7 @@ def predict(
         from poisoncert.experiment.certify import certificate_rows, rows_csv
         from poisoncert.experiment.ensemble import Ensemble
         from poisoncert.experiment.inputs import read_inputs
+        from poisoncert.votes import votes_from_predictions
 
         ens = Ensemble.load(run_dir, device=device)
         if not ens.verification.get("verified", True):
@@ -63,8 +64,10 @@ def predict(
         data = read_inputs(inputs, ens.form)
         labels = None if data.y is None else ens.encode(data.y)
         big = not quiet and len(data.x) * ens.T >= 20_000
-        votes = ens.votes(data.x, progress=rich_progress if big else None)
-        cert = ens.certify_votes(votes, alpha=alpha, model=model, method=method, y=data.y)
+        base = ens.base_predictions(data.x, progress=rich_progress if big else None)
+        votes = votes_from_predictions(base, ens.n_classes)
+        cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
+                                       y=data.y)
         pred = cert.prediction
         classes = ["" if p < 0 else int(ens.classes[p]) for p in pred]
         names = ["" if p < 0 else ens.class_names[p] for p in pred]

@@ -140,6 +140,9 @@ def certify(
         "--rho", help="One radius for the table; repeat for several (the same as --rhos).")
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
+    aggregation: Annotated[str | None, typer.Option(
+        help="vote | roe (run-off election: partition / finite_aggregation runs trained with "
+             "run.store_ranks; writes certificates_roe.csv, ...).")] = None,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Certify without checking the run's files against the checksums "
                             "and config hash in its manifest (for files edited on purpose; "
@@ -157,7 +160,8 @@ def certify(
 
         radii = parse_rhos(rhos, "--rhos") + list(rho or [])
         res = certify_run(run_dir, alpha=alpha, method=method, model=model,
-                          rhos=radii or None, plot=not no_plot, verify=not no_verify)
+                          rhos=radii or None, plot=not no_plot, verify=not no_verify,
+                          aggregation=aggregation)
     if as_json:
         typer.echo(json.dumps({"summary": res.summary,
                                "certified_accuracy": [{"rho": r, "certified_accuracy": a}
@@ -184,7 +188,9 @@ def certify(
     con.print(setting, markup=False, highlight=False)
     con.print(f"accuracy (abstain = wrong) {s.get('accuracy', float('nan')):.4f}, abstain rate "
               f"{s['abstain_rate']:.4f}, median radius {s['radius_median']:g} "
-              f"[{s['radius_unit']}]", markup=False, highlight=False)
+              f"[{s['radius_unit']}]"
+              + (f"; in DPA's unit {s['radius_dpa_median']:g}" if "radius_dpa_median" in s
+                 else ""), markup=False, highlight=False)
     con.print(table)
     for name, path in res.paths.items():
         con.print(f"{name}: {path}", highlight=False, soft_wrap=True)

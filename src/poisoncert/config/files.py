@@ -43,11 +43,16 @@ __all__ = [
     "to_yaml",
 ]
 
+#: Keys added after the recorded runs: left out of ``config_hash`` and of the YAML text
+#: (``to_yaml``) at their defaults, so the files of earlier runs keep their bytes.
+_QUIET_KEYS = {"selection.d": None, "selection.r": None, "run.store_ranks": False,
+               "data.edits": None, "certify.aggregation": "vote"}
+
 #: Keys added after the first runs, and their defaults: left out of ``config_hash`` at the
 #: default, so run directories written before they existed keep their hash (and resume).
 _LATER_KEYS = {"training.rotation": 0.0, "training.scale": 0.0, "training.shear": 0.0,
                "training.elastic": 0.0, "training.lr_schedule": "constant",
-               "data.deskew": False, "training.model_kwargs": None}
+               "data.deskew": False, "training.model_kwargs": None, **_QUIET_KEYS}
 
 #: Keys whose null default was ``false`` before: hashed as ``false``, so earlier runs keep
 #: their hash (``training.save_weights``: null = on for torch models; it never changes a
@@ -87,8 +92,14 @@ def _plain(value):
 
 
 def to_yaml(cfg: ExperimentConfig) -> str:
-    """The resolved config as YAML text, sections in their fixed order."""
-    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=None)
+    """The resolved config as YAML text, sections in their fixed order (``_QUIET_KEYS`` at
+    their defaults left out)."""
+    d = to_dict(cfg)
+    for key, default in _QUIET_KEYS.items():
+        section, name = key.split(".")
+        if d[section].get(name, default) == default:
+            d[section].pop(name, None)
+    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -112,7 +123,7 @@ def config_hash(cfg: ExperimentConfig) -> str:
             d[section][name] = False
     for key, default in _LATER_KEYS.items():  # at their defaults: earlier runs' hashes
         section, name = key.split(".")
-        if name in d[section] and d[section][name] == default:
+        if section in d and name in d[section] and d[section][name] == default:
             del d[section][name]
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()

@@ -25,7 +25,14 @@ from dataclasses import dataclass, field
 from poisoncert import bounds
 from poisoncert._validation import INT_LIMIT, check_int, check_real, param_error
 from poisoncert.data import registry as data_registry
-from poisoncert.selection import ALL_SCHEME_ALIASES, ALL_SCHEMES, PARTITION, check_size
+from poisoncert.selection import (
+    FINITE_AGGREGATION,
+    NEAREST_NEIGHBOURS,
+    PARTITION,
+    PLAN_SCHEME_ALIASES,
+    PLAN_SCHEMES,
+    check_size,
+)
 from poisoncert.stats import METHODS
 from poisoncert.training.settings import TrainConfig
 
@@ -47,8 +54,12 @@ __all__ = [
 
 #: Dataset names ``poisoncert.data.load_dataset`` knows, besides ``npz:<path>``.
 DATASETS = tuple(data_registry.list_datasets())
-#: Selection schemes: the paper's three random ones and the deterministic partition (DPA).
-SCHEMES = ALL_SCHEMES
+#: Selection schemes: the paper's three random ones, the deterministic partition (DPA), Finite
+#: Aggregation, and the nearest-neighbour classifiers (no base classifiers).
+SCHEMES = (*PLAN_SCHEMES, *NEAREST_NEIGHBOURS)
+#: Aggregations ``certify`` offers: the majority vote, or the run-off election (partition and
+#: finite_aggregation runs that stored their base classifiers' rankings, ``run.store_ranks``).
+AGGREGATIONS = ("vote", "roe")
 PATHS = ("fast", "vmap", "reference")
 DEVICES = ("cpu", "cuda")
 
@@ -130,6 +141,10 @@ class DataConfig:
     ``poisoned_classes`` (the paper's case 3; original class ids, e.g. ``[9]``) instead makes
     ``D^p`` the training samples of those classes and ``D^c`` all the others; it excludes the
     three options above. With ``training.two_phase`` (``AlgorithmConfig``) it gives Algorithm 3.
+
+    ``edits`` names a ``.npz`` of changes to the training set (``experiment.edits``: samples
+    removed, relabelled, added), applied after ``D^c`` is chosen; ``poisoncert update`` writes
+    it for the run it makes.
     """
 
     name: str = "digits"
@@ -143,6 +158,7 @@ class DataConfig:
     test_limit: int | None = None
     poisoned_classes: list[int] | None = None
     deskew: bool = False
+    edits: str | None = None
 
     def __post_init__(self) -> None:
         if not (isinstance(self.name, str) and self.name.startswith("npz:")
@@ -176,6 +192,9 @@ class DataConfig:
                                f"in the range [0, {INT_LIMIT}]", _first_out(clean))
         _int(self.clean_seed, "data.clean_seed", low=0)
         _int(self.test_limit, "data.test_limit", low=1, high=INT_LIMIT)
+        if self.edits is not None and (not isinstance(self.edits, str) or not self.edits.strip()):
+            raise config_error("data.edits", "null or the path of an edits .npz file",
+                               self.edits)
 
 
 @dataclass(frozen=True)
@@ -184,8 +203,13 @@ class SelectionConfig:
 
     ``ns`` is the sub-dataset size (bagging) or, for ``binomial`` without ``p``, means
     ``p = ns / n`` (``selection.check_size``); ``k`` is the number of parts of ``partition``
-    (then ``T = k``). ``seed`` is the root seed: classifier ``i`` uses
-    ``selection.model_seed(seed, i)``.
+    (then ``T = k``); ``finite_aggregation`` has ``k * d`` hash buckets and ``T = k * d``
+    classifiers, each trained on ``d`` buckets (``d = 1``: the partition scheme). ``seed`` is
+    the root seed: classifier ``i`` uses ``selection.model_seed(seed, i)``.
+
+    ``knn`` (``k`` nearest neighbours) and ``rnn`` (the neighbours within Euclidean distance
+    ``r``, in pixel units 0-255) train no base classifiers: the run stores each test point's
+    nearest labels (``poisoncert.knn``), ``T = 1``.
 
     ``ns``/``p`` and ``T`` have no defaults: a config that has a ``selection`` section states
     them (only a config without one gets ``DEFAULT_SELECTION``).
@@ -197,36 +221,84 @@ class SelectionConfig:
     k: int | None = None
     T: int | None = None
     seed: int = 0
+    d: int | None = None
+    r: float | None = None
 
     def __post_init__(self) -> None:
-        scheme = _choice(self.scheme, "selection.scheme", SCHEMES, ALL_SCHEME_ALIASES)
+        scheme = _choice(self.scheme, "selection.scheme", SCHEMES, PLAN_SCHEME_ALIASES)
         _put(self, "scheme", scheme)
         _int(self.seed, "selection.seed", low=0)
-        if scheme == PARTITION:
+        k_schemes = (PARTITION, FINITE_AGGREGATION, "knn")
+        what = {PARTITION: "the number of parts",
+                FINITE_AGGREGATION: "with selection.d: k * d buckets and classifiers",
+                "knn": "the number of neighbours"}
+        if scheme in k_schemes:
             if self.k is None:
-                raise config_error("selection.k", "an int >= 1 for the partition scheme", None)
+                raise config_error("selection.k", f"an int >= 1 for the {scheme} scheme "
+                                   f"({what[scheme]})", None)
             _int(self.k, "selection.k", low=1, high=INT_LIMIT)
-            if self.T is not None and self.T != self.k:
-                raise config_error("selection.T", f"null or equal to selection.k = {self.k} for "
-                                   "the partition scheme (one classifier per part)", self.T)
         elif self.k is not None:
             raise config_error("selection.k", f"null for the {scheme} scheme (k is for "
-                               "partition)", self.k)
+                               "partition, finite_aggregation and knn)", self.k)
+        if scheme == FINITE_AGGREGATION:
+            if self.d is None:
+                raise config_error("selection.d", "an int >= 1 for the finite_aggregation "
+                                   "scheme (buckets per classifier)", None)
+            _int(self.d, "selection.d", low=1, high=INT_LIMIT)
+        elif self.d is not None:
+            raise config_error("selection.d", f"null for the {scheme} scheme (d is for "
+                               "finite_aggregation)", self.d)
+        if scheme == "rnn":
+            if self.r is None:
+                raise config_error("selection.r", "a real number > 0 for the rnn scheme (the "
+                                   "ball's radius in pixel units 0-255)", None)
+            _real(self.r, "selection.r", 0.0, 1e12)
+        elif self.r is not None:
+            raise config_error("selection.r", f"null for the {scheme} scheme (r is for rnn)",
+                               self.r)
+        fixed = {PARTITION: self.k, FINITE_AGGREGATION: (self.k or 0) * (self.d or 0),
+                 "knn": 1, "rnn": 1}
+        if scheme in fixed and self.T is not None and self.T != fixed[scheme]:
+            text = {PARTITION: f"equal to selection.k = {self.k} for the partition scheme "
+                               "(one classifier per part)",
+                    FINITE_AGGREGATION: f"equal to selection.k * selection.d = {fixed[scheme]} "
+                                        "for the finite_aggregation scheme",
+                    }.get(scheme, f"1 for the {scheme} scheme (no base classifiers)")
+            raise config_error("selection.T", f"null or {text}", self.T)
+        if scheme in NEAREST_NEIGHBOURS:
+            for name, value in (("ns", self.ns), ("p", self.p)):
+                if value is not None:
+                    raise config_error(f"selection.{name}", f"null for the {scheme} scheme",
+                                       value)
+            return
         try:
             check_size(scheme, None, ns=self.ns, p=self.p, where=WHERE,
                        names=("selection.ns", "selection.p"))
         except ValueError as e:
             raise ConfigError(str(e)) from None
         _int(self.ns, "selection.ns", low=1, high=INT_LIMIT)
-        if scheme != PARTITION:
+        if scheme not in fixed:
             if self.T is None:
                 raise config_error("selection.T", "an int >= 1 (the number of base "
                                    "classifiers)", None)
             _int(self.T, "selection.T", low=1, high=INT_LIMIT)
 
+    @property
+    def n_classifiers(self) -> int:
+        """``T``: ``k`` for partition, ``k * d`` for finite_aggregation, 1 for knn / rnn."""
+        if self.scheme == PARTITION:
+            return int(self.k)
+        if self.scheme == FINITE_AGGREGATION:
+            return int(self.k) * int(self.d)
+        if self.scheme in NEAREST_NEIGHBOURS:
+            return 1
+        return int(self.T)
+
     def size(self, n: int) -> tuple[int | None, float | None]:
         """``(ns, p)`` for ``n = |D^p|`` (``selection.check_size``; a ``ConfigError``
         naming ``selection.ns`` when ``ns`` does not fit ``n``)."""
+        if self.scheme in NEAREST_NEIGHBOURS:
+            return None, None
         try:
             return check_size(self.scheme, n, ns=self.ns, p=self.p, where=WHERE,
                               names=("selection.ns", "selection.p"), n_text="n = |D^p|")
@@ -281,14 +353,22 @@ class AlgorithmConfig:
 
 @dataclass(frozen=True)
 class CertifyConfig:
-    """Defaults for certifying a run; ``alpha`` is the failure probability per test point."""
+    """Defaults for certifying a run; ``alpha`` is the failure probability per test point.
+
+    ``aggregation``: ``vote`` (the majority vote) or ``roe`` (the run-off election of
+    ``poisoncert.runoff``, for partition and finite_aggregation runs that stored their
+    classifiers' rankings with ``run.store_ranks``)."""
 
     alpha: float = 0.001
     method: str = "auto"
     model: str = "P6"
     rhos: list[int] = field(default_factory=lambda: [0, 1, 2, 5, 10, 20, 50])
+    aggregation: str = "vote"
 
     def __post_init__(self) -> None:
+        _put(self, "aggregation", _choice(self.aggregation, "certify.aggregation",
+                                          AGGREGATIONS, {"run_off": "roe", "runoff": "roe",
+                                                         "majority": "vote"}))
         _real(self.alpha, "certify.alpha", 0.0, 1.0)
         _put(self, "method", _choice(self.method, "certify.method", METHODS))
         _put(self, "model", _choice(self.model, "certify.model", bounds.MODELS,
@@ -302,12 +382,17 @@ class CertifyConfig:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """``chunk_size`` classifiers are trained, saved and resumed as one unit."""
+    """``chunk_size`` classifiers are trained, saved and resumed as one unit; ``store_ranks``
+    also stores every classifier's ranking of the classes on every test point (``ranks.npy``,
+    int8 ``(T, n_test, C)``, from its logits), which the run-off election certifies."""
 
     chunk_size: int = 50
+    store_ranks: bool = False
 
     def __post_init__(self) -> None:
         _int(self.chunk_size, "run.chunk_size", low=1, high=INT_LIMIT)
+        if not isinstance(self.store_ranks, bool):
+            raise config_error("run.store_ranks", "a boolean (true or false)", self.store_ranks)
 
 
 @dataclass(frozen=True)
@@ -341,22 +426,39 @@ class ExperimentConfig:
         if learner is not None and self.execution.save_weights:
             raise config_error("training.save_weights", "false or null for a scikit-learn "
                                "learner", True)
+        scheme = self.selection.scheme
+        if self.run.store_ranks:
+            if scheme not in (PARTITION, FINITE_AGGREGATION):
+                raise config_error("run.store_ranks", "false unless selection.scheme is "
+                                   "partition or finite_aggregation (the run-off election's "
+                                   f"schemes); the scheme is {scheme!r}", True)
+            if learner is not None or self.algorithm.two_phase:
+                raise config_error("run.store_ranks", "false for a scikit-learn or two-phase "
+                                   "learner (rankings come from a torch model's logits)", True)
+        if self.certify.aggregation == "roe" and scheme not in (PARTITION, FINITE_AGGREGATION):
+            raise config_error("certify.aggregation", "'vote' unless selection.scheme is "
+                               f"partition or finite_aggregation; the scheme is {scheme!r}",
+                               "roe")
+        if scheme in NEAREST_NEIGHBOURS and self.algorithm.two_phase:
+            raise config_error("training.two_phase", f"false for the {scheme} scheme", True)
 
     @property
     def keeps_weights(self) -> bool:
         """Whether a run keeps its classifiers' weights: ``training.save_weights``, or when
         it is null (the default) for a torch model trained by Algorithm 2 (a scikit-learn
-        learner has none; a two-phase run's classifiers are not kept)."""
-        if self.training.sklearn_learner is not None or self.algorithm.two_phase:
+        learner has none; a two-phase run's classifiers are not kept; knn / rnn have no base
+        classifiers)."""
+        if (self.training.sklearn_learner is not None or self.algorithm.two_phase
+                or self.selection.scheme in NEAREST_NEIGHBOURS):
             return False
         save = self.execution.save_weights
         return True if save is None else bool(save)
 
     @property
     def T(self) -> int:
-        """The number of base classifiers (``k`` for the partition scheme)."""
-        s = self.selection
-        return int(s.k if s.scheme == PARTITION else s.T)
+        """The number of base classifiers (``k`` for the partition scheme, ``k * d`` for
+        finite_aggregation, 1 for knn / rnn)."""
+        return self.selection.n_classifiers
 
 
 #: YAML section -> the ``ExperimentConfig`` attributes whose keys it holds, in file order.

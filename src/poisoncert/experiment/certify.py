@@ -19,10 +19,15 @@ from poisoncert import certify as certificates
 from poisoncert import runs, selection
 from poisoncert._validation import INT_LIMIT, param_error
 from poisoncert.config import ExperimentConfig
+from poisoncert.experiment.ranks import RANKS
 from poisoncert.runs import RunDir, RunError
 
-__all__ = ["CertifiedAccuracy", "CertifyResult", "accuracy_curve", "certificate_rows",
-           "certify_run", "certify_votes", "curve_label", "rows_csv"]
+#: Schemes whose certificate is deterministic (``alpha`` and ``method`` do not apply).
+DETERMINISTIC = (selection.PARTITION, selection.FINITE_AGGREGATION,
+                 *selection.NEAREST_NEIGHBOURS)
+
+__all__ = ["DETERMINISTIC", "CertifiedAccuracy", "CertifyResult", "accuracy_curve",
+           "certificate_rows", "certify_run", "certify_votes", "curve_label", "rows_csv"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,17 +72,22 @@ def _manifest_data(rd: RunDir) -> dict:
 
 def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str | None = None,
                 model: str | None = None, rhos=None, plot: bool = True,
-                verify: bool = True) -> CertifyResult:
+                aggregation: str | None = None, verify: bool = True) -> CertifyResult:
     """Certify every test example of a trained run and write the results beside it.
 
     Options default to the run's ``certify`` config section. ``n`` is ``|D^p|``, the number of
     attackable training samples, and ``T`` the number of base classifiers (abstaining ones
-    included). The partition scheme is certified by ``certify.dpa_certify`` (deterministic;
-    ``alpha`` and ``method`` do not apply). Writes ``certificates.csv`` (one flat row per test
+    included). Deterministic certificates (``alpha`` and ``method`` do not apply): the
+    partition scheme by ``certify.dpa_certify``, finite_aggregation by
+    ``aggregation.fa_certify``, ``aggregation="roe"`` (partition or finite_aggregation runs with
+    ``run.store_ranks``) by ``runoff.roe_certify``, knn / rnn by ``knn.knn_certify`` /
+    ``knn.rnn_certify``; each also gives the radius in DPA's unit (``radius_dpa``: insertion
+    or deletion 1, modification 2). Writes ``certificates.csv`` (one flat row per test
     example), ``certified_accuracy.csv`` (the whole curve, ``accuracy_curve``: every integer
     ``rho`` up to the largest radius, plus ``rhos``), ``certify.json`` and
-    ``certified_accuracy.png``. Returns ``(certificate, table)`` with the certified accuracy
-    at ``rhos``.
+    ``certified_accuracy.png``; the run-off election writes them with the suffix ``_roe``
+    (``certificates_roe.csv``, ...), so both aggregations of one run sit side by side. Returns ``(certificate, table)`` with the
+    certified accuracy at ``rhos``.
 
     The run is certified under its lock, after ``RunDir.verify`` (checksums, config hash,
     consistency; a ``RunError`` names the first file that does not match); ``verify=False``
@@ -85,21 +95,23 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     """
     rd = RunDir(run_dir)
     with rd.lock():  # one process at a time; verified before anything is read
-        return _certify_locked(rd, alpha, method, model, rhos, plot, verify)
+        return _certify_locked(rd, alpha, method, model, rhos, plot, verify, aggregation)
 
 
-def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool,
-                    verify: bool) -> CertifyResult:
+def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: bool,
+                    aggregation: str | None) -> CertifyResult:
     cfg = rd.load_config()
-    if cfg.selection.scheme == selection.PARTITION and (alpha, method) != (None, None):
+    if cfg.selection.scheme in DETERMINISTIC and (alpha, method) != (None, None):
         name, value = ("alpha", alpha) if alpha is not None else ("method", method)
-        raise param_error(name, "certify", "left out for a partition (DPA) run, whose "
-                          "certificate is deterministic", value)
+        what = ("partition (DPA)" if cfg.selection.scheme == selection.PARTITION
+                else cfg.selection.scheme)
+        raise param_error(name, "certify", f"left out for a {what} run, whose certificate is "
+                          "deterministic", value)
     checked = rd.verify() if verify else {
         "verified": None, "note": "not verified (--no-verify): the run's files were not "
                                   "checked against its manifest"}
-    options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
-               if v is not None}
+    options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model),
+                                 ("aggregation", aggregation)) if v is not None}
     if rhos is not None:
         options["rhos"] = [int(r) if isinstance(r, (int, np.integer)) else r
                            for r in np.atleast_1d(rhos).tolist()]
@@ -108,31 +120,82 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool,
     votes = rd.load(runs.VOTES)
     labels = rd.load(runs.LABELS)
     T = cfg.T
-    cert = certify_votes(cfg, int(data["n"]), votes, labels, alpha=c.alpha, method=c.method,
-                         model=c.model)
+    cert, radius_dpa = _certificate(rd, cfg, c, votes, labels, int(data["n"]))
     table = CertifiedAccuracy(np.asarray(c.rhos, dtype=np.int64),
                               np.atleast_1d(certificates.certified_accuracy(cert, labels,
                                                                             c.rhos)))
     curve = accuracy_curve(cert, labels, extra=c.rhos)
 
-    paths = {"certificates": rd / runs.CERTIFICATES,
-             "certified_accuracy": rd / runs.CERTIFIED_ACCURACY,
-             "summary": rd / runs.CERTIFY_JSON}
-    runs.save_text(paths["certificates"], _certificate_csv(cert, votes, labels, T))
+    suffix = "_roe" if c.aggregation == "roe" else ""
+    paths = {"certificates": rd / _suffixed(runs.CERTIFICATES, suffix),
+             "certified_accuracy": rd / _suffixed(runs.CERTIFIED_ACCURACY, suffix),
+             "summary": rd / _suffixed(runs.CERTIFY_JSON, suffix)}
+    nn = cfg.selection.scheme in selection.NEAREST_NEIGHBOURS
+    runs.save_text(paths["certificates"], _certificate_csv(cert, votes, labels,
+                                                           None if nn else T, radius_dpa))
     runs.save_text(paths["certified_accuracy"], _curve_csv(curve))
     summary = {**cert.summary(labels), "T": T, "n_classes": int(votes.shape[1]),
                "certified_accuracy": {str(r): a for r, a in table.rows()},
                "verified": checked["verified"], "verification": checked["note"]}
+    if radius_dpa is not None:
+        summary["radius_dpa_median"] = float(np.median(radius_dpa[cert.prediction >= 0])) \
+            if np.any(cert.prediction >= 0) else float("nan")
     runs.save_json(paths["summary"], summary)
     if plot:
         from poisoncert.plots import plot_certified_accuracy
 
-        fig = plot_certified_accuracy({curve_label(cfg): (curve.rho, curve.accuracy)},
+        fig = plot_certified_accuracy({curve_label(cfg, c.aggregation): (curve.rho,
+                                                                         curve.accuracy)},
                                       title=f"{data.get('name', '')}: certified accuracy "
                                             f"(model {c.model})")
-        paths["plot"] = rd / runs.CERTIFIED_ACCURACY_PNG
+        paths["plot"] = rd / _suffixed(runs.CERTIFIED_ACCURACY_PNG, suffix)
         runs.save_with(paths["plot"], lambda f: fig.savefig(f, format="png", dpi=150))
     return CertifyResult(cert, table, paths, summary)
+
+
+def _suffixed(name: str, suffix: str) -> str:
+    stem, dot, ext = name.rpartition(".")
+    return f"{stem}{suffix}{dot}{ext}"
+
+
+def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int):
+    """The run's certificate under the certify settings ``c``, and its radii in DPA's unit
+    (None where the unit does not apply: randomized selection, and DPA's own certificate,
+    whose records hold them)."""
+    from poisoncert import aggregation, knn, runoff
+
+    sel = cfg.selection
+    scheme = sel.scheme
+    C = int(votes.shape[1])
+    if c.aggregation == "roe":
+        if scheme not in selection.BUCKET_SCHEMES:
+            raise RunError(f"The run-off election certifies partition and finite_aggregation "
+                           f"runs; '{rd.path}' is a {scheme} run.")
+        if not (rd / RANKS).exists():
+            raise RunError(f"'{rd / RANKS}' is missing: the run-off election needs every "
+                           "classifier's ranking; train the run with run.store_ranks: true.")
+        d = sel.d if scheme == selection.FINITE_AGGREGATION else 1
+        cert = runoff.roe_certify(np.load(rd / RANKS, allow_pickle=False), d=d, model=c.model)
+        return cert, cert.buckets
+    if scheme == selection.PARTITION:
+        return certify_votes(cfg, n, votes, labels, alpha=c.alpha, method=c.method,
+                             model=c.model), None
+    if scheme == selection.FINITE_AGGREGATION:
+        cert = aggregation.fa_certify(rd.load(runs.PREDICTIONS), d=sel.d, n_classes=C,
+                                      model=c.model)
+        return cert, cert.buckets
+    if scheme == "knn":
+        from poisoncert.experiment.neighbors import NEIGHBORS
+
+        neighbors = rd.load(NEIGHBORS).astype(np.int64)
+        cert = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model)
+        dpa = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model, unit="dpa")
+        return cert, dpa.radius
+    if scheme == "rnn":
+        cert = knn.rnn_certify(votes, model=c.model)
+        return cert, knn.rnn_certify(votes, model=c.model, unit="dpa").radius
+    return certify_votes(cfg, n, votes, labels, alpha=c.alpha, method=c.method,
+                         model=c.model), None
 
 
 def certify_votes(cfg: ExperimentConfig, n: int, votes: np.ndarray, labels=None, *,
@@ -141,7 +204,12 @@ def certify_votes(cfg: ExperimentConfig, n: int, votes: np.ndarray, labels=None,
     scheme (deterministic; ``alpha`` and ``method`` do not apply), else ``certify.certify``
     with the run's selection, ``n = |D^p|`` and ``T`` (``labels``, class indices, only for the
     ``true_label*`` methods). ``certify_run`` and ``poisoncert.Ensemble.certify`` both call
-    this, so new inputs are certified exactly as a run's test set is."""
+    this, so new inputs are certified exactly as a run's test set is. The vote counts do not
+    determine the certificates of finite_aggregation (which classifiers voted matters:
+    ``aggregation.fa_certify`` of the predictions) or knn / rnn runs: a ``ValueError``."""
+    if cfg.selection.scheme not in selection.ALL_SCHEMES:
+        raise ValueError(f"The certificate of a {cfg.selection.scheme} run is not a function of "
+                         "its vote counts: certify its predictions (experiment.certify_run).")
     if cfg.selection.scheme == selection.PARTITION:
         return certificates.dpa_certify(votes, model=model)
     sel = cfg.selection  # binomial with ns: p = ns / n, as drawn
@@ -181,29 +249,40 @@ def accuracy_curve(cert, labels, *, extra=()) -> CertifiedAccuracy:
                                                                                 rho)))
 
 
-def curve_label(cfg: ExperimentConfig) -> str:
+def curve_label(cfg: ExperimentConfig, aggregation: str = "vote") -> str:
     """The legend of a run's certified-accuracy curve: its scheme and size."""
     s = cfg.selection
+    roe = ", run-off election" if aggregation == "roe" else ""
     if s.scheme == selection.PARTITION:
-        return f"partition (DPA), k = {s.k}"
+        return f"partition (DPA), k = {s.k}" + roe
+    if s.scheme == selection.FINITE_AGGREGATION:
+        return f"finite aggregation, k = {s.k}, d = {s.d}" + roe
+    if s.scheme == "knn":
+        return f"kNN, k = {s.k}"
+    if s.scheme == "rnn":
+        return f"rNN, r = {s.r:g}"
     size = f"ns = {s.ns}" if s.ns is not None else f"p = {s.p:g}"
     if s.scheme == "binomial" and s.ns is not None:
         size += " (p = ns / n)"
     return f"{s.scheme.replace('_', ' ')}, {size}, T = {s.T}"
 
 
-def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int) -> str:
+def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int,
+                     radius_dpa: np.ndarray | None = None) -> str:
     """One flat row per test example: the certificate's record plus label, correctness and
-    the vote counts of the two top classes."""
-    return rows_csv(certificate_rows(cert, votes, labels, T))
+    the vote counts of the two top classes (and the radius in DPA's unit, where given)."""
+    return rows_csv(certificate_rows(cert, votes, labels, T, radius_dpa=radius_dpa))
 
 
-def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int,
-                     extra: dict[str, list] | None = None) -> list[dict]:
+def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int | None,
+                     extra: dict[str, list] | None = None, *,
+                     radius_dpa: np.ndarray | None = None) -> list[dict]:
     """The rows of ``certificates.csv``: per test point its index, ``label`` and ``correct``
     (empty without ``labels``), ``prediction`` and ``radius``, the rest of the certificate's
-    record, the two top classes with their votes and the abstaining votes. ``extra``: more
-    columns (name -> one value per row), placed after ``index``."""
+    record, the radius in DPA's unit (``radius_dpa``, where given), the two top classes with
+    their votes and the abstaining votes (not for nearest neighbours, ``T`` None, whose counts
+    are neighbours). ``extra``: more columns (name -> one value per row), placed after
+    ``index``."""
     votes = np.asarray(votes)
     order = np.argsort(-votes, axis=1, kind="stable")
     rows = np.arange(votes.shape[0])
@@ -214,8 +293,12 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int,
         (np.asarray(cert.prediction) == labels).astype(int),
         "top1_class": first, "top1_votes": votes[rows, first],
         "top2_class": second, "top2_votes": votes[rows, second],
-        "abstain_votes": T - votes.sum(axis=1),
+        "abstain_votes": None if T is None else T - votes.sum(axis=1),
     }
+    if T is None:  # nearest neighbours: the counts are neighbours, not classifiers
+        del more["abstain_votes"]
+    if radius_dpa is not None:
+        more = {"radius_dpa": np.asarray(radius_dpa), **more}
     records = cert.records()
     head = ["index", *(extra or {}), "label", "prediction", "correct", "radius"]
     keys = head + [k for k in records[0] if k not in head] + [k for k in more if k not in head]

@@ -267,6 +267,8 @@ class Ensemble:
 
     def __repr__(self) -> str:
         size = (f"k={self.T}" if self.scheme == selection.PARTITION else
+                f"k={self.config.selection.k}, d={self.config.selection.d}"
+                if self.scheme == selection.FINITE_AGGREGATION else
                 f"ns={self.ns}" if self.ns is not None else f"p={self.p:g}")
         return (f"Ensemble({str(self.run_dir)!r}, {self.scheme}, n={self.n}, {size}, "
                 f"T={self.T}, classes={self.classes.tolist()}, device={self.device!r})")
@@ -289,6 +291,10 @@ class Ensemble:
         device = _check_device(device)
         rd = RunDir(run_dir)
         cfg = rd.load_config()
+        if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
+            raise RunError(f"The run '{rd.path}' is a {cfg.selection.scheme} run: it has no "
+                           "base classifiers to load (poisoncert certify certifies its test "
+                           "set).")
         if not cfg.keeps_weights and not (rd / ENSEMBLE_JSON).is_file():
             why = ("a scikit-learn learner has no weights" if cfg.training.sklearn_learner
                    else "a two-phase run does not keep its classifiers"
@@ -352,28 +358,52 @@ class Ensemble:
                 method: str | None = None, y=None, progress: ProgressDisplay | None = None,
                 preprocessed: bool = False):
         """Certified prediction and radius of every input: the ``certify.Certificate`` of the
-        run's setting (``DPACertificate`` for the partition scheme), computed exactly as
-        ``poisoncert certify`` computes a run's test set (``experiment.certify_votes``).
+        run's setting (``DPACertificate`` for the partition scheme, ``FACertificate`` for
+        finite_aggregation), computed exactly as ``poisoncert certify`` computes a run's test
+        set (``certify_predictions``; the majority vote: a run's run-off election is
+        ``poisoncert certify --aggregation roe`` on its test set).
 
         ``alpha``, ``model`` and ``method`` default to the run's ``certify`` section. ``y``:
         true classes, as the data set's original class ids (``classes``), only for the
         ``true_label*`` methods. The certificate carries ``classes``, so
         ``certify.certified_accuracy(cert, y, rhos)`` takes original class ids too.
         """
-        votes = self.votes(x, progress=progress, preprocessed=preprocessed)
-        return self.certify_votes(votes, alpha=alpha, model=model, method=method, y=y)
+        predictions = self.base_predictions(x, progress=progress, preprocessed=preprocessed)
+        return self.certify_predictions(predictions, alpha=alpha, model=model, method=method,
+                                        y=y)
+
+    def certify_predictions(self, predictions, *, alpha: float | None = None,
+                            model: str | None = None, method: str | None = None, y=None):
+        """``certify`` from the base classifiers' labels (``base_predictions(x)``): the same
+        certificate. A finite_aggregation run is certified from them
+        (``aggregation.fa_certify``: which classifiers voted matters), every other scheme
+        from their vote counts (``certify_votes``)."""
+        predictions = np.asarray(predictions)
+        if self.scheme != selection.FINITE_AGGREGATION:
+            return self.certify_votes(votes_from_predictions(predictions, self.n_classes),
+                                      alpha=alpha, model=model, method=method, y=y)
+        from poisoncert.aggregation import fa_certify
+
+        c = self._settings(alpha, method, model)
+        cert = fa_certify(predictions, d=self.config.selection.d, n_classes=self.n_classes,
+                          model=c.model)
+        return dataclasses.replace(cert, classes=self.classes)
 
     def certify_votes(self, votes, *, alpha: float | None = None, model: str | None = None,
                       method: str | None = None, y=None):
-        """``certify`` from vote counts (``votes(x)``): the same certificate."""
-        c = self.config.certify
-        options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
-                   if v is not None}
-        c = dataclasses.replace(c, **options)
+        """``certify`` from vote counts (``votes(x)``): the same certificate (not for a
+        finite_aggregation run, whose certificate needs ``certify_predictions``)."""
+        c = self._settings(alpha, method, model)
         labels = None if y is None else self.encode(y)
         cert = certify_votes(self.config, self.n, np.asarray(votes), labels, alpha=c.alpha,
                              method=c.method, model=c.model)
         return dataclasses.replace(cert, classes=self.classes)
+
+    def _settings(self, alpha, method, model):
+        """The run's ``certify`` section with the options given."""
+        options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
+                   if v is not None}
+        return dataclasses.replace(self.config.certify, **options)
 
     def encode(self, y) -> np.ndarray:
         """Class indices of original class ids ``y`` (each must be one of ``classes``)."""

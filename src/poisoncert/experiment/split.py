@@ -42,6 +42,7 @@ class DataSummary:
     sha256_arrays: str
     deskew: bool = False
     poisoned_labels: tuple[int, ...] | None = None
+    edits: dict | None = None
 
     def manifest(self) -> dict:
         """The manifest's ``data`` entry (JSON-ready)."""
@@ -56,6 +57,8 @@ class DataSummary:
             out["deskew"] = True
         if self.poisoned_labels is not None:
             out["poisoned_labels"] = list(self.poisoned_labels)
+        if self.edits is not None:
+            out["edits"] = dict(self.edits)
         return out
 
 
@@ -141,19 +144,54 @@ def split_data(d: DataConfig) -> DataSplit:
         n_classes=ds.n_classes, input_shape=tuple(ds.input_shape), sources=tuple(ds.source),
         sha256_arrays=array_checksum(ds.x_train, ds.y_train, ds.x_test[:len(y_test)], y_test),
         deskew=d.deskew, poisoned_labels=poisoned_labels)
-    return DataSplit(x_train=x_train, y_train=ds.y_train, x_test=x_test, y_test=y_test,
-                     n_classes=ds.n_classes, clean_idx=clean, poison_idx=poison,
-                     summary=summary, poisoned_labels=poisoned_labels)
+    split = DataSplit(x_train=x_train, y_train=ds.y_train, x_test=x_test, y_test=y_test,
+                      n_classes=ds.n_classes, clean_idx=clean, poison_idx=poison,
+                      summary=summary, poisoned_labels=poisoned_labels)
+    if d.edits is not None:
+        split = _edited(split, d)
+    return split
 
 
-def subset_plan(s: SelectionConfig, data: DataSplit) -> selection.SubsetPlan:
+def _edited(split: DataSplit, d: DataConfig, edits=None) -> DataSplit:
+    """``split`` after the config's ``data.edits`` (``experiment.edits``; ``edits``: that
+    file's content, when already read); the manifest records the edits, and the array checksum
+    covers them."""
+    import dataclasses
+    import hashlib
+
+    from poisoncert.experiment.edits import apply_edits, load_edits
+
+    if edits is None:
+        edits = load_edits(d.edits)
+    try:
+        new, _ = apply_edits(split, edits, deskew_added=d.deskew)
+    except ValueError as e:
+        raise config_error("data.edits", f"edits that fit {split.summary.name} ({e})",
+                           d.edits) from None
+    digest = edits.digest()
+    s = new.summary
+    summary = dataclasses.replace(s, sha256_arrays=hashlib.sha256(
+        (s.sha256_arrays + digest).encode()).hexdigest(), edits={
+            "path": d.edits, "sha256": digest, "removed": edits.n_removed,
+            "relabelled": edits.n_relabelled, "added": edits.n_added})
+    return dataclasses.replace(new, summary=summary)
+
+
+def subset_plan(s: SelectionConfig, data: DataSplit, *, part_of: np.ndarray | None = None
+                ) -> selection.SubsetPlan:
     """The run's sub-datasets: ``D^c`` plus a selection from ``D^p`` by ``s`` (a
     ``ConfigError`` naming ``selection.ns`` when it does not fit ``n = |D^p|``); the
-    partition scheme's parts come from a hash of each ``D^p`` sample and its label."""
+    partition scheme's parts and Finite Aggregation's buckets come from a hash of each ``D^p``
+    sample and its label (``part_of``: those hashes when already known)."""
     s.size(data.n)
-    part_of = None
-    if s.scheme == selection.PARTITION:
+    if s.scheme in selection.NEAREST_NEIGHBOURS:
+        raise ValueError(f"The {s.scheme} scheme has no sub-datasets.")
+    if s.scheme in selection.BUCKET_SCHEMES and part_of is None:
         p = data.poison_idx
-        part_of = selection.partition_ids(data.x_train[p], data.y_train[p], k=s.k)
+        part_of = selection.partition_ids(data.x_train[p], data.y_train[p],
+                                          k=s.n_classifiers)
+    if s.scheme == selection.FINITE_AGGREGATION:
+        return selection.SubsetPlan(s.scheme, data.poison_idx, data.clean_idx,
+                                    part_of=part_of, k=s.k, d=s.d)
     return selection.SubsetPlan(s.scheme, data.poison_idx, data.clean_idx, ns=s.ns, p=s.p,
-                                part_of=part_of)
+                                part_of=part_of if s.scheme == selection.PARTITION else None)

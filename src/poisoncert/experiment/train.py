@@ -53,6 +53,7 @@ class ChunkResult:
     predictions: np.ndarray
     weights: bytes | None = None
     seconds: float = 0.0
+    ranks: np.ndarray | None = None  # int8 (stop - start, n_test, C) with run.store_ranks
 
 
 class ChunkTrainer:
@@ -96,9 +97,16 @@ class ChunkTrainer:
         seeds = selection.model_seeds(cfg.selection.seed, stop - start, start=start)
         subsets, sizes = self._plan.subsets(start, seeds)
         report = self.progress
-        predictions, weights = self.learner.train_predict(
-            self.data, subsets, seeds,
-            None if report is None else (lambda k: report(chunk_id, k)))
+        chunk_progress = None if report is None else (lambda k: report(chunk_id, k))
+        ranks = None
+        if cfg.run.store_ranks:
+            from poisoncert.experiment.ranks import train_predict_ranks
+
+            predictions, ranks, weights = train_predict_ranks(self.learner, self.data, subsets,
+                                                              seeds, chunk_progress)
+        else:
+            predictions, weights = self.learner.train_predict(self.data, subsets, seeds,
+                                                              chunk_progress)
         if weights is not None:
             from poisoncert.experiment.ensemble import weights_metadata
             from poisoncert.training.weights import weights_to_bytes
@@ -106,7 +114,7 @@ class ChunkTrainer:
             weights = weights_to_bytes(weights, weights_metadata(cfg, start, stop, seeds))
         return ChunkResult(chunk_id=chunk_id, start=start, stop=stop, seeds=seeds, sizes=sizes,
                            predictions=np.asarray(predictions, dtype=np.int16), weights=weights,
-                           seconds=time.perf_counter() - t0)
+                           seconds=time.perf_counter() - t0, ranks=ranks)
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,6 +219,11 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     rd = RunDir(run_dir)
     runs.check_writable(rd.path)
     rd.check_config(cfg)  # refuse another run's folder before loading any data
+    if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
+        from poisoncert.experiment.neighbors import train_nn_run
+
+        with rd.lock():
+            return RunResult(**train_nn_run(cfg, rd, t0=t0))
     data = split_data(cfg.data)
     subset_plan(cfg.selection, data)
     learners.check_learner(cfg, data)
@@ -245,8 +258,12 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
         if not (rd / name).exists():
             runs.save_npy(rd / name, arr)
     ranges = runs.chunk_ranges(T, cfg.run.chunk_size, group)
+    store_ranks = cfg.run.store_ranks
+    if store_ranks:
+        from poisoncert.experiment import ranks as ranks_files
     todo = [cid for cid, (a, b) in enumerate(ranges)
-            if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b]))]
+            if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b])
+                    and (not store_ranks or ranks_files.ranks_done(rd, cid, a, b)))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
     if cfg.keeps_weights:
         rd.weights_dir.mkdir(exist_ok=True)
@@ -263,10 +280,14 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
         for res in _map_chunks(executor, trainer, todo, report):
             if res.weights is not None:
                 runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
+            if res.ranks is not None:  # before the chunk file, which marks the chunk done
+                ranks_files.save_chunk_ranks(rd, res.chunk_id, res.ranks)
             rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
                            sizes=res.sizes, predictions=res.predictions)
             relay.finish(res.chunk_id)
     predictions, votes, sizes = rd.assemble(ranges, data.y_test, data.n_classes)
+    if store_ranks:
+        ranks_files.assemble_ranks(rd, ranges)
     if cfg.keeps_weights:
         from poisoncert.experiment.ensemble import write_ensemble_record
 

@@ -1,0 +1,133 @@
+"""``poisoncert attack`` (real poisoning attacks against a trained run) and ``poisoncert
+update`` (a new run for a changed training set, retraining only what the change touches).
+
+Each parses its options and calls one function of ``poisoncert.experiment``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from poisoncert.cli.certs import library_errors
+
+__all__ = ["attack", "register", "update"]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``attack`` and ``update`` to ``app``."""
+    app.command("attack")(attack)
+    app.command("update")(update)
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else str(v)
+
+
+def _ints(text: str, name: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(" ", "").split(",") if t]
+    except ValueError:
+        raise ValueError(f"The '{name}' option must be comma-separated ints. Got {text!r} "
+                         "instead.") from None
+
+
+def attack(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by train.")],
+    attacks: Annotated[str, typer.Option(
+        help="Comma-separated: insert, remove, flip, backdoor.")] = "insert,remove,flip,backdoor",
+    budgets: Annotated[str, typer.Option(
+        help="Comma-separated budgets r (poisoning operations).")] = "1,2,4,8,16",
+    targets: Annotated[int, typer.Option(
+        help="Correctly classified test points attacked by the targeted attacks.")] = 20,
+    seed: Annotated[int, typer.Option(help="Seed of the targets and backdoor samples.")] = 0,
+    backdoor_label: Annotated[int, typer.Option(
+        help="The backdoor's target label (0 .. K-1).")] = 0,
+    patch: Annotated[int, typer.Option(help="Side of the backdoor's square, pixels.")] = 3,
+    copies: Annotated[int, typer.Option(
+        help="Copies the insertion puts in each hash bucket it uses.")] = 1,
+    max_radius: Annotated[int | None, typer.Option(
+        help="Targets only among points certified at most this radius.")] = None,
+    out: Annotated[Path | None, typer.Option(
+        help="Folder of the results (default: the run directory).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
+    ] = False,
+) -> None:
+    """Attack a trained run within budgets r: retrain exactly the base classifiers each
+    poisoned training set touches, and count certified predictions that changed (0 for
+    deterministic certificates) and the attack's success on the rest."""
+    with library_errors():
+        from poisoncert.experiment.attack import AttackSettings, attack_run
+
+        s = AttackSettings(attacks=tuple(a for a in attacks.split(",") if a.strip()),
+                           budgets=tuple(_ints(budgets, "--budgets")), targets=targets,
+                           seed=seed, backdoor_label=backdoor_label, patch=patch,
+                           copies=copies, max_radius=max_radius)
+        res = attack_run(run_dir, settings=s, out_dir=out,
+                         log=None if quiet else (lambda t: typer.echo(t, err=True)))
+    if as_json:
+        typer.echo(json.dumps({"summary": res.summary, "totals": res.totals,
+                               "files": {k: str(v) for k, v in res.paths.items()},
+                               "seconds": round(res.seconds, 2)}, indent=1, default=_plain))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Attacks: certified points that changed, success beyond the radius")
+    for col in ("aggregation", "attack", "r", "trials", "within radius", "changed within",
+                "beyond", "changed beyond", "untargeted checked", "untargeted changed"):
+        table.add_column(col, justify="right")
+    for row in res.summary:
+        table.add_row(row["aggregation"] + (" (probabilistic)" if row["probabilistic"] else ""),
+                      row["attack"], str(row["budget"]), str(row["trials"]), str(row["within"]),
+                      str(row["changed_within"]), str(row["beyond"]),
+                      str(row["success_beyond"]), str(row["untargeted_checked"]),
+                      str(row["untargeted_changed"]))
+    con = Console(width=140)
+    con.print(table)
+    for kind in ("deterministic", "probabilistic"):
+        t = res.totals[kind]
+        if t["trials"]:
+            con.print(f"{kind}: {t['within']} trials within radius, {t['changed_within']} "
+                      f"changed; {t['untargeted_checked']} untargeted checks, "
+                      f"{t['untargeted_changed']} changed", highlight=False)
+    for name, path in res.paths.items():
+        con.print(f"{name}: {path}", highlight=False, soft_wrap=True)
+    con.print(f"Done in {res.seconds:.1f} s.", highlight=False)
+
+
+def update(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by train.")],
+    out: Annotated[Path, typer.Option(help="The new run directory (empty or new).")],
+    remove: Annotated[str | None, typer.Option(
+        help="Training-set indices to remove: 3,17,42 or a .npy / text file.")] = None,
+    relabel: Annotated[str | None, typer.Option(
+        help="IDS:LABELS, e.g. 3,17:0,1 (labels 0 .. K-1; one label for all or one each).")
+    ] = None,
+    add: Annotated[str | None, typer.Option(
+        help=".npz with x (floats in [0, 1] or uint8) and y (labels 0 .. K-1) to add.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
+    ] = False,
+) -> None:
+    """Write a new run for the run's training set after removing, relabelling and adding
+    samples, retraining only the base classifiers whose training samples changed; its
+    predictions equal training the changed set from scratch."""
+    with library_errors():
+        from poisoncert.experiment.update import edits_from_options, update_run
+
+        res = update_run(run_dir, out, edits_from_options(remove, relabel, add))
+    if as_json:
+        typer.echo(json.dumps({"run_dir": str(res.run_dir), "T": res.T,
+                               "n_retrained": res.n_retrained,
+                               "retrained": res.retrained.tolist(),
+                               "train_seconds": round(res.train_seconds, 3),
+                               "seconds": round(res.seconds, 3)}, indent=1))
+        return
+    typer.echo(f"Retrained {res.n_retrained} of {res.T} base classifiers in "
+               f"{res.train_seconds:.1f} s ({res.seconds:.1f} s in all).")
+    typer.echo(f"New run directory: {res.run_dir}")
+    typer.echo(f"Next: poisoncert certify {res.run_dir}")

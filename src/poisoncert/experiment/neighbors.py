@@ -1,0 +1,110 @@
+"""Nearest-neighbour runs: ``selection.scheme: knn`` (``k`` neighbours) or ``rnn`` (the ball
+of radius ``r``), certified intrinsically by ``poisoncert.knn`` (Jia, Liu, Cao and Gong).
+
+There are no base classifiers: the run stores, per test point, the labels of its nearest
+training samples (``neighbors.npy``, int16 ``(n_test, depth)``, nearest first: ``depth = 2k``
+for kNN, enough for every radius but long deletion-only attacks, which ``exact`` flags) or
+its class counts inside the ball (rNN). ``votes.npy`` holds the counts the prediction is the
+majority of (kNN: among the ``k`` nearest), ``predictions.npy`` the prediction as a single row
+(``-1``: an empty rNN ball), so ``poisoncert certify`` and the report read it like any run.
+
+Features are the raw pixels as integers 0-255 (``pixel_features``; 0-16 for scikit-learn's
+digits), so squared distances are exact integers and the neighbour order (ties by training
+index) does not depend on rounding.
+The whole training set (``D^c`` and ``D^p``) is searched; every neighbour is treated as
+attackable, which is sound (a known-clean neighbour only makes the attack harder).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from poisoncert import knn, runs
+from poisoncert.config import ExperimentConfig, config_error
+from poisoncert.experiment.split import DataSplit, split_data
+from poisoncert.runs import RunDir
+
+__all__ = ["NEIGHBORS", "nn_outputs", "pixel_features", "train_nn_run"]
+
+NEIGHBORS = runs.NEIGHBORS
+
+
+#: Integer pixel scales tried in turn: 8-bit images (MNIST, CIFAR-10), then scikit-learn's
+#: digits (0-16).
+PIXEL_SCALES = (255, 16)
+
+
+def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = None
+                   ) -> tuple[np.ndarray, int]:
+    """``x`` (floats in [0, 1] that are ``u / s`` for integers ``u`` and a scale ``s`` of
+    ``PIXEL_SCALES``, or the ``scale`` given) as float64 integers ``u``, flattened, and ``s``;
+    a ``ConfigError`` naming ``key`` when the inputs are not such pixels. Integer features
+    make every squared distance exact, so the order of two training samples never depends on
+    rounding (or on which other samples are searched), which the certificates assume."""
+    flat = np.asarray(x).reshape(len(x), -1)
+    for s in PIXEL_SCALES if scale is None else (scale,):
+        u = np.rint(flat.astype(np.float64) * s)
+        if np.array_equal((u / s).astype(flat.dtype), flat):
+            return u, s
+    raise config_error(key, "false for a knn / rnn run (exact distances need pixels that are "
+                       "integers 0-255 divided by 255)", True)
+
+
+def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None = None,
+               x_train: np.ndarray | None = None, y_train: np.ndarray | None = None):
+    """``(neighbors, votes, predictions)`` of the run's classifier on ``x_test`` (default: the
+    test set) with training set ``x_train`` / ``y_train`` (default: the run's)."""
+    s = cfg.selection
+    xt, scale = pixel_features(data.x_train if x_train is None else x_train)
+    yt = data.y_train if y_train is None else y_train
+    xq, _ = pixel_features(data.x_test if x_test is None else x_test, scale=scale)
+    C = data.n_classes
+    if s.scheme == "knn":
+        depth = min(2 * s.k, len(yt))
+        if s.k > len(yt):
+            raise config_error("selection.k", f"an int in the range [1, {len(yt)}] (the "
+                               "training set's size)", s.k)
+        labels, _ = knn.nearest_labels(xt, yt, xq, depth)
+        votes = knn._prefix_counts(labels[:, :s.k], C)[:, s.k].astype(np.int64)
+        pred = votes.argmax(axis=1)
+        return labels.astype(np.int16), votes, pred[None, :].astype(np.int16)
+    votes = knn.rnn_votes(xt, yt, xq, s.r, n_classes=C).astype(np.int64)
+    pred = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1)
+    return None, votes, pred[None, :].astype(np.int16)
+
+
+def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None) -> dict:
+    """The ``train_run`` of a knn / rnn config: search the neighbours, write the run; returns
+    the fields of its ``train.RunResult``."""
+    t0 = time.perf_counter() if t0 is None else t0
+    data = split_data(cfg.data)
+    if rd.exists() and rd.load_manifest().get("finished"):  # a finished run: read it
+        old = rd.load_manifest().get("data", {}).get("sha256_arrays")
+        names = [runs.VOTES, runs.PREDICTIONS, runs.LABELS] + \
+            ([NEIGHBORS] if cfg.selection.scheme == "knn" else [])
+        if old == data.summary.sha256_arrays and all((rd / n).exists() for n in names):
+            pred = rd.load(runs.PREDICTIONS)
+            return dict(run_dir=rd.path, predictions=pred, votes=rd.load(runs.VOTES),
+                        labels=rd.load(runs.LABELS),
+                        subset_sizes=np.array([data.n + len(data.clean_idx)]), n=data.n,
+                        chunks_trained=0, chunks_skipped=1,
+                        seconds=time.perf_counter() - t0)
+    neighbors, votes, pred = nn_outputs(cfg, data)  # checks the inputs before any file
+    rd.prepare(cfg, runs.build_manifest(cfg, data=data.summary.manifest()))
+    labels = data.y_test.astype(np.int64)
+    if neighbors is not None:
+        runs.save_npy(rd / NEIGHBORS, neighbors)
+    runs.save_npy(rd / runs.VOTES, votes)
+    runs.save_npy(rd / runs.PREDICTIONS, pred)
+    runs.save_npy(rd / runs.LABELS, labels)
+    runs.save_npy(rd / runs.CLEAN_INDICES, data.clean_idx)
+    seconds = time.perf_counter() - t0
+    acc = float(np.mean(pred[0] == labels))
+    rd.finish(seconds_last=round(seconds, 3),
+              results={"accuracy": acc, "base_accuracy": acc,
+                       "abstain_rate": float(np.mean(pred[0] < 0))})
+    return dict(run_dir=rd.path, predictions=pred, votes=votes, labels=labels,
+                subset_sizes=np.array([data.n + len(data.clean_idx)]), n=data.n,
+                chunks_trained=1, chunks_skipped=0, seconds=seconds)

@@ -1,0 +1,227 @@
+"""``update_run``: a new run for a changed training set, retraining only what the change touches.
+
+``update_run(run_dir, out_dir, edits)`` applies ``edits`` (samples removed, relabelled, added;
+``experiment.edits``) to the run's training set, retrains the base classifiers whose training
+sequence changed (``experiment.retrain``), copies the others' votes (and rankings and weights
+where the run keeps them), and writes ``out_dir`` as a complete run whose config is the old one
+with ``data.edits`` naming the edits against the original data (``out_dir/edits.npz``, the
+run's own edits and these composed). Training that config from scratch (``poisoncert train
+out_dir/config.yaml``) gives the same predictions bit for bit on the same machine: classifier
+``i`` depends only on its sequence of samples, its seed and the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from poisoncert import runs
+from poisoncert.experiment.edits import Edits, apply_edits, load_edits
+from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
+from poisoncert.experiment.retrain import load_ensemble, retrain, variant
+from poisoncert.runs import RunDir, RunError
+
+__all__ = ["EDITS_FILE", "UpdateResult", "edits_from_options", "parse_ids", "parse_relabel",
+           "read_added", "update_run"]
+
+EDITS_FILE = runs.EDITS
+
+
+@dataclass(frozen=True, eq=False)
+class UpdateResult:
+    """The new run: its folder, the classifiers retrained, and the time it took (``seconds``
+    in all, ``train_seconds`` of it training)."""
+
+    run_dir: Path
+    retrained: np.ndarray
+    T: int
+    predictions: np.ndarray
+    seconds: float
+    train_seconds: float
+
+    @property
+    def n_retrained(self) -> int:
+        return int(len(self.retrained))
+
+
+def _original_size(cfg, data) -> int:
+    """Training-set size before the run's own ``data.edits``."""
+    if cfg.data.edits is None:
+        return len(data.y_train)
+    old = load_edits(cfg.data.edits)
+    return len(data.y_train) - old.n_added + old.n_removed
+
+
+def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
+               progress=None) -> UpdateResult:
+    """Write ``out_dir``: the run of ``run_dir`` after ``edits`` (indices refer to the run's
+    training set, as its config loads it). ``out_dir`` must be empty or new. Returns the
+    classifiers retrained."""
+    t0 = time.perf_counter()
+    src = RunDir(run_dir)
+    out = RunDir(out_dir)
+    runs.check_writable(out.path)
+    if out.path.exists() and any(out.path.iterdir()):
+        raise RunError(f"The run directory '{out.path}' exists and is not empty. Use an empty "
+                       "or new folder.")
+    if out.path.resolve() == src.path.resolve():
+        raise RunError("The updated run needs its own folder (--out), not the run's.")
+    ens = load_ensemble(src.path)
+    cfg = ens.cfg
+    if edits.is_empty():
+        raise ValueError("The 'edits' parameter of update_run must change something (remove, "
+                         "relabel or add samples). Got no change instead.")
+    edits.check(len(ens.data.y_train), ens.data.n_classes, tuple(ens.data.x_train.shape[1:]),
+                where="update_run")
+    v = variant(ens, edits)
+    total = edits if cfg.data.edits is None else \
+        load_edits(cfg.data.edits).then(edits, _original_size(cfg, ens.data))
+    t1 = time.perf_counter()
+    store_ranks = cfg.run.store_ranks
+    # a run trained before weights were kept by default has none to copy
+    keep_weights = cfg.keeps_weights and src.weights_dir.is_dir()
+    res = retrain(ens, [v], ranks=store_ranks, weights=keep_weights, progress=progress)[0]
+    train_seconds = time.perf_counter() - t1
+
+    # the new run: config with the composed edits, then its files
+    edits_path = (out.path / EDITS_FILE).absolute()
+    new_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                edits=str(edits_path)))
+    new_data, _ = apply_edits(ens.data, edits, deskew_added=cfg.data.deskew)
+    from poisoncert.experiment.split import _edited
+
+    summary = _edited_summary(cfg, new_cfg, ens, total, _edited)
+    new_data = dataclasses.replace(new_data, summary=summary)
+    manifest = runs.build_manifest(new_cfg, data=summary.manifest())
+    manifest["engine"] = {"group_size": ens.group_size}  # as the run trained (and retrained)
+    manifest["update"] = {"from": str(src.path), "retrained": res.classifiers.tolist(),
+                          "n_retrained": int(len(res.classifiers)), "T": ens.T,
+                          "removed": edits.n_removed, "relabelled": edits.n_relabelled,
+                          "added": edits.n_added}
+    predictions = ens.predictions.copy()
+    predictions[res.classifiers] = res.predictions
+    ranks = None
+    if store_ranks:
+        ranks = ens.ranks.copy()
+        ranks[res.classifiers] = res.ranks
+    T = ens.T
+    ranges = ens.ranges
+    with out.lock():  # prepare() creates the run with its lock held, released at the end
+        out.prepare(new_cfg, manifest)
+        total.save(edits_path, tuple(ens.data.x_train.shape[1:]))
+        runs.save_npy(out / runs.SEEDS, ens.seeds)
+        runs.save_npy(out / runs.CLEAN_INDICES, new_data.clean_idx)
+        if keep_weights:
+            _write_weights(out, ens, new_cfg, ranges, res)
+        for cid, (a, b) in enumerate(ranges):
+            if store_ranks:
+                save_chunk_ranks(out, cid, ranks[a:b])
+            out.write_chunk(cid, start=a, stop=b, seeds=ens.seeds[a:b], sizes=v.sizes[a:b],
+                            predictions=predictions[a:b])
+        out.assemble(ranges, new_data.y_test, new_data.n_classes)
+        if store_ranks:
+            assemble_ranks(out, ranges)
+        if keep_weights:  # what poisoncert.Ensemble loads
+            from poisoncert.experiment.ensemble import write_ensemble_record
+
+            write_ensemble_record(out, new_cfg, new_data, ranges)
+        seconds = time.perf_counter() - t0
+        out.finish(seconds_last=round(seconds, 3), update_train_seconds=round(train_seconds, 3))
+    return UpdateResult(run_dir=out.path, retrained=res.classifiers, T=T,
+                        predictions=predictions, seconds=seconds, train_seconds=train_seconds)
+
+
+def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> None:
+    """Every chunk's weights file in the new run: the run's classifiers with the retrained
+    ones replaced, recorded as the new config's (``ensemble.weights_metadata``)."""
+    from poisoncert.experiment.ensemble import weights_metadata
+    from poisoncert.training.weights import weights_to_bytes
+
+    out.weights_dir.mkdir(exist_ok=True)
+    new_w = dict(zip(res.classifiers.tolist(), res.weights, strict=True))
+    for cid, (a, b) in enumerate(ranges):
+        w = ens.weights(range(a, b))
+        w = [new_w.get(i, w[i - a]) for i in range(a, b)]
+        runs.save_bytes(out.weights_path(cid), weights_to_bytes(
+            w, weights_metadata(new_cfg, a, b, ens.seeds[a:b])))
+
+
+def _edited_summary(cfg, new_cfg, ens, total, edited):
+    """The manifest's data entry of the new run: what ``split_data`` records for the new
+    config (the array checksum covers the original arrays and the composed edits)."""
+    if cfg.data.edits is None:
+        base = ens.data
+    else:  # the original data's checksum: reload without the run's edits
+        from poisoncert.experiment.split import split_data
+
+        base = split_data(dataclasses.replace(cfg.data, edits=None))
+    return edited(base, new_cfg.data, total).summary
+
+
+def parse_ids(text: str, where: str = "--remove") -> np.ndarray:
+    """``"3,17,42"`` (or a ``.npy`` / text file of indices) as int64 indices."""
+    return _ints(text, where)
+
+
+def _ints(text: str, where: str) -> np.ndarray:
+    p = Path(text)
+    if p.suffix == ".npy" and p.is_file():
+        a = np.load(p, allow_pickle=False)
+    elif p.is_file():
+        a = np.array(p.read_text().replace(",", " ").split(), dtype=np.int64)
+    else:
+        try:
+            a = np.array([int(t) for t in text.replace(" ", "").split(",") if t], dtype=np.int64)
+        except ValueError:
+            raise ValueError(f"The '{where}' option must be comma-separated training-set "
+                             f"indices or a file of them. Got {text!r} instead.") from None
+    return np.asarray(a, dtype=np.int64).reshape(-1)
+
+
+def parse_relabel(text: str) -> tuple[np.ndarray, np.ndarray]:
+    """``"IDS:LABELS"`` (``"3,17:0,1"``; one label for all or one per index) as arrays."""
+    if ":" not in text:
+        raise ValueError(f"The '--relabel' option must be IDS:LABELS (e.g. 3,17:0,1). Got "
+                         f"{text!r} instead.")
+    ids_text, labels_text = text.split(":", 1)
+    ids = _ints(ids_text, "--relabel")
+    labels = _ints(labels_text, "--relabel")
+    if len(labels) == 1:
+        labels = np.full(len(ids), labels[0], dtype=np.int64)
+    if len(labels) != len(ids):
+        raise ValueError(f"The '--relabel' option must give one label, or one per index "
+                         f"({len(ids)}). Got {len(labels)} labels instead.")
+    return ids, labels
+
+
+def read_added(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Samples to add from a ``.npz`` with ``x`` (floats in [0, 1], or uint8 scaled by 1/255)
+    and ``y`` (labels ``0..K-1``)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            x, y = z["x"], z["y"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"The '--add' option must name a .npz holding 'x' and 'y'. Reading "
+                         f"'{path}' failed: {e}.") from None
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(255)
+    if x.ndim == 3:
+        x = x[:, None]
+    return x.astype(np.float32), y.astype(np.int64)
+
+
+def edits_from_options(remove: str | None, relabel: str | None, add: str | None) -> Edits:
+    """``Edits`` from the command line's ``--remove``, ``--relabel`` and ``--add``."""
+    kw = {}
+    if remove:
+        kw["remove"] = parse_ids(remove)
+    if relabel:
+        kw["relabel_index"], kw["relabel_label"] = parse_relabel(relabel)
+    if add:
+        kw["add_x"], kw["add_y"] = read_added(add)
+    return Edits(**kw)
+

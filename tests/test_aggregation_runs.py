@@ -1,0 +1,383 @@
+"""Finite Aggregation, run-off election and nearest-neighbour runs end to end: config, training
+(resume, chunks, stored rankings), certification; ``update`` (retraining only what a change
+touches, bit for bit equal to training the changed set from scratch) and ``attack`` (0 certified
+predictions changed by real attacks within their radii).
+
+Every run is scikit-learn's digits with a small torch MLP (a few seconds each).
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import json
+
+import numpy as np
+import pytest
+import yaml
+
+from poisoncert import aggregation, knn, runoff, selection
+from poisoncert.config import ConfigError, config_hash, from_dict, to_yaml
+from poisoncert.experiment import certify_run, split_data, train_run
+from poisoncert.experiment.attack import AttackSettings, attack_run
+from poisoncert.experiment.edits import Edits, apply_edits
+from poisoncert.experiment.update import update_run
+from poisoncert.runs import RunError
+
+_BASE = {
+    "data": {"name": "digits", "test_limit": 80},
+    "selection": {"scheme": "partition", "k": 12, "seed": 3},
+    "training": {"model": "mlp", "steps": 40, "batch_size": 16, "group_size": 4},
+    "run": {"chunk_size": 8},
+}
+
+
+def _cfg(**over):
+    d = copy.deepcopy(_BASE)
+    for key, value in over.items():
+        section, name = key.split("__")
+        if value is None:
+            d[section].pop(name, None)
+        else:
+            d[section][name] = value
+    return from_dict(d)
+
+
+def _fa(k=6, d=2, **over):
+    return _cfg(selection__scheme="finite_aggregation", selection__k=k, selection__d=d, **over)
+
+
+# --------------------------------------------------------------------------------------------
+# Config
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"selection__scheme": "finite_aggregation"}, "selection.d"),
+    ({"selection__scheme": "finite_aggregation", "selection__d": 2, "selection__T": 13},
+     "selection.T"),
+    ({"selection__d": 2}, "selection.d"),
+    ({"selection__scheme": "knn", "selection__k": None}, "selection.k"),
+    ({"selection__scheme": "rnn", "selection__k": None}, "selection.r"),
+    ({"selection__scheme": "rnn", "selection__r": 3.0}, "selection.k"),
+    ({"selection__scheme": "with_replacement", "selection__k": None, "selection__ns": 5,
+      "selection__T": 4, "run__store_ranks": True}, "run.store_ranks"),
+    ({"training__model": "sklearn:svm", "run__store_ranks": True}, "run.store_ranks"),
+])
+def test_config_errors_name_the_key(over, key):
+    with pytest.raises(ConfigError, match=f"'{key}' parameter of the config"):
+        _cfg(**over)
+
+
+def test_new_keys_stay_out_of_old_files_and_hashes():
+    plain = _cfg()
+    d = yaml.safe_load(to_yaml(plain))
+    assert "d" not in d["selection"] and "r" not in d["selection"]
+    assert "store_ranks" not in d["run"] and "edits" not in d["data"]
+    assert "aggregation" not in (d.get("certify") or {})
+    assert config_hash(_cfg(run__store_ranks=False)) == config_hash(plain)
+    assert config_hash(_cfg(run__store_ranks=True)) != config_hash(plain)
+    fa = _fa()
+    assert fa.T == 12 and "d: 2" in to_yaml(fa)
+    assert from_dict(yaml.safe_load(to_yaml(fa))) == fa
+
+
+# --------------------------------------------------------------------------------------------
+# Finite Aggregation and stored rankings
+
+
+def test_fa_with_d_1_is_the_partition_scheme(tmp_path):
+    dpa = train_run(_cfg(), tmp_path / "dpa")
+    fa1 = train_run(_fa(k=12, d=1), tmp_path / "fa1")
+    assert np.array_equal(dpa.predictions, fa1.predictions)
+    c_dpa, t_dpa = certify_run(tmp_path / "dpa", plot=False, model="P3")
+    c_fa, t_fa = certify_run(tmp_path / "fa1", plot=False, model="P3")
+    assert np.array_equal(c_dpa.radius, c_fa.radius)
+    assert np.array_equal(c_dpa.slack // 2, c_fa.buckets)
+    assert np.array_equal(t_dpa.accuracy, t_fa.accuracy)
+    rows = list(csv.DictReader(open(tmp_path / "fa1" / "certificates.csv")))
+    assert [int(r["radius_dpa"]) for r in rows] == (c_dpa.slack // 2).tolist()
+
+
+def test_fa_trains_each_classifier_on_its_buckets(tmp_path):
+    cfg = _fa(k=4, d=3)
+    res = train_run(cfg, tmp_path / "fa")
+    data = split_data(cfg.data)
+    p = data.poison_idx
+    buckets = selection.fa_bucket_ids(data.x_train[p], data.y_train[p], k=4, d=3)
+    want = selection.fa_classifier_indices(buckets, k=4, d=3)
+    from poisoncert.experiment import run_subsets
+
+    _, subsets = run_subsets(tmp_path / "fa")
+    assert all(np.array_equal(s, p[w]) for s, w in zip(subsets, want, strict=True))
+    assert np.array_equal(res.subset_sizes, [len(w) for w in want])
+    cert, _ = certify_run(tmp_path / "fa", plot=False)
+    direct = aggregation.fa_certify(res.predictions, d=3, n_classes=10, model="P6")
+    assert np.array_equal(cert.radius, direct.radius)
+
+
+def test_stored_ranks_match_the_votes_and_resume(tmp_path):
+    plain = train_run(_fa(), tmp_path / "plain")
+    cfg = _fa(run__store_ranks=True)
+    res = train_run(cfg, tmp_path / "ranked")
+    ranks = np.load(tmp_path / "ranked" / "ranks.npy")
+    assert ranks.dtype == np.int8 and ranks.shape == (12, 80, 10)
+    assert np.array_equal(res.predictions, plain.predictions)
+    live = res.predictions >= 0
+    assert np.array_equal(ranks.argmin(-1)[live], res.predictions[live])
+    runoff.check_ranks(ranks)
+    # a chunk whose rankings are missing is trained again on resume, to the same bits
+    (tmp_path / "ranked" / "ranks" / "chunk-00001.npy").unlink()
+    again = train_run(cfg, tmp_path / "ranked")
+    assert again.chunks_trained == 1
+    assert np.array_equal(np.load(tmp_path / "ranked" / "ranks.npy"), ranks)
+    cert, table = certify_run(tmp_path / "ranked", plot=False, aggregation="roe")
+    assert (tmp_path / "ranked" / "certificates_roe.csv").exists()
+    assert np.array_equal(cert.radius, runoff.roe_certify(ranks, d=2, model="P6").radius)
+    with pytest.raises(RunError, match="store_ranks"):
+        certify_run(tmp_path / "plain", plot=False, aggregation="roe")
+
+
+# --------------------------------------------------------------------------------------------
+# Nearest neighbours
+
+
+def test_knn_and_rnn_runs(tmp_path):
+    res = train_run(_cfg(selection__scheme="knn", selection__k=5), tmp_path / "knn")
+    data = split_data(from_dict(_BASE).data)
+    x = np.rint(data.x_train.reshape(len(data.x_train), -1) * 16)
+    xt = np.rint(data.x_test.reshape(len(data.x_test), -1) * 16)
+    labels, _ = knn.nearest_labels(x, data.y_train, xt, 10)
+    assert np.array_equal(np.load(tmp_path / "knn" / "neighbors.npy"), labels)
+    assert np.array_equal(res.votes, knn.knn_votes(x, data.y_train, xt, 5, n_classes=10))
+    cert, _ = certify_run(tmp_path / "knn", plot=False, model="P1")
+    assert np.array_equal(cert.radius, knn.knn_certify(labels, k=5, n_classes=10,
+                                                       model="P1").radius)
+    train_run(_cfg(selection__scheme="rnn", selection__k=None, selection__r=20.0),
+              tmp_path / "rnn")
+    cert, _ = certify_run(tmp_path / "rnn", plot=False)
+    votes = knn.rnn_votes(x, data.y_train, xt, 20.0, n_classes=10)
+    assert np.array_equal(cert.radius, knn.rnn_certify(votes).radius)
+    from poisoncert import Ensemble
+
+    assert not (tmp_path / "knn" / "weights").exists()
+    with pytest.raises(RunError, match="knn run: it has no base classifiers"):
+        Ensemble.load(tmp_path / "knn")
+
+
+def _tamper(run, name, change, match_checksum, match_consistency):
+    """Change ``name`` in a finished run: certify refuses it by its checksum, and a run without
+    checksums (made before they were recorded) by the consistency of its arrays."""
+    from poisoncert.runs import RunDir
+    from poisoncert.runsafe import MANIFEST_DIGEST
+
+    path = run / name
+    arr = np.load(path)
+    np.save(path, change(arr.copy()))
+    with pytest.raises(RunError, match=match_checksum):
+        RunDir(run).verify()
+    man = json.loads((run / "manifest.json").read_text())
+    man.pop("checksums")
+    man.pop(MANIFEST_DIGEST, None)
+    (run / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(RunError, match=match_consistency):
+        RunDir(run).verify()
+    np.save(path, arr)
+    assert RunDir(run).verify()["verified"] is False  # restored: consistent, unchecksummed
+
+
+def test_rankings_and_neighbours_are_verified(tmp_path):
+    train_run(_fa(k=4, d=1, run__store_ranks=True), tmp_path / "ranked")
+    preds = np.load(tmp_path / "ranked" / "predictions.npy")
+    i, t = np.argwhere(preds >= 0)[0]
+
+    def swap_first(r):  # classifier i ranks another class first on test point t
+        first, other = int(preds[i, t]), (int(preds[i, t]) + 1) % r.shape[2]
+        r[i, t, first], r[i, t, other] = r[i, t, other], r[i, t, first]
+        return r
+
+    _tamper(tmp_path / "ranked", "ranks.npy", swap_first, "ranks.npy' was changed",
+            "does not rank first")
+    train_run(_cfg(selection__scheme="knn", selection__k=5), tmp_path / "knn")
+    nb = np.load(tmp_path / "knn" / "neighbors.npy")
+
+    def relabel_nearest(a):  # the nearest neighbour of point 0 gets another label
+        a[0, 0] = (a[0, 0] + 1) % 10
+        return a
+
+    assert nb.shape[1] >= 5
+    _tamper(tmp_path / "knn", "neighbors.npy", relabel_nearest, "neighbors.npy' was changed",
+            "counts of the 5 nearest labels")
+
+
+# --------------------------------------------------------------------------------------------
+# update
+
+
+def test_update_removing_10_samples_from_dpa_equals_a_full_retrain(tmp_path):
+    cfg = _cfg(training__save_weights=True, run__store_ranks=True)
+    train_run(cfg, tmp_path / "run")
+    data = split_data(cfg.data)
+    remove = np.random.default_rng(5).choice(data.poison_idx, 10, replace=False)
+    res = update_run(tmp_path / "run", tmp_path / "new", Edits(remove=remove))
+    parts = selection.partition_ids(data.x_train[remove], data.y_train[remove], k=12)
+    assert res.n_retrained <= 10
+    assert sorted(res.retrained.tolist()) == sorted(set(parts.tolist()))
+    scratch = train_run(tmp_path / "new" / "config.yaml", tmp_path / "scratch")
+    assert np.array_equal(res.predictions, scratch.predictions)
+    for name in ("votes.npy", "ranks.npy", "subset_sizes.npy", "clean_indices.npy"):
+        assert np.array_equal(np.load(tmp_path / "new" / name),
+                              np.load(tmp_path / "scratch" / name)), name
+    w_new = sorted((tmp_path / "new" / "weights").iterdir())
+    w_scr = sorted((tmp_path / "scratch" / "weights").iterdir())
+    from poisoncert.training.weights import load_weights
+
+    for a, b in zip(w_new, w_scr, strict=True):
+        for sa, sb in zip(load_weights(a), load_weights(b), strict=True):
+            assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    _check_loadable(tmp_path / "run", tmp_path / "new")
+
+
+def _check_loadable(old, new):
+    """The updated run is a saved ensemble like the one it came from: ``Ensemble.load`` checks
+    every file (weights recorded as the new config's, ensemble.json), its classifiers give the
+    run's predictions, and its certificate is ``certify_run``'s."""
+    from poisoncert import Ensemble
+
+    man = [json.loads((p / "manifest.json").read_text()) for p in (old, new)]
+    assert man[1]["engine"] == man[0]["engine"]  # retrained with the run's group size
+    ens = Ensemble.load(new)
+    x = split_data(ens.config.data).x_test
+    base = ens.base_predictions(x, preprocessed=True)
+    assert np.array_equal(base, np.load(new / "predictions.npy"))
+    cert = ens.certify(x, preprocessed=True)
+    ref = certify_run(new, plot=False).certificate
+    assert type(cert) is type(ref)
+    assert np.array_equal(cert.prediction, ref.prediction)
+    assert np.array_equal(cert.radius, ref.radius)
+
+
+@pytest.mark.parametrize("kind", ["finite_aggregation", "with_replacement"])
+def test_chained_updates_equal_a_full_retrain(tmp_path, kind):
+    if kind == "finite_aggregation":
+        cfg = _fa(k=4, d=3)
+    else:
+        cfg = _cfg(selection__scheme=kind, selection__k=None, selection__ns=200,
+                   selection__T=6, data__n_clean=30)
+    train_run(cfg, tmp_path / "a")
+    add_x = (np.random.default_rng(1).integers(0, 17, (3, 1, 8, 8)).astype(np.float32)
+             / np.float32(16))
+    first = Edits(relabel_index=np.array([5, 6]), relabel_label=np.array([1, 2]))
+    r1 = update_run(tmp_path / "a", tmp_path / "b", first)
+    if kind == "with_replacement":  # n unchanged: only the draws that hold 5 or 6
+        data = split_data(cfg.data)
+        from poisoncert.experiment import run_subsets
+
+        _, subsets = run_subsets(tmp_path / "a")
+        touched = [i for i, s in enumerate(subsets) if np.isin([5, 6], s).any()]
+        assert r1.retrained.tolist() == touched
+        assert np.isin([5, 6], data.poison_idx).all()
+    second = Edits(remove=np.array([0, 1400]), relabel_index=np.array([7]),
+                   relabel_label=np.array([3]), add_x=add_x, add_y=np.array([0, 1, 2]))
+    r2 = update_run(tmp_path / "b", tmp_path / "c", second)
+    for name, res in (("b", r1), ("c", r2)):
+        scratch = train_run(tmp_path / name / "config.yaml", tmp_path / f"{name}_scratch")
+        assert np.array_equal(res.predictions, scratch.predictions)
+        assert np.array_equal(np.load(tmp_path / name / "clean_indices.npy"),
+                              np.load(tmp_path / f"{name}_scratch" / "clean_indices.npy"))
+    if kind == "with_replacement":  # removals change n: every draw
+        assert r2.n_retrained == r2.T
+    _check_loadable(tmp_path / "b", tmp_path / "c")
+
+
+def test_edits_compose():
+    cfg = _cfg(data__n_clean=40)
+    data = split_data(cfg.data)
+    rng = np.random.default_rng(0)
+    x_add = rng.random((4, 1, 8, 8)).astype(np.float32)
+    e1 = Edits(remove=np.array([3, 9, 50]), relabel_index=np.array([4, 51]),
+               relabel_label=np.array([0, 0]), add_x=x_add[:2], add_y=np.array([1, 2]))
+    d1, _ = apply_edits(data, e1)
+    n1 = len(d1.y_train)
+    e2 = Edits(remove=np.array([0, n1 - 1]), relabel_index=np.array([3, n1 - 2]),
+               relabel_label=np.array([5, 6]), add_x=x_add[2:], add_y=np.array([7, 8]))
+    d2, _ = apply_edits(d1, e2)
+    both, _ = apply_edits(data, e1.then(e2, len(data.y_train)))
+    for name in ("x_train", "y_train", "clean_idx", "poison_idx"):
+        assert np.array_equal(getattr(both, name), getattr(d2, name)), name
+
+
+def test_update_refuses_bad_input(tmp_path):
+    train_run(_cfg(), tmp_path / "run")
+    with pytest.raises(ValueError, match="'remove' parameter of update_run must be"):
+        update_run(tmp_path / "run", tmp_path / "x", Edits(remove=np.array([10 ** 6])))
+    with pytest.raises(ValueError, match="must change something"):
+        update_run(tmp_path / "run", tmp_path / "y", Edits())
+    with pytest.raises(ValueError, match="distinct indices"):
+        Edits(remove=np.array([1]), relabel_index=np.array([1]), relabel_label=np.array([0]))
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# attack
+
+
+def test_attacks_within_the_radius_never_change_a_certified_prediction(tmp_path):
+    """DPA and its run-off election on one run: a few hundred (test point, attack, budget)
+    trials within the certified radius, none changed."""
+    cfg = _cfg(training__save_weights=True, run__store_ranks=True, selection__k=10,
+               training__steps=80)
+    train_run(cfg, tmp_path / "run")
+    res = attack_run(tmp_path / "run", settings=AttackSettings(targets=8, budgets=(1, 2, 3, 5),
+                                                               batch=32))
+    det = res.totals["deterministic"]
+    assert det["within"] >= 300 and det["targeted_within"] >= 100
+    assert det["changed_within"] == 0 and det["untargeted_changed"] == 0
+    assert det["untargeted_checked"] > 1000
+    for row in res.summary:
+        assert row["changed_within"] == 0
+    assert {r["aggregation"] for r in res.summary} == {"vote", "roe"}
+    trials = list(csv.DictReader(open(tmp_path / "run" / "attack_trials.csv")))
+    within = [t for t in trials if t["within"] == "1"]
+    assert within and all(t["changed"] == "0" for t in within)
+    assert all(int(t["retrained"]) <= 2 * int(t["budget"]) for t in trials)
+    assert (tmp_path / "run" / "attack.png").stat().st_size > 0
+
+
+def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
+    """kNN's insertion radius is exact: within it nothing changes, one operation beyond it the
+    insertion attack wins on most targets, so the check can fail when a radius is too large."""
+    train_run(_cfg(selection__scheme="knn", selection__k=7), tmp_path / "knn")
+    res = attack_run(tmp_path / "knn", settings=AttackSettings(
+        attacks=("insert", "remove", "flip"), targets=30, budgets=(1, 2, 3, 4, 5)))
+    det = res.totals["deterministic"]
+    assert det["within"] >= 100 and det["changed_within"] == 0
+    trials = [t for t in res.trials if t["attack"] == "insert"]
+    first_beyond = [t for t in trials if t["budget"] == t["radius"] + 1]
+    assert len(first_beyond) >= 10
+    assert sum(t["changed"] for t in first_beyond) >= 0.8 * len(first_beyond)
+    # the same trials judged against radii one larger would report changes
+    assert any(t["changed"] and t["budget"] <= t["radius"] + 1 for t in trials)
+    with pytest.raises(ValueError, match="'attacks' parameter of attack_run"):
+        AttackSettings(attacks=("poison",))
+
+
+def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
+    """FA (d = 3) with its run-off election: no certified prediction changes; bagging (a
+    probabilistic certificate) is reported apart, and a relabelling retrains only the draws
+    that hold the sample."""
+    train_run(_fa(k=4, d=3, run__store_ranks=True, training__save_weights=True,
+                  training__steps=60), tmp_path / "fa")
+    res = attack_run(tmp_path / "fa", settings=AttackSettings(targets=6, budgets=(1, 2, 3),
+                                                              attacks=("insert", "flip")))
+    det = res.totals["deterministic"]
+    assert det["within"] >= 10 and det["changed_within"] == 0
+    assert det["untargeted_checked"] > 100 and det["untargeted_changed"] == 0
+    assert res.totals["probabilistic"]["trials"] == 0
+    bag = _cfg(selection__scheme="with_replacement", selection__k=None, selection__ns=300,
+               selection__T=8)
+    train_run(bag, tmp_path / "bag")
+    res = attack_run(tmp_path / "bag", settings=AttackSettings(targets=3, budgets=(1, 2),
+                                                               attacks=("flip",)))
+    assert res.totals["deterministic"]["trials"] == 0
+    assert res.totals["probabilistic"]["trials"] == 6
+    assert all(t["retrained"] < 8 for t in res.trials if t["budget"] == 1)

@@ -1,0 +1,45 @@
+"""experiments/run.py's attacks and updates name real runs with valid settings, and the report
+puts its issue-13 sections in place of their earlier text (report.py --only-agg)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+
+EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
+
+
+@pytest.fixture(scope="module")
+def modules():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("run"), importlib.import_module("report")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def test_attacks_and_updates_name_runs_with_valid_settings(modules):
+    from poisoncert.experiment.attack import AttackSettings
+
+    run, _ = modules
+    names = {n for items in run.GROUPS.values() for n, _, _ in items}
+    for name, settings in run.ATTACKS.items():
+        assert name in names
+        AttackSettings(**settings)
+    assert set(run.UPDATES) <= names
+
+
+def test_splice_replaces_the_issue_13_part_only(modules):
+    _, report = modules
+    text = ("# R\n\n## Summary\n\nx\n\n## DPA baseline on MNIST\n\ny\n\n"
+            "## Figure 2: delta\n\nz\n")
+    part = "## Summary of issue 13 (a)\n\n- one.\n\n## Equal-compute comparison on MNIST: b\n\nc\n"
+    once = report.splice(text, part)
+    assert once.index("## DPA baseline") < once.index(part) < once.index("## Figure 2")
+    assert report.splice(once, part) == once
+    newer = part.replace("one", "two")
+    twice = report.splice(once, newer)
+    assert "one" not in twice and "two" in twice and "## DPA baseline on MNIST\n\ny" in twice
