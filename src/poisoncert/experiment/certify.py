@@ -86,8 +86,8 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     example), ``certified_accuracy.csv`` (the whole curve, ``accuracy_curve``: every integer
     ``rho`` up to the largest radius, plus ``rhos``), ``certify.json`` and
     ``certified_accuracy.png``; the run-off election writes them with the suffix ``_roe``
-    (``certificates_roe.csv``, ...), so both aggregations of one run sit side by side. Returns ``(certificate, table)`` with the
-    certified accuracy at ``rhos``.
+    (``certificates_roe.csv``, ...), so both aggregations of one run sit side by side.
+    Returns ``(certificate, table)`` with the certified accuracy at ``rhos``.
 
     The run is certified under its lock, after ``RunDir.verify`` (checksums, config hash,
     consistency; a ``RunError`` names the first file that does not match); ``verify=False``
