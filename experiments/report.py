@@ -105,6 +105,8 @@ class Run:
         if not self.timing:
             return "n/a"
         out = f"{self.timing['train_s']:.0f} s + {self.timing['certify_s']:.1f} s"
+        if self.cfg.execution.device == "cuda":
+            out += " on a GPU (`training.device: cuda`)"
         frac = self.timed_fraction()
         if frac < 1.0:
             out += (f" (training time of the last {frac:.0%} of the classifiers only: an "

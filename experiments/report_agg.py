@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -31,6 +32,25 @@ COMPARISON = ("mnist_agg_dpa", "mnist_agg_fa_d2", "mnist_agg_without_replacement
               "mnist_agg_knn_k1000", "mnist_agg_rnn_r1500")
 RHOS = (0, 10, 20, 50, 100, 150, 200, 300, 400)
 DPA_RHOS = (50, 100, 200, 300, 400, 500)
+
+
+def _roe(r, d: int, unit: str = "operation"):
+    """The run-off election's certificate of run ``r`` (P6): from its stored rankings, or, for a
+    run copied without them (``ranks.npy`` is 10 bytes per classifier and test point), from
+    the ``certificates_roe.csv`` that ``experiments/run.py`` wrote from those rankings; None if
+    neither is there."""
+    if (r.path / "ranks.npy").exists():
+        return runoff.roe_certify(np.load(r.path / "ranks.npy"), d=d, model="P6", unit=unit)
+    path = r.path / "certificates_roe.csv"
+    if not path.exists():
+        return None
+    rows = list(csv.DictReader(open(path)))
+    if {row["model"] for row in rows} != {"P6"} or {int(row["d"]) for row in rows} != {d}:
+        raise ValueError(f"{path}: not a P6 certificate with d = {d}")
+    col = "radius" if unit == "operation" else "radius_dpa"
+    return SimpleNamespace(prediction=np.array([int(row["prediction"]) for row in rows]),
+                           radius=np.array([int(row[col]) for row in rows]),
+                           buckets=np.array([int(row["buckets"]) for row in rows]))
 
 
 def pct(x) -> str:
@@ -105,9 +125,9 @@ def _methods(runs: dict) -> list[Method]:
             out.append(Method(f"bagging {sel.scheme.replace('_', ' ')}, ns = {sel.ns}, "
                               f"T = {sel.T} ({c.method})", r, c.prediction, c.radius, None,
                               per, base))
-        if (r.path / "ranks.npy").exists():
-            d = sel.d if sel.scheme == "finite_aggregation" else 1
-            rc = runoff.roe_certify(np.load(r.path / "ranks.npy"), d=d, model="P6")
+        d = sel.d if sel.scheme == "finite_aggregation" else 1
+        rc = _roe(r, d) if sel.scheme in ("partition", "finite_aggregation") else None
+        if rc is not None:
             short = out[-1].label.split(",")[0]
             out.append(Method(f"{short} + run-off election" + (f", d = {d}" if d > 1 else ""),
                               r, rc.prediction, rc.radius, rc.buckets, per, base))
@@ -211,8 +231,8 @@ def dpa_warp(rep) -> None:
     rows.append(["DPA", pct(np.mean(c.prediction == labels)), f"{med:.0f}",
                  f"{med - DPA_MEDIAN:+.0f}"])
     meds = {"DPA": med}
-    if (r.path / "ranks.npy").exists():
-        rc = runoff.roe_certify(np.load(r.path / "ranks.npy"), d=1, model="P6", unit="dpa")
+    rc = _roe(r, 1, unit="dpa")
+    if rc is not None:
         m2 = _median(rc.prediction, rc.radius, labels)
         meds["ROE"] = m2
         rows.append(["DPA + run-off election", pct(np.mean(rc.prediction == labels)),

@@ -465,7 +465,8 @@ def test_certify_run_outputs_agree_with_certify(tmp_path, engine):
     res = experiment.train_run(cfg, tmp_path / "run", progress=False)
     cert, table = experiment.certify_run(tmp_path / "run", rhos=[0, 1, 3, 100])
     direct = certify.certify(res.votes, scheme="binomial", n=1400, ns=40, model="P6",
-                             alpha=0.001, method="bonferroni", T=30)
+                             alpha=0.001, method=cfg.certify.method, T=30)
+    assert cert.method == direct.method
     assert np.array_equal(cert.radius, direct.radius)
     assert np.array_equal(cert.prediction, direct.prediction)
     assert table.rho.tolist() == [0, 1, 3, 100]
