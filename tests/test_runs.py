@@ -489,7 +489,7 @@ def test_certify_run_outputs_agree_with_certify(tmp_path, engine):
     assert rho[0] == 0 and acc[-1] == 0 and np.all(np.diff(acc) <= 0)
     assert (tmp_path / "run" / runs.CERTIFIED_ACCURACY_PNG).stat().st_size > 1000
     summary = json.loads((tmp_path / "run" / runs.CERTIFY_JSON).read_text())
-    assert summary["n"] == 1400 and summary["method"] == "bonferroni"
+    assert summary["n"] == 1400 and summary["method"] == direct.method == "pairwise"
     # options override the run's certify section
     cert3, _ = experiment.certify_run(tmp_path / "run", model="P1", alpha=0.01, plot=False)
     assert cert3.model == "P1" and cert3.alpha == 0.01
