@@ -35,25 +35,22 @@ def _root() -> None:
 
 certs.register(app)
 
-try:
-    _runs = importlib.import_module("poisoncert.cli.runs")
-except ModuleNotFoundError as exc:  # only a missing cli/runs.py is tolerated
-    if exc.name != "poisoncert.cli.runs":
-        raise
-else:
-    _runs.register(app)
 
-from poisoncert.cli import predict as _predict  # noqa: E402
 
-_predict.register(app)
+def _register(module: str) -> None:
+    """Add the commands of ``poisoncert.cli.<module>``; only that file missing is tolerated."""
+    name = f"poisoncert.cli.{module}"
+    try:
+        commands = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+    else:
+        commands.register(app)
 
-try:
-    _attack = importlib.import_module("poisoncert.cli.attack")
-except ModuleNotFoundError as exc:  # only a missing cli/attack.py is tolerated
-    if exc.name != "poisoncert.cli.attack":
-        raise
-else:
-    _attack.register(app)
+
+for _module in ("runs", "predict", "attack"):
+    _register(_module)
 
 
 def main(argv: list[str] | None = None) -> None:
