@@ -285,7 +285,6 @@ class SchemeDelta:
         return v, e
 
 
-
 def _exp_err(log_err: np.ndarray) -> np.ndarray:
     """Relative error of ``exp(x)`` given an absolute error in ``x`` (plus exp's own ulp)."""
     return np.expm1(np.minimum(log_err, 700.0)) + 2 * _EPS
