@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poisoncert.experiment.ensemble import InputForm, describe_array
+from poisoncert.experiment.inputform import InputForm, describe_array
 
 __all__ = ["IMAGE_SUFFIXES", "Inputs", "read_inputs"]
 
