@@ -8,7 +8,7 @@
 - a ``.csv`` of features (one input per row, ``prod(shape)`` numbers; a first line that is
   not numeric is a header),
 
-and checks them against the run's raw input form (``ensemble.InputForm``): dtype, value
+and checks them against the run's raw input form (``inputform.InputForm``): dtype, value
 range, shape, and for images their mode (``L`` for one channel, ``RGB`` for three) and
 size. Every problem is one ``ValueError`` naming the file and what was expected.
 """
