@@ -1,7 +1,36 @@
-"""The layout of a run directory: the names of its files (``poisoncert.runs`` describes them).
+"""The layout of a run directory: the names of its files.
 
-Its own module so that both the run directory (``runs``) and its verification (``runcheck``)
-name the files without importing each other.
+Layout (every file written atomically: a temporary file in the same folder, fsync, rename)::
+
+    RUN_DIR/
+      .lock                  held (flock) by the process training or certifying the run
+      config.yaml            the resolved experiment config
+      manifest.json          versions, code revision, start time, data checksums, config hash;
+                             once finished, the SHA-256 of every file below that certify
+                             reads (``checksums``) and of the manifest itself
+      seeds.npy              uint64 (T,): selection.model_seed(root_seed, i) of classifier i
+      clean_indices.npy      int64: training-set indices of the known-clean part D^c
+      chunks/chunk-00000.npz start, stop, seeds, sizes (|drawn part of D^p|), predictions int16,
+                             config_hash (of the config that trained it)
+      weights/chunk-00000.safetensors   the chunk's classifier weights (torch models,
+                             unless training.save_weights is false)
+      ensemble.json          with the weights: preprocessing, classes and selection facts
+                             (poisoncert.Ensemble)
+      ranks/chunk-00000.npy, ranks.npy   with run.store_ranks: int8 (T, n_test, C), each
+                             classifier's rank of every class (0 = preferred; run-off election)
+      neighbors.npy          knn runs: int16 (n_test, depth), labels of the nearest samples
+      edits.npz              an updated run (poisoncert update): its edits of the training set
+      predictions.npy        int16 (T, n_test), -1 for an abstaining base classifier
+      votes.npy              int64 (n_test, n_classes): vote counts
+      labels.npy             int64 (n_test,): true test labels
+      subset_sizes.npy       int64 (T,): size of each drawn sub-dataset of D^p
+      classifiers.csv        one row per base classifier: index, seed, subset_size,
+                             test_accuracy (empty when it abstains): the paper's Figure 5
+      certificates.csv, certified_accuracy.csv, certified_accuracy.png, certify.json
+                             (written by ``poisoncert certify``)
+
+Its own module so that the run directory (``runs``, ``runchunks``) and its verification
+(``runcheck``) name the files without importing each other.
 """
 
 CONFIG = "config.yaml"

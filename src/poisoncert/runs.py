@@ -1,33 +1,8 @@
 """A run directory: the resolved config, a manifest, per-model seeds and prediction chunks.
 
-Layout (every file written atomically: a temporary file in the same folder, fsync, rename)::
-
-    RUN_DIR/
-      .lock                  held (flock) by the process training or certifying the run
-      config.yaml            the resolved experiment config
-      manifest.json          versions, code revision, start time, data checksums, config hash;
-                             once finished, the SHA-256 of every file below that certify
-                             reads (``checksums``) and of the manifest itself
-      seeds.npy              uint64 (T,): selection.model_seed(root_seed, i) of classifier i
-      clean_indices.npy      int64: training-set indices of the known-clean part D^c
-      chunks/chunk-00000.npz start, stop, seeds, sizes (|drawn part of D^p|), predictions int16,
-                             config_hash (of the config that trained it)
-      weights/chunk-00000.safetensors   the chunk's classifier weights (torch models,
-                             unless training.save_weights is false)
-      ensemble.json          with the weights: preprocessing, classes and selection facts
-                             (poisoncert.Ensemble)
-      ranks/chunk-00000.npy, ranks.npy   with run.store_ranks: int8 (T, n_test, C), each
-                             classifier's rank of every class (0 = preferred; run-off election)
-      neighbors.npy          knn runs: int16 (n_test, depth), labels of the nearest samples
-      edits.npz              an updated run (poisoncert update): its edits of the training set
-      predictions.npy        int16 (T, n_test), -1 for an abstaining base classifier
-      votes.npy              int64 (n_test, n_classes): vote counts
-      labels.npy             int64 (n_test,): true test labels
-      subset_sizes.npy       int64 (T,): size of each drawn sub-dataset of D^p
-      classifiers.csv        one row per base classifier: index, seed, subset_size,
-                             test_accuracy (empty when it abstains): the paper's Figure 5
-      certificates.csv, certified_accuracy.csv, certified_accuracy.png, certify.json
-                             (written by ``poisoncert certify``)
+The files and their layout: ``poisoncert.runlayout`` (every file written atomically: a
+temporary file in the same folder, fsync, rename); the manifest: ``poisoncert.runmanifest``;
+the chunk files: ``poisoncert.runchunks``.
 
 A chunk file holds base classifiers ``start .. stop - 1``; a run is resumed by re-training
 only the chunks whose file is missing, unreadable, or written for other seeds or another config
@@ -47,15 +22,9 @@ before checksums were recorded are checked for consistency only, with a warning.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
-import hashlib
 import json
 import os
-import platform
-import subprocess
-import sys
 from collections.abc import Iterator
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +38,7 @@ from poisoncert.config import (
     load_config,
     to_yaml,
 )
+from poisoncert.runchunks import ChunkFiles, chunk_ranges, save_npy, save_npz
 from poisoncert.runlayout import (  # the file names, re-exported
     CERTIFICATES,
     CERTIFIED_ACCURACY,
@@ -93,6 +63,7 @@ from poisoncert.runlayout import (  # the file names, re-exported
     VOTES,
     WEIGHTS,
 )
+from poisoncert.runmanifest import array_checksum, build_manifest, git_revision, now_iso
 from poisoncert.runsafe import (
     LOCK,
     MANIFEST_DIGEST,
@@ -110,7 +81,7 @@ from poisoncert.runsafe import (
     save_text,
     save_with,
 )
-from poisoncert.votes import votes_from_predictions
+from poisoncert.votes import votes_from_predictions as votes_from_predictions  # runs' name
 
 __all__ = [
     "CERTIFICATES",
@@ -142,6 +113,7 @@ __all__ = [
     "chunk_ranges",
     "array_checksum",
     "build_manifest",
+    "git_revision",
     "save_bytes",
     "save_json",
     "save_npy",
@@ -152,99 +124,6 @@ __all__ = [
 
 
 _TMP_PREFIX = ".tmp-"
-
-
-# --------------------------------------------------------------------------------------------
-# Atomic writes
-
-
-def save_npy(path: str | Path, arr: np.ndarray) -> None:
-    with atomic_write(path) as f:
-        np.save(f, np.asarray(arr), allow_pickle=False)
-
-
-def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    with atomic_write(path) as f:
-        np.savez(f, **arrays)
-
-
-# --------------------------------------------------------------------------------------------
-# Chunks
-
-
-def chunk_ranges(T: int, chunk_size: int, group_size: int = 1) -> list[tuple[int, int]]:
-    """Classifier ranges ``[start, stop)`` of ``chunk_size`` (rounded up to a multiple of
-    ``group_size``, so that every chunk starts on a group boundary of the training engine)."""
-    group_size = max(1, int(group_size))
-    size = -(-int(chunk_size) // group_size) * group_size
-    return [(s, min(s + size, T)) for s in range(0, T, size)]
-
-
-# --------------------------------------------------------------------------------------------
-# Manifest
-
-
-def array_checksum(*arrays: np.ndarray) -> str:
-    """SHA-256 over the arrays' dtypes, shapes and bytes."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(f"{a.dtype.str}{a.shape}".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
-
-
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def git_revision(path: str | Path | None = None) -> dict[str, Any] | None:
-    """``{"commit", "dirty"}`` of the git checkout holding ``path`` (this package by default),
-    or None when it is not in one (an installed wheel) or git is missing."""
-    folder = Path(path) if path is not None else Path(__file__).resolve().parent
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True,
-                             text=True, timeout=10)
-        if rev.returncode != 0:
-            return None
-        status = subprocess.run(["git", "status", "--porcelain"],
-                                cwd=folder, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return {"commit": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
-
-
-def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def build_manifest(cfg: ExperimentConfig, *, data: dict[str, Any] | None = None
-                   ) -> dict[str, Any]:
-    """Versions, code revision, start time, data description and the config hash."""
-    from poisoncert._version import __version__
-
-    return {
-        "poisoncert": __version__,
-        "config_hash": config_hash(cfg),
-        "started": now_iso(),
-        "versions": {
-            "python": platform.python_version(),
-            "numpy": np.__version__,
-            "torch": _version("torch"),
-            "scikit-learn": _version("scikit-learn"),
-            "scipy": _version("scipy"),
-            "poisoncert": __version__,
-        },
-        "platform": platform.platform(),
-        "argv": sys.argv,
-        "git": git_revision(),
-        "data": data or {},
-        "resumed": [],
-        "finished": None,
-    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,7 +147,7 @@ def check_writable(path: str | Path) -> None:
         raise RunError(f"Cannot write the run directory '{path}': '{probe}' is not writable.")
 
 
-class RunDir:
+class RunDir(ChunkFiles):
     """Paths and atomic I/O of one run directory; ``RunDir(path)`` touches nothing.
 
     ``prepare`` creates or resumes the run and holds its lock; ``lock()`` holds it for a
@@ -285,20 +164,6 @@ class RunDir:
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
-
-    @property
-    def chunks_dir(self) -> Path:
-        return self.path / CHUNKS
-
-    @property
-    def weights_dir(self) -> Path:
-        return self.path / WEIGHTS
-
-    def chunk_path(self, chunk_id: int) -> Path:
-        return self.chunks_dir / f"chunk-{chunk_id:05d}.npz"
-
-    def weights_path(self, chunk_id: int) -> Path:
-        return self.weights_dir / f"chunk-{chunk_id:05d}.safetensors"
 
     def exists(self) -> bool:
         return (self.path / CONFIG).is_file()
@@ -482,75 +347,6 @@ class RunDir:
 
     # -- chunks ------------------------------------------------------------------------------
 
-    def write_chunk(self, chunk_id: int, *, start: int, stop: int, seeds: np.ndarray,
-                    sizes: np.ndarray, predictions: np.ndarray) -> Path:
-        """Write a chunk atomically, with the config hash of the run (after ``prepare``)."""
-        predictions = np.asarray(predictions)
-        if predictions.shape[0] != stop - start:
-            raise ValueError(f"chunk {chunk_id} has {predictions.shape[0]} rows of predictions "
-                             f"for classifiers {start}..{stop - 1}")
-        path = self.chunk_path(chunk_id)
-        extra = {} if self._config_hash is None else {"config_hash": np.str_(self._config_hash)}
-        save_npz(path, start=np.int64(start), stop=np.int64(stop),
-                 seeds=np.asarray(seeds, dtype=np.uint64),
-                 sizes=np.asarray(sizes, dtype=np.int64),
-                 predictions=predictions.astype(np.int16, copy=False), **extra)
-        return path
-
-    def read_chunk(self, chunk_id: int) -> dict[str, np.ndarray] | None:
-        """The chunk's arrays, or None when its file is missing or unreadable."""
-        try:
-            with np.load(self.chunk_path(chunk_id), allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-        except Exception:  # missing, truncated or corrupt (zipfile.BadZipFile, OSError, ...)
-            return None
-
-    def _chunk_matches(self, z: dict[str, np.ndarray] | None, start: int, stop: int) -> bool:
-        if z is None or not {"start", "stop", "seeds", "sizes", "predictions"} <= set(z):
-            return False
-        h = z.get("config_hash")
-        if h is not None and self._config_hash is not None and str(h) != self._config_hash:
-            return False  # written for another config: retrained
-        return int(z["start"]) == start and int(z["stop"]) == stop
-
-    def chunk_done(self, chunk_id: int, start: int, stop: int, seeds: np.ndarray) -> bool:
-        """True when the chunk file is complete and matches the expected classifiers and the
-        run's config hash (a chunk without one, from earlier versions, on its seeds)."""
-        z = self.read_chunk(chunk_id)
-        return (self._chunk_matches(z, start, stop)
-                and np.array_equal(z["seeds"], np.asarray(seeds, dtype=np.uint64)))
-
-    def assemble(self, ranges: list[tuple[int, int]], labels: np.ndarray, n_classes: int
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Join the chunk files into ``predictions.npy``, ``votes.npy``, ``labels.npy``,
-        ``subset_sizes.npy`` and ``classifiers.csv``; return predictions, votes and subset
-        sizes."""
-        preds, sizes, seeds = [], [], []
-        for cid, (start, stop) in enumerate(ranges):
-            z = self.read_chunk(cid)
-            if not self._chunk_matches(z, start, stop):
-                raise RunError(f"The chunk {self.chunk_path(cid)} is missing or does not hold "
-                               f"classifiers {start}..{stop - 1} of this config: re-run train "
-                               "to finish it.")
-            preds.append(z["predictions"])
-            sizes.append(z["sizes"])
-            seeds.append(z["seeds"])
-        predictions = np.concatenate(preds, axis=0).astype(np.int16, copy=False)
-        subset_sizes = np.concatenate(sizes).astype(np.int64, copy=False)
-        votes = votes_from_predictions(predictions, n_classes)
-        save_npy(self.path / PREDICTIONS, predictions)
-        save_npy(self.path / VOTES, votes)
-        save_npy(self.path / LABELS, np.asarray(labels, dtype=np.int64))
-        save_npy(self.path / SUBSET_SIZES, subset_sizes)
-        seeds = np.concatenate(seeds)
-        acc = (predictions == np.asarray(labels)[None, :]).mean(axis=1)
-        lines = ["index,seed,subset_size,test_accuracy"]
-        lines += [f"{i},{int(seeds[i])},{int(subset_sizes[i])},"
-                  f"{'' if np.all(predictions[i] < 0) else format(acc[i], '.6g')}"
-                  for i in range(len(predictions))]
-        save_text(self.path / CLASSIFIERS, "\n".join(lines) + "\n")
-        return predictions, votes, subset_sizes
-
     # -- results -----------------------------------------------------------------------------
 
     def load(self, name: str) -> np.ndarray:
@@ -569,4 +365,3 @@ class RunDir:
             arr.close()
             raise RunError(f"'{path}' is not a .npy array (it is an .npz archive).")
         return arr
-

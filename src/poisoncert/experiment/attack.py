@@ -40,12 +40,12 @@ from pathlib import Path
 
 import numpy as np
 
-from poisoncert import certify as certificates
 from poisoncert import runs, selection
 from poisoncert._validation import check_int, param_error
-from poisoncert.experiment.edits import Edits
-from poisoncert.runs import RunDir, RunError
-from poisoncert.votes import majority_vote, votes_from_predictions
+from poisoncert.experiment.attack_backends import ClassifierBackend, Judge, NNBackend
+from poisoncert.experiment.attack_edits import EditBuilder, patch_images
+from poisoncert.runs import RunDir
+from poisoncert.votes import votes_from_predictions
 
 __all__ = ["ATTACKS", "ATTACK_MODEL", "AttackResult", "AttackSettings", "attack_run",
            "patch_images"]
@@ -102,289 +102,6 @@ class AttackSettings:
             check_int(self.max_radius, "max_radius", where, low=0)
 
 
-def patch_images(x: np.ndarray, size: int) -> np.ndarray:
-    """``x`` with a ``size`` x ``size`` square of 1.0 (white) in the bottom-right corner of
-    every channel."""
-    out = np.array(x, copy=True)
-    out[..., -size:, -size:] = 1.0
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Judges: an aggregation, its clean predictions and its certificates
-
-
-@dataclass(eq=False)
-class _Judge:
-    name: str                      # vote | roe | knn | rnn
-    probabilistic: bool
-    clean: np.ndarray              # clean prediction per test point
-    radius: dict[str, np.ndarray]  # model -> radius per test point (operations; -1: none)
-
-
-def _certify(cfg, name: str, model: str, *, preds=None, ranks=None, votes=None,
-             neighbors=None, n: int = 0) -> np.ndarray:
-    from poisoncert import aggregation, knn, runoff
-
-    sel = cfg.selection
-    if name == "roe":
-        d = sel.d if sel.scheme == selection.FINITE_AGGREGATION else 1
-        return runoff.roe_certify(ranks, d=d, model=model).radius
-    if name == "knn":
-        return knn.knn_certify(neighbors.astype(np.int64), k=sel.k,
-                               n_classes=votes.shape[1], model=model).radius
-    if name == "rnn":
-        return knn.rnn_certify(votes, model=model).radius
-    if sel.scheme == selection.PARTITION:
-        return certificates.dpa_certify(votes, model=model).radius
-    if sel.scheme == selection.FINITE_AGGREGATION:
-        return aggregation.fa_certify(preds, d=sel.d, n_classes=votes.shape[1],
-                                      model=model).radius
-    c = cfg.certify
-    return certificates.certify(votes, scheme=sel.scheme, n=n, ns=sel.ns, p=sel.p,
-                                model=model, alpha=c.alpha,
-                                method=c.method if not c.method.startswith("true_label")
-                                else "bonferroni", T=cfg.T).radius
-
-
-def _judges(cfg, models, *, preds=None, ranks=None, votes=None, neighbors=None, nn_pred=None,
-            n: int = 0) -> list[_Judge]:
-    scheme = cfg.selection.scheme
-    if scheme in selection.NEAREST_NEIGHBOURS:
-        return [_Judge(scheme, False, nn_pred, {m: _certify(cfg, scheme, m, votes=votes,
-                                                            neighbors=neighbors)
-                                                for m in models})]
-    out = [_Judge("vote", scheme not in selection.BUCKET_SCHEMES, majority_vote(votes),
-                  {m: _certify(cfg, "vote", m, preds=preds, votes=votes, n=n)
-                   for m in models})]
-    if ranks is not None:
-        from poisoncert.runoff import roe_predict
-
-        out.append(_Judge("roe", False, roe_predict(ranks),
-                          {m: _certify(cfg, "roe", m, ranks=ranks) for m in models}))
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Backends: the poisoned predictions of a run after edits
-
-
-class _ClassifierBackend:
-    """Base classifiers retrained where the edits touch them."""
-
-    def __init__(self, ens):
-        self.ens = ens
-        self.C = ens.data.n_classes
-
-    def judges(self, models, *, x_test=None) -> tuple[list[_Judge], np.ndarray, np.ndarray]:
-        P, R = self.clean_outputs(x_test)
-        votes = votes_from_predictions(P, self.C)
-        return (_judges(self.ens.cfg, models, preds=P, ranks=R, votes=votes,
-                        n=len(self.ens.data.poison_idx)), P, R)
-
-    def clean_outputs(self, x_test=None):
-        """The clean ensemble's votes and rankings on ``x_test`` (default: the run's)."""
-        ens = self.ens
-        if x_test is None:
-            return ens.predictions, ens.ranks
-        want_ranks = ens.ranks is not None
-        try:
-            state = ens.weights()
-        except RunError:
-            state = None
-        if state is not None:
-            from poisoncert import training
-            from poisoncert.experiment.ranks import logits_to_votes
-
-            t = ens.cfg.training
-            logits = training.predict(t, state, x_test, input_shape=x_test.shape[1:],
-                                      n_classes=self.C, device=ens.cfg.execution.device,
-                                      path=ens.cfg.execution.path, output="logits")
-            P, R = logits_to_votes(logits, np.array([s is None for s in state]))
-            return P, (R if want_ranks else None)
-        # no weights: every classifier trained again on its own sub-dataset
-        from poisoncert.experiment.retrain import Variant, retrain, variant
-
-        v = variant(ens, Edits())
-        v = Variant(edits=v.edits, ep=v.ep, plan=v.plan, subsets=v.subsets, sizes=v.sizes,
-                    changed=np.arange(ens.T))
-        res = retrain(ens, [v], x_test=x_test, ranks=want_ranks)[0]
-        return res.predictions, res.ranks
-
-    def poisoned(self, edits_list, judges, clean_P, clean_R, x_test=None):
-        """Per edits: ``({judge name: predictions}, retrained count)``."""
-        from poisoncert.experiment.retrain import retrain, variant
-        from poisoncert.runoff import roe_predict
-
-        ens = self.ens
-        vs = [variant(ens, e) for e in edits_list]
-        res = retrain(ens, vs, x_test=x_test, ranks=clean_R is not None)
-        out = []
-        for v, r in zip(vs, res, strict=True):
-            P = clean_P.copy()
-            P[r.classifiers] = r.predictions
-            preds = {"vote": majority_vote(votes_from_predictions(P, self.C))}
-            if clean_R is not None and any(j.name == "roe" for j in judges):
-                R = clean_R.copy()
-                R[r.classifiers] = r.ranks
-                preds["roe"] = roe_predict(R)
-            out.append((preds, len(v.changed)))
-        return out
-
-
-class _NNBackend:
-    """kNN / rNN: the neighbours searched again in the poisoned training set."""
-
-    def __init__(self, rd: RunDir, cfg, data):
-        from poisoncert.experiment.neighbors import pixel_features
-
-        self.cfg, self.data, self.rd = cfg, data, rd
-        self.C = data.n_classes
-        feats, self.scale = pixel_features(data.x_train)
-        self.x_int = feats.astype(np.int32)
-        self.name = cfg.selection.scheme
-
-    def judges(self, models, *, x_test=None):
-        from poisoncert.experiment.neighbors import NEIGHBORS, nn_outputs
-
-        if x_test is None:
-            neighbors = (self.rd.load(NEIGHBORS) if self.name == "knn" else None)
-            votes = self.rd.load(runs.VOTES)
-            pred = self.rd.load(runs.PREDICTIONS)[0].astype(np.int64)
-        else:
-            neighbors, votes, pred = nn_outputs(self.cfg, self.data, x_test=x_test)
-            pred = pred[0].astype(np.int64)
-        return _judges(self.cfg, models, votes=votes, neighbors=neighbors, nn_pred=pred), \
-            None, None
-
-    def _ints(self, x) -> np.ndarray:
-        from poisoncert.experiment.neighbors import pixel_features
-
-        return pixel_features(np.asarray(x), scale=self.scale)[0].astype(np.int32)
-
-    def predict_one(self, t: int, edits: Edits) -> int:
-        """The poisoned classifier's prediction on test point ``t`` (exact integer distances,
-        ties by training index as in ``knn.nearest_labels``)."""
-        q = self._ints(self.data.x_test[t:t + 1])[0]
-        d2 = ((self.x_int - q[None, :]).astype(np.int64) ** 2).sum(axis=1)
-        y = self.data.y_train.astype(np.int64).copy()
-        keep = np.ones(len(y), dtype=bool)
-        keep[edits.remove] = False
-        y[edits.relabel_index] = edits.relabel_label
-        keys = np.flatnonzero(keep)
-        d2, y = d2[keep], y[keep]
-        if edits.n_added:
-            a = self._ints(edits.add_x)
-            d2 = np.concatenate([d2, ((a - q[None, :]).astype(np.int64) ** 2).sum(axis=1)])
-            y = np.concatenate([y, edits.add_y])
-            keys = np.concatenate([keys, len(self.data.y_train) + np.arange(edits.n_added)])
-        s = self.cfg.selection
-        if self.name == "knn":
-            order = np.lexsort((keys, d2))[:s.k]
-            counts = np.bincount(y[order], minlength=self.C)
-            return int(np.argmax(counts))
-        counts = np.bincount(y[d2.astype(np.float64) <= s.r * s.r], minlength=self.C)
-        return int(np.argmax(counts)) if counts.sum() else -1
-
-    def poisoned_all(self, edits: Edits, x_test) -> np.ndarray:
-        from poisoncert.experiment.edits import apply_edits
-        from poisoncert.experiment.neighbors import nn_outputs
-
-        new, _ = apply_edits(self.data, edits)
-        return nn_outputs(self.cfg, new, x_test=x_test)[2][0].astype(np.int64)
-
-
-# --------------------------------------------------------------------------------------------
-# Building the poisoned training sets
-
-
-class _Builder:
-    """Makes the ``Edits`` of each attack on one run."""
-
-    #: corner pixels changed to make copies that land in chosen buckets
-    _CORNERS = ((0, 0), (0, -1), (-1, 0), (-1, -1))
-
-    def __init__(self, data, cfg, plan=None, predictions=None, copies: int = 1):
-        self.data, self.cfg, self.plan, self.P = data, cfg, plan, predictions
-        self.copies = copies
-        sel = cfg.selection
-        self.buckets = sel.scheme in selection.BUCKET_SCHEMES
-        if self.buckets:
-            d = sel.d if sel.scheme == selection.FINITE_AGGREGATION else 1
-            self.spread = selection.fa_spread(sel.n_classifiers // d, d)
-            self.n_buckets = sel.n_classifiers
-        self.flat = data.x_train.reshape(len(data.x_train), -1)
-        self.poison_pos = np.full(len(data.y_train), -1, dtype=np.int64)
-        self.poison_pos[data.poison_idx] = np.arange(len(data.poison_idx))
-
-    def bucket_weights(self, t: int, y: int) -> np.ndarray:
-        """Per bucket, how many of its classifiers vote ``y`` on test point ``t``."""
-        return (self.P[:, t] == y)[self.spread].sum(axis=1)
-
-    def insert(self, t: int, r: int, y: int, c: int) -> Edits:
-        x = self.data.x_test[t]
-        if not self.buckets:
-            return Edits(add_x=np.repeat(x[None], r, axis=0), add_y=np.full(r, c))
-        w = self.bucket_weights(t, y)
-        order = np.lexsort((np.arange(len(w)), -w)).tolist()
-        n_b = -(-r // self.copies)
-        found = self._copies(x, c, set(order[:n_b]))
-        chosen = [found[b] for b in order if b in found][:n_b]
-        copies = [chosen[i % len(chosen)] for i in range(r)]  # round robin over the buckets
-        return Edits(add_x=np.stack(copies), add_y=np.full(r, c))
-
-    def _copies(self, x: np.ndarray, c: int, wanted: set) -> dict[int, np.ndarray]:
-        """Copies of ``x`` with four corner pixels set to ``0 .. 15`` / 255, by bucket (the
-        first found), until every ``wanted`` bucket has one or all 16^4 were tried."""
-        found: dict[int, np.ndarray] = {}
-        levels = np.arange(16, dtype=np.float32) / np.float32(255)
-        grid = np.stack(np.meshgrid(*[levels] * 4, indexing="ij"), -1).reshape(-1, 4)
-        for a in range(0, len(grid), 1024):
-            g = grid[a:a + 1024]
-            cand = np.repeat(x[None], len(g), axis=0)
-            for j, (i0, i1) in enumerate(self._CORNERS):
-                cand[:, 0, i0, i1] = g[:, j]
-            ids = selection.partition_ids(cand, np.full(len(g), c), k=self.n_buckets)
-            for b, xc in zip(ids.tolist(), cand, strict=True):
-                found.setdefault(b, xc)
-            if wanted <= found.keys():
-                break
-        return found
-
-    def _nearest(self, t: int, y: int, r: int) -> np.ndarray:
-        """Training indices of ``D^p`` samples labelled ``y``, nearest to test point ``t``
-        first, in distinct buckets voting ``y`` first (bucket schemes)."""
-        q = self.data.x_test[t].reshape(-1).astype(np.float64)
-        cand = self.data.poison_idx[self.data.y_train[self.data.poison_idx] == y]
-        d2 = ((self.flat[cand].astype(np.float64) - q[None]) ** 2).sum(axis=1)
-        cand = cand[np.lexsort((cand, d2))]
-        if not self.buckets:
-            return cand[:r]
-        w = self.bucket_weights(t, y)
-        part = self.plan.part_of[self.poison_pos[cand]]
-        taken, used = [], set()
-        for i, b in zip(cand.tolist(), part.tolist(), strict=True):
-            if w[b] > 0 and b not in used:
-                taken.append(i)
-                used.add(b)
-                if len(taken) == r:
-                    break
-        rest = [i for i in cand.tolist() if i not in set(taken)]
-        return np.array((taken + rest)[:r], dtype=np.int64)
-
-    def remove(self, t: int, r: int, y: int, c: int) -> Edits:
-        return Edits(remove=self._nearest(t, y, r))
-
-    def flip(self, t: int, r: int, y: int, c: int) -> Edits:
-        idx = self._nearest(t, y, r)
-        return Edits(relabel_index=idx, relabel_label=np.full(len(idx), c))
-
-    def backdoor(self, r: int, label: int, size: int, rng_order: np.ndarray) -> Edits:
-        idx = rng_order[:r]
-        return Edits(add_x=patch_images(self.data.x_train[idx], size),
-                     add_y=np.full(len(idx), label))
-
-
 # --------------------------------------------------------------------------------------------
 # The attack
 
@@ -431,16 +148,16 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
         from poisoncert.experiment.split import split_data
 
         data = split_data(cfg.data)
-        backend = _NNBackend(rd, cfg, data)
-        builder = _Builder(data, cfg)
+        backend = NNBackend(rd, cfg, data)
+        builder = EditBuilder(data, cfg)
         votes = rd.load(runs.VOTES)
     else:
         from poisoncert.experiment.retrain import load_ensemble
 
         ens = load_ensemble(rd.path, verify=False)  # verified above
         data = ens.data
-        backend = _ClassifierBackend(ens)
-        builder = _Builder(data, cfg, ens.plan, ens.predictions, s.copies)
+        backend = ClassifierBackend(ens)
+        builder = EditBuilder(data, cfg, ens.plan, ens.predictions, s.copies)
         votes = votes_from_predictions(ens.predictions, data.n_classes)
     if s.backdoor_label >= data.n_classes:
         raise param_error("backdoor_label", "attack_run", f"a class in the range "
@@ -458,7 +175,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
     trials: list[dict] = []
     stats: dict[tuple, dict] = {}
 
-    def tally(j: _Judge, attack: str, r: int) -> dict:
+    def tally(j: Judge, attack: str, r: int) -> dict:
         key = (j.name, attack, r)
         if key not in stats:
             stats[key] = {"aggregation": j.name, "probabilistic": j.probabilistic,
@@ -481,7 +198,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
     for a in range(0, len(jobs), s.batch):
         batch = jobs[a:a + s.batch]
         edits = [getattr(builder, attack)(t, r, y, c) for attack, t, r, y, c in batch]
-        if isinstance(backend, _NNBackend):
+        if isinstance(backend, NNBackend):
             results = [({primary.name: None}, 0) for _ in batch]
         else:
             results = backend.poisoned(edits, judges, clean_P, clean_R)
@@ -490,7 +207,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
             model = ATTACK_MODEL[attack]
             for j in judges:
                 rad = j.radius[model]
-                if isinstance(backend, _NNBackend):
+                if isinstance(backend, NNBackend):
                     p_t = backend.predict_one(t, e)
                     checked = changed_u = 0
                 else:
@@ -533,7 +250,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
                          "test_points": int(evaluate.sum())}
         for r in s.budgets:
             e = builder.backdoor(r, s.backdoor_label, s.patch, order)
-            if isinstance(backend, _NNBackend):
+            if isinstance(backend, NNBackend):
                 preds = {bj[0].name: backend.poisoned_all(e, x_p)}
                 n_re = 0
             else:

@@ -23,27 +23,31 @@ certify``.
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 
-from poisoncert import runs, selection
+from poisoncert import selection
 from poisoncert._validation import check_choice, param_error
-from poisoncert.config import ExperimentConfig, config_hash
+from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.certify import certify_votes
+from poisoncert.experiment.ensemble_record import (
+    ENSEMBLE_FORMAT,
+    ENSEMBLE_JSON,
+    WEIGHTS_FORMAT,
+    read_record,
+    read_weights,
+    weights_metadata,
+    write_ensemble_record,
+)
+from poisoncert.experiment.inputform import InputForm, describe_array, input_form
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import majority_vote, votes_from_predictions
 
-__all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "Ensemble", "InputForm", "describe_array",
-           "input_form", "write_ensemble_record"]
-
-ENSEMBLE_JSON = runs.ENSEMBLE
-ENSEMBLE_FORMAT = "poisoncert.ensemble/1"
-WEIGHTS_FORMAT = "poisoncert.training.weights/1"
+__all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMAT", "Ensemble", "InputForm",
+           "describe_array", "input_form", "weights_metadata", "write_ensemble_record"]
 
 #: ``display(total, completed, label)`` -> context manager yielding ``advance(k)`` (the
 #: ``experiment.ProgressDisplay`` protocol; ``poisoncert.cli.progress.rich_progress``).
@@ -52,181 +56,6 @@ ProgressDisplay = Callable[[int, int, str], AbstractContextManager[Callable[[int
 #: Inputs per ``training.predict`` call (rounded to a multiple of ``eval_batch_size``, so
 #: the forward passes see exactly the batches of one call over all inputs).
 BLOCK = 8192
-
-
-# --------------------------------------------------------------------------------------------
-# The raw form of a data set's inputs
-
-
-@dataclasses.dataclass(frozen=True)
-class InputForm:
-    """How a raw input becomes a classifier input (fixed, per input).
-
-    ``shape``: one input as the classifiers see it, ``(C, H, W)`` or ``(F,)``; ``kind``:
-    ``"uint8"`` (pixels 0-255, as the MNIST and CIFAR-10 files hold them), ``"integer"``
-    (integer values in ``[0, scale]``: scikit-learn's digits, 0-16), ``"bool"`` or
-    ``"unit"`` (floats in [0, 1]); the input is divided by ``scale`` in float32 (exactly the
-    data loader's conversion) and deskewed when ``deskew``.
-    """
-
-    shape: tuple[int, ...]
-    kind: str
-    scale: float
-    deskew: bool
-
-    def describe(self) -> str:
-        what = {"uint8": "uint8 pixels 0-255", "integer": f"integers 0-{self.scale:g}",
-                "bool": "booleans", "unit": "floats in [0, 1]"}[self.kind]
-        return f"{what}, shape (n, {', '.join(map(str, self.shape))})" + (
-            f" or (n, {', '.join(map(str, self.shape[1:]))})" if self._gray else "") + (
-            f" or (n, {self.shape[1]}, {self.shape[2]}, {self.shape[0]})"
-            if len(self.shape) == 3 and not self._gray else "")
-
-    @property
-    def _gray(self) -> bool:
-        return len(self.shape) == 3 and self.shape[0] == 1
-
-    def to_dict(self) -> dict:
-        return {"shape": list(self.shape), "kind": self.kind, "scale": self.scale,
-                "deskew": self.deskew}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> InputForm:
-        return cls(tuple(int(s) for s in d["shape"]), str(d["kind"]), float(d["scale"]),
-                   bool(d["deskew"]))
-
-    def arrange(self, x, where: str = "Ensemble") -> np.ndarray:
-        """``x`` as ``(n, *shape)`` in its raw dtype (no scaling): checks the dtype, the
-        values and the shape; ``(n, H, W)`` for one channel and channels-last ``(n, H, W,
-        C)`` images (as image files hold them) are rearranged."""
-        arr = np.asarray(x)
-        shape = self.shape
-        if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
-            pass
-        elif self._gray and arr.ndim == 3 and arr.shape[1:] == shape[1:]:
-            arr = arr[:, None]
-        elif (len(shape) == 3 and arr.ndim == 4 and arr.shape[1:] == (*shape[1:], shape[0])):
-            arr = np.moveaxis(arr, -1, 1)
-        elif len(shape) == 3 and arr.ndim == 2 and arr.shape[1] == math.prod(shape):
-            arr = arr.reshape(len(arr), *shape)  # flat rows (a CSV of pixels)
-        else:
-            raise param_error("x", where, self.describe(), describe_array(arr))
-        kind = arr.dtype.kind
-        if self.kind == "uint8":
-            ok = arr.dtype == np.uint8 or (kind in "iu" and _within(arr, 0, 255))
-        elif self.kind == "integer":
-            ok = (kind in "iu" and _within(arr, 0, self.scale)) or (
-                kind == "f" and _within(arr, 0, self.scale) and bool(np.all(arr == np.rint(arr))))
-        elif self.kind == "bool":
-            ok = kind == "b" or (kind in "iu" and _within(arr, 0, 1))
-        else:
-            ok = kind == "f" and _within(arr, 0.0, 1.0)
-        if not ok:
-            raise param_error("x", where, self.describe(), describe_array(arr))
-        return arr
-
-    def preprocess(self, x, where: str = "Ensemble") -> np.ndarray:
-        """Raw inputs -> float32 classifier inputs, as the data loader and ``split_data``
-        made the run's inputs (``to_unit_float32``, then ``deskew``)."""
-        from poisoncert.data.loaders import to_unit_float32
-
-        arr = self.arrange(x, where)
-        if arr.dtype.kind == "b":
-            arr = arr.astype(np.uint8)
-        out = to_unit_float32(arr, self.scale)
-        if self.deskew:
-            from poisoncert.data.transforms import deskew
-
-            out = deskew(out)
-        return out
-
-
-def describe_array(x) -> str:
-    """``"uint8 values 0..255, shape (5, 28, 28)"``: what an error says was given."""
-    arr = np.asarray(x)
-    values = ""
-    if arr.size and arr.dtype.kind in "iuf":
-        with np.errstate(invalid="ignore"):
-            values = f" values {arr.min()}..{arr.max()},"
-    elif arr.size and arr.dtype.kind == "b":
-        values = " booleans,"
-    return f"{arr.dtype}{values} shape {arr.shape}"
-
-
-def _within(arr: np.ndarray, lo: float, hi: float) -> bool:
-    if arr.size == 0:
-        return True
-    with np.errstate(invalid="ignore"):
-        a, b = arr.min(), arr.max()
-    return bool(np.isfinite(a) and np.isfinite(b) and a >= lo and b <= hi)
-
-
-def input_form(cfg: ExperimentConfig, input_shape) -> InputForm:
-    """The raw form of ``cfg``'s data set (its files' dtype and the loader's scale)."""
-    from poisoncert.data import registry
-
-    name = cfg.data.name
-    shape = tuple(int(s) for s in input_shape)
-    if name.startswith("npz:"):
-        kind, scale = _npz_kind(Path(name[4:]).expanduser())
-    else:
-        spec = registry.DATASETS[registry.ALIASES.get(name, name)]
-        kind, scale = ("integer", 16.0) if spec.kind == "digits" else ("uint8", 255.0)
-    return InputForm(shape, kind, scale, bool(cfg.data.deskew))
-
-
-def _npz_kind(path: Path) -> tuple[str, float]:
-    """The loader's reading of a data set ``.npz``: uint8 / 255, bool / 1, floats / 1."""
-    with np.load(path, allow_pickle=False) as z:
-        dtype = z["x_test"].dtype
-    if dtype == np.uint8:
-        return "uint8", 255.0
-    return ("bool", 1.0) if dtype.kind == "b" else ("unit", 1.0)
-
-
-# --------------------------------------------------------------------------------------------
-# Writing the record (train_run)
-
-
-def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Path:
-    """Write ``ensemble.json`` for a run whose chunks and weights are all on disk."""
-    summary = data.summary
-    form = input_form(cfg, summary.input_shape)
-    s = cfg.selection
-    ns, p = s.size(summary.n)
-    model = cfg.training.model
-    source = model.source() if hasattr(model, "source") else None
-    record = {
-        "format": ENSEMBLE_FORMAT,
-        "config_hash": config_hash(cfg),
-        "input": form.to_dict(),
-        "classes": [int(c) for c in summary.classes],
-        "class_names": list(summary.class_names),
-        "selection": {"scheme": s.scheme, "n": int(summary.n), "ns": ns, "p": p, "k": s.k,
-                      "T": int(cfg.T), "n_clean": int(summary.n_clean), "seed": int(s.seed)},
-        "model": {"model": str(model), "model_kwargs": cfg.training.model_kwargs,
-                  "dtype": cfg.training.dtype, "group_size": _group(rd, cfg),
-                  "eval_batch_size": cfg.training.eval_batch_size,
-                  "path": cfg.execution.path, "source": source},
-        "weights": [{"file": f"{runs.WEIGHTS}/{rd.weights_path(cid).name}", "start": a,
-                     "stop": b} for cid, (a, b) in enumerate(ranges)],
-    }
-    path = rd / ENSEMBLE_JSON
-    runs.save_json(path, record)
-    return path
-
-
-def _group(rd: RunDir, cfg: ExperimentConfig) -> int:
-    """The group size the run trained with (``auto`` resolved, from its manifest)."""
-    from poisoncert.training.groups import recorded_group_size
-
-    return recorded_group_size(cfg.training, rd.load_manifest())
-
-
-def weights_metadata(cfg: ExperimentConfig, start: int, stop: int, seeds) -> dict[str, str]:
-    """What a chunk's weights file records about its run (checked by ``Ensemble.load``)."""
-    return {"start": str(start), "stop": str(stop), "config_hash": config_hash(cfg),
-            "seeds_sha256": runs.array_checksum(np.asarray(seeds, dtype=np.uint64))}
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,8 +133,8 @@ class Ensemble:
                            "again with training.save_weights (the default for torch models) "
                            "to predict new inputs.")
         verification = rd.verify()  # checksums, config hash, arrays (poisoncert.runcheck)
-        record = _read_record(rd, cfg)
-        state_dicts = _read_weights(rd, cfg, record)
+        record = read_record(rd, cfg)
+        state_dicts = read_weights(rd, cfg, record)
         ens = cls(rd.path, cfg, record, state_dicts, device)
         ens.verification = verification
         return ens
@@ -453,135 +282,3 @@ def _check_device(device) -> str:
             raise param_error("device", "Ensemble.load", "'cpu' (no CUDA device is available)",
                               device)
     return text
-
-
-# --------------------------------------------------------------------------------------------
-# Checks
-
-
-def _read_record(rd: RunDir, cfg: ExperimentConfig) -> dict:
-    path = rd / ENSEMBLE_JSON
-    try:
-        record = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RunError(f"'{path}' is missing: the run is not finished (run train again to "
-                       "finish it).") from None
-    except (OSError, ValueError) as e:
-        raise RunError(f"'{path}' is damaged: it is not readable JSON ({e}).") from None
-    if not isinstance(record, dict) or record.get("format") != ENSEMBLE_FORMAT:
-        got = record.get("format") if isinstance(record, dict) else type(record).__name__
-        raise RunError(f"'{path}' is not a poisoncert ensemble record: its format is {got!r}, "
-                       f"expected {ENSEMBLE_FORMAT!r}.")
-    if record.get("config_hash") != config_hash(cfg):
-        raise RunError(f"'{path}' belongs to another run: its config hash "
-                       f"{str(record.get('config_hash'))[:12]}... is not this run's "
-                       f"{config_hash(cfg)[:12]}....")
-    try:
-        sel, form = record["selection"], InputForm.from_dict(record["input"])
-        ok = (sel["scheme"] == cfg.selection.scheme and int(sel["T"]) == cfg.T
-              and len(record["classes"]) == len(record["class_names"]) >= 2
-              and len(form.shape) in (1, 3) and form.kind in ("uint8", "integer", "bool",
-                                                                "unit"))
-        ranges = runs.chunk_ranges(cfg.T, cfg.run.chunk_size, _group(rd, cfg))
-        ok = ok and [(int(w["start"]), int(w["stop"])) for w in record["weights"]] == ranges
-    except (KeyError, TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise RunError(f"'{path}' is damaged: its fields do not describe this run's config.")
-    source = (record.get("model") or {}).get("source")
-    model = cfg.training.model
-    if source and hasattr(model, "source"):
-        now = model.source()
-        if source.get("sha256") and now.get("sha256") != source["sha256"]:
-            raise RunError(f"The model code {now.get('file')} of '{model}' has changed since the "
-                           f"run was trained (SHA-256 {source['sha256'][:12]}... then, "
-                           f"{str(now.get('sha256'))[:12]}... now): its classifiers would "
-                           "not be the certified ones.")
-    return record
-
-
-def _reference(cfg: ExperimentConfig, record: dict) -> dict:
-    """Tensor names -> (shape, dtype) of one classifier of the run's model."""
-    from poisoncert import training
-
-    t = cfg.training
-    model = training.build_model(t.model, InputForm.from_dict(record["input"]).shape,
-                                 len(record["classes"]))
-    return {k: (tuple(v.shape), t.torch_dtype if v.is_floating_point() else v.dtype)
-            for k, v in model.state_dict().items()}
-
-
-def _read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
-    """Every classifier's state dict (``None`` for an abstaining one), checked."""
-    from safetensors import SafetensorError, safe_open
-
-    seeds = rd.load(runs.SEEDS)
-    sizes = rd.load(runs.SUBSET_SIZES)
-    n_clean = int(record["selection"]["n_clean"])
-    if seeds.shape != (cfg.T,) or sizes.shape != (cfg.T,):
-        raise RunError(f"The run '{rd.path}' is damaged: {runs.SEEDS} or {runs.SUBSET_SIZES} "
-                       f"does not hold {cfg.T} classifiers.")
-    ref = _reference(cfg, record)
-    want_hash = config_hash(cfg)
-    out: list = []
-    for w in record["weights"]:
-        start, stop = int(w["start"]), int(w["stop"])
-        path = rd / w["file"]
-        if not path.is_file():
-            raise RunError(f"The weights file '{path}' is missing: its chunk was trained "
-                           "without keeping weights (training.save_weights: false when it "
-                           "ran); train the run again into a new run directory.")
-        try:
-            with safe_open(str(path), framework="pt") as f:
-                meta = f.metadata() or {}
-                keys = list(f.keys())
-                tensors = {k: f.get_tensor(k) for k in keys}
-        except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-            raise RunError(f"The weights file '{path}' is damaged or not a safetensors file "
-                           f"({' '.join(str(e).split())}).") from None
-        expect_meta = weights_metadata(cfg, start, stop, seeds[start:stop])
-        if meta.get("format") != WEIGHTS_FORMAT:
-            raise RunError(f"The weights file '{path}' is not a poisoncert weights file (format "
-                           f"{meta.get('format')!r}, expected {WEIGHTS_FORMAT!r}).")
-        if (meta.get("start"), meta.get("stop"), meta.get("n_models")) != (
-                str(start), str(stop), str(stop - start)):
-            raise RunError(f"The weights file '{path}' does not hold classifiers "
-                           f"{start}..{stop - 1} (it says {meta.get('start')}.."
-                           f"{meta.get('stop')}).")
-        if meta.get("config_hash") != want_hash or meta.get("seeds_sha256") != expect_meta[
-                "seeds_sha256"]:
-            raise RunError(f"The weights file '{path}' belongs to another run (its config hash "
-                           f"or classifier seeds are not this run's).")
-        chunk = _chunk_state_dicts(path, tensors, stop - start, ref)
-        for j, sd in enumerate(chunk):
-            empty = int(sizes[start + j]) == 0 and n_clean == 0
-            if (sd is None) != empty:
-                raise RunError(f"The weights file '{path}' is damaged: classifier {start + j} "
-                               + ("has weights but its sub-dataset is empty." if empty else
-                                  "has no weights."))
-        out.extend(chunk)
-    return out
-
-
-def _chunk_state_dicts(path: Path, tensors: dict, n_models: int, ref: dict) -> list:
-    chunk: list = [None] * n_models
-    for key, t in tensors.items():
-        i_text, _, name = key.partition(".")
-        if not i_text.isdigit() or int(i_text) >= n_models or name not in ref:
-            raise RunError(f"The weights file '{path}' is damaged: tensor {key!r} is not a "
-                           f"tensor of classifier 0..{n_models - 1} of this model.")
-        shape, dtype = ref[name]
-        if tuple(t.shape) != shape or t.dtype != dtype:
-            raise RunError(f"The weights file '{path}' does not fit the run's model: tensor "
-                           f"{key!r} is {t.dtype} {tuple(t.shape)}, the model's is {dtype} "
-                           f"{shape}.")
-        i = int(i_text)
-        if chunk[i] is None:
-            chunk[i] = {}
-        chunk[i][name] = t
-    for i, sd in enumerate(chunk):
-        if sd is not None and set(sd) != set(ref):
-            missing = sorted(set(ref) - set(sd))
-            raise RunError(f"The weights file '{path}' is damaged: classifier {i} of the file "
-                           f"lacks {', '.join(missing)}.")
-    return chunk

@@ -8,7 +8,7 @@
 - a ``.csv`` of features (one input per row, ``prod(shape)`` numbers; a first line that is
   not numeric is a header),
 
-and checks them against the run's raw input form (``ensemble.InputForm``): dtype, value
+and checks them against the run's raw input form (``inputform.InputForm``): dtype, value
 range, shape, and for images their mode (``L`` for one channel, ``RGB`` for three) and
 size. Every problem is one ``ValueError`` naming the file and what was expected.
 """
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poisoncert.experiment.ensemble import InputForm, describe_array
+from poisoncert.experiment.inputform import InputForm, describe_array
 
 __all__ = ["IMAGE_SUFFIXES", "Inputs", "read_inputs"]
 

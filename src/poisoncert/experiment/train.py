@@ -108,7 +108,7 @@ class ChunkTrainer:
             predictions, weights = self.learner.train_predict(self.data, subsets, seeds,
                                                               chunk_progress)
         if weights is not None:
-            from poisoncert.experiment.ensemble import weights_metadata
+            from poisoncert.experiment.ensemble_record import weights_metadata
             from poisoncert.training.weights import weights_to_bytes
 
             weights = weights_to_bytes(weights, weights_metadata(cfg, start, stop, seeds))
@@ -289,7 +289,7 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     if store_ranks:
         ranks_files.assemble_ranks(rd, ranges)
     if cfg.keeps_weights:
-        from poisoncert.experiment.ensemble import write_ensemble_record
+        from poisoncert.experiment.ensemble_record import write_ensemble_record
 
         write_ensemble_record(rd, cfg, data, ranges)
     if two_phase and not (rd / PHASE2_JSON).exists():

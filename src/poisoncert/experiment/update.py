@@ -126,7 +126,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         if store_ranks:
             assemble_ranks(out, ranges)
         if keep_weights:  # what poisoncert.Ensemble loads
-            from poisoncert.experiment.ensemble import write_ensemble_record
+            from poisoncert.experiment.ensemble_record import write_ensemble_record
 
             write_ensemble_record(out, new_cfg, new_data, ranges)
         seconds = time.perf_counter() - t0
@@ -138,7 +138,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
 def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> None:
     """Every chunk's weights file in the new run: the run's classifiers with the retrained
     ones replaced, recorded as the new config's (``ensemble.weights_metadata``)."""
-    from poisoncert.experiment.ensemble import weights_metadata
+    from poisoncert.experiment.ensemble_record import weights_metadata
     from poisoncert.training.weights import weights_to_bytes
 
     out.weights_dir.mkdir(exist_ok=True)

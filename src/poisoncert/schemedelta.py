@@ -1,0 +1,290 @@
+"""``delta(rho)`` of one selection setting and a bound on its floating-point error.
+
+``SchemeDelta(scheme, n, ns, p, model)`` evaluates the maximum of Theorem 1's
+``1 + R(m) - 2 Q(|Omega|)`` over the attacks of ``rho`` operations a poisoning model allows
+(the table in ``poisoncert.bounds``), with ``Q`` and ``R`` of the three selection schemes in
+log space (``log1p`` sums, cumulative tables for large ``ns``, ``lgamma`` beyond them) and,
+for every value, a rigorous absolute bound on its error. It takes values already checked by
+``bounds.SelectionBound``, which searches radii against ``delta + error + MARGIN``. numpy and
+scipy only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy.special import gammaln
+
+__all__ = ["TABLE_MAX", "SchemeDelta"]
+
+_EPS = float(np.finfo(np.float64).eps)
+# Bagging without replacement: up to this ns, log C(w, ns)/C(n, ns) is a direct ns-term log1p
+# sum; above it, cumulative tables over the number of removed / added samples.
+_NS_DIRECT = 1024
+#: Largest table of delta values built for a radius search, and largest cumulative log table.
+TABLE_MAX = 1 << 23
+
+
+class SchemeDelta:
+    """``delta(rho)`` and its error bound for a checked ``(scheme, n, ns, p, model)``
+    (``ns`` None for binomial selection, which uses the fixed ``p``)."""
+
+    def __init__(self, scheme: str, n: int, ns: int | None, p: float | None, model: str):
+        self.scheme, self.n, self.ns, self.p, self.model = scheme, n, ns, p, model
+        if scheme == "binomial":
+            lq = math.log1p(-p)
+            # log(1 - p) and an absolute error bound on it.
+            self._logq = lq
+            self._logq_err = 2 * _EPS * (abs(lq) + p / (1 - p))
+        self._tables: dict = {}
+
+    def delta_err(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``delta(rho)`` and an absolute bound on its floating-point error."""
+        n, model = self.n, self.model
+        rho = np.asarray(rho, dtype=np.int64)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            if model == "P1":
+                lr, er = self._logR(rho)
+                R = np.exp(lr)
+                val, err = R - 1.0, R * _exp_err(er)
+            elif model == "P2":
+                k = np.minimum(rho, n)
+                lq, eq = self._logQ(k)
+                Q = np.exp(lq)
+                val, err = 1.0 - Q, Q * _exp_err(eq)
+                val, err = self._wor_inf(val, err, n - k)
+            elif model in ("P3", "P5"):
+                k = np.minimum(rho, n)
+                lq, eq = self._logQ(k)
+                Q = np.exp(lq)
+                val, err = 2.0 - 2.0 * Q, 2.0 * Q * _exp_err(eq)
+                val, err = self._wor_inf(val, err, n - k)
+            else:  # P4, P6
+                val, err = self._delta_insert_modify(rho)
+        val = np.where(rho == 0, 0.0, val)
+        err = np.where(rho == 0, 0.0, err)
+        return val, err
+
+    def _wor_inf(self, val, err, omega):
+        if self.scheme == "without_replacement":
+            bad = omega < self.ns
+            val = np.where(bad, np.inf, val)
+            err = np.where(bad, 0.0, err)
+        return val, err
+
+    def _g(self, rho: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``1 + R(n + a) - 2 Q(n - rho + a)`` for ``a`` insertions and ``rho - a`` changes."""
+        lr, er = self._logR(a)
+        lq, eq = self._logQ(rho - a)
+        R, Q = np.exp(lr), np.exp(lq)
+        val = 1.0 + R - 2.0 * Q
+        err = R * _exp_err(er) + 2.0 * Q * _exp_err(eq) + 4 * _EPS * (1.0 + R)
+        return val, err
+
+    def _delta_insert_modify(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """P4/P6: ``max over a`` of ``g(a)``, at the candidates that can hold the maximum.
+
+        Every candidate is a valid attack, so the result never exceeds the true maximum by
+        more than float noise; it can fall short only where the top is flat to float noise,
+        far below ``MARGIN``.
+        """
+        n, scheme, ns = self.n, self.scheme, self.ns
+        rho = np.asarray(rho, dtype=np.int64)
+        # Modifications cannot exceed n: a >= rho - n.
+        a_lo = np.maximum(rho - n, 0)
+        best_v, best_e = self._g(rho, a_lo)
+        extra: list[np.ndarray] = []
+        if scheme == "binomial":
+            # g = 1 + (1 - 2 q^rho) q^(-a) is monotone in a: the max is at an endpoint, at
+            # a = rho where 2 q^rho < 1 (both endpoints where that is close to a tie).
+            q_rho = np.exp(rho * self._logq)
+            extra.append(np.where(2.0 * q_rho < 1.0 + 1e-9, rho, a_lo))
+        elif ns >= 2 and scheme == "with_replacement":
+            # g increases then decreases in a (g' changes sign once, where
+            # (1 - rho / (n + a))^(ns - 1) = 1/2): the integer max is next to that point.
+            c = -math.expm1(-math.log(2.0) / (ns - 1))  # 1 - 2^(-1/(ns-1))
+            a_c = np.floor(rho / c - n)
+            a_c = np.where(np.isfinite(a_c), a_c, -1.0)
+            a_c = np.minimum(a_c, np.iinfo(np.int64).max // 4).astype(np.int64)
+            for off in (-1, 0, 1, 2):
+                extra.append(np.clip(a_c + off, a_lo, rho))
+        elif ns >= 2:  # without replacement: discrete turning point by bisection
+            a_star = self._wor_turning_point(rho, a_lo)
+            for off in (-1, 0, 1):
+                extra.append(np.clip(a_star + off, a_lo, rho))
+        for a in extra:
+            sel = np.flatnonzero(a != a_lo)
+            if sel.size == 0:
+                continue
+            v, e = self._g(rho[sel], a[sel])
+            take = v > best_v[sel]
+            best_v[sel] = np.where(take, v, best_v[sel])
+            best_e[sel] = np.where(take, e, best_e[sel])
+        if scheme == "without_replacement":
+            # An attack leaving |Omega| < ns exists whenever rho > n - ns (a = a_lo): inf.
+            inf = n - rho + a_lo < ns
+            best_v = np.where(inf, np.inf, best_v)
+            best_e = np.where(inf, 0.0, best_e)
+        return best_v, best_e
+
+    def _wor_turning_point(self, rho: np.ndarray, a_lo: np.ndarray) -> np.ndarray:
+        """First ``a`` where ``g(a + 1) - g(a) <= 0`` for bagging without replacement.
+
+        ``g(a + 1) - g(a) = [C(n + a, ns - 1) - 2 C(n - rho + a, ns - 1)] / C(n, ns)``, whose sign
+        is that of ``1/2 - prod_{i < ns - 1} (1 - rho / (n + a - i))``; the product increases
+        with ``a``, so a bisection finds the turn.
+        """
+        n, ns = self.n, self.ns
+        lo = a_lo.copy()
+        hi = rho.copy()
+        log_half = math.log(0.5)
+
+        def turned(a, idx=None):
+            # log C(n - rho + a, ns - 1) - log C(n + a, ns - 1)
+            # = [logQ(rho - a) - logR(a)] + log((n + a - ns + 1) / (n - rho + a - ns + 1))
+            r = rho if idx is None else rho[idx]
+            lq, _ = self._logQ(r - a)
+            lr, _ = self._logR(a)
+            omega = n - r + a
+            with np.errstate(divide="ignore", invalid="ignore"):
+                corr = np.log((n + a - ns + 1) / np.maximum(omega - ns + 1, 1).astype(float))
+            lratio = np.where(omega >= ns, lq - lr + corr, -np.inf)
+            return lratio >= log_half
+
+        hi = np.where(turned(lo), lo, hi)  # already decreasing from a_lo (the usual case)
+        while True:
+            active = lo < hi
+            if not active.any():
+                return lo
+            idx = np.flatnonzero(active)
+            mid = lo.copy()
+            mid[idx] = (lo[idx] + hi[idx]) // 2
+            t = np.zeros(lo.shape, dtype=bool)
+            t[idx] = turned(mid[idx], idx)
+            hi = np.where(active & t, mid, hi)
+            lo = np.where(active & ~t, mid + 1, lo)
+
+    # --------------------------------------------------------- Q and R in logs
+    def _logQ(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log Q(n - k) for ``0 <= k <= n`` removed samples, and an absolute error bound."""
+        n, scheme = self.n, self.scheme
+        k = np.asarray(k, dtype=np.int64)
+        if scheme == "with_replacement":
+            x = k / n
+            v = self.ns * np.log1p(-x)
+            e = 2 * _EPS * (np.abs(v) + self.ns * x / np.maximum(1.0 - x, 1.0 / n))
+            return np.where(k >= n, -np.inf, v), np.where(k >= n, 0.0, e)
+        if scheme == "binomial":
+            v = k * self._logq
+            e = k * self._logq_err + _EPS * np.abs(v)
+            return v, e
+        return self._wor_log_ratio(k, sign=-1)
+
+    def _logR(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log R(n + a) for ``a >= 0`` inserted samples, and an absolute error bound."""
+        n, scheme = self.n, self.scheme
+        a = np.asarray(a, dtype=np.int64)
+        if scheme == "with_replacement":
+            x = a / n
+            v = self.ns * np.log1p(x)
+            e = 2 * _EPS * (np.abs(v) + self.ns * x)
+            return v, e
+        if scheme == "binomial":
+            v = -a * self._logq
+            e = a * self._logq_err + _EPS * np.abs(v)
+            return v, e
+        return self._wor_log_ratio(a, sign=+1)
+
+    def _wor_log_ratio(self, k: np.ndarray, sign: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bagging without replacement.
+
+        ``sign = -1``: ``log C(n - k, ns) / C(n, ns)`` (``-inf`` when ``n - k < ns``).
+        ``sign = +1``: ``log C(n + k, ns) / C(n, ns)``.
+        """
+        n, ns = self.n, self.ns
+        k = np.asarray(k, dtype=np.int64)
+        kf = k.astype(np.float64)
+        if ns <= _NS_DIRECT:
+            # sum_{i < ns} log(1 -/+ k / (n - i)): ns terms, each accurate to a few ulps.
+            v = np.zeros(k.shape)
+            cond = np.zeros(k.shape)
+            for i in range(ns):
+                x = kf / (n - i)
+                if sign < 0:
+                    t = np.log1p(-np.minimum(x, 1.0))
+                    cond += x / np.maximum(1.0 - x, 1e-300)
+                else:
+                    t = np.log1p(x)
+                    cond += x
+                v += t
+            e = 4 * _EPS * ((ns + 2) * np.abs(v) + cond)
+        else:
+            v, e = self._wor_table_lookup(k, sign)
+        if sign < 0:
+            dead = n - k < ns
+            v = np.where(dead, -np.inf, v)
+            e = np.where(dead | ~np.isfinite(e), 0.0, e)
+        return v, e
+
+    def _wor_table_lookup(self, k: np.ndarray, sign: int) -> tuple[np.ndarray, np.ndarray]:
+        """Large ``ns``: cumulative sums over the removed (or added) samples, else lgamma."""
+        n, ns = self.n, self.ns
+        kmax = int(k.max()) if k.size else 0
+        v = np.empty(k.shape)
+        e = np.empty(k.shape)
+        small = k <= TABLE_MAX
+        if small.any():
+            size = min(kmax, TABLE_MAX) + 1
+            key = (sign, size)
+            tab = self._tables.get(key)
+            if tab is None:
+                # Reuse a larger table if one exists.
+                for (s, sz), t in self._tables.items():
+                    if s == sign and sz >= size:
+                        tab = t
+                        break
+            if tab is None:
+                j = np.arange(1, size, dtype=np.float64)
+                if sign < 0:
+                    # Q(n - k) = prod_{j < k} (n - ns - j) / (n - j)
+                    x = ns / (n - (j - 1))
+                    terms = np.log1p(-np.minimum(x, 1.0))
+                    cond = x / np.maximum(1.0 - x, 1e-300)
+                else:
+                    # R(n + a) = prod_{j = 1..a} (n + j) / (n + j - ns)
+                    x = ns / (n + j)
+                    terms = -np.log1p(-x)
+                    cond = x / (1.0 - x)
+                cs = np.concatenate([[0.0], np.cumsum(terms)])
+                cc = np.concatenate([[0.0], np.cumsum(cond)])
+                idx = np.arange(size, dtype=np.float64)
+                err = 4 * _EPS * ((idx + 2) * np.abs(cs) + cc)
+                tab = (cs, err)
+                self._tables[key] = tab
+            cs, err = tab
+            ks = k[small]
+            v[small] = cs[ks]
+            e[small] = err[ks]
+        big = ~small
+        if big.any():
+            kb = k[big].astype(np.float64)
+            if sign < 0:
+                w = n - kb
+                val = gammaln(w + 1) - gammaln(np.maximum(w - ns + 1, 1)) \
+                    - gammaln(n + 1.0) + gammaln(n - ns + 1.0)
+                scale = gammaln(n + 1.0)
+            else:
+                m = n + kb
+                val = gammaln(m + 1) - gammaln(m - ns + 1) - gammaln(n + 1.0) \
+                    + gammaln(n - ns + 1.0)
+                scale = gammaln(m + 1)
+            v[big] = val
+            # lgamma differences of huge arguments cancel: a generous bound.
+            e[big] = 64 * _EPS * (np.abs(scale) + np.abs(val) + 1.0)
+        return v, e
+
+
+def _exp_err(log_err: np.ndarray) -> np.ndarray:
+    """Relative error of ``exp(x)`` given an absolute error in ``x`` (plus exp's own ulp)."""
+    return np.expm1(np.minimum(log_err, 700.0)) + 2 * _EPS
