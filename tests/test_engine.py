@@ -343,7 +343,7 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
 def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
     """On CUDA the next block of draws is prepared by threads while the device trains: the
     same arrays, in the same order, as the one-thread CPU path (forced here on the CPU)."""
-    from poisoncert.training.engine import STEP_BLOCK, _DrawBlocks
+    from poisoncert.training.loops import STEP_BLOCK, DrawBlocks
 
     cfg = TrainConfig(steps=2 * STEP_BLOCK + 13, batch_size=4, augment=True, rotation=5.0,
                       elastic=1.0)
@@ -351,8 +351,8 @@ def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
     def blocks(threads):
         draws = [sample_minibatches(np.arange(6) % 3, cfg, s, image_shape=(1, 12, 12),
                                     lazy_fields=True) for s in range(5)]
-        b = _DrawBlocks(draws, [d.positions for d in draws], 2, 2, cfg.steps,
-                        torch.device("cpu"))
+        b = DrawBlocks(draws, [d.positions for d in draws], 2, 2, cfg.steps,
+                       torch.device("cpu"))
         b.threads = threads
         return list(b)
 

@@ -14,8 +14,9 @@ predicts every test sample. Three formulations give the same classifiers (to rou
 - ``path="vmap"``: as ``fast`` but stacked through ``vmap`` even where a twin exists.
 
 Training draws (positions, shifts, warps, elastic grids) are numpy streams of the
-classifier's seed, moved to the device ``STEP_BLOCK`` steps at a time; test-set predictions
-come from ``inference.evaluate``, the function ``training.predict`` uses.
+classifier's seed, moved to the device ``loops.STEP_BLOCK`` steps at a time (the training
+loops live in ``training.loops``); test-set predictions come from ``inference.evaluate``, the
+function ``training.predict`` uses.
 
 Everything about classifier ``i`` (initialisation, minibatches, shifts) derives from
 ``selection.init_seed(seeds[i])``, its subset and the config, never from its neighbours.
@@ -24,22 +25,20 @@ Everything about classifier ``i`` (initialisation, minibatches, shifts) derives 
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.selection import init_seed
-from poisoncert.training.fast import stack_models, stacking
+from poisoncert.training.fast import stacking
 from poisoncert.training.groups import auto_group_size
 from poisoncert.training.inference import evaluate, precision
-from poisoncert.training.minibatches import ImageBatcher, Minibatches, sample_minibatches
+from poisoncert.training.loops import train_one, train_stacked
+from poisoncert.training.minibatches import ImageBatcher, sample_minibatches
 from poisoncert.training.models import build_model, init_model
-from poisoncert.training.optim import StackedOptimizer, lr_at, make_optimizer, set_lr
 from poisoncert.training.settings import CUDA_DTYPES, DEFAULT_GROUP_SIZE, TrainConfig
 from poisoncert.votes import ABSTAIN
 
@@ -80,16 +79,6 @@ class _CallSettings:
     group: int = DEFAULT_GROUP_SIZE
 
 
-#: Steps whose draws are moved to the device at once (bounds the memory of long runs).
-STEP_BLOCK = 64
-
-
-def autocast(cfg: TrainConfig, device: torch.device):
-    """bfloat16 autocast for ``dtype="bfloat16"`` (CUDA), else a no-op context."""
-    return torch.autocast(device.type, dtype=torch.bfloat16,
-                          enabled=cfg.autocast_dtype is not None)
-
-
 def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     """Train the task's classifiers; their predictions ``(k, n_test)`` int16 and weights."""
     cfg = settings.cfg
@@ -110,9 +99,10 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     rows = [s[d.positions] for s, d in zip(task.subsets, draws, strict=True)]
     with precision(cfg, device):
         if kind is not None:
-            weights = _train_stacked(models, rows, draws, batcher, y, settings, device, kind)
+            weights = train_stacked(models, rows, draws, batcher, y, cfg, settings.group,
+                                    device, kind)
         else:
-            weights = [_train_one(m, r, d, batcher, y, settings, device)
+            weights = [train_one(m, r, d, batcher, y, cfg, device)
                        for m, r, d in zip(models, rows, draws, strict=True)]
         logits = evaluate(weights, x_test, cfg, settings.input_shape, settings.n_classes,
                           device, settings.path)
@@ -121,128 +111,6 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
         return preds, [{k: v.detach().cpu().contiguous().clone() for k, v in w.items()}
                        for w in weights]
     return preds, None
-
-
-def _as_tensor(a: np.ndarray | None, device) -> torch.Tensor | None:
-    return None if a is None else torch.as_tensor(a, device=device)
-
-
-def _train_one(model, rows, draws: Minibatches, batcher, y, settings: _CallSettings,
-               device) -> dict[str, torch.Tensor]:
-    """The reference twin: one module, one torch optimizer, a plain loop; its state dict."""
-    cfg = settings.cfg
-    model = model.to(device=device, dtype=cfg.torch_dtype)
-    opt = make_optimizer(model.parameters(), cfg, device)
-    rows_t = torch.as_tensor(rows, device=device)
-    warps_t, fields_t = _as_tensor(draws.warps, device), _as_tensor(draws.fields, device)
-    shifts_t = None if warps_t is not None else _as_tensor(draws.shifts, device)
-    model.train()
-    for s in range(cfg.steps):
-        r = rows_t[s]
-        if warps_t is not None:
-            xb = batcher(r, None, warps_t[s], None if fields_t is None else fields_t[s])
-        else:
-            xb = batcher(r, None if shifts_t is None else shifts_t[s])
-        with autocast(cfg, device):
-            out = model(xb)
-        loss = F.cross_entropy(out.to(cfg.torch_dtype), y[r])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        set_lr(opt, cfg, s)
-        opt.step()
-    model.eval()
-    return {k: v.detach() for k, v in model.state_dict().items()}
-
-
-class _DrawBlocks:
-    """A group's training draws, ``STEP_BLOCK`` steps at a time, stacked and on the device.
-
-    ``host(a, b)`` stacks steps ``a:b`` of every classifier's arrays (``rows`` ``(n, G, B)``,
-    warps / shifts / elastic grids on ``axis``: ``(n, B, G, ...)`` for batch-first nets),
-    padded with copies of the last classifier. Elastic grids are drawn here, from each
-    classifier's own stream, in order. On CUDA the next block is prepared on the host while
-    the device trains on the current one, and the classifiers' grids are drawn by a pool of
-    threads (numpy releases the GIL; each stream is drawn by one thread at a time, in order,
-    so the numbers are those of the CPU path). On the CPU all of it runs in the calling
-    thread (the engine's one-thread rule).
-    """
-
-    def __init__(self, draws: list[Minibatches], rows: list[np.ndarray], pad: int, axis: int,
-                 steps: int, device: torch.device):
-        self.rows, self.pad, self.axis, self.steps, self.device = rows, pad, axis, steps, device
-        self.warps = [d.warps for d in draws]
-        self.shifts = [d.shifts for d in draws]
-        self.streams = [d.field_stream for d in draws]
-        self.threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
-
-    def _stack(self, arrays: list, axis: int) -> np.ndarray:
-        return np.stack(arrays + [arrays[-1]] * self.pad, axis=axis)
-
-    def host(self, a: int, b: int, pool=None) -> dict[str, np.ndarray]:
-        out = {"rows": self._stack([r[a:b] for r in self.rows], 1)}
-        if self.warps[0] is not None:
-            out["warps"] = self._stack([w[a:b] for w in self.warps], self.axis)
-        elif self.shifts[0] is not None:
-            out["shifts"] = self._stack([sh[a:b] for sh in self.shifts], self.axis)
-        if self.streams[0] is not None:
-            take = lambda st: st.take(b - a)  # noqa: E731
-            grids = list(pool.map(take, self.streams)) if pool else [take(st)
-                                                                      for st in self.streams]
-            out["fields"] = self._stack(grids, self.axis)
-        return out
-
-    def __iter__(self):
-        spans = [(a, min(a + STEP_BLOCK, self.steps)) for a in range(0, self.steps, STEP_BLOCK)]
-        dev = lambda h: {k: torch.as_tensor(v).to(self.device) for k, v in h.items()}  # noqa
-        if self.threads == 1:
-            for a, b in spans:
-                yield a, b, dev(self.host(a, b))
-            return
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(1) as ahead, ThreadPoolExecutor(self.threads) as pool:
-            nxt = ahead.submit(self.host, *spans[0], pool)
-            for i, (a, b) in enumerate(spans):
-                cur = nxt.result()
-                if i + 1 < len(spans):
-                    nxt = ahead.submit(self.host, *spans[i + 1], pool)
-                yield a, b, dev(cur)
-
-
-def _train_stacked(models, rows, draws: list[Minibatches], batcher, y,
-                   settings: _CallSettings, device, kind: str) -> list[dict]:
-    """The fast path: the group padded to the group size (copies of its last classifier, so
-    every group has the same shapes), trained as one stacked network (``fast``) with one
-    update for the whole stack (``optim.StackedOptimizer``); the real classifiers' state
-    dicts (device tensors)."""
-    cfg = settings.cfg
-    k, G, B = len(models), settings.group, cfg.batch_size
-    pad = G - k
-    models = [m.to(device=device, dtype=cfg.torch_dtype) for m in models]
-    net = stack_models(models + [models[-1]] * pad, how=kind)
-    opt = StackedOptimizer(net.flat, cfg)
-    axis = 2 if net.batch_first else 1  # (steps, B, G) or (steps, G, B)
-    for a, b, blk in _DrawBlocks(draws, rows, pad, axis, cfg.steps, device):
-        rows_b = blk["rows"]  # (n, G, B)
-        labels_b = y[rows_b]
-        if net.batch_first:
-            rows_b = rows_b.transpose(1, 2)
-        warps_b, shifts_b, fields_b = blk.get("warps"), blk.get("shifts"), blk.get("fields")
-        for s in range(a, b):
-            j = s - a
-            if warps_b is not None:
-                xb = batcher(rows_b[j], None, warps_b[j],
-                             None if fields_b is None else fields_b[j])
-            else:
-                xb = batcher(rows_b[j], None if shifts_b is None else shifts_b[j])
-            with autocast(cfg, device):
-                logits = net.forward_train(xb)
-            loss = F.cross_entropy(logits.to(cfg.torch_dtype).reshape(G * B, -1),
-                                   labels_b[j].reshape(-1), reduction="sum") / B
-            loss.backward()
-            opt.step(net.flat_grad(), lr_at(cfg, s))
-            net.zero_grad()
-    return net.state_dicts(device=device)[:k]
 
 
 # --------------------------------------------------------------------------------------------
