@@ -45,6 +45,8 @@ COMMANDS: dict[str, tuple] = {
     "--training.elastic 1 --training.augment true --run-dir runs/mnist17_cnn": ("mnist", SMALL),
     "poisoncert train experiments/mnist17_binomial.yaml --executor ray --address auto":
         ("skip", "needs a Ray cluster"),
+    "poisoncert train experiments/mnist17.yaml --device cuda --run-dir runs/mnist17_gpu":
+        ("skip", "needs a CUDA device"),
     "poisoncert predict runs/mnist17_binomial my_digits/ --out predictions.csv": ("mnist", []),
     "poisoncert radius --scheme with_replacement --n 13007 --ns 10 --gap 0.98486": ("run", []),
     "poisoncert radius --scheme binomial --n 13007 --ns 10 --counts 995,5 --T 1000 "
