@@ -534,8 +534,8 @@ class Report:
                  "&& poisoncert certify runs/cifar10_bagging` (ResNet-18, T = 500, 400 steps of "
                  "64; not one of this report's groups). Not run at paper scale yet: the "
                  "project's one GPU lease (15 minutes on an H200) went to the MNIST checks of "
-                 "docs/benchmarks.md, where the stacked ResNet-18 rate measured there is "
-                 "given.\n")
+                 "docs/benchmarks.md, which also gives the stacked ResNet-18 training rate "
+                 "measured on it.\n")
         n = "cifar10_cpu"
         if n in self.runs:
             r = self.runs[n]
