@@ -596,7 +596,9 @@ class Report:
             lines.append("- Case 3 (MNIST, class 9 attackable): " + " ".join(s["case3"]))
         if "dpa" in s:
             lines.append("- DPA on MNIST, k = 1200: median certified radius "
-                         + ", ".join(s["dpa"]) + "; published 448 (DPA unit).")
+                         + ", ".join(s["dpa"]) + "; published 448 (DPA unit); with a better "
+                         "learner see the issue-13 section 'DPA at k = 1200 with a better "
+                         "learner'.")
         return "\n".join(lines) + "\n"
 
     # Wall times -----------------------------------------------------------------------------
