@@ -6,16 +6,16 @@ from __future__ import annotations
 import csv
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 pytest.importorskip("torch")
+
+from killing import kill_at_first_chunk  # noqa: E402  (tests/killing.py)
 
 from poisoncert import experiment, runs  # noqa: E402
 from poisoncert.config import ConfigError, load_config  # noqa: E402
@@ -40,13 +40,7 @@ def test_custom_model_trains_resumes_after_a_kill_and_predicts(tmp_path, monkeyp
     with open(log, "w") as out:
         proc = subprocess.Popen([*POISONCERT, "train", str(CONFIG), "--run-dir", str(run),
                                  "-q", *over], cwd=ROOT, stdout=out, stderr=out)
-    first = run / runs.CHUNKS / "chunk-00000.npz"
-    deadline = time.time() + 300
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert first.exists(), log.read_text()
+    assert kill_at_first_chunk(proc, run, timeout=300, poll=0.05), log.read_text()
     assert not (run / runs.PREDICTIONS).exists()  # killed before the end
     r = _cli("train", CONFIG, "--run-dir", run, "-q", *over)
     resumed = re.search(r"(\d+) chunks trained, (\d+) resumed", r.stdout)

@@ -12,15 +12,14 @@ import csv
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from killing import kill_at_first_chunk  # tests/killing.py
 
 from poisoncert import certify, experiment, runs, selection
 from poisoncert.config import (
@@ -394,13 +393,8 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, engine):
     script = tmp_path / "kill.py"
     script.write_text(_KILL_SCRIPT.format(tests=str(Path(__file__).parent), run=str(run)))
     proc = subprocess.Popen([sys.executable, str(script)])
-    first = run / runs.CHUNKS / "chunk-00000.npz"
-    deadline = time.time() + 60
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert first.exists() and not (run / runs.PREDICTIONS).exists()
+    assert kill_at_first_chunk(proc, run, timeout=60, poll=0.02)
+    assert not (run / runs.PREDICTIONS).exists()
     res = experiment.train_run(small(), run, progress=False)
     assert res.chunks_skipped >= 1
     full = experiment.train_run(small(), tmp_path / "full", progress=False)
