@@ -44,7 +44,8 @@ def _roe(r, d: int, unit: str = "operation"):
     path = r.path / "certificates_roe.csv"
     if not path.exists():
         return None
-    rows = list(csv.DictReader(open(path)))
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
     if {row["model"] for row in rows} != {"P6"} or {int(row["d"]) for row in rows} != {d}:
         raise ValueError(f"{path}: not a P6 certificate with d = {d}")
     col = "radius" if unit == "operation" else "radius_dpa"
