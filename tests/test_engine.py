@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -392,3 +393,44 @@ def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
         assert all(torch.equal(w[k], v[k]) for k in v)
     got = predict(cfg, W, xt, input_shape=shape, n_classes=3, device="cuda")
     np.testing.assert_array_equal(got, P)
+
+
+_HEAP_PROBE = """
+import resource, sys, torch
+from torch.nn import functional as F
+from poisoncert.threads import keep_heap
+from poisoncert.training import LeNet5
+from poisoncert.training.fast import stack_models
+if sys.argv[1] == "keep":
+    print(int(keep_heap()))
+else:
+    print(1)
+torch.set_num_threads(1)
+torch.manual_seed(0)
+net = stack_models([LeNet5(1, 10, 28) for _ in range(8)])
+x, y = torch.rand(32, 8, 1, 28, 28), torch.randint(0, 10, (8 * 32,))
+def step():  # a stacked LeNet-5 group step: megabytes of activations and gradients
+    F.cross_entropy(net.forward_train(x).reshape(8 * 32, 10), y).backward()
+    net.flat_grad()
+    net.zero_grad()
+for _ in range(20):
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(20):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_keep_heap_reuses_freed_memory_without_page_faults():
+    """After ``keep_heap`` a stacked LeNet-5 step reuses the memory the previous step freed:
+    almost no page faults (measured 0-6 per step; without it 70-1,800 on the development
+    machine, where glibc maps and unmaps the step's buffers)."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, "keep"], capture_output=True,
+                         text=True, check=True).stdout.split()
+    if out[0] != "1":
+        pytest.skip("not glibc: keep_heap is a no-op")
+    assert float(out[1]) < 20, out

@@ -33,7 +33,7 @@ from typing import Protocol, TypeVar, runtime_checkable
 
 from poisoncert._validation import check_choice, check_int, param_error
 from poisoncert.resources import usable_cpus
-from poisoncert.threads import attach_progress, limit_threads
+from poisoncert.threads import attach_progress, keep_heap, limit_threads
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "check_workers", "device_of",
            "make_executor", "parse_devices", "worker_device"]
@@ -152,6 +152,7 @@ class QueueSender:
 def _start_worker(fn: Callable, threads: int, queue=None, devices=None, counter=None) -> None:
     global _worker_fn
     limit_threads(threads)
+    keep_heap()
     if devices:
         with counter.get_lock():
             k = counter.value

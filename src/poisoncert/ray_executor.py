@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from poisoncert._validation import check_int, check_real, param_error
-from poisoncert.threads import attach_progress, limit_threads
+from poisoncert.threads import attach_progress, keep_heap, limit_threads
 
 __all__ = ["RayExecutor", "RayExecutorError", "import_ray"]
 
@@ -83,6 +83,7 @@ def _run_chunk(fn_box: list, chunk_id: int, threads: int, queue=None):
     """
     global _kept
     limit_threads(threads)
+    keep_heap()
     (ref,) = fn_box
     if _kept is None or _kept[0] != ref.hex():
         _kept = (ref.hex(), import_ray().get(ref))

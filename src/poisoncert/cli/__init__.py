@@ -15,6 +15,7 @@ import typer
 
 from poisoncert.cli import certs
 from poisoncert.cli.certs import EXPECTED_ERRORS, error_line, library_errors
+from poisoncert.threads import keep_heap
 
 __all__ = ["EXPECTED_ERRORS", "app", "error_line", "library_errors", "main"]
 
@@ -56,7 +57,9 @@ for _module in ("runs", "predict", "attack"):
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app. Expected library errors and command-line usage
     errors (a missing option, a value of the wrong type, an unknown command or option) become
-    one line ``error: <message>`` on stderr and exit code 1; ``--help`` exits 0."""
+    one line ``error: <message>`` on stderr and exit code 1; ``--help`` exits 0. The process
+    keeps its freed memory (``threads.keep_heap``), as the engine's workers do."""
+    keep_heap()
     try:
         code = app(args=argv, prog_name="poisoncert", standalone_mode=False)
     except typer.TyperException as exc:  # typer's usage errors (its click's ClickException)
