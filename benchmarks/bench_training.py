@@ -216,6 +216,9 @@ def throughput(args):
     subsets, seeds = draw_subsets(len(x), T, args.ns)
     cfg = replace(LENET5_MNIST, model=args.model, steps=args.steps, batch_size=args.batch,
                   augment=False)
+    # the fast path as a run trains it: sub-datasets smaller than a batch are forwarded once
+    # per step, weighted by draw counts (experiment.learners.auto_subset_rows); --draws: not
+    fcfg = cfg if args.draws or args.ns >= args.batch else replace(cfg, subset_rows=args.ns)
     draws = T * cfg.steps * cfg.batch_size
     variants = {
         "(a) paper: DataLoader + WeightedRandomSampler per model": lambda: plain_procedure(
@@ -227,9 +230,9 @@ def throughput(args):
         "(b2) reference path, 2 workers": lambda: train_predict(
             x, y, subsets, seeds, xt, cfg, n_classes=10, path="reference", workers=2),
         "(c) fast path (stacked groups), 1 worker": lambda: train_predict(
-            x, y, subsets, seeds, xt, cfg, n_classes=10),
+            x, y, subsets, seeds, xt, fcfg, n_classes=10),
         "(d) fast path, 2 workers": lambda: train_predict(
-            x, y, subsets, seeds, xt, cfg, n_classes=10, workers=2),
+            x, y, subsets, seeds, xt, fcfg, n_classes=10, workers=2),
     }
     if args.baseline_src is not None:
         variants[f"(e) previous engine ({args.baseline_src}), 2 workers"] = (
@@ -250,6 +253,7 @@ def throughput(args):
                   f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
     first = next(iter(variants))
     base, base_cpu = statistics.median(times[first]), statistics.median(cpu[first])
+    print(f"\nfast path: subset_rows={fcfg.subset_rows} (None: each step forwards the draws)")
     print(f"\nT={T} {cfg.model} models, ns={args.ns}, {cfg.steps} steps x batch {cfg.batch_size}"
           f" (Adam, balanced), predicting {len(xt)} test images; median of {args.repeats}; "
           f"torch {torch.__version__}, {os.cpu_count()} CPUs, load average at the end "
@@ -556,6 +560,8 @@ def main():
     p.add_argument("--skip", action="append", default=[],
                    help="leave out a variant by its letter (b, b2, c, ...)")
     p.add_argument("--skip-inference", action="store_true")
+    p.add_argument("--draws", action="store_true",
+                   help="fast path forwards the draws even when ns < batch (no subset_rows)")
     args = p.parse_args()
     if args.predict:
         predict_rate(args)

@@ -247,6 +247,85 @@ def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
     assert chunks("auto") == 2
 
 
+def test_a_run_resolves_and_records_its_subset_rows_and_a_resumed_run_keeps_them(tmp_path):
+    """Sub-datasets smaller than a batch (the schemes that fix their size, no augmentation, no
+    BatchNorm): a new run trains with ``subset_rows`` = the size and records it; a resumed
+    run keeps what it recorded (nothing recorded: the draws, as runs before it)."""
+    from poisoncert.experiment import train_run
+    from poisoncert.experiment.learners import auto_subset_rows
+    from poisoncert.experiment.split import split_data
+
+    small = {"selection.ns": 6}  # sub-datasets of 6 rows, batches of 8
+    auto = train_run(from_dict(_RUN, small), tmp_path / "auto", progress=False)
+    man = json.loads((tmp_path / "auto" / "manifest.json").read_text())
+    assert man["engine"] == {"group_size": 8, "subset_rows": 6}
+    assert "subset_rows" not in (tmp_path / "auto" / "config.yaml").read_text()
+    six = train_run(from_dict(_RUN, {**small, "training.subset_rows": 6}), tmp_path / "six",
+                    progress=False)
+    np.testing.assert_array_equal(auto.predictions, six.predictions)
+    # a run whose manifest predates the record resumes with the draws
+    del man["engine"]["subset_rows"]
+    (tmp_path / "auto" / "manifest.json").write_text(json.dumps(man))
+    _reset_chunks(tmp_path / "auto")
+    resumed = train_run(from_dict(_RUN, small), tmp_path / "auto", progress=False)
+    data = split_data(from_dict(_RUN, small).data)
+    from poisoncert.training import TrainConfig, train_predict_with_weights
+
+    plain = TrainConfig(model="mlp", steps=4, batch_size=8)
+    args = (data.x_train, data.y_train, *_run_subsets(tmp_path / "auto"), data.x_test)
+    P, W = train_predict_with_weights(*args, plain, n_classes=data.n_classes)
+    _, W6 = train_predict_with_weights(*args, TrainConfig(**{**plain.__dict__, "subset_rows": 6}),
+                                       n_classes=data.n_classes)
+    np.testing.assert_array_equal(resumed.predictions, P)
+    saved = _run_weights(tmp_path / "auto")
+    assert all(torch.equal(saved[i][k], W[i][k]) for i in range(10) for k in W[i])
+    assert not all(torch.equal(W6[i][k], W[i][k]) for i in range(10) for k in W[i])
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(_run_weights(tmp_path / "six"), W6,
+                                                        strict=True) for k in a)
+    # when it does not apply
+    for over, why in (({}, "30 rows >= batch 8"), ({"selection.scheme": "binomial"}, "random size"),
+                      ({"selection.ns": 6, "training.path": "reference"}, "reference path"),
+                      ({"selection.ns": 6, "training.batch_size": 6}, "not below the batch")):
+        cfg = from_dict(_RUN, over)
+        assert auto_subset_rows(cfg, split_data(cfg.data)) is None, why
+    img = {**_RUN, "selection": {"scheme": "with_replacement", "ns": 5, "T": 4, "seed": 1},
+           "training": {"model": "cnn_small", "steps": 2, "batch_size": 8}}
+    cfg = from_dict(img)
+    data = split_data(cfg.data)  # digits are 8x8 images
+    assert auto_subset_rows(cfg, data) == 5
+    for over in ({"training.augment": True}, {"training.model": _BN_FACTORY}):
+        assert auto_subset_rows(from_dict(img, over), data) is None, over
+    assert auto_subset_rows(from_dict(img, {"training.augment": True,
+                                            "training.max_shift": 0}), data) == 5
+
+
+_BN_FACTORY = "tests.test_engine:bn_model"
+
+
+def bn_model(input_shape, n_classes):
+    """A user model with BatchNorm (``_BN_FACTORY``)."""
+    c, h, w = input_shape
+    return torch.nn.Sequential(torch.nn.Conv2d(c, 2, 3), torch.nn.BatchNorm2d(2),
+                               torch.nn.Flatten(), torch.nn.Linear(2 * (h - 2) * (w - 2),
+                                                                   n_classes))
+
+
+def _run_weights(run):
+    from poisoncert.runs import RunDir
+    from poisoncert.training import load_weights
+
+    rd = RunDir(run)
+    return [w for cid in range(len(list(rd.weights_dir.iterdir())))
+            for w in load_weights(rd.weights_path(cid))]
+
+
+def _run_subsets(run):
+    from poisoncert.experiment.train import run_subsets
+
+    _, subsets = run_subsets(run)
+    return subsets, [int(s) for s in np.load(run / "seeds.npy")]
+
+
 # --------------------------------------------------------------------------------------------
 # Precision
 

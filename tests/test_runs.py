@@ -204,12 +204,13 @@ def test_config_hash_of_runs_made_before_warps_is_unchanged():
     d["training"]["save_weights"] = False
     del d["data"]["deskew"]
     for section, key in (("selection", "d"), ("selection", "r"), ("run", "store_ranks"),
-                         ("data", "edits")):  # issue 13's keys, left out at their defaults
+                         ("data", "edits"),  # issue 13's keys, left out at their defaults
+                         ("training", "subset_rows")):  # and issue 11's
         del d[section][key]
     text = json.dumps(d, sort_keys=True, separators=(",", ":"))
     assert config_hash(cfg) == hashlib.sha256(text.encode()).hexdigest()
-    for over in (dict(training__rotation=5), dict(training__scale=0.1),
-                 dict(training__shear=3), dict(training__elastic=0.5),
+    for over in (dict(training__subset_rows=7), dict(training__rotation=5),
+                 dict(training__scale=0.1), dict(training__shear=3), dict(training__elastic=0.5),
                  dict(training__lr_schedule="cosine"), dict(data__deskew=True)):
         assert config_hash(small(**over)) != config_hash(cfg), over
 

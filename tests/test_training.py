@@ -517,6 +517,107 @@ def test_fast_and_reference_agree_float32():
 
 
 # --------------------------------------------------------------------------------------------
+# Sub-dataset batches (cfg.subset_rows)
+
+
+def _plain_lenet(shape, k):
+    """A user factory stacked through vmap (no twin, no BatchNorm)."""
+    return torch.nn.Sequential(torch.nn.Conv2d(shape[0], 3, 3), torch.nn.ReLU(),
+                               torch.nn.Flatten(),
+                               torch.nn.Linear(3 * (shape[1] - 2) * (shape[2] - 2), k))
+
+
+def test_draw_counts_count_every_draw():
+    from poisoncert.training.loops import draw_counts
+
+    rng = np.random.default_rng(3)
+    pos = rng.integers(0, 7, (50, 32))
+    c = draw_counts(pos, 9)
+    assert c.shape == (50, 9) and (c.sum(1) == 32).all() and (c[:, 7:] == 0).all()
+    for s in (0, 17, 49):
+        np.testing.assert_array_equal(c[s], np.bincount(pos[s], minlength=9))
+
+
+@pytest.mark.parametrize("model", ["lenet5", "lenet5_avg", "cnn_small", "mlp", "plain"])
+def test_subset_rows_takes_the_draws_steps_float64(model):
+    """Forwarding each sub-dataset once, weighted by draw counts, takes the steps the draws
+    take: float64 weights within the drift bound of the fast/reference comparison (the sums
+    are the same, in another order), the same predictions; and the reference path (which
+    ignores subset_rows) agrees too."""
+    if model == "mlp":
+        x, y, xt, _ = _digits()
+        x, y, xt = x[:300], y[:300], xt[:60]
+        k = 10
+    else:
+        x, y, xt, _ = _images(n=60, n_test=30, hw=12 if model == "plain" else 28)
+        k = 3
+    subs, seeds = _subsets(len(x), 5, 9)
+    subs[3] = subs[3][:4]  # a smaller sub-dataset, padded
+    name = _plain_lenet if model == "plain" else model
+    cfg = TrainConfig(model=name, steps=15, batch_size=16, group_size=4, dtype="float64",
+                      lr=3e-3, eval_batch_size=64)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k)
+    fast = TrainConfig(**{**cfg.__dict__, "subset_rows": 11})
+    for path in ("fast", "reference"):
+        Q, V = train_predict_with_weights(x, y, subs, seeds, xt, fast, n_classes=k, path=path)
+        np.testing.assert_array_equal(Q, P)
+        adam = cfg.steps * cfg.lr / 1e-8 * 8 * torch.finfo(torch.float64).eps
+        for a, b in zip(V, W, strict=True):
+            for key in b:
+                scale = float(b[key].abs().max())
+                torch.testing.assert_close(a[key], b[key], rtol=0,
+                                           atol=_RTOL64 * scale + adam)
+
+
+def test_subset_rows_is_bit_identical_across_chunking_and_neighbours():
+    x, y, xt, _ = _images(n=80, n_test=12)
+    subs, seeds = _subsets(80, 7, 10)
+    cfg = TrainConfig(model="lenet5", steps=5, batch_size=16, group_size=4, subset_rows=10)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3)
+    perm = [6, 2, 0, 5]
+    got = [train_predict_with_weights(x, y, [subs[i] for i in part], [seeds[i] for i in part],
+                                      xt, cfg, n_classes=3) for part in ([0, 1, 2], [3, 4, 5, 6],
+                                                                       perm)]
+    np.testing.assert_array_equal(np.concatenate([got[0][0], got[1][0]]), P)
+    np.testing.assert_array_equal(got[2][0], P[perm])
+    flat = got[0][1] + got[1][1]
+    for i in range(7):
+        assert all(torch.equal(flat[i][key], W[i][key]) for key in W[i])
+    for j, i in enumerate(perm):
+        assert all(torch.equal(got[2][1][j][key], W[i][key]) for key in W[i])
+    # and it is another computation than the draws' (rounded differently in float32)
+    _, W0 = train_predict_with_weights(x, y, subs, seeds, xt,
+                                       TrainConfig(**{**cfg.__dict__, "subset_rows": None}),
+                                       n_classes=3)
+    assert not all(torch.equal(W0[0][key], W[0][key]) for key in W[0])
+
+
+def _bn_model(shape, k):
+    return torch.nn.Sequential(torch.nn.Conv2d(shape[0], 2, 3), torch.nn.BatchNorm2d(2),
+                               torch.nn.Flatten(),
+                               torch.nn.Linear(2 * (shape[1] - 2) * (shape[2] - 2), k))
+
+
+@pytest.mark.parametrize("cfg_kwargs, subset_size, match", [
+    (dict(augment=True), 5, "augmented"),
+    (dict(augment=True, max_shift=0, rotation=10.0), 5, "augmented"),
+    (dict(model=_bn_model), 5, "BatchNorm"),
+    (dict(), 9, r"at least the largest sub-dataset \(9 rows\)"),
+])
+def test_subset_rows_refuses_what_it_cannot_do(cfg_kwargs, subset_size, match):
+    x, y, xt, _ = _images(n=40, n_test=3, hw=12)
+    subs, seeds = _subsets(40, 3, subset_size)
+    cfg = TrainConfig(**{"model": "cnn_small", "steps": 2, "batch_size": 8, "subset_rows": 6,
+                         **cfg_kwargs})
+    with pytest.raises(ValueError, match="'cfg.subset_rows' parameter of train_predict.*" + match):
+        train_predict(x, y, subs, seeds, xt, cfg, n_classes=3)
+    # integer shifts of 0 pixels are no augmentation: accepted
+    ok = TrainConfig(model="cnn_small", steps=2, batch_size=8, subset_rows=6, augment=True,
+                     max_shift=0)
+    train_predict(x, y, _subsets(40, 2, 5)[0], [1, 2], xt, ok, n_classes=3)
+
+
+# --------------------------------------------------------------------------------------------
 # Weights
 
 
@@ -585,6 +686,8 @@ def test_sklearn_learner():
     (dict(shear=90.0), "shear"),
     (dict(elastic=-0.5), "elastic"),
     (dict(lr_schedule="step"), "lr_schedule"),
+    (dict(subset_rows=0), "subset_rows"),
+    (dict(subset_rows="all"), "subset_rows"),
 ])
 def test_bad_config_names_the_parameter(kwargs, name):
     with pytest.raises(ValueError, match=f"'{name}' parameter of TrainConfig"):

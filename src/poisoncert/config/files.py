@@ -46,7 +46,7 @@ __all__ = [
 #: Keys added after the recorded runs: left out of ``config_hash`` and of the YAML text
 #: (``to_yaml``) at their defaults, so the files of earlier runs keep their bytes.
 _QUIET_KEYS = {"selection.d": None, "selection.r": None, "run.store_ranks": False,
-               "data.edits": None, "certify.aggregation": "vote"}
+               "data.edits": None, "certify.aggregation": "vote", "training.subset_rows": None}
 
 #: Keys added after the first runs, and their defaults: left out of ``config_hash`` at the
 #: default, so run directories written before they existed keep their hash (and resume).

@@ -31,7 +31,7 @@ from poisoncert.training.settings import TrainConfig
 from poisoncert.training.user_model import ModelRef
 
 __all__ = ["Learner", "Phase2Model", "SklearnLearner", "TorchLearner", "TwoPhaseLearner",
-           "check_learner", "make_learner", "train_phase2"]
+           "auto_subset_rows", "check_learner", "make_learner", "train_phase2"]
 
 Progress = Callable[[int], object] | None
 
@@ -120,6 +120,33 @@ def _torch_learner(cfg: ExperimentConfig, *, keep_weights: bool) -> TorchLearner
     return TorchLearner(cfg.training, device=e.device, path=e.path, keep_weights=keep_weights)
 
 
+def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
+    """The ``training.subset_rows`` a new run trains with when its config leaves it null: the
+    size of every sub-dataset (``|D^c| + ns``) when the selection scheme fixes it (with and
+    without replacement) and it is below ``training.batch_size``, the training images are
+    not augmented, the model is a torch model without BatchNorm and the path is not the
+    reference; else None (each step forwards the draws)."""
+    from poisoncert.experiment.split import subset_plan
+
+    t = cfg.training
+    if (t.sklearn_learner is not None or cfg.execution.path == "reference"
+            or cfg.selection.scheme not in ("with_replacement", "without_replacement")
+            or (data.x_train.ndim >= 3 and t.augments_images)):
+        return None
+    plan = subset_plan(cfg.selection, data)
+    size = plan.n_clean + int(plan.ns)
+    if size >= t.batch_size:
+        return None
+    import torch
+
+    from poisoncert.training import build_model
+    from poisoncert.training.fast import batch_dependent
+
+    with torch.device("meta"):
+        model = build_model(t.model, tuple(data.x_train.shape[1:]), data.n_classes)
+    return None if batch_dependent(model) else size
+
+
 def make_learner(cfg: ExperimentConfig, data: DataSplit,
                  phase2: Phase2Model | None = None) -> Learner:
     """The learner of ``cfg``: scikit-learn (``training.model: sklearn:<name>``), two-phase
@@ -176,7 +203,8 @@ def train_phase2(cfg: ExperimentConfig, data: DataSplit) -> Phase2Model:
 
     t0 = time.perf_counter()
     poisoned = data.poisoned_labels
-    settings = dataclasses.replace(cfg.training, steps=cfg.algorithm.phase2_steps, group_size=1)
+    settings = dataclasses.replace(cfg.training, steps=cfg.algorithm.phase2_steps, group_size=1,
+                                   subset_rows=None)
     y2 = twophase.phase2_labels(data.y_train, poisoned, data.n_classes)
     y2 = np.maximum(y2, 0)  # poisoned-class rows are never used by phase 2
     clean = twophase.clean_classes(poisoned, data.n_classes)

@@ -43,7 +43,8 @@ __all__ = ["LoadedRun", "Retrained", "Variant", "load_ensemble", "retrain", "var
 class LoadedRun:
     """A trained run in memory: ``subsets[i]`` are classifier ``i``'s training-set indices,
     ``predictions`` its votes ``(T, n_test)``, ``ranks`` its rankings (or None),
-    ``group_size`` the group size it trained with (``training.groups.recorded_group_size``)."""
+    ``group_size`` the group size it trained with (``training.groups.recorded_group_size``),
+    ``subset_rows`` its recorded ``training.subset_rows``."""
 
     run_dir: Path
     cfg: ExperimentConfig
@@ -54,6 +55,7 @@ class LoadedRun:
     predictions: np.ndarray
     ranks: np.ndarray | None = None
     group_size: int = 1
+    subset_rows: int | None = None
     _learner: object = None
 
     @property
@@ -74,10 +76,11 @@ class LoadedRun:
         """The config the learner trains with: the run's, ``group_size: auto`` resolved to the
         recorded size (as ``train_run`` does)."""
         t = self.cfg.training
-        if t.sklearn_learner is not None or t.group_size == self.group_size:
+        if t.sklearn_learner is not None or (t.group_size, t.subset_rows) == (
+                self.group_size, self.subset_rows):
             return self.cfg
         return dataclasses.replace(self.cfg, training=dataclasses.replace(
-            t, group_size=self.group_size))
+            t, group_size=self.group_size, subset_rows=self.subset_rows))
 
     @property
     def ranges(self) -> list[tuple[int, int]]:
@@ -127,11 +130,12 @@ def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
     seeds = rd.load(runs.SEEDS)
     subsets = [plan.indices(i, int(s)) for i, s in enumerate(seeds)]
     ranks = np.load(rd / RANKS, allow_pickle=False) if (rd / RANKS).exists() else None
-    from poisoncert.training.groups import recorded_group_size
+    from poisoncert.training.groups import recorded_group_size, recorded_subset_rows
 
     return LoadedRun(run_dir=rd.path, cfg=cfg, data=data, plan=plan, seeds=seeds,
                      subsets=subsets, predictions=rd.load(runs.PREDICTIONS), ranks=ranks,
-                     group_size=recorded_group_size(cfg.training, manifest))
+                     group_size=recorded_group_size(cfg.training, manifest),
+                     subset_rows=recorded_subset_rows(cfg.training, manifest))
 
 
 @dataclass(frozen=True, eq=False)

@@ -244,13 +244,18 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                   executor: Executor, progress: ProgressDisplay | None,
                   t0: float) -> RunResult:
     old_manifest = rd.load_manifest() if rd.exists() else None
+    from poisoncert.training.groups import engine_record
+
     group = _group_size(cfg, data, old_manifest)
-    manifest["engine"] = {"group_size": group}
+    rows = _subset_rows(cfg, data, old_manifest)
+    manifest["engine"] = engine_record(group, rows)
     resumed = rd.prepare(cfg, manifest)
-    # the learner trains with the group size resolved ("auto" -> the recorded size); the
-    # run's own config (its hash, its files) keeps "auto"
-    train_cfg = cfg if cfg.training.group_size == group else dataclasses.replace(
-        cfg, training=dataclasses.replace(cfg.training, group_size=group))
+    # the learner trains with the group size and subset rows resolved ("auto" / null -> the
+    # recorded values); the run's own config (its hash, its files) keeps "auto" and null
+    train_cfg = cfg
+    if (cfg.training.group_size, cfg.training.subset_rows) != (group, rows):
+        train_cfg = dataclasses.replace(cfg, training=dataclasses.replace(
+            cfg.training, group_size=group, subset_rows=rows))
 
     T = cfg.T
     seeds = selection.model_seeds(cfg.selection.seed, T)
@@ -333,6 +338,20 @@ def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | Non
         return recorded_group_size(tr, old_manifest)
     return auto_group_size(tr, cfg.execution.device, data.x_train.shape[1:], data.n_classes,
                            n_models=cfg.T)
+
+
+def _subset_rows(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None
+                 ) -> int | None:
+    """The ``training.subset_rows`` of a run: the config's, or for null the value a resumed
+    run recorded (none recorded: None, as runs trained before it existed), else
+    ``learners.auto_subset_rows``."""
+    from poisoncert.training.groups import recorded_subset_rows
+
+    if cfg.training.subset_rows is not None or cfg.training.sklearn_learner is not None:
+        return cfg.training.subset_rows
+    if old_manifest is not None:
+        return recorded_subset_rows(cfg.training, old_manifest)
+    return learners.auto_subset_rows(cfg, data)
 
 
 def run_subsets(run_dir: str | Path) -> tuple[DataSplit, list[np.ndarray]]:

@@ -97,7 +97,9 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     summary = _edited_summary(cfg, new_cfg, ens, total, _edited)
     new_data = dataclasses.replace(new_data, summary=summary)
     manifest = runs.build_manifest(new_cfg, data=summary.manifest())
-    manifest["engine"] = {"group_size": ens.group_size}  # as the run trained (and retrained)
+    from poisoncert.training.groups import engine_record
+
+    manifest["engine"] = engine_record(ens.group_size, ens.subset_rows)  # as it trained
     manifest["update"] = {"from": str(src.path), "retrained": res.classifiers.tolist(),
                           "n_retrained": int(len(res.classifiers)), "T": ens.T,
                           "removed": edits.n_removed, "relabelled": edits.n_relabelled,

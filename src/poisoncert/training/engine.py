@@ -33,7 +33,7 @@ import torch
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.selection import init_seed
-from poisoncert.training.fast import stacking
+from poisoncert.training.fast import batch_dependent, stacking
 from poisoncert.training.groups import auto_group_size
 from poisoncert.training.inference import evaluate, precision
 from poisoncert.training.loops import train_one, train_stacked
@@ -100,7 +100,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     with precision(cfg, device):
         if kind is not None:
             weights = train_stacked(models, rows, draws, batcher, y, cfg, settings.group,
-                                    device, kind)
+                                    device, kind, subsets=task.subsets)
         else:
             weights = [train_one(m, r, d, batcher, y, cfg, device)
                        for m, r, d in zip(models, rows, draws, strict=True)]
@@ -273,7 +273,9 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
     if len(seeds) != len(subsets):
         raise param_error("seeds", where, f"one seed per subset ({len(subsets)})",
                           f"{len(seeds)} seeds")
-    build_model(cfg.model, x_train.shape[1:], n_classes)  # validates the input shape early
+    probe = build_model(cfg.model, x_train.shape[1:], n_classes)  # checks the input shape
+    if cfg.subset_rows is not None:
+        _check_subset_rows(cfg, probe, subsets, x_train.ndim == 4, where)
 
     T = len(subsets)
     preds = np.full((T, len(x_test)), ABSTAIN, dtype=np.int16)
@@ -319,6 +321,22 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
         for g, result in pool.map_chunks(_GroupRunner(tasks, x_test, settings), range(len(tasks))):
             collect(tasks[g], result)
     return preds, weights
+
+
+def _check_subset_rows(cfg: TrainConfig, model, subsets, images: bool, where: str) -> None:
+    """``cfg.subset_rows`` applies: every sub-dataset fits, the draws are not augmented and
+    a sample's output does not depend on its batch."""
+    U = cfg.subset_rows
+    if images and cfg.augments_images:
+        raise param_error("cfg.subset_rows", where, "None when training images are augmented "
+                          "(augment with max_shift > 0, or warps)", U)
+    if batch_dependent(model):
+        raise param_error("cfg.subset_rows", where, "None for a model with BatchNorm (its "
+                          "batch statistics depend on the rows forwarded)", U)
+    largest = max((len(s) for s in subsets), default=0)
+    if largest > U:
+        raise param_error("cfg.subset_rows", where, f"at least the largest sub-dataset "
+                          f"({largest} rows)", U)
 
 
 def _check_seed(s, where: str) -> int:

@@ -39,8 +39,9 @@ from torch.nn import functional as F
 
 from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
-__all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
-           "StackedSmallCNN", "fuse_avgpool", "stack_models", "stackable", "stacking"]
+__all__ = ["STACKINGS", "batch_dependent", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
+           "StackedSmallCNN", "fuse_avgpool", "shared_conv", "stack_models", "stackable",
+           "stacking"]
 
 #: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
 STACKINGS = ("auto", "twin", "vmap")
@@ -59,6 +60,12 @@ def fuse_avgpool(w: torch.Tensor) -> torch.Tensor:
 
 def _random_modules(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+
+
+def batch_dependent(model: nn.Module) -> bool:
+    """Whether a sample's output in training mode depends on the rest of its batch
+    (BatchNorm's batch statistics)."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
 def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
@@ -203,14 +210,19 @@ class StackedLeNet5(_Stacked):
         self.padding = m0.padding
         self.feature_shape = m0.feature_shape
 
-    def _convs(self, x: torch.Tensor) -> torch.Tensor:
+    def _convs(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
+        """``x``: ``(B, G * C, H, W)`` channels-last, or with ``shared`` ``(N, C, H, W)``
+        shown to every model (the first convolution then runs as one matrix product)."""
         for name, pad, pool in (("conv1", self.padding, self.pools[0]),
                                 ("conv2", 0, self.pools[1])):
             w, b = self.cat(f"{name}.weight"), self.cat(f"{name}.bias")
-            if pool == "avg":
-                x = F.conv2d(x, fuse_avgpool(w), b, stride=2, padding=pad, groups=self.G)
+            w, stride = (fuse_avgpool(w), 2) if pool == "avg" else (w, 1)
+            if shared:
+                x, shared = shared_conv(x, w, b, stride, pad), False
             else:
-                x = F.max_pool2d(F.conv2d(x, w, b, padding=pad, groups=self.G), 2)
+                x = F.conv2d(x, w, b, stride=stride, padding=pad, groups=self.G)
+            if pool == "max":
+                x = F.max_pool2d(x, 2)
             x = F.relu_(x)
         return x
 
@@ -230,10 +242,38 @@ class StackedLeNet5(_Stacked):
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(N, C, H, W)`` shown to every model; logits ``(G, N, K)``.
 
-        The images are copied ``G`` times into the grouped layout: measured 2-4x faster than
-        one ungrouped first convolution with ``6 G`` output channels on the shared input.
+        On the CPU the first convolution of all ``G`` models is one matrix product of the
+        shared input's patches (``shared_conv``); elsewhere the images are copied ``G`` times
+        into the grouped layout.
         """
+        if x.device.type == "cpu":
+            return self._head(self._convs(x, shared=True))
         return self.forward_train(x.unsqueeze(1).expand(-1, self.G, *x.shape[1:]))
+
+
+def shared_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
+                padding: int) -> torch.Tensor:
+    """``F.conv2d(x, w, b, stride, padding)`` (no groups) as one matrix product of ``x``'s
+    patches with the ``O`` kernels: ``(N, O, oh, ow)``, channels-last.
+
+    The stacked models' first convolution on inputs they share (evaluation): ``O = G * c``
+    kernels of ``C`` channels. oneDNN's convolution runs this shape (1 input channel, ``6 G``
+    outputs) at a few percent of the CPU's matrix rate, as grouped (``groups=G``, outputs
+    padded to 16 per group) or not; the patches (``N oh ow x C k k``, copied once) times the
+    kernels is one well-shaped ``addmm``. Each output is one dot product over ``C k k``
+    patch values, whatever ``O``, so a model's outputs do not depend on the others'.
+    """
+    N, C = x.shape[:2]
+    O, _, kh, kw = w.shape
+    if padding:
+        x = F.pad(x, (padding, padding, padding, padding))
+    patches = x.unfold(2, kh, stride).unfold(3, kw, stride)  # (N, C, oh, ow, kh, kw)
+    oh, ow = patches.shape[2:4]
+    rows = patches.permute(0, 2, 3, 1, 4, 5).reshape(N * oh * ow, C * kh * kw)
+    out = torch.mm(rows, w.reshape(O, C * kh * kw).t()).view(N, oh, ow, O)
+    if b is not None:
+        out += b
+    return out.permute(0, 3, 1, 2)
 
 
 class StackedSmallCNN(StackedLeNet5):
@@ -243,10 +283,14 @@ class StackedSmallCNN(StackedLeNet5):
         _Stacked.__init__(self, models)
         self.feature_shape = models[0].feature_shape
 
-    def _convs(self, x: torch.Tensor) -> torch.Tensor:
+    def _convs(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
         for name in ("conv1", "conv2"):
             w, b = self.cat(f"{name}.weight"), self.cat(f"{name}.bias")
-            x = F.relu_(F.max_pool2d(F.conv2d(x, w, b, padding=1, groups=self.G), 2))
+            if shared:
+                x, shared = shared_conv(x, w, b, 1, 1), False
+            else:
+                x = F.conv2d(x, w, b, padding=1, groups=self.G)
+            x = F.relu_(F.max_pool2d(x, 2))
         return x
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:

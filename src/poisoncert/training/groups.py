@@ -21,8 +21,8 @@ import math
 
 from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
 
-__all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "auto_group_size", "even_groups",
-           "recorded_group_size"]
+__all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "auto_group_size", "engine_record",
+           "even_groups", "recorded_group_size", "recorded_subset_rows"]
 
 #: Largest auto group on CUDA for models under / over a million parameters.
 CUDA_CAP_SMALL, CUDA_CAP_LARGE = 256, 32
@@ -47,6 +47,25 @@ def recorded_group_size(cfg: TrainConfig, manifest: dict | None) -> int:
     if cfg.group_size != "auto":
         return int(cfg.group_size)
     return int((manifest or {}).get("engine", {}).get("group_size", DEFAULT_GROUP_SIZE))
+
+
+def recorded_subset_rows(cfg: TrainConfig, manifest: dict | None) -> int | None:
+    """The ``subset_rows`` of a run with training settings ``cfg``: ``cfg.subset_rows``, or
+    for null the value the manifest records (``engine.subset_rows``; None when absent, as in
+    runs trained before it existed)."""
+    if cfg.subset_rows is not None or cfg.sklearn_learner is not None:
+        return cfg.subset_rows
+    rows = (manifest or {}).get("engine", {}).get("subset_rows")
+    return None if rows is None else int(rows)
+
+
+def engine_record(group: int, subset_rows: int | None) -> dict:
+    """A manifest's ``engine`` section: the numerics a run resolved for itself (the group
+    size; the subset rows when set)."""
+    record = {"group_size": int(group)}
+    if subset_rows is not None:
+        record["subset_rows"] = int(subset_rows)
+    return record
 
 
 def auto_group_size(cfg: TrainConfig, device, input_shape, n_classes: int,

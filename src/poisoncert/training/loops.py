@@ -16,7 +16,8 @@ from poisoncert.training.minibatches import Minibatches
 from poisoncert.training.optim import StackedOptimizer, lr_at, make_optimizer, set_lr
 from poisoncert.training.settings import TrainConfig
 
-__all__ = ["STEP_BLOCK", "DrawBlocks", "autocast", "train_one", "train_stacked"]
+__all__ = ["STEP_BLOCK", "DrawBlocks", "autocast", "draw_counts", "train_one",
+           "train_stacked"]
 
 #: Steps whose draws are moved to the device at once (bounds the memory of long runs).
 STEP_BLOCK = 64
@@ -113,17 +114,57 @@ class DrawBlocks:
                 yield a, b, dev(cur)
 
 
+def draw_counts(positions: np.ndarray, rows: int) -> np.ndarray:
+    """``(steps, rows)`` float: how many of each step's draws picked each sub-dataset row
+    (``positions`` ``(steps, B)`` < ``rows``)."""
+    steps = len(positions)
+    flat = positions + (np.arange(steps) * rows)[:, None]
+    return np.bincount(flat.reshape(-1), minlength=steps * rows).reshape(steps, rows)
+
+
+def _train_subsets(net, opt, subsets, draws, batcher, y, cfg: TrainConfig, pad: int,
+                   device) -> None:
+    """``cfg.subset_rows``: every step forwards each classifier's sub-dataset (padded to
+    ``U`` rows with copies of its last row, which no draw picks) and weights each row's loss
+    by its draw count: ``sum_j c_j CE_j / B`` is the draws' ``sum_b CE_b / B``."""
+    G, B, U = net.G, cfg.batch_size, cfg.subset_rows
+    rows = [np.concatenate([s, np.repeat(s[-1:], U - len(s))]) for s in subsets]
+    rows = np.stack(rows + [rows[-1]] * pad)  # (G, U)
+    rows_t = torch.as_tensor(rows, device=device)
+    labels = y[rows_t].reshape(-1)
+    xb = batcher(rows_t.t() if net.batch_first else rows_t, None)
+    counts = [draw_counts(d.positions, U) for d in draws]
+    counts = counts + [counts[-1]] * pad
+    for a in range(0, cfg.steps, STEP_BLOCK):
+        b = min(a + STEP_BLOCK, cfg.steps)
+        block = torch.as_tensor(np.stack([c[a:b] for c in counts], axis=1),
+                                dtype=cfg.torch_dtype).to(device)  # (n, G, U)
+        for s in range(a, b):
+            with autocast(cfg, device):
+                logits = net.forward_train(xb)
+            ce = F.cross_entropy(logits.to(cfg.torch_dtype).reshape(G * U, -1), labels,
+                                 reduction="none")
+            loss = (ce * block[s - a].reshape(-1)).sum() / B
+            loss.backward()
+            opt.step(net.flat_grad(), lr_at(cfg, s))
+            net.zero_grad()
+
+
 def train_stacked(models, rows, draws: list[Minibatches], batcher, y, cfg: TrainConfig,
-                  group: int, device, kind: str) -> list[dict]:
+                  group: int, device, kind: str, subsets=None) -> list[dict]:
     """The fast path: the group padded to the group size (copies of its last classifier, so
     every group has the same shapes), trained as one stacked network (``fast``) with one
     update for the whole stack (``optim.StackedOptimizer``); the real classifiers' state
-    dicts (device tensors)."""
+    dicts (device tensors). ``subsets`` (rows of ``y`` per classifier) with
+    ``cfg.subset_rows``: each step forwards the sub-datasets, weighted by draw counts."""
     k, G, B = len(models), group, cfg.batch_size
     pad = G - k
     models = [m.to(device=device, dtype=cfg.torch_dtype) for m in models]
     net = stack_models(models + [models[-1]] * pad, how=kind)
     opt = StackedOptimizer(net.flat, cfg)
+    if cfg.subset_rows is not None:
+        _train_subsets(net, opt, subsets, draws, batcher, y, cfg, pad, device)
+        return net.state_dicts(device=device)[:k]
     axis = 2 if net.batch_first else 1  # (steps, B, G) or (steps, G, B)
     for a, b, blk in DrawBlocks(draws, rows, pad, axis, cfg.steps, device):
         rows_b = blk["rows"]  # (n, G, B)
