@@ -7,6 +7,7 @@
     python benchmarks/bench_training.py --full             # T=1000 MNIST and MNIST 1/7 runs
     python benchmarks/bench_training.py --predict --models 1000   # training.predict rate
     python benchmarks/bench_training.py --baseline-src /tmp/old/src  # + another engine (e)
+    python benchmarks/bench_training.py --heap --repeats 5     # threads.keep_heap's effect
 
 The same work is done every way: ``--models`` classifiers, each on ``--ns`` MNIST images drawn
 with replacement, ``--steps`` Adam steps of ``--batch`` class-balanced draws (no shifts, so
@@ -251,6 +252,9 @@ def throughput(args):
             accs[name] = float((P == yt).mean())
             print(f"  repeat {r}: {name}: {times[name][-1]:.1f} s, {cpu[name][-1]:.1f} CPU s, "
                   f"load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
+    if not variants:  # every variant skipped: the inference table only
+        inference(args, xt)
+        return
     first = next(iter(variants))
     base, base_cpu = statistics.median(times[first]), statistics.median(cpu[first])
     print(f"\nfast path: subset_rows={fcfg.subset_rows} (None: each step forwards the draws)")
@@ -272,7 +276,11 @@ def throughput(args):
 
 
 def inference(args, xt):
-    """Test-set inference: one stacked group vs one module at a time (1 thread)."""
+    """Test-set inference: one stacked group vs one module at a time (1 thread), with the
+    heap kept as in the engine's workers and the command line (``threads.keep_heap``)."""
+    from poisoncert.threads import keep_heap
+
+    keep_heap()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     G = args.group_size
@@ -289,6 +297,12 @@ def inference(args, xt):
                     net.forward_eval(c)
                 res.setdefault(f"stacked group of {G}, batches of {bs}", []).append(
                     G * len(xt) / (time.perf_counter() - t0))
+            # the previous formulation: the images copied G times, a grouped first convolution
+            t0 = time.perf_counter()
+            for c in xt_t.split(64):
+                net.forward_train(c.unsqueeze(1).expand(-1, G, *c.shape[1:]))
+            res.setdefault(f"stacked group of {G}, batches of 64, grouped first convolution "
+                           "(previous)", []).append(G * len(xt) / (time.perf_counter() - t0))
             t0 = time.perf_counter()
             for m in models[:2]:
                 for c in xt_t.split(500):
@@ -296,12 +310,66 @@ def inference(args, xt):
             res.setdefault("one module at a time, batches of 500", []).append(
                 2 * len(xt) / (time.perf_counter() - t0))
     torch.set_num_threads(threads)
-    print(f"\nInference over the {len(xt)} test images (1 thread), model-images/s:\n")
+    print(f"\nInference over the {len(xt)} test images (1 thread, keep_heap), model-images/s:\n")
     print("| formulation | model-images/s | s per model |")
     print("|---|---:|---:|")
     for k, v in res.items():
         rate = statistics.median(v)
         print(f"| {k} | {rate:,.0f} | {len(xt) / rate:.3f} |")
+
+
+_HEAP_STEP = """
+import resource, sys, time, torch
+from torch.nn import functional as F
+from poisoncert.threads import keep_heap
+if sys.argv[1] == "keep":
+    keep_heap()
+from poisoncert.training import LeNet5
+from poisoncert.training.fast import stack_models
+from poisoncert.training.optim import StackedOptimizer
+from poisoncert.training.settings import TrainConfig
+torch.set_num_threads(1)
+torch.manual_seed(0)
+G, B = 8, 32
+net = stack_models([LeNet5(1, 10, 28) for _ in range(G)])
+opt = StackedOptimizer(net.flat, TrainConfig(model="lenet5"))
+x, y = torch.rand(4096, 1, 28, 28), torch.randint(0, 10, (4096,))
+idx = torch.randint(0, 4096, (120, B, G))
+def step(i):
+    F.cross_entropy(net.forward_train(x[i]).reshape(G * B, 10), y[i.T].reshape(-1),
+                    reduction="sum").div(B).backward()
+    opt.step(net.flat_grad(), 1e-3)
+    net.zero_grad()
+for i in idx[:20]:
+    step(i)
+r0, c0 = resource.getrusage(resource.RUSAGE_SELF), time.process_time()
+for i in idx[20:]:
+    step(i)
+r1 = resource.getrusage(resource.RUSAGE_SELF)
+print((time.process_time() - c0) * 10, (r1.ru_minflt - r0.ru_minflt) / 100,
+      (r1.ru_stime - r0.ru_stime) * 10)
+"""
+
+
+def heap(args):
+    """One stacked LeNet-5 group step (G = 8, B = 32, 1 thread) in fresh processes with and
+    without ``threads.keep_heap``, interleaved ``--repeats`` times: CPU ms per step, page
+    faults per step and kernel ms per step (medians)."""
+    import subprocess
+
+    res: dict[str, list[list[float]]] = {"glibc's defaults": [], "keep_heap()": []}
+    for _ in range(args.repeats):
+        for name, arg in (("glibc's defaults", "plain"), ("keep_heap()", "keep")):
+            out = subprocess.run([sys.executable, "-c", _HEAP_STEP, arg], check=True,
+                                 capture_output=True, text=True).stdout.split()
+            res[name].append([float(v) for v in out])
+    print(f"\nOne stacked LeNet-5 group step (G = 8, B = 32, 1 thread), median of "
+          f"{args.repeats} processes each, interleaved:\n")
+    print("| allocator | CPU ms / step | page faults / step | kernel ms / step |")
+    print("|---|---:|---:|---:|")
+    for name, rows in res.items():
+        med = [statistics.median(r[k] for r in rows) for k in range(3)]
+        print(f"| {name} | {med[0]:.2f} | {med[1]:,.0f} | {med[2]:.2f} |")
 
 
 def predict_rate(args):
@@ -562,8 +630,12 @@ def main():
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--draws", action="store_true",
                    help="fast path forwards the draws even when ns < batch (no subset_rows)")
+    p.add_argument("--heap", action="store_true",
+                   help="a training step with and without threads.keep_heap")
     args = p.parse_args()
-    if args.predict:
+    if args.heap:
+        heap(args)
+    elif args.predict:
         predict_rate(args)
     elif args.study:
         study(args)
