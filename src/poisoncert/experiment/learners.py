@@ -173,7 +173,7 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
     shape = tuple(data.x_train.shape[1:])
     model = cfg.training.model
     try:
-        training.build_model(model, shape, data.n_classes)
+        built = training.build_model(model, shape, data.n_classes)
     except ValueError as e:
         if str(e).startswith("The 'training.model' parameter"):
             raise ConfigError(str(e)) from None
@@ -193,6 +193,32 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
 
         if not torch.cuda.is_available():
             raise config_error("training.device", "'cpu' (no CUDA device is available)", "cuda")
+    if cfg.training.subset_rows is not None:
+        _check_subset_rows(cfg, data, built)
+
+
+def _check_subset_rows(cfg: ExperimentConfig, data: DataSplit, model) -> None:
+    """An explicit ``training.subset_rows`` fits the run (the engine's conditions, checked
+    before anything is written)."""
+    from poisoncert.experiment.split import subset_plan
+    from poisoncert.training.fast import batch_dependent
+
+    key, U, t = "training.subset_rows", cfg.training.subset_rows, cfg.training
+    scheme = cfg.selection.scheme
+    if scheme not in ("with_replacement", "without_replacement"):
+        raise config_error(key, f"null for the {scheme} scheme (sub-datasets of varying "
+                           "sizes)", U)
+    if data.x_train.ndim >= 3 and t.augments_images:
+        raise config_error(key, "null when training images are augmented (training.augment "
+                           "with max_shift > 0, or warps)", U)
+    if batch_dependent(model):
+        raise config_error(key, "null for a model with BatchNorm (its batch statistics depend "
+                           "on the rows forwarded)", U)
+    plan = subset_plan(cfg.selection, data)
+    size = plan.n_clean + int(plan.ns)
+    if U < size:
+        raise config_error(key, f"at least the size of every sub-dataset ({size} rows), or null",
+                           U)
 
 
 def train_phase2(cfg: ExperimentConfig, data: DataSplit) -> Phase2Model:
