@@ -256,14 +256,22 @@ def _check_loadable(old, new):
     assert np.array_equal(cert.radius, ref.radius)
 
 
-@pytest.mark.parametrize("kind", ["finite_aggregation", "with_replacement"])
+@pytest.mark.parametrize("kind", ["finite_aggregation", "with_replacement",
+                                  "with_replacement_small"])
 def test_chained_updates_equal_a_full_retrain(tmp_path, kind):
+    """... bagging with sub-datasets smaller than a batch included: the update retrains with
+    the subset rows the run recorded, as a new run from scratch picks them."""
     if kind == "finite_aggregation":
         cfg = _fa(k=4, d=3)
     else:
-        cfg = _cfg(selection__scheme=kind, selection__k=None, selection__ns=200,
-                   selection__T=6, data__n_clean=30)
+        ns, n_clean = (200, 30) if kind == "with_replacement" else (10, 3)
+        kind = "with_replacement"
+        cfg = _cfg(selection__scheme=kind, selection__k=None, selection__ns=ns,
+                   selection__T=6, data__n_clean=n_clean)
     train_run(cfg, tmp_path / "a")
+    rows = json.loads((tmp_path / "a" / "manifest.json").read_text())["engine"].get(
+        "subset_rows")
+    assert rows == (13 if cfg.selection.ns == 10 else None)
     add_x = (np.random.default_rng(1).integers(0, 17, (3, 1, 8, 8)).astype(np.float32)
              / np.float32(16))
     first = Edits(relabel_index=np.array([5, 6]), relabel_label=np.array([1, 2]))
@@ -282,6 +290,9 @@ def test_chained_updates_equal_a_full_retrain(tmp_path, kind):
     for name, res in (("b", r1), ("c", r2)):
         scratch = train_run(tmp_path / name / "config.yaml", tmp_path / f"{name}_scratch")
         assert np.array_equal(res.predictions, scratch.predictions)
+        for run in (name, f"{name}_scratch"):
+            engine = json.loads((tmp_path / run / "manifest.json").read_text())["engine"]
+            assert engine.get("subset_rows") == rows
         assert np.array_equal(np.load(tmp_path / name / "clean_indices.npy"),
                               np.load(tmp_path / f"{name}_scratch" / "clean_indices.npy"))
     if kind == "with_replacement":  # removals change n: every draw
