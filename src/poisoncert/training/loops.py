@@ -133,12 +133,11 @@ def _train_subsets(net, opt, subsets, draws, batcher, y, cfg: TrainConfig, pad: 
     rows_t = torch.as_tensor(rows, device=device)
     labels = y[rows_t].reshape(-1)
     xb = batcher(rows_t.t() if net.batch_first else rows_t, None)
-    counts = [draw_counts(d.positions, U) for d in draws]
-    counts = counts + [counts[-1]] * pad
+    positions = [d.positions for d in draws] + [draws[-1].positions] * pad
     for a in range(0, cfg.steps, STEP_BLOCK):
         b = min(a + STEP_BLOCK, cfg.steps)
-        block = torch.as_tensor(np.stack([c[a:b] for c in counts], axis=1),
-                                dtype=cfg.torch_dtype).to(device)  # (n, G, U)
+        block = torch.as_tensor(np.stack([draw_counts(pos[a:b], U) for pos in positions],
+                                         axis=1), dtype=cfg.torch_dtype).to(device)  # (n, G, U)
         for s in range(a, b):
             with autocast(cfg, device):
                 logits = net.forward_train(xb)
