@@ -115,7 +115,7 @@ class DrawBlocks:
 
 
 def draw_counts(positions: np.ndarray, rows: int) -> np.ndarray:
-    """``(steps, rows)`` float: how many of each step's draws picked each sub-dataset row
+    """``(steps, rows)`` int64: how many of each step's draws picked each sub-dataset row
     (``positions`` ``(steps, B)`` < ``rows``)."""
     steps = len(positions)
     flat = positions + (np.arange(steps) * rows)[:, None]
