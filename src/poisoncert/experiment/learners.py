@@ -125,7 +125,13 @@ def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
     size of every sub-dataset (``|D^c| + ns``) when the selection scheme fixes it (with and
     without replacement) and it is below ``training.batch_size``, the training images are
     not augmented, the model is a torch model without BatchNorm and the path is not the
-    reference; else None (each step forwards the draws)."""
+    reference; else None (each step forwards the draws).
+
+    The value comes from the config and ``|D^c|`` alone, never from the attackable samples
+    (schemes whose sizes vary, such as binomial selection or partitions, get None rather than
+    their largest draw): classifier ``i``'s training stays a function of its own sub-dataset,
+    its seed and the config, which is what the certificates assume, and a poisoned or edited
+    training set keeps the same value."""
     from poisoncert.experiment.split import subset_plan
 
     t = cfg.training
