@@ -181,7 +181,8 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
     - ``workers``: processes sharing the groups (``poisoncert.executors.LocalExecutor``, 1
       thread each); ``1`` runs in this process. Processes are started from a fork server (or
       spawned), so a script calling with ``workers > 1`` needs the usual
-      ``if __name__ == "__main__":`` guard.
+      ``if __name__ == "__main__":`` guard. Workers keep their freed memory
+      (``poisoncert.threads.keep_heap``); call it in this process to train as fast here.
     - ``progress(k)`` is called after each finished group with the number ``k`` of
       classifiers it finished (empty ones are reported first), so ``tqdm.update`` fits.
 
