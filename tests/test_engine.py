@@ -504,7 +504,7 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_heap_reuses_freed_memory_without_page_faults():
     """After ``keep_heap`` a stacked LeNet-5 step reuses the memory the previous step freed:
-    almost no page faults (measured 0-6 per step; without it 70-1,800 on the development
+    almost no page faults (measured 0 per step; without it 2,000-4,400 on the development
     machine, where glibc maps and unmaps the step's buffers)."""
     import subprocess
 

@@ -49,9 +49,9 @@ def keep_heap(threshold: int = HEAP_KEEP) -> bool:
     (or what its dynamic threshold has grown to) with a fresh ``mmap`` and gives it back on
     free, and trims the heap's top above twice that threshold, so a training step's
     activations and gradients (megabytes each, freed and allocated again every step) page-
-    fault afresh: on the 2-core AMD EPYC development machine, 100-1,800 faults and up to 3 ms
-    of kernel time per 20 ms LeNet-5 group step, none with this setting (docs/benchmarks.md).
-    Memory freed stays with the process (up to
+    fault afresh: on the 2-core AMD EPYC development machine, 3,000-4,000 faults and 9 ms of
+    kernel time per stacked LeNet-5 group step, none with this setting
+    (``benchmarks/bench_training.py --heap``). Memory freed stays with the process (up to
     ``2 * threshold`` bytes), which suits worker processes that train and exit; the library
     does not call it in a caller's process (call it there to get the same speed). Other C
     libraries and platforms: no-op, False. Results do not depend on it.

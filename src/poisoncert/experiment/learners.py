@@ -132,25 +132,42 @@ def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
     their largest draw): classifier ``i``'s training stays a function of its own sub-dataset,
     its seed and the config, which is what the certificates assume, and a poisoned or edited
     training set keeps the same value."""
-    from poisoncert.experiment.split import subset_plan
-
     t = cfg.training
-    if (t.sklearn_learner is not None or cfg.execution.path == "reference"
-            or cfg.selection.scheme not in ("with_replacement", "without_replacement")
-            or (data.x_train.ndim >= 3 and t.augments_images)):
+    if t.sklearn_learner is not None or cfg.execution.path == "reference":
         return None
-    plan = subset_plan(cfg.selection, data)
-    size = plan.n_clean + int(plan.ns)
-    if size >= t.batch_size:
-        return None
-    import torch
 
-    from poisoncert.training import build_model
+    def meta_model():
+        import torch
+
+        from poisoncert.training import build_model
+
+        with torch.device("meta"):
+            return build_model(t.model, tuple(data.x_train.shape[1:]), data.n_classes)
+
+    obstacle, size = _subset_rows_obstacle(cfg, data, meta_model)
+    return None if obstacle is not None or size >= t.batch_size else size
+
+
+def _subset_rows_obstacle(cfg: ExperimentConfig, data: DataSplit, model: Callable
+                          ) -> tuple[str | None, int]:
+    """Why ``training.subset_rows`` cannot apply to the run (what it must be instead), or
+    None, and the size every sub-dataset has (0 when the scheme does not fix one).
+    ``model()`` gives the model, built only when the cheaper conditions hold."""
+    from poisoncert.experiment.split import subset_plan
     from poisoncert.training.fast import batch_dependent
 
-    with torch.device("meta"):
-        model = build_model(t.model, tuple(data.x_train.shape[1:]), data.n_classes)
-    return None if batch_dependent(model) else size
+    scheme = cfg.selection.scheme
+    if scheme not in ("with_replacement", "without_replacement"):
+        return f"null for the {scheme} scheme (sub-datasets of varying sizes)", 0
+    if data.x_train.ndim >= 3 and cfg.training.augments_images:
+        return ("null when training images are augmented (training.augment with max_shift > "
+                "0, or warps)", 0)
+    plan = subset_plan(cfg.selection, data)
+    size = plan.n_clean + int(plan.ns)
+    if batch_dependent(model()):
+        return ("null for a model with BatchNorm (its batch statistics depend on the rows "
+                "forwarded)", size)
+    return None, size
 
 
 def make_learner(cfg: ExperimentConfig, data: DataSplit,
@@ -206,22 +223,10 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
 def _check_subset_rows(cfg: ExperimentConfig, data: DataSplit, model) -> None:
     """An explicit ``training.subset_rows`` fits the run (the engine's conditions, checked
     before anything is written)."""
-    from poisoncert.experiment.split import subset_plan
-    from poisoncert.training.fast import batch_dependent
-
-    key, U, t = "training.subset_rows", cfg.training.subset_rows, cfg.training
-    scheme = cfg.selection.scheme
-    if scheme not in ("with_replacement", "without_replacement"):
-        raise config_error(key, f"null for the {scheme} scheme (sub-datasets of varying "
-                           "sizes)", U)
-    if data.x_train.ndim >= 3 and t.augments_images:
-        raise config_error(key, "null when training images are augmented (training.augment "
-                           "with max_shift > 0, or warps)", U)
-    if batch_dependent(model):
-        raise config_error(key, "null for a model with BatchNorm (its batch statistics depend "
-                           "on the rows forwarded)", U)
-    plan = subset_plan(cfg.selection, data)
-    size = plan.n_clean + int(plan.ns)
+    key, U = "training.subset_rows", cfg.training.subset_rows
+    obstacle, size = _subset_rows_obstacle(cfg, data, lambda: model)
+    if obstacle is not None:
+        raise config_error(key, obstacle, U)
     if U < size:
         raise config_error(key, f"at least the size of every sub-dataset ({size} rows), or null",
                            U)

@@ -39,9 +39,9 @@ from torch.nn import functional as F
 
 from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
-__all__ = ["STACKINGS", "batch_dependent", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
-           "StackedSmallCNN", "fuse_avgpool", "shared_conv", "stack_models", "stackable",
-           "stacking"]
+__all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
+           "StackedSmallCNN", "batch_dependent", "fuse_avgpool", "shared_conv", "stack_models",
+           "stackable", "stacking"]
 
 #: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
 STACKINGS = ("auto", "twin", "vmap")
@@ -257,11 +257,12 @@ def shared_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
     patches with the ``O`` kernels: ``(N, O, oh, ow)``, channels-last.
 
     The stacked models' first convolution on inputs they share (evaluation): ``O = G * c``
-    kernels of ``C`` channels. oneDNN's convolution runs this shape (1 input channel, ``6 G``
-    outputs) at a few percent of the CPU's matrix rate, as grouped (``groups=G``, outputs
-    padded to 16 per group) or not; the patches (``N oh ow x C k k``, copied once) times the
-    kernels is one well-shaped ``addmm``. Each output is one dot product over ``C k k``
-    patch values, whatever ``O``, so a model's outputs do not depend on the others'.
+    kernels of ``C`` channels. oneDNN runs this shape (1 input channel, ``6 G`` outputs)
+    slowly on the CPU: grouped (``groups=G``) it pads each group's 6 outputs to 16, ungrouped
+    it measured 3-5x slower still; the patches (``N oh ow x C k k``, copied once) times the
+    kernels is one well-shaped ``mm`` (docs/benchmarks.md). Each output is one dot product
+    over ``C k k`` patch values, whatever ``O``, so a model's outputs do not depend on the
+    others'.
     """
     N, C = x.shape[:2]
     O, _, kh, kw = w.shape
