@@ -10,11 +10,13 @@ Prints, for the device:
 
 1. its measured matmul rate (a large square ``torch.mm``) per precision;
 2. training images/s of one stacked group (``training.train_predict`` on random images, one
-   warm-up call first) for ``lenet5`` (MNIST shape), ``cnn_small`` with random warps and
+   warm-up call first) for ``lenet5`` (MNIST shape; also with ``training.subset_rows`` on
+   10-row sub-datasets, MNIST 1/7's shape of work), ``cnn_small`` with random warps and
    elastic fields, and ``resnet18`` (CIFAR shape), at several group sizes and precisions
    (``float32``, and on CUDA ``tf32`` and ``bfloat16``), with the fraction of the matmul
    rate of that precision it represents (training FLOPs per image counted by
-   ``torch.utils.flop_counter`` on one plain model's forward and backward pass);
+   ``torch.utils.flop_counter`` on one plain model's forward and backward pass, times
+   ``U / B`` with ``subset_rows``: the arithmetic a step does per draw);
 3. end to end, train + certify: MNIST 1/7 T = 1000 (``experiments/mnist17.yaml``), MNIST
    ns = 30 T = 1000 (``experiments/mnist_ns30.yaml``) and CIFAR-10 ResNet-18 ns = 1000,
    T = 500, 400 steps (``experiments/cifar10_bagging.yaml``), each with ``group_size: auto``
@@ -52,12 +54,17 @@ class Case:
     cfg: TrainConfig
     shape: tuple[int, ...]
     groups: tuple[int, ...]
+    #: Rows of each classifier's sub-dataset (drawn with replacement from random images).
+    subset: int = 30
 
 
 def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
     if quick:
         return [Case("lenet5", TrainConfig(model="lenet5", steps=3, batch_size=8),
                      (1, 28, 28), (2, 4)),
+                Case("lenet5, sub-dataset rows 4", TrainConfig(model="lenet5", steps=3,
+                                                               batch_size=8, subset_rows=4),
+                     (1, 28, 28), (2,), subset=4),
                 Case("cnn_small + warps", TrainConfig(model="cnn_small", steps=3,
                                                       batch_size=8, **WARPS),
                      (1, 28, 28), (2,)),
@@ -66,6 +73,10 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
     small = (8, 256) if short else (8, 64, 256)
     return [Case("lenet5", TrainConfig(model="lenet5", steps=40, batch_size=32),
                  (1, 28, 28), small),
+            # MNIST 1/7's shape of work (ns = 10): training.subset_rows, as a run picks it
+            Case("lenet5, sub-dataset rows 10", TrainConfig(model="lenet5", steps=40,
+                                                            batch_size=32, subset_rows=10),
+                 (1, 28, 28), (8, 256) if short else (8, 256, 1000), subset=10),
             Case("cnn_small + warps", TrainConfig(model="cnn_small", steps=40, batch_size=32,
                                                   **WARPS), (1, 28, 28), small),
             Case("resnet18", TrainConfig(model="resnet18", steps=10, batch_size=64,
@@ -111,13 +122,15 @@ def flops_per_image(cfg: TrainConfig, shape) -> float:
 
 
 def throughput(case: Case, G: int, dtype: str, device: str) -> float:
-    """Training images/s of one group of ``G`` (the second of two calls)."""
+    """Training images/s of one group of ``G`` (the second of two calls): the draws of the
+    group's steps per second (with ``subset_rows`` a step forwards each sub-dataset's rows
+    once, weighted by the draws: the same work counted the same way)."""
     cfg = replace(case.cfg, group_size=G, dtype=dtype)
     rng = np.random.default_rng(0)
     n = max(64, 4 * cfg.batch_size)
     x = rng.random((n, *case.shape), dtype=np.float32)
     y = rng.integers(0, 10, n)
-    subsets = [rng.integers(0, n, 30) for _ in range(G)]
+    subsets = [rng.integers(0, n, case.subset) for _ in range(G)]
     seeds = list(range(G))
     xt = x[:2]
     train_predict(x, y, subsets, seeds, xt, cfg, n_classes=10, device=device)  # warm-up
@@ -138,7 +151,7 @@ QUICK_E2E = {
     "digits_lenet": ("digits, T = 8, cnn_small (quick)", None,
                      {"data": {"name": "digits", "test_limit": 50},
                       "selection": {"scheme": "with_replacement", "ns": 40, "T": 8},
-                      "training": {"model": "cnn_small", "steps": 5, "batch_size": 8},
+                      "training": {"model": "cnn_small", "steps": 5, "batch_size": 48},
                       "certify": {"rhos": [0, 1]}}),
     "digits_resnet": ("digits, T = 2, resnet18 (quick)", None,
                       {"data": {"name": "digits", "test_limit": 10},
@@ -173,6 +186,7 @@ def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None) -> 
         man = json.loads((Path(tmp) / key / "manifest.json").read_text())
     out = {"run": label, "train_s": round(t1 - t0, 2), "certify_s": round(t2 - t1, 2),
            "total_s": round(t2 - t0, 2), "group_size": man.get("engine", {}).get("group_size"),
+           "subset_rows": man.get("engine", {}).get("subset_rows"),
            "vote_accuracy": round(res.accuracy, 4),
            "base_accuracy": round(res.base_accuracy, 4)}
     out["certified_accuracy"] = {str(r): round(a, 4) for r, a in cert.table.rows()}
@@ -211,6 +225,8 @@ def main(argv=None) -> dict:
     rows = []
     for case in [] if args.no_throughput else cases(args.quick, device, args.short):
         fpi = flops_per_image(case.cfg, case.shape)
+        if case.cfg.subset_rows:  # a step's arithmetic: U rows forwarded for B draws
+            fpi *= case.cfg.subset_rows / case.cfg.batch_size
         for G in case.groups:
             for dt in dtypes:
                 rate = throughput(case, G, dt, device)
@@ -225,8 +241,9 @@ def main(argv=None) -> dict:
     keys = (list(table) if args.e2e == "all" else [] if args.e2e == "none"
             else [k.strip() for k in args.e2e.split(",")])
     if keys:
-        print("\n| run (train + certify) | group | train s | certify s | total s | vote acc |")
-        print("|---|---:|---:|---:|---:|---:|")
+        print("\n| run (train + certify) | group | rows / step | train s | certify s | total s "
+              "| vote acc |")
+        print("|---|---:|---|---:|---:|---:|---:|")
     e2e = []
     for key in keys:
         if key not in table:
@@ -235,10 +252,13 @@ def main(argv=None) -> dict:
             r = end_to_end(key, device, args.quick, dt)
             e2e.append(r)
             if "skipped" in r:
-                print(f"| {r['run']} | | | | skipped: {r['skipped']} | |")
+                print(f"| {r['run']} | | | | | skipped: {r['skipped']} | |")
             else:
-                print(f"| {r['run']} | {r['group_size']} | {r['train_s']} | {r['certify_s']} "
-                      f"| {r['total_s']} | {r['vote_accuracy']} |", flush=True)
+                rows_step = (f"sub-datasets ({r['subset_rows']})" if r["subset_rows"]
+                             else "draws")
+                print(f"| {r['run']} | {r['group_size']} | {rows_step} | {r['train_s']} "
+                      f"| {r['certify_s']} | {r['total_s']} | {r['vote_accuracy']} |",
+                      flush=True)
                 print("  certified accuracy:", r["certified_accuracy"], flush=True)
     report["end_to_end"] = e2e
     if args.json:

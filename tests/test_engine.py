@@ -411,12 +411,16 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     report = bench.main(["--device", "cpu", "--quick", "--e2e", "digits_lenet",
                          "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
-    assert {r["model"] for r in report["throughput"]} == {"lenet5", "cnn_small + warps",
-                                                          "resnet18"}
+    assert {r["model"] for r in report["throughput"]} == {
+        "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "resnet18"}
+    # the sub-dataset rows' arithmetic per draw is U / B of the draws'
+    per = {r["model"]: r["gflop_per_image"] for r in report["throughput"]}
+    assert per["lenet5, sub-dataset rows 4"] == pytest.approx(per["lenet5"] * 4 / 8)
     assert all(r["images_per_s"] > 0 and 0 < r["fraction_of_matmul"] for r in
                report["throughput"])
     (e2e,) = report["end_to_end"]
     assert e2e["group_size"] == 8 and e2e["total_s"] > 0 and "0" in e2e["certified_accuracy"]
+    assert e2e["subset_rows"] == 40  # ns = 40 below batches of 48: the run picked it
     assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out
 
 

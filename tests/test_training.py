@@ -538,12 +538,18 @@ def test_draw_counts_count_every_draw():
         np.testing.assert_array_equal(c[s], np.bincount(pos[s], minlength=9))
 
 
+#: The CPU, and a CUDA device where there is one (``benchmarks/gpu_session.sh`` runs ``-k cuda``).
+_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))]
+
+
+@pytest.mark.parametrize("device", _DEVICES)
 @pytest.mark.parametrize("model", ["lenet5", "lenet5_avg", "cnn_small", "mlp", "plain"])
-def test_subset_rows_takes_the_draws_steps_float64(model):
+def test_subset_rows_takes_the_draws_steps_float64(model, device):
     """Forwarding each sub-dataset once, weighted by draw counts, takes the steps the draws
     take: float64 weights within the drift bound of the fast/reference comparison (the sums
     are the same, in another order), the same predictions; and the reference path (which
-    ignores subset_rows) agrees too."""
+    ignores subset_rows) agrees too. On the CPU and on CUDA."""
     if model == "mlp":
         x, y, xt, _ = _digits()
         x, y, xt = x[:300], y[:300], xt[:60]
@@ -556,10 +562,11 @@ def test_subset_rows_takes_the_draws_steps_float64(model):
     name = _plain_lenet if model == "plain" else model
     cfg = TrainConfig(model=name, steps=15, batch_size=16, group_size=4, dtype="float64",
                       lr=3e-3, eval_batch_size=64)
-    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k, device=device)
     fast = TrainConfig(**{**cfg.__dict__, "subset_rows": 11})
     for path in ("fast", "reference"):
-        Q, V = train_predict_with_weights(x, y, subs, seeds, xt, fast, n_classes=k, path=path)
+        Q, V = train_predict_with_weights(x, y, subs, seeds, xt, fast, n_classes=k, path=path,
+                                          device=device)
         np.testing.assert_array_equal(Q, P)
         adam = cfg.steps * cfg.lr / 1e-8 * 8 * torch.finfo(torch.float64).eps
         for a, b in zip(V, W, strict=True):
@@ -569,15 +576,16 @@ def test_subset_rows_takes_the_draws_steps_float64(model):
                                            atol=_RTOL64 * scale + adam)
 
 
-def test_subset_rows_is_bit_identical_across_chunking_and_neighbours():
+@pytest.mark.parametrize("device", _DEVICES)
+def test_subset_rows_is_bit_identical_across_chunking_and_neighbours(device):
     x, y, xt, _ = _images(n=80, n_test=12)
     subs, seeds = _subsets(80, 7, 10)
     cfg = TrainConfig(model="lenet5", steps=5, batch_size=16, group_size=4, subset_rows=10)
-    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3, device=device)
     perm = [6, 2, 0, 5]
     got = [train_predict_with_weights(x, y, [subs[i] for i in part], [seeds[i] for i in part],
-                                      xt, cfg, n_classes=3) for part in ([0, 1, 2], [3, 4, 5, 6],
-                                                                       perm)]
+                                      xt, cfg, n_classes=3, device=device)
+           for part in ([0, 1, 2], [3, 4, 5, 6], perm)]
     np.testing.assert_array_equal(np.concatenate([got[0][0], got[1][0]]), P)
     np.testing.assert_array_equal(got[2][0], P[perm])
     flat = got[0][1] + got[1][1]
@@ -588,7 +596,7 @@ def test_subset_rows_is_bit_identical_across_chunking_and_neighbours():
     # and it is another computation than the draws' (rounded differently in float32)
     _, W0 = train_predict_with_weights(x, y, subs, seeds, xt,
                                        TrainConfig(**{**cfg.__dict__, "subset_rows": None}),
-                                       n_classes=3)
+                                       n_classes=3, device=device)
     assert not all(torch.equal(W0[0][key], W[0][key]) for key in W[0])
 
 
