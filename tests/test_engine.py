@@ -66,6 +66,67 @@ def test_stacked_update_is_position_independent(opt, dtype):
     assert not torch.equal(results[0], row)  # it did move
 
 
+def _ieee_update(opt: str, cfg: TrainConfig, p, grads, dt):
+    """The stacked update's operations one by one in numpy (each correctly rounded, scalars
+    rounded to the parameters' dtype as torch rounds them): what ``StackedOptimizer`` must
+    compute bit for bit."""
+    from poisoncert.training.optim import ADADELTA_EPS, ADADELTA_RHO, ADAM_BETAS, ADAM_EPS
+
+    f = dt.type
+    p = p.copy()
+    m, v, u = np.zeros_like(p), np.zeros_like(p), np.zeros_like(p)
+    buf = None
+    for t, g in enumerate(grads, start=1):
+        lr = lr_at(cfg, t - 1)
+        g = g + p * f(cfg.weight_decay)
+        if opt == "adam":
+            b1, b2 = ADAM_BETAS
+            m = m * f(b1) + g * f(1.0 - b1)
+            v = v * f(b2) + (g * g) * f(1.0 - b2)
+            bc1, bc2 = 1.0 - b1 ** t, 1.0 - b2 ** t
+            den = np.sqrt(v) / f(math.sqrt(bc2)) + f(ADAM_EPS)
+            p = p - (m / den) * f(lr / bc1)
+        elif opt == "sgd":
+            buf = g if buf is None else buf * f(cfg.momentum) + g
+            p = p - buf * f(lr)
+        else:
+            rho, eps = ADADELTA_RHO, ADADELTA_EPS
+            v = v * f(rho) + (g * g) * f(1.0 - rho)
+            d = np.sqrt(u + f(eps)) / np.sqrt(v + f(eps)) * g
+            u = u * f(rho) + (d * d) * f(1.0 - rho)
+            p = p - d * f(lr)
+    return p
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opt", ["adam", "sgd", "adadelta"])
+def test_stacked_update_is_the_ieee_operations_bit_for_bit(opt, dtype):
+    """On the CPU every operation of the stacked update is correctly rounded: the result
+    equals the same operations in numpy, bit for bit, after steps whose moments include zeros
+    (untouched parameters) and values across the exponent range. (torch's CPU ``sqrt`` is
+    MKL's, 1 ulp off for some inputs on AMD processors: this failed with it.)"""
+
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(4)
+    G, P, steps = 3, 203, 8
+    cfg = TrainConfig(optimizer=opt, lr=1.0 if opt == "adadelta" else 0.01, weight_decay=1e-3,
+                      lr_schedule="cosine", steps=steps,
+                      **({"momentum": 0.9} if opt == "sgd" else {}))
+    p0 = (rng.standard_normal((G, P)) * 10.0 ** rng.uniform(-6, 2, (G, P))).astype(dt)
+    grads = (rng.standard_normal((steps, G, P)) * 10.0 ** rng.uniform(-12, 1, (steps, G, P))
+             ).astype(dt)
+    grads[:, :, :17] = 0.0  # parameters no step touches (their moments stay 0)
+    p0[:, :17] = 0.0
+    flat = torch.from_numpy(p0.copy())
+    upd = StackedOptimizer(flat, cfg)
+    for s in range(steps):
+        upd.step(torch.from_numpy(grads[s].copy()), lr_at(cfg, s))
+    want = _ieee_update(opt, cfg, p0, grads, dt)
+    np.testing.assert_array_equal(flat.numpy().view(f"u{dt.itemsize}"),
+                                  want.view(f"u{dt.itemsize}"))
+    assert not np.array_equal(want, p0)
+
+
 @pytest.mark.parametrize("opt", [dict(optimizer="adam"), dict(optimizer="sgd"),
                                  dict(optimizer="adadelta", lr=1.0)])
 def test_stacked_update_follows_torch_over_steps(opt):
