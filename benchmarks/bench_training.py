@@ -8,6 +8,7 @@
     python benchmarks/bench_training.py --predict --models 1000   # training.predict rate
     python benchmarks/bench_training.py --baseline-src /tmp/old/src  # + another engine (e)
     python benchmarks/bench_training.py --heap --repeats 5     # threads.keep_heap's effect
+    python benchmarks/bench_training.py --sqrt                 # the update's square root
 
 The same work is done every way: ``--models`` classifiers, each on ``--ns`` MNIST images drawn
 with replacement, ``--steps`` Adam steps of ``--batch`` class-balanced draws (no shifts, so
@@ -372,6 +373,41 @@ def heap(args):
         print(f"| {name} | {med[0]:.2f} | {med[1]:,.0f} | {med[2]:.2f} |")
 
 
+def sqrt_study(args):
+    """The stacked update's square root: torch's CPU ``sqrt`` (MKL's vector math) against
+    ``optim.sqrt_`` (numpy's, the processor's instruction) on a LeNet-5 group's moments
+    (8 x 61,712 float32) that are random, zero or denormal (1 thread, CPU ms per call, 200
+    calls), and how often each differs from the correctly rounded root (float64's, rounded)
+    over float32 bit patterns sampled evenly."""
+    from poisoncert.training.optim import sqrt_
+
+    torch.set_num_threads(1)
+    shape = (8, 61712)
+    inputs = {"uniform random": torch.rand(shape), "zeros": torch.zeros(shape),
+              "denormals": torch.full(shape, 1e-40)}
+    out = torch.empty(shape)
+    ways = {"torch.sqrt": lambda v: torch.sqrt(v, out=out), "optim.sqrt_": lambda v: sqrt_(v, out)}
+    print("\n| input | " + " | ".join(f"{w} ms" for w in ways) + " |")
+    print("|---|" + "---:|" * len(ways))
+    for name, v in inputs.items():
+        row = []
+        for fn in ways.values():
+            for _ in range(10):
+                fn(v)
+            c0 = time.process_time()
+            for _ in range(200):
+                fn(v)
+            row.append(f"{(time.process_time() - c0) / 200 * 1e3:.3f}")
+        print(f"| {name} | " + " | ".join(row) + " |")
+    f = np.arange(0, 0x7F800000, 97, dtype=np.uint32).view(np.float32)
+    exact = np.sqrt(f.astype(np.float64)).astype(np.float32).view(np.uint32)
+    t = torch.from_numpy(f)
+    for name, got in (("torch.sqrt", torch.sqrt(t)),
+                      ("optim.sqrt_", sqrt_(t, torch.empty_like(t)))):
+        off = got.numpy().view(np.uint32) != exact
+        print(f"{name}: {off.mean():.2%} of {len(f):,} float32 inputs not correctly rounded")
+
+
 def predict_rate(args):
     """``training.predict``: ``--models`` LeNet-5 classifiers on the 10,000 MNIST test images,
     the previous formulation (one thread, groups of 8, chunks of ``eval_batch_size`` = 500,
@@ -632,8 +668,12 @@ def main():
                    help="fast path forwards the draws even when ns < batch (no subset_rows)")
     p.add_argument("--heap", action="store_true",
                    help="a training step with and without threads.keep_heap")
+    p.add_argument("--sqrt", action="store_true",
+                   help="the stacked update's square root: torch's against optim.sqrt_")
     args = p.parse_args()
-    if args.heap:
+    if args.sqrt:
+        sqrt_study(args)
+    elif args.heap:
         heap(args)
     elif args.predict:
         predict_rate(args)
