@@ -285,6 +285,9 @@ BOUNDS = [
         words=["'training.group_size'", N53], setup=["exp.yaml"]),
     cli("train-subset-rows-0", *T, "--training.subset_rows", "0",
         words=["'training.subset_rows'", "[1, "], setup=["exp.yaml"]),
+    cli("train-subset-rows-on", *T, "--training.subset_rows", "on",
+        words=["'training.subset_rows'", "null ('auto'), 'off' or an int", "Got 'on' instead"],
+        setup=["exp.yaml"]),
     cli("train-subset-rows-small", *T, "--training.subset_rows", "5",
         words=["'training.subset_rows'", "at least the size of every sub-dataset (40 rows)",
                "Got 5 instead"], setup=["exp.yaml"]),
@@ -982,8 +985,8 @@ def test_bad_library_call(results, entry):
 
 def test_table_size():
     """The issue asks for at least 150 entries; with part 2 there are 172 command lines and
-    107 library calls (176 command lines with training.subset_rows)."""
-    assert len(CLI_ENTRIES) >= 176 and len(LIBRARY) >= 107
+    107 library calls (177 command lines with training.subset_rows)."""
+    assert len(CLI_ENTRIES) >= 177 and len(LIBRARY) >= 107
 
 
 CONSOLE = ["radius-gap-alpha", "radius-counts-huge", "delta-steps-1e9", "radius-n-text",

@@ -360,6 +360,50 @@ def test_a_run_resolves_and_records_its_subset_rows_and_a_resumed_run_keeps_them
                                             "training.max_shift": 0}), data) == 5
 
 
+def test_subset_rows_off_keeps_a_run_on_the_draws(tmp_path):
+    """``training.subset_rows: off`` (YAML's bare ``off`` reads as false: the same) trains
+    where the run would pick sub-dataset rows with the draws, records none, keeps ``'off'``
+    in its config.yaml, and resumes and updates on the draws; ``auto`` is null."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.config import load_config
+    from poisoncert.experiment import train_run
+    from poisoncert.experiment.split import split_data
+    from poisoncert.training import TrainConfig, train_predict_with_weights
+
+    small = {"selection.ns": 6}  # a run would pick 6 rows
+    assert from_dict(_RUN, {**small, "training.subset_rows": "auto"}).training.subset_rows \
+        is None
+    assert from_dict(_RUN, {**small, "training.subset_rows": False}).training.subset_rows \
+        == "off"
+    off = train_run(from_dict(_RUN, {**small, "training.subset_rows": "off"}), tmp_path / "off",
+                    progress=False)
+    man = json.loads((tmp_path / "off" / "manifest.json").read_text())
+    assert man["engine"] == {"group_size": 8}
+    assert load_config(tmp_path / "off" / "config.yaml").training.subset_rows == "off"
+    data = split_data(from_dict(_RUN, small).data)
+    args = (data.x_train, data.y_train, *_run_subsets(tmp_path / "off"), data.x_test)
+    P, W = train_predict_with_weights(*args, TrainConfig(model="mlp", steps=4, batch_size=8),
+                                      n_classes=data.n_classes)
+    np.testing.assert_array_equal(off.predictions, P)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(_run_weights(tmp_path / "off"), W,
+                                                        strict=True) for k in a)
+    # resumed: the same draws
+    _reset_chunks(tmp_path / "off")
+    again = train_run(load_config(tmp_path / "off" / "config.yaml"), tmp_path / "off",
+                      progress=False)
+    np.testing.assert_array_equal(again.predictions, P)
+    # from the command line, YAML's bare off
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "off" / "config.yaml"), "--run-dir",
+                                   str(tmp_path / "cli"), "--training.subset_rows", "off", "-q"])
+    assert res.exit_code == 0, res.output
+    np.testing.assert_array_equal(np.load(tmp_path / "cli" / "predictions.npy"), P)
+    with pytest.raises(ValueError, match=r"'training.subset_rows'.*null \('auto'\), 'off' or "
+                                         r"an int in the range \[1, .*Got 'on'"):
+        from_dict(_RUN, {"training.subset_rows": "on"})
+
+
 _BN_FACTORY = "tests.test_engine:bn_model"
 
 

@@ -172,7 +172,9 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> Experi
         for attr, cls in _records(section):
             hints = typing.get_type_hints(cls)
             names = {f.name for f in dataclasses.fields(cls)}
-            kwargs = {key: _coerce(value, hints[key], f"{section}.{key}", from_text)
+            allowed = getattr(cls, "ALLOWED", {})  # keys whose values a type cannot say
+            kwargs = {key: _coerce(value, hints[key], f"{section}.{key}", from_text,
+                                   allowed.get(key))
                       for key, (value, from_text) in values[section].items() if key in names}
             parts[attr] = _build(cls, section, kwargs)
     return ExperimentConfig(**parts)
@@ -344,11 +346,12 @@ def _type_text(tp) -> str:
             str: "a string"}.get(tp, str(tp))
 
 
-def _coerce(value, tp, key: str, from_text: bool):
-    """``value`` as type ``tp``; text from the command line is parsed first."""
+def _coerce(value, tp, key: str, from_text: bool, allowed: str | None = None):
+    """``value`` as type ``tp``; text from the command line is parsed first. ``allowed``:
+    what the error says the key takes (default: ``tp`` in words)."""
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
-    bad = param_error(key, WHERE, _type_text(tp), value)
+    bad = param_error(key, WHERE, allowed or _type_text(tp), value)
     if origin in (typing.Union, types.UnionType):
         if value is None or (from_text and value.strip().lower() in _NONE):
             return None

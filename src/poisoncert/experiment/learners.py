@@ -131,9 +131,10 @@ def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
     (schemes whose sizes vary, such as binomial selection or partitions, get None rather than
     their largest draw): classifier ``i``'s training stays a function of its own sub-dataset,
     its seed and the config, which is what the certificates assume, and a poisoned or edited
-    training set keeps the same value."""
+    training set keeps the same value. ``training.subset_rows: off``: None."""
     t = cfg.training
-    if t.sklearn_learner is not None or cfg.execution.path == "reference":
+    if t.sklearn_learner is not None or cfg.execution.path == "reference" or \
+            t.subset_rows == "off":
         return None
 
     def meta_model():
@@ -216,7 +217,7 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
 
         if not torch.cuda.is_available():
             raise config_error("training.device", "'cpu' (no CUDA device is available)", "cuda")
-    if cfg.training.subset_rows is not None:
+    if cfg.training.rows_per_step is not None:
         _check_subset_rows(cfg, data, built)
 
 

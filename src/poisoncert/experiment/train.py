@@ -251,7 +251,7 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     manifest["engine"] = engine_record(group, rows)
     resumed = rd.prepare(cfg, manifest)
     # the learner trains with the group size and subset rows resolved ("auto" / null -> the
-    # recorded values); the run's own config (its hash, its files) keeps "auto" and null
+    # recorded values, "off" -> None); the run's own config (its hash, its files) keeps them
     train_cfg = cfg
     if (cfg.training.group_size, cfg.training.subset_rows) != (group, rows):
         train_cfg = dataclasses.replace(cfg, training=dataclasses.replace(
@@ -342,13 +342,13 @@ def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | Non
 
 def _subset_rows(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None
                  ) -> int | None:
-    """The ``training.subset_rows`` of a run: the config's, or for null the value a resumed
-    run recorded (none recorded: None, as runs trained before it existed), else
-    ``learners.auto_subset_rows``."""
+    """The ``training.subset_rows`` of a run: the config's (None for ``"off"``: the draws),
+    or for null the value a resumed run recorded (none recorded: None, as runs trained before
+    it existed), else ``learners.auto_subset_rows``."""
     from poisoncert.training.groups import recorded_subset_rows
 
     if cfg.training.subset_rows is not None or cfg.training.sklearn_learner is not None:
-        return cfg.training.subset_rows
+        return cfg.training.rows_per_step
     if old_manifest is not None:
         return recorded_subset_rows(cfg.training, old_manifest)
     return learners.auto_subset_rows(cfg, data)

@@ -275,7 +275,7 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
         raise param_error("seeds", where, f"one seed per subset ({len(subsets)})",
                           f"{len(seeds)} seeds")
     probe = build_model(cfg.model, x_train.shape[1:], n_classes)  # checks the input shape
-    if cfg.subset_rows is not None:
+    if cfg.rows_per_step is not None:
         _check_subset_rows(cfg, probe, subsets, x_train.ndim == 4, where)
 
     T = len(subsets)

@@ -50,11 +50,11 @@ def recorded_group_size(cfg: TrainConfig, manifest: dict | None) -> int:
 
 
 def recorded_subset_rows(cfg: TrainConfig, manifest: dict | None) -> int | None:
-    """The ``subset_rows`` of a run with training settings ``cfg``: ``cfg.subset_rows``, or
-    for null the value the manifest records (``engine.subset_rows``; None when absent, as in
-    runs trained before it existed)."""
+    """The ``subset_rows`` of a run with training settings ``cfg``: ``cfg.subset_rows``
+    (None for ``"off"``), or for null the value the manifest records (``engine.subset_rows``;
+    None when absent, as in runs trained before it existed)."""
     if cfg.subset_rows is not None or cfg.sklearn_learner is not None:
-        return cfg.subset_rows
+        return cfg.rows_per_step
     rows = (manifest or {}).get("engine", {}).get("subset_rows")
     return None if rows is None else int(rows)
 

@@ -127,7 +127,7 @@ def _train_subsets(net, opt, subsets, draws, batcher, y, cfg: TrainConfig, pad: 
     """``cfg.subset_rows``: every step forwards each classifier's sub-dataset (padded to
     ``U`` rows with copies of its last row, which no draw picks) and weights each row's loss
     by its draw count: ``sum_j c_j CE_j / B`` is the draws' ``sum_b CE_b / B``."""
-    G, B, U = net.G, cfg.batch_size, cfg.subset_rows
+    G, B, U = net.G, cfg.batch_size, cfg.rows_per_step
     rows = [np.concatenate([s, np.repeat(s[-1:], U - len(s))]) for s in subsets]
     rows = np.stack(rows + [rows[-1]] * pad)  # (G, U)
     rows_t = torch.as_tensor(rows, device=device)
@@ -161,7 +161,7 @@ def train_stacked(models, rows, draws: list[Minibatches], batcher, y, cfg: Train
     models = [m.to(device=device, dtype=cfg.torch_dtype) for m in models]
     net = stack_models(models + [models[-1]] * pad, how=kind)
     opt = StackedOptimizer(net.flat, cfg)
-    if cfg.subset_rows is not None:
+    if cfg.rows_per_step is not None:
         _train_subsets(net, opt, subsets, draws, batcher, y, cfg, pad, device)
         return net.state_dicts(device=device)[:k]
     axis = 2 if net.batch_first else 1  # (steps, B, G) or (steps, G, B)

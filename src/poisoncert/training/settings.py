@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import InitVar, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -131,7 +131,8 @@ class TrainConfig:
       of the numerics: a run directory records the size it used, and a resumed run keeps it.
     - ``eval_batch_size``: test images per forward pass (fixed, so predictions never depend on
       how the test set is split).
-    - ``subset_rows``: ``None`` (the default), or ``U``, at least every classifier's
+    - ``subset_rows``: ``None`` (the default; ``"auto"`` means the same), ``"off"``, or
+      ``U``, at least every classifier's
       sub-dataset size: the stacked fast path then forwards each classifier's sub-dataset
       (padded to ``U`` rows) once per step and weights each row's loss by how many of the
       step's ``batch_size`` draws picked it, the same gradient as forwarding the draws
@@ -141,7 +142,8 @@ class TrainConfig:
       reference path always forwards the draws. Part of the numerics. A run sets it itself
       (``experiment.learners.auto_subset_rows``: the sub-dataset size when the selection
       scheme fixes it and it is below ``batch_size``) and records it, so a resumed run keeps
-      it.
+      it; ``"off"`` keeps a run on the draws (in a library call ``None`` and ``"off"`` both
+      forward the draws: ``train_predict`` never picks ``U`` itself).
 
     The defaults (an MLP, 200 Adam steps at lr 1e-3 of 32 class-balanced draws, no
     augmentation) are those of an experiment config. The most accurate setting measured for
@@ -159,6 +161,11 @@ class TrainConfig:
     ``where`` and ``key_prefix`` (not fields) name the parameters in errors: a config builds
     its section with ``where="the config", key_prefix="training."``.
     """
+
+    #: What a key takes, in an error's words, where its type cannot say it (a config's loader
+    #: uses it too).
+    ALLOWED: ClassVar[dict[str, str]] = {
+        "subset_rows": f"null ('auto'), 'off' or an int in the range [1, {INT_LIMIT}]"}
 
     model: ModelSpec = "mlp"
     steps: int = 200
@@ -179,7 +186,7 @@ class TrainConfig:
     group_size: int | str | None = "auto"
     eval_batch_size: int = 500
     model_kwargs: dict[str, Any] | None = None
-    subset_rows: int | None = None
+    subset_rows: int | str | bool | None = None  # bool: YAML reads a bare off as false
     where: InitVar[str] = "TrainConfig"
     key_prefix: InitVar[str] = ""
 
@@ -234,9 +241,19 @@ class TrainConfig:
                                   self.group_size) from None
         put("eval_batch_size", check_int(self.eval_batch_size, k + "eval_batch_size", w, low=1,
                                          high=INT_LIMIT))
-        if self.subset_rows is not None:
-            put("subset_rows", check_int(self.subset_rows, k + "subset_rows", w, low=1,
-                                         high=INT_LIMIT))
+        rows = self.subset_rows
+        if rows is None or (isinstance(rows, str) and rows.strip().lower() == "auto"):
+            put("subset_rows", None)
+        elif rows is False or (isinstance(rows, str) and rows.strip().lower() == "off"):
+            put("subset_rows", "off")  # YAML reads a bare off as false
+        else:
+            try:
+                put("subset_rows", check_int(rows, k + "subset_rows", w, low=1,
+                                             high=INT_LIMIT))
+            except ValueError:
+                allowed = self.ALLOWED["subset_rows"] if k else (  # a config / a library call
+                    f"None, 'off' or an int in the range [1, {INT_LIMIT}]")
+                raise param_error(k + "subset_rows", w, allowed, rows) from None
 
     @property
     def sklearn_learner(self) -> str | None:
@@ -254,6 +271,12 @@ class TrainConfig:
         if self.sklearn_learner is not None:
             return 1
         return DEFAULT_GROUP_SIZE if self.group_size == "auto" else self.group_size
+
+    @property
+    def rows_per_step(self) -> int | None:
+        """The ``U`` rows a stacked step forwards per classifier (``subset_rows`` when it is
+        an int), or None: each step forwards the draws (``None``, ``"off"``)."""
+        return self.subset_rows if isinstance(self.subset_rows, int) else None
 
     @property
     def warps(self) -> bool:
