@@ -237,6 +237,33 @@ def test_update_removing_10_samples_from_dpa_equals_a_full_retrain(tmp_path):
     _check_loadable(tmp_path / "run", tmp_path / "new")
 
 
+def test_update_that_touches_no_classifier_copies_the_run(tmp_path):
+    """Edits of samples no sub-dataset holds retrain nothing: the new run has the run's
+    predictions and weights, equals a retrain from scratch and loads and certifies (it
+    raised a TypeError while copying the weights)."""
+    cfg = _cfg(selection__scheme="without_replacement", selection__k=None, selection__ns=20,
+               selection__T=6, training__save_weights=True)
+    train_run(cfg, tmp_path / "run")
+    from poisoncert.experiment import run_subsets
+
+    _, subsets = run_subsets(tmp_path / "run")
+    unused = np.setdiff1d(np.arange(len(split_data(cfg.data).y_train)), np.concatenate(subsets))
+    res = update_run(tmp_path / "run", tmp_path / "new",
+                     Edits(relabel_index=unused[:2], relabel_label=np.array([1, 2])))
+    assert res.n_retrained == 0
+    train_run(tmp_path / "new" / "config.yaml", tmp_path / "scratch")
+    for run in ("run", "scratch"):
+        assert np.array_equal(res.predictions, np.load(tmp_path / run / "predictions.npy"))
+    from poisoncert.training.weights import load_weights
+
+    w_new = sorted((tmp_path / "new" / "weights").iterdir())
+    w_scr = sorted((tmp_path / "scratch" / "weights").iterdir())
+    for a, b in zip(w_new, w_scr, strict=True):
+        for sa, sb in zip(load_weights(a), load_weights(b), strict=True):
+            assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    _check_loadable(tmp_path / "run", tmp_path / "new")
+
+
 def _check_loadable(old, new):
     """The updated run is a saved ensemble like the one it came from: ``Ensemble.load`` checks
     every file (weights recorded as the new config's, ensemble.json), its classifiers give the

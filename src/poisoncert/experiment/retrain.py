@@ -209,9 +209,10 @@ def retrain(ens: LoadedRun, variants: list[Variant], *, x_test: np.ndarray | Non
             subsets.append(to_pool[v.subsets[i]])
             seeds.append(int(ens.seeds[i]))
     out = []
-    if not subsets:
+    if not subsets:  # no classifier changed: nothing to train
         return [Retrained(v.changed, np.zeros((0, len(data.y_test if x_test is None
-                                                      else x_test)), np.int16), None, None)
+                                                      else x_test)), np.int16), None,
+                          [] if weights else None)
                 for v in variants]
     pool = dataclasses.replace(data, x_train=np.concatenate(xs) if len(xs) > 1 else xs[0],
                                y_train=np.concatenate(ys) if len(ys) > 1 else ys[0],

@@ -109,7 +109,8 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     ranks = None
     if store_ranks:
         ranks = ens.ranks.copy()
-        ranks[res.classifiers] = res.ranks
+        if len(res.classifiers):
+            ranks[res.classifiers] = res.ranks
     T = ens.T
     ranges = ens.ranges
     with out.lock():  # prepare() creates the run with its lock held, released at the end
