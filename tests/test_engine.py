@@ -394,6 +394,20 @@ def test_subset_rows_off_keeps_a_run_on_the_draws(tmp_path):
     again = train_run(load_config(tmp_path / "off" / "config.yaml"), tmp_path / "off",
                       progress=False)
     np.testing.assert_array_equal(again.predictions, P)
+    # updated: the retrained classifiers on the draws too, as a new run of the edited set
+    from poisoncert.experiment.edits import Edits
+    from poisoncert.experiment.update import update_run
+
+    used = _run_subsets(tmp_path / "off")[0][0][:2]  # samples classifier 0 trained on
+    upd = update_run(tmp_path / "off", tmp_path / "upd",
+                     Edits(relabel_index=used, relabel_label=np.array([3, 4])))
+    assert upd.n_retrained > 0
+    scratch = train_run(load_config(tmp_path / "upd" / "config.yaml"), tmp_path / "scratch",
+                        progress=False)
+    np.testing.assert_array_equal(upd.predictions, scratch.predictions)
+    for run in ("upd", "scratch"):
+        assert json.loads((tmp_path / run / "manifest.json").read_text())["engine"] == {
+            "group_size": 8}
     # from the command line, YAML's bare off
     res = CliRunner().invoke(app, ["train", str(tmp_path / "off" / "config.yaml"), "--run-dir",
                                    str(tmp_path / "cli"), "--training.subset_rows", "off", "-q"])
