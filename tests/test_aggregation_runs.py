@@ -227,14 +227,18 @@ def test_update_removing_10_samples_from_dpa_equals_a_full_retrain(tmp_path):
     for name in ("votes.npy", "ranks.npy", "subset_sizes.npy", "clean_indices.npy"):
         assert np.array_equal(np.load(tmp_path / "new" / name),
                               np.load(tmp_path / "scratch" / name)), name
-    w_new = sorted((tmp_path / "new" / "weights").iterdir())
-    w_scr = sorted((tmp_path / "scratch" / "weights").iterdir())
+    _assert_same_weights(tmp_path / "new", tmp_path / "scratch")
+    _check_loadable(tmp_path / "run", tmp_path / "new")
+
+
+def _assert_same_weights(run_a, run_b):
+    """The two runs' saved weights are equal, bit for bit, chunk by chunk."""
     from poisoncert.training.weights import load_weights
 
-    for a, b in zip(w_new, w_scr, strict=True):
+    files = [sorted((run / "weights").iterdir()) for run in (run_a, run_b)]
+    for a, b in zip(*files, strict=True):
         for sa, sb in zip(load_weights(a), load_weights(b), strict=True):
             assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
-    _check_loadable(tmp_path / "run", tmp_path / "new")
 
 
 def test_update_that_touches_no_classifier_copies_the_run(tmp_path):
@@ -254,13 +258,8 @@ def test_update_that_touches_no_classifier_copies_the_run(tmp_path):
     train_run(tmp_path / "new" / "config.yaml", tmp_path / "scratch")
     for run in ("run", "scratch"):
         assert np.array_equal(res.predictions, np.load(tmp_path / run / "predictions.npy"))
-    from poisoncert.training.weights import load_weights
-
-    w_new = sorted((tmp_path / "new" / "weights").iterdir())
-    w_scr = sorted((tmp_path / "scratch" / "weights").iterdir())
-    for a, b in zip(w_new, w_scr, strict=True):
-        for sa, sb in zip(load_weights(a), load_weights(b), strict=True):
-            assert all(np.array_equal(sa[k].numpy(), sb[k].numpy()) for k in sa)
+    _assert_same_weights(tmp_path / "new", tmp_path / "scratch")
+    _assert_same_weights(tmp_path / "new", tmp_path / "run")
     _check_loadable(tmp_path / "run", tmp_path / "new")
 
 
