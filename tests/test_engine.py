@@ -617,18 +617,24 @@ def step():  # a stacked LeNet-5 group step: megabytes of activations and gradie
     net.zero_grad()
 for _ in range(20):
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(20):
-    step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
+per_step = []  # page faults per step, in 7 blocks of 10 steps
+for _ in range(7):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(10):
+        step()
+    per_step.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 10)
+print(sorted(per_step)[3])  # the median block
 """
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_keep_heap_reuses_freed_memory_without_page_faults():
     """After ``keep_heap`` a stacked LeNet-5 step reuses the memory the previous step freed:
-    almost no page faults (measured 0 per step; without it 2,000-4,400 on the development
-    machine, where glibc maps and unmaps the step's buffers)."""
+    almost no page faults (the median of 7 blocks of 10 steps measured 0 in every process;
+    without it 145-4,300 on the development machine, where glibc maps and unmaps the step's
+    buffers). The median, not the mean: the machine's own memory reclaim (DAMON) now and then
+    takes pages back from a process, 30-90 faults per step in one block (a mean of 20.0
+    failed CI once)."""
     import subprocess
 
     out = subprocess.run([sys.executable, "-c", _HEAP_PROBE, "keep"], capture_output=True,
