@@ -66,7 +66,7 @@ def lr_at(cfg: TrainConfig, step: int) -> float:
 def sqrt_(src: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """``out = sqrt(src)``, correctly rounded (numpy's on the CPU: see the module docstring);
     ``out`` may be ``src``."""
-    if src.device.type == "cpu":
+    if src.device.type == "cpu" and src.dtype in (torch.float32, torch.float64):
         np.sqrt(src.numpy(), out=out.numpy())
     else:
         torch.sqrt(src, out=out)
