@@ -531,7 +531,8 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
                          "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert {r["model"] for r in report["throughput"]} == {
-        "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "resnet18"}
+        "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "resnet18",
+        "resnet18 (vmap)"}
     # the sub-dataset rows' arithmetic per draw is U / B of the draws'
     per = {r["model"]: r["gflop_per_image"] for r in report["throughput"]}
     assert per["lenet5, sub-dataset rows 4"] == pytest.approx(per["lenet5"] * 4 / 8)
