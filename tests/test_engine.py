@@ -598,6 +598,46 @@ def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
     np.testing.assert_array_equal(got, P)
 
 
+_MKL_PROBE = """
+import os, sys, torch
+import poisoncert  # after torch's import, before its first matrix product
+G = 4
+def same_at_every_position(n, i, o):
+    torch.manual_seed(0)
+    h0, w0, g0 = torch.randn(n, i), torch.randn(i, o), torch.randn(n, o)
+    got = []
+    for pos in range(G):
+        torch.manual_seed(7)
+        h, w, g = torch.randn(G, n, i), torch.randn(G, i, o), torch.randn(G, n, o)
+        h[pos], w[pos], g[pos] = h0, w0, g0
+        w.requires_grad_(True)
+        out = torch.baddbmm(torch.zeros(G, 1, o), h, w)
+        (gw,) = torch.autograd.grad(out, w, g)
+        got.append((out[pos], gw[pos]))
+    return all(torch.equal(a, b) for r in got[1:] for a, b in zip(r, got[0]))
+print(os.environ["MKL_CBWR"])
+print(all(same_at_every_position(n, i, o) for n, i, o in ((13, 84, 10), (5, 128, 10),
+                                                          (32, 13, 6), (32, 25, 10))))
+"""
+
+
+def test_importing_poisoncert_makes_batched_products_position_independent():
+    """In a fresh process, ``import poisoncert`` (after torch's import) sets MKL's strict
+    reproducibility mode, and a group's batched products then give every position the same
+    bits (the shapes MKL rounded by alignment on the AMD EPYC development machine); a
+    ``MKL_CBWR`` the environment sets is kept."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "MKL_CBWR"}
+    out = subprocess.run([sys.executable, "-c", _MKL_PROBE], capture_output=True, text=True,
+                         check=True, env=env).stdout.split()
+    assert out == ["AUTO,STRICT", "True"], out
+    out = subprocess.run([sys.executable, "-c", _MKL_PROBE], capture_output=True, text=True,
+                         check=True, env={**env, "MKL_CBWR": "COMPATIBLE"}).stdout.split()
+    assert out[0] == "COMPATIBLE"
+
+
 _HEAP_PROBE = """
 import resource, sys, torch
 from torch.nn import functional as F

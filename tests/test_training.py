@@ -321,6 +321,36 @@ def test_bit_identical_across_chunking_and_neighbours(model, k):
         assert all(torch.equal(V[j][k], W[i][k]) for k in W[i])
 
 
+def _linear_13x6(shape, k):
+    """A user factory (stacked through vmap) with a ``Linear(13, 6)``."""
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(int(np.prod(shape)), 6),
+                               torch.nn.ReLU(), torch.nn.Linear(6, k))
+
+
+@pytest.mark.parametrize("case", ["lenet5, 13 rows, 10 classes", "Linear(13, 6)"])
+def test_position_in_the_group_never_changes_a_classifier(case):
+    """Shapes whose batched products MKL rounded by the operands' alignment, i.e. by the
+    classifier's position in its group, until ``threads.reproducible_blas`` (this failed on
+    the AMD EPYC development machine without it): 10 logits on 13 sub-dataset rows, and a
+    ``Linear(13, 6)`` through vmap. Same bits in another order, with other neighbours and
+    chunked."""
+    x, y, xt, _ = _images(n=80, n_test=13, k=10)
+    subs, seeds = _subsets(80, 7, 13)
+    if case.startswith("lenet5"):
+        cfg = TrainConfig(model="lenet5", steps=5, batch_size=16, group_size=4, subset_rows=13)
+    else:
+        x = x[:, :, :5, :5].reshape(80, 25)[:, :13].copy()
+        xt = xt[:, :, :5, :5].reshape(13, 25)[:, :13].copy()
+        cfg = TrainConfig(model=_linear_13x6, steps=5, batch_size=16, group_size=4)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=10)
+    for order in ([6, 2, 0, 5], [1, 3], [4, 5, 6]):
+        Q, V = train_predict_with_weights(x, y, [subs[i] for i in order],
+                                          [seeds[i] for i in order], xt, cfg, n_classes=10)
+        np.testing.assert_array_equal(Q, P[order])
+        for j, i in enumerate(order):
+            assert all(torch.equal(V[j][key], W[i][key]) for key in W[i]), (order, i)
+
+
 def test_bit_identical_across_workers_and_threads():
     x, y, xt, _ = _images(n=80, n_test=12)
     subs, seeds = _subsets(80, 9, 12, seed=1)

@@ -6,8 +6,12 @@ PyTorch and is imported lazily, so ``import poisoncert`` never imports torch.
 
 from __future__ import annotations
 
-from poisoncert._version import __version__
-from poisoncert.bounds import certified_radius, delta
+from poisoncert.threads import reproducible_blas
+
+reproducible_blas()  # before torch's first matrix product in this process (see threads)
+
+from poisoncert._version import __version__  # noqa: E402
+from poisoncert.bounds import certified_radius, delta  # noqa: E402
 
 __all__ = ["__version__", "certified_radius", "delta", "CertifiedEnsembleClassifier",
            "Ensemble"]

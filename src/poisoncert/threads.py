@@ -2,7 +2,9 @@
 
 ``limit_threads(k)`` is what ``executors.LocalExecutor`` runs in each of its worker processes
 and ``ray_executor.RayExecutor`` in each task, so that a chunk runs with the same threads
-whichever executor runs it; ``keep_heap()`` (run there too, and by the command line) keeps
+whichever executor runs it; ``reproducible_blas()`` (run when ``poisoncert`` is imported, and
+by ``limit_threads``) asks MKL for results that do not depend on where a matrix lies in
+memory; ``keep_heap()`` (run there too, and by the command line) keeps
 freed memory for reuse instead of handing it back to the kernel after every training step;
 ``attach_progress(fn, send)`` gives the chunk function a way to report its progress to the
 calling process.
@@ -12,11 +14,36 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["HEAP_KEEP", "attach_progress", "keep_heap", "limit_threads"]
+__all__ = ["HEAP_KEEP", "MKL_MODE", "attach_progress", "keep_heap", "limit_threads",
+           "reproducible_blas"]
 
 #: ``keep_heap``'s thresholds: allocations below ``HEAP_KEEP`` bytes come from the heap, and
 #: up to ``2 * HEAP_KEEP`` bytes of freed memory stay in it.
 HEAP_KEEP = 256 * 2**20
+
+
+#: MKL's conditional numerical reproducibility mode: its automatic code path, results
+#: independent of the operands' alignment (``STRICT``).
+MKL_MODE = "AUTO,STRICT"
+
+
+def reproducible_blas() -> None:
+    """Ask MKL (torch's CPU matrix products) for results that do not depend on the operands'
+    alignment in memory: ``MKL_CBWR=AUTO,STRICT``, unless the environment sets ``MKL_CBWR``.
+
+    A stacked group's batched products (``torch.bmm`` / ``baddbmm``) hand MKL one matrix per
+    classifier, at an address that depends on the classifier's position in the group. In
+    its default mode MKL rounds some shapes differently at different alignments: on the AMD
+    EPYC development machine the logits of a dense layer with 10 outputs on an odd number of
+    rows (``subset_rows`` 13, say), and the weight gradient of a ``Linear(13, 6)``, came out
+    with other bits at odd positions of a group, so a classifier's weights depended on its
+    neighbours (tested). MKL reads the variable at its first call, so this must run before
+    torch's first matrix product in the process: importing ``poisoncert`` does it (it is a
+    no-op afterwards; set ``MKL_CBWR=AUTO,STRICT`` in the environment when torch computes
+    before ``poisoncert`` is imported). Measured cost on that machine: none beyond noise
+    (docs/benchmarks.md).
+    """
+    os.environ.setdefault("MKL_CBWR", MKL_MODE)
 
 
 def attach_progress(fn, send) -> None:
@@ -28,7 +55,8 @@ def attach_progress(fn, send) -> None:
 
 def limit_threads(threads: int) -> None:
     """Limit this process's math libraries (OpenMP, MKL, OpenBLAS and torch, when it is
-    installed) to ``threads`` threads."""
+    installed) to ``threads`` threads (and ``reproducible_blas``)."""
+    reproducible_blas()
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[var] = str(threads)
     try:
