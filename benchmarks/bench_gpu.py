@@ -13,7 +13,8 @@ Prints, for the device:
    warm-up call first) for ``lenet5`` (MNIST shape; also with ``training.subset_rows`` on
    10-row sub-datasets, MNIST 1/7's shape of work), ``cnn_small`` with random warps and
    elastic fields, and ``resnet18`` (CIFAR shape; its grouped twin and ``torch.func.vmap``
-   side by side), at several group sizes and precisions
+   side by side; the LeNet-5 and small-CNN rows also with their convolutions as batched
+   matmuls, path ``bmm``), at several group sizes and precisions
    (``float32``, and on CUDA ``tf32`` and ``bfloat16``), with the fraction of the matmul
    rate of that precision it represents (training FLOPs per image counted by
    ``torch.utils.flop_counter`` on one plain model's forward and backward pass, times
@@ -57,7 +58,8 @@ class Case:
     groups: tuple[int, ...]
     #: Rows of each classifier's sub-dataset (drawn with replacement from random images).
     subset: int = 30
-    #: ``train_predict``'s path: ``"fast"`` (the stacking ``auto`` picks) or ``"vmap"``.
+    #: ``train_predict``'s path: ``"fast"`` (the stacking ``auto`` picks), ``"vmap"`` or
+    #: ``"bmm"``.
     path: str = "fast"
 
 
@@ -71,6 +73,9 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
                 Case("cnn_small + warps", TrainConfig(model="cnn_small", steps=3,
                                                       batch_size=8, **WARPS),
                      (1, 28, 28), (2,)),
+                Case("cnn_small + warps (bmm)", TrainConfig(model="cnn_small", steps=3,
+                                                            batch_size=8, **WARPS),
+                     (1, 28, 28), (2,), path="bmm"),
                 Case("resnet18", TrainConfig(model="resnet18", steps=2, batch_size=4,
                                              optimizer="sgd", lr=0.05), (3, 16, 16), (2,)),
                 Case("resnet18 (vmap)", TrainConfig(model="resnet18", steps=2, batch_size=4,
@@ -87,6 +92,13 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
                  (1, 28, 28), (8, 256) if short else (8, 256, 1000), subset=10),
             Case("cnn_small + warps", TrainConfig(model="cnn_small", steps=40, batch_size=32,
                                                   **WARPS), (1, 28, 28), small),
+            # the convolutions as unfold + batched matmuls (path "bmm"), beside the twins
+            Case("lenet5, sub-dataset rows 10 (bmm)", TrainConfig(
+                model="lenet5", steps=40, batch_size=32, subset_rows=10), (1, 28, 28),
+                (256,) if short else (8, 256, 1000), subset=10, path="bmm"),
+            Case("cnn_small + warps (bmm)", TrainConfig(model="cnn_small", steps=40,
+                                                        batch_size=32, **WARPS), (1, 28, 28),
+                 (256,) if short else (8, 256), path="bmm"),
             Case("resnet18", resnet, (3, 32, 32), (8, 32) if short else (1, 8, 32)),
             # the other stacking, side by side: torch.func.vmap over the plain module (the
             # issue's probe outside the engine measured it 3x the grouped twin's rate)

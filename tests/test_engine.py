@@ -531,8 +531,8 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
                          "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert {r["model"] for r in report["throughput"]} == {
-        "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "resnet18",
-        "resnet18 (vmap)"}
+        "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "cnn_small + warps (bmm)",
+        "resnet18", "resnet18 (vmap)"}
     # the sub-dataset rows' arithmetic per draw is U / B of the draws'
     per = {r["model"]: r["gflop_per_image"] for r in report["throughput"]}
     assert per["lenet5, sub-dataset rows 4"] == pytest.approx(per["lenet5"] * 4 / 8)
@@ -574,11 +574,14 @@ def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18"])
+@pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18", "lenet5@bmm",
+                                   "cnn_small@bmm"])
 @pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16"])
 def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
     from poisoncert.training import predict, train_predict_with_weights
 
+    model, _, path = model.partition("@")
+    path = path or "fast"
     rng = np.random.default_rng(0)
     shape = (3, 16, 16) if model == "resnet18" else (1, 28, 28)
     x = rng.random((60, *shape), dtype=np.float32)
@@ -588,13 +591,14 @@ def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
     seeds = list(range(7))
     cfg = TrainConfig(model=model, steps=4, batch_size=8, group_size=4, dtype=dtype,
                       augment=True, rotation=10.0, elastic=1.0)
-    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3, device="cuda")
-    parts = [train_predict_with_weights(x, y, subs[a:b], seeds[a:b], xt, cfg, n_classes=3,
-                                        device="cuda") for a, b in ((0, 3), (3, 7))]
+    run = dict(n_classes=3, device="cuda", path=path)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, **run)
+    parts = [train_predict_with_weights(x, y, subs[a:b], seeds[a:b], xt, cfg, **run)
+             for a, b in ((0, 3), (3, 7))]
     np.testing.assert_array_equal(np.concatenate([p for p, _ in parts]), P)
     for w, v in zip([w for _, ws in parts for w in ws], W, strict=True):
         assert all(torch.equal(w[k], v[k]) for k in v)
-    got = predict(cfg, W, xt, input_shape=shape, n_classes=3, device="cuda")
+    got = predict(cfg, W, xt, input_shape=shape, **run)
     np.testing.assert_array_equal(got, P)
 
 

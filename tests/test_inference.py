@@ -32,6 +32,7 @@ def _bn_factory(shape, k):
 @pytest.mark.parametrize("model, path, shape", [
     ("lenet5", "fast", (1, 16, 16)), ("lenet5", "reference", (1, 16, 16)),
     ("lenet5", "vmap", (1, 16, 16)), ("cnn_small", "fast", (2, 12, 12)),
+    ("lenet5", "bmm", (1, 16, 16)), ("cnn_small", "bmm", (2, 12, 12)),
     ("mlp", "fast", (12,)), ("resnet18", "fast", (3, 8, 8)), (_bn_factory, "fast", (2, 7, 7))])
 def test_predict_equals_training_predictions(model, path, shape):
     x, y, xt, _ = _problem(shape=shape)

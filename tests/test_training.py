@@ -287,11 +287,15 @@ WARPS = dict(augment=True, rotation=15.0, scale=0.15, shear=10.0, max_shift=3, e
 
 @pytest.mark.parametrize("model, k", [("lenet5", 3), ("lenet5", 10), ("lenet5_avg", 3),
                                       ("mlp", 3), ("cnn", 3), ("cnn_small+warps", 10),
-                                      ("resnet18", 3), ("bn_factory", 3)])
+                                      ("resnet18", 3), ("bn_factory", 3), ("lenet5@bmm", 3),
+                                      ("lenet5_avg@bmm", 10), ("cnn_small+warps@bmm", 3)])
 def test_bit_identical_across_chunking_and_neighbours(model, k):
     """Same bits whatever the chunking, the order and the neighbours of a classifier (G=4 and
     K=3 or 10 put parameters in the scalar tails of vectorised kernels: see optim), for the
-    stacked twins, BatchNorm with per-classifier statistics, and vmap stacking."""
+    stacked twins, BatchNorm with per-classifier statistics, vmap stacking and (``@bmm``)
+    convolutions as batched matmuls."""
+    model, _, path = model.partition("@")
+    path = path or "fast"
     c, hw = ((3, 8) if model == "resnet18" else (2, 6) if model == "bn_factory" else (1, 28))
     x, y, xt, _ = _images(n=80, n_test=12, k=k, c=c, hw=hw)
     if model == "mlp":
@@ -304,18 +308,18 @@ def test_bit_identical_across_chunking_and_neighbours(model, k):
         T, all_cuts, perm = 4, ([1],), [3, 0]
         cfg = TrainConfig(**{**LENET, "model": name, "group_size": 2, "steps": 2})
     subs, seeds = _subsets(80, T, 12)
-    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k)
+    P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k, path=path)
     for cuts in all_cuts:
         parts = np.split(np.arange(T), cuts)
         got = [train_predict_with_weights(x, y, [subs[i] for i in p], [seeds[i] for i in p],
-                                          xt, cfg, n_classes=k) for p in parts]
+                                          xt, cfg, n_classes=k, path=path) for p in parts]
         np.testing.assert_array_equal(np.concatenate([g[0] for g in got]), P)
         flat_w = [w for g in got for w in g[1]]
         for a, b in zip(flat_w, W, strict=True):
             assert all(torch.equal(a[k], b[k]) for k in a)
     # order of classifiers and different neighbours
     Q, V = train_predict_with_weights(x, y, [subs[i] for i in perm], [seeds[i] for i in perm],
-                                      xt, cfg, n_classes=k)
+                                      xt, cfg, n_classes=k, path=path)
     np.testing.assert_array_equal(Q, P[perm])
     for j, i in enumerate(perm):
         assert all(torch.equal(V[j][k], W[i][k]) for k in W[i])
@@ -470,7 +474,9 @@ _SMALL_STACKS = [
     ("lenet5", (1, 28, 28), "auto"), ("lenet5_avg", (1, 28, 28), "auto"),
     ("lenet5", (2, 16, 20), "auto"), ("cnn", (1, 28, 28), "auto"),
     ("cnn_small", (2, 13, 10), "auto"), ("lenet5_avg", (2, 17, 20), "auto"),
-    ("mlp", (10,), "auto"), ("lenet5", (1, 16, 16), "vmap"), ("bn_factory", (2, 6, 5), "auto")]
+    ("mlp", (10,), "auto"), ("lenet5", (1, 16, 16), "vmap"), ("bn_factory", (2, 6, 5), "auto"),
+    ("lenet5", (1, 28, 28), "bmm"), ("lenet5_avg", (2, 17, 20), "bmm"),
+    ("cnn_small", (2, 13, 10), "bmm")]
 #: ResNet-18 (11M parameters per classifier) with one optimizer per formulation: float64
 #: steps of it take tens of seconds.
 _STACKS = [(*case, opt) for case in _SMALL_STACKS for opt in ("adam", "sgd", "adadelta")] + [

@@ -66,7 +66,7 @@ SCHEMES = (*PLAN_SCHEMES, *NEAREST_NEIGHBOURS)
 #: Aggregations ``certify`` offers: the majority vote, or the run-off election (partition and
 #: finite_aggregation runs that stored their base classifiers' rankings, ``run.store_ranks``).
 AGGREGATIONS = ("vote", "roe")
-PATHS = ("fast", "vmap", "reference")
+PATHS = ("fast", "vmap", "bmm", "reference")
 DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)
@@ -258,8 +258,9 @@ class ExecutionConfig:
     """How a run executes (YAML keys of the ``training`` section).
 
     ``path`` is ``fast`` (stacked groups), ``vmap`` (stacked through ``torch.func.vmap`` even
-    where a hand-written stacked twin exists) or ``reference`` (one model at a time; they
-    agree to rounding); ``workers`` is the number of local processes (it never changes the
+    where a hand-written stacked twin exists), ``bmm`` (``fast`` with LeNet-5's and the small
+    CNN's convolutions as batched matmuls) or ``reference`` (one model at a time; they agree
+    to rounding); ``workers`` is the number of local processes (it never changes the
     predictions); ``device`` ``cpu`` or ``cuda``; ``save_weights`` keeps every trained torch
     classifier's weights in the run directory (``weights/``, read by ``poisoncert.Ensemble``):
     ``None`` (the default) means on for a torch model trained by Algorithm 2 and off

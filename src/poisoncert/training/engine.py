@@ -11,7 +11,9 @@ predicts every test sample. Three formulations give the same classifiers (to rou
   hand-written twins of the built-in models, ``torch.func.vmap`` for other modules), their
   parameters in one ``(G, P)`` tensor updated by one ``optim.StackedOptimizer`` step for the
   whole group; models that cannot be stacked (dropout) use the per-model loop;
-- ``path="vmap"``: as ``fast`` but stacked through ``vmap`` even where a twin exists.
+- ``path="vmap"``: as ``fast`` but stacked through ``vmap`` even where a twin exists;
+- ``path="bmm"``: as ``fast`` with the LeNet-5 and small-CNN twins' convolutions as unfold +
+  batched matmuls (``fast.bmm_conv``), the formulation to measure on a GPU.
 
 Training draws (positions, shifts, warps, elastic grids) are numpy streams of the
 classifier's seed, moved to the device ``loops.STEP_BLOCK`` steps at a time (the training
@@ -50,7 +52,7 @@ __all__ = [
     "train_predict_with_weights",
 ]
 
-PATHS = ("fast", "vmap", "reference")
+PATHS = ("fast", "vmap", "bmm", "reference")
 
 
 # --------------------------------------------------------------------------------------------
@@ -91,7 +93,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
               for s in task.seeds]
     kind = None if settings.path == "reference" else stacking(
-        models[0], how="vmap" if settings.path == "vmap" else "auto")
+        models[0], how=settings.path if settings.path in ("vmap", "bmm") else "auto")
     draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:],
                                 lazy_fields=kind is not None)
              for s, seed in zip(task.subsets, task.seeds, strict=True)]
@@ -173,8 +175,9 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
       sub-dataset gives no classifier: its row is ``ABSTAIN`` (-1) throughout.
     - ``seeds[i]``: classifier ``i``'s seed (``selection.model_seed``); its initialisation,
       minibatches and shifts come from ``selection.init_seed(seeds[i])``.
-    - ``path``: ``"fast"`` (stacked groups), ``"vmap"`` (stacked through ``torch.func``) or
-      ``"reference"`` (one module per classifier).
+    - ``path``: ``"fast"`` (stacked groups), ``"vmap"`` (stacked through ``torch.func``),
+      ``"bmm"`` (convolutions as batched matmuls) or ``"reference"`` (one module per
+      classifier).
     - ``cfg.group_size``: ``"auto"`` is ``training.groups.auto_group_size`` for ``device``
       (8 on the CPU; on CUDA it depends on the free memory, so give an int when separate
       calls must agree bit for bit). ``cfg.dtype`` ``tf32`` / ``bfloat16`` need CUDA.

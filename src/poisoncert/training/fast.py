@@ -17,6 +17,12 @@ whole stack in a few kernels. Formulations ("stackings"):
   ``StackedMLP`` (batched matmuls) and ``StackedResNet18`` (grouped convolutions; BatchNorm
   over the ``G * C`` channels, so every classifier has its own batch statistics and its own
   running statistics);
+- ``"bmm"``: the LeNet-5 and small-CNN twins with every convolution as unfold + one batched
+  matmul over the group (``bmm_conv``: each classifier's patches times its kernels), the
+  formulation a GPU might run at its matmul rate where grouped convolutions of a few
+  channels per group do not (``bench_gpu.py`` measures it beside the twin; not yet run on a
+  GPU). On the CPU a LeNet-5 step measured 3.5-4x slower than the twin's
+  (docs/benchmarks.md), so ``"auto"`` never picks it; other models stack as ``"auto"`` does;
 - ``"vmap"``: any ``nn.Module`` (a user factory's): ``torch.func.functional_call`` over the
   stacked parameters and buffers under ``torch.func.vmap`` (BatchNorm's running statistics
   per classifier: its buffers are stacked too). Modules that draw random numbers (dropout)
@@ -40,13 +46,15 @@ from torch.nn import functional as F
 from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
 __all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
-           "StackedSmallCNN", "batch_dependent", "fuse_avgpool", "shared_conv", "stack_models",
-           "stackable", "stacking"]
+           "StackedSmallCNN", "batch_dependent", "bmm_conv", "fuse_avgpool", "shared_conv",
+           "stack_models", "stackable", "stacking"]
 
 #: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
-STACKINGS = ("auto", "twin", "vmap")
+STACKINGS = ("auto", "twin", "bmm", "vmap")
 _TWINS = {LeNet5: "StackedLeNet5", SmallCNN: "StackedSmallCNN", MLP: "StackedMLP",
           ResNet18: "StackedResNet18"}
+#: Twins whose convolutions have the batched-matmul form (``"bmm"``).
+_BMM_TWINS = (LeNet5, SmallCNN)
 #: Each model's segment of ``flat`` is padded to a multiple of this many elements (64 bytes
 #: of float32: every model starts on a cache line).
 _ALIGN = 16
@@ -75,7 +83,9 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
     but without the channels-last layout), else ``vmap``."""
     if how not in STACKINGS:
         raise ValueError(f"The 'stacking' parameter must be one of {STACKINGS}. Got {how!r}.")
-    if how in ("auto", "twin") and type(model) in _TWINS:
+    if how == "bmm" and type(model) in _BMM_TWINS:
+        return "bmm"
+    if how in ("auto", "twin", "bmm") and type(model) in _TWINS:
         return "twin"
     if how == "twin" or _random_modules(model):
         return None
@@ -94,7 +104,9 @@ def stack_models(models: Sequence[nn.Module], how: str = "auto"):
         raise TypeError(f"no stacked form ({how}) for {type(models[0]).__name__}")
     if kind == "vmap":
         return StackedFunctional(models)
-    return globals()[_TWINS[type(models[0])]](models)
+    net = globals()[_TWINS[type(models[0])]](models)
+    net.conv_bmm = kind == "bmm"
+    return net
 
 
 class _Stacked:
@@ -110,6 +122,8 @@ class _Stacked:
 
     #: Whether ``forward_train`` wants the batch as ``(B, G, ...)`` (else ``(G, B, ...)``).
     batch_first = False
+    #: Convolutions as unfold + batched matmul (``"bmm"``) instead of grouped convolutions.
+    conv_bmm = False
     #: Whether ``nn.Linear`` weights are stored transposed, ``(in, out)``.
     transpose_linear = True
 
@@ -220,11 +234,18 @@ class StackedLeNet5(_Stacked):
             if shared:
                 x, shared = shared_conv(x, w, b, stride, pad), False
             else:
-                x = F.conv2d(x, w, b, stride=stride, padding=pad, groups=self.G)
+                x = self._gconv(x, w, b, stride, pad)
             if pool == "max":
                 x = F.max_pool2d(x, 2)
             x = F.relu_(x)
         return x
+
+    def _gconv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
+               padding: int) -> torch.Tensor:
+        """The group's convolution ``w`` (``(G * O, C, k, k)``) on ``x`` ``(B, G * C, H, W)``."""
+        if self.conv_bmm:
+            return bmm_conv(x, w, b, self.G, stride, padding)
+        return F.conv2d(x, w, b, stride=stride, padding=padding, groups=self.G)
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
         n = h.shape[0]
@@ -236,7 +257,8 @@ class StackedLeNet5(_Stacked):
         """``x``: ``(B, G, C, H, W)``, model ``g``'s minibatch in ``x[:, g]``; logits
         ``(G, B, K)``."""
         B, G, C, H, W = x.shape
-        x = x.reshape(B, G * C, H, W).contiguous(memory_format=torch.channels_last)
+        x = x.reshape(B, G * C, H, W).contiguous(
+            memory_format=torch.contiguous_format if self.conv_bmm else torch.channels_last)
         return self._head(self._convs(x))
 
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
@@ -249,6 +271,24 @@ class StackedLeNet5(_Stacked):
         if x.device.type == "cpu":
             return self._head(self._convs(x, shared=True))
         return self.forward_train(x.unsqueeze(1).expand(-1, self.G, *x.shape[1:]))
+
+
+def bmm_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, G: int, stride: int,
+             padding: int) -> torch.Tensor:
+    """``F.conv2d(x, w, b, stride, padding, groups=G)`` as unfold + one batched matmul:
+    group ``g``'s patches (``B oh ow`` rows of ``C k k`` values, ``F.unfold``'s order) times
+    its ``O`` kernels, ``(B, G * O, oh, ow)``. Each output is one dot product over ``C k k``
+    values of its own group, so a classifier's outputs do not depend on the others'."""
+    B = x.shape[0]
+    O, C, kh, kw = w.shape[0] // G, w.shape[1], w.shape[2], w.shape[3]
+    oh = (x.shape[2] + 2 * padding - kh) // stride + 1
+    ow = (x.shape[3] + 2 * padding - kw) // stride + 1
+    K = C * kh * kw
+    cols = F.unfold(x, (kh, kw), padding=padding, stride=stride)  # (B, G * K, oh * ow)
+    cols = cols.view(B, G, K, oh * ow).permute(1, 0, 3, 2).reshape(G, B * oh * ow, K)
+    wt = w.reshape(G, O, K).transpose(1, 2)  # (G, K, O)
+    out = torch.bmm(cols, wt) if b is None else torch.baddbmm(b.view(G, 1, O), cols, wt)
+    return out.view(G, B, oh, ow, O).permute(1, 0, 4, 2, 3).reshape(B, G * O, oh, ow)
 
 
 def shared_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
@@ -290,7 +330,7 @@ class StackedSmallCNN(StackedLeNet5):
             if shared:
                 x, shared = shared_conv(x, w, b, 1, 1), False
             else:
-                x = F.conv2d(x, w, b, padding=1, groups=self.G)
+                x = self._gconv(x, w, b, 1, 1)
             x = F.relu_(F.max_pool2d(x, 2))
         return x
 
