@@ -184,7 +184,8 @@ QUICK_E2E = {
 }
 
 
-def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None) -> dict:
+def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None,
+               path: str | None = None) -> dict:
     from poisoncert.config import from_dict, load_config
     from poisoncert.data import DataError
     from poisoncert.experiment import certify_run, train_run
@@ -194,6 +195,9 @@ def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None) -> 
     if dtype:
         over["training.dtype"] = dtype
         label = f"{label}, {dtype}"
+    if path:
+        over["training.path"] = path
+        label = f"{label}, path {path}"
     cfg = (load_config(ROOT / "experiments" / yaml_name, over) if yaml_name
            else from_dict(inline, over))
     with tempfile.TemporaryDirectory() as tmp:
@@ -227,6 +231,8 @@ def main(argv=None) -> dict:
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--e2e-dtypes", default="", help="comma-separated training.dtype values "
                    "to run each end-to-end run with (default: the config's)")
+    p.add_argument("--e2e-paths", default="", help="comma-separated training.path values "
+                   "to run each end-to-end run with (default: the config's), e.g. fast,bmm")
     args = p.parse_args(argv)
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -270,8 +276,10 @@ def main(argv=None) -> dict:
     for key in keys:
         if key not in table:
             p.error(f"--e2e: unknown run {key!r} (one of {', '.join(table)})")
-        for dt in [d.strip() for d in args.e2e_dtypes.split(",") if d.strip()] or [None]:
-            r = end_to_end(key, device, args.quick, dt)
+        paths = [q.strip() for q in args.e2e_paths.split(",") if q.strip()] or [None]
+        for dt, path in [(d, q) for q in paths for d in
+                         [d.strip() for d in args.e2e_dtypes.split(",") if d.strip()] or [None]]:
+            r = end_to_end(key, device, args.quick, dt, path)
             e2e.append(r)
             if "skipped" in r:
                 print(f"| {r['run']} | | | | | skipped: {r['skipped']} | |")

@@ -29,8 +29,8 @@ step() {  # step NAME LIMIT_S COMMAND...
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
   | tee -a "$OUT/device.txt"
-step e2e_mnist17 150 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
-  --e2e-dtypes float32,tf32,bfloat16 \
+step e2e_mnist17 180 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
+  --e2e-dtypes float32,tf32,bfloat16 --e2e-paths fast,bmm \
   --json "$OUT/e2e_mnist17.json"
 step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -x tests/test_engine.py \
   tests/test_training.py -k cuda

@@ -541,6 +541,10 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     (e2e,) = report["end_to_end"]
     assert e2e["group_size"] == 8 and e2e["total_s"] > 0 and "0" in e2e["certified_accuracy"]
     assert e2e["subset_rows"] == 40  # ns = 40 below batches of 48: the run picked it
+    both = bench.main(["--device", "cpu", "--quick", "--no-throughput", "--e2e", "digits_lenet",
+                       "--e2e-paths", "fast,bmm"])["end_to_end"]
+    assert [r["run"].rsplit(", ", 1)[1] for r in both] == ["path fast", "path bmm"]
+    assert all(r["total_s"] > 0 for r in both)
     assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out
 
 
