@@ -77,10 +77,11 @@ def batch_dependent(model: nn.Module) -> bool:
 
 
 def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
-    """The formulation that stacks ``model`` (``"twin"`` or ``"vmap"``), or None (the
-    per-model loop). ``how="auto"``: the hand-written twin where there is one (measured faster
-    on the CPU than ``vmap``, which lowers convolutions to the same grouped kernels on CUDA
-    but without the channels-last layout), else ``vmap``."""
+    """The formulation that stacks ``model`` (``"twin"``, ``"bmm"`` or ``"vmap"``), or None
+    (the per-model loop). ``how="auto"``: the hand-written twin where there is one (measured
+    faster on the CPU than ``vmap``, which lowers convolutions to the same grouped kernels on
+    CUDA but without the channels-last layout), else ``vmap``. ``how="bmm"``: the twin with
+    batched-matmul convolutions for LeNet-5 and the small CNN, else as ``"auto"``."""
     if how not in STACKINGS:
         raise ValueError(f"The 'stacking' parameter must be one of {STACKINGS}. Got {how!r}.")
     if how == "bmm" and type(model) in _BMM_TWINS:
