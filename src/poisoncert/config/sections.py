@@ -40,7 +40,7 @@ from poisoncert.selection import (
     check_size,
 )
 from poisoncert.stats import METHODS
-from poisoncert.training.settings import TrainConfig
+from poisoncert.training.settings import PATHS, TrainConfig
 
 __all__ = [
     "DATASETS",
@@ -66,7 +66,6 @@ SCHEMES = (*PLAN_SCHEMES, *NEAREST_NEIGHBOURS)
 #: Aggregations ``certify`` offers: the majority vote, or the run-off election (partition and
 #: finite_aggregation runs that stored their base classifiers' rankings, ``run.store_ranks``).
 AGGREGATIONS = ("vote", "roe")
-PATHS = ("fast", "vmap", "bmm", "reference")
 DEVICES = ("cpu", "cuda")
 
 @dataclass(frozen=True)

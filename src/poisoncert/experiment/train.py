@@ -347,10 +347,9 @@ def _subset_rows(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | No
     it existed), else ``learners.auto_subset_rows``."""
     from poisoncert.training.groups import recorded_subset_rows
 
-    if cfg.training.subset_rows is not None or cfg.training.sklearn_learner is not None:
-        return cfg.training.rows_per_step
-    if old_manifest is not None:
-        return recorded_subset_rows(cfg.training, old_manifest)
+    tr = cfg.training
+    if old_manifest is not None or tr.subset_rows is not None or tr.sklearn_learner is not None:
+        return recorded_subset_rows(tr, old_manifest)
     return learners.auto_subset_rows(cfg, data)
 
 

@@ -35,13 +35,13 @@ import torch
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.selection import init_seed
-from poisoncert.training.fast import batch_dependent, stacking
+from poisoncert.training.fast import batch_dependent, path_stacking, stacking
 from poisoncert.training.groups import auto_group_size
 from poisoncert.training.inference import evaluate, precision
 from poisoncert.training.loops import train_one, train_stacked
 from poisoncert.training.minibatches import ImageBatcher, sample_minibatches
 from poisoncert.training.models import build_model, init_model
-from poisoncert.training.settings import CUDA_DTYPES, DEFAULT_GROUP_SIZE, TrainConfig
+from poisoncert.training.settings import CUDA_DTYPES, DEFAULT_GROUP_SIZE, PATHS, TrainConfig
 from poisoncert.votes import ABSTAIN
 
 __all__ = [
@@ -51,9 +51,6 @@ __all__ = [
     "train_predict",
     "train_predict_with_weights",
 ]
-
-PATHS = ("fast", "vmap", "bmm", "reference")
-
 
 # --------------------------------------------------------------------------------------------
 # One task: a group of classifiers and the training rows they use
@@ -93,7 +90,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
               for s in task.seeds]
     kind = None if settings.path == "reference" else stacking(
-        models[0], how=settings.path if settings.path in ("vmap", "bmm") else "auto")
+        models[0], how=path_stacking(settings.path))
     draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:],
                                 lazy_fields=kind is not None)
              for s, seed in zip(task.subsets, task.seeds, strict=True)]

@@ -46,8 +46,8 @@ from torch.nn import functional as F
 from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
 __all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
-           "StackedSmallCNN", "batch_dependent", "bmm_conv", "fuse_avgpool", "shared_conv",
-           "stack_models", "stackable", "stacking"]
+           "StackedSmallCNN", "batch_dependent", "bmm_conv", "fuse_avgpool", "path_stacking",
+           "shared_conv", "stack_models", "stackable", "stacking"]
 
 #: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
 STACKINGS = ("auto", "twin", "bmm", "vmap")
@@ -91,6 +91,12 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
     if how == "twin" or _random_modules(model):
         return None
     return "vmap"
+
+
+def path_stacking(path: str) -> str:
+    """The ``how`` of ``stacking`` for the engine's ``path``: ``"vmap"`` and ``"bmm"`` name
+    their stacking, ``"fast"`` is ``"auto"`` (``"reference"`` stacks nothing)."""
+    return path if path in ("vmap", "bmm") else "auto"
 
 
 def stackable(model: nn.Module, how: str = "auto") -> bool:

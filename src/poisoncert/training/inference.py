@@ -27,9 +27,9 @@ import numpy as np
 import torch
 
 from poisoncert._validation import check_choice, check_int, param_error
-from poisoncert.training.fast import stack_models, stacking
+from poisoncert.training.fast import path_stacking, stack_models, stacking
 from poisoncert.training.models import build_model
-from poisoncert.training.settings import CUDA_DTYPES, TrainConfig
+from poisoncert.training.settings import CUDA_DTYPES, PATHS, TrainConfig
 from poisoncert.votes import ABSTAIN
 
 __all__ = ["OUTPUTS", "eval_group_size", "evaluate", "precision", "predict"]
@@ -114,7 +114,7 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
                 out.append(torch.cat([as_out(m(c)) for c in chunks]))
             return torch.stack(out)
         E = eval_group_size(models[0], device)
-        how = path if path in ("vmap", "bmm") else "auto"
+        how = path_stacking(path)
         for a in range(0, k, E):
             group = models[a:a + E]
             net = stack_models(group + [group[-1]] * (E - len(group)), how=how)
@@ -139,7 +139,7 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
     if not isinstance(cfg, TrainConfig) or cfg.sklearn_learner is not None:
         raise param_error("cfg", where, "a TrainConfig of a torch model", cfg)
     output = check_choice(output, "output", where, OUTPUTS)
-    path = check_choice(path, "path", where, ("fast", "vmap", "bmm", "reference"))
+    path = check_choice(path, "path", where, PATHS)
     device = torch.device(device)
     if cfg.dtype in CUDA_DTYPES and device.type != "cuda":
         raise param_error("cfg.dtype", where, f"'float32' or 'float64' on a {device.type} "
