@@ -36,6 +36,7 @@ import json
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -184,8 +185,23 @@ QUICK_E2E = {
 }
 
 
+@contextmanager
+def _print_progress(total: int, completed: int, label: str):
+    """A ``ProgressDisplay`` for logs: a line per finished group, with the rate so far (a run
+    stopped at a time limit still leaves its measured rate)."""
+    start, done = time.perf_counter(), [completed]
+
+    def advance(k: int) -> None:
+        done[0] += k
+        dt = time.perf_counter() - start
+        print(f"  {label}: {done[0]}/{total} classifiers, {dt:.1f} s, "
+              f"{(done[0] - completed) / dt:.2f} classifiers/s", flush=True)
+
+    yield advance
+
+
 def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None,
-               path: str | None = None) -> dict:
+               path: str | None = None, progress: bool = False) -> dict:
     from poisoncert.config import from_dict, load_config
     from poisoncert.data import DataError
     from poisoncert.experiment import certify_run, train_run
@@ -203,7 +219,8 @@ def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None,
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
         try:
-            res = train_run(cfg, Path(tmp) / key, progress=False)
+            res = train_run(cfg, Path(tmp) / key,
+                            progress=_print_progress if progress else False)
         except (DataError, FileNotFoundError) as e:
             return {"run": label, "skipped": f"data missing: {e}"}
         t1 = time.perf_counter()
@@ -233,6 +250,8 @@ def main(argv=None) -> dict:
                    "to run each end-to-end run with (default: the config's)")
     p.add_argument("--e2e-paths", default="", help="comma-separated training.path values "
                    "to run each end-to-end run with (default: the config's), e.g. fast,bmm")
+    p.add_argument("--progress", action="store_true",
+                   help="print a line per trained group of the end-to-end runs, with the rate")
     args = p.parse_args(argv)
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -279,7 +298,7 @@ def main(argv=None) -> dict:
         paths = [q.strip() for q in args.e2e_paths.split(",") if q.strip()] or [None]
         for dt, path in [(d, q) for q in paths for d in
                          [d.strip() for d in args.e2e_dtypes.split(",") if d.strip()] or [None]]:
-            r = end_to_end(key, device, args.quick, dt, path)
+            r = end_to_end(key, device, args.quick, dt, path, args.progress)
             e2e.append(r)
             if "skipped" in r:
                 print(f"| {r['run']} | | | | | skipped: {r['skipped']} | |")

@@ -1,22 +1,29 @@
 #!/usr/bin/env bash
-# One lease of a GPU machine, in one call: the checks of issue 11 that need CUDA, each under
-# its own time limit so that a failing or slow step does not cost the others. Run from the
-# repository root with the MNIST files in ./data/mnist (git-ignored) and the project on
+# One lease of a GPU machine, in one or two calls: the checks of issue 11 that need CUDA, each
+# under its own time limit so that a failing or slow step does not cost the others. Run from
+# the repository root with the MNIST files in ./data/mnist (git-ignored) and the project on
 # PYTHONPATH (the device machine has torch but no install of poisoncert):
 #
-#   OUT=/tmp/gpu BUDGET=540 bash benchmarks/gpu_session.sh
+#   OUT=/tmp/gpu BUDGET=540 bash benchmarks/gpu_session.sh            # every step
+#   OUT=/tmp/gpu STEPS="e2e_mnist_ns30" NS30_PATH=bmm bash benchmarks/gpu_session.sh
 #
-# Logs and JSON figures go to $OUT; the last lines printed are a summary table.
+# STEPS picks steps (default: cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30);
+# NS30_PATH is the training.path of the improved learner's run (default fast). Logs and JSON
+# figures go to $OUT (at most 8 files: what one call brings back); the last lines printed are
+# a summary table.
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export POISONCERT_DATA="$PWD/data"
 OUT="${OUT:-/tmp/gpu}"; mkdir -p "$OUT"
 BUDGET="${BUDGET:-540}"
+STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30}"
+NS30_PATH="${NS30_PATH:-fast}"
 start=$(date +%s)
 declare -a SUMMARY
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$2; shift 2
+  [[ " $STEPS " == *" $name "* ]] || return 0
   local l; l=$(left)
   (( limit > l )) && limit=$l
   if (( limit < 15 )); then SUMMARY+=("$name | skipped (no time left)"); return; fi
@@ -26,20 +33,24 @@ step() {  # step NAME LIMIT_S COMMAND...
   SUMMARY+=("$name | rc $rc | $(( $(date +%s) - t0 )) s (limit $limit s)")
   echo "== $name rc=$rc"; tail -n 25 "$OUT/$name.log"
 }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/device.txt"
-python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" \
-  | tee -a "$OUT/device.txt"
-step e2e_mnist17 180 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+  nproc; } 2>&1 | tee "$OUT/summary.txt"
+step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py \
+  tests/test_training.py -k cuda
+step e2e_mnist17 150 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
   --e2e-dtypes float32,tf32,bfloat16 --e2e-paths fast,bmm \
   --json "$OUT/e2e_mnist17.json"
-step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider -x tests/test_engine.py \
-  tests/test_training.py -k cuda
 # the throughput table before the improved learner: it has the rows nothing measured yet
 # (lenet5 on sub-dataset rows, resnet18's vmap stacking beside its grouped twin)
-step throughput 200 python3 benchmarks/bench_gpu.py --e2e none --short \
+step throughput 170 python3 benchmarks/bench_gpu.py --e2e none --short \
   --json "$OUT/throughput.json"
+# where a step's time goes: kernels against wall time, kernels per step, the costliest ops
+step profile 80 python3 benchmarks/profile_gpu.py
+# the improved learner; a line per trained group, so a step stopped at its limit leaves a rate
 step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist_ns30 \
-  --json "$OUT/e2e_mnist_ns30.json"
-echo; echo "| step | result |"; echo "|---|---|"
-for s in "${SUMMARY[@]}"; do echo "| $s |"; done
-grep -h "^| " "$OUT"/e2e_*.log "$OUT"/throughput.log 2>/dev/null | sort -u | head -40
+  --e2e-paths "$NS30_PATH" --progress
+{ echo; echo "| step | result |"; echo "|---|---|"
+  for s in "${SUMMARY[@]}"; do echo "| $s |"; done
+  grep -h "^| " "$OUT"/e2e_*.log "$OUT"/throughput.log "$OUT"/profile.log 2>/dev/null \
+    | grep -v "^|---" | sort -u | head -60; } | tee -a "$OUT/summary.txt"
