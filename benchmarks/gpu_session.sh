@@ -8,7 +8,9 @@
 #   OUT=/tmp/gpu STEPS="e2e_mnist_ns30" NS30_PATH=bmm bash benchmarks/gpu_session.sh
 #
 # STEPS picks steps (default: cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30);
-# NS30_PATH is the training.path of the improved learner's run (default fast). Logs and JSON
+# NS30_PATH is the training.path of the improved learner's run (default auto: the faster of
+# fast and bmm for cnn_small with warps, float32, as the throughput step measured them;
+# benchmarks/gpu_pick_path.py). Logs and JSON
 # figures go to $OUT (at most 8 files: what one call brings back); the last lines printed are
 # a summary table.
 set -uo pipefail
@@ -17,7 +19,7 @@ export POISONCERT_DATA="$PWD/data"
 OUT="${OUT:-/tmp/gpu}"; mkdir -p "$OUT"
 BUDGET="${BUDGET:-540}"
 STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30}"
-NS30_PATH="${NS30_PATH:-fast}"
+NS30_PATH="${NS30_PATH:-auto}"
 start=$(date +%s)
 declare -a SUMMARY
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
@@ -47,6 +49,11 @@ step throughput 170 python3 benchmarks/bench_gpu.py --e2e none --short \
   --json "$OUT/throughput.json"
 # where a step's time goes: kernels against wall time, kernels per step, the costliest ops
 step profile 80 python3 benchmarks/profile_gpu.py
+if [[ $NS30_PATH == auto ]]; then
+  NS30_PATH=$(python3 benchmarks/gpu_pick_path.py "$OUT/throughput.json" 2>/dev/null \
+              || echo fast)
+fi
+echo "improved learner's path: $NS30_PATH" | tee -a "$OUT/summary.txt"
 # the improved learner; a line per trained group, so a step stopped at its limit leaves a rate
 step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist_ns30 \
   --e2e-paths "$NS30_PATH" --progress
