@@ -59,9 +59,9 @@ class Case:
     groups: tuple[int, ...]
     #: Rows of each classifier's sub-dataset (drawn with replacement from random images).
     subset: int = 30
-    #: ``train_predict``'s path: ``"fast"`` (the stacking ``auto`` picks), ``"vmap"`` or
-    #: ``"bmm"``.
-    path: str = "fast"
+    #: ``train_predict``'s path: ``"twin"`` (the grouped-convolution twins; ``"fast"`` would
+    #: be ``"bmm"`` on CUDA), ``"vmap"`` or ``"bmm"``.
+    path: str = "twin"
 
 
 def cases(quick: bool, device: str, short: bool = False) -> list[Case]:

@@ -7,7 +7,10 @@
 #   OUT=/tmp/gpu BUDGET=540 bash benchmarks/gpu_session.sh            # every step
 #   OUT=/tmp/gpu STEPS="e2e_mnist_ns30" NS30_PATH=bmm bash benchmarks/gpu_session.sh
 #
-# STEPS picks steps (default: cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30);
+# STEPS picks steps (default: cuda_tests e2e_mnist17 throughput profile cprofile_mnist17
+# e2e_mnist_ns30; they run in that order);
+# MNIST17_DTYPES and MNIST17_PATHS the MNIST 1/7 runs (default float32,tf32,bfloat16 x
+# fast,twin: fast is bmm on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases;
 # NS30_PATH is the training.path of the improved learner's run (default auto: the faster of
 # fast and bmm for cnn_small with warps, float32, as the throughput step measured them;
 # benchmarks/gpu_pick_path.py). Logs and JSON
@@ -18,8 +21,11 @@ export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export POISONCERT_DATA="$PWD/data"
 OUT="${OUT:-/tmp/gpu}"; mkdir -p "$OUT"
 BUDGET="${BUDGET:-540}"
-STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30}"
+STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput profile cprofile_mnist17 e2e_mnist_ns30}"
 NS30_PATH="${NS30_PATH:-auto}"
+MNIST17_DTYPES="${MNIST17_DTYPES:-float32,tf32,bfloat16}"
+MNIST17_PATHS="${MNIST17_PATHS:-fast,twin}"
+PROFILE_ONLY="${PROFILE_ONLY:-}"
 start=$(date +%s)
 declare -a SUMMARY
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
@@ -41,14 +47,16 @@ step() {  # step NAME LIMIT_S COMMAND...
 step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py \
   tests/test_training.py -k cuda
 step e2e_mnist17 150 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
-  --e2e-dtypes float32,tf32,bfloat16 --e2e-paths fast,bmm \
+  --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" \
   --json "$OUT/e2e_mnist17.json"
 # the throughput table before the improved learner: it has the rows nothing measured yet
 # (lenet5 on sub-dataset rows, resnet18's vmap stacking beside its grouped twin)
 step throughput 170 python3 benchmarks/bench_gpu.py --e2e none --short \
   --json "$OUT/throughput.json"
 # where a step's time goes: kernels against wall time, kernels per step, the costliest ops
-step profile 80 python3 benchmarks/profile_gpu.py
+step profile 80 python3 benchmarks/profile_gpu.py --only "$PROFILE_ONLY"
+# where an end-to-end run's host time goes (MNIST 1/7, the second of two runs, cProfile)
+step cprofile_mnist17 45 python3 benchmarks/profile_gpu.py --e2e mnist17
 if [[ $NS30_PATH == auto ]]; then
   NS30_PATH=$(python3 benchmarks/gpu_pick_path.py "$OUT/throughput.json" 2>/dev/null \
               || echo fast)

@@ -5,14 +5,15 @@
 
 For each case (MNIST 1/7's shape of work: LeNet-5 on 10-row sub-datasets, G = 250; the
 improved learner's: the small CNN with random warps and elastic fields, G = 250; each on the
-grouped-convolution path ``fast`` and the batched-matmul path ``bmm``) it times one call of
-``training.train_predict`` (after a warm-up call) without the profiler, then profiles a second
-call and prints:
+grouped-convolution path ``twin`` and the batched-matmul path ``bmm``) it times one call of
+``training.train_predict`` (after a warm-up call) without the profiler, then profiles a call
+of 1 step and one of ``PROFILED_STEPS``, and prints:
 
 - the wall time per step, and the device's kernel time per step (the sum of its kernels'
-  durations): kernel time near the wall time means the device's arithmetic bounds the step;
-  far under it, the host (Python, kernel launches, preparing draws) does;
-- kernels launched per step;
+  durations, the difference of the two profiled calls per step): kernel time near the wall
+  time means the device's arithmetic bounds the step; far under it, the host (Python,
+  kernel launches, preparing draws) does;
+- kernels launched per step, and the kernel time of set-up + 1 step + predicting;
 - the operators and kernels with the most device time (self), then the most host time.
 
 Measured, never estimated; the table is the profiler's own.
@@ -35,6 +36,10 @@ from bench_gpu import WARPS, sync  # noqa: E402
 
 from poisoncert.training import TrainConfig, train_predict  # noqa: E402
 
+#: Steps of the profiled call (the profiler's parsing grows with its events: 40 steps of 250
+#: classifiers on the grouped-convolution path took over a minute).
+PROFILED_STEPS = 6
+
 
 def cases(quick: bool):
     if quick:
@@ -44,8 +49,8 @@ def cases(quick: bool):
                                                          "bmm")]
     lenet = TrainConfig(model="lenet5", steps=40, batch_size=32, subset_rows=10)
     small = TrainConfig(model="cnn_small", steps=40, batch_size=32, **WARPS)
-    return [(f"lenet5 rows 10, {p}", lenet, 250, 10, p) for p in ("fast", "bmm")] + \
-           [(f"cnn_small + warps, {p}", small, 250, 30, p) for p in ("fast", "bmm")]
+    return [(f"lenet5 rows 10, {p}", lenet, 250, 10, p) for p in ("twin", "bmm")] + \
+           [(f"cnn_small + warps, {p}", small, 250, 30, p) for p in ("twin", "bmm")]
 
 
 def _kernel_rows(prof):
@@ -77,23 +82,54 @@ def profile_case(name, cfg, G, subset, path, device, dtype):
     wall = time.perf_counter() - t0
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda")
                                      else [])
-    with profile(activities=acts) as prof:
-        train_predict(*args, **run)
-        sync(device)
-    kernels = _kernel_rows(prof)
-    k_time = sum(r.self_device_time_total for r in kernels) / 1e6  # us -> s
-    k_count = sum(r.count for r in kernels)
+    # the profiled call: fewer steps (the profiler's own cost grows with the events), and a
+    # call of one step to subtract what does not scale with the steps (set-up, predicting)
+    few = replace(cfg, steps=PROFILED_STEPS)
+    per_call = []
+    for c in (replace(cfg, steps=1), few):
+        with profile(activities=acts) as prof:
+            train_predict(x, y, subsets, seeds, x[:2], c, **run)
+            sync(device)
+        kernels = _kernel_rows(prof)
+        per_call.append((sum(r.self_device_time_total for r in kernels) / 1e6,  # us -> s
+                         sum(r.count for r in kernels)))
+    (t1, n1), (tk, nk) = per_call
     steps = cfg.steps
-    print(f"\n## {name}, G = {G}, {dtype}: {1e3 * wall / steps:.2f} ms/step wall, "
-          f"{1e3 * k_time / steps:.2f} ms/step in kernels ({100 * k_time / wall:.0f}% of the "
-          f"wall time), {k_count / steps:.0f} kernels/step", flush=True)
+    k_time, k_count = (tk - t1) / (PROFILED_STEPS - 1), (nk - n1) / (PROFILED_STEPS - 1)
+    print(f"\n## {name}, G = {G}, {dtype}: {1e3 * wall / steps:.2f} ms/step wall "
+          f"({steps} steps, set-up and predicting included), {1e3 * k_time:.2f} ms/step in "
+          f"kernels, {k_count:.0f} kernels/step (profiled: {PROFILED_STEPS} steps less 1); "
+          f"set-up + 1 step + predicting: {1e3 * t1:.1f} ms in {n1} kernels", flush=True)
     key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=70))
     if device.startswith("cuda"):
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10,
                                         max_name_column_width=70))
     return {"case": name, "G": G, "dtype": dtype, "wall_ms_per_step": 1e3 * wall / steps,
-            "kernel_ms_per_step": 1e3 * k_time / steps, "kernels_per_step": k_count / steps}
+            "kernel_ms_per_step": 1e3 * k_time, "kernels_per_step": k_count}
+
+
+def profile_run(key: str, device: str, quick: bool) -> dict:
+    """One end-to-end run (train + certify), the second of two, under cProfile: where the
+    host's time goes
+    (functions by cumulative, then by own time; the device's work shows up in the calls that
+    wait for it)."""
+    import cProfile
+    import pstats
+
+    from bench_gpu import end_to_end
+
+    end_to_end(key, device, quick)  # warm-up: imports, CUDA's start, cuBLAS handles
+    prof = cProfile.Profile()
+    prof.enable()
+    r = end_to_end(key, device, quick)
+    prof.disable()
+    print(f"## {r['run']}: train {r.get('train_s')} s, certify {r.get('certify_s')} s, "
+          f"under cProfile")
+    stats = pstats.Stats(prof)
+    stats.sort_stats("cumulative").print_stats(45)
+    stats.sort_stats("tottime").print_stats(25)
+    return r
 
 
 def main(argv=None):
@@ -101,11 +137,16 @@ def main(argv=None):
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--dtypes", default="float32")
+    p.add_argument("--only", default="", help="only the cases whose name contains this")
+    p.add_argument("--e2e", default="", help="instead: one of bench_gpu.py's end-to-end runs "
+                   "(e.g. mnist17) under cProfile, the host's time by function")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible (use --device cpu --quick)")
+    if args.e2e:
+        return profile_run(args.e2e, args.device, args.quick)
     out = [profile_case(*c, args.device, dt) for dt in args.dtypes.split(",")
-           for c in cases(args.quick)]
+           for c in cases(args.quick) if args.only in c[0]]
     print("\n| case | G | dtype | wall ms/step | kernel ms/step | kernels/step |")
     print("|---|---:|---|---:|---:|---:|")
     for r in out:

@@ -276,7 +276,7 @@ def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
 
     auto = train_run(from_dict(_RUN), tmp_path / "auto", progress=False)
     man = json.loads((tmp_path / "auto" / "manifest.json").read_text())
-    assert man["engine"] == {"group_size": 8}
+    assert man["engine"] == {"group_size": 8, "path": "twin"}
     g4 = train_run(from_dict(_RUN, {"training.group_size": 4}), tmp_path / "g4",
                    progress=False)
     g8 = train_run(from_dict(_RUN, {"training.group_size": 8}), tmp_path / "g8",
@@ -308,6 +308,84 @@ def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
     assert chunks("auto") == 2
 
 
+def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_path,
+                                                                            monkeypatch):
+    """``fast`` is the device's fastest stacking (the grouped-convolution twins on the CPU,
+    batched-matmul convolutions on CUDA); a run records what it resolved to, and resuming,
+    predicting with and updating the run keep that, whatever device does it (a run whose
+    manifest predates the record: ``twin``, what ``fast`` meant everywhere then)."""
+    from poisoncert import Ensemble
+    from poisoncert.experiment import train_run
+    from poisoncert.experiment.edits import Edits
+    from poisoncert.experiment.update import update_run
+    from poisoncert.training.fast import path_stacking
+    from poisoncert.training.groups import recorded_path, resolve_path
+
+    assert [path_stacking("fast", d) for d in (None, "cpu", "cuda", "cuda:1")] == [
+        "auto", "auto", "bmm", "bmm"]
+    assert [path_stacking(p, "cuda") for p in ("twin", "bmm", "vmap")] == [
+        "auto", "bmm", "vmap"]
+    assert (resolve_path("fast", "cpu"), resolve_path("fast", "cuda"),
+            resolve_path("vmap", "cuda")) == ("twin", "bmm", "vmap")
+    old = {"engine": {"group_size": 8}}
+    assert [recorded_path("fast", "cuda", m) for m in (None, old, {"engine": {"path": "bmm"}})
+            ] == ["bmm", "twin", "bmm"]
+    assert recorded_path("reference", "cuda", {"engine": {"path": "bmm"}}) == "reference"
+
+    img = {**_RUN, "selection": {"scheme": "with_replacement", "ns": 20, "T": 6, "seed": 1},
+           "training": {"model": "cnn_small", "steps": 3, "batch_size": 8}}
+    runs = {p: train_run(from_dict(img, {"training.path": p}), tmp_path / p, progress=False)
+            for p in ("fast", "twin", "bmm")}
+    engine = lambda run: json.loads((tmp_path / run / "manifest.json").read_text())["engine"]  # noqa: E731
+    assert [engine(p)["path"] for p in runs] == ["twin", "twin", "bmm"]
+    W = {p: _run_weights(tmp_path / p) for p in runs}
+    same = lambda a, b: all(torch.equal(x[k], y[k]) for x, y in zip(a, b, strict=True)  # noqa: E731
+                            for k in x)
+    assert same(W["fast"], W["twin"]) and not same(W["twin"], W["bmm"])
+    # a run that resolved fast to bmm (on CUDA) resumes with bmm on the CPU ...
+    man = json.loads((tmp_path / "fast" / "manifest.json").read_text())
+    man["engine"]["path"] = "bmm"
+    (tmp_path / "fast" / "manifest.json").write_text(json.dumps(man))
+    _reset_chunks(tmp_path / "fast")
+    resumed = train_run(from_dict(img, {"training.path": "fast"}), tmp_path / "fast",
+                        progress=False)
+    np.testing.assert_array_equal(resumed.predictions, runs["bmm"].predictions)
+    assert same(_run_weights(tmp_path / "fast"), W["bmm"])
+    # ... its saved ensemble predicts with bmm, and its config keeps fast
+    ens = Ensemble.load(tmp_path / "fast")
+    assert (ens.path, ens.record["model"]["path"], ens.config.execution.path) == (
+        "bmm", "bmm", "fast")
+    x = _digits_test(30)
+    from poisoncert import training
+
+    seen, predict = [], training.predict
+    monkeypatch.setattr(training, "predict", lambda *a, **k: seen.append(k["path"]) or
+                        predict(*a, **k))
+    np.testing.assert_array_equal(ens.base_predictions(x, preprocessed=True),
+                                  resumed.predictions)
+    assert seen == ["bmm"]
+    monkeypatch.undo()
+    # ... and an update retrains with bmm and records it
+    upd = update_run(tmp_path / "fast", tmp_path / "upd",
+                     Edits(remove=np.array([0, 1, 2, 3])))
+    assert upd.n_retrained > 0 and engine("upd")["path"] == "bmm"
+    from poisoncert.config import load_config
+
+    scratch = train_run(load_config(tmp_path / "upd" / "config.yaml", {"training.path": "bmm"}),
+                        tmp_path / "scratch", progress=False)
+    np.testing.assert_array_equal(upd.predictions, scratch.predictions)
+    assert upd.n_retrained == 6 and same(_run_weights(tmp_path / "upd"),
+                                         _run_weights(tmp_path / "scratch"))
+    del man["engine"]["path"]  # a manifest from before the record: twin
+    (tmp_path / "fast" / "manifest.json").write_text(json.dumps(man))
+    _reset_chunks(tmp_path / "fast")
+    again = train_run(from_dict(img, {"training.path": "fast"}), tmp_path / "fast",
+                      progress=False)
+    np.testing.assert_array_equal(again.predictions, runs["twin"].predictions)
+    assert same(_run_weights(tmp_path / "fast"), W["twin"])
+    assert Ensemble.load(tmp_path / "fast").path == "twin"
+
+
 def test_a_run_resolves_and_records_its_subset_rows_and_a_resumed_run_keeps_them(tmp_path):
     """Sub-datasets smaller than a batch (the schemes that fix their size, no augmentation, no
     BatchNorm): a new run trains with ``subset_rows`` = the size and records it; a resumed
@@ -319,7 +397,7 @@ def test_a_run_resolves_and_records_its_subset_rows_and_a_resumed_run_keeps_them
     small = {"selection.ns": 6}  # sub-datasets of 6 rows, batches of 8
     auto = train_run(from_dict(_RUN, small), tmp_path / "auto", progress=False)
     man = json.loads((tmp_path / "auto" / "manifest.json").read_text())
-    assert man["engine"] == {"group_size": 8, "subset_rows": 6}
+    assert man["engine"] == {"group_size": 8, "subset_rows": 6, "path": "twin"}
     assert "subset_rows" not in (tmp_path / "auto" / "config.yaml").read_text()
     six = train_run(from_dict(_RUN, {**small, "training.subset_rows": 6}), tmp_path / "six",
                     progress=False)
@@ -380,7 +458,7 @@ def test_subset_rows_off_keeps_a_run_on_the_draws(tmp_path):
     off = train_run(from_dict(_RUN, {**small, "training.subset_rows": "off"}), tmp_path / "off",
                     progress=False)
     man = json.loads((tmp_path / "off" / "manifest.json").read_text())
-    assert man["engine"] == {"group_size": 8}
+    assert man["engine"] == {"group_size": 8, "path": "twin"}
     assert load_config(tmp_path / "off" / "config.yaml").training.subset_rows == "off"
     data = split_data(from_dict(_RUN, small).data)
     args = (data.x_train, data.y_train, *_run_subsets(tmp_path / "off"), data.x_test)
@@ -407,7 +485,7 @@ def test_subset_rows_off_keeps_a_run_on_the_draws(tmp_path):
     np.testing.assert_array_equal(upd.predictions, scratch.predictions)
     for run in ("upd", "scratch"):
         assert json.loads((tmp_path / run / "manifest.json").read_text())["engine"] == {
-            "group_size": 8}
+            "group_size": 8, "path": "twin"}
     # from the command line, YAML's bare off
     res = CliRunner().invoke(app, ["train", str(tmp_path / "off" / "config.yaml"), "--run-dir",
                                    str(tmp_path / "cli"), "--training.subset_rows", "off", "-q"])
@@ -578,8 +656,8 @@ def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
-@pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18", "lenet5@bmm",
-                                   "cnn_small@bmm"])
+@pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18", "lenet5@twin",
+                                   "cnn_small@twin", "resnet18@vmap"])
 @pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16"])
 def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
     from poisoncert.training import predict, train_predict_with_weights

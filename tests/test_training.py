@@ -388,6 +388,32 @@ def _bn_factory(shape, k):
 _MODELS = {"bn_factory": _bn_factory}
 
 
+def test_vmap_batchnorm_sees_its_input_in_the_statistics_dtype():
+    """Under CUDA's bfloat16 autocast a convolution hands BatchNorm bfloat16, which CUDA's
+    batched (vmap) batch-norm backward refuses beside float32 running statistics (measured on
+    an H100: ResNet-18 through vmap failed in bfloat16; the CUDA test ``resnet18@vmap`` runs
+    it): the stacked module's BatchNorms take their input in the statistics' dtype. On the
+    CPU, autocast does not reach into vmap, so the hook is checked directly, and shown to
+    change nothing in float32."""
+    from poisoncert.training.fast import StackedFunctional, _input_in_statistics_dtype
+
+    models = [_bn_factory((2, 5, 5), 3) for _ in range(2)]
+    net = StackedFunctional(models)
+    bns = [m for m in net.base.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) == 1 and len(bns[0]._forward_pre_hooks) == 1
+    bn = torch.nn.BatchNorm2d(2)
+    h = torch.randn(3, 2, 4, 4)
+    (cast,) = _input_in_statistics_dtype(bn, (h.bfloat16(),))
+    assert cast.dtype == torch.float32 and torch.equal(cast, h.bfloat16().float())
+    assert _input_in_statistics_dtype(bn, (h,)) is None
+    assert _input_in_statistics_dtype(torch.nn.Identity(), (h.bfloat16(),)) is None
+    x = torch.randn(2, 4, 2, 5, 5)
+    with torch.no_grad():
+        hooked = net.forward_train(x)
+        bns[0]._forward_pre_hooks.clear()
+        assert torch.equal(hooked, net.forward_train(x))  # float32: the hook changes nothing
+
+
 def _one_step_pair(model_name, shape, opt_name, seed=0, how="auto"):
     """Per-model modules and their stacked twin after one identical optimizer step each.
 

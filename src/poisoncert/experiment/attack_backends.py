@@ -111,7 +111,7 @@ class ClassifierBackend:
             t = ens.cfg.training
             logits = training.predict(t, state, x_test, input_shape=x_test.shape[1:],
                                       n_classes=self.C, device=ens.cfg.execution.device,
-                                      path=ens.cfg.execution.path, output="logits")
+                                      path=ens.path, output="logits")
             P, R = logits_to_votes(logits, np.array([s is None for s in state]))
             return P, (R if want_ranks else None)
         # no weights: every classifier trained again on its own sub-dataset

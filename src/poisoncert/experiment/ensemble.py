@@ -90,6 +90,9 @@ class Ensemble:
         self.n_clean: int = int(sel["n_clean"])
         self.state_dicts = state_dicts
         self.device = device
+        #: The engine path the run trained with (``fast`` resolved; its manifest's record):
+        #: the stacked formulation ``predict`` evaluates the classifiers with.
+        self.path = config.execution.path
         #: What ``RunDir.verify`` said: ``{"verified": bool, "files": int, "note": str}``
         #: (``verified`` False for a run made before checksums were recorded).
         self.verification: dict = {}
@@ -137,6 +140,9 @@ class Ensemble:
         state_dicts = read_weights(rd, cfg, record)
         ens = cls(rd.path, cfg, record, state_dicts, device)
         ens.verification = verification
+        from poisoncert.training.groups import recorded_path
+
+        ens.path = recorded_path(cfg.execution.path, cfg.execution.device, rd.load_manifest())
         return ens
 
     # -- predictions -------------------------------------------------------------------------
@@ -167,7 +173,7 @@ class Ensemble:
                 out[:, a:b] = training.predict(
                     t, self.state_dicts, xs[a:b], input_shape=self.input_shape,
                     n_classes=self.n_classes, device=self.device,
-                    path=self.config.execution.path, progress=advance)
+                    path=self.path, progress=advance)
         return out
 
     def votes(self, x, *, progress: ProgressDisplay | None = None,

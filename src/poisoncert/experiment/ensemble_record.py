@@ -51,7 +51,7 @@ def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Pa
         "model": {"model": str(model), "model_kwargs": cfg.training.model_kwargs,
                   "dtype": cfg.training.dtype, "group_size": _group(rd, cfg),
                   "eval_batch_size": cfg.training.eval_batch_size,
-                  "path": cfg.execution.path, "source": source},
+                  "path": _path(rd, cfg), "source": source},
         "weights": [{"file": f"{runs.WEIGHTS}/{rd.weights_path(cid).name}", "start": a,
                      "stop": b} for cid, (a, b) in enumerate(ranges)],
     }
@@ -65,6 +65,13 @@ def _group(rd: RunDir, cfg: ExperimentConfig) -> int:
     from poisoncert.training.groups import recorded_group_size
 
     return recorded_group_size(cfg.training, rd.load_manifest())
+
+
+def _path(rd: RunDir, cfg: ExperimentConfig) -> str:
+    """The engine path the run trained with (``fast`` resolved, from its manifest)."""
+    from poisoncert.training.groups import recorded_path
+
+    return recorded_path(cfg.execution.path, cfg.execution.device, rd.load_manifest())
 
 
 def weights_metadata(cfg: ExperimentConfig, start: int, stop: int, seeds) -> dict[str, str]:

@@ -160,8 +160,8 @@ def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
                     ) -> ModelFootprint:
     """Parameters and activations per sample of ``training.build_model(model, ...)``: one
     forward pass (evaluation mode, no gradients) on one zero sample, counting the output of
-    every module that has no children; ``stacked`` for ``path="fast"`` and a model with a
-    stacked twin (``training.fast.stackable``)."""
+    every module that has no children; ``stacked`` for a stacked path (every path but
+    ``reference``) and a model that stacks (``training.fast.stackable``)."""
     import torch
 
     from poisoncert import training
@@ -186,7 +186,7 @@ def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
             h.remove()
     return ModelFootprint(parameters=sum(p.numel() for p in net.parameters()),
                           activations=count[0], largest=count[1],
-                          stacked=path == "fast" and stackable(net))
+                          stacked=path != "reference" and stackable(net))
 
 
 def run_memory(v: dict[str, int], s: RunShape) -> list[Term]:

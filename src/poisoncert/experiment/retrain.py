@@ -44,7 +44,8 @@ class LoadedRun:
     """A trained run in memory: ``subsets[i]`` are classifier ``i``'s training-set indices,
     ``predictions`` its votes ``(T, n_test)``, ``ranks`` its rankings (or None),
     ``group_size`` the group size it trained with (``training.groups.recorded_group_size``),
-    ``subset_rows`` its recorded ``training.subset_rows``."""
+    ``subset_rows`` its recorded ``training.subset_rows``, ``path`` its engine path
+    (``training.groups.recorded_path``: ``fast`` resolved as it trained)."""
 
     run_dir: Path
     cfg: ExperimentConfig
@@ -56,6 +57,7 @@ class LoadedRun:
     ranks: np.ndarray | None = None
     group_size: int = 1
     subset_rows: int | None = None
+    path: str = "twin"
     _learner: object = None
 
     @property
@@ -73,14 +75,13 @@ class LoadedRun:
 
     @property
     def train_cfg(self) -> ExperimentConfig:
-        """The config the learner trains with: the run's, ``group_size: auto`` resolved to the
-        recorded size (as ``train_run`` does)."""
-        t = self.cfg.training
-        if t.sklearn_learner is not None or (t.group_size, t.subset_rows) == (
-                self.group_size, self.subset_rows):
+        """The config the learner trains and predicts with: the run's, with the group size,
+        subset rows and engine path it recorded (as ``train_run`` resolves them)."""
+        from poisoncert.experiment.train import resolved_config
+
+        if self.cfg.training.sklearn_learner is not None:
             return self.cfg
-        return dataclasses.replace(self.cfg, training=dataclasses.replace(
-            t, group_size=self.group_size, subset_rows=self.subset_rows))
+        return resolved_config(self.cfg, self.group_size, self.subset_rows, self.path)
 
     @property
     def ranges(self) -> list[tuple[int, int]]:
@@ -130,12 +131,13 @@ def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
     seeds = rd.load(runs.SEEDS)
     subsets = [plan.indices(i, int(s)) for i, s in enumerate(seeds)]
     ranks = np.load(rd / RANKS, allow_pickle=False) if (rd / RANKS).exists() else None
-    from poisoncert.training.groups import recorded_group_size, recorded_subset_rows
+    from poisoncert.training.groups import recorded_group_size, recorded_path, recorded_subset_rows
 
     return LoadedRun(run_dir=rd.path, cfg=cfg, data=data, plan=plan, seeds=seeds,
                      subsets=subsets, predictions=rd.load(runs.PREDICTIONS), ranks=ranks,
                      group_size=recorded_group_size(cfg.training, manifest),
-                     subset_rows=recorded_subset_rows(cfg.training, manifest))
+                     subset_rows=recorded_subset_rows(cfg.training, manifest),
+                     path=recorded_path(cfg.execution.path, cfg.execution.device, manifest))
 
 
 @dataclass(frozen=True, eq=False)

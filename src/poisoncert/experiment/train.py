@@ -30,8 +30,8 @@ from poisoncert.runs import RunDir, RunError
 from poisoncert.runsafe import fault_point
 from poisoncert.votes import majority_vote
 
-__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "run_group_size",
-           "run_subsets", "train_run"]
+__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "resolved_config",
+           "run_group_size", "run_subsets", "train_run"]
 
 #: A progress display: ``display(total, completed, label)`` is a context manager yielding
 #: ``advance(k)``, called as ``k`` more base classifiers are trained (``poisoncert.cli.
@@ -244,18 +244,17 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                   executor: Executor, progress: ProgressDisplay | None,
                   t0: float) -> RunResult:
     old_manifest = rd.load_manifest() if rd.exists() else None
-    from poisoncert.training.groups import engine_record
+    from poisoncert.training.groups import engine_record, recorded_path
 
-    group = _group_size(cfg, data, old_manifest)
+    path = recorded_path(cfg.execution.path, cfg.execution.device, old_manifest)
+    group = _group_size(cfg, data, old_manifest, path)
     rows = _subset_rows(cfg, data, old_manifest)
-    manifest["engine"] = engine_record(group, rows)
+    manifest["engine"] = engine_record(group, rows, path)
     resumed = rd.prepare(cfg, manifest)
-    # the learner trains with the group size and subset rows resolved ("auto" / null -> the
-    # recorded values, "off" -> None); the run's own config (its hash, its files) keeps them
-    train_cfg = cfg
-    if (cfg.training.group_size, cfg.training.subset_rows) != (group, rows):
-        train_cfg = dataclasses.replace(cfg, training=dataclasses.replace(
-            cfg.training, group_size=group, subset_rows=rows))
+    # the learner trains with the group size, subset rows and path resolved ("auto" / null /
+    # "fast" -> the recorded values, "off" -> None); the run's own config (its hash, its
+    # files) keeps them
+    train_cfg = resolved_config(cfg, group, rows, path)
 
     T = cfg.T
     seeds = selection.model_seeds(cfg.selection.seed, T)
@@ -327,17 +326,31 @@ def run_group_size(rd: RunDir, cfg: ExperimentConfig) -> int:
     return recorded_group_size(cfg.training, rd.load_manifest())
 
 
-def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None) -> int:
+def resolved_config(cfg: ExperimentConfig, group: int, rows: int | None,
+                    path: str) -> ExperimentConfig:
+    """``cfg`` with the group size, subset rows and engine path a run resolved (``auto``,
+    null, ``fast``) or recorded: the config its learner trains and predicts with."""
+    t, e = cfg.training, cfg.execution
+    if (t.group_size, t.subset_rows) != (group, rows):
+        cfg = dataclasses.replace(cfg, training=dataclasses.replace(
+            t, group_size=group, subset_rows=rows))
+    if e.path != path:
+        cfg = dataclasses.replace(cfg, execution=dataclasses.replace(e, path=path))
+    return cfg
+
+
+def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None,
+                path: str) -> int:
     """The group size of a run: ``training.group_size``, or for ``auto`` the size a resumed
     run recorded, else the size ``training.groups.auto_group_size`` picks for the device, the
-    model and ``T``."""
+    model, the engine ``path`` and ``T``."""
     from poisoncert.training.groups import auto_group_size, recorded_group_size
 
     tr = cfg.training
     if old_manifest is not None or tr.group_size != "auto" or tr.sklearn_learner is not None:
         return recorded_group_size(tr, old_manifest)
     return auto_group_size(tr, cfg.execution.device, data.x_train.shape[1:], data.n_classes,
-                           n_models=cfg.T)
+                           n_models=cfg.T, path=path)
 
 
 def _subset_rows(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None

@@ -99,7 +99,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     manifest = runs.build_manifest(new_cfg, data=summary.manifest())
     from poisoncert.training.groups import engine_record
 
-    manifest["engine"] = engine_record(ens.group_size, ens.subset_rows)  # as it trained
+    manifest["engine"] = engine_record(ens.group_size, ens.subset_rows, ens.path)  # as trained
     manifest["update"] = {"from": str(src.path), "retrained": res.classifiers.tolist(),
                           "n_retrained": int(len(res.classifiers)), "T": ens.T,
                           "removed": edits.n_removed, "relabelled": edits.n_relabelled,

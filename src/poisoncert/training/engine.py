@@ -7,13 +7,15 @@ predicts every test sample. Three formulations give the same classifiers (to rou
 
 - ``path="reference"``: one ``torch.nn.Module`` and one torch optimizer per classifier, a
   plain loop;
-- ``path="fast"``: groups of classifiers stacked as one network (``training.fast``: the
+- ``path="twin"``: groups of classifiers stacked as one network (``training.fast``: the
   hand-written twins of the built-in models, ``torch.func.vmap`` for other modules), their
   parameters in one ``(G, P)`` tensor updated by one ``optim.StackedOptimizer`` step for the
   whole group; models that cannot be stacked (dropout) use the per-model loop;
-- ``path="vmap"``: as ``fast`` but stacked through ``vmap`` even where a twin exists;
-- ``path="bmm"``: as ``fast`` with the LeNet-5 and small-CNN twins' convolutions as unfold +
-  batched matmuls (``fast.bmm_conv``), the formulation to measure on a GPU.
+- ``path="vmap"``: as ``twin`` but stacked through ``vmap`` even where a twin exists;
+- ``path="bmm"``: as ``twin`` with the LeNet-5 and small-CNN twins' convolutions as unfold +
+  batched matmuls (``fast.bmm_conv``);
+- ``path="fast"`` (the default): the device's fastest stacking, measured: ``twin`` on the
+  CPU, ``bmm`` on CUDA (``fast.path_stacking``).
 
 Training draws (positions, shifts, warps, elastic grids) are numpy streams of the
 classifier's seed, moved to the device ``loops.STEP_BLOCK`` steps at a time (the training
@@ -90,7 +92,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
               for s in task.seeds]
     kind = None if settings.path == "reference" else stacking(
-        models[0], how=path_stacking(settings.path))
+        models[0], how=path_stacking(settings.path, device))
     draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:],
                                 lazy_fields=kind is not None)
              for s, seed in zip(task.subsets, task.seeds, strict=True)]
@@ -289,7 +291,7 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
                           f"{device.type} device ({' and '.join(CUDA_DTYPES)} are for CUDA)",
                           cfg.dtype)
     shape = tuple(int(s) for s in x_train.shape[1:])
-    G = auto_group_size(cfg, device, shape, n_classes)
+    G = auto_group_size(cfg, device, shape, n_classes, path=path)
     settings = _CallSettings(cfg, n_classes, str(device), path, keep_weights, shape, G)
     tasks = [_make_task(live[a:a + G], x_train, y_train, subsets, seeds)
              for a in range(0, len(live), G)]

@@ -18,11 +18,12 @@ whole stack in a few kernels. Formulations ("stackings"):
   over the ``G * C`` channels, so every classifier has its own batch statistics and its own
   running statistics);
 - ``"bmm"``: the LeNet-5 and small-CNN twins with every convolution as unfold + one batched
-  matmul over the group (``bmm_conv``: each classifier's patches times its kernels), the
-  formulation a GPU might run at its matmul rate where grouped convolutions of a few
-  channels per group do not (``bench_gpu.py`` measures it beside the twin; not yet run on a
-  GPU). On the CPU a LeNet-5 step measured 3.5-4x slower than the twin's
-  (docs/benchmarks.md), so ``"auto"`` never picks it; other models stack as ``"auto"`` does;
+  matmul over the group (``bmm_conv``: each classifier's patches times its kernels). On
+  CUDA, cuDNN runs a grouped convolution's weight gradient as one kernel per classifier;
+  this runs a step 1.45x (LeNet-5) to 1.56x (small CNN with warps) faster on an H100
+  (``bench_gpu.py``, docs/benchmarks.md), so the engine's ``fast`` path picks it there
+  (``path_stacking``). On the CPU a LeNet-5 step measured 3.5-4x slower than the twin's, so
+  it keeps the twin there; other models stack as ``"auto"`` does;
 - ``"vmap"``: any ``nn.Module`` (a user factory's): ``torch.func.functional_call`` over the
   stacked parameters and buffers under ``torch.func.vmap`` (BatchNorm's running statistics
   per classifier: its buffers are stacked too). Modules that draw random numbers (dropout)
@@ -93,9 +94,15 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
     return "vmap"
 
 
-def path_stacking(path: str) -> str:
-    """The ``how`` of ``stacking`` for the engine's ``path``: ``"vmap"`` and ``"bmm"`` name
-    their stacking, ``"fast"`` is ``"auto"`` (``"reference"`` stacks nothing)."""
+def path_stacking(path: str, device=None) -> str:
+    """The ``how`` of ``stacking`` for the engine's ``path`` on ``device``: ``"vmap"`` and
+    ``"bmm"`` name their stacking, ``"twin"`` is ``"auto"`` (the grouped-convolution twins),
+    and ``"fast"`` is the device's fastest: ``"bmm"`` on CUDA, ``"auto"`` elsewhere
+    (``"reference"`` stacks nothing). A run records the path ``fast`` resolved to
+    (``training.groups.recorded_path``): its formulation does not change with the device
+    that resumes it or predicts with it."""
+    if path == "fast":
+        return "bmm" if device is not None and torch.device(device).type == "cuda" else "auto"
     return path if path in ("vmap", "bmm") else "auto"
 
 
@@ -438,6 +445,18 @@ class StackedResNet18(_Stacked):
             self.training = True
 
 
+def _input_in_statistics_dtype(module: nn.Module, args: tuple) -> tuple | None:
+    """A BatchNorm's input in its running statistics' dtype: under bfloat16 autocast a
+    convolution hands it bfloat16, and CUDA's batched (``vmap``) batch-norm backward refuses
+    float32 statistics with a bfloat16 input; in float32 it is the plain module's arithmetic
+    (cuDNN computes a bfloat16 batch norm in float32). A no-op without autocast."""
+    stats = getattr(module, "running_mean", None)
+    x = args[0]
+    if stats is None or x.dtype == stats.dtype:
+        return None
+    return (x.to(stats.dtype), *args[1:])
+
+
 class StackedFunctional(_Stacked):
     """Any ``G`` same-shaped modules through ``torch.func.vmap`` of ``functional_call``.
 
@@ -451,6 +470,9 @@ class StackedFunctional(_Stacked):
     def __init__(self, models: Sequence[nn.Module]):
         super().__init__(models)
         self.base = copy.deepcopy(models[0]).to("meta")
+        for m in self.base.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.register_forward_pre_hook(_input_in_statistics_dtype)
 
     def _call(self, x: torch.Tensor, in_dims_x) -> torch.Tensor:
         from torch.func import functional_call, vmap

@@ -1,6 +1,6 @@
 """How many classifiers train as one stacked group: ``group_size: auto``.
 
-``auto_group_size(cfg, device, input_shape, n_classes, n_models=None)``:
+``auto_group_size(cfg, device, input_shape, n_classes, n_models=None, path="fast")``:
 
 - on the CPU, ``DEFAULT_GROUP_SIZE`` (8): measured fastest there for every built-in model
   (``benchmarks/bench_training.py --study``: larger groups leave the caches);
@@ -22,7 +22,8 @@ import math
 from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
 
 __all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "auto_group_size", "engine_record",
-           "even_groups", "recorded_group_size", "recorded_subset_rows"]
+           "even_groups", "recorded_group_size", "recorded_path", "recorded_subset_rows",
+           "resolve_path"]
 
 #: Largest auto group on CUDA for models under / over a million parameters.
 CUDA_CAP_SMALL, CUDA_CAP_LARGE = 256, 32
@@ -59,18 +60,44 @@ def recorded_subset_rows(cfg: TrainConfig, manifest: dict | None) -> int | None:
     return None if rows is None else int(rows)
 
 
-def engine_record(group: int, subset_rows: int | None) -> dict:
+def resolve_path(path: str, device) -> str:
+    """The path a new run records for ``execution.path`` on ``device``: ``fast`` is the
+    stacking it stands for there (``bmm`` on CUDA, ``twin`` elsewhere:
+    ``fast.path_stacking``); the other paths are themselves."""
+    from poisoncert.training.fast import path_stacking
+
+    if path != "fast":
+        return path
+    return "bmm" if path_stacking(path, device) == "bmm" else "twin"
+
+
+def recorded_path(path: str, device, manifest: dict | None) -> str:
+    """The engine path of a run whose config says ``path`` and whose manifest is
+    ``manifest`` (None: a new run, trained on ``device``): the path the manifest records
+    (``engine.path``), ``twin`` for a ``fast`` run whose manifest predates the record (what
+    ``fast`` meant on every device then), else ``resolve_path``."""
+    if path != "fast":
+        return path
+    if manifest is None:
+        return resolve_path(path, device)
+    return str(manifest.get("engine", {}).get("path", "twin"))
+
+
+def engine_record(group: int, subset_rows: int | None, path: str | None = None) -> dict:
     """A manifest's ``engine`` section: the numerics a run resolved for itself (the group
-    size; the subset rows when set)."""
+    size; the subset rows when set; the engine path ``fast`` resolved to)."""
     record = {"group_size": int(group)}
     if subset_rows is not None:
         record["subset_rows"] = int(subset_rows)
+    if path is not None:
+        record["path"] = str(path)
     return record
 
 
 def auto_group_size(cfg: TrainConfig, device, input_shape, n_classes: int,
-                    n_models: int | None = None) -> int:
-    """The group size ``cfg.group_size`` stands for on ``device`` (itself when it is an int)."""
+                    n_models: int | None = None, path: str = "fast") -> int:
+    """The group size ``cfg.group_size`` stands for on ``device`` (itself when it is an int),
+    for the engine's ``path``."""
     if cfg.group_size != "auto":
         return int(cfg.group_size)
     import torch
@@ -78,28 +105,30 @@ def auto_group_size(cfg: TrainConfig, device, input_shape, n_classes: int,
     device = torch.device(device)
     if device.type != "cuda":
         return DEFAULT_GROUP_SIZE
-    G = _cuda_group(cfg, device, tuple(input_shape), n_classes)
+    G = _cuda_group(cfg, device, tuple(input_shape), n_classes, path)
     return even_groups(G, n_models) if n_models else G
 
 
-def _cuda_group(cfg: TrainConfig, device, input_shape, n_classes) -> int:  # pragma: no cover
+def _cuda_group(cfg: TrainConfig, device, input_shape, n_classes,
+                path: str) -> int:  # pragma: no cover
     """Probe one training step of two stacked models and size the group by memory."""
     import torch
     from torch.nn import functional as F
 
-    from poisoncert.training.fast import stack_models, stackable
+    from poisoncert.training.fast import path_stacking, stack_models, stackable
     from poisoncert.training.models import init_model
 
+    how = path_stacking(path, device)
     models = [init_model(cfg.model, input_shape, n_classes, s).to(device, cfg.torch_dtype)
               for s in (1, 2)]
     n_params = sum(p.numel() for p in models[0].parameters())
     cap = CUDA_CAP_SMALL if n_params < 1_000_000 else CUDA_CAP_LARGE
-    if not stackable(models[0]):
+    if path == "reference" or not stackable(models[0], how):
         return 1
     torch.cuda.synchronize(device)
     torch.cuda.reset_peak_memory_stats(device)
     base = torch.cuda.memory_allocated(device)
-    net = stack_models(models)
+    net = stack_models(models, how=how)
     B = cfg.batch_size
     x = torch.zeros(2, B, *input_shape, device=device, dtype=cfg.torch_dtype)
     if net.batch_first:

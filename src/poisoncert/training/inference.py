@@ -114,7 +114,7 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
                 out.append(torch.cat([as_out(m(c)) for c in chunks]))
             return torch.stack(out)
         E = eval_group_size(models[0], device)
-        how = path_stacking(path)
+        how = path_stacking(path, device)
         for a in range(0, k, E):
             group = models[a:a + E]
             net = stack_models(group + [group[-1]] * (E - len(group)), how=how)

@@ -43,9 +43,10 @@ OPTIMIZERS = ("adam", "sgd", "adadelta")
 #: ``tf32`` and ``bfloat16`` (autocast) are for CUDA devices only.
 DTYPES = ("float32", "float64", "tf32", "bfloat16")
 CUDA_DTYPES = ("tf32", "bfloat16")
-#: The engine's paths (``execution.path``): stacked groups (``fast``; ``vmap`` and ``bmm``
-#: choose the stacking, ``training.fast.path_stacking``) or one model at a time.
-PATHS = ("fast", "vmap", "bmm", "reference")
+#: The engine's paths (``execution.path``): stacked groups (``fast``, the device's fastest
+#: stacking; ``twin``, ``vmap`` and ``bmm`` name one, ``training.fast.path_stacking``) or one
+#: model at a time (``reference``).
+PATHS = ("fast", "twin", "vmap", "bmm", "reference")
 SCHEDULES = ("constant", "cosine")
 
 #: A model name or a factory ``(input_shape, n_classes) -> torch.nn.Module``.
