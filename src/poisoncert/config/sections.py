@@ -256,12 +256,14 @@ DEFAULT_SELECTION = {"scheme": "binomial", "ns": 50, "T": 100}
 class ExecutionConfig:
     """How a run executes (YAML keys of the ``training`` section).
 
-    ``path`` is ``fast`` (stacked groups), ``vmap`` (stacked through ``torch.func.vmap`` even
-    where a hand-written stacked twin exists), ``bmm`` (``fast`` with LeNet-5's and the small
-    CNN's convolutions as batched matmuls) or ``reference`` (one model at a time; they agree
-    to rounding); ``workers`` is the number of local processes (it never changes the
-    predictions); ``device`` ``cpu`` or ``cuda``; ``save_weights`` keeps every trained torch
-    classifier's weights in the run directory (``weights/``, read by ``poisoncert.Ensemble``):
+    ``path`` is ``fast`` (stacked groups, the device's fastest stacking: ``twin`` on the CPU,
+    ``bmm`` on CUDA; a run records which), ``twin`` (the hand-written stacked twins: grouped
+    convolutions), ``vmap`` (stacked through ``torch.func.vmap`` even where a twin exists),
+    ``bmm`` (the twins with LeNet-5's and the small CNN's convolutions as batched matmuls) or
+    ``reference`` (one model at a time; they agree to rounding); ``workers`` is the number of
+    local processes (it never changes the predictions); ``device`` ``cpu`` or ``cuda``;
+    ``save_weights`` keeps every trained torch classifier's weights in the run directory
+    (``weights/``, read by ``poisoncert.Ensemble``):
     ``None`` (the default) means on for a torch model trained by Algorithm 2 and off
     otherwise (``ExperimentConfig.keeps_weights``); ``false`` opts out.
     """
