@@ -70,3 +70,45 @@ def test_predict_reports_progress_and_checks_shape():
         predict(cfg, W, xt[:, :, :8], input_shape=(1, 16, 16), n_classes=3)
     with pytest.raises(ValueError, match="'output' parameter"):
         predict(cfg, W, xt, input_shape=(1, 16, 16), n_classes=3, output="probs")
+
+
+@pytest.mark.parametrize("model, path, shape, dtype", [
+    ("lenet5", "twin", (1, 16, 16), "float32"), ("lenet5", "bmm", (1, 16, 16), "float64"),
+    ("cnn_small", "bmm", (2, 12, 12), "float32"), ("mlp", "fast", (12,), "float64"),
+    ("resnet18", "fast", (3, 8, 8), "float32"), (_bn_factory, "fast", (2, 7, 7), "float64")])
+def test_stacked_evaluation_loads_the_state_dicts_as_the_modules_do(model, path, shape, dtype):
+    """``evaluate`` stacks each group straight from the state dicts (a template on the meta
+    device, one copy per parameter name): the same logits, bit for bit, as building every
+    plain module, loading its state dict and stacking the modules (the former route, which
+    state dicts that do not fit the architecture still take, for its error)."""
+    from poisoncert.training.fast import path_stacking, stack_models
+    from poisoncert.training.inference import (
+        _loadable,
+        _modules,
+        _template,
+        eval_group_size,
+        evaluate,
+    )
+
+    x, y, xt, _ = _problem(shape=shape)
+    rng = np.random.default_rng(2)
+    cfg = TrainConfig(model=model, steps=3, batch_size=8, group_size=4, eval_batch_size=7,
+                      dtype=dtype)
+    subsets = [rng.integers(0, len(x), 20) for _ in range(5)]
+    _, W = train_predict_with_weights(x, y, subsets, list(range(5)), xt, cfg, n_classes=3,
+                                      path=path)
+    W = [{k: v.float() for k, v in w.items()} for w in W]  # saved weights: float32 files
+    assert _loadable(_template(cfg, shape, 3), W)
+    xs = torch.as_tensor(xt).to(cfg.torch_dtype)
+    got = evaluate(W, xs, cfg, shape, 3, "cpu", path)
+    models = _modules(cfg, W, shape, 3, "cpu")
+    E = eval_group_size(models[0], "cpu")
+    assert E > len(models)  # one padded group, as evaluate stacks it
+    with torch.no_grad():
+        net = stack_models(models + [models[-1]] * (E - len(models)),
+                           how=path_stacking(path, "cpu"))
+        want = torch.cat([net.forward_eval(c) for c in xs.split(7)], dim=1)[:len(models)]
+    assert got.dtype == cfg.torch_dtype and torch.equal(got, want)
+    with pytest.raises(RuntimeError, match="Missing key"):  # load_state_dict's own error
+        evaluate([{k: v for k, v in W[0].items() if not k.endswith("bias")}], xs, cfg, shape,
+                 3, "cpu", path)

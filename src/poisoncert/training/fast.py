@@ -111,14 +111,20 @@ def stackable(model: nn.Module, how: str = "auto") -> bool:
     return stacking(model, how=how) is not None
 
 
-def stack_models(models: Sequence[nn.Module], how: str = "auto"):
-    """The stacked form of ``G`` same-shaped models (their current parameters, copied)."""
+def stack_models(models: Sequence[nn.Module], how: str = "auto", *,
+                 state_dicts: Sequence[dict] | None = None, device=None,
+                 dtype: torch.dtype | None = None):
+    """The stacked form of ``G`` same-shaped models (their current parameters, copied), on
+    ``device`` in ``dtype`` (default: the parameters'), one copy per parameter name. With
+    ``state_dicts``, the ``G`` models are those state dicts loaded into ``models[0]``'s
+    architecture (a template: it may live on the meta device), without building them."""
     kind = stacking(models[0], how=how)
     if kind is None:
         raise TypeError(f"no stacked form ({how}) for {type(models[0]).__name__}")
+    kw = dict(state_dicts=state_dicts, device=device, dtype=dtype)
     if kind == "vmap":
-        return StackedFunctional(models)
-    net = globals()[_TWINS[type(models[0])]](models)
+        return StackedFunctional(models, **kw)
+    net = globals()[_TWINS[type(models[0])]](models, **kw)
     net.conv_bmm = kind == "bmm"
     return net
 
@@ -141,12 +147,21 @@ class _Stacked:
     #: Whether ``nn.Linear`` weights are stored transposed, ``(in, out)``.
     transpose_linear = True
 
-    def __init__(self, models: Sequence[nn.Module]):
-        self.G = G = len(models)
+    def __init__(self, models: Sequence[nn.Module], state_dicts: Sequence[dict] | None = None,
+                 device=None, dtype: torch.dtype | None = None):
         first = models[0]
-        p0 = next(first.parameters())
-        self.device, self.dtype = p0.device, p0.dtype
-        named = [dict(m.named_parameters()) for m in models]
+        if state_dicts is None:  # the models' own parameters and buffers
+            named = [dict(m.named_parameters()) for m in models]
+            bufs = [dict(m.named_buffers()) for m in models]
+        else:  # models[0] is a template (the meta device will do); the values are these
+            pnames = [n for n, _ in first.named_parameters()]
+            bnames = [n for n, _ in first.named_buffers()]
+            named = [{n: sd[n] for n in pnames} for sd in state_dicts]
+            bufs = [{n: sd[n] for n in bnames} for sd in state_dicts]
+        self.G = G = len(named)
+        p0 = next(iter(named[0].values()))
+        self.device = p0.device if device is None else torch.device(device)
+        self.dtype = p0.dtype if dtype is None else dtype
         self.names = list(named[0])
         self.transposed = {f"{name}.weight" for name, mod in first.named_modules()
                            if isinstance(mod, nn.Linear) and self.transpose_linear}
@@ -157,15 +172,18 @@ class _Stacked:
             off += math.prod(self.shapes[n])
         self.P = -(-off // _ALIGN) * _ALIGN
         self.flat = torch.zeros(G, self.P, device=self.device, dtype=self.dtype)
-        with torch.no_grad():
-            for g, d in enumerate(named):
-                for n in self.names:
-                    self._view(self.flat, n)[g] = self._layout(n, d[n])
+        with torch.no_grad():  # a copy per parameter name, converted where it lands
+            for n in self.names:
+                self._view(self.flat, n).copy_(torch.stack([self._layout(n, d[n])
+                                                            for d in named]))
         self._leaves = {n: self._view(self.flat, n).requires_grad_(True) for n in self.names}
         self._grad = torch.zeros_like(self.flat)
         self.buffer_names = [n for n, _ in first.named_buffers()]
-        self.buffers = {n: torch.stack([dict(m.named_buffers())[n].detach() for m in models])
-                        .clone() for n in self.buffer_names}
+        self.buffers = {}
+        for n in self.buffer_names:
+            b = torch.stack([d[n].detach() for d in bufs])
+            self.buffers[n] = b.to(self.device, self.dtype if b.is_floating_point() else b.dtype,
+                                   copy=True)
 
     def _layout(self, name: str, p: torch.Tensor) -> torch.Tensor:
         return p.detach().t() if name in self.transposed else p.detach()
@@ -231,8 +249,8 @@ class StackedLeNet5(_Stacked):
 
     batch_first = True
 
-    def __init__(self, models: Sequence[LeNet5]):
-        super().__init__(models)
+    def __init__(self, models: Sequence[LeNet5], **kw):
+        super().__init__(models, **kw)
         m0 = models[0]
         self.pools = m0.pools
         self.padding = m0.padding
@@ -334,8 +352,8 @@ def shared_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
 class StackedSmallCNN(StackedLeNet5):
     """``G`` ``SmallCNN`` models (same input shape and widths) as one grouped network."""
 
-    def __init__(self, models: Sequence[SmallCNN]):
-        _Stacked.__init__(self, models)
+    def __init__(self, models: Sequence[SmallCNN], **kw):
+        _Stacked.__init__(self, models, **kw)
         self.feature_shape = models[0].feature_shape
 
     def _convs(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
@@ -358,8 +376,8 @@ class StackedSmallCNN(StackedLeNet5):
 class StackedMLP(_Stacked):
     """``G`` MLPs (same sizes) as batched matmuls."""
 
-    def __init__(self, models: Sequence[MLP]):
-        super().__init__(models)
+    def __init__(self, models: Sequence[MLP], **kw):
+        super().__init__(models, **kw)
         self.layers = [f"layers.{i}" for i in range(len(models[0].layers))] + ["out"]
 
     def _rest(self, h: torch.Tensor) -> torch.Tensor:
@@ -389,8 +407,8 @@ class StackedResNet18(_Stacked):
 
     batch_first = True
 
-    def __init__(self, models: Sequence[ResNet18]):
-        super().__init__(models)
+    def __init__(self, models: Sequence[ResNet18], **kw):
+        super().__init__(models, **kw)
         m0 = models[0]
         self.momentum = m0.bn1.momentum
         self.eps = m0.bn1.eps
@@ -467,8 +485,8 @@ class StackedFunctional(_Stacked):
 
     transpose_linear = False
 
-    def __init__(self, models: Sequence[nn.Module]):
-        super().__init__(models)
+    def __init__(self, models: Sequence[nn.Module], **kw):
+        super().__init__(models, **kw)
         self.base = copy.deepcopy(models[0]).to("meta")
         for m in self.base.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):

@@ -78,6 +78,26 @@ def eval_group_size(model: torch.nn.Module, device) -> int:
     return G
 
 
+def _template(cfg: TrainConfig, input_shape, n_classes) -> torch.nn.Module:
+    """The classifiers' architecture on the meta device (no memory, no initialisation): what
+    a stacked group is built from, with each classifier's state dict."""
+    with torch.device("meta"):
+        return build_model(cfg.model, input_shape, n_classes)
+
+
+def _loadable(template: torch.nn.Module, state_dicts) -> bool:
+    """Whether every state dict has exactly the template's entries and shapes, and these are
+    its parameters and buffers (no tied or non-persistent ones); else the plain modules load
+    them (with ``load_state_dict``'s own error where they do not fit)."""
+    want = {n: t.shape for n, t in template.state_dict().items()}
+    own = [n for n, _ in template.named_parameters()] + [n for n, _ in template.named_buffers()]
+    if len(own) != len(want) or set(own) != want.keys():
+        return False
+    return all(isinstance(sd, dict) and sd.keys() == want.keys()
+               and all(sd[n].shape == shape for n, shape in want.items())
+               for sd in state_dicts)
+
+
 def _modules(cfg: TrainConfig, state_dicts, input_shape, n_classes, device) -> list:
     """Modules holding ``state_dicts`` on ``device`` (built on the meta device: no
     initialisation is spent on weights that are replaced)."""
@@ -98,7 +118,10 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
     k = len(state_dicts)
     if k == 0:
         return torch.empty(0, len(x), n_classes, device=device)
-    models = _modules(cfg, state_dicts, tuple(input_shape), n_classes, device)
+    template = _template(cfg, tuple(input_shape), n_classes)
+    stacked = path != "reference" and stacking(template) is not None
+    if not (stacked and _loadable(template, state_dicts)):
+        models = _modules(cfg, state_dicts, tuple(input_shape), n_classes, device)
     chunks = x.split(min(cfg.eval_batch_size, EVAL_BATCH_CAP.get(device.type,
                                                                  cfg.eval_batch_size)))
     bf16 = cfg.autocast_dtype is not None
@@ -109,15 +132,16 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
 
     out = []
     with torch.no_grad(), amp:
-        if path == "reference" or stacking(models[0]) is None:
+        if not stacked:
             for m in models:
                 out.append(torch.cat([as_out(m(c)) for c in chunks]))
             return torch.stack(out)
-        E = eval_group_size(models[0], device)
+        E = eval_group_size(template, device)
         how = path_stacking(path, device)
         for a in range(0, k, E):
-            group = models[a:a + E]
-            net = stack_models(group + [group[-1]] * (E - len(group)), how=how)
+            group = list(state_dicts[a:a + E])
+            net = stack_models([template], how=how, device=device, dtype=cfg.torch_dtype,
+                               state_dicts=group + [group[-1]] * (E - len(group)))
             logits = torch.cat([as_out(net.forward_eval(c)) for c in chunks], dim=1)
             out.append(logits[:len(group)])
     return torch.cat(out)

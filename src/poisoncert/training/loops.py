@@ -158,8 +158,8 @@ def train_stacked(models, rows, draws: list[Minibatches], batcher, y, cfg: Train
     ``cfg.subset_rows``: each step forwards the sub-datasets, weighted by draw counts."""
     k, G, B = len(models), group, cfg.batch_size
     pad = G - k
-    models = [m.to(device=device, dtype=cfg.torch_dtype) for m in models]
-    net = stack_models(models + [models[-1]] * pad, how=kind)
+    net = stack_models(models + [models[-1]] * pad, how=kind, device=device,
+                       dtype=cfg.torch_dtype)
     opt = StackedOptimizer(net.flat, cfg)
     if cfg.rows_per_step is not None:
         _train_subsets(net, opt, subsets, draws, batcher, y, cfg, pad, device)
