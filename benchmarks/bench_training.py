@@ -6,6 +6,7 @@
     python benchmarks/bench_training.py --accuracy         # base accuracy per setting
     python benchmarks/bench_training.py --full             # T=1000 MNIST and MNIST 1/7 runs
     python benchmarks/bench_training.py --predict --models 1000   # training.predict rate
+    python benchmarks/bench_training.py --predict --models 256 --predict-inputs 10  # set-up
     python benchmarks/bench_training.py --baseline-src /tmp/old/src  # + another engine (e)
     python benchmarks/bench_training.py --heap --repeats 5     # threads.keep_heap's effect
     python benchmarks/bench_training.py --sqrt                 # the update's square root
@@ -417,6 +418,7 @@ def predict_rate(args):
     from poisoncert.training.fast import stack_models as stack
 
     _, _, xt, _ = load_mnist()
+    xt = xt[:args.predict_inputs]
     cfg = replace(LENET5_MNIST, eval_batch_size=500)
     torch.manual_seed(0)
     sds = [LeNet5(1, 10, (28, 28)).state_dict() for _ in range(args.models)]
@@ -657,6 +659,9 @@ def main():
     p.add_argument("--compile", action="store_true", help="--study: add torch.compile")
     p.add_argument("--accuracy", action="store_true")
     p.add_argument("--full", action="store_true")
+    p.add_argument("--predict-inputs", type=int, default=None,
+                   help="--predict: only the first N test images (few inputs: the time is "
+                   "building the stacked groups, what a GPU's evaluation is bound by)")
     p.add_argument("--predict", action="store_true",
                    help="training.predict against the previous formulation (--models 1000)")
     p.add_argument("--baseline-src", type=Path, default=None,
