@@ -342,15 +342,25 @@ def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_
     same = lambda a, b: all(torch.equal(x[k], y[k]) for x, y in zip(a, b, strict=True)  # noqa: E731
                             for k in x)
     assert same(W["fast"], W["twin"]) and not same(W["twin"], W["bmm"])
-    # a run that resolved fast to bmm (on CUDA) resumes with bmm on the CPU ...
     man = json.loads((tmp_path / "fast" / "manifest.json").read_text())
-    man["engine"]["path"] = "bmm"
-    (tmp_path / "fast" / "manifest.json").write_text(json.dumps(man))
-    _reset_chunks(tmp_path / "fast")
-    resumed = train_run(from_dict(img, {"training.path": "fast"}), tmp_path / "fast",
+
+    def resume_as(path, like):
+        """The fast run resumed from scratch with ``engine.path`` ``path`` (None: no
+        record), compared with the run ``like``."""
+        if path is None:
+            del man["engine"]["path"]
+        else:
+            man["engine"]["path"] = path
+        (tmp_path / "fast" / "manifest.json").write_text(json.dumps(man))
+        _reset_chunks(tmp_path / "fast")
+        res = train_run(from_dict(img, {"training.path": "fast"}), tmp_path / "fast",
                         progress=False)
-    np.testing.assert_array_equal(resumed.predictions, runs["bmm"].predictions)
-    assert same(_run_weights(tmp_path / "fast"), W["bmm"])
+        np.testing.assert_array_equal(res.predictions, runs[like].predictions)
+        assert same(_run_weights(tmp_path / "fast"), W[like])
+        return res
+
+    # a run that resolved fast to bmm (on CUDA) resumes with bmm on the CPU ...
+    resumed = resume_as("bmm", "bmm")
     # ... its saved ensemble predicts with bmm, and its config keeps fast
     ens = Ensemble.load(tmp_path / "fast")
     assert (ens.path, ens.record["model"]["path"], ens.config.execution.path) == (
@@ -376,13 +386,7 @@ def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_
     np.testing.assert_array_equal(upd.predictions, scratch.predictions)
     assert upd.n_retrained == 6 and same(_run_weights(tmp_path / "upd"),
                                          _run_weights(tmp_path / "scratch"))
-    del man["engine"]["path"]  # a manifest from before the record: twin
-    (tmp_path / "fast" / "manifest.json").write_text(json.dumps(man))
-    _reset_chunks(tmp_path / "fast")
-    again = train_run(from_dict(img, {"training.path": "fast"}), tmp_path / "fast",
-                      progress=False)
-    np.testing.assert_array_equal(again.predictions, runs["twin"].predictions)
-    assert same(_run_weights(tmp_path / "fast"), W["twin"])
+    resume_as(None, "twin")  # a manifest from before the record: twin
     assert Ensemble.load(tmp_path / "fast").path == "twin"
 
 
