@@ -287,7 +287,9 @@ WARPS = dict(augment=True, rotation=15.0, scale=0.15, shear=10.0, max_shift=3, e
 
 @pytest.mark.parametrize("model, k", [("lenet5", 3), ("lenet5", 10), ("lenet5_avg", 3),
                                       ("mlp", 3), ("cnn", 3), ("cnn_small+warps", 10),
-                                      ("resnet18", 3), ("bn_factory", 3), ("lenet5@bmm", 3),
+                                      ("resnet18", 3), ("bn_factory", 3),
+                                      ("dropout_factory", 3), ("dropout_factory@reference", 3),
+                                      ("lenet5@bmm", 3),
                                       ("lenet5_avg@bmm", 10), ("cnn_small+warps@bmm", 3)])
 def test_bit_identical_across_chunking_and_neighbours(model, k):
     """Same bits whatever the chunking, the order and the neighbours of a classifier (G=4 and
@@ -296,7 +298,8 @@ def test_bit_identical_across_chunking_and_neighbours(model, k):
     convolutions as batched matmuls."""
     model, _, path = model.partition("@")
     path = path or "fast"
-    c, hw = ((3, 8) if model == "resnet18" else (2, 6) if model == "bn_factory" else (1, 28))
+    c, hw = ((3, 8) if model == "resnet18" else (2, 6) if model.endswith("_factory")
+             else (1, 28))
     x, y, xt, _ = _images(n=80, n_test=12, k=k, c=c, hw=hw)
     if model == "mlp":
         x, xt = x.reshape(80, -1), xt.reshape(12, -1)
@@ -385,7 +388,41 @@ def _bn_factory(shape, k):
                                torch.nn.Linear(4 * h * w, k))
 
 
-_MODELS = {"bn_factory": _bn_factory}
+def _dropout_factory(shape, k):
+    """A user model with dropout (trained by the per-model loop)."""
+    c, h, w = shape
+    return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(c * h * w, 16),
+                               torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(16, k))
+
+
+_MODELS = {"bn_factory": _bn_factory, "dropout_factory": _dropout_factory}
+
+
+def test_dropout_masks_come_from_the_classifiers_seed():
+    """A module that draws random numbers in training (dropout) draws them from its
+    classifier's own stream (``selection.module_seed``), in a forked RNG state: the caller's
+    RNG is left as it was, and a classifier trained after other draws is the same."""
+    x, y, xt, _ = _images(n=40, n_test=5, hw=12)
+    subs, seeds = _subsets(40, 2, 12)
+    cfg = TrainConfig(model=_dropout_factory, steps=4, batch_size=8)
+    state = torch.get_rng_state()
+    _, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    torch.rand(7)
+    _, V = train_predict_with_weights(x, y, subs[1:], seeds[1:], xt, cfg, n_classes=3)
+    assert all(torch.equal(V[0][k], W[1][k]) for k in W[1])
+    # the masks are drawn (training mode): the same model with p = 0 trains otherwise
+    _, Z = train_predict_with_weights(x, y, subs, seeds, xt,
+                                      TrainConfig(model=_no_dropout_factory, steps=4,
+                                                  batch_size=8), n_classes=3)
+    assert not all(torch.equal(Z[1][k], W[1][k]) for k in W[1])
+
+
+def _no_dropout_factory(shape, k):
+    """``_dropout_factory`` with a dropout of probability 0 (the same initialisation)."""
+    net = _dropout_factory(shape, k)
+    net[3].p = 0.0
+    return net
 
 
 def test_vmap_batchnorm_sees_its_input_in_the_statistics_dtype():

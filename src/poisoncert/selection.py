@@ -42,6 +42,7 @@ __all__ = [
     "fa_shifts",
     "fa_spread",
     "init_seed",
+    "module_seed",
     "model_seed",
     "model_seeds",
     "partition_ids",
@@ -92,14 +93,16 @@ class Stream(enum.IntEnum):
     """Independent random streams of one seed: ``SeedSequence([seed, stream])``.
 
     A classifier's seed feeds ``SELECTION`` (its sub-dataset), ``TRAINING`` (initialisation,
-    minibatches, augmentation, a scikit-learn ``random_state``) and ``BALANCE`` (the
-    estimator's class-balanced resampling); ``data.clean_seed`` feeds ``CLEAN_SPLIT`` (the
+    minibatches, augmentation, a scikit-learn ``random_state``), ``BALANCE`` (the
+    estimator's class-balanced resampling) and ``MODULES`` (what its torch modules draw while
+    training: dropout); ``data.clean_seed`` feeds ``CLEAN_SPLIT`` (the
     random known-clean part ``D^c``).
     """
 
     SELECTION = 0
     TRAINING = 1
     BALANCE = 2
+    MODULES = 3
     CLEAN_SPLIT = 7
 
 
@@ -124,6 +127,13 @@ def model_seeds(root_seed: int, T: int, start: int = 0) -> np.ndarray:
     """Seeds of classifiers ``start .. start + T - 1`` as a uint64 array."""
     T = check_int(T, "T", "model_seeds", low=0)
     return np.array([model_seed(root_seed, start + i) for i in range(T)], dtype=np.uint64)
+
+
+def module_seed(seed: int) -> int:
+    """A 63-bit seed for the random numbers a classifier's torch modules draw in training
+    (dropout), from its own stream: the same masks whatever else the process has drawn."""
+    sequence = np.random.SeedSequence([int(seed), int(Stream.MODULES)])
+    return int(sequence.generate_state(1, np.uint64)[0]) & _MASK63
 
 
 def init_seed(seed: int) -> int:

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
-from poisoncert.selection import init_seed
+from poisoncert.selection import init_seed, module_seed
 from poisoncert.training.fast import batch_dependent, path_stacking, stacking
 from poisoncert.training.groups import auto_group_size
 from poisoncert.training.inference import evaluate, precision
@@ -103,8 +103,8 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
             weights = train_stacked(models, rows, draws, batcher, y, cfg, settings.group,
                                     device, kind, subsets=task.subsets)
         else:
-            weights = [train_one(m, r, d, batcher, y, cfg, device)
-                       for m, r, d in zip(models, rows, draws, strict=True)]
+            weights = [train_one(m, r, d, batcher, y, cfg, device, module_seed(s))
+                       for m, r, d, s in zip(models, rows, draws, task.seeds, strict=True)]
         logits = evaluate(weights, x_test, cfg, settings.input_shape, settings.n_classes,
                           device, settings.path)
     preds = logits.argmax(-1).cpu().numpy().astype(np.int16)
@@ -276,7 +276,8 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
     if len(seeds) != len(subsets):
         raise param_error("seeds", where, f"one seed per subset ({len(subsets)})",
                           f"{len(seeds)} seeds")
-    probe = build_model(cfg.model, x_train.shape[1:], n_classes)  # checks the input shape
+    with torch.random.fork_rng(devices=[]):  # its initialisation leaves the caller's RNG be
+        probe = build_model(cfg.model, x_train.shape[1:], n_classes)  # checks the input shape
     if cfg.rows_per_step is not None:
         _check_subset_rows(cfg, probe, subsets, x_train.ndim == 4, where)
 
