@@ -27,8 +27,9 @@ whole stack in a few kernels. Formulations ("stackings"):
 - ``"vmap"``: any ``nn.Module`` (a user factory's): ``torch.func.functional_call`` over the
   stacked parameters and buffers under ``torch.func.vmap`` (BatchNorm's running statistics
   per classifier: its buffers are stacked too). Modules that draw random numbers (dropout)
-  cannot be stacked this way (a classifier's draws would depend on its group): they are
-  trained by the per-model loop.
+  cannot be stacked this way (a classifier's draws would depend on its group), nor modules
+  whose state dict is not their parameters and buffers (tied weights, non-persistent
+  buffers): they are trained by the per-model loop.
 
 ``stacking(model, device, how)`` says which applies; ``stack_models(models, how)`` builds it.
 ``state_dicts()`` gives state dicts loadable into the plain modules (the reference twins).
@@ -48,7 +49,7 @@ from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
 __all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
            "StackedSmallCNN", "batch_dependent", "bmm_conv", "fuse_avgpool", "path_stacking",
-           "shared_conv", "stack_models", "stackable", "stacking"]
+           "shared_conv", "stack_models", "stackable", "stacking", "state_dict_is_own"]
 
 #: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
 STACKINGS = ("auto", "twin", "bmm", "vmap")
@@ -71,6 +72,14 @@ def _random_modules(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
 
 
+def state_dict_is_own(model: nn.Module) -> bool:
+    """Whether the module's state dict is one entry per parameter and buffer: not so for a
+    tied parameter (two names) or a non-persistent buffer (none), whose stacked state dicts
+    could not be loaded back."""
+    own = [n for n, _ in model.named_parameters()] + [n for n, _ in model.named_buffers()]
+    return sorted(own) == sorted(model.state_dict())
+
+
 def batch_dependent(model: nn.Module) -> bool:
     """Whether a sample's output in training mode depends on the rest of its batch
     (BatchNorm's batch statistics)."""
@@ -89,7 +98,7 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
         return "bmm"
     if how in ("auto", "twin", "bmm") and type(model) in _TWINS:
         return "twin"
-    if how == "twin" or _random_modules(model):
+    if how == "twin" or _random_modules(model) or not state_dict_is_own(model):
         return None
     return "vmap"
 

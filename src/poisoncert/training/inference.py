@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from poisoncert._validation import check_choice, check_int, param_error
-from poisoncert.training.fast import path_stacking, stack_models, stacking
+from poisoncert.training.fast import path_stacking, stack_models, stacking, state_dict_is_own
 from poisoncert.training.models import build_model
 from poisoncert.training.settings import CUDA_DTYPES, PATHS, TrainConfig
 from poisoncert.votes import ABSTAIN
@@ -100,12 +100,20 @@ def _loadable(template: torch.nn.Module, state_dicts) -> bool:
 
 def _modules(cfg: TrainConfig, state_dicts, input_shape, n_classes, device) -> list:
     """Modules holding ``state_dicts`` on ``device`` (built on the meta device: no
-    initialisation is spent on weights that are replaced)."""
+    initialisation is spent on weights that are replaced; on the CPU, its RNG forked, where
+    the state dict does not hold every tensor: a non-persistent buffer keeps the value its
+    constructor gives it)."""
+    meta = state_dict_is_own(_template(cfg, input_shape, n_classes))
     models = []
     for sd in state_dicts:
-        with torch.device("meta"):
-            m = build_model(cfg.model, input_shape, n_classes)
-        m.load_state_dict(sd, assign=True)
+        if meta:
+            with torch.device("meta"):
+                m = build_model(cfg.model, input_shape, n_classes)
+            m.load_state_dict(sd, assign=True)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                m = build_model(cfg.model, input_shape, n_classes)
+            m.load_state_dict(sd)
         models.append(m.to(device=device, dtype=cfg.torch_dtype).eval())
     return models
 
