@@ -7,21 +7,25 @@
 #   OUT=/tmp/gpu BUDGET=540 bash benchmarks/gpu_session.sh            # every step
 #   OUT=/tmp/gpu STEPS="e2e_mnist_ns30" NS30_PATH=bmm bash benchmarks/gpu_session.sh
 #
-# STEPS picks steps (default: cuda_tests e2e_mnist17 throughput profile cprofile_mnist17
-# e2e_mnist_ns30; they run in that order);
-# MNIST17_DTYPES and MNIST17_PATHS the MNIST 1/7 runs (default float32,tf32,bfloat16 x
-# fast,twin: fast is bmm on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases;
-# NS30_PATH is the training.path of the improved learner's run (default auto: the faster of
-# fast and bmm for cnn_small with warps, float32, as the throughput step measured them;
-# benchmarks/gpu_pick_path.py). Logs and JSON
-# figures go to $OUT (at most 8 files: what one call brings back); the last lines printed are
-# a summary table.
+# STEPS picks steps (default: cuda_tests probe_layouts e2e_mnist17 throughput profile
+# cprofile_mnist17 e2e_mnist_ns30; they run in that order); MNIST17_DTYPES and MNIST17_PATHS
+# the MNIST 1/7 runs (default float32,tf32,bfloat16 x fast,twin: fast is bmm on CUDA);
+# PROFILE_ONLY a filter of profile_gpu.py's cases; NS30_PATH the training.path of the
+# improved learner's run (default auto: the faster of twin and bmm for cnn_small with warps,
+# float32, as the throughput step measured them: benchmarks/gpu_pick_path.py).
+#
+# Each step's log goes to $OUT (at most 8 files: what one call brings back), bench_gpu's JSON
+# to $JSON (default /tmp/gpu_json; the logs hold its rows); the last lines printed are a
+# summary table.
 set -uo pipefail
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export POISONCERT_DATA="$PWD/data"
 OUT="${OUT:-/tmp/gpu}"; mkdir -p "$OUT"
+JSON="${JSON:-/tmp/gpu_json}"; mkdir -p "$JSON"  # bench_gpu's JSON (the logs hold its rows)
 BUDGET="${BUDGET:-540}"
-STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput profile cprofile_mnist17 e2e_mnist_ns30}"
+STEPS="${STEPS:-cuda_tests probe_layouts e2e_mnist17 throughput profile cprofile_mnist17
+e2e_mnist_ns30}"
+STEPS=$(echo $STEPS)  # one space between names
 NS30_PATH="${NS30_PATH:-auto}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-float32,tf32,bfloat16}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,twin}"
@@ -46,19 +50,21 @@ step() {  # step NAME LIMIT_S COMMAND...
   nproc; } 2>&1 | tee "$OUT/summary.txt"
 step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py \
   tests/test_training.py -k cuda
+# the bmm path's layout question (docs/benchmarks.md): one layer, three formulations
+step probe_layouts 40 python3 benchmarks/probe_conv_layouts.py
 step e2e_mnist17 150 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
   --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" \
-  --json "$OUT/e2e_mnist17.json"
+  --json "$JSON/e2e_mnist17.json"
 # the throughput table before the improved learner: it has the rows nothing measured yet
 # (lenet5 on sub-dataset rows, resnet18's vmap stacking beside its grouped twin)
 step throughput 170 python3 benchmarks/bench_gpu.py --e2e none --short \
-  --json "$OUT/throughput.json"
+  --json "$JSON/throughput.json"
 # where a step's time goes: kernels against wall time, kernels per step, the costliest ops
 step profile 80 python3 benchmarks/profile_gpu.py --only "$PROFILE_ONLY"
 # where an end-to-end run's host time goes (MNIST 1/7, the second of two runs, cProfile)
 step cprofile_mnist17 45 python3 benchmarks/profile_gpu.py --e2e mnist17
 if [[ $NS30_PATH == auto ]]; then
-  NS30_PATH=$(python3 benchmarks/gpu_pick_path.py "$OUT/throughput.json" 2>/dev/null \
+  NS30_PATH=$(python3 benchmarks/gpu_pick_path.py "$JSON/throughput.json" 2>/dev/null \
               || echo fast)
 fi
 echo "improved learner's path: $NS30_PATH" | tee -a "$OUT/summary.txt"
