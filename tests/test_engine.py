@@ -630,6 +630,49 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out
 
 
+def _load_benchmark(name):
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        del sys.modules[name]
+    return mod
+
+
+def test_the_gpu_session_tools_run_on_the_cpu(capsys):
+    """What ``gpu_session.sh`` runs besides ``bench_gpu.py``, in tiny settings on the CPU: the
+    step profile, the layout probe (whose three formulations are checked equal in float64,
+    and a wrong one is caught) and the path pick."""
+    prof = _load_benchmark("profile_gpu")
+    rows = prof.main(["--device", "cpu", "--quick", "--only", "lenet5"])
+    assert [r["case"] for r in rows] == ["lenet5 rows 4"] and rows[0]["wall_ms_per_step"] > 0
+    probe = _load_benchmark("probe_conv_layouts")
+    probe.main(["--device", "cpu", "--quick", "--repeats", "1"])
+    assert "| lenet5 conv1 |" in capsys.readouterr().out
+    right = probe.VARIANTS["classifier-major"]
+    probe.VARIANTS["classifier-major"] = lambda x, w, b, G, pad: right(x, w.flip(-1), b, G, pad)
+    try:
+        with pytest.raises(AssertionError, match="classifier-major"):
+            probe.check("cpu")
+    finally:
+        probe.VARIANTS["classifier-major"] = right
+    pick = _load_benchmark("gpu_pick_path").pick
+    row = lambda m, g, r: {"model": m, "group": g, "dtype": "float32",  # noqa: E731
+                           "images_per_s": r}
+    assert pick({"throughput": [row("cnn_small + warps", 256, 1.0),
+                                row("cnn_small + warps (bmm)", 256, 2.0)]}) == "bmm"
+    assert pick({"throughput": [row("cnn_small + warps", 256, 3.0),
+                                row("cnn_small + warps (bmm)", 256, 2.0)]}) == "twin"
+    assert pick({"throughput": [row("cnn_small + warps", 256, 3.0)]}) == "fast"
+
+
 def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
     """On CUDA the next block of draws is prepared by threads while the device trains: the
     same arrays, in the same order, as the one-thread CPU path (forced here on the CPU)."""
