@@ -595,19 +595,7 @@ def test_ray_tasks_request_gpus():
 
 
 def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
-    spec = importlib.util.spec_from_file_location("bench_gpu", path)
-    bench = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.modules["bench_gpu"] = bench  # its dataclasses look their module up
-    try:
-        spec.loader.exec_module(bench)
-    finally:
-        del sys.modules["bench_gpu"]
+    bench = _load_benchmark("bench_gpu")
     out = tmp_path / "r.json"
     report = bench.main(["--device", "cpu", "--quick", "--e2e", "digits_lenet",
                          "--json", str(out)])
@@ -638,7 +626,7 @@ def _load_benchmark(name):
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
+    sys.modules[name] = mod  # its dataclasses look their module up
     try:
         spec.loader.exec_module(mod)
     finally:

@@ -74,7 +74,7 @@ class Ensemble:
     """
 
     def __init__(self, run_dir: Path, config: ExperimentConfig, record: dict,
-                 state_dicts: list, device: str):
+                 state_dicts: list, device: str, path: str):
         self.run_dir = Path(run_dir)
         self.config = config
         self.record = record
@@ -92,7 +92,7 @@ class Ensemble:
         self.device = device
         #: The engine path the run trained with (``fast`` resolved; its manifest's record):
         #: the stacked formulation ``predict`` evaluates the classifiers with.
-        self.path = config.execution.path
+        self.path = path
         #: What ``RunDir.verify`` said: ``{"verified": bool, "files": int, "note": str}``
         #: (``verified`` False for a run made before checksums were recorded).
         self.verification: dict = {}
@@ -138,11 +138,11 @@ class Ensemble:
         verification = rd.verify()  # checksums, config hash, arrays (poisoncert.runcheck)
         record = read_record(rd, cfg)
         state_dicts = read_weights(rd, cfg, record)
-        ens = cls(rd.path, cfg, record, state_dicts, device)
-        ens.verification = verification
         from poisoncert.training.groups import recorded_path
 
-        ens.path = recorded_path(cfg.execution.path, cfg.execution.device, rd.load_manifest())
+        path = recorded_path(cfg.execution.path, cfg.execution.device, rd.load_manifest())
+        ens = cls(rd.path, cfg, record, state_dicts, device, path)
+        ens.verification = verification
         return ens
 
     # -- predictions -------------------------------------------------------------------------

@@ -89,10 +89,9 @@ def _loadable(template: torch.nn.Module, state_dicts) -> bool:
     """Whether every state dict has exactly the template's entries and shapes, and these are
     its parameters and buffers (no tied or non-persistent ones); else the plain modules load
     them (with ``load_state_dict``'s own error where they do not fit)."""
-    want = {n: t.shape for n, t in template.state_dict().items()}
-    own = [n for n, _ in template.named_parameters()] + [n for n, _ in template.named_buffers()]
-    if len(own) != len(want) or set(own) != want.keys():
+    if not state_dict_is_own(template):
         return False
+    want = {n: t.shape for n, t in template.state_dict().items()}
     return all(isinstance(sd, dict) and sd.keys() == want.keys()
                and all(sd[n].shape == shape for n, shape in want.items())
                for sd in state_dicts)

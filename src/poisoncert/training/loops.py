@@ -34,14 +34,12 @@ def _as_tensor(a: np.ndarray | None, device) -> torch.Tensor | None:
 
 
 def train_one(model, rows, draws: Minibatches, batcher, y, cfg: TrainConfig,
-              device, seed: int | None = None) -> dict[str, torch.Tensor]:
+              device, seed: int) -> dict[str, torch.Tensor]:
     """The reference twin: one module, one torch optimizer, a plain loop; its state dict.
     ``seed`` (``selection.module_seed``) seeds what the module draws (dropout) on the CPU and
     the device, in a forked RNG state: a classifier's masks do not depend on the group, the
     order or the process's earlier draws."""
     device = torch.device(device)
-    if seed is None:
-        return _train_one(model, rows, draws, batcher, y, cfg, device)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         return _train_one(model, rows, draws, batcher, y, cfg, device)
