@@ -60,7 +60,7 @@ class Case:
     #: Rows of each classifier's sub-dataset (drawn with replacement from random images).
     subset: int = 30
     #: ``train_predict``'s path: ``"twin"`` (the grouped-convolution twins; ``"fast"`` would
-    #: be ``"bmm"`` on CUDA), ``"vmap"`` or ``"bmm"``.
+    #: be ``"bmm"`` on CUDA), ``"vmap"``, ``"bmm"`` or ``"cmajor"``.
     path: str = "twin"
 
 
@@ -77,6 +77,9 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
                 Case("cnn_small + warps (bmm)", TrainConfig(model="cnn_small", steps=3,
                                                             batch_size=8, **WARPS),
                      (1, 28, 28), (2,), path="bmm"),
+                Case("cnn_small + warps (cmajor)", TrainConfig(model="cnn_small", steps=3,
+                                                               batch_size=8, **WARPS),
+                     (1, 28, 28), (2,), path="cmajor"),
                 Case("resnet18", TrainConfig(model="resnet18", steps=2, batch_size=4,
                                              optimizer="sgd", lr=0.05), (3, 16, 16), (2,)),
                 Case("resnet18 (vmap)", TrainConfig(model="resnet18", steps=2, batch_size=4,
@@ -100,6 +103,13 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
             Case("cnn_small + warps (bmm)", TrainConfig(model="cnn_small", steps=40,
                                                         batch_size=32, **WARPS), (1, 28, 28),
                  (256,) if short else (8, 256), path="bmm"),
+            # the same with classifier-major channels-last activations (no permuted copies)
+            Case("lenet5, sub-dataset rows 10 (cmajor)", TrainConfig(
+                model="lenet5", steps=40, batch_size=32, subset_rows=10), (1, 28, 28),
+                (256,) if short else (8, 256, 1000), subset=10, path="cmajor"),
+            Case("cnn_small + warps (cmajor)", TrainConfig(model="cnn_small", steps=40,
+                                                           batch_size=32, **WARPS),
+                 (1, 28, 28), (256,) if short else (8, 256), path="cmajor"),
             Case("resnet18", resnet, (3, 32, 32), (8, 32) if short else (1, 8, 32)),
             # the other stacking, side by side: torch.func.vmap over the plain module (the
             # issue's probe outside the engine measured it 3x the grouped twin's rate)

@@ -1,7 +1,7 @@
-"""The training path (``twin`` or ``bmm``) with the higher measured float32 rate for the small
-CNN with warps at the largest group, from ``bench_gpu.py --json``'s output; ``fast`` (the
-engine's own choice) when the file lacks either row. ``gpu_session.sh`` runs the improved
-learner's end-to-end run on it.
+"""The training path (``twin``, ``bmm`` or ``cmajor``) with the highest measured float32 rate
+for the small CNN with warps at the largest group all of them measured, from ``bench_gpu.py
+--json``'s output; ``fast`` (the engine's own choice) when the file lacks a row of each.
+``gpu_session.sh`` runs the improved learner's end-to-end run on it.
 
     python benchmarks/gpu_pick_path.py throughput.json
 """
@@ -11,17 +11,21 @@ from __future__ import annotations
 import json
 import sys
 
+#: The candidates; a row's path is in its model name ("cnn_small + warps (bmm)"), none: twin.
+PATHS = ("twin", "bmm", "cmajor")
+
 
 def pick(report: dict) -> str:
-    rows = [r for r in report.get("throughput", [])
-            if r["model"].startswith("cnn_small + warps") and r["dtype"] == "float32"]
-    best: dict[str, tuple[int, float]] = {}
-    for r in rows:
-        path = "bmm" if "(bmm)" in r["model"] else "twin"
-        best[path] = max(best.get(path, (0, 0.0)), (r["group"], r["images_per_s"]))
-    if {"twin", "bmm"} <= best.keys() and best["bmm"][0] == best["twin"][0]:
-        return "bmm" if best["bmm"][1] > best["twin"][1] else "twin"
-    return "fast"
+    rates: dict[str, dict[int, float]] = {p: {} for p in PATHS}
+    for r in report.get("throughput", []):
+        if r["model"].startswith("cnn_small + warps") and r["dtype"] == "float32":
+            path = next((p for p in PATHS if f"({p})" in r["model"]), "twin")
+            rates[path][r["group"]] = r["images_per_s"]
+    common = set.intersection(*(set(v) for v in rates.values()))
+    if not common:
+        return "fast"
+    g = max(common)
+    return max(PATHS, key=lambda p: rates[p][g])
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@
 #   OUT=/tmp/gpu BUDGET=540 bash benchmarks/gpu_session.sh            # every step
 #   OUT=/tmp/gpu STEPS="e2e_mnist_ns30" NS30_PATH=bmm bash benchmarks/gpu_session.sh
 #
-# STEPS picks steps (default: cuda_tests probe_layouts e2e_mnist17 throughput profile
-# cprofile_mnist17 e2e_mnist_ns30; they run in that order); MNIST17_DTYPES and MNIST17_PATHS
-# the MNIST 1/7 runs (default float32,tf32,bfloat16 x fast,twin: fast is bmm on CUDA);
-# PROFILE_ONLY a filter of profile_gpu.py's cases; NS30_PATH the training.path of the
-# improved learner's run (default auto: the faster of twin and bmm for cnn_small with warps,
-# float32, as the throughput step measured them: benchmarks/gpu_pick_path.py).
+# STEPS picks steps (default: cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30; also
+# probe_layouts and cprofile_mnist17, measured in session 6; they run in the order below);
+# MNIST17_DTYPES and MNIST17_PATHS the MNIST 1/7 runs (default float32,bfloat16 x fast,cmajor:
+# fast is bmm on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases (bmm and cmajor);
+# NS30_PATH the training.path of the improved learner's run (default auto: the fastest of
+# twin, bmm and cmajor for cnn_small with warps, float32, as the throughput step measured
+# them: benchmarks/gpu_pick_path.py), NS30_DTYPES its precisions (default float32).
 #
 # Each step's log goes to $OUT (at most 8 files: what one call brings back), bench_gpu's JSON
 # to $JSON (default /tmp/gpu_json; the logs hold its rows); the last lines printed are a
@@ -23,12 +24,12 @@ export POISONCERT_DATA="$PWD/data"
 OUT="${OUT:-/tmp/gpu}"; mkdir -p "$OUT"
 JSON="${JSON:-/tmp/gpu_json}"; mkdir -p "$JSON"  # bench_gpu's JSON (the logs hold its rows)
 BUDGET="${BUDGET:-540}"
-STEPS="${STEPS:-cuda_tests probe_layouts e2e_mnist17 throughput profile cprofile_mnist17
-e2e_mnist_ns30}"
+STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30}"
 STEPS=$(echo $STEPS)  # one space between names
 NS30_PATH="${NS30_PATH:-auto}"
-MNIST17_DTYPES="${MNIST17_DTYPES:-float32,tf32,bfloat16}"
-MNIST17_PATHS="${MNIST17_PATHS:-fast,twin}"
+NS30_DTYPES="${NS30_DTYPES:-float32}"
+MNIST17_DTYPES="${MNIST17_DTYPES:-float32,bfloat16}"
+MNIST17_PATHS="${MNIST17_PATHS:-fast,cmajor}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
 start=$(date +%s)
 declare -a SUMMARY
@@ -50,7 +51,7 @@ step() {  # step NAME LIMIT_S COMMAND...
   nproc; } 2>&1 | tee "$OUT/summary.txt"
 step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py \
   tests/test_training.py -k cuda
-# the bmm path's layout question (docs/benchmarks.md): one layer, three formulations
+# the bmm path's layout question (docs/benchmarks.md): one layer, four formulations
 step probe_layouts 40 python3 benchmarks/probe_conv_layouts.py
 step e2e_mnist17 150 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
   --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" \
@@ -70,7 +71,7 @@ fi
 echo "improved learner's path: $NS30_PATH" | tee -a "$OUT/summary.txt"
 # the improved learner; a line per trained group, so a step stopped at its limit leaves a rate
 step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist_ns30 \
-  --e2e-paths "$NS30_PATH" --progress
+  --e2e-paths "$NS30_PATH" --e2e-dtypes "$NS30_DTYPES" --progress
 { echo; echo "| step | result |"; echo "|---|---|"
   for s in "${SUMMARY[@]}"; do echo "| $s |"; done
   grep -h "^| " "$OUT"/e2e_*.log "$OUT"/throughput.log "$OUT"/profile.log 2>/dev/null \

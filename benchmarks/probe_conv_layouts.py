@@ -15,8 +15,12 @@ CNN at the engine's group size:
   ``(G, B, K, L)`` and each classifier's kernels multiply its patches without a permuted
   copy (``matmul`` of ``(G, 1, O, K)`` by ``(G, B, K, L)``), the output ``(G * B, O, oh, ow)``
   in the layout the next layer wants;
+- ``cmajor``: ``training.fast.cmajor_conv`` (the engine's ``cmajor`` path): the activations
+  ``(G * B, H, W, C)``, one patch copy and one ``baddbmm`` whose result is the next layer's
+  input; timed on its own layout (a network lays its input out once), its input's gradient
+  folded back by ``k k`` strided additions;
 
-after checking that the three agree (float64, on a small group). Forward + backward (the
+after checking that the four agree (float64, on a small group). Forward + backward (the
 gradients of the input and the kernels), median of ``--repeats`` timed calls after a warm-up,
 device events on CUDA. Nothing here changes the engine; it says which layout to build.
 """
@@ -33,7 +37,7 @@ import torch
 from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from poisoncert.training.fast import bmm_conv  # noqa: E402
+from poisoncert.training.fast import bmm_conv, cmajor_conv  # noqa: E402
 
 #: (name, C, O, k, padding, H) of the layers: LeNet-5 (MNIST) and the small CNN.
 LAYERS = [("lenet5 conv1", 1, 6, 5, 2, 28), ("lenet5 conv2", 6, 16, 5, 0, 14),
@@ -70,7 +74,28 @@ def _as_group_layout(out, G, B):
     return out.view(G, B, O, oh, ow).transpose(0, 1).reshape(B, G * O, oh, ow)
 
 
-VARIANTS = {"grouped": grouped, "bmm": engine_bmm, "classifier-major": classifier_major}
+def _to_cmajor(x):
+    """``(B, G, C, H, W)`` -> ``(G * B, H, W, C)``: the ``cmajor`` path's layout."""
+    B, G, C, H, W = x.shape
+    return x.permute(1, 0, 3, 4, 2).reshape(G * B, H, W, C)
+
+
+def engine_cmajor(x, w, b, G, pad):
+    """``x`` already ``(G * B, H, W, C)`` (``PREPARE``); ``(G * B, oh, ow, O)``."""
+    return cmajor_conv(x, w, b, G, 1, pad)
+
+
+def _cmajor_as_group_layout(out, G, B):
+    O = out.shape[-1]
+    return _as_group_layout(out.permute(0, 3, 1, 2), G, B)
+
+
+VARIANTS = {"grouped": grouped, "bmm": engine_bmm, "classifier-major": classifier_major,
+            "cmajor": engine_cmajor}
+#: A variant's input layout, made before timing (default: ``(B, G, C, H, W)``), and its
+#: output as ``(B, G * O, oh, ow)`` for the agreement check (default: as it is).
+PREPARE = {"cmajor": _to_cmajor}
+AS_GROUP = {"classifier-major": _as_group_layout, "cmajor": _cmajor_as_group_layout}
 
 
 def check(device: str) -> None:
@@ -83,9 +108,9 @@ def check(device: str) -> None:
         b = torch.randn(G * O, dtype=torch.float64, device=device)
         ref = grouped(x, w, b, G, pad)
         for vname, f in VARIANTS.items():
-            got = f(x, w, b, G, pad)
-            if vname == "classifier-major":
-                got = _as_group_layout(got, G, B)
+            got = f(PREPARE.get(vname, lambda t: t)(x), w, b, G, pad)
+            if vname in AS_GROUP:
+                got = AS_GROUP[vname](got, G, B)
             err = (got - ref).abs().max().item()
             if err > 1e-10:
                 raise AssertionError(f"{name}, {vname}: max |diff| {err:.3g} against grouped")
@@ -134,7 +159,7 @@ def main(argv=None):
     name = (torch.cuda.get_device_name(args.device) if args.device.startswith("cuda")
             else "CPU")
     print(f"# {name}, torch {torch.__version__}: G = {G}, B = {B}, float32, forward + "
-          f"backward, median of {args.repeats}; the three agree (float64 check)\n")
+          f"backward, median of {args.repeats}; the four agree (float64 check)\n")
     print("| layer | " + " | ".join(f"{v} ms" for v in VARIANTS) + " |")
     print("|---|" + "---:|" * len(VARIANTS))
     torch.manual_seed(0)
@@ -142,8 +167,9 @@ def main(argv=None):
         x = torch.randn(B, G, C, H, H, device=args.device)
         w = torch.randn(G * O, C, k, k, device=args.device)
         b = torch.randn(G * O, device=args.device)
-        ms = [1e3 * time_variant(f, x.clone(), w.clone(), b, G, pad, args.device, args.repeats)
-              for f in VARIANTS.values()]
+        ms = [1e3 * time_variant(f, PREPARE.get(v, lambda t: t)(x).clone(), w.clone(), b, G,
+                                 pad, args.device, args.repeats)
+              for v, f in VARIANTS.items()]
         print(f"| {lname} | " + " | ".join(f"{t:.3f}" for t in ms) + " |", flush=True)
 
 

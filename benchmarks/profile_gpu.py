@@ -5,7 +5,7 @@
 
 For each case (MNIST 1/7's shape of work: LeNet-5 on 10-row sub-datasets, G = 250; the
 improved learner's: the small CNN with random warps and elastic fields, G = 250; each on the
-grouped-convolution path ``twin`` and the batched-matmul path ``bmm``) it times one call of
+batched-matmul paths ``bmm`` and ``cmajor``) it times one call of
 ``training.train_predict`` (after a warm-up call) without the profiler, then profiles a call
 of 1 step and one of ``PROFILED_STEPS``, and prints:
 
@@ -39,6 +39,9 @@ from poisoncert.training import TrainConfig, train_predict  # noqa: E402
 #: Steps of the profiled call (the profiler's parsing grows with its events: 40 steps of 250
 #: classifiers on the grouped-convolution path took over a minute).
 PROFILED_STEPS = 6
+#: The paths profiled (the grouped-convolution twins were profiled on an H100 in session 6,
+#: docs/benchmarks.md): batched matmuls, and the same on classifier-major activations.
+PATHS = ("bmm", "cmajor")
 
 
 def cases(quick: bool):
@@ -49,8 +52,8 @@ def cases(quick: bool):
                                                          "bmm")]
     lenet = TrainConfig(model="lenet5", steps=40, batch_size=32, subset_rows=10)
     small = TrainConfig(model="cnn_small", steps=40, batch_size=32, **WARPS)
-    return [(f"lenet5 rows 10, {p}", lenet, 250, 10, p) for p in ("twin", "bmm")] + \
-           [(f"cnn_small + warps, {p}", small, 250, 30, p) for p in ("twin", "bmm")]
+    return [(f"lenet5 rows 10, {p}", lenet, 250, 10, p) for p in PATHS] + \
+           [(f"cnn_small + warps, {p}", small, 250, 30, p) for p in PATHS]
 
 
 def _kernel_rows(prof):

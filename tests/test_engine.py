@@ -602,7 +602,7 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert {r["model"] for r in report["throughput"]} == {
         "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "cnn_small + warps (bmm)",
-        "resnet18", "resnet18 (vmap)"}
+        "cnn_small + warps (cmajor)", "resnet18", "resnet18 (vmap)"}
     # the sub-dataset rows' arithmetic per draw is U / B of the draws'
     per = {r["model"]: r["gflop_per_image"] for r in report["throughput"]}
     assert per["lenet5, sub-dataset rows 4"] == pytest.approx(per["lenet5"] * 4 / 8)
@@ -654,10 +654,15 @@ def test_the_gpu_session_tools_run_on_the_cpu(capsys):
     pick = _load_benchmark("gpu_pick_path").pick
     row = lambda m, g, r: {"model": m, "group": g, "dtype": "float32",  # noqa: E731
                            "images_per_s": r}
-    assert pick({"throughput": [row("cnn_small + warps", 256, 1.0),
-                                row("cnn_small + warps (bmm)", 256, 2.0)]}) == "bmm"
-    assert pick({"throughput": [row("cnn_small + warps", 256, 3.0),
-                                row("cnn_small + warps (bmm)", 256, 2.0)]}) == "twin"
+    three = lambda t, b, c, g=256: [row("cnn_small + warps", g, t),  # noqa: E731
+                                    row("cnn_small + warps (bmm)", g, b),
+                                    row("cnn_small + warps (cmajor)", g, c)]
+    assert pick({"throughput": three(1.0, 2.0, 1.5)}) == "bmm"
+    assert pick({"throughput": three(3.0, 2.0, 1.5)}) == "twin"
+    assert pick({"throughput": three(1.0, 2.0, 2.5)}) == "cmajor"
+    # compared at the largest group all three measured, whatever the others' rows say
+    assert pick({"throughput": three(1.0, 2.0, 2.5) + three(9.0, 1.0, 1.0, g=8)[:1] +
+                 [row("cnn_small + warps (bmm)", 1024, 99.0)]}) == "cmajor"
     assert pick({"throughput": [row("cnn_small + warps", 256, 3.0)]}) == "fast"
 
 
@@ -692,7 +697,8 @@ def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18", "lenet5@twin",
-                                   "cnn_small@twin", "resnet18@vmap"])
+                                   "cnn_small@twin", "resnet18@vmap", "lenet5@cmajor",
+                                   "cnn_small@cmajor"])
 @pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16"])
 def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
     from poisoncert.training import predict, train_predict_with_weights

@@ -23,7 +23,7 @@ from poisoncert.training import (  # noqa: E402
     weights_from_bytes,
     weights_to_bytes,
 )
-from poisoncert.training.fast import fuse_avgpool, stack_models  # noqa: E402
+from poisoncert.training.fast import fuse_avgpool, patches, stack_models  # noqa: E402
 from poisoncert.training.minibatches import ImageBatcher as _Batcher  # noqa: E402
 from poisoncert.training.optim import StackedOptimizer  # noqa: E402
 from poisoncert.training.optim import make_optimizer as _make_optimizer  # noqa: E402
@@ -290,12 +290,14 @@ WARPS = dict(augment=True, rotation=15.0, scale=0.15, shear=10.0, max_shift=3, e
                                       ("resnet18", 3), ("bn_factory", 3),
                                       ("dropout_factory", 3), ("dropout_factory@reference", 3),
                                       ("lenet5@bmm", 3),
-                                      ("lenet5_avg@bmm", 10), ("cnn_small+warps@bmm", 3)])
+                                      ("lenet5_avg@bmm", 10), ("cnn_small+warps@bmm", 3),
+                                      ("lenet5@cmajor", 10), ("lenet5_avg@cmajor", 3),
+                                      ("cnn_small+warps@cmajor", 3)])
 def test_bit_identical_across_chunking_and_neighbours(model, k):
     """Same bits whatever the chunking, the order and the neighbours of a classifier (G=4 and
     K=3 or 10 put parameters in the scalar tails of vectorised kernels: see optim), for the
-    stacked twins, BatchNorm with per-classifier statistics, vmap stacking and (``@bmm``)
-    convolutions as batched matmuls."""
+    stacked twins, BatchNorm with per-classifier statistics, vmap stacking and (``@bmm``,
+    ``@cmajor``) convolutions as batched matmuls."""
     model, _, path = model.partition("@")
     path = path or "fast"
     c, hw = ((3, 8) if model == "resnet18" else (2, 6) if model.endswith("_factory")
@@ -539,11 +541,28 @@ _SMALL_STACKS = [
     ("cnn_small", (2, 13, 10), "auto"), ("lenet5_avg", (2, 17, 20), "auto"),
     ("mlp", (10,), "auto"), ("lenet5", (1, 16, 16), "vmap"), ("bn_factory", (2, 6, 5), "auto"),
     ("lenet5", (1, 28, 28), "bmm"), ("lenet5_avg", (2, 17, 20), "bmm"),
-    ("cnn_small", (2, 13, 10), "bmm")]
+    ("cnn_small", (2, 13, 10), "bmm"), ("lenet5", (1, 28, 28), "cmajor"),
+    ("lenet5_avg", (2, 17, 20), "cmajor"), ("cnn_small", (2, 13, 10), "cmajor")]
 #: ResNet-18 (11M parameters per classifier) with one optimizer per formulation: float64
 #: steps of it take tens of seconds.
 _STACKS = [(*case, opt) for case in _SMALL_STACKS for opt in ("adam", "sgd", "adadelta")] + [
     ("resnet18", (3, 8, 8), "auto", "adam"), ("resnet18", (2, 8, 8), "vmap", "sgd")]
+
+
+@pytest.mark.parametrize("k, stride, padding", [(3, 1, 1), (5, 1, 2), (5, 1, 0), (6, 2, 0),
+                                               (2, 2, 1)])
+def test_patches_are_unfolds_values_in_channels_last_order(k, stride, padding):
+    """``cmajor``'s patch copy: ``F.unfold``'s values, each output pixel's ``(kh, kw, C)``
+    last; its hand-written gradient (``kh kw`` strided additions) passes ``gradcheck``."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 7, 8, 3, dtype=torch.float64, requires_grad=True)  # (N, H, W, C)
+    got = patches(x, k, k, stride, padding)
+    ref = F.unfold(x.permute(0, 3, 1, 2), k, padding=padding, stride=stride)
+    N, oh, ow = got.shape[:3]
+    ref = ref.view(N, 3, k, k, oh, ow).permute(0, 4, 5, 2, 3, 1).reshape(N, oh, ow, k * k * 3)
+    assert torch.equal(got, ref)
+    assert torch.autograd.gradcheck(lambda t: patches(t, k, k, stride, padding), (x,),
+                                    fast_mode=True)
 
 
 @pytest.mark.parametrize("model_name, shape, how, opt_name", _STACKS)
@@ -648,7 +667,8 @@ def test_subset_rows_takes_the_draws_steps_float64(model, device):
     """Forwarding each sub-dataset once, weighted by draw counts, takes the steps the draws
     take: float64 weights within the drift bound of the fast/reference comparison (the sums
     are the same, in another order), the same predictions; and the reference path (which
-    ignores subset_rows) agrees too. On the CPU and on CUDA."""
+    ignores subset_rows) and the classifier-major batched matmuls (``cmajor``) agree too. On
+    the CPU and on CUDA."""
     if model == "mlp":
         x, y, xt, _ = _digits()
         x, y, xt = x[:300], y[:300], xt[:60]
@@ -663,7 +683,7 @@ def test_subset_rows_takes_the_draws_steps_float64(model, device):
                       lr=3e-3, eval_batch_size=64)
     P, W = train_predict_with_weights(x, y, subs, seeds, xt, cfg, n_classes=k, device=device)
     fast = TrainConfig(**{**cfg.__dict__, "subset_rows": 11})
-    for path in ("fast", "reference"):
+    for path in ("fast", "cmajor", "reference"):
         Q, V = train_predict_with_weights(x, y, subs, seeds, xt, fast, n_classes=k, path=path,
                                           device=device)
         np.testing.assert_array_equal(Q, P)

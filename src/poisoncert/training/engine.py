@@ -14,6 +14,8 @@ predicts every test sample. Three formulations give the same classifiers (to rou
 - ``path="vmap"``: as ``twin`` but stacked through ``vmap`` even where a twin exists;
 - ``path="bmm"``: as ``twin`` with the LeNet-5 and small-CNN twins' convolutions as unfold +
   batched matmuls (``fast.bmm_conv``);
+- ``path="cmajor"``: the same with the activations classifier-major and channels-last, so
+  that no convolution needs a permuted copy (``fast.cmajor_conv``);
 - ``path="fast"`` (the default): the device's fastest stacking, measured: ``twin`` on the
   CPU, ``bmm`` on CUDA (``fast.path_stacking``).
 
@@ -175,7 +177,8 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
     - ``seeds[i]``: classifier ``i``'s seed (``selection.model_seed``); its initialisation,
       minibatches and shifts come from ``selection.init_seed(seeds[i])``.
     - ``path``: ``"fast"`` (stacked groups), ``"vmap"`` (stacked through ``torch.func``),
-      ``"bmm"`` (convolutions as batched matmuls) or ``"reference"`` (one module per
+      ``"twin"`` (the grouped-convolution twins), ``"bmm"`` (convolutions as batched
+      matmuls), ``"cmajor"`` (the same, classifier-major) or ``"reference"`` (one module per
       classifier).
     - ``cfg.group_size``: ``"auto"`` is ``training.groups.auto_group_size`` for ``device``
       (8 on the CPU; on CUDA it depends on the free memory, so give an int when separate

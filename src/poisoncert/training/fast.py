@@ -24,6 +24,13 @@ whole stack in a few kernels. Formulations ("stackings"):
   (``bench_gpu.py``, docs/benchmarks.md), so the engine's ``fast`` path picks it there
   (``path_stacking``). On the CPU a LeNet-5 step measured 3.5-4x slower than the twin's, so
   it keeps the twin there; other models stack as ``"auto"`` does;
+- ``"cmajor"``: the same twins with the activations classifier-major and channels-last,
+  ``(G * B, H, W, C)``: each convolution is one patch copy (``patches``, its ``k k C``
+  values per output pixel, already in the batched product's layout) and one batched
+  matmul whose result is the next layer's input, with no permuted copy before or after
+  (``bmm`` spends about 40% of an H100 step's kernel time in those copies); the patches'
+  gradient folds back with ``k k`` strided additions. The batch arrives ``(G, B, ...)``
+  (``batch_first`` False). Not picked by ``fast`` until measured faster on a device;
 - ``"vmap"``: any ``nn.Module`` (a user factory's): ``torch.func.functional_call`` over the
   stacked parameters and buffers under ``torch.func.vmap`` (BatchNorm's running statistics
   per classifier: its buffers are stacked too). Modules that draw random numbers (dropout)
@@ -48,14 +55,15 @@ from torch.nn import functional as F
 from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
 __all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
-           "StackedSmallCNN", "batch_dependent", "bmm_conv", "fuse_avgpool", "path_stacking",
+           "StackedSmallCNN", "batch_dependent", "bmm_conv", "cmajor_conv", "fuse_avgpool",
+           "patches", "path_stacking",
            "shared_conv", "stack_models", "stackable", "stacking", "state_dict_is_own"]
 
 #: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
-STACKINGS = ("auto", "twin", "bmm", "vmap")
+STACKINGS = ("auto", "twin", "bmm", "cmajor", "vmap")
 _TWINS = {LeNet5: "StackedLeNet5", SmallCNN: "StackedSmallCNN", MLP: "StackedMLP",
           ResNet18: "StackedResNet18"}
-#: Twins whose convolutions have the batched-matmul form (``"bmm"``).
+#: Twins whose convolutions have the batched-matmul forms (``"bmm"``, ``"cmajor"``).
 _BMM_TWINS = (LeNet5, SmallCNN)
 #: Each model's segment of ``flat`` is padded to a multiple of this many elements (64 bytes
 #: of float32: every model starts on a cache line).
@@ -87,16 +95,17 @@ def batch_dependent(model: nn.Module) -> bool:
 
 
 def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
-    """The formulation that stacks ``model`` (``"twin"``, ``"bmm"`` or ``"vmap"``), or None
-    (the per-model loop). ``how="auto"``: the hand-written twin where there is one (measured
-    faster on the CPU than ``vmap``, which lowers convolutions to the same grouped kernels on
-    CUDA but without the channels-last layout), else ``vmap``. ``how="bmm"``: the twin with
-    batched-matmul convolutions for LeNet-5 and the small CNN, else as ``"auto"``."""
+    """The formulation that stacks ``model`` (``"twin"``, ``"bmm"``, ``"cmajor"`` or
+    ``"vmap"``), or None (the per-model loop). ``how="auto"``: the hand-written twin where
+    there is one (measured faster on the CPU than ``vmap``, which lowers convolutions to the
+    same grouped kernels on CUDA but without the channels-last layout), else ``vmap``.
+    ``how="bmm"`` / ``"cmajor"``: the twin with batched-matmul convolutions for LeNet-5 and
+    the small CNN, else as ``"auto"``."""
     if how not in STACKINGS:
         raise ValueError(f"The 'stacking' parameter must be one of {STACKINGS}. Got {how!r}.")
-    if how == "bmm" and type(model) in _BMM_TWINS:
-        return "bmm"
-    if how in ("auto", "twin", "bmm") and type(model) in _TWINS:
+    if how in ("bmm", "cmajor") and type(model) in _BMM_TWINS:
+        return how
+    if how in ("auto", "twin", "bmm", "cmajor") and type(model) in _TWINS:
         return "twin"
     if how == "twin" or _random_modules(model) or not state_dict_is_own(model):
         return None
@@ -104,15 +113,15 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
 
 
 def path_stacking(path: str, device=None) -> str:
-    """The ``how`` of ``stacking`` for the engine's ``path`` on ``device``: ``"vmap"`` and
-    ``"bmm"`` name their stacking, ``"twin"`` is ``"auto"`` (the grouped-convolution twins),
+    """The ``how`` of ``stacking`` for the engine's ``path`` on ``device``: ``"vmap"``,
+    ``"bmm"`` and ``"cmajor"`` name their stacking, ``"twin"`` is ``"auto"`` (the grouped-convolution twins),
     and ``"fast"`` is the device's fastest: ``"bmm"`` on CUDA, ``"auto"`` elsewhere
     (``"reference"`` stacks nothing). A run records the path ``fast`` resolved to
     (``training.groups.recorded_path``): its formulation does not change with the device
     that resumes it or predicts with it."""
     if path == "fast":
         return "bmm" if device is not None and torch.device(device).type == "cuda" else "auto"
-    return path if path in ("vmap", "bmm") else "auto"
+    return path if path in ("vmap", "bmm", "cmajor") else "auto"
 
 
 def stackable(model: nn.Module, how: str = "auto") -> bool:
@@ -134,7 +143,9 @@ def stack_models(models: Sequence[nn.Module], how: str = "auto", *,
     if kind == "vmap":
         return StackedFunctional(models, **kw)
     net = globals()[_TWINS[type(models[0])]](models, **kw)
-    net.conv_bmm = kind == "bmm"
+    if kind in ("bmm", "cmajor"):
+        net.conv = kind
+        net.batch_first = kind != "cmajor"
     return net
 
 
@@ -151,8 +162,9 @@ class _Stacked:
 
     #: Whether ``forward_train`` wants the batch as ``(B, G, ...)`` (else ``(G, B, ...)``).
     batch_first = False
-    #: Convolutions as unfold + batched matmul (``"bmm"``) instead of grouped convolutions.
-    conv_bmm = False
+    #: Convolutions as grouped convolutions (``"grouped"``), unfold + batched matmul
+    #: (``"bmm"``), or patches + batched matmul on classifier-major activations (``"cmajor"``).
+    conv = "grouped"
     #: Whether ``nn.Linear`` weights are stored transposed, ``(in, out)``.
     transpose_linear = True
 
@@ -266,8 +278,9 @@ class StackedLeNet5(_Stacked):
         self.feature_shape = m0.feature_shape
 
     def _convs(self, x: torch.Tensor, shared: bool = False) -> torch.Tensor:
-        """``x``: ``(B, G * C, H, W)`` channels-last, or with ``shared`` ``(N, C, H, W)``
-        shown to every model (the first convolution then runs as one matrix product)."""
+        """``x``: ``(B, G * C, H, W)`` channels-last (``cmajor``: ``(G * B, H, W, C)``), or
+        with ``shared`` ``(N, C, H, W)`` shown to every model (the first convolution then
+        runs as one matrix product)."""
         for name, pad, pool in (("conv1", self.padding, self.pools[0]),
                                 ("conv2", 0, self.pools[1])):
             w, b = self.cat(f"{name}.weight"), self.cat(f"{name}.bias")
@@ -277,30 +290,53 @@ class StackedLeNet5(_Stacked):
             else:
                 x = self._gconv(x, w, b, stride, pad)
             if pool == "max":
-                x = F.max_pool2d(x, 2)
+                x = self._max_pool(x)
             x = F.relu_(x)
         return x
 
     def _gconv(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
                padding: int) -> torch.Tensor:
-        """The group's convolution ``w`` (``(G * O, C, k, k)``) on ``x`` ``(B, G * C, H, W)``."""
-        if self.conv_bmm:
+        """The group's convolution ``w`` (``(G * O, C, k, k)``) on ``x`` ``(B, G * C, H, W)``
+        (``cmajor``: ``(G * B, H, W, C)``, the result ``(G * B, oh, ow, O)``)."""
+        if self.conv == "cmajor":
+            return cmajor_conv(x, w, b, self.G, stride, padding)
+        if self.conv == "bmm":
             return bmm_conv(x, w, b, self.G, stride, padding)
         return F.conv2d(x, w, b, stride=stride, padding=padding, groups=self.G)
 
-    def _head(self, h: torch.Tensor) -> torch.Tensor:
-        n = h.shape[0]
+    def _max_pool(self, x: torch.Tensor) -> torch.Tensor:
+        """2x2 max pooling; ``cmajor``'s ``(N, H, W, C)`` as the channels-last ``(N, C, H, W)``
+        it is."""
+        if self.conv == "cmajor":
+            return F.max_pool2d(x.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+        return F.max_pool2d(x, 2)
+
+    def _features(self, h: torch.Tensor) -> torch.Tensor:
+        """The last convolution's output as ``(G, n, c * hh * ww)``, each model's features
+        flattened in its module's ``(c, h, w)`` order."""
         c, hh, ww = self.feature_shape
-        h = h.reshape(n, self.G, c * hh * ww).transpose(0, 1)  # (G, n, 400), flatten order (c,h,w)
+        if self.conv == "cmajor":  # (G * n, hh, ww, c)
+            return h.reshape(self.G, -1, hh, ww, c).permute(0, 1, 4, 2, 3).reshape(
+                self.G, -1, c * hh * ww)
+        return h.reshape(h.shape[0], self.G, c * hh * ww).transpose(0, 1)
+
+    def _head(self, h: torch.Tensor) -> torch.Tensor:
+        h = self._features(h)  # (G, n, 400)
         return self.dense(self.dense(self.dense(h, "fc1", True), "fc2", True), "fc3", False)
 
-    def forward_train(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, G, C, H, W)``, model ``g``'s minibatch in ``x[:, g]``; logits
-        ``(G, B, K)``."""
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        """``forward_train``'s ``x`` in the layout the first convolution takes."""
+        if self.conv == "cmajor":  # (G, B, C, H, W) -> (G * B, H, W, C)
+            G, B, C, H, W = x.shape
+            return x.permute(0, 1, 3, 4, 2).reshape(G * B, H, W, C)
         B, G, C, H, W = x.shape
-        x = x.reshape(B, G * C, H, W).contiguous(
-            memory_format=torch.contiguous_format if self.conv_bmm else torch.channels_last)
-        return self._head(self._convs(x))
+        return x.reshape(B, G * C, H, W).contiguous(
+            memory_format=torch.contiguous_format if self.conv == "bmm" else torch.channels_last)
+
+    def forward_train(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: ``(B, G, C, H, W)``, model ``g``'s minibatch in ``x[:, g]`` (``cmajor``:
+        ``(G, B, C, H, W)``, in ``x[g]``); logits ``(G, B, K)``."""
+        return self._head(self._convs(self._input(x)))
 
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(N, C, H, W)`` shown to every model; logits ``(G, N, K)``.
@@ -309,8 +345,10 @@ class StackedLeNet5(_Stacked):
         shared input's patches (``shared_conv``); elsewhere the images are copied ``G`` times
         into the grouped layout.
         """
-        if x.device.type == "cpu":
+        if x.device.type == "cpu" and self.conv != "cmajor":
             return self._head(self._convs(x, shared=True))
+        if self.conv == "cmajor":
+            return self.forward_train(x.unsqueeze(0).expand(self.G, *x.shape))
         return self.forward_train(x.unsqueeze(1).expand(-1, self.G, *x.shape[1:]))
 
 
@@ -330,6 +368,60 @@ def bmm_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, G: int, s
     wt = w.reshape(G, O, K).transpose(1, 2)  # (G, K, O)
     out = torch.bmm(cols, wt) if b is None else torch.baddbmm(b.view(G, 1, O), cols, wt)
     return out.view(G, B, oh, ow, O).permute(1, 0, 4, 2, 3).reshape(B, G * O, oh, ow)
+
+
+class _Patches(torch.autograd.Function):
+    """``patches``' forward (one strided copy) and backward (``kh kw`` strided additions)."""
+
+    @staticmethod
+    def forward(ctx, x, kh: int, kw: int, stride: int, padding: int):
+        ctx.geometry = (x.shape, kh, kw, stride, padding)
+        if padding:
+            x = F.pad(x, (0, 0, padding, padding, padding, padding))
+        N, H, W, C = x.shape
+        oh, ow = (H - kh) // stride + 1, (W - kw) // stride + 1
+        s0, s1, s2, s3 = x.stride()
+        view = x.as_strided((N, oh, ow, kh, kw, C),
+                            (s0, s1 * stride, s2 * stride, s1, s2, s3))
+        return view.clone(memory_format=torch.contiguous_format).view(N, oh, ow, kh * kw * C)
+
+    @staticmethod
+    def backward(ctx, grad):
+        shape, kh, kw, stride, padding = ctx.geometry
+        N, H, W, C = shape
+        oh, ow = grad.shape[1:3]
+        g = grad.reshape(N, oh, ow, kh, kw, C)
+        out = grad.new_zeros(N, H + 2 * padding, W + 2 * padding, C)
+        for i in range(kh):  # a fixed order: every pixel's sum is the same in every group
+            for j in range(kw):
+                out[:, i:i + stride * (oh - 1) + 1:stride,
+                    j:j + stride * (ow - 1) + 1:stride] += g[:, :, :, i, j]
+        return out[:, padding:padding + H, padding:padding + W], None, None, None, None
+
+
+def patches(x: torch.Tensor, kh: int, kw: int, stride: int = 1,
+            padding: int = 0) -> torch.Tensor:
+    """The ``kh x kw`` patches of channels-last images ``x`` ``(N, H, W, C)``, zero-padded by
+    ``padding``: ``(N, oh, ow, kh kw C)``, each output pixel's values in ``(kh, kw, C)``
+    order (one copy; its gradient adds each patch value back to its pixel)."""
+    return _Patches.apply(x, kh, kw, stride, padding)
+
+
+def cmajor_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, G: int, stride: int,
+                padding: int) -> torch.Tensor:
+    """``G`` models' convolutions on classifier-major channels-last activations: ``x``
+    ``(G * B, H, W, C)``, model ``g``'s images in rows ``g B:(g + 1) B``, kernels ``w``
+    ``(G * O, C, kh, kw)``; ``(G * B, oh, ow, O)``. Model ``g``'s patches
+    ``(B oh ow, kh kw C)`` times its kernels ``(kh kw C, O)``: one batched matmul whose
+    result is already the next layer's layout. Each output is one dot product over its own
+    model's ``kh kw C`` values, so a classifier's outputs do not depend on the others'."""
+    O, C, kh, kw = w.shape[0] // G, w.shape[1], w.shape[2], w.shape[3]
+    cols = patches(x, kh, kw, stride, padding)  # (G * B, oh, ow, K)
+    N, oh, ow, K = cols.shape
+    wt = w.reshape(G, O, C, kh, kw).permute(0, 3, 4, 2, 1).reshape(G, K, O)
+    rows = cols.view(G, (N // G) * oh * ow, K)
+    out = torch.bmm(rows, wt) if b is None else torch.baddbmm(b.view(G, 1, O), rows, wt)
+    return out.view(N, oh, ow, O)
 
 
 def shared_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
@@ -372,14 +464,11 @@ class StackedSmallCNN(StackedLeNet5):
                 x, shared = shared_conv(x, w, b, 1, 1), False
             else:
                 x = self._gconv(x, w, b, 1, 1)
-            x = F.relu_(F.max_pool2d(x, 2))
+            x = F.relu_(self._max_pool(x))
         return x
 
     def _head(self, h: torch.Tensor) -> torch.Tensor:
-        n = h.shape[0]
-        c, hh, ww = self.feature_shape
-        h = h.reshape(n, self.G, c * hh * ww).transpose(0, 1)
-        return self.dense(self.dense(h, "fc1", True), "fc2", False)
+        return self.dense(self.dense(self._features(h), "fc1", True), "fc2", False)
 
 
 class StackedMLP(_Stacked):

@@ -44,9 +44,9 @@ OPTIMIZERS = ("adam", "sgd", "adadelta")
 DTYPES = ("float32", "float64", "tf32", "bfloat16")
 CUDA_DTYPES = ("tf32", "bfloat16")
 #: The engine's paths (``execution.path``): stacked groups (``fast``, the device's fastest
-#: stacking; ``twin``, ``vmap`` and ``bmm`` name one, ``training.fast.path_stacking``) or one
-#: model at a time (``reference``).
-PATHS = ("fast", "twin", "vmap", "bmm", "reference")
+#: stacking; ``twin``, ``vmap``, ``bmm`` and ``cmajor`` name one,
+#: ``training.fast.path_stacking``) or one model at a time (``reference``).
+PATHS = ("fast", "twin", "vmap", "bmm", "cmajor", "reference")
 SCHEDULES = ("constant", "cosine")
 
 #: A model name or a factory ``(input_shape, n_classes) -> torch.nn.Module``.
