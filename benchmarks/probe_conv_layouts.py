@@ -86,7 +86,6 @@ def engine_cmajor(x, w, b, G, pad):
 
 
 def _cmajor_as_group_layout(out, G, B):
-    O = out.shape[-1]
     return _as_group_layout(out.permute(0, 3, 1, 2), G, B)
 
 

@@ -114,11 +114,11 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
 
 def path_stacking(path: str, device=None) -> str:
     """The ``how`` of ``stacking`` for the engine's ``path`` on ``device``: ``"vmap"``,
-    ``"bmm"`` and ``"cmajor"`` name their stacking, ``"twin"`` is ``"auto"`` (the grouped-convolution twins),
-    and ``"fast"`` is the device's fastest: ``"bmm"`` on CUDA, ``"auto"`` elsewhere
-    (``"reference"`` stacks nothing). A run records the path ``fast`` resolved to
-    (``training.groups.recorded_path``): its formulation does not change with the device
-    that resumes it or predicts with it."""
+    ``"bmm"`` and ``"cmajor"`` name their stacking, ``"twin"`` is ``"auto"`` (the
+    grouped-convolution twins), and ``"fast"`` is the device's fastest: ``"bmm"`` on CUDA,
+    ``"auto"`` elsewhere (``"reference"`` stacks nothing). A run records the path ``fast``
+    resolved to (``training.groups.recorded_path``): its formulation does not change with
+    the device that resumes it or predicts with it."""
     if path == "fast":
         return "bmm" if device is not None and torch.device(device).type == "cuda" else "auto"
     return path if path in ("vmap", "bmm", "cmajor") else "auto"
