@@ -255,6 +255,8 @@ def main(argv=None) -> dict:
     p.add_argument("--short", action="store_true",
                    help="two group sizes per model instead of three")
     p.add_argument("--no-throughput", action="store_true", help="only the end-to-end runs")
+    p.add_argument("--only", default="", help="the throughput table's cases whose name "
+                   "contains one of these comma-separated strings (default: all)")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--e2e-dtypes", default="", help="comma-separated training.dtype values "
                    "to run each end-to-end run with (default: the config's)")
@@ -280,7 +282,10 @@ def main(argv=None) -> dict:
     print("\n| model | group | dtype | training images/s | GFLOP/image | of matmul rate |")
     print("|---|---:|---|---:|---:|---:|")
     rows = []
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
     for case in [] if args.no_throughput else cases(args.quick, device, args.short):
+        if only and not any(s in case.name for s in only):
+            continue
         fpi = flops_per_image(case.cfg, case.shape)
         if case.cfg.subset_rows:  # a step's arithmetic: U rows forwarded for B draws
             fpi *= case.cfg.subset_rows / case.cfg.batch_size

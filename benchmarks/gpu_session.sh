@@ -13,7 +13,9 @@
 # fast is bmm on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases (bmm and cmajor);
 # NS30_PATH the training.path of the improved learner's run (default auto: the fastest of
 # twin, bmm and cmajor for cnn_small with warps, float32, as the throughput step measured
-# them: benchmarks/gpu_pick_path.py), NS30_DTYPES its precisions (default float32).
+# them: benchmarks/gpu_pick_path.py), NS30_DTYPES its precisions (default float32);
+# THROUGHPUT_ONLY the throughput table's cases (default: MNIST 1/7's and the improved
+# learner's shapes of work on every path, and ResNet-18 through vmap; "" for all).
 #
 # Each step's log goes to $OUT (at most 8 files: what one call brings back), bench_gpu's JSON
 # to $JSON (default /tmp/gpu_json; the logs hold its rows); the last lines printed are a
@@ -31,6 +33,7 @@ NS30_DTYPES="${NS30_DTYPES:-float32}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-float32,bfloat16}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,cmajor}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
+THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (vmap)}"
 start=$(date +%s)
 declare -a SUMMARY
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
@@ -56,10 +59,10 @@ step probe_layouts 40 python3 benchmarks/probe_conv_layouts.py
 step e2e_mnist17 150 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
   --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" \
   --json "$JSON/e2e_mnist17.json"
-# the throughput table before the improved learner: it has the rows nothing measured yet
-# (lenet5 on sub-dataset rows, resnet18's vmap stacking beside its grouped twin)
+# the throughput table before the improved learner, whose path it picks: the cmajor rows
+# beside bmm and the twins, and resnet18's vmap stacking in bfloat16 (not measured yet)
 step throughput 170 python3 benchmarks/bench_gpu.py --e2e none --short \
-  --json "$JSON/throughput.json"
+  --only "$THROUGHPUT_ONLY" --json "$JSON/throughput.json"
 # where a step's time goes: kernels against wall time, kernels per step, the costliest ops
 step profile 80 python3 benchmarks/profile_gpu.py --only "$PROFILE_ONLY"
 # where an end-to-end run's host time goes (MNIST 1/7, the second of two runs, cProfile)

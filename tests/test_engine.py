@@ -616,6 +616,9 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     assert [r["run"].rsplit(", ", 1)[1] for r in both] == ["path fast", "path bmm"]
     assert all(r["total_s"] > 0 for r in both)
     assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out
+    some = bench.main(["--device", "cpu", "--quick", "--e2e", "none", "--only",
+                       "(cmajor), resnet18 (vmap)"])["throughput"]
+    assert [r["model"] for r in some] == ["cnn_small + warps (cmajor)", "resnet18 (vmap)"]
 
 
 def _load_benchmark(name):
