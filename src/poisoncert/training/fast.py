@@ -341,14 +341,15 @@ class StackedLeNet5(_Stacked):
     def forward_eval(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(N, C, H, W)`` shown to every model; logits ``(G, N, K)``.
 
-        On the CPU the first convolution of all ``G`` models is one matrix product of the
-        shared input's patches (``shared_conv``); elsewhere the images are copied ``G`` times
-        into the grouped layout.
+        ``cmajor`` copies the images ``G`` times, classifier-major. Otherwise, on the CPU the
+        first convolution of all ``G`` models is one matrix product of the shared input's
+        patches (``shared_conv``); elsewhere the images are copied ``G`` times into the
+        grouped layout.
         """
-        if x.device.type == "cpu" and self.conv != "cmajor":
-            return self._head(self._convs(x, shared=True))
         if self.conv == "cmajor":
             return self.forward_train(x.unsqueeze(0).expand(self.G, *x.shape))
+        if x.device.type == "cpu":
+            return self._head(self._convs(x, shared=True))
         return self.forward_train(x.unsqueeze(1).expand(-1, self.G, *x.shape[1:]))
 
 
