@@ -31,7 +31,7 @@ import numpy as np
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats, certificate_repr
+from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats, _TopIsPrediction
 from poisoncert.selection import fa_shifts, fa_spread
 
 __all__ = [
@@ -153,8 +153,8 @@ def class_bucket_radii(V: np.ndarray, counts: np.ndarray, top: np.ndarray, d: in
     return rad
 
 
-@dataclass(frozen=True, eq=False)
-class FACertificate:
+@dataclass(frozen=True, eq=False, repr=False)
+class FACertificate(_TopIsPrediction):
     """Finite Aggregation: certified predictions, one entry per test point (deterministic).
 
     Guarantee: with buckets assigned by a hash of each sample's content and label and spread by
@@ -178,16 +178,6 @@ class FACertificate:
     aggregation: str = "fa"
     classes: np.ndarray | None = None  # what the class indices name (``Ensemble.certify``)
 
-    def __repr__(self) -> str:
-        return certificate_repr(self)
-
-    @property
-    def top_class(self) -> np.ndarray:
-        return self.prediction
-
-    def __len__(self) -> int:
-        return int(self.prediction.shape[0])
-
     def setting(self) -> dict:
         return {"scheme": "finite_aggregation", "aggregation": self.aggregation, "k": self.k,
                 "d": self.d, "model": self.model, "unit": self.unit,
@@ -199,8 +189,6 @@ class FACertificate:
         return [{"index": i, "prediction": int(self.prediction[i]),
                  "radius": int(self.radius[i]), "buckets": int(self.buckets[i]), **s}
                 for i in range(len(self))]
-
-    to_rows = records
 
     def summary(self, labels=None) -> dict:
         return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}

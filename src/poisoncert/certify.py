@@ -116,8 +116,32 @@ def certificate_repr(cert) -> str:
     return f"{type(cert).__name__}({', '.join(parts)})"
 
 
-@dataclass(frozen=True, eq=False)
-class Certificate:
+class _CertificateCommon:
+    """What every certificate type shares: ``repr`` (``certificate_repr``), ``len`` (its test
+    points) and ``to_rows`` (``records``). The dataclasses take it with ``repr=False``."""
+
+    def __repr__(self) -> str:
+        return certificate_repr(self)
+
+    def __len__(self) -> int:
+        return int(self.prediction.shape[0])
+
+    def to_rows(self) -> list[dict]:
+        """``records()``: one flat dict per test point."""
+        return self.records()
+
+
+class _TopIsPrediction(_CertificateCommon):
+    """A certificate whose certified class is its prediction (``top_class``), as DPA's,
+    Finite Aggregation's, the run-off election's and kNN's are."""
+
+    @property
+    def top_class(self) -> np.ndarray:
+        return self.prediction
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Certificate(_CertificateCommon):
     """Certified predictions of a randomized-selection ensemble, one entry per test point.
 
     Guarantee: with probability at least ``1 - alpha`` over the sampling of the ``T``
@@ -167,9 +191,6 @@ class Certificate:
     rule: str = "theorem1"
     classes: np.ndarray | None = None
 
-    def __repr__(self) -> str:
-        return certificate_repr(self)
-
     @property
     def gap(self) -> np.ndarray:
         """``p1_lower - p2_upper``."""
@@ -179,9 +200,6 @@ class Certificate:
     def certified(self) -> np.ndarray:
         """Boolean mask of the test points that are not abstained on."""
         return self.prediction != ABSTAIN
-
-    def __len__(self) -> int:
-        return int(self.prediction.shape[0])
 
     def setting(self) -> dict:
         """The setting shared by every test point, as a flat dict."""
@@ -207,8 +225,6 @@ class Certificate:
             }
             for i in range(len(self))
         ]
-
-    to_rows = records
 
     def summary(self, labels=None) -> dict:
         """Counts, abstain rate and radius statistics over certified points, plus the setting;
@@ -332,8 +348,8 @@ def certified_accuracy(result, labels, rhos) -> np.ndarray:
     return float(out) if np.ndim(out) == 0 else out
 
 
-@dataclass(frozen=True, eq=False)
-class DPACertificate:
+@dataclass(frozen=True, eq=False, repr=False)
+class DPACertificate(_TopIsPrediction):
     """Deterministic partition aggregation: certified predictions, one entry per test point.
 
     Guarantee (deterministic): with parts assigned by a hash of each sample's content, the
@@ -357,20 +373,10 @@ class DPACertificate:
     unit: str
     classes: np.ndarray | None = None
 
-    def __repr__(self) -> str:
-        return certificate_repr(self)
-
-    @property
-    def top_class(self) -> np.ndarray:
-        return self.prediction
-
     @property
     def radius_dpa(self) -> np.ndarray:
         """The radius in the DPA paper's unit (modification = two operations)."""
         return self.slack // 2
-
-    def __len__(self) -> int:
-        return int(self.prediction.shape[0])
 
     def setting(self) -> dict:
         return {"scheme": "partition", "model": self.model, "unit": self.unit,
@@ -384,8 +390,6 @@ class DPACertificate:
              "slack": int(self.slack[i]), "radius_dpa": int(self.slack[i] // 2), **s}
             for i in range(len(self))
         ]
-
-    to_rows = records
 
     def summary(self, labels=None) -> dict:
         labels = None if labels is None else _true_indices(self, labels, "summary")

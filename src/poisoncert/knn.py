@@ -43,7 +43,7 @@ from poisoncert._validation import (
     param_error,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _summary_stats, certificate_repr
+from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _summary_stats, _TopIsPrediction
 
 __all__ = [
     "NNCertificate",
@@ -154,8 +154,8 @@ def _prefix_counts(labels: np.ndarray, C: int) -> np.ndarray:
     return out
 
 
-@dataclass(frozen=True, eq=False)
-class NNCertificate:
+@dataclass(frozen=True, eq=False, repr=False)
+class NNCertificate(_TopIsPrediction):
     """Certified nearest-neighbour predictions, one entry per test point (deterministic).
 
     Guarantee: the classifier (``"knn"`` with ``k`` neighbours, or ``"rnn"``) trained on any
@@ -175,16 +175,6 @@ class NNCertificate:
     model: str
     unit: str
 
-    def __repr__(self) -> str:
-        return certificate_repr(self)
-
-    @property
-    def top_class(self) -> np.ndarray:
-        return self.prediction
-
-    def __len__(self) -> int:
-        return int(self.prediction.shape[0])
-
     def setting(self) -> dict:
         return {"scheme": self.classifier, "k": self.k, "model": self.model, "unit": self.unit,
                 "radius_unit": _UNIT_TEXT[self.unit]}
@@ -195,8 +185,6 @@ class NNCertificate:
         return [{"index": i, "prediction": int(self.prediction[i]),
                  "radius": int(self.radius[i]), "slack": int(self.slack[i]),
                  "exact": bool(self.exact[i]), **s} for i in range(len(self))]
-
-    to_rows = records
 
     def summary(self, labels=None) -> dict:
         return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}

@@ -47,7 +47,7 @@ from poisoncert.aggregation import (
     topsum_radius,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats, certificate_repr
+from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats, _TopIsPrediction
 
 __all__ = ["ROECertificate", "check_ranks", "rankings_from_scores", "roe_certify", "roe_predict"]
 
@@ -125,8 +125,8 @@ def _winner(r):
     return y.astype(np.int64), top, counts, m1, m2
 
 
-@dataclass(frozen=True, eq=False)
-class ROECertificate:
+@dataclass(frozen=True, eq=False, repr=False)
+class ROECertificate(_TopIsPrediction):
     """Run-off election on a DPA (``d = 1``) or FA ensemble; one entry per test point.
 
     Guarantee (deterministic): the run-off prediction stays ``prediction[i]`` whenever at most
@@ -145,16 +145,6 @@ class ROECertificate:
     model: str
     unit: str
 
-    def __repr__(self) -> str:
-        return certificate_repr(self)
-
-    @property
-    def top_class(self) -> np.ndarray:
-        return self.prediction
-
-    def __len__(self) -> int:
-        return int(self.prediction.shape[0])
-
     def setting(self) -> dict:
         scheme = "partition" if self.d == 1 else "finite_aggregation"
         return {"scheme": scheme, "aggregation": "run_off", "k": self.k, "d": self.d,
@@ -167,8 +157,6 @@ class ROECertificate:
                  "radius": int(self.radius[i]), "buckets": int(self.buckets[i]),
                  "m1": int(self.finalists[i, 0]), "m2": int(self.finalists[i, 1]), **s}
                 for i in range(len(self))]
-
-    to_rows = records
 
     def summary(self, labels=None) -> dict:
         return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
