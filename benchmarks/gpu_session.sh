@@ -17,6 +17,10 @@
 # THROUGHPUT_ONLY the throughput table's cases (default: MNIST 1/7's and the improved
 # learner's shapes of work on every path, and ResNet-18 through vmap; "" for all).
 #
+# DRY=1 runs every step on the CPU with the tools' tiny settings (--device cpu --quick, the
+# digits runs for the end-to-end steps, float32): a check of this script's wiring before a
+# lease spends device time on it (tests/test_engine.py runs it).
+#
 # Each step's log goes to $OUT (at most 8 files: what one call brings back), bench_gpu's JSON
 # to $JSON (default /tmp/gpu_json; the logs hold its rows); the last lines printed are a
 # summary table.
@@ -29,8 +33,14 @@ BUDGET="${BUDGET:-540}"
 STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput profile e2e_mnist_ns30}"
 STEPS=$(echo $STEPS)  # one space between names
 NS30_PATH="${NS30_PATH:-auto}"
+DRY="${DRY:-}"
+if [[ -n $DRY ]]; then  # the CPU, tiny settings
+  DEV=(--device cpu --quick); E2E17=digits_lenet; E2E30=digits_lenet; F32=float32
+else
+  DEV=(); E2E17=mnist17; E2E30=mnist_ns30; F32=
+fi
 NS30_DTYPES="${NS30_DTYPES:-float32}"
-MNIST17_DTYPES="${MNIST17_DTYPES:-float32,bfloat16}"
+MNIST17_DTYPES="${MNIST17_DTYPES:-${F32:-float32,bfloat16}}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,cmajor}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
 THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (vmap)}"
@@ -49,31 +59,32 @@ step() {  # step NAME LIMIT_S COMMAND...
   SUMMARY+=("$name | rc $rc | $(( $(date +%s) - t0 )) s (limit $limit s)")
   echo "== $name rc=$rc"; tail -n 25 "$OUT/$name.log"
 }
-{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+{ [[ -n $DRY ]] && echo "DRY: the CPU, tiny settings" || {
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+    python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; }
   nproc; } 2>&1 | tee "$OUT/summary.txt"
 step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py \
   tests/test_training.py -k cuda
 # the bmm path's layout question (docs/benchmarks.md): one layer, four formulations
-step probe_layouts 40 python3 benchmarks/probe_conv_layouts.py
-step e2e_mnist17 150 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist17 \
+step probe_layouts 40 python3 benchmarks/probe_conv_layouts.py "${DEV[@]}"
+step e2e_mnist17 150 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e $E2E17 \
   --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" \
   --json "$JSON/e2e_mnist17.json"
 # the throughput table before the improved learner, whose path it picks: the cmajor rows
 # beside bmm and the twins, and resnet18's vmap stacking in bfloat16 (not measured yet)
-step throughput 170 python3 benchmarks/bench_gpu.py --e2e none --short \
+step throughput 170 python3 benchmarks/bench_gpu.py "${DEV[@]}" --e2e none --short \
   --only "$THROUGHPUT_ONLY" --json "$JSON/throughput.json"
 # where a step's time goes: kernels against wall time, kernels per step, the costliest ops
-step profile 80 python3 benchmarks/profile_gpu.py --only "$PROFILE_ONLY"
+step profile 80 python3 benchmarks/profile_gpu.py "${DEV[@]}" --only "$PROFILE_ONLY"
 # where an end-to-end run's host time goes (MNIST 1/7, the second of two runs, cProfile)
-step cprofile_mnist17 45 python3 benchmarks/profile_gpu.py --e2e mnist17
+step cprofile_mnist17 45 python3 benchmarks/profile_gpu.py "${DEV[@]}" --e2e $E2E17
 if [[ $NS30_PATH == auto ]]; then
   NS30_PATH=$(python3 benchmarks/gpu_pick_path.py "$JSON/throughput.json" 2>/dev/null \
               || echo fast)
 fi
 echo "improved learner's path: $NS30_PATH" | tee -a "$OUT/summary.txt"
 # the improved learner; a line per trained group, so a step stopped at its limit leaves a rate
-step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py --no-throughput --e2e mnist_ns30 \
+step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e $E2E30 \
   --e2e-paths "$NS30_PATH" --e2e-dtypes "$NS30_DTYPES" --progress
 { echo; echo "| step | result |"; echo "|---|---|"
   for s in "${SUMMARY[@]}"; do echo "| $s |"; done

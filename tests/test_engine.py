@@ -6,6 +6,7 @@ import json
 import math
 import shutil
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -623,8 +624,6 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
 
 def _load_benchmark(name):
     import importlib.util
-    import sys
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(name, path)
@@ -635,6 +634,29 @@ def _load_benchmark(name):
     finally:
         del sys.modules[name]
     return mod
+
+
+def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
+    """``DRY=1 bash benchmarks/gpu_session.sh``: every step but the CUDA tests, on the CPU with
+    the tools' tiny settings, exits 0 within its limit, writes at most 8 files (what one
+    device call brings back) and ends with the summary table: a broken flag or quoting in the
+    script is caught here, not on a lease."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    steps = "probe_layouts e2e_mnist17 throughput profile e2e_mnist_ns30"
+    env = {**os.environ, "DRY": "1", "OUT": str(tmp_path / "out"),
+           "JSON": str(tmp_path / "json"), "BUDGET": "400", "STEPS": steps}
+    run = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    for name in steps.split():
+        assert f"| {name} | rc 0 |" in summary, summary
+    assert "| cnn_small + warps (cmajor) | 2 | float32 |" in summary
+    assert "path cmajor |" in summary and "improved learner's path: " in summary
+    assert len(list((tmp_path / "out").iterdir())) <= 8
 
 
 def test_the_gpu_session_tools_run_on_the_cpu(capsys):
