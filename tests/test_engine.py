@@ -324,10 +324,20 @@ def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_
 
     assert [path_stacking("fast", d) for d in (None, "cpu", "cuda", "cuda:1")] == [
         "auto", "auto", "bmm", "bmm"]
-    assert [path_stacking(p, "cuda") for p in ("twin", "bmm", "vmap")] == [
-        "auto", "bmm", "vmap"]
+    assert [path_stacking(p, "cuda") for p in ("twin", "bmm", "cmajor", "vmap")] == [
+        "auto", "bmm", "cmajor", "vmap"]
     assert (resolve_path("fast", "cpu"), resolve_path("fast", "cuda"),
-            resolve_path("vmap", "cuda")) == ("twin", "bmm", "vmap")
+            resolve_path("vmap", "cuda"), resolve_path("cmajor", "cpu")) == (
+        "twin", "bmm", "vmap", "cmajor")
+    # what fast means on CUDA is one constant (the next measurement may change it)
+    from poisoncert.training import fast as fast_module
+
+    saved, fast_module.CUDA_FAST = fast_module.CUDA_FAST, "cmajor"
+    try:
+        assert (path_stacking("fast", "cuda"), resolve_path("fast", "cuda"),
+                resolve_path("fast", "cpu")) == ("cmajor", "cmajor", "twin")
+    finally:
+        fast_module.CUDA_FAST = saved
     old = {"engine": {"group_size": 8}}
     assert [recorded_path("fast", "cuda", m) for m in (None, old, {"engine": {"path": "bmm"}})
             ] == ["bmm", "twin", "bmm"]

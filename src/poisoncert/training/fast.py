@@ -63,6 +63,9 @@ __all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "Sta
 STACKINGS = ("auto", "twin", "bmm", "cmajor", "vmap")
 _TWINS = {LeNet5: "StackedLeNet5", SmallCNN: "StackedSmallCNN", MLP: "StackedMLP",
           ResNet18: "StackedResNet18"}
+#: The stacking ``training.path: fast`` means on CUDA: the fastest measured there
+#: (docs/benchmarks.md; ``benchmarks/gpu_session.sh`` compares ``twin``, ``bmm`` and ``cmajor``).
+CUDA_FAST = "bmm"
 #: Twins whose convolutions have the batched-matmul forms (``"bmm"``, ``"cmajor"``).
 _BMM_TWINS = (LeNet5, SmallCNN)
 #: Each model's segment of ``flat`` is padded to a multiple of this many elements (64 bytes
@@ -115,12 +118,12 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
 def path_stacking(path: str, device=None) -> str:
     """The ``how`` of ``stacking`` for the engine's ``path`` on ``device``: ``"vmap"``,
     ``"bmm"`` and ``"cmajor"`` name their stacking, ``"twin"`` is ``"auto"`` (the
-    grouped-convolution twins), and ``"fast"`` is the device's fastest: ``"bmm"`` on CUDA,
-    ``"auto"`` elsewhere (``"reference"`` stacks nothing). A run records the path ``fast``
-    resolved to (``training.groups.recorded_path``): its formulation does not change with
-    the device that resumes it or predicts with it."""
+    grouped-convolution twins), and ``"fast"`` is the device's fastest: ``CUDA_FAST``
+    (``"bmm"``) on CUDA, ``"auto"`` elsewhere (``"reference"`` stacks nothing). A run
+    records the path ``fast`` resolved to (``training.groups.recorded_path``): its
+    formulation does not change with the device that resumes it or predicts with it."""
     if path == "fast":
-        return "bmm" if device is not None and torch.device(device).type == "cuda" else "auto"
+        return CUDA_FAST if device is not None and torch.device(device).type == "cuda" else "auto"
     return path if path in ("vmap", "bmm", "cmajor") else "auto"
 
 

@@ -68,7 +68,8 @@ def resolve_path(path: str, device) -> str:
 
     if path != "fast":
         return path
-    return "bmm" if path_stacking(path, device) == "bmm" else "twin"
+    how = path_stacking(path, device)
+    return "twin" if how == "auto" else how
 
 
 def recorded_path(path: str, device, manifest: dict | None) -> str:
