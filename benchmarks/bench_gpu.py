@@ -5,6 +5,7 @@
     python benchmarks/bench_gpu.py --e2e none               # throughput only
     python benchmarks/bench_gpu.py --no-throughput --e2e cifar10   # one end-to-end run
     python benchmarks/bench_gpu.py --json out.json          # also write the figures
+    python benchmarks/bench_gpu.py --no-throughput --e2e none --inference   # predicting only
 
 Prints, for the device:
 
@@ -14,7 +15,7 @@ Prints, for the device:
    10-row sub-datasets, MNIST 1/7's shape of work), ``cnn_small`` with random warps and
    elastic fields, and ``resnet18`` (CIFAR shape; its grouped twin and ``torch.func.vmap``
    side by side; the LeNet-5 and small-CNN rows also with their convolutions as batched
-   matmuls, path ``bmm``), at several group sizes and precisions
+   matmuls, paths ``bmm`` and ``cmajor``), at several group sizes and precisions
    (``float32``, and on CUDA ``tf32`` and ``bfloat16``), with the fraction of the matmul
    rate of that precision it represents (training FLOPs per image counted by
    ``torch.utils.flop_counter`` on one plain model's forward and backward pass, times
@@ -25,6 +26,11 @@ Prints, for the device:
    (data from ``../shared/data``; a run whose data is missing is reported as skipped). With
    ``--quick`` these are replaced by small runs on scikit-learn's digits that exercise the
    same code.
+
+With ``--inference``, also the test-set predicting rate (``training.inference.evaluate``, what
+a run does after training and ``predict`` does on new inputs): model-images/s of 256 trained
+LeNet-5 and small-CNN classifiers on 10,000 random images, per path (``twin``, ``bmm``,
+``cmajor``) and precision.
 
 Nothing here is an estimate: every figure printed was measured by this run.
 """
@@ -174,6 +180,25 @@ def throughput(case: Case, G: int, dtype: str, device: str) -> float:
     return G * cfg.steps * cfg.batch_size / (time.perf_counter() - t0)
 
 
+def inference_rate(model: str, path: str, k: int, n: int, dtype: str, device: str) -> float:
+    """Model-images/s of ``training.inference.evaluate``: ``k`` classifiers (fresh weights)
+    on ``n`` random 28x28 images already on the device (the second of two calls)."""
+    from poisoncert.training.inference import evaluate
+    from poisoncert.training.models import init_model
+
+    cfg = TrainConfig(model=model, dtype=dtype)
+    shape = (1, 28, 28)
+    states = [init_model(model, shape, 10, s).state_dict() for s in range(k)]
+    x = torch.rand(n, *shape, generator=torch.Generator().manual_seed(0)).to(
+        device=device, dtype=cfg.torch_dtype)
+    evaluate(states, x[:64], cfg, shape, 10, device, path)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    evaluate(states, x, cfg, shape, 10, device, path)
+    sync(device)
+    return k * n / (time.perf_counter() - t0)
+
+
 E2E = {
     "mnist17": ("MNIST 1/7, ns = 10, T = 1000, LeNet-5", "mnist17.yaml", {}),
     "mnist_ns30": ("MNIST, ns = 30, T = 1000, improved learner", "mnist_ns30.yaml", {}),
@@ -262,6 +287,8 @@ def main(argv=None) -> dict:
                    "to run each end-to-end run with (default: the config's)")
     p.add_argument("--e2e-paths", default="", help="comma-separated training.path values "
                    "to run each end-to-end run with (default: the config's), e.g. fast,bmm")
+    p.add_argument("--inference", action="store_true",
+                   help="also the test-set predicting rate per model, path and precision")
     p.add_argument("--progress", action="store_true",
                    help="print a line per trained group of the end-to-end runs, with the rate")
     args = p.parse_args(argv)
@@ -299,6 +326,20 @@ def main(argv=None) -> dict:
                 print(f"| {case.name} | {G} | {dt} | {rate:,.0f} | {fpi / 1e9:.4f} | "
                       f"{100 * frac:.1f}% |", flush=True)
     report["throughput"] = rows
+    inference = []
+    if args.inference:
+        k, n = (4, 64) if args.quick else (256, 10_000)
+        print(f"\n| model | path | classifiers | dtype | predicting model-images/s "
+              f"({n:,} images) |")
+        print("|---|---|---:|---|---:|")
+        for model in ("lenet5", "cnn_small"):
+            for path in ("twin", "bmm", "cmajor"):
+                for dt in [d for d in dtypes if d != "tf32"]:
+                    rate = inference_rate(model, path, k, n, dt, device)
+                    inference.append({"model": model, "path": path, "classifiers": k,
+                                      "dtype": dt, "model_images_per_s": round(rate, 1)})
+                    print(f"| {model} | {path} | {k} | {dt} | {rate:,.0f} |", flush=True)
+    report["inference"] = inference
     table = QUICK_E2E if args.quick else E2E
     keys = (list(table) if args.e2e == "all" else [] if args.e2e == "none"
             else [k.strip() for k in args.e2e.split(",")])

@@ -655,7 +655,7 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     import subprocess
 
     root = Path(__file__).resolve().parents[1]
-    steps = "probe_layouts e2e_mnist17 throughput profile e2e_mnist_ns30"
+    steps = "probe_layouts e2e_mnist17 throughput inference profile e2e_mnist_ns30"
     env = {**os.environ, "DRY": "1", "OUT": str(tmp_path / "out"),
            "JSON": str(tmp_path / "json"), "BUDGET": "400", "STEPS": steps}
     run = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=root, env=env,
@@ -665,6 +665,7 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     for name in steps.split():
         assert f"| {name} | rc 0 |" in summary, summary
     assert "| cnn_small + warps (cmajor) | 2 | float32 |" in summary
+    assert "| cnn_small | cmajor | 4 | float32 |" in summary
     assert "path cmajor |" in summary and "improved learner's path: " in summary
     assert len(list((tmp_path / "out").iterdir())) <= 8
 
