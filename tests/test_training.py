@@ -563,6 +563,13 @@ def test_patches_are_unfolds_values_in_channels_last_order(k, stride, padding):
     assert torch.equal(got, ref)
     assert torch.autograd.gradcheck(lambda t: patches(t, k, k, stride, padding), (x,),
                                     fast_mode=True)
+    # bfloat16 gradients are summed in float32 and rounded once (as col2im does)
+    g = torch.randn(got.shape, dtype=torch.float64).to(torch.bfloat16)
+    xb = x.detach().to(torch.bfloat16).requires_grad_(True)
+    patches(xb, k, k, stride, padding).backward(g)
+    xf = x.detach().float().requires_grad_(True)
+    patches(xf, k, k, stride, padding).backward(g.float())
+    assert xb.grad.dtype == torch.bfloat16 and torch.equal(xb.grad, xf.grad.to(torch.bfloat16))
 
 
 @pytest.mark.parametrize("model_name, shape, how, opt_name", _STACKS)

@@ -375,7 +375,9 @@ def bmm_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, G: int, s
 
 
 class _Patches(torch.autograd.Function):
-    """``patches``' forward (one strided copy) and backward (``kh kw`` strided additions)."""
+    """``patches``' forward (one strided copy) and backward (``kh kw`` strided additions, in
+    float32 for bfloat16 and float16 gradients, rounded once at the end, as ``col2im``
+    accumulates)."""
 
     @staticmethod
     def forward(ctx, x, kh: int, kw: int, stride: int, padding: int):
@@ -395,12 +397,14 @@ class _Patches(torch.autograd.Function):
         N, H, W, C = shape
         oh, ow = grad.shape[1:3]
         g = grad.reshape(N, oh, ow, kh, kw, C)
-        out = grad.new_zeros(N, H + 2 * padding, W + 2 * padding, C)
+        acc = torch.float32 if grad.dtype in (torch.bfloat16, torch.float16) else grad.dtype
+        out = grad.new_zeros(N, H + 2 * padding, W + 2 * padding, C, dtype=acc)
         for i in range(kh):  # a fixed order: every pixel's sum is the same in every group
             for j in range(kw):
                 out[:, i:i + stride * (oh - 1) + 1:stride,
                     j:j + stride * (ow - 1) + 1:stride] += g[:, :, :, i, j]
-        return out[:, padding:padding + H, padding:padding + W], None, None, None, None
+        out = out[:, padding:padding + H, padding:padding + W]
+        return out.to(grad.dtype), None, None, None, None
 
 
 def patches(x: torch.Tensor, kh: int, kw: int, stride: int = 1,
