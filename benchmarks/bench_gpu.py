@@ -159,25 +159,35 @@ def flops_per_image(cfg: TrainConfig, shape) -> float:
     return counter.get_total_flops() / cfg.batch_size
 
 
+def random_group(cfg: TrainConfig, shape, G: int, subset: int) -> tuple:
+    """``train_predict``'s data arguments for one group of ``G`` on random images of
+    ``shape``: each classifier ``subset`` rows drawn with replacement, 2 test images."""
+    rng = np.random.default_rng(0)
+    n = max(64, 4 * cfg.batch_size)
+    x = rng.random((n, *shape), dtype=np.float32)
+    y = rng.integers(0, 10, n)
+    subsets = [rng.integers(0, n, subset) for _ in range(G)]
+    return x, y, subsets, list(range(G)), x[:2]
+
+
+def timed_call(args: tuple, cfg: TrainConfig, device: str, path: str) -> float:
+    """Seconds of ``train_predict(*args, cfg)`` on ``device``: the second of two calls."""
+    run = dict(n_classes=10, device=device, path=path)
+    train_predict(*args, cfg, **run)  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    train_predict(*args, cfg, **run)
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def throughput(case: Case, G: int, dtype: str, device: str) -> float:
     """Training images/s of one group of ``G`` (the second of two calls): the draws of the
     group's steps per second (with ``subset_rows`` a step forwards each sub-dataset's rows
     once, weighted by the draws: the same work counted the same way)."""
     cfg = replace(case.cfg, group_size=G, dtype=dtype)
-    rng = np.random.default_rng(0)
-    n = max(64, 4 * cfg.batch_size)
-    x = rng.random((n, *case.shape), dtype=np.float32)
-    y = rng.integers(0, 10, n)
-    subsets = [rng.integers(0, n, case.subset) for _ in range(G)]
-    seeds = list(range(G))
-    xt = x[:2]
-    run = dict(n_classes=10, device=device, path=case.path)
-    train_predict(x, y, subsets, seeds, xt, cfg, **run)  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    train_predict(x, y, subsets, seeds, xt, cfg, **run)
-    sync(device)
-    return G * cfg.steps * cfg.batch_size / (time.perf_counter() - t0)
+    seconds = timed_call(random_group(cfg, case.shape, G, case.subset), cfg, device, case.path)
+    return G * cfg.steps * cfg.batch_size / seconds
 
 
 def inference_rate(model: str, path: str, k: int, n: int, dtype: str, device: str) -> float:

@@ -23,16 +23,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_gpu import WARPS, sync  # noqa: E402
+from bench_gpu import WARPS, random_group, sync, timed_call  # noqa: E402
 
 from poisoncert.training import TrainConfig, train_predict  # noqa: E402
 
@@ -69,20 +67,9 @@ def _kernel_rows(prof):
 
 def profile_case(name, cfg, G, subset, path, device, dtype):
     cfg = replace(cfg, group_size=G, dtype=dtype)
-    rng = np.random.default_rng(0)
-    n = max(64, 4 * cfg.batch_size)
-    x = rng.random((n, 1, 28, 28), dtype=np.float32)
-    y = rng.integers(0, 10, n)
-    subsets = [rng.integers(0, n, subset) for _ in range(G)]
-    seeds = list(range(G))
+    args = random_group(cfg, (1, 28, 28), G, subset)
+    wall = timed_call(args, cfg, device, path)
     run = dict(n_classes=10, device=device, path=path)
-    args = (x, y, subsets, seeds, x[:2], cfg)
-    train_predict(*args, **run)  # warm-up
-    sync(device)
-    t0 = time.perf_counter()
-    train_predict(*args, **run)
-    sync(device)
-    wall = time.perf_counter() - t0
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda")
                                      else [])
     # the profiled call: fewer steps (the profiler's own cost grows with the events), and a
@@ -91,7 +78,7 @@ def profile_case(name, cfg, G, subset, path, device, dtype):
     per_call = []
     for c in (replace(cfg, steps=1), few):
         with profile(activities=acts) as prof:
-            train_predict(x, y, subsets, seeds, x[:2], c, **run)
+            train_predict(*args, c, **run)
             sync(device)
         kernels = _kernel_rows(prof)
         per_call.append((sum(r.self_device_time_total for r in kernels) / 1e6,  # us -> s

@@ -39,6 +39,7 @@ from poisoncert.experiment.ensemble_record import (
     WEIGHTS_FORMAT,
     read_record,
     read_weights,
+    run_path,
     weights_metadata,
     write_ensemble_record,
 )
@@ -138,10 +139,7 @@ class Ensemble:
         verification = rd.verify()  # checksums, config hash, arrays (poisoncert.runcheck)
         record = read_record(rd, cfg)
         state_dicts = read_weights(rd, cfg, record)
-        from poisoncert.training.groups import recorded_path
-
-        path = recorded_path(cfg.execution.path, cfg.execution.device, rd.load_manifest())
-        ens = cls(rd.path, cfg, record, state_dicts, device, path)
+        ens = cls(rd.path, cfg, record, state_dicts, device, run_path(rd, cfg))
         ens.verification = verification
         return ens
 

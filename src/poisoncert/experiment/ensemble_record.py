@@ -21,7 +21,7 @@ from poisoncert.experiment.inputform import InputForm, input_form
 from poisoncert.runs import RunDir, RunError
 
 __all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMAT", "read_record", "read_weights",
-           "weights_metadata", "write_ensemble_record"]
+           "run_path", "weights_metadata", "write_ensemble_record"]
 
 ENSEMBLE_JSON = runs.ENSEMBLE
 ENSEMBLE_FORMAT = "poisoncert.ensemble/1"
@@ -51,7 +51,7 @@ def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Pa
         "model": {"model": str(model), "model_kwargs": cfg.training.model_kwargs,
                   "dtype": cfg.training.dtype, "group_size": _group(rd, cfg),
                   "eval_batch_size": cfg.training.eval_batch_size,
-                  "path": _path(rd, cfg), "source": source},
+                  "path": run_path(rd, cfg), "source": source},
         "weights": [{"file": f"{runs.WEIGHTS}/{rd.weights_path(cid).name}", "start": a,
                      "stop": b} for cid, (a, b) in enumerate(ranges)],
     }
@@ -67,7 +67,7 @@ def _group(rd: RunDir, cfg: ExperimentConfig) -> int:
     return recorded_group_size(cfg.training, rd.load_manifest())
 
 
-def _path(rd: RunDir, cfg: ExperimentConfig) -> str:
+def run_path(rd: RunDir, cfg: ExperimentConfig) -> str:
     """The engine path the run trained with (``fast`` resolved, from its manifest)."""
     from poisoncert.training.groups import recorded_path
 

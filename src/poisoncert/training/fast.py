@@ -108,7 +108,7 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
         raise ValueError(f"The 'stacking' parameter must be one of {STACKINGS}. Got {how!r}.")
     if how in ("bmm", "cmajor") and type(model) in _BMM_TWINS:
         return how
-    if how in ("auto", "twin", "bmm", "cmajor") and type(model) in _TWINS:
+    if how != "vmap" and type(model) in _TWINS:
         return "twin"
     if how == "twin" or _random_modules(model) or not state_dict_is_own(model):
         return None
@@ -148,7 +148,6 @@ def stack_models(models: Sequence[nn.Module], how: str = "auto", *,
     net = globals()[_TWINS[type(models[0])]](models, **kw)
     if kind in ("bmm", "cmajor"):
         net.conv = kind
-        net.batch_first = kind != "cmajor"
     return net
 
 
@@ -271,7 +270,10 @@ class _Stacked:
 class StackedLeNet5(_Stacked):
     """``G`` LeNet-5 models (same input shape and pooling) as one grouped network."""
 
-    batch_first = True
+    @property
+    def batch_first(self) -> bool:
+        """``(B, G, ...)`` batches, but classifier-major ``(G, B, ...)`` for ``cmajor``."""
+        return self.conv != "cmajor"
 
     def __init__(self, models: Sequence[LeNet5], **kw):
         super().__init__(models, **kw)
