@@ -1,6 +1,7 @@
 """The training path (``twin``, ``bmm`` or ``cmajor``) with the highest measured float32 rate
 for the small CNN with warps at the largest group all of them measured, from ``bench_gpu.py
---json``'s output; ``fast`` (the engine's own choice) when the file lacks a row of each.
+--json``'s output; ``fast`` (the engine's own choice) when the file lacks a row of each (a
+case that failed, out of memory for one, has no rate).
 ``gpu_session.sh`` runs the improved learner's end-to-end run on it.
 
     python benchmarks/gpu_pick_path.py throughput.json
@@ -18,7 +19,8 @@ PATHS = ("twin", "bmm", "cmajor")
 def pick(report: dict) -> str:
     rates: dict[str, dict[int, float]] = {p: {} for p in PATHS}
     for r in report.get("throughput", []):
-        if r["model"].startswith("cnn_small + warps") and r["dtype"] == "float32":
+        if (r["model"].startswith("cnn_small + warps") and r["dtype"] == "float32"
+                and "images_per_s" in r):  # a failed case's row has none
             path = next((p for p in PATHS if f"({p})" in r["model"]), "twin")
             rates[path][r["group"]] = r["images_per_s"]
     common = set.intersection(*(set(v) for v in rates.values()))

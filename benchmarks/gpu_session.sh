@@ -16,7 +16,8 @@
 # twin, bmm and cmajor for cnn_small with warps, float32, as the throughput step measured
 # them: benchmarks/gpu_pick_path.py), NS30_DTYPES its precisions (default float32);
 # THROUGHPUT_ONLY the throughput table's cases (default: MNIST 1/7's and the improved
-# learner's shapes of work on every path, and ResNet-18 through vmap; "" for all).
+# learner's shapes of work on every path, and ResNet-18's grouped twin beside its cmajor form,
+# the CIFAR-10 experiment's candidate; "" for all).
 #
 # DRY=1 runs every step on the CPU with the tools' tiny settings (--device cpu --quick, the
 # digits runs for the end-to-end steps, float32): a check of this script's wiring before a
@@ -44,7 +45,7 @@ NS30_DTYPES="${NS30_DTYPES:-float32}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-${F32:-float32,bfloat16}}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,cmajor}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
-THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (vmap)}"
+THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (twin),resnet18 (cmajor)}"
 start=$(date +%s)
 declare -a SUMMARY
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
@@ -72,8 +73,9 @@ step e2e_mnist17 150 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput
   --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" \
   --json "$JSON/e2e_mnist17.json"
 # the throughput table before the improved learner, whose path it picks: the cmajor rows
-# beside bmm and the twins, and resnet18's vmap stacking in bfloat16 (not measured yet)
-step throughput 170 python3 benchmarks/bench_gpu.py "${DEV[@]}" --e2e none --short \
+# beside bmm and the twins, and ResNet-18's cmajor form beside its grouped twin (a case
+# that fails, out of memory for one, is a row saying so)
+step throughput 200 python3 benchmarks/bench_gpu.py "${DEV[@]}" --e2e none --short \
   --only "$THROUGHPUT_ONLY" --json "$JSON/throughput.json"
 # predicting: 256 classifiers on 10,000 images per model, path and precision (a run's share
 # after training; the improved learner predicts 10,000 test images with each of 1,000)

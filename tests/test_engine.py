@@ -613,7 +613,7 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert {r["model"] for r in report["throughput"]} == {
         "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "cnn_small + warps (bmm)",
-        "cnn_small + warps (cmajor)", "resnet18", "resnet18 (vmap)"}
+        "cnn_small + warps (cmajor)", "resnet18 (twin)", "resnet18 (vmap)", "resnet18 (cmajor)"}
     # the sub-dataset rows' arithmetic per draw is U / B of the draws'
     per = {r["model"]: r["gflop_per_image"] for r in report["throughput"]}
     assert per["lenet5, sub-dataset rows 4"] == pytest.approx(per["lenet5"] * 4 / 8)
@@ -628,8 +628,26 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     assert all(r["total_s"] > 0 for r in both)
     assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out
     some = bench.main(["--device", "cpu", "--quick", "--e2e", "none", "--only",
-                       "(cmajor), resnet18 (vmap)"])["throughput"]
+                       "warps (cmajor), resnet18 (vmap)"])["throughput"]
     assert [r["model"] for r in some] == ["cnn_small + warps (cmajor)", "resnet18 (vmap)"]
+    # a case that fails (out of memory on a device) is a row saying so; the others still run
+    real = bench.throughput
+
+    def oom_for_vmap(case, G, dtype, device):
+        if case.path == "vmap":
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9.00 GiB\nmore")
+        return real(case, G, dtype, device)
+
+    bench.throughput = oom_for_vmap
+    try:
+        some = bench.main(["--device", "cpu", "--quick", "--e2e", "none", "--only",
+                           "resnet18"])["throughput"]
+    finally:
+        bench.throughput = real
+    assert [(r["model"], "failed" in r) for r in some] == [
+        ("resnet18 (twin)", False), ("resnet18 (vmap)", True), ("resnet18 (cmajor)", False)]
+    assert some[1]["failed"] == "RuntimeError: CUDA out of memory. Tried to allocate 9.00 GiB"
+    assert "| resnet18 (vmap) | 2 | float32 | failed: RuntimeError" in capsys.readouterr().out
 
 
 def _load_benchmark(name):
@@ -665,6 +683,8 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     for name in steps.split():
         assert f"| {name} | rc 0 |" in summary, summary
     assert "| cnn_small + warps (cmajor) | 2 | float32 |" in summary
+    assert "| resnet18 (cmajor) | 2 | float32 |" in summary
+    assert "| resnet18 (twin) | 2 | float32 |" in summary
     assert "| cnn_small | cmajor | 4 | float32 |" in summary
     assert "path cmajor |" in summary and "improved learner's path: " in summary
     assert len(list((tmp_path / "out").iterdir())) <= 8
@@ -700,6 +720,12 @@ def test_the_gpu_session_tools_run_on_the_cpu(capsys):
     assert pick({"throughput": three(1.0, 2.0, 2.5) + three(9.0, 1.0, 1.0, g=8)[:1] +
                  [row("cnn_small + warps (bmm)", 1024, 99.0)]}) == "cmajor"
     assert pick({"throughput": [row("cnn_small + warps", 256, 3.0)]}) == "fast"
+    # a case that failed (out of memory) has no rate: the paths that measured one compete
+    failed = {"model": "cnn_small + warps (cmajor)", "group": 256, "dtype": "float32",
+              "failed": "OutOfMemoryError: CUDA out of memory"}
+    assert pick({"throughput": three(1.0, 2.0, 2.5)[:2] + [failed]}) == "fast"
+    assert pick({"throughput": three(1.0, 2.0, 2.5, g=8) + three(1.0, 2.0, 2.5)[:2]
+                 + [failed]}) == "cmajor"
 
 
 def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
@@ -734,7 +760,7 @@ def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18", "lenet5@twin",
                                    "cnn_small@twin", "resnet18@vmap", "lenet5@cmajor",
-                                   "cnn_small@cmajor"])
+                                   "cnn_small@cmajor", "resnet18@cmajor"])
 @pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16"])
 def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
     from poisoncert.training import predict, train_predict_with_weights

@@ -82,7 +82,8 @@ def test_modules_whose_state_is_not_their_parameters_train_one_at_a_time():
     ("lenet5", "vmap", (1, 16, 16)), ("cnn_small", "fast", (2, 12, 12)),
     ("lenet5", "bmm", (1, 16, 16)), ("cnn_small", "bmm", (2, 12, 12)),
     ("lenet5", "cmajor", (1, 16, 16)), ("cnn_small", "cmajor", (2, 12, 12)),
-    ("mlp", "fast", (12,)), ("resnet18", "fast", (3, 8, 8)), (_bn_factory, "fast", (2, 7, 7))])
+    ("mlp", "fast", (12,)), ("resnet18", "fast", (3, 8, 8)), ("resnet18", "cmajor", (3, 8, 8)),
+    (_bn_factory, "fast", (2, 7, 7))])
 def test_predict_equals_training_predictions(model, path, shape):
     x, y, xt, _ = _problem(shape=shape)
     rng = np.random.default_rng(1)
@@ -125,7 +126,8 @@ def test_predict_reports_progress_and_checks_shape():
     ("lenet5", "twin", (1, 16, 16), "float32"), ("lenet5", "bmm", (1, 16, 16), "float64"),
     ("cnn_small", "bmm", (2, 12, 12), "float32"), ("cnn_small", "cmajor", (2, 12, 12), "float64"),
     ("mlp", "fast", (12,), "float64"),
-    ("resnet18", "fast", (3, 8, 8), "float32"), (_bn_factory, "fast", (2, 7, 7), "float64")])
+    ("resnet18", "fast", (3, 8, 8), "float32"), ("resnet18", "cmajor", (3, 8, 8), "float64"),
+    (_bn_factory, "fast", (2, 7, 7), "float64")])
 def test_stacked_evaluation_loads_the_state_dicts_as_the_modules_do(model, path, shape, dtype):
     """``evaluate`` stacks each group straight from the state dicts (a template on the meta
     device, one copy per parameter name): the same logits, bit for bit, as building every

@@ -292,7 +292,7 @@ WARPS = dict(augment=True, rotation=15.0, scale=0.15, shear=10.0, max_shift=3, e
                                       ("lenet5@bmm", 3),
                                       ("lenet5_avg@bmm", 10), ("cnn_small+warps@bmm", 3),
                                       ("lenet5@cmajor", 10), ("lenet5_avg@cmajor", 3),
-                                      ("cnn_small+warps@cmajor", 3)])
+                                      ("cnn_small+warps@cmajor", 3), ("resnet18@cmajor", 3)])
 def test_bit_identical_across_chunking_and_neighbours(model, k):
     """Same bits whatever the chunking, the order and the neighbours of a classifier (G=4 and
     K=3 or 10 put parameters in the scalar tails of vectorised kernels: see optim), for the
@@ -546,7 +546,8 @@ _SMALL_STACKS = [
 #: ResNet-18 (11M parameters per classifier) with one optimizer per formulation: float64
 #: steps of it take tens of seconds.
 _STACKS = [(*case, opt) for case in _SMALL_STACKS for opt in ("adam", "sgd", "adadelta")] + [
-    ("resnet18", (3, 8, 8), "auto", "adam"), ("resnet18", (2, 8, 8), "vmap", "sgd")]
+    ("resnet18", (3, 8, 8), "auto", "adam"), ("resnet18", (2, 8, 8), "vmap", "sgd"),
+    ("resnet18", (3, 8, 8), "cmajor", "sgd"), ("resnet18", (2, 11, 9), "cmajor", "adam")]
 
 
 @pytest.mark.parametrize("k, stride, padding", [(3, 1, 1), (5, 1, 2), (5, 1, 0), (6, 2, 0),
@@ -570,6 +571,73 @@ def test_patches_are_unfolds_values_in_channels_last_order(k, stride, padding):
     xf = x.detach().float().requires_grad_(True)
     patches(xf, k, k, stride, padding).backward(g.float())
     assert xb.grad.dtype == torch.bfloat16 and torch.equal(xb.grad, xf.grad.to(torch.bfloat16))
+
+
+@pytest.mark.parametrize("G, M, C", [(1, 2, 1), (3, 40, 5), (2, 7, 16)])
+def test_row_batch_norm_is_each_classifiers_batchnorm(G, M, C):
+    """``cmajor``'s BatchNorm over classifier-major rows ``(G, M, C)``: classifier ``g``'s
+    output, mean and biased variance are ``nn.BatchNorm2d``'s in training mode on its own
+    ``M`` rows (float64, to rounding), its hand-written backward passes ``gradcheck``, and
+    a bfloat16 input is normalised in float32 and rounded once."""
+    from poisoncert.training.fast import row_batch_norm
+
+    torch.manual_seed(G * 100 + M)
+    x = (3 * torch.randn(G, M, C, dtype=torch.float64) + 2).requires_grad_(True)
+    w = torch.randn(G, C, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(G, C, dtype=torch.float64, requires_grad=True)
+    dy = torch.randn(G, M, C, dtype=torch.float64)
+    y, mean, var = row_batch_norm(x, w, b, 1e-5)
+    assert not mean.requires_grad and not var.requires_grad
+    y.backward(dy)
+    for g in range(G):
+        bn = torch.nn.BatchNorm2d(C, eps=1e-5, momentum=0.5).double()
+        with torch.no_grad():
+            bn.weight.copy_(w[g])
+            bn.bias.copy_(b[g])
+        xg = x.detach()[g].t().reshape(1, C, M, 1).clone().requires_grad_(True)
+        yg = bn(xg)
+        yg.backward(dy[g].t().reshape(1, C, M, 1))
+        _close_to_scale(y.detach()[g], yg.reshape(C, M).t())
+        _close_to_scale(x.grad[g], xg.grad.reshape(C, M).t())
+        _close_to_scale(w.grad[g], bn.weight.grad)
+        _close_to_scale(b.grad[g], bn.bias.grad)
+        _close_to_scale(mean[g], x.detach()[g].mean(0))
+        # momentum 0.5 from a running variance of 1: 0.5 + 0.5 * the unbiased variance
+        if M > 1:
+            _close_to_scale((bn.running_var - 0.5) / 0.5 * (M - 1) / M, var[g])
+    if M > 1:  # a constant channel has no gradient through its normalisation: not checked
+        assert torch.autograd.gradcheck(lambda *t: row_batch_norm(*t, 1e-5)[0],
+                                        (x.detach().requires_grad_(True), w, b))
+    # bfloat16: statistics and normalisation in float32, one rounding at the end
+    xb = x.detach().to(torch.bfloat16)
+    yb = row_batch_norm(xb, w.detach().float(), b.detach().float(), 1e-5)[0]
+    yf = row_batch_norm(xb.float(), w.detach().float(), b.detach().float(), 1e-5)[0]
+    assert yb.dtype == torch.bfloat16 and torch.equal(yb, yf.to(torch.bfloat16))
+
+
+def test_cmajor_resnet_evaluates_in_slices_of_at_most_its_image_budget(monkeypatch):
+    """``cmajor`` ResNet-18 evaluates ``G`` classifiers on at most ``CMAJOR_EVAL_IMAGES``
+    image copies at once (its patches are 9x the activations): in slices, the running
+    statistics' logits of the plain modules (float64), every input once."""
+    from poisoncert.training import fast
+
+    torch.manual_seed(3)
+    modules = [build_model("resnet18", (3, 8, 8), 4).double().eval() for _ in range(3)]
+    for m in modules:  # running statistics that are not the initial ones
+        for bn in [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]:
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    net = stack_models(modules, how="cmajor")
+    x = torch.randn(11, 3, 8, 8, dtype=torch.float64)
+    seen = []
+    real = net._forward
+    monkeypatch.setattr(net, "_forward", lambda t: seen.append(t.shape[:2]) or real(t))
+    monkeypatch.setattr(fast, "CMAJOR_EVAL_IMAGES", 12)  # 3 classifiers x 4 images
+    with torch.no_grad():
+        got = net.forward_eval(x)
+        want = torch.stack([m(x) for m in modules])
+    assert seen == [(3, 4), (3, 4), (3, 3)]
+    _close_to_scale(got, want)
 
 
 @pytest.mark.parametrize("model_name, shape, how, opt_name", _STACKS)

@@ -260,7 +260,8 @@ class ExecutionConfig:
     ``bmm`` on CUDA; a run records which), ``twin`` (the hand-written stacked twins: grouped
     convolutions), ``vmap`` (stacked through ``torch.func.vmap`` even where a twin exists),
     ``bmm`` (the twins with LeNet-5's and the small CNN's convolutions as batched matmuls),
-    ``cmajor`` (the same with classifier-major channels-last activations) or ``reference``
+    ``cmajor`` (the same with classifier-major channels-last activations, ResNet-18's too) or
+    ``reference``
     (one model at a time; they agree to rounding); ``workers`` is the number of local
     processes (it never changes the predictions); ``device`` ``cpu`` or ``cuda``;
     ``save_weights`` keeps every trained torch classifier's weights in the run directory

@@ -15,7 +15,8 @@ predicts every test sample. Three formulations give the same classifiers (to rou
 - ``path="bmm"``: as ``twin`` with the LeNet-5 and small-CNN twins' convolutions as unfold +
   batched matmuls (``fast.bmm_conv``);
 - ``path="cmajor"``: the same with the activations classifier-major and channels-last, so
-  that no convolution needs a permuted copy (``fast.cmajor_conv``);
+  that no convolution needs a permuted copy (``fast.cmajor_conv``), for ResNet-18 too
+  (BatchNorm over each classifier's rows, ``fast.row_batch_norm``);
 - ``path="fast"`` (the default): the device's fastest stacking, measured: ``twin`` on the
   CPU, ``bmm`` on CUDA (``fast.path_stacking``).
 

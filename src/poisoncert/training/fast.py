@@ -30,7 +30,10 @@ whole stack in a few kernels. Formulations ("stackings"):
   matmul whose result is the next layer's input, with no permuted copy before or after
   (``bmm`` spends about 40% of an H100 step's kernel time in those copies); the patches'
   gradient folds back with ``k k`` strided additions. The batch arrives ``(G, B, ...)``
-  (``batch_first`` False). Not picked by ``fast`` until measured faster on a device;
+  (``batch_first`` False). ``StackedResNet18`` has this form too (its BatchNorm over each
+  classifier's ``(B H W, C)`` rows, ``row_batch_norm``): every convolution a batched matmul
+  at the device's matmul rate instead of cuDNN's grouped kernels. Not picked by ``fast``
+  until measured faster on a device;
 - ``"vmap"``: any ``nn.Module`` (a user factory's): ``torch.func.functional_call`` over the
   stacked parameters and buffers under ``torch.func.vmap`` (BatchNorm's running statistics
   per classifier: its buffers are stacked too). Modules that draw random numbers (dropout)
@@ -56,7 +59,7 @@ from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
 __all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
            "StackedSmallCNN", "batch_dependent", "bmm_conv", "cmajor_conv", "fuse_avgpool",
-           "patches", "path_stacking",
+           "patches", "path_stacking", "row_batch_norm",
            "shared_conv", "stack_models", "stackable", "stacking", "state_dict_is_own"]
 
 #: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
@@ -66,8 +69,15 @@ _TWINS = {LeNet5: "StackedLeNet5", SmallCNN: "StackedSmallCNN", MLP: "StackedMLP
 #: The stacking ``training.path: fast`` means on CUDA: the fastest measured there
 #: (docs/benchmarks.md; ``benchmarks/gpu_session.sh`` compares ``twin``, ``bmm`` and ``cmajor``).
 CUDA_FAST = "bmm"
-#: Twins whose convolutions have the batched-matmul forms (``"bmm"``, ``"cmajor"``).
+#: Twins whose convolutions have the unfold + batched-matmul form (``"bmm"``).
 _BMM_TWINS = (LeNet5, SmallCNN)
+#: Twins with the classifier-major batched-matmul form (``"cmajor"``).
+_CMAJOR_TWINS = (LeNet5, SmallCNN, ResNet18)
+#: Most images (classifiers x inputs) one ``cmajor`` ResNet-18 evaluation pass holds: its
+#: first block's 3x3 patches take 2.4 MB (float32) per image, 4.8 GB for 2,048, what a
+#: training step of 32 classifiers x 64 images holds; the slices are fixed by the chunk and
+#: the group, so predictions do not depend on anything else.
+CMAJOR_EVAL_IMAGES = 2048
 #: Each model's segment of ``flat`` is padded to a multiple of this many elements (64 bytes
 #: of float32: every model starts on a cache line).
 _ALIGN = 16
@@ -102,11 +112,13 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
     ``"vmap"``), or None (the per-model loop). ``how="auto"``: the hand-written twin where
     there is one (measured faster on the CPU than ``vmap``, which lowers convolutions to the
     same grouped kernels on CUDA but without the channels-last layout), else ``vmap``.
-    ``how="bmm"`` / ``"cmajor"``: the twin with batched-matmul convolutions for LeNet-5 and
-    the small CNN, else as ``"auto"``."""
+    ``how="bmm"``: the twin with unfold + batched-matmul convolutions for LeNet-5 and the
+    small CNN; ``how="cmajor"``: the classifier-major batched-matmul twin of those and of
+    ResNet-18; other models as ``"auto"``."""
     if how not in STACKINGS:
         raise ValueError(f"The 'stacking' parameter must be one of {STACKINGS}. Got {how!r}.")
-    if how in ("bmm", "cmajor") and type(model) in _BMM_TWINS:
+    if (how == "bmm" and type(model) in _BMM_TWINS
+            or how == "cmajor" and type(model) in _CMAJOR_TWINS):
         return how
     if how != "vmap" and type(model) in _TWINS:
         return "twin"
@@ -460,6 +472,55 @@ def shared_conv(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor, stride: int,
     return out.permute(0, 3, 1, 2)
 
 
+class _RowBatchNorm(torch.autograd.Function):
+    """Training-mode BatchNorm of ``G`` classifiers' classifier-major rows ``x`` ``(G, M, C)``:
+    classifier ``g``'s channel ``c`` normalised by the mean and biased variance of its own
+    ``M`` values ``x[g, :, c]`` (its minibatch's pixels), as ``nn.BatchNorm2d`` does. Returns
+    ``y`` (``x``'s dtype) and, without gradient, the mean and the biased variance ``(G, C)``
+    (for the running statistics).
+
+    Statistics and normalisation run in float32 for bfloat16 and float16 inputs (as cuDNN's
+    batch norm does) and in the input's dtype otherwise; the backward pass is the usual
+    three-term formula, two reductions and one elementwise pass."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps: float):
+        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+        var, mean = torch.var_mean(xf, dim=1, correction=0, keepdim=True)  # (G, 1, C)
+        invstd = torch.rsqrt(var + eps)
+        scale = weight.unsqueeze(1).to(xf.dtype) * invstd
+        y = torch.addcmul(bias.unsqueeze(1).to(xf.dtype) - mean * scale, xf, scale)
+        ctx.save_for_backward(x, weight, mean, invstd)
+        stats = mean.squeeze(1), var.squeeze(1)
+        ctx.mark_non_differentiable(*stats)
+        return y.to(x.dtype), *stats
+
+    @staticmethod
+    def backward(ctx, dy, _dmean, _dvar):
+        x, weight, mean, invstd = ctx.saved_tensors
+        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+        dyf = dy.to(xf.dtype)
+        M = x.shape[1]
+        xhat = (xf - mean) * invstd
+        dbias = dyf.sum(1, keepdim=True)  # (G, 1, C)
+        dweight = (dyf * xhat).sum(1, keepdim=True)
+        dx = None
+        if ctx.needs_input_grad[0]:
+            scale = weight.unsqueeze(1).to(xf.dtype) * invstd
+            # dx = scale * (dy - dbias / M - xhat * dweight / M)
+            dx = (dyf - dbias / M - xhat * (dweight / M)) * scale
+            dx = dx.to(x.dtype)
+        return (dx, dweight.squeeze(1).to(weight.dtype), dbias.squeeze(1).to(weight.dtype),
+                None)
+
+
+def row_batch_norm(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``_RowBatchNorm``: ``x`` ``(G, M, C)``, ``weight`` and ``bias`` ``(G, C)``; returns
+    ``(y, mean, biased variance)``."""
+    return _RowBatchNorm.apply(x, weight, bias, eps)
+
+
 class StackedSmallCNN(StackedLeNet5):
     """``G`` ``SmallCNN`` models (same input shape and widths) as one grouped network."""
 
@@ -511,9 +572,18 @@ class StackedResNet18(_Stacked):
     minibatch's statistics and updates its own running statistics (``buffers``), exactly as
     ``G`` separate ``nn.BatchNorm2d`` modules do. The layout is channels-last on CUDA (where
     cuDNN prefers it) and contiguous on the CPU.
+
+    ``conv = "cmajor"``: activations classifier-major and channels-last, ``(G * B, H, W, C)``;
+    every convolution is ``cmajor_conv`` (one patch copy and one batched matmul with ``G``
+    products of ``B oh ow x 9 C`` patches by ``9 C x O`` kernels, at the matmul rate of the
+    device instead of cuDNN's grouped kernels), BatchNorm ``row_batch_norm`` over each
+    classifier's ``(B H W, C)`` rows, the average pool a mean over each image's rows.
     """
 
-    batch_first = True
+    @property
+    def batch_first(self) -> bool:
+        """``(B, G, ...)`` batches, but classifier-major ``(G, B, ...)`` for ``cmajor``."""
+        return self.conv != "cmajor"
 
     def __init__(self, models: Sequence[ResNet18], **kw):
         super().__init__(models, **kw)
@@ -531,6 +601,8 @@ class StackedResNet18(_Stacked):
         self.training = True
 
     def _conv(self, x, name: str, stride: int = 1, padding: int = 1):
+        if self.conv == "cmajor":
+            return cmajor_conv(x, self.cat(f"{name}.weight"), None, self.G, stride, padding)
         return F.conv2d(x, self.cat(f"{name}.weight"), None, stride=stride, padding=padding,
                         groups=self.G)
 
@@ -538,10 +610,29 @@ class StackedResNet18(_Stacked):
         rm, rv = self.buffers[f"{name}.running_mean"], self.buffers[f"{name}.running_var"]
         if self.training:
             self.buffers[f"{name}.num_batches_tracked"].add_(1)
+        if self.conv == "cmajor":
+            return self._row_bn(x, name, rm, rv)
         return F.batch_norm(x, rm.view(-1), rv.view(-1), self.cat(f"{name}.weight"),
                             self.cat(f"{name}.bias"), self.training, self.momentum, self.eps)
 
+    def _row_bn(self, x, name: str, rm: torch.Tensor, rv: torch.Tensor) -> torch.Tensor:
+        """``_bn`` on ``cmajor``'s ``(G * B, H, W, C)``: each classifier's ``B H W`` rows."""
+        w, b = self.stack(f"{name}.weight"), self.stack(f"{name}.bias")  # (G, C)
+        rows = x.view(self.G, -1, x.shape[-1])
+        if not self.training:  # the running statistics, as BatchNorm's eval mode
+            scale = (w * torch.rsqrt(rv + self.eps)).unsqueeze(1)
+            shift = b.unsqueeze(1) - rm.unsqueeze(1) * scale
+            return torch.addcmul(shift.to(rows.dtype), rows, scale.to(rows.dtype)).view(x.shape)
+        y, mean, var = row_batch_norm(rows, w, b, self.eps)
+        n, m = rows.shape[1], self.momentum
+        with torch.no_grad():  # BatchNorm's update: the unbiased variance, as torch's
+            rm.mul_(1 - m).add_(mean.to(rm.dtype), alpha=m)
+            rv.mul_(1 - m).add_(var.to(rv.dtype) * (n / max(n - 1, 1)), alpha=m)
+        return y.view(x.shape)
+
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.conv == "cmajor":
+            return self._forward_cmajor(x)
         B = x.shape[0]
         x = x.reshape(B, -1, *x.shape[-2:]).contiguous(memory_format=self.memory_format)
         x = F.relu(self._bn(self._conv(x, "conv1"), "bn1"))
@@ -556,8 +647,25 @@ class StackedResNet18(_Stacked):
         h = F.adaptive_avg_pool2d(x, 1).reshape(B, self.G, -1).transpose(0, 1)  # (G, B, 512)
         return self.dense(h, "fc", False)
 
+    def _forward_cmajor(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(G, B, C, H, W)`` through the classifier-major form."""
+        G, B, C, H, W = x.shape
+        x = x.permute(0, 1, 3, 4, 2).reshape(G * B, H, W, C)
+        x = F.relu(self._bn(self._conv(x, "conv1"), "bn1"))
+        for name, stride, proj in self.blocks:
+            out = F.relu(self._bn(self._conv(x, f"{name}.conv1", stride), f"{name}.bn1"))
+            out = self._bn(self._conv(out, f"{name}.conv2"), f"{name}.bn2")
+            if proj:
+                sc = self._bn(self._conv(x, f"{name}.shortcut.0", stride, 0), f"{name}.shortcut.1")
+            else:
+                sc = x
+            x = F.relu(out + sc)
+        h = x.view(G, B, -1, x.shape[-1]).mean(2)  # (G, B, 512): the average pool
+        return self.dense(h, "fc", False)
+
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:
-        """``x``: ``(B, G, C, H, W)``; logits ``(G, B, K)`` (BatchNorm in training mode)."""
+        """``x``: ``(B, G, C, H, W)`` (``cmajor``: ``(G, B, C, H, W)``); logits ``(G, B, K)``
+        (BatchNorm in training mode)."""
         self.training = True
         return self._forward(x)
 
@@ -566,6 +674,10 @@ class StackedResNet18(_Stacked):
         statistics)."""
         self.training = False
         try:
+            if self.conv == "cmajor":  # at most CMAJOR_EVAL_IMAGES copies at once
+                step = max(1, CMAJOR_EVAL_IMAGES // self.G)
+                return torch.cat([self._forward(p.unsqueeze(0).expand(self.G, *p.shape))
+                                  for p in x.split(step)], dim=1)
             return self._forward(x.unsqueeze(1).expand(-1, self.G, *x.shape[1:]))
         finally:
             self.training = True
