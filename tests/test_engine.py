@@ -872,3 +872,38 @@ def test_keep_heap_reuses_freed_memory_without_page_faults():
     if out[0] != "1":
         pytest.skip("not glibc: keep_heap is a no-op")
     assert float(out[1]) < 20, out
+
+
+def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, capsys):
+    """``benchmarks/gpu_cifar10.py``: the real archive's batch files split into three parts
+    that each fit one device call (64 MiB), staged part by part, then the experiment's
+    wiring (ResNet-18 on the ``cmajor`` path, two classifiers of two steps) on the CPU; a
+    second ``run`` resumes the finished run (the same predictions) and a missing part is one
+    clear line."""
+    cifar = _load_benchmark("gpu_cifar10")
+    archive = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / (
+        "cifar-10-binary.tar.gz")
+    if not archive.is_file():
+        pytest.skip("../shared/data/cifar10 is not beside the repository")
+    parts = cifar.split(archive, tmp_path / "parts")
+    sizes = [sum(f.stat().st_size for f in p.iterdir()) for p in parts]
+    assert len(parts) == 3 and all(0 < s <= 64 * 2**20 for s in sizes)
+    stage = tmp_path / "stage"
+    cifar.stage(parts[0], stage)
+    with pytest.raises(SystemExit, match="data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, "
+                                         "test_batch.bin not staged"):
+        cifar.main(["run", "--data", str(stage), "--device", "cpu", "--quick"])
+    for p in parts[1:]:
+        cifar.stage(p, stage)
+    argv = ["run", "--data", str(stage), "--run-dir", str(tmp_path / "run"), "--device", "cpu",
+            "--quick", "--path", "cmajor", "--out", str(tmp_path / "out")]
+    first = cifar.main(argv)
+    preds = np.load(tmp_path / "run" / "predictions.npy")
+    assert first["path"] == "cmajor" and preds.shape == (2, 20)
+    assert set(first["certified_accuracy"]) == {"0", "5", "10", "15", "20", "25", "30"}
+    assert json.loads((tmp_path / "out" / "cifar10.json").read_text()) == first
+    again = cifar.main(argv)  # resumed: nothing left to train
+    np.testing.assert_array_equal(np.load(tmp_path / "run" / "predictions.npy"), preds)
+    assert again["certified_accuracy"] == first["certified_accuracy"]
+    assert "| CIFAR-10, ResNet-18, T = 2, 2 steps (quick) | cmajor | float32 |" in (
+        capsys.readouterr().out)

@@ -1,0 +1,179 @@
+"""The paper's CIFAR-10 experiment (issue 11, item 10) on a GPU lease: the data in parts small
+enough for one device call each, then the run, resumable across calls.
+
+A device call carries at most 64 MiB of the checkout and the CIFAR-10 batch files are 184 MB,
+so they travel in three parts of at most two batch files (61.5 MB) each, staged one per call
+into a folder outside the checkout that lives as long as the machine stays warm (calls must
+follow each other within ~30 s):
+
+    # here, once: data/cifar_parts/{1,2,3}/ (git-ignored), the batch files of the archive
+    python benchmarks/gpu_cifar10.py split
+    # three device calls, call k carrying ["data/cifar_parts/k"]; the last one also runs
+    python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/1
+    python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/2
+    python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/3 && \\
+        timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --path cmajor
+    # a later call on the same warm machine resumes the run where the time limit stopped it
+    timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --path cmajor
+
+``run`` trains ``experiments/cifar10_bagging.yaml`` (ResNet-18, ns = 1000, T = 500, 400 steps,
+bagging) into ``--run-dir`` with a line per finished chunk (classifiers so far, seconds, rate),
+certifies it once every classifier is trained, and writes to ``--out`` a summary
+(``cifar10.json``: wall times, group size, path, precision, accuracies, the certified
+accuracy per radius) with the run's manifest; the run's weights are not kept
+(``training.save_weights: false``: 500 ResNet-18s are 22 GB). ``--quick --device cpu``: two
+classifiers of two steps on 20 test images, the same wiring on the CPU (tests/test_engine.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+#: The archive's batch files in their parts (each under a device call's 64 MiB).
+PARTS = (("data_batch_1.bin", "data_batch_2.bin"), ("data_batch_3.bin", "data_batch_4.bin"),
+         ("data_batch_5.bin", "test_batch.bin", "batches.meta.txt"))
+FOLDER = "cifar-10-batches-bin"
+#: Most bytes one part may hold: a device call carries at most 64 MiB of the checkout.
+PART_LIMIT = 64 * 2**20
+STAGE = Path("/tmp/poisoncert_cifar")
+ARCHIVE = ROOT.parent / "shared" / "data" / "cifar10" / "cifar-10-binary.tar.gz"
+
+
+def split(archive: Path, into: Path) -> list[Path]:
+    """The archive's batch files, in ``PARTS``, under ``into/1``, ``into/2``, ``into/3``."""
+    if not archive.is_file():
+        raise SystemExit(f"split: the archive '{archive}' does not exist (--archive: the "
+                         "CIFAR-10 binary version, cifar-10-binary.tar.gz)")
+    wanted = {n: str(k + 1) for k, names in enumerate(PARTS) for n in names}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            name = Path(member.name).name
+            if member.isfile() and name in wanted:
+                dest = into / wanted.pop(name) / name
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(dest, "wb") as out:
+                    shutil.copyfileobj(src, out)
+    if wanted:
+        raise SystemExit(f"split: {', '.join(sorted(wanted))} not in {archive}")
+    parts = [into / str(k + 1) for k in range(len(PARTS))]
+    for part in parts:
+        size = sum(f.stat().st_size for f in part.iterdir())
+        if size > PART_LIMIT:  # pragma: no cover - the archive's files are fixed
+            raise SystemExit(f"split: {part} holds {size} bytes, over a call's {PART_LIMIT}")
+        print(f"{part}: {size / 2**20:.1f} MiB")
+    return parts
+
+
+def stage(part: Path, stage_dir: Path) -> Path:
+    """Copy one part's files into ``stage_dir/cifar-10-batches-bin``."""
+    if not part.is_dir():
+        raise SystemExit(f"stage: the part '{part}' is not a folder (carry it with the call)")
+    dest = stage_dir / FOLDER
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in sorted(part.iterdir()):
+        shutil.copyfile(f, dest / f.name)
+    have = sorted(p.name for p in dest.iterdir())
+    print(f"staged {part} -> {dest}: {', '.join(have)}")
+    return dest
+
+
+def run(args) -> dict:
+    from bench_gpu import _print_progress
+
+    from poisoncert.config import load_config
+    from poisoncert.experiment import certify_run, train_run
+
+    data = Path(args.data)
+    missing = [n for names in PARTS for n in names
+               if n.endswith(".bin") and not (data / FOLDER / n).is_file()]
+    if missing:
+        raise SystemExit(f"run: {', '.join(missing)} not staged in {data / FOLDER} (stage "
+                         "every part first, on the same warm machine)")
+    over = {"training.device": args.device, "training.save_weights": False,
+            "data.data_dir": str(data)}
+    if args.path:
+        over["training.path"] = args.path
+    if args.dtype:
+        over["training.dtype"] = args.dtype
+    if args.group_size:
+        over["training.group_size"] = args.group_size
+    if args.chunk_size:
+        over["run.chunk_size"] = args.chunk_size
+    if args.quick:
+        over.update({"selection.T": 2, "selection.ns": 40, "training.steps": 2,
+                     "training.batch_size": 4, "data.test_limit": 20, "run.chunk_size": 1})
+    cfg = load_config(ROOT / "experiments" / "cifar10_bagging.yaml", over)
+    run_dir = Path(args.run_dir)
+    t0 = time.perf_counter()
+    res = train_run(cfg, run_dir, progress=_print_progress)
+    t1 = time.perf_counter()
+    cert = certify_run(run_dir, plot=False)
+    t2 = time.perf_counter()
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    engine = manifest.get("engine", {})
+    label = ("CIFAR-10, ResNet-18, T = 2, 2 steps (quick)" if args.quick
+             else "CIFAR-10, ResNet-18, ns = 1000, T = 500, 400 steps")
+    out = {"run": label, "train_s_this_call": round(t1 - t0, 2),
+        "certify_s": round(t2 - t1, 2), "group_size": engine.get("group_size"),
+        "path": engine.get("path"), "dtype": cfg.training.dtype,
+        "vote_accuracy": round(res.accuracy, 4), "base_accuracy": round(res.base_accuracy, 4),
+        "certified_accuracy": {str(r): round(a, 4) for r, a in cert.table.rows()}}
+    print("\n| run | path | dtype | group | train s (this call) | certify s | vote acc | "
+          "base acc |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print(f"| {out['run']} | {out['path']} | {out['dtype']} | {out['group_size']} | "
+          f"{out['train_s_this_call']} | {out['certify_s']} | {out['vote_accuracy']} | "
+          f"{out['base_accuracy']} |")
+    print("\n| rho | " + " | ".join(out["certified_accuracy"]) + " |")
+    print("|---|" + "---:|" * len(out["certified_accuracy"]))
+    print("| certified accuracy | " + " | ".join(str(a) for a in
+                                                out["certified_accuracy"].values()) + " |")
+    if args.out:
+        dest = Path(args.out)
+        dest.mkdir(parents=True, exist_ok=True)
+        (dest / "cifar10.json").write_text(json.dumps(out, indent=1) + "\n")
+        shutil.copyfile(run_dir / "manifest.json", dest / "cifar10_manifest.json")
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="what", required=True)
+    s = sub.add_parser("split", help="here: the archive's batch files in three parts")
+    s.add_argument("--archive", default=str(ARCHIVE))
+    s.add_argument("--into", default=str(ROOT / "data" / "cifar_parts"))
+    st = sub.add_parser("stage", help="on the device: copy one carried part out of the checkout")
+    st.add_argument("part")
+    st.add_argument("--stage", default=str(STAGE))
+    r = sub.add_parser("run", help="train (or resume) and certify the experiment")
+    r.add_argument("--data", default=str(STAGE), help="the folder holding " + FOLDER)
+    r.add_argument("--run-dir", default=str(STAGE / "run"))
+    r.add_argument("--device", default="cuda")
+    r.add_argument("--path", default="", help="training.path (default: the config's, fast)")
+    r.add_argument("--dtype", default="", help="training.dtype (default: float32)")
+    r.add_argument("--group-size", type=int, default=0, help="default: auto")
+    r.add_argument("--chunk-size", type=int, default=0,
+                   help="classifiers per chunk, the unit a resumed run skips (default: the "
+                   "config's 16; a chunk smaller than the group shrinks the group)")
+    r.add_argument("--out", default="", help="where the summary and the manifest go")
+    r.add_argument("--quick", action="store_true", help="two classifiers of two steps")
+    args = p.parse_args(argv)
+    if args.what == "split":
+        return split(Path(args.archive), Path(args.into))
+    if args.what == "stage":
+        return stage(Path(args.part), Path(args.stage))
+    return run(args)
+
+
+if __name__ == "__main__":
+    main()
