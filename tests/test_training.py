@@ -640,6 +640,46 @@ def test_cmajor_resnet_evaluates_in_slices_of_at_most_its_image_budget(monkeypat
     _close_to_scale(got, want)
 
 
+def test_cmajor_resnet_under_bfloat16_autocast_is_as_close_as_the_twin():
+    """Before a lease: ResNet-18's ``cmajor`` form under bfloat16 autocast (the CPU's, which
+    casts batched matmuls as CUDA's does) runs, gives bfloat16 logits, and is as close to its
+    float32 result as the grouped twin is to the same float32 result (logits, the gradient
+    of every classifier, evaluation logits). Its BatchNorm normalises bfloat16 in float32 and
+    rounds once, as cuDNN does, in evaluation (here) as in training
+    (``test_row_batch_norm_is_each_classifiers_batchnorm``)."""
+    torch.manual_seed(0)
+    modules = [build_model("resnet18", (3, 16, 16), 4) for _ in range(2)]
+    x, y = torch.randn(2, 5, 3, 16, 16), torch.randint(0, 4, (10,))
+
+    def run(how, amp):
+        net = stack_models(modules, how=how)
+        inp = x.transpose(0, 1).contiguous() if net.batch_first else x
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            logits = net.forward_train(inp)
+        F.cross_entropy(logits.float().reshape(10, -1), y).backward()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            ev = net.forward_eval(x[0])
+        assert logits.dtype == ev.dtype == (torch.bfloat16 if amp else torch.float32)
+        return logits.detach().double(), net.flat_grad().double(), ev.double()
+
+    ref = run("cmajor", False)
+    err = {how: [float((a - b).norm() / b.norm())
+                 for a, b in zip(run(how, True), ref, strict=True)] for how in ("auto", "cmajor")}
+    assert all(0 < e < 0.5 for e in err["auto"])  # bfloat16 did round
+    for e_cmajor, e_twin in zip(err["cmajor"], err["auto"], strict=True):
+        assert e_cmajor <= 1.5 * e_twin, err
+    net = stack_models(modules, how="cmajor")
+    net.training = False
+    rm, rv = net.buffers["bn1.running_mean"], net.buffers["bn1.running_var"]
+    rm.uniform_(-1, 1)
+    rv.uniform_(0.5, 2)
+    h = torch.randn(2 * 3, 4, 4, 64).to(torch.bfloat16)  # (G B, H, W, C)
+    with torch.no_grad():
+        got = net._row_bn(h, "bn1", rm, rv)
+        want = net._row_bn(h.float(), "bn1", rm, rv).to(torch.bfloat16)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want)
+
+
 @pytest.mark.parametrize("model_name, shape, how, opt_name", _STACKS)
 def test_fast_step_matches_reference(model_name, shape, how, opt_name):
     """Every stacked formulation (twins, vmap; BatchNorm with per-classifier statistics)

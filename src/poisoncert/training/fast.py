@@ -619,10 +619,13 @@ class StackedResNet18(_Stacked):
         """``_bn`` on ``cmajor``'s ``(G * B, H, W, C)``: each classifier's ``B H W`` rows."""
         w, b = self.stack(f"{name}.weight"), self.stack(f"{name}.bias")  # (G, C)
         rows = x.view(self.G, -1, x.shape[-1])
-        if not self.training:  # the running statistics, as BatchNorm's eval mode
+        if not self.training:  # the running statistics, as BatchNorm's eval mode (bfloat16
+            # inputs in float32, rounded once, as in training)
             scale = (w * torch.rsqrt(rv + self.eps)).unsqueeze(1)
             shift = b.unsqueeze(1) - rm.unsqueeze(1) * scale
-            return torch.addcmul(shift.to(rows.dtype), rows, scale.to(rows.dtype)).view(x.shape)
+            low = rows.dtype in (torch.bfloat16, torch.float16)
+            y = torch.addcmul(shift, rows.to(scale.dtype) if low else rows, scale)
+            return y.to(rows.dtype).view(x.shape)
         y, mean, var = row_batch_norm(rows, w, b, self.eps)
         n, m = rows.shape[1], self.momentum
         with torch.no_grad():  # BatchNorm's update: the unbiased variance, as torch's
