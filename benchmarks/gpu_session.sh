@@ -7,9 +7,10 @@
 #   OUT=/tmp/gpu BUDGET=540 bash benchmarks/gpu_session.sh            # every step
 #   OUT=/tmp/gpu STEPS="e2e_mnist_ns30" NS30_PATH=bmm bash benchmarks/gpu_session.sh
 #
-# STEPS picks steps (default: cuda_tests e2e_mnist17 throughput inference profile
-# e2e_mnist_ns30; also probe_layouts and cprofile_mnist17, measured in session 6; they run in
-# the order below; at most 7 of them, so that $OUT holds at most 8 files);
+# STEPS picks steps (default: cuda_tests e2e_mnist17 throughput e2e_mnist_ns30 inference
+# profile; also probe_layouts and cprofile_mnist17, measured in session 6; they run in the
+# order below, the acceptance figures before the diagnostics; at most 7 of them, so that $OUT
+# holds at most 8 files);
 # MNIST17_DTYPES and MNIST17_PATHS the MNIST 1/7 runs (default float32,bfloat16 x fast,cmajor:
 # fast is bmm on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases (bmm and cmajor);
 # NS30_PATH the training.path of the improved learner's run (default auto: the fastest of
@@ -32,7 +33,7 @@ export POISONCERT_DATA="$PWD/data"
 OUT="${OUT:-/tmp/gpu}"; mkdir -p "$OUT"
 JSON="${JSON:-/tmp/gpu_json}"; mkdir -p "$JSON"  # bench_gpu's JSON (the logs hold its rows)
 BUDGET="${BUDGET:-540}"
-STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput inference profile e2e_mnist_ns30}"
+STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput e2e_mnist_ns30 inference profile}"
 STEPS=$(echo $STEPS)  # one space between names
 NS30_PATH="${NS30_PATH:-auto}"
 DRY="${DRY:-}"
@@ -77,6 +78,15 @@ step e2e_mnist17 150 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput
 # that fails, out of memory for one, is a row saying so)
 step throughput 200 python3 benchmarks/bench_gpu.py "${DEV[@]}" --e2e none --short \
   --only "$THROUGHPUT_ONLY" --json "$JSON/throughput.json"
+if [[ $NS30_PATH == auto ]]; then
+  NS30_PATH=$(python3 benchmarks/gpu_pick_path.py "$JSON/throughput.json" 2>/dev/null \
+              || echo fast)
+fi
+echo "improved learner's path: $NS30_PATH" | tee -a "$OUT/summary.txt"
+# the improved learner, before the diagnostic steps below (an acceptance figure); a line per
+# trained group, so a step stopped at its limit leaves a rate
+step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e $E2E30 \
+  --e2e-paths "$NS30_PATH" --e2e-dtypes "$NS30_DTYPES" --progress
 # predicting: 256 classifiers on 10,000 images per model, path and precision (a run's share
 # after training; the improved learner predicts 10,000 test images with each of 1,000)
 step inference 60 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e none \
@@ -85,14 +95,6 @@ step inference 60 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --
 step profile 80 python3 benchmarks/profile_gpu.py "${DEV[@]}" --only "$PROFILE_ONLY"
 # where an end-to-end run's host time goes (MNIST 1/7, the second of two runs, cProfile)
 step cprofile_mnist17 45 python3 benchmarks/profile_gpu.py "${DEV[@]}" --e2e $E2E17
-if [[ $NS30_PATH == auto ]]; then
-  NS30_PATH=$(python3 benchmarks/gpu_pick_path.py "$JSON/throughput.json" 2>/dev/null \
-              || echo fast)
-fi
-echo "improved learner's path: $NS30_PATH" | tee -a "$OUT/summary.txt"
-# the improved learner; a line per trained group, so a step stopped at its limit leaves a rate
-step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e $E2E30 \
-  --e2e-paths "$NS30_PATH" --e2e-dtypes "$NS30_DTYPES" --progress
 { echo; echo "| step | result |"; echo "|---|---|"
   for s in "${SUMMARY[@]}"; do echo "| $s |"; done
   grep -h "^| " "$OUT"/e2e_*.log "$OUT"/throughput.log "$OUT"/inference.log \
