@@ -634,10 +634,14 @@ class StackedResNet18(_Stacked):
         return y.view(x.shape)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.conv == "cmajor":
-            return self._forward_cmajor(x)
-        B = x.shape[0]
-        x = x.reshape(B, -1, *x.shape[-2:]).contiguous(memory_format=self.memory_format)
+        """``x`` ``(B, G, C, H, W)`` (``cmajor``: ``(G, B, C, H, W)``); logits ``(G, B, K)``."""
+        cmajor = self.conv == "cmajor"
+        if cmajor:  # (G B, H, W, C)
+            G, B, C, H, W = x.shape
+            x = x.permute(0, 1, 3, 4, 2).reshape(G * B, H, W, C)
+        else:  # (B, G C, H, W)
+            B = x.shape[0]
+            x = x.reshape(B, -1, *x.shape[-2:]).contiguous(memory_format=self.memory_format)
         x = F.relu(self._bn(self._conv(x, "conv1"), "bn1"))
         for name, stride, proj in self.blocks:
             out = F.relu(self._bn(self._conv(x, f"{name}.conv1", stride), f"{name}.bn1"))
@@ -647,24 +651,11 @@ class StackedResNet18(_Stacked):
             else:
                 sc = x
             x = F.relu(out + sc)
-        h = F.adaptive_avg_pool2d(x, 1).reshape(B, self.G, -1).transpose(0, 1)  # (G, B, 512)
-        return self.dense(h, "fc", False)
-
-    def _forward_cmajor(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(G, B, C, H, W)`` through the classifier-major form."""
-        G, B, C, H, W = x.shape
-        x = x.permute(0, 1, 3, 4, 2).reshape(G * B, H, W, C)
-        x = F.relu(self._bn(self._conv(x, "conv1"), "bn1"))
-        for name, stride, proj in self.blocks:
-            out = F.relu(self._bn(self._conv(x, f"{name}.conv1", stride), f"{name}.bn1"))
-            out = self._bn(self._conv(out, f"{name}.conv2"), f"{name}.bn2")
-            if proj:
-                sc = self._bn(self._conv(x, f"{name}.shortcut.0", stride, 0), f"{name}.shortcut.1")
-            else:
-                sc = x
-            x = F.relu(out + sc)
-        h = x.view(G, B, -1, x.shape[-1]).mean(2)  # (G, B, 512): the average pool
-        return self.dense(h, "fc", False)
+        if cmajor:  # the average pool: the mean of each image's rows
+            h = x.view(self.G, B, -1, x.shape[-1]).mean(2)
+        else:
+            h = F.adaptive_avg_pool2d(x, 1).reshape(B, self.G, -1).transpose(0, 1)
+        return self.dense(h, "fc", False)  # (G, B, 512) -> (G, B, K)
 
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, G, C, H, W)`` (``cmajor``: ``(G, B, C, H, W)``); logits ``(G, B, K)``
