@@ -303,6 +303,89 @@ def test_one_model_at_a_time_and_gpu_terms(tiny_run):
     assert gpu["minibatch tables of a group"] == fast["minibatch tables of a group"]
 
 
+def test_activation_term_counts_the_rows_a_step_forwards(tiny_run):
+    """Where a step forwards each sub-dataset's rows instead of the batch's draws
+    (``training.subset_rows``: null where it applies, or explicit), the activations are the
+    rows'; where it does not apply (augmentation, the reference path, ``off``), the draws'."""
+    pytest.importorskip("torch")
+    import dataclasses
+
+    from poisoncert.experiment.learners import auto_subset_rows
+
+    def run(ns=5, path="fast", **training):
+        cfg, data = tiny_run(model="lenet5", batch_size=64, **training)
+        cfg = dataclasses.replace(cfg, selection=dataclasses.replace(cfg.selection, ns=ns),
+                                  execution=dataclasses.replace(cfg.execution, path=path))
+        terms, shape = _terms(cfg, data)
+        return terms["training batch and activations"], shape.step_rows, cfg, data
+
+    rows25, how, cfg, data = run()  # |D^c| + ns = 25 rows below the batch of 64
+    assert how == "subset" and auto_subset_rows(cfg, data) == 25
+    draws, how, _, _ = run(subset_rows="off")
+    assert how is None and draws * 25 == rows25 * 64
+    assert run(subset_rows=30)[0] * 25 == rows25 * 30 and run(subset_rows=30)[1] == 30
+    assert run(augment=True)[1] is None and run(path="reference")[1] is None
+    big, how, cfg, data = run(ns=300)  # 320 rows: the draws, as the engine does
+    assert how == "subset" and auto_subset_rows(cfg, data) is None and big == draws
+
+
+def test_evaluation_term_counts_the_cpus_group_and_chunk(tiny_run):
+    """On the CPU a stacked model evaluates test inputs in groups of ``EVAL_GROUP["cpu"]``
+    classifiers and chunks of at most ``EVAL_BATCH_CAP["cpu"]`` inputs, whatever the training
+    group and ``eval_batch_size`` above it."""
+    from poisoncert.training.settings import EVAL_BATCH_CAP
+
+    cap = EVAL_BATCH_CAP["cpu"]
+    term = {(G, E): _terms(*tiny_run(model="lenet5", group_size=G, eval_batch_size=E))[0][
+        "test set and evaluation batch"] for G in (4, 16) for E in (cap // 2, cap, 50 * cap)}
+    assert term[4, cap] == term[4, 50 * cap] > term[4, cap // 2]
+    # the training group only adds its classifiers' logits (8 bytes per test input each)
+    assert term[16, cap] - term[4, cap] == 12 * 50 * 8
+
+
+@pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18"])
+@pytest.mark.parametrize("path", ["fast", "cmajor"])
+def test_activation_term_covers_what_a_stacked_step_keeps(tiny_run, model, path):
+    """What autograd keeps for the backward pass of a stacked group's forward pass (every
+    saved tensor's storage, counted once: on ``cmajor`` each convolution's patches), per
+    image (the difference between batches of 32 and 16 draws, which leaves out what does not
+    grow with the batch: the weights' reshaped copies), fits in the activation term's
+    activations per image, and is more than a quarter of them (measured 0.28 for the
+    ResNet-18 twin, 0.51-0.60 for the others; the term also holds the backward pass's
+    gradients). Without the patches' term ``cmajor`` keeps more than the term."""
+    torch = pytest.importorskip("torch")
+    import dataclasses
+
+    from poisoncert.training.fast import path_stacking, stack_models
+    from poisoncert.training.models import init_model
+
+    G, dt = 3, 4
+    kept, per_image = {}, {}
+    for B in (16, 32):
+        cfg, data = tiny_run(model=model, batch_size=B, group_size=G)
+        cfg = dataclasses.replace(cfg, execution=dataclasses.replace(cfg.execution, path=path))
+        terms, shape = _terms(cfg, data)
+        assert shape.step_rows in (None, "subset")  # 320-row sub-datasets: B draws a step
+        sample = int(np.prod(shape.input_shape))
+        per_image[B] = terms["training batch and activations"] // (G * B) - sample * dt
+        models = [init_model(model, shape.input_shape, 3, s) for s in range(G)]
+        net = stack_models(models, how=path_stacking(path, "cpu"))
+        x = torch.randn(G, B, *shape.input_shape)
+        storages = {}
+
+        def keep(t, storages=storages):
+            st = t.untyped_storage()
+            storages[st.data_ptr()] = st.nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
+            net.forward_train(x.transpose(0, 1).contiguous() if net.batch_first else x)
+        kept[B] = sum(storages.values())
+    assert per_image[16] == per_image[32]
+    grown = (kept[32] - kept[16]) / (G * 16)
+    assert per_image[16] / 4 < grown <= per_image[16], (grown, per_image[16])
+
+
 def test_train_run_refuses_before_writing(tiny_run, tmp_path):
     from poisoncert import experiment
 

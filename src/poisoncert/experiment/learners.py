@@ -31,7 +31,8 @@ from poisoncert.training.settings import TrainConfig
 from poisoncert.training.user_model import ModelRef
 
 __all__ = ["Learner", "Phase2Model", "SklearnLearner", "TorchLearner", "TwoPhaseLearner",
-           "auto_subset_rows", "check_learner", "make_learner", "train_phase2"]
+           "auto_subset_rows", "check_learner", "make_learner", "subset_rows_obstacle",
+           "train_phase2"]
 
 Progress = Callable[[int], object] | None
 
@@ -136,6 +137,14 @@ def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
     if t.sklearn_learner is not None or cfg.execution.path == "reference" or \
             t.subset_rows == "off":
         return None
+    obstacle, size = subset_rows_obstacle(cfg, data)
+    return None if obstacle is not None or size >= t.batch_size else size
+
+
+def subset_rows_obstacle(cfg: ExperimentConfig, data: DataSplit) -> tuple[str | None, int]:
+    """``_subset_rows_obstacle`` for the config's torch model (built on the meta device, and
+    only when the cheaper conditions hold)."""
+    t = cfg.training
 
     def meta_model():
         import torch
@@ -145,8 +154,7 @@ def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
         with torch.device("meta"):
             return build_model(t.model, tuple(data.x_train.shape[1:]), data.n_classes)
 
-    obstacle, size = _subset_rows_obstacle(cfg, data, meta_model)
-    return None if obstacle is not None or size >= t.batch_size else size
+    return _subset_rows_obstacle(cfg, data, meta_model)
 
 
 def _subset_rows_obstacle(cfg: ExperimentConfig, data: DataSplit, model: Callable

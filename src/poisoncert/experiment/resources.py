@@ -26,7 +26,7 @@ from poisoncert import resources
 from poisoncert.config import DEFAULT_SELECTION, ExperimentConfig, RunConfig
 from poisoncert.resources import Term
 from poisoncert.selection import PARTITION
-from poisoncert.training.settings import TrainConfig
+from poisoncert.training.settings import EVAL_BATCH_CAP, EVAL_GROUP, TrainConfig
 
 __all__ = ["ModelFootprint", "RunShape", "check_run_memory", "model_footprint", "run_memory",
            "run_shape", "run_values"]
@@ -72,6 +72,10 @@ WARP_TEMP_BYTES = 40
 #: scaled copy.
 ELASTIC_BYTES = 8
 ELASTIC_TEMP_BYTES = 16
+#: On the ``cmajor`` path, per sample and model, in percent of its convolutions' patches: the
+#: patches each convolution keeps for the backward pass, and the largest one's gradient and
+#: its fold-back while that pass runs (``training.fast.patches``).
+PATCH_PERCENT = 100
 #: Activations of a training step per sample and model, in percent of one forward pass's
 #: outputs (summed over the modules): the outputs kept for the backward pass, their
 #: gradients, and what the kernels keep besides (max-pooling indices, ReLU masks,
@@ -116,13 +120,17 @@ LOWS = {"training.max_shift": 0}
 class ModelFootprint:
     """A torch model's ``parameters`` (count), ``activations``: the values one forward pass
     on one sample produces (every module's output, plus the input), the ``largest`` output,
-    and whether a group trains as one ``stacked`` network (the fast path and a model with a
-    stacked twin) or one model at a time."""
+    whether a group trains as one ``stacked`` network (the fast path and a model with a
+    stacked twin) or one model at a time, and on the ``cmajor`` path the values of every
+    convolution's patches per sample (``patches``: each output pixel's ``k k C`` inputs, kept
+    for the backward pass) and of the largest one's (``largest_patches``)."""
 
     parameters: int
     activations: int
     largest: int = 0
     stacked: bool = True
+    patches: int = 0
+    largest_patches: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,6 +162,10 @@ class RunShape:
     in_process: bool
     local_workers: bool
     on_gpu: bool = False
+    #: Rows a stacked step forwards per classifier: None, the batch's draws; ``"subset"``,
+    #: the sub-dataset when it is smaller than the batch (``training.subset_rows`` null, where
+    #: ``learners.auto_subset_rows`` applies it); an int, an explicit ``subset_rows``.
+    step_rows: int | str | None = None
 
 
 def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
@@ -161,20 +173,27 @@ def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
     """Parameters and activations per sample of ``training.build_model(model, ...)``: one
     forward pass (evaluation mode, no gradients) on one zero sample, counting the output of
     every module that has no children; ``stacked`` for a stacked path (every path but
-    ``reference``) and a model that stacks (``training.fast.stackable``)."""
+    ``reference``) and a model that stacks (``training.fast.stackable``); the patches of
+    its convolutions where the path is ``cmajor`` and the model has that form."""
     import torch
 
     from poisoncert import training
-    from poisoncert.training.fast import stackable
+    from poisoncert.training.fast import stackable, stacking
 
     net = training.build_model(model, tuple(input_shape), n_classes).eval()
     count = [math.prod(input_shape), math.prod(input_shape)]  # the sum and the largest
+    patches = [0, 0]  # the sum and the largest
 
     def hook(module, inputs, output):
         for t in output if isinstance(output, tuple | list) else (output,):
             if isinstance(t, torch.Tensor):
                 count[0] += t.numel()
                 count[1] = max(count[1], t.numel())
+        if isinstance(module, torch.nn.Conv2d) and isinstance(output, torch.Tensor):
+            kh, kw = module.kernel_size
+            values = output[0, 0].numel() * kh * kw * module.in_channels // module.groups
+            patches[0] += values
+            patches[1] = max(patches[1], values)
 
     handles = [m.register_forward_hook(hook) for m in net.modules()
                if next(m.children(), None) is None]
@@ -184,9 +203,12 @@ def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
     finally:
         for h in handles:
             h.remove()
+    cmajor = path == "cmajor" and stacking(net, how="cmajor") == "cmajor"
     return ModelFootprint(parameters=sum(p.numel() for p in net.parameters()),
                           activations=count[0], largest=count[1],
-                          stacked=path != "reference" and stackable(net))
+                          stacked=path != "reference" and stackable(net),
+                          patches=patches[0] if cmajor else 0,
+                          largest_patches=patches[1] if cmajor else 0)
 
 
 def run_memory(v: dict[str, int], s: RunShape) -> list[Term]:
@@ -246,7 +268,19 @@ def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) 
     else:
         train_acts = fp.activations * ACTIVATION_PERCENT // 100
         eval_acts = min(fp.activations, EVAL_LARGEST * fp.largest)
+    train_acts += (fp.patches + fp.largest_patches) * PATCH_PERCENT // 100
+    eval_acts += fp.largest_patches  # one convolution's, freed before the next
     gpu = 0 if s.on_gpu else 1  # what lives on the training device counts on the CPU only
+    # rows forwarded per classifier and step: the draws, or the sub-dataset's rows
+    step_rows, step_keys = B, ("training.batch_size",)
+    if isinstance(s.step_rows, int):
+        step_rows, step_keys = s.step_rows, ()
+    elif s.step_rows == "subset":
+        step_rows, step_keys = min(B, m), ("training.batch_size", *size_keys)
+    # on the CPU, test inputs go through stacked groups of EVAL_GROUP, at most
+    # EVAL_BATCH_CAP at a time (training.inference.evaluate)
+    eval_live, eval_keys = (EVAL_GROUP["cpu"], ()) if fp.stacked else (1, ())
+    E = min(E, EVAL_BATCH_CAP["cpu"])
     images = len(s.input_shape) == 3
     a = v["training.max_shift"] if s.shifts or s.warps else 0
     rows = min(s.n_train, G * m)  # the training rows a group uses, and their tensor
@@ -271,12 +305,12 @@ def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) 
     terms += [
         Term("minibatch tables of a group", S * B * (G * per_draw + temp) + m * WEIGHT_BYTES,
              ("training.steps", "training.batch_size", "training.group_size")),
-        Term("training batch and activations", gpu * live * B * per_image,
-             ("training.batch_size", *live_keys)),
+        Term("training batch and activations", gpu * live * step_rows * per_image,
+             (*step_keys, *live_keys)),
         Term("weights and optimizer state", gpu * weights, ("training.group_size",)),
         Term("test set and evaluation batch", gpu * (s.n_test * sample * dt
-                                                     + live * E * eval_acts * dt)
-             + G * s.n_test * 8, ("training.eval_batch_size", *live_keys)),
+                                                     + eval_live * E * eval_acts * dt)
+             + G * s.n_test * 8, ("training.eval_batch_size", *eval_keys)),
     ]
     if s.save_weights:
         terms.append(Term("weights of a chunk", chunk * params * 2,
@@ -289,9 +323,10 @@ def run_shape(cfg: ExperimentConfig, data, *, in_process: bool, local_workers: b
     """The ``RunShape`` of ``cfg`` on its loaded ``data`` (an ``experiment.DataSplit``)."""
     tc = cfg.training
     shape = tuple(int(d) for d in data.x_train.shape[1:])
-    model = None
+    model, step_rows = None, None
     if tc.sklearn_learner is None:
         model = model_footprint(tc.model, shape, data.n_classes, cfg.execution.path)
+        step_rows = _step_rows(cfg, data)
     images = len(shape) == 3
     nodes = 0
     if tc.warps and tc.elastic > 0 and images:
@@ -308,7 +343,24 @@ def run_shape(cfg: ExperimentConfig, data, *, in_process: bool, local_workers: b
         shifts=tc.augment and images and tc.max_shift > 0, warps=tc.warps and images,
         elastic_nodes=nodes, two_phase=cfg.algorithm.two_phase,
         save_weights=cfg.keeps_weights, in_process=in_process,
-        local_workers=local_workers, on_gpu=cfg.execution.device == "cuda")
+        local_workers=local_workers, on_gpu=cfg.execution.device == "cuda",
+        step_rows=step_rows)
+
+
+def _step_rows(cfg: ExperimentConfig, data) -> int | str | None:
+    """``RunShape.step_rows`` of a torch run: an explicit ``training.subset_rows``; for null
+    ``"subset"`` where ``learners.auto_subset_rows`` would apply it to a sub-dataset smaller
+    than the batch (the conditions that do not depend on the sizes the estimate varies);
+    else None."""
+    from poisoncert.experiment import learners
+
+    tc = cfg.training
+    if cfg.execution.path == "reference" or tc.subset_rows == "off":
+        return None
+    if tc.rows_per_step is not None:
+        return tc.rows_per_step
+    obstacle, _ = learners.subset_rows_obstacle(cfg, data)
+    return "subset" if obstacle is None else None
 
 
 def run_values(cfg: ExperimentConfig, workers: int) -> dict[str, int]:

@@ -29,7 +29,13 @@ import torch
 from poisoncert._validation import check_choice, check_int, param_error
 from poisoncert.training.fast import path_stacking, stack_models, stacking, state_dict_is_own
 from poisoncert.training.models import build_model
-from poisoncert.training.settings import CUDA_DTYPES, PATHS, TrainConfig
+from poisoncert.training.settings import (
+    CUDA_DTYPES,
+    EVAL_BATCH_CAP,
+    EVAL_GROUP,
+    PATHS,
+    TrainConfig,
+)
 from poisoncert.votes import ABSTAIN
 
 __all__ = ["OUTPUTS", "eval_group_size", "evaluate", "precision", "predict"]
@@ -38,13 +44,6 @@ __all__ = ["OUTPUTS", "eval_group_size", "evaluate", "precision", "predict"]
 #: classifier) or the logits (float32 ``(T, n, n_classes)``, NaN for an abstaining one).
 OUTPUTS = ("labels", "logits")
 
-#: Classifiers evaluated as one stacked group, per device type (CPU: measured; 8 to 32 run at
-#: the same rate there, ``benchmarks/bench_training.py --study``).
-EVAL_GROUP = {"cpu": 8, "cuda": 64}
-#: Most inputs per forward pass, per device type: on the CPU a stacked LeNet-5 group
-#: evaluates 64 images 1.7x faster per image than 500 (its activations stay in the caches;
-#: ``--study``), so ``cfg.eval_batch_size`` chunks are cut to this size there.
-EVAL_BATCH_CAP = {"cpu": 64}
 
 
 @contextmanager

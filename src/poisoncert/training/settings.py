@@ -48,6 +48,14 @@ CUDA_DTYPES = ("tf32", "bfloat16")
 #: ``training.fast.path_stacking``) or one model at a time (``reference``).
 PATHS = ("fast", "twin", "vmap", "bmm", "cmajor", "reference")
 SCHEDULES = ("constant", "cosine")
+#: Classifiers evaluated as one stacked group by ``training.inference.evaluate``, per device
+#: type (CPU: measured; 8 to 32 run at the same rate there, ``benchmarks/bench_training.py
+#: --study``); the memory estimate (``experiment.resources``) counts them.
+EVAL_GROUP = {"cpu": 8, "cuda": 64}
+#: Most inputs per forward pass, per device type: on the CPU a stacked LeNet-5 group
+#: evaluates 64 images 1.7x faster per image than 500 (its activations stay in the caches;
+#: ``--study``), so ``eval_batch_size`` chunks are cut to this size there.
+EVAL_BATCH_CAP = {"cpu": 64}
 
 #: A model name or a factory ``(input_shape, n_classes) -> torch.nn.Module``.
 ModelSpec = str | Callable[..., Any]
