@@ -3,14 +3,13 @@
 ``poisoncert.experiment.resources`` estimates the bytes a run holds at its peak from the code
 that allocates them. This script trains small runs whose memory is dominated by one term (the
 training batch and its activations, the minibatch tables, the evaluation batch) on a synthetic
-28 x 28 image set, each in a fresh process: one warm-up run of the same model with tiny batches
-first (torch's one-time allocations), then the measured run, with freed memory kept for reuse
-as the command line and worker processes keep it (``threads.keep_heap``); the measurement is
-the rise of the process's peak resident memory (``ru_maxrss``) over the run. It prints one row
-per case: the measured rise, the whole estimate, its largest term and that term against the
-measured rise (the other terms, weights and data, were already reached by the warm-up, so the
-rise is the largest term's memory), and the resident memory of a fresh process after importing
-the training engine (``PROCESS_BYTES``' basis).
+28 x 28 image set, each in a fresh process: one warm-up run of the same model with tiny
+batches first (torch's one-time allocations), then the measured run; the measurement is the
+rise of the process's peak resident memory (``ru_maxrss``) over the run. It prints one row per
+case: the measured rise, the whole estimate, its largest term and that term against the
+measured rise (the other terms, weights and data, were already reached by the warm-up, so
+the rise is the largest term's memory), and the resident memory of a fresh process after
+importing the training engine (``PROCESS_BYTES``' basis).
 
 A term should be at least the measured rise (the check is then on the safe side) and not
 many times it (a user would be refused what fits).
@@ -62,7 +61,6 @@ def _case(folder: Path, model: str, G: int, B: int, steps: int, augment: bool, E
     from poisoncert.config import from_dict
     from poisoncert.experiment.resources import run_memory, run_shape, run_values
     from poisoncert.experiment.split import split_data
-    from poisoncert.threads import keep_heap
 
     rng = np.random.default_rng(0)
     x = rng.random((3000, 1, 28, 28)).astype(np.float32)
@@ -79,9 +77,6 @@ def _case(folder: Path, model: str, G: int, B: int, steps: int, augment: bool, E
     terms = run_memory(run_values(cfg, 1), run_shape(cfg, split_data(cfg.data),
                                                      in_process=True, local_workers=True))
     torch.set_num_threads(1)
-    keep_heap()  # as the command line and worker processes run (glibc's dynamic mmap
-    # threshold otherwise lets freed blocks fragment the heap: the resident peak then grows
-    # with the number of evaluation chunks, not with the memory in use)
     warm = dataclasses.replace(cfg, training=dataclasses.replace(
         cfg.training, steps=1, batch_size=2, eval_batch_size=2))
     experiment.train_run(warm, folder / "warm", progress=False)
