@@ -14,7 +14,13 @@ importing the training engine (``PROCESS_BYTES``' basis).
 A term should be at least the measured rise (the check is then on the safe side) and not
 many times it (a user would be refused what fits).
 
+``--evaluate``: the resident rise of ``training.inference.evaluate`` (8 classifiers, fresh
+weights) over 64 and 10,000 random 28 x 28 inputs in a caller's process, which keeps glibc's
+default heap (the library does not call ``threads.keep_heap`` there): it should not grow with
+the number of inputs, only with a chunk's (at most 64 on the CPU).
+
     python benchmarks/bench_memory.py
+    python benchmarks/bench_memory.py --evaluate
 """
 
 from __future__ import annotations
@@ -44,6 +50,11 @@ CASES = [
     ("cnn_small", 8, 2, 3, False, 2000, "test set and evaluation batch", "cmajor"),
     ("resnet18", 2, 2, 2, False, 1000, "test set and evaluation batch", "cmajor"),
 ]
+
+
+#: (model, training.path, inputs) of ``--evaluate``.
+EVAL_CASES = [(m, p, n) for m in ("lenet5", "cnn_small") for p in ("fast", "cmajor")
+              for n in (64, 10_000)]
 
 
 def _rss() -> int:
@@ -87,7 +98,39 @@ def _case(folder: Path, model: str, G: int, B: int, steps: int, augment: bool, E
             "top": top.what, "top_bytes": top.nbytes}
 
 
+def _evaluate_case(model: str, path: str, n: int) -> dict:
+    import torch
+
+    from poisoncert.training import TrainConfig
+    from poisoncert.training.inference import evaluate
+    from poisoncert.training.models import init_model
+
+    torch.set_num_threads(1)
+    cfg, shape = TrainConfig(model=model), (1, 28, 28)
+    states = [init_model(model, shape, 10, s).state_dict() for s in range(8)]
+    x = torch.rand(n, *shape, generator=torch.Generator().manual_seed(0))
+    evaluate(states, x[:2], cfg, shape, 10, "cpu", path)  # torch's one-time allocations
+    before = _rss()
+    with torch.no_grad():
+        evaluate(states, x, cfg, shape, 10, "cpu", path)
+    return {"rise": _rss() - before}
+
+
+def _evaluate_table() -> None:
+    print("\n| model | path | inputs | resident rise MiB |")
+    print("|---|---|---:|---:|")
+    for model, path, n in EVAL_CASES:
+        proc = subprocess.run([sys.executable, __file__, "--evaluate-case", model, path, str(n)],
+                              capture_output=True, text=True, check=True)
+        r = json.loads(proc.stdout.splitlines()[-1])
+        print(f"| {model} | {path} | {n:,} | {r['rise'] / 2**20:.0f} |", flush=True)
+
+
 def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--evaluate-case":
+        model, path, n = sys.argv[2:5]
+        print(json.dumps(_evaluate_case(model, path, int(n))))
+        return
     if len(sys.argv) > 1 and sys.argv[1] == "--case":
         model, G, B, steps, augment, E, path = sys.argv[2:9]
         with tempfile.TemporaryDirectory() as tmp:
@@ -107,6 +150,9 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     print(f"{cpu}, Python {platform.python_version()}")
+    if len(sys.argv) > 1 and sys.argv[1] == "--evaluate":
+        _evaluate_table()
+        return
     print("\n| model | path | group | batch | steps | augment | eval batch | measured rise MiB | "
           "estimate MiB | its largest term | that term MiB | term / measured |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
