@@ -133,35 +133,30 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
     bf16 = cfg.autocast_dtype is not None
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
-    def as_out(t: torch.Tensor) -> torch.Tensor:  # bfloat16 logits -> float32
-        return t.float() if bf16 else t
-
-    out = []
+    # every chunk's logits go straight into one tensor made once (bfloat16 ones converted to
+    # float32 as they land), not into lists joined at the end: on the CPU glibc's heap then
+    # keeps no small blocks pinned between the chunks' temporaries, and a caller's resident
+    # peak does not grow with the number of inputs (bench_memory.py --evaluate)
+    out = torch.empty(k, len(x), n_classes, device=device,
+                      dtype=torch.float32 if bf16 else cfg.torch_dtype)
+    starts = [0]
+    for c in chunks[:-1]:
+        starts.append(starts[-1] + len(c))
     with torch.no_grad(), amp:
         if not stacked:
-            for m in models:
-                out.append(torch.cat([as_out(m(c)) for c in chunks]))
-            return torch.stack(out)
+            for i, m in enumerate(models):
+                for a0, c in zip(starts, chunks, strict=True):
+                    out[i, a0:a0 + len(c)] = m(c)
+            return out
         E = eval_group_size(template, device)
         how = path_stacking(path, device)
         for a in range(0, k, E):
             group = list(state_dicts[a:a + E])
             net = stack_models([template], how=how, device=device, dtype=cfg.torch_dtype,
                                state_dicts=group + [group[-1]] * (E - len(group)))
-            # into one tensor made once, not a list of chunks joined at the end: on the CPU
-            # glibc's heap then keeps no small blocks pinned between the chunks' temporaries
-            # (8 LeNet-5s on cmajor, 10,000 inputs: the resident peak rose 683 MiB joining a
-            # list, 56 MiB so; docs/benchmarks.md)
-            logits, a0 = None, 0
-            for c in chunks:
-                got = as_out(net.forward_eval(c))
-                if logits is None:
-                    logits = got.new_empty(E, len(x), got.shape[-1])
-                logits[:, a0:a0 + len(c)] = got
-                a0 += len(c)
-                del got
-            out.append(logits[:len(group)])
-    return torch.cat(out)
+            for a0, c in zip(starts, chunks, strict=True):
+                out[a:a + len(group), a0:a0 + len(c)] = net.forward_eval(c)[:len(group)]
+    return out
 
 
 def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
