@@ -279,7 +279,7 @@ def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) 
         step_rows, step_keys = min(B, m), ("training.batch_size", *size_keys)
     # on the CPU, test inputs go through stacked groups of EVAL_GROUP, at most
     # EVAL_BATCH_CAP at a time (training.inference.evaluate)
-    eval_live, eval_keys = (EVAL_GROUP["cpu"], ()) if fp.stacked else (1, ())
+    eval_live = EVAL_GROUP["cpu"] if fp.stacked else 1
     E = min(E, EVAL_BATCH_CAP["cpu"])
     images = len(s.input_shape) == 3
     a = v["training.max_shift"] if s.shifts or s.warps else 0
@@ -310,7 +310,7 @@ def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) 
         Term("weights and optimizer state", gpu * weights, ("training.group_size",)),
         Term("test set and evaluation batch", gpu * (s.n_test * sample * dt
                                                      + eval_live * E * eval_acts * dt)
-             + G * s.n_test * 8, ("training.eval_batch_size", *eval_keys)),
+             + G * s.n_test * 8, ("training.eval_batch_size",)),
     ]
     if s.save_weights:
         terms.append(Term("weights of a chunk", chunk * params * 2,
