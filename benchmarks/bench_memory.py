@@ -20,6 +20,7 @@ default heap (the library does not call ``threads.keep_heap`` there): it should 
 the number of inputs, only with a chunk's (at most 64 on the CPU).
 
     python benchmarks/bench_memory.py
+    python benchmarks/bench_memory.py --only resnet18     # the cases of one model
     python benchmarks/bench_memory.py --evaluate
 """
 
@@ -156,7 +157,10 @@ def main() -> None:
     print("\n| model | path | group | batch | steps | augment | eval batch | measured rise MiB | "
           "estimate MiB | its largest term | that term MiB | term / measured |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     for model, G, B, steps, augment, E, _, path in CASES:
+        if only is not None and model != only:
+            continue
         proc = subprocess.run([sys.executable, __file__, "--case", model, str(G), str(B),
                                str(steps), "1" if augment else "0", str(E), path],
                               capture_output=True, text=True, check=True)

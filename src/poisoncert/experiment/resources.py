@@ -85,9 +85,10 @@ PATCH_PERCENT = 100
 ACTIVATION_PERCENT_STACKED = 300
 ACTIVATION_PERCENT = 150
 #: Activations of an evaluation batch (no gradients) per sample and model: a stacked group
-#: measured 1.2 to 1.3 times one pass's outputs (so 150%); one model at a time frees
-#: outputs as the pass goes on, measured 4 to 5 times the largest output (ResNet-18), so at
-#: most ``EVAL_LARGEST`` times it (and never more than the outputs of one pass).
+#: measured 1.2 to 1.3 times one pass's outputs (so 150%) for the small models; a pass
+#: frees outputs as it goes on, measured 4 to 5 times the largest output for ResNet-18 (one
+#: model at a time; stacked, 0.6 of ``EVAL_LARGEST`` times it), so at most ``EVAL_LARGEST``
+#: times it either way (and never more than the outputs of one pass).
 EVAL_PERCENT_STACKED = 150
 EVAL_LARGEST = 6
 #: Parameter state of a group: each classifier's own module, the stacked tensors, their
@@ -264,7 +265,7 @@ def _torch_terms(v: dict[str, int], s: RunShape, m: int, size_keys, chunk: int) 
     live_keys = ("training.group_size",) if fp.stacked else ()
     if fp.stacked:
         train_acts = fp.activations * ACTIVATION_PERCENT_STACKED // 100
-        eval_acts = fp.activations * EVAL_PERCENT_STACKED // 100
+        eval_acts = min(fp.activations * EVAL_PERCENT_STACKED // 100, EVAL_LARGEST * fp.largest)
     else:
         train_acts = fp.activations * ACTIVATION_PERCENT // 100
         eval_acts = min(fp.activations, EVAL_LARGEST * fp.largest)
