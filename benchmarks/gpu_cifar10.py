@@ -17,7 +17,8 @@ follow each other within ~30 s):
     timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --path cmajor
 
 ``run`` trains ``experiments/cifar10_bagging.yaml`` (ResNet-18, ns = 1000, T = 500, 400 steps,
-bagging) into ``--run-dir`` with a line per finished chunk (classifiers so far, seconds, rate),
+bagging) into ``--run-dir`` with a line per finished chunk (classifiers so far, seconds, rate;
+a chunk is rounded up to whole groups, so what a time limit loses is at most one chunk),
 certifies it once every classifier is trained, and writes to ``--out`` a summary
 (``cifar10.json``: wall times, group size, path, precision, accuracies, the certified
 accuracy per radius) with the run's manifest; the run's weights are not kept
@@ -164,7 +165,7 @@ def main(argv=None):
     r.add_argument("--group-size", type=int, default=0, help="default: auto")
     r.add_argument("--chunk-size", type=int, default=0,
                    help="classifiers per chunk, the unit a resumed run skips (default: the "
-                   "config's 16; a chunk smaller than the group shrinks the group)")
+                   "config's 16; rounded up to a multiple of the group)")
     r.add_argument("--out", default="", help="where the summary and the manifest go")
     r.add_argument("--quick", action="store_true", help="two classifiers of two steps")
     args = p.parse_args(argv)
