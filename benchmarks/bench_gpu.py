@@ -197,14 +197,14 @@ def throughput(case: Case, G: int, dtype: str, device: str) -> float:
     return G * cfg.steps * cfg.batch_size / seconds
 
 
-def inference_rate(model: str, path: str, k: int, n: int, dtype: str, device: str) -> float:
+def inference_rate(model: str, path: str, k: int, n: int, dtype: str, device: str,
+                   shape: tuple[int, ...] = (1, 28, 28)) -> float:
     """Model-images/s of ``training.inference.evaluate``: ``k`` classifiers (fresh weights)
-    on ``n`` random 28x28 images already on the device (the second of two calls)."""
+    on ``n`` random images of ``shape`` already on the device (the second of two calls)."""
     from poisoncert.training.inference import evaluate
     from poisoncert.training.models import init_model
 
     cfg = TrainConfig(model=model, dtype=dtype)
-    shape = (1, 28, 28)
     states = [init_model(model, shape, 10, s).state_dict() for s in range(k)]
     x = torch.rand(n, *shape, generator=torch.Generator().manual_seed(0)).to(
         device=device, dtype=cfg.torch_dtype)
@@ -357,13 +357,17 @@ def main(argv=None) -> dict:
         print(f"\n| model | path | classifiers | dtype | predicting model-images/s "
               f"({n:,} images) |")
         print("|---|---|---:|---|---:|")
-        for model in ("lenet5", "cnn_small"):
-            for path in ("twin", "bmm", "cmajor"):
-                for dt in [d for d in dtypes if d != "tf32"]:
-                    rate = inference_rate(model, path, k, n, dt, device)
-                    inference.append({"model": model, "path": path, "classifiers": k,
-                                      "dtype": dt, "model_images_per_s": round(rate, 1)})
-                    print(f"| {model} | {path} | {k} | {dt} | {rate:,.0f} |", flush=True)
+        # ResNet-18 (CIFAR-10's test set after each group): fewer classifiers, 32 x 32 x 3
+        runs = [(m, p, k, (1, 28, 28)) for m in ("lenet5", "cnn_small")
+                for p in ("twin", "bmm", "cmajor")]
+        runs += [("resnet18", p, 2 if args.quick else 16, (3, 16, 16) if args.quick
+                  else (3, 32, 32)) for p in ("twin", "cmajor")]
+        for model, path, kk, shape in runs:
+            for dt in [d for d in dtypes if d != "tf32"]:
+                rate = inference_rate(model, path, kk, n, dt, device, shape)
+                inference.append({"model": model, "path": path, "classifiers": kk,
+                                  "dtype": dt, "model_images_per_s": round(rate, 1)})
+                print(f"| {model} | {path} | {kk} | {dt} | {rate:,.0f} |", flush=True)
     report["inference"] = inference
     table = QUICK_E2E if args.quick else E2E
     keys = (list(table) if args.e2e == "all" else [] if args.e2e == "none"

@@ -88,8 +88,9 @@ echo "improved learner's path: $NS30_PATH" | tee -a "$OUT/summary.txt"
 step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e $E2E30 \
   --e2e-paths "$NS30_PATH" --e2e-dtypes "$NS30_DTYPES" --progress
 # predicting: 256 classifiers on 10,000 images per model, path and precision (a run's share
-# after training; the improved learner predicts 10,000 test images with each of 1,000)
-step inference 60 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e none \
+# after training; the improved learner predicts 10,000 test images with each of 1,000), and
+# 16 ResNet-18s on 10,000 CIFAR-sized images on the twin and cmajor
+step inference 90 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e none \
   --inference
 # where a step's time goes: kernels against wall time, kernels per step, the costliest ops
 step profile 80 python3 benchmarks/profile_gpu.py "${DEV[@]}" --only "$PROFILE_ONLY"

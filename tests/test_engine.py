@@ -686,6 +686,7 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     assert "| resnet18 (cmajor) | 2 | float32 |" in summary
     assert "| resnet18 (twin) | 2 | float32 |" in summary
     assert "| cnn_small | cmajor | 4 | float32 |" in summary
+    assert "| resnet18 | cmajor | 2 | float32 |" in summary  # predicting, CIFAR's model
     assert "path cmajor |" in summary and "improved learner's path: " in summary
     assert len(list((tmp_path / "out").iterdir())) <= 8
 
