@@ -78,6 +78,9 @@ _CMAJOR_TWINS = (LeNet5, SmallCNN, ResNet18)
 #: training step of 32 classifiers x 64 images holds; the slices are fixed by the chunk and
 #: the group, so predictions do not depend on anything else.
 CMAJOR_EVAL_IMAGES = 2048
+#: Half-precision dtypes, which ``patches``' gradient and ``row_batch_norm`` sum and normalise
+#: in float32 (rounded once at the end).
+_HALF = (torch.bfloat16, torch.float16)
 #: Each model's segment of ``flat`` is padded to a multiple of this many elements (64 bytes
 #: of float32: every model starts on a cache line).
 _ALIGN = 16
@@ -174,8 +177,10 @@ class _Stacked:
     the same layout, so that one elementwise update serves the whole stack.
     """
 
-    #: Whether ``forward_train`` wants the batch as ``(B, G, ...)`` (else ``(G, B, ...)``).
-    batch_first = False
+    #: Whether the grouped-convolution and ``bmm`` forms take the batch as ``(B, G, ...)``
+    #: (the LeNet-5, small-CNN and ResNet-18 twins); ``cmajor`` and the others take
+    #: ``(G, B, ...)``.
+    grouped_batch_first = False
     #: Convolutions as grouped convolutions (``"grouped"``), unfold + batched matmul
     #: (``"bmm"``), or patches + batched matmul on classifier-major activations (``"cmajor"``).
     conv = "grouped"
@@ -219,6 +224,11 @@ class _Stacked:
             b = torch.stack([d[n].detach() for d in bufs])
             self.buffers[n] = b.to(self.device, self.dtype if b.is_floating_point() else b.dtype,
                                    copy=True)
+
+    @property
+    def batch_first(self) -> bool:
+        """Whether ``forward_train`` wants the batch as ``(B, G, ...)`` (else ``(G, B, ...)``)."""
+        return self.grouped_batch_first and self.conv != "cmajor"
 
     def _layout(self, name: str, p: torch.Tensor) -> torch.Tensor:
         return p.detach().t() if name in self.transposed else p.detach()
@@ -282,10 +292,7 @@ class _Stacked:
 class StackedLeNet5(_Stacked):
     """``G`` LeNet-5 models (same input shape and pooling) as one grouped network."""
 
-    @property
-    def batch_first(self) -> bool:
-        """``(B, G, ...)`` batches, but classifier-major ``(G, B, ...)`` for ``cmajor``."""
-        return self.conv != "cmajor"
+    grouped_batch_first = True
 
     def __init__(self, models: Sequence[LeNet5], **kw):
         super().__init__(models, **kw)
@@ -411,7 +418,7 @@ class _Patches(torch.autograd.Function):
         N, H, W, C = shape
         oh, ow = grad.shape[1:3]
         g = grad.reshape(N, oh, ow, kh, kw, C)
-        acc = torch.float32 if grad.dtype in (torch.bfloat16, torch.float16) else grad.dtype
+        acc = torch.float32 if grad.dtype in _HALF else grad.dtype
         out = grad.new_zeros(N, H + 2 * padding, W + 2 * padding, C, dtype=acc)
         for i in range(kh):  # a fixed order: every pixel's sum is the same in every group
             for j in range(kw):
@@ -485,7 +492,7 @@ class _RowBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps: float):
-        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+        xf = x.float() if x.dtype in _HALF else x
         var, mean = torch.var_mean(xf, dim=1, correction=0, keepdim=True)  # (G, 1, C)
         invstd = torch.rsqrt(var + eps)
         scale = weight.unsqueeze(1).to(xf.dtype) * invstd
@@ -498,7 +505,7 @@ class _RowBatchNorm(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dy, _dmean, _dvar):
         x, weight, mean, invstd = ctx.saved_tensors
-        xf = x.float() if x.dtype in (torch.bfloat16, torch.float16) else x
+        xf = x.float() if x.dtype in _HALF else x
         dyf = dy.to(xf.dtype)
         M = x.shape[1]
         xhat = (xf - mean) * invstd
@@ -580,10 +587,7 @@ class StackedResNet18(_Stacked):
     classifier's ``(B H W, C)`` rows, the average pool a mean over each image's rows.
     """
 
-    @property
-    def batch_first(self) -> bool:
-        """``(B, G, ...)`` batches, but classifier-major ``(G, B, ...)`` for ``cmajor``."""
-        return self.conv != "cmajor"
+    grouped_batch_first = True
 
     def __init__(self, models: Sequence[ResNet18], **kw):
         super().__init__(models, **kw)
@@ -623,8 +627,8 @@ class StackedResNet18(_Stacked):
             # inputs in float32, rounded once, as in training)
             scale = (w * torch.rsqrt(rv + self.eps)).unsqueeze(1)
             shift = b.unsqueeze(1) - rm.unsqueeze(1) * scale
-            low = rows.dtype in (torch.bfloat16, torch.float16)
-            y = torch.addcmul(shift, rows.to(scale.dtype) if low else rows, scale)
+            y = torch.addcmul(shift, rows.to(scale.dtype) if rows.dtype in _HALF else rows,
+                              scale)
             return y.to(rows.dtype).view(x.shape)
         y, mean, var = row_batch_norm(rows, w, b, self.eps)
         n, m = rows.shape[1], self.momentum

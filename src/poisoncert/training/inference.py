@@ -45,7 +45,6 @@ __all__ = ["OUTPUTS", "eval_group_size", "evaluate", "precision", "predict"]
 OUTPUTS = ("labels", "logits")
 
 
-
 @contextmanager
 def precision(cfg: TrainConfig, device: torch.device):
     """The device's math settings for ``cfg.dtype`` during a call (restored after): on CUDA,
