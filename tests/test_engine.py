@@ -311,10 +311,11 @@ def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
 
 def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_path,
                                                                             monkeypatch):
-    """``fast`` is the device's fastest stacking (the grouped-convolution twins on the CPU,
-    batched-matmul convolutions on CUDA); a run records what it resolved to, and resuming,
-    predicting with and updating the run keep that, whatever device does it (a run whose
-    manifest predates the record: ``twin``, what ``fast`` meant everywhere then)."""
+    """``fast`` is the device's fastest stacking (the grouped-convolution twins on the CPU;
+    on CUDA, per model, what was measured fastest there); a run records what it resolved
+    to, and resuming, predicting with and updating the run keep that, whatever device does
+    it (a run whose manifest predates the record: ``twin``, what ``fast`` meant everywhere
+    then)."""
     from poisoncert import Ensemble
     from poisoncert.experiment import train_run
     from poisoncert.experiment.edits import Edits
@@ -322,25 +323,33 @@ def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_
     from poisoncert.training.fast import path_stacking
     from poisoncert.training.groups import recorded_path, resolve_path
 
-    assert [path_stacking("fast", d) for d in (None, "cpu", "cuda", "cuda:1")] == [
-        "auto", "auto", "bmm", "bmm"]
-    assert [path_stacking(p, "cuda") for p in ("twin", "bmm", "cmajor", "vmap")] == [
-        "auto", "bmm", "cmajor", "vmap"]
-    assert (resolve_path("fast", "cpu"), resolve_path("fast", "cuda"),
-            resolve_path("vmap", "cuda"), resolve_path("cmajor", "cpu")) == (
-        "twin", "bmm", "vmap", "cmajor")
-    # what fast means on CUDA is one constant (the next measurement may change it)
+    # fast: per built-in model on CUDA (what was measured fastest there), the twin elsewhere
+    assert [path_stacking("fast", d, m) for d in (None, "cpu", "cuda", "cuda:1")
+            for m in ("lenet5", "cnn_small", "resnet18")] == [
+        "auto"] * 6 + ["cmajor", "cmajor", "auto"] * 2
+    # a model fast has no entry for (not measured on CUDA), a factory and no model: auto
+    from poisoncert.training.models import build_model
+    from poisoncert.training.user_model import ModelRef
+
+    assert [path_stacking("fast", "cuda", m) for m in (
+        "mlp", "cnn", "lenet5_avg", build_model, ModelRef("tests.helpers:tiny_model"), None)
+            ] == ["auto"] * 6
+    assert [path_stacking(p, "cuda", "resnet18") for p in ("twin", "bmm", "cmajor", "vmap")
+            ] == ["auto", "bmm", "cmajor", "vmap"]
+    assert (resolve_path("fast", "cpu", "lenet5"), resolve_path("fast", "cuda", "lenet5"),
+            resolve_path("fast", "cuda", "resnet18"), resolve_path("vmap", "cuda", "lenet5"),
+            resolve_path("cmajor", "cpu", "resnet18")) == (
+        "twin", "cmajor", "twin", "vmap", "cmajor")
+    # what fast means on CUDA is one table (the next measurement may change it)
     from poisoncert.training import fast as fast_module
 
-    saved, fast_module.CUDA_FAST = fast_module.CUDA_FAST, "cmajor"
-    try:
-        assert (path_stacking("fast", "cuda"), resolve_path("fast", "cuda"),
-                resolve_path("fast", "cpu")) == ("cmajor", "cmajor", "twin")
-    finally:
-        fast_module.CUDA_FAST = saved
+    monkeypatch.setitem(fast_module.CUDA_FAST, "resnet18", "cmajor")
+    assert (resolve_path("fast", "cuda", "resnet18"), resolve_path("fast", "cpu", "resnet18")
+            ) == ("cmajor", "twin")
+    monkeypatch.undo()
     old = {"engine": {"group_size": 8}}
-    assert [recorded_path("fast", "cuda", m) for m in (None, old, {"engine": {"path": "bmm"}})
-            ] == ["bmm", "twin", "bmm"]
+    assert [recorded_path("fast", "cuda", m, "cnn_small")
+            for m in (None, old, {"engine": {"path": "bmm"}})] == ["cmajor", "twin", "bmm"]
     assert recorded_path("reference", "cuda", {"engine": {"path": "bmm"}}) == "reference"
 
     img = {**_RUN, "selection": {"scheme": "with_replacement", "ns": 20, "T": 6, "seed": 1},

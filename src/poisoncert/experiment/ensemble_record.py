@@ -71,7 +71,8 @@ def run_path(rd: RunDir, cfg: ExperimentConfig) -> str:
     """The engine path the run trained with (``fast`` resolved, from its manifest)."""
     from poisoncert.training.groups import recorded_path
 
-    return recorded_path(cfg.execution.path, cfg.execution.device, rd.load_manifest())
+    return recorded_path(cfg.execution.path, cfg.execution.device, rd.load_manifest(),
+                         cfg.training.model)
 
 
 def weights_metadata(cfg: ExperimentConfig, start: int, stop: int, seeds) -> dict[str, str]:

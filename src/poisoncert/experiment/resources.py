@@ -326,7 +326,10 @@ def run_shape(cfg: ExperimentConfig, data, *, in_process: bool, local_workers: b
     shape = tuple(int(d) for d in data.x_train.shape[1:])
     model, step_rows = None, None
     if tc.sklearn_learner is None:
-        model = model_footprint(tc.model, shape, data.n_classes, cfg.execution.path)
+        from poisoncert.training.groups import resolve_path
+
+        path = resolve_path(cfg.execution.path, cfg.execution.device, tc.model)
+        model = model_footprint(tc.model, shape, data.n_classes, path)
         step_rows = _step_rows(cfg, data)
     images = len(shape) == 3
     nodes = 0

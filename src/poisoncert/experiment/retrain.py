@@ -137,7 +137,8 @@ def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
                      subsets=subsets, predictions=rd.load(runs.PREDICTIONS), ranks=ranks,
                      group_size=recorded_group_size(cfg.training, manifest),
                      subset_rows=recorded_subset_rows(cfg.training, manifest),
-                     path=recorded_path(cfg.execution.path, cfg.execution.device, manifest))
+                     path=recorded_path(cfg.execution.path, cfg.execution.device, manifest,
+                                       cfg.training.model))
 
 
 @dataclass(frozen=True, eq=False)

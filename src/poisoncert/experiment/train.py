@@ -246,7 +246,8 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     old_manifest = rd.load_manifest() if rd.exists() else None
     from poisoncert.training.groups import engine_record, recorded_path
 
-    path = recorded_path(cfg.execution.path, cfg.execution.device, old_manifest)
+    path = recorded_path(cfg.execution.path, cfg.execution.device, old_manifest,
+                         cfg.training.model)
     group = _group_size(cfg, data, old_manifest, path)
     rows = _subset_rows(cfg, data, old_manifest)
     manifest["engine"] = engine_record(group, rows, path)

@@ -18,7 +18,8 @@ predicts every test sample. Three formulations give the same classifiers (to rou
   that no convolution needs a permuted copy (``fast.cmajor_conv``), for ResNet-18 too
   (BatchNorm over each classifier's rows, ``fast.row_batch_norm``);
 - ``path="fast"`` (the default): the device's fastest stacking, measured: ``twin`` on the
-  CPU, ``bmm`` on CUDA (``fast.path_stacking``).
+  CPU; on CUDA ``cmajor`` for LeNet-5 and the small CNN, ``twin`` for the others
+  (``fast.path_stacking``, ``fast.CUDA_FAST``).
 
 Training draws (positions, shifts, warps, elastic grids) are numpy streams of the
 classifier's seed, moved to the device ``loops.STEP_BLOCK`` steps at a time (the training
@@ -95,7 +96,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
               for s in task.seeds]
     kind = None if settings.path == "reference" else stacking(
-        models[0], how=path_stacking(settings.path, device))
+        models[0], how=path_stacking(settings.path, device, cfg.model))
     draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:],
                                 lazy_fields=kind is not None)
              for s, seed in zip(task.subsets, task.seeds, strict=True)]

@@ -21,9 +21,8 @@ whole stack in a few kernels. Formulations ("stackings"):
   matmul over the group (``bmm_conv``: each classifier's patches times its kernels). On
   CUDA, cuDNN runs a grouped convolution's weight gradient as one kernel per classifier;
   this runs a step 1.45x (LeNet-5) to 1.56x (small CNN with warps) faster on an H100
-  (``bench_gpu.py``, docs/benchmarks.md), so the engine's ``fast`` path picks it there
-  (``path_stacking``). On the CPU a LeNet-5 step measured 3.5-4x slower than the twin's, so
-  it keeps the twin there; other models stack as ``"auto"`` does;
+  (``bench_gpu.py``, docs/benchmarks.md). On the CPU a LeNet-5 step measured 3.5-4x slower
+  than the twin's; other models stack as ``"auto"`` does;
 - ``"cmajor"``: the same twins with the activations classifier-major and channels-last,
   ``(G * B, H, W, C)``: each convolution is one patch copy (``patches``, its ``k k C``
   values per output pixel, already in the batched product's layout) and one batched
@@ -32,8 +31,12 @@ whole stack in a few kernels. Formulations ("stackings"):
   gradient folds back with ``k k`` strided additions. The batch arrives ``(G, B, ...)``
   (``batch_first`` False). ``StackedResNet18`` has this form too (its BatchNorm over each
   classifier's ``(B H W, C)`` rows, ``row_batch_norm``): every convolution a batched matmul
-  at the device's matmul rate instead of cuDNN's grouped kernels. Not picked by ``fast``
-  until measured faster on a device;
+  at the device's matmul rate instead of cuDNN's grouped kernels. On an H100 LeNet-5 and
+  the small CNN train and predict faster this way than on ``bmm`` (MNIST 1/7 T = 1000
+  trained in 6.1 s against 7.5 s; predicting 1.9-2.6x), so ``fast`` picks it for them
+  there (``CUDA_FAST``); ResNet-18's grouped twin measured faster (training in 5 of 6
+  group sizes and precisions, up to 1.36x; predicting 3.5-3.8x), so ``fast`` keeps the
+  twin for it;
 - ``"vmap"``: any ``nn.Module`` (a user factory's): ``torch.func.functional_call`` over the
   stacked parameters and buffers under ``torch.func.vmap`` (BatchNorm's running statistics
   per classifier: its buffers are stacked too). Modules that draw random numbers (dropout)
@@ -66,9 +69,11 @@ __all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "Sta
 STACKINGS = ("auto", "twin", "bmm", "cmajor", "vmap")
 _TWINS = {LeNet5: "StackedLeNet5", SmallCNN: "StackedSmallCNN", MLP: "StackedMLP",
           ResNet18: "StackedResNet18"}
-#: The stacking ``training.path: fast`` means on CUDA: the fastest measured there
-#: (docs/benchmarks.md; ``benchmarks/gpu_session.sh`` compares ``twin``, ``bmm`` and ``cmajor``).
-CUDA_FAST = "bmm"
+#: The stacking ``training.path: fast`` means on CUDA, per built-in model: the fastest measured
+#: there (docs/benchmarks.md, one H100; ``benchmarks/gpu_session.sh`` compares ``twin``, ``bmm``
+#: and ``cmajor``). Models not listed (ResNet-18, whose grouped twin measured faster than its
+#: ``cmajor`` form, and the models not measured) and user factories stack as ``"auto"``.
+CUDA_FAST = {"lenet5": "cmajor", "cnn_small": "cmajor"}
 #: Twins whose convolutions have the unfold + batched-matmul form (``"bmm"``).
 _BMM_TWINS = (LeNet5, SmallCNN)
 #: Twins with the classifier-major batched-matmul form (``"cmajor"``).
@@ -130,15 +135,19 @@ def stacking(model: nn.Module, device=None, how: str = "auto") -> str | None:
     return "vmap"
 
 
-def path_stacking(path: str, device=None) -> str:
-    """The ``how`` of ``stacking`` for the engine's ``path`` on ``device``: ``"vmap"``,
-    ``"bmm"`` and ``"cmajor"`` name their stacking, ``"twin"`` is ``"auto"`` (the
-    grouped-convolution twins), and ``"fast"`` is the device's fastest: ``CUDA_FAST``
-    (``"bmm"``) on CUDA, ``"auto"`` elsewhere (``"reference"`` stacks nothing). A run
-    records the path ``fast`` resolved to (``training.groups.recorded_path``): its
-    formulation does not change with the device that resumes it or predicts with it."""
+def path_stacking(path: str, device=None, model=None) -> str:
+    """The ``how`` of ``stacking`` for the engine's ``path`` on ``device`` for ``model`` (a
+    built-in model's name, as ``training.model``; a factory or None: no built-in's):
+    ``"vmap"``, ``"bmm"`` and ``"cmajor"`` name their stacking, ``"twin"`` is ``"auto"`` (the
+    grouped-convolution twins), and ``"fast"`` is the device's fastest: ``CUDA_FAST``'s entry
+    for the model on CUDA (``"cmajor"`` for LeNet-5 and the small CNN), ``"auto"`` elsewhere
+    (``"reference"`` stacks nothing). A run records the path ``fast`` resolved to
+    (``training.groups.recorded_path``): its formulation does not change with the device
+    that resumes it or predicts with it."""
     if path == "fast":
-        return CUDA_FAST if device is not None and torch.device(device).type == "cuda" else "auto"
+        if device is None or torch.device(device).type != "cuda":
+            return "auto"
+        return CUDA_FAST.get(model, "auto") if isinstance(model, str) else "auto"
     return path if path in ("vmap", "bmm", "cmajor") else "auto"
 
 

@@ -60,27 +60,28 @@ def recorded_subset_rows(cfg: TrainConfig, manifest: dict | None) -> int | None:
     return None if rows is None else int(rows)
 
 
-def resolve_path(path: str, device) -> str:
-    """The path a new run records for ``execution.path`` on ``device``: ``fast`` is the
-    stacking it stands for there (``bmm`` on CUDA, ``twin`` elsewhere:
-    ``fast.path_stacking``); the other paths are themselves."""
+def resolve_path(path: str, device, model=None) -> str:
+    """The path a new run of ``model`` (``training.model``) records for ``execution.path`` on
+    ``device``: ``fast`` is the stacking it stands for there (on CUDA ``cmajor`` for LeNet-5
+    and the small CNN, ``twin`` for the others and elsewhere: ``fast.path_stacking``); the
+    other paths are themselves."""
     from poisoncert.training.fast import path_stacking
 
     if path != "fast":
         return path
-    how = path_stacking(path, device)
+    how = path_stacking(path, device, model)
     return "twin" if how == "auto" else how
 
 
-def recorded_path(path: str, device, manifest: dict | None) -> str:
-    """The engine path of a run whose config says ``path`` and whose manifest is
+def recorded_path(path: str, device, manifest: dict | None, model=None) -> str:
+    """The engine path of a run of ``model`` whose config says ``path`` and whose manifest is
     ``manifest`` (None: a new run, trained on ``device``): the path the manifest records
     (``engine.path``), ``twin`` for a ``fast`` run whose manifest predates the record (what
     ``fast`` meant on every device then), else ``resolve_path``."""
     if path != "fast":
         return path
     if manifest is None:
-        return resolve_path(path, device)
+        return resolve_path(path, device, model)
     return str(manifest.get("engine", {}).get("path", "twin"))
 
 
@@ -119,7 +120,7 @@ def _cuda_group(cfg: TrainConfig, device, input_shape, n_classes,
     from poisoncert.training.fast import path_stacking, stack_models, stackable
     from poisoncert.training.models import init_model
 
-    how = path_stacking(path, device)
+    how = path_stacking(path, device, cfg.model)
     models = [init_model(cfg.model, input_shape, n_classes, s).to(device, cfg.torch_dtype)
               for s in (1, 2)]
     n_params = sum(p.numel() for p in models[0].parameters())

@@ -148,7 +148,7 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
                     out[i, a0:a0 + len(c)] = m(c)
             return out
         E = eval_group_size(template, device)
-        how = path_stacking(path, device)
+        how = path_stacking(path, device, cfg.model)
         for a in range(0, k, E):
             group = list(state_dicts[a:a + E])
             net = stack_models([template], how=how, device=device, dtype=cfg.torch_dtype,
