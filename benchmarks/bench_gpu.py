@@ -253,7 +253,8 @@ def _print_progress(total: int, completed: int, label: str):
 
 
 def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None,
-               path: str | None = None, progress: bool = False) -> dict:
+               path: str | None = None, progress: bool = False,
+               group: str | None = None) -> dict:
     from poisoncert.config import from_dict, load_config
     from poisoncert.data import DataError
     from poisoncert.experiment import certify_run, train_run
@@ -266,6 +267,9 @@ def end_to_end(key: str, device: str, quick: bool, dtype: str | None = None,
     if path:
         over["training.path"] = path
         label = f"{label}, path {path}"
+    if group:
+        over["training.group_size"] = group if group == "auto" else int(group)
+        label = f"{label}, group {group}"
     cfg = (load_config(ROOT / "experiments" / yaml_name, over) if yaml_name
            else from_dict(inline, over))
     with tempfile.TemporaryDirectory() as tmp:
@@ -304,6 +308,9 @@ def main(argv=None) -> dict:
                    "to run each end-to-end run with (default: the config's)")
     p.add_argument("--e2e-paths", default="", help="comma-separated training.path values "
                    "to run each end-to-end run with (default: the config's), e.g. fast,bmm")
+    p.add_argument("--e2e-groups", default="", help="comma-separated training.group_size "
+                   "values to run each end-to-end run with (default: the config's), e.g. "
+                   "auto,500,1000")
     p.add_argument("--inference", action="store_true",
                    help="also the test-set predicting rate per model, path and precision")
     p.add_argument("--progress", action="store_true",
@@ -380,10 +387,10 @@ def main(argv=None) -> dict:
     for key in keys:
         if key not in table:
             p.error(f"--e2e: unknown run {key!r} (one of {', '.join(table)})")
-        paths = [q.strip() for q in args.e2e_paths.split(",") if q.strip()] or [None]
-        for dt, path in [(d, q) for q in paths for d in
-                         [d.strip() for d in args.e2e_dtypes.split(",") if d.strip()] or [None]]:
-            r = end_to_end(key, device, args.quick, dt, path, args.progress)
+        listed = lambda text: [v.strip() for v in text.split(",") if v.strip()] or [None]  # noqa: E731
+        for group, path, dt in [(g, q, d) for g in listed(args.e2e_groups)
+                                for q in listed(args.e2e_paths) for d in listed(args.e2e_dtypes)]:
+            r = end_to_end(key, device, args.quick, dt, path, args.progress, group)
             e2e.append(r)
             if "skipped" in r:
                 print(f"| {r['run']} | | | | | skipped: {r['skipped']} | |")

@@ -15,7 +15,9 @@
 # fast is bmm on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases (bmm and cmajor);
 # NS30_PATH the training.path of the improved learner's run (default auto: the fastest of
 # twin, bmm and cmajor for cnn_small with warps, float32, as the throughput step measured
-# them: benchmarks/gpu_pick_path.py), NS30_DTYPES its precisions (default float32);
+# them: benchmarks/gpu_pick_path.py), NS30_DTYPES its precisions (default float32),
+# NS30_GROUPS and MNIST17_GROUPS the group sizes of the end-to-end runs (default: the
+# config's, auto; e.g. "auto,500,1000");
 # THROUGHPUT_ONLY the throughput table's cases (default: MNIST 1/7's and the improved
 # learner's shapes of work on every path, and ResNet-18's grouped twin beside its cmajor form,
 # the CIFAR-10 experiment's candidate; "" for all).
@@ -43,6 +45,8 @@ else
   DEV=(); E2E17=mnist17; E2E30=mnist_ns30; F32=
 fi
 NS30_DTYPES="${NS30_DTYPES:-float32}"
+NS30_GROUPS="${NS30_GROUPS:-}"
+MNIST17_GROUPS="${MNIST17_GROUPS:-}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-${F32:-float32,bfloat16}}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,cmajor}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
@@ -71,7 +75,7 @@ step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py
 # the bmm path's layout question (docs/benchmarks.md): one layer, four formulations
 step probe_layouts 40 python3 benchmarks/probe_conv_layouts.py "${DEV[@]}"
 step e2e_mnist17 150 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e $E2E17 \
-  --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" \
+  --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" --e2e-groups "$MNIST17_GROUPS" \
   --json "$JSON/e2e_mnist17.json"
 # the throughput table before the improved learner, whose path it picks: the cmajor rows
 # beside bmm and the twins, and ResNet-18's cmajor form beside its grouped twin (a case
@@ -86,7 +90,7 @@ echo "improved learner's path: $NS30_PATH" | tee -a "$OUT/summary.txt"
 # the improved learner, before the diagnostic steps below (an acceptance figure); a line per
 # trained group, so a step stopped at its limit leaves a rate
 step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e $E2E30 \
-  --e2e-paths "$NS30_PATH" --e2e-dtypes "$NS30_DTYPES" --progress
+  --e2e-paths "$NS30_PATH" --e2e-dtypes "$NS30_DTYPES" --e2e-groups "$NS30_GROUPS" --progress
 # predicting: 256 classifiers on 10,000 images per model, path and precision (a run's share
 # after training; the improved learner predicts 10,000 test images with each of 1,000), and
 # 16 ResNet-18s on 10,000 CIFAR-sized images on the twin and cmajor

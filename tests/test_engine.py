@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -684,7 +685,8 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     root = Path(__file__).resolve().parents[1]
     steps = "probe_layouts e2e_mnist17 throughput inference profile e2e_mnist_ns30"
     env = {**os.environ, "DRY": "1", "OUT": str(tmp_path / "out"),
-           "JSON": str(tmp_path / "json"), "BUDGET": "400", "STEPS": steps}
+           "JSON": str(tmp_path / "json"), "BUDGET": "400", "STEPS": steps,
+           "NS30_GROUPS": "auto,4"}
     run = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -697,6 +699,10 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     assert "| cnn_small | cmajor | 4 | float32 |" in summary
     assert "| resnet18 | cmajor | 2 | float32 |" in summary  # predicting, CIFAR's model
     assert "path cmajor |" in summary and "improved learner's path: " in summary
+    # the improved learner's run once per group size asked for, the size the run used shown
+    assert re.search(r"\| digits, T = 8, cnn_small \(quick\), float32, path \w+, group 4 \| 4 \|",
+                     summary), summary
+    assert re.search(r"path \w+, group auto \| 8 \|", summary), summary
     assert len(list((tmp_path / "out").iterdir())) <= 8
 
 
