@@ -892,6 +892,75 @@ def test_deskew_keeps_centred_upright_images_blank_images_dtype_and_channels():
         deskew(np.zeros((2, 8, 8), dtype=np.uint8))
 
 
+def _deskew_clipped_reads(x: np.ndarray) -> np.ndarray:
+    """The former ``transforms._deskew`` (until session 9): each bilinear corner read with
+    its indices clipped into the image and its weight zeroed outside it. The library's
+    faster form must give the same bits, or runs trained before it would not resume to the
+    same predictions."""
+    n, c, h, w = x.shape
+    ink = x.astype(np.float64).mean(1)
+    ys = np.arange(h, dtype=np.float64)[None, :, None]
+    xs = np.arange(w, dtype=np.float64)[None, None, :]
+    mass = ink.sum((1, 2))
+    empty = mass <= 0
+    m = np.where(empty, 1.0, mass)
+    cy = (ink * ys).sum((1, 2)) / m
+    cx = (ink * xs).sum((1, 2)) / m
+    dy = ys - cy[:, None, None]
+    vyy = (ink * dy**2).sum((1, 2)) / m
+    vxy = (ink * dy * (xs - cx[:, None, None])).sum((1, 2)) / m
+    slope = np.where(vyy > 0, vxy / np.where(vyy > 0, vyy, 1.0), 0.0)
+    oy, ox = (h - 1) / 2, (w - 1) / 2
+    cy, cx = np.where(empty, oy, cy), np.where(empty, ox, cx)
+    slope = np.where(empty, 0.0, slope)
+    src_y = np.broadcast_to(ys + (cy - oy)[:, None, None], (n, h, w))
+    src_x = xs + (cx - ox)[:, None, None] + slope[:, None, None] * (ys - oy)
+    y0, x0 = np.floor(src_y), np.floor(src_x)
+    fy, fx = src_y - y0, src_x - x0
+    y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
+    out = np.zeros((n, c, h, w), dtype=np.float64)
+    img = np.arange(n)[:, None, None]
+    for oy_, wy in ((0, 1 - fy), (1, fy)):
+        for ox_, wx in ((0, 1 - fx), (1, fx)):
+            yy, xx = y0 + oy_, x0 + ox_
+            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+            vals = x[img, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]
+            out += np.moveaxis(vals * (wy * wx * ok)[..., None], -1, 1)
+    return out.astype(x.dtype)
+
+
+@pytest.mark.parametrize("shape, dtype", [((600, 1, 28, 28), np.float32),
+                                          ((40, 3, 32, 32), np.float32),
+                                          ((50, 2, 9, 13), np.float64)])
+def test_deskew_gives_the_former_implementations_bits(shape, dtype):
+    """Same bits as the clipped-read form, on images whose reads leave the image (strokes at
+    the border, strong slants), blank images, negative values and several channels; and on
+    real MNIST digits where the data are there."""
+    from poisoncert.data.transforms import deskew
+
+    rng = np.random.default_rng(sum(shape))
+    x = (rng.random(shape) ** 4).astype(dtype)
+    x[:, :, :, : shape[3] // 3] *= 0.1  # ink off-centre: reads outside the image
+    x[1] = 0  # blank
+    x[2] = -x[2]  # negative ink: no mass, unchanged
+    x[3] = np.tril(np.ones(shape[2:]))[None] * rng.random((shape[1], 1, 1))  # a strong slant
+    x[4, :, 1:-1, 1:-1] = 0  # only the border
+    got = deskew(x)
+    assert got.dtype == x.dtype
+    np.testing.assert_array_equal(got, _deskew_clipped_reads(x))
+    assert np.array_equal(got.view(np.uint8), _deskew_clipped_reads(x).view(np.uint8))
+    for batch in (1, 7, 8192):  # an image's bits do not depend on its batch
+        assert np.array_equal(deskew(x, batch=batch).view(np.uint8), got.view(np.uint8))
+    from poisoncert.data import DataError, load_dataset
+
+    try:
+        digits = load_dataset("mnist").x_test[:2000]
+    except (DataError, FileNotFoundError):
+        return
+    assert np.array_equal(deskew(digits).view(np.uint8),
+                          _deskew_clipped_reads(digits).view(np.uint8))
+
+
 def test_deskew_config_applies_to_train_and_test_and_keeps_old_hashes():
     from poisoncert.config import config_hash, from_dict, to_dict
     from poisoncert.data.transforms import deskew

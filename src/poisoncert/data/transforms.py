@@ -23,10 +23,13 @@ from poisoncert._validation import param_error
 __all__ = ["deskew"]
 
 
-def deskew(x: np.ndarray, *, batch: int = 8192) -> np.ndarray:
+def deskew(x: np.ndarray, *, batch: int = 128) -> np.ndarray:
     """Deskewed copies of images ``x`` ``(N, C, H, W)`` (or ``(N, H, W)``), same dtype.
 
-    Images with no ink (all zero) are returned unchanged.
+    Images with no ink (all zero) are returned unchanged. ``batch`` images at a time: each
+    image's result does not depend on it; 128 MNIST images keep the float64 temporaries in
+    the caches (70,000 MNIST images in 2 s on an AMD EPYC core, against 5-6 s in batches of
+    8,192).
     """
     arr = np.asarray(x)
     if arr.ndim not in (3, 4) or not np.issubdtype(arr.dtype, np.floating):
@@ -63,12 +66,18 @@ def _deskew(x: np.ndarray) -> np.ndarray:
     y0, x0 = np.floor(src_y), np.floor(src_x)
     fy, fx = src_y - y0, src_x - x0
     y0, x0 = y0.astype(np.int64), x0.astype(np.int64)
-    out = np.zeros((n, c, h, w), dtype=np.float64)
-    img = np.arange(n)[:, None, None]
+    # bilinear reads from a copy with a zero border: a read outside the image is a read of
+    # the border (its index clipped to it), zero times the corner's weight, as a clipped
+    # read times a zero weight; the same products added in the same order, so the same bits
+    # (tests/test_data.py keeps the former, 3x slower, clipped-read form to compare)
+    pad = np.zeros((n, c, h + 2, w + 2), dtype=np.float64)
+    pad[:, :, 1:-1, 1:-1] = x
+    pad = pad.reshape(n, c, -1)
+    out = np.zeros((n, c, h * w), dtype=np.float64)
     for oy_, wy in ((0, 1 - fy), (1, fy)):
+        rows = (np.clip(y0 + oy_, -1, h) + 1) * (w + 2)
         for ox_, wx in ((0, 1 - fx), (1, fx)):
-            yy, xx = y0 + oy_, x0 + ox_
-            ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
-            vals = x[img, :, np.clip(yy, 0, h - 1), np.clip(xx, 0, w - 1)]  # (n, h, w, c)
-            out += np.moveaxis(vals * (wy * wx * ok)[..., None], -1, 1)
-    return out.astype(x.dtype)
+            at = (rows + np.clip(x0 + ox_, -1, w) + 1).reshape(n, 1, h * w)
+            vals = np.take_along_axis(pad, np.broadcast_to(at, (n, c, h * w)), axis=2)
+            out += vals * (wy * wx).reshape(n, 1, h * w)
+    return out.reshape(n, c, h, w).astype(x.dtype)
