@@ -33,7 +33,7 @@ whole stack in a few kernels. Formulations ("stackings"):
   classifier's ``(B H W, C)`` rows, ``row_batch_norm``): every convolution a batched matmul
   at the device's matmul rate instead of cuDNN's grouped kernels. On an H100 LeNet-5 and
   the small CNN train and predict faster this way than on ``bmm`` (MNIST 1/7 T = 1000
-  trained in 6.1 s against 7.5 s; predicting 1.9-2.6x), so ``fast`` picks it for them
+  trained in 6.1 s against 7.5 s; predicting 1.8-2.6x), so ``fast`` picks it for them
   there (``CUDA_FAST``); ResNet-18's grouped twin measured faster (training in 5 of 6
   group sizes and precisions, up to 1.36x; predicting 3.5-3.8x), so ``fast`` keeps the
   twin for it;
