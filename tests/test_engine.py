@@ -220,6 +220,14 @@ def test_lazy_elastic_fields_are_the_eager_ones():
     got = np.concatenate([lazy.field_stream.take(k) for k in (10, 1, 26)])
     np.testing.assert_array_equal(got, eager.fields)
     np.testing.assert_array_equal(lazy.warps, eager.warps)
+    # drawn into a strided slice (a group's stacked grids): the same bits
+    into = sample_minibatches(np.arange(6) % 3, cfg, 9, image_shape=(1, 12, 12),
+                              lazy_fields=True).field_stream
+    stacked = np.full((37, 3, 5, 2, 3, 3), np.nan, np.float32)
+    for a, b in ((0, 10), (10, 11), (11, 37)):
+        into.take_into(stacked[a:b, 1])
+    assert np.array_equal(stacked[:, 1].view(np.uint32), eager.fields.view(np.uint32))
+    assert np.isnan(stacked[:, [0, 2]]).all()  # nothing written beside the slice
 
 
 # --------------------------------------------------------------------------------------------
@@ -750,7 +758,7 @@ def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
     from poisoncert.training.loops import STEP_BLOCK, DrawBlocks
 
     cfg = TrainConfig(steps=2 * STEP_BLOCK + 13, batch_size=4, augment=True, rotation=5.0,
-                      elastic=1.0)
+                      elastic=0.7)
 
     def blocks(threads):
         draws = [sample_minibatches(np.arange(6) % 3, cfg, s, image_shape=(1, 12, 12),
@@ -767,6 +775,46 @@ def test_draw_blocks_prefetched_by_threads_are_the_serial_ones():
         assert x.keys() == z.keys() == {"rows", "warps", "fields"}
         assert all(torch.equal(x[k], z[k]) for k in x)
     assert serial[0][2]["fields"].shape == (STEP_BLOCK, 4, 7, 2, 3, 3)  # (n, B, G, 2, gh, gw)
+    # the grids are each classifier's take() stacked on the axis, the padding copies of the
+    # last (how they were built before they were drawn in place), for both axes
+    for axis in (1, 2):
+        draws = [sample_minibatches(np.arange(6) % 3, cfg, s, image_shape=(1, 12, 12),
+                                    lazy_fields=True) for s in range(5)]
+        streams = [sample_minibatches(np.arange(6) % 3, cfg, s, image_shape=(1, 12, 12),
+                                      lazy_fields=True).field_stream for s in range(5)]
+        blk = DrawBlocks(draws, [d.positions for d in draws], 2, axis, cfg.steps,
+                         torch.device("cpu"))
+        for a in (0, STEP_BLOCK):
+            grids = [st.take(STEP_BLOCK) for st in streams]
+            want = np.stack(grids + [grids[-1]] * 2, axis=axis)
+            got = blk.host(a, a + STEP_BLOCK)["fields"]
+            assert got.shape == want.shape and got.view(np.uint32).tobytes() == want.view(
+                np.uint32).tobytes()
+
+
+def test_draws_made_by_host_threads_train_the_same_bits(monkeypatch):
+    """On CUDA each group's draws are made by threads (``loops.host_threads``); forced on
+    the CPU here, the trained weights and predictions are the one-thread ones, bit for bit,
+    with warps and elastic grids (whose streams the threads also draw into one array)."""
+    from poisoncert.training import engine, train_predict_with_weights
+    from poisoncert.training import loops as loops_module
+
+    rng = np.random.default_rng(3)
+    x = rng.random((40, 1, 12, 12), dtype=np.float32)
+    y = rng.integers(0, 3, 40)
+    subs = [rng.integers(0, 40, 9) for _ in range(6)]
+    cfg = TrainConfig(model="cnn_small", steps=loops_module.STEP_BLOCK + 3, batch_size=5,
+                      group_size=4, augment=True, rotation=8.0, elastic=0.7, max_shift=2)
+    run = dict(n_classes=3, device="cpu")
+    P1, W1 = train_predict_with_weights(x, y, subs, list(range(6)), x[:7], cfg, **run)
+    used = []
+    monkeypatch.setattr(engine, "host_threads", lambda d: used.append("draws") or 3)
+    monkeypatch.setattr(loops_module, "host_threads", lambda d: used.append("blocks") or 3)
+    P3, W3 = train_predict_with_weights(x, y, subs, list(range(6)), x[:7], cfg, **run)
+    assert "draws" in used and "blocks" in used
+    np.testing.assert_array_equal(P1, P3)
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(W1, W3, strict=True) for k in a)
+    assert loops_module.map_threads(lambda i: i * i, range(9), 4) == [i * i for i in range(9)]
 
 
 # --------------------------------------------------------------------------------------------

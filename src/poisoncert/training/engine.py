@@ -44,7 +44,7 @@ from poisoncert.selection import init_seed, module_seed
 from poisoncert.training.fast import batch_dependent, path_stacking, stacking
 from poisoncert.training.groups import auto_group_size
 from poisoncert.training.inference import evaluate, precision
-from poisoncert.training.loops import train_one, train_stacked
+from poisoncert.training.loops import host_threads, map_threads, train_one, train_stacked
 from poisoncert.training.minibatches import ImageBatcher, sample_minibatches
 from poisoncert.training.models import build_model, init_model
 from poisoncert.training.settings import CUDA_DTYPES, DEFAULT_GROUP_SIZE, PATHS, TrainConfig
@@ -97,9 +97,12 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
               for s in task.seeds]
     kind = None if settings.path == "reference" else stacking(
         models[0], how=path_stacking(settings.path, device, cfg.model))
-    draws = [sample_minibatches(task.y[s], cfg, seed, shifts=images, image_shape=x.shape[1:],
-                                lazy_fields=kind is not None)
-             for s, seed in zip(task.subsets, task.seeds, strict=True)]
+    # each classifier's draws from its own generator: by threads on CUDA (1.2 s for 250
+    # classifiers of the improved learner on one AMD EPYC core, the device idle meanwhile)
+    draws = map_threads(lambda ss: sample_minibatches(
+        task.y[ss[0]], cfg, ss[1], shifts=images, image_shape=x.shape[1:],
+        lazy_fields=kind is not None), list(zip(task.subsets, task.seeds, strict=True)),
+        host_threads(device))
     # (steps, B) rows of x per classifier
     rows = [s[d.positions] for s, d in zip(task.subsets, draws, strict=True)]
     with precision(cfg, device):

@@ -16,11 +16,29 @@ from poisoncert.training.minibatches import Minibatches
 from poisoncert.training.optim import StackedOptimizer, lr_at, make_optimizer, set_lr
 from poisoncert.training.settings import TrainConfig
 
-__all__ = ["STEP_BLOCK", "DrawBlocks", "autocast", "draw_counts", "train_one",
-           "train_stacked"]
+__all__ = ["STEP_BLOCK", "DrawBlocks", "autocast", "draw_counts", "host_threads",
+           "map_threads", "train_one", "train_stacked"]
 
 #: Steps whose draws are moved to the device at once (bounds the memory of long runs).
 STEP_BLOCK = 64
+
+
+def host_threads(device: torch.device) -> int:
+    """Threads that draw a group's random numbers on the host: up to 8 while a CUDA device
+    trains (numpy releases the GIL while it fills an array; each classifier's generator is
+    used by one thread at a time, so the numbers do not change), 1 on the CPU (the engine's
+    one-thread rule)."""
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+
+
+def map_threads(fn, items, threads: int) -> list:
+    """``[fn(i) for i in items]``, by a pool of ``threads`` threads when more than one."""
+    if threads <= 1:
+        return [fn(i) for i in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads) as pool:
+        return list(pool.map(fn, items))
 
 
 def autocast(cfg: TrainConfig, device: torch.device):
@@ -89,7 +107,7 @@ class DrawBlocks:
         self.warps = [d.warps for d in draws]
         self.shifts = [d.shifts for d in draws]
         self.streams = [d.field_stream for d in draws]
-        self.threads = min(8, os.cpu_count() or 1) if device.type == "cuda" else 1
+        self.threads = host_threads(device)
 
     def _stack(self, arrays: list, axis: int) -> np.ndarray:
         return np.stack(arrays + [arrays[-1]] * self.pad, axis=axis)
@@ -101,11 +119,29 @@ class DrawBlocks:
         elif self.shifts[0] is not None:
             out["shifts"] = self._stack([sh[a:b] for sh in self.shifts], self.axis)
         if self.streams[0] is not None:
-            take = lambda st: st.take(b - a)  # noqa: E731
-            grids = list(pool.map(take, self.streams)) if pool else [take(st)
-                                                                      for st in self.streams]
-            out["fields"] = self._stack(grids, self.axis)
+            out["fields"] = self._fields(b - a, pool)
         return out
+
+    def _fields(self, n: int, pool) -> np.ndarray:
+        """The next ``n`` steps' elastic grids of the group, stacked on ``axis``: each stream
+        draws straight into its classifier's slice (the padding copies the last one)."""
+        st = self.streams[0]
+        k = len(self.streams)
+        one = (n, st.batch, 2, *st.grid)
+        fields = np.empty(one[:self.axis] + (k + self.pad,) + one[self.axis:], np.float32)
+        at = (slice(None),) * self.axis
+
+        def fill(g: int) -> None:
+            self.streams[g].take_into(fields[at + (g,)])
+
+        if pool:
+            list(pool.map(fill, range(k)))
+        else:
+            for g in range(k):
+                fill(g)
+        if self.pad:
+            fields[at + (slice(k, None),)] = np.expand_dims(fields[at + (k - 1,)], self.axis)
+        return fields
 
     def __iter__(self):
         spans = [(a, min(a + STEP_BLOCK, self.steps)) for a in range(0, self.steps, STEP_BLOCK)]

@@ -53,6 +53,13 @@ class FieldStream:
         return (self.elastic * self.rng.standard_normal(
             (k, self.batch, 2, *self.grid))).astype(np.float32)
 
+    def take_into(self, out: np.ndarray) -> None:
+        """``take(len(out))`` written into ``out`` (float32, that shape, any strides, such
+        as one classifier's slice of a group's stacked grids): the same bits (the product
+        in float64, rounded to float32 once) without a float32 temporary or a copy."""
+        np.multiply(self.rng.standard_normal(out.shape), self.elastic, out=out,
+                    casting="same_kind")
+
 
 def elastic_grid(image_shape) -> tuple[int, int]:
     """The coarse grid of elastic displacements for images ``(..., H, W)``: one node per 4
