@@ -9,11 +9,13 @@ batched-matmul paths ``bmm`` and ``cmajor``) it times one call of
 ``training.train_predict`` (after a warm-up call) without the profiler, then profiles a call
 of 1 step and one of ``PROFILED_STEPS``, and prints:
 
-- the wall time per step, and the device's kernel time per step (the sum of its kernels'
-  durations, the difference of the two profiled calls per step): kernel time near the wall
-  time means the device's arithmetic bounds the step; far under it, the host (Python,
-  kernel launches, preparing draws) does;
+- the wall time per step (the call's, set-up and predicting included), the steady wall time
+  per step (the call less a call of 1 step, per further step) and the device's kernel time
+  per step (the sum of its kernels' durations, the difference of the two profiled calls per
+  step): a steady wall time near the kernel time means the device's kernels bound the step;
+  far above it, the host (Python, kernel launches, preparing draws) does;
 - kernels launched per step, and the kernel time of set-up + 1 step + predicting;
+- the kernels' time per step by name (the same difference), with their share;
 - the operators and kernels with the most device time (self), then the most host time.
 
 Measured, never estimated; the table is the profiler's own.
@@ -69,13 +71,15 @@ def profile_case(name, cfg, G, subset, path, device, dtype):
     cfg = replace(cfg, group_size=G, dtype=dtype)
     args = random_group(cfg, (1, 28, 28), G, subset)
     wall = timed_call(args, cfg, device, path)
+    wall1 = timed_call(args, replace(cfg, steps=1), device, path)
+    steady = (wall - wall1) / max(cfg.steps - 1, 1)
     run = dict(n_classes=10, device=device, path=path)
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.startswith("cuda")
                                      else [])
     # the profiled call: fewer steps (the profiler's own cost grows with the events), and a
     # call of one step to subtract what does not scale with the steps (set-up, predicting)
     few = replace(cfg, steps=PROFILED_STEPS)
-    per_call = []
+    per_call, by_name = [], []
     for c in (replace(cfg, steps=1), few):
         with profile(activities=acts) as prof:
             train_predict(*args, c, **run)
@@ -83,20 +87,36 @@ def profile_case(name, cfg, G, subset, path, device, dtype):
         kernels = _kernel_rows(prof)
         per_call.append((sum(r.self_device_time_total for r in kernels) / 1e6,  # us -> s
                          sum(r.count for r in kernels)))
+        by_name.append({r.key: r.self_device_time_total / 1e6 for r in kernels})
     (t1, n1), (tk, nk) = per_call
     steps = cfg.steps
     k_time, k_count = (tk - t1) / (PROFILED_STEPS - 1), (nk - n1) / (PROFILED_STEPS - 1)
     print(f"\n## {name}, G = {G}, {dtype}: {1e3 * wall / steps:.2f} ms/step wall "
-          f"({steps} steps, set-up and predicting included), {1e3 * k_time:.2f} ms/step in "
+          f"({steps} steps, set-up and predicting included), {1e3 * steady:.2f} ms/step "
+          f"steady wall, {1e3 * k_time:.2f} ms/step in "
           f"kernels, {k_count:.0f} kernels/step (profiled: {PROFILED_STEPS} steps less 1); "
           f"set-up + 1 step + predicting: {1e3 * t1:.1f} ms in {n1} kernels", flush=True)
+    print(per_step_kernels(*by_name, k_time))
     key = "self_device_time_total" if device.startswith("cuda") else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=70))
     if device.startswith("cuda"):
         print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=10,
                                         max_name_column_width=70))
     return {"case": name, "G": G, "dtype": dtype, "wall_ms_per_step": 1e3 * wall / steps,
-            "kernel_ms_per_step": 1e3 * k_time, "kernels_per_step": k_count}
+            "steady_ms_per_step": 1e3 * steady, "kernel_ms_per_step": 1e3 * k_time,
+            "kernels_per_step": k_count}
+
+
+def per_step_kernels(one: dict, few: dict, k_time: float, rows: int = 12) -> str:
+    """A table of the kernels' device time per step by name: the profiled call of
+    ``PROFILED_STEPS`` less the call of 1 step, per further step (seconds in, ms out)."""
+    per = {k: (few.get(k, 0.0) - one.get(k, 0.0)) / (PROFILED_STEPS - 1)
+           for k in set(one) | set(few)}
+    top = sorted(per.items(), key=lambda kv: -kv[1])[:rows]
+    lines = ["| kernel (per step) | ms | share |", "|---|---:|---:|"]
+    lines += [f"| {k[:90]} | {1e3 * v:.3f} | {100 * v / k_time if k_time > 0 else 0:.0f}% |"
+              for k, v in top]
+    return "\n".join("  " + line for line in lines)  # indented: not in the session summary
 
 
 def profile_run(key: str, device: str, quick: bool) -> dict:
@@ -137,11 +157,13 @@ def main(argv=None):
         return profile_run(args.e2e, args.device, args.quick)
     out = [profile_case(*c, args.device, dt) for dt in args.dtypes.split(",")
            for c in cases(args.quick) if args.only in c[0]]
-    print("\n| case | G | dtype | wall ms/step | kernel ms/step | kernels/step |")
-    print("|---|---:|---|---:|---:|---:|")
+    print("\n| case | G | dtype | wall ms/step | steady wall ms/step | kernel ms/step "
+          "| kernels/step |")
+    print("|---|---:|---|---:|---:|---:|---:|")
     for r in out:
         print(f"| {r['case']} | {r['G']} | {r['dtype']} | {r['wall_ms_per_step']:.2f} | "
-              f"{r['kernel_ms_per_step']:.2f} | {r['kernels_per_step']:.0f} |")
+              f"{r['steady_ms_per_step']:.2f} | {r['kernel_ms_per_step']:.2f} | "
+              f"{r['kernels_per_step']:.0f} |")
     return out
 
 

@@ -721,6 +721,12 @@ def test_the_gpu_session_tools_run_on_the_cpu(capsys):
     prof = _load_benchmark("profile_gpu")
     rows = prof.main(["--device", "cpu", "--quick", "--only", "lenet5"])
     assert [r["case"] for r in rows] == ["lenet5 rows 4"] and rows[0]["wall_ms_per_step"] > 0
+    assert rows[0]["steady_ms_per_step"] > 0
+    # kernels per step: the longer profiled call less the 1-step one, per further step
+    table = prof.per_step_kernels({"a": 0.001, "b": 0.002}, {"a": 0.006, "b": 0.022, "c": 0.01},
+                                  0.007)
+    assert table.splitlines()[2:] == ["  | b | 4.000 | 57% |", "  | c | 2.000 | 29% |",
+                                      "  | a | 1.000 | 14% |"]
     probe = _load_benchmark("probe_conv_layouts")
     probe.main(["--device", "cpu", "--quick", "--repeats", "1"])
     assert "| lenet5 conv1 |" in capsys.readouterr().out
