@@ -65,9 +65,13 @@ class Case:
     groups: tuple[int, ...]
     #: Rows of each classifier's sub-dataset (drawn with replacement from random images).
     subset: int = 30
-    #: ``train_predict``'s path: ``"twin"`` (the grouped-convolution twins; ``"fast"`` would
-    #: be ``"bmm"`` on CUDA), ``"vmap"``, ``"bmm"`` or ``"cmajor"``.
+    #: ``train_predict``'s path: ``"twin"`` (the grouped-convolution twins; ``"fast"`` is
+    #: per model on CUDA), ``"vmap"``, ``"bmm"`` or ``"cmajor"``.
     path: str = "twin"
+    #: A diagnostic: cuDNN free to pick any algorithm (``benchmark`` on, ``deterministic``
+    #: off) instead of the engine's deterministic heuristics, whose bits do not change from
+    #: run to run; what that guarantee costs the grouped convolutions.
+    free_cudnn: bool = False
 
 
 def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
@@ -94,7 +98,10 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
                      (2,), path="vmap"),
                 Case("resnet18 (cmajor)", TrainConfig(model="resnet18", steps=2, batch_size=4,
                                                       optimizer="sgd", lr=0.05), (3, 16, 16),
-                     (2,), path="cmajor")]
+                     (2,), path="cmajor"),
+                Case("resnet18 (twin, cuDNN free)", TrainConfig(
+                    model="resnet18", steps=2, batch_size=4, optimizer="sgd", lr=0.05),
+                    (3, 16, 16), (2,), free_cudnn=True)]
     small = (8, 256) if short else (8, 64, 256)
     resnet = TrainConfig(model="resnet18", steps=10, batch_size=64, optimizer="sgd", lr=0.05,
                          momentum=0.9, weight_decay=5e-4, augment=True, max_shift=4)
@@ -127,7 +134,9 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
                  path="vmap"),
             # every convolution one patch copy and one batched matmul (tensor cores), instead
             # of cuDNN's grouped kernels; BatchNorm over each classifier's rows
-            Case("resnet18 (cmajor)", resnet, (3, 32, 32), (8, 32), path="cmajor")]
+            Case("resnet18 (cmajor)", resnet, (3, 32, 32), (8, 32), path="cmajor"),
+            # what the deterministic cuDNN heuristics cost the grouped twin (a diagnostic)
+            Case("resnet18 (twin, cuDNN free)", resnet, (3, 32, 32), (32,), free_cudnn=True)]
 
 
 def sync(device: str) -> None:
@@ -188,12 +197,43 @@ def timed_call(args: tuple, cfg: TrainConfig, device: str, path: str) -> float:
     return time.perf_counter() - t0
 
 
+@contextmanager
+def free_cudnn(on: bool):
+    """Within: the engine's calls leave cuDNN free (``benchmark`` on, ``deterministic``
+    off) after setting their precision (a diagnostic; the engine itself never does)."""
+    if not on:
+        yield
+        return
+    from poisoncert.training import engine
+
+    keep = engine.precision
+
+    @contextmanager
+    def free(cfg, device):
+        with keep(cfg, device):
+            b = torch.backends.cudnn
+            saved = b.benchmark, b.deterministic
+            b.benchmark, b.deterministic = True, False
+            try:
+                yield
+            finally:
+                b.benchmark, b.deterministic = saved
+
+    engine.precision = free
+    try:
+        yield
+    finally:
+        engine.precision = keep
+
+
 def throughput(case: Case, G: int, dtype: str, device: str) -> float:
     """Training images/s of one group of ``G`` (the second of two calls): the draws of the
     group's steps per second (with ``subset_rows`` a step forwards each sub-dataset's rows
     once, weighted by the draws: the same work counted the same way)."""
     cfg = replace(case.cfg, group_size=G, dtype=dtype)
-    seconds = timed_call(random_group(cfg, case.shape, G, case.subset), cfg, device, case.path)
+    with free_cudnn(case.free_cudnn):
+        seconds = timed_call(random_group(cfg, case.shape, G, case.subset), cfg, device,
+                             case.path)
     return G * cfg.steps * cfg.batch_size / seconds
 
 

@@ -20,7 +20,8 @@
 # config's, auto; e.g. "auto,500,1000");
 # THROUGHPUT_ONLY the throughput table's cases (default: MNIST 1/7's and the improved
 # learner's shapes of work on every path, and ResNet-18's grouped twin beside its cmajor form,
-# the CIFAR-10 experiment's candidate; "" for all).
+# the CIFAR-10 experiment's candidate, and the twin with cuDNN free of the engine's
+# deterministic heuristics, a diagnostic; "" for all).
 #
 # DRY=1 runs every step on the CPU with the tools' tiny settings (--device cpu --quick, the
 # digits runs for the end-to-end steps, float32): a check of this script's wiring before a
@@ -50,7 +51,7 @@ MNIST17_GROUPS="${MNIST17_GROUPS:-}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-${F32:-float32,bfloat16}}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,cmajor}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
-THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (twin),resnet18 (cmajor)}"
+THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (twin),resnet18 (cmajor),cuDNN free}"
 start=$(date +%s)
 declare -a SUMMARY
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }

@@ -704,6 +704,7 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     assert "| cnn_small + warps (cmajor) | 2 | float32 |" in summary
     assert "| resnet18 (cmajor) | 2 | float32 |" in summary
     assert "| resnet18 (twin) | 2 | float32 |" in summary
+    assert "| resnet18 (twin, cuDNN free) | 2 | float32 |" in summary
     assert "| cnn_small | cmajor | 4 | float32 |" in summary
     assert "| resnet18 | cmajor | 2 | float32 |" in summary  # predicting, CIFAR's model
     assert "path cmajor |" in summary and "improved learner's path: " in summary
@@ -727,6 +728,21 @@ def test_the_gpu_session_tools_run_on_the_cpu(capsys):
                                   0.007)
     assert table.splitlines()[2:] == ["  | b | 4.000 | 57% |", "  | c | 2.000 | 29% |",
                                       "  | a | 1.000 | 14% |"]
+    # the cuDNN diagnostic frees cuDNN inside the engine's precision and restores it all
+    bench = _load_benchmark("bench_gpu")
+    from poisoncert.training import engine
+
+    cudnn, keep = torch.backends.cudnn, engine.precision
+    before = cudnn.benchmark, cudnn.deterministic
+    seen = []
+    with bench.free_cudnn(True):
+        assert engine.precision is not keep
+        with engine.precision(TrainConfig(), torch.device("cpu")):
+            seen.append((cudnn.benchmark, cudnn.deterministic))
+        seen.append((cudnn.benchmark, cudnn.deterministic))
+    assert seen == [(True, False), before] and engine.precision is keep
+    with bench.free_cudnn(False):
+        assert engine.precision is keep
     probe = _load_benchmark("probe_conv_layouts")
     probe.main(["--device", "cpu", "--quick", "--repeats", "1"])
     assert "| lenet5 conv1 |" in capsys.readouterr().out
