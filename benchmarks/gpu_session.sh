@@ -97,8 +97,9 @@ step e2e_mnist_ns30 230 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-through
 # 16 ResNet-18s on 10,000 CIFAR-sized images on the twin and cmajor
 step inference 90 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e none \
   --inference
-# where a step's time goes: kernels against wall time, kernels per step, the costliest ops
-step profile 80 python3 benchmarks/profile_gpu.py "${DEV[@]}" --only "$PROFILE_ONLY"
+# where a step's time goes: kernels against steady wall time, kernels per step, the costliest
+# ops (ResNet-18 in bfloat16 on the twin and cmajor too)
+step profile 150 python3 benchmarks/profile_gpu.py "${DEV[@]}" --only "$PROFILE_ONLY"
 # where an end-to-end run's host time goes (MNIST 1/7, the second of two runs, cProfile)
 step cprofile_mnist17 45 python3 benchmarks/profile_gpu.py "${DEV[@]}" --e2e $E2E17
 { echo; echo "| step | result |"; echo "|---|---|"

@@ -5,7 +5,8 @@
 
 For each case (MNIST 1/7's shape of work: LeNet-5 on 10-row sub-datasets, G = 250; the
 improved learner's: the small CNN with random warps and elastic fields, G = 250; each on the
-batched-matmul paths ``bmm`` and ``cmajor``) it times one call of
+batched-matmul paths ``bmm`` and ``cmajor``; the CIFAR-10 experiment's: ResNet-18, G = 32,
+batches of 64 in bfloat16, on the grouped twin and ``cmajor``) it times one call of
 ``training.train_predict`` (after a warm-up call) without the profiler, then profiles a call
 of 1 step and one of ``PROFILED_STEPS``, and prints:
 
@@ -44,16 +45,27 @@ PROFILED_STEPS = 6
 PATHS = ("bmm", "cmajor")
 
 
+MNIST = (1, 28, 28)
+
+
 def cases(quick: bool):
+    """(name, config, G, sub-dataset rows, path, image shape, dtype or None: ``--dtypes``)."""
     if quick:
         lenet = TrainConfig(model="lenet5", steps=3, batch_size=8, subset_rows=4)
         small = TrainConfig(model="cnn_small", steps=3, batch_size=8, **WARPS)
-        return [("lenet5 rows 4", lenet, 2, 4, "fast"), ("cnn_small + warps", small, 2, 30,
-                                                         "bmm")]
+        resnet = TrainConfig(model="resnet18", steps=3, batch_size=4, optimizer="sgd", lr=0.05)
+        return [("lenet5 rows 4", lenet, 2, 4, "fast", MNIST, None),
+                ("cnn_small + warps", small, 2, 30, "bmm", MNIST, None),
+                ("resnet18, cmajor", resnet, 2, 30, "cmajor", (3, 16, 16), "float32")]
     lenet = TrainConfig(model="lenet5", steps=40, batch_size=32, subset_rows=10)
     small = TrainConfig(model="cnn_small", steps=40, batch_size=32, **WARPS)
-    return [(f"lenet5 rows 10, {p}", lenet, 250, 10, p) for p in PATHS] + \
-           [(f"cnn_small + warps, {p}", small, 250, 30, p) for p in PATHS]
+    # the CIFAR-10 experiment's step (cifar10_bagging.yaml), in bfloat16, on both forms
+    resnet = TrainConfig(model="resnet18", steps=10, batch_size=64, optimizer="sgd", lr=0.05,
+                         momentum=0.9, weight_decay=5e-4, augment=True, max_shift=4)
+    return ([(f"lenet5 rows 10, {p}", lenet, 250, 10, p, MNIST, None) for p in PATHS]
+            + [(f"cnn_small + warps, {p}", small, 250, 30, p, MNIST, None) for p in PATHS]
+            + [(f"resnet18, {p}", resnet, 32, 1000, p, (3, 32, 32), "bfloat16")
+               for p in ("twin", "cmajor")])
 
 
 def _kernel_rows(prof):
@@ -67,9 +79,12 @@ def _kernel_rows(prof):
     return rows
 
 
-def profile_case(name, cfg, G, subset, path, device, dtype):
+def profile_case(name, cfg, G, subset, path, shape, fixed_dtype, device, dtype):
+    dtype = fixed_dtype or dtype
+    if dtype != "float32" and not device.startswith("cuda"):
+        dtype = "float32"  # tf32 and bfloat16 are CUDA's
     cfg = replace(cfg, group_size=G, dtype=dtype)
-    args = random_group(cfg, (1, 28, 28), G, subset)
+    args = random_group(cfg, shape, G, subset)
     wall = timed_call(args, cfg, device, path)
     wall1 = timed_call(args, replace(cfg, steps=1), device, path)
     steady = (wall - wall1) / max(cfg.steps - 1, 1)
@@ -155,8 +170,9 @@ def main(argv=None):
         p.error("--device cuda: no CUDA device is visible (use --device cpu --quick)")
     if args.e2e:
         return profile_run(args.e2e, args.device, args.quick)
-    out = [profile_case(*c, args.device, dt) for dt in args.dtypes.split(",")
-           for c in cases(args.quick) if args.only in c[0]]
+    dtypes = args.dtypes.split(",")
+    out = [profile_case(*c, args.device, dt) for c in cases(args.quick)
+           if args.only in c[0] for dt in (dtypes if c[6] is None else dtypes[:1])]
     print("\n| case | G | dtype | wall ms/step | steady wall ms/step | kernel ms/step "
           "| kernels/step |")
     print("|---|---:|---|---:|---:|---:|---:|")
