@@ -11,8 +11,8 @@
 # profile; also probe_layouts and cprofile_mnist17, measured in session 6; they run in the
 # order below, the acceptance figures before the diagnostics; at most 7 of them, so that $OUT
 # holds at most 8 files);
-# MNIST17_DTYPES and MNIST17_PATHS the MNIST 1/7 runs (default float32,bfloat16 x fast,cmajor:
-# fast is bmm on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases (bmm and cmajor);
+# MNIST17_DTYPES and MNIST17_PATHS the MNIST 1/7 runs (default float32,bfloat16 x fast,bmm:
+# fast is cmajor for LeNet-5 on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases;
 # NS30_PATH the training.path of the improved learner's run (default auto: the fastest of
 # twin, bmm and cmajor for cnn_small with warps, float32, as the throughput step measured
 # them: benchmarks/gpu_pick_path.py), NS30_DTYPES its precisions (default float32),
@@ -49,7 +49,7 @@ NS30_DTYPES="${NS30_DTYPES:-float32}"
 NS30_GROUPS="${NS30_GROUPS:-}"
 MNIST17_GROUPS="${MNIST17_GROUPS:-}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-${F32:-float32,bfloat16}}"
-MNIST17_PATHS="${MNIST17_PATHS:-fast,cmajor}"
+MNIST17_PATHS="${MNIST17_PATHS:-fast,bmm}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
 THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (twin),resnet18 (cmajor),cuDNN free}"
 start=$(date +%s)

@@ -707,7 +707,7 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     assert "| resnet18 (twin, cuDNN free) | 2 | float32 |" in summary
     assert "| cnn_small | cmajor | 4 | float32 |" in summary
     assert "| resnet18 | cmajor | 2 | float32 |" in summary  # predicting, CIFAR's model
-    assert "path cmajor |" in summary and "improved learner's path: " in summary
+    assert "path bmm |" in summary and "improved learner's path: " in summary
     # the improved learner's run once per group size asked for, the size the run used shown
     assert re.search(r"\| digits, T = 8, cnn_small \(quick\), float32, path \w+, group 4 \| 4 \|",
                      summary), summary
