@@ -12,18 +12,32 @@ follow each other within ~30 s):
     python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/1
     python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/2
     python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/3 && \\
-        timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --path cmajor
+        timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --dtype bfloat16
     # a later call on the same warm machine resumes the run where the time limit stopped it
-    timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --path cmajor
+    timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --dtype bfloat16
+
+(``training.path: fast`` is ResNet-18's grouped twin on CUDA, its fastest measured form:
+5,773 training images/s in bfloat16 at G = 32 on an H100, docs/benchmarks.md.)
+
+A run longer than one lease goes on in the next one (a fresh machine): ``run --pack`` writes
+the run's state (its directory without weights: the finished chunks' predictions, about 10 MB
+for T = 500, and the seconds each call trained) to ``$OUT/cifar_run.tar.gz`` whether the run
+finished or a time limit stopped it; copy that file here into ``data/cifar_run/`` (git-ignored)
+and, after staging the three parts on the next lease, resume from it in a fourth call that
+carries ``data/cifar_run`` (a part and the state together would pass the 64 MiB):
+
+    timeout -s INT 500 python3 benchmarks/gpu_cifar10.py run --out $OUT --pack \
+        --dtype bfloat16 --resume-from data/cifar_run/cifar_run.tar.gz
 
 ``run`` trains ``experiments/cifar10_bagging.yaml`` (ResNet-18, ns = 1000, T = 500, 400 steps,
 bagging) into ``--run-dir`` with a line per finished chunk (classifiers so far, seconds, rate;
 a chunk is rounded up to whole groups, so what a time limit loses is at most one chunk),
 certifies it once every classifier is trained, and writes to ``--out`` a summary
-(``cifar10.json``: wall times, group size, path, precision, accuracies, the certified
-accuracy per radius) with the run's manifest; the run's weights are not kept
-(``training.save_weights: false``: 500 ResNet-18s are 22 GB). ``--quick --device cpu``: two
-classifiers of two steps on 20 test images, the same wiring on the CPU (tests/test_engine.py).
+(``cifar10.json``: wall times, this call's and every call's training seconds, group size,
+path, precision, accuracies, the certified accuracy per radius) with the run's manifest; the
+run's weights are not kept (``training.save_weights: false``: 500 ResNet-18s are 22 GB).
+``--quick --device cpu``: two classifiers of two steps on 20 test images, the same wiring on
+the CPU (tests/test_engine.py).
 """
 
 from __future__ import annotations
@@ -88,6 +102,66 @@ def stage(part: Path, stage_dir: Path) -> Path:
     return dest
 
 
+#: The packed state's name in ``--out``, and the record of every call's training inside it.
+PACKED, CALLS = "cifar_run.tar.gz", "calls.json"
+#: Most bytes of a file a device call brings back from ``$OUT``.
+OUT_FILE_LIMIT = 16 * 2**20
+
+
+def _calls_file(run_dir: Path) -> Path:
+    """Where a run's record of calls lives: beside its directory (the run's own files stay
+    the library's)."""
+    return run_dir.parent / f"{run_dir.name}_{CALLS}"
+
+
+def pack(run_dir: Path, out: Path) -> Path:
+    """The run's state, its directory (no weights; not its lock) and the record of calls,
+    as ``out/cifar_run.tar.gz`` (at most what a device call brings back)."""
+    out.mkdir(parents=True, exist_ok=True)
+    dest = out / PACKED
+    tmp = dest.with_name(dest.name + ".part")
+    with tarfile.open(tmp, "w:gz") as tar:
+        for f in sorted(run_dir.rglob("*")):
+            if f.is_file() and f.name != ".lock":
+                tar.add(f, arcname=str(Path("run") / f.relative_to(run_dir)))
+        if _calls_file(run_dir).is_file():
+            tar.add(_calls_file(run_dir), arcname=CALLS)
+    size = tmp.stat().st_size
+    if size > OUT_FILE_LIMIT:
+        tmp.unlink()
+        raise SystemExit(f"pack: the run's state is {size} bytes, over the {OUT_FILE_LIMIT} "
+                         "a device call brings back")
+    tmp.replace(dest)
+    print(f"packed {run_dir} -> {dest} ({size / 2**20:.1f} MiB)")
+    return dest
+
+
+def unpack(packed: Path, run_dir: Path) -> bool:
+    """A packed state into ``run_dir``, which must not exist (a warm machine's own run is
+    newer: then nothing is unpacked, and False)."""
+    if not packed.is_file():
+        raise SystemExit(f"run: --resume-from '{packed}' is not a file (carry the folder "
+                         "holding it with the call)")
+    if run_dir.exists():
+        print(f"{run_dir} exists: resuming it, not {packed}")
+        return False
+    tmp = run_dir.with_name(run_dir.name + ".unpacking")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(packed, "r:gz") as tar:
+        names = tar.getnames()
+        if any(not (n == CALLS or n.startswith("run/")) or ".." in Path(n).parts
+               for n in names):
+            raise SystemExit(f"run: '{packed}' is not a packed run state (members "
+                             f"{names[:3]}...)")
+        tar.extractall(tmp, filter="data")
+    if (tmp / CALLS).is_file():
+        (tmp / CALLS).replace(_calls_file(run_dir))
+    (tmp / "run").replace(run_dir)
+    shutil.rmtree(tmp)
+    print(f"unpacked {packed} -> {run_dir}")
+    return True
+
+
 def run(args) -> dict:
     from bench_gpu import _print_progress
 
@@ -115,9 +189,27 @@ def run(args) -> dict:
                      "training.batch_size": 4, "data.test_limit": 20, "run.chunk_size": 1})
     cfg = load_config(ROOT / "experiments" / "cifar10_bagging.yaml", over)
     run_dir = Path(args.run_dir)
+    if args.resume_from:
+        unpack(Path(args.resume_from), run_dir)
+    calls_file = _calls_file(run_dir)
+    calls = json.loads(calls_file.read_text()) if calls_file.is_file() else []
     t0 = time.perf_counter()
-    res = train_run(cfg, run_dir, progress=_print_progress)
+    try:
+        res = train_run(cfg, run_dir, progress=_print_progress)
+    except KeyboardInterrupt:  # a time limit (timeout -s INT): finished chunks are kept
+        calls.append({"train_s": round(time.perf_counter() - t0, 2), "finished": False})
+        calls_file.parent.mkdir(parents=True, exist_ok=True)
+        calls_file.write_text(json.dumps(calls, indent=1) + "\n")
+        done = len(list((run_dir / "chunks").glob("*.npz"))) if run_dir.is_dir() else 0
+        print(f"stopped by the time limit after {calls[-1]['train_s']} s: {done} chunk(s) of "
+              f"the run are finished and kept")
+        if args.pack and args.out:
+            pack(run_dir, Path(args.out))
+        return {"run": "stopped", "train_s_this_call": calls[-1]["train_s"], "chunks": done}
     t1 = time.perf_counter()
+    calls.append({"train_s": round(t1 - t0, 2), "finished": True})
+    calls_file.parent.mkdir(parents=True, exist_ok=True)
+    calls_file.write_text(json.dumps(calls, indent=1) + "\n")
     cert = certify_run(run_dir, plot=False)
     t2 = time.perf_counter()
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -125,6 +217,7 @@ def run(args) -> dict:
     label = ("CIFAR-10, ResNet-18, T = 2, 2 steps (quick)" if args.quick
              else "CIFAR-10, ResNet-18, ns = 1000, T = 500, 400 steps")
     out = {"run": label, "train_s_this_call": round(t1 - t0, 2),
+        "train_s_every_call": [c["train_s"] for c in calls],
         "certify_s": round(t2 - t1, 2), "group_size": engine.get("group_size"),
         "path": engine.get("path"), "dtype": cfg.training.dtype,
         "vote_accuracy": round(res.accuracy, 4), "base_accuracy": round(res.base_accuracy, 4),
@@ -144,6 +237,8 @@ def run(args) -> dict:
         dest.mkdir(parents=True, exist_ok=True)
         (dest / "cifar10.json").write_text(json.dumps(out, indent=1) + "\n")
         shutil.copyfile(run_dir / "manifest.json", dest / "cifar10_manifest.json")
+        if args.pack:
+            pack(run_dir, dest)
     return out
 
 
@@ -168,6 +263,10 @@ def main(argv=None):
                    "config's 16; rounded up to a multiple of the group)")
     r.add_argument("--out", default="", help="where the summary and the manifest go")
     r.add_argument("--quick", action="store_true", help="two classifiers of two steps")
+    r.add_argument("--pack", action="store_true", help="also write the run's state to --out "
+                   f"as {PACKED}, finished or stopped by a time limit (for the next lease)")
+    r.add_argument("--resume-from", default="", help=f"a {PACKED} an earlier lease packed: "
+                   "the run resumes from it (where the run directory does not exist yet)")
     args = p.parse_args(argv)
     if args.what == "split":
         return split(Path(args.archive), Path(args.into))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -993,3 +994,50 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     assert again["certified_accuracy"] == first["certified_accuracy"]
     assert "| CIFAR-10, ResNet-18, T = 2, 2 steps (quick) | cmajor | float32 |" in (
         capsys.readouterr().out)
+
+    # a lease's time limit stops the run after its first chunk; the state packed into $OUT
+    # resumes on a fresh machine (another run directory) to the uninterrupted run's bits
+    one = ["--data", str(stage), "--device", "cpu", "--quick", "--group-size", "1",
+           "--chunk-size", "1"]
+    whole = cifar.main(["run", *one, "--run-dir", str(tmp_path / "whole")])
+    bench = sys.modules["bench_gpu"]
+    keep = bench._print_progress
+
+    @contextlib.contextmanager
+    def stopping(total, completed, label):
+        calls = []
+        with keep(total, completed, label) as advance:
+            def stop_in_the_second(k):  # the first chunk is saved, the second is training
+                calls.append(k)
+                if len(calls) == 2:
+                    raise KeyboardInterrupt  # what timeout -s INT delivers
+                advance(k)
+            yield stop_in_the_second
+
+    bench._print_progress = stopping
+    try:
+        stopped = cifar.main(["run", *one, "--run-dir", str(tmp_path / "lease1"), "--pack",
+                              "--out", str(tmp_path / "out1")])
+    finally:
+        bench._print_progress = keep
+    assert stopped["run"] == "stopped" and stopped["chunks"] == 1
+    packed = tmp_path / "out1" / "cifar_run.tar.gz"
+    assert 0 < packed.stat().st_size <= 16 * 2**20
+    capsys.readouterr()
+    resumed = cifar.main(["run", *one, "--run-dir", str(tmp_path / "lease2" / "run"), "--pack",
+                          "--out", str(tmp_path / "out2"), "--resume-from", str(packed)])
+    printed = capsys.readouterr().out
+    assert "unpacked" in printed  # and only the second classifier trained
+    assert re.findall(r"T=2: (\d)/2 classifiers", printed) == ["2"]
+    np.testing.assert_array_equal(np.load(tmp_path / "lease2" / "run" / "predictions.npy"),
+                                  np.load(tmp_path / "whole" / "predictions.npy"))
+    assert resumed["certified_accuracy"] == whole["certified_accuracy"]
+    assert len(resumed["train_s_every_call"]) == 2 and (tmp_path / "out2" / "cifar_run.tar.gz"
+                                                        ).is_file()
+    # a run directory that exists (a warm machine's own run) is resumed, the file ignored
+    cifar.main(["run", *one, "--run-dir", str(tmp_path / "lease2" / "run"),
+                "--resume-from", str(packed)])
+    assert "exists: resuming it" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="--resume-from .* is not a file"):
+        cifar.main(["run", *one, "--run-dir", str(tmp_path / "x"), "--resume-from",
+                    str(tmp_path / "nothing.tar.gz")])
