@@ -632,7 +632,8 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     assert {r["model"] for r in report["throughput"]} == {
         "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "cnn_small + warps (bmm)",
-        "cnn_small + warps (cmajor)", "resnet18 (twin)", "resnet18 (vmap)", "resnet18 (cmajor)"}
+        "cnn_small + warps (cmajor)", "resnet18 (twin)", "resnet18 (vmap)", "resnet18 (cmajor)",
+        "resnet18 (twin, cuDNN free)"}
     # the sub-dataset rows' arithmetic per draw is U / B of the draws'
     per = {r["model"]: r["gflop_per_image"] for r in report["throughput"]}
     assert per["lenet5, sub-dataset rows 4"] == pytest.approx(per["lenet5"] * 4 / 8)
@@ -664,7 +665,8 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     finally:
         bench.throughput = real
     assert [(r["model"], "failed" in r) for r in some] == [
-        ("resnet18 (twin)", False), ("resnet18 (vmap)", True), ("resnet18 (cmajor)", False)]
+        ("resnet18 (twin)", False), ("resnet18 (vmap)", True), ("resnet18 (cmajor)", False),
+        ("resnet18 (twin, cuDNN free)", False)]
     assert some[1]["failed"] == "RuntimeError: CUDA out of memory. Tried to allocate 9.00 GiB"
     assert "| resnet18 (vmap) | 2 | float32 | failed: RuntimeError" in capsys.readouterr().out
 
