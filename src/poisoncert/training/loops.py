@@ -103,6 +103,10 @@ class DrawBlocks:
 
     def __init__(self, draws: list[Minibatches], rows: list[np.ndarray], pad: int, axis: int,
                  steps: int, device: torch.device):
+        if device.type == "cuda" and device.index is None:  # pragma: no cover - CUDA
+            # the thread ahead copies to the device: name it, a new thread's current device
+            # is the first one (a worker of several devices sets its own: executors)
+            device = torch.device("cuda", torch.cuda.current_device())
         self.rows, self.pad, self.axis, self.steps, self.device = rows, pad, axis, steps, device
         self.warps = [d.warps for d in draws]
         self.shifts = [d.shifts for d in draws]
@@ -152,13 +156,18 @@ class DrawBlocks:
             return
         from concurrent.futures import ThreadPoolExecutor
 
+        # the block after the current one is drawn and copied to the device by the thread
+        # ahead: a copy from pageable memory can hold its caller until the device's queue
+        # reaches it, and the caller is then not the thread that queues the training steps
+        # (the copy is queued on the same stream as the steps, so they read it after it)
+        ready = lambda a, b, pool: dev(self.host(a, b, pool))  # noqa: E731
         with ThreadPoolExecutor(1) as ahead, ThreadPoolExecutor(self.threads) as pool:
-            nxt = ahead.submit(self.host, *spans[0], pool)
+            nxt = ahead.submit(ready, *spans[0], pool)
             for i, (a, b) in enumerate(spans):
                 cur = nxt.result()
                 if i + 1 < len(spans):
-                    nxt = ahead.submit(self.host, *spans[i + 1], pool)
-                yield a, b, dev(cur)
+                    nxt = ahead.submit(ready, *spans[i + 1], pool)
+                yield a, b, cur
 
 
 def draw_counts(positions: np.ndarray, rows: int) -> np.ndarray:
