@@ -114,9 +114,12 @@ def _calls_file(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}_{CALLS}"
 
 
-def pack(run_dir: Path, out: Path) -> Path:
+def pack(run_dir: Path, out: Path) -> Path | None:
     """The run's state, its directory (no weights; not its lock) and the record of calls,
     as ``out/cifar_run.tar.gz`` (at most what a device call brings back)."""
+    if not (run_dir / "config.yaml").is_file():  # stopped before the run was created
+        print(f"pack: no run in {run_dir} yet, nothing packed")
+        return None
     out.mkdir(parents=True, exist_ok=True)
     dest = out / PACKED
     tmp = dest.with_name(dest.name + ".part")
@@ -154,8 +157,12 @@ def unpack(packed: Path, run_dir: Path) -> bool:
             raise SystemExit(f"run: '{packed}' is not a packed run state (members "
                              f"{names[:3]}...)")
         tar.extractall(tmp, filter="data")
+    if not (tmp / "run" / "config.yaml").is_file():
+        shutil.rmtree(tmp)
+        raise SystemExit(f"run: '{packed}' holds no run (no run/config.yaml)")
     if (tmp / CALLS).is_file():
         (tmp / CALLS).replace(_calls_file(run_dir))
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
     (tmp / "run").replace(run_dir)
     shutil.rmtree(tmp)
     print(f"unpacked {packed} -> {run_dir}")

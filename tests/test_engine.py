@@ -1043,3 +1043,12 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     with pytest.raises(SystemExit, match="--resume-from .* is not a file"):
         cifar.main(["run", *one, "--run-dir", str(tmp_path / "x"), "--resume-from",
                     str(tmp_path / "nothing.tar.gz")])
+    # stopped before the run existed: nothing to pack; a file without a run is refused
+    assert cifar.pack(tmp_path / "never", tmp_path / "out3") is None
+    import tarfile
+
+    with tarfile.open(tmp_path / "empty.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "whole" / "seeds.npy", arcname="run/seeds.npy")
+    with pytest.raises(SystemExit, match="holds no run"):
+        cifar.unpack(tmp_path / "empty.tar.gz", tmp_path / "y")
+    assert not (tmp_path / "y").exists()
