@@ -200,13 +200,17 @@ def run(args) -> dict:
         unpack(Path(args.resume_from), run_dir)
     calls_file = _calls_file(run_dir)
     calls = json.loads(calls_file.read_text()) if calls_file.is_file() else []
+
+    def record(seconds: float, finished: bool) -> None:
+        calls.append({"train_s": round(seconds, 2), "finished": finished})
+        calls_file.parent.mkdir(parents=True, exist_ok=True)
+        calls_file.write_text(json.dumps(calls, indent=1) + "\n")
+
     t0 = time.perf_counter()
     try:
         res = train_run(cfg, run_dir, progress=_print_progress)
     except KeyboardInterrupt:  # a time limit (timeout -s INT): finished chunks are kept
-        calls.append({"train_s": round(time.perf_counter() - t0, 2), "finished": False})
-        calls_file.parent.mkdir(parents=True, exist_ok=True)
-        calls_file.write_text(json.dumps(calls, indent=1) + "\n")
+        record(time.perf_counter() - t0, False)
         done = len(list((run_dir / "chunks").glob("*.npz"))) if run_dir.is_dir() else 0
         print(f"stopped by the time limit after {calls[-1]['train_s']} s: {done} chunk(s) of "
               f"the run are finished and kept")
@@ -214,9 +218,7 @@ def run(args) -> dict:
             pack(run_dir, Path(args.out))
         return {"run": "stopped", "train_s_this_call": calls[-1]["train_s"], "chunks": done}
     t1 = time.perf_counter()
-    calls.append({"train_s": round(t1 - t0, 2), "finished": True})
-    calls_file.parent.mkdir(parents=True, exist_ok=True)
-    calls_file.write_text(json.dumps(calls, indent=1) + "\n")
+    record(t1 - t0, True)
     cert = certify_run(run_dir, plot=False)
     t2 = time.perf_counter()
     manifest = json.loads((run_dir / "manifest.json").read_text())
