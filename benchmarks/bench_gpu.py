@@ -66,12 +66,16 @@ class Case:
     #: Rows of each classifier's sub-dataset (drawn with replacement from random images).
     subset: int = 30
     #: ``train_predict``'s path: ``"twin"`` (the grouped-convolution twins; ``"fast"`` is
-    #: per model on CUDA), ``"vmap"``, ``"bmm"`` or ``"cmajor"``.
+    #: per model on CUDA), ``"vmap"``, ``"bmm"``, ``"cmajor"`` or ``"graphed"``.
     path: str = "twin"
     #: A diagnostic: cuDNN free to pick any algorithm (``benchmark`` on, ``deterministic``
     #: off) instead of the engine's deterministic heuristics, whose bits do not change from
     #: run to run; what that guarantee costs the grouped convolutions.
     free_cudnn: bool = False
+    #: ``path="graphed"``: classifiers trained at once (default ``graphed.CUDA_LANES``).
+    lanes: int | None = None
+    #: Precisions measured (default: all of the device's).
+    dtypes: tuple[str, ...] | None = None
 
 
 def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
@@ -101,7 +105,10 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
                      (2,), path="cmajor"),
                 Case("resnet18 (twin, cuDNN free)", TrainConfig(
                     model="resnet18", steps=2, batch_size=4, optimizer="sgd", lr=0.05),
-                    (3, 16, 16), (2,), free_cudnn=True)]
+                    (3, 16, 16), (2,), free_cudnn=True),
+                Case("resnet18 (graphed, 2 lanes)", TrainConfig(
+                    model="resnet18", steps=3, batch_size=4, optimizer="sgd", lr=0.05),
+                    (3, 16, 16), (3,), path="graphed", lanes=2)]
     small = (8, 256) if short else (8, 64, 256)
     resnet = TrainConfig(model="resnet18", steps=10, batch_size=64, optimizer="sgd", lr=0.05,
                          momentum=0.9, weight_decay=5e-4, augment=True, max_shift=4)
@@ -136,7 +143,16 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
             # of cuDNN's grouped kernels; BatchNorm over each classifier's rows
             Case("resnet18 (cmajor)", resnet, (3, 32, 32), (8, 32), path="cmajor"),
             # what the deterministic cuDNN heuristics cost the grouped twin (a diagnostic)
-            Case("resnet18 (twin, cuDNN free)", resnet, (3, 32, 32), (32,), free_cudnn=True)]
+            Case("resnet18 (twin, cuDNN free)", resnet, (3, 32, 32), (32,), free_cudnn=True),
+            # one plain module per classifier, each step a replayed CUDA graph, 4 classifiers
+            # at once on their own streams (the captures are part of the time: 60 steps
+            # each here, 400 in the CIFAR-10 run); then 1 and 8 lanes in bfloat16
+            Case("resnet18 (graphed)", replace(resnet, steps=60), (3, 32, 32), (16,),
+                 path="graphed"),
+            Case("resnet18 (graphed, 1 lane)", replace(resnet, steps=60), (3, 32, 32), (16,),
+                 path="graphed", lanes=1, dtypes=("bfloat16",)),
+            Case("resnet18 (graphed, 8 lanes)", replace(resnet, steps=60), (3, 32, 32), (16,),
+                 path="graphed", lanes=8, dtypes=("bfloat16",))]
 
 
 def sync(device: str) -> None:
@@ -231,10 +247,26 @@ def throughput(case: Case, G: int, dtype: str, device: str) -> float:
     group's steps per second (with ``subset_rows`` a step forwards each sub-dataset's rows
     once, weighted by the draws: the same work counted the same way)."""
     cfg = replace(case.cfg, group_size=G, dtype=dtype)
-    with free_cudnn(case.free_cudnn):
+    with free_cudnn(case.free_cudnn), graphed_lanes(case.lanes):
         seconds = timed_call(random_group(cfg, case.shape, G, case.subset), cfg, device,
                              case.path)
     return G * cfg.steps * cfg.batch_size / seconds
+
+
+@contextmanager
+def graphed_lanes(lanes: int | None):
+    """Within: the graphed path trains ``lanes`` classifiers at once (None: its default)."""
+    if lanes is None:
+        yield
+        return
+    from poisoncert.training import graphed
+
+    keep = graphed.lanes_for
+    graphed.lanes_for = lambda device: lanes
+    try:
+        yield
+    finally:
+        graphed.lanes_for = keep
 
 
 def inference_rate(model: str, path: str, k: int, n: int, dtype: str, device: str,
@@ -381,7 +413,7 @@ def main(argv=None) -> dict:
         if case.cfg.subset_rows:  # a step's arithmetic: U rows forwarded for B draws
             fpi *= case.cfg.subset_rows / case.cfg.batch_size
         for G in case.groups:
-            for dt in dtypes:
+            for dt in [d for d in dtypes if case.dtypes is None or d in case.dtypes]:
                 try:
                     rate = throughput(case, G, dt, device)
                 except (RuntimeError, NotImplementedError) as e:  # out of memory included

@@ -17,7 +17,10 @@ follow each other within ~30 s):
     timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --dtype bfloat16
 
 (``training.path: fast`` is ResNet-18's grouped twin on CUDA, its fastest measured form:
-5,773 training images/s in bfloat16 at G = 32 on an H100, docs/benchmarks.md.)
+5,773 training images/s in bfloat16 at G = 32 on an H100, docs/benchmarks.md. ``--path
+graphed`` trains one plain module per classifier with each step a replayed CUDA graph,
+``--lanes`` classifiers at once, ``training.graphed``; not yet measured on a GPU. Every call
+of one run must name the same path: a run keeps the numerics it started with.)
 
 A run longer than one lease goes on in the next one (a fresh machine): ``run --pack`` writes
 the run's state (its directory without weights: the finished chunks' predictions, about 10 MB
@@ -191,6 +194,10 @@ def run(args) -> dict:
         over["training.group_size"] = args.group_size
     if args.chunk_size:
         over["run.chunk_size"] = args.chunk_size
+    if args.lanes:  # not part of the numerics (tests/test_engine.py): a resumed run may differ
+        from poisoncert.training import graphed
+
+        graphed.CUDA_LANES = args.lanes
     if args.quick:
         over.update({"selection.T": 2, "selection.ns": 40, "training.steps": 2,
                      "training.batch_size": 4, "data.test_limit": 20, "run.chunk_size": 1})
@@ -266,6 +273,9 @@ def main(argv=None):
     r.add_argument("--device", default="cuda")
     r.add_argument("--path", default="", help="training.path (default: the config's, fast)")
     r.add_argument("--dtype", default="", help="training.dtype (default: float32)")
+    r.add_argument("--lanes", type=int, default=0,
+                   help="training.path graphed: classifiers trained at once (default: "
+                        "graphed.CUDA_LANES)")
     r.add_argument("--group-size", type=int, default=0, help="default: auto")
     r.add_argument("--chunk-size", type=int, default=0,
                    help="classifiers per chunk, the unit a resumed run skips (default: the "

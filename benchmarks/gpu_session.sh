@@ -20,8 +20,9 @@
 # config's, auto; e.g. "auto,500,1000");
 # THROUGHPUT_ONLY the throughput table's cases (default: MNIST 1/7's and the improved
 # learner's shapes of work on every path, and ResNet-18's grouped twin beside its cmajor form,
-# the CIFAR-10 experiment's candidate, and the twin with cuDNN free of the engine's
-# deterministic heuristics, a diagnostic; "" for all).
+# the twin with cuDNN free of the engine's deterministic heuristics (a diagnostic) and the
+# graphed per-model loop with 4, 1 and 8 lanes: the CIFAR-10 experiment's candidates; "" for
+# all).
 #
 # DRY=1 runs every step on the CPU with the tools' tiny settings (--device cpu --quick, the
 # digits runs for the end-to-end steps, float32): a check of this script's wiring before a
@@ -51,7 +52,7 @@ MNIST17_GROUPS="${MNIST17_GROUPS:-}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-${F32:-float32,bfloat16}}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,bmm}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
-THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (twin),resnet18 (cmajor),cuDNN free}"
+THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (twin),resnet18 (cmajor),cuDNN free,resnet18 (graphed}"
 start=$(date +%s)
 declare -a SUMMARY
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
@@ -79,9 +80,9 @@ step e2e_mnist17 150 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput
   --e2e-dtypes "$MNIST17_DTYPES" --e2e-paths "$MNIST17_PATHS" --e2e-groups "$MNIST17_GROUPS" \
   --json "$JSON/e2e_mnist17.json"
 # the throughput table before the improved learner, whose path it picks: the cmajor rows
-# beside bmm and the twins, and ResNet-18's cmajor form beside its grouped twin (a case
-# that fails, out of memory for one, is a row saying so)
-step throughput 200 python3 benchmarks/bench_gpu.py "${DEV[@]}" --e2e none --short \
+# beside bmm and the twins, and ResNet-18's cmajor form and graphed loop beside its grouped
+# twin (a case that fails, out of memory for one, is a row saying so)
+step throughput 240 python3 benchmarks/bench_gpu.py "${DEV[@]}" --e2e none --short \
   --only "$THROUGHPUT_ONLY" --json "$JSON/throughput.json"
 if [[ $NS30_PATH == auto ]]; then
   NS30_PATH=$(python3 benchmarks/gpu_pick_path.py "$JSON/throughput.json" 2>/dev/null \

@@ -254,6 +254,11 @@ def test_auto_group_size_on_the_cpu_and_even_groups():
     cfg = TrainConfig(model="lenet5")
     assert auto_group_size(cfg, "cpu", (1, 28, 28), 10) == 8
     assert auto_group_size(TrainConfig(group_size=5), "cuda", (1, 28, 28), 10) == 5
+    # the graphed loop on CUDA: graphed.CUDA_GROUP classifiers per task (no probe), evened
+    resnet = TrainConfig(model="resnet18", optimizer="sgd")
+    assert auto_group_size(resnet, "cuda", (3, 32, 32), 10, path="graphed") == 16
+    assert auto_group_size(resnet, "cuda", (3, 32, 32), 10, n_models=20, path="graphed") == 10
+    assert auto_group_size(resnet, "cpu", (3, 32, 32), 10, path="graphed") == 8
     assert even_groups(256, 1000) == 250 and even_groups(200, 1000) == 200
     assert even_groups(8, 3) == 3 and even_groups(7, 0) == 7
     for G in range(1, 40):
@@ -458,6 +463,7 @@ def test_a_run_resolves_and_records_its_subset_rows_and_a_resumed_run_keeps_them
     # when it does not apply
     for over, why in (({}, "30 rows >= batch 8"), ({"selection.scheme": "binomial"}, "random size"),
                       ({"selection.ns": 6, "training.path": "reference"}, "reference path"),
+                      ({"selection.ns": 6, "training.path": "graphed"}, "graphed loop"),
                       ({"selection.ns": 6, "training.batch_size": 6}, "not below the batch")):
         cfg = from_dict(_RUN, over)
         assert auto_subset_rows(cfg, split_data(cfg.data)) is None, why
@@ -633,7 +639,10 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     assert {r["model"] for r in report["throughput"]} == {
         "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "cnn_small + warps (bmm)",
         "cnn_small + warps (cmajor)", "resnet18 (twin)", "resnet18 (vmap)", "resnet18 (cmajor)",
-        "resnet18 (twin, cuDNN free)"}
+        "resnet18 (twin, cuDNN free)", "resnet18 (graphed, 2 lanes)"}
+    from poisoncert.training import graphed  # the case's lanes were set for it alone
+
+    assert graphed.lanes_for(torch.device("cpu")) == 1
     # the sub-dataset rows' arithmetic per draw is U / B of the draws'
     per = {r["model"]: r["gflop_per_image"] for r in report["throughput"]}
     assert per["lenet5, sub-dataset rows 4"] == pytest.approx(per["lenet5"] * 4 / 8)
@@ -666,7 +675,7 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
         bench.throughput = real
     assert [(r["model"], "failed" in r) for r in some] == [
         ("resnet18 (twin)", False), ("resnet18 (vmap)", True), ("resnet18 (cmajor)", False),
-        ("resnet18 (twin, cuDNN free)", False)]
+        ("resnet18 (twin, cuDNN free)", False), ("resnet18 (graphed, 2 lanes)", False)]
     assert some[1]["failed"] == "RuntimeError: CUDA out of memory. Tried to allocate 9.00 GiB"
     assert "| resnet18 (vmap) | 2 | float32 | failed: RuntimeError" in capsys.readouterr().out
 
@@ -708,6 +717,7 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     assert "| resnet18 (cmajor) | 2 | float32 |" in summary
     assert "| resnet18 (twin) | 2 | float32 |" in summary
     assert "| resnet18 (twin, cuDNN free) | 2 | float32 |" in summary
+    assert "| resnet18 (graphed, 2 lanes) | 3 | float32 |" in summary
     assert "| cnn_small | cmajor | 4 | float32 |" in summary
     assert "| resnet18 | cmajor | 2 | float32 |" in summary  # predicting, CIFAR's model
     assert "path bmm |" in summary and "improved learner's path: " in summary
@@ -849,7 +859,8 @@ def test_draws_made_by_host_threads_train_the_same_bits(monkeypatch):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 @pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18", "lenet5@twin",
                                    "cnn_small@twin", "resnet18@vmap", "lenet5@cmajor",
-                                   "cnn_small@cmajor", "resnet18@cmajor"])
+                                   "cnn_small@cmajor", "resnet18@cmajor", "lenet5@graphed",
+                                   "resnet18@graphed"])
 @pytest.mark.parametrize("dtype", ["float32", "tf32", "bfloat16"])
 def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
     from poisoncert.training import predict, train_predict_with_weights
@@ -874,6 +885,43 @@ def test_cuda_same_bits_whatever_the_chunking_and_predict_agrees(model, dtype):
         assert all(torch.equal(w[k], v[k]) for k in v)
     got = predict(cfg, W, xt, input_shape=shape, **run)
     np.testing.assert_array_equal(got, P)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cuda_graphed_replays_the_reference_and_lanes_change_nothing(dtype, monkeypatch):
+    """On CUDA the graphed path's replays train what the reference loop trains (its eager
+    kernels; float32: to within a few ulps of the weights' scale, the same predictions), and
+    a classifier's bits do not depend on the lanes beside it (1, 3 or 4 lanes)."""
+    from poisoncert.training import graphed, train_predict_with_weights
+
+    rng = np.random.default_rng(0)
+    x = rng.random((60, 3, 16, 16), dtype=np.float32)
+    y = rng.integers(0, 3, 60)
+    subs = [rng.integers(0, 60, 15) for _ in range(7)]
+    cfg = TrainConfig(model="resnet18", steps=6, batch_size=8, group_size=8, dtype=dtype,
+                      optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=5e-4,
+                      augment=True, max_shift=2)
+    run = dict(n_classes=3, device="cuda")
+    got = {}
+    for lanes in (1, 3, 4):
+        monkeypatch.setattr(graphed, "lanes_for", lambda device, k=lanes: k)
+        got[lanes] = train_predict_with_weights(x, y, subs, list(range(7)), x[:20], cfg,
+                                                path="graphed", **run)
+    for lanes in (3, 4):
+        np.testing.assert_array_equal(got[lanes][0], got[1][0])
+        for a, b in zip(got[lanes][1], got[1][1], strict=True):
+            assert all(torch.equal(a[k], b[k]) for k in a)
+    if dtype == "float32":
+        P, W = train_predict_with_weights(x, y, subs, list(range(7)), x[:20], cfg,
+                                          path="reference", **run)
+        worst = max(float((a[k].double() - b[k].double()).abs().max()
+                          / (1.0 + float(b[k].double().abs().max())))
+                    for a, b in zip(got[1][1], W, strict=True) for k in b
+                    if b[k].is_floating_point())
+        print(f"graphed against reference, float32: largest difference {worst:.3g} of scale")
+        assert worst < 1e-4
+        assert (got[1][0] == P).mean() >= 0.95
 
 
 _MKL_PROBE = """
@@ -963,7 +1011,8 @@ def test_keep_heap_reuses_freed_memory_without_page_faults():
     assert float(out[1]) < 20, out
 
 
-def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, capsys):
+def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, capsys,
+                                                                    monkeypatch):
     """``benchmarks/gpu_cifar10.py``: the real archive's batch files split into three parts
     that each fit one device call (64 MiB), staged part by part, then the experiment's
     wiring (ResNet-18 on the ``cmajor`` path, two classifiers of two steps) on the CPU; a
@@ -996,6 +1045,18 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     assert again["certified_accuracy"] == first["certified_accuracy"]
     assert "| CIFAR-10, ResNet-18, T = 2, 2 steps (quick) | cmajor | float32 |" in (
         capsys.readouterr().out)
+    # the graphed loop, two lanes (--lanes sets graphed.CUDA_LANES, restored after the test;
+    # on the CPU the lanes run eagerly): the reference loop's predictions, bit for bit
+    from poisoncert.training import graphed
+
+    monkeypatch.setattr(graphed, "CUDA_LANES", graphed.CUDA_LANES)
+    base = argv[:argv.index("--run-dir")] + ["--device", "cpu", "--quick"]
+    runs = {p: cifar.main(["run", *base[1:], "--run-dir", str(tmp_path / p), "--path", p,
+                           *(["--lanes", "2"] if p == "graphed" else [])])
+            for p in ("graphed", "reference")}
+    assert graphed.CUDA_LANES == 2 and runs["graphed"]["path"] == "graphed"
+    np.testing.assert_array_equal(np.load(tmp_path / "graphed" / "predictions.npy"),
+                                  np.load(tmp_path / "reference" / "predictions.npy"))
 
     # a lease's time limit stops the run after its first chunk; the state packed into $OUT
     # resumes on a fresh machine (another run directory) to the uninterrupted run's bits

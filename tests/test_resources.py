@@ -325,6 +325,7 @@ def test_activation_term_counts_the_rows_a_step_forwards(tiny_run):
     assert how is None and draws * 25 == rows25 * 64
     assert run(subset_rows=30)[0] * 25 == rows25 * 30 and run(subset_rows=30)[1] == 30
     assert run(augment=True)[1] is None and run(path="reference")[1] is None
+    assert run(path="graphed")[1] is None
     big, how, cfg, data = run(ns=300)  # 320 rows: the draws, as the engine does
     assert how == "subset" and auto_subset_rows(cfg, data) is None and big == draws
 

@@ -750,6 +750,104 @@ def test_fast_and_reference_agree_float32():
 
 
 # --------------------------------------------------------------------------------------------
+# The graphed path (training.graphed): the reference loop, each step a replayed CUDA graph
+
+
+_GRAPHED = {
+    "lenet5, sgd": dict(model="lenet5", optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                        lr=0.05, augment=True, max_shift=2),
+    "lenet5, adam, float64": dict(model="lenet5", optimizer="adam", lr=3e-3, dtype="float64"),
+    "cnn_small, warps": dict(model="cnn_small", **WARPS),
+    "resnet18, sgd": dict(model="resnet18", optimizer="sgd", momentum=0.9, weight_decay=5e-4,
+                          lr=0.05, augment=True, max_shift=1),
+}
+
+
+def _graphed_problem(name):
+    c, hw = (3, 8) if name.startswith("resnet18") else (1, 16)
+    x, y, xt, _ = _images(n=50, n_test=9, c=c, hw=hw)
+    if hw == 8:  # the class blocks of _images lie outside 8 x 8: a learnable corner instead
+        x[:, :, :2, :2] += y[:, None, None, None] / 2
+    subs, seeds = _subsets(50, 7, 12)
+    cfg = TrainConfig(steps=5, batch_size=8, group_size=4, eval_batch_size=16,
+                      **{**_GRAPHED[name], "lr_schedule": "constant"})
+    return x, y, xt, subs, seeds, cfg
+
+
+def _same_weights(a, b):
+    return all(torch.equal(u[k], v[k]) for u, v in zip(a, b, strict=True) for k in u)
+
+
+@pytest.mark.parametrize("name", list(_GRAPHED))
+def test_graphed_path_is_the_reference_loop_bit_for_bit_on_the_cpu(name, monkeypatch):
+    """On the CPU (no graphs) the graphed path runs its lanes, static input buffers and
+    optimizer-state hand-over eagerly: every classifier's weights and predictions are the
+    reference path's, bit for bit (SGD with momentum and weight decay, Adam in float64, warps
+    with elastic fields, ResNet-18's BatchNorm statistics). With three lanes (classifiers
+    trained side by side, seven of them in groups of four: waves of 3 + 1 and 3) too."""
+    from poisoncert.training import graphed
+
+    x, y, xt, subs, seeds, cfg = _graphed_problem(name)
+    run = dict(n_classes=3)
+    Pr, Wr = train_predict_with_weights(x, y, subs, seeds, xt, cfg, path="reference", **run)
+    Pg, Wg = train_predict_with_weights(x, y, subs, seeds, xt, cfg, path="graphed", **run)
+    np.testing.assert_array_equal(Pg, Pr)
+    assert _same_weights(Wg, Wr)
+    monkeypatch.setattr(graphed, "lanes_for", lambda device: 3)
+    P3, W3 = train_predict_with_weights(x, y, subs, seeds, xt, cfg, path="graphed", **run)
+    np.testing.assert_array_equal(P3, Pr)
+    assert _same_weights(W3, Wr)
+
+
+def test_graphed_lanes_hand_each_classifier_a_fresh_optimizer_state():
+    """``train_graphed`` directly, one lane then four: a classifier trained after another in
+    the same lane starts from a fresh optimizer state (momentum), not its predecessor's."""
+    from poisoncert.training import graphed
+    from poisoncert.training.minibatches import ImageBatcher, sample_minibatches
+    from poisoncert.training.models import init_model
+
+    x, y, _, subs, seeds, cfg = _graphed_problem("lenet5, sgd")
+    xt_, yt_ = torch.as_tensor(x), torch.as_tensor(y)
+    batcher = ImageBatcher(xt_, cfg.max_shift)
+    draws = [sample_minibatches(y[s], cfg, seed, shifts=True, image_shape=x.shape[1:])
+             for s, seed in zip(subs, seeds, strict=True)]
+    rows = [s[d.positions] for s, d in zip(subs, draws, strict=True)]
+
+    def train(lanes, order):
+        models = [init_model("lenet5", (1, 16, 16), 3, 1000 + i) for i in order]
+        got = graphed.train_graphed(models, [rows[i] for i in order], [draws[i] for i in order],
+                                    batcher, yt_, cfg, "cpu", lanes=lanes)
+        return dict(zip(order, got, strict=True))
+
+    one, four = train(1, range(7)), train(4, [6, 2, 0, 5, 1, 3, 4])
+    for i in range(7):
+        assert _same_weights([one[i]], [four[i]])
+    alone = train(1, [4])
+    assert _same_weights([alone[4]], [one[4]])
+
+
+def test_graphed_path_refuses_what_a_graph_cannot_replay():
+    """One clear line each: a learning-rate schedule, Adadelta, a model with dropout; in a
+    config too."""
+    from poisoncert.config import ConfigError, from_dict
+
+    x, y, xt, subs, seeds, _ = _graphed_problem("lenet5, sgd")
+    run = dict(n_classes=3, path="graphed")
+    for bad, words in ((dict(lr_schedule="cosine"), ["'cfg.lr_schedule'", "'constant'",
+                                                     "'cosine'"]),
+                       (dict(optimizer="adadelta"), ["'cfg.optimizer'", "'adadelta'"]),
+                       (dict(model=_dropout_factory), ["'path'", "dropout", "'graphed'"])):
+        cfg = TrainConfig(**{**LENET, **bad})
+        with pytest.raises(ValueError) as err:
+            train_predict(x, y, subs, seeds, xt, cfg, **run)
+        line = str(err.value)
+        assert "\n" not in line and all(w in line for w in words), line
+    with pytest.raises(ConfigError, match="'training.lr_schedule'.*graphed"):
+        from_dict({"training": {"model": "lenet5", "path": "graphed",
+                                "lr_schedule": "cosine"}})
+
+
+# --------------------------------------------------------------------------------------------
 # Sub-dataset batches (cfg.subset_rows)
 
 

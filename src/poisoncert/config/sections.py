@@ -40,7 +40,7 @@ from poisoncert.selection import (
     check_size,
 )
 from poisoncert.stats import METHODS
-from poisoncert.training.settings import PATHS, TrainConfig
+from poisoncert.training.settings import PATHS, TrainConfig, graphed_obstacle
 
 __all__ = [
     "DATASETS",
@@ -256,14 +256,16 @@ DEFAULT_SELECTION = {"scheme": "binomial", "ns": 50, "T": 100}
 class ExecutionConfig:
     """How a run executes (YAML keys of the ``training`` section).
 
-    ``path`` is ``fast`` (stacked groups, the device's fastest stacking: ``twin`` on the CPU,
-    ``bmm`` on CUDA; a run records which), ``twin`` (the hand-written stacked twins: grouped
-    convolutions), ``vmap`` (stacked through ``torch.func.vmap`` even where a twin exists),
-    ``bmm`` (the twins with LeNet-5's and the small CNN's convolutions as batched matmuls),
-    ``cmajor`` (the same with classifier-major channels-last activations, ResNet-18's too) or
-    ``reference``
-    (one model at a time; they agree to rounding); ``workers`` is the number of local
-    processes (it never changes the predictions); ``device`` ``cpu`` or ``cuda``;
+    ``path`` is ``fast`` (stacked groups, the device's fastest stacking: ``twin`` on the CPU;
+    on CUDA ``cmajor`` for LeNet-5 and the small CNN, ``twin`` for the others; a run records
+    which), ``twin`` (the hand-written stacked twins: grouped convolutions), ``vmap`` (stacked
+    through ``torch.func.vmap`` even where a twin exists), ``bmm`` (the twins with LeNet-5's
+    and the small CNN's convolutions as batched matmuls), ``cmajor`` (the same with
+    classifier-major channels-last activations, ResNet-18's too), ``reference`` (one model at
+    a time) or ``graphed`` (the same, each training step a replayed CUDA graph,
+    ``training.graphed``: a constant learning rate, Adam or SGD); they agree to rounding.
+    ``workers`` is the number of local processes (it never changes the predictions);
+    ``device`` ``cpu`` or ``cuda``;
     ``save_weights`` keeps every trained torch classifier's weights in the run directory
     (``weights/``, read by ``poisoncert.Ensemble``):
     ``None`` (the default) means on for a torch model trained by Algorithm 2 and off
@@ -370,6 +372,8 @@ class ExperimentConfig:
             raise config_error("training.dtype", "'float32' or 'float64' with training.device "
                                f"{self.execution.device!r} (tf32 and bfloat16 are for cuda)",
                                self.training.dtype)
+        if self.execution.path == "graphed" and graphed_obstacle(self.training) is not None:
+            raise config_error(*graphed_obstacle(self.training))
         if learner is not None and self.execution.save_weights:
             raise config_error("training.save_weights", "false or null for a scikit-learn "
                                "learner", True)

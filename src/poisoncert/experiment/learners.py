@@ -126,7 +126,7 @@ def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
     size of every sub-dataset (``|D^c| + ns``) when the selection scheme fixes it (with and
     without replacement) and it is below ``training.batch_size``, the training images are
     not augmented, the model is a torch model without BatchNorm and the path is not the
-    reference; else None (each step forwards the draws).
+    reference or the graphed loop; else None (each step forwards the draws).
 
     The value comes from the config and ``|D^c|`` alone, never from the attackable samples
     (schemes whose sizes vary, such as binomial selection or partitions, get None rather than
@@ -134,7 +134,7 @@ def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
     its seed and the config, which is what the certificates assume, and a poisoned or edited
     training set keeps the same value. ``training.subset_rows: off``: None."""
     t = cfg.training
-    if t.sklearn_learner is not None or cfg.execution.path == "reference" or \
+    if t.sklearn_learner is not None or cfg.execution.path in ("reference", "graphed") or \
             t.subset_rows == "off":
         return None
     obstacle, size = subset_rows_obstacle(cfg, data)

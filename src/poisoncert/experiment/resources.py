@@ -359,7 +359,7 @@ def _step_rows(cfg: ExperimentConfig, data) -> int | str | None:
     from poisoncert.experiment import learners
 
     tc = cfg.training
-    if cfg.execution.path == "reference" or tc.subset_rows == "off":
+    if cfg.execution.path in ("reference", "graphed") or tc.subset_rows == "off":
         return None
     if tc.rows_per_step is not None:
         return tc.rows_per_step

@@ -19,7 +19,11 @@ predicts every test sample. Three formulations give the same classifiers (to rou
   (BatchNorm over each classifier's rows, ``fast.row_batch_norm``);
 - ``path="fast"`` (the default): the device's fastest stacking, measured: ``twin`` on the
   CPU; on CUDA ``cmajor`` for LeNet-5 and the small CNN, ``twin`` for the others
-  (``fast.path_stacking``, ``fast.CUDA_FAST``).
+  (``fast.path_stacking``, ``fast.CUDA_FAST``);
+- ``path="graphed"``: the reference loop with one training step captured as a CUDA graph and
+  replayed for every step of every classifier, a few classifiers at once on their own
+  streams (``training.graphed``; on the CPU it runs eagerly and is the reference, bit for
+  bit).
 
 Training draws (positions, shifts, warps, elastic grids) are numpy streams of the
 classifier's seed, moved to the device ``loops.STEP_BLOCK`` steps at a time (the training
@@ -42,12 +46,19 @@ import torch
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.selection import init_seed, module_seed
 from poisoncert.training.fast import batch_dependent, path_stacking, stacking
+from poisoncert.training.graphed import model_obstacle, train_graphed
 from poisoncert.training.groups import auto_group_size
 from poisoncert.training.inference import evaluate, precision
 from poisoncert.training.loops import host_threads, map_threads, train_one, train_stacked
 from poisoncert.training.minibatches import ImageBatcher, sample_minibatches
 from poisoncert.training.models import build_model, init_model
-from poisoncert.training.settings import CUDA_DTYPES, DEFAULT_GROUP_SIZE, PATHS, TrainConfig
+from poisoncert.training.settings import (
+    CUDA_DTYPES,
+    DEFAULT_GROUP_SIZE,
+    PATHS,
+    TrainConfig,
+    graphed_obstacle,
+)
 from poisoncert.votes import ABSTAIN
 
 __all__ = [
@@ -95,7 +106,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
     batcher = ImageBatcher(x, cfg.max_shift if cfg.augment and images else 0)
     models = [init_model(cfg.model, settings.input_shape, settings.n_classes, init_seed(s))
               for s in task.seeds]
-    kind = None if settings.path == "reference" else stacking(
+    kind = None if settings.path in ("reference", "graphed") else stacking(
         models[0], how=path_stacking(settings.path, device, cfg.model))
     # each classifier's draws from its own generator: by threads on CUDA (1.2 s for 250
     # classifiers of the improved learner on one AMD EPYC core, the device idle meanwhile)
@@ -109,6 +120,8 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
         if kind is not None:
             weights = train_stacked(models, rows, draws, batcher, y, cfg, settings.group,
                                     device, kind, subsets=task.subsets)
+        elif settings.path == "graphed":
+            weights = train_graphed(models, rows, draws, batcher, y, cfg, device)
         else:
             weights = [train_one(m, r, d, batcher, y, cfg, device, module_seed(s))
                        for m, r, d, s in zip(models, rows, draws, task.seeds, strict=True)]
@@ -183,8 +196,8 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
       minibatches and shifts come from ``selection.init_seed(seeds[i])``.
     - ``path``: ``"fast"`` (stacked groups), ``"vmap"`` (stacked through ``torch.func``),
       ``"twin"`` (the grouped-convolution twins), ``"bmm"`` (convolutions as batched
-      matmuls), ``"cmajor"`` (the same, classifier-major) or ``"reference"`` (one module per
-      classifier).
+      matmuls), ``"cmajor"`` (the same, classifier-major), ``"reference"`` (one module per
+      classifier) or ``"graphed"`` (the same, each step a replayed CUDA graph).
     - ``cfg.group_size``: ``"auto"`` is ``training.groups.auto_group_size`` for ``device``
       (8 on the CPU; on CUDA it depends on the free memory, so give an int when separate
       calls must agree bit for bit). ``cfg.dtype`` ``tf32`` / ``bfloat16`` need CUDA.
@@ -288,6 +301,8 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
         probe = build_model(cfg.model, x_train.shape[1:], n_classes)  # checks the input shape
     if cfg.rows_per_step is not None:
         _check_subset_rows(cfg, probe, subsets, x_train.ndim == 4, where)
+    if path == "graphed":
+        _check_graphed(cfg, probe, where)
 
     T = len(subsets)
     preds = np.full((T, len(x_test)), ABSTAIN, dtype=np.int16)
@@ -349,6 +364,18 @@ def _check_subset_rows(cfg: TrainConfig, model, subsets, images: bool, where: st
     if largest > U:
         raise param_error("cfg.subset_rows", where, f"at least the largest sub-dataset "
                           f"({largest} rows)", U)
+
+
+def _check_graphed(cfg: TrainConfig, model, where: str) -> None:
+    """The graphed path's limits (``settings.graphed_obstacle``, ``graphed.model_obstacle``)."""
+    obstacle = graphed_obstacle(cfg)
+    if obstacle is not None:
+        name, allowed, got = obstacle
+        raise param_error("cfg." + name.removeprefix("training."), where, allowed, got)
+    why = model_obstacle(model)
+    if why is not None:
+        raise param_error("path", where, f"a path other than 'graphed' for this model ({why})",
+                          "graphed")
 
 
 def _check_seed(s, where: str) -> int:

@@ -8,7 +8,9 @@
   stacked pair of the model at the run's batch size, up to a cap that already fills the device
   with work (256 classifiers of a model under a million parameters, 32 of a larger one such
   as ResNet-18); with ``n_models`` (a run's ``T``) the groups are then evened out
-  (``ceil(T / ceil(T / G))``) so that the last group is not mostly padding.
+  (``ceil(T / ceil(T / G))``) so that the last group is not mostly padding;
+- on CUDA for ``path="graphed"`` (one module per lane, nothing stacked),
+  ``graphed.CUDA_GROUP`` (16), evened out the same way.
 
 The size is part of the numerics (kernels depend on shapes), so a run directory records the
 size it used and a resumed run keeps it (``poisoncert.experiment.train_run``); calls of
@@ -107,6 +109,10 @@ def auto_group_size(cfg: TrainConfig, device, input_shape, n_classes: int,
     device = torch.device(device)
     if device.type != "cuda":
         return DEFAULT_GROUP_SIZE
+    if path == "graphed":  # one module per lane: the group only sets how often it captures
+        from poisoncert.training.graphed import CUDA_GROUP
+
+        return even_groups(CUDA_GROUP, n_models) if n_models else CUDA_GROUP
     G = _cuda_group(cfg, device, tuple(input_shape), n_classes, path)
     return even_groups(G, n_models) if n_models else G
 

@@ -41,10 +41,12 @@ def map_threads(fn, items, threads: int) -> list:
         return list(pool.map(fn, items))
 
 
-def autocast(cfg: TrainConfig, device: torch.device):
-    """bfloat16 autocast for ``dtype="bfloat16"`` (CUDA), else a no-op context."""
+def autocast(cfg: TrainConfig, device: torch.device, cache_enabled: bool = True):
+    """bfloat16 autocast for ``dtype="bfloat16"`` (CUDA), else a no-op context.
+    ``cache_enabled=False`` inside a CUDA graph's capture (each step casts its weights
+    anew, as torch's graph notes ask; the casts are the same)."""
     return torch.autocast(device.type, dtype=torch.bfloat16,
-                          enabled=cfg.autocast_dtype is not None)
+                          enabled=cfg.autocast_dtype is not None, cache_enabled=cache_enabled)
 
 
 def _as_tensor(a: np.ndarray | None, device) -> torch.Tensor | None:

@@ -20,6 +20,7 @@ from poisoncert.training.user_model import ModelRef, is_model_ref
 __all__ = [
     "CUDA_DTYPES",
     "DEFAULT_GROUP_SIZE",
+    "GRAPHED_OPTIMIZERS",
     "LENET5_MNIST",
     "MODELS",
     "PATHS",
@@ -27,6 +28,7 @@ __all__ = [
     "ModelSpec",
     "TrainConfig",
     "check_model",
+    "graphed_obstacle",
 ]
 
 #: Names of the torch models (``build_model``), and their aliases.
@@ -45,9 +47,12 @@ DTYPES = ("float32", "float64", "tf32", "bfloat16")
 CUDA_DTYPES = ("tf32", "bfloat16")
 #: The engine's paths (``execution.path``): stacked groups (``fast``, the device's fastest
 #: stacking; ``twin``, ``vmap``, ``bmm`` and ``cmajor`` name one,
-#: ``training.fast.path_stacking``) or one model at a time (``reference``).
-PATHS = ("fast", "twin", "vmap", "bmm", "cmajor", "reference")
+#: ``training.fast.path_stacking``) or one model at a time (``reference``; ``graphed``, the
+#: same loop with each step captured once as a CUDA graph, ``training.graphed``).
+PATHS = ("fast", "twin", "vmap", "bmm", "cmajor", "reference", "graphed")
 SCHEDULES = ("constant", "cosine")
+#: Optimizers the ``graphed`` path captures (torch's fused Adam and SGD steps).
+GRAPHED_OPTIMIZERS = ("adam", "sgd")
 #: Classifiers evaluated as one stacked group by ``training.inference.evaluate``, per device
 #: type (CPU: measured; 8 to 32 run at the same rate there, ``benchmarks/bench_training.py
 #: --study``); the memory estimate (``experiment.resources``) counts them.
@@ -320,3 +325,19 @@ class TrainConfig:
 
 #: The recommended cheap setting for LeNet-5 on MNIST-sized sub-datasets (see ``TrainConfig``).
 LENET5_MNIST = TrainConfig(model="lenet5", lr=3e-3, augment=True, eval_batch_size=64)
+
+
+def graphed_obstacle(cfg: TrainConfig) -> tuple[str, str, object] | None:
+    """Why the training settings ``cfg`` cannot train on the ``graphed`` path, as
+    ``(training key, allowed, got)``, or None: a CUDA graph keeps the learning rate it
+    captured (so the schedule must be constant), and only the fused Adam and SGD steps can be
+    captured. (A scikit-learn learner has no training steps: the path does not apply.)"""
+    if cfg.sklearn_learner is not None:
+        return None
+    if cfg.lr_schedule != "constant":
+        return ("training.lr_schedule", "'constant' with training.path 'graphed' (a CUDA graph "
+                "keeps the learning rate it captured)", cfg.lr_schedule)
+    if cfg.optimizer not in GRAPHED_OPTIMIZERS:
+        return ("training.optimizer", f"one of {GRAPHED_OPTIMIZERS} with training.path "
+                "'graphed' (their fused steps can be captured)", cfg.optimizer)
+    return None
