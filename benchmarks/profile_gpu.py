@@ -1,12 +1,14 @@
 """Profile: where one stacked group's training time goes on a device (``torch.profiler``).
 
-    python benchmarks/profile_gpu.py                     # CUDA: the four cases below
+    python benchmarks/profile_gpu.py                     # CUDA: the cases below
     python benchmarks/profile_gpu.py --device cpu --quick   # tiny settings: that it works
 
 For each case (MNIST 1/7's shape of work: LeNet-5 on 10-row sub-datasets, G = 250; the
 improved learner's: the small CNN with random warps and elastic fields, G = 250; each on the
 batched-matmul paths ``bmm`` and ``cmajor``; the CIFAR-10 experiment's: ResNet-18, G = 32,
-batches of 64 in bfloat16, on the grouped twin and ``cmajor``) it times one call of
+batches of 64 in bfloat16, on the grouped twin, ``cmajor`` and the ``graphed`` loop, whose
+"step" is then one step of each of the 32 classifiers, 4 lanes at a time, and whose kernels
+run inside graph replays) it times one call of
 ``training.train_predict`` (after a warm-up call) without the profiler, then profiles a call
 of 1 step and one of ``PROFILED_STEPS``, and prints:
 
@@ -56,7 +58,8 @@ def cases(quick: bool):
         resnet = TrainConfig(model="resnet18", steps=3, batch_size=4, optimizer="sgd", lr=0.05)
         return [("lenet5 rows 4", lenet, 2, 4, "fast", MNIST, None),
                 ("cnn_small + warps", small, 2, 30, "bmm", MNIST, None),
-                ("resnet18, cmajor", resnet, 2, 30, "cmajor", (3, 16, 16), "float32")]
+                ("resnet18, cmajor", resnet, 2, 30, "cmajor", (3, 16, 16), "float32"),
+                ("resnet18, graphed", resnet, 2, 30, "graphed", (3, 16, 16), "float32")]
     lenet = TrainConfig(model="lenet5", steps=40, batch_size=32, subset_rows=10)
     small = TrainConfig(model="cnn_small", steps=40, batch_size=32, **WARPS)
     # the CIFAR-10 experiment's step (cifar10_bagging.yaml), in bfloat16, on both forms
@@ -65,7 +68,7 @@ def cases(quick: bool):
     return ([(f"lenet5 rows 10, {p}", lenet, 250, 10, p, MNIST, None) for p in PATHS]
             + [(f"cnn_small + warps, {p}", small, 250, 30, p, MNIST, None) for p in PATHS]
             + [(f"resnet18, {p}", resnet, 32, 1000, p, (3, 32, 32), "bfloat16")
-               for p in ("twin", "cmajor")])
+               for p in ("twin", "cmajor", "graphed")])
 
 
 def _kernel_rows(prof):

@@ -736,6 +736,8 @@ def test_the_gpu_session_tools_run_on_the_cpu(capsys):
     rows = prof.main(["--device", "cpu", "--quick", "--only", "lenet5"])
     assert [r["case"] for r in rows] == ["lenet5 rows 4"] and rows[0]["wall_ms_per_step"] > 0
     assert rows[0]["steady_ms_per_step"] > 0
+    rows = prof.main(["--device", "cpu", "--quick", "--only", "graphed"])
+    assert [r["case"] for r in rows] == ["resnet18, graphed"] and rows[0]["wall_ms_per_step"] > 0
     # kernels per step: the longer profiled call less the 1-step one, per further step
     table = prof.per_step_kernels({"a": 0.001, "b": 0.002}, {"a": 0.006, "b": 0.022, "c": 0.01},
                                   0.007)
