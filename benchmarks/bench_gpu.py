@@ -72,8 +72,10 @@ class Case:
     #: off) instead of the engine's deterministic heuristics, whose bits do not change from
     #: run to run; what that guarantee costs the grouped convolutions.
     free_cudnn: bool = False
-    #: ``path="graphed"``: classifiers trained at once (default ``graphed.CUDA_LANES``).
+    #: ``path="graphed"``: classifiers trained at once (default ``graphed.CUDA_LANES``) and
+    #: whether channels-last on CUDA (default ``graphed.CUDA_CHANNELS_LAST``).
     lanes: int | None = None
+    channels_last: bool | None = None
     #: Precisions measured (default: all of the device's).
     dtypes: tuple[str, ...] | None = None
 
@@ -146,13 +148,16 @@ def cases(quick: bool, device: str, short: bool = False) -> list[Case]:
             Case("resnet18 (twin, cuDNN free)", resnet, (3, 32, 32), (32,), free_cudnn=True),
             # one plain module per classifier, each step a replayed CUDA graph, 4 classifiers
             # at once on their own streams (the captures are part of the time: 60 steps
-            # each here, 400 in the CIFAR-10 run); then 1 and 8 lanes in bfloat16
+            # each here, 400 in the CIFAR-10 run); then 1 and 8 lanes, and the plain NCHW
+            # layout instead of channels-last, in bfloat16
             Case("resnet18 (graphed)", replace(resnet, steps=60), (3, 32, 32), (16,),
                  path="graphed"),
             Case("resnet18 (graphed, 1 lane)", replace(resnet, steps=60), (3, 32, 32), (16,),
                  path="graphed", lanes=1, dtypes=("bfloat16",)),
             Case("resnet18 (graphed, 8 lanes)", replace(resnet, steps=60), (3, 32, 32), (16,),
-                 path="graphed", lanes=8, dtypes=("bfloat16",))]
+                 path="graphed", lanes=8, dtypes=("bfloat16",)),
+            Case("resnet18 (graphed, NCHW)", replace(resnet, steps=60), (3, 32, 32), (16,),
+                 path="graphed", channels_last=False, dtypes=("bfloat16",))]
 
 
 def sync(device: str) -> None:
@@ -247,26 +252,27 @@ def throughput(case: Case, G: int, dtype: str, device: str) -> float:
     group's steps per second (with ``subset_rows`` a step forwards each sub-dataset's rows
     once, weighted by the draws: the same work counted the same way)."""
     cfg = replace(case.cfg, group_size=G, dtype=dtype)
-    with free_cudnn(case.free_cudnn), graphed_lanes(case.lanes):
+    with free_cudnn(case.free_cudnn), graphed_settings(case.lanes, case.channels_last):
         seconds = timed_call(random_group(cfg, case.shape, G, case.subset), cfg, device,
                              case.path)
     return G * cfg.steps * cfg.batch_size / seconds
 
 
 @contextmanager
-def graphed_lanes(lanes: int | None):
-    """Within: the graphed path trains ``lanes`` classifiers at once (None: its default)."""
-    if lanes is None:
-        yield
-        return
+def graphed_settings(lanes: int | None, channels_last: bool | None):
+    """Within: the graphed path trains ``lanes`` classifiers at once, channels-last on CUDA
+    or not (None: its defaults)."""
     from poisoncert.training import graphed
 
-    keep = graphed.lanes_for
-    graphed.lanes_for = lambda device: lanes
+    keep = graphed.lanes_for, graphed.CUDA_CHANNELS_LAST
+    if lanes is not None:
+        graphed.lanes_for = lambda device: lanes
+    if channels_last is not None:
+        graphed.CUDA_CHANNELS_LAST = channels_last
     try:
         yield
     finally:
-        graphed.lanes_for = keep
+        graphed.lanes_for, graphed.CUDA_CHANNELS_LAST = keep
 
 
 def inference_rate(model: str, path: str, k: int, n: int, dtype: str, device: str,

@@ -642,7 +642,10 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
         "resnet18 (twin, cuDNN free)", "resnet18 (graphed, 2 lanes)"}
     from poisoncert.training import graphed  # the case's lanes were set for it alone
 
-    assert graphed.lanes_for(torch.device("cpu")) == 1
+    assert graphed.lanes_for(torch.device("cpu")) == 1 and graphed.CUDA_CHANNELS_LAST
+    with bench.graphed_settings(5, False):
+        assert graphed.lanes_for(torch.device("cpu")) == 5 and not graphed.CUDA_CHANNELS_LAST
+    assert graphed.lanes_for(torch.device("cpu")) == 1 and graphed.CUDA_CHANNELS_LAST
     # the sub-dataset rows' arithmetic per draw is U / B of the draws'
     per = {r["model"]: r["gflop_per_image"] for r in report["throughput"]}
     assert per["lenet5, sub-dataset rows 4"] == pytest.approx(per["lenet5"] * 4 / 8)

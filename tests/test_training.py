@@ -826,6 +826,31 @@ def test_graphed_lanes_hand_each_classifier_a_fresh_optimizer_state():
     assert _same_weights([alone[4]], [one[4]])
 
 
+@pytest.mark.parametrize("name", ["lenet5, sgd", "resnet18, sgd"])
+def test_graphed_lanes_channels_last_as_on_cuda(name, monkeypatch):
+    """CUDA's lanes train channels-last (``graphed.CUDA_CHANNELS_LAST``); forced on the CPU
+    in float64: the reference loop's weights to rounding (other kernels) and the same
+    predictions."""
+    from poisoncert.training import graphed
+
+    x, y, xt, subs, seeds, cfg = _graphed_problem(name)
+    cfg = TrainConfig(**{**cfg.__dict__, "dtype": "float64"})
+    run = dict(n_classes=3)
+    Pr, Wr = train_predict_with_weights(x, y, subs, seeds, xt, cfg, path="reference", **run)
+    seen = []
+    real = graphed.channels_last_for
+    monkeypatch.setattr(graphed, "channels_last_for", lambda d: seen.append(d) or True)
+    Pg, Wg = train_predict_with_weights(x, y, subs, seeds, xt, cfg, path="graphed", **run)
+    assert seen and real(torch.device("cpu")) is False
+    np.testing.assert_array_equal(Pg, Pr)
+    worst = max(float((a[k] - b[k]).abs().max()) / (1.0 + float(b[k].abs().max()))
+                for a, b in zip(Wg, Wr, strict=True) for k in b if b[k].is_floating_point())
+    # float64 sums in another order, grown over 5 steps through BatchNorm's normalisation
+    # (measured 1.3e-10 of the scale for ResNet-18); a wrong step (another sample or rate)
+    # moves weights by about lr times a gradient, some 1e-3 of their scale
+    assert worst < 1e-7, worst
+
+
 def test_graphed_path_refuses_what_a_graph_cannot_replay():
     """One clear line each: a learning-rate schedule, Adadelta, a model with dropout; in a
     config too."""

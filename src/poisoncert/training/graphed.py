@@ -9,7 +9,7 @@ step) is captured once as a CUDA graph, and each classifier is then trained by l
 initial weights into the lane and replaying the graph once per step, with that step's draws
 copied into the input buffers. ``lanes`` lanes (``CUDA_LANES``) train that many
 classifiers at once, each on its own CUDA stream, so small steps (ResNet-18 on 64 CIFAR
-images) share the device.
+images) share the device. On CUDA the lanes train channels-last (``CUDA_CHANNELS_LAST``).
 
 A classifier's arithmetic is the reference twin's: the same module, optimizer, kernels and
 order of operations. Its first step runs eagerly on a freshly emptied optimizer state (so it
@@ -17,8 +17,8 @@ initialises the state exactly as a new optimizer does); that state is then copie
 tensors the graph captured, and the remaining steps replay the graph. On the CPU there are no
 graphs: the same lanes, buffers and state hand-over run eagerly, and the result is the
 reference path's, bit for bit (tested). On CUDA the replayed kernels are those of the
-captured step; the path is its own formulation (a run records it), its results do not depend
-on the lanes, the chunking or the other classifiers (tested on CUDA).
+captured step, channels-last; the path is its own formulation (a run records it), its results
+do not depend on the lanes, the chunking or the other classifiers (tested on CUDA).
 
 Limits (checked, one clear line each): a constant learning rate (a graph bakes in the
 learning rate it captured), the ``adam`` or ``sgd`` optimizer (fused, capturable), and a
@@ -40,14 +40,19 @@ from poisoncert.training.minibatches import Minibatches
 from poisoncert.training.optim import make_optimizer
 from poisoncert.training.settings import GRAPHED_OPTIMIZERS, TrainConfig, graphed_obstacle
 
-__all__ = ["CUDA_GROUP", "CUDA_LANES", "GRAPHED_OPTIMIZERS", "WARMUP_STEPS", "graphed_obstacle",
-           "lanes_for", "model_obstacle", "train_graphed"]
+__all__ = ["CUDA_CHANNELS_LAST", "CUDA_GROUP", "CUDA_LANES", "GRAPHED_OPTIMIZERS", "WARMUP_STEPS",
+           "channels_last_for", "graphed_obstacle", "lanes_for", "model_obstacle",
+           "train_graphed"]
 
 #: Classifiers trained at once on a CUDA device, one lane (module, graph, stream) each.
 CUDA_LANES = 4
 #: ``group_size: auto`` on CUDA for this path: classifiers per task (each task captures its
 #: lanes' graphs once).
 CUDA_GROUP = 16
+#: Whether a lane's module and minibatches are channels-last on CUDA (cuDNN's tensor-core
+#: convolutions take NHWC without transposing it; part of the path's numerics on CUDA). The
+#: CPU keeps the reference loop's layout, and so its bits.
+CUDA_CHANNELS_LAST = True
 #: Eager steps on the lane's stream before its capture (cuDNN and cuBLAS set themselves
 #: up; the optimizer state exists).
 WARMUP_STEPS = 3
@@ -68,6 +73,11 @@ def lanes_for(device: torch.device) -> int:
     return CUDA_LANES if torch.device(device).type == "cuda" else 1
 
 
+def channels_last_for(device: torch.device) -> bool:
+    """Whether lanes on ``device`` train channels-last (``CUDA_CHANNELS_LAST`` on CUDA)."""
+    return torch.device(device).type == "cuda" and CUDA_CHANNELS_LAST
+
+
 class _Lane:
     """One module, its optimizer, static input buffers and (on CUDA) its captured step."""
 
@@ -75,6 +85,9 @@ class _Lane:
                  cfg: TrainConfig, device: torch.device):
         self.cfg, self.device, self.batcher, self.y = cfg, device, batcher, y
         self.module = copy.deepcopy(template).to(device=device, dtype=cfg.torch_dtype)
+        self.channels_last = channels_last_for(device)
+        if self.channels_last:  # the 4-d parameters (convolution kernels)
+            self.module.to(memory_format=torch.channels_last)
         self.module.train()
         self.params = list(self.module.parameters())
         self.opt = make_optimizer(self.params, cfg, device)
@@ -103,6 +116,8 @@ class _Lane:
             xb = self.batcher(self.rows, None, self.warps, self.fields)
         else:
             xb = self.batcher(self.rows, self.shifts)
+        if self.channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(cfg, self.device, cache_enabled=False):
             out = self.module(xb)
         loss = F.cross_entropy(out.to(cfg.torch_dtype), self.y[self.rows])
@@ -166,7 +181,9 @@ class _Lane:
             self.step()
 
     def weights(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        """The classifier's state dict: copies, in the plain (contiguous) layout."""
+        return {k: v.detach().clone(memory_format=torch.contiguous_format)
+                for k, v in self.module.state_dict().items()}
 
 
 def train_graphed(models, rows, draws: list[Minibatches], batcher, y, cfg: TrainConfig,
