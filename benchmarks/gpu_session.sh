@@ -11,6 +11,7 @@
 # profile; also probe_layouts and cprofile_mnist17, measured in session 6; they run in the
 # order below, the acceptance figures before the diagnostics; at most 7 of them, so that $OUT
 # holds at most 8 files);
+# CUDA_K the CUDA tests' pytest -k expression (default "cuda"; e.g. "cuda and graphed");
 # MNIST17_DTYPES and MNIST17_PATHS the MNIST 1/7 runs (default float32,bfloat16 x fast,bmm:
 # fast is cmajor for LeNet-5 on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases;
 # NS30_PATH the training.path of the improved learner's run (default auto: the fastest of
@@ -52,6 +53,7 @@ MNIST17_GROUPS="${MNIST17_GROUPS:-}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-${F32:-float32,bfloat16}}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,bmm}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
+CUDA_K="${CUDA_K:-cuda}"
 THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (twin),resnet18 (cmajor),cuDNN free,resnet18 (graphed}"
 start=$(date +%s)
 declare -a SUMMARY
@@ -72,8 +74,8 @@ step() {  # step NAME LIMIT_S COMMAND...
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
     python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"; }
   nproc; } 2>&1 | tee "$OUT/summary.txt"
-step cuda_tests 90 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py \
-  tests/test_training.py -k cuda
+step cuda_tests 120 python3 -m pytest -q -p no:cacheprovider tests/test_engine.py \
+  tests/test_training.py -k "$CUDA_K"
 # the bmm path's layout question (docs/benchmarks.md): one layer, four formulations
 step probe_layouts 40 python3 benchmarks/probe_conv_layouts.py "${DEV[@]}"
 step e2e_mnist17 150 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --e2e $E2E17 \
