@@ -951,6 +951,9 @@ def test_deskew_gives_the_former_implementations_bits(shape, dtype):
     assert np.array_equal(got.view(np.uint8), _deskew_clipped_reads(x).view(np.uint8))
     for batch in (1, 7, 8192):  # an image's bits do not depend on its batch
         assert np.array_equal(deskew(x, batch=batch).view(np.uint8), got.view(np.uint8))
+    for threads in (1, 3, 16):  # nor on the threads that share the batches
+        assert np.array_equal(deskew(x, batch=7, threads=threads).view(np.uint8),
+                              got.view(np.uint8))
     from poisoncert.data import DataError, load_dataset
 
     try:

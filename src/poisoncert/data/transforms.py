@@ -23,13 +23,19 @@ from poisoncert._validation import param_error
 __all__ = ["deskew"]
 
 
-def deskew(x: np.ndarray, *, batch: int = 128) -> np.ndarray:
+#: Most threads ``deskew`` uses (numpy releases the GIL in its loops).
+MAX_THREADS = 8
+
+
+def deskew(x: np.ndarray, *, batch: int = 128, threads: int | None = None) -> np.ndarray:
     """Deskewed copies of images ``x`` ``(N, C, H, W)`` (or ``(N, H, W)``), same dtype.
 
     Images with no ink (all zero) are returned unchanged. ``batch`` images at a time: each
     image's result does not depend on it; 128 MNIST images keep the float64 temporaries in
     the caches (70,000 MNIST images in 2 s on an AMD EPYC core, against 5-6 s in batches of
-    8,192).
+    8,192). The batches are shared by ``threads`` threads (default: the usable CPUs, at most
+    ``MAX_THREADS``); the result does not depend on them (60,000 MNIST images: 1.0-1.3 s on
+    the two cores, 1.7-2.2 s on one).
     """
     arr = np.asarray(x)
     if arr.ndim not in (3, 4) or not np.issubdtype(arr.dtype, np.floating):
@@ -37,8 +43,23 @@ def deskew(x: np.ndarray, *, batch: int = 128) -> np.ndarray:
                           f"an array of dtype {arr.dtype} and shape {arr.shape}")
     flat = arr if arr.ndim == 4 else arr[:, None]
     out = np.empty_like(flat)
-    for a in range(0, len(flat), batch):
+
+    def one(a: int) -> None:
         out[a:a + batch] = _deskew(flat[a:a + batch])
+
+    starts = range(0, len(flat), batch)
+    if threads is None:
+        from poisoncert.resources import usable_cpus
+
+        threads = min(MAX_THREADS, usable_cpus())
+    if threads > 1 and len(starts) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(threads, len(starts))) as pool:
+            list(pool.map(one, starts))
+    else:
+        for a in starts:
+            one(a)
     return out if arr.ndim == 4 else out[:, 0]
 
 
