@@ -175,7 +175,9 @@ def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
     forward pass (evaluation mode, no gradients) on one zero sample, counting the output of
     every module that has no children; ``stacked`` for a stacked path (every path but
     ``reference``) and a model that stacks (``training.fast.stackable``); the patches of
-    its convolutions where the path is ``cmajor`` and the model has that form."""
+    its convolutions where the path is ``cmajor`` and the model has that form. The graphed
+    loop counts as stacked: it evaluates stacked groups, and counting its training (one
+    module per lane) as a group's over-estimates, on the safe side."""
     import torch
 
     from poisoncert import training
