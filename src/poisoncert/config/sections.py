@@ -372,8 +372,8 @@ class ExperimentConfig:
             raise config_error("training.dtype", "'float32' or 'float64' with training.device "
                                f"{self.execution.device!r} (tf32 and bfloat16 are for cuda)",
                                self.training.dtype)
-        if self.execution.path == "graphed" and graphed_obstacle(self.training) is not None:
-            raise config_error(*graphed_obstacle(self.training))
+        if self.execution.path == "graphed" and (why := graphed_obstacle(self.training)):
+            raise config_error(*why)
         if learner is not None and self.execution.save_weights:
             raise config_error("training.save_weights", "false or null for a scikit-learn "
                                "learner", True)

@@ -35,7 +35,7 @@ import torch
 from torch.nn import functional as F
 
 from poisoncert._validation import param_error
-from poisoncert.training.loops import autocast
+from poisoncert.training.loops import _as_tensor, autocast
 from poisoncert.training.minibatches import Minibatches
 from poisoncert.training.optim import make_optimizer
 from poisoncert.training.settings import GRAPHED_OPTIMIZERS, TrainConfig, graphed_obstacle
@@ -127,7 +127,7 @@ class _Lane:
 
     def load_draws(self, rows, draws: Minibatches) -> None:
         """A classifier's draws (all its steps) on the device."""
-        self.steps = {name: _maybe(a, self.device) for name, a in (
+        self.steps = {name: _as_tensor(a, self.device) for name, a in (
             ("rows", rows), ("warps", draws.warps), ("fields", draws.fields),
             ("shifts", draws.shifts))}
 
@@ -223,10 +223,6 @@ def train_graphed(models, rows, draws: list[Minibatches], batcher, y, cfg: Train
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return out
-
-
-def _maybe(a, device):
-    return None if a is None else torch.as_tensor(a, device=device)
 
 
 def _static(a, device):
