@@ -1,6 +1,6 @@
 """Benchmark: the training engine on one device (a GPU; the CPU for a quick check).
 
-    python benchmarks/bench_gpu.py                          # one CUDA device, about 6 min
+    python benchmarks/bench_gpu.py                          # one CUDA device, every row
     python benchmarks/bench_gpu.py --device cpu --quick     # tiny settings: that it works
     python benchmarks/bench_gpu.py --e2e none               # throughput only
     python benchmarks/bench_gpu.py --no-throughput --e2e cifar10   # one end-to-end run
@@ -32,7 +32,10 @@ a run does after training and ``predict`` does on new inputs): model-images/s of
 LeNet-5 and small-CNN classifiers on 10,000 random images, per path (``twin``, ``bmm``,
 ``cmajor``) and precision.
 
-Nothing here is an estimate: every figure printed was measured by this run.
+Nothing here is an estimate: every figure printed was measured by this run. The last line
+is the run's own wall time (the issue's target for the whole command is 6 minutes on one H100;
+not met so far: at the best ResNet-18 rate measured, the CIFAR-10 end-to-end run's training
+alone would be 37 minutes by arithmetic, so ``gpu_session.sh`` runs the rows in parts).
 """
 
 from __future__ import annotations
@@ -401,6 +404,7 @@ def main(argv=None) -> dict:
     dtypes = ("float32", "tf32", "bfloat16") if device.startswith("cuda") else ("float32",)
     name = (torch.cuda.get_device_name(device) if device.startswith("cuda")
             else f"CPU ({torch.get_num_threads()} threads)")
+    started = time.perf_counter()
     report: dict = {"device": name, "date": time.strftime("%Y-%m-%d"),
                     "torch": torch.__version__, "quick": args.quick}
     print(f"# {name}, torch {torch.__version__}, {report['date']}")
@@ -481,6 +485,8 @@ def main(argv=None) -> dict:
                       flush=True)
                 print("  certified accuracy:", r["certified_accuracy"], flush=True)
     report["end_to_end"] = e2e
+    report["wall_s"] = round(time.perf_counter() - started, 1)
+    print(f"\nbench_gpu: {report['wall_s']} s in all on {name}", flush=True)
     if args.json:
         args.json.write_text(json.dumps(report, indent=1) + "\n")
     return report

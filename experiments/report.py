@@ -532,10 +532,12 @@ class Report:
                  "LeNet-5, ns = 1000 with replacement, T = 50, 300 steps, 2-px shifts). "
                  "Paper scale: `poisoncert train experiments/cifar10_bagging.yaml --device cuda "
                  "&& poisoncert certify runs/cifar10_bagging` (ResNet-18, T = 500, 400 steps of "
-                 "64; not one of this report's groups). Not run at paper scale yet: the "
-                 "project's one GPU lease (15 minutes on an H200) went to the MNIST checks of "
-                 "docs/benchmarks.md, which also gives the stacked ResNet-18 training rate "
-                 "measured on it.\n")
+                 "64; not one of this report's groups). Not run at paper scale yet: at the best "
+                 "ResNet-18 training rate measured on a GPU so far (docs/benchmarks.md, one "
+                 "H100: 5,773 images/s) its 12.8 million training images would take 37 "
+                 "minutes (arithmetic, not a run), more than a 15-minute GPU lease; "
+                 "`benchmarks/gpu_cifar10.py` runs it over several leases, and "
+                 "`training.path: graphed` (built for it) awaits its first GPU.\n")
         n = "cifar10_cpu"
         if n in self.runs:
             r = self.runs[n]

@@ -636,6 +636,11 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     report = bench.main(["--device", "cpu", "--quick", "--e2e", "digits_lenet",
                          "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
+    # the run's own wall time, last (the target is for the whole command)
+    printed = capsys.readouterr().out
+    assert report["wall_s"] > 0 and printed.rstrip().endswith(
+        f"bench_gpu: {report['wall_s']} s in all on {report['device']}")
+    assert "| lenet5 | 4 | float32 |" in printed
     assert {r["model"] for r in report["throughput"]} == {
         "lenet5", "lenet5, sub-dataset rows 4", "cnn_small + warps", "cnn_small + warps (bmm)",
         "cnn_small + warps (cmajor)", "resnet18 (twin)", "resnet18 (vmap)", "resnet18 (cmajor)",
@@ -658,7 +663,6 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
                        "--e2e-paths", "fast,bmm"])["end_to_end"]
     assert [r["run"].rsplit(", ", 1)[1] for r in both] == ["path fast", "path bmm"]
     assert all(r["total_s"] > 0 for r in both)
-    assert "| lenet5 | 4 | float32 |" in capsys.readouterr().out
     some = bench.main(["--device", "cpu", "--quick", "--e2e", "none", "--only",
                        "warps (cmajor), resnet18 (vmap)"])["throughput"]
     assert [r["model"] for r in some] == ["cnn_small + warps (cmajor)", "resnet18 (vmap)"]
