@@ -146,7 +146,8 @@ class SelectionBound:
 
     def _upper(self, rho: np.ndarray) -> np.ndarray:
         val, err = self._delta.delta_err(rho)
-        up = val + err + MARGIN
+        with np.errstate(over="ignore"):  # a delta near the float maximum: +inf, the safe side
+            up = val + err + MARGIN
         return np.where(rho == 0, 0.0, up)
 
     def _radius(self, gaps: np.ndarray) -> np.ndarray:

@@ -1,0 +1,120 @@
+"""Soak the certificates' exactness and property tests: more, and new, cases than CI runs.
+
+    python tests/soak.py                          # factor 20, 200 oracle settings (~10 min)
+    python tests/soak.py --factor 100 --oracle-cases 1000 --seed 7
+
+1. Every Hypothesis property test of the certificate modules (``test_bounds``,
+   ``test_runoff``, ``test_aggregation``) with ``--factor`` times the examples CI gives it,
+   fresh random examples each run (``--seed`` repeats one), no example database written.
+2. The exhaustive-enumeration oracle of ``tests/test_bounds.py`` (every sub-dataset of D and
+   D' enumerated in exact rational arithmetic, every attack of every model) on random small
+   settings beyond its 12 fixed ones: without replacement n <= 9, ns <= 4; with replacement
+   n <= 6, ns <= 3; binomial n <= 6 with a random rational p; all six poisoning models. The
+   radius may never exceed the exact one, and equals it away from ties.
+
+Prints one line per test (examples, seconds) and exits 1 at the first failure, with the
+falsifying example. Not part of CI (its time is unbounded by design); a soak's result goes
+into the note of the change that ran it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import random
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+from hypothesis import seed as hypothesis_seed
+from hypothesis import settings
+
+HERE = Path(__file__).resolve().parent
+MODULES = ("test_bounds", "test_runoff", "test_aggregation")
+MODELS = ("P1", "P2", "P3", "P4", "P5", "P6")
+
+
+def property_tests(modules=MODULES):
+    """``(module name, test name, test)`` for every Hypothesis test of ``modules``."""
+    sys.path.insert(0, str(HERE))
+    for name in modules:
+        mod = importlib.import_module(name)
+        for attr in sorted(vars(mod)):
+            fn = getattr(mod, attr)
+            if attr.startswith("test_") and hasattr(fn, "hypothesis"):
+                yield name, attr, fn
+
+
+def soak_property(fn, factor: int, seed: int | None) -> int:
+    """Run the Hypothesis test ``fn`` with ``factor`` times its examples; their number."""
+    base = fn._hypothesis_internal_use_settings
+    n = base.max_examples * factor
+    fn._hypothesis_internal_use_settings = settings(base, max_examples=n, database=None,
+                                                    derandomize=False)
+    try:
+        (hypothesis_seed(seed)(fn) if seed is not None else fn)()
+    finally:
+        fn._hypothesis_internal_use_settings = base
+    return n
+
+
+def oracle_setting(rng: random.Random):
+    """A random small ``(scheme, n, ns, p)`` the enumeration oracle can afford."""
+    scheme = rng.choice(("without_replacement", "with_replacement", "binomial"))
+    if scheme == "without_replacement":
+        n = rng.randint(2, 9)
+        return scheme, n, rng.randint(1, min(4, n - 1)), None
+    if scheme == "with_replacement":
+        n = rng.randint(2, 6)
+        return scheme, n, rng.randint(1, 3), None
+    m = rng.randint(2, 12)
+    return scheme, rng.randint(2, 6), None, Fraction(rng.randint(1, m - 1), m)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--factor", type=int, default=20,
+                   help="times the examples CI runs (at least 1)")
+    p.add_argument("--oracle-cases", type=int, default=200,
+                   help="random settings for the enumeration oracle (0 to skip)")
+    p.add_argument("--seed", type=int, default=None, help="repeat a soak (default: fresh)")
+    p.add_argument("-k", default="", help="only tests whose name contains this")
+    args = p.parse_args(argv)
+    if args.factor < 1:
+        p.error(f"--factor: at least 1, got {args.factor}")
+    if args.oracle_cases < 0:
+        p.error(f"--oracle-cases: at least 0, got {args.oracle_cases}")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    print(f"soak: factor {args.factor}, {args.oracle_cases} oracle settings, seed {seed}",
+          flush=True)
+    t_all = time.perf_counter()
+    for mod, name, fn in property_tests():
+        if args.k not in name:
+            continue
+        t0 = time.perf_counter()
+        n = soak_property(fn, args.factor, seed)
+        print(f"{mod}::{name}: {n} examples, {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.oracle_cases and args.k in "test_delta_matches_exhaustive_enumeration":
+        sys.path.insert(0, str(HERE))
+        tb = importlib.import_module("test_bounds")
+        rng = random.Random(seed)
+        t0 = time.perf_counter()
+        for i in range(args.oracle_cases):
+            case = oracle_setting(rng)
+            for model in MODELS:
+                try:
+                    tb.test_delta_matches_exhaustive_enumeration(*case, model)
+                except AssertionError:
+                    print(f"FAILED: the enumeration oracle at {case}, {model}", flush=True)
+                    raise
+            if (i + 1) % 25 == 0 or i + 1 == args.oracle_cases:
+                el = time.perf_counter() - t0
+                print(f"oracle: {i + 1}/{args.oracle_cases} settings x 6 models, {el:.1f} s",
+                      flush=True)
+    print(f"soak passed in {time.perf_counter() - t_all:.1f} s (seed {seed})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
