@@ -11,6 +11,8 @@
    settings beyond its 12 fixed ones: without replacement n <= 9, ns <= 4; with replacement
    n <= 6, ns <= 3; binomial n <= 6 with a random rational p; all six poisoning models. The
    radius may never exceed the exact one, and equals it away from ties.
+3. The seeded brute-force attack searches, reseeded, with ``--factor`` times their cases: kNN
+   (C = 2 and 3, every model and unit), Finite Aggregation with d > 1, Run-Off Election.
 
 Prints one line per test (examples, seconds) and exits 1 at the first failure, with the
 falsifying example. Not part of CI (its time is unbounded by design); a soak's result goes
@@ -72,6 +74,35 @@ def oracle_setting(rng: random.Random):
     return scheme, rng.randint(2, 6), None, Fraction(rng.randint(1, m - 1), m)
 
 
+def searches(factor: int, seed: int):
+    """``(name, run)`` for each seeded brute-force search; ``run()`` returns its cases."""
+    sys.path.insert(0, str(HERE))
+    import numpy as np
+    import test_aggregation
+    import test_knn
+    import test_runoff
+
+    def rng(k: int):  # one stream per search, all from the soak's seed
+        return np.random.default_rng([seed, k])
+
+    def knn(C: int, k: int):
+        n = (60 if C == 2 else 30) * factor
+        return lambda: (test_knn.knn_against_brute_force(C, rng(k), n), n)[1]
+
+    def fa():
+        test_aggregation.fa_against_brute_force(rng(3), 25 * factor)
+        return 3 * 25 * factor
+
+    def roe():
+        test_runoff.roe_against_brute_force(rng(4), 500 * factor)
+        return 500 * factor
+
+    return [("test_knn::knn_against_brute_force[C=2]", knn(2, 1)),
+            ("test_knn::knn_against_brute_force[C=3]", knn(3, 2)),
+            ("test_aggregation::fa_against_brute_force", fa),
+            ("test_runoff::roe_against_brute_force", roe)]
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--factor", type=int, default=20,
@@ -112,6 +143,12 @@ def main(argv=None) -> int:
                 el = time.perf_counter() - t0
                 print(f"oracle: {i + 1}/{args.oracle_cases} settings x 6 models, {el:.1f} s",
                       flush=True)
+    for name, run in searches(args.factor, seed):
+        if args.k not in name:
+            continue
+        t0 = time.perf_counter()
+        cases = run()
+        print(f"{name}: {cases} cases, {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"soak passed in {time.perf_counter() - t_all:.1f} s (seed {seed})", flush=True)
     return 0
 

@@ -119,11 +119,12 @@ def min_ops_to_change(labels: tuple, k: int, C: int, kinds: str, limit: int) -> 
     return limit + 1
 
 
-@pytest.mark.parametrize("C", [2, 3])
-def test_knn_radius_is_exact_for_every_model_and_unit(C):
-    rng = np.random.default_rng(C)
+def knn_against_brute_force(C: int, rng: np.random.Generator, cases: int
+                            ) -> collections.Counter:
+    """``cases`` random label lists of ``C`` classes: every model's and unit's radius against
+    the breadth-first attack search (``tests/soak.py`` reruns it with fresh seeds)."""
     n_cases = collections.Counter()
-    for _ in range(60 if C == 2 else 30):
+    for _ in range(cases):
         n = int(rng.integers(3, 10 if C == 2 else 7))
         k = int(rng.integers(1, n + 1))
         p = rng.dirichlet(np.full(C, 0.5))
@@ -144,6 +145,12 @@ def test_knn_radius_is_exact_for_every_model_and_unit(C):
                 if model == "P2" or (unit == "dpa" and model != "P1"):
                     n_cases[("deletions", bool(cert.exact[0]))] += 1
                 assert cert.prediction[0] == knn_predict(labels, k)
+    return n_cases
+
+
+@pytest.mark.parametrize("C", [2, 3])
+def test_knn_radius_is_exact_for_every_model_and_unit(C):
+    n_cases = knn_against_brute_force(C, np.random.default_rng(C), 60 if C == 2 else 30)
     print(dict(n_cases))
     assert n_cases[("deletions", True)] > 50
 
