@@ -9,8 +9,9 @@
 2. The exhaustive-enumeration oracle of ``tests/test_bounds.py`` (every sub-dataset of D and
    D' enumerated in exact rational arithmetic, every attack of every model) on random small
    settings beyond its 12 fixed ones: without replacement n <= 9, ns <= 4; with replacement
-   n <= 6, ns <= 3; binomial n <= 6 with a random rational p; all six poisoning models. The
-   radius may never exceed the exact one, and equals it away from ties.
+   n <= 6, ns <= 3; binomial n <= 6 with a random rational p (redrawn where the test's table
+   up to rho = n + 2 would not reach every gap); all six poisoning models. The radius may
+   never exceed the exact one, and equals it away from ties.
 3. The seeded brute-force attack searches, reseeded, with ``--factor`` times their cases: kNN
    (C = 2 and 3, every model and unit), Finite Aggregation with d > 1, Run-Off Election.
 
@@ -61,8 +62,18 @@ def soak_property(fn, factor: int, seed: int | None) -> int:
     return n
 
 
-def oracle_setting(rng: random.Random):
-    """A random small ``(scheme, n, ns, p)`` the enumeration oracle can afford."""
+def oracle_setting(rng: random.Random, tb):
+    """A random small ``(scheme, n, ns, p)`` the enumeration oracle can afford, and whose
+    table up to ``rho = n + 2`` (the test's) reaches every gap: P1's exact delta (the slowest
+    growing of the uncapped models) at least 1 there. Redrawn otherwise (a binomial p below
+    about 0.16 at n = 2: delta(rho) = (1 - p)^-rho - 1 grows too slowly)."""
+    while True:
+        case = _draw_setting(rng)
+        if tb._oracle_delta(*case, "P1", case[1] + 2) >= 1:
+            return case
+
+
+def _draw_setting(rng: random.Random):
     scheme = rng.choice(("without_replacement", "with_replacement", "binomial"))
     if scheme == "without_replacement":
         n = rng.randint(2, 9)
@@ -132,7 +143,7 @@ def main(argv=None) -> int:
         rng = random.Random(seed)
         t0 = time.perf_counter()
         for i in range(args.oracle_cases):
-            case = oracle_setting(rng)
+            case = oracle_setting(rng, tb)
             for model in MODELS:
                 try:
                     tb.test_delta_matches_exhaustive_enumeration(*case, model)
