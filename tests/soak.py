@@ -1,6 +1,6 @@
 """Soak the certificates' exactness and property tests: more, and new, cases than CI runs.
 
-    python tests/soak.py                          # factor 20, 200 oracle settings (~10 min)
+    python tests/soak.py                  # factor 20, 200 oracle settings, 1000 CP cases
     python tests/soak.py --factor 100 --oracle-cases 1000 --seed 7
 
 1. Every Hypothesis property test of the certificate modules (``test_bounds``,
@@ -14,6 +14,11 @@
    never exceed the exact one, and equals it away from ties.
 3. The seeded brute-force attack searches, reseeded, with ``--factor`` times their cases: kNN
    (C = 2 and 3, every model and unit), Finite Aggregation with d > 1, Run-Off Election.
+4. The Clopper-Pearson bounds (every vote bound and so every gap rests on them) on
+   ``--cp-cases`` random ``(k, T, beta)``: T log-uniform in 1..20,000, k uniform in 0..T,
+   beta log-uniform in 1e-15..0.5; each on the safe side of the exact binomial quantile
+   (60-digit sums) and within a relative 3e-12 of it (``test_stats.check_clopper_pearson_
+   exactly``).
 
 Prints one line per test (examples, seconds) and exits 1 at the first failure, with the
 falsifying example. Not part of CI (its time is unbounded by design); a soak's result goes
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import random
 import sys
 import time
@@ -120,16 +126,19 @@ def main(argv=None) -> int:
                    help="times the examples CI runs (at least 1)")
     p.add_argument("--oracle-cases", type=int, default=200,
                    help="random settings for the enumeration oracle (0 to skip)")
+    p.add_argument("--cp-cases", type=int, default=1000,
+                   help="random Clopper-Pearson cases (0 to skip)")
     p.add_argument("--seed", type=int, default=None, help="repeat a soak (default: fresh)")
     p.add_argument("-k", default="", help="only tests whose name contains this")
     args = p.parse_args(argv)
     if args.factor < 1:
         p.error(f"--factor: at least 1, got {args.factor}")
-    if args.oracle_cases < 0:
-        p.error(f"--oracle-cases: at least 0, got {args.oracle_cases}")
+    for name in ("oracle_cases", "cp_cases"):
+        if getattr(args, name) < 0:
+            p.error(f"--{name.replace('_', '-')}: at least 0, got {getattr(args, name)}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
-    print(f"soak: factor {args.factor}, {args.oracle_cases} oracle settings, seed {seed}",
-          flush=True)
+    print(f"soak: factor {args.factor}, {args.oracle_cases} oracle settings, {args.cp_cases} "
+          f"Clopper-Pearson cases, seed {seed}", flush=True)
     t_all = time.perf_counter()
     for mod, name, fn in property_tests():
         if args.k not in name:
@@ -160,6 +169,19 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         cases = run()
         print(f"{name}: {cases} cases, {time.perf_counter() - t0:.1f} s", flush=True)
+    if args.cp_cases and args.k in "check_clopper_pearson_exactly":
+        sys.path.insert(0, str(HERE))
+        ts = importlib.import_module("test_stats")
+        rng = random.Random(seed + 1)
+        t0 = time.perf_counter()
+        for i in range(args.cp_cases):
+            T = round(10 ** rng.uniform(0, math.log10(20_000)))
+            k = rng.randint(0, T)
+            beta = 10 ** rng.uniform(-15, math.log10(0.5))
+            ts.check_clopper_pearson_exactly(k, T, beta)
+            if (i + 1) % 500 == 0 or i + 1 == args.cp_cases:
+                el = time.perf_counter() - t0
+                print(f"clopper-pearson: {i + 1}/{args.cp_cases} cases, {el:.1f} s", flush=True)
     print(f"soak passed in {time.perf_counter() - t_all:.1f} s (seed {seed})", flush=True)
     return 0
 

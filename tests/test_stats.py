@@ -77,28 +77,39 @@ def test_clopper_pearson_closed_forms():
         assert clopper_pearson_upper(0, T, beta) == pytest.approx(1 - beta ** (1 / T), rel=1e-9)
 
 
+def _binomial_tail(T: int, x: float, ks: range):
+    """``Pr(Binomial(T, x) in ks)`` in 60-digit arithmetic, for the float ``x`` exactly: a
+    direct sum of the (positive) terms of the shorter side, the complement otherwise (mpmath's
+    ``betainc`` fails to converge for some T in the thousands)."""
+    with mpmath.workdps(60):
+        x = mpmath.mpf(x)
+        inside = len(ks) <= (T + 1) // 2
+        js = ks if inside else [j for j in range(T + 1) if j not in ks]
+        total = mpmath.fsum(mpmath.binomial(T, j) * x**j * (1 - x) ** (T - j) for j in js)
+        return total if inside else 1 - total
+
+
+def check_clopper_pearson_exactly(k: int, T: int, beta: float) -> None:
+    """Each bound lies on the safe side of the exact quantile (60-digit sums), and a step of
+    a relative 3e-12 plus two ulps toward the unsafe side crosses it (so it is also tight).
+    ``tests/soak.py`` runs it on random ``(k, T, beta)``."""
+    lo, hi = clopper_pearson_lower(k, T, beta), clopper_pearson_upper(k, T, beta)
+    if k > 0:  # Pr(Binomial(T, lo) >= k) <= beta
+        assert _binomial_tail(T, lo, range(k, T + 1)) <= beta, ("lower", k, T, beta, lo)
+        step = lo * (1 + 3e-12) + 2 * np.spacing(lo)
+        assert _binomial_tail(T, step, range(k, T + 1)) > beta, ("lower tight", k, T, beta)
+    if k < T:  # Pr(Binomial(T, hi) <= k) <= beta
+        assert _binomial_tail(T, hi, range(k + 1)) <= beta, ("upper", k, T, beta, hi)
+        step = hi * (1 - 3e-12) - 2 * np.spacing(1.0)
+        assert _binomial_tail(T, step, range(k + 1)) > beta, ("upper tight", k, T, beta)
+
+
 @pytest.mark.parametrize("k,T,beta", [(1, 10, 0.01), (5, 10, 0.001), (999, 1000, 0.0005),
                                       (1000, 1000, 0.0005), (3, 100_000, 1e-9), (17, 40, 0.4),
                                       (1, 2, 1e-12), (2, 2, 1e-12), (500, 1000, 1e-12),
                                       (0, 50, 1e-12), (49, 50, 1e-15)])
 def test_clopper_pearson_is_conservative_in_exact_arithmetic(k, T, beta):
-    """Each bound lies on the safe side of the exact quantile (50-digit mpmath), and a step of
-    a relative 3e-12 plus two ulps toward the unsafe side crosses it (so it is also tight)."""
-    mpmath.mp.dps = 50
-    lo, hi = clopper_pearson_lower(k, T, beta), clopper_pearson_upper(k, T, beta)
-
-    def tail_lo(x):  # Pr(Binomial(T, x) >= k) = I_x(k, T - k + 1)
-        return mpmath.betainc(k, T - k + 1, 0, mpmath.mpf(x), regularized=True)
-
-    def tail_hi(x):  # Pr(Binomial(T, x) <= k) = 1 - I_x(k + 1, T - k)
-        return mpmath.betainc(k + 1, T - k, mpmath.mpf(x), 1, regularized=True)
-
-    if k > 0:
-        assert tail_lo(lo) <= beta
-        assert tail_lo(lo * (1 + 3e-12) + 2 * np.spacing(lo)) > beta
-    if k < T:
-        assert tail_hi(hi) <= beta
-        assert tail_hi(hi * (1 - 3e-12) - 2 * np.spacing(1.0)) > beta
+    check_clopper_pearson_exactly(k, T, beta)
 
 
 def test_clopper_pearson_monotone():
