@@ -58,13 +58,19 @@ def property_tests(modules=MODULES):
 def soak_property(fn, factor: int, seed: int | None) -> int:
     """Run the Hypothesis test ``fn`` with ``factor`` times its examples; their number."""
     base = fn._hypothesis_internal_use_settings
+    had_seed = hasattr(fn, "_hypothesis_internal_use_seed")
+    old_seed = getattr(fn, "_hypothesis_internal_use_seed", None)
     n = base.max_examples * factor
     fn._hypothesis_internal_use_settings = settings(base, max_examples=n, database=None,
                                                     derandomize=False)
     try:
         (hypothesis_seed(seed)(fn) if seed is not None else fn)()
-    finally:
+    finally:  # the test as it was (a soak inside pytest leaves no fixed seed behind)
         fn._hypothesis_internal_use_settings = base
+        if had_seed:
+            fn._hypothesis_internal_use_seed = old_seed
+        elif hasattr(fn, "_hypothesis_internal_use_seed"):
+            del fn._hypothesis_internal_use_seed
     return n
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from fractions import Fraction
 from functools import cache
+from pathlib import Path
 
 import mpmath
 import numpy as np
@@ -478,3 +479,22 @@ def test_importing_bounds_does_not_import_torch():
     code = "import sys, poisoncert, poisoncert.bounds; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_the_soak_script_runs_in_small_settings(capsys):
+    """``tests/soak.py`` (not part of CI) still finds every test it reruns: each section once,
+    in tiny settings, and its bad input is one clear line."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import soak
+
+    assert soak.main(["--factor", "1", "--oracle-cases", "3", "--cp-cases", "5",
+                      "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    for name in ("test_bounds::test_radius_monotone_in_gap_and_consistent_with_delta",
+                 "test_runoff::", "test_aggregation::", "oracle: 3/3 settings",
+                 "test_knn::knn_against_brute_force[C=3]", "roe_against_brute_force",
+                 "clopper-pearson: 5/5 cases", "soak passed"):
+        assert name in out, name
+    with pytest.raises(SystemExit):
+        soak.main(["--factor", "0"])
+    assert "--factor: at least 1, got 0" in capsys.readouterr().err
