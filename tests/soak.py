@@ -1,6 +1,6 @@
 """Soak the certificates' exactness and property tests: more, and new, cases than CI runs.
 
-    python tests/soak.py                  # factor 20, 200 oracle settings, 1000 CP cases: 290 s here
+    python tests/soak.py             # factor 20, 200 oracle settings, 1000 CP cases: 290 s here
     python tests/soak.py --factor 100 --oracle-cases 1000 --seed 7
 
 1. Every Hypothesis property test of the certificate modules (``test_bounds``,
