@@ -1,6 +1,6 @@
 """Soak the certificates' exactness and property tests: more, and new, cases than CI runs.
 
-    python tests/soak.py             # factor 20, 200 oracle settings, 1000 CP cases: 290 s here
+    python tests/soak.py        # factor 20, 200 oracle settings, 1000 CP cases, 1000 radii
     python tests/soak.py --factor 100 --oracle-cases 1000 --seed 7
 
 1. Every Hypothesis property test of the certificate modules (``test_bounds``,
@@ -19,6 +19,14 @@
    beta log-uniform in 1e-15..0.5; each on the safe side of the exact binomial quantile
    (60-digit sums) and within a relative 3e-12 of it (``test_stats.check_clopper_pearson_
    exactly``).
+5. The P6 radius on ``--mp-cases`` random large settings against 60-digit arithmetic
+   (``test_bounds.check_radius_in_60_digits``): each scheme, n log-uniform in 100..10^9, the
+   gap uniform in (0.001, 0.999), ns chosen for a radius of about 1..2,000 (log-uniform);
+   exact delta(r) < gap (sound) and delta(r + 1) >= gap (not smaller than exact). This is
+   where floating point matters most: n large, delta = 1 + R - 2Q cancelling.
+
+The default run took 290 s on the 2-core AMD EPYC development machine before the 60-digit
+section was added, which took 58.5 s per 2,000 radii there.
 
 Prints one line per test (examples, seconds) and exits 1 at the first failure, with the
 falsifying example. Not part of CI (its time is unbounded by design); a soak's result goes
@@ -134,17 +142,19 @@ def main(argv=None) -> int:
                    help="random settings for the enumeration oracle (0 to skip)")
     p.add_argument("--cp-cases", type=int, default=1000,
                    help="random Clopper-Pearson cases (0 to skip)")
+    p.add_argument("--mp-cases", type=int, default=1000,
+                   help="random large settings checked in 60 digits (0 to skip)")
     p.add_argument("--seed", type=int, default=None, help="repeat a soak (default: fresh)")
     p.add_argument("-k", default="", help="only tests whose name contains this")
     args = p.parse_args(argv)
     if args.factor < 1:
         p.error(f"--factor: at least 1, got {args.factor}")
-    for name in ("oracle_cases", "cp_cases"):
+    for name in ("oracle_cases", "cp_cases", "mp_cases"):
         if getattr(args, name) < 0:
             p.error(f"--{name.replace('_', '-')}: at least 0, got {getattr(args, name)}")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
     print(f"soak: factor {args.factor}, {args.oracle_cases} oracle settings, {args.cp_cases} "
-          f"Clopper-Pearson cases, seed {seed}", flush=True)
+          f"Clopper-Pearson cases, {args.mp_cases} 60-digit radii, seed {seed}", flush=True)
     t_all = time.perf_counter()
     for mod, name, fn in property_tests():
         if args.k not in name:
@@ -188,6 +198,27 @@ def main(argv=None) -> int:
             if (i + 1) % 500 == 0 or i + 1 == args.cp_cases:
                 el = time.perf_counter() - t0
                 print(f"clopper-pearson: {i + 1}/{args.cp_cases} cases, {el:.1f} s", flush=True)
+    if args.mp_cases and args.k in "check_radius_in_60_digits":
+        sys.path.insert(0, str(HERE))
+        tb = importlib.import_module("test_bounds")
+        from poisoncert.bounds import certified_radius
+
+        rng = random.Random(seed + 2)
+        t0, done = time.perf_counter(), 0
+        while done < args.mp_cases:
+            scheme = rng.choice(("without_replacement", "with_replacement", "binomial"))
+            n = round(10 ** rng.uniform(2, 9))
+            gap = rng.uniform(0.001, 0.999)
+            target = 10 ** rng.uniform(0, math.log10(2000))
+            ns = max(1, min(n - 1, round(gap * n / (2 * target))))
+            r = certified_radius(gap, scheme=scheme, n=n, ns=ns, model="P6")
+            if not 0 <= r < 3000:  # the 60-digit maximum over insertions loops over r
+                continue
+            tb.check_radius_in_60_digits(scheme, n, ns, gap, r)
+            done += 1
+            if done % 500 == 0 or done == args.mp_cases:
+                el = time.perf_counter() - t0
+                print(f"60 digits: {done}/{args.mp_cases} radii, {el:.1f} s", flush=True)
     print(f"soak passed in {time.perf_counter() - t_all:.1f} s (seed {seed})", flush=True)
     return 0
 

@@ -363,6 +363,9 @@ def _mp_logC_ratio(hi, lo, ns):
 
 
 def _mp_delta_p6(scheme, n, ns, rho):
+    if scheme == "binomial":  # p = ns / n as the bound takes it (the float), exactly
+        q = 1 - mpmath.mpf(ns / n)
+        return max(2 - 2 * q**rho, q ** (-rho) - 1)  # the two ends of a convex maximum
     n, ns = mpmath.mpf(n), ns
     best = mpmath.mpf(-10)
     for a in range(rho + 1):
@@ -387,13 +390,22 @@ def _mp_delta_p6(scheme, n, ns, rho):
         ("with_replacement", 10**9, 1_000_000, 0.6),
         ("without_replacement", 60_000, 30, 0.8),
         ("with_replacement", 123_457, 77, 0.123456789),
+        ("binomial", 10**9, 2_000_000, 0.6),
+        ("binomial", 60_000, 30, 0.5),
     ],
 )
 def test_radius_against_60_digit_arithmetic(scheme, n, ns, gap):
     r = certified_radius(gap, scheme=scheme, n=n, ns=ns, model="P6")
     assert 0 <= r < 3000, r
-    assert _mp_delta_p6(scheme, n, ns, r) < gap  # sound
-    assert _mp_delta_p6(scheme, n, ns, r + 1) >= gap  # and not smaller than exact
+    check_radius_in_60_digits(scheme, n, ns, gap, r)
+
+
+def check_radius_in_60_digits(scheme: str, n: int, ns: int, gap: float, r: int) -> None:
+    """The P6 radius ``r`` at ``gap``: sound (exact delta(r) < gap, 60-digit arithmetic) and
+    not smaller than exact (delta(r + 1) >= gap). ``tests/soak.py`` runs it on random large
+    settings."""
+    assert _mp_delta_p6(scheme, n, ns, r) < gap, ("unsound", scheme, n, ns, gap, r)
+    assert _mp_delta_p6(scheme, n, ns, r + 1) >= gap, ("not tight", scheme, n, ns, gap, r)
 
 
 def test_binomial_large_n_high_precision():
@@ -488,12 +500,12 @@ def test_the_soak_script_runs_in_small_settings(capsys):
     import soak
 
     assert soak.main(["--factor", "1", "--oracle-cases", "3", "--cp-cases", "5",
-                      "--seed", "1"]) == 0
+                      "--mp-cases", "5", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     for name in ("test_bounds::test_radius_monotone_in_gap_and_consistent_with_delta",
                  "test_runoff::", "test_aggregation::", "oracle: 3/3 settings",
                  "test_knn::knn_against_brute_force[C=3]", "roe_against_brute_force",
-                 "clopper-pearson: 5/5 cases", "soak passed"):
+                 "clopper-pearson: 5/5 cases", "60 digits: 5/5 radii", "soak passed"):
         assert name in out, name
     with pytest.raises(SystemExit):
         soak.main(["--factor", "0"])
