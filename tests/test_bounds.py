@@ -362,22 +362,38 @@ def _mp_logC_ratio(hi, lo, ns):
     return (f(lo + 1) - f(lo - ns + 1)) - (f(hi + 1) - f(hi - ns + 1))
 
 
-def _mp_delta_p6(scheme, n, ns, rho):
+def _mp_delta(scheme, n, ns, rho, model="P6"):
+    """Exact delta under ``model`` in 60 digits: the largest ``1 + R - 2Q`` over the model's
+    attacks of ``rho`` operations. With ``a`` insertions and ``rho - a`` modifications (P1:
+    ``a = rho``; P3, P5: ``a = 0``; P4, P6: every ``a``); P2's ``rho`` deletions leave ``R = Q``,
+    so ``1 - Q``."""
     if scheme == "binomial":  # p = ns / n as the bound takes it (the float), exactly
         q = 1 - mpmath.mpf(ns / n)
-        return max(2 - 2 * q**rho, q ** (-rho) - 1)  # the two ends of a convex maximum
+        ends = {"P1": [q ** (-rho) - 1], "P2": [1 - q**rho], "P3": [2 - 2 * q**rho],
+                "P5": [2 - 2 * q**rho]}
+        # P4, P6: the two ends of a convex maximum over a
+        return max(ends.get(model, [2 - 2 * q**rho, q ** (-rho) - 1]))
     n, ns = mpmath.mpf(n), ns
+
+    def Q_of(kept):  # Pr_D(every draw among `kept` of D's n samples)
+        if scheme == "with_replacement":
+            return (kept / n) ** ns
+        return mpmath.e ** _mp_logC_ratio(n, kept, ns)
+
+    if model == "P2":
+        if scheme == "without_replacement" and n - rho < ns:
+            return mpmath.inf
+        return 1 - Q_of(n - rho)
+    inserts = {"P1": [rho], "P3": [0], "P5": [0]}.get(model, range(rho + 1))
     best = mpmath.mpf(-10)
-    for a in range(rho + 1):
+    for a in inserts:
         if scheme == "with_replacement":
             R = ((n + a) / n) ** ns
-            Q = ((n - rho + a) / n) ** ns
         else:
             if n - rho + a < ns:
                 return mpmath.inf
             R = mpmath.e ** (-_mp_logC_ratio(n + a, n, ns))
-            Q = mpmath.e ** _mp_logC_ratio(n, n - rho + a, ns)
-        best = max(best, 1 + R - 2 * Q)
+        best = max(best, 1 + R - 2 * Q_of(n - rho + a))
     return best
 
 
@@ -400,12 +416,25 @@ def test_radius_against_60_digit_arithmetic(scheme, n, ns, gap):
     check_radius_in_60_digits(scheme, n, ns, gap, r)
 
 
-def check_radius_in_60_digits(scheme: str, n: int, ns: int, gap: float, r: int) -> None:
-    """The P6 radius ``r`` at ``gap``: sound (exact delta(r) < gap, 60-digit arithmetic) and
-    not smaller than exact (delta(r + 1) >= gap). ``tests/soak.py`` runs it on random large
-    settings."""
-    assert _mp_delta_p6(scheme, n, ns, r) < gap, ("unsound", scheme, n, ns, gap, r)
-    assert _mp_delta_p6(scheme, n, ns, r + 1) >= gap, ("not tight", scheme, n, ns, gap, r)
+def check_radius_in_60_digits(scheme: str, n: int, ns: int, gap: float, r: int,
+                              model: str = "P6") -> None:
+    """The radius ``r`` at ``gap`` under ``model``: sound (exact delta(r) < gap, 60-digit
+    arithmetic) and not smaller than exact (delta(r + 1) >= gap; under P2, P3 and P5 a
+    radius of n covers every attack). ``tests/soak.py`` runs it on random large settings."""
+    case = (scheme, n, ns, gap, r, model)
+    assert _mp_delta(scheme, n, ns, r, model) < gap, ("unsound", *case)
+    if not (model in ("P2", "P3", "P5") and r >= n):
+        assert _mp_delta(scheme, n, ns, r + 1, model) >= gap, ("not tight", *case)
+
+
+@pytest.mark.parametrize("model", ["P1", "P2", "P3", "P4", "P5"])
+@pytest.mark.parametrize("scheme,n,ns,gap", [("without_replacement", 10**9, 2_000_000, 0.37),
+                                             ("with_replacement", 123_457, 77, 0.123456789),
+                                             ("binomial", 60_000, 30, 0.5)])
+def test_other_models_against_60_digit_arithmetic(scheme, n, ns, gap, model):
+    r = certified_radius(gap, scheme=scheme, n=n, ns=ns, model=model)
+    assert 0 <= r < 3000, r
+    check_radius_in_60_digits(scheme, n, ns, gap, r, model)
 
 
 def test_binomial_large_n_high_precision():
