@@ -48,16 +48,30 @@ from pathlib import Path
 from hypothesis import seed as hypothesis_seed
 from hypothesis import settings
 
+from poisoncert.bounds import MODELS, certified_radius
+
 HERE = Path(__file__).resolve().parent
 MODULES = ("test_bounds", "test_runoff", "test_aggregation")
-MODELS = ("P1", "P2", "P3", "P4", "P5", "P6")
+SCHEMES = ("without_replacement", "with_replacement", "binomial")
+
+
+def _tests(name: str):
+    """The test module ``name`` of this folder."""
+    if str(HERE) not in sys.path:
+        sys.path.insert(0, str(HERE))
+    return importlib.import_module(name)
+
+
+def _progress(label: str, unit: str, done: int, total: int, every: int, t0: float) -> None:
+    """``label: done/total unit, seconds`` every ``every`` and at the end."""
+    if done % every == 0 or done == total:
+        print(f"{label}: {done}/{total} {unit}, {time.perf_counter() - t0:.1f} s", flush=True)
 
 
 def property_tests(modules=MODULES):
     """``(module name, test name, test)`` for every Hypothesis test of ``modules``."""
-    sys.path.insert(0, str(HERE))
     for name in modules:
-        mod = importlib.import_module(name)
+        mod = _tests(name)
         for attr in sorted(vars(mod)):
             fn = getattr(mod, attr)
             if attr.startswith("test_") and hasattr(fn, "hypothesis"):
@@ -95,7 +109,7 @@ def oracle_setting(rng: random.Random, tb):
 
 
 def _draw_setting(rng: random.Random):
-    scheme = rng.choice(("without_replacement", "with_replacement", "binomial"))
+    scheme = rng.choice(SCHEMES)
     if scheme == "without_replacement":
         n = rng.randint(2, 9)
         return scheme, n, rng.randint(1, min(4, n - 1)), None
@@ -106,33 +120,80 @@ def _draw_setting(rng: random.Random):
     return scheme, rng.randint(2, 6), None, Fraction(rng.randint(1, m - 1), m)
 
 
+def soak_oracle(cases: int, seed: int) -> None:
+    """The exhaustive-enumeration oracle on ``cases`` random small settings, every model."""
+    tb = _tests("test_bounds")
+    rng = random.Random(seed)
+    t0 = time.perf_counter()
+    for i in range(cases):
+        case = oracle_setting(rng, tb)
+        for model in MODELS:
+            try:
+                tb.test_delta_matches_exhaustive_enumeration(*case, model)
+            except AssertionError:
+                print(f"FAILED: the enumeration oracle at {case}, {model}", flush=True)
+                raise
+        _progress("oracle", "settings x 6 models", i + 1, cases, 25, t0)
+
+
 def searches(factor: int, seed: int):
     """``(name, run)`` for each seeded brute-force search; ``run()`` returns its cases."""
-    sys.path.insert(0, str(HERE))
     import numpy as np
-    import test_aggregation
-    import test_knn
-    import test_runoff
 
     def rng(k: int):  # one stream per search, all from the soak's seed
         return np.random.default_rng([seed, k])
 
     def knn(C: int, k: int):
-        n = (60 if C == 2 else 30) * factor
-        return lambda: (test_knn.knn_against_brute_force(C, rng(k), n), n)[1]
+        def run():
+            n = (60 if C == 2 else 30) * factor
+            _tests("test_knn").knn_against_brute_force(C, rng(k), n)
+            return n
+        return run
 
     def fa():
-        test_aggregation.fa_against_brute_force(rng(3), 25 * factor)
+        _tests("test_aggregation").fa_against_brute_force(rng(3), 25 * factor)
         return 3 * 25 * factor
 
     def roe():
-        test_runoff.roe_against_brute_force(rng(4), 500 * factor)
+        _tests("test_runoff").roe_against_brute_force(rng(4), 500 * factor)
         return 500 * factor
 
     return [("test_knn::knn_against_brute_force[C=2]", knn(2, 1)),
             ("test_knn::knn_against_brute_force[C=3]", knn(3, 2)),
             ("test_aggregation::fa_against_brute_force", fa),
             ("test_runoff::roe_against_brute_force", roe)]
+
+
+def soak_clopper_pearson(cases: int, seed: int) -> None:
+    """The Clopper-Pearson bounds on ``cases`` random ``(k, T, beta)`` against exact tails."""
+    ts = _tests("test_stats")
+    rng = random.Random(seed + 1)
+    t0 = time.perf_counter()
+    for i in range(cases):
+        T = round(10 ** rng.uniform(0, math.log10(20_000)))
+        k = rng.randint(0, T)
+        beta = 10 ** rng.uniform(-15, math.log10(0.5))
+        ts.check_clopper_pearson_exactly(k, T, beta)
+        _progress("clopper-pearson", "cases", i + 1, cases, 500, t0)
+
+
+def soak_radii(cases: int, seed: int) -> None:
+    """Radii of every scheme and model on ``cases`` random large settings in 60 digits."""
+    tb = _tests("test_bounds")
+    rng = random.Random(seed + 2)
+    t0, done = time.perf_counter(), 0
+    while done < cases:
+        scheme, model = rng.choice(SCHEMES), rng.choice(MODELS)
+        n = round(10 ** rng.uniform(2, 9))
+        gap = rng.uniform(0.001, 0.999)
+        target = 10 ** rng.uniform(0, math.log10(2000))
+        ns = max(1, min(n - 1, round(gap * n / (2 * target))))
+        r = certified_radius(gap, scheme=scheme, n=n, ns=ns, model=model)
+        if not 0 <= r < 3000:  # the 60-digit maximum over insertions loops over r
+            continue
+        tb.check_radius_in_60_digits(scheme, n, ns, gap, r, model)
+        done += 1
+        _progress("60 digits", "radii", done, cases, 500, t0)
 
 
 def main(argv=None) -> int:
@@ -158,69 +219,21 @@ def main(argv=None) -> int:
           f"Clopper-Pearson cases, {args.mp_cases} 60-digit radii, seed {seed}", flush=True)
     t_all = time.perf_counter()
     for mod, name, fn in property_tests():
-        if args.k not in name:
-            continue
-        t0 = time.perf_counter()
-        n = soak_property(fn, args.factor, seed)
-        print(f"{mod}::{name}: {n} examples, {time.perf_counter() - t0:.1f} s", flush=True)
+        if args.k in name:
+            t0 = time.perf_counter()
+            n = soak_property(fn, args.factor, seed)
+            print(f"{mod}::{name}: {n} examples, {time.perf_counter() - t0:.1f} s", flush=True)
     if args.oracle_cases and args.k in "test_delta_matches_exhaustive_enumeration":
-        sys.path.insert(0, str(HERE))
-        tb = importlib.import_module("test_bounds")
-        rng = random.Random(seed)
-        t0 = time.perf_counter()
-        for i in range(args.oracle_cases):
-            case = oracle_setting(rng, tb)
-            for model in MODELS:
-                try:
-                    tb.test_delta_matches_exhaustive_enumeration(*case, model)
-                except AssertionError:
-                    print(f"FAILED: the enumeration oracle at {case}, {model}", flush=True)
-                    raise
-            if (i + 1) % 25 == 0 or i + 1 == args.oracle_cases:
-                el = time.perf_counter() - t0
-                print(f"oracle: {i + 1}/{args.oracle_cases} settings x 6 models, {el:.1f} s",
-                      flush=True)
+        soak_oracle(args.oracle_cases, seed)
     for name, run in searches(args.factor, seed):
-        if args.k not in name:
-            continue
-        t0 = time.perf_counter()
-        cases = run()
-        print(f"{name}: {cases} cases, {time.perf_counter() - t0:.1f} s", flush=True)
+        if args.k in name:
+            t0 = time.perf_counter()
+            cases = run()
+            print(f"{name}: {cases} cases, {time.perf_counter() - t0:.1f} s", flush=True)
     if args.cp_cases and args.k in "check_clopper_pearson_exactly":
-        sys.path.insert(0, str(HERE))
-        ts = importlib.import_module("test_stats")
-        rng = random.Random(seed + 1)
-        t0 = time.perf_counter()
-        for i in range(args.cp_cases):
-            T = round(10 ** rng.uniform(0, math.log10(20_000)))
-            k = rng.randint(0, T)
-            beta = 10 ** rng.uniform(-15, math.log10(0.5))
-            ts.check_clopper_pearson_exactly(k, T, beta)
-            if (i + 1) % 500 == 0 or i + 1 == args.cp_cases:
-                el = time.perf_counter() - t0
-                print(f"clopper-pearson: {i + 1}/{args.cp_cases} cases, {el:.1f} s", flush=True)
+        soak_clopper_pearson(args.cp_cases, seed)
     if args.mp_cases and args.k in "check_radius_in_60_digits":
-        sys.path.insert(0, str(HERE))
-        tb = importlib.import_module("test_bounds")
-        from poisoncert.bounds import certified_radius
-
-        rng = random.Random(seed + 2)
-        t0, done = time.perf_counter(), 0
-        while done < args.mp_cases:
-            scheme = rng.choice(("without_replacement", "with_replacement", "binomial"))
-            model = rng.choice(MODELS)
-            n = round(10 ** rng.uniform(2, 9))
-            gap = rng.uniform(0.001, 0.999)
-            target = 10 ** rng.uniform(0, math.log10(2000))
-            ns = max(1, min(n - 1, round(gap * n / (2 * target))))
-            r = certified_radius(gap, scheme=scheme, n=n, ns=ns, model=model)
-            if not 0 <= r < 3000:  # the 60-digit maximum over insertions loops over r
-                continue
-            tb.check_radius_in_60_digits(scheme, n, ns, gap, r, model)
-            done += 1
-            if done % 500 == 0 or done == args.mp_cases:
-                el = time.perf_counter() - t0
-                print(f"60 digits: {done}/{args.mp_cases} radii, {el:.1f} s", flush=True)
+        soak_radii(args.mp_cases, seed)
     print(f"soak passed in {time.perf_counter() - t_all:.1f} s (seed {seed})", flush=True)
     return 0
 

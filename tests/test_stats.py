@@ -78,13 +78,14 @@ def test_clopper_pearson_closed_forms():
 
 
 def _binomial_tail(T: int, x: float, ks: range):
-    """``Pr(Binomial(T, x) in ks)`` in 60-digit arithmetic, for the float ``x`` exactly: a
-    direct sum of the (positive) terms of the shorter side, the complement otherwise (mpmath's
-    ``betainc`` fails to converge for some T in the thousands)."""
+    """``Pr(Binomial(T, x) in ks)`` for a tail ``ks`` (from 0 or up to T) in 60-digit
+    arithmetic, for the float ``x`` exactly: a direct sum of the (positive) terms of the
+    shorter side, the complement otherwise (mpmath's ``betainc`` fails to converge for some T
+    in the thousands)."""
     with mpmath.workdps(60):
         x = mpmath.mpf(x)
         inside = len(ks) <= (T + 1) // 2
-        js = ks if inside else [j for j in range(T + 1) if j not in ks]
+        js = ks if inside else range(ks.stop, T + 1) if ks.start == 0 else range(ks.start)
         total = mpmath.fsum(mpmath.binomial(T, j) * x**j * (1 - x) ** (T - j) for j in js)
         return total if inside else 1 - total
 
