@@ -27,6 +27,16 @@ SMALL = ["--selection.T", "2", "--training.steps", "2", "--data.test_limit", "50
 #: Partitions and Finite Aggregation count their classifiers with selection.k.
 AGG_SMALL = ["--selection.k", "2", "--training.steps", "2", "--data.test_limit", "50"]
 
+
+def _at_most_cpus(workers: int) -> list[str]:
+    """On a machine with fewer usable CPUs than a command's ``--workers`` (which it refuses
+    there, in one line), the CPUs it has: a later ``--workers`` overrides the written one."""
+    from poisoncert.resources import usable_cpus
+
+    cpus = usable_cpus()
+    return [] if cpus >= workers else ["--workers", str(cpus)]
+
+
 #: command as written -> ("run", extra arguments) or ("skip", why). "mnist": needs MNIST.
 COMMANDS: dict[str, tuple] = {
     # README.md
@@ -35,7 +45,8 @@ COMMANDS: dict[str, tuple] = {
     'pip install -c constraints-cpu.txt -e ".[torch]"': ("skip", "set-up"),
     "poisoncert demo": ("run", ["--quick", "-q"]),
     "bash scripts/test.sh": ("skip", "the test suite itself"),
-    "poisoncert train experiments/mnist17_binomial.yaml --workers 2": ("mnist", SMALL),
+    "poisoncert train experiments/mnist17_binomial.yaml --workers 2":
+        ("mnist", SMALL + _at_most_cpus(2)),
     "poisoncert train experiments/mnist17_binomial.yaml --selection.scheme with_replacement "
     "--run-dir runs/mnist17_wr": ("mnist", SMALL),
     "poisoncert certify runs/mnist17_binomial --alpha 0.001 --model P6": ("mnist", []),

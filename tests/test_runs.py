@@ -409,7 +409,10 @@ def test_predictions_do_not_depend_on_chunk_size(tmp_path, engine):
     assert np.array_equal(a.predictions, b.predictions)
 
 
-def test_another_config_is_refused_and_workers_may_change(tmp_path, engine):
+def test_another_config_is_refused_and_workers_may_change(tmp_path, engine, monkeypatch):
+    # two workers are refused on a one-CPU machine; nothing is trained here (the engine is
+    # recorded, and every chunk is done)
+    monkeypatch.setattr("poisoncert.executors.usable_cpus", lambda: 2)
     experiment.train_run(small(), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / runs.CONFIG).read_text()
     engine.clear()
