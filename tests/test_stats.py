@@ -113,6 +113,23 @@ def test_clopper_pearson_is_conservative_in_exact_arithmetic(k, T, beta):
     check_clopper_pearson_exactly(k, T, beta)
 
 
+def test_a_scipy_whose_beta_inverse_misses_exact_bounds_is_refused():
+    """scipy 1.10 and 1.11 put the bounds of ``(3, 100_000, 1e-9)`` and ``(7, 8307, 0.006)``
+    above and below the exact quantiles (found with those versions installed: their lower bound
+    1.8179647632207794e-08 fails the exact check above); ``import poisoncert.stats`` refuses
+    them in one line."""
+    from poisoncert.stats import check_scipy
+
+    for old in ("1.10.1", "1.11.4", "0.19.0"):
+        with pytest.raises(ImportError, match=rf"needs scipy >= 1\.12: .* scipy {old} is not"):
+            check_scipy(old)
+    for ok in ("1.12.0", "1.17.1", "2.0.0", "1.13.0.dev0+1234", "1.x"):
+        check_scipy(ok)
+    with pytest.raises(AssertionError, match="lower"):  # what the guard keeps out
+        tail = _binomial_tail(100_000, 1.8179647632207794e-08, range(3, 100_001))
+        assert tail <= 1e-9, ("lower", tail)
+
+
 def test_clopper_pearson_monotone():
     T, beta = 60, 0.01
     lo = clopper_pearson_lower(np.arange(T + 1), T, beta)

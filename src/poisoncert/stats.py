@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy
 from scipy import special
 
 from poisoncert._validation import (
@@ -50,9 +51,32 @@ def auto_method(n_classes: int) -> str:
     return "bonferroni" if n_classes <= 2 else "pairwise"
 
 #: Relative margin by which a bound is moved toward its conservative side (plus one ulp). It is
-#: far above the relative error of scipy's incomplete-beta inverse and far below anything that
-#: changes a certified radius.
+#: far above the relative error of scipy's incomplete-beta inverse (Boost's, scipy >= 1.12:
+#: ``tests/soak.py`` checks random bounds against exact binomial tails) and far below anything
+#: that changes a certified radius.
 _REL_MARGIN = 1e-12
+
+#: The first scipy whose ``betaincinv`` is accurate enough for ``_REL_MARGIN``: scipy 1.10 and
+#: 1.11 (Cephes' inverse) missed exact Clopper-Pearson bounds by up to a relative 6.6e-12 on
+#: the unsafe side (k = 3, T = 100,000, beta = 1e-9, in ``tests/test_stats.py``).
+SCIPY_MIN = (1, 12)
+
+
+def check_scipy(version: str) -> None:
+    """An ``ImportError`` naming the version for a scipy older than ``SCIPY_MIN``: its bounds
+    could certify radii that exact arithmetic does not allow."""
+    try:
+        got = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:  # a development version string: trust its numbers as far as they go
+        return
+    if got < SCIPY_MIN:
+        need = ".".join(map(str, SCIPY_MIN))
+        raise ImportError(f"poisoncert needs scipy >= {need}: the incomplete-beta inverse of "
+                          f"scipy {version} is not accurate enough for sound Clopper-Pearson "
+                          f"bounds. Upgrade it (pip install 'scipy>={need}').")
+
+
+check_scipy(scipy.__version__)
 
 
 def _cp_lower(k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndarray:
@@ -80,18 +104,10 @@ def _cp_upper(k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndarray:
     lt = k < T
     if lt.any():
         kk = k[lt].astype(np.float64)
-        x = _betainccinv(kk + 1.0, T[lt] - kk, beta[lt])
+        x = special.betainccinv(kk + 1.0, T[lt] - kk, beta[lt])
         x = np.nextafter(x * (1.0 + _REL_MARGIN), 2.0)
         out[lt] = np.clip(x, 0.0, 1.0)
     return out
-
-
-def _betainccinv(a, b, y):
-    """``x`` with ``1 - I_x(a, b) = y``."""
-    if hasattr(special, "betainccinv"):  # scipy >= 1.11
-        return special.betainccinv(a, b, y)
-    # 1 - I_x(a, b) = I_{1-x}(b, a); rounding 1 - z to nearest is within an ulp of 1
-    return np.nextafter(1.0 - special.betaincinv(b, a, y), 2.0)
 
 
 def _check_cp(k, T, beta, where: str):
