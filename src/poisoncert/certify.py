@@ -9,6 +9,7 @@ flat record per test point (``records()``) for writing to a table.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,10 +85,14 @@ def _true_indices(result, labels, where: str) -> np.ndarray:
     try:
         pos = np.clip(np.searchsorted(classes, y, sorter=order), 0, len(classes) - 1)
         idx = order[pos]
-        known = np.asarray(classes[idx] == y, dtype=bool)
+        with warnings.catch_warnings():  # numpy 1.x: str == int warns and gives one False
+            warnings.simplefilter("ignore", FutureWarning)
+            known = np.asarray(classes[idx] == y, dtype=bool)
     except TypeError:  # labels not comparable with the classes (str vs int)
         known = np.zeros(n_test, dtype=bool)
         idx = np.zeros(n_test, dtype=np.int64)
+    if known.shape != (n_test,):  # that one False
+        known = np.zeros(n_test, dtype=bool)
     if not known.all():
         shown = ", ".join(repr(c) for c in classes.tolist()[:10])
         raise param_error("labels", where, f"labels from the certificate's classes ({shown}"
