@@ -10,8 +10,9 @@
 # (MKL_CBWR=COMPATIBLE,STRICT: the branch every x86 processor runs; STRICT as the engine asks,
 # threads.reproducible_blas), OpenBLAS's kernels (OPENBLAS_CORETYPE) and numpy's dispatched
 # SIMD code (NPY_DISABLE_CPU_FEATURES). It emulates other libraries' code paths, not another
-# processor's hardware. Run it in the environment scripts/test.sh makes (.venv); the whole
-# suite takes about as long as CI's. Not part of CI.
+# processor's hardware. It runs the python on the PATH (PYTHON=... names another), so run it
+# in the environment scripts/test.sh makes (. .venv/bin/activate); the whole suite takes about
+# as long as CI's. Not part of CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 setting=${1:-}
@@ -29,8 +30,8 @@ case "$setting" in
 esac
 shift
 export MKL_CBWR=COMPATIBLE,STRICT
-if [ -f .venv/bin/activate ]; then . .venv/bin/activate; fi
-python - <<'EOF'
+py=${PYTHON:-python3}
+"$py" - <<'EOF'
 import torch
 try:
     from numpy._core import _multiarray_umath as m
@@ -40,4 +41,4 @@ simd = [k for k in m.__cpu_dispatch__ if m.__cpu_features__.get(k)] or ["baselin
 print(f"test_kernels: torch {torch.backends.cpu.get_cpu_capability()}, "
       f"numpy SIMD {' '.join(simd)}")
 EOF
-exec python -m pytest -q -p no:cacheprovider "$@"
+exec "$py" -m pytest -q -p no:cacheprovider "$@"
