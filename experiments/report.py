@@ -677,7 +677,7 @@ def main(argv=None) -> int:
             + ", ".join(f"`{g}`" for g in runner.GROUPS)
             + "); each run directory carries its resolved config, seeds, package versions and "
               "code revision (`config.yaml`, `seeds.npy`, `manifest.json`).\n\n"
-            f"Report generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC at code "
+            f"Report generated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at code "
             f"revision `{str(rev.get('commit', '?'))[:12]}`"
             f"{' (dirty tree)' if rev.get('dirty') else ''}; poisoncert "
             f"{getattr(poisoncert, '__version__', '?')}, torch {torch.__version__}, Python "

@@ -56,7 +56,7 @@ def git_revision(path: str | Path | None = None) -> dict[str, Any] | None:
 
 
 def now_iso() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 def build_manifest(cfg: ExperimentConfig, *, data: dict[str, Any] | None = None
