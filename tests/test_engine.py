@@ -742,7 +742,9 @@ def test_the_gpu_session_tools_run_on_the_cpu(capsys):
     prof = _load_benchmark("profile_gpu")
     rows = prof.main(["--device", "cpu", "--quick", "--only", "lenet5"])
     assert [r["case"] for r in rows] == ["lenet5 rows 4"] and rows[0]["wall_ms_per_step"] > 0
-    assert rows[0]["steady_ms_per_step"] > 0
+    # the difference of two wall times of a few tiny steps: any sign under load (CI ran it at
+    # -0.38 ms with another test suite on the other core), so only its being a number is tested
+    assert np.isfinite(rows[0]["steady_ms_per_step"])
     rows = prof.main(["--device", "cpu", "--quick", "--only", "graphed"])
     assert [r["case"] for r in rows] == ["resnet18, graphed"] and rows[0]["wall_ms_per_step"] > 0
     # kernels per step: the longer profiled call less the 1-step one, per further step
