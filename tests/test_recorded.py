@@ -136,8 +136,8 @@ def _certificates(path: Path) -> tuple[str, list[list[float]]]:
     import csv
 
     rows = list(csv.reader(path.read_text().splitlines()))
-    cols = [rows[0].index(c) for c in ("p1_lower", "p2_upper") if c in rows[0]]  # partitions:
-    # vote counts only
+    # partitions' certificates have vote counts only
+    cols = [rows[0].index(c) for c in ("p1_lower", "p2_upper") if c in rows[0]]
     rest = [[v for j, v in enumerate(r) if j not in cols] for r in rows]
     bounds = [[float(r[j]) for r in rows[1:]] for j in cols]
     return _digest(json.dumps(rest).encode()), bounds
@@ -170,9 +170,11 @@ def _safetensors_layout(path: Path) -> bytes:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="numpy") as f:
-        meta = json.dumps(f.metadata(), sort_keys=True).encode()
-        return meta + b"".join(k.encode() + f.get_tensor(k).dtype.str.encode()
-                               + str(f.get_tensor(k).shape).encode() for k in sorted(f.keys()))
+        out = json.dumps(f.metadata(), sort_keys=True).encode()
+        for k in sorted(f.keys()):
+            t = f.get_tensor(k)
+            out += k.encode() + t.dtype.str.encode() + str(t.shape).encode()
+        return out
 
 
 def reloaded_predictions_match(run: Path) -> None:
