@@ -134,6 +134,8 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.delenv(paths.ENV_VAR, raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setattr(paths, "_PACKAGE_DIR", tmp_path / "site" / "poisoncert" / "data")
+    # a shared/data above pytest's folder (/tmp/shared/data, /shared/data) is not searched
+    monkeypatch.setattr(paths, "_WALK_CEILING", tmp_path)
     return tmp_path
 
 
@@ -615,6 +617,21 @@ def test_shared_data_found_above_the_package(isolated, monkeypatch):
     roots = search_roots(registry.DATASETS["mnist"])
     assert (isolated / "x" / "shared" / "data", "shared/data above the package") in roots
     assert len(load_dataset("mnist", verify=False).y_train) == 19
+
+
+def test_the_walk_for_shared_data_stops_at_the_ceiling(isolated, monkeypatch):
+    # what the fixture relies on: a shared/data above the ceiling is not searched, one at it is
+    write_idx_set(isolated / "shared" / "data" / "mnist", n_train=23)
+    inner = isolated / "inner"
+    (inner / "cwd").mkdir(parents=True)
+    monkeypatch.chdir(inner / "cwd")
+    monkeypatch.setattr(paths, "_PACKAGE_DIR", inner / "site" / "poisoncert" / "data")
+    monkeypatch.setattr(paths, "_WALK_CEILING", inner)
+    assert not any("shared/data" in why for _, why in search_roots())
+    monkeypatch.setattr(paths, "_WALK_CEILING", isolated)
+    assert (isolated / "shared" / "data", "shared/data above the working directory") in (
+        search_roots())
+    assert len(load_dataset("mnist", verify=False).y_train) == 23
 
 
 def test_debian_fashion_mnist_layout(isolated, monkeypatch):

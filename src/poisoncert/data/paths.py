@@ -34,6 +34,10 @@ __all__ = ["ENV_VAR", "Located", "cache_dir", "download_dir", "locate", "search_
 
 ENV_VAR = "POISONCERT_DATA"
 _PACKAGE_DIR = Path(__file__).resolve().parent
+# The folder at which the walk up for ``shared/data`` stops (it is still looked in); None: the
+# filesystem root. Tests set it to their temporary folder, so that a ``shared/data`` above it
+# (``/tmp/shared/data``, ``/shared/data``) is not found.
+_WALK_CEILING: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -65,7 +69,7 @@ def search_roots(spec: DatasetSpec | None = None, data_dir=None) -> list[tuple[P
     cwd = Path.cwd()
     roots.append((cwd / "data", "./data"))
     for start, why in ((cwd, "the working directory"), (_PACKAGE_DIR, "the package")):
-        for parent in (start, *start.parents):
+        for parent in _up_to_ceiling(start):
             shared = parent / "shared" / "data"
             if shared.is_dir():
                 roots.append((shared, f"shared/data above {why}"))
@@ -80,6 +84,14 @@ def search_roots(spec: DatasetSpec | None = None, data_dir=None) -> list[tuple[P
             seen.add(key)
             unique.append((path, why))
     return unique
+
+
+def _up_to_ceiling(start: Path) -> list[Path]:
+    """``start`` and the folders above it, up to ``_WALK_CEILING`` where that is one of them."""
+    chain = [start, *start.parents]
+    if _WALK_CEILING is not None and _WALK_CEILING in chain:
+        chain = chain[:chain.index(_WALK_CEILING) + 1]
+    return chain
 
 
 def download_dir(spec: DatasetSpec, data_dir=None) -> Path:
