@@ -39,7 +39,7 @@ certifies it once every classifier is trained, and writes to ``--out`` a summary
 (``cifar10.json``: wall times, this call's and every call's training seconds, group size,
 path, precision, accuracies, the certified accuracy per radius) with the run's manifest; the
 run's weights are not kept (``training.save_weights: false``: 500 ResNet-18s are 22 GB).
-``--quick --device cpu``: two classifiers of two steps on 20 test images, the same wiring on
+``--quick --device cpu``: two classifiers of two steps on 8 test images, the same wiring on
 the CPU (tests/test_engine.py).
 """
 
@@ -200,7 +200,7 @@ def run(args) -> dict:
         graphed.CUDA_LANES = args.lanes
     if args.quick:
         over.update({"selection.T": 2, "selection.ns": 40, "training.steps": 2,
-                     "training.batch_size": 4, "data.test_limit": 20, "run.chunk_size": 1})
+                     "training.batch_size": 4, "data.test_limit": 8, "run.chunk_size": 1})
     cfg = load_config(ROOT / "experiments" / "cifar10_bagging.yaml", over)
     run_dir = Path(args.run_dir)
     if args.resume_from:
