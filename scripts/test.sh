@@ -10,6 +10,6 @@ fi
 python3 -m venv .venv
 . .venv/bin/activate
 pip install -q -c constraints-cpu.txt -e ".[torch,test]"
-# two workers (pytest-xdist): the suite in 741 s instead of 973 s on 2 cores; `-n 0` after
-# the command runs it in one process
+# two workers (pytest-xdist): the suite at 516f3cb in 741 s instead of 973 s on 2 cores; `-n 0`
+# after the command runs it in one process
 python -m pytest -q -n 2 "$@"
