@@ -714,8 +714,8 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     env = {**os.environ, "DRY": "1", "OUT": str(tmp_path / "out"),
            "JSON": str(tmp_path / "json"), "BUDGET": "400", "STEPS": steps,
            "NS30_GROUPS": "auto,4",
-           # the profile step's wiring with one case: its ResNet-18 cases (40 s on the
-           # CPU) run in test_the_gpu_session_tools_run_on_the_cpu
+           # the profile step's wiring with one case: its ResNet-18 cases took 40 s on the
+           # CPU (test_the_gpu_session_tools_run_on_the_cpu profiles the graphed one)
            "PROFILE_ONLY": "lenet5"}
     run = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=600)
