@@ -77,16 +77,16 @@ _DEVICE_HELP = "'all' or a comma-separated list of devices such as 'cuda:0,cuda:
 #: Seconds ``map_chunks`` waits for a result before it drains the progress queue again.
 PROGRESS_POLL = 0.2
 
-def parse_devices(spec: str | Sequence[str] | None, *, cuda_count: int | None = None
-                  ) -> list[str] | None:
+def parse_devices(spec: str | Sequence[str] | None, *, cuda_count: int | None = None,
+                  where: str = "parse_devices") -> list[str] | None:
     """The device list of ``--devices``: ``"all"`` (every visible CUDA device),
     ``"cuda:0,cuda:1"``, ``"cpu"`` or a list of such names; None stays None.
 
     ``cuda_count``: the number of visible CUDA devices (default: ``torch.cuda.device_count()``).
+    ``where``: the caller an error names (the command line's ``train``).
     """
     if spec is None:
         return None
-    where = "parse_devices"
     if cuda_count is None:
         import torch
 
@@ -269,16 +269,17 @@ def check_workers(workers, name: str = "workers", where: str = "make_executor") 
 
 def make_executor(name: str = "local", *, workers: int | None = 1,
                   address: str | None = None, devices: str | Sequence[str] | None = None,
-                  gpus_per_task: float | None = None) -> Executor:
+                  gpus_per_task: float | None = None, where: str = "make_executor"
+                  ) -> Executor:
     """An executor by name (``poisoncert train --executor NAME``).
 
     ``local``: ``LocalExecutor(workers, devices=devices)`` (``workers`` ``None``: one per
     device, else 1; else ``check_workers``). ``ray``: ``RayExecutor(address, workers=workers,
     num_gpus_per_task=gpus_per_task)``; ``address`` ``None`` starts a local Ray instance,
     ``"auto"`` or ``"ray://host:port"`` joins a cluster, and ``workers`` ``None`` uses all its
-    CPUs (or GPUs, with ``gpus_per_task``).
+    CPUs (or GPUs, with ``gpus_per_task``). ``where``: the caller an error names (the command
+    line's ``train``, whose options these are).
     """
-    where = "make_executor"
     name = check_choice(name, "executor", where, EXECUTORS)
     if name == "ray":
         import importlib.util
@@ -298,4 +299,7 @@ def make_executor(name: str = "local", *, workers: int | None = 1,
     if gpus_per_task is not None:
         raise param_error("gpus_per_task", where, "None for the local executor (it is for "
                           "'ray'; the local executor takes devices)", gpus_per_task)
-    return LocalExecutor(None if workers is None else check_workers(workers), devices=devices)
+    if devices is not None:
+        devices = parse_devices(devices, where=where)
+    return LocalExecutor(None if workers is None else check_workers(workers, where=where),
+                         devices=devices)

@@ -105,7 +105,8 @@ def train(
         if not ray and local_workers is not None:  # local processes: at most the CPUs
             check_workers(local_workers, "training.workers", "the config")
         ex = make_executor(executor, workers=workers if ray else local_workers,
-                           address=address, devices=devices, gpus_per_task=gpus_per_task)
+                           address=address, devices=devices, gpus_per_task=gpus_per_task,
+                           where="train")
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
         res = train_run(cfg, run_dir, executor=ex,
                         progress=None if quiet or as_json else rich_progress)
