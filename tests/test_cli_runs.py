@@ -103,6 +103,31 @@ def test_help_lists_run_commands():
     assert "--quick" not in runner.invoke(app, ["demo", "--help"]).output
 
 
+def test_demo_interrupted_says_what_is_kept_and_resumes(tmp_path, monkeypatch):
+    """Ctrl-C in the second chunk of the demo's first run: one line (what is kept, that the
+    same command resumes) and exit code 130; the same command then finishes the demo."""
+    from test_runs import _centroid_engine
+
+    calls = []
+
+    def interrupted(cfg, prep, subsets, seeds, progress=None):
+        calls.append(len(seeds))
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return _centroid_engine(cfg, prep, subsets, seeds)
+
+    use_engine(monkeypatch, interrupted)
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
+    assert r.exit_code == 130, r.output
+    assert r.output.strip().splitlines() == [
+        f"interrupted: 16 of 32 base classifiers are saved in '{out / 'without_replacement'}' "
+        "(in whole chunks of up to 16); the same command resumes the run."], r.output
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
+    assert r.exit_code == 0, r.output
+    assert calls[:2] == [16, 16] and len(calls) == 2 + 1 + 2 * 2  # one resumed chunk
+
+
 def _has_engine() -> bool:
     try:
         from poisoncert import training

@@ -302,6 +302,33 @@ def test_second_train_and_certify_refused_while_a_train_holds_the_lock(setup):
     assert tmp_files(parent) == []
 
 
+def test_ctrl_c_says_what_is_kept_and_the_same_command_resumes(setup):
+    """SIGINT (Ctrl-C) while the third chunk is written: one line on stderr says how many
+    classifiers are kept (the first two chunks, 8 of 24), the exit code is the shell's 130,
+    no temporary file is left, and the same command resumes to the uninterrupted run."""
+    root, ref = setup["root"], setup["ref"]
+    parent = root / "ctrl-c"
+    parent.mkdir()
+    run = parent / "run"
+    args = ["train", str(setup["config"]), "--run-dir", str(run), "-q"]
+    proc, _ = _start(root, args, fault="write:chunk-00002.npz@sleep=60")
+    deadline = time.monotonic() + TIMEOUT
+    while not list((run / runs.CHUNKS).glob(runs._TMP_PREFIX + "chunk-00002.npz*")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)  # paused inside the third chunk's write
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130, out + err
+    assert err.strip().splitlines() == [
+        f"interrupted: 8 of 24 base classifiers are saved in '{run}' (in whole chunks of up "
+        "to 4); the same command resumes the run."], err
+    assert tmp_files(parent) == []
+    proc, _ = _start(root, args)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0 and _trained(out) == N_CHUNKS - 2, out + err
+    _same_run(run, ref)
+
+
 def test_a_run_created_by_another_process_first_is_resumed_not_duplicated(setup):
     """A pauses with its run folder built but not yet renamed into place; B creates and
     trains the run meanwhile (A's locked temporary folder is left alone); A's rename then

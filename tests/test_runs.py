@@ -355,8 +355,12 @@ def test_resume_after_a_fault_is_bit_identical(tmp_path, engine, monkeypatch):
         return real_write(self, chunk_id, **kw)
 
     monkeypatch.setattr(RunDir, "write_chunk", dying_write)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stop:
         experiment.train_run(cfg, tmp_path / "run", progress=False)
+    # what is kept: the two chunks written (16 of 30), in the exception the command prints
+    assert isinstance(stop.value, experiment.TrainInterrupted)
+    assert (stop.value.saved, stop.value.T, stop.value.chunk_size) == (16, 30, 8)
+    assert str(stop.value).startswith("interrupted: 16 of 30 base classifiers are saved in")
     monkeypatch.setattr(RunDir, "write_chunk", real_write)
     assert not (tmp_path / "run" / runs.PREDICTIONS).exists()
     engine.clear()

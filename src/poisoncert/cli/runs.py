@@ -8,6 +8,8 @@ progress bar is ``cli/progress.py``'s.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -108,8 +110,9 @@ def train(
                            address=address, devices=devices, gpus_per_task=gpus_per_task,
                            where="train")
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
-        res = train_run(cfg, run_dir, executor=ex,
-                        progress=None if quiet or as_json else rich_progress)
+        with interrupt_line():
+            res = train_run(cfg, run_dir, executor=ex,
+                            progress=None if quiet or as_json else rich_progress)
     if as_json:
         typer.echo(json.dumps({
             "run_dir": str(res.run_dir), "T": res.T, "n": res.n, "n_test": len(res.labels),
@@ -197,6 +200,19 @@ def certify(
         con.print(f"{name}: {path}", highlight=False, soft_wrap=True)
 
 
+@contextmanager
+def interrupt_line() -> Iterator[None]:
+    """Training stopped by Ctrl-C (``experiment.TrainInterrupted``): one line on stderr, what
+    is kept and that the same command resumes, and the shell's exit code for it, 130."""
+    from poisoncert.experiment import TrainInterrupted
+
+    try:
+        yield
+    except TrainInterrupted as stop:
+        typer.echo(stop.message(), err=True)
+        raise typer.Exit(130) from None
+
+
 def demo(
     out: Annotated[Path, typer.Option(help="Output folder.")] = Path("runs/demo"),
     workers: Annotated[int, typer.Option(help="Local worker processes.")] = 1,
@@ -212,8 +228,10 @@ def demo(
         from poisoncert.executors import LocalExecutor, check_workers
         from poisoncert.experiment import DEMO_SCHEMES, run_demo
 
-        res = run_demo(out, quick=quick, progress=None if quiet or as_json else rich_progress,
-                       executor=LocalExecutor(check_workers(workers, "workers", "demo")))
+        ex = LocalExecutor(check_workers(workers, "workers", "demo"))
+        with interrupt_line():
+            res = run_demo(out, quick=quick, executor=ex,
+                           progress=None if quiet or as_json else rich_progress)
     if as_json:
         typer.echo(json.dumps({
             "runs": {s: {"run_dir": str(res.out_dir / s), "accuracy": res.runs[s].accuracy,

@@ -27,6 +27,7 @@ from poisoncert.experiment.train import (
     ChunkTrainer,
     ProgressDisplay,
     RunResult,
+    TrainInterrupted,
     run_subsets,
     train_run,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "DemoResult",
     "ProgressDisplay",
     "RunResult",
+    "TrainInterrupted",
     "accuracy_curve",
     "certify_run",
     "curve_label",

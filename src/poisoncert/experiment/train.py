@@ -30,8 +30,8 @@ from poisoncert.runs import RunDir, RunError
 from poisoncert.runsafe import fault_point
 from poisoncert.votes import majority_vote
 
-__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "resolved_config",
-           "run_group_size", "run_subsets", "train_run"]
+__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "TrainInterrupted",
+           "resolved_config", "run_group_size", "run_subsets", "train_run"]
 
 #: A progress display: ``display(total, completed, label)`` is a context manager yielding
 #: ``advance(k)``, called as ``k`` more base classifiers are trained (``poisoncert.cli.
@@ -39,6 +39,23 @@ __all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "resol
 ProgressDisplay = Callable[[int, int, str], AbstractContextManager[Callable[[int], None]]]
 
 PHASE2_JSON = "phase2.json"
+
+
+class TrainInterrupted(KeyboardInterrupt):
+    """``train_run`` stopped by an interrupt (Ctrl-C, SIGINT): the first chunks' classifiers
+    are kept in ``run_dir``, ``saved`` of ``T`` (whole chunks of at most ``chunk_size``), and
+    the same call resumes the run from them. A ``KeyboardInterrupt``, so code that stops on
+    one still does."""
+
+    def __init__(self, run_dir: Path, saved: int, T: int, chunk_size: int):
+        self.run_dir, self.saved, self.T, self.chunk_size = Path(run_dir), saved, T, chunk_size
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        kept = ("none of the" if self.saved == 0 else
+                f"{self.saved} of {self.T}" if self.saved < self.T else f"all {self.T}")
+        return (f"interrupted: {kept} base classifiers are saved in '{self.run_dir}' (in whole "
+                f"chunks of up to {self.chunk_size}); the same command resumes the run.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -278,18 +295,25 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     learner = learners.make_learner(train_cfg, data, phase2) if todo else None
 
     display = progress or _no_display
-    with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:
-        relay = _ProgressRelay(advance, ranges)
-        report = relay.report if progress else None
-        trainer = ChunkTrainer(cfg, ranges, learner, data=data, progress=report)
-        for res in _map_chunks(executor, trainer, todo, report):
-            if res.weights is not None:
-                runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
-            if res.ranks is not None:  # before the chunk file, which marks the chunk done
-                ranks_files.save_chunk_ranks(rd, res.chunk_id, res.ranks)
-            rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
-                           sizes=res.sizes, predictions=res.predictions)
-            relay.finish(res.chunk_id)
+    saved = done_models
+    try:
+        with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:
+            relay = _ProgressRelay(advance, ranges)
+            report = relay.report if progress else None
+            trainer = ChunkTrainer(cfg, ranges, learner, data=data, progress=report)
+            for res in _map_chunks(executor, trainer, todo, report):
+                if res.weights is not None:
+                    runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
+                if res.ranks is not None:  # before the chunk file, which marks the chunk done
+                    ranks_files.save_chunk_ranks(rd, res.chunk_id, res.ranks)
+                rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
+                               sizes=res.sizes, predictions=res.predictions)
+                saved += res.stop - res.start
+                relay.finish(res.chunk_id)
+    except KeyboardInterrupt as exc:  # what is kept, for the one line the command prints
+        if isinstance(exc, TrainInterrupted):
+            raise
+        raise TrainInterrupted(rd.path, saved, T, max(b - a for a, b in ranges)) from exc
     predictions, votes, sizes = rd.assemble(ranges, data.y_test, data.n_classes)
     if store_ranks:
         ranks_files.assemble_ranks(rd, ranges)
