@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -126,6 +128,24 @@ def test_demo_interrupted_says_what_is_kept_and_resumes(tmp_path, monkeypatch):
     r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
     assert r.exit_code == 0, r.output
     assert calls[:2] == [16, 16] and len(calls) == 2 + 1 + 2 * 2  # one resumed chunk
+
+
+def test_train_says_which_data_folder_it_read(tmp_path, engine):
+    """The data search (data_dir, $POISONCERT_DATA, ./data, shared/data, ...) can find a copy
+    the user did not expect: train names the folder it read, in text and in --json."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mydata"
+    folder.mkdir()
+    x, y = rng.random((80, 6)).astype(np.float32), np.arange(80) % 3
+    np.savez(folder / "tiny.npz", x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump({**CONFIG, "data": {"name": f"npz:{folder / 'tiny.npz'}"}}))
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "a"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert f"Data read from {folder}" in r.output.splitlines()
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "b"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["data_folder"] == str(folder)
 
 
 def _has_engine() -> bool:

@@ -117,6 +117,7 @@ def train(
         typer.echo(json.dumps({
             "run_dir": str(res.run_dir), "T": res.T, "n": res.n, "n_test": len(res.labels),
             "chunks_trained": res.chunks_trained, "chunks_resumed": res.chunks_skipped,
+            "data_folder": _data_folder(res.run_dir),
             "seconds": round(res.seconds, 3), "accuracy": res.accuracy,
             "base_accuracy": res.base_accuracy}, indent=1))
         return
@@ -124,8 +125,24 @@ def train(
                f"{res.chunks_skipped} resumed) in {res.seconds:.1f} s.")
     typer.echo(f"Majority-vote accuracy {res.accuracy:.4f}, mean base-classifier accuracy "
                f"{res.base_accuracy:.4f} on {len(res.labels)} test points; n = |D^p| = {res.n}.")
+    folder = _data_folder(res.run_dir)
+    if folder is not None:  # which copy the search found ($POISONCERT_DATA, ./data, ...)
+        typer.echo(f"Data read from {folder}")
     typer.echo(f"Run directory: {res.run_dir}")
     typer.echo(f"Next: poisoncert certify {res.run_dir}")
+
+
+def _data_folder(run_dir: Path) -> str | None:
+    """The folder the run's data files were read from (its manifest's ``data.sources``);
+    None for data without files (scikit-learn's bundled digits) or a manifest without them."""
+    import os
+
+    from poisoncert.runs import RunDir
+
+    sources = (RunDir(run_dir).load_manifest() or {}).get("data", {}).get("sources") or []
+    paths = [str(Path(src["path"]).parent) for src in sources
+             if isinstance(src, dict) and isinstance(src.get("path"), str)]
+    return os.path.commonpath(paths) if paths else None
 
 
 def certify(
