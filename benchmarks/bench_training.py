@@ -2,6 +2,7 @@
 
     python benchmarks/bench_training.py                    # throughput table (about 10 min)
     python benchmarks/bench_training.py --models 32 --repeats 1      # quicker
+    python benchmarks/bench_training.py --models 32 --repeats 1 --model lenet5_avg  # avg pool
     python benchmarks/bench_training.py --study [--compile]  # formulations, one train step
     python benchmarks/bench_training.py --accuracy         # base accuracy per setting
     python benchmarks/bench_training.py --full             # T=1000 MNIST and MNIST 1/7 runs
