@@ -42,10 +42,10 @@ PHASE2_JSON = "phase2.json"
 
 
 class TrainInterrupted(KeyboardInterrupt):
-    """``train_run`` stopped by an interrupt (Ctrl-C, SIGINT): the first chunks' classifiers
-    are kept in ``run_dir``, ``saved`` of ``T`` (whole chunks of at most ``chunk_size``), and
-    the same call resumes the run from them. A ``KeyboardInterrupt``, so code that stops on
-    one still does."""
+    """``train_run`` stopped by an interrupt (Ctrl-C, SIGINT) while it trained: the finished
+    chunks' classifiers are kept in ``run_dir``, ``saved`` of ``T`` (whole chunks of at most
+    ``chunk_size``), and the same call resumes the run from them. A ``KeyboardInterrupt``, so
+    code that stops on one still does."""
 
     def __init__(self, run_dir: Path, saved: int, T: int, chunk_size: int):
         self.run_dir, self.saved, self.T, self.chunk_size = Path(run_dir), saved, T, chunk_size
