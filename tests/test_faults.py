@@ -39,9 +39,12 @@ ARRAYS = (runs.PREDICTIONS, runs.VOTES, runs.LABELS, runs.SUBSET_SIZES, runs.SEE
           runs.CLEAN_INDICES)
 
 DRIVER = """\
-import os, sys, time
+import os, signal, sys, time
 from poisoncert import cli, pipeline  # noqa: F401
 if __name__ == "__main__":  # not again in spawned worker processes
+    # Ctrl-C as in a terminal, also where pytest was started with SIGINT ignored (a background
+    # job of a shell without job control, nohup), which its children would inherit
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("FAULT_TEST_TORCH"):
         import torch
         from poisoncert import training  # noqa: F401
