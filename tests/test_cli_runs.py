@@ -92,9 +92,17 @@ def test_train_into_unwritable_folder(tmp_path, config, engine):
     assert r.exit_code == 1 and "Cannot write the run directory" in r.output
 
 
-def test_certify_missing_run(tmp_path):
-    r = runner.invoke(app, ["certify", str(tmp_path / "nope")])
-    assert r.exit_code == 1 and "not a poisoncert run directory" in r.output
+def test_certify_missing_run(tmp_path, config):
+    """A missing folder, a config given for a run, and an empty folder: each one line saying
+    which of the three it is."""
+    (tmp_path / "empty").mkdir()
+    for path, why in ((tmp_path / "nope", "it does not exist"),
+                      (config, "it is a file; a run directory is the folder 'poisoncert train "
+                               "CONFIG --run-dir DIR' writes"),
+                      (tmp_path / "empty", "no config.yaml")):
+        r = runner.invoke(app, ["certify", str(path)])
+        assert r.exit_code == 1 and r.output.strip().splitlines() == [
+            f"error: '{path}' is not a poisoncert run directory ({why})."], r.output
 
 
 def test_help_lists_run_commands():
