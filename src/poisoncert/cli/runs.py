@@ -139,8 +139,9 @@ def _data_folder(run_dir: Path) -> str | None:
 
     from poisoncert.runs import RunDir
 
-    sources = (RunDir(run_dir).load_manifest() or {}).get("data", {}).get("sources") or []
-    paths = [str(Path(src["path"]).parent) for src in sources
+    data = RunDir(run_dir).load_manifest().get("data")
+    sources = data.get("sources") if isinstance(data, dict) else None
+    paths = [str(Path(src["path"]).parent) for src in sources or ()
              if isinstance(src, dict) and isinstance(src.get("path"), str)]
     return os.path.commonpath(paths) if paths else None
 
