@@ -208,9 +208,13 @@ class RunDir(ChunkFiles):
     def load_config(self) -> ExperimentConfig:
         """The resolved config stored with the run."""
         if not self.exists():
-            why = ("it does not exist" if not self.path.exists() else
-                   "it is a file; a run directory is the folder 'poisoncert train CONFIG "
-                   "--run-dir DIR' writes" if not self.path.is_dir() else f"no {CONFIG}")
+            if not self.path.exists():
+                why = "it does not exist"
+            elif not self.path.is_dir():
+                why = ("it is a file; a run directory is the folder 'poisoncert train CONFIG "
+                       "--run-dir DIR' writes")
+            else:
+                why = f"no {CONFIG}"
             raise RunError(f"'{self.path}' is not a poisoncert run directory ({why}).")
         try:
             return load_config(self.path / CONFIG)

@@ -311,8 +311,6 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                 saved += res.stop - res.start
                 relay.finish(res.chunk_id)
     except KeyboardInterrupt as exc:  # what is kept, for the one line the command prints
-        if isinstance(exc, TrainInterrupted):
-            raise
         raise TrainInterrupted(rd.path, saved, T, max(b - a for a, b in ranges)) from exc
     predictions, votes, sizes = rd.assemble(ranges, data.y_test, data.n_classes)
     if store_ranks:
