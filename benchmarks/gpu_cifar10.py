@@ -19,7 +19,8 @@ follow each other within ~30 s):
 (``training.path: fast`` is ResNet-18's grouped twin on CUDA, its fastest measured form:
 5,773 training images/s in bfloat16 at G = 32 on an H100, docs/benchmarks.md. ``--path
 graphed`` trains one plain module per classifier with each step a replayed CUDA graph,
-``--lanes`` classifiers at once, ``training.graphed``; not yet measured on a GPU. Every call
+``--lanes`` classifiers at once (``--nchw``: the plain layout, not channels-last),
+``training.graphed``; not yet measured on a GPU. Every call
 of one run must name the same path: a run keeps the numerics it started with.)
 
 A run longer than one lease goes on in the next one (a fresh machine): ``run --pack`` writes
@@ -198,6 +199,10 @@ def run(args) -> dict:
         from poisoncert.training import graphed
 
         graphed.CUDA_LANES = args.lanes
+    if args.nchw:  # not part of the numerics either: the layout of the captured steps
+        from poisoncert.training import graphed
+
+        graphed.CUDA_CHANNELS_LAST = False
     if args.quick:
         over.update({"selection.T": 2, "selection.ns": 40, "training.steps": 2,
                      "training.batch_size": 4, "data.test_limit": 8, "run.chunk_size": 1})
@@ -276,6 +281,8 @@ def main(argv=None):
     r.add_argument("--lanes", type=int, default=0,
                    help="training.path graphed: classifiers trained at once (default: "
                         "graphed.CUDA_LANES)")
+    r.add_argument("--nchw", action="store_true",
+                   help="training.path graphed: the plain layout on CUDA, not channels-last")
     r.add_argument("--group-size", type=int, default=0, help="default: auto")
     r.add_argument("--chunk-size", type=int, default=0,
                    help="classifiers per chunk, the unit a resumed run skips (default: the "
