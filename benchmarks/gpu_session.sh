@@ -22,7 +22,7 @@
 # THROUGHPUT_ONLY the throughput table's cases (default: MNIST 1/7's and the improved
 # learner's shapes of work on every path, and ResNet-18's grouped twin beside its cmajor form,
 # the twin with cuDNN free of the engine's deterministic heuristics (a diagnostic) and the
-# graphed per-model loop with 4, 1 and 8 lanes: the CIFAR-10 experiment's candidates; "" for
+# graphed per-model loop with 8, 1 and 4 lanes: the CIFAR-10 experiment's candidates; "" for
 # all).
 #
 # DRY=1 runs every step on the CPU with the tools' tiny settings (--device cpu --quick, the

@@ -7,10 +7,10 @@ For each case (MNIST 1/7's shape of work: LeNet-5 on 10-row sub-datasets, G = 25
 improved learner's: the small CNN with random warps and elastic fields, G = 250; each on the
 batched-matmul paths ``bmm`` and ``cmajor``; the CIFAR-10 experiment's: ResNet-18, G = 32,
 batches of 64 in bfloat16, on the grouped twin, ``cmajor`` and the ``graphed`` loop, whose
-"step" is then one step of each of the 32 classifiers, 4 lanes at a time, and whose kernels
-run inside graph replays) it times one call of
-``training.train_predict`` (after a warm-up call) without the profiler, then profiles a call
-of 1 step and one of ``PROFILED_STEPS``, and prints:
+"step" is then one step of each of the 32 classifiers, ``graphed.CUDA_LANES`` at a time (8),
+and whose kernels run inside graph replays) it times one call of ``training.train_predict``
+(after a warm-up call) without the profiler, then profiles a call of 1 step and one of
+``PROFILED_STEPS``, and prints:
 
 - the wall time per step (the call's, set-up and predicting included), the steady wall time
   per step (the call less a call of 1 step, per further step) and the device's kernel time

@@ -362,6 +362,25 @@ def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_
     assert (resolve_path("fast", "cuda", "resnet18"), resolve_path("fast", "cpu", "resnet18")
             ) == ("cmajor", "twin")
     monkeypatch.undo()
+    # ResNet-18 on CUDA: the graphed loop (measured faster than any stacking) where its
+    # settings allow it; a schedule or an optimizer the graphs cannot capture keeps the twin;
+    # the CPU keeps the twin; without the settings no loop is chosen
+    from dataclasses import replace
+
+    from poisoncert.training import TrainConfig
+
+    r18 = TrainConfig(model="resnet18", optimizer="sgd")
+    assert [resolve_path("fast", d, "resnet18", t) for d, t in (
+        ("cuda", r18), ("cuda:1", TrainConfig(model="resnet18")), ("cpu", r18), (None, r18),
+        ("cuda", replace(r18, lr_schedule="cosine")),
+        ("cuda", replace(r18, optimizer="adadelta")), ("cuda", None))] == [
+        "graphed", "graphed", "twin", "twin", "twin", "twin", "twin"]
+    assert (resolve_path("fast", "cuda", training=r18),
+            resolve_path("fast", "cuda", "lenet5", replace(r18, model="lenet5")),
+            resolve_path("twin", "cuda", "resnet18", r18)) == ("graphed", "cmajor", "twin")
+    assert [recorded_path("fast", "cuda", m, "resnet18", r18)
+            for m in (None, {"engine": {"group_size": 32}}, {"engine": {"path": "twin"}})
+            ] == ["graphed", "twin", "twin"]
     old = {"engine": {"group_size": 8}}
     assert [recorded_path("fast", "cuda", m, "cnn_small")
             for m in (None, old, {"engine": {"path": "bmm"}})] == ["cmajor", "twin", "bmm"]

@@ -17,9 +17,10 @@ predicts every test sample. Three formulations give the same classifiers (to rou
 - ``path="cmajor"``: the same with the activations classifier-major and channels-last, so
   that no convolution needs a permuted copy (``fast.cmajor_conv``), for ResNet-18 too
   (BatchNorm over each classifier's rows, ``fast.row_batch_norm``);
-- ``path="fast"`` (the default): the device's fastest stacking, measured: ``twin`` on the
-  CPU; on CUDA ``cmajor`` for LeNet-5 and the small CNN, ``twin`` for the others
-  (``fast.path_stacking``, ``fast.CUDA_FAST``);
+- ``path="fast"`` (the default): the device's fastest path, measured: ``twin`` on the
+  CPU; on CUDA ``cmajor`` for LeNet-5 and the small CNN, ``graphed`` for ResNet-18 where
+  its settings allow that path (below; else ``twin``), ``twin`` for the others
+  (``fast.path_stacking``, ``fast.CUDA_FAST``, ``groups.CUDA_FAST_LOOP``);
 - ``path="graphed"``: the reference loop with one training step captured as a CUDA graph and
   replayed for every step of every classifier, a few classifiers at once on their own
   streams (``training.graphed``; on the CPU it runs eagerly and is the reference, bit for
@@ -194,7 +195,8 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
       sub-dataset gives no classifier: its row is ``ABSTAIN`` (-1) throughout.
     - ``seeds[i]``: classifier ``i``'s seed (``selection.model_seed``); its initialisation,
       minibatches and shifts come from ``selection.init_seed(seeds[i])``.
-    - ``path``: ``"fast"`` (stacked groups), ``"vmap"`` (stacked through ``torch.func``),
+    - ``path``: ``"fast"`` (the device's fastest: stacked groups, or on CUDA for ResNet-18
+      the graphed loop), ``"vmap"`` (stacked through ``torch.func``),
       ``"twin"`` (the grouped-convolution twins), ``"bmm"`` (convolutions as batched
       matmuls), ``"cmajor"`` (the same, classifier-major), ``"reference"`` (one module per
       classifier) or ``"graphed"`` (the same, each step a replayed CUDA graph).
@@ -269,6 +271,11 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
                           "are trained by train_predict_sklearn)", cfg.model)
     n_classes = check_int(n_classes, "n_classes", where, low=1)
     path = check_choice(path, "path", where, PATHS)
+    if path == "fast":  # on CUDA, ResNet-18 trains fastest one module at a time, graphed
+        from poisoncert.training.groups import resolve_path
+
+        if (loop := resolve_path(path, device, cfg.model, cfg)) == "graphed":
+            path = loop
     workers = check_int(workers, "workers", where, low=1)
     if progress is not None and not callable(progress):
         raise param_error("progress", where, "a callable or None", progress)

@@ -35,8 +35,9 @@ whole stack in a few kernels. Formulations ("stackings"):
   the small CNN train and predict faster this way than on ``bmm`` (MNIST 1/7 T = 1000
   trained in 6.1 s against 7.5 s; predicting 1.8-2.6x), so ``fast`` picks it for them
   there (``CUDA_FAST``); ResNet-18's grouped twin measured faster (training in 5 of 6
-  group sizes and precisions, up to 1.36x; predicting 3.5-3.8x), so ``fast`` keeps the
-  twin for it;
+  group sizes and precisions, up to 1.36x; predicting 3.5-3.8x), so among the stackings
+  ``fast`` keeps the twin for it (on CUDA a run's ``fast`` trains it on the graphed loop,
+  faster still where its settings allow: ``groups.CUDA_FAST_LOOP``);
 - ``"vmap"``: any ``nn.Module`` (a user factory's): ``torch.func.functional_call`` over the
   stacked parameters and buffers under ``torch.func.vmap`` (BatchNorm's running statistics
   per classifier: its buffers are stacked too). Modules that draw random numbers (dropout)

@@ -44,8 +44,10 @@ __all__ = ["CUDA_CHANNELS_LAST", "CUDA_GROUP", "CUDA_LANES", "GRAPHED_OPTIMIZERS
            "channels_last_for", "graphed_obstacle", "lanes_for", "model_obstacle",
            "train_graphed"]
 
-#: Classifiers trained at once on a CUDA device, one lane (module, graph, stream) each.
-CUDA_LANES = 4
+#: Classifiers trained at once on a CUDA device, one lane (module, graph, stream) each. One
+#: H200, ResNet-18 on CIFAR-sized images in bfloat16, G = 16 (docs/benchmarks.md): 1 lane
+#: 18.5k training images/s, 4 lanes 19.7k, 8 lanes 21.3k.
+CUDA_LANES = 8
 #: ``group_size: auto`` on CUDA for this path: classifiers per task (each task captures its
 #: lanes' graphs once).
 CUDA_GROUP = 16

@@ -23,7 +23,8 @@ import math
 
 from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
 
-__all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "auto_group_size", "engine_record",
+__all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "CUDA_FAST_LOOP", "auto_group_size",
+           "engine_record",
            "even_groups", "recorded_group_size", "recorded_path", "recorded_subset_rows",
            "resolve_path"]
 
@@ -31,6 +32,13 @@ __all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "auto_group_size", "engine_record
 CUDA_CAP_SMALL, CUDA_CAP_LARGE = 256, 32
 #: Share of the free device memory an auto group may plan to use.
 MEMORY_SHARE = 0.5
+#: The path ``training.path: fast`` means on CUDA for a built-in model that trains faster one
+#: module at a time than stacked, where the training settings allow it: ResNet-18 on the
+#: graphed loop (one H200: 19.7k training images/s in bfloat16 with 4 lanes, against 5.8-6.2k
+#: for its grouped twin, the fastest stacking; docs/benchmarks.md). Settings the graphed path
+#: cannot train (a learning-rate schedule, an optimizer it cannot capture:
+#: ``settings.graphed_obstacle``) keep the stacking ``fast.CUDA_FAST`` names.
+CUDA_FAST_LOOP = {"resnet18": "graphed"}
 
 
 def even_groups(G: int, n_models: int) -> int:
@@ -62,28 +70,50 @@ def recorded_subset_rows(cfg: TrainConfig, manifest: dict | None) -> int | None:
     return None if rows is None else int(rows)
 
 
-def resolve_path(path: str, device, model=None) -> str:
+def resolve_path(path: str, device, model=None, training: TrainConfig | None = None) -> str:
     """The path a new run of ``model`` (``training.model``) records for ``execution.path`` on
-    ``device``: ``fast`` is the stacking it stands for there (on CUDA ``cmajor`` for LeNet-5
-    and the small CNN, ``twin`` for the others and elsewhere: ``fast.path_stacking``); the
-    other paths are themselves."""
+    ``device``: ``fast`` is, on CUDA, ``CUDA_FAST_LOOP``'s path for the model where the
+    training settings ``training`` allow it (``graphed`` for ResNet-18 with a constant
+    learning rate and SGD or Adam; without ``training`` no loop is chosen), else the stacking
+    it stands for there (on CUDA ``cmajor`` for LeNet-5 and the small CNN, ``twin`` for the
+    others and elsewhere: ``fast.path_stacking``); the other paths are themselves."""
     from poisoncert.training.fast import path_stacking
 
     if path != "fast":
         return path
+    if model is None and training is not None:
+        model = training.model
+    if _fast_loop(device, model, training):
+        return CUDA_FAST_LOOP[model]
     how = path_stacking(path, device, model)
     return "twin" if how == "auto" else how
 
 
-def recorded_path(path: str, device, manifest: dict | None, model=None) -> str:
-    """The engine path of a run of ``model`` whose config says ``path`` and whose manifest is
-    ``manifest`` (None: a new run, trained on ``device``): the path the manifest records
-    (``engine.path``), ``twin`` for a ``fast`` run whose manifest predates the record (what
-    ``fast`` meant on every device then), else ``resolve_path``."""
+def _fast_loop(device, model, training: TrainConfig | None) -> bool:
+    """Whether ``fast`` is ``CUDA_FAST_LOOP``'s path for ``model`` on ``device``."""
+    if training is None or training.sklearn_learner is not None or not isinstance(model, str) \
+            or model not in CUDA_FAST_LOOP:
+        return False
+    if device is None:
+        return False
+    import torch
+
+    from poisoncert.training.settings import graphed_obstacle
+
+    return torch.device(device).type == "cuda" and graphed_obstacle(training) is None
+
+
+def recorded_path(path: str, device, manifest: dict | None, model=None,
+                  training: TrainConfig | None = None) -> str:
+    """The engine path of a run of ``model`` (training settings ``training``) whose config
+    says ``path`` and whose manifest is ``manifest`` (None: a new run, trained on
+    ``device``): the path the manifest records (``engine.path``), ``twin`` for a ``fast`` run
+    whose manifest predates the record (what ``fast`` meant on every device then), else
+    ``resolve_path``."""
     if path != "fast":
         return path
     if manifest is None:
-        return resolve_path(path, device, model)
+        return resolve_path(path, device, model, training)
     return str(manifest.get("engine", {}).get("path", "twin"))
 
 
