@@ -16,12 +16,14 @@ follow each other within ~30 s):
     # a later call on the same warm machine resumes the run where the time limit stopped it
     timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --dtype bfloat16
 
-(``training.path: fast`` is ResNet-18's grouped twin on CUDA, its fastest measured form:
-5,773 training images/s in bfloat16 at G = 32 on an H100, docs/benchmarks.md. ``--path
-graphed`` trains one plain module per classifier with each step a replayed CUDA graph,
-``--lanes`` classifiers at once (``--nchw``: the plain layout, not channels-last),
-``training.graphed``; not yet measured on a GPU. Every call
-of one run must name the same path: a run keeps the numerics it started with.)
+(``training.path: fast`` is, for this config on CUDA, the graphed loop: one plain module per
+classifier with each step a replayed CUDA graph, ``--lanes`` classifiers at once (default
+``graphed.CUDA_LANES``, 8; ``--nchw``: the plain layout, not channels-last),
+``training.graphed``. Measured on one H200 in bfloat16 (docs/benchmarks.md): 21.3k training
+images/s with 8 lanes, 19.7k with 4, against 5.8-6.2k for the grouped twin; at 21.3k the
+run's 12.8 million training images are about 600 s, arithmetic, not a run. ``--path twin``
+trains the grouped twin. Every call of one run must name the same path: a run keeps the
+numerics it started with.)
 
 A run longer than one lease goes on in the next one (a fresh machine): ``run --pack`` writes
 the run's state (its directory without weights: the finished chunks' predictions, about 10 MB
