@@ -34,9 +34,9 @@ CUDA_CAP_SMALL, CUDA_CAP_LARGE = 256, 32
 MEMORY_SHARE = 0.5
 #: The path ``training.path: fast`` means on CUDA for a built-in model that trains faster one
 #: module at a time than stacked, where the training settings allow it: ResNet-18 on the
-#: graphed loop (one H200: 19.7k training images/s in bfloat16 with 4 lanes, against 5.8-6.2k
-#: for its grouped twin, the fastest stacking; docs/benchmarks.md). Settings the graphed path
-#: cannot train (a learning-rate schedule, an optimizer it cannot capture:
+#: graphed loop (one H200, bfloat16: 19.7k training images/s with 4 lanes, 21.3k with 8,
+#: against 5.8-6.2k for its grouped twin, the fastest stacking; docs/benchmarks.md). Settings
+#: the graphed path cannot train (a learning-rate schedule, an optimizer it cannot capture:
 #: ``settings.graphed_obstacle``) keep the stacking ``fast.CUDA_FAST`` names.
 CUDA_FAST_LOOP = {"resnet18": "graphed"}
 
