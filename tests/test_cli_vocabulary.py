@@ -44,6 +44,18 @@ def test_help_shows_every_option_help_as_written(name):
             assert want in shown, (name, p.name, want)
 
 
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_help_paragraphs_wrap_at_the_terminal_not_at_the_docstring(name):
+    """Each paragraph of a command's help is one line on a wide terminal: the docstring's own
+    line breaks are not kept (they wrapped raggedly on an 80-column one)."""
+    cmd = _commands()[name]
+    r = runner.invoke(app, [name, "--help"], env={"COLUMNS": "400"})  # rich reads COLUMNS
+    assert r.exit_code == 0
+    lines = [" ".join(line.split()) for line in r.output.splitlines()]
+    for para in (cmd.help or "").split("\n\n"):
+        assert " ".join(para.split()) in lines, (name, para)
+
+
 def test_commands_that_print_results_take_json():
     for name, cmd in _commands().items():
         opts = {o for p in cmd.params for o in getattr(p, "opts", [])}

@@ -9,6 +9,7 @@ other ``EXPECTED_ERRORS``) become one line ``error: <message>`` on stderr and ex
 from __future__ import annotations
 
 import importlib
+import inspect
 import sys
 
 import typer
@@ -52,6 +53,20 @@ def _register(module: str) -> None:
 
 for _module in ("runs", "predict", "attack"):
     _register(_module)
+
+
+def _unwrap_help(typer_app: typer.Typer) -> None:
+    """Each command's help as paragraphs of one line each: typer's rich help keeps the line
+    breaks of a docstring's later paragraphs, which then wrap raggedly at the terminal's
+    width. (No command's help holds a list or an indented block that needs its breaks.)"""
+    for info in typer_app.registered_commands:
+        doc = info.help or (info.callback.__doc__ if info.callback is not None else None)
+        if doc:
+            info.help = "\n\n".join(" ".join(p.split())
+                                     for p in inspect.cleandoc(doc).split("\n\n"))
+
+
+_unwrap_help(app)
 
 
 def main(argv: list[str] | None = None) -> None:
