@@ -64,6 +64,10 @@ def test_train_with_overrides_then_certify(tmp_path, config, engine):
     assert r.exit_code == 1
     assert r.output.startswith("error: ") and "another config" in r.output
     assert "Traceback" not in r.output
+    # one chunk is one chunk
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "one"), "-q",
+                            "--selection.T", "8", "--training.steps=4"])
+    assert r.exit_code == 0 and "(1 chunk trained, 0 resumed)" in r.output, r.output
 
 
 @pytest.mark.parametrize("args, words", [

@@ -249,7 +249,7 @@ def test_worker_killed_mid_run_is_one_line_and_the_run_resumes(setup):
 def _trained(out: str) -> int:
     """Chunks a finished train reports having trained (0 for a refused one)."""
     for word in out.split("(")[1:]:
-        if "chunks trained" in word:
+        if re.match(r"\d+ chunks? trained", word):
             return int(word.split()[0])
     return 0
 

@@ -121,7 +121,8 @@ def train(
             "seconds": round(res.seconds, 3), "accuracy": res.accuracy,
             "base_accuracy": res.base_accuracy}, indent=1))
         return
-    typer.echo(f"Trained {res.T} base classifiers ({res.chunks_trained} chunks trained, "
+    chunks = "chunk" if res.chunks_trained == 1 else "chunks"
+    typer.echo(f"Trained {res.T} base classifiers ({res.chunks_trained} {chunks} trained, "
                f"{res.chunks_skipped} resumed) in {res.seconds:.1f} s.")
     typer.echo(f"Majority-vote accuracy {res.accuracy:.4f}, mean base-classifier accuracy "
                f"{res.base_accuracy:.4f} on {len(res.labels)} test points; n = |D^p| = {res.n}.")
