@@ -333,8 +333,16 @@ def test_runs_without_weights_say_why(tmp_path, mnist_dir):
     cfg = _config(tmp_path, data_dir, training__save_weights=False, selection__T=4)
     experiment.train_run(cfg, tmp_path / "now", progress=False)
     assert not (tmp_path / "now" / runs.WEIGHTS).exists()
-    with pytest.raises(RunError, match="save_weights: false"):
+    with pytest.raises(RunError, match="save_weights: false") as err:
         Ensemble.load(tmp_path / "now")
+    # the command the message gives trains the same run with its weights, which then loads
+    cmd = str(err.value).split(": ", 1)[1].split("them: ", 1)[1].rstrip(".").split()
+    assert cmd[:2] == ["poisoncert", "train"] and cmd[-1] == "NEW_DIR", cmd
+    r = runner.invoke(app, [*cmd[1:-1], str(tmp_path / "again"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(np.load(tmp_path / "again" / runs.PREDICTIONS),
+                          np.load(tmp_path / "now" / runs.PREDICTIONS))
+    Ensemble.load(tmp_path / "again")
     r = runner.invoke(app, ["predict", str(tmp_path / "none"), str(tmp_path)])
     _one_error_line(r, "not a poisoncert run directory")
 

@@ -129,13 +129,21 @@ class Ensemble:
                            "base classifiers to load (poisoncert certify certifies its test "
                            "set).")
         if not cfg.keeps_weights and not (rd / ENSEMBLE_JSON).is_file():
-            why = ("a scikit-learn learner has no weights" if cfg.training.sklearn_learner
-                   else "a two-phase run does not keep its classifiers"
-                   if cfg.algorithm.two_phase else "it was trained with "
-                   "training.save_weights: false")
-            raise RunError(f"The run '{rd.path}' kept no classifier weights ({why}); train it "
-                           "again with training.save_weights (the default for torch models) "
-                           "to predict new inputs.")
+            if cfg.training.sklearn_learner:
+                why, then = ("a scikit-learn learner has no weights", "predicting new inputs "
+                             "needs a torch model (training.model)")
+            elif cfg.algorithm.two_phase:
+                why, then = ("a two-phase run does not keep its classifiers", "predicting new "
+                             "inputs needs a run without training.two_phase")
+            else:  # the run's own config, weights kept: the same run, into a new folder
+                import shlex
+
+                from poisoncert.runs import CONFIG
+                why, then = ("it was trained with training.save_weights: false", "to predict "
+                             "new inputs, train it again keeping them: poisoncert train "
+                             f"{shlex.quote(str(rd / CONFIG))} --training.save_weights true "
+                             "--run-dir NEW_DIR")
+            raise RunError(f"The run '{rd.path}' kept no classifier weights ({why}); {then}.")
         verification = rd.verify()  # checksums, config hash, arrays (poisoncert.runcheck)
         record = read_record(rd, cfg)
         state_dicts = read_weights(rd, cfg, record)
