@@ -24,9 +24,8 @@ import math
 from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
 
 __all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "CUDA_FAST_LOOP", "auto_group_size",
-           "engine_record",
-           "even_groups", "recorded_group_size", "recorded_path", "recorded_subset_rows",
-           "resolve_path"]
+           "engine_record", "even_groups", "recorded_group_size", "recorded_path",
+           "recorded_subset_rows", "resolve_path"]
 
 #: Largest auto group on CUDA for models under / over a million parameters.
 CUDA_CAP_SMALL, CUDA_CAP_LARGE = 256, 32
