@@ -396,6 +396,19 @@ def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
     assert any(t["changed"] and t["budget"] <= t["radius"] + 1 for t in trials)
     with pytest.raises(ValueError, match="'attacks' parameter of attack_run"):
         AttackSettings(attacks=("poison",))
+    # the command's table fits an 80-column terminal whole: nothing cut to an ellipsis
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    r = CliRunner().invoke(app, ["attack", str(tmp_path / "knn"), "--attacks", "insert,flip",
+                                 "--budgets", "1,2", "--targets", "3", "-q", "--out",
+                                 str(tmp_path / "cli")], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    table = r.output.split("others: ")[0].splitlines()
+    assert all(len(line.rstrip()) <= 80 for line in table) and "…" not in r.output, r.output
+    assert "aggregation attack r trials" in " ".join(r.output.split())
+    assert sum(line.split()[:2] == ["knn", "insert"] for line in table) == 2, r.output
 
 
 def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
