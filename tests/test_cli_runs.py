@@ -96,6 +96,25 @@ def test_train_into_unwritable_folder(tmp_path, config, engine):
     assert r.exit_code == 1 and "Cannot write the run directory" in r.output
 
 
+def test_certify_wraps_at_a_terminals_width(tmp_path, config, engine):
+    """In a terminal (rich's FORCE_COLOR) certify's lines wrap at words within its width, the
+    paths excepted; piped, they keep their 110 columns (logs and the tests that read them)."""
+    import re
+
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q"]).exit_code == 0
+    term = runner.invoke(app, ["certify", str(run), "--no-plot"],
+                         env={"FORCE_COLOR": "1", "COLUMNS": "80"})
+    assert term.exit_code == 0, term.output
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", term.output).splitlines()
+    # (the file paths are never broken: a path is copied whole)
+    assert max(len(line.rstrip()) for line in lines if str(run) not in line) <= 80, lines
+    assert any(line.startswith("verified: ") for line in lines)
+    piped = runner.invoke(app, ["certify", str(run), "--no-plot"], env={"COLUMNS": "80"})
+    assert any(line.startswith("verified: ") and len(line) > 80
+               for line in piped.output.splitlines()), piped.output
+
+
 def test_certify_missing_run(tmp_path, config):
     """A missing folder, a config given for a run, and an empty folder: each one line saying
     which of the three it is."""

@@ -44,9 +44,12 @@ def parse_rhos(text: str | None, name: str = "--rhos", where: str = "certify") -
 
 
 def _console():
+    """A terminal's own width (rich wraps the long lines at words); 110 columns otherwise
+    (a pipe or a log file)."""
     from rich.console import Console
 
-    return Console(width=110)
+    con = Console()
+    return con if con.is_terminal else Console(width=110)
 
 
 def train(
@@ -203,7 +206,7 @@ def certify(
     con = _console()
     note = s.get("verification", "")
     if s.get("verified"):
-        con.print(note, markup=False, highlight=False, soft_wrap=True)
+        con.print(note, markup=False, highlight=False, soft_wrap=not con.is_terminal)
     else:  # skipped (--no-verify) or a run without checksums: a warning on stderr
         typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
     setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "n", "ns", "p", "model", "alpha",
