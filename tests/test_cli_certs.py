@@ -133,18 +133,19 @@ def test_radius_true_label_method():
 @pytest.mark.parametrize(
     "args,match",
     [
+        # an option the library names by another name (its function's parameter) comes first
         (["--counts", "990,10", "--alpha", "1.5"],
-         "error: The 'alpha' parameter of certify must be a real number in the range (0, 1). "
-         "Got 1.5 instead."),
-        (["--counts", "990,10", "--T", "500"], "error: The 'T' parameter of certify"),
-        (["--counts", "990,10", "--method", "simuem"], "error: The 'method' parameter"),
+         "error: --alpha: The 'alpha' parameter of certify must be a real number in the range "
+         "(0, 1). Got 1.5 instead."),
+        (["--counts", "990,10", "--T", "500"], "error: --T: The 'T' parameter of certify"),
+        (["--counts", "990,10", "--method", "simuem"], "error: --method: The 'method' parameter"),
         (["--counts", "990,x"], "error: The 'counts' parameter of radius"),
         (["--counts", "990,10;5"], "error: The 'counts' parameter of radius"),
-        (["--counts", "990,-10"], "error: The 'counts' parameter of certify"),
+        (["--counts", "990,-10"], "error: --counts: The 'counts' parameter of certify"),
         (["--gap", "0.5", "--counts", "990,10"], "error: The 'gap' parameter of radius"),
         ([], "error: The 'gap' parameter of radius"),
-        (["--gap", "1.5"], "error: The 'gap' parameter"),
-        (["--gap", "0.5", "--model", "P9"], "error: The 'model' parameter"),
+        (["--gap", "1.5"], "error: --gap: The 'gap' parameter of certified_radius"),
+        (["--gap", "0.5", "--model", "P9"], "error: --model: The 'model' parameter"),
     ],
 )
 def test_radius_errors_are_one_line(args, match):
@@ -222,12 +223,22 @@ def test_delta_unwritable_output_is_one_line(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+def test_errors_name_the_option_typed_only_where_the_library_names_it_otherwise():
+    """--ns 0 is checked by SelectionBound: the line starts with --ns; --counts is the
+    command's own parameter (radius): the line is as the library words it."""
+    r = invoke("radius", "--scheme", "wr", "--n", "100", "--ns", "0", "--gap", "0.5")
+    assert r.exit_code == 1 and r.stderr.startswith(
+        "error: --ns: The 'ns' parameter of SelectionBound must be an int >= 1. Got 0 instead.")
+    r = invoke("radius", *SETTING, "--counts", "990,x")
+    assert r.exit_code == 1 and r.stderr.startswith("error: The 'counts' parameter of radius")
+
+
 def test_main_turns_library_errors_into_one_line(capsys):
     with pytest.raises(SystemExit) as info:
         main(["radius", *SETTING, "--gap", "2"])
     assert info.value.code == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: The 'gap' parameter")
+    assert err.count("\n") == 1 and err.startswith("error: --gap: The 'gap' parameter")
     assert error_line(ValueError("a\nb")) == "error: a b"
 
 
@@ -242,6 +253,6 @@ def test_python_m_poisoncert_cli_error_exit_code():
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        "error: The 'alpha' parameter of certify must be a real number in the range (0, 1). "
-        "Got 1.5 instead."
+        "error: --alpha: The 'alpha' parameter of certify must be a real number in the range "
+        "(0, 1). Got 1.5 instead."
     ]

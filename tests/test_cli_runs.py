@@ -115,6 +115,27 @@ def test_certify_wraps_at_a_terminals_width(tmp_path, config, engine):
                for line in piped.output.splitlines()), piped.output
 
 
+def test_errors_name_the_option_typed(tmp_path, config, engine):
+    """A library error that names a config key or a library function's parameter set by an
+    option on the command line starts with that option; a config override
+    (--training.steps) is named as typed already, and so is a command's own parameter."""
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q"]).exit_code == 0
+    cases = {
+        ("certify", str(run), "--alpha", "2"):
+            "error: --alpha: The 'certify.alpha' parameter of the config must be ",
+        ("update", str(run), "--out", str(tmp_path / "u"), "--remove", "99999"):
+            "error: --remove: The 'remove' parameter of update_run must be ",
+        ("train", str(config), "--run-dir", str(tmp_path / "t"), "--training.steps", "0"):
+            "error: The 'training.steps' parameter of the config must be ",
+        ("certify", str(run), "--rhos", "0,x"): "error: The '--rhos' parameter",
+    }
+    for args, start in cases.items():
+        r = runner.invoke(app, list(args))
+        assert r.exit_code == 1 and r.output.startswith(start), (args, r.output)
+        assert len(r.output.splitlines()) == 1, r.output
+
+
 def test_certify_missing_run(tmp_path, config):
     """A missing folder, a config given for a run, and an empty folder: each one line saying
     which of the three it is."""

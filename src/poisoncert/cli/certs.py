@@ -49,12 +49,49 @@ def error_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def library_errors() -> Iterator[None]:
-    """Turn an expected library error into ``error: <message>`` on stderr and exit code 1."""
+    """Turn an expected library error into ``error: <message>`` on stderr and exit code 1;
+    where the message names a parameter of a library function or a config key that an option
+    the user typed set (``radius --ns 0``: ``'ns' parameter of SelectionBound``; ``certify
+    --alpha 2``: ``'certify.alpha' parameter of the config``), the line starts with that
+    option: ``error: --ns: The 'ns' parameter of ...``."""
     try:
         yield
     except EXPECTED_ERRORS as exc:
-        typer.echo(error_line(exc), err=True)
+        line = error_line(exc)
+        flag = _typed_option(str(exc))
+        if flag is not None:
+            line = f"error: {flag}: {line.removeprefix('error: ')}"
+        typer.echo(line, err=True)
         raise typer.Exit(1) from None
+
+
+def _typed_option(message: str) -> str | None:
+    """The option of the running command, given on its command line, that the library error
+    ``message`` names by another name (a library function's parameter or a config key), or
+    None (no such option, or the message names the command's own parameter already)."""
+    import re
+
+    try:  # typer (0.27 on) runs its own copy of click
+        from typer._click.globals import get_current_context
+    except ImportError:  # pragma: no cover
+        from click import get_current_context
+
+    m = re.match(r"The '([^']+)' parameter of (.+?) must be ", message)
+    ctx = get_current_context(silent=True)
+    if m is None or ctx is None or m[1].startswith("-"):
+        return None
+    name, where = m[1], m[2]
+    for p in ctx.command.params:
+        if getattr(p, "param_type_name", None) != "option" or p.name is None:
+            continue
+        source = ctx.get_parameter_source(p.name)
+        if getattr(source, "name", None) != "COMMANDLINE":
+            continue
+        if p.name in (name, name.rsplit(".", 1)[-1]):
+            if name == p.name and where == ctx.info_name:  # already the command's own words
+                return None
+            return max(p.opts, key=len)
+    return None
 
 
 def register(app: typer.Typer) -> None:
