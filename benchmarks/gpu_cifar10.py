@@ -197,13 +197,11 @@ def run(args) -> dict:
         over["training.group_size"] = args.group_size
     if args.chunk_size:
         over["run.chunk_size"] = args.chunk_size
-    if args.lanes:  # not part of the numerics (tests/test_engine.py): a resumed run may differ
-        from poisoncert.training import graphed
+    from poisoncert.training import graphed
 
+    if args.lanes:  # not part of the numerics (tests/test_engine.py): a resumed run may differ
         graphed.CUDA_LANES = args.lanes
     if args.nchw:  # not part of the numerics either: the layout of the captured steps
-        from poisoncert.training import graphed
-
         graphed.CUDA_CHANNELS_LAST = False
     if args.quick:
         over.update({"selection.T": 2, "selection.ns": 40, "training.steps": 2,

@@ -72,7 +72,7 @@ def run_path(rd: RunDir, cfg: ExperimentConfig) -> str:
     from poisoncert.training.groups import recorded_path
 
     return recorded_path(cfg.execution.path, cfg.execution.device, rd.load_manifest(),
-                         cfg.training.model, cfg.training)
+                         training=cfg.training)
 
 
 def weights_metadata(cfg: ExperimentConfig, start: int, stop: int, seeds) -> dict[str, str]:

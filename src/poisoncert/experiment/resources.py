@@ -330,7 +330,7 @@ def run_shape(cfg: ExperimentConfig, data, *, in_process: bool, local_workers: b
     if tc.sklearn_learner is None:
         from poisoncert.training.groups import resolve_path
 
-        path = resolve_path(cfg.execution.path, cfg.execution.device, tc.model, tc)
+        path = resolve_path(cfg.execution.path, cfg.execution.device, training=tc)
         model = model_footprint(tc.model, shape, data.n_classes, path)
         step_rows = _step_rows(cfg, data)
     images = len(shape) == 3

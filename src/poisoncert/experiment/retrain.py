@@ -138,7 +138,7 @@ def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
                      group_size=recorded_group_size(cfg.training, manifest),
                      subset_rows=recorded_subset_rows(cfg.training, manifest),
                      path=recorded_path(cfg.execution.path, cfg.execution.device, manifest,
-                                       cfg.training.model, cfg.training))
+                                       training=cfg.training))
 
 
 @dataclass(frozen=True, eq=False)

@@ -264,7 +264,7 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     from poisoncert.training.groups import engine_record, recorded_path
 
     path = recorded_path(cfg.execution.path, cfg.execution.device, old_manifest,
-                         cfg.training.model, cfg.training)
+                         training=cfg.training)
     group = _group_size(cfg, data, old_manifest, path)
     rows = _subset_rows(cfg, data, old_manifest)
     manifest["engine"] = engine_record(group, rows, path)

@@ -274,8 +274,8 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
     if path == "fast":  # on CUDA, ResNet-18 trains fastest one module at a time, graphed
         from poisoncert.training.groups import resolve_path
 
-        if (loop := resolve_path(path, device, cfg.model, cfg)) == "graphed":
-            path = loop
+        if resolve_path(path, device, training=cfg) == "graphed":
+            path = "graphed"
     workers = check_int(workers, "workers", where, low=1)
     if progress is not None and not callable(progress):
         raise param_error("progress", where, "a callable or None", progress)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 
-from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig
+from poisoncert.training.settings import DEFAULT_GROUP_SIZE, TrainConfig, graphed_obstacle
 
 __all__ = ["CUDA_CAP_LARGE", "CUDA_CAP_SMALL", "CUDA_FAST_LOOP", "auto_group_size",
            "engine_record", "even_groups", "recorded_group_size", "recorded_path",
@@ -90,14 +90,10 @@ def resolve_path(path: str, device, model=None, training: TrainConfig | None = N
 
 def _fast_loop(device, model, training: TrainConfig | None) -> bool:
     """Whether ``fast`` is ``CUDA_FAST_LOOP``'s path for ``model`` on ``device``."""
-    if training is None or training.sklearn_learner is not None or not isinstance(model, str) \
-            or model not in CUDA_FAST_LOOP:
-        return False
-    if device is None:
+    if (device is None or training is None or training.sklearn_learner is not None
+            or not isinstance(model, str) or model not in CUDA_FAST_LOOP):
         return False
     import torch
-
-    from poisoncert.training.settings import graphed_obstacle
 
     return torch.device(device).type == "cuda" and graphed_obstacle(training) is None
 
