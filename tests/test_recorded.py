@@ -82,6 +82,9 @@ _FILES = ("config.yaml", "seeds.npy", "clean_indices.npy", "predictions.npy", "v
 #: config hash; certify.json's verification result.
 _LATER_CHUNK_KEYS = ("config_hash",)
 _LATER_SUMMARY_KEYS = ("verified", "verification")
+#: certificates.csv's columns added after the recording: the prediction's class id and name
+#: (tests/test_runs.py checks their values).
+_LATER_CERTIFICATE_COLUMNS = ("class", "class_name")
 
 
 def _digest(data: bytes) -> str:
@@ -132,13 +135,15 @@ BOUNDS_TOL = 2e-12
 
 def _certificates(path: Path) -> tuple[str, list[list[float]]]:
     """The digest of certificates.csv without its two vote-bound columns, and those columns
-    (their last bits depend on scipy's version; every other column is exact)."""
+    (their last bits depend on scipy's version; every other column is exact). The columns
+    added after the recording (``_LATER_CERTIFICATE_COLUMNS``) are left out."""
     import csv
 
     rows = list(csv.reader(path.read_text().splitlines()))
     # partitions' certificates have vote counts only
     cols = [rows[0].index(c) for c in ("p1_lower", "p2_upper") if c in rows[0]]
-    rest = [[v for j, v in enumerate(r) if j not in cols] for r in rows]
+    later = [rows[0].index(c) for c in _LATER_CERTIFICATE_COLUMNS]
+    rest = [[v for j, v in enumerate(r) if j not in cols + later] for r in rows]
     bounds = [[float(r[j]) for r in rows[1:]] for j in cols]
     return _digest(json.dumps(rest).encode()), bounds
 

@@ -497,6 +497,31 @@ def test_certify_run_outputs_agree_with_certify(tmp_path, engine):
     assert cert3.model == "P1" and cert3.alpha == 0.01
 
 
+def test_certificates_name_the_predicted_class(tmp_path, engine):
+    """certificates.csv's ``class`` and ``class_name``: the data set's id and name of the
+    prediction (``label``, ``prediction`` and ``top*_class`` are class indices); empty where
+    the certificate abstains."""
+    from poisoncert.experiment.certify import certificate_rows
+
+    res = experiment.train_run(small(data__classes=[8, 3]), tmp_path / "run", progress=False)
+    cert, _ = experiment.certify_run(tmp_path / "run", plot=False)
+    rows = _read_csv(tmp_path / "run" / runs.CERTIFICATES)
+    assert list(rows[0])[-2:] == ["class", "class_name"]
+    ids = {0: "8", 1: "3", -1: ""}  # index k is the k-th class given; -1: abstain
+    assert {r["class"] for r in rows} >= {"3", "8"} and len({r["label"] for r in rows}) == 2
+    for r, p, y in zip(rows, cert.prediction, res.labels, strict=True):
+        assert int(r["prediction"]) == p and int(r["label"]) == y
+        assert r["class"] == r["class_name"] == ids[p]
+    # an abstaining prediction has neither
+    cert.prediction[1] = -1
+    cert.prediction[0] = max(cert.prediction[0], 0)
+    votes = np.load(tmp_path / "run" / runs.VOTES)
+    got = certificate_rows(cert, votes, None, 30, classes=(3, 8), class_names=("three", "eight"))
+    assert (got[1]["class"], got[1]["class_name"]) == ("", "")
+    p0 = int(cert.prediction[0])
+    assert (got[0]["class"], got[0]["class_name"]) == ((3, 8)[p0], ("three", "eight")[p0])
+
+
 def test_certify_partition_uses_dpa(tmp_path, engine):
     cfg = small(selection__scheme="partition", selection__ns=None, selection__T=None,
                 selection__k=20)

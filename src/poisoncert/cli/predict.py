@@ -68,13 +68,8 @@ def predict(
         votes = votes_from_predictions(base, ens.n_classes)
         cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
                                        y=data.y)
-        pred = cert.prediction
-        classes = ["" if p < 0 else int(ens.classes[p]) for p in pred]
-        names = ["" if p < 0 else ens.class_names[p] for p in pred]
-        rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names})
-        for r, c, nm in zip(rows, classes, names, strict=True):
-            r["class"] = c
-            r["class_name"] = nm
+        rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names},
+                                classes=ens.classes, class_names=ens.class_names)
         summary = _summary(cert, labels, ens, len(rows))
         if as_json:
             text = json.dumps({"run": str(ens.run_dir), "inputs": str(inputs),

@@ -132,7 +132,8 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
              "summary": rd / _suffixed(runs.CERTIFY_JSON, suffix)}
     nn = cfg.selection.scheme in selection.NEAREST_NEIGHBOURS
     runs.save_text(paths["certificates"], _certificate_csv(cert, votes, labels,
-                                                           None if nn else T, radius_dpa))
+                                                           None if nn else T, radius_dpa,
+                                                           data))
     runs.save_text(paths["certified_accuracy"], _curve_csv(curve))
     summary = {**cert.summary(labels), "T": T, "n_classes": int(votes.shape[1]),
                "certified_accuracy": {str(r): a for r, a in table.rows()},
@@ -268,21 +269,28 @@ def curve_label(cfg: ExperimentConfig, aggregation: str = "vote") -> str:
 
 
 def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int,
-                     radius_dpa: np.ndarray | None = None) -> str:
+                     radius_dpa: np.ndarray | None = None, data: dict | None = None) -> str:
     """One flat row per test example: the certificate's record plus label, correctness and
-    the vote counts of the two top classes (and the radius in DPA's unit, where given)."""
-    return rows_csv(certificate_rows(cert, votes, labels, T, radius_dpa=radius_dpa))
+    the vote counts of the two top classes (and the radius in DPA's unit, where given), and
+    the prediction's class id and name where the manifest's ``data`` gives them."""
+    data = data or {}
+    return rows_csv(certificate_rows(cert, votes, labels, T, radius_dpa=radius_dpa,
+                                     classes=data.get("classes"),
+                                     class_names=data.get("class_names")))
 
 
 def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int | None,
                      extra: dict[str, list] | None = None, *,
-                     radius_dpa: np.ndarray | None = None) -> list[dict]:
+                     radius_dpa: np.ndarray | None = None, classes=None,
+                     class_names=None) -> list[dict]:
     """The rows of ``certificates.csv``: per test point its index, ``label`` and ``correct``
     (empty without ``labels``), ``prediction`` and ``radius``, the rest of the certificate's
     record, the radius in DPA's unit (``radius_dpa``, where given), the two top classes with
     their votes and the abstaining votes (not for nearest neighbours, ``T`` None, whose counts
     are neighbours). ``extra``: more columns (name -> one value per row), placed after
-    ``index``."""
+    ``index``. ``classes`` (the data set's class id of each class index) and ``class_names``
+    add the last two columns, ``class`` and ``class_name``: the prediction's id and name, empty
+    where it abstains (``label``, ``prediction`` and ``top*_class`` are class indices)."""
     votes = np.asarray(votes)
     order = np.argsort(-votes, axis=1, kind="stable")
     rows = np.arange(votes.shape[0])
@@ -307,6 +315,11 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
         row = {**rec, **{k: "" if v is None else _plain(v[i]) for k, v in more.items()},
                **{k: v[i] for k, v in (extra or {}).items()}}
         out.append({k: row[k] for k in keys})
+    pred = np.asarray(cert.prediction)
+    for name, of in (("class", classes), ("class_name", class_names)):
+        if of is not None:
+            for r, p in zip(out, pred, strict=True):
+                r[name] = "" if p < 0 else _plain(of[p])
     return out
 
 
