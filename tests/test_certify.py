@@ -337,3 +337,53 @@ def test_other_bad_input():
         dpa_certify([[3]])
     with pytest.raises(ValueError, match=r"'alpha' parameter of jia_certify"):
         jia_certify([[1, 2]], n=100, ns=3, alpha=2)
+
+
+def _every_certificate_type(rng):
+    """One certificate of each type on 3 classes and 6 test points."""
+    from poisoncert.aggregation import fa_certify
+    from poisoncert.knn import knn_certify, rnn_certify
+    from poisoncert.runoff import roe_certify
+
+    votes = rng.integers(1, 20, size=(6, 3))
+    preds = rng.integers(0, 3, size=(8, 6))
+    ranks = np.argsort(rng.random((8, 6, 3)), axis=2).astype(np.int8)
+    return {
+        "certify": certify(votes, scheme="with_replacement", n=1000, ns=10),
+        "jia_certify": jia_certify(votes, n=1000, ns=10),
+        "dpa_certify": dpa_certify(votes),
+        "fa_certify": fa_certify(preds, d=2, n_classes=3),
+        "roe_certify": roe_certify(ranks, d=1),
+        "knn_certify": knn_certify(rng.integers(0, 3, size=(6, 9)), k=3, n_classes=3),
+        "rnn_certify": rnn_certify(votes),
+    }
+
+
+def test_class_ids_for_indices_are_refused_by_every_certificate():
+    """A certificate of bare votes takes class indices: labels beyond its classes (the data
+    set's ids, e.g. 7 for index 1 of MNIST 1/7) are an error, not a certified accuracy of 0."""
+    rng = np.random.default_rng(5)
+    for name, cert in _every_certificate_type(rng).items():
+        assert cert.n_classes == 3, name
+        ok = rng.integers(0, 3, size=6)
+        acc = certified_accuracy(cert, ok, [0, 1])
+        assert acc.shape == (2,) and 0 <= acc[1] <= acc[0] <= 1, name
+        assert cert.summary(ok)["n_test"] == 6, name
+        ids = ok.copy()
+        ids[2] = 3
+        for fn, args in ((certified_accuracy, (cert, ids, [0])), (cert.summary, (ids,))):
+            with pytest.raises(ValueError, match=r"'labels' parameter of \w+ must be class "
+                               r"indices in \[0, 2\] .*not the data set's class ids.*Got 3 "
+                               "instead"):
+                fn(*args)
+
+
+def test_a_numpy_value_shows_as_the_number_it_holds():
+    """An error's 'Got ...' shows ``7``, not numpy's ``np.int64(7)``."""
+    from poisoncert._validation import param_error
+
+    for got, shown in ((np.int64(7), "Got 7 instead"), (np.float32(0.5), "Got 0.5 instead"),
+                       (np.str_("P7"), "Got 'P7' instead"), (np.bool_(True), "Got True")):
+        assert shown in str(param_error("x", "f", "an int", got))
+    with pytest.raises(ValueError, match=r"Got 3 instead\.$"):
+        certified_accuracy(dpa_certify(np.array([[3, 1], [0, 2]])), np.array([0, 3]), [0])

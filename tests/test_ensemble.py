@@ -297,6 +297,28 @@ def test_the_loader_checks_each_file_itself(trained, damaged, monkeypatch):
             assert w in str(e.value), (name, w, str(e.value))
 
 
+def test_ensemble_errors_name_its_own_parameters(trained):
+    """An option of ``Ensemble.certify`` is named as its parameter, not as the run config's key
+    or a function the user did not call."""
+    run, x, y = trained
+    ens = Ensemble.load(run)
+    cases = [
+        (dict(alpha=2), r"^The 'alpha' parameter of Ensemble.certify must be a real number in "
+                        r"the range \(0, 1\)\. Got 2 instead\.$"),
+        (dict(model="P7"), r"^The 'model' parameter of Ensemble.certify must be one of "),
+        (dict(method="true_label"), r"^The 'y' parameter of Ensemble.certify must be .*true "
+                                    r"labels.*Got None instead\.$"),
+        (dict(method="true_label", y=y - y.min()),  # indices for ids
+         r"^The 'y' parameter of Ensemble.certify must be class ids of the run \(\[1, 7\]\)"
+         r"\. Got 0 instead\.$"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            ens.certify(x[:4], **{k: (v[:4] if k == "y" else v) for k, v in kw.items()})
+    with pytest.raises(ValueError, match=r"^The 'alpha' parameter of Ensemble.certify_votes "):
+        ens.certify_votes(ens.votes(x[:4]), alpha=0)
+
+
 def test_inputs_of_the_wrong_form_are_one_clear_error(tmp_path, trained):
     from PIL import Image
 

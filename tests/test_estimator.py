@@ -354,6 +354,21 @@ def test_certify_matches_certify_on_vote_counts(certify_mod):
                                   cert.prediction[certified])
 
 
+def test_certify_errors_name_its_own_parameters(certify_mod):
+    """``certify``'s options are named as its parameters, not as those of the functions it
+    calls (``SelectionBound``, ``certify.certify``'s ``labels``)."""
+    X, y = small_data(n=150)
+    clf = CertifiedEnsembleClassifier(ns=15, n_estimators=20, random_state=0).fit(X, y)
+    part = CertifiedEnsembleClassifier(scheme="partition", n_partitions=10).fit(X, y)
+    where = r"^The '{}' parameter of CertifiedEnsembleClassifier.certify must be "
+    for est, kw, name in [(clf, dict(model="P7"), "model"), (clf, dict(alpha=2), "alpha"),
+                          (clf, dict(method="nope"), "method"),
+                          (clf, dict(method="true_label"), "y"),
+                          (part, dict(unit="ops"), "unit"), (part, dict(model="P0"), "model")]:
+        with pytest.raises(ValueError, match=where.format(name)):
+            est.certify(X, **kw)
+
+
 def test_partition_certify_is_dpa(certify_mod):
     X, y = small_data(n=200)
     clf = CertifiedEnsembleClassifier(scheme="partition", n_partitions=25).fit(X, y)

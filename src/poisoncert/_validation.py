@@ -16,7 +16,9 @@ downstream overflows a 64-bit integer or loses integer precision.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -27,6 +29,7 @@ __all__ = [
     "check_int_array",
     "check_real",
     "check_real_array",
+    "named_as",
     "param_error",
 ]
 
@@ -38,8 +41,29 @@ INT_LIMIT = 2**53
 
 
 def param_error(name: str, where: str, allowed: str, got: object) -> ValueError:
-    """The one error shape for an invalid parameter."""
+    """The one error shape for an invalid parameter. A numpy scalar shows as the Python value
+    it holds (``7``, not ``np.int64(7)``)."""
+    if isinstance(got, np.generic):
+        got = got.item()
     return ValueError(f"The {name!r} parameter of {where} must be {allowed}. Got {got!r} instead.")
+
+
+@contextmanager
+def named_as(where: str, **names: str) -> Iterator[None]:
+    """Errors of the calls inside, in the words of their caller ``where``: a ``ValueError``
+    about the parameter ``inner`` of whatever function checked it (``"The 'inner' parameter
+    of SelectionBound must be ..."``) for a key of ``names`` (the parameter's dotted name as
+    that message spells it, written ``certify__alpha`` for ``certify.alpha``) is raised again
+    about ``names[inner]`` of ``where``, with the same allowed range and value."""
+    try:
+        yield
+    except ValueError as exc:
+        m = re.match(r"The '([^']+)' parameter of (.+?) must be ", str(exc))
+        outer = names.get(m[1].replace(".", "__")) if m else None
+        if outer is None:
+            raise
+        raise ValueError(f"The {outer!r} parameter of {where} must be "
+                         f"{str(exc)[m.end():]}") from None
 
 
 def _is_int(x: object) -> bool:

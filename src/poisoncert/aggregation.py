@@ -31,7 +31,7 @@ import numpy as np
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats, _TopIsPrediction
+from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _TopIsPrediction
 from poisoncert.selection import fa_shifts, fa_spread
 
 __all__ = [
@@ -177,6 +177,7 @@ class FACertificate(_TopIsPrediction):
     unit: str
     aggregation: str = "fa"
     classes: np.ndarray | None = None  # what the class indices name (``Ensemble.certify``)
+    n_classes: int | None = None  # the number of classes (``certify.Certificate.n_classes``)
 
     def setting(self) -> dict:
         return {"scheme": "finite_aggregation", "aggregation": self.aggregation, "k": self.k,
@@ -189,9 +190,6 @@ class FACertificate(_TopIsPrediction):
         return [{"index": i, "prediction": int(self.prediction[i]),
                  "radius": int(self.radius[i]), "buckets": int(self.buckets[i]), **s}
                 for i in range(len(self))]
-
-    def summary(self, labels=None) -> dict:
-        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
 
 
 def fa_certify(predictions, *, d: int, n_classes: int, model: str = "P6",
@@ -233,4 +231,4 @@ def fa_certify(predictions, *, d: int, n_classes: int, model: str = "P6",
             buckets[sl] = class_bucket_radii(V, counts[sl], top[sl], d).min(axis=1)
     return FACertificate(prediction=top.astype(np.int64),
                          radius=bucket_radius(buckets, model, unit), buckets=buckets,
-                         counts=counts, k=T // d, d=d, model=model, unit=unit)
+                         counts=counts, k=T // d, d=d, model=model, unit=unit, n_classes=C)

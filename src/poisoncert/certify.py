@@ -61,8 +61,22 @@ def _summary_stats(prediction: np.ndarray, radius: np.ndarray, labels) -> dict:
     return out
 
 
-def _check_labels(labels, n_test: int, where: str) -> np.ndarray:
-    lab = check_int_array(labels, "labels", where, low=0)
+def _columns(counts) -> int | None:
+    """The number of classes of a vote-count matrix (checked by then), or None."""
+    shape = np.shape(counts)
+    return int(shape[1]) if len(shape) == 2 else None
+
+
+def _check_labels(labels, n_test: int, where: str, n_classes: int | None = None
+                  ) -> np.ndarray:
+    high = None if n_classes is None else n_classes - 1
+    if high is not None and getattr(np.asarray(labels), "size", 0):
+        lab = np.asarray(labels)
+        if lab.dtype.kind in "iu" and lab.max() > high:  # ids for indices, e.g. 7 for class 1
+            raise param_error("labels", where, f"class indices in [0, {high}] (the columns of "
+                              "the vote counts; a certificate without classes takes indices, "
+                              "not the data set's class ids)", lab.max())
+    lab = check_int_array(labels, "labels", where, low=0, high=high)
     if lab.shape != (n_test,):
         raise param_error("labels", where, f"an int array of shape ({n_test},)",
                           f"an array of shape {lab.shape}")
@@ -75,7 +89,7 @@ def _true_indices(result, labels, where: str) -> np.ndarray:
     n_test = int(np.asarray(result.prediction).shape[0])
     classes = getattr(result, "classes", None)
     if classes is None:
-        return _check_labels(labels, n_test, where)
+        return _check_labels(labels, n_test, where, getattr(result, "n_classes", None))
     classes = np.asarray(classes)
     y = np.asarray(labels)
     if y.ndim != 1 or y.shape[0] != n_test:
@@ -135,6 +149,13 @@ class _CertificateCommon:
         """``records()``: one flat dict per test point."""
         return self.records()
 
+    def summary(self, labels=None) -> dict:
+        """Counts, abstain rate and radius statistics over certified points, plus the setting;
+        with ``labels`` (as ``certified_accuracy`` takes them) also the clean accuracy
+        (abstentions count as wrong)."""
+        labels = None if labels is None else _true_indices(self, labels, "summary")
+        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
+
 
 class _TopIsPrediction(_CertificateCommon):
     """A certificate whose certified class is its prediction (``top_class``), as DPA's,
@@ -178,6 +199,9 @@ class Certificate(_CertificateCommon):
         ``CertifiedEnsembleClassifier.certify``, ``classes_``, and ``Ensemble.certify``, the
         data set's class ids); ``None`` for certificates of bare vote counts. Where it is set,
         ``certified_accuracy`` and ``summary`` take true labels, not indices.
+    n_classes : int or None
+        Columns of the vote counts it was made from (``None``: not recorded); class indices
+        given to ``certified_accuracy`` and ``summary`` must be below it.
     """
 
     prediction: np.ndarray
@@ -195,6 +219,7 @@ class Certificate(_CertificateCommon):
     T: np.ndarray
     rule: str = "theorem1"
     classes: np.ndarray | None = None
+    n_classes: int | None = None
 
     @property
     def gap(self) -> np.ndarray:
@@ -230,12 +255,6 @@ class Certificate(_CertificateCommon):
             }
             for i in range(len(self))
         ]
-
-    def summary(self, labels=None) -> dict:
-        """Counts, abstain rate and radius statistics over certified points, plus the setting;
-        with ``labels`` also the clean accuracy (abstentions count as wrong)."""
-        labels = None if labels is None else _true_indices(self, labels, "summary")
-        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
 
     def predicted_labels(self, abstain=None) -> np.ndarray:
         """``classes[prediction]`` as an object array, ``abstain`` where abstaining (needs
@@ -287,6 +306,7 @@ def certify(counts, *, scheme: str, n: int, ns: int | None = None, p: float | No
         prediction=prediction, radius=radius, p1_lower=vb.p1_lower, p2_upper=vb.p2_upper,
         top_class=vb.top_class, scheme=bound.scheme, n=bound.n, ns=bound.ns, p=bound.p,
         model=bound.model, alpha=vb.alpha, method=vb.method, T=vb.T, rule="theorem1",
+        n_classes=_columns(counts),
     )
 
 
@@ -309,6 +329,7 @@ def jia_certify(counts, *, n: int, ns: int, alpha: float = 0.001, method: str = 
         prediction=prediction, radius=radius, p1_lower=vb.p1_lower, p2_upper=vb.p2_upper,
         top_class=vb.top_class, scheme=bound.scheme, n=bound.n, ns=bound.ns, p=None,
         model="P6", alpha=vb.alpha, method=vb.method, T=vb.T, rule="jia",
+        n_classes=_columns(counts),
     )
 
 
@@ -377,6 +398,7 @@ class DPACertificate(_TopIsPrediction):
     model: str
     unit: str
     classes: np.ndarray | None = None
+    n_classes: int | None = None  # columns of the vote counts (as ``Certificate.n_classes``)
 
     @property
     def radius_dpa(self) -> np.ndarray:
@@ -395,10 +417,6 @@ class DPACertificate(_TopIsPrediction):
              "slack": int(self.slack[i]), "radius_dpa": int(self.slack[i] // 2), **s}
             for i in range(len(self))
         ]
-
-    def summary(self, labels=None) -> dict:
-        labels = None if labels is None else _true_indices(self, labels, "summary")
-        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
 
     def predicted_labels(self, abstain=None) -> np.ndarray:
         """``classes[prediction]`` as an object array (needs ``classes``)."""
@@ -433,4 +451,4 @@ def dpa_certify(counts, *, model: str = "P6", unit: str = "operation") -> DPACer
     else:
         radius = slack // 4
     return DPACertificate(prediction=c1.astype(np.int64), radius=radius.astype(np.int64),
-                          slack=slack.astype(np.int64), model=model, unit=unit)
+                          slack=slack.astype(np.int64), model=model, unit=unit, n_classes=C)

@@ -24,7 +24,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
-from poisoncert._validation import INT_LIMIT, check_int_array, param_error
+from poisoncert._validation import INT_LIMIT, check_int_array, named_as, param_error
 from poisoncert.base_learners import fit_chunk, hash_parts, job_chunks, predict_chunk, row_keys
 from poisoncert.estimator_checks import (
     base_tags,
@@ -413,13 +413,16 @@ default="without_replacement"
 
         check_is_fitted(self)
         counts = self.vote_counts(X)
-        if self.scheme == PARTITION:
-            cert = _certify.dpa_certify(counts, model=model, unit=unit)
-        else:
-            labels = None if y is None else self.encode(y)
-            cert = _certify.certify(counts, scheme=self.scheme, n=self.n_attackable_,
-                                    ns=self.ns_, p=self.p_, model=model, alpha=alpha,
-                                    method=method, T=self.n_estimators_, labels=labels)
+        # errors of the calls below name this method's parameters (not SelectionBound's)
+        with named_as(f"{_NAME}.certify", model="model", alpha="alpha", method="method",
+                      unit="unit", labels="y", y="y"):
+            if self.scheme == PARTITION:
+                cert = _certify.dpa_certify(counts, model=model, unit=unit)
+            else:
+                labels = None if y is None else self.encode(y)
+                cert = _certify.certify(counts, scheme=self.scheme, n=self.n_attackable_,
+                                        ns=self.ns_, p=self.p_, model=model, alpha=alpha,
+                                        method=method, T=self.n_estimators_, labels=labels)
         return dataclasses.replace(cert, classes=self.classes_)
 
     def certified_accuracy(self, X, y, rhos, **certify_params) -> np.ndarray:

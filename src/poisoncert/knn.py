@@ -43,7 +43,7 @@ from poisoncert._validation import (
     param_error,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _summary_stats, _TopIsPrediction
+from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _TopIsPrediction
 
 __all__ = [
     "NNCertificate",
@@ -174,6 +174,7 @@ class NNCertificate(_TopIsPrediction):
     k: int | None
     model: str
     unit: str
+    n_classes: int | None = None  # the number of classes (``certify.Certificate.n_classes``)
 
     def setting(self) -> dict:
         return {"scheme": self.classifier, "k": self.k, "model": self.model, "unit": self.unit,
@@ -185,9 +186,6 @@ class NNCertificate(_TopIsPrediction):
         return [{"index": i, "prediction": int(self.prediction[i]),
                  "radius": int(self.radius[i]), "slack": int(self.slack[i]),
                  "exact": bool(self.exact[i]), **s} for i in range(len(self))]
-
-    def summary(self, labels=None) -> dict:
-        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
 
 
 def _slack(counts: np.ndarray, top: np.ndarray) -> np.ndarray:
@@ -237,7 +235,7 @@ def knn_certify(neighbor_labels, *, k: int, n_classes: int, model: str = "P6",
     else:
         radius = s // 2
     return NNCertificate(prediction=top, radius=radius, slack=s, exact=exact,
-                         classifier="knn", k=k, model=model, unit=unit)
+                         classifier="knn", k=k, model=model, unit=unit, n_classes=C)
 
 
 def _insert_delete_radius(F: np.ndarray, k: int, ins: bool, dels: bool):
@@ -290,4 +288,5 @@ def rnn_certify(counts, *, model: str = "P6", unit: str = "operation") -> NNCert
     return NNCertificate(
         prediction=np.where(empty, ABSTAIN, top).astype(np.int64),
         radius=np.where(empty, -1, radius).astype(np.int64), slack=np.where(empty, -1, s),
-        exact=np.ones(len(s), dtype=bool), classifier="rnn", k=None, model=model, unit=unit)
+        exact=np.ones(len(s), dtype=bool), classifier="rnn", k=None, model=model, unit=unit,
+        n_classes=int(c.shape[1]))

@@ -47,7 +47,7 @@ from poisoncert.aggregation import (
     topsum_radius,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _summary_stats, _TopIsPrediction
+from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _TopIsPrediction
 
 __all__ = ["ROECertificate", "check_ranks", "rankings_from_scores", "roe_certify", "roe_predict"]
 
@@ -144,6 +144,7 @@ class ROECertificate(_TopIsPrediction):
     d: int
     model: str
     unit: str
+    n_classes: int | None = None  # the number of classes (``certify.Certificate.n_classes``)
 
     def setting(self) -> dict:
         scheme = "partition" if self.d == 1 else "finite_aggregation"
@@ -157,9 +158,6 @@ class ROECertificate(_TopIsPrediction):
                  "radius": int(self.radius[i]), "buckets": int(self.buckets[i]),
                  "m1": int(self.finalists[i, 0]), "m2": int(self.finalists[i, 1]), **s}
                 for i in range(len(self))]
-
-    def summary(self, labels=None) -> dict:
-        return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
 
 
 def roe_certify(ranks, *, d: int = 1, model: str = "P6",
@@ -194,7 +192,7 @@ def roe_certify(ranks, *, d: int = 1, model: str = "P6",
                                    spread, d)
     return ROECertificate(prediction=y, radius=bucket_radius(buckets, model, unit),
                           buckets=buckets, finalists=np.stack([m1, m2], axis=1), k=T // d, d=d,
-                          model=model, unit=unit)
+                          model=model, unit=unit, n_classes=C)
 
 
 def _bucket_sum(x: np.ndarray, spread: np.ndarray) -> np.ndarray:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import selection
-from poisoncert._validation import check_choice, param_error
+from poisoncert._validation import check_choice, named_as, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.certify import certify_votes
 from poisoncert.experiment.ensemble_record import (
@@ -209,9 +209,11 @@ class Ensemble:
         ``true_label*`` methods. The certificate carries ``classes``, so
         ``certify.certified_accuracy(cert, y, rhos)`` takes original class ids too.
         """
+        self._settings(alpha, method, model, "Ensemble.certify")  # before the predictions
         predictions = self.base_predictions(x, progress=progress, preprocessed=preprocessed)
-        return self.certify_predictions(predictions, alpha=alpha, model=model, method=method,
-                                        y=y)
+        with named_as("Ensemble.certify", y="y"):
+            return self.certify_predictions(predictions, alpha=alpha, model=model,
+                                            method=method, y=y)
 
     def certify_predictions(self, predictions, *, alpha: float | None = None,
                             model: str | None = None, method: str | None = None, y=None):
@@ -225,7 +227,7 @@ class Ensemble:
                                       alpha=alpha, model=model, method=method, y=y)
         from poisoncert.aggregation import fa_certify
 
-        c = self._settings(alpha, method, model)
+        c = self._settings(alpha, method, model, "Ensemble.certify_predictions")
         cert = fa_certify(predictions, d=self.config.selection.d, n_classes=self.n_classes,
                           model=c.model)
         return dataclasses.replace(cert, classes=self.classes)
@@ -234,17 +236,21 @@ class Ensemble:
                       method: str | None = None, y=None):
         """``certify`` from vote counts (``votes(x)``): the same certificate (not for a
         finite_aggregation run, whose certificate needs ``certify_predictions``)."""
-        c = self._settings(alpha, method, model)
+        c = self._settings(alpha, method, model, "Ensemble.certify_votes")
         labels = None if y is None else self.encode(y)
-        cert = certify_votes(self.config, self.n, np.asarray(votes), labels, alpha=c.alpha,
-                             method=c.method, model=c.model)
+        with named_as("Ensemble.certify_votes", labels="y"):
+            cert = certify_votes(self.config, self.n, np.asarray(votes), labels, alpha=c.alpha,
+                                 method=c.method, model=c.model)
         return dataclasses.replace(cert, classes=self.classes)
 
-    def _settings(self, alpha, method, model):
-        """The run's ``certify`` section with the options given."""
+    def _settings(self, alpha, method, model, where: str):
+        """The run's ``certify`` section with the options given (an error names the option
+        as ``where``'s parameter, not the config's key)."""
         options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
                    if v is not None}
-        return dataclasses.replace(self.config.certify, **options)
+        with named_as(where, certify__alpha="alpha", certify__method="method",
+                      certify__model="model"):
+            return dataclasses.replace(self.config.certify, **options)
 
     def encode(self, y) -> np.ndarray:
         """Class indices of original class ids ``y`` (each must be one of ``classes``)."""
