@@ -387,3 +387,21 @@ def test_a_numpy_value_shows_as_the_number_it_holds():
         assert shown in str(param_error("x", "f", "an int", got))
     with pytest.raises(ValueError, match=r"Got 3 instead\.$"):
         certified_accuracy(dpa_certify(np.array([[3, 1], [0, 2]])), np.array([0, 3]), [0])
+
+
+def test_every_summary_takes_the_labels_its_certificate_names():
+    """A certificate that names its classes (an ``Ensemble``'s) takes class ids in
+    ``summary`` as in ``certified_accuracy``, whatever its type (Finite Aggregation's summary
+    once compared ids with indices)."""
+    import dataclasses
+
+    rng = np.random.default_rng(9)
+    idx = rng.integers(0, 3, size=6)
+    ids = np.array([10, 20, 30])[idx]
+    for name, cert in _every_certificate_type(rng).items():
+        if "classes" not in {f.name for f in dataclasses.fields(cert)}:
+            continue
+        named = dataclasses.replace(cert, classes=np.array([10, 20, 30]))
+        assert named.summary(ids) == cert.summary(idx), name
+        np.testing.assert_array_equal(certified_accuracy(named, ids, [0, 1]),
+                                      certified_accuracy(cert, idx, [0, 1]))
