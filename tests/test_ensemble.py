@@ -179,6 +179,44 @@ def _recording(seen):
     return display
 
 
+def test_the_predicting_display_counts_classifiers(trained, monkeypatch):
+    """However many blocks the inputs take, the display counts the run's T classifiers once
+    (it counted T per block), in whole classifiers; True is the command line's bar and
+    anything else not a display is one clear error."""
+    import poisoncert.experiment.ensemble as ensemble_mod
+
+    run, x, _ = trained
+    ens = Ensemble.load(run)
+    x = np.resize(x, (2 * ens.config.training.eval_batch_size + 7, *x.shape[1:]))
+    want = ens.base_predictions(x)
+    monkeypatch.setattr(ensemble_mod, "BLOCK", 7)  # blocks of eval_batch_size inputs: three
+    seen = []
+    np.testing.assert_array_equal(ens.base_predictions(x, progress=_recording(seen)), want)
+    assert seen[0][:2] == (ens.T, 0) and sum(seen[1:]) == ens.T
+    assert all(isinstance(k, int) and k > 0 for k in seen[1:])
+    np.testing.assert_array_equal(ens.base_predictions(x[:5], progress=True), want[:, :5])
+    with pytest.raises(ValueError, match=r"^The 'progress' parameter of Ensemble must be "
+                                         r"None, False, True \(a progress bar\) or a progress "
+                                         r"display .*Got 'bar' instead\.$"):
+        ens.votes(x[:5], progress="bar")
+
+
+def test_predict_keeps_its_rows_on_stdout_and_the_bar_on_stderr(tmp_path, trained):
+    """Rows printed to stdout (``predict RUN INPUTS > rows.csv``) are the CSV alone: the bar
+    (shown from 20,000 classifier-inputs on) is drawn on stderr, in whole classifiers."""
+    run, x, _ = trained
+    ens = Ensemble.load(run)
+    n = -(-20_000 // ens.T)
+    npz = tmp_path / "many.npz"
+    np.savez(npz, x=np.resize(x, (n, *x.shape[1:])))
+    r = runner.invoke(app, ["predict", str(run), str(npz)])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(r.stdout.splitlines()))
+    assert len(rows) == n and rows[0]["index"] == "0"
+    assert f"predict {ens.T} classifiers x {n} inputs" in r.stderr
+    assert f"{ens.T}/{ens.T}" in r.stderr and "models/s" not in r.stdout
+
+
 def test_npz_idx_and_csv_inputs(tmp_path, trained, mnist_dir):
     run, x, y = trained
     want = _rows(run / runs.CERTIFICATES)

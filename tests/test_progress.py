@@ -64,7 +64,7 @@ def test_rich_progress_counts_from_a_resumed_start(monkeypatch):
     now = [100.0]
     monkeypatch.setattr(prog.time, "monotonic", lambda: now[0])
     console = Console(record=True, width=120, force_terminal=False)
-    monkeypatch.setattr("rich.progress.get_console", lambda: console)
+    monkeypatch.setattr(prog, "_console", lambda: console)
     with rich_progress(100, 60, "run") as advance:
         now[0] = 110.0
         advance(20)  # 20 in 10 s: 2/s, 20 left: 10 s

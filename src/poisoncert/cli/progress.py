@@ -2,7 +2,9 @@
 
 The rate is the work done since the bar started divided by the time since then (so bursts of
 finished chunks, as from workers or Ray, do not inflate it), and the ETA is the work left at
-that rate; before the first unit of work is done both show ``--``.
+that rate; before the first unit of work is done both show ``--``. The bar is drawn on stderr,
+so that a command's output on stdout (``predict``'s rows) stays clean when piped; where stderr
+is no terminal (a log file), rich writes the bar's last state once, on one line.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ def _clock(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _console():
+    """stderr: a terminal as it is, anything else (a log) wide enough for one unwrapped line."""
+    from rich.console import Console
+
+    con = Console(stderr=True)
+    return con if con.is_terminal else Console(stderr=True, width=200)
+
+
 @contextmanager
 def rich_progress(total: int, completed: int, label: str, *, unit: str = "models"
                   ) -> Iterator[Callable[[int], None]]:
@@ -52,7 +62,7 @@ def rich_progress(total: int, completed: int, label: str, *, unit: str = "models
             return Text(f"{speed} {unit}/s {_clock(elapsed)} ETA {_clock(eta)}")
 
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=12),
-                   MofNCompleteColumn(), RateColumn())
+                   MofNCompleteColumn(), RateColumn(), console=_console())
     with bar:
         tid = bar.add_task(label, total=total, completed=completed)
         yield lambda k: bar.advance(tid, k)

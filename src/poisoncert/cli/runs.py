@@ -44,12 +44,12 @@ def parse_rhos(text: str | None, name: str = "--rhos", where: str = "certify") -
 
 
 def _console():
-    """A terminal's own width (rich wraps the long lines at words); 110 columns otherwise
-    (a pipe or a log file)."""
+    """A terminal's own width (rich wraps the long lines at words); otherwise (a pipe or a
+    log file) tables 110 columns wide at most and lines whole, unwrapped."""
     from rich.console import Console
 
     con = Console()
-    return con if con.is_terminal else Console(width=110)
+    return con if con.is_terminal else Console(width=110, soft_wrap=True)
 
 
 def train(

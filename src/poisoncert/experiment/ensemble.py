@@ -44,6 +44,7 @@ from poisoncert.experiment.ensemble_record import (
     write_ensemble_record,
 )
 from poisoncert.experiment.inputform import InputForm, describe_array, input_form
+from poisoncert.experiment.train import progress_display
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import majority_vote, votes_from_predictions
 
@@ -172,14 +173,27 @@ class Ensemble:
         step = max(1, BLOCK // t.eval_batch_size) * t.eval_batch_size
         blocks = [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
         out = np.empty((self.T, n), dtype=np.int16)
-        display = progress or _no_display
+        display = progress_display(progress, "Ensemble")
         label = f"predict {self.T} classifiers x {n} inputs"
-        with display(self.T * len(blocks), 0, label) as advance:
+        with display(self.T, 0, label) as advance:
+            # the display counts classifiers through every input: one classifier through a
+            # block of m inputs is m / n of one; whole ones are reported as they add up
+            done = [0, 0]  # classifier-inputs predicted, classifiers reported
+
+            def through(m: int):
+                def adv(k: int) -> None:
+                    done[0] += k * m
+                    whole = done[0] // n
+                    if whole > done[1]:
+                        advance(whole - done[1])
+                        done[1] = whole
+                return adv
+
             for a, b in blocks:
                 out[:, a:b] = training.predict(
                     t, self.state_dicts, xs[a:b], input_shape=self.input_shape,
                     n_classes=self.n_classes, device=self.device,
-                    path=self.path, progress=advance)
+                    path=self.path, progress=through(b - a))
         return out
 
     def votes(self, x, *, progress: ProgressDisplay | None = None,
@@ -191,8 +205,9 @@ class Ensemble:
 
     def predict(self, x, *, progress: ProgressDisplay | None = None,
                 preprocessed: bool = False) -> np.ndarray:
-        """The majority vote (class indices, ties to the smaller index): the ensemble's
-        prediction, certified or not (``certify`` says which are)."""
+        """The majority vote (class indices, ties to the smaller index; ``decode`` gives the
+        data set's class ids): the ensemble's prediction, certified or not (``certify`` says
+        which are)."""
         return majority_vote(self.votes(x, progress=progress, preprocessed=preprocessed))
 
     def certify(self, x, *, alpha: float | None = None, model: str | None = None,
@@ -281,12 +296,6 @@ class Ensemble:
 
 def _is_int(v) -> bool:
     return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-
-
-def _no_display(total: int, completed: int, label: str):
-    from contextlib import nullcontext
-
-    return nullcontext(lambda k: None)
 
 
 def _check_device(device) -> str:

@@ -176,6 +176,23 @@ def _no_display(total: int, completed: int, label: str) -> Iterator[Callable[[in
     yield lambda k: None
 
 
+def progress_display(progress, where: str) -> ProgressDisplay:
+    """The display a ``progress`` argument asks for: None or False, none; True, the rich bar
+    of the command line (``poisoncert.cli.progress.rich_progress``, on stderr); otherwise a
+    ``ProgressDisplay`` of the caller's."""
+    if progress is None or progress is False:
+        return _no_display
+    if progress is True:
+        from poisoncert.cli.progress import rich_progress
+
+        return rich_progress
+    if not callable(progress):
+        raise param_error("progress", where, "None, False, True (a progress bar) or a "
+                          "progress display such as poisoncert.cli.progress.rich_progress",
+                          progress)
+    return progress
+
+
 class _ProgressRelay:
     """Progress of a run's chunks as groups finish, here or in workers: ``report(chunk_id,
     k)`` counts ``k`` more classifiers of a chunk (ignored once the chunk is done: a worker's
@@ -223,12 +240,11 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     with the same config is resumed: chunks whose file exists are skipped, and the
     predictions are bit-identical to those of an uninterrupted run. ``executor`` defaults to
     ``LocalExecutor(config.execution.workers)`` (at most the usable CPUs,
-    ``executors.check_workers``); ``progress`` is a ``ProgressDisplay`` (None or False: none).
+    ``executors.check_workers``); ``progress`` is a ``ProgressDisplay`` (None or False: none;
+    True: the command line's bar, ``progress_display``).
     """
     t0 = time.perf_counter()
-    if progress is not None and progress is not False and not callable(progress):
-        raise param_error("progress", "train_run", "None or a progress display "
-                          "(poisoncert.cli.progress.rich_progress)", progress)
+    progress = None if progress in (None, False) else progress_display(progress, "train_run")
     cfg = _config(config)
     if executor is None:
         executor = LocalExecutor(check_workers(cfg.execution.workers, "training.workers",
