@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -383,9 +384,25 @@ def test_inputs_of_the_wrong_form_are_one_clear_error(tmp_path, trained):
     empty.mkdir()
     cases["empty"] = (empty, ["no PNG or JPEG"])
     cases["missing"] = (tmp_path / "nope.npz", ["no such file"])
+    junk = tmp_path / "junk.npz"
+    junk.write_text("not an archive")
+    cases["not npz"] = (junk, ["junk.npz: not a .npz archive"])
+    npz = tmp_path / "indices.npz"
+    np.savez(npz, x=x, y=(x[:, 0, 0] > 300).astype(np.int64))  # 0s: indices for ids 1, 7
+    cases["y indices"] = (npz, ["indices.npz: its 'y' must hold the run's class ids (1, 7)",
+                                "not class indices", "it holds 0"])
     for name, (path, words) in cases.items():
         _one_error_line(runner.invoke(app, ["predict", str(run), str(path)]), *words)
         assert name
+    # in Python: the array as given, and every shape the run takes
+    ens = Ensemble.load(run)
+    every = re.escape("shape (n, 1, 28, 28), (n, 28, 28), (n, 28, 28, 1) or (n, 784). Got ")
+    for bad, got in ((x.astype(np.float32) / 255, rf"'float32 values 0\.0\.\.[0-9.]+, shape "
+                                                  rf"\({len(x)}, 28, 28\)' instead\.$"),
+                     (x[:, :27], rf"'uint8 values [0-9]+\.\.[0-9]+, shape \({len(x)}, 27, 28\)' "
+                                 r"instead\.$")):
+        with pytest.raises(ValueError, match=every + got):
+            ens.certify(bad)
 
 
 def test_runs_without_weights_say_why(tmp_path, mnist_dir):

@@ -62,7 +62,7 @@ def predict(
             note = ens.verification.get("note", "")
             typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
         data = read_inputs(inputs, ens.form)
-        labels = None if data.y is None else ens.encode(data.y)
+        labels = None if data.y is None else _labels(ens, data.y, inputs)
         big = not quiet and len(data.x) * ens.T >= 20_000
         base = ens.base_predictions(data.x, progress=rich_progress if big else None)
         votes = votes_from_predictions(base, ens.n_classes)
@@ -122,3 +122,18 @@ def _print_summary(summary: dict, *, err: bool, as_json: bool) -> None:
                  + ", ".join(f"{c}: {k}" for c, k in s["predicted"].items()))
     for line in lines:
         typer.echo(line, err=err)
+
+
+def _labels(ens, y, inputs: Path):
+    """Class indices of the inputs' ``y``; ids the run does not have are one line naming
+    the file (the library's message names ``Ensemble``'s parameter)."""
+    import numpy as np
+
+    try:
+        return ens.encode(y)
+    except ValueError:
+        ids = set(np.asarray(ens.classes).tolist())
+        bad = next(v for v in np.asarray(y).tolist() if v not in ids)
+        raise ValueError(f"{inputs}: its 'y' must hold the run's class ids "
+                         f"({', '.join(map(str, sorted(ids)))}), the data set's own labels, "
+                         f"not class indices; it holds {bad}.") from None

@@ -36,12 +36,18 @@ class InputForm:
     deskew: bool
 
     def describe(self) -> str:
+        """The values and every shape ``arrange`` takes: ``"uint8 pixels 0-255, shape (n, 1,
+        28, 28), (n, 28, 28), (n, 28, 28, 1) or (n, 784)"``."""
         what = {"uint8": "uint8 pixels 0-255", "integer": f"integers 0-{self.scale:g}",
                 "bool": "booleans", "unit": "floats in [0, 1]"}[self.kind]
-        return f"{what}, shape (n, {', '.join(map(str, self.shape))})" + (
-            f" or (n, {', '.join(map(str, self.shape[1:]))})" if self._gray else "") + (
-            f" or (n, {self.shape[1]}, {self.shape[2]}, {self.shape[0]})"
-            if len(self.shape) == 3 and not self._gray else "")
+        shapes = [self.shape]
+        if len(self.shape) == 3:
+            c, h, w = self.shape
+            shapes += [(h, w)] if self._gray else []
+            shapes += [(h, w, c), (c * h * w,)]
+        text = [f"(n, {', '.join(map(str, s))})" for s in shapes]
+        return f"{what}, shape " + (text[0] if len(text) == 1 else
+                                    f"{', '.join(text[:-1])} or {text[-1]}")
 
     @property
     def _gray(self) -> bool:
@@ -60,7 +66,7 @@ class InputForm:
         """``x`` as ``(n, *shape)`` in its raw dtype (no scaling): checks the dtype, the
         values and the shape; ``(n, H, W)`` for one channel and channels-last ``(n, H, W,
         C)`` images (as image files hold them) are rearranged."""
-        arr = np.asarray(x)
+        given = arr = np.asarray(x)
         shape = self.shape
         if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
             pass
@@ -71,7 +77,7 @@ class InputForm:
         elif len(shape) == 3 and arr.ndim == 2 and arr.shape[1] == math.prod(shape):
             arr = arr.reshape(len(arr), *shape)  # flat rows (a CSV of pixels)
         else:
-            raise param_error("x", where, self.describe(), describe_array(arr))
+            raise param_error("x", where, self.describe(), describe_array(given))
         kind = arr.dtype.kind
         if self.kind == "uint8":
             ok = arr.dtype == np.uint8 or (kind in "iu" and _within(arr, 0, 255))
@@ -83,7 +89,7 @@ class InputForm:
         else:
             ok = kind == "f" and _within(arr, 0.0, 1.0)
         if not ok:
-            raise param_error("x", where, self.describe(), describe_array(arr))
+            raise param_error("x", where, self.describe(), describe_array(given))
         return arr
 
     def preprocess(self, x, where: str = "Ensemble") -> np.ndarray:

@@ -69,6 +69,9 @@ def read_inputs(path: str | Path, form: InputForm) -> Inputs:
 
 
 def _read_npz(path: Path) -> Inputs:
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try it as a pickle
+        raise _error(path, "not a .npz archive (a zip of .npy arrays, as numpy.savez writes "
+                     "it).")
     try:
         with np.load(path, allow_pickle=False) as z:
             if not hasattr(z, "files") or "x" not in z.files:
