@@ -109,7 +109,7 @@ def _module_file(name: str, ref: str) -> str | None:
         if attempt or cwd in sys.path or "" in sys.path:
             break
         sys.path.insert(0, cwd)
-    raise _import_error(ref, ModuleNotFoundError(f"No module named {name!r}"))
+    raise _import_error(ref, ModuleNotFoundError(f"No module named {name!r}"), where=True)
 
 
 def _import(name: str, ref: str):
@@ -120,13 +120,13 @@ def _import(name: str, ref: str):
             raise _import_error(ref, e) from None  # the user's module lacks one of its imports
         cwd = os.getcwd()
         if cwd in sys.path or "" in sys.path:
-            raise _import_error(ref, e) from None
+            raise _import_error(ref, e, where=True) from None
     sys.path.insert(0, cwd)  # as ``python -m`` does; kept, so worker processes inherit it
     try:
         return _import_module(name, ref)
     except ModuleNotFoundError as e:
         sys.path.remove(cwd)
-        raise _import_error(ref, e) from None
+        raise _import_error(ref, e, where=True) from None
 
 
 def _import_module(name: str, ref: str):
@@ -139,6 +139,11 @@ def _import_module(name: str, ref: str):
                           f"module imports ({type(e).__name__}: {e})", ref) from e
 
 
-def _import_error(ref: str, e: ModuleNotFoundError) -> ValueError:
+def _import_error(ref: str, e: ModuleNotFoundError, where: bool = False) -> ValueError:
+    """``where``: the module itself was not found, so say where it is looked for."""
+    hint = (f"; working directory {os.getcwd()}: run the command from the folder the run "
+            "was trained in, or add the folder holding the module's package to PYTHONPATH"
+            ) if where else ""
     return param_error("training.model", "the config", "'package.module:factory' with a "
-                       f"module importable from sys.path or the working directory ({e})", ref)
+                       f"module importable from sys.path or the working directory ({e}{hint})",
+                       ref)
