@@ -92,6 +92,7 @@ def test_ns_range_message(cancer):
     (dict(p=1.5, scheme="binomial"), r"The 'p' parameter of .* must be a float in the range "
                                      r"\(0.0, 1.0\) or None. Got 1.5 instead."),
     (dict(scheme="bagging"), r"The 'scheme' parameter of .* must be a str among"),
+    # scikit-learn's own parameter check, which writes 2^53 out
     (dict(n_estimators=0), r"The 'n_estimators' parameter of .* must be an int in the range "
                            r"\[1, 9007199254740992\]. Got 0 instead."),
     (dict(p=0.1), r"The 'p' parameter of CertifiedEnsembleClassifier must be None for "

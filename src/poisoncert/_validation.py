@@ -24,6 +24,7 @@ import numpy as np
 
 __all__ = [
     "INT_LIMIT",
+    "INT_LIMIT_TEXT",
     "check_choice",
     "check_int",
     "check_int_array",
@@ -38,6 +39,8 @@ __all__ = [
 #: counts, rho): every integer up to it is exact in float64, and sums of a few of them stay far
 #: inside int64.
 INT_LIMIT = 2**53
+#: How messages write ``INT_LIMIT`` (exactly; 9007199254740992 is harder to read).
+INT_LIMIT_TEXT = "2^53"
 
 
 def param_error(name: str, where: str, allowed: str, got: object) -> ValueError:
@@ -180,6 +183,8 @@ def check_choice(x, name: str, where: str, choices: Iterable[str],
 
 
 def _range_text(kind: str, low, high) -> str:
+    low, high = (INT_LIMIT_TEXT if v is not None and not isinstance(v, bool) and v == INT_LIMIT
+                 else v for v in (low, high))
     if low is not None and high is not None:
         return f"{kind} in the range [{low}, {high}]"
     if low is not None:

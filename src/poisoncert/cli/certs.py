@@ -17,7 +17,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from poisoncert._validation import INT_LIMIT, param_error
+from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, param_error
 
 __all__ = ["EXPECTED_ERRORS", "delta", "error_line", "library_errors", "radius", "register"]
 
@@ -104,7 +104,7 @@ def _parse_int_rows(text: str, name: str) -> np.ndarray:
     """``"990,10"`` -> ``[[990, 10]]``; rows separated by ``;`` (``"990,10;500,500"``).
 
     Every value must lie in ``[0, INT_LIMIT]`` (no 64-bit overflow downstream)."""
-    allowed = (f"comma-separated integers in the range [0, {INT_LIMIT}], rows separated by "
+    allowed = (f"comma-separated integers in the range [0, {INT_LIMIT_TEXT}], rows separated by "
                "';' (e.g. \"990,10\")")
     try:
         rows = [[int(v) for v in row.split(",")] for row in text.split(";") if row.strip()]

@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from poisoncert import bounds
-from poisoncert._validation import INT_LIMIT
+from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT
 from poisoncert.config.checks import WHERE, ConfigError, config_error
 from poisoncert.config.checks import choice as _choice
 from poisoncert.config.checks import first_out as _first_out
@@ -113,7 +113,7 @@ class DataConfig:
             _put(self, "name", name)
         if self.classes is not None and not _ints_ok(self.classes, 2):
             raise config_error("data.classes", "null or a list of at least two distinct "
-                               f"class labels in the range [0, {INT_LIMIT}]", self.classes)
+                               f"class labels in the range [0, {INT_LIMIT_TEXT}]", self.classes)
         _int(self.n_clean, "data.n_clean", low=0, high=INT_LIMIT)
         _real(self.clean_fraction, "data.clean_fraction", 0.0, 1.0, low_open=False)
         given = [k for k, v in (("n_clean", self.n_clean or None),
@@ -127,11 +127,11 @@ class DataConfig:
         poisoned = self.poisoned_classes
         if poisoned is not None and not _ints_ok(poisoned, 1):
             raise config_error("data.poisoned_classes", "null or a non-empty list of distinct "
-                               f"class labels in the range [0, {INT_LIMIT}]", poisoned)
+                               f"class labels in the range [0, {INT_LIMIT_TEXT}]", poisoned)
         clean = self.clean_indices
         if clean is not None and not _ints_ok(clean):
             raise config_error("data.clean_indices", "a list of distinct training-set indices "
-                               f"in the range [0, {INT_LIMIT}]", _first_out(clean))
+                               f"in the range [0, {INT_LIMIT_TEXT}]", _first_out(clean))
         _int(self.clean_seed, "data.clean_seed", low=0)
         _int(self.test_limit, "data.test_limit", low=1, high=INT_LIMIT)
         if self.edits is not None and (not isinstance(self.edits, str) or not self.edits.strip()):
@@ -324,7 +324,7 @@ class CertifyConfig:
                                     bounds.MODEL_ALIASES))
         if any(isinstance(rho, bool) or not isinstance(rho, int) or not 0 <= rho <= INT_LIMIT
                for rho in self.rhos):  # no int64 overflow later
-            raise config_error("certify.rhos", f"a list of ints in the range [0, {INT_LIMIT}]",
+            raise config_error("certify.rhos", f"a list of ints in the range [0, {INT_LIMIT_TEXT}]",
                                self.rhos)
         _put(self, "rhos", sorted(set(self.rhos)))
 

@@ -13,7 +13,14 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from poisoncert._validation import INT_LIMIT, check_choice, check_int, check_real, param_error
+from poisoncert._validation import (
+    INT_LIMIT,
+    INT_LIMIT_TEXT,
+    check_choice,
+    check_int,
+    check_real,
+    param_error,
+)
 from poisoncert.training.sklearn_learner import SKLEARN_LEARNERS
 from poisoncert.training.user_model import ModelRef, is_model_ref
 
@@ -183,7 +190,7 @@ class TrainConfig:
     #: What a key takes, in an error's words, where its type cannot say it (a config's loader
     #: uses it too).
     ALLOWED: ClassVar[dict[str, str]] = {
-        "subset_rows": f"null ('auto'), 'off' or an int in the range [1, {INT_LIMIT}]"}
+        "subset_rows": f"null ('auto'), 'off' or an int in the range [1, {INT_LIMIT_TEXT}]"}
 
     model: ModelSpec = "mlp"
     steps: int = 200
@@ -255,7 +262,7 @@ class TrainConfig:
                                             high=INT_LIMIT))
             except ValueError:
                 raise param_error(k + "group_size", w,
-                                  f"'auto' or an int in the range [1, {INT_LIMIT}]",
+                                  f"'auto' or an int in the range [1, {INT_LIMIT_TEXT}]",
                                   self.group_size) from None
         put("eval_batch_size", check_int(self.eval_batch_size, k + "eval_batch_size", w, low=1,
                                          high=INT_LIMIT))
@@ -270,7 +277,7 @@ class TrainConfig:
                                              high=INT_LIMIT))
             except ValueError:
                 allowed = self.ALLOWED["subset_rows"] if k else (  # a config / a library call
-                    f"None, 'off' or an int in the range [1, {INT_LIMIT}]")
+                    f"None, 'off' or an int in the range [1, {INT_LIMIT_TEXT}]")
                 raise param_error(k + "subset_rows", w, allowed, rows) from None
 
     @property
