@@ -354,6 +354,49 @@ def test_update_refuses_bad_input(tmp_path):
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
 
 
+def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
+    """``update --relabel`` / ``--add`` and ``attack --backdoor-label`` take what ``predict``
+    takes: the data set's class ids (here 8 and 3, class indices 0 and 1) and inputs as its
+    files hold them (digits: integers 0-16); the library's edits hold indices and [0, 1]."""
+    from sklearn.datasets import load_digits
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.experiment.edits import load_edits
+
+    runner = CliRunner()
+    run = tmp_path / "run"
+    train_run(_cfg(data__classes=[8, 3], training__steps=5), run)
+    X, y = load_digits(return_X_y=True)
+    keep = np.isin(y, [3, 8])
+    x_raw, y_ids = X[keep][:4].reshape(-1, 8, 8).astype(np.int64), y[keep][:4]
+    np.savez(tmp_path / "add.npz", x=x_raw, y=y_ids)
+    r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "u"),
+                            "--relabel", "5,6:3,8", "--add", str(tmp_path / "add.npz")])
+    assert r.exit_code == 0, r.output
+    e = load_edits(tmp_path / "u" / "edits.npz")
+    assert e.relabel_index.tolist() == [5, 6] and e.relabel_label.tolist() == [1, 0]
+    assert e.add_y.tolist() == [{8: 0, 3: 1}[v] for v in y_ids.tolist()]
+    np.testing.assert_array_equal(e.add_x, (x_raw[:, None] / np.float32(16)).astype(np.float32))
+    # indices for ids, and inputs not in the data set's form: one line each, nothing written
+    bad = {("--relabel", "5:1"): "must give class ids of the run (8, 3)",
+           ("--add", "float.npz"): "'x' array must be integers 0-16"}
+    np.savez(tmp_path / "float.npz", x=x_raw / 16.0, y=y_ids)
+    for (opt, value), words in bad.items():
+        value = str(tmp_path / value) if value.endswith(".npz") else value
+        r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "v"), opt, value])
+        assert r.exit_code == 1 and words in r.output and len(r.output.splitlines()) == 1, \
+            r.output
+    assert not (tmp_path / "v").exists()
+    r = runner.invoke(app, ["attack", str(run), "--attacks", "backdoor", "--budgets", "1",
+                            "--targets", "2", "--backdoor-label", "3", "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["totals"]["backdoor"] | {"patch": 0, "test_points": 0} == \
+        {"label": 1, "class": 3, "patch": 0, "test_points": 0}
+    r = runner.invoke(app, ["attack", str(run), "--backdoor-label", "0", "-q"])
+    assert r.exit_code == 1 and "'--backdoor-label' option must give class ids" in r.output
+
+
 # --------------------------------------------------------------------------------------------
 # attack
 

@@ -44,8 +44,9 @@ def attack(
     targets: Annotated[int, typer.Option(
         help="Correctly classified test points attacked by the targeted attacks.")] = 20,
     seed: Annotated[int, typer.Option(help="Seed of the targets and backdoor samples.")] = 0,
-    backdoor_label: Annotated[int, typer.Option(
-        help="The backdoor's target label (0 .. K-1).")] = 0,
+    backdoor_label: Annotated[int | None, typer.Option(
+        help="The backdoor's target class: the data set's class id (MNIST 1/7: 1 or 7; "
+             "default: the run's first class).")] = None,
     patch: Annotated[int, typer.Option(help="Side of the backdoor's square, pixels.")] = 3,
     copies: Annotated[int, typer.Option(
         help="Copies the insertion puts in each hash bucket it uses.")] = 1,
@@ -62,10 +63,13 @@ def attack(
     deterministic certificates) and the attack's success on the rest."""
     with library_errors():
         from poisoncert.experiment.attack import AttackSettings, attack_run
+        from poisoncert.experiment.update import RunTerms
 
+        label = 0 if backdoor_label is None else int(
+            RunTerms.of(run_dir).indices([backdoor_label], "--backdoor-label")[0])
         s = AttackSettings(attacks=tuple(a for a in attacks.split(",") if a.strip()),
                            budgets=tuple(_ints(budgets, "--budgets")), targets=targets,
-                           seed=seed, backdoor_label=backdoor_label, patch=patch,
+                           seed=seed, backdoor_label=label, patch=patch,
                            copies=copies, max_radius=max_radius)
         res = attack_run(run_dir, settings=s, out_dir=out,
                          log=None if quiet else (lambda t: typer.echo(t, err=True)))
@@ -113,10 +117,11 @@ def update(
     remove: Annotated[str | None, typer.Option(
         help="Training-set indices to remove: 3,17,42 or a .npy / text file.")] = None,
     relabel: Annotated[str | None, typer.Option(
-        help="IDS:LABELS, e.g. 3,17:0,1 (labels 0 .. K-1; one label for all or one each).")
-    ] = None,
+        help="IDS:LABELS, e.g. 3,17:1,7: training-set indices and the data set's class ids "
+             "(MNIST 1/7: 1 or 7), one label for all or one each.")] = None,
     add: Annotated[str | None, typer.Option(
-        help=".npz with x (floats in [0, 1] or uint8) and y (labels 0 .. K-1) to add.")] = None,
+        help=".npz of samples to add, as predict takes it: x as the data set's files hold "
+             "its inputs (uint8 pixels for MNIST) and y their class ids.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
     ] = False,
 ) -> None:
@@ -126,7 +131,7 @@ def update(
     with library_errors():
         from poisoncert.experiment.update import edits_from_options, update_run
 
-        res = update_run(run_dir, out, edits_from_options(remove, relabel, add))
+        res = update_run(run_dir, out, edits_from_options(remove, relabel, add, run_dir))
     if as_json:
         typer.echo(json.dumps({"run_dir": str(res.run_dir), "T": res.T,
                                "n_retrained": res.n_retrained,

@@ -248,6 +248,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
         evaluate = labels != s.backdoor_label
         backdoor_info = {"label": s.backdoor_label, "patch": s.patch,
                          "test_points": int(evaluate.sum())}
+        backdoor_info["class"] = int(data.summary.classes[s.backdoor_label])  # its id
         for r in s.budgets:
             e = builder.backdoor(r, s.backdoor_label, s.patch, order)
             if isinstance(backend, NNBackend):

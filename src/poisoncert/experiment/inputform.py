@@ -92,15 +92,20 @@ class InputForm:
             raise param_error("x", where, self.describe(), describe_array(given))
         return arr
 
-    def preprocess(self, x, where: str = "Ensemble") -> np.ndarray:
-        """Raw inputs -> float32 classifier inputs, as the data loader and ``split_data``
-        made the run's inputs (``to_unit_float32``, then ``deskew``)."""
+    def scaled(self, x, where: str = "Ensemble") -> np.ndarray:
+        """Raw inputs -> float32 inputs in [0, 1], as the data loader reads the data set's
+        files (``arrange``, then ``to_unit_float32``): ``preprocess`` before deskewing."""
         from poisoncert.data.loaders import to_unit_float32
 
         arr = self.arrange(x, where)
         if arr.dtype.kind == "b":
             arr = arr.astype(np.uint8)
-        out = to_unit_float32(arr, self.scale)
+        return to_unit_float32(arr, self.scale)
+
+    def preprocess(self, x, where: str = "Ensemble") -> np.ndarray:
+        """Raw inputs -> float32 classifier inputs, as the data loader and ``split_data``
+        made the run's inputs (``scaled``, then ``deskew``)."""
+        out = self.scaled(x, where)
         if self.deskew:
             from poisoncert.data.transforms import deskew
 

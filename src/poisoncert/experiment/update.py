@@ -25,8 +25,8 @@ from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
 from poisoncert.experiment.retrain import load_ensemble, retrain, variant
 from poisoncert.runs import RunDir, RunError
 
-__all__ = ["EDITS_FILE", "UpdateResult", "edits_from_options", "parse_ids", "parse_relabel",
-           "read_added", "update_run"]
+__all__ = ["EDITS_FILE", "RunTerms", "UpdateResult", "edits_from_options", "parse_ids",
+           "parse_relabel", "read_added", "update_run"]
 
 EDITS_FILE = runs.EDITS
 
@@ -185,10 +185,46 @@ def _ints(text: str, where: str) -> np.ndarray:
     return np.asarray(a, dtype=np.int64).reshape(-1)
 
 
-def parse_relabel(text: str) -> tuple[np.ndarray, np.ndarray]:
-    """``"IDS:LABELS"`` (``"3,17:0,1"``; one label for all or one per index) as arrays."""
+@dataclass(frozen=True)
+class RunTerms:
+    """How a user names a run's classes and inputs on the command line: ``classes`` (the
+    data set's class ids; class index ``k`` is ``classes[k]``) and ``form`` (the raw input
+    form, as the data set's files hold its inputs: ``InputForm``), as ``predict`` takes them."""
+
+    classes: tuple[int, ...]
+    form: object
+
+    @classmethod
+    def of(cls, run_dir: str | Path) -> RunTerms:
+        from poisoncert.experiment.inputform import input_form
+
+        rd = RunDir(run_dir)
+        data = rd.load_manifest().get("data") or {}
+        if "classes" not in data or "input_shape" not in data:
+            raise RunError(f"The manifest of '{rd.path}' does not give the data set's classes "
+                           "and input shape (data.classes, data.input_shape): is it a "
+                           "poisoncert run?")
+        return cls(tuple(int(c) for c in data["classes"]),
+                   input_form(rd.load_config(), data["input_shape"]))
+
+    def indices(self, ids, option: str) -> np.ndarray:
+        """Class indices of the class ids ``ids`` (each one of ``classes``)."""
+        ids = np.asarray(ids).reshape(-1)
+        where = {c: k for k, c in enumerate(self.classes)}
+        bad = [v for v in ids.tolist() if not isinstance(v, int) or v not in where]
+        if bad:
+            raise ValueError(f"The '{option}' option must give class ids of the run "
+                             f"({', '.join(map(str, self.classes))}), the data set's own "
+                             f"labels, not class indices. Got {bad[0]!r} instead.")
+        return np.array([where[v] for v in ids.tolist()], dtype=np.int64)
+
+
+def parse_relabel(text: str, terms: RunTerms | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``"IDS:LABELS"`` (``"3,17:1,7"``; one label for all or one per index) as arrays of
+    training-set indices and labels: with ``terms``, the labels are the data set's class ids,
+    returned as class indices; without, class indices as given."""
     if ":" not in text:
-        raise ValueError(f"The '--relabel' option must be IDS:LABELS (e.g. 3,17:0,1). Got "
+        raise ValueError(f"The '--relabel' option must be IDS:LABELS (e.g. 3,17:1,7). Got "
                          f"{text!r} instead.")
     ids_text, labels_text = text.split(":", 1)
     ids = _ints(ids_text, "--relabel")
@@ -198,33 +234,43 @@ def parse_relabel(text: str) -> tuple[np.ndarray, np.ndarray]:
     if len(labels) != len(ids):
         raise ValueError(f"The '--relabel' option must give one label, or one per index "
                          f"({len(ids)}). Got {len(labels)} labels instead.")
-    return ids, labels
+    return ids, (labels if terms is None else terms.indices(labels, "--relabel"))
 
 
-def read_added(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Samples to add from a ``.npz`` with ``x`` (floats in [0, 1], or uint8 scaled by 1/255)
-    and ``y`` (labels ``0..K-1``)."""
+def read_added(path: str | Path, terms: RunTerms) -> tuple[np.ndarray, np.ndarray]:
+    """Samples to add from a ``.npz`` as ``predict`` takes it: ``x`` as the data set's files
+    hold its inputs (``terms.form``: uint8 pixels 0-255 for MNIST and CIFAR-10, integers 0-16
+    for digits; ``(n, H, W)``, ``(n, C, H, W)``, channels-last or flat rows) and ``y`` the
+    data set's class ids; returned as float32 inputs in [0, 1] (the run's deskewing is
+    applied with the edits) and class indices."""
     try:
         with np.load(path, allow_pickle=False) as z:
             x, y = z["x"], z["y"]
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"The '--add' option must name a .npz holding 'x' and 'y'. Reading "
                          f"'{path}' failed: {e}.") from None
-    if x.dtype == np.uint8:
-        x = x.astype(np.float32) / np.float32(255)
-    if x.ndim == 3:
-        x = x[:, None]
-    return x.astype(np.float32), y.astype(np.int64)
+    if y.ndim != 1 or len(y) != len(x):
+        raise ValueError(f"The '--add' option's 'y' in '{path}' must hold one class id per "
+                         f"input of 'x' ({len(x)}). Got shape {y.shape} instead.")
+    try:
+        x = terms.form.scaled(x, where="--add")
+    except ValueError as e:
+        raise ValueError(f"{path}: {str(e).replace('parameter of --add', 'array')}") from None
+    return x, terms.indices(y, "--add")
 
 
-def edits_from_options(remove: str | None, relabel: str | None, add: str | None) -> Edits:
-    """``Edits`` from the command line's ``--remove``, ``--relabel`` and ``--add``."""
+def edits_from_options(remove: str | None, relabel: str | None, add: str | None,
+                       run_dir: str | Path) -> Edits:
+    """``Edits`` from the command line's ``--remove``, ``--relabel`` and ``--add`` for the run
+    in ``run_dir``, whose class ids the labels are and whose raw input form ``--add``'s
+    inputs have (``RunTerms``)."""
     kw = {}
+    terms = RunTerms.of(run_dir) if relabel or add else None
     if remove:
         kw["remove"] = parse_ids(remove)
     if relabel:
-        kw["relabel_index"], kw["relabel_label"] = parse_relabel(relabel)
+        kw["relabel_index"], kw["relabel_label"] = parse_relabel(relabel, terms)
     if add:
-        kw["add_x"], kw["add_y"] = read_added(add)
+        kw["add_x"], kw["add_y"] = read_added(add, terms)
     return Edits(**kw)
 
