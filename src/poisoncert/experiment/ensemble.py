@@ -23,8 +23,6 @@ certify``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +31,7 @@ from poisoncert import selection
 from poisoncert._validation import check_choice, named_as, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.certify import certify_votes
+from poisoncert.experiment.display import ProgressDisplay, progress_display
 from poisoncert.experiment.ensemble_record import (
     ENSEMBLE_FORMAT,
     ENSEMBLE_JSON,
@@ -44,16 +43,11 @@ from poisoncert.experiment.ensemble_record import (
     write_ensemble_record,
 )
 from poisoncert.experiment.inputform import InputForm, describe_array, input_form
-from poisoncert.experiment.train import progress_display
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import majority_vote, votes_from_predictions
 
 __all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMAT", "Ensemble", "InputForm",
            "describe_array", "input_form", "weights_metadata", "write_ensemble_record"]
-
-#: ``display(total, completed, label)`` -> context manager yielding ``advance(k)`` (the
-#: ``experiment.ProgressDisplay`` protocol; ``poisoncert.cli.progress.rich_progress``).
-ProgressDisplay = Callable[[int, int, str], AbstractContextManager[Callable[[int], None]]]
 
 #: Inputs per ``training.predict`` call (rounded to a multiple of ``eval_batch_size``, so
 #: the forward passes see exactly the batches of one call over all inputs).

@@ -12,18 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from poisoncert import runs, selection
-from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig, from_dict, load_config
 from poisoncert.executors import Executor, LocalExecutor, check_workers
 from poisoncert.experiment import learners
+from poisoncert.experiment.display import ProgressDisplay, no_display, progress_display
 from poisoncert.experiment.resources import check_run_memory
 from poisoncert.experiment.split import DataSplit, split_data, subset_plan
 from poisoncert.runs import RunDir, RunError
@@ -32,11 +31,6 @@ from poisoncert.votes import majority_vote
 
 __all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "TrainInterrupted",
            "resolved_config", "run_group_size", "run_subsets", "train_run"]
-
-#: A progress display: ``display(total, completed, label)`` is a context manager yielding
-#: ``advance(k)``, called as ``k`` more base classifiers are trained (``poisoncert.cli.
-#: progress.rich_progress`` draws a bar).
-ProgressDisplay = Callable[[int, int, str], AbstractContextManager[Callable[[int], None]]]
 
 PHASE2_JSON = "phase2.json"
 
@@ -171,26 +165,6 @@ def _config(config) -> ExperimentConfig:
     return load_config(config)
 
 
-@contextmanager
-def _no_display(total: int, completed: int, label: str) -> Iterator[Callable[[int], None]]:
-    yield lambda k: None
-
-
-def progress_display(progress, where: str) -> ProgressDisplay:
-    """The display a ``progress`` argument asks for: None or False, none; True, the rich bar
-    of the command line (``poisoncert.cli.progress.rich_progress``, on stderr); otherwise a
-    ``ProgressDisplay`` of the caller's."""
-    if progress is None or progress is False:
-        return _no_display
-    if progress is True:
-        from poisoncert.cli.progress import rich_progress
-
-        return rich_progress
-    if not callable(progress):
-        raise param_error("progress", where, "None, False, True (a progress bar) or a "
-                          "progress display such as poisoncert.cli.progress.rich_progress",
-                          progress)
-    return progress
 
 
 class _ProgressRelay:
@@ -310,7 +284,7 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
               if two_phase and (todo or not (rd / PHASE2_JSON).exists()) else None)
     learner = learners.make_learner(train_cfg, data, phase2) if todo else None
 
-    display = progress or _no_display
+    display = progress or no_display
     saved = done_models
     try:
         with display(T, done_models, f"{cfg.selection.scheme} T={T}") as advance:

@@ -1,0 +1,42 @@
+"""Progress displays of long library calls (training a run, predicting many inputs).
+
+A ``ProgressDisplay`` is ``display(total, completed, label)``, a context manager yielding
+``advance(k)``, called as ``k`` more base classifiers are done; ``poisoncert.cli.progress.
+rich_progress`` draws a bar. ``progress_display`` turns a call's ``progress`` argument into
+one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+
+from poisoncert._validation import param_error
+
+__all__ = ["ProgressDisplay", "no_display", "progress_display"]
+
+#: ``display(total, completed, label)`` -> context manager yielding ``advance(k)``.
+ProgressDisplay = Callable[[int, int, str], AbstractContextManager[Callable[[int], None]]]
+
+
+@contextmanager
+def no_display(total: int, completed: int, label: str) -> Iterator[Callable[[int], None]]:
+    """The display that shows nothing."""
+    yield lambda k: None
+
+
+def progress_display(progress, where: str) -> ProgressDisplay:
+    """The display a ``progress`` argument asks for: None or False, none; True, the rich bar
+    of the command line (``poisoncert.cli.progress.rich_progress``, on stderr); otherwise a
+    ``ProgressDisplay`` of the caller's."""
+    if progress is None or progress is False:
+        return no_display
+    if progress is True:
+        from poisoncert.cli.progress import rich_progress
+
+        return rich_progress
+    if not callable(progress):
+        raise param_error("progress", where, "None, False, True (a progress bar) or a "
+                          "progress display such as poisoncert.cli.progress.rich_progress",
+                          progress)
+    return progress
