@@ -471,3 +471,31 @@ def test_auto_is_fixed_by_the_number_of_classes():
     # old names keep working
     for m in ("bonferroni", "bonferroni_upper", "paper"):
         assert vote_bounds([[70, 30, 0]], alpha=0.01, method=m).method == m
+
+
+def test_the_papers_method_warns_where_it_is_not_valid():
+    """``method="paper"`` (Eq. 13-14) holds at level alpha only for two classes without
+    abstaining votes: anything else warns (it stays available to reproduce the paper)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vote_bounds(np.array([[900, 100]]), alpha=0.001, method="paper")  # valid: silent
+    for counts, T, words in ((np.array([[900, 60, 40]]), None, "with 3 classes"),
+                             (np.array([[900, 60]]), 1000, "with abstaining votes")):
+        with pytest.warns(UserWarning, match=f"method 'paper' .* valid only for two classes "
+                                             f"with no abstaining votes; {words}"):
+            vote_bounds(counts, alpha=0.001, method="paper", T=T)
+
+
+def test_the_command_line_prints_a_warning_as_one_line():
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "from poisoncert.cli import main; main()",
+                        "radius", "--scheme", "wr", "--n", "1000", "--ns", "10", "--counts",
+                        "900,60,40", "--method", "paper"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("warning: method 'paper'") and len(r.stderr.splitlines()) == 1
+    assert "radius" in r.stdout

@@ -13,6 +13,7 @@ certificate.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -357,6 +358,13 @@ def _vote_bounds(counts, *, alpha, method, T, labels, where: str) -> VoteBounds:
         upper = _cp_upper(counts, T_arr[:, None], beta)
         p2 = np.minimum(1.0 - p1, _max_other(upper, c1))
     elif method == "paper":
+        abstaining = bool(np.any(T_arr > counts.sum(axis=1)))
+        if C > 2 or abstaining:
+            warnings.warn(
+                f"method 'paper' (the seed paper's Eq. 13-14) is valid only for two classes "
+                f"with no abstaining votes; with {f'{C} classes' if C > 2 else 'abstaining votes'}"
+                " its bounds can fail more often than alpha ('auto' is valid for any number "
+                "of classes)", UserWarning, stacklevel=3)
         c1, c2 = _top_two(counts)
         p1 = _cp_lower(counts[rows, c1], T_arr, alpha / 2)
         if C < 2:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
+import warnings
 
 import typer
 
@@ -72,9 +73,12 @@ _unwrap_help(app)
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app. Expected library errors and command-line usage
     errors (a missing option, a value of the wrong type, an unknown command or option) become
-    one line ``error: <message>`` on stderr and exit code 1; ``--help`` exits 0. The process
+    one line ``error: <message>`` on stderr and exit code 1, a library warning one line
+    ``warning: <message>``; ``--help`` exits 0. The process
     keeps its freed memory (``threads.keep_heap``), as the engine's workers do."""
     keep_heap()
+    # a library warning (e.g. a method valid only for two classes) is one line on stderr
+    warnings.formatwarning = lambda message, *args, **kw: f"warning: {message}\n"
     try:
         code = app(args=argv, prog_name="poisoncert", standalone_mode=False)
     except typer.TyperException as exc:  # typer's usage errors (its click's ClickException)
