@@ -596,10 +596,13 @@ def test_resolution_order(isolated, monkeypatch):
     assert n_train() == 14
     shutil.rmtree(tmp / "shared")
     assert n_train() == 15
-    # An explicit data_dir that exists but lacks the files falls through to the next places;
-    # one that does not exist is an error (no silent fallback).
+    # An explicit data_dir is the only place searched: one that lacks the files or does not
+    # exist is an error, never a silent fallback to another copy.
     (tmp / "nothing-here").mkdir()
-    assert n_train(data_dir=tmp / "nothing-here") == 15
+    with pytest.raises(DatasetNotFoundError, match=r"^The data folder '.*nothing-here' "
+                                                   r"\(data_dir; CLI: --data.data_dir\) holds "
+                                                   r"no MNIST files: .* only place searched"):
+        n_train(data_dir=tmp / "nothing-here")
     with pytest.raises(DatasetNotFoundError, match=r"The data folder '.*no-such' \(data_dir; "
                                                    r"CLI: --data.data_dir\) does not exist"):
         n_train(data_dir=tmp / "no-such")
@@ -647,16 +650,26 @@ def test_debian_fashion_mnist_layout(isolated, monkeypatch):
 
 
 def test_not_found_lists_places_and_how_to_fix(isolated):
-    (isolated / "given").mkdir()
     with pytest.raises(DatasetNotFoundError) as info:
-        load_dataset("mnist", data_dir=isolated / "given")
+        load_dataset("mnist")
     msg = str(info.value)
     assert isinstance(info.value, FileNotFoundError)
-    for expected in [str(isolated / "given"), "the data_dir argument", "./data",
-                     str(isolated / "xdg-cache" / "poisoncert"), "POISONCERT_DATA is not set",
+    for expected in ["./data", str(isolated / "xdg-cache" / "poisoncert"),
+                     "no data_dir was given", "POISONCERT_DATA is not set",
                      "train-images-idx3-ubyte[.gz]", "mnist/", "download=True",
                      "--data.data_dir", "--data.download true"]:
         assert expected in msg, expected
+    # a named data_dir is the only place searched, and the message says so
+    (isolated / "given").mkdir()
+    write_idx_set(isolated / "cwd" / "data" / "mnist")  # a copy elsewhere is not read
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_dataset("mnist", data_dir=isolated / "given")
+    msg = str(info.value)
+    for expected in [f"'{isolated / 'given'}' (data_dir; CLI: --data.data_dir) holds no MNIST",
+                     "train-images-idx3-ubyte[.gz]", "mnist/", "only place searched",
+                     "--data.download true", str(isolated / "given" / "mnist")]:
+        assert expected in msg, expected
+    assert "./data" not in msg and "POISONCERT_DATA" not in msg
 
 
 def test_not_found_mentions_incomplete_folders(isolated):

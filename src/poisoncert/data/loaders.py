@@ -56,11 +56,11 @@ def load_dataset(name: str, *, data_dir=None, classes=None, download: bool = Fal
         (nor to ``"digits"``) and are refused, ``verify`` is ignored (its SHA-256 is recorded
         in ``source``). Labels are class ids in ``[0, MAX_CLASS_ID]``.
     data_dir
-        A folder searched first; one that does not exist is an error (with ``download``:
-        the folder the files are downloaded into, and nothing else is searched). See
-        :mod:`poisoncert.data.paths` for the full search order:
-        ``data_dir``, ``$POISONCERT_DATA``, ``./data``, ``shared/data`` above the working
-        directory or the package, ``~/.cache/poisoncert``, Debian's ``/usr/share/datasets``).
+        The only folder searched when given: one that does not exist or lacks the files is an
+        error (with ``download``: the folder the files are downloaded into), never a fallback
+        to another copy. Without it (see :mod:`poisoncert.data.paths`) the search order is
+        ``$POISONCERT_DATA``, ``./data``, ``shared/data`` above the working directory or the
+        package, ``~/.cache/poisoncert``, Debian's ``/usr/share/datasets``.
     classes
         Original class ids to keep, e.g. ``(1, 7)``; label ``k`` of the result is
         ``classes[k]``, in the order given. Default: all classes (``(1, 7)`` for mnist17).
@@ -113,7 +113,10 @@ def load_dataset(name: str, *, data_dir=None, classes=None, download: bool = Fal
             f"folder holding the {spec.title} files (or a new one with download=True, CLI: "
             "--data.download true, to fetch them into it), or leave data_dir out to search "
             "the usual places.")
-    # A named folder that does not exist yet is the download target: nothing else is searched.
+    # A named folder is the only place searched (and the download target when it does not
+    # exist yet): a copy elsewhere is never read in its place.
+    if data_dir is not None:
+        roots = roots[:1]
     located, partial = (None, []) if named_missing else locate(spec, roots)
     if located is None:
         if not download:
@@ -189,6 +192,16 @@ def _not_found(spec: DatasetSpec, roots, partial, data_dir) -> DatasetNotFoundEr
     else:
         files = ", ".join(k.name + "[.gz]" for k in spec.files.values())
     subs = ", ".join(f"{s}/" for s in spec.subfolders)
+    if data_dir is not None:  # the one place searched
+        folder = Path(data_dir).expanduser()
+        lines = [f"The data folder '{folder}' (data_dir; CLI: --data.data_dir) holds no "
+                 f"{spec.title} files: looked for {files} in a subfolder {subs} or directly in "
+                 "it (a named data_dir is the only place searched)."]
+        lines += [f"  incomplete: {p}" for p in partial]
+        lines.append(f"Put the files there, pass download=True (CLI: --data.download true) to "
+                     f"fetch them into {download_dir(spec, data_dir)}, or leave data_dir out to "
+                     "search the usual places.")
+        return DatasetNotFoundError("\n".join(lines))
     lines = [
         f"{spec.title} files not found. Looked for {files} in each of these places (in a "
         f"subfolder {subs} or directly in it), in this order:"
