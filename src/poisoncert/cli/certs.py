@@ -256,7 +256,8 @@ def delta(
     ns: Annotated[int | None, typer.Option("--ns", help="Selection size.")] = None,
     model: Annotated[str, typer.Option(help="Poisoning model P1 ... P6.")] = "P6",
     steps: Annotated[int, typer.Option(
-        help=f"Rows of the table (rho values) per setting, 1 to {MAX_STEPS:,}.")] = 10,
+        help=f"Steps from rho = 0 to the largest rho, 1 to {MAX_STEPS:,} (the table has "
+             "steps + 1 rows per setting).")] = 10,
     out: Annotated[Path | None, typer.Option(
         help="Write the figure (the paper's Figure 2) as a PNG here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
