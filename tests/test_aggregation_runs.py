@@ -374,6 +374,7 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
     r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "u"),
                             "--relabel", "5,6:3,8", "--add", str(tmp_path / "add.npz")])
     assert r.exit_code == 0, r.output
+    assert "retrain " in r.stderr and "Retrained" in r.stdout  # the bar, on stderr
     e = load_edits(tmp_path / "u" / "edits.npz")
     assert e.relabel_index.tolist() == [5, 6] and e.relabel_label.tolist() == [1, 0]
     assert e.add_y.tolist() == [{8: 0, 3: 1}[v] for v in y_ids.tolist()]
@@ -388,6 +389,11 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
         assert r.exit_code == 1 and words in r.output and len(r.output.splitlines()) == 1, \
             r.output
     assert not (tmp_path / "v").exists()
+    for args, words in ((["--out", str(tmp_path / "v")], "update needs a change: give --remove"),
+                        (["--out", str(tmp_path / "u"), "--remove", "1"],
+                         "(out_dir; CLI: --out) exists and is not empty")):
+        r = runner.invoke(app, ["update", str(run), *args])
+        assert r.exit_code == 1 and words in r.output, r.output
     r = runner.invoke(app, ["attack", str(run), "--attacks", "backdoor", "--budgets", "1",
                             "--targets", "2", "--backdoor-label", "3", "--json", "-q"])
     assert r.exit_code == 0, r.output

@@ -115,7 +115,8 @@ def update(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by train.")],
     out: Annotated[Path, typer.Option(help="The new run directory (empty or new).")],
     remove: Annotated[str | None, typer.Option(
-        help="Training-set indices to remove: 3,17,42 or a .npy / text file.")] = None,
+        help="Training-set indices to remove: 3,17,42 or a .npy / text file (rows of the "
+             "run's training set: after the run's own earlier updates).")] = None,
     relabel: Annotated[str | None, typer.Option(
         help="IDS:LABELS, e.g. 3,17:1,7: training-set indices and the data set's class ids "
              "(MNIST 1/7: 1 or 7), one label for all or one each.")] = None,
@@ -129,9 +130,14 @@ def update(
     samples, retraining only the base classifiers whose training samples changed; its
     predictions equal training the changed set from scratch."""
     with library_errors():
+        from poisoncert.cli.progress import rich_progress
         from poisoncert.experiment.update import edits_from_options, update_run
 
-        res = update_run(run_dir, out, edits_from_options(remove, relabel, add, run_dir))
+        if not (remove or relabel or add):
+            raise ValueError("update needs a change: give --remove, --relabel or --add "
+                             "(see 'poisoncert update --help').")
+        res = update_run(run_dir, out, edits_from_options(remove, relabel, add, run_dir),
+                         progress=None if as_json else rich_progress)
     if as_json:
         typer.echo(json.dumps({"run_dir": str(res.run_dir), "T": res.T,
                                "n_retrained": res.n_retrained,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import runs
+from poisoncert.experiment.display import progress_display
 from poisoncert.experiment.edits import Edits, apply_edits, load_edits
 from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
 from poisoncert.experiment.retrain import load_ensemble, retrain, variant
@@ -59,15 +60,17 @@ def _original_size(cfg, data) -> int:
 def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
                progress=None) -> UpdateResult:
     """Write ``out_dir``: the run of ``run_dir`` after ``edits`` (indices refer to the run's
-    training set, as its config loads it). ``out_dir`` must be empty or new. Returns the
-    classifiers retrained."""
+    training set, as its config loads it: after the run's own earlier edits, if any).
+    ``out_dir`` must be empty or new. ``progress``: a display of the retraining (as
+    ``train_run``'s: None, True or a ``ProgressDisplay``). Returns the classifiers
+    retrained."""
     t0 = time.perf_counter()
     src = RunDir(run_dir)
     out = RunDir(out_dir)
     runs.check_writable(out.path)
     if out.path.exists() and any(out.path.iterdir()):
-        raise RunError(f"The run directory '{out.path}' exists and is not empty. Use an empty "
-                       "or new folder.")
+        raise RunError(f"The new run's folder '{out.path}' (out_dir; CLI: --out) exists and is "
+                       "not empty. Use an empty or new folder.")
     if out.path.resolve() == src.path.resolve():
         raise RunError("The updated run needs its own folder (--out), not the run's.")
     ens = load_ensemble(src.path)
@@ -84,7 +87,9 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     store_ranks = cfg.run.store_ranks
     # a run trained before weights were kept by default has none to copy
     keep_weights = cfg.keeps_weights and src.weights_dir.is_dir()
-    res = retrain(ens, [v], ranks=store_ranks, weights=keep_weights, progress=progress)[0]
+    display = progress_display(progress, "update_run")
+    with display(len(v.changed), 0, f"retrain {len(v.changed)} of {ens.T}") as advance:
+        res = retrain(ens, [v], ranks=store_ranks, weights=keep_weights, progress=advance)[0]
     train_seconds = time.perf_counter() - t1
 
     # the new run: config with the composed edits, then its files
