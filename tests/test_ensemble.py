@@ -453,6 +453,12 @@ def test_digits_run_with_deskew_and_partition(tmp_path):
         assert type(cert) is type(want)
         with pytest.raises(ValueError, match="integers 0-16"):
             ens.certify(raw / 16)
+        if name == "dpa":  # statistics a deterministic certificate would ignore: refused
+            for kw in (dict(alpha=0.01), dict(method="pairwise")):
+                with pytest.raises(ValueError, match=r"^The '(alpha|method)' parameter of "
+                                   r"Ensemble.certify must be left out for a partition \(DPA\) "
+                                   "run, whose certificate is deterministic"):
+                    ens.certify(raw[:2], **kw)
 
 
 def _shared_data() -> Path | None:

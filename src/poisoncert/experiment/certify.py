@@ -61,6 +61,16 @@ class CertifyResult(tuple):
         return self[1]
 
 
+def refuse_statistics(scheme: str, alpha, method, where: str) -> None:
+    """``alpha`` and ``method`` (the vote bounds' statistics) given for a run whose certificate
+    is deterministic (``DETERMINISTIC``) are an error: they would be ignored."""
+    if scheme in DETERMINISTIC and (alpha, method) != (None, None):
+        name, value = ("alpha", alpha) if alpha is not None else ("method", method)
+        what = "partition (DPA)" if scheme == selection.PARTITION else scheme
+        raise param_error(name, where, f"left out for a {what} run, whose certificate is "
+                          "deterministic", value)
+
+
 def _manifest_data(rd: RunDir) -> dict:
     """The manifest's ``data`` entry (``experiment.split.DataSummary.manifest``)."""
     data = rd.load_manifest().get("data") or {}
@@ -101,12 +111,7 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
 def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: bool,
                     aggregation: str | None) -> CertifyResult:
     cfg = rd.load_config()
-    if cfg.selection.scheme in DETERMINISTIC and (alpha, method) != (None, None):
-        name, value = ("alpha", alpha) if alpha is not None else ("method", method)
-        what = ("partition (DPA)" if cfg.selection.scheme == selection.PARTITION
-                else cfg.selection.scheme)
-        raise param_error(name, "certify", f"left out for a {what} run, whose certificate is "
-                          "deterministic", value)
+    refuse_statistics(cfg.selection.scheme, alpha, method, "certify")
     checked = rd.verify() if verify else {
         "verified": None, "note": "not verified (--no-verify): the run's files were not "
                                   "checked against its manifest"}

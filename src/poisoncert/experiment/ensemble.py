@@ -30,7 +30,7 @@ import numpy as np
 from poisoncert import selection
 from poisoncert._validation import check_choice, named_as, param_error
 from poisoncert.config import ExperimentConfig
-from poisoncert.experiment.certify import certify_votes
+from poisoncert.experiment.certify import certify_votes, refuse_statistics
 from poisoncert.experiment.display import ProgressDisplay, progress_display
 from poisoncert.experiment.ensemble_record import (
     ENSEMBLE_FORMAT,
@@ -255,6 +255,7 @@ class Ensemble:
     def _settings(self, alpha, method, model, where: str):
         """The run's ``certify`` section with the options given (an error names the option
         as ``where``'s parameter, not the config's key)."""
+        refuse_statistics(self.scheme, alpha, method, where)
         options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
                    if v is not None}
         with named_as(where, certify__alpha="alpha", certify__method="method",
