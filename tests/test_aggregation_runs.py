@@ -403,6 +403,32 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
     assert r.exit_code == 1 and "'--backdoor-label' option must give class ids" in r.output
 
 
+def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
+    """An interrupt while classifiers retrain: one line, exit code 130, and no new run."""
+    from typer.testing import CliRunner
+
+    import poisoncert.experiment.attack as attack_mod
+    import poisoncert.experiment.update as update_mod
+    from poisoncert.cli import app
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    monkeypatch.setattr(update_mod, "retrain", stop)
+    runner = CliRunner()
+    r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "u"), "--remove", "1"])
+    assert r.exit_code == 130 and r.stderr.splitlines()[-1].startswith(
+        "interrupted: no new run was written")
+    assert not (tmp_path / "u").exists()
+    monkeypatch.setattr(attack_mod, "attack_run", stop)
+    r = runner.invoke(app, ["attack", str(run), "--budgets", "1", "-q"])
+    assert r.exit_code == 130, r.output
+    assert r.stderr == "interrupted: the attack stopped; its result files are written only " \
+                       "when it finishes.\n"
+
+
 # --------------------------------------------------------------------------------------------
 # attack
 

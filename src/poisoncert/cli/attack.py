@@ -71,8 +71,13 @@ def attack(
                            budgets=tuple(_ints(budgets, "--budgets")), targets=targets,
                            seed=seed, backdoor_label=label, patch=patch,
                            copies=copies, max_radius=max_radius)
-        res = attack_run(run_dir, settings=s, out_dir=out,
-                         log=None if quiet else (lambda t: typer.echo(t, err=True)))
+        try:
+            res = attack_run(run_dir, settings=s, out_dir=out,
+                             log=None if quiet else (lambda t: typer.echo(t, err=True)))
+        except KeyboardInterrupt:
+            typer.echo("interrupted: the attack stopped; its result files are written only "
+                       "when it finishes.", err=True)
+            raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps({"summary": res.summary, "totals": res.totals,
                                "files": {k: str(v) for k, v in res.paths.items()},
@@ -136,8 +141,15 @@ def update(
         if not (remove or relabel or add):
             raise ValueError("update needs a change: give --remove, --relabel or --add "
                              "(see 'poisoncert update --help').")
-        res = update_run(run_dir, out, edits_from_options(remove, relabel, add, run_dir),
-                         progress=None if as_json else rich_progress)
+        edits = edits_from_options(remove, relabel, add, run_dir)
+        try:
+            res = update_run(run_dir, out, edits, progress=None if as_json else rich_progress)
+        except KeyboardInterrupt:
+            left = (f"'{out}' holds an incomplete run: delete it, then run the same command "
+                    "again" if out.exists() else "no new run was written (it is written once "
+                    "every changed classifier is retrained); the same command starts over")
+            typer.echo(f"interrupted: {left}.", err=True)
+            raise typer.Exit(130) from None
     if as_json:
         typer.echo(json.dumps({"run_dir": str(res.run_dir), "T": res.T,
                                "n_retrained": res.n_retrained,
