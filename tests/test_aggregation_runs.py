@@ -401,6 +401,10 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
         {"label": 1, "class": 3, "patch": 0, "test_points": 0}
     r = runner.invoke(app, ["attack", str(run), "--backdoor-label", "0", "-q"])
     assert r.exit_code == 1 and "'--backdoor-label' option must give class ids" in r.output
+    r = runner.invoke(app, ["attack", str(run), "--attacks", "backdoor", "--patch", "8", "-q"])
+    assert r.exit_code == 1 and r.output.startswith("error: --patch: The 'patch' parameter of "
+                                                    "attack_run must be an int in the range "
+                                                    "[1, 7]"), r.output
 
 
 def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):

@@ -162,6 +162,10 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
     if s.backdoor_label >= data.n_classes:
         raise param_error("backdoor_label", "attack_run", f"a class in the range "
                           f"[0, {data.n_classes - 1}]", s.backdoor_label)
+    side = min(data.x_test.shape[-2:]) if data.x_test.ndim >= 3 else None
+    if "backdoor" in s.attacks and side is not None and s.patch >= side:
+        raise param_error("patch", "attack_run", f"an int in the range [1, {side - 1}] (a "
+                          f"corner of the {side}-pixel images, not all of them)", s.patch)
     judges, clean_P, clean_R = backend.judges(models)
     labels = data.y_test.astype(np.int64)
     rng = np.random.default_rng(s.seed)
