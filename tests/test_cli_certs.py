@@ -143,7 +143,7 @@ def test_radius_true_label_method():
         (["--counts", "990,10;5"], "error: The 'counts' parameter of radius"),
         (["--counts", "990,-10"], "error: --counts: The 'counts' parameter of certify"),
         (["--gap", "0.5", "--counts", "990,10"], "error: The 'gap' parameter of radius"),
-        ([], "error: The 'gap' parameter of radius"),
+        ([], "error: radius needs --gap or --counts"),
         (["--gap", "1.5"], "error: --gap: The 'gap' parameter of certified_radius"),
         (["--gap", "0.5", "--model", "P9"], "error: --model: The 'model' parameter"),
     ],

@@ -200,9 +200,11 @@ def radius(
                               "--model P6, --ns and --counts (Jia et al.'s setting)", rule)
         setting = {"scheme": bound.scheme, "n": bound.n, "ns": bound.ns, "p": bound.p,
                    "model": bound.model, "radius_unit": RADIUS_UNIT}
-        if (gap is None) == (counts is None):
-            raise param_error("gap", "radius", "given when --counts is not (give exactly one "
-                              "of --gap and --counts)", gap)
+        if gap is None and counts is None:
+            raise ValueError("radius needs --gap or --counts (see 'poisoncert radius --help').")
+        if gap is not None and counts is not None:
+            raise param_error("gap", "radius", "left out with --counts (give one of --gap and "
+                              "--counts: the counts' bounds make the gap)", gap)
         if gap is not None:
             _refuse_with_gap(alpha=alpha, method=method, labels=labels, T=T)
             r = int(bound.radius(gap))
@@ -216,6 +218,10 @@ def radius(
                                   "or true_label_split (the other methods do not use labels)",
                                   labels)
             c = _parse_int_rows(counts, "counts")
+            if T is None and not c.sum(axis=1).all():
+                raise param_error("counts", "radius", "rows with at least one vote each (or "
+                                  "give --T, the base classifiers abstaining ones included)",
+                                  counts)
             lab = None if labels is None else _parse_int_rows(labels, "labels").ravel()
             if rule == "jia":
                 cert = jia_certify(c, n=bound.n, ns=bound.ns, alpha=alpha, method=method, T=T,
@@ -275,6 +281,8 @@ def delta(
         if (n is None) != (ns is None):
             raise param_error("ns" if ns is None else "n", "delta",
                               "given together with --n / --ns", None)
+        if out is not None and (out.suffix.lower() != ".png" or not out.parent.is_dir()):
+            raise param_error("out", "delta", "a .png file in an existing folder", str(out))
         settings = FIGURE2_SETTINGS if n is None else ((n, ns),)
         tables = []
         for nn, nns in settings:
