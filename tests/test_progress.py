@@ -47,6 +47,19 @@ def test_progress_is_per_group_in_process_and_in_workers(tmp_path, workers):
     assert np.array_equal(again.predictions, res.predictions)
 
 
+def test_train_run_takes_true_for_the_bar_and_refuses_what_is_no_display(tmp_path, capsys):
+    """``progress=True`` is the command line's bar, drawn on stderr (stdout stays clean);
+    anything else that is not a display is one clear error, before anything is written."""
+    experiment.train_run(from_dict(CONFIG), tmp_path / "run", progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "12/12" in err
+    with pytest.raises(ValueError, match=r"^The 'progress' parameter of train_run must be None, "
+                                         r"False, True \(a progress bar\) or a progress "
+                                         r"display .*Got 'yes' instead\.$"):
+        experiment.train_run(from_dict(CONFIG), tmp_path / "other", progress="yes")
+    assert not (tmp_path / "other").exists()
+
+
 def test_rate_and_eta():
     assert rate_and_eta(0, 100, 5.0) == (None, None)
     rate, eta = rate_and_eta(50, 150, 10.0)
