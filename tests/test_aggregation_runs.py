@@ -405,6 +405,12 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
     assert r.exit_code == 1 and r.output.startswith("error: --patch: The 'patch' parameter of "
                                                     "attack_run must be an int in the range "
                                                     "[1, 7]"), r.output
+    # the trials' class indices come with the data set's ids
+    attack_run(run, settings=AttackSettings(attacks=("insert",), budgets=(1,), targets=3),
+               out_dir=tmp_path / "a")
+    rows = list(csv.DictReader(open(tmp_path / "a" / "attack_trials.csv")))
+    assert rows and all(r[f"{k}_id"] == {"0": "8", "1": "3", "-1": "-1"}[r[k]] for r in rows
+                        for k in ("label", "clean", "target_class", "poisoned"))
 
 
 def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):

@@ -168,6 +168,11 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
                           f"corner of the {side}-pixel images, not all of them)", s.patch)
     judges, clean_P, clean_R = backend.judges(models)
     labels = data.y_test.astype(np.int64)
+    ids = data.summary.classes
+
+    def class_id(k) -> int:  # -1 (abstain) stays -1
+        return int(ids[k]) if k is not None and int(k) >= 0 else -1
+
     rng = np.random.default_rng(s.seed)
     primary = judges[0]
     correct = primary.clean == labels
@@ -240,7 +245,11 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
                                "within": int(within), "poisoned": p_t,
                                "changed": int(changed), "retrained": n_re,
                                "untargeted_checked": checked,
-                               "untargeted_changed": changed_u})
+                               "untargeted_changed": changed_u,
+                               # the data set's class ids of the four class indices above
+                               **{f"{k}_id": class_id(v) for k, v in (
+                                   ("label", int(labels[t])), ("clean", int(j.clean[t])),
+                                   ("target_class", c), ("poisoned", p_t))}})
         say(f"  {min(a + s.batch, len(jobs))}/{len(jobs)} targeted trials")
 
     backdoor_info = None
