@@ -289,3 +289,25 @@ def test_progress_advances_per_group_from_ray_tasks(ray_instance, local_run, tmp
     assert sum(steps[1:]) == 8 and all(0 < k <= 2 for k in steps[1:]), steps
     assert len(steps[1:]) >= 4  # per group (2 classifiers), not per chunk (4)
     assert np.array_equal(res.predictions, local_run.predictions)
+
+
+def test_an_address_no_ray_head_answers_is_one_clear_error(tmp_path):
+    """``--address HOST:PORT`` with nothing listening fails at once with one line; ``ray.init``
+    would retry it for a long time (the process ignored SIGTERM meanwhile). ``auto`` and
+    other forms are left to Ray."""
+    from poisoncert.ray_executor import check_reachable
+
+    t0 = time.perf_counter()
+    for address in ("127.0.0.1:1", "ray://127.0.0.1:1"):
+        with pytest.raises(ConnectionError, match=rf"^No Ray head answers at '{address}' "
+                                                  r"\(address; CLI: --address\): "):
+            check_reachable(address)
+    assert time.perf_counter() - t0 < 30
+    assert check_reachable("auto") is None
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    out = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run"),
+                                   "--executor", "ray", "--address", "127.0.0.1:1", "-q"])
+    assert out.exit_code == 1 and out.output.startswith("error: No Ray head answers at "
+                                                        "'127.0.0.1:1'"), out.output
+    assert len(out.output.splitlines()) == 1

@@ -206,6 +206,7 @@ class RayExecutor:
                      _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
                      runtime_env=self.job_runtime_env() or None)
         else:
+            check_reachable(self.address)
             ray.init(address=self.address, logging_level=logging.WARNING,
                      runtime_env=self.job_runtime_env() or None)
         return True
@@ -308,3 +309,27 @@ class RayExecutor:
                     pass
             if started:
                 ray.shutdown()
+
+
+#: Seconds ``check_reachable`` waits for a Ray head to accept a connection.
+CONNECT_TIMEOUT_S = 10.0
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """A ``host:port`` (or ``ray://host:port``) address that accepts no TCP connection within
+    ``timeout`` seconds is one clear error, before ``ray.init``, which retries such an address
+    for a long time with only Ray's own log lines. ``"auto"`` and other forms are Ray's to
+    resolve."""
+    import re
+    import socket
+
+    m = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d+)", address)
+    if m is None:
+        return
+    host, port = m[1], int(m[2])
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise ConnectionError(f"No Ray head answers at '{address}' (address; CLI: --address): "
+                              f"{e.strerror or e}. Start one there (ray start --head) or give "
+                              "its address, or leave the address out for a local Ray.") from None
