@@ -306,8 +306,13 @@ def test_an_address_no_ray_head_answers_is_one_clear_error(tmp_path):
     assert check_reachable("auto") is None
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(yaml.safe_dump(CONFIG))
-    out = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run"),
-                                   "--executor", "ray", "--address", "127.0.0.1:1", "-q"])
-    assert out.exit_code == 1 and out.output.startswith("error: No Ray head answers at "
-                                                        "'127.0.0.1:1'"), out.output
-    assert len(out.output.splitlines()) == 1
+    # a process of its own: Ray already running in this one (a fixture) would be used as it is
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", "from poisoncert.cli import main; main()",
+                          "train", str(cfg), "--run-dir", str(tmp_path / "run"), "--executor",
+                          "ray", "--address", "127.0.0.1:1", "-q"], capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr.startswith("error: No Ray head answers at "
+                                                         "'127.0.0.1:1'"), out.stderr
+    assert len(out.stderr.splitlines()) == 1 and out.stdout == ""
