@@ -69,14 +69,11 @@ def _columns(counts) -> int | None:
 
 def _check_labels(labels, n_test: int, where: str, n_classes: int | None = None
                   ) -> np.ndarray:
-    high = None if n_classes is None else n_classes - 1
-    if high is not None and getattr(np.asarray(labels), "size", 0):
-        lab = np.asarray(labels)
-        if lab.dtype.kind in "iu" and lab.max() > high:  # ids for indices, e.g. 7 for class 1
-            raise param_error("labels", where, f"class indices in [0, {high}] (the columns of "
-                              "the vote counts; a certificate without classes takes indices, "
-                              "not the data set's class ids)", lab.max())
-    lab = check_int_array(labels, "labels", where, low=0, high=high)
+    lab = check_int_array(labels, "labels", where, low=0)
+    if n_classes is not None and lab.size and lab.max() >= n_classes:  # ids for indices
+        raise param_error("labels", where, f"class indices in [0, {n_classes - 1}] (the "
+                          "columns of the vote counts; a certificate without classes takes "
+                          "indices, not the data set's class ids)", lab.max())
     if lab.shape != (n_test,):
         raise param_error("labels", where, f"an int array of shape ({n_test},)",
                           f"an array of shape {lab.shape}")

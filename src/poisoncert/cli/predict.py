@@ -127,13 +127,12 @@ def _print_summary(summary: dict, *, err: bool, as_json: bool) -> None:
 def _labels(ens, y, inputs: Path):
     """Class indices of the inputs' ``y``; ids the run does not have are one line naming
     the file (the library's message names ``Ensemble``'s parameter)."""
-    import numpy as np
+    from poisoncert.experiment.inputform import UnknownClassId, class_indices
 
     try:
-        return ens.encode(y)
-    except ValueError:
-        ids = set(np.asarray(ens.classes).tolist())
-        bad = next(v for v in np.asarray(y).tolist() if v not in ids)
+        return class_indices(y, ens.classes)
+    except UnknownClassId as e:
+        ids = sorted(ens.classes.tolist())
         raise ValueError(f"{inputs}: its 'y' must hold the run's class ids "
-                         f"({', '.join(map(str, sorted(ids)))}), the data set's own labels, "
-                         f"not class indices; it holds {bad}.") from None
+                         f"({', '.join(map(str, ids))}), the data set's own labels, "
+                         f"not class indices; it holds {e.value}.") from None

@@ -259,9 +259,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
         pool = data.poison_idx[data.y_train[data.poison_idx] != s.backdoor_label]
         order = rng.permutation(pool)
         evaluate = labels != s.backdoor_label
-        backdoor_info = {"label": s.backdoor_label, "patch": s.patch,
-                         "test_points": int(evaluate.sum())}
-        backdoor_info["class"] = int(data.summary.classes[s.backdoor_label])  # its id
+        backdoor_info = {"label": s.backdoor_label, "class": class_id(s.backdoor_label),
+                         "patch": s.patch, "test_points": int(evaluate.sum())}
         for r in s.budgets:
             e = builder.backdoor(r, s.backdoor_label, s.patch, order)
             if isinstance(backend, NNBackend):

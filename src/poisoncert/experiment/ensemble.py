@@ -42,7 +42,13 @@ from poisoncert.experiment.ensemble_record import (
     weights_metadata,
     write_ensemble_record,
 )
-from poisoncert.experiment.inputform import InputForm, describe_array, input_form
+from poisoncert.experiment.inputform import (
+    InputForm,
+    UnknownClassId,
+    class_indices,
+    describe_array,
+    input_form,
+)
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import majority_vote, votes_from_predictions
 
@@ -264,14 +270,11 @@ class Ensemble:
 
     def encode(self, y) -> np.ndarray:
         """Class indices of original class ids ``y`` (each must be one of ``classes``)."""
-        y = np.asarray(y).reshape(-1)
-        idx = {int(c): k for k, c in enumerate(self.classes)}
         try:
-            return np.array([idx[int(v)] for v in y], dtype=np.int64)
-        except (KeyError, TypeError, ValueError):
-            bad = next(v for v in y.tolist() if not _is_int(v) or int(v) not in idx)
+            return class_indices(y, self.classes)
+        except UnknownClassId as e:
             raise param_error("y", "Ensemble", f"class ids of the run ({self.classes.tolist()})",
-                              bad) from None
+                              e.value) from None
 
     def decode(self, indices) -> np.ndarray:
         """Original class ids of class indices (``-1``, ABSTAIN, stays ``-1``)."""
@@ -287,10 +290,6 @@ class Ensemble:
                               f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
                               f"an array of dtype {arr.dtype} and shape {arr.shape}")
         return arr
-
-
-def _is_int(v) -> bool:
-    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
 
 
 def _check_device(device) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig
 
-__all__ = ["InputForm", "describe_array", "input_form"]
+__all__ = ["InputForm", "UnknownClassId", "class_indices", "describe_array", "input_form"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,3 +154,22 @@ def _npz_kind(path: Path) -> tuple[str, float]:
     if dtype == np.uint8:
         return "uint8", 255.0
     return ("bool", 1.0) if dtype.kind == "b" else ("unit", 1.0)
+
+
+class UnknownClassId(ValueError):
+    """A value that is not one of a run's class ids (``value``: the first such value)."""
+
+    def __init__(self, value):
+        super().__init__(f"{value!r} is not a class id of the run")
+        self.value = value
+
+
+def class_indices(ids, classes) -> np.ndarray:
+    """Class indices (int64) of the data set's class ids ``ids``: class index ``k`` is
+    ``classes[k]``. A value that is no integer or no class id raises ``UnknownClassId``."""
+    index = {int(c): k for k, c in enumerate(np.asarray(classes).tolist())}
+    values = np.asarray(ids).reshape(-1).tolist()
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, int) or v not in index:
+            raise UnknownClassId(v)
+    return np.array([index[v] for v in values], dtype=np.int64)

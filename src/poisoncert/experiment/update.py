@@ -214,20 +214,20 @@ class RunTerms:
 
     def indices(self, ids, option: str) -> np.ndarray:
         """Class indices of the class ids ``ids`` (each one of ``classes``)."""
-        ids = np.asarray(ids).reshape(-1)
-        where = {c: k for k, c in enumerate(self.classes)}
-        bad = [v for v in ids.tolist() if not isinstance(v, int) or v not in where]
-        if bad:
+        from poisoncert.experiment.inputform import UnknownClassId, class_indices
+
+        try:
+            return class_indices(ids, self.classes)
+        except UnknownClassId as e:
             raise ValueError(f"The '{option}' option must give class ids of the run "
                              f"({', '.join(map(str, self.classes))}), the data set's own "
-                             f"labels, not class indices. Got {bad[0]!r} instead.")
-        return np.array([where[v] for v in ids.tolist()], dtype=np.int64)
+                             f"labels, not class indices. Got {e.value!r} instead.") from None
 
 
-def parse_relabel(text: str, terms: RunTerms | None = None) -> tuple[np.ndarray, np.ndarray]:
+def parse_relabel(text: str, terms: RunTerms) -> tuple[np.ndarray, np.ndarray]:
     """``"IDS:LABELS"`` (``"3,17:1,7"``; one label for all or one per index) as arrays of
-    training-set indices and labels: with ``terms``, the labels are the data set's class ids,
-    returned as class indices; without, class indices as given."""
+    training-set indices and class indices: the labels are the data set's class ids
+    (``terms``)."""
     if ":" not in text:
         raise ValueError(f"The '--relabel' option must be IDS:LABELS (e.g. 3,17:1,7). Got "
                          f"{text!r} instead.")
@@ -239,7 +239,7 @@ def parse_relabel(text: str, terms: RunTerms | None = None) -> tuple[np.ndarray,
     if len(labels) != len(ids):
         raise ValueError(f"The '--relabel' option must give one label, or one per index "
                          f"({len(ids)}). Got {len(labels)} labels instead.")
-    return ids, (labels if terms is None else terms.indices(labels, "--relabel"))
+    return ids, terms.indices(labels, "--relabel")
 
 
 def read_added(path: str | Path, terms: RunTerms) -> tuple[np.ndarray, np.ndarray]:
