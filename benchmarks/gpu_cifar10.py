@@ -42,8 +42,11 @@ certifies it once every classifier is trained, and writes to ``--out`` a summary
 (``cifar10.json``: wall times, this call's and every call's training seconds, group size,
 path, precision, accuracies, the certified accuracy per radius) with the run's manifest; the
 run's weights are not kept (``training.save_weights: false``: 500 ResNet-18s are 22 GB).
-``--quick --device cpu``: two classifiers of two steps on 8 test images, the same wiring on
-the CPU (tests/test_engine.py).
+``--scheme without_replacement`` (or ``binomial``) trains the same experiment with another of
+the paper's three selection schemes (Figure 4's other columns): its run directory, summary
+and packed state are named ``..._SCHEME`` (``cifar_run_without_replacement.tar.gz``), and
+every call of that run names the scheme. ``--quick --device cpu``: two classifiers of two
+steps on 8 test images, the same wiring on the CPU (tests/test_engine.py).
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
+
+#: The paper's three schemes (Figure 4's columns); ``--scheme`` picks one.
+from poisoncert.selection import SCHEMES  # noqa: E402
 
 #: The archive's batch files in their parts (each under a device call's 64 MiB).
 PARTS = (("data_batch_1.bin", "data_batch_2.bin"), ("data_batch_3.bin", "data_batch_4.bin"),
@@ -120,14 +126,20 @@ def _calls_file(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}_{CALLS}"
 
 
-def pack(run_dir: Path, out: Path) -> Path | None:
+def _suffix(scheme: str) -> str:
+    """What a run of another scheme adds to its names (run directory, summary, packed
+    state): ``_without_replacement``, say; nothing for the config's own."""
+    return f"_{scheme}" if scheme else ""
+
+
+def pack(run_dir: Path, out: Path, suffix: str = "") -> Path | None:
     """The run's state, its directory (no weights; not its lock) and the record of calls,
-    as ``out/cifar_run.tar.gz`` (at most what a device call brings back)."""
+    as ``out/cifar_run{suffix}.tar.gz`` (at most what a device call brings back)."""
     if not (run_dir / "config.yaml").is_file():  # stopped before the run was created
         print(f"pack: no run in {run_dir} yet, nothing packed")
         return None
     out.mkdir(parents=True, exist_ok=True)
-    dest = out / PACKED
+    dest = out / PACKED.replace(".tar", f"{suffix}.tar")
     tmp = dest.with_name(dest.name + ".part")
     with tarfile.open(tmp, "w:gz") as tar:
         for f in sorted(run_dir.rglob("*")):
@@ -189,6 +201,8 @@ def run(args) -> dict:
                          "every part first, on the same warm machine)")
     over = {"training.device": args.device, "training.save_weights": False,
             "data.data_dir": str(data)}
+    if args.scheme:
+        over["selection.scheme"] = args.scheme
     if args.path:
         over["training.path"] = args.path
     if args.dtype:
@@ -207,7 +221,8 @@ def run(args) -> dict:
         over.update({"selection.T": 2, "selection.ns": 40, "training.steps": 2,
                      "training.batch_size": 4, "data.test_limit": 8, "run.chunk_size": 1})
     cfg = load_config(ROOT / "experiments" / "cifar10_bagging.yaml", over)
-    run_dir = Path(args.run_dir)
+    sfx = _suffix(args.scheme)
+    run_dir = Path(args.run_dir or STAGE / f"run{sfx}")
     if args.resume_from:
         unpack(Path(args.resume_from), run_dir)
     calls_file = _calls_file(run_dir)
@@ -227,7 +242,7 @@ def run(args) -> dict:
         print(f"stopped by the time limit after {calls[-1]['train_s']} s: {done} chunk(s) of "
               f"the run are finished and kept")
         if args.pack and args.out:
-            pack(run_dir, Path(args.out))
+            pack(run_dir, Path(args.out), sfx)
         return {"run": "stopped", "train_s_this_call": calls[-1]["train_s"], "chunks": done}
     t1 = time.perf_counter()
     record(t1 - t0, True)
@@ -237,6 +252,8 @@ def run(args) -> dict:
     engine = manifest.get("engine", {})
     label = ("CIFAR-10, ResNet-18, T = 2, 2 steps (quick)" if args.quick
              else "CIFAR-10, ResNet-18, ns = 1000, T = 500, 400 steps")
+    if args.scheme:
+        label += f", {args.scheme}"
     out = {"run": label, "train_s_this_call": round(t1 - t0, 2),
         "train_s_every_call": [c["train_s"] for c in calls],
         "certify_s": round(t2 - t1, 2), "group_size": engine.get("group_size"),
@@ -256,10 +273,10 @@ def run(args) -> dict:
     if args.out:
         dest = Path(args.out)
         dest.mkdir(parents=True, exist_ok=True)
-        (dest / "cifar10.json").write_text(json.dumps(out, indent=1) + "\n")
-        shutil.copyfile(run_dir / "manifest.json", dest / "cifar10_manifest.json")
+        (dest / f"cifar10{sfx}.json").write_text(json.dumps(out, indent=1) + "\n")
+        shutil.copyfile(run_dir / "manifest.json", dest / f"cifar10{sfx}_manifest.json")
         if args.pack:
-            pack(run_dir, dest)
+            pack(run_dir, dest, sfx)
     return out
 
 
@@ -274,7 +291,11 @@ def main(argv=None):
     st.add_argument("--stage", default=str(STAGE))
     r = sub.add_parser("run", help="train (or resume) and certify the experiment")
     r.add_argument("--data", default=str(STAGE), help="the folder holding " + FOLDER)
-    r.add_argument("--run-dir", default=str(STAGE / "run"))
+    r.add_argument("--run-dir", default="", help="default: STAGE/run, or STAGE/run_SCHEME "
+                   "with --scheme")
+    r.add_argument("--scheme", default="", choices=("", *SCHEMES),
+                   help="selection.scheme instead of the config's with_replacement (the "
+                   "paper's Figure 4 has all three); every name the run writes gets _SCHEME")
     r.add_argument("--device", default="cuda")
     r.add_argument("--path", default="", help="training.path (default: the config's, fast)")
     r.add_argument("--dtype", default="", help="training.dtype (default: float32)")

@@ -8,6 +8,7 @@ import math
 import re
 import shutil
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -1158,10 +1159,20 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     with pytest.raises(SystemExit, match="--resume-from .* is not a file"):
         cifar.main(["run", *one, "--run-dir", str(tmp_path / "x"), "--resume-from",
                     str(tmp_path / "nothing.tar.gz")])
+    # another of the paper's schemes: its own run directory, summary and packed state
+    monkeypatch.setattr(cifar, "STAGE", tmp_path / "stage_default")
+    other = cifar.main(["run", *one[:-4], "--run-dir", "", "--scheme", "binomial",
+                        "--out", str(tmp_path / "out4"), "--pack"])
+    assert other["run"].endswith(", binomial")
+    assert sorted(p.name for p in (tmp_path / "out4").iterdir()) == [
+        "cifar10_binomial.json", "cifar10_binomial_manifest.json",
+        "cifar_run_binomial.tar.gz"]
+    with tarfile.open(tmp_path / "out4" / "cifar_run_binomial.tar.gz") as tar:
+        config = tar.extractfile("run/config.yaml").read().decode()
+    assert "scheme: binomial" in config
+    assert (tmp_path / "stage_default" / "run_binomial" / "config.yaml").is_file()
     # stopped before the run existed: nothing to pack; a file without a run is refused
     assert cifar.pack(tmp_path / "never", tmp_path / "out3") is None
-    import tarfile
-
     with tarfile.open(tmp_path / "empty.tar.gz", "w:gz") as tar:
         tar.add(tmp_path / "whole" / "seeds.npy", arcname="run/seeds.npy")
     with pytest.raises(SystemExit, match="holds no run"):
