@@ -42,6 +42,14 @@ certifies it once every classifier is trained, and writes to ``--out`` a summary
 (``cifar10.json``: wall times, this call's and every call's training seconds, group size,
 path, precision, accuracies, the certified accuracy per radius) with the run's manifest; the
 run's weights are not kept (``training.save_weights: false``: 500 ResNet-18s are 22 GB).
+A finished run's state goes into the report with ``import``: it unpacks into
+``runs/cifar10_SCHEME`` (``experiments/run.py``'s group ``cifar10_gpu``) with a ``timing.json``
+made of the record of calls, and ``python experiments/report.py --only cifar`` writes
+docs/results.md's CIFAR-10 section (the bottom row of the paper's Figure 4) from it:
+
+    python benchmarks/gpu_cifar10.py import data/cifar_run/cifar_run.tar.gz \
+        --summary data/cifar_run/cifar10.json
+
 ``--scheme without_replacement`` (or ``binomial``) trains the same experiment with another of
 the paper's three selection schemes (Figure 4's other columns): its run directory, summary
 and packed state are named ``..._SCHEME`` (``cifar_run_without_replacement.tar.gz``), and
@@ -53,6 +61,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import tarfile
@@ -130,6 +139,81 @@ def _suffix(scheme: str) -> str:
     """What a run of another scheme adds to its names (run directory, summary, packed
     state): ``_without_replacement``, say; nothing for the config's own."""
     return f"_{scheme}" if scheme else ""
+
+
+def _chunks_done(run_dir: Path) -> int:
+    return len(list((run_dir / "chunks").glob("*.npz"))) if run_dir.is_dir() else 0
+
+
+def timing(calls: list[dict], n_chunks: int, certify_s: float, command: str) -> dict:
+    """A finished run's record of calls as the ``timing.json`` that ``experiments/run.py``
+    writes and ``experiments/report.py`` reads: one session per call, its training seconds
+    (a call a time limit stopped included: its last chunk's lost work is part of the wall
+    time) and the chunks it trained and found trained. A call recorded before calls counted
+    chunks (one at most) trained the chunks the others did not."""
+    unknown = [c for c in calls if "chunks_trained" not in c]
+    if len(unknown) > 1:
+        raise SystemExit(f"import: {len(unknown)} calls of the run do not say which chunks "
+                         "they trained")
+    rest = n_chunks - sum(c["chunks_trained"] for c in calls if c not in unknown)
+    sessions, done = [], 0
+    for c in calls:
+        trained = c.get("chunks_trained", rest)
+        sessions.append({"train_s": c["train_s"], "chunks_trained": trained,
+                         "chunks_skipped": c.get("chunks_skipped", done),
+                         "finished": c["finished"]})
+        done += trained
+    if done != n_chunks:
+        raise SystemExit(f"import: the calls trained {done} chunks, the run has {n_chunks}")
+    return {"sessions": sessions, "train_s": round(sum(c["train_s"] for c in calls), 2),
+            "certify_s": certify_s, "cpus": calls[-1].get("cpus") if calls else None,
+            "workers": 1, "command": command}
+
+
+def import_run(packed: Path, runs_dir: Path, summary: Path | None = None) -> Path:
+    """A finished run's packed state as ``runs_dir/cifar10_SCHEME`` (the name
+    ``experiments/run.py``'s group ``cifar10_gpu`` gives it), with a ``timing.json`` made of
+    its record of calls, for ``experiments/report.py``. The certification is the run's own;
+    where the record has no certify time (packed before calls recorded one), it is the
+    ``certify_s`` of the lease's ``summary`` (``cifar10.json``) when given, else the run is
+    certified again here and that is timed."""
+    from poisoncert.experiment import certify_run
+    from poisoncert.runs import RunDir
+
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    tmp = runs_dir / ".cifar10-import"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _calls_file(tmp).unlink(missing_ok=True)
+    unpack(packed, tmp)
+    try:
+        cfg = RunDir(tmp).load_config()
+        n_chunks = _chunks_done(tmp)  # all of them, once the run is finished
+        if not (tmp / "votes.npy").is_file() or not (tmp / "certified_accuracy.csv").is_file():
+            raise SystemExit(f"import: the run in '{packed}' is not finished ({n_chunks} "
+                             "chunk(s) trained, not certified): resume it on a lease first")
+        dest = runs_dir / f"cifar10_{cfg.selection.scheme}"
+        if dest.exists():
+            raise SystemExit(f"import: '{dest}' exists (remove it to import '{packed}')")
+        calls = json.loads(_calls_file(tmp).read_text()) if _calls_file(tmp).is_file() else []
+        certify_s = calls[-1].get("certify_s") if calls else None
+        if certify_s is None and summary is not None:
+            certify_s = json.loads(summary.read_text())["certify_s"]
+        if certify_s is None:
+            t = time.perf_counter()
+            certify_run(tmp, plot=False)
+            certify_s = round(time.perf_counter() - t, 2)
+        sfx = "" if cfg.selection.scheme == "with_replacement" else (
+            f" --scheme {cfg.selection.scheme}")
+        record = timing(calls, n_chunks, certify_s, "python benchmarks/gpu_cifar10.py run "
+                        f"--dtype {cfg.training.dtype}{sfx} (device calls: see the script)")
+        (tmp / "timing.json").write_text(json.dumps(record, indent=1) + "\n")
+        tmp.replace(dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _calls_file(tmp).unlink(missing_ok=True)
+    print(f"imported {packed} -> {dest} ({record['train_s']} s of training in "
+          f"{len(record['sessions'])} call(s), certify {record['certify_s']} s)")
+    return dest
 
 
 def pack(run_dir: Path, out: Path, suffix: str = "") -> Path | None:
@@ -227,9 +311,12 @@ def run(args) -> dict:
         unpack(Path(args.resume_from), run_dir)
     calls_file = _calls_file(run_dir)
     calls = json.loads(calls_file.read_text()) if calls_file.is_file() else []
+    before = _chunks_done(run_dir)
 
-    def record(seconds: float, finished: bool) -> None:
-        calls.append({"train_s": round(seconds, 2), "finished": finished})
+    def record(seconds: float, finished: bool, **more) -> None:
+        calls.append({"train_s": round(seconds, 2), "finished": finished,
+                      "chunks_trained": _chunks_done(run_dir) - before,
+                      "chunks_skipped": before, "cpus": os.cpu_count(), **more})
         calls_file.parent.mkdir(parents=True, exist_ok=True)
         calls_file.write_text(json.dumps(calls, indent=1) + "\n")
 
@@ -238,16 +325,16 @@ def run(args) -> dict:
         res = train_run(cfg, run_dir, progress=_print_progress)
     except KeyboardInterrupt:  # a time limit (timeout -s INT): finished chunks are kept
         record(time.perf_counter() - t0, False)
-        done = len(list((run_dir / "chunks").glob("*.npz"))) if run_dir.is_dir() else 0
+        done = _chunks_done(run_dir)
         print(f"stopped by the time limit after {calls[-1]['train_s']} s: {done} chunk(s) of "
               f"the run are finished and kept")
         if args.pack and args.out:
             pack(run_dir, Path(args.out), sfx)
         return {"run": "stopped", "train_s_this_call": calls[-1]["train_s"], "chunks": done}
     t1 = time.perf_counter()
-    record(t1 - t0, True)
     cert = certify_run(run_dir, plot=False)
     t2 = time.perf_counter()
+    record(t1 - t0, True, certify_s=round(t2 - t1, 2))
     manifest = json.loads((run_dir / "manifest.json").read_text())
     engine = manifest.get("engine", {})
     label = ("CIFAR-10, ResNet-18, T = 2, 2 steps (quick)" if args.quick
@@ -314,9 +401,18 @@ def main(argv=None):
                    f"as {PACKED}, finished or stopped by a time limit (for the next lease)")
     r.add_argument("--resume-from", default="", help=f"a {PACKED} an earlier lease packed: "
                    "the run resumes from it (where the run directory does not exist yet)")
+    im = sub.add_parser("import", help="here: a finished run's packed state into runs/ for "
+                        "experiments/report.py")
+    im.add_argument("packed", help=f"a {PACKED} (or _SCHEME) that a lease brought back")
+    im.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    im.add_argument("--summary", default="", help="the lease's cifar10.json, for the certify "
+                    "time of a state packed before the record of calls held it")
     args = p.parse_args(argv)
     if args.what == "split":
         return split(Path(args.archive), Path(args.into))
+    if args.what == "import":
+        return import_run(Path(args.packed), Path(args.runs_dir),
+                          Path(args.summary) if args.summary else None)
     if args.what == "stage":
         return stage(Path(args.part), Path(args.stage))
     return run(args)

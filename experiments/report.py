@@ -90,11 +90,13 @@ class Run:
 
     def timed_fraction(self) -> float:
         """The share of the run's chunks whose training time ``timing.json`` records (a
-        session that was killed records nothing; the resuming one records its own chunks)."""
+        session that was killed records nothing; the resuming one records its own chunks; a
+        session a device lease's time limit stopped, imported by
+        ``benchmarks/gpu_cifar10.py``, records what it trained)."""
         sessions = self.timing.get("sessions", [])
         if not sessions:
             return 1.0
-        total = sessions[0]["chunks_trained"] + sessions[0]["chunks_skipped"]
+        total = max(x["chunks_trained"] + x["chunks_skipped"] for x in sessions)
         return min(1.0, sum(x["chunks_trained"] for x in sessions) / max(total, 1))
 
     def train_seconds_per_classifier(self) -> float | None:
@@ -244,7 +246,11 @@ class Report:
                   if n in self.runs}
             if mn:
                 panels["MNIST, ns = 30, n_c = 0, T = 1000"] = mn
-            if "cifar10_cpu" in self.runs:
+            cifar = self.cifar_gpu_runs()
+            if cifar:  # the bottom row: the paper-scale runs
+                panels["CIFAR-10, ns = 1000, T = 500, ResNet-18"] = {
+                    SHORT[s]: r.curve() for s, r in cifar.items()}
+            elif "cifar10_cpu" in self.runs:
                 panels["CIFAR-10 (CPU variant), ns = 1000, T = 50"] = {
                     SHORT["with_replacement"]: self.runs["cifar10_cpu"].curve()}
             self.add("\n" + self.fig(plots.plot_certified_accuracy_panels(panels),
@@ -449,7 +455,8 @@ class Report:
         nt = len(labels)
         certs = {
             "ours (bonferroni, alpha per point)":
-                C.certify(votes, scheme="with_replacement", n=n, ns=ns, alpha=a, T=T),
+                C.certify(votes, scheme="with_replacement", n=n, ns=ns, alpha=a, T=T,
+                          method="bonferroni"),
             "ours, bonferroni_upper (alpha per point)":
                 C.certify(votes, scheme="with_replacement", n=n, ns=ns, alpha=a, T=T,
                           method="bonferroni_upper"),
@@ -526,19 +533,90 @@ class Report:
         self.not_run("case3")
 
     # CIFAR-10 -------------------------------------------------------------------------------
+    def cifar_gpu_runs(self) -> dict[str, Run]:
+        """The paper-scale CIFAR-10 runs there are, by scheme."""
+        return {s: self.runs[f"cifar10_{s}"] for s in SCHEMES if f"cifar10_{s}" in self.runs}
+
+    def cifar_methods(self, r: Run):
+        """(method, curve, median radius of the certified points) for the run's own
+        certification (its config's method, ``certified_accuracy.csv``) and then
+        ``bonferroni_upper`` and ``auto`` (``pairwise`` for 10 classes) on the same votes:
+        ``curve(rhos)`` the certified accuracy at ``rhos``, ``curve(None)`` the rho where it
+        reaches 0."""
+        votes, labels = r.npy("votes"), r.npy("labels")
+        cfg = r.cfg
+        own = json.loads((r.path / "certify.json").read_text())
+        out = [(f"{own['method']} (the config's)",
+                lambda rhos: r.zero_at() if rhos is None else r.acc_at(rhos),
+                float(own["radius_median"]))]
+        for method in ("bonferroni_upper", "auto"):
+            c = C.certify(votes, scheme=cfg.selection.scheme, n=r.n, ns=cfg.selection.ns,
+                          p=cfg.selection.p, model=cfg.certify.model, alpha=cfg.certify.alpha,
+                          method=method, T=r.T)
+            top = int(max(c.radius.max(), 0)) + 2
+            acc = np.asarray(C.certified_accuracy(c, labels, list(range(top))))
+            ok = c.radius[c.radius >= 0]
+            out.append((method if method == c.method else f"{method} ({c.method})",
+                        lambda rhos, acc=acc: (int(np.flatnonzero(acc == 0)[0]) if rhos is None
+                                               else [float(acc[x]) if x < len(acc) else 0.0
+                                                     for x in rhos]),
+                        float(np.median(ok)) if ok.size else float("nan")))
+        return out
+
     def cifar(self):
-        self.add("## CIFAR-10\n\n"
-                 f"CPU variant: {command('cifar10_cpu')} (`experiments/cifar10_cpu.yaml`: "
-                 "LeNet-5, ns = 1000 with replacement, T = 50, 300 steps, 2-px shifts). "
-                 "Paper scale: `poisoncert train experiments/cifar10_bagging.yaml --device cuda "
-                 "&& poisoncert certify runs/cifar10_bagging` (ResNet-18, T = 500, 400 steps of "
-                 "64; not one of this report's groups). Not run at paper scale yet: at the best "
-                 "ResNet-18 training rate measured on a GPU so far (docs/benchmarks.md, one "
-                 "H200: 21,311 images/s on the graphed loop in bfloat16, which `fast` now "
-                 "picks for it on CUDA) its 12.8 million training images would take about "
-                 "10 minutes (arithmetic, not a run); with the data's three staging calls "
-                 "that is more than what a 15-minute GPU lease leaves, and "
-                 "`benchmarks/gpu_cifar10.py` runs it over several leases.\n")
+        gpu = self.cifar_gpu_runs()
+        self.add("## CIFAR-10 (Figure 4, bottom row)\n\n"
+                 f"Paper scale: {command('cifar10_gpu')} on a machine with a GPU "
+                 "(`experiments/cifar10_bagging.yaml` with each scheme: ResNet-18, ns = 1000, "
+                 "T = 500, 400 class-balanced SGD steps of 64 with 4-px shifts, "
+                 "`training.dtype: bfloat16`; alpha = 0.001 per test point, `bonferroni`, "
+                 "model P6, 10,000 test images), or `benchmarks/gpu_cifar10.py` over device "
+                 "leases, whose `import` puts a finished run's state here. `training.path: "
+                 "fast` trains ResNet-18 on CUDA on the graphed loop (docs/benchmarks.md).\n")
+        if gpu:
+            rhos = [0, 5, 10, 15, 20, 25]
+            rows = []
+            methods = {scheme: self.cifar_methods(r) for scheme, r in gpu.items()}
+            for scheme, r in gpu.items():
+                acc, base = r.accuracies()
+                for k, (method, curve, median) in enumerate(methods[scheme]):
+                    rows.append([SHORT[scheme], method] + ([pct(base), pct(acc)] if k == 0
+                                                            else ["", ""])
+                                + [pct(a) for a in curve(rhos)]
+                                + [f"{median:g}", int(curve(None)), r.wall() if k == 0 else ""])
+            self.add(table(["scheme", "bound (`certify.method`)", "base acc.", "vote acc."]
+                           + [f"rho={x}" for x in rhos]
+                           + ["median radius (certified points)", "acc. = 0 at rho", "wall"],
+                           rows))
+            first = next(iter(gpu.values()))
+            man = RunDir(first.path).load_manifest()
+            self.add("\nTrained on one GPU (the wall column: training, then certifying); "
+                     f"the runs' manifests name the code revision "
+                     f"(`{str(man.get('git', {}).get('commit', '?'))[:12]}` for "
+                     f"{first.name}) and the package versions. Certified accuracy stays well "
+                     f"below the vote accuracy: with base classifiers {pct(first.accuracies()[1])}"
+                     " accurate, many test points' top two vote shares are too close for "
+                     "bounds that hold with probability 1 - alpha over 10 classes, and those "
+                     "points abstain. The config's `bonferroni` bounds the runner-up by 1 - "
+                     "(the top class's lower bound), the form for two classes; "
+                     "`bonferroni_upper` and `pairwise` (`auto`'s choice for more than two "
+                     "classes; docs/aggregation.md) bound the other classes directly, from the "
+                     "same votes (each scheme's second and third rows).\n")
+            panels = {"CIFAR-10, ns = 1000, T = 500, ResNet-18": {}}
+            for scheme in gpu:
+                for method, curve, _ in (methods[scheme][0], methods[scheme][-1]):
+                    top = curve(None)
+                    panels["CIFAR-10, ns = 1000, T = 500, ResNet-18"][
+                        f"{SHORT[scheme]}, {method}"] = (np.arange(top + 1),
+                                                         np.asarray(curve(range(top + 1))))
+            if "cifar10_cpu" in self.runs:
+                panels["CIFAR-10 (CPU variant), ns = 1000, T = 50, LeNet-5"] = {
+                    SHORT["with_replacement"]: self.runs["cifar10_cpu"].curve()}
+            self.add("\n" + self.fig(plots.plot_certified_accuracy_panels(
+                panels, legend_loc="upper right"), "fig4_cifar10.png") + "\n")
+        self.not_run("cifar10_gpu")
+        self.add(f"CPU variant: {command('cifar10_cpu')} (`experiments/cifar10_cpu.yaml`: "
+                 "LeNet-5, ns = 1000 with replacement, T = 50, 300 steps, 2-px shifts).\n")
         n = "cifar10_cpu"
         if n in self.runs:
             r = self.runs[n]
@@ -635,6 +713,20 @@ def agg_parts(runs, fig_dir: Path, md_dir: Path, runs_dir: Path) -> list[str]:
     return agg.parts
 
 
+#: ``--only`` sections: the method of ``Report`` that writes one, and its heading's start.
+ONLY = {"cifar": "## CIFAR-10"}
+
+
+def replace_section(text: str, heading: str, part: str) -> str:
+    """``text`` with the section whose heading starts with ``heading`` (up to the next
+    ``## `` heading) replaced by ``part``."""
+    start = text.find("\n" + heading)
+    if start < 0:
+        raise SystemExit(f"report: no section '{heading}' in the report to replace")
+    end = text.find("\n## ", start + 1)
+    return text[:start + 1] + part + (text[end:] if end >= 0 else "")
+
+
 def splice(text: str, part: str) -> str:
     """``text`` with its issue-13 part (from ``AGG_START`` or the first of the part's own
     headings, up to ``AGG_END``) replaced by ``part`` (inserted before ``AGG_END`` when
@@ -655,12 +747,28 @@ def main(argv=None) -> int:
     ap.add_argument("--only-agg", action="store_true",
                     help="regenerate only the issue-13 sections (experiments/report_agg.py) "
                          "and put them in place of their earlier text in --out")
+    ap.add_argument("--only", choices=sorted(ONLY), default=None,
+                    help="regenerate only this section and put it in place of its earlier "
+                         "text in --out (the rest of the report needs runs that are not "
+                         "here)")
     a = ap.parse_args(argv)
     out = Path(a.out)
     fig_dir = out.parent / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     runs = load_runs(Path(a.runs_dir))
     rep = Report(runs, fig_dir, out.parent)
+    if a.only:
+        heading = ONLY[a.only]
+        getattr(rep, a.only)()
+        rev = git_revision(ROOT) or {}
+        rep.add(f"*This section regenerated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at "
+                f"code revision `{str(rev.get('commit', '?'))[:12]}`"
+                f"{' (dirty tree)' if rev.get('dirty') else ''} (`python experiments/"
+                f"report.py --only {a.only}`), from the runs it names; the rest of the "
+                "report is from the revision at the top.*\n")
+        out.write_text(replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n"))
+        print(f"updated the section '{heading}' of {out} ({len(runs)} runs)")
+        return 0
     if a.only_agg:
         parts = agg_parts(runs, fig_dir, out.parent, Path(a.runs_dir))
         out.write_text(splice(out.read_text(), "\n".join(parts) + "\n"))

@@ -109,6 +109,12 @@ GROUPS: dict[str, list[tuple[str, str, dict]]] = {
               for ns in (10, 50) for kind in ("twophase", "alg2")],
     # (e) CIFAR-10, CPU-sized variant (the paper-scale config is cifar10_bagging.yaml)
     "cifar10_cpu": [("cifar10_cpu", "cifar10_cpu.yaml", {})],
+    # (e2) CIFAR-10 at the paper's scale (cifar10_bagging.yaml: ResNet-18, ns = 1000, T = 500)
+    # with each of the three schemes, on a GPU in bfloat16; benchmarks/gpu_cifar10.py trains
+    # the same runs over device leases and `gpu_cifar10.py import` puts them here
+    "cifar10_gpu": _schemes("cifar10", "cifar10_bagging.yaml",
+                            {"training.device": "cuda", "training.dtype": "bfloat16",
+                             "training.save_weights": False}),
     # (f) DPA baseline on MNIST
     "mnist_dpa": [("mnist_dpa", "mnist_dpa.yaml", {})],
     # (g) the equal-compute comparison on MNIST (issue 13): DPA and its run-off election,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import re
@@ -1152,6 +1153,66 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     assert resumed["certified_accuracy"] == whole["certified_accuracy"]
     assert len(resumed["train_s_every_call"]) == 2 and (tmp_path / "out2" / "cifar_run.tar.gz"
                                                         ).is_file()
+    # the finished run's state into runs/ for experiments/report.py: timing.json holds both
+    # calls (the stopped one's chunk and the resuming one's); a stopped state is refused
+    runs = tmp_path / "runs"
+    with pytest.raises(SystemExit, match="not finished .1 chunk.s. trained"):
+        cifar.main(["import", str(packed), "--runs-dir", str(runs)])
+    imported = cifar.main(["import", str(tmp_path / "out2" / "cifar_run.tar.gz"),
+                           "--runs-dir", str(runs)])
+    assert imported == runs / "cifar10_with_replacement"
+    assert sorted(p.name for p in runs.iterdir()) == ["cifar10_with_replacement"]
+    timing = json.loads((imported / "timing.json").read_text())
+    assert [(s["chunks_trained"], s["chunks_skipped"], s["finished"])
+            for s in timing["sessions"]] == [(1, 0, False), (1, 1, True)]
+    assert timing["train_s"] == pytest.approx(sum(resumed["train_s_every_call"]), abs=0.02)
+    assert timing["certify_s"] == resumed["certify_s"]
+    np.testing.assert_array_equal(np.load(imported / "predictions.npy"),
+                                  np.load(tmp_path / "whole" / "predictions.npy"))
+    with pytest.raises(SystemExit, match="exists"):
+        cifar.main(["import", str(tmp_path / "out2" / "cifar_run.tar.gz"),
+                    "--runs-dir", str(runs)])
+    # a state packed before the record held the certify time: the lease's summary gives it
+    legacy = tmp_path / "legacy.tar.gz"
+    with tarfile.open(tmp_path / "out2" / "cifar_run.tar.gz") as src, \
+            tarfile.open(legacy, "w:gz") as dst:
+        for m in src.getmembers():
+            f = src.extractfile(m)
+            if m.name == "calls.json":
+                data = json.dumps([{k: v for k, v in c.items() if k != "certify_s"}
+                                   for c in json.load(f)]).encode()
+                m.size = len(data)
+                f = io.BytesIO(data)
+            dst.addfile(m, f)
+    (tmp_path / "s.json").write_text(json.dumps({"certify_s": 9.5}))
+    got = cifar.main(["import", str(legacy), "--runs-dir", str(tmp_path / "runs2"),
+                      "--summary", str(tmp_path / "s.json")])
+    assert json.loads((got / "timing.json").read_text())["certify_s"] == 9.5
+    # a record from before calls counted chunks: its one call trained what the others did not
+    old = [{"train_s": 3.0, "finished": False}, {"train_s": 2.0, "finished": True,
+                                                 "chunks_trained": 2, "chunks_skipped": 5}]
+    assert [s["chunks_trained"] for s in cifar.timing(old, 7, 0.1, "c")["sessions"]] == [5, 2]
+    with pytest.raises(SystemExit, match="2 calls of the run do not say"):
+        cifar.timing([{"train_s": 1.0, "finished": False}] * 2, 7, 0.1, "c")
+    # the report's CIFAR-10 section from that run alone, in place of the section's old text
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
+    try:
+        import report
+    finally:
+        sys.path.pop(0)
+    md = tmp_path / "docs" / "results.md"
+    md.parent.mkdir()
+    md.write_text("# R\n\n## Case 3\n\na\n\n## CIFAR-10\n\nold\n\n## DPA baseline on MNIST\n\nb\n")
+    report.main(["--runs-dir", str(runs), "--out", str(md), "--only", "cifar"])
+    text = md.read_text()
+    assert "\nold\n" not in text
+    assert text.startswith("# R\n\n## Case 3\n\na\n\n## CIFAR-10 (Figure 4")
+    assert text.endswith("\n## DPA baseline on MNIST\n\nb\n")
+    rows = [line for line in text.splitlines() if line.startswith("| with repl. (2) |")]
+    assert [r.split(" | ")[1] for r in rows] == [
+        "bonferroni (the config's)", "bonferroni_upper", "auto (pairwise)"]
+    assert (md.parent / "figures" / "fig4_cifar10.png").stat().st_size > 0
+    assert "Not run (yet) in this report: cifar10_without_replacement, cifar10_binomial" in text
     # a run directory that exists (a warm machine's own run) is resumed, the file ignored
     cifar.main(["run", *one, "--run-dir", str(tmp_path / "lease2" / "run"),
                 "--resume-from", str(packed)])

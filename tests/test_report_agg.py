@@ -43,3 +43,14 @@ def test_splice_replaces_the_issue_13_part_only(modules):
     newer = part.replace("one", "two")
     twice = report.splice(once, newer)
     assert "one" not in twice and "two" in twice and "## DPA baseline on MNIST\n\ny" in twice
+
+
+def test_replace_section_replaces_one_section_and_names_a_missing_one(modules):
+    _, report = modules
+    text = "# R\n\n## A\n\na\n\n## CIFAR-10\n\nold\n\n## B\n\nb\n"
+    new = report.replace_section(text, "## CIFAR-10", "## CIFAR-10 (x)\n\nnew\n")
+    assert new == "# R\n\n## A\n\na\n\n## CIFAR-10 (x)\n\nnew\n\n## B\n\nb\n"
+    last = report.replace_section("# R\n\n## CIFAR-10\n\nold\n", "## CIFAR-10", "## CIFAR-10\n")
+    assert last == "# R\n\n## CIFAR-10\n"
+    with pytest.raises(SystemExit, match="no section '## C' in the report"):
+        report.replace_section("# R\n\n## A\n", "## C", "x")

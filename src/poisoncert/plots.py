@@ -165,11 +165,14 @@ __all__ += ["plot_certified_accuracy_panels", "plot_subset_sizes"]
 
 def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
                                    xlabel: str = r"$\rho$ (poisoned samples, model P6)",
-                                   ncols: int | None = None, dpi: int = 110):
+                                   ncols: int | None = None, dpi: int = 110,
+                                   legend_loc: str = "lower left"):
     """Several certified-accuracy panels side by side (the paper's Figures 4 and 6).
 
     ``panels`` maps a panel title to a mapping ``label -> (rho, accuracy)`` (as for
-    ``plot_certified_accuracy``). Writes a PNG to ``path`` when given; returns the ``Figure``.
+    ``plot_certified_accuracy``). ``legend_loc``: where matplotlib puts each legend (its
+    ``loc``: "upper right" where the curves stay low). Writes a PNG to ``path`` when given;
+    returns the ``Figure``.
     """
     from matplotlib.figure import Figure
 
@@ -195,7 +198,7 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
         ax.set_xlabel(xlabel)
         ax.set_ylabel("certified accuracy")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="x-small", loc="lower left")
+        ax.legend(fontsize="x-small", loc=legend_loc)
     for ax in axes[k:]:
         ax.set_visible(False)
     if path is not None:

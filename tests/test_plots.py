@@ -1,0 +1,40 @@
+"""poisoncert.plots: the certified-accuracy panels (the report's Figures 4 and 6) draw what
+they are given, where they are told."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+
+from poisoncert import plots  # noqa: E402
+
+
+def _curves(k: int) -> dict:
+    return {f"curve {j}": (np.arange(5), np.linspace(0.4, 0.0, 5) / (j + 1)) for j in range(k)}
+
+
+def test_panels_draw_each_curve_in_its_panel_and_hide_the_spare_axes(tmp_path):
+    panels = {"a": _curves(2), "b": _curves(1), "c": _curves(3), "d": _curves(1)}
+    fig = plots.plot_certified_accuracy_panels(panels, tmp_path / "p.png")
+    axes = fig.get_axes()
+    assert len(axes) == 6  # two rows of three; the last two hidden
+    assert [ax.get_visible() for ax in axes] == [True] * 4 + [False] * 2
+    assert [ax.get_title() for ax in axes[:4]] == list(panels)
+    for ax, curves in zip(axes, panels.values(), strict=False):
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == list(curves)
+        drawn = ax.get_lines()
+        np.testing.assert_array_equal(drawn[-1].get_ydata(), list(curves.values())[-1][1])
+        assert ax.get_xlim() == (0, 4)
+    assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_panels_put_the_legend_where_asked():
+    loc = {}
+    for where in ("lower left", "upper right"):
+        fig = plots.plot_certified_accuracy_panels({"a": _curves(2)}, legend_loc=where)
+        loc[where] = fig.get_axes()[0].get_legend()._loc
+    assert loc["lower left"] == 3 and loc["upper right"] == 1  # matplotlib's codes
+    with pytest.raises(ValueError, match="panels"):
+        plots.plot_certified_accuracy_panels({})
