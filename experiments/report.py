@@ -577,6 +577,12 @@ class Report:
             rhos = [0, 5, 10, 15, 20, 25]
             rows = []
             methods = {scheme: self.cifar_methods(r) for scheme, r in gpu.items()}
+            self.summary["cifar"] = [
+                f"{SHORT[scheme]}: vote accuracy {pct(r.accuracies()[0])}, certified "
+                f"accuracy at rho = 0 / 10 {pct(m[0][1]([0])[0])} / {pct(m[0][1]([10])[0])} "
+                f"({m[0][0].split(' ')[0]}), {pct(m[-1][1]([0])[0])} / "
+                f"{pct(m[-1][1]([10])[0])} ({m[-1][0]}); wall {r.wall()}"
+                for (scheme, r), m in zip(gpu.items(), methods.values(), strict=True)]
             for scheme, r in gpu.items():
                 acc, base = r.accuracies()
                 for k, (method, curve, median) in enumerate(methods[scheme]):
@@ -675,6 +681,9 @@ class Report:
                          + " - against Jia et al.'s published 91.1% (see Table 2).")
         if "case3" in s:
             lines.append("- Case 3 (MNIST, class 9 attackable): " + " ".join(s["case3"]))
+        if "cifar" in s:
+            lines.append("- CIFAR-10, ResNet-18, ns = 1000, T = 500 (the paper's scale, one "
+                         "GPU): " + "; ".join(s["cifar"]) + " (see 'CIFAR-10').")
         if "dpa" in s:
             lines.append("- DPA on MNIST, k = 1200: median certified radius "
                          + ", ".join(s["dpa"]) + "; published 448 (DPA unit); with a better "
@@ -727,6 +736,27 @@ def replace_section(text: str, heading: str, part: str) -> str:
     return text[:start + 1] + part + (text[end:] if end >= 0 else "")
 
 
+def update_summary(text: str, summary: str) -> str:
+    """``text`` with each bullet of ``summary`` (a ``summary_text``) in its Summary section:
+    in place of the bullet that starts with the same words (up to its first colon), else
+    after the last bullet."""
+    start = text.find("\n## Summary\n")
+    if start < 0:
+        return text
+    end = text.find("\n## ", start + 1)
+    end = len(text) if end < 0 else end
+    lines = text[start:end].split("\n")
+    for bullet in (b for b in summary.split("\n") if b.startswith("- ")):
+        key = bullet.split(":")[0] + ":"
+        same = [i for i, line in enumerate(lines) if line.startswith(key)]
+        if same:
+            lines[same[0]] = bullet
+        else:
+            last = max((i for i, line in enumerate(lines) if line.startswith("- ")), default=1)
+            lines.insert(last + 1, bullet)
+    return text[:start] + "\n".join(lines) + text[end:]
+
+
 def splice(text: str, part: str) -> str:
     """``text`` with its issue-13 part (from ``AGG_START`` or the first of the part's own
     headings, up to ``AGG_END``) replaced by ``part`` (inserted before ``AGG_END`` when
@@ -766,7 +796,8 @@ def main(argv=None) -> int:
                 f"{' (dirty tree)' if rev.get('dirty') else ''} (`python experiments/"
                 f"report.py --only {a.only}`), from the runs it names; the rest of the "
                 "report is from the revision at the top.*\n")
-        out.write_text(replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n"))
+        text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
+        out.write_text(update_summary(text, rep.summary_text()))
         print(f"updated the section '{heading}' of {out} ({len(runs)} runs)")
         return 0
     if a.only_agg:

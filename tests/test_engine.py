@@ -1213,6 +1213,12 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
         "bonferroni (the config's)", "bonferroni_upper", "auto (pairwise)"]
     assert (md.parent / "figures" / "fig4_cifar10.png").stat().st_size > 0
     assert "Not run (yet) in this report: cifar10_without_replacement, cifar10_binomial" in text
+    rep = report.Report(report.load_runs(runs), md.parent / "figures", md.parent)
+    rep.cifar()
+    assert re.search(r"- CIFAR-10, ResNet-18, ns = 1000, T = 500 \(the paper's scale, one GPU\): "
+                     r"with repl. \(2\): vote accuracy \d+\.\d%, certified accuracy at rho = 0 "
+                     r"/ 10 .* \(bonferroni\), .* \(auto \(pairwise\)\); wall \d+ s",
+                     rep.summary_text())
     # a run directory that exists (a warm machine's own run) is resumed, the file ignored
     cifar.main(["run", *one, "--run-dir", str(tmp_path / "lease2" / "run"),
                 "--resume-from", str(packed)])

@@ -54,3 +54,14 @@ def test_replace_section_replaces_one_section_and_names_a_missing_one(modules):
     assert last == "# R\n\n## CIFAR-10\n"
     with pytest.raises(SystemExit, match="no section '## C' in the report"):
         report.replace_section("# R\n\n## A\n", "## C", "x")
+
+
+def test_update_summary_replaces_a_bullet_or_adds_it(modules):
+    _, report = modules
+    text = "# R\n\n## Summary\n\n- MNIST 1/7: a.\n- DPA on MNIST: b.\n\n## Next\n\n- MNIST 1/7: x\n"
+    once = report.update_summary(text, "## Summary\n- CIFAR-10, ResNet-18: c.\n")
+    assert once == ("# R\n\n## Summary\n\n- MNIST 1/7: a.\n- DPA on MNIST: b.\n"
+                    "- CIFAR-10, ResNet-18: c.\n\n## Next\n\n- MNIST 1/7: x\n")
+    twice = report.update_summary(once, "## Summary\n- CIFAR-10, ResNet-18: d.\n")
+    assert twice == once.replace("c.", "d.")
+    assert report.update_summary("# R\n", "## Summary\n- A: b\n") == "# R\n"
