@@ -65,3 +65,12 @@ def test_update_summary_replaces_a_bullet_or_adds_it(modules):
     twice = report.update_summary(once, "## Summary\n- CIFAR-10, ResNet-18: d.\n")
     assert twice == once.replace("c.", "d.")
     assert report.update_summary("# R\n", "## Summary\n- A: b\n") == "# R\n"
+
+
+def test_update_groups_lists_every_group_of_run_py(modules):
+    run, report = modules
+    text = "x `python experiments/run.py GROUP` (groups: `a`, `b`); each run y"
+    new = report.update_groups(text)
+    assert new == ("x `python experiments/run.py GROUP` (groups: "
+                   + ", ".join(f"`{g}`" for g in run.GROUPS) + "); each run y")
+    assert "`cifar10_gpu`" in new and report.update_groups("no list") == "no list"
