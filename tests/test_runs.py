@@ -317,6 +317,24 @@ def test_train_run_layout_and_contents(tmp_path, engine):
     assert man["git"] is None or {"commit", "dirty"} <= set(man["git"])
     assert man["finished"] and man["started"]
     assert 0.5 < res.accuracy <= 1.0 and res.chunks_trained == 4
+    # what it trained on, in words, and again for each session that resumes it
+    from poisoncert.runmanifest import device_name
+
+    here = {"type": "cpu", "names": [device_name("cpu")]}
+    assert man["device"] == here and "resumed_on" not in man and here["names"][0]
+    experiment.train_run(cfg, tmp_path / "run", progress=False)
+    man = json.loads((rd / runs.MANIFEST).read_text())
+    assert man["device"] == here and man["resumed_on"] == [here] and len(man["resumed"]) == 1
+
+
+def test_device_record_names_local_devices_and_leaves_remote_ones_out(monkeypatch):
+    from poisoncert import runmanifest
+
+    monkeypatch.setattr(runmanifest, "device_name", lambda d: f"name of {d}")
+    assert runmanifest.device_record("cuda", ["cuda:0", "cuda:1"]) == {
+        "type": "cuda", "names": ["name of cuda:0", "name of cuda:1"]}
+    assert runmanifest.device_record("cuda:1") == {"type": "cuda", "names": ["name of cuda:1"]}
+    assert runmanifest.device_record("cuda", local=False) == {"type": "cuda", "names": None}
 
 
 def test_known_clean_part_joins_every_subset(tmp_path, engine):

@@ -19,7 +19,8 @@ import numpy as np
 
 from poisoncert.config import ExperimentConfig, config_hash
 
-__all__ = ["array_checksum", "build_manifest", "git_revision", "now_iso"]
+__all__ = ["array_checksum", "build_manifest", "device_name", "device_record", "git_revision",
+           "now_iso"]
 
 
 def array_checksum(*arrays: np.ndarray) -> str:
@@ -53,6 +54,36 @@ def git_revision(path: str | Path | None = None) -> dict[str, Any] | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return {"commit": rev.stdout.strip(), "dirty": bool(status.stdout.strip())}
+
+
+def device_name(device: str) -> str:
+    """What a run's chunks train on, in words: the GPU's name for ``cuda`` / ``cuda:K``
+    (torch's), the processor's model for the CPU (``/proc/cpuinfo``, else ``platform``)."""
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            return "CUDA not available"
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def device_record(device: str, devices: list[str] | None = None, *,
+                  local: bool = True) -> dict[str, Any]:
+    """A manifest's ``device``: the type (``cpu`` / ``cuda``) and the names of the devices a
+    local executor trains on (``devices``, else ``device``); chunks that remote workers train
+    (Ray) are not named here (``names`` None)."""
+    kind = device.split(":")[0]
+    if not local:
+        return {"type": kind, "names": None}
+    return {"type": kind, "names": sorted({device_name(d) for d in (devices or [device])})}
 
 
 def now_iso() -> str:

@@ -280,6 +280,8 @@ class RunDir(ChunkFiles):
                 self.check_config(cfg)
                 man = self.load_manifest() or manifest
                 man.setdefault("resumed", []).append(now_iso())
+                if "device" in manifest:  # where each resumed session trains
+                    man.setdefault("resumed_on", []).append(manifest["device"])
                 man["finished"] = None
                 man.pop("checksums", None)  # recorded again by finish()
                 self._save_manifest(man)

@@ -25,6 +25,7 @@ from poisoncert.experiment import learners
 from poisoncert.experiment.display import ProgressDisplay, no_display, progress_display
 from poisoncert.experiment.resources import check_run_memory
 from poisoncert.experiment.split import DataSplit, split_data, subset_plan
+from poisoncert.runmanifest import device_record
 from poisoncert.runs import RunDir, RunError
 from poisoncert.runsafe import fault_point
 from poisoncert.votes import majority_vote
@@ -243,6 +244,9 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
                            f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
                            "resumed.")
     manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+    local = isinstance(executor, LocalExecutor)
+    manifest["device"] = device_record(cfg.execution.device,
+                                       executor.devices if local else None, local=local)
     with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
         return _train_locked(cfg, rd, data, manifest, executor, progress, t0)
 
