@@ -167,16 +167,19 @@ def timing(calls: list[dict], n_chunks: int, certify_s: float, command: str) -> 
         raise SystemExit(f"import: the calls trained {done} chunks, the run has {n_chunks}")
     return {"sessions": sessions, "train_s": round(sum(c["train_s"] for c in calls), 2),
             "certify_s": certify_s, "cpus": calls[-1].get("cpus") if calls else None,
-            "workers": 1, "command": command}
+            "workers": 1, "command": command,
+            "devices": sorted({c["device"] for c in calls if c.get("device")})}
 
 
-def import_run(packed: Path, runs_dir: Path, summary: Path | None = None) -> Path:
+def import_run(packed: Path, runs_dir: Path, summary: Path | None = None,
+               device_name: str = "") -> Path:
     """A finished run's packed state as ``runs_dir/cifar10_SCHEME`` (the name
     ``experiments/run.py``'s group ``cifar10_gpu`` gives it), with a ``timing.json`` made of
     its record of calls, for ``experiments/report.py``. The certification is the run's own;
     where the record has no certify time (packed before calls recorded one), it is the
     ``certify_s`` of the lease's ``summary`` (``cifar10.json``) when given, else the run is
-    certified again here and that is timed."""
+    certified again here and that is timed. ``device_name``: what the calls trained on, for
+    a record made before calls named it (the device tool's reply says)."""
     from poisoncert.experiment import certify_run
     from poisoncert.runs import RunDir
 
@@ -196,8 +199,12 @@ def import_run(packed: Path, runs_dir: Path, summary: Path | None = None) -> Pat
             raise SystemExit(f"import: '{dest}' exists (remove it to import '{packed}')")
         calls = json.loads(_calls_file(tmp).read_text()) if _calls_file(tmp).is_file() else []
         certify_s = calls[-1].get("certify_s") if calls else None
-        if certify_s is None and summary is not None:
-            certify_s = json.loads(summary.read_text())["certify_s"]
+        said = json.loads(summary.read_text()) if summary is not None else {}
+        if certify_s is None:
+            certify_s = said.get("certify_s")
+        device_name = device_name or said.get("device", "")
+        if device_name and calls and not any(c.get("device") for c in calls):
+            calls = [{**c, "device": device_name} for c in calls]
         if certify_s is None:
             t = time.perf_counter()
             certify_run(tmp, plot=False)
@@ -312,11 +319,15 @@ def run(args) -> dict:
     calls_file = _calls_file(run_dir)
     calls = json.loads(calls_file.read_text()) if calls_file.is_file() else []
     before = _chunks_done(run_dir)
+    from poisoncert.runmanifest import device_name
+
+    device = device_name(args.device)
 
     def record(seconds: float, finished: bool, **more) -> None:
         calls.append({"train_s": round(seconds, 2), "finished": finished,
                       "chunks_trained": _chunks_done(run_dir) - before,
-                      "chunks_skipped": before, "cpus": os.cpu_count(), **more})
+                      "chunks_skipped": before, "cpus": os.cpu_count(), "device": device,
+                      **more})
         calls_file.parent.mkdir(parents=True, exist_ok=True)
         calls_file.write_text(json.dumps(calls, indent=1) + "\n")
 
@@ -343,7 +354,8 @@ def run(args) -> dict:
         label += f", {args.scheme}"
     out = {"run": label, "train_s_this_call": round(t1 - t0, 2),
         "train_s_every_call": [c["train_s"] for c in calls],
-        "certify_s": round(t2 - t1, 2), "group_size": engine.get("group_size"),
+        "certify_s": round(t2 - t1, 2), "device": device,
+        "group_size": engine.get("group_size"),
         "path": engine.get("path"), "dtype": cfg.training.dtype,
         "vote_accuracy": round(res.accuracy, 4), "base_accuracy": round(res.base_accuracy, 4),
         "certified_accuracy": {str(r): round(a, 4) for r, a in cert.table.rows()}}
@@ -407,12 +419,14 @@ def main(argv=None):
     im.add_argument("--runs-dir", default=str(ROOT / "runs"))
     im.add_argument("--summary", default="", help="the lease's cifar10.json, for the certify "
                     "time of a state packed before the record of calls held it")
+    im.add_argument("--device-name", default="", help="the device the calls trained on, for "
+                    "a state packed before the record of calls named it (e.g. 'NVIDIA H200')")
     args = p.parse_args(argv)
     if args.what == "split":
         return split(Path(args.archive), Path(args.into))
     if args.what == "import":
         return import_run(Path(args.packed), Path(args.runs_dir),
-                          Path(args.summary) if args.summary else None)
+                          Path(args.summary) if args.summary else None, args.device_name)
     if args.what == "stage":
         return stage(Path(args.part), Path(args.stage))
     return run(args)

@@ -108,7 +108,10 @@ class Run:
             return "n/a"
         out = f"{self.timing['train_s']:.0f} s + {self.timing['certify_s']:.1f} s"
         if self.cfg.execution.device == "cuda":
-            out += " on a GPU (`training.device: cuda`)"
+            names = (RunDir(self.path).load_manifest().get("device", {}).get("names")
+                     or self.timing.get("devices"))
+            out += (f" on one {' / '.join(names)}" if names else " on a GPU") + (
+                " (`training.device: cuda`)")
         frac = self.timed_fraction()
         if frac < 1.0:
             out += (f" (training time of the last {frac:.0%} of the classifiers only: an "
@@ -596,7 +599,7 @@ class Report:
                            rows))
             first = next(iter(gpu.values()))
             man = RunDir(first.path).load_manifest()
-            self.add("\nTrained on one GPU (the wall column: training, then certifying); "
+            self.add("\nThe wall column: training, then certifying, on the device named; "
                      f"the runs' manifests name the code revision "
                      f"(`{str(man.get('git', {}).get('commit', '?'))[:12]}` for "
                      f"{first.name}) and the package versions. Certified accuracy stays well "

@@ -1167,6 +1167,9 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
             for s in timing["sessions"]] == [(1, 0, False), (1, 1, True)]
     assert timing["train_s"] == pytest.approx(sum(resumed["train_s_every_call"]), abs=0.02)
     assert timing["certify_s"] == resumed["certify_s"]
+    from poisoncert.runmanifest import device_name
+
+    assert timing["devices"] == [device_name("cpu")] == [resumed["device"]]
     np.testing.assert_array_equal(np.load(imported / "predictions.npy"),
                                   np.load(tmp_path / "whole" / "predictions.npy"))
     with pytest.raises(SystemExit, match="exists"):
@@ -1179,15 +1182,17 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
         for m in src.getmembers():
             f = src.extractfile(m)
             if m.name == "calls.json":
-                data = json.dumps([{k: v for k, v in c.items() if k != "certify_s"}
+                data = json.dumps([{k: v for k, v in c.items()
+                                    if k not in ("certify_s", "device")}
                                    for c in json.load(f)]).encode()
                 m.size = len(data)
                 f = io.BytesIO(data)
             dst.addfile(m, f)
     (tmp_path / "s.json").write_text(json.dumps({"certify_s": 9.5}))
     got = cifar.main(["import", str(legacy), "--runs-dir", str(tmp_path / "runs2"),
-                      "--summary", str(tmp_path / "s.json")])
-    assert json.loads((got / "timing.json").read_text())["certify_s"] == 9.5
+                      "--summary", str(tmp_path / "s.json"), "--device-name", "Some GPU"])
+    legacy_timing = json.loads((got / "timing.json").read_text())
+    assert legacy_timing["certify_s"] == 9.5 and legacy_timing["devices"] == ["Some GPU"]
     # a record from before calls counted chunks: its one call trained what the others did not
     old = [{"train_s": 3.0, "finished": False}, {"train_s": 2.0, "finished": True,
                                                  "chunks_trained": 2, "chunks_skipped": 5}]
