@@ -1,10 +1,10 @@
-"""The paper's CIFAR-10 experiment (issue 11, item 10) on a GPU lease: the data in parts small
-enough for one device call each, then the run, resumable across calls.
+"""The paper's CIFAR-10 experiment (issue 11, item 10) on GPU leases: the data staged in parts
+one device call can carry, then the run, which a time limit may stop and a later call resume.
 
 A device call carries at most 64 MiB of the checkout and the CIFAR-10 batch files are 184 MB,
-so they travel in three parts of at most two batch files (61.5 MB) each, staged one per call
-into a folder outside the checkout that lives as long as the machine stays warm (calls must
-follow each other within ~30 s):
+so they travel in three parts of at most two batch files (58.6 MiB) each, staged one per call
+into a folder outside the checkout (``STAGE``, /tmp/poisoncert_cifar) that lives as long as
+the machine stays warm (calls must follow each other within ~30 s):
 
     # here, once: data/cifar_parts/{1,2,3}/ (git-ignored), the batch files of the archive
     python benchmarks/gpu_cifar10.py split
@@ -12,42 +12,54 @@ follow each other within ~30 s):
     python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/1
     python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/2
     python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/3 && \\
-        timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --dtype bfloat16
+        timeout -s INT -k 30 550 python3 benchmarks/gpu_cifar10.py run --out $OUT --pack \\
+        --dtype bfloat16
     # a later call on the same warm machine resumes the run where the time limit stopped it
-    timeout -s INT 540 python3 benchmarks/gpu_cifar10.py run --out $OUT --dtype bfloat16
+    timeout -s INT -k 30 550 python3 benchmarks/gpu_cifar10.py run --out $OUT --pack \\
+        --dtype bfloat16
+
+``timeout -s INT`` stops the run before the call's own limit kills it: the finished chunks are
+kept and, with ``--pack``, the run's state comes back in ``$OUT``. Measured on one H200
+(docs/benchmarks.md, session 18): the whole run, 500 ResNet-18s, trained in 374 s in
+bfloat16, so one call holds it.
 
 (``training.path: fast`` is, for this config on CUDA, the graphed loop: one plain module per
 classifier with each step a replayed CUDA graph, ``--lanes`` classifiers at once (default
 ``graphed.CUDA_LANES``, 8; ``--nchw``: the plain layout, not channels-last),
-``training.graphed``. Measured on one H200 in bfloat16 (docs/benchmarks.md): 21.3k training
-images/s with 8 lanes, 19.7k with 4, against 5.8-6.2k for the grouped twin; at 21.3k the
-run's 12.8 million training images are about 600 s, arithmetic, not a run. ``--path twin``
-trains the grouped twin. Every call of one run must name the same path: a run keeps the
-numerics it started with.)
+``training.graphed``. ``--path twin`` trains the grouped twin. Every call of one run must
+name the same path, precision and scheme: a run keeps the numerics it started with.)
 
 A run longer than one lease goes on in the next one (a fresh machine): ``run --pack`` writes
-the run's state (its directory without weights: the finished chunks' predictions, about 10 MB
-for T = 500, and the seconds each call trained) to ``$OUT/cifar_run.tar.gz`` whether the run
-finished or a time limit stopped it; copy that file here into ``data/cifar_run/`` (git-ignored)
-and, after staging the three parts on the next lease, resume from it in a fourth call that
-carries ``data/cifar_run`` (a part and the state together would pass the 64 MiB):
+the run's state (its directory without weights: the finished chunks' predictions, 4.7 MiB for
+T = 500, and a record of each call: seconds, chunks, device) to ``$OUT/cifar_run.tar.gz``
+whether the run finished or a time limit stopped it. Copy that file here into
+``data/cifar_run/`` (git-ignored). On the next lease, carry it with the first part (part and
+state are about 63 MiB with the checkout), copy it out of the checkout, stage the other parts,
+and resume:
 
-    timeout -s INT 500 python3 benchmarks/gpu_cifar10.py run --out $OUT --pack \
-        --dtype bfloat16 --resume-from data/cifar_run/cifar_run.tar.gz
+    # call 1, carrying ["data/cifar_parts/1", "data/cifar_run"]
+    python3 benchmarks/gpu_cifar10.py stage data/cifar_parts/1 && cp data/cifar_run/*.tar.gz /tmp/
+    # calls 2 and 3 stage parts 2 and 3; call 3 then resumes
+    timeout -s INT -k 30 550 python3 benchmarks/gpu_cifar10.py run --out $OUT --pack \\
+        --dtype bfloat16 --resume-from /tmp/cifar_run.tar.gz
 
 ``run`` trains ``experiments/cifar10_bagging.yaml`` (ResNet-18, ns = 1000, T = 500, 400 steps,
 bagging) into ``--run-dir`` with a line per finished chunk (classifiers so far, seconds, rate;
 a chunk is rounded up to whole groups, so what a time limit loses is at most one chunk),
 certifies it once every classifier is trained, and writes to ``--out`` a summary
-(``cifar10.json``: wall times, this call's and every call's training seconds, group size,
-path, precision, accuracies, the certified accuracy per radius) with the run's manifest; the
-run's weights are not kept (``training.save_weights: false``: 500 ResNet-18s are 22 GB).
-A finished run's state goes into the report with ``import``: it unpacks into
-``runs/cifar10_SCHEME`` (``experiments/run.py``'s group ``cifar10_gpu``) with a ``timing.json``
-made of the record of calls, and ``python experiments/report.py --only cifar`` writes
-docs/results.md's CIFAR-10 section (the bottom row of the paper's Figure 4) from it:
+(``cifar10.json``: wall times, this call's and every call's training seconds, the device,
+group size, path, precision, accuracies, the certified accuracy per radius) with the run's
+manifest; the run's weights are not kept (``training.save_weights: false``: 500 ResNet-18s
+are 22 GB).
 
-    python benchmarks/gpu_cifar10.py import data/cifar_run/cifar_run.tar.gz \
+A finished run's state goes into the report with ``import``, here: it unpacks into
+``runs/cifar10_SCHEME`` with a ``timing.json`` made of the record of calls, and
+``python experiments/report.py --only cifar`` writes docs/results.md's CIFAR-10 section (the
+bottom row of the paper's Figure 4) from it. Such a run is the report's alone: it names the
+lease's data folder, so ``experiments/run.py cifar10_gpu`` (which trains the same runs on a
+machine with a GPU and its own data folder) refuses to resume it.
+
+    python benchmarks/gpu_cifar10.py import data/cifar_run/cifar_run.tar.gz \\
         --summary data/cifar_run/cifar10.json
 
 ``--scheme without_replacement`` (or ``binomial``) trains the same experiment with another of
@@ -74,6 +86,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 #: The paper's three schemes (Figure 4's columns); ``--scheme`` picks one.
 from poisoncert.selection import SCHEMES  # noqa: E402
+
+CONFIG = ROOT / "experiments" / "cifar10_bagging.yaml"
+#: The config's own scheme (bagging with replacement): its runs' names have no suffix.
+CONFIG_SCHEME = "with_replacement"
 
 #: The archive's batch files in their parts (each under a device call's 64 MiB).
 PARTS = (("data_batch_1.bin", "data_batch_2.bin"), ("data_batch_3.bin", "data_batch_4.bin"),
@@ -135,10 +151,10 @@ def _calls_file(run_dir: Path) -> Path:
     return run_dir.parent / f"{run_dir.name}_{CALLS}"
 
 
-def _suffix(scheme: str) -> str:
+def _suffix(scheme: str | None) -> str:
     """What a run of another scheme adds to its names (run directory, summary, packed
     state): ``_without_replacement``, say; nothing for the config's own."""
-    return f"_{scheme}" if scheme else ""
+    return f"_{scheme}" if scheme and scheme != CONFIG_SCHEME else ""
 
 
 def _chunks_done(run_dir: Path) -> int:
@@ -171,48 +187,87 @@ def timing(calls: list[dict], n_chunks: int, certify_s: float, command: str) -> 
             "devices": sorted({c["device"] for c in calls if c.get("device")})}
 
 
+def _read_member(packed: Path, name: str | None, who: str) -> bytes | list[str] | None:
+    """One member of a packed state (None where it has none), or with ``name`` None the
+    members' names; a file that is no gzip'd tar is one clear line."""
+    try:
+        with tarfile.open(packed, "r:gz") as tar:
+            if name is None:
+                return tar.getnames()
+            try:
+                f = tar.extractfile(name)
+            except KeyError:
+                return None
+            return None if f is None else f.read()
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise SystemExit(f"{who}: '{packed}' is not a packed run state (a .tar.gz that "
+                         f"'run --pack' wrote): {e}") from None
+
+
 def import_run(packed: Path, runs_dir: Path, summary: Path | None = None,
                device_name: str = "") -> Path:
     """A finished run's packed state as ``runs_dir/cifar10_SCHEME`` (the name
     ``experiments/run.py``'s group ``cifar10_gpu`` gives it), with a ``timing.json`` made of
-    its record of calls, for ``experiments/report.py``. The certification is the run's own;
-    where the record has no certify time (packed before calls recorded one), it is the
-    ``certify_s`` of the lease's ``summary`` (``cifar10.json``) when given, else the run is
-    certified again here and that is timed. ``device_name``: what the calls trained on, for
-    a record made before calls named it (the device tool's reply says)."""
-    from poisoncert.experiment import certify_run
+    its record of calls, for ``experiments/report.py``. The certification and its time are
+    the lease's: a state packed before the record held the certify time needs the lease's
+    ``summary`` (``cifar10.json``). ``device_name``: what the calls trained on, for a record
+    made before calls named it (the device tool's reply says)."""
+    import yaml
+
     from poisoncert.runs import RunDir
 
+    who = "import"
+    if not packed.is_file():
+        raise SystemExit(f"{who}: '{packed}' is not a file (the {PACKED} that a lease's "
+                         "'run --pack' brought back)")
+    said = {}
+    if summary is not None:
+        try:
+            said = json.loads(summary.read_text())
+            said["certify_s"]
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"{who}: --summary '{summary}' is not the lease's cifar10.json "
+                             f"(a JSON file with certify_s): {e!r}") from None
+    config = _read_member(packed, "run/config.yaml", who)
+    if config is None:
+        raise SystemExit(f"{who}: '{packed}' holds no run (no run/config.yaml)")
+    scheme = yaml.safe_load(config)["selection"]["scheme"]
+    dest = runs_dir / f"cifar10_{scheme}"
+    if dest.exists():
+        raise SystemExit(f"{who}: '{dest}' exists (remove it to import '{packed}')")
+    names = set(_read_member(packed, None, who))
+    if not {"run/votes.npy", "run/certified_accuracy.csv"} <= names:
+        done = sum(n.startswith("run/chunks/") and n.endswith(".npz") for n in names)
+        raise SystemExit(f"{who}: the run in '{packed}' is not finished ({done} chunk(s) "
+                         "trained, not certified): resume it on a lease first")
+    calls = json.loads(_read_member(packed, CALLS, who) or b"[]")
+    certify_s = calls[-1].get("certify_s") if calls else None
+    if certify_s is None:
+        certify_s = said.get("certify_s")
+    if certify_s is None:
+        raise SystemExit(f"{who}: '{packed}' records no certify time (packed before calls "
+                         "recorded one): give the lease's summary, --summary cifar10.json")
+    named = sorted({c["device"] for c in calls if c.get("device")})
+    device_name = device_name or said.get("device", "")
+    if device_name and named and named != [device_name]:
+        raise SystemExit(f"{who}: --device-name '{device_name}', but the record of calls "
+                         f"names {', '.join(named)}")
+    if device_name and not named:
+        calls = [{**c, "device": device_name} for c in calls]
     runs_dir.mkdir(parents=True, exist_ok=True)
     tmp = runs_dir / ".cifar10-import"
     shutil.rmtree(tmp, ignore_errors=True)
     _calls_file(tmp).unlink(missing_ok=True)
-    unpack(packed, tmp)
+    unpack(packed, tmp, who=who, quiet=True)
     try:
         cfg = RunDir(tmp).load_config()
         n_chunks = _chunks_done(tmp)  # all of them, once the run is finished
         if not (tmp / "votes.npy").is_file() or not (tmp / "certified_accuracy.csv").is_file():
-            raise SystemExit(f"import: the run in '{packed}' is not finished ({n_chunks} "
+            raise SystemExit(f"{who}: the run in '{packed}' is not finished ({n_chunks} "
                              "chunk(s) trained, not certified): resume it on a lease first")
-        dest = runs_dir / f"cifar10_{cfg.selection.scheme}"
-        if dest.exists():
-            raise SystemExit(f"import: '{dest}' exists (remove it to import '{packed}')")
-        calls = json.loads(_calls_file(tmp).read_text()) if _calls_file(tmp).is_file() else []
-        certify_s = calls[-1].get("certify_s") if calls else None
-        said = json.loads(summary.read_text()) if summary is not None else {}
-        if certify_s is None:
-            certify_s = said.get("certify_s")
-        device_name = device_name or said.get("device", "")
-        if device_name and calls and not any(c.get("device") for c in calls):
-            calls = [{**c, "device": device_name} for c in calls]
-        if certify_s is None:
-            t = time.perf_counter()
-            certify_run(tmp, plot=False)
-            certify_s = round(time.perf_counter() - t, 2)
-        sfx = "" if cfg.selection.scheme == "with_replacement" else (
-            f" --scheme {cfg.selection.scheme}")
+        flag = "" if scheme == CONFIG_SCHEME else f" --scheme {scheme}"
         record = timing(calls, n_chunks, certify_s, "python benchmarks/gpu_cifar10.py run "
-                        f"--dtype {cfg.training.dtype}{sfx} (device calls: see the script)")
+                        f"--dtype {cfg.training.dtype}{flag} (device calls: see the script)")
         (tmp / "timing.json").write_text(json.dumps(record, indent=1) + "\n")
         tmp.replace(dest)
     finally:
@@ -248,9 +303,9 @@ def pack(run_dir: Path, out: Path, suffix: str = "") -> Path | None:
     return dest
 
 
-def unpack(packed: Path, run_dir: Path) -> bool:
+def unpack(packed: Path, run_dir: Path, *, who: str = "run", quiet: bool = False) -> bool:
     """A packed state into ``run_dir``, which must not exist (a warm machine's own run is
-    newer: then nothing is unpacked, and False)."""
+    newer: then nothing is unpacked, and False). ``who`` names the caller in errors."""
     if not packed.is_file():
         raise SystemExit(f"run: --resume-from '{packed}' is not a file (carry the folder "
                          "holding it with the call)")
@@ -259,22 +314,28 @@ def unpack(packed: Path, run_dir: Path) -> bool:
         return False
     tmp = run_dir.with_name(run_dir.name + ".unpacking")
     shutil.rmtree(tmp, ignore_errors=True)
-    with tarfile.open(packed, "r:gz") as tar:
-        names = tar.getnames()
-        if any(not (n == CALLS or n.startswith("run/")) or ".." in Path(n).parts
-               for n in names):
-            raise SystemExit(f"run: '{packed}' is not a packed run state (members "
-                             f"{names[:3]}...)")
-        tar.extractall(tmp, filter="data")
+    try:
+        with tarfile.open(packed, "r:gz") as tar:
+            names = tar.getnames()
+            if any(not (n == CALLS or n.startswith("run/")) or ".." in Path(n).parts
+                   for n in names):
+                raise SystemExit(f"{who}: '{packed}' is not a packed run state (members "
+                                 f"{names[:3]}...)")
+            tar.extractall(tmp, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SystemExit(f"{who}: '{packed}' is not a packed run state (a .tar.gz that "
+                         f"'run --pack' wrote): {e}") from None
     if not (tmp / "run" / "config.yaml").is_file():
         shutil.rmtree(tmp)
-        raise SystemExit(f"run: '{packed}' holds no run (no run/config.yaml)")
+        raise SystemExit(f"{who}: '{packed}' holds no run (no run/config.yaml)")
     if (tmp / CALLS).is_file():
         (tmp / CALLS).replace(_calls_file(run_dir))
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     (tmp / "run").replace(run_dir)
     shutil.rmtree(tmp)
-    print(f"unpacked {packed} -> {run_dir}")
+    if not quiet:
+        print(f"unpacked {packed} -> {run_dir}")
     return True
 
 
@@ -311,11 +372,13 @@ def run(args) -> dict:
     if args.quick:
         over.update({"selection.T": 2, "selection.ns": 40, "training.steps": 2,
                      "training.batch_size": 4, "data.test_limit": 8, "run.chunk_size": 1})
-    cfg = load_config(ROOT / "experiments" / "cifar10_bagging.yaml", over)
+    cfg = load_config(CONFIG, over)
     sfx = _suffix(args.scheme)
     run_dir = Path(args.run_dir or STAGE / f"run{sfx}")
     if args.resume_from:
-        unpack(Path(args.resume_from), run_dir)
+        unpacked = unpack(Path(args.resume_from), run_dir)
+    else:
+        unpacked = False
     calls_file = _calls_file(run_dir)
     calls = json.loads(calls_file.read_text()) if calls_file.is_file() else []
     before = _chunks_done(run_dir)
@@ -332,8 +395,16 @@ def run(args) -> dict:
         calls_file.write_text(json.dumps(calls, indent=1) + "\n")
 
     t0 = time.perf_counter()
+    from poisoncert.runs import RunError
+
     try:
         res = train_run(cfg, run_dir, progress=_print_progress)
+    except RunError as e:  # another run's folder: one line, and what this call unpacked goes
+        if unpacked:
+            shutil.rmtree(run_dir, ignore_errors=True)
+            _calls_file(run_dir).unlink(missing_ok=True)
+        raise SystemExit(f"run: {e} (every call of one run names the same --scheme, --dtype "
+                         "and --path)") from None
     except KeyboardInterrupt:  # a time limit (timeout -s INT): finished chunks are kept
         record(time.perf_counter() - t0, False)
         done = _chunks_done(run_dir)
@@ -350,7 +421,7 @@ def run(args) -> dict:
     engine = manifest.get("engine", {})
     label = ("CIFAR-10, ResNet-18, T = 2, 2 steps (quick)" if args.quick
              else "CIFAR-10, ResNet-18, ns = 1000, T = 500, 400 steps")
-    if args.scheme:
+    if _suffix(args.scheme):
         label += f", {args.scheme}"
     out = {"run": label, "train_s_this_call": round(t1 - t0, 2),
         "train_s_every_call": [c["train_s"] for c in calls],
@@ -380,24 +451,34 @@ def run(args) -> dict:
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    first = " ".join(__doc__.split("\n\n")[0].split())
+    p = argparse.ArgumentParser(description=first + " Details: this script's docstring.")
     sub = p.add_subparsers(dest="what", required=True)
-    s = sub.add_parser("split", help="here: the archive's batch files in three parts")
-    s.add_argument("--archive", default=str(ARCHIVE))
-    s.add_argument("--into", default=str(ROOT / "data" / "cifar_parts"))
-    st = sub.add_parser("stage", help="on the device: copy one carried part out of the checkout")
-    st.add_argument("part")
-    st.add_argument("--stage", default=str(STAGE))
-    r = sub.add_parser("run", help="train (or resume) and certify the experiment")
-    r.add_argument("--data", default=str(STAGE), help="the folder holding " + FOLDER)
-    r.add_argument("--run-dir", default="", help="default: STAGE/run, or STAGE/run_SCHEME "
-                   "with --scheme")
-    r.add_argument("--scheme", default="", choices=("", *SCHEMES),
-                   help="selection.scheme instead of the config's with_replacement (the "
-                   "paper's Figure 4 has all three); every name the run writes gets _SCHEME")
-    r.add_argument("--device", default="cuda")
+    text = "here: the archive's batch files in three parts, each under a call's 64 MiB"
+    s = sub.add_parser("split", help=text, description=text)
+    s.add_argument("--archive", default=str(ARCHIVE), help="the CIFAR-10 binary version, "
+                   "cifar-10-binary.tar.gz (default: %(default)s)")
+    s.add_argument("--into", default=str(ROOT / "data" / "cifar_parts"),
+                   help="where the parts 1, 2 and 3 go (default: %(default)s)")
+    text = "on the device: copy one carried part out of the checkout into the staging folder"
+    st = sub.add_parser("stage", help=text, description=text)
+    st.add_argument("part", help="a part's folder, data/cifar_parts/K, carried by the call")
+    st.add_argument("--stage", default=str(STAGE), help="the staging folder (default: "
+                    "%(default)s)")
+    text = ("train (or resume) and certify experiments/cifar10_bagging.yaml; every call of "
+            "one run names the same --scheme, --dtype and --path")
+    r = sub.add_parser("run", help=text, description=text)
+    r.add_argument("--data", default=str(STAGE), help=f"the folder holding {FOLDER} "
+                   "(default: %(default)s)")
+    r.add_argument("--run-dir", default="", help=f"default: {STAGE}/run, or "
+                   f"{STAGE}/run_SCHEME with another --scheme")
+    r.add_argument("--scheme", default=None, choices=SCHEMES,
+                   help=f"selection.scheme (default: the config's, {CONFIG_SCHEME}; the "
+                   "paper's Figure 4 has all three); another scheme's names end in _SCHEME")
+    r.add_argument("--device", default="cuda", help="training.device (default: %(default)s)")
     r.add_argument("--path", default="", help="training.path (default: the config's, fast)")
-    r.add_argument("--dtype", default="", help="training.dtype (default: float32)")
+    r.add_argument("--dtype", default="", help="training.dtype (default: the config's, "
+                   "float32; the measured runs used bfloat16)")
     r.add_argument("--lanes", type=int, default=0,
                    help="training.path graphed: classifiers trained at once (default: "
                         "graphed.CUDA_LANES)")
@@ -413,10 +494,12 @@ def main(argv=None):
                    f"as {PACKED}, finished or stopped by a time limit (for the next lease)")
     r.add_argument("--resume-from", default="", help=f"a {PACKED} an earlier lease packed: "
                    "the run resumes from it (where the run directory does not exist yet)")
-    im = sub.add_parser("import", help="here: a finished run's packed state into runs/ for "
-                        "experiments/report.py")
+    text = ("here: a finished run's packed state into runs/cifar10_SCHEME for "
+            "experiments/report.py --only cifar")
+    im = sub.add_parser("import", help=text, description=text)
     im.add_argument("packed", help=f"a {PACKED} (or _SCHEME) that a lease brought back")
-    im.add_argument("--runs-dir", default=str(ROOT / "runs"))
+    im.add_argument("--runs-dir", default=str(ROOT / "runs"),
+                    help="the report's run directories (default: %(default)s)")
     im.add_argument("--summary", default="", help="the lease's cifar10.json, for the certify "
                     "time of a state packed before the record of calls held it")
     im.add_argument("--device-name", default="", help="the device the calls trained on, for "

@@ -1188,7 +1188,20 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
                 m.size = len(data)
                 f = io.BytesIO(data)
             dst.addfile(m, f)
+    with pytest.raises(SystemExit, match="records no certify time .* --summary cifar10.json"):
+        cifar.main(["import", str(legacy), "--runs-dir", str(tmp_path / "runs2")])
     (tmp_path / "s.json").write_text(json.dumps({"certify_s": 9.5}))
+    with pytest.raises(SystemExit, match="names .*, but|--device-name 'Other'"):
+        cifar.main(["import", str(tmp_path / "out2" / "cifar_run.tar.gz"), "--runs-dir",
+                    str(tmp_path / "runs3"), "--device-name", "Other"])
+    for bad, words in ((tmp_path / "s.json", "not a packed run state"),
+                       (tmp_path / "nothing.tar.gz", "is not a file")):
+        with pytest.raises(SystemExit, match=f"^import: .*{words}"):
+            cifar.main(["import", str(bad), "--runs-dir", str(tmp_path / "runs3")])
+    with pytest.raises(SystemExit, match="--summary .* is not the lease's cifar10.json"):
+        cifar.main(["import", str(legacy), "--runs-dir", str(tmp_path / "runs3"),
+                    "--summary", str(packed)])
+    assert not (tmp_path / "runs3").exists() or not any((tmp_path / "runs3").iterdir())
     got = cifar.main(["import", str(legacy), "--runs-dir", str(tmp_path / "runs2"),
                       "--summary", str(tmp_path / "s.json"), "--device-name", "Some GPU"])
     legacy_timing = json.loads((got / "timing.json").read_text())
@@ -1224,6 +1237,11 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
                      r"with repl. \(2\): vote accuracy \d+\.\d%, certified accuracy at rho = 0 "
                      r"/ 10 .* \(bonferroni\), .* \(auto \(pairwise\)\); wall \d+ s",
                      rep.summary_text())
+    # a state resumed under another scheme: one line, and the unpacked run is not left behind
+    with pytest.raises(SystemExit, match="^run: .*another config.*same --scheme"):
+        cifar.main(["run", *one, "--run-dir", str(tmp_path / "wrong"), "--scheme", "binomial",
+                    "--resume-from", str(packed)])
+    assert not (tmp_path / "wrong").exists()
     # a run directory that exists (a warm machine's own run) is resumed, the file ignored
     cifar.main(["run", *one, "--run-dir", str(tmp_path / "lease2" / "run"),
                 "--resume-from", str(packed)])
