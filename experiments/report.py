@@ -108,9 +108,10 @@ class Run:
             return "n/a"
         out = f"{self.timing['train_s']:.0f} s + {self.timing['certify_s']:.1f} s"
         if self.cfg.execution.device == "cuda":
-            names = (RunDir(self.path).load_manifest().get("device", {}).get("names")
-                     or self.timing.get("devices"))
-            out += (f" on one {' / '.join(names)}" if names else " on a GPU") + (
+            man = RunDir(self.path).load_manifest()
+            names = sorted({n for d in [man.get("device") or {}, *man.get("resumed_on", [])]
+                            for n in d.get("names") or []} | set(self.timing.get("devices", [])))
+            out += (f" on {' and '.join(names)}" if names else " on a GPU") + (
                 " (`training.device: cuda`)")
         frac = self.timed_fraction()
         if frac < 1.0:
@@ -137,6 +138,11 @@ def single_class_subsets(r: Run) -> int:
 
 def pct(x) -> str:
     return f"{100 * x:.1f}%"
+
+
+def small_pct(x) -> str:
+    """``pct``, with "<0.1%" for a share above 0 that would print as 0.0%."""
+    return "<0.1%" if 0 < x < 0.0005 else pct(x)
 
 
 def table(head: list[str], rows: list[list]) -> str:
@@ -171,11 +177,11 @@ class Report:
         fig.savefig(path, format="png", dpi=fig.dpi)
         return f"![{name}]({os.path.relpath(path, self.md_dir)})"
 
-    def not_run(self, group: str) -> None:
+    def not_run(self, group: str, how: str = "") -> None:
         miss = missing(group, self.runs)
         if miss:
             self.add(f"*Not run (yet) in this report: {', '.join(miss)}; make them with "
-                     f"{command(group)}.*\n")
+                     f"{command(group)}{how}.*\n")
 
     # Figure 2 -------------------------------------------------------------------------------
     def figure2(self):
@@ -589,14 +595,14 @@ class Report:
             for scheme, r in gpu.items():
                 acc, base = r.accuracies()
                 for k, (method, curve, median) in enumerate(methods[scheme]):
-                    rows.append([SHORT[scheme], method] + ([pct(base), pct(acc)] if k == 0
-                                                            else ["", ""])
-                                + [pct(a) for a in curve(rhos)]
+                    rows.append([r.name, SHORT[scheme], method]
+                                + ([pct(base), pct(acc)] if k == 0 else ["", ""])
+                                + [small_pct(a) for a in curve(rhos)]
                                 + [f"{median:g}", int(curve(None)), r.wall() if k == 0 else ""])
-            self.add(table(["scheme", "bound (`certify.method`)", "base acc.", "vote acc."]
-                           + [f"rho={x}" for x in rhos]
-                           + ["median radius (certified points)", "acc. = 0 at rho", "wall"],
-                           rows))
+            self.add(table(["run", "scheme", "bound (`certify.method`)", "base acc.",
+                            "vote acc."] + [f"rho={x}" for x in rhos]
+                           + ["median radius of the certified points (any prediction)",
+                              "acc. = 0 at rho", "wall"], rows))
             first = next(iter(gpu.values()))
             man = RunDir(first.path).load_manifest()
             self.add("\nThe wall column: training, then certifying, on the device named; "
@@ -610,7 +616,10 @@ class Report:
                      "(the top class's lower bound), the form for two classes; "
                      "`bonferroni_upper` and `pairwise` (`auto`'s choice for more than two "
                      "classes; docs/aggregation.md) bound the other classes directly, from the "
-                     "same votes (each scheme's second and third rows).\n")
+                     "same votes (each run's second and third rows; the figure shows the "
+                     "config's bound and `auto`). The paper gives its CIFAR-10 results as "
+                     "curves only (its Figure 4), so there are no numbers here to compare "
+                     "with.\n")
             panels = {"CIFAR-10, ns = 1000, T = 500, ResNet-18": {}}
             for scheme in gpu:
                 for method, curve, _ in (methods[scheme][0], methods[scheme][-1]):
@@ -623,7 +632,8 @@ class Report:
                     SHORT["with_replacement"]: self.runs["cifar10_cpu"].curve()}
             self.add("\n" + self.fig(plots.plot_certified_accuracy_panels(
                 panels, legend_loc="upper right"), "fig4_cifar10.png") + "\n")
-        self.not_run("cifar10_gpu")
+        self.not_run("cifar10_gpu", " on a machine with a GPU, or over device leases with "
+                     "`benchmarks/gpu_cifar10.py run --scheme SCHEME --pack` and its `import`")
         self.add(f"CPU variant: {command('cifar10_cpu')} (`experiments/cifar10_cpu.yaml`: "
                  "LeNet-5, ns = 1000 with replacement, T = 50, 300 steps, 2-px shifts).\n")
         n = "cifar10_cpu"
@@ -725,8 +735,24 @@ def agg_parts(runs, fig_dir: Path, md_dir: Path, runs_dir: Path) -> list[str]:
     return agg.parts
 
 
-#: ``--only`` sections: the method of ``Report`` that writes one, and its heading's start.
-ONLY = {"cifar": "## CIFAR-10"}
+#: ``--only`` sections: the method of ``Report`` that writes one -> its heading's start and
+#: the ``experiments/run.py`` groups whose runs it shows.
+ONLY = {"cifar": ("## CIFAR-10", ("cifar10_gpu", "cifar10_cpu"))}
+
+
+def section_text(text: str, heading: str) -> str:
+    """The section of ``text`` whose heading starts with ``heading`` ("" where none)."""
+    start = text.find("\n" + heading)
+    if start < 0:
+        return ""
+    end = text.find("\n## ", start + 1)
+    return text[start:] if end < 0 else text[start:end]
+
+
+def not_run_in(section: str, name: str) -> bool:
+    """Whether ``section`` lists the run ``name`` as not run (its "Not run (yet)" lines)."""
+    return any(line.startswith("*Not run (yet)") and name in line.split(";")[0]
+               for line in section.splitlines())
 
 
 def replace_section(text: str, heading: str, part: str) -> str:
@@ -807,17 +833,29 @@ def main(argv=None) -> int:
     runs = load_runs(Path(a.runs_dir))
     rep = Report(runs, fig_dir, out.parent)
     if a.only:
-        heading = ONLY[a.only]
+        heading, groups = ONLY[a.only]
+        if not out.is_file():
+            raise SystemExit(f"report: --out '{out}' is not a file (--only replaces one "
+                             "section of an existing report)")
+        old = section_text(out.read_text(), heading)
+        shown = [n for g in groups for n, _, _ in runner.GROUPS[g]
+                 if n not in runs and n in old and not_run_in(old, n) is False]
+        if shown:
+            raise SystemExit(f"report: --only {a.only} would drop {', '.join(shown)}, which "
+                             f"the report shows, since --runs-dir '{a.runs_dir}' lacks it: put "
+                             "its run directory there")
         getattr(rep, a.only)()
         rev = git_revision(ROOT) or {}
         rep.add(f"*This section regenerated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at "
                 f"code revision `{str(rev.get('commit', '?'))[:12]}`"
                 f"{' (dirty tree)' if rev.get('dirty') else ''} (`python experiments/"
-                f"report.py --only {a.only}`), from the runs it names; the rest of the "
-                "report is from the revision at the top.*\n")
+                f"report.py --only {a.only}`), with its Summary bullet, from the runs it "
+                "names (each made at the revision its manifest gives); the rest of the report "
+                "is from the revision at the top.*\n")
         text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
         out.write_text(update_groups(update_summary(text, rep.summary_text())))
-        print(f"updated the section '{heading}' of {out} ({len(runs)} runs)")
+        print(f"updated the section '{heading}' of {out} ({len(runs)} "
+              f"run{'s' * (len(runs) != 1)})")
         return 0
     if a.only_agg:
         parts = agg_parts(runs, fig_dir, out.parent, Path(a.runs_dir))

@@ -1226,9 +1226,18 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     assert "\nold\n" not in text
     assert text.startswith("# R\n\n## Case 3\n\na\n\n## CIFAR-10 (Figure 4")
     assert text.endswith("\n## DPA baseline on MNIST\n\nb\n")
-    rows = [line for line in text.splitlines() if line.startswith("| with repl. (2) |")]
-    assert [r.split(" | ")[1] for r in rows] == [
+    rows = [line for line in text.splitlines()
+            if line.startswith("| cifar10_with_replacement | with repl. (2) |")]
+    assert [r.split(" | ")[2] for r in rows] == [
         "bonferroni (the config's)", "bonferroni_upper", "auto (pairwise)"]
+    # regenerated from a runs folder that lacks a run the section shows: refused, unchanged
+    with pytest.raises(SystemExit, match="would drop cifar10_with_replacement, which the "
+                                         "report shows"):
+        report.main(["--runs-dir", str(tmp_path / "none"), "--out", str(md), "--only", "cifar"])
+    assert md.read_text() == text
+    with pytest.raises(SystemExit, match="--out .* is not a file"):
+        report.main(["--runs-dir", str(runs), "--out", str(tmp_path / "no.md"), "--only",
+                     "cifar"])
     assert (md.parent / "figures" / "fig4_cifar10.png").stat().st_size > 0
     assert "Not run (yet) in this report: cifar10_without_replacement, cifar10_binomial" in text
     rep = report.Report(report.load_runs(runs), md.parent / "figures", md.parent)

@@ -27,6 +27,7 @@ def test_panels_draw_each_curve_in_its_panel_and_hide_the_spare_axes(tmp_path):
         drawn = ax.get_lines()
         np.testing.assert_array_equal(drawn[-1].get_ydata(), list(curves.values())[-1][1])
         assert ax.get_xlim() == (0, 4)
+        assert all(float(t).is_integer() for t in ax.get_xticks())  # rho: whole numbers
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

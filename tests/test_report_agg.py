@@ -74,3 +74,14 @@ def test_update_groups_lists_every_group_of_run_py(modules):
     assert new == ("x `python experiments/run.py GROUP` (groups: "
                    + ", ".join(f"`{g}`" for g in run.GROUPS) + "); each run y")
     assert "`cifar10_gpu`" in new and report.update_groups("no list") == "no list"
+
+
+def test_section_text_and_the_runs_a_section_lists_as_not_run(modules):
+    _, report = modules
+    text = ("# R\n\n## CIFAR-10 (x)\n\n| cifar10_cpu | 1 |\n\n*Not run (yet) in this report: "
+            "cifar10_binomial, cifar10_gpu_x; make them with `cifar10_cpu`.*\n\n## B\n\nb\n")
+    sec = report.section_text(text, "## CIFAR-10")
+    assert sec.startswith("\n## CIFAR-10 (x)") and "## B" not in sec
+    assert report.section_text(text, "## Z") == ""
+    assert report.not_run_in(sec, "cifar10_binomial") is True
+    assert report.not_run_in(sec, "cifar10_cpu") is False  # only named after the ';'

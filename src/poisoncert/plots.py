@@ -175,6 +175,7 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
     returns the ``Figure``.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     if not panels:
         raise param_error("panels", "plot_certified_accuracy_panels",
@@ -194,6 +195,7 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
             top = max(top, int(rho.max()))
         ax.set_xlim(0, top)
         ax.set_ylim(0, 1.02)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rho is a whole number
         ax.set_title(str(title), fontsize="medium")
         ax.set_xlabel(xlabel)
         ax.set_ylabel("certified accuracy")
