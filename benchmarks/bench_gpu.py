@@ -34,9 +34,9 @@ LeNet-5 and small-CNN classifiers on 10,000 random images, per path (``twin``, `
 
 Nothing here is an estimate: every figure printed was measured by this run. The last line
 is the run's own wall time (the issue's target for the whole command is 6 minutes on one H100;
-not met so far: at the best ResNet-18 rate measured, 21.3k training images/s on the graphed
-loop on one H200, the CIFAR-10 end-to-end run's training alone would be about 10 minutes by
-arithmetic, so ``gpu_session.sh`` runs the rows in parts).
+not met: the CIFAR-10 end-to-end run alone took 374 s on one H200 in bfloat16, and its three
+end-to-end runs at their fastest measured settings add up to 440 s (docs/benchmarks.md,
+session 18), so ``gpu_session.sh`` runs the rows in parts).
 """
 
 from __future__ import annotations
