@@ -301,6 +301,8 @@ def _group_of(name: str) -> str:
 
 
 def main(argv=None) -> int:
+    from poisoncert.runs import RunError
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("groups", nargs="*")
     ap.add_argument("--runs-dir", default="runs")
@@ -342,7 +344,10 @@ def main(argv=None) -> int:
                 command = "python experiments/run.py " + " ".join(
                     [g] + ([f"--T {a.T}"] if a.T is not None else [])
                     + [f"--set {k}={v}" for k, v in sets.items()])
-            run_one(name, config, overrides, Path(a.runs_dir), a.workers, command)
+            try:
+                run_one(name, config, overrides, Path(a.runs_dir), a.workers, command)
+            except RunError as e:  # another run's folder (an imported lease run, say)
+                sys.exit(f"run.py: {name}: {e}")
     return 0
 
 

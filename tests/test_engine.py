@@ -1216,8 +1216,14 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
     try:
         import report
+        import run as runner
     finally:
         sys.path.pop(0)
+    # run.py's own cifar10_gpu run refuses the imported one (it names the lease's data
+    # folder): one line
+    with pytest.raises(SystemExit, match="^run.py: cifar10_with_replacement: .*another config"):
+        runner.main(["cifar10_gpu", "--runs-dir", str(runs), "--only",
+                     "cifar10_with_replacement"])
     md = tmp_path / "docs" / "results.md"
     md.parent.mkdir()
     md.write_text("# R\n\n## Case 3\n\na\n\n## CIFAR-10\n\nold\n\n## DPA baseline on MNIST\n\nb\n")
