@@ -85,3 +85,9 @@ def test_section_text_and_the_runs_a_section_lists_as_not_run(modules):
     assert report.section_text(text, "## Z") == ""
     assert report.not_run_in(sec, "cifar10_binomial") is True
     assert report.not_run_in(sec, "cifar10_cpu") is False  # only named after the ';'
+
+
+def test_small_shares_print_as_below_a_tenth_not_as_zero(modules):
+    _, report = modules
+    assert [report.small_pct(x) for x in (0.0, 0.0003, 0.0005, 0.1797)] == [
+        "0.0%", "<0.1%", "0.1%", "18.0%"]
