@@ -144,13 +144,9 @@ def main() -> None:
 
         print(json.dumps({"rss": _rss()}))
         return
-    cpu = platform.machine()
-    try:
-        cpu = next(ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                   if ln.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    print(f"{cpu}, Python {platform.python_version()}")
+    from poisoncert.runmanifest import device_name
+
+    print(f"{device_name('cpu')}, Python {platform.python_version()}")
     if len(sys.argv) > 1 and sys.argv[1] == "--evaluate":
         _evaluate_table()
         return

@@ -80,6 +80,8 @@ import tarfile
 import time
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -89,7 +91,7 @@ from poisoncert.selection import SCHEMES  # noqa: E402
 
 CONFIG = ROOT / "experiments" / "cifar10_bagging.yaml"
 #: The config's own scheme (bagging with replacement): its runs' names have no suffix.
-CONFIG_SCHEME = "with_replacement"
+CONFIG_SCHEME = yaml.safe_load(CONFIG.read_text())["selection"]["scheme"]
 
 #: The archive's batch files in their parts (each under a device call's 64 MiB).
 PARTS = (("data_batch_1.bin", "data_batch_2.bin"), ("data_batch_3.bin", "data_batch_4.bin"),
@@ -187,18 +189,16 @@ def timing(calls: list[dict], n_chunks: int, certify_s: float, command: str) -> 
             "devices": sorted({c["device"] for c in calls if c.get("device")})}
 
 
-def _read_member(packed: Path, name: str | None, who: str) -> bytes | list[str] | None:
-    """One member of a packed state (None where it has none), or with ``name`` None the
-    members' names; a file that is no gzip'd tar is one clear line."""
+def _peek(packed: Path, wanted: tuple[str, ...], who: str) -> tuple[set[str], dict]:
+    """A packed state's member names and the bytes of the ``wanted`` members it holds, read in
+    one pass; a file that is no gzip'd tar is one clear line."""
     try:
         with tarfile.open(packed, "r:gz") as tar:
-            if name is None:
-                return tar.getnames()
-            try:
-                f = tar.extractfile(name)
-            except KeyError:
-                return None
-            return None if f is None else f.read()
+            got = {}
+            for m in tar:
+                if m.name in wanted and m.isfile():
+                    got[m.name] = tar.extractfile(m).read()
+            return set(tar.getnames()), got
     except (tarfile.TarError, OSError, EOFError) as e:
         raise SystemExit(f"{who}: '{packed}' is not a packed run state (a .tar.gz that "
                          f"'run --pack' wrote): {e}") from None
@@ -212,8 +212,6 @@ def import_run(packed: Path, runs_dir: Path, summary: Path | None = None,
     the lease's: a state packed before the record held the certify time needs the lease's
     ``summary`` (``cifar10.json``). ``device_name``: what the calls trained on, for a record
     made before calls named it (the device tool's reply says)."""
-    import yaml
-
     from poisoncert.runs import RunDir
 
     who = "import"
@@ -228,19 +226,18 @@ def import_run(packed: Path, runs_dir: Path, summary: Path | None = None,
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"{who}: --summary '{summary}' is not the lease's cifar10.json "
                              f"(a JSON file with certify_s): {e!r}") from None
-    config = _read_member(packed, "run/config.yaml", who)
-    if config is None:
+    names, got = _peek(packed, ("run/config.yaml", CALLS), who)
+    if "run/config.yaml" not in got:
         raise SystemExit(f"{who}: '{packed}' holds no run (no run/config.yaml)")
-    scheme = yaml.safe_load(config)["selection"]["scheme"]
+    scheme = yaml.safe_load(got["run/config.yaml"])["selection"]["scheme"]
     dest = runs_dir / f"cifar10_{scheme}"
     if dest.exists():
         raise SystemExit(f"{who}: '{dest}' exists (remove it to import '{packed}')")
-    names = set(_read_member(packed, None, who))
     if not {"run/votes.npy", "run/certified_accuracy.csv"} <= names:
         done = sum(n.startswith("run/chunks/") and n.endswith(".npz") for n in names)
         raise SystemExit(f"{who}: the run in '{packed}' is not finished ({done} chunk(s) "
                          "trained, not certified): resume it on a lease first")
-    calls = json.loads(_read_member(packed, CALLS, who) or b"[]")
+    calls = json.loads(got.get(CALLS, b"[]"))
     certify_s = calls[-1].get("certify_s") if calls else None
     if certify_s is None:
         certify_s = said.get("certify_s")
@@ -261,10 +258,7 @@ def import_run(packed: Path, runs_dir: Path, summary: Path | None = None,
     unpack(packed, tmp, who=who, quiet=True)
     try:
         cfg = RunDir(tmp).load_config()
-        n_chunks = _chunks_done(tmp)  # all of them, once the run is finished
-        if not (tmp / "votes.npy").is_file() or not (tmp / "certified_accuracy.csv").is_file():
-            raise SystemExit(f"{who}: the run in '{packed}' is not finished ({n_chunks} "
-                             "chunk(s) trained, not certified): resume it on a lease first")
+        n_chunks = _chunks_done(tmp)  # all of them: the run is finished (checked above)
         flag = "" if scheme == CONFIG_SCHEME else f" --scheme {scheme}"
         record = timing(calls, n_chunks, certify_s, "python benchmarks/gpu_cifar10.py run "
                         f"--dtype {cfg.training.dtype}{flag} (device calls: see the script)")

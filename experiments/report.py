@@ -56,7 +56,8 @@ class Run:
         self.cfg = rd.load_config()
         self.scheme = self.cfg.selection.scheme
         self.T = self.cfg.T
-        self.n = int(rd.load_manifest()["data"]["n"])
+        self.manifest = rd.load_manifest()
+        self.n = int(self.manifest["data"]["n"])
         t = path / "timing.json"
         self.timing = json.loads(t.read_text()) if t.exists() else {}
 
@@ -108,7 +109,7 @@ class Run:
             return "n/a"
         out = f"{self.timing['train_s']:.0f} s + {self.timing['certify_s']:.1f} s"
         if self.cfg.execution.device == "cuda":
-            man = RunDir(self.path).load_manifest()
+            man = self.manifest
             names = sorted({n for d in [man.get("device") or {}, *man.get("resumed_on", [])]
                             for n in d.get("names") or []} | set(self.timing.get("devices", [])))
             out += (f" on {' and '.join(names)}" if names else " on a GPU") + (
@@ -604,7 +605,7 @@ class Report:
                            + ["median radius of the certified points (any prediction)",
                               "acc. = 0 at rho", "wall"], rows))
             first = next(iter(gpu.values()))
-            man = RunDir(first.path).load_manifest()
+            man = first.manifest
             self.add("\nThe wall column: training, then certifying, on the device named; "
                      f"the runs' manifests name the code revision "
                      f"(`{str(man.get('git', {}).get('commit', '?'))[:12]}` for "
@@ -740,13 +741,21 @@ def agg_parts(runs, fig_dir: Path, md_dir: Path, runs_dir: Path) -> list[str]:
 ONLY = {"cifar": ("## CIFAR-10", ("cifar10_gpu", "cifar10_cpu"))}
 
 
-def section_text(text: str, heading: str) -> str:
-    """The section of ``text`` whose heading starts with ``heading`` ("" where none)."""
+def section_span(text: str, heading: str) -> tuple[int, int] | None:
+    """Where the section of ``text`` whose heading starts with ``heading`` lies: from the
+    newline before its heading to the newline before the next ``## `` heading (or the end);
+    None where there is none."""
     start = text.find("\n" + heading)
     if start < 0:
-        return ""
+        return None
     end = text.find("\n## ", start + 1)
-    return text[start:] if end < 0 else text[start:end]
+    return start, len(text) if end < 0 else end
+
+
+def section_text(text: str, heading: str) -> str:
+    """The section of ``text`` whose heading starts with ``heading`` ("" where none)."""
+    span = section_span(text, heading)
+    return "" if span is None else text[span[0]:span[1]]
 
 
 def not_run_in(section: str, name: str) -> bool:
@@ -758,11 +767,10 @@ def not_run_in(section: str, name: str) -> bool:
 def replace_section(text: str, heading: str, part: str) -> str:
     """``text`` with the section whose heading starts with ``heading`` (up to the next
     ``## `` heading) replaced by ``part``."""
-    start = text.find("\n" + heading)
-    if start < 0:
+    span = section_span(text, heading)
+    if span is None:
         raise SystemExit(f"report: no section '{heading}' in the report to replace")
-    end = text.find("\n## ", start + 1)
-    return text[:start + 1] + part + (text[end:] if end >= 0 else "")
+    return text[:span[0] + 1] + part + text[span[1]:]
 
 
 GROUPS_AT = "`python experiments/run.py GROUP` (groups: "
@@ -785,11 +793,10 @@ def update_summary(text: str, summary: str) -> str:
     """``text`` with each bullet of ``summary`` (a ``summary_text``) in its Summary section:
     in place of the bullet that starts with the same words (up to its first colon), else
     after the last bullet."""
-    start = text.find("\n## Summary\n")
-    if start < 0:
+    span = section_span(text, "## Summary\n")
+    if span is None:
         return text
-    end = text.find("\n## ", start + 1)
-    end = len(text) if end < 0 else end
+    start, end = span
     lines = text[start:end].split("\n")
     for bullet in (b for b in summary.split("\n") if b.startswith("- ")):
         key = bullet.split(":")[0] + ":"
