@@ -326,6 +326,40 @@ def test_chained_updates_equal_a_full_retrain(tmp_path, kind):
     _check_loadable(tmp_path / "b", tmp_path / "c")
 
 
+def test_relabelling_a_sample_with_its_own_label_retrains_nothing_for_it(tmp_path):
+    """A relabelling to the label a sample has changes nothing: only the draws holding the
+    other, real relabelling retrain; the new run equals a retrain from scratch; the command
+    line says which indices changed and that one relabelling changed nothing."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.experiment import run_subsets
+
+    cfg = _cfg(selection__scheme="with_replacement", selection__k=None, selection__ns=200,
+               selection__T=6)
+    train_run(cfg, tmp_path / "run")
+    data = split_data(cfg.data)
+    _, subsets = run_subsets(tmp_path / "run")
+    holds = {int(i): frozenset(k for k, s in enumerate(subsets) if i in s)
+             for i in np.unique(np.concatenate(subsets))}
+    i = next(a for a in holds if holds[a])  # held by some draw
+    j = next(b for b in holds if holds[b] and not holds[i] <= holds[b])  # and i's not by j's
+    own, other = int(data.y_train[i]), int(data.y_train[j] + 1) % 10
+    res = update_run(tmp_path / "run", tmp_path / "new",
+                     Edits(relabel_index=np.array([i, j]), relabel_label=np.array([own, other])))
+    assert res.retrained.tolist() == sorted(holds[j]) and res.unchanged_relabels == 1
+    scratch = train_run(tmp_path / "new" / "config.yaml", tmp_path / "scratch")
+    assert np.array_equal(res.predictions, scratch.predictions)
+    rm = [a for a in range(4) if a != i][:2]
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "run"), "--out", str(tmp_path / "c"),
+                                 "--relabel", f"{i}:{own}", "--remove", f"{rm[0]},{rm[1]}"])
+    assert r.exit_code == 0, r.output
+    assert (f"Training set: removed 2 (indices {rm[0]}, {rm[1]}), relabelled 1 (indices {i}; 1 "
+            "already "
+            f"had that label: nothing to retrain for it); it now has {len(data.y_train) - 2:,} "
+            "samples") in " ".join(r.stdout.split()), r.stdout
+
+
 def test_edits_compose():
     cfg = _cfg(data__n_clean=40)
     data = split_data(cfg.data)

@@ -150,14 +150,46 @@ def update(
                     "every changed classifier is retrained); the same command starts over")
             typer.echo(f"interrupted: {left}.", err=True)
             raise typer.Exit(130) from None
+    e = res.edits
     if as_json:
         typer.echo(json.dumps({"run_dir": str(res.run_dir), "T": res.T,
                                "n_retrained": res.n_retrained,
                                "retrained": res.retrained.tolist(),
+                               "removed": e.remove.tolist(),
+                               "relabelled": e.relabel_index.tolist(),
+                               "relabelled_to_own_label": res.unchanged_relabels,
+                               "added": e.n_added, "n_train": res.n_train,
                                "train_seconds": round(res.train_seconds, 3),
                                "seconds": round(res.seconds, 3)}, indent=1))
         return
+    typer.echo(_changes_line(res))
     typer.echo(f"Retrained {res.n_retrained} of {res.T} base classifiers in "
                f"{res.train_seconds:.1f} s ({res.seconds:.1f} s in all).")
     typer.echo(f"New run directory: {res.run_dir}")
     typer.echo(f"Next: poisoncert certify {res.run_dir}")
+
+
+def _indices_text(idx, shown: int = 10) -> str:
+    """``idx`` as ``3, 17, 42`` (the first ``shown``, then how many in all)."""
+    head = ", ".join(str(int(i)) for i in idx[:shown])
+    return head if len(idx) <= shown else f"{head}, ... ({len(idx)} in all)"
+
+
+def _changes_line(res) -> str:
+    """What an update changed, in one line: the indices removed and relabelled (the run's
+    training-set rows), the samples added, and the new set's size."""
+    e = res.edits
+    parts = []
+    if e.n_removed:
+        parts.append(f"removed {e.n_removed} (indices {_indices_text(e.remove)})")
+    if e.n_relabelled:
+        own = (f"; {res.unchanged_relabels} already had that label: nothing to retrain for "
+               f"{'it' if res.unchanged_relabels == 1 else 'them'}"
+               if res.unchanged_relabels else "")
+        parts.append(f"relabelled {e.n_relabelled} (indices "
+                     f"{_indices_text(e.relabel_index)}{own})")
+    if e.n_added:
+        parts.append(f"added {e.n_added}")
+    shift = (" (a later sample's index drops by one per removed sample before it)"
+             if e.n_removed else "")
+    return (f"Training set: {', '.join(parts)}; it now has {res.n_train:,} samples{shift}.")

@@ -12,7 +12,8 @@ or its draw from ``D^p`` changed. Classifier ``i`` depends only on that sequence
 the config (``training.train_predict``'s determinism), so the others are unchanged bit for bit.
 For the partition and finite_aggregation schemes only the classifiers whose buckets changed
 are touched; for bagging, a relabelling touches the classifiers whose draw holds the sample,
-while a removal or insertion changes ``n`` and with it every draw.
+while a removal or insertion changes ``n`` and with it every draw. A relabelling to the label
+a sample already has touches nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from poisoncert import selection
 from poisoncert._validation import param_error
 
 __all__ = ["EditPlan", "Edits", "apply_edits", "changed_classifiers", "edited_bucket_ids",
-           "load_edits"]
+           "load_edits", "relabel_changes"]
 
 _KEYS = ("remove", "relabel_index", "relabel_label", "add_x", "add_y")
 
@@ -182,8 +183,9 @@ class EditPlan:
     """An edited training set described against the one it came from.
 
     ``origin[j]``: the row of the old set that new row ``j`` is (same input and label), or
-    ``-1`` for a relabelled or added row. ``x_new`` / ``y_new`` hold the new rows' content
-    where ``origin == -1`` (indexed by ``fresh``: new row ``j`` is ``x_new[fresh[j]]``).
+    ``-1`` for a row relabelled with another label or added. ``x_new`` / ``y_new`` hold the
+    new rows' content where ``origin == -1`` (indexed by ``fresh``: new row ``j`` is
+    ``x_new[fresh[j]]``).
     ``clean_idx`` / ``poison_idx``: the new ``D^c`` and ``D^p`` (new row indices).
     """
 
@@ -199,6 +201,12 @@ class EditPlan:
         return int(len(self.origin))
 
 
+def relabel_changes(data, edits: Edits) -> np.ndarray:
+    """Which of ``edits``' relabellings give a sample of ``data`` (a ``DataSplit``) another
+    label than it has (a boolean per relabelled index); the others change nothing."""
+    return np.asarray(data.y_train)[edits.relabel_index] != edits.relabel_label
+
+
 def edit_plan(data, edits: Edits) -> EditPlan:
     """``edits`` applied to ``data`` (a ``DataSplit``), without copying its arrays."""
     n_train = len(data.y_train)
@@ -209,17 +217,21 @@ def edit_plan(data, edits: Edits) -> EditPlan:
     origin = np.concatenate([kept, np.full(edits.n_added, -1, dtype=np.int64)])
     new_pos = np.full(n_train, -1, dtype=np.int64)
     new_pos[kept] = np.arange(len(kept))
-    relabelled = new_pos[edits.relabel_index]
+    # a sample relabelled with the label it has is unchanged: its row keeps its origin, so no
+    # classifier retrains for it and a hash partition keeps its bucket
+    moved = relabel_changes(data, edits)
+    rel_index, rel_label = edits.relabel_index[moved], edits.relabel_label[moved]
+    relabelled = new_pos[rel_index]
     origin[relabelled] = -1
     fresh = np.full(len(origin), -1, dtype=np.int64)
-    n_rel = edits.n_relabelled
+    n_rel = len(rel_index)
     fresh[relabelled] = np.arange(n_rel)
     fresh[len(kept):] = n_rel + np.arange(edits.n_added)
-    x_parts = [data.x_train[edits.relabel_index]]
+    x_parts = [data.x_train[rel_index]]
     if edits.n_added:
         x_parts.append(np.asarray(edits.add_x, dtype=data.x_train.dtype))
     x_new = np.concatenate(x_parts) if x_parts else data.x_train[:0]
-    y_new = np.concatenate([edits.relabel_label, edits.add_y]).astype(data.y_train.dtype)
+    y_new = np.concatenate([rel_label, edits.add_y]).astype(data.y_train.dtype)
     is_clean = np.zeros(n_train, dtype=bool)
     is_clean[data.clean_idx] = True
     clean_new = np.flatnonzero(np.concatenate([is_clean[kept],

@@ -21,7 +21,7 @@ import numpy as np
 
 from poisoncert import runs
 from poisoncert.experiment.display import progress_display
-from poisoncert.experiment.edits import Edits, apply_edits, load_edits
+from poisoncert.experiment.edits import Edits, apply_edits, load_edits, relabel_changes
 from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
 from poisoncert.experiment.retrain import load_ensemble, retrain, variant
 from poisoncert.runs import RunDir, RunError
@@ -35,7 +35,9 @@ EDITS_FILE = runs.EDITS
 @dataclass(frozen=True, eq=False)
 class UpdateResult:
     """The new run: its folder, the classifiers retrained, and the time it took (``seconds``
-    in all, ``train_seconds`` of it training)."""
+    in all, ``train_seconds`` of it training); the edits it applied (``edits``), of which
+    ``unchanged_relabels`` relabellings gave a sample the label it had, and the size of the
+    new training set (``n_train``)."""
 
     run_dir: Path
     retrained: np.ndarray
@@ -43,6 +45,9 @@ class UpdateResult:
     predictions: np.ndarray
     seconds: float
     train_seconds: float
+    edits: Edits
+    unchanged_relabels: int
+    n_train: int
 
     @property
     def n_retrained(self) -> int:
@@ -81,6 +86,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     edits.check(len(ens.data.y_train), ens.data.n_classes, tuple(ens.data.x_train.shape[1:]),
                 where="update_run")
     v = variant(ens, edits)
+    unchanged = int(np.count_nonzero(~relabel_changes(ens.data, edits)))
     total = edits if cfg.data.edits is None else \
         load_edits(cfg.data.edits).then(edits, _original_size(cfg, ens.data))
     t1 = time.perf_counter()
@@ -108,7 +114,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     manifest["update"] = {"from": str(src.path), "retrained": res.classifiers.tolist(),
                           "n_retrained": int(len(res.classifiers)), "T": ens.T,
                           "removed": edits.n_removed, "relabelled": edits.n_relabelled,
-                          "added": edits.n_added}
+                          "relabelled_to_own_label": unchanged, "added": edits.n_added}
     predictions = ens.predictions.copy()
     predictions[res.classifiers] = res.predictions
     ranks = None
@@ -140,7 +146,9 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         seconds = time.perf_counter() - t0
         out.finish(seconds_last=round(seconds, 3), update_train_seconds=round(train_seconds, 3))
     return UpdateResult(run_dir=out.path, retrained=res.classifiers, T=T,
-                        predictions=predictions, seconds=seconds, train_seconds=train_seconds)
+                        predictions=predictions, seconds=seconds, train_seconds=train_seconds,
+                        edits=edits, unchanged_relabels=unchanged,
+                        n_train=len(new_data.y_train))
 
 
 def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> None:
