@@ -39,3 +39,27 @@ def test_panels_put_the_legend_where_asked():
     assert loc["lower left"] == 3 and loc["upper right"] == 1  # matplotlib's codes
     with pytest.raises(ValueError, match="panels"):
         plots.plot_certified_accuracy_panels({})
+
+
+def test_attack_plot_keeps_its_legend_off_the_curves(tmp_path):
+    """The attack panel's legend (two entries per attack) sits beside the axes, not over the
+    curves, and the budgets read as whole numbers."""
+    rows = [{"aggregation": "vote", "attack": a, "budget": b, "trials": 10, "changed_within": 0,
+             "success_beyond": k, "beyond": 9} for k, a in enumerate(("insert", "remove", "flip",
+                                                                        "backdoor"))
+            for b in (1, 2, 4)]
+    fig = plots.plot_attack({"vote, P1": (np.arange(5), np.linspace(0.9, 0, 5))}, rows,
+                            tmp_path / "a.png")
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    right = fig.get_axes()[1]
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    legend = right.get_legend().get_window_extent(renderer)
+    assert len(right.get_legend().get_texts()) == 8
+    assert legend.x0 >= right.get_window_extent(renderer).x1  # beside the panel
+    assert legend.x1 <= fig.bbox.x1  # and inside the figure
+    labels = [t.get_text() for t in right.get_xticklabels() if t.get_text()]
+    assert {"1", "2", "4"} <= set(labels), labels
+    assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

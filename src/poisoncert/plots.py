@@ -256,8 +256,9 @@ def plot_attack(curves, summary, path: str | Path | None = None, *, title: str |
     of ``attack_run``): the share of attacked test points whose prediction changed (solid)
     beside the share not certified at that budget (dashed, the most the certificate allows)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
 
-    fig = Figure(figsize=(11.0, 4.2), layout="constrained")
+    fig = Figure(figsize=(13.0, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
     for label, (rho, acc) in curves.items():
         left.plot(rho, acc, drawstyle="steps-post", label=str(label))
@@ -286,11 +287,14 @@ def plot_attack(curves, summary, path: str | Path | None = None, *, title: str |
             right.plot(b, bound, linestyle="--", color=line.get_color(), alpha=0.6,
                        label=f"{agg}, {attack}: not certified at r")
     right.set_xscale("log", base=2)
+    right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 2, 4: budgets
     right.set_xlabel("budget r (poisoning operations)")
     right.set_ylabel("share of attacked test points")
     right.set_ylim(0, 1.02)
     right.grid(alpha=0.3)
-    right.legend(fontsize="x-small")
+    # beside the panel: inside it the entries (two per attack) cover the curves
+    right.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                 borderaxespad=0.0)
     if title:
         fig.suptitle(title)
     if path is not None:
