@@ -47,6 +47,52 @@ def test_nearest_labels_is_exact_with_index_tie_break(monkeypatch, block):
             np.testing.assert_array_equal(d2[t], full[t][order])
 
 
+def test_a_pairs_distance_does_not_depend_on_the_other_rows():
+    """Float features: inserting or deleting training rows leaves every other pair's squared
+    distance unchanged, bit for bit, so one operation cannot reorder two other neighbours (the
+    certificates' assumption). A matrix product rounds each entry in an order that depends on
+    the blocks' shapes: the former form changed the last bits in about half of these cases."""
+    rng = np.random.default_rng(7)
+    changed = 0
+    for _ in range(60):
+        F = int(rng.integers(8, 200))
+        x = rng.standard_normal((int(rng.integers(1, 5)), F))
+        X = x[0] + rng.standard_normal((int(rng.integers(2, 40)), F)) * rng.choice([0.1, 10])
+        extra = x[0] + rng.standard_normal((int(rng.integers(1, 20)), F)) * 1e-3
+        base = knn.squared_distances(x, X)
+        more = knn.squared_distances(x, np.vstack([X, extra]))
+        fewer = knn.squared_distances(x, X[1:])
+        alone = np.stack([knn.squared_distances(x[i:i + 1], X[j:j + 1])[0, 0]
+                          for i in range(len(x)) for j in range(len(X))]).reshape(base.shape)
+        changed += not (np.array_equal(base, more[:, :len(X)])
+                        and np.array_equal(base[:, 1:], fewer) and np.array_equal(base, alone))
+        labels, d2 = nearest_labels(np.vstack([X, extra]), rng.integers(0, 3, len(X) + len(extra)),
+                                    x, 3)
+        assert np.array_equal(d2, np.sort(more, axis=1)[:, :3])
+    assert changed == 0
+
+
+def test_float_distances_sum_the_squared_differences_in_feature_order():
+    """The float form is the plain sum, term by term in index order (Python's floats are the
+    same IEEE doubles); integer features within 2^53 take the exact product form."""
+    rng = np.random.default_rng(3)
+    x, X = rng.standard_normal((3, 11)), rng.standard_normal((5, 11))
+    d2 = knn.squared_distances(x, X)
+    for i in range(3):
+        for j in range(5):
+            acc = 0.0
+            for a, b in zip(x[i].tolist(), X[j].tolist(), strict=True):
+                acc += (a - b) * (a - b)
+            assert d2[i, j] == acc
+    xi = rng.integers(-255, 256, (3, 784)).astype(np.float64)
+    Xi = rng.integers(-255, 256, (5, 784)).astype(np.float64)
+    assert knn.exact_products(xi, Xi) and not knn.exact_products(x, X)
+    assert not knn.exact_products(xi * 2.0 ** 20, Xi)  # 4 F m^2 past 2^53
+    exact = ((xi[:, None].astype(np.int64) - Xi[None].astype(np.int64)) ** 2).sum(-1)
+    assert np.array_equal(knn.squared_distances(xi, Xi), exact)
+    assert np.array_equal(knn.squared_distances(xi, Xi, exact=False), exact)
+
+
 def test_votes_match_loops():
     rng = np.random.default_rng(1)
     x_train = rng.integers(0, 256, size=(200, 8, 8)).astype(np.float32) / 255  # pixels in [0,1]
@@ -329,6 +375,10 @@ def test_knn_radii_order_across_models():
      r"'depth' parameter of nearest_labels must be an int in the range \[1, 3\]\. Got 4"),
     (lambda: rnn_votes(np.zeros((3, 2)), [0, 1, 0], np.zeros((2, 2)), -1.0),
      r"'r' parameter of rnn_votes"),
+    (lambda: knn_votes(np.zeros((3, 2)), [0, 1, 0], np.full((2, 2), np.nan), 1),
+     r"'x_test' parameter of nearest_labels must be finite features \(no NaN or infinity\)"),
+    (lambda: rnn_votes(np.array([[0, np.inf]] * 3), [0, 1, 0], np.zeros((2, 2)), 1.0),
+     r"'x_train' parameter of rnn_votes must be finite features"),
 ])
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):

@@ -3,10 +3,22 @@
 After Jia, Liu, Cao and Gong (AAAI'22): kNN and rNN are majority votes over training samples,
 so poisoning moves a bounded number of votes. Features must not depend on the training set
 (raw pixels, or a fixed feature map). Distances are Euclidean; neighbours are ordered by
-squared distance, equal distances by training index. Squared distances are computed in float64
-as ``|x|^2 + |t|^2 - 2 x.t`` in blocks; they are exact when every feature is an integer (e.g.
-uint8 pixels, for which every partial sum stays below 2^53), so the order then does not depend
-on rounding. Ties between classes go to the smaller class index.
+squared distance, equal distances by training index. Ties between classes go to the smaller
+class index.
+
+The certificates assume that a training sample's distance to a test point depends on that pair
+alone: inserting or deleting one sample must not reorder two others. Squared distances are
+therefore computed in float64 in one of two forms, both functions of the pair only:
+
+- integer features whose sums stay below 2^53 (e.g. uint8 pixels): ``|x|^2 + |t|^2 - 2 x.t``
+  by matrix products, in which every partial sum is an integer held exactly, so the result is
+  the exact squared distance whatever order the BLAS sums in;
+- any other features (floats, or integers too large for that): the squared differences added
+  feature by feature in index order, elementwise (each pair sums its own terms in one fixed
+  order). A matrix product here would round each entry in an order that depends on the shapes
+  of the blocks, so adding one training row could change other pairs' last bits and with them
+  the order (such a case is tested). This form does ``n_test x n_train x features`` elementwise
+  work: slower than the products, and exact on the same integer features.
 
 kNN (``k`` nearest, prediction ``y``; ``Y_c(L)`` = samples of class ``c`` among the ``L``
 nearest, ``F(L) = min over c != y of Y_y(L) - Y_c(L) - [c < y]``, ``s = F(k)``). One operation
@@ -51,6 +63,7 @@ __all__ = [
     "knn_votes",
     "nearest_labels",
     "rnn_certify",
+    "exact_products",
     "rnn_votes",
     "squared_distances",
 ]
@@ -72,16 +85,49 @@ def _check_xy(x_train, y_train, x_test, where: str):
     if y.shape != (xt.shape[0],):
         raise param_error("y_train", where, f"an int array of shape ({xt.shape[0]},)",
                           f"an array of shape {y.shape}")
-    return (xt.reshape(len(xt), -1).astype(np.float64), y,
-            xs.reshape(len(xs), -1).astype(np.float64))
+    out = []
+    for name, a in (("x_train", xt), ("x_test", xs)):
+        a = a.reshape(len(a), -1).astype(np.float64)
+        if not np.isfinite(a).all():
+            raise param_error(name, where, "finite features (no NaN or infinity)",
+                              "an array with non-finite values")
+        out.append(a)
+    return out[0], y, out[1]
 
 
-def squared_distances(x_test, x_train) -> np.ndarray:
-    """``(n_test, n_train)`` float64 squared Euclidean distances of 2-D float64 arrays, clipped
-    at 0 (exact for integer-valued features, see the module docstring)."""
-    d2 = (x_test * x_test).sum(1)[:, None] + (x_train * x_train).sum(1)[None, :]
-    d2 -= 2.0 * (x_test @ x_train.T)
-    return np.maximum(d2, 0.0, out=d2)
+def exact_products(*arrays) -> bool:
+    """Whether the matrix-product form of the squared distances between rows of these 2-D
+    float64 arrays is exact: every feature an integer and ``4 F m^2 < 2^53`` (``F`` features,
+    ``m`` the largest magnitude), which bounds every partial sum of ``|x|^2``, ``|t|^2`` and
+    ``x.t``."""
+    m, F = 0.0, arrays[0].shape[1]
+    for a in arrays:
+        if a.size:
+            if not np.array_equal(a, np.rint(a)):  # NaN and infinities too
+                return False
+            m = max(m, float(np.abs(a).max()))
+    return 4.0 * F * m * m < 2.0 ** 53
+
+
+def squared_distances(x_test, x_train, *, exact: bool | None = None) -> np.ndarray:
+    """``(n_test, n_train)`` float64 squared Euclidean distances of 2-D float64 arrays, each a
+    function of its pair alone (see the module docstring): by matrix products where they are
+    exact (``exact``; None: ``exact_products`` decides), else the squared differences summed
+    feature by feature."""
+    if exact is None:
+        exact = exact_products(x_test, x_train)
+    if exact:
+        d2 = (x_test * x_test).sum(1)[:, None] + (x_train * x_train).sum(1)[None, :]
+        d2 -= 2.0 * (x_test @ x_train.T)
+        return np.maximum(d2, 0.0, out=d2)
+    d2 = np.zeros((x_test.shape[0], x_train.shape[0]))
+    diff = np.empty_like(d2)
+    columns = np.ascontiguousarray(x_train.T)
+    for j in range(x_test.shape[1]):  # one fixed order of the terms for every pair
+        np.subtract(x_test[:, j:j + 1], columns[j][None, :], out=diff)
+        np.multiply(diff, diff, out=diff)
+        np.add(d2, diff, out=d2)
+    return d2
 
 
 def nearest_labels(x_train, y_train, x_test, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -95,8 +141,9 @@ def nearest_labels(x_train, y_train, x_test, depth: int) -> tuple[np.ndarray, np
     labels = np.empty((xs.shape[0], depth), dtype=np.int64)
     dists = np.empty((xs.shape[0], depth), dtype=np.float64)
     step = max(1, _BLOCK // n)
+    exact = exact_products(xs, xt)
     for s in range(0, xs.shape[0], step):
-        d2 = squared_distances(xs[s:s + step], xt)
+        d2 = squared_distances(xs[s:s + step], xt, exact=exact)
         if depth < n:
             cand = np.argpartition(d2, depth - 1, axis=1)[:, :depth]
         else:
@@ -140,8 +187,9 @@ def rnn_votes(x_train, y_train, x_test, r: float, *, n_classes: int | None = Non
     out = np.zeros((xs.shape[0], C), dtype=np.int64)
     step = max(1, _BLOCK // xt.shape[0])
     onehot = (y[:, None] == np.arange(C)[None, :]).astype(np.float64)
+    exact = exact_products(xs, xt)
     for s in range(0, xs.shape[0], step):
-        inside = squared_distances(xs[s:s + step], xt) <= r * r
+        inside = squared_distances(xs[s:s + step], xt, exact=exact) <= r * r
         out[s:s + step] = np.rint(inside.astype(np.float64) @ onehot).astype(np.int64)
     return out
 
