@@ -126,11 +126,12 @@ def run_case(case: str, folder: Path) -> dict[str, str]:
 #: The key of the vote bounds of certificates.csv, compared within ``BOUNDS_TOL``.
 BOUNDS = "certificates.csv:p1_lower,p2_upper"
 
-#: Each vote bound is scipy's incomplete-beta inverse, relatively accurate to far better than
-#: 1e-12, moved a relative 1e-12 plus an ulp to its safe side (``poisoncert.stats``): two scipy
-#: versions give bounds within a relative 2e-12 plus two ulps of each other. Measured: scipy
-#: 1.12.0 and 1.17.1 differ by one ulp in one bound of the with_replacement case.
-BOUNDS_TOL = 2e-12
+#: Each vote bound is scipy's incomplete-beta inverse, relatively accurate to about 1e-11 at
+#: worst, moved a relative 1e-9 plus an ulp to its safe side (``poisoncert.stats``): two scipy
+#: versions give bounds within a relative 2e-11 plus two ulps of each other. Measured: scipy
+#: 1.12.0 and 1.17.1 differ by one ulp in one bound of the with_replacement case. (The bounds
+#: were re-recorded when the margin grew from 1e-12 to 1e-9; every other column stayed.)
+BOUNDS_TOL = 2e-11
 
 
 def _certificates(path: Path) -> tuple[str, list[list[float]]]:
