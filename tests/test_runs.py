@@ -288,6 +288,20 @@ def test_votes_from_predictions_skip_abstentions():
     assert runs.votes_from_predictions(p, 3).tolist() == [[2, 0, 1], [1, 2, 0], [0, 0, 0]]
 
 
+@pytest.mark.parametrize("p, given", [
+    (np.array([[5]] * 6 + [[0]] * 4), "int64 values from 0 to 5"),  # a class beyond n_classes
+    (np.array([[-2, 0]]), "int64 values from -2 to 0"),
+    (np.array([[0.0, 1.0]]), "float64 values from 0.0 to 1.0"),
+])
+def test_votes_from_predictions_refuses_what_it_cannot_count(p, given):
+    """A class id with no column used to be dropped: six votes for class 5 of 3 vanished and
+    class 0 was certified from the other four."""
+    with pytest.raises(ValueError, match=r"'predictions' parameter of votes_from_predictions "
+                       r"must be integer class indices in \[0, 2\] or -1 \(abstain\)\. Got '"
+                       + given + "' instead"):
+        runs.votes_from_predictions(p, 3)
+
+
 # --------------------------------------------------------------------------------------------
 # Train: layout, resume, chunking
 

@@ -26,8 +26,16 @@ def votes_from_predictions(predictions, n_classes: int) -> np.ndarray:
     if predictions.ndim != 2:
         raise param_error("predictions", "votes_from_predictions", "an array (T, n_test)",
                           f"an array of shape {predictions.shape}")
+    if predictions.size and (predictions.dtype.kind not in "iub"
+                             or predictions.min() < -1 or predictions.max() >= n_classes):
+        # a class id the counts have no column for would be dropped: a vote lost silently
+        lo, hi = ((predictions.min(), predictions.max()) if predictions.dtype.kind in "iubf"
+                  else ("?", "?"))
+        raise param_error("predictions", "votes_from_predictions",
+                          f"integer class indices in [0, {n_classes - 1}] or -1 (abstain)",
+                          f"{predictions.dtype} values from {lo} to {hi}")
     n_test = predictions.shape[1]
-    valid = (predictions >= 0) & (predictions < n_classes)
+    valid = predictions >= 0
     cols = np.broadcast_to(np.arange(n_test), predictions.shape)[valid]
     flat = cols.astype(np.int64) * n_classes + predictions[valid]
     return np.bincount(flat, minlength=n_test * n_classes).reshape(n_test, n_classes).astype(
