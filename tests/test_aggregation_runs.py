@@ -550,3 +550,25 @@ def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
     assert res.totals["deterministic"]["trials"] == 0
     assert res.totals["probabilistic"]["trials"] == 6
     assert all(t["retrained"] < 8 for t in res.trials if t["budget"] == 1)
+
+
+def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):
+    """``--remove`` takes integers only: a float .npy was truncated (4.5 removed sample 4) and
+    a text file holding 4.7 raised Python's own message."""
+    from poisoncert.experiment.update import parse_ids
+
+    np.save(tmp_path / "ok.npy", np.array([4, 9]))
+    np.save(tmp_path / "f.npy", np.array([4.5]))
+    (tmp_path / "ok.txt").write_text("3, 17\n42\n")
+    (tmp_path / "f.txt").write_text("3 4.7\n")
+    assert parse_ids(str(tmp_path / "ok.npy")).tolist() == [4, 9]
+    assert parse_ids(str(tmp_path / "ok.txt")).tolist() == [3, 17, 42]
+    assert parse_ids("3, 5,8").tolist() == [3, 5, 8]
+    with pytest.raises(ValueError, match=r"^The '--remove' option's file '.*f\.npy' must hold "
+                                         r"integers\. Got a float64 array instead\.$"):
+        parse_ids(str(tmp_path / "f.npy"))
+    with pytest.raises(ValueError, match=r"^The '--remove' option must be comma-separated "
+                                         r"integers or a file of them\. Got '4\.7' in its file"):
+        parse_ids(str(tmp_path / "f.txt"))
+    with pytest.raises(ValueError, match=r"Got 'x' in its value instead\.$"):
+        parse_ids("3,x")

@@ -184,18 +184,35 @@ def parse_ids(text: str, where: str = "--remove") -> np.ndarray:
 
 
 def _ints(text: str, where: str) -> np.ndarray:
+    """Integers from ``text``: comma-separated, or a ``.npy`` / text file of them; anything
+    else (a fraction, a word, a float array) is one line naming ``where``."""
     p = Path(text)
     if p.suffix == ".npy" and p.is_file():
-        a = np.load(p, allow_pickle=False)
-    elif p.is_file():
-        a = np.array(p.read_text().replace(",", " ").split(), dtype=np.int64)
-    else:
         try:
-            a = np.array([int(t) for t in text.replace(" ", "").split(",") if t], dtype=np.int64)
-        except ValueError:
-            raise ValueError(f"The '{where}' option must be comma-separated training-set "
-                             f"indices or a file of them. Got {text!r} instead.") from None
-    return np.asarray(a, dtype=np.int64).reshape(-1)
+            a = np.load(p, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise ValueError(f"The '{where}' option's file '{p}' is not a readable .npy "
+                             f"({e}).") from None
+        if a.dtype.kind not in "iu":
+            raise ValueError(f"The '{where}' option's file '{p}' must hold integers. Got "
+                             f"a {a.dtype} array instead.")
+        return a.astype(np.int64).reshape(-1)
+    tokens, source = ((p.read_text().replace(",", " ").split(), f"file '{p}'") if p.is_file()
+                      else ([t for t in text.replace(" ", "").split(",") if t], "value"))
+    try:
+        return np.array([int(t) for t in tokens], dtype=np.int64)
+    except ValueError:
+        bad = next(t for t in tokens if not _is_int(t))
+        raise ValueError(f"The '{where}' option must be comma-separated integers or a file of "
+                         f"them. Got {bad!r} in its {source} instead.") from None
+
+
+def _is_int(token: str) -> bool:
+    try:
+        int(token)
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
