@@ -546,3 +546,15 @@ def test_the_soak_script_runs_in_small_settings(capsys):
     with pytest.raises(SystemExit):
         soak.main(["--factor", "0"])
     assert "--factor: at least 1, got 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("p", [1e-17, 1e-20, 1e-300])
+def test_a_radius_past_int_limit_is_reported_as_int_limit(p):
+    """A tiny binomial p makes delta grow so slowly that the radius search ran past int64
+    (OverflowError at p = 1e-20) or returned radii above INT_LIMIT: it stops there, which is
+    sound since delta stays below the gap up to INT_LIMIT."""
+    from poisoncert._validation import INT_LIMIT
+
+    b = SelectionBound("binomial", 10, p=p, model="P1")
+    assert certified_radius(0.5, scheme="binomial", n=10, p=p, model="P1") == INT_LIMIT
+    assert b.delta_upper(INT_LIMIT) < 0.5

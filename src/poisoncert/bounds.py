@@ -158,8 +158,10 @@ class SelectionBound:
         uniq, inv = np.unique(gaps[pos], return_inverse=True)
         gmax = np.array([uniq[-1]])
         # Every radius is at most the radius of the largest gap: find that one first
-        # (exponential search, then bisection), then tabulate delta up to it.
-        cap = self.rho_cap
+        # (exponential search, then bisection), then tabulate delta up to it. The search
+        # stops at INT_LIMIT (a tiny binomial p lets delta grow so slowly that it would run
+        # past int64): a radius of at least INT_LIMIT is reported as INT_LIMIT, which is sound.
+        cap = INT_LIMIT if self.rho_cap is None else min(int(self.rho_cap), INT_LIMIT)
         hi = 1
         while (cap is None or hi < cap) and self._upper(np.array([hi]))[0] < gmax[0]:
             hi *= 2
