@@ -123,3 +123,14 @@ def test_changed_model_code_is_refused_before_it_runs(tmp_path):
     assert r.returncode == 1 and "must not run" not in r.stdout + r.stderr
     assert r.stderr.startswith("error: ") and "has changed since the run was trained" in r.stderr
     assert str(net) in r.stderr
+    # nor is it used to retrain some classifiers (update) or to resume the run (train): the
+    # run would mix classifiers of two versions of the code
+    r = _cli("update", run, "--out", tmp_path / "u", "--remove", "1", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "must not run" not in r.stdout + r.stderr, r.stderr
+    assert "has changed since the run was trained" in r.stderr and "restore the code" in r.stderr
+    assert not (tmp_path / "u").exists()
+    r = _cli("train", "examples/custom_model/config.yaml", "--run-dir", run, "-q",
+             "--selection.T", "4", "--training.steps", "2", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and "must not run" not in r.stdout + r.stderr, r.stderr
+    assert f"has changed since the run '{run}' started" in r.stderr
+    assert "cannot be resumed" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -28,6 +28,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+import poisoncert
 from poisoncert import pipeline, runs
 from poisoncert.cli import app
 from poisoncert.config import load_config
@@ -385,6 +386,26 @@ def test_lock_refuses_a_second_holder_and_is_released(setup, tmp_path):
         assert b.locked
 
 
+def test_an_unfinished_run_being_trained_says_so(setup, tmp_path):
+    """``predict``, ``update`` and ``certify`` verify a run first: an unfinished one whose lock
+    another process holds is being trained now, so "run train again to resume it" would be the
+    wrong advice."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    man = json.loads((run / runs.MANIFEST).read_text())
+    man["finished"] = None
+    (run / runs.MANIFEST).write_text(json.dumps(man))
+    trainer = RunDir(run)
+    with trainer.lock():
+        with pytest.raises(RunError, match=r"is not finished: another poisoncert process is "
+                                           r"training it now \(it holds the run's lock\)"):
+            RunDir(run).verify()
+        with pytest.raises(RunError, match="another poisoncert process is training it now"):
+            poisoncert.Ensemble.load(run)
+    with pytest.raises(RunError, match=r"is not finished .* run train again to resume it"):
+        RunDir(run).verify()
+
+
 def test_leftovers_of_killed_writers_are_removed_by_the_next_start(setup, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(setup["ref"], run)
@@ -419,6 +440,26 @@ def test_chunk_of_another_config_is_retrained(setup, tmp_path):
     res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
     assert (res.chunks_trained, res.chunks_skipped) == (1, N_CHUNKS - 1)
     _same_run(run, setup["ref"])
+
+
+def test_edited_chunk_or_missing_weights_is_retrained(setup, tmp_path):
+    """A chunk whose predictions were edited after it was written (its digest no longer
+    matches) and a chunk whose weights file is gone are trained again, not trusted: before,
+    the edited predictions entered the run and ``certify`` verified it, and the missing
+    weights surfaced only when ``predict`` or ``update`` needed them."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    chunk = run / runs.CHUNKS / "chunk-00002.npz"
+    with np.load(chunk) as z:
+        arrays = {k: z[k] for k in z.files}
+    assert "digest" in arrays
+    arrays["predictions"] = (arrays["predictions"] + 1) % 3
+    np.savez(chunk, **arrays)
+    (run / runs.WEIGHTS / "chunk-00004.safetensors").unlink()
+    res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    assert (res.chunks_trained, res.chunks_skipped) == (2, N_CHUNKS - 2)
+    _same_run(run, setup["ref"])
+    assert (run / runs.WEIGHTS / "chunk-00004.safetensors").is_file()
 
 
 def test_folder_left_by_an_interrupted_creation_of_earlier_versions_is_reused(setup,

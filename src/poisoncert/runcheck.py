@@ -29,11 +29,33 @@ import numpy as np
 
 from poisoncert import runlayout as runs
 from poisoncert.config import ExperimentConfig, config_hash
-from poisoncert.runsafe import MANIFEST_DIGEST, TMP_PREFIX, RunError, file_sha256, manifest_digest
+from poisoncert.runsafe import (
+    MANIFEST_DIGEST,
+    TMP_PREFIX,
+    RunError,
+    RunLock,
+    RunLockedError,
+    file_sha256,
+    manifest_digest,
+)
 from poisoncert.selection import NEAREST_NEIGHBOURS
 from poisoncert.votes import votes_from_predictions
 
 __all__ = ["verify_run"]
+
+
+def _in_training(rd) -> None:
+    """A ``RunError`` saying so when another process holds the unfinished run's lock (it is
+    training it now: "run train again" would be the wrong advice)."""
+    if getattr(rd, "locked", False):
+        return
+    try:
+        RunLock.acquire(rd.path).release()
+    except RunLockedError:
+        raise RunError(f"The run '{rd.path}' is not finished: another poisoncert process is "
+                       "training it now (it holds the run's lock). Wait until it ends.") from None
+    except RunError:  # the lock file cannot be opened (a read-only copy): nothing to learn
+        return
 
 
 def verify_run(rd) -> dict[str, Any]:
@@ -46,6 +68,7 @@ def verify_run(rd) -> dict[str, Any]:
     if not man:
         raise RunError(f"The manifest '{man_path}' is missing: is '{rd.path}' a poisoncert run?")
     if man.get("finished") is None:
+        _in_training(rd)
         raise RunError(f"The run '{rd.path}' is not finished ('{man_path}' records no finish): "
                        "run train again to resume it.")
     if MANIFEST_DIGEST in man and man[MANIFEST_DIGEST] != manifest_digest(man):

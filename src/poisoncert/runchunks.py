@@ -7,6 +7,7 @@ classifiers into chunks on the training engine's group boundaries.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,21 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 # Chunks
 
+_DIGESTED = ("start", "stop", "seeds", "sizes", "predictions", "config_hash", "weights")
+
+
+def _chunk_digest(arrays) -> str:
+    """SHA-256 of a chunk's arrays (their names, dtypes, shapes and bytes), which the chunk
+    file stores beside them: a chunk edited or damaged after it was written no longer matches
+    and is trained again on resume, instead of its predictions entering the run."""
+    h = hashlib.sha256()
+    for key in _DIGESTED:
+        if key in arrays:
+            a = np.asarray(arrays[key])
+            h.update(f"{key}:{a.dtype.str}:{a.shape};".encode())
+            h.update(a.tobytes())
+    return h.hexdigest()
+
 
 def chunk_ranges(T: int, chunk_size: int, group_size: int = 1) -> list[tuple[int, int]]:
     """Classifier ranges ``[start, stop)`` of ``chunk_size`` (rounded up to a multiple of
@@ -74,18 +90,24 @@ class ChunkFiles:
         return self.weights_dir / f"chunk-{chunk_id:05d}.safetensors"
 
     def write_chunk(self, chunk_id: int, *, start: int, stop: int, seeds: np.ndarray,
-                    sizes: np.ndarray, predictions: np.ndarray) -> Path:
-        """Write a chunk atomically, with the config hash of the run (after ``prepare``)."""
+                    sizes: np.ndarray, predictions: np.ndarray, weights: bool = False) -> Path:
+        """Write a chunk atomically, with the config hash of the run (after ``prepare``) and
+        a digest of its arrays; ``weights``: its weights file was written before it (a resume
+        then checks that file too)."""
         predictions = np.asarray(predictions)
         if predictions.shape[0] != stop - start:
             raise ValueError(f"chunk {chunk_id} has {predictions.shape[0]} rows of predictions "
                              f"for classifiers {start}..{stop - 1}")
         path = self.chunk_path(chunk_id)
-        extra = {} if self._config_hash is None else {"config_hash": np.str_(self._config_hash)}
-        save_npz(path, start=np.int64(start), stop=np.int64(stop),
-                 seeds=np.asarray(seeds, dtype=np.uint64),
-                 sizes=np.asarray(sizes, dtype=np.int64),
-                 predictions=predictions.astype(np.int16, copy=False), **extra)
+        arrays = {"start": np.int64(start), "stop": np.int64(stop),
+                  "seeds": np.asarray(seeds, dtype=np.uint64),
+                  "sizes": np.asarray(sizes, dtype=np.int64),
+                  "predictions": predictions.astype(np.int16, copy=False)}
+        if self._config_hash is not None:
+            arrays["config_hash"] = np.str_(self._config_hash)
+        if weights:
+            arrays["weights"] = np.bool_(True)
+        save_npz(path, **arrays, digest=np.str_(_chunk_digest(arrays)))
         return path
 
     def read_chunk(self, chunk_id: int) -> dict[str, np.ndarray] | None:
@@ -99,6 +121,8 @@ class ChunkFiles:
     def _chunk_matches(self, z: dict[str, np.ndarray] | None, start: int, stop: int) -> bool:
         if z is None or not {"start", "stop", "seeds", "sizes", "predictions"} <= set(z):
             return False
+        if "digest" in z and str(z["digest"]) != _chunk_digest(z):
+            return False  # edited or damaged since it was written: retrained
         h = z.get("config_hash")
         if h is not None and self._config_hash is not None and str(h) != self._config_hash:
             return False  # written for another config: retrained
@@ -110,6 +134,12 @@ class ChunkFiles:
         z = self.read_chunk(chunk_id)
         return (self._chunk_matches(z, start, stop)
                 and np.array_equal(z["seeds"], np.asarray(seeds, dtype=np.uint64)))
+
+    def chunk_has_weights(self, chunk_id: int) -> bool:
+        """Whether the chunk file says its weights file was written (chunks of runs without
+        weights, and of earlier versions, do not)."""
+        z = self.read_chunk(chunk_id)
+        return bool(z is not None and z.get("weights", False))
 
     def assemble(self, ranges: list[tuple[int, int]], labels: np.ndarray, n_classes: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

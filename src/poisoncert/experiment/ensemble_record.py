@@ -39,7 +39,7 @@ def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Pa
     s = cfg.selection
     ns, p = s.size(summary.n)
     model = cfg.training.model
-    source = model.source() if hasattr(model, "source") else None
+    source = model_source(cfg)
     record = {
         "format": ENSEMBLE_FORMAT,
         "config_hash": config_hash(cfg),
@@ -114,16 +114,31 @@ def read_record(rd: RunDir, cfg: ExperimentConfig) -> dict:
         ok = False
     if not ok:
         raise RunError(f"'{path}' is damaged: its fields do not describe this run's config.")
-    source = (record.get("model") or {}).get("source")
-    model = cfg.training.model
-    if source and hasattr(model, "source"):
-        now = model.source()
-        if source.get("sha256") and now.get("sha256") != source["sha256"]:
-            raise RunError(f"The model code {now.get('file')} of '{model}' has changed since the "
-                           f"run was trained (SHA-256 {source['sha256'][:12]}... then, "
-                           f"{str(now.get('sha256'))[:12]}... now): its classifiers would "
-                           "not be the certified ones.")
+    check_model_source(cfg, (record.get("model") or {}).get("source"))
     return record
+
+
+def check_model_source(cfg: ExperimentConfig, source: dict | None, *,
+                       when: str = "the run was trained",
+                       then: str = "its classifiers would not be the certified ones") -> None:
+    """A ``RunError`` when the config's user model (``training.model`` naming a factory) is
+    not the code ``source`` recorded (its file's SHA-256); nothing for built-in models or
+    runs that recorded none."""
+    model = cfg.training.model
+    if not source or not source.get("sha256") or not hasattr(model, "source"):
+        return
+    now = model.source()
+    if now.get("sha256") != source["sha256"]:
+        raise RunError(f"The model code {now.get('file')} of '{model}' has changed since "
+                       f"{when} (SHA-256 {source['sha256'][:12]}... then, "
+                       f"{str(now.get('sha256'))[:12]}... now): {then}.")
+
+
+def model_source(cfg: ExperimentConfig) -> dict | None:
+    """What a run records of its user model's code (``check_model_source`` compares it), or
+    None for a built-in model."""
+    model = cfg.training.model
+    return model.source() if hasattr(model, "source") else None
 
 
 def _reference(cfg: ExperimentConfig, record: dict) -> dict:

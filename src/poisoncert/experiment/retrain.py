@@ -127,6 +127,7 @@ def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
     old = manifest.get("data", {}).get("sha256_arrays")
     if old is not None and old != data.summary.sha256_arrays:
         raise RunError(f"The data of the run '{rd.path}' have changed since it was trained.")
+    _check_model_code(rd, cfg, manifest)
     plan = subset_plan(cfg.selection, data)
     seeds = rd.load(runs.SEEDS)
     subsets = [plan.indices(i, int(s)) for i, s in enumerate(seeds)]
@@ -237,3 +238,22 @@ def retrain(ens: LoadedRun, variants: list[Variant], *, x_test: np.ndarray | Non
                              None if w is None else list(w[a:a + m])))
         a += m
     return out
+
+
+def _check_model_code(rd: RunDir, cfg, manifest: dict) -> None:
+    """Refuse a run whose user model's code changed since it was trained (the manifest's
+    record, else ensemble.json's): retrained classifiers would come from other code than the
+    ones kept."""
+    import json
+
+    from poisoncert.experiment.ensemble_record import ENSEMBLE_JSON, check_model_source
+
+    source = manifest.get("model_source")
+    if source is None and (rd / ENSEMBLE_JSON).is_file():
+        try:
+            source = (json.loads((rd / ENSEMBLE_JSON).read_text()).get("model") or {}).get(
+                "source")
+        except (OSError, ValueError, AttributeError):
+            source = None
+    check_model_source(cfg, source, then="the classifiers retrained now would come from "
+                                         "other code than the ones kept (restore the code)")

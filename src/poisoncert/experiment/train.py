@@ -23,6 +23,7 @@ from poisoncert.config import ExperimentConfig, from_dict, load_config
 from poisoncert.executors import Executor, LocalExecutor, check_workers
 from poisoncert.experiment import learners
 from poisoncert.experiment.display import ProgressDisplay, no_display, progress_display
+from poisoncert.experiment.ensemble_record import check_model_source, model_source
 from poisoncert.experiment.resources import check_run_memory
 from poisoncert.experiment.split import DataSplit, split_data, subset_plan
 from poisoncert.runmanifest import device_record
@@ -193,6 +194,24 @@ class _ProgressRelay:
         self.done[chunk_id] = True
 
 
+def _weights_done(rd: RunDir, cfg: ExperimentConfig, cid: int, start: int, stop: int,
+                  seeds) -> bool:
+    """Whether chunk ``cid``'s weights file is there and records these classifiers of this
+    config (its safetensors metadata, as ``Ensemble.load`` checks it); else the chunk is
+    trained again on resume."""
+    from safetensors import safe_open
+
+    from poisoncert.experiment.ensemble_record import weights_metadata
+
+    try:
+        with safe_open(str(rd.weights_path(cid)), framework="np") as f:
+            meta = f.metadata() or {}
+    except Exception:  # missing, truncated or not a safetensors file
+        return False
+    want = weights_metadata(cfg, start, stop, seeds)
+    return all(meta.get(k) == v for k, v in want.items())
+
+
 def _map_chunks(executor: Executor, trainer, todo, report):
     """``executor.map_chunks`` with worker progress where the executor takes it (an
     executor written before ``progress`` existed is called without it)."""
@@ -227,6 +246,11 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     rd = RunDir(run_dir)
     runs.check_writable(rd.path)
     rd.check_config(cfg)  # refuse another run's folder before loading any data
+    if rd.exists():  # before the model's module is imported (changed code must not run)
+        check_model_source(cfg, rd.load_manifest().get("model_source"),
+                           when=f"the run '{rd.path}' started",
+                           then="its saved chunks would mix two versions of the model, so it "
+                                "cannot be resumed (restore the code, or train a new run)")
     if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
         from poisoncert.experiment.neighbors import train_nn_run
 
@@ -237,13 +261,17 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     learners.check_learner(cfg, data)
     check_run_memory(cfg, data, executor)
     if rd.exists():
-        old = rd.load_manifest().get("data", {}).get("sha256_arrays")
+        old_manifest = rd.load_manifest()
+        old = old_manifest.get("data", {}).get("sha256_arrays")
         new = data.summary.sha256_arrays
         if old is not None and old != new:
             raise RunError(f"The data of the run '{rd.path}' has changed since it started "
                            f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
                            "resumed.")
     manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+    source = model_source(cfg)
+    if source is not None:  # compared when the run is resumed, updated or attacked
+        manifest["model_source"] = source
     local = isinstance(executor, LocalExecutor)
     manifest["device"] = device_record(cfg.execution.device,
                                        executor.devices if local else None, local=local)
@@ -279,7 +307,9 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
         from poisoncert.experiment import ranks as ranks_files
     todo = [cid for cid, (a, b) in enumerate(ranges)
             if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b])
-                    and (not store_ranks or ranks_files.ranks_done(rd, cid, a, b)))]
+                    and (not store_ranks or ranks_files.ranks_done(rd, cid, a, b))
+                    and (not rd.chunk_has_weights(cid)
+                         or _weights_done(rd, cfg, cid, a, b, seeds[a:b])))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
     if cfg.keeps_weights:
         rd.weights_dir.mkdir(exist_ok=True)
@@ -301,7 +331,8 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                 if res.ranks is not None:  # before the chunk file, which marks the chunk done
                     ranks_files.save_chunk_ranks(rd, res.chunk_id, res.ranks)
                 rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
-                               sizes=res.sizes, predictions=res.predictions)
+                               sizes=res.sizes, predictions=res.predictions,
+                               weights=res.weights is not None)
                 saved += res.stop - res.start
                 relay.finish(res.chunk_id)
     except KeyboardInterrupt as exc:  # what is kept, for the one line the command prints

@@ -135,7 +135,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
             if store_ranks:
                 save_chunk_ranks(out, cid, ranks[a:b])
             out.write_chunk(cid, start=a, stop=b, seeds=ens.seeds[a:b], sizes=v.sizes[a:b],
-                            predictions=predictions[a:b])
+                            predictions=predictions[a:b], weights=keep_weights)
         out.assemble(ranges, new_data.y_test, new_data.n_classes)
         if store_ranks:
             assemble_ranks(out, ranges)
