@@ -162,6 +162,17 @@ def test_knn_and_rnn_runs(tmp_path):
     assert not (tmp_path / "knn" / "weights").exists()
     with pytest.raises(RunError, match="knn run: it has no base classifiers"):
         Ensemble.load(tmp_path / "knn")
+    # the command line does not count the search as "1 base classifiers" trained
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    (tmp_path / "k.yaml").write_text(to_yaml(_cfg(selection__scheme="knn", selection__k=5)))
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "k.yaml"), "--run-dir",
+                                 str(tmp_path / "knn2"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert f"Searched the neighbours of {len(xt)} test points (knn; no base classifiers)" \
+        in r.output and "Trained" not in r.output
 
 
 def _tamper(run, name, change, match_checksum, match_consistency):
@@ -471,6 +482,15 @@ def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
     assert r.exit_code == 130, r.output
     assert r.stderr == "interrupted: the attack stopped; its result files are written only " \
                        "when it finishes.\n"
+    from poisoncert.experiment.ensemble import Ensemble
+
+    monkeypatch.setattr(Ensemble, "base_predictions", stop)
+    np.savez(tmp_path / "x.npz", x=np.zeros((3, 8, 8), dtype=np.int64))
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npz"), "--out",
+                            str(tmp_path / "p.csv")])
+    assert r.exit_code == 130, r.output
+    assert r.stderr == "interrupted: nothing was written; the same command starts over.\n"
+    assert not (tmp_path / "p.csv").exists()
 
 
 # --------------------------------------------------------------------------------------------

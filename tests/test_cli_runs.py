@@ -117,6 +117,24 @@ def test_certify_wraps_at_a_terminals_width(tmp_path, config, engine):
     assert len(whole) == 1 and whole[0].endswith("= 1 each)]"), piped.output
 
 
+def test_certify_leaves_no_stale_plot_and_writes_standard_json(tmp_path, config, engine):
+    """``--no-plot`` removes an earlier certify's plot (it showed another method's curve
+    beside this one's CSV), and nothing certified gives null medians, not a bare NaN that JSON
+    readers refuse."""
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q"]).exit_code == 0
+    assert runner.invoke(app, ["certify", str(run)]).exit_code == 0
+    assert (run / runs.CERTIFIED_ACCURACY_PNG).is_file()
+    r = runner.invoke(app, ["certify", str(run), "--no-plot", "--alpha", "1e-300", "--json"])
+    assert r.exit_code == 0, r.output
+    assert not (run / runs.CERTIFIED_ACCURACY_PNG).exists()
+    for text in (r.stdout, (run / "certify.json").read_text()):
+        assert "NaN" not in text
+        doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
+        summary = doc.get("summary", doc)
+        assert summary["radius_median"] is None and summary["accuracy"] == 0.0
+
+
 def test_errors_name_the_option_typed(tmp_path, config, engine):
     """A library error that names a config key or a library function's parameter set by an
     option on the command line starts with that option; a config override
@@ -182,6 +200,20 @@ def test_demo_interrupted_says_what_is_kept_and_resumes(tmp_path, monkeypatch):
     r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
     assert r.exit_code == 0, r.output
     assert calls[:2] == [16, 16] and len(calls) == 2 + 1 + 2 * 2  # one resumed chunk
+
+
+def test_demo_refuses_a_run_folder(tmp_path, engine):
+    """The demo writes certified_accuracy.csv / .png at its top: into a run's folder it would
+    replace the run's own. One line, nothing written."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / runs.CONFIG).write_text("data: {name: digits}\n")
+    before = sorted(p.name for p in run.iterdir())
+    r = runner.invoke(app, ["demo", "--out", str(run), "--quick", "-q"])
+    assert r.exit_code == 1 and r.output.strip().splitlines() == [
+        f"error: The demo's folder '{run}' (out_dir; CLI: --out) holds a run (manifest.json, "
+        "config.yaml). Use another folder."], r.output
+    assert sorted(p.name for p in run.iterdir()) == before
 
 
 def test_train_says_which_data_folder_it_read(tmp_path, engine):

@@ -234,6 +234,10 @@ def test_npz_idx_and_csv_inputs(tmp_path, trained, mnist_dir):
             assert str(g[key]) == w[key], key
     correct = np.mean([int(w["correct"]) for w in want])
     assert summary["accuracy"] == pytest.approx(correct, abs=1e-12)
+    # a .json name is JSON without --json (it held CSV)
+    r = runner.invoke(app, ["predict", str(run), str(npz), "--out", str(tmp_path / "q.json")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "q.json").read_text())["rows"] == doc["rows"]
     # an IDX file of raw images (all ten digits), gzipped: the 1/7 rows are the test points
     data_dir, arrays = mnist_dir
     idx_file = data_dir / "t10k-images.gz"
@@ -248,6 +252,12 @@ def test_npz_idx_and_csv_inputs(tmp_path, trained, mnist_dir):
     np.savetxt(flat, x.reshape(len(x), -1), fmt="%d", delimiter=",",
                header=",".join(f"p{i}" for i in range(784)), comments="")
     r = runner.invoke(app, ["predict", str(run), str(flat)])
+    assert r.exit_code == 0, r.output
+    printed = list(csv.DictReader(r.stdout.splitlines()))
+    assert [p["radius"] for p in printed] == [w["radius"] for w in want]
+    # a .npy of the inputs alone (it was read as an IDX file: "bad magic number")
+    np.save(tmp_path / "x.npy", x)
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npy")])
     assert r.exit_code == 0, r.output
     printed = list(csv.DictReader(r.stdout.splitlines()))
     assert [p["radius"] for p in printed] == [w["radius"] for w in want]
@@ -391,9 +401,19 @@ def test_inputs_of_the_wrong_form_are_one_clear_error(tmp_path, trained):
     np.savez(npz, x=x, y=(x[:, 0, 0] > 300).astype(np.int64))  # 0s: indices for ids 1, 7
     cases["y indices"] = (npz, ["indices.npz: its 'y' must hold the run's class ids (1, 7)",
                                 "not class indices", "it holds 0"])
+    npz_in_npy = tmp_path / "archive.npy"
+    np.savez(tmp_path / "archive.npz", x=x)
+    (tmp_path / "archive.npz").rename(npz_in_npy)
+    cases["npz named npy"] = (npz_in_npy, ["archive.npy: is a .npz archive, not a .npy"])
     for name, (path, words) in cases.items():
         _one_error_line(runner.invoke(app, ["predict", str(run), str(path)]), *words)
         assert name
+    # a true-label method without true labels: the inputs are named, not Ensemble's 'y'
+    np.savez(tmp_path / "nolabels.npz", x=x)
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "nolabels.npz"),
+                                        "--method", "true_label"]),
+                    "The method true_label (--method, or the run's certify.method) needs the "
+                    "inputs' true classes", "nolabels.npz' has none")
     # in Python: the array as given, and every shape the run takes
     ens = Ensemble.load(run)
     every = re.escape("shape (n, 1, 28, 28), (n, 28, 28), (n, 28, 28, 1) or (n, 784). Got ")

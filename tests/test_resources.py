@@ -155,6 +155,22 @@ def test_check_memory_names_the_largest_term_and_the_exact_largest_value(values)
     assert msg.endswith(f"Got {values[key]} instead.")
 
 
+def test_check_memory_names_a_preferred_parameter_first():
+    """``prefer`` (parameters that do not change results, e.g. a run's chunk size) comes before
+    the largest term: the refusal of a run named selection.T although a smaller chunk size
+    alone would have fitted."""
+    def estimate(v):
+        return [Term("prediction matrix", 3000 * v["T"], ("T",)),
+                Term("chunk buffers", 2000 * v["chunk"], ("chunk",))]
+
+    values, avail = {"T": 100, "chunk": 100}, (450_000 * resources.SAFETY, "test")
+    with pytest.raises(ResourceError, match=r"^The 'T' parameter of w must be"):
+        check_memory(estimate, values, where="w", available=avail)
+    with pytest.raises(ResourceError, match=r"^The 'chunk' parameter of w must be an int in the "
+                                            r"range \[1, 75\]"):
+        check_memory(estimate, values, where="w", available=avail, prefer=("chunk",))
+
+
 def test_check_memory_with_no_fitting_value_says_so():
     with pytest.raises(ResourceError, match="does not fit in memory whatever the value"):
         check_memory(_linear, {"T": 5, "ns": 5}, where="w", available=(100, "test"))

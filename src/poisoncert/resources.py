@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,7 +228,8 @@ def _fits(need: int, available: int) -> bool:
 def check_memory(estimate: Callable[[dict[str, int]], list[Term]], values: Mapping[str, int],
                  *, where: str, lows: Mapping[str, int] | None = None,
                  defaults: Mapping[str, int] | None = None, subject: str = "this",
-                 available: tuple[int, str] | None | bool = True) -> int:
+                 available: tuple[int, str] | None | bool = True,
+                 prefer: Sequence[str] = ()) -> int:
     """Raise a ``ResourceError`` unless the memory ``estimate(values)`` needs, times
     ``SAFETY``, fits in ``available`` (``True``: ``available_memory()``); return the bytes it
     needs.
@@ -238,7 +239,8 @@ def check_memory(estimate: Callable[[dict[str, int]], list[Term]], values: Mappi
     the largest and within a term from the largest ratio to its ``defaults`` value, for which
     a smaller value (down to ``lows``, default 1) fits; its range is the largest such value
     (``where`` and ``subject`` make its text: "The 'T' parameter of <where> must be an int in
-    the range [1, 99] for <subject> to fit in memory (...)").
+    the range [1, 99] for <subject> to fit in memory (...)"). The parameters of ``prefer``
+    (those that do not change the results, such as a run's chunk size) are tried first.
     """
     if available is True:
         available = available_memory()
@@ -254,17 +256,19 @@ def check_memory(estimate: Callable[[dict[str, int]], list[Term]], values: Mappi
         return values[key] / max(1, defaults.get(key, 1))
 
     tried = []
-    for term in sorted(terms, key=lambda t: -t.nbytes):
-        for key in sorted((k for k in term.keys if k in values), key=lambda k: -ratio(k)):
-            if key in tried:
-                continue
-            tried.append(key)
-            high = _largest_fitting(estimate, values, key, lows.get(key, 1), avail)
-            if high is not None:
-                raise ResourceError(str(param_error(
-                    key, where, f"an int in the range [{lows.get(key, 1)}, {high}] for {subject} "
-                    f"to fit in memory ({_detail(terms, need, avail, source, key, values)})",
-                    values[key])))
+    order = [k for k in prefer if k in values] + [
+        k for term in sorted(terms, key=lambda t: -t.nbytes)
+        for k in sorted((k for k in term.keys if k in values), key=lambda k: -ratio(k))]
+    for key in order:
+        if key in tried:
+            continue
+        tried.append(key)
+        high = _largest_fitting(estimate, values, key, lows.get(key, 1), avail)
+        if high is not None:
+            raise ResourceError(str(param_error(
+                key, where, f"an int in the range [{lows.get(key, 1)}, {high}] for {subject} "
+                f"to fit in memory ({_detail(terms, need, avail, source, key, values)})",
+                values[key])))
     top = max(terms, key=lambda t: t.nbytes)
     raise ResourceError(f"{subject[0].upper() + subject[1:]} ({where}) does not fit in memory "
                         "whatever the value of "

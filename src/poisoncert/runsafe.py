@@ -40,6 +40,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import shutil
 import signal
@@ -56,6 +57,8 @@ except ImportError:  # pragma: no cover - not POSIX: runs are not locked
 __all__ = [
     "LOCK",
     "atomic_write",
+    "json_ready",
+    "json_text",
     "save_bytes",
     "save_json",
     "save_text",
@@ -138,8 +141,25 @@ def save_text(path: str | Path, text: str) -> None:
     save_bytes(path, text.encode())
 
 
+def json_ready(obj: Any) -> Any:
+    """``obj`` with every float NaN or infinity as None (JSON has no such numbers: a median
+    radius with nothing certified is null, not a bare NaN that JSON readers refuse)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    return obj
+
+
+def json_text(obj: Any, **kw) -> str:
+    """``json.dumps`` of ``json_ready(obj)``: standard JSON, whatever floats ``obj`` holds."""
+    return json.dumps(json_ready(obj), allow_nan=False, **kw)
+
+
 def save_json(path: str | Path, obj: Any) -> None:
-    save_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+    save_text(path, json_text(obj, indent=2, sort_keys=False) + "\n")
 
 
 def save_with(path: str | Path, write: Callable[[io.BufferedIOBase], None]) -> None:

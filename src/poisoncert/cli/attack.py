@@ -6,13 +6,13 @@ Each parses its options and calls one function of ``poisoncert.experiment``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from poisoncert.cli.certs import library_errors
+from poisoncert.runsafe import json_text
 
 __all__ = ["attack", "register", "update"]
 
@@ -79,7 +79,7 @@ def attack(
                        "when it finishes.", err=True)
             raise typer.Exit(130) from None
     if as_json:
-        typer.echo(json.dumps({"summary": res.summary, "totals": res.totals,
+        typer.echo(json_text({"summary": res.summary, "totals": res.totals,
                                "files": {k: str(v) for k, v in res.paths.items()},
                                "seconds": round(res.seconds, 2)}, indent=1, default=_plain))
         return
@@ -152,7 +152,7 @@ def update(
             raise typer.Exit(130) from None
     e = res.edits
     if as_json:
-        typer.echo(json.dumps({"run_dir": str(res.run_dir), "T": res.T,
+        typer.echo(json_text({"run_dir": str(res.run_dir), "T": res.T,
                                "n_retrained": res.n_retrained,
                                "retrained": res.retrained.tolist(),
                                "removed": e.remove.tolist(),

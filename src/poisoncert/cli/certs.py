@@ -7,7 +7,6 @@ Each command parses its options and calls the library (``poisoncert.certify``,
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -18,6 +17,7 @@ import numpy as np
 import typer
 
 from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, param_error
+from poisoncert.runsafe import json_text
 
 __all__ = ["EXPECTED_ERRORS", "delta", "error_line", "library_errors", "radius", "register"]
 
@@ -239,7 +239,7 @@ def radius(
             ]
 
     if as_json:
-        typer.echo(json.dumps({"setting": setting, "results": results}, indent=2))
+        typer.echo(json_text({"setting": setting, "results": results}, indent=2))
         return
     for k, v in setting.items():
         if v is not None and k != "radius_unit":
@@ -296,7 +296,7 @@ def delta(
             plot_delta(out, settings=settings, model=model, rho_max=rho_max)
 
     if as_json:
-        typer.echo(json.dumps({"tables": tables, "figure": None if out is None else str(out)},
+        typer.echo(json_text({"tables": tables, "figure": None if out is None else str(out)},
                               indent=2))
         return
     for t in tables:

@@ -11,7 +11,6 @@ prediction) as CSV, or JSON with ``--json``.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Annotated
 import typer
 
 from poisoncert.cli.certs import library_errors
+from poisoncert.runsafe import json_text
 
 __all__ = ["predict", "register"]
 
@@ -32,12 +32,12 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by train (with "
                                                  "its weights).")],
     inputs: Annotated[Path, typer.Argument(help="New inputs: a .npz (array x, optional y of "
-                                                "class ids), an IDX file, a folder of PNG/JPEG "
-                                                "images (sorted by file name) or a .csv of "
-                                                "features.")],
+                                                "class ids), a .npy of inputs, an IDX file, a "
+                                                "folder of PNG/JPEG images (sorted by file "
+                                                "name) or a .csv of features.")],
     out: Annotated[Path | None, typer.Option(
-        "--out", help="Write the rows here (CSV, or JSON with --json); default: print them "
-                      "(the summary then goes to stderr).")] = None,
+        "--out", help="Write the rows here (CSV, or JSON with --json or a .json name); "
+                      "default: print them (the summary then goes to stderr).")] = None,
     alpha: Annotated[float | None, typer.Option(
         help="Error probability per input (default: the run's certify.alpha).")] = None,
     method: Annotated[str | None, typer.Option(
@@ -50,6 +50,7 @@ def predict(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """Certify new inputs with a trained run: prediction (or abstain) and radius per input."""
+    as_json = as_json or (out is not None and out.suffix.lower() == ".json")  # as it is named
     with library_errors():
         from poisoncert.cli.progress import rich_progress
         from poisoncert.experiment.certify import certificate_rows, rows_csv
@@ -62,9 +63,19 @@ def predict(
             note = ens.verification.get("note", "")
             typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
         data = read_inputs(inputs, ens.form)
+        wanted = str(method or ens.config.certify.method)
+        if wanted.startswith("true_label") and data.y is None:
+            raise ValueError(f"The method {wanted} (--method, or the run's certify.method) "
+                             f"needs the inputs' true classes: '{inputs}' has none (give a "
+                             ".npz with x and y, y holding class ids).")
         labels = None if data.y is None else _labels(ens, data.y, inputs)
         big = not quiet and len(data.x) * ens.T >= 20_000
-        base = ens.base_predictions(data.x, progress=rich_progress if big else None)
+        try:
+            base = ens.base_predictions(data.x, progress=rich_progress if big else None)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: nothing was written; the same command starts over.",
+                       err=True)
+            raise typer.Exit(130) from None
         votes = votes_from_predictions(base, ens.n_classes)
         cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
                                        y=data.y)
@@ -72,7 +83,7 @@ def predict(
                                 classes=ens.classes, class_names=ens.class_names)
         summary = _summary(cert, labels, ens, len(rows))
         if as_json:
-            text = json.dumps({"run": str(ens.run_dir), "inputs": str(inputs),
+            text = json_text({"run": str(ens.run_dir), "inputs": str(inputs),
                                "summary": summary, "rows": rows}, indent=1, default=_plain)
         else:
             text = rows_csv(rows)
@@ -109,7 +120,7 @@ def _summary(cert, labels, ens, n: int) -> dict:
 def _print_summary(summary: dict, *, err: bool, as_json: bool) -> None:
     if as_json:
         if not err:
-            typer.echo(json.dumps(summary, indent=1))
+            typer.echo(json_text(summary, indent=1))
         return
     s = summary
     n = s["n_inputs"]

@@ -7,7 +7,6 @@ progress bar is ``cli/progress.py``'s.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +16,7 @@ import typer
 
 from poisoncert._validation import param_error
 from poisoncert.cli.certs import library_errors
+from poisoncert.runsafe import json_text
 
 __all__ = ["certify", "demo", "register", "train"]
 
@@ -117,7 +117,7 @@ def train(
             res = train_run(cfg, run_dir, executor=ex,
                             progress=None if quiet or as_json else rich_progress)
     if as_json:
-        typer.echo(json.dumps({
+        typer.echo(json_text({
             "run_dir": str(res.run_dir), "T": res.T, "n": res.n, "n_test": len(res.labels),
             "chunks_trained": res.chunks_trained, "chunks_resumed": res.chunks_skipped,
             "data_folder": _data_folder(res.run_dir),
@@ -125,8 +125,13 @@ def train(
             "base_accuracy": res.base_accuracy}, indent=1))
         return
     chunks = "chunk" if res.chunks_trained == 1 else "chunks"
-    typer.echo(f"Trained {res.T} base classifiers ({res.chunks_trained} {chunks} trained, "
-               f"{res.chunks_skipped} resumed) in {res.seconds:.1f} s.")
+    if cfg.selection.scheme in ("knn", "rnn"):  # one classifier, nothing trained
+        typer.echo(f"Searched the neighbours of {len(res.labels)} test points "
+                   f"({cfg.selection.scheme}; no base classifiers) in {res.seconds:.1f} s.")
+    else:
+        typer.echo(f"Trained {res.T} base classifier{'' if res.T == 1 else 's'} "
+                   f"({res.chunks_trained} {chunks} trained, {res.chunks_skipped} resumed) "
+                   f"in {res.seconds:.1f} s.")
     typer.echo(f"Majority-vote accuracy {res.accuracy:.4f}, mean base-classifier accuracy "
                f"{res.base_accuracy:.4f} on {len(res.labels)} test points; n = |D^p| = {res.n}.")
     folder = _data_folder(res.run_dir)
@@ -170,9 +175,11 @@ def certify(
         help="vote | roe (run-off election: partition / finite_aggregation runs trained with "
              "run.store_ranks; writes certificates_roe.csv, ...).")] = None,
     no_verify: Annotated[bool, typer.Option(
-        "--no-verify", help="Certify without checking the run's files against the checksums "
-                            "and config hash in its manifest (for files edited on purpose; "
-                            "said in the output).")] = False,
+        "--no-verify", help="Certify without checking the run: neither its files against "
+                            "the checksums and config hash in its manifest nor the "
+                            "consistency of its votes, predictions and labels; config.yaml's "
+                            "values are used as they are (for files edited on purpose; said "
+                            "in the output).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
     ] = False,
 ) -> None:
@@ -189,7 +196,7 @@ def certify(
                           rhos=radii or None, plot=not no_plot, verify=not no_verify,
                           aggregation=aggregation)
     if as_json:
-        typer.echo(json.dumps({"summary": res.summary,
+        typer.echo(json_text({"summary": res.summary,
                                "certified_accuracy": [{"rho": r, "certified_accuracy": a}
                                                       for r, a in res.table.rows()],
                                "files": {k: str(v) for k, v in res.paths.items()}},
@@ -255,7 +262,7 @@ def demo(
             res = run_demo(out, quick=quick, executor=ex,
                            progress=None if quiet or as_json else rich_progress)
     if as_json:
-        typer.echo(json.dumps({
+        typer.echo(json_text({
             "runs": {s: {"run_dir": str(res.out_dir / s), "accuracy": res.runs[s].accuracy,
                          "certified_accuracy": [{"rho": r, "certified_accuracy": a}
                                                 for r, a in res.tables[s].rows()]}

@@ -156,5 +156,6 @@ def checksum_error(known: KnownFile, path: Path, sha256: str, content: str | Non
     return ChecksumError(
         f"Checksum mismatch for {path}: expected " + "; or ".join(expected)
         + f". Got {got}.{hint} The file may be truncated, corrupt or not the {known.name} "
-        "file; delete it and fetch it again, or pass verify=False to load it unchecked."
+        "file; delete it and fetch it again (in Python, load_dataset(..., verify=False) "
+        "loads it unchecked; runs always check)."
     )

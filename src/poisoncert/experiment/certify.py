@@ -156,6 +156,8 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
                                             f"(model {c.model})")
         paths["plot"] = rd / _suffixed(runs.CERTIFIED_ACCURACY_PNG, suffix)
         runs.save_with(paths["plot"], lambda f: fig.savefig(f, format="png", dpi=150))
+    else:  # an earlier certify's plot would sit beside these results as if it were theirs
+        (rd / _suffixed(runs.CERTIFIED_ACCURACY_PNG, suffix)).unlink(missing_ok=True)
     return CertifyResult(cert, table, paths, summary)
 
 

@@ -3,6 +3,7 @@
 ``read_inputs(path, form)`` reads
 
 - a ``.npz`` holding an array ``x`` (and optionally ``y``, the data set's original class ids),
+- a ``.npy`` holding the inputs' array alone (as ``x`` of a ``.npz``),
 - an IDX images file (MNIST's format, gzipped or plain),
 - a folder of PNG or JPEG images (one input per file, in sorted file-name order; Pillow),
 - a ``.csv`` of features (one input per row, ``prod(shape)`` numbers; a first line that is
@@ -50,10 +51,12 @@ def read_inputs(path: str | Path, form: InputForm) -> Inputs:
     if path.is_dir():
         inputs = _read_images(path, form)
     elif not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder (INPUTS is a .npz, an IDX "
-                                "file, a folder of PNG/JPEG images or a .csv).")
+        raise FileNotFoundError(f"{path}: no such file or folder (INPUTS is a .npz, a .npy, "
+                                "an IDX file, a folder of PNG/JPEG images or a .csv).")
     elif path.suffix.lower() == ".npz":
         inputs = _read_npz(path)
+    elif path.suffix.lower() == ".npy":
+        inputs = _read_npy(path)
     elif path.suffix.lower() == ".csv":
         inputs = _read_csv(path)
     else:
@@ -90,6 +93,19 @@ def _read_npz(path: Path) -> Inputs:
         raise _error(path, f"'y' must be a 1-d integer array of {len(x)} class ids (one per "
                      f"input); got dtype {y.dtype}, shape {y.shape}.")
     return Inputs(x=x, names=[str(i) for i in range(len(x))], y=y)
+
+
+def _read_npy(path: Path) -> Inputs:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, EOFError) as e:
+        raise _error(path, f"not a readable .npy array ({e}).") from None
+    except ValueError as e:
+        raise _error(path, f"not a .npy array readable without pickle ({e}).") from None
+    if not isinstance(x, np.ndarray):  # an .npz archive under a .npy name
+        x.close()
+        raise _error(path, "is a .npz archive, not a .npy array: name it .npz.")
+    return Inputs(x=x, names=[str(i) for i in range(len(x))] if x.ndim else [])
 
 
 def _read_idx(path: Path) -> Inputs:

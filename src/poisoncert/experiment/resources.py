@@ -380,6 +380,11 @@ def run_values(cfg: ExperimentConfig, workers: int) -> dict[str, int]:
             "training.phase2_steps": cfg.algorithm.phase2_steps, "training.workers": workers}
 
 
+#: Parameters that do not change a run's results (its predictions do not depend on the chunk
+#: size or the number of workers): a memory refusal names them first.
+RESULT_FREE = ("run.chunk_size", "training.workers")
+
+
 def check_run_memory(cfg: ExperimentConfig, data, executor=None, *,
                      available: tuple[int, str] | None | bool = True) -> int:
     """Raise a ``resources.ResourceError`` naming the parameter unless the run of ``cfg`` on
@@ -400,4 +405,5 @@ def check_run_memory(cfg: ExperimentConfig, data, executor=None, *,
             values.pop(key)  # one classifier at a time (group size 1)
     return resources.check_memory(
         lambda v: run_memory(v, shape), values, where="the config", lows=LOWS,
-        defaults=DEFAULTS, subject="the run", available=available)
+        defaults=DEFAULTS, subject="the run", available=available,
+        prefer=RESULT_FREE)

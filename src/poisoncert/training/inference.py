@@ -225,8 +225,13 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
                     run(a)
             else:
                 with ThreadPoolExecutor(threads) as pool:
-                    for f in [pool.submit(run, a) for a in starts]:
-                        f.result()
+                    futures = [pool.submit(run, a) for a in starts]
+                    try:
+                        for f in futures:
+                            f.result()
+                    except BaseException:  # Ctrl-C, an error: drop the queued groups
+                        pool.shutdown(wait=True, cancel_futures=True)
+                        raise
     finally:
         torch.set_num_threads(saved)
     return out
