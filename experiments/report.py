@@ -558,7 +558,8 @@ class Report:
         own = json.loads((r.path / "certify.json").read_text())
         out = [(f"{own['method']} (the config's)",
                 lambda rhos: r.zero_at() if rhos is None else r.acc_at(rhos),
-                float(own["radius_median"]))]
+                # null (JSON) when nothing is certified
+                float("nan") if own["radius_median"] is None else float(own["radius_median"]))]
         for method in ("bonferroni_upper", "auto"):
             c = C.certify(votes, scheme=cfg.selection.scheme, n=r.n, ns=cfg.selection.ns,
                           p=cfg.selection.p, model=cfg.certify.model, alpha=cfg.certify.alpha,

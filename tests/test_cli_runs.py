@@ -133,6 +133,8 @@ def test_certify_leaves_no_stale_plot_and_writes_standard_json(tmp_path, config,
         doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard {c}"))
         summary = doc.get("summary", doc)
         assert summary["radius_median"] is None and summary["accuracy"] == 0.0
+    text = runner.invoke(app, ["certify", str(run), "--no-plot", "--alpha", "1e-300"])
+    assert "median radius n/a (nothing certified)" in text.output and "nan" not in text.output
 
 
 def test_errors_name_the_option_typed(tmp_path, config, engine):

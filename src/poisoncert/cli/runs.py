@@ -7,6 +7,7 @@ progress bar is ``cli/progress.py``'s.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -219,11 +220,13 @@ def certify(
     setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "n", "ns", "p", "model", "alpha",
                                                  "method", "T") if s.get(k) is not None)
     con.print(setting, markup=False, highlight=False)
+    median = ("n/a (nothing certified)" if math.isnan(s["radius_median"])
+              else f"{s['radius_median']:g} [{s['radius_unit']}]")
     con.print(f"accuracy (abstain = wrong) {s.get('accuracy', float('nan')):.4f}, abstain rate "
-              f"{s['abstain_rate']:.4f}, median radius {s['radius_median']:g} "
-              f"[{s['radius_unit']}]"
+              f"{s['abstain_rate']:.4f}, median radius {median}"
               + (f"; in DPA's unit {s['radius_dpa_median']:g}" if "radius_dpa_median" in s
-                 else ""), markup=False, highlight=False)
+                 and not math.isnan(s["radius_dpa_median"]) else ""),
+              markup=False, highlight=False)
     con.print(table)
     for name, path in res.paths.items():
         con.print(f"{name}: {path}", highlight=False, soft_wrap=True)
