@@ -405,3 +405,19 @@ def test_every_summary_takes_the_labels_its_certificate_names():
         assert named.summary(ids) == cert.summary(idx), name
         np.testing.assert_array_equal(certified_accuracy(named, ids, [0, 1]),
                                       certified_accuracy(cert, idx, [0, 1]))
+
+
+def test_public_functions_name_their_own_parameters():
+    """``certify``, ``certified_radius`` and ``delta`` build a ``SelectionBound``: its errors
+    name the function called, not that class."""
+    from poisoncert.bounds import certified_radius, delta
+
+    cases = [(lambda: certify([[10, 0]], scheme="with_replacement", n=100, ns=5, p=0.1, T=10),
+              "The 'p' parameter of certify must be None"),
+             (lambda: certified_radius(0.5, scheme="without_replacement", n=10, ns=11),
+              r"The 'ns' parameter of certified_radius must be an int in the range \[1, 10\]"),
+             (lambda: delta(3, scheme="binomial", n=10), "The 'p' parameter of delta must be")]
+    for call, words in cases:
+        with pytest.raises(ValueError, match="^" + words) as e:
+            call()
+        assert "SelectionBound" not in str(e.value)

@@ -365,9 +365,18 @@ def test_certify_errors_name_its_own_parameters(certify_mod):
     for est, kw, name in [(clf, dict(model="P7"), "model"), (clf, dict(alpha=2), "alpha"),
                           (clf, dict(method="nope"), "method"),
                           (clf, dict(method="true_label"), "y"),
-                          (part, dict(unit="ops"), "unit"), (part, dict(model="P0"), "model")]:
+                          (part, dict(unit="ops"), "unit"), (part, dict(model="P0"), "model"),
+                          # invalid or misplaced where the scheme ignores them: an error, as
+                          # for the constructor's settings (they passed silently)
+                          (part, dict(alpha=5), "alpha"), (part, dict(method="foo"), "method"),
+                          (part, dict(y=y), "y"), (clf, dict(unit="foo"), "unit"),
+                          (clf, dict(unit="dpa"), "unit"), (clf, dict(y=y), "y")]:
         with pytest.raises(ValueError, match=where.format(name)):
             est.certify(X, **kw)
+    with pytest.raises(ValueError, match=r"'y' .* must be the true labels of X's rows \(values "
+                                         r"of classes_\) for method='true_label'\. Got None"):
+        clf.certify(X, method="true_label")
+    clf.certify(X, method="true_label", y=y)  # what y is for
 
 
 def test_partition_certify_is_dpa(certify_mod):

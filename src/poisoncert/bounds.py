@@ -52,6 +52,7 @@ from poisoncert._validation import (
     check_int,
     check_int_array,
     check_real_array,
+    named_as,
 )
 from poisoncert.schemedelta import TABLE_MAX, SchemeDelta
 from poisoncert.selection import SCHEME_ALIASES, SCHEMES, check_size
@@ -221,7 +222,8 @@ def delta(rho, *, scheme: str, n: int, model: str = "P6", ns: int | None = None,
     or give ``p``). ``+inf`` where nothing can be certified (bagging without replacement when
     the attack leaves fewer than ``ns`` samples).
     """
-    return SelectionBound(scheme, n, ns=ns, p=p, model=model).delta(rho)
+    with _named("delta"):
+        return SelectionBound(scheme, n, ns=ns, p=p, model=model).delta(rho)
 
 
 def certified_radius(gap, *, scheme: str, n: int, model: str = "P6", ns: int | None = None,
@@ -232,7 +234,15 @@ def certified_radius(gap, *, scheme: str, n: int, model: str = "P6", ns: int | N
     ``[-1, 1]``; vectorised. Never larger than exact arithmetic gives; under P2/P3/P5 a radius of
     ``n`` means every possible deletion/modification attack is covered.
     """
-    return SelectionBound(scheme, n, ns=ns, p=p, model=model).radius(gap)
+    with _named("certified_radius"):
+        return SelectionBound(scheme, n, ns=ns, p=p, model=model).radius(gap)
+
+
+def _named(where: str):
+    """Errors of ``SelectionBound`` in the words of the public function ``where`` (its
+    parameters have the same names)."""
+    return named_as(where, scheme="scheme", n="n", ns="ns", p="p", model="model", rho="rho",
+                    gap="gap")
 
 
 # ---------------------------------------------------------------- Jia et al.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poisoncert._validation import INT_LIMIT, check_choice, check_int_array, param_error
+from poisoncert._validation import INT_LIMIT, check_choice, check_int_array, named_as, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS, SelectionBound, jia_certified_radius
 from poisoncert.stats import _check_counts, _vote_bounds
 
@@ -296,7 +296,8 @@ def certify(counts, *, scheme: str, n: int, ns: int | None = None, p: float | No
         True labels, required by the ``true_label*`` methods (certified-accuracy evaluation);
         then a certified prediction is the label.
     """
-    bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)
+    with named_as("certify", scheme="scheme", n="n", ns="ns", p="p", model="model"):
+        bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)
     vb = _vote_bounds(counts, alpha=alpha, method=method, T=T, labels=labels, where="certify")
     prediction, radius = _finish(vb, bound.radius(vb.gap))
     return Certificate(

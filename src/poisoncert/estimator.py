@@ -412,6 +412,7 @@ default="without_replacement"
         from poisoncert import certify as _certify
 
         check_is_fitted(self)
+        self._check_certify_params(alpha, method, y, unit)
         counts = self.vote_counts(X)
         # errors of the calls below name this method's parameters (not SelectionBound's)
         with named_as(f"{_NAME}.certify", model="model", alpha="alpha", method="method",
@@ -424,6 +425,33 @@ default="without_replacement"
                                         ns=self.ns_, p=self.p_, model=model, alpha=alpha,
                                         method=method, T=self.n_estimators_, labels=labels)
         return dataclasses.replace(cert, classes=self.classes_)
+
+    def _check_certify_params(self, alpha, method, y, unit) -> None:
+        """``certify``'s settings, each valid and each used by this scheme (as the
+        constructor's: a mistyped or misplaced setting is an error, not silently ignored)."""
+        from poisoncert._validation import check_choice, check_real
+        from poisoncert.certify import DPA_UNITS
+        from poisoncert.stats import METHODS
+
+        where = f"{_NAME}.certify"
+        check_real(alpha, "alpha", where, low=0.0, high=1.0, low_open=True, high_open=True)
+        method = check_choice(method, "method", where, METHODS)
+        unit = check_choice(unit, "unit", where, DPA_UNITS)
+        if self.scheme == PARTITION:
+            if y is not None:
+                raise param_error("y", where, "None for scheme='partition' (its certificate "
+                                  "uses no labels)", "an array")
+            return
+        if unit != "operation":
+            raise param_error("unit", where, "'operation' unless scheme='partition' (the DPA "
+                              "unit counts a modification of a hash partition as two)", unit)
+        if method.startswith("true_label") and y is None:
+            raise param_error("y", where, f"the true labels of X's rows (values of classes_) "
+                              f"for method={method!r}", None)
+        if y is not None and not method.startswith("true_label"):
+            raise param_error("y", where, "None unless method is 'true_label' or "
+                              "'true_label_split' (the other methods use no labels)",
+                              "an array")
 
     def certified_accuracy(self, X, y, rhos, **certify_params) -> np.ndarray:
         """Fraction of rows of ``X`` predicted as ``y`` (labels, as given to ``fit``) and
