@@ -383,19 +383,21 @@ default="without_replacement"
         alpha : float in (0, 1), default=0.001
             Error probability per test point: each certificate holds with probability at
             least ``1 - alpha`` over the sampling of the sub-datasets (``method`` says how
-            the vote bounds are made simultaneous over classes). Ignored for ``"partition"``,
-            whose certificate is deterministic.
+            the vote bounds are made simultaneous over classes). Checked but not used for
+            ``"partition"``, whose certificate is deterministic.
         model : {"P1", ..., "P6"}, default="P6"
             Poisoning model (insertions, deletions, modifications; ``docs/certificates.md``).
         method : str, default="auto"
             Vote-bound method of ``poisoncert.stats.vote_bounds`` (``"auto"``:
             ``"bonferroni"`` for two classes, ``"pairwise"`` for more); the ``"true_label*"``
-            methods need ``y``. Ignored for ``"partition"``.
+            methods need ``y``. Checked but not used for ``"partition"``.
         y : array-like of shape (n_test,), default=None
-            True labels (from ``classes_``), for the ``"true_label*"`` methods.
+            True labels (from ``classes_``), for the ``"true_label*"`` methods only (given
+            with another method, or for ``"partition"``, it is an error).
         unit : {"operation", "dpa"}, default="operation"
             Only for ``"partition"``: the unit of the DPA radius (``"dpa"`` counts a
-            modification as two operations, as the DPA paper does).
+            modification as two operations, as the DPA paper does); other schemes take
+            ``"operation"`` only.
 
         Returns
         -------
