@@ -484,8 +484,16 @@ def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
                        "when it finishes.\n"
     from poisoncert.experiment.ensemble import Ensemble
 
-    monkeypatch.setattr(Ensemble, "base_predictions", stop)
     np.savez(tmp_path / "x.npz", x=np.zeros((3, 8, 8), dtype=np.int64))
+    # a partition run's certificate uses no labels: a config naming a true_label method
+    # (used only by the random schemes) asks for none
+    d = copy.deepcopy(_BASE)
+    d["training"]["steps"] = 5
+    d["certify"] = {"method": "true_label"}
+    train_run(from_dict(d), tmp_path / "tl")
+    r = runner.invoke(app, ["predict", str(tmp_path / "tl"), str(tmp_path / "x.npz")])
+    assert r.exit_code == 0, r.output
+    monkeypatch.setattr(Ensemble, "base_predictions", stop)
     r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npz"), "--out",
                             str(tmp_path / "p.csv")])
     assert r.exit_code == 130, r.output
@@ -588,7 +596,10 @@ def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):
                                          r"integers\. Got a float64 array instead\.$"):
         parse_ids(str(tmp_path / "f.npy"))
     with pytest.raises(ValueError, match=r"^The '--remove' option must be comma-separated "
-                                         r"integers or a file of them\. Got '4\.7' in its file"):
+                                         r"integers \(at most 2\^53\) or a file of them\. Got "
+                                         r"'4\.7' in its file"):
         parse_ids(str(tmp_path / "f.txt"))
-    with pytest.raises(ValueError, match=r"Got 'x' in its value instead\.$"):
-        parse_ids("3,x")
+    for text, bad in (("3,x", "x"), ("3 4", "3 4"), ("3_0", "3_0"),
+                      ("99999999999999999999", "99999999999999999999")):
+        with pytest.raises(ValueError, match=f"Got '{bad}' in its value instead\\.$"):
+            parse_ids(text)  # "3 4" was 34, "3_0" 30, a huge number an OverflowError

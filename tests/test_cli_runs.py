@@ -210,11 +210,12 @@ def test_demo_refuses_a_run_folder(tmp_path, engine):
     run = tmp_path / "run"
     run.mkdir()
     (run / runs.CONFIG).write_text("data: {name: digits}\n")
+    (run / runs.MANIFEST).write_text("{}\n")
     before = sorted(p.name for p in run.iterdir())
     r = runner.invoke(app, ["demo", "--out", str(run), "--quick", "-q"])
     assert r.exit_code == 1 and r.output.strip().splitlines() == [
-        f"error: The demo's folder '{run}' (out_dir; CLI: --out) holds a run (manifest.json, "
-        "config.yaml). Use another folder."], r.output
+        f"error: The demo's folder '{run}' (out_dir; CLI: --out) holds a run (its "
+        "manifest.json). Use another folder."], r.output
     assert sorted(p.name for p in run.iterdir()) == before
 
 

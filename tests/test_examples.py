@@ -117,6 +117,7 @@ def test_changed_model_code_is_refused_before_it_runs(tmp_path):
     raw = np.zeros((2, 8, 8), dtype=np.uint8)
     np.savez(tmp_path / "x.npz", x=raw)
     _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path)
+    _cli("update", run, "--out", tmp_path / "u0", "--remove", "2", cwd=tmp_path)
     net = tmp_path / "examples" / "custom_model" / "net.py"
     net.write_text(net.read_text() + "\nraise SystemExit('this module must not run')\n")
     r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
@@ -129,6 +130,10 @@ def test_changed_model_code_is_refused_before_it_runs(tmp_path):
     assert r.returncode == 1 and "must not run" not in r.stdout + r.stderr, r.stderr
     assert "has changed since the run was trained" in r.stderr and "restore the code" in r.stderr
     assert not (tmp_path / "u").exists()
+    # an updated run keeps the record of the code its classifiers came from
+    r = _cli("update", tmp_path / "u0", "--out", tmp_path / "u1", "--remove", "1", cwd=tmp_path,
+             check=False)
+    assert r.returncode == 1 and "has changed since the run was trained" in r.stderr, r.stderr
     r = _cli("train", "examples/custom_model/config.yaml", "--run-dir", run, "-q",
              "--selection.T", "4", "--training.steps", "2", cwd=tmp_path, check=False)
     assert r.returncode == 1 and "must not run" not in r.stdout + r.stderr, r.stderr

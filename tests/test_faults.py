@@ -444,9 +444,10 @@ def test_chunk_of_another_config_is_retrained(setup, tmp_path):
 
 def test_edited_chunk_or_missing_weights_is_retrained(setup, tmp_path):
     """A chunk whose predictions were edited after it was written (its digest no longer
-    matches) and a chunk whose weights file is gone are trained again, not trusted: before,
-    the edited predictions entered the run and ``certify`` verified it, and the missing
-    weights surfaced only when ``predict`` or ``update`` needed them."""
+    matches), a chunk whose weights file is gone and one whose weights file was damaged are
+    trained again, not trusted: before, the edited predictions entered the run and
+    ``certify`` verified it, the missing weights surfaced only when ``predict`` or ``update``
+    needed them, and the damaged ones were recorded in the manifest's checksums on resume."""
     run = tmp_path / "run"
     shutil.copytree(setup["ref"], run)
     chunk = run / runs.CHUNKS / "chunk-00002.npz"
@@ -456,10 +457,19 @@ def test_edited_chunk_or_missing_weights_is_retrained(setup, tmp_path):
     arrays["predictions"] = (arrays["predictions"] + 1) % 3
     np.savez(chunk, **arrays)
     (run / runs.WEIGHTS / "chunk-00004.safetensors").unlink()
+    damaged = run / runs.WEIGHTS / "chunk-00005.safetensors"  # its values, not its header
+    raw = bytearray(damaged.read_bytes())
+    raw[-40:] = b"\x7f" * 40
+    damaged.write_bytes(bytes(raw))
     res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
-    assert (res.chunks_trained, res.chunks_skipped) == (2, N_CHUNKS - 2)
+    assert (res.chunks_trained, res.chunks_skipped) == (3, N_CHUNKS - 3)
     _same_run(run, setup["ref"])
     assert (run / runs.WEIGHTS / "chunk-00004.safetensors").is_file()
+    from poisoncert.training.weights import load_weights
+
+    good = load_weights(setup["ref"] / runs.WEIGHTS / damaged.name)
+    for a, b in zip(load_weights(damaged), good, strict=True):  # retrained, not kept
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in b)
 
 
 def test_folder_left_by_an_interrupted_creation_of_earlier_versions_is_reused(setup,

@@ -44,7 +44,8 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 # --------------------------------------------------------------------------------------------
 # Chunks
 
-_DIGESTED = ("start", "stop", "seeds", "sizes", "predictions", "config_hash", "weights")
+_DIGESTED = ("start", "stop", "seeds", "sizes", "predictions", "config_hash",
+             "weights_sha256")
 
 
 def _chunk_digest(arrays) -> str:
@@ -90,10 +91,11 @@ class ChunkFiles:
         return self.weights_dir / f"chunk-{chunk_id:05d}.safetensors"
 
     def write_chunk(self, chunk_id: int, *, start: int, stop: int, seeds: np.ndarray,
-                    sizes: np.ndarray, predictions: np.ndarray, weights: bool = False) -> Path:
+                    sizes: np.ndarray, predictions: np.ndarray,
+                    weights_sha256: str | None = None) -> Path:
         """Write a chunk atomically, with the config hash of the run (after ``prepare``) and
-        a digest of its arrays; ``weights``: its weights file was written before it (a resume
-        then checks that file too)."""
+        a digest of its arrays; ``weights_sha256``: the SHA-256 of its weights file, written
+        before it (a resume then checks that file too)."""
         predictions = np.asarray(predictions)
         if predictions.shape[0] != stop - start:
             raise ValueError(f"chunk {chunk_id} has {predictions.shape[0]} rows of predictions "
@@ -105,8 +107,8 @@ class ChunkFiles:
                   "predictions": predictions.astype(np.int16, copy=False)}
         if self._config_hash is not None:
             arrays["config_hash"] = np.str_(self._config_hash)
-        if weights:
-            arrays["weights"] = np.bool_(True)
+        if weights_sha256 is not None:
+            arrays["weights_sha256"] = np.str_(weights_sha256)
         save_npz(path, **arrays, digest=np.str_(_chunk_digest(arrays)))
         return path
 
@@ -135,11 +137,11 @@ class ChunkFiles:
         return (self._chunk_matches(z, start, stop)
                 and np.array_equal(z["seeds"], np.asarray(seeds, dtype=np.uint64)))
 
-    def chunk_has_weights(self, chunk_id: int) -> bool:
-        """Whether the chunk file says its weights file was written (chunks of runs without
-        weights, and of earlier versions, do not)."""
+    def chunk_weights_sha256(self, chunk_id: int) -> str | None:
+        """The SHA-256 of its weights file the chunk file records, or None (chunks of runs
+        without weights, and of earlier versions, record none)."""
         z = self.read_chunk(chunk_id)
-        return bool(z is not None and z.get("weights", False))
+        return None if z is None or "weights_sha256" not in z else str(z["weights_sha256"])
 
     def assemble(self, ranges: list[tuple[int, int]], labels: np.ndarray, n_classes: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -49,6 +49,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: runs are not locked
@@ -144,8 +146,8 @@ def save_text(path: str | Path, text: str) -> None:
 def json_ready(obj: Any) -> Any:
     """``obj`` with every float NaN or infinity as None (JSON has no such numbers: a median
     radius with nothing certified is null, not a bare NaN that JSON readers refuse)."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
     if isinstance(obj, dict):
         return {k: json_ready(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

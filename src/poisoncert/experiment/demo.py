@@ -65,10 +65,10 @@ def run_demo(out_dir: str | Path, *, quick: bool = False,
     t0 = time.perf_counter()
     out = Path(out_dir)
     cfgs = {s: demo_config(s, quick=quick) for s in DEMO_SCHEMES}
-    if (out / runs.MANIFEST).exists() or (out / runs.CONFIG).exists():
+    if (out / runs.MANIFEST).exists():
         # its certified_accuracy.csv / .png would be replaced by the demo's
         raise runs.RunError(f"The demo's folder '{out}' (out_dir; CLI: --out) holds a run "
-                            f"({runs.MANIFEST}, {runs.CONFIG}). Use another folder.")
+                            f"(its {runs.MANIFEST}). Use another folder.")
     for s in DEMO_SCHEMES:  # check every folder before training any
         runs.check_writable(out / s)
     results, tables, curves, labels = {}, {}, {}, {}

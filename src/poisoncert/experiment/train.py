@@ -11,6 +11,7 @@ finished chunks are skipped and the result is bit-identical to an uninterrupted 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -196,15 +197,23 @@ class _ProgressRelay:
 
 def _weights_done(rd: RunDir, cfg: ExperimentConfig, cid: int, start: int, stop: int,
                   seeds) -> bool:
-    """Whether chunk ``cid``'s weights file is there and records these classifiers of this
-    config (its safetensors metadata, as ``Ensemble.load`` checks it); else the chunk is
-    trained again on resume."""
+    """Whether chunk ``cid``'s weights, if its chunk file says it wrote some, are there as
+    written: the file's SHA-256 is the one the chunk file records, and its metadata names these
+    classifiers of this config (as ``Ensemble.load`` checks it). Else the chunk is trained
+    again on resume (a resume rewrites the manifest's checksums, so a damaged weights file
+    would otherwise be recorded as the run's)."""
     from safetensors import safe_open
 
     from poisoncert.experiment.ensemble_record import weights_metadata
 
+    recorded = rd.chunk_weights_sha256(cid)
+    if recorded is None:
+        return True
+    path = rd.weights_path(cid)
     try:
-        with safe_open(str(rd.weights_path(cid)), framework="np") as f:
+        if runs.file_sha256(path) != recorded:
+            return False
+        with safe_open(str(path), framework="np") as f:
             meta = f.metadata() or {}
     except Exception:  # missing, truncated or not a safetensors file
         return False
@@ -308,8 +317,7 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     todo = [cid for cid, (a, b) in enumerate(ranges)
             if not (resumed and rd.chunk_done(cid, a, b, seeds[a:b])
                     and (not store_ranks or ranks_files.ranks_done(rd, cid, a, b))
-                    and (not rd.chunk_has_weights(cid)
-                         or _weights_done(rd, cfg, cid, a, b, seeds[a:b])))]
+                    and _weights_done(rd, cfg, cid, a, b, seeds[a:b]))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
     if cfg.keeps_weights:
         rd.weights_dir.mkdir(exist_ok=True)
@@ -332,7 +340,8 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                     ranks_files.save_chunk_ranks(rd, res.chunk_id, res.ranks)
                 rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
                                sizes=res.sizes, predictions=res.predictions,
-                               weights=res.weights is not None)
+                               weights_sha256=(None if res.weights is None
+                                               else hashlib.sha256(res.weights).hexdigest()))
                 saved += res.stop - res.start
                 relay.finish(res.chunk_id)
     except KeyboardInterrupt as exc:  # what is kept, for the one line the command prints

@@ -13,6 +13,7 @@ out_dir/config.yaml``) gives the same predictions bit for bit on the same machin
 from __future__ import annotations
 
 import dataclasses
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import runs
+from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT
 from poisoncert.experiment.display import progress_display
 from poisoncert.experiment.edits import Edits, apply_edits, load_edits, relabel_changes
 from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
@@ -111,6 +113,9 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     from poisoncert.training.groups import engine_record
 
     manifest["engine"] = engine_record(ens.group_size, ens.subset_rows, ens.path)  # as trained
+    source = src.load_manifest().get("model_source")
+    if source is not None:  # the code its kept classifiers came from (checked on update)
+        manifest["model_source"] = source
     manifest["update"] = {"from": str(src.path), "retrained": res.classifiers.tolist(),
                           "n_retrained": int(len(res.classifiers)), "T": ens.T,
                           "removed": edits.n_removed, "relabelled": edits.n_relabelled,
@@ -129,13 +134,12 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         total.save(edits_path, tuple(ens.data.x_train.shape[1:]))
         runs.save_npy(out / runs.SEEDS, ens.seeds)
         runs.save_npy(out / runs.CLEAN_INDICES, new_data.clean_idx)
-        if keep_weights:
-            _write_weights(out, ens, new_cfg, ranges, res)
+        digests = _write_weights(out, ens, new_cfg, ranges, res) if keep_weights else {}
         for cid, (a, b) in enumerate(ranges):
             if store_ranks:
                 save_chunk_ranks(out, cid, ranks[a:b])
             out.write_chunk(cid, start=a, stop=b, seeds=ens.seeds[a:b], sizes=v.sizes[a:b],
-                            predictions=predictions[a:b], weights=keep_weights)
+                            predictions=predictions[a:b], weights_sha256=digests.get(cid))
         out.assemble(ranges, new_data.y_test, new_data.n_classes)
         if store_ranks:
             assemble_ranks(out, ranges)
@@ -151,19 +155,25 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
                         n_train=len(new_data.y_train))
 
 
-def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> None:
+def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> dict[int, str]:
     """Every chunk's weights file in the new run: the run's classifiers with the retrained
-    ones replaced, recorded as the new config's (``ensemble.weights_metadata``)."""
+    ones replaced, recorded as the new config's (``ensemble.weights_metadata``); the files'
+    SHA-256 by chunk."""
+    import hashlib
+
     from poisoncert.experiment.ensemble_record import weights_metadata
     from poisoncert.training.weights import weights_to_bytes
 
     out.weights_dir.mkdir(exist_ok=True)
     new_w = dict(zip(res.classifiers.tolist(), res.weights, strict=True))
+    digests = {}
     for cid, (a, b) in enumerate(ranges):
         w = ens.weights(range(a, b))
         w = [new_w.get(i, w[i - a]) for i in range(a, b)]
-        runs.save_bytes(out.weights_path(cid), weights_to_bytes(
-            w, weights_metadata(new_cfg, a, b, ens.seeds[a:b])))
+        data = weights_to_bytes(w, weights_metadata(new_cfg, a, b, ens.seeds[a:b]))
+        runs.save_bytes(out.weights_path(cid), data)
+        digests[cid] = hashlib.sha256(data).hexdigest()
+    return digests
 
 
 def _edited_summary(cfg, new_cfg, ens, total, edited):
@@ -198,21 +208,13 @@ def _ints(text: str, where: str) -> np.ndarray:
                              f"a {a.dtype} array instead.")
         return a.astype(np.int64).reshape(-1)
     tokens, source = ((p.read_text().replace(",", " ").split(), f"file '{p}'") if p.is_file()
-                      else ([t for t in text.replace(" ", "").split(",") if t], "value"))
-    try:
-        return np.array([int(t) for t in tokens], dtype=np.int64)
-    except ValueError:
-        bad = next(t for t in tokens if not _is_int(t))
-        raise ValueError(f"The '{where}' option must be comma-separated integers or a file of "
-                         f"them. Got {bad!r} in its {source} instead.") from None
-
-
-def _is_int(token: str) -> bool:
-    try:
-        int(token)
-    except ValueError:
-        return False
-    return True
+                      else ([t.strip() for t in text.split(",") if t.strip()], "value"))
+    for t in tokens:  # digits only ("3 4" is not 34, nor "3_0" 30), within the int64 range
+        if not re.fullmatch(r"[+-]?[0-9]+", t) or abs(int(t)) > INT_LIMIT:
+            raise ValueError(f"The '{where}' option must be comma-separated integers (at most "
+                             f"{INT_LIMIT_TEXT}) or a file of them. Got {t!r} in its {source} "
+                             "instead.")
+    return np.array([int(t) for t in tokens], dtype=np.int64)
 
 
 @dataclass(frozen=True)
