@@ -20,7 +20,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 
 import numpy as np
@@ -226,10 +226,11 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
             else:
                 with ThreadPoolExecutor(threads) as pool:
                     futures = [pool.submit(run, a) for a in starts]
-                    try:
+                    try:  # the first error of any group (or Ctrl-C here) stops the others
+                        wait(futures, return_when=FIRST_EXCEPTION)
                         for f in futures:
                             f.result()
-                    except BaseException:  # Ctrl-C, an error: drop the queued groups
+                    except BaseException:  # drop the queued groups, not run them first
                         pool.shutdown(wait=True, cancel_futures=True)
                         raise
     finally:
