@@ -447,10 +447,11 @@ default="without_replacement"
         if unit != "operation":
             raise param_error("unit", where, "'operation' unless scheme='partition' (the DPA "
                               "unit counts a modification of a hash partition as two)", unit)
-        if method.startswith("true_label") and y is None:
+        true_label = method.startswith("true_label")
+        if true_label and y is None:
             raise param_error("y", where, f"the true labels of X's rows (values of classes_) "
                               f"for method={method!r}", None)
-        if y is not None and not method.startswith("true_label"):
+        if y is not None and not true_label:
             raise param_error("y", where, "None unless method is 'true_label' or "
                               "'true_label_split' (the other methods use no labels)",
                               "an array")

@@ -63,12 +63,11 @@ def predict(
             note = ens.verification.get("note", "")
             typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
         data = read_inputs(inputs, ens.form)
-        from poisoncert.selection import BUCKET_SCHEMES, NEAREST_NEIGHBOURS
+        from poisoncert.selection import SCHEMES  # the random schemes: vote bounds
 
         wanted = str(method or ens.config.certify.method)
-        random_scheme = ens.config.selection.scheme not in (*BUCKET_SCHEMES,
-                                                            *NEAREST_NEIGHBOURS)
-        if random_scheme and wanted.startswith("true_label") and data.y is None:
+        if ens.config.selection.scheme in SCHEMES and wanted.startswith("true_label") \
+                and data.y is None:
             raise ValueError(f"The method {wanted} (--method, or the run's certify.method) "
                              f"needs the inputs' true classes: '{inputs}' has none (give a "
                              ".npz with x and y, y holding class ids).")

@@ -255,8 +255,10 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     rd = RunDir(run_dir)
     runs.check_writable(rd.path)
     rd.check_config(cfg)  # refuse another run's folder before loading any data
-    if rd.exists():  # before the model's module is imported (changed code must not run)
-        check_model_source(cfg, rd.load_manifest().get("model_source"),
+    old_manifest = rd.load_manifest() if rd.exists() else None
+    if old_manifest is not None:  # before the model's module is imported (changed code
+        # must not run)
+        check_model_source(cfg, old_manifest.get("model_source"),
                            when=f"the run '{rd.path}' started",
                            then="its saved chunks would mix two versions of the model, so it "
                                 "cannot be resumed (restore the code, or train a new run)")
@@ -269,8 +271,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     subset_plan(cfg.selection, data)
     learners.check_learner(cfg, data)
     check_run_memory(cfg, data, executor)
-    if rd.exists():
-        old_manifest = rd.load_manifest()
+    if old_manifest is not None:
         old = old_manifest.get("data", {}).get("sha256_arrays")
         new = data.summary.sha256_arrays
         if old is not None and old != new:
