@@ -346,6 +346,87 @@ def test_the_loader_checks_each_file_itself(trained, damaged, monkeypatch):
             assert w in str(e.value), (name, w, str(e.value))
 
 
+def _rewrite_weights(path: Path, change) -> None:
+    """Rewrite a weights file with ``change(tensors, metadata) -> (tensors, metadata)``."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata())
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    tensors, meta = change(tensors, meta)
+    save_file(tensors, str(path), metadata=meta)
+
+
+def _per_classifier(tensors: dict, meta: dict):
+    """The stacked layout rewritten as the per-classifier one (runs written before it)."""
+    from poisoncert.training.weights import FORMAT_PER_CLASSIFIER, FORMAT_STACKED, unflatten
+
+    assert meta["format"] == FORMAT_STACKED
+    sds = unflatten(tensors, meta)
+    meta = {k: v for k, v in meta.items() if k != "absent"}
+    meta["format"] = FORMAT_PER_CLASSIFIER
+    return {f"{i}.{n}": t.clone() for i, sd in enumerate(sds) if sd is not None
+            for n, t in sd.items()}, meta
+
+
+def test_weights_of_either_layout_load_and_a_misfit_is_one_clear_error(tmp_path, trained,
+                                                                        monkeypatch):
+    """A run's weights files stack each tensor over a chunk's classifiers; files written per
+    classifier (by earlier releases) load and predict the same; a file whose tensors do not fit
+    the run's model, or contradict its own metadata, is one error naming it."""
+    import torch
+
+    from poisoncert.runs import RunDir
+
+    monkeypatch.setattr(RunDir, "verify", lambda self: {"verified": False, "files": 0,
+                                                         "note": "warning: no checksums"})
+    run, x, _ = trained
+    want = Ensemble.load(run).base_predictions(x)
+    old = _copy_run(run, tmp_path / "per_classifier")
+    for w in sorted((old / runs.WEIGHTS).iterdir()):
+        _rewrite_weights(w, _per_classifier)
+    np.testing.assert_array_equal(Ensemble.load(old).base_predictions(x), want)
+
+    w0 = Path(runs.WEIGHTS) / "chunk-00000.safetensors"
+    name = "fc1.weight"
+
+    def narrower(t, m):
+        return {**t, name: t[name][..., :-1].contiguous()}, m
+
+    def extra(t, m):
+        return {**t, "extra": torch.zeros(len(t[name]))}, m
+
+    def fewer(t, m):
+        return {**t, name: t[name][:-1].contiguous()}, m
+
+    def bad_absent(t, m):
+        return t, {**m, "absent": "1,x"}
+
+    def foreign_index(t, m):
+        t, m = _per_classifier(t, m)
+        return {("99." + k.partition(".")[2] if k.startswith("0.") else k): v
+                for k, v in t.items()}, m
+
+    def unknown_format(t, m):
+        return t, {**m, "format": "poisoncert.training.weights/9"}
+
+    cases = {narrower: [name, "does not fit the run's model", "the model's is"],
+             extra: ["not the model's: extra"],
+             fewer: [name, "stacks 7 classifiers, the file has 8"],
+             bad_absent: ["'1,x'"],
+             foreign_index: ["'99.", "not a tensor of classifier 0..7"],
+             unknown_format: ["not a poisoncert weights file", "weights/9"]}
+    for change, words in cases.items():
+        bad = _copy_run(run, tmp_path / change.__name__)
+        _rewrite_weights(bad / w0, change)
+        with pytest.raises(RunError) as e:
+            Ensemble.load(bad)
+        assert str(bad / w0) in str(e.value), change.__name__
+        for w in words:
+            assert w in str(e.value), (change.__name__, w, str(e.value))
+
+
 def test_ensemble_errors_name_its_own_parameters(trained):
     """An option of ``Ensemble.certify`` is named as its parameter, not as the run config's key
     or a function the user did not call."""

@@ -1004,6 +1004,45 @@ def test_weights_roundtrip_and_reload_predicts_the_same(tmp_path):
             np.testing.assert_array_equal(pred, P[i])
 
 
+def test_weights_layouts(tmp_path):
+    """Classifiers of one model are written stacked (one tensor per name, absent classifiers
+    listed); classifiers whose tensors differ fall back to one tensor per classifier and
+    name; both read back exactly, with ``None`` kept in place."""
+    from safetensors import safe_open
+
+    from poisoncert.training.weights import FORMAT_PER_CLASSIFIER, FORMAT_STACKED
+
+    g = torch.Generator().manual_seed(0)
+
+    def sd(*shape, dtype=torch.float32):
+        return {"a.weight": torch.randn(*shape, generator=g).to(dtype),
+                "a.count": torch.tensor(7, dtype=torch.int64)}
+
+    cases = {FORMAT_STACKED: [sd(3, 2), None, sd(3, 2), None],
+             FORMAT_PER_CLASSIFIER: [sd(3, 2), None, sd(3, 1)],
+             "mixed dtypes": [sd(3, 2), sd(3, 2, dtype=torch.float64)]}
+    for fmt, W in cases.items():
+        path = save_weights(tmp_path / "w.safetensors", W, metadata={"run": "r"})
+        with safe_open(str(path), framework="pt") as f:
+            meta, keys = f.metadata(), sorted(f.keys())
+        assert meta["run"] == "r" and meta["n_models"] == str(len(W))
+        if fmt == FORMAT_STACKED:
+            assert meta["format"] == fmt and meta["absent"] == "1,3"
+            assert keys == ["a.count", "a.weight"]
+        else:
+            assert meta["format"] == FORMAT_PER_CLASSIFIER and "absent" not in meta
+            assert keys == sorted(f"{i}.{k}" for i, w in enumerate(W) if w for k in w)
+        for loaded in (load_weights(path), weights_from_bytes(weights_to_bytes(W))):
+            assert len(loaded) == len(W)
+            for a, b in zip(loaded, W, strict=True):
+                assert (a is None) == (b is None)
+                if b is not None:
+                    assert a.keys() == b.keys()
+                    for k in b:
+                        assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k])
+    assert load_weights(save_weights(tmp_path / "n.safetensors", [None, None])) == [None, None]
+
+
 # --------------------------------------------------------------------------------------------
 # scikit-learn learners
 

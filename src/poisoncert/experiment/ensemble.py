@@ -35,7 +35,7 @@ from poisoncert.experiment.display import ProgressDisplay, progress_display
 from poisoncert.experiment.ensemble_record import (
     ENSEMBLE_FORMAT,
     ENSEMBLE_JSON,
-    WEIGHTS_FORMAT,
+    WEIGHTS_FORMATS,
     read_record,
     read_weights,
     run_path,
@@ -52,7 +52,7 @@ from poisoncert.experiment.inputform import (
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import majority_vote, votes_from_predictions
 
-__all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMAT", "Ensemble", "InputForm",
+__all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMATS", "Ensemble", "InputForm",
            "describe_array", "input_form", "weights_metadata", "write_ensemble_record"]
 
 #: Inputs per ``training.predict`` call (rounded to a multiple of ``eval_batch_size``, so

@@ -19,13 +19,16 @@ from poisoncert import runs
 from poisoncert.config import ExperimentConfig, config_hash
 from poisoncert.experiment.inputform import InputForm, input_form
 from poisoncert.runs import RunDir, RunError
+from poisoncert.training.weights import FORMAT_PER_CLASSIFIER, FORMAT_STACKED
 
-__all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMAT", "read_record", "read_weights",
+__all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMATS", "read_record", "read_weights",
            "run_path", "weights_metadata", "write_ensemble_record"]
 
 ENSEMBLE_JSON = runs.ENSEMBLE
 ENSEMBLE_FORMAT = "poisoncert.ensemble/1"
-WEIGHTS_FORMAT = "poisoncert.training.weights/1"
+#: The weights layouts read (``training.weights``): stacked, and per classifier (runs written
+#: before the stacked layout).
+WEIGHTS_FORMATS = (FORMAT_STACKED, FORMAT_PER_CLASSIFIER)
 
 
 # --------------------------------------------------------------------------------------------
@@ -156,6 +159,8 @@ def read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
     """Every classifier's state dict (``None`` for an abstaining one), checked."""
     from safetensors import SafetensorError, safe_open
 
+    from poisoncert.training.weights import WeightsLayoutError, unflatten
+
     seeds = rd.load(runs.SEEDS)
     sizes = rd.load(runs.SUBSET_SIZES)
     n_clean = int(record["selection"]["n_clean"])
@@ -181,9 +186,10 @@ def read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
             raise RunError(f"The weights file '{path}' is damaged or not a safetensors file "
                            f"({' '.join(str(e).split())}).") from None
         expect_meta = weights_metadata(cfg, start, stop, seeds[start:stop])
-        if meta.get("format") != WEIGHTS_FORMAT:
+        if meta.get("format") not in WEIGHTS_FORMATS:
             raise RunError(f"The weights file '{path}' is not a poisoncert weights file (format "
-                           f"{meta.get('format')!r}, expected {WEIGHTS_FORMAT!r}).")
+                           f"{meta.get('format')!r}, expected one of "
+                           f"{', '.join(map(repr, WEIGHTS_FORMATS))}).")
         if (meta.get("start"), meta.get("stop"), meta.get("n_models")) != (
                 str(start), str(stop), str(stop - start)):
             raise RunError(f"The weights file '{path}' does not hold classifiers "
@@ -193,7 +199,11 @@ def read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
                 "seeds_sha256"]:
             raise RunError(f"The weights file '{path}' belongs to another run (its config hash "
                            f"or classifier seeds are not this run's).")
-        chunk = _chunk_state_dicts(path, tensors, stop - start, ref)
+        try:
+            chunk = unflatten(tensors, meta, ref)
+        except WeightsLayoutError as e:
+            raise RunError(f"The weights file '{path}' is damaged or does not fit the run's "
+                           f"model: {e}.") from None
         for j, sd in enumerate(chunk):
             empty = int(sizes[start + j]) == 0 and n_clean == 0
             if (sd is None) != empty:
@@ -202,27 +212,3 @@ def read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
                                   "has no weights."))
         out.extend(chunk)
     return out
-
-
-def _chunk_state_dicts(path: Path, tensors: dict, n_models: int, ref: dict) -> list:
-    chunk: list = [None] * n_models
-    for key, t in tensors.items():
-        i_text, _, name = key.partition(".")
-        if not i_text.isdigit() or int(i_text) >= n_models or name not in ref:
-            raise RunError(f"The weights file '{path}' is damaged: tensor {key!r} is not a "
-                           f"tensor of classifier 0..{n_models - 1} of this model.")
-        shape, dtype = ref[name]
-        if tuple(t.shape) != shape or t.dtype != dtype:
-            raise RunError(f"The weights file '{path}' does not fit the run's model: tensor "
-                           f"{key!r} is {t.dtype} {tuple(t.shape)}, the model's is {dtype} "
-                           f"{shape}.")
-        i = int(i_text)
-        if chunk[i] is None:
-            chunk[i] = {}
-        chunk[i][name] = t
-    for i, sd in enumerate(chunk):
-        if sd is not None and set(sd) != set(ref):
-            missing = sorted(set(ref) - set(sd))
-            raise RunError(f"The weights file '{path}' is damaged: classifier {i} of the file "
-                           f"lacks {', '.join(missing)}.")
-    return chunk

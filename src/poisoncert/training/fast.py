@@ -280,17 +280,18 @@ class _Stacked:
         return F.relu(out) if relu else out
 
     def state_dicts(self, device="cpu") -> list[dict[str, torch.Tensor]]:
-        """Per-model state dicts (copies on ``device``) loadable into the plain modules."""
-        out = []
-        for g in range(self.G):
-            sd = {}
-            for n in self.names:
-                v = self._view(self.flat, n)[g].detach()
-                sd[n] = (v.t() if n in self.transposed else v).to(device).contiguous().clone()
-            for n in self.buffer_names:
-                sd[n] = self.buffers[n][g].detach().to(device).contiguous().clone()
-            out.append(sd)
-        return out
+        """Per-model state dicts (copies on ``device``) loadable into the plain modules: one
+        transfer of the stack, one contiguous copy per name (not one per model and name: a
+        thousand models' ``state_dicts`` took 0.4-0.6 s on the CPU that way), then each
+        model's own copy."""
+        flat = self.flat.detach().to(device)
+        stacked = {}
+        for n in self.names:
+            v = self._view(flat, n)
+            stacked[n] = (v.transpose(1, 2) if n in self.transposed else v).contiguous()
+        for n in self.buffer_names:
+            stacked[n] = self.buffers[n].detach().to(device)
+        return [{n: t[g].clone() for n, t in stacked.items()} for g in range(self.G)]
 
     def forward_train(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -1,10 +1,21 @@
 """Weights of trained base classifiers in safetensors files (never pickle).
 
-One file holds the ``state_dict`` s of several classifiers (a chunk of a run): tensor
-``"{i}.{name}"`` is ``state_dicts[i][name]``; the metadata holds ``format``
-(``poisoncert.training.weights/1``), ``n_models`` (so classifiers without weights, ``None``,
-are kept in place) and the caller's ``metadata``. The run directory stores one file per chunk
-(``weights/chunk-00000.safetensors``, with ``training.save_weights``).
+One file holds the ``state_dict`` s of several classifiers (a chunk of a run). Its metadata
+holds ``format``, ``n_models`` (so classifiers without weights, ``None``, are kept in place)
+and the caller's ``metadata``. Two layouts, both read:
+
+- ``poisoncert.training.weights/2`` (written whenever the classifiers share tensor names,
+  shapes and dtypes, as the classifiers of one model do): tensor ``"{name}"`` stacks
+  ``state_dicts[i][name]`` over the classifiers that have weights, in order; metadata
+  ``absent`` lists the others' indices (comma-separated). One tensor per name, so writing
+  and reading a chunk of a thousand classifiers costs a few copies, not thousands of small
+  ones (``benchmarks/bench_weights.py``).
+- ``poisoncert.training.weights/1`` (runs written before it, and classifiers whose tensors
+  differ): tensor ``"{i}.{name}"`` is ``state_dicts[i][name]``.
+
+The run directory stores one file per chunk (``weights/chunk-00000.safetensors``, with
+``training.save_weights``). ``read_layout`` checks a file's tensors against one
+classifier's names, shapes and dtypes (``Ensemble.load``).
 """
 
 from __future__ import annotations
@@ -13,41 +24,136 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["load_weights", "save_weights", "weights_from_bytes", "weights_to_bytes"]
+__all__ = ["FORMAT_PER_CLASSIFIER", "FORMAT_STACKED", "WeightsLayoutError", "load_weights",
+           "save_weights", "unflatten", "weights_from_bytes", "weights_to_bytes"]
 
-_FORMAT = "poisoncert.training.weights/1"
+FORMAT_PER_CLASSIFIER = "poisoncert.training.weights/1"
+FORMAT_STACKED = "poisoncert.training.weights/2"
 
 
-def _flatten(state_dicts: Sequence[dict | None], metadata: dict | None):
-    tensors = {}
-    for i, sd in enumerate(state_dicts):
-        if sd is None:
-            continue
-        for name, t in sd.items():
-            tensors[f"{i}.{name}"] = t.detach().cpu().contiguous().clone()
-    meta = {"format": _FORMAT, "n_models": str(len(state_dicts))}
+class WeightsLayoutError(ValueError):
+    """A weights file whose tensors or metadata do not describe its classifiers."""
+
+
+def _stackable(present: list[dict]) -> bool:
+    first = present[0]
+    for sd in present[1:]:
+        if sd.keys() != first.keys():
+            return False
+        for k, v in sd.items():
+            f = first[k]
+            if v.shape != f.shape or v.dtype != f.dtype or v.device != f.device:
+                return False
+    return True
+
+
+def _flatten(state_dicts: Sequence[dict | None], metadata: dict | None, stacked: bool = True):
+    """Tensors and metadata to write (``stacked=False``: the per-classifier layout whatever
+    the tensors; ``benchmarks/bench_weights.py`` compares the two)."""
+    import torch
+
+    present = [i for i, sd in enumerate(state_dicts) if sd is not None]
+    meta = {"n_models": str(len(state_dicts))}
+    if stacked and present and _stackable([state_dicts[i] for i in present]):
+        tensors = {name: torch.stack([state_dicts[i][name].detach() for i in present]).cpu()
+                   for name in state_dicts[present[0]]}  # one copy per name off a device
+        absent = [i for i, sd in enumerate(state_dicts) if sd is None]
+        meta.update(format=FORMAT_STACKED, absent=",".join(map(str, absent)))
+    else:
+        tensors = {f"{i}.{name}": t.detach().cpu().contiguous().clone()
+                   for i in present for name, t in state_dicts[i].items()}
+        meta["format"] = FORMAT_PER_CLASSIFIER
     meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
     return tensors, meta
 
 
-def _unflatten(tensors: dict, meta: dict) -> list[dict | None]:
-    n = int(meta.get("n_models", 0))
-    out: list[dict | None] = [None] * n
+def unflatten(tensors: dict, meta: dict, ref: dict | None = None) -> list[dict | None]:
+    """The state dicts a file's ``tensors`` and ``meta`` hold (either layout), ``None`` for
+    a classifier without weights. With ``ref`` (tensor name -> (shape, dtype) of one
+    classifier), every tensor is checked against it; a tensor or metadata that does not fit
+    raises ``WeightsLayoutError`` (also without ``ref`` where the layout contradicts itself).
+    The stacked layout's state dicts are views of its tensors."""
+    fmt = meta.get("format")
+    n_text = meta.get("n_models", "")
+    if not n_text.isdigit():
+        raise WeightsLayoutError(f"its n_models is {n_text!r}, not a count of classifiers")
+    n = int(n_text)
+    if fmt == FORMAT_STACKED:
+        return _unflatten_stacked(tensors, meta, n, ref)
+    if fmt == FORMAT_PER_CLASSIFIER:
+        return _unflatten_per_classifier(tensors, n, ref)
+    raise WeightsLayoutError(f"its format is {fmt!r}, not one of {FORMAT_STACKED!r} or "
+                             f"{FORMAT_PER_CLASSIFIER!r}")
+
+
+def _check(key: str, t, shape: tuple, dtype, ref: dict | None, name: str):
+    if ref is None:
+        return
+    if name not in ref:
+        raise WeightsLayoutError(f"tensor {key!r} is not a tensor of this model")
+    want_shape, want_dtype = ref[name]
+    if shape != tuple(want_shape) or t.dtype != want_dtype:
+        raise WeightsLayoutError(f"tensor {key!r} is {t.dtype} {shape}, the model's is "
+                                 f"{want_dtype} {tuple(want_shape)}")
+
+
+def _unflatten_stacked(tensors: dict, meta: dict, n: int, ref: dict | None) -> list:
+    text = meta.get("absent", "")
+    parts = text.split(",") if text else []
+    if not all(p.isdigit() for p in parts):
+        raise WeightsLayoutError(f"its list of classifiers without weights is {text!r}")
+    absent = [int(p) for p in parts]
+    if absent != sorted(set(absent)) or any(i >= n for i in absent):
+        raise WeightsLayoutError(f"its classifiers without weights ({text}) are not distinct "
+                                 f"indices 0..{n - 1} in order")
+    present = sorted(set(range(n)) - set(absent))
+    out: list = [None] * n
+    if not present:
+        if tensors:
+            raise WeightsLayoutError("it holds tensors but no classifier with weights")
+        return out
+    if ref is not None and set(tensors) != set(ref):
+        missing = sorted(set(ref) - set(tensors))
+        extra = sorted(set(tensors) - set(ref))
+        raise WeightsLayoutError(f"its tensors are not the model's (missing: "
+                                 f"{', '.join(missing) or 'none'}; not the model's: "
+                                 f"{', '.join(extra) or 'none'})")
+    for name, t in tensors.items():
+        if t.dim() == 0 or t.shape[0] != len(present):
+            raise WeightsLayoutError(f"tensor {name!r} stacks {t.shape[0] if t.dim() else 0} "
+                                     f"classifiers, the file has {len(present)} with weights")
+        _check(name, t, tuple(t.shape[1:]), t.dtype, ref, name)
+    for j, i in enumerate(present):
+        out[i] = {name: t[j] for name, t in tensors.items()}
+    return out
+
+
+def _unflatten_per_classifier(tensors: dict, n: int, ref: dict | None) -> list:
+    out: list = [None] * n
     for key, t in tensors.items():
-        i, name = key.split(".", 1)
-        i = int(i)
-        if i >= len(out):
-            out.extend([None] * (i + 1 - len(out)))
+        i_text, _, name = key.partition(".")
+        if not i_text.isdigit() or int(i_text) >= n:
+            raise WeightsLayoutError(f"tensor {key!r} is not a tensor of classifier "
+                                     f"0..{n - 1}")
+        _check(key, t, tuple(t.shape), t.dtype, ref, name)
+        i = int(i_text)
         if out[i] is None:
             out[i] = {}
         out[i][name] = t
+    if ref is not None:
+        for i, sd in enumerate(out):
+            if sd is not None and set(sd) != set(ref):
+                missing = sorted(set(ref) - set(sd))
+                raise WeightsLayoutError(f"classifier {i} of the file lacks "
+                                         f"{', '.join(missing)}")
     return out
 
 
 def save_weights(path: str | Path, state_dicts: Sequence[dict | None],
                  metadata: dict | None = None) -> Path:
-    """Write per-classifier state dicts (``None`` = no classifier) to one safetensors file;
-    tensor ``"{i}.{name}"`` is ``state_dicts[i][name]``; ``metadata`` (str -> str) is kept."""
+    """Write per-classifier state dicts (``None`` = no classifier) to one safetensors file
+    (the stacked layout where they share names, shapes and dtypes); ``metadata`` (str ->
+    str) is kept."""
     from safetensors.torch import save_file
 
     tensors, meta = _flatten(state_dicts, metadata)
@@ -57,13 +163,14 @@ def save_weights(path: str | Path, state_dicts: Sequence[dict | None],
 
 
 def load_weights(path: str | Path) -> list[dict | None]:
-    """The state dicts written by ``save_weights`` (``None`` where there was no classifier)."""
+    """The state dicts written by ``save_weights`` (either layout; ``None`` where there was
+    no classifier)."""
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
-    return _unflatten(tensors, meta)
+    return unflatten(tensors, meta)
 
 
 def weights_to_bytes(state_dicts: Sequence[dict | None], metadata: dict | None = None) -> bytes:
@@ -81,4 +188,3 @@ def weights_from_bytes(data: bytes) -> list[dict | None]:
         path = Path(folder) / "weights.safetensors"
         path.write_bytes(data)
         return load_weights(path)
-
