@@ -424,6 +424,22 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
     assert e.relabel_index.tolist() == [5, 6] and e.relabel_label.tolist() == [1, 0]
     assert e.add_y.tolist() == [{8: 0, 3: 1}[v] for v in y_ids.tolist()]
     np.testing.assert_array_equal(e.add_x, (x_raw[:, None] / np.float32(16)).astype(np.float32))
+    # each option may be repeated: its values are joined (it used to keep the last one)
+    r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "w"), "--remove", "1",
+                            "--remove", "2,3", "--relabel", "5:3", "--relabel", "6:8",
+                            "--add", str(tmp_path / "add.npz"), "--add",
+                            str(tmp_path / "add.npz"), "--json"])
+    assert r.exit_code == 0, r.output
+    e2 = load_edits(tmp_path / "w" / "edits.npz")
+    assert e2.remove.tolist() == [1, 2, 3] and json.loads(r.stdout)["removed"] == [1, 2, 3]
+    assert e2.relabel_index.tolist() == [5, 6] and e2.relabel_label.tolist() == [1, 0]
+    assert e2.add_y.tolist() == e.add_y.tolist() * 2
+    np.testing.assert_array_equal(e2.add_x, np.concatenate([e.add_x, e.add_x]))
+    for args in (["--remove", "2", "--remove", "4,2"], ["--remove", "2", "--relabel", "2:3"]):
+        r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "v"), *args])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert "must name each training-set index once" in r.output and "Got index 2 " in \
+            r.output, r.output
     # indices for ids, and inputs not in the data set's form: one line each, nothing written
     bad = {("--relabel", "5:1"): "must give class ids of the run (8, 3)",
            ("--add", "float.npz"): "'x' array must be integers 0-16"}
@@ -440,12 +456,27 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
         r = runner.invoke(app, ["update", str(run), *args])
         assert r.exit_code == 1 and words in r.output, r.output
     r = runner.invoke(app, ["attack", str(run), "--attacks", "backdoor", "--budgets", "1",
-                            "--targets", "2", "--backdoor-label", "3", "--json", "-q"])
+                            "--backdoor-label", "3", "--json", "-q"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["totals"]["backdoor"] | {"patch": 0, "test_points": 0} == \
         {"label": 1, "class": 3, "patch": 0, "test_points": 0}
     r = runner.invoke(app, ["attack", str(run), "--backdoor-label", "0", "-q"])
     assert r.exit_code == 1 and "'--backdoor-label' option must give class ids" in r.output
+    # an option of an attack that --attacks leaves out would change nothing: one line
+    for args, flag, what in ((["--attacks", "insert,flip", "--patch", "2"], "--patch",
+                              "the backdoor attack"),
+                             (["--attacks", "remove", "--backdoor-label", "3"],
+                              "--backdoor-label", "the backdoor attack"),
+                             (["--attacks", "backdoor", "--targets", "2"], "--targets",
+                              "the targeted attacks (insert, remove, flip)"),
+                             (["--attacks", "backdoor", "--max-radius", "0"], "--max-radius",
+                              "the targeted attacks (insert, remove, flip)"),
+                             (["--attacks", "flip", "--copies", "2"], "--copies",
+                              "the insert attack")):
+        r = runner.invoke(app, ["attack", str(run), *args, "-q"])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert r.output.startswith(f"error: The '{flag}' option applies to {what}, which "
+                                   f"--attacks ({args[1]}) does not include."), r.output
     r = runner.invoke(app, ["attack", str(run), "--attacks", "backdoor", "--patch", "8", "-q"])
     assert r.exit_code == 1 and r.output.startswith("error: --patch: The 'patch' parameter of "
                                                     "attack_run must be an int in the range "
@@ -556,6 +587,11 @@ def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
     assert all(len(line.rstrip()) <= 80 for line in table) and "…" not in r.output, r.output
     assert "aggregation attack r trials" in " ".join(r.output.split())
     assert sum(line.split()[:2] == ["knn", "insert"] for line in table) == 2, r.output
+    # copies spread an insertion over hash buckets: a kNN run has none
+    r = CliRunner().invoke(app, ["attack", str(tmp_path / "knn"), "--attacks", "insert",
+                                 "--copies", "2", "-q"])
+    assert r.exit_code == 1 and r.output.startswith(
+        "error: --copies: The 'copies' parameter of attack_run must be 1 for a knn run"), r.output
 
 
 def test_attacks_on_finite_aggregation_and_bagging(tmp_path):

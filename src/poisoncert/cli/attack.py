@@ -41,17 +41,21 @@ def attack(
         help="Comma-separated: insert, remove, flip, backdoor.")] = "insert,remove,flip,backdoor",
     budgets: Annotated[str, typer.Option(
         help="Comma-separated budgets r (poisoning operations).")] = "1,2,4,8,16",
-    targets: Annotated[int, typer.Option(
-        help="Correctly classified test points attacked by the targeted attacks.")] = 20,
+    targets: Annotated[int | None, typer.Option(
+        help="Correctly classified test points attacked by the targeted attacks (insert, "
+             "remove, flip; default 20).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the targets and backdoor samples.")] = 0,
     backdoor_label: Annotated[int | None, typer.Option(
         help="The backdoor's target class: the data set's class id (MNIST 1/7: 1 or 7; "
              "default: the run's first class).")] = None,
-    patch: Annotated[int, typer.Option(help="Side of the backdoor's square, pixels.")] = 3,
-    copies: Annotated[int, typer.Option(
-        help="Copies the insertion puts in each hash bucket it uses.")] = 1,
+    patch: Annotated[int | None, typer.Option(
+        help="Side of the backdoor's square, pixels (default 3).", show_default=False)] = None,
+    copies: Annotated[int | None, typer.Option(
+        help="Copies the insertion puts in each hash bucket it uses (partition and finite "
+             "aggregation runs; default 1).", show_default=False)] = None,
     max_radius: Annotated[int | None, typer.Option(
-        help="Targets only among points certified at most this radius.")] = None,
+        help="Targets only among points certified at most this radius (targeted attacks).")
+    ] = None,
     out: Annotated[Path | None, typer.Option(
         help="Folder of the results (default: the run directory).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
@@ -65,12 +69,15 @@ def attack(
         from poisoncert.experiment.attack import AttackSettings, attack_run
         from poisoncert.experiment.update import RunTerms
 
+        chosen = tuple(a for a in attacks.split(",") if a.strip())
+        _refuse_unused(chosen, {"--backdoor-label": backdoor_label, "--patch": patch},
+                       {"--targets": targets, "--max-radius": max_radius, "--copies": copies})
         label = 0 if backdoor_label is None else int(
             RunTerms.of(run_dir).indices([backdoor_label], "--backdoor-label")[0])
-        s = AttackSettings(attacks=tuple(a for a in attacks.split(",") if a.strip()),
-                           budgets=tuple(_ints(budgets, "--budgets")), targets=targets,
-                           seed=seed, backdoor_label=label, patch=patch,
-                           copies=copies, max_radius=max_radius)
+        given = {"targets": targets, "patch": patch, "copies": copies}
+        s = AttackSettings(attacks=chosen, budgets=tuple(_ints(budgets, "--budgets")),
+                           seed=seed, backdoor_label=label, max_radius=max_radius,
+                           **{k: v for k, v in given.items() if v is not None})
         try:
             res = attack_run(run_dir, settings=s, out_dir=out,
                              log=None if quiet else (lambda t: typer.echo(t, err=True)))
@@ -116,18 +123,36 @@ def attack(
     con.print(f"Done in {res.seconds:.1f} s.", highlight=False)
 
 
+def _refuse_unused(attacks: tuple[str, ...], backdoor: dict, targeted: dict) -> None:
+    """An option given for an attack that ``--attacks`` leaves out is one error line (it
+    would change nothing); ``--copies`` also needs ``insert``."""
+    names = [a.strip().lower() for a in attacks]
+    needs = [(backdoor, ("backdoor",), "the backdoor attack"),
+             ({k: v for k, v in targeted.items() if k != "--copies"},
+              ("insert", "remove", "flip"), "the targeted attacks (insert, remove, flip)"),
+             ({"--copies": targeted["--copies"]}, ("insert",), "the insert attack")]
+    for options, kinds, what in needs:
+        for flag, value in options.items():
+            if value is not None and not any(k in names for k in kinds):
+                raise ValueError(f"The '{flag}' option applies to {what}, which --attacks "
+                                 f"({','.join(attacks)}) does not include. Got {value} "
+                                 "instead; leave it out or add the attack.")
+
+
 def update(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by train.")],
     out: Annotated[Path, typer.Option(help="The new run directory (empty or new).")],
-    remove: Annotated[str | None, typer.Option(
+    remove: Annotated[list[str] | None, typer.Option(
         help="Training-set indices to remove: 3,17,42 or a .npy / text file (rows of the "
-             "run's training set: after the run's own earlier updates).")] = None,
-    relabel: Annotated[str | None, typer.Option(
+             "run's training set: after the run's own earlier updates). Repeatable: the "
+             "values are joined.")] = None,
+    relabel: Annotated[list[str] | None, typer.Option(
         help="IDS:LABELS, e.g. 3,17:1,7: training-set indices and the data set's class ids "
-             "(MNIST 1/7: 1 or 7), one label for all or one each.")] = None,
-    add: Annotated[str | None, typer.Option(
+             "(MNIST 1/7: 1 or 7), one label for all or one each. Repeatable.")] = None,
+    add: Annotated[list[str] | None, typer.Option(
         help=".npz of samples to add, as predict takes it: x as the data set's files hold "
-             "its inputs (uint8 pixels for MNIST) and y their class ids.")] = None,
+             "its inputs (uint8 pixels for MNIST) and y their class ids. Repeatable: the "
+             "files' samples are added in order.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
     ] = False,
 ) -> None:

@@ -159,6 +159,10 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
         backend = ClassifierBackend(ens)
         builder = EditBuilder(data, cfg, ens.plan, ens.predictions, s.copies)
         votes = votes_from_predictions(ens.predictions, data.n_classes)
+    if s.copies != 1 and not builder.buckets:
+        raise param_error("copies", "attack_run", f"1 for a {cfg.selection.scheme} run (copies "
+                          "spread an insertion over hash buckets: partition and "
+                          "finite_aggregation runs)", s.copies)
     if s.backdoor_label >= data.n_classes:
         raise param_error("backdoor_label", "attack_run", f"a class in the range "
                           f"[0, {data.n_classes - 1}]", s.backdoor_label)

@@ -291,18 +291,33 @@ def read_added(path: str | Path, terms: RunTerms) -> tuple[np.ndarray, np.ndarra
     return x, terms.indices(y, "--add")
 
 
-def edits_from_options(remove: str | None, relabel: str | None, add: str | None,
-                       run_dir: str | Path) -> Edits:
+def edits_from_options(remove, relabel, add, run_dir: str | Path) -> Edits:
     """``Edits`` from the command line's ``--remove``, ``--relabel`` and ``--add`` for the run
     in ``run_dir``, whose class ids the labels are and whose raw input form ``--add``'s
-    inputs have (``RunTerms``)."""
+    inputs have (``RunTerms``). Each is ``None``, one value or a list of them (an option given
+    more than once: the values are joined, as if given once)."""
+    def values(v) -> list[str]:
+        return [] if v is None else [v] if isinstance(v, (str, Path)) else [str(t) for t in v]
+
+    remove, relabel, add = values(remove), values(relabel), values(add)
     kw = {}
     terms = RunTerms.of(run_dir) if relabel or add else None
     if remove:
-        kw["remove"] = parse_ids(remove)
+        kw["remove"] = np.concatenate([parse_ids(str(t)) for t in remove])
     if relabel:
-        kw["relabel_index"], kw["relabel_label"] = parse_relabel(relabel, terms)
+        pairs = [parse_relabel(str(t), terms) for t in relabel]
+        kw["relabel_index"] = np.concatenate([i for i, _ in pairs])
+        kw["relabel_label"] = np.concatenate([lab for _, lab in pairs])
+    touched = np.concatenate([kw.get("remove", np.zeros(0, np.int64)),
+                              kw.get("relabel_index", np.zeros(0, np.int64))])
+    seen, counts = np.unique(touched, return_counts=True)
+    if np.any(counts > 1):
+        raise ValueError(f"The '--remove' and '--relabel' options must name each training-set "
+                         f"index once (a sample is removed or relabelled). Got index "
+                         f"{int(seen[counts > 1][0])} more than once instead.")
     if add:
-        kw["add_x"], kw["add_y"] = read_added(add, terms)
+        samples = [read_added(t, terms) for t in add]
+        kw["add_x"] = np.concatenate([x for x, _ in samples])
+        kw["add_y"] = np.concatenate([y for _, y in samples])
     return Edits(**kw)
 
