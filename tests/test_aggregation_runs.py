@@ -442,10 +442,12 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
             r.output, r.output
     # indices for ids, and inputs not in the data set's form: one line each, nothing written
     bad = {("--relabel", "5:1"): "must give class ids of the run (8, 3)",
-           ("--add", "float.npz"): "'x' array must be integers 0-16"}
+           ("--add", "float.npz"): "'x' array must be integers 0-16",
+           ("--add", "x.npy"): "must name a .npz holding 'x' and 'y'. Reading"}
+    np.save(tmp_path / "x.npy", x_raw)
     np.savez(tmp_path / "float.npz", x=x_raw / 16.0, y=y_ids)
     for (opt, value), words in bad.items():
-        value = str(tmp_path / value) if value.endswith(".npz") else value
+        value = str(tmp_path / value) if value.endswith((".npz", ".npy")) else value
         r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "v"), opt, value])
         assert r.exit_code == 1 and words in r.output and len(r.output.splitlines()) == 1, \
             r.output
@@ -639,3 +641,27 @@ def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):
                       ("99999999999999999999", "99999999999999999999")):
         with pytest.raises(ValueError, match=f"Got '{bad}' in its value instead\\.$"):
             parse_ids(text)  # "3 4" was 34, "3_0" 30, a huge number an OverflowError
+
+
+def test_a_moved_updated_run_says_where_its_edits_are_read(tmp_path):
+    """An updated run's config names its edits file by the path it was written to: moved, it
+    still certifies and predicts; updating it says why the edits file is looked for there."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    update_run(run, tmp_path / "u", Edits(remove=np.array([1, 2])))
+    shutil.move(tmp_path / "u", tmp_path / "moved")
+    runner = CliRunner()
+    r = runner.invoke(app, ["certify", str(tmp_path / "moved"), "--no-plot"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["update", str(tmp_path / "moved"), "--out", str(tmp_path / "v"),
+                            "--remove", "3"])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert f"Cannot read the edits file '{tmp_path / 'u' / 'edits.npz'}'" in r.output
+    assert "a moved or copied updated run certifies and predicts" in r.output
+    assert not (tmp_path / "v").exists()

@@ -4,6 +4,7 @@ certify with its plot, predict), and the scikit-learn example."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import subprocess
@@ -139,3 +140,100 @@ def test_changed_model_code_is_refused_before_it_runs(tmp_path):
     assert r.returncode == 1 and "must not run" not in r.stdout + r.stderr, r.stderr
     assert f"has changed since the run '{run}' started" in r.stderr
     assert "cannot be resumed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def _package(root, files: dict) -> None:
+    for rel, text in files.items():
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+
+
+def test_the_code_a_model_imports_is_found_by_reading_it(tmp_path):
+    """``code_files``: the module, its packages' ``__init__.py`` and every module of the
+    user's folder it imports, recursively (absolute, relative, nested, inside functions);
+    not the modules it does not import, not poisoncert, not installed libraries."""
+    from poisoncert.training.user_model import code_files
+
+    _package(tmp_path, {
+        "hp/__init__.py": "",
+        "hp/m.py": "import torch\nimport poisoncert\nfrom .act import act\nfrom . import consts\n"
+                   "import hp.deep.sub as ds\nimport top\n"
+                   "def factory(s, n):\n    from .lazy import make\n    return make(s, n)\n",
+        "hp/act.py": "import numpy\ndef act(x): return x\n",
+        "hp/consts.py": "from ..outside import x\n",  # beyond the top: not the user's folder
+        "hp/lazy.py": "def make(s, n): return None\n",
+        "hp/deep/__init__.py": "",
+        "hp/deep/sub.py": "from ..act import act\nfrom hp import helpers\n",
+        "hp/helpers.py": "",
+        "hp/not_imported.py": "",
+        "top.py": "import sibling\n",
+        "sibling.py": "",
+        "unrelated.py": "",
+    })
+    root, files = code_files("hp.m", tmp_path / "hp" / "m.py")
+    assert root == tmp_path
+    assert files == ["hp/__init__.py", "hp/act.py", "hp/consts.py", "hp/deep/__init__.py",
+                     "hp/deep/sub.py", "hp/helpers.py", "hp/lazy.py", "hp/m.py", "sibling.py",
+                     "top.py"]
+    assert code_files("top", tmp_path / "top.py") == (tmp_path, ["sibling.py", "top.py"])
+
+
+def test_changed_code_a_model_imports_is_refused(tmp_path):
+    """A run records the SHA-256 of each file of the user's code its model's module imports;
+    a changed helper module is refused as the module itself is (it changed the classifiers'
+    predictions silently before), and an unrelated file of the same package is not."""
+    _package(tmp_path, {
+        "hp/__init__.py": "",
+        "hp/act.py": "import torch\n\ndef act(x):\n    return torch.relu(x)\n",
+        "hp/other.py": "",
+        "hp/net.py": "from torch import nn\n\nfrom .act import act\n\n\n"
+                     "class Net(nn.Module):\n"
+                     "    def __init__(self, d, n):\n"
+                     "        super().__init__()\n"
+                     "        self.fc = nn.Linear(d, n)\n\n"
+                     "    def forward(self, x):\n"
+                     "        return self.fc(act(x.flatten(1)))\n\n\n"
+                     "def factory(input_shape, n_classes):\n"
+                     "    return Net(64, n_classes)\n",
+    })
+    run = tmp_path / "run"
+    _cli("train", CONFIG, "--run-dir", run, "-q", "--selection.T", "4", "--training.steps", "2",
+         "--training.model", "hp.net:factory", "--training.model_kwargs", "{}", cwd=tmp_path)
+    source = json.loads((run / "manifest.json").read_text())["model_source"]
+    assert sorted(source["files"]) == ["hp/__init__.py", "hp/act.py", "hp/net.py"]
+    np.savez(tmp_path / "x.npz", x=np.zeros((2, 8, 8), dtype=np.uint8))
+    (tmp_path / "hp" / "other.py").write_text("# edited\n")
+    _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path)
+    act = tmp_path / "hp" / "act.py"
+    act.write_text(act.read_text().replace("torch.relu(x)", "-torch.relu(x)"))
+    r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith(f"error: The model code {act}, which 'hp.net:factory' imports, "
+                               "has changed since the run was trained"), r.stderr
+    r = _cli("update", run, "--out", tmp_path / "u", "--remove", "1", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and str(act) in r.stderr and "restore the code" in r.stderr
+
+
+def test_a_factory_whose_network_does_not_fit_is_one_line_and_writes_nothing(tmp_path):
+    """A user's network that returns logits of the wrong shape, or whose forward fails on the
+    data's inputs, is refused before the run folder is made (it was a traceback from the
+    engine's first step, and a run folder was left behind)."""
+    _package(tmp_path, {"bad.py": "from torch import nn\n\n\n"
+                                  "def wrong_out(input_shape, n_classes):\n"
+                                  "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n\n\n"
+                                  "def wrong_in(input_shape, n_classes):\n"
+                                  "    return nn.Sequential(nn.Flatten(), nn.Linear(100, 10))\n"})
+    cases = {"wrong_out": "(for 2 training inputs it returned torch.float32 (2, 3))",
+             "wrong_in": "(its forward on 2 training inputs failed: RuntimeError: mat1 and "
+                         "mat2 shapes cannot be multiplied"}
+    for name, words in cases.items():
+        run = tmp_path / name
+        r = _cli("train", CONFIG, "--run-dir", run, "-q", "--training.model", f"bad:{name}",
+                 "--training.model_kwargs", "{}", cwd=tmp_path, check=False)
+        assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert r.stderr.startswith("error: The 'training.model' parameter of the config must "
+                                   "be a model whose forward maps a batch (B, 1, 8, 8) of float "
+                                   "inputs to logits (B, 10) "), r.stderr
+        assert words in r.stderr and f"Got 'bad:{name}' instead." in r.stderr, r.stderr
+        assert not run.exists()

@@ -316,3 +316,4 @@ def test_an_address_no_ray_head_answers_is_one_clear_error(tmp_path):
     assert out.returncode == 1 and out.stderr.startswith("error: No Ray head answers at "
                                                          "'127.0.0.1:1'"), out.stderr
     assert len(out.stderr.splitlines()) == 1 and out.stdout == ""
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made

@@ -3,8 +3,10 @@
 ``config.yaml`` beside this file names it as ``training.model:
 "examples.custom_model.net:make_model"`` with ``training.model_kwargs: {width: 12}``; poisoncert
 calls ``make_model(input_shape, n_classes, width=12)`` once per base classifier, under that
-classifier's seed, and trains what it returns with the config's ``training`` settings (on the
-per-model path: the stacked path knows only poisoncert's own architectures).
+classifier's seed, and trains what it returns with the config's ``training`` settings, a group
+of classifiers at a time stacked through ``torch.func.vmap`` (a model that draws random numbers
+in training, such as dropout, or whose state dict is not one entry per parameter and buffer
+trains one classifier at a time; docs/predict.md).
 
 What a factory must do for the certificate to hold: return a fresh ``torch.nn.Module`` whose
 initial weights come from torch's global random generator (poisoncert seeds it per

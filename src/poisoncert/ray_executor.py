@@ -196,6 +196,12 @@ class RayExecutor:
             env["py_modules"] = [*env.get("py_modules", []), str(Path(poisoncert.__file__).parent)]
         return env
 
+    def preflight(self) -> None:
+        """Before a run writes anything (``train_run``): a cluster address that accepts no
+        connection is one clear error (``check_reachable``)."""
+        if self.address is not None:
+            check_reachable(self.address)
+
     def _connect(self, ray) -> bool:
         """Initialise Ray unless it already is; return whether this call did."""
         if ray.is_initialized():

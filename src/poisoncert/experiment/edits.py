@@ -170,8 +170,14 @@ def load_edits(path: str | Path, where: str = "data.edits") -> Edits:
                                  f"may hold {', '.join(_KEYS)}.")
             a = {k: z[k] for k in z.files}
     except OSError as e:
+        from poisoncert.runlayout import EDITS
+
+        moved = (" (a run written by poisoncert update reads its edits from the folder it was "
+                 "written to: a moved or copied updated run certifies and predicts, but "
+                 "updating, attacking or resuming it needs that file at that path)"
+                 if isinstance(e, FileNotFoundError) and Path(path).name == EDITS else "")
         raise ValueError(f"Cannot read the edits file '{path}' ({where}): "
-                         f"{e.strerror or e}.") from None
+                         f"{e.strerror or e}{moved}.") from None
     add_x = a.get("add_x")
     if add_x is not None and len(add_x) == 0:
         add_x = None

@@ -125,8 +125,9 @@ def check_model_source(cfg: ExperimentConfig, source: dict | None, *,
                        when: str = "the run was trained",
                        then: str = "its classifiers would not be the certified ones") -> None:
     """A ``RunError`` when the config's user model (``training.model`` naming a factory) is
-    not the code ``source`` recorded (its file's SHA-256); nothing for built-in models or
-    runs that recorded none."""
+    not the code ``source`` recorded: its file's SHA-256, and those of the user's modules it
+    imports (``ModelRef.source``'s ``files``; runs trained before that recorded only the
+    module's own file); nothing for built-in models or runs that recorded none."""
     model = cfg.training.model
     if not source or not source.get("sha256") or not hasattr(model, "source"):
         return
@@ -135,6 +136,11 @@ def check_model_source(cfg: ExperimentConfig, source: dict | None, *,
         raise RunError(f"The model code {now.get('file')} of '{model}' has changed since "
                        f"{when} (SHA-256 {source['sha256'][:12]}... then, "
                        f"{str(now.get('sha256'))[:12]}... now): {then}.")
+    changed = model.changed_files(source)  # the code it imports (runs that recorded it)
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise RunError(f"The model code {changed[0]}{more}, which '{model}' imports, has "
+                       f"changed since {when} (or is gone): {then}.")
 
 
 def model_source(cfg: ExperimentConfig) -> dict | None:

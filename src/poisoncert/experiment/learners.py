@@ -220,6 +220,8 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
                            f"{data.n_classes}, **model_kwargs) accepts ({type(e).__name__}: "
                            f"{e})", model.kwargs if key.endswith("kwargs") else str(model)
                            ) from None
+    if isinstance(model, ModelRef):
+        _check_forward(model, built, data)
     if cfg.execution.device == "cuda":
         import torch
 
@@ -227,6 +229,36 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
             raise config_error("training.device", "'cpu' (no CUDA device is available)", "cuda")
     if cfg.training.rows_per_step is not None:
         _check_subset_rows(cfg, data, built)
+
+
+def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
+    """A user's factory's module maps two training inputs to two rows of ``n_classes``
+    float logits (in evaluation mode, without gradients): else one line naming
+    ``training.model``, before any file is written (the engine's first step would fail
+    with a traceback, leaving a run folder behind)."""
+    import torch
+
+    shape = tuple(data.x_train.shape[1:])
+    want = f"a model whose forward maps a batch (B, {', '.join(map(str, shape))}) of float " \
+           f"inputs to logits (B, {data.n_classes})"
+    x = torch.as_tensor(np.asarray(data.x_train[:2], dtype=np.float32))
+    was_training = built.training
+    try:
+        built.eval()
+        with torch.no_grad():
+            out = built(x)
+    except Exception as e:  # noqa: BLE001 - the user's code: one line naming it
+        raise config_error("training.model", f"{want} (its forward on 2 training inputs "
+                           f"failed: {type(e).__name__}: {' '.join(str(e).split())})",
+                           str(model)) from None
+    finally:
+        built.train(was_training)
+    got = (f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else
+           f"{out.dtype} {tuple(out.shape)}")
+    if (not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), data.n_classes)
+            or not out.is_floating_point()):
+        raise config_error("training.model", f"{want} (for 2 training inputs it returned "
+                           f"{got})", str(model))
 
 
 def _check_subset_rows(cfg: ExperimentConfig, data: DataSplit, model) -> None:

@@ -271,6 +271,9 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     subset_plan(cfg.selection, data)
     learners.check_learner(cfg, data)
     check_run_memory(cfg, data, executor)
+    preflight = getattr(executor, "preflight", None)
+    if preflight is not None:  # e.g. a Ray cluster that does not answer: before any file
+        preflight()
     if old_manifest is not None:
         old = old_manifest.get("data", {}).get("sha256_arrays")
         new = data.summary.sha256_arrays

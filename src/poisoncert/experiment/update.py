@@ -276,7 +276,11 @@ def read_added(path: str | Path, terms: RunTerms) -> tuple[np.ndarray, np.ndarra
     data set's class ids; returned as float32 inputs in [0, 1] (the run's deskewing is
     applied with the edits) and class indices."""
     try:
-        with np.load(path, allow_pickle=False) as z:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one array, no labels
+            raise ValueError(f"it holds one {type(loaded).__name__}, not the arrays 'x' and "
+                             "'y' of a .npz")
+        with loaded as z:
             x, y = z["x"], z["y"]
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"The '--add' option must name a .npz holding 'x' and 'y'. Reading "

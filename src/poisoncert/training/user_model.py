@@ -74,18 +74,138 @@ class ModelRef(str):
         return factory
 
     def source(self) -> dict[str, Any]:
-        """Where the factory comes from: the import path, the module's file and its SHA-256
-        (recorded in a run, so that a later load can tell changed code). The module is found,
-        not run: its parent packages are imported, the module itself is not."""
+        """Where the factory comes from: the import path, the module's file and its SHA-256,
+        and ``files``: the SHA-256 of every file of the user's code the module imports, found
+        by reading the import statements (``code_files``) (recorded in a run, so that a later
+        load can tell changed code). The module is found, not run: its parent packages are
+        imported, the module itself is not."""
         path = _module_file(self.module, str(self))
         out: dict[str, Any] = {"ref": str(self), "kwargs": self.kwargs, "file": path,
                                "sha256": None}
         if path and Path(path).is_file():
-            out["sha256"] = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            out["sha256"] = _sha256(Path(path))
+            root, files = code_files(self.module, Path(path))
+            out["root"] = str(root)
+            out["files"] = {rel: _sha256(root / rel) for rel in files}
+        return out
+
+    def changed_files(self, source: Mapping[str, Any]) -> list[str]:
+        """The files of ``source["files"]`` (a recorded ``source()``) whose SHA-256 differs
+        now, or that are gone, as paths where they are now looked for (under the folder the
+        module is found in now: a run may have moved to another machine)."""
+        recorded = source.get("files") or {}
+        if not recorded:
+            return []
+        path = _module_file(self.module, str(self))
+        if not path:
+            return sorted(recorded)
+        root = _root_of(self.module, Path(path))
+        out = []
+        for rel, digest in sorted(recorded.items()):
+            f = root / rel
+            if not f.is_file() or _sha256(f) != digest:
+                out.append(str(f))
         return out
 
     def __call__(self, input_shape, n_classes: int):
         return self.resolve()(tuple(input_shape), int(n_classes), **self.kwargs)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _root_of(name: str, file: Path) -> Path:
+    """The folder on ``sys.path`` that module ``name`` (at ``file``) is found in."""
+    depth = len(name.split(".")) - (0 if file.name == "__init__.py" else 1)
+    return file.parents[depth]
+
+
+def _library_folders() -> set[Path]:
+    """Folders of installed and standard-library code (their modules are not the user's)."""
+    import sysconfig
+
+    out = set()
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        p = sysconfig.get_paths().get(key)
+        if p:
+            out.add(Path(p).resolve())
+    import site
+
+    for p in [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]:
+        out.add(Path(p).resolve())
+    return out
+
+
+def _find(root: Path, name: str) -> list[Path]:
+    """The files importing ``name`` from ``root`` runs: each package's ``__init__.py`` on
+    the way and the module's own file (empty where ``root`` does not hold it)."""
+    parts = name.split(".")
+    out = []
+    folder = root
+    for i, part in enumerate(parts):
+        pkg, mod = folder / part, folder / f"{part}.py"
+        if pkg.is_dir():
+            if (pkg / "__init__.py").is_file():
+                out.append(pkg / "__init__.py")
+            folder = pkg
+        elif mod.is_file():  # a module: any later part is one of its attributes
+            out.append(mod)
+            return out
+        else:  # an attribute of the package found so far, or nothing of root's
+            return out if i else []
+    return out
+
+
+def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
+    """The user's code that module ``name`` (at ``file``) runs when imported: its own file,
+    its packages' ``__init__.py`` and, recursively, every module of the same folder on
+    ``sys.path`` that one of those files imports (``import a.b``, ``from a import b``,
+    ``from . import b``, at any place in the file), as paths relative to that folder, with
+    that folder. Found by reading the files (``ast``), not by running them. Not followed:
+    poisoncert, modules outside that folder, and, where the folder is one of installed
+    packages, other top-level packages than the module's own. A module imported by a computed
+    name (``importlib.import_module(text)``) is not seen."""
+    import ast
+
+    root = _root_of(name, file)
+    top = name.split(".")[0]
+    installed = root.resolve() in _library_folders()
+
+    def followed(mod: str) -> bool:
+        first = mod.split(".")[0]
+        return first != "poisoncert" and (not installed or first == top)
+
+    seen: dict[Path, None] = {}
+    todo = [(p, name) for p in _find(root, name)] or [(file, name)]
+    while todo:
+        path, mod = todo.pop()
+        if path in seen:
+            continue
+        seen[path] = None
+        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (SyntaxError, ValueError, OSError):
+            continue  # its import fails with its own error
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                    stem = ".".join(p for p in [*base, node.module or ""] if p)
+                else:
+                    stem = node.module or ""
+                names = [stem] + [f"{stem}.{a.name}" for a in node.names if a.name != "*"]
+            for n in names:
+                if n and followed(n):
+                    todo.extend((p, n) for p in _find(root, n) if p not in seen)
+    rels = sorted({p.resolve().relative_to(root.resolve()).as_posix() for p in seen
+                   if p.resolve().is_relative_to(root.resolve())})
+    return root, rels
 
 
 def _module_file(name: str, ref: str) -> str | None:
