@@ -7,8 +7,11 @@ loads it to predict. With large chunks on a GPU (the improved MNIST learner at a
 ``--repeats``, for ``--models`` classifiers of each model (random initial weights: the cost
 does not depend on the values):
 
-- ``state_dicts``: the per-model loop used before (a slice, layout and copy per model and
-  tensor) against the current one (one copy per tensor name, then a copy per model);
+- ``state_dicts``: the classifiers' state dicts as CPU tensors of their own, as the engine
+  hands them over (``StackedModel.state_dicts``, then ``engine.host_state_dicts``): the
+  per-model loop used before (a slice, layout and copy per model and tensor) against the
+  current one (one copy per tensor name, then a copy per model); on the CPU both then copy
+  each tensor once more (``host_state_dicts``; off a device it moves one stack per name);
 - ``to bytes``: the per-classifier layout (``poisoncert.training.weights/1``, one tensor per
   model and name) against the stacked one (``/2``, one tensor per name);
 - ``write + sha256``: the bytes to a file and their SHA-256, as the run directory does
@@ -30,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from poisoncert.training.engine import host_state_dicts
 from poisoncert.training.fast import stack_models
 from poisoncert.training.models import build_model
 from poisoncert.training.weights import _flatten, load_weights
@@ -38,7 +42,18 @@ MODELS = {"cnn_small": ((1, 28, 28), 10), "lenet5": ((1, 28, 28), 2)}
 
 
 def per_model_state_dicts(net, device="cpu") -> list[dict]:
-    """``StackedModel.state_dicts`` as it was before the stacked copy (for comparison)."""
+    """``StackedModel.state_dicts`` as it was before the stacked copy, then the engine's host
+    copy as it was (for comparison)."""
+    return [{k: v.detach().cpu().contiguous().clone() for k, v in w.items()}
+            for w in _per_model(net, device)]
+
+
+def current_state_dicts(net) -> list[dict]:
+    """What the engine hands over now."""
+    return host_state_dicts(net.state_dicts())
+
+
+def _per_model(net, device) -> list[dict]:
     out = []
     for g in range(net.G):
         sd = {}
@@ -81,7 +96,7 @@ def row(name: str, n_models: int, repeats: int) -> str:
     distinct = [build_model(name, shape, classes) for _ in range(min(n_models, 50))]
     net = stack_models([distinct[i % len(distinct)] for i in range(n_models)])
     t_sd_old, sds_old = best(repeats, per_model_state_dicts, net)
-    t_sd_new, sds = best(repeats, net.state_dicts)
+    t_sd_new, sds = best(repeats, current_state_dicts, net)
     assert same(sds, sds_old)
     t_old, b_old = best(repeats, to_bytes, sds_old, False)
     t_new, b_new = best(repeats, to_bytes, sds, True)

@@ -479,6 +479,10 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
         assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
         assert r.output.startswith(f"error: The '{flag}' option applies to {what}, which "
                                    f"--attacks ({args[1]}) does not include."), r.output
+    # a misspelt attack is named as such, not blamed on another option
+    r = runner.invoke(app, ["attack", str(run), "--attacks", "inserts", "--targets", "5", "-q"])
+    assert r.exit_code == 1 and "'attacks' parameter of attack_run must be a non-empty list of " \
+        "insert, remove, flip, backdoor" in r.output, r.output
     r = runner.invoke(app, ["attack", str(run), "--attacks", "backdoor", "--patch", "8", "-q"])
     assert r.exit_code == 1 and r.output.startswith("error: --patch: The 'patch' parameter of "
                                                     "attack_run must be an int in the range "

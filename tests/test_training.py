@@ -1040,7 +1040,65 @@ def test_weights_layouts(tmp_path):
                     assert a.keys() == b.keys()
                     for k in b:
                         assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k])
-    assert load_weights(save_weights(tmp_path / "n.safetensors", [None, None])) == [None, None]
+    path = save_weights(tmp_path / "n.safetensors", [None, None], metadata={"format": "x"})
+    with safe_open(str(path), framework="pt") as f:
+        assert f.metadata()["format"] == FORMAT_STACKED  # the caller's metadata cannot hide it
+    assert load_weights(path) == [None, None]
+    # each loaded classifier's tensors are its own, not views of the chunk's stack
+    loaded = load_weights(save_weights(tmp_path / "s.safetensors", cases[FORMAT_STACKED]))
+    w = loaded[0]["a.weight"]
+    assert w.untyped_storage().nbytes() == w.numel() * w.element_size()
+
+
+@pytest.mark.parametrize("device", _DEVICES)
+def test_host_state_dicts_are_exact_own_cpu_copies(device):
+    """``engine.host_state_dicts``: every classifier's tensors on the CPU, equal to the
+    device's, each its own storage; off a device through one stack per name (classifiers of
+    one model), else one copy per tensor (here: tensors of differing shapes)."""
+    from poisoncert.training.engine import host_state_dicts
+
+    g = torch.Generator().manual_seed(1)
+    same = [{"w": torch.randn(3, 2, generator=g), "n": torch.tensor(i)} for i in range(4)]
+    mixed = [{"w": torch.randn(3, 2, generator=g)}, {"w": torch.randn(2, generator=g)}]
+    for sds in (same, mixed):
+        on = [{k: v.to(device) for k, v in sd.items()} for sd in sds]
+        out = host_state_dicts(on)
+        for a, b, d in zip(out, sds, on, strict=True):
+            assert a.keys() == b.keys()
+            for k in b:
+                assert a[k].device.type == "cpu" and a[k].dtype == b[k].dtype
+                assert torch.equal(a[k], b[k]) and a[k].data_ptr() != d[k].data_ptr()
+                assert a[k].untyped_storage().nbytes() == a[k].numel() * a[k].element_size()
+    assert host_state_dicts([]) == []
+
+
+def test_weights_metadata_that_does_not_describe_the_file_is_refused():
+    """``unflatten``: indices as the writer writes them (ASCII digits, no leading zero), an
+    ``absent`` list of distinct indices in order, stacks of the right length."""
+    import re
+
+    from poisoncert.training.weights import (
+        FORMAT_PER_CLASSIFIER,
+        FORMAT_STACKED,
+        WeightsLayoutError,
+        unflatten,
+    )
+
+    t = {"a": torch.zeros(2, 3)}
+    good = {"format": FORMAT_STACKED, "n_models": "3", "absent": "1"}
+    assert [sd is None for sd in unflatten(t, good)] == [False, True, False]
+    bad = [({**good, "n_models": "\u00b2"}, "n_models"), ({**good, "absent": "01"}, "'01'"),
+           ({**good, "absent": "\u00b2"}, "without weights"),
+           ({**good, "absent": "1,1"}, "distinct"), ({**good, "absent": "3"}, "distinct"),
+           ({**good, "absent": ""}, "stacks 2"), ({**good, "format": "other"}, "format")]
+    for meta, words in bad:
+        with pytest.raises(WeightsLayoutError, match=re.escape(words)):
+            unflatten(t, meta)
+    per = {"format": FORMAT_PER_CLASSIFIER, "n_models": "2"}
+    assert unflatten({"1.a": torch.zeros(3)}, per)[0] is None
+    for key in ("01.a", "2.a", "\u00b2.a", "a"):
+        with pytest.raises(WeightsLayoutError, match="not a tensor of classifier 0..1"):
+            unflatten({"0.a": torch.zeros(3), key: torch.zeros(3)}, per)
 
 
 # --------------------------------------------------------------------------------------------

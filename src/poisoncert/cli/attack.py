@@ -126,7 +126,11 @@ def attack(
 def _refuse_unused(attacks: tuple[str, ...], backdoor: dict, targeted: dict) -> None:
     """An option given for an attack that ``--attacks`` leaves out is one error line (it
     would change nothing); ``--copies`` also needs ``insert``."""
+    from poisoncert.experiment.attack import ATTACKS
+
     names = [a.strip().lower() for a in attacks]
+    if not names or any(n not in ATTACKS for n in names):
+        return  # AttackSettings names the bad attack
     needs = [(backdoor, ("backdoor",), "the backdoor attack"),
              ({k: v for k, v in targeted.items() if k != "--copies"},
               ("insert", "remove", "flip"), "the targeted attacks (insert, remove, flip)"),

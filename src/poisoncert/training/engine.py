@@ -130,9 +130,23 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
                           device, settings.path)
     preds = logits.argmax(-1).cpu().numpy().astype(np.int16)
     if settings.keep_weights:
-        return preds, [{k: v.detach().cpu().contiguous().clone() for k, v in w.items()}
-                       for w in weights]
+        return preds, host_state_dicts(weights)
     return preds, None
+
+
+def host_state_dicts(weights: Sequence[dict]) -> list[dict]:
+    """Each classifier's state dict as CPU tensors of its own. Off a device, the classifiers'
+    tensors of one name (the same shape and dtype: one model) are stacked there and moved in
+    one transfer, not one per classifier and name (8,000 small transfers for 1,000 small
+    CNNs)."""
+    first = weights[0] if weights else {}
+    on_device = any(v.device.type != "cpu" for v in first.values())
+    if on_device and all(w.keys() == first.keys() and all(
+            w[k].shape == first[k].shape and w[k].dtype == first[k].dtype
+            and w[k].device == first[k].device for k in w) for w in weights):
+        stacked = {k: torch.stack([w[k].detach() for w in weights]).cpu() for k in first}
+        return [{k: t[g].clone() for k, t in stacked.items()} for g in range(len(weights))]
+    return [{k: v.detach().cpu().contiguous().clone() for k, v in w.items()} for w in weights]
 
 
 # --------------------------------------------------------------------------------------------

@@ -14,12 +14,13 @@ and the caller's ``metadata``. Two layouts, both read:
   differ): tensor ``"{i}.{name}"`` is ``state_dicts[i][name]``.
 
 The run directory stores one file per chunk (``weights/chunk-00000.safetensors``, with
-``training.save_weights``). ``read_layout`` checks a file's tensors against one
-classifier's names, shapes and dtypes (``Ensemble.load``).
+``training.save_weights``). ``unflatten`` checks a file's tensors against one classifier's
+names, shapes and dtypes (``Ensemble.load``).
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,6 +34,12 @@ FORMAT_STACKED = "poisoncert.training.weights/2"
 
 class WeightsLayoutError(ValueError):
     """A weights file whose tensors or metadata do not describe its classifiers."""
+
+
+def _is_index(text: str) -> bool:
+    """Whether ``text`` is a classifier index as the writer writes it (ASCII digits, no
+    leading zero: ``"01"`` and ``"²"`` would name an index twice or crash ``int``)."""
+    return re.fullmatch(r"0|[1-9][0-9]*", text) is not None
 
 
 def _stackable(present: list[dict]) -> bool:
@@ -53,17 +60,18 @@ def _flatten(state_dicts: Sequence[dict | None], metadata: dict | None, stacked:
     import torch
 
     present = [i for i, sd in enumerate(state_dicts) if sd is not None]
-    meta = {"n_models": str(len(state_dicts))}
-    if stacked and present and _stackable([state_dicts[i] for i in present]):
+    meta = {str(k): str(v) for k, v in (metadata or {}).items()}
+    meta["n_models"] = str(len(state_dicts))  # the layout's own keys win over the caller's
+    if stacked and (not present or _stackable([state_dicts[i] for i in present])):
         tensors = {name: torch.stack([state_dicts[i][name].detach() for i in present]).cpu()
-                   for name in state_dicts[present[0]]}  # one copy per name off a device
-        absent = [i for i, sd in enumerate(state_dicts) if sd is None]
+                   for name in (state_dicts[present[0]] if present else ())}  # one copy per
+        absent = [i for i, sd in enumerate(state_dicts) if sd is None]  # name off a device
         meta.update(format=FORMAT_STACKED, absent=",".join(map(str, absent)))
     else:
         tensors = {f"{i}.{name}": t.detach().cpu().contiguous().clone()
                    for i in present for name, t in state_dicts[i].items()}
         meta["format"] = FORMAT_PER_CLASSIFIER
-    meta.update({str(k): str(v) for k, v in (metadata or {}).items()})
+        meta.pop("absent", None)
     return tensors, meta
 
 
@@ -72,10 +80,11 @@ def unflatten(tensors: dict, meta: dict, ref: dict | None = None) -> list[dict |
     a classifier without weights. With ``ref`` (tensor name -> (shape, dtype) of one
     classifier), every tensor is checked against it; a tensor or metadata that does not fit
     raises ``WeightsLayoutError`` (also without ``ref`` where the layout contradicts itself).
-    The stacked layout's state dicts are views of its tensors."""
+    Each classifier's tensors are its own (copies, not views of a stack: saving one
+    classifier saves that classifier alone)."""
     fmt = meta.get("format")
     n_text = meta.get("n_models", "")
-    if not n_text.isdigit():
+    if not _is_index(n_text):
         raise WeightsLayoutError(f"its n_models is {n_text!r}, not a count of classifiers")
     n = int(n_text)
     if fmt == FORMAT_STACKED:
@@ -100,7 +109,7 @@ def _check(key: str, t, shape: tuple, dtype, ref: dict | None, name: str):
 def _unflatten_stacked(tensors: dict, meta: dict, n: int, ref: dict | None) -> list:
     text = meta.get("absent", "")
     parts = text.split(",") if text else []
-    if not all(p.isdigit() for p in parts):
+    if not all(_is_index(p) for p in parts):
         raise WeightsLayoutError(f"its list of classifiers without weights is {text!r}")
     absent = [int(p) for p in parts]
     if absent != sorted(set(absent)) or any(i >= n for i in absent):
@@ -124,7 +133,7 @@ def _unflatten_stacked(tensors: dict, meta: dict, n: int, ref: dict | None) -> l
                                      f"classifiers, the file has {len(present)} with weights")
         _check(name, t, tuple(t.shape[1:]), t.dtype, ref, name)
     for j, i in enumerate(present):
-        out[i] = {name: t[j] for name, t in tensors.items()}
+        out[i] = {name: t[j].clone() for name, t in tensors.items()}
     return out
 
 
@@ -132,7 +141,7 @@ def _unflatten_per_classifier(tensors: dict, n: int, ref: dict | None) -> list:
     out: list = [None] * n
     for key, t in tensors.items():
         i_text, _, name = key.partition(".")
-        if not i_text.isdigit() or int(i_text) >= n:
+        if not _is_index(i_text) or int(i_text) >= n:
             raise WeightsLayoutError(f"tensor {key!r} is not a tensor of classifier "
                                      f"0..{n - 1}")
         _check(key, t, tuple(t.shape), t.dtype, ref, name)
