@@ -75,8 +75,8 @@ def test_custom_model_trains_resumes_after_a_kill_and_predicts(tmp_path, monkeyp
     r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
     assert r.returncode == 1 and r.stderr.startswith("error: ")
     assert "'training.model'" in r.stderr and "examples.custom_model.net:make_model" in r.stderr
-    assert f"working directory {tmp_path}: run the command from the folder the run was " \
-           "trained in" in r.stderr
+    assert f"working directory {tmp_path}: run the command from the folder that holds the " \
+           "module's package (for a trained run, the folder it was trained from)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 

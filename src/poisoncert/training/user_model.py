@@ -261,9 +261,9 @@ def _import_module(name: str, ref: str):
 
 def _import_error(ref: str, e: ModuleNotFoundError, where: bool = False) -> ValueError:
     """``where``: the module itself was not found, so say where it is looked for."""
-    hint = (f"; working directory {os.getcwd()}: run the command from the folder the run "
-            "was trained in, or add the folder holding the module's package to PYTHONPATH"
-            ) if where else ""
+    hint = (f"; working directory {os.getcwd()}: run the command from the folder that holds "
+            "the module's package (for a trained run, the folder it was trained from), or add "
+            "that folder to PYTHONPATH") if where else ""
     return param_error("training.model", "the config", "'package.module:factory' with a "
                        f"module importable from sys.path or the working directory ({e}{hint})",
                        ref)
