@@ -179,6 +179,51 @@ def test_the_code_a_model_imports_is_found_by_reading_it(tmp_path):
     assert code_files("top", tmp_path / "top.py") == (tmp_path, ["sibling.py", "top.py"])
 
 
+def test_code_files_reads_each_file_under_its_own_name(tmp_path):
+    """Relative imports resolve against the package of the file that holds them (also in a
+    package's ``__init__.py`` and in a module reached by ``from pkg.mod import f``); a module
+    ``x.py`` wins over a folder ``x/`` without ``__init__.py``, as in Python's import; imports
+    under ``if TYPE_CHECKING:`` or ``if __name__ == "__main__":`` are not followed; a link is
+    recorded under its own name; a folder with installers' records is not crawled beyond the
+    module's own package; a module outside its name's place is recorded alone."""
+    import os
+
+    from poisoncert.training.user_model import code_files
+
+    _package(tmp_path / "a", {
+        "mypkg/__init__.py": "from .registry import REG\n",
+        "mypkg/registry.py": "REG = {}\n",
+        "mypkg/models/__init__.py": "",
+        "mypkg/models/layers.py": "from .blocks import SCALE\n",
+        "mypkg/models/blocks.py": "SCALE = 2\n",
+        "mypkg/models/net.py": "from typing import TYPE_CHECKING\n"
+                               "from mypkg.models.layers import Scale\nimport utils\n"
+                               "import linked.helper\n"
+                               "if TYPE_CHECKING:\n    import typed_only\n"
+                               "if __name__ == '__main__':\n    import main_only\n",
+        "utils.py": "SCALE = 3\n",
+        "utils/README.txt": "a folder without __init__.py beside utils.py\n",
+        "typed_only.py": "", "main_only.py": "",
+        "elsewhere/helper.py": "",
+    })
+    root = tmp_path / "a"
+    os.symlink(root / "elsewhere", root / "linked")
+    got = code_files("mypkg.models.net", root / "mypkg" / "models" / "net.py")
+    assert got == (root, ["linked/helper.py", "mypkg/__init__.py", "mypkg/models/__init__.py",
+                          "mypkg/models/blocks.py", "mypkg/models/layers.py",
+                          "mypkg/models/net.py", "mypkg/registry.py", "utils.py"])
+    # beside copies of libraries (pip install --target): the module's own package only
+    _package(tmp_path / "t", {"m/__init__.py": "", "m/net.py": "import numpy\nfrom m import h\n",
+                              "m/h.py": "", "numpy/__init__.py": "import numpy.core\n",
+                              "numpy/core.py": "", "numpy-2.0.dist-info/METADATA": ""})
+    assert code_files("m.net", tmp_path / "t" / "m" / "net.py")[1] == [
+        "m/__init__.py", "m/h.py", "m/net.py"]
+    # a package that extends its __path__: the module lies elsewhere than its name says
+    _package(tmp_path / "p", {"impl/net.py": "import x\n", "x.py": ""})
+    assert code_files("pkg.sub.net", tmp_path / "p" / "impl" / "net.py") == (
+        tmp_path / "p" / "impl", ["net.py"])
+
+
 def test_changed_code_a_model_imports_is_refused(tmp_path):
     """A run records the SHA-256 of each file of the user's code its model's module imports;
     a changed helper module is refused as the module itself is (it changed the classifiers'
@@ -202,6 +247,8 @@ def test_changed_code_a_model_imports_is_refused(tmp_path):
          "--training.model", "hp.net:factory", "--training.model_kwargs", "{}", cwd=tmp_path)
     source = json.loads((run / "manifest.json").read_text())["model_source"]
     assert sorted(source["files"]) == ["hp/__init__.py", "hp/act.py", "hp/net.py"]
+    # ensemble.json keeps the code as the run started, not as it is when the run ends
+    assert json.loads((run / "ensemble.json").read_text())["model"]["source"] == source
     np.savez(tmp_path / "x.npz", x=np.zeros((2, 8, 8), dtype=np.uint8))
     (tmp_path / "hp" / "other.py").write_text("# edited\n")
     _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path)

@@ -42,7 +42,9 @@ def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Pa
     s = cfg.selection
     ns, p = s.size(summary.n)
     model = cfg.training.model
-    source = model_source(cfg)
+    # the code as it was when the run started (checked then, and on every resume), not as it
+    # is now: a file edited while the run trained is not the classifiers' code
+    source = rd.load_manifest().get("model_source") or model_source(cfg)
     record = {
         "format": ENSEMBLE_FORMAT,
         "config_hash": config_hash(cfg),
@@ -131,11 +133,11 @@ def check_model_source(cfg: ExperimentConfig, source: dict | None, *,
     model = cfg.training.model
     if not source or not source.get("sha256") or not hasattr(model, "source"):
         return
-    now = model.source()
-    if now.get("sha256") != source["sha256"]:
-        raise RunError(f"The model code {now.get('file')} of '{model}' has changed since "
+    file, digest = model.module_sha256()
+    if digest != source["sha256"]:
+        raise RunError(f"The model code {file} of '{model}' has changed since "
                        f"{when} (SHA-256 {source['sha256'][:12]}... then, "
-                       f"{str(now.get('sha256'))[:12]}... now): {then}.")
+                       f"{str(digest)[:12]}... now): {then}.")
     changed = model.changed_files(source)  # the code it imports (runs that recorded it)
     if changed:
         more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""

@@ -220,8 +220,8 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
                            f"{data.n_classes}, **model_kwargs) accepts ({type(e).__name__}: "
                            f"{e})", model.kwargs if key.endswith("kwargs") else str(model)
                            ) from None
-    if isinstance(model, ModelRef):
-        _check_forward(model, built, data)
+    if isinstance(model, ModelRef) and cfg.execution.device == "cpu":
+        _check_forward(model, built, data)  # (on CUDA its forward may need CUDA's kernels)
     if cfg.execution.device == "cuda":
         import torch
 

@@ -79,15 +79,26 @@ class ModelRef(str):
         by reading the import statements (``code_files``) (recorded in a run, so that a later
         load can tell changed code). The module is found, not run: its parent packages are
         imported, the module itself is not."""
+        return self._source(imports=True)
+
+    def _source(self, imports: bool) -> dict[str, Any]:
         path = _module_file(self.module, str(self))
         out: dict[str, Any] = {"ref": str(self), "kwargs": self.kwargs, "file": path,
                                "sha256": None}
         if path and Path(path).is_file():
             out["sha256"] = _sha256(Path(path))
-            root, files = code_files(self.module, Path(path))
-            out["root"] = str(root)
-            out["files"] = {rel: _sha256(root / rel) for rel in files}
+            if imports:
+                root, files = code_files(self.module, Path(path))
+                out["root"] = str(root)
+                out["files"] = {rel: _sha256(root / rel) for rel in files}
         return out
+
+    def module_sha256(self) -> tuple[str | None, str | None]:
+        """The module's file and its SHA-256 now (what ``check_model_source`` compares first;
+        the imported files are compared by ``changed_files``, without reading them all
+        again)."""
+        s = self._source(imports=False)
+        return s["file"], s["sha256"]
 
     def changed_files(self, source: Mapping[str, Any]) -> list[str]:
         """The files of ``source["files"]`` (a recorded ``source()``) whose SHA-256 differs
@@ -99,7 +110,7 @@ class ModelRef(str):
         path = _module_file(self.module, str(self))
         if not path:
             return sorted(recorded)
-        root = _root_of(self.module, Path(path))
+        root = _root_of(self.module, Path(path)) or Path(path).parent
         out = []
         for rel, digest in sorted(recorded.items()):
             f = root / rel
@@ -115,14 +126,26 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _root_of(name: str, file: Path) -> Path:
-    """The folder on ``sys.path`` that module ``name`` (at ``file``) is found in."""
+#: Most files ``code_files`` reads (a folder shared with copies of libraries, for example
+#: ``pip install --target``, is not crawled whole).
+MAX_CODE_FILES = 2000
+
+
+def _root_of(name: str, file: Path) -> Path | None:
+    """The folder on ``sys.path`` that module ``name`` (at ``file``) is found in, or None
+    where the file does not lie at ``name``'s place below a folder (a package that extends
+    its ``__path__``, for example)."""
     depth = len(name.split(".")) - (0 if file.name == "__init__.py" else 1)
-    return file.parents[depth]
+    if depth >= len(file.parents):
+        return None
+    root = file.parents[depth]
+    found = _find(root, name)
+    return root if found and found[-1][0] == file else None
 
 
 def _library_folders() -> set[Path]:
     """Folders of installed and standard-library code (their modules are not the user's)."""
+    import site
     import sysconfig
 
     out = set()
@@ -130,82 +153,134 @@ def _library_folders() -> set[Path]:
         p = sysconfig.get_paths().get(key)
         if p:
             out.add(Path(p).resolve())
-    import site
-
     for p in [*getattr(site, "getsitepackages", list)(), site.getusersitepackages()]:
         out.add(Path(p).resolve())
     return out
 
 
-def _find(root: Path, name: str) -> list[Path]:
-    """The files importing ``name`` from ``root`` runs: each package's ``__init__.py`` on
-    the way and the module's own file (empty where ``root`` does not hold it)."""
+def _installed(root: Path) -> bool:
+    """Whether ``root`` holds installed packages: a library folder of this Python, or a
+    folder with installers' records (``pip install --target``, vendored copies)."""
+    if root.resolve() in _library_folders():
+        return True
+    try:
+        return any(p.suffix in (".dist-info", ".egg-info") for p in root.iterdir())
+    except OSError:
+        return False
+
+
+def _find(root: Path, name: str) -> list[tuple[Path, str]]:
+    """What importing ``name`` from ``root`` runs, as (file, its dotted name): each package's
+    ``__init__.py`` on the way and the module's own file, found as Python's path finder finds
+    them (a folder with ``__init__.py``, else ``part.py``, else a folder without: a namespace
+    package); empty where ``root`` does not hold ``name``'s first part. Paths are below
+    ``root`` as written (a symbolic link is not followed to its target's name)."""
     parts = name.split(".")
-    out = []
+    out: list[tuple[Path, str]] = []
     folder = root
     for i, part in enumerate(parts):
+        dotted = ".".join(parts[:i + 1])
         pkg, mod = folder / part, folder / f"{part}.py"
-        if pkg.is_dir():
-            if (pkg / "__init__.py").is_file():
-                out.append(pkg / "__init__.py")
+        if (pkg / "__init__.py").is_file():
+            out.append((pkg / "__init__.py", dotted))
             folder = pkg
         elif mod.is_file():  # a module: any later part is one of its attributes
-            out.append(mod)
+            out.append((mod, dotted))
             return out
+        elif pkg.is_dir():  # a namespace package
+            folder = pkg
         else:  # an attribute of the package found so far, or nothing of root's
             return out if i else []
     return out
+
+
+def _skipped_blocks(tree) -> set[int]:
+    """Ids of the statements under ``if TYPE_CHECKING:`` and ``if __name__ ==
+    "__main__":`` (not run when a module is imported)."""
+    import ast
+
+    def never_on_import(test) -> bool:
+        if isinstance(test, ast.Name | ast.Attribute):
+            return (test.id if isinstance(test, ast.Name) else test.attr) == "TYPE_CHECKING"
+        return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
+                and test.left.id == "__name__" and len(test.comparators) == 1
+                and isinstance(test.comparators[0], ast.Constant)
+                and test.comparators[0].value == "__main__")
+
+    out: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and never_on_import(node.test):
+            out.update(id(n) for stmt in node.body for n in ast.walk(stmt))
+    return out
+
+
+def _imported_names(tree, module: str, is_package: bool) -> list[str]:
+    """The dotted names the import statements of a module ``module`` name (relative ones
+    resolved against its package), outside the blocks ``_skipped_blocks`` gives."""
+    import ast
+
+    skip = _skipped_blocks(tree)
+    package = module if is_package else module.rpartition(".")[0]
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
+        if isinstance(node, ast.Import):
+            names.extend(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".") if package else []
+                if node.level - 1 > len(base):
+                    continue  # beyond the top package: its import fails on its own
+                base = base[:len(base) - (node.level - 1)]
+                stem = ".".join([*base, *([node.module] if node.module else [])])
+            else:
+                stem = node.module or ""
+            if stem:
+                names.append(stem)
+                names.extend(f"{stem}.{a.name}" for a in node.names if a.name != "*")
+    return names
 
 
 def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
     """The user's code that module ``name`` (at ``file``) runs when imported: its own file,
     its packages' ``__init__.py`` and, recursively, every module of the same folder on
     ``sys.path`` that one of those files imports (``import a.b``, ``from a import b``,
-    ``from . import b``, at any place in the file), as paths relative to that folder, with
-    that folder. Found by reading the files (``ast``), not by running them. Not followed:
-    poisoncert, modules outside that folder, and, where the folder is one of installed
-    packages, other top-level packages than the module's own. A module imported by a computed
-    name (``importlib.import_module(text)``) is not seen."""
+    relative imports, at any place in a file but under ``if TYPE_CHECKING:`` or ``if
+    __name__ == "__main__":``), each read under its own dotted name, as paths relative to that
+    folder (``/``-separated), with that folder. Found by reading the files (``ast``), not by
+    running them. Not followed: poisoncert, modules outside that folder, other top-level
+    packages than the module's own where the folder holds installed packages (``_installed``),
+    and more than ``MAX_CODE_FILES`` files. A module imported by a computed name
+    (``importlib.import_module(text)``) is not seen. Where the module does not lie at its
+    name's place (a package that extends its ``__path__``), its own file alone."""
     import ast
 
     root = _root_of(name, file)
+    if root is None:
+        return file.parent, [file.name]
     top = name.split(".")[0]
-    installed = root.resolve() in _library_folders()
+    installed = _installed(root)
 
     def followed(mod: str) -> bool:
         first = mod.split(".")[0]
         return first != "poisoncert" and (not installed or first == top)
 
-    seen: dict[Path, None] = {}
-    todo = [(p, name) for p in _find(root, name)] or [(file, name)]
-    while todo:
+    seen: dict[Path, str] = {}
+    todo = list(_find(root, name))
+    while todo and len(seen) < MAX_CODE_FILES:
         path, mod = todo.pop()
         if path in seen:
             continue
-        seen[path] = None
-        package = mod if path.name == "__init__.py" else mod.rpartition(".")[0]
+        seen[path] = mod
         try:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (SyntaxError, ValueError, OSError):
             continue  # its import fails with its own error
-        for node in ast.walk(tree):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")
-                    base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
-                    stem = ".".join(p for p in [*base, node.module or ""] if p)
-                else:
-                    stem = node.module or ""
-                names = [stem] + [f"{stem}.{a.name}" for a in node.names if a.name != "*"]
-            for n in names:
-                if n and followed(n):
-                    todo.extend((p, n) for p in _find(root, n) if p not in seen)
-    rels = sorted({p.resolve().relative_to(root.resolve()).as_posix() for p in seen
-                   if p.resolve().is_relative_to(root.resolve())})
-    return root, rels
+        for n in _imported_names(tree, mod, path.name == "__init__.py"):
+            if followed(n):
+                todo.extend(f for f in _find(root, n) if f[0] not in seen)
+    return root, sorted(p.relative_to(root).as_posix() for p in seen)
 
 
 def _module_file(name: str, ref: str) -> str | None:
