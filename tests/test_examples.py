@@ -212,12 +212,25 @@ def test_code_files_reads_each_file_under_its_own_name(tmp_path):
     assert got == (root, ["linked/helper.py", "mypkg/__init__.py", "mypkg/models/__init__.py",
                           "mypkg/models/blocks.py", "mypkg/models/layers.py",
                           "mypkg/models/net.py", "mypkg/registry.py", "utils.py"])
-    # beside copies of libraries (pip install --target): the module's own package only
-    _package(tmp_path / "t", {"m/__init__.py": "", "m/net.py": "import numpy\nfrom m import h\n",
-                              "m/h.py": "", "numpy/__init__.py": "import numpy.core\n",
-                              "numpy/core.py": "", "numpy-2.0.dist-info/METADATA": ""})
+    # beside copies of libraries (pip install --target): not the packages their records list;
+    # a project's own *.egg-info (an editable install) stops nothing
+    _package(tmp_path / "t", {
+        "m/__init__.py": "", "m/h.py": "", "common.py": "", "m.egg-info/PKG-INFO": "",
+        "m/net.py": "import numpy\nfrom m import h\nimport common\n",
+        "numpy/__init__.py": "import numpy.core\n", "numpy/core.py": "",
+        "numpy-2.0.dist-info/RECORD": "numpy/__init__.py,sha256=x,1\nnumpy/core.py,,\n"})
     assert code_files("m.net", tmp_path / "t" / "m" / "net.py")[1] == [
-        "m/__init__.py", "m/h.py", "m/net.py"]
+        "common.py", "m/__init__.py", "m/h.py", "m/net.py"]
+    # star imports of a package (its __all__), literal import_module / __import__, a test
+    # of __name__ that runs on import, and no relative import past the top package
+    _package(tmp_path / "s", {
+        "q/__init__.py": "__all__ = ['sub']\nfrom ..beyond import x\n", "q/sub.py": "",
+        "q/lazy.py": "", "q/dunder.py": "", "q/other.py": "", "beyond.py": "",
+        "q/net.py": "import importlib\nfrom q import *\n"
+                    "importlib.import_module('.lazy', __package__)\n__import__('q.dunder')\n"
+                    "if __name__ != '__main__':\n    from . import other\n"})
+    assert code_files("q.net", tmp_path / "s" / "q" / "net.py")[1] == [
+        "q/__init__.py", "q/dunder.py", "q/lazy.py", "q/net.py", "q/other.py", "q/sub.py"]
     # a package that extends its __path__: the module lies elsewhere than its name says
     _package(tmp_path / "p", {"impl/net.py": "import x\n", "x.py": ""})
     assert code_files("pkg.sub.net", tmp_path / "p" / "impl" / "net.py") == (

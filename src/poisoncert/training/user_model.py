@@ -126,9 +126,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-#: Most files ``code_files`` reads (a folder shared with copies of libraries, for example
-#: ``pip install --target``, is not crawled whole).
-MAX_CODE_FILES = 2000
+#: Most files ``code_files`` reads (3,000 small modules took 1.9 s).
+MAX_CODE_FILES = 10_000
 
 
 def _root_of(name: str, file: Path) -> Path | None:
@@ -158,15 +157,30 @@ def _library_folders() -> set[Path]:
     return out
 
 
-def _installed(root: Path) -> bool:
-    """Whether ``root`` holds installed packages: a library folder of this Python, or a
-    folder with installers' records (``pip install --target``, vendored copies)."""
+def _installed_tops(root: Path) -> set[str] | None:
+    """Top-level names of packages installed in ``root``, which are not the user's code:
+    None for a library folder of this Python (only the module's own package is followed
+    there), else the names that ``*.dist-info`` records (``pip install --target``, vendored
+    copies) list: usually none (a project's own ``*.egg-info``, from an editable install,
+    records no copies)."""
     if root.resolve() in _library_folders():
-        return True
+        return None
+    out: set[str] = set()
     try:
-        return any(p.suffix in (".dist-info", ".egg-info") for p in root.iterdir())
+        infos = [p for p in root.iterdir() if p.suffix == ".dist-info" and p.is_dir()]
     except OSError:
-        return False
+        return out
+    for info in infos:
+        try:
+            lines = (info / "RECORD").read_text(errors="replace").splitlines()
+        except OSError:
+            lines = []
+        for line in lines:
+            first = line.split(",", 1)[0].split("/", 1)[0]
+            if first and not first.startswith(".") and not first.endswith(".dist-info") \
+                    and first != "__pycache__":
+                out.add(first.removesuffix(".py"))
+    return out
 
 
 def _find(root: Path, name: str) -> list[tuple[Path, str]]:
@@ -202,10 +216,12 @@ def _skipped_blocks(tree) -> set[int]:
     def never_on_import(test) -> bool:
         if isinstance(test, ast.Name | ast.Attribute):
             return (test.id if isinstance(test, ast.Name) else test.attr) == "TYPE_CHECKING"
-        return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
-                and test.left.id == "__name__" and len(test.comparators) == 1
-                and isinstance(test.comparators[0], ast.Constant)
-                and test.comparators[0].value == "__main__")
+        if not (isinstance(test, ast.Compare) and len(test.comparators) == 1
+                and isinstance(test.ops[0], ast.Eq | ast.Is)):
+            return False
+        pair = {type(x).__name__: x for x in (test.left, test.comparators[0])}
+        return (set(pair) == {"Name", "Constant"} and pair["Name"].id == "__name__"
+                and pair["Constant"].value == "__main__")
 
     out: set[int] = set()
     for node in ast.walk(tree):
@@ -221,6 +237,15 @@ def _imported_names(tree, module: str, is_package: bool) -> list[str]:
 
     skip = _skipped_blocks(tree)
     package = module if is_package else module.rpartition(".")[0]
+
+    def absolute(level: int, rest: str | None, against: str) -> str | None:
+        if not level:
+            return rest
+        base = against.split(".") if against else []
+        if level - 1 >= len(base):
+            return None  # beyond the top package: that import fails on its own
+        return ".".join([*base[:len(base) - (level - 1)], *([rest] if rest else [])])
+
     names: list[str] = []
     for node in ast.walk(tree):
         if id(node) in skip:
@@ -228,18 +253,59 @@ def _imported_names(tree, module: str, is_package: bool) -> list[str]:
         if isinstance(node, ast.Import):
             names.extend(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".") if package else []
-                if node.level - 1 > len(base):
-                    continue  # beyond the top package: its import fails on its own
-                base = base[:len(base) - (node.level - 1)]
-                stem = ".".join([*base, *([node.module] if node.module else [])])
-            else:
-                stem = node.module or ""
+            stem = absolute(node.level, node.module, package)
             if stem:
                 names.append(stem)
-                names.extend(f"{stem}.{a.name}" for a in node.names if a.name != "*")
+                names.extend(f"{stem}.{a.name}" for a in node.names)  # "*": its __all__
+        elif isinstance(node, ast.Call):
+            names.extend(n for n in [_literal_import(node, module, package, absolute)] if n)
     return names
+
+
+def _literal_import(call, module: str, package: str, absolute) -> str | None:
+    """The module ``importlib.import_module("x")`` / ``import_module(".x", __package__)`` /
+    ``__import__("x")`` names with a literal text, else None."""
+    import ast
+
+    f = call.func
+    fname = f.id if isinstance(f, ast.Name) else f.attr if isinstance(f, ast.Attribute) else ""
+    if fname not in ("import_module", "__import__") or not call.args or not (
+            isinstance(call.args[0], ast.Constant) and isinstance(call.args[0].value, str)):
+        return None
+    text = call.args[0].value
+    level = len(text) - len(text.lstrip("."))
+    if not level or fname == "__import__":
+        return text if not level else None
+    anchor = call.args[1] if len(call.args) > 1 else next(
+        (k.value for k in call.keywords if k.arg == "package"), None)
+    if isinstance(anchor, ast.Name) and anchor.id in ("__package__", "__name__"):
+        against = package if anchor.id == "__package__" else module
+    elif isinstance(anchor, ast.Constant) and isinstance(anchor.value, str):
+        against = anchor.value
+    else:
+        return None
+    return absolute(level, text[level:] or None, against)
+
+
+def _all_names(path: Path) -> list[str]:
+    """The literal ``__all__`` of a package's ``__init__.py`` (what ``from p import *``
+    imports: its names that are submodules are imported)."""
+    import ast
+
+    try:
+        tree = ast.parse(path.read_bytes())
+    except (SyntaxError, ValueError, OSError):
+        return []
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                return []
+            return [v for v in value if isinstance(v, str)] if isinstance(
+                value, list | tuple) else []
+    return []
 
 
 def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
@@ -249,10 +315,12 @@ def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
     relative imports, at any place in a file but under ``if TYPE_CHECKING:`` or ``if
     __name__ == "__main__":``), each read under its own dotted name, as paths relative to that
     folder (``/``-separated), with that folder. Found by reading the files (``ast``), not by
-    running them. Not followed: poisoncert, modules outside that folder, other top-level
-    packages than the module's own where the folder holds installed packages (``_installed``),
-    and more than ``MAX_CODE_FILES`` files. A module imported by a computed name
-    (``importlib.import_module(text)``) is not seen. Where the module does not lie at its
+    running them, with ``importlib.import_module`` / ``__import__`` of a literal name, and
+    the submodules a package's literal ``__all__`` names for ``from package import *``. Not
+    followed: poisoncert, modules outside that folder, packages installed there
+    (``_installed_tops``), and more than ``MAX_CODE_FILES`` files. A module imported by a
+    computed name (``importlib.import_module(text)``, a registry importing its folder) is
+    not seen. Where the module does not lie at its
     name's place (a package that extends its ``__path__``), its own file alone."""
     import ast
 
@@ -260,11 +328,12 @@ def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
     if root is None:
         return file.parent, [file.name]
     top = name.split(".")[0]
-    installed = _installed(root)
+    installed = _installed_tops(root)
 
     def followed(mod: str) -> bool:
         first = mod.split(".")[0]
-        return first != "poisoncert" and (not installed or first == top)
+        return first != "poisoncert" and (first == top if installed is None else
+                                          first == top or first not in installed)
 
     seen: dict[Path, str] = {}
     todo = list(_find(root, name))
@@ -278,8 +347,13 @@ def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
         except (SyntaxError, ValueError, OSError):
             continue  # its import fails with its own error
         for n in _imported_names(tree, mod, path.name == "__init__.py"):
-            if followed(n):
-                todo.extend(f for f in _find(root, n) if f[0] not in seen)
+            if not followed(n):
+                continue
+            found = _find(root, n.removesuffix(".*"))
+            if n.endswith(".*") and found and found[-1][0].name == "__init__.py":
+                stem = n[:-2]  # from a package import *: the submodules its __all__ names
+                found += [f for m in _all_names(found[-1][0]) for f in _find(root, f"{stem}.{m}")]
+            todo.extend(f for f in found if f[0] not in seen)
     return root, sorted(p.relative_to(root).as_posix() for p in seen)
 
 
