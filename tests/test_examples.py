@@ -283,10 +283,22 @@ def test_a_factory_whose_network_does_not_fit_is_one_line_and_writes_nothing(tmp
                                   "def wrong_out(input_shape, n_classes):\n"
                                   "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n\n\n"
                                   "def wrong_in(input_shape, n_classes):\n"
-                                  "    return nn.Sequential(nn.Flatten(), nn.Linear(100, 10))\n"})
-    cases = {"wrong_out": "(for 2 training inputs it returned torch.float32 (2, 3))",
-             "wrong_in": "(its forward on 2 training inputs failed: RuntimeError: mat1 and "
-                         "mat2 shapes cannot be multiplied"}
+                                  "    return nn.Sequential(nn.Flatten(), nn.Linear(100, 10))\n"
+                                  "\n\nclass Aux(nn.Module):\n"
+                                  "    def __init__(self):\n"
+                                  "        super().__init__()\n"
+                                  "        self.fc = nn.Linear(64, 10)\n\n"
+                                  "    def forward(self, x):\n"
+                                  "        y = self.fc(x.flatten(1))\n"
+                                  "        return (y, y) if self.training else y\n\n\n"
+                                  "def aux_in_training(input_shape, n_classes):\n"
+                                  "    return Aux()\n"})
+    cases = {"wrong_out": "(in evaluation mode, for 2 training inputs it returned "
+                          "torch.float32 (2, 3))",
+             "wrong_in": "(its forward in evaluation mode on 2 training inputs failed: "
+                         "RuntimeError: mat1 and mat2 shapes cannot be multiplied",
+             "aux_in_training": "(in training mode, for 2 training inputs it returned a "
+                                "tuple)"}
     for name, words in cases.items():
         run = tmp_path / name
         r = _cli("train", CONFIG, "--run-dir", run, "-q", "--training.model", f"bad:{name}",

@@ -233,7 +233,8 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
 
 def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
     """A user's factory's module maps two training inputs to two rows of ``n_classes``
-    float logits (in evaluation mode, without gradients): else one line naming
+    float logits, in evaluation and in training mode (without gradients; torch's random
+    state restored after, so nothing the run draws changes): else one line naming
     ``training.model``, before any file is written (the engine's first step would fail
     with a traceback, leaving a run folder behind)."""
     import torch
@@ -243,22 +244,23 @@ def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
            f"inputs to logits (B, {data.n_classes})"
     x = torch.as_tensor(np.asarray(data.x_train[:2], dtype=np.float32))
     was_training = built.training
-    try:
-        built.eval()
-        with torch.no_grad():
-            out = built(x)
-    except Exception as e:  # noqa: BLE001 - the user's code: one line naming it
-        raise config_error("training.model", f"{want} (its forward on 2 training inputs "
-                           f"failed: {type(e).__name__}: {' '.join(str(e).split())})",
-                           str(model)) from None
-    finally:
-        built.train(was_training)
-    got = (f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else
-           f"{out.dtype} {tuple(out.shape)}")
-    if (not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), data.n_classes)
-            or not out.is_floating_point()):
-        raise config_error("training.model", f"{want} (for 2 training inputs it returned "
-                           f"{got})", str(model))
+    for mode in ("evaluation", "training"):
+        try:
+            built.train(mode == "training")
+            with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                out = built(x)
+        except Exception as e:  # noqa: BLE001 - the user's code: one line naming it
+            raise config_error("training.model", f"{want} (its forward in {mode} mode on 2 "
+                               f"training inputs failed: {type(e).__name__}: "
+                               f"{' '.join(str(e).split())})", str(model)) from None
+        finally:
+            built.train(was_training)
+        got = (f"a {type(out).__name__}" if not isinstance(out, torch.Tensor) else
+               f"{out.dtype} {tuple(out.shape)}")
+        if (not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), data.n_classes)
+                or not out.is_floating_point()):
+            raise config_error("training.model", f"{want} (in {mode} mode, for 2 training "
+                               f"inputs it returned {got})", str(model))
 
 
 def _check_subset_rows(cfg: ExperimentConfig, data: DataSplit, model) -> None:
