@@ -1072,6 +1072,50 @@ def test_host_state_dicts_are_exact_own_cpu_copies(device):
     assert host_state_dicts([]) == []
 
 
+def test_draws_random_probes_a_copy_and_restores_the_random_state():
+    """``fast.draws_random``: a forward drawing random numbers outside ``nn.Dropout`` (which
+    ``vmap`` cannot keep per classifier) is seen; the model's own buffers and torch's random
+    state are as before; such a user model trains (one at a time) to the reference path's
+    predictions."""
+    from torch.nn import functional as F
+
+    from poisoncert.training.fast import draws_random
+
+    class Noisy(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bn = torch.nn.BatchNorm1d(4)
+            self.fc = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            return self.fc(F.dropout(self.bn(x), 0.5, self.training))
+
+    torch.manual_seed(0)
+    m, x = Noisy(), torch.randn(2, 4)
+    plain = torch.nn.Sequential(torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3))
+    state = torch.get_rng_state()
+    assert draws_random(m, x) and not draws_random(plain, x)
+    assert draws_random(m, x.double())  # the probe takes the input's dtype
+    assert torch.equal(torch.get_rng_state(), state)
+    assert torch.equal(m.bn.running_mean, torch.zeros(4)) and int(m.bn.num_batches_tracked) == 0
+    xs, ys, xt, _ = _digits()
+    xs, ys, xt = xs[:200], ys[:200], xt[:40]
+    subs, seeds = _subsets(200, 4, 30)
+    cfg = TrainConfig(model=lambda shape, n: torch.nn.Sequential(
+        torch.nn.Flatten(), _FDropout(), torch.nn.Linear(64, n)), steps=5, batch_size=8,
+        group_size=2)
+    fast = train_predict(xs, ys, subs, seeds, xt, cfg, n_classes=10)
+    ref = train_predict(xs, ys, subs, seeds, xt, cfg, n_classes=10, path="reference")
+    np.testing.assert_array_equal(fast, ref)
+
+
+class _FDropout(torch.nn.Module):
+    """Dropout through ``F.dropout``: no ``nn.Dropout`` module for ``stacking`` to see."""
+
+    def forward(self, x):
+        return torch.nn.functional.dropout(x, 0.5, self.training)
+
+
 def test_weights_metadata_that_does_not_describe_the_file_is_refused():
     """``unflatten``: indices as the writer writes them (ASCII digits, no leading zero), an
     ``absent`` list of distinct indices in order, stacks of the right length."""

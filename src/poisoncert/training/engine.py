@@ -46,7 +46,7 @@ import torch
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.selection import init_seed, module_seed
-from poisoncert.training.fast import batch_dependent, path_stacking, stacking
+from poisoncert.training.fast import batch_dependent, draws_random, path_stacking, stacking
 from poisoncert.training.graphed import model_obstacle, train_graphed
 from poisoncert.training.groups import auto_group_size
 from poisoncert.training.inference import evaluate, precision
@@ -109,6 +109,8 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
               for s in task.seeds]
     kind = None if settings.path in ("reference", "graphed") else stacking(
         models[0], how=path_stacking(settings.path, device, cfg.model))
+    if kind == "vmap" and draws_random(models[0], x[:2]):
+        kind = None  # its forward draws random numbers (not in nn.Dropout): one at a time
     # each classifier's draws from its own generator: by threads on CUDA (1.2 s for 250
     # classifiers of the improved learner on one AMD EPYC core, the device idle meanwhile)
     draws = map_threads(lambda ss: sample_minibatches(

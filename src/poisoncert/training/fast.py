@@ -102,6 +102,25 @@ def _random_modules(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
 
 
+def draws_random(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``model``'s forward in training mode on ``x`` draws from torch's random
+    generators (``F.dropout``, ``torch.randn_like`` and the like, outside ``nn.Dropout``
+    modules, which ``stacking`` sees without running anything): ``vmap`` keeps no stream per
+    classifier, so such a model trains one classifier at a time. Run on a copy of the model,
+    without gradients, torch's random state restored after; a forward that fails says
+    False (training reports its own error)."""
+    probe = copy.deepcopy(model).to(device=x.device, dtype=x.dtype).train()
+    cuda = x.device.type == "cuda"
+    with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if cuda else []):
+        before = (torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None)
+        try:
+            probe(x)
+        except Exception:  # noqa: BLE001 - the user's code: training reports it
+            return False
+        after = (torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None)
+    return not torch.equal(before[0], after[0]) or (cuda and not torch.equal(before[1], after[1]))
+
+
 def state_dict_is_own(model: nn.Module) -> bool:
     """Whether the module's state dict is one entry per parameter and buffer: not so for a
     tied parameter (two names) or a non-persistent buffer (none), whose stacked state dicts
