@@ -1096,6 +1096,10 @@ def test_draws_random_probes_a_copy_and_restores_the_random_state():
     state = torch.get_rng_state()
     assert draws_random(m, x) and not draws_random(plain, x)
     assert draws_random(m, x.double())  # the probe takes the input's dtype
+    import threading
+
+    m.lock = threading.Lock()  # a model that cannot be copied: not probed (training reports)
+    assert not draws_random(m, x)
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.equal(m.bn.running_mean, torch.zeros(4)) and int(m.bn.num_batches_tracked) == 0
     xs, ys, xt, _ = _digits()

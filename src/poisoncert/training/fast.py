@@ -109,12 +109,11 @@ def draws_random(model: nn.Module, x: torch.Tensor) -> bool:
     classifier, so such a model trains one classifier at a time. Run on a copy of the model,
     without gradients, torch's random state restored after; a forward that fails says
     False (training reports its own error)."""
-    probe = copy.deepcopy(model).to(device=x.device, dtype=x.dtype).train()
     cuda = x.device.type == "cuda"
     with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if cuda else []):
         before = (torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None)
         try:
-            probe(x)
+            copy.deepcopy(model).to(device=x.device, dtype=x.dtype).train()(x)
         except Exception:  # noqa: BLE001 - the user's code: training reports it
             return False
         after = (torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None)
