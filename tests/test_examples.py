@@ -179,7 +179,7 @@ def test_the_code_a_model_imports_is_found_by_reading_it(tmp_path):
     assert code_files("top", tmp_path / "top.py") == (tmp_path, ["sibling.py", "top.py"])
 
 
-def test_code_files_reads_each_file_under_its_own_name(tmp_path):
+def test_code_files_reads_each_file_under_its_own_name(tmp_path, monkeypatch):
     """Relative imports resolve against the package of the file that holds them (also in a
     package's ``__init__.py`` and in a module reached by ``from pkg.mod import f``); a module
     ``x.py`` wins over a folder ``x/`` without ``__init__.py``, as in Python's import; imports
@@ -221,6 +221,13 @@ def test_code_files_reads_each_file_under_its_own_name(tmp_path):
         "numpy-2.0.dist-info/RECORD": "numpy/__init__.py,sha256=x,1\nnumpy/core.py,,\n"})
     assert code_files("m.net", tmp_path / "t" / "m" / "net.py")[1] == [
         "common.py", "m/__init__.py", "m/h.py", "m/net.py"]
+    # a module installed in a library folder: its own files, not a crawl of the library
+    import poisoncert.training.user_model as um
+
+    with monkeypatch.context() as mp:
+        mp.setattr(um, "_installed_tops", lambda root: None)
+        assert code_files("m.net", tmp_path / "t" / "m" / "net.py")[1] == [
+            "m/__init__.py", "m/net.py"]
     # star imports of a package (its __all__), literal import_module / __import__, a test
     # of __name__ that runs on import, and no relative import past the top package
     _package(tmp_path / "s", {
@@ -245,7 +252,8 @@ def test_changed_code_a_model_imports_is_refused(tmp_path):
         "hp/__init__.py": "",
         "hp/act.py": "import torch\n\ndef act(x):\n    return torch.relu(x)\n",
         "hp/other.py": "",
-        "hp/net.py": "from torch import nn\n\nfrom .act import act\n\n\n"
+        "hp/net.py": "from torch import nn\n\ntry:\n    from .fast_act import act\n"
+                     "except ImportError:\n    from .act import act\n\n\n"
                      "class Net(nn.Module):\n"
                      "    def __init__(self, d, n):\n"
                      "        super().__init__()\n"
@@ -269,17 +277,33 @@ def test_changed_code_a_model_imports_is_refused(tmp_path):
     act.write_text(act.read_text().replace("torch.relu(x)", "-torch.relu(x)"))
     r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
     assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
-    assert r.stderr.startswith(f"error: The model code {act}, which 'hp.net:factory' imports, "
-                               "has changed since the run was trained"), r.stderr
+    assert r.stderr.startswith(f"error: The model code {act} of 'hp.net:factory' (its module "
+                               "or a file the module imports) has changed since the run was "
+                               "trained"), r.stderr
     r = _cli("update", run, "--out", tmp_path / "u", "--remove", "1", cwd=tmp_path, check=False)
     assert r.returncode == 1 and str(act) in r.stderr and "restore the code" in r.stderr
+    act.write_text(act.read_text().replace("-torch.relu(x)", "torch.relu(x)"))
+    _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path)  # restored: accepted again
+    # a fallback module that appears (try: from .fast import act / except ImportError) and
+    # a changed package __init__.py, which is refused before it runs
+    fast = tmp_path / "hp" / "fast_act.py"
+    fast.write_text("import torch\n\ndef act(x):\n    return -x\n")
+    r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and str(fast) in r.stderr and "was added" in r.stderr, r.stderr
+    fast.unlink()
+    init = tmp_path / "hp" / "__init__.py"
+    init.write_text("raise SystemExit('this package must not run')\n")
+    r = _cli("predict", run, tmp_path / "x.npz", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and str(init) in r.stderr, r.stderr
+    assert "must not run" not in r.stdout + r.stderr
+    init.write_text("")
 
 
 def test_a_factory_whose_network_does_not_fit_is_one_line_and_writes_nothing(tmp_path):
     """A user's network that returns logits of the wrong shape, or whose forward fails on the
     data's inputs, is refused before the run folder is made (it was a traceback from the
     engine's first step, and a run folder was left behind)."""
-    _package(tmp_path, {"bad.py": "from torch import nn\n\n\n"
+    _package(tmp_path, {"bad.py": "import torch\nfrom torch import nn\n\n\n"
                                   "def wrong_out(input_shape, n_classes):\n"
                                   "    return nn.Sequential(nn.Flatten(), nn.Linear(64, 3))\n\n\n"
                                   "def wrong_in(input_shape, n_classes):\n"
@@ -292,13 +316,20 @@ def test_a_factory_whose_network_does_not_fit_is_one_line_and_writes_nothing(tmp
                                   "        y = self.fc(x.flatten(1))\n"
                                   "        return (y, y) if self.training else y\n\n\n"
                                   "def aux_in_training(input_shape, n_classes):\n"
-                                  "    return Aux()\n"})
+                                  "    return Aux()\n\n\n"
+                                  "class Noisy(Aux):\n"
+                                  "    def forward(self, x):\n"
+                                  "        return self.fc(x.flatten(1) + torch.randn_like("
+                                  "x.flatten(1)))\n\n\n"
+                                  "def noisy(input_shape, n_classes):\n"
+                                  "    return Noisy()\n"})
     cases = {"wrong_out": "(in evaluation mode, for 2 training inputs it returned "
                           "torch.float32 (2, 3))",
              "wrong_in": "(its forward in evaluation mode on 2 training inputs failed: "
                          "RuntimeError: mat1 and mat2 shapes cannot be multiplied",
              "aux_in_training": "(in training mode, for 2 training inputs it returned a "
-                                "tuple)"}
+                                "tuple)",
+             "noisy": ", drawing no random numbers in evaluation mode (its forward did"}
     for name, words in cases.items():
         run = tmp_path / name
         r = _cli("train", CONFIG, "--run-dir", run, "-q", "--training.model", f"bad:{name}",
@@ -306,6 +337,6 @@ def test_a_factory_whose_network_does_not_fit_is_one_line_and_writes_nothing(tmp
         assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
         assert r.stderr.startswith("error: The 'training.model' parameter of the config must "
                                    "be a model whose forward maps a batch (B, 1, 8, 8) of float "
-                                   "inputs to logits (B, 10) "), r.stderr
+                                   "inputs to logits (B, 10)"), r.stderr
         assert words in r.stderr and f"Got 'bad:{name}' instead." in r.stderr, r.stderr
         assert not run.exists()

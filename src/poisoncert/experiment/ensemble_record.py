@@ -133,16 +133,19 @@ def check_model_source(cfg: ExperimentConfig, source: dict | None, *,
     model = cfg.training.model
     if not source or not source.get("sha256") or not hasattr(model, "source"):
         return
+    # the files the module imports, its own among them (runs that recorded them), first:
+    # found and read without importing anything (a changed package __init__.py must not run)
+    changed = model.changed_files(source)
+    if changed:
+        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+        raise RunError(f"The model code {changed[0]}{more} of '{model}' (its module or a "
+                       f"file the module imports) has changed since {when} (or is gone, or "
+                       f"was added): {then}.")
     file, digest = model.module_sha256()
     if digest != source["sha256"]:
         raise RunError(f"The model code {file} of '{model}' has changed since "
                        f"{when} (SHA-256 {source['sha256'][:12]}... then, "
                        f"{str(digest)[:12]}... now): {then}.")
-    changed = model.changed_files(source)  # the code it imports (runs that recorded it)
-    if changed:
-        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-        raise RunError(f"The model code {changed[0]}{more}, which '{model}' imports, has "
-                       f"changed since {when} (or is gone): {then}.")
 
 
 def model_source(cfg: ExperimentConfig) -> dict | None:

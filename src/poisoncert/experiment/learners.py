@@ -248,7 +248,9 @@ def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
         try:
             built.train(mode == "training")
             with torch.no_grad(), torch.random.fork_rng(devices=[]):
+                state = torch.get_rng_state()
                 out = built(x)
+                drew = not torch.equal(state, torch.get_rng_state())
         except Exception as e:  # noqa: BLE001 - the user's code: one line naming it
             raise config_error("training.model", f"{want} (its forward in {mode} mode on 2 "
                                f"training inputs failed: {type(e).__name__}: "
@@ -261,6 +263,10 @@ def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
                 or not out.is_floating_point()):
             raise config_error("training.model", f"{want} (in {mode} mode, for 2 training "
                                f"inputs it returned {got})", str(model))
+        if drew and mode == "evaluation":
+            raise config_error("training.model", f"{want}, drawing no random numbers in "
+                               "evaluation mode (its forward did: its predictions, and so "
+                               "the certificates, could not be reproduced)", str(model))
 
 
 def _check_subset_rows(cfg: ExperimentConfig, data: DataSplit, model) -> None:

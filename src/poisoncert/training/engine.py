@@ -109,7 +109,8 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
               for s in task.seeds]
     kind = None if settings.path in ("reference", "graphed") else stacking(
         models[0], how=path_stacking(settings.path, device, cfg.model))
-    if kind == "vmap" and draws_random(models[0], x[:2]):
+    if kind == "vmap" and draws_random(models[0], x[:2].expand(2, *x.shape[1:])
+                                       if len(x) == 1 else x[:2]):
         kind = None  # its forward draws random numbers (not in nn.Dropout): one at a time
     # each classifier's draws from its own generator: by threads on CUDA (1.2 s for 250
     # classifiers of the improved learner on one AMD EPYC core, the device idle meanwhile)

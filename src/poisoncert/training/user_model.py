@@ -88,9 +88,10 @@ class ModelRef(str):
         if path and Path(path).is_file():
             out["sha256"] = _sha256(Path(path))
             if imports:
-                root, files = code_files(self.module, Path(path))
+                root, files, absent = _code_files(self.module, Path(path))
                 out["root"] = str(root)
                 out["files"] = {rel: _sha256(root / rel) for rel in files}
+                out["absent"] = absent
         return out
 
     def module_sha256(self) -> tuple[str | None, str | None]:
@@ -107,19 +108,37 @@ class ModelRef(str):
         recorded = source.get("files") or {}
         if not recorded:
             return []
-        path = _module_file(self.module, str(self))
-        if not path:
-            return sorted(recorded)
-        root = _root_of(self.module, Path(path)) or Path(path).parent
+        root = _recorded_root(source)
+        if root is None:
+            path = _module_file(self.module, str(self))  # imports the parent packages
+            if not path:
+                return sorted(recorded)
+            root = _root_of(self.module, Path(path)) or Path(path).parent
         out = []
         for rel, digest in sorted(recorded.items()):
             f = root / rel
             if not f.is_file() or _sha256(f) != digest:
                 out.append(str(f))
+        out += [str(root / rel) for rel in source.get("absent") or () if (root / rel).exists()]
         return out
 
     def __call__(self, input_shape, n_classes: int):
         return self.resolve()(tuple(input_shape), int(n_classes), **self.kwargs)
+
+
+def _recorded_root(source: Mapping[str, Any]) -> Path | None:
+    """The folder that holds the recorded module file now, found without importing anything:
+    the recorded folder, else the first of ``sys.path`` (and the working directory) that
+    holds the file at its place; None where none does."""
+    try:
+        rel = Path(source["file"]).relative_to(source["root"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    for entry in [source["root"], *sys.path, os.getcwd()]:
+        folder = Path(entry or os.getcwd())
+        if (folder / rel).is_file():
+            return folder
+    return None
 
 
 def _sha256(path: Path) -> str:
@@ -183,12 +202,14 @@ def _installed_tops(root: Path) -> set[str] | None:
     return out
 
 
-def _find(root: Path, name: str) -> list[tuple[Path, str]]:
+def _find(root: Path, name: str, absent: set[Path] | None = None) -> list[tuple[Path, str]]:
     """What importing ``name`` from ``root`` runs, as (file, its dotted name): each package's
     ``__init__.py`` on the way and the module's own file, found as Python's path finder finds
     them (a folder with ``__init__.py``, else ``part.py``, else a folder without: a namespace
     package); empty where ``root`` does not hold ``name``'s first part. Paths are below
-    ``root`` as written (a symbolic link is not followed to its target's name)."""
+    ``root`` as written (a symbolic link is not followed to its target's name). ``absent``
+    collects the files whose appearance would change that (below a package of ``root``'s: a
+    fallback ``try: from .fast import f`` whose module is added later)."""
     parts = name.split(".")
     out: list[tuple[Path, str]] = []
     folder = root
@@ -202,8 +223,12 @@ def _find(root: Path, name: str) -> list[tuple[Path, str]]:
             out.append((mod, dotted))
             return out
         elif pkg.is_dir():  # a namespace package
+            if absent is not None and i:
+                absent.update((pkg / "__init__.py", mod))
             folder = pkg
         else:  # an attribute of the package found so far, or nothing of root's
+            if absent is not None and i:
+                absent.update((pkg / "__init__.py", mod))
             return out if i else []
     return out
 
@@ -318,17 +343,27 @@ def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
     running them, with ``importlib.import_module`` / ``__import__`` of a literal name, and
     the submodules a package's literal ``__all__`` names for ``from package import *``. Not
     followed: poisoncert, modules outside that folder, packages installed there
-    (``_installed_tops``), and more than ``MAX_CODE_FILES`` files. A module imported by a
+    (``_installed_tops``; a module installed in a library folder: its own file and its
+    packages' ``__init__.py`` only), and more than ``MAX_CODE_FILES`` files. A module imported by a
     computed name (``importlib.import_module(text)``, a registry importing its folder) is
     not seen. Where the module does not lie at its
     name's place (a package that extends its ``__path__``), its own file alone."""
+
+    return _code_files(name, file)[:2]
+
+
+def _code_files(name: str, file: Path) -> tuple[Path, list[str], list[str]]:
+    """``code_files``, and the files whose appearance would change what the import runs
+    (``_find``'s ``absent``), relative to the folder too."""
     import ast
 
     root = _root_of(name, file)
     if root is None:
-        return file.parent, [file.name]
+        return file.parent, [file.name], []
     top = name.split(".")[0]
     installed = _installed_tops(root)
+    if installed is None:  # an installed package: its own files, not a crawl of the library
+        return root, sorted(p.relative_to(root).as_posix() for p, _ in _find(root, name)), []
 
     def followed(mod: str) -> bool:
         first = mod.split(".")[0]
@@ -336,7 +371,8 @@ def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
                                           first == top or first not in installed)
 
     seen: dict[Path, str] = {}
-    todo = list(_find(root, name))
+    absent: set[Path] = set()
+    todo = list(_find(root, name, absent))
     while todo and len(seen) < MAX_CODE_FILES:
         path, mod = todo.pop()
         if path in seen:
@@ -349,12 +385,14 @@ def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
         for n in _imported_names(tree, mod, path.name == "__init__.py"):
             if not followed(n):
                 continue
-            found = _find(root, n.removesuffix(".*"))
+            found = _find(root, n.removesuffix(".*"), None if n.endswith(".*") else absent)
             if n.endswith(".*") and found and found[-1][0].name == "__init__.py":
                 stem = n[:-2]  # from a package import *: the submodules its __all__ names
-                found += [f for m in _all_names(found[-1][0]) for f in _find(root, f"{stem}.{m}")]
+                found += [f for m in _all_names(found[-1][0])
+                          for f in _find(root, f"{stem}.{m}", absent)]
             todo.extend(f for f in found if f[0] not in seen)
-    return root, sorted(p.relative_to(root).as_posix() for p in seen)
+    rel = sorted(p.relative_to(root).as_posix() for p in seen)
+    return root, rel, sorted(p.relative_to(root).as_posix() for p in absent - set(seen))
 
 
 def _module_file(name: str, ref: str) -> str | None:
