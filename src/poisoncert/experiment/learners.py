@@ -239,6 +239,8 @@ def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
     with a traceback, leaving a run folder behind)."""
     import torch
 
+    from poisoncert.training.fast import forward_draws
+
     shape = tuple(data.x_train.shape[1:])
     want = f"a model whose forward maps a batch (B, {', '.join(map(str, shape))}) of float " \
            f"inputs to logits (B, {data.n_classes})"
@@ -247,10 +249,7 @@ def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
     for mode in ("evaluation", "training"):
         try:
             built.train(mode == "training")
-            with torch.no_grad(), torch.random.fork_rng(devices=[]):
-                state = torch.get_rng_state()
-                out = built(x)
-                drew = not torch.equal(state, torch.get_rng_state())
+            out, drew = forward_draws(built, x)
         except Exception as e:  # noqa: BLE001 - the user's code: one line naming it
             raise config_error("training.model", f"{want} (its forward in {mode} mode on 2 "
                                f"training inputs failed: {type(e).__name__}: "

@@ -60,6 +60,7 @@ from poisoncert.training.settings import (
     TrainConfig,
     graphed_obstacle,
 )
+from poisoncert.training.weights import same_layout
 from poisoncert.votes import ABSTAIN
 
 __all__ = [
@@ -109,8 +110,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
               for s in task.seeds]
     kind = None if settings.path in ("reference", "graphed") else stacking(
         models[0], how=path_stacking(settings.path, device, cfg.model))
-    if kind == "vmap" and draws_random(models[0], x[:2].expand(2, *x.shape[1:])
-                                       if len(x) == 1 else x[:2]):
+    if kind == "vmap" and draws_random(models[0], x):
         kind = None  # its forward draws random numbers (not in nn.Dropout): one at a time
     # each classifier's draws from its own generator: by threads on CUDA (1.2 s for 250
     # classifiers of the improved learner on one AMD EPYC core, the device idle meanwhile)
@@ -143,10 +143,7 @@ def host_state_dicts(weights: Sequence[dict]) -> list[dict]:
     one transfer, not one per classifier and name (8,000 small transfers for 1,000 small
     CNNs)."""
     first = weights[0] if weights else {}
-    on_device = any(v.device.type != "cpu" for v in first.values())
-    if on_device and all(w.keys() == first.keys() and all(
-            w[k].shape == first[k].shape and w[k].dtype == first[k].dtype
-            and w[k].device == first[k].device for k in w) for w in weights):
+    if any(v.device.type != "cpu" for v in first.values()) and same_layout(weights):
         stacked = {k: torch.stack([w[k].detach() for w in weights]).cpu() for k in first}
         return [{k: t[g].clone() for k, t in stacked.items()} for g in range(len(weights))]
     return [{k: v.detach().cpu().contiguous().clone() for k, v in w.items()} for w in weights]

@@ -62,8 +62,8 @@ from torch.nn import functional as F
 from poisoncert.training.models import MLP, LeNet5, ResNet18, SmallCNN
 
 __all__ = ["STACKINGS", "StackedFunctional", "StackedLeNet5", "StackedMLP", "StackedResNet18",
-           "StackedSmallCNN", "batch_dependent", "bmm_conv", "cmajor_conv", "fuse_avgpool",
-           "patches", "path_stacking", "row_batch_norm",
+           "StackedSmallCNN", "batch_dependent", "bmm_conv", "cmajor_conv", "draws_random",
+           "forward_draws", "fuse_avgpool", "patches", "path_stacking", "row_batch_norm",
            "shared_conv", "stack_models", "stackable", "stacking", "state_dict_is_own"]
 
 #: Formulations ``stack_models`` knows (``"auto"`` picks one per model and device).
@@ -102,22 +102,36 @@ def _random_modules(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
 
 
-def draws_random(model: nn.Module, x: torch.Tensor) -> bool:
-    """Whether ``model``'s forward in training mode on ``x`` draws from torch's random
-    generators (``F.dropout``, ``torch.randn_like`` and the like, outside ``nn.Dropout``
-    modules, which ``stacking`` sees without running anything): ``vmap`` keeps no stream per
-    classifier, so such a model trains one classifier at a time. Run on a copy of the model,
-    without gradients, torch's random state restored after; a forward that fails says
-    False (training reports its own error)."""
+def forward_draws(model: nn.Module, x: torch.Tensor) -> tuple[object, bool]:
+    """``model(x)`` without gradients, and whether it drew from torch's random generators
+    (the CPU's, and ``x``'s CUDA device's); torch's random state is restored after. The
+    forward's own exceptions propagate."""
     cuda = x.device.type == "cuda"
+
+    def state():
+        return (torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None)
+
     with torch.no_grad(), torch.random.fork_rng(devices=[x.device] if cuda else []):
-        before = (torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None)
-        try:
-            copy.deepcopy(model).to(device=x.device, dtype=x.dtype).train()(x)
-        except Exception:  # noqa: BLE001 - the user's code: training reports it
-            return False
-        after = (torch.get_rng_state(), torch.cuda.get_rng_state(x.device) if cuda else None)
-    return not torch.equal(before[0], after[0]) or (cuda and not torch.equal(before[1], after[1]))
+        before = state()
+        out = model(x)
+        after = state()
+    return out, not torch.equal(before[0], after[0]) or (
+        cuda and not torch.equal(before[1], after[1]))
+
+
+def draws_random(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether ``model``'s forward in training mode on the first two rows of ``x`` (one row
+    is repeated: BatchNorm needs two) draws from torch's random generators (``F.dropout``,
+    ``torch.randn_like`` and the like, outside ``nn.Dropout`` modules, which ``stacking``
+    sees without running anything): ``vmap`` keeps no stream per classifier, so such a model
+    trains one classifier at a time. Run on a copy of the model (``forward_draws``); a model
+    that cannot be copied or whose forward fails says False (training reports its error)."""
+    x = x[:2] if len(x) >= 2 else x[:1].expand(2, *x.shape[1:])
+    try:
+        return forward_draws(copy.deepcopy(model).to(device=x.device, dtype=x.dtype).train(),
+                             x)[1]
+    except Exception:  # noqa: BLE001 - the user's code: training reports it
+        return False
 
 
 def state_dict_is_own(model: nn.Module) -> bool:

@@ -344,11 +344,10 @@ def code_files(name: str, file: Path) -> tuple[Path, list[str]]:
     the submodules a package's literal ``__all__`` names for ``from package import *``. Not
     followed: poisoncert, modules outside that folder, packages installed there
     (``_installed_tops``; a module installed in a library folder: its own file and its
-    packages' ``__init__.py`` only), and more than ``MAX_CODE_FILES`` files. A module imported by a
-    computed name (``importlib.import_module(text)``, a registry importing its folder) is
-    not seen. Where the module does not lie at its
-    name's place (a package that extends its ``__path__``), its own file alone."""
-
+    packages' ``__init__.py`` only), and more than ``MAX_CODE_FILES`` files. A module
+    imported by a computed name (``importlib.import_module(text)``, a registry importing its
+    folder) is not seen. Where the module does not lie at its name's place (a package that
+    extends its ``__path__``), its own file alone."""
     return _code_files(name, file)[:2]
 
 
@@ -367,17 +366,16 @@ def _code_files(name: str, file: Path) -> tuple[Path, list[str], list[str]]:
 
     def followed(mod: str) -> bool:
         first = mod.split(".")[0]
-        return first != "poisoncert" and (first == top if installed is None else
-                                          first == top or first not in installed)
+        return first != "poisoncert" and (first == top or first not in installed)
 
-    seen: dict[Path, str] = {}
+    seen: set[Path] = set()
     absent: set[Path] = set()
     todo = list(_find(root, name, absent))
     while todo and len(seen) < MAX_CODE_FILES:
         path, mod = todo.pop()
         if path in seen:
             continue
-        seen[path] = mod
+        seen.add(path)
         try:
             tree = ast.parse(path.read_bytes(), filename=str(path))
         except (SyntaxError, ValueError, OSError):
@@ -392,7 +390,7 @@ def _code_files(name: str, file: Path) -> tuple[Path, list[str], list[str]]:
                           for f in _find(root, f"{stem}.{m}", absent)]
             todo.extend(f for f in found if f[0] not in seen)
     rel = sorted(p.relative_to(root).as_posix() for p in seen)
-    return root, rel, sorted(p.relative_to(root).as_posix() for p in absent - set(seen))
+    return root, rel, sorted(p.relative_to(root).as_posix() for p in absent - seen)
 
 
 def _module_file(name: str, ref: str) -> str | None:

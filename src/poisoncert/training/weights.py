@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["FORMAT_PER_CLASSIFIER", "FORMAT_STACKED", "WeightsLayoutError", "load_weights",
-           "save_weights", "unflatten", "weights_from_bytes", "weights_to_bytes"]
+           "same_layout", "save_weights", "unflatten", "weights_from_bytes", "weights_to_bytes"]
 
 FORMAT_PER_CLASSIFIER = "poisoncert.training.weights/1"
 FORMAT_STACKED = "poisoncert.training.weights/2"
@@ -42,9 +42,11 @@ def _is_index(text: str) -> bool:
     return re.fullmatch(r"0|[1-9][0-9]*", text) is not None
 
 
-def _stackable(present: list[dict]) -> bool:
-    first = present[0]
-    for sd in present[1:]:
+def same_layout(state_dicts: Sequence[dict]) -> bool:
+    """Whether the state dicts (at least one) have the same names, and for each name the same
+    shape, dtype and device: what stacking them over classifiers needs."""
+    first = state_dicts[0]
+    for sd in state_dicts[1:]:
         if sd.keys() != first.keys():
             return False
         for k, v in sd.items():
@@ -62,7 +64,7 @@ def _flatten(state_dicts: Sequence[dict | None], metadata: dict | None, stacked:
     present = [i for i, sd in enumerate(state_dicts) if sd is not None]
     meta = {str(k): str(v) for k, v in (metadata or {}).items()}
     meta["n_models"] = str(len(state_dicts))  # the layout's own keys win over the caller's
-    if stacked and (not present or _stackable([state_dicts[i] for i in present])):
+    if stacked and (not present or same_layout([state_dicts[i] for i in present])):
         tensors = {name: torch.stack([state_dicts[i][name].detach() for i in present]).cpu()
                    for name in (state_dicts[present[0]] if present else ())}  # one copy per
         absent = [i for i, sd in enumerate(state_dicts) if sd is None]  # name off a device
