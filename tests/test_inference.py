@@ -122,18 +122,36 @@ def test_predict_reports_progress_and_checks_shape():
         predict(cfg, W, xt, input_shape=(1, 16, 16), n_classes=3, output="probs")
 
 
-def test_an_interrupt_stops_the_queued_groups():
+@pytest.mark.parametrize("slow_first", [False, True])
+def test_an_interrupt_stops_the_queued_groups(monkeypatch, slow_first):
     """Ctrl-C while groups are evaluated in threads: the groups not started are dropped (the
     pool used to finish every queued group first: 48 s on a T = 256 run before the command
     could stop). The first group to finish raises; the others hold their thread for 3 s, so
     the groups running when it raises are the only others that finish (at most one per
-    thread) unless this process is starved for 3 s."""
+    thread) unless this process is starved for 3 s.
+
+    ``slow_first``: the queue's first group takes 1 s longer, so a later group raises first.
+    The error used to wait for the groups before it in the queue (a CI failure: 4 groups
+    ran while the first one held its thread)."""
     import threading
+    import time
+
+    import poisoncert.training.inference as inference
 
     x, y, xt, _ = _problem(shape=(12,))
     cfg = TrainConfig(model="mlp", steps=1, batch_size=4, group_size=2)
     _, W = train_predict_with_weights(x, y, [np.arange(10)] * 2, [1, 2], xt, cfg, n_classes=3)
     W = W * 40  # 80 classifiers: dozens of groups
+    if slow_first:
+        evaluate = inference.evaluate
+
+        def slow(sds, *args):
+            if sds[0] is W[0]:
+                time.sleep(1.0)
+            return evaluate(sds, *args)
+
+        W = [dict(w) for w in W]  # each classifier its own dict, so the first is known
+        monkeypatch.setattr(inference, "evaluate", slow)
     seen, lock = [], threading.Lock()
 
     def interrupt(k):

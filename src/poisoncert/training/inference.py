@@ -227,8 +227,10 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
                 with ThreadPoolExecutor(threads) as pool:
                     futures = [pool.submit(run, a) for a in starts]
                     try:  # the first error of any group (or Ctrl-C here) stops the others
-                        wait(futures, return_when=FIRST_EXCEPTION)
-                        for f in futures:
+                        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+                        # raise the group that failed at once, not after the groups before
+                        # it in the queue finish (they may still be running)
+                        for f in [f for f in futures if f in done] + futures:
                             f.result()
                     except BaseException:  # drop the queued groups, not run them first
                         pool.shutdown(wait=True, cancel_futures=True)
