@@ -647,25 +647,62 @@ def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):
             parse_ids(text)  # "3 4" was 34, "3_0" 30, a huge number an OverflowError
 
 
-def test_a_moved_updated_run_says_where_its_edits_are_read(tmp_path):
-    """An updated run's config names its edits file by the path it was written to: moved, it
-    still certifies and predicts; updating it says why the edits file is looked for there."""
+def test_a_moved_updated_run_reads_its_own_edits(tmp_path):
+    """An updated run's config names its edits file by the path it was written to. A moved or
+    copied run reads the edits.npz in its own folder, for every command: updating, attacking
+    and resuming it used to fail (the file was looked for at the old path), and a copy read
+    whatever edits were at the old path later."""
     import shutil
 
     from typer.testing import CliRunner
 
     from poisoncert.cli import app
+    from poisoncert.runcheck import verify_run
+    from poisoncert.runs import PREDICTIONS, RunDir
 
     run = tmp_path / "run"
     train_run(_cfg(training__steps=5), run)
     update_run(run, tmp_path / "u", Edits(remove=np.array([1, 2])))
+    update_run(tmp_path / "u", tmp_path / "v_ref", Edits(remove=np.array([3])))
     shutil.move(tmp_path / "u", tmp_path / "moved")
+    # another updated run now at the old place, with other edits
+    update_run(run, tmp_path / "u", Edits(remove=np.array([5, 6, 7])))
+    moved = tmp_path / "moved"
+    assert RunDir(moved).load_config().data.edits == str(tmp_path / "u" / "edits.npz")
+    assert verify_run(RunDir(moved))["verified"]
     runner = CliRunner()
-    r = runner.invoke(app, ["certify", str(tmp_path / "moved"), "--no-plot"])
+    r = runner.invoke(app, ["certify", str(moved), "--no-plot"])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["update", str(tmp_path / "moved"), "--out", str(tmp_path / "v"),
+    r = runner.invoke(app, ["update", str(moved), "--out", str(tmp_path / "v"),
                             "--remove", "3"])
+    assert r.exit_code == 0, r.output
+    v, ref = (RunDir(tmp_path / name) for name in ("v", "v_ref"))
+    np.testing.assert_array_equal(v.load(PREDICTIONS), ref.load(PREDICTIONS))
+    sizes = [len(split_data(rd.load_config().data).y_train) for rd in (v, ref, RunDir(run))]
+    assert sizes[0] == sizes[1] == sizes[2] - 3
+    r = runner.invoke(app, ["attack", str(moved), "--attacks", "insert", "--budgets", "1",
+                            "--targets", "2", "-q"])
+    assert r.exit_code == 0, r.output
+    res = train_run(moved / "config.yaml", moved)  # resumed: every chunk is there
+    assert res.chunks_trained == 0
+    # a new run of its config elsewhere: the path the config names, or --data.edits
+    (tmp_path / "u" / "edits.npz").unlink()
+    r = runner.invoke(app, ["train", str(moved / "config.yaml"), "--run-dir",
+                            str(tmp_path / "new"), "-q"])
     assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
     assert f"Cannot read the edits file '{tmp_path / 'u' / 'edits.npz'}'" in r.output
-    assert "a moved or copied updated run certifies and predicts" in r.output
-    assert not (tmp_path / "v").exists()
+    assert "needs --data.edits naming where that file is now" in r.output
+    assert not (tmp_path / "new").exists()
+    r = runner.invoke(app, ["train", str(moved / "config.yaml"), "--run-dir",
+                            str(tmp_path / "new"), "-q", "--data.edits",
+                            str(moved / "edits.npz")])
+    assert r.exit_code == 0, r.output
+    np.testing.assert_array_equal(RunDir(tmp_path / "new").load(PREDICTIONS),
+                                  RunDir(moved).load(PREDICTIONS))
+    # a moved run without its own edits file: the run's checksums name it
+    (moved / "edits.npz").unlink()
+    r = runner.invoke(app, ["update", str(moved), "--out", str(tmp_path / "w"),
+                            "--remove", "3"])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert f"The file '{moved / 'edits.npz'}' is missing" in r.output
+    assert not (tmp_path / "w").exists()

@@ -22,6 +22,7 @@ before checksums were recorded are checked for consistency only, with a warning.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Iterator
@@ -32,6 +33,7 @@ import numpy as np
 
 from poisoncert.config import (
     ConfigError,
+    EditsPath,
     ExperimentConfig,
     config_diff,
     config_hash,
@@ -112,6 +114,7 @@ __all__ = [
     "atomic_write",
     "chunk_ranges",
     "array_checksum",
+    "own_edits",
     "build_manifest",
     "git_revision",
     "save_bytes",
@@ -124,6 +127,24 @@ __all__ = [
 
 
 _TMP_PREFIX = ".tmp-"
+
+
+def own_edits(cfg: ExperimentConfig, run_dir: str | Path) -> ExperimentConfig:
+    """``cfg`` reading its ``data.edits`` from the run folder ``run_dir``'s own ``EDITS`` file
+    when the config names an ``EDITS`` file and the folder has one (an updated run: ``poisoncert
+    update`` writes its composed edits there and names them by the path it wrote them to).
+
+    The config's text, and so its hash, stays the path it names (``config.EditsPath``): a run
+    folder moved or copied elsewhere reads the edits it was trained with, not whatever is (or
+    is not) at its old place. The data checksum that every resume, update and check compares
+    covers the edits' content.
+    """
+    named = cfg.data.edits
+    own = Path(run_dir) / EDITS
+    if named is None or Path(named).name != EDITS or not own.is_file():
+        return cfg
+    data = dataclasses.replace(cfg.data, edits=EditsPath(str(named), str(own.absolute())))
+    return dataclasses.replace(cfg, data=data)
 
 
 # --------------------------------------------------------------------------------------------
@@ -217,9 +238,10 @@ class RunDir(ChunkFiles):
                 why = f"no {CONFIG}"
             raise RunError(f"'{self.path}' is not a poisoncert run directory ({why}).")
         try:
-            return load_config(self.path / CONFIG)
+            cfg = load_config(self.path / CONFIG)
         except ConfigError as e:
             raise RunError(f"The config of the run '{self.path}' is invalid: {e}") from None
+        return own_edits(cfg, self.path)
 
     def load_manifest(self) -> dict[str, Any]:
         """The manifest (``{}`` when there is none); a ``RunError`` naming the file when it is

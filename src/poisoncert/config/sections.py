@@ -51,6 +51,7 @@ __all__ = [
     "CertifyConfig",
     "ConfigError",
     "DataConfig",
+    "EditsPath",
     "ExecutionConfig",
     "ExperimentConfig",
     "RunConfig",
@@ -67,6 +68,25 @@ SCHEMES = (*PLAN_SCHEMES, *NEAREST_NEIGHBOURS)
 #: finite_aggregation runs that stored their base classifiers' rankings, ``run.store_ranks``).
 AGGREGATIONS = ("vote", "roe")
 DEVICES = ("cpu", "cuda")
+
+
+class EditsPath(str):
+    """``data.edits`` as a run's config records it, read from another file: ``file``.
+
+    The text is the path the config names (what the config writes, hashes and compares, as
+    for any ``str``); ``file`` is where the edits are read. ``RunDir.load_config`` gives an
+    updated run (``poisoncert update``) its own copy of its edits this way, so the run folder
+    may be moved or copied: its config still names the path it was written to.
+    """
+
+    def __new__(cls, text: str, file: str):
+        self = super().__new__(cls, text)
+        self.file = str(file)
+        return self
+
+    def __reduce__(self):
+        return (EditsPath, (str(self), self.file))
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -86,7 +106,8 @@ class DataConfig:
 
     ``edits`` names a ``.npz`` of changes to the training set (``experiment.edits``: samples
     removed, relabelled, added), applied after ``D^c`` is chosen; ``poisoncert update`` writes
-    it for the run it makes.
+    it for the run it makes (into that run's folder, where the run reads it wherever the
+    folder is moved: ``EditsPath``).
     """
 
     name: str = "digits"

@@ -27,6 +27,7 @@ import numpy as np
 
 from poisoncert import selection
 from poisoncert._validation import param_error
+from poisoncert.config import EditsPath
 
 __all__ = ["EditPlan", "Edits", "apply_edits", "changed_classifiers", "edited_bucket_ids",
            "load_edits", "relabel_changes"]
@@ -161,7 +162,8 @@ class Edits:
 
 def load_edits(path: str | Path, where: str = "data.edits") -> Edits:
     """Read an edits ``.npz`` (keys ``remove``, ``relabel_index``, ``relabel_label``,
-    ``add_x``, ``add_y``; any may be missing)."""
+    ``add_x``, ``add_y``; any may be missing). An ``EditsPath`` is read from its ``file``."""
+    path = path.file if isinstance(path, EditsPath) else path
     try:
         with np.load(path, allow_pickle=False) as z:
             unknown = sorted(set(z.files) - set(_KEYS))
@@ -172,9 +174,9 @@ def load_edits(path: str | Path, where: str = "data.edits") -> Edits:
     except OSError as e:
         from poisoncert.runlayout import EDITS
 
-        moved = (" (a run written by poisoncert update reads its edits from the folder it was "
-                 "written to: a moved or copied updated run certifies and predicts, but "
-                 "updating, attacking or resuming it needs that file at that path)"
+        moved = (f" (poisoncert update names a run's {EDITS} by the path it wrote it to; the "
+                 "run reads the one in its own folder wherever it is moved, and a new run of "
+                 "its config needs --data.edits naming where that file is now)"
                  if isinstance(e, FileNotFoundError) and Path(path).name == EDITS else "")
         raise ValueError(f"Cannot read the edits file '{path}' ({where}): "
                          f"{e.strerror or e}{moved}.") from None

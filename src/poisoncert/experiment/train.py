@@ -254,7 +254,8 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
                                                "the config"))
     rd = RunDir(run_dir)
     runs.check_writable(rd.path)
-    rd.check_config(cfg)  # refuse another run's folder before loading any data
+    if rd.check_config(cfg):  # refuse another run's folder before loading any data
+        cfg = runs.own_edits(cfg, rd.path)  # an updated run resumed: its own edits
     old_manifest = rd.load_manifest() if rd.exists() else None
     if old_manifest is not None:  # before the model's module is imported (changed code
         # must not run)
