@@ -622,6 +622,29 @@ def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
     assert all(t["retrained"] < 8 for t in res.trials if t["budget"] == 1)
 
 
+def test_attacks_on_binomial_keep_the_runs_p(tmp_path, monkeypatch):
+    """Binomial selection given by ``ns``: the certificate holds ``p = ns / n`` fixed, so an
+    attack retrains the poisoned sets with the run's ``p``. It used to take ``p = ns / m`` of
+    each poisoned set of ``m`` samples: a learner the certificate does not cover (an exact
+    counterexample with n = 4, ns = 1: certified radius 1, and one deletion flips it)."""
+    import poisoncert.experiment.retrain as retrain_mod
+
+    cfg = _cfg(selection__scheme="binomial", selection__k=None, selection__ns=200,
+               selection__T=6)
+    train_run(cfg, tmp_path / "b")
+    n = len(split_data(cfg.data).poison_idx)
+    seen, real = [], retrain_mod.retrain
+
+    def spy(ens, variants, **kw):
+        seen.extend(v.plan.p for v in variants)
+        return real(ens, variants, **kw)
+
+    monkeypatch.setattr(retrain_mod, "retrain", spy)
+    attack_run(tmp_path / "b", settings=AttackSettings(targets=2, budgets=(1, 3),
+                                                       attacks=("insert", "remove")))
+    assert len(seen) >= 4 and set(seen) == {200 / n}
+
+
 def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):
     """``--remove`` takes integers only: a float .npy was truncated (4.5 removed sample 4) and
     a text file holding 4.7 raised Python's own message."""

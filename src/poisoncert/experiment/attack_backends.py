@@ -129,7 +129,7 @@ class ClassifierBackend:
         from poisoncert.runoff import roe_predict
 
         ens = self.ens
-        vs = [variant(ens, e) for e in edits_list]
+        vs = [variant(ens, e, keep_p=True) for e in edits_list]  # the certified learner
         res = retrain(ens, vs, x_test=x_test, ranks=clean_R is not None)
         out = []
         for v, r in zip(vs, res, strict=True):

@@ -155,9 +155,17 @@ class Variant:
     changed: np.ndarray
 
 
-def variant(ens: LoadedRun, edits: Edits, *, deskew_added: bool | None = None) -> Variant:
+def variant(ens: LoadedRun, edits: Edits, *, deskew_added: bool | None = None,
+            keep_p: bool = False) -> Variant:
     """What ``edits`` change in ``ens`` (nothing is trained). Added inputs are deskewed when
-    the run's data are (``data.deskew``)."""
+    the run's data are (``data.deskew``).
+
+    ``keep_p``: binomial selection keeps the run's ``p``, where the config gives ``ns``
+    (``p = ns / n`` of the run's own set). An attack must: the certificate holds ``p`` fixed
+    (``certificates.md``), and ``p = ns / m`` of the poisoned set is another learner, whose
+    predictions the certificate does not cover. Without it (``update``), the edited set is a
+    new run's training set and its ``ns`` gives its own ``p``, as training that config anew
+    does."""
     deskew = ens.cfg.data.deskew if deskew_added is None else deskew_added
     if deskew and edits.n_added:
         from poisoncert.data.transforms import deskew as deskew_images
@@ -171,6 +179,8 @@ def variant(ens: LoadedRun, edits: Edits, *, deskew_added: bool | None = None) -
     if sel.scheme == selection.FINITE_AGGREGATION:
         plan = selection.SubsetPlan(sel.scheme, ep.poison_idx, ep.clean_idx, part_of=part_of,
                                     k=sel.k, d=sel.d)
+    elif keep_p and sel.scheme == "binomial":
+        plan = selection.SubsetPlan(sel.scheme, ep.poison_idx, ep.clean_idx, p=ens.plan.p)
     else:
         sel.size(len(ep.poison_idx))
         plan = selection.SubsetPlan(sel.scheme, ep.poison_idx, ep.clean_idx, ns=sel.ns,
