@@ -300,7 +300,7 @@ GOOD = dict(scheme="binomial", n=1000, ns=10)
     "kwargs,match",
     [
         (dict(alpha=1.5), r"^The 'alpha' parameter of certify must be a real number in the range "
-                          r"\(0, 1\)\. Got 1\.5 instead\.$"),
+                          r"\[1e-100, 1\)\. Got 1\.5 instead\.$"),
         (dict(alpha=0.0), r"'alpha' parameter of certify"),
         (dict(method="simuem"), r"'method' parameter of certify .*Got 'simuem'"),
         (dict(T=10), r"'T' parameter of certify .*Got 10 instead"),

@@ -136,7 +136,7 @@ def test_radius_true_label_method():
         # an option the library names by another name (its function's parameter) comes first
         (["--counts", "990,10", "--alpha", "1.5"],
          "error: --alpha: The 'alpha' parameter of certify must be a real number in the range "
-         "(0, 1). Got 1.5 instead."),
+         "[1e-100, 1). Got 1.5 instead."),
         (["--counts", "990,10", "--T", "500"], "error: --T: The 'T' parameter of certify"),
         (["--counts", "990,10", "--method", "simuem"], "error: --method: The 'method' parameter"),
         (["--counts", "990,x"], "error: The 'counts' parameter of radius"),
@@ -254,5 +254,5 @@ def test_python_m_poisoncert_cli_error_exit_code():
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
         "error: --alpha: The 'alpha' parameter of certify must be a real number in the range "
-        "(0, 1). Got 1.5 instead."
+        "[1e-100, 1). Got 1.5 instead."
     ]

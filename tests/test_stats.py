@@ -10,6 +10,8 @@ import pytest
 from scipy import stats as sps
 
 from poisoncert.stats import (
+    _BETA_MARGIN,
+    _BIG_T,
     _REL_MARGIN,
     METHODS,
     VoteBounds,
@@ -95,17 +97,19 @@ def _binomial_tail(T: int, x: float, ks: range):
 def check_clopper_pearson_exactly(k: int, T: int, beta: float) -> None:
     """Each bound lies on the safe side of the exact quantile (60-digit sums), and a step of
     three times the margin (``stats._REL_MARGIN``) plus two ulps toward the unsafe side crosses
-    it (so it is also tight).
+    it (so it is also tight): the quantile at ``beta`` lowered by ``stats._BETA_MARGIN`` for
+    more than ``stats._BIG_T`` votes.
     ``tests/soak.py`` runs it on random ``(k, T, beta)``."""
     lo, hi = clopper_pearson_lower(k, T, beta), clopper_pearson_upper(k, T, beta)
+    tight = beta * (1 - _BETA_MARGIN) if T > _BIG_T else beta
     if k > 0:  # Pr(Binomial(T, lo) >= k) <= beta
         assert _binomial_tail(T, lo, range(k, T + 1)) <= beta, ("lower", k, T, beta, lo)
         step = lo * (1 + 3 * _REL_MARGIN) + 2 * np.spacing(lo)
-        assert _binomial_tail(T, step, range(k, T + 1)) > beta, ("lower tight", k, T, beta)
+        assert _binomial_tail(T, step, range(k, T + 1)) > tight, ("lower tight", k, T, beta)
     if k < T:  # Pr(Binomial(T, hi) <= k) <= beta
         assert _binomial_tail(T, hi, range(k + 1)) <= beta, ("upper", k, T, beta, hi)
         step = hi * (1 - 3 * _REL_MARGIN) - 2 * np.spacing(1.0)
-        assert _binomial_tail(T, step, range(k + 1)) > beta, ("upper tight", k, T, beta)
+        assert _binomial_tail(T, step, range(k + 1)) > tight, ("upper tight", k, T, beta)
 
 
 @pytest.mark.parametrize("k,T,beta", [(1, 10, 0.01), (5, 10, 0.001), (999, 1000, 0.0005),
@@ -116,7 +120,13 @@ def check_clopper_pearson_exactly(k: int, T: int, beta: float) -> None:
                                       # to 1e-11, past the former margin of 1e-12
                                       (3, 936_425, 0.1302534355999397),
                                       (6, 428_841, 0.6334622078306787),
-                                      (4, 10_000_000, 2.7608556569568985e-09)])
+                                      (4, 10_000_000, 2.7608556569568985e-09),
+                                      # for more votes it misses them by up to 3.4e-8
+                                      # (found by a review); _BETA_MARGIN covers that
+                                      (1, 10**8, 0.25), (1, 10**9, 0.25), (2, 10**9, 5e-16),
+                                      (5, 10**9, 0.0005), (22, 10**9, 1e-6),
+                                      (10**9 - 1, 10**9, 0.25), (10**9 - 5, 10**9, 1e-100),
+                                      (349_478_729, 349_478_751, 1e-100)])
 def test_clopper_pearson_is_conservative_in_exact_arithmetic(k, T, beta):
     check_clopper_pearson_exactly(k, T, beta)
 
@@ -279,7 +289,7 @@ def test_integral_float_counts_accepted():
     "kwargs,match",
     [
         (dict(alpha=1.5), r"^The 'alpha' parameter of vote_bounds must be a real number in the "
-                          r"range \(0, 1\)\. Got 1\.5 instead\.$"),
+                          r"range \[1e-100, 1\)\. Got 1\.5 instead\.$"),
         (dict(alpha=0), r"'alpha' parameter of vote_bounds .*Got 0 instead"),
         (dict(alpha="0.1"), r"'alpha' parameter of vote_bounds"),
         (dict(alpha=float("nan")), r"'alpha' parameter of vote_bounds"),
@@ -508,3 +518,27 @@ def test_the_command_line_prints_a_warning_as_one_line():
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith("warning: method 'paper'") and len(r.stderr.splitlines()) == 1
     assert "radius" in r.stdout
+
+
+def test_error_probabilities_below_the_checked_range_are_refused():
+    """scipy's incomplete-beta inverse breaks down far below ``BETA_MIN``: ``alpha = 4.3e-273``
+    certified a radius of 499,997,965 where the exact bound allows 499,997,927 (a review's
+    case: ``T = 349,478,751``, ``k = T - 22``). Such levels are one clear line now."""
+    from poisoncert.certify import certify
+    from poisoncert.config import ConfigError, from_dict
+    from poisoncert.stats import ALPHA_MIN, BETA_MIN
+
+    T, k = 349_478_751, 349_478_729
+    with pytest.raises(ValueError, match=r"^The 'alpha' parameter of certify must be a real "
+                                         r"number in the range \[1e-100, 1\)\. Got 4\.3"):
+        certify([[k, T - k]], scheme="with_replacement", n=10**9, ns=1, model="P3",
+                alpha=4.3e-273)
+    with pytest.raises(ValueError, match=r"'beta' parameter of clopper_pearson_lower must be "
+                                         r"real numbers in the range \[1e-150, 1\)"):
+        clopper_pearson_lower(k, T, 2.17e-273)
+    with pytest.raises(ConfigError, match=r"'certify\.alpha'.*\[1e-100, 1\)"):
+        from_dict({"certify": {"alpha": 1e-101}})
+    # the floors themselves are accepted, and the bound at them holds exactly
+    vb = vote_bounds([[k, T - k]], alpha=ALPHA_MIN)
+    assert 0 < vb.p1_lower[0] < 1
+    check_clopper_pearson_exactly(k, T, BETA_MIN)

@@ -63,7 +63,11 @@ class CertifiedEnsembleClassifier(ClassifierMixin, BaseEstimator):
     modifications of ``D^p`` allowed by the poisoning model (``P1``-``P6``), with probability at
     least ``1 - alpha`` over the sampling of the ``T`` sub-datasets, per test point (for
     ``"partition"`` the guarantee is deterministic). The set of classes ``classes_`` is taken as
-    fixed (an attack does not add a new class).
+    fixed (an attack does not add a new class), and so is the selection's size found by ``fit``
+    (``ns_``, ``p_``): a learner that computes ``ns`` or ``p`` anew from a changed set's size
+    is another learner, which the certificate does not cover (``p = ns / m`` of a poisoned set,
+    for instance). To refit on changed data under the same guarantee, pass ``ns=est.ns_`` or
+    ``p=est.p_``.
 
     Parameters
     ----------
@@ -433,10 +437,10 @@ default="without_replacement"
         constructor's: a mistyped or misplaced setting is an error, not silently ignored)."""
         from poisoncert._validation import check_choice, check_real
         from poisoncert.certify import DPA_UNITS
-        from poisoncert.stats import METHODS
+        from poisoncert.stats import ALPHA_MIN, METHODS
 
         where = f"{_NAME}.certify"
-        check_real(alpha, "alpha", where, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_real(alpha, "alpha", where, low=ALPHA_MIN, high=1.0, high_open=True)
         method = check_choice(method, "method", where, METHODS)
         unit = check_choice(unit, "unit", where, DPA_UNITS)
         if self.scheme == PARTITION:

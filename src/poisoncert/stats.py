@@ -30,6 +30,8 @@ from poisoncert._validation import (
 )
 
 __all__ = [
+    "ALPHA_MIN",
+    "BETA_MIN",
     "METHODS",
     "VoteBounds",
     "auto_method",
@@ -59,6 +61,25 @@ def auto_method(n_classes: int) -> str:
 #: certified radius except at a gap within about 1e-9 of a step of the radius.
 _REL_MARGIN = 1e-9
 
+#: Relative amount by which the error probability ``beta`` of a bound is lowered before the
+#: incomplete-beta inverse is taken, for more than ``_BIG_T`` votes. For many votes scipy's
+#: inverse misses the exact bound by more than ``_REL_MARGIN``: ``T = 10^9``, ``k = 1``,
+#: ``beta = 0.25`` gave an upper bound at which the binomial tail is ``beta * (1 + 3.4e-8)``
+#: (a review's exact check: 13 such cases from ``T = 10^8`` up, none at ``T <= 10^7``).
+#: Lowering ``beta`` by 1e-6 keeps the tail at or below ``beta`` with 30 times that error to
+#: spare; ``tests/test_stats.py`` checks it. Up to ``_BIG_T`` votes the bounds are as before
+#: (checked against exact tails there), so no certificate of a run of up to ten million
+#: classifiers moves.
+_BETA_MARGIN = 1e-6
+_BIG_T = 10**7
+
+#: The smallest ``alpha`` the vote bounds accept, and ``BETA_MIN`` the smallest ``beta`` of one
+#: Clopper-Pearson bound. Far below them scipy's inverse breaks down: ``beta = 1.1e-273``,
+#: ``T = 349,478,751``, ``k = T - 22`` gave a lower bound whose tail is 334,253 times ``beta``
+#: (a review's exact check; none failed at or above about 1e-248).
+ALPHA_MIN = 1e-100
+BETA_MIN = 1e-150
+
 #: The first scipy whose ``betaincinv`` is accurate enough for ``_REL_MARGIN``: scipy 1.10 and
 #: 1.11 (Cephes' inverse) missed exact Clopper-Pearson bounds by up to a relative 6.6e-12 on
 #: the unsafe side (k = 3, T = 100,000, beta = 1e-9, in ``tests/test_stats.py``).
@@ -82,6 +103,11 @@ def check_scipy(version: str) -> None:
 check_scipy(scipy.__version__)
 
 
+def _lowered(beta: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """``beta`` lowered by ``_BETA_MARGIN`` where there are more than ``_BIG_T`` votes."""
+    return np.where(T > _BIG_T, beta * (1.0 - _BETA_MARGIN), beta)
+
+
 def _cp_lower(k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndarray:
     """Unchecked one-sided Clopper-Pearson lower bound, rounded down."""
     k, T, beta = np.broadcast_arrays(k, T, beta)
@@ -89,7 +115,7 @@ def _cp_lower(k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndarray:
     pos = k > 0
     if pos.any():
         kk = k[pos].astype(np.float64)
-        x = special.betaincinv(kk, T[pos] - kk + 1.0, beta[pos])
+        x = special.betaincinv(kk, T[pos] - kk + 1.0, _lowered(beta[pos], T[pos]))
         x = np.nextafter(x * (1.0 - _REL_MARGIN), 0.0)
         out[pos] = np.clip(x, 0.0, 1.0)
     return out
@@ -107,7 +133,7 @@ def _cp_upper(k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndarray:
     lt = k < T
     if lt.any():
         kk = k[lt].astype(np.float64)
-        x = special.betainccinv(kk + 1.0, T[lt] - kk, beta[lt])
+        x = special.betainccinv(kk + 1.0, T[lt] - kk, _lowered(beta[lt], T[lt]))
         x = np.nextafter(x * (1.0 + _REL_MARGIN), 2.0)
         out[lt] = np.clip(x, 0.0, 1.0)
     return out
@@ -116,7 +142,7 @@ def _cp_upper(k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndarray:
 def _check_cp(k, T, beta, where: str):
     k = check_int_array(k, "k", where, low=0, high=INT_LIMIT)
     T = check_int_array(T, "T", where, low=1, high=INT_LIMIT)
-    beta = check_real_array(beta, "beta", where, low=0.0, high=1.0, low_open=True, high_open=True)
+    beta = check_real_array(beta, "beta", where, low=BETA_MIN, high=1.0, high_open=True)
     try:
         k, T, beta = np.broadcast_arrays(k, T, beta)
     except ValueError:
@@ -334,7 +360,7 @@ def vote_bounds(counts, *, alpha, method: str = "auto", T=None, labels=None) -> 
 
 
 def _vote_bounds(counts, *, alpha, method, T, labels, where: str) -> VoteBounds:
-    alpha = check_real(alpha, "alpha", where, low=0.0, high=1.0, low_open=True, high_open=True)
+    alpha = check_real(alpha, "alpha", where, low=ALPHA_MIN, high=1.0, high_open=True)
     method = check_choice(method, "method", where, METHODS)
     counts = _check_counts(counts, where)
     T_arr = _check_T(T, counts, where)
