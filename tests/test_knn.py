@@ -146,8 +146,10 @@ KINDS = {"P1": "i", "P2": "d", "P3": "m", "P4": "im", "P5": "dm", "P6": "idm",
          "insert_delete": "id"}
 
 
-def min_ops_to_change(labels: tuple, k: int, C: int, kinds: str, limit: int) -> int:
+def min_ops_to_change(labels: tuple, k: int, C: int, kinds: str, limit: int,
+                      predict=knn_predict) -> int:
     """Breadth-first search over attacked label lists; ``limit + 1`` if none within limit."""
+    knn_predict = predict
     y = knn_predict(labels, k)
     seen = {labels}
     frontier = [labels]
@@ -199,6 +201,39 @@ def test_knn_radius_is_exact_for_every_model_and_unit(C):
     n_cases = knn_against_brute_force(C, np.random.default_rng(C), 60 if C == 2 else 30)
     print(dict(n_cases))
     assert n_cases[("deletions", True)] > 50
+
+
+def test_knn_radius_leaves_at_least_k_samples():
+    """With ``n_train``, deleting models (P2, P5, P6) certify at most ``n_train - k``: more
+    deletions leave fewer than ``k`` samples, where kNN has no prediction (``nearest_labels``
+    refuses). P5 and P6 used to certify ``s // 2`` regardless (labels 0 0 0, k = 3: radius 1,
+    and one deletion leaves two samples). Brute force over the whole training set, counting
+    a set of fewer than ``k`` samples as a changed prediction."""
+    def strict(labels, k):
+        return knn_predict(labels, k) if len(labels) >= k else -2
+
+    three = np.array([[0, 0, 0]])
+    assert knn_certify(three, k=3, n_classes=2, model="P5").radius[0] == 1  # list only
+    assert [int(knn_certify(three, k=3, n_classes=2, model=m, n_train=3).radius[0])
+            for m in MODELS] == [1, 0, 1, 1, 0, 0]
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(60):
+        n = int(rng.integers(2, 8))
+        k = int(rng.integers(1, n + 1))
+        labels = tuple(int(v) for v in rng.integers(0, 2, size=n))
+        for model in MODELS:
+            for unit in ("operation", "dpa"):
+                R = int(knn_certify(np.array([labels]), k=k, n_classes=2, model=model,
+                                    unit=unit, n_train=n).radius[0])
+                kinds = KINDS[model] if unit == "operation" or model in ("P1", "P2") \
+                    else KINDS["insert_delete"]
+                m = min_ops_to_change(labels, k, 2, kinds, R + 1, predict=strict)
+                assert R <= m - 1, (labels, k, model, unit, R, m)
+                checked += 1
+    assert checked == 60 * 12
+    with pytest.raises(ValueError, match="'n_train' parameter of knn_certify"):
+        knn_certify(np.array([[0, 0, 0, 1]]), k=3, n_classes=2, n_train=3)
 
 
 def test_knn_deletions_need_a_deep_enough_list():

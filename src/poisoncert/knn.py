@@ -251,12 +251,16 @@ def _check_model_unit(model, unit, where):
 
 
 def knn_certify(neighbor_labels, *, k: int, n_classes: int, model: str = "P6",
-                unit: str = "operation") -> NNCertificate:
+                unit: str = "operation", n_train: int | None = None) -> NNCertificate:
     """Certify kNN predictions from the labels of each test point's nearest training samples.
 
     ``neighbor_labels``: int ``(n_test, depth)``, nearest first (``nearest_labels``), ``depth
     >= k``. The modification models need ``depth = k``; P1 uses at most ``k``; P2 and DPA's unit
     look ``depth - k`` samples beyond the ``k``-th (``depth = 2k`` suffices for DPA's unit).
+    ``n_train``: the training set's size. Where the model allows deletions, ``n_train - k + 1``
+    of them leave fewer than ``k`` samples, where kNN has no prediction, so the radius is at
+    most ``n_train - k`` (a smaller training set than ``depth`` is refused). Without it only
+    the neighbour list bounds P2 and DPA's unit.
     """
     where = "knn_certify"
     lab = np.asarray(neighbor_labels)
@@ -282,6 +286,10 @@ def knn_certify(neighbor_labels, *, k: int, n_classes: int, model: str = "P6",
         radius, exact = _insert_delete_radius(F, k, ins=model != "P2", dels=model != "P1")
     else:
         radius = s // 2
+    if n_train is not None:
+        n_train = check_int(n_train, "n_train", where, low=depth)
+        if model in ("P2", "P5", "P6"):  # the models that delete (a modification does not)
+            radius = np.minimum(radius, n_train - k)
     return NNCertificate(prediction=top, radius=radius, slack=s, exact=exact,
                          classifier="knn", k=k, model=model, unit=unit, n_classes=C)
 

@@ -43,8 +43,8 @@ def _certify(cfg, name: str, model: str, *, preds=None, ranks=None, votes=None,
         d = sel.d if sel.scheme == selection.FINITE_AGGREGATION else 1
         return runoff.roe_certify(ranks, d=d, model=model).radius
     if name == "knn":
-        return knn.knn_certify(neighbors.astype(np.int64), k=sel.k,
-                               n_classes=votes.shape[1], model=model).radius
+        return knn.knn_certify(neighbors.astype(np.int64), k=sel.k, n_classes=votes.shape[1],
+                               model=model, n_train=n or None).radius
     if name == "rnn":
         return knn.rnn_certify(votes, model=model).radius
     if sel.scheme == selection.PARTITION:
@@ -64,7 +64,7 @@ def judges(cfg, models, *, preds=None, ranks=None, votes=None, neighbors=None, n
     scheme = cfg.selection.scheme
     if scheme in selection.NEAREST_NEIGHBOURS:
         return [Judge(scheme, False, nn_pred, {m: _certify(cfg, scheme, m, votes=votes,
-                                                            neighbors=neighbors)
+                                                            neighbors=neighbors, n=n)
                                                 for m in models})]
     out = [Judge("vote", scheme not in selection.BUCKET_SCHEMES, majority_vote(votes),
                   {m: _certify(cfg, "vote", m, preds=preds, votes=votes, n=n)
@@ -166,8 +166,8 @@ class NNBackend:
         else:
             neighbors, votes, pred = nn_outputs(self.cfg, self.data, x_test=x_test)
             pred = pred[0].astype(np.int64)
-        return judges(self.cfg, models, votes=votes, neighbors=neighbors, nn_pred=pred), \
-            None, None
+        return judges(self.cfg, models, votes=votes, neighbors=neighbors, nn_pred=pred,
+                      n=len(self.data.y_train)), None, None
 
     def _ints(self, x) -> np.ndarray:
         from poisoncert.experiment.neighbors import pixel_features

@@ -125,7 +125,8 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
     votes = rd.load(runs.VOTES)
     labels = rd.load(runs.LABELS)
     T = cfg.T
-    cert, radius_dpa = _certificate(rd, cfg, c, votes, labels, int(data["n"]))
+    cert, radius_dpa = _certificate(rd, cfg, c, votes, labels, int(data["n"]),
+                                    n_train=int(data.get("n_train", data["n"])))
     table = CertifiedAccuracy(np.asarray(c.rhos, dtype=np.int64),
                               np.atleast_1d(certificates.certified_accuracy(cert, labels,
                                                                             c.rhos)))
@@ -166,7 +167,8 @@ def _suffixed(name: str, suffix: str) -> str:
     return f"{stem}{suffix}{dot}{ext}"
 
 
-def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int):
+def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int, *,
+                 n_train: int | None = None):
     """The run's certificate under the certify settings ``c``, and its radii in DPA's unit
     (None where the unit does not apply: randomized selection, and DPA's own certificate,
     whose records hold them)."""
@@ -196,8 +198,10 @@ def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int):
         from poisoncert.experiment.neighbors import NEIGHBORS
 
         neighbors = rd.load(NEIGHBORS).astype(np.int64)
-        cert = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model)
-        dpa = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model, unit="dpa")
+        cert = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model,
+                               n_train=n_train)
+        dpa = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model, unit="dpa",
+                              n_train=n_train)
         return cert, dpa.radius
     if scheme == "rnn":
         cert = knn.rnn_certify(votes, model=c.model)
