@@ -263,6 +263,44 @@ def test_npz_idx_and_csv_inputs(tmp_path, trained, mnist_dir):
     assert [p["radius"] for p in printed] == [w["radius"] for w in want]
 
 
+def test_csv_and_single_image_inputs_are_read_as_written(tmp_path, trained):
+    """A review's cases: a headerless CSV whose first row has a byte-order mark or a typo
+    lost that row as a "header" silently (every later row took the wrong input number); a
+    CSV of 0.0/1.0 floats was read as uint8 pixels (the same .npy is refused); a CSV that is
+    not UTF-8, or holds a 26-digit number, gave Python's messages; one PNG was called a bad
+    IDX file."""
+    from PIL import Image
+
+    run, x, y = trained
+    want = _rows(run / runs.CERTIFICATES)
+    flat = x.reshape(len(x), -1)
+    text = "\n".join(",".join(str(v) for v in row) for row in flat) + "\n"
+    (tmp_path / "bom.csv").write_text(text, encoding="utf-8-sig")
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "bom.csv")])
+    assert r.exit_code == 0, r.output
+    printed = list(csv.DictReader(r.stdout.splitlines()))
+    assert [p["radius"] for p in printed] == [w["radius"] for w in want]
+    lines = text.splitlines()
+    (tmp_path / "typo.csv").write_text("\n".join([lines[0].replace("0", "O", 1)] + lines[1:]))
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "typo.csv")]),
+                    "typo.csv", "row 1 is not all numbers")
+    np.savetxt(tmp_path / "bin.csv", (flat > 127).astype(float), fmt="%.1f", delimiter=",")
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "bin.csv")]),
+                    "bin.csv", "float64 values 0.0..1.0")
+    (tmp_path / "latin.csv").write_bytes(b"caf\xe9,b\n1,2\n")
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "latin.csv")]),
+                    "latin.csv", "byte 0xe9 at offset 3 is not UTF-8 text")
+    (tmp_path / "huge.csv").write_text("\n".join([",".join(["1" * 26] * flat.shape[1])] * 2))
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "huge.csv")]),
+                    "huge.csv", "float64 values 1.111111111111111e+25..")
+    Image.fromarray(x[3]).save(tmp_path / "one.png")
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "one.png")])
+    assert r.exit_code == 0, r.output
+    printed = list(csv.DictReader(r.stdout.splitlines()))
+    assert len(printed) == 1 and printed[0]["input"] == "one.png"
+    assert printed[0]["radius"] == want[3]["radius"]
+
+
 def _one_error_line(r, *words):
     assert r.exit_code == 1, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]

@@ -2,7 +2,7 @@
 
 It loads the run's saved classifiers (``poisoncert.Ensemble.load``, which checks every file),
 reads INPUTS as the data set holds its inputs (``experiment.inputs.read_inputs``: a ``.npz``
-with ``x`` and optionally ``y``, an IDX file, a folder of PNG/JPEG images, a ``.csv`` of
+with ``x`` and optionally ``y``, an IDX file, a folder of PNG/JPEG images or one, a ``.csv`` of
 features), certifies them exactly as ``poisoncert certify`` certifies the run's test set, and
 writes one row per input with the columns of ``certificates.csv`` (plus ``input``, the file
 name or row number, and ``class`` / ``class_name``, the data set's class id and name of the
@@ -34,7 +34,8 @@ def predict(
     inputs: Annotated[Path, typer.Argument(help="New inputs: a .npz (array x, optional y of "
                                                 "class ids), a .npy of inputs, an IDX file, a "
                                                 "folder of PNG/JPEG images (sorted by file "
-                                                "name) or a .csv of features.")],
+                                                "name), one such image or a .csv of "
+                                                "features.")],
     out: Annotated[Path | None, typer.Option(
         "--out", help="Write the rows here (CSV, or JSON with --json or a .json name); "
                       "default: print them (the summary then goes to stderr).")] = None,

@@ -6,8 +6,11 @@
 - a ``.npy`` holding the inputs' array alone (as ``x`` of a ``.npz``),
 - an IDX images file (MNIST's format, gzipped or plain),
 - a folder of PNG or JPEG images (one input per file, in sorted file-name order; Pillow),
-- a ``.csv`` of features (one input per row, ``prod(shape)`` numbers; a first line that is
-  not numeric is a header),
+  or one such image,
+- a ``.csv`` of features (UTF-8, a byte-order mark allowed; one input per row,
+  ``prod(shape)`` numbers; a first line with no number in it is a header; a number written
+  with a point or an exponent is a float, so a file of ``0.0``/``1.0`` is refused by a run
+  of 8-bit images, as a float ``.npy`` is),
 
 and checks them against the run's raw input form (``inputform.InputForm``): dtype, value
 range, shape, and for images their mode (``L`` for one channel, ``RGB`` for three) and
@@ -49,10 +52,18 @@ def read_inputs(path: str | Path, form: InputForm) -> Inputs:
     ``form``; the result's ``x`` is in the raw form ``Ensemble`` takes."""
     path = Path(path)
     if path.is_dir():
-        inputs = _read_images(path, form)
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise _error(path, "holds no PNG or JPEG images (" + ", ".join(IMAGE_SUFFIXES)
+                         + ").")
+        inputs = _read_images(path, files, form)
     elif not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder (INPUTS is a .npz, a .npy, "
-                                "an IDX file, a folder of PNG/JPEG images or a .csv).")
+                                "an IDX file, a folder of PNG/JPEG images, one such image or "
+                                "a .csv).")
+    elif path.suffix.lower() in IMAGE_SUFFIXES:
+        inputs = _read_images(path, [path], form)
     elif path.suffix.lower() == ".npz":
         inputs = _read_npz(path)
     elif path.suffix.lower() == ".npy":
@@ -116,10 +127,15 @@ def _read_idx(path: Path) -> Inputs:
 
 
 def _read_csv(path: Path) -> Inputs:
-    text = path.read_text()
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")  # a byte-order mark (Excel's "CSV UTF-8") is dropped
+    except UnicodeDecodeError as e:
+        raise _error(path, f"not a .csv of numbers: byte {data[e.start]:#04x} at offset "
+                     f"{e.start} is not UTF-8 text.") from None
     rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
-    if rows and not _numeric(rows[0]):
-        rows = rows[1:]  # a header
+    if rows and not any(_number(c) for c in rows[0]):
+        rows = rows[1:]  # a header: no number in it (a row with some is data, checked below)
     if not rows:
         raise _error(path, "holds no rows of numbers.")
     width = {len(r) for r in rows}
@@ -129,29 +145,31 @@ def _read_csv(path: Path) -> Inputs:
     try:
         x = np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
     except ValueError:
-        bad = next(i for i, r in enumerate(rows) if not _numeric(r))
+        bad = next(i for i, r in enumerate(rows) if not all(_number(c) for c in r))
         raise _error(path, f"row {bad + 1} is not all numbers.") from None
-    if np.all(np.isfinite(x)) and np.all(x == np.rint(x)):
+    written_as_ints = not any(_FLOAT_MARKS.intersection(c.lower()) for r in rows for c in r)
+    if written_as_ints and np.all(np.abs(x) <= 2**53):  # exact in float64 and in int64
         x = x.astype(np.int64)
     return Inputs(x=x, names=[str(i) for i in range(len(x))])
 
 
-def _numeric(row: list[str]) -> bool:
+#: Characters that make a CSV cell a float (``1.0``, ``1e3``, ``inf``, ``nan``).
+_FLOAT_MARKS = frozenset(".ein")
+
+
+def _number(cell: str) -> bool:
     try:
-        [float(c) for c in row]
+        float(cell)
     except ValueError:
         return False
     return True
 
 
-def _read_images(folder: Path, form: InputForm) -> Inputs:
+def _read_images(folder: Path, files: list[Path], form: InputForm) -> Inputs:
+    """``files`` (PNG/JPEG) as one input each; ``folder`` (or the one file) names errors that
+    are not one file's."""
     from PIL import Image, UnidentifiedImageError
 
-    files = sorted(p for p in folder.iterdir()
-                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise _error(folder, "holds no PNG or JPEG images (" + ", ".join(IMAGE_SUFFIXES)
-                     + ").")
     shape = form.shape
     if len(shape) != 3 or shape[0] not in (1, 3) or form.kind != "uint8":
         raise _error(folder, "this run's inputs are not 8-bit images (it takes "
