@@ -538,6 +538,32 @@ def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_predict_on_finite_aggregation_has_the_columns_of_certify(tmp_path):
+    """``predict`` on a finite_aggregation run's own test inputs gives certificates.csv's rows,
+    ``radius_dpa`` (the radius in buckets) included: it was missing."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    cfg = _fa(k=4, d=2, training__steps=5, training__save_weights=True)
+    run = tmp_path / "fa"
+    train_run(cfg, run)
+    certify_run(run, plot=False)
+    data = split_data(cfg.data)
+    raw = np.rint(np.asarray(data.x_test) * 16).astype(np.int64)  # digits' pixels: 0-16
+    assert np.array_equal(raw / 16, data.x_test)
+    np.savez(tmp_path / "x.npz", x=raw)
+    r = CliRunner().invoke(app, ["predict", str(run), str(tmp_path / "x.npz"), "--out",
+                                 str(tmp_path / "p.csv")])
+    assert r.exit_code == 0, r.output
+    got = list(csv.DictReader(open(tmp_path / "p.csv")))
+    want = list(csv.DictReader(open(run / "certificates.csv")))
+    assert "radius_dpa" in want[0] and len(got) == len(want)
+    for g, w in zip(got, want, strict=True):
+        for key in ("index", "prediction", "radius", "radius_dpa", "top1_votes"):
+            assert g[key] == w[key], key
+
+
 # --------------------------------------------------------------------------------------------
 # attack
 

@@ -83,8 +83,11 @@ def predict(
         votes = votes_from_predictions(base, ens.n_classes)
         cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
                                        y=data.y)
+        # a finite_aggregation certificate's radius in buckets: certificates.csv's radius_dpa
+        fa = getattr(cert, "buckets", None) if ens.scheme == "finite_aggregation" else None
         rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names},
-                                classes=ens.classes, class_names=ens.class_names)
+                                radius_dpa=fa, classes=ens.classes,
+                                class_names=ens.class_names)
         summary = _summary(cert, labels, ens, len(rows))
         if as_json:
             text = json_text({"run": str(ens.run_dir), "inputs": str(inputs),
