@@ -382,7 +382,7 @@ CERTIFY = [
         words=["'certify.method'"], setup=["run"]),
     cli("certify-model-P9", "certify", "run", "--model", "P9", words=["'certify.model'"],
         setup=["run"]),
-    cli("certify-rho-negative", "certify", "run", "--rho", "-1", words=["rhos"],
+    cli("certify-rho-negative", "certify", "run", "--rho", "-1", words=["'--rho'", "-1"],
         setup=["run"]),
     cli("certify-rho-huge", "certify", "run", "--rho", BIG, words=["rhos"], setup=["run"]),
     cli("certify-rho-text", "certify", "run", "--rho", "x", words=["'--rho'"], setup=["run"]),

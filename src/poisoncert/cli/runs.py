@@ -193,6 +193,10 @@ def certify(
         from poisoncert.experiment import certify_run
 
         radii = parse_rhos(rhos, "--rhos") + list(rho or [])
+        for r in rho or []:
+            if r < 0:
+                raise param_error("--rho", "certify", "an int >= 0 (repeat it for several "
+                                  "radii)", r)
         res = certify_run(run_dir, alpha=alpha, method=method, model=model,
                           rhos=radii or None, plot=not no_plot, verify=not no_verify,
                           aggregation=aggregation)
