@@ -536,6 +536,12 @@ def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
     assert r.exit_code == 130, r.output
     assert r.stderr == "interrupted: nothing was written; the same command starts over.\n"
     assert not (tmp_path / "p.csv").exists()
+    monkeypatch.setattr(Ensemble, "load", stop)  # while loading: it exited 130 silently
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npz"), "--out",
+                            str(tmp_path / "p.csv")])
+    assert r.exit_code == 130, r.output
+    assert r.stderr == "interrupted: nothing was written; the same command starts over.\n"
+    assert not (tmp_path / "p.csv").exists()
 
 
 def test_predict_on_finite_aggregation_has_the_columns_of_certify(tmp_path):

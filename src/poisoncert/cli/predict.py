@@ -59,41 +59,41 @@ def predict(
         from poisoncert.experiment.inputs import read_inputs
         from poisoncert.votes import votes_from_predictions
 
-        ens = Ensemble.load(run_dir, device=device)
-        if not ens.verification.get("verified", True):
-            note = ens.verification.get("note", "")
-            typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
-        data = read_inputs(inputs, ens.form)
-        from poisoncert.selection import SCHEMES  # the random schemes: vote bounds
+        try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
+            ens = Ensemble.load(run_dir, device=device)
+            if not ens.verification.get("verified", True):
+                note = ens.verification.get("note", "")
+                typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
+            data = read_inputs(inputs, ens.form)
+            from poisoncert.selection import SCHEMES  # the random schemes: vote bounds
 
-        wanted = str(method or ens.config.certify.method)
-        if ens.config.selection.scheme in SCHEMES and wanted.startswith("true_label") \
-                and data.y is None:
-            raise ValueError(f"The method {wanted} (--method, or the run's certify.method) "
-                             f"needs the inputs' true classes: '{inputs}' has none (give a "
-                             ".npz with x and y, y holding class ids).")
-        labels = None if data.y is None else _labels(ens, data.y, inputs)
-        big = not quiet and len(data.x) * ens.T >= 20_000
-        try:
+            wanted = str(method or ens.config.certify.method)
+            if ens.config.selection.scheme in SCHEMES and wanted.startswith("true_label") \
+                    and data.y is None:
+                raise ValueError(f"The method {wanted} (--method, or the run's certify.method) "
+                                 f"needs the inputs' true classes: '{inputs}' has none (give a "
+                                 ".npz with x and y, y holding class ids).")
+            labels = None if data.y is None else _labels(ens, data.y, inputs)
+            big = not quiet and len(data.x) * ens.T >= 20_000
             base = ens.base_predictions(data.x, progress=rich_progress if big else None)
+            votes = votes_from_predictions(base, ens.n_classes)
+            cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
+                                           y=data.y)
+            # a finite_aggregation certificate's radius in buckets: certificates.csv's radius_dpa
+            fa = getattr(cert, "buckets", None) if ens.scheme == "finite_aggregation" else None
+            rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names},
+                                    radius_dpa=fa, classes=ens.classes,
+                                    class_names=ens.class_names)
+            summary = _summary(cert, labels, ens, len(rows))
+            if as_json:
+                text = json_text({"run": str(ens.run_dir), "inputs": str(inputs),
+                                   "summary": summary, "rows": rows}, indent=1, default=_plain)
+            else:
+                text = rows_csv(rows)
         except KeyboardInterrupt:
             typer.echo("interrupted: nothing was written; the same command starts over.",
                        err=True)
             raise typer.Exit(130) from None
-        votes = votes_from_predictions(base, ens.n_classes)
-        cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
-                                       y=data.y)
-        # a finite_aggregation certificate's radius in buckets: certificates.csv's radius_dpa
-        fa = getattr(cert, "buckets", None) if ens.scheme == "finite_aggregation" else None
-        rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names},
-                                radius_dpa=fa, classes=ens.classes,
-                                class_names=ens.class_names)
-        summary = _summary(cert, labels, ens, len(rows))
-        if as_json:
-            text = json_text({"run": str(ens.run_dir), "inputs": str(inputs),
-                               "summary": summary, "rows": rows}, indent=1, default=_plain)
-        else:
-            text = rows_csv(rows)
         if out is not None:
             from poisoncert import runs
 
