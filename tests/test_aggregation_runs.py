@@ -677,6 +677,44 @@ def test_attacks_on_binomial_keep_the_runs_p(tmp_path, monkeypatch):
     assert len(seen) >= 4 and set(seen) == {200 / n}
 
 
+def test_case_3_edits_cannot_relabel_a_clean_class_sample_into_a_poisoned_class(tmp_path):
+    """With ``data.poisoned_classes`` D^c is the clean classes' samples and phase 2 learns
+    them by class; a D^c sample relabelled to a poisoned class stayed in D^c and phase 2
+    learned it as clean class 0, silently (a soundness review's finding). Now one line; a
+    removal and an addition with that label do what was meant."""
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.config import ConfigError
+
+    cfg = _cfg(data__poisoned_classes=[9], training__steps=5, selection__k=None,
+               selection__scheme="binomial", selection__ns=20, selection__T=4)
+    data = split_data(cfg.data)
+    i = int(data.clean_idx[0])
+    nine = int(data.poisoned_labels[0])
+    # a config's data.edits (a two-phase run trains phase 2 on D^c)
+    Edits(relabel_index=np.array([i]), relabel_label=np.array([nine])).save(
+        tmp_path / "e.npz", tuple(data.x_train.shape[1:]))
+    with pytest.raises(ConfigError, match=rf"'data\.edits'.*Sample {i} is in D\^c"):
+        split_data(dataclasses.replace(cfg.data, edits=str(tmp_path / "e.npz")))
+    run = tmp_path / "c3"
+    train_run(cfg, run)
+    with pytest.raises(ValueError, match=rf"^Sample {i} is in D\^c, the samples of the clean "
+                                         rf"classes .* poisoned class index {nine}"):
+        update_run(run, tmp_path / "u", Edits(relabel_index=np.array([i]),
+                                              relabel_label=np.array([nine])))
+    assert not (tmp_path / "u").exists()
+    r = CliRunner().invoke(app, ["update", str(run), "--out", str(tmp_path / "u"),
+                                 "--relabel", f"{i}:9"])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    res = update_run(run, tmp_path / "u", Edits(remove=np.array([i]),
+                                                add_x=data.x_train[i:i + 1],
+                                                add_y=np.array([nine])))
+    assert res.edits.n_added == 1
+
+
 def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):
     """``--remove`` takes integers only: a float .npy was truncated (4.5 removed sample 4) and
     a text file holding 4.7 raised Python's own message."""

@@ -153,7 +153,8 @@ default="without_replacement"
     - ``predict`` is the majority vote over the non-abstaining classifiers, ties to the
       smaller class index (the first in ``classes_``), the same rule as ``certify``. Where
       every classifier abstains (only if every sub-dataset is empty) it predicts
-      ``classes_[0]``; ``certify`` then abstains.
+      ``classes_[0]``; ``certify`` then abstains (random schemes; a partition of ``n >= 1`` rows
+      always has a non-empty part).
     - ``predict_proba`` gives vote shares among the non-abstaining classifiers, so rows sum to
       one (uniform where all abstain); they are not calibrated probabilities. Raw counts, with
       ``T = n_estimators_``, come from ``vote_counts``.

@@ -229,6 +229,18 @@ def edit_plan(data, edits: Edits) -> EditPlan:
     # classifier retrains for it and a hash partition keeps its bucket
     moved = relabel_changes(data, edits)
     rel_index, rel_label = edits.relabel_index[moved], edits.relabel_label[moved]
+    poisoned = getattr(data, "poisoned_labels", None)
+    if poisoned is not None:  # case 3: D^c is the clean classes' samples
+        is_clean = np.zeros(n_train, dtype=bool)
+        is_clean[data.clean_idx] = True
+        bad = is_clean[rel_index] & np.isin(rel_label, poisoned)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"Sample {int(rel_index[i])} is in D^c, the samples of the clean "
+                             f"classes (data.poisoned_classes), and cannot be relabelled to "
+                             f"the poisoned class index {int(rel_label[i])}: D^c stays as "
+                             "chosen, and phase 2 would learn it as a clean class. Remove it "
+                             "and add it back with that label instead.")
     relabelled = new_pos[rel_index]
     origin[relabelled] = -1
     fresh = np.full(len(origin), -1, dtype=np.int64)
