@@ -22,7 +22,7 @@ from poisoncert.experiment import certify_run, split_data, train_run
 from poisoncert.experiment.attack import AttackSettings, attack_run
 from poisoncert.experiment.edits import Edits, apply_edits
 from poisoncert.experiment.update import update_run
-from poisoncert.runs import RunError
+from poisoncert.runs import PREDICTIONS, RunDir, RunError
 
 _BASE = {
     "data": {"name": "digits", "test_limit": 80},
@@ -713,6 +713,50 @@ def test_case_3_edits_cannot_relabel_a_clean_class_sample_into_a_poisoned_class(
                                                 add_x=data.x_train[i:i + 1],
                                                 add_y=np.array([nine])))
     assert res.edits.n_added == 1
+
+
+def test_diverged_classifiers_abstain_and_train_says_so(tmp_path):
+    """A classifier whose logits are not finite abstains on those inputs; argmax made every
+    NaN a vote for class 0, and a diverged run certified class 0 with confidence, unnoticed
+    (a user-path review: SGD at lr 1e4 on MNIST 1/7 gave 15 of 16 classifiers voting class
+    index 0 everywhere, certify accuracy 0.55 at median radius 31). ``train`` warns; votes,
+    rankings and new-input predictions agree."""
+    import torch
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.experiment.ensemble import Ensemble
+    from poisoncert.experiment.ranks import logits_to_votes
+    from poisoncert.training.inference import labels_of
+
+    nan = float("nan")
+    logits = torch.tensor([[[1.0, 3.0, 2.0], [nan, 0.0, 1.0]],
+                           [[float("inf"), 0.0, 0.0], [0.0, -5.0, -1.0]]])
+    assert labels_of(logits).tolist() == [[1, -1], [-1, 0]]
+    votes, ranks = logits_to_votes(logits.numpy(), np.array([False, False]))
+    assert votes.tolist() == [[1, -1], [-1, 0]]
+    assert ranks[0, 1].tolist() == ranks[1, 0].tolist() == [0, 1, 2]  # index order
+    # a run whose training diverges (SGD at lr 1e6)
+    cfg = _cfg(selection__k=8, training__optimizer="sgd", training__lr=1e6,
+               training__steps=20, training__save_weights=True)
+    run = tmp_path / "div"
+    r = CliRunner().invoke(app, ["train", str(_write_cfg(tmp_path, cfg)), "--run-dir",
+                                 str(run), "-q"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.startswith("warning: 8 of 8 base classifiers gave outputs that are not "
+                               "finite"), r.stderr
+    pred = RunDir(run).load(PREDICTIONS)
+    assert (pred == -1).all()
+    res = certify_run(run, plot=False)
+    assert (res.certificate.prediction == -1).all()
+    x = np.rint(np.asarray(split_data(cfg.data).x_test) * 16).astype(np.int64)
+    np.testing.assert_array_equal(Ensemble.load(run).base_predictions(x), pred)
+
+
+def _write_cfg(tmp_path, cfg):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(to_yaml(cfg))
+    return path
 
 
 def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):

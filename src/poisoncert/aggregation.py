@@ -164,7 +164,8 @@ class FACertificate(_TopIsPrediction):
     ``unit`` (``"operation"``: modification = 1, so ``radius = buckets // 2`` under P3-P6;
     ``"dpa"``: modification = 2, ``radius = buckets``). The bound is Wang et al.'s: sound for
     every ``d`` and exact (equal to DPA's) for ``d = 1``; for ``d > 1`` it may be below the
-    exact value because it adds bucket sums where buckets share classifiers. FA never abstains.
+    exact value because it adds bucket sums where buckets share classifiers. FA abstains
+    (prediction, radius and buckets ``-1``) only where no classifier votes.
     """
 
     prediction: np.ndarray
@@ -229,6 +230,9 @@ def fa_certify(predictions, *, d: int, n_classes: int, model: str = "P6",
             sl = slice(s, min(s + step, n_test))
             V = fa_bucket_votes(pred[:, sl], spread, C)
             buckets[sl] = class_bucket_radii(V, counts[sl], top[sl], d).min(axis=1)
+    radius = bucket_radius(buckets, model, unit)
+    none = counts.sum(axis=1) == 0  # no classifier votes: abstain, as the majority vote does
+    top, radius, buckets = (np.where(none, -1, a) for a in (top, radius, buckets))
     return FACertificate(prediction=top.astype(np.int64),
-                         radius=bucket_radius(buckets, model, unit), buckets=buckets,
+                         radius=radius, buckets=buckets,
                          counts=counts, k=T // d, d=d, model=model, unit=unit, n_classes=C)

@@ -386,7 +386,9 @@ class DPACertificate(_TopIsPrediction):
     - ``"dpa"``: the DPA paper's unit, a modification counts as two operations;
       ``radius = floor(slack / 2)`` whatever the model.
 
-    ``slack = N_c1 - max over c != c1 of (N_c + [c < c1])``. DPA never abstains.
+    ``slack = N_c1 - max over c != c1 of (N_c + [c < c1])``. DPA abstains (prediction and
+    radius ``-1``, slack ``-1``) only where no part votes: every base classifier abstained
+    (empty parts, or outputs that were not finite), as the ensemble's vote does.
     ``classes``: as ``Certificate.classes``.
     """
 
@@ -448,5 +450,7 @@ def dpa_certify(counts, *, model: str = "P6", unit: str = "operation") -> DPACer
         radius = slack // 2
     else:
         radius = slack // 4
+    none = counts.sum(axis=1) == 0  # no part votes: abstain, as the majority vote does
+    c1, radius, slack = (np.where(none, ABSTAIN, a) for a in (c1, radius, slack))
     return DPACertificate(prediction=c1.astype(np.int64), radius=radius.astype(np.int64),
                           slack=slack.astype(np.int64), model=model, unit=unit, n_classes=C)

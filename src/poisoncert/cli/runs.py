@@ -117,9 +117,14 @@ def train(
         with interrupt_line():
             res = train_run(cfg, run_dir, executor=ex,
                             progress=None if quiet or as_json else rich_progress)
+    if res.diverged:  # their NaN outputs abstain; a certificate of them is rarely wanted
+        typer.echo(f"warning: {res.diverged} of {res.T} base classifiers gave outputs that "
+                   "are not finite (diverged training: a lower training.lr, say); they "
+                   "abstain on those inputs.", err=True)
     if as_json:
         typer.echo(json_text({
             "run_dir": str(res.run_dir), "T": res.T, "n": res.n, "n_test": len(res.labels),
+            "diverged": res.diverged,
             "chunks_trained": res.chunks_trained, "chunks_resumed": res.chunks_skipped,
             "data_folder": _data_folder(res.run_dir),
             "seconds": round(res.seconds, 3), "accuracy": res.accuracy,

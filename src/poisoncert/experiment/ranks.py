@@ -37,13 +37,15 @@ def chunk_ranks_path(rd: RunDir, chunk_id: int) -> Path:
 
 
 def logits_to_votes(logits: np.ndarray, abstain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Votes (int16 ``(k, n)``, ``-1`` for the ``abstain`` classifiers) and rankings (int8
-    ``(k, n, C)``) of logits ``(k, n, C)``."""
+    """Votes (int16 ``(k, n)``, ``-1`` for the ``abstain`` classifiers and where a logit is
+    not finite, as ``training.labels_of`` gives them) and rankings (int8 ``(k, n, C)``) of
+    logits ``(k, n, C)``; an abstaining row ranks the classes in index order."""
     from poisoncert.runoff import rankings_from_scores
 
-    scores = np.where(abstain[:, None, None], 0.0, logits).astype(np.float32)
+    out = abstain[:, None] | ~np.isfinite(logits).all(-1)
+    scores = np.where(out[:, :, None], 0.0, logits).astype(np.float32)
     ranks = rankings_from_scores(scores)
-    votes = np.where(abstain[:, None], -1, scores.argmax(-1)).astype(np.int16)
+    votes = np.where(out, -1, scores.argmax(-1)).astype(np.int16)
     return votes, ranks
 
 

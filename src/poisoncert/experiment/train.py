@@ -155,6 +155,15 @@ class RunResult:
         return float(np.mean(majority_vote(self.votes) == self.labels))
 
     @property
+    def diverged(self) -> int:
+        """Classifiers that abstain on some test input although they had something to learn
+        from: their outputs were not finite there (``training.labels_of``: a diverged
+        training), not an empty sub-dataset's (which abstains on every input)."""
+        out = self.predictions < 0
+        some = out.any(axis=1)
+        return int((some & ((self.subset_sizes > 0) | ~out.all(axis=1))).sum())
+
+    @property
     def base_accuracy(self) -> float:
         """Mean test accuracy of the base classifiers (abstentions count as wrong)."""
         return float(np.mean(self.predictions == self.labels[None, :]))
@@ -376,7 +385,8 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     rd.finish(seconds_last=round(seconds, 3),
               results={"accuracy": result.accuracy, "base_accuracy": result.base_accuracy,
                        "subset_size_mean": float(sizes.mean()),
-                       "abstaining_classifiers": int(np.all(predictions < 0, axis=1).sum())})
+                       "abstaining_classifiers": int(np.all(predictions < 0, axis=1).sum()),
+                       "diverged_classifiers": result.diverged})
     return result
 
 

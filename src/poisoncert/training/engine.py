@@ -49,7 +49,7 @@ from poisoncert.selection import init_seed, module_seed
 from poisoncert.training.fast import batch_dependent, draws_random, path_stacking, stacking
 from poisoncert.training.graphed import model_obstacle, train_graphed
 from poisoncert.training.groups import auto_group_size
-from poisoncert.training.inference import evaluate, precision
+from poisoncert.training.inference import evaluate, labels_of, precision
 from poisoncert.training.loops import host_threads, map_threads, train_one, train_stacked
 from poisoncert.training.minibatches import ImageBatcher, sample_minibatches
 from poisoncert.training.models import build_model, init_model
@@ -131,7 +131,7 @@ def _run_task(task: _Task, x_test: torch.Tensor, settings: _CallSettings):
                        for m, r, d, s in zip(models, rows, draws, task.seeds, strict=True)]
         logits = evaluate(weights, x_test, cfg, settings.input_shape, settings.n_classes,
                           device, settings.path)
-    preds = logits.argmax(-1).cpu().numpy().astype(np.int16)
+    preds = labels_of(logits)
     if settings.keep_weights:
         return preds, host_state_dicts(weights)
     return preds, None

@@ -38,7 +38,7 @@ from poisoncert.training.settings import (
 )
 from poisoncert.votes import ABSTAIN
 
-__all__ = ["OUTPUTS", "eval_group_size", "evaluate", "precision", "predict"]
+__all__ = ["OUTPUTS", "eval_group_size", "evaluate", "labels_of", "precision", "predict"]
 
 #: What ``predict`` returns: argmax labels (int16 ``(T, n)``, ``-1`` for an abstaining
 #: classifier) or the logits (float32 ``(T, n, n_classes)``, NaN for an abstaining one).
@@ -158,6 +158,18 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
     return out
 
 
+def labels_of(logits: torch.Tensor) -> np.ndarray:
+    """Each classifier's label per input (int16 ``(k, n)`` of logits ``(k, n, C)``): the
+    argmax, and ``ABSTAIN`` where a logit is not finite. A diverged classifier's NaN logits
+    would otherwise all be class 0 (argmax of NaN), a confident vote it never learned; it
+    abstains instead, as an empty sub-dataset's classifier does (the certificates count
+    abstentions against every class)."""
+    finite = torch.isfinite(logits).all(-1)
+    labels = torch.where(finite, logits.argmax(-1), torch.full_like(finite, ABSTAIN,
+                                                                    dtype=torch.long))
+    return labels.cpu().numpy().astype(np.int16)
+
+
 def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
             input_shape: Sequence[int], n_classes: int, device="cpu", path: str = "fast",
             output: str = "labels", threads: int | None = None,
@@ -213,7 +225,7 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
                                   device, path)
                 with lock:
                     if output == "labels":
-                        out[index] = logits.argmax(-1).cpu().numpy().astype(np.int16)
+                        out[index] = labels_of(logits)
                     else:
                         out[index] = logits.cpu().numpy()
                     if progress is not None:
