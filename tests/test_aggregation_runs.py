@@ -753,6 +753,31 @@ def test_diverged_classifiers_abstain_and_train_says_so(tmp_path):
     np.testing.assert_array_equal(Ensemble.load(run).base_predictions(x), pred)
 
 
+def test_a_resume_keeps_the_runs_weights_setting(tmp_path):
+    """``training.save_weights`` is not in the config hash (null hashes as false, from when
+    weights were not kept by default), so a resume with ``false`` was accepted on a run that
+    keeps weights: its later chunks had none, and predict refused the run (a user-path
+    review). Both directions are refused now, before anything is trained."""
+    import dataclasses
+
+    cfg = _cfg(training__steps=5, run__chunk_size=4)
+    run = tmp_path / "run"
+    train_run(cfg, run)
+    off = dataclasses.replace(cfg, execution=dataclasses.replace(cfg.execution,
+                                                                 save_weights=False))
+    assert config_hash(off) == config_hash(cfg)
+    before = sorted(p.name for p in (run / "weights").iterdir())
+    with pytest.raises(RunError, match=r"keeps its classifiers' weights and this config does "
+                                       r"not \(training\.save_weights: False\)"):
+        train_run(off, run)
+    assert sorted(p.name for p in (run / "weights").iterdir()) == before
+    assert train_run(cfg, run).chunks_trained == 0  # its own setting resumes
+    train_run(off, tmp_path / "off")
+    with pytest.raises(RunError, match=r"does not keep its classifiers' weights and this "
+                                       r"config does \(training\.save_weights: None\)"):
+        train_run(cfg, tmp_path / "off")
+
+
 def _write_cfg(tmp_path, cfg):
     path = tmp_path / "cfg.yaml"
     path.write_text(to_yaml(cfg))

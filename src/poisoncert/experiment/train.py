@@ -265,6 +265,14 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     runs.check_writable(rd.path)
     if rd.check_config(cfg):  # refuse another run's folder before loading any data
         cfg = runs.own_edits(cfg, rd.path)  # an updated run resumed: its own edits
+        kept = rd.load_config().keeps_weights
+        if kept != cfg.keeps_weights:  # not in the config hash (no prediction depends on it)
+            raise RunError(
+                f"The run '{rd.path}' {'keeps' if kept else 'does not keep'} its classifiers' "
+                f"weights and this config {'does not' if kept else 'does'} "
+                f"(training.save_weights: {cfg.execution.save_weights}): resumed, some chunks "
+                "would have weights and some not, and predict would refuse the run. Resume "
+                "it with its own setting (its config.yaml).")
     old_manifest = rd.load_manifest() if rd.exists() else None
     if old_manifest is not None:  # before the model's module is imported (changed code
         # must not run)
