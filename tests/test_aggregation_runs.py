@@ -772,6 +772,12 @@ def test_a_resume_keeps_the_runs_weights_setting(tmp_path):
         train_run(off, run)
     assert sorted(p.name for p in (run / "weights").iterdir()) == before
     assert train_run(cfg, run).chunks_trained == 0  # its own setting resumes
+    # certify settings on a resume (train --rhos): outside the hash, kept as started, said so
+    other = dataclasses.replace(cfg, certify=dataclasses.replace(cfg.certify, rhos=[0, 1]))
+    with pytest.warns(UserWarning, match=r"keeps the certify settings it started with "
+                                         r"\(certify\.rhos: \[0, 1, 2, 5, 10, 20, 50\] -> "
+                                         r"\[0, 1\]: ignored on resume\)"):
+        train_run(other, run)
     train_run(off, tmp_path / "off")
     with pytest.raises(RunError, match=r"does not keep its classifiers' weights and this "
                                        r"config does \(training\.save_weights: None\)"):

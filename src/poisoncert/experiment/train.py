@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -169,6 +170,19 @@ class RunResult:
         return float(np.mean(self.predictions == self.labels[None, :]))
 
 
+def _certify_settings_kept(rd: RunDir, old: ExperimentConfig, cfg: ExperimentConfig) -> None:
+    """Warn when a resume gives other ``certify`` settings (``train --rhos``, ``--certify.*``):
+    they are outside the config hash, and the run keeps those it started with."""
+    from poisoncert.config import config_diff
+
+    diff = [line for line in config_diff(old, cfg) if line.startswith("certify.")]
+    if diff:
+        warnings.warn(f"The run '{rd.path}' keeps the certify settings it started with "
+                      f"({'; '.join(diff)}: ignored on resume); give them to poisoncert "
+                      "certify (--rhos, --alpha, --method, --model).", UserWarning,
+                      stacklevel=3)
+
+
 def _config(config) -> ExperimentConfig:
     if isinstance(config, ExperimentConfig):
         return config
@@ -265,7 +279,9 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     runs.check_writable(rd.path)
     if rd.check_config(cfg):  # refuse another run's folder before loading any data
         cfg = runs.own_edits(cfg, rd.path)  # an updated run resumed: its own edits
-        kept = rd.load_config().keeps_weights
+        old = rd.load_config()
+        _certify_settings_kept(rd, old, cfg)
+        kept = old.keeps_weights
         if kept != cfg.keeps_weights:  # not in the config hash (no prediction depends on it)
             raise RunError(
                 f"The run '{rd.path}' {'keeps' if kept else 'does not keep'} its classifiers' "
