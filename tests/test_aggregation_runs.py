@@ -784,6 +784,29 @@ def test_a_resume_keeps_the_runs_weights_setting(tmp_path):
         train_run(cfg, tmp_path / "off")
 
 
+def test_a_bad_edits_file_is_one_line_naming_data_edits(tmp_path):
+    """A truncated edits .npz gave a zipfile traceback, and a text file numpy's advice to
+    load it with pickle (a user-path review)."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    Edits(remove=np.array([1, 2])).save(tmp_path / "ok.npz", (8, 8))
+    (tmp_path / "trunc.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:300])
+    (tmp_path / "text.npz").write_text("remove: 1, 2")
+    np.savez(tmp_path / "objects.npz", remove=np.array([object()], dtype=object))
+    cfg = _write_cfg(tmp_path, _cfg(training__steps=5))
+    for name, words in (("trunc", "is not a .npz archive"), ("text", "is not a .npz archive"),
+                        ("objects", "is not a readable .npz archive")):
+        r = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "r"),
+                                     "-q", "--data.edits", str(tmp_path / f"{name}.npz")])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert r.output.startswith(f"error: The edits file '{tmp_path / name}.npz' "
+                                   f"(data.edits) {words}"), r.output
+        assert "pickle" not in r.output.replace("allow_pickle=False", "")
+        assert not (tmp_path / "r").exists()
+
+
 def _write_cfg(tmp_path, cfg):
     path = tmp_path / "cfg.yaml"
     path.write_text(to_yaml(cfg))

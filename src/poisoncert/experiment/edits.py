@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,6 +165,9 @@ def load_edits(path: str | Path, where: str = "data.edits") -> Edits:
     """Read an edits ``.npz`` (keys ``remove``, ``relabel_index``, ``relabel_label``,
     ``add_x``, ``add_y``; any may be missing). An ``EditsPath`` is read from its ``file``."""
     path = path.file if isinstance(path, EditsPath) else path
+    if Path(path).is_file() and not zipfile.is_zipfile(path):  # np.load would try a pickle
+        raise ValueError(f"The edits file '{path}' ({where}) is not a .npz archive (a zip of "
+                         ".npy arrays, as Edits.save or numpy.savez writes it).")
     try:
         with np.load(path, allow_pickle=False) as z:
             unknown = sorted(set(z.files) - set(_KEYS))
@@ -171,6 +175,11 @@ def load_edits(path: str | Path, where: str = "data.edits") -> Edits:
                 raise ValueError(f"The edits file '{path}' holds unknown arrays {unknown}; it "
                                  f"may hold {', '.join(_KEYS)}.")
             a = {k: z[k] for k in z.files}
+    except (zipfile.BadZipFile, EOFError, ValueError) as e:
+        if str(e).startswith("The edits file"):
+            raise
+        raise ValueError(f"The edits file '{path}' ({where}) is not a readable .npz archive "
+                         f"({e}).") from None
     except OSError as e:
         from poisoncert.runlayout import EDITS
 
