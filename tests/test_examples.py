@@ -322,7 +322,12 @@ def test_a_factory_whose_network_does_not_fit_is_one_line_and_writes_nothing(tmp
                                   "        return self.fc(x.flatten(1) + torch.randn_like("
                                   "x.flatten(1)))\n\n\n"
                                   "def noisy(input_shape, n_classes):\n"
-                                  "    return Noisy()\n"})
+                                  "    return Noisy()\n\n\n"
+                                  "class Slice(nn.Module):\n"
+                                  "    def forward(self, x):\n"
+                                  "        return x.flatten(1)[:, :10]\n\n\n"
+                                  "def no_parameters(input_shape, n_classes):\n"
+                                  "    return Slice()\n"})
     cases = {"wrong_out": "(in evaluation mode, for 2 training inputs it returned "
                           "torch.float32 (2, 3))",
              "wrong_in": "(its forward in evaluation mode on 2 training inputs failed: "
@@ -340,3 +345,12 @@ def test_a_factory_whose_network_does_not_fit_is_one_line_and_writes_nothing(tmp
                                    "inputs to logits (B, 10)"), r.stderr
         assert words in r.stderr and f"Got 'bad:{name}' instead." in r.stderr, r.stderr
         assert not run.exists()
+    # no parameters: a StopIteration traceback from the engine, and a run folder left behind
+    run = tmp_path / "no_parameters"
+    r = _cli("train", CONFIG, "--run-dir", run, "-q", "--training.model",
+             "bad:no_parameters", "--training.model_kwargs", "{}", cwd=tmp_path, check=False)
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert r.stderr.startswith("error: The 'training.model' parameter of the config must be a "
+                               "factory of a network with trainable parameters (this one has "
+                               "none"), r.stderr
+    assert not run.exists()

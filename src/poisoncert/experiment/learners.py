@@ -220,6 +220,10 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
                            f"{data.n_classes}, **model_kwargs) accepts ({type(e).__name__}: "
                            f"{e})", model.kwargs if key.endswith("kwargs") else str(model)
                            ) from None
+    if isinstance(model, ModelRef) and not any(p.requires_grad for p in built.parameters()):
+        raise config_error("training.model", "a factory of a network with trainable "
+                           "parameters (this one has none: there is nothing to train)",
+                           str(model))
     if isinstance(model, ModelRef) and cfg.execution.device == "cpu":
         _check_forward(model, built, data)  # (on CUDA its forward may need CUDA's kernels)
     if cfg.execution.device == "cuda":
