@@ -158,6 +158,20 @@ def test_bad_config_values_give_one_clear_error(overrides, words):
         assert w in str(e.value)
 
 
+def test_a_number_with_an_exponent_is_a_number_in_a_config_file(tmp_path):
+    """PyYAML (YAML 1.1) reads ``1e-3`` as text, so ``lr: 1e-3`` was refused ("must be a real
+    number. Got '1e-3'") while ``--training.lr 1e-3`` was accepted (a user-path review)."""
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  lr: 1e-3\n  momentum: 9E-1\ncertify:\n  alpha: 1e-4\n"
+                    "data:\n  name: digits\n")
+    cfg = load_config(path)
+    assert cfg.training.lr == 0.001 and cfg.certify.alpha == 1e-4
+    assert cfg.training.lr == load_config(None, ["--training.lr", "1e-3"]).training.lr
+    path.write_text('training:\n  model: "1e3"\n')  # quoted: text, as written
+    with pytest.raises(ConfigError, match="'training.model'.*Got '1e3'"):
+        load_config(path)
+
+
 def test_unknown_yaml_key_and_unreadable_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("training:\n  stepz: 3\n")

@@ -21,6 +21,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -251,6 +252,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 except TypeError:  # an unhashable key: PyYAML's own error follows
                     continue
         return super().construct_mapping(node, deep=deep)
+
+
+# YAML 1.1 (PyYAML) reads ``1e-3`` as text: its floats need a point (``1.0e-3``). A config's
+# ``lr: 1e-3`` is a number, as YAML 1.2 and the command line (``--training.lr 1e-3``) read it.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"))
 
 
 def parse_overrides(args: list[str] | tuple[str, ...]) -> dict[str, str]:
