@@ -172,6 +172,22 @@ def test_a_number_with_an_exponent_is_a_number_in_a_config_file(tmp_path):
         load_config(path)
 
 
+def test_a_selection_naming_no_scheme_and_no_size_takes_the_default_selection():
+    """An empty config with ``--selection.T 8`` (a selection section with only ``T``) failed
+    on ``selection.p``, a key the user never set; without a section it was the default
+    (a user-path review). A section with a scheme or a size still states its own."""
+    from poisoncert.config import DEFAULT_SELECTION, from_dict
+
+    cfg = load_config(None, ["--selection.T", "8"])
+    assert (cfg.selection.scheme, cfg.selection.ns, cfg.selection.T) == \
+        (DEFAULT_SELECTION["scheme"], DEFAULT_SELECTION["ns"], 8)
+    assert from_dict({"selection": {"seed": 3}}).selection.ns == DEFAULT_SELECTION["ns"]
+    assert from_dict({"selection": {"scheme": "binomial", "p": 0.1, "T": 5}}).selection.ns \
+        is None
+    with pytest.raises(ConfigError, match="'selection.p'"):
+        from_dict({"selection": {"scheme": "binomial", "T": 5}})
+
+
 def test_unknown_yaml_key_and_unreadable_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("training:\n  stepz: 3\n")

@@ -30,7 +30,13 @@ from typing import Any
 import yaml
 
 from poisoncert._validation import param_error
-from poisoncert.config.sections import SECTIONS, WHERE, ConfigError, ExperimentConfig
+from poisoncert.config.sections import (
+    DEFAULT_SELECTION,
+    SECTIONS,
+    WHERE,
+    ConfigError,
+    ExperimentConfig,
+)
 from poisoncert.training.settings import TrainConfig
 
 __all__ = [
@@ -145,7 +151,8 @@ def config_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
 def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
     """Build and validate a config from nested dicts plus dotted ``overrides``.
 
-    Missing keys take their defaults (a missing ``selection`` section: ``DEFAULT_SELECTION``);
+    Missing keys take their defaults (a missing ``selection`` section, or one that names no
+    scheme and no size: ``DEFAULT_SELECTION`` for the keys it does not give);
     unknown sections or keys raise a ``ConfigError`` that names the closest known key.
     """
     d = {} if d is None else d
@@ -166,6 +173,10 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> Experi
     for dotted, value in (overrides or {}).items():
         section, key = _split_key(dotted)
         values[section][key] = (value, isinstance(value, str))
+    sel = values["selection"]
+    if sel and not set(sel) & {"scheme", "ns", "p", "k", "d", "r"}:  # only T, seed, ...:
+        for key, value in DEFAULT_SELECTION.items():  # the rest of the default selection
+            sel.setdefault(key, (value, False))
     parts = {}
     for section in SECTIONS:
         if not values[section]:

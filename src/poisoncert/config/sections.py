@@ -175,7 +175,9 @@ class SelectionConfig:
     nearest labels (``poisoncert.knn``), ``T = 1``.
 
     ``ns``/``p`` and ``T`` have no defaults: a config that has a ``selection`` section states
-    them (only a config without one gets ``DEFAULT_SELECTION``).
+    them, unless the section names no scheme and no size (``scheme``, ``ns``, ``p``, ``k``,
+    ``d``, ``r``): then, as a config without one, it takes ``DEFAULT_SELECTION`` for the keys
+    it does not give (``--selection.T 8`` alone: binomial, ``ns`` 50, ``T`` 8).
     """
 
     scheme: str = "binomial"
