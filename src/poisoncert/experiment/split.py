@@ -93,10 +93,13 @@ def split_data(d: DataConfig) -> DataSplit:
     Raises a ``ConfigError`` (a ``ValueError``) naming the key when the data contradicts the
     config (clean indices out of range, a ``D^c`` covering everything, ...).
     """
+    from poisoncert._validation import named_as
     from poisoncert.data import load_dataset
 
-    ds = load_dataset(d.name, data_dir=d.data_dir, download=d.download,
-                      classes=None if d.classes is None else tuple(d.classes))
+    with named_as("the config", classes="data.classes", data_dir="data.data_dir",
+                  download="data.download", name="data.name"):
+        ds = load_dataset(d.name, data_dir=d.data_dir, download=d.download,
+                          classes=None if d.classes is None else tuple(d.classes))
     n_train = len(ds.y_train)
     x_test, y_test = ds.x_test, ds.y_test
     if d.test_limit is not None:
