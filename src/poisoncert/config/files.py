@@ -358,8 +358,9 @@ def _type_text(tp) -> str:
     if origin in (typing.Union, types.UnionType):
         text = " or ".join(_type_text(a) for a in _plain_types(args))
         return text + " or null" if type(None) in args else text
-    if origin is list:
-        return f"a list of {_type_text(args[0])}s"
+    if origin is list:  # "a list of ints", "a list of real numbers"
+        return "a list of " + _type_text(args[0]).split(" ", 1)[1].replace(
+            " (true or false)", "") + "s"
     if origin is dict:
         return "a mapping"
     return {int: "an int", float: "a real number", bool: "a boolean (true or false)",
