@@ -206,8 +206,9 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
             c = _runner_up(votes[t], y)
             for r in s.budgets:
                 jobs.append((attack, t, r, y, c))
-    say(f"{len(jobs)} targeted trials on {len(targets)} test points, "
-        f"{len(judges)} aggregation(s): {', '.join(j.name for j in judges)}")
+    if jobs:  # a backdoor alone has no targeted trials (nor targets to speak of)
+        say(f"{len(jobs)} targeted trials on {len(targets)} test points, "
+            f"{len(judges)} aggregation(s): {', '.join(j.name for j in judges)}")
     for a in range(0, len(jobs), s.batch):
         batch = jobs[a:a + s.batch]
         edits = [getattr(builder, attack)(t, r, y, c) for attack, t, r, y, c in batch]
