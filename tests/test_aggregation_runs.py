@@ -733,9 +733,14 @@ def test_diverged_classifiers_abstain_and_train_says_so(tmp_path):
     logits = torch.tensor([[[1.0, 3.0, 2.0], [nan, 0.0, 1.0]],
                            [[float("inf"), 0.0, 0.0], [0.0, -5.0, -1.0]]])
     assert labels_of(logits).tolist() == [[1, -1], [-1, 0]]
-    votes, ranks = logits_to_votes(logits.numpy(), np.array([False, False]))
+    votes, _ = logits_to_votes(logits.numpy(), np.array([False, False]), ranks=False)
     assert votes.tolist() == [[1, -1], [-1, 0]]
-    assert ranks[0, 1].tolist() == ranks[1, 0].tolist() == [0, 1, 2]  # index order
+    # the run-off election has no ranking for them: refused (it would count class 0 first)
+    with pytest.raises(ValueError, match=r"^2 of 2 base classifiers gave outputs that are "
+                                         r"not finite .* run-off election"):
+        logits_to_votes(logits.numpy(), np.array([False, False]))
+    votes, ranks = logits_to_votes(logits.numpy()[:1, :1], np.array([True]))  # empty part
+    assert votes.tolist() == [[-1]] and ranks[0, 0].tolist() == [0, 1, 2]  # index order
     # a run whose training diverges (SGD at lr 1e6)
     cfg = _cfg(selection__k=8, training__optimizer="sgd", training__lr=1e6,
                training__steps=20, training__save_weights=True)

@@ -116,6 +116,7 @@ def _cp_lower(k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndarray:
     if pos.any():
         kk = k[pos].astype(np.float64)
         x = special.betaincinv(kk, T[pos] - kk + 1.0, _lowered(beta[pos], T[pos]))
+        x = np.where(np.isnan(x), 0.0, x)  # no number from the inverse: the trivial bound
         x = np.nextafter(x * (1.0 - _REL_MARGIN), 0.0)
         out[pos] = np.clip(x, 0.0, 1.0)
     return out
@@ -134,6 +135,7 @@ def _cp_upper(k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndarray:
     if lt.any():
         kk = k[lt].astype(np.float64)
         x = special.betainccinv(kk + 1.0, T[lt] - kk, _lowered(beta[lt], T[lt]))
+        x = np.where(np.isnan(x), 1.0, x)  # no number from the inverse: the trivial bound
         x = np.nextafter(x * (1.0 + _REL_MARGIN), 2.0)
         out[lt] = np.clip(x, 0.0, 1.0)
     return out

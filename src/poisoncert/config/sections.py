@@ -39,7 +39,7 @@ from poisoncert.selection import (
     PLAN_SCHEMES,
     check_size,
 )
-from poisoncert.stats import ALPHA_MIN, METHODS
+from poisoncert.stats import METHODS
 from poisoncert.training.settings import PATHS, TrainConfig, graphed_obstacle
 
 __all__ = [
@@ -341,7 +341,8 @@ class CertifyConfig:
         _put(self, "aggregation", _choice(self.aggregation, "certify.aggregation",
                                           AGGREGATIONS, {"run_off": "roe", "runoff": "roe",
                                                          "majority": "vote"}))
-        _real(self.alpha, "certify.alpha", ALPHA_MIN, 1.0, low_open=False)
+        # (stats.ALPHA_MIN is checked where alpha is used, so earlier runs still open)
+        _real(self.alpha, "certify.alpha", 0.0, 1.0)
         _put(self, "method", _choice(self.method, "certify.method", METHODS))
         _put(self, "model", _choice(self.model, "certify.model", bounds.MODELS,
                                     bounds.MODEL_ALIASES))

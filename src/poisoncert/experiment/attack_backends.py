@@ -112,8 +112,8 @@ class ClassifierBackend:
             logits = training.predict(t, state, x_test, input_shape=x_test.shape[1:],
                                       n_classes=self.C, device=ens.cfg.execution.device,
                                       path=ens.path, output="logits")
-            P, R = logits_to_votes(logits, np.array([s is None for s in state]))
-            return P, (R if want_ranks else None)
+            return logits_to_votes(logits, np.array([s is None for s in state]),
+                                   ranks=want_ranks)
         # no weights: every classifier trained again on its own sub-dataset
         from poisoncert.experiment.retrain import Variant, retrain, variant
 

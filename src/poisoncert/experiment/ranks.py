@@ -36,17 +36,27 @@ def chunk_ranks_path(rd: RunDir, chunk_id: int) -> Path:
     return rd.path / RANKS_DIR / f"chunk-{chunk_id:05d}.npy"
 
 
-def logits_to_votes(logits: np.ndarray, abstain: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def logits_to_votes(logits: np.ndarray, abstain: np.ndarray, *, ranks: bool = True
+                    ) -> tuple[np.ndarray, np.ndarray | None]:
     """Votes (int16 ``(k, n)``, ``-1`` for the ``abstain`` classifiers and where a logit is
-    not finite, as ``training.labels_of`` gives them) and rankings (int8 ``(k, n, C)``) of
-    logits ``(k, n, C)``; an abstaining row ranks the classes in index order."""
+    not finite, as ``training.labels_of`` gives them) and, with ``ranks``, rankings (int8
+    ``(k, n, C)``) of logits ``(k, n, C)``; an ``abstain`` classifier (an empty sub-dataset)
+    ranks the classes in index order. A classifier whose logits are not finite has no
+    ranking: with ``ranks`` it is a ``ValueError`` (the run-off election would count it for
+    class 0 first, the confident vote a diverged classifier never learned)."""
     from poisoncert.runoff import rankings_from_scores
 
-    out = abstain[:, None] | ~np.isfinite(logits).all(-1)
+    bad = ~np.isfinite(logits).all(-1) & ~abstain[:, None]
+    if ranks and bad.any():
+        k = int(bad.any(axis=1).sum())
+        raise ValueError(f"{k} of {len(bad)} base classifiers gave outputs that are not "
+                         "finite (diverged training: a lower training.lr, say); the run-off "
+                         "election (run.store_ranks) needs a ranking from every classifier "
+                         "that trained.")
+    out = abstain[:, None] | bad
     scores = np.where(out[:, :, None], 0.0, logits).astype(np.float32)
-    ranks = rankings_from_scores(scores)
     votes = np.where(out, -1, scores.argmax(-1)).astype(np.int16)
-    return votes, ranks
+    return votes, (rankings_from_scores(scores) if ranks else None)
 
 
 def train_predict_ranks(learner, data, subsets, seeds, progress=None):
