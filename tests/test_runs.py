@@ -170,6 +170,10 @@ def test_a_number_with_an_exponent_is_a_number_in_a_config_file(tmp_path):
     path.write_text('training:\n  model: "1e3"\n')  # quoted: text, as written
     with pytest.raises(ConfigError, match="'training.model'.*Got '1e3'"):
         load_config(path)
+    # text shaped like such a number is written quoted, so a run's config.yaml reads back
+    cfg = load_config(None, {"data.data_dir": "1e5"})
+    path.write_text(to_yaml(cfg))
+    assert load_config(path).data.data_dir == "1e5"
 
 
 def test_a_selection_naming_no_scheme_and_no_size_takes_the_default_selection():

@@ -106,7 +106,7 @@ def to_yaml(cfg: ExperimentConfig) -> str:
         section, name = key.split(".")
         if d[section].get(name, default) == default:
             d[section].pop(name, None)
-    return yaml.safe_dump(d, sort_keys=False, default_flow_style=None)
+    return yaml.dump(d, Dumper=_Dumper, sort_keys=False, default_flow_style=None)
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -265,12 +265,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+class _Dumper(yaml.SafeDumper):
+    """``yaml.SafeDumper`` that quotes text the loader would read as a number (below)."""
+
+
 # YAML 1.1 (PyYAML) reads ``1e-3`` as text: its floats need a point (``1.0e-3``). A config's
-# ``lr: 1e-3`` is a number, as YAML 1.2 and the command line (``--training.lr 1e-3``) read it.
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+# ``lr: 1e-3`` is a number, as YAML 1.2 and the command line (``--training.lr 1e-3``) read it;
+# the dumper learns the same rule, so text such as a data_dir named ``1e5`` is written quoted
+# and reads back as text.
+for _cls in (_UniqueKeyLoader, _Dumper):
+    _cls.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+        list("-+0123456789"))
 
 
 def parse_overrides(args: list[str] | tuple[str, ...]) -> dict[str, str]:
