@@ -280,6 +280,14 @@ def test_csv_and_single_image_inputs_are_read_as_written(tmp_path, trained):
     assert r.exit_code == 0, r.output
     printed = list(csv.DictReader(r.stdout.splitlines()))
     assert [p["radius"] for p in printed] == [w["radius"] for w in want]
+    # headers: pandas' names for unnamed columns (0, 1, ...), and names with a number among
+    for name, head in (("pandas", range(flat.shape[1])),
+                       ("named", [f"p{i}" for i in range(flat.shape[1] - 1)] + ["783"])):
+        (tmp_path / f"{name}.csv").write_text(",".join(map(str, head)) + "\n" + text)
+        r = runner.invoke(app, ["predict", str(run), str(tmp_path / f"{name}.csv")])
+        assert r.exit_code == 0, r.output
+        printed = list(csv.DictReader(r.stdout.splitlines()))
+        assert [p["radius"] for p in printed] == [w["radius"] for w in want], name
     lines = text.splitlines()
     (tmp_path / "typo.csv").write_text("\n".join([lines[0].replace("0", "O", 1)] + lines[1:]))
     _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "typo.csv")]),

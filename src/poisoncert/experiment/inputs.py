@@ -8,7 +8,8 @@
 - a folder of PNG or JPEG images (one input per file, in sorted file-name order; Pillow),
   or one such image,
 - a ``.csv`` of features (UTF-8, a byte-order mark allowed; one input per row,
-  ``prod(shape)`` numbers; a first line with no number in it is a header; a number written
+  ``prod(shape)`` numbers; a first line whose cells are mostly not numbers, or exactly
+  ``0, 1, ..., w - 1`` (pandas' names for unnamed columns), is a header; a number written
   with a point or an exponent is a float, so a file of ``0.0``/``1.0`` is refused by a run
   of 8-bit images, as a float ``.npy`` is),
 
@@ -134,8 +135,8 @@ def _read_csv(path: Path) -> Inputs:
         raise _error(path, f"not a .csv of numbers: byte {data[e.start]:#04x} at offset "
                      f"{e.start} is not UTF-8 text.") from None
     rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
-    if rows and not any(_number(c) for c in rows[0]):
-        rows = rows[1:]  # a header: no number in it (a row with some is data, checked below)
+    if rows and _header(rows[0], {len(r) for r in rows[1:]}):
+        rows = rows[1:]
     if not rows:
         raise _error(path, "holds no rows of numbers.")
     width = {len(r) for r in rows}
@@ -151,6 +152,17 @@ def _read_csv(path: Path) -> Inputs:
     if written_as_ints and np.all(np.abs(x) <= 2**53):  # exact in float64 and in int64
         x = x.astype(np.int64)
     return Inputs(x=x, names=[str(i) for i in range(len(x))])
+
+
+def _header(row: list[str], widths: set[int]) -> bool:
+    """Whether a CSV's first row is a header: most of its cells are not numbers (``p0, p1,
+    ...``; a data row with a typo has one or a few), or it is exactly ``0, 1, ..., w - 1``,
+    the column names ``pandas.DataFrame.to_csv`` writes by default for unnamed columns."""
+    names = sum(not _number(c) for c in row)
+    if 2 * names > len(row):
+        return True
+    return not names and widths == {len(row)} and len(row) > 1 and \
+        [c.strip() for c in row] == [str(i) for i in range(len(row))]
 
 
 #: Characters that make a CSV cell a float (``1.0``, ``1e3``, ``inf``, ``nan``).
