@@ -812,6 +812,21 @@ def test_a_bad_edits_file_is_one_line_naming_data_edits(tmp_path):
         assert not (tmp_path / "r").exists()
 
 
+def test_the_knn_attack_has_no_prediction_below_k_samples(tmp_path):
+    """The kNN certificate of the deleting models stops at n_train - k (fewer than k samples
+    give no prediction); the attack's own classifier now says the same (-1) instead of voting
+    among the samples left."""
+    from poisoncert.experiment.attack_backends import NNBackend
+
+    cfg = _cfg(selection__scheme="knn", selection__k=5, selection__T=None)
+    train_run(cfg, tmp_path / "knn")
+    data = split_data(cfg.data)
+    nn = NNBackend(RunDir(tmp_path / "knn"), cfg, data)
+    n = len(data.y_train)
+    assert nn.predict_one(0, Edits(remove=np.arange(n - 4))) == -1
+    assert nn.predict_one(0, Edits(remove=np.arange(n - 5))) >= 0
+
+
 def _write_cfg(tmp_path, cfg):
     path = tmp_path / "cfg.yaml"
     path.write_text(to_yaml(cfg))

@@ -192,6 +192,8 @@ class NNBackend:
             keys = np.concatenate([keys, len(self.data.y_train) + np.arange(edits.n_added)])
         s = self.cfg.selection
         if self.name == "knn":
+            if len(y) < s.k:  # no k samples left: no prediction, as the certificate has it
+                return -1
             order = np.lexsort((keys, d2))[:s.k]
             counts = np.bincount(y[order], minlength=self.C)
             return int(np.argmax(counts))
