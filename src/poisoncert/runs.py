@@ -267,18 +267,19 @@ class RunDir(ChunkFiles):
         man[MANIFEST_DIGEST] = manifest_digest(man)
         save_json((folder or self.path) / MANIFEST, man)
 
-    def check_config(self, cfg: ExperimentConfig) -> bool:
-        """True when this folder holds a run of ``cfg`` (resumable), False when it holds no
-        run; a ``RunError`` naming the differing keys when it holds a run of another config."""
+    def check_config(self, cfg: ExperimentConfig) -> ExperimentConfig | None:
+        """The stored config when this folder holds a run of ``cfg`` (resumable), None when
+        it holds no run; a ``RunError`` naming the differing keys when it holds a run of
+        another config."""
         if not self.exists():
-            return False
+            return None
         old = self.load_config()
         if config_hash(old) != config_hash(cfg):
             diff = "; ".join(config_diff(old, cfg)) or "the config hash"
             raise RunError(f"The run directory '{self.path}' holds a run with another config "
                            f"({diff}). Use another --run-dir, or the same config to resume "
                            "it.")
-        return True
+        return old
 
     def prepare(self, cfg: ExperimentConfig, manifest: dict[str, Any]) -> bool:
         """Create the run or check that it holds the same config; return True when resuming.

@@ -238,10 +238,10 @@ def edit_plan(data, edits: Edits) -> EditPlan:
     # classifier retrains for it and a hash partition keeps its bucket
     moved = relabel_changes(data, edits)
     rel_index, rel_label = edits.relabel_index[moved], edits.relabel_label[moved]
+    is_clean = np.zeros(n_train, dtype=bool)
+    is_clean[data.clean_idx] = True
     poisoned = getattr(data, "poisoned_labels", None)
     if poisoned is not None:  # case 3: D^c is the clean classes' samples
-        is_clean = np.zeros(n_train, dtype=bool)
-        is_clean[data.clean_idx] = True
         bad = is_clean[rel_index] & np.isin(rel_label, poisoned)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
@@ -261,8 +261,6 @@ def edit_plan(data, edits: Edits) -> EditPlan:
         x_parts.append(np.asarray(edits.add_x, dtype=data.x_train.dtype))
     x_new = np.concatenate(x_parts) if x_parts else data.x_train[:0]
     y_new = np.concatenate([rel_label, edits.add_y]).astype(data.y_train.dtype)
-    is_clean = np.zeros(n_train, dtype=bool)
-    is_clean[data.clean_idx] = True
     clean_new = np.flatnonzero(np.concatenate([is_clean[kept],
                                                np.zeros(edits.n_added, dtype=bool)]))
     poison_new = np.setdiff1d(np.arange(len(origin)), clean_new)

@@ -170,9 +170,12 @@ class RunResult:
         return float(np.mean(self.predictions == self.labels[None, :]))
 
 
-def _certify_settings_kept(rd: RunDir, old: ExperimentConfig, cfg: ExperimentConfig) -> None:
-    """Warn when a resume gives other ``certify`` settings (``train --rhos``, ``--certify.*``):
-    they are outside the config hash, and the run keeps those it started with."""
+def _check_unhashed_settings(rd: RunDir, old: ExperimentConfig, cfg: ExperimentConfig
+                             ) -> None:
+    """A resume's settings outside the config hash (no prediction depends on them): other
+    ``certify`` settings (``train --rhos``, ``--certify.*``) are a warning, the run keeping
+    those it started with; another choice of keeping weights is a ``RunError`` (some chunks
+    would have weights and some not)."""
     from poisoncert.config import config_diff
 
     diff = [line for line in config_diff(old, cfg) if line.startswith("certify.")]
@@ -181,6 +184,14 @@ def _certify_settings_kept(rd: RunDir, old: ExperimentConfig, cfg: ExperimentCon
                       f"({'; '.join(diff)}: ignored on resume); give them to poisoncert "
                       "certify (--rhos, --alpha, --method, --model).", UserWarning,
                       stacklevel=3)
+    kept = old.keeps_weights
+    if kept != cfg.keeps_weights:
+        raise RunError(
+            f"The run '{rd.path}' {'keeps' if kept else 'does not keep'} its classifiers' "
+            f"weights and this config {'does not' if kept else 'does'} "
+            f"(training.save_weights: {cfg.execution.save_weights}): resumed, some chunks "
+            "would have weights and some not, and predict would refuse the run. Resume "
+            "it with its own setting (its config.yaml).")
 
 
 def _config(config) -> ExperimentConfig:
@@ -277,18 +288,10 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
                                                "the config"))
     rd = RunDir(run_dir)
     runs.check_writable(rd.path)
-    if rd.check_config(cfg):  # refuse another run's folder before loading any data
-        cfg = runs.own_edits(cfg, rd.path)  # an updated run resumed: its own edits
-        old = rd.load_config()
-        _certify_settings_kept(rd, old, cfg)
-        kept = old.keeps_weights
-        if kept != cfg.keeps_weights:  # not in the config hash (no prediction depends on it)
-            raise RunError(
-                f"The run '{rd.path}' {'keeps' if kept else 'does not keep'} its classifiers' "
-                f"weights and this config {'does not' if kept else 'does'} "
-                f"(training.save_weights: {cfg.execution.save_weights}): resumed, some chunks "
-                "would have weights and some not, and predict would refuse the run. Resume "
-                "it with its own setting (its config.yaml).")
+    old = rd.check_config(cfg)  # refuse another run's folder before loading any data
+    if old is not None:  # resumed
+        cfg = runs.own_edits(cfg, rd.path)  # an updated run: its own edits
+        _check_unhashed_settings(rd, old, cfg)
     old_manifest = rd.load_manifest() if rd.exists() else None
     if old_manifest is not None:  # before the model's module is imported (changed code
         # must not run)
