@@ -853,7 +853,8 @@ def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):
                                          r"'4\.7' in its file"):
         parse_ids(str(tmp_path / "f.txt"))
     for text, bad in (("3,x", "x"), ("3 4", "3 4"), ("3_0", "3_0"),
-                      ("99999999999999999999", "99999999999999999999")):
+                      ("99999999999999999999", "99999999999999999999"), ("3,,4", ""),
+                      ("3,4,", "")):
         with pytest.raises(ValueError, match=f"Got '{bad}' in its value instead\\.$"):
             parse_ids(text)  # "3 4" was 34, "3_0" 30, a huge number an OverflowError
 

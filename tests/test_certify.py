@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections import deque
 
 import numpy as np
@@ -387,6 +388,22 @@ def test_a_numpy_value_shows_as_the_number_it_holds():
         assert shown in str(param_error("x", "f", "an int", got))
     with pytest.raises(ValueError, match=r"Got 3 instead\.$"):
         certified_accuracy(dpa_certify(np.array([[3, 1], [0, 2]])), np.array([0, 3]), [0])
+
+
+def test_an_int_list_refuses_empty_elements_and_takes_spaces():
+    """``parse_int_list``: ``" 0, 50 ,100"`` is three ints; an empty element (``0,,5``, a
+    trailing comma), a non-integer, a value below ``low`` or past ``INT_LIMIT`` is one error
+    naming the option and the text given."""
+    from poisoncert._validation import INT_LIMIT, parse_int_list
+
+    assert parse_int_list(" 0, 50 ,100", "--rhos", "certify", low=0) == [0, 50, 100]
+    assert parse_int_list("-3", "--x", "f") == [-3]
+    for text in ("0,,5", "0,5,", ",0", "", " ", "0,x", "1.0", "3 4", "-1",
+                 f"{INT_LIMIT + 1}"):
+        with pytest.raises(ValueError, match=r"^The '--rhos' parameter of certify must be "
+                           r"comma-separated ints >= 0, e\.g\. 0,50,100\. Got "
+                           + re.escape(repr(text)) + r" instead\.$"):
+            parse_int_list(text, "--rhos", "certify", low=0)
 
 
 def test_every_summary_takes_the_labels_its_certificate_names():

@@ -151,6 +151,13 @@ def test_errors_name_the_option_typed(tmp_path, config, engine):
         ("train", str(config), "--run-dir", str(tmp_path / "t"), "--training.steps", "0"):
             "error: The 'training.steps' parameter of the config must be ",
         ("certify", str(run), "--rhos", "0,x"): "error: The '--rhos' parameter",
+        ("certify", str(run), "--rhos", "0,,5"): "error: The '--rhos' parameter",
+        ("certify", str(run), "--rhos", "0,5,"): "error: The '--rhos' parameter",
+        ("train", str(config), "--run-dir", str(tmp_path / "t"), "--certify.rhos", "0,,5"):
+            "error: The 'certify.rhos' parameter of the config must be ",
+        ("attack", str(run), "--budgets", "1,,2"): "error: The '--budgets' parameter of attack",
+        ("attack", str(run), "--attacks", "insert,,flip"):
+            "error: --attacks: The 'attacks' parameter of attack_run must be ",
     }
     for args, start in cases.items():
         r = runner.invoke(app, list(args))

@@ -32,6 +32,7 @@ __all__ = [
     "check_real_array",
     "named_as",
     "param_error",
+    "parse_int_list",
 ]
 
 
@@ -67,6 +68,21 @@ def named_as(where: str, **names: str) -> Iterator[None]:
             raise
         raise ValueError(f"The {outer!r} parameter of {where} must be "
                          f"{str(exc)[m.end():]}") from None
+
+
+def parse_int_list(text: str, name: str, where: str, *, low: int | None = None,
+                   example: str = "0,50,100") -> list[int]:
+    """``"0, 50,100"`` -> ``[0, 50, 100]``: comma-separated decimal integers in
+    ``[low, INT_LIMIT]``, spaces allowed around them. An empty element (``"0,,5"``, a
+    trailing comma) is refused, as is text with no element at all."""
+    allowed = f"comma-separated ints{'' if low is None else f' >= {low}'}, e.g. {example}"
+    items = [t.strip() for t in str(text).split(",")]
+    if not all(re.fullmatch(r"[+-]?[0-9]+", t) for t in items):
+        raise param_error(name, where, allowed, text)
+    out = [int(t) for t in items]
+    if (low is not None and min(out) < low) or max(abs(v) for v in out) > INT_LIMIT:
+        raise param_error(name, where, allowed, text)
+    return out
 
 
 def _is_int(x: object) -> bool:

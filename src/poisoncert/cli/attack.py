@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from poisoncert._validation import parse_int_list
 from poisoncert.cli.certs import library_errors
 from poisoncert.runsafe import json_text
 
@@ -25,14 +26,6 @@ def register(app: typer.Typer) -> None:
 
 def _plain(v):
     return v.item() if hasattr(v, "item") else str(v)
-
-
-def _ints(text: str, name: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(" ", "").split(",") if t]
-    except ValueError:
-        raise ValueError(f"The '{name}' option must be comma-separated ints. Got {text!r} "
-                         "instead.") from None
 
 
 def attack(
@@ -69,13 +62,14 @@ def attack(
         from poisoncert.experiment.attack import AttackSettings, attack_run
         from poisoncert.experiment.update import RunTerms
 
-        chosen = tuple(a for a in attacks.split(",") if a.strip())
+        chosen = tuple(attacks.split(","))  # "insert,,flip": an empty name, refused
         _refuse_unused(chosen, {"--backdoor-label": backdoor_label, "--patch": patch},
                        {"--targets": targets, "--max-radius": max_radius, "--copies": copies})
         label = 0 if backdoor_label is None else int(
             RunTerms.of(run_dir).indices([backdoor_label], "--backdoor-label")[0])
         given = {"targets": targets, "patch": patch, "copies": copies}
-        s = AttackSettings(attacks=chosen, budgets=tuple(_ints(budgets, "--budgets")),
+        r = parse_int_list(budgets, "--budgets", "attack", low=1, example="1,2,4")
+        s = AttackSettings(attacks=chosen, budgets=tuple(r),
                            seed=seed, backdoor_label=label, max_radius=max_radius,
                            **{k: v for k, v in given.items() if v is not None})
         try:

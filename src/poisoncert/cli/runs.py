@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from poisoncert._validation import param_error
+from poisoncert._validation import param_error, parse_int_list
 from poisoncert.cli.certs import library_errors
 from poisoncert.runsafe import json_text
 
@@ -33,15 +33,7 @@ def register(app: typer.Typer) -> None:
 
 def parse_rhos(text: str | None, name: str = "--rhos", where: str = "certify") -> list[int]:
     """``"0,50,100"`` -> ``[0, 50, 100]`` (a ``ValueError`` naming the option otherwise)."""
-    if text is None:
-        return []
-    try:
-        out = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        out = []
-    if not out or min(out) < 0:
-        raise param_error(name, where, "comma-separated ints >= 0, e.g. 0,50,100", text)
-    return out
+    return [] if text is None else parse_int_list(text, name, where, low=0)
 
 
 def _console():
@@ -103,8 +95,6 @@ def train(
         cfg = load_config(config, overrides)
         ray = executor.strip().lower() == "ray"
         if address is not None and not ray:  # would be ignored: an error (issue 9)
-            from poisoncert._validation import param_error
-
             raise param_error("address", "train", "given only with --executor ray", address)
         local_workers = None if devices is not None and workers is None else (
             cfg.execution.workers)

@@ -397,8 +397,10 @@ def _coerce(value, tp, key: str, from_text: bool, allowed: str | None = None):
                     value = yaml.safe_load(text)
                 except yaml.YAMLError:
                     raise ConfigError(str(bad)) from None
-            else:
-                value = [v for v in text.split(",") if v.strip()]
+            else:  # "0,,5" and "0,5," have an empty element: refused, not dropped
+                value = text.split(",") if text else []
+                if any(not v.strip() for v in value):
+                    raise ConfigError(str(bad))
         if not isinstance(value, (list, tuple)):
             value = [value]
         try:

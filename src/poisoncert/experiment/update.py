@@ -208,7 +208,7 @@ def _ints(text: str, where: str) -> np.ndarray:
                              f"a {a.dtype} array instead.")
         return a.astype(np.int64).reshape(-1)
     tokens, source = ((p.read_text().replace(",", " ").split(), f"file '{p}'") if p.is_file()
-                      else ([t.strip() for t in text.split(",") if t.strip()], "value"))
+                      else ([t.strip() for t in text.split(",")], "value"))  # "3,,4": refused
     for t in tokens:  # digits only ("3 4" is not 34, nor "3_0" 30), within the int64 range
         if not re.fullmatch(r"[+-]?[0-9]+", t) or abs(int(t)) > INT_LIMIT:
             raise ValueError(f"The '{where}' option must be comma-separated integers (at most "
