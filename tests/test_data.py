@@ -707,7 +707,7 @@ def test_download_failure_message(isolated, monkeypatch):
         assert f"{url}: " in msg and "network is unreachable" in msg
     assert f"put it in {target / 'mnist'}" in msg
     assert "MNIST needs all of train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz" in msg
-    assert list((target / "mnist").iterdir()) == []  # no partial file left behind
+    assert not target.exists()  # no partial file, nor the folders made for the download
 
 
 def test_download_from_an_unreachable_url_fails_fast(isolated, monkeypatch, no_proxy):
@@ -746,7 +746,11 @@ def test_download_with_bad_content_everywhere_leaves_nothing(isolated, monkeypat
                         lambda url, timeout: io.BytesIO(b"<html>not found</html>"))
     with pytest.raises(DownloadError, match="Checksum mismatch"):
         load_dataset("cifar10", data_dir=isolated / "dl", download=True)
-    assert list((isolated / "dl" / "cifar10").iterdir()) == []
+    assert not (isolated / "dl").exists()
+    (isolated / "dl" / "mine").mkdir(parents=True)  # a folder the user made: kept, and
+    with pytest.raises(DownloadError, match="Checksum mismatch"):  # what it holds
+        load_dataset("cifar10", data_dir=isolated / "dl", download=True)
+    assert [p.name for p in (isolated / "dl").iterdir()] == ["mine"]
 
 
 # --------------------------------------------------------------------------- records and helpers

@@ -40,6 +40,7 @@ def download_dataset(spec: DatasetSpec, folder: Path) -> None:
     else:
         known_files = list(spec.files.values())
     names = [k.name if k.name.endswith(".tar.gz") else k.name + ".gz" for k in known_files]
+    created = _missing_folders(folder)
     for known, name in zip(known_files, names, strict=True):
         dest = folder / name
         if dest.is_file() or (spec.kind == "idx" and (folder / known.name).is_file()):
@@ -47,10 +48,30 @@ def download_dataset(spec: DatasetSpec, folder: Path) -> None:
         try:
             download_file(known, dest)
         except DownloadError as exc:
+            _remove_if_empty(created)
             if len(names) == 1:
                 raise
             raise DownloadError(f"{exc}\n{spec.title} needs all of {', '.join(names)} there."
                                 ) from None
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders of ``folder``'s path that do not exist yet, deepest first."""
+    out = []
+    p = Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def _remove_if_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed download created, deepest first, while they are empty."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:
+            return
 
 
 def download_file(known: KnownFile, dest: Path, *, timeout: float | None = None) -> Path:
