@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -68,6 +69,37 @@ def test_train_with_overrides_then_certify(tmp_path, config, engine):
     r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "one"), "-q",
                             "--selection.T", "8", "--training.steps=4"])
     assert r.exit_code == 0 and "(1 chunk trained, 0 resumed)" in r.output, r.output
+
+
+def test_train_warns_of_a_class_without_training_samples(tmp_path, engine, monkeypatch):
+    """An .npz whose training labels miss a class of its test labels trains, with one warning
+    naming that class (its test points are never predicted correctly); a kNN run too. The
+    folder the data was read from is shown whole for a relative path (it was empty)."""
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(50, 6), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x[:40], y_train=np.full(40, 3),
+             x_test=x[40:], y_test=np.array([3, 8] * 5))
+    cfg = {"data": {"name": "npz:d.npz"}, "training": {"steps": 2},
+           "selection": {"scheme": "with_replacement", "ns": 10, "T": 4}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    for extra in ([], ["--selection.scheme", "knn", "--selection.k", "3", "--selection.T",
+                       "null", "--selection.ns", "null"]):
+        with pytest.warns(UserWarning) as caught:
+            r = runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--run-dir",
+                                    str(tmp_path / f"run{len(extra)}"), "-q", *extra])
+        assert r.exit_code == 0 and f"Data read from {tmp_path}\n" in r.output, r.output
+        assert [str(w.message).split(": ", 1)[1] for w in caught] == [
+            "8. No base classifier can predict them, so their test points are never "
+            "predicted correctly."], [str(w.message) for w in caught]
+        assert str(caught[0].message).startswith("1 of the 2 classes of npz:")
+    np.savez(tmp_path / "d.npz", x_train=x[:40], y_train=np.arange(40) % 2 * 5 + 3,
+             x_test=x[40:], y_test=np.array([3, 8] * 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--run-dir",
+                                str(tmp_path / "both"), "-q"])
+    assert r.exit_code == 0, r.output
 
 
 @pytest.mark.parametrize("args, words", [

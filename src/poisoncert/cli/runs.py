@@ -146,7 +146,7 @@ def _data_folder(run_dir: Path) -> str | None:
 
     data = RunDir(run_dir).load_manifest().get("data")
     sources = data.get("sources") if isinstance(data, dict) else None
-    paths = [str(Path(src["path"]).parent) for src in sources or ()
+    paths = [os.path.abspath(Path(src["path"]).parent) for src in sources or ()  # "d.npz"
              if isinstance(src, dict) and isinstance(src.get("path"), str)]
     return os.path.commonpath(paths) if paths else None
 

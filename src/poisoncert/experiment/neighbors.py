@@ -80,6 +80,7 @@ def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None) 
     the fields of its ``train.RunResult``."""
     t0 = time.perf_counter() if t0 is None else t0
     data = split_data(cfg.data)
+    data.warn_missing_classes()
     if rd.exists() and rd.load_manifest().get("finished"):  # a finished run: read it
         old = rd.load_manifest().get("data", {}).get("sha256_arrays")
         names = [runs.VOTES, runs.PREDICTIONS, runs.LABELS] + \

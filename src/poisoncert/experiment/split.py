@@ -86,6 +86,21 @@ class DataSplit:
         """``|D^p|``."""
         return int(self.poison_idx.shape[0])
 
+    def warn_missing_classes(self) -> None:
+        """Warn (``warnings.warn``) when some classes have no training sample at all: no
+        base classifier can predict them, so none of their test points is ever right."""
+        count = np.bincount(self.y_train, minlength=self.n_classes)
+        gone = [f"{c} ({n})" if str(n) != str(c) else str(c)
+                for c, n, k in zip(self.summary.classes, self.summary.class_names, count,
+                                   strict=True) if k == 0]
+        if gone:
+            import warnings
+
+            warnings.warn(f"{len(gone)} of the {self.n_classes} classes of "
+                          f"{self.summary.name} have no training sample: {', '.join(gone)}. "
+                          "No base classifier can predict them, so their test points are "
+                          "never predicted correctly.", stacklevel=2)
+
 
 def split_data(d: DataConfig) -> DataSplit:
     """Load ``d`` and choose ``D^c``.

@@ -305,6 +305,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
         with rd.lock():
             return RunResult(**train_nn_run(cfg, rd, t0=t0))
     data = split_data(cfg.data)
+    data.warn_missing_classes()
     subset_plan(cfg.selection, data)
     learners.check_learner(cfg, data)
     check_run_memory(cfg, data, executor)
