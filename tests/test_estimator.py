@@ -391,6 +391,68 @@ def test_partition_certify_is_dpa(certify_mod):
     np.testing.assert_array_equal(dpa.radius, dpa.slack // 2)
 
 
+def test_certify_uses_the_fitted_scheme_not_a_later_set_params(certify_mod):
+    """``set_params(scheme=...)`` after ``fit`` changes the next fit, not the certificate of
+    the fitted ensemble: certifying a random ensemble under DPA's deterministic rule gave
+    radii an attack breaks (a reviewer's case: 12 -> 125 insertions, flipped by 125)."""
+    import pickle
+
+    X, y = small_data(n=150)
+    for first, later in (("without_replacement", "partition"), ("partition", "binomial"),
+                         ("with_replacement", "without_replacement")):
+        kw = {"n_partitions": 10} if first == "partition" else {"ns": 15, "n_estimators": 30}
+        clf = CertifiedEnsembleClassifier(scheme=first, random_state=0, **kw).fit(X, y)
+        before = clf.certify(X)
+        clf.set_params(scheme=later, n_partitions=None, n_estimators=30, ns=None)
+        after = clf.certify(X)
+        assert type(after) is type(before) and clf.scheme_ == first, (first, later)
+        np.testing.assert_array_equal(after.radius, before.radius)
+        old = pickle.loads(pickle.dumps(clf))  # pickled before scheme_ existed: its plan's
+        del old.scheme_
+        np.testing.assert_array_equal(old.certify(X).radius, before.radius)
+        assert clf.fit(X, y).scheme_ == later
+
+
+def test_numpy_booleans_are_booleans_for_balance():
+    """``balance=np.True_`` (``GridSearchCV`` over ``np.array([True, False])`` passes those)
+    is ``True``, not a size of 1 row; ``np.False_`` is ``False``, not a size of 0."""
+    X, y = small_data(n=150)
+    for flag in (True, False):
+        ref = CertifiedEnsembleClassifier(ns=30, n_estimators=12, balance=flag,
+                                          random_state=0).fit(X, y)
+        got = CertifiedEnsembleClassifier(ns=30, n_estimators=12, balance=np.bool_(flag),
+                                          random_state=0).fit(X, y)
+        np.testing.assert_array_equal(got.vote_counts(X), ref.vote_counts(X))
+        assert [type(e) for e in got.estimators_] == [type(e) for e in ref.estimators_]
+
+
+def test_certified_accuracy_with_the_true_label_methods(certify_mod):
+    """``certified_accuracy(X, y, rhos, method="true_label")`` certifies with ``y`` (it asked
+    for ``y`` again, and ``y=y`` was a second value of the argument)."""
+    from poisoncert import sklearn as pc_sklearn
+
+    X, y = small_data(n=150)
+    clf = CertifiedEnsembleClassifier(ns=15, n_estimators=40, random_state=0).fit(X, y)
+    for method in ("true_label", "true_label_split"):
+        want = certify_mod.certified_accuracy(clf.certify(X, method=method, y=y), y, [0, 2])
+        np.testing.assert_array_equal(clf.certified_accuracy(X, y, [0, 2], method=method),
+                                      want)
+        np.testing.assert_array_equal(
+            pc_sklearn.certified_accuracy(clf, X, y, [0, 2], method=method), want)
+
+
+def test_partition_with_one_training_class_certifies(certify_mod):
+    """One training class: every part votes it, and DPA certifies against a rival class with
+    no votes (as ``stats`` does for the random schemes), not an error about ``counts``."""
+    X, _ = small_data(n=150)
+    clf = CertifiedEnsembleClassifier(scheme="partition", n_partitions=12).fit(
+        X, np.full(150, 7))
+    for model, unit, per in (("P6", "operation", 4), ("P1", "operation", 2), ("P6", "dpa", 2)):
+        cert = clf.certify(X[:5], model=model, unit=unit)
+        assert cert.prediction.tolist() == [0] * 5 and cert.n_classes == 1
+        assert cert.radius.tolist() == [12 // per] * 5 and clf.decode(cert.prediction)[0] == 7
+
+
 def test_breast_cancer_end_to_end(cancer, certify_mod):
     X, y = cancer
     rng = np.random.default_rng(0)

@@ -261,6 +261,17 @@ def test_true_label_methods():
     up = max(clopper_pearson_upper(20, 100, alpha / 3), clopper_pearson_upper(10, 100, alpha / 3))
     assert vs.p1_lower[0] == lo
     assert vs.p2_upper[0] == pytest.approx(min(1 - lo, up), rel=1e-14)
+    # labels given to a method that uses none: an error, not silently dropped
+    from poisoncert.certify import certify, jia_certify
+
+    for method in ("auto", "bonferroni", "pairwise", "bonferroni_upper", "paper"):
+        for fn, where, kw in ((vote_bounds, "vote_bounds", {}),
+                              (certify, "certify", dict(scheme="with_replacement", n=1000,
+                                                        ns=10)),
+                              (jia_certify, "jia_certify", dict(n=1000, ns=10))):
+            with pytest.raises(ValueError, match=rf"^The 'labels' parameter of {where} must "
+                               r"be None unless method is 'true_label' or 'true_label_split'"):
+                fn(counts, alpha=alpha, method=method, labels=labels, **kw)
 
 
 def test_abstaining_votes_count_against_every_class():
@@ -270,8 +281,9 @@ def test_abstaining_votes_count_against_every_class():
     assert with_abstain.p1_lower[0] < no_abstain.p1_lower[0]
     assert with_abstain.p1_lower[0] == clopper_pearson_lower(60, 100, 0.005)
     for method in METHODS:
-        vb = vote_bounds(counts, alpha=0.01, T=np.array([100]), method=method, labels=[0])
-        assert vb.gap[0] < vote_bounds(counts, alpha=0.01, method=method, labels=[0]).gap[0]
+        lab = [0] if method.startswith("true_label") else None
+        vb = vote_bounds(counts, alpha=0.01, T=np.array([100]), method=method, labels=lab)
+        assert vb.gap[0] < vote_bounds(counts, alpha=0.01, method=method, labels=lab).gap[0]
 
 
 def test_empty_input():

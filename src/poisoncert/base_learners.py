@@ -87,6 +87,15 @@ def row_keys(X, y: np.ndarray) -> np.ndarray:
     return keys
 
 
+def balance_setting(balance) -> bool | int:
+    """The estimator's ``balance`` as ``fit_one`` takes it: ``True`` / ``False`` for booleans,
+    numpy's ``np.True_`` / ``np.False_`` included (``GridSearchCV`` over an array of them
+    gives those), otherwise the int size."""
+    if isinstance(balance, (bool, np.bool_)):
+        return bool(balance)
+    return int(balance)
+
+
 def fit_one(base, X, y, keys, plan: SubsetPlan, i: int, seed: int, balance):
     """Base classifier ``i``: ``base`` fitted on sub-dataset ``i`` of ``plan`` in canonical
     order (balanced when asked); None for an empty sub-dataset (it abstains), a constant

@@ -148,8 +148,10 @@ class _CertificateCommon:
 
     def summary(self, labels=None) -> dict:
         """Counts, abstain rate and radius statistics over certified points, plus the setting;
-        with ``labels`` (as ``certified_accuracy`` takes them) also the clean accuracy
-        (abstentions count as wrong)."""
+        with ``labels`` (as ``certified_accuracy`` takes them) also ``accuracy``, the share
+        of the certificate's predictions equal to the label, abstentions counting as wrong.
+        Where a point not certified at radius 0 abstains (the random schemes), that is the
+        certified accuracy at radius 0, not the majority vote's clean accuracy."""
         labels = None if labels is None else _true_indices(self, labels, "summary")
         return {**_summary_stats(self.prediction, self.radius, labels), **self.setting()}
 
@@ -293,8 +295,8 @@ def certify(counts, *, scheme: str, n: int, ns: int | None = None, p: float | No
     T : int or int array, optional
         Number of base classifiers (defaults to row sums; abstaining ones count in ``T``).
     labels : int array, optional
-        True labels, required by the ``true_label*`` methods (certified-accuracy evaluation);
-        then a certified prediction is the label.
+        True labels, required by the ``true_label*`` methods (certified-accuracy evaluation;
+        then a certified prediction is the label) and refused by the others.
     """
     with named_as("certify", scheme="scheme", n="n", ns="ns", p="p", model="model"):
         bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)

@@ -25,7 +25,14 @@ from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from poisoncert._validation import INT_LIMIT, check_int_array, named_as, param_error
-from poisoncert.base_learners import fit_chunk, hash_parts, job_chunks, predict_chunk, row_keys
+from poisoncert.base_learners import (
+    balance_setting,
+    fit_chunk,
+    hash_parts,
+    job_chunks,
+    predict_chunk,
+    row_keys,
+)
 from poisoncert.estimator_checks import (
     base_tags,
     check_clean_mask,
@@ -142,6 +149,9 @@ default="without_replacement"
         Effective ``ns`` of the bagging schemes (``None`` for binomial and partition).
     p_ : float or None
         Effective ``p`` of the binomial scheme (``None`` otherwise).
+    scheme_ : str
+        The scheme the ensemble was fitted with; ``certify`` uses it (``set_params(scheme=...)``
+        takes effect at the next ``fit``).
     partition_ids_ : int64 ndarray ``(n_samples,)`` or None
         Part of each training row for ``"partition"`` (``-1`` for ``D^c`` rows); else ``None``.
     n_features_in_ : int
@@ -267,6 +277,7 @@ default="without_replacement"
                                  n_estimators=self.n_estimators,
                                  n_partitions=self.n_partitions, where=_NAME)
         self.ns_, self.p_, self.n_estimators_ = ns, p, T
+        self.scheme_ = self.scheme  # certify uses the fitted scheme, whatever set_params does
         check_fit_memory(self, X, base=self._base(), T=T, ns=ns, n_clean=len(clean_idx), n=n,
                          jobs=effective_n_jobs(self.n_jobs), where=_NAME)
 
@@ -279,20 +290,21 @@ default="without_replacement"
 
         part_of = None
         self.partition_ids_ = None
-        if self.scheme == PARTITION:
+        if self.scheme_ == PARTITION:
             part_of = hash_parts(X[attackable_idx], T)
             self.partition_ids_ = np.full(n_samples, -1, dtype=np.int64)
             self.partition_ids_[attackable_idx] = part_of
-        self._plan = SubsetPlan(self.scheme, attackable_idx, clean_idx, ns=ns, p=p,
+        self._plan = SubsetPlan(self.scheme_, attackable_idx, clean_idx, ns=ns, p=p,
                                 part_of=part_of)
         self.estimator_ = self._base()
         keys = row_keys(X, y_idx)
 
         seeds = [int(s) for s in self.estimators_seeds_]
         chunks = self._chunks(T)
+        balance = balance_setting(self.balance)
         results = self._parallel("fit", chunks, (
             delayed(fit_chunk)(self.estimator_, X, y_idx, keys, self._plan,
-                               [(int(i), seeds[i]) for i in chunk], self.balance)
+                               [(int(i), seeds[i]) for i in chunk], balance)
             for chunk in chunks))
         self.estimators_ = [est for chunk in results for est in chunk]
         if all(est is None for est in self.estimators_):
@@ -419,19 +431,27 @@ default="without_replacement"
         from poisoncert import certify as _certify
 
         check_is_fitted(self)
+        scheme = self._fitted_scheme()
         self._check_certify_params(alpha, method, y, unit)
         counts = self.vote_counts(X)
         # errors of the calls below name this method's parameters (not SelectionBound's)
         with named_as(f"{_NAME}.certify", model="model", alpha="alpha", method="method",
                       unit="unit", labels="y", y="y"):
-            if self.scheme == PARTITION:
-                cert = _certify.dpa_certify(counts, model=model, unit=unit)
+            if scheme == PARTITION:  # one class: a rival with no votes, as stats gives it
+                rivals = np.pad(counts, ((0, 0), (0, 1))) if counts.shape[1] < 2 else counts
+                cert = dataclasses.replace(_certify.dpa_certify(rivals, model=model, unit=unit),
+                                           n_classes=counts.shape[1])
             else:
                 labels = None if y is None else self.encode(y)
-                cert = _certify.certify(counts, scheme=self.scheme, n=self.n_attackable_,
+                cert = _certify.certify(counts, scheme=scheme, n=self.n_attackable_,
                                         ns=self.ns_, p=self.p_, model=model, alpha=alpha,
                                         method=method, T=self.n_estimators_, labels=labels)
         return dataclasses.replace(cert, classes=self.classes_)
+
+    def _fitted_scheme(self) -> str:
+        """The scheme the ensemble was fitted with (``set_params`` after ``fit`` changes
+        ``scheme``, not the ensemble; an estimator pickled before ``scheme_``: its plan's)."""
+        return getattr(self, "scheme_", None) or self._plan.scheme
 
     def _check_certify_params(self, alpha, method, y, unit) -> None:
         """``certify``'s settings, each valid and each used by this scheme (as the
@@ -444,7 +464,7 @@ default="without_replacement"
         check_real(alpha, "alpha", where, low=ALPHA_MIN, high=1.0, high_open=True)
         method = check_choice(method, "method", where, METHODS)
         unit = check_choice(unit, "unit", where, DPA_UNITS)
-        if self.scheme == PARTITION:
+        if self._fitted_scheme() == PARTITION:
             if y is not None:
                 raise param_error("y", where, "None for scheme='partition' (its certificate "
                                   "uses no labels)", "an array")
@@ -464,9 +484,12 @@ default="without_replacement"
     def certified_accuracy(self, X, y, rhos, **certify_params) -> np.ndarray:
         """Fraction of rows of ``X`` predicted as ``y`` (labels, as given to ``fit``) and
         certified at radius ``rho``, per ``rho`` (``certify(X, **certify_params)``;
-        abstentions count as wrong)."""
+        abstentions count as wrong). The ``"true_label*"`` methods take their labels from
+        ``y``."""
         from poisoncert import certify as _certify
 
+        if str(certify_params.get("method", "")).startswith("true_label"):
+            certify_params = {**certify_params, "y": y}
         return _certify.certified_accuracy(self.certify(X, **certify_params), y, rhos)
 
     def encode(self, y) -> np.ndarray:

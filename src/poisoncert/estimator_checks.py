@@ -17,6 +17,7 @@ import numpy as np
 
 from poisoncert import resources
 from poisoncert._validation import param_error
+from poisoncert.base_learners import balance_setting
 from poisoncert.resources import Term
 from poisoncert.selection import PARTITION, check_size
 
@@ -161,9 +162,9 @@ def check_fit_memory(estimator, X, *, base, T: int, ns, n_clean: int, n: int, jo
     bagging = scheme in ("without_replacement", "with_replacement")
     if bagging:
         values["ns"] = int(ns)
-    balance = estimator.balance
-    if balance is not True and balance is not False:
-        values["balance"] = int(balance)
+    balance = balance_setting(estimator.balance)
+    if not isinstance(balance, bool):
+        values["balance"] = balance
     kw = dict(base_bytes=base_bytes, n_samples=X.shape[0], n_clean=n_clean, n=n,
               row_bytes=_row_bytes(X), bagging=bagging, jobs=jobs, t_key=t_key)
     return resources.check_memory(

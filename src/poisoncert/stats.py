@@ -355,7 +355,7 @@ def vote_bounds(counts, *, alpha, method: str = "auto", T=None, labels=None) -> 
         Number of base classifiers; defaults to each row's sum. May exceed the row sum:
         abstaining base classifiers count in ``T`` and against every class.
     labels : int array ``(n_test,)``, optional
-        True labels, used (and required) only by the ``true_label*`` methods.
+        True labels, required by the ``true_label*`` methods and refused by the others.
     """
     return _vote_bounds(counts, alpha=alpha, method=method, T=T, labels=labels,
                         where="vote_bounds")
@@ -368,6 +368,9 @@ def _vote_bounds(counts, *, alpha, method, T, labels, where: str) -> VoteBounds:
     T_arr = _check_T(T, counts, where)
     n_test, C = counts.shape
     rows = np.arange(n_test)
+    if labels is not None and not method.startswith("true_label"):  # not silently dropped
+        raise param_error("labels", where, "None unless method is 'true_label' or "
+                          "'true_label_split' (the other methods use no labels)", "an array")
     if method == "auto":
         method = auto_method(C)
     if method == "pairwise" and C < 2:
