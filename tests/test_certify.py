@@ -407,6 +407,28 @@ def test_an_int_list_refuses_empty_elements_and_takes_spaces():
             parse_int_list(text, "--rhos", "certify", low=0)
 
 
+def test_vote_inputs_of_the_wrong_kind_are_one_line():
+    """A 1-D vote array, ``None`` as counts, text or complex scores: one error naming the
+    parameter (numpy's AxisError, "an array of shape ()", a float conversion error or a
+    silently dropped imaginary part before)."""
+    from poisoncert.runoff import rankings_from_scores
+    from poisoncert.votes import majority_vote
+
+    for call, match in (
+            (lambda: majority_vote([1, 2]), r"^The 'votes' parameter of majority_vote must "
+             r"be a 2-D array .* Got 'an array of shape \(2,\)' instead\.$"),
+            (lambda: majority_vote([[1, 2], [3]]), r"'votes' .* Got 'ragged rows'"),
+            (lambda: certify(None, scheme="binomial", n=10, ns=2),
+             r"^The 'counts' parameter of certify must be .* Got None instead\.$"),
+            (lambda: rankings_from_scores([[["a", "b"]]]),
+             r"^The 'scores' parameter of rankings_from_scores must be a 3-D array of real "
+             r"numbers\. Got 'an array of <U1' instead\.$"),
+            (lambda: rankings_from_scores(np.array([[[1 + 1j, 2]]])), r"complex128")):
+        with pytest.raises(ValueError, match=match):
+            call()
+    assert majority_vote([[1, 2], [3, 0], [0, 0]]).tolist() == [1, 0, -1]
+
+
 def test_every_summary_takes_the_labels_its_certificate_names():
     """A certificate that names its classes (an ``Ensemble``'s) takes class ids in
     ``summary`` as in ``certified_accuracy``, whatever its type (Finite Aggregation's summary

@@ -104,6 +104,12 @@ def test_ns_range_message(cancer):
                                            r"given"),
     (dict(ns=2.0), r"The 'ns' parameter .* must be an instance of 'int' or None"),
     (dict(balance=0), r"The 'balance' parameter"),
+    # joblib's "n_jobs == 0 in Parallel has no meaning" before; True was T = 1
+    (dict(n_jobs=0), r"^The 'n_jobs' parameter of .* must be an int in the range \(-inf, -1\], "
+                     r"an int in the range \[1, inf\) or None\. Got 0 instead\.$"),
+    (dict(n_estimators=True), r"^The 'n_estimators' parameter of CertifiedEnsembleClassifier "
+                              r"must be an int in the range \[1, 2\^53\]\. Got True instead"),
+    (dict(scheme="partition", n_partitions=True), r"^The 'n_partitions' parameter .* True"),
 ])
 def test_invalid_parameters(params, pattern):
     X, y = small_data()
@@ -376,6 +382,15 @@ def test_certify_errors_name_its_own_parameters(certify_mod):
     with pytest.raises(ValueError, match=r"'y' .* must be the true labels of X's rows \(values "
                                          r"of classes_\) for method='true_label'\. Got None"):
         clf.certify(X, method="true_label")
+    # labels of the wrong length are counted as labels (it asked for "an int array"), and
+    # certified_accuracy names its y (it named 'labels' of certified_accuracy)
+    with pytest.raises(ValueError, match=r"^The 'y' parameter of CertifiedEnsembleClassifier"
+                       r"\.certify must be the 150 labels of X's rows \(values of classes_\)\. "
+                       r"Got 'an array of 3 labels' instead\.$"):
+        clf.certify(X, method="true_label", y=y[:3])
+    with pytest.raises(ValueError, match=r"^The 'y' parameter of CertifiedEnsembleClassifier"
+                       r"\.certified_accuracy must be an array of shape \(150,\)"):
+        clf.certified_accuracy(X, y[:3], [0])
     clf.certify(X, method="true_label", y=y)  # what y is for
 
 

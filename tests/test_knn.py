@@ -229,11 +229,17 @@ def test_knn_radius_leaves_at_least_k_samples():
                 kinds = KINDS[model] if unit == "operation" or model in ("P1", "P2") \
                     else KINDS["insert_delete"]
                 m = min_ops_to_change(labels, k, 2, kinds, R + 1, predict=strict)
-                assert R <= m - 1, (labels, k, model, unit, R, m)
+                assert R == m - 1, (labels, k, model, unit, R, m)  # the whole set: exact
                 checked += 1
     assert checked == 60 * 12
     with pytest.raises(ValueError, match="'n_train' parameter of knn_certify"):
         knn_certify(np.array([[0, 0, 0, 1]]), k=3, n_classes=2, n_train=3)
+    # the whole set as the list: every radius exact (a reviewer's case said exact: False)
+    for model in MODELS:
+        for unit in ("operation", "dpa"):
+            c = knn_certify(np.array([[0, 0, 0, 1], [1, 0, 1, 1]]), k=3, n_classes=2,
+                            model=model, unit=unit, n_train=4)
+            assert c.exact.all(), (model, unit)
 
 
 def test_knn_deletions_need_a_deep_enough_list():
@@ -411,7 +417,19 @@ def test_knn_radii_order_across_models():
     (lambda: rnn_votes(np.zeros((3, 2)), [0, 1, 0], np.zeros((2, 2)), -1.0),
      r"'r' parameter of rnn_votes"),
     (lambda: knn_votes(np.zeros((3, 2)), [0, 1, 0], np.full((2, 2), np.nan), 1),
-     r"'x_test' parameter of nearest_labels must be finite features \(no NaN or infinity\)"),
+     r"'x_test' parameter of knn_votes must be finite features \(no NaN or infinity\)"),
+    # knn_votes names its own k (it said 'depth' of nearest_labels); text, ragged rows and
+    # complex numbers are one line (numpy's messages before)
+    (lambda: knn_votes(np.zeros((3, 2)), [0, 1, 0], np.zeros((2, 2)), 4),
+     r"^The 'k' parameter of knn_votes must be an int in the range \[1, 3\]\. Got 4"),
+    (lambda: knn_votes([["a", "b"]], [0], [["a", "b"]], 1),
+     r"^The 'x_train' parameter of knn_votes must be an array of numbers \(n, \.\.\.\)\. "
+     r"Got 'an array of <U1' instead"),
+    (lambda: nearest_labels([[1, 2], [1]], [0, 1], [[1, 2]], 1),
+     r"^The 'x_train' parameter of nearest_labels must be an array of numbers .* Got "
+     r"'ragged rows'"),
+    (lambda: rnn_votes(np.zeros((3, 2)), [0, 1, 0], np.zeros((2, 2)) * 1j, 1.0),
+     r"^The 'x_test' parameter of rnn_votes must be an array of numbers .* complex128"),
     (lambda: rnn_votes(np.array([[0, np.inf]] * 3), [0, 1, 0], np.zeros((2, 2)), 1.0),
      r"'x_train' parameter of rnn_votes must be finite features"),
 ])

@@ -199,7 +199,8 @@ default="without_replacement"
         "n_partitions": [Interval(numbers.Integral, 1, INT_LIMIT, closed="both"), None],
         "balance": ["boolean", Interval(numbers.Integral, 1, INT_LIMIT, closed="both")],
         "random_state": ["random_state"],
-        "n_jobs": [numbers.Integral, None],
+        "n_jobs": [Interval(numbers.Integral, None, -1, closed="right"),  # not 0 (joblib's
+                   Interval(numbers.Integral, 1, None, closed="left"), None],  # error then)
         "verbose": ["verbose"],
     }
 
@@ -443,6 +444,10 @@ default="without_replacement"
                                            n_classes=counts.shape[1])
             else:
                 labels = None if y is None else self.encode(y)
+                if labels is not None and len(labels) != len(counts):
+                    raise param_error("y", f"{_NAME}.certify", f"the {len(counts)} labels of "
+                                      "X's rows (values of classes_)",
+                                      f"an array of {len(labels)} labels")
                 cert = _certify.certify(counts, scheme=scheme, n=self.n_attackable_,
                                         ns=self.ns_, p=self.p_, model=model, alpha=alpha,
                                         method=method, T=self.n_estimators_, labels=labels)
@@ -490,7 +495,9 @@ default="without_replacement"
 
         if str(certify_params.get("method", "")).startswith("true_label"):
             certify_params = {**certify_params, "y": y}
-        return _certify.certified_accuracy(self.certify(X, **certify_params), y, rhos)
+        cert = self.certify(X, **certify_params)
+        with named_as(f"{_NAME}.certified_accuracy", labels="y"):
+            return _certify.certified_accuracy(cert, y, rhos)
 
     def encode(self, y) -> np.ndarray:
         """Class indices into ``classes_`` of labels ``y`` (every label must be in ``classes_``)."""

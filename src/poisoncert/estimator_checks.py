@@ -70,6 +70,9 @@ def ensemble_size(scheme: str, n: int, *, ns, p, n_estimators: int, n_partitions
     """
     if scheme != PARTITION and n_partitions is not None:
         raise param_error("n_partitions", where, f"None for scheme={scheme!r}", n_partitions)
+    for name, value in (("n_estimators", n_estimators), ("n_partitions", n_partitions)):
+        if isinstance(value, (bool, np.bool_)):  # scikit-learn's Integral takes True as 1
+            raise param_error(name, where, "an int in the range [1, 2^53]", value)
     if scheme == "binomial" and ns is None and p is None:
         p = min(default_ns(n) / n, 0.5)
     elif scheme in ("without_replacement", "with_replacement") and ns is None:

@@ -52,6 +52,7 @@ from poisoncert._validation import (
     check_int,
     check_int_array,
     check_real,
+    named_as,
     param_error,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
@@ -71,9 +72,21 @@ __all__ = [
 _BLOCK = 1 << 22  # test x train entries per distance block
 
 
+def _features(x, name: str, where: str) -> np.ndarray:
+    """``x`` as an array of numbers (booleans, ints or floats), or one error naming it."""
+    allowed = "an array of numbers (n, ...)"
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError):  # ragged rows
+        raise param_error(name, where, allowed, "ragged rows") from None
+    if a.dtype.kind not in "biuf":  # text, objects, complex numbers
+        raise param_error(name, where, allowed, f"an array of {a.dtype}")
+    return a
+
+
 def _check_xy(x_train, y_train, x_test, where: str):
-    xt = np.asarray(x_train)
-    xs = np.asarray(x_test)
+    xt = _features(x_train, "x_train", where)
+    xs = _features(x_test, "x_test", where)
     if xt.ndim < 2 or xt.shape[0] < 1:
         raise param_error("x_train", where, "an array (n_train, ...) with n_train >= 1",
                           f"an array of shape {xt.shape}")
@@ -172,7 +185,9 @@ def _n_classes(y, n_classes, where):
 
 def knn_votes(x_train, y_train, x_test, k: int, *, n_classes: int | None = None) -> np.ndarray:
     """Class counts ``(n_test, C)`` among the ``k`` nearest training samples."""
-    labels, _ = nearest_labels(x_train, y_train, x_test, k)
+    with named_as("knn_votes", depth="k", x_train="x_train", y_train="y_train",
+                  x_test="x_test"):
+        labels, _ = nearest_labels(x_train, y_train, x_test, k)
     C = _n_classes(np.asarray(y_train), n_classes, "knn_votes")
     return _prefix_counts(labels, C)[:, -1]
 
@@ -290,6 +305,8 @@ def knn_certify(neighbor_labels, *, k: int, n_classes: int, model: str = "P6",
         n_train = check_int(n_train, "n_train", where, low=depth)
         if model in ("P2", "P5", "P6"):  # the models that delete (a modification does not)
             radius = np.minimum(radius, n_train - k)
+        if n_train == depth:  # the list is the whole set: nothing lies beyond it, and
+            exact = np.ones(n, dtype=bool)  # n_train - k + 1 deletions always change it
     return NNCertificate(prediction=top, radius=radius, slack=s, exact=exact,
                          classifier="knn", k=k, model=model, unit=unit, n_classes=C)
 

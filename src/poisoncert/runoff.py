@@ -55,8 +55,14 @@ __all__ = ["ROECertificate", "check_ranks", "rankings_from_scores", "roe_certify
 def rankings_from_scores(scores, *, dtype=np.int8) -> np.ndarray:
     """Ranks ``(T, n_test, C)`` from class scores of the same shape: higher score first, equal
     scores to the smaller class index. NaN scores are refused."""
-    s = np.asarray(scores, dtype=np.float64)
     where = "rankings_from_scores"
+    try:
+        s = np.asarray(scores)
+    except (TypeError, ValueError):  # ragged
+        raise param_error("scores", where, "a 3-D array of real numbers", "ragged rows") from None
+    if s.dtype.kind not in "biuf":  # text, objects, complex numbers (not silently made real)
+        raise param_error("scores", where, "a 3-D array of real numbers", f"an array of {s.dtype}")
+    s = s.astype(np.float64)
     if s.ndim != 3 or s.shape[2] < 2:
         raise param_error("scores", where, "a 3-D array (T, n_test, C) with C >= 2",
                           f"an array of shape {s.shape}")

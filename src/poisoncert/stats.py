@@ -227,8 +227,9 @@ def _check_counts(counts, where: str) -> np.ndarray:
         arr = np.asarray(counts)
     except (TypeError, ValueError):  # ragged rows
         raise param_error("counts", where, allowed, counts) from None
-    if arr.ndim != 2 or arr.shape[1] < 1:
-        raise param_error("counts", where, allowed, f"an array of shape {arr.shape}")
+    if arr.ndim != 2 or arr.shape[1] < 1:  # a scalar (None, 5) shows as itself
+        raise param_error("counts", where, allowed,
+                          counts if arr.ndim == 0 else f"an array of shape {arr.shape}")
     return check_int_array(arr, "counts", where, low=0, high=INT_LIMIT)
 
 
