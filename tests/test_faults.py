@@ -472,6 +472,72 @@ def test_edited_chunk_or_missing_weights_is_retrained(setup, tmp_path):
         assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in b)
 
 
+def test_resume_refuses_an_edited_or_missing_manifest(setup, tmp_path):
+    """A resume records new checksums over what the folder holds, so it must not take a
+    manifest edited by hand (a larger ``data.n`` was then certified, and verified) or a
+    missing one (whose data checksum is what tells the run's data from changed data)."""
+    for case in ("edited", "missing", "finished_edited"):
+        run = tmp_path / case
+        shutil.copytree(setup["ref"], run)
+        man_path = run / runs.MANIFEST
+        man = json.loads(man_path.read_text())
+        if case != "finished_edited":
+            man["finished"] = None  # an interrupted run
+            man[runs.MANIFEST_DIGEST] = runs.manifest_digest(man)
+        man["data"]["n"] *= 100
+        man["data"]["n_train"] *= 100
+        if case == "missing":
+            man_path.unlink()
+        else:
+            man_path.write_text(json.dumps(man))
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        with pytest.raises(runs.RunError) as info:
+            pipeline.train_run(load_config(setup["config"]), run, progress=False)
+        why = "has no manifest" if case == "missing" else "was changed by hand"
+        assert why in str(info.value) and "Delete the folder" in str(info.value), case
+        after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        assert after == before, case  # nothing written
+
+
+def test_a_resume_rewrites_the_seeds_and_clean_indices(setup, tmp_path):
+    """``seeds.npy`` and ``clean_indices.npy`` follow from the config and the data; a resume
+    writes them again (a swapped ``seeds.npy`` was kept, blessed by the new checksums, and
+    ``update`` and ``attack`` used it)."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    np.save(run / runs.SEEDS, np.load(run / runs.SEEDS)[::-1].copy())
+    np.save(run / runs.CLEAN_INDICES, np.arange(3, dtype=np.int64))
+    pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    for name in (runs.SEEDS, runs.CLEAN_INDICES):
+        assert (run / name).read_bytes() == (setup["ref"] / name).read_bytes(), name
+    runs.RunDir(run).verify()
+
+
+def test_update_into_a_folder_that_holds_a_run_writes_nothing(setup, tmp_path):
+    """An update creates its run or nothing: a folder filled meanwhile (two updates into one
+    ``--out``: the second resumed the first's run with its own files, under the first's
+    manifest) is refused; and a kill right after the run appears leaves its edits there (the
+    config names them), so that ``train`` finishes it."""
+    from poisoncert.experiment.edits import Edits
+    from poisoncert.experiment.update import update_run
+
+    out = tmp_path / "out"
+    shutil.copytree(setup["ref"], out)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*"))
+    with pytest.raises(runs.RunError, match="exists and is not empty"):
+        runs.RunDir(out).create(load_config(setup["config"]), {})
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in out.rglob("*")) == before
+    edits = Edits(relabel_index=np.array([5]), relabel_label=np.array([2]))
+    killed = tmp_path / "killed"
+    proc, _ = _start(setup["root"], ["update", str(setup["ref"]), "--out", str(killed),
+                                     "--relabel", "5:2"], fault="create:renamed")
+    proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == -signal.SIGKILL and (killed / "edits.npz").is_file()
+    res = pipeline.train_run(load_config(killed / runs.CONFIG), killed, progress=False)
+    whole = update_run(setup["ref"], tmp_path / "whole", edits)
+    assert np.array_equal(res.predictions, whole.predictions)
+
+
 def test_folder_left_by_an_interrupted_creation_of_earlier_versions_is_reused(setup,
                                                                                tmp_path):
     run = tmp_path / "run"

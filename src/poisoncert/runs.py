@@ -25,7 +25,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -301,7 +301,7 @@ class RunDir(ChunkFiles):
                 self._acquire()
             try:
                 self.check_config(cfg)
-                man = self.load_manifest() or manifest
+                man = self._resumable_manifest()
                 man.setdefault("resumed", []).append(now_iso())
                 if "device" in manifest:  # where each resumed session trains
                     man.setdefault("resumed_on", []).append(manifest["device"])
@@ -313,15 +313,50 @@ class RunDir(ChunkFiles):
                     self.release()
                 raise
             return True
-        self._clear_abandoned_creation()
-        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
-            raise RunError(f"The run directory '{self.path}' exists and is not empty. Use an "
-                           "empty or new folder.")
+        self._refuse_non_empty()
         if self._create(cfg, manifest):
             return False
         return self.prepare(cfg, manifest)  # another process created it first: resume or refuse
 
-    def _create(self, cfg: ExperimentConfig, manifest: dict[str, Any]) -> bool:
+    def create(self, cfg: ExperimentConfig, manifest: dict[str, Any], *,
+               files: Callable[[Path], None] | None = None) -> None:
+        """Create a new run, never resume one: as ``prepare`` for a new folder, and a
+        ``RunError`` (nothing written) when the folder is not empty, another process's run
+        put there meanwhile included. ``files(folder)`` writes more of the run's files
+        before its config, so that they are there as soon as the run is (``update``'s edits,
+        which its config names)."""
+        check_writable(self.path)
+        self._config_hash = config_hash(cfg)
+        self._refuse_non_empty()
+        if not self._create(cfg, manifest, files):
+            raise RunError(f"The run directory '{self.path}' was filled by another process "
+                           "meanwhile: nothing was written. Use an empty or new folder.")
+
+    def _refuse_non_empty(self) -> None:
+        self._clear_abandoned_creation()
+        if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            raise RunError(f"The run directory '{self.path}' exists and is not empty. Use an "
+                           "empty or new folder.")
+
+    def _resumable_manifest(self) -> dict[str, Any]:
+        """The manifest of the run being resumed, refused when it is missing or was changed
+        by hand (its content does not match its digest): a resume records new checksums over
+        whatever the folder holds, so a changed ``data.n`` would be certified from, and a
+        missing manifest would skip the check that the data are the run's."""
+        path = self.path / MANIFEST
+        man = self.load_manifest()
+        if not man:
+            raise RunError(f"The run '{self.path}' has no manifest ('{path}' is missing), so "
+                           "its chunks cannot be checked against its data: it cannot be "
+                           "resumed. Delete the folder and train again.")
+        if MANIFEST_DIGEST in man and man[MANIFEST_DIGEST] != manifest_digest(man):
+            raise RunError(f"The manifest '{path}' was changed by hand (its content does not "
+                           f"match its {MANIFEST_DIGEST}): the run cannot be resumed. Delete "
+                           "the folder and train again.")
+        return man
+
+    def _create(self, cfg: ExperimentConfig, manifest: dict[str, Any],
+                files: Callable[[Path], None] | None = None) -> bool:
         """Build the run in a locked temporary sibling and rename it into place; False when
         another process put a run there first."""
 
@@ -329,6 +364,8 @@ class RunDir(ChunkFiles):
             (tmp / CHUNKS).mkdir()
             self._save_manifest(manifest, tmp)
             fault_point("create:manifest")
+            if files is not None:
+                files(tmp)
             save_text(tmp / CONFIG, to_yaml(cfg))  # last: marks a valid run
 
         lock = create_locked(self.path, fill)

@@ -350,8 +350,9 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     T = cfg.T
     seeds = selection.model_seeds(cfg.selection.seed, T)
     for name, arr in ((runs.SEEDS, seeds), (runs.CLEAN_INDICES, data.clean_idx)):
-        if not (rd / name).exists():
-            runs.save_npy(rd / name, arr)
+        # written on every resume too: update and attack read them, and the checksums
+        # recorded at the end cover them (a swapped file was kept, and blessed)
+        runs.save_npy(rd / name, arr)
     ranges = runs.chunk_ranges(T, cfg.run.chunk_size, group)
     store_ranks = cfg.run.store_ranks
     if store_ranks:

@@ -129,9 +129,12 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
             ranks[res.classifiers] = res.ranks
     T = ens.T
     ranges = ens.ranges
-    with out.lock():  # prepare() creates the run with its lock held, released at the end
-        out.prepare(new_cfg, manifest)
-        total.save(edits_path, tuple(ens.data.x_train.shape[1:]))
+    shape = tuple(ens.data.x_train.shape[1:])
+    with out.lock():  # create() makes the run with its lock held, released at the end
+        # a new run or nothing: two updates into one folder each retrained, and the second
+        # resumed the first's run with its own files (and the first's manifest); the edits,
+        # which the config names, are there as soon as the run is
+        out.create(new_cfg, manifest, files=lambda tmp: total.save(tmp / EDITS_FILE, shape))
         runs.save_npy(out / runs.SEEDS, ens.seeds)
         runs.save_npy(out / runs.CLEAN_INDICES, new_data.clean_idx)
         digests = _write_weights(out, ens, new_cfg, ranges, res) if keep_weights else {}
