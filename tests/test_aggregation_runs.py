@@ -130,6 +130,14 @@ def test_stored_ranks_match_the_votes_and_resume(tmp_path):
     again = train_run(cfg, tmp_path / "ranked")
     assert again.chunks_trained == 1
     assert np.array_equal(np.load(tmp_path / "ranked" / "ranks.npy"), ranks)
+    # and so is one whose rankings were edited (they were joined into ranks.npy as they were,
+    # changing the run-off certificates, and the run verified): its chunk records their hash
+    part = tmp_path / "ranked" / "ranks" / "chunk-00000.npy"
+    edited = np.load(part)
+    np.save(part, np.where(edited == 0, 0, 10 - edited).astype(np.int8))  # same first choice
+    again = train_run(cfg, tmp_path / "ranked")
+    assert again.chunks_trained == 1
+    assert np.array_equal(np.load(tmp_path / "ranked" / "ranks.npy"), ranks)
     cert, table = certify_run(tmp_path / "ranked", plot=False, aggregation="roe")
     assert (tmp_path / "ranked" / "certificates_roe.csv").exists()
     assert np.array_equal(cert.radius, runoff.roe_certify(ranks, d=2, model="P6").radius)

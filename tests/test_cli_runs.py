@@ -208,6 +208,16 @@ def test_certify_missing_run(tmp_path, config):
         r = runner.invoke(app, ["certify", str(path)])
         assert r.exit_code == 1 and r.output.strip().splitlines() == [
             f"error: '{path}' is not a poisoncert run directory ({why})."], r.output
+    # an emptied config.yaml is not the default config (resume named the "differences")
+    (tmp_path / "blank").mkdir()
+    (tmp_path / "blank" / "config.yaml").write_text("\n")
+    for args in (["certify", str(tmp_path / "blank")],
+                 ["train", str(config), "--run-dir", str(tmp_path / "blank")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and r.output.strip().splitlines() == [
+            f"error: The config '{tmp_path / 'blank' / 'config.yaml'}' of the run is empty (a "
+            "run's config holds every setting it was trained with): the run cannot be "
+            "read."], r.output
 
 
 def test_help_lists_run_commands():

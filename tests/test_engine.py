@@ -289,6 +289,15 @@ def _reset_chunks(run):
         (run / name).unlink()
 
 
+def _as_earlier(run, man: dict) -> None:
+    """Write ``man`` as the manifest of the run, as a run of an earlier version wrote it (its
+    digest over its content: a resume refuses a manifest edited by hand)."""
+    from poisoncert import runs
+
+    man[runs.MANIFEST_DIGEST] = runs.manifest_digest(man)
+    (run / runs.MANIFEST).write_text(json.dumps(man))
+
+
 def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
     from poisoncert.experiment import train_run
 
@@ -305,7 +314,7 @@ def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
     assert (chunks("auto"), chunks("g4"), chunks("g8")) == (2, 3, 2)
     # a run started where auto meant 4 (another device) resumes with 4 ...
     man["engine"]["group_size"] = 4
-    (tmp_path / "auto" / "manifest.json").write_text(json.dumps(man))
+    _as_earlier(tmp_path / "auto", man)
     _reset_chunks(tmp_path / "auto")
     resumed = train_run(from_dict(_RUN), tmp_path / "auto", progress=False)
     np.testing.assert_array_equal(resumed.predictions, g4.predictions)
@@ -319,7 +328,7 @@ def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
     np.testing.assert_array_equal(labels, g4.predictions)
     # ... and a run started before the record existed resumes with the former default, 8
     del man["engine"]
-    (tmp_path / "auto" / "manifest.json").write_text(json.dumps(man))
+    _as_earlier(tmp_path / "auto", man)
     _reset_chunks(tmp_path / "auto")
     resumed = train_run(from_dict(_RUN), tmp_path / "auto", progress=False)
     np.testing.assert_array_equal(resumed.predictions, g8.predictions)
@@ -407,7 +416,7 @@ def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_
             del man["engine"]["path"]
         else:
             man["engine"]["path"] = path
-        (tmp_path / "fast" / "manifest.json").write_text(json.dumps(man))
+        _as_earlier(tmp_path / "fast", man)
         _reset_chunks(tmp_path / "fast")
         res = train_run(from_dict(img, {"training.path": "fast"}), tmp_path / "fast",
                         progress=False)
@@ -464,7 +473,7 @@ def test_a_run_resolves_and_records_its_subset_rows_and_a_resumed_run_keeps_them
     np.testing.assert_array_equal(auto.predictions, six.predictions)
     # a run whose manifest predates the record resumes with the draws
     del man["engine"]["subset_rows"]
-    (tmp_path / "auto" / "manifest.json").write_text(json.dumps(man))
+    _as_earlier(tmp_path / "auto", man)
     _reset_chunks(tmp_path / "auto")
     resumed = train_run(from_dict(_RUN, small), tmp_path / "auto", progress=False)
     data = split_data(from_dict(_RUN, small).data)

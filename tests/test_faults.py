@@ -192,6 +192,23 @@ CERTIFY_POINTS = ("write:certificates.csv", "write:certified_accuracy.csv",
                   "write:certify.json", "write:certified_accuracy.png")
 
 
+def test_certify_killed_midway_leaves_no_earlier_outputs_beside_its_own(setup, tmp_path):
+    """certify with other settings, killed after writing some of its outputs: the earlier
+    certify's files are gone, never mixed with the new ones (certify.json and the curve said
+    P6 while certificates.csv held P1's radii), and no certify.json claims the set is whole."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    old = {n: (run / n).read_bytes() for n in (runs.CERTIFICATES, runs.CERTIFIED_ACCURACY,
+                                                runs.CERTIFY_JSON, runs.CERTIFIED_ACCURACY_PNG)}
+    proc, _ = _start(setup["root"], ["certify", str(run), "--model", "P1", "--alpha", "0.05"],
+                     torch=False, fault=f"write:{runs.CERTIFIED_ACCURACY}")
+    assert proc.wait(TIMEOUT) == -signal.SIGKILL
+    assert not (run / runs.CERTIFY_JSON).exists()
+    for name, before in old.items():
+        assert not (run / name).exists() or (run / name).read_bytes() != before, name
+    assert "P1" in (run / runs.CERTIFICATES).read_text()
+
+
 def test_certify_killed_then_rerun_gives_the_same_outputs(setup):
     root, ref = setup["root"], setup["ref"]
     rng = np.random.default_rng(11)
@@ -216,6 +233,54 @@ def test_certify_killed_then_rerun_gives_the_same_outputs(setup):
             json.loads((ref / runs.CERTIFY_JSON).read_text())
         assert tmp_files(parent) == [], (what, tmp_files(parent))
         assert RunDir(run).verify()["verified"] is True
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (from /proc)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists()
+                    or __import__("poisoncert.resources").resources.usable_cpus() < 2,
+                    reason="reads /proc; two worker processes need two CPUs")
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_workers_end_soon_after_train_is_killed(setup, tmp_path, sig):
+    """``train --workers 2`` killed (SIGKILL, SIGTERM) while its workers train: the workers
+    end within a few seconds (they trained on, orphaned, holding memory and the caller's
+    pipes, for minutes)."""
+    args = ["train", str(setup["config"]), "--run-dir", str(tmp_path / "run"), "-q",
+            "--workers", "2"]
+    proc, _ = _start(setup["root"], args, fault="chunk:train@sleep=120")
+    deadline = time.monotonic() + TIMEOUT
+    workers = []
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = [p for p in _children(proc.pid)
+                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    assert len(workers) == 2, workers
+    time.sleep(1.0)  # in their chunks (the fault point sleeps there)
+    proc.send_signal(sig)
+    proc.communicate(timeout=TIMEOUT)
+    deadline = time.monotonic() + 15
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(_alive(p) for p in workers), workers
 
 
 @pytest.mark.skipif(__import__("poisoncert.resources").resources.usable_cpus() < 2,
@@ -333,6 +398,27 @@ def test_ctrl_c_says_what_is_kept_and_the_same_command_resumes(setup):
     _same_run(run, ref)
 
 
+def test_ctrl_c_while_the_chunks_are_joined_says_so(setup, tmp_path):
+    """SIGINT after the training loop, while the chunks are joined into votes.npy: one line
+    (it exited 130 without a word), and the same command finishes the run."""
+    run = tmp_path / "run"
+    args = ["train", str(setup["config"]), "--run-dir", str(run), "-q"]
+    proc, _ = _start(setup["root"], args, fault=f"write:{runs.VOTES}@sleep=60")
+    deadline = time.monotonic() + TIMEOUT
+    while not list(run.glob(runs._TMP_PREFIX + runs.VOTES + "*")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 130 and err.strip().splitlines() == [
+        "interrupted: the run keeps every chunk it finished; the same command resumes it."], \
+        out + err
+    proc, _ = _start(setup["root"], args)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == 0 and _trained(out) == 0, out + err
+    _same_run(run, setup["ref"])
+
+
 def test_a_run_created_by_another_process_first_is_resumed_not_duplicated(setup):
     """A pauses with its run folder built but not yet renamed into place; B creates and
     trains the run meanwhile (A's locked temporary folder is left alone); A's rename then
@@ -440,6 +526,60 @@ def test_chunk_of_another_config_is_retrained(setup, tmp_path):
     res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
     assert (res.chunks_trained, res.chunks_skipped) == (1, N_CHUNKS - 1)
     _same_run(run, setup["ref"])
+
+
+def _rewrite_chunk(path: Path, change) -> None:
+    """``change(arrays)`` on a chunk file's arrays, its digest recomputed when it keeps one
+    (an edit that a digest alone would not catch)."""
+    from poisoncert.runchunks import _chunk_digest
+
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    change(arrays)
+    if "digest" in arrays:
+        arrays["digest"] = np.str_(_chunk_digest(arrays))
+    np.savez(path, **arrays)
+
+
+def test_chunk_of_other_data_or_without_its_fields_is_retrained(setup, tmp_path):
+    """A chunk records the run's data checksum: one trained on other data (another run of the
+    same config, copied in) is trained again, as is, in a run made since chunks record it, a
+    chunk whose digest, config hash and data checksum were removed (it was taken for a chunk
+    of an earlier version, and its predictions entered the run). A run that predates
+    ``chunk_format`` keeps its older chunks."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    man = json.loads((run / runs.MANIFEST).read_text())
+    assert man["chunk_format"] == 2
+    with np.load(run / runs.CHUNKS / "chunk-00001.npz") as z:
+        assert str(z["data_sha256"]) == man["data"]["sha256_arrays"]
+
+    def other_data(a):
+        a["data_sha256"] = np.str_("0" * 64)
+        a["predictions"] = np.zeros_like(a["predictions"])
+
+    def stripped(a):
+        for key in ("digest", "config_hash", "data_sha256"):
+            a.pop(key)
+        a["predictions"] = np.zeros_like(a["predictions"])
+
+    _rewrite_chunk(run / runs.CHUNKS / "chunk-00001.npz", other_data)
+    _rewrite_chunk(run / runs.CHUNKS / "chunk-00004.npz", stripped)
+    res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    assert (res.chunks_trained, res.chunks_skipped) == (2, N_CHUNKS - 2)
+    _same_run(run, setup["ref"])
+    # an earlier version's run (no chunk_format): a chunk without those fields is its own
+    old = tmp_path / "old"
+    shutil.copytree(setup["ref"], old)
+    man.pop("chunk_format")
+    man["finished"] = None
+    man[runs.MANIFEST_DIGEST] = runs.manifest_digest(man)
+    (old / runs.MANIFEST).write_text(json.dumps(man))
+    _rewrite_chunk(old / runs.CHUNKS / "chunk-00004.npz",
+                   lambda a: [a.pop(k) for k in ("digest", "config_hash", "data_sha256")])
+    res = pipeline.train_run(load_config(setup["config"]), old, progress=False)
+    assert (res.chunks_trained, res.chunks_skipped) == (0, N_CHUNKS)
+    _same_run(old, setup["ref"])
 
 
 def test_edited_chunk_or_missing_weights_is_retrained(setup, tmp_path):

@@ -79,8 +79,9 @@ _FILES = ("config.yaml", "seeds.npy", "clean_indices.npy", "predictions.npy", "v
 
 
 #: Added to the files after the recording (issue 9), and not part of what it pins: a chunk's
-#: config hash; certify.json's verification result.
-_LATER_CHUNK_KEYS = ("config_hash", "digest", "weights_sha256")
+#: config hash, digest, data checksum and the hashes of its weights and rankings files;
+#: certify.json's verification result.
+_LATER_CHUNK_KEYS = ("config_hash", "digest", "weights_sha256", "data_sha256", "ranks_sha256")
 _LATER_SUMMARY_KEYS = ("verified", "verification")
 #: certificates.csv's columns added after the recording: the prediction's class id and name
 #: (tests/test_runs.py checks their values).

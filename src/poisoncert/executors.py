@@ -149,8 +149,28 @@ class QueueSender:
         self.queue.put((int(chunk_id), int(k)))
 
 
+def _exit_with_parent() -> None:
+    """End this worker process as soon as the process that started it ends (a SIGKILL or
+    SIGTERM of ``train`` left its workers training, holding memory and the caller's pipes, for
+    as long as their chunks took): a daemon thread waits on multiprocessing's sentinel of the
+    parent, which is ready once the parent is gone (also when it went before this worker
+    finished starting), and exits."""
+    import threading
+
+    parent = mp.parent_process()
+    if parent is None:  # not a multiprocessing child
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="poisoncert-parent-watch", daemon=True).start()
+
+
 def _start_worker(fn: Callable, threads: int, queue=None, devices=None, counter=None) -> None:
     global _worker_fn
+    _exit_with_parent()
     limit_threads(threads)
     keep_heap()
     if devices:

@@ -45,7 +45,13 @@ def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
 # Chunks
 
 _DIGESTED = ("start", "stop", "seeds", "sizes", "predictions", "config_hash",
-             "weights_sha256")
+             "weights_sha256", "data_sha256", "ranks_sha256")
+
+#: The chunk files of a run whose manifest records ``chunk_format`` 2 (every run created
+#: since) all hold a digest, the config hash and the data checksum: one without them was
+#: edited, and is trained again (runs of earlier versions keep taking their older chunks).
+CHUNK_FORMAT = 2
+_REQUIRED = ("digest", "config_hash", "data_sha256")
 
 
 def _chunk_digest(arrays) -> str:
@@ -75,6 +81,15 @@ class ChunkFiles:
 
     path: Path
     _config_hash: str | None
+    _data_sha256: str | None = None  # the run's data checksum (manifest data.sha256_arrays)
+    _strict: bool = False            # the run's chunks hold every _REQUIRED field
+
+    def _set_run(self, manifest: dict) -> None:
+        """What the chunks of the run with this manifest record and are checked against."""
+        data = manifest.get("data")
+        sha = data.get("sha256_arrays") if isinstance(data, dict) else None
+        self._data_sha256 = sha if isinstance(sha, str) else None
+        self._strict = manifest.get("chunk_format") == CHUNK_FORMAT
 
     @property
     def chunks_dir(self) -> Path:
@@ -92,10 +107,11 @@ class ChunkFiles:
 
     def write_chunk(self, chunk_id: int, *, start: int, stop: int, seeds: np.ndarray,
                     sizes: np.ndarray, predictions: np.ndarray,
-                    weights_sha256: str | None = None) -> Path:
-        """Write a chunk atomically, with the config hash of the run (after ``prepare``) and
-        a digest of its arrays; ``weights_sha256``: the SHA-256 of its weights file, written
-        before it (a resume then checks that file too)."""
+                    weights_sha256: str | None = None, ranks_sha256: str | None = None) -> Path:
+        """Write a chunk atomically, with the config hash and data checksum of the run (after
+        ``prepare``) and a digest of its arrays; ``weights_sha256`` / ``ranks_sha256``: the
+        SHA-256 of its weights / rankings file, written before it (a resume then checks that
+        file too)."""
         predictions = np.asarray(predictions)
         if predictions.shape[0] != stop - start:
             raise ValueError(f"chunk {chunk_id} has {predictions.shape[0]} rows of predictions "
@@ -109,6 +125,10 @@ class ChunkFiles:
             arrays["config_hash"] = np.str_(self._config_hash)
         if weights_sha256 is not None:
             arrays["weights_sha256"] = np.str_(weights_sha256)
+        if self._data_sha256 is not None:
+            arrays["data_sha256"] = np.str_(self._data_sha256)
+        if ranks_sha256 is not None:
+            arrays["ranks_sha256"] = np.str_(ranks_sha256)
         save_npz(path, **arrays, digest=np.str_(_chunk_digest(arrays)))
         return path
 
@@ -123,11 +143,16 @@ class ChunkFiles:
     def _chunk_matches(self, z: dict[str, np.ndarray] | None, start: int, stop: int) -> bool:
         if z is None or not {"start", "stop", "seeds", "sizes", "predictions"} <= set(z):
             return False
+        if self._strict and not set(_REQUIRED) <= set(z):
+            return False  # fields removed (a digest among them): edited, retrained
         if "digest" in z and str(z["digest"]) != _chunk_digest(z):
             return False  # edited or damaged since it was written: retrained
         h = z.get("config_hash")
         if h is not None and self._config_hash is not None and str(h) != self._config_hash:
             return False  # written for another config: retrained
+        d = z.get("data_sha256")
+        if d is not None and self._data_sha256 is not None and str(d) != self._data_sha256:
+            return False  # trained on other data (a chunk of another run): retrained
         return int(z["start"]) == start and int(z["stop"]) == stop
 
     def chunk_done(self, chunk_id: int, start: int, stop: int, seeds: np.ndarray) -> bool:
@@ -140,8 +165,16 @@ class ChunkFiles:
     def chunk_weights_sha256(self, chunk_id: int) -> str | None:
         """The SHA-256 of its weights file the chunk file records, or None (chunks of runs
         without weights, and of earlier versions, record none)."""
+        return self._chunk_text(chunk_id, "weights_sha256")
+
+    def chunk_ranks_sha256(self, chunk_id: int) -> str | None:
+        """The SHA-256 of its rankings file the chunk file records, or None (runs without
+        rankings, and earlier versions)."""
+        return self._chunk_text(chunk_id, "ranks_sha256")
+
+    def _chunk_text(self, chunk_id: int, key: str) -> str | None:
         z = self.read_chunk(chunk_id)
-        return None if z is None or "weights_sha256" not in z else str(z["weights_sha256"])
+        return None if z is None or key not in z else str(z[key])
 
     def assemble(self, ranges: list[tuple[int, int]], labels: np.ndarray, n_classes: int
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -40,7 +40,7 @@ from poisoncert.config import (
     load_config,
     to_yaml,
 )
-from poisoncert.runchunks import ChunkFiles, chunk_ranges, save_npy, save_npz
+from poisoncert.runchunks import CHUNK_FORMAT, ChunkFiles, chunk_ranges, save_npy, save_npz
 from poisoncert.runlayout import (  # the file names, re-exported
     CERTIFICATES,
     CERTIFIED_ACCURACY,
@@ -238,6 +238,14 @@ class RunDir(ChunkFiles):
                 why = f"no {CONFIG}"
             raise RunError(f"'{self.path}' is not a poisoncert run directory ({why}).")
         try:
+            empty = not (self.path / CONFIG).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError):  # load_config says what
+            empty = False
+        if empty:  # it was read as the default config
+            raise RunError(f"The config '{self.path / CONFIG}' of the run is empty (a run's "
+                           "config holds every setting it was trained with): the run cannot "
+                           "be read.")
+        try:
             cfg = load_config(self.path / CONFIG)
         except ConfigError as e:
             raise RunError(f"The config of the run '{self.path}' is invalid: {e}") from None
@@ -302,6 +310,7 @@ class RunDir(ChunkFiles):
             try:
                 self.check_config(cfg)
                 man = self._resumable_manifest()
+                self._set_run(man)
                 man.setdefault("resumed", []).append(now_iso())
                 if "device" in manifest:  # where each resumed session trains
                     man.setdefault("resumed_on", []).append(manifest["device"])
@@ -359,6 +368,9 @@ class RunDir(ChunkFiles):
                 files: Callable[[Path], None] | None = None) -> bool:
         """Build the run in a locked temporary sibling and rename it into place; False when
         another process put a run there first."""
+
+        manifest["chunk_format"] = CHUNK_FORMAT
+        self._set_run(manifest)
 
         def fill(tmp: Path) -> None:
             (tmp / CHUNKS).mkdir()

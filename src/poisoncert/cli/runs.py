@@ -234,13 +234,19 @@ def certify(
 @contextmanager
 def interrupt_line() -> Iterator[None]:
     """Training stopped by Ctrl-C (``experiment.TrainInterrupted``): one line on stderr, what
-    is kept and that the same command resumes, and the shell's exit code for it, 130."""
+    is kept and that the same command resumes, and the shell's exit code for it, 130. Ctrl-C
+    outside the training loop (loading the data, joining the chunks, the manifest) says so
+    too (it exited 130 without a word)."""
     from poisoncert.experiment import TrainInterrupted
 
     try:
         yield
     except TrainInterrupted as stop:
         typer.echo(stop.message(), err=True)
+        raise typer.Exit(130) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted: the run keeps every chunk it finished; the same command "
+                   "resumes it.", err=True)
         raise typer.Exit(130) from None
 
 

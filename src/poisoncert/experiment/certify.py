@@ -21,6 +21,7 @@ from poisoncert._validation import INT_LIMIT, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.ranks import RANKS
 from poisoncert.runs import RunDir, RunError
+from poisoncert.runsafe import json_text
 
 #: Schemes whose certificate is deterministic (``alpha`` and ``method`` do not apply).
 DETERMINISTIC = (selection.PARTITION, selection.FINITE_AGGREGATION,
@@ -137,17 +138,19 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
              "certified_accuracy": rd / _suffixed(runs.CERTIFIED_ACCURACY, suffix),
              "summary": rd / _suffixed(runs.CERTIFY_JSON, suffix)}
     nn = cfg.selection.scheme in selection.NEAREST_NEIGHBOURS
-    runs.save_text(paths["certificates"], _certificate_csv(cert, votes, labels,
-                                                           None if nn else T, radius_dpa,
-                                                           data))
-    runs.save_text(paths["certified_accuracy"], _curve_csv(curve))
     summary = {**cert.summary(labels), "T": T, "n_classes": int(votes.shape[1]),
                "certified_accuracy": {str(r): a for r, a in table.rows()},
                "verified": checked["verified"], "verification": checked["note"]}
     if radius_dpa is not None:
         summary["radius_dpa_median"] = float(np.median(radius_dpa[cert.prediction >= 0])) \
             if np.any(cert.prediction >= 0) else float("nan")
-    runs.save_json(paths["summary"], summary)
+    # every output made first, then the earlier set removed and the new one written, the
+    # summary last: a kill or a full disk leaves files of this certify only, never beside
+    # an earlier one's (whose certify.json then described another model or alpha)
+    png = rd / _suffixed(runs.CERTIFIED_ACCURACY_PNG, suffix)
+    outputs = {paths["certificates"]: _certificate_csv(cert, votes, labels, None if nn else T,
+                                                       radius_dpa, data).encode(),
+               paths["certified_accuracy"]: _curve_csv(curve).encode()}
     if plot:
         from poisoncert.plots import plot_certified_accuracy
 
@@ -155,10 +158,16 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
                                                                          curve.accuracy)},
                                       title=f"{data.get('name', '')}: certified accuracy "
                                             f"(model {c.model})")
-        paths["plot"] = rd / _suffixed(runs.CERTIFIED_ACCURACY_PNG, suffix)
-        runs.save_with(paths["plot"], lambda f: fig.savefig(f, format="png", dpi=150))
-    else:  # an earlier certify's plot would sit beside these results as if it were theirs
-        (rd / _suffixed(runs.CERTIFIED_ACCURACY_PNG, suffix)).unlink(missing_ok=True)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=150)
+        paths["plot"] = png
+        outputs[png] = buf.getvalue()
+    outputs[paths["summary"]] = (json_text(summary, indent=2, sort_keys=False)
+                                  + "\n").encode()
+    for path in (paths["summary"], paths["certificates"], paths["certified_accuracy"], png):
+        path.unlink(missing_ok=True)
+    for path, content in outputs.items():
+        runs.save_bytes(path, content)
     return CertifyResult(cert, table, paths, summary)
 
 

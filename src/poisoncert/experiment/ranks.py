@@ -84,17 +84,26 @@ def train_predict_ranks(learner, data, subsets, seeds, progress=None):
 
 
 def ranks_done(rd: RunDir, chunk_id: int, start: int, stop: int) -> bool:
-    """True when the chunk's rankings file is there and holds ``stop - start`` classifiers."""
+    """True when the chunk's rankings file is there, holds ``stop - start`` classifiers and,
+    where the chunk file records its SHA-256, has it (an edited file is trained again, not
+    joined into ``ranks.npy``)."""
+    path = chunk_ranks_path(rd, chunk_id)
     try:
-        r = np.load(chunk_ranks_path(rd, chunk_id), mmap_mode="r", allow_pickle=False)
+        r = np.load(path, mmap_mode="r", allow_pickle=False)
+        recorded = rd.chunk_ranks_sha256(chunk_id)
+        if recorded is not None and runs.file_sha256(path) != recorded:
+            return False
     except (OSError, ValueError):
         return False
     return r.ndim == 3 and r.shape[0] == stop - start
 
 
-def save_chunk_ranks(rd: RunDir, chunk_id: int, ranks: np.ndarray) -> None:
+def save_chunk_ranks(rd: RunDir, chunk_id: int, ranks: np.ndarray) -> str:
+    """Write the chunk's rankings file; its SHA-256, for the chunk file to record."""
     (rd.path / RANKS_DIR).mkdir(exist_ok=True)
-    runs.save_npy(chunk_ranks_path(rd, chunk_id), np.asarray(ranks, dtype=np.int8))
+    path = chunk_ranks_path(rd, chunk_id)
+    runs.save_npy(path, np.asarray(ranks, dtype=np.int8))
+    return runs.file_sha256(path)
 
 
 def assemble_ranks(rd: RunDir, ranges: list[tuple[int, int]]) -> Path:

@@ -379,12 +379,14 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
             for res in _map_chunks(executor, trainer, todo, report):
                 if res.weights is not None:
                     runs.save_bytes(rd.weights_path(res.chunk_id), res.weights)
+                ranks_sha256 = None
                 if res.ranks is not None:  # before the chunk file, which marks the chunk done
-                    ranks_files.save_chunk_ranks(rd, res.chunk_id, res.ranks)
+                    ranks_sha256 = ranks_files.save_chunk_ranks(rd, res.chunk_id, res.ranks)
                 rd.write_chunk(res.chunk_id, start=res.start, stop=res.stop, seeds=res.seeds,
                                sizes=res.sizes, predictions=res.predictions,
                                weights_sha256=(None if res.weights is None
-                                               else hashlib.sha256(res.weights).hexdigest()))
+                                               else hashlib.sha256(res.weights).hexdigest()),
+                               ranks_sha256=ranks_sha256)
                 saved += res.stop - res.start
                 relay.finish(res.chunk_id)
     except KeyboardInterrupt as exc:  # what is kept, for the one line the command prints

@@ -139,10 +139,10 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         runs.save_npy(out / runs.CLEAN_INDICES, new_data.clean_idx)
         digests = _write_weights(out, ens, new_cfg, ranges, res) if keep_weights else {}
         for cid, (a, b) in enumerate(ranges):
-            if store_ranks:
-                save_chunk_ranks(out, cid, ranks[a:b])
+            ranks_sha256 = save_chunk_ranks(out, cid, ranks[a:b]) if store_ranks else None
             out.write_chunk(cid, start=a, stop=b, seeds=ens.seeds[a:b], sizes=v.sizes[a:b],
-                            predictions=predictions[a:b], weights_sha256=digests.get(cid))
+                            predictions=predictions[a:b], weights_sha256=digests.get(cid),
+                            ranks_sha256=ranks_sha256)
         out.assemble(ranges, new_data.y_test, new_data.n_classes)
         if store_ranks:
             assemble_ranks(out, ranges)
