@@ -188,6 +188,9 @@ def test_errors_name_the_option_typed(tmp_path, config, engine):
         ("train", str(config), "--run-dir", str(tmp_path / "t"), "--certify.rhos", "0,,5"):
             "error: The 'certify.rhos' parameter of the config must be ",
         ("attack", str(run), "--budgets", "1,,2"): "error: The '--budgets' parameter of attack",
+        ("attack", str(run), "--targets", "0"):  # it ran the backdoor attack only, silently
+            "error: --targets: The 'targets' parameter of attack_run must be an int >= 1. Got "
+            "0 instead.",
         ("attack", str(run), "--attacks", "insert,,flip"):
             "error: --attacks: The 'attacks' parameter of attack_run must be ",
     }

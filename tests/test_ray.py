@@ -303,7 +303,19 @@ def test_an_address_no_ray_head_answers_is_one_clear_error(tmp_path):
                                                   r"\(address; CLI: --address\): "):
             check_reachable(address)
     assert time.perf_counter() - t0 < 30
-    assert check_reachable("auto") is None
+    # "auto": the cluster Ray finds, or one line when it finds none (the run folder was made
+    # first, then Ray's own message) or one that does not answer
+    from ray._private import services
+
+    for found, match in ((None, r"^No running Ray cluster was found for the address 'auto' "
+                                r"\(address; CLI: --address\): start one"),
+                         ("127.0.0.1:1", r"^No Ray head answers at '127\.0\.0\.1:1' .* "
+                                         r"\('auto' found '127\.0\.0\.1:1', ")):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(services, "canonicalize_bootstrap_address",
+                       lambda a, t=None, found=found: found)
+            with pytest.raises(ConnectionError, match=match):
+                check_reachable("auto")
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(yaml.safe_dump(CONFIG))
     # a process of its own: Ray already running in this one (a fixture) would be used as it is

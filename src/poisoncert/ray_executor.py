@@ -324,11 +324,31 @@ CONNECT_TIMEOUT_S = 10.0
 def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """A ``host:port`` (or ``ray://host:port``) address that accepts no TCP connection within
     ``timeout`` seconds is one clear error, before ``ray.init``, which retries such an address
-    for a long time with only Ray's own log lines. ``"auto"`` and other forms are Ray's to
-    resolve."""
+    for a long time with only Ray's own log lines. ``"auto"`` is the running cluster Ray finds
+    (``RAY_ADDRESS``, or the one this machine started last): none is one clear error too (the
+    run folder was made first, then Ray's own message), and its address is checked as
+    above. Other forms are Ray's to resolve."""
     import re
     import socket
 
+    if address.strip().lower() == "auto":
+        try:  # Ray's own resolution of "auto" (not a public API: if it moves, Ray decides)
+            from ray._private.services import canonicalize_bootstrap_address
+
+            found = canonicalize_bootstrap_address("auto")
+        except Exception:
+            return
+        if found is None:
+            raise ConnectionError("No running Ray cluster was found for the address 'auto' "
+                                  "(address; CLI: --address): start one (ray start --head), "
+                                  "give its address, or leave the address out for a local "
+                                  "Ray.")
+        try:
+            check_reachable(found, timeout)
+        except ConnectionError as e:
+            raise ConnectionError(f"{e} ('auto' found '{found}', the cluster this machine "
+                                  "started last or RAY_ADDRESS.)") from None
+        return
     m = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d+)", address)
     if m is None:
         return
