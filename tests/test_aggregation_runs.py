@@ -141,6 +141,13 @@ def test_stored_ranks_match_the_votes_and_resume(tmp_path):
     cert, table = certify_run(tmp_path / "ranked", plot=False, aggregation="roe")
     assert (tmp_path / "ranked" / "certificates_roe.csv").exists()
     assert np.array_equal(cert.radius, runoff.roe_certify(ranks, d=2, model="P6").radius)
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    r = CliRunner().invoke(app, ["certify", str(tmp_path / "ranked"), "--aggregation", "roe",
+                                 "--no-plot"])  # the setting line names the run-off election
+    assert r.exit_code == 0 and "scheme finite_aggregation, aggregation run_off, " in r.output
     with pytest.raises(RunError, match="store_ranks"):
         certify_run(tmp_path / "plain", plot=False, aggregation="roe")
 

@@ -216,8 +216,9 @@ def certify(
         con.print(note, markup=False, highlight=False, soft_wrap=not con.is_terminal)
     else:  # skipped (--no-verify) or a run without checksums: a warning on stderr
         typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
-    setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "n", "ns", "p", "model", "alpha",
-                                                 "method", "T") if s.get(k) is not None)
+    setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "aggregation", "n", "ns", "p",
+                                                 "model", "alpha", "method", "T")
+                        if s.get(k) is not None)
     con.print(setting, markup=False, highlight=False)
     median = ("n/a (nothing certified)" if math.isnan(s["radius_median"])
               else f"{s['radius_median']:g} [{s['radius_unit']}]")

@@ -20,14 +20,15 @@ radii in operations: insertion, deletion or modification = 1):
 
 Every targeted poisoned ensemble is also checked on every other test point ("untargeted
 checks": a test point certified at radius ``>= r`` must not change under any attack of ``r``
-operations, aimed at it or not), except on kNN / rNN runs, whose poisoned set is searched
-again for the attacked test point only (their ``untargeted_checked`` is 0). Per aggregation (``vote``: the majority vote, ``roe``: the
-run-off election where the run stored rankings, ``knn`` / ``rnn``): how many test points
-certified at ``>= r`` changed prediction (the certificates of partition, finite aggregation,
-run-off and nearest neighbours are deterministic: this must be 0), and the attack's success on
-the points not certified at ``r``. Randomized selection (bagging) certifies the expected vote
-with probability ``1 - alpha``; a changed *empirical* vote there is reported as such, and is not
-by itself a contradiction of the certificate.
+operations, aimed at it or not), except on kNN / rNN runs, whose poisoned set is searched again
+for the attacked test point only (their ``untargeted_checked`` is 0). Per aggregation
+(``vote``: the majority vote, ``roe``: the run-off election where the run stored rankings,
+``knn`` / ``rnn``): how many test points certified at ``>= r`` changed prediction (the
+certificates of partition, finite aggregation, run-off and nearest neighbours are
+deterministic: this must be 0), and the attack's success on the points not certified at ``r``.
+Randomized selection (bagging) certifies the expected vote with probability ``1 - alpha``; a
+changed *empirical* vote there is reported as such, and is not by itself a contradiction of the
+certificate.
 """
 
 from __future__ import annotations
