@@ -5,6 +5,7 @@ one-line errors for the machine's limits, and the worker bound."""
 from __future__ import annotations
 
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -174,6 +175,28 @@ def test_check_memory_names_a_preferred_parameter_first():
 def test_check_memory_with_no_fitting_value_says_so():
     with pytest.raises(ResourceError, match="does not fit in memory whatever the value"):
         check_memory(_linear, {"T": 5, "ns": 5}, where="w", available=(100, "test"))
+
+
+def test_check_memory_names_values_that_fit_together():
+    """No one parameter is enough, two together are: the error gives such values (it said
+    the run fits whatever the values; a reviewer's run with a smaller chunk and evaluation
+    batch trained), each raised back as far as it still fits, checked by brute force."""
+    def estimate(v):
+        return [Term("chunk", 1000 * v["chunk"], ("chunk",)),
+                Term("batch", 1000 * v["batch"], ("batch",)), Term("data", 10_000, ())]
+
+    values, avail = {"chunk": 40, "batch": 40}, (30_000 * resources.SAFETY, "test")
+    with pytest.raises(ResourceError) as e:
+        check_memory(estimate, values, where="w", available=avail, prefer=("chunk", "batch"))
+    msg = str(e.value)
+    assert msg.startswith("This (w) does not fit in memory whatever the value of any one of "
+                          "'chunk', 'batch', but fits with chunk = 1, batch = 19 together: ")
+    got = {k: int(v) for k, v in re.findall(r"(chunk|batch) = (\d+)", msg)}
+    chosen = {**values, **got}
+    assert sum(t.nbytes for t in estimate(chosen)) * resources.SAFETY <= avail[0]
+    for k in got:  # none could be one larger
+        bigger = {**chosen, k: chosen[k] + 1}
+        assert sum(t.nbytes for t in estimate(bigger)) * resources.SAFETY > avail[0], k
 
 
 # ------------------------------------------------------------------- the estimates' terms

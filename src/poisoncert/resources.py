@@ -270,11 +270,45 @@ def check_memory(estimate: Callable[[dict[str, int]], list[Term]], values: Mappi
                 f"to fit in memory ({_detail(terms, need, avail, source, key, values)})",
                 values[key])))
     top = max(terms, key=lambda t: t.nbytes)
+    together = _fitting_together(estimate, values, tried, lows, avail)
+    if together is not None:  # no one parameter is enough, several together are
+        raise ResourceError(
+            f"{subject[0].upper() + subject[1:]} ({where}) does not fit in memory whatever "
+            f"the value of any one of {', '.join(repr(k) for k in tried)}, but fits with "
+            f"{', '.join(f'{k} = {v}' for k, v in together.items())} together: "
+            f"{_detail(terms, need, avail, source, None, values)}; the largest part is the "
+            f"{top.what}.")
     raise ResourceError(f"{subject[0].upper() + subject[1:]} ({where}) does not fit in memory "
                         "whatever the value of "
                         f"{', '.join(repr(k) for k in tried) or 'its parameters'}: "
                         f"{_detail(terms, need, avail, source, None, values)}; the largest part "
                         f"is the {top.what}.")
+
+
+def _fitting_together(estimate, values, order: list[str], lows, avail: int
+                      ) -> dict[str, int] | None:
+    """Parameters lowered together, in ``order``, until the estimate fits (each to its low,
+    then each raised back, last first, as far as it still fits): ``{name: value}`` of those
+    that changed, or None when even all of them at their lows do not fit."""
+    def fits(v: Mapping[str, int]) -> bool:
+        return _fits(_total(estimate(dict(v))), avail)
+
+    chosen, changed = dict(values), []
+    for key in order:
+        chosen[key] = lows.get(key, 1)
+        changed.append(key)
+        if fits(chosen):
+            break
+    else:
+        return None
+    for key in reversed(changed):
+        if fits({**chosen, key: values[key]}):
+            chosen[key] = values[key]
+            continue
+        best = _largest_fitting(estimate, {**chosen, key: values[key]}, key,
+                                lows.get(key, 1), avail)
+        chosen[key] = best if best is not None else chosen[key]
+    return {k: chosen[k] for k in changed if chosen[k] != values[k]}
 
 
 def _largest_fitting(estimate, values, key: str, low: int, avail: int) -> int | None:
