@@ -582,6 +582,30 @@ def test_chunk_of_other_data_or_without_its_fields_is_retrained(setup, tmp_path)
     _same_run(old, setup["ref"])
 
 
+def test_weights_replaced_by_a_file_and_a_short_write_are_one_clear_line(setup, tmp_path,
+                                                                         monkeypatch):
+    """``weights`` replaced by a file: one line saying so (it was "[Errno 17] File exists");
+    a write that numpy cut short on a full disk says the device is full (its OSError has no
+    reason: "7200 requested and 4032 written")."""
+    import collections
+
+    from poisoncert import runsafe
+
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    shutil.rmtree(run / runs.WEIGHTS)
+    (run / runs.WEIGHTS).write_text("not a folder")
+    with pytest.raises(runs.RunError, match=r"^'.*/weights' is not a folder: a run keeps its "
+                                            r"classifiers' weights in that folder\."):
+        pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(runsafe.shutil, "disk_usage", lambda p: usage(10, 10, 0))
+    with pytest.raises(runs.RunError, match=r"^Cannot write '.*x\.npy': 7200 requested and "
+                                            r"4032 written \(no space left on the device\)\.$"):
+        with runsafe.atomic_write(tmp_path / "x.npy"):
+            raise OSError("7200 requested and 4032 written")
+
+
 def test_edited_chunk_or_missing_weights_is_retrained(setup, tmp_path):
     """A chunk whose predictions were edited after it was written (its digest no longer
     matches), a chunk whose weights file is gone and one whose weights file was damaged are

@@ -123,9 +123,21 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         if isinstance(e, OSError) and not isinstance(e, RunError):
-            raise RunError(f"Cannot write '{path}': {e.strerror or e}.") from e
+            raise RunError(f"Cannot write '{path}': {_why(e, path)}.") from e
         raise
     _fsync(path.parent)
+
+
+def _why(e: OSError, path: Path) -> str:
+    """An OSError's reason; numpy's short writes carry none ("7200 requested and 4032
+    written"), and the cause is then almost always a full disk: said so when it is."""
+    if e.strerror:
+        return e.strerror
+    try:
+        full = shutil.disk_usage(path.parent).free < (1 << 20)
+    except OSError:
+        full = False
+    return f"{e} (no space left on the device)" if full else str(e)
 
 
 def _umask() -> int:

@@ -363,6 +363,9 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                     and _weights_done(rd, cfg, cid, a, b, seeds[a:b]))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
     if cfg.keeps_weights:
+        if rd.weights_dir.exists() and not rd.weights_dir.is_dir():  # not "[Errno 17] ..."
+            raise RunError(f"'{rd.weights_dir}' is not a folder: a run keeps its classifiers' "
+                           "weights in that folder. Move the file away and train again.")
         rd.weights_dir.mkdir(exist_ok=True)
     two_phase = cfg.algorithm.two_phase
     phase2 = (learners.train_phase2(cfg, data)
