@@ -257,6 +257,28 @@ def test_update_removing_10_samples_from_dpa_equals_a_full_retrain(tmp_path):
     _check_loadable(tmp_path / "run", tmp_path / "new")
 
 
+def test_update_removing_a_known_clean_sample_equals_a_full_retrain(tmp_path):
+    """Removing a ``D^c`` sample changes ``|D^c| + ns``, the ``training.subset_rows`` a new
+    run of the edited set resolves: the updated run's config writes out the value its
+    classifiers trained with, so that training it from scratch gives the same bits (it gave
+    other votes and weights, under the same config hash)."""
+    cfg = _cfg(selection__scheme="without_replacement", selection__k=None, selection__ns=10,
+               selection__T=8, data__n_clean=5, training__batch_size=32, training__steps=20)
+    train_run(cfg, tmp_path / "run")
+    assert json.loads((tmp_path / "run" / "manifest.json").read_text())["engine"][
+        "subset_rows"] == 15
+    data = split_data(cfg.data)
+    res = update_run(tmp_path / "run", tmp_path / "new", Edits(remove=data.clean_idx[:1]))
+    assert yaml.safe_load((tmp_path / "new" / "config.yaml").read_text())["training"][
+        "subset_rows"] == 15
+    scratch = train_run(tmp_path / "new" / "config.yaml", tmp_path / "scratch")
+    assert np.array_equal(res.predictions, scratch.predictions)
+    _assert_same_weights(tmp_path / "new", tmp_path / "scratch")
+    # a removal from D^p keeps |D^c| + ns: the config stays as it was (null)
+    update_run(tmp_path / "run", tmp_path / "dp", Edits(remove=data.poison_idx[:2]))
+    assert "subset_rows" not in (tmp_path / "dp" / "config.yaml").read_text()
+
+
 def _assert_same_weights(run_a, run_b):
     """The two runs' saved weights are equal, bit for bit, chunk by chunk."""
     from poisoncert.training.weights import load_weights

@@ -131,8 +131,10 @@ def auto_subset_rows(cfg: ExperimentConfig, data: DataSplit) -> int | None:
     The value comes from the config and ``|D^c|`` alone, never from the attackable samples
     (schemes whose sizes vary, such as binomial selection or partitions, get None rather than
     their largest draw): classifier ``i``'s training stays a function of its own sub-dataset,
-    its seed and the config, which is what the certificates assume, and a poisoned or edited
-    training set keeps the same value. ``training.subset_rows: off``: None."""
+    its seed and the config, which is what the certificates assume, and a poisoned training
+    set (``D^p`` changed) keeps the same value. An edit that removes a ``D^c`` sample changes
+    it: ``update`` then writes the run's value into the new config. ``training.subset_rows:
+    off``: None."""
     t = cfg.training
     if t.sklearn_learner is not None or cfg.execution.path in ("reference", "graphed") or \
             t.subset_rows == "off":

@@ -105,6 +105,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     new_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
                                                                 edits=str(edits_path)))
     new_data, _ = apply_edits(ens.data, edits, deskew_added=cfg.data.deskew)
+    new_cfg = _pin_subset_rows(new_cfg, new_data, ens.subset_rows)
     from poisoncert.experiment.split import _edited
 
     summary = _edited_summary(cfg, new_cfg, ens, total, _edited)
@@ -156,6 +157,20 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
                         predictions=predictions, seconds=seconds, train_seconds=train_seconds,
                         edits=edits, unchanged_relabels=unchanged,
                         n_train=len(new_data.y_train))
+
+
+def _pin_subset_rows(new_cfg, new_data, trained: int | None):
+    """The new run's config, with ``training.subset_rows`` written out where the run left it
+    null and a new run of the edited set would resolve it otherwise (``|D^c| + ns`` changes
+    when a ``D^c`` sample is removed): the kept classifiers and the retrained ones used
+    ``trained``, and training the new config from scratch must give the same bits."""
+    from poisoncert.experiment import learners
+
+    t = new_cfg.training
+    if t.subset_rows is not None or learners.auto_subset_rows(new_cfg, new_data) == trained:
+        return new_cfg
+    pinned = trained if trained is not None else "off"
+    return dataclasses.replace(new_cfg, training=dataclasses.replace(t, subset_rows=pinned))
 
 
 def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> dict[int, str]:
