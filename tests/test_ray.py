@@ -107,6 +107,47 @@ def test_missing_ray_names_the_extra(monkeypatch):
         make_executor("ray")
 
 
+def test_a_ray_that_fails_to_import_is_one_line_before_anything_is_written(monkeypatch):
+    """Ray installed but broken: make_executor says so (it was a traceback from ray.init's
+    import, after the run folder had been made)."""
+    import builtins
+
+    real = builtins.__import__
+
+    def broken(name, *args, **kwargs):
+        if name == "ray":
+            raise ImportError("libfoo.so: cannot open shared object file\nmore")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.delitem(sys.modules, "ray", raising=False)
+    monkeypatch.setattr(builtins, "__import__", broken)
+    with pytest.raises(ValueError, match=r"^The 'executor' parameter of make_executor must be "
+                       r"'local' unless Ray can be imported \(it is installed, and importing "
+                       r"it raised ImportError: libfoo\.so: cannot open shared object file "
+                       r"more\)\. Got 'ray' instead\.$"):
+        make_executor("ray")
+
+
+def test_progress_survives_a_dead_queue():
+    """The progress queue's actor gone (killed, its node lost): the tasks' sender and the
+    driver's drain stop reporting, the chunks go on (a 74-line traceback ended the run)."""
+    from poisoncert.ray_executor import RayExecutorError, _drain_ray, _RaySender
+
+    class Dead:
+        def put_nowait(self, item):
+            raise RuntimeError("ActorDiedError")
+
+        def qsize(self):
+            raise RuntimeError("ActorDiedError")
+
+    sender = _RaySender(Dead())
+    sender(3, 1)
+    sender(3, 2)  # no error, no more tries
+    assert sender.queue is None
+    assert _drain_ray(Dead(), lambda cid, k: None) is None
+    assert issubclass(RayExecutorError, OSError)  # one line on the command line
+
+
 @contextlib.contextmanager
 def _pickled_by_value():
     """Ship this module's functions and classes to the Ray workers by value."""

@@ -307,6 +307,12 @@ def make_executor(name: str = "local", *, workers: int | None = 1,
         if importlib.util.find_spec("ray") is None:  # fail before any file is written
             raise param_error("executor", where, "'local' unless Ray is installed "
                               '(pip install "poisoncert[ray]")', name)
+        try:  # installed but broken: one line now, not a traceback after the run folder
+            import ray  # noqa: F401
+        except Exception as e:
+            raise param_error("executor", where, "'local' unless Ray can be imported (it is "
+                              f"installed, and importing it raised {type(e).__name__}: "
+                              f"{' '.join(str(e).split())})", name) from None
         if devices is not None:
             raise param_error("devices", where, "None with --executor ray (Ray assigns GPUs: "
                               "use gpus_per_task)", devices)

@@ -56,8 +56,9 @@ _WHERE = "RayExecutor"
 _INSTALL_HINT = 'pip install "poisoncert[ray]"'
 
 
-class RayExecutorError(RuntimeError):
-    """A chunk that Ray could not run (its worker died more than ``max_retries`` times)."""
+class RayExecutorError(ChildProcessError):
+    """A chunk that Ray could not run (its worker died more than ``max_retries`` times): an
+    ``OSError``, so the command line says it in one line, as a killed local worker."""
 
 
 def import_ray():
@@ -99,16 +100,27 @@ class _RaySender:
         self.queue = queue
 
     def __call__(self, chunk_id: int, k: int) -> None:
-        self.queue.put_nowait((int(chunk_id), int(k)))
+        if self.queue is None:
+            return
+        try:
+            self.queue.put_nowait((int(chunk_id), int(k)))
+        except Exception:  # noqa: BLE001 - the queue's actor is gone: progress is only a
+            self.queue = None  # display, the chunk goes on
 
 
-def _drain_ray(queue, progress) -> None:
+def _drain_ray(queue, progress):
+    """Report the progress waiting on ``queue``; the queue, or None once its actor is gone
+    (killed, or its node lost): the run goes on without progress, which is only a display."""
     if queue is None:
-        return
-    n = queue.qsize()
-    if n:
-        for cid, k in queue.get_nowait_batch(n):
-            progress(cid, k)
+        return None
+    try:
+        n = queue.qsize()
+        items = queue.get_nowait_batch(n) if n else []
+    except Exception:  # noqa: BLE001 - ray's ActorDiedError and kin: no more progress
+        return None
+    for cid, k in items:
+        progress(cid, k)
+    return queue
 
 
 class RayExecutor:
@@ -284,7 +296,7 @@ class RayExecutor:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1,
                                     timeout=0.2 if queue is not None else None)
-                _drain_ray(queue, progress)
+                queue = _drain_ray(queue, progress)
                 if not ready:
                     continue
                 (ref,) = ready
@@ -297,9 +309,10 @@ class RayExecutor:
                         raise cause from err
                     raise
                 except rex.RayError as err:
+                    first = (str(err).strip().splitlines() or [""])[0]
                     raise RayExecutorError(
                         f"Chunk {cid} could not be run by Ray (its worker died, retried "
-                        f"{self.max_retries} times): {type(err).__name__}: {err}") from err
+                        f"{self.max_retries} times): {type(err).__name__}: {first}") from err
                 submit()
                 yield result
         finally:
