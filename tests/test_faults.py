@@ -283,6 +283,32 @@ def test_workers_end_soon_after_train_is_killed(setup, tmp_path, sig):
     assert not any(_alive(p) for p in workers), workers
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists()
+                    or __import__("poisoncert.resources").resources.usable_cpus() < 2,
+                    reason="reads /proc; two worker processes need two CPUs")
+def test_sigint_to_train_alone_stops_its_workers_at_once(setup, tmp_path):
+    """SIGINT to ``train`` alone (``kill -INT``, a notebook's interrupt), not to its workers:
+    it stops them and exits 130 with its one line at once (it waited for the chunks in
+    flight to finish, then threw them away)."""
+    args = ["train", str(setup["config"]), "--run-dir", str(tmp_path / "run"), "-q",
+            "--workers", "2"]
+    proc, _ = _start(setup["root"], args, fault="chunk:train@sleep=120")
+    deadline = time.monotonic() + TIMEOUT
+    workers = []
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = [p for p in _children(proc.pid)
+                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+    time.sleep(3.0)  # in their chunks
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert time.monotonic() - t0 < 60, "waited for the chunks in flight"
+    assert proc.returncode == 130 and err.startswith("interrupted: "), out + err
+    assert "Traceback" not in err
+    assert not any(_alive(p) for p in workers), workers
+
+
 @pytest.mark.skipif(__import__("poisoncert.resources").resources.usable_cpus() < 2,
                     reason="two worker processes need two CPUs")
 def test_worker_killed_mid_run_is_one_line_and_the_run_resumes(setup):

@@ -170,6 +170,11 @@ def _exit_with_parent() -> None:
 
 def _start_worker(fn: Callable, threads: int, queue=None, devices=None, counter=None) -> None:
     global _worker_fn
+    import signal
+
+    # Ctrl-C is the driver's to handle (it stops the workers): a worker that took it printed
+    # "Exception in initializer" with a traceback each while starting
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent()
     limit_threads(threads)
     keep_heap()
@@ -253,11 +258,28 @@ class LocalExecutor:
                 _drain(queue, progress)
                 for fut in done:
                     yield fut.result()
+        except BaseException:  # Ctrl-C, an error, a consumer that stopped: the chunks still
+            _stop_workers(pool)  # running would be thrown away, after running to their end
+            raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
             if queue is not None:
                 queue.close()
                 queue.join_thread()
+
+
+def _stop_workers(pool: cf.ProcessPoolExecutor) -> None:
+    """Terminate the pool's worker processes now (``ProcessPoolExecutor`` has no public way
+    before Python 3.14's ``terminate_workers``; its ``_processes`` otherwise)."""
+    stop = getattr(pool, "terminate_workers", None)
+    if stop is not None:
+        stop()
+        return
+    for proc in list((getattr(pool, "_processes", None) or {}).values()):
+        try:
+            proc.terminate()
+        except Exception:  # noqa: BLE001 - already gone
+            pass
 
 
 def _drain(queue, progress) -> None:
