@@ -248,6 +248,18 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _spawned_workers(pid: int) -> list[int]:
+    """The multiprocessing workers among ``pid``'s children (a child may end while read)."""
+    out = []
+    for p in _children(pid):
+        try:
+            if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text():
+                out.append(p)
+        except OSError:
+            continue
+    return out
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -271,8 +283,7 @@ def test_workers_end_soon_after_train_is_killed(setup, tmp_path, sig):
     workers = []
     while len(workers) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-        workers = [p for p in _children(proc.pid)
-                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        workers = _spawned_workers(proc.pid)
     assert len(workers) == 2, workers
     time.sleep(1.0)  # in their chunks (the fault point sleeps there)
     proc.send_signal(sig)
@@ -297,8 +308,7 @@ def test_sigint_to_train_alone_stops_its_workers_at_once(setup, tmp_path):
     workers = []
     while len(workers) < 2 and time.monotonic() < deadline:
         time.sleep(0.2)
-        workers = [p for p in _children(proc.pid)
-                   if "spawn_main" in Path(f"/proc/{p}/cmdline").read_text()]
+        workers = _spawned_workers(proc.pid)
     time.sleep(3.0)  # in their chunks
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
