@@ -260,6 +260,22 @@ def _spawned_workers(pid: int) -> list[int]:
     return out
 
 
+def _train_with_two_sleeping_workers(setup, tmp_path) -> tuple[subprocess.Popen, list[int]]:
+    """``train --workers 2`` whose two workers sleep in their first chunk (its fault point):
+    the process and the workers' ids, once both are in their chunks."""
+    args = ["train", str(setup["config"]), "--run-dir", str(tmp_path / "run"), "-q",
+            "--workers", "2"]
+    proc, _ = _start(setup["root"], args, fault="chunk:train@sleep=120")
+    deadline = time.monotonic() + TIMEOUT
+    workers = []
+    while len(workers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        workers = _spawned_workers(proc.pid)
+    assert len(workers) == 2, workers
+    time.sleep(3.0)  # in their chunks
+    return proc, workers
+
+
 def _alive(pid: int) -> bool:
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
@@ -276,16 +292,7 @@ def test_workers_end_soon_after_train_is_killed(setup, tmp_path, sig):
     """``train --workers 2`` killed (SIGKILL, SIGTERM) while its workers train: the workers
     end within a few seconds (they trained on, orphaned, holding memory and the caller's
     pipes, for minutes)."""
-    args = ["train", str(setup["config"]), "--run-dir", str(tmp_path / "run"), "-q",
-            "--workers", "2"]
-    proc, _ = _start(setup["root"], args, fault="chunk:train@sleep=120")
-    deadline = time.monotonic() + TIMEOUT
-    workers = []
-    while len(workers) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        workers = _spawned_workers(proc.pid)
-    assert len(workers) == 2, workers
-    time.sleep(1.0)  # in their chunks (the fault point sleeps there)
+    proc, workers = _train_with_two_sleeping_workers(setup, tmp_path)
     proc.send_signal(sig)
     proc.communicate(timeout=TIMEOUT)
     deadline = time.monotonic() + 15
@@ -301,15 +308,7 @@ def test_sigint_to_train_alone_stops_its_workers_at_once(setup, tmp_path):
     """SIGINT to ``train`` alone (``kill -INT``, a notebook's interrupt), not to its workers:
     it stops them and exits 130 with its one line at once (it waited for the chunks in
     flight to finish, then threw them away)."""
-    args = ["train", str(setup["config"]), "--run-dir", str(tmp_path / "run"), "-q",
-            "--workers", "2"]
-    proc, _ = _start(setup["root"], args, fault="chunk:train@sleep=120")
-    deadline = time.monotonic() + TIMEOUT
-    workers = []
-    while len(workers) < 2 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        workers = _spawned_workers(proc.pid)
-    time.sleep(3.0)  # in their chunks
+    proc, workers = _train_with_two_sleeping_workers(setup, tmp_path)
     t0 = time.monotonic()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=TIMEOUT)
