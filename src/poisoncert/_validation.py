@@ -31,6 +31,7 @@ __all__ = [
     "check_real",
     "check_real_array",
     "named_as",
+    "number_array",
     "param_error",
     "parse_int_list",
 ]
@@ -68,6 +69,19 @@ def named_as(where: str, **names: str) -> Iterator[None]:
             raise
         raise ValueError(f"The {outer!r} parameter of {where} must be "
                          f"{str(exc)[m.end():]}") from None
+
+
+def number_array(x, name: str, where: str, allowed: str) -> np.ndarray:
+    """``x`` as an array of numbers (booleans, ints or floats), or one error naming it:
+    ragged rows, text, objects and complex numbers (whose imaginary part a float conversion
+    would drop) are refused with ``allowed`` as the range."""
+    try:
+        a = np.asarray(x)
+    except (TypeError, ValueError):  # ragged rows
+        raise param_error(name, where, allowed, "ragged rows") from None
+    if a.dtype.kind not in "biuf":
+        raise param_error(name, where, allowed, f"an array of {a.dtype}")
+    return a
 
 
 def parse_int_list(text: str, name: str, where: str, *, low: int | None = None,

@@ -53,6 +53,7 @@ from poisoncert._validation import (
     check_int_array,
     check_real,
     named_as,
+    number_array,
     param_error,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
@@ -72,21 +73,9 @@ __all__ = [
 _BLOCK = 1 << 22  # test x train entries per distance block
 
 
-def _features(x, name: str, where: str) -> np.ndarray:
-    """``x`` as an array of numbers (booleans, ints or floats), or one error naming it."""
-    allowed = "an array of numbers (n, ...)"
-    try:
-        a = np.asarray(x)
-    except (TypeError, ValueError):  # ragged rows
-        raise param_error(name, where, allowed, "ragged rows") from None
-    if a.dtype.kind not in "biuf":  # text, objects, complex numbers
-        raise param_error(name, where, allowed, f"an array of {a.dtype}")
-    return a
-
-
 def _check_xy(x_train, y_train, x_test, where: str):
-    xt = _features(x_train, "x_train", where)
-    xs = _features(x_test, "x_test", where)
+    xt = number_array(x_train, "x_train", where, "an array of numbers (n, ...)")
+    xs = number_array(x_test, "x_test", where, "an array of numbers (n, ...)")
     if xt.ndim < 2 or xt.shape[0] < 1:
         raise param_error("x_train", where, "an array (n_train, ...) with n_train >= 1",
                           f"an array of shape {xt.shape}")

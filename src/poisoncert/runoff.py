@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from poisoncert._validation import check_choice, check_int, param_error
+from poisoncert._validation import check_choice, check_int, number_array, param_error
 from poisoncert.aggregation import (
     _BLOCK,
     _margins,
@@ -56,13 +56,7 @@ def rankings_from_scores(scores, *, dtype=np.int8) -> np.ndarray:
     """Ranks ``(T, n_test, C)`` from class scores of the same shape: higher score first, equal
     scores to the smaller class index. NaN scores are refused."""
     where = "rankings_from_scores"
-    try:
-        s = np.asarray(scores)
-    except (TypeError, ValueError):  # ragged
-        raise param_error("scores", where, "a 3-D array of real numbers", "ragged rows") from None
-    if s.dtype.kind not in "biuf":  # text, objects, complex numbers (not silently made real)
-        raise param_error("scores", where, "a 3-D array of real numbers", f"an array of {s.dtype}")
-    s = s.astype(np.float64)
+    s = number_array(scores, "scores", where, "a 3-D array of real numbers").astype(np.float64)
     if s.ndim != 3 or s.shape[2] < 2:
         raise param_error("scores", where, "a 3-D array (T, n_test, C) with C >= 2",
                           f"an array of shape {s.shape}")

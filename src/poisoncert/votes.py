@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from poisoncert._validation import check_int, check_int_array, param_error
+from poisoncert._validation import check_int, check_int_array, number_array, param_error
 
 __all__ = ["ABSTAIN", "majority_vote", "votes_from_predictions"]
 
@@ -46,10 +46,7 @@ def majority_vote(votes) -> np.ndarray:
     """The class with the most votes per test point, ties to the smaller class index;
     ``ABSTAIN`` where no base classifier voted."""
     allowed = "a 2-D array (n_test, n_classes) of non-negative integer vote counts"
-    try:
-        arr = np.asarray(votes)
-    except (TypeError, ValueError):  # ragged rows
-        raise param_error("votes", "majority_vote", allowed, "ragged rows") from None
+    arr = number_array(votes, "votes", "majority_vote", allowed)
     if arr.ndim != 2 or arr.shape[1] < 1:
         raise param_error("votes", "majority_vote", allowed,
                           votes if arr.ndim == 0 else f"an array of shape {arr.shape}")

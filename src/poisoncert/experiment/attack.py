@@ -94,12 +94,9 @@ class AttackSettings:
         if not budgets:
             raise param_error("budgets", where, "a non-empty list of ints >= 1", self.budgets)
         object.__setattr__(self, "budgets", budgets)
-        targeted = [a for a in attacks if a != "backdoor"]
-        if targeted:  # 0 targets ran none of them, silently
-            targets = check_int(self.targets, "targets", where, low=1)
-        else:
-            targets = check_int(self.targets, "targets", where, low=0)
-        object.__setattr__(self, "targets", targets)
+        targeted = any(a != "backdoor" for a in attacks)  # 0 targets ran none of them
+        object.__setattr__(self, "targets", check_int(self.targets, "targets", where,
+                                                      low=int(targeted)))
         check_int(self.seed, "seed", where, low=0)
         check_int(self.backdoor_label, "backdoor_label", where, low=0)
         check_int(self.patch, "patch", where, low=1)
