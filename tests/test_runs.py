@@ -211,6 +211,16 @@ def test_parse_overrides_forms():
                    "training.augment": "true", "run.chunk_size": "4"}
 
 
+@pytest.mark.parametrize("words", [["--training.steps"], ["--training.steps", "--selection.T", "4"],
+                                   ["--training.group-size"]])
+def test_a_bare_option_of_a_key_that_is_no_boolean_is_refused(words):
+    """``--training.steps`` with no value is the error of a missing value, not of 'true'."""
+    name = words[0][2:].replace("-", "_")
+    with pytest.raises(ConfigError, match=f"'{name}' parameter .* Got no value after "
+                                          f"'{words[0]}' instead"):
+        parse_overrides(words)
+
+
 def test_config_hash_ignores_workers_and_certify_only():
     a = small()
     assert config_hash(a) == config_hash(small(training__workers=4, certify__alpha=0.01))

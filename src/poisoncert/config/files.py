@@ -302,12 +302,28 @@ def parse_overrides(args: list[str] | tuple[str, ...]) -> dict[str, str]:
             value = args[i + 1]
             i += 2
         else:
-            value = "true"
+            value = None
             i += 1
         name = name.replace("-", "_")
-        _split_key(name)
+        section, key = _split_key(name)
+        if value is None:  # a bare flag: a boolean key's ``true``, any other key's error
+            tp = _key_type(section, key)
+            if tp is not bool and bool not in typing.get_args(tp):
+                raise ConfigError(f"The {name!r} parameter of {WHERE} must be "
+                                  f"{_type_text(tp)}. Got no value after '--{word[2:]}' "
+                                  f"instead.")
+            value = "true"
         out[name] = value
     return out
+
+
+def _key_type(section: str, key: str):
+    """The type annotation of the config key ``section.key`` (a known key)."""
+    for _, cls in _records(section):
+        hints = typing.get_type_hints(cls)
+        if key in hints:
+            return hints[key]
+    raise KeyError(f"{section}.{key}")
 
 
 # --------------------------------------------------------------------------------------------
