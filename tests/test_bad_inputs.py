@@ -333,6 +333,9 @@ BOUNDS = [
         setup=["exp.yaml"]),
     cli("train-workers-flag-100000", *T, "--workers", "100000",
         words=["'training.workers'", "CPUs"], setup=["exp.yaml"]),
+    cli("train-workers-flag-0", *T, "--workers", "0",  # the same range as for too many
+        words=["'training.workers'", "the CPUs this process may use", "Got 0 instead"],
+        setup=["exp.yaml"]),
     cli("train-k-1e30", *T, "--selection.scheme", "partition", "--selection.ns", "null",
         "--selection.T", "null", "--selection.k", BIG, words=["'selection.k'", N53],
         setup=["exp.yaml"]),

@@ -84,7 +84,10 @@ def train(
         from poisoncert.experiment import train_run
 
         overrides = parse_overrides(ctx.args)
+        ray = executor.strip().lower() == "ray"
         if workers is not None:
+            if not ray:  # local processes: [1, CPUs], for 0 as for too many
+                check_workers(workers, "training.workers", "the config")
             overrides["training.workers"] = str(workers)
         if device is not None:
             overrides["training.device"] = device
@@ -93,7 +96,6 @@ def train(
         if rhos is not None:
             overrides["certify.rhos"] = rhos
         cfg = load_config(config, overrides)
-        ray = executor.strip().lower() == "ray"
         if address is not None and not ray:  # would be ignored: an error (issue 9)
             raise param_error("address", "train", "given only with --executor ray", address)
         local_workers = None if devices is not None and workers is None else (
