@@ -496,8 +496,12 @@ def test_another_config_is_refused_and_workers_may_change(tmp_path, engine, monk
     experiment.train_run(small(), tmp_path / "run", progress=False)
     before = (tmp_path / "run" / runs.CONFIG).read_text()
     engine.clear()
-    with pytest.raises(RunError, match=r"another config \(training.steps: 5 -> 6"):
+    with pytest.raises(RunError, match=r"another config \(training.steps: 5 -> 6\)\."):
         experiment.train_run(small(training__steps=6), tmp_path / "run", progress=False)
+    # the refusal names only what stops the resume, not the workers or certify settings
+    with pytest.raises(RunError, match=r"another config \(training.steps: 5 -> 6\)\."):
+        experiment.train_run(small(training__steps=6, training__workers=2,
+                                   certify__alpha=0.01), tmp_path / "run", progress=False)
     assert engine == [] and (tmp_path / "run" / runs.CONFIG).read_text() == before
     res = experiment.train_run(small(training__workers=2), tmp_path / "run", progress=False)
     assert res.chunks_trained == 0

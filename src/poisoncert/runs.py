@@ -283,7 +283,7 @@ class RunDir(ChunkFiles):
             return None
         old = self.load_config()
         if config_hash(old) != config_hash(cfg):
-            diff = "; ".join(config_diff(old, cfg)) or "the config hash"
+            diff = "; ".join(config_diff(old, cfg, hashed=True)) or "the config hash"
             raise RunError(f"The run directory '{self.path}' holds a run with another config "
                            f"({diff}). Use another --run-dir, or the same config to resume "
                            "it.")

@@ -115,6 +115,12 @@ def config_hash(cfg: ExperimentConfig) -> str:
     The ``certify`` section (certification is re-run freely) and ``RESUMABLE_KEYS`` are left
     out, so a run may be resumed with other workers or other certification defaults.
     """
+    text = json.dumps(_hashed(cfg), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _hashed(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
+    """The part of ``to_dict(cfg)`` that ``config_hash`` hashes."""
     d = to_dict(cfg)
     d.pop("certify")
     for key in RESUMABLE_KEYS:
@@ -132,18 +138,21 @@ def config_hash(cfg: ExperimentConfig) -> str:
         section, name = key.split(".")
         if section in d and name in d[section] and d[section][name] == default:
             del d[section][name]
-    text = json.dumps(d, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return d
 
 
-def config_diff(a: ExperimentConfig, b: ExperimentConfig) -> list[str]:
-    """Dotted keys whose values differ, as ``'key: a -> b'`` lines."""
+def config_diff(a: ExperimentConfig, b: ExperimentConfig, hashed: bool = False) -> list[str]:
+    """Dotted keys whose values differ, as ``'key: a -> b'`` lines; ``hashed``: only those
+    that make ``config_hash`` differ (not ``training.workers`` or the ``certify`` section)."""
     da, db = to_dict(a), to_dict(b)
+    ha, hb = (_hashed(a), _hashed(b)) if hashed else (da, db)
+    missing = object()
     out = []
     for section, values in da.items():
         for key, va in values.items():
             vb = db[section][key]
-            if va != vb:
+            if va != vb and (ha.get(section, {}).get(key, missing)
+                             != hb.get(section, {}).get(key, missing)):
                 out.append(f"{section}.{key}: {va!r} -> {vb!r}")
     return out
 
