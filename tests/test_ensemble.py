@@ -495,6 +495,20 @@ def test_ensemble_errors_name_its_own_parameters(trained):
         ens.certify_votes(ens.votes(x[:4]), alpha=0)
 
 
+def test_labels_the_certificate_does_not_use_are_an_error(trained):
+    """``y`` with a method that uses no labels would be ignored (the certificate bounds the
+    majority vote, not the label): an error, as in ``certify.certify`` and the estimator."""
+    run, x, y = trained
+    ens = Ensemble.load(run)
+    match = r"^The 'y' parameter of Ensemble.certify must be None unless the method is "
+    with pytest.raises(ValueError, match=match):
+        ens.certify(x[:4], y=y[:4])
+    with pytest.raises(ValueError, match=r"^The 'y' parameter of Ensemble.certify_votes "):
+        ens.certify_votes(ens.votes(x[:4]), method="bonferroni", y=y[:4])
+    cert = ens.certify(x[:4], method="true_label", y=y[:4])
+    assert cert.method == "true_label"
+
+
 def test_inputs_of_the_wrong_form_are_one_clear_error(tmp_path, trained):
     from PIL import Image
 

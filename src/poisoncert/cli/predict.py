@@ -68,8 +68,9 @@ def predict(
             from poisoncert.selection import SCHEMES  # the random schemes: vote bounds
 
             wanted = str(method or ens.config.certify.method)
-            if ens.config.selection.scheme in SCHEMES and wanted.startswith("true_label") \
-                    and data.y is None:
+            true_label = (ens.config.selection.scheme in SCHEMES
+                          and wanted.strip().lower().startswith("true_label"))
+            if true_label and data.y is None:
                 raise ValueError(f"The method {wanted} (--method, or the run's certify.method) "
                                  f"needs the inputs' true classes: '{inputs}' has none (give a "
                                  ".npz with x and y, y holding class ids).")
@@ -78,7 +79,7 @@ def predict(
             base = ens.base_predictions(data.x, progress=rich_progress if big else None)
             votes = votes_from_predictions(base, ens.n_classes)
             cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
-                                           y=data.y)
+                                           y=data.y if true_label else None)
             # a finite_aggregation certificate's radius in buckets: certificates.csv's radius_dpa
             fa = getattr(cert, "buckets", None) if ens.scheme == "finite_aggregation" else None
             rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names},

@@ -30,7 +30,7 @@ import numpy as np
 from poisoncert import selection
 from poisoncert._validation import check_choice, named_as, param_error
 from poisoncert.config import ExperimentConfig
-from poisoncert.experiment.certify import certify_votes, refuse_statistics
+from poisoncert.experiment.certify import DETERMINISTIC, certify_votes, refuse_statistics
 from poisoncert.experiment.display import ProgressDisplay, progress_display
 from poisoncert.experiment.ensemble_record import (
     ENSEMBLE_FORMAT,
@@ -224,7 +224,7 @@ class Ensemble:
         ``true_label*`` methods. The certificate carries ``classes``, so
         ``certify.certified_accuracy(cert, y, rhos)`` takes original class ids too.
         """
-        self._settings(alpha, method, model, "Ensemble.certify")  # before the predictions
+        self._settings(alpha, method, model, "Ensemble.certify", y)  # before the predictions
         predictions = self.base_predictions(x, progress=progress, preprocessed=preprocessed)
         with named_as("Ensemble.certify", y="y"):
             return self.certify_predictions(predictions, alpha=alpha, model=model,
@@ -242,7 +242,7 @@ class Ensemble:
                                       alpha=alpha, model=model, method=method, y=y)
         from poisoncert.aggregation import fa_certify
 
-        c = self._settings(alpha, method, model, "Ensemble.certify_predictions")
+        c = self._settings(alpha, method, model, "Ensemble.certify_predictions", y)
         cert = fa_certify(predictions, d=self.config.selection.d, n_classes=self.n_classes,
                           model=c.model)
         return dataclasses.replace(cert, classes=self.classes)
@@ -251,22 +251,29 @@ class Ensemble:
                       method: str | None = None, y=None):
         """``certify`` from vote counts (``votes(x)``): the same certificate (not for a
         finite_aggregation run, whose certificate needs ``certify_predictions``)."""
-        c = self._settings(alpha, method, model, "Ensemble.certify_votes")
+        c = self._settings(alpha, method, model, "Ensemble.certify_votes", y)
         labels = None if y is None else self.encode(y)
         with named_as("Ensemble.certify_votes", labels="y"):
             cert = certify_votes(self.config, self.n, np.asarray(votes), labels, alpha=c.alpha,
                                  method=c.method, model=c.model)
         return dataclasses.replace(cert, classes=self.classes)
 
-    def _settings(self, alpha, method, model, where: str):
+    def _settings(self, alpha, method, model, where: str, y=None):
         """The run's ``certify`` section with the options given (an error names the option
-        as ``where``'s parameter, not the config's key)."""
+        as ``where``'s parameter, not the config's key); ``y`` given where the certificate
+        uses no labels is an error, as in ``certify.certify`` (it would be ignored)."""
         refuse_statistics(self.scheme, alpha, method, where)
         options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
                    if v is not None}
         with named_as(where, certify__alpha="alpha", certify__method="method",
                       certify__model="model"):
-            return dataclasses.replace(self.config.certify, **options)
+            c = dataclasses.replace(self.config.certify, **options)
+        if y is not None and (self.scheme in DETERMINISTIC
+                              or not c.method.startswith("true_label")):
+            raise param_error("y", where, "None unless the method is 'true_label' or "
+                              "'true_label_split' (the other methods and deterministic "
+                              "certificates use no labels)", "an array")
+        return c
 
     def encode(self, y) -> np.ndarray:
         """Class indices of original class ids ``y`` (each must be one of ``classes``)."""
