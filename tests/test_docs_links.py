@@ -124,3 +124,19 @@ def test_link_checker_accepts_links_inside_and_code():
     text = ("[math](docs/certificates.md#what-alpha-covers) and `https://in.code` and\n"
             "```bash\ncurl https://example.org\n```\n")
     assert link_problems(ROOT / "README.md", text) == []
+
+
+def test_sections_the_source_cites_exist():
+    """A docstring that sends the reader to a section (``docs/certificates.md, "Heading"``)
+    names a heading of that file."""
+    cite = re.compile(r'docs/([\w-]+\.md)`*,? "([^"]+)"')
+    missing = []
+    for path in sorted((ROOT / "src").rglob("*.py")):
+        for doc, heading in cite.findall(path.read_text(encoding="utf-8")):
+            target = ROOT / "docs" / doc
+            headings = {line.lstrip("#").strip() for line in
+                        target.read_text(encoding="utf-8").splitlines()
+                        if line.startswith("#")} if target.exists() else set()
+            if heading not in headings:
+                missing.append(f"{path.relative_to(ROOT)}: docs/{doc}, {heading!r}")
+    assert not missing, missing

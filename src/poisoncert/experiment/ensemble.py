@@ -6,7 +6,7 @@ writes ``ensemble.json`` beside them when it finishes: what turns a raw input in
 classifiers' input (the fixed per-input preprocessing: the raw dtype and shape, the scale,
 deskewing), the classes, the selection facts the certificate needs (scheme, ``n = |D^p|``,
 ``ns`` or ``p``, ``T``, ``|D^c|``), the model and the weights files. No statistic of the
-training set enters the preprocessing (docs/certificates.md, "What the certificate covers"):
+training set enters the preprocessing (docs/certificates.md, "Setting and notation"):
 every step is a function of one input alone.
 
 ``Ensemble.load`` checks the run before it predicts anything: through the run directory
