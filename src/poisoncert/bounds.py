@@ -164,16 +164,15 @@ class SelectionBound:
         # past int64): a radius of at least INT_LIMIT is reported as INT_LIMIT, which is sound.
         cap = INT_LIMIT if self.rho_cap is None else min(int(self.rho_cap), INT_LIMIT)
         hi = 1
-        while (cap is None or hi < cap) and self._upper(np.array([hi]))[0] < gmax[0]:
+        while hi < cap and self._upper(np.array([hi]))[0] < gmax[0]:
             hi *= 2
-        if cap is not None and hi >= cap:
+        if hi >= cap:
             hi = cap
             if self._upper(np.array([cap]))[0] < gmax[0]:
                 # delta stays below these gaps for every possible attack of this kind.
                 hi = cap + 1
         top = int(self._bisect(gmax, hi - 1)[0]) + 1  # delta_upper(top) >= gmax or top > cap
-        if cap is not None:
-            top = min(top, cap)
+        top = min(top, cap)
         if top <= TABLE_MAX:
             table = np.empty(top + 1)
             for start in range(0, top + 1, _BLOCK):
@@ -181,8 +180,7 @@ class SelectionBound:
                 table[start:stop] = self._upper(np.arange(start, stop, dtype=np.int64))
             np.maximum.accumulate(table, out=table)
             r = np.searchsorted(table, uniq, side="left") - 1
-            if cap is not None:
-                r = np.minimum(r, cap)
+            r = np.minimum(r, cap)
         else:
             r = self._bisect(uniq, top)
         out[pos] = r[inv]
