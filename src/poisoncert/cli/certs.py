@@ -88,8 +88,8 @@ def _typed_option(message: str) -> str | None:
         if getattr(source, "name", None) != "COMMANDLINE":
             continue
         if p.name in (name, name.rsplit(".", 1)[-1]):
-            if name == p.name and where == ctx.info_name:  # already the command's own words
-                return None
+            if name == p.name and where == ctx.info_name and f"--{name}" in p.opts:
+                return None  # already the command's own words (not for rho_max: --rho-max)
             return max(p.opts, key=len)
     return None
 
