@@ -290,8 +290,17 @@ def test_csv_and_single_image_inputs_are_read_as_written(tmp_path, trained):
         assert [p["radius"] for p in printed] == [w["radius"] for w in want], name
     lines = text.splitlines()
     (tmp_path / "typo.csv").write_text("\n".join([lines[0].replace("0", "O", 1)] + lines[1:]))
+    typo = lines[0].replace("0", "O", 1).split(",")
+    col = next(j for j, c in enumerate(typo) if "O" in c)
     _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "typo.csv")]),
-                    "typo.csv", "row 1 is not all numbers")
+                    "typo.csv", f"row 1 is not all numbers: column {col + 1} holds "
+                    f"{typo[col]!r}.")
+    # pandas' to_csv with its index: a first column of row numbers, not a pixel
+    (tmp_path / "index.csv").write_text(
+        "," + ",".join(map(str, range(flat.shape[1]))) + "\n"
+        + "\n".join(f"{i},{line}" for i, line in enumerate(lines)) + "\n")
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "index.csv")]),
+                    "index.csv", "index=False")
     np.savetxt(tmp_path / "bin.csv", (flat > 127).astype(float), fmt="%.1f", delimiter=",")
     _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "bin.csv")]),
                     "bin.csv", "float64 values 0.0..1.0")

@@ -135,6 +135,11 @@ def _read_csv(path: Path) -> Inputs:
         raise _error(path, f"not a .csv of numbers: byte {data[e.start]:#04x} at offset "
                      f"{e.start} is not UTF-8 text.") from None
     rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+    if rows and len(rows[0]) > 1 and not rows[0][0].strip() and \
+            [c.strip() for c in rows[0][1:]] == [str(i) for i in range(len(rows[0]) - 1)]:
+        raise _error(path, "its first column looks like the row index pandas' "
+                     "DataFrame.to_csv writes (a header ',0,1,...'): write it with "
+                     "index=False, or drop that column.")
     if rows and _header(rows[0], {len(r) for r in rows[1:]}):
         rows = rows[1:]
     if not rows:
@@ -147,7 +152,9 @@ def _read_csv(path: Path) -> Inputs:
         x = np.array([[float(c) for c in r] for r in rows], dtype=np.float64)
     except ValueError:
         bad = next(i for i, r in enumerate(rows) if not all(_number(c) for c in r))
-        raise _error(path, f"row {bad + 1} is not all numbers.") from None
+        col = next(j for j, c in enumerate(rows[bad]) if not _number(c))
+        raise _error(path, f"row {bad + 1} is not all numbers: column {col + 1} holds "
+                     f"{rows[bad][col]!r}.") from None
     written_as_ints = not any(_FLOAT_MARKS.intersection(c.lower()) for r in rows for c in r)
     if written_as_ints and np.all(np.abs(x) <= 2**53):  # exact in float64 and in int64
         x = x.astype(np.int64)
