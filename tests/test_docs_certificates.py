@@ -451,3 +451,12 @@ def test_paper_method_errs_more_than_alpha_with_abstentions():
     assert _exact_error_rate(probs, T, alpha, "paper") > 1.2 * alpha
     assert _exact_error_rate(probs, T, alpha, "bonferroni") <= alpha
     assert _exact_error_rate((0.6, 0.4), T, alpha, "paper") <= alpha  # no abstentions
+
+
+def test_every_scheme_alias_is_on_the_page():
+    """Each spelling ``selection.scheme`` accepts is named on the page (as `alias`)."""
+    from poisoncert.selection import PLAN_SCHEME_ALIASES
+
+    text = DOC.read_text(encoding="utf-8")
+    missing = [a for a in PLAN_SCHEME_ALIASES if f"`{a}`" not in text]
+    assert not missing, missing
