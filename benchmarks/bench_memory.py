@@ -26,6 +26,7 @@ the number of inputs, only with a chunk's (at most 64 on the CPU).
 
 from __future__ import annotations
 
+import argparse
 import json
 import platform
 import resource
@@ -128,6 +129,7 @@ def _evaluate_table() -> None:
 
 
 def main() -> None:
+    # the internal modes the script runs itself in fresh processes
     if len(sys.argv) > 1 and sys.argv[1] == "--evaluate-case":
         model, path, n = sys.argv[2:5]
         print(json.dumps(_evaluate_case(model, path, int(n))))
@@ -144,18 +146,23 @@ def main() -> None:
 
         print(json.dumps({"rss": _rss()}))
         return
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", choices=sorted({c[0] for c in CASES}), default=None,
+                    help="the cases of one model (default: all)")
+    ap.add_argument("--evaluate", action="store_true",
+                    help="the resident rise of training.inference.evaluate instead")
+    args = ap.parse_args()
     from poisoncert.runmanifest import device_name
 
     print(f"{device_name('cpu')}, Python {platform.python_version()}")
-    if len(sys.argv) > 1 and sys.argv[1] == "--evaluate":
+    if args.evaluate:
         _evaluate_table()
         return
     print("\n| model | path | group | batch | steps | augment | eval batch | measured rise MiB | "
           "estimate MiB | its largest term | that term MiB | term / measured |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
-    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
     for model, G, B, steps, augment, E, _, path in CASES:
-        if only is not None and model != only:
+        if args.only is not None and model != args.only:
             continue
         proc = subprocess.run([sys.executable, __file__, "--case", model, str(G), str(B),
                                str(steps), "1" if augment else "0", str(E), path],
