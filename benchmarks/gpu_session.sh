@@ -33,10 +33,17 @@
 # to $JSON (default /tmp/gpu_json; the logs hold its rows); the last lines printed are a
 # summary table.
 set -uo pipefail
+if (( $# )); then  # settings are environment variables; an argument is a mistake or --help
+  case $1 in
+    -h|--help) sed -n '2,/^set -uo/{/^set -uo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+    *) echo "gpu_session.sh: takes no arguments, got '$1' (its settings are environment" \
+            "variables: bash benchmarks/gpu_session.sh --help)" >&2; exit 2 ;;
+  esac
+fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export POISONCERT_DATA="$PWD/data"
-OUT="${OUT:-/tmp/gpu}"; mkdir -p "$OUT"
-JSON="${JSON:-/tmp/gpu_json}"; mkdir -p "$JSON"  # bench_gpu's JSON (the logs hold its rows)
+OUT="${OUT:-/tmp/gpu}"
+JSON="${JSON:-/tmp/gpu_json}"  # bench_gpu's JSON (the logs hold its rows)
 BUDGET="${BUDGET:-540}"
 STEPS="${STEPS:-cuda_tests e2e_mnist17 throughput e2e_mnist_ns30 inference profile}"
 STEPS=$(echo $STEPS)  # one space between names
@@ -47,6 +54,21 @@ if [[ -n $DRY ]]; then  # the CPU, tiny settings
 else
   DEV=(); E2E17=mnist17; E2E30=mnist_ns30; F32=
 fi
+KNOWN="cuda_tests probe_layouts e2e_mnist17 throughput e2e_mnist_ns30 inference profile cprofile_mnist17"
+for s in $STEPS; do
+  if [[ " $KNOWN " != *" $s "* ]]; then
+    echo "gpu_session.sh: STEPS: unknown step '$s' (one of: $KNOWN)" >&2; exit 2
+  fi
+done
+if [[ -z $DRY ]]; then  # one line, before anything is written, where there is no GPU
+  why=$(python3 -c "import torch; print('' if torch.cuda.is_available() else
+        'no CUDA device is visible to torch')" 2>&1 | tail -n 1)
+  if [[ -n $why ]]; then
+    echo "gpu_session.sh: $why (DRY=1 runs every step on the CPU with tiny settings)" >&2
+    exit 2
+  fi
+fi
+mkdir -p "$OUT" "$JSON"
 # each step's limit is multiplied by it: a dry run on a busy CPU (a test beside other work)
 # must not fail a step for being slow, which is not what it checks
 LIMIT_SCALE="${LIMIT_SCALE:-$([[ -n $DRY ]] && echo 4 || echo 1)}"

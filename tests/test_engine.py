@@ -769,6 +769,33 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
     assert len(list((tmp_path / "out").iterdir())) <= 8
 
 
+@pytest.mark.parametrize("args, env, words", [
+    (["--help"], {}, None),
+    (["--steps", "throughput"], {}, "takes no arguments, got '--steps'"),
+    ([], {"STEPS": "throughput bogus"}, "STEPS: unknown step 'bogus'"),
+    ([], {"CUDA_VISIBLE_DEVICES": ""}, "gpu_session.sh: "),  # no GPU (or no torch) here
+])
+def test_the_gpu_session_script_refuses_what_it_cannot_run_in_one_line(tmp_path, args, env,
+                                                                      words):
+    """``--help`` prints the settings and runs nothing; an argument, an unknown step or a
+    machine without CUDA (not ``DRY``) is one line on stderr, exit 2, before anything is
+    written (the script used to ignore them and run every step, each failing)."""
+    import os
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "JSON": str(tmp_path / "json"), **env}
+    env.pop("DRY", None)
+    run = subprocess.run(["bash", "benchmarks/gpu_session.sh", *args], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=120)
+    if words is None:
+        assert run.returncode == 0 and "STEPS picks steps" in run.stdout, run.stderr
+    else:
+        assert run.returncode == 2, run.stdout[-2000:]
+        assert len(run.stderr.splitlines()) == 1 and words in run.stderr, run.stderr
+    assert not (tmp_path / "out").exists() and not (tmp_path / "json").exists()
+
+
 def test_the_gpu_session_tools_run_on_the_cpu(capsys):
     """What ``gpu_session.sh`` runs besides ``bench_gpu.py``, in tiny settings on the CPU: the
     step profile, the layout probe (whose three formulations are checked equal in float64,
