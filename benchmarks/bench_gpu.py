@@ -400,8 +400,24 @@ def main(argv=None) -> dict:
                    help="print a line per trained group of the end-to-end runs, with the rate")
     args = p.parse_args(argv)
     device = args.device
+    try:
+        torch.device(device)
+    except RuntimeError:
+        p.error(f"--device: 'cpu', 'cuda' or 'cuda:K'; got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible (use --device cpu --quick)")
+    # the end-to-end runs' names and group sizes, checked before minutes of measuring
+    table = QUICK_E2E if args.quick else E2E
+    keys = (list(table) if args.e2e == "all" else [] if args.e2e == "none"
+            else [k.strip() for k in args.e2e.split(",")])
+    for key in keys:
+        if key not in table:
+            p.error(f"--e2e: unknown run {key!r} (one of {', '.join(table)}, or all, none"
+                    f"{'; --quick runs the digits ones' if args.quick else ''})")
+    listed = lambda text: [v.strip() for v in text.split(",") if v.strip()] or [None]  # noqa: E731
+    for g in listed(args.e2e_groups):
+        if g not in (None, "auto") and not (g.isdigit() and int(g) >= 1):
+            p.error(f"--e2e-groups: 'auto' or ints >= 1, comma-separated; got {g!r}")
     dtypes = ("float32", "tf32", "bfloat16") if device.startswith("cuda") else ("float32",)
     name = (torch.cuda.get_device_name(device) if device.startswith("cuda")
             else f"CPU ({torch.get_num_threads()} threads)")
@@ -460,18 +476,12 @@ def main(argv=None) -> dict:
                                   "dtype": dt, "model_images_per_s": round(rate, 1)})
                 print(f"| {model} | {path} | {kk} | {dt} | {rate:,.0f} |", flush=True)
     report["inference"] = inference
-    table = QUICK_E2E if args.quick else E2E
-    keys = (list(table) if args.e2e == "all" else [] if args.e2e == "none"
-            else [k.strip() for k in args.e2e.split(",")])
     if keys:
         print("\n| run (train + certify) | group | rows / step | train s | certify s | total s "
               "| vote acc |")
         print("|---|---:|---|---:|---:|---:|---:|")
     e2e = []
     for key in keys:
-        if key not in table:
-            p.error(f"--e2e: unknown run {key!r} (one of {', '.join(table)})")
-        listed = lambda text: [v.strip() for v in text.split(",") if v.strip()] or [None]  # noqa: E731
         for group, path, dt in [(g, q, d) for g in listed(args.e2e_groups)
                                 for q in listed(args.e2e_paths) for d in listed(args.e2e_dtypes)]:
             r = end_to_end(key, device, args.quick, dt, path, args.progress, group)

@@ -796,6 +796,22 @@ def test_the_gpu_session_script_refuses_what_it_cannot_run_in_one_line(tmp_path,
     assert not (tmp_path / "out").exists() and not (tmp_path / "json").exists()
 
 
+@pytest.mark.parametrize("args, words", [
+    (["--e2e", "bogus"], "--e2e: unknown run 'bogus'"),
+    (["--e2e", "digits_lenet", "--e2e-groups", "auto,x"], "--e2e-groups: 'auto' or ints"),
+    (["--device", "gpu0"], "--device: 'cpu', 'cuda' or 'cuda:K'; got 'gpu0'"),
+])
+def test_bench_gpu_refuses_a_bad_option_before_it_measures(capsys, args, words):
+    """An unknown end-to-end run or group size is refused before the matmul rate and the
+    throughput table (minutes of a lease), not after them."""
+    bench = _load_benchmark("bench_gpu")
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--device", "cpu", "--quick", "--only", "lenet5", *args])
+    assert e.value.code == 2
+    out = capsys.readouterr()
+    assert words in out.err and "matmul" not in out.out, out
+
+
 def test_the_gpu_session_tools_run_on_the_cpu(capsys):
     """What ``gpu_session.sh`` runs besides ``bench_gpu.py``, in tiny settings on the CPU: the
     step profile, the layout probe (whose three formulations are checked equal in float64,
