@@ -382,8 +382,9 @@ def update(rep) -> None:
                                                        f"{u['update_train_s']:.1f}"],
             ["the run's full training (s)", "n/a" if full is None else f"{full:.0f}"]]
     if full:
-        rows.append(["time saved", f"{full - u['update_s']:.0f} s ({u['update_s'] / full:.1%} "
-                                   "of the run's training)"])
+        rows.append(["time saved", f"{full - u['update_s']:.0f} s "
+                                   f"({(full - u['update_s']) / full:.1%} of the run's "
+                                   "training)"])
     if "scratch_train_s" in u:
         rows.append(["the updated config trained from scratch (s)",
                      f"{u['scratch_train_s']:.0f} ({u['scratch_workers']} workers); predictions "
