@@ -301,7 +301,7 @@ def _group_of(name: str) -> str:
 
 
 def main(argv=None) -> int:
-    from poisoncert.runs import RunError
+    from poisoncert.cli.certs import EXPECTED_ERRORS, error_line
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("groups", nargs="*")
@@ -324,7 +324,15 @@ def main(argv=None) -> int:
         sets[key.strip()] = value.strip()
     if a.T is not None and a.T < 1:
         ap.error(f"--T must be an int >= 1; got {a.T}")
+    if a.workers < 1:
+        ap.error(f"--workers must be an int >= 1; got {a.workers}")
     if a.verify_update:
+        if a.verify_update not in UPDATES:
+            ap.error(f"--verify-update: one of {', '.join(UPDATES)}; got {a.verify_update!r}")
+        done = Path(a.runs_dir) / f"{a.verify_update}_remove{UPDATES[a.verify_update]['remove']}"
+        if not (done / "update.json").is_file():
+            ap.error(f"--verify-update {a.verify_update}: no update in {done} (make it first: "
+                     f"python experiments/run.py {_group_of(a.verify_update)})")
         verify_update(Path(a.runs_dir), a.verify_update, a.workers)
         return 0
     if a.list or not a.groups:
@@ -334,20 +342,24 @@ def main(argv=None) -> int:
     for g in a.groups:
         if g not in GROUPS:
             ap.error(f"unknown group {g!r}; one of {', '.join(GROUPS)}")
+    if a.only and not any(a.only in n for g in a.groups for n, _, _ in GROUPS[g]):
+        ap.error(f"--only {a.only!r}: no run of {', '.join(a.groups)} has it in its name "
+                 "(--list lists them)")
     for g in a.groups:
         for name, config, overrides in GROUPS[g]:
             if a.only and a.only not in name:
                 continue
             command = None
-            if a.T is not None or sets:
-                name, overrides = cheap(name, config, overrides, a.T, sets)
-                command = "python experiments/run.py " + " ".join(
-                    [g] + ([f"--T {a.T}"] if a.T is not None else [])
-                    + [f"--set {k}={v}" for k, v in sets.items()])
             try:
+                if a.T is not None or sets:
+                    name, overrides = cheap(name, config, overrides, a.T, sets)
+                    command = "python experiments/run.py " + " ".join(
+                        [g] + ([f"--T {a.T}"] if a.T is not None else [])
+                        + [f"--set {k}={v}" for k, v in sets.items()])
                 run_one(name, config, overrides, Path(a.runs_dir), a.workers, command)
-            except RunError as e:  # another run's folder (an imported lease run, say)
-                sys.exit(f"run.py: {name}: {e}")
+            except EXPECTED_ERRORS as e:  # a bad --set value, missing data, another run's
+                # folder (an imported lease run, say): one line, as the poisoncert command's
+                sys.exit(f"run.py: {name}: {error_line(e)}")
     return 0
 
 

@@ -72,3 +72,23 @@ def test_a_results_group_runs_cheaply(tmp_path, monkeypatch):
     timing = json.loads((tmp_path / folders[0] / "timing.json").read_text())
     assert timing["command"].startswith("python experiments/run.py mnist17 --T 2 --set")
     assert (tmp_path / folders[0] / "certificates.csv").is_file()
+
+
+@pytest.mark.parametrize("args, words", [
+    (["mnist17", "--workers", "0"], "--workers must be an int >= 1; got 0"),
+    (["mnist17", "--T", "2", "--set", "training.steps=abc"],
+     "run.py: mnist17_ns10_without_replacement_T2_set-"),
+    (["--verify-update", "nosuch"], "--verify-update: one of mnist_agg_dpa; got 'nosuch'"),
+    (["--verify-update", "mnist_agg_dpa"], "no update in"),
+    (["mnist17", "--only", "nomatch"], "--only 'nomatch': no run of mnist17"),
+])
+def test_runner_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args, words):
+    """A bad option or config value is one line naming it, before any run is written (they
+    were tracebacks: ConfigError, KeyError, FileNotFoundError; --only that named no run did
+    nothing and exited 0)."""
+    run = _runner()
+    with pytest.raises(SystemExit) as e:
+        run.main([*args, "--runs-dir", str(tmp_path / "runs")])
+    text = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err
+    assert e.value.code != 0 and words in text, text
+    assert not (tmp_path / "runs").exists()
