@@ -837,14 +837,23 @@ def main(argv=None) -> int:
     a = ap.parse_args(argv)
     out = Path(a.out)
     fig_dir = out.parent / "figures"
-    fig_dir.mkdir(parents=True, exist_ok=True)
+    # checked before a figure is written: a mistyped --runs-dir would list every run as not
+    # run over the report (docs/results.md by default)
+    if not Path(a.runs_dir).is_dir():
+        raise SystemExit(f"report: --runs-dir '{a.runs_dir}' is not a folder (the run "
+                         "directories experiments/run.py wrote)")
     runs = load_runs(Path(a.runs_dir))
+    if not runs:
+        raise SystemExit(f"report: --runs-dir '{a.runs_dir}' holds none of the runs of "
+                         "experiments/run.py (python experiments/run.py --list); nothing "
+                         f"written to {out}")
+    if (a.only or a.only_agg) and not out.is_file():
+        raise SystemExit(f"report: --out '{out}' is not a file (--only and --only-agg replace "
+                         "sections of an existing report)")
+    fig_dir.mkdir(parents=True, exist_ok=True)
     rep = Report(runs, fig_dir, out.parent)
     if a.only:
         heading, groups = ONLY[a.only]
-        if not out.is_file():
-            raise SystemExit(f"report: --out '{out}' is not a file (--only replaces one "
-                             "section of an existing report)")
         old = section_text(out.read_text(), heading)
         shown = [n for g in groups for n, _, _ in runner.GROUPS[g]
                  if n not in runs and n in old and not_run_in(old, n) is False]

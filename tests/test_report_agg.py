@@ -110,3 +110,24 @@ def test_the_update_table_gives_the_share_of_training_saved(modules, tmp_path):
     rep = SimpleNamespace(runs_dir=tmp_path, add=parts.append, summary={})
     report_agg.update(rep)
     assert "| time saved | 1879 s (99.1% of the run's training) |" in "\n".join(parts)
+
+
+@pytest.mark.parametrize("case", ["no folder", "no runs", "no report"])
+def test_report_refuses_a_runs_dir_without_runs_and_writes_nothing(modules, tmp_path, case,
+                                                                   monkeypatch):
+    """A mistyped --runs-dir used to write a report listing every run as not run over --out
+    (docs/results.md by default); --only-agg without an --out file was a FileNotFoundError
+    traceback that left an empty figures/ folder."""
+    _, report = modules
+    runs = tmp_path / "runs"
+    out = tmp_path / "doc" / "results.md"
+    args = ["--runs-dir", str(runs), "--out", str(out)]
+    if case != "no folder":
+        runs.mkdir()
+    if case == "no report":  # a run found, no report to put the sections in
+        monkeypatch.setattr(report, "load_runs", lambda path: {"mnist17_ns10_binomial": None})
+        args.append("--only-agg")
+    with pytest.raises(SystemExit) as e:
+        report.main(args)
+    assert str(e.value.code).startswith("report: --")
+    assert not (tmp_path / "doc").exists()
