@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 
+from _args import at_least  # benchmarks/_args.py
 from poisoncert.aggregation import fa_certify
 from poisoncert.certify import dpa_certify
 from poisoncert.runoff import rankings_from_scores, roe_certify
@@ -116,13 +117,13 @@ def _mnist_arrays(ds):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--T", type=int, default=1200)
-    ap.add_argument("--n-test", type=int, default=10_000)
-    ap.add_argument("--d", type=int, nargs="+", default=[1, 8])
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--T", type=at_least(1), default=1200)
+    ap.add_argument("--n-test", type=at_least(1), default=10_000)
+    ap.add_argument("--d", type=at_least(1), nargs="+", default=[1, 8])
+    ap.add_argument("--repeat", type=at_least(1), default=3)
     ap.add_argument("--knn", action="store_true")
-    ap.add_argument("--knn-test", type=int, default=10_000)
-    ap.add_argument("--k", type=int, default=100)
+    ap.add_argument("--knn-test", type=at_least(1), default=10_000)
+    ap.add_argument("--k", type=at_least(1), default=100)
     ap.add_argument("--r", type=float, default=1500.0)
     args = ap.parse_args()
     aggregation(args)

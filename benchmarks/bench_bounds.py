@@ -17,13 +17,14 @@ import time
 
 import numpy as np
 
+from _args import at_least  # benchmarks/_args.py
 from poisoncert.bounds import SCHEMES, SelectionBound
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeat", type=int, default=5)
-    ap.add_argument("--gaps", type=int, default=10**6)
+    ap.add_argument("--repeat", type=at_least(1), default=5)
+    ap.add_argument("--gaps", type=at_least(1), default=10**6)
     args = ap.parse_args()
     gaps = np.random.default_rng(0).random(args.gaps)
     print(f"{args.gaps:,} gaps, {platform.processor() or platform.machine()}, "

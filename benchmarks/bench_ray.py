@@ -35,6 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
+from _args import at_least  # benchmarks/_args.py
 from poisoncert import experiment, runs
 from poisoncert.config import from_dict
 from poisoncert.executors import LocalExecutor
@@ -61,14 +62,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--dataset", default="mnist17")
     ap.add_argument("--model", default="mlp")
-    ap.add_argument("--T", type=int, default=160)
-    ap.add_argument("--ns", type=int, default=30)
-    ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--chunk-size", type=int, default=16)
-    ap.add_argument("--test-limit", type=int, default=None)
-    ap.add_argument("--noop", type=int, default=200, help="empty Ray tasks for the overhead")
-    ap.add_argument("--project-T", type=int, default=1000)
-    ap.add_argument("--project-chunk-size", type=int, default=50)
+    ap.add_argument("--T", type=at_least(1), default=160)
+    ap.add_argument("--ns", type=at_least(1), default=30)
+    ap.add_argument("--steps", type=at_least(1), default=100)
+    ap.add_argument("--chunk-size", type=at_least(1), default=16)
+    ap.add_argument("--test-limit", type=at_least(1), default=None)
+    ap.add_argument("--noop", type=at_least(1), default=200, help="empty Ray tasks for the overhead")
+    ap.add_argument("--project-T", type=at_least(1), default=1000)
+    ap.add_argument("--project-chunk-size", type=at_least(1), default=50)
     args = ap.parse_args()
 
     cfg = from_dict({

@@ -78,6 +78,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from _args import at_least  # benchmarks/_args.py
 from poisoncert import selection
 from poisoncert.training import LENET5_MNIST, LeNet5, train_predict
 from poisoncert.training.fast import stack_models
@@ -648,19 +649,19 @@ def full(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", type=int, default=64)
-    p.add_argument("--ns", type=int, default=30)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--models", type=at_least(1), default=64)
+    p.add_argument("--ns", type=at_least(1), default=30)
+    p.add_argument("--steps", type=at_least(1), default=200)
+    p.add_argument("--batch", type=at_least(1), default=32)
     p.add_argument("--model", default="lenet5", choices=("lenet5", "lenet5_avg"))
-    p.add_argument("--group-size", type=int, default=8)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--group-size", type=at_least(1), default=8)
+    p.add_argument("--repeats", type=at_least(1), default=3)
+    p.add_argument("--workers", type=at_least(1), default=2)
     p.add_argument("--study", action="store_true")
     p.add_argument("--compile", action="store_true", help="--study: add torch.compile")
     p.add_argument("--accuracy", action="store_true")
     p.add_argument("--full", action="store_true")
-    p.add_argument("--predict-inputs", type=int, default=None,
+    p.add_argument("--predict-inputs", type=at_least(1), default=None,
                    help="--predict: only the first N test images (few inputs: the time is "
                    "building the stacked groups, what a GPU's evaluation is bound by)")
     p.add_argument("--predict", action="store_true",
@@ -668,6 +669,7 @@ def main():
     p.add_argument("--baseline-src", type=Path, default=None,
                    help="another checkout's src/ folder: its engine as variant (e)")
     p.add_argument("--skip", action="append", default=[],
+                   choices=("a", "a1", "b", "b2", "c", "d", "e"),
                    help="leave out a variant by its letter (b, b2, c, ...)")
     p.add_argument("--skip-inference", action="store_true")
     p.add_argument("--draws", action="store_true",

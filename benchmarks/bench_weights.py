@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from _args import at_least  # benchmarks/_args.py
 from poisoncert.training.engine import host_state_dicts
 from poisoncert.training.fast import stack_models
 from poisoncert.training.models import build_model
@@ -116,8 +117,8 @@ def row(name: str, n_models: int, repeats: int) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", type=int, default=1000, help="classifiers per chunk")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--models", type=at_least(1), default=1000, help="classifiers per chunk")
+    ap.add_argument("--repeats", type=at_least(1), default=3)
     ap.add_argument("--model", action="append", choices=sorted(MODELS),
                     help="default: all")
     args = ap.parse_args()

@@ -20,6 +20,7 @@ import argparse
 
 import numpy as np
 
+from _args import at_least  # benchmarks/_args.py
 from poisoncert.bounds import SelectionBound
 from poisoncert.stats import vote_bounds
 
@@ -114,9 +115,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--part", choices=["errors", "power", "both"], default="both")
     ap.add_argument("--alpha", type=float, default=0.05)
-    ap.add_argument("--draws", type=int, default=100_000)
+    ap.add_argument("--draws", type=at_least(1), default=100_000)
     ap.add_argument("--alpha-power", type=float, default=0.001)
-    ap.add_argument("--draws-power", type=int, default=2_000)
+    ap.add_argument("--draws-power", type=at_least(1), default=2_000)
     args = ap.parse_args()
     if args.part in ("errors", "both"):
         errors(args)
