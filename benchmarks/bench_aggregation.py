@@ -20,8 +20,8 @@ import statistics
 import time
 
 import numpy as np
-
 from _args import at_least  # benchmarks/_args.py
+
 from poisoncert.aggregation import fa_certify
 from poisoncert.certify import dpa_certify
 from poisoncert.runoff import rankings_from_scores, roe_certify

@@ -16,8 +16,8 @@ import statistics
 import time
 
 import numpy as np
-
 from _args import at_least  # benchmarks/_args.py
+
 from poisoncert.bounds import SCHEMES, SelectionBound
 
 

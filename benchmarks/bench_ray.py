@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from _args import at_least  # benchmarks/_args.py
+
 from poisoncert import experiment, runs
 from poisoncert.config import from_dict
 from poisoncert.executors import LocalExecutor
@@ -67,7 +67,8 @@ def main() -> None:
     ap.add_argument("--steps", type=at_least(1), default=100)
     ap.add_argument("--chunk-size", type=at_least(1), default=16)
     ap.add_argument("--test-limit", type=at_least(1), default=None)
-    ap.add_argument("--noop", type=at_least(1), default=200, help="empty Ray tasks for the overhead")
+    ap.add_argument("--noop", type=at_least(1), default=200,
+                    help="empty Ray tasks for the overhead")
     ap.add_argument("--project-T", type=at_least(1), default=1000)
     ap.add_argument("--project-chunk-size", type=at_least(1), default=50)
     args = ap.parse_args()

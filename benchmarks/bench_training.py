@@ -76,9 +76,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _args import at_least  # benchmarks/_args.py
 from torch.nn import functional as F
 
-from _args import at_least  # benchmarks/_args.py
 from poisoncert import selection
 from poisoncert.training import LENET5_MNIST, LeNet5, train_predict
 from poisoncert.training.fast import stack_models

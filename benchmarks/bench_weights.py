@@ -32,8 +32,8 @@ import time
 from pathlib import Path
 
 import torch
-
 from _args import at_least  # benchmarks/_args.py
+
 from poisoncert.training.engine import host_state_dicts
 from poisoncert.training.fast import stack_models
 from poisoncert.training.models import build_model

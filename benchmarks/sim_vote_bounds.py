@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-
 from _args import at_least  # benchmarks/_args.py
+
 from poisoncert.bounds import SelectionBound
 from poisoncert.stats import vote_bounds
 
