@@ -406,6 +406,11 @@ def main(argv=None) -> dict:
         p.error(f"--device: 'cpu', 'cuda' or 'cuda:K'; got {device!r}")
     if device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible (use --device cpu --quick)")
+    if device.startswith("cuda:"):  # the end-to-end runs' training.device 'cuda' is this one
+        try:
+            torch.cuda.set_device(device)
+        except (RuntimeError, ValueError) as e:
+            p.error(f"--device: {device!r} is not a visible CUDA device ({e})")
     # the end-to-end runs' names and group sizes, checked before minutes of measuring
     table = QUICK_E2E if args.quick else E2E
     keys = (list(table) if args.e2e == "all" else [] if args.e2e == "none"

@@ -668,7 +668,8 @@ def full(args):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", type=at_least(1), default=64)
+    p.add_argument("--models", type=at_least(1), default=None,
+                   help="classifiers (default 64; --full: 1000)")
     p.add_argument("--ns", type=at_least(1), default=30)
     p.add_argument("--steps", type=at_least(1), default=200)
     p.add_argument("--batch", type=at_least(1), default=32)
@@ -698,6 +699,8 @@ def main():
     p.add_argument("--sqrt", action="store_true",
                    help="the stacked update's square root: torch's against optim.sqrt_")
     args = p.parse_args()
+    if args.models is None and not args.full:
+        args.models = 64
     if args.sqrt:
         sqrt_study(args)
     elif args.heap:
@@ -709,7 +712,7 @@ def main():
     elif args.accuracy:
         accuracy(args)
     elif args.full:
-        if args.models == 64:
+        if args.models is None:
             args.models = 1000
         full(args)
     else:

@@ -31,5 +31,14 @@ def pick(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    with open(sys.argv[1]) as f:
-        print(pick(json.load(f)))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("report", help="bench_gpu.py --json's output file")
+    args = ap.parse_args()
+    try:
+        with open(args.report) as f:
+            report = json.load(f)
+    except (OSError, ValueError) as e:
+        sys.exit(f"gpu_pick_path.py: cannot read {args.report!r} as bench_gpu.py's JSON ({e})")
+    print(pick(report))
