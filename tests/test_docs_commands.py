@@ -192,3 +192,94 @@ def test_doc_commands_run_as_written(tmp_path, monkeypatch, no_leftover_examples
         ran.append(cmd)
     assert (tmp_path / "figure2.png").is_file()
     assert "poisoncert demo" in ran and len(ran) >= (18 if data is not None else 9)
+
+
+# ----------------------------------------------------------------------------- inline commands
+#: Scripts whose first word after the script is a subcommand (its options: ``SUB --help``).
+_SUBCOMMANDS = ("benchmarks/gpu_cifar10.py",)
+
+
+def inline_commands() -> list[tuple[str, list[str]]]:
+    """``(file, words)`` for every command written in a ``code span`` of README.md and docs/
+    (outside fenced blocks, which ``doc_commands`` covers): ``poisoncert CMD ...``, ``python
+    benchmarks/X.py ...``, ``python experiments/X.py ...``; a span may wrap across lines, and
+    ``&&`` chains are split."""
+    out = []
+    for path in DOCS:
+        text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+        for span in re.findall(r"`([^`]+)`", text):
+            for part in " ".join(span.split()).split("&&"):
+                words = part.split()
+                if len(words) >= 2 and (
+                        words[0] == "poisoncert"
+                        or (words[0] in ("python", "python3")
+                            and re.fullmatch(r"(benchmarks|experiments)/\w+\.py", words[1]))):
+                    out.append((path.name, words))
+    return out
+
+
+def _options(words: list[str]) -> list[str]:
+    """The option names a command's words give (``--a=b`` as ``--a``; not negative numbers)."""
+    return [w.split("=", 1)[0] for w in words if re.match(r"--?[A-Za-z]", w)]
+
+
+def _script_help_options(script: str, sub: tuple[str, ...]) -> set[str]:
+    r = subprocess.run([sys.executable, script, *sub, "--help"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, f"{script} {' '.join(sub)} --help: {r.stdout}{r.stderr}"
+    return set(re.findall(r"(?<![\w-])--?[A-Za-z][\w-]*", r.stdout))
+
+
+def test_inline_doc_commands_name_options_that_exist():
+    """The commands quoted inline in the docs (benchmark lines, results' commands) name
+    subcommands, options, config keys and experiment groups that exist: a renamed option
+    breaks this test, not a reader's copy of the line."""
+    import typer
+
+    from poisoncert.cli import app
+    from poisoncert.config import ConfigError, parse_overrides
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    try:
+        import run as runner  # experiments/run.py
+    finally:
+        sys.path.remove(str(ROOT / "experiments"))
+    commands = typer.main.get_command(app).commands
+    helps: dict[tuple, set[str]] = {}
+    wrong = []
+    found = inline_commands()
+    assert len(found) > 50, "the inline commands were not found"
+    for doc, words in found:
+        line = " ".join(words)
+        if words[0] == "poisoncert":
+            cmd = commands.get(words[1])
+            if cmd is None:
+                wrong.append(f"{doc}: {line}: no command {words[1]!r}")
+                continue
+            known = {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+            for opt in _options(words[2:]):
+                if opt in known:
+                    continue
+                try:  # a config override, --section.key, of a command that takes them
+                    if not cmd.context_settings.get("allow_extra_args"):
+                        raise ConfigError(opt)
+                    parse_overrides([opt, "1"])
+                except ConfigError:
+                    wrong.append(f"{doc}: {line}: {words[1]} takes no {opt}")
+            continue
+        script = words[1]
+        sub = (words[2],) if script in _SUBCOMMANDS and len(words) > 2 else ()
+        if (script, sub) not in helps:
+            helps[script, sub] = _script_help_options(script, sub)
+        for opt in _options(words[2:]):
+            if opt not in helps[script, sub]:
+                wrong.append(f"{doc}: {line}: {script} takes no {opt}")
+        if script == "experiments/run.py":  # its groups, where a real one is named
+            for w in words[2:]:
+                if w.startswith("-"):
+                    break
+                if w.isupper():  # a placeholder: GROUP
+                    continue
+                if w not in runner.GROUPS:
+                    wrong.append(f"{doc}: {line}: no group {w!r} in experiments/run.py")
+    assert not wrong, "\n".join(wrong)
