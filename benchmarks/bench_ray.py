@@ -103,27 +103,30 @@ def main() -> None:
         print(f"  {name}: {wall:.2f} s", flush=True)
         return wall
 
-    run("local 1", LocalExecutor(1))
-    run("local 2", LocalExecutor(2))
-    t0 = time.perf_counter()
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
-             _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
-    startup = time.perf_counter() - t0
-    run("ray 2 (cold)", RayExecutor(workers=2))
-    run("ray 2 (warm)", RayExecutor(workers=2))
-    run("ray 1 (warm)", RayExecutor(workers=1))
-    overhead = {}
-    for w in (1, 2):
-        list(RayExecutor(workers=w).map_chunks(_noop, range(10)))  # warm
+    try:  # the temporary runs and a local Ray go whatever happens
+        run("local 1", LocalExecutor(1))
+        run("local 2", LocalExecutor(2))
         t0 = time.perf_counter()
-        out = list(RayExecutor(workers=w).map_chunks(_noop, range(args.noop)))
-        overhead[w] = (time.perf_counter() - t0) / args.noop
-        assert sorted(out) == list(range(args.noop))
-    t0 = time.perf_counter()
-    ray.shutdown()
-    shutdown = time.perf_counter() - t0
-
-    shutil.rmtree(tmp, ignore_errors=True)
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", logging_level=logging.WARNING)
+        startup = time.perf_counter() - t0
+        run("ray 2 (cold)", RayExecutor(workers=2))
+        run("ray 2 (warm)", RayExecutor(workers=2))
+        run("ray 1 (warm)", RayExecutor(workers=1))
+        overhead = {}
+        for w in (1, 2):
+            list(RayExecutor(workers=w).map_chunks(_noop, range(10)))  # warm
+            t0 = time.perf_counter()
+            out = list(RayExecutor(workers=w).map_chunks(_noop, range(args.noop)))
+            overhead[w] = (time.perf_counter() - t0) / args.noop
+            assert sorted(out) == list(range(args.noop))
+        t0 = time.perf_counter()
+        ray.shutdown()
+        shutdown = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if ray.is_initialized():
+            ray.shutdown()
     ref = preds["local 1"]
     same = all(np.array_equal(p, ref) for p in preds.values())
     assert same, "predictions differ between executors"
