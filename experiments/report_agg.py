@@ -404,3 +404,8 @@ def summary(rep) -> None:
 
 
 SECTIONS = (comparison, dpa_warp, attacks, update)
+
+
+if __name__ == "__main__":
+    raise SystemExit("report_agg.py: the issue-13 sections of experiments/report.py, which "
+                     "imports it; run python experiments/report.py (or --only-agg)")
