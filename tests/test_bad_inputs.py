@@ -333,6 +333,8 @@ BOUNDS = [
         setup=["exp.yaml"]),
     cli("train-workers-flag-100000", *T, "--workers", "100000",
         words=["'training.workers'", "CPUs"], setup=["exp.yaml"]),
+    cli("train-run_dir", *T, "--run_dir", "out", setup=["exp.yaml"],  # typer's form: --run-dir
+        words=["No such option: --run_dir. Did you mean --run-dir?"]),
     cli("train-workers-flag-0", *T, "--workers", "0",  # the same range as for too many
         words=["'training.workers'", "the CPUs this process may use", "Got 0 instead"],
         setup=["exp.yaml"]),

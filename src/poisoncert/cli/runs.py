@@ -45,6 +45,21 @@ def _console():
     return con if con.is_terminal else Console(width=110, soft_wrap=True)
 
 
+def _refuse_misspelt_options(ctx: typer.Context) -> None:
+    """An extra word ``--run_dir`` (no dot: no config key) that is one of the command's own
+    options spelt with underscores or in capitals: one line naming the option meant (it would
+    be read as an unknown config key)."""
+    from poisoncert.config import ConfigError
+
+    own = {o for p in ctx.command.params for o in getattr(p, "opts", ()) if o.startswith("--")}
+    for word in ctx.args:
+        name = word.split("=", 1)[0]
+        if name.startswith("--") and "." not in name:
+            meant = "--" + name[2:].replace("_", "-").lower()
+            if meant in own:
+                raise ConfigError(f"No such option: {name}. Did you mean {meant}?")
+
+
 def train(
     ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")],
@@ -83,6 +98,7 @@ def train(
         from poisoncert.executors import check_workers, make_executor
         from poisoncert.experiment import train_run
 
+        _refuse_misspelt_options(ctx)
         overrides = parse_overrides(ctx.args)
         ray = executor.strip().lower() == "ray"
         if workers is not None:
