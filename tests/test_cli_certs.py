@@ -145,7 +145,7 @@ def test_radius_true_label_method():
         (["--gap", "0.5", "--counts", "990,10"], "error: The 'gap' parameter of radius"),
         ([], "error: radius needs --gap or --counts"),
         (["--gap", "1.5"], "error: --gap: The 'gap' parameter of certified_radius"),
-        (["--gap", "0.5", "--model", "P9"], "error: --model: The 'model' parameter"),
+        (["--gap", "0.5", "--model", "P9"], "error: The 'model' parameter of radius must be"),
     ],
 )
 def test_radius_errors_are_one_line(args, match):
@@ -224,11 +224,18 @@ def test_delta_unwritable_output_is_one_line(tmp_path):
 
 
 def test_errors_name_the_option_typed_only_where_the_library_names_it_otherwise():
-    """--ns 0 is checked by SelectionBound: the line starts with --ns; --counts is the
-    command's own parameter (radius): the line is as the library words it."""
+    """--ns 0 is checked by SelectionBound, whose errors radius words as its own; --ns left
+    out for a scheme that needs it too (not the internal SelectionBound's name); --rho-max 0
+    names the option as typed (the library says rho_max); --counts is the command's own
+    parameter (radius): the line is as the library words it."""
     r = invoke("radius", "--scheme", "wr", "--n", "100", "--ns", "0", "--gap", "0.5")
     assert r.exit_code == 1 and r.stderr.startswith(
-        "error: --ns: The 'ns' parameter of SelectionBound must be an int >= 1. Got 0 instead.")
+        "error: The 'ns' parameter of radius must be an int >= 1. Got 0 instead.")
+    r = invoke("radius", "--scheme", "binomial", "--n", "100", "--gap", "0.5")
+    assert r.exit_code == 1 and r.stderr.startswith("error: The 'p' parameter of radius must "
+                                                    "be a real number in the range (0, 1)")
+    r = invoke("delta", "--rho-max", "0")
+    assert r.exit_code == 1 and r.stderr.startswith("error: --rho-max: The 'rho_max' parameter")
     r = invoke("radius", *SETTING, "--counts", "990,x")
     assert r.exit_code == 1 and r.stderr.startswith("error: The 'counts' parameter of radius")
 

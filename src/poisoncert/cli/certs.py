@@ -188,12 +188,13 @@ def radius(
     --counts only, and --labels to the true_label methods only.
     """
     with library_errors():
-        from poisoncert._validation import check_choice
+        from poisoncert._validation import check_choice, named_as
         from poisoncert.bounds import SelectionBound
         from poisoncert.certify import certify, jia_certify
 
         rule = check_choice(rule, "rule", "radius", ("ours", "jia"))
-        bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)
+        with named_as("radius", scheme="scheme", n="n", ns="ns", p="p", model="model"):
+            bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)
         if rule == "jia" and (bound.scheme != "with_replacement" or bound.model != "P6"
                               or counts is None or ns is None):
             raise param_error("rule", "radius", "'jia' only with --scheme with_replacement, "
