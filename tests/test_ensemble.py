@@ -202,6 +202,25 @@ def test_the_predicting_display_counts_classifiers(trained, monkeypatch):
         ens.votes(x[:5], progress="bar")
 
 
+@pytest.mark.parametrize("option,words", [
+    (["--alpha", "3"], "The 'alpha' parameter of predict must be a real number in the range"),
+    (["--model", "P7"], "The 'model' parameter of predict must be one of 'P1'"),
+    (["--method", "foo"], "The 'method' parameter of predict must be one of 'auto'")])
+def test_predict_refuses_a_bad_certify_option_before_any_prediction(tmp_path, trained,
+                                                                     monkeypatch, option, words):
+    """A bad --alpha, --model or --method is one line in predict's own words, before the
+    base classifiers run (they would take minutes on many inputs)."""
+    run, x, _ = trained
+    np.savez(tmp_path / "x.npz", x=x[:3])
+
+    def never(*args, **kwargs):
+        raise AssertionError("the base classifiers ran")
+
+    monkeypatch.setattr(Ensemble, "base_predictions", never)
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npz"), *option]),
+                    words)
+
+
 def test_predict_keeps_its_rows_on_stdout_and_the_bar_on_stderr(tmp_path, trained):
     """Rows printed to stdout (``predict RUN INPUTS > rows.csv``) are the CSV alone: the bar
     (shown from 20,000 classifier-inputs on) is drawn on stderr, in whole classifiers."""

@@ -61,6 +61,7 @@ def predict(
 
         try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
             ens = Ensemble.load(run_dir, device=device)
+            ens.check_options(alpha, method, model, where="predict")  # before any prediction
             if not ens.verification.get("verified", True):
                 note = ens.verification.get("note", "")
                 typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)

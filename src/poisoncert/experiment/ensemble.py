@@ -258,6 +258,13 @@ class Ensemble:
                                  method=c.method, model=c.model)
         return dataclasses.replace(cert, classes=self.classes)
 
+    def check_options(self, alpha: float | None = None, method: str | None = None,
+                      model: str | None = None, where: str = "Ensemble.check_options"):
+        """The run's ``certify`` section with these options, checked as ``certify`` checks
+        them (errors name them as ``where``'s parameters): before a long prediction, so that a
+        bad option is refused before the base classifiers run."""
+        return self._settings(alpha, method, model, where)
+
     def _settings(self, alpha, method, model, where: str, y=None):
         """The run's ``certify`` section with the options given (an error names the option
         as ``where``'s parameter, not the config's key); ``y`` given where the certificate
