@@ -32,6 +32,7 @@ from poisoncert.config import (
     to_dict,
     to_yaml,
 )
+from poisoncert.runcheck import verify_run
 from poisoncert.runs import RunDir, RunError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -634,6 +635,43 @@ engine_only = pytest.mark.skipif(not _has_engine(), reason="poisoncert.training 
 
 
 @engine_only
+def test_save_weights_null_and_true_resume_each_other_and_false_is_refused(tmp_path,
+                                                                          monkeypatch):
+    """training.save_weights null keeps a torch model's weights, as true does: a run started
+    with one resumes under the other (before: refused as another config), keeps its own
+    config and verifies; false, which keeps none, is refused with the reason."""
+    cfg = small(selection__T=8, training__steps=2, run__chunk_size=4, data__test_limit=20)
+    assert cfg.execution.save_weights is None and cfg.keeps_weights
+    real_write = RunDir.write_chunk
+
+    def dying_write(self, chunk_id, **kw):
+        if chunk_id > 0:
+            raise KeyboardInterrupt
+        return real_write(self, chunk_id, **kw)
+
+    for first, then in ((None, True), (True, None)):
+        run = tmp_path / f"run_{first}"
+        monkeypatch.setattr(RunDir, "write_chunk", dying_write)
+        with pytest.raises(KeyboardInterrupt):
+            experiment.train_run(small(selection__T=8, training__steps=2, run__chunk_size=4,
+                                       data__test_limit=20, training__save_weights=first),
+                                 run, progress=False)
+        monkeypatch.setattr(RunDir, "write_chunk", real_write)
+        before = (run / runs.CONFIG).read_text()
+        with pytest.raises(RunError, match="keeps its classifiers' weights and this config "
+                                           "does not"):
+            experiment.train_run(small(selection__T=8, training__steps=2, run__chunk_size=4,
+                                       data__test_limit=20, training__save_weights=False),
+                                 run, progress=False)
+        res = experiment.train_run(small(selection__T=8, training__steps=2, run__chunk_size=4,
+                                         data__test_limit=20, training__save_weights=then),
+                                   run, progress=False)
+        assert (res.chunks_trained, res.chunks_skipped) == (1, 1)
+        assert (run / runs.CONFIG).read_text() == before
+        assert verify_run(RunDir(run))["verified"]
+        assert len(list((run / "weights").glob("chunk-*.safetensors"))) == 2
+
+
 def test_real_engine_resume_chunking_and_workers_agree(tmp_path, monkeypatch):
     cfg = small(selection__T=8, training__steps=3, run__chunk_size=4, data__test_limit=50)
     full = experiment.train_run(cfg, tmp_path / "full", progress=False)

@@ -168,6 +168,15 @@ def check_writable(path: str | Path) -> None:
         raise RunError(f"Cannot write the run directory '{path}': '{probe}' is not writable.")
 
 
+def _weights_unset(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` with ``training.save_weights`` null: a choice that changes no prediction, which
+    the caller checks by what it resolves to (``keeps_weights``; null is on for a torch model,
+    so a run made with null resumes under ``true``). The hash keeps null as ``false``, as for
+    runs made before null meant on, so the hashes alone would refuse it."""
+    return dataclasses.replace(cfg, execution=dataclasses.replace(cfg.execution,
+                                                                  save_weights=None))
+
+
 class RunDir(ChunkFiles):
     """Paths and atomic I/O of one run directory; ``RunDir(path)`` touches nothing.
 
@@ -282,7 +291,7 @@ class RunDir(ChunkFiles):
         if not self.exists():
             return None
         old = self.load_config()
-        if config_hash(old) != config_hash(cfg):
+        if config_hash(_weights_unset(old)) != config_hash(_weights_unset(cfg)):
             diff = "; ".join(config_diff(old, cfg, hashed=True)) or "the config hash"
             raise RunError(f"The run directory '{self.path}' holds a run with another config "
                            f"({diff}). Use another --run-dir, or the same config to resume "

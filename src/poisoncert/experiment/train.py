@@ -292,6 +292,9 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     if old is not None:  # resumed
         cfg = runs.own_edits(cfg, rd.path)  # an updated run: its own edits
         _check_unhashed_settings(rd, old, cfg)
+        # the same weights kept whether the run said null or true: its own words, its hash
+        cfg = dataclasses.replace(cfg, execution=dataclasses.replace(
+            cfg.execution, save_weights=old.execution.save_weights))
     old_manifest = rd.load_manifest() if rd.exists() else None
     if old_manifest is not None:  # before the model's module is imported (changed code
         # must not run)
