@@ -714,6 +714,38 @@ def test_attacks_on_binomial_keep_the_runs_p(tmp_path, monkeypatch):
     assert len(seen) >= 4 and set(seen) == {200 / n}
 
 
+def test_attacks_on_a_deskewed_run_insert_the_points_they_chose(tmp_path, monkeypatch):
+    """The attacks' inputs (copies of a test point, patched training samples) are already
+    preprocessed; the classifier backend deskewed them again (``variant``'s default for a
+    ``data.deskew`` run), so an insertion put other images than the attack built, in other
+    buckets than the ones it chose (0 of 40 insertions of 3 copies hit the 3 chosen buckets of
+    a 16-bucket DPA run: a weaker check than it says it is). kNN's backend never did."""
+    import poisoncert.experiment.retrain as retrain_mod
+
+    cfg = _cfg(data__deskew=True, data__test_limit=20, selection__k=16, training__steps=5)
+    train_run(cfg, tmp_path / "run")
+    seen, real = [], retrain_mod.retrain
+
+    def spy(ens, variants, **kw):
+        seen.extend(variants)
+        return real(ens, variants, **kw)
+
+    monkeypatch.setattr(retrain_mod, "retrain", spy)
+    attack_run(tmp_path / "run", settings=AttackSettings(targets=4, budgets=(3,),
+                                                         attacks=("insert",)))
+    x_test = split_data(cfg.data).x_test
+    inside = np.ones(x_test.shape[1:], dtype=bool)
+    for i0, i1 in ((0, 0), (0, -1), (-1, 0), (-1, -1)):
+        inside[0, i0, i1] = False
+    assert len(seen) >= 2  # one per correctly classified target
+    for v in seen:
+        added = v.ep.x_new[-3:]
+        # every copy is a test point outside the four corner pixels the attack sets
+        assert all(np.any(np.all(a[inside][None] == x_test[:, inside], axis=1)) for a in added)
+        buckets = selection.partition_ids(added, v.ep.y_new[-3:], k=16)
+        assert len(set(buckets.tolist())) == 3 and set(v.changed.tolist()) == set(buckets.tolist())
+
+
 def test_case_3_edits_cannot_relabel_a_clean_class_sample_into_a_poisoned_class(tmp_path):
     """With ``data.poisoned_classes`` D^c is the clean classes' samples and phase 2 learns
     them by class; a D^c sample relabelled to a poisoned class stayed in D^c and phase 2

@@ -129,7 +129,10 @@ class ClassifierBackend:
         from poisoncert.runoff import roe_predict
 
         ens = self.ens
-        vs = [variant(ens, e, keep_p=True) for e in edits_list]  # the certified learner
+        # the certified learner; the attacks' inputs (test points, training samples) are
+        # already preprocessed: deskewing them again moved every insertion elsewhere (and
+        # into other buckets than the attack chose)
+        vs = [variant(ens, e, keep_p=True, deskew_added=False) for e in edits_list]
         res = retrain(ens, vs, x_test=x_test, ranks=clean_R is not None)
         out = []
         for v, r in zip(vs, res, strict=True):
