@@ -507,11 +507,11 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
                              (["--attacks", "remove", "--backdoor-label", "3"],
                               "--backdoor-label", "the backdoor attack"),
                              (["--attacks", "backdoor", "--targets", "2"], "--targets",
-                              "the targeted attacks (insert, remove, flip)"),
+                              "the targeted attacks (insert, remove, flip, modify)"),
                              (["--attacks", "backdoor", "--max-radius", "0"], "--max-radius",
-                              "the targeted attacks (insert, remove, flip)"),
+                              "the targeted attacks (insert, remove, flip, modify)"),
                              (["--attacks", "flip", "--copies", "2"], "--copies",
-                              "the insert attack")):
+                              "the insert and modify attacks")):
         r = runner.invoke(app, ["attack", str(run), *args, "-q"])
         assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
         assert r.output.startswith(f"error: The '{flag}' option applies to {what}, which "
@@ -519,7 +519,7 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
     # a misspelt attack is named as such, not blamed on another option
     r = runner.invoke(app, ["attack", str(run), "--attacks", "inserts", "--targets", "5", "-q"])
     assert r.exit_code == 1 and "'attacks' parameter of attack_run must be a non-empty list of " \
-        "insert, remove, flip, backdoor" in r.output, r.output
+        "insert, remove, flip, modify, backdoor" in r.output, r.output
     r = runner.invoke(app, ["attack", str(run), "--attacks", "backdoor", "--patch", "8", "-q"])
     assert r.exit_code == 1 and r.output.startswith("error: --patch: The 'patch' parameter of "
                                                     "attack_run must be an int in the range "
@@ -631,6 +631,39 @@ def test_attacks_within_the_radius_never_change_a_certified_prediction(tmp_path)
     assert within and all(t["changed"] == "0" for t in within)
     assert all(int(t["retrained"]) <= 2 * int(t["budget"]) for t in trials)
     assert (tmp_path / "run" / "attack.png").stat().st_size > 0
+
+
+def test_modify_moves_two_buckets_per_operation_and_beats_flip_beyond_the_radius(tmp_path):
+    """``modify`` replaces a sample of the predicted class in one bucket voting for it by a
+    copy of the target, labelled with the runner-up, in another such bucket: one
+    modification, two buckets. Against a learner that obeys a nearby sample (1-NN, no
+    balancing), within the radius nothing changes, and beyond it it wins more often than
+    ``flip`` (whose relabelled sample lands where its new hash puts it)."""
+    from poisoncert.experiment.attack_edits import EditBuilder
+    from poisoncert.experiment.retrain import load_ensemble
+
+    cfg = from_dict({"data": {"name": "digits", "test_limit": 120},
+                     "selection": {"scheme": "partition", "k": 15, "seed": 1},
+                     "training": {"model": "sklearn:knn", "balance": False},
+                     "run": {"chunk_size": 32}})
+    train_run(cfg, tmp_path / "run")
+    ens = load_ensemble(tmp_path / "run")
+    b = EditBuilder(ens.data, cfg, ens.plan, ens.predictions)
+    y = int(np.bincount(ens.predictions[:, 0]).argmax())
+    e = b.modify(0, 3, y, (y + 1) % 10)
+    assert (e.n_removed, e.n_added, e.n_relabelled) == (3, 3, 0)
+    removed = set(ens.plan.part_of[b.poison_pos[e.remove]].tolist())
+    added = selection.partition_ids(e.add_x, e.add_y, k=15).tolist()
+    assert len(removed) == 3 and len(set(added)) == 3 and not removed & set(added)
+    assert all(b.bucket_weights(0, y)[list(removed | set(added))] > 0)
+
+    res = attack_run(tmp_path / "run", settings=AttackSettings(
+        attacks=("flip", "modify"), targets=30, budgets=tuple(range(1, 9)), max_radius=4))
+    assert res.totals["deterministic"]["changed_within"] == 0
+    beyond = {a: sum(t["changed"] for t in res.trials if t["attack"] == a
+                     and t["radius"] < t["budget"] <= t["radius"] + 4) for a in ("flip", "modify")}
+    assert beyond["modify"] > beyond["flip"], beyond
+    assert all(t["operations"] == t["budget"] for t in res.trials if t["attack"] == "modify")
 
 
 def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):

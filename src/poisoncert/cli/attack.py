@@ -31,12 +31,13 @@ def _plain(v):
 def attack(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by train.")],
     attacks: Annotated[str, typer.Option(
-        help="Comma-separated: insert, remove, flip, backdoor.")] = "insert,remove,flip,backdoor",
+        help="Comma-separated: insert, remove, flip, modify, backdoor.")
+    ] = "insert,remove,flip,modify,backdoor",
     budgets: Annotated[str, typer.Option(
         help="Comma-separated budgets r (poisoning operations).")] = "1,2,4,8,16",
     targets: Annotated[int | None, typer.Option(
         help="Correctly classified test points attacked by the targeted attacks (insert, "
-             "remove, flip; default 20).", show_default=False)] = None,
+             "remove, flip, modify; default 20).", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the targets and backdoor samples.")] = 0,
     backdoor_label: Annotated[int | None, typer.Option(
         help="The backdoor's target class: the data set's class id (MNIST 1/7: 1 or 7; "
@@ -119,7 +120,7 @@ def attack(
 
 def _refuse_unused(attacks: tuple[str, ...], backdoor: dict, targeted: dict) -> None:
     """An option given for an attack that ``--attacks`` leaves out is one error line (it
-    would change nothing); ``--copies`` also needs ``insert``."""
+    would change nothing); ``--copies`` also needs ``insert`` or ``modify``."""
     from poisoncert.experiment.attack import ATTACKS
 
     names = [a.strip().lower() for a in attacks]
@@ -127,8 +128,10 @@ def _refuse_unused(attacks: tuple[str, ...], backdoor: dict, targeted: dict) -> 
         return  # AttackSettings names the bad attack
     needs = [(backdoor, ("backdoor",), "the backdoor attack"),
              ({k: v for k, v in targeted.items() if k != "--copies"},
-              ("insert", "remove", "flip"), "the targeted attacks (insert, remove, flip)"),
-             ({"--copies": targeted["--copies"]}, ("insert",), "the insert attack")]
+              ("insert", "remove", "flip", "modify"),
+              "the targeted attacks (insert, remove, flip, modify)"),
+             ({"--copies": targeted["--copies"]}, ("insert", "modify"),
+              "the insert and modify attacks")]
     for options, kinds, what in needs:
         for flag, value in options.items():
             if value is not None and not any(k in names for k in kinds):

@@ -14,6 +14,10 @@ radii in operations: insertion, deletion or modification = 1):
   pixels), in distinct buckets whose classifiers vote for the prediction where there are
   buckets;
 - ``flip`` (P3): the same samples relabelled to the runner-up class;
+- ``modify`` (P3): the same samples each replaced by a copy of the target labelled with the
+  runner-up class (one modification each), which against hash buckets is made to land in
+  another bucket voting for the prediction: each modification takes a vote from one bucket
+  and gives one to the runner-up in another, the most one modification can do there;
 - ``backdoor`` (P1): ``r`` training samples of other classes with a small white patch in the
   bottom-right corner, labelled ``backdoor_label``, inserted; the patch is added to every test
   input, and the patched test points are certified from the clean ensemble's outputs on them.
@@ -52,9 +56,10 @@ from poisoncert.votes import votes_from_predictions
 __all__ = ["ATTACKS", "ATTACK_MODEL", "AttackResult", "AttackSettings", "attack_run",
            "patch_images"]
 
-ATTACKS = ("insert", "remove", "flip", "backdoor")
+ATTACKS = ("insert", "remove", "flip", "modify", "backdoor")
 #: The poisoning model each attack is certified under (operations of one kind).
-ATTACK_MODEL = {"insert": "P1", "remove": "P2", "flip": "P3", "backdoor": "P1"}
+ATTACK_MODEL = {"insert": "P1", "remove": "P2", "flip": "P3", "modify": "P3",
+                "backdoor": "P1"}
 ATTACK_CSV = "attack_trials.csv"
 ATTACK_SUMMARY = "attack_summary.csv"
 ATTACK_JSON = "attack.json"
@@ -66,11 +71,12 @@ class AttackSettings:
     """``attacks`` of ``ATTACKS``; ``budgets``: the ``r`` tried (operations); ``targets``
     correctly classified test points attacked by the targeted attacks (drawn with ``seed``);
     ``backdoor_label`` and ``patch`` (side in pixels) of the backdoor; ``batch``: targeted
-    trials retrained in one call; ``copies``: identical copies the insertion puts in each
-    bucket it uses (``r`` copies in ``ceil(r / copies)`` buckets: fewer classifiers, each
-    poisoned more strongly); ``max_radius``: draw the targets among the correctly classified
-    points whose radius (the first aggregation's, under the first attack's model) is at most
-    this (attacks near the certified boundary, where success beyond the radius shows)."""
+    trials retrained in one call; ``copies``: identical copies the insertion (and
+    ``modify``) puts in each bucket it uses (``r`` copies in ``ceil(r / copies)`` buckets:
+    fewer classifiers, each poisoned more strongly); ``max_radius``: draw the targets among
+    the correctly classified points whose radius (the first aggregation's, under the first
+    attack's model) is at most this (attacks near the certified boundary, where success
+    beyond the radius shows)."""
 
     attacks: tuple[str, ...] = ATTACKS
     budgets: tuple[int, ...] = (1, 2, 4, 8, 16)
@@ -221,7 +227,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
         else:
             results = backend.poisoned(edits, judges, clean_P, clean_R)
         for (attack, t, r, _, c), e, (preds, n_re) in zip(batch, edits, results, strict=True):
-            ops = e.n_removed + e.n_relabelled + e.n_added
+            # a modification is one removal and one insertion in the edits
+            ops = e.n_added if attack == "modify" else e.n_removed + e.n_relabelled + e.n_added
             model = ATTACK_MODEL[attack]
             for j in judges:
                 rad = j.radius[model]

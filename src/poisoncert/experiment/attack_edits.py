@@ -44,16 +44,23 @@ class EditBuilder:
         return (self.P[:, t] == y)[self.spread].sum(axis=1)
 
     def insert(self, t: int, r: int, y: int, c: int) -> Edits:
+        return Edits(add_x=self._target_copies(t, r, y, c), add_y=np.full(r, c))
+
+    def _target_copies(self, t: int, r: int, y: int, c: int, avoid: frozenset = frozenset()
+                       ) -> np.ndarray:
+        """``r`` copies of test point ``t`` to insert labelled ``c``: against hash buckets
+        each lands in a bucket voting ``y`` (most such votes first, none of ``avoid``),
+        ``copies`` to a bucket."""
         x = self.data.x_test[t]
         if not self.buckets:
-            return Edits(add_x=np.repeat(x[None], r, axis=0), add_y=np.full(r, c))
+            return np.repeat(x[None], r, axis=0)
         w = self.bucket_weights(t, y)
-        order = np.lexsort((np.arange(len(w)), -w)).tolist()
+        order = [b for b in np.lexsort((np.arange(len(w)), -w)).tolist() if b not in avoid]
         n_b = -(-r // self.copies)
         found = self._copies(x, c, set(order[:n_b]))
         chosen = [found[b] for b in order if b in found][:n_b]
         copies = [chosen[i % len(chosen)] for i in range(r)]  # round robin over the buckets
-        return Edits(add_x=np.stack(copies), add_y=np.full(r, c))
+        return np.stack(copies)
 
     def _copies(self, x: np.ndarray, c: int, wanted: set) -> dict[int, np.ndarray]:
         """Copies of ``x`` with four corner pixels set to ``0 .. 15`` / 255, by bucket (the
@@ -100,6 +107,19 @@ class EditBuilder:
     def flip(self, t: int, r: int, y: int, c: int) -> Edits:
         idx = self._nearest(t, y, r)
         return Edits(relabel_index=idx, relabel_label=np.full(len(idx), c))
+
+    def modify(self, t: int, r: int, y: int, c: int) -> Edits:
+        """``r`` modifications: each replaces one of ``remove``'s samples (class ``y``,
+        nearest the target, in distinct buckets voting ``y``) by a copy of the target labelled
+        ``c``, made to land in another bucket voting ``y``: against hash buckets one
+        modification moves two buckets' votes, as the certificate allows (a flip's relabelled
+        sample lands wherever its new hash puts it)."""
+        idx = self._nearest(t, y, r)
+        avoid = frozenset()
+        if self.buckets:
+            avoid = frozenset(self.plan.part_of[self.poison_pos[idx]].tolist())
+        return Edits(remove=idx, add_x=self._target_copies(t, len(idx), y, c, avoid),
+                     add_y=np.full(len(idx), c))
 
     def backdoor(self, r: int, label: int, size: int, rng_order: np.ndarray) -> Edits:
         idx = rng_order[:r]
