@@ -21,6 +21,7 @@ size. Every problem is one ``ValueError`` naming the file and what was expected.
 from __future__ import annotations
 
 import csv
+import warnings
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,14 +197,24 @@ def _read_images(folder: Path, files: list[Path], form: InputForm) -> Inputs:
     c, h, w = shape
     mode = "L" if c == 1 else "RGB"
     arrays = []
+    kind = "grayscale (mode L)" if c == 1 else "RGB"
     for f in files:
         try:
-            with Image.open(f) as img:
-                img.load()
+            with warnings.catch_warnings():  # a size beyond Pillow's limit is refused below
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img = Image.open(f)
+        except Image.DecompressionBombError as e:  # too many pixels to even open
+            raise _error(f, f"the run takes {w}x{h} {kind} images; this one is larger than "
+                         f"Pillow opens ({e}).") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise _error(f, f"not a readable image ({e}).") from None
+        try:
+            with img:
+                # the header's size and mode are checked before any pixel is decoded
                 if img.mode != mode or img.size != (w, h):
-                    kind = "grayscale (mode L)" if c == 1 else "RGB"
                     raise _error(f, f"the run takes {w}x{h} {kind} images; this one is "
                                  f"{img.size[0]}x{img.size[1]} in mode {img.mode}.")
+                img.load()
                 arrays.append(np.asarray(img, dtype=np.uint8))
         except (UnidentifiedImageError, OSError) as e:
             raise _error(f, f"not a readable image ({e}).") from None
