@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import pytest
 
 from poisoncert.experiment.inputform import InputForm
@@ -35,3 +34,44 @@ def test_oversized_image_is_refused_from_its_header_before_decoding(tmp_path, mo
                                              r"\(mode L\) images; this one is 120x120"):
             read_inputs(tmp_path / "big.png", FORM)
     assert loads == []  # refused from the header: no pixel was decoded
+
+
+def _gz_idx(path, n: int, extra: int = 0) -> None:
+    """A gzipped IDX images file declaring ``n`` 28x28 images of zeros (and ``extra`` zero bytes
+    beyond them), written in pieces: megabytes on disk for gigabytes of content."""
+    import zlib
+
+    co = zlib.compressobj(9, zlib.DEFLATED, 31)
+    zero = bytes(1 << 24)
+    with open(path, "wb") as f:
+        f.write(co.compress(bytes([0, 0, 8, 3]) + b"".join(
+            v.to_bytes(4, "big") for v in (n, 28, 28))))
+        left = n * 784 + extra
+        while left:
+            k = min(left, len(zero))
+            f.write(co.compress(zero[:k]))
+            left -= k
+        f.write(co.flush())
+
+
+def test_gzip_idx_bomb_is_refused_before_it_is_decompressed(tmp_path, monkeypatch):
+    """A 3 MB gzipped IDX file declaring 4 million images (3 GB) was decompressed whole (then an
+    out-of-memory error, or the machine's memory gone); one declaring 10 images followed by
+    gigabytes of zeros was decompressed whole before "longer than its header declares".
+    (Here, a 64 MiB limit and 200,000 images: the same refusal, cheap to write.)"""
+    from poisoncert import resources
+    from poisoncert.data.errors import DataFormatError
+
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "64M")
+    _gz_idx(tmp_path / "bomb.gz", 200_000)
+    with pytest.raises(resources.ResourceError,
+                       match=r"bomb\.gz does not fit in memory: its header declares "
+                             r"200000 x 28 x 28 values, 150 MiB; 64 MiB are available"):
+        read_inputs(tmp_path / "bomb.gz", FORM)
+    _gz_idx(tmp_path / "trail.gz", 10, extra=256 << 20)
+    with pytest.raises(DataFormatError, match=r"trail\.gz is longer than its IDX header "
+                                              r"declares: its gzip stream decompresses to "
+                                              r"more than 7,856 bytes\."):
+        read_inputs(tmp_path / "trail.gz", FORM)
+    _gz_idx(tmp_path / "ok.gz", 3)
+    assert read_inputs(tmp_path / "ok.gz", FORM).x.shape == (3, 1, 28, 28)

@@ -42,12 +42,16 @@ def sha256_hex(data) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def read_file(path: Path, *, decompress: bool = True) -> RawFile:
+def read_file(path: Path, *, decompress: bool = True, max_size: int | None = None,
+              declared: str = "") -> RawFile:
     """Read ``path`` whole, hashing it; gunzip it when it starts with the gzip magic bytes.
 
     A gzip stream that ends early or is corrupt raises :class:`DataFormatError` naming the
     file. Decompression streams into a buffer preallocated from the gzip size trailer, which
-    avoids the repeated reallocations of ``gzip.decompress`` on large files.
+    avoids the repeated reallocations of ``gzip.decompress`` on large files. With
+    ``max_size``, decompression stops with a :class:`DataFormatError` as soon as the content
+    exceeds it (a small file that would decompress to far more than it declares, ``declared``
+    saying what, is never held in memory).
     """
     path = Path(path)
     with open(path, "rb") as f:
@@ -57,6 +61,8 @@ def read_file(path: Path, *, decompress: bool = True) -> RawFile:
             data = f.read()
             return RawFile(path, data, sha256_hex(data), gzipped=False)
         size_hint = _gzip_size_hint(f)
+        if max_size is not None:
+            size_hint = min(size_hint, max_size)
         hasher = hashlib.sha256()
         out = bytearray(size_hint)
         pos = 0
@@ -72,11 +78,21 @@ def read_file(path: Path, *, decompress: bool = True) -> RawFile:
                         if not chunk.lstrip(b"\x00"):
                             break
                         dec = zlib.decompressobj(wbits=31)
-                    piece = dec.decompress(chunk)
+                    # one byte beyond max_size at most, so a bomb never lands in memory
+                    piece = dec.decompress(chunk, 0 if max_size is None else
+                                           max_size - pos + 1)
+                    if max_size is not None and pos + len(piece) > max_size:
+                        raise DataFormatError(
+                            f"{path} is longer than {declared or 'expected'}: its gzip stream "
+                            f"decompresses to more than {max_size:,} bytes.")
                     out[pos:pos + len(piece)] = piece  # grows ``out`` if the hint was short
                     pos += len(piece)
                     chunk = dec.unused_data if dec.eof else b""
             piece = dec.flush()
+            if max_size is not None and pos + len(piece) > max_size:
+                raise DataFormatError(
+                    f"{path} is longer than {declared or 'expected'}: its gzip stream "
+                    f"decompresses to more than {max_size:,} bytes.")
             out[pos:pos + len(piece)] = piece
             pos += len(piece)
         except zlib.error as exc:

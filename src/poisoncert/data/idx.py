@@ -16,7 +16,7 @@ import numpy as np
 from poisoncert.data.checksums import read_file
 from poisoncert.data.errors import DataFormatError
 
-__all__ = ["IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "parse_idx", "read_idx"]
+__all__ = ["IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "parse_idx", "read_idx", "read_idx_file"]
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
@@ -81,5 +81,51 @@ def parse_idx(data, *, name: str = "<IDX data>", magic: int | None = None) -> np
 
 def read_idx(path, *, magic: int | None = None) -> np.ndarray:
     """Read an IDX file, gzipped (detected by its magic bytes, whatever its name) or plain."""
-    raw = read_file(Path(path))
+    raw = read_idx_file(Path(path))
     return parse_idx(raw.data, name=str(path), magic=magic)
+
+
+def read_idx_file(path: Path):
+    """``checksums.read_file`` of an IDX file, refused before it is read when the size its
+    header declares does not fit in memory (``resources.ResourceError``), and, gzipped, the
+    moment its content grows beyond that size (a small ``.gz`` of zeros decompresses to
+    gigabytes): the bytes held never exceed what the header declares."""
+    from poisoncert import resources
+
+    path = Path(path)
+    head, gzipped = _head(path)
+    size = path.stat().st_size
+    declared = None
+    if len(head) >= 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_DTYPES \
+            and len(head) >= 4 + 4 * head[3]:
+        ndim = head[3]
+        shape = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
+        declared = 4 + 4 * ndim + math.prod(shape) * _IDX_DTYPES[head[2]].itemsize
+    need = declared if gzipped and declared is not None else size
+    avail = resources.available_memory()
+    if avail is not None and need * resources.SAFETY > avail[0]:
+        what = (f"its header declares {' x '.join(map(str, shape))} values"
+                if declared is not None else "it holds")
+        raise resources.ResourceError(
+            f"{path} does not fit in memory: {what}, {resources.format_bytes(need)}; "
+            f"{resources.format_bytes(avail[0])} are available ({avail[1]}), of which at most "
+            f"{100 / resources.SAFETY:.0f}% is planned for.")
+    if not gzipped:
+        return read_file(path)
+    return read_file(path, max_size=declared,
+                     declared=None if declared is None else "its IDX header declares")
+
+
+def _head(path: Path) -> tuple[bytes, bool]:
+    """The first bytes of the content of ``path`` (decompressed when it is gzip: enough for
+    any IDX header) and whether it is gzip."""
+    import zlib
+
+    with open(path, "rb") as f:
+        raw = f.read(1 << 16)
+    if raw[:2] != b"\x1f\x8b":
+        return raw[:1024], False
+    try:
+        return zlib.decompressobj(wbits=31).decompress(raw, 1024), True
+    except zlib.error:
+        return b"", True  # read_file names the corruption

@@ -18,7 +18,7 @@ from poisoncert.data.cifar import read_cifar10
 from poisoncert.data.dataset import Dataset, SourceFile
 from poisoncert.data.download import download_dataset
 from poisoncert.data.errors import DataFormatError, DatasetNotFoundError
-from poisoncert.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx
+from poisoncert.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx, read_idx_file
 from poisoncert.data.paths import ENV_VAR, download_dir, locate, locate_in, search_roots
 from poisoncert.data.registry import ALIASES, DATASETS, DatasetSpec, list_datasets
 
@@ -231,7 +231,7 @@ def _not_found(spec: DatasetSpec, roots, partial, data_dir) -> DatasetNotFoundEr
 def _read_idx_files(spec: DatasetSpec, files: dict[str, Path], verify_files: bool):
     arrays, source = {}, []
     for role, path in files.items():
-        raw = read_file(path)
+        raw = read_idx_file(path)
         magic = IDX_IMAGES_MAGIC if role.endswith("images") else IDX_LABELS_MAGIC
         arrays[role] = parse_idx(raw.data, name=str(path), magic=magic)
         how = verify(spec.files[role], raw) if verify_files else "not verified"
