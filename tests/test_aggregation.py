@@ -319,3 +319,23 @@ def test_fa_bad_input(kwargs, match):
     pred = kwargs.pop("pred", [[0, 1]] * 4)
     with pytest.raises(ValueError, match=match):
         fa_certify(pred, **kwargs)
+
+
+def test_fa_certify_refuses_a_class_count_beyond_memory_before_allocating(monkeypatch):
+    """``n_classes`` had only a lower bound: 10^12 was an out-of-memory traceback, and 10^8
+    ran one pass over the predictions per class (minutes, gigabytes) for 3 test points."""
+    import time
+
+    from poisoncert import resources
+
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "1G")
+    pred = np.zeros((4, 3), dtype=np.int64)
+    with pytest.raises(resources.ResourceError,
+                       match=r"^The 'n_classes' parameter of fa_certify must be an int in the "
+                             r"range \[2, \d+\] for the certificate to fit in memory .*"
+                             r"Got 1000000000000 instead\.$"):
+        fa_certify(pred, d=1, n_classes=10**12)
+    t = time.perf_counter()
+    cert = fa_certify(pred, d=1, n_classes=200_000)  # fits: counted in one pass
+    assert time.perf_counter() - t < 5
+    assert cert.prediction.tolist() == [0, 0, 0] and cert.counts.shape == (3, 200_000)
