@@ -75,3 +75,63 @@ def test_gzip_idx_bomb_is_refused_before_it_is_decompressed(tmp_path, monkeypatc
         read_inputs(tmp_path / "trail.gz", FORM)
     _gz_idx(tmp_path / "ok.gz", 3)
     assert read_inputs(tmp_path / "ok.gz", FORM).x.shape == (3, 1, 28, 28)
+
+
+@pytest.mark.parametrize("suffix", [".npz", ".npy"])
+def test_an_array_declaring_more_than_memory_is_refused_from_its_header(tmp_path, suffix):
+    """A .npz or .npy whose header declares an array beyond the memory (a few bytes of file:
+    compressed zeros, or a cut file) is refused before its data is read; np.load tried to
+    allocate it (a 3 MB .npz of 4 million images took 3.6 GB, then failed)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from poisoncert import resources
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
+                                                "shape": (4_000_000_000, 28, 28)})
+    path = tmp_path / f"bomb{suffix}"
+    if suffix == ".npz":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("x.npy", buf.getvalue() + bytes(100))
+    else:
+        path.write_bytes(buf.getvalue() + bytes(100))
+    with pytest.raises(resources.ResourceError, match=rf"bomb\{suffix}: its array 'x' of shape "
+                                                      r"\(4000000000, 28, 28\) \(float32\) "
+                                                      r"does not fit in memory"):
+        read_inputs(path, FORM)
+    # a real one of the same form is read as before
+    good = tmp_path / f"good{suffix}"
+    x = np.zeros((3, 28, 28), dtype=np.uint8)
+    np.savez(good, x=x) if suffix == ".npz" else np.save(good, x)
+    assert read_inputs(good, FORM).x.shape == (3, 1, 28, 28)
+
+
+def test_a_data_set_npz_declaring_more_than_memory_is_refused_from_its_header(tmp_path):
+    """``data.name: npz:...``: an array whose header declares more than the memory is refused
+    by name before it is decompressed (np.load tried to allocate it)."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from poisoncert import resources
+    from poisoncert.data import load_dataset
+
+    small = io.BytesIO()
+    np.savez(small, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.arange(4) % 2,
+             x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.arange(2))
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, {"descr": "|u1", "fortran_order": False,
+                                                "shape": (10**13, 8, 8)})
+    path = tmp_path / "data.npz"
+    with zipfile.ZipFile(io.BytesIO(small.getvalue())) as src, zipfile.ZipFile(path, "w") as z:
+        for name in src.namelist():
+            z.writestr(name, buf.getvalue() + bytes(64) if name == "x_train.npy"
+                       else src.read(name))
+    with pytest.raises(resources.ResourceError, match=r"data\.npz: the array 'x_train' of shape "
+                                                      r"\(10000000000000, 8, 8\) \(uint8\) "
+                                                      r"does not fit in memory"):
+        load_dataset(f"npz:{path}")

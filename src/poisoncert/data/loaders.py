@@ -19,6 +19,7 @@ from poisoncert.data.dataset import Dataset, SourceFile
 from poisoncert.data.download import download_dataset
 from poisoncert.data.errors import DataFormatError, DatasetNotFoundError
 from poisoncert.data.idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, parse_idx, read_idx_file
+from poisoncert.data.npyheader import check_declared, npy_header
 from poisoncert.data.paths import ENV_VAR, download_dir, locate, locate_in, search_roots
 from poisoncert.data.registry import ALIASES, DATASETS, DatasetSpec, list_datasets
 
@@ -359,6 +360,9 @@ def _load_npz(name: str, classes) -> Dataset:
         for key in (*_NPZ_KEYS, "class_names"):
             if key not in npz.files:
                 continue
+            if f"{key}.npy" in npz.zip.namelist():  # its header, before its data is read
+                with npz.zip.open(f"{key}.npy") as f:
+                    check_declared(path, f"the array {key!r}", *npy_header(f))
             try:
                 arrays[key] = npz[key]
             except ValueError as exc:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from poisoncert.data.npyheader import check_declared, npy_header
 from poisoncert.experiment.inputform import InputForm, describe_array
 
 __all__ = ["IMAGE_SUFFIXES", "Inputs", "read_inputs"]
@@ -94,6 +95,9 @@ def _read_npz(path: Path) -> Inputs:
                 held = ", ".join(z.files) if hasattr(z, "files") else "one array"
                 raise _error(path, f"a .npz of inputs holds an array 'x' (and optionally 'y'); "
                              f"this one holds {held or 'nothing'}.")
+            if "x.npy" in z.zip.namelist():  # its header, before a byte of data is read
+                with z.zip.open("x.npy") as f:
+                    check_declared(path, "its array 'x'", *npy_header(f))
             x = z["x"]
             y = z["y"] if "y" in z.files else None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
@@ -109,6 +113,9 @@ def _read_npz(path: Path) -> Inputs:
 
 
 def _read_npy(path: Path) -> Inputs:
+    if path.is_file() and not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            check_declared(path, "its array 'x'", *npy_header(f))
     try:
         x = np.load(path, allow_pickle=False)
     except (OSError, EOFError) as e:
