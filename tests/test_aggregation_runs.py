@@ -664,6 +664,17 @@ def test_modify_moves_two_buckets_per_operation_and_beats_flip_beyond_the_radius
                      and t["radius"] < t["budget"] <= t["radius"] + 4) for a in ("flip", "modify")}
     assert beyond["modify"] > beyond["flip"], beyond
     assert all(t["operations"] == t["budget"] for t in res.trials if t["attack"] == "modify")
+    # a budget whose inserted copies cannot fit in memory is refused before any trial
+    from poisoncert.resources import ResourceError
+
+    for attacks in (("insert",), ("modify", "remove")):
+        with pytest.raises(ResourceError, match=r"^The 'budgets' parameter of attack_run must be "
+                                                r"an int in the range \[1, \d+\] for the attack "
+                                                r"to fit in memory"):
+            attack_run(tmp_path / "run", settings=AttackSettings(attacks=attacks,
+                                                                 budgets=(1, 2**53)))
+    attack_run(tmp_path / "run", settings=AttackSettings(attacks=("remove",), targets=2,
+                                                         budgets=(2**53,)))  # no copies made
 
 
 def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):

@@ -134,6 +134,29 @@ def _runner_up(votes_row: np.ndarray, y: int) -> int:
     return int(np.argmax(v))
 
 
+def _check_attack_memory(s: AttackSettings, data) -> None:
+    """The inserted copies (``insert``: ``max(budgets)`` per trial; ``modify``: at most the
+    samples it replaces) of a batch of trials, as the pool one retraining call holds with
+    their float inputs: refused up front, naming ``budgets`` or ``batch``, where they do not
+    fit in memory (a budget of 2^53 tried to allocate exabytes)."""
+    from math import prod
+
+    from poisoncert import resources
+
+    if "insert" not in s.attacks and "modify" not in s.attacks:
+        return
+    one = 4 * prod(data.x_test.shape[1:])  # a float32 input
+    trials = max(1, s.targets * len(s.budgets))
+
+    def estimate(v):
+        return [resources.Term("inserted inputs of a batch of trials",
+                               3 * one * min(v["batch"], trials) * v["budgets"],
+                               ("budgets", "batch"))]
+
+    resources.check_memory(estimate, {"budgets": max(s.budgets), "batch": s.batch},
+                           where="attack_run", subject="the attack", prefer=("batch",))
+
+
 def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
                out_dir: str | Path | None = None, log=None) -> AttackResult:
     """Attack the run in ``run_dir`` (see the module docstring); write ``attack_trials.csv``,
@@ -180,6 +203,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
     if "backdoor" in s.attacks and side is not None and s.patch >= side:
         raise param_error("patch", "attack_run", f"an int in the range [1, {side - 1}] (a "
                           f"corner of the {side}-pixel images, not all of them)", s.patch)
+    _check_attack_memory(s, data)
     judges, clean_P, clean_R = backend.judges(models)
     labels = data.y_test.astype(np.int64)
     ids = data.summary.classes
