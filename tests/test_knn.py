@@ -436,3 +436,27 @@ def test_knn_radii_order_across_models():
 def test_bad_input(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("name", ["votes_from_predictions", "knn_votes", "rnn_votes",
+                                  "knn_certify"])
+def test_a_class_count_beyond_memory_is_a_parameter_error(name, monkeypatch):
+    """``n_classes`` of 10^12 was numpy's out-of-memory traceback (or minutes of work): it is
+    the one-line refusal naming the largest count that fits; a small one is unchanged."""
+    from poisoncert import resources
+    from poisoncert.knn import knn_certify, knn_votes, rnn_votes
+    from poisoncert.votes import votes_from_predictions
+
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "1G")
+    x = np.arange(40, dtype=np.float64).reshape(20, 2)
+    y = np.arange(20) % 3
+    call = {"votes_from_predictions": lambda C: votes_from_predictions(np.zeros((3, 5), int), C),
+            "knn_votes": lambda C: knn_votes(x, y, x[:5], 3, n_classes=C),
+            "rnn_votes": lambda C: rnn_votes(x, y, x[:5], 2.0, n_classes=C),
+            "knn_certify": lambda C: knn_certify(np.zeros((5, 4), int), k=3, n_classes=C)}[name]
+    with pytest.raises(resources.ResourceError,
+                       match=rf"^The 'n_classes' parameter of {name} must be an int in the "
+                             r"range \[\d, \d+\] for the counts to fit in memory .*"
+                             r"Got 1000000000000 instead\.$"):
+        call(10**12)
+    assert call(4) is not None

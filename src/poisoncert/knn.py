@@ -58,6 +58,7 @@ from poisoncert._validation import (
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
 from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _TopIsPrediction
+from poisoncert.votes import check_counts_fit
 
 __all__ = [
     "NNCertificate",
@@ -166,10 +167,13 @@ def nearest_labels(x_train, y_train, x_test, depth: int) -> tuple[np.ndarray, np
     return labels, dists
 
 
-def _n_classes(y, n_classes, where):
-    if n_classes is None:
-        return int(y.max()) + 1 if y.size else 1
-    return check_int(n_classes, "n_classes", where, low=int(y.max()) + 1 if y.size else 1)
+def _n_classes(y, n_classes, where, rows: int, copies: int = 3):
+    """The class count: ``n_classes``, at least the largest label + 1 (default), whose counts
+    of ``rows`` test points fit in memory."""
+    low = int(y.max()) + 1 if y.size else 1
+    C = low if n_classes is None else check_int(n_classes, "n_classes", where, low=low)
+    check_counts_fit(rows, C, where, low=low, copies=copies)
+    return C
 
 
 def knn_votes(x_train, y_train, x_test, k: int, *, n_classes: int | None = None) -> np.ndarray:
@@ -177,7 +181,8 @@ def knn_votes(x_train, y_train, x_test, k: int, *, n_classes: int | None = None)
     with named_as("knn_votes", depth="k", x_train="x_train", y_train="y_train",
                   x_test="x_test"):
         labels, _ = nearest_labels(x_train, y_train, x_test, k)
-    C = _n_classes(np.asarray(y_train), n_classes, "knn_votes")
+    C = _n_classes(np.asarray(y_train), n_classes, "knn_votes", len(labels),
+                   copies=labels.shape[1] + 3)  # the prefix counts of every depth
     return _prefix_counts(labels, C)[:, -1]
 
 
@@ -187,7 +192,7 @@ def rnn_votes(x_train, y_train, x_test, r: float, *, n_classes: int | None = Non
     where = "rnn_votes"
     r = check_real(r, "r", where, low=0.0)
     xt, y, xs = _check_xy(x_train, y_train, x_test, where)
-    C = _n_classes(y, n_classes, where)
+    C = _n_classes(y, n_classes, where, xs.shape[0] + xt.shape[0])  # counts, one-hot
     out = np.zeros((xs.shape[0], C), dtype=np.int64)
     step = max(1, _BLOCK // xt.shape[0])
     onehot = (y[:, None] == np.arange(C)[None, :]).astype(np.float64)
@@ -274,6 +279,7 @@ def knn_certify(neighbor_labels, *, k: int, n_classes: int, model: str = "P6",
     depth = lab.shape[1]
     k = check_int(k, "k", where, low=1, high=depth)
     C = check_int(n_classes, "n_classes", where, low=2)
+    check_counts_fit(lab.shape[0], C, where, low=2, copies=depth + 3)  # F, counts per depth
     lab = check_int_array(lab, "neighbor_labels", where, low=0, high=C - 1)
     model, unit = _check_model_unit(model, unit, where)
     n = lab.shape[0]

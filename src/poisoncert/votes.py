@@ -18,6 +18,22 @@ __all__ = ["ABSTAIN", "majority_vote", "votes_from_predictions"]
 ABSTAIN = -1
 
 
+def check_counts_fit(rows: int, n_classes: int, where: str, *, low: int = 1,
+                     copies: int = 3, extra: int = 0) -> None:
+    """Refuse (``resources.ResourceError``, naming ``n_classes`` and the largest that fits)
+    an ``n_classes`` whose int64 counts of ``rows`` rows (``copies`` of them at once, plus
+    ``extra`` bytes a class) would not fit in memory: a class count of 10^12 was a raw numpy
+    out-of-memory traceback (or minutes of work), not a parameter error."""
+    if (copies * 8 * rows + extra) * n_classes < 1 << 26:  # 64 MiB: no reading of /proc
+        return
+    from poisoncert import resources
+
+    resources.check_memory(
+        lambda v: [resources.Term("class counts", (copies * 8 * rows + extra) * v["n_classes"],
+                                  ("n_classes",))],
+        {"n_classes": n_classes}, where=where, lows={"n_classes": low}, subject="the counts")
+
+
 def votes_from_predictions(predictions, n_classes: int) -> np.ndarray:
     """Vote counts ``(n_test, n_classes)`` (int64) of a ``(T, n_test)`` prediction matrix;
     ``-1`` (abstain) is not counted."""
@@ -35,6 +51,7 @@ def votes_from_predictions(predictions, n_classes: int) -> np.ndarray:
                           f"integer class indices in [0, {n_classes - 1}] or -1 (abstain)",
                           f"{predictions.dtype} values from {lo} to {hi}")
     n_test = predictions.shape[1]
+    check_counts_fit(n_test, n_classes, "votes_from_predictions")
     valid = predictions >= 0
     cols = np.broadcast_to(np.arange(n_test), predictions.shape)[valid]
     flat = cols.astype(np.int64) * n_classes + predictions[valid]
