@@ -263,3 +263,20 @@ def test_python_m_poisoncert_cli_error_exit_code():
         "error: --alpha: The 'alpha' parameter of certify must be a real number in the range "
         "[1e-100, 1). Got 1.5 instead."
     ]
+
+
+def test_delta_long_tables_print_as_plain_columns():
+    """More than 1,000 rows print as plain right-aligned columns (rich took ~50 s to lay out
+    100,000), with the values of --json."""
+    args = ("delta", "--n", "1000000", "--ns", "10", "--rho-max", "4000", "--steps", "2000")
+    r = invoke(*args)
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    assert lines[1].split() == ["rho", *bounds.SCHEMES] and "┃" not in r.stdout
+    (t,) = json.loads(invoke(*args, "--json").stdout)["tables"]
+    assert len(lines) == 2 + len(t["rho"]) == 2 + 2001
+    for line, i in ((lines[2], 0), (lines[-1], -1)):
+        assert line.split() == [str(t["rho"][i])] + [f"{t['delta'][s][i]:.6g}"
+                                                     for s in bounds.SCHEMES]
+    short = invoke("delta", "--n", "1000000", "--ns", "10", "--rho-max", "40", "--steps", "4")
+    assert "┃" in short.stdout  # short tables keep rich's layout

@@ -143,12 +143,23 @@ def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
     from rich.table import Table
 
     typer.echo(title)
+    cells = [[f"{v:.6g}" if isinstance(v, float) else str(v) for v in r] for r in rows]
+    if len(cells) > _PLAIN_ROWS:  # rich lays out 100,000 rows in ~50 s: plain columns
+        widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+        typer.echo("  ".join(c.rjust(w) for c, w in zip(columns, widths, strict=True)))
+        typer.echo("\n".join("  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True))
+                             for r in cells))
+        return
     table = Table()
     for c in columns:
         table.add_column(c, justify="right")
-    for r in rows:
-        table.add_row(*[f"{v:.6g}" if isinstance(v, float) else str(v) for v in r])
+    for r in cells:
+        table.add_row(*r)
     Console(width=max(100, 22 * len(columns))).print(table)
+
+
+#: Tables longer than this print as plain right-aligned columns (rich's layout is slow).
+_PLAIN_ROWS = 1000
 
 
 def radius(
