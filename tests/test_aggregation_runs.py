@@ -1031,3 +1031,16 @@ def test_a_moved_updated_run_reads_its_own_edits(tmp_path):
     assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
     assert f"The file '{moved / 'edits.npz'}' is missing" in r.output
     assert not (tmp_path / "w").exists()
+
+
+def test_modify_with_a_budget_that_uses_every_bucket_still_makes_its_copies(tmp_path):
+    """A ``modify`` whose removals take every bucket voting for the prediction puts its copies
+    in those buckets too (one modification each all the same); it was a ZeroDivisionError."""
+    cfg = from_dict({"data": {"name": "digits", "test_limit": 20},
+                     "selection": {"scheme": "partition", "k": 3, "seed": 1},
+                     "training": {"model": "sklearn:knn", "balance": False},
+                     "run": {"chunk_size": 32}})
+    train_run(cfg, tmp_path / "run")
+    res = attack_run(tmp_path / "run", settings=AttackSettings(
+        attacks=("modify",), targets=1, budgets=(3, 4)))
+    assert [t["operations"] for t in res.trials] == [3, 4]

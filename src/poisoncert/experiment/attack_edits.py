@@ -49,13 +49,16 @@ class EditBuilder:
     def _target_copies(self, t: int, r: int, y: int, c: int, avoid: frozenset = frozenset()
                        ) -> np.ndarray:
         """``r`` copies of test point ``t`` to insert labelled ``c``: against hash buckets
-        each lands in a bucket voting ``y`` (most such votes first, none of ``avoid``),
+        each lands in a bucket voting ``y`` (most such votes first, those of ``avoid`` last),
         ``copies`` to a bucket."""
         x = self.data.x_test[t]
         if not self.buckets:
             return np.repeat(x[None], r, axis=0)
         w = self.bucket_weights(t, y)
-        order = [b for b in np.lexsort((np.arange(len(w)), -w)).tolist() if b not in avoid]
+        ranked = np.lexsort((np.arange(len(w)), -w)).tolist()
+        # the avoided buckets last, not never: a modify whose removals used every bucket
+        # still has somewhere to put its copies (one modification each all the same)
+        order = [b for b in ranked if b not in avoid] + [b for b in ranked if b in avoid]
         n_b = -(-r // self.copies)
         found = self._copies(x, c, set(order[:n_b]))
         chosen = [found[b] for b in order if b in found][:n_b]
