@@ -503,6 +503,10 @@ def test_another_config_is_refused_and_workers_may_change(tmp_path, engine, monk
     with pytest.raises(RunError, match=r"another config \(training.steps: 5 -> 6\)\."):
         experiment.train_run(small(training__steps=6, training__workers=2,
                                    certify__alpha=0.01), tmp_path / "run", progress=False)
+    # nor training.save_weights null -> true, which resumes (both keep the weights)
+    with pytest.raises(RunError, match=r"another config \(training.steps: 5 -> 6\)\."):
+        experiment.train_run(small(training__steps=6, training__save_weights=True),
+                             tmp_path / "run", progress=False)
     assert engine == [] and (tmp_path / "run" / runs.CONFIG).read_text() == before
     res = experiment.train_run(small(training__workers=2), tmp_path / "run", progress=False)
     assert res.chunks_trained == 0

@@ -291,8 +291,9 @@ class RunDir(ChunkFiles):
         if not self.exists():
             return None
         old = self.load_config()
-        if config_hash(_weights_unset(old)) != config_hash(_weights_unset(cfg)):
-            diff = "; ".join(config_diff(old, cfg, hashed=True)) or "the config hash"
+        a, b = _weights_unset(old), _weights_unset(cfg)
+        if config_hash(a) != config_hash(b):  # save_weights is not what stops it: not named
+            diff = "; ".join(config_diff(a, b, hashed=True)) or "the config hash"
             raise RunError(f"The run directory '{self.path}' holds a run with another config "
                            f"({diff}). Use another --run-dir, or the same config to resume "
                            "it.")
