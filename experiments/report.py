@@ -843,7 +843,7 @@ def main(argv=None) -> int:
         raise SystemExit(f"report: --runs-dir '{a.runs_dir}' is not a folder (the run "
                          "directories experiments/run.py wrote)")
     runs = load_runs(Path(a.runs_dir))
-    if not runs:
+    if not runs and not a.only:  # --only refuses to drop what its section shows, below
         raise SystemExit(f"report: --runs-dir '{a.runs_dir}' holds none of the runs of "
                          "experiments/run.py (python experiments/run.py --list); nothing "
                          f"written to {out}")

@@ -633,7 +633,8 @@ def test_attacks_within_the_radius_never_change_a_certified_prediction(tmp_path)
     assert (tmp_path / "run" / "attack.png").stat().st_size > 0
 
 
-def test_modify_moves_two_buckets_per_operation_and_beats_flip_beyond_the_radius(tmp_path):
+def test_modify_moves_two_buckets_per_operation_and_beats_flip_beyond_the_radius(tmp_path,
+                                                                                 monkeypatch):
     """``modify`` replaces a sample of the predicted class in one bucket voting for it by a
     copy of the target, labelled with the runner-up, in another such bucket: one
     modification, two buckets. Against a learner that obeys a nearby sample (1-NN, no
@@ -665,9 +666,10 @@ def test_modify_moves_two_buckets_per_operation_and_beats_flip_beyond_the_radius
     assert beyond["modify"] > beyond["flip"], beyond
     assert all(t["operations"] == t["budget"] for t in res.trials if t["attack"] == "modify")
     # a budget whose inserted copies cannot fit in memory is refused before any trial
-    from poisoncert.resources import ResourceError
+    from poisoncert.resources import MEMORY_LIMIT_ENV, ResourceError
 
-    for attacks in (("insert",), ("modify", "remove")):
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1G")  # a figure on any machine
+    for attacks in (("insert",), ("modify", "insert")):
         with pytest.raises(ResourceError, match=r"^The 'budgets' parameter of attack_run must be "
                                                 r"an int in the range \[1, \d+\] for the attack "
                                                 r"to fit in memory"):
@@ -675,6 +677,8 @@ def test_modify_moves_two_buckets_per_operation_and_beats_flip_beyond_the_radius
                                                                  budgets=(1, 2**53)))
     attack_run(tmp_path / "run", settings=AttackSettings(attacks=("remove",), targets=2,
                                                          budgets=(2**53,)))  # no copies made
+    attack_run(tmp_path / "run", settings=AttackSettings(attacks=("modify",), targets=2,
+                                                         budgets=(2**53,)))  # as many as samples
 
 
 def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
@@ -1044,3 +1048,23 @@ def test_modify_with_a_budget_that_uses_every_bucket_still_makes_its_copies(tmp_
     res = attack_run(tmp_path / "run", settings=AttackSettings(
         attacks=("modify",), targets=1, budgets=(3, 4)))
     assert [t["operations"] for t in res.trials] == [3, 4]
+
+
+def test_a_trial_is_judged_by_the_operations_it_made(tmp_path, monkeypatch):
+    """A trial that could make fewer than ``r`` operations (a class with fewer samples to
+    remove, relabel or replace) is within the radius when the radius covers what it made: it
+    was judged by ``r``, so a change within the radius would have been filed as a success
+    beyond it."""
+    from poisoncert.experiment.attack_edits import EditBuilder
+
+    train_run(_cfg(training__steps=5), tmp_path / "run")
+    real = EditBuilder.remove
+    monkeypatch.setattr(EditBuilder, "remove", lambda self, t, r, y, c: Edits(
+        remove=real(self, t, r, y, c).remove[:1]))  # one removal whatever the budget
+    res = attack_run(tmp_path / "run", settings=AttackSettings(attacks=("remove",), targets=10,
+                                                               budgets=(3,)))
+    assert {t["operations"] for t in res.trials} == {1}
+    assert any(t["radius"] in (1, 2) for t in res.trials)
+    for t in res.trials:
+        assert t["within"] == (t["radius"] >= 1)
+    assert res.totals["deterministic"]["changed_within"] == 0

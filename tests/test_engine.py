@@ -1290,6 +1290,7 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     assert [r.split(" | ")[2] for r in rows] == [
         "bonferroni (the config's)", "bonferroni_upper", "auto (pairwise)"]
     # regenerated from a runs folder that lacks a run the section shows: refused, unchanged
+    (tmp_path / "none").mkdir()
     with pytest.raises(SystemExit, match="would drop cifar10_with_replacement, which the "
                                          "report shows"):
         report.main(["--runs-dir", str(tmp_path / "none"), "--out", str(md), "--only", "cifar"])

@@ -78,7 +78,8 @@ def test_gzip_idx_bomb_is_refused_before_it_is_decompressed(tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("suffix", [".npz", ".npy"])
-def test_an_array_declaring_more_than_memory_is_refused_from_its_header(tmp_path, suffix):
+def test_an_array_declaring_more_than_memory_is_refused_from_its_header(tmp_path, suffix,
+                                                                       monkeypatch):
     """A .npz or .npy whose header declares an array beyond the memory (a few bytes of file:
     compressed zeros, or a cut file) is refused before its data is read; np.load tried to
     allocate it (a 3 MB .npz of 4 million images took 3.6 GB, then failed)."""
@@ -89,6 +90,7 @@ def test_an_array_declaring_more_than_memory_is_refused_from_its_header(tmp_path
 
     from poisoncert import resources
 
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "1G")  # a figure on any machine
     buf = io.BytesIO()
     np.lib.format.write_array_header_1_0(buf, {"descr": "<f4", "fortran_order": False,
                                                 "shape": (4_000_000_000, 28, 28)})
@@ -109,7 +111,8 @@ def test_an_array_declaring_more_than_memory_is_refused_from_its_header(tmp_path
     assert read_inputs(good, FORM).x.shape == (3, 1, 28, 28)
 
 
-def test_a_data_set_npz_declaring_more_than_memory_is_refused_from_its_header(tmp_path):
+def test_a_data_set_npz_declaring_more_than_memory_is_refused_from_its_header(tmp_path,
+                                                                             monkeypatch):
     """``data.name: npz:...``: an array whose header declares more than the memory is refused
     by name before it is decompressed (np.load tried to allocate it)."""
     import io
@@ -120,6 +123,7 @@ def test_a_data_set_npz_declaring_more_than_memory_is_refused_from_its_header(tm
     from poisoncert import resources
     from poisoncert.data import load_dataset
 
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "1G")  # a figure on any machine
     small = io.BytesIO()
     np.savez(small, x_train=np.zeros((4, 8, 8), np.uint8), y_train=np.arange(4) % 2,
              x_test=np.zeros((2, 8, 8), np.uint8), y_test=np.arange(2))

@@ -147,10 +147,12 @@ def _check_attack_memory(s: AttackSettings, data) -> None:
         return
     one = 4 * prod(data.x_test.shape[1:])  # a float32 input
     trials = max(1, s.targets * len(s.budgets))
+    replaced = len(data.poison_idx) if "insert" not in s.attacks else None  # modify's most
 
     def estimate(v):
+        copies = v["budgets"] if replaced is None else min(v["budgets"], replaced)
         return [resources.Term("inserted inputs of a batch of trials",
-                               3 * one * min(v["batch"], trials) * v["budgets"],
+                               3 * one * min(v["batch"], trials) * copies,
                                ("budgets", "batch"))]
 
     resources.check_memory(estimate, {"budgets": max(s.budgets), "batch": s.batch},
@@ -264,10 +266,10 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
                     p_t = int(p[t])
                     others = np.ones(len(p), dtype=bool)
                     others[t] = False
-                    ok = others & (rad >= r)
+                    ok = others & (rad >= ops)  # the operations made (< r: too few samples)
                     checked = int(ok.sum())
                     changed_u = int(np.sum(ok & (p != j.clean)))
-                within = bool(rad[t] >= r)
+                within = bool(rad[t] >= ops)
                 changed = p_t != int(j.clean[t])
                 st = tally(j, attack, r)
                 st["trials"] += 1
@@ -310,8 +312,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
                 preds, n_re = backend.poisoned([e], bj, bP, bR, x_test=x_p)[0]
             for j in bj:
                 rad, p = j.radius["P1"], preds[j.name]
-                within = evaluate & (rad >= r)
-                beyond = evaluate & (rad < r) & (j.clean != s.backdoor_label)
+                within = evaluate & (rad >= e.n_added)  # the insertions made (<= r)
+                beyond = evaluate & (rad < e.n_added) & (j.clean != s.backdoor_label)
                 st = tally(j, "backdoor", r)
                 st["trials"] += int(evaluate.sum())
                 st["within"] += int(within.sum())

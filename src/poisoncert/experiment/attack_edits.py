@@ -52,7 +52,7 @@ class EditBuilder:
         each lands in a bucket voting ``y`` (most such votes first, those of ``avoid`` last),
         ``copies`` to a bucket."""
         x = self.data.x_test[t]
-        if not self.buckets:
+        if not self.buckets or r == 0:  # r = 0: no sample of class y to replace
             return np.repeat(x[None], r, axis=0)
         w = self.bucket_weights(t, y)
         ranked = np.lexsort((np.arange(len(w)), -w)).tolist()

@@ -95,9 +95,10 @@ def _read_npz(path: Path) -> Inputs:
                 held = ", ".join(z.files) if hasattr(z, "files") else "one array"
                 raise _error(path, f"a .npz of inputs holds an array 'x' (and optionally 'y'); "
                              f"this one holds {held or 'nothing'}.")
-            if "x.npy" in z.zip.namelist():  # its header, before a byte of data is read
-                with z.zip.open("x.npy") as f:
-                    check_declared(path, "its array 'x'", *npy_header(f))
+            for key in ("x", "y"):  # their headers, before a byte of data is read
+                if f"{key}.npy" in z.zip.namelist():
+                    with z.zip.open(f"{key}.npy") as f:
+                        check_declared(path, f"its array {key!r}", *npy_header(f))
             x = z["x"]
             y = z["y"] if "y" in z.files else None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
