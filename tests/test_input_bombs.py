@@ -139,3 +139,17 @@ def test_a_data_set_npz_declaring_more_than_memory_is_refused_from_its_header(tm
                                                       r"\(10000000000000, 8, 8\) \(uint8\) "
                                                       r"does not fit in memory"):
         load_dataset(f"npz:{path}")
+
+
+def test_predictions_beyond_memory_are_refused_before_any_is_made(monkeypatch):
+    """An input file that fits can still ask for T times more in predictions: refused with
+    the most inputs that fit, before any classifier runs."""
+    from poisoncert import resources
+    from poisoncert.experiment.ensemble import _check_predictions_fit
+
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "1G")
+    with pytest.raises(resources.ResourceError,
+                       match=r"^The predictions of 10,000,000 inputs by 1000 base classifiers do "
+                             r"not fit in memory: .* Give at most [\d,]+ inputs at a time\.$"):
+        _check_predictions_fit(1000, 10_000_000, 10)
+    _check_predictions_fit(1000, 10_000, 10)  # 20 MB: fits

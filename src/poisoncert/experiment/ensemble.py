@@ -64,6 +64,26 @@ BLOCK = 8192
 # The ensemble
 
 
+def _check_predictions_fit(T: int, n: int, n_classes: int) -> None:
+    """Refuse (``resources.ResourceError``) ``n`` inputs whose predictions by ``T``
+    classifiers (int16) and vote counts (int64) would not fit in memory, before any is made
+    (an input file that fits can still ask for ``T`` times more)."""
+    from poisoncert import resources
+
+    need = T * n * 2 + n * n_classes * 8 * 2
+    if need < 1 << 26:  # 64 MiB: no reading of /proc
+        return
+    avail = resources.available_memory()
+    if avail is not None and need * resources.SAFETY > avail[0]:
+        most = int(avail[0] / resources.SAFETY // (T * 2 + n_classes * 16))
+        raise resources.ResourceError(
+            f"The predictions of {n:,} inputs by {T} base classifiers do not fit in memory: "
+            f"they need about {resources.format_bytes(need)}; "
+            f"{resources.format_bytes(avail[0])} are available ({avail[1]}), of which at most "
+            f"{100 / resources.SAFETY:.0f}% is planned for. Give at most {most:,} inputs at "
+            "a time.")
+
+
 class Ensemble:
     """The ``T`` saved classifiers of a run, their preprocessing and their certificate.
 
@@ -170,6 +190,7 @@ class Ensemble:
         n = len(xs)
         if n == 0:
             return np.empty((self.T, 0), dtype=np.int16)
+        _check_predictions_fit(self.T, n, self.n_classes)
         step = max(1, BLOCK // t.eval_batch_size) * t.eval_batch_size
         blocks = [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
         out = np.empty((self.T, n), dtype=np.int16)
