@@ -166,7 +166,11 @@ def main() -> None:
             continue
         proc = subprocess.run([sys.executable, __file__, "--case", model, str(G), str(B),
                                str(steps), "1" if augment else "0", str(E), path],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True)
+        if proc.returncode:  # the case's own error, not CalledProcessError's exit status
+            print(f"| {model} | {path} | {G} | {B} | {steps} | {augment} | {E} | failed: "
+                  f"{(proc.stderr.strip().splitlines() or ['?'])[-1]} |", flush=True)
+            continue
         r = json.loads(proc.stdout.splitlines()[-1])
         print(f"| {model} | {path} | {G} | {B} | {steps} | {augment} | {E} | "
               f"{r['measured'] / 2**20:.0f} | {r['estimate'] / 2**20:.0f} | {r['top']} | "
