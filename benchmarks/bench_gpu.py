@@ -306,7 +306,7 @@ E2E = {
                 {}),
 }
 QUICK_E2E = {
-    "digits_lenet": ("digits, T = 8, cnn_small (quick)", None,
+    "digits_cnn": ("digits, T = 8, cnn_small (quick)", None,
                      {"data": {"name": "digits", "test_limit": 50},
                       "selection": {"scheme": "with_replacement", "ns": 40, "T": 8},
                       "training": {"model": "cnn_small", "steps": 5, "batch_size": 48},

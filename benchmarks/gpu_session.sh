@@ -50,7 +50,7 @@ STEPS=$(echo $STEPS)  # one space between names
 NS30_PATH="${NS30_PATH:-auto}"
 DRY="${DRY:-}"
 if [[ -n $DRY ]]; then  # the CPU, tiny settings
-  DEV=(--device cpu --quick); E2E17=digits_lenet; E2E30=digits_lenet; F32=float32
+  DEV=(--device cpu --quick); E2E17=digits_cnn; E2E30=digits_cnn; F32=float32
 else
   DEV=(); E2E17=mnist17; E2E30=mnist_ns30; F32=
 fi

@@ -663,7 +663,7 @@ def test_ray_tasks_request_gpus():
 def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     bench = _load_benchmark("bench_gpu")
     out = tmp_path / "r.json"
-    report = bench.main(["--device", "cpu", "--quick", "--e2e", "digits_lenet",
+    report = bench.main(["--device", "cpu", "--quick", "--e2e", "digits_cnn",
                          "--json", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(report))
     # the run's own wall time, last (the target is for the whole command)
@@ -689,7 +689,7 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
     (e2e,) = report["end_to_end"]
     assert e2e["group_size"] == 8 and e2e["total_s"] > 0 and "0" in e2e["certified_accuracy"]
     assert e2e["subset_rows"] == 40  # ns = 40 below batches of 48: the run picked it
-    both = bench.main(["--device", "cpu", "--quick", "--no-throughput", "--e2e", "digits_lenet",
+    both = bench.main(["--device", "cpu", "--quick", "--no-throughput", "--e2e", "digits_cnn",
                        "--e2e-paths", "fast,bmm"])["end_to_end"]
     assert [r["run"].rsplit(", ", 1)[1] for r in both] == ["path fast", "path bmm"]
     assert all(r["total_s"] > 0 for r in both)
@@ -798,7 +798,7 @@ def test_the_gpu_session_script_refuses_what_it_cannot_run_in_one_line(tmp_path,
 
 @pytest.mark.parametrize("args, words", [
     (["--e2e", "bogus"], "--e2e: unknown run 'bogus'"),
-    (["--e2e", "digits_lenet", "--e2e-groups", "auto,x"], "--e2e-groups: 'auto' or ints"),
+    (["--e2e", "digits_cnn", "--e2e-groups", "auto,x"], "--e2e-groups: 'auto' or ints"),
     (["--device", "gpu0"], "--device: 'cpu', 'cuda' or 'cuda:K'; got 'gpu0'"),
 ])
 def test_bench_gpu_refuses_a_bad_option_before_it_measures(capsys, args, words):
