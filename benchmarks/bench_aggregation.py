@@ -74,8 +74,6 @@ def aggregation(args):
     print(f"| DPA (dpa_certify, counts) | 1 | {t:.3f} | {_med(dpa, label):.0f} | "
           f"{np.mean(dpa.prediction == label):.4f} |")
     for d in args.d:
-        if args.T % d:
-            continue
         t, fa = timed(lambda d=d: fa_certify(votes, d=d, n_classes=C, unit="dpa"), args.repeat)
         print(f"| FA (fa_certify) | {d} | {t:.3f} | {_med(fa, label):.0f} | "
               f"{np.mean(fa.prediction == label):.4f} |")
@@ -126,6 +124,9 @@ def main() -> None:
     ap.add_argument("--k", type=at_least(1), default=100)
     ap.add_argument("--r", type=float, default=1500.0)
     args = ap.parse_args()
+    bad = [d for d in args.d if args.T % d]
+    if bad:  # finite aggregation has k * d classifiers: T must be a multiple of every d
+        ap.error(f"argument --d: every d must divide --T ({args.T}); got {bad}")
     aggregation(args)
     if args.knn:
         nearest(args)
