@@ -447,6 +447,12 @@ def test_check_run_memory_counts_worker_processes(tiny_run):
     one = check_run_memory(cfg, data, LocalExecutor(1), available=None)
     two = check_run_memory(cfg, data, LocalExecutor(2), available=None)
     assert two >= 2 * PROCESS_BYTES + one
+    # a local Ray instance's workers are processes on this machine too; a cluster's are not
+    pytest.importorskip("ray")
+    from poisoncert.ray_executor import RayExecutor
+
+    assert check_run_memory(cfg, data, RayExecutor(workers=2), available=None) == two
+    assert check_run_memory(cfg, data, RayExecutor("auto", workers=2), available=None) < two
 
 
 # ------------------------------------------------------------- the certified-accuracy curve

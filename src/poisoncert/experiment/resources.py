@@ -393,8 +393,10 @@ def check_run_memory(cfg: ExperimentConfig, data, executor=None, *,
     from poisoncert.executors import LocalExecutor
 
     workers = cfg.execution.workers if executor is None else getattr(executor, "workers", 1)
-    local = executor is None or isinstance(executor, LocalExecutor)
-    in_process = local and workers == 1
+    # a Ray instance started here (no address) runs its worker processes on this machine too
+    local_ray = type(executor).__name__ == "RayExecutor" and executor.address is None
+    local = executor is None or isinstance(executor, LocalExecutor) or local_ray
+    in_process = local and workers == 1 and not local_ray
     shape = run_shape(cfg, data, in_process=in_process, local_workers=local)
     values = run_values(cfg, int(workers))
     if cfg.selection.scheme not in ("without_replacement", "with_replacement"):
