@@ -455,6 +455,30 @@ def test_check_run_memory_counts_worker_processes(tiny_run):
     assert check_run_memory(cfg, data, RayExecutor("auto", workers=2), available=None) < two
 
 
+def test_worker_processes_are_at_most_the_chunks(tiny_run, monkeypatch):
+    """No executor runs more processes at once than the run has chunks (``LocalExecutor``:
+    ``min(workers, chunks)``; Ray: at most ``workers`` tasks in flight): a local Ray
+    instance's default of ``os.cpu_count()`` workers on a many-core machine counted 64 worker
+    processes for a run of 2 chunks, and refused it at 8 GiB (it needs about 1 GiB)."""
+    import os
+
+    from poisoncert.executors import LocalExecutor
+    from poisoncert.experiment.resources import check_run_memory
+    from poisoncert.resources import MEMORY_LIMIT_ENV
+
+    cfg, data = tiny_run()  # T = 12, chunk_size = 6: two chunks
+    two = check_run_memory(cfg, data, LocalExecutor(2), available=None)
+    assert check_run_memory(cfg, data, LocalExecutor(12), available=None) == two
+    pytest.importorskip("ray")
+    from poisoncert.ray_executor import RayExecutor
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert RayExecutor().workers == 64
+    assert check_run_memory(cfg, data, RayExecutor(), available=None) == two
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "8G")
+    check_run_memory(cfg, data, RayExecutor())  # not refused
+
+
 # ------------------------------------------------------------- the certified-accuracy curve
 class _Cert:
     def __init__(self, prediction, radius):

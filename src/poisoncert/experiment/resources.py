@@ -167,6 +167,9 @@ class RunShape:
     #: the sub-dataset when it is smaller than the batch (``training.subset_rows`` null, where
     #: ``learners.auto_subset_rows`` applies it); an int, an explicit ``subset_rows``.
     step_rows: int | str | None = None
+    #: The run's chunks (at most ``ceil(T / chunk_size)``): no executor runs more processes
+    #: at once (None: no bound but ``T``).
+    chunks: int | None = None
 
 
 def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
@@ -227,7 +230,8 @@ def run_memory(v: dict[str, int], s: RunShape) -> list[Term]:
     m = s.n_clean + (v.get("selection.ns", 0) if bagging else s.n)
     size_keys = ("selection.ns",) if bagging else ()
     chunk = min(T, v["run.chunk_size"] + G - 1)  # runs.chunk_ranges: whole groups
-    procs = min(v[workers], T) if s.local_workers and not s.in_process else 1
+    procs = (min(v[workers], T, s.chunks or T) if s.local_workers and not s.in_process
+             else 1)
     sample = math.prod(s.input_shape)
     dt = s.dtype_bytes
     terms = [Term("prediction matrix and per-classifier records",
@@ -350,7 +354,7 @@ def run_shape(cfg: ExperimentConfig, data, *, in_process: bool, local_workers: b
         elastic_nodes=nodes, two_phase=cfg.algorithm.two_phase,
         save_weights=cfg.keeps_weights, in_process=in_process,
         local_workers=local_workers, on_gpu=cfg.execution.device == "cuda",
-        step_rows=step_rows)
+        step_rows=step_rows, chunks=-(-cfg.T // cfg.run.chunk_size))
 
 
 def _step_rows(cfg: ExperimentConfig, data) -> int | str | None:
