@@ -1068,3 +1068,23 @@ def test_a_trial_is_judged_by_the_operations_it_made(tmp_path, monkeypatch):
     for t in res.trials:
         assert t["within"] == (t["radius"] >= 1)
     assert res.totals["deterministic"]["changed_within"] == 0
+
+
+def test_the_attack_memory_check_counts_every_copying_attack_of_a_batch(monkeypatch):
+    """One batch of trials holds insert's and modify's trials of a target together (the jobs
+    of every attack, in batches of ``batch``): the check counted the trials of one attack, so
+    two attacks' copies at twice the memory passed it."""
+    from types import SimpleNamespace
+
+    from poisoncert.experiment.attack import _check_attack_memory
+    from poisoncert.resources import MEMORY_LIMIT_ENV, ResourceError
+
+    monkeypatch.setenv(MEMORY_LIMIT_ENV, "1G")  # 0.8 GiB planned for
+    data = SimpleNamespace(x_test=np.zeros((1, 1, 32, 32), np.float32),
+                           poison_idx=np.arange(10**6))
+    B = 50_000  # 3 x 4 KiB x B = 0.57 GiB a trial
+    _check_attack_memory(AttackSettings(attacks=("insert",), targets=1, budgets=(B,)), data)
+    _check_attack_memory(AttackSettings(attacks=("modify",), targets=1, budgets=(B,)), data)
+    with pytest.raises(ResourceError, match=r"^The '(budgets|batch)' parameter of attack_run"):
+        _check_attack_memory(AttackSettings(attacks=("insert", "modify"), targets=1,
+                                            budgets=(B,)), data)

@@ -146,7 +146,8 @@ def _check_attack_memory(s: AttackSettings, data) -> None:
     if "insert" not in s.attacks and "modify" not in s.attacks:
         return
     one = 4 * prod(data.x_test.shape[1:])  # a float32 input
-    trials = max(1, s.targets * len(s.budgets))
+    # the trials that make copies (insert's and modify's jobs: one batch can hold both)
+    trials = max(1, s.targets * len(s.budgets) * len({"insert", "modify"} & set(s.attacks)))
     replaced = len(data.poison_idx) if "insert" not in s.attacks else None  # modify's most
 
     def estimate(v):
