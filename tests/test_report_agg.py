@@ -131,3 +131,17 @@ def test_report_refuses_a_runs_dir_without_runs_and_writes_nothing(modules, tmp_
         report.main(args)
     assert str(e.value.code).startswith("report: --")
     assert not (tmp_path / "doc").exists()
+
+
+def test_the_attack_section_says_a_trial_is_judged_by_its_operations(modules):
+    """``attack_run`` files a trial within the radius by the operations it made (fewer than
+    ``r`` where the class has fewer samples), not by ``r``: the report says so."""
+    from types import SimpleNamespace
+
+    import report_agg
+
+    parts: list[str] = []
+    report_agg.attacks(SimpleNamespace(add=parts.append, runs={}, summary={}))
+    text = " ".join(" ".join(parts).split())
+    assert "radius >= r." not in text
+    assert "a radius of at least the operations the trial made" in text
