@@ -153,3 +153,27 @@ def test_predictions_beyond_memory_are_refused_before_any_is_made(monkeypatch):
                              r"not fit in memory: .* Give at most [\d,]+ inputs at a time\.$"):
         _check_predictions_fit(1000, 10_000_000, 10)
     _check_predictions_fit(1000, 10_000, 10)  # 20 MB: fits
+
+
+def test_an_npz_y_declaring_more_than_memory_is_refused_from_its_header(tmp_path, monkeypatch):
+    """The .npz's optional 'y' is read from its header first too: a small 'x' beside a 'y'
+    declaring 16 GB was allocated by np.load."""
+    import io
+    import zipfile
+
+    import numpy as np
+
+    from poisoncert import resources
+
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "1G")
+    x, y = io.BytesIO(), io.BytesIO()
+    np.save(x, np.zeros((3, 28, 28), dtype=np.uint8))
+    np.lib.format.write_array_header_1_0(y, {"descr": "<i8", "fortran_order": False,
+                                              "shape": (2_000_000_000,)})
+    path = tmp_path / "bomb.npz"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("x.npy", x.getvalue())
+        z.writestr("y.npy", y.getvalue() + bytes(100))
+    with pytest.raises(resources.ResourceError, match=r"bomb\.npz: its array 'y' of shape "
+                                                      r"\(2000000000,\) \(int64\) does not fit"):
+        read_inputs(path, FORM)
