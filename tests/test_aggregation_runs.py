@@ -1088,3 +1088,18 @@ def test_the_attack_memory_check_counts_every_copying_attack_of_a_batch(monkeypa
     with pytest.raises(ResourceError, match=r"^The '(budgets|batch)' parameter of attack_run"):
         _check_attack_memory(AttackSettings(attacks=("insert", "modify"), targets=1,
                                             budgets=(B,)), data)
+
+
+def test_a_modify_with_no_sample_to_replace_makes_no_copies():
+    """A class with no sample of ``D^p`` to replace: ``modify`` makes 0 copies (against hash
+    buckets ``np.stack`` of no copies raised)."""
+    from types import SimpleNamespace
+
+    from poisoncert.experiment.attack_edits import EditBuilder
+
+    b = EditBuilder.__new__(EditBuilder)
+    b.data = SimpleNamespace(x_test=np.zeros((1, 1, 8, 8), np.float32))
+    b.buckets, b.copies, b.n_buckets = True, 1, 4
+    b.P, b.spread = np.zeros((4, 1), np.int16), np.arange(4)[:, None]
+    assert b._target_copies(0, 0, 0, 1).shape == (0, 1, 8, 8)
+    assert b._target_copies(0, 2, 0, 1).shape == (2, 1, 8, 8)
