@@ -169,7 +169,7 @@ def main() -> None:
                               capture_output=True, text=True)
         if proc.returncode:  # the case's own error, not CalledProcessError's exit status
             print(f"| {model} | {path} | {G} | {B} | {steps} | {augment} | {E} | failed: "
-                  f"{(proc.stderr.strip().splitlines() or ['?'])[-1]} |", flush=True)
+                  f"{(proc.stderr.strip().splitlines() or ['?'])[-1]} | | | | |", flush=True)
             continue
         r = json.loads(proc.stdout.splitlines()[-1])
         print(f"| {model} | {path} | {G} | {B} | {steps} | {augment} | {E} | "

@@ -124,8 +124,8 @@ def main() -> None:
 
         # the 'paper' method warns on every call that it is not sound with abstentions or
         # ties: measuring exactly that is this part's point, so the warning is said once here
-        print("(the 'paper' rows measure a method poisoncert warns against: it errs more "
-              "than alpha with abstentions and ties)")
+        print("(the 'paper' rows measure a method poisoncert warns against: valid only for two "
+              "classes with no abstaining votes, it can err more often than alpha otherwise)")
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*paper.*", category=UserWarning)
             errors(args)

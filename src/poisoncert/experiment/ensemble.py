@@ -76,12 +76,13 @@ def _check_predictions_fit(T: int, n: int, n_classes: int) -> None:
     avail = resources.available_memory()
     if avail is not None and need * resources.SAFETY > avail[0]:
         most = int(avail[0] / resources.SAFETY // (T * 2 + n_classes * 16))
+        fit = (f"Give at most {most:,} inputs at a time." if most else
+               "Not even one input's fits: free memory first.")
         raise resources.ResourceError(
             f"The predictions of {n:,} inputs by {T} base classifiers do not fit in memory: "
             f"they need about {resources.format_bytes(need)}; "
             f"{resources.format_bytes(avail[0])} are available ({avail[1]}), of which at most "
-            f"{100 / resources.SAFETY:.0f}% is planned for. Give at most {most:,} inputs at "
-            "a time.")
+            f"{100 / resources.SAFETY:.0f}% is planned for. {fit}")
 
 
 class Ensemble:
