@@ -453,6 +453,18 @@ def test_check_run_memory_counts_worker_processes(tiny_run):
 
     assert check_run_memory(cfg, data, RayExecutor(workers=2), available=None) == two
     assert check_run_memory(cfg, data, RayExecutor("auto", workers=2), available=None) < two
+    # a refusal names train's --workers, which the Ray executor reads, not training.workers
+    single = check_run_memory(cfg, data, RayExecutor(workers=1), available=None)  # a process
+    room = int(resources.SAFETY * (single + two) / 2)  # one worker process fits, two do not
+    refusals = {}
+    for name, ex in (("local", LocalExecutor(2)), ("ray", RayExecutor(workers=2))):
+        with pytest.raises(resources.ResourceError) as e:
+            check_run_memory(cfg, data, ex, available=(room, "a test"))
+        refusals[name] = str(e.value)
+    assert refusals["local"].startswith("The 'training.workers' parameter of the config must "
+                                        "be an int in the range [1, 1]")
+    assert refusals["ray"].startswith("The 'workers' parameter of the Ray executor (train "
+                                      "--workers) must be an int in the range [1, 1]")
 
 
 def test_worker_processes_are_at_most_the_chunks(tiny_run, monkeypatch):

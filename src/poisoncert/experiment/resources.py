@@ -409,7 +409,17 @@ def check_run_memory(cfg: ExperimentConfig, data, executor=None, *,
         for key in ("training.steps", "training.batch_size", "training.eval_batch_size",
                     "training.max_shift", "training.phase2_steps", "training.group_size"):
             values.pop(key)  # one classifier at a time (group size 1)
-    return resources.check_memory(
-        lambda v: run_memory(v, shape), values, where="the config", lows=LOWS,
-        defaults=DEFAULTS, subject="the run", available=available,
-        prefer=RESULT_FREE)
+    try:
+        return resources.check_memory(
+            lambda v: run_memory(v, shape), values, where="the config", lows=LOWS,
+            defaults=DEFAULTS, subject="the run", available=available,
+            prefer=RESULT_FREE)
+    except resources.ResourceError as e:
+        if not local_ray:
+            raise
+        # the Ray executor's workers are train's --workers, not the config's training.workers
+        # (which Ray does not read): the refusal names what the user can set
+        text = str(e).replace("The 'training.workers' parameter of the config",
+                              "The 'workers' parameter of the Ray executor (train --workers)")
+        raise resources.ResourceError(text.replace("'training.workers'", "'--workers'")
+                                      .replace("training.workers = ", "--workers = ")) from None
