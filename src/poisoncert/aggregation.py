@@ -33,7 +33,7 @@ from poisoncert._validation import check_choice, check_int, check_int_array, par
 from poisoncert.bounds import MODEL_ALIASES, MODELS
 from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _TopIsPrediction
 from poisoncert.selection import fa_shifts, fa_spread
-from poisoncert.votes import votes_from_predictions
+from poisoncert.votes import check_counts_fit, votes_from_predictions
 
 __all__ = [
     "FACertificate",
@@ -103,17 +103,10 @@ def radius_from_counts(by_weight: dict[int, np.ndarray], gaps) -> np.ndarray:
 def _check_predictions(predictions, n_classes, d, where: str) -> tuple[np.ndarray, int, int]:
     n_classes = check_int(n_classes, "n_classes", where, low=2)
     pred = np.asarray(predictions)
-    if pred.ndim == 2:  # before anything of n_classes' size is allocated
-        from poisoncert import resources
-
-        T, n_test = pred.shape
-        resources.check_memory(  # int64 counts (n_test, C) and their temporaries; a block
-            lambda v: [resources.Term("vote counts", 3 * 8 * n_test * v["n_classes"],
-                                      ("n_classes",)),  # of fa_bucket_votes (one test point)
-                       resources.Term("bucket votes", 5 * T * v["n_classes"],
-                                      ("n_classes",))],
-            {"n_classes": n_classes}, where=where, lows={"n_classes": 2},
-            subject="the certificate")
+    if pred.ndim == 2:  # before anything of n_classes' size is allocated: int64 counts
+        T, n_test = pred.shape  # (n_test, C) and their temporaries, and a block of
+        check_counts_fit(n_test, n_classes, where, low=2, extra=5 * T,  # fa_bucket_votes
+                         subject="the certificate")
     if pred.ndim != 2 or pred.shape[0] < 1:
         raise param_error("predictions", where, "a 2-D int array (T, n_test) with T >= 1",
                           f"an array of shape {pred.shape}")

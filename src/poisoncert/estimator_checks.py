@@ -180,15 +180,12 @@ def check_predict_memory(T: int, n_test: int, *, where: str, available=True) -> 
     """Raise a ``resources.ResourceError`` naming ``X`` unless the prediction matrix of ``T``
     classifiers on ``n_test`` rows and its vote count fit in memory; the bytes they need."""
     need = T * n_test * PREDICTION_BYTES
-    if available is True:
-        available = resources.available_memory()
-    if available is None or need * resources.SAFETY <= available[0]:
+    short = resources.shortfall(need, available)
+    if short is None:
         return need
-    avail, source = available
-    rows = int(avail / resources.SAFETY) // (T * PREDICTION_BYTES)
+    rows = int(short[0] / resources.SAFETY) // (T * PREDICTION_BYTES)
     raise resources.ResourceError(
         f"The 'X' parameter of {where} must have at most {rows} rows for the predictions of "
         f"the {T} base classifiers to fit in memory (they need about "
         f"{resources.format_bytes(need)} for {n_test} rows; "
-        f"{resources.format_bytes(avail)} are available ({source}), of which at most "
-        f"{100 / resources.SAFETY:.0f}% is planned for). Got {n_test} rows instead.")
+        f"{resources.available_words(*short)}). Got {n_test} rows instead.")

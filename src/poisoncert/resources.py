@@ -39,8 +39,10 @@ __all__ = [
     "ResourceError",
     "Term",
     "available_memory",
+    "available_words",
     "check_memory",
     "format_bytes",
+    "shortfall",
     "usable_cpus",
 ]
 
@@ -225,6 +227,23 @@ def _fits(need: int, available: int) -> bool:
     return need * SAFETY <= available
 
 
+def shortfall(need: int, available: tuple[int, str] | None | bool = True
+              ) -> tuple[int, str] | None:
+    """``(bytes, source)`` of the available memory (``True``: ``available_memory()``) when
+    ``need`` bytes, times ``SAFETY``, do not fit in it; None when they fit or nothing is
+    known. For checks whose refusal names no parameter range (``check_memory`` does)."""
+    if available is True:
+        available = available_memory()
+    return None if available is None or _fits(need, available[0]) else available
+
+
+def available_words(avail: int, source: str) -> str:
+    """How a refusal says what memory there is: '1 GiB are available (source), of which at
+    most 80% is planned for'."""
+    return (f"{format_bytes(avail)} are available ({source}), of which at most "
+            f"{100 / SAFETY:.0f}% is planned for")
+
+
 def check_memory(estimate: Callable[[dict[str, int]], list[Term]], values: Mapping[str, int],
                  *, where: str, lows: Mapping[str, int] | None = None,
                  defaults: Mapping[str, int] | None = None, subject: str = "this",
@@ -334,5 +353,4 @@ def _detail(terms, need: int, avail: int, source: str, key: str | None, values) 
     parts = ", ".join(f"{t.what} {format_bytes(t.nbytes)}" for t in shown)
     given = f" with {key} = {values[key]}" if key is not None else ""
     return (f"it needs about {format_bytes(need)}{given}: {parts}; "
-            f"{format_bytes(avail)} are available ({source}), of which at most "
-            f"{100 / SAFETY:.0f}% is planned for")
+            f"{available_words(avail, source)}")

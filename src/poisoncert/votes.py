@@ -19,11 +19,12 @@ ABSTAIN = -1
 
 
 def check_counts_fit(rows: int, n_classes: int, where: str, *, low: int = 1,
-                     copies: int = 3, extra: int = 0) -> None:
-    """Refuse (``resources.ResourceError``, naming ``n_classes`` and the largest that fits)
-    an ``n_classes`` whose int64 counts of ``rows`` rows (``copies`` of them at once, plus
-    ``extra`` bytes a class) would not fit in memory: a class count of 10^12 was a raw numpy
-    out-of-memory traceback (or minutes of work), not a parameter error."""
+                     copies: int = 3, extra: int = 0, subject: str = "the counts") -> None:
+    """Refuse (``resources.ResourceError``, naming ``n_classes`` and the largest that fits
+    for ``subject`` to fit) an ``n_classes`` whose int64 counts of ``rows`` rows (``copies``
+    of them at once, plus ``extra`` bytes a class) would not fit in memory: a class count of
+    10^12 was a raw numpy out-of-memory traceback (or minutes of work), not a parameter
+    error."""
     if (copies * 8 * rows + extra) * n_classes < 1 << 26:  # 64 MiB: no reading of /proc
         return
     from poisoncert import resources
@@ -31,7 +32,7 @@ def check_counts_fit(rows: int, n_classes: int, where: str, *, low: int = 1,
     resources.check_memory(
         lambda v: [resources.Term("class counts", (copies * 8 * rows + extra) * v["n_classes"],
                                   ("n_classes",))],
-        {"n_classes": n_classes}, where=where, lows={"n_classes": low}, subject="the counts")
+        {"n_classes": n_classes}, where=where, lows={"n_classes": low}, subject=subject)
 
 
 def votes_from_predictions(predictions, n_classes: int) -> np.ndarray:

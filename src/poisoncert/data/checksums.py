@@ -42,6 +42,13 @@ def sha256_hex(data) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _check_size(path: Path, size: int, max_size: int | None, declared: str) -> None:
+    """A gzip stream's content of ``size`` bytes so far beyond ``max_size``: an error."""
+    if max_size is not None and size > max_size:
+        raise DataFormatError(f"{path} is longer than {declared or 'expected'}: its gzip "
+                              f"stream decompresses to more than {max_size:,} bytes.")
+
+
 def read_file(path: Path, *, decompress: bool = True, max_size: int | None = None,
               declared: str = "") -> RawFile:
     """Read ``path`` whole, hashing it; gunzip it when it starts with the gzip magic bytes.
@@ -81,18 +88,12 @@ def read_file(path: Path, *, decompress: bool = True, max_size: int | None = Non
                     # one byte beyond max_size at most, so a bomb never lands in memory
                     piece = dec.decompress(chunk, 0 if max_size is None else
                                            max_size - pos + 1)
-                    if max_size is not None and pos + len(piece) > max_size:
-                        raise DataFormatError(
-                            f"{path} is longer than {declared or 'expected'}: its gzip stream "
-                            f"decompresses to more than {max_size:,} bytes.")
+                    _check_size(path, pos + len(piece), max_size, declared)
                     out[pos:pos + len(piece)] = piece  # grows ``out`` if the hint was short
                     pos += len(piece)
                     chunk = dec.unused_data if dec.eof else b""
             piece = dec.flush()
-            if max_size is not None and pos + len(piece) > max_size:
-                raise DataFormatError(
-                    f"{path} is longer than {declared or 'expected'}: its gzip stream "
-                    f"decompresses to more than {max_size:,} bytes.")
+            _check_size(path, pos + len(piece), max_size, declared)
             out[pos:pos + len(piece)] = piece
             pos += len(piece)
         except zlib.error as exc:

@@ -102,14 +102,13 @@ def read_idx_file(path: Path):
         shape = [int.from_bytes(head[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim)]
         declared = 4 + 4 * ndim + math.prod(shape) * _IDX_DTYPES[head[2]].itemsize
     need = declared if gzipped and declared is not None else size
-    avail = resources.available_memory()
-    if avail is not None and need * resources.SAFETY > avail[0]:
+    avail = resources.shortfall(need)
+    if avail is not None:
         what = (f"its header declares {' x '.join(map(str, shape))} values"
                 if declared is not None else "it holds")
         raise resources.ResourceError(
             f"{path} does not fit in memory: {what}, {resources.format_bytes(need)}; "
-            f"{resources.format_bytes(avail[0])} are available ({avail[1]}), of which at most "
-            f"{100 / resources.SAFETY:.0f}% is planned for.")
+            f"{resources.available_words(*avail)}.")
     if not gzipped:
         return read_file(path)
     return read_file(path, max_size=declared,

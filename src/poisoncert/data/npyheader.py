@@ -38,10 +38,9 @@ def check_declared(path: Path, what: str, shape: tuple[int, ...] | None = None,
     from poisoncert import resources
 
     need = prod(shape) * (2 * dtype.itemsize + 4)
-    avail = resources.available_memory()
-    if avail is not None and need * resources.SAFETY > avail[0]:
+    avail = resources.shortfall(need)
+    if avail is not None:
         raise resources.ResourceError(
             f"{path}: {what} of shape {shape} ({dtype}) does not fit in memory: using it needs "
             f"about {resources.format_bytes(need)} (the array, a copy and float32 values); "
-            f"{resources.format_bytes(avail[0])} are available ({avail[1]}), of which at most "
-            f"{100 / resources.SAFETY:.0f}% is planned for.")
+            f"{resources.available_words(*avail)}.")

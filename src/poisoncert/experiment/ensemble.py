@@ -73,16 +73,15 @@ def _check_predictions_fit(T: int, n: int, n_classes: int) -> None:
     need = T * n * 2 + n * n_classes * 8 * 2
     if need < 1 << 26:  # 64 MiB: no reading of /proc
         return
-    avail = resources.available_memory()
-    if avail is not None and need * resources.SAFETY > avail[0]:
+    avail = resources.shortfall(need)
+    if avail is not None:
         most = int(avail[0] / resources.SAFETY // (T * 2 + n_classes * 16))
         fit = (f"Give at most {most:,} inputs at a time." if most else
                "Not even one input's fits: free memory first.")
         raise resources.ResourceError(
             f"The predictions of {n:,} inputs by {T} base classifiers do not fit in memory: "
             f"they need about {resources.format_bytes(need)}; "
-            f"{resources.format_bytes(avail[0])} are available ({avail[1]}), of which at most "
-            f"{100 / resources.SAFETY:.0f}% is planned for. {fit}")
+            f"{resources.available_words(*avail)}. {fit}")
 
 
 class Ensemble:
