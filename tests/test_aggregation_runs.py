@@ -581,6 +581,73 @@ def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "p.csv").exists()
 
 
+_ATTACK_FILES = ("attack_trials.csv", "attack_summary.csv", "attack.json", "attack.png")
+
+
+def test_attack_keeps_an_earlier_attacks_results_unless_forced(tmp_path):
+    """A second ``poisoncert attack`` on a run replaced the first one's four result files
+    without a word; it is refused in one line naming --out and --force, before any trial, and
+    leaves them as they were. --out writes elsewhere; --force replaces the set."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    runner = CliRunner()
+    args = ["attack", str(run), "--attacks", "flip", "--targets", "2", "-q"]
+    r = runner.invoke(app, [*args, "--budgets", "1"])
+    assert r.exit_code == 0, r.output
+    first = {n: (run / n).read_bytes() for n in _ATTACK_FILES}
+    r = runner.invoke(app, [*args, "--budgets", "2", "--json"])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert r.output.startswith(f"error: The attack's results folder '{run}' (the run "
+                               "directory, the default; CLI: --out) already holds an earlier "
+                               "attack's results (attack_trials.csv,"), r.output
+    assert "Give --out a new folder to keep them, or --force to replace them." in r.output
+    assert {n: (run / n).read_bytes() for n in _ATTACK_FILES} == first
+    other = tmp_path / "other"
+    r = runner.invoke(app, [*args, "--budgets", "2", "--out", str(other)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((other / "attack.json").read_text())["budgets"] == [2]
+    r = runner.invoke(app, [*args, "--budgets", "3", "--out", str(other)])
+    assert r.exit_code == 1 and "(out_dir; CLI: --out) already holds" in r.output, r.output
+    assert {n: (run / n).read_bytes() for n in _ATTACK_FILES} == first
+    r = runner.invoke(app, [*args, "--budgets", "3", "--force"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((run / "attack.json").read_text())["budgets"] == [3]
+    assert {row["budget"] for row in csv.DictReader(open(run / "attack_trials.csv"))} == {"3"}
+    # the library's own default keeps replacing (experiments/run.py re-attacks on purpose)
+    attack_run(run, settings=AttackSettings(attacks=("flip",), budgets=(1,), targets=2))
+    assert json.loads((run / "attack.json").read_text())["budgets"] == [1]
+
+
+def test_attack_killed_while_writing_never_mixes_two_attacks_files(tmp_path):
+    """An attack with --force killed after writing one of its files: the earlier attack's
+    files are gone, not left beside the new ones (its attack.json and summary described other
+    budgets than the new attack_trials.csv), and no attack.json claims a whole set."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    attack_run(run, settings=AttackSettings(attacks=("flip",), budgets=(1,), targets=2))
+    first = {n: (run / n).read_bytes() for n in _ATTACK_FILES}
+    env = {**os.environ, "POISONCERT_TEST_FAULT": "write:attack_summary.csv"}
+    proc = subprocess.run([sys.executable, "-m", "poisoncert.cli", "attack", str(run),
+                           "--attacks", "flip", "--targets", "2", "--budgets", "2", "-q",
+                           "--force"], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert not (run / "attack.json").exists()
+    for name, before in first.items():
+        assert not (run / name).exists() or (run / name).read_bytes() != before, name
+    assert {row["budget"] for row in csv.DictReader(open(run / "attack_trials.csv"))} == {"2"}
+    attack_run(run, settings=AttackSettings(attacks=("flip",), budgets=(2,), targets=2))
+    assert not [p for p in run.iterdir() if p.name.startswith(".tmp-")]  # the killed one's
+
+
 def test_predict_on_finite_aggregation_has_the_columns_of_certify(tmp_path):
     """``predict`` on a finite_aggregation run's own test inputs gives certificates.csv's rows,
     ``radius_dpa`` (the radius in buckets) included: it was missing."""

@@ -51,7 +51,10 @@ def attack(
         help="Targets only among points certified at most this radius (targeted attacks).")
     ] = None,
     out: Annotated[Path | None, typer.Option(
-        help="Folder of the results (default: the run directory).")] = None,
+        help="Folder of the results (default: the run directory). One that holds an "
+             "earlier attack's results is refused unless --force.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace an earlier attack's results in the folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
     ] = False,
@@ -74,7 +77,7 @@ def attack(
                            seed=seed, backdoor_label=label, max_radius=max_radius,
                            **{k: v for k, v in given.items() if v is not None})
         try:
-            res = attack_run(run_dir, settings=s, out_dir=out,
+            res = attack_run(run_dir, settings=s, out_dir=out, overwrite=force,
                              log=None if quiet else (lambda t: typer.echo(t, err=True)))
         except KeyboardInterrupt:
             typer.echo("interrupted: the attack stopped; its result files are written only "

@@ -160,12 +160,19 @@ def _check_attack_memory(s: AttackSettings, data) -> None:
                            where="attack_run", subject="the attack", prefer=("batch",))
 
 
+#: The files an attack writes, ``attack.json`` last (its presence marks a complete set).
+ATTACK_FILES = (ATTACK_CSV, ATTACK_SUMMARY, ATTACK_PNG, ATTACK_JSON)
+
+
 def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
-               out_dir: str | Path | None = None, log=None) -> AttackResult:
+               out_dir: str | Path | None = None, log=None,
+               overwrite: bool = True) -> AttackResult:
     """Attack the run in ``run_dir`` (see the module docstring); write ``attack_trials.csv``,
-    ``attack_summary.csv``, ``attack.json`` and ``attack.png`` to ``out_dir`` (default: the
-    run directory). The run is checked against its manifest first (``RunDir.verify``) and
-    held under its lock throughout, as ``certify`` holds it."""
+    ``attack_summary.csv``, ``attack.png`` and ``attack.json`` (last) to ``out_dir`` (default:
+    the run directory). ``overwrite=False`` refuses, before any trial is computed, a folder
+    that already holds an earlier attack's files (``poisoncert attack`` without ``--force``).
+    The run is checked against its manifest first (``RunDir.verify``) and held under its lock
+    throughout, as ``certify`` holds it."""
     t0 = time.perf_counter()
     s = settings or AttackSettings()
     rd = RunDir(run_dir)
@@ -173,10 +180,23 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
     runs.check_writable(out)
     with rd.lock():
         rd.verify()
-        return _attack_locked(rd, s, out, log, t0)
+        return _attack_locked(rd, s, out, log, t0, keep_earlier=not overwrite)
 
 
-def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> AttackResult:
+def _refuse_earlier_results(out: Path, run: Path) -> None:
+    """A folder holding an earlier attack's result files: one line naming them and the two
+    ways on (another folder, or replacing them), before anything is computed."""
+    found = [name for name in ATTACK_FILES if (out / name).exists()]
+    if found:
+        where = "the run directory, the default" if out == run else "out_dir"
+        raise runs.RunError(
+            f"The attack's results folder '{out}' ({where}; CLI: --out) already holds an "
+            f"earlier attack's results ({', '.join(found)}). Give --out a new folder to keep "
+            "them, or --force to replace them.")
+
+
+def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
+                   keep_earlier: bool = False) -> AttackResult:
     cfg = rd.load_config()
     models = sorted({ATTACK_MODEL[a] for a in s.attacks})
     scheme = cfg.selection.scheme
@@ -207,6 +227,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float) -> 
         raise param_error("patch", "attack_run", f"an int in the range [1, {side - 1}] (a "
                           f"corner of the {side}-pixel images, not all of them)", s.patch)
     _check_attack_memory(s, data)
+    if keep_earlier:  # after the settings' checks, before any trial is computed
+        _refuse_earlier_results(out, rd.path)
     judges, clean_P, clean_R = backend.judges(models)
     labels = data.y_test.astype(np.int64)
     ids = data.summary.classes
@@ -370,9 +392,6 @@ def _write(out: Path, summary, trials, totals, judges, labels, cfg) -> dict[str,
     out.mkdir(parents=True, exist_ok=True)
     paths = {"trials": out / ATTACK_CSV, "summary": out / ATTACK_SUMMARY,
              "json": out / ATTACK_JSON, "plot": out / ATTACK_PNG}
-    runs.save_text(paths["trials"], _csv(trials))
-    runs.save_text(paths["summary"], _csv(summary))
-    runs.save_text(paths["json"], json.dumps(totals, indent=1) + "\n")
     from poisoncert.plots import plot_attack
 
     curves = {}
@@ -386,5 +405,16 @@ def _write(out: Path, summary, trials, totals, judges, labels, cfg) -> dict[str,
             acc = (ok.size - np.searchsorted(ok, rho, side="left")) / len(labels)
             curves[f"{j.name}, {model}"] = (rho, acc)
     fig = plot_attack(curves, summary, title=f"{cfg.data.name}, {cfg.selection.scheme}")
-    runs.save_with(paths["plot"], lambda f: fig.savefig(f, format="png", dpi=150))
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=150)
+    # every file made first, then the earlier set removed and the new one written, attack.json
+    # last (as certify writes its set): a kill or a full disk never leaves this attack's
+    # trials beside an earlier attack's summary or attack.json
+    outputs = {paths["trials"]: _csv(trials).encode(),
+               paths["summary"]: _csv(summary).encode(), paths["plot"]: png.getvalue(),
+               paths["json"]: (json.dumps(totals, indent=1) + "\n").encode()}
+    for path in outputs:
+        path.unlink(missing_ok=True)
+    for path, content in outputs.items():
+        runs.save_bytes(path, content)
     return paths
