@@ -63,3 +63,34 @@ def test_attack_plot_keeps_its_legend_off_the_curves(tmp_path):
     labels = [t.get_text() for t in right.get_xticklabels() if t.get_text()]
     assert {"1", "2", "4"} <= set(labels), labels
     assert (tmp_path / "a.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_delta_out_interrupted_while_drawn_keeps_the_earlier_figure(tmp_path, monkeypatch):
+    """``poisoncert delta --out`` stopped (Ctrl-C) while matplotlib writes the PNG: the
+    earlier figure stays whole (savefig wrote straight into it, leaving a truncated PNG), and
+    no temporary file is left beside it."""
+    from matplotlib.figure import Figure
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    out = tmp_path / "figure2.png"
+    r = CliRunner().invoke(app, ["delta", "--steps", "2", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    before = out.read_bytes()
+    real = Figure.savefig
+
+    def interrupted(self, fname, **kw):  # half a PNG written, then Ctrl-C
+        real(self, fname, **kw)
+        if hasattr(fname, "truncate"):
+            fname.truncate(100)
+        else:
+            with open(fname, "r+b") as f:
+                f.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    r = CliRunner().invoke(app, ["delta", "--steps", "3", "--out", str(out)])
+    assert r.exit_code == 130, r.output
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure2.png"]

@@ -30,6 +30,14 @@ _LABELS = {
 }
 
 
+def _save_png(fig, path: str | Path, dpi: int) -> None:
+    """``fig`` as a PNG at ``path``, atomically (``runsafe.save_with``): a Ctrl-C or a full
+    disk while it is drawn leaves the earlier file whole, never a part of the new one."""
+    from poisoncert.runsafe import save_with
+
+    save_with(Path(path), lambda f: fig.savefig(f, format="png", dpi=dpi))
+
+
 def _bound(scheme: str, n: int, ns: int, model: str) -> SelectionBound:
     # binomial selection with ns means p = ns / n, held fixed
     return SelectionBound(scheme, n, ns=ns, model=model)
@@ -104,7 +112,7 @@ def plot_delta(path: str | Path | None = None, *,
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small", loc="lower right")
     if path is not None:
-        fig.savefig(Path(path), format="png", dpi=dpi)
+        _save_png(fig, path, dpi)
     return fig
 
 
@@ -152,7 +160,7 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper right")
     if path is not None:
-        fig.savefig(Path(path), format="png", dpi=dpi)
+        _save_png(fig, path, dpi)
     return fig
 
 
@@ -204,7 +212,7 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
     for ax in axes[k:]:
         ax.set_visible(False)
     if path is not None:
-        fig.savefig(Path(path), format="png", dpi=dpi)
+        _save_png(fig, path, dpi)
     return fig
 
 
@@ -239,7 +247,7 @@ def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
     if title:
         fig.suptitle(title)
     if path is not None:
-        fig.savefig(Path(path), format="png", dpi=dpi)
+        _save_png(fig, path, dpi)
     return fig
 
 
@@ -298,5 +306,5 @@ def plot_attack(curves, summary, path: str | Path | None = None, *, title: str |
     if title:
         fig.suptitle(title)
     if path is not None:
-        fig.savefig(Path(path), format="png", dpi=dpi)
+        _save_png(fig, path, dpi)
     return fig
