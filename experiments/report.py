@@ -27,7 +27,7 @@ import run as runner  # experiments/run.py, beside this script
 from poisoncert import certify as C
 from poisoncert import plots
 from poisoncert.experiment import run_subsets
-from poisoncert.runs import RunDir, git_revision
+from poisoncert.runs import RunDir, git_revision, save_text, save_with
 from poisoncert.votes import majority_vote, votes_from_predictions
 
 HERE = Path(__file__).resolve().parent
@@ -175,7 +175,8 @@ class Report:
 
     def fig(self, fig, name: str) -> str:
         path = self.fig_dir / name
-        fig.savefig(path, format="png", dpi=fig.dpi)
+        # atomically: a Ctrl-C or a full disk leaves the earlier figure, never a part of one
+        save_with(path, lambda f: fig.savefig(f, format="png", dpi=fig.dpi))
         return f"![{name}]({os.path.relpath(path, self.md_dir)})"
 
     def not_run(self, group: str, how: str = "") -> None:
@@ -870,13 +871,13 @@ def main(argv=None) -> int:
                 "names (each made at the revision its manifest gives); the rest of the report "
                 "is from the revision at the top.*\n")
         text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
-        out.write_text(update_groups(update_summary(text, rep.summary_text())))
+        save_text(out, update_groups(update_summary(text, rep.summary_text())))
         print(f"updated the section '{heading}' of {out} ({len(runs)} "
               f"run{'s' * (len(runs) != 1)})")
         return 0
     if a.only_agg:
         parts = agg_parts(runs, fig_dir, out.parent, Path(a.runs_dir))
-        out.write_text(splice(out.read_text(), "\n".join(parts) + "\n"))
+        save_text(out, splice(out.read_text(), "\n".join(parts) + "\n"))
         print(f"updated the issue-13 sections of {out} ({len(runs)} runs)")
         return 0
     rev = git_revision(ROOT) or {}
@@ -902,7 +903,7 @@ def main(argv=None) -> int:
     for section in (rep.figure2, rep.walls):
         section()
     rep.parts.insert(1, rep.summary_text())
-    out.write_text("\n".join(rep.parts))
+    save_text(out, "\n".join(rep.parts))
     print(f"wrote {out} and {fig_dir}/ ({len(runs)} runs)")
     return 0
 

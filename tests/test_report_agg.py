@@ -145,3 +145,33 @@ def test_the_attack_section_says_a_trial_is_judged_by_its_operations(modules):
     text = " ".join(" ".join(parts).split())
     assert "radius >= r." not in text
     assert "a radius of at least the operations the trial made" in text
+
+
+def test_a_report_figure_interrupted_while_drawn_keeps_the_earlier_one(modules, tmp_path,
+                                                                       monkeypatch):
+    """report.py redraws docs/figures/*.png in place: a Ctrl-C while matplotlib wrote one
+    left a truncated PNG where the committed figure was; now the earlier file stays whole."""
+    from matplotlib.figure import Figure
+
+    _, report = modules
+    rep = report.Report({}, tmp_path, tmp_path)
+    fig = Figure()
+    fig.subplots().plot([0, 1], [1, 0])
+    rep.fig(fig, "a.png")
+    before = (tmp_path / "a.png").read_bytes()
+    real = Figure.savefig
+
+    def interrupted(self, fname, **kw):  # half a PNG written, then Ctrl-C
+        real(self, fname, **kw)
+        if hasattr(fname, "truncate"):
+            fname.truncate(100)
+        else:
+            with open(fname, "r+b") as f:
+                f.truncate(100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Figure, "savefig", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rep.fig(fig, "a.png")
+    assert (tmp_path / "a.png").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
