@@ -81,3 +81,19 @@ def test_rhos_on_train_and_certify(tmp_path):
     assert [row["rho"] for row in json.loads(r.stdout)["certified_accuracy"]] == [0, 2, 5]
     r = runner.invoke(app, ["certify", str(run), "--rhos", "0,x"])
     assert r.exit_code == 1 and r.output.startswith("error: The '--rhos' parameter")
+
+
+@pytest.mark.parametrize("name", [None, *sorted(_commands())])
+def test_help_shows_no_value_for_a_flag(name):
+    """typer's rich help gave every flag a type, ``--json <bool>``, ``--help <bool>``, as if it
+    took a value (``--json true`` is an error), and a repeatable option ``<list[int]>``, as if
+    it took a list: a flag shows none, a repeatable option the type of one value."""
+    r = runner.invoke(app, [*([name] if name else []), "--help"], terminal_width=200)
+    assert r.exit_code == 0
+    assert "<bool>" not in r.output and "<list[" not in r.output, r.output
+    for line in r.output.splitlines():
+        words = _flat(line).split()
+        if words[:1] == ["--json"]:
+            assert words[1] == "Print" or words[1:3] == ["JSON", "instead"] or \
+                words[1] == "Machine-readable", line
+

@@ -70,6 +70,32 @@ def _unwrap_help(typer_app: typer.Typer) -> None:
 _unwrap_help(app)
 
 
+class _NoFlagType:
+    """Help that shows no type for a flag: typer's rich help gives every flag (``--json``,
+    ``-q``, ``--help``) the type ``<bool>``, as if it took a value (``--json true`` is an
+    error)."""
+
+    def get_params(self, ctx):
+        params = super().get_params(ctx)
+        for p in params:
+            if getattr(p, "is_flag", False) and p.metavar is None:
+                p.metavar = ""  # typer shows an option's metavar in place of its type
+        return params
+
+
+class _Command(_NoFlagType, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_NoFlagType, typer.core.TyperGroup):
+    pass
+
+
+app.info.cls = _Group
+for _info in app.registered_commands:
+    _info.cls = _Command
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app. Expected library errors and command-line usage
     errors (a missing option, a value of the wrong type, an unknown command or option) become

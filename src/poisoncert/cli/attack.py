@@ -147,13 +147,16 @@ def update(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by train.")],
     out: Annotated[Path, typer.Option(help="The new run directory (empty or new).")],
     remove: Annotated[list[str] | None, typer.Option(
+        metavar="<ids|file>",
         help="Training-set indices to remove: 3,17,42 or a .npy / text file (rows of the "
              "run's training set: after the run's own earlier updates). Repeatable: the "
              "values are joined.")] = None,
     relabel: Annotated[list[str] | None, typer.Option(
+        metavar="<ids:labels>",
         help="IDS:LABELS, e.g. 3,17:1,7: training-set indices and the data set's class ids "
              "(MNIST 1/7: 1 or 7), one label for all or one each. Repeatable.")] = None,
     add: Annotated[list[str] | None, typer.Option(
+        metavar="<file.npz>",
         help=".npz of samples to add, as predict takes it: x as the data set's files hold "
              "its inputs (uint8 pixels for MNIST) and y their class ids. Repeatable: the "
              "files' samples are added in order.")] = None,

@@ -182,7 +182,8 @@ def certify(
         "--rhos", help="Radii for the table, comma-separated, e.g. 0,50,100 (default: "
                        "certify.rhos).")] = None,
     rho: Annotated[list[int] | None, typer.Option(
-        "--rho", help="One radius for the table; repeat for several (the same as --rhos).")
+        "--rho", metavar="<int>",
+        help="One radius for the table; repeat for several (the same as --rhos).")
     ] = None,
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
     aggregation: Annotated[str | None, typer.Option(
