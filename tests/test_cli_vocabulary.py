@@ -97,3 +97,18 @@ def test_help_shows_no_value_for_a_flag(name):
             assert words[1] == "Print" or words[1:3] == ["JSON", "instead"] or \
                 words[1] == "Machine-readable", line
 
+
+def test_a_usage_error_of_an_option_names_its_commands_help(capsys):
+    """``poisoncert certify RUN --json=1`` or ``--alpha`` without a value pointed at
+    ``poisoncert --help``, which lists no option of certify."""
+    from poisoncert.cli import main
+
+    for argv, words in ((["certify", "run", "--json=1"], "Option '--json' does not take a "
+                                                          "value."),
+                        (["train", "exp.yaml", "--workers"], "Option '--workers' requires an "
+                                                            "argument.")):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        assert e.value.code == 1
+        err = capsys.readouterr().err
+        assert err == f"error: {words} (see 'poisoncert {argv[0]} --help')\n", err

@@ -96,6 +96,15 @@ for _info in app.registered_commands:
     _info.cls = _Command
 
 
+def _command_path(argv: list[str] | None) -> str:
+    """``poisoncert <command>`` for the command the arguments name (an error of an option's
+    value, ``--json=1`` or ``--alpha`` without one, comes without the command's context)."""
+    names = {info.name for info in app.registered_commands}
+    words = sys.argv[1:] if argv is None else argv
+    first = next((w for w in words if not w.startswith("-")), None)
+    return f"poisoncert {first}" if first in names else "poisoncert"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app. Expected library errors and command-line usage
     errors (a missing option, a value of the wrong type, an unknown command or option) become
@@ -113,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
             code = 0
         else:
             ctx = getattr(exc, "ctx", None)
-            cmd = ctx.command_path if ctx is not None else "poisoncert"
+            cmd = ctx.command_path if ctx is not None else _command_path(argv)
             msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
             print(error_line(ValueError(f"{msg} (see '{cmd} --help')")), file=sys.stderr)
             code = 1
