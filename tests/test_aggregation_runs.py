@@ -581,6 +581,28 @@ def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
     assert not (tmp_path / "p.csv").exists()
 
 
+def test_update_takes_quiet_as_the_other_training_commands_do(tmp_path):
+    """``update`` retrains with a progress bar on stderr; -q / --quiet (as on train, demo,
+    predict and attack) was 'No such option'. Quiet, stderr is empty and stdout the same."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    runner = CliRunner()
+    loud = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "u1"),
+                               "--remove", "1,2"])
+    assert loud.exit_code == 0, loud.output
+    assert "models/s" in loud.stderr, loud.stderr  # the bar
+    for flag in ("-q", "--quiet"):
+        r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / f"u{flag}"),
+                                "--remove", "1,2", flag])
+        assert r.exit_code == 0, r.output
+        assert r.stderr == ""
+        assert r.stdout.replace(f"u{flag}", "u1").split("\n")[0] == loud.stdout.split("\n")[0]
+
+
 _ATTACK_FILES = ("attack_trials.csv", "attack_summary.csv", "attack.json", "attack.png")
 
 

@@ -160,8 +160,9 @@ def update(
         help=".npz of samples to add, as predict takes it: x as the data set's files hold "
              "its inputs (uint8 pixels for MNIST) and y their class ids. Repeatable: the "
              "files' samples are added in order.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
-    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (no "
+                                                         "progress bar).")] = False,
 ) -> None:
     """Write a new run for the run's training set after removing, relabelling and adding
     samples, retraining only the base classifiers whose training samples changed; its
@@ -175,7 +176,8 @@ def update(
                              "(see 'poisoncert update --help').")
         edits = edits_from_options(remove, relabel, add, run_dir)
         try:
-            res = update_run(run_dir, out, edits, progress=None if as_json else rich_progress)
+            res = update_run(run_dir, out, edits,
+                             progress=None if quiet or as_json else rich_progress)
         except KeyboardInterrupt:
             left = (f"'{out}' holds an incomplete run: delete it, then run the same command "
                     "again" if out.exists() else "no new run was written (it is written once "
