@@ -112,3 +112,44 @@ def test_a_usage_error_of_an_option_names_its_commands_help(capsys):
         assert e.value.code == 1
         err = capsys.readouterr().err
         assert err == f"error: {words} (see 'poisoncert {argv[0]} --help')\n", err
+
+
+def test_certify_shows_the_checksums_it_reads_and_takes_quiet(tmp_path, monkeypatch):
+    """certify first reads every checksummed file of a run (its weights: gigabytes for a
+    large run) without a word; it shows a bar in MiB, with rate and ETA, from VERIFY_BAR_MIB
+    on, and -q / --quiet (as on train, predict, attack and update; 'No such option' here)
+    leaves it out, as --json does."""
+    pytest.importorskip("torch")
+    from contextlib import contextmanager
+
+    import poisoncert.cli.runs as cli_runs
+    from poisoncert.experiment import certify_run
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "training": {**CONFIG["training"],
+                                                          "save_weights": True}}))
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"]).exit_code == 0
+    seen = []
+
+    @contextmanager
+    def display(total, completed, label):
+        seen.append([total, completed, label, 0])
+        yield lambda k: seen[-1].__setitem__(3, seen[-1][3] + k)
+
+    certify_run(run, plot=False, progress=display)
+    sums = json.loads((run / "manifest.json").read_text())["checksums"]
+    mib = sum(-(-(run / rel).stat().st_size // 2**20) for rel in sums)
+    assert seen == [[mib, 0, "checksums", mib]] and mib >= len(sums)
+    monkeypatch.setattr(cli_runs, "VERIFY_BAR_MIB", 0)
+    loud = runner.invoke(app, ["certify", str(run), "--no-plot"])
+    assert loud.exit_code == 0, loud.output
+    assert "verifying checksums" in loud.stderr and "MiB/s" in loud.stderr, loud.stderr
+    for args in (["-q"], ["--quiet"]):
+        r = runner.invoke(app, ["certify", str(run), "--no-plot", *args])
+        assert r.exit_code == 0 and r.stderr == "" and r.stdout == loud.stdout, r.output
+    r = runner.invoke(app, ["certify", str(run), "--no-plot", "--json"])
+    assert r.exit_code == 0 and r.stderr == "", r.output
+    monkeypatch.setattr(cli_runs, "VERIFY_BAR_MIB", mib + 1)  # a small run: no bar
+    r = runner.invoke(app, ["certify", str(run), "--no-plot"])
+    assert r.exit_code == 0 and r.stderr == "", r.output

@@ -58,10 +58,12 @@ def _in_training(rd) -> None:
         return
 
 
-def verify_run(rd) -> dict[str, Any]:
+def verify_run(rd, progress=None) -> dict[str, Any]:
     """Check the finished run ``rd``; raise a ``RunError`` naming the first file that does not
     match. Returns ``{"verified": bool, "files": int, "note": str}`` (``verified`` False for a
-    run without checksums, whose ``note`` is a warning)."""
+    run without checksums, whose ``note`` is a warning). ``progress``: a display of the
+    checksums (``display(total, completed, label)`` yielding ``advance(k)``, in MiB read, as
+    ``experiment.display.ProgressDisplay``), or None."""
     cfg = rd.load_config()
     man_path = rd / runs.MANIFEST
     man = rd.load_manifest()
@@ -79,7 +81,7 @@ def verify_run(rd) -> dict[str, Any]:
                        f"with (its hash is not the config_hash in {runs.MANIFEST}).")
     sums = man.get("checksums")
     if sums is not None:
-        _check_files(rd, sums, man_path)
+        _check_files(rd, sums, man_path, progress)
     _check_arrays(rd, cfg, man, man_path)
     if sums is None:
         return {"verified": False, "files": 0,
@@ -91,14 +93,39 @@ def verify_run(rd) -> dict[str, Any]:
                     "config its hash, and the arrays each other."}
 
 
-def _check_files(rd, sums, man_path: Path) -> None:
+def _mib(path: Path) -> int:
+    """A file's size in MiB, rounded up (0 for a file that cannot be read: named below)."""
+    try:
+        return -(-path.stat().st_size // (1 << 20))
+    except OSError:
+        return 0
+
+
+def _check_files(rd, sums, man_path: Path, progress=None) -> None:
     if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
         raise RunError(f"The manifest '{man_path}' has malformed checksums.")
-    for rel, want in sums.items():
+    for rel in sums:
         parts = Path(rel).parts
         if not parts or Path(rel).is_absolute() or ".." in parts:
             raise RunError(f"The manifest '{man_path}' names the file '{rel}', outside the run "
                            "directory.")
+    sizes = {rel: _mib(rd.path / rel) for rel in sums}
+    if progress is None:
+        _check_sums(rd, sums, lambda k: None)
+    else:
+        with progress(sum(sizes.values()), 0, "checksums") as advance:
+            _check_sums(rd, sums, lambda rel: advance(sizes[rel]))
+    if rd.weights_dir.is_dir():
+        for p in sorted(rd.weights_dir.iterdir()):
+            if p.is_file() and not p.name.startswith(TMP_PREFIX) \
+                    and f"{runs.WEIGHTS}/{p.name}" not in sums:
+                raise RunError(f"The file '{p}' was added after the run finished (no checksum "
+                               f"of it is recorded in {runs.MANIFEST}).")
+
+
+def _check_sums(rd, sums, done) -> None:
+    """Each file's SHA-256 against the manifest's, in its order; ``done(rel)`` after each."""
+    for rel, want in sums.items():
         path = rd.path / rel
         try:
             got = file_sha256(path)
@@ -111,12 +138,7 @@ def _check_files(rd, sums, man_path: Path) -> None:
             raise RunError(f"The file '{path}' was changed after the run finished: its SHA-256 "
                            f"{got[:12]}... is not the {want[:12]}... recorded in "
                            f"{runs.MANIFEST}.")
-    if rd.weights_dir.is_dir():
-        for p in sorted(rd.weights_dir.iterdir()):
-            if p.is_file() and not p.name.startswith(TMP_PREFIX) \
-                    and f"{runs.WEIGHTS}/{p.name}" not in sums:
-                raise RunError(f"The file '{p}' was added after the run finished (no checksum "
-                               f"of it is recorded in {runs.MANIFEST}).")
+        done(rel)
 
 
 def _check_arrays(rd, cfg: ExperimentConfig, man: dict[str, Any], man_path: Path

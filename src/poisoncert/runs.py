@@ -429,12 +429,13 @@ class RunDir(ChunkFiles):
 
     # -- verification ------------------------------------------------------------------------
 
-    def verify(self) -> dict[str, Any]:
+    def verify(self, progress=None) -> dict[str, Any]:
         """Check a finished run before it is certified (``poisoncert.runcheck.verify_run``):
-        raise a ``RunError`` naming the first file that does not match its manifest."""
+        raise a ``RunError`` naming the first file that does not match its manifest.
+        ``progress``: a display of the checksums (MiB read), or None."""
         from poisoncert.runcheck import verify_run
 
-        return verify_run(self)
+        return verify_run(self, progress)
 
     # -- chunks ------------------------------------------------------------------------------
 

@@ -169,6 +169,21 @@ def _data_folder(run_dir: Path) -> str | None:
     return os.path.commonpath(paths) if paths else None
 
 
+#: The size (MiB) of a run's checksummed files from which certify shows a bar while it reads
+#: them (at about 0.5 GiB/s, from half a second on; a smaller run's bar would only flash).
+VERIFY_BAR_MIB = 256
+
+
+def _checksum_bar(total: int, completed: int, label: str):
+    """certify's display of the checksums it reads (MiB): the rich bar for large runs."""
+    from poisoncert.cli.progress import rich_progress
+    from poisoncert.experiment.display import no_display
+
+    if total < VERIFY_BAR_MIB:
+        return no_display(total, completed, label)
+    return rich_progress(total, completed, "verifying checksums", unit="MiB")
+
+
 def certify(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by train.")],
     alpha: Annotated[float | None, typer.Option(
@@ -195,8 +210,11 @@ def certify(
                             "consistency of its votes, predictions and labels; config.yaml's "
                             "values are used as they are (for files edited on purpose; said "
                             "in the output).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
-    ] = False,
+    quiet: Annotated[bool, typer.Option(
+        "--quiet", "-q", help="No progress bar (shown while the checksums of a run's files "
+                              f"are read, from {VERIFY_BAR_MIB} MiB).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (no "
+                                                         "progress bar).")] = False,
 ) -> None:
     """Certify every test example of a run; print certified accuracy against rho.
 
@@ -213,7 +231,8 @@ def certify(
                                   "radii)", r)
         res = certify_run(run_dir, alpha=alpha, method=method, model=model,
                           rhos=radii or None, plot=not no_plot, verify=not no_verify,
-                          aggregation=aggregation)
+                          aggregation=aggregation,
+                          progress=None if quiet or as_json else _checksum_bar)
     if as_json:
         typer.echo(json_text({"summary": res.summary,
                                "certified_accuracy": [{"rho": r, "certified_accuracy": a}

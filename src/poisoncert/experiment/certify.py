@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,7 +84,8 @@ def _manifest_data(rd: RunDir) -> dict:
 
 def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str | None = None,
                 model: str | None = None, rhos=None, plot: bool = True,
-                aggregation: str | None = None, verify: bool = True) -> CertifyResult:
+                aggregation: str | None = None, verify: bool = True,
+                progress=None) -> CertifyResult:
     """Certify every test example of a trained run and write the results beside it.
 
     Options default to the run's ``certify`` config section. ``n`` is ``|D^p|``, the number of
@@ -102,18 +104,25 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
 
     The run is certified under its lock, after ``RunDir.verify`` (checksums, config hash,
     consistency; a ``RunError`` names the first file that does not match); ``verify=False``
-    skips that, and ``summary["verification"]`` says which was done.
+    skips that, and ``summary["verification"]`` says which was done. ``progress``: a display
+    of the checksums, in MiB read (as ``train_run``'s: None, True or a ``ProgressDisplay``).
     """
+    from poisoncert.experiment.display import progress_display
+
+    display = progress_display(progress, "certify_run")
+    if progress is True:  # the command line's bar, in MiB
+        display = functools.partial(display, unit="MiB")
     rd = RunDir(run_dir)
     with rd.lock():  # one process at a time; verified before anything is read
-        return _certify_locked(rd, alpha, method, model, rhos, plot, verify, aggregation)
+        return _certify_locked(rd, alpha, method, model, rhos, plot, verify, aggregation,
+                               display)
 
 
 def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: bool,
-                    aggregation: str | None) -> CertifyResult:
+                    aggregation: str | None, display=None) -> CertifyResult:
     cfg = rd.load_config()
     refuse_statistics(cfg.selection.scheme, alpha, method, "certify")
-    checked = rd.verify() if verify else {
+    checked = rd.verify(display) if verify else {
         "verified": None, "note": "not verified (--no-verify): the run's files were not "
                                   "checked against its manifest"}
     options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model),
