@@ -153,3 +153,27 @@ def test_certify_shows_the_checksums_it_reads_and_takes_quiet(tmp_path, monkeypa
     monkeypatch.setattr(cli_runs, "VERIFY_BAR_MIB", mib + 1)  # a small run: no bar
     r = runner.invoke(app, ["certify", str(run), "--no-plot"])
     assert r.exit_code == 0 and r.stderr == "", r.output
+
+
+def test_ctrl_c_in_certify_radius_and_delta_is_one_line_and_130(tmp_path, monkeypatch):
+    """certify, radius and delta stopped by Ctrl-C exited 130 without a word (typer's own
+    handling), where train, predict, attack and update say what is left."""
+    import poisoncert.experiment as experiment
+    import poisoncert.plots as plots
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(experiment, "certify_run", stop)
+    r = runner.invoke(app, ["certify", str(tmp_path)])
+    assert r.exit_code == 130 and r.stderr == (
+        "interrupted: the run itself is untouched; the same command certifies it "
+        "(certify.json, written last, marks a whole set of outputs).\n"), r.output
+    monkeypatch.setattr(plots, "delta_curves", stop)
+    r = runner.invoke(app, ["delta", "--out", str(tmp_path / "d.png")])
+    assert r.exit_code == 130 and r.stderr == "interrupted: nothing was written.\n", r.output
+    assert not (tmp_path / "d.png").exists()
+    monkeypatch.setattr("poisoncert.bounds.SelectionBound.radius", stop)
+    r = runner.invoke(app, ["radius", "--scheme", "wr", "--n", "100", "--ns", "10", "--gap",
+                            "0.5"])
+    assert r.exit_code == 130 and r.stderr == "interrupted: nothing was written.\n", r.output

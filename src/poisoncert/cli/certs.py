@@ -49,13 +49,17 @@ def error_line(exc: BaseException) -> str:
 
 @contextlib.contextmanager
 def library_errors() -> Iterator[None]:
-    """Turn an expected library error into ``error: <message>`` on stderr and exit code 1;
+    """Turn an expected library error into ``error: <message>`` on stderr and exit code 1,
+    and Ctrl-C (where the command has no word of its own for it) into one line and 130;
     where the message names a parameter of a library function or a config key that an option
     the user typed set (``radius --ns 0``: ``'ns' parameter of SelectionBound``; ``certify
     --alpha 2``: ``'certify.alpha' parameter of the config``), the line starts with that
     option: ``error: --ns: The 'ns' parameter of ...``."""
     try:
         yield
+    except KeyboardInterrupt:  # a command's own handler says more; typer's exit was silent
+        typer.echo("interrupted: nothing was written.", err=True)
+        raise typer.Exit(130) from None
     except EXPECTED_ERRORS as exc:
         line = error_line(exc)
         flag = _typed_option(str(exc))

@@ -229,10 +229,16 @@ def certify(
             if r < 0:
                 raise param_error("--rho", "certify", "an int >= 0 (repeat it for several "
                                   "radii)", r)
-        res = certify_run(run_dir, alpha=alpha, method=method, model=model,
-                          rhos=radii or None, plot=not no_plot, verify=not no_verify,
-                          aggregation=aggregation,
-                          progress=None if quiet or as_json else _checksum_bar)
+        try:
+            res = certify_run(run_dir, alpha=alpha, method=method, model=model,
+                              rhos=radii or None, plot=not no_plot, verify=not no_verify,
+                              aggregation=aggregation,
+                              progress=None if quiet or as_json else _checksum_bar)
+        except KeyboardInterrupt:
+            typer.echo("interrupted: the run itself is untouched; the same command certifies "
+                       "it (certify.json, written last, marks a whole set of outputs).",
+                       err=True)
+            raise typer.Exit(130) from None
     if as_json:
         typer.echo(json_text({"summary": res.summary,
                                "certified_accuracy": [{"rho": r, "certified_accuracy": a}
