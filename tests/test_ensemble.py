@@ -221,6 +221,25 @@ def test_predict_refuses_a_bad_certify_option_before_any_prediction(tmp_path, tr
                     words)
 
 
+@pytest.mark.parametrize("where", ["a folder", "no folder"])
+def test_predict_refuses_an_unwritable_out_before_any_prediction(tmp_path, trained,
+                                                                  monkeypatch, where):
+    """--out naming a folder, or a file in a folder that does not exist, was refused only
+    when the rows were written, after every input had been predicted (hours on many)."""
+    run, x, _ = trained
+    np.savez(tmp_path / "x.npz", x=x[:3])
+    out = tmp_path if where == "a folder" else tmp_path / "missing" / "rows.csv"
+
+    def never(*args, **kwargs):
+        raise AssertionError("the run was loaded")
+
+    monkeypatch.setattr(Ensemble, "load", never)
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npz"),
+                                         "--out", str(out)]),
+                    f"The '--out' parameter of predict must be a file in an existing, "
+                    f"writable folder (not a folder). Got '{out}' instead.")
+
+
 def test_predict_keeps_its_rows_on_stdout_and_the_bar_on_stderr(tmp_path, trained):
     """Rows printed to stdout (``predict RUN INPUTS > rows.csv``) are the CSV alone: the bar
     (shown from 20,000 classifier-inputs on) is drawn on stderr, in whole classifiers."""

@@ -59,6 +59,8 @@ def predict(
         from poisoncert.experiment.inputs import read_inputs
         from poisoncert.votes import votes_from_predictions
 
+        if out is not None:
+            _check_out(out)  # before any work: it was refused only once every input was done
         try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
             ens = Ensemble.load(run_dir, device=device)
             ens.check_options(alpha, method, model, where="predict")  # before any prediction
@@ -107,6 +109,19 @@ def predict(
         _print_summary(summary, err=False, as_json=as_json)
         if not as_json:
             typer.echo(f"rows: {out}")
+
+
+def _check_out(out: Path) -> None:
+    """``--out`` names a file that can be written: not a folder, in an existing writable
+    folder (a ``ValueError`` naming the option otherwise)."""
+    import os
+
+    from poisoncert._validation import param_error
+
+    folder = out.parent
+    if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise param_error("--out", "predict", "a file in an existing, writable folder (not a "
+                          "folder)", str(out))
 
 
 def _plain(v):
