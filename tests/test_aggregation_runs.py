@@ -644,6 +644,23 @@ def test_attack_keeps_an_earlier_attacks_results_unless_forced(tmp_path):
     assert json.loads((run / "attack.json").read_text())["budgets"] == [1]
 
 
+def test_attack_json_prints_no_progress_lines_as_the_other_commands(tmp_path):
+    """--json leaves out the progress of train, demo, certify and update; attack --json still
+    wrote its progress lines (on stderr) unless -q was given too."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    args = ["attack", str(run), "--attacks", "flip", "--targets", "2", "--budgets", "1"]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0 and "targeted trials" in r.stderr, r.output
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--json"])
+    assert r.exit_code == 0 and r.stderr == "", r.stderr
+    assert json.loads(r.stdout)["totals"]["budgets"] == [1]
+
+
 def test_attack_killed_while_writing_never_mixes_two_attacks_files(tmp_path):
     """An attack with --force killed after writing one of its files: the earlier attack's
     files are gone, not left beside the new ones (its attack.json and summary described other

@@ -56,8 +56,8 @@ def attack(
     force: Annotated[bool, typer.Option(
         "--force", help="Replace an earlier attack's results in the folder.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines.")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")
-    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (no "
+                                                         "progress lines).")] = False,
 ) -> None:
     """Attack a trained run within budgets r: retrain exactly the base classifiers each
     poisoned training set touches, and count certified predictions that changed (0 for
@@ -78,7 +78,8 @@ def attack(
                            **{k: v for k, v in given.items() if v is not None})
         try:
             res = attack_run(run_dir, settings=s, out_dir=out, overwrite=force,
-                             log=None if quiet else (lambda t: typer.echo(t, err=True)))
+                             log=None if quiet or as_json
+                             else (lambda t: typer.echo(t, err=True)))
         except KeyboardInterrupt:
             typer.echo("interrupted: the attack stopped; its result files are written only "
                        "when it finishes.", err=True)
