@@ -205,7 +205,7 @@ def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: in
     timing["workers"] = workers
     timing["command"] = command or (f"python experiments/run.py {_group_of(name)}  "
                                     f"# run {name}: {config} {overrides}")
-    path.write_text(json.dumps(timing, indent=1) + "\n")  # before the longer steps below
+    _write_json(path, timing)  # before the longer steps below
     if cfg.run.store_ranks:  # the run-off election from the same classifiers
         t = time.perf_counter()
         certify_run(rd, aggregation="roe")
@@ -214,12 +214,21 @@ def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: in
         timing["attack_s"] = _attack(rd, ATTACKS[name], timing.get("attack_s"))
     if name in UPDATES:
         _update(rd, **UPDATES[name], train_s=timing["train_s"])
-    path.write_text(json.dumps(timing, indent=1) + "\n")
+    _write_json(path, timing)
     print(f"{name}: T={res.T} n={res.n} accuracy={res.accuracy:.4f} "
           f"base={res.base_accuracy:.4f} train {timing['train_s']:.0f}s certify "
           f"{timing['certify_s']:.1f}s  " + " ".join(f"{r}:{a:.3f}" for r, a in table.rows()),
           flush=True)
     return timing
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    """Write ``obj`` to ``path`` as JSON, whole or not at all (a crash mid-write leaves the
+    earlier file: ``timing.json`` and ``update.json`` decide what a rerun skips)."""
+    from poisoncert.runsafe import atomic_write
+
+    with atomic_write(path, "w") as f:
+        f.write(json.dumps(obj, indent=1) + "\n")
 
 
 #: Updates (``poisoncert.experiment.update_run``) made of a finished run: ``remove`` random
@@ -249,7 +258,7 @@ def _update(rd: Path, remove: int, seed: int, train_s: float | None) -> None:
             "update_s": round(res.seconds, 2), "update_train_s": round(res.train_seconds, 2),
             "full_train_s": train_s, "cpus": os.cpu_count(),
             "command": f"python experiments/run.py {_group_of(rd.name)}  # update of {rd.name}"}
-    (out / "update.json").write_text(json.dumps(info, indent=1) + "\n")
+    _write_json(out / "update.json", info)
     print(f"{out.name}: retrained {res.n_retrained} of {res.T} classifiers in "
           f"{res.seconds:.1f} s (the run trained in {train_s} s)", flush=True)
 
@@ -271,7 +280,7 @@ def verify_update(runs_dir: Path, name: str, workers: int) -> None:
     info.update({"scratch_train_s": round(time.perf_counter() - t, 2),
                  "scratch_chunks_trained": res.chunks_trained, "scratch_equal": same,
                  "scratch_workers": workers})
-    (out / "update.json").write_text(json.dumps(info, indent=1) + "\n")
+    _write_json(out / "update.json", info)
     print(f"{out.name}: from scratch in {info['scratch_train_s']:.0f} s, predictions "
           f"{'equal' if same else 'DIFFERENT'}", flush=True)
 

@@ -92,3 +92,28 @@ def test_runner_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args,
     text = str(e.value.code) if isinstance(e.value.code, str) else capsys.readouterr().err
     assert e.value.code != 0 and words in text, text
     assert not (tmp_path / "runs").exists()
+
+
+def test_run_py_writes_its_json_whole_or_not_at_all(tmp_path, monkeypatch):
+    """``timing.json`` and ``update.json`` decide what a rerun of experiments/run.py skips; they
+    were written with ``write_text``, so a kill mid-write left a truncated file that the next
+    run failed to parse. A crash between the write and the rename keeps the earlier file."""
+    import json
+
+    from poisoncert import runsafe
+
+    run = _runner()
+    path = tmp_path / "timing.json"
+    path.write_text('{"sessions": []}\n')
+
+    def crash(name):
+        raise KeyboardInterrupt(name)
+
+    monkeypatch.setattr(runsafe, "fault_point", crash)
+    with pytest.raises(KeyboardInterrupt, match="write:timing.json"):
+        run._write_json(path, {"sessions": [{"train_s": 1.0}]})
+    assert json.loads(path.read_text()) == {"sessions": []}
+    assert [p.name for p in tmp_path.iterdir()] == ["timing.json"]
+    monkeypatch.undo()
+    run._write_json(path, {"sessions": [{"train_s": 1.0}]})
+    assert json.loads(path.read_text()) == {"sessions": [{"train_s": 1.0}]}
