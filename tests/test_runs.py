@@ -750,3 +750,38 @@ def test_sklearn_learner_and_saved_weights(tmp_path):
     files = sorted((tmp_path / "w" / runs.WEIGHTS).iterdir())
     assert [f.name for f in files] == ["chunk-00000.safetensors", "chunk-00001.safetensors"]
     assert [len(training.load_weights(f)) for f in files] == [4, 2]
+
+
+def test_a_worker_that_loads_other_data_refuses_its_chunk(tmp_path):
+    """Workers (local processes, Ray tasks) load the data themselves; the run's manifest, its
+    n and its test labels are the driver's. A worker that finds other arrays (another file at
+    the same path on a node, a file replaced while the run trains) must refuse the chunk, not
+    train on them: their votes would be certified for a training set and test points they
+    never saw."""
+    import pickle
+
+    from poisoncert.experiment.split import split_data
+    from poisoncert.experiment.train import ChunkTrainer
+
+    rng = np.random.default_rng(0)
+
+    def write(path):
+        x = rng.integers(0, 256, (60, 1, 4, 4)).astype(np.uint8)
+        y = np.arange(60) % 2
+        np.savez(path, x_train=x[:40], y_train=y[:40], x_test=x[40:], y_test=y[40:])
+
+    path = tmp_path / "d.npz"
+    write(path)
+    cfg = small(data__name=f"npz:{path}", data__test_limit=None, selection__ns=5,
+                selection__T=4, training__model="sklearn:naive_bayes")
+    data = split_data(cfg.data)
+    ranges = runs.chunk_ranges(cfg.T, cfg.run.chunk_size, 1)
+    trainer = ChunkTrainer(cfg, ranges, experiment.learners.make_learner(cfg, data),
+                           data=data)
+    worker = pickle.loads(pickle.dumps(trainer))  # what an executor's worker gets: no data
+    assert worker.data is None
+    np.testing.assert_array_equal(worker(0).predictions, trainer(0).predictions)
+    write(path)  # other arrays of the same shapes and classes at the same path
+    worker = pickle.loads(pickle.dumps(trainer))
+    with pytest.raises(RunError, match=r"this worker process loaded .* is not the run's"):
+        worker(0)

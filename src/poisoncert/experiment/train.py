@@ -81,16 +81,26 @@ class ChunkTrainer:
     without ``data`` loads the data itself on its first chunk and keeps it (an executor's
     worker keeps its trainer for the whole run, and gives it a ``progress`` that reports to
     the calling process: ``attach_progress``).
+
+    ``data_sha256`` (``data.summary.sha256_arrays``, taken from ``data`` when given) travels
+    with the trainer: data a worker loads itself must have it, or the chunk is refused (a
+    ``RunError``). The run's manifest, its ``n = |D^p|`` and its test labels are the calling
+    process's data; classifiers trained on another copy (another file at the same path on a
+    Ray node, a file replaced while the run trains) would be certified for a training set and
+    test points they never saw.
     """
 
     def __init__(self, config: ExperimentConfig, ranges, learner: learners.Learner, *,
                  data: DataSplit | None = None,
-                 progress: Callable[[int, int], object] | None = None):
+                 progress: Callable[[int, int], object] | None = None,
+                 data_sha256: str | None = None):
         self.config = config
         self.ranges = tuple(ranges)
         self.learner = learner
         self.data = data
         self.progress = progress
+        self.data_sha256 = (data.summary.sha256_arrays
+                            if data_sha256 is None and data is not None else data_sha256)
         self._plan: selection.SubsetPlan | None = None
 
     def __getstate__(self) -> dict:
@@ -104,7 +114,16 @@ class ChunkTrainer:
         t0 = time.perf_counter()
         cfg = self.config
         if self.data is None:
-            self.data = split_data(cfg.data)
+            data = split_data(cfg.data)
+            got = data.summary.sha256_arrays
+            if self.data_sha256 is not None and got != self.data_sha256:
+                raise RunError(f"The data set this worker process loaded ({cfg.data.name}) is "
+                               f"not the run's: its array checksum {got[:12]}... is not the "
+                               f"{self.data_sha256[:12]}... of the data the run started with. "
+                               "Every worker loads the data itself: give every node the same "
+                               "files (data.data_dir on a shared file system), and do not "
+                               "change them while a run trains.")
+            self.data = data
         if self._plan is None:
             self._plan = subset_plan(cfg.selection, self.data)
         fault_point("chunk:train")  # tests: a worker killed (e.g. by the kernel when out of memory)
