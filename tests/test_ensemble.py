@@ -710,3 +710,53 @@ def test_real_mnist17_png_files_through_the_cli(tmp_path):
     assert sum(int(w["radius"]) > 0 for w in want) > 30
     cert = Ensemble.load(run).certify(x)
     assert cert.radius.tolist() == [int(w["radius"]) for w in want]
+
+
+def _bare_ensemble(scheme: str, **selection) -> Ensemble:
+    """An ``Ensemble`` of a ``scheme`` run with three classes, made without training (no
+    weights: only its certificates of given votes are used)."""
+    from poisoncert.config import from_dict
+
+    cfg = from_dict({"data": {"name": "digits"}, "selection": {"scheme": scheme, **selection}})
+    record = {"input": {"shape": [1, 8, 8], "kind": "integer", "scale": 16.0,
+                        "deskew": False},
+              "classes": [0, 1, 2], "class_names": ["0", "1", "2"],
+              "selection": {"scheme": scheme, "n": 200, "ns": selection.get("ns"), "p": None,
+                            "T": cfg.T, "n_clean": 0}}
+    return Ensemble(Path("."), cfg, record, [], "cpu", "twin")
+
+
+def test_votes_of_other_classifiers_are_not_certified_as_the_ensembles():
+    """``certify_predictions`` and ``certify_votes`` certify the ensemble's own outputs:
+    predictions of another number of classifiers (Finite Aggregation reads its k from the
+    rows: the rows stacked twice were certified as an ensemble of twice as many buckets, with
+    larger radii), or counts of more votes than it has classifiers (DPA reads the gaps
+    alone), are one error naming the parameter, never a certificate."""
+    rng = np.random.default_rng(0)
+    fa = _bare_ensemble("finite_aggregation", k=4, d=2)
+    P = np.where(rng.random((8, 30)) < 0.8, 0, rng.integers(0, 3, (8, 30))).astype(np.int16)
+    own = fa.certify_predictions(P)
+    assert own.radius.max() >= 1
+    for bad in (np.concatenate([P, P]), P[:4], P[:, :, None]):
+        with pytest.raises(ValueError, match=r"^The 'predictions' parameter of "
+                                             r"Ensemble.certify_predictions must be an int "
+                                             r"array of shape \(T, n\) = \(8, n\)"):
+            fa.certify_predictions(bad)
+    with pytest.raises(ValueError, match=r"'predictions' .* Got 3 instead"):
+        fa.certify_predictions(np.where(P == 2, 3, P))
+
+    dpa = _bare_ensemble("partition", k=5)
+    votes = np.array([[5, 0, 0], [3, 2, 0]])
+    assert dpa.certify_votes(votes).radius.tolist() == [1, 0]
+    assert dpa.certify_votes(votes, model="P1").radius.tolist() == [2, 0]
+    for bad, got in ((2 * votes, "row 0 summing to 10"), (votes[:, :2], r"shape \(2, 2\)")):
+        with pytest.raises(ValueError, match=r"^The 'votes' parameter of Ensemble.certify_votes "
+                                             rf"must be .*\(n, 3\).* Got '.*{got}' instead"):
+            dpa.certify_votes(bad)
+    with pytest.raises(ValueError, match=r"^The 'predictions' parameter"):
+        dpa.certify_predictions(np.zeros((6, 2), dtype=np.int16))
+
+    bag = _bare_ensemble("without_replacement", ns=20, T=6)
+    assert len(bag.certify_votes([[6, 0, 0]], alpha=0.1).radius) == 1
+    with pytest.raises(ValueError, match=r"^The 'votes' parameter .* Got '.*shape \(1, 4\)'"):
+        bag.certify_votes([[6, 0, 0, 0]], alpha=0.1)

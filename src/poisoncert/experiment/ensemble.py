@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import selection
-from poisoncert._validation import check_choice, named_as, param_error
+from poisoncert._validation import check_choice, check_int_array, named_as, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.certify import DETERMINISTIC, certify_votes, refuse_statistics
 from poisoncert.experiment.display import ProgressDisplay, progress_display
@@ -256,8 +256,10 @@ class Ensemble:
         """``certify`` from the base classifiers' labels (``base_predictions(x)``): the same
         certificate. A finite_aggregation run is certified from them
         (``aggregation.fa_certify``: which classifiers voted matters), every other scheme
-        from their vote counts (``certify_votes``)."""
-        predictions = np.asarray(predictions)
+        from their vote counts (``certify_votes``). ``predictions`` must be ``(T, n)``, one
+        row per classifier of the run in its order: the certificate is that of this
+        ensemble's votes."""
+        predictions = self._check_predictions(predictions, "Ensemble.certify_predictions")
         if self.scheme != selection.FINITE_AGGREGATION:
             return self.certify_votes(votes_from_predictions(predictions, self.n_classes),
                                       alpha=alpha, model=model, method=method, y=y)
@@ -271,13 +273,53 @@ class Ensemble:
     def certify_votes(self, votes, *, alpha: float | None = None, model: str | None = None,
                       method: str | None = None, y=None):
         """``certify`` from vote counts (``votes(x)``): the same certificate (not for a
-        finite_aggregation run, whose certificate needs ``certify_predictions``)."""
+        finite_aggregation run, whose certificate needs ``certify_predictions``). ``votes``
+        must be ``(n, K)`` counts of at most ``T`` votes a row: counts of this ensemble's
+        classifiers (the partition scheme's certificate reads the gaps alone)."""
         c = self._settings(alpha, method, model, "Ensemble.certify_votes", y)
+        votes = self._check_votes(votes, "Ensemble.certify_votes")
         labels = None if y is None else self.encode(y)
         with named_as("Ensemble.certify_votes", labels="y"):
             cert = certify_votes(self.config, self.n, np.asarray(votes), labels, alpha=c.alpha,
                                  method=c.method, model=c.model)
         return dataclasses.replace(cert, classes=self.classes)
+
+    def _check_predictions(self, predictions, where: str) -> np.ndarray:
+        """``predictions`` as the run's ``(T, n)`` labels in ``[-1, K - 1]``, or one error
+        naming it: rows of other classifiers (fewer, repeated, another run's) would be
+        certified as this ensemble's (Finite Aggregation reads its ``k`` from the rows)."""
+        allowed = (f"an int array of shape (T, n) = ({self.T}, n): every base classifier's "
+                   f"label (-1 to {self.n_classes - 1}), one row per classifier of the run")
+        shape = np.shape(predictions) if _array_like(predictions) else None
+        if shape is None or len(shape) != 2 or shape[0] != self.T:
+            got = f"an array of shape {shape}" if shape is not None else predictions
+            raise param_error("predictions", where, allowed, got)
+        if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "iu":
+            # base_predictions' int16 matrix as it is: an int64 copy would take four times
+            # the memory _check_predictions_fit allowed for it
+            if predictions.size and (predictions.min() < -1
+                                     or predictions.max() > self.n_classes - 1):
+                bad = predictions.min() if predictions.min() < -1 else predictions.max()
+                raise param_error("predictions", where, allowed, int(bad))
+            return predictions
+        return check_int_array(predictions, "predictions", where, low=-1,
+                               high=self.n_classes - 1)
+
+    def _check_votes(self, votes, where: str) -> np.ndarray:
+        """``votes`` as ``(n, K)`` counts with rows summing to at most ``T``, or one error
+        naming it (more votes than classifiers would widen the gaps the radius reads)."""
+        allowed = (f"an int array of shape (n, {self.n_classes}) of vote counts by the run's "
+                   f"{self.T} base classifiers (each row summing to at most {self.T})")
+        shape = np.shape(votes) if _array_like(votes) else None
+        if shape is None or len(shape) != 2 or shape[1] != self.n_classes:
+            got = f"an array of shape {shape}" if shape is not None else votes
+            raise param_error("votes", where, allowed, got)
+        arr = check_int_array(votes, "votes", where, low=0)
+        over = np.flatnonzero(arr.sum(axis=1) > self.T)
+        if over.size:
+            raise param_error("votes", where, allowed,
+                              f"row {int(over[0])} summing to {int(arr[over[0]].sum())}")
+        return arr
 
     def check_options(self, alpha: float | None = None, method: str | None = None,
                       model: str | None = None, where: str = "Ensemble.check_options"):
@@ -325,6 +367,18 @@ class Ensemble:
                               f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
                               f"an array of dtype {arr.dtype} and shape {arr.shape}")
         return arr
+
+
+def _array_like(x) -> bool:
+    """An array or a (nested) list or tuple of numbers with a shape (not ragged)."""
+    if isinstance(x, np.ndarray):
+        return True
+    if not isinstance(x, (list, tuple)):
+        return False
+    try:
+        return np.asarray(x).dtype != object
+    except (TypeError, ValueError):  # ragged rows
+        return False
 
 
 def _check_device(device) -> str:
