@@ -1209,3 +1209,27 @@ def test_a_modify_with_no_sample_to_replace_makes_no_copies():
     b.P, b.spread = np.zeros((4, 1), np.int16), np.arange(4)[:, None]
     assert b._target_copies(0, 0, 0, 1).shape == (0, 1, 8, 8)
     assert b._target_copies(0, 2, 0, 1).shape == (2, 1, 8, 8)
+
+
+def test_attack_on_a_knn_run_refuses_data_that_changed_since_it_was_trained(tmp_path):
+    """A kNN / rNN attack judges with the run's stored neighbours and predicts the poisoned
+    sets from the data it loads now: other arrays at the data set's path (its test points
+    among them) would be compared with certificates of data they are not. Refused, as
+    ``load_ensemble`` refuses it for the runs of base classifiers."""
+    rng = np.random.default_rng(1)
+
+    def write(path):
+        x = rng.integers(0, 256, (70, 1, 4, 4)).astype(np.uint8)
+        y = np.arange(70) % 3
+        np.savez(path, x_train=x[:50], y_train=y[:50], x_test=x[50:], y_test=y[50:])
+
+    path = tmp_path / "d.npz"
+    write(path)
+    cfg = from_dict({"data": {"name": f"npz:{path}"},
+                     "selection": {"scheme": "knn", "k": 3}})
+    train_run(cfg, tmp_path / "run")
+    settings = AttackSettings(attacks=("insert",), budgets=(1,), targets=2)
+    attack_run(tmp_path / "run", settings=settings)  # the run's own data: attacked
+    write(path)  # other arrays of the same shapes at the same path
+    with pytest.raises(RunError, match=r"have changed since it was trained"):
+        attack_run(tmp_path / "run", settings=settings)

@@ -50,7 +50,7 @@ from poisoncert import runs, selection
 from poisoncert._validation import check_int, param_error
 from poisoncert.experiment.attack_backends import ClassifierBackend, Judge, NNBackend
 from poisoncert.experiment.attack_edits import EditBuilder, patch_images
-from poisoncert.runs import RunDir
+from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import votes_from_predictions
 
 __all__ = ["ATTACKS", "ATTACK_MODEL", "AttackResult", "AttackSettings", "attack_run",
@@ -204,6 +204,12 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
         from poisoncert.experiment.split import split_data
 
         data = split_data(cfg.data)
+        # the clean certificates come from the run's neighbours, the poisoned predictions from
+        # these arrays: they must be the data the run searched (load_ensemble checks the same)
+        old = rd.load_manifest().get("data", {}).get("sha256_arrays")
+        if old is not None and old != data.summary.sha256_arrays:
+            raise RunError(f"The data of the run '{rd.path}' have changed since it was "
+                           "trained.")
         backend = NNBackend(rd, cfg, data)
         builder = EditBuilder(data, cfg)
         votes = rd.load(runs.VOTES)
