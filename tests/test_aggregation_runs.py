@@ -1233,3 +1233,34 @@ def test_attack_on_a_knn_run_refuses_data_that_changed_since_it_was_trained(tmp_
     write(path)  # other arrays of the same shapes at the same path
     with pytest.raises(RunError, match=r"have changed since it was trained"):
         attack_run(tmp_path / "run", settings=settings)
+
+
+def test_training_a_knn_run_again_on_changed_data_is_refused(tmp_path):
+    """``train`` on an existing knn / rnn run whose data changed searched the neighbours in
+    the new data but kept the run's manifest (its n_train and data checksum): certify then
+    capped the radius by the old training set's size. With 3 training samples of one class
+    left and k = 3, one deletion leaves kNN without a prediction, yet every test point was
+    certified at radius 1 under P6. Refused, as train_run refuses it for other runs, and the
+    run is left as it was."""
+    rng = np.random.default_rng(1)
+
+    def write(path, n_train):
+        x = rng.integers(0, 256, (n_train + 20, 1, 4, 4)).astype(np.uint8)
+        y = np.arange(n_train + 20) % 3
+        y[:n_train] = 0 if n_train < 10 else y[:n_train]
+        np.savez(path, x_train=x[:n_train], y_train=y[:n_train], x_test=x[n_train:],
+                 y_test=y[n_train:])
+
+    path = tmp_path / "d.npz"
+    write(path, 60)
+    cfg = from_dict({"data": {"name": f"npz:{path}"},
+                     "selection": {"scheme": "knn", "k": 3}})
+    run = tmp_path / "run"
+    train_run(cfg, run)
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    write(path, 3)
+    with pytest.warns(UserWarning, match="no training sample"), \
+            pytest.raises(RunError, match=r"has changed since it started .*cannot be resumed"):
+        train_run(cfg, run)
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    certify_run(run, plot=False, model="P6")  # still the run it was, and verified
