@@ -18,7 +18,9 @@ abstain), turned into labels by ``cert.predicted_labels()``.
 A note on the certificate: it covers the ensemble's training, given the rows it received.
 The steps before it must not be fitted on the attackable training data (a ``StandardScaler``
 fitted on a poisoned set is itself poisoned, and the radius says nothing about it); use
-fixed transforms, or ones fitted on data you trust (docs/sklearn.md).
+fixed transforms, or ones fitted on data you trust (docs/sklearn.md). Likewise a search
+fitted on attackable rows chose its parameters from them: the certificate covers
+``best_estimator_`` with those parameters fixed, not the choice.
 """
 
 from __future__ import annotations
