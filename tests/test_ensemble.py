@@ -760,3 +760,28 @@ def test_votes_of_other_classifiers_are_not_certified_as_the_ensembles():
     assert len(bag.certify_votes([[6, 0, 0]], alpha=0.1).radius) == 1
     with pytest.raises(ValueError, match=r"^The 'votes' parameter .* Got '.*shape \(1, 4\)'"):
         bag.certify_votes([[6, 0, 0, 0]], alpha=0.1)
+
+
+def test_experiment_certify_votes_refuses_more_votes_than_a_partition_run_has():
+    """``experiment.certify.certify_votes`` (public; ``certify_run`` and ``Ensemble`` call it)
+    gave a partition run's counts to ``dpa_certify``, which reads the gaps alone: counts of more
+    votes than the run's ``T`` classifiers were certified with larger radii. The random schemes
+    were refused by ``certify.certify``'s ``T``."""
+    from poisoncert.config import from_dict
+    from poisoncert.experiment.certify import certify_votes
+
+    cfg = from_dict({"data": {"name": "digits"}, "selection": {"scheme": "partition", "k": 5}})
+    votes = np.array([[5, 0, 0], [3, 2, 0]])
+    opts = dict(alpha=0.001, method="auto", model="P6")
+    from poisoncert.certify import dpa_certify
+
+    assert certify_votes(cfg, 200, votes, **opts).radius.tolist() == \
+        dpa_certify(votes).radius.tolist() == [1, 0]
+    with pytest.raises(ValueError, match=r"^The 'votes' parameter of certify_votes must be "
+                                         r"counts of at most T = 5 votes a row .* Got 'a row "
+                                         r"of 10 votes' instead"):
+        certify_votes(cfg, 200, 2 * votes, **opts)
+    bag = from_dict({"data": {"name": "digits"},
+                     "selection": {"scheme": "without_replacement", "ns": 20, "T": 5}})
+    with pytest.raises(ValueError, match=r"^The 'T' parameter of certify"):
+        certify_votes(bag, 200, 2 * votes, **opts)

@@ -241,6 +241,13 @@ def certify_votes(cfg: ExperimentConfig, n: int, votes: np.ndarray, labels=None,
         raise ValueError(f"The certificate of a {cfg.selection.scheme} run is not a function of "
                          "its vote counts: certify its predictions (experiment.certify_run).")
     if cfg.selection.scheme == selection.PARTITION:
+        # dpa_certify reads the gaps alone: counts of more votes than the run's T classifiers
+        # (another ensemble's) would be certified with larger radii
+        sums = np.asarray(votes).sum(axis=-1) if np.ndim(votes) == 2 else None
+        if sums is not None and sums.size and sums.max() > cfg.T:
+            raise param_error("votes", "certify_votes", f"counts of at most T = {cfg.T} votes "
+                              "a row (the run's classifiers)",
+                              f"a row of {int(sums.max())} votes")
         return certificates.dpa_certify(votes, model=model)
     sel = cfg.selection  # binomial with ns: p = ns / n, as drawn
     if method.startswith("true_label") and labels is None:
