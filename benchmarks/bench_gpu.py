@@ -323,10 +323,13 @@ QUICK_E2E = {
 @contextmanager
 def _print_progress(total: int, completed: int, label: str):
     """A ``ProgressDisplay`` for logs: a line per finished group, with the rate so far (a run
-    stopped at a time limit still leaves its measured rate)."""
+    stopped at a time limit still leaves its measured rate). ``advance(0)``, the training's
+    beginning, prints nothing."""
     start, done = time.perf_counter(), [completed]
 
     def advance(k: int) -> None:
+        if k == 0:
+            return
         done[0] += k
         dt = time.perf_counter() - start
         print(f"  {label}: {done[0]}/{total} classifiers, {dt:.1f} s, "

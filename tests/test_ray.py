@@ -327,8 +327,9 @@ def test_progress_advances_per_group_from_ray_tasks(ray_instance, local_run, tmp
     res = experiment.train_run(cfg, tmp_path / "run", executor=RayExecutor(workers=2),
                                progress=display)
     assert steps[0] == ("start", 8, 0)
-    assert sum(steps[1:]) == 8 and all(0 < k <= 2 for k in steps[1:]), steps
-    assert len(steps[1:]) >= 4  # per group (2 classifiers), not per chunk (4)
+    assert steps[1] == 0 and 0 not in steps[2:], steps  # the work began, said once, first
+    assert sum(steps[2:]) == 8 and all(0 < k <= 2 for k in steps[2:]), steps
+    assert len(steps[2:]) >= 4  # per group (2 classifiers), not per chunk (4)
     assert np.array_equal(res.predictions, local_run.predictions)
 
 

@@ -227,15 +227,23 @@ class _ProgressRelay:
     """Progress of a run's chunks as groups finish, here or in workers: ``report(chunk_id,
     k)`` counts ``k`` more classifiers of a chunk (ignored once the chunk is done: a worker's
     report may arrive after its result), ``finish(chunk_id)`` counts the rest of the
-    chunk."""
+    chunk. ``report(chunk_id, 0)``, a chunk's training beginning (its process started, the
+    data loaded), is passed on once, the first time, as ``advance(0)``: the display times its
+    rate from then, not from the start-up."""
 
     def __init__(self, advance: Callable[[int], None], ranges):
         self.advance = advance
         self.size = [b - a for a, b in ranges]
         self.counted = [0] * len(ranges)
         self.done = [False] * len(ranges)
+        self.began = False
 
     def report(self, chunk_id: int, k: int) -> None:
+        if k == 0:
+            if not self.began:
+                self.began = True
+                self.advance(0)
+            return
         if self.done[chunk_id]:
             return
         k = min(int(k), self.size[chunk_id] - self.counted[chunk_id])

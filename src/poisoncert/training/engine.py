@@ -223,7 +223,9 @@ def train_predict(x_train, y_train, subsets: Sequence, seeds: Sequence, x_test,
       ``if __name__ == "__main__":`` guard. Workers keep their freed memory
       (``poisoncert.threads.keep_heap``); call it in this process to train as fast here.
     - ``progress(k)`` is called after each finished group with the number ``k`` of
-      classifiers it finished (empty ones are reported first), so ``tqdm.update`` fits.
+      classifiers it finished (empty ones are reported first), so ``tqdm.update`` fits;
+      trained in this process, ``progress(0)`` first says the training begins (torch
+      imported, inputs checked: a display may time its rate from then).
 
     Determinism: on the CPU, classifier ``i``'s predictions are bit-identical for the same
     ``(x_train, y_train, subsets[i], seeds[i], x_test, cfg)``, whatever its neighbours, the
@@ -355,6 +357,8 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
         torch.set_num_threads(1)
         try:
             xt = torch.as_tensor(x_test).to(device=device, dtype=cfg.torch_dtype)
+            if progress is not None:
+                progress(0)  # the training begins (a display's rate leaves the set-up out)
             for task in tasks:
                 collect(task, _run_task(task, xt, settings))
         finally:

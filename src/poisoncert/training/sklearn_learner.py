@@ -62,7 +62,8 @@ def train_predict_sklearn(estimator, x_train, y_train, subsets: Sequence, seeds:
     (``1 / count`` of the sample's class in the sub-dataset) when ``fit`` accepts
     ``sample_weight``; otherwise the sub-dataset is redrawn to its own size with those
     probabilities (with replacement, from the same seed). A sub-dataset with one class predicts
-    that class; an empty one abstains (``-1``). Runs sequentially; ``progress(1)`` after each.
+    that class; an empty one abstains (``-1``). Runs sequentially; ``progress(0)`` first (the
+    fitting begins), then ``progress(1)`` after each.
     """
     from sklearn.utils.validation import has_fit_parameter
 
@@ -90,6 +91,8 @@ def train_predict_sklearn(estimator, x_train, y_train, subsets: Sequence, seeds:
     weighted = has_fit_parameter(estimator, "sample_weight")
     has_rs = "random_state" in estimator.get_params()
     out = np.full((len(subsets), len(Xt)), -1, dtype=np.int16)
+    if progress is not None:
+        progress(0)  # the fitting begins (a display's rate leaves the set-up out)
     for i, (idx, seed) in enumerate(zip(subsets, seeds, strict=True)):
         if len(idx):
             out[i] = _fit_predict_one(estimator, X, y, idx, seed, Xt, balance=balance,
