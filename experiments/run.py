@@ -190,7 +190,8 @@ def run_one(name: str, config: str, overrides: dict, runs_dir: Path, workers: in
                                       "training.workers": workers})
     rd = runs_dir / name
     t0 = time.perf_counter()
-    res = train_run(cfg, rd, progress=rich_progress if sys.stderr.isatty() else None)
+    # a bar on a terminal; logged (stderr no terminal), a line a minute with the rate and ETA
+    res = train_run(cfg, rd, progress=rich_progress)
     t1 = time.perf_counter()
     _, table = certify_run(rd)
     t2 = time.perf_counter()

@@ -88,13 +88,13 @@ def test_rich_progress_counts_from_a_resumed_start(monkeypatch):
     assert "80/100" in text and "2 models/s" in text and "ETA 00:10" in text
 
 
-def _fake_bar(monkeypatch, now):
+def _fake_bar(monkeypatch, now, terminal=True):
     from rich.console import Console
 
     import poisoncert.cli.progress as prog
 
     monkeypatch.setattr(prog.time, "monotonic", lambda: now[0])
-    console = Console(record=True, width=120, force_terminal=False)
+    console = Console(record=True, width=120, force_terminal=terminal)
     monkeypatch.setattr(prog, "_console", lambda: console)
     return console
 
@@ -150,3 +150,38 @@ def test_the_relay_says_the_work_began_once_before_any_unit():
     relay.finish(1)
     relay.report(0, 4)
     assert seen == [0, 2, 2, 4]
+
+
+def test_a_log_file_gets_a_line_a_minute_with_the_rate_and_eta(monkeypatch):
+    """Where stderr is no terminal (``train ... 2> log``, ``nohup``), a run of hours wrote one
+    line at its end: now a plain line (no escape codes) when work finishes a minute or more
+    after the last one, and one at the end, with the rate timed from the work's beginning."""
+    from poisoncert.cli.progress import LOG_INTERVAL
+
+    assert LOG_INTERVAL == 60.0
+    now = [0.0]
+    console = _fake_bar(monkeypatch, now, terminal=False)
+    with rich_progress(1000, 100, "bagging T=1000") as advance:
+        now[0] = 10.0
+        advance(0)  # 10 s of start-up
+        for _ in range(90):  # 10 a second for 90 s
+            now[0] += 1.0
+            advance(10)
+        now[0] = 200.0
+    lines = console.export_text().splitlines()
+    assert lines == [
+        # a minute after the bar opened: 500 done in the 50 s since the work began, 400 left
+        "bagging T=1000: 600/1000 models, 10 models/s, 01:00 elapsed, ETA 00:40",
+        # the end (here after a pause): 900 in 190 s
+        "bagging T=1000: 1000/1000 models, 4.74 models/s, 03:20 elapsed, ETA 00:00"], lines
+    assert "\x1b" not in console.export_text(styles=True)
+
+
+def test_the_log_line_is_written_when_the_work_stops(monkeypatch):
+    now = [0.0]
+    console = _fake_bar(monkeypatch, now, terminal=False)
+    with pytest.raises(KeyboardInterrupt), rich_progress(10, 0, "run") as advance:
+        now[0] = 5.0
+        advance(2)
+        raise KeyboardInterrupt
+    assert console.export_text() == "run: 2/10 models, 0.4 models/s, 00:05 elapsed, ETA 00:20\n"

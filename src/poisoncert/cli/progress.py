@@ -8,17 +8,24 @@ worker processes are started, the data loaded and torch imported), or, where no
 ``advance(0)`` comes, when the bar opened: ``train --workers 2`` on MNIST 1/7 spent 8 s of
 86 starting up, and an ETA timed from the bar's opening said 143 s at 12 % where 64 s were
 left (84 s timed from the beginning). The elapsed time is the bar's. The bar is drawn on
-stderr, so that a command's output on stdout (``predict``'s rows) stays clean when piped; where
-stderr is no terminal (a log file), rich writes the bar's last state once, on one line.
+stderr, so that a command's output on stdout (``predict``'s rows) stays clean when piped.
+Where stderr is no terminal (a log file, ``nohup``), there is no bar: a plain line with the
+same counts, rate and ETA at most every ``LOG_INTERVAL`` seconds as work finishes, and one
+when the work ends or stops (a run of hours logged one line at its end showed nothing while
+it trained).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-__all__ = ["RateClock", "rich_progress", "rate_and_eta"]
+__all__ = ["LOG_INTERVAL", "RateClock", "log_lines", "rich_progress", "rate_and_eta"]
+
+#: Seconds between two progress lines where stderr is no terminal (a log file).
+LOG_INTERVAL = 60.0
 
 
 def rate_and_eta(done: float, left: float, seconds: float) -> tuple[float | None, float | None]:
@@ -73,13 +80,23 @@ def _console():
     return con if con.is_terminal else Console(stderr=True, width=200)
 
 
+def _speed(rate: float | None) -> str:
+    return "--" if rate is None else f"{rate:.3g}" if rate < 100 else f"{rate:.0f}"
+
+
 @contextmanager
 def rich_progress(total: int, completed: int, label: str, *, unit: str = "models"
                   ) -> Iterator[Callable[[int], None]]:
     """A rich progress bar in ``unit`` s (base classifiers by default), with the rate and ETA
     since the work began (``RateClock``); yields ``advance(k)`` (a
     ``poisoncert.experiment.ProgressDisplay``; ``advance(0)``: the work begins now).
-    ``advance`` may be called from any thread."""
+    ``advance`` may be called from any thread. Where stderr is no terminal: lines
+    (``log_lines``)."""
+    console = _console()
+    if not console.is_terminal:
+        with log_lines(total, completed, label, unit=unit, console=console) as advance:
+            yield advance
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, ProgressColumn, TextColumn
     from rich.text import Text
 
@@ -88,11 +105,10 @@ def rich_progress(total: int, completed: int, label: str, *, unit: str = "models
     class RateColumn(ProgressColumn):
         def render(self, task):
             rate, eta = clock.rate_and_eta(task.completed, task.total)
-            speed = "--" if rate is None else f"{rate:.3g}" if rate < 100 else f"{rate:.0f}"
-            return Text(f"{speed} {unit}/s {_clock(clock.elapsed())} ETA {_clock(eta)}")
+            return Text(f"{_speed(rate)} {unit}/s {_clock(clock.elapsed())} ETA {_clock(eta)}")
 
     bar = Progress(TextColumn("{task.description}", markup=False), BarColumn(bar_width=12),
-                   MofNCompleteColumn(), RateColumn(), console=_console())
+                   MofNCompleteColumn(), RateColumn(), console=console)
     with bar:
         tid = bar.add_task(label, total=total, completed=completed)
 
@@ -103,3 +119,41 @@ def rich_progress(total: int, completed: int, label: str, *, unit: str = "models
                 bar.advance(tid, k)
 
         yield advance
+
+
+@contextmanager
+def log_lines(total: int, completed: int, label: str, *, unit: str = "models", console=None,
+              interval: float = LOG_INTERVAL, clock: Callable[[], float] | None = None
+              ) -> Iterator[Callable[[int], None]]:
+    """The display of a log file: ``label: done/total unit, rate unit/s, elapsed, ETA`` on
+    ``console`` (stderr), when work finishes at least ``interval`` seconds after the last line
+    (or the start), and once at the end, also when the work stops on an error or Ctrl-C. No
+    escape codes, no redrawn lines: a run of hours writes about one line a minute."""
+    if console is None:
+        console = _console()
+    rates = RateClock(completed, clock)
+    lock = threading.Lock()
+    state = {"done": completed, "said": rates.opened}
+
+    def say() -> None:
+        done = state["done"]
+        rate, eta = rates.rate_and_eta(done, total)
+        console.print(f"{label}: {done}/{total} {unit}, {_speed(rate)} {unit}/s, "
+                      f"{_clock(rates.elapsed())} elapsed, ETA {_clock(eta)}",
+                      highlight=False, markup=False, soft_wrap=True)
+        state["said"] = rates.clock()
+
+    def advance(k: int) -> None:
+        with lock:
+            if k == 0:
+                rates.begin(state["done"])
+                return
+            state["done"] += k
+            if rates.clock() - state["said"] >= interval:
+                say()
+
+    try:
+        yield advance
+    finally:
+        with lock:
+            say()
