@@ -823,6 +823,28 @@ def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
         "error: --copies: The 'copies' parameter of attack_run must be 1 for a knn run"), r.output
 
 
+def test_attack_lines_give_the_rate_and_eta_of_the_trials(tmp_path, monkeypatch):
+    """``poisoncert attack`` said '24/400 targeted trials' every batch (minutes apart on a
+    run that retrains) with no rate or time left; each batch's line now gives both, timed from
+    the first trial (the run's loading left out), and each backdoor budget its time."""
+    import poisoncert.experiment.attack as attack_mod
+
+    train_run(_cfg(selection__scheme="knn", selection__k=7), tmp_path / "knn")
+    ticks = iter(range(0, 1000, 10))  # each reading of the clock is 10 s later
+    monkeypatch.setattr(attack_mod, "_clock", lambda: next(ticks))
+    lines: list[str] = []
+    attack_run(tmp_path / "knn", settings=AttackSettings(
+        attacks=("insert", "backdoor"), targets=4, budgets=(1, 2, 3), batch=5), log=lines.append)
+    assert lines == [
+        "12 targeted trials on 4 test points, 1 aggregation(s): knn",
+        "  5/12 trials, 0.5 trials/s, 00:10 elapsed, ETA 00:14",
+        "  10/12 trials, 0.5 trials/s, 00:20 elapsed, ETA 00:04",
+        "  12/12 trials, 0.4 trials/s, 00:30 elapsed, ETA 00:00",
+        "  backdoor r=1 (1/3): 0 classifiers retrained in 00:10",
+        "  backdoor r=2 (2/3): 0 classifiers retrained in 00:10",
+        "  backdoor r=3 (3/3): 0 classifiers retrained in 00:10"], lines
+
+
 def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
     """FA (d = 3) with its run-off election: no certified prediction changes; bagging (a
     probabilistic certificate) is reported apart, and a relabelling retrains only the draws

@@ -22,19 +22,14 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from poisoncert.rates import clock_text as _clock
+from poisoncert.rates import rate_and_eta
+from poisoncert.rates import speed_text as _speed
+
 __all__ = ["LOG_INTERVAL", "RateClock", "log_lines", "rich_progress", "rate_and_eta"]
 
 #: Seconds between two progress lines where stderr is no terminal (a log file).
 LOG_INTERVAL = 60.0
-
-
-def rate_and_eta(done: float, left: float, seconds: float) -> tuple[float | None, float | None]:
-    """``(rate, eta)``: units per second since the start, and the seconds left at that rate;
-    ``(None, None)`` before anything is done."""
-    if done <= 0 or seconds <= 0:
-        return None, None
-    rate = done / seconds
-    return rate, max(0.0, left) / rate
 
 
 class RateClock:
@@ -63,25 +58,12 @@ class RateClock:
         return rate_and_eta(completed - self.base, total - completed, self.clock() - self.since)
 
 
-def _clock(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    s = int(round(seconds))
-    h, rest = divmod(s, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 def _console():
     """stderr: a terminal as it is, anything else (a log) wide enough for one unwrapped line."""
     from rich.console import Console
 
     con = Console(stderr=True)
     return con if con.is_terminal else Console(stderr=True, width=200)
-
-
-def _speed(rate: float | None) -> str:
-    return "--" if rate is None else f"{rate:.3g}" if rate < 100 else f"{rate:.0f}"
 
 
 @contextmanager

@@ -50,8 +50,12 @@ from poisoncert import runs, selection
 from poisoncert._validation import check_int, param_error
 from poisoncert.experiment.attack_backends import ClassifierBackend, Judge, NNBackend
 from poisoncert.experiment.attack_edits import EditBuilder, patch_images
+from poisoncert.rates import clock_text, rate_text
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import votes_from_predictions
+
+#: The clock of the progress lines' rate and ETA (tests give a fake one).
+_clock = time.monotonic
 
 __all__ = ["ATTACKS", "ATTACK_MODEL", "AttackResult", "AttackSettings", "attack_run",
            "patch_images"]
@@ -274,6 +278,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
     if jobs:  # a backdoor alone has no targeted trials (nor targets to speak of)
         say(f"{len(jobs)} targeted trials on {len(targets)} test points, "
             f"{len(judges)} aggregation(s): {', '.join(j.name for j in judges)}")
+    began = _clock()  # the trials' rate leaves the loading (the run, its judges) out
     for a in range(0, len(jobs), s.batch):
         batch = jobs[a:a + s.batch]
         edits = [getattr(builder, attack)(t, r, y, c) for attack, t, r, y, c in batch]
@@ -321,7 +326,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
                                **{f"{k}_id": class_id(v) for k, v in (
                                    ("label", int(labels[t])), ("clean", int(j.clean[t])),
                                    ("target_class", c), ("poisoned", p_t))}})
-        say(f"  {min(a + s.batch, len(jobs))}/{len(jobs)} targeted trials")
+        say("  " + rate_text(min(a + s.batch, len(jobs)), len(jobs), _clock() - began,
+                             "trials"))
 
     backdoor_info = None
     if "backdoor" in s.attacks:
@@ -332,7 +338,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
         evaluate = labels != s.backdoor_label
         backdoor_info = {"label": s.backdoor_label, "class": class_id(s.backdoor_label),
                          "patch": s.patch, "test_points": int(evaluate.sum())}
-        for r in s.budgets:
+        for b, r in enumerate(s.budgets):
+            began = _clock()
             e = builder.backdoor(r, s.backdoor_label, s.patch, order)
             if isinstance(backend, NNBackend):
                 preds = {bj[0].name: backend.poisoned_all(e, x_p)}
@@ -353,7 +360,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
                 st["backdoor_success_all"] = float(np.mean(p[evaluate] == s.backdoor_label))
                 st["clean_backdoor_rate"] = float(np.mean(j.clean[evaluate]
                                                           == s.backdoor_label))
-            say(f"  backdoor r={r}: {n_re} classifiers retrained")
+            say(f"  backdoor r={r} ({b + 1}/{len(s.budgets)}): {n_re} classifiers retrained "
+                f"in {clock_text(_clock() - began)}")
 
     order = ("vote", "roe", "knn", "rnn")
     summary = [stats[k] for k in sorted(stats, key=lambda k: (order.index(k[0]),
