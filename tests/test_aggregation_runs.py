@@ -457,6 +457,10 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
                             "--relabel", "5,6:3,8", "--add", str(tmp_path / "add.npz")])
     assert r.exit_code == 0, r.output
     assert "retrain " in r.stderr and "Retrained" in r.stdout  # the bar, on stderr
+    # -q, as train, predict, attack and demo take it: no bar (update refused the option)
+    r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "q"), "--remove", "1",
+                            "-q"])
+    assert r.exit_code == 0 and r.stderr == "" and "Retrained" in r.stdout, r.output
     e = load_edits(tmp_path / "u" / "edits.npz")
     assert e.relabel_index.tolist() == [5, 6] and e.relabel_label.tolist() == [1, 0]
     assert e.add_y.tolist() == [{8: 0, 3: 1}[v] for v in y_ids.tolist()]
