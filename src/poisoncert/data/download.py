@@ -4,6 +4,10 @@ Each file is streamed to a temporary file beside its destination, checked agains
 digests, then renamed into place (``os.replace``), so that an interrupted or failed download
 never leaves a partial file under the real name. Mirrors are tried in order; when all fail,
 :class:`DownloadError` lists each URL with its error and says where to put the file by hand.
+A download says on stderr what it fetches from where, then its progress (MiB, rate, ETA where
+the server gives the size): on a terminal one line redrawn every second, elsewhere (a log) a
+line every ``PROGRESS_S`` seconds and one at the end (CIFAR-10's 163 MiB downloaded in
+silence for minutes).
 """
 
 from __future__ import annotations
@@ -11,7 +15,9 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import sys
 import tempfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -19,16 +25,22 @@ from poisoncert.data.checksums import read_file, verify
 from poisoncert.data.errors import ChecksumError, DataFormatError, DownloadError
 from poisoncert.data.paths import ENV_VAR
 from poisoncert.data.registry import DatasetSpec, KnownFile
+from poisoncert.rates import clock_text, rate_and_eta, speed_text
 
-__all__ = ["TIMEOUT_S", "download_dataset", "download_file"]
+__all__ = ["PROGRESS_S", "TIMEOUT_S", "download_dataset", "download_file"]
 
 log = logging.getLogger(__name__)
 
 #: Seconds a connection or a read may stall before a mirror is given up.
 TIMEOUT_S = 30.0
 
-# Indirection so that tests can replace the network (``monkeypatch.setattr``).
+#: Seconds between two progress lines of a download where stderr is no terminal (on a
+#: terminal its line is redrawn every second).
+PROGRESS_S = 60.0
+
+# Indirection so that tests can replace the network and the clock (``monkeypatch.setattr``).
 _urlopen = urllib.request.urlopen
+_clock = time.monotonic
 
 _CHUNK = 1 << 20
 
@@ -89,8 +101,13 @@ def download_file(known: KnownFile, dest: Path, *, timeout: float | None = None)
         try:
             log.info("downloading %s to %s", url, dest)
             with os.fdopen(fd, "wb") as out, _urlopen(url, timeout=timeout) as response:
-                while chunk := response.read(_CHUNK):
-                    out.write(chunk)
+                shown = _Shown(dest.name, url, _length(response))
+                try:
+                    while chunk := response.read(_CHUNK):
+                        out.write(chunk)
+                        shown.add(len(chunk))
+                finally:  # also where the connection breaks: the line ends
+                    shown.end()
             # IDX files are also accepted by their decompressed content (a recompressing
             # mirror); an archive is only hashed.
             verify(known, read_file(tmp, decompress=bool(known.content_sha256)))
@@ -107,3 +124,56 @@ def download_file(known: KnownFile, dest: Path, *, timeout: float | None = None)
         f"Download it by hand from one of these URLs and put it in {dest.parent}, or put it "
         f"in a folder that you name with data_dir (CLI: --data.data_dir) or ${ENV_VAR}."
     )
+
+
+def _length(response) -> int | None:
+    """The size the server announces (``Content-Length``), or None."""
+    headers = getattr(response, "headers", None)
+    value = headers.get("Content-Length") if headers is not None else None
+    try:
+        return int(value) if value is not None and int(value) > 0 else None
+    except ValueError:
+        return None
+
+
+class _Shown:
+    """A download's progress on stderr (see the module docstring)."""
+
+    def __init__(self, name: str, url: str, total: int | None):
+        self.stream = sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.name, self.total, self.done = name, total, 0
+        self.began = self.said = _clock()
+        size = "" if total is None else f" ({total / 2**20:.1f} MiB)"
+        self._write(f"downloading {name}{size} from {url}\n")
+
+    def _write(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def add(self, k: int) -> None:
+        self.done += k
+        now = _clock()
+        if now - self.said >= (1.0 if self.tty else PROGRESS_S):
+            self._say(now)
+
+    def end(self) -> None:
+        self._say(_clock(), end=True)
+
+    def _say(self, now: float, end: bool = False) -> None:
+        self.said = now
+        seconds = now - self.began
+        mib = self.done / 2**20
+        if self.total is None:
+            rate = mib / seconds if seconds > 0 else None
+            text = f"  {self.name}: {mib:.1f} MiB, {speed_text(rate)} MiB/s, " \
+                   f"{clock_text(seconds)} elapsed"
+        else:
+            rate, eta = rate_and_eta(mib, (self.total - self.done) / 2**20, seconds)
+            text = f"  {self.name}: {mib:.1f}/{self.total / 2**20:.1f} MiB, " \
+                   f"{speed_text(rate)} MiB/s, {clock_text(seconds)} elapsed, " \
+                   f"ETA {clock_text(eta)}"
+        if self.tty:
+            self._write("\r\x1b[2K" + text + ("\n" if end else ""))
+        else:
+            self._write(text + "\n")
