@@ -791,6 +791,30 @@ def test_modify_moves_two_buckets_per_operation_and_beats_flip_beyond_the_radius
                                                          budgets=(2**53,)))  # as many as samples
 
 
+def test_knn_and_rnn_runs_show_their_search_in_test_points(tmp_path, monkeypatch):
+    """A kNN run on MNIST searched for two minutes with nothing on the screen: train's display
+    now counts the test points searched, block by block, in its own unit where the display
+    takes one (the CLI's bar: 'test points/s'), after the work's beginning."""
+    from contextlib import contextmanager
+
+    monkeypatch.setattr(knn, "_BLOCK", 10 * 2000)  # blocks of 10 test points or more
+    for scheme, extra in (("knn", {"selection__k": 7}), ("rnn", {"selection__r": 20.0,
+                                                                 "selection__k": None})):
+        seen: list = []
+
+        @contextmanager
+        def display(total, completed, label, *, unit="models", seen=seen):
+            seen.append((total, completed, label, unit))
+            yield seen.append
+
+        res = train_run(_cfg(selection__scheme=scheme, **extra), tmp_path / scheme,
+                        progress=display)
+        n_test = len(res.labels)
+        assert seen[0] == (n_test, 0, f"{scheme} {'k=7' if scheme == 'knn' else 'r=20.0'}",
+                           "test points"), seen
+        assert seen[1] == 0 and sum(seen[2:]) == n_test and len(seen[2:]) >= 2, seen
+
+
 def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
     """kNN's insertion radius is exact: within it nothing changes, one operation beyond it the
     insertion attack wins on most targets, so the check can fail when a radius is too large."""

@@ -133,10 +133,12 @@ def squared_distances(x_test, x_train, *, exact: bool | None = None) -> np.ndarr
     return d2
 
 
-def nearest_labels(x_train, y_train, x_test, depth: int) -> tuple[np.ndarray, np.ndarray]:
+def nearest_labels(x_train, y_train, x_test, depth: int, *, progress=None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and squared distances of the ``depth`` nearest training samples of each test point,
     nearest first (equal distances: smaller training index first). Returns int64 and float64
-    arrays ``(n_test, depth)``."""
+    arrays ``(n_test, depth)``. ``progress(m)`` is called as blocks of ``m`` test points are
+    done."""
     where = "nearest_labels"
     xt, y, xs = _check_xy(x_train, y_train, x_test, where)
     n = xt.shape[0]
@@ -164,6 +166,8 @@ def nearest_labels(x_train, y_train, x_test, depth: int) -> tuple[np.ndarray, np
         cand = np.take_along_axis(cand, order, axis=1)
         labels[s:s + step] = y[cand]
         dists[s:s + step] = np.take_along_axis(vals, order, axis=1)
+        if progress is not None:
+            progress(len(cand))
     return labels, dists
 
 
@@ -186,9 +190,11 @@ def knn_votes(x_train, y_train, x_test, k: int, *, n_classes: int | None = None)
     return _prefix_counts(labels, C)[:, -1]
 
 
-def rnn_votes(x_train, y_train, x_test, r: float, *, n_classes: int | None = None) -> np.ndarray:
+def rnn_votes(x_train, y_train, x_test, r: float, *, n_classes: int | None = None,
+              progress=None) -> np.ndarray:
     """Class counts ``(n_test, C)`` of the training samples within distance ``r`` (``d^2 <=
-    r^2``, both in float64)."""
+    r^2``, both in float64). ``progress(m)`` is called as blocks of ``m`` test points are
+    done."""
     where = "rnn_votes"
     r = check_real(r, "r", where, low=0.0)
     xt, y, xs = _check_xy(x_train, y_train, x_test, where)
@@ -200,6 +206,8 @@ def rnn_votes(x_train, y_train, x_test, r: float, *, n_classes: int | None = Non
     for s in range(0, xs.shape[0], step):
         inside = squared_distances(xs[s:s + step], xt, exact=exact) <= r * r
         out[s:s + step] = np.rint(inside.astype(np.float64) @ onehot).astype(np.int64)
+        if progress is not None:
+            progress(len(inside))
     return out
 
 

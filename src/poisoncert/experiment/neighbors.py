@@ -17,12 +17,14 @@ attackable, which is sound (a known-clean neighbour only makes the attack harder
 
 from __future__ import annotations
 
+import inspect
 import time
 
 import numpy as np
 
 from poisoncert import knn, runs
 from poisoncert.config import ExperimentConfig, config_error
+from poisoncert.experiment.display import no_display
 from poisoncert.experiment.split import DataSplit, split_data
 from poisoncert.runs import RunDir, RunError
 
@@ -53,9 +55,11 @@ def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = 
 
 
 def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None = None,
-               x_train: np.ndarray | None = None, y_train: np.ndarray | None = None):
+               x_train: np.ndarray | None = None, y_train: np.ndarray | None = None,
+               progress=None):
     """``(neighbors, votes, predictions)`` of the run's classifier on ``x_test`` (default: the
-    test set) with training set ``x_train`` / ``y_train`` (default: the run's)."""
+    test set) with training set ``x_train`` / ``y_train`` (default: the run's);
+    ``progress(m)`` as blocks of ``m`` test points are searched."""
     s = cfg.selection
     xt, scale = pixel_features(data.x_train if x_train is None else x_train)
     yt = data.y_train if y_train is None else y_train
@@ -66,18 +70,21 @@ def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None
         if s.k > len(yt):
             raise config_error("selection.k", f"an int in the range [1, {len(yt)}] (the "
                                "training set's size)", s.k)
-        labels, _ = knn.nearest_labels(xt, yt, xq, depth)
+        labels, _ = knn.nearest_labels(xt, yt, xq, depth, progress=progress)
         votes = knn._prefix_counts(labels[:, :s.k], C)[:, s.k].astype(np.int64)
         pred = votes.argmax(axis=1)
         return labels.astype(np.int16), votes, pred[None, :].astype(np.int16)
-    votes = knn.rnn_votes(xt, yt, xq, s.r, n_classes=C).astype(np.int64)
+    votes = knn.rnn_votes(xt, yt, xq, s.r, n_classes=C, progress=progress).astype(np.int64)
     pred = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1)
     return None, votes, pred[None, :].astype(np.int16)
 
 
-def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None) -> dict:
+def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None,
+                 progress=None) -> dict:
     """The ``train_run`` of a knn / rnn config: search the neighbours, write the run; returns
-    the fields of its ``train.RunResult``."""
+    the fields of its ``train.RunResult``. ``progress``: a ``ProgressDisplay`` of the search,
+    in test points (given ``unit="test points"`` where it takes a ``unit``, as
+    ``cli.progress.rich_progress`` does)."""
     t0 = time.perf_counter() if t0 is None else t0
     data = split_data(cfg.data)
     data.warn_missing_classes()
@@ -98,7 +105,15 @@ def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None) 
                         subset_sizes=np.array([data.n + len(data.clean_idx)]), n=data.n,
                         chunks_trained=0, chunks_skipped=1,
                         seconds=time.perf_counter() - t0)
-    neighbors, votes, pred = nn_outputs(cfg, data)  # checks the inputs before any file
+    display = progress or no_display
+    n_test = len(data.y_test)
+    takes_unit = "unit" in inspect.signature(display).parameters
+    s = cfg.selection
+    label = f"{s.scheme} {'k' if s.scheme == 'knn' else 'r'}={s.k if s.scheme == 'knn' else s.r}"
+    with display(n_test, 0, label, **({"unit": "test points"} if takes_unit else {})) as advance:
+        advance(0)
+        # checks the inputs before any file
+        neighbors, votes, pred = nn_outputs(cfg, data, progress=advance)
     rd.prepare(cfg, runs.build_manifest(cfg, data=data.summary.manifest()))
     labels = data.y_test.astype(np.int64)
     if neighbors is not None:

@@ -333,7 +333,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
         from poisoncert.experiment.neighbors import train_nn_run
 
         with rd.lock():
-            return RunResult(**train_nn_run(cfg, rd, t0=t0))
+            return RunResult(**train_nn_run(cfg, rd, t0=t0, progress=progress))
     data = split_data(cfg.data)
     data.warn_missing_classes()
     subset_plan(cfg.selection, data)
