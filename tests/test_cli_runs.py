@@ -310,3 +310,28 @@ def test_demo_quick_with_the_real_engine(tmp_path):
     table = (out / runs.CERTIFIED_ACCURACY).read_text().splitlines()
     assert table[0] == "rho," + ",".join(experiment.DEMO_SCHEMES)
     assert str(out / runs.CERTIFIED_ACCURACY_PNG) in r.output.replace("\n", "")
+
+
+def test_ctrl_c_in_a_knn_search_says_nothing_is_kept(tmp_path, monkeypatch):
+    """Ctrl-C in a knn run's neighbour search said "the run keeps every chunk it finished; the
+    same command resumes it", but a knn / rnn run is written whole at the search's end: one
+    line that nothing is kept and the run folder untouched, exit code 130."""
+    from poisoncert.experiment import neighbors
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(neighbors, "nn_outputs", stopped)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, size=(50, 6), dtype=np.uint8)
+    np.savez(tmp_path / "d.npz", x_train=x[:40], y_train=np.arange(40) % 2,
+             x_test=x[40:], y_test=np.arange(10) % 2)
+    cfg = {"data": {"name": f"npz:{tmp_path / 'd.npz'}"}, "selection": {"scheme": "knn", "k": 3}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--run-dir", str(run), "-q"])
+    assert r.exit_code == 130, r.output
+    assert r.output.strip().splitlines() == [
+        f"interrupted: the neighbour search keeps nothing (a knn / rnn run is written whole "
+        f"when its search ends; '{run}' is as it was); the same command starts it again."]
+    assert not run.exists() or not any(run.iterdir())

@@ -289,8 +289,9 @@ def interrupt_line() -> Iterator[None]:
     except TrainInterrupted as stop:
         typer.echo(stop.message(), err=True)
         raise typer.Exit(130) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted: the run keeps every chunk it finished; the same command "
+    except KeyboardInterrupt as stop:  # a knn / rnn search says what it keeps (nothing)
+        typer.echo(stop.message() if callable(getattr(stop, "message", None)) else
+                   "interrupted: the run keeps every chunk it finished; the same command "
                    "resumes it.", err=True)
         raise typer.Exit(130) from None
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -79,6 +80,20 @@ def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None
     return None, votes, pred[None, :].astype(np.int16)
 
 
+class SearchInterrupted(KeyboardInterrupt):
+    """A knn / rnn run's neighbour search stopped by Ctrl-C: nothing is written (the run is
+    written whole at the search's end), so the same command starts the search again."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = Path(run_dir)
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        return (f"interrupted: the neighbour search keeps nothing (a knn / rnn run is written "
+                f"whole when its search ends; '{self.run_dir}' is as it was); the same command "
+                "starts it again.")
+
+
 def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None,
                  progress=None) -> dict:
     """The ``train_run`` of a knn / rnn config: search the neighbours, write the run; returns
@@ -112,8 +127,10 @@ def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None,
     label = f"{s.scheme} {'k' if s.scheme == 'knn' else 'r'}={s.k if s.scheme == 'knn' else s.r}"
     with display(n_test, 0, label, **({"unit": "test points"} if takes_unit else {})) as advance:
         advance(0)
-        # checks the inputs before any file
-        neighbors, votes, pred = nn_outputs(cfg, data, progress=advance)
+        try:  # checks the inputs before any file
+            neighbors, votes, pred = nn_outputs(cfg, data, progress=advance)
+        except KeyboardInterrupt:
+            raise SearchInterrupted(rd.path) from None
     rd.prepare(cfg, runs.build_manifest(cfg, data=data.summary.manifest()))
     labels = data.y_test.astype(np.int64)
     if neighbors is not None:
