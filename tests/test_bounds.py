@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from poisoncert.bounds import (
     MARGIN,
+    MODELS,
     SCHEMES,
     SelectionBound,
     certified_radius,
@@ -435,6 +436,72 @@ def test_other_models_against_60_digit_arithmetic(scheme, n, ns, gap, model):
     r = certified_radius(gap, scheme=scheme, n=n, ns=ns, model=model)
     assert 0 <= r < 3000, r
     check_radius_in_60_digits(scheme, n, ns, gap, r, model)
+
+
+def _exact_delta(scheme, n, ns, p, model, rho):
+    """Theorem 1's ``delta(rho)`` in exact rational arithmetic (``math.comb`` and fractions of
+    the float ``p``), straight from the table in ``poisoncert.bounds``; None for ``+inf``."""
+    if scheme == "without_replacement":
+        base = math.comb(n, ns)
+
+        def Q(k):
+            return Fraction(math.comb(n - k, ns), base) if n - k >= ns else None
+
+        def R(a):
+            return Fraction(math.comb(n + a, ns), base)
+    elif scheme == "with_replacement":
+        def Q(k):
+            return Fraction(n - k, n) ** ns
+
+        def R(a):
+            return Fraction(n + a, n) ** ns
+    else:
+        keep = 1 - Fraction(p)
+
+        def Q(k):
+            return keep**k
+
+        def R(a):
+            return keep**-a
+    if rho == 0:
+        return Fraction(0)
+    if model == "P1":
+        return R(rho) - 1
+    if model in ("P2", "P3", "P5"):
+        q = Q(min(rho, n))
+        if q is None:
+            return None
+        return 1 - q if model == "P2" else 2 - 2 * q
+    values = [(Q(rho - a), R(a)) for a in range(max(rho - n, 0), rho + 1)]
+    if any(q is None for q, _ in values):
+        return None
+    return max(1 + r - 2 * q for q, r in values)
+
+
+@pytest.mark.parametrize("scheme,n,ns,p", [("without_replacement", 40, 3, None),
+                                           ("without_replacement", 3000, 1100, None),
+                                           ("with_replacement", 50, 7, None),
+                                           ("binomial", 30, None, 0.1)])
+def test_delta_error_bound_covers_the_exact_value(scheme, n, ns, p):
+    """``SchemeDelta.delta_err`` claims a rigorous absolute bound on its floating-point error:
+    the exact rational ``delta`` lies within ``err`` of the float. ``ns = 1100`` takes the
+    cumulative-table path (``ns > 1024``). Checked at the rationals themselves, so an error
+    bound of zero (or a value off by more than its bound) fails."""
+    from poisoncert.schemedelta import SchemeDelta
+
+    rhos = np.array([1, 2, 3, 5, 8, 13, 21, 34, 55])
+    checked = 0
+    for model in MODELS:
+        val, err = SchemeDelta(scheme, n, ns, p, model).delta_err(rhos)
+        for rho, v, e in zip(rhos.tolist(), val.tolist(), err.tolist(), strict=True):
+            exact = _exact_delta(scheme, n, ns, p, model, rho)
+            if exact is None:
+                assert v == math.inf, (model, rho, v)
+                continue
+            assert abs(Fraction(v) - exact) <= Fraction(e), (model, rho, v, e,
+                                                              float(exact - Fraction(v)))
+            checked += 1
+    assert checked >= 40
 
 
 def test_binomial_large_n_high_precision():

@@ -47,18 +47,19 @@ class SchemeDelta:
             if model == "P1":
                 lr, er = self._logR(rho)
                 R = np.exp(lr)
-                val, err = R - 1.0, R * _exp_err(er)
+                # the error of R, plus the rounding of the subtraction (half an ulp of val)
+                val, err = R - 1.0, R * _exp_err(er) + _EPS * np.abs(R - 1.0)
             elif model == "P2":
                 k = np.minimum(rho, n)
                 lq, eq = self._logQ(k)
                 Q = np.exp(lq)
-                val, err = 1.0 - Q, Q * _exp_err(eq)
+                val, err = 1.0 - Q, Q * _exp_err(eq) + _EPS * np.abs(1.0 - Q)
                 val, err = self._wor_inf(val, err, n - k)
             elif model in ("P3", "P5"):
                 k = np.minimum(rho, n)
                 lq, eq = self._logQ(k)
                 Q = np.exp(lq)
-                val, err = 2.0 - 2.0 * Q, 2.0 * Q * _exp_err(eq)
+                val, err = 2.0 - 2.0 * Q, 2.0 * Q * _exp_err(eq) + _EPS * np.abs(2.0 - 2.0 * Q)
                 val, err = self._wor_inf(val, err, n - k)
             else:  # P4, P6
                 val, err = self._delta_insert_modify(rho)
