@@ -504,6 +504,28 @@ def test_delta_error_bound_covers_the_exact_value(scheme, n, ns, p):
     assert checked >= 40
 
 
+@pytest.mark.parametrize("n,ns,model,rhos", [
+    (10**9, 2000, "P2", [9_000_000, 10_308_125, 20_000_000]),
+    (10**12, 2000, "P1", [9_000_000, 50_000_000]),
+    (10**15, 3000, "P2", [10**10, 231 * 10**9, 10**12, 1831401746549]),
+])
+def test_delta_upper_bounds_exact_delta_where_lgamma_is_used(n, ns, model, rhos):
+    """Bagging without replacement with ``ns > 1024`` and more than ``TABLE_MAX`` samples
+    removed or added: ``Q`` and ``R`` come from lgamma differences, whose cancellation the
+    error bound must cover. ``delta_upper`` (what the radius search compares) is at least the
+    exact delta (60 digits), and the value is within its stated error of it."""
+    from poisoncert.schemedelta import TABLE_MAX, SchemeDelta
+
+    assert min(rhos) > TABLE_MAX
+    b = SelectionBound("without_replacement", n, ns=ns, model=model)
+    upper = b.delta_upper(np.array(rhos))
+    val, err = SchemeDelta("without_replacement", n, ns, None, model).delta_err(np.array(rhos))
+    for rho, up, v, e in zip(rhos, upper.tolist(), val.tolist(), err.tolist(), strict=True):
+        exact = _mp_delta("without_replacement", n, ns, rho, model)
+        assert up >= exact, (rho, up, float(exact))
+        assert abs(mpmath.mpf(v) - exact) <= e, (rho, v, e, float(exact))
+
+
 def test_binomial_large_n_high_precision():
     n, ns, gap = 10**9, 3, 0.999
     r = certified_radius(gap, scheme="binomial", n=n, ns=ns, model="P6")
@@ -529,6 +551,22 @@ def test_jia_rounding_is_outward_and_tiny():
     g1, g2 = jia_round(0.5 + 1e-9, 0.25 - 1e-9, n=13007, ns=10)
     x = 0.5 + 1e-9  # grid step 13007^-10 is far below one ulp: one outward ulp step
     assert 0 < x - g1 <= np.spacing(x) and Fraction(float(g1)) < Fraction(x)
+
+
+def test_jia_rounding_beyond_a_2000_bit_grid_is_still_outward():
+    """Where ``n^ns`` exceeds ``2^2000`` the grid rounding is one outward ulp step. It must
+    still be at or beyond the exact grid point: 3^1300 (about 2^2060) is odd, so 1/2 and 1/4
+    are not on the grid and the exact floor of 1/2 (ceiling of 1/4) lies strictly inside."""
+    n, ns = 3, 1300
+    N = n**ns
+    p1 = np.array([0.5, 0.75, 1.0, 1e-300])
+    p2 = np.array([0.25, 0.0, 0.5, 1e-300])
+    g1, g2 = jia_round(p1, p2, n=n, ns=ns)
+    for x, got in zip(p1.tolist(), g1.tolist(), strict=True):
+        assert Fraction(got) <= Fraction(math.floor(Fraction(x) * N), N), (x, got)
+    for x, got in zip(p2.tolist(), g2.tolist(), strict=True):
+        assert Fraction(got) >= Fraction(math.ceil(Fraction(x) * N), N), (x, got)
+    assert g1[0] < 0.5 and g2[0] > 0.25  # strictly: neither is a grid point
 
 
 @settings(max_examples=100, deadline=None)
