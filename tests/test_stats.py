@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import mpmath
 import numpy as np
@@ -272,6 +273,48 @@ def test_true_label_methods():
             with pytest.raises(ValueError, match=rf"^The 'labels' parameter of {where} must "
                                r"be None unless method is 'true_label' or 'true_label_split'"):
                 fn(counts, alpha=alpha, method=method, labels=labels, **kw)
+
+
+def test_p2_upper_is_never_below_its_definition_in_exact_arithmetic():
+    """``p2_upper`` is ``1 - p1_lower`` (or the smaller of that and the other classes' upper
+    bounds) rounded *up*: compared as exact rationals, not after another float subtraction
+    (``1 - p1`` rounded to nearest falls below the exact value for about half of all p1)."""
+    from fractions import Fraction
+
+    rng = np.random.default_rng(11)
+    counts = np.concatenate([rng.multinomial(997, [0.55, 0.3, 0.15], size=150),
+                             rng.multinomial(31, [0.2, 0.5, 0.3], size=150)])
+    labels = rng.integers(0, 3, size=len(counts))
+    below = 0
+    for method in ("bonferroni", "true_label", "bonferroni_upper", "true_label_split",
+                   "paper"):
+        lab = labels if method.startswith("true_label") else None
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # 'paper' with three classes
+            vb = vote_bounds(counts, alpha=0.01, method=method, labels=lab)
+        beta = {"bonferroni_upper": 0.01 / 6, "true_label_split": 0.01 / 3, "paper": 0.005}
+        for i in range(len(counts)):
+            want = 1 - Fraction(float(vb.p1_lower[i]))
+            if method in beta:  # min(1 - p1, an upper bound of another class)
+                others = [c for c in range(3) if c != vb.top_class[i]]
+                if method == "paper":  # the runner-up only
+                    others = [max(others, key=lambda c: (counts[i, c], -c))]
+                ups = clopper_pearson_upper(counts[i, others], counts[i].sum(), beta[method])
+                want = min(want, Fraction(float(np.max(ups))))
+            assert Fraction(float(vb.p2_upper[i])) >= want, (method, i)
+            below += float(1 - vb.p1_lower[i]) < want
+    assert below > 0  # the float subtraction does fall below the exact value here
+
+
+def test_pairwise_with_one_class_is_bonferroni():
+    """With one class there is no pair to bound: 'pairwise' falls back to 'bonferroni'."""
+    counts = np.array([[9], [0], [40]])
+    pw = vote_bounds(counts, alpha=0.01, method="pairwise", T=[10, 3, 40])
+    bf = vote_bounds(counts, alpha=0.01, method="bonferroni", T=[10, 3, 40])
+    assert pw.method == "bonferroni"
+    np.testing.assert_array_equal(pw.p1_lower, bf.p1_lower)
+    np.testing.assert_array_equal(pw.p2_upper, bf.p2_upper)
+    assert pw.p1_lower[0] == clopper_pearson_lower(9, 10, 0.01)
 
 
 def test_abstaining_votes_count_against_every_class():
