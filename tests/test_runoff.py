@@ -222,6 +222,31 @@ def test_roe_certificate_holds_against_every_attack():
     assert sum(v for k, v in stats.items() if len(k) == 3 and k[2] == "tight") > 400
 
 
+def test_the_round_one_route_when_the_winner_came_second():
+    """``y = m2``: second in round 1, winner of the final. It also loses when a third class
+    passes it in round 1, which can be the cheapest way. 5 voters (A, B, C), 4 (B, A, C), 4
+    (C, B, A): B wins the final 8 to 5, but one B voter turning to C puts C level with A and B
+    out, so no bucket is certified (the final duel alone would allow one). Then random
+    profiles where ``y = m2``, each against the enumeration."""
+    A, B, C = [0, 1, 2], [1, 0, 2], [2, 1, 0]  # ranks[c]: the place of class c
+    ranks = np.array([A] * 5 + [B] * 4 + [C] * 4)
+    cert = roe_certify(ranks[:, None, :], unit="dpa")
+    assert cert.prediction[0] == 1 and cert.finalists[0].tolist() == [0, 1]
+    oracle = {3: ExactROE(3), 4: ExactROE(4)}
+    assert oracle[3].min_buckets(ranks, fa_spread(13, 1), 1) == 1
+    assert cert.buckets[0] == 0
+    rng = np.random.default_rng(7)
+    checked = 0
+    for C_, d, r in random_profiles(rng, 400):
+        cert = roe_certify(r[:, None, :], d=d, unit="dpa")
+        if cert.prediction[0] != cert.finalists[0, 1]:
+            continue
+        m = oracle[C_].min_buckets(r, fa_spread(r.shape[0] // d, d), int(cert.prediction[0]))
+        assert cert.buckets[0] <= m - 1, (C_, d, r.tolist(), int(cert.buckets[0]), m)
+        checked += 1
+    assert checked >= 20
+
+
 def test_an_attack_the_published_table_misses():
     """Round-1 margins (0, 1) of y = m1 over the two others: one changed classifier that moves
     a vote from y to the third class eliminates y. The table built by dp_calc.py in Rezaei et
