@@ -304,6 +304,17 @@ def test_records_summary_and_abstaining_votes():
     assert ABSTAIN not in cert.prediction
 
 
+@pytest.mark.parametrize("d", [1, 2])
+def test_a_point_no_classifier_votes_on_abstains(d):
+    """Every classifier abstains on test point 1: no majority, so no certified class (not
+    class 0 with radius 0), in either path (d = 1 counts, d > 1 buckets)."""
+    pred = np.array([[1, -1], [1, -1], [0, -1], [1, -1]])
+    cert = fa_certify(pred, d=d, n_classes=3, model="P1")
+    assert cert.prediction.tolist()[1] == ABSTAIN and cert.prediction[0] == 1
+    assert cert.radius[1] == -1 and cert.buckets[1] == -1
+    assert cert.summary()["n_certified"] == 1
+
+
 @pytest.mark.parametrize("kwargs,match", [
     (dict(d=3), r"^The 'd' parameter of fa_certify must be a divisor of the number of "
                 r"classifiers T = 4\. Got 3 instead\.$"),

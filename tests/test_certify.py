@@ -427,6 +427,8 @@ def test_vote_inputs_of_the_wrong_kind_are_one_line():
         with pytest.raises(ValueError, match=match):
             call()
     assert majority_vote([[1, 2], [3, 0], [0, 0]]).tolist() == [1, 0, -1]
+    # ties go to the smaller class index (as every certificate's prediction does)
+    assert majority_vote([[2, 2, 1], [0, 3, 3], [1, 0, 1]]).tolist() == [0, 1, 0]
 
 
 def test_every_summary_takes_the_labels_its_certificate_names():
