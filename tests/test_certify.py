@@ -135,6 +135,23 @@ def test_jia_rule_matches_theorem1_for_bagging_with_replacement(method):
         np.testing.assert_array_equal(jia.radius, ours.radius)
 
 
+def test_jia_rule_rounds_to_its_grid_where_the_grid_is_coarse():
+    """With n^ns = 100 the grid of Jia et al.'s rounding is 0.01: its radii are those of the
+    rounded bounds (``jia_certified_radius``), never above Theorem 1's, and below them where
+    the rounding crosses a step of delta."""
+    from poisoncert.bounds import jia_certified_radius
+
+    rng = np.random.default_rng(2)
+    counts = random_counts(rng, n_test=300)
+    ours = certify(counts, scheme="with_replacement", n=10, ns=2, alpha=0.01)
+    jia = jia_certify(counts, n=10, ns=2, alpha=0.01)
+    ok = jia.prediction != ABSTAIN
+    want = jia_certified_radius(jia.p1_lower, jia.p2_upper, n=10, ns=2)
+    np.testing.assert_array_equal(jia.radius[ok], want[ok])
+    assert np.all(jia.radius <= ours.radius)
+    assert np.any(jia.radius < ours.radius)
+
+
 def test_records_and_summary():
     counts = np.array([[1000, 0], [500, 500], [990, 10]])
     cert = certify(counts, scheme="binomial", n=13007, ns=10)
@@ -151,6 +168,9 @@ def test_records_and_summary():
     assert s["abstain_rate"] == pytest.approx(1 / 3)
     assert s["accuracy"] == pytest.approx(1 / 3)
     assert s["radius_max"] == cert.radius.max()
+    # radius statistics are over the certified points only (row 1 abstains)
+    assert s["radius_median"] == np.median(cert.radius[[0, 2]])
+    assert s["radius_mean"] == np.mean(cert.radius[[0, 2]])
 
 
 def test_empty_input():
@@ -275,6 +295,9 @@ def test_dpa_tie_break_and_slack():
     # a smaller-index rival wins ties: [4, 5] -> c1 = 1, rival 0 counts 4 + 1 -> slack 0
     assert dpa_certify([[4, 5]]).slack.tolist() == [0]
     assert dpa_certify([[5, 4]]).slack.tolist() == [1]
+    # no part votes: DPA abstains (not class 0 with radius 0)
+    none = dpa_certify([[0, 0, 0], [1, 0, 0]])
+    assert none.prediction.tolist() == [-1, 0] and none.radius.tolist() == [-1, 0]
 
 
 def test_dpa_units_and_records():

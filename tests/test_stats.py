@@ -216,6 +216,12 @@ def test_bonferroni_upper_definition():
     assert vb.top_class[1] == 0
     # row 0: the other classes' upper bounds are far below 1 - p1_lower
     assert vb.p2_upper[0] < 1 - vb.p1_lower[0] - 0.05
+    # two classes: the other class's exact upper bound is 1 - the exact lower bound of c1
+    # (Clopper-Pearson duality); each is moved outward by a relative 1e-9, so with p1_lower
+    # near 0.3 the upper bound lies above 1 - p1_lower and the minimum is 1 - p1_lower
+    two = vote_bounds([[12, 10]], alpha=alpha, method="bonferroni_upper")
+    assert 0.2 < two.p1_lower[0] < 0.4
+    assert two.p2_upper[0] == np.nextafter(1 - two.p1_lower[0], 2)
 
 
 def test_paper_definition_eq_13_14():
