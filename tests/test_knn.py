@@ -345,6 +345,17 @@ def rnn_min_ops(inside, outside, C, kinds, limit):
     return limit + 1
 
 
+def test_rnn_ball_includes_its_boundary():
+    """``rnn_votes`` counts the samples at distance exactly ``r`` (``d^2 <= r^2``): integer
+    points on the circle of radius 5 (3-4-5 triangles), one just outside, one inside."""
+    x_test = np.array([[0, 0]])
+    x_train = np.array([[3, 4], [-4, 3], [5, 0], [4, 4], [1, 1]])
+    y_train = np.array([0, 1, 1, 0, 2])
+    assert rnn_votes(x_train, y_train, x_test, 5.0, n_classes=3).tolist() == [[1, 2, 1]]
+    assert rnn_votes(x_train.astype(float) / 8, y_train, x_test, 5.0 / 8,  # exact binary
+                     n_classes=3).tolist() == [[1, 2, 1]]                   # fractions
+
+
 def test_rnn_radius_is_exact_for_every_model_and_unit():
     cases = 0
     for C in (2, 3):
