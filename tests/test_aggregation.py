@@ -71,6 +71,11 @@ def test_fa_selection_helpers_agree_with_the_spread():
         expect = np.flatnonzero(np.isin(buckets, np.flatnonzero((spread == j).any(axis=1))))
         np.testing.assert_array_equal(idx, expect)
     assert sum(len(i) for i in per_model) == d * len(X)
+    # the sub-datasets a run trains on (SubsetPlan) are the ones the certificate assumes
+    plan = selection.SubsetPlan(selection.FINITE_AGGREGATION, np.arange(len(X)),
+                                part_of=buckets, d=d, k=k)
+    for j in range(k * d):
+        np.testing.assert_array_equal(plan.drawn(j, seed=0), per_model[j])
 
 
 # ---------------------------------------------------------------------------------------------
