@@ -607,6 +607,23 @@ def test_certificates_name_the_predicted_class(tmp_path, engine):
     assert (got[0]["class"], got[0]["class_name"]) == ((3, 8)[p0], ("three", "eight")[p0])
 
 
+def test_certify_votes_counts_abstaining_classifiers_in_T():
+    """A run's certificate uses its T classifiers, also where some abstained (an empty
+    binomial draw) and the votes of a row sum to less: those count against every class."""
+    from poisoncert.experiment.certify import certify_votes
+    from poisoncert.stats import clopper_pearson_lower
+
+    cfg = small(selection__scheme="binomial", selection__ns=None, selection__p=0.02)
+    votes = np.array([[20, 2], [25, 0], [30, 0]])  # 8, 5 and 0 of the 30 abstained
+    cert = certify_votes(cfg, 2000, votes, alpha=0.01, method="bonferroni", model="P6")
+    assert cert.T.tolist() == [30, 30, 30]
+    assert cert.p1_lower[0] == clopper_pearson_lower(20, 30, 0.005)
+    want = certify.certify(votes, scheme="binomial", n=2000, p=0.02, alpha=0.01,
+                           method="bonferroni", T=30)
+    np.testing.assert_array_equal(cert.radius, want.radius)
+    assert cert.radius[1] < cert.radius[2]
+
+
 def test_certify_partition_uses_dpa(tmp_path, engine):
     cfg = small(selection__scheme="partition", selection__ns=None, selection__T=None,
                 selection__k=20)
