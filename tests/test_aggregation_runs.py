@@ -1314,3 +1314,34 @@ def test_training_a_knn_run_again_on_changed_data_is_refused(tmp_path):
         train_run(cfg, run)
     assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
     certify_run(run, plot=False, model="P6")  # still the run it was, and verified
+
+
+def test_attack_says_how_a_batchs_retraining_goes(tmp_path, monkeypatch):
+    """A batch of trials retrains its classifiers in one call, minutes on a large run, and the
+    batch's line came only at its end: lines of the classifiers retrained, with their rate
+    and ETA, come at most every ``RETRAIN_LINE_EVERY`` seconds, timed from the learner's
+    start, and none once the batch is done (its own line follows)."""
+    import poisoncert.experiment.attack as attack_mod
+
+    now = [0.0]
+    monkeypatch.setattr(attack_mod, "_clock", lambda: now[0])
+    lines: list[str] = []
+    advance = attack_mod._retraining_lines(lines.append)(10)
+    now[0] = 100.0
+    advance(0)  # the learner begins: its start-up is left out
+    for t, k in ((110, 2), (125, 2), (131, 1), (150, 3), (170, 2)):
+        now[0] = float(t)
+        advance(k)
+    assert lines == ["    retraining: 5/10 classifiers, 0.161 classifiers/s, 00:31 elapsed, "
+                     "ETA 00:31"], lines
+
+    bag = _cfg(selection__scheme="with_replacement", selection__k=None, selection__ns=300,
+               selection__T=8, training__group_size=1)  # a group, and a progress call, each
+    train_run(bag, tmp_path / "bag")
+    ticks = iter(range(0, 100_000, 40))  # each reading of the clock is 40 s later
+    monkeypatch.setattr(attack_mod, "_clock", lambda: next(ticks))
+    lines.clear()
+    attack_run(tmp_path / "bag", settings=AttackSettings(targets=2, budgets=(1,),
+                                                          attacks=("flip",)), log=lines.append)
+    retraining = [t for t in lines if t.startswith("    retraining: ")]
+    assert retraining and all(" classifiers, " in t and " ETA " in t for t in retraining), lines

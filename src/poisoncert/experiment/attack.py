@@ -168,6 +168,32 @@ def _check_attack_memory(s: AttackSettings, data) -> None:
 ATTACK_FILES = (ATTACK_CSV, ATTACK_SUMMARY, ATTACK_PNG, ATTACK_JSON)
 
 
+#: Seconds between the progress lines of the classifiers a batch of trials retrains (a batch
+#: of a large run takes minutes; its own line comes at its end).
+RETRAIN_LINE_EVERY = 30.0
+
+
+def _retraining_lines(say):
+    """``start(total)``: the ``advance(k)`` of a batch's retraining (``retrain``'s progress),
+    saying ``retrained i/total classifiers`` with its rate and ETA at most every
+    ``RETRAIN_LINE_EVERY`` seconds, timed from the learner's ``advance(0)``."""
+    def start(total: int):
+        state = {"done": 0, "began": _clock(), "said": _clock()}
+
+        def advance(k: int) -> None:
+            now = _clock()
+            if k == 0:  # the learner's work begins (its processes started, data loaded)
+                state["began"] = state["said"] = now
+                return
+            state["done"] += k
+            if state["done"] < total and now - state["said"] >= RETRAIN_LINE_EVERY:
+                state["said"] = now
+                say("    retraining: " + rate_text(state["done"], total, now - state["began"],
+                                                   "classifiers"))
+        return advance
+    return start
+
+
 def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
                out_dir: str | Path | None = None, log=None,
                overwrite: bool = True) -> AttackResult:
@@ -285,7 +311,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
         if isinstance(backend, NNBackend):
             results = [({primary.name: None}, 0) for _ in batch]
         else:
-            results = backend.poisoned(edits, judges, clean_P, clean_R)
+            results = backend.poisoned(edits, judges, clean_P, clean_R,
+                                       progress=_retraining_lines(say))
         for (attack, t, r, _, c), e, (preds, n_re) in zip(batch, edits, results, strict=True):
             # a modification is one removal and one insertion in the edits
             ops = e.n_added if attack == "modify" else e.n_removed + e.n_relabelled + e.n_added
@@ -345,7 +372,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
                 preds = {bj[0].name: backend.poisoned_all(e, x_p)}
                 n_re = 0
             else:
-                preds, n_re = backend.poisoned([e], bj, bP, bR, x_test=x_p)[0]
+                preds, n_re = backend.poisoned([e], bj, bP, bR, x_test=x_p,
+                                               progress=_retraining_lines(say))[0]
             for j in bj:
                 rad, p = j.radius["P1"], preds[j.name]
                 within = evaluate & (rad >= e.n_added)  # the insertions made (<= r)

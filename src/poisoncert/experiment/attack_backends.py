@@ -123,8 +123,10 @@ class ClassifierBackend:
         res = retrain(ens, [v], x_test=x_test, ranks=want_ranks)[0]
         return res.predictions, res.ranks
 
-    def poisoned(self, edits_list, judges, clean_P, clean_R, x_test=None):
-        """Per edits: ``({judge name: predictions}, retrained count)``."""
+    def poisoned(self, edits_list, judges, clean_P, clean_R, x_test=None, progress=None):
+        """Per edits: ``({judge name: predictions}, retrained count)``. ``progress``: called
+        with the number of classifiers to retrain, it returns the learner's ``advance(k)``
+        (or None)."""
         from poisoncert.experiment.retrain import retrain, variant
         from poisoncert.runoff import roe_predict
 
@@ -133,7 +135,8 @@ class ClassifierBackend:
         # already preprocessed: deskewing them again moved every insertion elsewhere (and
         # into other buckets than the attack chose)
         vs = [variant(ens, e, keep_p=True, deskew_added=False) for e in edits_list]
-        res = retrain(ens, vs, x_test=x_test, ranks=clean_R is not None)
+        advance = progress(sum(len(v.changed) for v in vs)) if progress else None
+        res = retrain(ens, vs, x_test=x_test, ranks=clean_R is not None, progress=advance)
         out = []
         for v, r in zip(vs, res, strict=True):
             P = clean_P.copy()
