@@ -815,6 +815,31 @@ def test_knn_and_rnn_runs_show_their_search_in_test_points(tmp_path, monkeypatch
         assert seen[1] == 0 and sum(seen[2:]) == n_test and len(seen[2:]) >= 2, seen
 
 
+def test_a_knn_run_refused_for_its_k_shows_no_display_first(tmp_path):
+    """``train --selection.scheme knn --selection.k 5000`` on a training set of fewer samples
+    printed the display's line ("knn k=5000: 0/360 test points, -- test points/s, ...") and
+    then the error: the display opened before nn_outputs checked k. The error is now the only
+    output; a search that begins opens the display once."""
+    from contextlib import contextmanager
+
+    opened: list = []
+
+    @contextmanager
+    def display(total, completed, label, *, unit="models"):
+        opened.append(label)
+        yield lambda k: None
+
+    n = len(split_data(_cfg().data).y_train)
+    with pytest.raises(ConfigError, match="selection.k"):
+        train_run(_cfg(selection__scheme="knn", selection__k=n + 1), tmp_path / "bad",
+                  progress=display)
+    assert opened == []
+    for scheme, extra in (("knn", {"selection__k": 3}),
+                          ("rnn", {"selection__r": 20.0, "selection__k": None})):
+        train_run(_cfg(selection__scheme=scheme, **extra), tmp_path / scheme, progress=display)
+    assert opened == ["knn k=3", "rnn r=20.0"]
+
+
 def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
     """kNN's insertion radius is exact: within it nothing changes, one operation beyond it the
     insertion attack wins on most targets, so the check can fail when a radius is too large."""

@@ -137,8 +137,8 @@ def nearest_labels(x_train, y_train, x_test, depth: int, *, progress=None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Labels and squared distances of the ``depth`` nearest training samples of each test point,
     nearest first (equal distances: smaller training index first). Returns int64 and float64
-    arrays ``(n_test, depth)``. ``progress(m)`` is called as blocks of ``m`` test points are
-    done."""
+    arrays ``(n_test, depth)``. ``progress(0)`` is called once the inputs are checked (the
+    search begins), then ``progress(m)`` as blocks of ``m`` test points are done."""
     where = "nearest_labels"
     xt, y, xs = _check_xy(x_train, y_train, x_test, where)
     n = xt.shape[0]
@@ -147,6 +147,8 @@ def nearest_labels(x_train, y_train, x_test, depth: int, *, progress=None
     dists = np.empty((xs.shape[0], depth), dtype=np.float64)
     step = max(1, _BLOCK // n)
     exact = exact_products(xs, xt)
+    if progress is not None:
+        progress(0)  # the search begins: the inputs are checked
     for s in range(0, xs.shape[0], step):
         d2 = squared_distances(xs[s:s + step], xt, exact=exact)
         if depth < n:
@@ -193,8 +195,8 @@ def knn_votes(x_train, y_train, x_test, k: int, *, n_classes: int | None = None)
 def rnn_votes(x_train, y_train, x_test, r: float, *, n_classes: int | None = None,
               progress=None) -> np.ndarray:
     """Class counts ``(n_test, C)`` of the training samples within distance ``r`` (``d^2 <=
-    r^2``, both in float64). ``progress(m)`` is called as blocks of ``m`` test points are
-    done."""
+    r^2``, both in float64). ``progress(0)`` is called once the inputs are checked (the
+    search begins), then ``progress(m)`` as blocks of ``m`` test points are done."""
     where = "rnn_votes"
     r = check_real(r, "r", where, low=0.0)
     xt, y, xs = _check_xy(x_train, y_train, x_test, where)
@@ -203,6 +205,8 @@ def rnn_votes(x_train, y_train, x_test, r: float, *, n_classes: int | None = Non
     step = max(1, _BLOCK // xt.shape[0])
     onehot = (y[:, None] == np.arange(C)[None, :]).astype(np.float64)
     exact = exact_products(xs, xt)
+    if progress is not None:
+        progress(0)  # the search begins: the inputs are checked
     for s in range(0, xs.shape[0], step):
         inside = squared_distances(xs[s:s + step], xt, exact=exact) <= r * r
         out[s:s + step] = np.rint(inside.astype(np.float64) @ onehot).astype(np.int64)

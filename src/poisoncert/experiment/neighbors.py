@@ -17,6 +17,7 @@ attackable, which is sound (a known-clean neighbour only makes the attack harder
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from pathlib import Path
@@ -125,8 +126,17 @@ def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None,
     takes_unit = "unit" in inspect.signature(display).parameters
     s = cfg.selection
     label = f"{s.scheme} {'k' if s.scheme == 'knn' else 'r'}={s.k if s.scheme == 'knn' else s.r}"
-    with display(n_test, 0, label, **({"unit": "test points"} if takes_unit else {})) as advance:
-        advance(0)
+    with contextlib.ExitStack() as stack:
+        shown: list = []
+
+        def advance(k: int) -> None:
+            # the display opens when the search begins (knn's progress(0), after the checks
+            # of nn_outputs and knn): a bad selection.k is one error line, not a bar first
+            if not shown:
+                kw = {"unit": "test points"} if takes_unit else {}
+                shown.append(stack.enter_context(display(n_test, 0, label, **kw)))
+            shown[0](k)
+
         try:  # checks the inputs before any file
             neighbors, votes, pred = nn_outputs(cfg, data, progress=advance)
         except KeyboardInterrupt:
