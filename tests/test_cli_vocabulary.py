@@ -155,6 +155,35 @@ def test_certify_shows_the_checksums_it_reads_and_takes_quiet(tmp_path, monkeypa
     assert r.exit_code == 0 and r.stderr == "", r.output
 
 
+def test_certify_refuses_its_options_before_reading_the_checksums(tmp_path):
+    """``certify RUN --alpha 2`` read every checksummed file of the run (gigabytes of weights,
+    under the new bar from VERIFY_BAR_MIB on) and only then refused --alpha: the options are
+    now checked before any file is read, the display never opened."""
+    pytest.importorskip("torch")
+    from contextlib import contextmanager
+
+    from poisoncert.experiment import certify_run
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "training": {**CONFIG["training"],
+                                                          "save_weights": True}}))
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"]).exit_code == 0
+    opened = []
+
+    @contextmanager
+    def display(total, completed, label):
+        opened.append(label)
+        yield lambda k: None
+
+    for bad in ({"alpha": 2.0}, {"model": "P9"}, {"rhos": [-1]}):
+        with pytest.raises(ValueError):
+            certify_run(run, plot=False, progress=display, **bad)
+    assert opened == []
+    certify_run(run, plot=False, progress=display)
+    assert opened == ["checksums"]
+
+
 def test_ctrl_c_in_certify_radius_and_delta_is_one_line_and_130(tmp_path, monkeypatch):
     """certify, radius and delta stopped by Ctrl-C exited 130 without a word (typer's own
     handling), where train, predict, attack and update say what is left."""

@@ -122,15 +122,15 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
                     aggregation: str | None, display=None) -> CertifyResult:
     cfg = rd.load_config()
     refuse_statistics(cfg.selection.scheme, alpha, method, "certify")
-    checked = rd.verify(display) if verify else {
-        "verified": None, "note": "not verified (--no-verify): the run's files were not "
-                                  "checked against its manifest"}
     options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model),
                                  ("aggregation", aggregation)) if v is not None}
     if rhos is not None:
         options["rhos"] = [int(r) if isinstance(r, (int, np.integer)) else r
                            for r in np.atleast_1d(rhos).tolist()]
-    c = dataclasses.replace(cfg.certify, **options)
+    c = dataclasses.replace(cfg.certify, **options)  # checked before the files are read
+    checked = rd.verify(display) if verify else {
+        "verified": None, "note": "not verified (--no-verify): the run's files were not "
+                                  "checked against its manifest"}
     data = _manifest_data(rd)
     votes = rd.load(runs.VOTES)
     labels = rd.load(runs.LABELS)
