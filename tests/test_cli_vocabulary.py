@@ -139,8 +139,10 @@ def test_certify_shows_the_checksums_it_reads_and_takes_quiet(tmp_path, monkeypa
 
     certify_run(run, plot=False, progress=display)
     sums = json.loads((run / "manifest.json").read_text())["checksums"]
-    mib = sum(-(-(run / rel).stat().st_size // 2**20) for rel in sums)
-    assert seen == [[mib, 0, "checksums", mib]] and mib >= len(sums)
+    size = sum((run / rel).stat().st_size for rel in sums)
+    mib = -(-size // 2**20)  # the bytes' MiB, rounded up once (not each file's)
+    assert seen == [[mib, 0, "checksums", mib]], (seen, size, len(sums))
+    assert mib < len(sums)  # files of less than a MiB each: rounded up each, one per file
     monkeypatch.setattr(cli_runs, "VERIFY_BAR_MIB", 0)
     loud = runner.invoke(app, ["certify", str(run), "--no-plot"])
     assert loud.exit_code == 0, loud.output

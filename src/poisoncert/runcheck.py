@@ -93,12 +93,17 @@ def verify_run(rd, progress=None) -> dict[str, Any]:
                     "config its hash, and the arrays each other."}
 
 
-def _mib(path: Path) -> int:
-    """A file's size in MiB, rounded up (0 for a file that cannot be read: named below)."""
+def _size(path: Path) -> int:
+    """A file's size in bytes (0 for a file that cannot be read: named below)."""
     try:
-        return -(-path.stat().st_size // (1 << 20))
+        return path.stat().st_size
     except OSError:
         return 0
+
+
+def _mib(size: int) -> int:
+    """``size`` bytes in MiB, rounded up."""
+    return -(-size // (1 << 20))
 
 
 def _check_files(rd, sums, man_path: Path, progress=None) -> None:
@@ -109,12 +114,22 @@ def _check_files(rd, sums, man_path: Path, progress=None) -> None:
         if not parts or Path(rel).is_absolute() or ".." in parts:
             raise RunError(f"The manifest '{man_path}' names the file '{rel}', outside the run "
                            "directory.")
-    sizes = {rel: _mib(rd.path / rel) for rel in sums}
     if progress is None:
         _check_sums(rd, sums, lambda k: None)
     else:
-        with progress(sum(sizes.values()), 0, "checksums") as advance:
-            _check_sums(rd, sums, lambda rel: advance(sizes[rel]))
+        # the MiB of the bytes read so far, rounded up once (a file's own size rounded up
+        # counted 19 MiB for a run of 7.8: 12 files of about a MiB or less)
+        sizes = {rel: _size(rd.path / rel) for rel in sums}
+        read = [0, 0]  # bytes read, MiB shown
+
+        def done(rel: str) -> None:
+            read[0] += sizes[rel]
+            mib = _mib(read[0])
+            advance(mib - read[1])
+            read[1] = mib
+
+        with progress(_mib(sum(sizes.values())), 0, "checksums") as advance:
+            _check_sums(rd, sums, done)
     if rd.weights_dir.is_dir():
         for p in sorted(rd.weights_dir.iterdir()):
             if p.is_file() and not p.name.startswith(TMP_PREFIX) \
