@@ -1370,3 +1370,20 @@ def test_attack_says_how_a_batchs_retraining_goes(tmp_path, monkeypatch):
                                                           attacks=("flip",)), log=lines.append)
     retraining = [t for t in lines if t.startswith("    retraining: ")]
     assert retraining and all(" classifiers, " in t and " ETA " in t for t in retraining), lines
+
+
+def test_an_rnn_run_abstaining_is_no_divergence(tmp_path):
+    """An rNN abstains where no training sample lies within r, its rule; ``train`` warned that
+    those "base classifiers gave outputs that are not finite (diverged training)" and ``--json``
+    said ``diverged: 1``. A knn / rnn run trains nothing: no such warning."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    cfg = _cfg(selection__scheme="rnn", selection__k=None, selection__r=20.0)
+    run = tmp_path / "rnn"
+    r = CliRunner().invoke(app, ["train", str(_write_cfg(tmp_path, cfg)), "--run-dir",
+                                 str(run), "-q", "--json"])
+    assert r.exit_code == 0, r.output
+    assert (RunDir(run).load(PREDICTIONS) == -1).any()  # some balls are empty
+    assert r.stderr == "" and json.loads(r.stdout)["diverged"] == 0, r.output

@@ -164,6 +164,9 @@ class RunResult:
     chunks_trained: int
     chunks_skipped: int
     seconds: float
+    #: False for a knn / rnn run: nothing is trained (an rNN abstains where no training sample
+    #: lies within r, which is no divergence)
+    trained: bool = True
 
     @property
     def T(self) -> int:
@@ -178,7 +181,10 @@ class RunResult:
     def diverged(self) -> int:
         """Classifiers that abstain on some test input although they had something to learn
         from: their outputs were not finite there (``training.labels_of``: a diverged
-        training), not an empty sub-dataset's (which abstains on every input)."""
+        training), not an empty sub-dataset's (which abstains on every input). None in a
+        knn / rnn run (``trained`` False): an rNN's abstentions are its empty balls."""
+        if not self.trained:
+            return 0
         out = self.predictions < 0
         some = out.any(axis=1)
         return int((some & ((self.subset_sizes > 0) | ~out.all(axis=1))).sum())
@@ -333,7 +339,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
         from poisoncert.experiment.neighbors import train_nn_run
 
         with rd.lock():
-            return RunResult(**train_nn_run(cfg, rd, t0=t0, progress=progress))
+            return RunResult(**train_nn_run(cfg, rd, t0=t0, progress=progress), trained=False)
     data = split_data(cfg.data)
     data.warn_missing_classes()
     subset_plan(cfg.selection, data)
