@@ -782,6 +782,34 @@ def test_a_download_shows_its_progress_with_the_rate_and_eta(isolated, monkeypat
             assert [line.split(", ")[-1] for line in err[1:]] == ["01:15 elapsed",
                                                                   "02:05 elapsed"], err
         assert (isolated / f"dl{sized}" / "x.gz").read_bytes() == data
+    # -q / --json: nothing on stderr (train said its downloads whatever it was told)
+    with download_mod.quiet_downloads():
+        download_mod.download_file(known, isolated / "dlq" / "x.gz")
+    assert capsys.readouterr().err == ""
+    assert (isolated / "dlq" / "x.gz").read_bytes() == data
+
+
+@pytest.mark.parametrize("flags", [["-q"], ["--json"], []])
+def test_train_quiet_or_json_silences_its_downloads(tmp_path, monkeypatch, flags):
+    """``train -q`` and ``--json`` leave the download lines out, as they leave the bar out."""
+    from typer.testing import CliRunner
+
+    import poisoncert.experiment as experiment
+    from poisoncert.cli import app
+
+    seen = []
+
+    def fake_train_run(*args, **kwargs):
+        seen.append(download_mod._SHOW[0])
+        raise ValueError("stopped here")
+
+    monkeypatch.setattr(experiment, "train_run", fake_train_run)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("data: {name: digits}\nselection: {scheme: without_replacement, ns: 10, "
+                   "T: 2}\n")
+    r = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "r"), *flags])
+    assert r.exit_code == 1 and "stopped here" in r.output, r.output
+    assert seen == [not flags] and download_mod._SHOW[0]
 
 
 def test_download_with_bad_content_everywhere_leaves_nothing(isolated, monkeypatch):

@@ -122,7 +122,9 @@ def train(
                            address=address, devices=devices, gpus_per_task=gpus_per_task,
                            where="train")
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
-        with interrupt_line():
+        from poisoncert.data.download import quiet_downloads
+
+        with interrupt_line(), quiet_downloads(quiet or as_json):
             res = train_run(cfg, run_dir, executor=ex,
                             progress=None if quiet or as_json else rich_progress)
     if res.diverged:  # their NaN outputs abstain; a certificate of them is rarely wanted

@@ -12,6 +12,7 @@ silence for minutes).
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import logging
 import os
@@ -27,7 +28,7 @@ from poisoncert.data.paths import ENV_VAR
 from poisoncert.data.registry import DatasetSpec, KnownFile
 from poisoncert.rates import clock_text, rate_and_eta, speed_text
 
-__all__ = ["PROGRESS_S", "TIMEOUT_S", "download_dataset", "download_file"]
+__all__ = ["PROGRESS_S", "TIMEOUT_S", "download_dataset", "download_file", "quiet_downloads"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,21 @@ _urlopen = urllib.request.urlopen
 _clock = time.monotonic
 
 _CHUNK = 1 << 20
+
+#: Whether a download writes what it fetches and its progress on stderr (``quiet_downloads``).
+_SHOW = [True]
+
+
+@contextlib.contextmanager
+def quiet_downloads(quiet: bool = True):
+    """Within it, downloads write nothing on stderr (``-q`` / ``--json`` on the command line);
+    their failures are errors as ever."""
+    before = _SHOW[0]
+    _SHOW[0] = before and not quiet
+    try:
+        yield
+    finally:
+        _SHOW[0] = before
 
 
 def download_dataset(spec: DatasetSpec, folder: Path) -> None:
@@ -148,6 +164,8 @@ class _Shown:
         self._write(f"downloading {name}{size} from {url}\n")
 
     def _write(self, text: str) -> None:
+        if not _SHOW[0]:
+            return
         self.stream.write(text)
         self.stream.flush()
 
