@@ -737,6 +737,16 @@ def test_votes_of_other_classifiers_are_not_certified_as_the_ensembles():
     P = np.where(rng.random((8, 30)) < 0.8, 0, rng.integers(0, 3, (8, 30))).astype(np.int16)
     own = fa.certify_predictions(P)
     assert own.radius.max() >= 1
+    # array-likes that are no list (a torch tensor, a pandas frame: __array__) are arrays
+
+    class Tensorish:
+        def __init__(self, a):
+            self.a = a
+
+        def __array__(self, dtype=None, copy=None):
+            return self.a
+
+    assert fa.certify_predictions(Tensorish(P)).radius.tolist() == own.radius.tolist()
     for bad in (np.concatenate([P, P]), P[:4], P[:, :, None]):
         with pytest.raises(ValueError, match=r"^The 'predictions' parameter of "
                                              r"Ensemble.certify_predictions must be an int "
@@ -748,6 +758,7 @@ def test_votes_of_other_classifiers_are_not_certified_as_the_ensembles():
     dpa = _bare_ensemble("partition", k=5)
     votes = np.array([[5, 0, 0], [3, 2, 0]])
     assert dpa.certify_votes(votes).radius.tolist() == [1, 0]
+    assert dpa.certify_votes(Tensorish(votes)).radius.tolist() == [1, 0]
     assert dpa.certify_votes(votes, model="P1").radius.tolist() == [2, 0]
     for bad, got in ((2 * votes, "row 0 summing to 10"), (votes[:, :2], r"shape \(2, 2\)")):
         with pytest.raises(ValueError, match=r"^The 'votes' parameter of Ensemble.certify_votes "

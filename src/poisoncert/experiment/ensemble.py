@@ -290,6 +290,7 @@ class Ensemble:
         certified as this ensemble's (Finite Aggregation reads its ``k`` from the rows)."""
         allowed = (f"an int array of shape (T, n) = ({self.T}, n): every base classifier's "
                    f"label (-1 to {self.n_classes - 1}), one row per classifier of the run")
+        predictions = _as_array(predictions)
         shape = np.shape(predictions) if _array_like(predictions) else None
         if shape is None or len(shape) != 2 or shape[0] != self.T:
             got = f"an array of shape {shape}" if shape is not None else predictions
@@ -310,6 +311,7 @@ class Ensemble:
         naming it (more votes than classifiers would widen the gaps the radius reads)."""
         allowed = (f"an int array of shape (n, {self.n_classes}) of vote counts by the run's "
                    f"{self.T} base classifiers (each row summing to at most {self.T})")
+        votes = _as_array(votes)
         shape = np.shape(votes) if _array_like(votes) else None
         if shape is None or len(shape) != 2 or shape[1] != self.n_classes:
             got = f"an array of shape {shape}" if shape is not None else votes
@@ -367,6 +369,17 @@ class Ensemble:
                               f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
                               f"an array of dtype {arr.dtype} and shape {arr.shape}")
         return arr
+
+
+def _as_array(x):
+    """An array-like that is no list (a torch tensor, a pandas frame: ``__array__``) as a numpy
+    array; anything else as it is."""
+    if not isinstance(x, (np.ndarray, list, tuple)) and hasattr(x, "__array__"):
+        try:
+            return np.asarray(x)
+        except (TypeError, ValueError, RuntimeError):  # e.g. a tensor that requires grad
+            return x
+    return x
 
 
 def _array_like(x) -> bool:
