@@ -1050,6 +1050,25 @@ def test_weights_layouts(tmp_path):
     assert w.untyped_storage().nbytes() == w.numel() * w.element_size()
 
 
+def test_the_same_weights_and_metadata_are_the_same_bytes(tmp_path):
+    """Two writes of the same classifiers and metadata are the same file, byte for byte (a
+    run's chunk files and manifest record its weights files' SHA-256). safetensors writes the
+    metadata in a hash map's order, which changed from call to call: two runs of one config
+    with identical predictions and weights had weights files of other bytes."""
+    from safetensors import safe_open
+
+    g = torch.Generator().manual_seed(0)
+    W = [{"a.weight": torch.randn(3, 2, generator=g)} for _ in range(2)]
+    meta = {f"key{i}": f"value {i}" for i in range(8)}  # 8! orders: a repeat by chance is rare
+    blobs = {weights_to_bytes(W, meta) for _ in range(4)}
+    files = {save_weights(tmp_path / f"w{i}.safetensors", W, meta).read_bytes()
+             for i in range(4)}
+    assert len(blobs) == 1 and files == blobs
+    with safe_open(str(tmp_path / "w0.safetensors"), framework="pt") as f:
+        assert {k: f.metadata()[k] for k in meta} == meta
+        assert torch.equal(f.get_tensor("a.weight"), torch.stack([w["a.weight"] for w in W]))
+
+
 @pytest.mark.parametrize("device", _DEVICES)
 def test_host_state_dicts_are_exact_own_cpu_copies(device):
     """``engine.host_state_dicts``: every classifier's tensors on the CPU, equal to the

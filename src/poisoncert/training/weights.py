@@ -165,11 +165,8 @@ def save_weights(path: str | Path, state_dicts: Sequence[dict | None],
     """Write per-classifier state dicts (``None`` = no classifier) to one safetensors file
     (the stacked layout where they share names, shapes and dtypes); ``metadata`` (str ->
     str) is kept."""
-    from safetensors.torch import save_file
-
-    tensors, meta = _flatten(state_dicts, metadata)
     path = Path(path)
-    save_file(tensors, str(path), metadata=meta)
+    path.write_bytes(weights_to_bytes(state_dicts, metadata))
     return path
 
 
@@ -185,11 +182,33 @@ def load_weights(path: str | Path) -> list[dict | None]:
 
 
 def weights_to_bytes(state_dicts: Sequence[dict | None], metadata: dict | None = None) -> bytes:
-    """``save_weights`` to bytes (safetensors format)."""
+    """``save_weights`` to bytes (safetensors format), the same bytes for the same tensors and
+    metadata (``_canonical_header``)."""
     from safetensors.torch import save
 
     tensors, meta = _flatten(state_dicts, metadata)
-    return save(tensors, metadata=meta)
+    return _canonical_header(save(tensors, metadata=meta))
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """``data`` (a safetensors file) with its header's metadata in sorted key order.
+
+    safetensors writes the metadata from a Rust ``HashMap``, in an order that changes from
+    one call to the next, so the same weights gave files of other bytes (and SHA-256s in the
+    chunk files and the manifest) on every run. The header is written again with the same
+    entries, sorted, compact, and padded with spaces to its former length (what safetensors
+    pads with), so the tensors' offsets and bytes are untouched."""
+    import json
+
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {})
+    ordered.update(header)
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # another escaping than serde_json's: keep safetensors' own bytes
+        return data
+    return data[:8] + text.ljust(n, b" ") + data[8 + n:]
 
 
 def weights_from_bytes(data: bytes) -> list[dict | None]:
