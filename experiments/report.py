@@ -708,14 +708,21 @@ class Report:
         return "\n".join(lines) + "\n"
 
     # Wall times -----------------------------------------------------------------------------
-    def walls(self):
+    def wall_rows(self, names=None) -> list[list]:
+        """The wall-time table's rows of the runs (those of ``names`` only, where given)."""
         rows = []
         for name, r in self.runs.items():
+            if names is not None and name not in names:
+                continue
             acc, base = r.accuracies()
             t = r.timing
             rows.append([name, r.T, r.n, pct(base), pct(acc), f"{t.get('train_s', 0):.0f}",
                          f"{t.get('certify_s', 0):.1f}", t.get("cpus", "?"),
                          t.get("workers", "?")])
+        return rows
+
+    def walls(self):
+        rows = self.wall_rows()
         self.add("## Wall times of all runs\n\nWall-clock seconds from each run's "
                  "`timing.json`, with the CPUs and worker processes it records (anything else "
                  "the machine ran at the same time is included).\n\n"
@@ -789,6 +796,31 @@ def update_groups(text: str) -> str:
     if start < 0 or end < 0:
         return text
     return text[:start + len(GROUPS_AT)] + group_list() + text[end:]
+
+
+WALLS = "## Wall times of all runs"
+
+
+def update_wall_rows(text: str, rows: list[list]) -> str:
+    """``text`` with each of ``rows`` (``Report.wall_rows``) in its wall-time table: in place
+    of the row of the same run, else after the table's last row (``--only`` regenerates a
+    section's runs; their rows there would otherwise keep an earlier run's figures)."""
+    span = section_span(text, WALLS)
+    if span is None or not rows:
+        return text
+    start, end = span
+    lines = text[start:end].split("\n")
+    for row in rows:
+        line = "| " + " | ".join(str(c) for c in row) + " |"
+        same = [i for i, old in enumerate(lines) if old.startswith(f"| {row[0]} |")]
+        if same:
+            lines[same[0]] = line
+        else:
+            last = max((i for i, old in enumerate(lines) if old.startswith("|")), default=None)
+            if last is None:
+                continue  # no table to add it to
+            lines.insert(last + 1, line)
+    return text[:start] + "\n".join(lines) + text[end:]
 
 
 def update_summary(text: str, summary: str) -> str:
@@ -871,6 +903,8 @@ def main(argv=None) -> int:
                 "names (each made at the revision its manifest gives); the rest of the report "
                 "is from the revision at the top.*\n")
         text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
+        names = {n for g in groups for n, _, _ in runner.GROUPS[g]}
+        text = update_wall_rows(text, rep.wall_rows(names))
         save_text(out, update_groups(update_summary(text, rep.summary_text())))
         print(f"updated the section '{heading}' of {out} ({len(runs)} "
               f"run{'s' * (len(runs) != 1)})")

@@ -1280,12 +1280,24 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
                      "cifar10_with_replacement"])
     md = tmp_path / "docs" / "results.md"
     md.parent.mkdir()
-    md.write_text("# R\n\n## Case 3\n\na\n\n## CIFAR-10\n\nold\n\n## DPA baseline on MNIST\n\nb\n")
+    walls = ("## Wall times of all runs\n\nw\n\n| run | T |\n|---|---|\n"
+             "| mnist17_x | 1000 |\n| cifar10_with_replacement | 1 | 2 | 0.0% | 0.0% | 9 |\n")
+    md.write_text("# R\n\n## Case 3\n\na\n\n## CIFAR-10\n\nold\n\n## DPA baseline on MNIST\n\nb\n\n"
+                  + walls)
     report.main(["--runs-dir", str(runs), "--out", str(md), "--only", "cifar"])
     text = md.read_text()
     assert "\nold\n" not in text
     assert text.startswith("# R\n\n## Case 3\n\na\n\n## CIFAR-10 (Figure 4")
-    assert text.endswith("\n## DPA baseline on MNIST\n\nb\n")
+    assert "\n## DPA baseline on MNIST\n\nb\n\n## Wall times of all runs\n" in text
+    # the wall-time table's row of the regenerated run is the run's (it kept the earlier
+    # run's figures, so the report gave one run two base accuracies); other rows are kept
+    wall = text[text.index("## Wall times of all runs"):]
+    want = report.Report(report.load_runs(runs), md.parent / "figures",
+                         md.parent).wall_rows({"cifar10_with_replacement"})
+    assert len(want) == 1 and want[0][:3] == ["cifar10_with_replacement", 2, 50000]
+    assert "| cifar10_with_replacement | 1 | 2 |" not in wall
+    assert wall.endswith("| mnist17_x | 1000 |\n| "
+                         + " | ".join(str(c) for c in want[0]) + " |\n")
     rows = [line for line in text.splitlines()
             if line.startswith("| cifar10_with_replacement | with repl. (2) |")]
     assert [r.split(" | ")[2] for r in rows] == [

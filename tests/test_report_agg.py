@@ -67,6 +67,19 @@ def test_update_summary_replaces_a_bullet_or_adds_it(modules):
     assert report.update_summary("# R\n", "## Summary\n- A: b\n") == "# R\n"
 
 
+def test_update_wall_rows_replaces_a_run_s_row_or_adds_it(modules):
+    """report.py --only puts its runs' rows in the wall-time table (the CIFAR-10 CPU run's row
+    kept an earlier run's base accuracy and time beside the section's newer ones)."""
+    _, report = modules
+    text = ("# R\n\n## Wall times of all runs\n\nw\n\n| run | T | base |\n|---|---|---|\n"
+            "| a | 1 | 30.4% |\n| b | 2 | 1.0% |\n\n## Z\n\nz\n")
+    new = report.update_wall_rows(text, [["a", 1, "30.5%"], ["c", 3, "2.0%"]])
+    assert new == text.replace("| a | 1 | 30.4% |\n| b | 2 | 1.0% |\n",
+                               "| a | 1 | 30.5% |\n| b | 2 | 1.0% |\n| c | 3 | 2.0% |\n")
+    assert report.update_wall_rows(new, [["a", 1, "30.5%"]]) == new
+    assert report.update_wall_rows("# R\n", [["a", 1, "x"]]) == "# R\n"
+
+
 def test_update_groups_lists_every_group_of_run_py(modules):
     run, report = modules
     text = "x `python experiments/run.py GROUP` (groups: `a`, `b`); each run y"
