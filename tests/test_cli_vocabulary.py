@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import click
 import pytest
@@ -125,11 +126,7 @@ def test_certify_shows_the_checksums_it_reads_and_takes_quiet(tmp_path, monkeypa
     import poisoncert.cli.runs as cli_runs
     from poisoncert.experiment import certify_run
 
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump({**CONFIG, "training": {**CONFIG["training"],
-                                                          "save_weights": True}}))
-    run = tmp_path / "run"
-    assert runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"]).exit_code == 0
+    run = _run_with_weights(tmp_path)
     seen = []
 
     @contextmanager
@@ -166,11 +163,7 @@ def test_certify_refuses_its_options_before_reading_the_checksums(tmp_path):
 
     from poisoncert.experiment import certify_run
 
-    cfg = tmp_path / "exp.yaml"
-    cfg.write_text(yaml.safe_dump({**CONFIG, "training": {**CONFIG["training"],
-                                                          "save_weights": True}}))
-    run = tmp_path / "run"
-    assert runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"]).exit_code == 0
+    run = _run_with_weights(tmp_path)
     opened = []
 
     @contextmanager
@@ -208,3 +201,13 @@ def test_ctrl_c_in_certify_radius_and_delta_is_one_line_and_130(tmp_path, monkey
     r = runner.invoke(app, ["radius", "--scheme", "wr", "--n", "100", "--ns", "10", "--gap",
                             "0.5"])
     assert r.exit_code == 130 and r.stderr == "interrupted: nothing was written.\n", r.output
+
+
+def _run_with_weights(tmp_path: Path) -> Path:
+    """A small run of ``CONFIG`` that keeps its weights (checksummed files of some size)."""
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "training": {**CONFIG["training"],
+                                                          "save_weights": True}}))
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"]).exit_code == 0
+    return run

@@ -69,7 +69,6 @@ def test_delta_out_interrupted_while_drawn_keeps_the_earlier_figure(tmp_path, mo
     """``poisoncert delta --out`` stopped (Ctrl-C) while matplotlib writes the PNG: the
     earlier figure stays whole (savefig wrote straight into it, leaving a truncated PNG), and
     no temporary file is left beside it."""
-    from matplotlib.figure import Figure
     from typer.testing import CliRunner
 
     from poisoncert.cli import app
@@ -78,9 +77,21 @@ def test_delta_out_interrupted_while_drawn_keeps_the_earlier_figure(tmp_path, mo
     r = CliRunner().invoke(app, ["delta", "--steps", "2", "--out", str(out)])
     assert r.exit_code == 0, r.output
     before = out.read_bytes()
+    interrupt_savefig(monkeypatch)
+    r = CliRunner().invoke(app, ["delta", "--steps", "3", "--out", str(out)])
+    assert r.exit_code == 130, r.output
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure2.png"]
+
+
+def interrupt_savefig(monkeypatch) -> None:
+    """Make matplotlib's ``Figure.savefig`` write its file, cut it to 100 bytes (half a PNG)
+    and raise ``KeyboardInterrupt``, as Ctrl-C while a figure is written."""
+    from matplotlib.figure import Figure
+
     real = Figure.savefig
 
-    def interrupted(self, fname, **kw):  # half a PNG written, then Ctrl-C
+    def interrupted(self, fname, **kw):
         real(self, fname, **kw)
         if hasattr(fname, "truncate"):
             fname.truncate(100)
@@ -90,7 +101,3 @@ def test_delta_out_interrupted_while_drawn_keeps_the_earlier_figure(tmp_path, mo
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Figure, "savefig", interrupted)
-    r = CliRunner().invoke(app, ["delta", "--steps", "3", "--out", str(out)])
-    assert r.exit_code == 130, r.output
-    assert out.read_bytes() == before
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["figure2.png"]

@@ -165,6 +165,7 @@ def test_a_report_figure_interrupted_while_drawn_keeps_the_earlier_one(modules, 
     """report.py redraws docs/figures/*.png in place: a Ctrl-C while matplotlib wrote one
     left a truncated PNG where the committed figure was; now the earlier file stays whole."""
     from matplotlib.figure import Figure
+    from test_plots import interrupt_savefig
 
     _, report = modules
     rep = report.Report({}, tmp_path, tmp_path)
@@ -172,18 +173,7 @@ def test_a_report_figure_interrupted_while_drawn_keeps_the_earlier_one(modules, 
     fig.subplots().plot([0, 1], [1, 0])
     rep.fig(fig, "a.png")
     before = (tmp_path / "a.png").read_bytes()
-    real = Figure.savefig
-
-    def interrupted(self, fname, **kw):  # half a PNG written, then Ctrl-C
-        real(self, fname, **kw)
-        if hasattr(fname, "truncate"):
-            fname.truncate(100)
-        else:
-            with open(fname, "r+b") as f:
-                f.truncate(100)
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(Figure, "savefig", interrupted)
+    interrupt_savefig(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         rep.fig(fig, "a.png")
     assert (tmp_path / "a.png").read_bytes() == before

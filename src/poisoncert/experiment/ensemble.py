@@ -290,11 +290,8 @@ class Ensemble:
         certified as this ensemble's (Finite Aggregation reads its ``k`` from the rows)."""
         allowed = (f"an int array of shape (T, n) = ({self.T}, n): every base classifier's "
                    f"label (-1 to {self.n_classes - 1}), one row per classifier of the run")
-        predictions = _as_array(predictions)
-        shape = np.shape(predictions) if _array_like(predictions) else None
-        if shape is None or len(shape) != 2 or shape[0] != self.T:
-            got = f"an array of shape {shape}" if shape is not None else predictions
-            raise param_error("predictions", where, allowed, got)
+        predictions = _matrix(predictions, "predictions", where, allowed,
+                              lambda shape: shape[0] == self.T)
         if isinstance(predictions, np.ndarray) and predictions.dtype.kind in "iu":
             # base_predictions' int16 matrix as it is: an int64 copy would take four times
             # the memory _check_predictions_fit allowed for it
@@ -311,11 +308,8 @@ class Ensemble:
         naming it (more votes than classifiers would widen the gaps the radius reads)."""
         allowed = (f"an int array of shape (n, {self.n_classes}) of vote counts by the run's "
                    f"{self.T} base classifiers (each row summing to at most {self.T})")
-        votes = _as_array(votes)
-        shape = np.shape(votes) if _array_like(votes) else None
-        if shape is None or len(shape) != 2 or shape[1] != self.n_classes:
-            got = f"an array of shape {shape}" if shape is not None else votes
-            raise param_error("votes", where, allowed, got)
+        votes = _matrix(votes, "votes", where, allowed,
+                        lambda shape: shape[1] == self.n_classes)
         arr = check_int_array(votes, "votes", where, low=0)
         over = np.flatnonzero(arr.sum(axis=1) > self.T)
         if over.size:
@@ -369,6 +363,17 @@ class Ensemble:
                               f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
                               f"an array of dtype {arr.dtype} and shape {arr.shape}")
         return arr
+
+
+def _matrix(x, name: str, where: str, allowed: str, fits):
+    """``x`` (``_as_array``) if it is a 2-d array-like whose shape ``fits``, else one
+    ``param_error`` naming ``name`` and the shape given."""
+    x = _as_array(x)
+    shape = np.shape(x) if _array_like(x) else None
+    if shape is None or len(shape) != 2 or not fits(shape):
+        raise param_error(name, where, allowed,
+                          f"an array of shape {shape}" if shape is not None else x)
+    return x
 
 
 def _as_array(x):
