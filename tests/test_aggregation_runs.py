@@ -1306,7 +1306,9 @@ def test_attack_on_a_knn_run_refuses_data_that_changed_since_it_was_trained(tmp_
     settings = AttackSettings(attacks=("insert",), budgets=(1,), targets=2)
     attack_run(tmp_path / "run", settings=settings)  # the run's own data: attacked
     write(path)  # other arrays of the same shapes at the same path
-    with pytest.raises(RunError, match=r"have changed since it was trained"):
+    with pytest.raises(RunError, match=r"have changed since it was trained \(array checksum "
+                                       r".*\): restore the data it was trained on, or train a "
+                                       r"new run on these data and attack that\.$"):
         attack_run(tmp_path / "run", settings=settings)
 
 

@@ -239,7 +239,9 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
         old = rd.load_manifest().get("data", {}).get("sha256_arrays")
         if old is not None and old != data.summary.sha256_arrays:
             raise RunError(f"The data of the run '{rd.path}' have changed since it was "
-                           "trained.")
+                           f"trained (array checksum {old[:12]}... is now "
+                           f"{data.summary.sha256_arrays[:12]}...): restore the data it was "
+                           "trained on, or train a new run on these data and attack that.")
         backend = NNBackend(rd, cfg, data)
         builder = EditBuilder(data, cfg)
         votes = rd.load(runs.VOTES)
