@@ -37,7 +37,7 @@ from _args import at_least  # benchmarks/_args.py
 from poisoncert.training.engine import host_state_dicts
 from poisoncert.training.fast import stack_models
 from poisoncert.training.models import build_model
-from poisoncert.training.weights import _flatten, load_weights
+from poisoncert.training.weights import _flatten, load_weights, weights_to_bytes
 
 MODELS = {"cnn_small": ((1, 28, 28), 10), "lenet5": ((1, 28, 28), 2)}
 
@@ -78,9 +78,13 @@ def best(repeats: int, fn, *args):
 
 
 def to_bytes(state_dicts, stacked: bool) -> bytes:
+    """The stacked layout as runs write it (``weights_to_bytes``, its header's metadata
+    sorted); the per-classifier layout as safetensors wrote it."""
     from safetensors.torch import save
 
-    return save(*_flatten(state_dicts, {"run": "bench"}, stacked=stacked))
+    if stacked:
+        return weights_to_bytes(state_dicts, {"run": "bench"})
+    return save(*_flatten(state_dicts, {"run": "bench"}, stacked=False))
 
 
 def write_and_hash(path: Path, data: bytes) -> str:

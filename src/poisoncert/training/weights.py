@@ -206,9 +206,11 @@ def _canonical_header(data: bytes) -> bytes:
     ordered = ({"__metadata__": dict(sorted(meta.items()))} if meta is not None else {})
     ordered.update(header)
     text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
-    if len(text) > n:  # another escaping than serde_json's: keep safetensors' own bytes
-        return data
-    return data[:8] + text.ljust(n, b" ") + data[8 + n:]
+    text = text.ljust(n, b" ")
+    if len(text) > n or text == data[8:8 + n]:  # another escaping than serde_json's (keep
+        return data                             # safetensors' bytes), or already in order
+    # one copy of the tensors' bytes (a slice of data, then +, made two: 0.4 s for 200 MB)
+    return b"".join((data[:8], text, memoryview(data)[8 + n:]))
 
 
 def weights_from_bytes(data: bytes) -> list[dict | None]:
