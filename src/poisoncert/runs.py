@@ -151,6 +151,18 @@ def own_edits(cfg: ExperimentConfig, run_dir: str | Path) -> ExperimentConfig:
 # The run directory
 
 
+def refuse_changed_data(run_dir: str | Path, manifest: dict | None, sha256_arrays: str, *,
+                        since: str = "has changed since it started",
+                        then: str = "it cannot be resumed") -> None:
+    """A ``RunError`` where the data a process loaded (``sha256_arrays``, its
+    ``DataSplit.summary``) are not the data the run's ``manifest`` records: its ``n``, labels
+    and certificates are of those. Nothing for a manifest without a data checksum."""
+    old = (manifest or {}).get("data", {}).get("sha256_arrays")
+    if old is not None and old != sha256_arrays:
+        raise RunError(f"The data of the run '{run_dir}' {since} (array checksum {old[:12]}... "
+                       f"is now {sha256_arrays[:12]}...): {then}.")
+
+
 def check_writable(path: str | Path) -> None:
     """Raise a ``RunError`` unless ``path`` is, or could be created as, a writable folder.
 

@@ -219,7 +219,7 @@ def _refuse_earlier_results(out: Path, run: Path) -> None:
     found = [name for name in ATTACK_FILES if (out / name).exists()]
     if found:
         where = "the run directory, the default" if out == run else "out_dir"
-        raise runs.RunError(
+        raise RunError(
             f"The attack's results folder '{out}' ({where}; CLI: --out) already holds an "
             f"earlier attack's results ({', '.join(found)}). Give --out a new folder to keep "
             "them, or --force to replace them.")
@@ -236,12 +236,10 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
         data = split_data(cfg.data)
         # the clean certificates come from the run's neighbours, the poisoned predictions from
         # these arrays: they must be the data the run searched (load_ensemble checks the same)
-        old = rd.load_manifest().get("data", {}).get("sha256_arrays")
-        if old is not None and old != data.summary.sha256_arrays:
-            raise RunError(f"The data of the run '{rd.path}' have changed since it was "
-                           f"trained (array checksum {old[:12]}... is now "
-                           f"{data.summary.sha256_arrays[:12]}...): restore the data it was "
-                           "trained on, or train a new run on these data and attack that.")
+        runs.refuse_changed_data(rd.path, rd.load_manifest(), data.summary.sha256_arrays,
+                                 since="have changed since it was trained",
+                                 then="restore the data it was trained on, or train a new "
+                                      "run on these data and attack that")
         backend = NNBackend(rd, cfg, data)
         builder = EditBuilder(data, cfg)
         votes = rd.load(runs.VOTES)

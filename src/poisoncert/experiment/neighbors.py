@@ -28,7 +28,7 @@ from poisoncert import knn, runs
 from poisoncert.config import ExperimentConfig, config_error
 from poisoncert.experiment.display import no_display
 from poisoncert.experiment.split import DataSplit, split_data
-from poisoncert.runs import RunDir, RunError
+from poisoncert.runs import RunDir
 
 __all__ = ["NEIGHBORS", "nn_outputs", "pixel_features", "train_nn_run"]
 
@@ -104,17 +104,15 @@ def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None,
     t0 = time.perf_counter() if t0 is None else t0
     data = split_data(cfg.data)
     data.warn_missing_classes()
-    old = rd.load_manifest().get("data", {}).get("sha256_arrays") if rd.exists() else None
-    new = data.summary.sha256_arrays
-    if old is not None and old != new:  # as train_run refuses it for other runs: a resumed
-        # run keeps its manifest, whose data (n_train, checksum) certify reads
-        raise RunError(f"The data of the run '{rd.path}' has changed since it started "
-                       f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
-                       "resumed.")
-    if rd.exists() and rd.load_manifest().get("finished"):  # a finished run: read it
+    manifest = rd.load_manifest() if rd.exists() else None
+    # as train_run refuses it for other runs: a resumed run keeps its manifest, whose data
+    # (n_train, checksum) certify reads
+    runs.refuse_changed_data(rd.path, manifest, data.summary.sha256_arrays)
+    if manifest is not None and manifest.get("finished"):  # a finished run: read it
         names = [runs.VOTES, runs.PREDICTIONS, runs.LABELS] + \
             ([NEIGHBORS] if cfg.selection.scheme == "knn" else [])
-        if old == new and all((rd / n).exists() for n in names):
+        same = manifest.get("data", {}).get("sha256_arrays") is not None  # and equal: above
+        if same and all((rd / n).exists() for n in names):
             pred = rd.load(runs.PREDICTIONS)
             return dict(run_dir=rd.path, predictions=pred, votes=rd.load(runs.VOTES),
                         labels=rd.load(runs.LABELS),

@@ -124,9 +124,10 @@ def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
     if data is None:
         data = split_data(cfg.data)
     manifest = rd.load_manifest()
-    old = manifest.get("data", {}).get("sha256_arrays")
-    if old is not None and old != data.summary.sha256_arrays:
-        raise RunError(f"The data of the run '{rd.path}' have changed since it was trained.")
+    runs.refuse_changed_data(rd.path, manifest, data.summary.sha256_arrays,
+                             since="have changed since it was trained",
+                             then="restore the data it was trained on, or train a new run on "
+                                  "these data")
     _check_model_code(rd, cfg, manifest)
     plan = subset_plan(cfg.selection, data)
     seeds = rd.load(runs.SEEDS)

@@ -181,8 +181,8 @@ class RunResult:
     def diverged(self) -> int:
         """Classifiers that abstain on some test input although they had something to learn
         from: their outputs were not finite there (``training.labels_of``: a diverged
-        training), not an empty sub-dataset's (which abstains on every input). None in a
-        knn / rnn run (``trained`` False): an rNN's abstentions are its empty balls."""
+        training), not an empty sub-dataset's (which abstains on every input). In a
+        knn / rnn run, 0 (``trained`` False): an rNN's abstentions are its empty balls."""
         if not self.trained:
             return 0
         out = self.predictions < 0
@@ -348,13 +348,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     preflight = getattr(executor, "preflight", None)
     if preflight is not None:  # e.g. a Ray cluster that does not answer: before any file
         preflight()
-    if old_manifest is not None:
-        old = old_manifest.get("data", {}).get("sha256_arrays")
-        new = data.summary.sha256_arrays
-        if old is not None and old != new:
-            raise RunError(f"The data of the run '{rd.path}' has changed since it started "
-                           f"(array checksum {old[:12]}... is now {new[:12]}...): it cannot be "
-                           "resumed.")
+    runs.refuse_changed_data(rd.path, old_manifest, data.summary.sha256_arrays)
     manifest = runs.build_manifest(cfg, data=data.summary.manifest())
     source = model_source(cfg)
     if source is not None:  # compared when the run is resumed, updated or attacked
