@@ -386,6 +386,8 @@ def _mp_delta(scheme, n, ns, rho, model="P6"):
             return mpmath.inf
         return 1 - Q_of(n - rho)
     inserts = {"P1": [rho], "P3": [0], "P5": [0]}.get(model, range(rho + 1))
+    if model in ("P4", "P6") and scheme == "without_replacement" and rho > 2000:
+        inserts = _mp_turning_points(int(n), ns, rho)
     best = mpmath.mpf(-10)
     for a in inserts:
         if scheme == "with_replacement":
@@ -396,6 +398,30 @@ def _mp_delta(scheme, n, ns, rho, model="P6"):
             R = mpmath.e ** (-_mp_logC_ratio(n + a, n, ns))
         best = max(best, 1 + R - 2 * Q_of(n - rho + a))
     return best
+
+
+def _mp_turning_points(n: int, ns: int, rho: int) -> list[int]:
+    """Bagging without replacement, ``a`` insertions and ``rho - a`` modifications: the ``a``
+    where ``1 + R - 2Q`` is largest, with its neighbours, found in 60 digits by bisection
+    instead of trying every ``a`` (too many for large ``rho``). ``g(a + 1) - g(a)`` has the sign
+    of ``1/2 - C(n - rho + a, ns - 1) / C(n + a, ns - 1)``, and that ratio grows with ``a``."""
+    a_lo = max(rho - n, 0)
+    if n - rho + a_lo < ns:
+        return [a_lo]  # some attack leaves fewer than ns samples: delta is infinite
+
+    def turned(a):
+        return _mp_logC_ratio(n + a, n - rho + a, ns - 1) >= mpmath.log(mpmath.mpf(1) / 2)
+
+    lo, hi = a_lo, rho
+    if turned(lo):
+        hi = lo
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if turned(mid):
+            hi = mid
+        else:
+            lo = mid + 1
+    return [a for a in (lo - 1, lo, lo + 1) if a_lo <= a <= rho]
 
 
 @pytest.mark.parametrize(
@@ -524,6 +550,84 @@ def test_delta_upper_bounds_exact_delta_where_lgamma_is_used(n, ns, model, rhos)
         exact = _mp_delta("without_replacement", n, ns, rho, model)
         assert up >= exact, (rho, up, float(exact))
         assert abs(mpmath.mpf(v) - exact) <= e, (rho, v, e, float(exact))
+
+
+@pytest.mark.parametrize("n,ns,model,gap", [
+    (10**10, 1100, "P2", 0.9),
+    (10**11, 2000, "P1", 0.3),
+    (10**12, 2000, "P2", 0.3),
+    (10**12, 2000, "P6", 0.99),
+    (10**12, 50000, "P4", 0.9),
+    (10**12, 50000, "P6", 0.68516003),
+    (10**15, 3000, "P6", 0.3),
+])
+def test_radius_exact_beyond_the_cumulative_tables(n, ns, model, gap):
+    """Bagging without replacement with ``ns > 1024`` and radii above ``TABLE_MAX``: ``Q`` and
+    ``R`` come from Stirling differences (``_wor_log_ratio_stirling``). The radius is sound
+    and, up to ``n = 10^12``, exact (60 digits). lgamma differences used to collapse these radii
+    (n = 10^12, ns = 2000, P2 at gap 0.3: 8,388,608 where the exact radius is 178,321,570), and
+    at ``(10^12, 50000, P6, 0.68516003)`` the maximum over insertions took the error of the
+    candidate with the larger value, not the larger upper bound: radius 8,388,609 where exact
+    delta(8,388,609) = 0.6851600321 > gap, unsound. At ``n = 10^15`` the margin and error bounds
+    are a few radius units (delta grows by 3e-12 per unit), so only soundness and closeness are
+    checked there."""
+    from poisoncert.schemedelta import TABLE_MAX
+
+    r = certified_radius(gap, scheme="without_replacement", n=n, ns=ns, model=model)
+    assert r > TABLE_MAX // 2, r
+    if n <= 10**12:
+        check_radius_in_60_digits("without_replacement", n, ns, gap, r, model)
+    else:
+        assert _mp_delta("without_replacement", n, ns, r, model) < gap, r
+        assert _mp_delta("without_replacement", n, ns, r + 8, model) >= gap, r
+
+
+@pytest.mark.parametrize("scheme,n,ns,p", [("with_replacement", 10, 1000, None),
+                                           ("without_replacement", 2000, 1500, None),
+                                           ("binomial", 10, None, 0.9)])
+def test_delta_that_overflows_has_an_infinite_bound_not_nan(scheme, n, ns, p):
+    """Under P6, ``R`` overflows for large ``rho``: the value is inf and so is its error bound
+    (inf - inf must not turn it into nan, which compares false against every gap)."""
+    from poisoncert.schemedelta import SchemeDelta
+
+    rho = np.array([1, 5, 100, 10**6, 10**12])
+    val, err = SchemeDelta(scheme, n, ns, p, "P6").delta_err(rho)
+    assert not np.isnan(val).any() and not np.isnan(err).any(), (val, err)
+    assert np.isinf(val[-1])
+    upper = SelectionBound(scheme, n, ns=ns, p=p, model="P6").delta_upper(rho)
+    assert not np.isnan(upper).any() and upper[-1] == np.inf
+
+
+@pytest.mark.parametrize("sign", [-1, 1])
+def test_stirling_log_ratio_error_bound_covers_the_exact_value(sign):
+    """``_wor_log_ratio_stirling``'s stated bound holds against 50-digit lgamma on random
+    settings from n = 10^7 to 10^15.9, ns from 1025 to 10^8, ``k`` anywhere beyond
+    ``TABLE_MAX`` (near-total removal, where lgamma itself is used, included), and it is not
+    vacuous: within a factor 1000 of the largest error seen."""
+    from poisoncert.schemedelta import TABLE_MAX, _wor_log_ratio_stirling
+
+    rng = np.random.default_rng(11 + sign)
+    seen, checked = 0.0, 0
+    with mpmath.workdps(50):
+        while checked < 150:
+            n = int(10 ** rng.uniform(7, 15.9))
+            ns = min(int(10 ** rng.uniform(3.02, min(8.0, math.log10(n)))), n)
+            if sign < 0:
+                if n - ns <= TABLE_MAX:
+                    continue
+                k = (n - ns - int(rng.integers(0, 20_000)) if rng.random() < 0.3
+                     else int(rng.integers(TABLE_MAX + 1, n - ns + 1)))
+                if k <= TABLE_MAX:
+                    continue
+            else:
+                k = int(rng.integers(TABLE_MAX + 1, min(2**53 - n, 10 * n) + 1))
+            m = n - k if sign < 0 else n + k
+            v, e = _wor_log_ratio_stirling(n, ns, np.array([k]), sign)
+            exact = _mp_logC_ratio(n, m, ns)
+            err = abs(mpmath.mpf(float(v[0])) - exact)
+            assert err <= e[0], (n, ns, k, float(v[0]), float(exact), e[0])
+            seen, checked = max(seen, float(err / e[0])), checked + 1
+    assert seen > 1e-3, seen
 
 
 def test_binomial_large_n_high_precision():

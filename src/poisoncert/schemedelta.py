@@ -3,10 +3,10 @@
 ``SchemeDelta(scheme, n, ns, p, model)`` evaluates the maximum of Theorem 1's
 ``1 + R(m) - 2 Q(|Omega|)`` over the attacks of ``rho`` operations a poisoning model allows
 (the table in ``poisoncert.bounds``), with ``Q`` and ``R`` of the three selection schemes in
-log space (``log1p`` sums, cumulative tables for large ``ns``, ``lgamma`` beyond them) and,
-for every value, a rigorous absolute bound on its error. It takes values already checked by
-``bounds.SelectionBound``, which searches radii against ``delta + error + MARGIN``. numpy and
-scipy only.
+log space (``log1p`` sums, cumulative tables for large ``ns``, differences of Stirling's series
+beyond them) and, for every value, a rigorous absolute bound on its error. It takes values
+already checked by ``bounds.SelectionBound``, which searches radii against ``delta + error +
+MARGIN``. numpy and scipy only.
 """
 
 from __future__ import annotations
@@ -84,17 +84,19 @@ class SchemeDelta:
         return val, err
 
     def _delta_insert_modify(self, rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """P4/P6: ``max over a`` of ``g(a)``, at the candidates that can hold the maximum.
+        """P4/P6: ``max over a`` of ``g(a)``, from candidates that can hold the maximum.
 
-        Every candidate is a valid attack, so the result never exceeds the true maximum by
-        more than float noise; it can fall short only where the top is flat to float noise,
-        far below ``MARGIN``.
+        The value is the largest ``g`` of the candidates (each a valid attack); the error
+        bound reaches every candidate's ``g + err``, and for bagging without replacement an
+        upper bound on ``g`` over the whole interval the turning point may lie in
+        (``_wor_turning_bracket``), so ``val + err`` bounds the exact maximum from above.
         """
         n, scheme, ns = self.n, self.scheme, self.ns
         rho = np.asarray(rho, dtype=np.int64)
         # Modifications cannot exceed n: a >= rho - n.
         a_lo = np.maximum(rho - n, 0)
         best_v, best_e = self._g(rho, a_lo)
+        best_u = best_v + best_e
         extra: list[np.ndarray] = []
         if scheme == "binomial":
             # g = 1 + (1 - 2 q^rho) q^(-a) is monotone in a: the max is at an endpoint, at
@@ -110,10 +112,20 @@ class SchemeDelta:
             a_c = np.minimum(a_c, np.iinfo(np.int64).max // 4).astype(np.int64)
             for off in (-1, 0, 1, 2):
                 extra.append(np.clip(a_c + off, a_lo, rho))
-        elif ns >= 2:  # without replacement: discrete turning point by bisection
-            a_star = self._wor_turning_point(rho, a_lo)
-            for off in (-1, 0, 1):
-                extra.append(np.clip(a_star + off, a_lo, rho))
+        elif ns >= 2:  # without replacement: the discrete turning point, bracketed
+            a_p, a_c = self._wor_turning_bracket(rho, a_lo)
+            for a in (a_p - 1, a_p, a_c, a_c + 1):
+                extra.append(np.clip(a, a_lo, rho))
+            wide = np.flatnonzero(a_p < a_c)
+            if wide.size:
+                # g(a) <= 1 + R(n + a_c) - 2 Q(n - rho + a_p) for every a in [a_p, a_c]: R
+                # grows with a, and so does Q (fewer samples modified).
+                lr, er = self._logR(a_c[wide])
+                lq, eq = self._logQ(rho[wide] - a_p[wide])
+                R, Q = np.exp(lr), np.exp(lq)
+                up = 1.0 + R - 2.0 * Q + (R * _exp_err(er) + 2.0 * Q * _exp_err(eq)
+                                          + 4 * _EPS * (1.0 + R))
+                best_u[wide] = np.maximum(best_u[wide], up)
         for a in extra:
             sel = np.flatnonzero(a != a_lo)
             if sel.size == 0:
@@ -122,6 +134,13 @@ class SchemeDelta:
             take = v > best_v[sel]
             best_v[sel] = np.where(take, v, best_v[sel])
             best_e[sel] = np.where(take, e, best_e[sel])
+            best_u[sel] = np.maximum(best_u[sel], v + e)
+        # The value is the best candidate's (within its own error of an attack's delta); the
+        # bound reaches the largest candidate upper bound, plus the rounding of that sum.
+        # (A value that overflowed to inf has an infinite bound, not inf - inf.)
+        spread = np.where(np.isfinite(best_u), best_u - np.where(np.isfinite(best_v), best_v,
+                                                                 best_u), np.inf)
+        best_e = np.maximum(best_e, spread) + 4 * _EPS * np.abs(best_u)
         if scheme == "without_replacement":
             # An attack leaving |Omega| < ns exists whenever rho > n - ns (a = a_lo): inf.
             inf = n - rho + a_lo < ns
@@ -129,42 +148,47 @@ class SchemeDelta:
             best_e = np.where(inf, 0.0, best_e)
         return best_v, best_e
 
-    def _wor_turning_point(self, rho: np.ndarray, a_lo: np.ndarray) -> np.ndarray:
-        """First ``a`` where ``g(a + 1) - g(a) <= 0`` for bagging without replacement.
+    def _wor_turning_bracket(self, rho: np.ndarray,
+                             a_lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Integers ``a_p <= a_t <= a_c`` around the turning point ``a_t`` of bagging without
+        replacement: the first ``a`` in ``[a_lo, rho]`` where ``g(a + 1) - g(a) <= 0`` (``rho``
+        if none), where ``g`` is largest.
 
         ``g(a + 1) - g(a) = [C(n + a, ns - 1) - 2 C(n - rho + a, ns - 1)] / C(n, ns)``, whose sign
         is that of ``1/2 - prod_{i < ns - 1} (1 - rho / (n + a - i))``; the product increases
-        with ``a``, so a bisection finds the turn.
+        with ``a``. Its log is computed with an error bound: one bisection on "turned for
+        certain" (lower end at or above log 1/2) gives ``a_c``, one on "possibly turned"
+        gives ``a_p``. Each holds whatever the rounding: ``a_c`` is ``rho`` or a point where
+        the exact product is at least 1/2, ``a_p`` is ``a_lo`` or one past a point where it is
+        below. Usually ``a_p == a_c == a_t``.
         """
         n, ns = self.n, self.ns
-        lo = a_lo.copy()
-        hi = rho.copy()
         log_half = math.log(0.5)
 
-        def turned(a, idx=None):
-            # log C(n - rho + a, ns - 1) - log C(n + a, ns - 1)
-            # = [logQ(rho - a) - logR(a)] + log((n + a - ns + 1) / (n - rho + a - ns + 1))
-            r = rho if idx is None else rho[idx]
-            lq, _ = self._logQ(r - a)
-            lr, _ = self._logR(a)
+        def log_product(a, r):
+            # log C(n - r + a, ns - 1) - log C(n + a, ns - 1)
+            # = [logQ(r - a) - logR(a)] + log((n + a - ns + 1) / (n - r + a - ns + 1))
+            lq, eq = self._logQ(r - a)
+            lr, er = self._logR(a)
             omega = n - r + a
             with np.errstate(divide="ignore", invalid="ignore"):
                 corr = np.log((n + a - ns + 1) / np.maximum(omega - ns + 1, 1).astype(float))
-            lratio = np.where(omega >= ns, lq - lr + corr, -np.inf)
-            return lratio >= log_half
+            live = omega >= ns
+            val = np.where(live, lq - lr + corr, -np.inf)
+            err = np.where(live, eq + er + 4 * _EPS * (1.0 + np.abs(corr) + np.abs(val)), 0.0)
+            return val, err
 
-        hi = np.where(turned(lo), lo, hi)  # already decreasing from a_lo (the usual case)
-        while True:
-            active = lo < hi
-            if not active.any():
-                return lo
-            idx = np.flatnonzero(active)
-            mid = lo.copy()
-            mid[idx] = (lo[idx] + hi[idx]) // 2
-            t = np.zeros(lo.shape, dtype=bool)
-            t[idx] = turned(mid[idx], idx)
-            hi = np.where(active & t, mid, hi)
-            lo = np.where(active & ~t, mid + 1, lo)
+        def certain(a, r):
+            val, err = log_product(a, r)
+            return val - err >= log_half
+
+        def possible(a, r):
+            val, err = log_product(a, r)
+            return val + err >= log_half
+
+        a_p = _first_true(possible, rho, a_lo, rho)
+        a_c = _first_true(certain, rho, a_p, rho)
+        return a_p, a_c
 
     # --------------------------------------------------------- Q and R in logs
     def _logQ(self, k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -269,21 +293,105 @@ class SchemeDelta:
             e[small] = err[ks]
         big = ~small
         if big.any():
-            kb = k[big].astype(np.float64)
-            if sign < 0:
-                w = n - kb
-                val = gammaln(w + 1) - gammaln(np.maximum(w - ns + 1, 1)) \
-                    - gammaln(n + 1.0) + gammaln(n - ns + 1.0)
-                scale = gammaln(n + 1.0)
-            else:
-                m = n + kb
-                val = gammaln(m + 1) - gammaln(m - ns + 1) - gammaln(n + 1.0) \
-                    + gammaln(n - ns + 1.0)
-                scale = gammaln(m + 1)
-            v[big] = val
-            # lgamma differences of huge arguments cancel: a generous bound.
-            e[big] = 64 * _EPS * (np.abs(scale) + np.abs(val) + 1.0)
+            v[big], e[big] = _wor_log_ratio_stirling(n, ns, k[big], sign)
         return v, e
+
+
+def _first_true(pred, rho: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Vectorised bisection for the first ``a`` in ``[lo, hi]`` with ``pred(a, rho)`` (``hi``
+    itself is never tested). The result is ``hi`` or a point where ``pred`` held, and ``lo``
+    or one past a point where it failed, whether or not ``pred`` is monotone."""
+    lo = lo.copy()
+    hi = hi.copy()
+    hi = np.where(pred(lo, rho), lo, hi)  # already true at lo (the usual case)
+    while True:
+        active = lo < hi
+        if not active.any():
+            return lo
+        idx = np.flatnonzero(active)
+        mid = (lo[idx] + hi[idx]) // 2
+        t = pred(mid, rho[idx])
+        hi[idx] = np.where(t, mid, hi[idx])
+        lo[idx] = np.where(t, lo[idx], mid + 1)
+
+
+#: Below this, ``_wor_log_ratio_stirling`` takes lgamma itself (Stirling's series to
+#: ``x^-5`` is then off by less than ``1 / (1680 x^7)``, far below a float's resolution).
+_STIRLING_MIN = 1e4
+
+
+def _stirling_tail(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``lgamma(x) - [(x - 1/2) log x - x + log(2 pi) / 2]`` for ``x >= _STIRLING_MIN`` and an
+    absolute error bound: the series ``1/(12x) - 1/(360x^3) + 1/(1260x^5)``, whose remainder
+    is below its first omitted term ``1/(1680x^7)`` for real ``x > 0`` (DLMF 5.11.10)."""
+    x2 = x * x
+    t = (1.0 / 12.0 - (1.0 / 360.0 - 1.0 / (1260.0 * x2)) / x2) / x
+    return t, 8 * _EPS * np.abs(t) + 1.0 / (1680.0 * x2 * x2 * x2 * x)
+
+
+def _wor_log_ratio_stirling(n: int, ns: int, k: np.ndarray,
+                            sign: int) -> tuple[np.ndarray, np.ndarray]:
+    """Bagging without replacement, many samples removed or added: ``log C(n -/+ k, ns) /
+    C(n, ns)`` and an absolute error bound, without lgamma's cancellation.
+
+    With ``a = m - ns + 1`` for ``m = n -/+ k`` and ``b = n - ns + 1``, the ratio is
+    ``[lgamma(a + ns) - lgamma(a)] - [lgamma(b + ns) - lgamma(b)]``. Stirling's series turns
+    each bracket into ``(x - 1/2) log1p(ns / x) + ns log(x + ns) - ns + tail(x + ns) -
+    tail(x)``, so the difference is ``(a - 1/2) log1p(ns / a) - (b - 1/2) log1p(ns / b) + ns
+    log((m + 1) / (n + 1))`` plus the tails: terms of size ``ns``, not ``n log n`` (lgamma of
+    ``n = 10^12`` is 2.7e13, whose rounding alone moved the log by 0.4). Where ``a`` or ``b`` is
+    below ``_STIRLING_MIN`` (``ns`` near ``n``, or all but a few samples removed), lgamma's
+    difference with a bound of its cancellation.
+    """
+    h = float(ns)
+    kf = k.astype(np.float64)
+    nf = float(n)
+    m = nf - kf if sign < 0 else nf + kf
+    a = m - h + 1.0
+    b = nf - h + 1.0
+    v = np.empty(k.shape)
+    e = np.empty(k.shape)
+    ok = np.minimum(a, b) >= _STIRLING_MIN
+    if ok.any():
+        ka, aa, ma = kf[ok], a[ok], m[ok]
+        t_a = (aa - 0.5) * np.log1p(h / aa)
+        t_b = (b - 0.5) * math.log1p(h / b)
+        # rounding of each product and log1p (a few ulps), of a = m - ns + 1 itself where
+        # m exceeds 2^53 (d/dx of (x - 1/2) log1p(ns / x) is below ns^2 / x^2), the sum
+        t1 = t_a - t_b
+        e1 = 4 * _EPS * (np.abs(t_a) + abs(t_b) + h * h / aa + h * h / b) + _EPS * np.abs(t1)
+        x = ka / (nf + 1.0)
+        if sign < 0:
+            # log((n - k + 1) / (n + 1)): log1p(-x) while x <= 1/2 (condition x / (1 - x) <= 1),
+            # else the difference of two logs of exact integers
+            near = x <= 0.5
+            lg = np.where(near, np.log1p(-np.minimum(x, 0.5)),
+                          np.log(np.maximum(ma + 1.0, 1.0)) - math.log(nf + 1.0))
+            lg_err = np.where(near, 2 * _EPS * (np.abs(lg) + 2 * x),
+                              4 * _EPS * (np.log(np.maximum(ma + 1.0, 1.0)) + math.log(nf + 1.0)))
+        else:
+            lg = np.log1p(x)
+            lg_err = 2 * _EPS * (np.abs(lg) + x)
+        t2 = h * lg
+        e2 = h * lg_err + _EPS * np.abs(t2)
+        sa, sea = _stirling_tail(aa)
+        sah, seah = _stirling_tail(aa + h)
+        sb, seb = _stirling_tail(np.array(b))
+        sbh, sebh = _stirling_tail(np.array(b + h))
+        t3 = (sah - sa) - (sbh - sb)
+        e3 = sea + seah + seb + sebh + 4 * _EPS * (np.abs(sa) + np.abs(sah) + abs(sb) + abs(sbh))
+        val = t1 + t2 + t3
+        v[ok] = val
+        e[ok] = e1 + e2 + e3 + 4 * _EPS * (np.abs(t1) + np.abs(t2) + np.abs(t3))
+    far = ~ok
+    if far.any():
+        mf = m[far]
+        val = gammaln(mf + 1) - gammaln(np.maximum(mf - h + 1, 1)) - gammaln(nf + 1.0) \
+            + gammaln(nf - h + 1.0)
+        v[far] = val
+        # lgamma differences of huge arguments cancel: a generous bound.
+        e[far] = 64 * _EPS * (gammaln(np.maximum(mf, nf) + 1.0) + np.abs(val) + 1.0)
+    return v, e
 
 
 def _exp_err(log_err: np.ndarray) -> np.ndarray:
