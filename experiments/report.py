@@ -856,6 +856,19 @@ def splice(text: str, part: str) -> str:
     return text[:start] + part + text[end:]
 
 
+def regenerated_note(what: str, option: str, extra: str = "") -> str:
+    """The line a partial regeneration (``--only``, ``--only-agg``) writes under what it
+    replaced: when, at which code revision and from which runs, since the report's top line
+    gives another revision (two sections showing one configuration's runs made at other
+    revisions could otherwise look like one run reported twice with other figures)."""
+    rev = git_revision(ROOT) or {}
+    return (f"*{what} regenerated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at code "
+            f"revision `{str(rev.get('commit', '?'))[:12]}`"
+            f"{' (dirty tree)' if rev.get('dirty') else ''} (`python experiments/report.py "
+            f"{option}`), {extra}from the runs it names (each made at the revision its "
+            "manifest gives); the rest of the report is from the revision at the top.*\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
@@ -895,13 +908,8 @@ def main(argv=None) -> int:
                              f"the report shows, since --runs-dir '{a.runs_dir}' lacks it: put "
                              "its run directory there")
         getattr(rep, a.only)()
-        rev = git_revision(ROOT) or {}
-        rep.add(f"*This section regenerated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at "
-                f"code revision `{str(rev.get('commit', '?'))[:12]}`"
-                f"{' (dirty tree)' if rev.get('dirty') else ''} (`python experiments/"
-                f"report.py --only {a.only}`), with its Summary bullet, from the runs it "
-                "names (each made at the revision its manifest gives); the rest of the report "
-                "is from the revision at the top.*\n")
+        rep.add(regenerated_note("This section", f"--only {a.only}",
+                                 "with its Summary bullet, "))
         text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
         names = {n for g in groups for n, _, _ in runner.GROUPS[g]}
         text = update_wall_rows(text, rep.wall_rows(names))
@@ -911,6 +919,8 @@ def main(argv=None) -> int:
         return 0
     if a.only_agg:
         parts = agg_parts(runs, fig_dir, out.parent, Path(a.runs_dir))
+        parts.append(regenerated_note("The issue-13 sections (from 'Summary of issue 13' to "
+                                      "here)", "--only-agg"))
         save_text(out, splice(out.read_text(), "\n".join(parts) + "\n"))
         print(f"updated the issue-13 sections of {out} ({len(runs)} runs)")
         return 0

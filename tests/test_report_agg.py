@@ -178,3 +178,36 @@ def test_a_report_figure_interrupted_while_drawn_keeps_the_earlier_one(modules, 
         rep.fig(fig, "a.png")
     assert (tmp_path / "a.png").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["a.png"]
+
+
+def test_only_agg_says_when_and_from_which_revision_its_sections_are(modules, tmp_path,
+                                                                     monkeypatch):
+    """report.py --only-agg spliced the issue-13 sections under the report's top line (one
+    date and code revision) without saying they were regenerated later: docs/results.md gave
+    the DPA ensemble of mnist_dpa (60.0% / 43.6% at rho = 150 / 200) and the same ensemble
+    trained again by a later engine as mnist_agg_dpa (59.9% / 43.7%) as if from one revision.
+    Like --only, it now writes when, at which revision and from which runs; a second splice
+    replaces that line with its own."""
+    _, report = modules
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    out = tmp_path / "doc" / "results.md"
+    out.parent.mkdir()
+    top = "Report generated 2026-11-25 02:59 UTC at code revision `7341474f2f3e`.\n"
+    out.write_text(f"# R\n\n{top}\n## Summary\n\n- a.\n\n## DPA baseline on MNIST\n\ny\n\n"
+                   f"{report.AGG_END}\n\nz\n")
+    part = "## Summary of issue 13 (a)\n\n- one.\n\n## Equal-compute comparison on MNIST: b\n"
+    monkeypatch.setattr(report, "load_runs", lambda path: {"mnist_agg_dpa": None})
+    monkeypatch.setattr(report, "agg_parts", lambda *args: [part])
+    monkeypatch.setattr(report, "git_revision", lambda root: {"commit": "a" * 40,
+                                                              "dirty": False})
+    for _ in range(2):
+        assert report.main(["--runs-dir", str(runs), "--out", str(out), "--only-agg"]) == 0
+        text = out.read_text()
+        assert text.count("regenerated") == 1 and top in text
+        note = text[text.index(part) + len(part):text.index(report.AGG_END)]
+        assert note.strip().startswith("*The issue-13 sections (from 'Summary of issue 13' "
+                                       "to here) regenerated ")
+        assert ("at code revision `aaaaaaaaaaaa` (`python experiments/report.py --only-agg`), "
+                "from the runs it names (each made at the revision its manifest gives); the "
+                "rest of the report is from the revision at the top.*") in note
