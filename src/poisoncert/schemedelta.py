@@ -329,6 +329,30 @@ def _stirling_tail(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t, 8 * _EPS * np.abs(t) + 1.0 / (1680.0 * x2 * x2 * x2 * x)
 
 
+def _stirling_lead(x: np.ndarray, h: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(x - 1/2) log1p(h / x) - h`` and an absolute error bound, without subtracting two
+    numbers of size ``h``: with ``u = h / x`` it is ``x (log1p(u) - u) - log1p(u) / 2``, and
+    ``log1p(u) - u`` is its series ``-u^2/2 + u^3/3 - ...`` (to ``u^10``; the rest is below
+    ``u^11 / 11``) while ``u <= 1/100``. The rounding of ``x`` and ``u`` themselves moves the
+    value by less than ``2 eps h min(u, 1)`` (its derivative in ``x`` is below ``u^2``)."""
+    u = h / x
+    small = u <= 0.01
+    us = np.where(small, u, 0.0)
+    ser = np.zeros(np.shape(u))
+    for j in range(10, 1, -1):  # Horner: sum_{j=2..10} (-1)^(j+1) u^j / j
+        ser = (ser + (-1.0) ** (j + 1) / j) * us
+    ser = ser * us
+    lg = np.log1p(u)
+    direct = lg - u
+    l2 = np.where(small, ser, direct)
+    l2_err = np.where(small, 4 * _EPS * np.abs(ser) + us**11 / 11,
+                      2 * _EPS * (np.abs(lg) + u))
+    val = x * l2 - 0.5 * lg
+    err = (x * l2_err + 2 * _EPS * np.abs(x * l2) + _EPS * np.abs(lg)
+           + 2 * _EPS * h * np.minimum(u, 1.0) + _EPS * np.abs(val))
+    return val, err
+
+
 def _wor_log_ratio_stirling(n: int, ns: int, k: np.ndarray,
                             sign: int) -> tuple[np.ndarray, np.ndarray]:
     """Bagging without replacement, many samples removed or added: ``log C(n -/+ k, ns) /
@@ -354,12 +378,11 @@ def _wor_log_ratio_stirling(n: int, ns: int, k: np.ndarray,
     ok = np.minimum(a, b) >= _STIRLING_MIN
     if ok.any():
         ka, aa, ma = kf[ok], a[ok], m[ok]
-        t_a = (aa - 0.5) * np.log1p(h / aa)
-        t_b = (b - 0.5) * math.log1p(h / b)
-        # rounding of each product and log1p (a few ulps), of a = m - ns + 1 itself where
-        # m exceeds 2^53 (d/dx of (x - 1/2) log1p(ns / x) is below ns^2 / x^2), the sum
+        # (x - 1/2) log1p(ns / x) - ns for x = a and x = b: the ns cancel exactly
+        t_a, e_a = _stirling_lead(aa, h)
+        t_b, e_b = _stirling_lead(np.array(b), h)
         t1 = t_a - t_b
-        e1 = 4 * _EPS * (np.abs(t_a) + abs(t_b) + h * h / aa + h * h / b) + _EPS * np.abs(t1)
+        e1 = e_a + e_b + _EPS * np.abs(t1)
         x = ka / (nf + 1.0)
         if sign < 0:
             # log((n - k + 1) / (n + 1)): log1p(-x) while x <= 1/2 (condition x / (1 - x) <= 1),
