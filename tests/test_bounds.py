@@ -603,6 +603,54 @@ def test_stirling_differences_are_accurate_to_a_few_ulps_of_delta():
         == 585_874_017
 
 
+@pytest.mark.parametrize("n,ns,model,gap,exact_radius", [
+    # the cumulative table (radius below TABLE_MAX): its running sum's worst-case bound
+    # (4 eps k |sum|, 1.6e-9 here) hid the exact radius by 1
+    (810_471_780_962, 12_240, "P4", 0.22986761555743873, 8_084_339),
+    # Stirling differences near 2^53 (the adversarial review's case; was 14 short)
+    (7_424_320_469_693_108, 522_331, "P2", 0.32084752310564535, 5_499_462_822),
+])
+def test_radius_exact_where_delta_moves_by_less_than_1e9_per_unit(n, ns, model, gap,
+                                                                   exact_radius):
+    """Huge n, ``ns > 1024``: delta grows by 1e-9 or less per radius unit, so a loose error
+    bound costs whole units. The radius is the exact one (60 digits: delta(r) < gap <=
+    delta(r + 1))."""
+    r = certified_radius(gap, scheme="without_replacement", n=n, ns=ns, model=model)
+    assert r == exact_radius
+    assert _mp_delta("without_replacement", n, ns, r, model) < gap
+    assert _mp_delta("without_replacement", n, ns, r + 1, model) >= gap
+
+
+def test_running_sums_carry_their_exact_rounding_error():
+    """``_cumsum_with_error``: every prefix within its stated bound of the exact rational sum
+    of the (float) terms, and the bound a few ulps, not ``k eps`` (20,000 terms of one sign);
+    a -inf term keeps the prefixes after it -inf with an infinite bound."""
+    from poisoncert.schemedelta import _cumsum_with_error
+
+    t = -np.log1p(-np.random.default_rng(1).random(20_000) * 1e-3)
+    s, e = _cumsum_with_error(t)
+    acc = Fraction(0)
+    for i, x in enumerate(t.tolist()):
+        acc += Fraction(x)
+        if i % 97 == 0 or i == t.size - 1:
+            assert abs(Fraction(float(s[i + 1])) - acc) <= Fraction(float(e[i + 1])), i
+            assert e[i + 1] <= 4 * np.spacing(s[i + 1]), (i, e[i + 1])
+    s, e = _cumsum_with_error(np.array([-1.0, -2.0, -np.inf, -3.0]))
+    assert s.tolist()[:3] == [0.0, -1.0, -3.0] and np.isneginf(s[3:]).all()
+    assert np.isinf(e[3:]).all()
+
+
+def test_a_radius_search_keeps_one_cumulative_table_per_direction():
+    """The exponential search asks for ever larger tables; each replaces the smaller ones
+    (n = 10^10, ns = 2000, P3 at 0.9 held 134 MB in 24 tables, the largest 67 MB)."""
+    from poisoncert.schemedelta import SchemeDelta
+
+    b = SelectionBound("without_replacement", 10**9, ns=2000, model="P6")
+    b.radius(np.array([0.3, 0.9]))
+    sd = next(v for v in vars(b).values() if isinstance(v, SchemeDelta))
+    assert 1 <= len(sd._tables) <= 2, sorted(sd._tables)
+
+
 @pytest.mark.parametrize("scheme,n,ns,p", [("with_replacement", 10, 1000, None),
                                            ("without_replacement", 2000, 1500, None),
                                            ("binomial", 10, None, 0.9)])

@@ -182,12 +182,29 @@ class SchemeDelta:
             val, err = log_product(a, r)
             return val - err >= log_half
 
-        def possible(a, r):
-            val, err = log_product(a, r)
-            return val + err >= log_half
-
-        a_p = _first_true(possible, rho, a_lo, rho)
-        a_c = _first_true(certain, rho, a_p, rho)
+        # Bisection on "possibly turned", noting at each point kept as the upper end whether
+        # it turned for certain (rho, never tested, counts as certain: a_t <= rho).
+        lo, hi = a_lo.copy(), rho.copy()
+        hi_certain = np.ones(rho.shape, dtype=bool)
+        val, err = log_product(lo, rho)
+        pos = val + err >= log_half
+        hi = np.where(pos, lo, hi)
+        hi_certain = np.where(pos, val - err >= log_half, hi_certain)
+        while True:
+            idx = np.flatnonzero(lo < hi)
+            if not idx.size:
+                break
+            mid = (lo[idx] + hi[idx]) // 2
+            val, err = log_product(mid, rho[idx])
+            pos = val + err >= log_half
+            hi[idx] = np.where(pos, mid, hi[idx])
+            hi_certain[idx] = np.where(pos, val - err >= log_half, hi_certain[idx])
+            lo[idx] = np.where(pos, lo[idx], mid + 1)
+        a_p = lo
+        a_c = a_p.copy()
+        unsure = np.flatnonzero(~hi_certain)
+        if unsure.size:  # rare: the turn lies within rounding of a_p
+            a_c[unsure] = _first_true(certain, rho[unsure], a_p[unsure], rho[unsure])
         return a_p, a_c
 
     # --------------------------------------------------------- Q and R in logs
@@ -253,14 +270,17 @@ class SchemeDelta:
         return v, e
 
     def _wor_table_lookup(self, k: np.ndarray, sign: int) -> tuple[np.ndarray, np.ndarray]:
-        """Large ``ns``: cumulative sums over the removed (or added) samples, else lgamma."""
+        """Large ``ns``: cumulative sums over the removed (or added) samples, else Stirling."""
         n, ns = self.n, self.ns
         kmax = int(k.max()) if k.size else 0
         v = np.empty(k.shape)
         e = np.empty(k.shape)
         small = k <= TABLE_MAX
         if small.any():
-            size = min(kmax, TABLE_MAX) + 1
+            # Sizes rounded up to powers of two (a radius search asks for ever larger k):
+            # a handful of tables per setting, not one per block of radii.
+            size = 1 << min(kmax, TABLE_MAX).bit_length()
+            size = size if size < TABLE_MAX else TABLE_MAX + 1
             key = (sign, size)
             tab = self._tables.get(key)
             if tab is None:
@@ -281,11 +301,12 @@ class SchemeDelta:
                     x = ns / (n + j)
                     terms = -np.log1p(-x)
                     cond = x / (1.0 - x)
-                cs = np.concatenate([[0.0], np.cumsum(terms)])
+                cs, sum_err = _cumsum_with_error(terms)
                 cc = np.concatenate([[0.0], np.cumsum(cond)])
-                idx = np.arange(size, dtype=np.float64)
-                err = 4 * _EPS * ((idx + 2) * np.abs(cs) + cc)
+                err = 4 * _EPS * (3 * np.abs(cs) + cc) + sum_err
                 tab = (cs, err)
+                # a larger table holds every smaller one's entries: keep one per direction
+                self._tables = {kk: t for kk, t in self._tables.items() if kk[0] != sign}
                 self._tables[key] = tab
             cs, err = tab
             ks = k[small]
@@ -295,6 +316,39 @@ class SchemeDelta:
         if big.any():
             v[big], e[big] = _wor_log_ratio_stirling(n, ns, k[big], sign)
         return v, e
+
+
+def _cumsum_with_error(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[0, t0, t0 + t1, ...]`` for terms ``t`` of one sign, and a bound on each prefix's
+    rounding error (given exact ``t``).
+
+    A running sum of ``k`` terms may be off by ``k eps`` times its size in the worst case
+    (7e-9 relative at 8 million terms). Knuth's TwoSum recovers each step's rounding error
+    exactly; their running sum corrects the prefixes, leaving a few ulps plus a second-order
+    ``k^2 eps^2`` times the sum (each step's error is below half an ulp of a prefix, and the
+    prefixes grow in size). If numpy's running sum is not the step-by-step one TwoSum
+    assumes (checked), the worst-case bound is returned.
+    """
+    s = np.empty(t.size + 1)
+    s[0] = 0.0
+    np.cumsum(t, out=s[1:])
+    k = np.arange(s.size, dtype=np.float64) + 2.0
+    prev = s[:-1]
+    p = prev + t
+    if not np.array_equal(p, s[1:]):
+        return s, _EPS * k * np.abs(s)
+    with np.errstate(invalid="ignore"):
+        bb = p - prev
+        p -= bb
+        np.subtract(prev, p, out=p)
+        bb = np.subtract(t, bb, out=bb)
+        q = np.add(p, bb, out=p)  # exact: prev + t == s[1:] + q
+    q[~np.isfinite(q)] = 0.0  # a -inf term (a dead prefix) stays -inf
+    out = s.copy()
+    np.cumsum(q, out=q)
+    out[1:] += q
+    a = np.abs(out)
+    return out, _EPS * a * (1.0 + _EPS * k * k)
 
 
 def _first_true(pred, rho: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
