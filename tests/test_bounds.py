@@ -742,6 +742,18 @@ def test_jia_rounding_beyond_a_2000_bit_grid_is_still_outward():
     assert g1[0] < 0.5 and g2[0] > 0.25  # strictly: neither is a grid point
 
 
+def test_jia_rounding_with_one_sample_is_to_the_integers_for_any_ns():
+    """With ``n = 1`` Jia et al.'s grid ``1 / n^ns`` is the integers for every ``ns``: ``p1``
+    rounds down to 0 and ``p2`` up to 1, so nothing is certified. For ``ns > 2000`` the grid
+    was taken as ``2^-ns`` (``n`` counted as 2) and rounded by one ulp: ``(0.7, 0.2)`` kept
+    its gap and got radius 0 where Jia et al.'s is -1."""
+    for ns in (3, 2000, 2001, 3000):
+        p1, p2 = jia_round(np.array([0.7, 1.0]), np.array([0.2, 0.0]), n=1, ns=ns)
+        assert p1.tolist() == [0.0, 1.0] and p2.tolist() == [1.0, 0.0], ns
+        assert jia_certified_radius(0.7, 0.2, n=1, ns=ns) == -1, ns
+        assert jia_certified_radius(1.0, 0.0, n=1, ns=ns) == 0, ns
+
+
 @settings(max_examples=100, deadline=None)
 @given(st.floats(0, 1), st.floats(0, 1), st.integers(2, 60000), st.integers(1, 40))
 # a grid step (513^-6 = 5.5e-17) below one ulp of 1: the grid point above p2 becomes the float

@@ -257,7 +257,8 @@ def jia_round(p1_lower, p2_upper, *, n: int, ns: int) -> tuple[np.ndarray, np.nd
     ns = check_int(ns, "ns", where, low=1, high=INT_LIMIT)
     p1 = check_real_array(p1_lower, "p1_lower", where, low=0.0, high=1.0)
     p2 = check_real_array(p2_upper, "p2_upper", where, low=0.0, high=1.0)
-    if ns * math.log2(max(n, 2)) > 2000:
+    # n = 1: the grid is the integers (1^ns = 1), however large ns is: round exactly
+    if ns * math.log2(n) > 2000:
         return np.nextafter(p1, -np.inf).clip(0, 1), np.nextafter(p2, np.inf).clip(0, 1)
     N = n**ns
     return _round_grid(p1, N, down=True), _round_grid(p2, N, down=False)
