@@ -196,6 +196,10 @@ TRAIN = [
         words=["list.yaml", "holds a list"], setup=["list.yaml"]),
     cli("train-config-unknown-key", "train", "unknown.yaml", "--run-dir", "new", "-q",
         words=["'selection.nss'"], setup=["unknown.yaml"]),
+    cli("train-config-deep", "train", "deep.yaml", "--run-dir", "new", "-q",
+        words=["deep.yaml", "nested too deeply"], setup=["deep.yaml"]),  # a RecursionError
+    cli("train-override-deep", *T, "--certify.rhos", "[" * 2000 + "]" * 2000,
+        words=["'certify.rhos'", "a list of ints"], setup=["exp.yaml"]),
     cli("train-override-unknown", *T, "--training.stepz", "3", words=["'training.stepz'"],
         setup=["exp.yaml"]),
     cli("train-override-not-int", *T, "--selection.ns", "x", words=["'selection.ns'", "'x'"],
@@ -403,6 +407,8 @@ CERTIFY = [
         setup=["run:manifest-list"]),
     cli("certify-manifest-not-json", "certify", "run",
         words=["run/manifest.json", "not valid JSON"], setup=["run:manifest-text"]),
+    cli("certify-manifest-deep", "certify", "run",
+        words=["run/manifest.json", "not valid JSON"], setup=["run:manifest-deep"]),
     cli("certify-tampered-votes", "certify", "run", words=["run/votes.npy", "changed"],
         setup=["run:votes"]),
     cli("certify-tampered-labels", "certify", "run", words=["run/labels.npy", "changed"],
@@ -814,6 +820,7 @@ def _fixtures(root: Path) -> dict[str, Path]:
     (root / "syntax.yaml").write_text("selection: {ns: 3\n")
     (root / "list.yaml").write_text("- data\n- selection\n")
     (root / "unknown.yaml").write_text("selection: {nss: 3}\n")
+    (root / "deep.yaml").write_text("selection: " + "[" * 2000 + "]" * 2000 + "\n")
     pipeline.train_run(load_config(root / "exp.yaml"), root / "run", progress=False)
     part = load_config(root / "exp.yaml", {"selection.scheme": "partition", "selection.ns":
                                            "null", "selection.T": "null", "selection.k": "4",
@@ -846,6 +853,7 @@ def _edit_run(run: Path, how: str) -> None:
         "manifest-n": lambda: manifest(lambda m: m["data"].update(n=10**7)),
         "manifest-list": lambda: (run / "manifest.json").write_text("[1, 2]"),
         "manifest-text": lambda: (run / "manifest.json").write_text("not json"),
+        "manifest-deep": lambda: (run / "manifest.json").write_text("[" * 10**5 + "]" * 10**5),
         "votes": lambda: npy("votes.npy", lambda a: a.__setitem__((0, 0), a[0, 0] + 1)),
         "labels": lambda: npy("labels.npy", lambda a: a.__setitem__(0, 99)),
         "predictions": lambda: npy("predictions.npy",

@@ -285,7 +285,7 @@ class RunDir(ChunkFiles):
                            f"{getattr(e, 'strerror', None) or e}.") from None
         try:
             man = json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
             raise RunError(f"The manifest '{path}' is not valid JSON ({e}).") from None
         if not isinstance(man, dict):
             raise RunError(f"The manifest '{path}' must hold a JSON object; it holds a "

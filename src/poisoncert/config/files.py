@@ -238,6 +238,9 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
             raise ConfigError(f"The config file '{path}' {e}") from None
         except yaml.YAMLError as e:
             raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
+        except RecursionError:  # PyYAML's parser recurses once per level of nesting
+            raise ConfigError(f"The config file '{path}' is nested too deeply to be read (a "
+                              "config holds sections of keys and values).") from None
         if d is not None and not isinstance(d, dict):
             raise ConfigError(f"The config file '{path}' must hold a mapping of sections (data, "
                               f"selection, training, ...); it holds a {type(d).__name__}.")
@@ -420,7 +423,7 @@ def _coerce(value, tp, key: str, from_text: bool, allowed: str | None = None):
             if text.startswith("["):
                 try:
                     value = yaml.safe_load(text)
-                except yaml.YAMLError:
+                except (yaml.YAMLError, RecursionError):
                     raise ConfigError(str(bad)) from None
             else:  # "0,,5" and "0,5," have an empty element: refused, not dropped
                 value = text.split(",") if text else []
@@ -436,7 +439,7 @@ def _coerce(value, tp, key: str, from_text: bool, allowed: str | None = None):
         if from_text:
             try:
                 value = yaml.safe_load(value)
-            except yaml.YAMLError:
+            except (yaml.YAMLError, RecursionError):
                 raise ConfigError(str(bad)) from None
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
             raise ConfigError(str(bad))

@@ -97,7 +97,7 @@ def read_record(rd: RunDir, cfg: ExperimentConfig) -> dict:
     except FileNotFoundError:
         raise RunError(f"'{path}' is missing: the run is not finished (run train again to "
                        "finish it).") from None
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # RecursionError: nested too deeply
         raise RunError(f"'{path}' is damaged: it is not readable JSON ({e}).") from None
     if not isinstance(record, dict) or record.get("format") != ENSEMBLE_FORMAT:
         got = record.get("format") if isinstance(record, dict) else type(record).__name__

@@ -264,7 +264,7 @@ def _check_model_code(rd: RunDir, cfg, manifest: dict) -> None:
         try:
             source = (json.loads((rd / ENSEMBLE_JSON).read_text()).get("model") or {}).get(
                 "source")
-        except (OSError, ValueError, AttributeError):
+        except (OSError, ValueError, AttributeError, RecursionError):
             source = None
     check_model_source(cfg, source, then="the classifiers retrained now would come from "
                                          "other code than the ones kept (restore the code)")
