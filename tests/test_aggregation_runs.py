@@ -920,6 +920,45 @@ def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
     assert all(t["retrained"] < 8 for t in res.trials if t["budget"] == 1)
 
 
+def test_attacks_that_need_images_are_refused_on_feature_vectors(tmp_path):
+    """The backdoor's patch and, on hash buckets, the copies insert and modify steer set
+    corner pixels of (N, C, H, W) images. On inputs of features, (N, d), insert and modify on
+    a partition run raised an IndexError traceback, and the backdoor patched the last 3
+    features of the last 3 test points only (``x[..., -3:, -3:]``), reporting its success
+    on unpatched inputs. Each is one error line naming them, before any trial; nothing is
+    written."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((120, 6)).astype(np.float32), rng.integers(0, 3, 120)
+    np.savez(tmp_path / "flat.npz", x_train=x, y_train=y, x_test=x[:20], y_test=y[:20])
+    flat = {"data__name": f"npz:{tmp_path / 'flat.npz'}", "data__test_limit": None,
+            "training__steps": 2}
+    train_run(_cfg(**flat), tmp_path / "part")
+    train_run(_cfg(**flat, selection__scheme="with_replacement", selection__k=None,
+                   selection__ns=40, selection__T=4), tmp_path / "bag")
+    runner = CliRunner()
+    for run, attacks, fits, left_out in (
+            ("part", "insert", "remove, flip", "insert"),
+            ("part", "flip,modify", "remove, flip", "modify"),
+            ("part", "backdoor", "remove, flip", "backdoor"),
+            ("bag", "remove,backdoor", "insert, remove, flip, modify", "backdoor")):
+        before = sorted(p.name for p in (tmp_path / run).iterdir())
+        r = runner.invoke(app, ["attack", str(tmp_path / run), "--attacks", attacks, "--budgets",
+                                "1", "-q"])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert r.output.startswith("error: --attacks: The 'attacks' parameter of attack_run "
+                                   f"must be a list of {fits} for a "), r.output
+        assert "on inputs of 6 features, not images" in r.output, r.output
+        assert f"leave out {left_out}). Got '{attacks}' instead." in r.output, r.output
+        assert sorted(p.name for p in (tmp_path / run).iterdir()) == before
+    res = attack_run(tmp_path / "part", settings=AttackSettings(targets=2, budgets=(1,),
+                                                                attacks=("remove", "flip")))
+    assert res.totals["deterministic"]["trials"] > 0
+
+
 def test_attacks_on_binomial_keep_the_runs_p(tmp_path, monkeypatch):
     """Binomial selection given by ``ns``: the certificate holds ``p = ns / n`` fixed, so an
     attack retrains the poisoned sets with the run's ``p``. It used to take ``p = ns / m`` of

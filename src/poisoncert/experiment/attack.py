@@ -255,6 +255,17 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
         raise param_error("copies", "attack_run", f"1 for a {cfg.selection.scheme} run (copies "
                           "spread an insertion over hash buckets: partition and "
                           "finite_aggregation runs)", s.copies)
+    if data.x_test.ndim != 4:  # vectors of features: no corner to patch or to steer with
+        pixels = ["backdoor"] + (["insert", "modify"] if builder.buckets else [])
+        if bad := [a for a in s.attacks if a in pixels]:
+            fits = [a for a in ATTACKS if a not in pixels]
+            why = "the backdoor patches a corner of each image" + (
+                "; insert and modify steer their copies into hash buckets by corner pixels"
+                if builder.buckets else "")
+            raise param_error("attacks", "attack_run", f"a list of {', '.join(fits)} for a "
+                              f"{scheme} run on inputs of {data.x_test.shape[1]} features, not "
+                              f"images ({why}; leave out {', '.join(bad)})",
+                              ",".join(s.attacks))
     if s.backdoor_label >= data.n_classes:
         raise param_error("backdoor_label", "attack_run", f"a class in the range "
                           f"[0, {data.n_classes - 1}]", s.backdoor_label)
