@@ -105,6 +105,22 @@ def _command_path(argv: list[str] | None) -> str:
     return f"poisoncert {first}" if first in names else "poisoncert"
 
 
+def _given(exc: BaseException) -> str:
+    """``". Got '1.5' instead"`` for an option's value typer could not convert: typer (0.27
+    on) converts through pydantic, whose message ("Input should be a valid integer, unable to
+    parse string as an integer") does not say what was given; the value is the input of the
+    ``ValidationError`` it raised from. Empty when there is none (click's own messages name
+    the value)."""
+    errors = getattr(exc.__cause__, "errors", None)
+    try:
+        first = errors()[0] if callable(errors) else None
+    except Exception:  # not pydantic's: say nothing more
+        return ""
+    if not isinstance(first, dict) or "input" not in first:
+        return ""
+    return f". Got {first['input']!r} instead"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app. Expected library errors and command-line usage
     errors (a missing option, a value of the wrong type, an unknown command or option) become
@@ -124,6 +140,7 @@ def main(argv: list[str] | None = None) -> None:
             ctx = getattr(exc, "ctx", None)
             cmd = ctx.command_path if ctx is not None else _command_path(argv)
             msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+            msg += _given(exc)
             print(error_line(ValueError(f"{msg} (see '{cmd} --help')")), file=sys.stderr)
             code = 1
     except typer.Abort:
