@@ -209,14 +209,16 @@ def test_the_predicting_display_counts_classifiers(trained, monkeypatch):
 def test_predict_refuses_a_bad_certify_option_before_any_prediction(tmp_path, trained,
                                                                      monkeypatch, option, words):
     """A bad --alpha, --model or --method is one line in predict's own words, before the
-    base classifiers run (they would take minutes on many inputs)."""
+    run is loaded: Ensemble.load reads and checks every weights file (gigabytes for a large
+    run; it did so before the options were checked), and the base classifiers would take
+    minutes on many inputs."""
     run, x, _ = trained
     np.savez(tmp_path / "x.npz", x=x[:3])
 
     def never(*args, **kwargs):
-        raise AssertionError("the base classifiers ran")
+        raise AssertionError("the run was loaded")
 
-    monkeypatch.setattr(Ensemble, "base_predictions", never)
+    monkeypatch.setattr(Ensemble, "load", never)
     _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npz"), *option]),
                     words)
 

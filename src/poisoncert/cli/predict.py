@@ -55,13 +55,15 @@ def predict(
     with library_errors():
         from poisoncert.cli.progress import rich_progress
         from poisoncert.experiment.certify import certificate_rows, rows_csv
-        from poisoncert.experiment.ensemble import Ensemble
+        from poisoncert.experiment.ensemble import Ensemble, check_run_options
         from poisoncert.experiment.inputs import read_inputs
         from poisoncert.votes import votes_from_predictions
 
         if out is not None:
             _check_out(out)  # before any work: it was refused only once every input was done
         try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
+            # the options before the run's weights are read and checked (their checksums)
+            check_run_options(run_dir, alpha, method, model, where="predict")
             ens = Ensemble.load(run_dir, device=device)
             ens.check_options(alpha, method, model, where="predict")  # before any prediction
             if not ens.verification.get("verified", True):

@@ -53,7 +53,8 @@ from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import majority_vote, votes_from_predictions
 
 __all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMATS", "Ensemble", "InputForm",
-           "describe_array", "input_form", "weights_metadata", "write_ensemble_record"]
+           "check_run_options", "describe_array", "input_form", "weights_metadata",
+           "write_ensemble_record"]
 
 #: Inputs per ``training.predict`` call (rounded to a multiple of ``eval_batch_size``, so
 #: the forward passes see exactly the batches of one call over all inputs).
@@ -328,12 +329,7 @@ class Ensemble:
         """The run's ``certify`` section with the options given (an error names the option
         as ``where``'s parameter, not the config's key); ``y`` given where the certificate
         uses no labels is an error, as in ``certify.certify`` (it would be ignored)."""
-        refuse_statistics(self.scheme, alpha, method, where)
-        options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
-                   if v is not None}
-        with named_as(where, certify__alpha="alpha", certify__method="method",
-                      certify__model="model"):
-            c = dataclasses.replace(self.config.certify, **options)
+        c = _certify_options(self.config, self.scheme, alpha, method, model, where)
         if y is not None and (self.scheme in DETERMINISTIC
                               or not c.method.startswith("true_label")):
             raise param_error("y", where, "None unless the method is 'true_label' or "
@@ -410,3 +406,23 @@ def _check_device(device) -> str:
             raise param_error("device", "Ensemble.load", "'cpu' (no CUDA device is available)",
                               device)
     return text
+
+
+def _certify_options(config: ExperimentConfig, scheme: str, alpha, method, model, where: str):
+    """``config``'s ``certify`` section with the options given, checked (``Ensemble``'s
+    ``_settings``)."""
+    refuse_statistics(scheme, alpha, method, where)
+    options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
+               if v is not None}
+    with named_as(where, certify__alpha="alpha", certify__method="method",
+                  certify__model="model"):
+        return dataclasses.replace(config.certify, **options)
+
+
+def check_run_options(run_dir: str | Path, alpha: float | None = None, method: str | None = None,
+                      model: str | None = None, where: str = "check_run_options"):
+    """``Ensemble.check_options`` from the run's config alone: before ``Ensemble.load`` reads
+    and checks every weights file (gigabytes for a large run), as ``certify`` checks its
+    options before the run's files are read."""
+    cfg = RunDir(run_dir).load_config()
+    return _certify_options(cfg, cfg.selection.scheme, alpha, method, model, where)
