@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import selection
-from poisoncert._validation import check_choice, check_int_array, named_as, param_error
+from poisoncert._validation import check_int_array, named_as, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.certify import DETERMINISTIC, certify_votes, refuse_statistics
 from poisoncert.experiment.display import ProgressDisplay, progress_display
@@ -397,8 +397,9 @@ def _array_like(x) -> bool:
 
 def _check_device(device) -> str:
     text = str(device).strip().lower()
-    kind = text.split(":", 1)[0]
-    check_choice(kind, "device", "Ensemble.load", ("cpu", "cuda"))
+    kind, colon, index = text.partition(":")
+    if kind not in ("cpu", "cuda") or (colon and not index.isdigit()):  # named as given
+        raise param_error("device", "Ensemble.load", "'cpu', 'cuda' or 'cuda:<index>'", device)
     if kind == "cuda":
         import torch
 
