@@ -242,6 +242,37 @@ def test_predict_refuses_an_unwritable_out_before_any_prediction(tmp_path, train
                     f"writable folder (not a folder). Got '{out}' instead.")
 
 
+@pytest.mark.parametrize("target", ["inputs", "inputs by another path", "config.yaml",
+                                    "certificates.csv", "weights/chunk-00000.safetensors"])
+def test_predict_refuses_an_out_that_would_replace_the_inputs_or_a_run_file(
+        tmp_path, trained, monkeypatch, target):
+    """--out naming INPUTS replaced the user's inputs with the rows made from them, and --out
+    naming a file of the run directory replaced it (config.yaml: a run that no longer loads;
+    certificates.csv: certify's rows of the test set): both are refused before any work, and
+    the file is left as it was."""
+    run, x, _ = trained
+    run = _copy_run(run, tmp_path / "run")
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=x[:3])
+    out = {"inputs": inputs, "inputs by another path": tmp_path / "." / ".." / tmp_path.name
+           / "x.npz"}.get(target, run / target)
+    before = out.read_bytes()
+
+    def never(*args, **kwargs):
+        raise AssertionError("the run was loaded")
+
+    monkeypatch.setattr(Ensemble, "load", never)
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(inputs), "--out", str(out)]),
+                    "The '--out' parameter of predict must be ", f"Got '{out}' instead.",
+                    "INPUTS" if target.startswith("inputs") else target.split("/")[0])
+    assert out.read_bytes() == before
+    monkeypatch.undo()  # a file of its own beside the run's files, and beside the inputs
+    for mine in (run / "my_rows.csv", tmp_path / "rows.csv"):
+        r = runner.invoke(app, ["predict", str(run), str(inputs), "--out", str(mine)])
+        assert r.exit_code == 0, r.output
+        assert len(_rows(mine)) == 3
+
+
 def test_predict_keeps_its_rows_on_stdout_and_the_bar_on_stderr(tmp_path, trained):
     """Rows printed to stdout (``predict RUN INPUTS > rows.csv``) are the CSV alone: the bar
     (shown from 20,000 classifier-inputs on) is drawn on stderr, in whole classifiers."""

@@ -59,8 +59,8 @@ def predict(
         from poisoncert.experiment.inputs import read_inputs
         from poisoncert.votes import votes_from_predictions
 
-        if out is not None:
-            _check_out(out)  # before any work: it was refused only once every input was done
+        if out is not None:  # before any work: it was refused only once every input was done
+            _check_out(out, inputs, run_dir)
         try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
             # the options before the run's weights are read and checked (their checksums)
             check_run_options(run_dir, alpha, method, model, where="predict")
@@ -113,17 +113,33 @@ def predict(
             typer.echo(f"rows: {out}")
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, inputs: Path, run_dir: Path) -> None:
     """``--out`` names a file that can be written: not a folder, in an existing writable
-    folder (a ``ValueError`` naming the option otherwise)."""
+    folder, neither INPUTS (the rows would replace the inputs they were made from) nor a file
+    of the run directory (its config, manifest, certificates, ...: the run would be damaged
+    or its certify outputs replaced); a ``ValueError`` naming the option otherwise."""
     import os
 
+    from poisoncert import runlayout, runsafe
     from poisoncert._validation import param_error
 
     folder = out.parent
     if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
         raise param_error("--out", "predict", "a file in an existing, writable folder (not a "
                           "folder)", str(out))
+    target = out.resolve()
+    if target == inputs.resolve() or (out.exists() and inputs.exists()
+                                      and os.path.samefile(out, inputs)):
+        raise param_error("--out", "predict", f"another file than INPUTS ('{inputs}': the "
+                          "rows would replace the inputs)", str(out))
+    try:
+        inside = target.relative_to(run_dir.resolve()).parts
+    except ValueError:
+        inside = ()
+    names = {v for k, v in vars(runlayout).items() if k.isupper() and isinstance(v, str)}
+    if inside and inside[0] in names | {runsafe.LOCK}:
+        raise param_error("--out", "predict", f"a file that is not one of the run's own "
+                          f"('{run_dir}' holds its '{inside[0]}')", str(out))
 
 
 def _plain(v):
