@@ -114,12 +114,17 @@ class InputForm:
 
 
 def describe_array(x) -> str:
-    """``"uint8 values 0..255, shape (5, 28, 28)"``: what an error says was given."""
+    """``"uint8 values 0..255, shape (5, 28, 28)"``: what an error says was given (``"float64
+    values 0.0..255.0 and 1 NaN, shape ..."`` for an array holding NaN)."""
     arr = np.asarray(x)
     values = ""
-    if arr.size and arr.dtype.kind in "iuf":
-        with np.errstate(invalid="ignore"):
-            values = f" values {arr.min()}..{arr.max()},"
+    if arr.size and arr.dtype.kind in "iu":
+        values = f" values {arr.min()}..{arr.max()},"
+    elif arr.size and arr.dtype.kind == "f":  # a NaN is named, not shown as the range
+        nan = int(np.count_nonzero(np.isnan(arr)))
+        values = (" values all NaN," if nan == arr.size else
+                  f" values {np.nanmin(arr)}..{np.nanmax(arr)}"
+                  + (f" and {nan:,} NaN," if nan else ","))
     elif arr.size and arr.dtype.kind == "b":
         values = " booleans,"
     return f"{arr.dtype}{values} shape {arr.shape}"
