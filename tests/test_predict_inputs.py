@@ -30,3 +30,50 @@ def test_an_input_holding_nan_is_named_as_such(tmp_path, form, nan_at, said):
         read_inputs(tmp_path / "x.npy", form)
     assert str(e.value) == (f"{tmp_path / 'x.npy'}: the run takes {form.describe()}; this file "
                             f"holds {said}.")
+
+
+@pytest.mark.parametrize("name", ["digit.bmp", "digit.tif", "digit.webp", "notes.txt",
+                                  "empty.dat"])
+def test_a_file_of_no_form_predict_reads_says_which_forms_it_reads(tmp_path, monkeypatch,
+                                                                   name):
+    """A BMP, TIFF or WebP digit, or a text file, was read whole as an IDX file and refused
+    as 'not an IDX file: bad magic number 0x424D...': it named no form INPUTS may have (nor,
+    for an image, that it is one). It is now refused from its first bytes, naming the forms
+    predict reads (and the image's format), without reading the file whole."""
+    from PIL import Image
+
+    from poisoncert.data import idx
+
+    path = tmp_path / name
+    if name.startswith("digit"):
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+    else:
+        path.write_text("1 2 3\n" if name.endswith(".txt") else "")
+
+    def whole(*args, **kwargs):
+        raise AssertionError("the file was read whole")
+
+    monkeypatch.setattr(idx, "read_idx_file", whole)
+    with pytest.raises(ValueError) as e:
+        read_inputs(path, MNIST)
+    message = str(e.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "a .npz, a .npy, a .csv" in message and "IDX file" in message
+    if name.startswith("digit"):
+        fmt = {"bmp": "BMP", "tif": "TIFF", "webp": "WEBP"}[name.split(".")[1]]
+        assert f"a {fmt} image; predict reads PNG and JPEG images (save it as PNG)" in message
+    else:
+        assert "none of the inputs predict reads" in message
+
+
+def test_an_idx_file_under_any_name_is_still_read(tmp_path):
+    """The first-bytes check lets IDX files through, gzipped or not, whatever their name."""
+    import gzip
+
+    x = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
+    raw = bytes([0, 0, 8, 3]) + b"".join(int(d).to_bytes(4, "big") for d in x.shape) + \
+        x.tobytes()
+    (tmp_path / "images").write_bytes(raw)
+    (tmp_path / "images.dat").write_bytes(gzip.compress(raw))
+    for name in ("images", "images.dat"):
+        assert np.array_equal(read_inputs(tmp_path / name, MNIST).x[:, 0], x)

@@ -16,7 +16,8 @@ import numpy as np
 from poisoncert.data.checksums import read_file
 from poisoncert.data.errors import DataFormatError
 
-__all__ = ["IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "parse_idx", "read_idx", "read_idx_file"]
+__all__ = ["IDX_IMAGES_MAGIC", "IDX_LABELS_MAGIC", "looks_like_idx", "parse_idx", "read_idx",
+           "read_idx_file"]
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
@@ -113,6 +114,17 @@ def read_idx_file(path: Path):
         return read_file(path)
     return read_file(path, max_size=declared,
                      declared=None if declared is None else "its IDX header declares")
+
+
+def looks_like_idx(path) -> bool:
+    """Whether ``path`` starts with an IDX magic number (after gunzip), from its first bytes
+    alone: a file that does not is no IDX file, whatever it holds; one that does may still be
+    damaged (``read_idx`` names that). A gzip file too damaged to show its first bytes counts
+    as one (``read_idx`` names the damage)."""
+    head, gzipped = _head(Path(path))
+    if gzipped and not head:
+        return True
+    return len(head) >= 4 and head[0] == 0 and head[1] == 0 and head[2] in _IDX_DTYPES
 
 
 def _head(path: Path) -> tuple[bytes, bool]:

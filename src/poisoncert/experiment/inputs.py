@@ -129,9 +129,21 @@ def _read_npy(path: Path) -> Inputs:
     return Inputs(x=x, names=[str(i) for i in range(len(x))] if x.ndim else [])
 
 
-def _read_idx(path: Path) -> Inputs:
-    from poisoncert.data.idx import read_idx
+#: What INPUTS may be, for the error of a file that is none of them.
+FORMS = ("a .npz, a .npy, a .csv, a PNG or JPEG image (or a folder of them) or an IDX file "
+         "(MNIST's format, gzipped or not)")
 
+
+def _read_idx(path: Path) -> Inputs:
+    from poisoncert.data.idx import looks_like_idx, read_idx
+
+    if not looks_like_idx(path):  # from its first bytes: a large file is not read whole
+        kind = _image_format(path)
+        if kind:
+            raise _error(path, f"a {kind} image; predict reads PNG and JPEG images (save it "
+                         "as PNG), and besides a .npz, a .npy, a .csv or an IDX file.")
+        raise _error(path, "none of the inputs predict reads (it starts neither as an IDX "
+                     f"file nor as an image): INPUTS is {FORMS}.")
     x = read_idx(path)  # a DataFormatError (a ValueError) names the file
     return Inputs(x=x, names=[str(i) for i in range(len(x))])
 
@@ -191,6 +203,20 @@ def _number(cell: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def _image_format(path: Path) -> str | None:
+    """Pillow's name of the image format of ``path`` (``"BMP"``, ``"TIFF"``, ...) from its
+    header, or None when Pillow does not recognise it."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                return img.format
+    except Exception:  # noqa: BLE001 - anything Pillow cannot open is no image to name
+        return None
 
 
 def _read_images(folder: Path, files: list[Path], form: InputForm) -> Inputs:
