@@ -618,6 +618,34 @@ def test_labels_the_certificate_does_not_use_are_an_error(trained):
     assert cert.method == "true_label"
 
 
+@pytest.mark.parametrize(("labels", "said"), [
+    (None, "the true labels for the 'true_label' method. Got None instead."),
+    ("short", "an int array of shape (10,). Got 'an array of shape (3,)' instead."),
+    ("indices", "class ids of the run ([1, 7]). Got 0 instead.")])
+def test_labels_a_true_label_certificate_cannot_use_are_refused_before_any_prediction(
+        trained, monkeypatch, labels, said):
+    """Ensemble.certify(x, method='true_label', y=...) with y missing, of another length or
+    holding class indices instead of ids was refused only once every base classifier had run
+    on every input (minutes to hours on many inputs); it is refused before, with the same
+    message, and a good y still certifies."""
+    run, x, y = trained
+    ens = Ensemble.load(run)
+    x = x[:10]
+    want = ens.certify(x, method="true_label", y=y[:10])
+    y_given = {None: None, "short": y[:3], "indices": ens.encode(y[:10])}[labels]
+
+    def never(*args, **kwargs):
+        raise AssertionError("the base classifiers ran")
+
+    monkeypatch.setattr(Ensemble, "base_predictions", never)
+    with pytest.raises(ValueError) as e:
+        ens.certify(x, method="true_label", y=y_given)
+    assert str(e.value) == f"The 'y' parameter of Ensemble.certify must be {said}"
+    monkeypatch.undo()
+    np.testing.assert_array_equal(ens.certify(x, method="true_label", y=y[:10]).radius,
+                                  want.radius)
+
+
 def test_inputs_of_the_wrong_form_are_one_clear_error(tmp_path, trained):
     from PIL import Image
 

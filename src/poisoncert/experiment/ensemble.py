@@ -249,7 +249,12 @@ class Ensemble:
         ``true_label*`` methods. The certificate carries ``classes``, so
         ``certify.certified_accuracy(cert, y, rhos)`` takes original class ids too.
         """
-        self._settings(alpha, method, model, "Ensemble.certify", y)  # before the predictions
+        c = self._settings(alpha, method, model, "Ensemble.certify", y)  # before the predictions
+        if y is not None or (self.scheme not in DETERMINISTIC
+                             and c.method.startswith("true_label")):
+            # the labels too: missing, of unknown classes or of another length, they were
+            # refused only once every base classifier had run on every input
+            self._check_y(y, len(self._inputs(x, preprocessed)), c.method)
         predictions = self.base_predictions(x, progress=progress, preprocessed=preprocessed)
         with named_as("Ensemble.certify", y="y"):
             return self.certify_predictions(predictions, alpha=alpha, model=model,
@@ -339,6 +344,18 @@ class Ensemble:
                               "'true_label_split' (the other methods and deterministic "
                               "certificates use no labels)", "an array")
         return c
+
+    def _check_y(self, y, n: int, method: str) -> None:
+        """``certify``'s ``y`` for ``n`` inputs and the ``true_label*`` ``method``: the errors
+        ``certify_votes`` would give once the predictions are made."""
+        where = "Ensemble.certify"
+        if y is None:
+            raise param_error("y", where, f"the true labels for the {method!r} method", None)
+        with named_as(where, y="y"):
+            labels = self.encode(y)  # flat, as certify_votes reads them
+        if labels.shape != (n,):
+            raise param_error("y", where, f"an int array of shape ({n},)",
+                              f"an array of shape {labels.shape}")
 
     def encode(self, y) -> np.ndarray:
         """Class indices of original class ids ``y`` (each must be one of ``classes``)."""
