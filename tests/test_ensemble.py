@@ -272,7 +272,8 @@ def test_predict_refuses_an_unwritable_out_before_any_prediction(tmp_path, train
 
 
 @pytest.mark.parametrize("target", ["inputs", "inputs by another path", "config.yaml",
-                                    "certificates.csv", "weights/chunk-00000.safetensors"])
+                                    "certificates.csv", "weights/chunk-00000.safetensors",
+                                    "an image of a folder INPUTS"])
 def test_predict_refuses_an_out_that_would_replace_the_inputs_or_a_run_file(
         tmp_path, trained, monkeypatch, target):
     """--out naming INPUTS replaced the user's inputs with the rows made from them, and --out
@@ -285,6 +286,14 @@ def test_predict_refuses_an_out_that_would_replace_the_inputs_or_a_run_file(
     np.savez(inputs, x=x[:3])
     out = {"inputs": inputs, "inputs by another path": tmp_path / "." / ".." / tmp_path.name
            / "x.npz"}.get(target, run / target)
+    if target.startswith("an image"):
+        from PIL import Image
+
+        inputs = tmp_path / "pngs"
+        inputs.mkdir()
+        for i in range(3):
+            Image.fromarray(x[i]).save(inputs / f"{i}.png")
+        out = inputs / "1.png"
     before = out.read_bytes()
 
     def never(*args, **kwargs):
@@ -293,7 +302,8 @@ def test_predict_refuses_an_out_that_would_replace_the_inputs_or_a_run_file(
     monkeypatch.setattr(Ensemble, "load", never)
     _one_error_line(runner.invoke(app, ["predict", str(run), str(inputs), "--out", str(out)]),
                     "The '--out' parameter of predict must be ", f"Got '{out}' instead.",
-                    "INPUTS" if target.startswith("inputs") else target.split("/")[0])
+                    "INPUTS" if target.startswith(("inputs", "an image"))
+                    else target.split("/")[0])
     assert out.read_bytes() == before
     monkeypatch.undo()  # a file of its own beside the run's files, and beside the inputs
     for mine in (run / "my_rows.csv", tmp_path / "rows.csv"):

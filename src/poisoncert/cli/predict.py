@@ -115,13 +115,15 @@ def predict(
 
 def _check_out(out: Path, inputs: Path, run_dir: Path) -> None:
     """``--out`` names a file that can be written: not a folder, in an existing writable
-    folder, neither INPUTS (the rows would replace the inputs they were made from) nor a file
-    of the run directory (its config, manifest, certificates, ...: the run would be damaged
-    or its certify outputs replaced); a ``ValueError`` naming the option otherwise."""
+    folder, neither INPUTS (the rows would replace the inputs they were made from), nor an
+    image in a folder INPUTS, nor a file of the run directory (its config, manifest,
+    certificates, ...: the run would be damaged or its certify outputs replaced); a
+    ``ValueError`` naming the option otherwise."""
     import os
 
     from poisoncert import runlayout, runsafe
     from poisoncert._validation import param_error
+    from poisoncert.experiment.inputs import IMAGE_SUFFIXES
 
     folder = out.parent
     if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
@@ -132,6 +134,10 @@ def _check_out(out: Path, inputs: Path, run_dir: Path) -> None:
                                       and os.path.samefile(out, inputs)):
         raise param_error("--out", "predict", f"another file than INPUTS ('{inputs}': the "
                           "rows would replace the inputs)", str(out))
+    if inputs.is_dir() and target.parent == inputs.resolve() and \
+            out.suffix.lower() in IMAGE_SUFFIXES:  # one of the images, or read as one later
+        raise param_error("--out", "predict", f"a file that is not an image of INPUTS "
+                          f"('{inputs}' is a folder of images)", str(out))
     try:
         inside = target.relative_to(run_dir.resolve()).parts
     except ValueError:
