@@ -77,3 +77,17 @@ def test_an_idx_file_under_any_name_is_still_read(tmp_path):
     (tmp_path / "images.dat").write_bytes(gzip.compress(raw))
     for name in ("images", "images.dat"):
         assert np.array_equal(read_inputs(tmp_path / name, MNIST).x[:, 0], x)
+
+
+@pytest.mark.parametrize("content", [b"1,2,3\n4,5,6\n", b"\x80\x04K\x01.", b""])
+def test_a_npy_name_on_another_file_is_not_taken_for_a_pickle(tmp_path, content):
+    """A text file (or a pickle, or nothing) named .npy was refused in numpy's words: 'This
+    file contains pickled (object) data. If you trust the file you can load it unsafely using
+    the allow_pickle= keyword argument', advice predict cannot take, about a file that may
+    hold no pickle. It is refused as no .npy, from its first bytes."""
+    path = tmp_path / "x.npy"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as e:
+        read_inputs(path, MNIST)
+    assert str(e.value) == (f"{path}: not a .npy array: it does not start with the header "
+                            "numpy.save writes (b'\\x93NUMPY').")

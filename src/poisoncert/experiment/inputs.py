@@ -116,6 +116,10 @@ def _read_npz(path: Path) -> Inputs:
 def _read_npy(path: Path) -> Inputs:
     if path.is_file() and not zipfile.is_zipfile(path):
         with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":  # np.load would take it for a pickle and say so
+                raise _error(path, "not a .npy array: it does not start with the header "
+                             "numpy.save writes (b'\\x93NUMPY').")
+            f.seek(0)
             check_declared(path, "its array 'x'", *npy_header(f))
     try:
         x = np.load(path, allow_pickle=False)
