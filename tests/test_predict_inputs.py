@@ -91,3 +91,35 @@ def test_a_npy_name_on_another_file_is_not_taken_for_a_pickle(tmp_path, content)
         read_inputs(path, MNIST)
     assert str(e.value) == (f"{path}: not a .npy array: it does not start with the header "
                             "numpy.save writes (b'\\x93NUMPY').")
+
+
+@pytest.mark.parametrize("inputs", ["missing.npy", "empty folder", "digit.bmp"])
+def test_predict_names_bad_inputs_before_it_loads_the_run(tmp_path, monkeypatch, inputs):
+    """A missing INPUTS, a folder without images or a file of no form predict reads was
+    named only once the run was loaded: every weights file read and checked against its
+    checksum first (minutes for a large run)."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.experiment.ensemble import Ensemble
+
+    path = tmp_path / inputs
+    if inputs == "empty folder":
+        path.mkdir()
+        (path / "notes.txt").write_text("no image")
+    elif inputs.endswith(".bmp"):
+        Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+
+    def never(*args, **kwargs):
+        raise AssertionError("the run was loaded")
+
+    monkeypatch.setattr(Ensemble, "load", never)
+    r = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), str(path)])
+    assert r.exit_code == 1, r.output
+    lines = [line for line in r.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), r.output
+    said = {"missing.npy": "no such file or folder (INPUTS is a .npz",
+            "empty folder": "holds no PNG or JPEG images",
+            "digit.bmp": "a BMP image; predict reads PNG and JPEG images"}[inputs]
+    assert said in lines[0]

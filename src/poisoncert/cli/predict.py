@@ -56,11 +56,12 @@ def predict(
         from poisoncert.cli.progress import rich_progress
         from poisoncert.experiment.certify import certificate_rows, rows_csv
         from poisoncert.experiment.ensemble import Ensemble, check_run_options
-        from poisoncert.experiment.inputs import read_inputs
+        from poisoncert.experiment.inputs import check_inputs_path, read_inputs
         from poisoncert.votes import votes_from_predictions
 
         if out is not None:  # before any work: it was refused only once every input was done
             _check_out(out, inputs, run_dir)
+        check_inputs_path(inputs)  # a missing INPUTS was named once the run was loaded
         try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
             # the options before the run's weights are read and checked (their checksums)
             check_run_options(run_dir, alpha, method, model, where="predict")

@@ -31,7 +31,7 @@ import numpy as np
 from poisoncert.data.npyheader import check_declared, npy_header
 from poisoncert.experiment.inputform import InputForm, describe_array
 
-__all__ = ["IMAGE_SUFFIXES", "Inputs", "read_inputs"]
+__all__ = ["IMAGE_SUFFIXES", "Inputs", "check_inputs_path", "read_inputs"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -54,17 +54,9 @@ def read_inputs(path: str | Path, form: InputForm) -> Inputs:
     """Read the inputs in ``path`` (see the module docstring) and check them against
     ``form``; the result's ``x`` is in the raw form ``Ensemble`` takes."""
     path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir()
-                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise _error(path, "holds no PNG or JPEG images (" + ", ".join(IMAGE_SUFFIXES)
-                         + ").")
+    files = _files(path)  # a folder's images; a file of no known suffix checked as IDX
+    if files is not None:
         inputs = _read_images(path, files, form)
-    elif not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder (INPUTS is a .npz, a .npy, "
-                                "an IDX file, a folder of PNG/JPEG images, one such image or "
-                                "a .csv).")
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         inputs = _read_images(path, [path], form)
     elif path.suffix.lower() == ".npz":
@@ -83,6 +75,32 @@ def read_inputs(path: str | Path, form: InputForm) -> Inputs:
     if len(x) == 0:
         raise _error(path, "holds no inputs.")
     return Inputs(x=x, names=inputs.names, y=inputs.y)
+
+
+def check_inputs_path(path: str | Path) -> None:
+    """The checks of ``read_inputs`` that need no run: ``path`` exists, a folder holds PNG or
+    JPEG images, a file of no known suffix starts as an IDX file does. ``poisoncert predict``
+    makes them before it loads the run (checking the weights of a large run takes minutes)."""
+    _files(Path(path))
+
+
+def _files(path: Path) -> list[Path] | None:
+    """The images of a folder ``path`` in sorted file-name order (None for a file), or the
+    error of a ``path`` that is none of the inputs read here (module docstring)."""
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir()
+                       if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise _error(path, "holds no PNG or JPEG images (" + ", ".join(IMAGE_SUFFIXES)
+                         + ").")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file or folder (INPUTS is a .npz, a .npy, "
+                                "an IDX file, a folder of PNG/JPEG images, one such image or "
+                                "a .csv).")
+    if path.suffix.lower() not in (*IMAGE_SUFFIXES, ".npz", ".npy", ".csv"):
+        _check_idx(path)
+    return None
 
 
 def _read_npz(path: Path) -> Inputs:
@@ -139,7 +157,15 @@ FORMS = ("a .npz, a .npy, a .csv, a PNG or JPEG image (or a folder of them) or a
 
 
 def _read_idx(path: Path) -> Inputs:
-    from poisoncert.data.idx import looks_like_idx, read_idx
+    from poisoncert.data.idx import read_idx
+
+    x = read_idx(path)  # a DataFormatError (a ValueError) names the file
+    return Inputs(x=x, names=[str(i) for i in range(len(x))])
+
+
+def _check_idx(path: Path) -> None:
+    """Refuse a file that does not start as an IDX file does, naming the forms read here."""
+    from poisoncert.data.idx import looks_like_idx
 
     if not looks_like_idx(path):  # from its first bytes: a large file is not read whole
         kind = _image_format(path)
@@ -148,8 +174,6 @@ def _read_idx(path: Path) -> Inputs:
                          "as PNG), and besides a .npz, a .npy, a .csv or an IDX file.")
         raise _error(path, "none of the inputs predict reads (it starts neither as an IDX "
                      f"file nor as an image): INPUTS is {FORMS}.")
-    x = read_idx(path)  # a DataFormatError (a ValueError) names the file
-    return Inputs(x=x, names=[str(i) for i in range(len(x))])
 
 
 def _read_csv(path: Path) -> Inputs:
