@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from poisoncert.experiment.inputform import InputForm
 from poisoncert.experiment.inputs import read_inputs
 
+ROOT = Path(__file__).resolve().parents[1]
 MNIST = InputForm(shape=(1, 28, 28), kind="uint8", scale=255.0, deskew=False)
 UNIT = InputForm(shape=(4,), kind="unit", scale=1.0, deskew=False)
 
@@ -115,7 +118,10 @@ def test_predict_names_bad_inputs_before_it_loads_the_run(tmp_path, monkeypatch,
         raise AssertionError("the run was loaded")
 
     monkeypatch.setattr(Ensemble, "load", never)
-    r = CliRunner().invoke(app, ["predict", str(tmp_path / "run"), str(path)])
+    run = tmp_path / "run"  # a run directory as far as predict sees before loading it
+    run.mkdir()
+    (run / "config.yaml").write_text((ROOT / "experiments" / "mnist17.yaml").read_text())
+    r = CliRunner().invoke(app, ["predict", str(run), str(path)])
     assert r.exit_code == 1, r.output
     lines = [line for line in r.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: "), r.output

@@ -61,6 +61,9 @@ def predict(
 
         if out is not None:  # before any work: it was refused only once every input was done
             _check_out(out, inputs, run_dir)
+        from poisoncert.runs import RunDir
+
+        RunDir(run_dir).load_config()  # not a run directory: said first, as it was
         check_inputs_path(inputs)  # a missing INPUTS was named once the run was loaded
         try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
             # the options before the run's weights are read and checked (their checksums)
