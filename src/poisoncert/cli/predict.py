@@ -57,12 +57,11 @@ def predict(
         from poisoncert.experiment.certify import certificate_rows, rows_csv
         from poisoncert.experiment.ensemble import Ensemble, check_run_options
         from poisoncert.experiment.inputs import check_inputs_path, read_inputs
+        from poisoncert.runs import RunDir
         from poisoncert.votes import votes_from_predictions
 
         if out is not None:  # before any work: it was refused only once every input was done
             _check_out(out, inputs, run_dir)
-        from poisoncert.runs import RunDir
-
         RunDir(run_dir).load_config()  # not a run directory: said first, as it was
         check_inputs_path(inputs)  # a missing INPUTS was named once the run was loaded
         try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
