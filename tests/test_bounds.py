@@ -508,14 +508,16 @@ def _exact_delta(scheme, n, ns, p, model, rho):
 
 
 @pytest.mark.parametrize("scheme,n,ns,p", [("without_replacement", 40, 3, None),
+                                           ("without_replacement", 200, 30, None),
                                            ("without_replacement", 3000, 1100, None),
                                            ("with_replacement", 50, 7, None),
                                            ("binomial", 30, None, 0.1)])
 def test_delta_error_bound_covers_the_exact_value(scheme, n, ns, p):
     """``SchemeDelta.delta_err`` claims a rigorous absolute bound on its floating-point error:
-    the exact rational ``delta`` lies within ``err`` of the float. ``ns = 1100`` takes the
-    cumulative-table path (``ns > 1024``). Checked at the rationals themselves, so an error
-    bound of zero (or a value off by more than its bound) fails."""
+    the exact rational ``delta`` lies within ``err`` of the float. ``ns = 3`` sums its terms
+    directly; ``ns = 30`` and ``1100`` take the cumulative tables (``ns > 8``). Checked at the
+    rationals themselves, so an error bound of zero (or a value off by more than its bound)
+    fails."""
     from poisoncert.schemedelta import SchemeDelta
 
     rhos = np.array([1, 2, 3, 5, 8, 13, 21, 34, 55])
