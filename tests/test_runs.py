@@ -528,6 +528,20 @@ def test_non_empty_folder_that_is_not_a_run_is_refused(tmp_path, engine):
     assert engine == []
 
 
+def test_the_current_folder_as_a_new_run_is_refused_before_training(tmp_path, engine,
+                                                                    monkeypatch):
+    """``--run-dir .`` in an empty folder trained nothing and said 'Cannot write the run
+    directory '.': Device or resource busy' (the run is renamed onto its folder); now one
+    line before any work, and nothing left beside it."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    with pytest.raises(RunError, match=r"'\.' is the current folder.*--run-dir run"):
+        experiment.train_run(small(), ".", progress=False)
+    assert engine == [] and list(here.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
 def test_unwritable_run_dir_as_non_root(tmp_path, engine):
     if os.geteuid() == 0:
         pytest.skip("root ignores folder permissions")

@@ -368,6 +368,16 @@ class RunDir(ChunkFiles):
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise RunError(f"The run directory '{self.path}' exists and is not empty. Use an "
                            "empty or new folder.")
+        # A new run is built beside its folder and renamed onto it, which the system refuses
+        # for the folder a process works in ('Device or resource busy', once built).
+        here = False
+        with contextlib.suppress(OSError):  # (a current folder deleted meanwhile: not it)
+            here = self.path.exists() and self.path.resolve() == Path.cwd().resolve()
+        if here:
+            raise RunError(f"The run directory '{self.path}' is the current folder: a new run "
+                           "is built beside its folder and moved into place, which cannot "
+                           "replace the folder you are in. Give a new folder's name (e.g. "
+                           "--run-dir run).")
 
     def _resumable_manifest(self) -> dict[str, Any]:
         """The manifest of the run being resumed, refused when it is missing or was changed
