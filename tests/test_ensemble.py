@@ -676,8 +676,13 @@ def test_inputs_of_the_wrong_form_are_one_clear_error(tmp_path, trained):
     cases["size"] = (small, ["a.png", "28x28", "20x20"])
     rgb = tmp_path / "rgb"
     rgb.mkdir()
-    Image.fromarray(np.stack([x[0]] * 3, -1), mode="RGB").save(rgb / "b.png")
-    cases["mode"] = (rgb, ["b.png", "grayscale (mode L)", "mode RGB"])
+    colour = np.stack([x[0], x[0] // 2, x[0]], -1)  # not grey: one channel cannot hold it
+    Image.fromarray(colour, mode="RGB").save(rgb / "b.png")
+    cases["mode"] = (rgb, ["b.png", "grayscale (mode L)", "mode RGB", "colour",
+                           "convert('L')"])
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(np.stack([x[0]] * 4, -1), mode="CMYK").save(cmyk)
+    cases["mode CMYK"] = (cmyk, ["cmyk.jpg", "grayscale (mode L)", "in mode CMYK"])
     empty = tmp_path / "empty"
     empty.mkdir()
     cases["empty"] = (empty, ["no PNG or JPEG"])

@@ -129,3 +129,39 @@ def test_predict_names_bad_inputs_before_it_loads_the_run(tmp_path, monkeypatch,
             "empty folder": "holds no PNG or JPEG images",
             "digit.bmp": "a BMP image; predict reads PNG and JPEG images"}[inputs]
     assert said in lines[0]
+
+
+def test_grey_or_opaque_images_in_other_modes_are_read_as_the_run_takes_them(tmp_path):
+    """A grey digit saved as RGB, RGBA (opaque), LA, palette or 1-bit PNG was refused ('the
+    run takes 28x28 grayscale (mode L) images; this one is 28x28 in mode RGB') though it
+    converts exactly; it is now read as the same pixels as its mode-L file. A grey image for
+    an RGB run is the same grey in three channels. Transparency is still refused."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    grey = rng.integers(0, 256, (28, 28), dtype=np.uint8)
+    bw = np.where(grey > 127, 255, 0).astype(np.uint8)
+    saved = {
+        "l.png": Image.fromarray(grey, mode="L"),
+        "rgb.png": Image.fromarray(np.stack([grey] * 3, -1), mode="RGB"),
+        "rgba.png": Image.fromarray(np.dstack([grey] * 3 + [np.full_like(grey, 255)]),
+                                    mode="RGBA"),
+        "la.png": Image.fromarray(np.dstack([grey, np.full_like(grey, 255)]), mode="LA"),
+        "p.png": Image.fromarray(grey, mode="L").convert("P"),
+    }
+    for name, img in saved.items():
+        img.save(tmp_path / name)
+    Image.fromarray(bw, mode="L").convert("1").save(tmp_path / "bw.png")
+    for name in saved:
+        got = read_inputs(tmp_path / name, MNIST).x
+        assert got.shape == (1, 1, 28, 28) and np.array_equal(got[0, 0], grey), name
+    assert np.array_equal(read_inputs(tmp_path / "bw.png", MNIST).x[0, 0], bw)
+    cifar = InputForm(shape=(3, 28, 28), kind="uint8", scale=255.0, deskew=False)
+    got = read_inputs(tmp_path / "l.png", cifar).x
+    assert got.shape == (1, 3, 28, 28) and all(np.array_equal(got[0, c], grey)
+                                               for c in range(3))
+    alpha = np.full_like(grey, 255)
+    alpha[3, 4] = 0
+    Image.fromarray(np.dstack([grey] * 3 + [alpha]), mode="RGBA").save(tmp_path / "hole.png")
+    with pytest.raises(ValueError, match=r"hole\.png: .*mode RGBA\) has transparent pixels"):
+        read_inputs(tmp_path / "hole.png", MNIST)

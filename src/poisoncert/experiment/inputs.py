@@ -14,8 +14,9 @@
   of 8-bit images, as a float ``.npy`` is),
 
 and checks them against the run's raw input form (``inputform.InputForm``): dtype, value
-range, shape, and for images their mode (``L`` for one channel, ``RGB`` for three) and
-size. Every problem is one ``ValueError`` naming the file and what was expected.
+range, shape, and for images their mode (``L`` for one channel, ``RGB`` for three; other
+8-bit modes where they convert without loss) and size. Every problem is one ``ValueError``
+naming the file and what was expected.
 """
 
 from __future__ import annotations
@@ -247,6 +248,31 @@ def _image_format(path: Path) -> str | None:
         return None
 
 
+# 8-bit modes whose pixels convert to L or RGB exactly where the image allows it (checked
+# per image: opaque, and grey for L); 1-bit is black and white.
+_LOSSLESS_MODES = ("L", "RGB", "RGBA", "LA", "P", "PA", "1")
+
+
+def _as_mode(img, mode: str, f: Path, kind: str) -> np.ndarray:
+    """The pixels of an opened ``img`` in ``mode`` (``L`` or ``RGB``) as uint8, when that
+    loses nothing: an RGB, RGBA, LA or palette PNG of a grey digit (as many tools save one),
+    or a grey image for an RGB run. Transparency, or colour for an L run, is refused."""
+    if img.mode == mode:
+        return np.asarray(img, dtype=np.uint8)
+    rgba = np.asarray(img.convert("RGBA"), dtype=np.uint8)  # exact for every mode above
+    how = f"convert it yourself, e.g. PIL.Image.open(f).convert({mode!r}), if that is meant"
+    if (rgba[..., 3] != 255).any():
+        raise _error(f, f"the run takes {kind} images; this one (mode {img.mode}) has "
+                     f"transparent pixels, which {mode} cannot hold: {how}.")
+    rgb = rgba[..., :3]
+    if mode == "RGB":
+        return np.ascontiguousarray(rgb)
+    if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+        raise _error(f, f"the run takes {kind} images; this one (mode {img.mode}) is in "
+                     f"colour, which one grey channel cannot hold: {how}.")
+    return np.ascontiguousarray(rgb[..., 0])
+
+
 def _read_images(folder: Path, files: list[Path], form: InputForm) -> Inputs:
     """``files`` (PNG/JPEG) as one input each; ``folder`` (or the one file) names errors that
     are not one file's."""
@@ -273,11 +299,11 @@ def _read_images(folder: Path, files: list[Path], form: InputForm) -> Inputs:
         try:
             with img:
                 # the header's size and mode are checked before any pixel is decoded
-                if img.mode != mode or img.size != (w, h):
+                if img.mode not in _LOSSLESS_MODES or img.size != (w, h):
                     raise _error(f, f"the run takes {w}x{h} {kind} images; this one is "
                                  f"{img.size[0]}x{img.size[1]} in mode {img.mode}.")
                 img.load()
-                arrays.append(np.asarray(img, dtype=np.uint8))
+                arrays.append(_as_mode(img, mode, f, kind))
         except (UnidentifiedImageError, OSError) as e:
             raise _error(f, f"not a readable image ({e}).") from None
     x = np.stack(arrays)
