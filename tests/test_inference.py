@@ -122,6 +122,40 @@ def test_predict_reports_progress_and_checks_shape():
         predict(cfg, W, xt, input_shape=(1, 16, 16), n_classes=3, output="probs")
 
 
+@pytest.mark.parametrize("path", ["fast", "reference"])
+def test_predict_reports_predictions_chunk_by_chunk(path):
+    """``progress_unit="predictions"``: ``progress(k)`` as each chunk of inputs is through a
+    group, ``k`` its classifiers times its inputs (a group's whole pass over 10,000 CIFAR-10
+    images by ResNet-18s takes minutes on the CPU), abstaining classifiers first; the labels
+    and logits are the same bits as without it, whatever the threads."""
+    x, y, xt, _ = _problem(n_test=23)
+    cfg = TrainConfig(model="lenet5", steps=2, batch_size=4, group_size=2, eval_batch_size=5)
+    _, W = train_predict_with_weights(x, y, [np.arange(10)] * 10, list(range(1, 11)), xt, cfg,
+                                      n_classes=3)
+    W[4] = None
+    shape = (1, 16, 16)
+    want = predict(cfg, W, xt, input_shape=shape, n_classes=3, path=path)
+    logits = predict(cfg, W, xt, input_shape=shape, n_classes=3, path=path, output="logits")
+    group = 8 if path == "fast" else 1
+    sizes = [min(group, 9 - a) for a in range(0, 9, group)]
+    chunks = [5, 5, 5, 5, 3]
+    for threads in (1, 3):
+        seen = []
+        got = predict(cfg, W, xt, input_shape=shape, n_classes=3, path=path, threads=threads,
+                      progress=seen.append, progress_unit="predictions")
+        np.testing.assert_array_equal(got, want)
+        assert seen[0] == 23  # the abstaining classifier's, first
+        assert sorted(seen[1:]) == sorted(g * c for g in sizes for c in chunks)
+        assert sum(seen) == 10 * 23
+    seen = []
+    np.testing.assert_array_equal(
+        predict(cfg, W, xt, input_shape=shape, n_classes=3, path=path, output="logits",
+                progress=seen.append, progress_unit="predictions"), logits)
+    assert sum(seen) == 10 * 23 and len(seen) == 1 + len(sizes) * len(chunks)
+    with pytest.raises(ValueError, match="'progress_unit' parameter of predict"):
+        predict(cfg, W, xt, input_shape=shape, n_classes=3, progress_unit="inputs")
+
+
 @pytest.mark.parametrize("slow_first", [False, True])
 def test_an_interrupt_stops_the_queued_groups(monkeypatch, slow_first):
     """Ctrl-C while groups are evaluated in threads: the groups not started are dropped (the

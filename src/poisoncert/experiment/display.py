@@ -1,7 +1,9 @@
 """Progress displays of long library calls (training a run, predicting many inputs).
 
 A ``ProgressDisplay`` is ``display(total, completed, label)``, a context manager yielding
-``advance(k)``, called as ``k`` more base classifiers are done, and once with ``k = 0`` where
+``advance(k)``, called as ``k`` more base classifiers are done (``Ensemble``'s predictions:
+``k`` more predictions, one classifier on one input, of ``T * n``; it passes
+``unit="predictions"`` to a display that takes a ``unit``), and once with ``k = 0`` where
 the work itself begins (training's worker processes started, data loaded: a display that
 shows a rate may time it from then, leaving the start-up out); ``poisoncert.cli.progress.
 rich_progress`` draws a bar. ``progress_display`` turns a call's ``progress`` argument into

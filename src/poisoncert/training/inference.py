@@ -38,11 +38,16 @@ from poisoncert.training.settings import (
 )
 from poisoncert.votes import ABSTAIN
 
-__all__ = ["OUTPUTS", "eval_group_size", "evaluate", "labels_of", "precision", "predict"]
+__all__ = ["OUTPUTS", "PROGRESS_UNITS", "eval_group_size", "evaluate", "labels_of", "precision",
+           "predict"]
 
 #: What ``predict`` returns: argmax labels (int16 ``(T, n)``, ``-1`` for an abstaining
 #: classifier) or the logits (float32 ``(T, n, n_classes)``, NaN for an abstaining one).
 OUTPUTS = ("labels", "logits")
+
+#: What ``predict``'s ``progress(k)`` counts: classifiers (as each group finishes) or
+#: predictions (one classifier on one input, as each chunk of inputs is through a group).
+PROGRESS_UNITS = ("classifiers", "predictions")
 
 
 @contextmanager
@@ -116,9 +121,12 @@ def _modules(cfg: TrainConfig, state_dicts, input_shape, n_classes, device) -> l
 
 
 def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, input_shape,
-             n_classes: int, device, path: str = "fast") -> torch.Tensor:
+             n_classes: int, device, path: str = "fast",
+             progress: Callable[[int], object] | None = None) -> torch.Tensor:
     """Logits ``(len(state_dicts), n, n_classes)`` of trained classifiers on ``x`` (a tensor
-    on ``device`` in ``cfg``'s dtype): the engine's test-set evaluation and ``predict``'s."""
+    on ``device`` in ``cfg``'s dtype): the engine's test-set evaluation and ``predict``'s.
+    ``progress(k)`` is called as each chunk of inputs is through a group (or one classifier),
+    ``k`` the predictions made (classifiers times inputs); it changes no computation."""
     device = torch.device(device)
     k = len(state_dicts)
     if k == 0:
@@ -146,6 +154,8 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
             for i, m in enumerate(models):
                 for a0, c in zip(starts, chunks, strict=True):
                     out[i, a0:a0 + len(c)] = m(c)
+                    if progress is not None:
+                        progress(len(c))
             return out
         E = eval_group_size(template, device)
         how = path_stacking(path, device, cfg.model)
@@ -155,6 +165,8 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
                                state_dicts=group + [group[-1]] * (E - len(group)))
             for a0, c in zip(starts, chunks, strict=True):
                 out[a:a + len(group), a0:a0 + len(c)] = net.forward_eval(c)[:len(group)]
+                if progress is not None:
+                    progress(len(group) * len(c))
     return out
 
 
@@ -173,19 +185,25 @@ def labels_of(logits: torch.Tensor) -> np.ndarray:
 def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
             input_shape: Sequence[int], n_classes: int, device="cpu", path: str = "fast",
             output: str = "labels", threads: int | None = None,
-            progress: Callable[[int], object] | None = None) -> np.ndarray:
+            progress: Callable[[int], object] | None = None,
+            progress_unit: str = "classifiers") -> np.ndarray:
     """Every classifier's output on ``x`` (``(n, *input_shape)`` float, preprocessed as the
     training inputs were).
 
     ``state_dicts[i]`` is classifier ``i``'s trained ``state_dict`` (``None``: it had an empty
     sub-dataset and abstains). ``path`` is the run's ``execution.path``. ``threads``: groups
     evaluated at once (``None``: the CPU count on the CPU, 1 on CUDA); results do not depend
-    on it. ``progress(k)`` is called as groups of ``k`` classifiers finish.
+    on it. ``progress(k)`` is called as groups of ``k`` classifiers finish, or with
+    ``progress_unit="predictions"`` as each chunk of inputs (``eval_batch_size``, at most
+    ``EVAL_BATCH_CAP``) is through a group, ``k`` the predictions made (its classifiers times
+    its inputs; ``T * n`` in all): where a group of ResNet-18s takes minutes over all inputs,
+    a display moves as each chunk is done. Neither changes a prediction.
     """
     where = "predict"
     if not isinstance(cfg, TrainConfig) or cfg.sklearn_learner is not None:
         raise param_error("cfg", where, "a TrainConfig of a torch model", cfg)
     output = check_choice(output, "output", where, OUTPUTS)
+    progress_unit = check_choice(progress_unit, "progress_unit", where, PROGRESS_UNITS)
     path = check_choice(path, "path", where, PATHS)
     device = torch.device(device)
     if cfg.dtype in CUDA_DTYPES and device.type != "cuda":
@@ -205,8 +223,9 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
     else:
         out = np.full((T, n, int(n_classes)), np.nan, dtype=np.float32)
     live = [i for i, sd in enumerate(state_dicts) if sd is not None]
-    if progress is not None and T - len(live):
-        progress(T - len(live))
+    per_input = progress_unit == "predictions"
+    if progress is not None and T - len(live) and (n or not per_input):
+        progress((T - len(live)) * (n if per_input else 1))
     if not live:
         return out
     with torch.device("meta"):
@@ -219,16 +238,22 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
         with precision(cfg, device):
             xt = torch.as_tensor(x).to(device=device, dtype=cfg.torch_dtype)
 
+            def chunk_done(k: int) -> None:
+                with lock:
+                    progress(k)
+
+            each_chunk = {"progress": chunk_done} if per_input and progress else {}
+
             def run(a: int) -> None:
                 index = live[a:a + E]
                 logits = evaluate([state_dicts[i] for i in index], xt, cfg, shape, n_classes,
-                                  device, path)
+                                  device, path, **each_chunk)
                 with lock:
                     if output == "labels":
                         out[index] = labels_of(logits)
                     else:
                         out[index] = logits.cpu().numpy()
-                    if progress is not None:
+                    if progress is not None and not per_input:
                         progress(len(index))
 
             starts = range(0, len(live), E)
