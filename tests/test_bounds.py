@@ -539,12 +539,18 @@ def test_delta_error_bound_covers_the_exact_value(scheme, n, ns, p):
     (10**9, 2000, "P2", [9_000_000, 10_308_125, 20_000_000]),
     (10**12, 2000, "P1", [9_000_000, 50_000_000]),
     (10**15, 3000, "P2", [10**10, 231 * 10**9, 10**12, 1831401746549]),
+    # 9 <= ns <= 1024 took ns-term sums for every k before 3652d73; now Stirling differences
+    (10**12, 9, "P2", [10**10, 3 * 10**10, 10**11]),
+    (10**12, 9, "P6", [10**10, 3 * 10**10, 10**11]),
+    (10**12, 1024, "P4", [10**8, 3 * 10**8, 10**9]),
+    (2**53 - 5, 100, "P1", [10**13, 10**14]),
 ])
 def test_delta_upper_bounds_exact_delta_where_lgamma_is_used(n, ns, model, rhos):
-    """Bagging without replacement with ``ns > 1024`` and more than ``TABLE_MAX`` samples
-    removed or added: ``Q`` and ``R`` come from lgamma differences, whose cancellation the
-    error bound must cover. ``delta_upper`` (what the radius search compares) is at least the
-    exact delta (60 digits), and the value is within its stated error of it."""
+    """Bagging without replacement with ``ns > 8`` and more than ``TABLE_MAX`` samples
+    removed or added: ``Q`` and ``R`` come from Stirling differences (lgamma where an argument
+    is small), whose error the bound must cover. ``delta_upper`` (what the radius search
+    compares) is at least the exact delta (60 digits), and the value is within its stated
+    error of it."""
     from poisoncert.schemedelta import TABLE_MAX, SchemeDelta
 
     assert min(rhos) > TABLE_MAX

@@ -21,7 +21,8 @@ __all__ = ["TABLE_MAX", "SchemeDelta"]
 _EPS = float(np.finfo(np.float64).eps)
 # Bagging without replacement: up to this ns, log C(w, ns)/C(n, ns) is a direct ns-term log1p
 # sum; above it, cumulative tables over the number of removed / added samples (built once,
-# then one lookup per value: P6 at n = 10^9, ns = 1000 took 71 s with ns-term sums, 0.2 s so;
+# then one lookup per value: P6 at n = 10^9, ns = 1000, 2,000 gaps took 28 s with ns-term
+# sums, 0.6 s so (docs/benchmarks.md);
 # their TwoSum-corrected error is no larger). A handful of terms is cheaper than a table.
 _NS_DIRECT = 8
 #: Largest table of delta values built for a radius search, and largest cumulative log table.
