@@ -368,8 +368,9 @@ class RunDir(ChunkFiles):
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
             raise RunError(f"The run directory '{self.path}' exists and is not empty. Use an "
                            "empty or new folder.")
-        # A new run is built beside its folder and renamed onto it, which the system refuses
-        # for the folder a process works in ('Device or resource busy', once built).
+        # A new run is built beside its folder and renamed onto it: onto '.' the system
+        # refuses ('Device or resource busy', once built); onto the current folder by its
+        # full path it succeeds and leaves the shell in a deleted folder. Refused, both.
         here = False
         with contextlib.suppress(OSError):  # (a current folder deleted meanwhile: not it)
             here = self.path.exists() and self.path.resolve() == Path.cwd().resolve()

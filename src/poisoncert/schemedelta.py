@@ -439,7 +439,10 @@ def _wor_log_ratio_stirling(n: int, ns: int, k: np.ndarray,
         t_a, e_a = _stirling_lead(aa, h)
         t_b, e_b = _stirling_lead(np.array(b), h)
         t1 = t_a - t_b
-        e1 = e_a + e_b + _EPS * np.abs(t1)
+        # n + k beyond 2^53 is not a float: a is off by up to 2 ulps of m, and t_a moves by
+        # less than log1p(ns / a) per unit of a (R is then far beyond any float anyway)
+        e1 = e_a + e_b + _EPS * np.abs(t1) \
+            + np.where(ma > 2.0**53, np.log1p(h / aa) * 2 * np.spacing(ma), 0.0)
         x = ka / (nf + 1.0)
         if sign < 0:
             # log((n - k + 1) / (n + 1)): log1p(-x) while x <= 1/2 (condition x / (1 - x) <= 1),
