@@ -20,10 +20,10 @@ __all__ = ["TABLE_MAX", "SchemeDelta"]
 
 _EPS = float(np.finfo(np.float64).eps)
 # Bagging without replacement: up to this ns, log C(w, ns)/C(n, ns) is a direct ns-term log1p
-# sum; above it, cumulative tables over the number of removed / added samples (built once,
-# then one lookup per value: P6 at n = 10^9, ns = 1000, 2,000 gaps took 28 s with ns-term
-# sums, 0.6 s so (docs/benchmarks.md);
-# their TwoSum-corrected error is no larger). A handful of terms is cheaper than a table.
+# sum; above it, cumulative tables over the number of removed / added samples, built once,
+# then one lookup per value, and with their TwoSum-corrected error no less accurate (P6 at
+# n = 10^9, ns = 1000, 2,000 gaps: 28 s with ns-term sums, 0.6 s with tables; docs/
+# benchmarks.md). A handful of terms is cheaper than a table.
 _NS_DIRECT = 8
 #: Largest table of delta values built for a radius search, and largest cumulative log table.
 TABLE_MAX = 1 << 23
@@ -181,33 +181,20 @@ class SchemeDelta:
             err = np.where(live, eq + er + 4 * _EPS * (1.0 + np.abs(corr) + np.abs(val)), 0.0)
             return val, err
 
+        def possible(a, r):  # possibly turned; and whether for certain
+            val, err = log_product(a, r)
+            return val + err >= log_half, val - err >= log_half
+
         def certain(a, r):
             val, err = log_product(a, r)
-            return val - err >= log_half
+            sure = val - err >= log_half
+            return sure, sure
 
-        # Bisection on "possibly turned", noting at each point kept as the upper end whether
-        # it turned for certain (rho, never tested, counts as certain: a_t <= rho).
-        lo, hi = a_lo.copy(), rho.copy()
-        hi_certain = np.ones(rho.shape, dtype=bool)
-        val, err = log_product(lo, rho)
-        pos = val + err >= log_half
-        hi = np.where(pos, lo, hi)
-        hi_certain = np.where(pos, val - err >= log_half, hi_certain)
-        while True:
-            idx = np.flatnonzero(lo < hi)
-            if not idx.size:
-                break
-            mid = (lo[idx] + hi[idx]) // 2
-            val, err = log_product(mid, rho[idx])
-            pos = val + err >= log_half
-            hi[idx] = np.where(pos, mid, hi[idx])
-            hi_certain[idx] = np.where(pos, val - err >= log_half, hi_certain[idx])
-            lo[idx] = np.where(pos, lo[idx], mid + 1)
-        a_p = lo
+        a_p, sure = _first_true(possible, rho, a_lo, rho)
         a_c = a_p.copy()
-        unsure = np.flatnonzero(~hi_certain)
+        unsure = np.flatnonzero(~sure)
         if unsure.size:  # rare: the turn lies within rounding of a_p
-            a_c[unsure] = _first_true(certain, rho[unsure], a_p[unsure], rho[unsure])
+            a_c[unsure], _ = _first_true(certain, rho[unsure], a_p[unsure], rho[unsure])
         return a_p, a_c
 
     # --------------------------------------------------------- Q and R in logs
@@ -284,15 +271,9 @@ class SchemeDelta:
             # a handful of tables per setting, not one per block of radii.
             size = 1 << min(kmax, TABLE_MAX).bit_length()
             size = size if size < TABLE_MAX else TABLE_MAX + 1
-            key = (sign, size)
-            tab = self._tables.get(key)
-            if tab is None:
-                # Reuse a larger table if one exists.
-                for (s, sz), t in self._tables.items():
-                    if s == sign and sz >= size:
-                        tab = t
-                        break
-            if tab is None:
+            # one table per direction: a larger one holds every smaller one's entries
+            tab = self._tables.get(sign)
+            if tab is None or tab[0].size < size:
                 j = np.arange(1, size, dtype=np.float64)
                 if sign < 0:
                     # Q(n - k) = prod_{j < k} (n - ns - j) / (n - j)
@@ -307,10 +288,7 @@ class SchemeDelta:
                 cs, sum_err = _cumsum_with_error(terms)
                 cc = np.concatenate([[0.0], np.cumsum(cond)])
                 err = 4 * _EPS * (3 * np.abs(cs) + cc) + sum_err
-                tab = (cs, err)
-                # a larger table holds every smaller one's entries: keep one per direction
-                self._tables = {kk: t for kk, t in self._tables.items() if kk[0] != sign}
-                self._tables[key] = tab
+                tab = self._tables[sign] = (cs, err)
             cs, err = tab
             ks = k[small]
             v[small] = cs[ks]
@@ -354,21 +332,26 @@ def _cumsum_with_error(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return out, _EPS * a * (1.0 + _EPS * k * k)
 
 
-def _first_true(pred, rho: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Vectorised bisection for the first ``a`` in ``[lo, hi]`` with ``pred(a, rho)`` (``hi``
-    itself is never tested). The result is ``hi`` or a point where ``pred`` held, and ``lo``
-    or one past a point where it failed, whether or not ``pred`` is monotone."""
+def _first_true(pred, rho: np.ndarray, lo: np.ndarray,
+                hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vectorised bisection for the first ``a`` in ``[lo, hi]`` where ``pred(a, rho)``'s first
+    array holds (``hi`` itself is never tested), and ``pred``'s second array at that point
+    (True at an untested ``hi``). The result is ``hi`` or a point where the first held, and
+    ``lo`` or one past a point where it failed, whether or not ``pred`` is monotone."""
     lo = lo.copy()
     hi = hi.copy()
-    hi = np.where(pred(lo, rho), lo, hi)  # already true at lo (the usual case)
+    flag = np.ones(lo.shape, dtype=bool)
+    t, f = pred(lo, rho)  # already true at lo (the usual case)
+    hi = np.where(t, lo, hi)
+    flag = np.where(t, f, flag)
     while True:
-        active = lo < hi
-        if not active.any():
-            return lo
-        idx = np.flatnonzero(active)
+        idx = np.flatnonzero(lo < hi)
+        if not idx.size:
+            return lo, flag
         mid = (lo[idx] + hi[idx]) // 2
-        t = pred(mid, rho[idx])
+        t, f = pred(mid, rho[idx])
         hi[idx] = np.where(t, mid, hi[idx])
+        flag[idx] = np.where(t, f, flag[idx])
         lo[idx] = np.where(t, lo[idx], mid + 1)
 
 
