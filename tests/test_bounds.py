@@ -659,6 +659,42 @@ def test_a_radius_search_keeps_one_cumulative_table_per_direction():
     assert 1 <= len(sd._tables) <= 2, sorted(sd._tables)
 
 
+@pytest.mark.parametrize("n,ns", [(10**12, 100), (60_000, 30), (3000, 1500), (2000, 1999)])
+@pytest.mark.parametrize("sign", [-1, 1])
+def test_cumulative_tables_built_in_blocks_are_one_pass_bit_for_bit(monkeypatch, n, ns, sign):
+    """A table built a block at a time (running sums carried across blocks) holds the bits
+    of one whole-array pass, dead (-inf) prefixes included, whatever the block size."""
+    from poisoncert import schemedelta
+
+    monkeypatch.setattr(schemedelta, "_TABLE_BLOCK", 1 << 30)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        whole = schemedelta._log_table(n, ns, 5000, sign)
+        for block in (1, 7, 64, 4999):
+            monkeypatch.setattr(schemedelta, "_TABLE_BLOCK", block)
+            parts = schemedelta._log_table(n, ns, 5000, sign)
+            for a, b in zip(whole, parts, strict=True):
+                assert a.tobytes() == b.tobytes(), block
+
+
+def test_a_radius_search_at_the_largest_tables_stays_within_its_memory():
+    """Radii in the billions (n = 10^12, ns = 100, P6) build both cumulative tables at
+    TABLE_MAX + 1 entries (4 x 67 MB); the build's temporaries are a few MB per block (the
+    whole-array build peaked at 832 MB traced)."""
+    import tracemalloc
+
+    from poisoncert.schemedelta import TABLE_MAX
+
+    b = SelectionBound("without_replacement", 10**12, ns=100, model="P6")
+    tracemalloc.start()
+    try:
+        r = b.radius(np.array([0.9, 0.3]))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.min() > TABLE_MAX  # the search went through the largest tables
+    assert peak < 400 * 2**20, peak / 2**20
+
+
 @pytest.mark.parametrize("scheme,n,ns,p", [("with_replacement", 10, 1000, None),
                                            ("without_replacement", 2000, 1500, None),
                                            ("binomial", 10, None, 0.9)])

@@ -274,21 +274,8 @@ class SchemeDelta:
             # one table per direction: a larger one holds every smaller one's entries
             tab = self._tables.get(sign)
             if tab is None or tab[0].size < size:
-                j = np.arange(1, size, dtype=np.float64)
-                if sign < 0:
-                    # Q(n - k) = prod_{j < k} (n - ns - j) / (n - j)
-                    x = ns / (n - (j - 1))
-                    terms = np.log1p(-np.minimum(x, 1.0))
-                    cond = x / np.maximum(1.0 - x, 1e-300)
-                else:
-                    # R(n + a) = prod_{j = 1..a} (n + j) / (n + j - ns)
-                    x = ns / (n + j)
-                    terms = -np.log1p(-x)
-                    cond = x / (1.0 - x)
-                cs, sum_err = _cumsum_with_error(terms)
-                cc = np.concatenate([[0.0], np.cumsum(cond)])
-                err = 4 * _EPS * (3 * np.abs(cs) + cc) + sum_err
-                tab = self._tables[sign] = (cs, err)
+                tab = self._tables[sign] = None  # free the smaller table before the larger
+                tab = self._tables[sign] = _log_table(n, ns, size, sign)
             cs, err = tab
             ks = k[small]
             v[small] = cs[ks]
@@ -299,37 +286,101 @@ class SchemeDelta:
         return v, e
 
 
-def _cumsum_with_error(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``[0, t0, t0 + t1, ...]`` for terms ``t`` of one sign, and a bound on each prefix's
-    rounding error (given exact ``t``).
+# Entries per block of a cumulative table's build: its temporaries stay a few MB, so a
+# full table (TABLE_MAX + 1 entries each way) holds 4 x 67 MB, not 0.9 GB of temporaries.
+_TABLE_BLOCK = 1 << 20
+
+
+def _log_table(n: int, ns: int, size: int, sign: int) -> tuple[np.ndarray, np.ndarray]:
+    """``cs[k] = log Q(n - k)`` (``sign = -1``) or ``log R(n + k)`` (``sign = +1``) for
+    ``0 <= k < size``, as running sums of one term per removed / added sample, and a bound
+    on each entry's error; built a block at a time, the same bits as one whole-array pass.
+    """
+    cs = np.empty(size)
+    err = np.empty(size)
+    cs[0] = err[0] = 0.0
+    carry = _RunningSum()
+    cond_sum = 0.0
+    for start in range(1, size, _TABLE_BLOCK):
+        j = np.arange(start, min(start + _TABLE_BLOCK, size), dtype=np.float64)
+        if sign < 0:
+            # Q(n - k) = prod_{j < k} (n - ns - j) / (n - j)
+            x = ns / (n - (j - 1))
+            terms = np.log1p(-np.minimum(x, 1.0))
+            cond = x / np.maximum(1.0 - x, 1e-300)
+        else:
+            # R(n + a) = prod_{j = 1..a} (n + j) / (n + j - ns)
+            x = ns / (n + j)
+            terms = -np.log1p(-x)
+            cond = x / (1.0 - x)
+        out, sum_err = carry.add(terms)
+        cc = _running(cond, cond_sum)
+        cond_sum = cc[-1]
+        blk = slice(start, start + j.size)
+        cs[blk] = out
+        err[blk] = 4 * _EPS * (3 * np.abs(out) + cc) + sum_err
+    return cs, err
+
+
+def _running(t: np.ndarray, s0: float) -> np.ndarray:
+    """``s0 + t0, s0 + t0 + t1, ...``, summed left to right as one running sum from ``s0``."""
+    s = np.empty(t.size + 1)
+    s[0] = s0
+    s[1:] = t
+    np.cumsum(s, out=s)
+    return s[1:]
+
+
+class _RunningSum:
+    """A running sum of terms of one sign fed a block at a time, each prefix with a bound on
+    its rounding error (given exact terms); blocks give the same bits as one pass.
 
     A running sum of ``k`` terms may be off by ``k eps`` times its size in the worst case
     (7e-9 relative at 8 million terms). Knuth's TwoSum recovers each step's rounding error
     exactly; their running sum corrects the prefixes, leaving a few ulps plus a second-order
     ``k^2 eps^2`` times the sum (each step's error is below half an ulp of a prefix, and the
     prefixes grow in size). If numpy's running sum is not the step-by-step one TwoSum
-    assumes (checked), the worst-case bound is returned.
+    assumes (checked on every block), that block and every later one get the worst-case bound.
     """
-    s = np.empty(t.size + 1)
-    s[0] = 0.0
-    np.cumsum(t, out=s[1:])
-    k = np.arange(s.size, dtype=np.float64) + 2.0
-    prev = s[:-1]
-    p = prev + t
-    if not np.array_equal(p, s[1:]):
-        return s, _EPS * k * np.abs(s)
-    with np.errstate(invalid="ignore"):
-        bb = p - prev
-        p -= bb
-        np.subtract(prev, p, out=p)
-        bb = np.subtract(t, bb, out=bb)
-        q = np.add(p, bb, out=p)  # exact: prev + t == s[1:] + q
-    q[~np.isfinite(q)] = 0.0  # a -inf term (a dead prefix) stays -inf
-    out = s.copy()
-    np.cumsum(q, out=q)
-    out[1:] += q
-    a = np.abs(out)
-    return out, _EPS * a * (1.0 + _EPS * k * k)
+
+    def __init__(self):
+        self.raw = 0.0  # the uncorrected running sum so far
+        self.corr = 0.0  # the running sum of its steps' exact rounding errors
+        self.count = 0  # terms summed so far
+        self.exact = True  # every block so far passed the step-by-step check
+
+    def add(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The prefixes ending at each of the next terms ``t``, and their error bounds."""
+        s = np.empty(t.size + 1)
+        s[0] = self.raw
+        s[1:] = t
+        np.cumsum(s, out=s)
+        prev, cur = s[:-1], s[1:]
+        # a prefix of g + 1 terms: k = g + 3 in the bounds (as a whole-array pass's index + 2)
+        k = np.arange(self.count + 3, self.count + 3 + t.size, dtype=np.float64)
+        self.raw, self.count = float(s[-1]), self.count + t.size
+        p = prev + t
+        self.exact = self.exact and np.array_equal(p, cur)
+        if not self.exact:
+            return cur.copy(), _EPS * k * np.abs(cur)
+        with np.errstate(invalid="ignore"):
+            bb = p - prev
+            p -= bb
+            np.subtract(prev, p, out=p)
+            bb = np.subtract(t, bb, out=bb)
+            q = np.add(p, bb, out=p)  # exact: prev + t == cur + q
+        q[~np.isfinite(q)] = 0.0  # a -inf term (a dead prefix) stays -inf
+        q = _running(q, self.corr)
+        self.corr = float(q[-1]) if q.size else self.corr
+        out = np.add(cur, q, out=q)
+        return out, _EPS * np.abs(out) * (1.0 + _EPS * k * k)
+
+
+def _cumsum_with_error(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[0, t0, t0 + t1, ...]`` for terms ``t`` of one sign, and a bound on each prefix's
+    rounding error (given exact ``t``): ``_RunningSum`` in one block."""
+    out, e = _RunningSum().add(np.asarray(t, dtype=np.float64))
+    return np.concatenate([[0.0], out]), np.concatenate([[0.0], e])
 
 
 def _first_true(pred, rho: np.ndarray, lo: np.ndarray,
