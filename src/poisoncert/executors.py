@@ -87,30 +87,38 @@ def parse_devices(spec: str | Sequence[str] | None, *, cuda_count: int | None = 
     """
     if spec is None:
         return None
-    if cuda_count is None:
-        import torch
-
-        cuda_count = torch.cuda.device_count()
-    if isinstance(spec, str):
-        if spec.strip().lower() == "all":
-            if cuda_count == 0:
-                raise param_error("devices", where, "a list of devices ('all' needs a visible "
-                                  "CUDA device, and none is visible)", spec)
-            return [f"cuda:{i}" for i in range(cuda_count)]
+    every = isinstance(spec, str) and spec.strip().lower() == "all"
+    if every:
+        names = []
+    elif isinstance(spec, str):
         names = [d.strip().lower() for d in spec.split(",") if d.strip()]
     else:
         names = [str(d).strip().lower() for d in spec]
-    if not names:
+    if not every and not names:
         raise param_error("devices", where, _DEVICE_HELP, spec)
-    out = []
+    parsed = []  # the syntax first: a misspelt list is refused before torch is imported
     for name in names:
         kind, _, index = name.partition(":")
         if kind == "cpu" and not index:
+            parsed.append((name, None))
+        elif kind != "cuda" or not (index == "" or index.isdigit()):
+            raise param_error("devices", where, _DEVICE_HELP, spec)
+        else:
+            parsed.append((name, int(index or 0)))
+    if cuda_count is None and (every or any(i is not None for _, i in parsed)):
+        import torch
+
+        cuda_count = torch.cuda.device_count()
+    if every:
+        if cuda_count == 0:
+            raise param_error("devices", where, "a list of devices ('all' needs a visible "
+                              "CUDA device, and none is visible)", spec)
+        return [f"cuda:{i}" for i in range(cuda_count)]
+    out = []
+    for name, i in parsed:
+        if i is None:
             out.append("cpu")
             continue
-        if kind != "cuda" or not (index == "" or index.isdigit()):
-            raise param_error("devices", where, _DEVICE_HELP, spec)
-        i = int(index or 0)
         if i >= cuda_count:
             raise param_error("devices", where, f"CUDA devices 0 to {cuda_count - 1} "
                               f"({cuda_count} visible)" if cuda_count else
