@@ -17,6 +17,7 @@ count) are appended to ``<run dir>/timing.json``; the report (experiments/report
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import sys
@@ -310,6 +311,12 @@ def _group_of(name: str) -> str:
     return next(g for g, items in GROUPS.items() if any(n == name for n, _, _ in items))
 
 
+def _chosen(name: str, only: str) -> bool:
+    """``--only``: the run's whole name, or a shell pattern (``*``, ``?``, ``[]``) matching it
+    (``knn_k100`` is not ``knn_k1000``: a part of a name chose both)."""
+    return name == only or (any(c in only for c in "*?[") and fnmatch.fnmatchcase(name, only))
+
+
 def main(argv=None) -> int:
     from poisoncert.cli.certs import EXPECTED_ERRORS, error_line
 
@@ -317,7 +324,9 @@ def main(argv=None) -> int:
     ap.add_argument("groups", nargs="*")
     ap.add_argument("--runs-dir", default="runs")
     ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--only", default=None, help="run only the runs whose name contains this")
+    ap.add_argument("--only", default=None, metavar="NAME",
+                    help="run only the run of this name (--list lists them), or those a "
+                         "pattern with * ? [] matches (e.g. 'mnist_agg_knn_*')")
     ap.add_argument("--list", action="store_true")
     ap.add_argument("--verify-update", default=None, metavar="RUN",
                     help="train RUN's update (UPDATES) from scratch and compare")
@@ -352,12 +361,13 @@ def main(argv=None) -> int:
     for g in a.groups:
         if g not in GROUPS:
             ap.error(f"unknown group {g!r}; one of {', '.join(GROUPS)}")
-    if a.only and not any(a.only in n for g in a.groups for n, _, _ in GROUPS[g]):
-        ap.error(f"--only {a.only!r}: no run of {', '.join(a.groups)} has it in its name "
-                 "(--list lists them)")
+    names = [n for g in a.groups for n, _, _ in GROUPS[g]]
+    if a.only and not any(_chosen(n, a.only) for n in names):
+        ap.error(f"--only {a.only!r}: no run of {', '.join(a.groups)} has that name (a whole "
+                 f"name, or a pattern with * ? []); its runs: {', '.join(names)}")
     for g in a.groups:
         for name, config, overrides in GROUPS[g]:
-            if a.only and a.only not in name:
+            if a.only and not _chosen(name, a.only):
                 continue
             command = None
             try:

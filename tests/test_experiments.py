@@ -94,6 +94,27 @@ def test_runner_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, args,
     assert not (tmp_path / "runs").exists()
 
 
+def test_runner_only_takes_whole_names_or_patterns(tmp_path, monkeypatch, capsys):
+    """``--only knn_k100`` also ran ``mnist_agg_knn_k1000`` (a part of a name chose every run
+    holding it); now a whole name runs that run, a pattern with * ? [] the runs it matches,
+    and a part of a name is one line listing the group's runs."""
+    run = _runner()
+    ran = []
+    monkeypatch.setattr(run, "run_one", lambda name, *args: ran.append(name))
+    for only, want in (("mnist_agg_knn_k100", ["mnist_agg_knn_k100"]),
+                       ("mnist_agg_knn_*", ["mnist_agg_knn_k100", "mnist_agg_knn_k1000"])):
+        ran.clear()
+        assert run.main(["mnist_agg", "--only", only, "--runs-dir", str(tmp_path)]) == 0
+        assert ran == want, (only, ran)
+    ran.clear()
+    with pytest.raises(SystemExit) as e:
+        run.main(["mnist_agg", "--only", "knn_k100", "--runs-dir", str(tmp_path)])
+    err = capsys.readouterr().err.splitlines()
+    assert e.value.code != 0 and ran == [] and not list(tmp_path.iterdir())
+    assert "--only 'knn_k100': no run of mnist_agg has that name" in err[-1], err
+    assert "mnist_agg_knn_k100, mnist_agg_knn_k1000" in err[-1], err
+
+
 def test_run_py_writes_its_json_whole_or_not_at_all(tmp_path, monkeypatch):
     """``timing.json`` and ``update.json`` decide what a rerun of experiments/run.py skips; they
     were written with ``write_text``, so a kill mid-write left a truncated file that the next
