@@ -36,3 +36,25 @@ def test_devices_syntax_is_refused_before_torch_is_imported(tmp_path, spec):
     assert len(lines) == 1 and "'devices' parameter of train" in lines[0], proc.stderr
     assert proc.stdout.split() == ["exit", "1", "False"], proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
+
+
+@pytest.mark.parametrize("args", [["--training.workers", "0"], ["--workers", "0"],
+                                  ["--training.workers", "-3"],
+                                  ["--training.workers", str(2**60)]])
+def test_workers_refusals_name_the_same_true_range(tmp_path, args):
+    """``--training.workers 0`` said the range was [1, 2^53] where ``--workers 0`` (and
+    ``--training.workers 100`` on this machine) said [1, CPUs]: a run takes at most the CPUs
+    it may use, and every refusal now says so."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.resources import usable_cpus
+
+    (tmp_path / "exp.yaml").write_text("selection: {scheme: binomial, ns: 30, T: 2}\n")
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), *args])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert (f"'training.workers' parameter of the config must be an int in the range "
+            f"[1, {usable_cpus()}] (the CPUs this process may use). Got {args[1]} instead."
+            in r.output), r.output
+    assert not (tmp_path / "run").exists()

@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar, runtime_checkable
 
 from poisoncert._validation import check_choice, check_int, param_error
-from poisoncert.resources import usable_cpus
+from poisoncert.resources import usable_cpus, workers_text
 from poisoncert.threads import attach_progress, keep_heap, limit_threads
 
 __all__ = ["EXECUTORS", "Executor", "LocalExecutor", "check_workers", "device_of",
@@ -313,8 +313,7 @@ def check_workers(workers, name: str = "workers", where: str = "make_executor") 
     try:
         return check_int(workers, name, where, low=1, high=cpus)
     except ValueError:
-        raise param_error(name, where, f"an int in the range [1, {cpus}] (the CPUs this "
-                          "process may use)", workers) from None
+        raise param_error(name, where, workers_text(), workers) from None
 
 
 def make_executor(name: str = "local", *, workers: int | None = 1,

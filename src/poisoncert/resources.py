@@ -91,6 +91,12 @@ def usable_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def workers_text() -> str:
+    """What a number of local worker processes must be, in the words of every error about
+    it (``--workers``, ``training.workers``): an int in ``[1, usable_cpus()]``."""
+    return f"an int in the range [1, {usable_cpus()}] (the CPUs this process may use)"
+
+
 # --------------------------------------------------------------------------------------------
 # Available memory
 

@@ -31,6 +31,7 @@ from poisoncert.config.checks import ints_ok as _ints_ok
 from poisoncert.config.checks import put as _put
 from poisoncert.config.checks import real as _real
 from poisoncert.data import registry as data_registry
+from poisoncert.resources import workers_text
 from poisoncert.selection import (
     FINITE_AGGREGATION,
     NEAREST_NEIGHBOURS,
@@ -302,7 +303,10 @@ class ExecutionConfig:
 
     def __post_init__(self) -> None:
         _put(self, "path", _choice(self.path, "training.path", PATHS))
-        _int(self.workers, "training.workers", low=1, high=INT_LIMIT)
+        try:  # at most the CPUs where a run starts (a recorded run resumes elsewhere too)
+            _int(self.workers, "training.workers", low=1, high=INT_LIMIT)
+        except ConfigError:  # in the words of --workers and of a run that starts
+            raise config_error("training.workers", workers_text(), self.workers) from None
         _put(self, "device", _choice(self.device, "training.device", DEVICES))
 
 
