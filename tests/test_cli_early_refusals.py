@@ -58,3 +58,33 @@ def test_workers_refusals_name_the_same_true_range(tmp_path, args):
             f"[1, {usable_cpus()}] (the CPUs this process may use). Got {args[1]} instead."
             in r.output), r.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("text", ["", "# a comment only\n", "{}\n", "data:\nselection:\n"])
+def test_a_config_file_without_settings_is_said_to_train_the_defaults(tmp_path, monkeypatch,
+                                                                      text):
+    """An empty config file (or comments only, ``{}``, sections without keys) trained the
+    default experiment without a word; it now says so in one line naming the file. With
+    ``--section.key`` overrides (an empty file and ``--selection.T 8``, a documented path)
+    nothing is said."""
+    from test_runs import use_engine
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    use_engine(monkeypatch)
+    config = tmp_path / "exp.yaml"
+    config.write_text(text)
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "a"), "-q",
+                            "--selection.T", "4", "--data.test_limit", "10"])
+    assert r.exit_code == 0 and "warning" not in r.stderr, r.output
+    monkeypatch.setattr("poisoncert.config.sections.DEFAULT_SELECTION",
+                        {"scheme": "binomial", "ns": 50, "T": 4})
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "b"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr.splitlines() == [
+        f"warning: the config file '{config}' holds no settings (it is empty, comments or "
+        "sections without keys): training the default experiment (digits, binomial ns 50, "
+        "T 4, model mlp). Name the settings in the file, or give them as --section.key "
+        "value."], r.stderr

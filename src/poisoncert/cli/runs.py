@@ -94,12 +94,13 @@ def train(
     """
     with library_errors():
         from poisoncert.cli.progress import rich_progress
-        from poisoncert.config import load_config, parse_overrides
+        from poisoncert.config import from_dict, parse_overrides, read_config_file
         from poisoncert.executors import check_workers, make_executor
         from poisoncert.experiment import train_run
 
         _refuse_misspelt_options(ctx)
         overrides = parse_overrides(ctx.args)
+        given = bool(overrides)  # the experiment's own settings (not how it runs)
         ray = executor.strip().lower() == "ray"
         if workers is not None:
             if not ray:  # local processes: [1, CPUs], for 0 as for too many
@@ -111,7 +112,14 @@ def train(
             overrides["training.device"] = "cuda"
         if rhos is not None:
             overrides["certify.rhos"] = rhos
-        cfg = load_config(config, overrides)
+        settings = read_config_file(config)
+        cfg = from_dict(settings, overrides)
+        if not given and not any((settings or {}).values()):
+            typer.echo(f"warning: the config file '{config}' holds no settings (it is empty, "
+                       "comments or sections without keys): training the default experiment "
+                       f"({cfg.data.name}, {cfg.selection.scheme} ns {cfg.selection.ns}, "
+                       f"T {cfg.T}, model {cfg.training.model}). Name the settings in the "
+                       "file, or give them as --section.key value.", err=True)
         if address is not None and not ray:  # would be ignored: an error (issue 9)
             raise param_error("address", "train", "given only with --executor ray", address)
         local_workers = None if devices is not None and workers is None else (

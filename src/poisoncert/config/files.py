@@ -45,6 +45,7 @@ __all__ = [
     "config_hash",
     "from_dict",
     "load_config",
+    "read_config_file",
     "parse_overrides",
     "to_dict",
     "to_yaml",
@@ -221,32 +222,37 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     ``overrides`` is a dict of dotted keys (``{"training.steps": "300"}``) or a list of
     command-line words (``["--training.steps", "300", "--selection.ns=10"]``).
     """
-    d = None
-    if path is not None:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as e:
-            raise ConfigError(f"Cannot read the config file '{path}': {e.strerror or e}.") from None
-        except UnicodeDecodeError as e:
-            raise ConfigError(f"The config file '{path}' is not YAML text: byte "
-                              f"{e.object[e.start]:#04x} at offset {e.start} is not "
-                              "UTF-8.") from None
-        try:
-            d = yaml.load(text, Loader=_UniqueKeyLoader)
-        except _DuplicateKey as e:
-            raise ConfigError(f"The config file '{path}' {e}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
-        except RecursionError:  # PyYAML's parser recurses once per level of nesting
-            raise ConfigError(f"The config file '{path}' is nested too deeply to be read (a "
-                              "config holds sections of keys and values).") from None
-        if d is not None and not isinstance(d, dict):
-            raise ConfigError(f"The config file '{path}' must hold a mapping of sections (data, "
-                              f"selection, training, ...); it holds a {type(d).__name__}.")
+    d = None if path is None else read_config_file(path)
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
     return from_dict(d, overrides)
+
+
+def read_config_file(path: str | Path) -> dict | None:
+    """The nested dicts a YAML config file holds (None for a file without any: empty or
+    comments only), or a ``ConfigError`` naming the file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(f"Cannot read the config file '{path}': {e.strerror or e}.") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"The config file '{path}' is not YAML text: byte "
+                          f"{e.object[e.start]:#04x} at offset {e.start} is not "
+                          "UTF-8.") from None
+    try:
+        d = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as e:
+        raise ConfigError(f"The config file '{path}' {e}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
+    except RecursionError:  # PyYAML's parser recurses once per level of nesting
+        raise ConfigError(f"The config file '{path}' is nested too deeply to be read (a "
+                          "config holds sections of keys and values).") from None
+    if d is not None and not isinstance(d, dict):
+        raise ConfigError(f"The config file '{path}' must hold a mapping of sections (data, "
+                          f"selection, training, ...); it holds a {type(d).__name__}.")
+    return d
 
 
 class _DuplicateKey(yaml.YAMLError):
