@@ -38,6 +38,43 @@ def test_devices_syntax_is_refused_before_torch_is_imported(tmp_path, spec):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
 
 
+def test_attack_refuses_settings_that_do_not_fit_the_run_before_reading_it(tmp_path,
+                                                                          monkeypatch):
+    """``attack`` verified every checksum of the run and loaded its weights (seconds to
+    minutes for a large run) before it refused ``--copies`` for a bagging run, a ``--patch`` as
+    large as the images or a folder holding an earlier attack's results; now those come from
+    the run's config and manifest, before its files are read."""
+    from test_runs import small, use_engine
+    from typer.testing import CliRunner
+
+    from poisoncert import runs
+    from poisoncert.cli import app
+    from poisoncert.experiment import train_run
+
+    use_engine(monkeypatch)
+    run = tmp_path / "run"
+    train_run(small(), run)  # digits: 8 x 8 images, bagging without replacement
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "attack.json").write_text("{}")
+
+    def read(*args, **kwargs):
+        raise AssertionError("the run's files were read before the options were checked")
+
+    monkeypatch.setattr(runs.RunDir, "verify", read)
+    runner = CliRunner()
+    for args, words in (
+            (["--attacks", "insert", "--copies", "2"],
+             "'copies' parameter of attack_run must be 1 for a without_replacement run"),
+            (["--attacks", "backdoor", "--patch", "8"],
+             "'patch' parameter of attack_run must be an int in the range [1, 7]"),
+            (["--attacks", "flip", "--out", str(tmp_path / "out")],
+             "already holds an earlier attack's results (attack.json)")):
+        r = runner.invoke(app, ["attack", str(run), *args, "-q"])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert r.output.startswith("error: ") and words in r.output, r.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["attack.json"]
+
+
 @pytest.mark.parametrize("args", [["--training.workers", "0"], ["--workers", "0"],
                                   ["--training.workers", "-3"],
                                   ["--training.workers", str(2**60)]])
@@ -88,3 +125,4 @@ def test_a_config_file_without_settings_is_said_to_train_the_defaults(tmp_path, 
         "sections without keys): training the default experiment (digits, binomial ns 50, "
         "T 4, model mlp). Name the settings in the file, or give them as --section.key "
         "value."], r.stderr
+

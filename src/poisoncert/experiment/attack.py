@@ -208,9 +208,58 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
     rd = RunDir(run_dir)
     out = Path(out_dir) if out_dir is not None else rd.path
     runs.check_writable(out)
+    _check_early(rd, s)
+    if not overwrite:
+        _refuse_earlier_results(out, rd.path)
     with rd.lock():
         rd.verify()
         return _attack_locked(rd, s, out, log, t0, keep_earlier=not overwrite)
+
+
+def _check_early(rd: RunDir, s: AttackSettings) -> None:
+    """The settings' checks against the run (``_check_fits``) from its config and its
+    manifest's data record alone, before the run's files are verified and its weights read
+    (seconds to minutes for a large run). A run whose files cannot be read that way is left to
+    ``RunDir.verify``; ``_attack_locked`` checks the same against the data it loads."""
+    try:
+        cfg = rd.load_config()
+        data = rd.load_manifest().get("data")
+        n_classes, shape = data["n_classes"], tuple(data["input_shape"])
+        if not (isinstance(n_classes, int) and shape
+                and all(isinstance(v, int) and v > 0 for v in shape)):
+            return
+    except Exception:  # verify names what is wrong with the run's files
+        return
+    _check_fits(s, cfg.selection.scheme, n_classes, shape)
+
+
+def _check_fits(s: AttackSettings, scheme: str, n_classes: int, shape: tuple) -> None:
+    """The settings for a ``scheme`` run of ``n_classes`` classes on inputs of ``shape``:
+    ``copies`` only for hash buckets, the pixel attacks only on images, ``backdoor_label``
+    one of the classes and the backdoor's ``patch`` smaller than the images."""
+    buckets = scheme in selection.BUCKET_SCHEMES
+    if s.copies != 1 and not buckets:
+        raise param_error("copies", "attack_run", f"1 for a {scheme} run (copies "
+                          "spread an insertion over hash buckets: partition and "
+                          "finite_aggregation runs)", s.copies)
+    if len(shape) != 3:  # vectors of features: no corner to patch or to steer with
+        pixels = ["backdoor"] + (["insert", "modify"] if buckets else [])
+        if bad := [a for a in s.attacks if a in pixels]:
+            fits = [a for a in ATTACKS if a not in pixels]
+            why = "the backdoor patches a corner of each image" + (
+                "; insert and modify steer their copies into hash buckets by corner pixels"
+                if buckets else "")
+            raise param_error("attacks", "attack_run", f"a list of {', '.join(fits)} for a "
+                              f"{scheme} run on inputs of {shape[0]} features, not "
+                              f"images ({why}; leave out {', '.join(bad)})",
+                              ",".join(s.attacks))
+    if s.backdoor_label >= n_classes:
+        raise param_error("backdoor_label", "attack_run", f"a class in the range "
+                          f"[0, {n_classes - 1}]", s.backdoor_label)
+    side = min(shape[-2:]) if len(shape) >= 2 else None
+    if "backdoor" in s.attacks and side is not None and s.patch >= side:
+        raise param_error("patch", "attack_run", f"an int in the range [1, {side - 1}] (a "
+                          f"corner of the {side}-pixel images, not all of them)", s.patch)
 
 
 def _refuse_earlier_results(out: Path, run: Path) -> None:
@@ -251,28 +300,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
         backend = ClassifierBackend(ens)
         builder = EditBuilder(data, cfg, ens.plan, ens.predictions, s.copies)
         votes = votes_from_predictions(ens.predictions, data.n_classes)
-    if s.copies != 1 and not builder.buckets:
-        raise param_error("copies", "attack_run", f"1 for a {cfg.selection.scheme} run (copies "
-                          "spread an insertion over hash buckets: partition and "
-                          "finite_aggregation runs)", s.copies)
-    if data.x_test.ndim != 4:  # vectors of features: no corner to patch or to steer with
-        pixels = ["backdoor"] + (["insert", "modify"] if builder.buckets else [])
-        if bad := [a for a in s.attacks if a in pixels]:
-            fits = [a for a in ATTACKS if a not in pixels]
-            why = "the backdoor patches a corner of each image" + (
-                "; insert and modify steer their copies into hash buckets by corner pixels"
-                if builder.buckets else "")
-            raise param_error("attacks", "attack_run", f"a list of {', '.join(fits)} for a "
-                              f"{scheme} run on inputs of {data.x_test.shape[1]} features, not "
-                              f"images ({why}; leave out {', '.join(bad)})",
-                              ",".join(s.attacks))
-    if s.backdoor_label >= data.n_classes:
-        raise param_error("backdoor_label", "attack_run", f"a class in the range "
-                          f"[0, {data.n_classes - 1}]", s.backdoor_label)
-    side = min(data.x_test.shape[-2:]) if data.x_test.ndim >= 3 else None
-    if "backdoor" in s.attacks and side is not None and s.patch >= side:
-        raise param_error("patch", "attack_run", f"an int in the range [1, {side - 1}] (a "
-                          f"corner of the {side}-pixel images, not all of them)", s.patch)
+    _check_fits(s, scheme, data.n_classes, data.x_test.shape[1:])
     _check_attack_memory(s, data)
     if keep_earlier:  # after the settings' checks, before any trial is computed
         _refuse_earlier_results(out, rd.path)
