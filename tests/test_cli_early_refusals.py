@@ -126,3 +126,39 @@ def test_a_config_file_without_settings_is_said_to_train_the_defaults(tmp_path, 
         "T 4, model mlp). Name the settings in the file, or give them as --section.key "
         "value."], r.stderr
 
+
+@pytest.mark.parametrize("args, key", [
+    (["--selection.seed", str(2**64)], "'selection.seed' parameter of the config"),
+    (["--data.clean_seed", str(2**64), "--data.n_clean", "5"],
+     "'data.clean_seed' parameter of the config")])
+def test_seeds_beyond_64_bits_are_refused(tmp_path, args, key):
+    """A root seed had no upper bound (a 5,000-digit one ended in Python's int-conversion
+    error); a seed is now a 64-bit int, as the classifiers' own seeds are."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    (tmp_path / "exp.yaml").write_text("selection: {scheme: binomial, ns: 30, T: 2}\n")
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), *args])
+    assert r.exit_code == 1 and r.output.splitlines() == [
+        f"error: The {key} must be an int in the range [0, 2^64 - 1]. Got {2**64} instead."]
+    assert not (tmp_path / "run").exists()
+    big = tmp_path / "big.yaml"  # an int YAML reads but Python will not convert
+    big.write_text("selection: {scheme: binomial, ns: 30, T: 2, seed: " + "9" * 5000 + "}\n")
+    r = CliRunner().invoke(app, ["train", str(big), "--run-dir", str(tmp_path / "run")])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert r.output.startswith(f"error: The config file '{big}' cannot be read: "), r.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_attack_seed_beyond_64_bits_is_refused_before_the_run_is_read(tmp_path):
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    r = CliRunner().invoke(app, ["attack", str(tmp_path / "no-run"), "--seed", str(2**64)])
+    assert r.exit_code == 1 and r.output.splitlines() == [
+        "error: --seed: The 'seed' parameter of attack_run must be an int in the range "
+        f"[0, 2^64 - 1]. Got {2**64} instead."], r.output
+

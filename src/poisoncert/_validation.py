@@ -25,6 +25,8 @@ import numpy as np
 __all__ = [
     "INT_LIMIT",
     "INT_LIMIT_TEXT",
+    "SEED_LIMIT",
+    "SEED_LIMIT_TEXT",
     "check_choice",
     "check_int",
     "check_int_array",
@@ -43,6 +45,13 @@ __all__ = [
 INT_LIMIT = 2**53
 #: How messages write ``INT_LIMIT`` (exactly; 9007199254740992 is harder to read).
 INT_LIMIT_TEXT = "2^53"
+#: Largest root seed a run or an attack takes (``selection.seed``, ``data.clean_seed``,
+#: ``attack --seed``): a 64-bit seed, as the classifiers' own seeds (``seeds.npy``, uint64) and
+#: ``torch.manual_seed``'s range. numpy's ``SeedSequence`` would take any int, but pools it into
+#: 128 bits, and a larger one was an unreadable error (a Python int of over 4,300 digits).
+SEED_LIMIT = 2**64 - 1
+#: How messages write ``SEED_LIMIT``.
+SEED_LIMIT_TEXT = "2^64 - 1"
 
 
 def param_error(name: str, where: str, allowed: str, got: object) -> ValueError:
@@ -213,8 +222,9 @@ def check_choice(x, name: str, where: str, choices: Iterable[str],
 
 
 def _range_text(kind: str, low, high) -> str:
-    low, high = (INT_LIMIT_TEXT if v is not None and not isinstance(v, bool) and v == INT_LIMIT
-                 else v for v in (low, high))
+    texts = {INT_LIMIT: INT_LIMIT_TEXT, SEED_LIMIT: SEED_LIMIT_TEXT}
+    low, high = (texts.get(v, v) if v is not None and not isinstance(v, bool) else v
+                 for v in (low, high))
     if low is not None and high is not None:
         return f"{kind} in the range [{low}, {high}]"
     if low is not None:

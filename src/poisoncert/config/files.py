@@ -246,6 +246,9 @@ def read_config_file(path: str | Path) -> dict | None:
         raise ConfigError(f"The config file '{path}' {e}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"The config file '{path}' is not valid YAML: {e}") from None
+    except ValueError as e:  # an int of more than 4,300 digits (Python's limit)
+        raise ConfigError(f"The config file '{path}' cannot be read: "
+                          f"{' '.join(str(e).split())}.") from None
     except RecursionError:  # PyYAML's parser recurses once per level of nesting
         raise ConfigError(f"The config file '{path}' is nested too deeply to be read (a "
                           "config holds sections of keys and values).") from None

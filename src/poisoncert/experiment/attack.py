@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import runs, selection
-from poisoncert._validation import check_int, param_error
+from poisoncert._validation import SEED_LIMIT, check_int, param_error
 from poisoncert.experiment.attack_backends import ClassifierBackend, Judge, NNBackend
 from poisoncert.experiment.attack_edits import EditBuilder, patch_images
 from poisoncert.rates import clock_text, rate_text
@@ -107,7 +107,7 @@ class AttackSettings:
         targeted = any(a != "backdoor" for a in attacks)  # 0 targets ran none of them
         object.__setattr__(self, "targets", check_int(self.targets, "targets", where,
                                                       low=int(targeted)))
-        check_int(self.seed, "seed", where, low=0)
+        check_int(self.seed, "seed", where, low=0, high=SEED_LIMIT)
         check_int(self.backdoor_label, "backdoor_label", where, low=0)
         check_int(self.patch, "patch", where, low=1)
         check_int(self.batch, "batch", where, low=1)
