@@ -162,3 +162,28 @@ def test_attack_seed_beyond_64_bits_is_refused_before_the_run_is_read(tmp_path):
         "error: --seed: The 'seed' parameter of attack_run must be an int in the range "
         f"[0, 2^64 - 1]. Got {2**64} instead."], r.output
 
+
+def test_an_elastic_strength_beyond_any_image_is_refused(tmp_path):
+    """``training.elastic 1e300`` was accepted: its float32 grids overflowed to inf (numpy's
+    'overflow encountered in multiply' warning), and every classifier diverged. The strength
+    (pixels) is now at most ``ELASTIC_MAX``, far beyond any image, and every draw of that
+    strength is finite in float32."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.config import from_dict
+    from poisoncert.training.minibatches import FieldStream
+    from poisoncert.training.settings import ELASTIC_MAX
+
+    (tmp_path / "exp.yaml").write_text("selection: {scheme: binomial, ns: 30, T: 2}\n")
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), "--training.elastic", "1e300"])
+    assert r.exit_code == 1 and r.output.splitlines() == [
+        "error: The 'training.elastic' parameter of the config must be a real number in the "
+        "range [0, 1e+06]. Got 1e+300 instead."], r.output
+    assert not (tmp_path / "run").exists()
+    assert from_dict({"training": {"elastic": ELASTIC_MAX}}).training.elastic == ELASTIC_MAX
+    # a standard normal draw beyond 40 has probability below 1e-340: never met
+    grid = FieldStream(np.random.default_rng(0), ELASTIC_MAX, 64, (8, 8)).take(64)
+    assert np.isfinite(grid).all() and np.abs(grid).max() < 40 * ELASTIC_MAX < 3e38

@@ -27,6 +27,7 @@ from poisoncert.training.user_model import ModelRef, is_model_ref
 __all__ = [
     "CUDA_DTYPES",
     "DEFAULT_GROUP_SIZE",
+    "ELASTIC_MAX",
     "GRAPHED_OPTIMIZERS",
     "LENET5_MNIST",
     "MODELS",
@@ -58,6 +59,10 @@ CUDA_DTYPES = ("tf32", "bfloat16")
 #: same loop with each step captured once as a CUDA graph, ``training.graphed``).
 PATHS = ("fast", "twin", "vmap", "bmm", "cmajor", "reference", "graphed")
 SCHEDULES = ("constant", "cosine")
+#: Largest ``elastic`` (the displacements' standard deviation, pixels): far beyond any image's
+#: size (a displacement that large only blanks it), and small enough that every float32 grid
+#: draw is finite (1e300 overflowed to inf: numpy's overflow warning, then a diverged run).
+ELASTIC_MAX = 1e6
 #: Optimizers the ``graphed`` path captures (torch's fused Adam and SGD steps).
 GRAPHED_OPTIMIZERS = ("adam", "sgd")
 #: Classifiers evaluated as one stacked group by ``training.inference.evaluate``, per device
@@ -144,9 +149,9 @@ class TrainConfig:
       ``[-shear, shear]`` degrees and a translation uniform in ``[-max_shift, max_shift]``
       pixels per axis (continuous; it replaces the integer shifts), plus, when
       ``elastic > 0``, a smooth elastic displacement: independent normal displacements of
-      standard deviation ``elastic`` pixels on a coarse grid (one node per 4 pixels, at
-      least 2 per axis) interpolated bilinearly over the image (Simard et al.'s elastic
-      distortions, smoothed by interpolation instead of a Gaussian filter).
+      standard deviation ``elastic`` pixels (at most ``ELASTIC_MAX``) on a coarse grid (one
+      node per 4 pixels, at least 2 per axis) interpolated bilinearly over the image (Simard
+      et al.'s elastic distortions, smoothed by interpolation instead of a Gaussian filter).
     - ``dtype``: ``float32`` or ``float64`` (training and inference); on CUDA also ``tf32``
       (float32 with TensorFloat-32 matmuls and convolutions) and ``bfloat16`` (float32
       parameters and optimizer, forward and backward under bfloat16 autocast).
@@ -251,7 +256,8 @@ class TrainConfig:
         put("rotation", check_real(self.rotation, k + "rotation", w, low=0.0, high=180.0))
         put("scale", check_real(self.scale, k + "scale", w, low=0.0, high=1.0, high_open=True))
         put("shear", check_real(self.shear, k + "shear", w, low=0.0, high=90.0, high_open=True))
-        put("elastic", check_real(self.elastic, k + "elastic", w, low=0.0))
+        put("elastic", check_real(self.elastic, k + "elastic", w, low=0.0,
+                                  high=ELASTIC_MAX))
         put("dtype", check_choice(self.dtype, k + "dtype", w, DTYPES))
         if self.group_size is None or (isinstance(self.group_size, str)
                                        and self.group_size.strip().lower() == "auto"):
