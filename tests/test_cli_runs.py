@@ -335,3 +335,24 @@ def test_ctrl_c_in_a_knn_search_says_nothing_is_kept(tmp_path, monkeypatch):
         f"interrupted: the neighbour search keeps nothing (a knn / rnn run is written whole "
         f"when its search ends; '{run}' is as it was); the same command starts it again."]
     assert not run.exists() or not any(run.iterdir())
+
+
+def test_demo_refuses_a_folder_of_other_files_and_reruns_into_its_own(tmp_path, engine):
+    """``demo --out DIR`` wrote its table and figure into any folder, replacing a user's
+    certified_accuracy.csv there; a folder holding anything but the demo's own output is now
+    refused in one line naming what it holds (as train --run-dir refuses a non-empty folder),
+    and the same command into the demo's own folder still reruns."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine\n")
+    (mine / runs.CERTIFIED_ACCURACY).write_text("my table\n")
+    r = runner.invoke(app, ["demo", "--out", str(mine), "--quick", "-q"])
+    assert r.exit_code == 1 and r.output.strip().splitlines() == [
+        f"error: The demo's folder '{mine}' (out_dir; CLI: --out) holds files that are not "
+        "the demo's (notes.txt). Use a new or empty folder, or an earlier demo's."], r.output
+    assert sorted(p.name for p in mine.iterdir()) == [runs.CERTIFIED_ACCURACY, "notes.txt"]
+    assert (mine / runs.CERTIFIED_ACCURACY).read_text() == "my table\n"
+    out = tmp_path / "demo"
+    for _ in range(2):  # new, then its own output again
+        r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
+        assert r.exit_code == 0, r.output

@@ -25,6 +25,7 @@ from poisoncert.experiment.certify import (
     curve_label,
 )
 from poisoncert.experiment.train import ProgressDisplay, RunResult, train_run
+from poisoncert.runsafe import TMP_PREFIX
 
 __all__ = ["DEMO_CONFIG", "DEMO_SCHEMES", "DemoResult", "demo_config", "run_demo"]
 
@@ -57,6 +58,26 @@ def demo_config(scheme: str = "without_replacement", *, quick: bool = False
     return from_dict(yaml.safe_load(DEMO_CONFIG), overrides)
 
 
+def _refuse_foreign_files(out: Path) -> None:
+    """The demo's folder holds nothing but the demo's own output (its three runs, its table
+    and figure, leftovers of its writes): it replaces its table and figure and resumes its
+    runs (the same command again), and is refused where those names may be someone else's
+    files, as ``train --run-dir`` refuses a folder that is not empty."""
+    own = {*DEMO_SCHEMES, runs.CERTIFIED_ACCURACY, runs.CERTIFIED_ACCURACY_PNG}
+    if out.exists() and not out.is_dir():
+        raise runs.RunError(f"The demo's folder '{out}' (out_dir; CLI: --out) is a file. Use "
+                            "a new or empty folder.")
+    if not out.is_dir():
+        return
+    other = sorted(p.name for p in out.iterdir()
+                   if p.name not in own and not p.name.startswith(TMP_PREFIX))
+    if other:
+        shown = ", ".join(other[:5]) + (f", ... ({len(other)} in all)" if len(other) > 5 else "")
+        raise runs.RunError(f"The demo's folder '{out}' (out_dir; CLI: --out) holds files that "
+                            f"are not the demo's ({shown}). Use a new or empty folder, or an "
+                            "earlier demo's.")
+
+
 def run_demo(out_dir: str | Path, *, quick: bool = False,
              progress: ProgressDisplay | None = None,
              executor: Executor | None = None) -> DemoResult:
@@ -69,6 +90,7 @@ def run_demo(out_dir: str | Path, *, quick: bool = False,
         # its certified_accuracy.csv / .png would be replaced by the demo's
         raise runs.RunError(f"The demo's folder '{out}' (out_dir; CLI: --out) holds a run "
                             f"(its {runs.MANIFEST}). Use another folder.")
+    _refuse_foreign_files(out)
     for s in DEMO_SCHEMES:  # check every folder before training any
         runs.check_writable(out / s)
     results, tables, curves, labels = {}, {}, {}, {}
