@@ -335,8 +335,8 @@ def test_progress_advances_per_group_from_ray_tasks(ray_instance, local_run, tmp
 
 def test_an_address_no_ray_head_answers_is_one_clear_error(tmp_path):
     """``--address HOST:PORT`` with nothing listening fails at once with one line; ``ray.init``
-    would retry it for a long time (the process ignored SIGTERM meanwhile). ``auto`` and
-    other forms are left to Ray."""
+    would retry it for a long time (the process ignored SIGTERM meanwhile). ``auto`` is
+    resolved by Ray, then checked the same way; other forms are left to Ray."""
     from poisoncert.ray_executor import check_reachable
 
     t0 = time.perf_counter()
@@ -345,8 +345,8 @@ def test_an_address_no_ray_head_answers_is_one_clear_error(tmp_path):
                                                   r"\(address; CLI: --address\): "):
             check_reachable(address)
     assert time.perf_counter() - t0 < 30
-    # "auto": the cluster Ray finds, or one line when it finds none (the run folder was made
-    # first, then Ray's own message) or one that does not answer
+    # "auto": the cluster Ray finds, or one line when it finds none (Ray raises for that: the
+    # next test) or one that does not answer
     from ray._private import services
 
     for found, match in ((None, r"^No running Ray cluster was found for the address 'auto' "
@@ -370,4 +370,31 @@ def test_an_address_no_ray_head_answers_is_one_clear_error(tmp_path):
     assert out.returncode == 1 and out.stderr.startswith("error: No Ray head answers at "
                                                          "'127.0.0.1:1'"), out.stderr
     assert len(out.stderr.splitlines()) == 1 and out.stdout == ""
+    assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def test_address_auto_with_no_ray_running_is_one_line_before_any_file(tmp_path, monkeypatch):
+    """``--address auto`` where Ray finds no running instance: Ray's own resolution raises
+    ``ConnectionError`` (it never returns None for "auto"), which was let through to
+    ``ray.init`` after the run folder had been written (config, manifest, seeds), with Ray's
+    message naming a ``--address`` flag. Now it is poisoncert's one line, and no folder."""
+    from ray._private import services
+
+    from poisoncert.ray_executor import check_reachable
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # nothing running on this machine, as Ray sees it (another process's Ray would be found)
+    monkeypatch.setattr(services, "find_gcs_addresses", lambda: [])
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir=None: None)
+    with pytest.raises(ConnectionError, match=r"^No running Ray cluster was found for the "
+                                              r"address 'auto' \(address; CLI: --address\)"):
+        check_reachable("auto")
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    out = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "run"),
+                                   "--executor", "ray", "--address", "auto", "-q"])
+    assert out.exit_code == 1, out.output
+    assert out.output.startswith("error: No running Ray cluster was found for the address "
+                                 "'auto'"), out.output
+    assert len(out.output.strip().splitlines()) == 1, out.output
     assert not (tmp_path / "run").exists()  # refused before the run folder is made

@@ -338,9 +338,9 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """A ``host:port`` (or ``ray://host:port``) address that accepts no TCP connection within
     ``timeout`` seconds is one clear error, before ``ray.init``, which retries such an address
     for a long time with only Ray's own log lines. ``"auto"`` is the running cluster Ray finds
-    (``RAY_ADDRESS``, or the one this machine started last): none is one clear error too (the
-    run folder was made first, then Ray's own message), and its address is checked as
-    above. Other forms are Ray's to resolve."""
+    (``RAY_ADDRESS``, or the one this machine started last): none is one clear error too, before
+    the run folder is made (Ray raises ``ConnectionError`` for it; returning None is handled
+    the same), and its address is checked as above. Other forms are Ray's to resolve."""
     import re
     import socket
 
@@ -349,6 +349,8 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
             from ray._private.services import canonicalize_bootstrap_address
 
             found = canonicalize_bootstrap_address("auto")
+        except ConnectionError:  # what Ray raises when it finds no running instance
+            found = None
         except Exception:
             return
         if found is None:
