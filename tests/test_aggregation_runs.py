@@ -147,7 +147,8 @@ def test_stored_ranks_match_the_votes_and_resume(tmp_path):
 
     r = CliRunner().invoke(app, ["certify", str(tmp_path / "ranked"), "--aggregation", "roe",
                                  "--no-plot"])  # the setting line names the run-off election
-    assert r.exit_code == 0 and "scheme finite_aggregation, aggregation run_off, " in r.output
+    assert r.exit_code == 0
+    assert "scheme finite_aggregation, aggregation roe (run-off election), " in r.output
     with pytest.raises(RunError, match="store_ranks"):
         certify_run(tmp_path / "plain", plot=False, aggregation="roe")
 
@@ -188,6 +189,8 @@ def test_knn_and_rnn_runs(tmp_path):
     assert r.exit_code == 0, r.output
     assert f"Searched the neighbours of {len(xt)} test points (knn; no base classifiers)" \
         in r.output and "Trained" not in r.output
+    # nor a mean base-classifier accuracy: the vote of the neighbours is the classifier
+    assert "Accuracy " in r.output and "base-classifier" not in r.output, r.output
 
 
 def _tamper(run, name, change, match_checksum, match_consistency):

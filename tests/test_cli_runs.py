@@ -60,7 +60,8 @@ def test_train_with_overrides_then_certify(tmp_path, config, engine):
     # the same command resumes (nothing to train); another config is refused
     r = runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q",
                             "--selection.T", "16", "--training.steps=4"])
-    assert r.exit_code == 0 and "0 chunks trained, 2 resumed" in r.output
+    assert r.exit_code == 0 and ("Nothing to train: the 16 base classifiers were trained "
+                                 "before (2 chunks resumed") in r.output
     r = runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q"])
     assert r.exit_code == 1
     assert r.output.startswith("error: ") and "another config" in r.output

@@ -22,6 +22,8 @@ from poisoncert.runsafe import json_text
 __all__ = ["certify", "demo", "register", "train"]
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
+#: How certify's summary shows an aggregation: as ``--aggregation`` spells it.
+_AGGREGATION_SHOWN = {"run_off": "roe (run-off election)"}
 
 
 def register(app: typer.Typer) -> None:
@@ -149,15 +151,22 @@ def train(
             "base_accuracy": res.base_accuracy}, indent=1))
         return
     chunks = "chunk" if res.chunks_trained == 1 else "chunks"
-    if cfg.selection.scheme in ("knn", "rnn"):  # one classifier, nothing trained
+    models = f"{res.T} base classifier{'' if res.T == 1 else 's'}"
+    neighbours = cfg.selection.scheme in ("knn", "rnn")
+    if neighbours:  # one classifier, nothing trained
         typer.echo(f"Searched the neighbours of {len(res.labels)} test points "
                    f"({cfg.selection.scheme}; no base classifiers) in {res.seconds:.1f} s.")
+    elif res.chunks_trained == 0:  # a finished run given again: everything was on disk
+        typer.echo(f"Nothing to train: the {models} were trained before "
+                   f"({res.chunks_skipped} chunk{'' if res.chunks_skipped == 1 else 's'} "
+                   f"resumed, {res.seconds:.1f} s).")
     else:
-        typer.echo(f"Trained {res.T} base classifier{'' if res.T == 1 else 's'} "
-                   f"({res.chunks_trained} {chunks} trained, {res.chunks_skipped} resumed) "
-                   f"in {res.seconds:.1f} s.")
-    typer.echo(f"Majority-vote accuracy {res.accuracy:.4f}, mean base-classifier accuracy "
-               f"{res.base_accuracy:.4f} on {len(res.labels)} test points; n = |D^p| = {res.n}.")
+        typer.echo(f"Trained {models} ({res.chunks_trained} {chunks} trained, "
+                   f"{res.chunks_skipped} resumed) in {res.seconds:.1f} s.")
+    accuracy = (f"Accuracy {res.accuracy:.4f} (the {cfg.selection.scheme} vote)" if neighbours
+                else f"Majority-vote accuracy {res.accuracy:.4f}, mean base-classifier "
+                     f"accuracy {res.base_accuracy:.4f}")
+    typer.echo(f"{accuracy} on {len(res.labels)} test points; n = |D^p| = {res.n}.")
     folder = _data_folder(res.run_dir)
     if folder is not None:  # which copy the search found ($POISONCERT_DATA, ./data, ...)
         typer.echo(f"Data read from {folder}")
@@ -270,9 +279,11 @@ def certify(
         con.print(note, markup=False, highlight=False, soft_wrap=not con.is_terminal)
     else:  # skipped (--no-verify) or a run without checksums: a warning on stderr
         typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
-    setting = ", ".join(f"{k} {s[k]}" for k in ("scheme", "aggregation", "n", "ns", "p",
-                                                 "model", "alpha", "method", "T")
-                        if s.get(k) is not None)
+    # the run-off election as --aggregation spells it (its summary's value is "run_off")
+    shown = {**s, "aggregation": _AGGREGATION_SHOWN.get(s.get("aggregation"), s.get("aggregation"))}
+    setting = ", ".join(f"{k} {shown[k]}" for k in ("scheme", "aggregation", "n", "ns", "p",
+                                                     "model", "alpha", "method", "T")
+                        if shown.get(k) is not None)
     con.print(setting, markup=False, highlight=False)
     median = ("n/a (nothing certified)" if math.isnan(s["radius_median"])
               else f"{s['radius_median']:g} [{s['radius_unit']}]")
