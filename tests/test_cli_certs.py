@@ -183,6 +183,25 @@ def test_delta_writes_png(tmp_path):
     assert f"wrote {out}" in result.stdout.replace("\n", "")
 
 
+def test_delta_killed_while_writing_its_png_leaves_no_temporary_file_after_a_rerun(tmp_path):
+    """delta --out killed between its write and its rename (the fault hook) left a
+    ``.tmp-fig.png.*`` beside the figure, and the next delta --out left it there too; the
+    next write of the figure now removes it."""
+    out = tmp_path / "fig.png"
+    out.write_bytes(b"old")
+    src = str(Path(poisoncert.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "POISONCERT_TEST_FAULT": "write:fig.png"}
+    proc = subprocess.run([sys.executable, "-m", "poisoncert.cli", "delta", "--steps", "2",
+                           "--out", str(out)], env=env, capture_output=True, timeout=120)
+    assert proc.returncode == -9
+    assert out.read_bytes() == b"old"  # the old file, whole
+    assert [p.name[:13] for p in tmp_path.iterdir() if p != out] == [".tmp-fig.png."]
+    result = invoke("delta", "--steps", "2", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(tmp_path.iterdir()) == [out]
+
+
 def test_delta_table_json_matches_bounds():
     result = invoke("delta", "--json", "--steps", "5")
     assert result.exit_code == 0, result.output

@@ -13,8 +13,11 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +27,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("torch")
 
+import poisoncert  # noqa: E402
 from poisoncert import Ensemble, experiment, runs  # noqa: E402
 from poisoncert.certify import certified_accuracy  # noqa: E402
 from poisoncert.cli import app  # noqa: E402
@@ -339,6 +343,31 @@ def test_predict_refuses_an_out_that_would_replace_the_inputs_or_a_run_file(
         r = runner.invoke(app, ["predict", str(run), str(inputs), "--out", str(mine)])
         assert r.exit_code == 0, r.output
         assert len(_rows(mine)) == 3
+
+
+def test_predict_out_killed_while_written_leaves_no_temporary_file_after_a_rerun(
+        tmp_path, trained):
+    """predict --out killed between its write and its rename (the fault hook) kept the old
+    rows whole but left a ``.tmp-rows.csv.*`` beside them, which the next predict --out left
+    there too; that next write now removes it."""
+    run, x, _ = trained
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=x[:3])
+    out = tmp_path / "rows.csv"
+    out.write_text("old\n")
+    src = str(Path(poisoncert.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "POISONCERT_TEST_FAULT": "write:rows.csv"}
+    proc = subprocess.run([sys.executable, "-m", "poisoncert.cli", "predict", str(run),
+                           str(inputs), "--out", str(out)], env=env, capture_output=True,
+                          timeout=120)
+    assert proc.returncode == -9, proc.stderr
+    assert out.read_text() == "old\n"
+    assert [p.name[:14] for p in tmp_path.iterdir() if p not in (out, inputs)] == [
+        ".tmp-rows.csv."]
+    r = runner.invoke(app, ["predict", str(run), str(inputs), "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert len(_rows(out)) == 3
+    assert sorted(tmp_path.iterdir()) == sorted([inputs, out])
 
 
 def test_predict_keeps_its_rows_on_stdout_and_the_bar_on_stderr(tmp_path, trained):

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from killing import kill_at_first_chunk  # tests/killing.py
 
-from poisoncert import certify, experiment, runs, selection
+from poisoncert import certify, experiment, runs, runsafe, selection
 from poisoncert.config import (
     ConfigError,
     ExperimentConfig,
@@ -310,6 +310,61 @@ def test_failed_chunk_write_leaves_no_temp_file(tmp_path, monkeypatch):
         rd.write_chunk(0, start=0, stop=2, seeds=np.arange(2), sizes=np.arange(2),
                        predictions=np.zeros((2, 3)))
     assert list((tmp_path / runs.CHUNKS).iterdir()) == []
+
+
+def _killed_writer(target: Path) -> None:
+    """A process that writes ``target`` atomically and is SIGKILLed between the write and
+    the rename (the fault hook): it leaves its temporary file beside ``target``."""
+    src = str(Path(runs.__file__).parents[1])
+    env = {**os.environ, "PYTHONPATH": src, "POISONCERT_TEST_FAULT": f"write:{target.name}"}
+    code = f"from poisoncert import runsafe; runsafe.save_text({str(target)!r}, 'torn')"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, timeout=60)
+    assert proc.returncode == -9
+
+
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_clean_write(tmp_path):
+    """A SIGKILL while predict --out or delta --out wrote its file left a ``.tmp-*`` beside
+    it for good (no run lock covers such a folder). The next write of the same file with
+    ``clean=True`` removes it; a live writer's temporary file stays: one of a live process,
+    one whose flock is held (a writer on another host sharing the folder), and those of other
+    files."""
+    import fcntl
+
+    target = tmp_path / "rows.csv"
+    target.write_text("old\n")
+    _killed_writer(target)
+    left = tmp_files(tmp_path)
+    assert len(left) == 1 and target.read_text() == "old\n"
+    live = tmp_path / f".tmp-rows.csv.{os.getpid()}.abc"  # this process: alive
+    held = tmp_path / ".tmp-rows.csv.999999999.abc"  # no such process, but its flock held
+    other = tmp_path / ".tmp-other.csv.999999999.abc"
+    for p in (live, held, other):
+        p.write_text("part")
+    fd = os.open(held, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        runs.save_text(target, "new\n", clean=True)
+        assert target.read_text() == "new\n"
+        assert sorted(tmp_files(tmp_path)) == sorted([live, held, other])
+        # a run's lock holder removes every leftover in the run but a held one
+        runsafe.remove_leftovers(tmp_path)
+        assert tmp_files(tmp_path) == [held]
+    finally:
+        os.close(fd)
+    runsafe.remove_leftovers(tmp_path)
+    assert tmp_files(tmp_path) == []
+
+
+def test_a_writer_holds_its_temporary_files_flock_until_it_is_renamed(tmp_path):
+    """What tells a live writer from a killed one where the pid cannot (another host): the
+    flock on its temporary file, held from its creation until after the rename."""
+    target = tmp_path / "x.bin"
+    with runs.atomic_write(target) as f:
+        (tmp,) = tmp_files(tmp_path)
+        assert tmp.name.startswith(f".tmp-x.bin.{os.getpid()}.")
+        assert runsafe._held(str(tmp))
+        f.write(b"x")
+    assert target.read_bytes() == b"x" and tmp_files(tmp_path) == []
 
 
 def test_atomic_files_have_ordinary_permissions(tmp_path):

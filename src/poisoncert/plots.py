@@ -32,10 +32,11 @@ _LABELS = {
 
 def _save_png(fig, path: str | Path, dpi: int) -> None:
     """``fig`` as a PNG at ``path``, atomically (``runsafe.save_with``): a Ctrl-C or a full
-    disk while it is drawn leaves the earlier file whole, never a part of the new one."""
+    disk while it is drawn leaves the earlier file whole, never a part of the new one; the
+    temporaries of ``path`` that a killed earlier writer left are removed first."""
     from poisoncert.runsafe import save_with
 
-    save_with(Path(path), lambda f: fig.savefig(f, format="png", dpi=dpi))
+    save_with(Path(path), lambda f: fig.savefig(f, format="png", dpi=dpi), clean=True)
 
 
 def _bound(scheme: str, n: int, ns: int, model: str) -> SelectionBound:

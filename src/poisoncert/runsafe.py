@@ -13,13 +13,17 @@ Lock
     stale. A second process is refused at once with one line (``RunLockedError``) rather than
     made to wait, since the wait could last as long as a training run.
 Leftovers
-    Every file is written to a temporary ``.tmp-<name>.XXXX`` beside it; a new run is built
+    Every file is written to a temporary ``.tmp-<name>.<pid>.XXXX`` beside it; a new run is built
     in a temporary sibling folder ``.tmp-run.<pid>.<name>.XXXX`` (locked from its first
     instant) and renamed into place once its config and manifest are written.
     A kill leaves at most such temporaries. The next process that holds a run's lock removes
     the temporary files in it (``remove_leftovers``); the next one that creates a run beside
     them removes sibling folders whose creator is gone (``remove_stale_run_tmps``: its lock is
     free, or it had not taken it yet and its process no longer exists). Live ones are left.
+    A temporary file is named ``.tmp-<name>.<pid>.XXXX`` and its writer holds its ``flock``
+    until it is renamed: outside a run directory (``--out`` of predict and delta), the next
+    write of the same file removes those whose writer is gone (``remove_stale_tmps``: no
+    such process here and the ``flock`` free), and ``remove_leftovers`` leaves a held one.
 Checksums
     SHA-256 of files, and of a manifest's own content (``manifest_digest``), so that
     ``RunDir.verify`` can refuse a run whose files changed after it finished.
@@ -77,6 +81,7 @@ __all__ = [
     "new_run_tmp",
     "remove_leftovers",
     "remove_stale_run_tmps",
+    "remove_stale_tmps",
 ]
 
 LOCK = ".lock"
@@ -100,23 +105,32 @@ class RunLockedError(RunError):
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
+def atomic_write(path: str | Path, mode: str = "wb", *, clean: bool = False) -> Iterator[Any]:
     """Open a temporary file beside ``path``; on success fsync it and rename it to ``path``.
 
     On any exception the temporary file is removed and ``path`` is left as it was, so a
-    reader sees either the old file or the complete new one, never a part.
+    reader sees either the old file or the complete new one, never a part. The temporary
+    file is ``.tmp-<name>.<pid>.XXXX``, held under ``flock`` until it is renamed, so that
+    ``clean=True`` (for a file outside a run directory, which no run lock covers: predict's
+    and delta's ``--out``) first removes the temporaries of ``path`` that killed writers
+    left (``remove_stale_tmps``), never a live writer's.
     """
     path = Path(path)
+    if clean:
+        remove_stale_tmps(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX + path.name + ".")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name)
+                                   + f"{os.getpid()}.")
     except OSError as e:
         raise RunError(f"Cannot write '{path}': {e.strerror or e}.") from None
+    f = None
     try:
+        _flock(fd)  # a sign of life (across hosts too) until the file is renamed and closed
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
+        f = os.fdopen(fd, mode)
+        yield f
+        f.flush()
+        os.fsync(f.fileno())
         fault_point("write:" + path.name)
         os.replace(tmp, path)
     except BaseException as e:
@@ -125,7 +139,71 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[Any]:
         if isinstance(e, OSError) and not isinstance(e, RunError):
             raise RunError(f"Cannot write '{path}': {_why(e, path)}.") from e
         raise
+    finally:
+        if f is not None:
+            with contextlib.suppress(OSError):
+                f.close()
+        else:
+            with contextlib.suppress(OSError):
+                os.close(fd)
     _fsync(path.parent)
+
+
+def _tmp_prefix(name: str) -> str:
+    return f"{TMP_PREFIX}{name}."
+
+
+def _flock(fd: int) -> None:
+    if fcntl is not None:
+        with contextlib.suppress(OSError):  # a file system without locks: the pid still says
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def _held(path: str) -> bool:
+    """Whether a live writer holds the temporary file's ``flock`` (or it cannot be told)."""
+    if fcntl is None:  # pragma: no cover
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _writer_gone(entry: os.DirEntry, pid: str) -> bool:
+    """Whether the writer of the temporary file ``entry`` (``pid`` from its name) is gone:
+    its process does not exist here and nobody holds the file's ``flock`` (a writer on
+    another host sharing the folder). An unknown pid (a name of another form) is never
+    taken for gone."""
+    return pid.isdigit() and not _alive(int(pid)) and not _held(entry.path)
+
+
+def remove_stale_tmps(path: str | Path) -> list[Path]:
+    """Remove the temporary files of ``path`` (``.tmp-<name>.<pid>.XXXX`` beside it) whose
+    writer was killed; leave those of live writers and those of other names or forms."""
+    path = Path(path)
+    prefix = _tmp_prefix(path.name)
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for e in entries:
+        if not e.name.startswith(prefix) or not e.is_file(follow_symlinks=False):
+            continue
+        pid = e.name[len(prefix):].split(".", 1)[0]
+        if _writer_gone(e, pid):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(e.path)
+                removed.append(Path(e.path))
+    return removed
 
 
 def _why(e: OSError, path: Path) -> str:
@@ -146,13 +224,13 @@ def _umask() -> int:
     return mask
 
 
-def save_bytes(path: str | Path, data: bytes) -> None:
-    with atomic_write(path) as f:
+def save_bytes(path: str | Path, data: bytes, *, clean: bool = False) -> None:
+    with atomic_write(path, clean=clean) as f:
         f.write(data)
 
 
-def save_text(path: str | Path, text: str) -> None:
-    save_bytes(path, text.encode())
+def save_text(path: str | Path, text: str, *, clean: bool = False) -> None:
+    save_bytes(path, text.encode(), clean=clean)
 
 
 def json_ready(obj: Any) -> Any:
@@ -176,9 +254,10 @@ def save_json(path: str | Path, obj: Any) -> None:
     save_text(path, json_text(obj, indent=2, sort_keys=False) + "\n")
 
 
-def save_with(path: str | Path, write: Callable[[io.BufferedIOBase], None]) -> None:
+def save_with(path: str | Path, write: Callable[[io.BufferedIOBase], None], *,
+              clean: bool = False) -> None:
     """Atomically write ``path`` with ``write(file)`` (e.g. a matplotlib ``savefig``)."""
-    with atomic_write(path) as f:
+    with atomic_write(path, clean=clean) as f:
         write(f)
 
 
@@ -249,7 +328,8 @@ def remove_leftovers(folder: Path, subfolders: tuple[str, ...] = ()) -> list[Pat
         except OSError:
             continue
         for e in entries:
-            if e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False):
+            if e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False) \
+                    and not _held(e.path):  # (predict --out naming a file in the run)
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(e.path)
                     removed.append(Path(e.path))

@@ -106,7 +106,8 @@ def predict(
         if out is not None:
             from poisoncert import runs
 
-            runs.save_text(out, text + ("" if text.endswith("\n") else "\n"))
+            # clean: the temporaries an earlier predict killed while writing it left
+            runs.save_text(out, text + ("" if text.endswith("\n") else "\n"), clean=True)
     if out is None:
         sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
         _print_summary(summary, err=True, as_json=as_json)
