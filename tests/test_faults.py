@@ -771,6 +771,15 @@ def _edit_yaml(p: Path) -> None:
     p.write_text(p.read_text().replace("ns: 40", "ns: 1"))
 
 
+def _invalid_yaml(p: Path) -> None:
+    """A flipped bit that makes a value invalid ('float32' -> 'flnat32'): said of the run
+    ('The config of the run ... is invalid: ...'), neither naming config.yaml nor that it
+    changed since the run finished."""
+    text = p.read_text()
+    assert "dtype: float32" in text
+    p.write_text(text.replace("dtype: float32", "dtype: fl" + chr(ord("o") ^ 1) + "at32", 1))
+
+
 def _edit_json(key: str, value):
     def edit(p: Path) -> None:
         man = json.loads(p.read_text())
@@ -799,6 +808,8 @@ def _flip_byte(p: Path) -> None:
 
 TAMPER = [
     ("config.yaml", _edit_yaml, "config.yaml' is not the one the run was trained with"),
+    ("config.yaml", _invalid_yaml, "config.yaml' of the run was changed after the run "
+                                   "finished (its SHA-256 "),
     ("manifest.json", _edit_json("data.n", 10**7), "manifest.json' was changed"),
     ("manifest.json", _edit_json("config_hash", "0" * 64), "manifest.json' was changed"),
     ("manifest.json", lambda p: p.write_text("[1, 2]"), "must hold a JSON object; it holds a list"),

@@ -268,9 +268,23 @@ class RunDir(ChunkFiles):
                            "be read.")
         try:
             cfg = load_config(self.path / CONFIG)
-        except ConfigError as e:
-            raise RunError(f"The config of the run '{self.path}' is invalid: {e}") from None
+        except ConfigError as e:  # named as a file; a changed one (a flipped byte) says so
+            raise RunError(f"The config '{self.path / CONFIG}' of the run "
+                           f"{self._changed(CONFIG)}is invalid: {e}") from None
         return own_edits(cfg, self.path)
+
+    def _changed(self, name: str) -> str:
+        """"was changed after the run finished (...) and " when the manifest records another
+        SHA-256 for the file ``name``; "" when it records none or the same, or is unreadable."""
+        try:
+            want = self.load_manifest().get("checksums", {}).get(name)
+            got = file_sha256(self.path / name) if isinstance(want, str) else None
+        except (RunError, OSError, AttributeError):
+            return ""
+        if got is None or got == want:
+            return ""
+        return (f"was changed after the run finished (its SHA-256 {got[:12]}... is not the "
+                f"{want[:12]}... recorded in {MANIFEST}) and ")
 
     def load_manifest(self) -> dict[str, Any]:
         """The manifest (``{}`` when there is none); a ``RunError`` naming the file when it is
