@@ -737,6 +737,34 @@ def test_update_into_a_folder_that_holds_a_run_writes_nothing(setup, tmp_path):
     assert np.array_equal(res.predictions, whole.predictions)
 
 
+def test_the_same_update_after_a_kill_says_how_to_finish_the_interrupted_one(setup, tmp_path):
+    """An update killed after its run appeared left an unfinished run at --out, and the same
+    command again was refused as for any full folder ('exists and is not empty. Use an
+    empty or new folder.'), with no word that the folder held the interrupted update nor
+    that train finishes it. It now says both (and a live update's folder is 'in use')."""
+    from poisoncert.experiment.edits import Edits
+    from poisoncert.experiment.update import update_run
+
+    killed = tmp_path / "killed"
+    args = ["update", str(setup["ref"]), "--out", str(killed), "--relabel", "5:2"]
+    proc, _ = _start(setup["root"], args, fault=f"write:{runs.VOTES}")
+    proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == -signal.SIGKILL
+    edits = Edits(relabel_index=np.array([5]), relabel_label=np.array([2]))
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert (f"error: The new run's folder '{killed}' (out_dir; CLI: --out) holds an update "
+            "that was interrupted before it finished: finish it with 'poisoncert train "
+            f"{killed / runs.CONFIG} --run-dir {killed}', or delete the folder and run the "
+            "same command again.") in r.output
+    with runs.RunDir(killed).lock(), pytest.raises(RunLockedError):
+        update_run(setup["ref"], killed, edits)  # (another process's lock: a test's own)
+    res = pipeline.train_run(load_config(killed / runs.CONFIG), killed, progress=False)
+    whole = update_run(setup["ref"], tmp_path / "whole", edits)
+    assert np.array_equal(res.predictions, whole.predictions)
+    assert tmp_files(tmp_path) == []
+
+
 def test_folder_left_by_an_interrupted_creation_of_earlier_versions_is_reused(setup,
                                                                                tmp_path):
     run = tmp_path / "run"

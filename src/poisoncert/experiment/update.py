@@ -12,6 +12,7 @@ out_dir/config.yaml``) gives the same predictions bit for bit on the same machin
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 import time
@@ -76,8 +77,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     out = RunDir(out_dir)
     runs.check_writable(out.path)
     if out.path.exists() and any(out.path.iterdir()):
-        raise RunError(f"The new run's folder '{out.path}' (out_dir; CLI: --out) exists and is "
-                       "not empty. Use an empty or new folder.")
+        _refuse_filled(out)
     if out.path.resolve() == src.path.resolve():
         raise RunError("The updated run needs its own folder (--out), not the run's.")
     ens = load_ensemble(src.path)
@@ -157,6 +157,25 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
                         predictions=predictions, seconds=seconds, train_seconds=train_seconds,
                         edits=edits, unchanged_relabels=unchanged,
                         n_train=len(new_data.y_train))
+
+
+def _refuse_filled(out: RunDir) -> None:
+    """The ``RunError`` for a folder ``--out`` that is not empty; for the run of an update
+    killed before it finished (the same command then was refused as for any full folder,
+    with no word of what the folder held), what finishes it."""
+    man = {}
+    if out.exists():
+        with contextlib.suppress(RunError):  # an unreadable manifest: the plain refusal
+            man = out.load_manifest()
+    if "update" in man and not man.get("finished"):
+        with out.lock():  # a live update holds it: RunLockedError, which says so
+            pass
+        raise RunError(f"The new run's folder '{out.path}' (out_dir; CLI: --out) holds an "
+                       "update that was interrupted before it finished: finish it with "
+                       f"'poisoncert train {out.path / runs.CONFIG} --run-dir {out.path}', or "
+                       "delete the folder and run the same command again.")
+    raise RunError(f"The new run's folder '{out.path}' (out_dir; CLI: --out) exists and is "
+                   "not empty. Use an empty or new folder.")
 
 
 def _pin_subset_rows(new_cfg, new_data, trained: int | None):
