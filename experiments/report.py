@@ -126,7 +126,11 @@ def load_runs(runs_dir: Path) -> dict[str, Run]:
     for items in runner.GROUPS.values():
         for name, _, _ in items:
             p = runs_dir / name
-            if (p / "certified_accuracy.csv").exists() and (p / "votes.npy").exists():
+            # certify.json, which certify writes last, marks a whole set of its outputs: a
+            # certify killed midway leaves a curve without it (or an earlier one's, removed
+            # next), not a certified run
+            if all((p / f).exists() for f in ("certified_accuracy.csv", "certify.json",
+                                               "votes.npy")):
                 out[name] = Run(p)
     return out
 

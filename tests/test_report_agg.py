@@ -211,3 +211,20 @@ def test_only_agg_says_when_and_from_which_revision_its_sections_are(modules, tm
         assert ("at code revision `aaaaaaaaaaaa` (`python experiments/report.py --only-agg`), "
                 "from the runs it names (each made at the revision its manifest gives); the "
                 "rest of the report is from the revision at the top.*") in note
+
+
+def test_a_run_whose_certify_was_killed_midway_is_not_reported(modules, tmp_path, monkeypatch):
+    """certify removes its earlier outputs, then writes the new ones with certify.json last;
+    killed midway it leaves certified_accuracy.csv without certify.json (an earlier
+    certify's not yet removed, or its own before the summary). The report took any run with
+    a certified_accuracy.csv and votes.npy for a certified one (and its CIFAR-10 section then
+    read a certify.json that is not there); it now takes the whole sets only."""
+    run, report = modules
+    whole, half = [n for items in run.GROUPS.values() for n, _, _ in items][:2]
+    for name in (whole, half):
+        (tmp_path / name).mkdir()
+        for f in ("certified_accuracy.csv", "votes.npy", "certify.json"):
+            if not (name == half and f == "certify.json"):
+                (tmp_path / name / f).write_text("x")
+    monkeypatch.setattr(report, "Run", lambda p: p.name)
+    assert report.load_runs(tmp_path) == {whole: whole}
