@@ -434,6 +434,34 @@ def test_npz_idx_and_csv_inputs(tmp_path, trained, mnist_dir):
     assert [p["radius"] for p in printed] == [w["radius"] for w in want]
 
 
+def test_json_rows_hold_null_where_a_value_is_missing(tmp_path, trained):
+    """A review's case: --json wrote "" for the predicted class id and name where the
+    certificate abstains (and for label and correct without y), a string where a JSON
+    consumer expects null; the CSV keeps its empty cells."""
+    run, x, y = trained
+    ones, sevens = x[y == 1], x[y == 7]
+    k = min(len(ones), len(sevens))
+    # a 1 and a 7 overlaid at several weights: inputs on which the classifiers disagree
+    blends = np.concatenate([np.rint(w * ones[:k] + (1 - w) * sevens[:k])
+                             for w in (0.4, 0.5, 0.6)]).astype(np.uint8)
+    np.save(tmp_path / "x.npy", np.concatenate([x, blends]))
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npy"), "--json", "-q"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)["rows"]
+    abstains = [g for g in rows if g["prediction"] == -1]
+    certified = [g for g in rows if g["prediction"] != -1]
+    assert abstains and certified  # the case is not vacuous: both kinds of row
+    for g in abstains:
+        assert g["radius"] == -1 and g["class"] is None and g["class_name"] is None, g
+    for g in certified:
+        p = g["prediction"]
+        assert (g["class"], g["class_name"]) == ((1, 7)[p], ("1", "7")[p]), g
+    assert all(g["label"] is None and g["correct"] is None for g in rows)  # no y given
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npy"), "-q"])
+    printed = list(csv.DictReader(r.stdout.splitlines()))
+    assert [p["class"] for p in printed if p["prediction"] == "-1"] == [""] * len(abstains)
+
+
 def test_csv_and_single_image_inputs_are_read_as_written(tmp_path, trained):
     """A review's cases: a headerless CSV whose first row has a byte-order mark or a typo
     lost that row as a "header" silently (every later row took the wrong input number); a

@@ -92,7 +92,8 @@ def predict(
             fa = getattr(cert, "buckets", None) if ens.scheme == "finite_aggregation" else None
             rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names},
                                     radius_dpa=fa, classes=ens.classes,
-                                    class_names=ens.class_names)
+                                    class_names=ens.class_names,
+                                    missing=None if as_json else "")  # JSON: null
             summary = _summary(cert, labels, ens, len(rows))
             if as_json:
                 text = json_text({"run": str(ens.run_dir), "inputs": str(inputs),

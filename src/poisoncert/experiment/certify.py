@@ -318,7 +318,7 @@ def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int,
 def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int | None,
                      extra: dict[str, list] | None = None, *,
                      radius_dpa: np.ndarray | None = None, classes=None,
-                     class_names=None) -> list[dict]:
+                     class_names=None, missing="") -> list[dict]:
     """The rows of ``certificates.csv``: per test point its index, ``label`` and ``correct``
     (empty without ``labels``), ``prediction`` and ``radius``, the rest of the certificate's
     record, the radius in DPA's unit (``radius_dpa``, where given), the two top classes with
@@ -326,7 +326,8 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
     are neighbours). ``extra``: more columns (name -> one value per row), placed after
     ``index``. ``classes`` (the data set's class id of each class index) and ``class_names``
     add the last two columns, ``class`` and ``class_name``: the prediction's id and name, empty
-    where it abstains (``label``, ``prediction`` and ``top*_class`` are class indices)."""
+    where it abstains (``label``, ``prediction`` and ``top*_class`` are class indices).
+    ``missing``: what stands in an empty cell (``""`` for CSV; ``None`` for JSON, null)."""
     votes = np.asarray(votes)
     order = np.argsort(-votes, axis=1, kind="stable")
     rows = np.arange(votes.shape[0])
@@ -348,14 +349,14 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
     keys = head + [k for k in records[0] if k not in head] + [k for k in more if k not in head]
     out = []
     for i, rec in enumerate(records):
-        row = {**rec, **{k: "" if v is None else _plain(v[i]) for k, v in more.items()},
+        row = {**rec, **{k: missing if v is None else _plain(v[i]) for k, v in more.items()},
                **{k: v[i] for k, v in (extra or {}).items()}}
         out.append({k: row[k] for k in keys})
     pred = np.asarray(cert.prediction)
     for name, of in (("class", classes), ("class_name", class_names)):
         if of is not None:
             for r, p in zip(out, pred, strict=True):
-                r[name] = "" if p < 0 else _plain(of[p])
+                r[name] = missing if p < 0 else _plain(of[p])
     return out
 
 
