@@ -990,3 +990,65 @@ def test_experiment_certify_votes_refuses_more_votes_than_a_partition_run_has():
                      "selection": {"scheme": "without_replacement", "ns": 20, "T": 5}})
     with pytest.raises(ValueError, match=r"^The 'T' parameter of certify"):
         certify_votes(bag, 200, 2 * votes, **opts)
+
+
+def _shared_mnist() -> Path | None:
+    for parent in Path(__file__).resolve().parents:
+        candidate = parent / "shared" / "data"
+        if (candidate / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
+            return candidate
+    return None
+
+
+@pytest.mark.skipif(_shared_mnist() is None, reason="shared/data/mnist beside the repo absent")
+def test_inputs_unlike_the_training_data_get_one_warning_line(tmp_path):
+    """A review's case: an inverted MNIST digit (dark on white) was certified with no word
+    of how unlike the training digits it is. The run records the range of its training
+    inputs' means (ensemble.json's input_means); inputs mostly outside it get one warning
+    line, and the same certificates. Real MNIST 1/7: its test images do not warn, their
+    inverted copies do; a run without the record (made before it) never warns."""
+    import subprocess
+    import sys
+    import warnings
+
+    from poisoncert.data.idx import read_idx
+    from poisoncert.experiment.ensemble import UnusualInputsWarning
+
+    data = _shared_mnist()
+    cfg = yaml.safe_load((ROOT / "experiments" / "mnist17.yaml").read_text())
+    cfg["data"]["data_dir"] = str(data)
+    cfg["selection"]["T"] = 2
+    cfg["training"]["steps"] = 2
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(tmp_path / "c.yaml"), "--run-dir", str(run), "-q"])
+    assert r.exit_code == 0, r.output
+    means = json.loads((run / ENSEMBLE_JSON).read_text())["input_means"]
+    assert 0 < means["low"] < means["high"] < 0.5 and means["n"] == 13007
+    x = read_idx(data / "mnist" / "t10k-images-idx3-ubyte.gz")
+    y = read_idx(data / "mnist" / "t10k-labels-idx1-ubyte.gz")
+    x = x[np.isin(y, (1, 7))]  # the run's 2163 test images
+    ens = Ensemble.load(run)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails
+        plain = ens.certify(x)
+    with pytest.warns(UnusualInputsWarning, match=r"2163 of the 2163 inputs .* outside"):
+        inverted = ens.certify(255 - x)
+    assert plain.prediction.shape == inverted.prediction.shape == (2163,)
+    # the command line: one line on stderr, the rows as without it
+    np.save(tmp_path / "inv.npy", 255 - x[:50])
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.run([sys.executable, "-m", "poisoncert.cli", "predict", str(run),
+                           str(tmp_path / "inv.npy"), "-q", "--out", str(tmp_path / "p.csv")],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("warning: 50 of the 50 inputs"), lines
+    with pytest.warns(UnusualInputsWarning):
+        want = ens.certify(255 - x[:50]).radius  # the same batches as the command's
+    assert [int(g["radius"]) for g in _rows(tmp_path / "p.csv")] == want.tolist()
+    ens.training_means = None  # a run that recorded no range (made before it)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        again = ens.certify(255 - x)
+    np.testing.assert_array_equal(again.radius, inverted.radius)  # a warning, nothing else

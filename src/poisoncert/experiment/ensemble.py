@@ -23,6 +23,7 @@ certify``.
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -48,17 +49,30 @@ from poisoncert.experiment.inputform import (
     class_indices,
     describe_array,
     input_form,
+    input_means,
 )
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import ABSTAIN, majority_vote, votes_from_predictions
 
 __all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMATS", "Ensemble", "InputForm",
-           "check_run_options", "describe_array", "input_form", "weights_metadata",
-           "write_ensemble_record"]
+           "UnusualInputsWarning", "check_run_options", "describe_array", "input_form",
+           "weights_metadata", "write_ensemble_record"]
 
 #: Inputs per ``training.predict`` call (rounded to a multiple of ``eval_batch_size``, so
 #: the forward passes see exactly the batches of one call over all inputs).
 BLOCK = 8192
+
+#: The share of the inputs whose mean (after preprocessing) lies outside the range of the
+#: training inputs' (``ensemble.json``'s ``input_means``, 99.8% of them) above which
+#: ``base_predictions`` warns (``UnusualInputsWarning``): inputs like the training data have
+#: about 0.2% there.
+UNUSUAL_SHARE = 0.05
+
+
+class UnusualInputsWarning(UserWarning):
+    """Many new inputs do not look like the run's training inputs (their mean value after
+    the preprocessing lies outside the training inputs' range): an inverted image, another
+    scale. Their certificates are unchanged; what they certify may not be what was meant."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -119,6 +133,10 @@ class Ensemble:
         #: What ``RunDir.verify`` said: ``{"verified": bool, "files": int, "note": str}``
         #: (``verified`` False for a run made before checksums were recorded).
         self.verification: dict = {}
+        #: ``(low, high)``: the range of 99.8% of the training inputs' means after
+        #: preprocessing (``ensemble.json``'s ``input_means``); None for a run that did not
+        #: record it (then no ``UnusualInputsWarning``).
+        self.training_means: tuple[float, float] | None = _training_means(record)
 
     def __repr__(self) -> str:
         size = (f"k={self.T}" if self.scheme == selection.PARTITION else
@@ -208,16 +226,39 @@ class Ensemble:
         # 0/4, no rate, no ETA, for the whole 113 s; now a first update after 37 s)
         kw = {"unit": "predictions"} if _takes_unit(display) else {}
         label = f"predict {self.T} classifiers x {n} inputs"
+        means = np.full(n, np.nan)  # each input's mean after preprocessing: the warning's
         with display(self.T * n, (self.T - len(live)) * n, label, **kw) as advance:
             for a, b in blocks:
                 if not live:
                     break
                 block = xs[a:b] if preprocessed else self.form.preprocess(xs[a:b])
+                means[a:b] = input_means(block)
                 out[live, a:b] = training.predict(
                     t, state_dicts, block, input_shape=self.input_shape,
                     n_classes=self.n_classes, device=self.device,
                     path=self.path, progress=advance, progress_unit="predictions")
+        if live and (text := self._unusual(means)) is not None:
+            warnings.warn(text, UnusualInputsWarning, stacklevel=2)
         return out
+
+    def _unusual(self, means: np.ndarray) -> str | None:
+        """The ``UnusualInputsWarning``'s one line where more than ``UNUSUAL_SHARE`` of the
+        inputs' means lie outside the training inputs' range, else None (and None for a run
+        that recorded no range)."""
+        if self.training_means is None or not len(means):
+            return None
+        low, high = self.training_means
+        out = ~((means >= low) & (means <= high))  # a NaN input is outside too
+        k = int(np.count_nonzero(out))
+        if k <= UNUSUAL_SHARE * len(means):
+            return None
+        odd = means[out & ~np.isnan(means)]
+        where = f" (from {odd.min():.3g} to {odd.max():.3g})" if len(odd) else ""
+        return (f"{k} of the {len(means)} inputs have a mean value after the run's "
+                f"preprocessing{where} outside the range that holds 99.8% of its training "
+                f"inputs' ({low:.3g} to {high:.3g}): they do not look like the training data "
+                "(inverted? another scale?); their certificates are those of the "
+                "classifiers' votes on them as given.")
 
     def votes(self, x, *, progress: ProgressDisplay | None = None,
               preprocessed: bool = False) -> np.ndarray:
@@ -380,6 +421,17 @@ class Ensemble:
                               f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
                               f"an array of dtype {arr.dtype} and shape {arr.shape}")
         return arr
+
+
+def _training_means(record: dict) -> tuple[float, float] | None:
+    """``ensemble.json``'s ``input_means`` as ``(low, high)``; None where the run recorded
+    none (runs made before it) or it is not two finite numbers in order."""
+    try:
+        m = record["input_means"]
+        low, high = float(m["low"]), float(m["high"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (low, high) if np.isfinite(low) and np.isfinite(high) and low <= high else None
 
 
 def _takes_unit(display) -> bool:

@@ -17,7 +17,7 @@ import numpy as np
 
 from poisoncert import runs
 from poisoncert.config import ExperimentConfig, config_hash
-from poisoncert.experiment.inputform import InputForm, input_form
+from poisoncert.experiment.inputform import InputForm, input_form, input_means
 from poisoncert.runs import RunDir, RunError
 from poisoncert.training.weights import FORMAT_PER_CLASSIFIER, FORMAT_STACKED
 
@@ -29,6 +29,11 @@ ENSEMBLE_FORMAT = "poisoncert.ensemble/1"
 #: The weights layouts read (``training.weights``): stacked, and per classifier (runs written
 #: before the stacked layout).
 WEIGHTS_FORMATS = (FORMAT_STACKED, FORMAT_PER_CLASSIFIER)
+#: The quantiles of the training inputs' means (after preprocessing) that ``ensemble.json``
+#: records as ``input_means``: the range new inputs are compared with (a warning, nothing
+#: else). Quantiles, not the extremes: a few odd training samples (a poisoner's among them)
+#: do not widen it.
+INPUT_MEAN_QUANTILES = (0.001, 0.999)
 
 
 # --------------------------------------------------------------------------------------------
@@ -59,10 +64,22 @@ def write_ensemble_record(rd: RunDir, cfg: ExperimentConfig, data, ranges) -> Pa
                   "path": run_path(rd, cfg), "source": source},
         "weights": [{"file": f"{runs.WEIGHTS}/{rd.weights_path(cid).name}", "start": a,
                      "stop": b} for cid, (a, b) in enumerate(ranges)],
+        # optional (runs before it have none, and give no warning): what Ensemble compares
+        # new inputs with, to warn of inputs unlike the training data (an inverted digit)
+        "input_means": input_means_record(data.x_train),
     }
     path = rd / ENSEMBLE_JSON
     runs.save_json(path, record)
     return path
+
+
+def input_means_record(x_train) -> dict:
+    """``ensemble.json``'s ``input_means``: the ``INPUT_MEAN_QUANTILES`` of the training
+    inputs' means after preprocessing (``inputform.input_means``)."""
+    means = input_means(x_train)
+    low, high = np.quantile(means, INPUT_MEAN_QUANTILES)
+    return {"quantiles": list(INPUT_MEAN_QUANTILES), "low": float(low), "high": float(high),
+            "n": int(len(means))}
 
 
 def _group(rd: RunDir, cfg: ExperimentConfig) -> int:

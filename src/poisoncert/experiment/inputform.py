@@ -16,7 +16,8 @@ import numpy as np
 from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig
 
-__all__ = ["InputForm", "UnknownClassId", "class_indices", "describe_array", "input_form"]
+__all__ = ["InputForm", "UnknownClassId", "class_indices", "describe_array", "input_form",
+           "input_means"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,6 +112,15 @@ class InputForm:
 
             out = deskew(out)
         return out
+
+
+def input_means(x) -> np.ndarray:
+    """Each input's mean value (float64, ``(n,)``) of preprocessed inputs ``x`` (``(n, ...)``
+    float32): the statistic a run records of its training inputs (``ensemble.json``'s
+    ``input_means``) and ``Ensemble`` compares new inputs with. The same function on both
+    sides, so the same input gives the same number."""
+    arr = np.asarray(x)
+    return arr.reshape(len(arr), -1).mean(axis=1, dtype=np.float64)
 
 
 def describe_array(x) -> str:
