@@ -1416,6 +1416,33 @@ def test_attack_says_how_a_batchs_retraining_goes(tmp_path, monkeypatch):
     assert retraining and all(" classifiers, " in t and " ETA " in t for t in retraining), lines
 
 
+def test_attack_says_how_the_backdoors_clean_predictions_go(tmp_path, monkeypatch):
+    """A review's case: ``attack --attacks backdoor`` ran every classifier on every patched
+    test point (minutes on a large run) with no line at all; the pass now gives lines of the
+    predictions made, with their rate and ETA, at most every ``RETRAIN_LINE_EVERY`` seconds,
+    and a line with its time at its end, as the trials and the retraining do."""
+    import poisoncert.experiment.attack as attack_mod
+
+    train_run(_cfg(), tmp_path / "dpa")  # 12 classifiers, weights kept: predicted, not trained
+    ticks = iter(range(0, 100_000, 40))  # each reading of the clock is 40 s later
+    monkeypatch.setattr(attack_mod, "_clock", lambda: next(ticks))
+    lines: list[str] = []
+    attack_run(tmp_path / "dpa", settings=AttackSettings(attacks=("backdoor",), budgets=(1,)),
+               log=lines.append)
+    total = 12 * 80
+    prefix = "    clean ensemble on the patched test points: "
+    progress = [t for t in lines if t.startswith(prefix)]
+    assert progress and all(t.endswith(tuple(f"ETA {m:02d}:{s:02d}" for m in range(60)
+                                             for s in range(60))) for t in progress), lines
+    done = [int(t[len(prefix):].split("/")[0]) for t in progress]
+    assert done == sorted(done) and all(0 < d < total for d in done), lines
+    assert all(f"/{total} predictions, " in t and " predictions/s, " in t for t in progress)
+    end = [t for t in lines if t.startswith("  backdoor: the clean ensemble on 80 patched "
+                                            "test points in ")]
+    assert len(end) == 1 and lines.index(end[0]) > lines.index(progress[-1]), lines
+    assert lines[-1].startswith("  backdoor r=1 (1/1): "), lines
+
+
 def test_an_rnn_run_abstaining_is_no_divergence(tmp_path):
     """An rNN abstains where no training sample lies within r, its rule; ``train`` warned that
     those "base classifiers gave outputs that are not finite (diverged training)" and ``--json``

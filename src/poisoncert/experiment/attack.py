@@ -177,7 +177,17 @@ def _retraining_lines(say):
     """``start(total)``: the ``advance(k)`` of a batch's retraining (``retrain``'s progress),
     saying ``retrained i/total classifiers`` with its rate and ETA at most every
     ``RETRAIN_LINE_EVERY`` seconds, timed from the learner's ``advance(0)``."""
-    def start(total: int):
+    return _progress_lines(say, "retraining", "classifiers")
+
+
+def _progress_lines(say, what: str, unit: str):
+    """``start(total, unit=unit)``: an ``advance(k)`` saying ``    what: i/total unit`` with
+    its rate and ETA at most every ``RETRAIN_LINE_EVERY`` seconds (none once all are done: the
+    step's own line follows), timed from ``start`` or from an ``advance(0)`` (the work
+    begins)."""
+    default = unit
+
+    def start(total: int, unit: str = default):
         state = {"done": 0, "began": _clock(), "said": _clock()}
 
         def advance(k: int) -> None:
@@ -188,8 +198,8 @@ def _retraining_lines(say):
             state["done"] += k
             if state["done"] < total and now - state["said"] >= RETRAIN_LINE_EVERY:
                 state["said"] = now
-                say("    retraining: " + rate_text(state["done"], total, now - state["began"],
-                                                   "classifiers"))
+                say(f"    {what}: " + rate_text(state["done"], total, now - state["began"],
+                                                 unit))
         return advance
     return start
 
@@ -398,7 +408,14 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
     backdoor_info = None
     if "backdoor" in s.attacks:
         x_p = patch_images(data.x_test, s.patch)
-        bj, bP, bR = backend.judges(["P1"], x_test=x_p)
+        if isinstance(backend, NNBackend):
+            bj, bP, bR = backend.judges(["P1"], x_test=x_p)
+        else:  # every classifier on every patched test point: minutes on a large run
+            began = _clock()
+            bj, bP, bR = backend.judges(["P1"], x_test=x_p, progress=_progress_lines(
+                say, "clean ensemble on the patched test points", "predictions"))
+            say(f"  backdoor: the clean ensemble on {len(x_p)} patched test points in "
+                f"{clock_text(_clock() - began)}")
         pool = data.poison_idx[data.y_train[data.poison_idx] != s.backdoor_label]
         order = rng.permutation(pool)
         evaluate = labels != s.backdoor_label

@@ -88,14 +88,20 @@ class ClassifierBackend:
         self.ens = ens
         self.C = ens.data.n_classes
 
-    def judges(self, models, *, x_test=None) -> tuple[list[Judge], np.ndarray, np.ndarray]:
-        P, R = self.clean_outputs(x_test)
+    def judges(self, models, *, x_test=None,
+               progress=None) -> tuple[list[Judge], np.ndarray, np.ndarray]:
+        """The judges of ``models`` on ``x_test`` (default: the run's test set), with the
+        clean outputs they judge from; ``progress``: as ``clean_outputs`` takes it."""
+        P, R = self.clean_outputs(x_test, progress=progress)
         votes = votes_from_predictions(P, self.C)
         return (judges(self.ens.cfg, models, preds=P, ranks=R, votes=votes,
                         n=len(self.ens.data.poison_idx)), P, R)
 
-    def clean_outputs(self, x_test=None):
-        """The clean ensemble's votes and rankings on ``x_test`` (default: the run's)."""
+    def clean_outputs(self, x_test=None, progress=None):
+        """The clean ensemble's votes and rankings on ``x_test`` (default: the run's).
+        ``progress(total, unit)``: called with the work's size (``T * n`` "predictions"; ``T``
+        "classifiers" where the run kept no weights and every classifier is trained again),
+        it returns an ``advance(k)`` (or None)."""
         ens = self.ens
         if x_test is None:
             return ens.predictions, ens.ranks
@@ -109,9 +115,11 @@ class ClassifierBackend:
             from poisoncert.experiment.ranks import logits_to_votes
 
             t = ens.cfg.training
+            advance = progress(len(state) * len(x_test), "predictions") if progress else None
             logits = training.predict(t, state, x_test, input_shape=x_test.shape[1:],
                                       n_classes=self.C, device=ens.cfg.execution.device,
-                                      path=ens.path, output="logits")
+                                      path=ens.path, output="logits", progress=advance,
+                                      progress_unit="predictions")
             return logits_to_votes(logits, np.array([s is None for s in state]),
                                    ranks=want_ranks)
         # no weights: every classifier trained again on its own sub-dataset
@@ -120,7 +128,8 @@ class ClassifierBackend:
         v = variant(ens, Edits())
         v = Variant(edits=v.edits, ep=v.ep, plan=v.plan, subsets=v.subsets, sizes=v.sizes,
                     changed=np.arange(ens.T))
-        res = retrain(ens, [v], x_test=x_test, ranks=want_ranks)[0]
+        res = retrain(ens, [v], x_test=x_test, ranks=want_ranks,
+                      progress=progress(ens.T, "classifiers") if progress else None)[0]
         return res.predictions, res.ranks
 
     def poisoned(self, edits_list, judges, clean_P, clean_R, x_test=None, progress=None):
