@@ -35,7 +35,12 @@ def predict(
                                                 "class ids), a .npy of inputs, an IDX file, a "
                                                 "folder of PNG/JPEG images (sorted by file "
                                                 "name), one such image or a .csv of "
-                                                "features.")],
+                                                "features. Flat rows of colour images "
+                                                "(CIFAR-10: 3072 numbers) are read channel-"
+                                                "first, as CIFAR-10's files hold them (all "
+                                                "red, all green, all blue); rows flattened "
+                                                "from (32, 32, 3) images are read wrong: give "
+                                                "them as an array (n, 32, 32, 3).")],
     out: Annotated[Path | None, typer.Option(
         "--out", help="Write the rows here (CSV, or JSON with --json or a .json name); "
                       "default: print them (the summary then goes to stderr).")] = None,
