@@ -156,6 +156,41 @@ def test_predict_reports_predictions_chunk_by_chunk(path):
         predict(cfg, W, xt, input_shape=shape, n_classes=3, progress_unit="inputs")
 
 
+@pytest.mark.parametrize("model, path, shape", [
+    ("lenet5", "fast", (1, 16, 16)), ("lenet5", "reference", (1, 16, 16)),
+    ("lenet5", "bmm", (1, 16, 16)), ("mlp", "fast", (12,)), ("resnet18", "fast", (3, 8, 8)),
+    (_bn_factory, "fast", (2, 7, 7))])
+def test_fewer_groups_than_threads_share_the_inputs_bit_for_bit(monkeypatch, model, path,
+                                                                shape):
+    """A review's case: 4 classifiers (one group on the CPU) were predicted on one core of
+    two. The inputs are now shared among the threads in pieces that begin at chunk
+    boundaries: the two pieces run at the same time (a barrier both must reach), and every
+    logit is the same bits as on one thread, with any number of threads."""
+    import threading
+
+    from poisoncert.training import inference
+
+    x, y, xt, _ = _problem(n_test=23, shape=shape)
+    cfg = TrainConfig(model=model, steps=3, batch_size=4, group_size=2, eval_batch_size=5)
+    _, W = train_predict_with_weights(x, y, [np.arange(20)] * 4, [1, 2, 3, 4], xt, cfg,
+                                      n_classes=3, path=path)
+    kw = {"input_shape": shape, "n_classes": 3, "path": path, "output": "logits"}
+    want = predict(cfg, W, xt, threads=1, **kw)
+    for threads in (2, 3, 8):
+        np.testing.assert_array_equal(predict(cfg, W, xt, threads=threads, **kw), want)
+    np.testing.assert_array_equal(predict(cfg, W, xt, threads=2, **kw | {"output": "labels"}),
+                                  want.argmax(-1))
+    together = threading.Barrier(2, timeout=20)
+    evaluate = inference.evaluate
+
+    def meets(*args, **kwargs):
+        together.wait()  # a second piece of the inputs in another thread, or a timeout
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "evaluate", meets)
+    np.testing.assert_array_equal(predict(cfg, W, xt, threads=2, **kw), want)
+
+
 @pytest.mark.parametrize("slow_first", [False, True])
 def test_an_interrupt_stops_the_queued_groups(monkeypatch, slow_first):
     """Ctrl-C while groups are evaluated in threads: the groups not started are dropped (the

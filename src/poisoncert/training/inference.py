@@ -12,7 +12,9 @@ classifier's logits depend only on its weights, the inputs and these settings, s
 same device type); ``output="logits"`` gives the scores those labels are the argmax of.
 
 ``predict(..., threads=k)`` evaluates ``k`` groups at once in threads of this process (each
-torch operation still runs on one thread, so the result does not depend on ``k``).
+torch operation still runs on one thread, so the result does not depend on ``k``); with fewer
+groups than threads (``T <= 8`` on the CPU: one group) each group's inputs are shared among
+them in pieces that begin at chunk boundaries, so every chunk is the one a single thread runs.
 """
 
 from __future__ import annotations
@@ -170,6 +172,21 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
     return out
 
 
+def _chunk_size(cfg: TrainConfig, device: torch.device) -> int:
+    """The inputs ``evaluate`` runs through a group at once on ``device``."""
+    return min(cfg.eval_batch_size, EVAL_BATCH_CAP.get(device.type, cfg.eval_batch_size))
+
+
+def _input_parts(n: int, chunk: int, parts: int) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of ``n`` inputs in at most ``parts`` pieces that begin at multiples
+    of ``chunk``: ``evaluate`` on each piece runs exactly the chunks it runs on all of them
+    (the same shapes, the same bits), so that fewer groups than threads (``T <= 8`` on the
+    CPU: one group) still use every thread."""
+    chunks = -(-n // chunk) if n else 1
+    per = -(-chunks // max(1, min(parts, chunks))) * chunk
+    return [(lo, min(lo + per, n)) for lo in range(0, max(n, 1), per)]
+
+
 def labels_of(logits: torch.Tensor) -> np.ndarray:
     """Each classifier's label per input (int16 ``(k, n)`` of logits ``(k, n, C)``): the
     argmax, and ``ABSTAIN`` where a logit is not finite. A diverged classifier's NaN logits
@@ -193,7 +210,8 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
     ``state_dicts[i]`` is classifier ``i``'s trained ``state_dict`` (``None``: it had an empty
     sub-dataset and abstains). ``path`` is the run's ``execution.path``. ``threads``: groups
     evaluated at once (``None``: the CPU count on the CPU, 1 on CUDA); results do not depend
-    on it. ``progress(k)`` is called as groups of ``k`` classifiers finish, or with
+    on it (fewer groups than threads: the inputs are shared among them, chunk by chunk, the
+    same bits). ``progress(k)`` is called as groups of ``k`` classifiers finish, or with
     ``progress_unit="predictions"`` as each chunk of inputs (``eval_batch_size``, at most
     ``EVAL_BATCH_CAP``) is through a group, ``k`` the predictions made (its classifiers times
     its inputs; ``T * n`` in all): where a group of ResNet-18s takes minutes over all inputs,
@@ -244,25 +262,30 @@ def predict(cfg: TrainConfig, state_dicts: Sequence[dict | None], x, *,
 
             each_chunk = {"progress": chunk_done} if per_input and progress else {}
 
-            def run(a: int) -> None:
+            def run(a: int, lo: int, hi: int) -> None:
                 index = live[a:a + E]
-                logits = evaluate([state_dicts[i] for i in index], xt, cfg, shape, n_classes,
-                                  device, path, **each_chunk)
+                logits = evaluate([state_dicts[i] for i in index], xt[lo:hi], cfg, shape,
+                                  n_classes, device, path, **each_chunk)
                 with lock:
                     if output == "labels":
-                        out[index] = labels_of(logits)
+                        out[index, lo:hi] = labels_of(logits)
                     else:
-                        out[index] = logits.cpu().numpy()
-                    if progress is not None and not per_input:
-                        progress(len(index))
+                        out[index, lo:hi] = logits.cpu().numpy()
+                    parts_left[a] -= 1
+                    if progress is not None and not per_input and not parts_left[a]:
+                        progress(len(index))  # the group's last part of the inputs is done
 
             starts = range(0, len(live), E)
+            tasks = [(a, lo, hi) for a in starts
+                     for lo, hi in _input_parts(n, _chunk_size(cfg, device),
+                                                -(-threads // len(starts)))]
+            parts_left = {a: sum(t[0] == a for t in tasks) for a in starts}
             if threads == 1:
-                for a in starts:
-                    run(a)
+                for task in tasks:
+                    run(*task)
             else:
                 with ThreadPoolExecutor(threads) as pool:
-                    futures = [pool.submit(run, a) for a in starts]
+                    futures = [pool.submit(run, *task) for task in tasks]
                     try:  # the first error of any group (or Ctrl-C here) stops the others
                         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
                         # raise the group that failed at once, not after the groups before
