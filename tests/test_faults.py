@@ -446,7 +446,8 @@ def test_ctrl_c_while_the_chunks_are_joined_says_so(setup, tmp_path):
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=TIMEOUT)
     assert proc.returncode == 130 and err.strip().splitlines() == [
-        "interrupted: the run keeps every chunk it finished; the same command resumes it."], \
+        "interrupted: the same command resumes the run from the chunks it finished (none "
+        "if it was still loading its data)."], \
         out + err
     proc, _ = _start(setup["root"], args)
     out, err = proc.communicate(timeout=TIMEOUT)

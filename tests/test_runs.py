@@ -583,6 +583,17 @@ def test_non_empty_folder_that_is_not_a_run_is_refused(tmp_path, engine):
     assert engine == []
 
 
+def test_a_run_whose_config_was_deleted_is_named_so_not_as_any_full_folder(tmp_path, engine):
+    """A run folder (its manifest there) without its config.yaml said only 'exists and is
+    not empty'; now that the run's config is missing and the two ways on."""
+    (tmp_path / runs.MANIFEST).write_text("{}")
+    (tmp_path / "votes.npy").write_bytes(b"x")
+    with pytest.raises(RunError, match=r"holds a run whose config\.yaml is missing"):
+        experiment.train_run(small(), tmp_path, progress=False)
+    assert engine == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        runs.MANIFEST, "votes.npy"]
+
+
 def test_the_current_folder_as_a_new_run_is_refused_before_training(tmp_path, engine,
                                                                     monkeypatch):
     """``--run-dir .`` in an empty folder trained nothing and said 'Cannot write the run

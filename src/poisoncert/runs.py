@@ -380,6 +380,11 @@ class RunDir(ChunkFiles):
     def _refuse_non_empty(self) -> None:
         self._clear_abandoned_creation()
         if self.path.exists() and (not self.path.is_dir() or any(self.path.iterdir())):
+            if (self.path / MANIFEST).is_file() and not (self.path / CONFIG).exists():
+                raise RunError(f"The run directory '{self.path}' holds a run whose "
+                               f"{CONFIG} is missing (deleted?): it cannot be resumed. Put "
+                               f"the run's {CONFIG} back, or delete the folder and train "
+                               "again.")
             raise RunError(f"The run directory '{self.path}' exists and is not empty. Use an "
                            "empty or new folder.")
         # A new run is built beside its folder and renamed onto it: onto '.' the system

@@ -312,8 +312,8 @@ def interrupt_line() -> Iterator[None]:
         raise typer.Exit(130) from None
     except KeyboardInterrupt as stop:  # a knn / rnn search says what it keeps (nothing)
         typer.echo(stop.message() if callable(getattr(stop, "message", None)) else
-                   "interrupted: the run keeps every chunk it finished; the same command "
-                   "resumes it.", err=True)
+                   "interrupted: the same command resumes the run from the chunks it "
+                   "finished (none if it was still loading its data).", err=True)
         raise typer.Exit(130) from None
 
 
