@@ -203,6 +203,50 @@ def test_ctrl_c_in_certify_radius_and_delta_is_one_line_and_130(tmp_path, monkey
     assert r.exit_code == 130 and r.stderr == "interrupted: nothing was written.\n", r.output
 
 
+def test_ctrl_c_while_the_command_line_starts_is_one_line_and_130(monkeypatch, capsys):
+    """Ctrl-C in the first half second of a command (the console script importing the command
+    line, typer building its commands, typer parsing the options) was a traceback of 20-70
+    lines, or a silent exit 130 (typer's own handling): now one line and 130, from the
+    console script (``_console``) and from ``cli.main``."""
+    import importlib.abc
+    import sys
+
+    from poisoncert import _console
+    from poisoncert.cli import main
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    line = "interrupted while starting: nothing was done.\n"
+
+    class StopImport(importlib.abc.MetaPathFinder):  # Ctrl-C while poisoncert.cli imports
+        def find_spec(self, name, path=None, target=None):
+            if name == "poisoncert.cli":
+                raise KeyboardInterrupt
+            return None
+
+    monkeypatch.delitem(sys.modules, "poisoncert.cli")
+    monkeypatch.setattr(sys, "meta_path", [StopImport(), *sys.meta_path])
+    with pytest.raises(SystemExit) as e:
+        _console.main()
+    assert e.value.code == 130 and capsys.readouterr().err == line
+    monkeypatch.undo()
+
+    for where in ("typer.main.get_command",  # typer builds the click commands
+                  "typer.core.TyperGroup.make_context"):  # typer parses the command line
+        with monkeypatch.context() as m:
+            m.setattr(where, stop)
+            with pytest.raises(SystemExit) as e:
+                main(["radius", "--scheme", "wr", "--n", "100", "--ns", "10", "--gap", "0.5"])
+        assert e.value.code == 130 and capsys.readouterr().err == line, where
+    # a command that says what Ctrl-C left says it alone
+    monkeypatch.setattr("poisoncert.bounds.SelectionBound.radius", stop)
+    with pytest.raises(SystemExit) as e:
+        main(["radius", "--scheme", "wr", "--n", "100", "--ns", "10", "--gap", "0.5"])
+    assert e.value.code == 130
+    assert capsys.readouterr().err == "interrupted: nothing was written.\n"
+
+
 def _run_with_weights(tmp_path: Path) -> Path:
     """A small run of ``CONFIG`` that keeps its weights (checksummed files of some size)."""
     cfg = tmp_path / "exp.yaml"

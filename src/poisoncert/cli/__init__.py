@@ -121,6 +121,10 @@ def _given(exc: BaseException) -> str:
     return f". Got {first['input']!r} instead"
 
 
+#: Ctrl-C before a command could say what it left (``_console`` says the same).
+_STARTING = "interrupted while starting: nothing was done."
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app. Expected library errors and command-line usage
     errors (a missing option, a value of the wrong type, an unknown command or option) become
@@ -130,8 +134,14 @@ def main(argv: list[str] | None = None) -> None:
     keep_heap()
     # a library warning (e.g. a method valid only for two classes) is one line on stderr
     warnings.formatwarning = lambda message, *args, **kw: f"warning: {message}\n"
+    certs._interrupt_said = False  # (main called again in one process: tests)
     try:
         code = app(args=argv, prog_name="poisoncert", standalone_mode=False)
+        if code == 130 and not certs.interrupt_said():  # typer's silent exit for a Ctrl-C
+            print(_STARTING, file=sys.stderr)  # while it parsed the command line
+    except KeyboardInterrupt:  # while typer built the commands, before a command ran
+        print(_STARTING, file=sys.stderr)
+        code = 130
     except typer.TyperException as exc:  # typer's usage errors (its click's ClickException)
         if type(exc).__name__ == "NoArgsIsHelpError":  # bare ``poisoncert``: the help
             typer.echo(exc.format_message())

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from poisoncert._validation import parse_int_list
-from poisoncert.cli.certs import library_errors
+from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.runsafe import json_text
 
 __all__ = ["attack", "register", "update"]
@@ -81,9 +81,8 @@ def attack(
                              log=None if quiet or as_json
                              else (lambda t: typer.echo(t, err=True)))
         except KeyboardInterrupt:
-            typer.echo("interrupted: the attack stopped; its result files are written only "
-                       "when it finishes.", err=True)
-            raise typer.Exit(130) from None
+            raise interrupted("interrupted: the attack stopped; its result files are written "
+                              "only when it finishes.") from None
     if as_json:
         typer.echo(json_text({"summary": res.summary, "totals": res.totals,
                                "files": {k: str(v) for k, v in res.paths.items()},
@@ -183,8 +182,7 @@ def update(
             left = (f"'{out}' holds an incomplete run: delete it, then run the same command "
                     "again" if out.exists() else "no new run was written (it is written once "
                     "every changed classifier is retrained); the same command starts over")
-            typer.echo(f"interrupted: {left}.", err=True)
-            raise typer.Exit(130) from None
+            raise interrupted(f"interrupted: {left}.") from None
     e = res.edits
     if as_json:
         typer.echo(json_text({"run_dir": str(res.run_dir), "T": res.T,

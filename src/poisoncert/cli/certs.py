@@ -47,6 +47,25 @@ def error_line(exc: BaseException) -> str:
     return f"error: {msg or type(exc).__name__}"
 
 
+#: Whether this process's command said what a Ctrl-C left (``interrupted``): ``main`` says
+#: one line itself for one that came before the command could (typer turns a Ctrl-C while
+#: it parses the command line into a silent exit 130).
+_interrupt_said = False
+
+
+def interrupted(text: str) -> typer.Exit:
+    """Print ``text`` (what Ctrl-C left) on stderr and give the exit to raise: code 130."""
+    global _interrupt_said
+    typer.echo(text, err=True)
+    _interrupt_said = True
+    return typer.Exit(130)
+
+
+def interrupt_said() -> bool:
+    """Whether a command of this process said what a Ctrl-C left (``interrupted``)."""
+    return _interrupt_said
+
+
 @contextlib.contextmanager
 def library_errors() -> Iterator[None]:
     """Turn an expected library error into ``error: <message>`` on stderr and exit code 1,
@@ -58,8 +77,7 @@ def library_errors() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:  # a command's own handler says more; typer's exit was silent
-        typer.echo("interrupted: nothing was written.", err=True)
-        raise typer.Exit(130) from None
+        raise interrupted("interrupted: nothing was written.") from None
     except EXPECTED_ERRORS as exc:
         line = error_line(exc)
         flag = _typed_option(str(exc))

@@ -18,7 +18,7 @@ from typing import Annotated
 
 import typer
 
-from poisoncert.cli.certs import library_errors
+from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.runsafe import json_text
 
 __all__ = ["predict", "register"]
@@ -106,9 +106,8 @@ def predict(
             else:
                 text = rows_csv(rows)
         except KeyboardInterrupt:
-            typer.echo("interrupted: nothing was written; the same command starts over.",
-                       err=True)
-            raise typer.Exit(130) from None
+            raise interrupted("interrupted: nothing was written; the same command starts "
+                              "over.") from None
         if out is not None:
             from poisoncert import runs
 

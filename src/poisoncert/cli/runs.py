@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from poisoncert._validation import param_error, parse_int_list
-from poisoncert.cli.certs import library_errors
+from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.runsafe import json_text
 
 __all__ = ["certify", "demo", "register", "train"]
@@ -254,10 +254,9 @@ def certify(
                               aggregation=aggregation,
                               progress=None if quiet or as_json else _checksum_bar)
         except KeyboardInterrupt:
-            typer.echo("interrupted: the run itself is untouched; the same command certifies "
-                       "it (certify.json, written last, marks a whole set of outputs).",
-                       err=True)
-            raise typer.Exit(130) from None
+            raise interrupted("interrupted: the run itself is untouched; the same command "
+                              "certifies it (certify.json, written last, marks a whole set of "
+                              "outputs).") from None
     if as_json:
         typer.echo(json_text({"summary": res.summary,
                                "certified_accuracy": [{"rho": r, "certified_accuracy": a}
@@ -308,13 +307,11 @@ def interrupt_line() -> Iterator[None]:
     try:
         yield
     except TrainInterrupted as stop:
-        typer.echo(stop.message(), err=True)
-        raise typer.Exit(130) from None
+        raise interrupted(stop.message()) from None
     except KeyboardInterrupt as stop:  # a knn / rnn search says what it keeps (nothing)
-        typer.echo(stop.message() if callable(getattr(stop, "message", None)) else
-                   "interrupted: the same command resumes the run from the chunks it "
-                   "finished (none if it was still loading its data).", err=True)
-        raise typer.Exit(130) from None
+        raise interrupted(stop.message() if callable(getattr(stop, "message", None)) else
+                          "interrupted: the same command resumes the run from the chunks it "
+                          "finished (none if it was still loading its data).") from None
 
 
 def demo(
