@@ -14,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -365,6 +366,89 @@ def test_a_writer_holds_its_temporary_files_flock_until_it_is_renamed(tmp_path):
         assert runsafe._held(str(tmp))
         f.write(b"x")
     assert target.read_bytes() == b"x" and tmp_files(tmp_path) == []
+
+
+def test_a_cleaner_between_a_temporary_files_creation_and_its_lock_costs_no_write(
+        tmp_path, monkeypatch):
+    """A review's case: a cleaner (remove_leftovers under a run's lock, or the next clean
+    write) that looked at a writer's new temporary file before the writer took its flock
+    found it free and removed it; the writer then wrote into the removed file and failed
+    at its rename ('Cannot write ...: No such file or directory'), or, the cleaner's lock
+    held that instant, went on without its own flock. Now the writer makes another file
+    and holds its lock; the write succeeds."""
+    import tempfile
+
+    mkstemp = tempfile.mkstemp
+    calls = []
+
+    def cleaned_at_once(*a, **kw):  # a cleaner that runs right after the file appears
+        fd, name = mkstemp(*a, **kw)
+        calls.append(name)
+        if len(calls) == 1:
+            assert runsafe.remove_leftovers(tmp_path) == [Path(name)]
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", cleaned_at_once)
+    runs.save_text(tmp_path / "rows.csv", "new\n")
+    assert (tmp_path / "rows.csv").read_text() == "new\n" and len(calls) == 2
+    assert tmp_files(tmp_path) == []
+
+
+def test_a_cleaners_instant_on_a_new_temporary_file_does_not_leave_it_unlocked(
+        tmp_path, monkeypatch):
+    """The writer's one non-blocking try of its flock failed while a cleaner looked at the
+    new file (held its lock for an instant), and the file went unlocked for the rest of its
+    write: the next cleaner took it for a killed writer's. The writer now waits the instant
+    out (a second at most)."""
+    import fcntl
+    import tempfile
+    import threading
+
+    mkstemp = tempfile.mkstemp
+
+    def looked_at(*a, **kw):  # a cleaner holding the new file's lock for an instant
+        fd, name = mkstemp(*a, **kw)
+        look = os.open(name, os.O_RDONLY)
+        fcntl.flock(look, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        threading.Timer(0.05, os.close, (look,)).start()
+        return fd, name
+
+    monkeypatch.setattr(tempfile, "mkstemp", looked_at)
+    with runs.atomic_write(tmp_path / "x.bin") as f:
+        (tmp,) = tmp_files(tmp_path)
+        time.sleep(0.2)  # the instant is over: the writer's own lock is what is left
+        assert runsafe._held(str(tmp))  # so no cleaner takes it for a killed writer's
+        assert runsafe.remove_leftovers(tmp_path) == []
+        f.write(b"x")
+    assert (tmp_path / "x.bin").read_bytes() == b"x" and tmp_files(tmp_path) == []
+
+
+def test_a_live_writers_temporary_file_looks_held_where_flock_is_a_byte_range_lock(
+        tmp_path, monkeypatch):
+    """A review's case: on NFS, Linux emulates flock with byte-range locks, and an
+    exclusive one on a file opened read-only fails with EBADF (flock(2)). The check of a
+    temporary file opened it read-only and asked for an exclusive lock, so on NFS every live
+    writer's file looked free: remove_leftovers and the next clean write (a writer on another
+    host sharing the folder) removed it under the writer. The check now asks for a shared
+    lock, which a read-only file takes and the writer's exclusive lock refuses."""
+    import errno
+    import fcntl
+
+    real = fcntl.flock
+
+    def nfs_flock(fd, op):  # flock(2) on NFS: an exclusive lock needs a file open to write
+        if op & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        return real(fd, op)
+
+    monkeypatch.setattr(runsafe.fcntl, "flock", nfs_flock)
+    target = tmp_path / "rows.csv"
+    with runs.atomic_write(target) as f:
+        (tmp,) = tmp_files(tmp_path)
+        assert runsafe._held(str(tmp))
+        assert runsafe.remove_leftovers(tmp_path) == []
+        f.write(b"rows\n")
+    assert target.read_bytes() == b"rows\n"
 
 
 def test_atomic_files_have_ordinary_permissions(tmp_path):

@@ -118,14 +118,9 @@ def atomic_write(path: str | Path, mode: str = "wb", *, clean: bool = False) -> 
     path = Path(path)
     if clean:
         remove_stale_tmps(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name)
-                                   + f"{os.getpid()}.")
-    except OSError as e:
-        raise RunError(f"Cannot write '{path}': {e.strerror or e}.") from None
+    fd, tmp = _new_tmp(path)
     f = None
     try:
-        _flock(fd)  # a sign of life (across hosts too) until the file is renamed and closed
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
         f = os.fdopen(fd, mode)
         yield f
@@ -153,10 +148,62 @@ def _tmp_prefix(name: str) -> str:
     return f"{TMP_PREFIX}{name}."
 
 
+#: Tries of ``_flock`` while a checker (``_held``) holds a new temporary file's lock for an
+#: instant, and the pause between them (seconds): at most a second in all.
+_FLOCK_TRIES, _FLOCK_PAUSE = 100, 0.01
+
+
+def _new_tmp(path: Path) -> tuple[int, str]:
+    """A new temporary file beside ``path`` (``.tmp-<name>.<pid>.XXXX``), open and under its
+    writer's ``flock``. A cleaner (``remove_leftovers``, ``remove_stale_tmps``) that looked
+    at it between its creation and the ``flock`` found the lock free and may have removed it
+    (or held the lock that instant): the file is then made anew, so that a live writer's file
+    is never left without its lock nor written after it was removed."""
+    for _ in range(3):
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=_tmp_prefix(path.name)
+                                       + f"{os.getpid()}.")
+        except OSError as e:
+            raise RunError(f"Cannot write '{path}': {e.strerror or e}.") from None
+        try:
+            _flock(fd)  # a sign of life (across hosts too) until it is renamed and closed
+            if _still_named(fd, tmp):
+                return fd, tmp
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        os.close(fd)  # removed by a cleaner before its lock was taken: make another
+    raise RunError(f"Cannot write '{path}': its temporary files were removed as they were "
+                   "made (another process cleaning the folder).")
+
+
+def _still_named(fd: int, name: str) -> bool:
+    """Whether the open file ``fd`` is still the file at ``name`` (not removed: on NFS a
+    removed open file keeps a link, under another name)."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(name, follow_symlinks=False))
+    except FileNotFoundError:
+        return False
+
+
 def _flock(fd: int) -> None:
-    if fcntl is not None:
-        with contextlib.suppress(OSError):  # a file system without locks: the pid still says
+    """Take the ``flock`` of a new temporary file: waits out (for at most a second) a
+    checker's instant on it, which a single non-blocking try took for a held lock and left
+    the file unlocked for the rest of its life."""
+    if fcntl is None:  # pragma: no cover
+        return
+    import time
+
+    for _ in range(_FLOCK_TRIES):
+        try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return  # a file system without locks: the pid still says
+        time.sleep(_FLOCK_PAUSE)
 
 
 def _held(path: str) -> bool:
@@ -168,8 +215,10 @@ def _held(path: str) -> bool:
                      | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
         return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    try:  # shared: conflicts with the writer's exclusive lock, and needs only read access
+        # (on NFS, flock is a byte-range lock, and an exclusive one on a file opened to read
+        # fails with EBADF: every live writer's file looked free)
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as e:
         return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
     finally:
@@ -177,12 +226,39 @@ def _held(path: str) -> bool:
     return False
 
 
-def _writer_gone(entry: os.DirEntry, pid: str) -> bool:
-    """Whether the writer of the temporary file ``entry`` (``pid`` from its name) is gone:
-    its process does not exist here and nobody holds the file's ``flock`` (a writer on
-    another host sharing the folder). An unknown pid (a name of another form) is never
-    taken for gone."""
-    return pid.isdigit() and not _alive(int(pid)) and not _held(entry.path)
+def _unlink_if_free(path: str) -> bool:
+    """Remove the temporary file ``path`` where no writer holds its ``flock`` (``_held``),
+    removing it while this process holds the lock: a writer that takes its lock after a
+    look at it finds it removed (``_new_tmp`` makes another) rather than losing it then.
+    Whether it was removed."""
+    if fcntl is None:  # pragma: no cover
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            return True
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+                     | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:  # held; otherwise a file system without locks (as _held)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+            return True
+        return False
+    finally:
+        os.close(fd)
+
+
+def _writer_dead(pid: str) -> bool:
+    """Whether the process ``pid`` (from a temporary file's name) no longer exists here. An
+    unknown pid (a name of another form) is never taken for gone."""
+    return pid.isdigit() and not _alive(int(pid))
 
 
 def remove_stale_tmps(path: str | Path) -> list[Path]:
@@ -199,10 +275,10 @@ def remove_stale_tmps(path: str | Path) -> list[Path]:
         if not e.name.startswith(prefix) or not e.is_file(follow_symlinks=False):
             continue
         pid = e.name[len(prefix):].split(".", 1)[0]
-        if _writer_gone(e, pid):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(e.path)
-                removed.append(Path(e.path))
+        # gone: its process does not exist here and nobody holds its flock (a writer on
+        # another host sharing the folder)
+        if _writer_dead(pid) and _unlink_if_free(e.path):
+            removed.append(Path(e.path))
     return removed
 
 
@@ -329,10 +405,8 @@ def remove_leftovers(folder: Path, subfolders: tuple[str, ...] = ()) -> list[Pat
             continue
         for e in entries:
             if e.name.startswith(TMP_PREFIX) and e.is_file(follow_symlinks=False) \
-                    and not _held(e.path):  # (predict --out naming a file in the run)
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(e.path)
-                    removed.append(Path(e.path))
+                    and _unlink_if_free(e.path):  # (predict --out naming a file in the run)
+                removed.append(Path(e.path))
     return removed
 
 
