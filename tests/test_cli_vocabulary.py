@@ -13,6 +13,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
+from poisoncert import runs
 from poisoncert.cli import app
 
 runner = CliRunner()
@@ -245,6 +246,34 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line_and_130(monkeypatch, c
         main(["radius", "--scheme", "wr", "--n", "100", "--ns", "10", "--gap", "0.5"])
     assert e.value.code == 130
     assert capsys.readouterr().err == "interrupted: nothing was written.\n"
+
+
+def test_ctrl_c_while_a_finished_command_prints_does_not_say_nothing_was_done(
+        tmp_path, monkeypatch, capsys):
+    """A review's case: a Ctrl-C after a command's work (a run trained, its files written)
+    while it printed its summary reached typer (a silent 130), and cli.main then said
+    'interrupted while starting: nothing was done.' of a finished run. Now it says the
+    work was done and the printed lines may be cut short."""
+    from poisoncert.cli import main
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("poisoncert.cli.runs._data_folder", stop)  # a line of its summary
+    with pytest.raises(SystemExit) as e:
+        main(["train", str(cfg), "--run-dir", str(run), "-q"])
+    err = capsys.readouterr().err
+    assert e.value.code == 130 and err.count("\n") == 1, err
+    assert "nothing was done" not in err and err.startswith(
+        "interrupted while printing its results: the command's work was done"), err
+    assert (run / runs.MANIFEST).is_file()  # the run is whole: train again has nothing to do
+    monkeypatch.undo()
+    r = runner.invoke(app, ["train", str(cfg), "--run-dir", str(run)])
+    assert r.exit_code == 0 and "Nothing to train" in r.output, r.output
 
 
 def _run_with_weights(tmp_path: Path) -> Path:

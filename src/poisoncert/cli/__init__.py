@@ -123,6 +123,10 @@ def _given(exc: BaseException) -> str:
 
 #: Ctrl-C before a command could say what it left (``_console`` says the same).
 _STARTING = "interrupted while starting: nothing was done."
+#: Ctrl-C after a command's work, while it printed what it did (outside its
+#: ``library_errors``): its files are written, its printed lines may be cut short.
+_PRINTING = ("interrupted while printing its results: the command's work was done (any "
+             "files it writes are written); what it printed may be incomplete.")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -134,11 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     keep_heap()
     # a library warning (e.g. a method valid only for two classes) is one line on stderr
     warnings.formatwarning = lambda message, *args, **kw: f"warning: {message}\n"
-    certs._interrupt_said = False  # (main called again in one process: tests)
+    certs._interrupt_said = certs._command_began = False  # (main called again: tests)
     try:
         code = app(args=argv, prog_name="poisoncert", standalone_mode=False)
         if code == 130 and not certs.interrupt_said():  # typer's silent exit for a Ctrl-C
-            print(_STARTING, file=sys.stderr)  # while it parsed the command line
+            # while it parsed the command line, or after the command's work: no
+            # 'nothing was done' for a run that was trained and is printing its summary
+            print(_PRINTING if certs.command_began() else _STARTING, file=sys.stderr)
     except KeyboardInterrupt:  # while typer built the commands, before a command ran
         print(_STARTING, file=sys.stderr)
         code = 130

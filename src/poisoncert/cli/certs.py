@@ -51,6 +51,10 @@ def error_line(exc: BaseException) -> str:
 #: one line itself for one that came before the command could (typer turns a Ctrl-C while
 #: it parses the command line into a silent exit 130).
 _interrupt_said = False
+#: Whether this process's command began its work (entered ``library_errors``): a Ctrl-C that
+#: ``main`` then hears of came after that work (a command's own ``library_errors`` says what
+#: one inside it left), while the command printed what it did.
+_command_began = False
 
 
 def interrupted(text: str) -> typer.Exit:
@@ -66,6 +70,11 @@ def interrupt_said() -> bool:
     return _interrupt_said
 
 
+def command_began() -> bool:
+    """Whether a command of this process began its work (entered ``library_errors``)."""
+    return _command_began
+
+
 @contextlib.contextmanager
 def library_errors() -> Iterator[None]:
     """Turn an expected library error into ``error: <message>`` on stderr and exit code 1,
@@ -74,6 +83,8 @@ def library_errors() -> Iterator[None]:
     the user typed set (``radius --ns 0``: ``'ns' parameter of SelectionBound``; ``certify
     --alpha 2``: ``'certify.alpha' parameter of the config``), the line starts with that
     option: ``error: --ns: The 'ns' parameter of ...``."""
+    global _command_began
+    _command_began = True
     try:
         yield
     except KeyboardInterrupt:  # a command's own handler says more; typer's exit was silent
