@@ -248,6 +248,24 @@ def test_ctrl_c_while_the_command_line_starts_is_one_line_and_130(monkeypatch, c
     assert capsys.readouterr().err == "interrupted: nothing was written.\n"
 
 
+def test_the_package_lists_its_lazy_names_and_imports_no_numpy():
+    """A review's case: certified_radius and delta became names imported on first use
+    (import poisoncert without numpy), and dir(poisoncert) (tab completion) no longer listed
+    them. A fresh interpreter: every name of __all__ in dir(), numpy not imported by that."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import poisoncert
+
+    code = ("import sys, poisoncert; names = dir(poisoncert); "
+            "print(all(n in names for n in poisoncert.__all__), 'numpy' in sys.modules)")
+    src = str(Path(poisoncert.__file__).parents[1])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={"PYTHONPATH": src}, timeout=60, check=True).stdout
+    assert out.split() == ["True", "False"], out
+
+
 def test_ctrl_c_while_a_finished_command_prints_does_not_say_nothing_was_done(
         tmp_path, monkeypatch, capsys):
     """A review's case: a Ctrl-C after a command's work (a run trained, its files written)
