@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from poisoncert import aggregation, knn, runoff, selection
+from poisoncert import aggregation, knn, runoff, runs, selection
 from poisoncert.config import ConfigError, config_hash, from_dict, to_yaml
 from poisoncert.experiment import certify_run, split_data, train_run
 from poisoncert.experiment.attack import AttackSettings, attack_run
@@ -586,6 +586,45 @@ def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
     assert r.exit_code == 130, r.output
     assert r.stderr == "interrupted: nothing was written; the same command starts over.\n"
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_ctrl_c_in_an_update_into_an_empty_folder_says_no_run_was_written(tmp_path,
+                                                                          monkeypatch):
+    """A review's case: --out an empty folder made beforehand, Ctrl-C while classifiers
+    retrain: the line said "'u' holds an incomplete run: delete it" of the user's own empty
+    folder (nothing was written). And where the update's run did appear (its manifest), the
+    line said only to delete it, while the same command again (2bb9e52) says train finishes
+    it: now both say so."""
+    from typer.testing import CliRunner
+
+    import poisoncert.experiment.update as update_mod
+    from poisoncert.cli import app
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    out = tmp_path / "u"
+    out.mkdir()
+    monkeypatch.setattr(update_mod, "retrain", stop)
+    runner = CliRunner()
+    r = runner.invoke(app, ["update", str(run), "--out", str(out), "--remove", "1"])
+    assert r.exit_code == 130 and r.stderr.splitlines()[-1:] == [  # (after the bar's line)
+        "interrupted: no new run was written (it is written once every changed classifier "
+        "is retrained); the same command starts over."], r.output
+    assert list(out.iterdir()) == []
+
+    def appeared(*args, **kwargs):  # Ctrl-C once the new run's folder is there
+        (out / runs.MANIFEST).write_text("{}")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(update_mod, "retrain", appeared)
+    r = runner.invoke(app, ["update", str(run), "--out", str(out), "--remove", "1"])
+    assert r.exit_code == 130 and r.stderr.splitlines()[-1:] == [
+        f"interrupted: '{out}' holds the update's unfinished run: finish it with 'poisoncert "
+        f"train {out / runs.CONFIG} --run-dir {out}', or delete it and run the same command "
+        "again."], r.output
 
 
 def test_update_takes_quiet_as_the_other_training_commands_do(tmp_path):

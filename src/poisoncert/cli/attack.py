@@ -179,9 +179,15 @@ def update(
             res = update_run(run_dir, out, edits,
                              progress=None if quiet or as_json else rich_progress)
         except KeyboardInterrupt:
-            left = (f"'{out}' holds an incomplete run: delete it, then run the same command "
-                    "again" if out.exists() else "no new run was written (it is written once "
-                    "every changed classifier is retrained); the same command starts over")
+            from poisoncert import runs
+
+            # the new run's folder appears (whole, its manifest in it) once every changed
+            # classifier is retrained; an empty folder given as --out is not one
+            left = (f"'{out}' holds the update's unfinished run: finish it with 'poisoncert "
+                    f"train {out / runs.CONFIG} --run-dir {out}', or delete it and run the "
+                    "same command again" if (out / runs.MANIFEST).is_file() else
+                    "no new run was written (it is written once every changed classifier is "
+                    "retrained); the same command starts over")
             raise interrupted(f"interrupted: {left}.") from None
     e = res.edits
     if as_json:
