@@ -1001,6 +1001,28 @@ def _shared_mnist() -> Path | None:
 
 
 @pytest.mark.skipif(_shared_mnist() is None, reason="shared/data/mnist beside the repo absent")
+def test_a_small_training_set_does_not_warn_of_ordinary_inputs():
+    """Of n training inputs' means, a new input like them lies outside their range (the
+    recorded quantiles are the extremes below 1000 inputs) with chance 2 / (n + 1): 9.5% for
+    n = 20, above the 5% that warns. Ordinary inputs of a small training set then warned on
+    most calls (n = 200: 5 of 200 calls); the threshold grows for small n, and inputs all
+    outside still warn."""
+    from poisoncert.experiment.ensemble import unusual_share
+    from poisoncert.experiment.ensemble_record import INPUT_MEAN_QUANTILES
+
+    rng = np.random.default_rng(0)
+    for n in (20, 40, 200, 2000):
+        ens = object.__new__(Ensemble)
+        train = rng.random(n)
+        ens.training_means = tuple(np.quantile(train, INPUT_MEAN_QUANTILES))
+        ens.unusual_share = unusual_share({"input_means": {"n": n}})
+        warned = sum(ens._unusual(rng.random(50)) is not None for _ in range(200))
+        assert warned <= 2, (n, warned)  # 200 calls of 50 ordinary inputs each
+        assert ens._unusual(rng.random(50) + 2.0) is not None, n  # every input outside
+    assert unusual_share({}) == unusual_share({"input_means": {"n": 10**6}}) == 0.05
+    assert unusual_share({"input_means": {"n": 12}}) > 1  # too few to say: never warns
+
+
 def test_inputs_unlike_the_training_data_get_one_warning_line(tmp_path):
     """A review's case: an inverted MNIST digit (dark on white) was certified with no word
     of how unlike the training digits it is. The run records the range of its training

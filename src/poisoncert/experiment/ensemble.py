@@ -137,6 +137,9 @@ class Ensemble:
         #: preprocessing (``ensemble.json``'s ``input_means``); None for a run that did not
         #: record it (then no ``UnusualInputsWarning``).
         self.training_means: tuple[float, float] | None = _training_means(record)
+        #: The share of the inputs outside ``training_means`` above which it warns
+        #: (``UNUSUAL_SHARE``, more for a small training set: ``unusual_share``).
+        self.unusual_share: float = unusual_share(record)
 
     def __repr__(self) -> str:
         size = (f"k={self.T}" if self.scheme == selection.PARTITION else
@@ -242,7 +245,7 @@ class Ensemble:
         return out
 
     def _unusual(self, means: np.ndarray) -> str | None:
-        """The ``UnusualInputsWarning``'s one line where more than ``UNUSUAL_SHARE`` of the
+        """The ``UnusualInputsWarning``'s one line where more than ``unusual_share`` of the
         inputs' means lie outside the training inputs' range, else None (and None for a run
         that recorded no range)."""
         if self.training_means is None or not len(means):
@@ -250,7 +253,7 @@ class Ensemble:
         low, high = self.training_means
         out = ~((means >= low) & (means <= high))  # a NaN input is outside too
         k = int(np.count_nonzero(out))
-        if k <= UNUSUAL_SHARE * len(means):
+        if k <= self.unusual_share * len(means):
             return None
         odd = means[out & ~np.isnan(means)]
         where = f" (from {odd.min():.3g} to {odd.max():.3g})" if len(odd) else ""
@@ -432,6 +435,20 @@ def _training_means(record: dict) -> tuple[float, float] | None:
     except (KeyError, TypeError, ValueError):
         return None
     return (low, high) if np.isfinite(low) and np.isfinite(high) and low <= high else None
+
+
+def unusual_share(record: dict) -> float:
+    """The share of new inputs outside the recorded range of the training inputs' means above
+    which ``Ensemble`` warns: ``UNUSUAL_SHARE``, or for a small training set twenty times
+    the chance that an input like them lies outside, ``2 / (n + 1)`` for ``n`` training
+    inputs (below 1000 the recorded quantiles are their extremes). 9.5% of ordinary inputs lie
+    outside the range of 20, which warned on most calls; the threshold there is 95% (inputs
+    all unlike them still warn), 10% for 200, and below 19 training inputs it never warns."""
+    try:
+        n = int(record["input_means"]["n"])
+    except (KeyError, TypeError, ValueError):
+        return UNUSUAL_SHARE
+    return max(UNUSUAL_SHARE, 20 / (n + 1)) if n > 0 else UNUSUAL_SHARE
 
 
 def _takes_unit(display) -> bool:
