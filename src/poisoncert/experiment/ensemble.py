@@ -439,7 +439,7 @@ def _training_means(record: dict) -> tuple[float, float] | None:
 
 def unusual_share(record: dict) -> float:
     """The share of new inputs outside the recorded range of the training inputs' means above
-    which ``Ensemble`` warns: ``UNUSUAL_SHARE``, or for a small training set twenty times
+    which ``Ensemble`` warns: ``UNUSUAL_SHARE``, or for a small training set ten times
     the chance that an input like them lies outside, ``2 / (n + 1)`` for ``n`` training
     inputs (below 1000 the recorded quantiles are their extremes). 9.5% of ordinary inputs lie
     outside the range of 20, which warned on most calls; the threshold there is 95% (inputs
