@@ -38,6 +38,23 @@ def test_devices_syntax_is_refused_before_torch_is_imported(tmp_path, spec):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
 
 
+def test_devices_of_cpus_alone_train_on_the_cpu(tmp_path):
+    """``--devices cpu,cpu`` (accepted: a worker per device) set training.device to cuda and
+    was refused ('must be 'cpu' ... Got 'cuda''), a value the user never gave; a list of
+    CPUs alone is a CPU run, one worker per entry."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.config import load_config
+
+    (tmp_path / "exp.yaml").write_text("data: {name: digits}\nselection: {T: 4}\n"
+                                       "training: {model: mlp, steps: 2}\n")
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), "--devices", "cpu, CPU", "-q"])
+    assert r.exit_code == 0, r.output
+    assert load_config(tmp_path / "run" / "config.yaml").execution.device == "cpu"
+
+
 def test_attack_refuses_settings_that_do_not_fit_the_run_before_reading_it(tmp_path,
                                                                           monkeypatch):
     """``attack`` verified every checksum of the run and loaded its weights (seconds to

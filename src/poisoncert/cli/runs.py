@@ -111,7 +111,10 @@ def train(
         if device is not None:
             overrides["training.device"] = device
         if (devices is not None or gpus_per_task) and device is None:
-            overrides["training.device"] = "cuda"
+            # the devices' kind ('--devices cpu,cpu': two CPU workers, not a CUDA run)
+            cpus_only = devices is not None and all(
+                d.strip().lower() == "cpu" for d in devices.split(",") if d.strip())
+            overrides["training.device"] = "cpu" if cpus_only and devices.strip() else "cuda"
         if rhos is not None:
             overrides["certify.rhos"] = rhos
         settings = read_config_file(config)
