@@ -191,6 +191,46 @@ def test_fewer_groups_than_threads_share_the_inputs_bit_for_bit(monkeypatch, mod
     np.testing.assert_array_equal(predict(cfg, W, xt, threads=2, **kw), want)
 
 
+def test_modules_built_in_threads_at_once_leave_the_rng_as_it_was(monkeypatch):
+    """Where a state dict does not hold every tensor, a module is built under
+    ``torch.random.fork_rng`` (its constructor draws); two threads' forks interleaved
+    restored the process's RNG to the state the second one saved, not the one before
+    (since the inputs' parts of one group are evaluated in threads at once, also for T <= 8).
+    The first build waits for a second thread's, which outlasts it in its fork."""
+    import threading
+    import time
+
+    from poisoncert.training import inference
+
+    x, y, xt, _ = _problem(n_test=23, shape=(12,))
+    cfg = TrainConfig(model="mlp", steps=3, batch_size=4, group_size=2, eval_batch_size=5)
+    _, W = train_predict_with_weights(x, y, [np.arange(20)] * 2, [1, 2], xt, cfg,
+                                      n_classes=3, path="fast")
+    kw = {"input_shape": (12,), "n_classes": 3, "path": "fast", "output": "logits"}
+    want = predict(cfg, W, xt, threads=1, **kw)
+    monkeypatch.setattr(inference, "state_dict_is_own", lambda model: False)
+    build, calls, second = inference.build_model, [], threading.Event()
+
+    def build_drawing(*args, **kwargs):
+        if torch.empty(()).is_meta:  # an architecture's template (no memory, no draws)
+            return build(*args, **kwargs)
+        torch.rand(1)  # a constructor that draws
+        calls.append(threading.get_ident())
+        if len(calls) == 1:
+            second.wait(1.0)  # a second thread's build, if it can begin meanwhile
+        elif len(calls) == 2:
+            second.set()
+            time.sleep(0.3)  # ... ends after the first's
+        return build(*args, **kwargs)
+
+    monkeypatch.setattr(inference, "build_model", build_drawing)
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    np.testing.assert_array_equal(predict(cfg, W, xt, threads=2, **kw), want)
+    assert len(set(calls)) == 2  # two threads built modules
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
 @pytest.mark.parametrize("slow_first", [False, True])
 def test_an_interrupt_stops_the_queued_groups(monkeypatch, slow_first):
     """Ctrl-C while groups are evaluated in threads: the groups not started are dropped (the

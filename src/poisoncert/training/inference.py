@@ -102,6 +102,9 @@ def _loadable(template: torch.nn.Module, state_dicts) -> bool:
                for sd in state_dicts)
 
 
+_FORK_LOCK = threading.Lock()
+
+
 def _modules(cfg: TrainConfig, state_dicts, input_shape, n_classes, device) -> list:
     """Modules holding ``state_dicts`` on ``device`` (built on the meta device: no
     initialisation is spent on weights that are replaced; on the CPU, its RNG forked, where
@@ -115,7 +118,10 @@ def _modules(cfg: TrainConfig, state_dicts, input_shape, n_classes, device) -> l
                 m = build_model(cfg.model, input_shape, n_classes)
             m.load_state_dict(sd, assign=True)
         else:
-            with torch.random.fork_rng(devices=[]):
+            # one thread at a time: fork_rng saves and restores the process's RNG, and two
+            # threads' forks interleaved would leave it changed (the inputs' parts of one
+            # group build their modules in threads at once)
+            with _FORK_LOCK, torch.random.fork_rng(devices=[]):
                 m = build_model(cfg.model, input_shape, n_classes)
             m.load_state_dict(sd)
         models.append(m.to(device=device, dtype=cfg.torch_dtype).eval())
