@@ -213,20 +213,31 @@ def _held(path: str) -> bool:
     """Whether a live writer holds the temporary file's ``flock`` (or it cannot be told)."""
     if fcntl is None:  # pragma: no cover
         return False
+    fd = _open_shared(path)
+    if fd is None:
+        return True
+    os.close(fd)
+    return False
+
+
+def _open_shared(path: str) -> int | None:
+    """The temporary file ``path`` open to read under a shared ``flock`` (or none, on a file
+    system without locks: the pid still says), or None where a live writer holds its lock or
+    it cannot be opened. Shared: it conflicts with the writer's exclusive lock and needs only
+    read access (on NFS, flock is a byte-range lock, and an exclusive one on a file opened to
+    read fails with EBADF: every live writer's file looked free)."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
                      | getattr(os, "O_NOFOLLOW", 0))
     except OSError:
-        return True
-    try:  # shared: conflicts with the writer's exclusive lock, and needs only read access
-        # (on NFS, flock is a byte-range lock, and an exclusive one on a file opened to read
-        # fails with EBADF: every live writer's file looked free)
+        return None
+    try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError as e:
-        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
-    finally:
-        os.close(fd)
-    return False
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            os.close(fd)
+            return None
+    return fd
 
 
 def _unlink_if_free(path: str) -> bool:
@@ -239,17 +250,10 @@ def _unlink_if_free(path: str) -> bool:
             os.unlink(path)
             return True
         return False
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-                     | getattr(os, "O_NOFOLLOW", 0))
-    except OSError:
+    fd = _open_shared(path)
+    if fd is None:
         return False
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:  # held; otherwise a file system without locks (as _held)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return False
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
             return True
