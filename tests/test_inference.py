@@ -165,7 +165,9 @@ def test_fewer_groups_than_threads_share_the_inputs_bit_for_bit(monkeypatch, mod
     """A review's case: 4 classifiers (one group on the CPU) were predicted on one core of
     two. The inputs are now shared among the threads in pieces that begin at chunk
     boundaries: the two pieces run at the same time (a barrier both must reach), and every
-    logit is the same bits as on one thread, with any number of threads."""
+    logit is the same bits as on one thread, with any number of threads. A heavy model
+    (ResNet-18: each part holds a copy of the group and its activations) keeps one part per
+    group."""
     import threading
 
     from poisoncert.training import inference
@@ -180,8 +182,19 @@ def test_fewer_groups_than_threads_share_the_inputs_bit_for_bit(monkeypatch, mod
         np.testing.assert_array_equal(predict(cfg, W, xt, threads=threads, **kw), want)
     np.testing.assert_array_equal(predict(cfg, W, xt, threads=2, **kw | {"output": "labels"}),
                                   want.argmax(-1))
-    together = threading.Barrier(2, timeout=20)
     evaluate = inference.evaluate
+    if model == "resnet18":  # heavy: one part per group, as before (SHARE_MAX_BYTES)
+        sizes = []
+
+        def whole(state_dicts, x, *args, **kwargs):
+            sizes.append(len(x))
+            return evaluate(state_dicts, x, *args, **kwargs)
+
+        monkeypatch.setattr(inference, "evaluate", whole)
+        np.testing.assert_array_equal(predict(cfg, W, xt, threads=2, **kw), want)
+        assert sizes == [len(xt)]
+        return
+    together = threading.Barrier(2, timeout=20)
 
     def meets(*args, **kwargs):
         together.wait()  # a second piece of the inputs in another thread, or a timeout
