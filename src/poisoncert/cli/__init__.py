@@ -138,13 +138,14 @@ def main(argv: list[str] | None = None) -> None:
     keep_heap()
     # a library warning (e.g. a method valid only for two classes) is one line on stderr
     warnings.formatwarning = lambda message, *args, **kw: f"warning: {message}\n"
-    certs._interrupt_said = certs._command_began = False  # (main called again: tests)
+    state = certs.interrupt_state
+    state.began = state.said = False  # (main called again in one process: tests)
     try:
         code = app(args=argv, prog_name="poisoncert", standalone_mode=False)
-        if code == 130 and not certs.interrupt_said():  # typer's silent exit for a Ctrl-C
+        if code == 130 and not state.said:  # typer's silent exit for a Ctrl-C
             # while it parsed the command line, or after the command's work: no
             # 'nothing was done' for a run that was trained and is printing its summary
-            print(_PRINTING if certs.command_began() else _STARTING, file=sys.stderr)
+            print(_PRINTING if state.began else _STARTING, file=sys.stderr)
     except KeyboardInterrupt:  # while typer built the commands, before a command ran
         print(_STARTING, file=sys.stderr)
         code = 130

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import types
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
@@ -47,32 +48,19 @@ def error_line(exc: BaseException) -> str:
     return f"error: {msg or type(exc).__name__}"
 
 
-#: Whether this process's command said what a Ctrl-C left (``interrupted``): ``main`` says
-#: one line itself for one that came before the command could (typer turns a Ctrl-C while
-#: it parses the command line into a silent exit 130).
-_interrupt_said = False
-#: Whether this process's command began its work (entered ``library_errors``): a Ctrl-C that
-#: ``main`` then hears of came after that work (a command's own ``library_errors`` says what
-#: one inside it left), while the command printed what it did.
-_command_began = False
+#: What ``main`` needs to know of a Ctrl-C: whether this process's command ``began`` its
+#: work (entered ``library_errors``: a Ctrl-C ``main`` then hears of came after that work,
+#: while it printed what it did) and whether it ``said`` what a Ctrl-C left
+#: (``interrupted``; typer turns a Ctrl-C while it parses the command line into a silent
+#: exit 130, for ``main`` to name).
+interrupt_state = types.SimpleNamespace(began=False, said=False)
 
 
 def interrupted(text: str) -> typer.Exit:
     """Print ``text`` (what Ctrl-C left) on stderr and give the exit to raise: code 130."""
-    global _interrupt_said
     typer.echo(text, err=True)
-    _interrupt_said = True
+    interrupt_state.said = True
     return typer.Exit(130)
-
-
-def interrupt_said() -> bool:
-    """Whether a command of this process said what a Ctrl-C left (``interrupted``)."""
-    return _interrupt_said
-
-
-def command_began() -> bool:
-    """Whether a command of this process began its work (entered ``library_errors``)."""
-    return _command_began
 
 
 @contextlib.contextmanager
@@ -83,8 +71,7 @@ def library_errors() -> Iterator[None]:
     the user typed set (``radius --ns 0``: ``'ns' parameter of SelectionBound``; ``certify
     --alpha 2``: ``'certify.alpha' parameter of the config``), the line starts with that
     option: ``error: --ns: The 'ns' parameter of ...``."""
-    global _command_began
-    _command_began = True
+    interrupt_state.began = True
     try:
         yield
     except KeyboardInterrupt:  # a command's own handler says more; typer's exit was silent

@@ -282,7 +282,8 @@ def certify(
     else:  # skipped (--no-verify) or a run without checksums: a warning on stderr
         typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
     # the run-off election as --aggregation spells it (its summary's value is "run_off")
-    shown = {**s, "aggregation": _AGGREGATION_SHOWN.get(s.get("aggregation"), s.get("aggregation"))}
+    rule = s.get("aggregation")
+    shown = {**s, "aggregation": _AGGREGATION_SHOWN.get(rule, rule)}
     setting = ", ".join(f"{k} {shown[k]}" for k in ("scheme", "aggregation", "n", "ns", "p",
                                                      "model", "alpha", "method", "T")
                         if shown.get(k) is not None)

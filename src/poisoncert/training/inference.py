@@ -147,8 +147,7 @@ def evaluate(state_dicts: Sequence[dict], x: torch.Tensor, cfg: TrainConfig, inp
     stacked = path != "reference" and stacking(template) is not None
     if not (stacked and _loadable(template, state_dicts)):
         models = _modules(cfg, state_dicts, tuple(input_shape), n_classes, device)
-    chunks = x.split(min(cfg.eval_batch_size, EVAL_BATCH_CAP.get(device.type,
-                                                                 cfg.eval_batch_size)))
+    chunks = x.split(_chunk_size(cfg, device))
     bf16 = cfg.autocast_dtype is not None
     amp = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
