@@ -169,7 +169,11 @@ def update(
     predictions equal training the changed set from scratch."""
     with library_errors():
         from poisoncert.cli.progress import rich_progress
-        from poisoncert.experiment.update import edits_from_options, update_run
+        from poisoncert.experiment.update import (
+            edits_from_options,
+            finish_command,
+            update_run,
+        )
 
         if not (remove or relabel or add):
             raise ValueError("update needs a change: give --remove, --relabel or --add "
@@ -183,9 +187,9 @@ def update(
 
             # the new run's folder appears (whole, its manifest in it) once every changed
             # classifier is retrained; an empty folder given as --out is not one
-            left = (f"'{out}' holds the update's unfinished run: finish it with 'poisoncert "
-                    f"train {out / runs.CONFIG} --run-dir {out}', or delete it and run the "
-                    "same command again" if (out / runs.MANIFEST).is_file() else
+            left = (f"'{out}' holds the update's unfinished run: finish it with "
+                    f"'{finish_command(out)}', or delete it and run the same command again"
+                    if (out / runs.MANIFEST).is_file() else
                     "no new run was written (it is written once every changed classifier is "
                     "retrained); the same command starts over")
             raise interrupted(f"interrupted: {left}.") from None

@@ -29,8 +29,8 @@ from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
 from poisoncert.experiment.retrain import load_ensemble, retrain, variant
 from poisoncert.runs import RunDir, RunError
 
-__all__ = ["EDITS_FILE", "RunTerms", "UpdateResult", "edits_from_options", "parse_ids",
-           "parse_relabel", "read_added", "update_run"]
+__all__ = ["EDITS_FILE", "RunTerms", "UpdateResult", "edits_from_options", "finish_command",
+           "parse_ids", "parse_relabel", "read_added", "update_run"]
 
 EDITS_FILE = runs.EDITS
 
@@ -159,6 +159,13 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
                         n_train=len(new_data.y_train))
 
 
+def finish_command(out: str | Path) -> str:
+    """The command that finishes the run of an update interrupted once its folder ``out``
+    appeared (its config names the edits: ``train`` resumes it)."""
+    out = Path(out)
+    return f"poisoncert train {out / runs.CONFIG} --run-dir {out}"
+
+
 def _refuse_filled(out: RunDir) -> None:
     """The ``RunError`` for a folder ``--out`` that is not empty; for the run of an update
     killed before it finished (the same command then was refused as for any full folder,
@@ -172,8 +179,8 @@ def _refuse_filled(out: RunDir) -> None:
             pass
         raise RunError(f"The new run's folder '{out.path}' (out_dir; CLI: --out) holds an "
                        "update that was interrupted before it finished: finish it with "
-                       f"'poisoncert train {out.path / runs.CONFIG} --run-dir {out.path}', or "
-                       "delete the folder and run the same command again.")
+                       f"'{finish_command(out.path)}', or delete the folder and run the same "
+                       "command again.")
     raise RunError(f"The new run's folder '{out.path}' (out_dir; CLI: --out) exists and is "
                    "not empty. Use an empty or new folder.")
 
