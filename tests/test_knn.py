@@ -471,3 +471,40 @@ def test_a_class_count_beyond_memory_is_a_parameter_error(name, monkeypatch):
                              r"Got 1000000000000 instead\.$"):
         call(10**12)
     assert call(4) is not None
+
+
+def test_a_search_makes_no_copy_of_the_training_features():
+    """``nearest_labels`` / ``rnn_votes`` on float64 integer features (what a knn / rnn run
+    and ``poisoncert predict`` give them) took three more arrays of the training set's size
+    on every call (a float64 copy, ``rint`` and ``abs`` for the exactness check, and the
+    squared features for the norms on every block): 1.1 GB beyond MNIST's 376 MB features for
+    each block of new inputs. Now blocks of rows only (about 100 MB, whatever the training
+    set); the labels are unchanged."""
+    import tracemalloc
+
+    from poisoncert.experiment.neighbors import pixel_features
+
+    n = 40_000  # 251 MB of features
+    rng = np.random.default_rng(0)
+    u8 = rng.integers(0, 256, (n, 1, 28, 28)).astype(np.uint8)
+    x = u8.astype(np.float32) / np.float32(255)
+    y = rng.integers(0, 10, n)
+    tracemalloc.start()
+    try:
+        xt, scale = pixel_features(x)
+        _, peak_features = tracemalloc.get_traced_memory()
+        q = xt[:5] + 1
+        tracemalloc.reset_peak()
+        labels, _ = knn.nearest_labels(xt, y, q, 6)
+        votes = knn.rnn_votes(xt, y, q, 3000.0, n_classes=10)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert scale == 255 and np.array_equal(xt, u8.reshape(n, -1))
+    # the features and a block of rows at a time, not two more arrays of their size
+    assert peak_features < 1.5 * xt.nbytes, (peak_features, xt.nbytes)
+    assert peak < xt.nbytes + 0.6 * xt.nbytes, (peak, xt.nbytes)
+    for i in range(len(q)):
+        d2 = ((xt - q[i]) ** 2).sum(axis=1)
+        assert np.array_equal(labels[i], y[np.lexsort((np.arange(n), d2))[:6]])
+        assert np.array_equal(votes[i], np.bincount(y[d2 <= 3000.0 ** 2], minlength=10))

@@ -90,8 +90,10 @@ def _check_xy(x_train, y_train, x_test, where: str):
                           f"an array of shape {y.shape}")
     out = []
     for name, a in (("x_train", xt), ("x_test", xs)):
-        a = a.reshape(len(a), -1).astype(np.float64)
-        if not np.isfinite(a).all():
+        # no copy of float64 features (only read): the training set's took its size again
+        # on every call, as each block of a prediction's inputs makes one
+        a = a.reshape(len(a), -1).astype(np.float64, copy=False)
+        if not _all_rows(a, np.isfinite):
             raise param_error(name, where, "finite features (no NaN or infinity)",
                               "an array with non-finite values")
         out.append(a)
@@ -106,10 +108,17 @@ def exact_products(*arrays) -> bool:
     m, F = 0.0, arrays[0].shape[1]
     for a in arrays:
         if a.size:
-            if not np.array_equal(a, np.rint(a)):  # NaN and infinities too
+            if not _all_rows(a, lambda b: b == np.rint(b)):  # NaN and infinities too
                 return False
-            m = max(m, float(np.abs(a).max()))
+            m = max(m, float(a.max()), -float(a.min()))  # |a|'s largest, without |a|'s copy
     return 4.0 * F * m * m < 2.0 ** 53
+
+
+def _all_rows(a: np.ndarray, test) -> bool:
+    """Whether ``test`` (elementwise) holds for every entry of the 2-D ``a``, checked in
+    blocks of rows: no temporary of ``a``'s size (376 MB for MNIST's training set)."""
+    step = max(1, _BLOCK // max(1, a.shape[1]))
+    return all(bool(test(a[i:i + step]).all()) for i in range(0, a.shape[0], step))
 
 
 def squared_distances(x_test, x_train, *, exact: bool | None = None) -> np.ndarray:
@@ -120,7 +129,10 @@ def squared_distances(x_test, x_train, *, exact: bool | None = None) -> np.ndarr
     if exact is None:
         exact = exact_products(x_test, x_train)
     if exact:
-        d2 = (x_test * x_test).sum(1)[:, None] + (x_train * x_train).sum(1)[None, :]
+        # row sums of squares without a squared copy of the training set (376 MB for MNIST's
+        # on every block): exact integers, so the same numbers in any order of summation
+        d2 = (np.einsum("ij,ij->i", x_test, x_test)[:, None]
+              + np.einsum("ij,ij->i", x_train, x_train)[None, :])
         d2 -= 2.0 * (x_test @ x_train.T)
         return np.maximum(d2, 0.0, out=d2)
     d2 = np.zeros((x_test.shape[0], x_train.shape[0]))

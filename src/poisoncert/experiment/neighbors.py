@@ -49,8 +49,11 @@ def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = 
     rounding (or on which other samples are searched), which the certificates assume."""
     flat = np.asarray(x).reshape(len(x), -1)
     for s in PIXEL_SCALES if scale is None else (scale,):
-        u = np.rint(flat.astype(np.float64) * s)
-        if np.array_equal((u / s).astype(flat.dtype), flat):
+        u = flat.astype(np.float64)  # in place from here: one array of the features' size
+        np.rint(np.multiply(u, s, out=u), out=u)
+        step = max(1, (1 << 22) // max(1, flat.shape[1]))
+        if all(np.array_equal((u[i:i + step] / s).astype(flat.dtype), flat[i:i + step])
+               for i in range(0, len(u), step)):
             return u, s
     raise config_error(key, "false for a knn / rnn run (exact distances need pixels that are "
                        "integers 0-255 divided by 255)", True)
