@@ -176,8 +176,12 @@ def test_knn_and_rnn_runs(tmp_path):
     from poisoncert import Ensemble
 
     assert not (tmp_path / "knn" / "weights").exists()
-    with pytest.raises(RunError, match="knn run: it has no base classifiers"):
-        Ensemble.load(tmp_path / "knn")
+    # no classifiers to load: the training set, searched for new inputs as for the test set
+    # (tests/test_nn_predict.py)
+    ens = Ensemble.load(tmp_path / "knn")
+    assert type(ens).__name__ == "NeighborModel"
+    cert, _ = certify_run(tmp_path / "knn", plot=False, model="P1")
+    assert np.array_equal(ens.certify(data.x_test, model="P1").radius, cert.radius)
     # the command line does not count the search as "1 base classifiers" trained
     from typer.testing import CliRunner
 

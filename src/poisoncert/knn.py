@@ -57,7 +57,13 @@ from poisoncert._validation import (
     param_error,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, ABSTAIN, DPA_UNITS, _TopIsPrediction
+from poisoncert.certify import (
+    _UNIT_TEXT,
+    ABSTAIN,
+    DPA_UNITS,
+    _predicted_labels,
+    _TopIsPrediction,
+)
 from poisoncert.votes import check_counts_fit
 
 __all__ = [
@@ -256,6 +262,14 @@ class NNCertificate(_TopIsPrediction):
     model: str
     unit: str
     n_classes: int | None = None  # the number of classes (``certify.Certificate.n_classes``)
+    #: What the class indices name (``certify.Certificate.classes``): set by
+    #: ``NeighborModel.certify``, the data set's class ids; None otherwise.
+    classes: np.ndarray | None = None
+
+    def predicted_labels(self, abstain=None) -> np.ndarray:
+        """``classes[prediction]`` as an object array, ``abstain`` where abstaining (needs
+        ``classes``)."""
+        return _predicted_labels(self, abstain)
 
     def setting(self) -> dict:
         return {"scheme": self.classifier, "k": self.k, "model": self.model, "unit": self.unit,

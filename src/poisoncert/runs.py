@@ -153,14 +153,33 @@ def own_edits(cfg: ExperimentConfig, run_dir: str | Path) -> ExperimentConfig:
 
 def refuse_changed_data(run_dir: str | Path, manifest: dict | None, sha256_arrays: str, *,
                         since: str = "has changed since it started",
-                        then: str = "it cannot be resumed") -> None:
+                        then: str = "it cannot be resumed", sources=None) -> None:
     """A ``RunError`` where the data a process loaded (``sha256_arrays``, its
     ``DataSplit.summary``) are not the data the run's ``manifest`` records: its ``n``, labels
-    and certificates are of those. Nothing for a manifest without a data checksum."""
+    and certificates are of those. Nothing for a manifest without a data checksum.
+    ``sources``: the files read now (``DataSummary.sources``); those whose SHA-256 differs
+    from the manifest's record of the same file name are named too."""
     old = (manifest or {}).get("data", {}).get("sha256_arrays")
     if old is not None and old != sha256_arrays:
+        files = _changed_sources((manifest or {}).get("data", {}).get("sources"), sources)
         raise RunError(f"The data of the run '{run_dir}' {since} (array checksum {old[:12]}... "
-                       f"is now {sha256_arrays[:12]}...): {then}.")
+                       f"is now {sha256_arrays[:12]}...{files}): {then}.")
+
+
+def _changed_sources(recorded, now) -> str:
+    """``"; the file 'x.npz' had SHA-256 ab12... and has cd34... now"`` for each file read now
+    whose name the manifest records with another SHA-256; ``""`` where none (or no record)."""
+    if not isinstance(recorded, list) or not now:
+        return ""
+    then = {Path(str(r.get("path", ""))).name: str(r.get("sha256", ""))
+            for r in recorded if isinstance(r, dict)}
+    out = []
+    for s in now:
+        name = Path(s.path).name
+        if name in then and then[name] != s.sha256:
+            out.append(f"; the file '{name}' had SHA-256 {then[name][:12]}... and has "
+                       f"{s.sha256[:12]}... now")
+    return "".join(out)
 
 
 def check_writable(path: str | Path) -> None:

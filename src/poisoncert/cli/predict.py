@@ -1,6 +1,7 @@
 """``poisoncert predict RUN_DIR INPUTS``: certified predictions for new inputs.
 
-It loads the run's saved classifiers (``poisoncert.Ensemble.load``, which checks every file),
+It loads the run's saved classifiers (``poisoncert.Ensemble.load``, which checks every file;
+for a knn / rnn run its training data, checked against the run: ``nnmodel.NeighborModel``),
 reads INPUTS as the data set holds its inputs (``experiment.inputs.read_inputs``: a ``.npz``
 with ``x`` and optionally ``y``, an IDX file, a folder of PNG/JPEG images or one, a ``.csv`` of
 features), certifies them exactly as ``poisoncert certify`` certifies the run's test set, and
@@ -30,7 +31,8 @@ def register(app: typer.Typer) -> None:
 
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by train (with "
-                                                 "its weights).")],
+                                                 "its weights; a knn / rnn run with the "
+                                                 "data it was trained on).")],
     inputs: Annotated[Path, typer.Argument(help="New inputs: a .npz (array x, optional y of "
                                                 "class ids), a .npy of inputs, an IDX file, a "
                                                 "folder of PNG/JPEG images (sorted by file "
@@ -78,7 +80,8 @@ def predict(
                 note = ens.verification.get("note", "")
                 typer.echo(note if note.startswith("warning:") else f"warning: {note}", err=True)
             data = read_inputs(inputs, ens.form)
-            from poisoncert.selection import SCHEMES  # the random schemes: vote bounds
+            # the random schemes: vote bounds
+            from poisoncert.selection import NEAREST_NEIGHBOURS, SCHEMES
 
             wanted = str(method or ens.config.certify.method)
             true_label = (ens.config.selection.scheme in SCHEMES
@@ -88,15 +91,26 @@ def predict(
                                  f"needs the inputs' true classes: '{inputs}' has none (give a "
                                  ".npz with x and y, y holding class ids).")
             labels = None if data.y is None else _labels(ens, data.y, inputs)
-            big = not quiet and len(data.x) * ens.T >= 20_000
-            base = ens.base_predictions(data.x, progress=rich_progress if big else None)
-            votes = votes_from_predictions(base, ens.n_classes)
-            cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
-                                           y=data.y if true_label else None)
-            # a finite_aggregation certificate's radius in buckets: certificates.csv's radius_dpa
-            fa = getattr(cert, "buckets", None) if ens.scheme == "finite_aggregation" else None
-            rows = certificate_rows(cert, votes, labels, ens.T, extra={"input": data.names},
-                                    radius_dpa=fa, classes=ens.classes,
+            if ens.scheme in NEAREST_NEIGHBOURS:  # a NeighborModel: the training set searched
+                # the bar where the search takes about a second or more
+                work = len(data.x) * len(ens.y_train) * ens.features.shape[1]
+                big = not quiet and work >= 10 ** 10
+                nn = ens.outputs(data.x, model=model, progress=rich_progress if big else None)
+                cert, votes, T = nn.certificate, nn.votes, None  # T: no abstain_votes column
+                radius_dpa = nn.radius_dpa  # as certificates.csv's
+            else:
+                big = not quiet and len(data.x) * ens.T >= 20_000
+                base = ens.base_predictions(data.x, progress=rich_progress if big else None)
+                votes = votes_from_predictions(base, ens.n_classes)
+                cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
+                                               y=data.y if true_label else None)
+                # a finite_aggregation certificate's radius in buckets: certificates.csv's
+                # radius_dpa
+                radius_dpa = (getattr(cert, "buckets", None)
+                              if ens.scheme == "finite_aggregation" else None)
+                T = ens.T
+            rows = certificate_rows(cert, votes, labels, T, extra={"input": data.names},
+                                    radius_dpa=radius_dpa, classes=ens.classes,
                                     class_names=ens.class_names,
                                     missing=None if as_json else "")  # JSON: null
             summary = _summary(cert, labels, ens, len(rows))

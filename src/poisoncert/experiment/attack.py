@@ -290,15 +290,13 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
     models = sorted({ATTACK_MODEL[a] for a in s.attacks})
     scheme = cfg.selection.scheme
     if scheme in selection.NEAREST_NEIGHBOURS:
-        from poisoncert.experiment.split import split_data
+        from poisoncert.experiment.neighbors import run_data
 
-        data = split_data(cfg.data)
         # the clean certificates come from the run's neighbours, the poisoned predictions from
         # these arrays: they must be the data the run searched (load_ensemble checks the same)
-        runs.refuse_changed_data(rd.path, rd.load_manifest(), data.summary.sha256_arrays,
-                                 since="have changed since it was trained",
-                                 then="restore the data it was trained on, or train a new "
-                                      "run on these data and attack that")
+        data = run_data(rd, cfg, rd.load_manifest(),
+                        then="restore the data it was trained on, or train a new run on "
+                             "these data and attack that")
         backend = NNBackend(rd, cfg, data)
         builder = EditBuilder(data, cfg)
         votes = rd.load(runs.VOTES)

@@ -18,7 +18,7 @@ import numpy as np
 
 from poisoncert import certify as certificates
 from poisoncert import runs, selection
-from poisoncert._validation import INT_LIMIT, param_error
+from poisoncert._validation import INT_LIMIT, named_as, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.ranks import RANKS
 from poisoncert.runs import RunDir, RunError
@@ -29,7 +29,8 @@ DETERMINISTIC = (selection.PARTITION, selection.FINITE_AGGREGATION,
                  *selection.NEAREST_NEIGHBOURS)
 
 __all__ = ["DETERMINISTIC", "CertifiedAccuracy", "CertifyResult", "accuracy_curve",
-           "certificate_rows", "certify_run", "certify_votes", "curve_label", "rows_csv"]
+           "certificate_rows", "certify_options", "certify_run", "certify_votes", "curve_label",
+           "nn_certificate", "rows_csv"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -71,6 +72,17 @@ def refuse_statistics(scheme: str, alpha, method, where: str) -> None:
         what = "partition (DPA)" if scheme == selection.PARTITION else scheme
         raise param_error(name, where, f"left out for a {what} run, whose certificate is "
                           "deterministic", value)
+
+
+def certify_options(config: ExperimentConfig, scheme: str, alpha, method, model, where: str):
+    """``config``'s ``certify`` section with the options given, checked, an error naming the
+    option as ``where``'s parameter (``Ensemble``'s and ``NeighborModel``'s ``_settings``)."""
+    refuse_statistics(scheme, alpha, method, where)
+    options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
+               if v is not None}
+    with named_as(where, certify__alpha="alpha", certify__method="method",
+                  certify__model="model"):
+        return dataclasses.replace(config.certify, **options)
 
 
 def _manifest_data(rd: RunDir) -> dict:
@@ -190,7 +202,7 @@ def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int, *,
     """The run's certificate under the certify settings ``c``, and its radii in DPA's unit
     (None where the unit does not apply: randomized selection, and DPA's own certificate,
     whose records hold them)."""
-    from poisoncert import aggregation, knn, runoff
+    from poisoncert import aggregation, runoff
 
     sel = cfg.selection
     scheme = sel.scheme
@@ -215,17 +227,32 @@ def _certificate(rd: RunDir, cfg: ExperimentConfig, c, votes, labels, n: int, *,
     if scheme == "knn":
         from poisoncert.experiment.neighbors import NEIGHBORS
 
-        neighbors = rd.load(NEIGHBORS).astype(np.int64)
-        cert = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model,
-                               n_train=n_train)
-        dpa = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=c.model, unit="dpa",
-                              n_train=n_train)
-        return cert, dpa.radius
+        return nn_certificate(cfg, c.model, votes, rd.load(NEIGHBORS), n_train=n_train)
     if scheme == "rnn":
-        cert = knn.rnn_certify(votes, model=c.model)
-        return cert, knn.rnn_certify(votes, model=c.model, unit="dpa").radius
+        return nn_certificate(cfg, c.model, votes)
     return certify_votes(cfg, n, votes, labels, alpha=c.alpha, method=c.method,
                          model=c.model), None
+
+
+def nn_certificate(cfg: ExperimentConfig, model: str, votes: np.ndarray,
+                   neighbors: np.ndarray | None = None, *, n_train: int | None = None):
+    """The certificate of a knn / rnn run's outputs (``knn.knn_certify`` of the ``neighbors``'
+    labels, ``knn.rnn_certify`` of the ball's ``votes``) under ``model``, and its radii in
+    DPA's unit: what ``certify_run`` writes for the test set and
+    ``nnmodel.NeighborModel`` gives new inputs. ``n_train``: the run's training set size (the
+    manifest's ``data.n_train``; the deleting models' cap)."""
+    from poisoncert import knn
+
+    sel = cfg.selection
+    if sel.scheme == "knn":
+        neighbors = np.asarray(neighbors).astype(np.int64)
+        C = int(votes.shape[1])
+        cert = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=model, n_train=n_train)
+        dpa = knn.knn_certify(neighbors, k=sel.k, n_classes=C, model=model, unit="dpa",
+                              n_train=n_train)
+        return cert, dpa.radius
+    cert = knn.rnn_certify(votes, model=model)
+    return cert, knn.rnn_certify(votes, model=model, unit="dpa").radius
 
 
 def certify_votes(cfg: ExperimentConfig, n: int, votes: np.ndarray, labels=None, *,

@@ -44,3 +44,13 @@ def progress_display(progress, where: str) -> ProgressDisplay:
                           "progress display such as poisoncert.cli.progress.rich_progress",
                           progress)
     return progress
+
+
+def takes_unit(display) -> bool:
+    """Whether a ``ProgressDisplay`` takes a ``unit`` (``cli.progress.rich_progress`` does)."""
+    import inspect
+
+    try:
+        return "unit" in inspect.signature(display).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin)
+        return False

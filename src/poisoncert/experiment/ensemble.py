@@ -31,8 +31,10 @@ import numpy as np
 from poisoncert import selection
 from poisoncert._validation import check_int_array, named_as, param_error
 from poisoncert.config import ExperimentConfig
-from poisoncert.experiment.certify import DETERMINISTIC, certify_votes, refuse_statistics
+from poisoncert.experiment.certify import DETERMINISTIC, certify_votes
+from poisoncert.experiment.certify import certify_options as _certify_options
 from poisoncert.experiment.display import ProgressDisplay, progress_display
+from poisoncert.experiment.display import takes_unit as _takes_unit
 from poisoncert.experiment.ensemble_record import (
     ENSEMBLE_FORMAT,
     ENSEMBLE_JSON,
@@ -44,36 +46,28 @@ from poisoncert.experiment.ensemble_record import (
     write_ensemble_record,
 )
 from poisoncert.experiment.inputform import (
+    UNUSUAL_SHARE,
     InputForm,
     UnknownClassId,
+    UnusualInputsWarning,
     class_indices,
     describe_array,
     input_form,
     input_means,
+    unusual_inputs,
+    unusual_share,
 )
+from poisoncert.experiment.inputform import training_means as _training_means
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import ABSTAIN, majority_vote, votes_from_predictions
 
-__all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "WEIGHTS_FORMATS", "Ensemble", "InputForm",
-           "UnusualInputsWarning", "check_run_options", "describe_array", "input_form",
-           "weights_metadata", "write_ensemble_record"]
+__all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "UNUSUAL_SHARE", "WEIGHTS_FORMATS", "Ensemble",
+           "InputForm", "UnusualInputsWarning", "check_run_options", "describe_array", "input_form",
+           "unusual_inputs", "weights_metadata", "write_ensemble_record"]
 
 #: Inputs per ``training.predict`` call (rounded to a multiple of ``eval_batch_size``, so
 #: the forward passes see exactly the batches of one call over all inputs).
 BLOCK = 8192
-
-#: The share of the inputs whose mean (after preprocessing) lies outside the range of the
-#: training inputs' (``ensemble.json``'s ``input_means``, 99.8% of them) above which
-#: ``base_predictions`` warns (``UnusualInputsWarning``): inputs like the training data have
-#: about 0.2% there.
-UNUSUAL_SHARE = 0.05
-
-
-class UnusualInputsWarning(UserWarning):
-    """Many new inputs do not look like the run's training inputs (their mean value after
-    the preprocessing lies outside the training inputs' range): an inverted image, another
-    scale. Their certificates are unchanged; what they certify may not be what was meant."""
-
 
 # --------------------------------------------------------------------------------------------
 # The ensemble
@@ -163,14 +157,16 @@ class Ensemble:
     def load(cls, run_dir: str | Path, *, device: str = "cpu") -> Ensemble:
         """Load and check a trained run (see the module docstring); a ``RunError`` (an
         ``OSError``) naming the file for a run that is not finished, kept no weights, or has
-        a damaged or foreign file."""
+        a damaged or foreign file. A knn / rnn run, which has no base classifiers, loads as
+        a ``nnmodel.NeighborModel`` (the same ``votes``, ``predict`` and ``certify``)."""
         device = _check_device(device)
         rd = RunDir(run_dir)
         cfg = rd.load_config()
         if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
-            raise RunError(f"The run '{rd.path}' is a {cfg.selection.scheme} run: it has no "
-                           "base classifiers to load (poisoncert certify certifies its test "
-                           "set).")
+            # no base classifiers: the training data are the model (checked against the run)
+            from poisoncert.experiment.nnmodel import NeighborModel
+
+            return NeighborModel.load(run_dir)  # a numpy search: on the CPU
         if not cfg.keeps_weights and not (rd / ENSEMBLE_JSON).is_file():
             if cfg.training.sklearn_learner:
                 why, then = ("a scikit-learn learner has no weights", "predicting new inputs "
@@ -248,20 +244,7 @@ class Ensemble:
         """The ``UnusualInputsWarning``'s one line where more than ``unusual_share`` of the
         inputs' means lie outside the training inputs' range, else None (and None for a run
         that recorded no range)."""
-        if self.training_means is None or not len(means):
-            return None
-        low, high = self.training_means
-        out = ~((means >= low) & (means <= high))  # a NaN input is outside too
-        k = int(np.count_nonzero(out))
-        if k <= self.unusual_share * len(means):
-            return None
-        odd = means[out & ~np.isnan(means)]
-        where = f" (from {odd.min():.3g} to {odd.max():.3g})" if len(odd) else ""
-        return (f"{k} of the {len(means)} inputs have a mean value after the run's "
-                f"preprocessing{where} outside the range that holds 99.8% of its training "
-                f"inputs' ({low:.3g} to {high:.3g}): they do not look like the training data "
-                "(inverted? another scale?); their certificates are those of the "
-                "classifiers' votes on them as given.")
+        return unusual_inputs(means, self.training_means, self.unusual_share)
 
     def votes(self, x, *, progress: ProgressDisplay | None = None,
               preprocessed: bool = False) -> np.ndarray:
@@ -426,41 +409,6 @@ class Ensemble:
         return arr
 
 
-def _training_means(record: dict) -> tuple[float, float] | None:
-    """``ensemble.json``'s ``input_means`` as ``(low, high)``; None where the run recorded
-    none (runs made before it) or it is not two finite numbers in order."""
-    try:
-        m = record["input_means"]
-        low, high = float(m["low"]), float(m["high"])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return (low, high) if np.isfinite(low) and np.isfinite(high) and low <= high else None
-
-
-def unusual_share(record: dict) -> float:
-    """The share of new inputs outside the recorded range of the training inputs' means above
-    which ``Ensemble`` warns: ``UNUSUAL_SHARE``, or for a small training set ten times
-    the chance that an input like them lies outside, ``2 / (n + 1)`` for ``n`` training
-    inputs (below 1000 the recorded quantiles are their extremes). 9.5% of ordinary inputs lie
-    outside the range of 20, which warned on most calls; the threshold there is 95% (inputs
-    all unlike them still warn), 10% for 200, and below 19 training inputs it never warns."""
-    try:
-        n = int(record["input_means"]["n"])
-    except (KeyError, TypeError, ValueError):
-        return UNUSUAL_SHARE
-    return max(UNUSUAL_SHARE, 20 / (n + 1)) if n > 0 else UNUSUAL_SHARE
-
-
-def _takes_unit(display) -> bool:
-    """Whether a ``ProgressDisplay`` takes a ``unit`` (``cli.progress.rich_progress`` does)."""
-    import inspect
-
-    try:
-        return "unit" in inspect.signature(display).parameters
-    except (TypeError, ValueError):  # no signature to read (a builtin)
-        return False
-
-
 def _matrix(x, name: str, where: str, allowed: str, fits):
     """``x`` (``_as_array``) if it is a 2-d array-like whose shape ``fits``, else one
     ``param_error`` naming ``name`` and the shape given."""
@@ -507,17 +455,6 @@ def _check_device(device) -> str:
             raise param_error("device", "Ensemble.load", "'cpu' (no CUDA device is available)",
                               device)
     return text
-
-
-def _certify_options(config: ExperimentConfig, scheme: str, alpha, method, model, where: str):
-    """``config``'s ``certify`` section with the options given, checked (``Ensemble``'s
-    ``_settings``)."""
-    refuse_statistics(scheme, alpha, method, where)
-    options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
-               if v is not None}
-    with named_as(where, certify__alpha="alpha", certify__method="method",
-                  certify__model="model"):
-        return dataclasses.replace(config.certify, **options)
 
 
 def check_run_options(run_dir: str | Path, alpha: float | None = None, method: str | None = None,

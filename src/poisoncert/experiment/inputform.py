@@ -16,8 +16,22 @@ import numpy as np
 from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig
 
-__all__ = ["InputForm", "UnknownClassId", "class_indices", "describe_array", "input_form",
-           "input_means"]
+__all__ = ["UNUSUAL_SHARE", "InputForm", "UnknownClassId", "UnusualInputsWarning",
+           "class_indices", "describe_array", "input_form", "input_means", "training_means",
+           "unusual_inputs", "unusual_share"]
+
+
+#: The share of the inputs whose mean (after preprocessing) lies outside the range of the
+#: training inputs' (``ensemble.json``'s ``input_means``, 99.8% of them) above which
+#: ``base_predictions`` warns (``UnusualInputsWarning``): inputs like the training data have
+#: about 0.2% there.
+UNUSUAL_SHARE = 0.05
+
+
+class UnusualInputsWarning(UserWarning):
+    """Many new inputs do not look like the run's training inputs (their mean value after
+    the preprocessing lies outside the training inputs' range): an inverted image, another
+    scale. Their certificates are unchanged; what they certify may not be what was meant."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,3 +202,50 @@ def class_indices(ids, classes) -> np.ndarray:
         if isinstance(v, bool) or not isinstance(v, int) or v not in index:
             raise UnknownClassId(v)
     return np.array([index[v] for v in values], dtype=np.int64)
+
+
+def unusual_inputs(means: np.ndarray, training_means: tuple[float, float] | None,
+                   share: float) -> str | None:
+    """The ``UnusualInputsWarning``'s one line where more than ``share`` of the inputs'
+    ``means`` (``inputform.input_means``) lie outside ``training_means`` (the training
+    inputs' range), else None (and None without a range): ``Ensemble``'s and
+    ``NeighborModel``'s."""
+    if training_means is None or not len(means):
+        return None
+    low, high = training_means
+    out = ~((means >= low) & (means <= high))  # a NaN input is outside too
+    k = int(np.count_nonzero(out))
+    if k <= share * len(means):
+        return None
+    odd = means[out & ~np.isnan(means)]
+    where = f" (from {odd.min():.3g} to {odd.max():.3g})" if len(odd) else ""
+    return (f"{k} of the {len(means)} inputs have a mean value after the run's "
+            f"preprocessing{where} outside the range that holds 99.8% of its training "
+            f"inputs' ({low:.3g} to {high:.3g}): they do not look like the training data "
+            "(inverted? another scale?); their certificates are those of the "
+            "classifiers' votes on them as given.")
+
+
+def training_means(record: dict) -> tuple[float, float] | None:
+    """``ensemble.json``'s ``input_means`` as ``(low, high)``; None where the run recorded
+    none (runs made before it) or it is not two finite numbers in order."""
+    try:
+        m = record["input_means"]
+        low, high = float(m["low"]), float(m["high"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return (low, high) if np.isfinite(low) and np.isfinite(high) and low <= high else None
+
+
+def unusual_share(record: dict) -> float:
+    """The share of new inputs outside the recorded range of the training inputs' means above
+    which ``Ensemble`` warns: ``UNUSUAL_SHARE``, or for a small training set ten times
+    the chance that an input like them lies outside, ``2 / (n + 1)`` for ``n`` training
+    inputs (below 1000 the recorded quantiles are their extremes). 9.5% of ordinary inputs lie
+    outside the range of 20, which warned on most calls; the threshold there is 95% (inputs
+    all unlike them still warn), 10% for 200, and below 19 training inputs it never warns."""
+    try:
+        n = int(record["input_means"]["n"])
+    except (KeyError, TypeError, ValueError):
+        return UNUSUAL_SHARE
+    return max(UNUSUAL_SHARE, 20 / (n + 1)) if n > 0 else UNUSUAL_SHARE

@@ -30,7 +30,8 @@ from poisoncert.experiment.display import no_display
 from poisoncert.experiment.split import DataSplit, split_data
 from poisoncert.runs import RunDir
 
-__all__ = ["NEIGHBORS", "nn_outputs", "pixel_features", "train_nn_run"]
+__all__ = ["NEIGHBORS", "nn_outputs", "nn_search", "pixel_features", "run_data",
+           "train_nn_run"]
 
 NEIGHBORS = runs.NEIGHBORS
 
@@ -47,7 +48,8 @@ def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = 
     a ``ConfigError`` naming ``key`` when the inputs are not such pixels. Integer features
     make every squared distance exact, so the order of two training samples never depends on
     rounding (or on which other samples are searched), which the certificates assume."""
-    flat = np.asarray(x).reshape(len(x), -1)
+    arr = np.asarray(x)
+    flat = arr.reshape(len(arr), int(np.prod(arr.shape[1:])))  # no inputs: (0, F), not an error
     for s in PIXEL_SCALES if scale is None else (scale,):
         u = flat.astype(np.float64)  # in place from here: one array of the features' size
         np.rint(np.multiply(u, s, out=u), out=u)
@@ -65,11 +67,20 @@ def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None
     """``(neighbors, votes, predictions)`` of the run's classifier on ``x_test`` (default: the
     test set) with training set ``x_train`` / ``y_train`` (default: the run's);
     ``progress(m)`` as blocks of ``m`` test points are searched."""
-    s = cfg.selection
     xt, scale = pixel_features(data.x_train if x_train is None else x_train)
     yt = data.y_train if y_train is None else y_train
     xq, _ = pixel_features(data.x_test if x_test is None else x_test, scale=scale)
-    C = data.n_classes
+    return nn_search(cfg, xt, yt, xq, data.n_classes, progress=progress)
+
+
+def nn_search(cfg: ExperimentConfig, xt: np.ndarray, yt: np.ndarray, xq: np.ndarray, C: int,
+              progress=None):
+    """``nn_outputs`` from the features (``pixel_features``: integers as float64, the
+    training set's ``xt`` with labels ``yt``, the queries' ``xq`` at the same scale) and the
+    class count ``C``: the one search and vote of the run's classifier, for its test set
+    (training) and for new inputs (``nnmodel.NeighborModel``, a block of inputs at a time).
+    Every query's row depends on that query alone."""
+    s = cfg.selection
     if s.scheme == "knn":
         depth = min(2 * s.k, len(yt))
         if s.k > len(yt):
@@ -82,6 +93,24 @@ def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None
     votes = knn.rnn_votes(xt, yt, xq, s.r, n_classes=C, progress=progress).astype(np.int64)
     pred = np.where(votes.sum(axis=1) > 0, votes.argmax(axis=1), -1)
     return None, votes, pred[None, :].astype(np.int16)
+
+
+def run_data(rd: RunDir, cfg: ExperimentConfig, manifest: dict, *, then: str,
+             require: bool = False) -> DataSplit:
+    """The run's data loaded again from its config (``split_data``), refused (``RunError``,
+    one line) where they are not the arrays it was trained on (the manifest's
+    ``data.sha256_arrays``; the files whose SHA-256 changed are named): its stored neighbours
+    and its size ``n_train`` are of those. ``require``: a manifest without the checksum is
+    refused too (nothing then says which data the run searched)."""
+    data = split_data(cfg.data)
+    if require and not (manifest.get("data") or {}).get("sha256_arrays"):
+        raise runs.RunError(f"The manifest of the run '{rd.path}' records no checksum of its "
+                            f"data (data.sha256_arrays), so the data loaded now cannot be "
+                            f"checked against those it was trained on: {then}.")
+    runs.refuse_changed_data(rd.path, manifest, data.summary.sha256_arrays,
+                             since="have changed since it was trained", then=then,
+                             sources=data.summary.sources)
+    return data
 
 
 class SearchInterrupted(KeyboardInterrupt):
