@@ -485,3 +485,49 @@ def test_breast_cancer_end_to_end(cancer, certify_mod):
     ca = [np.mean(correct & (radius >= r)) for r in range(0, int(radius.max()) + 2)]
     assert ca[0] > 0.7 and ca[-1] == 0.0
     assert all(a >= b for a, b in zip(ca, ca[1:], strict=False))
+
+
+def test_certify_settings_are_checked_before_any_prediction(monkeypatch):
+    """A mistyped ``model``, a ``y`` of unknown labels or of the wrong length, negative
+    ``rhos``: one error before a base classifier predicts (they came after the whole
+    prediction, which for a large ensemble on many rows is minutes of work thrown away)."""
+    import poisoncert.estimator as estimator_mod
+
+    X, y = small_data(n=150)
+    clf = CertifiedEnsembleClassifier(ns=15, n_estimators=20, random_state=0).fit(X, y)
+    part = CertifiedEnsembleClassifier(scheme="partition", n_partitions=10).fit(X, y)
+    real = estimator_mod.predict_chunk
+    calls = []
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(estimator_mod, "predict_chunk", counted)
+    cases = [
+        (clf.certify, (X,), dict(model="P7"), r"'model' parameter of \w+\.certify"),
+        (part.certify, (X,), dict(model="P0"), r"'model' parameter of \w+\.certify"),
+        (clf.certify, (X,), dict(method="true_label", y=np.full(150, 9)),
+         r"'y' parameter of \w+\.certify must be labels from classes_\. Got 9"),
+        (clf.certify, (X,), dict(method="true_label", y=y[:3]),
+         r"'y' parameter of \w+\.certify must be the 150 labels of X's rows"),
+        (clf.certified_accuracy, (X, y, [0, -1]), {},
+         r"'rhos' parameter of \w+\.certified_accuracy must be integers in the range \[0, "),
+        (clf.certified_accuracy, (X, y[:3], [0]), {},
+         r"'y' parameter of \w+\.certified_accuracy must be an array of shape \(150,\)"),
+        (clf.certified_accuracy, (X, np.full(150, 9), [0]), {},
+         r"'y' parameter of \w+\.certified_accuracy must be labels from classes_\. Got 9"),
+        (clf.certified_accuracy, (X, y, [0]), dict(model="P9"),
+         r"'model' parameter of \w+\.certify"),
+    ]
+    for method, args, kwargs, pattern in cases:
+        with pytest.raises(ValueError, match=pattern):
+            method(*args, **kwargs)
+        assert not calls, (method.__name__, kwargs, pattern)
+    with pytest.raises(TypeError):  # not one of certify's settings
+        clf.certified_accuracy(X, y, [0], modle="P6")
+    assert not calls
+    # and the checks pass what is valid: the same numbers as before
+    acc = clf.certified_accuracy(X, y, [0, 1], model="p6")
+    assert calls
+    np.testing.assert_array_equal(acc, clf.certified_accuracy(X, y, [0, 1]))

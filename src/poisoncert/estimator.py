@@ -328,7 +328,11 @@ default="without_replacement"
         int16 (int32 beyond 32767 classes); ``-1`` where a base classifier abstains.
         """
         check_is_fitted(self)
-        X = validate_input(self, X, base=self.estimator_, reset=False)
+        return self._base_predictions(validate_input(self, X, base=self.estimator_,
+                                                     reset=False))
+
+    def _base_predictions(self, X) -> np.ndarray:
+        """``base_predictions`` of an ``X`` already validated (``validate_input``)."""
         n_test = X.shape[0]
         check_predict_memory(self.n_estimators_, n_test, where=_NAME)
         dtype = np.int16 if self.n_classes_ <= np.iinfo(np.int16).max else np.int32
@@ -429,12 +433,35 @@ default="without_replacement"
             pass is a label, every prediction in a certificate an index into ``classes``).
             ``n`` is ``n_attackable_``: rows in ``D^c`` are not attackable and not counted.
         """
+        check_is_fitted(self)
+        return self._certify(*self._certify_inputs(X, alpha=alpha, model=model, method=method,
+                                                   y=y, unit=unit))
+
+    def _certify_inputs(self, X, *, alpha=0.001, model="P6", method="auto", y=None,
+                        unit="operation"):
+        """``(X, labels, settings)`` of ``certify``, every setting and input checked before a
+        base classifier predicts (a mistyped ``model`` or a wrong ``y`` was refused only after
+        the whole prediction): ``X`` validated, ``y`` as class indices (or None)."""
+        self._check_certify_params(alpha, method, y, unit, model=model)
+        X = validate_input(self, X, base=self.estimator_, reset=False)
+        settings = dict(alpha=alpha, model=model, method=method, unit=unit)
+        if y is None:
+            return X, None, settings
+        with named_as(f"{_NAME}.certify", y="y"):
+            labels = self.encode(y)
+        if len(labels) != X.shape[0]:
+            raise param_error("y", f"{_NAME}.certify", f"the {X.shape[0]} labels of "
+                              "X's rows (values of classes_)",
+                              f"an array of {len(labels)} labels")
+        return X, labels, settings
+
+    def _certify(self, X, labels, settings):
+        """``certify`` on what ``_certify_inputs`` checked."""
         from poisoncert import certify as _certify
 
-        check_is_fitted(self)
         scheme = self._fitted_scheme()
-        self._check_certify_params(alpha, method, y, unit)
-        counts = self.vote_counts(X)
+        counts = votes_from_predictions(self._base_predictions(X), self.n_classes_)
+        model, unit = settings["model"], settings["unit"]
         # errors of the calls below name this method's parameters (not SelectionBound's)
         with named_as(f"{_NAME}.certify", model="model", alpha="alpha", method="method",
                       unit="unit", labels="y", y="y"):
@@ -443,14 +470,10 @@ default="without_replacement"
                 cert = dataclasses.replace(_certify.dpa_certify(rivals, model=model, unit=unit),
                                            n_classes=counts.shape[1])
             else:
-                labels = None if y is None else self.encode(y)
-                if labels is not None and len(labels) != len(counts):
-                    raise param_error("y", f"{_NAME}.certify", f"the {len(counts)} labels of "
-                                      "X's rows (values of classes_)",
-                                      f"an array of {len(labels)} labels")
                 cert = _certify.certify(counts, scheme=scheme, n=self.n_attackable_,
-                                        ns=self.ns_, p=self.p_, model=model, alpha=alpha,
-                                        method=method, T=self.n_estimators_, labels=labels)
+                                        ns=self.ns_, p=self.p_, model=model,
+                                        alpha=settings["alpha"], method=settings["method"],
+                                        T=self.n_estimators_, labels=labels)
         return dataclasses.replace(cert, classes=self.classes_)
 
     def _fitted_scheme(self) -> str:
@@ -458,14 +481,16 @@ default="without_replacement"
         ``scheme``, not the ensemble; an estimator pickled before ``scheme_``: its plan's)."""
         return getattr(self, "scheme_", None) or self._plan.scheme
 
-    def _check_certify_params(self, alpha, method, y, unit) -> None:
+    def _check_certify_params(self, alpha, method, y, unit, model="P6") -> None:
         """``certify``'s settings, each valid and each used by this scheme (as the
         constructor's: a mistyped or misplaced setting is an error, not silently ignored)."""
         from poisoncert._validation import check_choice, check_real
+        from poisoncert.bounds import MODEL_ALIASES, MODELS
         from poisoncert.certify import DPA_UNITS
         from poisoncert.stats import ALPHA_MIN, METHODS
 
         where = f"{_NAME}.certify"
+        check_choice(model, "model", where, MODELS, MODEL_ALIASES)
         check_real(alpha, "alpha", where, low=ALPHA_MIN, high=1.0, high_open=True)
         method = check_choice(method, "method", where, METHODS)
         unit = check_choice(unit, "unit", where, DPA_UNITS)
@@ -493,10 +518,21 @@ default="without_replacement"
         ``y``."""
         from poisoncert import certify as _certify
 
+        check_is_fitted(self)
+        where = f"{_NAME}.certified_accuracy"
+        # rhos and y are checked with certify's settings, before a base classifier predicts
+        check_int_array(rhos, "rhos", where, low=0, high=INT_LIMIT)
         if str(certify_params.get("method", "")).startswith("true_label"):
             certify_params = {**certify_params, "y": y}
-        cert = self.certify(X, **certify_params)
-        with named_as(f"{_NAME}.certified_accuracy", labels="y"):
+        X, labels, settings = self._certify_inputs(X, **certify_params)
+        y_arr = np.asarray(y)
+        if y_arr.ndim != 1 or y_arr.shape[0] != X.shape[0]:
+            raise param_error("y", where, f"an array of shape ({X.shape[0]},) of the "
+                              "certificate's classes", f"an array of shape {y_arr.shape}")
+        with named_as(where, y="y"):
+            self.encode(y_arr)  # labels from classes_
+        cert = self._certify(X, labels, settings)
+        with named_as(where, labels="y"):
             return _certify.certified_accuracy(cert, y, rhos)
 
     def encode(self, y) -> np.ndarray:
