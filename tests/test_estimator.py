@@ -32,9 +32,9 @@ def small_data(n=120, n_classes=2, seed=0):
 
 
 # ---------------------------------------------------------------- scikit-learn's own checks
-# Every applicable check passes: no entry in expected_failed_checks. Two checks skip
-# themselves here (check_array_api_input without SCIPY_ARRAY_API, the pandas checks without
-# pandas); they are not failures.
+# Every applicable check passes: no entry in expected_failed_checks. check_array_api_input
+# skips itself without SCIPY_ARRAY_API (and the pandas checks without pandas, which the test
+# extra installs); skips are not failures.
 @parametrize_with_checks(
     [
         CertifiedEnsembleClassifier(n_estimators=15, random_state=0),

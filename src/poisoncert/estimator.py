@@ -174,10 +174,10 @@ default="without_replacement"
     - Sub-datasets are made, and base estimators trained, on class indices; the set of
       classes is taken as known and fixed by the certificate.
     - scikit-learn's ``check_estimator`` passes with no expected failure (tested for every
-      scheme, with and without ``balance``; ``tests/test_estimator.py``). Two checks skip
-      themselves where their optional dependency is missing: ``check_array_api_input``
-      (without ``SCIPY_ARRAY_API``; the estimator converts input to NumPy and does not
-      support the array API) and the pandas checks (without pandas).
+      scheme, with and without ``balance``; ``tests/test_estimator.py``). One check skips
+      itself: ``check_array_api_input`` (without ``SCIPY_ARRAY_API``; the estimator converts
+      input to NumPy and does not support the array API); the pandas checks run where pandas
+      is installed (the ``test`` extra has it) and skip themselves otherwise.
 
     Examples
     --------
