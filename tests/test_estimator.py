@@ -531,3 +531,54 @@ def test_certify_settings_are_checked_before_any_prediction(monkeypatch):
     acc = clf.certified_accuracy(X, y, [0, 1], model="p6")
     assert calls
     np.testing.assert_array_equal(acc, clf.certified_accuracy(X, y, [0, 1]))
+
+
+def test_base_estimator_must_be_a_classifier_of_class_indices():
+    """A regressor or a clusterer as the base estimator is refused at fit (a tree regressor's
+    mean class index, 0.67, was cast to a vote for class 0, and the votes certified); an
+    untagged estimator whose predict gives other than the class indices it was fitted on is
+    an error naming the estimator, not a truncated vote."""
+    from sklearn.cluster import KMeans
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+    from sklearn.tree import DecisionTreeRegressor
+
+    X, y = small_data(n=120, n_classes=3)
+    for base, kind in [(DecisionTreeRegressor(), "DecisionTreeRegressor, a regressor"),
+                       (KMeans(3, n_init=1), "KMeans, a clusterer"),
+                       (make_pipeline(StandardScaler(), DecisionTreeRegressor()),
+                        "Pipeline, a regressor")]:
+        with pytest.raises(ValueError, match=rf"^The 'estimator' parameter of {NAME} must be a "
+                           rf"classifier \(or None: a decision tree\)\. Got '{kind}' instead"):
+            CertifiedEnsembleClassifier(base, n_estimators=5, random_state=0).fit(X, y)
+
+    class Untagged:  # no scikit-learn tags: taken at its word, checked by what it predicts
+        def __init__(self, value=0.5):
+            self.value = value
+
+        def get_params(self, deep=True):
+            return {"value": self.value}
+
+        def set_params(self, **params):
+            self.value = params.get("value", self.value)
+            return self
+
+        def fit(self, X, y):
+            self.fitted_ = True
+            return self
+
+        def predict(self, X):
+            return np.full(len(X), self.value)
+
+    for value, shown in ((0.5, r"0\.5"), (7.0, r"7\.0"), (-1, "-1"), (np.nan, "nan")):
+        clf = CertifiedEnsembleClassifier(Untagged(value), ns=60, n_estimators=5,
+                                          random_state=0).fit(X, y)
+        with pytest.raises(ValueError, match=rf"^The 'estimator' parameter of {NAME} must be "
+                           r"a classifier whose predict gives the class indices it was fitted "
+                           rf"on \(whole numbers in \[0, 2\]\)\. Got 'Untagged predicting "
+                           rf"{shown}' instead\.$"):
+            clf.certify(X)
+    # whole numbers in range are class indices, as floats too (2.0 is classes_[2])
+    whole = CertifiedEnsembleClassifier(Untagged(2.0), ns=60, n_estimators=5,
+                                        random_state=0).fit(X, 7 * y)
+    assert set(whole.predict(X)) == {14}

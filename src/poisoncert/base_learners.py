@@ -15,6 +15,7 @@ from scipy import sparse
 from sklearn.base import clone
 from sklearn.dummy import DummyClassifier
 
+from poisoncert._validation import param_error
 from poisoncert.selection import Stream, SubsetPlan, partition_ids, stream_rng
 from poisoncert.votes import ABSTAIN
 
@@ -119,14 +120,42 @@ def fit_chunk(base, X, y, keys, plan: SubsetPlan, items, balance) -> list:
     return [fit_one(base, X, y, keys, plan, i, seed, balance) for i, seed in items]
 
 
-def predict_chunk(estimators, X, n_test: int, dtype) -> np.ndarray:
+def predict_chunk(estimators, X, n_test: int, dtype, n_classes: int | None = None,
+                  where: str = "CertifiedEnsembleClassifier") -> np.ndarray:
     """Predictions of ``estimators`` on ``X``: ``(len(estimators), n_test)``, ``ABSTAIN``
-    where an estimator is None."""
+    where an estimator is None. Each must be ``n_test`` class indices (whole numbers in
+    ``[0, n_classes - 1]``, the labels it was fitted on): anything else (a regressor's
+    ``0.67``, which a cast to ints would make a vote for class 0) is an error naming the
+    base estimator."""
     out = np.full((len(estimators), n_test), ABSTAIN, dtype=dtype)
     for j, est in enumerate(estimators):
         if est is not None:
-            out[j] = est.predict(X)
+            pred = np.asarray(est.predict(X))
+            high = np.iinfo(dtype).max if n_classes is None else n_classes - 1
+            bad = _not_class_indices(pred, n_test, high)
+            if bad is not None:
+                raise param_error("estimator", where, "a classifier whose predict gives the "
+                                  f"class indices it was fitted on (whole numbers in [0, "
+                                  f"{high}])", f"{type(est).__name__} predicting {bad}")
+            out[j] = pred
     return out
+
+
+def _not_class_indices(pred: np.ndarray, n_test: int, high: int) -> str | None:
+    """None where ``pred`` is ``n_test`` whole numbers in ``[0, high]``, else what it is."""
+    if pred.shape != (n_test,):
+        return f"an array of shape {pred.shape} for {n_test} rows"
+    if pred.dtype.kind not in "biuf":
+        return f"values of dtype {pred.dtype}"
+    if pred.size == 0:
+        return None
+    with np.errstate(invalid="ignore"):
+        whole = np.isfinite(pred) & (pred == np.round(pred)) if pred.dtype.kind == "f" \
+            else np.ones(pred.shape, dtype=bool)
+        bad = ~whole | (pred < 0) | (pred > high)
+    if bad.any():
+        return repr(pred[np.flatnonzero(bad)[0]].item())
+    return None
 
 
 def job_chunks(T: int, n_jobs) -> list[np.ndarray]:

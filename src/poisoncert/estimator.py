@@ -35,6 +35,7 @@ from poisoncert.base_learners import (
 )
 from poisoncert.estimator_checks import (
     base_tags,
+    check_base_estimator,
     check_clean_mask,
     check_fit_memory,
     check_predict_memory,
@@ -261,6 +262,7 @@ default="without_replacement"
         -------
         self : object
         """
+        check_base_estimator(self._base(), where=_NAME)
         X, y = validate_input(self, X, base=self._base(), reset=True, y=y)
         check_classification_targets(y)
         y = column_or_1d(y)
@@ -338,7 +340,8 @@ default="without_replacement"
         dtype = np.int16 if self.n_classes_ <= np.iinfo(np.int16).max else np.int32
         chunks = self._chunks(self.n_estimators_)
         parts = self._parallel("predict", chunks, (
-            delayed(predict_chunk)([self.estimators_[i] for i in chunk], X, n_test, dtype)
+            delayed(predict_chunk)([self.estimators_[i] for i in chunk], X, n_test, dtype,
+                                   self.n_classes_, _NAME)
             for chunk in chunks))
         return np.concatenate(parts, axis=0)
 

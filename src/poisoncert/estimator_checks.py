@@ -33,8 +33,8 @@ except ImportError:  # pragma: no cover - older scikit-learn
         return est._validate_data(*args, **kwargs)
 
 
-__all__ = ["base_tags", "check_clean_mask", "check_fit_memory", "check_predict_memory",
-           "default_ns", "ensemble_size", "fit_memory", "validate_input"]
+__all__ = ["base_tags", "check_base_estimator", "check_clean_mask", "check_fit_memory",
+           "check_predict_memory", "default_ns", "ensemble_size", "fit_memory", "validate_input"]
 
 #: Per base classifier of a fitted ensemble, besides the classifier itself: its seed (the
 #: uint64 entry and the Python int of ``model_seeds``' list), its slots in ``estimators_`` and
@@ -109,6 +109,18 @@ def base_tags(base):
         return _get_tags(base)
     except Exception:  # a base estimator with broken tags
         return None
+
+
+def check_base_estimator(base, *, where: str) -> None:
+    """Refuse a base estimator whose tags say it is not a classifier (a regressor, a
+    clusterer): its ``predict`` gives numbers or cluster ids, not the class indices it was
+    fitted on, and votes made of them (a regressor's ``0.67`` cast to class 0) would be
+    certified as the ensemble's. An estimator without tags is taken at its word."""
+    tags = base_tags(base)
+    kind = None if tags is None else tags.estimator_type
+    if kind not in (None, "classifier"):
+        raise param_error("estimator", where, "a classifier (or None: a decision tree)",
+                          f"{type(base).__name__}, a {kind}")
 
 
 def validate_input(ensemble, X, *, base, reset: bool, y=None):
