@@ -22,7 +22,7 @@ from poisoncert.votes import ABSTAIN
 __all__ = ["balanced_rows", "fit_chunk", "fit_one", "hash_parts", "job_chunks",
            "predict_chunk", "row_keys", "seeded_clone"]
 
-#: Rows of a sparse matrix made dense at a time to hash them.
+#: Rows made dense (sparse input) and float64 at a time to hash them.
 HASH_BLOCK = 4096
 
 
@@ -167,9 +167,14 @@ def job_chunks(T: int, n_jobs) -> list[np.ndarray]:
 
 def hash_parts(X, k: int) -> np.ndarray:
     """DPA part of each row: ``selection.partition_ids`` on the features as float64 (sparse
-    rows are hashed as their dense values, so the part does not depend on the format)."""
-    if not sparse.issparse(X):
-        return partition_ids(np.asarray(X, dtype=np.float64), k=k)
-    out = [partition_ids(X[s:s + HASH_BLOCK].toarray().astype(np.float64), k=k)
-           for s in range(0, X.shape[0], HASH_BLOCK)]
+    rows are hashed as their dense values, so the part does not depend on the format), with
+    ``-0.0`` as ``0.0`` (``+ 0.0``): a CSR matrix stores no zero of either sign, so a dense
+    row holding ``-0.0`` (``np.round(-0.4)``, ``-x`` of a zero) went to another part than
+    the same row stored sparse."""
+    def block(s: int) -> np.ndarray:  # HASH_BLOCK rows at a time: no copy of the whole X
+        rows = X[s:s + HASH_BLOCK]
+        rows = rows.toarray() if sparse.issparse(rows) else rows
+        return np.asarray(rows, dtype=np.float64) + 0.0
+
+    out = [partition_ids(block(s), k=k) for s in range(0, X.shape[0], HASH_BLOCK)]
     return np.concatenate(out) if out else np.empty(0, dtype=np.int64)
