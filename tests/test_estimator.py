@@ -603,3 +603,65 @@ def test_negative_zero_is_zero_for_dpa_parts():
     assert 20 < no_negative_zero.sum() < 180
     np.testing.assert_array_equal(dense.partition_ids_[no_negative_zero],
                                   partition_ids(X[no_negative_zero], k=13))
+
+
+def test_a_failed_fit_leaves_the_estimator_as_it_was():
+    """A refit refused by a data-dependent check (ns's range, memory) or stopped by the base
+    estimator or Ctrl-C leaves the fitted ensemble whole: it had set classes_, n_attackable_,
+    ns_ or n_estimators_ of the refused fit beside the old estimators_, so certify gave radii
+    for a setting the ensemble was not trained with (max 5 -> 61 on 180 of 200 points here)
+    and predict mapped old class indices to the new labels. A first fit that fails leaves
+    the estimator unfitted (it answered predict with an AttributeError)."""
+    import pickle
+
+    from sklearn.exceptions import NotFittedError
+
+    from poisoncert.resources import ResourceError
+
+    X, y = make_classification(n_samples=400, n_features=5, random_state=0)
+    big_X, big_y = make_classification(n_samples=4000, n_features=5, random_state=1)
+    words = np.array(["cat", "dog", "emu"])[np.arange(400) % 3]
+
+    class Stops(BaseEstimator, ClassifierMixin):
+        def __init__(self, error=None):
+            self.error = error
+
+        def fit(self, X, y):
+            raise self.error
+
+        def predict(self, X):
+            return np.zeros(len(X), dtype=int)
+
+    clf = CertifiedEnsembleClassifier(ns=40, n_estimators=200, random_state=0).fit(X, y)
+    cert = clf.certify(X[:200])
+    assert cert.radius.max() >= 1
+    before = pickle.dumps(clf)
+    refused = [
+        (dict(ns=10**6), (big_X, big_y), ValueError),  # n_attackable_ was 4000
+        (dict(ns=1, n_estimators=2**40), (X, y), ResourceError),  # ns_ 1, T 2^40
+        (dict(ns=10**6), (X, words), ValueError),  # classes_ cat, dog, emu
+        (dict(ns=10**6), (X[:, :3], y), ValueError),  # n_features_in_ 3
+        (dict(estimator=Stops(RuntimeError("base"))), (X, y), RuntimeError),
+        (dict(estimator=Stops(KeyboardInterrupt())), (X, y), KeyboardInterrupt),
+    ]
+    for params, (X_new, y_new), error in refused:
+        params = {**dict(ns=40, n_estimators=200, estimator=None), **params}
+        with pytest.raises(error):
+            clf.set_params(**params).fit(X_new, y_new)
+        clf.set_params(ns=40, n_estimators=200, estimator=None)
+        assert pickle.dumps(clf) == before, params
+        again = clf.certify(X[:200])
+        np.testing.assert_array_equal(again.radius, cert.radius)
+        np.testing.assert_array_equal(again.prediction, cert.prediction)
+    mask = np.zeros(400, dtype=bool)
+    mask[:10] = True
+    with pytest.raises(ValueError, match="clean_mask"):
+        clf.fit(X, y, clean_mask=np.ones(400, dtype=bool))
+    assert pickle.dumps(clf) == before
+    fresh = CertifiedEnsembleClassifier(ns=10**6)
+    with pytest.raises(ValueError, match="'ns'"):
+        fresh.fit(X, y)
+    assert not [k for k in vars(fresh) if k.endswith("_")]
+    with pytest.raises(NotFittedError):
+        fresh.predict(X)
+    assert fresh.set_params(ns=40).fit(X, y, clean_mask=mask).n_attackable_ == 390

@@ -262,6 +262,21 @@ default="without_replacement"
         -------
         self : object
         """
+        # All or nothing: a fit that fails (a data-dependent check such as ns's range or the
+        # memory, a base estimator's error, Ctrl-C) leaves the estimator as it was. It had
+        # set classes_, n_attackable_, ns_ or n_estimators_ of the new data beside the old
+        # estimators_, so certify computed radii for a setting the ensemble was not trained
+        # with (larger ones too) and predict mapped old class indices to the new labels.
+        state = dict(vars(self))
+        try:
+            return self._fit(X, y, clean_mask)
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(state)
+            raise
+
+    def _fit(self, X, y, clean_mask):
+        """``fit``'s work (``fit`` restores the previous state when it fails)."""
         check_base_estimator(self._base(), where=_NAME)
         X, y = validate_input(self, X, base=self._base(), reset=True, y=y)
         check_classification_targets(y)
@@ -314,7 +329,7 @@ default="without_replacement"
             warnings.warn(f"Every one of the {T} sub-datasets is empty, so every base "
                           "classifier abstains: predict gives classes_[0] and certify "
                           "abstains. Increase p (or ns) or n_estimators.", UserWarning,
-                          stacklevel=2)
+                          stacklevel=4)  # the caller of fit (_fit, fit, _fit_context)
         return self
 
     @property
