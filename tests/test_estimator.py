@@ -524,7 +524,8 @@ def test_certify_settings_are_checked_before_any_prediction(monkeypatch):
         with pytest.raises(ValueError, match=pattern):
             method(*args, **kwargs)
         assert not calls, (method.__name__, kwargs, pattern)
-    with pytest.raises(TypeError):  # not one of certify's settings
+    with pytest.raises(TypeError, match=r"^\w+\.certified_accuracy\(\) got an unexpected "
+                       r"keyword argument 'modle' \(certify's settings are alpha, model, "):
         clf.certified_accuracy(X, y, [0], modle="P6")
     assert not calls
     # and the checks pass what is valid: the same numbers as before

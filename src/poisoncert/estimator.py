@@ -540,6 +540,10 @@ default="without_replacement"
         where = f"{_NAME}.certified_accuracy"
         # rhos and y are checked with certify's settings, before a base classifier predicts
         check_int_array(rhos, "rhos", where, low=0, high=INT_LIMIT)
+        unknown = sorted(set(certify_params) - {"alpha", "model", "method", "y", "unit"})
+        if unknown:
+            raise TypeError(f"{where}() got an unexpected keyword argument {unknown[0]!r} "
+                            "(certify's settings are alpha, model, method, y and unit)")
         if str(certify_params.get("method", "")).startswith("true_label"):
             certify_params = {**certify_params, "y": y}
         X, labels, settings = self._certify_inputs(X, **certify_params)
