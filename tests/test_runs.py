@@ -966,3 +966,63 @@ def test_a_worker_that_loads_other_data_refuses_its_chunk(tmp_path):
     worker = pickle.loads(pickle.dumps(trainer))
     with pytest.raises(RunError, match=r"this worker process loaded .* is not the run's"):
         worker(0)
+
+
+@pytest.mark.parametrize("over, expect", [
+    (["--selection.scheme", "knn", "--selection.k", "3"], ("knn", None, None, 3, None)),
+    (["--selection.scheme", "rnn", "--selection.r", "3"], ("rnn", None, None, None, None)),
+    (["--selection.scheme", "partition", "--selection.k", "10"],
+     ("partition", None, None, 10, None)),
+    (["--selection.scheme", "fa", "--selection.k", "10", "--selection.d", "2"],
+     ("finite_aggregation", None, None, 10, None)),
+    (["--selection.scheme", "binomial"], ("binomial", 50, None, None, 500)),
+    (["--selection.scheme", "binomial", "--selection.p", "0.05"],
+     ("binomial", None, 0.05, None, 500)),
+    (["--selection.p", "0.05", "--selection.scheme", "bernoulli"],
+     ("binomial", None, 0.05, None, 500)),
+])
+def test_switching_the_scheme_on_the_command_line_drops_the_files_keys_it_does_not_take(
+        over, expect):
+    """``train experiments/demo.yaml --selection.scheme knn --selection.k 3`` was refused on
+    the file's ``T: 500``, then (after ``--selection.T null``) on its ``ns: 50``: the user found
+    the keys to null one error at a time, and the same for partition, finite_aggregation,
+    rnn and binomial with ``--selection.p`` (a fresh-eyes review). The command line wins:
+    the file's keys the new scheme does not take give way."""
+    s = load_config(ROOT / "experiments" / "demo.yaml", over).selection
+    assert (s.scheme, s.ns, s.p, s.k, s.T) == expect
+
+
+def test_a_scheme_switch_keeps_what_the_command_line_gives_and_what_stays_valid():
+    """Only the file's values give way, and only those the overrides contradict: a value
+    given on the command line is still checked, a config that was valid keeps its values
+    (and hash), and a ``k`` that counts something else under the new scheme (partition's
+    parts, knn's neighbours) is not carried over."""
+    demo = ROOT / "experiments" / "demo.yaml"
+    agg = ROOT / "experiments" / "mnist_agg.yaml"
+    with pytest.raises(ConfigError, match=r"'selection.T'.*knn.*Got 500 instead"):
+        load_config(demo, ["--selection.scheme", "knn", "--selection.k", "3",
+                           "--selection.T", "500"])
+    with pytest.raises(ConfigError, match=r"'selection.ns'.*'selection.p'"):
+        load_config(demo, ["--selection.scheme", "binomial", "--selection.p", "0.05",
+                           "--selection.ns", "50"])
+    with pytest.raises(ConfigError, match=r"'selection.k'.*knn.*neighbours.*Got None"):
+        load_config(agg, ["--selection.scheme", "knn"])  # not the file's 1200 parts
+    cfg = load_config(agg, ["--selection.scheme", "knn", "--selection.k", "100"])
+    assert (cfg.selection.k, cfg.run.store_ranks) == (100, False)
+    cfg = load_config(agg, ["--selection.scheme", "fa", "--selection.d", "2"])
+    assert (cfg.selection.k, cfg.selection.d, cfg.run.store_ranks) == (1200, 2, True)
+    cfg = load_config(agg, ["--selection.k", "600"])  # the file's T (none here) follows k
+    assert cfg.T == 600
+    with pytest.raises(ConfigError, match=r"'run.store_ranks'"):
+        load_config(agg, ["--selection.scheme", "wr", "--selection.ns", "50",
+                          "--selection.T", "8", "--run.store_ranks", "true"])
+    with pytest.raises(ConfigError, match=r"'selection.T'.*an int >= 1"):
+        load_config(agg, ["--selection.scheme", "wr", "--selection.ns", "50"])
+    base = load_config(demo)
+    same = load_config(demo, ["--selection.scheme", "without_replacement",
+                              "--selection.T", "500"])
+    assert config_hash(same) == config_hash(base)
+    # a file that is inconsistent by itself stays refused
+    with pytest.raises(ConfigError, match=r"'selection.T'.*partition"):
+        from_dict({"selection": {"scheme": "partition", "k": 4, "T": 9}}, {"selection.seed": 1})
+

@@ -92,7 +92,10 @@ def train(
 ) -> None:
     """Train the base classifiers of an experiment and store their test predictions.
 
-    Extra options override config values: --training.steps 300 --selection.ns 10.
+    Extra options override config values: --training.steps 300 --selection.ns 10. The
+    file's values that they contradict give way: another --selection.scheme drops the
+    file's selection keys it does not take (give its own: --selection.scheme knn
+    --selection.k 3), --selection.p replaces a binomial file's ns.
     """
     with library_errors():
         from poisoncert.cli.progress import rich_progress

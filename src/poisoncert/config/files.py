@@ -30,13 +30,16 @@ from typing import Any
 import yaml
 
 from poisoncert._validation import param_error
+from poisoncert.config.checks import choice
 from poisoncert.config.sections import (
     DEFAULT_SELECTION,
+    SCHEMES,
     SECTIONS,
     WHERE,
     ConfigError,
     ExperimentConfig,
 )
+from poisoncert.selection import PLAN_SCHEME_ALIASES
 from poisoncert.training.settings import TrainConfig
 
 __all__ = [
@@ -180,9 +183,13 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> Experi
         for key, value in body.items():
             _check_key(section, key)
             values[section][key] = (value, False)
+    file_scheme = values["selection"].get("scheme", ("binomial", False))[0]
+    given: set[str] = set()  # the dotted keys the overrides give
     for dotted, value in (overrides or {}).items():
         section, key = _split_key(dotted)
         values[section][key] = (value, isinstance(value, str))
+        given.add(f"{section}.{key}")
+    _give_way(values, given, file_scheme)
     sel = values["selection"]
     if sel and not set(sel) & {"scheme", "ns", "p", "k", "d", "r"}:  # only T, seed, ...:
         for key, value in DEFAULT_SELECTION.items():  # the rest of the default selection
@@ -200,6 +207,96 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> Experi
                       for key, (value, from_text) in values[section].items() if key in names}
             parts[attr] = _build(cls, section, kwargs)
     return ExperimentConfig(**parts)
+
+
+#: The selection keys each scheme reads (``seed`` aside); ``T`` is fixed by the partition,
+#: finite_aggregation, knn and rnn schemes.
+_SCHEME_KEYS = {"without_replacement": {"ns", "T"}, "with_replacement": {"ns", "T"},
+                "binomial": {"ns", "p", "T"}, "partition": {"k", "T"},
+                "finite_aggregation": {"k", "d", "T"}, "knn": {"k", "T"}, "rnn": {"r", "T"}}
+#: What ``k`` counts: buckets (partition, finite_aggregation) or neighbours (knn).
+_K_MEANS = {"partition": "buckets", "finite_aggregation": "buckets", "knn": "neighbours"}
+
+
+def _give_way(values: dict[str, dict[str, tuple[Any, bool]]], given: set[str],
+              file_scheme) -> None:
+    """Drop the file's values that the overrides (``given``, dotted keys) contradict
+    (``file_scheme``: the scheme the file names, before the overrides).
+
+    ``--selection.scheme knn --selection.k 3`` on a bagging file (``ns: 50``, ``T: 500``) was
+    refused on ``selection.T``, then on ``selection.ns``: the user had to find
+    ``--selection.T null --selection.ns null`` one error at a time. The command line wins
+    over the file, so a value of the file gives way where the overrides make it invalid:
+
+    - a new scheme: the file's selection keys it does not read (``ns`` and ``T`` for
+      partition, ``k`` for bagging, ...), its ``k`` where ``k`` counts something else
+      (partition's parts are not knn's neighbours: the new scheme's ``k`` must be given),
+      and, for a scheme other than partition and finite_aggregation, the file's
+      ``run.store_ranks: true`` and ``certify.aggregation: roe`` (the run-off election's);
+    - a scheme that fixes ``T`` (``k``, ``k * d``, 1) reached through the overrides
+      (``scheme``, ``k``, ``d``): the file's ``T`` where it differs;
+    - binomial's ``ns`` and ``p`` are alternatives: the file's one where the other is given.
+
+    A value the overrides give is never dropped (contradictions there stay errors), and
+    neither is one where the file alone is inconsistent. But for ``k`` across a change of
+    what it counts, only values that would be refused are dropped, so such a config was an
+    error before and a valid one reads as before (and keeps its hash).
+    """
+    sel = values["selection"]
+    given_sel = {k.split(".", 1)[1] for k in given if k.startswith("selection.")}
+    if not given_sel:
+        return
+    try:
+        scheme = _scheme(sel["scheme"][0]) if "scheme" in sel else "binomial"
+    except ConfigError:
+        return  # SelectionConfig says what is wrong with the scheme
+    try:
+        old = _scheme(file_scheme)
+    except ConfigError:
+        old = None
+    filed = set(sel) - given_sel
+    if "scheme" in given_sel and scheme != old:
+        for key in filed & {"ns", "p", "k", "d", "r", "T"}:
+            if key not in _SCHEME_KEYS[scheme] or (
+                    key == "k" and _K_MEANS.get(old) != _K_MEANS[scheme]):
+                del sel[key]
+        if scheme not in _K_MEANS or _K_MEANS[scheme] != "buckets":
+            for section, key, value in (("run", "store_ranks", True),
+                                        ("certify", "aggregation", "roe")):
+                held = values[section].get(key, (None,))[0]
+                if f"{section}.{key}" not in given and (
+                        held is value or (isinstance(held, str) and held.lower() == value)):
+                    del values[section][key]
+    if "T" in filed and "T" in sel and given_sel & {"scheme", "k", "d"}:
+        fixed = _fixed_T(scheme, sel)
+        if fixed is not None and sel["T"][0] != fixed:
+            del sel["T"]
+    if scheme == "binomial":
+        for key, other in (("ns", "p"), ("p", "ns")):
+            if key in given_sel and other in filed and other in sel \
+                    and not _null(*sel[key]):
+                del sel[other]
+
+
+def _null(value, from_text: bool) -> bool:
+    return value is None or (from_text and str(value).strip().lower() in _NONE)
+
+
+def _scheme(value) -> str:
+    return choice(value, "selection.scheme", SCHEMES, PLAN_SCHEME_ALIASES)
+
+
+def _fixed_T(scheme: str, sel: dict[str, tuple[Any, bool]]) -> int | None:
+    """``T`` as ``scheme`` fixes it from ``sel``'s ``k`` and ``d`` (None: not fixed, or a
+    value SelectionConfig will refuse)."""
+    if scheme in ("knn", "rnn"):
+        return 1
+    try:
+        k = int(sel["k"][0])
+        d = int(sel["d"][0]) if scheme == "finite_aggregation" else 1
+    except (KeyError, TypeError, ValueError):
+        return None
+    return k * d if scheme in ("partition", "finite_aggregation") else None
 
 
 def _build(cls: type, section: str, kwargs: dict):
