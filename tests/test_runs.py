@@ -1026,3 +1026,23 @@ def test_a_scheme_switch_keeps_what_the_command_line_gives_and_what_stays_valid(
     with pytest.raises(ConfigError, match=r"'selection.T'.*partition"):
         from_dict({"selection": {"scheme": "partition", "k": 4, "T": 9}}, {"selection.seed": 1})
 
+
+@pytest.mark.parametrize("key, value, allowed", [
+    ("training.lr", "1e300", "(0, 10]"), ("training.lr", "1e3", "(0, 10]"),
+    ("training.weight_decay", "1e300", "[0, 1]"), ("training.weight_decay", "5", "[0, 1]"),
+])
+def test_learning_rate_and_weight_decay_have_an_upper_bound(key, value, allowed):
+    """``--training.lr 1e300`` trained every classifier to non-finite outputs (a warning
+    after the whole run), and ``1e3`` (a slip for ``1e-3``) trained a useless ensemble:
+    neither had an upper bound (a fresh-eyes review). Now one line before anything runs;
+    the largest values in real use still pass."""
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"--{key}", value])
+    assert str(e.value).startswith(f"The '{key}' parameter of the config must be a real "
+                                   f"number in the range {allowed}. Got ")
+    cfg = load_config(None, ["--training.lr", "10", "--training.weight_decay", "1",
+                             "--training.optimizer", "adadelta"])
+    assert (cfg.training.lr, cfg.training.weight_decay) == (10.0, 1.0)
+    from poisoncert.training import TrainConfig
+    with pytest.raises(ValueError, match=r"'lr' parameter of TrainConfig.*\(0, 10\]"):
+        TrainConfig(lr=11.0)

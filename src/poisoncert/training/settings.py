@@ -28,6 +28,8 @@ __all__ = [
     "CUDA_DTYPES",
     "DEFAULT_GROUP_SIZE",
     "ELASTIC_MAX",
+    "LR_MAX",
+    "WEIGHT_DECAY_MAX",
     "GRAPHED_OPTIMIZERS",
     "LENET5_MNIST",
     "MODELS",
@@ -63,6 +65,15 @@ SCHEDULES = ("constant", "cosine")
 #: size (a displacement that large only blanks it), and small enough that every float32 grid
 #: draw is finite (1e300 overflowed to inf: numpy's overflow warning, then a diverged run).
 ELASTIC_MAX = 1e6
+#: Largest ``lr``: ten times Adadelta's customary 1.0 and a hundred times the SGD rates in
+#: common use (0.01-0.1), so no real setting is refused, while a slip of the exponent (``1e3``
+#: for ``1e-3``) or an absurd value is refused before a run trains on it (``lr 1e300`` trained
+#: every classifier to non-finite outputs; Adam at 10 on the demo already gives chance
+#: accuracy, but finite).
+LR_MAX = 10.0
+#: Largest ``weight_decay`` (L2 added to the gradient): ten times the largest in common use
+#: (0.1); at 1 with SGD at lr 1 a step already sends every weight to zero.
+WEIGHT_DECAY_MAX = 1.0
 #: Optimizers the ``graphed`` path captures (torch's fused Adam and SGD steps).
 GRAPHED_OPTIMIZERS = ("adam", "sgd")
 #: Classifiers evaluated as one stacked group by ``training.inference.evaluate``, per device
@@ -135,8 +146,9 @@ class TrainConfig:
     - ``steps`` minibatches of ``batch_size`` samples each: the sub-dataset is expanded to
       ``steps * batch_size`` draws with replacement (the paper's WeightedRandomSampler),
       whatever its size.
-    - ``optimizer`` (``adam``, ``sgd`` with ``momentum``, ``adadelta``), ``lr``,
-      ``weight_decay`` (L2, added to the gradient, torch's convention); ``lr_schedule``
+    - ``optimizer`` (``adam``, ``sgd`` with ``momentum``, ``adadelta``), ``lr`` (at most
+      ``LR_MAX``), ``weight_decay`` (L2, added to the gradient, torch's convention; at most
+      ``WEIGHT_DECAY_MAX``); ``lr_schedule``
       ``"constant"`` or ``"cosine"`` (step ``s`` of ``S`` uses ``lr * (1 + cos(pi s / S)) / 2``).
     - ``balance``: draw sample ``j`` with probability proportional to ``1 / n_{y_j}``, the
       inverse count of its class in the sub-dataset (the paper's weight balance), so every
@@ -243,11 +255,12 @@ class TrainConfig:
         put("batch_size", check_int(self.batch_size, k + "batch_size", w, low=1,
                                     high=INT_LIMIT))
         put("optimizer", check_choice(self.optimizer, k + "optimizer", w, OPTIMIZERS))
-        put("lr", check_real(self.lr, k + "lr", w, low=0.0, low_open=True))
+        put("lr", check_real(self.lr, k + "lr", w, low=0.0, high=LR_MAX, low_open=True))
         put("lr_schedule", check_choice(self.lr_schedule, k + "lr_schedule", w, SCHEDULES))
         put("momentum", check_real(self.momentum, k + "momentum", w, low=0.0, high=1.0,
                                    high_open=True))
-        put("weight_decay", check_real(self.weight_decay, k + "weight_decay", w, low=0.0))
+        put("weight_decay", check_real(self.weight_decay, k + "weight_decay", w, low=0.0,
+                                       high=WEIGHT_DECAY_MAX))
         for name in ("balance", "augment"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise param_error(k + name, w, "a bool", getattr(self, name))
