@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1046,3 +1047,63 @@ def test_console_script_agrees(results, tmp_path, entry_id):
 
 if __name__ == "__main__":
     drive(sys.argv[1])
+
+
+# ---------------------------------------------------------------- long values, short lines
+_DIGITS = "9" * 5000
+_TEXT = "x" * 5000
+
+
+@pytest.mark.parametrize("args, words", [
+    (["train", "exp.yaml", "--selection.seed", _DIGITS], ["'selection.seed'"]),
+    (["train", "exp.yaml", "--selection.seed", "9" * 400], ["'selection.seed'", "[0, 2^64 - 1]"]),
+    (["train", "exp.yaml", "--training.optimizer", _TEXT], ["'training.optimizer'", "'adam'"]),
+    (["train", "exp.yaml", "--data.name", _TEXT], ["'data.name'"]),
+    (["train", "exp.yaml", f"--selection.{_TEXT}", "1"], ["Unknown config key"]),
+    (["radius", "--scheme", _TEXT, "--n", "100", "--ns", "3", "--gap", "0.5"], ["'scheme'"]),
+    (["radius", "--scheme", "wr", "--n", "100", "--ns", _DIGITS, "--gap", "0.5"], ["'--ns'"]),
+    (["certify", "run", "--rhos", f"1,{_DIGITS}"], ["'--rhos'", "comma-separated ints"]),
+    (["update", "run", "--out", "new", "--remove", f"1,{_DIGITS}"], ["'--remove'"]),
+    (["attack", "run", "--attacks", _TEXT], ["'attacks'"]),
+    (["attack", "run", "--seed", "9" * 400], ["'seed'", "2^64 - 1"]),
+    (["attack", "run", f"--{_TEXT}"], ["No such option"]),
+    (["train", _TEXT], ["config file"]),
+])
+def test_a_long_value_is_echoed_short(args, words, tmp_path, monkeypatch, capsys):
+    """A refused value was echoed whole: a 5,000-digit seed or a pasted text filled the
+    terminal with one 5,000-character line (the int's refusal even leaked Python's own
+    "Exceeds the limit (4300 digits) for integer string conversion" for --rhos). Now its
+    start, its end and its size (a fresh-eyes review); still one line, naming the parameter."""
+    from poisoncert.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "exp.yaml").write_text("data:\n  name: digits\n")
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    assert e.value.code == 1
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert len(lines[0]) < 400, lines[0]
+    assert re.search(r"\((\d+ items?, )?(400|5,0\d\d) (characters|digits)\)", lines[0]), \
+        lines[0]  # the size of what was given
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
+
+
+def test_shown_keeps_a_value_recognisable():
+    from poisoncert._validation import SHOWN_MAX, param_error, shown
+
+    assert shown(np.int64(7)) == "7" and shown("adam") == "'adam'" and shown(1e300) == "1e+300"
+    assert shown(10**199) == str(10**199)  # 200 characters: whole
+    big = shown(10**5000 + 12345)  # beyond the 4,300 digits str() converts
+    assert big == "1" + "0" * 99 + "..." + "0" * 35 + "12345 (5,001 digits)"
+    assert shown(-(10**250)).startswith("-1000") and shown(-(10**250)).endswith("(251 digits)")
+    assert shown("/a" * 99) == repr("/a" * 99)  # a long path: whole
+    assert shown("ab" * 1000).endswith("' (2,000 characters)")
+    assert shown(list(range(2000))).endswith("(2,000 items, 10,890 characters)")
+    assert shown([10**5000]) == "a list of 1 item"
+    assert len(shown("x" * 10**6)) < 2 * SHOWN_MAX
+    msg = str(param_error("seed", "f", "an int", 10**5000))
+    assert msg.startswith("The 'seed' parameter of f must be an int. Got 1000")
+    assert msg.endswith("(5,001 digits) instead.") and len(msg) < 250

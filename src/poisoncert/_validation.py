@@ -36,6 +36,7 @@ __all__ = [
     "number_array",
     "param_error",
     "parse_int_list",
+    "shown",
 ]
 
 
@@ -54,12 +55,64 @@ SEED_LIMIT = 2**64 - 1
 SEED_LIMIT_TEXT = "2^64 - 1"
 
 
+#: Longest echo of a given value in an error (``shown``): a refused value is named, not
+#: reproduced (a 5,000-digit seed or a pasted file filled the terminal); a long path is
+#: still given whole.
+SHOWN_MAX = 200
+_HEAD, _TAIL = 100, 40
+
+
+def shown(value: object) -> str:
+    """``repr(value)`` for an error's echo of what was given, shortened where longer than
+    ``SHOWN_MAX`` characters to its start and end and its size, so it stays recognisable:
+    ``'xxxxxxxx...xxxx' (5,000 characters)``, ``99999999...9999 (5,000 digits)``, ``[0, 1,
+    ...] (2,000 items, 10,890 characters)``. A numpy scalar shows as the Python value it
+    holds (``7``, not ``np.int64(7)``); an int too long for ``str`` (over 4,300 digits) is
+    shortened all the same."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _shown_int(value)
+    try:
+        text = repr(value)
+    except ValueError:  # a container of an int too long for str
+        text = None
+    if text is not None and len(text) <= SHOWN_MAX:
+        return text
+    try:
+        n = len(value)
+        size = f"{n:,} {'character' if isinstance(value, str) else 'item'}{'s' * (n != 1)}"
+    except TypeError:
+        size = None
+    if text is None:
+        return f"a {type(value).__name__} of {size}" if size else type(value).__name__
+    if isinstance(value, str) or size is None:
+        size = f"{len(text) if size is None else len(value):,} characters"
+    else:
+        size = f"{size}, {len(text):,} characters"
+    return f"{text[:_HEAD]}...{text[-_TAIL:]} ({size})"
+
+
+def _shown_int(value: int) -> str:
+    """An int's digits, or its first and last digits and their count where they are more
+    than ``SHOWN_MAX`` (also beyond the 4,300 digits ``str`` converts)."""
+    v = abs(value)
+    digits = max(1, int(v.bit_length() * 0.30102999566398120))  # log10(2): digits or 1 less
+    if v >= 10 ** digits:
+        digits += 1
+    sign = "-" if value < 0 else ""
+    if digits + len(sign) <= SHOWN_MAX:
+        return f"{value}"
+    head = v // 10 ** (digits - _HEAD)
+    tail = f"{v % 10 ** _TAIL:0{_TAIL}d}"
+    return f"{sign}{head}...{tail} ({digits:,} digits)"
+
+
 def param_error(name: str, where: str, allowed: str, got: object) -> ValueError:
-    """The one error shape for an invalid parameter. A numpy scalar shows as the Python value
-    it holds (``7``, not ``np.int64(7)``)."""
-    if isinstance(got, np.generic):
-        got = got.item()
-    return ValueError(f"The {name!r} parameter of {where} must be {allowed}. Got {got!r} instead.")
+    """The one error shape for an invalid parameter; the value given is ``shown``: a
+    numpy scalar as the Python value it holds, a long one shortened."""
+    return ValueError(f"The {name!r} parameter of {where} must be {allowed}. "
+                      f"Got {shown(got)} instead.")
 
 
 @contextmanager
@@ -100,8 +153,9 @@ def parse_int_list(text: str, name: str, where: str, *, low: int | None = None,
     trailing comma) is refused, as is text with no element at all."""
     allowed = f"comma-separated ints{'' if low is None else f' >= {low}'}, e.g. {example}"
     items = [t.strip() for t in str(text).split(",")]
-    if not all(re.fullmatch(r"[+-]?[0-9]+", t) for t in items):
-        raise param_error(name, where, allowed, text)
+    if not all(re.fullmatch(r"[+-]?[0-9]+", t) for t in items) or any(
+            len(t.lstrip("+-").lstrip("0")) > len(str(INT_LIMIT)) for t in items):
+        raise param_error(name, where, allowed, text)  # (int() takes at most 4,300 digits)
     out = [int(t) for t in items]
     if (low is not None and min(out) < low) or max(abs(v) for v in out) > INT_LIMIT:
         raise param_error(name, where, allowed, text)

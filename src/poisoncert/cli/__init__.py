@@ -15,6 +15,7 @@ import warnings
 
 import typer
 
+from poisoncert._validation import shown
 from poisoncert.cli import certs
 from poisoncert.cli.certs import EXPECTED_ERRORS, error_line, library_errors
 from poisoncert.threads import keep_heap
@@ -118,7 +119,7 @@ def _given(exc: BaseException) -> str:
         return ""
     if not isinstance(first, dict) or "input" not in first:
         return ""
-    return f". Got {first['input']!r} instead"
+    return f". Got {shown(first['input'])} instead"
 
 
 #: Ctrl-C before a command could say what it left (``_console`` says the same).

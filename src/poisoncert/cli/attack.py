@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from poisoncert._validation import parse_int_list
+from poisoncert._validation import parse_int_list, shown
 from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.runsafe import json_text
 
@@ -139,7 +139,7 @@ def _refuse_unused(attacks: tuple[str, ...], backdoor: dict, targeted: dict) -> 
         for flag, value in options.items():
             if value is not None and not any(k in names for k in kinds):
                 raise ValueError(f"The '{flag}' option applies to {what}, which --attacks "
-                                 f"({','.join(attacks)}) does not include. Got {value} "
+                                 f"({','.join(attacks)}) does not include. Got {shown(value)} "
                                  "instead; leave it out or add the attack.")
 
 

@@ -40,12 +40,26 @@ MAX_STEPS = 100_000
 
 
 def error_line(exc: BaseException) -> str:
-    """``error: <message>`` on one line (errors of the machine's limits say which)."""
-    msg = " ".join(str(exc).split())
+    """``error: <message>`` on one line (errors of the machine's limits say which). A word of
+    the message longer than ``LONG_WORD`` characters is shortened to its start, end and size:
+    the values ``param_error`` echoes are ``shown`` short already, this keeps the line
+    readable where a message echoes what was given in its own way (typer's "No such option:
+    --xxx...", an OSError's file name too long)."""
+    msg = " ".join(_short_word(w) for w in str(exc).split())
     for kind, text in _LIMIT_ERRORS:
         if isinstance(exc, kind):
             return f"error: {text}{': ' + msg if msg else ''} ({kind.__name__})"
     return f"error: {msg or type(exc).__name__}"
+
+
+#: Longest word ``error_line`` shows whole: longer than any ordinary path.
+LONG_WORD = 200
+
+
+def _short_word(word: str) -> str:
+    if len(word) <= LONG_WORD:
+        return word
+    return f"{word[:60]}...{word[-20:]} ({len(word):,} characters)"
 
 
 #: What ``main`` needs to know of a Ctrl-C: whether this process's command ``began`` its

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from poisoncert._validation import param_error
+from poisoncert._validation import param_error, shown
 from poisoncert.config.checks import choice
 from poisoncert.config.sections import (
     DEFAULT_SELECTION,
@@ -179,7 +179,7 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> Experi
             continue
         if not isinstance(body, dict):
             raise ConfigError(f"The config section {section!r} must be a mapping of keys. "
-                              f"Got {body!r} instead.")
+                              f"Got {shown(body)} instead.")
         for key, value in body.items():
             _check_key(section, key)
             values[section][key] = (value, False)
@@ -411,7 +411,7 @@ def parse_overrides(args: list[str] | tuple[str, ...]) -> dict[str, str]:
         word = args[i]
         if not word.startswith("--") or len(word) <= 2:
             raise ConfigError(f"Config overrides must look like '--section.key value'. "
-                              f"Got {word!r} instead.")
+                              f"Got {shown(word)} instead.")
         name = word[2:]
         if "=" in name:
             name, value = name.split("=", 1)
@@ -459,23 +459,23 @@ def _suggest(word: str, options: list[str]) -> str:
 
 def _check_section(section) -> None:
     if section not in SECTIONS:
-        shown = ", ".join(repr(s) for s in SECTIONS)
-        raise ConfigError(f"Unknown config section {section!r}: the sections are {shown}."
+        names = ", ".join(repr(s) for s in SECTIONS)
+        raise ConfigError(f"Unknown config section {shown(section)}: the sections are {names}."
                           + _suggest(str(section), list(SECTIONS)))
 
 
 def _check_key(section: str, key) -> None:
     names = _keys(section)
     if key not in names:
-        shown = ", ".join(repr(n) for n in names)
-        raise ConfigError(f"Unknown config key '{section}.{key}': the {section!r} section "
-                          f"takes {shown}." + _suggest(f"{section}.{key}", _all_keys()))
+        raise ConfigError(f"Unknown config key {shown(f'{section}.{key}')}: the {section!r} "
+                          f"section takes {', '.join(repr(n) for n in names)}."
+                          + _suggest(f"{section}.{key}", _all_keys()))
 
 
 def _split_key(dotted: str) -> tuple[str, str]:
     parts = dotted.split(".")
     if len(parts) != 2:
-        raise ConfigError(f"Unknown config key {dotted!r}: keys are 'section.key', such as "
+        raise ConfigError(f"Unknown config key {shown(dotted)}: keys are 'section.key', such as "
                           f"'training.steps'." + _suggest(dotted, _all_keys()))
     _check_section(parts[0])
     _check_key(parts[0], parts[1])

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import runs
-from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT
+from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, shown
 from poisoncert.experiment.display import progress_display
 from poisoncert.experiment.edits import Edits, apply_edits, load_edits, relabel_changes
 from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
@@ -241,7 +241,11 @@ def _ints(text: str, where: str) -> np.ndarray:
     """Integers from ``text``: comma-separated, or a ``.npy`` / text file of them; anything
     else (a fraction, a word, a float array) is one line naming ``where``."""
     p = Path(text)
-    if p.suffix == ".npy" and p.is_file():
+    try:
+        is_file = p.is_file()
+    except OSError:  # a name too long for a file: the value itself
+        is_file = False
+    if p.suffix == ".npy" and is_file:
         try:
             a = np.load(p, allow_pickle=False)
         except (OSError, ValueError) as e:
@@ -251,12 +255,13 @@ def _ints(text: str, where: str) -> np.ndarray:
             raise ValueError(f"The '{where}' option's file '{p}' must hold integers. Got "
                              f"a {a.dtype} array instead.")
         return a.astype(np.int64).reshape(-1)
-    tokens, source = ((p.read_text().replace(",", " ").split(), f"file '{p}'") if p.is_file()
+    tokens, source = ((p.read_text().replace(",", " ").split(), f"file '{p}'") if is_file
                       else ([t.strip() for t in text.split(",")], "value"))  # "3,,4": refused
     for t in tokens:  # digits only ("3 4" is not 34, nor "3_0" 30), within the int64 range
-        if not re.fullmatch(r"[+-]?[0-9]+", t) or abs(int(t)) > INT_LIMIT:
+        if not re.fullmatch(r"[+-]?[0-9]+", t) or len(t.lstrip("+-").lstrip("0")) > \
+                len(str(INT_LIMIT)) or abs(int(t)) > INT_LIMIT:  # (int() takes 4,300 digits)
             raise ValueError(f"The '{where}' option must be comma-separated integers (at most "
-                             f"{INT_LIMIT_TEXT}) or a file of them. Got {t!r} in its {source} "
+                             f"{INT_LIMIT_TEXT}) or a file of them. Got {shown(t)} in its {source} "
                              "instead.")
     return np.array([int(t) for t in tokens], dtype=np.int64)
 
@@ -292,7 +297,7 @@ class RunTerms:
         except UnknownClassId as e:
             raise ValueError(f"The '{option}' option must give class ids of the run "
                              f"({', '.join(map(str, self.classes))}), the data set's own "
-                             f"labels, not class indices. Got {e.value!r} instead.") from None
+                             f"labels, not class indices. Got {shown(e.value)} instead.") from None
 
 
 def parse_relabel(text: str, terms: RunTerms) -> tuple[np.ndarray, np.ndarray]:
