@@ -1504,3 +1504,35 @@ def test_an_rnn_run_abstaining_is_no_divergence(tmp_path):
     assert r.exit_code == 0, r.output
     assert (RunDir(run).load(PREDICTIONS) == -1).any()  # some balls are empty
     assert r.stderr == "" and json.loads(r.stdout)["diverged"] == 0, r.output
+
+
+def test_attack_and_update_name_the_folder_they_cannot_write(tmp_path):
+    """``attack RUN --out FILE`` and ``update RUN --out FILE`` said "Cannot write the run
+    directory 'FILE'" (the attack's results are no run; the update's --out is a new run, not
+    RUN), and ``attack FILE`` the same of the run it was given: it is not a run. Each now
+    names its folder and option, before anything is read or written (a fresh-eyes review)."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    before = sorted(p.name for p in run.iterdir())
+    runner = CliRunner()
+    for args, line in [
+        (["attack", str(run), "--out", str(blocker / "a")],
+         f"error: Cannot write the attack's results folder '{blocker / 'a'}' (out_dir; CLI: "
+         f"--out): '{blocker}' is not a folder."),
+        (["update", str(run), "--out", str(blocker), "--remove", "1"],
+         f"error: Cannot write the new run directory '{blocker}' (out_dir; CLI: --out): "
+         f"'{blocker}' is not a folder."),
+        (["attack", str(blocker)],
+         f"error: '{blocker}' is not a poisoncert run directory (it is a file;"),
+    ]:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert r.output.startswith(line), (line, r.output)
+    assert sorted(p.name for p in run.iterdir()) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "run"]

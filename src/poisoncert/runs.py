@@ -182,8 +182,10 @@ def _changed_sources(recorded, now) -> str:
     return "".join(out)
 
 
-def check_writable(path: str | Path) -> None:
-    """Raise a ``RunError`` unless ``path`` is, or could be created as, a writable folder.
+def check_writable(path: str | Path, what: str = "the run directory", note: str = "") -> None:
+    """Raise a ``RunError`` unless ``path`` is, or could be created as, a writable folder
+    (``what``: the folder's role, as the error names it; ``note``: after its path, e.g.
+    ``" (CLI: --out)"``).
 
     Creates nothing: walks up to the first existing ancestor and checks it.
     """
@@ -194,9 +196,9 @@ def check_writable(path: str | Path) -> None:
             break
         probe = probe.parent
     if not probe.is_dir():
-        raise RunError(f"Cannot write the run directory '{path}': '{probe}' is not a folder.")
+        raise RunError(f"Cannot write {what} '{path}'{note}: '{probe}' is not a folder.")
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunError(f"Cannot write the run directory '{path}': '{probe}' is not writable.")
+        raise RunError(f"Cannot write {what} '{path}'{note}: '{probe}' is not writable.")
 
 
 def _weights_unset(cfg: ExperimentConfig) -> ExperimentConfig:

@@ -217,7 +217,11 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
     s = settings or AttackSettings()
     rd = RunDir(run_dir)
     out = Path(out_dir) if out_dir is not None else rd.path
-    runs.check_writable(out)
+    if out_dir is None:
+        rd.load_config()  # not a run (a file, no folder): said as such, not as "cannot write"
+    runs.check_writable(out, "the attack's results folder",
+                        " (the run directory, the default; CLI: --out)" if out_dir is None
+                        else " (out_dir; CLI: --out)")
     _check_early(rd, s)
     if not overwrite:
         _refuse_earlier_results(out, rd.path)

@@ -75,7 +75,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     t0 = time.perf_counter()
     src = RunDir(run_dir)
     out = RunDir(out_dir)
-    runs.check_writable(out.path)
+    runs.check_writable(out.path, "the new run directory", " (out_dir; CLI: --out)")
     if out.path.exists() and any(out.path.iterdir()):
         _refuse_filled(out)
     if out.path.resolve() == src.path.resolve():
