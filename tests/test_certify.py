@@ -417,7 +417,7 @@ def test_a_numpy_value_shows_as_the_number_it_holds():
 def test_an_int_list_refuses_empty_elements_and_takes_spaces():
     """``parse_int_list``: ``" 0, 50 ,100"`` is three ints; an empty element (``0,,5``, a
     trailing comma), a non-integer, a value below ``low`` or past ``INT_LIMIT`` is one error
-    naming the option and the text given."""
+    naming the option, the range (it said ">= 0" of 2^53 + 1, which is) and the text given."""
     from poisoncert._validation import INT_LIMIT, parse_int_list
 
     assert parse_int_list(" 0, 50 ,100", "--rhos", "certify", low=0) == [0, 50, 100]
@@ -425,7 +425,8 @@ def test_an_int_list_refuses_empty_elements_and_takes_spaces():
     for text in ("0,,5", "0,5,", ",0", "", " ", "0,x", "1.0", "3 4", "-1",
                  f"{INT_LIMIT + 1}"):
         with pytest.raises(ValueError, match=r"^The '--rhos' parameter of certify must be "
-                           r"comma-separated ints >= 0, e\.g\. 0,50,100\. Got "
+                           r"comma-separated ints in the range \[0, 2\^53\], e\.g\. 0,50,100\. "
+                           r"Got "
                            + re.escape(repr(text)) + r" instead\.$"):
             parse_int_list(text, "--rhos", "certify", low=0)
 

@@ -151,7 +151,9 @@ def parse_int_list(text: str, name: str, where: str, *, low: int | None = None,
     """``"0, 50,100"`` -> ``[0, 50, 100]``: comma-separated decimal integers in
     ``[low, INT_LIMIT]``, spaces allowed around them. An empty element (``"0,,5"``, a
     trailing comma) is refused, as is text with no element at all."""
-    allowed = f"comma-separated ints{'' if low is None else f' >= {low}'}, e.g. {example}"
+    bound = (f"of at most {INT_LIMIT_TEXT} in size" if low is None
+             else f"in the range [{low}, {INT_LIMIT_TEXT}]")
+    allowed = f"comma-separated ints {bound}, e.g. {example}"
     items = [t.strip() for t in str(text).split(",")]
     if not all(re.fullmatch(r"[+-]?[0-9]+", t) for t in items) or any(
             len(t.lstrip("+-").lstrip("0")) > len(str(INT_LIMIT)) for t in items):
