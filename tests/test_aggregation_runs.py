@@ -1536,3 +1536,49 @@ def test_attack_and_update_name_the_folder_they_cannot_write(tmp_path):
         assert r.output.startswith(line), (line, r.output)
     assert sorted(p.name for p in run.iterdir()) == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file.txt", "run"]
+
+
+def test_update_reads_its_files_as_predict_does_one_line_each(tmp_path):
+    """``update --add EMPTY_FILE`` (and ``--remove EMPTY.npy``) printed a blank line and
+    "error: aborted": np.load took the empty file for a pickle and raised EOFError, which
+    click turns into an abort. ``--add`` of a .npz declaring a terabyte array tried to
+    allocate it (predict refuses it from the header). Now ``--add`` reads as ``predict`` does
+    and ``--remove`` checks a .npy's header: one line naming the file, nothing written (a
+    fresh-eyes review)."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    (tmp_path / "empty").write_bytes(b"")
+    (tmp_path / "empty.npy").write_bytes(b"")
+    (tmp_path / "empty.npz").write_bytes(b"")
+
+    def npy(shape) -> bytes:
+        head = f"{{'descr': '<i8', 'fortran_order': False, 'shape': {shape!r}, }}".encode()
+        head += b" " * (63 - (10 + len(head)) % 64) + b"\n"
+        return b"\x93NUMPY\x01\x00" + len(head).to_bytes(2, "little") + head + bytes(64)
+
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "bomb.npz", "w") as z:
+        z.writestr("x.npy", npy((10**11, 8, 8)))
+        z.writestr("y.npy", npy((2,)))
+    (tmp_path / "bomb.npy").write_bytes(npy((10**12,)))
+    runner = CliRunner()
+    for option, name, words in [
+        ("--add", "empty", ["'--add'", "not a .npz archive"]),
+        ("--add", "empty.npz", ["'--add'", "not a .npz archive"]),
+        ("--remove", "empty.npy", ["'--remove'", "empty.npy", "not a readable .npy"]),
+        ("--add", "bomb.npz", ["bomb.npz", "does not fit in memory"]),
+        ("--remove", "bomb.npy", ["bomb.npy", "'--remove'", "does not fit in memory"]),
+    ]:
+        r = runner.invoke(app, ["update", str(run), "--out", str(tmp_path / "new"), option,
+                                str(tmp_path / name)])
+        lines = r.output.splitlines()
+        assert r.exit_code == 1 and len(lines) == 1 and lines[0].startswith("error: "), \
+            (name, r.output)
+        assert "aborted" not in lines[0]
+        for w in words:
+            assert w in lines[0], (w, lines[0])
+        assert not (tmp_path / "new").exists()

@@ -25,13 +25,15 @@ __all__ = ["EXPECTED_ERRORS", "delta", "error_line", "library_errors", "radius",
 #: Errors that are the user's to fix (bad parameters, missing or unwritable files) and the
 #: machine's limits (memory, numbers beyond 64 bits, a worker process killed, e.g. by the
 #: kernel when memory ran out): reported as one line, no traceback. Anything else is a bug and
-#: keeps its traceback.
+#: keeps its traceback. An ``EOFError`` (a file cut short, where a reader missed it) is one
+#: too: click turned it into a blank line and "error: aborted".
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, MemoryError,
-                                                    OverflowError, BrokenProcessPool)
+                                                    OverflowError, BrokenProcessPool, EOFError)
 #: What an error of the machine's limits says before its own message.
 _LIMIT_ERRORS = ((MemoryError, "out of memory"), (OverflowError, "a number is too large"),
                  (BrokenProcessPool, "a worker process ended abruptly (killed, e.g. when "
-                                     "memory ran out)"))
+                                     "memory ran out)"),
+                 (EOFError, "a file ended before its data did"))
 
 RADIUS_UNIT = "operations (insertion, deletion or modification = 1 each)"
 

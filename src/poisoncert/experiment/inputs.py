@@ -32,7 +32,7 @@ import numpy as np
 from poisoncert.data.npyheader import check_declared, npy_header
 from poisoncert.experiment.inputform import InputForm, describe_array
 
-__all__ = ["IMAGE_SUFFIXES", "Inputs", "check_inputs_path", "read_inputs"]
+__all__ = ["IMAGE_SUFFIXES", "Inputs", "check_inputs_path", "read_npz", "read_inputs"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
@@ -61,7 +61,7 @@ def read_inputs(path: str | Path, form: InputForm) -> Inputs:
     elif path.suffix.lower() in IMAGE_SUFFIXES:
         inputs = _read_images(path, [path], form)
     elif path.suffix.lower() == ".npz":
-        inputs = _read_npz(path)
+        inputs = read_npz(path)
     elif path.suffix.lower() == ".npy":
         inputs = _read_npy(path)
     elif path.suffix.lower() == ".csv":
@@ -104,7 +104,11 @@ def _files(path: Path) -> list[Path] | None:
     return None
 
 
-def _read_npz(path: Path) -> Inputs:
+def read_npz(path: Path) -> Inputs:
+    """The arrays ``x`` and (optionally) ``y`` of the ``.npz`` at ``path``, unchecked against
+    a run's form (``read_inputs`` does that; ``update --add`` reads its files here too): an
+    archive that is no zip, is cut short, or declares arrays beyond the memory is one
+    ``ValueError`` naming the file, before its data are read."""
     if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try it as a pickle
         raise _error(path, "not a .npz archive (a zip of .npy arrays, as numpy.savez writes "
                      "it).")

@@ -246,9 +246,17 @@ def _ints(text: str, where: str) -> np.ndarray:
     except OSError:  # a name too long for a file: the value itself
         is_file = False
     if p.suffix == ".npy" and is_file:
+        from poisoncert.data.npyheader import check_declared, npy_header
+
+        try:
+            with open(p, "rb") as f:  # its header first: an array beyond the memory is refused
+                declared = npy_header(f)
+        except OSError:
+            declared = ()  # np.load names the problem
+        check_declared(p, f"the '{where}' option's array", *declared)
         try:
             a = np.load(p, allow_pickle=False)
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
             raise ValueError(f"The '{where}' option's file '{p}' is not a readable .npy "
                              f"({e}).") from None
         if a.dtype.kind not in "iu":
@@ -324,16 +332,24 @@ def read_added(path: str | Path, terms: RunTerms) -> tuple[np.ndarray, np.ndarra
     for digits; ``(n, H, W)``, ``(n, C, H, W)``, channels-last or flat rows) and ``y`` the
     data set's class ids; returned as float32 inputs in [0, 1] (the run's deskewing is
     applied with the edits) and class indices."""
+    from poisoncert.experiment.inputs import read_npz
+
+    # predict's reader: a file that is no zip (np.load took an empty one for a pickle: EOFError,
+    # which click turned into a blank line and "error: aborted"), is cut short, or declares
+    # arrays beyond the memory is one line naming it, before its data are read
     try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy: one array, no labels
-            raise ValueError(f"it holds one {type(loaded).__name__}, not the arrays 'x' and "
-                             "'y' of a .npz")
-        with loaded as z:
-            x, y = z["x"], z["y"]
-    except (OSError, KeyError, ValueError) as e:
+        inputs = read_npz(Path(path))
+    except OSError as e:
         raise ValueError(f"The '--add' option must name a .npz holding 'x' and 'y'. Reading "
                          f"'{path}' failed: {e}.") from None
+    except ValueError as e:  # "<path>: what is wrong."
+        why = str(e).removeprefix(f"{path}: ").rstrip(".")
+        raise ValueError(f"The '--add' option must name a .npz holding 'x' and 'y'. Reading "
+                         f"'{path}' failed: {why}.") from None
+    x, y = inputs.x, inputs.y
+    if y is None:
+        raise ValueError(f"The '--add' option must name a .npz holding 'x' and 'y'. '{path}' "
+                         "holds no 'y' (the added samples' class ids).")
     if y.ndim != 1 or len(y) != len(x):
         raise ValueError(f"The '--add' option's 'y' in '{path}' must hold one class id per "
                          f"input of 'x' ({len(x)}). Got shape {y.shape} instead.")
