@@ -265,13 +265,14 @@ def plot_attack(curves, summary, path: str | Path | None = None, *, title: str |
     of ``attack_run``): the share of attacked test points whose prediction changed (solid)
     beside the share not certified at that budget (dashed, the most the certificate allows)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
 
     fig = Figure(figsize=(13.0, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
     for label, (rho, acc) in curves.items():
         left.plot(rho, acc, drawstyle="steps-post", label=str(label))
     left.set_xlabel(r"radius $\rho$ (operations)")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))  # radii: no 0.5 where few
     left.set_ylabel("certified accuracy (clean run)")
     left.set_ylim(0, 1.02)
     left.grid(alpha=0.3)
@@ -296,6 +297,10 @@ def plot_attack(curves, summary, path: str | Path | None = None, *, title: str |
             right.plot(b, bound, linestyle="--", color=line.get_color(), alpha=0.6,
                        label=f"{agg}, {attack}: not certified at r")
     right.set_xscale("log", base=2)
+    budgets = sorted({r["budget"] for r in summary})
+    if budgets:  # a tick at each budget tried (log 2 ticks left 3, 12, 24 unlabelled)
+        right.set_xticks(budgets)
+        right.xaxis.set_minor_locator(NullLocator())
     right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 2, 4: budgets
     right.set_xlabel("budget r (poisoning operations)")
     right.set_ylabel("share of attacked test points")
