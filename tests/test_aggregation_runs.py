@@ -1582,3 +1582,36 @@ def test_update_reads_its_files_as_predict_does_one_line_each(tmp_path):
         for w in words:
             assert w in lines[0], (w, lines[0])
         assert not (tmp_path / "new").exists()
+
+
+def test_attack_warns_loudly_when_a_deterministic_certificate_fails(tmp_path, monkeypatch):
+    """A changed prediction within a deterministic radius (a certificate that failed, the one
+    thing ``attack`` exists to catch) was only a number in the table's 'changed within' and
+    'others changed' columns, exit 0 and no word (a fresh-eyes review). Now one ``warning:``
+    line on stderr, with --json too; none when every certificate held. Radii inflated by
+    1000 here stand for a broken certificate."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.experiment import attack_backends
+
+    run = tmp_path / "run"
+    train_run(_cfg(), run)
+    runner = CliRunner()
+    args = ["attack", str(run), "--attacks", "flip", "--targets", "8", "--budgets", "1,12"]
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "ok"), "-q"])
+    assert r.exit_code == 0, r.output
+    assert r.stderr == "" and json.loads(
+        (tmp_path / "ok" / "attack.json").read_text())["deterministic"]["success_beyond"] > 0
+    real = attack_backends._certify
+    monkeypatch.setattr(attack_backends, "_certify",
+                        lambda *a, **kw: real(*a, **kw) + 1000)
+    r = runner.invoke(app, [*args, "--out", str(tmp_path / "broken"), "--json"])
+    assert r.exit_code == 0, r.output
+    totals = json.loads(r.stdout)["totals"]["deterministic"]
+    assert totals["changed_within"] > 0
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(
+        f"warning: {totals['changed_within'] + totals['untargeted_changed']} prediction(s) "
+        "certified deterministically"), r.stderr
+    assert "a certificate failed; please report it" in lines[0]

@@ -83,6 +83,7 @@ def attack(
         except KeyboardInterrupt:
             raise interrupted("interrupted: the attack stopped; its result files are written "
                               "only when it finishes.") from None
+    _warn_broken_certificates(res.totals["deterministic"], res.paths)
     if as_json:
         typer.echo(json_text({"summary": res.summary, "totals": res.totals,
                                "files": {k: str(v) for k, v in res.paths.items()},
@@ -119,6 +120,21 @@ def attack(
     for name, path in res.paths.items():
         con.print(f"{name}: {path}", highlight=False, soft_wrap=True)
     con.print(f"Done in {res.seconds:.1f} s.", highlight=False)
+
+
+def _warn_broken_certificates(t: dict, paths: dict) -> None:
+    """One ``warning:`` line on stderr (with --json and -q too) where a prediction certified
+    deterministically at a radius of at least the operations an attack made changed: the
+    certificate was wrong, the one thing an attack must never show. It was a count among
+    the table's columns only."""
+    broken = t["changed_within"] + t["untargeted_changed"]
+    if broken:
+        where = paths.get("trials", "attack_trials.csv")
+        typer.echo(f"warning: {broken} prediction(s) certified deterministically at a radius "
+                   "at least the attack's operations changed (changed within radius "
+                   f"{t['changed_within']}, others changed {t['untargeted_changed']}): a "
+                   f"certificate failed; please report it with {where} and attack.json.",
+                   err=True)
 
 
 def _refuse_unused(attacks: tuple[str, ...], backdoor: dict, targeted: dict) -> None:
