@@ -1615,3 +1615,39 @@ def test_attack_warns_loudly_when_a_deterministic_certificate_fails(tmp_path, mo
         f"warning: {totals['changed_within'] + totals['untargeted_changed']} prediction(s) "
         "certified deterministically"), r.stderr
     assert "a certificate failed; please report it" in lines[0]
+
+
+def test_attack_without_a_target_is_refused_and_fewer_targets_are_said(tmp_path,
+                                                                        monkeypatch):
+    """``attack --max-radius R`` where no correctly classified test point is certified at most
+    R ran no trial and wrote empty CSVs (not even a header), an empty panel, and printed
+    matplotlib's "warning: No artists with labels found to put in legend"; fewer targets than
+    --targets asked for were said only in a progress line (not with -q). Now the first is one
+    line naming --max-radius and the smallest radius there is, nothing written; the second a
+    line under the table (a fresh-eyes review)."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.experiment import attack_backends
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    runner = CliRunner()
+    r = runner.invoke(app, ["attack", str(run), "--attacks", "flip", "--budgets", "1",
+                            "--targets", "100000", "--out", str(tmp_path / "a"), "-q"])
+    assert r.exit_code == 0, r.output
+    n = len(json.loads((tmp_path / "a" / "attack.json").read_text())["targets"])
+    assert 0 < n < 100000
+    assert (f"targets: {n} of the 100000 asked for (--targets): the run has only {n} correctly "
+            "classified test points") in " ".join(r.stdout.split())
+    real = attack_backends._certify
+    monkeypatch.setattr(attack_backends, "_certify", lambda *a, **kw: real(*a, **kw) + 50)
+    for attacks in ("flip", "flip,backdoor"):
+        r = runner.invoke(app, ["attack", str(run), "--attacks", attacks, "--budgets", "1",
+                                "--max-radius", "3", "--out", str(tmp_path / "b")])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert r.output.startswith("error: --max-radius: The 'max_radius' parameter of "
+                                   "attack_run must be at least the smallest radius of a "
+                                   "correctly classified test point ("), r.output
+        assert "Got 3 instead." in r.output and "warning" not in r.output
+        assert not (tmp_path / "b").exists()

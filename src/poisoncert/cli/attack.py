@@ -117,6 +117,13 @@ def attack(
             con.print(f"{kind}: {t['within']} trials within radius, {t['changed_within']} "
                       f"changed; {t['untargeted_checked']} untargeted checks, "
                       f"{t['untargeted_changed']} changed", highlight=False)
+    got, wanted = len(res.totals["targets"]), res.totals["targets_wanted"]
+    if got < wanted and any(a != "backdoor" for a in res.totals["attacks"]):
+        limit = res.totals["max_radius"]
+        con.print(f"targets: {got} of the {wanted} asked for (--targets): the run has only "
+                  f"{got} correctly classified test points"
+                  + ("" if limit is None else f" certified at most --max-radius {limit}"),
+                  highlight=False)
     for name, path in res.paths.items():
         con.print(f"{name}: {path}", highlight=False, soft_wrap=True)
     con.print(f"Done in {res.seconds:.1f} s.", highlight=False)

@@ -329,6 +329,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
     if s.max_radius is not None:
         correct &= primary.radius[ATTACK_MODEL[s.attacks[0]]] <= s.max_radius
     correct = np.flatnonzero(correct)
+    if not len(correct) and any(a != "backdoor" for a in s.attacks):
+        _refuse_no_targets(s, primary, labels)
     targets = np.sort(rng.choice(correct, size=min(s.targets, len(correct)), replace=False))
     say = log or (lambda text: None)
     trials: list[dict] = []
@@ -462,6 +464,24 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
     paths = _write(out, summary, trials, totals, judges, labels, cfg)
     return AttackResult(summary=summary, trials=trials, totals=totals, paths=paths,
                         seconds=time.perf_counter() - t0)
+
+
+def _refuse_no_targets(s: AttackSettings, primary: Judge, labels: np.ndarray) -> None:
+    """The targeted attacks found no target: no correctly classified test point, or none
+    certified at most ``max_radius``. One line saying which (and the smallest radius there
+    is), before any trial; it ran none and wrote empty files, an empty panel and matplotlib's
+    "No artists with labels found to put in legend" as a warning."""
+    model = ATTACK_MODEL[s.attacks[0]]
+    ok = primary.clean == labels
+    if s.max_radius is None or not ok.any():
+        named = ", ".join(a for a in s.attacks if a != "backdoor")
+        raise ValueError(f"The targeted attacks ({named}) need a correctly classified test "
+                         f"point to attack; the run's "
+                         f"{primary.name} classifies none of its {len(labels)} correctly.")
+    raise param_error("max_radius", "attack_run", "at least the smallest radius of a correctly "
+                      f"classified test point ({int(primary.radius[model][ok].min())}: "
+                      f"{primary.name}, {model}, the first attack's model) for the targeted "
+                      "attacks to have a target", s.max_radius)
 
 
 def _totals(summary: list[dict]) -> dict:
