@@ -1027,6 +1027,32 @@ def test_a_scheme_switch_keeps_what_the_command_line_gives_and_what_stays_valid(
         from_dict({"selection": {"scheme": "partition", "k": 4, "T": 9}}, {"selection.seed": 1})
 
 
+def test_the_values_that_give_way_are_said(tmp_path):
+    """The file's values a scheme switch drops are not used silently: ``from_dict`` lists them
+    (``dropped``), and ``train`` says them in one note line before it trains; a config whose
+    values all hold gives no note."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.config import read_config_file
+
+    demo = ROOT / "experiments" / "demo.yaml"
+    dropped: list[str] = []
+    from_dict(read_config_file(demo), {"selection.scheme": "knn", "selection.k": "3"},
+              dropped=dropped)
+    assert sorted(dropped) == ["selection.T (500)", "selection.ns (50)"]
+    dropped.clear()
+    from_dict(read_config_file(demo), {"selection.T": "20"}, dropped=dropped)
+    assert dropped == []
+    r = CliRunner().invoke(app, ["train", str(demo), "--selection.scheme", "knn",
+                                 "--selection.k", "3", "--run-dir", str(tmp_path / "k"),
+                                 "-q"])
+    assert r.exit_code == 0, r.output
+    notes = [line for line in r.output.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1 and "selection.ns (50)" in notes[0] \
+        and "selection.T (500)" in notes[0] and "knn" in notes[0], r.output
+
+
 @pytest.mark.parametrize("key, value, allowed", [
     ("training.lr", "1e300", "(0, 10]"), ("training.lr", "1e3", "(0, 10]"),
     ("training.weight_decay", "1e300", "[0, 1]"), ("training.weight_decay", "5", "[0, 1]"),

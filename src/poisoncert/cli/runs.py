@@ -95,7 +95,7 @@ def train(
     Extra options override config values: --training.steps 300 --selection.ns 10. The
     file's values that they contradict give way: another --selection.scheme drops the
     file's selection keys it does not take (give its own: --selection.scheme knn
-    --selection.k 3), --selection.p replaces a binomial file's ns.
+    --selection.k 3), --selection.p replaces a binomial file's ns; a note names them.
     """
     with library_errors():
         from poisoncert.cli.progress import rich_progress
@@ -121,7 +121,12 @@ def train(
         if rhos is not None:
             overrides["certify.rhos"] = rhos
         settings = read_config_file(config)
-        cfg = from_dict(settings, overrides)
+        dropped: list[str] = []
+        cfg = from_dict(settings, overrides, dropped=dropped)
+        if dropped:  # the file's values the command line overrode by implication
+            typer.echo(f"note: the config file's {', '.join(dropped)} "
+                       f"{'does' if len(dropped) == 1 else 'do'} not apply to "
+                       f"{cfg.selection.scheme}: not used.", err=True)
         if not given and not any((settings or {}).values()):
             typer.echo(f"warning: the config file '{config}' holds no settings (it is empty, "
                        "comments or sections without keys): training the default experiment "

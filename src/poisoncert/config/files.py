@@ -161,12 +161,15 @@ def config_diff(a: ExperimentConfig, b: ExperimentConfig, hashed: bool = False) 
     return out
 
 
-def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+def from_dict(d: dict | None, overrides: dict[str, Any] | None = None, *,
+              dropped: list[str] | None = None) -> ExperimentConfig:
     """Build and validate a config from nested dicts plus dotted ``overrides``.
 
     Missing keys take their defaults (a missing ``selection`` section, or one that names no
     scheme and no size: ``DEFAULT_SELECTION`` for the keys it does not give);
     unknown sections or keys raise a ``ConfigError`` that names the closest known key.
+    ``dropped``: a list that receives ``"section.key (value)"`` for each value of ``d`` that
+    gave way to the overrides (``_give_way``), so a command can say so.
     """
     d = {} if d is None else d
     if not isinstance(d, dict):
@@ -189,7 +192,13 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None) -> Experi
         section, key = _split_key(dotted)
         values[section][key] = (value, isinstance(value, str))
         given.add(f"{section}.{key}")
+    before = {(section, key): value for section, body in values.items()
+              for key, (value, _) in body.items()}
     _give_way(values, given, file_scheme)
+    if dropped is not None:
+        dropped.extend(f"{section}.{key} ({shown(value)})"
+                       for (section, key), value in before.items()
+                       if key not in values[section])
     sel = values["selection"]
     if sel and not set(sel) & {"scheme", "ns", "p", "k", "d", "r"}:  # only T, seed, ...:
         for key, value in DEFAULT_SELECTION.items():  # the rest of the default selection
