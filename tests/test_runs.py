@@ -1027,6 +1027,23 @@ def test_a_scheme_switch_keeps_what_the_command_line_gives_and_what_stays_valid(
         from_dict({"selection": {"scheme": "partition", "k": 4, "T": 9}}, {"selection.seed": 1})
 
 
+@pytest.mark.parametrize("selection, scheme, expect", [
+    ({"k": 10}, "partition", (10, None)), ({"scheme": None, "k": 10}, "knn", (10, None)),
+    ({"k": 10, "d": 2}, "finite_aggregation", (10, 2)),
+])
+def test_a_file_that_names_no_scheme_keeps_its_k_for_the_command_lines_scheme(
+        selection, scheme, expect):
+    """A file giving ``selection.k`` but no scheme, trained with ``--selection.scheme
+    partition``, loaded as partition with k = 10 before the scheme switch's give-way; the
+    give-way then dropped the file's k (the file's scheme read as binomial, whose k counts
+    nothing, so not the new scheme's) and refused the config with "Got None" for the k the
+    file gives (a fresh-eyes review). Its k counted nothing else: it stays, as before."""
+    dropped: list[str] = []
+    cfg = from_dict({"selection": selection}, {"selection.scheme": scheme}, dropped=dropped)
+    assert (cfg.selection.scheme, cfg.selection.k, cfg.selection.d) == (scheme, *expect)
+    assert dropped == []
+
+
 def test_the_values_that_give_way_are_said(tmp_path):
     """The file's values a scheme switch drops are not used silently: ``from_dict`` lists them
     (``dropped``), and ``train`` says them in one note line before it trains; a config whose

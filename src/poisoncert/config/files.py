@@ -266,8 +266,10 @@ def _give_way(values: dict[str, dict[str, tuple[Any, bool]]], given: set[str],
     filed = set(sel) - given_sel
     if "scheme" in given_sel and scheme != old:
         for key in filed & {"ns", "p", "k", "d", "r", "T"}:
+            # k gives way where the file's scheme counted something else with it; a file
+            # that names no scheme (or one without k) gives a k the command line's scheme reads
             if key not in _SCHEME_KEYS[scheme] or (
-                    key == "k" and _K_MEANS.get(old) != _K_MEANS[scheme]):
+                    key == "k" and old in _K_MEANS and _K_MEANS[old] != _K_MEANS[scheme]):
                 del sel[key]
         if scheme not in _K_MEANS or _K_MEANS[scheme] != "buckets":
             for section, key, value in (("run", "store_ranks", True),
