@@ -1107,3 +1107,24 @@ def test_shown_keeps_a_value_recognisable():
     msg = str(param_error("seed", "f", "an int", 10**5000))
     assert msg.startswith("The 'seed' parameter of f must be an int. Got 1000")
     assert msg.endswith("(5,001 digits) instead.") and len(msg) < 250
+
+
+def test_a_long_path_is_shown_whole_in_an_error_line(tmp_path, capsys):
+    """``error_line`` shortened every word over 200 characters, so a run folder in a deep
+    project tree was reported as ``'/tmp/.../segment_of_a_...tree_07/run' (289 characters)
+    is not a poisoncert run directory``: the folder the user has to fix hidden (a fresh-eyes
+    review). A path that could exist is kept whole; a file name longer than any file system
+    takes, and a long word that is no path, are still shortened."""
+    from poisoncert.cli import main
+    from poisoncert.cli.certs import error_line
+
+    deep = tmp_path.joinpath(*[f"segment_of_a_deep_project_tree_{i:02d}" for i in range(8)])
+    with pytest.raises(SystemExit) as e:
+        main(["certify", str(deep / "run")])
+    assert e.value.code == 1
+    err = capsys.readouterr().err
+    assert f"'{deep / 'run'}' is not a poisoncert run directory" in err, err
+    assert len(str(deep)) > 250
+    name_too_long = error_line(OSError(f"cannot open '{tmp_path / ('x' * 300)}'"))
+    assert "(3" in name_too_long and "x" * 300 not in name_too_long
+    assert "(5,000 characters)" in error_line(ValueError("No such option: --" + "x" * 4998))

@@ -46,7 +46,8 @@ def error_line(exc: BaseException) -> str:
     the message longer than ``LONG_WORD`` characters is shortened to its start, end and size:
     the values ``param_error`` echoes are ``shown`` short already, this keeps the line
     readable where a message echoes what was given in its own way (typer's "No such option:
-    --xxx...", an OSError's file name too long)."""
+    --xxx...", an OSError's file name too long). A path that could exist (a ``/`` in it, at
+    most 4,096 characters, no name over 255) is kept whole: the user needs to see it."""
     msg = " ".join(_short_word(w) for w in str(exc).split())
     for kind, text in _LIMIT_ERRORS:
         if isinstance(exc, kind):
@@ -58,8 +59,15 @@ def error_line(exc: BaseException) -> str:
 LONG_WORD = 200
 
 
+#: A path's limits on Linux (PATH_MAX, NAME_MAX): a word within them that holds a ``/`` is
+#: a path the user may need whole (which of its folders is wrong), whatever its length.
+_PATH_MAX, _NAME_MAX = 4096, 255
+
+
 def _short_word(word: str) -> str:
-    if len(word) <= LONG_WORD:
+    if len(word) <= LONG_WORD or (
+            "/" in word and len(word) <= _PATH_MAX
+            and max(len(part) for part in word.split("/")) <= _NAME_MAX):
         return word
     return f"{word[:60]}...{word[-20:]} ({len(word):,} characters)"
 
