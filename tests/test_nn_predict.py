@@ -220,3 +220,34 @@ def test_the_search_is_shown_and_options_checked_first(tmp_path):
     r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npy"), "--json"])
     doc = json.loads(r.stdout)
     assert doc["summary"]["setting"]["scheme"] == "knn" and len(doc["rows"]) == 90
+
+
+def test_a_manifest_without_the_data_checksum_is_refused(tmp_path):
+    """``docs/predict.md`` says a knn / rnn run whose manifest records no data checksum is
+    refused (nothing says the data loaded now are the ones it searched), and ``run_data`` has
+    ``require`` for it, but ``NeighborModel.load`` did not pass it: such a run (a manifest
+    intact by its own digest) predicted on whatever data its config loaded now, here with a
+    training label changed (a fresh-eyes review). Now one error line, before any search."""
+    from poisoncert.runsafe import MANIFEST_DIGEST, manifest_digest
+
+    rng = np.random.default_rng(2)
+    _tie_data(tmp_path / "d.npz", rng)
+    cfg = from_dict({"data": {"name": f"npz:{tmp_path / 'd.npz'}"},
+                     "selection": {"scheme": "knn", "k": 3}})
+    run = tmp_path / "run"
+    train_run(cfg, run)
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["data"]["sha256_arrays"]
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    changed = dict(np.load(tmp_path / "d.npz"))
+    changed["y_train"] = (changed["y_train"] + 1) % 3  # every label
+    np.savez(tmp_path / "d.npz", **changed)
+    np.save(tmp_path / "q.npy", changed["x_test"][:5])
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "q.npy")])
+    assert r.exit_code == 1, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and "records no checksum of its data (data.sha256_arrays)" \
+        in lines[0], r.output
+    with pytest.raises(RunError, match="records no checksum"):
+        Ensemble.load(run)

@@ -161,8 +161,11 @@ class NeighborModel:
                            "or rnn run: load it with Ensemble.load.")
         verification = rd.verify()
         manifest = rd.load_manifest()
-        data = run_data(rd, cfg, manifest, then="restore the data it was trained on, or "
-                                                "train a new run on these data")
+        # require: a manifest without the data's checksum is refused (nothing then says the
+        # data loaded now are those the run's n_train and test rows were of)
+        data = run_data(rd, cfg, manifest, require=True,
+                        then="restore the data it was trained on, or train a new run on "
+                             "these data")
         model = cls(rd.path, cfg, manifest, data)
         model.verification = verification
         return model
