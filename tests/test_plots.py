@@ -121,3 +121,27 @@ def interrupt_savefig(monkeypatch) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr(Figure, "savefig", interrupted)
+
+
+def test_attack_plot_labels_of_many_budgets_do_not_overlap(tmp_path):
+    """A label at every budget tried ran 40 budgets (``--budgets 1,2,...,40``) into one
+    unreadable smear of digits (31 of 39 neighbouring labels overlapping; a fresh-eyes
+    review). Every budget keeps its tick; labels that would overlap the one before are left
+    out, the smallest and the largest budget labelled."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    budgets = tuple(range(1, 41))
+    rows = [{"aggregation": "knn", "attack": "flip", "budget": b, "trials": 4,
+             "changed_within": 0, "success_beyond": 1, "beyond": 2} for b in budgets]
+    fig = plots.plot_attack({"knn, P3": (np.arange(5), np.linspace(0.9, 0, 5))}, rows,
+                            tmp_path / "a.png")
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    right = fig.get_axes()[1]
+    assert [float(v) for v in right.get_xticks()] == [float(b) for b in budgets]
+    labels = [t for t in right.get_xticklabels() if t.get_text()]
+    texts = [t.get_text() for t in labels]
+    assert texts[0] == "1" and texts[-1] == "40" and 8 <= len(texts) < 40, texts
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False)), texts

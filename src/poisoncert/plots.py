@@ -258,6 +258,44 @@ def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
 __all__ += ["plot_attack"]
 
 
+def _thin_budget_labels(fig, axis, budgets: list) -> None:
+    """Blank the tick labels of ``axis`` (the attack panel's budgets, one tick each) that
+    would overlap the label before them, as drawn: budgets 1..40 each labelled ran into one
+    smear. The smallest and the largest budget keep theirs; where no two labels come within
+    4 points (1, 2, 4, 8, 12, 16; 1..9) every budget is labelled."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.ticker import FuncFormatter
+
+    if len(budgets) < 2:
+        return
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    fig.draw_without_rendering()
+    renderer = canvas.get_renderer()
+    boxes = {float(t.get_position()[0]): t.get_window_extent(renderer)
+             for t in axis.get_xticklabels() if t.get_text()}
+    values = [float(b) for b in budgets if float(b) in boxes]
+    if len(values) < 2:
+        return
+    pad = renderer.points_to_pixels(4.0)
+
+    def apart(a: float, b: float) -> bool:
+        return boxes[a].x1 + pad <= boxes[b].x0
+
+    kept = [values[0]]
+    for v in values[1:]:
+        if apart(kept[-1], v):
+            kept.append(v)
+    if kept[-1] != values[-1]:  # the largest budget labelled, in place of labels too close
+        while len(kept) > 1 and not apart(kept[-1], values[-1]):
+            kept.pop()
+        kept.append(values[-1])
+    if len(kept) == len(values):
+        return
+    shown = set(kept)
+    axis.xaxis.set_major_formatter(FuncFormatter(
+        lambda v, _: f"{v:g}" if float(v) in shown else ""))
+
+
 def plot_attack(curves, summary, path: str | Path | None = None, *, title: str | None = None,
                 dpi: int = 150):
     """Two panels: the clean run's certified accuracy against the radius (``curves``: label ->
@@ -311,6 +349,7 @@ def plot_attack(curves, summary, path: str | Path | None = None, *, title: str |
                  borderaxespad=0.0)
     if title:
         fig.suptitle(title)
+    _thin_budget_labels(fig, right, budgets)  # many budgets (1..40): no overlapping labels
     if path is not None:
         _save_png(fig, path, dpi)
     return fig
