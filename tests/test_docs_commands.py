@@ -91,7 +91,7 @@ COMMANDS: dict[str, tuple] = {
     "poisoncert certify runs/mnist17_T64": ("mnist", []),
     "poisoncert predict runs/mnist17_T64 my_digits/ --out predictions.csv": ("mnist", []),
     "poisoncert train experiments/mnist17.yaml --selection.scheme knn --selection.k 3 "
-    "--selection.T null --selection.ns null --run-dir runs/mnist17_knn":
+    "--run-dir runs/mnist17_knn":
         ("mnist", ["--data.test_limit", "50"]),
     "poisoncert predict runs/mnist17_knn my_digits/ --out predictions.csv": ("mnist", []),
     "poisoncert train examples/custom_model/config.yaml --run-dir runs/custom_model":

@@ -1005,8 +1005,13 @@ def test_a_scheme_switch_keeps_what_the_command_line_gives_and_what_stays_valid(
     with pytest.raises(ConfigError, match=r"'selection.ns'.*'selection.p'"):
         load_config(demo, ["--selection.scheme", "binomial", "--selection.p", "0.05",
                            "--selection.ns", "50"])
-    with pytest.raises(ConfigError, match=r"'selection.k'.*knn.*neighbours.*Got None"):
+    with pytest.raises(ConfigError, match=r"'selection.k'.*knn.*neighbours.*Got None") as e:
         load_config(agg, ["--selection.scheme", "knn"])  # not the file's 1200 parts
+    # the refusal names the file's k that gave way (it said "Got None" for a key the file
+    # gives), in its one line
+    assert "config file's selection.k (1200), run.store_ranks (True) are not carried" \
+        in str(e.value) \
+        and "\n" not in str(e.value)
     cfg = load_config(agg, ["--selection.scheme", "knn", "--selection.k", "100"])
     assert (cfg.selection.k, cfg.run.store_ranks) == (100, False)
     cfg = load_config(agg, ["--selection.scheme", "fa", "--selection.d", "2"])

@@ -195,10 +195,24 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None, *,
     before = {(section, key): value for section, body in values.items()
               for key, (value, _) in body.items()}
     _give_way(values, given, file_scheme)
+    gave = [f"{section}.{key} ({shown(value)})" for (section, key), value in before.items()
+            if key not in values[section]]
     if dropped is not None:
-        dropped.extend(f"{section}.{key} ({shown(value)})"
-                       for (section, key), value in before.items()
-                       if key not in values[section])
+        dropped.extend(gave)
+    try:
+        return _assemble(values)
+    except ConfigError as e:
+        if not gave:
+            raise
+        # a refusal of what is left (say knn's k, once the file's partition k gave way)
+        # names what gave way, or the user reads "Got None" for a key the file gives
+        raise ConfigError(f"{e} (The config file's {', '.join(gave)} "
+                          f"{'is' if len(gave) == 1 else 'are'} not carried over to the "
+                          "scheme the command line names.)") from None
+
+
+def _assemble(values: dict[str, dict[str, tuple[Any, bool]]]) -> ExperimentConfig:
+    """``from_dict``'s config from its ``(value, from_text)`` pairs."""
     sel = values["selection"]
     if sel and not set(sel) & {"scheme", "ns", "p", "k", "d", "r"}:  # only T, seed, ...:
         for key, value in DEFAULT_SELECTION.items():  # the rest of the default selection
