@@ -48,9 +48,8 @@ from poisoncert.experiment.ensemble_record import (
 from poisoncert.experiment.inputform import (
     UNUSUAL_SHARE,
     InputForm,
-    UnknownClassId,
+    RunClasses,
     UnusualInputsWarning,
-    class_indices,
     describe_array,
     input_form,
     input_means,
@@ -93,7 +92,7 @@ def _check_predictions_fit(T: int, n: int, n_classes: int) -> None:
             f"{resources.available_words(*avail)}. {fit}")
 
 
-class Ensemble:
+class Ensemble(RunClasses):
     """The ``T`` saved classifiers of a run, their preprocessing and their certificate.
 
     Use ``Ensemble.load(run_dir, device="cpu")``. Inputs ``x`` are raw, as the data set's
@@ -142,14 +141,6 @@ class Ensemble:
                 f"ns={self.ns}" if self.ns is not None else f"p={self.p:g}")
         return (f"Ensemble({str(self.run_dir)!r}, {self.scheme}, n={self.n}, {size}, "
                 f"T={self.T}, classes={self.classes.tolist()}, device={self.device!r})")
-
-    @property
-    def n_classes(self) -> int:
-        return int(len(self.classes))
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.form.shape
 
     # -- loading -----------------------------------------------------------------------------
 
@@ -381,33 +372,6 @@ class Ensemble:
         if labels.shape != (n,):
             raise param_error("y", where, f"an int array of shape ({n},)",
                               f"an array of shape {labels.shape}")
-
-    def encode(self, y) -> np.ndarray:
-        """Class indices of original class ids ``y`` (each must be one of ``classes``)."""
-        try:
-            return class_indices(y, self.classes)
-        except UnknownClassId as e:
-            raise param_error("y", "Ensemble", f"class ids of the run ({self.classes.tolist()})",
-                              e.value) from None
-
-    def decode(self, indices) -> np.ndarray:
-        """Original class ids of class indices (``-1``, ABSTAIN, stays ``-1``)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return np.where(idx >= 0, self.classes[np.clip(idx, 0, None)], -1)
-
-    def _inputs(self, x, preprocessed: bool) -> np.ndarray:
-        """``x`` checked: the raw inputs arranged (``InputForm.arrange``; ``preprocess`` of
-        any slice of them is that slice of ``preprocess(x)``, every step being per input), or
-        when ``preprocessed`` float32 inputs of the model's shape as they are."""
-        if not preprocessed:
-            return self.form.arrange(x, "Ensemble")
-        arr = np.asarray(x)
-        if arr.dtype != np.float32 or arr.shape[1:] != self.input_shape:
-            raise param_error("x", "Ensemble", "float32 inputs of shape (n, "
-                              f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
-                              f"an array of dtype {arr.dtype} and shape {arr.shape}")
-        return arr
-
 
 def _matrix(x, name: str, where: str, allowed: str, fits):
     """``x`` (``_as_array``) if it is a 2-d array-like whose shape ``fits``, else one

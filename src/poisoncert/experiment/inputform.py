@@ -16,9 +16,9 @@ import numpy as np
 from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig
 
-__all__ = ["UNUSUAL_SHARE", "InputForm", "UnknownClassId", "UnusualInputsWarning",
-           "class_indices", "describe_array", "input_form", "input_means", "training_means",
-           "unusual_inputs", "unusual_share"]
+__all__ = ["UNUSUAL_SHARE", "InputForm", "RunClasses", "UnknownClassId",
+           "UnusualInputsWarning", "class_indices", "describe_array", "input_form",
+           "input_means", "training_means", "unusual_inputs", "unusual_share"]
 
 
 #: The share of the inputs whose mean (after preprocessing) lies outside the range of the
@@ -202,6 +202,51 @@ def class_indices(ids, classes) -> np.ndarray:
         if isinstance(v, bool) or not isinstance(v, int) or v not in index:
             raise UnknownClassId(v)
     return np.array([index[v] for v in values], dtype=np.int64)
+
+
+class RunClasses:
+    """What ``Ensemble`` and ``nnmodel.NeighborModel`` share: a run's ``classes`` (class
+    index ``k`` names ``classes[k]``) and input ``form``, and the checks of ``y`` and ``x``
+    that name the class in their error lines."""
+
+    classes: np.ndarray
+    form: InputForm
+
+    @property
+    def n_classes(self) -> int:
+        return int(len(self.classes))
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.form.shape
+
+    def encode(self, y) -> np.ndarray:
+        """Class indices of original class ids ``y`` (each must be one of ``classes``)."""
+        try:
+            return class_indices(y, self.classes)
+        except UnknownClassId as e:
+            raise param_error("y", type(self).__name__, "class ids of the run "
+                              f"({self.classes.tolist()})", e.value) from None
+
+    def decode(self, indices) -> np.ndarray:
+        """Original class ids of class indices (``-1``, an abstention or an empty rNN ball,
+        stays ``-1``)."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return np.where(idx >= 0, self.classes[np.clip(idx, 0, None)], -1)
+
+    def _inputs(self, x, preprocessed: bool) -> np.ndarray:
+        """``x`` checked: the raw inputs arranged (``InputForm.arrange``; ``preprocess`` of
+        any slice of them is that slice of ``preprocess(x)``, every step being per input), or
+        when ``preprocessed`` float32 inputs of the model's shape as they are."""
+        where = type(self).__name__
+        if not preprocessed:
+            return self.form.arrange(x, where)
+        arr = np.asarray(x)
+        if arr.dtype != np.float32 or arr.shape[1:] != self.input_shape:
+            raise param_error("x", where, "float32 inputs of shape (n, "
+                              f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
+                              f"an array of dtype {arr.dtype} and shape {arr.shape}")
+        return arr
 
 
 def unusual_inputs(means: np.ndarray, training_means: tuple[float, float] | None,

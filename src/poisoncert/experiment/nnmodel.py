@@ -33,9 +33,8 @@ from poisoncert.experiment.display import ProgressDisplay, progress_display, tak
 from poisoncert.experiment.ensemble_record import input_means_record
 from poisoncert.experiment.inputform import (
     InputForm,
-    UnknownClassId,
+    RunClasses,
     UnusualInputsWarning,
-    class_indices,
     describe_array,
     input_form,
     input_means,
@@ -103,7 +102,7 @@ class NeighborOutputs:
     radius_dpa: np.ndarray
 
 
-class NeighborModel:
+class NeighborModel(RunClasses):
     """A finished knn / rnn run: its training set, searched for new inputs.
 
     Use ``NeighborModel.load(run_dir)`` (or ``Ensemble.load``). Inputs ``x`` are raw, as the
@@ -139,14 +138,6 @@ class NeighborModel:
         return (f"NeighborModel({str(self.run_dir)!r}, {self.scheme}, {size}, "
                 f"n_train={len(self.y_train)}, classes={self.classes.tolist()})")
 
-    @property
-    def n_classes(self) -> int:
-        return int(len(self.classes))
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return self.form.shape
-
     @classmethod
     def load(cls, run_dir: str | Path) -> NeighborModel:
         """Load and check a finished knn / rnn run: its files (``RunDir.verify``, a
@@ -170,19 +161,6 @@ class NeighborModel:
         model.verification = verification
         return model
 
-    def encode(self, y) -> np.ndarray:
-        """Class indices of original class ids ``y`` (each must be one of ``classes``)."""
-        try:
-            return class_indices(y, self.classes)
-        except UnknownClassId as e:
-            raise param_error("y", "NeighborModel", f"class ids of the run "
-                              f"({self.classes.tolist()})", e.value) from None
-
-    def decode(self, indices) -> np.ndarray:
-        """Original class ids of class indices (``-1``, an empty rNN ball, stays ``-1``)."""
-        idx = np.asarray(indices, dtype=np.int64)
-        return np.where(idx >= 0, self.classes[np.clip(idx, 0, None)], -1)
-
     def _settings(self, alpha, method, model, where: str, y=None):
         """The run's ``certify`` section with the options given (``certify_options``); ``y``
         is refused, as ``Ensemble`` refuses it for a deterministic certificate."""
@@ -198,16 +176,6 @@ class NeighborModel:
         return self._settings(alpha, method, model, where)
 
     # -- predictions -------------------------------------------------------------------------
-
-    def _inputs(self, x, preprocessed: bool) -> np.ndarray:
-        if not preprocessed:
-            return self.form.arrange(x, "NeighborModel")
-        arr = np.asarray(x)
-        if arr.dtype != np.float32 or arr.shape[1:] != self.input_shape:
-            raise param_error("x", "NeighborModel", "float32 inputs of shape (n, "
-                              f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
-                              f"an array of dtype {arr.dtype} and shape {arr.shape}")
-        return arr
 
     def _pixels(self, block: np.ndarray) -> np.ndarray:
         """The run's integer features of preprocessed inputs (``pixel_features`` at the
