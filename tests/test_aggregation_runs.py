@@ -415,6 +415,55 @@ def test_relabelling_a_sample_with_its_own_label_retrains_nothing_for_it(tmp_pat
             "samples") in " ".join(r.stdout.split()), r.stdout
 
 
+@pytest.mark.parametrize("scheme, extra", [("knn", {"selection__k": 5}),
+                                           ("rnn", {"selection__k": None,
+                                                    "selection__r": 20.0})])
+def test_update_of_a_knn_or_rnn_run_equals_training_the_new_config(tmp_path, scheme, extra):
+    """``update`` of a knn / rnn run was refused ("it has no base classifiers to retrain"):
+    it now searches the neighbours again in the edited training set, and the new run (after
+    a second update of it too) equals ``train`` of its config.yaml file for file (the
+    manifest's data record included), certifies alike and predicts its own test set."""
+    from typer.testing import CliRunner
+
+    from poisoncert import Ensemble
+    from poisoncert.cli import app
+
+    cfg = _cfg(selection__scheme=scheme, **extra)
+    train_run(cfg, tmp_path / "a")
+    data = split_data(cfg.data)
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "a"), "--out", str(tmp_path / "b"),
+                                 "--remove", "1,5", "--relabel", "7:3", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "Searched the neighbours of 80 test points" in " ".join(r.stdout.split()), r.stdout
+    add_x = (np.random.default_rng(1).integers(0, 17, (3, 1, 8, 8)).astype(np.float32)
+             / np.float32(16))
+    second = Edits(remove=np.array([0, 1400]), add_x=add_x, add_y=np.array([0, 1, 2]))
+    res = update_run(tmp_path / "b", tmp_path / "c", second)
+    assert res.neighbours and res.n_retrained == 0 and res.n_train == len(data.y_train) - 1
+    names = ["votes.npy", "predictions.npy", "labels.npy", "clean_indices.npy",
+             "config.yaml"] + (["neighbors.npy"] if scheme == "knn" else [])
+    for name in ("b", "c"):
+        run, scratch = tmp_path / name, tmp_path / f"{name}_scratch"
+        train_run(run / "config.yaml", scratch)
+        for f in names:
+            assert (run / f).read_bytes() == (scratch / f).read_bytes(), (name, f)
+        man = [json.loads((p / "manifest.json").read_text()) for p in (run, scratch)]
+        assert man[0]["data"] == man[1]["data"] and man[0]["results"] == man[1]["results"]
+        assert man[0]["config_hash"] == man[1]["config_hash"]
+        ref = certify_run(scratch, plot=False).certificate
+        cert = certify_run(run, plot=False).certificate
+        assert np.array_equal(cert.radius, ref.radius)
+        assert np.array_equal(cert.prediction, ref.prediction)
+    assert np.array_equal(res.predictions, np.load(tmp_path / "c" / "predictions.npy"))
+    new_cfg = RunDir(tmp_path / "c").load_config()
+    edited = split_data(new_cfg.data)
+    assert len(edited.y_train) == res.n_train and new_cfg.data.edits is not None
+    model = Ensemble.load(tmp_path / "c")
+    got = model.certify(edited.x_test, preprocessed=True)
+    assert np.array_equal(got.prediction, certify_run(tmp_path / "c", plot=False)
+                          .certificate.prediction)
+
+
 def test_edits_compose():
     cfg = _cfg(data__n_clean=40)
     data = split_data(cfg.data)

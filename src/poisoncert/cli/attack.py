@@ -229,8 +229,13 @@ def update(
                                "seconds": round(res.seconds, 3)}, indent=1))
         return
     typer.echo(_changes_line(res))
-    typer.echo(f"Retrained {res.n_retrained} of {res.T} base classifiers in "
-               f"{res.train_seconds:.1f} s ({res.seconds:.1f} s in all).")
+    if res.neighbours:  # no base classifiers: the search again, as train does it
+        typer.echo(f"Searched the neighbours of {res.predictions.shape[1]} test points in the "
+                   f"new training set in {res.train_seconds:.1f} s ({res.seconds:.1f} s in "
+                   "all; a knn / rnn run has no base classifiers).")
+    else:
+        typer.echo(f"Retrained {res.n_retrained} of {res.T} base classifiers in "
+                   f"{res.train_seconds:.1f} s ({res.seconds:.1f} s in all).")
     typer.echo(f"New run directory: {res.run_dir}")
     typer.echo(f"Next: poisoncert certify {res.run_dir}")
 

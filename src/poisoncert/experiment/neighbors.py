@@ -31,7 +31,7 @@ from poisoncert.experiment.split import DataSplit, split_data
 from poisoncert.runs import RunDir
 
 __all__ = ["NEIGHBORS", "nn_outputs", "nn_search", "pixel_features", "run_data",
-           "train_nn_run"]
+           "search_nn", "train_nn_run", "write_nn_outputs"]
 
 NEIGHBORS = runs.NEIGHBORS
 
@@ -151,6 +151,19 @@ def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None,
                         subset_sizes=np.array([data.n + len(data.clean_idx)]), n=data.n,
                         chunks_trained=0, chunks_skipped=1,
                         seconds=time.perf_counter() - t0)
+    neighbors, votes, pred = search_nn(cfg, data, rd.path, progress)
+    rd.prepare(cfg, runs.build_manifest(cfg, data=data.summary.manifest()))
+    labels, seconds = write_nn_outputs(rd, data, neighbors, votes, pred, t0)
+    return dict(run_dir=rd.path, predictions=pred, votes=votes, labels=labels,
+                subset_sizes=np.array([data.n + len(data.clean_idx)]), n=data.n,
+                chunks_trained=1, chunks_skipped=0, seconds=seconds)
+
+
+def search_nn(cfg: ExperimentConfig, data: DataSplit, run_dir: Path, progress=None):
+    """``nn_outputs`` of ``cfg`` on ``data``'s test set, shown on ``progress`` (a
+    ``ProgressDisplay`` in test points, opened when the search begins: a bad
+    ``selection.k`` is one error line, not a bar first); Ctrl-C raises ``SearchInterrupted``
+    for ``run_dir`` (nothing of the run is written before the search ends)."""
     display = progress or no_display
     n_test = len(data.y_test)
     takes_unit = "unit" in inspect.signature(display).parameters
@@ -160,18 +173,22 @@ def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None,
         shown: list = []
 
         def advance(k: int) -> None:
-            # the display opens when the search begins (knn's progress(0), after the checks
-            # of nn_outputs and knn): a bad selection.k is one error line, not a bar first
             if not shown:
                 kw = {"unit": "test points"} if takes_unit else {}
                 shown.append(stack.enter_context(display(n_test, 0, label, **kw)))
             shown[0](k)
 
         try:  # checks the inputs before any file
-            neighbors, votes, pred = nn_outputs(cfg, data, progress=advance)
+            return nn_outputs(cfg, data, progress=advance)
         except KeyboardInterrupt:
-            raise SearchInterrupted(rd.path) from None
-    rd.prepare(cfg, runs.build_manifest(cfg, data=data.summary.manifest()))
+            raise SearchInterrupted(run_dir) from None
+
+
+def write_nn_outputs(rd: RunDir, data: DataSplit, neighbors, votes, pred, t0: float,
+                     **fields) -> tuple[np.ndarray, float]:
+    """Write a knn / rnn run's arrays into ``rd`` (created and locked by the caller) and
+    finish it (``fields`` recorded in its manifest too); returns its labels and the seconds
+    since ``t0``."""
     labels = data.y_test.astype(np.int64)
     if neighbors is not None:
         runs.save_npy(rd / NEIGHBORS, neighbors)
@@ -181,9 +198,7 @@ def train_nn_run(cfg: ExperimentConfig, rd: RunDir, *, t0: float | None = None,
     runs.save_npy(rd / runs.CLEAN_INDICES, data.clean_idx)
     seconds = time.perf_counter() - t0
     acc = float(np.mean(pred[0] == labels))
-    rd.finish(seconds_last=round(seconds, 3),
+    rd.finish(seconds_last=round(seconds, 3), **fields,
               results={"accuracy": acc, "base_accuracy": acc,
                        "abstain_rate": float(np.mean(pred[0] < 0))})
-    return dict(run_dir=rd.path, predictions=pred, votes=votes, labels=labels,
-                subset_sizes=np.array([data.n + len(data.clean_idx)]), n=data.n,
-                chunks_trained=1, chunks_skipped=0, seconds=seconds)
+    return labels, seconds

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from poisoncert import runs
+from poisoncert import runs, selection
 from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, shown
 from poisoncert.experiment.display import progress_display
 from poisoncert.experiment.edits import Edits, apply_edits, load_edits, relabel_changes
@@ -40,7 +40,9 @@ class UpdateResult:
     """The new run: its folder, the classifiers retrained, and the time it took (``seconds``
     in all, ``train_seconds`` of it training); the edits it applied (``edits``), of which
     ``unchanged_relabels`` relabellings gave a sample the label it had, and the size of the
-    new training set (``n_train``)."""
+    new training set (``n_train``). ``neighbours``: a knn / rnn run, which has no base
+    classifiers (``retrained`` is empty): its neighbours were searched again in the new
+    training set (in ``train_seconds``)."""
 
     run_dir: Path
     retrained: np.ndarray
@@ -51,6 +53,7 @@ class UpdateResult:
     edits: Edits
     unchanged_relabels: int
     n_train: int
+    neighbours: bool = False
 
     @property
     def n_retrained(self) -> int:
@@ -70,8 +73,11 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     """Write ``out_dir``: the run of ``run_dir`` after ``edits`` (indices refer to the run's
     training set, as its config loads it: after the run's own earlier edits, if any).
     ``out_dir`` must be empty or new. ``progress``: a display of the retraining (as
-    ``train_run``'s: None, True or a ``ProgressDisplay``). Returns the classifiers
-    retrained."""
+    ``train_run``'s: None, True or a ``ProgressDisplay``; a knn / rnn run's search, in test
+    points). Returns the classifiers retrained.
+
+    A knn / rnn run has no classifiers: its neighbours are searched again in the edited
+    training set, as ``train`` of the new config searches them."""
     t0 = time.perf_counter()
     src = RunDir(run_dir)
     out = RunDir(out_dir)
@@ -80,6 +86,8 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         _refuse_filled(out)
     if out.path.resolve() == src.path.resolve():
         raise RunError("The updated run needs its own folder (--out), not the run's.")
+    if src.load_config().selection.scheme in selection.NEAREST_NEIGHBOURS:
+        return _update_nn_run(src, out, edits, t0, progress)
     ens = load_ensemble(src.path)
     cfg = ens.cfg
     if edits.is_empty():
@@ -108,7 +116,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     new_cfg = _pin_subset_rows(new_cfg, new_data, ens.subset_rows)
     from poisoncert.experiment.split import _edited
 
-    summary = _edited_summary(cfg, new_cfg, ens, total, _edited)
+    summary = _edited_summary(cfg, new_cfg, ens.data, total, _edited)
     new_data = dataclasses.replace(new_data, summary=summary)
     manifest = runs.build_manifest(new_cfg, data=summary.manifest())
     from poisoncert.training.groups import engine_record
@@ -220,16 +228,67 @@ def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> dict[int, str]:
     return digests
 
 
-def _edited_summary(cfg, new_cfg, ens, total, edited):
+def _edited_summary(cfg, new_cfg, data, total, edited):
     """The manifest's data entry of the new run: what ``split_data`` records for the new
     config (the array checksum covers the original arrays and the composed edits)."""
+    return _edited_data(cfg, new_cfg, data, total, edited).summary
+
+
+def _edited_data(cfg, new_cfg, data, total, edited):
+    """The new run's data as ``split_data`` loads them for the new config: the original
+    data (``data``, the run's, reloaded without the run's own edits where it has some) after
+    the composed edits ``total``."""
     if cfg.data.edits is None:
-        base = ens.data
+        base = data
     else:  # the original data's checksum: reload without the run's edits
         from poisoncert.experiment.split import split_data
 
         base = split_data(dataclasses.replace(cfg.data, edits=None))
-    return edited(base, new_cfg.data, total).summary
+    return edited(base, new_cfg.data, total)
+
+
+def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress
+                   ) -> UpdateResult:
+    """``update_run`` of a knn / rnn run: its files checked (``RunDir.verify``) and its data
+    against them, the edits checked, the neighbours of the test set searched in the edited
+    training set (``neighbors.search_nn``, ``train``'s search), then the new run written
+    whole: nothing is written before the search ends."""
+    from poisoncert.experiment.neighbors import run_data, search_nn, write_nn_outputs
+    from poisoncert.experiment.split import _edited
+
+    src.verify()
+    cfg = src.load_config()
+    data = run_data(src, cfg, src.load_manifest(),
+                    then="restore the data it was trained on, or train a new run on these data")
+    if edits.is_empty():
+        raise ValueError("The 'edits' parameter of update_run must change something (remove, "
+                         "relabel or add samples). Got no change instead.")
+    shape = tuple(data.x_train.shape[1:])
+    edits.check(len(data.y_train), data.n_classes, shape, where="update_run")
+    unchanged = int(np.count_nonzero(~relabel_changes(data, edits)))
+    total = edits if cfg.data.edits is None else \
+        load_edits(cfg.data.edits).then(edits, _original_size(cfg, data))
+    edits_path = (out.path / EDITS_FILE).absolute()
+    new_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                edits=str(edits_path)))
+    new_data = _edited_data(cfg, new_cfg, data, total, _edited)
+    new_data.warn_missing_classes()
+    t1 = time.perf_counter()
+    neighbors, votes, pred = search_nn(new_cfg, new_data, out.path,
+                                       progress_display(progress, "update_run"))
+    search_seconds = time.perf_counter() - t1
+    manifest = runs.build_manifest(new_cfg, data=new_data.summary.manifest())
+    manifest["update"] = {"from": str(src.path), "removed": edits.n_removed,
+                          "relabelled": edits.n_relabelled,
+                          "relabelled_to_own_label": unchanged, "added": edits.n_added}
+    with out.lock():  # as for other runs: a new run or nothing, its edits there with it
+        out.create(new_cfg, manifest, files=lambda tmp: total.save(tmp / EDITS_FILE, shape))
+        _, seconds = write_nn_outputs(out, new_data, neighbors, votes, pred, t0,
+                                      update_search_seconds=round(search_seconds, 3))
+    return UpdateResult(run_dir=out.path, retrained=np.zeros(0, np.int64), T=new_cfg.T,
+                        predictions=pred, seconds=seconds, train_seconds=search_seconds,
+                        edits=edits, unchanged_relabels=unchanged,
+                        n_train=len(new_data.y_train), neighbours=True)
 
 
 def parse_ids(text: str, where: str = "--remove") -> np.ndarray:
