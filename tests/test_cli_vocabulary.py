@@ -155,6 +155,47 @@ def test_certify_shows_the_checksums_it_reads_and_takes_quiet(tmp_path, monkeypa
     assert r.exit_code == 0 and r.stderr == "", r.output
 
 
+def test_attack_update_and_predict_show_the_checksums_they_read(tmp_path, monkeypatch):
+    """attack, update and predict read every checksummed file of a run (gigabytes of
+    weights) before their work without a word, so a large run looked hung: they show
+    certify's bar in MiB from VERIFY_BAR_MIB on (a knn run's update and predict too), and
+    none with -q or --json, nor for a small run."""
+    pytest.importorskip("torch")
+    import numpy as np
+
+    import poisoncert.cli.runs as cli_runs
+
+    run = _run_with_weights(tmp_path)
+    knn_cfg = tmp_path / "knn.yaml"
+    knn_cfg.write_text(yaml.safe_dump({**CONFIG, "selection": {"scheme": "knn", "k": 3}}))
+    knn_run = tmp_path / "knn"
+    assert runner.invoke(app, ["train", str(knn_cfg), "--run-dir", str(knn_run),
+                               "-q"]).exit_code == 0
+    from sklearn.datasets import load_digits
+
+    np.savez(tmp_path / "x.npz", x=load_digits().images[-3:].astype(np.uint8))
+    outs = iter(range(100))
+
+    def commands():
+        yield ["attack", str(run), "--attacks", "remove", "--budgets", "1", "--targets", "1",
+               "--out", str(tmp_path / "att"), "--force"]
+        for r in (run, knn_run):
+            yield ["update", str(r), "--out", str(tmp_path / f"u{next(outs)}"), "--remove",
+                   "1"]
+            yield ["predict", str(r), str(tmp_path / "x.npz"), "--out",
+                   str(tmp_path / f"p{next(outs)}.csv")]
+
+    for bar_mib, flags, shown in ((0, [], True), (0, ["-q"], False), (0, ["--json"], False),
+                                  (10 ** 6, [], False)):
+        monkeypatch.setattr(cli_runs, "VERIFY_BAR_MIB", bar_mib)
+        for args in commands():
+            r = runner.invoke(app, [*args, *flags])
+            assert r.exit_code == 0, (args, r.output)
+            assert ("verifying checksums" in r.stderr) is shown, (args, flags, r.stderr)
+            if shown:
+                assert "MiB/s" in r.stderr, r.stderr
+
+
 def test_certify_refuses_its_options_before_reading_the_checksums(tmp_path):
     """``certify RUN --alpha 2`` read every checksummed file of the run (gigabytes of weights,
     under the new bar from VERIFY_BAR_MIB on) and only then refused --alpha: the options are

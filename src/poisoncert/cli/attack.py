@@ -76,10 +76,13 @@ def attack(
         s = AttackSettings(attacks=chosen, budgets=tuple(r),
                            seed=seed, backdoor_label=label, max_radius=max_radius,
                            **{k: v for k, v in given.items() if v is not None})
+        from poisoncert.cli.runs import checksum_bar
+
+        loud = not (quiet or as_json)
         try:
             res = attack_run(run_dir, settings=s, out_dir=out, overwrite=force,
-                             log=None if quiet or as_json
-                             else (lambda t: typer.echo(t, err=True)))
+                             log=(lambda t: typer.echo(t, err=True)) if loud else None,
+                             verify_progress=checksum_bar if loud else None)
         except KeyboardInterrupt:
             raise interrupted("interrupted: the attack stopped; its result files are written "
                               "only when it finishes.") from None
@@ -192,6 +195,7 @@ def update(
     predictions equal training the changed set from scratch."""
     with library_errors():
         from poisoncert.cli.progress import rich_progress
+        from poisoncert.cli.runs import checksum_bar
         from poisoncert.experiment.update import (
             edits_from_options,
             finish_command,
@@ -203,8 +207,9 @@ def update(
                              "(see 'poisoncert update --help').")
         edits = edits_from_options(remove, relabel, add, run_dir)
         try:
-            res = update_run(run_dir, out, edits,
-                             progress=None if quiet or as_json else rich_progress)
+            loud = not (quiet or as_json)
+            res = update_run(run_dir, out, edits, progress=rich_progress if loud else None,
+                             verify_progress=checksum_bar if loud else None)
         except KeyboardInterrupt:
             from poisoncert import runs
 

@@ -74,7 +74,10 @@ def predict(
         try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
             # the options before the run's weights are read and checked (their checksums)
             check_run_options(run_dir, alpha, method, model, where="predict")
-            ens = Ensemble.load(run_dir, device=device)
+            from poisoncert.cli.runs import checksum_bar
+
+            ens = Ensemble.load(run_dir, device=device,
+                                verify_progress=None if quiet or as_json else checksum_bar)
             ens.check_options(alpha, method, model, where="predict")  # before any prediction
             if not ens.verification.get("verified", True):
                 note = ens.verification.get("note", "")

@@ -19,7 +19,7 @@ from poisoncert._validation import param_error, parse_int_list
 from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.runsafe import json_text
 
-__all__ = ["certify", "demo", "register", "train"]
+__all__ = ["VERIFY_BAR_MIB", "certify", "checksum_bar", "demo", "register", "train"]
 
 _EXTRA = {"allow_extra_args": True, "ignore_unknown_options": True}
 #: How certify's summary shows an aggregation: as ``--aggregation`` spells it.
@@ -204,8 +204,10 @@ def _data_folder(run_dir: Path) -> str | None:
 VERIFY_BAR_MIB = 256
 
 
-def _checksum_bar(total: int, completed: int, label: str):
-    """certify's display of the checksums it reads (MiB): the rich bar for large runs."""
+def checksum_bar(total: int, completed: int, label: str):
+    """The display of the checksums a command reads before it uses a run (MiB): the rich
+    bar for large runs (from ``VERIFY_BAR_MIB``), nothing for small ones (certify, attack,
+    update, predict)."""
     from poisoncert.cli.progress import rich_progress
     from poisoncert.experiment.display import no_display
 
@@ -263,7 +265,7 @@ def certify(
             res = certify_run(run_dir, alpha=alpha, method=method, model=model,
                               rhos=radii or None, plot=not no_plot, verify=not no_verify,
                               aggregation=aggregation,
-                              progress=None if quiet or as_json else _checksum_bar)
+                              progress=None if quiet or as_json else checksum_bar)
         except KeyboardInterrupt:
             raise interrupted("interrupted: the run itself is untouched; the same command "
                               "certifies it (certify.json, written last, marks a whole set of "

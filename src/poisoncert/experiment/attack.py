@@ -206,13 +206,15 @@ def _progress_lines(say, what: str, unit: str):
 
 def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
                out_dir: str | Path | None = None, log=None,
-               overwrite: bool = True) -> AttackResult:
+               overwrite: bool = True, verify_progress=None) -> AttackResult:
     """Attack the run in ``run_dir`` (see the module docstring); write ``attack_trials.csv``,
     ``attack_summary.csv``, ``attack.png`` and ``attack.json`` (last) to ``out_dir`` (default:
     the run directory). ``overwrite=False`` refuses, before any trial is computed, a folder
     that already holds an earlier attack's files (``poisoncert attack`` without ``--force``).
-    The run is checked against its manifest first (``RunDir.verify``) and held under its lock
-    throughout, as ``certify`` holds it."""
+    The run is checked against its manifest first (``RunDir.verify``; ``verify_progress``: a
+    display of the checksums, in MiB read: None, True or a ``ProgressDisplay``, as
+    ``certify_run``'s ``progress``) and held under its lock throughout, as ``certify`` holds
+    it."""
     t0 = time.perf_counter()
     s = settings or AttackSettings()
     rd = RunDir(run_dir)
@@ -225,8 +227,11 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
     _check_early(rd, s)
     if not overwrite:
         _refuse_earlier_results(out, rd.path)
+    from poisoncert.experiment.display import checksum_display
+
+    display = checksum_display(verify_progress, "attack_run")
     with rd.lock():
-        rd.verify()
+        rd.verify() if display is None else rd.verify(display)
         return _attack_locked(rd, s, out, log, t0, keep_earlier=not overwrite)
 
 

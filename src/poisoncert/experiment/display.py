@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager, contextmanager
 
 from poisoncert._validation import param_error
 
-__all__ = ["ProgressDisplay", "no_display", "progress_display"]
+__all__ = ["ProgressDisplay", "checksum_display", "no_display", "progress_display"]
 
 #: ``display(total, completed, label)`` -> context manager yielding ``advance(k)``.
 ProgressDisplay = Callable[[int, int, str], AbstractContextManager[Callable[[int], None]]]
@@ -44,6 +44,21 @@ def progress_display(progress, where: str) -> ProgressDisplay:
                           "progress display such as poisoncert.cli.progress.rich_progress",
                           progress)
     return progress
+
+
+def checksum_display(progress, where: str) -> ProgressDisplay | None:
+    """The display of a run's checksums (``RunDir.verify``, in MiB read) a
+    ``verify_progress`` argument asks for: None or False, none (None); True, the rich bar in
+    MiB; otherwise a ``ProgressDisplay`` of the caller's (the command line's
+    ``cli.runs.checksum_bar``: a bar for large runs only)."""
+    if progress is None or progress is False:
+        return None
+    display = progress_display(progress, where)
+    if progress is True:
+        import functools
+
+        display = functools.partial(display, unit="MiB")
+    return display
 
 
 def takes_unit(display) -> bool:

@@ -145,19 +145,25 @@ class Ensemble(RunClasses):
     # -- loading -----------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, device: str = "cpu") -> Ensemble:
+    def load(cls, run_dir: str | Path, *, device: str = "cpu",
+             verify_progress=None) -> Ensemble:
         """Load and check a trained run (see the module docstring); a ``RunError`` (an
         ``OSError``) naming the file for a run that is not finished, kept no weights, or has
         a damaged or foreign file. A knn / rnn run, which has no base classifiers, loads as
-        a ``nnmodel.NeighborModel`` (the same ``votes``, ``predict`` and ``certify``)."""
+        a ``nnmodel.NeighborModel`` (the same ``votes``, ``predict`` and ``certify``).
+        ``verify_progress``: a display of the checksums read (MiB; None, True or a
+        ``ProgressDisplay``, as ``certify_run``'s ``progress``)."""
         device = _check_device(device)
+        from poisoncert.experiment.display import checksum_display
+
+        display = checksum_display(verify_progress, "Ensemble.load")
         rd = RunDir(run_dir)
         cfg = rd.load_config()
         if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
             # no base classifiers: the training data are the model (checked against the run)
             from poisoncert.experiment.nnmodel import NeighborModel
 
-            return NeighborModel.load(run_dir)  # a numpy search: on the CPU
+            return NeighborModel.load(run_dir, verify_progress=display)  # on the CPU
         if not cfg.keeps_weights and not (rd / ENSEMBLE_JSON).is_file():
             if cfg.training.sklearn_learner:
                 why, then = ("a scikit-learn learner has no weights", "predicting new inputs "
@@ -174,7 +180,8 @@ class Ensemble(RunClasses):
                              f"{shlex.quote(str(rd / CONFIG))} --training.save_weights true "
                              "--run-dir NEW_DIR")
             raise RunError(f"The run '{rd.path}' kept no classifier weights ({why}); {then}.")
-        verification = rd.verify()  # checksums, config hash, arrays (poisoncert.runcheck)
+        # checksums, config hash, arrays (poisoncert.runcheck)
+        verification = rd.verify() if display is None else rd.verify(display)
         record = read_record(rd, cfg)
         state_dicts = read_weights(rd, cfg, record)
         ens = cls(rd.path, cfg, record, state_dicts, device, run_path(rd, cfg))

@@ -139,18 +139,22 @@ class NeighborModel(RunClasses):
                 f"n_train={len(self.y_train)}, classes={self.classes.tolist()})")
 
     @classmethod
-    def load(cls, run_dir: str | Path) -> NeighborModel:
+    def load(cls, run_dir: str | Path, *, verify_progress=None) -> NeighborModel:
         """Load and check a finished knn / rnn run: its files (``RunDir.verify``, a
         ``RunError`` naming the first that does not match) and its data, loaded again from
         its config and refused unless they are the arrays it was trained on. The search
         runs on the CPU (``Ensemble.load(run_dir, device=...)`` checks the device it is
-        given and loads this)."""
+        given and loads this). ``verify_progress``: a display of the checksums read (MiB; None,
+        True or a ``ProgressDisplay``)."""
+        from poisoncert.experiment.display import checksum_display
+
+        display = checksum_display(verify_progress, "NeighborModel.load")
         rd = RunDir(run_dir)
         cfg = rd.load_config()
         if cfg.selection.scheme not in selection.NEAREST_NEIGHBOURS:
             raise RunError(f"The run '{rd.path}' is a {cfg.selection.scheme} run, not a knn "
                            "or rnn run: load it with Ensemble.load.")
-        verification = rd.verify()
+        verification = rd.verify() if display is None else rd.verify(display)
         manifest = rd.load_manifest()
         # require: a manifest without the data's checksum is refused (nothing then says the
         # data loaded now are those the run's n_train and test rows were of)

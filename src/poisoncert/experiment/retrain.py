@@ -110,13 +110,14 @@ class LoadedRun:
 
 
 def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
-                  verify: bool = True) -> LoadedRun:
+                  verify: bool = True, verify_progress=None) -> LoadedRun:
     """Read a trained partition, finite_aggregation or bagging run, first checked against its
-    manifest (``RunDir.verify``, unless ``verify`` is false); its data are loaded again and
-    checked against the run's checksum."""
+    manifest (``RunDir.verify``, unless ``verify`` is false; ``verify_progress``: a display of
+    the checksums, in MiB read); its data are loaded again and checked against the run's
+    checksum."""
     rd = RunDir(run_dir)
     if verify:
-        rd.verify()
+        rd.verify() if verify_progress is None else rd.verify(verify_progress)
     cfg = rd.load_config()
     if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
         raise RunError(f"'{rd.path}' is a {cfg.selection.scheme} run: it has no base "

@@ -23,7 +23,7 @@ import numpy as np
 
 from poisoncert import runs, selection
 from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, shown
-from poisoncert.experiment.display import progress_display
+from poisoncert.experiment.display import checksum_display, progress_display
 from poisoncert.experiment.edits import Edits, apply_edits, load_edits, relabel_changes
 from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
 from poisoncert.experiment.retrain import load_ensemble, retrain, variant
@@ -69,12 +69,13 @@ def _original_size(cfg, data) -> int:
 
 
 def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
-               progress=None) -> UpdateResult:
+               progress=None, verify_progress=None) -> UpdateResult:
     """Write ``out_dir``: the run of ``run_dir`` after ``edits`` (indices refer to the run's
     training set, as its config loads it: after the run's own earlier edits, if any).
     ``out_dir`` must be empty or new. ``progress``: a display of the retraining (as
     ``train_run``'s: None, True or a ``ProgressDisplay``; a knn / rnn run's search, in test
-    points). Returns the classifiers retrained.
+    points); ``verify_progress``: a display of the run's checksums, in MiB read (None, True
+    or a ``ProgressDisplay``, as ``certify_run``'s ``progress``). Returns the classifiers retrained.
 
     A knn / rnn run has no classifiers: its neighbours are searched again in the edited
     training set, as ``train`` of the new config searches them."""
@@ -87,8 +88,9 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     if out.path.resolve() == src.path.resolve():
         raise RunError("The updated run needs its own folder (--out), not the run's.")
     if src.load_config().selection.scheme in selection.NEAREST_NEIGHBOURS:
-        return _update_nn_run(src, out, edits, t0, progress)
-    ens = load_ensemble(src.path)
+        return _update_nn_run(src, out, edits, t0, progress, verify_progress)
+    ens = load_ensemble(src.path,
+                        verify_progress=checksum_display(verify_progress, "update_run"))
     cfg = ens.cfg
     if edits.is_empty():
         raise ValueError("The 'edits' parameter of update_run must change something (remove, "
@@ -247,8 +249,8 @@ def _edited_data(cfg, new_cfg, data, total, edited):
     return edited(base, new_cfg.data, total)
 
 
-def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress
-                   ) -> UpdateResult:
+def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
+                   verify_progress) -> UpdateResult:
     """``update_run`` of a knn / rnn run: its files checked (``RunDir.verify``) and its data
     against them, the edits checked, the neighbours of the test set searched in the edited
     training set (``neighbors.search_nn``, ``train``'s search), then the new run written
@@ -256,7 +258,8 @@ def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress
     from poisoncert.experiment.neighbors import run_data, search_nn, write_nn_outputs
     from poisoncert.experiment.split import _edited
 
-    src.verify()
+    display = checksum_display(verify_progress, "update_run")
+    src.verify() if display is None else src.verify(display)
     cfg = src.load_config()
     data = run_data(src, cfg, src.load_manifest(),
                     then="restore the data it was trained on, or train a new run on these data")
