@@ -993,6 +993,42 @@ def test_attack_lines_give_the_rate_and_eta_of_the_trials(tmp_path, monkeypatch)
         "  backdoor r=3 (3/3): 0 classifiers retrained in 00:10"], lines
 
 
+def test_backdoor_trials_add_up_to_within_beyond_and_already_the_label(tmp_path):
+    """A backdoor row's trials counted the patched points beyond the radius whose clean
+    prediction already is the backdoor label, which are neither within nor beyond (914 + 63
+    of 1028 trials on MNIST 1/7): they are now their own count (``already_label``: the
+    summary, the totals and a line under the table), so every row adds up."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    train_run(_cfg(selection__scheme="knn", selection__k=7), tmp_path / "knn")
+    args = ["attack", str(tmp_path / "knn"), "--attacks", "remove,backdoor", "--budgets",
+            "1,4", "--targets", "3", "--backdoor-label", "1", "-q"]
+    r = CliRunner().invoke(app, [*args, "--json", "--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    for row in out["summary"]:
+        assert row["trials"] == row["within"] + row["beyond"] + row["already_label"], row
+    already = {row["budget"]: row["already_label"] for row in out["summary"]
+               if row["attack"] == "backdoor"}
+    assert already[4] > 0 and all(row["already_label"] == 0 for row in out["summary"]
+                                  if row["attack"] == "remove")
+    t = out["totals"]["deterministic"]
+    assert t["trials"] == t["within"] + t["beyond"] + t["already_label"] == sum(
+        row["trials"] for row in out["summary"])
+    with open(tmp_path / "a" / "attack_summary.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(row["already_label"]) for row in rows] == [row["already_label"]
+                                                           for row in out["summary"]]
+    r = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b")])
+    assert r.exit_code == 0, r.output
+    counts = ", ".join(f"knn r={b}: {n}" for b, n in sorted(already.items()) if n)
+    assert ("backdoor: its trials also count the patched points beyond the radius whose "
+            "clean prediction already is the backdoor label (neither within nor beyond; "
+            f"already_label): {counts}") in " ".join(r.stdout.split()), r.stdout
+
+
 def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
     """FA (d = 3) with its run-off election: no certified prediction changes; bagging (a
     probabilistic certificate) is reported apart, and a relabelling retrains only the draws

@@ -114,6 +114,13 @@ def attack(
               "ensembles)"
               + ("; * probabilistic certificates" if any(r["probabilistic"] for r in res.summary)
                  else ""), highlight=False)
+    already = [r for r in res.summary if r.get("already_label")]
+    if already:  # the backdoor's trials = within + beyond + these (the columns add up)
+        counts = ", ".join(f"{r['aggregation']} r={r['budget']}: {r['already_label']}"
+                           for r in already)
+        con.print(f"backdoor: its trials also count the patched points beyond the radius "
+                  f"whose clean prediction already is the backdoor label (neither within nor "
+                  f"beyond; already_label): {counts}", highlight=False)
     for kind in ("deterministic", "probabilistic"):
         t = res.totals[kind]
         if t["trials"]:

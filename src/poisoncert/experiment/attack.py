@@ -21,6 +21,10 @@ radii in operations: insertion, deletion or modification = 1):
 - ``backdoor`` (P1): ``r`` training samples of other classes with a small white patch in the
   bottom-right corner, labelled ``backdoor_label``, inserted; the patch is added to every test
   input, and the patched test points are certified from the clean ensemble's outputs on them.
+  Its ``trials`` (the test points whose label is not ``backdoor_label``) are ``within`` (the
+  patched point certified at the insertions made), ``beyond`` (not, its clean prediction
+  another class) and ``already_label`` (not, its clean prediction already the backdoor's
+  label: nothing to gain; 0 for the targeted attacks, whose trials are within or beyond).
 
 Every targeted poisoned ensemble is also checked on every other test point ("untargeted
 checks": a test point certified at radius ``>= r`` must not change under any attack of ``r``
@@ -347,7 +351,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
             stats[key] = {"aggregation": j.name, "probabilistic": j.probabilistic,
                           "attack": attack, "model": ATTACK_MODEL[attack], "budget": r,
                           "trials": 0, "within": 0, "changed_within": 0, "beyond": 0,
-                          "success_beyond": 0, "untargeted_checked": 0,
+                          "success_beyond": 0, "already_label": 0, "untargeted_checked": 0,
                           "untargeted_changed": 0, "retrained": 0}
         return stats[key]
 
@@ -442,13 +446,16 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
             for j in bj:
                 rad, p = j.radius["P1"], preds[j.name]
                 within = evaluate & (rad >= e.n_added)  # the insertions made (<= r)
-                beyond = evaluate & (rad < e.n_added) & (j.clean != s.backdoor_label)
+                outside = evaluate & (rad < e.n_added)
+                beyond = outside & (j.clean != s.backdoor_label)
                 st = tally(j, "backdoor", r)
                 st["trials"] += int(evaluate.sum())
                 st["within"] += int(within.sum())
                 st["changed_within"] += int(np.sum(within & (p != j.clean)))
                 st["beyond"] += int(beyond.sum())
                 st["success_beyond"] += int(np.sum(beyond & (p == s.backdoor_label)))
+                # neither within nor beyond: the clean prediction already is the label
+                st["already_label"] += int(np.sum(outside & (j.clean == s.backdoor_label)))
                 st["retrained"] += n_re
                 st["backdoor_success_all"] = float(np.mean(p[evaluate] == s.backdoor_label))
                 st["clean_backdoor_rate"] = float(np.mean(j.clean[evaluate]
@@ -495,7 +502,7 @@ def _totals(summary: list[dict]) -> dict:
         rows = [r for r in summary if r["probabilistic"] == (kind == "probabilistic")]
         out[kind] = {k: int(sum(r[k] for r in rows)) for k in
                      ("trials", "within", "changed_within", "beyond", "success_beyond",
-                      "untargeted_checked", "untargeted_changed")}
+                      "already_label", "untargeted_checked", "untargeted_changed")}
         targeted = [r for r in rows if r["attack"] != "backdoor"]
         out[kind]["targeted_within"] = int(sum(r["within"] for r in targeted))
         out[kind]["targeted_changed_within"] = int(sum(r["changed_within"] for r in targeted))
