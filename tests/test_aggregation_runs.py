@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -409,7 +410,7 @@ def test_relabelling_a_sample_with_its_own_label_retrains_nothing_for_it(tmp_pat
     r = CliRunner().invoke(app, ["update", str(tmp_path / "run"), "--out", str(tmp_path / "c"),
                                  "--relabel", f"{i}:{own}", "--remove", f"{rm[0]},{rm[1]}"])
     assert r.exit_code == 0, r.output
-    assert (f"Training set: removed 2 (indices {rm[0]}, {rm[1]}), relabelled 1 (indices {i}; 1 "
+    assert (f"Training set: removed 2 (indices {rm[0]}, {rm[1]}), relabelled 1 (index {i}; 1 "
             "already "
             f"had that label: nothing to retrain for it); it now has {len(data.y_train) - 2:,} "
             "samples") in " ".join(r.stdout.split()), r.stdout
@@ -984,7 +985,7 @@ def test_attack_lines_give_the_rate_and_eta_of_the_trials(tmp_path, monkeypatch)
     attack_run(tmp_path / "knn", settings=AttackSettings(
         attacks=("insert", "backdoor"), targets=4, budgets=(1, 2, 3), batch=5), log=lines.append)
     assert lines == [
-        "12 targeted trials on 4 test points, 1 aggregation(s): knn",
+        "12 targeted trials on 4 test points, 1 aggregation: knn",
         "  5/12 trials, 0.5 trials/s, 00:10 elapsed, ETA 00:14",
         "  10/12 trials, 0.5 trials/s, 00:20 elapsed, ETA 00:04",
         "  12/12 trials, 0.4 trials/s, 00:30 elapsed, ETA 00:00",
@@ -1027,6 +1028,45 @@ def test_backdoor_trials_add_up_to_within_beyond_and_already_the_label(tmp_path)
     assert ("backdoor: its trials also count the patched points beyond the radius whose "
             "clean prediction already is the backdoor label (neither within nor beyond; "
             f"already_label): {counts}") in " ".join(r.stdout.split()), r.stdout
+
+
+def test_attack_and_update_lines_say_one_thing_in_the_singular(tmp_path):
+    """The attack's and update's lines said "1 aggregation(s)", "1 classifiers retrained",
+    "1 of 1 base classifiers", "removed 1 (indices 3)": one of each is now singular, more
+    plural."""
+    from types import SimpleNamespace
+
+    from poisoncert.cli.attack import _changes_line
+    from poisoncert.rates import counted
+
+    assert [counted(n, "aggregation") for n in (0, 1, 2)] == [
+        "0 aggregations", "1 aggregation", "2 aggregations"]
+    assert counted(1, "index", "indices") == "1 index" and counted(3, "index",
+                                                                   "indices") == "3 indices"
+    one = SimpleNamespace(edits=Edits(remove=np.array([3]), relabel_index=np.array([5]),
+                                      relabel_label=np.array([1])),
+                          unchanged_relabels=0, n_train=1436)
+    assert _changes_line(one).startswith(
+        "Training set: removed 1 (index 3), relabelled 1 (index 5); it now has 1,436 samples")
+    cfg = _cfg(selection__scheme="partition", selection__k=4, training__steps=5)
+    train_run(cfg, tmp_path / "run")
+    lines: list[str] = []
+    attack_run(tmp_path / "run", settings=AttackSettings(
+        attacks=("remove", "backdoor"), targets=1, budgets=(1,)), log=lines.append)
+    assert lines[0] == "1 targeted trial on 1 test point, 1 aggregation: vote", lines
+    backdoor = [t for t in lines if t.startswith("  backdoor r=1")]
+    assert len(backdoor) == 1 and re.match(r"  backdoor r=1 \(1/1\): 1 classifier retrained "
+                                           r"in ", backdoor[0]), lines
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "run"), "--out",
+                                 str(tmp_path / "u"), "--remove", "3", "-q"])
+    assert r.exit_code == 0, r.output
+    said = " ".join(r.stdout.split())
+    assert "removed 1 (index 3)" in said and re.search(r"Retrained 1 of 4 base classifiers",
+                                                       said), said
 
 
 def test_attacks_on_finite_aggregation_and_bagging(tmp_path):
@@ -1696,9 +1736,10 @@ def test_attack_warns_loudly_when_a_deterministic_certificate_fails(tmp_path, mo
     totals = json.loads(r.stdout)["totals"]["deterministic"]
     assert totals["changed_within"] > 0
     lines = r.stderr.splitlines()
+    broken = totals["changed_within"] + totals["untargeted_changed"]
     assert len(lines) == 1 and lines[0].startswith(
-        f"warning: {totals['changed_within'] + totals['untargeted_changed']} prediction(s) "
-        "certified deterministically"), r.stderr
+        f"warning: {broken} prediction{'' if broken == 1 else 's'} certified "
+        "deterministically"), r.stderr
     assert "a certificate failed; please report it" in lines[0]
 
 

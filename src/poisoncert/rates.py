@@ -4,7 +4,7 @@ layer may use it."""
 
 from __future__ import annotations
 
-__all__ = ["clock_text", "rate_and_eta", "rate_text", "speed_text"]
+__all__ = ["clock_text", "counted", "rate_and_eta", "rate_text", "speed_text"]
 
 
 def rate_and_eta(done: float, left: float, seconds: float) -> tuple[float | None, float | None]:
@@ -36,3 +36,10 @@ def rate_text(done: int, total: int, seconds: float, unit: str) -> str:
     rate, eta = rate_and_eta(done, total - done, seconds)
     return (f"{done}/{total} {unit}, {speed_text(rate)} {unit}/s, {clock_text(seconds)} "
             f"elapsed, ETA {clock_text(eta)}")
+
+
+def counted(n: int, noun: str, plural: str | None = None) -> str:
+    """``n`` and ``noun`` in its number: ``1 aggregation``, ``2 aggregations``, ``0 test
+    points`` (``plural``: where it is not ``noun + "s"``, e.g. ``index`` / ``indices``)."""
+    n = int(n)
+    return f"{n} {noun if n == 1 else (plural or noun + 's')}"

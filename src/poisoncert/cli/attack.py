@@ -13,6 +13,7 @@ import typer
 
 from poisoncert._validation import parse_int_list, shown
 from poisoncert.cli.certs import interrupted, library_errors
+from poisoncert.rates import counted
 from poisoncert.runsafe import json_text
 
 __all__ = ["attack", "register", "update"]
@@ -124,14 +125,15 @@ def attack(
     for kind in ("deterministic", "probabilistic"):
         t = res.totals[kind]
         if t["trials"]:
-            con.print(f"{kind}: {t['within']} trials within radius, {t['changed_within']} "
-                      f"changed; {t['untargeted_checked']} untargeted checks, "
+            con.print(f"{kind}: {counted(t['within'], 'trial')} within radius, "
+                      f"{t['changed_within']} changed; "
+                      f"{counted(t['untargeted_checked'], 'untargeted check')}, "
                       f"{t['untargeted_changed']} changed", highlight=False)
     got, wanted = len(res.totals["targets"]), res.totals["targets_wanted"]
     if got < wanted and any(a != "backdoor" for a in res.totals["attacks"]):
         limit = res.totals["max_radius"]
         con.print(f"targets: {got} of the {wanted} asked for (--targets): the run has only "
-                  f"{got} correctly classified test points"
+                  f"{counted(got, 'correctly classified test point')}"
                   + ("" if limit is None else f" certified at most --max-radius {limit}"),
                   highlight=False)
     for name, path in res.paths.items():
@@ -147,8 +149,8 @@ def _warn_broken_certificates(t: dict, paths: dict) -> None:
     broken = t["changed_within"] + t["untargeted_changed"]
     if broken:
         where = paths.get("trials", "attack_trials.csv")
-        typer.echo(f"warning: {broken} prediction(s) certified deterministically at a radius "
-                   "at least the attack's operations changed (changed within radius "
+        typer.echo(f"warning: {counted(broken, 'prediction')} certified deterministically at a "
+                   "radius at least the attack's operations changed (changed within radius "
                    f"{t['changed_within']}, others changed {t['untargeted_changed']}): a "
                    f"certificate failed; please report it with {where} and attack.json.",
                    err=True)
@@ -242,11 +244,11 @@ def update(
         return
     typer.echo(_changes_line(res))
     if res.neighbours:  # no base classifiers: the search again, as train does it
-        typer.echo(f"Searched the neighbours of {res.predictions.shape[1]} test points in the "
-                   f"new training set in {res.train_seconds:.1f} s ({res.seconds:.1f} s in "
-                   "all; a knn / rnn run has no base classifiers).")
+        typer.echo(f"Searched the neighbours of {counted(res.predictions.shape[1], 'test point')} "
+                   f"in the new training set in {res.train_seconds:.1f} s ({res.seconds:.1f} s "
+                   "in all; a knn / rnn run has no base classifiers).")
     else:
-        typer.echo(f"Retrained {res.n_retrained} of {res.T} base classifiers in "
+        typer.echo(f"Retrained {res.n_retrained} of {counted(res.T, 'base classifier')} in "
                    f"{res.train_seconds:.1f} s ({res.seconds:.1f} s in all).")
     typer.echo(f"New run directory: {res.run_dir}")
     typer.echo(f"Next: poisoncert certify {res.run_dir}")
@@ -264,15 +266,21 @@ def _changes_line(res) -> str:
     e = res.edits
     parts = []
     if e.n_removed:
-        parts.append(f"removed {e.n_removed} (indices {_indices_text(e.remove)})")
+        parts.append(f"removed {e.n_removed} ({_indices_word(e.n_removed)} "
+                     f"{_indices_text(e.remove)})")
     if e.n_relabelled:
         own = (f"; {res.unchanged_relabels} already had that label: nothing to retrain for "
                f"{'it' if res.unchanged_relabels == 1 else 'them'}"
                if res.unchanged_relabels else "")
-        parts.append(f"relabelled {e.n_relabelled} (indices "
+        parts.append(f"relabelled {e.n_relabelled} ({_indices_word(e.n_relabelled)} "
                      f"{_indices_text(e.relabel_index)}{own})")
     if e.n_added:
         parts.append(f"added {e.n_added}")
     shift = (" (a later sample's index drops by one per removed sample before it)"
              if e.n_removed else "")
-    return (f"Training set: {', '.join(parts)}; it now has {res.n_train:,} samples{shift}.")
+    return (f"Training set: {', '.join(parts)}; it now has {res.n_train:,} "
+            f"sample{'' if res.n_train == 1 else 's'}{shift}.")
+
+
+def _indices_word(n: int) -> str:
+    return "index" if n == 1 else "indices"

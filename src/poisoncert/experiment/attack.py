@@ -54,7 +54,7 @@ from poisoncert import runs, selection
 from poisoncert._validation import SEED_LIMIT, check_int, param_error
 from poisoncert.experiment.attack_backends import ClassifierBackend, Judge, NNBackend
 from poisoncert.experiment.attack_edits import EditBuilder, patch_images
-from poisoncert.rates import clock_text, rate_text
+from poisoncert.rates import clock_text, counted, rate_text
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import votes_from_predictions
 
@@ -364,8 +364,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
             for r in s.budgets:
                 jobs.append((attack, t, r, y, c))
     if jobs:  # a backdoor alone has no targeted trials (nor targets to speak of)
-        say(f"{len(jobs)} targeted trials on {len(targets)} test points, "
-            f"{len(judges)} aggregation(s): {', '.join(j.name for j in judges)}")
+        say(f"{counted(len(jobs), 'targeted trial')} on {counted(len(targets), 'test point')}, "
+            f"{counted(len(judges), 'aggregation')}: {', '.join(j.name for j in judges)}")
     began = _clock()  # the trials' rate leaves the loading (the run, its judges) out
     for a in range(0, len(jobs), s.batch):
         batch = jobs[a:a + s.batch]
@@ -427,8 +427,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
             began = _clock()
             bj, bP, bR = backend.judges(["P1"], x_test=x_p, progress=_progress_lines(
                 say, "clean ensemble on the patched test points", "predictions"))
-            say(f"  backdoor: the clean ensemble on {len(x_p)} patched test points in "
-                f"{clock_text(_clock() - began)}")
+            say(f"  backdoor: the clean ensemble on "
+                f"{counted(len(x_p), 'patched test point')} in {clock_text(_clock() - began)}")
         pool = data.poison_idx[data.y_train[data.poison_idx] != s.backdoor_label]
         order = rng.permutation(pool)
         evaluate = labels != s.backdoor_label
@@ -460,8 +460,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
                 st["backdoor_success_all"] = float(np.mean(p[evaluate] == s.backdoor_label))
                 st["clean_backdoor_rate"] = float(np.mean(j.clean[evaluate]
                                                           == s.backdoor_label))
-            say(f"  backdoor r={r} ({b + 1}/{len(s.budgets)}): {n_re} classifiers retrained "
-                f"in {clock_text(_clock() - began)}")
+            say(f"  backdoor r={r} ({b + 1}/{len(s.budgets)}): {counted(n_re, 'classifier')} "
+                f"retrained in {clock_text(_clock() - began)}")
 
     order = ("vote", "roe", "knn", "rnn")
     summary = [stats[k] for k in sorted(stats, key=lambda k: (order.index(k[0]),
