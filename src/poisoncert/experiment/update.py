@@ -75,7 +75,8 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     ``out_dir`` must be empty or new. ``progress``: a display of the retraining (as
     ``train_run``'s: None, True or a ``ProgressDisplay``; a knn / rnn run's search, in test
     points); ``verify_progress``: a display of the run's checksums, in MiB read (None, True
-    or a ``ProgressDisplay``, as ``certify_run``'s ``progress``). Returns the classifiers retrained.
+    or a ``ProgressDisplay``, as ``certify_run``'s ``progress``). Returns the classifiers
+    retrained.
 
     A knn / rnn run has no classifiers: its neighbours are searched again in the edited
     training set, as ``train`` of the new config searches them."""
