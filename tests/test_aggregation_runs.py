@@ -436,6 +436,23 @@ def test_update_of_a_knn_or_rnn_run_equals_training_the_new_config(tmp_path, sch
                                  "--remove", "1,5", "--relabel", "7:3", "-q"])
     assert r.exit_code == 0, r.output
     assert "Searched the neighbours of 80 test points" in " ".join(r.stdout.split()), r.stdout
+    # --json says the neighbours were searched (its "n_retrained": 0 alone said nothing)
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "a"), "--out", str(tmp_path / "j"),
+                                 "--remove", "1", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout)["neighbours_searched"] is True, r.output
+    # Ctrl-C during the search: the line names the search, not retraining classifiers
+    import poisoncert.experiment.neighbors as neighbors_mod
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(neighbors_mod, "search_nn", stop)
+        r = CliRunner().invoke(app, ["update", str(tmp_path / "a"), "--out",
+                                     str(tmp_path / "s"), "--remove", "1", "-q"])
+    assert r.exit_code == 130 and r.stderr == (
+        "interrupted: no new run was written (it is written once the neighbours are searched "
+        "again); the same command starts over.\n"), r.output
     add_x = (np.random.default_rng(1).integers(0, 17, (3, 1, 8, 8)).astype(np.float32)
              / np.float32(16))
     second = Edits(remove=np.array([0, 1400]), add_x=add_x, add_y=np.array([0, 1, 2]))

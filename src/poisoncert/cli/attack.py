@@ -223,17 +223,26 @@ def update(
             from poisoncert import runs
 
             # the new run's folder appears (whole, its manifest in it) once every changed
-            # classifier is retrained; an empty folder given as --out is not one
+            # classifier is retrained (a knn / rnn run's neighbours searched again); an empty
+            # folder given as --out is not one
+            try:
+                searched = runs.RunDir(run_dir).load_config().selection.scheme in ("knn", "rnn")
+            except Exception:  # noqa: BLE001 - the line below only words what was stopped
+                searched = False
+            work = ("the neighbours are searched again" if searched else
+                    "every changed classifier is retrained")
             left = (f"'{out}' holds the update's unfinished run: finish it with "
                     f"'{finish_command(out)}', or delete it and run the same command again"
                     if (out / runs.MANIFEST).is_file() else
-                    "no new run was written (it is written once every changed classifier is "
-                    "retrained); the same command starts over")
+                    f"no new run was written (it is written once {work}); the same command "
+                    "starts over")
             raise interrupted(f"interrupted: {left}.") from None
     e = res.edits
     if as_json:
         typer.echo(json_text({"run_dir": str(res.run_dir), "T": res.T,
                                "n_retrained": res.n_retrained,
+                               # a knn / rnn run: no classifiers, its neighbours searched again
+                               "neighbours_searched": bool(res.neighbours),
                                "retrained": res.retrained.tolist(),
                                "removed": e.remove.tolist(),
                                "relabelled": e.relabel_index.tolist(),
