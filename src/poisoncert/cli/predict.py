@@ -77,7 +77,7 @@ def predict(
             from poisoncert.cli.runs import checksum_bar
 
             ens = Ensemble.load(run_dir, device=device,
-                                verify_progress=None if quiet or as_json else checksum_bar)
+                                verify_progress=None if quiet else checksum_bar)
             ens.check_options(alpha, method, model, where="predict")  # before any prediction
             if not ens.verification.get("verified", True):
                 note = ens.verification.get("note", "")
