@@ -482,6 +482,27 @@ def test_update_of_a_knn_or_rnn_run_equals_training_the_new_config(tmp_path, sch
                           .certificate.prediction)
 
 
+def test_update_of_a_knn_run_names_added_inputs_off_the_pixel_scale(tmp_path):
+    """A knn / rnn run's distances are exact integers: ``update_run`` of one with ``add_x``
+    that are not integer pixels at the training set's scale (digits: u / 16) was refused by
+    the search with "The 'data.deskew' parameter of the config must be false ... Got True"
+    for a config whose data.deskew is false (a fresh-eyes review). Now one line naming
+    ``add_x`` and the scale, before anything is written; inputs at the scale still work."""
+    cfg = _cfg(selection__scheme="knn", selection__k=3)
+    train_run(cfg, tmp_path / "a")
+    off = [np.full((1, 1, 8, 8), 0.3, np.float32),  # no scale's pixels
+           np.full((1, 1, 8, 8), 3 / 255, np.float32)]  # 8-bit pixels; digits' are u / 16
+    for i, add_x in enumerate(off):
+        with pytest.raises(ValueError, match=r"^The 'add_x' parameter of update_run must be "
+                           r"inputs whose values are integer pixels divided by 16 .*Got "):
+            update_run(tmp_path / "a", tmp_path / f"o{i}",
+                       Edits(add_x=add_x, add_y=np.array([1])))
+        assert not (tmp_path / f"o{i}").exists()
+    ok = np.full((1, 1, 8, 8), 3 / 16, np.float32)
+    res = update_run(tmp_path / "a", tmp_path / "ok", Edits(add_x=ok, add_y=np.array([1])))
+    assert res.neighbours and res.n_train == len(split_data(cfg.data).y_train) + 1
+
+
 def test_edits_compose():
     cfg = _cfg(data__n_clean=40)
     data = split_data(cfg.data)

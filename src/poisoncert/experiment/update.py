@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import runs, selection
-from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, shown
+from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, param_error, shown
 from poisoncert.experiment.display import checksum_display, progress_display
 from poisoncert.experiment.edits import Edits, apply_edits, load_edits, relabel_changes
 from poisoncert.experiment.ranks import assemble_ranks, save_chunk_ranks
@@ -269,6 +269,7 @@ def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
                          "relabel or add samples). Got no change instead.")
     shape = tuple(data.x_train.shape[1:])
     edits.check(len(data.y_train), data.n_classes, shape, where="update_run")
+    _check_added_pixels(data.x_train, edits)
     unchanged = int(np.count_nonzero(~relabel_changes(data, edits)))
     total = edits if cfg.data.edits is None else \
         load_edits(cfg.data.edits).then(edits, _original_size(cfg, data))
@@ -293,6 +294,35 @@ def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
                         predictions=pred, seconds=seconds, train_seconds=search_seconds,
                         edits=edits, unchanged_relabels=unchanged,
                         n_train=len(new_data.y_train), neighbours=True)
+
+
+def _check_added_pixels(x_train: np.ndarray, edits: Edits) -> None:
+    """One error naming ``add_x`` where the added inputs are not integer pixels at a scale the
+    training set shares (``neighbors.pixel_features``: a knn / rnn run's distances are exact
+    integers); otherwise the search refused the edited set with a line about
+    ``data.deskew`` ("Got True" for a config that has it false)."""
+    if not edits.n_added:
+        return
+    from poisoncert.config import ConfigError
+    from poisoncert.experiment.inputform import describe_array
+    from poisoncert.experiment.neighbors import PIXEL_SCALES, pixel_features
+
+    def fits(x: np.ndarray, scale: int) -> bool:
+        step = max(1, (1 << 22) // max(1, int(np.prod(x.shape[1:]))))  # bounded memory
+        try:
+            for i in range(0, len(x), step):
+                pixel_features(x[i:i + step], scale=scale)
+        except ConfigError:
+            return False
+        return True
+
+    add_x = np.asarray(edits.add_x)
+    if any(fits(add_x, s) and fits(x_train, s) for s in PIXEL_SCALES):
+        return  # the scale the search finds for the edited set
+    scale = next((s for s in PIXEL_SCALES if fits(x_train, s)), PIXEL_SCALES[0])
+    raise param_error("add_x", "update_run", f"inputs whose values are integer pixels divided "
+                      f"by {scale} (the training set's scale: a knn / rnn run's distances are "
+                      "exact integers)", describe_array(add_x))
 
 
 def parse_ids(text: str, where: str = "--remove") -> np.ndarray:
