@@ -436,6 +436,14 @@ def test_update_of_a_knn_or_rnn_run_equals_training_the_new_config(tmp_path, sch
                                  "--remove", "1,5", "--relabel", "7:3", "-q"])
     assert r.exit_code == 0, r.output
     assert "Searched the neighbours of 80 test points" in " ".join(r.stdout.split()), r.stdout
+    # a relabelling to the sample's own label: no "nothing to retrain for it" where nothing
+    # is retrained at all (a fresh-eyes review)
+    own = int(data.y_train[9])
+    r = CliRunner().invoke(app, ["update", str(tmp_path / "a"), "--out", str(tmp_path / "o"),
+                                 "--relabel", f"9:{own}", "-q"])
+    assert r.exit_code == 0, r.output
+    assert "relabelled 1 (index 9; 1 already had that label);" in r.stdout \
+        and "retrain" not in r.stdout, r.stdout
     # --json says the neighbours were searched (its "n_retrained": 0 alone said nothing)
     r = CliRunner().invoke(app, ["update", str(tmp_path / "a"), "--out", str(tmp_path / "j"),
                                  "--remove", "1", "--json"])

@@ -278,8 +278,10 @@ def _changes_line(res) -> str:
         parts.append(f"removed {e.n_removed} ({_indices_word(e.n_removed)} "
                      f"{_indices_text(e.remove)})")
     if e.n_relabelled:
-        own = (f"; {res.unchanged_relabels} already had that label: nothing to retrain for "
-               f"{'it' if res.unchanged_relabels == 1 else 'them'}"
+        # a knn / rnn run retrains nothing at all (its neighbours are searched again)
+        them = "it" if res.unchanged_relabels == 1 else "them"
+        own = (f"; {res.unchanged_relabels} already had that label"
+               + ("" if res.neighbours else f": nothing to retrain for {them}")
                if res.unchanged_relabels else "")
         parts.append(f"relabelled {e.n_relabelled} ({_indices_word(e.n_relabelled)} "
                      f"{_indices_text(e.relabel_index)}{own})")
