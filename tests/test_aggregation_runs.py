@@ -511,6 +511,27 @@ def test_update_of_a_knn_run_names_added_inputs_off_the_pixel_scale(tmp_path):
     assert res.neighbours and res.n_train == len(split_data(cfg.data).y_train) + 1
 
 
+@pytest.mark.parametrize("scheme", ["knn", "partition"])
+def test_update_names_a_bad_display_before_reading_the_run(tmp_path, monkeypatch, scheme):
+    """``update_run``'s ``verify_progress`` was refused as "The 'progress' parameter", a
+    parameter given right, and a bad ``progress`` only once the run's checksums and data were
+    read (a knn run's after its data were loaded again; a fresh-eyes review). Each is now
+    its own line naming it, before the run is read."""
+    cfg = _cfg(selection__scheme="knn", selection__k=3) if scheme == "knn" else _cfg()
+    train_run(cfg, tmp_path / "a")
+
+    def read(*args, **kwargs):
+        raise AssertionError("the run was read")
+
+    monkeypatch.setattr(RunDir, "verify", read)
+    for kw in ({"verify_progress": "yes"}, {"progress": "yes"}):
+        name = next(iter(kw))
+        with pytest.raises(ValueError, match=rf"^The '{name}' parameter of update_run must "
+                                             r"be None, False, True"):
+            update_run(tmp_path / "a", tmp_path / "o", Edits(remove=np.array([1])), **kw)
+    assert not (tmp_path / "o").exists()
+
+
 def test_edits_compose():
     cfg = _cfg(data__n_clean=40)
     data = split_data(cfg.data)

@@ -29,10 +29,11 @@ def no_display(total: int, completed: int, label: str) -> Iterator[Callable[[int
     yield lambda k: None
 
 
-def progress_display(progress, where: str) -> ProgressDisplay:
+def progress_display(progress, where: str, name: str = "progress") -> ProgressDisplay:
     """The display a ``progress`` argument asks for: None or False, none; True, the rich bar
     of the command line (``poisoncert.cli.progress.rich_progress``, on stderr); otherwise a
-    ``ProgressDisplay`` of the caller's."""
+    ``ProgressDisplay`` of the caller's (anything else: one error naming the argument,
+    ``name``)."""
     if progress is None or progress is False:
         return no_display
     if progress is True:
@@ -40,7 +41,7 @@ def progress_display(progress, where: str) -> ProgressDisplay:
 
         return rich_progress
     if not callable(progress):
-        raise param_error("progress", where, "None, False, True (a progress bar) or a "
+        raise param_error(name, where, "None, False, True (a progress bar) or a "
                           "progress display such as poisoncert.cli.progress.rich_progress",
                           progress)
     return progress
@@ -53,7 +54,7 @@ def checksum_display(progress, where: str) -> ProgressDisplay | None:
     ``cli.runs.checksum_bar``: a bar for large runs only)."""
     if progress is None or progress is False:
         return None
-    display = progress_display(progress, where)
+    display = progress_display(progress, where, "verify_progress")
     if progress is True:
         import functools
 

@@ -81,6 +81,9 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     A knn / rnn run has no classifiers: its neighbours are searched again in the edited
     training set, as ``train`` of the new config searches them."""
     t0 = time.perf_counter()
+    # the displays asked for, checked before anything is read (a bad one is its own line)
+    display = progress_display(progress, "update_run")
+    checksums = checksum_display(verify_progress, "update_run")
     src = RunDir(run_dir)
     out = RunDir(out_dir)
     runs.check_writable(out.path, "the new run directory", " (out_dir; CLI: --out)")
@@ -89,9 +92,8 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     if out.path.resolve() == src.path.resolve():
         raise RunError("The updated run needs its own folder (--out), not the run's.")
     if src.load_config().selection.scheme in selection.NEAREST_NEIGHBOURS:
-        return _update_nn_run(src, out, edits, t0, progress, verify_progress)
-    ens = load_ensemble(src.path,
-                        verify_progress=checksum_display(verify_progress, "update_run"))
+        return _update_nn_run(src, out, edits, t0, display, checksums)
+    ens = load_ensemble(src.path, verify_progress=checksums)
     cfg = ens.cfg
     if edits.is_empty():
         raise ValueError("The 'edits' parameter of update_run must change something (remove, "
@@ -106,7 +108,6 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     store_ranks = cfg.run.store_ranks
     # a run trained before weights were kept by default has none to copy
     keep_weights = cfg.keeps_weights and src.weights_dir.is_dir()
-    display = progress_display(progress, "update_run")
     with display(len(v.changed), 0, f"retrain {len(v.changed)} of {ens.T}") as advance:
         res = retrain(ens, [v], ranks=store_ranks, weights=keep_weights, progress=advance)[0]
     train_seconds = time.perf_counter() - t1
@@ -251,7 +252,7 @@ def _edited_data(cfg, new_cfg, data, total, edited):
 
 
 def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
-                   verify_progress) -> UpdateResult:
+                   checksums) -> UpdateResult:
     """``update_run`` of a knn / rnn run: its files checked (``RunDir.verify``) and its data
     against them, the edits checked, the neighbours of the test set searched in the edited
     training set (``neighbors.search_nn``, ``train``'s search), then the new run written
@@ -259,8 +260,7 @@ def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
     from poisoncert.experiment.neighbors import run_data, search_nn, write_nn_outputs
     from poisoncert.experiment.split import _edited
 
-    display = checksum_display(verify_progress, "update_run")
-    src.verify() if display is None else src.verify(display)
+    src.verify() if checksums is None else src.verify(checksums)
     cfg = src.load_config()
     data = run_data(src, cfg, src.load_manifest(),
                     then="restore the data it was trained on, or train a new run on these data")
@@ -279,8 +279,7 @@ def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
     new_data = _edited_data(cfg, new_cfg, data, total, _edited)
     new_data.warn_missing_classes()
     t1 = time.perf_counter()
-    neighbors, votes, pred = search_nn(new_cfg, new_data, out.path,
-                                       progress_display(progress, "update_run"))
+    neighbors, votes, pred = search_nn(new_cfg, new_data, out.path, progress)
     search_seconds = time.perf_counter() - t1
     manifest = runs.build_manifest(new_cfg, data=new_data.summary.manifest())
     manifest["update"] = {"from": str(src.path), "removed": edits.n_removed,
