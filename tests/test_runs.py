@@ -1012,6 +1012,11 @@ def test_a_scheme_switch_keeps_what_the_command_line_gives_and_what_stays_valid(
     assert "config file's selection.k (1200), run.store_ranks (True) are not carried" \
         in str(e.value) \
         and "\n" not in str(e.value)
+    # ... and only where the refusal is of the section that gave way
+    with pytest.raises(ConfigError, match=r"'training.lr'") as e:
+        load_config(agg, ["--selection.scheme", "knn", "--selection.k", "3",
+                          "--training.lr", "1e300"])
+    assert "carried over" not in str(e.value), str(e.value)
     cfg = load_config(agg, ["--selection.scheme", "knn", "--selection.k", "100"])
     assert (cfg.selection.k, cfg.run.store_ranks) == (100, False)
     cfg = load_config(agg, ["--selection.scheme", "fa", "--selection.d", "2"])

@@ -221,12 +221,14 @@ def update(
                              verify_progress=checksum_bar if loud else None)
         except KeyboardInterrupt:
             from poisoncert import runs
+            from poisoncert.selection import NEAREST_NEIGHBOURS
 
             # the new run's folder appears (whole, its manifest in it) once every changed
             # classifier is retrained (a knn / rnn run's neighbours searched again); an empty
             # folder given as --out is not one
             try:
-                searched = runs.RunDir(run_dir).load_config().selection.scheme in ("knn", "rnn")
+                searched = (runs.RunDir(run_dir).load_config().selection.scheme
+                            in NEAREST_NEIGHBOURS)
             except Exception:  # noqa: BLE001 - the line below only words what was stopped
                 searched = False
             work = ("the neighbours are searched again" if searched else

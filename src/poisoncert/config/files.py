@@ -202,8 +202,8 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None, *,
     try:
         return _assemble(values)
     except ConfigError as e:
-        if not gave:
-            raise
+        if not any(f"'{key.split(' ', 1)[0].split('.', 1)[0]}." in str(e) for key in gave):
+            raise  # nothing gave way in the section refused (say training.lr's): no note
         # a refusal of what is left (say knn's k, once the file's partition k gave way)
         # names what gave way, or the user reads "Got None" for a key the file gives
         raise ConfigError(f"{e} (The config file's {', '.join(gave)} "
