@@ -532,6 +532,18 @@ def test_update_names_a_bad_display_before_reading_the_run(tmp_path, monkeypatch
     assert not (tmp_path / "o").exists()
 
 
+def test_update_of_a_knn_run_that_would_leave_fewer_samples_than_k_names_the_edits(tmp_path):
+    """Removing all but 4 training samples of a k = 5 run was refused as "The 'selection.k'
+    parameter of the config must be ... [1, 4] ... Got 5", a setting the user never changed
+    (a review): the refusal names the edits and what they leave, and nothing is written."""
+    cfg = _cfg(selection__scheme="knn", selection__k=5)
+    train_run(cfg, tmp_path / "a")
+    n = len(split_data(cfg.data).y_train)
+    with pytest.raises(ValueError, match=r"'edits'.*k = 5 training samples.*leave 4 instead"):
+        update_run(tmp_path / "a", tmp_path / "b", Edits(remove=np.arange(n - 4)))
+    assert not (tmp_path / "b").exists()
+
+
 def test_edits_compose():
     cfg = _cfg(data__n_clean=40)
     data = split_data(cfg.data)

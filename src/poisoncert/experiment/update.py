@@ -277,6 +277,12 @@ def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
     new_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
                                                                 edits=str(edits_path)))
     new_data = _edited_data(cfg, new_cfg, data, total, _edited)
+    k, left = cfg.selection.k, len(new_data.y_train)
+    if cfg.selection.scheme == "knn" and k is not None and k > left:
+        # the search would refuse selection.k, which the user did not change
+        raise ValueError(f"The 'edits' parameter of update_run must leave at least the run's "
+                         f"k = {k} training samples (selection.k) for its knn search. Got "
+                         f"edits that leave {left} instead.")
     new_data.warn_missing_classes()
     t1 = time.perf_counter()
     neighbors, votes, pred = search_nn(new_cfg, new_data, out.path, progress)
