@@ -95,15 +95,8 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         return _update_nn_run(src, out, edits, t0, display, checksums)
     ens = load_ensemble(src.path, verify_progress=checksums)
     cfg = ens.cfg
-    if edits.is_empty():
-        raise ValueError("The 'edits' parameter of update_run must change something (remove, "
-                         "relabel or add samples). Got no change instead.")
-    edits.check(len(ens.data.y_train), ens.data.n_classes, tuple(ens.data.x_train.shape[1:]),
-                where="update_run")
+    unchanged, total, new_cfg = _checked_edits(cfg, ens.data, edits, out)
     v = variant(ens, edits)
-    unchanged = int(np.count_nonzero(~relabel_changes(ens.data, edits)))
-    total = edits if cfg.data.edits is None else \
-        load_edits(cfg.data.edits).then(edits, _original_size(cfg, ens.data))
     t1 = time.perf_counter()
     store_ranks = cfg.run.store_ranks
     # a run trained before weights were kept by default has none to copy
@@ -112,10 +105,7 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         res = retrain(ens, [v], ranks=store_ranks, weights=keep_weights, progress=advance)[0]
     train_seconds = time.perf_counter() - t1
 
-    # the new run: config with the composed edits, then its files
-    edits_path = (out.path / EDITS_FILE).absolute()
-    new_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
-                                                                edits=str(edits_path)))
+    # the new run: config with the composed edits (new_cfg), then its files
     new_data, _ = apply_edits(ens.data, edits, deskew_added=cfg.data.deskew)
     new_cfg = _pin_subset_rows(new_cfg, new_data, ens.subset_rows)
     from poisoncert.experiment.split import _edited
@@ -169,6 +159,25 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
                         predictions=predictions, seconds=seconds, train_seconds=train_seconds,
                         edits=edits, unchanged_relabels=unchanged,
                         n_train=len(new_data.y_train))
+
+
+def _checked_edits(cfg, data, edits: Edits, out: RunDir):
+    """What both kinds of update do first, before any work: ``edits`` checked against the
+    run's training set ``data`` (one error naming ``edits``), how many of its relabellings
+    give a sample its own label, the edits composed with the run's own (``data.edits``) and
+    the new run's config, which names them in ``out``."""
+    if edits.is_empty():
+        raise ValueError("The 'edits' parameter of update_run must change something (remove, "
+                         "relabel or add samples). Got no change instead.")
+    edits.check(len(data.y_train), data.n_classes, tuple(data.x_train.shape[1:]),
+                where="update_run")
+    unchanged = int(np.count_nonzero(~relabel_changes(data, edits)))
+    total = edits if cfg.data.edits is None else \
+        load_edits(cfg.data.edits).then(edits, _original_size(cfg, data))
+    edits_path = (out.path / EDITS_FILE).absolute()
+    new_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
+                                                                edits=str(edits_path)))
+    return unchanged, total, new_cfg
 
 
 def finish_command(out: str | Path) -> str:
@@ -264,18 +273,9 @@ def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
     cfg = src.load_config()
     data = run_data(src, cfg, src.load_manifest(),
                     then="restore the data it was trained on, or train a new run on these data")
-    if edits.is_empty():
-        raise ValueError("The 'edits' parameter of update_run must change something (remove, "
-                         "relabel or add samples). Got no change instead.")
     shape = tuple(data.x_train.shape[1:])
-    edits.check(len(data.y_train), data.n_classes, shape, where="update_run")
+    unchanged, total, new_cfg = _checked_edits(cfg, data, edits, out)
     _check_added_pixels(data.x_train, edits)
-    unchanged = int(np.count_nonzero(~relabel_changes(data, edits)))
-    total = edits if cfg.data.edits is None else \
-        load_edits(cfg.data.edits).then(edits, _original_size(cfg, data))
-    edits_path = (out.path / EDITS_FILE).absolute()
-    new_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data,
-                                                                edits=str(edits_path)))
     new_data = _edited_data(cfg, new_cfg, data, total, _edited)
     k, left = cfg.selection.k, len(new_data.y_train)
     if cfg.selection.scheme == "knn" and k is not None and k > left:
