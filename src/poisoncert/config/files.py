@@ -38,6 +38,7 @@ from poisoncert.config.sections import (
     WHERE,
     ConfigError,
     ExperimentConfig,
+    fixed_T,
 )
 from poisoncert.selection import PLAN_SCHEME_ALIASES
 from poisoncert.training.settings import TrainConfig
@@ -195,19 +196,19 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None, *,
     before = {(section, key): value for section, body in values.items()
               for key, (value, _) in body.items()}
     _give_way(values, given, file_scheme)
-    gave = [f"{section}.{key} ({shown(value)})" for (section, key), value in before.items()
-            if key not in values[section]]
+    gave = [(section, key) for section, key in before if key not in values[section]]
+    texts = [f"{section}.{key} ({shown(before[section, key])})" for section, key in gave]
     if dropped is not None:
-        dropped.extend(gave)
+        dropped.extend(texts)
     try:
         return _assemble(values)
     except ConfigError as e:
-        if not any(f"'{key.split(' ', 1)[0].split('.', 1)[0]}." in str(e) for key in gave):
+        if not any(f"'{section}." in str(e) for section, _ in gave):
             raise  # nothing gave way in the section refused (say training.lr's): no note
         # a refusal of what is left (say knn's k, once the file's partition k gave way)
         # names what gave way, or the user reads "Got None" for a key the file gives
-        raise ConfigError(f"{e} (The config file's {', '.join(gave)} "
-                          f"{'is' if len(gave) == 1 else 'are'} not carried over to the "
+        raise ConfigError(f"{e} (The config file's {', '.join(texts)} "
+                          f"{'is' if len(texts) == 1 else 'are'} not carried over to the "
                           "scheme the command line names.)") from None
 
 
@@ -314,14 +315,12 @@ def _scheme(value) -> str:
 def _fixed_T(scheme: str, sel: dict[str, tuple[Any, bool]]) -> int | None:
     """``T`` as ``scheme`` fixes it from ``sel``'s ``k`` and ``d`` (None: not fixed, or a
     value SelectionConfig will refuse)."""
-    if scheme in ("knn", "rnn"):
-        return 1
     try:
-        k = int(sel["k"][0])
-        d = int(sel["d"][0]) if scheme == "finite_aggregation" else 1
+        k = int(sel["k"][0]) if scheme in ("partition", "finite_aggregation") else None
+        d = int(sel["d"][0]) if scheme == "finite_aggregation" else None
     except (KeyError, TypeError, ValueError):
         return None
-    return k * d if scheme in ("partition", "finite_aggregation") else None
+    return fixed_T(scheme, k, d)
 
 
 def _build(cls: type, section: str, kwargs: dict):

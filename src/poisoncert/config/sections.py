@@ -58,6 +58,7 @@ __all__ = [
     "RunConfig",
     "SelectionConfig",
     "config_error",
+    "fixed_T",
 ]
 
 #: Dataset names ``poisoncert.data.load_dataset`` knows, besides ``npz:<path>``.
@@ -65,6 +66,19 @@ DATASETS = tuple(data_registry.list_datasets())
 #: Selection schemes: the paper's three random ones, the deterministic partition (DPA), Finite
 #: Aggregation, and the nearest-neighbour classifiers (no base classifiers).
 SCHEMES = (*PLAN_SCHEMES, *NEAREST_NEIGHBOURS)
+def fixed_T(scheme: str, k: int | None, d: int | None) -> int | None:
+    """``T`` as ``scheme`` fixes it: ``k`` for partition (one classifier per part), ``k * d``
+    for finite_aggregation, 1 for knn / rnn (no base classifiers); None for the random
+    schemes, whose ``T`` is the config's own."""
+    if scheme in NEAREST_NEIGHBOURS:
+        return 1
+    if scheme == PARTITION:
+        return k
+    if scheme == FINITE_AGGREGATION:
+        return k * d
+    return None
+
+
 #: Aggregations ``certify`` offers: the majority vote, or the run-off election (partition and
 #: finite_aggregation runs that stored their base classifiers' rankings, ``run.store_ranks``).
 AGGREGATIONS = ("vote", "roe")
@@ -222,12 +236,11 @@ class SelectionConfig:
         elif self.r is not None:
             raise config_error("selection.r", f"null for the {scheme} scheme (r is for rnn)",
                                self.r)
-        fixed = {PARTITION: self.k, FINITE_AGGREGATION: (self.k or 0) * (self.d or 0),
-                 "knn": 1, "rnn": 1}
-        if scheme in fixed and self.T is not None and self.T != fixed[scheme]:
+        fixed = fixed_T(scheme, self.k, self.d)  # k and d are checked above
+        if fixed is not None and self.T is not None and self.T != fixed:
             text = {PARTITION: f"equal to selection.k = {self.k} for the partition scheme "
                                "(one classifier per part)",
-                    FINITE_AGGREGATION: f"equal to selection.k * selection.d = {fixed[scheme]} "
+                    FINITE_AGGREGATION: f"equal to selection.k * selection.d = {fixed} "
                                         "for the finite_aggregation scheme",
                     }.get(scheme, f"1 for the {scheme} scheme (no base classifiers)")
             raise config_error("selection.T", f"null or {text}", self.T)
@@ -243,7 +256,7 @@ class SelectionConfig:
         except ValueError as e:
             raise ConfigError(str(e)) from None
         _int(self.ns, "selection.ns", low=1, high=INT_LIMIT)
-        if scheme not in fixed:
+        if fixed is None:
             if self.T is None:
                 raise config_error("selection.T", "an int >= 1 (the number of base "
                                    "classifiers)", None)
@@ -252,13 +265,8 @@ class SelectionConfig:
     @property
     def n_classifiers(self) -> int:
         """``T``: ``k`` for partition, ``k * d`` for finite_aggregation, 1 for knn / rnn."""
-        if self.scheme == PARTITION:
-            return int(self.k)
-        if self.scheme == FINITE_AGGREGATION:
-            return int(self.k) * int(self.d)
-        if self.scheme in NEAREST_NEIGHBOURS:
-            return 1
-        return int(self.T)
+        fixed = fixed_T(self.scheme, self.k, self.d)
+        return int(self.T if fixed is None else fixed)
 
     def size(self, n: int) -> tuple[int | None, float | None]:
         """``(ns, p)`` for ``n = |D^p|`` (``selection.check_size``; a ``ConfigError``

@@ -18,7 +18,6 @@ attackable, which is sound (a known-clean neighbour only makes the attack harder
 from __future__ import annotations
 
 import contextlib
-import inspect
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from poisoncert import knn, runs
 from poisoncert.config import ExperimentConfig, config_error
-from poisoncert.experiment.display import no_display
+from poisoncert.experiment.display import no_display, takes_unit
 from poisoncert.experiment.split import DataSplit, split_data
 from poisoncert.runs import RunDir
 
@@ -166,7 +165,7 @@ def search_nn(cfg: ExperimentConfig, data: DataSplit, run_dir: Path, progress=No
     for ``run_dir`` (nothing of the run is written before the search ends)."""
     display = progress or no_display
     n_test = len(data.y_test)
-    takes_unit = "unit" in inspect.signature(display).parameters
+    kw = {"unit": "test points"} if takes_unit(display) else {}
     s = cfg.selection
     label = f"{s.scheme} {'k' if s.scheme == 'knn' else 'r'}={s.k if s.scheme == 'knn' else s.r}"
     with contextlib.ExitStack() as stack:
@@ -174,7 +173,6 @@ def search_nn(cfg: ExperimentConfig, data: DataSplit, run_dir: Path, progress=No
 
         def advance(k: int) -> None:
             if not shown:
-                kw = {"unit": "test points"} if takes_unit else {}
                 shown.append(stack.enter_context(display(n_test, 0, label, **kw)))
             shown[0](k)
 

@@ -110,7 +110,9 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
     new_cfg = _pin_subset_rows(new_cfg, new_data, ens.subset_rows)
     from poisoncert.experiment.split import _edited
 
-    summary = _edited_summary(cfg, new_cfg, ens.data, total, _edited)
+    # the manifest's data entry: what split_data records for the new config (the array
+    # checksum covers the original arrays and the composed edits)
+    summary = _edited_data(cfg, new_cfg, ens.data, total, _edited).summary
     new_data = dataclasses.replace(new_data, summary=summary)
     manifest = runs.build_manifest(new_cfg, data=summary.manifest())
     from poisoncert.training.groups import engine_record
@@ -239,12 +241,6 @@ def _write_weights(out: RunDir, ens, new_cfg, ranges, res) -> dict[int, str]:
         runs.save_bytes(out.weights_path(cid), data)
         digests[cid] = hashlib.sha256(data).hexdigest()
     return digests
-
-
-def _edited_summary(cfg, new_cfg, data, total, edited):
-    """The manifest's data entry of the new run: what ``split_data`` records for the new
-    config (the array checksum covers the original arrays and the composed edits)."""
-    return _edited_data(cfg, new_cfg, data, total, edited).summary
 
 
 def _edited_data(cfg, new_cfg, data, total, edited):
