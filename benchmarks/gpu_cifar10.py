@@ -55,7 +55,9 @@ are 22 GB).
 A finished run's state goes into the report with ``import``, here: it unpacks into
 ``runs/cifar10_SCHEME`` with a ``timing.json`` made of the record of calls, and
 ``python experiments/report.py --only cifar`` writes docs/results.md's CIFAR-10 section (the
-bottom row of the paper's Figure 4) from it. Such a run is the report's alone: it names the
+bottom row of the paper's Figure 4) from it; ``--keep-absent`` keeps, as the report gives
+them, the rows, figure and Summary entry of an earlier scheme's run whose state is not here
+(the section says which). Such a run is the report's alone: it names the
 lease's data folder, so ``experiments/run.py cifar10_gpu`` (which trains the same runs on a
 machine with a GPU and its own data folder) refuses to resume it.
 

@@ -17,7 +17,9 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +158,53 @@ def table(head: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
+def cells(line: str) -> list[str]:
+    """The cells of a row of ``table``'s markdown."""
+    return [c.strip() for c in line.strip().removeprefix("|").removesuffix("|").split("|")]
+
+
+@dataclass
+class Kept:
+    """What a report showed of a run (its table rows, the links to its figures, its Summary
+    entry and the code revision it named), kept by ``--only ... --keep-absent`` where the
+    run's directory is absent."""
+    rows: list[str]
+    figures: list[str]
+    summary: str | None
+    revision: str | None
+
+
+#: The Summary bullet of the paper-scale CIFAR-10 runs: its start, and the end after entries
+CIFAR_BULLET = ("- CIFAR-10, ResNet-18, ns = 1000, T = 500 (the paper's scale, one GPU): ",
+                " (see 'CIFAR-10').")
+
+
+def kept_runs(text: str, heading: str, names, fig_dir: Path, md_dir: Path) -> dict[str, Kept]:
+    """What the report ``text`` shows, in its section under ``heading``, of each of ``names``
+    (those it shows no table row of are left out): the rows, a figure ``fig4_NAME.png`` there
+    is in ``fig_dir``, the entry of the paper-scale CIFAR-10 Summary bullet that starts with
+    the run's scheme, and the revision the section names for it."""
+    section = section_text(text, heading)
+    bullet = next((line for line in text.splitlines() if line.startswith(CIFAR_BULLET[0])), "")
+    body = bullet.removeprefix(CIFAR_BULLET[0]).removesuffix(CIFAR_BULLET[1])
+    starts = sorted(i for s in SHORT.values() if (i := body.find(f"{s}: vote accuracy")) >= 0)
+    out = {}
+    for name in names:
+        rows = [line for line in section.splitlines() if line.startswith(f"| {name} |")]
+        if not rows:
+            continue
+        fig = fig_dir / f"fig4_{name}.png"
+        scheme = name.removeprefix("cifar10_")
+        entry = None
+        if scheme in SHORT and (i := body.find(f"{SHORT[scheme]}: vote accuracy")) >= 0:
+            after = [j for j in starts if j > i]
+            entry = body[i:after[0]].removesuffix("; ") if after else body[i:]
+        rev = re.search(rf"`([0-9a-f]{{7,40}})` for {re.escape(name)}\b", section)
+        out[name] = Kept(rows, [f"![{fig.name}]({os.path.relpath(fig, md_dir)})"]
+                         if fig.is_file() else [], entry, rev.group(1) if rev else None)
+    return out
+
+
 def command(group: str) -> str:
     return f"`python experiments/run.py {group}`"
 
@@ -173,6 +222,9 @@ class Report:
         self.runs, self.fig_dir, self.md_dir = runs, fig_dir, md_dir
         self.parts: list[str] = []
         self.summary: dict = {}
+        #: run name -> ``Kept``: what the report before this one showed of a run whose
+        #: directory is absent (``--only ... --keep-absent``); empty otherwise
+        self.kept: dict[str, Kept] = {}
 
     def add(self, text: str) -> None:
         self.parts.append(text.rstrip() + "\n")
@@ -183,8 +235,10 @@ class Report:
         save_with(path, lambda f: fig.savefig(f, format="png", dpi=fig.dpi))
         return f"![{name}]({os.path.relpath(path, self.md_dir)})"
 
-    def not_run(self, group: str, how: str = "") -> None:
-        miss = missing(group, self.runs)
+    def not_run(self, group: str, how: str = "", kept=()) -> None:
+        """A line naming the runs of ``group`` this report lacks (those of ``kept`` it shows
+        from the report before it are not lacking)."""
+        miss = [n for n in missing(group, self.runs) if n not in kept]
         if miss:
             self.add(f"*Not run (yet) in this report: {', '.join(miss)}; make them with "
                      f"{command(group)}{how}.*\n")
@@ -581,6 +635,7 @@ class Report:
 
     def cifar(self):
         gpu = self.cifar_gpu_runs()
+        kept = {n: self.kept[n] for n in missing("cifar10_gpu", self.runs) if n in self.kept}
         self.add("## CIFAR-10 (Figure 4, bottom row)\n\n"
                  f"Paper scale: {command('cifar10_gpu')} on a machine with a GPU "
                  "(`experiments/cifar10_bagging.yaml` with each scheme: ResNet-18, ns = 1000, "
@@ -589,69 +644,92 @@ class Report:
                  "model P6, 10,000 test images), or `benchmarks/gpu_cifar10.py` over device "
                  "leases, whose `import` puts a finished run's state here. `training.path: "
                  "fast` trains ResNet-18 on CUDA on the graphed loop (docs/benchmarks.md).\n")
-        if gpu:
+        if gpu or kept:
             rhos = [0, 5, 10, 15, 20, 25]
-            rows = []
-            methods = {scheme: self.cifar_methods(r) for scheme, r in gpu.items()}
-            self.summary["cifar"] = [
-                f"{SHORT[scheme]}: vote accuracy {pct(r.accuracies()[0])}, certified "
-                f"accuracy at rho = 0 / 10 {pct(m[0][1]([0])[0])} / {pct(m[0][1]([10])[0])} "
-                f"({m[0][0].split(' ')[0]}), {pct(m[-1][1]([0])[0])} / "
-                f"{pct(m[-1][1]([10])[0])} ({m[-1][0]}); wall {r.wall()}"
-                for (scheme, r), m in zip(gpu.items(), methods.values(), strict=True)]
-            for scheme, r in gpu.items():
+            rows, figures, entries, revisions = [], [], [], []
+            for scheme in SCHEMES:
+                name = f"cifar10_{scheme}"
+                if name in kept:  # as the report before this one gave it
+                    rows += [cells(line) for line in kept[name].rows]
+                    figures += kept[name].figures
+                    entries += [kept[name].summary] if kept[name].summary else []
+                    revisions += [f"`{kept[name].revision}` for {name}"
+                                  ] if kept[name].revision else []
+                    continue
+                if scheme not in gpu:
+                    continue
+                r = gpu[scheme]
+                methods = self.cifar_methods(r)
                 acc, base = r.accuracies()
-                for k, (method, curve, median) in enumerate(methods[scheme]):
-                    rows.append([r.name, SHORT[scheme], method]
+                entries.append(
+                    f"{SHORT[scheme]}: vote accuracy {pct(acc)}, certified accuracy at rho = 0 "
+                    f"/ 10 {pct(methods[0][1]([0])[0])} / {pct(methods[0][1]([10])[0])} "
+                    f"({methods[0][0].split(' ')[0]}), {pct(methods[-1][1]([0])[0])} / "
+                    f"{pct(methods[-1][1]([10])[0])} ({methods[-1][0]}); wall {r.wall()}")
+                revisions.append(f"`{str(r.manifest.get('git', {}).get('commit', '?'))[:12]}` "
+                                 f"for {name}")
+                panel = {}
+                for k, (method, curve, median) in enumerate(methods):
+                    rows.append([name, SHORT[scheme], method]
                                 + ([pct(base), pct(acc)] if k == 0 else ["", ""])
                                 + [small_pct(a) for a in curve(rhos)]
                                 + [f"{median:g}", int(curve(None)), r.wall() if k == 0 else ""])
+                    if k in (0, len(methods) - 1):  # the config's bound and auto's
+                        top = curve(None)
+                        panel[method] = (np.arange(top + 1), np.asarray(curve(range(top + 1))))
+                figures.append(self.fig(plots.plot_certified_accuracy_panels(
+                    {f"CIFAR-10, ResNet-18, ns = 1000, T = 500, {SHORT[scheme]}": panel},
+                    legend_loc="upper right"), f"fig4_{name}.png"))
+            self.summary["cifar"] = entries
             self.add(table(["run", "scheme", "bound (`certify.method`)", "base acc.",
                             "vote acc."] + [f"rho={x}" for x in rhos]
                            + ["median radius of the certified points (any prediction)",
                               "acc. = 0 at rho", "wall"], rows))
-            first = next(iter(gpu.values()))
-            man = first.manifest
+            base = pct(next(iter(gpu.values())).accuracies()[1]) if gpu else rows[0][3]
             self.add("\nThe wall column: training, then certifying, on the device named; "
-                     f"the runs' manifests name the code revision "
-                     f"(`{str(man.get('git', {}).get('commit', '?'))[:12]}` for "
-                     f"{first.name}) and the package versions. Certified accuracy stays well "
-                     f"below the vote accuracy: with base classifiers {pct(first.accuracies()[1])}"
+                     "the runs' manifests name the code revision ("
+                     + "; ".join(revisions) + ") and the package versions. Certified accuracy "
+                     f"stays well below the vote accuracy: with base classifiers {base}"
                      " accurate, many test points' top two vote shares are too close for "
                      "bounds that hold with probability 1 - alpha over 10 classes, and those "
                      "points abstain. The config's `bonferroni` bounds the runner-up by 1 - "
                      "(the top class's lower bound), the form for two classes; "
                      "`bonferroni_upper` and `pairwise` (`auto`'s choice for more than two "
                      "classes; docs/aggregation.md) bound the other classes directly, from the "
-                     "same votes (each run's second and third rows; the figure shows the "
+                     "same votes (each run's second and third rows; the figures show the "
                      "config's bound and `auto`). The paper gives its CIFAR-10 results as "
                      "curves only (its Figure 4), so there are no numbers here to compare "
                      "with.\n")
-            panels = {"CIFAR-10, ns = 1000, T = 500, ResNet-18": {}}
-            for scheme in gpu:
-                for method, curve, _ in (methods[scheme][0], methods[scheme][-1]):
-                    top = curve(None)
-                    panels["CIFAR-10, ns = 1000, T = 500, ResNet-18"][
-                        f"{SHORT[scheme]}, {method}"] = (np.arange(top + 1),
-                                                         np.asarray(curve(range(top + 1))))
-            if "cifar10_cpu" in self.runs:
-                panels["CIFAR-10 (CPU variant), ns = 1000, T = 50, LeNet-5"] = {
-                    SHORT["with_replacement"]: self.runs["cifar10_cpu"].curve()}
-            self.add("\n" + self.fig(plots.plot_certified_accuracy_panels(
-                panels, legend_loc="upper right"), "fig4_cifar10.png") + "\n")
+            if kept:
+                self.add("Kept from the report before this one, as it gave them: the rows, "
+                         f"figure and Summary entry of {', '.join(kept)} (`--keep-absent`: "
+                         "the run directory was not in --runs-dir when this section was "
+                         "regenerated).\n")
+            self.add("\n" + "\n\n".join(figures) + "\n")
         self.not_run("cifar10_gpu", " on a machine with a GPU, or over device leases with "
-                     "`benchmarks/gpu_cifar10.py run --scheme SCHEME --pack` and its `import`")
+                     "`benchmarks/gpu_cifar10.py run --scheme SCHEME --pack` and its `import`",
+                     kept)
         self.add(f"CPU variant: {command('cifar10_cpu')} (`experiments/cifar10_cpu.yaml`: "
                  "LeNet-5, ns = 1000 with replacement, T = 50, 300 steps, 2-px shifts).\n")
         n = "cifar10_cpu"
+        head = ["run", "base acc.", "vote acc."] + [f"rho={x}" for x in (0, 1, 2, 3, 5, 10)]
         if n in self.runs:
             r = self.runs[n]
             acc, base = r.accuracies()
-            rhos = [0, 1, 2, 3, 5, 10]
-            self.add(table(["run", "base acc.", "vote acc."] + [f"rho={x}" for x in rhos]
-                           + ["wall"], [[n, pct(base), pct(acc)]
-                                        + [pct(a) for a in r.acc_at(rhos)] + [r.wall()]]))
-        self.not_run("cifar10_cpu")
+            self.add(table(head + ["wall"], [[n, pct(base), pct(acc)]
+                                             + [pct(a) for a in r.acc_at([0, 1, 2, 3, 5, 10])]
+                                             + [r.wall()]]))
+            self.add("\n" + self.fig(plots.plot_certified_accuracy_panels(
+                {"CIFAR-10 (CPU variant), ns = 1000, T = 50, LeNet-5":
+                 {SHORT["with_replacement"]: r.curve()}}, legend_loc="upper right"),
+                f"fig4_{n}.png") + "\n")
+        elif n in self.kept:
+            self.add(table(head + ["wall"], [cells(line) for line in self.kept[n].rows]))
+            self.add(f"\nKept from the report before this one, as it gave them: the row and "
+                     f"figure of {n} (`--keep-absent`).\n")
+            if self.kept[n].figures:
+                self.add("\n" + "\n\n".join(self.kept[n].figures) + "\n")
+        self.not_run("cifar10_cpu", "", self.kept)
 
     # DPA ------------------------------------------------------------------------------------
     def dpa(self):
@@ -880,11 +958,18 @@ def main(argv=None) -> int:
     ap.add_argument("--only-agg", action="store_true",
                     help="regenerate only the issue-13 sections (experiments/report_agg.py) "
                          "and put them in place of their earlier text in --out")
+    ap.add_argument("--keep-absent", action="store_true",
+                    help="with --only: keep, as the report gives them, the rows, figure and "
+                         "Summary entry of the section's runs whose directories are not in "
+                         "--runs-dir (the section says so) instead of refusing")
     ap.add_argument("--only", choices=sorted(ONLY), default=None,
                     help="regenerate only this section and put it in place of its earlier "
                          "text in --out (the rest of the report needs runs that are not "
                          "here)")
     a = ap.parse_args(argv)
+    if a.keep_absent and not a.only:
+        raise SystemExit("report: --keep-absent keeps runs of the section that --only "
+                         "regenerates; it was given without --only")
     out = Path(a.out)
     fig_dir = out.parent / "figures"
     # checked before a figure is written: a mistyped --runs-dir would list every run as not
@@ -907,10 +992,13 @@ def main(argv=None) -> int:
         old = section_text(out.read_text(), heading)
         shown = [n for g in groups for n, _, _ in runner.GROUPS[g]
                  if n not in runs and n in old and not_run_in(old, n) is False]
-        if shown:
+        if a.keep_absent:
+            rep.kept = kept_runs(out.read_text(), heading, shown, fig_dir, out.parent)
+        elif shown:
             raise SystemExit(f"report: --only {a.only} would drop {', '.join(shown)}, which "
                              f"the report shows, since --runs-dir '{a.runs_dir}' lacks it: put "
-                             "its run directory there")
+                             "its run directory there, or keep what the report shows of it with "
+                             "--keep-absent")
         getattr(rep, a.only)()
         rep.add(regenerated_note("This section", f"--only {a.only}",
                                  "with its Summary bullet, "))

@@ -1282,12 +1282,14 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     md.parent.mkdir()
     walls = ("## Wall times of all runs\n\nw\n\n| run | T |\n|---|---|\n"
              "| mnist17_x | 1000 |\n| cifar10_with_replacement | 1 | 2 | 0.0% | 0.0% | 9 |\n")
-    md.write_text("# R\n\n## Case 3\n\na\n\n## CIFAR-10\n\nold\n\n## DPA baseline on MNIST\n\nb\n\n"
-                  + walls)
+    md.write_text("# R\n\n## Summary\n\n- MNIST 1/7: z.\n\n## Case 3\n\na\n\n## CIFAR-10\n\nold\n\n"
+                  "## DPA baseline on MNIST\n\nb\n\n" + walls)
     report.main(["--runs-dir", str(runs), "--out", str(md), "--only", "cifar"])
     text = md.read_text()
     assert "\nold\n" not in text
-    assert text.startswith("# R\n\n## Case 3\n\na\n\n## CIFAR-10 (Figure 4")
+    assert text.startswith("# R\n\n## Summary\n\n- MNIST 1/7: z.\n- CIFAR-10, ResNet-18, ns = "
+                           "1000, T = 500 (the paper's scale, one GPU): with repl. (2): vote")
+    assert "\n\n## Case 3\n\na\n\n## CIFAR-10 (Figure 4" in text
     assert "\n## DPA baseline on MNIST\n\nb\n\n## Wall times of all runs\n" in text
     # the wall-time table's row of the regenerated run is the run's (it kept the earlier
     # run's figures, so the report gave one run two base accuracies); other rows are kept
@@ -1308,10 +1310,33 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
                                          "report shows"):
         report.main(["--runs-dir", str(tmp_path / "none"), "--out", str(md), "--only", "cifar"])
     assert md.read_text() == text
+    # ... or, with --keep-absent, keeps what the report shows of it and says so: the same rows,
+    # figure, Summary entry and revision
+    figure = md.parent / "figures" / "fig4_cifar10_with_replacement.png"
+    assert figure.stat().st_size > 0
+    with pytest.raises(SystemExit, match="^report: --keep-absent .* without --only$"):
+        report.main(["--runs-dir", str(runs), "--out", str(md), "--keep-absent"])
+    report.main(["--runs-dir", str(tmp_path / "none"), "--out", str(md), "--only", "cifar",
+                 "--keep-absent"])
+    kept = md.read_text()
+    section = report.section_text(kept, "## CIFAR-10")
+    assert [line for line in section.splitlines() if line.startswith("| cifar10_with_")] == [
+        line for line in report.section_text(text, "## CIFAR-10").splitlines()
+        if line.startswith("| cifar10_with_")] and len(rows) == 3
+    assert "Kept from the report before this one, as it gave them: the rows, figure and " \
+           "Summary entry of cifar10_with_replacement (`--keep-absent`" in section
+    assert "![fig4_cifar10_with_replacement.png](figures/fig4_cifar10_with_replacement.png)" \
+        in section
+    bullet = [line for line in text.splitlines() if line.startswith("- CIFAR-10")]
+    assert [line for line in kept.splitlines() if line.startswith("- CIFAR-10")] == bullet
+    rev = re.search(r"revision \(`([0-9a-f]{12})` for cifar10_with_replacement\)",
+                    report.section_text(text, "## CIFAR-10"))
+    assert rev and f"(`{rev.group(1)}` for cifar10_with_replacement)" in section
+    assert "Not run (yet) in this report: cifar10_without_replacement, cifar10_binomial;" \
+        in section and kept.count("| cifar10_with_replacement |") == 4  # 3 + the wall row
     with pytest.raises(SystemExit, match="--out .* is not a file"):
         report.main(["--runs-dir", str(runs), "--out", str(tmp_path / "no.md"), "--only",
                      "cifar"])
-    assert (md.parent / "figures" / "fig4_cifar10.png").stat().st_size > 0
     assert "Not run (yet) in this report: cifar10_without_replacement, cifar10_binomial" in text
     rep = report.Report(report.load_runs(runs), md.parent / "figures", md.parent)
     rep.cifar()
