@@ -938,12 +938,11 @@ def splice(text: str, part: str) -> str:
     return text[:start] + part + text[end:]
 
 
-def regenerated_note(what: str, option: str, extra: str = "") -> str:
+def regenerated_note(what: str, option: str, rev: dict, extra: str = "") -> str:
     """The line a partial regeneration (``--only``, ``--only-agg``) writes under what it
     replaced: when, at which code revision and from which runs, since the report's top line
     gives another revision (two sections showing one configuration's runs made at other
     revisions could otherwise look like one run reported twice with other figures)."""
-    rev = git_revision(ROOT) or {}
     return (f"*{what} regenerated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at code "
             f"revision `{str(rev.get('commit', '?'))[:12]}`"
             f"{' (dirty tree)' if rev.get('dirty') else ''} (`python experiments/report.py "
@@ -985,6 +984,9 @@ def main(argv=None) -> int:
     if (a.only or a.only_agg) and not out.is_file():
         raise SystemExit(f"report: --out '{out}' is not a file (--only and --only-agg replace "
                          "sections of an existing report)")
+    # the revision before anything is written: the report's own new figures are not a
+    # change of the code that made it (they made every partial regeneration "dirty tree")
+    rev = git_revision(ROOT) or {}
     fig_dir.mkdir(parents=True, exist_ok=True)
     rep = Report(runs, fig_dir, out.parent)
     if a.only:
@@ -1000,7 +1002,7 @@ def main(argv=None) -> int:
                              "its run directory there, or keep what the report shows of it with "
                              "--keep-absent")
         getattr(rep, a.only)()
-        rep.add(regenerated_note("This section", f"--only {a.only}",
+        rep.add(regenerated_note("This section", f"--only {a.only}", rev,
                                  "with its Summary bullet, "))
         text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
         names = {n for g in groups for n, _, _ in runner.GROUPS[g]}
@@ -1012,11 +1014,10 @@ def main(argv=None) -> int:
     if a.only_agg:
         parts = agg_parts(runs, fig_dir, out.parent, Path(a.runs_dir))
         parts.append(regenerated_note("The issue-13 sections (from 'Summary of issue 13' to "
-                                      "here)", "--only-agg"))
+                                      "here)", "--only-agg", rev))
         save_text(out, splice(out.read_text(), "\n".join(parts) + "\n"))
         print(f"updated the issue-13 sections of {out} ({len(runs)} runs)")
         return 0
-    rev = git_revision(ROOT) or {}
     import torch
 
     import poisoncert

@@ -1334,6 +1334,15 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     assert rev and f"(`{rev.group(1)}` for cifar10_with_replacement)" in section
     assert "Not run (yet) in this report: cifar10_without_replacement, cifar10_binomial;" \
         in section and kept.count("| cifar10_with_replacement |") == 4  # 3 + the wall row
+    # the revision is taken before the section's figures are written: they are not a change
+    # to the code (a fresh figure made every partial regeneration say "dirty tree")
+    shutil.rmtree(md.parent / "figures")
+    with monkeypatch.context() as m:
+        m.setattr(report, "git_revision", lambda root: {
+            "commit": "f" * 40, "dirty": any((md.parent / "figures").glob("*"))})
+        report.main(["--runs-dir", str(runs), "--out", str(md), "--only", "cifar"])
+    assert "at code revision `ffffffffffff` (`python experiments/report.py --only cifar`)" \
+        in md.read_text()
     with pytest.raises(SystemExit, match="--out .* is not a file"):
         report.main(["--runs-dir", str(runs), "--out", str(tmp_path / "no.md"), "--only",
                      "cifar"])
