@@ -166,6 +166,18 @@ def refuse_changed_data(run_dir: str | Path, manifest: dict | None, sha256_array
                        f"is now {sha256_arrays[:12]}...{files}): {then}.")
 
 
+def require_data_checksum(run_dir: str | Path, manifest: dict | None, then: str) -> None:
+    """A ``RunError`` where the run's ``manifest`` records no checksum of its data
+    (``data.sha256_arrays``: a run made by an earlier version): nothing then says whether
+    the data loaded now are those it was trained on, which whatever reuses its classifiers or
+    neighbours beside the data (predict of a knn run, update, attack) relies on."""
+    data = (manifest or {}).get("data")
+    if not (isinstance(data, dict) and data.get("sha256_arrays")):
+        raise RunError(f"The manifest of the run '{run_dir}' records no checksum of its data "
+                       "(data.sha256_arrays), so the data loaded now cannot be checked "
+                       f"against those it was trained on: {then}.")
+
+
 def _changed_sources(recorded, now) -> str:
     """``"; the file 'x.npz' had SHA-256 ab12... and has cd34... now"`` for each file read now
     whose name the manifest records with another SHA-256; ``""`` where none (or no record)."""

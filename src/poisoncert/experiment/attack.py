@@ -307,7 +307,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
 
         # the clean certificates come from the run's neighbours, the poisoned predictions from
         # these arrays: they must be the data the run searched (load_ensemble checks the same)
-        data = run_data(rd, cfg, rd.load_manifest(),
+        data = run_data(rd, cfg, rd.load_manifest(), require=True,
                         then="restore the data it was trained on, or train a new run on "
                              "these data and attack that")
         backend = NNBackend(rd, cfg, data)

@@ -102,10 +102,8 @@ def run_data(rd: RunDir, cfg: ExperimentConfig, manifest: dict, *, then: str,
     and its size ``n_train`` are of those. ``require``: a manifest without the checksum is
     refused too (nothing then says which data the run searched)."""
     data = split_data(cfg.data)
-    if require and not (manifest.get("data") or {}).get("sha256_arrays"):
-        raise runs.RunError(f"The manifest of the run '{rd.path}' records no checksum of its "
-                            f"data (data.sha256_arrays), so the data loaded now cannot be "
-                            f"checked against those it was trained on: {then}.")
+    if require:
+        runs.require_data_checksum(rd.path, manifest, then)
     runs.refuse_changed_data(rd.path, manifest, data.summary.sha256_arrays,
                              since="have changed since it was trained", then=then,
                              sources=data.summary.sources)

@@ -122,9 +122,12 @@ def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
     if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
         raise RunError(f"'{rd.path}' is a {cfg.selection.scheme} run: it has no base "
                        "classifiers to retrain.")
+    manifest = rd.load_manifest()
+    # its classifiers are kept beside ones trained now (update) or poisoned copies (attack):
+    # both need the data they were trained on
+    runs.require_data_checksum(rd.path, manifest, "train a new run on these data")
     if data is None:
         data = split_data(cfg.data)
-    manifest = rd.load_manifest()
     runs.refuse_changed_data(rd.path, manifest, data.summary.sha256_arrays,
                              since="have changed since it was trained",
                              then="restore the data it was trained on, or train a new run on "
