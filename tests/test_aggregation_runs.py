@@ -1899,5 +1899,5 @@ def test_attack_of_a_knn_run_refuses_a_manifest_without_the_data_checksum(tmp_pa
     manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
     (run / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(RunError, match=r"^The manifest of the run '.*run' records no checksum "
-                                       r"of its data .*: restore the data .* attack that\.$"):
+                                       r"of its data .*: train a new run on these data\.$"):
         attack_run(run, settings=AttackSettings(attacks=("flip",), budgets=(1,), targets=2))

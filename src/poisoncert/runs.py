@@ -166,16 +166,18 @@ def refuse_changed_data(run_dir: str | Path, manifest: dict | None, sha256_array
                        f"is now {sha256_arrays[:12]}...{files}): {then}.")
 
 
-def require_data_checksum(run_dir: str | Path, manifest: dict | None, then: str) -> None:
+def require_data_checksum(run_dir: str | Path, manifest: dict | None) -> None:
     """A ``RunError`` where the run's ``manifest`` records no checksum of its data
     (``data.sha256_arrays``: a run made by an earlier version): nothing then says whether
     the data loaded now are those it was trained on, which whatever reuses its classifiers or
-    neighbours beside the data (predict of a knn run, update, attack) relies on."""
+    neighbours beside the data (predict of a knn run, update, attack) relies on. The remedy
+    is a new run (restoring the data, the remedy of ``refuse_changed_data``, cannot help:
+    nothing says which data to restore)."""
     data = (manifest or {}).get("data")
     if not (isinstance(data, dict) and data.get("sha256_arrays")):
         raise RunError(f"The manifest of the run '{run_dir}' records no checksum of its data "
                        "(data.sha256_arrays), so the data loaded now cannot be checked "
-                       f"against those it was trained on: {then}.")
+                       "against those it was trained on: train a new run on these data.")
 
 
 def _changed_sources(recorded, now) -> str:

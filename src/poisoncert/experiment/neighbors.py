@@ -103,7 +103,7 @@ def run_data(rd: RunDir, cfg: ExperimentConfig, manifest: dict, *, then: str,
     refused too (nothing then says which data the run searched)."""
     data = split_data(cfg.data)
     if require:
-        runs.require_data_checksum(rd.path, manifest, then)
+        runs.require_data_checksum(rd.path, manifest)
     runs.refuse_changed_data(rd.path, manifest, data.summary.sha256_arrays,
                              since="have changed since it was trained", then=then,
                              sources=data.summary.sources)

@@ -125,7 +125,7 @@ def load_ensemble(run_dir: str | Path, *, data: DataSplit | None = None,
     manifest = rd.load_manifest()
     # its classifiers are kept beside ones trained now (update) or poisoned copies (attack):
     # both need the data they were trained on
-    runs.require_data_checksum(rd.path, manifest, "train a new run on these data")
+    runs.require_data_checksum(rd.path, manifest)
     if data is None:
         data = split_data(cfg.data)
     runs.refuse_changed_data(rd.path, manifest, data.summary.sha256_arrays,
