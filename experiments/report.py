@@ -992,8 +992,9 @@ def main(argv=None) -> int:
     if a.only:
         heading, groups = ONLY[a.only]
         old = section_text(out.read_text(), heading)
-        shown = [n for g in groups for n, _, _ in runner.GROUPS[g]
-                 if n not in runs and n in old and not_run_in(old, n) is False]
+        # a run with table rows is shown, whatever a "Not run (yet)" line says of it
+        shown = [n for g in groups for n, _, _ in runner.GROUPS[g] if n not in runs and (
+                 f"\n| {n} |" in old or n in old and not_run_in(old, n) is False)]
         if a.keep_absent:
             rep.kept = kept_runs(out.read_text(), heading, shown, fig_dir, out.parent)
         elif shown:

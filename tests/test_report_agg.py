@@ -228,3 +228,76 @@ def test_a_run_whose_certify_was_killed_midway_is_not_reported(modules, tmp_path
                 (tmp_path / name / f).write_text("x")
     monkeypatch.setattr(report, "Run", lambda p: p.name)
     assert report.load_runs(tmp_path) == {whole: whole}
+
+
+def cifar_report(out: Path, not_run: str = "cifar10_binomial", bullet: bool = True) -> str:
+    """A report whose CIFAR-10 section shows two paper-scale runs (three rows each, as
+    ``Report.cifar`` writes them), their figures, revisions and Summary entries, and lists
+    ``not_run`` as not run."""
+    rows = "".join(f"| cifar10_{s} | {short} | {m} | 34.4% | 49.7% | 18.0% | 10.3% | 4.9% | "
+                   f"2.0% | 0.4% | <0.1% | 5 | 27 | {wall} |\n"
+                   for s, short in (("without_replacement", "without repl. (1)"),
+                                    ("with_replacement", "with repl. (2)"))
+                   for m, wall in (("bonferroni (the config's)", "374 s + 0.3 s"),
+                                   ("bonferroni_upper", ""), ("auto (pairwise)", "")))
+    entries = "; ".join(f"{short}: vote accuracy 49.7%, certified accuracy at rho = 0 / 10 "
+                        f"18.0% / 4.9% (bonferroni); wall {w}"
+                        for short, w in (("without repl. (1)", "1 s"), ("with repl. (2)", "2 s")))
+    text = ("# R\n\n## Summary\n\n- MNIST 1/7: z.\n"
+            + (f"- CIFAR-10, ResNet-18, ns = 1000, T = 500 (the paper's scale, one GPU): "
+               f"{entries} (see 'CIFAR-10').\n" if bullet else "")
+            + "\n## CIFAR-10 (Figure 4, bottom row)\n\nPaper scale.\n\n| run | scheme |\n"
+            "|---|---|\n"
+            + rows + "\nThe runs' manifests name the code revision (`1111111aaaaa` for "
+            "cifar10_without_replacement; `2222222bbbbb` for cifar10_with_replacement).\n\n"
+            "![fig4_cifar10_without_replacement.png](figures/fig4_cifar10_without_replacement"
+            ".png)\n\n![fig4_cifar10_with_replacement.png](figures/fig4_cifar10_with_replacement"
+            f".png)\n\n*Not run (yet) in this report: {not_run}; make them with x.*\n\n"
+            "## DPA baseline on MNIST\n\nb\n")
+    out.parent.mkdir(exist_ok=True)
+    (out.parent / "figures").mkdir(exist_ok=True)
+    out.write_text(text)
+    return text
+
+
+@pytest.fixture()
+def no_runs(modules, tmp_path, monkeypatch):
+    """An empty --runs-dir, a fixed code revision; the report's arguments."""
+    _, report = modules
+    (tmp_path / "runs").mkdir()
+    monkeypatch.setattr(report, "git_revision", lambda root: {"commit": "c" * 40,
+                                                              "dirty": False})
+    return ["--runs-dir", str(tmp_path / "runs"), "--out", str(tmp_path / "doc" / "results.md"),
+            "--only", "cifar"]
+
+
+def rows_of(report, text: str, name: str) -> list[str]:
+    return [line for line in report.section_text(text, "## CIFAR-10").splitlines()
+            if line.startswith(f"| {name} |")]
+
+
+def test_keep_absent_keeps_rows_the_section_also_lists_as_not_run(modules, tmp_path, no_runs):
+    """A section that shows a run's rows and also names it in its "Not run (yet)" line (an
+    edited report): ``--only cifar`` took the run for one not shown, so it dropped the rows,
+    figure, Summary entry and revision without refusing, with ``--keep-absent`` too; the rows
+    now count as showing the run."""
+    _, report = modules
+    out = tmp_path / "doc" / "results.md"
+    old = cifar_report(out, not_run="cifar10_with_replacement, cifar10_binomial")
+    for name in ("without_replacement", "with_replacement"):
+        (out.parent / "figures" / f"fig4_cifar10_{name}.png").write_bytes(b"png")
+    with pytest.raises(SystemExit, match="would drop cifar10_without_replacement, "
+                                         "cifar10_with_replacement, which"):
+        report.main(no_runs)
+    assert out.read_text() == old
+    report.main(no_runs + ["--keep-absent"])
+    new = out.read_text()
+    for name in ("cifar10_without_replacement", "cifar10_with_replacement"):
+        assert rows_of(report, new, name) == rows_of(report, old, name) and len(
+            rows_of(report, old, name)) == 3
+        assert f"![fig4_{name}.png](figures/fig4_{name}.png)" in new
+    assert "(`1111111aaaaa` for cifar10_without_replacement; `2222222bbbbb` for " \
+           "cifar10_with_replacement)" in new
+    assert [line for line in new.splitlines() if line.startswith("- CIFAR-10")] == [
+        line for line in old.splitlines() if line.startswith("- CIFAR-10")]
+    assert "*Not run (yet) in this report: cifar10_binomial; make" in new
