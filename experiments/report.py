@@ -19,7 +19,7 @@ import os
 import platform
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -167,11 +167,30 @@ def cells(line: str) -> list[str]:
 class Kept:
     """What a report showed of a run (its table rows, the links to its figures, its Summary
     entry and the code revision it named), kept by ``--only ... --keep-absent`` where the
-    run's directory is absent."""
+    run's directory is absent; ``gone``: what it showed that cannot be kept (a figure whose
+    file is not there), in words."""
     rows: list[str]
     figures: list[str]
     summary: str | None
     revision: str | None
+    gone: list[str] = field(default_factory=list)
+
+    def what(self) -> str:
+        """What is kept, in words: "rows, figure and Summary entry" or less."""
+        kept = ["rows" if len(self.rows) > 1 else "row"] + ["figure"] * bool(self.figures) + [
+            "Summary entry"] * bool(self.summary)
+        return ", ".join(kept[:-1]) + " and " * (len(kept) > 1) + kept[-1]
+
+
+def kept_note(kept: dict[str, Kept]) -> str:
+    """The line under a section that shows ``kept`` runs as the report before it gave them."""
+    what = {}  # runs kept alike are named together
+    for name, k in kept.items():
+        what.setdefault(k.what(), []).append(name + "".join(f" ({g})" for g in k.gone))
+    return ("Kept from the report before this one, as it gave them: "
+            + "; ".join(f"the {w} of {', '.join(names)}" for w, names in what.items())
+            + " (`--keep-absent`: the run directory was not in --runs-dir when this section "
+              "was regenerated).\n")
 
 
 #: The Summary bullet of the paper-scale CIFAR-10 runs: its start, and the end after entries
@@ -181,9 +200,9 @@ CIFAR_BULLET = ("- CIFAR-10, ResNet-18, ns = 1000, T = 500 (the paper's scale, o
 
 def kept_runs(text: str, heading: str, names, fig_dir: Path, md_dir: Path) -> dict[str, Kept]:
     """What the report ``text`` shows, in its section under ``heading``, of each of ``names``
-    (those it shows no table row of are left out): the rows, a figure ``fig4_NAME.png`` there
-    is in ``fig_dir``, the entry of the paper-scale CIFAR-10 Summary bullet that starts with
-    the run's scheme, and the revision the section names for it."""
+    (those it shows no table row of are left out): the rows, the figure ``fig4_NAME.png`` it
+    links to where the file is in ``fig_dir``, the entry of the paper-scale CIFAR-10 Summary
+    bullet that starts with the run's scheme, and the revision the section names for it."""
     section = section_text(text, heading)
     bullet = next((line for line in text.splitlines() if line.startswith(CIFAR_BULLET[0])), "")
     body = bullet.removeprefix(CIFAR_BULLET[0]).removesuffix(CIFAR_BULLET[1])
@@ -194,14 +213,18 @@ def kept_runs(text: str, heading: str, names, fig_dir: Path, md_dir: Path) -> di
         if not rows:
             continue
         fig = fig_dir / f"fig4_{name}.png"
+        link = f"![{fig.name}]({os.path.relpath(fig, md_dir)})"
+        shown = link in section
         scheme = name.removeprefix("cifar10_")
         entry = None
         if scheme in SHORT and (i := body.find(f"{SHORT[scheme]}: vote accuracy")) >= 0:
             after = [j for j in starts if j > i]
             entry = body[i:after[0]].removesuffix("; ") if after else body[i:]
-        rev = re.search(rf"`([0-9a-f]{{7,40}})` for {re.escape(name)}\b", section)
-        out[name] = Kept(rows, [f"![{fig.name}]({os.path.relpath(fig, md_dir)})"]
-                         if fig.is_file() else [], entry, rev.group(1) if rev else None)
+        rev = re.search(rf"`([0-9a-f]{{7,40}}|\?)` for {re.escape(name)}\b", section)
+        gone = [f"its figure {os.path.relpath(fig, md_dir)} is not there"] * (
+            shown and not fig.is_file())
+        out[name] = Kept(rows, [link] * (shown and fig.is_file()), entry,
+                         rev.group(1) if rev else None, gone)
     return out
 
 
@@ -680,15 +703,17 @@ class Report:
                 figures.append(self.fig(plots.plot_certified_accuracy_panels(
                     {f"CIFAR-10, ResNet-18, ns = 1000, T = 500, {SHORT[scheme]}": panel},
                     legend_loc="upper right"), f"fig4_{name}.png"))
-            self.summary["cifar"] = entries
+            if entries:  # else the bullet would be empty
+                self.summary["cifar"] = entries
             self.add(table(["run", "scheme", "bound (`certify.method`)", "base acc.",
                             "vote acc."] + [f"rho={x}" for x in rhos]
                            + ["median radius of the certified points (any prediction)",
                               "acc. = 0 at rho", "wall"], rows))
             base = pct(next(iter(gpu.values())).accuracies()[1]) if gpu else rows[0][3]
             self.add("\nThe wall column: training, then certifying, on the device named; "
-                     "the runs' manifests name the code revision ("
-                     + "; ".join(revisions) + ") and the package versions. Certified accuracy "
+                     "the runs' manifests name the code revision"
+                     + (f" ({'; '.join(revisions)})" if revisions else "")
+                     + " and the package versions. Certified accuracy "
                      f"stays well below the vote accuracy: with base classifiers {base}"
                      " accurate, many test points' top two vote shares are too close for "
                      "bounds that hold with probability 1 - alpha over 10 classes, and those "
@@ -701,10 +726,7 @@ class Report:
                      "curves only (its Figure 4), so there are no numbers here to compare "
                      "with.\n")
             if kept:
-                self.add("Kept from the report before this one, as it gave them: the rows, "
-                         f"figure and Summary entry of {', '.join(kept)} (`--keep-absent`: "
-                         "the run directory was not in --runs-dir when this section was "
-                         "regenerated).\n")
+                self.add(kept_note(kept))
             self.add("\n" + "\n\n".join(figures) + "\n")
         self.not_run("cifar10_gpu", " on a machine with a GPU, or over device leases with "
                      "`benchmarks/gpu_cifar10.py run --scheme SCHEME --pack` and its `import`",
@@ -725,8 +747,7 @@ class Report:
                 f"fig4_{n}.png") + "\n")
         elif n in self.kept:
             self.add(table(head + ["wall"], [cells(line) for line in self.kept[n].rows]))
-            self.add(f"\nKept from the report before this one, as it gave them: the row and "
-                     f"figure of {n} (`--keep-absent`).\n")
+            self.add("\n" + kept_note({n: self.kept[n]}))
             if self.kept[n].figures:
                 self.add("\n" + "\n\n".join(self.kept[n].figures) + "\n")
         self.not_run("cifar10_cpu", "", self.kept)
@@ -1003,7 +1024,8 @@ def main(argv=None) -> int:
                              "its run directory there, or keep what the report shows of it with "
                              "--keep-absent")
         getattr(rep, a.only)()
-        rep.add(regenerated_note("This section", f"--only {a.only}", rev,
+        rep.add(regenerated_note("This section", f"--only {a.only}"
+                                 + " --keep-absent" * a.keep_absent, rev,
                                  "with its Summary bullet, "))
         text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
         names = {n for g in groups for n, _, _ in runner.GROUPS[g]}

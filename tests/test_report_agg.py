@@ -301,3 +301,33 @@ def test_keep_absent_keeps_rows_the_section_also_lists_as_not_run(modules, tmp_p
     assert [line for line in new.splitlines() if line.startswith("- CIFAR-10")] == [
         line for line in old.splitlines() if line.startswith("- CIFAR-10")]
     assert "*Not run (yet) in this report: cifar10_binomial; make" in new
+
+
+def test_keep_absent_says_what_it_kept_and_writes_no_empty_summary_bullet(modules, tmp_path,
+                                                                          no_runs):
+    """``--keep-absent`` said it kept "the rows, figure and Summary entry" of each run also
+    where the figure's file was gone (its link left out) or the Summary gave no entry, and
+    with no entry left it wrote the bullet "...one GPU):  (see 'CIFAR-10')." and "the code
+    revision ()"; it now names what it kept and what it could not, and writes no empty
+    bullet or parentheses."""
+    _, report = modules
+    out = tmp_path / "doc" / "results.md"
+    old = cifar_report(out, bullet=False).replace("`1111111aaaaa` for "
+                                                  "cifar10_without_replacement; ", "")
+    out.write_text(old.replace("(`2222222bbbbb` for cifar10_with_replacement)", "(`?` for "
+                               "cifar10_with_replacement)"))
+    (out.parent / "figures" / "fig4_cifar10_with_replacement.png").write_bytes(b"png")
+    report.main(no_runs + ["--keep-absent"])
+    new = out.read_text()
+    assert "- CIFAR-10" not in new and "(`?` for cifar10_with_replacement)" in new
+    assert "![fig4_cifar10_without_replacement.png]" not in new
+    assert "![fig4_cifar10_with_replacement.png](figures/fig4_cifar10_with_replacement.png)" \
+        in new
+    assert ("Kept from the report before this one, as it gave them: the rows of "
+            "cifar10_without_replacement (its figure figures/fig4_cifar10_without_replacement"
+            ".png is not there); the rows and figure of cifar10_with_replacement "
+            "(`--keep-absent`") in new
+    assert "(`python experiments/report.py --only cifar --keep-absent`)" in new
+    out.write_text(old.replace("(`2222222bbbbb` for cifar10_with_replacement)", ""))
+    report.main(no_runs + ["--keep-absent"])
+    assert "revision ()" not in out.read_text()
