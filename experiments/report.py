@@ -990,6 +990,9 @@ def main(argv=None) -> int:
     if a.keep_absent and not a.only:
         raise SystemExit("report: --keep-absent keeps runs of the section that --only "
                          "regenerates; it was given without --only")
+    if a.only and a.only_agg:
+        raise SystemExit(f"report: --only {a.only} and --only-agg each regenerate one part of "
+                         "--out: give one of them (run it twice for both)")
     out = Path(a.out)
     fig_dir = out.parent / "figures"
     # checked before a figure is written: a mistyped --runs-dir would list every run as not
@@ -1008,7 +1011,6 @@ def main(argv=None) -> int:
     # the revision before anything is written: the report's own new figures are not a
     # change of the code that made it (they made every partial regeneration "dirty tree")
     rev = git_revision(ROOT) or {}
-    fig_dir.mkdir(parents=True, exist_ok=True)
     rep = Report(runs, fig_dir, out.parent)
     if a.only:
         heading, groups = ONLY[a.only]
@@ -1023,6 +1025,7 @@ def main(argv=None) -> int:
                              f"the report shows, since --runs-dir '{a.runs_dir}' lacks it: put "
                              "its run directory there, or keep what the report shows of it with "
                              "--keep-absent")
+        fig_dir.mkdir(parents=True, exist_ok=True)  # after the refusals: they write nothing
         getattr(rep, a.only)()
         rep.add(regenerated_note("This section", f"--only {a.only}"
                                  + " --keep-absent" * a.keep_absent, rev,
@@ -1034,6 +1037,7 @@ def main(argv=None) -> int:
         print(f"updated the section '{heading}' of {out} ({len(runs)} "
               f"run{'s' * (len(runs) != 1)})")
         return 0
+    fig_dir.mkdir(parents=True, exist_ok=True)
     if a.only_agg:
         parts = agg_parts(runs, fig_dir, out.parent, Path(a.runs_dir))
         parts.append(regenerated_note("The issue-13 sections (from 'Summary of issue 13' to "

@@ -331,3 +331,18 @@ def test_keep_absent_says_what_it_kept_and_writes_no_empty_summary_bullet(module
     out.write_text(old.replace("(`2222222bbbbb` for cifar10_with_replacement)", ""))
     report.main(no_runs + ["--keep-absent"])
     assert "revision ()" not in out.read_text()
+
+
+@pytest.mark.parametrize("case", ["refused", "both"])
+def test_only_refused_writes_nothing_and_takes_one_part(modules, tmp_path, no_runs, case):
+    """``--only cifar`` refusing to drop the runs its section shows made ``figures/`` beside
+    --out first; ``--only cifar --only-agg`` regenerated the CIFAR-10 section and ignored
+    --only-agg without a word. Both are now one line, with nothing written."""
+    _, report = modules
+    out = tmp_path / "doc" / "results.md"
+    old = cifar_report(out)
+    (out.parent / "figures").rmdir()
+    args = no_runs + (["--only-agg", "--keep-absent"] if case == "both" else [])
+    with pytest.raises(SystemExit, match="^report: --only cifar (would drop|and --only-agg)"):
+        report.main(args)
+    assert out.read_text() == old and [p.name for p in out.parent.iterdir()] == ["results.md"]
