@@ -734,19 +734,19 @@ class Report:
         self.add(f"CPU variant: {command('cifar10_cpu')} (`experiments/cifar10_cpu.yaml`: "
                  "LeNet-5, ns = 1000 with replacement, T = 50, 300 steps, 2-px shifts).\n")
         n = "cifar10_cpu"
-        head = ["run", "base acc.", "vote acc."] + [f"rho={x}" for x in (0, 1, 2, 3, 5, 10)]
+        cpu_rhos = [0, 1, 2, 3, 5, 10]
+        head = ["run", "base acc.", "vote acc."] + [f"rho={x}" for x in cpu_rhos] + ["wall"]
         if n in self.runs:
             r = self.runs[n]
             acc, base = r.accuracies()
-            self.add(table(head + ["wall"], [[n, pct(base), pct(acc)]
-                                             + [pct(a) for a in r.acc_at([0, 1, 2, 3, 5, 10])]
-                                             + [r.wall()]]))
+            self.add(table(head, [[n, pct(base), pct(acc)] + [pct(a) for a in r.acc_at(cpu_rhos)]
+                                  + [r.wall()]]))
             self.add("\n" + self.fig(plots.plot_certified_accuracy_panels(
                 {"CIFAR-10 (CPU variant), ns = 1000, T = 50, LeNet-5":
                  {SHORT["with_replacement"]: r.curve()}}, legend_loc="upper right"),
                 f"fig4_{n}.png") + "\n")
         elif n in self.kept:
-            self.add(table(head + ["wall"], [cells(line) for line in self.kept[n].rows]))
+            self.add(table(head, [cells(line) for line in self.kept[n].rows]))
             self.add("\n" + kept_note({n: self.kept[n]}))
             if self.kept[n].figures:
                 self.add("\n" + "\n\n".join(self.kept[n].figures) + "\n")
@@ -801,8 +801,7 @@ class Report:
         if "case3" in s:
             lines.append("- Case 3 (MNIST, class 9 attackable): " + " ".join(s["case3"]))
         if "cifar" in s:
-            lines.append("- CIFAR-10, ResNet-18, ns = 1000, T = 500 (the paper's scale, one "
-                         "GPU): " + "; ".join(s["cifar"]) + " (see 'CIFAR-10').")
+            lines.append(CIFAR_BULLET[0] + "; ".join(s["cifar"]) + CIFAR_BULLET[1])
         if "dpa" in s:
             lines.append("- DPA on MNIST, k = 1200: median certified radius "
                          + ", ".join(s["dpa"]) + "; published 448 (DPA unit); with a better "
