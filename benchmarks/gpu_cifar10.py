@@ -74,11 +74,14 @@ steps on 8 test images, the same wiring on the CPU (tests/test_engine.py).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tarfile
+import threading
 import time
 from pathlib import Path
 
@@ -335,6 +338,20 @@ def unpack(packed: Path, run_dir: Path, *, who: str = "run", quiet: bool = False
     return True
 
 
+@contextlib.contextmanager
+def _interrupts_ignored():
+    """Within (in the main thread): SIGINT ignored, the handler before it restored after.
+    What runs within takes seconds, inside the 30 s that ``timeout -s INT -k 30`` leaves."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    keep = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, keep)
+
+
 def run(args) -> dict:
     from bench_gpu import _print_progress
 
@@ -342,11 +359,6 @@ def run(args) -> dict:
     from poisoncert.experiment import certify_run, train_run
 
     data = Path(args.data)
-    missing = [n for names in PARTS for n in names
-               if n.endswith(".bin") and not (data / FOLDER / n).is_file()]
-    if missing:
-        raise SystemExit(f"run: {', '.join(missing)} not staged in {data / FOLDER} (stage "
-                         "every part first, on the same warm machine)")
     over = {"training.device": args.device, "training.save_weights": False,
             "data.data_dir": str(data)}
     if args.scheme:
@@ -368,7 +380,15 @@ def run(args) -> dict:
     if args.quick:
         over.update({"selection.T": 2, "selection.ns": 40, "training.steps": 2,
                      "training.batch_size": 4, "data.test_limit": 8, "run.chunk_size": 1})
-    cfg = load_config(CONFIG, over)
+    try:  # a bad option (--dtype bfloat16 with --device cpu, say) is one line, not a traceback
+        cfg = load_config(CONFIG, over)
+    except ValueError as e:  # ConfigError included
+        raise SystemExit(f"run: {e}") from None
+    missing = [n for names in PARTS for n in names
+               if n.endswith(".bin") and not (data / FOLDER / n).is_file()]
+    if missing:
+        raise SystemExit(f"run: {', '.join(missing)} not staged in {data / FOLDER} (stage "
+                         "every part first, on the same warm machine)")
     sfx = _suffix(args.scheme)
     run_dir = Path(args.run_dir or STAGE / f"run{sfx}")
     if args.resume_from:
@@ -402,48 +422,53 @@ def run(args) -> dict:
         raise SystemExit(f"run: {e} (every call of one run names the same --scheme, --dtype "
                          "and --path)") from None
     except KeyboardInterrupt:  # a time limit (timeout -s INT): finished chunks are kept
-        record(time.perf_counter() - t0, False)
-        done = _chunks_done(run_dir)
-        print(f"stopped by the time limit after {calls[-1]['train_s']} s: {done} chunk(s) of "
-              f"the run are finished and kept")
-        if args.pack and args.out:
-            pack(run_dir, Path(args.out), sfx)
+        with _interrupts_ignored():  # and packed, whatever else comes before the KILL
+            record(time.perf_counter() - t0, False)
+            done = _chunks_done(run_dir)
+            print(f"stopped by the time limit after {calls[-1]['train_s']} s: {done} chunk(s) "
+                  f"of the run are finished and kept")
+            if args.pack and args.out:
+                pack(run_dir, Path(args.out), sfx)
         return {"run": "stopped", "train_s_this_call": calls[-1]["train_s"], "chunks": done}
-    t1 = time.perf_counter()
-    cert = certify_run(run_dir, plot=False)
-    t2 = time.perf_counter()
-    record(t1 - t0, True, certify_s=round(t2 - t1, 2))
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    engine = manifest.get("engine", {})
-    label = ("CIFAR-10, ResNet-18, T = 2, 2 steps (quick)" if args.quick
-             else "CIFAR-10, ResNet-18, ns = 1000, T = 500, 400 steps")
-    if _suffix(args.scheme):
-        label += f", {args.scheme}"
-    out = {"run": label, "train_s_this_call": round(t1 - t0, 2),
-        "train_s_every_call": [c["train_s"] for c in calls],
-        "certify_s": round(t2 - t1, 2), "device": device,
-        "group_size": engine.get("group_size"),
-        "path": engine.get("path"), "dtype": cfg.training.dtype,
-        "vote_accuracy": round(res.accuracy, 4), "base_accuracy": round(res.base_accuracy, 4),
-        "certified_accuracy": {str(r): round(a, 4) for r, a in cert.table.rows()}}
-    print("\n| run | path | dtype | group | train s (this call) | certify s | vote acc | "
-          "base acc |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
-    print(f"| {out['run']} | {out['path']} | {out['dtype']} | {out['group_size']} | "
-          f"{out['train_s_this_call']} | {out['certify_s']} | {out['vote_accuracy']} | "
-          f"{out['base_accuracy']} |")
-    print("\n| rho | " + " | ".join(out["certified_accuracy"]) + " |")
-    print("|---|" + "---:|" * len(out["certified_accuracy"]))
-    print("| certified accuracy | " + " | ".join(str(a) for a in
-                                                out["certified_accuracy"].values()) + " |")
-    if args.out:
-        dest = Path(args.out)
-        dest.mkdir(parents=True, exist_ok=True)
-        (dest / f"cifar10{sfx}.json").write_text(json.dumps(out, indent=1) + "\n")
-        shutil.copyfile(run_dir / "manifest.json", dest / f"cifar10{sfx}_manifest.json")
-        if args.pack:
-            pack(run_dir, dest, sfx)
-    return out
+    # trained: certifying (0.25 s at the paper's scale) and packing finish even if the time
+    # limit's INT comes now (timeout -k leaves 30 s before its KILL); an INT here used to
+    # end the call with every chunk trained and nothing packed
+    with _interrupts_ignored():
+        t1 = time.perf_counter()
+        cert = certify_run(run_dir, plot=False)
+        t2 = time.perf_counter()
+        record(t1 - t0, True, certify_s=round(t2 - t1, 2))
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        engine = manifest.get("engine", {})
+        label = ("CIFAR-10, ResNet-18, T = 2, 2 steps (quick)" if args.quick
+                 else "CIFAR-10, ResNet-18, ns = 1000, T = 500, 400 steps")
+        if _suffix(args.scheme):
+            label += f", {args.scheme}"
+        out = {"run": label, "train_s_this_call": round(t1 - t0, 2),
+            "train_s_every_call": [c["train_s"] for c in calls],
+            "certify_s": round(t2 - t1, 2), "device": device,
+            "group_size": engine.get("group_size"),
+            "path": engine.get("path"), "dtype": cfg.training.dtype,
+            "vote_accuracy": round(res.accuracy, 4), "base_accuracy": round(res.base_accuracy, 4),
+            "certified_accuracy": {str(r): round(a, 4) for r, a in cert.table.rows()}}
+        print("\n| run | path | dtype | group | train s (this call) | certify s | vote acc | "
+              "base acc |")
+        print("|---|---|---|---:|---:|---:|---:|---:|")
+        print(f"| {out['run']} | {out['path']} | {out['dtype']} | {out['group_size']} | "
+              f"{out['train_s_this_call']} | {out['certify_s']} | {out['vote_accuracy']} | "
+              f"{out['base_accuracy']} |")
+        print("\n| rho | " + " | ".join(out["certified_accuracy"]) + " |")
+        print("|---|" + "---:|" * len(out["certified_accuracy"]))
+        print("| certified accuracy | " + " | ".join(str(a) for a in
+                                                    out["certified_accuracy"].values()) + " |")
+        if args.out:
+            dest = Path(args.out)
+            dest.mkdir(parents=True, exist_ok=True)
+            (dest / f"cifar10{sfx}.json").write_text(json.dumps(out, indent=1) + "\n")
+            shutil.copyfile(run_dir / "manifest.json", dest / f"cifar10{sfx}_manifest.json")
+            if args.pack:
+                pack(run_dir, dest, sfx)
+        return out
 
 
 def main(argv=None):

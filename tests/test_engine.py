@@ -1384,3 +1384,50 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     with pytest.raises(SystemExit, match="holds no run"):
         cifar.unpack(tmp_path / "empty.tar.gz", tmp_path / "y")
     assert not (tmp_path / "y").exists()
+
+
+def test_the_cifar10_lease_run_refuses_a_bad_option_in_one_line_and_packs_despite_a_late_int(
+        tmp_path, monkeypatch):
+    """``gpu_cifar10.py run``: an option the config refuses (``--dtype bfloat16`` on the CPU)
+    is one line naming it, before anything is trained (it was a ConfigError's traceback);
+    and the time limit's INT arriving once every chunk is trained (while certifying) no
+    longer ends the call with nothing packed: certifying and packing finish, and the
+    process's SIGINT handler is restored after."""
+    import signal
+
+    cifar = _load_benchmark("gpu_cifar10")
+    archive = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / (
+        "cifar-10-binary.tar.gz")
+    if not archive.is_file():
+        pytest.skip("../shared/data/cifar10 is not beside the repository")
+    stage = tmp_path / "stage"
+    for part in cifar.split(archive, tmp_path / "parts"):
+        cifar.stage(part, stage)
+    base = ["run", "--data", str(stage), "--device", "cpu", "--quick", "--scheme", "binomial"]
+    with pytest.raises(SystemExit, match=r"^run: The 'training.dtype' parameter .* Got "
+                                         r"'bfloat16' instead\.$"):
+        cifar.main([*base, "--run-dir", str(tmp_path / "bad"), "--dtype", "bfloat16"])
+    assert not (tmp_path / "bad").exists()
+
+    import poisoncert.experiment as experiment
+
+    real = experiment.certify_run
+
+    def interrupted_certify(*a, **k):  # what timeout -s INT delivers, after the training
+        signal.raise_signal(signal.SIGINT)
+        return real(*a, **k)
+
+    monkeypatch.setattr(experiment, "certify_run", interrupted_certify)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        got = cifar.main([*base, "--run-dir", str(tmp_path / "run"), "--pack", "--out",
+                          str(tmp_path / "out")])
+    except KeyboardInterrupt:
+        pytest.fail("the INT during certifying ended the call: nothing packed")
+    assert signal.getsignal(signal.SIGINT) is before
+    assert got["run"].endswith(", binomial") and "certified_accuracy" in got
+    packed = tmp_path / "out" / "cifar_run_binomial.tar.gz"
+    assert packed.is_file() and (tmp_path / "out" / "cifar10_binomial.json").is_file()
+    imported = cifar.main(["import", str(packed), "--runs-dir", str(tmp_path / "runs")])
+    timing = json.loads((imported / "timing.json").read_text())
+    assert [s["finished"] for s in timing["sessions"]] == [True]
