@@ -13,7 +13,11 @@
 # holds at most 8 files);
 # CUDA_K the CUDA tests' pytest -k expression (default "cuda"; e.g. "cuda and graphed");
 # MNIST17_DTYPES and MNIST17_PATHS the MNIST 1/7 runs (default float32,bfloat16 x fast,bmm:
-# fast is cmajor for LeNet-5 on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases;
+# fast is cmajor for LeNet-5 on CUDA); PROFILE_ONLY a filter of profile_gpu.py's cases
+# (one that names none is refused before anything runs), PROFILE_DTYPES their precisions
+# (default float32) and PROFILE_GROUP their group size (default: each case's), e.g. the
+# improved learner's fastest measured run: PROFILE_ONLY="cnn_small + warps, cmajor"
+# PROFILE_DTYPES=bfloat16 PROFILE_GROUP=1000;
 # NS30_PATH the training.path of the improved learner's run (default auto: the fastest of
 # twin, bmm and cmajor for cnn_small with warps, float32, as the throughput step measured
 # them: benchmarks/gpu_pick_path.py), NS30_DTYPES its precisions (default float32),
@@ -31,7 +35,8 @@
 #
 # Each step's log goes to $OUT (at most 8 files: what one call brings back), bench_gpu's JSON
 # to $JSON (default /tmp/gpu_json; the logs hold its rows); the last lines printed are a
-# summary table.
+# summary table. Exits 0 when every step that ran returned 0, else 1 (each step's status is
+# in the summary).
 set -uo pipefail
 if (( $# )); then  # settings are environment variables; an argument is a mistake or --help
   case $1 in
@@ -78,10 +83,13 @@ MNIST17_GROUPS="${MNIST17_GROUPS:-}"
 MNIST17_DTYPES="${MNIST17_DTYPES:-${F32:-float32,bfloat16}}"
 MNIST17_PATHS="${MNIST17_PATHS:-fast,bmm}"
 PROFILE_ONLY="${PROFILE_ONLY:-}"
+PROFILE_DTYPES="${PROFILE_DTYPES:-float32}"
+PROFILE_GROUP="${PROFILE_GROUP:-}"
 CUDA_K="${CUDA_K:-cuda}"
 THROUGHPUT_ONLY="${THROUGHPUT_ONLY-sub-dataset rows 10,cnn_small + warps,resnet18 (twin),resnet18 (cmajor),cuDNN free,resnet18 (graphed}"
 start=$(date +%s)
 declare -a SUMMARY
+FAILED=0  # the script's exit status: 1 where a step that ran did not return 0
 left() { echo $(( BUDGET - ($(date +%s) - start) )); }
 step() {  # step NAME LIMIT_S COMMAND...
   local name=$1 limit=$(( $2 * LIMIT_SCALE )); shift 2
@@ -92,6 +100,7 @@ step() {  # step NAME LIMIT_S COMMAND...
   local t0; t0=$(date +%s)
   timeout --signal=INT --kill-after=10 "$limit" "$@" >"$OUT/$name.log" 2>&1
   local rc=$?
+  (( rc == 0 )) || FAILED=1
   SUMMARY+=("$name | rc $rc | $(( $(date +%s) - t0 )) s (limit $limit s)")
   echo "== $name rc=$rc"; tail -n 25 "$OUT/$name.log"
 }
@@ -127,11 +136,17 @@ step inference 90 python3 benchmarks/bench_gpu.py "${DEV[@]}" --no-throughput --
   --inference
 # where a step's time goes: kernels against steady wall time, kernels per step, the costliest
 # ops (ResNet-18 in bfloat16 on the twin and cmajor too)
-step profile 150 python3 benchmarks/profile_gpu.py "${DEV[@]}" --only "$PROFILE_ONLY"
+step profile 150 python3 benchmarks/profile_gpu.py "${DEV[@]}" --only "$PROFILE_ONLY" \
+  --dtypes "$PROFILE_DTYPES" ${PROFILE_GROUP:+--group "$PROFILE_GROUP"}
 # where an end-to-end run's host time goes (MNIST 1/7, the second of two runs, cProfile)
 step cprofile_mnist17 45 python3 benchmarks/profile_gpu.py "${DEV[@]}" --e2e $E2E17
 { echo; echo "| step | result |"; echo "|---|---|"
   for s in "${SUMMARY[@]}"; do echo "| $s |"; done
-  grep -h "^| " "$OUT"/e2e_*.log "$OUT"/throughput.log "$OUT"/inference.log \
-    "$OUT"/profile.log 2>/dev/null \
-    | grep -v "^|---" | sort -u | head -100; } | tee -a "$OUT/summary.txt"
+  logs=()  # the logs of the steps that ran (a missing one made grep, so the script, exit 2)
+  for f in "$OUT"/e2e_*.log "$OUT"/throughput.log "$OUT"/inference.log "$OUT"/profile.log; do
+    [[ -f $f ]] && logs+=("$f")
+  done
+  if (( ${#logs[@]} )); then
+    grep -h "^| " "${logs[@]}" | grep -v "^|---" | sort -u | head -100 || true
+  fi; } | tee -a "$OUT/summary.txt"
+exit "$FAILED"

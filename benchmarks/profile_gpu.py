@@ -2,6 +2,9 @@
 
     python benchmarks/profile_gpu.py                     # CUDA: the cases below
     python benchmarks/profile_gpu.py --device cpu --quick   # tiny settings: that it works
+    # one case, in another precision and group size (the improved learner's fastest run)
+    python benchmarks/profile_gpu.py --only "cnn_small + warps, cmajor" --dtypes bfloat16 \
+        --group 1000
 
 For each case (MNIST 1/7's shape of work: LeNet-5 on 10-row sub-datasets, G = 250; the
 improved learner's: the small CNN with random warps and elastic fields, G = 250; each on the
@@ -35,6 +38,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _args import at_least  # noqa: E402
 from bench_gpu import WARPS, random_group, sync, timed_call  # noqa: E402
 
 from poisoncert.training import TrainConfig, train_predict  # noqa: E402
@@ -45,6 +49,8 @@ PROFILED_STEPS = 6
 #: The paths profiled (the grouped-convolution twins were profiled on an H100 in session 6,
 #: docs/benchmarks.md): batched matmuls, and the same on classifier-major activations.
 PATHS = ("bmm", "cmajor")
+#: ``--dtypes``' values (training.dtype's on CUDA; the CPU runs float32).
+DTYPES = ("float32", "tf32", "bfloat16")
 
 
 MNIST = (1, 28, 28)
@@ -56,8 +62,10 @@ def cases(quick: bool):
         lenet = TrainConfig(model="lenet5", steps=3, batch_size=8, subset_rows=4)
         small = TrainConfig(model="cnn_small", steps=3, batch_size=8, **WARPS)
         resnet = TrainConfig(model="resnet18", steps=3, batch_size=4, optimizer="sgd", lr=0.05)
+        # the small CNN's cases named as on the device, so a lease's --only (PROFILE_ONLY)
+        # selects the same case in a dry run
         return [("lenet5 rows 4", lenet, 2, 4, "fast", MNIST, None),
-                ("cnn_small + warps", small, 2, 30, "bmm", MNIST, None),
+                *[(f"cnn_small + warps, {p}", small, 2, 30, p, MNIST, None) for p in PATHS],
                 ("resnet18, cmajor", resnet, 2, 30, "cmajor", (3, 16, 16), "float32"),
                 ("resnet18, graphed", resnet, 2, 30, "graphed", (3, 16, 16), "float32")]
     lenet = TrainConfig(model="lenet5", steps=40, batch_size=32, subset_rows=10)
@@ -82,8 +90,10 @@ def _kernel_rows(prof):
     return rows
 
 
-def profile_case(name, cfg, G, subset, path, shape, fixed_dtype, device, dtype):
+def profile_case(name, cfg, G, subset, path, shape, fixed_dtype, device, dtype, group=0):
+    """One case; ``group``: its group size instead of the case's own (0: the case's)."""
     dtype = fixed_dtype or dtype
+    G = group or G
     if dtype != "float32" and not device.startswith("cuda"):
         dtype = "float32"  # tf32 and bfloat16 are CUDA's
     cfg = replace(cfg, group_size=G, dtype=dtype)
@@ -137,7 +147,8 @@ def per_step_kernels(one: dict, few: dict, k_time: float, rows: int = 12) -> str
     return "\n".join("  " + line for line in lines)  # indented: not in the session summary
 
 
-def profile_run(key: str, device: str, quick: bool) -> dict:
+def profile_run(key: str, device: str, quick: bool, dtype: str | None = None,
+                group: int = 0) -> dict:
     """One end-to-end run (train + certify), the second of two, under cProfile: where the
     host's time goes
     (functions by cumulative, then by own time; the device's work shows up in the calls that
@@ -147,10 +158,13 @@ def profile_run(key: str, device: str, quick: bool) -> dict:
 
     from bench_gpu import end_to_end
 
-    end_to_end(key, device, quick)  # warm-up: imports, CUDA's start, cuBLAS handles
+    if dtype and dtype != "float32" and not device.startswith("cuda"):
+        dtype = "float32"  # tf32 and bfloat16 are CUDA's
+    run = dict(dtype=dtype, group=str(group) if group else None)
+    end_to_end(key, device, quick, **run)  # warm-up: imports, CUDA's start, cuBLAS handles
     prof = cProfile.Profile()
     prof.enable()
-    r = end_to_end(key, device, quick)
+    r = end_to_end(key, device, quick, **run)
     prof.disable()
     print(f"## {r['run']}: train {r.get('train_s')} s, certify {r.get('certify_s')} s, "
           f"under cProfile")
@@ -164,18 +178,38 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--device", default="cuda")
     p.add_argument("--quick", action="store_true")
-    p.add_argument("--dtypes", default="float32")
+    p.add_argument("--dtypes", default="", help="comma-separated precisions of the "
+                   "cases that do not fix one: float32, tf32, bfloat16 (the CPU runs float32; "
+                   "default: float32; with --e2e: its first, default the config's)")
     p.add_argument("--only", default="", help="only the cases whose name contains this")
+    p.add_argument("--group", type=at_least(1), default=0, help="every case's group size "
+                   "(default: each case's: 250 for LeNet-5 and the small CNN, 32 for "
+                   "ResNet-18; e.g. 1000, the improved learner's fastest measured run)")
     p.add_argument("--e2e", default="", help="instead: one of bench_gpu.py's end-to-end runs "
                    "(e.g. mnist17) under cProfile, the host's time by function")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda: no CUDA device is visible (use --device cpu --quick)")
+    dtypes = [d.strip() for d in (args.dtypes or "float32").split(",")]
+    bad = [d for d in dtypes if d not in DTYPES]
+    if bad:
+        p.error(f"--dtypes: comma-separated {', '.join(DTYPES)}; got {bad[0]!r}")
     if args.e2e:
-        return profile_run(args.e2e, args.device, args.quick)
-    dtypes = args.dtypes.split(",")
-    out = [profile_case(*c, args.device, dt) for c in cases(args.quick)
-           if args.only in c[0] for dt in (dtypes if c[6] is None else dtypes[:1])]
+        from bench_gpu import E2E, QUICK_E2E
+
+        table = QUICK_E2E if args.quick else E2E
+        if args.e2e not in table:
+            p.error(f"--e2e: unknown run {args.e2e!r} (one of {', '.join(table)}"
+                    f"{'; --quick runs the digits ones' if args.quick else ''})")
+        return profile_run(args.e2e, args.device, args.quick,
+                           dtypes[0] if args.dtypes else None, args.group)
+    chosen = [c for c in cases(args.quick) if args.only in c[0]]
+    if not chosen:  # a lease's call would print an empty table
+        p.error(f"--only: no case's name contains {args.only!r} (cases"
+                f"{' with --quick' if args.quick else ''}: "
+                f"{'; '.join(c[0] for c in cases(args.quick))})")
+    out = [profile_case(*c, args.device, dt, args.group) for c in chosen
+           for dt in (dtypes if c[6] is None else dtypes[:1])]
     print("\n| case | G | dtype | wall ms/step | steady wall ms/step | kernel ms/step "
           "| kernels/step |")
     print("|---|---:|---|---:|---:|---:|---:|")

@@ -1431,3 +1431,47 @@ def test_the_cifar10_lease_run_refuses_a_bad_option_in_one_line_and_packs_despit
     imported = cifar.main(["import", str(packed), "--runs-dir", str(tmp_path / "runs")])
     timing = json.loads((imported / "timing.json").read_text())
     assert [s["finished"] for s in timing["sessions"]] == [True]
+
+
+def test_the_profile_runs_the_improved_learners_case_at_a_group_size_asked_for(tmp_path,
+                                                                                capsys):
+    """Session 28's plan: profile the improved learner as its fastest run trained (``cmajor``,
+    bfloat16, G = 1000). ``profile_gpu.py`` had no group size but each case's own (250) and
+    ``gpu_session.sh`` passed it no precision, and in ``--quick`` that case's filter named
+    no case, so a dry run printed an empty table and passed. Now ``--group`` (and
+    PROFILE_GROUP, PROFILE_DTYPES) reach the case, the quick cases carry the device's names,
+    and a filter, precision or end-to-end run that names nothing is one line, exit 2,
+    before anything runs. The script run with some of its steps exits 0 (its summary's grep
+    of the steps that did not run exited 2, and the script with it)."""
+    import os
+    import subprocess
+
+    prof = _load_benchmark("profile_gpu")
+    rows = prof.main(["--device", "cpu", "--quick", "--only", "cnn_small + warps, cmajor",
+                      "--dtypes", "bfloat16", "--group", "3"])
+    # the CPU trains float32 (bfloat16 is CUDA's)
+    assert [(r["case"], r["G"], r["dtype"]) for r in rows] == [
+        ("cnn_small + warps, cmajor", 3, "float32")]
+    capsys.readouterr()
+    for args, words in ((["--only", "cnn_small + warps, cmajr"],
+                         "--only: no case's name contains 'cnn_small + warps, cmajr'"),
+                        (["--dtypes", "bf16"], "--dtypes: comma-separated float32, tf32, "
+                                               "bfloat16; got 'bf16'"),
+                        (["--group", "0"], "--group: must be an int >= 1; got 0"),
+                        (["--e2e", "mnist_ns30"], "--e2e: unknown run 'mnist_ns30'")):
+        with pytest.raises(SystemExit) as e:
+            prof.main(["--device", "cpu", "--quick", *args])
+        out = capsys.readouterr()
+        assert e.value.code == 2 and words in out.err and "##" not in out.out, out
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DRY": "1", "OUT": str(tmp_path / "out"),
+           "JSON": str(tmp_path / "json"), "STEPS": "profile",
+           "PROFILE_ONLY": "cnn_small + warps, cmajor", "PROFILE_DTYPES": "bfloat16",
+           "PROFILE_GROUP": "3",  # the script's python3: this interpreter's
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    run = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "| profile | rc 0 |" in summary
+    assert "| cnn_small + warps, cmajor | 3 | float32 |" in summary, summary
