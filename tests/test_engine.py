@@ -747,7 +747,10 @@ def test_the_gpu_session_script_runs_dry_on_the_cpu(tmp_path):
            "NS30_GROUPS": "auto,4",
            # the profile step's wiring with one case: its ResNet-18 cases took 40 s on the
            # CPU (test_the_gpu_session_tools_run_on_the_cpu profiles the graphed one)
-           "PROFILE_ONLY": "lenet5"}
+           "PROFILE_ONLY": "lenet5",
+           # the script's python3: this interpreter's (the first python3 on PATH may have no
+           # torch: the test failed when run with a virtual environment's python not on PATH)
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     run = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=root, env=env,
                          capture_output=True, text=True, timeout=2400)
     assert run.returncode == 0, run.stderr[-2000:]
