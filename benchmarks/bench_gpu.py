@@ -426,6 +426,14 @@ def main(argv=None) -> dict:
     for g in listed(args.e2e_groups):
         if g not in (None, "auto") and not (g.isdigit() and int(g) >= 1):
             p.error(f"--e2e-groups: 'auto' or ints >= 1, comma-separated; got {g!r}")
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    if only and not args.no_throughput and not any(
+            s in case.name for case in cases(args.quick, device, args.short) for s in only):
+        # a mistyped --only printed an empty table and exited 0 (a lease's step lost); a
+        # string that matches nothing beside others that do is fine (the lease's default
+        # list names cases of both the GPU and the quick CPU tables)
+        p.error(f"--only: no throughput case's name contains any of {only} (cases: "
+                + "; ".join(c.name for c in cases(args.quick, device, args.short)) + ")")
     dtypes = ("float32", "tf32", "bfloat16") if device.startswith("cuda") else ("float32",)
     name = (torch.cuda.get_device_name(device) if device.startswith("cuda")
             else f"CPU ({torch.get_num_threads()} threads)")
@@ -441,7 +449,6 @@ def main(argv=None) -> dict:
     print("\n| model | group | dtype | training images/s | GFLOP/image | of matmul rate |")
     print("|---|---:|---|---:|---:|---:|")
     rows = []
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
     for case in [] if args.no_throughput else cases(args.quick, device, args.short):
         if only and not any(s in case.name for s in only):
             continue

@@ -715,6 +715,16 @@ def test_bench_gpu_quick_runs_on_the_cpu(tmp_path, capsys):
         ("resnet18 (twin, cuDNN free)", False), ("resnet18 (graphed, 2 lanes)", False)]
     assert some[1]["failed"] == "RuntimeError: CUDA out of memory. Tried to allocate 9.00 GiB"
     assert "| resnet18 (vmap) | 2 | float32 | failed: RuntimeError" in capsys.readouterr().out
+    # a mistyped --only is refused before anything runs (it printed an empty table and exited
+    # 0: a lease's step lost); a string matching nothing beside one that matches is fine
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--device", "cpu", "--quick", "--e2e", "none", "--only", "resnet81"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exc.value.code == 2 and err.split(":", 1)[1].startswith(
+        " error: --only: no throughput case's name contains any of ['resnet81']")
+    some = bench.main(["--device", "cpu", "--quick", "--e2e", "none", "--only",
+                       "resnet81,resnet18 (vmap)"])["throughput"]
+    assert [r["model"] for r in some] == ["resnet18 (vmap)"]
 
 
 def _load_benchmark(name):
