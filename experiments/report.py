@@ -198,6 +198,17 @@ CIFAR_BULLET = ("- CIFAR-10, ResNet-18, ns = 1000, T = 500 (the paper's scale, o
                 " (see 'CIFAR-10').")
 
 
+#: The radii of the CIFAR-10 tables: the paper-scale runs', the CPU variant's
+CIFAR_RHOS, CIFAR_CPU_RHOS = [0, 5, 10, 15, 20, 25], [0, 1, 2, 3, 5, 10]
+#: The CIFAR-10 tables' columns: the paper-scale runs', the CPU variant's
+CIFAR_HEAD = (["run", "scheme", "bound (`certify.method`)", "base acc.", "vote acc."]
+              + [f"rho={x}" for x in CIFAR_RHOS]
+              + ["median radius of the certified points (any prediction)", "acc. = 0 at rho",
+                 "wall"])
+CIFAR_CPU_HEAD = (["run", "base acc.", "vote acc."] + [f"rho={x}" for x in CIFAR_CPU_RHOS]
+                  + ["wall"])
+
+
 def kept_runs(text: str, heading: str, names, fig_dir: Path, md_dir: Path) -> dict[str, Kept]:
     """What the report ``text`` shows, in its section under ``heading``, of each of ``names``
     (those it shows no table row of are left out): the rows, the figure ``fig4_NAME.png`` it
@@ -208,10 +219,23 @@ def kept_runs(text: str, heading: str, names, fig_dir: Path, md_dir: Path) -> di
     body = bullet.removeprefix(CIFAR_BULLET[0]).removesuffix(CIFAR_BULLET[1])
     starts = sorted(i for s in SHORT.values() if (i := body.find(f"{s}: vote accuracy")) >= 0)
     out = {}
+    lines = section.splitlines()
+    heads = {table(CIFAR_HEAD, []).split("\n")[0], table(CIFAR_CPU_HEAD, []).split("\n")[0]}
     for name in names:
-        rows = [line for line in section.splitlines() if line.startswith(f"| {name} |")]
-        if not rows:
+        at = [i for i, line in enumerate(lines) if line.startswith(f"| {name} |")]
+        if not at:
             continue
+        rows = [lines[i] for i in at]
+        # the header of the table each row sits in: the rows are kept under this report's
+        # columns, so columns changed since (a radius added) would shift every kept cell
+        for i in at:
+            head = next((lines[j] for j in range(i, -1, -1) if lines[j].startswith("| run |")),
+                        None)
+            if head not in heads:
+                raise SystemExit(f"report: --keep-absent cannot keep the rows of {name}: "
+                                 f"they sit under the columns {head!r}, which this report "
+                                 "no longer writes; regenerate the section with the run's "
+                                 "directory in --runs-dir")
         fig = fig_dir / f"fig4_{name}.png"
         link = f"![{fig.name}]({os.path.relpath(fig, md_dir)})"
         shown = link in section
@@ -668,7 +692,7 @@ class Report:
                  "leases, whose `import` puts a finished run's state here. `training.path: "
                  "fast` trains ResNet-18 on CUDA on the graphed loop (docs/benchmarks.md).\n")
         if gpu or kept:
-            rhos = [0, 5, 10, 15, 20, 25]
+            rhos = CIFAR_RHOS
             rows, figures, entries, revisions = [], [], [], []
             for scheme in SCHEMES:
                 name = f"cifar10_{scheme}"
@@ -705,10 +729,7 @@ class Report:
                     legend_loc="upper right"), f"fig4_{name}.png"))
             if entries:  # else the bullet would be empty
                 self.summary["cifar"] = entries
-            self.add(table(["run", "scheme", "bound (`certify.method`)", "base acc.",
-                            "vote acc."] + [f"rho={x}" for x in rhos]
-                           + ["median radius of the certified points (any prediction)",
-                              "acc. = 0 at rho", "wall"], rows))
+            self.add(table(CIFAR_HEAD, rows))
             base = pct(next(iter(gpu.values())).accuracies()[1]) if gpu else rows[0][3]
             self.add("\nThe wall column: training, then certifying, on the device named; "
                      "the runs' manifests name the code revision"
@@ -734,8 +755,7 @@ class Report:
         self.add(f"CPU variant: {command('cifar10_cpu')} (`experiments/cifar10_cpu.yaml`: "
                  "LeNet-5, ns = 1000 with replacement, T = 50, 300 steps, 2-px shifts).\n")
         n = "cifar10_cpu"
-        cpu_rhos = [0, 1, 2, 3, 5, 10]
-        head = ["run", "base acc.", "vote acc."] + [f"rho={x}" for x in cpu_rhos] + ["wall"]
+        cpu_rhos, head = CIFAR_CPU_RHOS, CIFAR_CPU_HEAD
         if n in self.runs:
             r = self.runs[n]
             acc, base = r.accuracies()

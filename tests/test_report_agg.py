@@ -230,10 +230,13 @@ def test_a_run_whose_certify_was_killed_midway_is_not_reported(modules, tmp_path
     assert report.load_runs(tmp_path) == {whole: whole}
 
 
-def cifar_report(out: Path, not_run: str = "cifar10_binomial", bullet: bool = True) -> str:
+def cifar_report(out: Path, not_run: str = "cifar10_binomial", bullet: bool = True,
+                 head: str | None = None) -> str:
     """A report whose CIFAR-10 section shows two paper-scale runs (three rows each, as
-    ``Report.cifar`` writes them), their figures, revisions and Summary entries, and lists
-    ``not_run`` as not run."""
+    ``Report.cifar`` writes them, under its columns or ``head``), their figures, revisions
+    and Summary entries, and lists ``not_run`` as not run (with the ``modules`` fixture)."""
+    report = sys.modules["report"]
+    head = report.table(report.CIFAR_HEAD, []) if head is None else head
     rows = "".join(f"| cifar10_{s} | {short} | {m} | 34.4% | 49.7% | 18.0% | 10.3% | 4.9% | "
                    f"2.0% | 0.4% | <0.1% | 5 | 27 | {wall} |\n"
                    for s, short in (("without_replacement", "without repl. (1)"),
@@ -246,8 +249,7 @@ def cifar_report(out: Path, not_run: str = "cifar10_binomial", bullet: bool = Tr
     text = ("# R\n\n## Summary\n\n- MNIST 1/7: z.\n"
             + (f"- CIFAR-10, ResNet-18, ns = 1000, T = 500 (the paper's scale, one GPU): "
                f"{entries} (see 'CIFAR-10').\n" if bullet else "")
-            + "\n## CIFAR-10 (Figure 4, bottom row)\n\nPaper scale.\n\n| run | scheme |\n"
-            "|---|---|\n"
+            + "\n## CIFAR-10 (Figure 4, bottom row)\n\nPaper scale.\n\n" + head + "\n"
             + rows + "\nThe runs' manifests name the code revision (`1111111aaaaa` for "
             "cifar10_without_replacement; `2222222bbbbb` for cifar10_with_replacement).\n\n"
             "![fig4_cifar10_without_replacement.png](figures/fig4_cifar10_without_replacement"
@@ -346,3 +348,21 @@ def test_only_refused_writes_nothing_and_takes_one_part(modules, tmp_path, no_ru
     with pytest.raises(SystemExit, match="^report: --only cifar (would drop|and --only-agg)"):
         report.main(args)
     assert out.read_text() == old and [p.name for p in out.parent.iterdir()] == ["results.md"]
+
+
+def test_keep_absent_refuses_rows_under_columns_the_report_no_longer_writes(modules, tmp_path,
+                                                                            no_runs):
+    """Kept rows go under this report's columns: rows written under other ones (a radius
+    added to the table since) would have every cell shifted under the wrong heading. One line,
+    nothing written."""
+    _, report = modules
+    out = tmp_path / "doc" / "results.md"
+    head = report.table([c for c in report.CIFAR_HEAD if c != "rho=25"], [])
+    old = cifar_report(out, head=head)
+    with pytest.raises(SystemExit, match=r"^report: --keep-absent cannot keep the rows of "
+                                         r"cifar10_without_replacement: they sit under the "
+                                         r"columns '\| run \| scheme .*rho=20 \| median"):
+        report.main(no_runs + ["--keep-absent"])
+    assert out.read_text() == old
+    assert sorted(p.name for p in out.parent.iterdir()) == ["figures", "results.md"]
+    assert not any((out.parent / "figures").iterdir())
