@@ -32,6 +32,46 @@ def test_combine_votes_mapping():
     assert out.tolist() == [[4, 1, 3, -1], [4, 2, 3, 1]]
 
 
+def test_combine_phase2_abstention_abstains():
+    # phase 2 abstains (-1, inference's answer to non-finite logits) on point 1: where
+    # phase 1 says CLEAN the base classifier abstains; it was read as clean[-1] = class 4
+    pred1 = np.array([[0, 0, 1], [2, 0, -1]])
+    pred2 = np.array([1, -1, 0])
+    out = twophase.combine(pred1, pred2, [1, 3], 5)
+    assert out.tolist() == [[2, -1, 1], [3, -1, -1]]
+
+
+@pytest.mark.parametrize(("pred1", "pred2", "name", "given"), [
+    ([[3]], [0], "pred1", "3"),      # only 2 poisoned classes: phase-1 outputs -1..2
+    ([[-2]], [0], "pred1", "-2"),
+    ([[0]], [3], "pred2", "3"),      # 3 clean classes: phase-2 outputs -1..2
+    ([[0]], [-2], "pred2", "-2"),    # was read as clean[-2], a vote for class 2
+    ([[0.5]], [0], "pred1", "float64"),
+])
+def test_combine_refuses_outputs_out_of_range(pred1, pred2, name, given):
+    with pytest.raises(ValueError, match=rf"'{name}' parameter of combine must be .*\[-1, "
+                                         rf"2\].*{given}"):
+        twophase.combine(np.array(pred1), np.array(pred2), [1, 3], 5)
+
+
+def test_phase2_accuracy_counts_abstentions_as_wrong(monkeypatch):
+    # a phase 2 whose outputs are all -1 (non-finite logits) is right nowhere; its accuracy
+    # read -1 as the last clean class (8) and was the share of class-8 test points
+    from poisoncert import training
+    from poisoncert.experiment import learners
+    from poisoncert.experiment.split import split_data
+
+    cfg = from_dict(_config(True))
+    data = split_data(cfg.data)
+
+    def abstain(x_train, y, subsets, seeds, x_test, *args, **kwargs):
+        return np.full((1, len(x_test)), -1, dtype=np.int16)
+
+    monkeypatch.setattr(training, "train_predict", abstain)
+    assert (data.y_test == 8).any()
+    assert learners.train_phase2(cfg, data).accuracy == 0.0
+
+
 def test_phase1_accuracy_from_combined():
     labels = np.array([9, 9, 0, 5])
     combined = np.array([[9, 3, 0, 9], [9, 9, 7, 2]])  # phase 1 right: [1,0,1,0], [1,1,1,1]

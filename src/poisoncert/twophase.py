@@ -79,22 +79,38 @@ def combine(pred1, pred2, poisoned, n_classes: int) -> np.ndarray:
     """Base-classifier predictions over the original classes.
 
     ``pred1`` ``(T, n_test)``: phase-1 outputs (``CLEAN``, ``1..k``, or ``-1`` abstain);
-    ``pred2`` ``(n_test,)``: phase 2's outputs (positions among the clean classes). Where
-    phase 1 says ``CLEAN`` the vote goes to phase 2's class; where it says ``j + 1`` to
-    ``poisoned[j]``; an abstaining phase 1 abstains. int16, like the engine's predictions.
+    ``pred2`` ``(n_test,)``: phase 2's outputs (positions among the clean classes, or ``-1``
+    where it abstains, as inference does on non-finite outputs). Where phase 1 says ``CLEAN``
+    the vote goes to phase 2's class (an abstention where phase 2 abstains); where it says
+    ``j + 1`` to ``poisoned[j]``; an abstaining phase 1 abstains. int16, like the engine's
+    predictions. Values outside these ranges are refused (never read as another class).
     """
     poisoned = _check(poisoned, n_classes, "combine")
     clean = clean_classes(poisoned, n_classes)
-    pred1 = np.asarray(pred1, dtype=np.int64)
-    pred2 = np.asarray(pred2, dtype=np.int64)
+    pred1 = _check_outputs(pred1, "pred1", poisoned.size)
+    pred2 = _check_outputs(pred2, "pred2", clean.size - 1)
     if pred2.shape != pred1.shape[-1:]:
         raise param_error("pred2", "combine", f"an array of shape {pred1.shape[-1:]}",
                           f"shape {pred2.shape}")
-    from_phase2 = np.broadcast_to(clean[pred2], pred1.shape)
+    from_phase2 = np.broadcast_to(np.concatenate([clean, [-1]])[pred2], pred1.shape)
     from_phase1 = np.concatenate([[-1], poisoned])[np.clip(pred1, 0, None)]
     out = np.where(pred1 == CLEAN, from_phase2, from_phase1)
     out = np.where(pred1 < 0, -1, out)
     return out.astype(np.int16)
+
+
+def _check_outputs(pred, name: str, high: int) -> np.ndarray:
+    """``pred`` as int64, every value in ``[-1, high]`` (``-1``: abstain)."""
+    arr = np.asarray(pred)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise param_error(name, "combine", f"integers in the range [-1, {high}] (-1: abstain)",
+                          f"an array of dtype {arr.dtype}")
+    arr = arr.astype(np.int64)
+    bad = (arr < -1) | (arr > high)
+    if bad.any():
+        raise param_error(name, "combine", f"integers in the range [-1, {high}] (-1: abstain)",
+                          int(arr[bad].ravel()[0]))
+    return arr
 
 
 def phase1_accuracy(predictions, labels, poisoned, n_classes: int) -> np.ndarray:

@@ -304,6 +304,8 @@ def train_phase2(cfg: ExperimentConfig, data: DataSplit) -> Phase2Model:
                                   settings, n_classes=clean.size, device=cfg.execution.device,
                                   path=cfg.execution.path)[0].astype(np.int64)
     on_clean = np.isin(data.y_test, clean)
-    accuracy = float(np.mean(clean[pred[on_clean]] == data.y_test[on_clean]))
+    # an abstaining output (-1: non-finite logits) is wrong, not the last clean class
+    said = np.concatenate([clean, [-1]])[pred[on_clean]]
+    accuracy = float(np.mean(said == data.y_test[on_clean]))
     return Phase2Model(predictions=pred, accuracy=accuracy, seed=seed,
                        steps=cfg.algorithm.phase2_steps, seconds=time.perf_counter() - t0)
