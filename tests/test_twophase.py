@@ -72,6 +72,21 @@ def test_phase2_accuracy_counts_abstentions_as_wrong(monkeypatch):
     assert learners.train_phase2(cfg, data).accuracy == 0.0
 
 
+@pytest.mark.parametrize("fn", [twophase.phase1_labels, twophase.phase2_labels])
+@pytest.mark.parametrize(("y", "given"), [([3, -1], "-1"), ([10], "10"), ([2.5], "2.5")])
+def test_label_maps_refuse_labels_out_of_range(fn, y, given):
+    # -1 was read as class 9 (a poisoned class: phase-1 label 1); 10 raised IndexError
+    with pytest.raises(ValueError, match=rf"'y' parameter of {fn.__name__} .*\[0, 9\].*"
+                                         rf"Got {given}"):
+        fn(y, POISONED, 10)
+
+
+def test_poisoned_classes_must_be_integers():
+    # [8.7] was truncated to class 8
+    with pytest.raises(ValueError, match=r"'poisoned' parameter of phase1_labels"):
+        twophase.phase1_labels([1], [8.7], 10)
+
+
 def test_phase1_accuracy_from_combined():
     labels = np.array([9, 9, 0, 5])
     combined = np.array([[9, 3, 0, 9], [9, 9, 7, 2]])  # phase 1 right: [1,0,1,0], [1,1,1,1]

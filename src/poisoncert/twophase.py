@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from poisoncert._validation import param_error
+from poisoncert._validation import check_int_array, param_error
 
 __all__ = [
     "CLEAN",
@@ -43,13 +43,21 @@ PHASE2_SEED_KEY = 2**32
 
 
 def _check(poisoned, n_classes: int, where: str) -> np.ndarray:
-    poisoned = np.asarray(poisoned, dtype=np.int64).reshape(-1)
+    allowed = (f"a non-empty list of distinct labels in [0, {n_classes - 1}] leaving at least "
+               "one clean class")
+    arr = np.asarray(poisoned)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):  # 8.7 was read as 8
+        raise param_error("poisoned", where, allowed, arr.tolist())
+    poisoned = arr.astype(np.int64).reshape(-1)
     if (poisoned.size == 0 or poisoned.size >= n_classes or len(set(poisoned.tolist()))
             != poisoned.size or poisoned.min() < 0 or poisoned.max() >= n_classes):
-        raise param_error("poisoned", where, f"a non-empty list of distinct labels in "
-                          f"[0, {n_classes - 1}] leaving at least one clean class",
-                          poisoned.tolist())
+        raise param_error("poisoned", where, allowed, poisoned.tolist())
     return poisoned
+
+
+def _labels(y, name: str, n_classes: int, where: str) -> np.ndarray:
+    """Class labels in ``[0, n_classes - 1]`` (a -1 was read as the last class)."""
+    return check_int_array(y, name, where, low=0, high=n_classes - 1)
 
 
 def clean_classes(poisoned, n_classes: int) -> np.ndarray:
@@ -63,7 +71,7 @@ def phase1_labels(y, poisoned, n_classes: int) -> np.ndarray:
     poisoned = _check(poisoned, n_classes, "phase1_labels")
     table = np.zeros(n_classes, dtype=np.int64)
     table[poisoned] = np.arange(1, poisoned.size + 1)
-    return table[np.asarray(y, dtype=np.int64)]
+    return table[_labels(y, "y", n_classes, "phase1_labels")]
 
 
 def phase2_labels(y, poisoned, n_classes: int) -> np.ndarray:
@@ -72,7 +80,7 @@ def phase2_labels(y, poisoned, n_classes: int) -> np.ndarray:
     clean = clean_classes(poisoned, n_classes)
     table = np.full(n_classes, -1, dtype=np.int64)
     table[clean] = np.arange(clean.size)
-    return table[np.asarray(y, dtype=np.int64)]
+    return table[_labels(y, "y", n_classes, "phase2_labels")]
 
 
 def combine(pred1, pred2, poisoned, n_classes: int) -> np.ndarray:
