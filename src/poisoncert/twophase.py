@@ -15,7 +15,7 @@ is ``phase2 o phase1``:
 
 ``combine`` maps the two phases' outputs to votes over the original classes.
 ``phase1_accuracy`` recovers phase 1's accuracy exactly from the combined predictions: phase 1
-says "clean" iff the combined prediction is a clean class.
+says "clean" iff the combined prediction is a clean class (unless phase 2 abstained there).
 """
 
 from __future__ import annotations
@@ -126,6 +126,9 @@ def phase1_accuracy(predictions, labels, poisoned, n_classes: int) -> np.ndarray
 
     Phase 1 is right on a clean-class point iff it says ``CLEAN``, i.e. iff the combined
     prediction is a clean class; on a poisoned-class point iff the combined prediction is it.
+    Where phase 2 abstains (``-1``, see ``combine``) a ``CLEAN`` is not visible in the combined
+    prediction: phase 1 counts as wrong on those clean-class points (never as right), and
+    phase 2's accuracy (which counts its abstentions as wrong) shows the cause.
     """
     poisoned = _check(poisoned, n_classes, "phase1_accuracy")
     predictions = np.asarray(predictions, dtype=np.int64)
