@@ -1858,6 +1858,17 @@ def test_attack_without_a_target_is_refused_and_fewer_targets_are_said(tmp_path,
         assert not (tmp_path / "b").exists()
 
 
+def _drop_data_checksum(run):
+    """The run's manifest as an earlier version wrote it: no data.sha256_arrays, its own
+    digest intact."""
+    from poisoncert.runsafe import MANIFEST_DIGEST, manifest_digest
+
+    manifest = json.loads((run / "manifest.json").read_text())
+    del manifest["data"]["sha256_arrays"]
+    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
+    (run / "manifest.json").write_text(json.dumps(manifest))
+
+
 def test_update_and_attack_refuse_a_run_whose_manifest_records_no_data_checksum(tmp_path):
     """A run made by an earlier version, whose manifest (intact by its own digest) records no
     checksum of its data: update kept its untouched classifiers beside ones retrained on
@@ -1865,15 +1876,10 @@ def test_update_and_attack_refuse_a_run_whose_manifest_records_no_data_checksum(
     retrained poisoned copies on them. Nothing says those are the data it was trained on:
     one line each, before any data are read (predict of a knn run refused such a run already;
     review note of session 27)."""
-    from poisoncert.runsafe import MANIFEST_DIGEST, manifest_digest
-
     cfg = _cfg(training__save_weights=True)
     run = tmp_path / "run"
     train_run(cfg, run)
-    manifest = json.loads((run / "manifest.json").read_text())
-    del manifest["data"]["sha256_arrays"]
-    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
-    (run / "manifest.json").write_text(json.dumps(manifest))
+    _drop_data_checksum(run)
     RunDir(run).verify()  # intact by its own checks
     want = (r"^The manifest of the run '.*run' records no checksum of its data "
             r"\(data.sha256_arrays\), so the data loaded now cannot be checked against those "
@@ -1889,15 +1895,10 @@ def test_attack_of_a_knn_run_refuses_a_manifest_without_the_data_checksum(tmp_pa
     """attack of a knn run takes its clean certificates from the run's neighbours and its
     poisoned predictions from the data loaded now: without the manifest's data checksum
     nothing ties the two, so it is refused in one line as predict refuses it."""
-    from poisoncert.runsafe import MANIFEST_DIGEST, manifest_digest
-
     cfg = _cfg(selection__scheme="knn", selection__k=3, training__group_size=None)
     run = tmp_path / "run"
     train_run(cfg, run)
-    manifest = json.loads((run / "manifest.json").read_text())
-    del manifest["data"]["sha256_arrays"]
-    manifest[MANIFEST_DIGEST] = manifest_digest(manifest)
-    (run / "manifest.json").write_text(json.dumps(manifest))
+    _drop_data_checksum(run)
     with pytest.raises(RunError, match=r"^The manifest of the run '.*run' records no checksum "
                                        r"of its data .*: train a new run on these data\.$"):
         attack_run(run, settings=AttackSettings(attacks=("flip",), budgets=(1,), targets=2))
