@@ -88,3 +88,15 @@ def test_only_training_imports_torch():
             "poisoncert.cli; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_only_the_progress_display_imports_the_cli():
+    """docs/architecture.md: nothing below the CLI imports it but ``experiment.display``,
+    which draws the CLI's bar for ``progress=True``."""
+    graph = import_graph()
+    importers = sorted(m for m, deps in graph.items()
+                       if any(d == "poisoncert.cli" or d.startswith("poisoncert.cli.")
+                              for d in deps)
+                       and not (m == "poisoncert.cli" or m.startswith("poisoncert.cli.")
+                                or m == "poisoncert._console"))
+    assert importers == ["poisoncert.experiment.display"]
