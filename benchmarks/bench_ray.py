@@ -1,7 +1,7 @@
 """Benchmark: one ensemble with the local executor (1 and 2 workers) and with Ray (issue 5).
 
-Trains the same run (default: MNIST 1/7, T = 160 MLPs, ns = 30, 100 steps, chunks of 16, one
-engine group each) with
+Trains the same run (default: MNIST 1/7, T = 160 MLPs, ns = 30, 100 steps, chunks of 16, two
+engine groups of 8 each on the CPU) with
 
 * ``LocalExecutor(1)`` (in this process) and ``LocalExecutor(2)`` (two spawned processes);
 * ``RayExecutor`` with 1 and 2 workers on a local Ray instance (started once and timed on its
