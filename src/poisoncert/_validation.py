@@ -23,15 +23,21 @@ from contextlib import contextmanager
 import numpy as np
 
 __all__ = [
+    "Earlier",
+    "EarlierFloat",
+    "EarlierInt",
     "INT_LIMIT",
     "INT_LIMIT_TEXT",
     "SEED_LIMIT",
     "SEED_LIMIT_TEXT",
+    "as_given",
     "check_choice",
     "check_int",
     "check_int_array",
     "check_real",
     "check_real_array",
+    "earlier",
+    "later_high",
     "named_as",
     "number_array",
     "param_error",
@@ -53,6 +59,45 @@ INT_LIMIT_TEXT = "2^53"
 SEED_LIMIT = 2**64 - 1
 #: How messages write ``SEED_LIMIT``.
 SEED_LIMIT_TEXT = "2^64 - 1"
+
+
+class Earlier:
+    """A number that a run made by an earlier version stored beyond an upper bound added
+    since (``config.files.later_bounds``: seeds beyond 2^64 - 1, ``training.lr`` beyond 10,
+    ...). A run's own ``config.yaml`` is read with such values as ``EarlierInt`` /
+    ``EarlierFloat``, which the checks take in the range that version took
+    (``later_high``), so the run still loads, certifies, predicts and retrains as it was
+    made; a value given anew keeps the bound. It equals, hashes, prints and is written as the
+    plain number, and stays marked through ``dataclasses.replace``."""
+
+    __slots__ = ()
+
+
+class EarlierInt(Earlier, int):
+    __slots__ = ()
+
+
+class EarlierFloat(Earlier, float):
+    __slots__ = ()
+
+
+def earlier(value):
+    """``value`` marked as a stored run's (``Earlier``); anything but an int or a float (a
+    bool, text, None) as it is."""
+    if isinstance(value, Earlier | bool) or not isinstance(value, numbers.Real):
+        return value
+    return EarlierInt(value) if isinstance(value, numbers.Integral) else EarlierFloat(value)
+
+
+def later_high(value, high):
+    """The upper bound ``high`` of a check, or None (the range before the bound was added)
+    for a value a run of an earlier version stored (``Earlier``)."""
+    return None if isinstance(value, Earlier) else high
+
+
+def as_given(given, checked):
+    """A check's result ``checked`` of the value ``given``, marked as ``given`` was."""
+    return earlier(checked) if isinstance(given, Earlier) else checked
 
 
 #: Longest echo of a given value in an error (``shown``): a refused value is named, not

@@ -283,7 +283,9 @@ class RunDir(ChunkFiles):
     # -- config ------------------------------------------------------------------------------
 
     def load_config(self) -> ExperimentConfig:
-        """The resolved config stored with the run."""
+        """The resolved config stored with the run, read in the ranges of the version that
+        wrote it (``config.later_bounds``: a seed or ``training.lr`` beyond a bound added
+        since; whether the file is the run's own, ``verify`` checks)."""
         if not self.exists():
             if not self.path.exists():
                 why = "it does not exist"
@@ -302,7 +304,7 @@ class RunDir(ChunkFiles):
                            "config holds every setting it was trained with): the run cannot "
                            "be read.")
         try:
-            cfg = load_config(self.path / CONFIG)
+            cfg = load_config(self.path / CONFIG, stored=True)  # as the run was written
         except ConfigError as e:  # named as a file; a changed one (a flipped byte) says so
             raise RunError(f"The config '{self.path / CONFIG}' of the run "
                            f"{self._changed(CONFIG)}is invalid: {e}") from None

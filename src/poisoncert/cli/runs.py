@@ -99,9 +99,10 @@ def train(
     """
     with library_errors():
         from poisoncert.cli.progress import rich_progress
-        from poisoncert.config import from_dict, parse_overrides, read_config_file
+        from poisoncert.config import parse_overrides, read_config_file
         from poisoncert.executors import check_workers, make_executor
         from poisoncert.experiment import train_run
+        from poisoncert.experiment.train import run_config
 
         _refuse_misspelt_options(ctx)
         overrides = parse_overrides(ctx.args)
@@ -122,7 +123,9 @@ def train(
             overrides["certify.rhos"] = rhos
         settings = read_config_file(config)
         dropped: list[str] = []
-        cfg = from_dict(settings, overrides, dropped=dropped)
+        run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
+        # (a value beyond a bound added since, in a run an earlier version made: resumed)
+        cfg = run_config(settings, overrides, run_dir, dropped=dropped)
         if dropped:  # the file's values the command line overrode by implication
             typer.echo(f"note: the config file's {', '.join(dropped)} "
                        f"{'does' if len(dropped) == 1 else 'do'} not apply to "
@@ -142,7 +145,6 @@ def train(
         ex = make_executor(executor, workers=workers if ray else local_workers,
                            address=address, devices=devices, gpus_per_task=gpus_per_task,
                            where="train")
-        run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
         from poisoncert.data.download import quiet_downloads
 
         with interrupt_line(), quiet_downloads(quiet or as_json):

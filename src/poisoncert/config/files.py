@@ -29,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from poisoncert._validation import param_error, shown
+from poisoncert import _validation
+from poisoncert._validation import Earlier, earlier, param_error, shown
 from poisoncert.config.checks import choice
 from poisoncert.config.sections import (
     DEFAULT_SELECTION,
@@ -41,6 +42,7 @@ from poisoncert.config.sections import (
     fixed_T,
 )
 from poisoncert.selection import PLAN_SCHEME_ALIASES
+from poisoncert.training import settings as _settings
 from poisoncert.training.settings import TrainConfig
 
 __all__ = [
@@ -48,6 +50,7 @@ __all__ = [
     "config_diff",
     "config_hash",
     "from_dict",
+    "later_bounds",
     "load_config",
     "read_config_file",
     "parse_overrides",
@@ -77,6 +80,18 @@ RESUMABLE_KEYS = ("training.workers",)
 _HINTS = typing.get_type_hints(ExperimentConfig)
 
 
+def later_bounds() -> dict[str, float]:
+    """Upper bounds added after earlier versions had written runs beyond them, by dotted key:
+    the root seeds at 2^64 - 1 (d6f8569), ``training.elastic`` at 1e6 (bbe7dd7),
+    ``training.lr`` at 10 and ``training.weight_decay`` at 1 (a624e1c). A run's own
+    ``config.yaml`` (``load_config(..., stored=True)``) reads a value beyond one as
+    ``_validation.Earlier``, in the range the version that wrote it took; every config given
+    anew keeps them."""
+    return {"selection.seed": _validation.SEED_LIMIT, "data.clean_seed": _validation.SEED_LIMIT,
+            "training.lr": _settings.LR_MAX, "training.weight_decay": _settings.WEIGHT_DECAY_MAX,
+            "training.elastic": _settings.ELASTIC_MAX}
+
+
 def _records(section: str) -> list[tuple[str, type]]:
     """``(attribute, class)`` of the typed sections whose keys YAML ``section`` holds."""
     return [(attr, _HINTS[attr]) for attr in SECTIONS[section]]
@@ -100,6 +115,8 @@ def to_dict(cfg: ExperimentConfig) -> dict[str, dict[str, Any]]:
 
 def _plain(value):
     """A config value as YAML and JSON write it (a ``ModelRef`` is its text)."""
+    if isinstance(value, Earlier):  # a stored run's seed or lr beyond a later bound
+        return int(value) if isinstance(value, int) else float(value)
     return str(value) if isinstance(value, str) and type(value) is not str else value
 
 
@@ -163,14 +180,16 @@ def config_diff(a: ExperimentConfig, b: ExperimentConfig, hashed: bool = False) 
 
 
 def from_dict(d: dict | None, overrides: dict[str, Any] | None = None, *,
-              dropped: list[str] | None = None) -> ExperimentConfig:
+              dropped: list[str] | None = None, stored: bool = False) -> ExperimentConfig:
     """Build and validate a config from nested dicts plus dotted ``overrides``.
 
     Missing keys take their defaults (a missing ``selection`` section, or one that names no
     scheme and no size: ``DEFAULT_SELECTION`` for the keys it does not give);
     unknown sections or keys raise a ``ConfigError`` that names the closest known key.
     ``dropped``: a list that receives ``"section.key (value)"`` for each value of ``d`` that
-    gave way to the overrides (``_give_way``), so a command can say so.
+    gave way to the overrides (``_give_way``), so a command can say so. ``stored``: the
+    config of a run already written (its ``config.yaml``), whose values beyond a bound added
+    since (``later_bounds``) are read in the range the version that wrote it took.
     """
     d = {} if d is None else d
     if not isinstance(d, dict):
@@ -201,7 +220,7 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None, *,
     if dropped is not None:
         dropped.extend(texts)
     try:
-        return _assemble(values)
+        return _assemble(values, stored)
     except ConfigError as e:
         if not any(f"'{section}." in str(e) for section, _ in gave):
             raise  # nothing gave way in the section refused (say training.lr's): no note
@@ -212,8 +231,10 @@ def from_dict(d: dict | None, overrides: dict[str, Any] | None = None, *,
                           "scheme the command line names.)") from None
 
 
-def _assemble(values: dict[str, dict[str, tuple[Any, bool]]]) -> ExperimentConfig:
-    """``from_dict``'s config from its ``(value, from_text)`` pairs."""
+def _assemble(values: dict[str, dict[str, tuple[Any, bool]]],
+              stored: bool = False) -> ExperimentConfig:
+    """``from_dict``'s config from its ``(value, from_text)`` pairs (``stored``: a run's)."""
+    later = later_bounds() if stored else {}
     sel = values["selection"]
     if sel and not set(sel) & {"scheme", "ns", "p", "k", "d", "r"}:  # only T, seed, ...:
         for key, value in DEFAULT_SELECTION.items():  # the rest of the default selection
@@ -229,6 +250,11 @@ def _assemble(values: dict[str, dict[str, tuple[Any, bool]]]) -> ExperimentConfi
             kwargs = {key: _coerce(value, hints[key], f"{section}.{key}", from_text,
                                    allowed.get(key))
                       for key, (value, from_text) in values[section].items() if key in names}
+            for key, value in kwargs.items():  # beyond a bound added after the run was made
+                bound = later.get(f"{section}.{key}")
+                if (bound is not None and isinstance(value, int | float)
+                        and not isinstance(value, bool) and value > bound):
+                    kwargs[key] = earlier(value)
             parts[attr] = _build(cls, section, kwargs)
     return ExperimentConfig(**parts)
 
@@ -337,7 +363,7 @@ def _build(cls: type, section: str, kwargs: dict):
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None
-                = None) -> ExperimentConfig:
+                = None, *, stored: bool = False) -> ExperimentConfig:
     """Read a YAML config (or the defaults when ``path`` is None) and apply ``overrides``.
 
     ``overrides`` is a dict of dotted keys (``{"training.steps": "300"}``) or a list of
@@ -346,7 +372,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list
     d = None if path is None else read_config_file(path)
     if isinstance(overrides, (list, tuple)):
         overrides = parse_overrides(overrides)
-    return from_dict(d, overrides)
+    return from_dict(d, overrides, stored=stored)
 
 
 def read_config_file(path: str | Path) -> dict | None:

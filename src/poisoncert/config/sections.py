@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from poisoncert import bounds
-from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, SEED_LIMIT
+from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, SEED_LIMIT, later_high
 from poisoncert.config.checks import WHERE, ConfigError, config_error
 from poisoncert.config.checks import choice as _choice
 from poisoncert.config.checks import first_out as _first_out
@@ -168,7 +168,8 @@ class DataConfig:
         if clean is not None and not _ints_ok(clean):
             raise config_error("data.clean_indices", "a list of distinct training-set indices "
                                f"in the range [0, {INT_LIMIT_TEXT}]", _first_out(clean))
-        _int(self.clean_seed, "data.clean_seed", low=0, high=SEED_LIMIT)
+        _int(self.clean_seed, "data.clean_seed", low=0,  # an earlier version's: any
+             high=later_high(self.clean_seed, SEED_LIMIT))
         _int(self.test_limit, "data.test_limit", low=1, high=INT_LIMIT)
         if self.edits is not None and (not isinstance(self.edits, str) or not self.edits.strip()):
             raise config_error("data.edits", "null or the path of an edits .npz file",
@@ -207,7 +208,8 @@ class SelectionConfig:
     def __post_init__(self) -> None:
         scheme = _choice(self.scheme, "selection.scheme", SCHEMES, PLAN_SCHEME_ALIASES)
         _put(self, "scheme", scheme)
-        _int(self.seed, "selection.seed", low=0, high=SEED_LIMIT)
+        _int(self.seed, "selection.seed", low=0,  # an earlier version's: any (Earlier)
+             high=later_high(self.seed, SEED_LIMIT))
         k_schemes = (PARTITION, FINITE_AGGREGATION, "knn")
         what = {PARTITION: "the number of parts",
                 FINITE_AGGREGATION: "with selection.d: k * d buckets and classifiers",

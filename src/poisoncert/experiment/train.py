@@ -21,7 +21,13 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import runs, selection
-from poisoncert.config import ExperimentConfig, from_dict, load_config
+from poisoncert.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_hash,
+    from_dict,
+    read_config_file,
+)
 from poisoncert.executors import Executor, LocalExecutor, check_workers
 from poisoncert.experiment import learners
 from poisoncert.experiment.display import ProgressDisplay, no_display, progress_display
@@ -34,7 +40,7 @@ from poisoncert.runsafe import fault_point
 from poisoncert.votes import majority_vote
 
 __all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "TrainInterrupted",
-           "resolved_config", "run_group_size", "run_subsets", "train_run"]
+           "resolved_config", "run_config", "run_group_size", "run_subsets", "train_run"]
 
 PHASE2_JSON = "phase2.json"
 
@@ -219,12 +225,39 @@ def _check_unhashed_settings(rd: RunDir, old: ExperimentConfig, cfg: ExperimentC
             "it with its own setting (its config.yaml).")
 
 
-def _config(config) -> ExperimentConfig:
+def _config(config, run_dir: str | Path) -> ExperimentConfig:
     if isinstance(config, ExperimentConfig):
         return config
     if isinstance(config, Mapping):
-        return from_dict(dict(config))
-    return load_config(config)
+        return run_config(dict(config), run_dir=run_dir)
+    return run_config(read_config_file(config), run_dir=run_dir)
+
+
+def run_config(d: dict | None, overrides: dict | None = None, run_dir: str | Path | None = None,
+               *, dropped: list[str] | None = None) -> ExperimentConfig:
+    """``config.from_dict(d, overrides, dropped=dropped)``: the config a run is trained with.
+
+    Where it refuses a value beyond a bound added after earlier versions had written runs
+    beyond it (``config.later_bounds``: a seed beyond 2^64 - 1, ``training.lr`` beyond 10,
+    ...) and ``run_dir`` holds a run of this very config (its hash), made with it (its
+    ``config.yaml`` has the hash its manifest recorded when the run began: not edited since),
+    the config is read as that run's own: the run resumes with the values it was made with.
+    For anything else (a new run, another config, an edited one) the refusal stands."""
+    try:
+        return from_dict(d, overrides, dropped=dropped)
+    except ConfigError as refused:
+        rd = RunDir(run_dir) if run_dir is not None else None
+        if rd is None or not rd.exists():
+            raise
+        try:
+            cfg = from_dict(d, overrides, stored=True)
+            old = rd.check_config(cfg)
+            made = rd.load_manifest().get("config_hash") == config_hash(old)
+        except (ConfigError, RunError, OSError):
+            made = False
+        if not made:
+            raise refused from None
+        return cfg
 
 
 
@@ -315,7 +348,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     """
     t0 = time.perf_counter()
     progress = None if progress in (None, False) else progress_display(progress, "train_run")
-    cfg = _config(config)
+    cfg = _config(config, run_dir)
     if executor is None:
         executor = LocalExecutor(check_workers(cfg.execution.workers, "training.workers",
                                                "the config"))

@@ -16,9 +16,11 @@ import numpy as np
 from poisoncert._validation import (
     INT_LIMIT,
     INT_LIMIT_TEXT,
+    as_given,
     check_choice,
     check_int,
     check_real,
+    later_high,
     param_error,
 )
 from poisoncert.training.sklearn_learner import SKLEARN_LEARNERS
@@ -255,12 +257,16 @@ class TrainConfig:
         put("batch_size", check_int(self.batch_size, k + "batch_size", w, low=1,
                                     high=INT_LIMIT))
         put("optimizer", check_choice(self.optimizer, k + "optimizer", w, OPTIMIZERS))
-        put("lr", check_real(self.lr, k + "lr", w, low=0.0, high=LR_MAX, low_open=True))
+        # LR_MAX, WEIGHT_DECAY_MAX and ELASTIC_MAX came after runs beyond them: a run of an
+        # earlier version keeps its stored value (_validation.Earlier)
+        put("lr", as_given(self.lr, check_real(self.lr, k + "lr", w, low=0.0, low_open=True,
+                                               high=later_high(self.lr, LR_MAX))))
         put("lr_schedule", check_choice(self.lr_schedule, k + "lr_schedule", w, SCHEDULES))
         put("momentum", check_real(self.momentum, k + "momentum", w, low=0.0, high=1.0,
                                    high_open=True))
-        put("weight_decay", check_real(self.weight_decay, k + "weight_decay", w, low=0.0,
-                                       high=WEIGHT_DECAY_MAX))
+        put("weight_decay", as_given(self.weight_decay, check_real(
+            self.weight_decay, k + "weight_decay", w, low=0.0,
+            high=later_high(self.weight_decay, WEIGHT_DECAY_MAX))))
         for name in ("balance", "augment"):
             if not isinstance(getattr(self, name), bool | np.bool_):
                 raise param_error(k + name, w, "a bool", getattr(self, name))
@@ -269,8 +275,9 @@ class TrainConfig:
         put("rotation", check_real(self.rotation, k + "rotation", w, low=0.0, high=180.0))
         put("scale", check_real(self.scale, k + "scale", w, low=0.0, high=1.0, high_open=True))
         put("shear", check_real(self.shear, k + "shear", w, low=0.0, high=90.0, high_open=True))
-        put("elastic", check_real(self.elastic, k + "elastic", w, low=0.0,
-                                  high=ELASTIC_MAX))
+        put("elastic", as_given(self.elastic, check_real(
+            self.elastic, k + "elastic", w, low=0.0, high=later_high(self.elastic,
+                                                                      ELASTIC_MAX))))
         put("dtype", check_choice(self.dtype, k + "dtype", w, DTYPES))
         if self.group_size is None or (isinstance(self.group_size, str)
                                        and self.group_size.strip().lower() == "auto"):
