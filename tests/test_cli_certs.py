@@ -231,6 +231,67 @@ def test_delta_single_setting_and_rho_max():
     assert bad.exit_code == 1 and "'rho_max' parameter" in bad.stderr
 
 
+def test_delta_marks_a_scheme_the_setting_does_not_define_and_tabulates_the_others(tmp_path):
+    """At ns = n binomial selection is not defined (p = ns / n = 1) while both bagging schemes
+    are; beyond n only bagging with replacement is (docs/certificates.md). delta refused the
+    whole setting for the one scheme; now the defined schemes' values, the same numbers as
+    bounds.delta, and the others n/a with their reason, once; refused only where every scheme
+    asked for is undefined."""
+    r = invoke("delta", "--n", "10", "--ns", "10", "--rho-max", "3", "--steps", "3", "--json")
+    assert r.exit_code == 0, r.output
+    (t,) = json.loads(r.stdout)["tables"]
+    assert list(t["delta"]) == ["without_replacement", "with_replacement"]
+    assert t["undefined"] == {"binomial": "ns must be an int in the range [1, 9] for the "
+                                          "binomial scheme (p = ns / n must be below 1; n = 10)"}
+    for scheme, values in t["delta"].items():
+        want = bounds.delta(np.array(t["rho"]), scheme=scheme, n=10, ns=10)
+        np.testing.assert_array_equal([np.inf if v is None else v for v in values], want)
+    text = invoke("delta", "--n", "10", "--ns", "10", "--rho-max", "3", "--steps", "3")
+    assert text.exit_code == 0, text.output
+    rows = [line.split("│")[1:-1] for line in text.stdout.splitlines() if line.startswith("│")]
+    assert [[c.strip() for c in row] for row in rows] == [
+        [str(rho), *(f"{_inf(v):.6g}" for v in (t["delta"]["without_replacement"][i],
+                                                 t["delta"]["with_replacement"][i])), "n/a"]
+        for i, rho in enumerate(t["rho"])]
+    assert text.stdout.splitlines()[-1] == (
+        "n/a: binomial is not defined for n = 10, ns = 10: ns must be an int in the range "
+        "[1, 9] for the binomial scheme (p = ns / n must be below 1; n = 10).")
+    assert text.stdout.count("n/a:") == 1
+    # beyond n: with replacement alone; the default range is its own
+    (t,) = json.loads(invoke("delta", "--n", "10", "--ns", "11", "--json").stdout)["tables"]
+    assert list(t["delta"]) == ["with_replacement"] and set(t["undefined"]) == {
+        "without_replacement", "binomial"}
+    assert t["delta"]["with_replacement"][-1] >= 1.0
+    # the figure draws the defined schemes
+    out = tmp_path / "f.png"
+    assert invoke("delta", "--n", "10", "--ns", "10", "--out", str(out)).exit_code == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # asked for the undefined scheme alone: one refusal line, as before
+    r = invoke("delta", "--n", "10", "--ns", "10", "--scheme", "binomial")
+    assert r.exit_code == 1 and r.stdout == "" and r.stderr.splitlines() == [
+        "error: The 'ns' parameter of delta must be an int in the range [1, 9] for the "
+        "binomial scheme (p = ns / n must be below 1; n = 10). Got 10 instead."]
+    r = invoke("delta", "--n", "10", "--ns", "0")  # no scheme is defined: refused
+    assert r.exit_code == 1 and r.stderr.startswith("error: The 'ns' parameter of delta")
+    r = invoke("delta", "--scheme", "bootstrap")
+    assert r.exit_code == 1 and "'scheme' parameter of delta" in r.stderr
+
+
+def test_delta_scheme_option_keeps_each_schemes_values():
+    """--scheme picks columns; a scheme's values are the ones it has beside the others."""
+    args = ("delta", "--n", "1000", "--ns", "20", "--rho-max", "40", "--steps", "4", "--json")
+    (full,) = json.loads(invoke(*args).stdout)["tables"]
+    assert full["undefined"] == {}
+    (one,) = json.loads(invoke(*args, "--scheme", "wr", "--scheme", "3").stdout)["tables"]
+    assert list(one["delta"]) == ["with_replacement", "binomial"]
+    assert one["rho"] == full["rho"]
+    assert all(one["delta"][s] == full["delta"][s] for s in one["delta"])
+
+
+def _inf(v):
+    return float("inf") if v is None else v
+
+
 def test_delta_unwritable_output_is_one_line(tmp_path):
     result = invoke("delta", "--rho-max", "5", "--out", str(tmp_path / "missing" / "f.png"))
     assert result.exit_code == 1

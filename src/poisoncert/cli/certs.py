@@ -206,6 +206,34 @@ def _print_table(title: str, columns: list[str], rows: list[list]) -> None:
 _PLAIN_ROWS = 1000
 
 
+def _defined_schemes(schemes: list[str], n: int, ns: int, model: str
+                     ) -> tuple[list[str], dict[str, str]]:
+    """The ``schemes`` that the setting ``(n, ns)`` allows (``SelectionBound``'s checks), and
+    the others with the reason each is not defined ("ns must be an int in the range [1, 9]
+    for the binomial scheme ..."). Where none is defined, the first one's refusal, in delta's
+    words (``--ns 0``, or ``--scheme binomial`` alone at ``ns = n``)."""
+    import re
+
+    from poisoncert._validation import named_as
+    from poisoncert.bounds import SelectionBound
+
+    defined, undefined, first = [], {}, None
+    for s in schemes:
+        try:
+            with named_as("delta", n="n", ns="ns"):
+                SelectionBound(s, n, ns=ns, model=model)
+        except ValueError as e:
+            first = first or e
+            m = re.fullmatch(r"The '([^']+)' parameter of delta must be (.+)\. Got .+ instead\.",
+                             str(e), re.DOTALL)
+            undefined[s] = f"{m[1]} must be {m[2]}" if m else str(e).rstrip(".")
+        else:
+            defined.append(s)
+    if not defined:
+        raise first
+    return defined, undefined
+
+
 def radius(
     scheme: Annotated[str, typer.Option(
         help="without_replacement | with_replacement | binomial (aliases: wor, wr, 1, 2, 3)")],
@@ -317,6 +345,10 @@ def delta(
         "--n", help="Size of D^p (with --ns: one setting instead of the paper's two).")] = None,
     ns: Annotated[int | None, typer.Option("--ns", help="Selection size.")] = None,
     model: Annotated[str, typer.Option(help="Poisoning model P1 ... P6.")] = "P6",
+    scheme: Annotated[list[str] | None, typer.Option(
+        "--scheme", help="A scheme to tabulate, repeatable: without_replacement | "
+                         "with_replacement | binomial (aliases: wor, wr, 1, 2, 3); default: "
+                         "the three.")] = None,
     steps: Annotated[int, typer.Option(
         help=f"Steps from rho = 0 to the largest rho, 1 to {MAX_STEPS:,} (the table has "
              "steps + 1 rows per setting).")] = 10,
@@ -324,13 +356,21 @@ def delta(
         help="Write the figure (the paper's Figure 2) as a PNG here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
-    """Tabulate delta(rho) of the three schemes (binomial with p = ns / n) and draw Figure 2."""
+    """Tabulate delta(rho) of the three schemes (binomial with p = ns / n) and draw Figure 2.
+
+    A scheme the setting does not allow (binomial at ns = n, where p = ns / n is 1; without
+    replacement at ns > n) is n/a, its reason said once, beside the others' values; it is
+    refused only where no scheme asked for is defined.
+    """
     with library_errors():
         from poisoncert._validation import check_choice, check_int
-        from poisoncert.bounds import MODEL_ALIASES, MODELS
+        from poisoncert.bounds import MODEL_ALIASES, MODELS, SCHEME_ALIASES, SCHEMES
         from poisoncert.plots import FIGURE2_SETTINGS, delta_curves, plot_delta
 
         model = check_choice(model, "model", "delta", MODELS, MODEL_ALIASES)
+        asked = {check_choice(s, "scheme", "delta", SCHEMES, SCHEME_ALIASES)
+                 for s in scheme or SCHEMES}
+        schemes = [s for s in SCHEMES if s in asked]  # the table's order
         steps = check_int(steps, "steps", "delta", low=1, high=MAX_STEPS)
         if rho_max is not None:
             rho_max = check_int(rho_max, "rho_max", "delta", low=1, high=INT_LIMIT)
@@ -342,24 +382,29 @@ def delta(
         settings = FIGURE2_SETTINGS if n is None else ((n, ns),)
         tables = []
         for nn, nns in settings:
+            defined, undefined = _defined_schemes(schemes, nn, nns, model)
             rhos, curves = delta_curves(nn, nns, model=model, rho_max=rho_max,
-                                        n_points=steps + 1)
+                                        n_points=steps + 1, schemes=defined)
             tables.append({"n": nn, "ns": nns, "p": nns / nn, "model": model,
                            "rho": rhos.tolist(),
                            "delta": {s: [None if math.isinf(v) else float(v) for v in d]
-                                     for s, d in curves.items()}})
-        if out is not None:
-            plot_delta(out, settings=settings, model=model, rho_max=rho_max)
+                                     for s, d in curves.items()},
+                           "undefined": undefined})
+        if out is not None:  # the schemes every panel defines
+            plot_delta(out, settings=settings, model=model, rho_max=rho_max,
+                       schemes=[s for s in schemes if all(s in t["delta"] for t in tables)])
 
     if as_json:
         typer.echo(json_text({"tables": tables, "figure": None if out is None else str(out)},
                               indent=2))
         return
     for t in tables:
-        schemes = list(t["delta"])
-        rows = [[rho, *[_inf(t["delta"][s][j]) for s in schemes]]
+        rows = [[rho, *[_inf(t["delta"][s][j]) if s in t["delta"] else "n/a"
+                        for s in schemes]]
                 for j, rho in enumerate(t["rho"])]
         _print_table(f"delta(rho), n = {t['n']}, ns = {t['ns']}, model {t['model']} "
                      "(binomial selection: p = ns / n)", ["rho", *schemes], rows)
+        for s, why in t["undefined"].items():
+            typer.echo(f"n/a: {s} is not defined for n = {t['n']}, ns = {t['ns']}: {why}.")
     if out is not None:
         typer.echo(f"wrote {out}")
