@@ -187,7 +187,8 @@ class SelectionConfig:
     the root seed: classifier ``i`` uses ``selection.model_seed(seed, i)``.
 
     ``knn`` (``k`` nearest neighbours) and ``rnn`` (the neighbours within Euclidean distance
-    ``r``, in pixel units 0-255) train no base classifiers: the run stores each test point's
+    ``r``, in the data's integer feature units: 0-255 for images, 0-16 for scikit-learn's
+    digits) train no base classifiers: the run stores each test point's
     nearest labels (``poisoncert.knn``), ``T = 1``.
 
     ``ns``/``p`` and ``T`` have no defaults: a config that has a ``selection`` section states
@@ -233,7 +234,8 @@ class SelectionConfig:
         if scheme == "rnn":
             if self.r is None:
                 raise config_error("selection.r", "a real number > 0 for the rnn scheme (the "
-                                   "ball's radius in pixel units 0-255)", None)
+                                   "ball's radius in the data's integer feature units, "
+                                   "0-255 for images)", None)
             _real(self.r, "selection.r", 0.0, 1e12)
         elif self.r is not None:
             raise config_error("selection.r", f"null for the {scheme} scheme (r is for rnn)",
