@@ -204,3 +204,29 @@ def test_an_elastic_strength_beyond_any_image_is_refused(tmp_path):
     # a standard normal draw beyond 40 has probability below 1e-340: never met
     grid = FieldStream(np.random.default_rng(0), ELASTIC_MAX, 64, (8, 8)).take(64)
     assert np.isfinite(grid).all() and np.abs(grid).max() < 40 * ELASTIC_MAX < 3e38
+
+
+@pytest.mark.parametrize("args, why", [
+    (["--training.model", "sklearn:knn"], "training.model sklearn:knn (scikit-learn trains on "
+                                          "the CPU)"),
+    (["--training.model", "sklearn:svm"], "training.model sklearn:svm (scikit-learn"),
+    (["--selection.scheme", "knn", "--selection.k", "3"],
+     "selection.scheme knn (the neighbour search runs on the CPU)"),
+    (["--selection.scheme", "rnn", "--selection.r", "3"], "selection.scheme rnn")])
+def test_cuda_for_a_learner_that_runs_on_the_cpu_is_refused(tmp_path, args, why):
+    """``--device cuda`` with a scikit-learn learner or the kNN / rNN search was ignored: the
+    run trained on the CPU and its manifest recorded a CUDA device ("CUDA not available" on
+    a machine without one). One line now, before anything is written (with or without a
+    GPU)."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    (tmp_path / "exp.yaml").write_text("data: {name: digits}\nselection: {T: 2, ns: 30}\n")
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), "-q", "--device", "cuda", *args])
+    lines = [x for x in r.output.splitlines() if not x.startswith("note:")]
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert (f"The 'training.device' parameter of the config must be 'cpu' for {why}"
+            in lines[0] and "Got 'cuda' instead." in lines[0]), r.output
+    assert not (tmp_path / "run").exists()

@@ -301,7 +301,8 @@ class ExecutionConfig:
     a time) or ``graphed`` (the same, each training step a replayed CUDA graph,
     ``training.graphed``: a constant learning rate, Adam or SGD); they agree to rounding.
     ``workers`` is the number of local processes (it never changes the predictions);
-    ``device`` ``cpu`` or ``cuda``;
+    ``device`` ``cpu`` or ``cuda`` (``cpu`` only for a scikit-learn learner and the kNN / rNN
+    search, which run on the CPU: a new run refuses ``cuda`` for them);
     ``save_weights`` keeps every trained torch classifier's weights in the run directory
     (``weights/``, read by ``poisoncert.Ensemble``):
     ``None`` (the default) means on for a torch model trained by Algorithm 2 and off

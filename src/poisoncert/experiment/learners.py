@@ -197,6 +197,24 @@ def make_learner(cfg: ExperimentConfig, data: DataSplit,
     return _torch_learner(cfg, keep_weights=cfg.keeps_weights)
 
 
+def check_cpu_only(cfg: ExperimentConfig) -> None:
+    """``training.device: cuda`` for a run that never uses a GPU, the exact kNN / rNN search
+    (numpy) or a scikit-learn learner: one ``ConfigError`` (it was ignored, and the run's
+    manifest recorded a CUDA device it never trained on, ``CUDA not available`` included)."""
+    if cfg.execution.device != "cuda":
+        return
+    from poisoncert.selection import NEAREST_NEIGHBOURS
+
+    scheme = cfg.selection.scheme
+    if scheme in NEAREST_NEIGHBOURS:
+        why = f"selection.scheme {scheme} (the neighbour search runs on the CPU)"
+    elif cfg.training.sklearn_learner is not None:
+        why = f"training.model {cfg.training.model} (scikit-learn trains on the CPU)"
+    else:
+        return
+    raise config_error("training.device", f"'cpu' for {why}", "cuda")
+
+
 def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
     """Check the learner against the data, before any file is written: the torch model
     accepts the input shape and the device is available (a ``ConfigError`` naming the key)."""

@@ -368,6 +368,8 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
                            when=f"the run '{rd.path}' started",
                            then="its saved chunks would mix two versions of the model, so it "
                                 "cannot be resumed (restore the code, or train a new run)")
+    if old is None:  # (a run started before the check resumes as it was)
+        learners.check_cpu_only(cfg)
     if cfg.selection.scheme in selection.NEAREST_NEIGHBOURS:
         from poisoncert.experiment.neighbors import train_nn_run
 
