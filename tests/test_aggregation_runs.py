@@ -1044,6 +1044,13 @@ def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
     assert all(len(line.rstrip()) <= 80 for line in table) and "…" not in r.output, r.output
     assert "aggregation attack r trials" in " ".join(r.output.split())
     assert sum(line.split()[:2] == ["knn", "insert"] for line in table) == 2, r.output
+    # attack_summary.csv's key columns come first, as in attack_trials.csv (its
+    # 'probabilistic' stood between aggregation and attack)
+    heads = {name: (tmp_path / "cli" / name).read_text().splitlines()[0].split(",")
+             for name in ("attack_summary.csv", "attack_trials.csv")}
+    key = ["aggregation", "attack", "model", "budget"]
+    assert heads["attack_summary.csv"][:5] == [*key, "probabilistic"], heads
+    assert heads["attack_trials.csv"][:4] == key, heads
     # copies spread an insertion over hash buckets: a kNN run has none
     r = CliRunner().invoke(app, ["attack", str(tmp_path / "knn"), "--attacks", "insert",
                                  "--copies", "2", "-q"])

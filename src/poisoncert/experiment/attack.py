@@ -348,9 +348,10 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
     def tally(j: Judge, attack: str, r: int) -> dict:
         key = (j.name, attack, r)
         if key not in stats:
-            stats[key] = {"aggregation": j.name, "probabilistic": j.probabilistic,
-                          "attack": attack, "model": ATTACK_MODEL[attack], "budget": r,
-                          "trials": 0, "within": 0, "changed_within": 0, "beyond": 0,
+            # the key columns first, in attack_trials.csv's order
+            stats[key] = {"aggregation": j.name, "attack": attack,
+                          "model": ATTACK_MODEL[attack], "budget": r,
+                          "probabilistic": j.probabilistic, "trials": 0, "within": 0, "changed_within": 0, "beyond": 0,
                           "success_beyond": 0, "already_label": 0, "untargeted_checked": 0,
                           "untargeted_changed": 0, "retrained": 0}
         return stats[key]
