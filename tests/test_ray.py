@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import time
@@ -94,6 +95,41 @@ def test_parameters_and_factory():
     with pytest.raises(ValueError, match="'address' parameter of make_executor"):
         make_executor("local", address="auto")
     assert not ray.is_initialized()  # nothing connects before map_chunks
+
+
+@pytest.mark.parametrize("gpus", [-1, float("nan"), float("inf"), 1.5, 2.25, 1e-9, "x"])
+def test_gpus_per_task_ray_refuses_is_one_line_before_anything(gpus):
+    """``--gpus-per-task 1.5`` (or 1e-9) passed the check (a non-negative real) and Ray
+    refused it when the first chunk was submitted, after the run directory was written; -1
+    was refused naming RayExecutor's own 'num_gpus_per_task', not the option given."""
+    allowed = "0, a fraction in [0.0001, 1] (tasks share a GPU) or a whole number of GPUs"
+    with pytest.raises(ValueError, match=r"'gpus_per_task' parameter of train must be "
+                       + re.escape(allowed)):
+        make_executor("ray", gpus_per_task=gpus, where="train")
+    with pytest.raises(ValueError, match="'num_gpus_per_task' parameter of RayExecutor"):
+        RayExecutor(num_gpus_per_task=gpus)
+    for fine in (0, 0.0001, 0.25, 1, 2.0, 8):
+        assert RayExecutor(num_gpus_per_task=fine).num_gpus_per_task == fine
+
+
+@pytest.mark.parametrize("gpus, have", [(1, 0), (0.5, 0), (2, 1), (3.0, 2)])
+def test_more_gpus_per_task_than_the_local_instance_has_is_refused_first(monkeypatch, gpus,
+                                                                         have):
+    """A local Ray instance with one GPU and ``--gpus-per-task 2``: every chunk task waited
+    for two GPUs forever (the autoscaler's "No available node types can fulfill resource
+    request"), after the run directory was written. ``preflight`` (before any file) now
+    refuses it in one line."""
+    from poisoncert import ray_executor
+
+    monkeypatch.setattr(ray_executor, "_ray_running", lambda: False)
+    monkeypatch.setattr(ray_executor, "_local_gpus", lambda: have)
+    ex = RayExecutor(num_gpus_per_task=gpus)
+    with pytest.raises(ValueError, match=r"'num_gpus_per_task' parameter of RayExecutor must "
+                       rf"be (at most {have}, the GPUs|0: the local Ray instance has no GPU)"):
+        ex.preflight()
+    RayExecutor(num_gpus_per_task=have or 0).preflight()  # as many as it has: fine
+    monkeypatch.setattr(ray_executor, "_local_gpus", lambda: 8)
+    ex.preflight()
 
 
 def test_missing_ray_names_the_extra(monkeypatch):

@@ -345,9 +345,11 @@ def make_executor(name: str = "local", *, workers: int | None = 1,
         if devices is not None:
             raise param_error("devices", where, "None with --executor ray (Ray assigns GPUs: "
                               "use gpus_per_task)", devices)
-        from poisoncert.ray_executor import RayExecutor
+        from poisoncert.ray_executor import RayExecutor, check_gpus_per_task
 
-        return RayExecutor(address, workers=workers, num_gpus_per_task=gpus_per_task or 0.0)
+        gpus = 0.0 if gpus_per_task is None else check_gpus_per_task(gpus_per_task,
+                                                                     "gpus_per_task", where)
+        return RayExecutor(address, workers=workers, num_gpus_per_task=gpus)
     if address is not None:
         raise param_error("address", where,
                           "None for the local executor (an address is for 'ray')", address)

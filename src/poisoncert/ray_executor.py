@@ -48,12 +48,46 @@ from typing import Any, TypeVar
 from poisoncert._validation import check_int, check_real, param_error
 from poisoncert.threads import attach_progress, keep_heap, limit_threads
 
-__all__ = ["RayExecutor", "RayExecutorError", "import_ray"]
+__all__ = ["RayExecutor", "RayExecutorError", "check_gpus_per_task", "import_ray"]
 
 R = TypeVar("R")
 
 _WHERE = "RayExecutor"
 _INSTALL_HINT = 'pip install "poisoncert[ray]"'
+
+
+#: GPUs per task Ray accepts: 0, a fraction of at least ``GPU_UNIT`` (Ray's resource
+#: precision) up to 1, or a whole number (Ray refuses 1.5 and 1e-9 when the first task is
+#: submitted: after the run directory was written).
+GPU_UNIT = 1e-4
+_GPUS_ALLOWED = "0, a fraction in [0.0001, 1] (tasks share a GPU) or a whole number of GPUs"
+
+
+def check_gpus_per_task(value, name: str = "num_gpus_per_task", where: str = _WHERE) -> float:
+    """``value`` as GPUs per Ray task, or a ``ValueError`` naming ``name`` (``_GPUS_ALLOWED``)."""
+    try:
+        g = check_real(value, name, where, low=0.0)
+    except ValueError:
+        raise param_error(name, where, _GPUS_ALLOWED, value) from None
+    if g != 0 and (g < GPU_UNIT or (g > 1 and g != int(g))):
+        raise param_error(name, where, _GPUS_ALLOWED, value)
+    return g
+
+
+def _local_gpus() -> int:
+    """The CUDA devices a local Ray instance started here sees (torch counts them the same
+    way, ``CUDA_VISIBLE_DEVICES`` included)."""
+    import torch
+
+    return torch.cuda.device_count()
+
+
+def _ray_running() -> bool:
+    """Whether this process already joined a Ray instance (its GPUs are its own)."""
+    import sys
+
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
 
 
 class RayExecutorError(ChildProcessError):
@@ -173,8 +207,7 @@ class RayExecutor:
         self._workers = None if workers is None else check_int(workers, "workers", _WHERE, low=1)
         self.num_cpus_per_task = check_int(num_cpus_per_task, "num_cpus_per_task", _WHERE, low=1)
         self.max_retries = check_int(max_retries, "max_retries", _WHERE, low=0)
-        self.num_gpus_per_task = check_real(num_gpus_per_task, "num_gpus_per_task", _WHERE,
-                                            low=0.0)
+        self.num_gpus_per_task = check_gpus_per_task(num_gpus_per_task)
         self.threads = check_int(threads, "threads", _WHERE, low=1)
         if ship_code is not None and not isinstance(ship_code, bool):
             raise param_error("ship_code", _WHERE, "None or a bool", ship_code)
@@ -210,9 +243,18 @@ class RayExecutor:
 
     def preflight(self) -> None:
         """Before a run writes anything (``train_run``): a cluster address that accepts no
-        connection is one clear error (``check_reachable``)."""
+        connection is one clear error (``check_reachable``); for a local Ray instance, GPUs
+        per task beyond the GPUs it will have (its tasks would wait for them forever)."""
         if self.address is not None:
             check_reachable(self.address)
+        elif self.num_gpus_per_task and not _ray_running():
+            gpus = _local_gpus()
+            if self.num_gpus_per_task > gpus:
+                raise param_error("num_gpus_per_task", _WHERE, f"at most {gpus}, the GPUs of "
+                                  "the local Ray instance (a task that asks for more never "
+                                  "starts)" if gpus else "0: the local Ray instance has no GPU "
+                                  "(a task that asks for one never starts)",
+                                  self.num_gpus_per_task)
 
     def _connect(self, ray) -> bool:
         """Initialise Ray unless it already is; return whether this call did."""
