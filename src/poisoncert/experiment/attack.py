@@ -351,7 +351,8 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
             # the key columns first, in attack_trials.csv's order
             stats[key] = {"aggregation": j.name, "attack": attack,
                           "model": ATTACK_MODEL[attack], "budget": r,
-                          "probabilistic": j.probabilistic, "trials": 0, "within": 0, "changed_within": 0, "beyond": 0,
+                          "probabilistic": j.probabilistic, "trials": 0, "within": 0,
+                          "changed_within": 0, "beyond": 0,
                           "success_beyond": 0, "already_label": 0, "untargeted_checked": 0,
                           "untargeted_changed": 0, "retrained": 0}
         return stats[key]
