@@ -230,3 +230,31 @@ def test_cuda_for_a_learner_that_runs_on_the_cpu_is_refused(tmp_path, args, why)
     assert (f"The 'training.device' parameter of the config must be 'cpu' for {why}"
             in lines[0] and "Got 'cuda' instead." in lines[0]), r.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--executor", "ray", "--workers", "0"],
+     "The 'workers' parameter of train must be an int in the range [1, 2^53] with --executor "
+     "ray (chunks in flight on the Ray instance). Got 0 instead."),
+    (["--devices", ",".join(["cpu"] * 3)], None)])
+def test_worker_counts_say_their_true_range(tmp_path, monkeypatch, args, line):
+    """``--executor ray --workers 0`` said the range was [1, CPUs] (the local executor's),
+    while Ray takes ``--workers 3`` on a 2-CPU machine (chunks in flight on its instance);
+    ``--devices cpu,cpu,cpu`` started three local workers on 2 CPUs, where ``--workers 3`` is
+    refused. One line each now, before anything is written."""
+    from typer.testing import CliRunner
+
+    from poisoncert import executors
+    from poisoncert.cli import app
+
+    monkeypatch.setattr(executors, "usable_cpus", lambda: 2)
+    (tmp_path / "exp.yaml").write_text("data: {name: digits}\nselection: {T: 2, ns: 30}\n")
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), "-q", *args])
+    line = line or ("The 'devices' parameter of train must be at most 2 'cpu' entries (a "
+                    "worker process each; the CPUs this process may use). Got 'cpu,cpu,cpu' "
+                    "instead.")
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert line in r.output and "[1, 2] (the CPUs" not in r.output, r.output
+    assert not (tmp_path / "run").exists()
+

@@ -357,6 +357,11 @@ def make_executor(name: str = "local", *, workers: int | None = 1,
         raise param_error("gpus_per_task", where, "None for the local executor (it is for "
                           "'ray'; the local executor takes devices)", gpus_per_task)
     if devices is not None:
-        devices = parse_devices(devices, where=where)
+        spec, devices = devices, parse_devices(devices, where=where)
+        cpus = usable_cpus()
+        if workers is None and len(devices) > cpus and all(d == "cpu" for d in devices):
+            # a worker process per entry: at most the CPUs, as --workers
+            raise param_error("devices", where, f"at most {cpus} 'cpu' entries (a worker "
+                              "process each; the CPUs this process may use)", spec)
     return LocalExecutor(None if workers is None else check_workers(workers, where=where),
                          devices=devices)

@@ -15,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from poisoncert._validation import param_error, parse_int_list
+from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, param_error, parse_int_list
 from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.runsafe import json_text
 
@@ -78,11 +78,16 @@ def train(
         help="--executor ray: an existing cluster ('auto', 'ray://host:10001'); default: "
              "start a local Ray instance.")] = None,
     device: Annotated[str | None, typer.Option(
-        help="cpu | cuda (overrides training.device).")] = None,
+        help="cpu | cuda (overrides training.device, whose default is cpu; a scikit-learn "
+             "learner and the knn / rnn search take cpu only).")] = None,
     devices: Annotated[str | None, typer.Option(
-        help="Local executor: GPUs to use, one worker each: 'all' or 'cuda:0,cuda:1'.")] = None,
+        help="Local executor: one worker process per entry: 'all' (every visible GPU), "
+             "'cuda:0,cuda:1', or 'cpu,cpu' (at most the CPUs). Default: training.workers "
+             "on training.device.")] = None,
     gpus_per_task: Annotated[float | None, typer.Option(
-        help="--executor ray: GPUs per chunk task (fractions share a GPU).")] = None,
+        help="--executor ray: GPUs each chunk task reserves (sets training.device to cuda): "
+             "a fraction in [0.0001, 1] (tasks share a GPU) or a whole number. Default: "
+             "none (a CPU run).")] = None,
     rhos: Annotated[str | None, typer.Option(
         "--rhos", help="Radii for certify's table, comma-separated, e.g. 0,50,100 (sets "
                        "certify.rhos).")] = None,
@@ -111,6 +116,11 @@ def train(
         if workers is not None:
             if not ray:  # local processes: [1, CPUs], for 0 as for too many
                 check_workers(workers, "training.workers", "the config")
+            elif isinstance(workers, bool) or not 1 <= workers <= INT_LIMIT:
+                # Ray's chunks in flight: not bounded by this machine's CPUs
+                raise param_error("workers", "train", f"an int in the range [1, "
+                                  f"{INT_LIMIT_TEXT}] with --executor ray (chunks in flight "
+                                  "on the Ray instance)", workers)
             overrides["training.workers"] = str(workers)
         if device is not None:
             overrides["training.device"] = device
