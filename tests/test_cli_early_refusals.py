@@ -258,3 +258,21 @@ def test_worker_counts_say_their_true_range(tmp_path, monkeypatch, args, line):
     assert line in r.output and "[1, 2] (the CPUs" not in r.output, r.output
     assert not (tmp_path / "run").exists()
 
+
+@pytest.mark.parametrize("value", ["8.0", "1e9", "[8]", "{a: 1}", "true"])
+def test_a_group_size_of_another_type_in_the_file_names_its_range(tmp_path, value):
+    """``group_size: 8.0`` in a config file was refused as 'must be an int or a string or
+    null' (no range, and no string but 'auto' is taken), where ``--training.group_size 8.0``
+    said "'auto' or an int in the range [1, 2^53]"; both say the latter now."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    (tmp_path / "exp.yaml").write_text("data: {name: digits}\nselection: {T: 2, ns: 30}\n"
+                                       f"training: {{group_size: {value}}}\n")
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), "-q"])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert ("The 'training.group_size' parameter of the config must be 'auto' or an int in "
+            "the range [1, 2^53]. Got " in r.output), r.output
+    assert not (tmp_path / "run").exists()

@@ -209,7 +209,8 @@ class TrainConfig:
     #: What a key takes, in an error's words, where its type cannot say it (a config's loader
     #: uses it too).
     ALLOWED: ClassVar[dict[str, str]] = {
-        "subset_rows": f"null ('auto'), 'off' or an int in the range [1, {INT_LIMIT_TEXT}]"}
+        "subset_rows": f"null ('auto'), 'off' or an int in the range [1, {INT_LIMIT_TEXT}]",
+        "group_size": f"'auto' or an int in the range [1, {INT_LIMIT_TEXT}]"}
 
     model: ModelSpec = "mlp"
     steps: int = 200
