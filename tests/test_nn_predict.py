@@ -251,3 +251,31 @@ def test_a_manifest_without_the_data_checksum_is_refused(tmp_path):
         in lines[0], r.output
     with pytest.raises(RunError, match="records no checksum"):
         Ensemble.load(run)
+
+
+def test_cuda_for_a_neighbour_run_and_a_gpu_beyond_the_visible_are_refused(tmp_path,
+                                                                           monkeypatch):
+    """On a machine with a GPU, ``predict knn_run x.npy --device cuda`` searched on the CPU
+    without a word (the search is numpy's), and ``--device cuda:5`` with one GPU passed the
+    check and failed in torch later ('invalid device ordinal'). One line each now, before
+    the run is read."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    run = tmp_path / "run"
+    train_run(from_dict(_DIGITS), run)
+    for device in ("cuda", "cuda:0"):
+        with pytest.raises(ValueError, match=r"'device' parameter of Ensemble.load must be "
+                           r"'cpu' for a knn run \(the neighbour search runs on the CPU\)\. "
+                           f"Got '{device}' instead"):
+            Ensemble.load(run, device=device)
+    assert Ensemble.load(run, device="cpu") is not None
+    with pytest.raises(ValueError, match=r"must be 'cpu', 'cuda' or 'cuda:0' to 'cuda:0' "
+                       r"\(1 visible\)\. Got 'cuda:5' instead"):
+        Ensemble.load(tmp_path / "no such run", device="cuda:5")
+    x = split_data(from_dict(_DIGITS).data).x_test[:2]
+    np.save(tmp_path / "q.npy", x)
+    r = runner.invoke(app, ["predict", str(run), str(tmp_path / "q.npy"), "--device", "cuda"])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert "'cpu' for a knn run" in r.output, r.output

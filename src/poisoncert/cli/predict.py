@@ -52,7 +52,8 @@ def predict(
         help="Vote-bound method (default: the run's certify.method).")] = None,
     model: Annotated[str | None, typer.Option(
         help="Poisoning model P1 ... P6 (default: the run's certify.model).")] = None,
-    device: Annotated[str, typer.Option(help="cpu | cuda.")] = "cpu",
+    device: Annotated[str, typer.Option(help="cpu | cuda | cuda:K (a knn / rnn run: cpu "
+                                             "only).")] = "cpu",
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of CSV (rows and "
                                                          "summary).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,

@@ -163,6 +163,11 @@ class Ensemble(RunClasses):
             # no base classifiers: the training data are the model (checked against the run)
             from poisoncert.experiment.nnmodel import NeighborModel
 
+            if device != "cpu":  # (it was ignored)
+                raise param_error("device", "Ensemble.load", f"'cpu' for a "
+                                  f"{cfg.selection.scheme} run (the neighbour search runs on "
+                                  "the CPU)", device)
+
             return NeighborModel.load(run_dir, verify_progress=display)  # on the CPU
         if not cfg.keeps_weights and not (rd / ENSEMBLE_JSON).is_file():
             if cfg.training.sklearn_learner:
@@ -425,6 +430,10 @@ def _check_device(device) -> str:
         if not torch.cuda.is_available():
             raise param_error("device", "Ensemble.load", "'cpu' (no CUDA device is available)",
                               device)
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:  # not torch's 'invalid device ordinal' later
+            raise param_error("device", "Ensemble.load", f"'cpu', 'cuda' or 'cuda:0' to "
+                              f"'cuda:{count - 1}' ({count} visible)", device)
     return text
 
 
