@@ -276,3 +276,32 @@ def test_a_group_size_of_another_type_in_the_file_names_its_range(tmp_path, valu
     assert ("The 'training.group_size' parameter of the config must be 'auto' or an int in "
             "the range [1, 2^53]. Got " in r.output), r.output
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("args, line", [
+    (["--devices", "cpu,cuda:0"], "The 'devices' parameter of train must be 'cpu' entries "
+     "alone or CUDA devices alone (one training.device for the run). Got 'cpu,cuda:0'"),
+    (["--device", "cpu", "--devices", "cuda:0"], "The 'devices' parameter of train must be "
+     "cpu entries with --device cpu (or leave --device out). Got 'cuda:0'"),
+    (["--device", "cpu", "--devices", "all"], "must be cpu entries with --device cpu"),
+    (["--device", "cuda", "--devices", "cpu,cpu"], "The 'devices' parameter of train must be "
+     "CUDA devices with --device cuda (or leave --device out). Got 'cpu,cpu'"),
+    (["--executor", "ray", "--device", "cpu", "--gpus-per-task", "1"], "The 'gpus_per_task' "
+     "parameter of train must be 0 or none with --device cpu (its tasks would reserve GPUs "
+     "and train on the CPU). Got 1.0")])
+def test_devices_of_two_kinds_are_refused_in_one_line(tmp_path, args, line):
+    """A run trains on one training.device: ``--devices cpu,cuda:0`` made its 'cpu' worker
+    train on cuda:0, ``--device cpu --devices cuda:0,cuda:1`` left the GPUs idle and
+    ``--device cpu --gpus-per-task 1`` had Ray tasks reserve GPUs they never used (on a
+    machine with GPUs; without, the refusals blamed the missing GPU, not the contradiction).
+    One line naming it now, before anything is written, with or without a GPU."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    (tmp_path / "exp.yaml").write_text("data: {name: digits}\nselection: {T: 2, ns: 30}\n")
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), "-q", *args])
+    assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+    assert line in r.output, r.output
+    assert not (tmp_path / "run").exists()

@@ -62,6 +62,34 @@ def _refuse_misspelt_options(ctx: typer.Context) -> None:
                 raise ConfigError(f"No such option: {name}. Did you mean {meant}?")
 
 
+def _refuse_mixed_devices(device: str | None, devices: str | None,
+                          gpus_per_task: float | None) -> None:
+    """A run trains on one kind of device (training.device): ``--devices cpu,cuda:0`` (the
+    'cpu' worker trained on cuda:0), ``--device cpu --devices cuda:0,cuda:1`` (the GPUs idle,
+    each worker on the CPU) and ``--device cpu --gpus-per-task 1`` (Ray tasks reserving GPUs
+    they never use) were taken without a word: one line each."""
+    kinds = set()
+    if devices is not None:
+        for name in (d.strip().lower() for d in devices.split(",") if d.strip()):
+            if name == "cpu":
+                kinds.add("cpu")
+            elif name == "all" or name.startswith("cuda"):
+                kinds.add("cuda")  # (other words: parse_devices' syntax error)
+    if len(kinds) > 1:
+        raise param_error("devices", "train", "'cpu' entries alone or CUDA devices alone (one "
+                          "training.device for the run)", devices)
+    given = None if device is None else device.strip().lower()
+    if given not in (None, "cpu", "cuda"):
+        return  # training.device's own check names it
+    if kinds and given is not None and given not in kinds:
+        kind = "cpu entries" if given == "cpu" else "CUDA devices"
+        raise param_error("devices", "train", f"{kind} with --device {given} (or leave "
+                          "--device out)", devices)
+    if gpus_per_task and given == "cpu":
+        raise param_error("gpus_per_task", "train", "0 or none with --device cpu (its tasks "
+                          "would reserve GPUs and train on the CPU)", gpus_per_task)
+
+
 def train(
     ctx: typer.Context,
     config: Annotated[Path, typer.Argument(help="Experiment config (YAML).")],
@@ -124,6 +152,7 @@ def train(
             overrides["training.workers"] = str(workers)
         if device is not None:
             overrides["training.device"] = device
+        _refuse_mixed_devices(device, devices, gpus_per_task)
         if (devices is not None or gpus_per_task) and device is None:
             # the devices' kind ('--devices cpu,cpu': two CPU workers, not a CUDA run)
             cpus_only = devices is not None and all(
