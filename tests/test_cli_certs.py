@@ -286,6 +286,10 @@ def test_delta_scheme_option_keeps_each_schemes_values():
     assert list(one["delta"]) == ["with_replacement", "binomial"]
     assert one["rho"] == full["rho"]
     assert all(one["delta"][s] == full["delta"][s] for s in one["delta"])
+    # the table's title speaks of binomial selection only where a binomial column is shown
+    text = invoke(*args[:-1], "--scheme", "wr").stdout
+    assert "model P6\n" in text and "binomial" not in text
+    assert "(binomial selection: p = ns / n)" in invoke(*args[:-1]).stdout
 
 
 def _inf(v):

@@ -402,8 +402,9 @@ def delta(
         rows = [[rho, *[_inf(t["delta"][s][j]) if s in t["delta"] else "n/a"
                         for s in schemes]]
                 for j, rho in enumerate(t["rho"])]
-        _print_table(f"delta(rho), n = {t['n']}, ns = {t['ns']}, model {t['model']} "
-                     "(binomial selection: p = ns / n)", ["rho", *schemes], rows)
+        how = " (binomial selection: p = ns / n)" if "binomial" in schemes else ""
+        _print_table(f"delta(rho), n = {t['n']}, ns = {t['ns']}, model {t['model']}{how}",
+                     ["rho", *schemes], rows)
         for s, why in t["undefined"].items():
             typer.echo(f"n/a: {s} is not defined for n = {t['n']}, ns = {t['ns']}: {why}.")
     if out is not None:
