@@ -167,8 +167,12 @@ DELTA = [
     cli("delta-rho-max-negative", "delta", "--rho-max", "-3", words=["'rho_max'"]),
     cli("delta-n-without-ns", "delta", "--n", "100", words=["'ns'"]),
     cli("delta-ns-without-n", "delta", "--ns", "10", words=["'n'"]),
-    cli("delta-ns-above-n", "delta", "--n", "100", "--ns", "1000", words=["'ns'", "1000"]),
-    cli("delta-ns-equals-n", "delta", "--n", "100", "--ns", "100", words=["'ns'"]),
+    # (a setting refused only where no scheme asked for is defined: with replacement takes
+    # any ns; the others are n/a beside it, tests/test_cli_certs.py)
+    cli("delta-ns-above-n", "delta", "--n", "100", "--ns", "1000", "--scheme", "wor",
+        "--scheme", "binomial", words=["'ns'", "1000"]),
+    cli("delta-ns-equals-n", "delta", "--n", "100", "--ns", "100", "--scheme", "binomial",
+        words=["'ns'"]),
     cli("delta-n-0", "delta", "--n", "0", "--ns", "1", words=["'n'"]),
     cli("delta-n-huge", "delta", "--n", BIG, "--ns", "5", words=["'n'"]),
     cli("delta-model-P9", "delta", "--model", "P9", words=["'model'"]),

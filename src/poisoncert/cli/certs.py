@@ -346,7 +346,7 @@ def delta(
     ns: Annotated[int | None, typer.Option("--ns", help="Selection size.")] = None,
     model: Annotated[str, typer.Option(help="Poisoning model P1 ... P6.")] = "P6",
     scheme: Annotated[list[str] | None, typer.Option(
-        "--scheme", help="A scheme to tabulate, repeatable: without_replacement | "
+        "--scheme", metavar="<str>", help="A scheme to tabulate, repeatable: without_replacement | "
                          "with_replacement | binomial (aliases: wor, wr, 1, 2, 3); default: "
                          "the three.")] = None,
     steps: Annotated[int, typer.Option(
