@@ -357,3 +357,142 @@ def test_demo_refuses_a_folder_of_other_files_and_reruns_into_its_own(tmp_path, 
     for _ in range(2):  # new, then its own output again
         r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
         assert r.exit_code == 0, r.output
+
+
+def _ignored_note(output: str) -> list[str] | None:
+    """The names the note of settings a run ignores gives (None: no such note)."""
+    notes = [line for line in output.splitlines()
+             if line.startswith("note: ") and line.endswith("ignored.")]
+    assert len(notes) <= 1, output
+    return notes[0][len("note: "):notes[0].index(" do")].split(", ") if notes else None
+
+
+def _exp(tmp_path, name: str, d: dict):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(d))
+    return path
+
+
+@pytest.mark.parametrize("scheme, size", [("knn", {"k": 3}), ("rnn", {"r": 20.0})])
+def test_train_names_what_a_knn_or_rnn_run_ignores(tmp_path, scheme, size):
+    """``--training.dtype float64 --training.group_size 4 --devices cpu,cpu`` for a knn / rnn
+    run (it trains nothing) were taken without a word: one note on stderr names exactly the
+    keys and options given that it ignores (the file's at a non-default value; not the
+    file's defaults, nor selection.k / r, nor --device cpu), with -q and --json too (stdout
+    stays JSON); none when nothing ignored is given."""
+    exp = _exp(tmp_path, scheme, {
+        "data": {"name": "digits", "test_limit": 30}, "selection": {"scheme": scheme, **size},
+        "training": {"steps": 60, "batch_size": 32, "balance": True}})  # two of them defaults
+    r = runner.invoke(app, ["train", str(exp), "--run-dir", str(tmp_path / "a"), "--json",
+                            "--training.dtype", "float64", "--training.group_size", "4",
+                            "--devices", "cpu,cpu", "--selection.seed", "5"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["T"] == 1 and _ignored_note(r.stdout) is None
+    assert _ignored_note(r.stderr) == ["--devices", "training.steps", "training.dtype",
+                                       "training.group_size", "selection.seed"], r.stderr
+    assert f"do not apply to the {scheme} scheme (it trains no classifiers)" in r.stderr
+    r = runner.invoke(app, ["train", str(exp), "--run-dir", str(tmp_path / "b"), "-q",
+                            "--workers", "1", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert _ignored_note(r.stderr) == ["--workers", "training.steps"], r.stderr
+    plain = _exp(tmp_path, "plain", {"data": {"name": "digits", "test_limit": 30},
+                                     "selection": {"scheme": scheme, **size}})
+    r = runner.invoke(app, ["train", str(plain), "--run-dir", str(tmp_path / "c"), "-q"])
+    assert r.exit_code == 0 and _ignored_note(r.output) is None, r.output
+    # the run's own config.yaml (every key written out, at its default) given again
+    r = runner.invoke(app, ["train", str(tmp_path / "c" / runs.CONFIG), "--run-dir",
+                            str(tmp_path / "d"), "-q"])
+    assert r.exit_code == 0 and _ignored_note(r.output) is None, r.output
+    if scheme == "knn":  # a refused run: its one line, the note said only once it has run
+        r = runner.invoke(app, ["train", str(exp), "--run-dir", str(tmp_path / "e"), "-q",
+                                "--selection.k", "100000"])
+        assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+        assert r.output.startswith("error: The 'selection.k' parameter")
+
+
+@pytest.mark.parametrize("model", ["sklearn:svm", "sklearn:knn"])
+def test_train_names_what_a_scikit_learn_learner_ignores(tmp_path, model, monkeypatch):
+    """``training.dtype``, ``group_size``, ``steps``, ``lr`` and the augmentation keys for a
+    scikit-learn learner (fitted with its own settings) were taken without a word: one note
+    names exactly those given; training.balance and --workers, which it uses, are not named,
+    and alone they give no note."""
+    exp = _exp(tmp_path, "sk", {"data": {"name": "digits", "test_limit": 30},
+                                "selection": {"scheme": "partition", "k": 4},
+                                "training": {"model": model, "balance": False, "lr": 0.5}})
+    r = runner.invoke(app, ["train", str(exp), "--run-dir", str(tmp_path / "a"), "-q",
+                            "--workers", "1", "--training.dtype", "float64",
+                            "--training.group_size", "4", "--training.steps", "7",
+                            "--training.augment", "--training.rotation", "10"])
+    assert r.exit_code == 0, r.output
+    assert _ignored_note(r.stderr) == ["training.steps", "training.lr", "training.augment",
+                                       "training.rotation", "training.dtype",
+                                       "training.group_size"], r.stderr
+    assert f"do not apply to training.model {model} (scikit-learn" in r.stderr
+    exp = _exp(tmp_path, "sk2", {"data": {"name": "digits", "test_limit": 30},
+                                 "selection": {"scheme": "partition", "k": 4},
+                                 "training": {"model": model, "balance": False}})
+    r = runner.invoke(app, ["train", str(exp), "--run-dir", str(tmp_path / "b"), "-q",
+                            "--workers", "1", "--training.balance", "true"])
+    assert r.exit_code == 0 and _ignored_note(r.output) is None, r.output
+    monkeypatch.setenv("POISONCERT_MEMORY_LIMIT", "64K")  # refused: one line, no note
+    r = runner.invoke(app, ["train", str(exp), "--run-dir", str(tmp_path / "c"), "-q",
+                            "--training.steps", "7"])
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert "does not fit in memory" in r.output
+
+
+def test_train_names_phase2_steps_without_two_phase(tmp_path, config, engine):
+    """``training.phase2_steps`` trains nothing without ``training.two_phase``: named alone;
+    a torch run's own keys give no note."""
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "a"), "-q",
+                            "--training.phase2_steps", "10", "--training.dtype", "float64"])
+    assert r.exit_code == 0, r.output
+    assert _ignored_note(r.stderr) == ["training.phase2_steps"], r.stderr
+    assert "training.two_phase" in r.stderr
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "b"), "-q"])
+    assert r.exit_code == 0 and _ignored_note(r.output) is None, r.output
+
+
+#: A value other than the default for every key ``learners.ignored_keys`` may name.
+_NOT_DEFAULT = {
+    "training.model": "nosuch_module:factory", "training.model_kwargs": {"width": 3},
+    "training.steps": 7, "training.batch_size": 5, "training.optimizer": "sgd",
+    "training.lr": 0.5, "training.lr_schedule": "cosine", "training.momentum": 0.5,
+    "training.weight_decay": 0.1, "training.balance": False, "training.augment": True,
+    "training.max_shift": 1, "training.rotation": 10.0, "training.scale": 0.1,
+    "training.shear": 5.0, "training.elastic": 1.0, "training.dtype": "float64",
+    "training.group_size": 4, "training.eval_batch_size": 3, "training.subset_rows": 1000,
+    "training.path": "reference", "training.workers": 2, "training.save_weights": True,
+    "training.phase2_steps": 5, "selection.seed": 12345, "run.chunk_size": 1}
+
+
+@pytest.mark.parametrize("base", [
+    {"selection": {"scheme": "knn", "k": 3}}, {"selection": {"scheme": "rnn", "r": 20.0}},
+    {"selection": {"scheme": "partition", "k": 4}, "training": {"model": "sklearn:svm"}},
+    {"selection": {"scheme": "with_replacement", "ns": 40, "T": 4},
+     "training": {"model": "sklearn:random_forest"}}])
+def test_the_keys_named_ignored_change_nothing(tmp_path, base):
+    """What the note calls ignored is: every key ``ignored_keys`` names, all set at once to
+    values other than their defaults, leaves the run's predictions, votes, neighbours and
+    sub-dataset sizes bit for bit as they were."""
+    from poisoncert.config import from_dict
+    from poisoncert.executors import LocalExecutor
+    from poisoncert.experiment.learners import ignored_keys
+
+    d = {"data": {"name": "digits", "test_limit": 40}, **base}
+    keys, _ = ignored_keys(from_dict(d))
+    assert set(keys) <= set(_NOT_DEFAULT) and len(keys) > 10
+    changed = yaml.safe_load(yaml.safe_dump(d))
+    for key in keys:
+        if key == "training.model_kwargs" and "training.model" not in keys:
+            continue
+        section, name = key.split(".")
+        changed.setdefault(section, {})[name] = _NOT_DEFAULT[key]
+    a = experiment.train_run(from_dict(d), tmp_path / "a", executor=LocalExecutor(1))
+    b = experiment.train_run(from_dict(changed), tmp_path / "b", executor=LocalExecutor(1))
+    for name in ("predictions.npy", "votes.npy", "neighbors.npy", "subset_sizes.npy"):
+        if (tmp_path / "a" / name).exists():
+            assert np.array_equal(np.load(tmp_path / "a" / name),
+                                  np.load(tmp_path / "b" / name)), name
+    assert np.array_equal(a.predictions, b.predictions)
+

@@ -1076,8 +1076,11 @@ def test_the_values_that_give_way_are_said(tmp_path):
                                  "-q"])
     assert r.exit_code == 0, r.output
     notes = [line for line in r.output.splitlines() if line.startswith("note:")]
-    assert len(notes) == 1 and "selection.ns (50)" in notes[0] \
+    # the give-way note, then the one naming the file's torch settings knn ignores
+    assert len(notes) == 2 and "selection.ns (50)" in notes[0] \
         and "selection.T (500)" in notes[0] and "knn" in notes[0], r.output
+    assert notes[1].startswith("note: training.steps, training.lr, training.save_weights, "
+                               "run.chunk_size do not apply to the knn scheme"), r.output
 
 
 @pytest.mark.parametrize("key, value, allowed", [

@@ -129,6 +129,9 @@ def train(
     file's values that they contradict give way: another --selection.scheme drops the
     file's selection keys it does not take (give its own: --selection.scheme knn
     --selection.k 3), --selection.p replaces a binomial file's ns; a note names them.
+    Another note names the settings given that the run never reads (the training keys,
+    --workers and --devices of a knn / rnn run; those of the torch engine for a
+    scikit-learn learner).
     """
     with library_errors():
         from poisoncert.cli.progress import rich_progress
@@ -140,6 +143,7 @@ def train(
         _refuse_misspelt_options(ctx)
         overrides = parse_overrides(ctx.args)
         given = bool(overrides)  # the experiment's own settings (not how it runs)
+        typed = list(overrides)  # the keys given as --section.key (the options' come below)
         ray = executor.strip().lower() == "ray"
         if workers is not None:
             if not ray:  # local processes: [1, CPUs], for 0 as for too many
@@ -169,6 +173,11 @@ def train(
             typer.echo(f"note: the config file's {', '.join(dropped)} "
                        f"{'does' if len(dropped) == 1 else 'do'} not apply to "
                        f"{cfg.selection.scheme}: not used.", err=True)
+        options = [name for name, on in (("--executor ray", ray), ("--address", address),
+                                          ("--workers", workers), ("--devices", devices))
+                   if on is not None and on is not False]
+        # said once the run has trained (a refusal stays one line)
+        note = _ignored_note(cfg, settings, typed, options)
         if not given and not any((settings or {}).values()):
             typer.echo(f"warning: the config file '{config}' holds no settings (it is empty, "
                        "comments or sections without keys): training the default experiment "
@@ -189,6 +198,8 @@ def train(
         with interrupt_line(), quiet_downloads(quiet or as_json):
             res = train_run(cfg, run_dir, executor=ex,
                             progress=None if quiet or as_json else rich_progress)
+    if note:
+        typer.echo(note, err=True)
     if res.diverged:  # their NaN outputs abstain; a certificate of them is rarely wanted
         typer.echo(f"warning: {res.diverged} of {res.T} base classifiers gave outputs that "
                    "are not finite (diverged training: a lower training.lr, say); they "
@@ -224,6 +235,37 @@ def train(
         typer.echo(f"Data read from {folder}")
     typer.echo(f"Run directory: {res.run_dir}")
     typer.echo(f"Next: poisoncert certify {res.run_dir}")
+
+
+def _ignored_note(cfg, settings: dict | None, typed: list[str], options: list[str]
+                  ) -> str | None:
+    """The note naming what the user gave that the run never reads
+    (``experiment.learners.ignored_keys``: ``--training.dtype float64`` for a knn run, or
+    ``training.steps`` for a scikit-learn learner, were taken without a word), or None: the
+    keys typed on the command line (``typed``), the config file's (``settings``) whose value
+    is not the default (a run's own ``config.yaml``, given again, states every key), and for
+    a knn / rnn run the command's ``options`` that choose where classifiers train (the search
+    runs here, in this process)."""
+    from poisoncert.config import ExperimentConfig, to_dict
+    from poisoncert.experiment.learners import ignored_keys
+    from poisoncert.selection import NEAREST_NEIGHBOURS
+
+    ignored, why = ignored_keys(cfg)
+    if not ignored:
+        return None
+    values, defaults = to_dict(cfg), to_dict(ExperimentConfig())
+    filed = {f"{section}.{key}" for section, body in (settings or {}).items()
+             if isinstance(body, dict) for key in body
+             if values.get(section, {}).get(key) != defaults.get(section, {}).get(key)}
+    names = [key for key in ignored if key in filed or key in typed]
+    if cfg.selection.scheme in NEAREST_NEIGHBOURS:
+        names = options + [k for k in names if not (k == "training.workers" and
+                                                    "--workers" in options)]
+    if not names:
+        return None
+    one = len(names) == 1
+    return (f"note: {', '.join(names)} {'does' if one else 'do'} not apply to {why}; "
+            f"{'it is' if one else 'they are'} ignored.")
 
 
 def _data_folder(run_dir: Path) -> str | None:

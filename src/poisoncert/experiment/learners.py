@@ -31,8 +31,8 @@ from poisoncert.training.settings import TrainConfig
 from poisoncert.training.user_model import ModelRef
 
 __all__ = ["Learner", "Phase2Model", "SklearnLearner", "TorchLearner", "TwoPhaseLearner",
-           "auto_subset_rows", "check_learner", "make_learner", "subset_rows_obstacle",
-           "train_phase2"]
+           "auto_subset_rows", "check_learner", "ignored_keys", "make_learner",
+           "subset_rows_obstacle", "train_phase2"]
 
 Progress = Callable[[int], object] | None
 
@@ -195,6 +195,46 @@ def make_learner(cfg: ExperimentConfig, data: DataSplit,
         return TwoPhaseLearner(_torch_learner(cfg, keep_weights=False), data.poisoned_labels,
                                phase2)
     return _torch_learner(cfg, keep_weights=cfg.keeps_weights)
+
+
+#: The ``training`` keys of the training settings (``TrainConfig``) in file order.
+_TRAIN_KEYS = tuple(f"training.{f.name}" for f in dataclasses.fields(TrainConfig))
+#: Keys a knn / rnn run never reads (it trains no classifiers: ``neighbors.train_nn_run``
+#: searches with ``data`` and ``selection.k`` / ``r`` alone). Not named: ``training.device``
+#: (``cuda`` is refused, ``cpu`` is what the search runs on) and ``training.two_phase``
+#: (``true`` is refused).
+_NN_IGNORED = (*_TRAIN_KEYS, "training.path", "training.workers", "training.save_weights",
+               "training.phase2_steps", "selection.seed", "run.chunk_size")
+#: Keys a scikit-learn learner never reads (``SklearnLearner``: its name and
+#: ``training.balance``; chunks of one classifier, ``groups.recorded_group_size``). Not named:
+#: ``training.model_kwargs`` and ``training.save_weights: true`` (refused), ``false`` (what
+#: it does anyway), and ``training.subset_rows`` / ``path`` are recorded in the manifest's
+#: ``engine`` but train nothing.
+_SKLEARN_IGNORED = tuple(k for k in _TRAIN_KEYS if k not in (
+    "training.model", "training.balance", "training.model_kwargs")) + (
+    "training.path", "training.phase2_steps")
+
+
+def ignored_keys(cfg: ExperimentConfig) -> tuple[tuple[str, ...], str]:
+    """The dotted config keys that ``cfg``'s run accepts and never reads, and the words of a
+    note saying why (``train`` names those a user gave): every training setting for the knn
+    / rnn scheme (no classifiers are trained), those of the torch engine for a scikit-learn
+    learner, ``training.phase2_steps`` without ``training.two_phase``. Each was checked to
+    leave the run's predictions, votes, neighbours and manifest as they were (but for the
+    config hash, and the ``engine`` record of a scikit-learn run's ``subset_rows`` and
+    ``path``)."""
+    from poisoncert.selection import NEAREST_NEIGHBOURS
+
+    scheme = cfg.selection.scheme
+    if scheme in NEAREST_NEIGHBOURS:
+        return _NN_IGNORED, f"the {scheme} scheme (it trains no classifiers)"
+    if cfg.training.sklearn_learner is not None:
+        return _SKLEARN_IGNORED, (f"training.model {cfg.training.model} (scikit-learn fits it "
+                                  "with its own settings; it takes training.balance)")
+    if not cfg.algorithm.two_phase:
+        return ("training.phase2_steps",), ("a run without training.two_phase (no phase-2 model "
+                                             "is trained)")
+    return (), ""
 
 
 def check_cpu_only(cfg: ExperimentConfig) -> None:
