@@ -496,3 +496,17 @@ def test_the_keys_named_ignored_change_nothing(tmp_path, base):
                                   np.load(tmp_path / "b" / name)), name
     assert np.array_equal(a.predictions, b.predictions)
 
+
+@pytest.mark.parametrize("key, given, more", [
+    ("training.dtype", "BFloat16", []), ("training.dtype", " TF32", []),
+    ("training.lr_schedule", "Cosine", ["--training.path", "graphed"])])
+def test_a_refusal_across_sections_echoes_what_was_given(tmp_path, config, key, given, more):
+    """``--training.dtype BFloat16`` on a CPU run was refused with "Got 'bfloat16'", a value
+    the user never typed (the section had spelt it its own way): the text given is echoed,
+    in one line, before anything is written."""
+    r = runner.invoke(app, ["train", str(config), "--run-dir", str(tmp_path / "r"),
+                            f"--{key}", given, *more])
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output
+    assert r.output.startswith(f"error: The '{key}' parameter of the config must be ")
+    assert r.output.rstrip().endswith(f"Got {given!r} instead."), r.output
+    assert not (tmp_path / "r").exists()

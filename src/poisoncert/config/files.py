@@ -256,7 +256,31 @@ def _assemble(values: dict[str, dict[str, tuple[Any, bool]]],
                         and not isinstance(value, bool) and value > bound):
                     kwargs[key] = earlier(value)
             parts[attr] = _build(cls, section, kwargs)
-    return ExperimentConfig(**parts)
+    try:
+        return ExperimentConfig(**parts)
+    except ConfigError as e:
+        raise _as_given(e, values) from None
+
+
+def _as_given(refused: ConfigError, values: dict[str, dict[str, tuple[Any, bool]]]
+              ) -> ConfigError:
+    """A refusal across sections (``ExperimentConfig``'s checks) echoes the value its section
+    made of the text given (``--training.dtype BFloat16`` on a CPU: "Got 'bfloat16'"): the
+    text given instead, where the two differ only as a choice's spelling (case, ``-``/``_``,
+    spaces)."""
+    text = str(refused)
+    m = re.match(r"The '(\w+)\.(\w+)' parameter of ", text)
+    got = re.search(r" Got '([^']*)' instead\.$", text)
+    if m is None or got is None:
+        return refused
+    value = values.get(m[1], {}).get(m[2], (None,))[0]
+
+    def spelt(x: str) -> str:
+        return x.strip().lower().replace("-", "_")
+
+    if not isinstance(value, str) or value == got[1] or spelt(value) != spelt(got[1]):
+        return refused
+    return ConfigError(f"{text[:got.start()]} Got {shown(value)} instead.")
 
 
 #: The selection keys each scheme reads (``seed`` aside); ``T`` is fixed by the partition,
