@@ -69,6 +69,7 @@ COMMANDS: dict[str, tuple] = {
     "--method true_label --labels 0": ("run", []),
     "poisoncert delta --out figure2.png": ("run", []),
     "poisoncert delta --n 60000 --ns 30 --rho-max 400 --steps 40": ("run", []),
+    "poisoncert delta --n 100 --ns 100": ("run", []),
     "poisoncert train experiments/mnist_agg.yaml --selection.scheme finite_aggregation "
     "--selection.d 2 --run-dir runs/mnist_fa": ("mnist", AGG_SMALL),
     "poisoncert certify runs/mnist_fa": ("mnist", []),

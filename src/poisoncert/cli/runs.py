@@ -129,6 +129,7 @@ def train(
     file's values that they contradict give way: another --selection.scheme drops the
     file's selection keys it does not take (give its own: --selection.scheme knn
     --selection.k 3), --selection.p replaces a binomial file's ns; a note names them.
+
     Another note names the settings given that the run never reads (the training keys,
     --workers and --devices of a knn / rnn run; those of the torch engine for a
     scikit-learn learner).
