@@ -374,9 +374,11 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
     records = cert.records()
     head = ["index", *(extra or {}), "label", "prediction", "correct", "radius"]
     keys = head + [k for k in records[0] if k not in head] + [k for k in more if k not in head]
+    # each column as Python numbers once (``tolist``: what ``_plain`` gives element by element)
+    cols = {k: None if v is None else np.asarray(v).tolist() for k, v in more.items()}
     out = []
     for i, rec in enumerate(records):
-        row = {**rec, **{k: missing if v is None else _plain(v[i]) for k, v in more.items()},
+        row = {**rec, **{k: missing if v is None else v[i] for k, v in cols.items()},
                **{k: v[i] for k, v in (extra or {}).items()}}
         out.append({k: row[k] for k in keys})
     pred = np.asarray(cert.prediction)
@@ -390,9 +392,10 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
 def rows_csv(rows: list[dict]) -> str:
     """Flat rows (same keys) as CSV text."""
     out = io.StringIO()
-    w = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(rows)
+    keys = list(rows[0])
+    w = csv.writer(out, lineterminator="\n")  # DictWriter's rows, without its per-row checks
+    w.writerow(keys)
+    w.writerows([[r.get(k, "") for k in keys] for r in rows])
     return out.getvalue()
 
 
