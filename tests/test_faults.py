@@ -931,3 +931,27 @@ def test_unwritable_run_directory_is_one_line_naming_the_file(weights_run, tmp_p
     with pytest.raises(RunError, match=r"Cannot write '.*certificates\.csv': Permission denied"):
         pipeline.certify_run(run)
     assert not (run / runs.CERTIFIED_ACCURACY).exists()
+
+
+def test_weights_changed_before_the_run_finishes_are_refused_not_recorded(setup, tmp_path,
+                                                                          monkeypatch):
+    """A weights file changed after its chunk file recorded its SHA-256, before the run
+    finished: ``finish`` hashed the file again and recorded the changed bytes as the run's, so
+    ``certify`` verified it. The manifest now takes the hash of the bytes as written (the
+    chunk's record), and ``verify`` names the file."""
+    run = tmp_path / "run"
+    cfg = load_config(setup["config"], {"training.save_weights": "true", "selection.T": "8"})
+    finish = runs.RunDir.finish
+
+    def changed_first(self, **fields):
+        w = sorted((self.path / runs.WEIGHTS).iterdir())[0]
+        data = bytearray(w.read_bytes())
+        data[-1] ^= 1  # the last byte of the last tensor: still a readable safetensors file
+        w.write_bytes(bytes(data))
+        return finish(self, **fields)
+
+    monkeypatch.setattr(runs.RunDir, "finish", changed_first)
+    pipeline.train_run(cfg, run, progress=False)
+    monkeypatch.undo()
+    with pytest.raises(RunError, match=r"chunk-00000\.safetensors' was changed"):
+        pipeline.certify_run(run)

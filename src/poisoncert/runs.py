@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -500,11 +501,27 @@ class RunDir(ChunkFiles):
         self._save_manifest(man)
 
     def _checksums(self) -> dict[str, str]:
-        names = [n for n in CHECKSUMMED if (self.path / n).is_file()]
+        """The SHA-256 of each file ``verify`` checks. A chunk's weights file takes the one its
+        chunk file records: the hash of the bytes as they were written (``train`` hashes them
+        in memory), which a resume checked against the file before taking the chunk. So the
+        file is not read again (a T = 1000 small-CNN run's 200 MB), and a weights file changed
+        after its chunk was written is refused by ``verify`` instead of being recorded as the
+        run's. Other files, and weights whose chunk records no hash, are read."""
+        sums = {n: file_sha256(self.path / n) for n in CHECKSUMMED
+                if (self.path / n).is_file()}
         if self.weights_dir.is_dir():
-            names += [f"{WEIGHTS}/{p.name}" for p in sorted(self.weights_dir.iterdir())
-                      if p.is_file() and not p.name.startswith(_TMP_PREFIX)]
-        return {n: file_sha256(self.path / n) for n in names}
+            for p in sorted(self.weights_dir.iterdir()):
+                if p.is_file() and not p.name.startswith(_TMP_PREFIX):
+                    sums[f"{WEIGHTS}/{p.name}"] = (self._written_sha256(p)
+                                                   or file_sha256(p))
+        return sums
+
+    def _written_sha256(self, path: Path) -> str | None:
+        """The SHA-256 the chunk file of the weights file ``path`` records, or None."""
+        m = re.fullmatch(r"chunk-(\d+)\.safetensors", path.name)
+        if m is None or self.weights_path(int(m.group(1))) != path:
+            return None
+        return self.chunk_weights_sha256(int(m.group(1)))
 
     # -- verification ------------------------------------------------------------------------
 
