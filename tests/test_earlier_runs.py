@@ -158,3 +158,44 @@ def test_a_stored_config_edited_beyond_a_later_bound_does_not_resume(tmp_path):
         "error: The 'training.lr' parameter of the config must be a real number in the range "
         "(0, 10]. Got 12.0 instead."], r.output
     assert not (run / runs.PREDICTIONS).exists()
+
+
+@pytest.mark.parametrize("key, value, bound, extra", [EARLIER[0], EARLIER[2]],
+                         ids=[EARLIER[0][0], EARLIER[2][0]])
+def test_a_loaded_earlier_config_is_no_way_around_the_bound_for_a_new_run(
+        tmp_path, monkeypatch, key, value, bound, extra):
+    """The values an earlier version's run holds beyond a later bound are marked when its
+    config is loaded (``RunDir.load_config``), and the mark went wherever the value went:
+    ``train_run(RunDir(OLD).load_config(), NEW)``, or that config with another setting
+    (``dataclasses.replace``), trained a new run with training.lr 12 (or seed 2^64) that
+    then certified, and ``from_dict`` took a loaded seed given in a dict, though
+    ``poisoncert train OLD/config.yaml --run-dir NEW`` and another config are refused. Now a
+    new run and a config given anew keep the bound: the CLI's one line, nothing written; the
+    run itself still resumes with its config."""
+    import dataclasses
+
+    from poisoncert.config import ConfigError, from_dict
+    from poisoncert.executors import LocalExecutor
+    from poisoncert.experiment import train_run
+
+    config = _config_file(tmp_path, key, value, extra)
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:  # the earlier version: no upper bound on the key
+        m.setattr(*bound, None)
+        assert _invoke("train", config, "--run-dir", run, "-q").exit_code == 0
+    cfg = runs.RunDir(run).load_config()
+    section, name = key.split(".")
+    other = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, chunk_size=8))
+    for c in (cfg, other):
+        with pytest.raises(ConfigError) as e:
+            train_run(c, tmp_path / "new", executor=LocalExecutor(1))
+        assert str(e.value).startswith(f"The '{key}' parameter of the config must be ")
+        assert not (tmp_path / "new").exists()
+    with pytest.raises(ConfigError, match=f"The '{key}' parameter of the config must be "):
+        from_dict({section: {name: getattr(getattr(cfg, section), name)}})
+    # the run itself: resumed with its own config object, as from its config file
+    for p in [*run.glob(f"{runs.CHUNKS}/*00001*"), *run.glob(f"{runs.WEIGHTS}/*00001*"),
+              run / runs.PREDICTIONS, run / runs.VOTES]:
+        p.unlink()
+    res = train_run(cfg, run, executor=LocalExecutor(1))
+    assert (res.chunks_trained, res.chunks_skipped) == (1, 1)

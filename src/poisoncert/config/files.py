@@ -52,6 +52,7 @@ __all__ = [
     "from_dict",
     "later_bounds",
     "load_config",
+    "refuse_earlier",
     "read_config_file",
     "parse_overrides",
     "to_dict",
@@ -255,6 +256,8 @@ def _assemble(values: dict[str, dict[str, tuple[Any, bool]]],
                 if (bound is not None and isinstance(value, int | float)
                         and not isinstance(value, bool) and value > bound):
                     kwargs[key] = earlier(value)
+                elif isinstance(value, Earlier):  # a stored run's value given anew (a dict
+                    kwargs[key] = _plain(value)  # of a loaded config's seed): the bound
             parts[attr] = _build(cls, section, kwargs)
     try:
         return ExperimentConfig(**parts)
@@ -384,6 +387,20 @@ def _build(cls: type, section: str, kwargs: dict):
         raise
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def refuse_earlier(cfg: ExperimentConfig) -> None:
+    """Refuse ``cfg`` for a new run where it holds a value a stored run's ``config.yaml`` was
+    read with beyond a bound added since (``_validation.Earlier``: ``RunDir.load_config`` of
+    an earlier version's run, carried into this config as it was or through
+    ``dataclasses.replace``): the same one line as that value given anew. Only that run
+    itself (resumed, updated, attacked) keeps it; its config given again for another folder
+    is refused (``poisoncert train OLD/config.yaml --run-dir NEW``), and so is its config
+    object (``train_run(RunDir(OLD).load_config(), NEW)``)."""
+    if any(isinstance(getattr(section, f.name), Earlier)
+           for section in (getattr(cfg, g.name) for g in dataclasses.fields(cfg))
+           for f in dataclasses.fields(section)):
+        from_dict(to_dict(cfg))  # the plain values: the bound's refusal
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | list[str] | None

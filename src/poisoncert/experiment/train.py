@@ -27,6 +27,7 @@ from poisoncert.config import (
     config_hash,
     from_dict,
     read_config_file,
+    refuse_earlier,
 )
 from poisoncert.executors import Executor, LocalExecutor, check_workers
 from poisoncert.experiment import learners
@@ -355,6 +356,8 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     rd = RunDir(run_dir)
     runs.check_writable(rd.path)
     old = rd.check_config(cfg)  # refuse another run's folder before loading any data
+    if old is None:  # a new run keeps every bound: an earlier version's run's values beyond
+        refuse_earlier(cfg)  # one added since (a config it was loaded from) resume it only
     if old is not None:  # resumed
         cfg = runs.own_edits(cfg, rd.path)  # an updated run: its own edits
         _check_unhashed_settings(rd, old, cfg)
