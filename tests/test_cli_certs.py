@@ -290,6 +290,10 @@ def test_delta_scheme_option_keeps_each_schemes_values():
     text = invoke(*args[:-1], "--scheme", "wr").stdout
     assert "model P6\n" in text and "binomial" not in text
     assert "(binomial selection: p = ns / n)" in invoke(*args[:-1]).stdout
+    # nor where the binomial column is all n/a; its reason names no option delta lacks
+    text = invoke("delta", "--n", "1", "--ns", "1").stdout
+    assert "n/a: binomial is not defined" in text and "binomial selection" not in text
+    assert "give 'p'" not in text
 
 
 def _inf(v):

@@ -226,7 +226,8 @@ def _defined_schemes(schemes: list[str], n: int, ns: int, model: str
             first = first or e
             m = re.fullmatch(r"The '([^']+)' parameter of delta must be (.+)\. Got .+ instead\.",
                              str(e), re.DOTALL)
-            undefined[s] = f"{m[1]} must be {m[2]}" if m else str(e).rstrip(".")
+            why = f"{m[1]} must be {m[2]}" if m else str(e).rstrip(".")
+            undefined[s] = why.replace("; give 'p'", "")  # delta takes ns, not p
         else:
             defined.append(s)
     if not defined:
@@ -402,7 +403,7 @@ def delta(
         rows = [[rho, *[_inf(t["delta"][s][j]) if s in t["delta"] else "n/a"
                         for s in schemes]]
                 for j, rho in enumerate(t["rho"])]
-        how = " (binomial selection: p = ns / n)" if "binomial" in schemes else ""
+        how = " (binomial selection: p = ns / n)" if "binomial" in t["delta"] else ""
         _print_table(f"delta(rho), n = {t['n']}, ns = {t['ns']}, model {t['model']}{how}",
                      ["rho", *schemes], rows)
         for s, why in t["undefined"].items():
