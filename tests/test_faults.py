@@ -955,3 +955,22 @@ def test_weights_changed_before_the_run_finishes_are_refused_not_recorded(setup,
     monkeypatch.undo()
     with pytest.raises(RunError, match=r"chunk-00000\.safetensors' was changed"):
         pipeline.certify_run(run)
+
+
+def test_a_runs_config_and_manifest_alone_train_again_to_the_same_run(weights_run, setup,
+                                                                      tmp_path):
+    """A run's config.yaml and manifest.json copied into an empty folder (its chunks and
+    outputs left behind): train resumed it and stopped at "Cannot write '.../chunks/chunk-
+    00000.npz': No such file or directory", leaving seeds.npy and weights/ behind. It now
+    trains every chunk again, to the run's predictions and weights."""
+    run = tmp_path / "copy"
+    run.mkdir()
+    for name in (runs.CONFIG, runs.MANIFEST):
+        shutil.copyfile(weights_run / name, run / name)
+    cfg = load_config(setup["config"], {"training.save_weights": "true", "selection.T": "8"})
+    pipeline.train_run(cfg, run, progress=False)
+    for name in (runs.PREDICTIONS, runs.VOTES):
+        assert (run / name).read_bytes() == (weights_run / name).read_bytes()
+    for w in sorted((weights_run / runs.WEIGHTS).iterdir()):
+        assert (run / runs.WEIGHTS / w.name).read_bytes() == w.read_bytes()
+    pipeline.certify_run(run)  # verified: the checksums the finish recorded hold

@@ -430,6 +430,11 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                     and (not store_ranks or ranks_files.ranks_done(rd, cid, a, b))
                     and _weights_done(rd, cfg, cid, a, b, seeds[a:b]))]
     done_models = T - sum(ranges[cid][1] - ranges[cid][0] for cid in todo)
+    if todo and not rd.chunks_dir.is_dir():  # a run's config and manifest alone, copied
+        if rd.chunks_dir.exists():  # not "[Errno 17] ..." or "Cannot write ..." later
+            raise RunError(f"'{rd.chunks_dir}' is not a folder: a run keeps its chunk files "
+                           "in that folder. Move the file away and train again.")
+        rd.chunks_dir.mkdir()
     if cfg.keeps_weights:
         if rd.weights_dir.exists() and not rd.weights_dir.is_dir():  # not "[Errno 17] ..."
             raise RunError(f"'{rd.weights_dir}' is not a folder: a run keeps its classifiers' "
