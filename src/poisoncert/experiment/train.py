@@ -358,7 +358,7 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     old = rd.check_config(cfg)  # refuse another run's folder before loading any data
     if old is None:  # a new run keeps every bound: an earlier version's run's values beyond
         refuse_earlier(cfg)  # one added since (a config it was loaded from) resume it only
-    if old is not None:  # resumed
+    else:  # resumed
         cfg = runs.own_edits(cfg, rd.path)  # an updated run: its own edits
         _check_unhashed_settings(rd, old, cfg)
         # the same weights kept whether the run said null or true: its own words, its hash
