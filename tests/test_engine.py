@@ -335,6 +335,39 @@ def test_a_run_records_its_group_size_and_a_resumed_run_keeps_it(tmp_path):
     assert chunks("auto") == 2
 
 
+def test_a_group_larger_than_the_run_trains_the_run_alone(tmp_path, monkeypatch):
+    """``group_size`` above ``T`` trained ``group_size`` classifiers (copies of the last one,
+    discarded): a new run's group is at most ``T``, recorded; the memory estimate counts
+    that group; a run that recorded a padded group resumes with it."""
+    from poisoncert.experiment import train_run
+    from poisoncert.experiment.resources import check_run_memory
+    from poisoncert.experiment.split import split_data
+    from poisoncert.training import loops
+
+    stacked = []
+    real = loops.stack_models
+    monkeypatch.setattr(loops, "stack_models",
+                        lambda models, *a, **k: stacked.append(len(models)) or real(
+                            models, *a, **k))
+    big = from_dict(_RUN, {"training.group_size": 64, "run.chunk_size": 64})
+    res = train_run(big, tmp_path / "g64", progress=False)
+    man = json.loads((tmp_path / "g64" / "manifest.json").read_text())
+    assert man["engine"]["group_size"] == 10 and set(stacked) == {10}
+    g8 = train_run(from_dict(_RUN, {"training.group_size": 8}), tmp_path / "g8",
+                   progress=False)
+    np.testing.assert_array_equal(res.predictions, g8.predictions)
+    huge = from_dict(_RUN, {"training.group_size": 2 ** 40})
+    check_run_memory(huge, split_data(huge.data))  # 10 classifiers, not 2^40
+    # a run an earlier version trained with the padded group keeps it
+    man["engine"]["group_size"] = 64
+    _as_earlier(tmp_path / "g64", man)
+    _reset_chunks(tmp_path / "g64")
+    stacked.clear()
+    resumed = train_run(big, tmp_path / "g64", progress=False)
+    assert set(stacked) == {64}
+    np.testing.assert_array_equal(resumed.predictions, g8.predictions)
+
+
 def test_the_fast_path_resolves_per_device_and_a_run_keeps_what_it_recorded(tmp_path,
                                                                             monkeypatch):
     """``fast`` is the device's fastest stacking (the grouped-convolution twins on the CPU;

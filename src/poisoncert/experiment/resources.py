@@ -379,7 +379,8 @@ def run_values(cfg: ExperimentConfig, workers: int) -> dict[str, int]:
     return {("selection.k" if s.scheme == PARTITION else "selection.T"): cfg.T,
             "selection.ns": s.ns or 0, "run.chunk_size": cfg.run.chunk_size,
             "training.steps": t.steps, "training.batch_size": t.batch_size,
-            "training.group_size": t.models_per_group,
+            "training.group_size": min(t.models_per_group, cfg.T),  # a run's groups: at
+            # most T (training.groups.auto_group_size)
             "training.eval_batch_size": t.eval_batch_size, "training.max_shift": t.max_shift,
             "training.phase2_steps": cfg.algorithm.phase2_steps, "training.workers": workers}
 

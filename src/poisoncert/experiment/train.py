@@ -520,13 +520,14 @@ def resolved_config(cfg: ExperimentConfig, group: int, rows: int | None,
 
 def _group_size(cfg: ExperimentConfig, data: DataSplit, old_manifest: dict | None,
                 path: str) -> int:
-    """The group size of a run: ``training.group_size``, or for ``auto`` the size a resumed
-    run recorded, else the size ``training.groups.auto_group_size`` picks for the device, the
-    model, the engine ``path`` and ``T``."""
+    """The group size of a run: the size a resumed run recorded
+    (``training.groups.recorded_group_size``), else the size
+    ``training.groups.auto_group_size`` picks for ``training.group_size`` (``auto``: for the
+    device, the model and the engine ``path``), at most ``T``."""
     from poisoncert.training.groups import auto_group_size, recorded_group_size
 
     tr = cfg.training
-    if old_manifest is not None or tr.group_size != "auto" or tr.sklearn_learner is not None:
+    if old_manifest is not None or tr.sklearn_learner is not None:
         return recorded_group_size(tr, old_manifest)
     return auto_group_size(tr, cfg.execution.device, data.x_train.shape[1:], data.n_classes,
                            n_models=cfg.T, path=path)

@@ -50,13 +50,17 @@ def even_groups(G: int, n_models: int) -> int:
 
 def recorded_group_size(cfg: TrainConfig, manifest: dict | None) -> int:
     """The group size of a run with training settings ``cfg`` whose manifest is ``manifest``:
-    ``cfg.group_size``, or for ``auto`` the size the manifest records (``engine.group_size``;
-    ``DEFAULT_GROUP_SIZE`` for runs that predate the record); 1 for a scikit-learn learner."""
+    the size the manifest records (``engine.group_size``), at most ``cfg.group_size`` when
+    that is an int (a run of ``T`` below it records ``T``: ``auto_group_size``); without a
+    record (runs that predate it) ``cfg.group_size``, or ``DEFAULT_GROUP_SIZE`` for
+    ``auto``; 1 for a scikit-learn learner."""
     if cfg.sklearn_learner is not None:
         return 1
+    recorded = (manifest or {}).get("engine", {}).get("group_size")
     if cfg.group_size != "auto":
-        return int(cfg.group_size)
-    return int((manifest or {}).get("engine", {}).get("group_size", DEFAULT_GROUP_SIZE))
+        return int(cfg.group_size) if recorded is None else min(int(cfg.group_size),
+                                                                 int(recorded))
+    return DEFAULT_GROUP_SIZE if recorded is None else int(recorded)
 
 
 def recorded_subset_rows(cfg: TrainConfig, manifest: dict | None) -> int | None:
@@ -126,14 +130,15 @@ def engine_record(group: int, subset_rows: int | None, path: str | None = None) 
 def auto_group_size(cfg: TrainConfig, device, input_shape, n_classes: int,
                     n_models: int | None = None, path: str = "fast") -> int:
     """The group size ``cfg.group_size`` stands for on ``device`` (itself when it is an int),
-    for the engine's ``path``."""
+    for the engine's ``path``; with ``n_models`` (a run's ``T``) at most ``n_models``: a
+    group larger than the run would train copies of its last classifier and discard them."""
     if cfg.group_size != "auto":
-        return int(cfg.group_size)
+        return min(int(cfg.group_size), n_models) if n_models else int(cfg.group_size)
     import torch
 
     device = torch.device(device)
     if device.type != "cuda":
-        return DEFAULT_GROUP_SIZE
+        return min(DEFAULT_GROUP_SIZE, n_models) if n_models else DEFAULT_GROUP_SIZE
     if path == "graphed":  # one module per lane: the group only sets how often it captures
         from poisoncert.training.graphed import CUDA_GROUP
 

@@ -171,8 +171,10 @@ class TrainConfig:
       parameters and optimizer, forward and backward under bfloat16 autocast).
     - ``group_size``: classifiers trained as one stacked network by the fast path; ``"auto"``
       (the default; ``None`` means the same) picks it from the device, the model and the free
-      memory (``training.groups.auto_group_size``: ``DEFAULT_GROUP_SIZE`` on the CPU). Part
-      of the numerics: a run directory records the size it used, and a resumed run keeps it.
+      memory (``training.groups.auto_group_size``: ``DEFAULT_GROUP_SIZE`` on the CPU). A
+      run's groups are at most its ``T`` classifiers (a larger group would train copies of
+      the last one only to discard them). Part of the numerics: a run directory records the
+      size it used, and a resumed run keeps it.
     - ``eval_batch_size``: test images per forward pass (fixed, so predictions never depend on
       how the test set is split).
     - ``subset_rows``: ``None`` (the default; ``"auto"`` means the same), ``"off"``, or
