@@ -377,10 +377,10 @@ def test_evaluation_term_counts_the_cpus_group_and_chunk(tiny_run):
 
     cap = EVAL_BATCH_CAP["cpu"]
     term = {(G, E): _terms(*tiny_run(model="lenet5", group_size=G, eval_batch_size=E))[0][
-        "test set and evaluation batch"] for G in (4, 16) for E in (cap // 2, cap, 50 * cap)}
+        "test set and evaluation batch"] for G in (4, 10) for E in (cap // 2, cap, 50 * cap)}
     assert term[4, cap] == term[4, 50 * cap] > term[4, cap // 2]
     # the training group only adds its classifiers' logits (8 bytes per test input each)
-    assert term[16, cap] - term[4, cap] == 12 * 50 * 8
+    assert term[10, cap] - term[4, cap] == 6 * 50 * 8
 
 
 @pytest.mark.parametrize("model", ["lenet5", "cnn_small", "resnet18"])
