@@ -26,7 +26,7 @@ def test_panels_draw_each_curve_in_its_panel_and_hide_the_spare_axes(tmp_path):
         assert [t.get_text() for t in ax.get_legend().get_texts()] == list(curves)
         drawn = ax.get_lines()
         np.testing.assert_array_equal(drawn[-1].get_ydata(), list(curves.values())[-1][1])
-        assert ax.get_xlim() == (0, 4)
+        assert ax.get_xlim() == (0, 5)  # the last step (rho 4) inside the frame, not on it
         assert all(float(t).is_integer() for t in ax.get_xticks())  # rho: whole numbers
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -145,3 +145,45 @@ def test_attack_plot_labels_of_many_budgets_do_not_overlap(tmp_path):
     assert texts[0] == "1" and texts[-1] == "40" and 8 <= len(texts) < 40, texts
     boxes = [t.get_window_extent(renderer) for t in labels]
     assert all(a.x1 < b.x0 for a, b in zip(boxes, boxes[1:], strict=False)), texts
+
+
+def test_certified_accuracy_shows_the_last_step_and_not_the_table_radii_past_it():
+    """A run's curve drops to 0 one past its largest radius: the drop stood on the right-hand
+    frame, unseen (a DPA run with accuracy 0 at rho = 8 read as 0.26 there), and a table
+    radius far past every certified radius (``certify --rhos 0,5,100000``) set the axis to
+    100000, the whole curve squeezed into the left-hand frame. The axis ends a little past
+    the last step of any curve; a curve at 0 lies above the lower frame, not on it."""
+    rho = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 100000])
+    acc = np.array([0.93, 0.89, 0.86, 0.82, 0.76, 0.67, 0.52, 0.26, 0.0, 0.0])
+    for fig in (plots.plot_certified_accuracy({"dpa": (rho, acc)}),
+                plots.plot_certified_accuracy_panels({"p": {"dpa": (rho, acc)}})):
+        ax = fig.get_axes()[0]
+        line, = ax.get_lines()
+        np.testing.assert_array_equal(line.get_xdata(), rho)  # the data as given
+        np.testing.assert_array_equal(line.get_ydata(), acc)
+        lo, hi = ax.get_xlim()
+        assert lo == 0 and 8 < hi <= 10, (lo, hi)  # the drop at 8 inside, 100000 not shown
+        assert ax.get_ylim()[0] < 0 < 1 < ax.get_ylim()[1]
+        assert all(float(t).is_integer() for t in ax.get_xticks())
+    # two curves: the axis reaches the later one's last step
+    fig = plots.plot_certified_accuracy({"a": ([0, 1, 2, 50], [0.9, 0.5, 0.0, 0.0]),
+                                         "b": ([0, 3, 4, 50], [0.9, 0.8, 0.0, 0.0])})
+    assert 4 < fig.get_axes()[0].get_xlim()[1] <= 6
+
+
+def test_certified_accuracy_of_nothing_certified_says_so():
+    """Every prediction abstaining (or wrong): the curve at 0 stood on the frame and the
+    figure looked empty, a legend and no line. The line is drawn above the frame and the
+    figure says that no test point is certified correct; a curve of one point is a marker,
+    not an invisible line of length 0."""
+    fig = plots.plot_certified_accuracy({"all abstain": ([0, 1], [0.0, 0.0])})
+    ax = fig.get_axes()[0]
+    assert ax.get_ylim()[0] < 0
+    assert any("no test point is certified correct" in t.get_text() for t in ax.texts)
+    fig = plots.plot_certified_accuracy({"some": ([0, 1], [0.5, 0.0])})
+    assert not fig.get_axes()[0].texts
+    fig = plots.plot_certified_accuracy({"one rho": ([3], [0.98])})
+    line, = fig.get_axes()[0].get_lines()
+    assert line.get_marker() not in (None, "None", "", " ")
+    assert fig.get_axes()[0].get_xlim()[1] > 3
+

@@ -134,14 +134,11 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
     ``path`` when given; returns the matplotlib ``Figure``.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     if not curves:
         raise param_error("curves", "plot_certified_accuracy",
                           "a non-empty mapping of label -> (rho, accuracy)", curves)
-    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
-    ax = fig.subplots()
-    top = 0
+    checked = {}
     for label, (rho, acc) in curves.items():
         rho = np.asarray(rho, dtype=np.int64)
         acc = np.asarray(acc, dtype=np.float64)
@@ -149,20 +146,60 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
             raise param_error("curves", "plot_certified_accuracy",
                               "(rho, accuracy) pairs of equal-length 1-D arrays",
                               f"{label!r}: shapes {rho.shape} and {acc.shape}")
-        ax.plot(rho, acc, drawstyle="steps-post", label=str(label))
-        top = max(top, int(rho.max()))
-    ax.set_xlim(0, max(top, 1))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylim(0, 1.02)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("certified accuracy")
+        checked[label] = (rho, acc)
+    fig = Figure(figsize=(6.0, 4.0), layout="constrained")
+    ax = fig.subplots()
+    _accuracy_axes(ax, checked, xlabel)
     if title:
         ax.set_title(title)
-    ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper right")
     if path is not None:
         _save_png(fig, path, dpi)
     return fig
+
+
+def _rho_extent(curves) -> int:
+    """The radius the certified-accuracy axes reach: the largest ``rho`` at which a curve
+    still changes (its last step; the rows after it, a table's radii past every certified
+    radius, repeat its last value), at least 1."""
+    top = 1
+    for rho, acc in curves.values():
+        rho = np.asarray(rho, dtype=np.int64)
+        acc = np.asarray(acc, dtype=np.float64)
+        steps = np.flatnonzero(acc[1:] != acc[:-1])
+        top = max(top, int(rho[steps[-1] + 1]) if steps.size else int(rho[0]))
+    return top
+
+
+def _accuracy_axes(ax, curves, xlabel: str, *, note_size: str = "small") -> None:
+    """Draw certified-accuracy step curves (``label -> (rho, accuracy)``) on ``ax``.
+
+    The x axis reaches a little past the last step of any curve (``_rho_extent``): a curve's
+    final drop to 0 stood on the right-hand frame, unseen, so a run whose accuracy reaches 0
+    at rho = 8 read as 0.26 there, and a table radius far past every certified radius (e.g.
+    ``--rhos 0,5,100000``) squeezed the whole curve into the left-hand frame. The y axis starts
+    a little below 0, so a curve at 0 is drawn above the frame rather than on it, and a figure
+    whose curves are all 0 says so; a curve of one point is a marker."""
+    from matplotlib.ticker import MaxNLocator
+
+    top = _rho_extent(curves)
+    all_zero = True
+    for label, (rho, acc) in curves.items():
+        rho = np.asarray(rho, dtype=np.int64)
+        acc = np.asarray(acc, dtype=np.float64)
+        all_zero &= bool(np.all(acc == 0))
+        ax.plot(rho, acc, drawstyle="steps-post", label=str(label),
+                marker="o" if rho.size == 1 else None)
+    ax.set_xlim(0, top + max(1.0, 0.03 * top))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rho is a whole number
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("certified accuracy")
+    ax.grid(alpha=0.3)
+    if all_zero:
+        ax.text(0.5, 0.5, "no test point is certified correct\n(certified accuracy 0 at "
+                "every radius)", transform=ax.transAxes, ha="center", va="center",
+                fontsize=note_size, color="0.3")
 
 
 # --------------------------------------------------------------------------------------------
@@ -184,7 +221,6 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
     returns the ``Figure``.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     if not panels:
         raise param_error("panels", "plot_certified_accuracy_panels",
@@ -196,19 +232,8 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
     fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (title, curves) in zip(axes, panels.items(), strict=False):
-        top = 1
-        for label, (rho, acc) in curves.items():
-            rho = np.asarray(rho, dtype=np.int64)
-            ax.plot(rho, np.asarray(acc, dtype=np.float64), drawstyle="steps-post",
-                    label=str(label))
-            top = max(top, int(rho.max()))
-        ax.set_xlim(0, top)
-        ax.set_ylim(0, 1.02)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rho is a whole number
+        _accuracy_axes(ax, curves, xlabel, note_size="x-small")
         ax.set_title(str(title), fontsize="medium")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("certified accuracy")
-        ax.grid(alpha=0.3)
         ax.legend(fontsize="x-small", loc=legend_loc)
     for ax in axes[k:]:
         ax.set_visible(False)
