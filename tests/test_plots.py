@@ -187,3 +187,28 @@ def test_certified_accuracy_of_nothing_certified_says_so():
     assert line.get_marker() not in (None, "None", "", " ")
     assert fig.get_axes()[0].get_xlim()[1] > 3
 
+
+
+def test_certified_accuracy_curves_differ_in_line_style_and_keep_the_legend_off_them():
+    """The demo's three curves (the report's panels, the attack figure's) differed in colour
+    only: printed in greyscale they were one grey. Each curve has its own line style. The
+    legend no longer sits in the upper right whatever the curves: a curve that stays high to
+    the end ran under it."""
+    curves = {f"c{j}": (np.arange(6), np.linspace(0.9, 0.1 * j, 6)) for j in range(4)}
+    rows = [{"aggregation": "vote", "attack": "flip", "budget": 1, "trials": 4,
+             "changed_within": 0, "success_beyond": 1, "beyond": 2}]
+    for fig in (plots.plot_certified_accuracy(curves),
+                plots.plot_certified_accuracy_panels({"p": curves}),
+                plots.plot_attack(curves, rows)):  # its left panel: the clean run's curves
+        styles = [line.get_linestyle() for line in fig.get_axes()[0].get_lines()]
+        assert len(set(styles)) == 4, styles
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    high = {"high": (np.arange(11), np.r_[np.full(10, 0.95), 0.0])}
+    fig = plots.plot_certified_accuracy(high)
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    ax = fig.get_axes()[0]
+    box = ax.get_legend().get_window_extent(canvas.get_renderer())
+    along = np.c_[np.linspace(0, 10, 201), np.full(201, 0.95)]  # the curve's top segment
+    assert not any(box.contains(x, y) for x, y in ax.transData.transform(along))

@@ -152,7 +152,7 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
     _accuracy_axes(ax, checked, xlabel)
     if title:
         ax.set_title(title)
-    ax.legend(fontsize="small", loc="upper right")
+    ax.legend(fontsize="small", loc="best")  # "upper right" covered a curve high to the end
     if path is not None:
         _save_png(fig, path, dpi)
     return fig
@@ -179,17 +179,18 @@ def _accuracy_axes(ax, curves, xlabel: str, *, note_size: str = "small") -> None
     at rho = 8 read as 0.26 there, and a table radius far past every certified radius (e.g.
     ``--rhos 0,5,100000``) squeezed the whole curve into the left-hand frame. The y axis starts
     a little below 0, so a curve at 0 is drawn above the frame rather than on it, and a figure
-    whose curves are all 0 says so; a curve of one point is a marker."""
+    whose curves are all 0 says so; a curve of one point is a marker. Each curve has its own
+    line style: told apart in a greyscale print, where the colours are one grey."""
     from matplotlib.ticker import MaxNLocator
 
     top = _rho_extent(curves)
     all_zero = True
-    for label, (rho, acc) in curves.items():
+    for j, (label, (rho, acc)) in enumerate(curves.items()):
         rho = np.asarray(rho, dtype=np.int64)
         acc = np.asarray(acc, dtype=np.float64)
         all_zero &= bool(np.all(acc == 0))
         ax.plot(rho, acc, drawstyle="steps-post", label=str(label),
-                marker="o" if rho.size == 1 else None)
+                ls=_LINE_STYLES[j % len(_LINE_STYLES)], marker="o" if rho.size == 1 else None)
     ax.set_xlim(0, top + max(1.0, 0.03 * top))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rho is a whole number
     ax.set_ylim(-0.02, 1.02)
@@ -200,6 +201,11 @@ def _accuracy_axes(ax, curves, xlabel: str, *, note_size: str = "small") -> None
         ax.text(0.5, 0.5, "no test point is certified correct\n(certified accuracy 0 at "
                 "every radius)", transform=ax.transAxes, ha="center", va="center",
                 fontsize=note_size, color="0.3")
+
+
+#: Line styles of the certified-accuracy curves, in turn.
+_LINE_STYLES = ("-", "--", "-.", ":", (0, (5, 1.5, 1, 1.5, 1, 1.5)), (0, (8, 2)),
+                (0, (1, 1)), (0, (3, 1, 3, 1, 1, 1)))
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,18 +334,13 @@ def plot_attack(curves, summary, path: str | Path | None = None, *, title: str |
     of ``attack_run``): the share of attacked test points whose prediction changed (solid)
     beside the share not certified at that budget (dashed, the most the certificate allows)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import FuncFormatter, MaxNLocator, NullLocator
+    from matplotlib.ticker import FuncFormatter, NullLocator
 
     fig = Figure(figsize=(13.0, 4.2), layout="constrained")
     left, right = fig.subplots(1, 2)
-    for label, (rho, acc) in curves.items():
-        left.plot(rho, acc, drawstyle="steps-post", label=str(label))
-    left.set_xlabel(r"radius $\rho$ (operations)")
-    left.xaxis.set_major_locator(MaxNLocator(integer=True))  # radii: no 0.5 where few
+    _accuracy_axes(left, curves, r"radius $\rho$ (operations)")  # whole-number radii
     left.set_ylabel("certified accuracy (clean run)")
-    left.set_ylim(0, 1.02)
-    left.grid(alpha=0.3)
-    left.legend(fontsize="small")
+    left.legend(fontsize="small", loc="best")
     groups: dict = {}
     for row in summary:
         groups.setdefault((row["aggregation"], row["attack"]), []).append(row)
