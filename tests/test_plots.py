@@ -212,3 +212,27 @@ def test_certified_accuracy_curves_differ_in_line_style_and_keep_the_legend_off_
     box = ax.get_legend().get_window_extent(canvas.get_renderer())
     along = np.c_[np.linspace(0, 10, 201), np.full(201, 0.95)]  # the curve's top segment
     assert not any(box.contains(x, y) for x, y in ax.transData.transform(along))
+
+
+def test_delta_and_subset_size_figures_tick_whole_numbers():
+    """rho, sub-dataset sizes and classifier counts are whole numbers: Figure 5 of sizes 0 to
+    20 had ticks at 2.5, 7.5, ..., and ``poisoncert delta --n 1000 --ns 10 --rho-max 1`` ticks
+    at 0.2, 0.4, .... The data drawn are those given."""
+    def whole(axis, lim):
+        return all(float(t).is_integer() for t in axis.get_ticklocs() if lim[0] <= t <= lim[1])
+
+    sizes = np.repeat(np.arange(3, 18), np.r_[1:9, 7:0:-1])  # sizes 3 to 17
+    acc = np.where(sizes > 0, 0.5 + sizes / 50, np.nan)
+    fig = plots.plot_subset_sizes(sizes, acc, title="binomial")
+    left, right = fig.get_axes()
+    assert whole(left.xaxis, left.get_xlim()) and whole(left.yaxis, left.get_ylim())
+    assert whole(right.xaxis, right.get_xlim())
+    values, counts = np.unique(sizes, return_counts=True)
+    np.testing.assert_array_equal([b.get_height() for b in left.patches], counts)
+    np.testing.assert_array_equal(right.get_lines()[0].get_xdata(), values[values > 0])
+    fig = plots.plot_delta(settings=[(1000, 10)], rho_max=1)
+    ax = fig.get_axes()[0]
+    assert ax.get_xlim() == (0, 1) and whole(ax.xaxis, ax.get_xlim())
+    rhos, curves = plots.delta_curves(1000, 10, rho_max=1)
+    for line, d in zip(ax.get_lines(), curves.values(), strict=False):
+        np.testing.assert_array_equal(line.get_ydata(), d)

@@ -81,6 +81,7 @@ def plot_delta(path: str | Path | None = None, *,
     matplotlib ``Figure``.
     """
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     model = check_choice(model, "model", "plot_delta", MODELS, MODEL_ALIASES)
     dpi = check_int(dpi, "dpi", "plot_delta", low=10, high=1200)
@@ -105,6 +106,7 @@ def plot_delta(path: str | Path | None = None, *,
             ax.plot(rhos, np.where(np.isfinite(d), d, np.nan), ls=_STYLES.get(scheme, "-"),
                     label=_LABELS.get(scheme, scheme))
         ax.set_xlim(0, rhos[-1])
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rho: no 0.2, 0.4 where few
         ax.set_ylim(0, 1.05)
         ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
         ax.set_xlabel(r"$\rho$ (poisoned samples, " + f"model {model})")
@@ -253,8 +255,10 @@ def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
     """The paper's Figure 5: the distribution of sub-dataset sizes (left) and the mean test
     accuracy of the base classifiers trained on each size (right; abstaining classifiers of
     empty sub-datasets have no accuracy and are left out). ``sizes``, ``accuracy``: one entry
-    per base classifier (``accuracy`` NaN where it abstains)."""
+    per base classifier (``accuracy`` NaN where it abstains). Sizes and counts are whole
+    numbers on the axes (sizes 0 to 20 had ticks at 2.5, 7.5, ...)."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     sizes = np.asarray(sizes, dtype=np.int64)
     accuracy = np.asarray(accuracy, dtype=np.float64)
@@ -267,12 +271,15 @@ def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
     left.bar(values, counts, width=0.8, color="C0")
     left.set_xlabel("sub-dataset size (samples of $D^p$)")
     left.set_ylabel("base classifiers")
+    left.xaxis.set_major_locator(MaxNLocator(integer=True))
+    left.yaxis.set_major_locator(MaxNLocator(integer=True))
     left.grid(alpha=0.3)
     ok = np.isfinite(accuracy)
     vals = np.unique(sizes[ok])
     means = np.array([accuracy[ok & (sizes == v)].mean() for v in vals])
     right.plot(vals, means, "o-", color="C1")
     right.set_xlabel("sub-dataset size")
+    right.xaxis.set_major_locator(MaxNLocator(integer=True))
     right.set_ylabel("mean test accuracy")
     right.set_ylim(0, 1.02)
     right.grid(alpha=0.3)
