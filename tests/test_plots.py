@@ -236,3 +236,50 @@ def test_delta_and_subset_size_figures_tick_whole_numbers():
     rhos, curves = plots.delta_curves(1000, 10, rho_max=1)
     for line, d in zip(ax.get_lines(), curves.values(), strict=False):
         np.testing.assert_array_equal(line.get_ydata(), d)
+
+
+def test_certify_figure_title_and_legend_say_what_was_run():
+    """certify's figure was titled "digits: certified accuracy (model P6)" for all ten
+    classes, for digits 1 vs 7 and for a two-phase run with class 9 attackable alike, and gave
+    no alpha for a probabilistic certificate. The title names the classes taken, the
+    attackable classes or the clean samples, the model and alpha (probabilistic only); the
+    legend says two-phase."""
+    from poisoncert.config import from_dict
+    from poisoncert.experiment import curve_label
+    from poisoncert.experiment.certify import figure_title
+
+    sel = {"scheme": "with_replacement", "ns": 10, "T": 50}
+    binary = from_dict({"data": {"name": "digits", "classes": [1, 7]}, "selection": sel})
+    assert figure_title(binary, "P6", 0.001, {"name": "digits", "class_names": ["1", "7"]}) \
+        == "digits 1 vs 7: certified accuracy (model P6, alpha 0.001)"
+    three = from_dict({"data": {"name": "digits", "classes": [0, 3, 8]}, "selection": sel})
+    assert figure_title(three, "P3").startswith("digits classes 0, 3, 8: ")
+    two = from_dict({"data": {"name": "digits", "poisoned_classes": [9]}, "selection": sel,
+                     "training": {"model": "mlp", "two_phase": True}})
+    assert figure_title(two, "P6", 0.01, {"name": "digits", "n_clean": 1298}) == \
+        "digits, poisoned class 9: certified accuracy (model P6, alpha 0.01)"
+    assert curve_label(two) == "with replacement, ns = 10, T = 50, two-phase"
+    clean = from_dict({"data": {"name": "digits"}, "selection": sel})
+    assert figure_title(clean, "P6", None, {"name": "digits", "n_clean": 100}) == \
+        "digits, n_c = 100: certified accuracy (model P6)"  # deterministic: no alpha
+    assert curve_label(clean) == "with replacement, ns = 10, T = 50"
+
+
+def test_a_long_title_is_wrapped_inside_the_figure():
+    """certify's 6-inch figure cut a title longer than itself at its edges ("digits, poisoned
+    class 9: certified accuracy (model P6, alpha 0.001" lost its ")"). A long title is
+    broken into lines at spaces and lies inside the figure, all of its words kept."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    curves = {"a": ([0, 1, 2], [0.9, 0.5, 0.0])}
+    for title in ("digits, poisoned class 9: certified accuracy (model P6, alpha 0.001)",
+                  "cifar10 classes 0, 1, 2, 3, 4, 5, 6, 7: certified accuracy (model P6, "
+                  "alpha 0.001) " * 2, "short"):
+        fig = plots.plot_certified_accuracy(curves, title=title)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        text = fig.get_axes()[0].title
+        box = text.get_window_extent(canvas.get_renderer())
+        assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (title, box)
+        assert text.get_text().split() == title.split()
+    assert text.get_text() == "short"

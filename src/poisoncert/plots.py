@@ -153,11 +153,48 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
     ax = fig.subplots()
     _accuracy_axes(ax, checked, xlabel)
     if title:
-        ax.set_title(title)
+        _fit_title(fig, ax, str(title))
     ax.legend(fontsize="small", loc="best")  # "upper right" covered a curve high to the end
     if path is not None:
         _save_png(fig, path, dpi)
     return fig
+
+
+def _fit_title(fig, ax, title: str) -> None:
+    """``title`` over ``ax``, broken into lines where one line would run past the figure's
+    edges (matplotlib cuts it off there: "... (model P6, alpha 0.001" lost its end on
+    certify's 6-inch figure): after its first ": " (what was run, then what is shown), then
+    at spaces. The title is centred on the axes, which the y label moves right of the
+    figure's centre: the room is twice the nearer edge's distance."""
+    import textwrap
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    text = ax.set_title(title)
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    parts = title.split(": ", 1)
+    parts[:-1] = [p + ":" for p in parts[:-1]]
+    chars = None  # first the title's own lines
+    while True:
+        fig.draw_without_rendering()  # the constrained layout places the axes
+        renderer = canvas.get_renderer()
+        box = ax.get_window_extent(renderer)
+        centre = box.x0 + box.width / 2
+        room = 0.97 * 2 * min(centre - fig.bbox.x0, fig.bbox.x1 - centre)
+        width = text.get_window_extent(renderer).width
+        if width <= room:
+            return
+        lines = text.get_text().splitlines()
+        longest = max(len(line) for line in lines)
+        if chars is not None and (chars <= 10 or " " not in max(lines, key=len)):
+            return  # a word longer than the room: as it is
+        if chars is None and len(parts) > 1:
+            chars = len(title)
+        else:  # fewer characters a line each time: ends, at 10
+            chars = max(10, min(longest, chars or longest) - 1)
+            chars = min(chars, max(10, int(longest * room / width)))
+        text.set_text("\n".join(textwrap.fill(p, chars, break_long_words=False)
+                                for p in parts))
 
 
 def _rho_extent(curves) -> int:

@@ -30,7 +30,7 @@ DETERMINISTIC = (selection.PARTITION, selection.FINITE_AGGREGATION,
 
 __all__ = ["DETERMINISTIC", "CertifiedAccuracy", "CertifyResult", "accuracy_curve",
            "certificate_rows", "certify_options", "certify_run", "certify_votes", "curve_label",
-           "nn_certificate", "rows_csv"]
+           "figure_title", "nn_certificate", "rows_csv"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,8 +177,8 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
 
         fig = plot_certified_accuracy({curve_label(cfg, c.aggregation): (curve.rho,
                                                                          curve.accuracy)},
-                                      title=f"{data.get('name', '')}: certified accuracy "
-                                            f"(model {c.model})")
+                                      title=figure_title(cfg, c.model, summary.get("alpha"),
+                                                         data))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=150)
         paths["plot"] = png
@@ -313,8 +313,32 @@ def accuracy_curve(cert, labels, *, extra=()) -> CertifiedAccuracy:
                                                                                 rho)))
 
 
+def figure_title(cfg: ExperimentConfig, model: str, alpha: float | None = None,
+                 data: dict | None = None) -> str:
+    """The title of a run's certified-accuracy figure: the data as the run took it (its
+    classes where it took some, e.g. digits 1 vs 7; the attackable classes of case 3; the
+    clean samples of case 2), the poisoning model and, for a probabilistic certificate,
+    alpha. It said "digits: certified accuracy (model P6)" of all the 10 classes, of 1 vs 7
+    and of a two-phase run alike, and gave no alpha."""
+    data = data or {}
+    d = cfg.data
+    what = str(data.get("name") or d.name)
+    if d.classes is not None:
+        names = [str(v) for v in (data.get("class_names") or d.classes)]
+        what += " " + (" vs ".join(names) if len(names) == 2 else "classes " + ", ".join(names))
+    if d.poisoned_classes is not None:
+        k = len(d.poisoned_classes)
+        what += (f", poisoned class{'es' * (k > 1)} "
+                 + ", ".join(str(v) for v in d.poisoned_classes))
+    elif data.get("n_clean"):
+        what += f", n_c = {int(data['n_clean'])}"
+    how = f"model {model}" + (f", alpha {alpha:g}" if alpha is not None else "")
+    return f"{what}: certified accuracy ({how})"
+
+
 def curve_label(cfg: ExperimentConfig, aggregation: str = "vote") -> str:
-    """The legend of a run's certified-accuracy curve: its scheme and size."""
+    """The legend of a run's certified-accuracy curve: its scheme and size (and two-phase,
+    Algorithm 3, where the run trained so)."""
     s = cfg.selection
     roe = ", run-off election" if aggregation == "roe" else ""
     if s.scheme == selection.PARTITION:
@@ -328,7 +352,8 @@ def curve_label(cfg: ExperimentConfig, aggregation: str = "vote") -> str:
     size = f"ns = {s.ns}" if s.ns is not None else f"p = {s.p:g}"
     if s.scheme == "binomial" and s.ns is not None:
         size += " (p = ns / n)"
-    return f"{s.scheme.replace('_', ' ')}, {size}, T = {s.T}"
+    two = ", two-phase" if cfg.algorithm.two_phase else ""
+    return f"{s.scheme.replace('_', ' ')}, {size}, T = {s.T}{two}"
 
 
 def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int,

@@ -23,6 +23,7 @@ from poisoncert.experiment.certify import (
     accuracy_curve,
     certify_run,
     curve_label,
+    figure_title,
 )
 from poisoncert.experiment.train import ProgressDisplay, RunResult, train_run
 from poisoncert.runsafe import TMP_PREFIX
@@ -110,7 +111,9 @@ def run_demo(out_dir: str | Path, *, quick: bool = False,
 
     fig = plot_certified_accuracy({labels[s]: (curves[s].rho, curves[s].accuracy)
                                    for s in DEMO_SCHEMES},
-                                  title="digits: certified accuracy (model P6)")
+                                  title=figure_title(cfgs[DEMO_SCHEMES[0]],
+                                                     cfgs[DEMO_SCHEMES[0]].certify.model,
+                                                     cfgs[DEMO_SCHEMES[0]].certify.alpha))
     runs.save_with(paths["plot"], lambda f: fig.savefig(f, format="png", dpi=150))
     return DemoResult(out_dir=out, runs=results, tables=tables, curves=curves, paths=paths,
                       seconds=time.perf_counter() - t0)
