@@ -283,3 +283,18 @@ def test_a_long_title_is_wrapped_inside_the_figure():
         assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, (title, box)
         assert text.get_text().split() == title.split()
     assert text.get_text() == "short"
+
+
+def test_attack_panels_share_the_zero_line_above_the_frame():
+    """Attacks that changed nothing (the deterministic certificates' point) drew their line
+    at 0 on the lower frame of the right panel, unseen, while the left panel's 0 lay above
+    its frame: the panels' zeros at two heights. Both panels run from -0.02 to 1.02; the
+    shares drawn are those of the summary rows."""
+    rows = [{"aggregation": "vote", "attack": "flip", "budget": b, "trials": 4,
+             "changed_within": 0, "success_beyond": s, "beyond": 2} for b, s in ((1, 0), (2, 1))]
+    fig = plots.plot_attack({"vote, P3": (np.arange(4), np.array([0.9, 0.5, 0.2, 0.0]))}, rows)
+    left, right = fig.get_axes()
+    assert left.get_ylim() == right.get_ylim() == (-0.02, 1.02)
+    changed, bound = right.get_lines()
+    np.testing.assert_array_equal(changed.get_ydata(), [0.0, 0.25])
+    np.testing.assert_array_equal(bound.get_ydata(), [0.5, 0.5])

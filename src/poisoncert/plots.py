@@ -412,7 +412,7 @@ def plot_attack(curves, summary, path: str | Path | None = None, *, title: str |
     right.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 2, 4: budgets
     right.set_xlabel("budget r (poisoning operations)")
     right.set_ylabel("share of attacked test points")
-    right.set_ylim(0, 1.02)
+    right.set_ylim(-0.02, 1.02)  # as the left panel: a share of 0 drawn above the frame
     right.grid(alpha=0.3)
     # beside the panel: inside it the entries (two per attack) cover the curves
     right.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.02, 1.0),
