@@ -298,3 +298,36 @@ def test_attack_panels_share_the_zero_line_above_the_frame():
     changed, bound = right.get_lines()
     np.testing.assert_array_equal(changed.get_ydata(), [0.0, 0.25])
     np.testing.assert_array_equal(bound.get_ydata(), [0.5, 0.5])
+
+
+def test_certify_figure_labels_the_radius_in_the_models_operations(tmp_path, monkeypatch):
+    """``certify --model P1`` (insertions only) drew its curve over "rho (poisoned samples:
+    insertions, deletions, modifications)". The x label names the operations the model's
+    radius counts; certify hands the plot its curve (the one certified_accuracy.csv holds),
+    its title and that label."""
+    from poisoncert.config import from_dict
+    from poisoncert.experiment import certify_run, train_run
+
+    assert plots.radius_label("P1") == r"$\rho$ (poisoned samples: insertions, model P1)"
+    assert plots.radius_label("delete_modify").startswith(r"$\rho$ (poisoned samples: "
+                                                          "deletions, modifications, model P5")
+    assert plots.plot_certified_accuracy({"a": ([0, 1], [1, 0])}).get_axes()[0] \
+        .get_xlabel() == plots.radius_label("P6")
+    cfg = from_dict({"data": {"name": "digits", "classes": [1, 7], "test_limit": 40},
+                     "selection": {"scheme": "knn", "k": 5}})
+    train_run(cfg, tmp_path / "knn")
+    seen = {}
+    real = plots.plot_certified_accuracy
+
+    def spy(curves, *a, **kw):
+        seen.update(curves=curves, **kw)
+        return real(curves, *a, **kw)
+
+    monkeypatch.setattr(plots, "plot_certified_accuracy", spy)
+    res = certify_run(tmp_path / "knn", model="P1")
+    assert seen["xlabel"] == plots.radius_label("P1")
+    assert seen["title"] == "digits 1 vs 7: certified accuracy (model P1)"  # deterministic
+    (rho, acc), = seen["curves"].values()
+    table = np.loadtxt(res.paths["certified_accuracy"], delimiter=",", skiprows=1, ndmin=2)
+    np.testing.assert_array_equal(rho, table[:, 0])
+    np.testing.assert_allclose(acc, table[:, 1], rtol=1e-5)  # the CSV's 6 digits

@@ -122,18 +122,30 @@ def plot_delta(path: str | Path | None = None, *,
 # --------------------------------------------------------------------------------------------
 # Certified accuracy (poisoncert.experiment)
 
-__all__ += ["plot_certified_accuracy"]
+__all__ += ["MODEL_OPERATIONS", "plot_certified_accuracy", "radius_label"]
+
+
+#: What a radius counts under each poisoning model (spec/certificates.md), one each.
+MODEL_OPERATIONS = {"P1": "insertions", "P2": "deletions", "P3": "modifications",
+                    "P4": "insertions, modifications", "P5": "deletions, modifications",
+                    "P6": "insertions, deletions, modifications"}
+
+
+def radius_label(model: str = "P6") -> str:
+    """The x label of a certified-accuracy figure under ``model``: the operations its radius
+    counts (certify --model P1 was labelled "insertions, deletions, modifications")."""
+    model = check_choice(model, "model", "radius_label", MODELS, MODEL_ALIASES)
+    return r"$\rho$ (poisoned samples: " + MODEL_OPERATIONS[model] + f", model {model})"
 
 
 def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: str | None = None,
-                            xlabel: str = r"$\rho$ (poisoned samples: insertions, deletions, "
-                                          "modifications)",
-                            dpi: int = 150):
+                            xlabel: str | None = None, dpi: int = 150):
     """Certified accuracy against the radius ``rho``, one step curve per entry of ``curves``.
 
     ``curves`` maps a legend label to ``(rho, accuracy)`` arrays (``accuracy[j]``: fraction of
-    test points correctly classified with a certified radius ``>= rho[j]``). Writes a PNG to
-    ``path`` when given; returns the matplotlib ``Figure``.
+    test points correctly classified with a certified radius ``>= rho[j]``). ``xlabel``
+    defaults to ``radius_label("P6")``. Writes a PNG to ``path`` when given; returns the
+    matplotlib ``Figure``.
     """
     from matplotlib.figure import Figure
 
@@ -151,7 +163,7 @@ def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: st
         checked[label] = (rho, acc)
     fig = Figure(figsize=(6.0, 4.0), layout="constrained")
     ax = fig.subplots()
-    _accuracy_axes(ax, checked, xlabel)
+    _accuracy_axes(ax, checked, radius_label() if xlabel is None else xlabel)
     if title:
         _fit_title(fig, ax, str(title))
     ax.legend(fontsize="small", loc="best")  # "upper right" covered a curve high to the end

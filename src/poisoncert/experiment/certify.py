@@ -173,12 +173,13 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
                                                        radius_dpa, data).encode(),
                paths["certified_accuracy"]: _curve_csv(curve).encode()}
     if plot:
-        from poisoncert.plots import plot_certified_accuracy
+        from poisoncert.plots import plot_certified_accuracy, radius_label
 
         fig = plot_certified_accuracy({curve_label(cfg, c.aggregation): (curve.rho,
                                                                          curve.accuracy)},
                                       title=figure_title(cfg, c.model, summary.get("alpha"),
-                                                         data))
+                                                         data),
+                                      xlabel=radius_label(c.model))
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=150)
         paths["plot"] = png
