@@ -331,3 +331,34 @@ def test_certify_figure_labels_the_radius_in_the_models_operations(tmp_path, mon
     table = np.loadtxt(res.paths["certified_accuracy"], delimiter=",", skiprows=1, ndmin=2)
     np.testing.assert_array_equal(rho, table[:, 0])
     np.testing.assert_allclose(acc, table[:, 1], rtol=1e-5)  # the CSV's 6 digits
+
+
+def test_attack_figure_title_names_the_classes_the_run_took(tmp_path, monkeypatch):
+    """The attack figure of a digits 1 vs 7 run was titled "digits, with_replacement", as one
+    of all ten classes. Its title names the classes (as certify's does); the clean-run curves
+    handed to the plot are the judges' certified accuracy."""
+    from types import SimpleNamespace
+
+    from poisoncert.config import from_dict
+    from poisoncert.experiment import attack
+
+    seen = {}
+    real = plots.plot_attack
+
+    def spy(curves, summary, *a, **kw):
+        seen.update(curves=curves, **kw)
+        return real(curves, summary, *a, **kw)
+
+    monkeypatch.setattr(plots, "plot_attack", spy)
+    cfg = from_dict({"data": {"name": "digits", "classes": [1, 7]},
+                     "selection": {"scheme": "with_replacement", "ns": 10, "T": 20}})
+    labels = np.array([0, 1, 1, 0])
+    judge = SimpleNamespace(name="vote", radius={"P1": np.array([2, 0, -1, 1])},
+                            clean=np.array([0, 1, -1, 1]))  # the last one wrong
+    rows = [{"aggregation": "vote", "attack": "flip", "budget": 1, "trials": 2,
+             "changed_within": 0, "success_beyond": 1, "beyond": 1}]
+    attack._write(tmp_path, rows, rows, {}, [judge], labels, cfg)
+    assert seen["title"] == "digits 1 vs 7, with_replacement"
+    (rho, acc), = seen["curves"].values()
+    np.testing.assert_array_equal(rho, [0, 1, 2, 3])
+    np.testing.assert_array_equal(acc, [0.5, 0.25, 0.25, 0.0])  # radii 2 and 0 correct

@@ -54,6 +54,7 @@ from poisoncert import runs, selection
 from poisoncert._validation import SEED_LIMIT, check_int, param_error
 from poisoncert.experiment.attack_backends import ClassifierBackend, Judge, NNBackend
 from poisoncert.experiment.attack_edits import EditBuilder, patch_images
+from poisoncert.experiment.certify import data_text
 from poisoncert.rates import clock_text, counted, rate_text
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import votes_from_predictions
@@ -538,7 +539,8 @@ def _write(out: Path, summary, trials, totals, judges, labels, cfg) -> dict[str,
             ok = np.sort(rad[(j.clean == labels) & (j.clean >= 0)])
             acc = (ok.size - np.searchsorted(ok, rho, side="left")) / len(labels)
             curves[f"{j.name}, {model}"] = (rho, acc)
-    fig = plot_attack(curves, summary, title=f"{cfg.data.name}, {cfg.selection.scheme}")
+    # the data as the run took it: "digits 1 vs 7", not "digits" of all ten classes
+    fig = plot_attack(curves, summary, title=f"{data_text(cfg)}, {cfg.selection.scheme}")
     png = io.BytesIO()
     fig.savefig(png, format="png", dpi=150)
     # every file made first, then the earlier set removed and the new one written, attack.json

@@ -30,7 +30,7 @@ DETERMINISTIC = (selection.PARTITION, selection.FINITE_AGGREGATION,
 
 __all__ = ["DETERMINISTIC", "CertifiedAccuracy", "CertifyResult", "accuracy_curve",
            "certificate_rows", "certify_options", "certify_run", "certify_votes", "curve_label",
-           "figure_title", "nn_certificate", "rows_csv"]
+           "data_text", "figure_title", "nn_certificate", "rows_csv"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,13 +314,11 @@ def accuracy_curve(cert, labels, *, extra=()) -> CertifiedAccuracy:
                                                                                 rho)))
 
 
-def figure_title(cfg: ExperimentConfig, model: str, alpha: float | None = None,
-                 data: dict | None = None) -> str:
-    """The title of a run's certified-accuracy figure: the data as the run took it (its
-    classes where it took some, e.g. digits 1 vs 7; the attackable classes of case 3; the
-    clean samples of case 2), the poisoning model and, for a probabilistic certificate,
-    alpha. It said "digits: certified accuracy (model P6)" of all the 10 classes, of 1 vs 7
-    and of a two-phase run alike, and gave no alpha."""
+def data_text(cfg: ExperimentConfig, data: dict | None = None) -> str:
+    """The data as a run took it, for a figure's title: its name, the classes where it took
+    some (e.g. "digits 1 vs 7"), the attackable classes of case 3 ("poisoned class 9") or the
+    clean samples of case 2 ("n_c = 100"). ``data``: the manifest's ``data`` (its class
+    names, n_clean) where there is one."""
     data = data or {}
     d = cfg.data
     what = str(data.get("name") or d.name)
@@ -333,8 +331,17 @@ def figure_title(cfg: ExperimentConfig, model: str, alpha: float | None = None,
                  + ", ".join(str(v) for v in d.poisoned_classes))
     elif data.get("n_clean"):
         what += f", n_c = {int(data['n_clean'])}"
+    return what
+
+
+def figure_title(cfg: ExperimentConfig, model: str, alpha: float | None = None,
+                 data: dict | None = None) -> str:
+    """The title of a run's certified-accuracy figure: the data as the run took it
+    (``data_text``), the poisoning model and, for a probabilistic certificate, alpha. It
+    said "digits: certified accuracy (model P6)" of all the 10 classes, of 1 vs 7 and of a
+    two-phase run alike, and gave no alpha."""
     how = f"model {model}" + (f", alpha {alpha:g}" if alpha is not None else "")
-    return f"{what}: certified accuracy ({how})"
+    return f"{data_text(cfg, data)}: certified accuracy ({how})"
 
 
 def curve_label(cfg: ExperimentConfig, aggregation: str = "vote") -> str:
