@@ -1074,3 +1074,46 @@ def test_inputs_unlike_the_training_data_get_one_warning_line(tmp_path):
         warnings.simplefilter("error")
         again = ens.certify(255 - x)
     np.testing.assert_array_equal(again.radius, inverted.radius)  # a warning, nothing else
+
+
+def test_train_load_and_predict_leave_the_callers_torch_state_as_it_was(tmp_path):
+    """A user's script: ``train_run`` from a dict with a factory of its own, then
+    ``Ensemble.load`` and ``certify``, under ``torch.set_default_dtype(torch.float64)``.
+    ``train_run`` failed ("Input type (float) and bias type (double) should be the same":
+    the factory's check built its module float64), and ``train_run`` and ``Ensemble.load``
+    drew from the caller's torch generator (the checks' and the loader's models were built
+    on it). Now each leaves the RNG state, the default dtype and the thread count as they
+    were, and the run is the one trained under float32."""
+    import torch
+
+    d = {"data": {"name": "digits", "test_limit": 30},
+         "selection": {"scheme": "without_replacement", "ns": 60, "T": 4, "seed": 2},
+         "training": {"model": "examples.custom_model.net:make_model",
+                      "model_kwargs": {"width": 4}, "steps": 5, "group_size": 2},
+         "run": {"chunk_size": 2}}
+    experiment.train_run(d, tmp_path / "f32", progress=False)
+
+    def state():
+        return (torch.get_rng_state(), torch.get_default_dtype(), torch.get_num_threads())
+
+    def same(a, b):
+        return torch.equal(a[0], b[0]) and a[1:] == b[1:]
+
+    from sklearn.datasets import load_digits
+
+    x = load_digits().images[:20].astype(np.int64)  # the data set's own form (0-16)
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(7)
+        before = state()
+        experiment.train_run(d, tmp_path / "f64", progress=False)
+        assert same(state(), before)
+        ens = Ensemble.load(tmp_path / "f64")
+        assert same(state(), before)
+        votes = ens.votes(x)
+        assert same(state(), before)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    np.testing.assert_array_equal(np.load(tmp_path / "f64" / runs.PREDICTIONS),
+                                  np.load(tmp_path / "f32" / runs.PREDICTIONS))
+    np.testing.assert_array_equal(votes, Ensemble.load(tmp_path / "f32").votes(x))

@@ -1249,3 +1249,28 @@ def test_cuda_runs():
     subs, seeds = _subsets(40, 3, 10)
     P = train_predict(x, y, subs, seeds, xt, TrainConfig(**LENET), n_classes=3, device="cuda")
     assert P.shape == (3, 5)
+
+
+def test_the_callers_default_dtype_changes_no_classifier_and_is_restored():
+    """Under ``torch.set_default_dtype(torch.float64)`` (common in scientific code) every
+    parameter was built float64 and its initialisation drew other numbers, so the same seeds
+    trained other classifiers (an MLP on digits: other predictions); now the models are
+    built and trained under float32, as in a worker process, and the caller's default dtype,
+    RNG state and thread count are as they were."""
+    xs, ys, xt, _ = _digits()
+    xs, ys, xt = xs[:200], ys[:200], xt[:40]
+    subs, seeds = _subsets(len(xs), 4, 60)
+    cfg = TrainConfig(model="mlp", steps=8, batch_size=16, group_size=2)
+    want, W = train_predict_with_weights(xs, ys, subs, seeds, xt, cfg, n_classes=10)
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(5)
+        state, threads = torch.get_rng_state(), torch.get_num_threads()
+        got, V = train_predict_with_weights(xs, ys, subs, seeds, xt, cfg, n_classes=10)
+        assert torch.get_default_dtype() == torch.float64
+        assert torch.equal(torch.get_rng_state(), state)
+        assert torch.get_num_threads() == threads
+    finally:
+        torch.set_default_dtype(torch.float32)
+    np.testing.assert_array_equal(got, want)
+    assert all(torch.equal(V[i][k], W[i][k]) for i in range(4) for k in W[i])

@@ -174,11 +174,11 @@ def model_source(cfg: ExperimentConfig) -> dict | None:
 
 def _reference(cfg: ExperimentConfig, record: dict) -> dict:
     """Tensor names -> (shape, dtype) of one classifier of the run's model."""
-    from poisoncert import training
+    from poisoncert.training.models import probe_model
 
     t = cfg.training
-    model = training.build_model(t.model, InputForm.from_dict(record["input"]).shape,
-                                 len(record["classes"]))
+    model = probe_model(t.model, InputForm.from_dict(record["input"]).shape,
+                        len(record["classes"]))
     return {k: (tuple(v.shape), t.torch_dtype if v.is_floating_point() else v.dtype)
             for k, v in model.state_dict().items()}
 

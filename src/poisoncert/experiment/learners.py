@@ -260,12 +260,12 @@ def check_learner(cfg: ExperimentConfig, data: DataSplit) -> None:
     accepts the input shape and the device is available (a ``ConfigError`` naming the key)."""
     if cfg.training.sklearn_learner is not None:
         return
-    from poisoncert import training
+    from poisoncert.training.models import probe_model
 
     shape = tuple(data.x_train.shape[1:])
     model = cfg.training.model
     try:
-        built = training.build_model(model, shape, data.n_classes)
+        built = probe_model(model, shape, data.n_classes)
     except ValueError as e:
         if str(e).startswith("The 'training.model' parameter"):
             raise ConfigError(str(e)) from None
@@ -304,6 +304,7 @@ def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
     import torch
 
     from poisoncert.training.fast import forward_draws
+    from poisoncert.training.models import float32_default
 
     shape = tuple(data.x_train.shape[1:])
     want = f"a model whose forward maps a batch (B, {', '.join(map(str, shape))}) of float " \
@@ -313,7 +314,8 @@ def _check_forward(model: ModelRef, built, data: DataSplit) -> None:
     for mode in ("evaluation", "training"):
         try:
             built.train(mode == "training")
-            out, drew = forward_draws(built, x)
+            with float32_default():  # as the engine runs it, whatever the caller's default
+                out, drew = forward_draws(built, x)
         except Exception as e:  # noqa: BLE001 - the user's code: one line naming it
             raise config_error("training.model", f"{want} (its forward in {mode} mode on 2 "
                                f"training inputs failed: {type(e).__name__}: "

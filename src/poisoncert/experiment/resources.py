@@ -183,10 +183,10 @@ def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
     module per lane) as a group's over-estimates, on the safe side."""
     import torch
 
-    from poisoncert import training
     from poisoncert.training.fast import stackable, stacking
+    from poisoncert.training.models import float32_default, probe_model
 
-    net = training.build_model(model, tuple(input_shape), n_classes).eval()
+    net = probe_model(model, tuple(input_shape), n_classes).eval()
     count = [math.prod(input_shape), math.prod(input_shape)]  # the sum and the largest
     patches = [0, 0]  # the sum and the largest
 
@@ -204,7 +204,7 @@ def model_footprint(model, input_shape, n_classes: int, path: str = "fast"
     handles = [m.register_forward_hook(hook) for m in net.modules()
                if next(m.children(), None) is None]
     try:
-        with torch.no_grad():
+        with torch.no_grad(), float32_default():
             net(torch.zeros((1, *input_shape)))
     finally:
         for h in handles:

@@ -52,7 +52,7 @@ from poisoncert.training.groups import auto_group_size
 from poisoncert.training.inference import evaluate, labels_of, precision
 from poisoncert.training.loops import host_threads, map_threads, train_one, train_stacked
 from poisoncert.training.minibatches import ImageBatcher, sample_minibatches
-from poisoncert.training.models import build_model, init_model
+from poisoncert.training.models import float32_default, init_model, probe_model
 from poisoncert.training.settings import (
     CUDA_DTYPES,
     DEFAULT_GROUP_SIZE,
@@ -320,8 +320,8 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
     if len(seeds) != len(subsets):
         raise param_error("seeds", where, f"one seed per subset ({len(subsets)})",
                           f"{len(seeds)} seeds")
-    with torch.random.fork_rng(devices=[]):  # its initialisation leaves the caller's RNG be
-        probe = build_model(cfg.model, x_train.shape[1:], n_classes)  # checks the input shape
+    # its initialisation leaves the caller's RNG be; it checks the input shape
+    probe = probe_model(cfg.model, x_train.shape[1:], n_classes)
     if cfg.rows_per_step is not None:
         _check_subset_rows(cfg, probe, subsets, x_train.ndim == 4, where)
     if path == "graphed":
@@ -359,8 +359,9 @@ def _train(x_train, y_train, subsets, seeds, x_test, cfg, *, n_classes, device, 
             xt = torch.as_tensor(x_test).to(device=device, dtype=cfg.torch_dtype)
             if progress is not None:
                 progress(0)  # the training begins (a display's rate leaves the set-up out)
-            for task in tasks:
-                collect(task, _run_task(task, xt, settings))
+            with float32_default():  # as in a worker process, whatever the caller's default
+                for task in tasks:
+                    collect(task, _run_task(task, xt, settings))
         finally:
             torch.set_num_threads(threads)
     else:

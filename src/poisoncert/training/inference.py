@@ -30,7 +30,7 @@ import torch
 
 from poisoncert._validation import check_choice, check_int, param_error
 from poisoncert.training.fast import path_stacking, stack_models, stacking, state_dict_is_own
-from poisoncert.training.models import build_model
+from poisoncert.training.models import RNG_LOCK, build_model
 from poisoncert.training.settings import (
     CUDA_DTYPES,
     EVAL_BATCH_CAP,
@@ -102,7 +102,7 @@ def _loadable(template: torch.nn.Module, state_dicts) -> bool:
                for sd in state_dicts)
 
 
-_FORK_LOCK = threading.Lock()
+_FORK_LOCK = RNG_LOCK  # shared with probe_model's forks
 #: The largest weights of a group (bytes) whose inputs ``predict`` shares among threads when
 #: there are fewer groups than threads: LeNet-5, the small CNNs and MLPs (a few MB), not
 #: ResNet-18 (358 MB for 8), each of whose copies holds gigabytes of activations.

@@ -21,7 +21,9 @@ Models see the inputs as given (no normalisation inside).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -31,7 +33,7 @@ from poisoncert._validation import param_error
 from poisoncert.training.settings import MODELS, ModelSpec, check_model
 
 __all__ = ["CNN_WIDTHS", "MODELS", "LeNet5", "MLP", "ResNet18", "SmallCNN", "build_model",
-           "check_model", "init_model"]
+           "check_model", "float32_default", "init_model", "probe_model"]
 
 #: ``(conv1 channels, conv2 channels, hidden units)`` of the named ``SmallCNN`` variants.
 CNN_WIDTHS = {"cnn": (16, 32, 128), "cnn_small": (8, 16, 64)}
@@ -206,6 +208,37 @@ def build_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classe
     return ResNet18(c, n_classes)
 
 
+#: Held while the process's RNG is forked, or its default dtype set, around a model built
+#: from another thread's: two threads' forks interleaved would restore the state the second
+#: one saved, not the one before (``probe_model``, ``inference``'s modules).
+RNG_LOCK = threading.RLock()
+
+
+@contextmanager
+def float32_default() -> Iterator[None]:
+    """torch's default dtype float32 (a fresh process's) for the block, the caller's restored
+    after: a model is built, and trained, as in a fresh process whatever the caller set.
+    Under ``torch.set_default_dtype(torch.float64)`` every parameter was made float64 and
+    its initialisation drew other numbers, so a run's classifiers depended on the caller's
+    default dtype (and a factory's module failed the float32 check of its forward)."""
+    saved = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32)
+    try:
+        yield
+    finally:
+        torch.set_default_dtype(saved)
+
+
+def probe_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes: int
+                ) -> nn.Module:
+    """``build_model`` for a check or a shape (not a classifier): built under float32 as the
+    classifiers are (``float32_default``), with the CPU generator forked, so the caller's
+    torch RNG state and default dtype are as they were (``Ensemble.load`` and ``train_run``
+    drew from the caller's generator before)."""
+    with RNG_LOCK, torch.random.fork_rng(devices=[]), float32_default():
+        return build_model(name_or_factory, input_shape, n_classes)
+
+
 def init_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes: int,
                seed: int) -> nn.Module:
     """``build_model`` with the CPU generator seeded with ``seed``: built on the CPU (the same
@@ -213,6 +246,6 @@ def init_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes
     forked; no device generator is seeded: ``torch.manual_seed`` would also seed CUDA's,
     which changes its state and took 0.75 s of a cProfiled 12 s MNIST 1/7 run of 1,000
     models on an H100). A factory must build on the CPU (the default device)."""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), float32_default():
         torch.random.default_generator.manual_seed(seed)
         return build_model(name_or_factory, input_shape, n_classes)
