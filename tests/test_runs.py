@@ -12,6 +12,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -1102,3 +1103,52 @@ def test_learning_rate_and_weight_decay_have_an_upper_bound(key, value, allowed)
     from poisoncert.training import TrainConfig
     with pytest.raises(ValueError, match=r"'lr' parameter of TrainConfig.*\(0, 10\]"):
         TrainConfig(lr=11.0)
+
+
+def test_a_dict_config_takes_what_a_python_caller_computed():
+    """A user's script builds the config from its own numbers: ``np.int64`` from a
+    computation, ``np.float32`` from an array, ``np.array`` of classes, a ``pathlib.Path``.
+    They were refused in lines that contradicted themselves ("The 'selection.T' parameter of
+    the config must be an int or null. Got 8 instead."), and numpy values in
+    ``training.model_kwargs`` passed the checks and failed deep in ``train_run`` (a
+    TypeError from json, building the manifest). Now they are the plain values a YAML file
+    gives, with the same config and hash; what no file can hold is one line naming the key."""
+    from pathlib import Path
+
+    factory = "examples.custom_model.net:make_model"
+    plain = {"data": {"name": "digits", "data_dir": "/tmp/d", "classes": [1, 7]},
+             "selection": {"scheme": "without_replacement", "ns": 100, "T": 8, "seed": 3},
+             "training": {"model": factory, "model_kwargs": {"width": 3, "k": [1.5, 2.5]},
+                          "lr": 0.25, "batch_size": 16},
+             "certify": {"alpha": 0.5, "rhos": [0, 2]}}
+    numpy = {"data": {"name": "digits", "data_dir": Path("/tmp/d"), "classes": np.array([1, 7])},
+             "selection": {"scheme": "without_replacement", "ns": np.int32(100),
+                           "T": np.int64(8), "seed": np.uint64(3)},
+             "training": {"model": factory, "lr": np.float32(0.25), "batch_size": np.uint8(16),
+                          "model_kwargs": {"width": np.int64(3),
+                                           "k": np.array([1.5, 2.5], dtype=np.float32)}},
+             "certify": {"alpha": np.float64(0.5), "rhos": [np.int64(0), np.int16(2)]}}
+    want, got = from_dict(plain), from_dict(numpy)
+    assert got == want and config_hash(got) == config_hash(want)
+    assert to_yaml(got) == to_yaml(want)
+    assert type(got.selection.T) is int and type(got.training.model.kwargs["width"]) is int
+    for key, value in (("selection.T", np.float64(8.0)), ("selection.T", np.bool_(True)),
+                       ("data.classes", np.zeros((2, 2), dtype=int))):
+        with pytest.raises(ConfigError, match=rf"^The '{re.escape(key)}' parameter of the "
+                           "config must be"):
+            from_dict(plain, {key: value})
+    with pytest.raises(ConfigError, match=r"^The 'training.model_kwargs' parameter of the "
+                       r"config must be a mapping of numbers, .* Got 'a function among its "
+                       r"values \(<function"):
+        from_dict(plain, {"training.model_kwargs": {"act": lambda x: x}})
+    # the sections made in Python (they passed their checks and failed in config_hash)
+    from poisoncert.config import CertifyConfig, DataConfig, SelectionConfig
+
+    made = ExperimentConfig(
+        data=DataConfig(name="digits", data_dir=Path("/tmp/d"), classes=np.array([1, 7])),
+        selection=SelectionConfig(scheme="without_replacement", ns=np.int32(100),
+                                  T=np.int64(8), seed=np.uint64(3)),
+        training=got.training,
+        certify=CertifyConfig(alpha=np.float64(0.5), rhos=[np.int64(2), np.int16(0)]))
+    assert made == want and config_hash(made) == config_hash(want)
+    assert to_yaml(made) == to_yaml(want)

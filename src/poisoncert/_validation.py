@@ -16,6 +16,7 @@ downstream overflows a 64-bit integer or loses integer precision.
 from __future__ import annotations
 
 import numbers
+import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -151,6 +152,35 @@ def _shown_int(value: int) -> str:
     head = v // 10 ** (digits - _HEAD)
     tail = f"{v % 10 ** _TAIL:0{_TAIL}d}"
     return f"{sign}{head}...{tail} ({digits:,} digits)"
+
+
+class NotPlain(TypeError):
+    """A value ``plain`` cannot write as a config file holds it (``args[0]``: the value)."""
+
+
+def plain(value, *, nested: bool = True):
+    """``value`` as a config file (YAML, and JSON for its hash) holds it, from what a Python
+    caller computed: a numpy scalar as the Python number or bool (``np.int64(8)`` -> ``8``;
+    ``np.float32(0.1)`` -> the float it holds), a numpy array as lists, a path
+    (``os.PathLike``) as its text; lists, tuples and mappings converted inside. ``nested``:
+    convert inside containers and refuse (``NotPlain``) anything else: an object, a
+    function; else (a key's top-level value, which its type checks next) only numpy scalars,
+    1-d arrays and paths are converted, anything else returned as it is."""
+    if isinstance(value, np.generic | np.ndarray):  # first: np.float64 is a float
+        if nested or value.ndim <= 1:
+            return value.tolist()
+        return value
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if not nested:
+        return value
+    if isinstance(value, list | tuple):
+        return type(value)(plain(v) for v in value)
+    if isinstance(value, dict):
+        return {plain(k): plain(v) for k, v in value.items()}
+    raise NotPlain(value)
 
 
 def param_error(name: str, where: str, allowed: str, got: object) -> ValueError:

@@ -602,6 +602,9 @@ def _type_text(tp) -> str:
 def _coerce(value, tp, key: str, from_text: bool, allowed: str | None = None):
     """``value`` as type ``tp``; text from the command line is parsed first. ``allowed``:
     what the error says the key takes (default: ``tp`` in words)."""
+    if not from_text:  # a Python caller's np.int64(8), np.array([1, 7]), Path("data"): as
+        value = _validation.plain(value, nested=False)  # a file's (they were refused as
+        # "must be an int or null. Got 8 instead.")
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     bad = param_error(key, WHERE, allowed or _type_text(tp), value)

@@ -19,10 +19,10 @@ any file is written.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from poisoncert import bounds
-from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, SEED_LIMIT, later_high
+from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, SEED_LIMIT, later_high, plain
 from poisoncert.config.checks import WHERE, ConfigError, config_error
 from poisoncert.config.checks import choice as _choice
 from poisoncert.config.checks import first_out as _first_out
@@ -103,6 +103,21 @@ class EditsPath(str):
         return (EditsPath, (str(self), self.file))
 
 
+
+def _python_values(section) -> None:
+    """A section made in Python holds what a config file holds: numpy scalars as Python
+    numbers, 1-d arrays as lists (and their items), paths as text (``_validation.plain``).
+    ``SelectionConfig(T=np.int64(8))`` and ``DataConfig(data_dir=Path(...))`` passed their
+    checks and failed deep in ``train_run``, json refusing them in the config's hash."""
+    for f in fields(section):
+        value = getattr(section, f.name)
+        new = plain(value, nested=False)
+        if isinstance(new, list | tuple):
+            new = type(new)(plain(v, nested=False) for v in new)
+        if new is not value:
+            _put(section, f.name, new)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """The data set and its split into a known-clean part ``D^c`` and an attackable ``D^p``.
@@ -139,6 +154,7 @@ class DataConfig:
     edits: str | None = None
 
     def __post_init__(self) -> None:
+        _python_values(self)
         if not (isinstance(self.name, str) and self.name.startswith("npz:")
                 and len(self.name) > 4):
             name = _choice(self.name, "data.name", DATASETS + ("npz:<path>",),
@@ -207,6 +223,7 @@ class SelectionConfig:
     r: float | None = None
 
     def __post_init__(self) -> None:
+        _python_values(self)
         scheme = _choice(self.scheme, "selection.scheme", SCHEMES, PLAN_SCHEME_ALIASES)
         _put(self, "scheme", scheme)
         _int(self.seed, "selection.seed", low=0,  # an earlier version's: any (Earlier)
@@ -315,6 +332,7 @@ class ExecutionConfig:
     save_weights: bool | None = None
 
     def __post_init__(self) -> None:
+        _python_values(self)
         _put(self, "path", _choice(self.path, "training.path", PATHS))
         try:  # at most the CPUs where a run starts (a recorded run resumes elsewhere too)
             _int(self.workers, "training.workers", low=1, high=INT_LIMIT)
@@ -337,6 +355,7 @@ class AlgorithmConfig:
     phase2_steps: int = 2000
 
     def __post_init__(self) -> None:
+        _python_values(self)
         _int(self.phase2_steps, "training.phase2_steps", low=1, high=INT_LIMIT)
 
 
@@ -355,6 +374,7 @@ class CertifyConfig:
     aggregation: str = "vote"
 
     def __post_init__(self) -> None:
+        _python_values(self)
         _put(self, "aggregation", _choice(self.aggregation, "certify.aggregation",
                                           AGGREGATIONS, {"run_off": "roe", "runoff": "roe",
                                                          "majority": "vote"}))
@@ -380,6 +400,7 @@ class RunConfig:
     store_ranks: bool = False
 
     def __post_init__(self) -> None:
+        _python_values(self)
         _int(self.chunk_size, "run.chunk_size", low=1, high=INT_LIMIT)
         if not isinstance(self.store_ranks, bool):
             raise config_error("run.store_ranks", "a boolean (true or false)", self.store_ranks)

@@ -16,12 +16,15 @@ import numpy as np
 from poisoncert._validation import (
     INT_LIMIT,
     INT_LIMIT_TEXT,
+    NotPlain,
     as_given,
     check_choice,
     check_int,
     check_real,
     later_high,
     param_error,
+    plain,
+    shown,
 )
 from poisoncert.training.sklearn_learner import SKLEARN_LEARNERS
 from poisoncert.training.user_model import ModelRef, is_model_ref
@@ -252,6 +255,13 @@ class TrainConfig:
             if not isinstance(kwargs, dict) or not all(isinstance(x, str) for x in kwargs):
                 raise param_error(k + "model_kwargs", w, "a mapping with string keys, or null",
                                   kwargs)
+            try:  # config.yaml and the config's hash hold them (np.int64(3) became a
+                kwargs = plain(kwargs)  # TypeError from json deep in train_run)
+            except NotPlain as e:
+                raise param_error(k + "model_kwargs", w, "a mapping of numbers, strings, "
+                                  "booleans, nulls, and lists and mappings of them (what "
+                                  "config.yaml holds), or null", f"a {type(e.args[0]).__name__}"
+                                  f" among its values ({shown(e.args[0])})") from None
             put("model_kwargs", dict(kwargs))
         if isinstance(model, ModelRef):
             model = ModelRef(model, self.model_kwargs)
