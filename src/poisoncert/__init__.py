@@ -5,11 +5,9 @@ PyTorch and is imported lazily, so ``import poisoncert`` never imports torch (no
 names below are imported on first use).
 """
 
-from __future__ import annotations
+from poisoncert.threads import reproducible_blas as _reproducible_blas
 
-from poisoncert.threads import reproducible_blas
-
-reproducible_blas()  # before torch's first matrix product in this process (see threads)
+_reproducible_blas()  # before torch's first matrix product in this process (see threads)
 
 from poisoncert._version import __version__  # noqa: E402
 
