@@ -140,3 +140,23 @@ def test_sections_the_source_cites_exist():
             if heading not in headings:
                 missing.append(f"{path.relative_to(ROOT)}: docs/{doc}, {heading!r}")
     assert not missing, missing
+
+
+def test_files_the_code_sends_the_reader_to_exist():
+    """A docstring or comment that sends the reader to a file (``docs/predict.md``,
+    ``README.md in this folder``, ``config.yaml beside this file``) names one that exists:
+    ``examples/custom_model``'s package docstring sent its readers to a README.md the folder
+    never had."""
+    docs = re.compile(r"\bdocs/[\w-]+\.md\b")
+    here = re.compile(r"([\w.-]+\.(?:md|ya?ml|py|txt))`*,? (?:in|beside) this (?:folder|file)")
+    missing = []
+    for top in ("src", "examples", "benchmarks", "experiments", "scripts"):
+        for path in sorted((ROOT / top).rglob("*.py")):
+            text = path.read_text(encoding="utf-8")
+            for name in docs.findall(text):
+                if not (ROOT / name).is_file():
+                    missing.append(f"{path.relative_to(ROOT)}: {name}")
+            for name in here.findall(text):
+                if not (path.parent / name).is_file():
+                    missing.append(f"{path.relative_to(ROOT)}: {name} beside it")
+    assert not missing, missing

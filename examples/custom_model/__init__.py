@@ -1,1 +1,2 @@
-"""Your own model in a config: see README.md in this folder."""
+"""Your own model in a config: ``net.py`` (the factory) and ``config.yaml`` (the run) in this
+folder; docs/predict.md ("Your own model") says what a factory must do and how to run it."""
