@@ -31,7 +31,7 @@ import numpy as np
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _TopIsPrediction
+from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _TopIsPrediction, record_range
 from poisoncert.selection import fa_shifts, fa_spread
 from poisoncert.votes import check_counts_fit, votes_from_predictions
 
@@ -190,12 +190,12 @@ class FACertificate(_TopIsPrediction):
                 "d": self.d, "model": self.model, "unit": self.unit,
                 "radius_unit": _UNIT_TEXT[self.unit]}
 
-    def records(self) -> list[dict]:
-        """One flat dict per test point."""
+    def records(self, start: int = 0, stop: int | None = None) -> list[dict]:
+        """One flat dict per test point (of ``record_range(len(self), start, stop)``)."""
         s = self.setting()
         return [{"index": i, "prediction": int(self.prediction[i]),
                  "radius": int(self.radius[i]), "buckets": int(self.buckets[i]), **s}
-                for i in range(len(self))]
+                for i in record_range(len(self), start, stop)]
 
 
 def fa_certify(predictions, *, d: int, n_classes: int, model: str = "P6",

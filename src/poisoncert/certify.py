@@ -28,6 +28,7 @@ __all__ = [
     "certify",
     "dpa_certify",
     "jia_certify",
+    "record_range",
 ]
 
 #: Prediction (and top class) of a test point that is not certified; its radius is also -1.
@@ -41,6 +42,12 @@ _UNIT_TEXT = {
     "operation": "operations (insertion, deletion or modification = 1 each)",
     "dpa": "DPA operations (insertion or deletion = 1, modification = 2)",
 }
+
+
+def record_range(n: int, start: int = 0, stop: int | None = None) -> range:
+    """The test points ``records(start, stop)`` lists: ``range(n)[start:stop]``, so a table
+    of many points can be made a block of rows at a time (each row keeps its own index)."""
+    return range(n)[start:stop]
 
 
 def _summary_stats(prediction: np.ndarray, radius: np.ndarray, labels) -> dict:
@@ -238,8 +245,9 @@ class Certificate(_CertificateCommon):
             "radius_unit": _UNIT_TEXT["operation"],
         }
 
-    def records(self) -> list[dict]:
-        """One flat dict per test point: its index, results, bounds and the setting."""
+    def records(self, start: int = 0, stop: int | None = None) -> list[dict]:
+        """One flat dict per test point (those of ``record_range(len(self), start, stop)``):
+        its index, results, bounds and the setting."""
         s = self.setting()
         return [
             {
@@ -252,7 +260,7 @@ class Certificate(_CertificateCommon):
                 "T": int(self.T[i]),
                 **s,
             }
-            for i in range(len(self))
+            for i in record_range(len(self), start, stop)
         ]
 
     def predicted_labels(self, abstain=None) -> np.ndarray:
@@ -411,13 +419,13 @@ class DPACertificate(_TopIsPrediction):
         return {"scheme": "partition", "model": self.model, "unit": self.unit,
                 "radius_unit": _UNIT_TEXT[self.unit]}
 
-    def records(self) -> list[dict]:
-        """One flat dict per test point."""
+    def records(self, start: int = 0, stop: int | None = None) -> list[dict]:
+        """One flat dict per test point (of ``record_range(len(self), start, stop)``)."""
         s = self.setting()
         return [
             {"index": i, "prediction": int(self.prediction[i]), "radius": int(self.radius[i]),
              "slack": int(self.slack[i]), "radius_dpa": int(self.slack[i] // 2), **s}
-            for i in range(len(self))
+            for i in record_range(len(self), start, stop)
         ]
 
     def predicted_labels(self, abstain=None) -> np.ndarray:

@@ -63,6 +63,7 @@ from poisoncert.certify import (
     DPA_UNITS,
     _predicted_labels,
     _TopIsPrediction,
+    record_range,
 )
 from poisoncert.votes import check_counts_fit
 
@@ -275,12 +276,12 @@ class NNCertificate(_TopIsPrediction):
         return {"scheme": self.classifier, "k": self.k, "model": self.model, "unit": self.unit,
                 "radius_unit": _UNIT_TEXT[self.unit]}
 
-    def records(self) -> list[dict]:
-        """One flat dict per test point."""
+    def records(self, start: int = 0, stop: int | None = None) -> list[dict]:
+        """One flat dict per test point (of ``record_range(len(self), start, stop)``)."""
         s = self.setting()
         return [{"index": i, "prediction": int(self.prediction[i]),
                  "radius": int(self.radius[i]), "slack": int(self.slack[i]),
-                 "exact": bool(self.exact[i]), **s} for i in range(len(self))]
+                 "exact": bool(self.exact[i]), **s} for i in record_range(len(self), start, stop)]
 
 
 def _slack(counts: np.ndarray, top: np.ndarray) -> np.ndarray:

@@ -47,7 +47,7 @@ from poisoncert.aggregation import (
     topsum_radius,
 )
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _TopIsPrediction
+from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _TopIsPrediction, record_range
 
 __all__ = ["ROECertificate", "check_ranks", "rankings_from_scores", "roe_certify", "roe_predict"]
 
@@ -151,13 +151,13 @@ class ROECertificate(_TopIsPrediction):
         return {"scheme": scheme, "aggregation": "run_off", "k": self.k, "d": self.d,
                 "model": self.model, "unit": self.unit, "radius_unit": _UNIT_TEXT[self.unit]}
 
-    def records(self) -> list[dict]:
-        """One flat dict per test point."""
+    def records(self, start: int = 0, stop: int | None = None) -> list[dict]:
+        """One flat dict per test point (of ``record_range(len(self), start, stop)``)."""
         s = self.setting()
         return [{"index": i, "prediction": int(self.prediction[i]),
                  "radius": int(self.radius[i]), "buckets": int(self.buckets[i]),
                  "m1": int(self.finalists[i, 0]), "m2": int(self.finalists[i, 1]), **s}
-                for i in range(len(self))]
+                for i in record_range(len(self), start, stop)]
 
 
 def roe_certify(ranks, *, d: int = 1, model: str = "P6",

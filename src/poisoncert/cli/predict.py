@@ -62,7 +62,7 @@ def predict(
     as_json = as_json or (out is not None and out.suffix.lower() == ".json")  # as it is named
     with library_errors():
         from poisoncert.cli.progress import rich_progress
-        from poisoncert.experiment.certify import certificate_rows, rows_csv
+        from poisoncert.experiment.certify import certificate_row_blocks, rows_csv
         from poisoncert.experiment.ensemble import Ensemble, check_run_options
         from poisoncert.experiment.inputs import check_inputs_path, read_inputs
         from poisoncert.runs import RunDir
@@ -113,16 +113,17 @@ def predict(
                 radius_dpa = (getattr(cert, "buckets", None)
                               if ens.scheme == "finite_aggregation" else None)
                 T = ens.T
-            rows = certificate_rows(cert, votes, labels, T, extra={"input": data.names},
-                                    radius_dpa=radius_dpa, classes=ens.classes,
-                                    class_names=ens.class_names,
-                                    missing=None if as_json else "")  # JSON: null
-            summary = _summary(cert, labels, ens, len(rows))
+            # a block of rows at a time: the text alone is held, not a dict per input
+            blocks = certificate_row_blocks(cert, votes, labels, T, extra={"input": data.names},
+                                            radius_dpa=radius_dpa, classes=ens.classes,
+                                            class_names=ens.class_names,
+                                            missing=None if as_json else "")  # JSON: null
+            summary = _summary(cert, labels, ens, len(cert))
             if as_json:
-                text = json_text({"run": str(ens.run_dir), "inputs": str(inputs),
-                                   "summary": summary, "rows": rows}, indent=1, default=_plain)
+                text = rows_json({"run": str(ens.run_dir), "inputs": str(inputs),
+                                  "summary": summary}, blocks)
             else:
-                text = rows_csv(rows)
+                text = rows_csv(blocks)
         except KeyboardInterrupt:
             raise interrupted("interrupted: nothing was written; the same command starts "
                               "over.") from None
@@ -177,6 +178,23 @@ def _check_out(out: Path, inputs: Path, run_dir: Path) -> None:
 
 def _plain(v):
     return v.item() if hasattr(v, "item") else str(v)
+
+
+def rows_json(head: dict, blocks) -> str:
+    """``json_text({**head, "rows": rows}, indent=1)`` for the rows of ``blocks`` (lists of
+    rows, ``certificate_row_blocks``), the same text made one block at a time: the rows of
+    10^6 inputs at once took 7 GB as Python objects and json's indenting encoder."""
+    text = json_text({**head, "rows": []}, indent=1, default=_plain)
+    tail = '"rows": []\n}'
+    if not text.endswith(tail):  # pragma: no cover - json's layout of a last empty list
+        raise AssertionError("unexpected JSON layout")
+    parts = [text[:-len(tail)], '"rows": [']
+    for block in blocks:
+        if block:  # '[\n {\n  ...\n }\n]': its rows, one level deeper
+            inner = json_text(block, indent=1, default=_plain)[2:-2]
+            parts += ["\n " if len(parts) == 2 else ",\n ", inner.replace("\n", "\n ")]
+    parts.append("\n ]\n}" if len(parts) > 2 else "]\n}")
+    return "".join(parts)
 
 
 def _summary(cert, labels, ens, n: int) -> dict:

@@ -28,9 +28,10 @@ from poisoncert.runsafe import json_text
 DETERMINISTIC = (selection.PARTITION, selection.FINITE_AGGREGATION,
                  *selection.NEAREST_NEIGHBOURS)
 
-__all__ = ["DETERMINISTIC", "CertifiedAccuracy", "CertifyResult", "accuracy_curve",
-           "certificate_rows", "certify_options", "certify_run", "certify_votes", "curve_label",
-           "data_text", "figure_title", "nn_certificate", "rows_csv"]
+__all__ = ["DETERMINISTIC", "ROW_BLOCK", "CertifiedAccuracy", "CertifyResult",
+           "accuracy_curve", "certificate_row_blocks", "certificate_rows", "certify_options",
+           "certify_run", "certify_votes", "curve_label", "data_text", "figure_title",
+           "nn_certificate", "rows_csv"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -370,15 +371,34 @@ def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int,
     the vote counts of the two top classes (and the radius in DPA's unit, where given), and
     the prediction's class id and name where the manifest's ``data`` gives them."""
     data = data or {}
-    return rows_csv(certificate_rows(cert, votes, labels, T, radius_dpa=radius_dpa,
-                                     classes=data.get("classes"),
-                                     class_names=data.get("class_names")))
+    return rows_csv(certificate_row_blocks(cert, votes, labels, T, radius_dpa=radius_dpa,
+                                           classes=data.get("classes"),
+                                           class_names=data.get("class_names")))
+
+
+#: Rows ``certificate_row_blocks`` makes at a time: a row is a dict of about 20 Python
+#: objects (about 2 KB, 6 KB while json indents it), so a table of 10^6 test points held as
+#: rows took 2 GB (7 GB as JSON); a block of them takes about 16 MB (50 MB as JSON).
+ROW_BLOCK = 8192
+
+
+def certificate_row_blocks(cert, votes: np.ndarray, labels: np.ndarray | None,
+                           T: int | None, extra: dict[str, list] | None = None, *,
+                           block: int | None = None, **kw):
+    """``certificate_rows`` a block of ``block`` rows (default ``ROW_BLOCK``) at a time (a
+    generator of lists of rows, at least one list), so that a table of many points is written
+    in bounded memory: the rows of the whole table joined are ``certificate_rows``' rows."""
+    block = ROW_BLOCK if block is None else block
+    n = len(cert)
+    for a in range(0, max(n, 1), block):
+        yield certificate_rows(cert, votes, labels, T, extra, start=a, stop=a + block, **kw)
 
 
 def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int | None,
                      extra: dict[str, list] | None = None, *,
                      radius_dpa: np.ndarray | None = None, classes=None,
-                     class_names=None, missing="") -> list[dict]:
+                     class_names=None, missing="", start: int = 0,
+                     stop: int | None = None) -> list[dict]:
     """The rows of ``certificates.csv``: per test point its index, ``label`` and ``correct``
     (empty without ``labels``), ``prediction`` and ``radius``, the rest of the certificate's
     record, the radius in DPA's unit (``radius_dpa``, where given), the two top classes with
@@ -387,15 +407,20 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
     ``index``. ``classes`` (the data set's class id of each class index) and ``class_names``
     add the last two columns, ``class`` and ``class_name``: the prediction's id and name, empty
     where it abstains (``label``, ``prediction`` and ``top*_class`` are class indices).
-    ``missing``: what stands in an empty cell (``""`` for CSV; ``None`` for JSON, null)."""
-    votes = np.asarray(votes)
+    ``missing``: what stands in an empty cell (``""`` for CSV; ``None`` for JSON, null).
+    ``start``, ``stop``: the rows of those test points only (``certify.record_range``; a
+    table made a block at a time: ``certificate_row_blocks``)."""
+    span = certificates.record_range(len(cert), start, stop)
+    part = slice(span.start, span.stop)
+    votes = np.asarray(votes)[part]
+    labels = None if labels is None else np.asarray(labels)[part]
+    pred = np.asarray(cert.prediction)[part]
     order = np.argsort(-votes, axis=1, kind="stable")
     rows = np.arange(votes.shape[0])
     first, second = order[:, 0], order[:, 1] if votes.shape[1] > 1 else order[:, 0]
     more = {
         "label": labels,
-        "correct": None if labels is None else
-        (np.asarray(cert.prediction) == labels).astype(int),
+        "correct": None if labels is None else (pred == labels).astype(int),
         "top1_class": first, "top1_votes": votes[rows, first],
         "top2_class": second, "top2_votes": votes[rows, second],
         "abstain_votes": None if T is None else T - votes.sum(axis=1),
@@ -403,18 +428,19 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
     if T is None:  # nearest neighbours: the counts are neighbours, not classifiers
         del more["abstain_votes"]
     if radius_dpa is not None:
-        more = {"radius_dpa": np.asarray(radius_dpa), **more}
-    records = cert.records()
-    head = ["index", *(extra or {}), "label", "prediction", "correct", "radius"]
-    keys = head + [k for k in records[0] if k not in head] + [k for k in more if k not in head]
+        more = {"radius_dpa": np.asarray(radius_dpa)[part], **more}
+    records = cert.records(span.start, span.stop)
+    extra = {k: v[part] for k, v in (extra or {}).items()}
+    head = ["index", *extra, "label", "prediction", "correct", "radius"]
+    keys = head + [k for k in (records[0] if records else {}) if k not in head] + \
+        [k for k in more if k not in head]
     # each column as Python numbers once (``tolist``: what ``_plain`` gives element by element)
     cols = {k: None if v is None else np.asarray(v).tolist() for k, v in more.items()}
     out = []
     for i, rec in enumerate(records):
         row = {**rec, **{k: missing if v is None else v[i] for k, v in cols.items()},
-               **{k: v[i] for k, v in (extra or {}).items()}}
+               **{k: v[i] for k, v in extra.items()}}
         out.append({k: row[k] for k in keys})
-    pred = np.asarray(cert.prediction)
     for name, of in (("class", classes), ("class_name", class_names)):
         if of is not None:
             for r, p in zip(out, pred, strict=True):
@@ -422,13 +448,22 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
     return out
 
 
-def rows_csv(rows: list[dict]) -> str:
-    """Flat rows (same keys) as CSV text."""
+def rows_csv(rows) -> str:
+    """Flat rows (same keys) as CSV text: a list of rows, or an iterable of lists of rows
+    (``certificate_row_blocks``; written one list at a time, the header once)."""
+    blocks = [rows] if isinstance(rows, list) else rows
     out = io.StringIO()
-    keys = list(rows[0])
     w = csv.writer(out, lineterminator="\n")  # DictWriter's rows, without its per-row checks
-    w.writerow(keys)
-    w.writerows([[r.get(k, "") for k in keys] for r in rows])
+    keys = None
+    for block in blocks:
+        if not block:
+            continue
+        if keys is None:
+            keys = list(block[0])
+            w.writerow(keys)
+        w.writerows([[r.get(k, "") for k in keys] for r in block])
+    if keys is None:
+        raise ValueError("rows_csv needs at least one row (the header comes from its keys)")
     return out.getvalue()
 
 
