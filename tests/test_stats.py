@@ -609,3 +609,34 @@ def test_error_probabilities_below_the_checked_range_are_refused():
     for TT in (10**5, 10**7):
         assert clopper_pearson_upper(TT - 5, TT, BETA_MIN) == 1.0
         assert 0.0 < clopper_pearson_lower(TT - 5, TT, BETA_MIN) < 1.0
+
+
+@pytest.mark.parametrize("method", ["pairwise", "bonferroni", "bonferroni_upper", "paper",
+                                    "true_label", "true_label_split"])
+def test_repeated_vote_counts_are_bounded_once_each_with_the_same_numbers(method, monkeypatch):
+    """Many test points share their vote counts (T = 60 votes over 4 classes: a few hundred
+    distinct rows among 20,000); each distinct (k, T, beta) goes through the incomplete-beta
+    inverse once, where every entry went through it (19 s of a 10^6-point certify's 20),
+    and every bound is the one computed entry by entry, bit for bit."""
+    from scipy import special
+
+    from poisoncert import stats as st
+
+    rng = np.random.default_rng(8)
+    rows = rng.multinomial(60, [0.55, 0.3, 0.1, 0.05], size=40)
+    rows[:, 0] -= rng.integers(0, 2, size=40)  # abstaining votes: T above the row sums
+    counts = rows[rng.integers(0, 40, size=20_000)]
+    labels = rng.integers(0, 4, size=20_000) if method.startswith("true_label") else None
+    seen = []
+    for name in ("betaincinv", "betainccinv"):
+        f = getattr(special, name)
+        monkeypatch.setattr(special, name, lambda a, b, y, f=f: (seen.append(np.size(a)),
+                                                                 f(a, b, y))[1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 'paper' with 4 classes
+        got = vote_bounds(counts, alpha=0.001, method=method, T=60, labels=labels)
+        assert 0 < sum(seen) <= 2 * 40 * 4  # 2 calls, each of at most 40 rows x 4 classes
+        monkeypatch.setattr(st, "_ONCE_EACH_MIN", 10**18)  # entry by entry
+        want = vote_bounds(counts, alpha=0.001, method=method, T=60, labels=labels)
+    for name in ("p1_lower", "p2_upper", "top_class"):
+        assert getattr(got, name).tobytes() == getattr(want, name).tobytes(), name
