@@ -640,3 +640,23 @@ def test_repeated_vote_counts_are_bounded_once_each_with_the_same_numbers(method
         want = vote_bounds(counts, alpha=0.001, method=method, T=60, labels=labels)
     for name in ("p1_lower", "p2_upper", "top_class"):
         assert getattr(got, name).tobytes() == getattr(want, name).tobytes(), name
+
+
+def test_bounds_once_each_only_for_whole_counts_within_T():
+    """``_once_each`` keys a triple by ``T * (max T + 1) + k``: counts that are not whole or
+    exceed the largest T would share keys with other triples, so they are bounded entry by
+    entry (the same numbers as ``bound`` itself)."""
+    from poisoncert import stats as st
+
+    rng = np.random.default_rng(3)
+    T = np.full(5000, 50.0)
+    for k in (rng.integers(0, 51, 5000) + 0.5, rng.integers(0, 60, 5000).astype(float)):
+        calls = []
+
+        def bound(kk, TT, bb, calls=calls):
+            calls.append(np.size(kk))
+            return kk * 1000.0 + TT + bb
+
+        got = st._once_each(bound, k, T, np.full(5000, 0.01))
+        assert calls == [5000]  # entry by entry
+        np.testing.assert_array_equal(got, k * 1000.0 + T + 0.01)

@@ -123,8 +123,13 @@ def _once_each(bound, k: np.ndarray, T: np.ndarray, beta: np.ndarray) -> np.ndar
     if k.size >= _ONCE_EACH_MIN:
         top = int(T.max())
         b0 = beta.flat[0]
-        if top < 2**31 and int(k.min()) >= 0 and bool(np.all(beta == b0)):
-            key = T.astype(np.int64) * (top + 1) + k.astype(np.int64)
+        ki, Ti = k.astype(np.int64), T.astype(np.int64)
+        # a key per triple only for whole counts 0 <= k <= top (else two triples could share
+        # one): anything else is bounded element by element, as before
+        if (top < 2**31 and int(k.min()) >= 0 and int(k.max()) <= top
+                and bool(np.all(ki == k)) and bool(np.all(Ti == T))
+                and bool(np.all(beta == b0))):
+            key = Ti * (top + 1) + ki
             uniq, inverse = np.unique(key.ravel(), return_inverse=True)
             if 2 * uniq.size <= key.size:
                 uT, uk = np.divmod(uniq, top + 1)
