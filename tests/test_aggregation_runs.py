@@ -866,6 +866,48 @@ def test_attack_killed_while_writing_never_mixes_two_attacks_files(tmp_path):
     assert not [p for p in run.iterdir() if p.name.startswith(".tmp-")]  # the killed one's
 
 
+def test_the_same_attack_after_a_kill_while_writing_replaces_the_incomplete_set(tmp_path):
+    """An attack into --out killed after writing one of its files (SIGKILL between a write
+    and its rename): the same command again was refused for "an earlier attack's results"
+    (the half set, which no attack finished, with 'Give --out a new folder to keep them, or
+    --force'), and the killed writer's temporary file stayed in the folder for good (no run
+    lock covers an --out folder). Now it writes the whole set, the same bytes as an
+    uninterrupted attack, and removes the temporary file; a whole set is still refused."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    args = ["attack", str(run), "--attacks", "flip", "--targets", "2", "--budgets", "1", "-q"]
+    runner = CliRunner()
+    ref = tmp_path / "ref"
+    assert runner.invoke(app, [*args, "--out", str(ref)]).exit_code == 0
+    out = tmp_path / "out"
+    env = {**os.environ, "POISONCERT_TEST_FAULT": "write:attack_summary.csv"}
+    proc = subprocess.run([sys.executable, "-m", "poisoncert.cli", *args, "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    assert (out / "attack_trials.csv").exists() and not (out / "attack.json").exists()
+    assert [p for p in out.iterdir() if p.name.startswith(".tmp-")]
+    r = runner.invoke(app, [*args, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == sorted(_ATTACK_FILES)
+    for name in _ATTACK_FILES:  # (attack.json: all but its time)
+        got, want = ((d / name).read_bytes() for d in (out, ref))
+        if name == "attack.json":
+            got, want = ({k: v for k, v in json.loads(b).items() if k != "seconds"}
+                         for b in (got, want))
+        assert got == want, name
+    r = runner.invoke(app, [*args, "--out", str(out)])  # a whole set: kept unless --force
+    assert r.exit_code == 1 and "already holds an earlier attack's results" in r.stderr
+
+
 def test_predict_on_finite_aggregation_has_the_columns_of_certify(tmp_path):
     """``predict`` on a finite_aggregation run's own test inputs gives certificates.csv's rows,
     ``radius_dpa`` (the radius in buckets) included: it was missing."""

@@ -288,9 +288,13 @@ def _check_fits(s: AttackSettings, scheme: str, n_classes: int, shape: tuple) ->
 
 def _refuse_earlier_results(out: Path, run: Path) -> None:
     """A folder holding an earlier attack's result files: one line naming them and the two
-    ways on (another folder, or replacing them), before anything is computed."""
+    ways on (another folder, or replacing them), before anything is computed. Only a whole
+    set counts (``attack.json``, written last, is there): the files without it are what an
+    attack interrupted while it wrote them left (its own earlier set already removed), which
+    the same command replaces; refusing them asked for --force "to replace" results that no
+    attack finished."""
     found = [name for name in ATTACK_FILES if (out / name).exists()]
-    if found:
+    if ATTACK_JSON in found:
         where = "the run directory, the default" if out == run else "out_dir"
         raise RunError(
             f"The attack's results folder '{out}' ({where}; CLI: --out) already holds an "
@@ -552,5 +556,7 @@ def _write(out: Path, summary, trials, totals, judges, labels, cfg) -> dict[str,
     for path in outputs:
         path.unlink(missing_ok=True)
     for path, content in outputs.items():
-        runs.save_bytes(path, content)
+        # clean: the temporary files of a killed attack's write (an --out folder is no run,
+        # whose lock holder removes them) are removed, a live writer's left
+        runs.save_bytes(path, content, clean=True)
     return paths
