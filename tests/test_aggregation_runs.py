@@ -908,6 +908,49 @@ def test_the_same_attack_after_a_kill_while_writing_replaces_the_incomplete_set(
     assert r.exit_code == 1 and "already holds an earlier attack's results" in r.stderr
 
 
+def test_a_read_only_run_is_attacked_into_another_folder(tmp_path, monkeypatch):
+    """A run on a read-only mount (its .lock cannot be opened for writing), attacked with
+    --out elsewhere: refused with "Cannot lock the run directory" where predict and update
+    read it. Now the attack reads it unlocked and writes the same results as on a writable
+    copy; into the run's own folder it is still refused in one line, and a lock another
+    process holds is still refused."""
+    import errno
+    import os
+
+    from typer.testing import CliRunner
+
+    from poisoncert import runsafe
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    args = ["attack", str(run), "--attacks", "flip", "--targets", "2", "--budgets", "1", "-q"]
+    runner = CliRunner()
+    assert runner.invoke(app, [*args, "--out", str(tmp_path / "ref")]).exit_code == 0
+    real_open = os.open
+
+    def read_only(path, flags, *a, **k):
+        if str(path) == str(run / runs.LOCK) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(runsafe.os, "open", read_only)
+    out = tmp_path / "out"
+    r = runner.invoke(app, [*args, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    for name in ("attack_trials.csv", "attack_summary.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+    r = runner.invoke(app, args)  # into the run's own folder: its lock is needed
+    assert r.exit_code == 1 and r.stderr.startswith("error: Cannot lock the run directory")
+    monkeypatch.setattr(runsafe.os, "open", real_open)
+    held = runsafe.RunLock.acquire(run)  # as another process's: flock is per open file
+    try:
+        r = runner.invoke(app, [*args, "--out", str(tmp_path / "out2")])
+        assert r.exit_code == 1 and "is in use by another poisoncert process" in r.stderr
+    finally:
+        held.release()
+
+
 def test_predict_on_finite_aggregation_has_the_columns_of_certify(tmp_path):
     """``predict`` on a finite_aggregation run's own test inputs gives certificates.csv's rows,
     ``radius_dpa`` (the radius in buckets) included: it was missing."""

@@ -41,6 +41,7 @@ certificate.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -235,7 +236,18 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
     from poisoncert.experiment.display import checksum_display
 
     display = checksum_display(verify_progress, "attack_run")
-    with rd.lock():
+    with contextlib.ExitStack() as held:
+        try:
+            held.enter_context(rd.lock())
+        except runs.RunLockedError:  # another process trains or certifies it: refused
+            raise
+        except RunError:
+            # a run that cannot be locked (a read-only mount or copy: its .lock cannot be
+            # opened for writing) attacked into another folder is read without the lock, as
+            # update reads its run: it was refused ("Cannot lock the run directory") where
+            # predict and update worked. Its results folder must be another one.
+            if out.absolute() == rd.path.absolute():
+                raise
         rd.verify() if display is None else rd.verify(display)
         return _attack_locked(rd, s, out, log, t0, keep_earlier=not overwrite)
 
