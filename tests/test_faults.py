@@ -500,6 +500,10 @@ def test_lock_refuses_a_second_holder_and_is_released(setup, tmp_path):
                 pass
         with pytest.raises(RunLockedError):
             pipeline.certify_run(run, plot=False)
+        # the line named only train and certify as holders, while an attack (or an update,
+        # on its new run) holds it as long
+        r = CliRunner().invoke(app, ["certify", str(run)])
+        assert r.exit_code == 1 and "train, certify and attack hold a run's lock" in r.stderr
         with a.lock():  # nested on the same object: kept
             assert a.locked
         assert a.locked

@@ -97,7 +97,8 @@ class RunError(OSError):
 
 
 class RunLockedError(RunError):
-    """Another process holds the run directory's lock (it is training or certifying it)."""
+    """Another process holds the run directory's lock (it is training, certifying or attacking
+    it, or an update is writing it)."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,7 +375,8 @@ class RunLock:
             if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise RunLockedError(
                     f"The run directory '{folder}' is in use by another poisoncert process "
-                    "(train or certify holds its lock): wait until it ends, or use another "
+                    "(train, certify and attack hold a run's lock, update its new run's): "
+                    "wait until it ends, or use another "
                     "run directory.") from None
             raise RunError(f"Cannot lock the run directory '{folder}': "
                            f"{e.strerror or e} ('{path}').") from None
