@@ -307,8 +307,9 @@ BOUNDS = [
         words=["'training.steps'", f"[1, {N53}]", str(10**24)], setup=["exp.yaml"]),
     cli("train-steps-1e12", *T, "--training.steps", 10**12, words=["'training.steps'", FIT],
         setup=["exp.yaml"]),
-    cli("train-group-size-1e9", *T, "--training.group_size", "1000000000",
-        words=["'training.group_size'", FIT], setup=["exp.yaml"]),
+    cli("train-group-size-1e9", *T, "--selection.T", "100000", "--training.group_size",
+        "1000000000", words=["'training.group_size'", FIT, "Got 1000000000 instead"],
+        setup=["exp.yaml"]),  # a group holds at most T classifiers: T alone fits
     cli("train-group-size-1e30", *T, "--training.group_size", BIG,
         words=["'training.group_size'", N53], setup=["exp.yaml"]),
     cli("train-subset-rows-0", *T, "--training.subset_rows", "0",

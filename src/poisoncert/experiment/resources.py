@@ -223,7 +223,10 @@ def run_memory(v: dict[str, int], s: RunShape) -> list[Term]:
     ``training.steps``, ``batch_size``, ``group_size``, ``eval_batch_size``, ``max_shift``,
     ``phase2_steps``, ``workers``) and the run's shape ``s``."""
     t_key = "selection.k" if s.scheme == PARTITION else "selection.T"
-    T, G = v[t_key], v.get("training.group_size", 1)
+    T = v[t_key]
+    if "training.group_size" in v:  # a run's groups hold at most its T classifiers
+        v = {**v, "training.group_size": min(v["training.group_size"], T)}  # (auto_group_size)
+    G = v.get("training.group_size", 1)
     workers = "training.workers"
     # the largest sub-dataset: D^c and ns draws, or (binomial, partition) at most all of D^p
     bagging = s.scheme in ("without_replacement", "with_replacement")
@@ -379,8 +382,7 @@ def run_values(cfg: ExperimentConfig, workers: int) -> dict[str, int]:
     return {("selection.k" if s.scheme == PARTITION else "selection.T"): cfg.T,
             "selection.ns": s.ns or 0, "run.chunk_size": cfg.run.chunk_size,
             "training.steps": t.steps, "training.batch_size": t.batch_size,
-            "training.group_size": min(t.models_per_group, cfg.T),  # a run's groups: at
-            # most T (training.groups.auto_group_size)
+            "training.group_size": t.models_per_group,
             "training.eval_batch_size": t.eval_batch_size, "training.max_shift": t.max_shift,
             "training.phase2_steps": cfg.algorithm.phase2_steps, "training.workers": workers}
 
