@@ -951,6 +951,53 @@ def test_a_read_only_run_is_attacked_into_another_folder(tmp_path, monkeypatch):
         held.release()
 
 
+def test_a_read_only_run_another_process_holds_is_not_attacked(tmp_path, monkeypatch):
+    """A run whose .lock this process cannot open for writing (a read-only mount, another
+    user's .lock) while another process holds its lock (training it, attacking it into its
+    folder) was read without any lock and attacked: the fallback for read-only runs took every
+    failure to open the lock as "nobody writes here". Now a shared lock through a read-only
+    open sees the holder (refused in one line, nothing written) and, taken, keeps writers
+    out while the attack reads."""
+    import errno
+    import os
+
+    from typer.testing import CliRunner
+
+    from poisoncert import runsafe
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    held = runsafe.RunLock.acquire(run)  # as another process's: flock is per open file
+    real_open = os.open
+
+    def read_only(path, flags, *a, **k):
+        if str(path) == str(run / runs.LOCK) and flags & (os.O_RDWR | os.O_WRONLY):
+            raise OSError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *a, **k)
+
+    monkeypatch.setattr(runsafe.os, "open", read_only)
+    out = tmp_path / "out"
+    args = ["attack", str(run), "--attacks", "flip", "--targets", "2", "--budgets", "1", "-q",
+            "--out", str(out)]
+    try:
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 1 and "is in use by another poisoncert process" in r.stderr, \
+            r.output
+        assert not (out / "attack.json").exists()
+    finally:
+        held.release()
+    shared = runsafe.RunLock.acquire_shared(run)  # a reader's lock keeps a writer out
+    try:
+        monkeypatch.setattr(runsafe.os, "open", real_open)
+        with pytest.raises(runsafe.RunLockedError):
+            runsafe.RunLock.acquire(run)
+    finally:
+        shared.release()
+    runsafe.RunLock.acquire(run).release()
+    assert runsafe.RunLock.acquire_shared(tmp_path) is None  # no .lock: nothing to see
+
+
 def test_predict_on_finite_aggregation_has_the_columns_of_certify(tmp_path):
     """``predict`` on a finite_aggregation run's own test inputs gives certificates.csv's rows,
     ``radius_dpa`` (the radius in buckets) included: it was missing."""

@@ -382,6 +382,32 @@ class RunLock:
                            f"{e.strerror or e} ('{path}').") from None
         return cls(folder, fd)
 
+    @classmethod
+    def acquire_shared(cls, folder: str | Path) -> RunLock | None:
+        """A shared ``flock`` on ``folder/.lock`` opened for reading: a reader that cannot
+        open it for writing (a read-only mount, another user's ``.lock``) still sees a
+        writer's exclusive lock (``RunLockedError`` at once) and keeps writers out while it
+        reads. None where there is no ``.lock`` to open (nobody has locked the folder)."""
+        folder = Path(folder)
+        try:
+            fd = os.open(folder / LOCK, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        if fcntl is None:  # pragma: no cover
+            return cls(folder, fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise RunLockedError(
+                    f"The run directory '{folder}' is in use by another poisoncert process "
+                    "(train, certify and attack hold a run's lock, update its new run's): "
+                    "wait until it ends, or use another "
+                    "run directory.") from None
+            return None  # no flock there (a file system without it): read as before
+        return cls(folder, fd)
+
     @property
     def held(self) -> bool:
         return self._fd is not None

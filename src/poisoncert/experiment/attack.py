@@ -248,6 +248,11 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
             # predict and update worked. Its results folder must be another one.
             if out.absolute() == rd.path.absolute():
                 raise
+            # read-only, but not while a writer holds the lock: a shared lock through a
+            # read-only open sees it (RunLockedError) and keeps writers out until the end
+            shared = runs.RunLock.acquire_shared(rd.path)
+            if shared is not None:
+                held.callback(shared.release)
         rd.verify() if display is None else rd.verify(display)
         return _attack_locked(rd, s, out, log, t0, keep_earlier=not overwrite)
 
