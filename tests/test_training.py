@@ -1274,3 +1274,42 @@ def test_the_callers_default_dtype_changes_no_classifier_and_is_restored():
         torch.set_default_dtype(torch.float32)
     np.testing.assert_array_equal(got, want)
     assert all(torch.equal(V[i][k], W[i][k]) for i in range(4) for k in W[i])
+
+
+def test_float32_blocks_of_two_threads_keep_float32_inside_and_restore_the_callers():
+    """``float32_default`` saved and restored the process's default dtype per block: two
+    threads' blocks interleaved (A enters, B enters, A leaves, B leaves, as two
+    ``train_predict`` calls or a training beside an ``Ensemble.load``) gave B the caller's
+    float64 while it still built and trained, and left float32 as the caller's default for
+    good. Now the blocks of all threads count as one."""
+    import threading
+
+    from poisoncert.training.models import float32_default
+
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen = []
+
+    def first():
+        with float32_default():
+            a_in.set()
+            b_in.wait(10)
+        a_out.set()
+
+    def second():
+        a_in.wait(10)
+        with float32_default():
+            b_in.set()
+            a_out.wait(10)
+            seen.append(torch.get_default_dtype())
+
+    torch.set_default_dtype(torch.float64)
+    try:
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        after = torch.get_default_dtype()
+    finally:
+        torch.set_default_dtype(torch.float32)
+    assert seen == [torch.float32] and after == torch.float64

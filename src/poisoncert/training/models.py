@@ -221,12 +221,27 @@ def float32_default() -> Iterator[None]:
     Under ``torch.set_default_dtype(torch.float64)`` every parameter was made float64 and
     its initialisation drew other numbers, so a run's classifiers depended on the caller's
     default dtype (and a factory's module failed the float32 check of its forward)."""
-    saved = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float32)
+    global _F32_DEPTH, _F32_SAVED
+    with _F32_LOCK:  # the default is the process's: threads' blocks nest as one
+        if _F32_DEPTH == 0:
+            _F32_SAVED = torch.get_default_dtype()
+        _F32_DEPTH += 1
+        torch.set_default_dtype(torch.float32)
     try:
         yield
     finally:
-        torch.set_default_dtype(saved)
+        with _F32_LOCK:
+            _F32_DEPTH -= 1
+            if _F32_DEPTH == 0:
+                torch.set_default_dtype(_F32_SAVED)
+
+
+#: ``float32_default``'s blocks open in all threads, and the caller's default before the first
+#: of them: two threads' blocks interleaved (A enters, B enters, A leaves, B leaves) set the
+#: caller's float64 back while B still built and trained, and left float32 for good after.
+_F32_LOCK = threading.Lock()
+_F32_DEPTH = 0
+_F32_SAVED = torch.float32
 
 
 def probe_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes: int
