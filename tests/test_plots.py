@@ -169,6 +169,11 @@ def test_certified_accuracy_shows_the_last_step_and_not_the_table_radii_past_it(
     fig = plots.plot_certified_accuracy({"a": ([0, 1, 2, 50], [0.9, 0.5, 0.0, 0.0]),
                                          "b": ([0, 3, 4, 50], [0.9, 0.8, 0.0, 0.0])})
     assert 4 < fig.get_axes()[0].get_xlim()[1] <= 6
+    # a curve that still holds accuracy at its last radius (a report's table radii) is drawn
+    # to it: the axis stopped at 2 for a flat 0.9 that holds up to 100000
+    for curve in (([0, 5, 100000], [0.9, 0.9, 0.9]), ([0, 5, 800], [0.9, 0.4, 0.4])):
+        hi = plots.plot_certified_accuracy({"a": curve}).get_axes()[0].get_xlim()[1]
+        assert curve[0][-1] <= hi <= 1.05 * curve[0][-1], (curve, hi)
 
 
 def test_certified_accuracy_of_nothing_certified_says_so():

@@ -210,15 +210,20 @@ def _fit_title(fig, ax, title: str) -> None:
 
 
 def _rho_extent(curves) -> int:
-    """The radius the certified-accuracy axes reach: the largest ``rho`` at which a curve
-    still changes (its last step; the rows after it, a table's radii past every certified
-    radius, repeat its last value), at least 1."""
+    """The radius the certified-accuracy axes reach, at least 1: for a curve that ends at 0,
+    the ``rho`` of its last step (the rows after it, a table's radii past every certified
+    radius, repeat the 0); for a curve that ends above 0, its last ``rho`` (the accuracy it
+    holds up to there is what the figure shows)."""
     top = 1
     for rho, acc in curves.values():
         rho = np.asarray(rho, dtype=np.int64)
         acc = np.asarray(acc, dtype=np.float64)
+        if acc.size and acc[-1] != 0:
+            top = max(top, int(rho[-1]))
+            continue
         steps = np.flatnonzero(acc[1:] != acc[:-1])
-        top = max(top, int(rho[steps[-1] + 1]) if steps.size else int(rho[0]))
+        top = max(top, int(rho[steps[-1] + 1]) if steps.size else int(rho[0]) if rho.size
+                  else 0)
     return top
 
 
