@@ -349,6 +349,23 @@ def save_with(path: str | Path, write: Callable[[io.BufferedIOBase], None], *,
 # Lock
 
 
+def _lock_run(fd: int, op: int, folder: Path) -> OSError | None:
+    """``flock(fd, op)`` on a run's ``.lock`` without waiting: None when taken; a
+    ``RunLockedError`` where another process holds the run's lock; any other failure
+    returned. ``fd`` is closed when the lock is not taken."""
+    try:
+        fcntl.flock(fd, op | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise RunLockedError(
+                f"The run directory '{folder}' is in use by another poisoncert process "
+                "(train, certify and attack hold a run's lock, update its new run's): "
+                "wait until it ends, or use another run directory.") from None
+        return e
+    return None
+
+
 class RunLock:
     """An exclusive ``flock`` on ``folder/.lock``, held until ``release`` or the process ends."""
 
@@ -368,16 +385,8 @@ class RunLock:
                            f"opened for writing ({e.strerror or e}).") from None
         if fcntl is None:  # pragma: no cover
             return cls(folder, fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLockedError(
-                    f"The run directory '{folder}' is in use by another poisoncert process "
-                    "(train, certify and attack hold a run's lock, update its new run's): "
-                    "wait until it ends, or use another "
-                    "run directory.") from None
+        e = _lock_run(fd, fcntl.LOCK_EX, folder)
+        if e is not None:
             raise RunError(f"Cannot lock the run directory '{folder}': "
                            f"{e.strerror or e} ('{path}').") from None
         return cls(folder, fd)
@@ -395,16 +404,7 @@ class RunLock:
             return None
         if fcntl is None:  # pragma: no cover
             return cls(folder, fd)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise RunLockedError(
-                    f"The run directory '{folder}' is in use by another poisoncert process "
-                    "(train, certify and attack hold a run's lock, update its new run's): "
-                    "wait until it ends, or use another "
-                    "run directory.") from None
+        if _lock_run(fd, fcntl.LOCK_SH, folder) is not None:
             return None  # no flock there (a file system without it): read as before
         return cls(folder, fd)
 
