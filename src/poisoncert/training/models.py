@@ -214,6 +214,14 @@ def build_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classe
 RNG_LOCK = threading.RLock()
 
 
+#: ``float32_default``'s blocks open in all threads, and the caller's default before the first
+#: of them: two threads' blocks interleaved (A enters, B enters, A leaves, B leaves) set the
+#: caller's float64 back while B still built and trained, and left float32 for good after.
+_F32_LOCK = threading.Lock()
+_F32_DEPTH = 0
+_F32_SAVED = torch.float32
+
+
 @contextmanager
 def float32_default() -> Iterator[None]:
     """torch's default dtype float32 (a fresh process's) for the block, the caller's restored
@@ -234,14 +242,6 @@ def float32_default() -> Iterator[None]:
             _F32_DEPTH -= 1
             if _F32_DEPTH == 0:
                 torch.set_default_dtype(_F32_SAVED)
-
-
-#: ``float32_default``'s blocks open in all threads, and the caller's default before the first
-#: of them: two threads' blocks interleaved (A enters, B enters, A leaves, B leaves) set the
-#: caller's float64 back while B still built and trained, and left float32 for good after.
-_F32_LOCK = threading.Lock()
-_F32_DEPTH = 0
-_F32_SAVED = torch.float32
 
 
 def probe_model(name_or_factory: ModelSpec, input_shape: Sequence[int], n_classes: int
