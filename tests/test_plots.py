@@ -367,3 +367,27 @@ def test_attack_figure_title_names_the_classes_the_run_took(tmp_path, monkeypatc
     (rho, acc), = seen["curves"].values()
     np.testing.assert_array_equal(rho, [0, 1, 2, 3])
     np.testing.assert_array_equal(acc, [0.5, 0.25, 0.25, 0.0])  # radii 2 and 0 correct
+
+
+def test_whole_number_ticks_step_by_1_2_5_or_10_times_a_power_of_ten():
+    """Figure 2's CIFAR-10 panel (n = 50,000, ns = 1000, rho to 35) ticked 0, 4, 8, ..., 32,
+    its last tick short of the axis' end, and a curve to 120 ticked 0, 15, 30, ...: the
+    integer locator also takes steps of 4 and 15. Ticks now step by 1, 2 or 5 times a power of
+    ten, in every figure of whole numbers (the curves, Figure 2, Figure 5)."""
+    def steps(axis, lim):
+        ticks = [t for t in axis.get_ticklocs() if lim[0] <= t <= lim[1]]
+        gaps = {round(b - a, 9) for a, b in zip(ticks, ticks[1:], strict=False)}
+        assert len(gaps) == 1, ticks
+        gap = gaps.pop()
+        return gap / 10 ** np.floor(np.log10(gap))
+
+    fig = plots.plot_delta(settings=[(50000, 1000)])
+    ax = fig.get_axes()[0]
+    assert ax.get_xlim()[1] >= 34 and steps(ax.xaxis, ax.get_xlim()) in (1, 2, 5)
+    fig = plots.plot_certified_accuracy({"a": (np.arange(121), np.linspace(1, 0, 121))})
+    ax = fig.get_axes()[0]
+    assert steps(ax.xaxis, ax.get_xlim()) in (1, 2, 5)
+    sizes = np.arange(0, 36)
+    fig = plots.plot_subset_sizes(sizes, np.full(sizes.shape, 0.9))
+    for axis in (fig.get_axes()[0].xaxis, fig.get_axes()[1].xaxis):
+        assert steps(axis, axis.get_view_interval()) in (1, 2, 5)

@@ -30,6 +30,15 @@ _LABELS = {
 }
 
 
+def _whole_ticks():
+    """A tick locator for an axis of whole numbers (radii, sizes, counts): ticks 1, 2, 5 or 10
+    times a power of ten apart. Matplotlib's integer locator also steps by 4 or 15 (0, 4, 8,
+    ..., 32 on an axis to 35)."""
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True, steps=[1, 2, 5, 10])
+
+
 def _save_png(fig, path: str | Path, dpi: int) -> None:
     """``fig`` as a PNG at ``path``, atomically (``runsafe.save_with``): a Ctrl-C or a full
     disk while it is drawn leaves the earlier file whole, never a part of the new one; the
@@ -81,7 +90,6 @@ def plot_delta(path: str | Path | None = None, *,
     matplotlib ``Figure``.
     """
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     model = check_choice(model, "model", "plot_delta", MODELS, MODEL_ALIASES)
     dpi = check_int(dpi, "dpi", "plot_delta", low=10, high=1200)
@@ -106,7 +114,7 @@ def plot_delta(path: str | Path | None = None, *,
             ax.plot(rhos, np.where(np.isfinite(d), d, np.nan), ls=_STYLES.get(scheme, "-"),
                     label=_LABELS.get(scheme, scheme))
         ax.set_xlim(0, rhos[-1])
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rho: no 0.2, 0.4 where few
+        ax.xaxis.set_major_locator(_whole_ticks())  # rho: no 0.2, 0.4 where few
         ax.set_ylim(0, 1.05)
         ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
         ax.set_xlabel(r"$\rho$ (poisoned samples, " + f"model {model})")
@@ -237,7 +245,6 @@ def _accuracy_axes(ax, curves, xlabel: str, *, note_size: str = "small") -> None
     a little below 0, so a curve at 0 is drawn above the frame rather than on it, and a figure
     whose curves are all 0 says so; a curve of one point is a marker. Each curve has its own
     line style: told apart in a greyscale print, where the colours are one grey."""
-    from matplotlib.ticker import MaxNLocator
 
     top = _rho_extent(curves)
     all_zero = True
@@ -248,7 +255,7 @@ def _accuracy_axes(ax, curves, xlabel: str, *, note_size: str = "small") -> None
         ax.plot(rho, acc, drawstyle="steps-post", label=str(label),
                 ls=_LINE_STYLES[j % len(_LINE_STYLES)], marker="o" if rho.size == 1 else None)
     ax.set_xlim(0, top + max(1.0, 0.03 * top))
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # rho is a whole number
+    ax.xaxis.set_major_locator(_whole_ticks())  # rho is a whole number
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("certified accuracy")
@@ -312,7 +319,6 @@ def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
     per base classifier (``accuracy`` NaN where it abstains). Sizes and counts are whole
     numbers on the axes (sizes 0 to 20 had ticks at 2.5, 7.5, ...)."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
 
     sizes = np.asarray(sizes, dtype=np.int64)
     accuracy = np.asarray(accuracy, dtype=np.float64)
@@ -325,15 +331,15 @@ def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
     left.bar(values, counts, width=0.8, color="C0")
     left.set_xlabel("sub-dataset size (samples of $D^p$)")
     left.set_ylabel("base classifiers")
-    left.xaxis.set_major_locator(MaxNLocator(integer=True))
-    left.yaxis.set_major_locator(MaxNLocator(integer=True))
+    left.xaxis.set_major_locator(_whole_ticks())
+    left.yaxis.set_major_locator(_whole_ticks())
     left.grid(alpha=0.3)
     ok = np.isfinite(accuracy)
     vals = np.unique(sizes[ok])
     means = np.array([accuracy[ok & (sizes == v)].mean() for v in vals])
     right.plot(vals, means, "o-", color="C1")
     right.set_xlabel("sub-dataset size")
-    right.xaxis.set_major_locator(MaxNLocator(integer=True))
+    right.xaxis.set_major_locator(_whole_ticks())
     right.set_ylabel("mean test accuracy")
     right.set_ylim(0, 1.02)
     right.grid(alpha=0.3)
