@@ -295,7 +295,8 @@ class Report:
         fig = plots.plot_delta(dpi=110)
         self.add("## Figure 2: delta(rho) of the three schemes\n\n"
                  "Pure math (no runs): `poisoncert.plots.plot_delta`, also drawn by "
-                 "`poisoncert delta --out fig2.png`.\n\n"
+                 "`poisoncert delta --out fig2.png`; this section alone: `python "
+                 "experiments/report.py --only figure2`.\n\n"
                  + self.fig(fig, "fig2_delta.png"))
 
     # Figure 4 / Table 1 ---------------------------------------------------------------------
@@ -869,7 +870,8 @@ def agg_parts(runs, fig_dir: Path, md_dir: Path, runs_dir: Path) -> list[str]:
 
 #: ``--only`` sections: the method of ``Report`` that writes one -> its heading's start and
 #: the ``experiments/run.py`` groups whose runs it shows.
-ONLY = {"cifar": ("## CIFAR-10", ("cifar10_gpu", "cifar10_cpu"))}
+ONLY = {"cifar": ("## CIFAR-10", ("cifar10_gpu", "cifar10_cpu")),
+        "figure2": ("## Figure 2:", ())}
 
 
 def section_span(text: str, heading: str) -> tuple[int, int] | None:
@@ -990,6 +992,15 @@ def regenerated_note(what: str, option: str, rev: dict, extra: str = "") -> str:
             "manifest gives); the rest of the report is from the revision at the top.*\n")
 
 
+def pure_note(option: str, rev: dict) -> str:
+    """The line a partial regeneration of a section drawn from no runs (pure math) writes
+    under it: when and at which code revision."""
+    return (f"*This section regenerated {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC at code "
+            f"revision `{str(rev.get('commit', '?'))[:12]}`"
+            f"{' (dirty tree)' if rev.get('dirty') else ''} (`python experiments/report.py "
+            f"{option}`); it needs no runs.*\n")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs-dir", default=str(ROOT / "runs"))
@@ -1012,14 +1023,18 @@ def main(argv=None) -> int:
     if a.only and a.only_agg:
         raise SystemExit(f"report: --only {a.only} and --only-agg each regenerate one part of "
                          "--out: give one of them (run it twice for both)")
+    pure = a.only is not None and not ONLY[a.only][1]  # a section drawn from no runs
+    if pure and a.keep_absent:
+        raise SystemExit(f"report: --keep-absent keeps runs, and --only {a.only} regenerates "
+                         "a section that shows none: give --only without it")
     out = Path(a.out)
     fig_dir = out.parent / "figures"
     # checked before a figure is written: a mistyped --runs-dir would list every run as not
     # run over the report (docs/results.md by default)
-    if not Path(a.runs_dir).is_dir():
+    if not pure and not Path(a.runs_dir).is_dir():
         raise SystemExit(f"report: --runs-dir '{a.runs_dir}' is not a folder (the run "
                          "directories experiments/run.py wrote)")
-    runs = load_runs(Path(a.runs_dir))
+    runs = {} if pure else load_runs(Path(a.runs_dir))
     if not runs and not a.only:  # --only refuses to drop what its section shows, below
         raise SystemExit(f"report: --runs-dir '{a.runs_dir}' holds none of the runs of "
                          "experiments/run.py (python experiments/run.py --list); nothing "
@@ -1048,13 +1063,14 @@ def main(argv=None) -> int:
         getattr(rep, a.only)()
         rep.add(regenerated_note("This section", f"--only {a.only}"
                                  + " --keep-absent" * a.keep_absent, rev,
-                                 "with its Summary bullet, "))
+                                 "with its Summary bullet, ")
+                if groups else pure_note(f"--only {a.only}", rev))
         text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
         names = {n for g in groups for n, _, _ in runner.GROUPS[g]}
         text = update_wall_rows(text, rep.wall_rows(names))
         save_text(out, update_groups(update_summary(text, rep.summary_text())))
-        print(f"updated the section '{heading}' of {out} ({len(runs)} "
-              f"run{'s' * (len(runs) != 1)})")
+        print(f"updated the section '{heading}' of {out} " + ("(no runs needed)" if pure else
+              f"({len(runs)} run{'s' * (len(runs) != 1)})"))
         return 0
     fig_dir.mkdir(parents=True, exist_ok=True)
     if a.only_agg:

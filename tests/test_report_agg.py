@@ -366,3 +366,29 @@ def test_keep_absent_refuses_rows_under_columns_the_report_no_longer_writes(modu
     assert out.read_text() == old
     assert sorted(p.name for p in out.parent.iterdir()) == ["figures", "results.md"]
     assert not any((out.parent / "figures").iterdir())
+
+
+def test_only_figure2_redraws_the_pure_math_section_without_runs(modules, tmp_path):
+    """Figure 2 needs no runs, but the report redrew it only with every other section, whose
+    runs take hours (docs/figures/fig2_delta.png predated the plots' line styles and ticks).
+    ``--only figure2`` redraws it alone, with no --runs-dir, leaves the rest of the report as it
+    was and says when it was redrawn; --keep-absent (it keeps runs) is refused in one line."""
+    _, report = modules
+    out = tmp_path / "doc" / "results.md"
+    out.parent.mkdir()
+    rest = "# Results\n\n## Summary\n\n- a bullet: kept\n\n## Something\n\ntext\n"
+    walls = "## Wall times of all runs\n\n| run | T |\n|---|---|\n| x | 1 |\n"
+    out.write_text(rest + "\n## Figure 2: delta(rho) of the three schemes\n\nold text\n\n"
+                   + walls)
+    absent = str(tmp_path / "no_such_runs")
+    with pytest.raises(SystemExit, match="^report: --keep-absent keeps runs, and --only "
+                                         "figure2 regenerates a section that shows none"):
+        report.main(["--runs-dir", absent, "--out", str(out), "--only", "figure2",
+                     "--keep-absent"])
+    assert not (out.parent / "figures").exists()
+    assert report.main(["--runs-dir", absent, "--out", str(out), "--only", "figure2"]) == 0
+    new = out.read_text()
+    assert new.startswith(rest) and new.endswith(walls) and "old text" not in new
+    assert "![fig2_delta.png](figures/fig2_delta.png)" in new
+    assert "(`python experiments/report.py --only figure2`); it needs no runs." in new
+    assert (out.parent / "figures" / "fig2_delta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
