@@ -868,10 +868,13 @@ def agg_parts(runs, fig_dir: Path, md_dir: Path, runs_dir: Path) -> list[str]:
     return agg.parts
 
 
-#: ``--only`` sections: the method of ``Report`` that writes one -> its heading's start and
-#: the ``experiments/run.py`` groups whose runs it shows.
-ONLY = {"cifar": ("## CIFAR-10", ("cifar10_gpu", "cifar10_cpu")),
-        "figure2": ("## Figure 2:", ())}
+#: ``--only`` sections: the method of ``Report`` that writes one -> its heading's start, the
+#: ``experiments/run.py`` groups whose runs it shows, and whether it shows their wall times
+#: (their rows in the wall-time table are then updated too; Figure 5's runs' times are Table
+#: 1's, which ``--only figure5`` leaves as they are).
+ONLY = {"cifar": ("## CIFAR-10", ("cifar10_gpu", "cifar10_cpu"), True),
+        "figure2": ("## Figure 2:", (), False),
+        "figure5": ("## Figure 5:", ("mnist17",), False)}
 
 
 def section_span(text: str, heading: str) -> tuple[int, int] | None:
@@ -1024,9 +1027,10 @@ def main(argv=None) -> int:
         raise SystemExit(f"report: --only {a.only} and --only-agg each regenerate one part of "
                          "--out: give one of them (run it twice for both)")
     pure = a.only is not None and not ONLY[a.only][1]  # a section drawn from no runs
-    if pure and a.keep_absent:
-        raise SystemExit(f"report: --keep-absent keeps runs, and --only {a.only} regenerates "
-                         "a section that shows none: give --only without it")
+    if a.keep_absent and a.only is not None and a.only != "cifar":
+        raise SystemExit(f"report: --keep-absent keeps the table rows of absent runs, which "
+                         f"only --only cifar's section has; --only {a.only} regenerates one "
+                         "without: give --only without it")
     out = Path(a.out)
     fig_dir = out.parent / "figures"
     # checked before a figure is written: a mistyped --runs-dir would list every run as not
@@ -1047,7 +1051,7 @@ def main(argv=None) -> int:
     rev = git_revision(ROOT) or {}
     rep = Report(runs, fig_dir, out.parent)
     if a.only:
-        heading, groups = ONLY[a.only]
+        heading, groups, walls = ONLY[a.only]
         old = section_text(out.read_text(), heading)
         # a run with table rows is shown, whatever a "Not run (yet)" line says of it
         shown = [n for g in groups for n, _, _ in runner.GROUPS[g] if n not in runs and (
@@ -1057,17 +1061,18 @@ def main(argv=None) -> int:
         elif shown:
             raise SystemExit(f"report: --only {a.only} would drop {', '.join(shown)}, which "
                              f"the report shows, since --runs-dir '{a.runs_dir}' lacks it: put "
-                             "its run directory there, or keep what the report shows of it with "
-                             "--keep-absent")
+                             "its run directory there" + (", or keep what the report shows of "
+                             "it with --keep-absent" if a.only == "cifar" else ""))
         fig_dir.mkdir(parents=True, exist_ok=True)  # after the refusals: they write nothing
         getattr(rep, a.only)()
         rep.add(regenerated_note("This section", f"--only {a.only}"
                                  + " --keep-absent" * a.keep_absent, rev,
-                                 "with its Summary bullet, ")
+                                 "with its Summary bullet, " if rep.summary else "")
                 if groups else pure_note(f"--only {a.only}", rev))
         text = replace_section(out.read_text(), heading, "\n".join(rep.parts) + "\n")
-        names = {n for g in groups for n, _, _ in runner.GROUPS[g]}
-        text = update_wall_rows(text, rep.wall_rows(names))
+        if walls:
+            names = {n for g in groups for n, _, _ in runner.GROUPS[g]}
+            text = update_wall_rows(text, rep.wall_rows(names))
         save_text(out, update_groups(update_summary(text, rep.summary_text())))
         print(f"updated the section '{heading}' of {out} " + ("(no runs needed)" if pure else
               f"({len(runs)} run{'s' * (len(runs) != 1)})"))

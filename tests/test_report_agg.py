@@ -381,8 +381,9 @@ def test_only_figure2_redraws_the_pure_math_section_without_runs(modules, tmp_pa
     out.write_text(rest + "\n## Figure 2: delta(rho) of the three schemes\n\nold text\n\n"
                    + walls)
     absent = str(tmp_path / "no_such_runs")
-    with pytest.raises(SystemExit, match="^report: --keep-absent keeps runs, and --only "
-                                         "figure2 regenerates a section that shows none"):
+    with pytest.raises(SystemExit, match="^report: --keep-absent keeps the table rows of "
+                                         "absent runs, which only --only cifar's section has; "
+                                         "--only figure2 regenerates one without"):
         report.main(["--runs-dir", absent, "--out", str(out), "--only", "figure2",
                      "--keep-absent"])
     assert not (out.parent / "figures").exists()
@@ -392,3 +393,48 @@ def test_only_figure2_redraws_the_pure_math_section_without_runs(modules, tmp_pa
     assert "![fig2_delta.png](figures/fig2_delta.png)" in new
     assert "(`python experiments/report.py --only figure2`); it needs no runs." in new
     assert (out.parent / "figures" / "fig2_delta.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_figure5_redraws_its_section_and_leaves_table_1_s_wall_times(modules, tmp_path):
+    """Figure 5 (the binomial run's sub-dataset sizes) could be redrawn only with the whole
+    report. ``--only figure5`` redraws it from the run alone; its run's wall time is Table 1's,
+    which it does not regenerate, so the wall-time table and the Summary stay as they were
+    (updating them would set that table against Table 1). With the run absent it refuses to
+    drop the figure, and --keep-absent (it keeps CIFAR-10's rows) is refused."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    _, report = modules
+    runs_dir = tmp_path / "runs"
+    name = "mnist17_ns10_binomial"
+    cli = CliRunner()
+    res = cli.invoke(app, ["train", str(EXPERIMENTS / "demo.yaml"), "--selection.scheme",
+                           "binomial", "--selection.T", "6", "--training.steps", "3",
+                           "--run-dir", str(runs_dir / name), "-q"])
+    assert res.exit_code == 0, res.output
+    res = cli.invoke(app, ["certify", str(runs_dir / name), "-q"])
+    assert res.exit_code == 0, res.output
+    out = tmp_path / "doc" / "results.md"
+    out.parent.mkdir()
+    head = "# Results\n\n## Summary\n\n- MNIST 1/7, ns = 10: kept\n\n## Figure 4\n\nt\n"
+    walls = f"## Wall times of all runs\n\n| run | T |\n|---|---|\n| {name} | 1000 |\n"
+    old = (head + "\n## Figure 5: binomial sub-dataset sizes\n\nFrom `runs/"
+           f"{name}/classifiers.csv`. 12 classifiers.\n\n![f](figures/fig5_subset_sizes.png)\n\n"
+           + walls)
+    out.write_text(old)
+    (tmp_path / "empty").mkdir()
+    for args, match in (([], f"would drop {name}"), (["--keep-absent"], "--keep-absent keeps")):
+        # the refusal names --keep-absent only where the section can keep rows (cifar)
+        with pytest.raises(SystemExit, match=f"^report: .*{match}") as excinfo:
+            report.main(["--runs-dir", str(tmp_path / "empty"), "--out", str(out), "--only",
+                         "figure5"] + args)
+        assert "with --keep-absent" not in str(excinfo.value)
+    assert out.read_text() == old and not (out.parent / "figures").exists()
+    assert report.main(["--runs-dir", str(runs_dir), "--out", str(out), "--only",
+                        "figure5"]) == 0
+    new = out.read_text()
+    assert new.startswith(head) and new.endswith(walls) and "12 classifiers" not in new
+    assert "6 classifiers;" in new
+    assert "(`python experiments/report.py --only figure5`), from the runs" in new
+    assert (out.parent / "figures" / "fig5_subset_sizes.png").stat().st_size > 0
