@@ -868,13 +868,24 @@ def agg_parts(runs, fig_dir: Path, md_dir: Path, runs_dir: Path) -> list[str]:
     return agg.parts
 
 
-#: ``--only`` sections: the method of ``Report`` that writes one -> its heading's start, the
-#: ``experiments/run.py`` groups whose runs it shows, and whether it shows their wall times
-#: (their rows in the wall-time table are then updated too; Figure 5's runs' times are Table
-#: 1's, which ``--only figure5`` leaves as they are).
-ONLY = {"cifar": ("## CIFAR-10", ("cifar10_gpu", "cifar10_cpu"), True),
-        "figure2": ("## Figure 2:", (), False),
-        "figure5": ("## Figure 5:", ("mnist17",), False)}
+@dataclass(frozen=True)
+class Only:
+    """A section ``--only`` regenerates: its heading's start; the ``experiments/run.py`` groups
+    whose runs it shows; whether it shows their wall times (their rows in the wall-time table
+    are then updated too); whether it needs every one of those runs (its table does not name
+    its runs, so a run it shows cannot be told from one it does not)."""
+    heading: str
+    groups: tuple[str, ...] = ()
+    walls: bool = False
+    whole: bool = False
+
+
+#: ``--only`` sections, by the method of ``Report`` that writes each. Figure 5's run's wall
+#: time is Table 1's, which ``--only figure5`` does not regenerate.
+ONLY = {"cifar": Only("## CIFAR-10", ("cifar10_gpu", "cifar10_cpu"), walls=True),
+        "figure2": Only("## Figure 2:"),
+        "figure5": Only("## Figure 5:", ("mnist17",)),
+        "case3": Only("## Figure 6:", ("case3",), walls=True, whole=True)}
 
 
 def section_span(text: str, heading: str) -> tuple[int, int] | None:
@@ -1026,7 +1037,7 @@ def main(argv=None) -> int:
     if a.only and a.only_agg:
         raise SystemExit(f"report: --only {a.only} and --only-agg each regenerate one part of "
                          "--out: give one of them (run it twice for both)")
-    pure = a.only is not None and not ONLY[a.only][1]  # a section drawn from no runs
+    pure = a.only is not None and not ONLY[a.only].groups  # a section drawn from no runs
     if a.keep_absent and a.only is not None and a.only != "cifar":
         raise SystemExit(f"report: --keep-absent keeps the table rows of absent runs, which "
                          f"only --only cifar's section has; --only {a.only} regenerates one "
@@ -1051,13 +1062,19 @@ def main(argv=None) -> int:
     rev = git_revision(ROOT) or {}
     rep = Report(runs, fig_dir, out.parent)
     if a.only:
-        heading, groups, walls = ONLY[a.only]
+        only = ONLY[a.only]
+        heading, groups, walls = only.heading, only.groups, only.walls
         old = section_text(out.read_text(), heading)
         # a run with table rows is shown, whatever a "Not run (yet)" line says of it
         shown = [n for g in groups for n, _, _ in runner.GROUPS[g] if n not in runs and (
-                 f"\n| {n} |" in old or n in old and not_run_in(old, n) is False)]
+                 only.whole or f"\n| {n} |" in old or n in old and not_run_in(old, n) is False)]
         if a.keep_absent:
             rep.kept = kept_runs(out.read_text(), heading, shown, fig_dir, out.parent)
+        elif shown and only.whole:
+            raise SystemExit(f"report: --only {a.only} needs every run its section shows (its "
+                             "table does not name them, so a run left out could not be told "
+                             f"from one never run): --runs-dir '{a.runs_dir}' lacks "
+                             f"{', '.join(shown)}")
         elif shown:
             raise SystemExit(f"report: --only {a.only} would drop {', '.join(shown)}, which "
                              f"the report shows, since --runs-dir '{a.runs_dir}' lacks it: put "

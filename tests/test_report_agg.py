@@ -438,3 +438,21 @@ def test_only_figure5_redraws_its_section_and_leaves_table_1_s_wall_times(module
     assert "6 classifiers;" in new
     assert "(`python experiments/report.py --only figure5`), from the runs" in new
     assert (out.parent / "figures" / "fig5_subset_sizes.png").stat().st_size > 0
+
+
+def test_only_case3_needs_every_run_of_its_section(modules, tmp_path):
+    """Figure 6's table names no run, so ``--only case3`` cannot tell a run it shows from one
+    never run: with any of the four runs absent it is one line naming them, nothing written."""
+    _, report = modules
+    out = tmp_path / "doc" / "results.md"
+    out.parent.mkdir()
+    old = ("# R\n\n## Figure 6: case 3\n\n| classifier | ns |\n|---|---|\n"
+           "| two-phase (Algorithm 3) | 10 |\n\n## Wall times of all runs\n\nw\n")
+    out.write_text(old)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match=r"^report: --only case3 needs every run its section "
+                                         r"shows .*lacks case3_twophase_ns10, case3_alg2_ns10, "
+                                         r"case3_twophase_ns50, case3_alg2_ns50$"):
+        report.main(["--runs-dir", str(tmp_path / "empty"), "--out", str(out), "--only",
+                     "case3"])
+    assert out.read_text() == old and not (out.parent / "figures").exists()
