@@ -94,6 +94,43 @@ def test_phase1_accuracy_from_combined():
                                [0.5, 1.0])
 
 
+def test_phase1_accuracy_leaves_out_what_phase2_abstentions_hide():
+    """Phase 1's accuracy counted a clean-class test point where phase 2 abstained as phase 1's
+    error even where phase 1 said "clean" (right): the combined prediction is -1 there. Given
+    phase 2's outputs, those points are left out; on every other point the accuracy equals
+    the one read from phase 1's own outputs (the oracle), for every classifier."""
+    rng = np.random.default_rng(5)
+    T, n, k = 40, 300, len(POISONED)
+    labels = rng.integers(0, 10, n)
+    pred1 = rng.integers(-1, k + 1, (T, n))  # CLEAN, 1..k, or -1 (abstain)
+    pred2 = rng.integers(-1, 10 - k, n)  # positions among the clean classes, or -1
+    pred2[:20] = -1
+    labels[:20] = 0  # clean-class points where phase 2 abstains
+    pred1[:, :20] = twophase.CLEAN  # and phase 1 was right
+    combined = twophase.combine(pred1, pred2, POISONED, 10)
+    truth = pred1 == twophase.phase1_labels(labels, POISONED, 10)[None, :]  # phase 1's own
+    seen = np.isin(labels, POISONED) | (pred2 >= 0)
+    got = twophase.phase1_accuracy(combined, labels, POISONED, 10, phase2=pred2)
+    np.testing.assert_array_equal(got, truth[:, seen].mean(axis=1))
+    lower = twophase.phase1_accuracy(combined, labels, POISONED, 10)  # every point counted
+    assert np.all(lower < got)
+    # a phase 2 that abstained everywhere: phase 1 judged on the poisoned classes' points
+    # alone (it had at most their share of the test set), NaN where there are none
+    none = np.full(n, -1)
+    combined = twophase.combine(pred1, none, POISONED, 10)
+    poisoned_points = np.isin(labels, POISONED)
+    np.testing.assert_array_equal(
+        twophase.phase1_accuracy(combined, labels, POISONED, 10, phase2=none),
+        truth[:, poisoned_points].mean(axis=1))
+    assert np.isnan(twophase.phase1_accuracy(combined[:, ~poisoned_points],
+                                             labels[~poisoned_points], POISONED, 10,
+                                             phase2=none[~poisoned_points])).all()
+    for bad, given in ((pred2[:5], "shape"), (pred2.astype(float), "dtype"),
+                       (np.full(n, 9), "9"), (np.full(n, -2), "-2")):
+        with pytest.raises(ValueError, match=rf"'phase2' parameter of phase1_accuracy.*{given}"):
+            twophase.phase1_accuracy(combined, labels, POISONED, 10, phase2=bad)
+
+
 def test_bad_poisoned_classes():
     with pytest.raises(ValueError, match="'poisoned' parameter"):
         twophase.phase1_labels([0], [0, 1], 2)  # no clean class left
@@ -141,6 +178,45 @@ def test_two_phase_run_shares_phase2_and_certifies_with_n_dp(two_phase_run):
     cert, _ = certify_run(path, plot=False)
     assert cert.n == res.n
     assert cert.prediction.shape == labels.shape
+
+
+def test_phase2_json_leaves_phase2_abstentions_out_of_phase1_accuracy(tmp_path, monkeypatch):
+    """A run whose phase 2 abstains (non-finite outputs) on clean-class test points recorded
+    them as phase 1's errors in phase2.json; it now leaves them out, says how many there were
+    and over how many points phase 1 is judged. Deleting phase2.json and training the run
+    again trains phase 2 alone and writes it again (what the report's note says)."""
+    import dataclasses
+
+    from poisoncert.experiment import learners
+
+    real = learners.train_phase2
+    hidden = {}
+
+    def abstaining(cfg, data):
+        model = real(cfg, data)
+        pred = model.predictions.copy()
+        clean = np.flatnonzero(~np.isin(data.y_test, POISONED))
+        pred[clean[::3]] = -1
+        hidden["pred"] = pred
+        return dataclasses.replace(model, predictions=pred)
+
+    monkeypatch.setattr(learners, "train_phase2", abstaining)
+    path = tmp_path / "run"
+    res = train_run(_config(True), path, progress=False)
+    ph = json.loads((path / "phase2.json").read_text())
+    labels, pred = res.labels, res.predictions.astype(int)
+    k = len(np.flatnonzero(~np.isin(labels, POISONED))[::3])
+    assert ph["phase2_abstentions"] == k and ph["phase1_test_points"] == len(labels) - k
+    want = twophase.phase1_accuracy(pred, labels, POISONED, 10, phase2=hidden["pred"])
+    np.testing.assert_allclose(ph["phase1_accuracy"], want, rtol=0, atol=1e-6)
+    assert ph["phase1_accuracy_mean"] == pytest.approx(float(want.mean()), abs=1e-12)
+    assert ph["phase1_accuracy_mean"] > float(
+        twophase.phase1_accuracy(pred, labels, POISONED, 10).mean())
+    monkeypatch.setattr(learners, "train_phase2", real)
+    (path / "phase2.json").unlink()
+    again = train_run(_config(True), path, progress=False)
+    assert again.chunks_trained == 0
+    assert json.loads((path / "phase2.json").read_text())["phase2_abstentions"] == 0
 
 
 def test_two_phase_resume_is_identical(two_phase_run, tmp_path):

@@ -14,8 +14,10 @@ is ``phase2 o phase1``:
   ``poisoncert.certify`` hold unchanged (votes over all classes, ``n = |D^p|``).
 
 ``combine`` maps the two phases' outputs to votes over the original classes.
-``phase1_accuracy`` recovers phase 1's accuracy exactly from the combined predictions: phase 1
-says "clean" iff the combined prediction is a clean class (unless phase 2 abstained there).
+``phase1_accuracy`` recovers phase 1's accuracy from the combined predictions and phase 2's
+outputs: phase 1 says "clean" iff the combined prediction is a clean class, wherever phase 2
+gave one; where phase 2 abstained on a clean-class test point phase 1's answer is not in the
+combined prediction, and that point is left out of phase 1's accuracy.
 """
 
 from __future__ import annotations
@@ -121,14 +123,22 @@ def _check_outputs(pred, name: str, high: int) -> np.ndarray:
     return arr
 
 
-def phase1_accuracy(predictions, labels, poisoned, n_classes: int) -> np.ndarray:
-    """Phase 1's test accuracy per base classifier, from the combined ``predictions``.
+def phase1_accuracy(predictions, labels, poisoned, n_classes: int, phase2=None) -> np.ndarray:
+    """Phase 1's test accuracy per base classifier (clean vs each poisoned class), from the
+    combined ``predictions``: float64 ``(T,)``.
 
-    Phase 1 is right on a clean-class point iff it says ``CLEAN``, i.e. iff the combined
-    prediction is a clean class; on a poisoned-class point iff the combined prediction is it.
-    Where phase 2 abstains (``-1``, see ``combine``) a ``CLEAN`` is not visible in the combined
-    prediction: phase 1 counts as wrong on those clean-class points (never as right), and
-    phase 2's accuracy (which counts its abstentions as wrong) shows the cause.
+    Phase 1 is right on a poisoned-class point iff the combined prediction is that class; on a
+    clean-class point iff it says ``CLEAN``, i.e. iff the combined prediction is a clean class
+    (phase 2's). An abstaining phase 1 (``-1``) is wrong. Where phase 2 abstains (``-1``, see
+    ``combine``) phase 1's ``CLEAN`` is an abstention in the combined prediction, as its own
+    abstention is: phase 1's answer on that point cannot be read. Given ``phase2`` (phase 2's
+    outputs ``(n_test,)``, as ``combine`` takes them), those clean-class points are left out
+    of the accuracy, numerator and denominator alike: it is phase 1's accuracy on every other
+    test point (phase 2's accuracy counts its abstentions as its own errors), NaN where no
+    point is left. Without ``phase2`` every test point counts and those points count as
+    phase 1's errors: a lower bound, phase 2's abstentions charged to phase 1 (a phase 2
+    whose outputs were all non-finite gave phase 1 an accuracy of at most the poisoned
+    classes' share of the test set, however right it was).
     """
     poisoned = _check(poisoned, n_classes, "phase1_accuracy")
     predictions = np.asarray(predictions, dtype=np.int64)
@@ -136,7 +146,24 @@ def phase1_accuracy(predictions, labels, poisoned, n_classes: int) -> np.ndarray
     is_poisoned = np.isin(np.arange(n_classes), poisoned)
     pred_clean = (predictions >= 0) & ~is_poisoned[np.clip(predictions, 0, None)]
     right = np.where(is_poisoned[labels][None, :], predictions == labels[None, :], pred_clean)
-    return right.mean(axis=1)
+    if phase2 is None:
+        return right.mean(axis=1)
+    n_clean = n_classes - poisoned.size
+    pred2 = np.asarray(phase2)
+    if pred2.shape != labels.shape:
+        raise param_error("phase2", "phase1_accuracy", f"an array of shape {labels.shape} "
+                          "(phase 2's output on each test point)", f"shape {pred2.shape}")
+    if pred2.size and not np.issubdtype(pred2.dtype, np.integer):
+        raise param_error("phase2", "phase1_accuracy", f"integers in the range [-1, "
+                          f"{n_clean - 1}] (-1: abstain)", f"an array of dtype {pred2.dtype}")
+    if pred2.size and (pred2.min() < -1 or pred2.max() > n_clean - 1):
+        bad = pred2.min() if pred2.min() < -1 else pred2.max()
+        raise param_error("phase2", "phase1_accuracy", f"integers in the range [-1, "
+                          f"{n_clean - 1}] (-1: abstain)", int(bad))
+    seen = is_poisoned[labels] | (pred2 >= 0)
+    if not seen.any():
+        return np.full(len(right), np.nan)
+    return right[:, seen].mean(axis=1)
 
 
 def phase2_seed(root_seed: int) -> int:

@@ -477,13 +477,19 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     if two_phase and not (rd / PHASE2_JSON).exists():
         from poisoncert import twophase
 
+        # phase 1's accuracy where its answer can be read: phase 2's abstentions on clean
+        # classes were counted as phase 1's errors (twophase.phase1_accuracy)
         acc1 = twophase.phase1_accuracy(predictions, data.y_test, data.poisoned_labels,
-                                        data.n_classes)
+                                        data.n_classes, phase2=phase2.predictions)
+        on_clean = ~np.isin(data.y_test, data.poisoned_labels)
+        abstained = int(np.count_nonzero(on_clean & (phase2.predictions < 0)))
         runs.save_json(rd / PHASE2_JSON, {
             "phase2_accuracy": phase2.accuracy, "phase2_seed": phase2.seed,
             "phase2_steps": phase2.steps, "phase2_seconds": round(phase2.seconds, 3),
-            "phase1_accuracy_mean": float(acc1.mean()),
-            "phase1_accuracy": [round(float(a), 6) for a in acc1]})
+            "phase2_abstentions": abstained,
+            "phase1_test_points": len(data.y_test) - abstained,
+            "phase1_accuracy_mean": _finite(acc1.mean()),
+            "phase1_accuracy": [_finite(round(float(a), 6)) for a in acc1]})
     seconds = time.perf_counter() - t0
     result = RunResult(run_dir=rd.path, predictions=predictions, votes=votes,
                        labels=data.y_test.astype(np.int64), subset_sizes=sizes, n=data.n,
@@ -495,6 +501,12 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
                        "abstaining_classifiers": int(np.all(predictions < 0, axis=1).sum()),
                        "diverged_classifiers": result.diverged})
     return result
+
+
+def _finite(x) -> float | None:
+    """``x`` as a float, None for NaN (JSON has no NaN: phase 1's accuracy on no point)."""
+    x = float(x)
+    return x if np.isfinite(x) else None
 
 
 def run_group_size(rd: RunDir, cfg: ExperimentConfig) -> int:
