@@ -232,6 +232,38 @@ def test_cuda_for_a_learner_that_runs_on_the_cpu_is_refused(tmp_path, args, why)
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("where", ["--training.device", "--device", "file"])
+def test_a_refused_device_is_echoed_as_typed(tmp_path, where):
+    """``--training.device CUDA`` (``--device Cuda``, ``device: CUDA`` in the file) refused
+    after the config was built (the knn search runs on the CPU; no CUDA device) said "Got
+    'cuda'", a value the user never typed: the line echoes the text given. A library call
+    with a mapping says the same."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.config import ConfigError
+    from poisoncert.experiment import train_run
+
+    typed = {"--training.device": "CUDA", "--device": "Cuda", "file": "cUDA"}[where]
+    body = "data: {name: digits}\nselection: {scheme: knn, k: 3}\n"
+    if where == "file":
+        body += f"training: {{device: {typed}}}\n"
+    (tmp_path / "exp.yaml").write_text(body)
+    args = [] if where == "file" else [where, typed]
+    r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
+                                 str(tmp_path / "run"), "-q", *args])
+    lines = [x for x in r.output.splitlines() if not x.startswith("note:")]
+    assert r.exit_code == 1 and len(lines) == 1, r.output
+    assert ("The 'training.device' parameter of the config must be 'cpu' for selection.scheme "
+            f"knn (the neighbour search runs on the CPU). Got '{typed}' instead."
+            in lines[0]), r.output
+    config = {"data": {"name": "digits"}, "selection": {"scheme": "knn", "k": 3},
+              "training": {"device": typed}}
+    with pytest.raises(ConfigError, match=f"Got '{typed}' instead"):
+        train_run(config, tmp_path / "run2")
+    assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
+
+
 @pytest.mark.parametrize("args, line", [
     (["--executor", "ray", "--workers", "0"],
      "The 'workers' parameter of train must be an int in the range [1, 2^53] with --executor "

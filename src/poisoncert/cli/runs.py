@@ -83,7 +83,7 @@ def _refuse_mixed_devices(device: str | None, devices: str | None,
         return  # training.device's own check names it
     if kinds and given is not None and given not in kinds:
         kind = "cpu entries" if given == "cpu" else "CUDA devices"
-        raise param_error("devices", "train", f"{kind} with --device {given} (or leave "
+        raise param_error("devices", "train", f"{kind} with --device {device.strip()} (or leave "
                           "--device out)", devices)
     if gpus_per_task and given == "cpu":
         raise param_error("gpus_per_task", "train", "0 or none with --device cpu (its tasks "
@@ -136,7 +136,7 @@ def train(
     """
     with library_errors():
         from poisoncert.cli.progress import rich_progress
-        from poisoncert.config import parse_overrides, read_config_file
+        from poisoncert.config import ConfigError, as_given, parse_overrides, read_config_file
         from poisoncert.executors import check_workers, make_executor
         from poisoncert.experiment import train_run
         from poisoncert.experiment.train import run_config
@@ -197,8 +197,11 @@ def train(
         from poisoncert.data.download import quiet_downloads
 
         with interrupt_line(), quiet_downloads(quiet or as_json):
-            res = train_run(cfg, run_dir, executor=ex,
-                            progress=None if quiet or as_json else rich_progress)
+            try:
+                res = train_run(cfg, run_dir, executor=ex,
+                                progress=None if quiet or as_json else rich_progress)
+            except ConfigError as e:  # the value as typed (--device CUDA: not 'cuda')
+                raise as_given(e, settings, overrides) from None
     if note:
         typer.echo(note, err=True)
     if res.diverged:  # their NaN outputs abstain; a certificate of them is rarely wanted

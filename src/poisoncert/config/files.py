@@ -47,6 +47,7 @@ from poisoncert.training.settings import TrainConfig
 
 __all__ = [
     "RESUMABLE_KEYS",
+    "as_given",
     "config_diff",
     "config_hash",
     "from_dict",
@@ -284,6 +285,29 @@ def _as_given(refused: ConfigError, values: dict[str, dict[str, tuple[Any, bool]
     if not isinstance(value, str) or value == got[1] or spelt(value) != spelt(got[1]):
         return refused
     return ConfigError(f"{text[:got.start()]} Got {shown(value)} instead.")
+
+
+def as_given(refused: Exception, d: dict | None = None, overrides: dict | None = None
+             ) -> Exception:
+    """``refused`` (a ``ConfigError`` raised once the config was built: a run's checks of the
+    data, the model or the device) with the text the user gave for the key it names, where
+    the config had normalised a choice's spelling (``--training.device CUDA`` on a machine
+    without CUDA: "Got 'cuda'", a value never typed): ``d`` is the config file's mapping,
+    ``overrides`` the ``--section.key value`` pairs (these win, as in ``from_dict``). Any other
+    error, or a value that differs from the one echoed by more than spelling, is returned as
+    it is."""
+    if not isinstance(refused, ConfigError):
+        return refused
+    values: dict[str, dict[str, tuple[Any, bool]]] = {s: {} for s in SECTIONS}
+    for section, body in (d or {}).items():
+        if section in values and isinstance(body, dict):
+            for key, value in body.items():
+                values[section][key] = (value, False)
+    for dotted, value in (overrides or {}).items():
+        section, _, key = str(dotted).partition(".")
+        if section in values:
+            values[section][key] = (value, isinstance(value, str))
+    return _as_given(refused, values)
 
 
 #: The selection keys each scheme reads (``seed`` aside); ``T`` is fixed by the partition,

@@ -24,6 +24,7 @@ from poisoncert import runs, selection
 from poisoncert.config import (
     ConfigError,
     ExperimentConfig,
+    as_given,
     config_hash,
     from_dict,
     read_config_file,
@@ -226,12 +227,13 @@ def _check_unhashed_settings(rd: RunDir, old: ExperimentConfig, cfg: ExperimentC
             "it with its own setting (its config.yaml).")
 
 
-def _config(config, run_dir: str | Path) -> ExperimentConfig:
+def _config(config, run_dir: str | Path) -> tuple[ExperimentConfig, dict | None]:
+    """The config ``train_run`` was given, and the mapping it was read from (None for an
+    ``ExperimentConfig``): a later refusal echoes the values as given (``config.as_given``)."""
     if isinstance(config, ExperimentConfig):
-        return config
-    if isinstance(config, Mapping):
-        return run_config(dict(config), run_dir=run_dir)
-    return run_config(read_config_file(config), run_dir=run_dir)
+        return config, None
+    d = dict(config) if isinstance(config, Mapping) else read_config_file(config)
+    return run_config(d, run_dir=run_dir), d
 
 
 def run_config(d: dict | None, overrides: dict | None = None, run_dir: str | Path | None = None,
@@ -349,7 +351,16 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     """
     t0 = time.perf_counter()
     progress = None if progress in (None, False) else progress_display(progress, "train_run")
-    cfg = _config(config, run_dir)
+    cfg, given = _config(config, run_dir)
+    try:
+        return _train_run(cfg, run_dir, executor, progress, t0)
+    except ConfigError as e:  # "Got 'cuda'" for a device given as 'CUDA': the text given
+        raise as_given(e, given) from None
+
+
+def _train_run(cfg: ExperimentConfig, run_dir: str | Path, executor: Executor | None,
+               progress, t0: float) -> RunResult:
+    """``train_run``'s work, from its config."""
     if executor is None:
         executor = LocalExecutor(check_workers(cfg.execution.workers, "training.workers",
                                                "the config"))
