@@ -176,7 +176,10 @@ def comparison(rep) -> None:
             m.label: _curve(m.pred, m.radius_dpa, m.run.npy("labels")) for m in det}
     from poisoncert import plots
 
-    fig = plots.plot_certified_accuracy_panels(panels, ncols=2, xlabel=r"radius $\rho$")
+    # each legend where it covers no curve, else beside its panel (the lower left covered
+    # the DPA, FA and bagging curves)
+    fig = plots.plot_certified_accuracy_panels(panels, ncols=2, xlabel=r"radius $\rho$",
+                                               legend_loc="free")
     rep.add("\n" + rep.fig(fig, "agg_comparison.png") + "\n")
     if not det:
         return

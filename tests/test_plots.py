@@ -193,7 +193,6 @@ def test_certified_accuracy_of_nothing_certified_says_so():
     assert fig.get_axes()[0].get_xlim()[1] > 3
 
 
-
 def test_certified_accuracy_curves_differ_in_line_style_and_keep_the_legend_off_them():
     """The demo's three curves (the report's panels, the attack figure's) differed in colour
     only: printed in greyscale they were one grey. Each curve has its own line style. The
@@ -391,3 +390,53 @@ def test_whole_number_ticks_step_by_1_2_5_or_10_times_a_power_of_ten():
     fig = plots.plot_subset_sizes(sizes, np.full(sizes.shape, 0.9))
     for axis in (fig.get_axes()[0].xaxis, fig.get_axes()[1].xaxis):
         assert steps(axis, axis.get_view_interval()) in (1, 2, 5)
+
+
+def _covered(ax, renderer) -> int:
+    """Points every pixel or so along each curve as drawn (steps-post) inside the legend."""
+    box = ax.get_legend().get_window_extent(renderer)
+    n = 0
+    for line in ax.get_lines():
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        xs, ys = np.repeat(x, 2)[1:], np.repeat(y, 2)[:-1]
+        t = np.linspace(0, 1, 200)[:, None]
+        seg = np.stack([xs[:-1], ys[:-1]], 1)[None] * (1 - t[..., None]) + np.stack(
+            [xs[1:], ys[1:]], 1)[None] * t[..., None]
+        pts = ax.transData.transform(seg.reshape(-1, 2))
+        n += int(np.sum((pts[:, 0] >= box.x0) & (pts[:, 0] <= box.x1) & (pts[:, 1] >= box.y0)
+                        & (pts[:, 1] <= box.y1)))
+    return n
+
+
+def test_panels_free_legend_covers_no_curve_inside_or_beside_the_panel():
+    """legend_loc="free": inside the panel where it covers no curve (matplotlib's "best",
+    which takes the least covered place when no place is free: a legend of many entries on
+    curves in every corner), else beside it, the figure widened so the panels keep their
+    width."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    few = {"a": (np.array([0, 8]), np.array([0.9, 0.1])), "b": (np.array([0, 1]),
+                                                                 np.array([0.2, 0.0]))}
+    crowded = {f"a curve with a long label to make a wide legend {j}":
+               (np.arange(0, 1001, 10), np.clip(np.linspace(0.95, -0.5 + 0.1 * j, 101), 0, 1))
+               for j in range(10)}
+    crowded["flat"] = (np.arange(0, 1001, 10), np.full(101, 0.05))
+    for panels, beside in (({"few": few}, False), ({"crowded": crowded, "few": few}, True)):
+        plain = plots.plot_certified_accuracy_panels(panels, ncols=2)
+        fig = plots.plot_certified_accuracy_panels(panels, ncols=2, legend_loc="free")
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        renderer = canvas.get_renderer()
+        for ax in fig.get_axes()[:len(panels)]:
+            assert _covered(ax, renderer) == 0, ax.get_title()
+        first = fig.get_axes()[0]
+        out = first.get_legend().get_window_extent(renderer).x0 >= first.get_window_extent(
+            renderer).x1
+        assert bool(out) is beside
+        assert bool(fig.get_figwidth() > plain.get_figwidth()) is beside
+        FigureCanvasAgg(plain).draw()
+        width = first.get_window_extent(renderer).width
+        assert width >= 0.95 * plain.get_axes()[0].get_window_extent().width
+    # the old placements as they were
+    fig = plots.plot_certified_accuracy_panels({"few": few})
+    assert fig.get_axes()[0].get_legend()._loc == 3

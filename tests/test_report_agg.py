@@ -7,6 +7,7 @@ import importlib
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 EXPERIMENTS = Path(__file__).resolve().parent.parent / "experiments"
@@ -456,3 +457,100 @@ def test_only_case3_needs_every_run_of_its_section(modules, tmp_path):
         report.main(["--runs-dir", str(tmp_path / "empty"), "--out", str(out), "--only",
                      "case3"])
     assert out.read_text() == old and not (out.parent / "figures").exists()
+
+
+#: The comparison's curves as docs/results.md tabulates them (rho -> certified accuracy, P6 and
+#: DPA's unit; the DPA-unit radii are about twice the operation radii), for a synthetic figure.
+_AGG_CURVES = {
+    "DPA, k = 1200": ((0, 50, 100, 150, 200, 250, 300), (.901, .83, .727, .599, .437, .2, 0)),
+    "DPA + run-off election": ((0, 50, 100, 150, 200, 260, 310),
+                               (.892, .83, .744, .626, .468, .2, 0)),
+    "FA, k = 1200, d = 2": ((0, 50, 100, 150, 200, 250, 300), (.902, .83, .729, .598, .432, .2, 0)),
+    "FA + run-off election, d = 2": ((0, 50, 100, 150, 200, 260, 310),
+                                     (.893, .831, .741, .623, .466, .2, 0)),
+    "bagging without replacement, ns = 50, T = 1200 (pairwise)":
+        ((0, 100, 200, 300, 400, 600, 780), (.862, .777, .679, .568, .451, .15, 0)),
+    "bagging with replacement, ns = 50, T = 1200 (pairwise)":
+        ((0, 100, 200, 300, 400, 600, 790), (.862, .779, .682, .576, .461, .16, 0)),
+    "bagging binomial, ns = 50, T = 1200 (pairwise)":
+        ((0, 100, 200, 300, 400, 600, 785), (.863, .779, .68, .572, .456, .155, 0)),
+    "kNN, k = 100": ((0, 10, 20, 50, 60), (.944, .918, .886, .075, 0)),
+    "kNN, k = 1000": ((0, 100, 200, 300, 400, 500, 520), (.873, .786, .663, .509, .347, .1, 0)),
+    "rNN, r = 1500": ((0, 10, 20, 50, 100, 300, 400, 1000, 1900), (.899, .606, .495, .341,
+                                                                   .231, .124, .112, .08, 0)),
+}
+_DETERMINISTIC = ("DPA", "FA", "kNN", "rNN")
+
+
+def _certificate(knots, n: int = 2000):
+    """Predictions and radii of ``n`` test points (label 0) whose certified accuracy at each
+    rho is the curve through ``knots`` (linear between them)."""
+    rho, acc = (np.asarray(k, dtype=float) for k in knots)
+    grid = np.arange(int(rho[-1]) + 1)
+    curve = np.interp(grid, rho, acc)
+    u = (np.arange(n) + 0.5) / n
+    radius = np.array([grid[curve >= x].max() if curve[0] >= x else -1 for x in u])
+    return np.where(radius >= 0, 0, 1), radius
+
+
+def _drawn_points(ax):
+    """Display coordinates of points every pixel or so along each curve as drawn (steps),
+    inside the axes' view."""
+    out = []
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    for line in ax.get_lines():
+        x, y = (np.asarray(v, dtype=float) for v in line.get_data())
+        xs = np.repeat(x, 2)[1:]  # steps-post: across, then down
+        ys = np.repeat(y, 2)[:-1]
+        for a, b, c, d in zip(xs[:-1], ys[:-1], xs[1:], ys[1:], strict=True):
+            t = np.linspace(0, 1, 50)
+            out.append(np.c_[a + (c - a) * t, b + (d - b) * t])
+    pts = np.concatenate(out)
+    pts = pts[(pts[:, 0] >= x0) & (pts[:, 0] <= x1) & (pts[:, 1] >= y0) & (pts[:, 1] <= y1)]
+    return ax.transData.transform(pts)
+
+
+def test_agg_comparison_legend_covers_no_curve(modules, monkeypatch):
+    """agg_comparison.png put each panel's ten-entry legend in the lower left, over the DPA,
+    FA and bagging curves near rho = 0; it now goes where no curve runs (the plots module's
+    free-corner placement), on curves shaped like the report's."""
+    from types import SimpleNamespace
+
+    import report_agg
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    methods = []
+    for label, knots in _AGG_CURVES.items():
+        pred, radius = _certificate(knots)
+        zeros = np.zeros(len(pred), dtype=np.int64)  # every test point's label: 0
+        run = SimpleNamespace(npy=lambda name, z=zeros: z, wall=lambda: "1 s")
+        dpa = _certificate((tuple(2 * r for r in knots[0]), knots[1]))[1]
+        methods.append(report_agg.Method(label, run, pred, radius,
+                                         dpa if label.startswith(_DETERMINISTIC) else None,
+                                         "50.0", None))
+    monkeypatch.setattr(report_agg, "_methods", lambda runs: methods)
+    figs = {}
+
+    def fig(figure, name):
+        figs[name] = figure
+        return f"![{name}]({name})"
+
+    rep = SimpleNamespace(runs={}, add=lambda text: None, fig=fig, summary={})
+    report_agg.comparison(rep)
+    figure = figs["agg_comparison.png"]
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    axes = [ax for ax in figure.get_axes() if ax.get_visible()]
+    assert len(axes) == 2
+    for ax in axes:
+        legend = ax.get_legend()
+        assert len(legend.get_texts()) == len(ax.get_lines()) >= 7
+        box = legend.get_window_extent(renderer)
+        assert figure.bbox.contains(box.x0, box.y0) and figure.bbox.contains(box.x1, box.y1)
+        for other in axes:  # no curve of any panel under it, no other panel's frame
+            pts = _drawn_points(other)
+            inside = (pts[:, 0] >= box.x0) & (pts[:, 0] <= box.x1) & (
+                pts[:, 1] >= box.y0) & (pts[:, 1] <= box.y1)
+            assert not inside.any(), (ax.get_title(), other.get_title(), int(inside.sum()))
+            assert other is ax or not box.overlaps(other.get_window_extent(renderer))

@@ -286,8 +286,10 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
 
     ``panels`` maps a panel title to a mapping ``label -> (rho, accuracy)`` (as for
     ``plot_certified_accuracy``). ``legend_loc``: where matplotlib puts each legend (its
-    ``loc``: "upper right" where the curves stay low). Writes a PNG to ``path`` when given;
-    returns the ``Figure``.
+    ``loc``: "upper right" where the curves stay low), or ``"free"``: inside the panel where
+    it covers no curve (matplotlib's "best"), else beside the panel (``_free_legends``: the
+    figure widened for it). Writes a PNG to
+    ``path`` when given; returns the ``Figure``.
     """
     from matplotlib.figure import Figure
 
@@ -303,12 +305,62 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
     for ax, (title, curves) in zip(axes, panels.items(), strict=False):
         _accuracy_axes(ax, curves, xlabel, note_size="x-small")
         ax.set_title(str(title), fontsize="medium")
-        ax.legend(fontsize="x-small", loc=legend_loc)
+        ax.legend(fontsize="x-small", loc="best" if legend_loc == "free" else legend_loc)
     for ax in axes[k:]:
         ax.set_visible(False)
+    if legend_loc == "free":
+        _free_legends(fig, list(axes[:k]), fontsize="x-small")
     if path is not None:
         _save_png(fig, path, dpi)
     return fig
+
+
+def _covers_a_curve(ax, box) -> bool:
+    """Whether the display box ``box`` meets a line of ``ax`` as it is drawn (its path, steps
+    included, and its points: what matplotlib's "best" counts)."""
+    for line in ax.get_lines():
+        path = line.get_transform().transform_path(line.get_path())
+        if len(path.vertices) and (box.count_contains(path.vertices)
+                                   or path.intersects_bbox(box, filled=False)):
+            return True
+    return False
+
+
+def _free_legends(fig, axes, **kwargs) -> None:
+    """Each legend of ``axes`` where it covers no curve: matplotlib's "best" where that place
+    is free (``_covers_a_curve``; "best" takes the least covered of its places when none is),
+    else beside the panel (right of it, as ``plot_attack``'s): a legend of ten entries
+    (experiments/report_agg.py's comparison) finds no free place inside. The figure is
+    widened by the widest legend moved beside each column of panels, so that the panels keep
+    their width; the others are checked again after."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else FigureCanvasAgg(fig)
+    inside = list(axes)
+    beside: dict[int, float] = {}  # column -> the widest legend moved beside it (inches)
+    while inside:
+        fig.draw_without_rendering()  # the layout places the axes and the legends
+        renderer = canvas.get_renderer()
+        moved = False
+        for ax in list(inside):
+            legend = ax.get_legend()
+            if legend is None:
+                inside.remove(ax)
+                continue
+            box = legend.get_window_extent(renderer)
+            if not _covers_a_curve(ax, box):
+                continue
+            ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0,
+                      **kwargs)
+            inside.remove(ax)
+            column = ax.get_subplotspec().colspan.stop if ax.get_subplotspec() else 0
+            grow = max(0.0, box.width / fig.dpi + 0.1 - beside.get(column, 0.0))
+            if grow:
+                beside[column] = beside.get(column, 0.0) + grow
+                fig.set_figwidth(fig.get_figwidth() + grow)
+            moved = True
+        if not moved:
+            return
 
 
 def plot_subset_sizes(sizes, accuracy, path: str | Path | None = None, *,
