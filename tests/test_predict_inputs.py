@@ -165,3 +165,24 @@ def test_grey_or_opaque_images_in_other_modes_are_read_as_the_run_takes_them(tmp
     Image.fromarray(np.dstack([grey] * 3 + [alpha]), mode="RGBA").save(tmp_path / "hole.png")
     with pytest.raises(ValueError, match=r"hole\.png: .*mode RGBA\) has transparent pixels"):
         read_inputs(tmp_path / "hole.png", MNIST)
+
+
+@pytest.mark.parametrize("preprocessed", [False, True])
+@pytest.mark.parametrize("kind", ["Ensemble", "NeighborModel"])
+def test_inputs_numpy_cannot_read_are_one_line_naming_x(kind, preprocessed):
+    """``Ensemble.predict([[1, 2], [3]])`` (rows of unequal lengths; or a tensor that
+    requires grad) raised numpy's own "setting an array element with a sequence. The
+    requested array has an inhomogeneous shape after 1 dimensions..." naming no parameter:
+    one line naming x, what it takes and what was given."""
+    from poisoncert.experiment.inputform import RunClasses
+    from poisoncert.experiment.nnmodel import PixelForm
+
+    form = MNIST if kind == "Ensemble" else PixelForm((1, 28, 28), "uint8", 255.0, False)
+    model = type(kind, (RunClasses,), {"form": form, "classes": np.arange(10)})()
+    with pytest.raises(ValueError) as e:
+        model._inputs([[1, 2], [3]], preprocessed)
+    text = str(e.value)
+    assert text.startswith(f"The 'x' parameter of {kind} must be "), text
+    assert text.endswith("Got 'a list that numpy cannot make an array of (rows of unequal "
+                         "lengths)' instead."), text
+    assert "\n" not in text and "inhomogeneous" not in text

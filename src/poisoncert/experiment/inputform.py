@@ -17,8 +17,8 @@ from poisoncert._validation import param_error
 from poisoncert.config import ExperimentConfig
 
 __all__ = ["UNUSUAL_SHARE", "InputForm", "RunClasses", "UnknownClassId",
-           "UnusualInputsWarning", "class_indices", "describe_array", "input_form",
-           "input_means", "training_means", "unusual_inputs", "unusual_share"]
+           "UnusualInputsWarning", "as_input_array", "class_indices", "describe_array",
+           "input_form", "input_means", "training_means", "unusual_inputs", "unusual_share"]
 
 
 #: The share of the inputs whose mean (after preprocessing) lies outside the range of the
@@ -81,7 +81,7 @@ class InputForm:
         """``x`` as ``(n, *shape)`` in its raw dtype (no scaling): checks the dtype, the
         values and the shape; ``(n, H, W)`` for one channel and channels-last ``(n, H, W,
         C)`` images (as image files hold them) are rearranged."""
-        given = arr = np.asarray(x)
+        given = arr = as_input_array(x, where, self.describe())
         shape = self.shape
         if arr.ndim == len(shape) + 1 and arr.shape[1:] == shape:
             pass
@@ -126,6 +126,20 @@ class InputForm:
 
             out = deskew(out)
         return out
+
+
+def as_input_array(x, where: str, allowed: str) -> np.ndarray:
+    """``np.asarray(x)``, or one error naming ``x`` where numpy cannot make an array of it
+    (rows of unequal lengths; a tensor that requires grad): numpy's own words ("setting an
+    array element with a sequence. The requested array has an inhomogeneous shape ...")
+    named no parameter."""
+    try:
+        return np.asarray(x)
+    except (TypeError, ValueError, RuntimeError) as e:
+        what = ("rows of unequal lengths" if "inhomogeneous" in str(e) else
+                str(e).split(".")[0].strip() or type(e).__name__)
+        raise param_error("x", where, allowed, f"a {type(x).__name__} that numpy cannot make "
+                          f"an array of ({what})") from None
 
 
 def input_means(x) -> np.ndarray:
@@ -241,10 +255,11 @@ class RunClasses:
         where = type(self).__name__
         if not preprocessed:
             return self.form.arrange(x, where)
-        arr = np.asarray(x)
+        allowed = (f"float32 inputs of shape (n, {', '.join(map(str, self.input_shape))}) "
+                   "when preprocessed=True")
+        arr = as_input_array(x, where, allowed)
         if arr.dtype != np.float32 or arr.shape[1:] != self.input_shape:
-            raise param_error("x", where, "float32 inputs of shape (n, "
-                              f"{', '.join(map(str, self.input_shape))}) when preprocessed=True",
+            raise param_error("x", where, allowed,
                               f"an array of dtype {arr.dtype} and shape {arr.shape}")
         return arr
 

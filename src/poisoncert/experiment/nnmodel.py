@@ -35,6 +35,7 @@ from poisoncert.experiment.inputform import (
     InputForm,
     RunClasses,
     UnusualInputsWarning,
+    as_input_array,
     describe_array,
     input_form,
     input_means,
@@ -77,7 +78,7 @@ class PixelForm(InputForm):
         try:
             return super().arrange(x, where)
         except ValueError:
-            arr = np.asarray(x)
+            arr = as_input_array(x, where, self.describe())  # (checked by arrange: no error)
             if arr.dtype.kind != "f" or self.kind not in _INTEGER_KINDS:
                 raise
         with np.errstate(invalid="ignore"):
