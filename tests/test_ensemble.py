@@ -1156,3 +1156,26 @@ def test_predict_shows_a_bar_in_rows_while_it_writes_many_rows(tmp_path, trained
     r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npz"), "--out",
                             str(tmp_path / "s.csv")])
     assert r.exit_code == 0 and [s for s in shown if s[3] == "rows"] == [], shown
+
+
+@pytest.mark.parametrize("name", ["preprocess", "base_predictions", "votes", "predict",
+                                  "certify", "certify_predictions", "certify_votes"])
+def test_ensemble_methods_document_every_parameter_and_what_they_return(name):
+    """``votes``, ``predict`` and ``certify`` said what they return in a phrase and nothing
+    of ``x`` (its shapes and dtypes, raw or preprocessed), ``progress`` or ``preprocessed``:
+    each public method has a numpy-style Parameters section naming every parameter (alone or
+    in a group such as ``x, progress, preprocessed :``) and a Returns section."""
+    import inspect
+
+    from poisoncert import Ensemble
+
+    method = getattr(Ensemble, name)
+    doc = inspect.getdoc(method)
+    assert "\nParameters\n----------\n" in doc and "\nReturns\n-------\n" in doc, name
+    section = doc.split("\nParameters\n----------\n", 1)[1].split("\nReturns\n", 1)[0]
+    named = set()
+    for line in section.splitlines():
+        if line and not line.startswith(" ") and " :" in line:
+            named |= {p.strip() for p in line.split(" :", 1)[0].split(",")}
+    params = [p for p in inspect.signature(method).parameters if p != "self"]
+    assert set(params) <= named, (name, sorted(set(params) - named))

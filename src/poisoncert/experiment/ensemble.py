@@ -196,14 +196,37 @@ class Ensemble(RunClasses):
     # -- predictions -------------------------------------------------------------------------
 
     def preprocess(self, x) -> np.ndarray:
-        """Raw inputs -> the classifiers' float inputs (the run's fixed preprocessing)."""
+        """Raw inputs -> the classifiers' inputs (the run's fixed preprocessing).
+
+        Parameters
+        ----------
+        x : array-like of raw inputs
+            As ``votes`` takes them (``form.describe()``), checked the same way.
+
+        Returns
+        -------
+        ndarray of float32, shape ``(n, *input_shape)``
+            Scaled to [0, 1] (and deskewed where the run was): what ``votes``, ``predict``
+            and ``certify`` take with ``preprocessed=True``.
+        """
         return self.form.preprocess(x, "Ensemble")
 
     def base_predictions(self, x, *, progress: ProgressDisplay | None = None,
                          preprocessed: bool = False) -> np.ndarray:
-        """Every base classifier's label on every input: int16 ``(T, n)``, ``-1`` for an
-        abstaining classifier (an empty sub-dataset). ``preprocessed``: ``x`` is already the
-        classifiers' float input (``preprocess``)."""
+        """Every base classifier's label on every input.
+
+        Parameters
+        ----------
+        x, progress, preprocessed :
+            As for ``votes``.
+
+        Returns
+        -------
+        ndarray of int16, shape ``(T, n)``
+            Row ``i``: classifier ``i``'s class indices (``0 .. K-1``), ``-1`` where it
+            abstains (an empty sub-dataset, or non-finite outputs). ``certify_predictions``
+            certifies it.
+        """
         from poisoncert import training
 
         # checked whole, preprocessed a block at a time: the classifiers' float inputs of all
@@ -251,31 +274,102 @@ class Ensemble(RunClasses):
 
     def votes(self, x, *, progress: ProgressDisplay | None = None,
               preprocessed: bool = False) -> np.ndarray:
-        """Vote counts int64 ``(n, K)`` (rows sum to at most ``T``: abstaining classifiers
-        vote for no class)."""
+        """The base classifiers' vote counts on each input.
+
+        Parameters
+        ----------
+        x : array-like, shape ``(n, ...)``
+            ``n`` raw inputs as the data set's files hold them (``form.describe()`` names the
+            run's values and shapes; a numpy array, a nested list or a CPU torch tensor, or
+            anything ``numpy.asarray`` reads): for MNIST and CIFAR-10 pixels 0-255 of an
+            integer dtype (uint8 as the files hold them; floats are refused), for
+            scikit-learn's digits integers 0-16 (floats holding whole numbers too), for a
+            data set ``.npz`` its ``x_test``'s kind (uint8 pixels, booleans, or floats in
+            [0, 1]). Shapes: ``(n, C, H, W)``, channels-last ``(n, H, W, C)``, ``(n, H,
+            W)`` for one channel, or flat rows ``(n, C * H * W)``; ``(n, F)`` for vectors.
+            One input is a batch of one, ``x[None]``. The run's preprocessing (scale,
+            deskewing) is applied to them.
+            Another dtype, value range or shape is one ``ValueError`` naming ``x``, before
+            any classifier runs.
+        progress : None, bool or ProgressDisplay, default=None
+            None or False: no display; True: the command line's bar (on stderr); or a
+            ``experiment.display.ProgressDisplay``: ``display(total, completed, label)`` (and
+            ``unit="predictions"`` where it takes a ``unit``), a context manager yielding
+            ``advance(k)``. It counts predictions (one classifier on one input): ``total`` is
+            ``T * n``, ``completed`` the abstaining classifiers' ``(T - live) * n``.
+        preprocessed : bool, default=False
+            True: ``x`` is already the classifiers' input, the float32 array of shape ``(n,
+            *input_shape)`` that ``preprocess`` returns (any other dtype or shape is refused;
+            its values are not checked).
+
+        Returns
+        -------
+        ndarray of int64, shape ``(n, K)``
+            Column ``k`` counts the votes for class index ``k`` (``classes[k]``); each row
+            sums to at most ``T`` (abstaining classifiers vote for no class).
+
+        Warns
+        -----
+        UnusualInputsWarning
+            Where more than ``unusual_share`` of the inputs' means after preprocessing lie
+            outside the training inputs' range (an inverted image, another scale); the
+            votes are those of the inputs as given.
+        """
         return votes_from_predictions(self.base_predictions(
             x, progress=progress, preprocessed=preprocessed), self.n_classes)
 
     def predict(self, x, *, progress: ProgressDisplay | None = None,
                 preprocessed: bool = False) -> np.ndarray:
-        """The majority vote (class indices, ties to the smaller index; ``decode`` gives the
-        data set's class ids): the ensemble's prediction, certified or not (``certify`` says
-        which are)."""
+        """The ensemble's prediction on each input, certified or not (``certify`` says which
+        are): the majority vote of ``votes``.
+
+        Parameters
+        ----------
+        x, progress, preprocessed :
+            As for ``votes``.
+
+        Returns
+        -------
+        ndarray of int64, shape ``(n,)``
+            Class indices ``0 .. K-1`` (ties to the smaller index; ``decode`` gives the data
+            set's class ids), ``-1`` (``votes.ABSTAIN``) where no classifier voted.
+        """
         return majority_vote(self.votes(x, progress=progress, preprocessed=preprocessed))
 
     def certify(self, x, *, alpha: float | None = None, model: str | None = None,
                 method: str | None = None, y=None, progress: ProgressDisplay | None = None,
                 preprocessed: bool = False):
-        """Certified prediction and radius of every input: the ``certify.Certificate`` of the
-        run's setting (``DPACertificate`` for the partition scheme, ``FACertificate`` for
-        finite_aggregation), computed exactly as ``poisoncert certify`` computes a run's test
-        set (``certify_predictions``; the majority vote: a run's run-off election is
-        ``poisoncert certify --aggregation roe`` on its test set).
+        """Certified prediction and radius of every input, computed exactly as ``poisoncert
+        certify`` computes a run's test set (``certify_predictions``; the majority vote: a
+        run's run-off election is ``poisoncert certify --aggregation roe`` on its test set).
+        ``alpha``, ``model``, ``method`` and ``y`` are checked before any classifier runs.
 
-        ``alpha``, ``model`` and ``method`` default to the run's ``certify`` section. ``y``:
-        true classes, as the data set's original class ids (``classes``), only for the
-        ``true_label*`` methods. The certificate carries ``classes``, so
-        ``certify.certified_accuracy(cert, y, rhos)`` takes original class ids too.
+        Parameters
+        ----------
+        x, progress, preprocessed :
+            As for ``votes``.
+        alpha : float in (0, 1), optional
+            Error probability per input (randomized schemes); default: the run's
+            ``certify.alpha``.
+        model : {"P1", ..., "P6"}, optional
+            Poisoning model; default: the run's ``certify.model``.
+        method : str, optional
+            Vote-bound method (``stats.vote_bounds``); default: the run's ``certify.method``.
+        y : array-like of shape ``(n,)``, optional
+            True classes as the data set's original class ids (``classes``), for the
+            ``true_label*`` methods only (refused with any other method and for the
+            deterministic schemes).
+
+        Returns
+        -------
+        Certificate, DPACertificate or FACertificate
+            ``certify.Certificate`` (``DPACertificate`` for the partition scheme,
+            ``aggregation.FACertificate`` for finite_aggregation), its docstring stating the
+            guarantee: ``prediction`` (int64 class indices, ``ABSTAIN`` = -1 where nothing
+            is certified) and ``radius`` (int64, -1 there), shape ``(n,)``. It carries
+            ``classes``, so ``cert.predicted_labels()`` gives class ids (None where it
+            abstains) and ``certify.certified_accuracy(cert, y, rhos)`` takes original
+            class ids.
         """
         c = self._settings(alpha, method, model, "Ensemble.certify", y)  # before the predictions
         if y is not None or (self.scheme not in DETERMINISTIC
@@ -293,9 +387,22 @@ class Ensemble(RunClasses):
         """``certify`` from the base classifiers' labels (``base_predictions(x)``): the same
         certificate. A finite_aggregation run is certified from them
         (``aggregation.fa_certify``: which classifiers voted matters), every other scheme
-        from their vote counts (``certify_votes``). ``predictions`` must be ``(T, n)``, one
-        row per classifier of the run in its order: the certificate is that of this
-        ensemble's votes."""
+        from their vote counts (``certify_votes``).
+
+        Parameters
+        ----------
+        predictions : int array-like, shape ``(T, n)``
+            One row per classifier of the run in its order, labels ``-1 .. K-1``
+            (``base_predictions``' int16 matrix is taken as it is): the certificate is that
+            of this ensemble's votes.
+        alpha, model, method, y :
+            As for ``certify``.
+
+        Returns
+        -------
+        Certificate, DPACertificate or FACertificate
+            As ``certify`` returns.
+        """
         predictions = self._check_predictions(predictions, "Ensemble.certify_predictions")
         if self.scheme != selection.FINITE_AGGREGATION:
             return self.certify_votes(votes_from_predictions(predictions, self.n_classes),
@@ -310,9 +417,21 @@ class Ensemble(RunClasses):
     def certify_votes(self, votes, *, alpha: float | None = None, model: str | None = None,
                       method: str | None = None, y=None):
         """``certify`` from vote counts (``votes(x)``): the same certificate (not for a
-        finite_aggregation run, whose certificate needs ``certify_predictions``). ``votes``
-        must be ``(n, K)`` counts of at most ``T`` votes a row: counts of this ensemble's
-        classifiers (the partition scheme's certificate reads the gaps alone)."""
+        finite_aggregation run, whose certificate needs ``certify_predictions``).
+
+        Parameters
+        ----------
+        votes : int array-like, shape ``(n, K)``
+            Counts of this ensemble's classifiers, at most ``T`` votes a row (the partition
+            scheme's certificate reads the gaps alone).
+        alpha, model, method, y :
+            As for ``certify``.
+
+        Returns
+        -------
+        Certificate or DPACertificate
+            As ``certify`` returns.
+        """
         c = self._settings(alpha, method, model, "Ensemble.certify_votes", y)
         votes = self._check_votes(votes, "Ensemble.certify_votes")
         labels = None if y is None else self.encode(y)
