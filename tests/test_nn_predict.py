@@ -88,6 +88,14 @@ def test_predicting_the_test_set_gives_certify_rows(tmp_path, selection, monkeyp
     assert none.prediction.shape == none.radius.shape == (0,)
     assert list(mine.predicted_labels()[:3]) == [ens.classes[p] if p >= 0 else None
                                                  for p in mine.prediction[:3]]
+    # preprocess, as Ensemble's (it was missing: AttributeError): the same certificate
+    pre = ens.preprocess(raw)
+    assert pre.dtype == np.float32 and pre.shape == (len(raw), *ens.input_shape)
+    again = ens.certify(pre, model="P2", preprocessed=True)
+    for name in ("prediction", "radius", "slack", "exact"):
+        assert np.array_equal(getattr(again, name), getattr(cert, name)), name
+    assert np.array_equal(ens.predict(ens.preprocess(x), preprocessed=True),
+                          np.load(run / "predictions.npy")[0])
 
 
 def _tie_data(path, rng):

@@ -182,6 +182,14 @@ class NeighborModel(RunClasses):
 
     # -- predictions -------------------------------------------------------------------------
 
+    def preprocess(self, x) -> np.ndarray:
+        """Raw inputs -> the float32 inputs ``(n, *input_shape)`` the search takes with
+        ``preprocessed=True`` (the data loader's scale, as ``Ensemble.preprocess``; it was
+        missing here, so ``Ensemble.load(run).preprocess(x)`` failed for a knn / rnn run):
+        ``predict(preprocess(x), preprocessed=True)`` is ``predict(x)``. ``x`` as ``votes``
+        takes it (``form.describe()``)."""
+        return self.form.preprocess(x, "NeighborModel")
+
     def _pixels(self, block: np.ndarray) -> np.ndarray:
         """The run's integer features of preprocessed inputs (``pixel_features`` at the
         training set's scale), or one error naming ``x``."""
