@@ -351,3 +351,19 @@ def _run_with_weights(tmp_path: Path) -> Path:
     run = tmp_path / "run"
     assert runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"]).exit_code == 0
     return run
+
+
+def test_version_prints_the_package_version_pyproject_gives():
+    """``poisoncert --version`` was "No such option: --version": a user reporting a problem had
+    to ask Python. It prints the version, which is pyproject.toml's (the two are written in two
+    places, so a release that bumps one is caught), and exits 0 before any command."""
+    import tomllib
+
+    import poisoncert
+
+    project = tomllib.loads((Path(__file__).resolve().parent.parent / "pyproject.toml")
+                            .read_text())["project"]
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output == f"poisoncert {project['version']}\n"
+    assert poisoncert.__version__ == project["version"]
+    assert "--version" in runner.invoke(app, ["--help"]).output

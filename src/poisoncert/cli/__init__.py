@@ -31,8 +31,18 @@ app = typer.Typer(
 )
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from poisoncert._version import __version__
+
+        typer.echo(f"poisoncert {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print poisoncert's version and exit.")) -> None:
     """Certified defences against training-data poisoning by randomized selection
     (bagging with/without replacement, binomial selection) and partition aggregation."""
 
