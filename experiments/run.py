@@ -297,7 +297,8 @@ def _attack(rd: Path, settings: dict, seconds: float | None) -> float:
         old = json.loads(done.read_text())
         if (old.get("budgets"), old.get("targets_wanted"), old.get("seed"), old.get("attacks"),
                 old.get("max_radius"), old.get("copies")) == (
-                list(s.budgets), s.targets, s.seed, list(s.attacks), s.max_radius, s.copies):
+                list(s.budgets), s.targets_wanted, s.seed, list(s.attacks), s.max_radius,
+                s.copies):
             return seconds
     t = time.perf_counter()
     res = attack_run(rd, settings=s, log=lambda text: print(f"{rd.name}: {text}", flush=True))

@@ -1980,12 +1980,13 @@ def test_attack_without_a_target_is_refused_and_fewer_targets_are_said(tmp_path,
     run = tmp_path / "run"
     train_run(_cfg(training__steps=5), run)
     runner = CliRunner()
+    # all 80 test points asked for (the most --targets takes): only the correct ones are
     r = runner.invoke(app, ["attack", str(run), "--attacks", "flip", "--budgets", "1",
-                            "--targets", "100000", "--out", str(tmp_path / "a"), "-q"])
+                            "--targets", "80", "--out", str(tmp_path / "a"), "-q"])
     assert r.exit_code == 0, r.output
     n = len(json.loads((tmp_path / "a" / "attack.json").read_text())["targets"])
-    assert 0 < n < 100000
-    assert (f"targets: {n} of the 100000 asked for (--targets): the run has only {n} correctly "
+    assert 0 < n < 80
+    assert (f"targets: {n} of the 80 asked for (--targets): the run has only {n} correctly "
             "classified test points") in " ".join(r.stdout.split())
     real = attack_backends._certify
     monkeypatch.setattr(attack_backends, "_certify", lambda *a, **kw: real(*a, **kw) + 50)
@@ -1998,6 +1999,38 @@ def test_attack_without_a_target_is_refused_and_fewer_targets_are_said(tmp_path,
                                    "correctly classified test point ("), r.output
         assert "Got 3 instead." in r.output and "warning" not in r.output
         assert not (tmp_path / "b").exists()
+
+
+def test_attack_refuses_more_targets_than_the_run_has_test_points(tmp_path, monkeypatch):
+    """``--targets`` counts distinct test points (each target another one): ``--targets
+    1000000000`` was taken, the run loaded and verified, and the attack ran with whatever
+    the run had (on MNIST's 10,000 test points x 5 budgets x 5 attacks: months of trials,
+    with a rate and an ETA). Now a value beyond the run's test points is one line naming
+    the option, its range and the value, from the run's config and manifest before its files
+    are verified or anything is written; the default (20) and a value up to the test points
+    are taken as before (capped at the correctly classified ones, and said)."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)  # test_limit 80: 80 test points
+    monkeypatch.setattr(RunDir, "verify", lambda *a, **kw: pytest.fail("verified the run"))
+    runner = CliRunner()
+    for given in ("81", "1000000000"):
+        r = runner.invoke(app, ["attack", str(run), "--attacks", "flip,backdoor", "--budgets",
+                                "1", "--targets", given, "--out", str(tmp_path / "a")])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert r.output.startswith("error: --targets: The 'targets' parameter of attack_run "
+                                   "must be an int in the range [1, 80] (the run's 80 test "
+                                   "points"), r.output
+        assert r.output.rstrip().endswith(f"Got {given} instead."), r.output
+        assert not (tmp_path / "a").exists()
+    with pytest.raises(ValueError, match=r"'targets' parameter of attack_run must be an int "
+                                         r"in the range \[1, 80\]"):
+        attack_run(run, settings=AttackSettings(attacks=("flip",), targets=81),
+                   out_dir=tmp_path / "a")
+    assert AttackSettings().targets_wanted == 20 and AttackSettings(targets=80).targets == 80
 
 
 def _drop_data_checksum(run):

@@ -38,7 +38,8 @@ def attack(
         help="Comma-separated budgets r (poisoning operations).")] = "1,2,4,8,16",
     targets: Annotated[int | None, typer.Option(
         help="Correctly classified test points attacked by the targeted attacks (insert, "
-             "remove, flip, modify; default 20).", show_default=False)] = None,
+             "remove, flip, modify; default 20): at most the run's test points, fewer "
+             "where fewer are correctly classified.", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="Seed of the targets and backdoor samples.")] = 0,
     backdoor_label: Annotated[int | None, typer.Option(
         help="The backdoor's target class: the data set's class id (MNIST 1/7: 1 or 7; "

@@ -74,12 +74,17 @@ ATTACK_CSV = "attack_trials.csv"
 ATTACK_SUMMARY = "attack_summary.csv"
 ATTACK_JSON = "attack.json"
 ATTACK_PNG = "attack.png"
+#: The targeted attacks' targets where ``AttackSettings.targets`` is None (``--targets``'s
+#: default): capped at the correctly classified test points, as a larger value given is.
+DEFAULT_TARGETS = 20
 
 
 @dataclass(frozen=True)
 class AttackSettings:
     """``attacks`` of ``ATTACKS``; ``budgets``: the ``r`` tried (operations); ``targets``
-    correctly classified test points attacked by the targeted attacks (drawn with ``seed``);
+    correctly classified test points attacked by the targeted attacks (drawn with ``seed``;
+    None: ``DEFAULT_TARGETS``, or fewer where the run has fewer; a value given is at most the
+    run's test points, the distinct targets there can be);
     ``backdoor_label`` and ``patch`` (side in pixels) of the backdoor; ``batch``: targeted
     trials retrained in one call; ``copies``: identical copies the insertion (and
     ``modify``) puts in each bucket it uses (``r`` copies in ``ceil(r / copies)`` buckets:
@@ -90,7 +95,7 @@ class AttackSettings:
 
     attacks: tuple[str, ...] = ATTACKS
     budgets: tuple[int, ...] = (1, 2, 4, 8, 16)
-    targets: int = 20
+    targets: int | None = None
     seed: int = 0
     backdoor_label: int = 0
     patch: int = 3
@@ -111,8 +116,9 @@ class AttackSettings:
             raise param_error("budgets", where, "a non-empty list of ints >= 1", self.budgets)
         object.__setattr__(self, "budgets", budgets)
         targeted = any(a != "backdoor" for a in attacks)  # 0 targets ran none of them
-        object.__setattr__(self, "targets", check_int(self.targets, "targets", where,
-                                                      low=int(targeted)))
+        if self.targets is not None:
+            object.__setattr__(self, "targets", check_int(self.targets, "targets", where,
+                                                          low=int(targeted)))
         check_int(self.seed, "seed", where, low=0, high=SEED_LIMIT)
         check_int(self.backdoor_label, "backdoor_label", where, low=0)
         check_int(self.patch, "patch", where, low=1)
@@ -120,6 +126,11 @@ class AttackSettings:
         check_int(self.copies, "copies", where, low=1)
         if self.max_radius is not None:
             check_int(self.max_radius, "max_radius", where, low=0)
+
+    @property
+    def targets_wanted(self) -> int:
+        """The targets asked for: ``targets``, or ``DEFAULT_TARGETS`` where None."""
+        return DEFAULT_TARGETS if self.targets is None else self.targets
 
 
 # --------------------------------------------------------------------------------------------
@@ -157,7 +168,7 @@ def _check_attack_memory(s: AttackSettings, data) -> None:
         return
     one = 4 * prod(data.x_test.shape[1:])  # a float32 input
     # the trials that make copies (insert's and modify's jobs: one batch can hold both)
-    trials = max(1, s.targets * len(s.budgets) * len({"insert", "modify"} & set(s.attacks)))
+    trials = max(1, s.targets_wanted * len(s.budgets) * len({"insert", "modify"} & set(s.attacks)))
     replaced = len(data.poison_idx) if "insert" not in s.attacks else None  # modify's most
 
     def estimate(v):
@@ -269,15 +280,27 @@ def _check_early(rd: RunDir, s: AttackSettings) -> None:
         if not (isinstance(n_classes, int) and shape
                 and all(isinstance(v, int) and v > 0 for v in shape)):
             return
+        n_test = data.get("n_test")
+        if isinstance(n_test, bool) or not isinstance(n_test, int) or n_test < 1:
+            n_test = None  # checked against the data loaded
     except Exception:  # verify names what is wrong with the run's files
         return
-    _check_fits(s, cfg.selection.scheme, n_classes, shape)
+    _check_fits(s, cfg.selection.scheme, n_classes, shape, n_test)
 
 
-def _check_fits(s: AttackSettings, scheme: str, n_classes: int, shape: tuple) -> None:
-    """The settings for a ``scheme`` run of ``n_classes`` classes on inputs of ``shape``:
-    ``copies`` only for hash buckets, the pixel attacks only on images, ``backdoor_label``
-    one of the classes and the backdoor's ``patch`` smaller than the images."""
+def _check_fits(s: AttackSettings, scheme: str, n_classes: int, shape: tuple,
+                n_test: int | None) -> None:
+    """The settings for a ``scheme`` run of ``n_classes`` classes on inputs of ``shape`` and
+    ``n_test`` test points (None: not known): ``targets`` at most the test points (the
+    targets are distinct test points: 10^9 planned months of trials, 'ETA' and all, where
+    only the correctly classified points could ever be attacked), ``copies`` only for hash
+    buckets, the pixel attacks only on images, ``backdoor_label`` one of the classes and the
+    backdoor's ``patch`` smaller than the images."""
+    targeted = any(a != "backdoor" for a in s.attacks)
+    if targeted and n_test is not None and s.targets is not None and s.targets > n_test:
+        raise param_error("targets", "attack_run", f"an int in the range [1, {n_test}] (the "
+                          f"run's {n_test} test points: each target is another one, drawn "
+                          "among those correctly classified)", s.targets)
     buckets = scheme in selection.BUCKET_SCHEMES
     if s.copies != 1 and not buckets:
         raise param_error("copies", "attack_run", f"1 for a {scheme} run (copies "
@@ -343,7 +366,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
         backend = ClassifierBackend(ens)
         builder = EditBuilder(data, cfg, ens.plan, ens.predictions, s.copies)
         votes = votes_from_predictions(ens.predictions, data.n_classes)
-    _check_fits(s, scheme, data.n_classes, data.x_test.shape[1:])
+    _check_fits(s, scheme, data.n_classes, data.x_test.shape[1:], len(data.y_test))
     _check_attack_memory(s, data)
     if keep_earlier:  # after the settings' checks, before any trial is computed
         _refuse_earlier_results(out, rd.path)
@@ -362,7 +385,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
     correct = np.flatnonzero(correct)
     if not len(correct) and any(a != "backdoor" for a in s.attacks):
         _refuse_no_targets(s, primary, labels)
-    targets = np.sort(rng.choice(correct, size=min(s.targets, len(correct)), replace=False))
+    targets = np.sort(rng.choice(correct, size=min(s.targets_wanted, len(correct)), replace=False))
     say = log or (lambda text: None)
     trials: list[dict] = []
     stats: dict[tuple, dict] = {}
@@ -492,7 +515,7 @@ def _attack_locked(rd: RunDir, s: AttackSettings, out: Path, log, t0: float, *,
                                                              ATTACKS.index(k[1]), k[2]))]
     totals = _totals(summary)
     totals.update({"run": str(rd.path), "scheme": scheme, "targets": targets.tolist(),
-                   "targets_wanted": s.targets,
+                   "targets_wanted": s.targets_wanted,
                    "budgets": list(s.budgets), "attacks": list(s.attacks),
                    "copies": s.copies, "max_radius": s.max_radius,
                    "seed": s.seed, "backdoor": backdoor_info,
