@@ -2033,6 +2033,27 @@ def test_attack_refuses_more_targets_than_the_run_has_test_points(tmp_path, monk
     assert AttackSettings().targets_wanted == 20 and AttackSettings(targets=80).targets == 80
 
 
+def test_attack_refuses_a_max_radius_beyond_2_53(tmp_path):
+    """``--max-radius`` took any int, 2^53 + 1 and 10^30 included (beyond floats' exact
+    integers, where --budgets and every other count stop); now one line in --budgets'
+    words (the range [0, 2^53]) before the run is read."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    for given in (str(2**53 + 1), str(10**30)):
+        r = CliRunner().invoke(app, ["attack", str(tmp_path / "none"), "--attacks", "flip",
+                                     "--max-radius", given])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        assert r.output == ("error: --max-radius: The 'max_radius' parameter of attack_run "
+                            f"must be an int in the range [0, 2^53]. Got {given} instead.\n"), \
+            r.output
+    with pytest.raises(ValueError, match=r"'max_radius' parameter of attack_run must be an "
+                                         r"int in the range \[0, 2\^53\]"):
+        AttackSettings(max_radius=2**53 + 1)
+    assert AttackSettings(max_radius=2**53).max_radius == 2**53
+
+
 def _drop_data_checksum(run):
     """The run's manifest as an earlier version wrote it: no data.sha256_arrays, its own
     digest intact."""

@@ -52,7 +52,7 @@ from pathlib import Path
 import numpy as np
 
 from poisoncert import runs, selection
-from poisoncert._validation import SEED_LIMIT, check_int, param_error
+from poisoncert._validation import INT_LIMIT, SEED_LIMIT, check_int, param_error
 from poisoncert.experiment.attack_backends import ClassifierBackend, Judge, NNBackend
 from poisoncert.experiment.attack_edits import EditBuilder, patch_images
 from poisoncert.experiment.certify import data_text
@@ -124,8 +124,8 @@ class AttackSettings:
         check_int(self.patch, "patch", where, low=1)
         check_int(self.batch, "batch", where, low=1)
         check_int(self.copies, "copies", where, low=1)
-        if self.max_radius is not None:
-            check_int(self.max_radius, "max_radius", where, low=0)
+        if self.max_radius is not None:  # a radius: at most 2^53, as --budgets' r
+            check_int(self.max_radius, "max_radius", where, low=0, high=INT_LIMIT)
 
     @property
     def targets_wanted(self) -> int:
