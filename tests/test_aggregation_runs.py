@@ -1588,6 +1588,45 @@ def test_indices_on_the_command_line_are_integers_or_one_clear_line(tmp_path):
             parse_ids(text)  # "3 4" was 34, "3_0" 30, a huge number an OverflowError
 
 
+def test_update_refuses_a_large_remove_file_by_cheap_checks_first(tmp_path, monkeypatch):
+    """``update --remove FILE`` of 10^7 indices was refused only after the whole file was
+    parsed, sorted twice (np.unique: the duplicates' check, then Edits') and the run loaded
+    and verified: 20 s for a .npy, 66 s for a text file, 1.3 GB. Now the run's training-set
+    size comes from its manifest first: a text file's first n + 1 values are read (more
+    cannot be valid), their range checked by min / max and repeats by a count per index,
+    with update_run's own lines, before the run is loaded (no np.unique, no verify)."""
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.experiment import update
+
+    run = tmp_path / "run"
+    train_run(_cfg(training__steps=5), run)
+    n = json.loads((run / "manifest.json").read_text())["data"]["n_train"]
+    big = np.arange(10**6, dtype=np.int64)[::-1]
+    np.save(tmp_path / "oob.npy", big)
+    np.savetxt(tmp_path / "oob.txt", big, fmt="%d")
+    np.save(tmp_path / "dup.npy", np.zeros(10**6, dtype=np.int64))
+    (tmp_path / "cut.txt").write_text(" ".join(["0"] * (n + 1) + ["x"] * 10**5))
+
+    def fail(*a, **kw):
+        pytest.fail("np.unique, or the run loaded, before the indices' cheap checks")
+
+    monkeypatch.setattr(np, "unique", fail)
+    monkeypatch.setattr(update, "load_ensemble", fail)
+    monkeypatch.setattr(RunDir, "verify", fail)
+    out_of_range = ("error: --remove: The 'remove' parameter of update_run must be "
+                    f"training-set indices in the range [0, {n - 1}]. Got 999999 instead.\n")
+    twice = ("error: The '--remove' and '--relabel' options must name each training-set index "
+             "once (a sample is removed or relabelled). Got index 0 more than once instead.\n")
+    for name, line in (("oob.npy", out_of_range), ("oob.txt", out_of_range),
+                       ("dup.npy", twice), ("cut.txt", twice)):
+        r = CliRunner().invoke(app, ["update", str(run), "--out", str(tmp_path / "new"),
+                                     "--remove", str(tmp_path / name)])
+        assert r.exit_code == 1 and r.output == line, (name, r.output)
+        assert not (tmp_path / "new").exists()
+
+
 def test_a_moved_updated_run_reads_its_own_edits(tmp_path):
     """An updated run's config names its edits file by the path it was written to. A moved or
     copied run reads the edits.npz in its own folder, for every command: updating, attacking

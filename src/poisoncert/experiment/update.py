@@ -326,14 +326,22 @@ def _check_added_pixels(x_train: np.ndarray, edits: Edits) -> None:
                       "exact integers)", describe_array(add_x))
 
 
-def parse_ids(text: str, where: str = "--remove") -> np.ndarray:
-    """``"3,17,42"`` (or a ``.npy`` / text file of indices) as int64 indices."""
-    return _ints(text, where)
+def parse_ids(text: str, where: str = "--remove", most: int | None = None) -> np.ndarray:
+    """``"3,17,42"`` (or a ``.npy`` / text file of indices) as int64 indices; ``most``: read
+    at most that many values of a text file or a value (``edits_from_options``: one more than
+    the run's training samples, which are already too many)."""
+    return _ints(text, where, most)
 
 
-def _ints(text: str, where: str) -> np.ndarray:
+#: One integer of ``--remove`` / ``--relabel`` (digits only: "3 4" is not 34, nor "3_0" 30).
+_INT_TOKEN = re.compile(r"[+-]?[0-9]+")
+
+
+def _ints(text: str, where: str, most: int | None = None) -> np.ndarray:
     """Integers from ``text``: comma-separated, or a ``.npy`` / text file of them; anything
-    else (a fraction, a word, a float array) is one line naming ``where``."""
+    else (a fraction, a word, a float array) is one line naming ``where``. ``most``: the
+    first ``most`` values of a text file or a value only (a ``.npy`` is read whole: its
+    header bounds it)."""
     p = Path(text)
     try:
         is_file = p.is_file()
@@ -357,10 +365,13 @@ def _ints(text: str, where: str) -> np.ndarray:
             raise ValueError(f"The '{where}' option's file '{p}' must hold integers. Got "
                              f"a {a.dtype} array instead.")
         return a.astype(np.int64).reshape(-1)
-    tokens, source = ((p.read_text().replace(",", " ").split(), f"file '{p}'") if is_file
-                      else ([t.strip() for t in text.split(",")], "value"))  # "3,,4": refused
+    cut = -1 if most is None else most  # split's maxsplit: the rest in one last piece
+    tokens, source = ((p.read_text().replace(",", " ").split(None, cut), f"file '{p}'")
+                      if is_file else ([t.strip() for t in text.split(",", cut)], "value"))
+    if most is not None:  # "3,,4": refused
+        tokens = tokens[:most]
     for t in tokens:  # digits only ("3 4" is not 34, nor "3_0" 30), within the int64 range
-        if not re.fullmatch(r"[+-]?[0-9]+", t) or len(t.lstrip("+-").lstrip("0")) > \
+        if not _INT_TOKEN.fullmatch(t) or len(t.lstrip("+-").lstrip("0")) > \
                 len(str(INT_LIMIT)) or abs(int(t)) > INT_LIMIT:  # (int() takes 4,300 digits)
             raise ValueError(f"The '{where}' option must be comma-separated integers (at most "
                              f"{INT_LIMIT_TEXT}) or a file of them. Got {shown(t)} in its {source} "
@@ -454,6 +465,24 @@ def read_added(path: str | Path, terms: RunTerms) -> tuple[np.ndarray, np.ndarra
     return x, terms.indices(y, "--add")
 
 
+def _run_n_train(run_dir: str | Path) -> int | None:
+    """The run's training-set size (the rows ``--remove`` and ``--relabel`` index: after its
+    own earlier updates) from its manifest, before anything else of the run is read; None
+    where the manifest does not give it or does not match its digest (``update_run`` then
+    checks the indices against the training set it loads, as it always does)."""
+    from poisoncert.runsafe import MANIFEST_DIGEST, manifest_digest
+
+    try:
+        man = RunDir(run_dir).load_manifest()
+        n = man["data"]["n_train"]
+        if man.get(MANIFEST_DIGEST) != manifest_digest(man):
+            return None
+    except Exception:  # noqa: BLE001 - update_run names what is wrong with the run
+        return None
+    return n if isinstance(n, int) and not isinstance(n, bool) and 0 <= n <= INT_LIMIT \
+        else None
+
+
 def edits_from_options(remove, relabel, add, run_dir: str | Path) -> Edits:
     """``Edits`` from the command line's ``--remove``, ``--relabel`` and ``--add`` for the run
     in ``run_dir``, whose class ids the labels are and whose raw input form ``--add``'s
@@ -465,19 +494,34 @@ def edits_from_options(remove, relabel, add, run_dir: str | Path) -> Edits:
     remove, relabel, add = values(remove), values(relabel), values(add)
     kw = {}
     terms = RunTerms.of(run_dir) if relabel or add else None
+    n_train = _run_n_train(run_dir)
+    # a file of 10^7 indices for a run of n samples: its first n + 1 are read (one too many
+    # already), checked by min / max and a count per index: refused in a fraction of a second,
+    # where the whole file was parsed, sorted twice (np.unique) and the run loaded: 66 s
+    most = None if n_train is None else n_train + 1
     if remove:
-        kw["remove"] = np.concatenate([parse_ids(str(t)) for t in remove])
+        kw["remove"] = np.concatenate([parse_ids(str(t), most=most) for t in remove])
     if relabel:
         pairs = [parse_relabel(str(t), terms) for t in relabel]
         kw["relabel_index"] = np.concatenate([i for i, _ in pairs])
         kw["relabel_label"] = np.concatenate([lab for _, lab in pairs])
+    if n_train is not None:  # update_run's own range check (Edits.check), its words
+        for name in ("remove", "relabel_index"):
+            a = kw.get(name)
+            if a is not None and a.size and (a.min() < 0 or a.max() >= n_train):
+                raise param_error(name, "update_run", f"training-set indices in the range "
+                                  f"[0, {n_train - 1}]", int(a[(a < 0) | (a >= n_train)][0]))
     touched = np.concatenate([kw.get("remove", np.zeros(0, np.int64)),
                               kw.get("relabel_index", np.zeros(0, np.int64))])
-    seen, counts = np.unique(touched, return_counts=True)
-    if np.any(counts > 1):
+    if n_train is not None:  # all in [0, n_train): a count per index, no sort
+        repeated = np.flatnonzero(np.bincount(touched, minlength=n_train) > 1)
+    else:
+        seen, counts = np.unique(touched, return_counts=True)
+        repeated = seen[counts > 1]
+    if repeated.size:  # the smallest index named twice
         raise ValueError(f"The '--remove' and '--relabel' options must name each training-set "
                          f"index once (a sample is removed or relabelled). Got index "
-                         f"{int(seen[counts > 1][0])} more than once instead.")
+                         f"{int(repeated[0])} more than once instead.")
     if add:
         samples = [read_added(t, terms) for t in add]
         kw["add_x"] = np.concatenate([x for x, _ in samples])
