@@ -150,6 +150,48 @@ def test_certify_wraps_at_a_terminals_width(tmp_path, config, engine):
     assert len(whole) == 1 and whole[0].endswith("= 1 each)]"), piped.output
 
 
+def test_certify_shows_a_bar_in_rows_while_it_writes_many_certificates(tmp_path, config,
+                                                                      engine, monkeypatch):
+    """certify of a run of 200,000 test points made its certificates.csv for 5-20 s with
+    nothing on screen; now from ``ROWS_BAR`` test points it shows predict's bar in rows (a
+    line with the rate and ETA where stderr is no terminal), every row counted as its block's
+    text is made; -q and --json show none, nor does a smaller run."""
+    from contextlib import contextmanager
+
+    import poisoncert.cli.progress as cli_progress
+    from poisoncert.experiment import certify as exp_certify
+
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q"]).exit_code == 0
+    monkeypatch.setattr(cli_progress, "ROWS_BAR", 60)  # the run's 60 test points
+    monkeypatch.setattr(exp_certify, "ROW_BLOCK", 16)  # 16, 16, 16, 12
+    r = runner.invoke(app, ["certify", str(run), "--no-plot"])  # not a terminal: lines
+    assert r.exit_code == 0, r.output
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("certificates.csv: ")]
+    assert len(lines) == 1 and lines[0].startswith("certificates.csv: 60/60 rows, ") \
+        and " rows/s, " in lines[0] and "elapsed, ETA 00:00" in lines[0], r.stderr
+    shown = []
+
+    @contextmanager
+    def recorder(total, completed, label, *, unit="models"):
+        done = []
+        shown.append((total, completed, label, unit, done))
+        yield done.append
+
+    monkeypatch.setattr(cli_progress, "rich_progress", recorder)
+    r = runner.invoke(app, ["certify", str(run), "--no-plot"])
+    assert r.exit_code == 0, r.output
+    assert [s[:4] for s in shown] == [(60, 0, "certificates.csv", "rows")], shown
+    assert shown[0][4] == [16, 16, 16, 12]
+    for args in (["-q"], ["--json"]):
+        shown.clear()
+        assert runner.invoke(app, ["certify", str(run), "--no-plot", *args]).exit_code == 0
+        assert shown == [], (args, shown)
+    monkeypatch.setattr(cli_progress, "ROWS_BAR", 61)
+    assert runner.invoke(app, ["certify", str(run), "--no-plot"]).exit_code == 0
+    assert shown == [], shown
+
+
 def test_certify_leaves_no_stale_plot_and_writes_standard_json(tmp_path, config, engine):
     """``--no-plot`` removes an earlier certify's plot (it showed another method's curve
     beside this one's CSV), and nothing certified gives null medians, not a bare NaN that JSON

@@ -20,15 +20,15 @@ from typing import Annotated
 
 import typer
 
+from poisoncert.cli import progress
 from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.runsafe import json_text
 
 __all__ = ["ROWS_BAR", "predict", "register"]
 
-#: From this many inputs predict shows a bar, in rows, while it makes its rows' text (CSV
-#: about 10-30 microseconds a row, JSON about 3 times more): 10^6 inputs spent 30 s (CSV) to
-#: 90 s (JSON) on it, silent, after the predictions' bar had ended.
-ROWS_BAR = 50_000
+#: From this many inputs predict shows a bar, in rows, while it makes its rows' text
+#: (``cli.progress.ROWS_BAR``, certify's too; read here when predict runs).
+ROWS_BAR = progress.ROWS_BAR
 
 
 def register(app: typer.Typer) -> None:
@@ -68,7 +68,11 @@ def predict(
     as_json = as_json or (out is not None and out.suffix.lower() == ".json")  # as it is named
     with library_errors():
         from poisoncert.cli.progress import rich_progress
-        from poisoncert.experiment.certify import certificate_row_blocks, rows_csv
+        from poisoncert.experiment.certify import (
+            certificate_row_blocks,
+            counted_blocks,
+            rows_csv,
+        )
         from poisoncert.experiment.display import no_display
         from poisoncert.experiment.ensemble import Ensemble, check_run_options
         from poisoncert.experiment.inputs import check_inputs_path, read_inputs
@@ -126,10 +130,10 @@ def predict(
                                             class_names=ens.class_names,
                                             missing=None if as_json else "")  # JSON: null
             summary = _summary(cert, labels, ens, len(cert))
-            rows_bar = (functools.partial(rich_progress, unit="rows")
-                        if not quiet and len(cert) >= ROWS_BAR else no_display)
-            with rows_bar(len(cert), 0, "rows") as advance:
-                blocks = _counted(blocks, advance)
+            rows = (no_display if quiet else
+                    functools.partial(progress.rows_bar, least=ROWS_BAR))
+            with rows(len(cert), 0, "rows") as advance:
+                blocks = counted_blocks(blocks, advance)
                 if as_json:
                     text = rows_json({"run": str(ens.run_dir), "inputs": str(inputs),
                                       "summary": summary}, blocks)
@@ -189,13 +193,6 @@ def _check_out(out: Path, inputs: Path, run_dir: Path) -> None:
 
 def _plain(v):
     return v.item() if hasattr(v, "item") else str(v)
-
-
-def _counted(blocks, advance):
-    """``blocks`` (lists of rows), calling ``advance(len(block))`` as each one is used."""
-    for block in blocks:
-        yield block
-        advance(len(block))
 
 
 def rows_json(head: dict, blocks) -> str:

@@ -331,7 +331,9 @@ def certify(
                             "in the output).")] = False,
     quiet: Annotated[bool, typer.Option(
         "--quiet", "-q", help="No progress bar (shown while the checksums of a run's files "
-                              f"are read, from {VERIFY_BAR_MIB} MiB).")] = False,
+                              f"are read, from {VERIFY_BAR_MIB} MiB, and while "
+                              "certificates.csv is written, for many test points)."
+    )] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON (no "
                                                          "progress bar).")] = False,
 ) -> None:
@@ -341,6 +343,7 @@ def certify(
     consistency of votes, predictions and labels); a file that does not match is an error.
     """
     with library_errors():
+        from poisoncert.cli.progress import rows_bar
         from poisoncert.experiment import certify_run
 
         radii = parse_rhos(rhos, "--rhos") + list(rho or [])
@@ -352,7 +355,8 @@ def certify(
             res = certify_run(run_dir, alpha=alpha, method=method, model=model,
                               rhos=radii or None, plot=not no_plot, verify=not no_verify,
                               aggregation=aggregation,
-                              progress=None if quiet or as_json else checksum_bar)
+                              progress=None if quiet or as_json else checksum_bar,
+                              rows_progress=None if quiet or as_json else rows_bar)
         except KeyboardInterrupt:
             raise interrupted("interrupted: the run itself is untouched; the same command "
                               "certifies it (certify.json, written last, marks a whole set of "

@@ -98,7 +98,7 @@ def _manifest_data(rd: RunDir) -> dict:
 def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str | None = None,
                 model: str | None = None, rhos=None, plot: bool = True,
                 aggregation: str | None = None, verify: bool = True,
-                progress=None) -> CertifyResult:
+                progress=None, rows_progress=None) -> CertifyResult:
     """Certify every test example of a trained run and write the results beside it.
 
     Options default to the run's ``certify`` config section. ``n`` is ``|D^p|``, the number of
@@ -118,21 +118,28 @@ def certify_run(run_dir: str | Path, *, alpha: float | None = None, method: str 
     The run is certified under its lock, after ``RunDir.verify`` (checksums, config hash,
     consistency; a ``RunError`` names the first file that does not match); ``verify=False``
     skips that, and ``summary["verification"]`` says which was done. ``progress``: a display
-    of the checksums, in MiB read (as ``train_run``'s: None, True or a ``ProgressDisplay``).
+    of the checksums, in MiB read (as ``train_run``'s: None, True or a ``ProgressDisplay``);
+    ``rows_progress``: a display of ``certificates.csv``'s rows as their text is made (one
+    unit a test point; the same kinds; ``poisoncert certify`` shows it from
+    ``cli.predict.ROWS_BAR`` test points, as predict does: 200,000 took 5-20 s, silent).
     """
     from poisoncert.experiment.display import progress_display
 
     display = progress_display(progress, "certify_run")
     if progress is True:  # the command line's bar, in MiB
         display = functools.partial(display, unit="MiB")
+    rows_display = progress_display(rows_progress, "certify_run", "rows_progress")
+    if rows_progress is True:
+        rows_display = functools.partial(rows_display, unit="rows")
     rd = RunDir(run_dir)
     with rd.lock():  # one process at a time; verified before anything is read
         return _certify_locked(rd, alpha, method, model, rhos, plot, verify, aggregation,
-                               display)
+                               display, rows_display)
 
 
 def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: bool,
-                    aggregation: str | None, display=None) -> CertifyResult:
+                    aggregation: str | None, display=None, rows_display=None
+                    ) -> CertifyResult:
     cfg = rd.load_config()
     refuse_statistics(cfg.selection.scheme, alpha, method, "certify")
     options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model),
@@ -170,8 +177,9 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
     # summary last: a kill or a full disk leaves files of this certify only, never beside
     # an earlier one's (whose certify.json then described another model or alpha)
     png = rd / _suffixed(runs.CERTIFIED_ACCURACY_PNG, suffix)
-    outputs = {paths["certificates"]: _certificate_csv(cert, votes, labels, None if nn else T,
-                                                       radius_dpa, data).encode(),
+    outputs = {paths["certificates"]: _certificate_csv(
+                   cert, votes, labels, None if nn else T, radius_dpa, data,
+                   progress=rows_display, label=paths["certificates"].name).encode(),
                paths["certified_accuracy"]: _curve_csv(curve).encode()}
     if plot:
         from poisoncert.plots import plot_certified_accuracy, radius_label
@@ -366,14 +374,29 @@ def curve_label(cfg: ExperimentConfig, aggregation: str = "vote") -> str:
 
 
 def _certificate_csv(cert, votes: np.ndarray, labels: np.ndarray, T: int,
-                     radius_dpa: np.ndarray | None = None, data: dict | None = None) -> str:
+                     radius_dpa: np.ndarray | None = None, data: dict | None = None, *,
+                     progress=None, label: str = "rows") -> str:
     """One flat row per test example: the certificate's record plus label, correctness and
     the vote counts of the two top classes (and the radius in DPA's unit, where given), and
-    the prediction's class id and name where the manifest's ``data`` gives them."""
+    the prediction's class id and name where the manifest's ``data`` gives them.
+    ``progress``: a ``ProgressDisplay`` advanced by each block's rows as it is written
+    (``label``: its label)."""
     data = data or {}
-    return rows_csv(certificate_row_blocks(cert, votes, labels, T, radius_dpa=radius_dpa,
-                                           classes=data.get("classes"),
-                                           class_names=data.get("class_names")))
+    blocks = certificate_row_blocks(cert, votes, labels, T, radius_dpa=radius_dpa,
+                                    classes=data.get("classes"),
+                                    class_names=data.get("class_names"))
+    if progress is None:
+        return rows_csv(blocks)
+    with progress(len(cert), 0, label) as advance:
+        return rows_csv(counted_blocks(blocks, advance))
+
+
+def counted_blocks(blocks, advance):
+    """``blocks`` (lists of rows), calling ``advance(len(block))`` as each one is used (a
+    display of the rows as their text is made: certify's, predict's)."""
+    for block in blocks:
+        yield block
+        advance(len(block))
 
 
 #: Rows ``certificate_row_blocks`` makes at a time: a row is a dict of about 20 Python
