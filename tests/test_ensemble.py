@@ -1179,3 +1179,65 @@ def test_ensemble_methods_document_every_parameter_and_what_they_return(name):
             named |= {p.strip() for p in line.split(" :", 1)[0].split(",")}
     params = [p for p in inspect.signature(method).parameters if p != "self"]
     assert set(params) <= named, (name, sorted(set(params) - named))
+
+
+def test_predict_counts_its_output_text_in_the_memory_check(tmp_path, monkeypatch):
+    """predict's memory check counted the predictions (T x n int16) and vote counts only,
+    while the rows' text (made a block at a time, but joined whole and held with its
+    encoding: 2.1 times it, 174 CSV / 593 JSON bytes a row here) was left out: 150,000
+    inputs of a run of 8 classifiers planned 9.6 MB and made 2 x 26 MB of CSV, 2 x 89 MB of
+    JSON. Now a bound of one row's text (its columns from a row certified from made-up votes,
+    numbers at their widest) counts twice per input, before any prediction: one line naming
+    the inputs, the rows and the most inputs that fit. The bound is checked against the
+    text predict writes."""
+    from poisoncert import resources
+    from poisoncert.experiment import ensemble
+
+    rng = np.random.default_rng(0)
+    x = rng.random((300, 12)).astype(np.float32)
+    y = rng.integers(0, 3, 300)
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"data: {{name: 'npz:{tmp_path / 'd.npz'}'}}\nselection: {{scheme: "
+                   "with_replacement, ns: 40, T: 8, seed: 1}\ntraining: {model: mlp, steps: 2, "
+                   "group_size: 4}\nrun: {chunk_size: 8}\n")
+    run = tmp_path / "run"
+    assert runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"]).exit_code == 0
+    # 150,000 inputs: predictions and votes of 9.6 MB fit in 100 MiB, their text does not
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "100M")
+    seen = {}
+    np.savez(tmp_path / "many.npz", x=np.zeros((150_000, 12), np.float32))
+    for fmt in ("csv", "json"):
+        r = runner.invoke(app, ["predict", str(run), str(tmp_path / "many.npz"), "--out",
+                                str(tmp_path / f"many.{fmt}"), "-q"])
+        assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
+        seen[fmt.upper()] = int(re.search(r"rows \(at most ([\d,]+) bytes each\)",
+                                          r.output)[1].replace(",", ""))
+        most = int(100 * 2**20 / resources.SAFETY // (8 * 2 + 3 * 16 + 2 * seen[fmt.upper()]))
+        assert r.output == (
+            "error: The predictions of 150,000 inputs by 8 base classifiers and their "
+            f"{fmt.upper()} rows (at most {seen[fmt.upper()]:,} bytes each) do not fit in "
+            f"memory: they need about "
+            f"{resources.format_bytes(150_000 * (64 + 2 * seen[fmt.upper()]))}; "
+            f"{resources.available_words(100 * 2**20, '$POISONCERT_MEMORY_LIMIT')}. Give at "
+            f"most {most:,} inputs at a time.\n"), r.output
+        assert not (tmp_path / f"many.{fmt}").exists()
+    monkeypatch.delenv(resources.MEMORY_LIMIT_ENV)
+    # the bound holds for every row written (and is no more than about 2.5 times them)
+    real = ensemble.check_predict_memory
+    monkeypatch.setattr(ensemble, "check_predict_memory",
+                        lambda T, n, K, row, fmt: seen.update({fmt: row}) or real(T, n, K,
+                                                                                  row, fmt))
+    np.savez(tmp_path / "small.npz", x=rng.random((2000, 12)).astype(np.float32))
+    for fmt in ("csv", "json"):
+        r = runner.invoke(app, ["predict", str(run), str(tmp_path / "small.npz"), "--out",
+                                str(tmp_path / f"p.{fmt}"), "-q"])
+        assert r.exit_code == 0, r.output
+    lines = (tmp_path / "p.csv").read_text().splitlines()[1:]
+    assert len(lines) == 2000 and max(len(ln) + 1 for ln in lines) <= seen["CSV"] \
+        <= 2.5 * max(len(ln) + 1 for ln in lines), seen
+    text = (tmp_path / "p.json").read_text()
+    rows = text[text.index('"rows": ['):]
+    assert len(rows) <= 2000 * seen["JSON"] <= 2.5 * len(rows), seen
+    for r in json.loads(text)["rows"]:  # each row as rows_json writes it
+        assert len(json.dumps(r, indent=1).replace("\n", "\n  ")) + 6 <= seen["JSON"]

@@ -106,6 +106,8 @@ def predict(
                                  f"needs the inputs' true classes: '{inputs}' has none (give a "
                                  ".npz with x and y, y holding class ids).")
             labels = None if data.y is None else _labels(ens, data.y, inputs)
+            _check_memory(ens, data, labels, alpha=alpha, method=method, model=model,
+                          y=data.y if true_label else None, as_json=as_json)
             if ens.scheme in NEAREST_NEIGHBOURS:  # a NeighborModel: the training set searched
                 # the bar where the search takes about a second or more
                 work = len(data.x) * len(ens.y_train) * ens.features.shape[1]
@@ -154,6 +156,45 @@ def predict(
         _print_summary(summary, err=False, as_json=as_json)
         if not as_json:
             typer.echo(f"rows: {out}")
+
+
+def _check_memory(ens, data, labels, *, alpha, method, model, y, as_json: bool) -> None:
+    """The predictions, votes and output text of ``data``'s inputs against the memory
+    (``ensemble.check_predict_memory``), before any prediction. The rows are made a block at
+    a time, but their text is joined whole and written at the end (nothing half-written),
+    so it counts: a bound of one row's text (``certify.row_text_bound``) from the columns of
+    a row certified from made-up votes (a knn / rnn run: the first input's, one search), the
+    widest input name and class name."""
+    import numpy as np
+
+    from poisoncert.experiment.certify import certificate_rows, row_text_bound, text_width
+    from poisoncert.experiment.ensemble import check_predict_memory
+    from poisoncert.selection import NEAREST_NEIGHBOURS
+    from poisoncert.votes import votes_from_predictions
+
+    if not len(data.x):
+        return
+    if ens.scheme in NEAREST_NEIGHBOURS:
+        one = ens.outputs(data.x[:1], model=model)
+        cert, votes, T, dpa = one.certificate, one.votes, None, one.radius_dpa
+    else:
+        base = np.zeros((ens.T, 1), dtype=np.int16)
+        cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
+                                       y=None if y is None else y[:1])
+        votes, T = votes_from_predictions(base, ens.n_classes), ens.T
+        dpa = getattr(cert, "buckets", None) if ens.scheme == "finite_aggregation" else None
+    row = certificate_rows(cert, votes, None if labels is None else labels[:1], T,
+                           extra={"input": data.names[:1]}, radius_dpa=dpa,
+                           classes=ens.classes, class_names=ens.class_names,
+                           missing=None if as_json else "")[0]
+    names, plain = text_width(data.names, as_json=as_json)
+    classes, plain_classes = text_width(ens.class_names, as_json=as_json)
+    bound = row_text_bound(row, cert.setting(), {"input": names, "class_name": classes},
+                           as_json=as_json)
+    # a str of CSV text with one character beyond ASCII takes up to 4 bytes a character
+    chars = 1 if as_json or (plain and plain_classes) else 4
+    check_predict_memory(0 if T is None else T, len(data.x), ens.n_classes, bound * chars,
+                         "JSON" if as_json else "CSV")
 
 
 def _check_out(out: Path, inputs: Path, run_dir: Path) -> None:

@@ -28,10 +28,11 @@ from poisoncert.runsafe import json_text
 DETERMINISTIC = (selection.PARTITION, selection.FINITE_AGGREGATION,
                  *selection.NEAREST_NEIGHBOURS)
 
-__all__ = ["DETERMINISTIC", "ROW_BLOCK", "CertifiedAccuracy", "CertifyResult",
-           "accuracy_curve", "certificate_row_blocks", "certificate_rows", "certify_options",
-           "certify_run", "certify_votes", "curve_label", "data_text", "figure_title",
-           "nn_certificate", "rows_csv"]
+__all__ = ["DETERMINISTIC", "FLOAT_WIDTH", "INT_WIDTH", "ROW_BLOCK", "CertifiedAccuracy",
+           "CertifyResult", "accuracy_curve", "certificate_row_blocks", "certificate_rows",
+           "certify_options", "certify_run", "certify_votes", "counted_blocks", "curve_label",
+           "data_text", "figure_title", "nn_certificate", "row_text_bound", "rows_csv",
+           "text_width"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -469,6 +470,58 @@ def certificate_rows(cert, votes: np.ndarray, labels: np.ndarray | None, T: int 
             for r, p in zip(out, pred, strict=True):
                 r[name] = missing if p < 0 else _plain(of[p])
     return out
+
+
+#: The widest text of a value that varies from row to row (``row_text_bound``): an int64 with
+#: its sign (20 characters) and a float's ``repr`` (at most 24, e.g. -2.2250738585072014e-308).
+INT_WIDTH, FLOAT_WIDTH = 20, 24
+
+
+def text_width(values, *, as_json: bool) -> tuple[int, bool]:
+    """The widest of ``values`` (strings) as a cell of ``rows_csv`` (UTF-8 bytes, quoted and
+    its quotes doubled where the csv module quotes it) or a JSON string (ASCII, escaped),
+    and whether any of them is not ASCII (CSV text then holds up to 4 bytes a character in
+    memory)."""
+    import json
+
+    wide, ascii_only = 0, True
+    for v in values:
+        v = str(v)
+        if as_json:
+            w = len(json.encoder.encode_basestring_ascii(v))
+        else:
+            w = len(v.encode())
+            if any(c in v for c in ',"\r\n') or v != v.strip():
+                w = 2 * w + 2  # quoted, its quotes doubled (at most)
+            ascii_only = ascii_only and v.isascii()
+        wide = max(wide, w)
+    return wide, ascii_only
+
+
+def row_text_bound(row: dict, constant=(), widths: dict | None = None, *,
+                   as_json: bool) -> int:
+    """An upper bound of the characters one row of ``certificate_rows`` takes in the text of
+    ``rows_csv`` or ``cli.predict.rows_json`` (indent 1, a row at depth 2), for every row of a
+    table whose columns are ``row``'s: the columns in ``constant`` (the certificate's
+    ``setting()``) hold ``row``'s value in every row, those in ``widths`` a text at most that
+    wide (``text_width``: input names, class names), any other a number (``INT_WIDTH`` or
+    ``FLOAT_WIDTH``), an empty cell / null, or a text as wide as ``row``'s."""
+    import json
+
+    widths = widths or {}
+    total = 0
+    for key, v in row.items():
+        if key in widths:
+            w = widths[key]
+        elif key in constant or isinstance(v, str):
+            w = len(json.dumps(v) if as_json else rows_csv([{key: v}]).split("\n")[1])
+        elif isinstance(v, float):
+            w = FLOAT_WIDTH
+        else:  # an int, a bool, None (an empty cell, null)
+            w = INT_WIDTH
+        # JSON: '   "key": value,\n'; CSV: 'value,' (the last one's comma: its newline)
+        total += w + (len(json.dumps(key)) + 7 if as_json else 1)
+    return total + (8 if as_json else 0)  # JSON: the row's '  {\n', '  },\n'
 
 
 def rows_csv(rows) -> str:

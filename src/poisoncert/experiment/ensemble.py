@@ -61,8 +61,9 @@ from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import ABSTAIN, majority_vote, votes_from_predictions
 
 __all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "UNUSUAL_SHARE", "WEIGHTS_FORMATS", "Ensemble",
-           "InputForm", "UnusualInputsWarning", "check_run_options", "describe_array", "input_form",
-           "unusual_inputs", "weights_metadata", "write_ensemble_record"]
+           "InputForm", "UnusualInputsWarning", "check_predict_memory", "check_run_options",
+           "describe_array", "input_form", "unusual_inputs", "weights_metadata",
+           "write_ensemble_record"]
 
 #: Inputs per ``training.predict`` call (rounded to a multiple of ``eval_batch_size``, so
 #: the forward passes see exactly the batches of one call over all inputs).
@@ -72,24 +73,39 @@ BLOCK = 8192
 # The ensemble
 
 
-def _check_predictions_fit(T: int, n: int, n_classes: int) -> None:
+def _check_predictions_fit(T: int, n: int, n_classes: int, text_bytes: int = 0,
+                           text: str = "") -> None:
     """Refuse (``resources.ResourceError``) ``n`` inputs whose predictions by ``T``
     classifiers (int16) and vote counts (int64) would not fit in memory, before any is made
-    (an input file that fits can still ask for ``T`` times more)."""
+    (an input file that fits can still ask for ``T`` times more); ``text_bytes``: bytes per
+    input its caller holds besides (``check_predict_memory``: predict's rows as text, named
+    ``text``)."""
     from poisoncert import resources
 
-    need = T * n * 2 + n * n_classes * 8 * 2
+    one = T * 2 + n_classes * 16 + text_bytes
+    need = n * one
     if need < 1 << 26:  # 64 MiB: no reading of /proc
         return
     avail = resources.shortfall(need)
     if avail is not None:
-        most = int(avail[0] / resources.SAFETY // (T * 2 + n_classes * 16))
+        most = int(avail[0] / resources.SAFETY // one)
         fit = (f"Give at most {most:,} inputs at a time." if most else
                "Not even one input's fits: free memory first.")
+        what = (f"The predictions of {n:,} inputs by {T} base classifiers" if T else
+                f"The certificates of {n:,} inputs")
         raise resources.ResourceError(
-            f"The predictions of {n:,} inputs by {T} base classifiers do not fit in memory: "
-            f"they need about {resources.format_bytes(need)}; "
-            f"{resources.available_words(*avail)}. {fit}")
+            f"{what}{text} do not fit in memory: they need about "
+            f"{resources.format_bytes(need)}; {resources.available_words(*avail)}. {fit}")
+
+
+def check_predict_memory(T: int, n: int, n_classes: int, row_text: int, fmt: str) -> None:
+    """``predict``'s check before any prediction (``_check_predictions_fit``), its output
+    text included: ``n`` rows of at most ``row_text`` bytes each (``certify.row_text_bound``,
+    times the bytes of a character in memory) as ``fmt`` (CSV or JSON), held twice at the
+    end (the text made a block of rows at a time but joined whole, and its encoding as it is
+    written: tracemalloc measured 2.1 times the text); ``T`` 0 for a knn / rnn run."""
+    _check_predictions_fit(T, n, n_classes, 2 * row_text,
+                           f" and their {fmt} rows (at most {row_text:,} bytes each)")
 
 
 class Ensemble(RunClasses):
