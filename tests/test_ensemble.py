@@ -1241,3 +1241,16 @@ def test_predict_counts_its_output_text_in_the_memory_check(tmp_path, monkeypatc
     assert len(rows) <= 2000 * seen["JSON"] <= 2.5 * len(rows), seen
     for r in json.loads(text)["rows"]:  # each row as rows_json writes it
         assert len(json.dumps(r, indent=1).replace("\n", "\n  ")) + 6 <= seen["JSON"]
+    # names the csv module quotes and JSON escapes: their widest cell, at least as written
+    import io
+
+    from poisoncert.experiment.certify import text_width
+
+    for names in (["a,b", "x\"y\"", "é.png", "t\tab"], ["12", "3"], ["naïve 𝟙.png"]):
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerows([[v] for v in names])
+        widest = max(len(ln.encode()) for ln in buf.getvalue().splitlines())
+        assert widest <= text_width(names, as_json=False)[0] <= 2 * widest + 2, names
+        widest = max(len(json.dumps(v)) for v in names)
+        assert widest <= text_width(names, as_json=True)[0] <= widest + 2, names
+        assert text_width(names, as_json=False)[1] == all(v.isascii() for v in names)

@@ -484,6 +484,13 @@ def text_width(values, *, as_json: bool) -> tuple[int, bool]:
     memory)."""
     import json
 
+    values = [str(v) for v in values]
+    joined = "".join(values)
+    if joined.isascii() and joined.isprintable() and not any(c in joined for c in ',"\\'):
+        # plain text (row numbers, most file names): as it is, a JSON string quoted; a CSV
+        # cell quoted where it starts or ends with a space
+        wide = max(map(len, values), default=0)
+        return wide + 2, True
     wide, ascii_only = 0, True
     for v in values:
         v = str(v)
