@@ -717,6 +717,28 @@ def test_a_resume_rewrites_the_seeds_and_clean_indices(setup, tmp_path):
     runs.RunDir(run).verify()
 
 
+def test_train_again_on_a_finished_run_never_leaves_it_unfinished(setup, tmp_path):
+    """``train`` on a finished run with nothing to train marked it unfinished first and wrote
+    every file again, so that a kill before its end (here at the seeds' write, at the
+    votes' and before the manifest's) left the finished run unfinished: ``certify`` and
+    ``predict`` refused it until ``train`` ran again. It now writes nothing, and a kill at
+    any of those points is never reached."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    before = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*") if p.is_file()}
+    args = ["train", str(setup["config"]), "--run-dir", str(run), "-q"]
+    for point in (f"write:{runs.SEEDS}", f"write:{runs.VOTES}", "finish"):
+        proc, _ = _start(setup["root"], args, fault=point)
+        out, err = proc.communicate(timeout=TIMEOUT)
+        assert proc.returncode == 0, (point, proc.returncode, out + err)
+        assert "Nothing to train" in out, out
+        after = {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.rglob("*")
+                 if p.is_file()}
+        assert after == before, point
+    assert RunDir(run).load_manifest()["finished"]
+    RunDir(run).verify()
+
+
 def test_update_into_a_folder_that_holds_a_run_writes_nothing(setup, tmp_path):
     """An update creates its run or nothing: a folder filled meanwhile (two updates into one
     ``--out``: the second resumed the first's run with its own files, under the first's

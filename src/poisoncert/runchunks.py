@@ -84,7 +84,7 @@ class ChunkFiles:
     _data_sha256: str | None = None  # the run's data checksum (manifest data.sha256_arrays)
     _strict: bool = False            # the run's chunks hold every _REQUIRED field
 
-    def _set_run(self, manifest: dict) -> None:
+    def set_run(self, manifest: dict) -> None:
         """What the chunks of the run with this manifest record and are checked against."""
         data = manifest.get("data")
         sha = data.get("sha256_arrays") if isinstance(data, dict) else None

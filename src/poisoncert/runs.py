@@ -384,7 +384,7 @@ class RunDir(ChunkFiles):
             try:
                 self.check_config(cfg)
                 man = self._resumable_manifest()
-                self._set_run(man)
+                self.set_run(man)
                 man.setdefault("resumed", []).append(now_iso())
                 if "device" in manifest:  # where each resumed session trains
                     man.setdefault("resumed_on", []).append(manifest["device"])
@@ -460,7 +460,7 @@ class RunDir(ChunkFiles):
         another process put a run there first."""
 
         manifest["chunk_format"] = CHUNK_FORMAT
-        self._set_run(manifest)
+        self.set_run(manifest)
 
         def fill(tmp: Path) -> None:
             (tmp / CHUNKS).mkdir()

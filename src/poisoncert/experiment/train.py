@@ -344,7 +344,9 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     ``resources.ResourceError`` names the parameter), and that ``run_dir`` is (or can be
     created as) a writable folder that is empty or holds a run with the same config. A run
     with the same config is resumed: chunks whose file exists are skipped, and the
-    predictions are bit-identical to those of an uninterrupted run. ``executor`` defaults to
+    predictions are bit-identical to those of an uninterrupted run; a finished run with
+    nothing to train, whose files match its manifest, is read and left as it is (never
+    unfinished at any instant). ``executor`` defaults to
     ``LocalExecutor(config.execution.workers)`` (at most the usable CPUs,
     ``executors.check_workers``); ``progress`` is a ``ProgressDisplay`` (None or False: none;
     True: the command line's bar, ``progress_display``).
@@ -420,6 +422,13 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     group = _group_size(cfg, data, old_manifest, path)
     rows = _subset_rows(cfg, data, old_manifest)
     manifest["engine"] = engine_record(group, rows, path)
+    finished = _finished_as_recorded(cfg, rd, group, old_manifest)
+    if finished is not None:  # nothing to train or write: the run is left as it is
+        predictions, votes, sizes, n_chunks = finished
+        return RunResult(run_dir=rd.path, predictions=predictions, votes=votes,
+                         labels=data.y_test.astype(np.int64), subset_sizes=sizes, n=data.n,
+                         chunks_trained=0, chunks_skipped=n_chunks,
+                         seconds=time.perf_counter() - t0)
     resumed = rd.prepare(cfg, manifest)
     # the learner trains with the group size, subset rows and path resolved ("auto" / null /
     # "fast" -> the recorded values, "off" -> None); the run's own config (its hash, its
@@ -518,6 +527,49 @@ def _finite(x) -> float | None:
     """``x`` as a float, None for NaN (JSON has no NaN: phase 1's accuracy on no point)."""
     x = float(x)
     return x if np.isfinite(x) else None
+
+
+def _finished_as_recorded(cfg: ExperimentConfig, rd: RunDir, group: int,
+                          old_manifest: dict | None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """A finished run (with checksums) whose every chunk is done and whose files are those its
+    manifest records (``RunDir.verify``): its predictions, votes and subset sizes, read back,
+    and its number of chunks; otherwise None. ``train`` again on such a run writes nothing:
+    it used to mark the run unfinished first (``prepare``) and write every file again, so
+    that a kill before the end left a finished run unfinished, refused by ``certify`` and
+    ``predict`` until trained again. A run that is not (a chunk to train, a file changed or
+    missing) is resumed as before: unfinished until ``finish``. A weights file is taken on
+    the SHA-256 its chunk file records, which the manifest records and ``verify`` checks
+    (not hashed twice)."""
+    if not (old_manifest and old_manifest.get("finished")
+            and isinstance(old_manifest.get("checksums"), dict)):
+        return None
+    if cfg.algorithm.two_phase and not (rd / PHASE2_JSON).exists():
+        return None
+    sums = old_manifest["checksums"]
+    rd.check_config(cfg)
+    rd.set_run(old_manifest)  # what its chunks are checked against
+    seeds = selection.model_seeds(cfg.selection.seed, cfg.T)
+    ranges = runs.chunk_ranges(cfg.T, cfg.run.chunk_size, group)
+    if cfg.run.store_ranks:
+        from poisoncert.experiment.ranks import ranks_done
+    for cid, (a, b) in enumerate(ranges):
+        if not rd.chunk_done(cid, a, b, seeds[a:b]):
+            return None
+        if cfg.run.store_ranks and not ranks_done(rd, cid, a, b):
+            return None
+        recorded = rd.chunk_weights_sha256(cid)
+        if recorded is not None and \
+                sums.get(f"{runs.WEIGHTS}/{rd.weights_path(cid).name}") != recorded:
+            return None
+    try:
+        rd.verify()
+        arrays = [rd.load(n) for n in (runs.PREDICTIONS, runs.VOTES, runs.SUBSET_SIZES)]
+    except RunError:  # a file changed or missing: trained (and written) again below
+        return None
+    if arrays[2].shape != (cfg.T,):
+        return None
+    return (*arrays, len(ranges))
 
 
 def run_group_size(rd: RunDir, cfg: ExperimentConfig) -> int:
