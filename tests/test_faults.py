@@ -792,6 +792,46 @@ def test_the_same_update_after_a_kill_says_how_to_finish_the_interrupted_one(set
     assert tmp_files(tmp_path) == []
 
 
+@pytest.mark.parametrize("failing", [runs.VOTES, "chunk-00003.npz"])
+def test_update_on_a_full_disk_removes_its_unfinished_run_and_says_so(setup, tmp_path,
+                                                                       monkeypatch, failing):
+    """A full disk while ``update`` wrote its new run left that run, unfinished, at --out
+    under a line that named only the file ('Cannot write ...: No space left on device.'); the
+    same command then was refused, and ``train`` finished it by training every classifier
+    again. The unfinished run is now removed (an empty folder given as --out stays, empty)
+    and the line says so; the same command then writes the run whole."""
+    import errno
+
+    from poisoncert import runsafe
+    from poisoncert.experiment.edits import Edits
+    from poisoncert.experiment.update import update_run
+
+    real = runsafe.fault_point
+
+    def full(name: str) -> None:
+        if name == f"write:{failing}":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(name)
+
+    edits = Edits(relabel_index=np.array([5]), relabel_label=np.array([2]))
+    new, empty = tmp_path / "new", tmp_path / "empty"
+    empty.mkdir()
+    for out in (new, empty):
+        with monkeypatch.context() as m:
+            m.setattr(runsafe, "fault_point", full)
+            with pytest.raises(RunError) as info:
+                update_run(setup["ref"], out, edits)
+        msg = str(info.value)
+        assert msg.startswith(f"Cannot write '{out}") and "No space left on device: the " \
+            f"update's unfinished run was removed from '{out}'; run the same command again" \
+            in msg and "\n" not in msg, msg
+        assert (not out.exists()) if out is new else list(out.iterdir()) == [], out
+        res = update_run(setup["ref"], out, edits)
+        RunDir(out).verify()
+        assert res.run_dir == out
+    assert tmp_files(tmp_path) == []
+
+
 def test_folder_left_by_an_interrupted_creation_of_earlier_versions_is_reused(setup,
                                                                                tmp_path):
     run = tmp_path / "run"

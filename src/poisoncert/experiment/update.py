@@ -139,28 +139,60 @@ def update_run(run_dir: str | Path, out_dir: str | Path, edits: Edits, *,
         # a new run or nothing: two updates into one folder each retrained, and the second
         # resumed the first's run with its own files (and the first's manifest); the edits,
         # which the config names, are there as soon as the run is
+        was_folder = out.path.is_dir()  # (empty: checked above)
         out.create(new_cfg, manifest, files=lambda tmp: total.save(tmp / EDITS_FILE, shape))
-        runs.save_npy(out / runs.SEEDS, ens.seeds)
-        runs.save_npy(out / runs.CLEAN_INDICES, new_data.clean_idx)
-        digests = _write_weights(out, ens, new_cfg, ranges, res) if keep_weights else {}
-        for cid, (a, b) in enumerate(ranges):
-            ranks_sha256 = save_chunk_ranks(out, cid, ranks[a:b]) if store_ranks else None
-            out.write_chunk(cid, start=a, stop=b, seeds=ens.seeds[a:b], sizes=v.sizes[a:b],
-                            predictions=predictions[a:b], weights_sha256=digests.get(cid),
-                            ranks_sha256=ranks_sha256)
-        out.assemble(ranges, new_data.y_test, new_data.n_classes)
-        if store_ranks:
-            assemble_ranks(out, ranges)
-        if keep_weights:  # what poisoncert.Ensemble loads
-            from poisoncert.experiment.ensemble_record import write_ensemble_record
+        with _removed_on_error(out, was_folder):
+            runs.save_npy(out / runs.SEEDS, ens.seeds)
+            runs.save_npy(out / runs.CLEAN_INDICES, new_data.clean_idx)
+            digests = _write_weights(out, ens, new_cfg, ranges, res) if keep_weights else {}
+            for cid, (a, b) in enumerate(ranges):
+                ranks_sha256 = save_chunk_ranks(out, cid, ranks[a:b]) if store_ranks else None
+                out.write_chunk(cid, start=a, stop=b, seeds=ens.seeds[a:b],
+                                sizes=v.sizes[a:b], predictions=predictions[a:b],
+                                weights_sha256=digests.get(cid), ranks_sha256=ranks_sha256)
+            out.assemble(ranges, new_data.y_test, new_data.n_classes)
+            if store_ranks:
+                assemble_ranks(out, ranges)
+            if keep_weights:  # what poisoncert.Ensemble loads
+                from poisoncert.experiment.ensemble_record import write_ensemble_record
 
-            write_ensemble_record(out, new_cfg, new_data, ranges)
-        seconds = time.perf_counter() - t0
-        out.finish(seconds_last=round(seconds, 3), update_train_seconds=round(train_seconds, 3))
+                write_ensemble_record(out, new_cfg, new_data, ranges)
+            seconds = time.perf_counter() - t0
+            out.finish(seconds_last=round(seconds, 3),
+                       update_train_seconds=round(train_seconds, 3))
     return UpdateResult(run_dir=out.path, retrained=res.classifiers, T=T,
                         predictions=predictions, seconds=seconds, train_seconds=train_seconds,
                         edits=edits, unchanged_relabels=unchanged,
                         n_train=len(new_data.y_train))
+
+
+@contextlib.contextmanager
+def _removed_on_error(out: RunDir, was_folder: bool):
+    """The block writes the files of the new run ``out``, which this update created (and
+    locked): on an error (a full disk) the unfinished run is removed, leaving ``out`` as it
+    was (an empty folder, or none), and the error's line says so. It stayed, unfinished,
+    under a line that named only the file that could not be written; and finishing it with
+    ``train`` retrains every classifier whose chunk is missing, where the same update
+    again retrains only those the edits touch. Ctrl-C and a kill leave it (what to do with
+    it: the CLI's line, and the same command's refusal, ``_refuse_filled``)."""
+    try:
+        yield
+    except Exception as e:
+        import shutil
+
+        shutil.rmtree(out.path, ignore_errors=True)
+        if was_folder and not out.path.exists():
+            with contextlib.suppress(OSError):
+                out.path.mkdir()
+        gone = not out.path.exists() or (was_folder and not any(out.path.iterdir()))
+        if not isinstance(e, OSError):  # (a RunError is one)
+            raise
+        why = str(e) if isinstance(e, RunError) else f"{e.strerror or e}"
+        left = (f"the update's unfinished run was removed from '{out.path}'; run the same "
+                "command again once the cause is fixed" if gone else
+                f"'{out.path}' still holds part of the update's unfinished run: delete it "
+                "and run the same command again")
+        raise RunError(f"{why.rstrip('.')}: {left}.") from None
 
 
 def _checked_edits(cfg, data, edits: Edits, out: RunDir):
@@ -288,9 +320,11 @@ def _update_nn_run(src: RunDir, out: RunDir, edits: Edits, t0: float, progress,
                           "relabelled": edits.n_relabelled,
                           "relabelled_to_own_label": unchanged, "added": edits.n_added}
     with out.lock():  # as for other runs: a new run or nothing, its edits there with it
+        was_folder = out.path.is_dir()  # (empty: checked by update_run)
         out.create(new_cfg, manifest, files=lambda tmp: total.save(tmp / EDITS_FILE, shape))
-        _, seconds = write_nn_outputs(out, new_data, neighbors, votes, pred, t0,
-                                      update_search_seconds=round(search_seconds, 3))
+        with _removed_on_error(out, was_folder):
+            _, seconds = write_nn_outputs(out, new_data, neighbors, votes, pred, t0,
+                                          update_search_seconds=round(search_seconds, 3))
     return UpdateResult(run_dir=out.path, retrained=np.zeros(0, np.int64), T=new_cfg.T,
                         predictions=pred, seconds=seconds, train_seconds=search_seconds,
                         edits=edits, unchanged_relabels=unchanged,
