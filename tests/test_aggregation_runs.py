@@ -897,7 +897,8 @@ def test_the_same_attack_after_a_kill_while_writing_replaces_the_incomplete_set(
     assert [p for p in out.iterdir() if p.name.startswith(".tmp-")]
     r = runner.invoke(app, [*args, "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert sorted(p.name for p in out.iterdir()) == sorted(_ATTACK_FILES)
+    # (and the folder's lock file, which an attack holds there from its start to its end)
+    assert sorted(p.name for p in out.iterdir()) == sorted((*_ATTACK_FILES, ".lock"))
     for name in _ATTACK_FILES:  # (attack.json: all but its time)
         got, want = ((d / name).read_bytes() for d in (out, ref))
         if name == "attack.json":

@@ -832,6 +832,41 @@ def test_update_on_a_full_disk_removes_its_unfinished_run_and_says_so(setup, tmp
     assert tmp_files(tmp_path) == []
 
 
+def test_two_attacks_of_different_runs_into_one_out_folder_never_mix(setup, tmp_path):
+    """Two ``attack``s of different runs into one --out each held only its own run's lock:
+    the second (started while the first wrote its set, paused here after its trials) went
+    on, and the folder ended with one attack's trials beside the other's summary and plot.
+    The first now holds the folder's lock from its start to its end: the second is refused
+    in one line, and the folder holds the first's whole set."""
+    import csv
+
+    other = tmp_path / "other"
+    shutil.copytree(setup["ref"], other)
+    out = tmp_path / "mix"
+    common = ["--attacks", "flip", "--targets", "2", "-q", "--out", str(out)]
+    go = tmp_path / "go"
+    second, _ = _start(setup["root"], ["attack", str(other), "--budgets", "2", *common],
+                       go=go, torch=False)
+    first, _ = _start(setup["root"], ["attack", str(setup["ref"]), "--budgets", "1", *common],
+                      fault="write:attack_summary.csv@sleep=6", torch=False)
+    deadline = time.time() + TIMEOUT
+    while not (out / "attack_trials.csv").exists() and time.time() < deadline \
+            and first.poll() is None:
+        time.sleep(0.02)
+    go.touch()
+    out2, err2 = second.communicate(timeout=TIMEOUT)
+    out1, err1 = first.communicate(timeout=TIMEOUT)
+    assert first.returncode == 0, out1 + err1
+    assert second.returncode == 1 and (out2 + err2).count("\n") == 1, out2 + err2
+    assert (f"error: The attack's results folder '{out}' (out_dir; CLI: --out) is in use by "
+            "another poisoncert process") in err2, err2
+    assert json.loads((out / "attack.json").read_text())["budgets"] == [1]
+    for name in ("attack_trials.csv", "attack_summary.csv"):
+        with open(out / name) as f:
+            assert {row["budget"] for row in csv.DictReader(f)} == {"1"}, name
+    assert tmp_files(tmp_path) == []
+
+
 def test_folder_left_by_an_interrupted_creation_of_earlier_versions_is_reused(setup,
                                                                                tmp_path):
     run = tmp_path / "run"

@@ -58,6 +58,7 @@ from poisoncert.experiment.attack_edits import EditBuilder, patch_images
 from poisoncert.experiment.certify import data_text
 from poisoncert.rates import clock_text, counted, rate_text
 from poisoncert.runs import RunDir, RunError
+from poisoncert.runsafe import LOCK
 from poisoncert.votes import votes_from_predictions
 
 #: The clock of the progress lines' rate and ETA (tests give a fake one).
@@ -264,8 +265,56 @@ def attack_run(run_dir: str | Path, *, settings: AttackSettings | None = None,
             shared = runs.RunLock.acquire_shared(rd.path)
             if shared is not None:
                 held.callback(shared.release)
+        if out.resolve() != rd.path.resolve():  # (the run's own folder: locked above)
+            held.enter_context(_results_folder_locked(out))
         rd.verify() if display is None else rd.verify(display)
         return _attack_locked(rd, s, out, log, t0, keep_earlier=not overwrite)
+
+
+@contextlib.contextmanager
+def _results_folder_locked(out: Path):
+    """Hold the lock of the results folder ``out`` (``--out``, not the run's folder: its
+    ``.lock``, made with the folder where there is none) for the block: another attack
+    writing there, or a process working in the run ``out`` holds, is refused at once in one
+    line. Two attacks of different runs into one folder each held only its own run's lock:
+    both passed the check for an earlier attack's results, and the files of the one that
+    wrote last replaced the other's (no --force), or the two sets mixed (one's trials beside
+    the other's summary and attack.json) where their writes overlapped. Where the block
+    fails (or is interrupted), a folder it created is removed again."""
+    created = []
+    p = out.absolute()
+    while not p.exists():
+        created.append(p)
+        p = p.parent
+
+    def remove_created() -> None:
+        if created:
+            with contextlib.suppress(OSError):
+                (out / LOCK).unlink()
+            for c in created:  # deepest first; one that holds anything else stays
+                with contextlib.suppress(OSError):
+                    c.rmdir()
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = runs.RunLock.acquire(out)
+    except runs.RunLockedError:
+        remove_created()
+        raise runs.RunLockedError(
+            f"The attack's results folder '{out}' (out_dir; CLI: --out) is in use by another "
+            "poisoncert process (an attack writing its results there, or a train, certify or "
+            "update of the run it holds): wait until it ends, or give --out another "
+            "folder.") from None
+    except BaseException:
+        remove_created()
+        raise
+    try:
+        yield
+    except BaseException:
+        remove_created()
+        raise
+    finally:
+        lock.release()
 
 
 def _check_early(rd: RunDir, s: AttackSettings) -> None:
