@@ -521,6 +521,11 @@ def test_train_run_layout_and_contents(tmp_path, engine):
 
     here = {"type": "cpu", "names": [device_name("cpu")]}
     assert man["device"] == here and "resumed_on" not in man and here["names"][0]
+    before = (rd / runs.MANIFEST).read_bytes()  # a finished run with nothing to train:
+    again = experiment.train_run(cfg, tmp_path / "run", progress=False)  # left as it is
+    assert (rd / runs.MANIFEST).read_bytes() == before and again.chunks_trained == 0
+    assert np.array_equal(again.predictions, res.predictions)
+    (rd.chunks_dir / "chunk-00003.npz").unlink()  # a session that resumes it
     experiment.train_run(cfg, tmp_path / "run", progress=False)
     man = json.loads((rd / runs.MANIFEST).read_text())
     assert man["device"] == here and man["resumed_on"] == [here] and len(man["resumed"]) == 1
