@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -351,6 +352,44 @@ def test_python_m_poisoncert_cli_error_exit_code():
         "error: --alpha: The 'alpha' parameter of certify must be a real number in the range "
         "[1e-100, 1). Got 1.5 instead."
     ]
+
+
+# the console script's main with one object whose teardown takes a second: Python's own
+# shutdown (module teardown and garbage collection, 0.2-0.9 s after certify or train), after
+# it reset a handled SIGINT to the system's default
+_SLOW_EXIT = """\
+import signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+class Slow:
+    def __del__(self):
+        print("tearing down", file=sys.stderr, flush=True)
+        time.sleep(1.5)
+slow = Slow()
+from poisoncert._console import main
+sys.argv[1:] = {args!r}
+main()
+"""
+
+
+def test_ctrl_c_once_a_command_ended_leaves_its_exit_code():
+    """Ctrl-C in the tenths of a second after a command printed its last line (the
+    interpreter's shutdown) ended it silently with SIGINT's status (-2; 130 in a shell)
+    although its outputs were complete. The console script now ignores Ctrl-C once the
+    command has ended: the exit code is the command's."""
+    src = str(Path(poisoncert.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = ["radius", *SETTING, "--counts", "990,10"]
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_EXIT.format(args=args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr.readline() == "tearing down\n"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0 and err == "", (proc.returncode, err)
+    assert out == subprocess.run([sys.executable, "-m", "poisoncert.cli", *args], env=env,
+                                 capture_output=True, text=True, timeout=60).stdout
 
 
 def test_delta_long_tables_print_as_plain_columns():

@@ -1,6 +1,6 @@
 """``python -m poisoncert.cli``: the same as the ``poisoncert`` console script."""
 
-from poisoncert.cli import main
+from poisoncert._console import main
 
 if __name__ == "__main__":
     main()
