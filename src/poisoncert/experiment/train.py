@@ -305,18 +305,27 @@ def _weights_done(rd: RunDir, cfg: ExperimentConfig, cid: int, start: int, stop:
     classifiers of this config (as ``Ensemble.load`` checks it). Else the chunk is trained
     again on resume (a resume rewrites the manifest's checksums, so a damaged weights file
     would otherwise be recorded as the run's)."""
+    recorded = rd.chunk_weights_sha256(cid)
+    if recorded is None:
+        return True
+    try:
+        if runs.file_sha256(rd.weights_path(cid)) != recorded:
+            return False
+    except OSError:  # missing or unreadable
+        return False
+    return _weights_named(rd, cfg, cid, start, stop, seeds)
+
+
+def _weights_named(rd: RunDir, cfg: ExperimentConfig, cid: int, start: int, stop: int,
+                   seeds) -> bool:
+    """Whether chunk ``cid``'s weights file's metadata names these classifiers of this config
+    (its header alone is read)."""
     from safetensors import safe_open
 
     from poisoncert.experiment.ensemble_record import weights_metadata
 
-    recorded = rd.chunk_weights_sha256(cid)
-    if recorded is None:
-        return True
-    path = rd.weights_path(cid)
     try:
-        if runs.file_sha256(path) != recorded:
-            return False
-        with safe_open(str(path), framework="np") as f:
+        with safe_open(str(rd.weights_path(cid)), framework="np") as f:
             meta = f.metadata() or {}
     except Exception:  # missing, truncated or not a safetensors file
         return False
@@ -547,6 +556,14 @@ def _finished_as_recorded(cfg: ExperimentConfig, rd: RunDir, group: int,
     if cfg.algorithm.two_phase and not (rd / PHASE2_JSON).exists():
         return None
     sums = old_manifest["checksums"]
+    # every file train writes is one the manifest records (and verify checks): a run of an
+    # earlier version without one (ensemble.json, ranks.npy) is resumed, which writes it
+    written = [runs.SEEDS, runs.CLEAN_INDICES, runs.PREDICTIONS, runs.VOTES, runs.LABELS,
+               runs.SUBSET_SIZES, runs.CLASSIFIERS]
+    written += ([runs.RANKS] if cfg.run.store_ranks else []) + \
+        ([runs.ENSEMBLE] if cfg.keeps_weights else [])
+    if not all(name in sums for name in written):
+        return None
     rd.check_config(cfg)
     rd.set_run(old_manifest)  # what its chunks are checked against
     seeds = selection.model_seeds(cfg.selection.seed, cfg.T)
@@ -559,11 +576,16 @@ def _finished_as_recorded(cfg: ExperimentConfig, rd: RunDir, group: int,
         if cfg.run.store_ranks and not ranks_done(rd, cid, a, b):
             return None
         recorded = rd.chunk_weights_sha256(cid)
-        if recorded is not None and \
-                sums.get(f"{runs.WEIGHTS}/{rd.weights_path(cid).name}") != recorded:
+        if recorded is not None and (
+                sums.get(f"{runs.WEIGHTS}/{rd.weights_path(cid).name}") != recorded
+                or not _weights_named(rd, cfg, cid, a, b, seeds[a:b])):
             return None
     try:
         rd.verify()
+        if cfg.keeps_weights:  # in this version's form (train writes it again otherwise)
+            from poisoncert.experiment.ensemble_record import read_record
+
+            read_record(rd, cfg)
         arrays = [rd.load(n) for n in (runs.PREDICTIONS, runs.VOTES, runs.SUBSET_SIZES)]
     except RunError:  # a file changed or missing: trained (and written) again below
         return None
