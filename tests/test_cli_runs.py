@@ -251,9 +251,15 @@ def test_certify_missing_run(tmp_path, config):
                       (config, "it is a file; a run directory is the folder 'poisoncert train "
                                "CONFIG --run-dir DIR' writes"),
                       (tmp_path / "empty", "no config.yaml")):
-        r = runner.invoke(app, ["certify", str(path)])
-        assert r.exit_code == 1 and r.output.strip().splitlines() == [
-            f"error: '{path}' is not a poisoncert run directory ({why})."], r.output
+        # update --relabel / --add read the run's class ids first: they said "The manifest
+        # of ... does not give the data set's classes ...: is it a poisoncert run?"
+        for args in (["certify", str(path)],
+                     ["update", str(path), "--out", str(tmp_path / "o"), "--relabel", "5:2"],
+                     ["update", str(path), "--out", str(tmp_path / "o"), "--add", "x.npz"]):
+            r = runner.invoke(app, args)
+            assert r.exit_code == 1 and r.output.strip().splitlines() == [
+                f"error: '{path}' is not a poisoncert run directory ({why})."], (args, r.output)
+            assert not (tmp_path / "o").exists()
     # an emptied config.yaml is not the default config (resume named the "differences")
     (tmp_path / "blank").mkdir()
     (tmp_path / "blank" / "config.yaml").write_text("\n")

@@ -427,13 +427,14 @@ class RunTerms:
         from poisoncert.experiment.inputform import input_form
 
         rd = RunDir(run_dir)
+        config = rd.load_config()  # first: it says what a folder that is no run is
         data = rd.load_manifest().get("data") or {}
         if "classes" not in data or "input_shape" not in data:
             raise RunError(f"The manifest of '{rd.path}' does not give the data set's classes "
                            "and input shape (data.classes, data.input_shape): is it a "
                            "poisoncert run?")
         return cls(tuple(int(c) for c in data["classes"]),
-                   input_form(rd.load_config(), data["input_shape"]))
+                   input_form(config, data["input_shape"]))
 
     def indices(self, ids, option: str) -> np.ndarray:
         """Class indices of the class ids ``ids`` (each one of ``classes``)."""
