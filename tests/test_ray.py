@@ -434,3 +434,99 @@ def test_address_auto_with_no_ray_running_is_one_line_before_any_file(tmp_path, 
                                  "'auto'"), out.output
     assert len(out.output.strip().splitlines()) == 1, out.output
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+@contextlib.contextmanager
+def _servers():
+    """Two local servers that are no Ray head: an HTTP/1 one (a dashboard, say) and one that
+    accepts connections and says nothing; yields their ports."""
+    import http.server
+    import socket
+    import threading
+
+    web = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=web.serve_forever, daemon=True).start()
+    mute = socket.create_server(("127.0.0.1", 0))
+    try:
+        yield web.server_address[1], mute.getsockname()[1]
+    finally:
+        web.shutdown()
+        web.server_close()
+        mute.close()
+
+
+def test_an_address_where_something_else_answers_is_one_line_before_any_file(tmp_path):
+    """``--address HOST:PORT`` where a server that is no Ray head listens (the dashboard's
+    8265, a typo): the TCP check passed, ``ray.init`` then retried for minutes, printing a
+    line every few seconds, after the run folder was written. A Ray head speaks gRPC (HTTP/2),
+    which ``check_reachable`` now asks for; ``--address nonsense`` (Ray's "Invalid address
+    format") is refused before any file too, as ``preflight`` now connects."""
+    from poisoncert.ray_executor import check_reachable
+
+    with _servers() as (web, mute):
+        t0 = time.perf_counter()
+        for port, why in ((web, "it answered b'<"), (mute, "it sent nothing within 1 s")):
+            with pytest.raises(ConnectionError, match=rf"^What answers at '127\.0\.0\.1:{port}' "
+                               rf"is not a Ray head \(address; CLI: --address\): {why}"):
+                check_reachable(f"127.0.0.1:{port}", timeout=1)
+        assert time.perf_counter() - t0 < 10
+        cfg = tmp_path / "exp.yaml"
+        cfg.write_text(yaml.safe_dump(CONFIG))
+        import subprocess
+
+        for address, start in ((f"127.0.0.1:{web}", "What answers at"),
+                               ("nonsense", "Ray could not connect to 'nonsense'")):
+            out = subprocess.run([sys.executable, "-c", "from poisoncert.cli import main; main()",
+                                  "train", str(cfg), "--run-dir", str(tmp_path / "run"),
+                                  "--executor", "ray", "--address", address, "-q"],
+                                 capture_output=True, text=True, timeout=60)
+            assert out.returncode == 1 and out.stderr.startswith(f"error: {start}"), out.stderr
+            assert len(out.stderr.splitlines()) == 1 and out.stdout == ""
+            assert not (tmp_path / "run").exists()  # refused before the run folder is made
+
+
+def test_preflight_connects_to_a_cluster_once_and_the_executor_closes_it(monkeypatch):
+    """``preflight`` connects to a cluster (so Ray's refusals come before any file);
+    ``map_chunks`` uses that connection and shuts it down, as ``close_preflight`` does when
+    no chunk is left to train (``train_run`` calls it at its end)."""
+    from poisoncert import ray_executor
+
+    class FakeRay:
+        def __init__(self):
+            self.on, self.inits, self.shutdowns = False, 0, 0
+
+        def is_initialized(self):
+            return self.on
+
+        def init(self, **kw):
+            self.on, self.inits = True, self.inits + 1
+
+        def shutdown(self):
+            self.on, self.shutdowns = False, self.shutdowns + 1
+
+    fake = FakeRay()
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
+    monkeypatch.setattr(ray_executor, "check_reachable", lambda address: None)
+    ex = RayExecutor(address="auto", ship_code=False)
+    ex.preflight()
+    assert (fake.on, fake.inits) == (True, 1)
+    assert ex._connect(fake) is True and fake.inits == 1  # map_chunks owns it: shuts it down
+    ex.close_preflight()  # (train_run's end) not twice
+    assert fake.shutdowns == 0
+    fake.shutdown()  # (what map_chunks does at its end)
+    ex.preflight()
+    assert list(ex.map_chunks(abs, [])) == [] and (fake.on, fake.shutdowns) == (False, 2)
+    ex.preflight()
+    ex.close_preflight()
+    assert (fake.on, fake.inits, fake.shutdowns) == (False, 3, 3)
+    fake.on = True  # Ray initialised by the caller: used, and left running
+    ex.preflight()
+    ex.close_preflight()
+    assert (fake.inits, fake.shutdowns) == (3, 3) and ex._connect(fake) is False
+
+
+def test_a_real_ray_head_passes_the_grpc_check(ray_instance):
+    """The module's Ray instance's GCS answers HTTP/2 as ``check_reachable`` asks."""
+    from poisoncert.ray_executor import check_reachable
+
+    check_reachable(ray.get_runtime_context().gcs_address, timeout=5)

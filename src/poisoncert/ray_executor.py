@@ -216,6 +216,8 @@ class RayExecutor:
             raise param_error("runtime_env", _WHERE, "None or a dict", runtime_env)
         self.runtime_env = dict(runtime_env or {})
         self._cluster_workers: int | None = None
+        #: Ray initialised by ``preflight`` (a cluster), for ``map_chunks`` to use and shut down
+        self._connected = False
 
     # ----------------------------------------------------------------------------------------
 
@@ -247,6 +249,10 @@ class RayExecutor:
         per task beyond the GPUs it will have (its tasks would wait for them forever)."""
         if self.address is not None:
             check_reachable(self.address)
+            ray = import_ray()
+            if not ray.is_initialized():  # connect now: a refusal (no token, another Ray
+                self._connected = self._connect(ray)  # version, no Ray head) is said before
+                # any file is written, not after the run folder was made
         elif self.num_gpus_per_task and not _ray_running():
             gpus = _local_gpus()
             if self.num_gpus_per_task > gpus:
@@ -257,7 +263,12 @@ class RayExecutor:
                                   self.num_gpus_per_task)
 
     def _connect(self, ray) -> bool:
-        """Initialise Ray unless it already is; return whether this call did."""
+        """Initialise Ray unless it already is; return whether this executor did (here, or in
+        ``preflight``): then it shuts Ray down when done."""
+        if self._connected:
+            self._connected = False
+            if ray.is_initialized():
+                return True
         if ray.is_initialized():
             return False
         if self.address is None:
@@ -265,11 +276,33 @@ class RayExecutor:
             ray.init(address="local", num_cpus=cpus, include_dashboard=False,
                      _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
                      runtime_env=self.job_runtime_env() or None)
-        else:
-            check_reachable(self.address)
+            return True
+        check_reachable(self.address)
+        try:
             ray.init(address=self.address, logging_level=logging.WARNING,
                      runtime_env=self.job_runtime_env() or None)
+        except (ConnectionError, RuntimeError, ValueError) as e:  # one line, with Ray's cause
+            why = [" ".join(str(e).split())]
+            if e.__cause__ is not None:  # its text may hold a traceback: its last line
+                lines = [ln for ln in str(e.__cause__).splitlines() if ln.strip()]
+                why += [" ".join(lines[-1].split())] if lines else []
+            why = [w.rstrip(".") for w in why]
+            why = [w for w in why if w]
+            raise ConnectionError(f"Ray could not connect to '{self.address}' (address; CLI: "
+                                  f"--address): {': '.join(why) or type(e).__name__}. Check "
+                                  "the address, and that this machine has the cluster's "
+                                  "token and its Ray and Python versions (docs/ray.md)."
+                                  ) from e
         return True
+
+    def close_preflight(self) -> None:
+        """Shut down the connection ``preflight`` made if ``map_chunks`` did not (``train_run``
+        calls it at its end: a run with nothing left to train, or refused after preflight)."""
+        if self._connected:
+            self._connected = False
+            ray = import_ray()
+            if ray.is_initialized():
+                ray.shutdown()
 
     def task_options(self) -> dict[str, Any]:
         """The Ray options of a chunk task (its scheduling unit)."""
@@ -307,6 +340,7 @@ class RayExecutor:
         """
         chunk_ids = list(chunk_ids)
         if not chunk_ids:
+            self.close_preflight()
             return
         ray = import_ray()
         from ray import exceptions as rex
@@ -407,12 +441,58 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                                   "started last or RAY_ADDRESS.)") from None
         return
     m = re.fullmatch(r"(?:ray://)?\[?([^\[\]]+?)\]?:(\d+)", address)
-    if m is None:
+    if m is None or "://" in m[1]:  # another scheme (http://: Ray says what it expects)
         return
     host, port = m[1], int(m[2])
     try:
-        socket.create_connection((host, port), timeout=timeout).close()
+        sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as e:
         raise ConnectionError(f"No Ray head answers at '{address}' (address; CLI: --address): "
                               f"{e.strerror or e}. Start one there (ray start --head) or give "
                               "its address, or leave the address out for a local Ray.") from None
+    with sock:
+        if _tls_on():  # a TLS handshake comes first: Ray's to check
+            return
+        why = _not_grpc(sock)
+    if why is not None:
+        raise ConnectionError(f"What answers at '{address}' is not a Ray head (address; CLI: "
+                              f"--address): {why}, and a Ray head (its GCS, or a Ray Client "
+                              "server for ray://) speaks gRPC. Give the port 'ray start --head' "
+                              "printed (6379 by default; not the dashboard's 8265), or leave the "
+                              "address out for a local Ray.")
+
+
+#: HTTP/2's client connection preface and an empty SETTINGS frame (RFC 9113, 3.4 and 6.5).
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
+
+
+def _tls_on() -> bool:
+    """Whether Ray is told to use TLS (``RAY_USE_TLS``): its servers then expect a TLS
+    handshake, not plain HTTP/2."""
+    return os.environ.get("RAY_USE_TLS", "0").strip().lower() in ("1", "true", "yes")
+
+
+def _not_grpc(sock) -> str | None:
+    """Why what answers on ``sock`` is not a gRPC server, or None: a gRPC server (Ray's GCS,
+    a Ray Client server) answers HTTP/2's connection preface with its own, a SETTINGS frame
+    (type 4, stream 0, not an ACK). An HTTP/1 server (a dashboard) answers with text or hangs
+    up; ``ray.init`` retried such an address for minutes, printing a line every few seconds."""
+    try:
+        sock.sendall(_H2_PREFACE)
+        head = b""
+        while len(head) < 9:
+            part = sock.recv(9 - len(head))
+            if not part:
+                break
+            head += part
+    except TimeoutError:
+        return f"it sent nothing within {sock.gettimeout():g} s"
+    except OSError as e:
+        return f"it hung up ({e.strerror or e})"
+    if len(head) < 9:
+        return "it hung up" if not head else f"it answered {head!r}"
+    if head[3] == 4 and not head[4] & 1 and not int.from_bytes(head[5:9], "big") & 0x7FFFFFFF:
+        return None
+    text = head.decode("ascii", "replace")
+    return (f"it answered {text!r}..., HTTP/1" if text.startswith("HTTP/") else
+            f"it answered {head!r}, not HTTP/2")

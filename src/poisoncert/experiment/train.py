@@ -408,16 +408,21 @@ def _train_run(cfg: ExperimentConfig, run_dir: str | Path, executor: Executor | 
     preflight = getattr(executor, "preflight", None)
     if preflight is not None:  # e.g. a Ray cluster that does not answer: before any file
         preflight()
-    runs.refuse_changed_data(rd.path, old_manifest, data.summary.sha256_arrays)
-    manifest = runs.build_manifest(cfg, data=data.summary.manifest())
-    source = model_source(cfg)
-    if source is not None:  # compared when the run is resumed, updated or attacked
-        manifest["model_source"] = source
-    local = isinstance(executor, LocalExecutor)
-    manifest["device"] = device_record(cfg.execution.device,
-                                       executor.devices if local else None, local=local)
-    with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
-        return _train_locked(cfg, rd, data, manifest, executor, progress, t0)
+    try:
+        runs.refuse_changed_data(rd.path, old_manifest, data.summary.sha256_arrays)
+        manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+        source = model_source(cfg)
+        if source is not None:  # compared when the run is resumed, updated or attacked
+            manifest["model_source"] = source
+        local = isinstance(executor, LocalExecutor)
+        manifest["device"] = device_record(cfg.execution.device,
+                                           executor.devices if local else None, local=local)
+        with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
+            return _train_locked(cfg, rd, data, manifest, executor, progress, t0)
+    finally:  # what preflight opened (a Ray cluster's connection) if training did not close it
+        close = getattr(executor, "close_preflight", None)
+        if close is not None:
+            close()
 
 
 def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
