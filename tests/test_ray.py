@@ -530,3 +530,25 @@ def test_a_real_ray_head_passes_the_grpc_check(ray_instance):
     from poisoncert.ray_executor import check_reachable
 
     check_reachable(ray.get_runtime_context().gcs_address, timeout=5)
+
+
+def test_a_local_instance_has_the_cpus_this_process_may_use(monkeypatch):
+    """Under ``taskset -c 0`` (or a cpuset) on a machine of many cores, ``--executor ray``
+    started a local Ray instance of ``os.cpu_count()`` CPUs, so that many worker processes
+    (each with torch and the data) shared the one CPU the process may use; local workers are
+    refused beyond it. The default is now ``resources.usable_cpus()``."""
+    from poisoncert import ray_executor
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(ray_executor, "usable_cpus", lambda: 3)
+    assert RayExecutor().workers == 3 and RayExecutor(workers=5).workers == 5
+    seen = {}
+
+    class FakeRay:
+        def is_initialized(self):
+            return False
+
+        def init(self, **kw):
+            seen.update(kw)
+
+    assert RayExecutor(num_cpus_per_task=2)._connect(FakeRay()) and seen["num_cpus"] == 6

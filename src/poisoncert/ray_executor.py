@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from poisoncert._validation import check_int, check_real, param_error
+from poisoncert.resources import usable_cpus
 from poisoncert.threads import attach_progress, keep_heap, limit_threads
 
 __all__ = ["RayExecutor", "RayExecutorError", "check_gpus_per_task", "import_ray"]
@@ -169,8 +170,10 @@ class RayExecutor:
         ``"ray://host:10001"`` (Ray Client) connects to an existing cluster. If Ray is
         already initialised in this process, that instance is used and left running.
     workers : int or None
-        Chunks in flight at once. Local default: the CPU count. On a cluster the default is
-        the cluster's CPUs divided by ``num_cpus_per_task``, read when the run starts.
+        Chunks in flight at once. Local default: the CPUs this process may use
+        (``resources.usable_cpus``, its affinity mask, as for local workers). On a cluster
+        the default is the cluster's CPUs divided by ``num_cpus_per_task``, read when the
+        run starts.
     num_cpus_per_task : int
         CPUs Ray reserves for each chunk task (its scheduling unit).
     max_retries : int
@@ -227,7 +230,7 @@ class RayExecutor:
         if self._workers is not None:
             return self._workers
         if self.address is None:
-            return os.cpu_count() or 1
+            return usable_cpus()
         return self._cluster_workers or 1
 
     def __repr__(self) -> str:
@@ -272,7 +275,7 @@ class RayExecutor:
         if ray.is_initialized():
             return False
         if self.address is None:
-            cpus = (self._workers or os.cpu_count() or 1) * self.num_cpus_per_task
+            cpus = (self._workers or usable_cpus()) * self.num_cpus_per_task
             ray.init(address="local", num_cpus=cpus, include_dashboard=False,
                      _node_ip_address="127.0.0.1", logging_level=logging.WARNING,
                      runtime_env=self.job_runtime_env() or None)
