@@ -867,6 +867,64 @@ def test_two_attacks_of_different_runs_into_one_out_folder_never_mix(setup, tmp_
     assert tmp_files(tmp_path) == []
 
 
+def test_a_failed_attack_leaves_an_empty_out_folder_empty(setup, tmp_path):
+    """An attack that failed (here: its run's files changed) left the '.lock' it made in the
+    empty folder given as --out, which ``ls`` does not show and train and update then refused
+    as "exists and is not empty". The folder is as it was; one with a .lock of its own keeps
+    it."""
+    from poisoncert.experiment.attack import AttackSettings, attack_run
+
+    bad = tmp_path / "bad"
+    shutil.copytree(setup["ref"], bad)
+    with open(bad / "classifiers.csv", "a") as f:
+        f.write("x\n")
+    s = AttackSettings(attacks=("flip",), budgets=(1,), targets=2)
+    res = tmp_path / "res"
+    res.mkdir()
+    with pytest.raises(RunError, match="was changed after the run finished"):
+        attack_run(bad, settings=s, out_dir=res)
+    assert list(res.iterdir()) == []
+    pipeline.train_run(load_config(setup["config"]), res, progress=False)  # not refused
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / runs.LOCK).write_text("")
+    with pytest.raises(RunError, match="was changed after the run finished"):
+        attack_run(bad, settings=s, out_dir=mine)
+    assert [p.name for p in mine.iterdir()] == [runs.LOCK]
+
+
+def test_a_lock_whose_file_was_removed_before_it_was_taken_is_taken_again(tmp_path,
+                                                                          monkeypatch):
+    """``RunLock.acquire`` opened '.lock', then (before its flock) the holder removed it and
+    released, and another process made a new '.lock' and locked it: the flock on the removed
+    file succeeded, and two processes held "the" lock. It now checks that '.lock' is still the
+    file it locked, and opens it again where not."""
+    from poisoncert import runsafe
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    real = runsafe._lock_run
+    calls = []
+
+    def removed_first(fd, op, where):
+        if not calls:  # the file just opened is removed: another process then makes one
+            os.unlink(folder / runs.LOCK)
+            (folder / runs.LOCK).write_text("")
+        calls.append(fd)
+        return real(fd, op, where)
+
+    monkeypatch.setattr(runsafe, "_lock_run", removed_first)
+    lock = runsafe.RunLock.acquire(folder)
+    try:
+        assert len(calls) == 2
+        assert os.path.samestat(os.fstat(lock._fd), os.stat(folder / runs.LOCK))
+        monkeypatch.setattr(runsafe, "_lock_run", real)
+        with pytest.raises(RunLockedError):
+            runsafe.RunLock.acquire(folder)
+    finally:
+        lock.release()
+
+
 def test_folder_left_by_an_interrupted_creation_of_earlier_versions_is_reused(setup,
                                                                                tmp_path):
     run = tmp_path / "run"

@@ -366,6 +366,18 @@ def _lock_run(fd: int, op: int, folder: Path) -> OSError | None:
     return None
 
 
+def _names(path: Path, fd: int) -> bool:
+    """Whether ``path`` (followed, as ``os.open`` follows it) is the open file ``fd``."""
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except OSError:
+        return False
+
+
+#: Tries of ``RunLock.acquire`` where the ``.lock`` it locked was removed meanwhile.
+_LOCK_TRIES = 5
+
+
 class RunLock:
     """An exclusive ``flock`` on ``folder/.lock``, held until ``release`` or the process ends."""
 
@@ -378,18 +390,28 @@ class RunLock:
         """Lock ``folder`` (creating its ``.lock``) or raise ``RunLockedError`` at once."""
         folder = Path(folder)
         path = folder / LOCK
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-        except OSError as e:
-            raise RunError(f"Cannot lock the run directory '{folder}': '{path}' cannot be "
-                           f"opened for writing ({e.strerror or e}).") from None
-        if fcntl is None:  # pragma: no cover
-            return cls(folder, fd)
-        e = _lock_run(fd, fcntl.LOCK_EX, folder)
-        if e is not None:
-            raise RunError(f"Cannot lock the run directory '{folder}': "
-                           f"{e.strerror or e} ('{path}').") from None
-        return cls(folder, fd)
+        for _ in range(_LOCK_TRIES):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0),
+                             0o666)
+            except OSError as e:
+                raise RunError(f"Cannot lock the run directory '{folder}': '{path}' cannot "
+                               f"be opened for writing ({e.strerror or e}).") from None
+            if fcntl is None:  # pragma: no cover
+                return cls(folder, fd)
+            e = _lock_run(fd, fcntl.LOCK_EX, folder)
+            if e is not None:
+                raise RunError(f"Cannot lock the run directory '{folder}': "
+                               f"{e.strerror or e} ('{path}').") from None
+            if _names(path, fd):
+                return cls(folder, fd)
+            # the .lock opened was removed before its lock was taken (an attack removing the
+            # .lock it made in its results folder, on failure): that lock guards nothing, and
+            # a process that made the new .lock may hold it. Opened again.
+            os.close(fd)
+        raise RunLockedError(f"The run directory '{folder}' is in use by another poisoncert "
+                             f"process (its '{path}' was removed and made again as it was "
+                             "locked): wait until it ends, or use another run directory.")
 
     @classmethod
     def acquire_shared(cls, folder: str | Path) -> RunLock | None:

@@ -45,6 +45,7 @@ import contextlib
 import csv
 import io
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,38 +281,44 @@ def _results_folder_locked(out: Path):
     both passed the check for an earlier attack's results, and the files of the one that
     wrote last replaced the other's (no --force), or the two sets mixed (one's trials beside
     the other's summary and attack.json) where their writes overlapped. Where the block
-    fails (or is interrupted), a folder it created is removed again."""
+    fails (or is interrupted), a folder it created is removed again, and a .lock it made
+    in a folder that was there (an empty one stays empty)."""
     created = []
     p = out.absolute()
     while not p.exists():
         created.append(p)
         p = p.parent
+    had_lock = os.path.lexists(out / LOCK)
 
-    def remove_created() -> None:
-        if created:
+    def remove_created(held: bool) -> None:
+        # the .lock it made, while it holds it (a later RunLock.acquire that opened it
+        # before it was removed opens the new one: runsafe): an empty folder given as --out
+        # held a '.lock' after a failed attack, and train and update then refused it as
+        # "not empty". Never another process's (not held: refused, or failed before it).
+        if held and not had_lock:
             with contextlib.suppress(OSError):
                 (out / LOCK).unlink()
-            for c in created:  # deepest first; one that holds anything else stays
-                with contextlib.suppress(OSError):
-                    c.rmdir()
+        for c in created:  # deepest first; one that holds anything else stays
+            with contextlib.suppress(OSError):
+                c.rmdir()
 
     try:
         out.mkdir(parents=True, exist_ok=True)
         lock = runs.RunLock.acquire(out)
     except runs.RunLockedError:
-        remove_created()
+        remove_created(False)
         raise runs.RunLockedError(
             f"The attack's results folder '{out}' (out_dir; CLI: --out) is in use by another "
             "poisoncert process (an attack writing its results there, or a train, certify or "
             "update of the run it holds): wait until it ends, or give --out another "
             "folder.") from None
     except BaseException:
-        remove_created()
+        remove_created(False)
         raise
     try:
         yield
     except BaseException:
-        remove_created()
+        remove_created(True)
         raise
     finally:
         lock.release()
