@@ -223,6 +223,9 @@ def test_errors_name_the_option_typed(tmp_path, config, engine):
             "error: --alpha: The 'certify.alpha' parameter of the config must be ",
         ("update", str(run), "--out", str(tmp_path / "u"), "--remove", "99999"):
             "error: --remove: The 'remove' parameter of update_run must be ",
+        # the library's parameter has another name: the line named no option at all
+        ("update", str(run), "--out", str(tmp_path / "u"), "--relabel", "99999:1"):
+            "error: --relabel: The 'relabel_index' parameter of update_run must be ",
         ("train", str(config), "--run-dir", str(tmp_path / "t"), "--training.steps", "0"):
             "error: The 'training.steps' parameter of the config must be ",
         ("certify", str(run), "--rhos", "0,x"): "error: The '--rhos' parameter",

@@ -109,6 +109,12 @@ def library_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+#: Library parameters set by an option of another name: ``update --relabel 300:1`` gives
+#: ``Edits.relabel_index`` and ``relabel_label``, ``--add FILE`` ``add_x`` and ``add_y``.
+_PARAMETER_OPTIONS = {"relabel_index": "relabel", "relabel_label": "relabel",
+                      "add_x": "add", "add_y": "add"}
+
+
 def _typed_option(message: str) -> str | None:
     """The option of the running command, given on its command line, that the library error
     ``message`` names by another name (a library function's parameter or a config key), or
@@ -125,6 +131,7 @@ def _typed_option(message: str) -> str | None:
     if m is None or ctx is None or m[1].startswith("-"):
         return None
     name, where = m[1], m[2]
+    name = _PARAMETER_OPTIONS.get(name, name)
     for p in ctx.command.params:
         if getattr(p, "param_type_name", None) != "option" or p.name is None:
             continue
