@@ -2138,3 +2138,25 @@ def test_attack_of_a_knn_run_refuses_a_manifest_without_the_data_checksum(tmp_pa
     with pytest.raises(RunError, match=r"^The manifest of the run '.*run' records no checksum "
                                        r"of its data .*: train a new run on these data\.$"):
         attack_run(run, settings=AttackSettings(attacks=("flip",), budgets=(1,), targets=2))
+
+
+def test_a_knn_run_on_inputs_that_are_no_pixels_names_the_data_not_deskew(tmp_path):
+    """A knn run on an npz data set whose values are not integer pixels (continuous
+    features), with data.deskew false, was refused as "The 'data.deskew' parameter of the
+    config must be false for a knn / rnn run ... Got True instead", a value the config did not
+    have (review rev31). The line now names the inputs and a value off every pixel scale; a
+    deskewed run is still told to turn deskew off."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "cont.npz"
+    x = rng.random((40, 1, 4, 4)).astype(np.float32)
+    x[:, 0, 0, 0] = 3 / 255  # pixel values too: the example is one that is not
+    np.savez(path, x_train=x[:30], y_train=np.arange(30) % 2, x_test=x[30:],
+             y_test=np.arange(10) % 2)
+    cfg = from_dict({"data": {"name": f"npz:{path}"}, "selection": {"scheme": "knn", "k": 3},
+                     "training": {"model": "mlp"}})
+    with pytest.raises(ValueError, match=r"^A knn / rnn run needs inputs whose values are "
+                       r"integer pixels divided by one of 255, 16 .*Got inputs that are not, "
+                       r"e\.g\. 0\.\d+: use another selection scheme") as info:
+        train_run(cfg, tmp_path / "k")
+    assert "deskew" not in str(info.value) and "3/255" not in str(info.value)
+    assert not (tmp_path / "k").exists()

@@ -40,13 +40,15 @@ NEIGHBORS = runs.NEIGHBORS
 PIXEL_SCALES = (255, 16)
 
 
-def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = None
-                   ) -> tuple[np.ndarray, int]:
+def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = None,
+                   deskew: bool = True) -> tuple[np.ndarray, int]:
     """``x`` (floats in [0, 1] that are ``u / s`` for integers ``u`` and a scale ``s`` of
     ``PIXEL_SCALES``, or the ``scale`` given) as float64 integers ``u``, flattened, and ``s``;
     a ``ConfigError`` naming ``key`` when the inputs are not such pixels. Integer features
     make every squared distance exact, so the order of two training samples never depends on
-    rounding (or on which other samples are searched), which the certificates assume."""
+    rounding (or on which other samples are searched), which the certificates assume.
+    ``deskew``: whether the config deskews the inputs (the usual cause); where it does not, the
+    error names the data instead (a data set whose own values are not such pixels)."""
     arr = np.asarray(x)
     flat = arr.reshape(len(arr), int(np.prod(arr.shape[1:])))  # no inputs: (0, F), not an error
     for s in PIXEL_SCALES if scale is None else (scale,):
@@ -56,8 +58,22 @@ def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = 
         if all(np.array_equal((u[i:i + step] / s).astype(flat.dtype), flat[i:i + step])
                for i in range(0, len(u), step)):
             return u, s
+    if not deskew:  # the data set's own values: the config's data.deskew is false already
+        raise ValueError("A knn / rnn run needs inputs whose values are integer pixels divided "
+                         f"by one of {', '.join(map(str, PIXEL_SCALES))} (exact distances; "
+                         "the loaders give images so). Got inputs that are not, e.g. "
+                         f"{_off_scale_value(flat)!r}: use another selection scheme for them.")
     raise config_error(key, "false for a knn / rnn run (exact distances need pixels that are "
                        "integers 0-255 divided by 255)", True)
+
+
+def _off_scale_value(flat: np.ndarray) -> float:
+    """An input value that is no pixel of any of ``PIXEL_SCALES`` (for the error line)."""
+    v = np.unique(flat.reshape(-1)[:1 << 20])  # the check's comparison, in the inputs' dtype
+    off = np.ones(v.shape, bool)
+    for s in PIXEL_SCALES:
+        off &= (np.rint(v.astype(np.float64) * s) / s).astype(v.dtype) != v
+    return float(v[off][0]) if off.any() else float("nan")
 
 
 def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None = None,
@@ -66,7 +82,8 @@ def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None
     """``(neighbors, votes, predictions)`` of the run's classifier on ``x_test`` (default: the
     test set) with training set ``x_train`` / ``y_train`` (default: the run's);
     ``progress(m)`` as blocks of ``m`` test points are searched."""
-    xt, scale = pixel_features(data.x_train if x_train is None else x_train)
+    xt, scale = pixel_features(data.x_train if x_train is None else x_train,
+                               deskew=bool(cfg.data.deskew))
     yt = data.y_train if y_train is None else y_train
     xq, _ = pixel_features(data.x_test if x_test is None else x_test, scale=scale)
     return nn_search(cfg, xt, yt, xq, data.n_classes, progress=progress)
