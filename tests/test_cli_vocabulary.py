@@ -200,6 +200,43 @@ def test_attack_update_and_predict_show_the_checksums_they_read(tmp_path, monkey
                 assert "MiB/s" in r.stderr, r.stderr
 
 
+def test_train_again_on_a_finished_run_shows_the_checksums_it_reads(tmp_path, monkeypatch):
+    """``train`` again on a finished run with nothing to train checks every file against its
+    manifest's SHA-256 (gigabytes of weights for a large run) before "Nothing to train",
+    without a word: it shows certify's bar in MiB from VERIFY_BAR_MIB on, and none with -q,
+    --json, or for a small run; train_run takes ``verify_progress`` as attack_run does."""
+    pytest.importorskip("torch")
+    from contextlib import contextmanager
+
+    import poisoncert.cli.runs as cli_runs
+    from poisoncert.experiment import train_run
+
+    run = _run_with_weights(tmp_path)
+    cfg = tmp_path / "exp.yaml"
+    seen = []
+
+    @contextmanager
+    def display(total, completed, label):
+        seen.append([total, completed, label, 0])
+        yield lambda k: seen[-1].__setitem__(3, seen[-1][3] + k)
+
+    res = train_run(cfg, run, verify_progress=display)
+    assert res.chunks_trained == 0
+    sums = json.loads((run / "manifest.json").read_text())["checksums"]
+    mib = -(-sum((run / rel).stat().st_size for rel in sums) // 2**20)
+    assert seen == [[mib, 0, "checksums", mib]], seen
+    for bar_mib, flags, shown in ((0, [], True), (0, ["-q"], False), (0, ["--json"], False),
+                                  (10 ** 6, [], False)):
+        monkeypatch.setattr(cli_runs, "VERIFY_BAR_MIB", bar_mib)
+        r = runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), *flags])
+        assert r.exit_code == 0, (flags, r.output)
+        assert ("verifying checksums" in r.stderr) is shown, (flags, r.stderr)
+        if shown:
+            assert "MiB/s" in r.stderr and "Nothing to train" in r.stdout, r.output
+        else:
+            assert r.stderr == "", (flags, r.stderr)
+
+
 def test_certify_refuses_its_options_before_reading_the_checksums(tmp_path):
     """``certify RUN --alpha 2`` read every checksummed file of the run (gigabytes of weights,
     under the new bar from VERIFY_BAR_MIB on) and only then refused --alpha: the options are

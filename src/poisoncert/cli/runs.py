@@ -199,7 +199,8 @@ def train(
         with interrupt_line(), quiet_downloads(quiet or as_json):
             try:
                 res = train_run(cfg, run_dir, executor=ex,
-                                progress=None if quiet or as_json else rich_progress)
+                                progress=None if quiet or as_json else rich_progress,
+                                verify_progress=None if quiet or as_json else checksum_bar)
             except ConfigError as e:  # the value as typed (--device CUDA: not 'cuda')
                 raise as_given(e, settings, overrides) from None
     if note:

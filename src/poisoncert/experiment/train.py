@@ -32,7 +32,12 @@ from poisoncert.config import (
 )
 from poisoncert.executors import Executor, LocalExecutor, check_workers
 from poisoncert.experiment import learners
-from poisoncert.experiment.display import ProgressDisplay, no_display, progress_display
+from poisoncert.experiment.display import (
+    ProgressDisplay,
+    checksum_display,
+    no_display,
+    progress_display,
+)
 from poisoncert.experiment.ensemble_record import check_model_source, model_source
 from poisoncert.experiment.resources import check_run_memory
 from poisoncert.experiment.split import DataSplit, split_data, subset_plan
@@ -345,7 +350,8 @@ def _map_chunks(executor: Executor, trainer, todo, report):
 
 def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Path, *,
               executor: Executor | None = None,
-              progress: ProgressDisplay | None = None) -> RunResult:
+              progress: ProgressDisplay | None = None,
+              verify_progress=None) -> RunResult:
     """Train the ``T`` base classifiers of ``config`` into ``run_dir`` and return the results.
 
     Everything is checked before anything is written: the config, the data against it, that
@@ -358,19 +364,22 @@ def train_run(config: ExperimentConfig | str | Path | Mapping, run_dir: str | Pa
     unfinished at any instant). ``executor`` defaults to
     ``LocalExecutor(config.execution.workers)`` (at most the usable CPUs,
     ``executors.check_workers``); ``progress`` is a ``ProgressDisplay`` (None or False: none;
-    True: the command line's bar, ``progress_display``).
+    True: the command line's bar, ``progress_display``); ``verify_progress`` is a display of
+    the checksums a finished run's files are checked against before they are read back (MiB;
+    None, True or a ``ProgressDisplay``: ``display.checksum_display``).
     """
     t0 = time.perf_counter()
     progress = None if progress in (None, False) else progress_display(progress, "train_run")
+    checksums = checksum_display(verify_progress, "train_run")
     cfg, given = _config(config, run_dir)
     try:
-        return _train_run(cfg, run_dir, executor, progress, t0)
+        return _train_run(cfg, run_dir, executor, progress, t0, checksums)
     except ConfigError as e:  # "Got 'cuda'" for a device given as 'CUDA': the text given
         raise as_given(e, given) from None
 
 
 def _train_run(cfg: ExperimentConfig, run_dir: str | Path, executor: Executor | None,
-               progress, t0: float) -> RunResult:
+               progress, t0: float, checksums: ProgressDisplay | None = None) -> RunResult:
     """``train_run``'s work, from its config."""
     if executor is None:
         executor = LocalExecutor(check_workers(cfg.execution.workers, "training.workers",
@@ -418,7 +427,7 @@ def _train_run(cfg: ExperimentConfig, run_dir: str | Path, executor: Executor | 
         manifest["device"] = device_record(cfg.execution.device,
                                            executor.devices if local else None, local=local)
         with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
-            return _train_locked(cfg, rd, data, manifest, executor, progress, t0)
+            return _train_locked(cfg, rd, data, manifest, executor, progress, t0, checksums)
     finally:  # what preflight opened (a Ray cluster's connection) if training did not close it
         close = getattr(executor, "close_preflight", None)
         if close is not None:
@@ -427,7 +436,7 @@ def _train_run(cfg: ExperimentConfig, run_dir: str | Path, executor: Executor | 
 
 def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
                   executor: Executor, progress: ProgressDisplay | None,
-                  t0: float) -> RunResult:
+                  t0: float, checksums: ProgressDisplay | None = None) -> RunResult:
     old_manifest = rd.load_manifest() if rd.exists() else None
     from poisoncert.training.groups import engine_record, recorded_path
 
@@ -436,7 +445,7 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     group = _group_size(cfg, data, old_manifest, path)
     rows = _subset_rows(cfg, data, old_manifest)
     manifest["engine"] = engine_record(group, rows, path)
-    finished = _finished_as_recorded(cfg, rd, group, old_manifest)
+    finished = _finished_as_recorded(cfg, rd, group, old_manifest, checksums)
     if finished is not None:  # nothing to train or write: the run is left as it is
         predictions, votes, sizes, n_chunks = finished
         return RunResult(run_dir=rd.path, predictions=predictions, votes=votes,
@@ -544,7 +553,7 @@ def _finite(x) -> float | None:
 
 
 def _finished_as_recorded(cfg: ExperimentConfig, rd: RunDir, group: int,
-                          old_manifest: dict | None
+                          old_manifest: dict | None, checksums: ProgressDisplay | None = None
                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
     """A finished run (with checksums) whose every chunk is done and whose files are those its
     manifest records (``RunDir.verify``): its predictions, votes and subset sizes, read back,
@@ -554,7 +563,8 @@ def _finished_as_recorded(cfg: ExperimentConfig, rd: RunDir, group: int,
     ``predict`` until trained again. A run that is not (a chunk to train, a file changed or
     missing) is resumed as before: unfinished until ``finish``. A weights file is taken on
     the SHA-256 its chunk file records, which the manifest records and ``verify`` checks
-    (not hashed twice)."""
+    (not hashed twice). ``checksums``: the display of the checksums read (MiB), or None
+    (gigabytes of weights were read without a word before "Nothing to train")."""
     if not (old_manifest and old_manifest.get("finished")
             and isinstance(old_manifest.get("checksums"), dict)):
         return None
@@ -586,7 +596,7 @@ def _finished_as_recorded(cfg: ExperimentConfig, rd: RunDir, group: int,
                 or not _weights_named(rd, cfg, cid, a, b, seeds[a:b])):
             return None
     try:
-        rd.verify()
+        rd.verify(checksums)
         if cfg.keeps_weights:  # in this version's form (train writes it again otherwise)
             from poisoncert.experiment.ensemble_record import read_record
 
