@@ -287,3 +287,27 @@ def test_cuda_for_a_neighbour_run_and_a_gpu_beyond_the_visible_are_refused(tmp_p
     r = runner.invoke(app, ["predict", str(run), str(tmp_path / "q.npy"), "--device", "cuda"])
     assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
     assert "'cpu' for a knn run" in r.output, r.output
+
+
+def test_neighbor_model_load_takes_the_device_ensemble_load_takes(tmp_path):
+    """``NeighborModel.load(run, device='cpu')`` was a TypeError where ``Ensemble.load(run,
+    device='cpu')`` loads the same knn run (as a NeighborModel): it takes 'cpu' as
+    Ensemble.load does ('CPU', ' cpu ', torch.device('cpu')), and any other device is one
+    line naming the parameter, before the run is read (a folder that is no run: still the
+    device's error)."""
+    import torch
+
+    from poisoncert.experiment.nnmodel import NeighborModel
+
+    run = tmp_path / "run"
+    train_run(from_dict(_DIGITS), run)
+    x = split_data(from_dict(_DIGITS).data).x_test[:3]
+    want = Ensemble.load(run, device="cpu").predict(x)
+    for device in ("cpu", "CPU", " cpu ", torch.device("cpu")):
+        model = NeighborModel.load(run, device=device)
+        assert np.array_equal(model.predict(x), want)
+    for device in ("cuda", "cuda:0", "gpu", None):
+        with pytest.raises(ValueError, match=r"^The 'device' parameter of NeighborModel\.load "
+                           r"must be 'cpu' \(the knn / rnn neighbour search runs on the "
+                           r"CPU\)\. Got .* instead\.$"):
+            NeighborModel.load(tmp_path / "no such run", device=device)

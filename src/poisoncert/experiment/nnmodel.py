@@ -140,13 +140,19 @@ class NeighborModel(RunClasses):
                 f"n_train={len(self.y_train)}, classes={self.classes.tolist()})")
 
     @classmethod
-    def load(cls, run_dir: str | Path, *, verify_progress=None) -> NeighborModel:
+    def load(cls, run_dir: str | Path, *, device: str = "cpu",
+             verify_progress=None) -> NeighborModel:
         """Load and check a finished knn / rnn run: its files (``RunDir.verify``, a
         ``RunError`` naming the first that does not match) and its data, loaded again from
         its config and refused unless they are the arrays it was trained on. The search
-        runs on the CPU (``Ensemble.load(run_dir, device=...)`` checks the device it is
-        given and loads this). ``verify_progress``: a display of the checksums read (MiB; None,
-        True or a ``ProgressDisplay``)."""
+        runs on the CPU: ``device`` is 'cpu' (as ``Ensemble.load`` takes it for a knn / rnn
+        run, in any case, a ``torch.device('cpu')`` too); any other is one error before any
+        file is read (``NeighborModel.load(run, device='cpu')`` was a TypeError).
+        ``verify_progress``: a display of the checksums read (MiB; None, True or a
+        ``ProgressDisplay``)."""
+        if str(device).strip().lower() != "cpu":
+            raise param_error("device", "NeighborModel.load", "'cpu' (the knn / rnn neighbour "
+                              "search runs on the CPU)", device)
         from poisoncert.experiment.display import checksum_display
 
         display = checksum_display(verify_progress, "NeighborModel.load")
