@@ -164,6 +164,48 @@ def test_a_ray_that_fails_to_import_is_one_line_before_anything_is_written(monke
         make_executor("ray")
 
 
+def test_ctrl_c_while_connecting_to_a_cluster_says_nothing_was_written(tmp_path, monkeypatch):
+    """Ctrl-C while ``train --executor ray --address ...`` connected to the cluster (before
+    any file) said "the same command resumes the run from the chunks it finished" where no
+    run existed: it now says nothing was written and the same command starts the run, and of
+    a run that existed, that it is as it was (byte for byte) and the same command resumes
+    it. A finished run's checksums read before "Nothing to train" are that window too."""
+    from contextlib import contextmanager
+
+    from poisoncert import ray_executor
+
+    def ctrl_c(address, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray_executor, "check_reachable", ctrl_c)
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+    args = ["train", str(cfg), "--run-dir", str(run), "--executor", "ray", "--address",
+            "127.0.0.1:6379", "-q"]
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 130 and out.output == (
+        f"interrupted before training began: nothing was written (no run in '{run}'); the "
+        "same command starts the run.\n"), out.output
+    assert not run.exists()
+    experiment.train_run(small(), run, executor=LocalExecutor(1), progress=False)
+    files = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    out = CliRunner().invoke(app, args)
+    assert out.exit_code == 130 and out.output == (
+        f"interrupted before training began: the run '{run}' is as it was; the same command "
+        "resumes it.\n"), out.output
+
+    @contextmanager
+    def stopped(total, completed, label):
+        raise KeyboardInterrupt
+        yield
+
+    with pytest.raises(experiment.StartInterrupted) as stop:
+        experiment.train_run(small(), run, executor=LocalExecutor(1), verify_progress=stopped)
+    assert stop.value.existed
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
+
+
 def test_progress_survives_a_dead_queue():
     """The progress queue's actor gone (killed, its node lost): the tasks' sender and the
     driver's drain stop reporting, the chunks go on (a 74-line traceback ended the run)."""

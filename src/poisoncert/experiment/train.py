@@ -14,7 +14,8 @@ import dataclasses
 import hashlib
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,8 +47,9 @@ from poisoncert.runs import RunDir, RunError
 from poisoncert.runsafe import fault_point
 from poisoncert.votes import majority_vote
 
-__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "TrainInterrupted",
-           "resolved_config", "run_config", "run_group_size", "run_subsets", "train_run"]
+__all__ = ["ChunkResult", "ChunkTrainer", "ProgressDisplay", "RunResult", "StartInterrupted",
+           "TrainInterrupted", "resolved_config", "run_config", "run_group_size", "run_subsets",
+           "train_run"]
 
 PHASE2_JSON = "phase2.json"
 
@@ -67,6 +69,36 @@ class TrainInterrupted(KeyboardInterrupt):
                 f"{self.saved} of {self.T}" if self.saved < self.T else f"all {self.T}")
         return (f"interrupted: {kept} base classifiers are saved in '{self.run_dir}' (in whole "
                 f"chunks of up to {self.chunk_size}); the same command resumes the run.")
+
+
+class StartInterrupted(KeyboardInterrupt):
+    """``train_run`` stopped by an interrupt before it wrote anything (the data loading, the
+    checks, a Ray cluster's connection, a finished run's checksums): the command line said
+    "the same command resumes the run from the chunks it finished" where no run existed
+    (``train --executor ray --address ...`` connecting). ``existed``: whether ``run_dir``
+    held a run then (it is as it was). A ``KeyboardInterrupt``, as ``TrainInterrupted``."""
+
+    def __init__(self, run_dir: Path, existed: bool):
+        self.run_dir, self.existed = Path(run_dir), existed
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        if self.existed:
+            return (f"interrupted before training began: the run '{self.run_dir}' is as it "
+                    "was; the same command resumes it.")
+        return (f"interrupted before training began: nothing was written (no run in "
+                f"'{self.run_dir}'); the same command starts the run.")
+
+
+@contextmanager
+def _before_writing(rd: RunDir) -> Iterator[None]:
+    """A plain interrupt inside (nothing of the run written yet) as ``StartInterrupted``."""
+    try:
+        yield
+    except KeyboardInterrupt as stop:
+        if callable(getattr(stop, "message", None)):  # one that says what it keeps
+            raise
+        raise StartInterrupted(rd.path, rd.exists()) from stop
 
 
 @dataclass(frozen=True, eq=False)
@@ -409,23 +441,26 @@ def _train_run(cfg: ExperimentConfig, run_dir: str | Path, executor: Executor | 
 
         with rd.lock():
             return RunResult(**train_nn_run(cfg, rd, t0=t0, progress=progress), trained=False)
-    data = split_data(cfg.data)
-    data.warn_missing_classes()
-    subset_plan(cfg.selection, data)
-    learners.check_learner(cfg, data)
-    check_run_memory(cfg, data, executor)
-    preflight = getattr(executor, "preflight", None)
-    if preflight is not None:  # e.g. a Ray cluster that does not answer: before any file
-        preflight()
+    with _before_writing(rd):
+        data = split_data(cfg.data)
+        data.warn_missing_classes()
+        subset_plan(cfg.selection, data)
+        learners.check_learner(cfg, data)
+        check_run_memory(cfg, data, executor)
+        preflight = getattr(executor, "preflight", None)
+        if preflight is not None:  # e.g. a Ray cluster that does not answer: before any file
+            preflight()
     try:
-        runs.refuse_changed_data(rd.path, old_manifest, data.summary.sha256_arrays)
-        manifest = runs.build_manifest(cfg, data=data.summary.manifest())
-        source = model_source(cfg)
-        if source is not None:  # compared when the run is resumed, updated or attacked
-            manifest["model_source"] = source
-        local = isinstance(executor, LocalExecutor)
-        manifest["device"] = device_record(cfg.execution.device,
-                                           executor.devices if local else None, local=local)
+        with _before_writing(rd):
+            runs.refuse_changed_data(rd.path, old_manifest, data.summary.sha256_arrays)
+            manifest = runs.build_manifest(cfg, data=data.summary.manifest())
+            source = model_source(cfg)
+            if source is not None:  # compared when the run is resumed, updated or attacked
+                manifest["model_source"] = source
+            local = isinstance(executor, LocalExecutor)
+            manifest["device"] = device_record(cfg.execution.device,
+                                               executor.devices if local else None,
+                                               local=local)
         with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
             return _train_locked(cfg, rd, data, manifest, executor, progress, t0, checksums)
     finally:  # what preflight opened (a Ray cluster's connection) if training did not close it
@@ -440,12 +475,13 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
     old_manifest = rd.load_manifest() if rd.exists() else None
     from poisoncert.training.groups import engine_record, recorded_path
 
-    path = recorded_path(cfg.execution.path, cfg.execution.device, old_manifest,
-                         training=cfg.training)
-    group = _group_size(cfg, data, old_manifest, path)
-    rows = _subset_rows(cfg, data, old_manifest)
-    manifest["engine"] = engine_record(group, rows, path)
-    finished = _finished_as_recorded(cfg, rd, group, old_manifest, checksums)
+    with _before_writing(rd):  # (a finished run's checksums: gigabytes, read)
+        path = recorded_path(cfg.execution.path, cfg.execution.device, old_manifest,
+                             training=cfg.training)
+        group = _group_size(cfg, data, old_manifest, path)
+        rows = _subset_rows(cfg, data, old_manifest)
+        manifest["engine"] = engine_record(group, rows, path)
+        finished = _finished_as_recorded(cfg, rd, group, old_manifest, checksums)
     if finished is not None:  # nothing to train or write: the run is left as it is
         predictions, votes, sizes, n_chunks = finished
         return RunResult(run_dir=rd.path, predictions=predictions, votes=votes,
