@@ -264,16 +264,28 @@ def test_a_refused_device_is_echoed_as_typed(tmp_path, where):
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
 
 
+_LOCAL_RAY = ("The 'workers' parameter of train must be an int in the range [1, 2] with a "
+              "local Ray instance (the CPUs this process may use, as for local workers; a "
+              "cluster, --address, takes up to 2^53). Got {} instead.")
+
+
 @pytest.mark.parametrize("args, line", [
-    (["--executor", "ray", "--workers", "0"],
+    (["--executor", "ray", "--address", "auto", "--workers", "0"],
      "The 'workers' parameter of train must be an int in the range [1, 2^53] with --executor "
-     "ray (chunks in flight on the Ray instance). Got 0 instead."),
+     "ray --address (chunks in flight on the cluster). Got 0 instead."),
+    (["--executor", "ray", "--workers", "0"], _LOCAL_RAY.format(0)),
+    (["--executor", "ray", "--workers", "3"], _LOCAL_RAY.format(3)),
+    (["--executor", "ray", "--workers", str(2 ** 53)], _LOCAL_RAY.format(2 ** 53)),
     (["--devices", ",".join(["cpu"] * 3)], None)])
 def test_worker_counts_say_their_true_range(tmp_path, monkeypatch, args, line):
     """``--executor ray --workers 0`` said the range was [1, CPUs] (the local executor's),
-    while Ray takes ``--workers 3`` on a 2-CPU machine (chunks in flight on its instance);
-    ``--devices cpu,cpu,cpu`` started three local workers on 2 CPUs, where ``--workers 3`` is
-    refused. One line each now, before anything is written."""
+    while a cluster takes more chunks in flight than this machine has CPUs; ``--devices
+    cpu,cpu,cpu`` started three local workers on 2 CPUs, where ``--workers 3`` is refused.
+    A local Ray instance (no --address) runs its workers here: ``--workers 2^53`` reached
+    ``ray.init``, which refused it ('Resource quantities must be at most 1e14') after the run
+    folder was written, and ``--workers 3`` on 2 CPUs started 3 worker processes where local
+    workers are refused; at most the CPUs now, as local workers. One line each, before
+    anything is written."""
     from typer.testing import CliRunner
 
     from poisoncert import executors

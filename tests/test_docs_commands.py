@@ -102,7 +102,7 @@ COMMANDS: dict[str, tuple] = {
     'pip install "poisoncert[torch,ray]"': ("skip", "set-up"),
     "poisoncert train experiments/demo.yaml --executor ray --run-dir runs/demo_ray":
         ("run", ["--selection.T", "4", "--training.steps", "2", "-q"]),
-    "poisoncert train experiments/demo.yaml --executor ray --workers 8 --run-dir runs/demo_ray":
+    "poisoncert train experiments/demo.yaml --executor ray --workers 2 --run-dir runs/demo_ray":
         ("run", ["--selection.T", "4", "--training.steps", "2", "-q"]),
     "poisoncert train experiments/demo.yaml --executor ray --address auto --run-dir "
     "runs/demo_ray": ("skip", "needs a Ray cluster"),

@@ -206,6 +206,30 @@ def test_ctrl_c_while_connecting_to_a_cluster_says_nothing_was_written(tmp_path,
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == files
 
 
+def test_a_local_instance_takes_at_most_the_usable_cpus_before_any_file(tmp_path,
+                                                                        monkeypatch):
+    """``RayExecutor(workers=2**53)`` (no address) reached ``ray.init``, which refused it
+    ('Resource quantities must be at most 1e14') after the run folder was written, and more
+    workers than CPUs started that many worker processes here, where local workers are
+    refused: ``preflight`` refuses them in one line, before any file; a cluster's and a Ray
+    this process joined take any number."""
+    from poisoncert import ray_executor
+
+    monkeypatch.setattr(ray_executor, "usable_cpus", lambda: 2)
+    monkeypatch.setattr(ray_executor, "_ray_running", lambda: False)
+    for workers in (3, 2 ** 53):
+        with pytest.raises(ValueError, match=r"^The 'workers' parameter of RayExecutor must be "
+                           r"at most 2 for a local Ray instance \(the CPUs this process may "
+                           rf"use, as for local workers; a cluster, address, takes more\)\. "
+                           rf"Got {workers} instead\.$"):
+            experiment.train_run(small(), tmp_path / "run", executor=RayExecutor(
+                workers=workers), progress=False)
+        assert not (tmp_path / "run").exists()
+    RayExecutor(workers=2).preflight()
+    monkeypatch.setattr(ray_executor, "_ray_running", lambda: True)
+    RayExecutor(workers=3).preflight()
+
+
 def test_progress_survives_a_dead_queue():
     """The progress queue's actor gone (killed, its node lost): the tasks' sender and the
     driver's drain stop reporting, the chunks go on (a 74-line traceback ended the run)."""
@@ -388,6 +412,41 @@ def test_cli_train_with_the_ray_executor(ray_instance, local_run, tmp_path):
     bad = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "other"),
                                    "--address", "auto"])
     assert bad.exit_code == 1 and "'address' parameter" in bad.output
+
+
+def test_ray_workers_are_not_stored_as_training_workers(ray_instance, local_run, tmp_path,
+                                                        monkeypatch):
+    """``train --executor ray --workers 2`` stored ``training.workers: 2`` in the run's
+    config.yaml, so that the local resume from it on a machine of fewer CPUs was refused
+    until --workers was given; the run keeps the file's value now. A ``training.workers``
+    of the file, which Ray does not read, was ignored without a word: a note names it."""
+    from poisoncert import executors
+
+    monkeypatch.setattr(executors, "usable_cpus", lambda: 2)
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+    out = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(run), "--executor",
+                                   "ray", "--workers", "2", "-q"])
+    assert out.exit_code == 0 and "training.workers" not in out.stderr, out.output
+    assert yaml.safe_load((run / "config.yaml").read_text())["training"]["workers"] == 1
+    monkeypatch.setattr(executors, "usable_cpus", lambda: 1)
+    out = CliRunner().invoke(app, ["train", str(run / "config.yaml"), "--run-dir", str(run),
+                                   "-q"])
+    assert out.exit_code == 0 and "Nothing to train" in out.stdout, out.output
+    assert np.array_equal(RunDir(run).load("predictions.npy"), local_run.predictions)
+    note = ("note: training.workers (2: local worker processes) does not apply to --executor "
+            "ray, which runs --workers chunks at once (default: the Ray instance's CPUs); it "
+            "is ignored.\n")
+    cfg.write_text(yaml.safe_dump({**CONFIG, "training": {**CONFIG["training"],
+                                                          "workers": 2}}))
+    for more in ([], ["--address", "auto"]):
+        out = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(run), "--executor",
+                                       "ray", "-q", *more])
+        assert out.exit_code == 0 and out.stderr == note, out.output
+    out = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(run), "--executor",
+                                   "ray", "--workers", "1", "-q"])
+    assert out.exit_code == 0 and out.stderr == "", out.output
 
 
 def test_progress_advances_per_group_from_ray_tasks(ray_instance, local_run, tmp_path):

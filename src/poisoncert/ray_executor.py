@@ -4,7 +4,7 @@ Install the extra with ``pip install "poisoncert[ray]"``; Ray is imported only w
 runs. ``RayExecutor`` implements the ``poisoncert.executors.Executor`` protocol::
 
     from poisoncert.ray_executor import RayExecutor
-    experiment.train_run(cfg, run_dir, executor=RayExecutor(workers=8))       # local Ray
+    experiment.train_run(cfg, run_dir, executor=RayExecutor(workers=2))       # local Ray
     experiment.train_run(cfg, run_dir, executor=RayExecutor(address="auto"))  # a cluster
 
 or ``poisoncert train cfg.yaml --executor ray [--address auto]``.
@@ -170,8 +170,9 @@ class RayExecutor:
         ``"ray://host:10001"`` (Ray Client) connects to an existing cluster. If Ray is
         already initialised in this process, that instance is used and left running.
     workers : int or None
-        Chunks in flight at once. Local default: the CPUs this process may use
-        (``resources.usable_cpus``, its affinity mask, as for local workers). On a cluster
+        Chunks in flight at once. Local default, and at most (``preflight``): the CPUs this
+        process may use (``resources.usable_cpus``, its affinity mask, as for local workers;
+        ``map_chunks`` called directly takes more). On a cluster
         the default is the cluster's CPUs divided by ``num_cpus_per_task``, read when the
         run starts.
     num_cpus_per_task : int
@@ -248,8 +249,17 @@ class RayExecutor:
 
     def preflight(self) -> None:
         """Before a run writes anything (``train_run``): a cluster address that accepts no
-        connection is one clear error (``check_reachable``); for a local Ray instance, GPUs
-        per task beyond the GPUs it will have (its tasks would wait for them forever)."""
+        connection is one clear error (``check_reachable``); for a local Ray instance, more
+        ``workers`` than the CPUs this process may use (local workers are refused beyond
+        them; ``workers=2**53`` reached ``ray.init``, which refused it after the run folder was
+        written) and GPUs per task beyond the GPUs it will have (its tasks would wait for
+        them forever)."""
+        if self.address is None and self._workers is not None and not _ray_running():
+            cpus = usable_cpus()
+            if self._workers > cpus:
+                raise param_error("workers", _WHERE, f"at most {cpus} for a local Ray instance "
+                                  "(the CPUs this process may use, as for local workers; a "
+                                  "cluster, address, takes more)", self._workers)
         if self.address is not None:
             check_reachable(self.address)
             ray = import_ray()

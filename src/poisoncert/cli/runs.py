@@ -101,7 +101,9 @@ def train(
              "\"poisoncert\\[ray]\").")] = "local",
     workers: Annotated[int | None, typer.Option(
         help="Local worker processes (overrides training.workers); with --executor ray, "
-             "chunks at once (default: all CPUs of the Ray instance).")] = None,
+             "chunks at once (not training.workers, which Ray does not read): at most the "
+             "CPUs for the local Ray instance, default all of them; on a cluster "
+             "(--address) any number, default its CPUs.")] = None,
     address: Annotated[str | None, typer.Option(
         help="--executor ray: an existing cluster ('auto', 'ray://host:10001'); default: "
              "start a local Ray instance.")] = None,
@@ -137,9 +139,10 @@ def train(
     with library_errors():
         from poisoncert.cli.progress import rich_progress
         from poisoncert.config import ConfigError, as_given, parse_overrides, read_config_file
-        from poisoncert.executors import check_workers, make_executor
+        from poisoncert.executors import check_workers, make_executor, usable_cpus
         from poisoncert.experiment import train_run
         from poisoncert.experiment.train import run_config
+        from poisoncert.ray_executor import _ray_running
 
         _refuse_misspelt_options(ctx)
         overrides = parse_overrides(ctx.args)
@@ -149,12 +152,26 @@ def train(
         if workers is not None:
             if not ray:  # local processes: [1, CPUs], for 0 as for too many
                 check_workers(workers, "training.workers", "the config")
+                overrides["training.workers"] = str(workers)
+            elif address is None and not _ray_running():  # a local Ray instance started
+                # here: its workers are processes on this machine, as many as local workers
+                # may be (--workers 2^53 reached ray.init, which refused it after the run
+                # folder was written)
+                cpus = usable_cpus()
+                if isinstance(workers, bool) or not 1 <= workers <= cpus:
+                    raise param_error("workers", "train", f"an int in the range [1, {cpus}] "
+                                      "with a local Ray instance (the CPUs this process may "
+                                      "use, as for local workers; a cluster, --address, takes "
+                                      f"up to {INT_LIMIT_TEXT})", workers)
             elif isinstance(workers, bool) or not 1 <= workers <= INT_LIMIT:
-                # Ray's chunks in flight: not bounded by this machine's CPUs
+                # a cluster's chunks in flight (or those of the Ray this process joined):
+                # not bounded by this machine's CPUs
                 raise param_error("workers", "train", f"an int in the range [1, "
-                                  f"{INT_LIMIT_TEXT}] with --executor ray (chunks in flight "
-                                  "on the Ray instance)", workers)
-            overrides["training.workers"] = str(workers)
+                                  f"{INT_LIMIT_TEXT}] with --executor ray --address (chunks "
+                                  "in flight on the cluster)", workers)
+            # Ray's --workers is the executor's, not training.workers (local processes): the
+            # run's config.yaml keeps the file's value (--workers 5 stored there made a local
+            # resume from it refused on 2 CPUs until --workers was given)
         if device is not None:
             overrides["training.device"] = device
         _refuse_mixed_devices(device, devices, gpus_per_task)
@@ -179,6 +196,8 @@ def train(
                    if on is not None and on is not False]
         # said once the run has trained (a refusal stays one line)
         note = _ignored_note(cfg, settings, typed, options)
+        if ray and workers is None:
+            note = "\n".join(filter(None, (note, _ray_workers_note(cfg, settings, typed))))
         if not given and not any((settings or {}).values()):
             typer.echo(f"warning: the config file '{config}' holds no settings (it is empty, "
                        "comments or sections without keys): training the default experiment "
@@ -271,6 +290,26 @@ def _ignored_note(cfg, settings: dict | None, typed: list[str], options: list[st
     one = len(names) == 1
     return (f"note: {', '.join(names)} {'does' if one else 'do'} not apply to {why}; "
             f"{'it is' if one else 'they are'} ignored.")
+
+
+def _ray_workers_note(cfg, settings: dict | None, typed: list[str]) -> str | None:
+    """The note that ``training.workers`` (local worker processes), given in the config file
+    (not its default) or as ``--training.workers``, is not read by ``--executor ray``, which
+    runs ``--workers`` chunks at once (it was ignored without a word: the Ray instance's
+    CPUs); None where it was not given, or for a knn / rnn run (``_ignored_note`` names it)."""
+    from poisoncert.config import ExecutionConfig
+    from poisoncert.selection import NEAREST_NEIGHBOURS
+
+    if cfg.selection.scheme in NEAREST_NEIGHBOURS:
+        return None
+    body = (settings or {}).get("training")
+    filed = (isinstance(body, dict) and "workers" in body
+             and cfg.execution.workers != ExecutionConfig().workers)
+    if not (filed or "training.workers" in typed):
+        return None
+    return (f"note: training.workers ({cfg.execution.workers}: local worker processes) does "
+            "not apply to --executor ray, which runs --workers chunks at once (default: the "
+            "Ray instance's CPUs); it is ignored.")
 
 
 def _data_folder(run_dir: Path) -> str | None:
