@@ -482,9 +482,13 @@ def test_worker_processes_are_at_most_the_chunks(tiny_run, monkeypatch):
     two = check_run_memory(cfg, data, LocalExecutor(2), available=None)
     assert check_run_memory(cfg, data, LocalExecutor(12), available=None) == two
     pytest.importorskip("ray")
+    from poisoncert import ray_executor
     from poisoncert.ray_executor import RayExecutor
 
+    # a many-core machine (the default is the CPUs this process may use since 8989f1d, not
+    # os.cpu_count(): patching the latter alone left 2 workers, and this test failing)
     monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    monkeypatch.setattr(ray_executor, "usable_cpus", lambda: 64)
     assert RayExecutor().workers == 64
     assert check_run_memory(cfg, data, RayExecutor(), available=None) == two
     monkeypatch.setenv(MEMORY_LIMIT_ENV, "8G")
