@@ -42,11 +42,17 @@ def test_progress_is_per_group_in_process_and_in_workers(tmp_path, workers):
     advances = steps[2:]
     assert sum(advances) == 12 and all(0 < k <= 2 for k in advances), advances
     assert len(advances) == 6  # one per group of 2 (chunks hold 3 groups)
-    # a resumed run starts the bar at what is done and adds nothing
+    # a finished run trained again is read, not trained: no training bar (the CLI says
+    # there is nothing to train)
     steps.clear()
     again = experiment.train_run(from_dict(CONFIG), tmp_path / "run",
                                  executor=LocalExecutor(workers), progress=_recorder(steps))
-    assert steps == [("start", 12, 12)]
+    assert steps == [] and np.array_equal(again.predictions, res.predictions)
+    # a resumed run starts the bar at what is done and adds only what it trains
+    (tmp_path / "run" / "chunks" / "chunk-00001.npz").unlink()
+    again = experiment.train_run(from_dict(CONFIG), tmp_path / "run",
+                                 executor=LocalExecutor(workers), progress=_recorder(steps))
+    assert steps[0] == ("start", 12, 6) and steps[1] == 0 and sum(steps[2:]) == 6, steps
     assert np.array_equal(again.predictions, res.predictions)
 
 
