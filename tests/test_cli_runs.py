@@ -308,6 +308,46 @@ def test_demo_interrupted_says_what_is_kept_and_resumes(tmp_path, monkeypatch):
     assert calls[:2] == [16, 16] and len(calls) == 2 + 1 + 2 * 2  # one resumed chunk
 
 
+def test_demo_interrupted_before_a_later_run_began_names_the_runs_it_kept(tmp_path,
+                                                                           monkeypatch):
+    """Ctrl-C while the demo's second run loaded its data said "nothing was written (no run
+    in 'DEMO/with_replacement'); the same command starts the run", where the demo had
+    trained its first run in full: the line names the runs kept and that the same command
+    resumes the demo, which it then finishes without training the first again."""
+    from test_runs import _centroid_engine
+
+    from poisoncert.experiment import train as train_module
+
+    calls = []
+
+    def counted(cfg, prep, subsets, seeds, progress=None):
+        calls.append(len(seeds))
+        return _centroid_engine(cfg, prep, subsets, seeds)
+
+    use_engine(monkeypatch, counted)
+    loads = []
+    split = train_module.split_data
+
+    def stopped(*args, **kwargs):
+        loads.append(1)
+        if len(loads) == 2:
+            raise KeyboardInterrupt
+        return split(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "split_data", stopped)
+    out = tmp_path / "demo"
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
+    assert r.exit_code == 130, r.output
+    assert r.output.strip().splitlines() == [
+        f"interrupted before the run '{out / 'with_replacement'}' began training: the demo's "
+        f"run '{out / 'without_replacement'}' is trained and kept; the same command resumes "
+        "the demo."], r.output
+    assert not (out / "with_replacement").exists() and calls == [16, 16]
+    r = runner.invoke(app, ["demo", "--out", str(out), "--quick", "-q"])
+    assert r.exit_code == 0, r.output
+    assert len(calls) == 2 + 2 * 2  # the first run was not trained again
+
+
 def test_demo_refuses_a_run_folder(tmp_path, engine):
     """The demo writes certified_accuracy.csv / .png at its top: into a run's folder it would
     replace the run's own. One line, nothing written."""

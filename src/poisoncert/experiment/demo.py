@@ -25,7 +25,12 @@ from poisoncert.experiment.certify import (
     curve_label,
     figure_title,
 )
-from poisoncert.experiment.train import ProgressDisplay, RunResult, train_run
+from poisoncert.experiment.train import (
+    ProgressDisplay,
+    RunResult,
+    StartInterrupted,
+    train_run,
+)
 from poisoncert.runsafe import TMP_PREFIX
 
 __all__ = ["DEMO_CONFIG", "DEMO_SCHEMES", "DemoResult", "demo_config", "run_demo"]
@@ -38,6 +43,24 @@ DEMO_SCHEMES = ("without_replacement", "with_replacement", "binomial")
 
 #: Overrides of ``run_demo(quick=True)``: a few seconds, for tests.
 _QUICK = {"selection.T": 32, "training.steps": 10, "run.chunk_size": 16}
+
+
+class DemoInterrupted(KeyboardInterrupt):
+    """The demo stopped by an interrupt before one scheme's run began training, after the
+    runs of the schemes before it were trained in full (``StartInterrupted`` said "nothing was
+    written" of that one run, where ``poisoncert demo`` had written those). A
+    ``KeyboardInterrupt``, with the ``message`` the command line prints."""
+
+    def __init__(self, out: Path, done: list[str], stop: StartInterrupted):
+        self.out, self.done, self.stop = Path(out), list(done), stop
+        super().__init__(self.message())
+
+    def message(self) -> str:
+        kept = ", ".join(f"'{self.out / s}'" for s in self.done)
+        return (f"interrupted before the run '{self.stop.run_dir}' began training: the demo's "
+                f"run{'' if len(self.done) == 1 else 's'} {kept} "
+                f"{'is' if len(self.done) == 1 else 'are'} trained and kept; the same command "
+                "resumes the demo.")
 
 
 @dataclass(frozen=True, eq=False)
@@ -96,7 +119,12 @@ def run_demo(out_dir: str | Path, *, quick: bool = False,
         runs.check_writable(out / s)
     results, tables, curves, labels = {}, {}, {}, {}
     for s, cfg in cfgs.items():
-        results[s] = train_run(cfg, out / s, executor=executor, progress=progress)
+        try:
+            results[s] = train_run(cfg, out / s, executor=executor, progress=progress)
+        except StartInterrupted as stop:  # not "nothing was written": the runs before it were
+            if not results:
+                raise
+            raise DemoInterrupted(out, list(results), stop) from stop
         cert, table = certify_run(out / s, plot=False)
         tables[s] = table
         curves[s] = accuracy_curve(cert, results[s].labels, extra=table.rho)
