@@ -2160,3 +2160,26 @@ def test_a_knn_run_on_inputs_that_are_no_pixels_names_the_data_not_deskew(tmp_pa
         train_run(cfg, tmp_path / "k")
     assert "deskew" not in str(info.value) and "3/255" not in str(info.value)
     assert not (tmp_path / "k").exists()
+
+
+def test_a_knn_run_on_test_inputs_that_are_no_pixels_names_the_data_not_deskew(tmp_path):
+    """The same for the test set: training inputs that are pixels (u / 255) and test inputs
+    that are not, with data.deskew false, were refused as "The 'data.deskew' parameter ...
+    must be false ... Got True instead" (bc7f56d named the data for the training inputs
+    only). The line names the inputs, the training inputs' scale and a value off it."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "mix.npz"
+    x_train = (rng.integers(0, 256, (30, 1, 4, 4)) / 255).astype(np.float32)
+    x_test = (rng.integers(0, 256, (10, 1, 4, 4)) / 255).astype(np.float32)
+    x_test[0, 0, 1, 1] = np.float32(0.3)  # one value off the scale
+    np.savez(path, x_train=x_train, y_train=np.arange(30) % 2, x_test=x_test,
+             y_test=np.arange(10) % 2)
+    cfg = from_dict({"data": {"name": f"npz:{path}"}, "selection": {"scheme": "knn", "k": 3},
+                     "training": {"model": "mlp"}})
+    with pytest.raises(ValueError, match=r"^A knn / rnn run needs inputs whose values are "
+                       r"integer pixels divided by 255, the training inputs' scale \(exact "
+                       r"distances; .*Got inputs that are not, e\.g\. 0\.3000000\d*: use "
+                       r"another selection scheme") as info:
+        train_run(cfg, tmp_path / "k")
+    assert "deskew" not in str(info.value)
+    assert not (tmp_path / "k").exists()

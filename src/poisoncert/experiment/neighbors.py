@@ -59,19 +59,22 @@ def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = 
                for i in range(0, len(u), step)):
             return u, s
     if not deskew:  # the data set's own values: the config's data.deskew is false already
+        scales = PIXEL_SCALES if scale is None else (scale,)
+        which = (f"one of {', '.join(map(str, PIXEL_SCALES))}" if scale is None else
+                 f"{scale}, the training inputs' scale")
         raise ValueError("A knn / rnn run needs inputs whose values are integer pixels divided "
-                         f"by one of {', '.join(map(str, PIXEL_SCALES))} (exact distances; "
-                         "the loaders give images so). Got inputs that are not, e.g. "
-                         f"{_off_scale_value(flat)!r}: use another selection scheme for them.")
+                         f"by {which} (exact distances; the loaders give images so). Got "
+                         f"inputs that are not, e.g. {_off_scale_value(flat, scales)!r}: use "
+                         "another selection scheme for them.")
     raise config_error(key, "false for a knn / rnn run (exact distances need pixels that are "
                        "integers 0-255 divided by 255)", True)
 
 
-def _off_scale_value(flat: np.ndarray) -> float:
-    """An input value that is no pixel of any of ``PIXEL_SCALES`` (for the error line)."""
+def _off_scale_value(flat: np.ndarray, scales: tuple[int, ...] = PIXEL_SCALES) -> float:
+    """An input value that is no pixel of any of ``scales`` (for the error line)."""
     v = np.unique(flat.reshape(-1)[:1 << 20])  # the check's comparison, in the inputs' dtype
     off = np.ones(v.shape, bool)
-    for s in PIXEL_SCALES:
+    for s in scales:
         off &= (np.rint(v.astype(np.float64) * s) / s).astype(v.dtype) != v
     return float(v[off][0]) if off.any() else float("nan")
 
@@ -85,7 +88,8 @@ def nn_outputs(cfg: ExperimentConfig, data: DataSplit, x_test: np.ndarray | None
     xt, scale = pixel_features(data.x_train if x_train is None else x_train,
                                deskew=bool(cfg.data.deskew))
     yt = data.y_train if y_train is None else y_train
-    xq, _ = pixel_features(data.x_test if x_test is None else x_test, scale=scale)
+    xq, _ = pixel_features(data.x_test if x_test is None else x_test, scale=scale,
+                           deskew=bool(cfg.data.deskew))  # (the test set's own values too)
     return nn_search(cfg, xt, yt, xq, data.n_classes, progress=progress)
 
 
