@@ -265,8 +265,9 @@ def test_a_refused_device_is_echoed_as_typed(tmp_path, where):
 
 
 _LOCAL_RAY = ("The 'workers' parameter of train must be an int in the range [1, 2] with a "
-              "local Ray instance (the CPUs this process may use, as for local workers; a "
-              "cluster, --address, takes up to 2^53). Got {} instead.")
+              "local Ray instance (the CPUs this process may use, as for local workers, or "
+              "the tasks its GPUs hold at --gpus-per-task each; a cluster, --address, takes up "
+              "to 2^53). Got {} instead.")
 
 
 @pytest.mark.parametrize("args, line", [

@@ -220,12 +220,22 @@ def test_a_local_instance_takes_at_most_the_usable_cpus_before_any_file(tmp_path
     for workers in (3, 2 ** 53):
         with pytest.raises(ValueError, match=r"^The 'workers' parameter of RayExecutor must be "
                            r"at most 2 for a local Ray instance \(the CPUs this process may "
-                           rf"use, as for local workers; a cluster, address, takes more\)\. "
+                           r"use, as for local workers, or the tasks its GPUs hold at "
+                           r"num_gpus_per_task each; a cluster, address, takes more\)\. "
                            rf"Got {workers} instead\.$"):
             experiment.train_run(small(), tmp_path / "run", executor=RayExecutor(
                 workers=workers), progress=False)
         assert not (tmp_path / "run").exists()
     RayExecutor(workers=2).preflight()
+    # GPU tasks: as many as the GPUs hold, where that is more than the CPUs (2 GPUs at 0.25
+    # a task: 8 at once on 2 CPUs); the cap had refused them (review rev32)
+    monkeypatch.setattr(ray_executor, "_local_gpus", lambda: 2)
+    RayExecutor(workers=8, num_gpus_per_task=0.25).preflight()
+    assert ray_executor.local_workers_limit(0.25) == 8 and ray_executor.local_workers_limit(
+        1.5) == 2 and ray_executor.local_workers_limit() == 2
+    with pytest.raises(ValueError, match=r"^The 'workers' parameter of RayExecutor must be "
+                                         r"at most 8 .*Got 9 instead\.$"):
+        RayExecutor(workers=9, num_gpus_per_task=0.25).preflight()
     monkeypatch.setattr(ray_executor, "_ray_running", lambda: True)
     RayExecutor(workers=3).preflight()
 

@@ -83,6 +83,17 @@ def _local_gpus() -> int:
     return torch.cuda.device_count()
 
 
+def local_workers_limit(gpus_per_task: float = 0.0) -> int:
+    """The most chunks a local Ray instance runs at once: the CPUs this process may use (as
+    for local workers), or, for GPU tasks, as many as its GPUs hold at ``gpus_per_task`` each
+    where that is more (a task on a GPU needs little of a CPU: 4 CPUs and 2 GPUs at 0.25 a
+    task run 8)."""
+    cpus = usable_cpus()
+    if gpus_per_task and gpus_per_task > 0:
+        return max(cpus, int(_local_gpus() / gpus_per_task + 1e-9))
+    return cpus
+
+
 def _ray_running() -> bool:
     """Whether this process already joined a Ray instance (its GPUs are its own)."""
     import sys
@@ -255,10 +266,11 @@ class RayExecutor:
         written) and GPUs per task beyond the GPUs it will have (its tasks would wait for
         them forever)."""
         if self.address is None and self._workers is not None and not _ray_running():
-            cpus = usable_cpus()
-            if self._workers > cpus:
-                raise param_error("workers", _WHERE, f"at most {cpus} for a local Ray instance "
-                                  "(the CPUs this process may use, as for local workers; a "
+            most = local_workers_limit(self.num_gpus_per_task)
+            if self._workers > most:
+                raise param_error("workers", _WHERE, f"at most {most} for a local Ray instance "
+                                  "(the CPUs this process may use, as for local workers, or "
+                                  "the tasks its GPUs hold at num_gpus_per_task each; a "
                                   "cluster, address, takes more)", self._workers)
         if self.address is not None:
             check_reachable(self.address)

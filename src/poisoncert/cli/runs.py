@@ -139,10 +139,10 @@ def train(
     with library_errors():
         from poisoncert.cli.progress import rich_progress
         from poisoncert.config import ConfigError, as_given, parse_overrides, read_config_file
-        from poisoncert.executors import check_workers, make_executor, usable_cpus
+        from poisoncert.executors import check_workers, make_executor
         from poisoncert.experiment import train_run
         from poisoncert.experiment.train import run_config
-        from poisoncert.ray_executor import _ray_running
+        from poisoncert.ray_executor import _ray_running, local_workers_limit
 
         _refuse_misspelt_options(ctx)
         overrides = parse_overrides(ctx.args)
@@ -157,11 +157,13 @@ def train(
                 # here: its workers are processes on this machine, as many as local workers
                 # may be (--workers 2^53 reached ray.init, which refused it after the run
                 # folder was written)
-                cpus = usable_cpus()
-                if isinstance(workers, bool) or not 1 <= workers <= cpus:
-                    raise param_error("workers", "train", f"an int in the range [1, {cpus}] "
+                g = gpus_per_task if isinstance(gpus_per_task, (int, float)) else 0.0
+                most = local_workers_limit(g if math.isfinite(g) and g > 0 else 0.0)
+                if isinstance(workers, bool) or not 1 <= workers <= most:
+                    raise param_error("workers", "train", f"an int in the range [1, {most}] "
                                       "with a local Ray instance (the CPUs this process may "
-                                      "use, as for local workers; a cluster, --address, takes "
+                                      "use, as for local workers, or the tasks its GPUs hold "
+                                      "at --gpus-per-task each; a cluster, --address, takes "
                                       f"up to {INT_LIMIT_TEXT})", workers)
             elif isinstance(workers, bool) or not 1 <= workers <= INT_LIMIT:
                 # a cluster's chunks in flight (or those of the Ray this process joined):
