@@ -16,8 +16,9 @@ is ``phase2 o phase1``:
 ``combine`` maps the two phases' outputs to votes over the original classes.
 ``phase1_accuracy`` recovers phase 1's accuracy from the combined predictions and phase 2's
 outputs: phase 1 says "clean" iff the combined prediction is a clean class, wherever phase 2
-gave one; where phase 2 abstained on a clean-class test point phase 1's answer is not in the
-combined prediction, and that point is left out of phase 1's accuracy.
+gave one; where phase 2 abstained on a clean-class test point a right answer of phase 1
+does not show in the combined prediction, and that point is left out of phase 1's accuracy
+(whatever phase 1 said there: phase 2 alone decides which points are left out).
 """
 
 from __future__ import annotations
@@ -131,10 +132,12 @@ def phase1_accuracy(predictions, labels, poisoned, n_classes: int, phase2=None) 
     clean-class point iff it says ``CLEAN``, i.e. iff the combined prediction is a clean class
     (phase 2's). An abstaining phase 1 (``-1``) is wrong. Where phase 2 abstains (``-1``, see
     ``combine``) phase 1's ``CLEAN`` is an abstention in the combined prediction, as its own
-    abstention is: phase 1's answer on that point cannot be read. Given ``phase2`` (phase 2's
-    outputs ``(n_test,)``, as ``combine`` takes them), those clean-class points are left out
-    of the accuracy, numerator and denominator alike: it is phase 1's accuracy on every other
-    test point (phase 2's accuracy counts its abstentions as its own errors), NaN where no
+    abstention is: there a right answer cannot be told from an abstention (a wrong poisoned
+    class still shows). Given ``phase2`` (phase 2's outputs ``(n_test,)``, as ``combine``
+    takes them), those clean-class points are left out of the accuracy, numerator and
+    denominator alike, whatever phase 1 said there (which points are left out depends on
+    phase 2 alone, so no answer of phase 1 chooses them): it is phase 1's accuracy on every
+    other test point (phase 2's accuracy counts its abstentions as its own errors), NaN where no
     point is left. Without ``phase2`` every test point counts and those points count as
     phase 1's errors: a lower bound, phase 2's abstentions charged to phase 1 (a phase 2
     whose outputs were all non-finite gave phase 1 an accuracy of at most the poisoned
