@@ -51,7 +51,8 @@ def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = 
     error names the data instead (a data set whose own values are not such pixels)."""
     arr = np.asarray(x)
     flat = arr.reshape(len(arr), int(np.prod(arr.shape[1:])))  # no inputs: (0, F), not an error
-    for s in PIXEL_SCALES if scale is None else (scale,):
+    scales = PIXEL_SCALES if scale is None else (scale,)
+    for s in scales:
         u = flat.astype(np.float64)  # in place from here: one array of the features' size
         np.rint(np.multiply(u, s, out=u), out=u)
         step = max(1, (1 << 22) // max(1, flat.shape[1]))
@@ -59,7 +60,6 @@ def pixel_features(x: np.ndarray, key: str = "data.deskew", scale: int | None = 
                for i in range(0, len(u), step)):
             return u, s
     if not deskew:  # the data set's own values: the config's data.deskew is false already
-        scales = PIXEL_SCALES if scale is None else (scale,)
         which = (f"one of {', '.join(map(str, PIXEL_SCALES))}" if scale is None else
                  f"{scale}, the training inputs' scale")
         raise ValueError("A knn / rnn run needs inputs whose values are integer pixels divided "
