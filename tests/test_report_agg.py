@@ -554,3 +554,61 @@ def test_agg_comparison_legend_covers_no_curve(modules, monkeypatch):
                 pts[:, 1] >= box.y0) & (pts[:, 1] <= box.y1)
             assert not inside.any(), (ax.get_title(), other.get_title(), int(inside.sum()))
             assert other is ax or not box.overlaps(other.get_window_extent(renderer))
+
+
+def test_only_grid_needs_its_six_runs_and_labels_rows_with_their_T(modules, tmp_path):
+    """The MNIST 1/7 grid's table could be regenerated only with the whole report, whose runs
+    take hours. ``--only grid`` regenerates it alone. Its table names settings, not runs, and
+    falls back to the T = 200 runs of a setting whose T = 1000 runs are not all there, so with
+    any of its six runs absent it is one line naming them, nothing written. Its rows give each
+    run's own T (they gave the T its name implies: 1000 for these runs of T = 4), and the
+    wall-time table's rows of its runs are updated; the rest of the report is left as it was."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+
+    run, report = modules
+    names = [n for n, _, _ in run.GROUPS["mnist17_grid"]]
+    out = tmp_path / "doc" / "results.md"
+    out.parent.mkdir()
+    head = "# R\n\n## Summary\n\n- a bullet: kept\n\n"
+    walls = ("## Wall times of all runs\n\n| run | T |\n|---|---|\n| other | 1 |\n"
+             f"| {names[0]} | 1000 |\n")
+    old = (head + "## MNIST 1/7: a second ns and a known-clean part\n\n| setting | scheme |\n"
+           "|---|---|\n| ns = 30, n_c = 0, T = 1000 | without repl. (1) |\n\n" + walls)
+    out.write_text(old)
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    with pytest.raises(SystemExit, match=r"^report: --only grid needs every run its section "
+                                         r"shows .*lacks " + ", ".join(names) + "$"):
+        report.main(["--runs-dir", str(runs_dir), "--out", str(out), "--only", "grid"])
+    assert out.read_text() == old and not (out.parent / "figures").exists()
+    cli = CliRunner()
+    for name in names[:3]:  # one tiny run per scheme, copied for the second setting
+        scheme = name.removeprefix("mnist17_ns30_")
+        res = cli.invoke(app, ["train", str(EXPERIMENTS / "demo.yaml"), "--selection.scheme",
+                               scheme, "--selection.T", "4", "--training.steps", "2",
+                               "--run-dir", str(runs_dir / name), "-q"])
+        assert res.exit_code == 0, res.output
+        res = cli.invoke(app, ["certify", str(runs_dir / name), "-q"])
+        assert res.exit_code == 0, res.output
+    for a, b in zip(names[:2], names[3:5], strict=True):
+        shutil.copytree(runs_dir / a, runs_dir / b)
+    with pytest.raises(SystemExit, match=f"lacks {names[5]}$"):
+        report.main(["--runs-dir", str(runs_dir), "--out", str(out), "--only", "grid"])
+    assert out.read_text() == old
+    shutil.copytree(runs_dir / names[2], runs_dir / names[5])
+    assert report.main(["--runs-dir", str(runs_dir), "--out", str(out), "--only", "grid"]) == 0
+    new = out.read_text()
+    assert new.startswith(head) and "| other | 1 |" in new
+    section = report.section_text(new, "## MNIST 1/7: a second ns")
+    rows = [line for line in section.splitlines() if line.startswith("| ns = ")]
+    assert [r.split(" | ")[0] for r in rows] == ["| ns = 30, n_c = 0, T = 4"] * 3 + [
+        "| ns = 10, n_c = 100, T = 4"] * 3
+    assert "T = 1000" not in section.split("\n| setting")[1]
+    assert "(`python experiments/report.py --only grid`), from the runs" in section
+    wall_rows = report.section_text(new, report.WALLS)
+    assert f"| {names[0]} | 4 |" in wall_rows and f"| {names[0]} | 1000 |" not in wall_rows
+    assert all(f"| {n} | 4 |" in wall_rows for n in names)
