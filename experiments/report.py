@@ -934,11 +934,11 @@ def not_run_in(section: str, name: str) -> bool:
 
 def replace_section(text: str, heading: str, part: str) -> str:
     """``text`` with the section whose heading starts with ``heading`` (up to the next
-    ``## `` heading) replaced by ``part``."""
+    ``## `` heading) replaced by ``part``, one blank line before the next heading."""
     span = section_span(text, heading)
     if span is None:
         raise SystemExit(f"report: no section '{heading}' in the report to replace")
-    return text[:span[0] + 1] + part + text[span[1]:]
+    return text[:span[0] + 1] + part.rstrip("\n") + "\n" + text[span[1]:]
 
 
 GROUPS_AT = "`python experiments/run.py GROUP` (groups: "

@@ -51,6 +51,8 @@ def test_replace_section_replaces_one_section_and_names_a_missing_one(modules):
     text = "# R\n\n## A\n\na\n\n## CIFAR-10\n\nold\n\n## B\n\nb\n"
     new = report.replace_section(text, "## CIFAR-10", "## CIFAR-10 (x)\n\nnew\n")
     assert new == "# R\n\n## A\n\na\n\n## CIFAR-10 (x)\n\nnew\n\n## B\n\nb\n"
+    # a part ending in a blank line (the report's parts do) gets one, not two, before "## B"
+    assert report.replace_section(text, "## CIFAR-10", "## CIFAR-10 (x)\n\nnew\n\n") == new
     last = report.replace_section("# R\n\n## CIFAR-10\n\nold\n", "## CIFAR-10", "## CIFAR-10\n")
     assert last == "# R\n\n## CIFAR-10\n"
     with pytest.raises(SystemExit, match="no section '## C' in the report"):
