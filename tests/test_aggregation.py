@@ -309,6 +309,23 @@ def test_records_summary_and_abstaining_votes():
     assert ABSTAIN not in cert.prediction
 
 
+def test_predicted_labels_of_a_certificate_with_classes():
+    """``Ensemble.certify`` of a finite_aggregation run gives an ``FACertificate`` carrying
+    ``classes``, and its docstring (and docs/predict.md) says ``cert.predicted_labels()``
+    gives class ids, as for every other certificate: FA's had no such method (an
+    AttributeError). Now the class ids, ``abstain`` where no classifier voted."""
+    import dataclasses
+
+    pred = np.array([[1, -1, 0], [1, -1, 0], [0, -1, 0], [1, -1, 1]])
+    cert = dataclasses.replace(fa_certify(pred, d=2, n_classes=2, model="P1"),
+                               classes=np.array([3, 8]))
+    assert cert.prediction.tolist() == [1, ABSTAIN, 0]
+    assert cert.predicted_labels().tolist() == [8, None, 3]
+    assert cert.predicted_labels(abstain=-1).tolist() == [8, -1, 3]
+    with pytest.raises(ValueError, match="no classes"):  # bare predictions: indices only
+        fa_certify(pred, d=2, n_classes=2).predicted_labels()
+
+
 @pytest.mark.parametrize("d", [1, 2])
 def test_a_point_no_classifier_votes_on_abstains(d):
     """Every classifier abstains on test point 1: no majority, so no certified class (not

@@ -31,7 +31,13 @@ import numpy as np
 
 from poisoncert._validation import check_choice, check_int, check_int_array, param_error
 from poisoncert.bounds import MODEL_ALIASES, MODELS
-from poisoncert.certify import _UNIT_TEXT, DPA_UNITS, _TopIsPrediction, record_range
+from poisoncert.certify import (
+    _UNIT_TEXT,
+    DPA_UNITS,
+    _predicted_labels,
+    _TopIsPrediction,
+    record_range,
+)
 from poisoncert.selection import fa_shifts, fa_spread
 from poisoncert.votes import check_counts_fit, votes_from_predictions
 
@@ -184,6 +190,11 @@ class FACertificate(_TopIsPrediction):
     aggregation: str = "fa"
     classes: np.ndarray | None = None  # what the class indices name (``Ensemble.certify``)
     n_classes: int | None = None  # the number of classes (``certify.Certificate.n_classes``)
+
+    def predicted_labels(self, abstain=None) -> np.ndarray:
+        """``classes[prediction]`` as an object array, ``abstain`` where abstaining (needs
+        ``classes``: ``Ensemble.certify``'s certificates carry them)."""
+        return _predicted_labels(self, abstain)
 
     def setting(self) -> dict:
         return {"scheme": "finite_aggregation", "aggregation": self.aggregation, "k": self.k,
