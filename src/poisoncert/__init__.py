@@ -12,7 +12,7 @@ _reproducible_blas()  # before torch's first matrix product in this process (see
 from poisoncert._version import __version__  # noqa: E402
 
 __all__ = ["__version__", "certified_radius", "delta", "CertifiedEnsembleClassifier",
-           "Ensemble"]
+           "CertifiedModel", "Ensemble", "NeighborModel"]
 
 
 def __dir__() -> list[str]:
@@ -35,4 +35,12 @@ def __getattr__(name: str):
         from poisoncert.experiment.ensemble import Ensemble
 
         return Ensemble
+    if name == "NeighborModel":  # what Ensemble.load gives for a knn / rnn run
+        from poisoncert.experiment.nnmodel import NeighborModel
+
+        return NeighborModel
+    if name == "CertifiedModel":  # what Ensemble and NeighborModel both are
+        from poisoncert.experiment.model import CertifiedModel
+
+        return CertifiedModel
     raise AttributeError(f"module 'poisoncert' has no attribute {name!r}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -57,8 +58,12 @@ from poisoncert.experiment.inputform import (
     unusual_share,
 )
 from poisoncert.experiment.inputform import training_means as _training_means
+from poisoncert.experiment.model import common_description
 from poisoncert.runs import RunDir, RunError
 from poisoncert.votes import ABSTAIN, majority_vote, votes_from_predictions
+
+if TYPE_CHECKING:
+    from poisoncert.experiment.nnmodel import NeighborModel
 
 __all__ = ["ENSEMBLE_FORMAT", "ENSEMBLE_JSON", "UNUSUAL_SHARE", "WEIGHTS_FORMATS", "Ensemble",
            "InputForm", "UnusualInputsWarning", "check_predict_memory", "check_run_options",
@@ -117,6 +122,13 @@ class Ensemble(RunClasses):
     the saved preprocessing is applied to them. Class indices ``0 .. K-1`` name
     ``classes[k]`` (the data set's original class ids; ``class_names[k]``), as in the run's
     ``predictions.npy`` and ``certificates.csv``.
+
+    An ``Ensemble`` is a ``model.CertifiedModel``, as a knn / rnn run's ``NeighborModel``
+    (which ``load`` gives for such a run) is: ``preprocess``, ``votes``, ``predict``,
+    ``certify``, ``check_options``, ``encode``, ``decode`` and ``describe`` take the same
+    arguments and give the same kinds of results on either. Its own, which a neighbour model
+    has no counterpart of: ``T``, ``ns``, ``p``, ``n_clean``, ``base_predictions``,
+    ``certify_predictions`` and ``certify_votes``.
     """
 
     def __init__(self, run_dir: Path, config: ExperimentConfig, record: dict,
@@ -158,17 +170,63 @@ class Ensemble(RunClasses):
         return (f"Ensemble({str(self.run_dir)!r}, {self.scheme}, n={self.n}, {size}, "
                 f"T={self.T}, classes={self.classes.tolist()}, device={self.device!r})")
 
+    @property
+    def deterministic(self) -> bool:
+        """True for the partition and finite_aggregation schemes (``alpha`` and ``method``
+        do not apply, and are refused); False for the randomized schemes, whose every
+        radius holds with probability at least ``1 - alpha`` over the draw of the
+        sub-datasets."""
+        return self.scheme in DETERMINISTIC
+
+    def describe(self) -> dict:
+        """The ensemble in plain values (JSON-serialisable).
+
+        Returns
+        -------
+        dict
+            ``model.common_description``'s keys (``kind`` ``"ensemble"``, ``scheme``, ``n``,
+            ``n_classes``, ``classes``, ``class_names``, ``input``, ``input_shape``,
+            ``device``, ``deterministic``, ``certify``, ``radius_unit``, ``run_dir``) and an
+            ensemble's own: ``T`` (base classifiers), ``ns`` or ``p`` (None where the scheme
+            has neither), ``n_clean`` (``|D^c|``), and ``d`` for finite_aggregation (None
+            otherwise).
+        """
+        d = self.config.selection.d if self.scheme == selection.FINITE_AGGREGATION else None
+        return {**common_description(self, "ensemble"), "T": int(self.T),
+                "ns": None if self.ns is None else int(self.ns),
+                "p": None if self.p is None else float(self.p),
+                "n_clean": int(self.n_clean), "d": None if d is None else int(d)}
+
     # -- loading -----------------------------------------------------------------------------
 
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str = "cpu",
-             verify_progress=None) -> Ensemble:
-        """Load and check a trained run (see the module docstring); a ``RunError`` (an
-        ``OSError``) naming the file for a run that is not finished, kept no weights, or has
-        a damaged or foreign file. A knn / rnn run, which has no base classifiers, loads as
-        a ``nnmodel.NeighborModel`` (the same ``votes``, ``predict`` and ``certify``).
-        ``verify_progress``: a display of the checksums read (MiB; None, True or a
-        ``ProgressDisplay``, as ``certify_run``'s ``progress``)."""
+             verify_progress=None) -> Ensemble | NeighborModel:
+        """Load and check a trained run (see the module docstring).
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            A finished run directory.
+        device : str, default="cpu"
+            ``"cpu"``, ``"cuda"`` or ``"cuda:<index>"``: where the classifiers predict
+            (``"cpu"`` only for a knn / rnn run), checked before any file is read.
+        verify_progress : None, bool or ProgressDisplay, default=None
+            A display of the checksums read (MiB; as ``certify_run``'s ``progress``).
+
+        Returns
+        -------
+        Ensemble or NeighborModel
+            An ``Ensemble``; for a knn / rnn run, which has no base classifiers, a
+            ``nnmodel.NeighborModel``. Either is a ``model.CertifiedModel``: the same
+            ``preprocess``, ``votes``, ``predict``, ``certify`` and ``describe``.
+
+        Raises
+        ------
+        RunError
+            (An ``OSError``) naming the file, for a run that is not finished, kept no
+            weights, or has a damaged or foreign file.
+        """
         device = _check_device(device)
         from poisoncert.experiment.display import checksum_display
 
@@ -492,8 +550,21 @@ class Ensemble(RunClasses):
     def check_options(self, alpha: float | None = None, method: str | None = None,
                       model: str | None = None, where: str = "Ensemble.check_options"):
         """The run's ``certify`` section with these options, checked as ``certify`` checks
-        them (errors name them as ``where``'s parameters): before a long prediction, so that a
-        bad option is refused before the base classifiers run."""
+        them: before a long prediction, so that a bad option is refused before the base
+        classifiers run.
+
+        Parameters
+        ----------
+        alpha, method, model :
+            As for ``certify`` (None: the run's).
+        where : str, default="Ensemble.check_options"
+            The name an error gives these options as parameters of.
+
+        Returns
+        -------
+        CertifyConfig
+            The run's ``certify`` section with the options given.
+        """
         return self._settings(alpha, method, model, where)
 
     def _settings(self, alpha, method, model, where: str, y=None):

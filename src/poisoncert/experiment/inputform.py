@@ -235,7 +235,19 @@ class RunClasses:
         return self.form.shape
 
     def encode(self, y) -> np.ndarray:
-        """Class indices of original class ids ``y`` (each must be one of ``classes``)."""
+        """Class indices of original class ids.
+
+        Parameters
+        ----------
+        y : array-like of int
+            The data set's class ids, each one of ``classes`` (another is one error naming
+            ``y``).
+
+        Returns
+        -------
+        ndarray of int64
+            The class index ``k`` of each (``classes[k] == y``), flat.
+        """
         try:
             return class_indices(y, self.classes)
         except UnknownClassId as e:
@@ -243,8 +255,20 @@ class RunClasses:
                               f"({self.classes.tolist()})", e.value) from None
 
     def decode(self, indices) -> np.ndarray:
-        """Original class ids of class indices (``-1``, an abstention or an empty rNN ball,
-        stays ``-1``)."""
+        """Original class ids of class indices.
+
+        Parameters
+        ----------
+        indices : array-like of int
+            Class indices ``0 .. K-1`` (``predict``'s, a certificate's ``prediction``), or
+            ``-1``.
+
+        Returns
+        -------
+        ndarray of int64, the shape of ``indices``
+            ``classes[k]`` for each index ``k``; ``-1`` (an abstention or an empty rNN
+            ball) stays ``-1``.
+        """
         idx = np.asarray(indices, dtype=np.int64)
         return np.where(idx >= 0, self.classes[np.clip(idx, 0, None)], -1)
 

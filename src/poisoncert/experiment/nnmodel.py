@@ -43,6 +43,7 @@ from poisoncert.experiment.inputform import (
     unusual_inputs,
     unusual_share,
 )
+from poisoncert.experiment.model import common_description
 from poisoncert.experiment.neighbors import nn_search, pixel_features, run_data
 from poisoncert.runs import RunDir, RunError
 
@@ -110,7 +111,18 @@ class NeighborModel(RunClasses):
     data set's files hold them (``form``), or floats ``u / 255`` (``u / 16`` for digits) of
     integer pixels ``u``. Class indices ``0 .. K-1`` name ``classes[k]``, as in the run's
     ``predictions.npy`` and ``certificates.csv``.
+
+    A ``NeighborModel`` is a ``model.CertifiedModel``, as an ``Ensemble`` is: ``preprocess``,
+    ``votes``, ``predict``, ``certify``, ``check_options``, ``encode``, ``decode`` and
+    ``describe`` take the same arguments and give the same kinds of results on either. It
+    has no base classifiers, so no ``T``, ``base_predictions``, ``certify_predictions`` or
+    ``certify_votes`` (a kNN certificate reads the neighbours' order, not the counts alone);
+    its own are ``n_train``, ``features``, ``scale``, ``y_train`` and ``outputs``, and ``k``
+    or ``r`` in ``config.selection``.
     """
+
+    #: The search runs on the CPU (``load`` refuses another device).
+    device: str = "cpu"
 
     def __init__(self, run_dir: Path, config, manifest: dict, data):
         self.run_dir = Path(run_dir)
@@ -139,17 +151,59 @@ class NeighborModel(RunClasses):
         return (f"NeighborModel({str(self.run_dir)!r}, {self.scheme}, {size}, "
                 f"n_train={len(self.y_train)}, classes={self.classes.tolist()})")
 
+    @property
+    def deterministic(self) -> bool:
+        """Always True: a knn / rnn certificate holds for sure (``alpha`` and ``method`` do
+        not apply, and are refused)."""
+        return True
+
+    def describe(self) -> dict:
+        """The model in plain values (JSON-serialisable).
+
+        Returns
+        -------
+        dict
+            ``model.common_description``'s keys (``kind`` ``"neighbors"``, ``scheme``, ``n``,
+            ``n_classes``, ``classes``, ``class_names``, ``input``, ``input_shape``,
+            ``device``, ``deterministic``, ``certify``, ``radius_unit``, ``run_dir``) and a
+            neighbour model's own: ``k`` (knn; None for rnn), ``r`` (rnn, the ball's radius
+            in integer-pixel distance; None for knn) and ``n_train`` (the training samples
+            searched). It has no ``T``: there are no base classifiers.
+        """
+        s = self.config.selection
+        return {**common_description(self, "neighbors"),
+                "k": int(s.k) if self.scheme == "knn" else None,
+                "r": float(s.r) if self.scheme == "rnn" else None,
+                "n_train": int(self.n_train)}
+
     @classmethod
     def load(cls, run_dir: str | Path, *, device: str = "cpu",
              verify_progress=None) -> NeighborModel:
-        """Load and check a finished knn / rnn run: its files (``RunDir.verify``, a
-        ``RunError`` naming the first that does not match) and its data, loaded again from
-        its config and refused unless they are the arrays it was trained on. The search
-        runs on the CPU: ``device`` is 'cpu' (as ``Ensemble.load`` takes it for a knn / rnn
-        run, in any case, a ``torch.device('cpu')`` too); any other is one error before any
-        file is read (``NeighborModel.load(run, device='cpu')`` was a TypeError).
-        ``verify_progress``: a display of the checksums read (MiB; None, True or a
-        ``ProgressDisplay``)."""
+        """Load and check a finished knn / rnn run: its files (``RunDir.verify``) and its
+        data, loaded again from its config and refused unless they are the arrays it was
+        trained on.
+
+        Parameters
+        ----------
+        run_dir : str or Path
+            A finished knn / rnn run directory (another run is refused: load it with
+            ``Ensemble.load``).
+        device : str, default="cpu"
+            ``"cpu"`` (in any case; a ``torch.device('cpu')`` too): the search runs on the
+            CPU, and any other device is one error before any file is read, as
+            ``Ensemble.load`` refuses it for a knn / rnn run.
+        verify_progress : None, bool or ProgressDisplay, default=None
+            A display of the checksums read (MiB).
+
+        Returns
+        -------
+        NeighborModel
+
+        Raises
+        ------
+        RunError
+            Naming the first file that does not match, or the data file that changed.
+        """
         if str(device).strip().lower() != "cpu":
             raise param_error("device", "NeighborModel.load", "'cpu' (the knn / rnn neighbour "
                               "search runs on the CPU)", device)
@@ -183,17 +237,41 @@ class NeighborModel(RunClasses):
     def check_options(self, alpha: float | None = None, method: str | None = None,
                       model: str | None = None, where: str = "NeighborModel.check_options"):
         """The run's ``certify`` section with these options, checked as ``certify`` checks
-        them (``alpha`` and ``method`` do not apply: the certificate is deterministic)."""
+        them, before any input is searched.
+
+        Parameters
+        ----------
+        alpha, method :
+            Must be None: the certificate is deterministic.
+        model : {"P1", ..., "P6"}, optional
+            Poisoning model; default: the run's ``certify.model``.
+        where : str, default="NeighborModel.check_options"
+            The name an error gives these options as parameters of.
+
+        Returns
+        -------
+        CertifyConfig
+            The run's ``certify`` section with the options given.
+        """
         return self._settings(alpha, method, model, where)
 
     # -- predictions -------------------------------------------------------------------------
 
     def preprocess(self, x) -> np.ndarray:
-        """Raw inputs -> the float32 inputs ``(n, *input_shape)`` the search takes with
-        ``preprocessed=True`` (the data loader's scale, as ``Ensemble.preprocess``; it was
-        missing here, so ``Ensemble.load(run).preprocess(x)`` failed for a knn / rnn run):
-        ``predict(preprocess(x), preprocessed=True)`` is ``predict(x)``. ``x`` as ``votes``
-        takes it (``form.describe()``)."""
+        """Raw inputs -> the inputs the search takes (the data loader's scale, as
+        ``Ensemble.preprocess``).
+
+        Parameters
+        ----------
+        x : array-like of raw inputs
+            As ``votes`` takes them (``form.describe()``), checked the same way.
+
+        Returns
+        -------
+        ndarray of float32, shape ``(n, *input_shape)``
+            What ``votes``, ``predict`` and ``certify`` take with ``preprocessed=True``:
+            ``predict(preprocess(x), preprocessed=True)`` is ``predict(x)``.
+        """
         return self.form.preprocess(x, "NeighborModel")
 
     def _pixels(self, block: np.ndarray) -> np.ndarray:
@@ -209,10 +287,23 @@ class NeighborModel(RunClasses):
     def outputs(self, x, *, model: str | None = None,
                 progress: ProgressDisplay | None = None,
                 preprocessed: bool = False) -> NeighborOutputs:
-        """The certificate of every input, its counts and its radii in DPA's unit
-        (``NeighborOutputs``): ``certify_run``'s for the run's own test points, row for row.
-        ``model`` defaults to the run's ``certify.model``; ``progress`` counts inputs as
-        the search goes (None, True: the command line's bar, or a display)."""
+        """The certificate of every input, its counts and its radii in DPA's unit, from one
+        search: ``certify_run``'s for the run's own test points, row for row.
+
+        Parameters
+        ----------
+        x, progress, preprocessed :
+            As for ``votes``.
+        model : {"P1", ..., "P6"}, optional
+            Poisoning model; default: the run's ``certify.model``.
+
+        Returns
+        -------
+        NeighborOutputs
+            ``certificate`` (as ``certify`` returns), ``votes`` (as ``votes`` returns) and
+            ``radius_dpa`` (int64 ``(n,)``: the radii in DPA's unit, ``certificates.csv``'s
+            column).
+        """
         c = self._settings(None, None, model, "NeighborModel.certify")
         xs = self._inputs(x, preprocessed)
         n, C = len(xs), self.n_classes
@@ -251,23 +342,89 @@ class NeighborModel(RunClasses):
     def certify(self, x, *, alpha: float | None = None, model: str | None = None,
                 method: str | None = None, y=None, progress: ProgressDisplay | None = None,
                 preprocessed: bool = False):
-        """Certified prediction and radius of every input (``knn.NNCertificate`` with
-        ``classes``), as ``poisoncert certify`` certifies the run's test set. ``alpha``,
-        ``method`` and ``y`` are ``Ensemble.certify``'s and must be left out (the
-        certificate is deterministic)."""
+        """Certified prediction and radius of every input, computed exactly as ``poisoncert
+        certify`` computes the run's test set (``experiment.certify.nn_certificate``).
+        ``alpha``, ``model``, ``method`` and ``y`` are checked before any input is searched.
+
+        Parameters
+        ----------
+        x, progress, preprocessed :
+            As for ``votes``.
+        alpha : None
+            ``Ensemble.certify``'s; must be left out (the certificate is deterministic).
+        model : {"P1", ..., "P6"}, optional
+            Poisoning model; default: the run's ``certify.model``.
+        method : None
+            ``Ensemble.certify``'s; must be left out (the certificate is deterministic).
+        y : None
+            ``Ensemble.certify``'s; must be left out (a knn / rnn certificate uses no
+            labels).
+
+        Returns
+        -------
+        NNCertificate
+            ``knn.NNCertificate``, its docstring stating the guarantee (deterministic):
+            ``prediction`` (int64 class indices, ``-1`` where an rNN ball is empty) and
+            ``radius`` (int64 operations, ``-1`` there), shape ``(n,)``; ``exact`` False
+            where a kNN radius is only a lower bound. It carries ``classes``, so
+            ``cert.predicted_labels()`` gives class ids and
+            ``certify.certified_accuracy(cert, y, rhos)`` takes original class ids.
+        """
         self._settings(alpha, method, model, "NeighborModel.certify", y)
         return self.outputs(x, model=model, progress=progress,
                             preprocessed=preprocessed).certificate
 
     def votes(self, x, *, progress: ProgressDisplay | None = None,
               preprocessed: bool = False) -> np.ndarray:
-        """The counts int64 ``(n, K)`` the prediction is the majority of: kNN, the classes of
-        the ``k`` nearest training samples; rNN, of those inside the ball."""
+        """The counts each input's prediction is the majority of.
+
+        Parameters
+        ----------
+        x : array-like, shape ``(n, ...)``
+            ``n`` raw inputs as the data set's files hold them (``form.describe()``: the
+            forms ``Ensemble.votes`` takes), or floats ``u / scale`` (``u / 255``; ``u / 16``
+            for digits) of integer pixels ``u``, as the data loader reads them. Any other
+            float (an image scaled otherwise, resized, normalised) is one ``ValueError``
+            naming ``x``, before any search: the distances are exact integers.
+        progress : None, bool or ProgressDisplay, default=None
+            None or False: no display; True: the command line's bar (on stderr); or a
+            ``experiment.display.ProgressDisplay`` (given ``unit="inputs"`` where it takes a
+            ``unit``). It counts inputs searched: ``total`` is ``n``.
+        preprocessed : bool, default=False
+            True: ``x`` is already the float32 array of shape ``(n, *input_shape)`` that
+            ``preprocess`` returns.
+
+        Returns
+        -------
+        ndarray of int64, shape ``(n, K)``
+            Column ``c`` counts the training samples of class index ``c``: kNN, among the
+            ``k`` nearest (each row sums to ``k``); rNN, inside the ball of radius ``r``
+            (a row sums to anything from 0, an empty ball, to ``n_train``). Not votes of base
+            classifiers: there are none.
+
+        Warns
+        -----
+        UnusualInputsWarning
+            Where more than ``unusual_share`` of the inputs' means after preprocessing lie
+            outside the training inputs' range.
+        """
         return self.outputs(x, progress=progress, preprocessed=preprocessed).votes
 
     def predict(self, x, *, progress: ProgressDisplay | None = None,
                 preprocessed: bool = False) -> np.ndarray:
-        """The classifier's prediction (class indices; ties to the smaller index; ``-1``
-        where an rNN ball is empty): certified or not (``certify`` says which are)."""
+        """The classifier's prediction on each input, certified or not (``certify`` says
+        which are): the majority of ``votes``.
+
+        Parameters
+        ----------
+        x, progress, preprocessed :
+            As for ``votes``.
+
+        Returns
+        -------
+        ndarray of int64, shape ``(n,)``
+            Class indices ``0 .. K-1`` (ties to the smaller index; ``decode`` gives the data
+            set's class ids), ``-1`` (``votes.ABSTAIN``) where an rNN ball is empty.
+        """
         return self.outputs(x, progress=progress, preprocessed=preprocessed
                             ).certificate.prediction
