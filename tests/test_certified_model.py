@@ -214,3 +214,28 @@ def test_the_shared_methods_document_every_parameter_and_what_they_return(cls, n
     if params:
         assert "\nParameters\n----------\n" in doc, (cls.__name__, name)
         assert set(params) <= _documented(doc), (name, sorted(set(params) - _documented(doc)))
+
+
+@pytest.mark.parametrize("kind", ["knn", "without_replacement"])
+def test_unusual_inputs_warning_names_the_callers_line(runs, kind):
+    """``UnusualInputsWarning`` was reported at a line of ``ensemble.py`` / ``nnmodel.py``
+    (``stacklevel=2`` from a function the public methods call in turn), so a user's
+    ``-W error`` traceback or a warnings filter by module named the library, not their code.
+    It now names the caller's line, from ``votes``, ``predict`` and ``certify`` alike."""
+    import sys
+    import warnings
+
+    from poisoncert.experiment.inputform import UnusualInputsWarning
+
+    out, x, _ = runs
+    m = Ensemble.load(out[kind][0])
+    assert m.training_means is not None
+    inverted = (16 - x).astype(np.uint8)
+    for call in (m.votes, m.predict, m.certify):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            line = sys._getframe().f_lineno + 1
+            call(inverted)
+        unusual = [w for w in seen if issubclass(w.category, UnusualInputsWarning)]
+        assert len(unusual) == 1, [str(w.message) for w in seen]
+        assert (unusual[0].filename, unusual[0].lineno) == (__file__, line), call.__name__

@@ -54,6 +54,7 @@ from poisoncert.experiment.inputform import (
     describe_array,
     input_form,
     input_means,
+    outside_stacklevel,
     unusual_inputs,
     unusual_share,
 )
@@ -337,7 +338,7 @@ class Ensemble(RunClasses):
                     n_classes=self.n_classes, device=self.device,
                     path=self.path, progress=advance, progress_unit="predictions")
         if live and (text := self._unusual(means)) is not None:
-            warnings.warn(text, UnusualInputsWarning, stacklevel=2)
+            warnings.warn(text, UnusualInputsWarning, stacklevel=outside_stacklevel())
         return out
 
     def _unusual(self, means: np.ndarray) -> str | None:

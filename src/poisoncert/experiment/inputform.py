@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +20,8 @@ from poisoncert.config import ExperimentConfig
 
 __all__ = ["UNUSUAL_SHARE", "InputForm", "RunClasses", "UnknownClassId",
            "UnusualInputsWarning", "as_input_array", "class_indices", "describe_array",
-           "input_form", "input_means", "training_means", "unusual_inputs", "unusual_share"]
+           "input_form", "input_means", "outside_stacklevel", "training_means",
+           "unusual_inputs", "unusual_share"]
 
 
 #: The share of the inputs whose mean (after preprocessing) lies outside the range of the
@@ -32,6 +35,20 @@ class UnusualInputsWarning(UserWarning):
     """Many new inputs do not look like the run's training inputs (their mean value after
     the preprocessing lies outside the training inputs' range): an inverted image, another
     scale. Their certificates are unchanged; what they certify may not be what was meant."""
+
+
+def outside_stacklevel() -> int:
+    """The ``stacklevel`` for ``warnings.warn`` that puts a warning at the first caller
+    outside the poisoncert package (the user's line), however many of the package's
+    functions lie between (``Ensemble.certify`` -> ``votes`` -> ``base_predictions``): a fixed
+    ``stacklevel=2`` named a line of ``ensemble.py`` or ``nnmodel.py``. Called by the function
+    that warns; Python 3.12's ``skip_file_prefixes`` would do this, but 3.11 is supported."""
+    package = str(Path(__file__).resolve().parent.parent) + os.sep
+    frame, level = sys._getframe(1), 1  # the function that warns is level 1
+    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
+            package):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 @dataclasses.dataclass(frozen=True)

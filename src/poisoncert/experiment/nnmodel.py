@@ -39,6 +39,7 @@ from poisoncert.experiment.inputform import (
     describe_array,
     input_form,
     input_means,
+    outside_stacklevel,
     training_means,
     unusual_inputs,
     unusual_share,
@@ -336,7 +337,7 @@ class NeighborModel(RunClasses):
         cert = dataclasses.replace(cert, prediction=pred, radius=radius, slack=slack,
                                    exact=exact, classes=self.classes)
         if (text := unusual_inputs(means, self.training_means, self.unusual_share)):
-            warnings.warn(text, UnusualInputsWarning, stacklevel=2)
+            warnings.warn(text, UnusualInputsWarning, stacklevel=outside_stacklevel())
         return NeighborOutputs(certificate=cert, votes=votes, radius_dpa=dpa)
 
     def certify(self, x, *, alpha: float | None = None, model: str | None = None,
