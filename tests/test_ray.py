@@ -520,6 +520,28 @@ def test_an_address_no_ray_head_answers_is_one_clear_error(tmp_path):
     assert not (tmp_path / "run").exists()  # refused before the run folder is made
 
 
+def test_quiet_train_hides_rays_token_notice_and_keeps_it_otherwise(tmp_path):
+    """``train --executor ray -q`` starting its own local Ray instance printed Ray's notice
+    "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt
+    out. ..." (Ray 2.60, RAY_AUTH_MODE unset): -q now hides it (that logger's warnings only);
+    without -q it is shown as Ray logs it."""
+    import subprocess
+
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
+    env["HOME"] = str(tmp_path)  # Ray writes the token it makes to ~/.ray/auth_token
+    notice = "Token authentication is enabled for this Ray cluster"
+    for quiet in (True, False):
+        out = subprocess.run([sys.executable, "-m", "poisoncert.cli", "train", str(cfg),
+                              "--run-dir", str(tmp_path / f"run-{quiet}"), "--executor",
+                              "ray", "--workers", "1", *(["-q"] if quiet else [])],
+                             capture_output=True, text=True, timeout=300, env=env)
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert (notice in out.stderr) is not quiet, (quiet, out.stderr)
+        assert RunDir(tmp_path / f"run-{quiet}").verify()["verified"] is True
+
+
 def test_address_auto_with_no_ray_running_is_one_line_before_any_file(tmp_path, monkeypatch):
     """``--address auto`` where Ray finds no running instance: Ray's own resolution raises
     ``ConnectionError`` (it never returns None for "auto"), which was let through to

@@ -39,6 +39,7 @@ used as it is (code cannot be shipped per task). See ``docs/ray.md``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -49,7 +50,8 @@ from poisoncert._validation import check_int, check_real, param_error
 from poisoncert.resources import usable_cpus
 from poisoncert.threads import attach_progress, keep_heap, limit_threads
 
-__all__ = ["RayExecutor", "RayExecutorError", "check_gpus_per_task", "import_ray"]
+__all__ = ["RayExecutor", "RayExecutorError", "check_gpus_per_task", "import_ray",
+           "quiet_ray_notices"]
 
 R = TypeVar("R")
 
@@ -92,6 +94,29 @@ def local_workers_limit(gpus_per_task: float = 0.0) -> int:
     if gpus_per_task and gpus_per_task > 0:
         return max(cpus, int(_local_gpus() / gpus_per_task + 1e-9))
     return cpus
+
+
+#: Ray's logger of its token-authentication notices. ``ray.init`` of a local instance (Ray
+#: 2.60, ``RAY_AUTH_MODE`` unset) logs at WARNING "Token authentication is enabled for this Ray
+#: cluster. Set RAY_AUTH_MODE=disabled to opt out. ..." (docs/ray.md); the refusals (no token,
+#: a wrong one) are exceptions, not records of this logger.
+RAY_AUTH_LOGGER = "ray._private.authentication.authentication_token_setup"
+
+
+@contextlib.contextmanager
+def quiet_ray_notices(quiet: bool) -> Iterator[None]:
+    """With ``quiet`` (``train -q``), Ray's token-authentication notice is not shown: its
+    logger (only) takes records of level ERROR and above for the block. Imports no Ray."""
+    if not quiet:
+        yield
+        return
+    log = logging.getLogger(RAY_AUTH_LOGGER)
+    old = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(old)
 
 
 def _ray_running() -> bool:

@@ -121,7 +121,8 @@ def train(
     rhos: Annotated[str | None, typer.Option(
         "--rhos", help="Radii for certify's table, comma-separated, e.g. 0,50,100 (sets "
                        "certify.rhos).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar (nor Ray's "
+                                                         "token notice).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (no "
                                                          "progress bar).")] = False,
 ) -> None:
@@ -142,7 +143,7 @@ def train(
         from poisoncert.executors import check_workers, make_executor
         from poisoncert.experiment import train_run
         from poisoncert.experiment.train import run_config
-        from poisoncert.ray_executor import _ray_running, local_workers_limit
+        from poisoncert.ray_executor import _ray_running, local_workers_limit, quiet_ray_notices
 
         _refuse_misspelt_options(ctx)
         overrides = parse_overrides(ctx.args)
@@ -217,7 +218,7 @@ def train(
                            where="train")
         from poisoncert.data.download import quiet_downloads
 
-        with interrupt_line(), quiet_downloads(quiet or as_json):
+        with interrupt_line(), quiet_downloads(quiet or as_json), quiet_ray_notices(quiet):
             try:
                 res = train_run(cfg, run_dir, executor=ex,
                                 progress=None if quiet or as_json else rich_progress,
