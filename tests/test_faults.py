@@ -816,6 +816,7 @@ def test_update_on_a_full_disk_removes_its_unfinished_run_and_says_so(setup, tmp
     edits = Edits(relabel_index=np.array([5]), relabel_label=np.array([2]))
     new, empty = tmp_path / "new", tmp_path / "empty"
     empty.mkdir()
+    was = _identity(empty)
     for out in (new, empty):
         with monkeypatch.context() as m:
             m.setattr(runsafe, "fault_point", full)
@@ -826,9 +827,11 @@ def test_update_on_a_full_disk_removes_its_unfinished_run_and_says_so(setup, tmp
             f"update's unfinished run was removed from '{out}'; run the same command again" \
             in msg and "\n" not in msg, msg
         assert (not out.exists()) if out is new else list(out.iterdir()) == [], out
+        assert out is new or _identity(out) == was  # emptied, not made again
         res = update_run(setup["ref"], out, edits)
         RunDir(out).verify()
         assert res.run_dir == out
+    assert _identity(empty) == was
     assert tmp_files(tmp_path) == []
 
 
@@ -1133,3 +1136,124 @@ def test_a_runs_config_and_manifest_alone_train_again_to_the_same_run(weights_ru
     for w in sorted((weights_run / runs.WEIGHTS).iterdir()):
         assert (run / runs.WEIGHTS / w.name).read_bytes() == w.read_bytes()
     pipeline.certify_run(run)  # verified: the checksums the finish recorded hold
+
+
+# --------------------------------------------------------------------------------------------
+# An existing empty folder given as the run directory
+
+
+def _identity(folder: Path) -> tuple[int, int, int, int]:
+    st = os.stat(folder)
+    return st.st_dev, st.st_ino, st.st_mode, st.st_gid
+
+
+def test_an_empty_folder_given_as_the_run_dir_is_kept_with_its_mode(setup, tmp_path):
+    """train and update into an empty folder (a user's group folder, chmod 2775) built the run
+    beside it and renamed it onto the folder: the folder was replaced by one of the process's
+    own mode (0755, no setgid, so the group's members could not write the run), and a mount
+    point was refused. The folder is now kept (device, inode, mode, group) and the run's
+    folders inside it take its setgid; the run is whole and verifies."""
+    from poisoncert.experiment.edits import Edits
+    from poisoncert.experiment.update import update_run
+
+    before = {}
+    for name in ("train", "update"):
+        (tmp_path / name).mkdir()
+        os.chmod(tmp_path / name, 0o2775)
+        before[name] = _identity(tmp_path / name)
+    pipeline.train_run(load_config(setup["config"]), tmp_path / "train", progress=False)
+    _same_run(tmp_path / "train", setup["ref"])
+    update_run(setup["ref"], tmp_path / "update",
+               Edits(relabel_index=np.array([5]), relabel_label=np.array([2])))
+    for name, was in before.items():
+        folder = tmp_path / name
+        assert _identity(folder) == was, name
+        assert RunDir(folder).verify()["verified"] is True, name
+        assert os.stat(folder / runs.CHUNKS).st_mode & 0o2000, name
+    assert tmp_files(tmp_path) == []
+
+
+@pytest.mark.parametrize("point", ["create:claimed", "create:moving", "create:renamed"])
+def test_a_kill_while_a_run_moves_into_an_empty_folder_leaves_no_run_and_trains_again(
+        setup, tmp_path, point):
+    """Killed while the new run's entries move into the kept empty folder: before its config
+    moves in, the folder holds no run (what it holds is cleared by the next train, which
+    then trains it whole); after, the run resumes. The folder stays the same folder."""
+    run = tmp_path / "run"
+    run.mkdir()
+    was = _identity(run)
+    proc, _ = _start(setup["root"], ["train", str(setup["config"]), "--run-dir", str(run),
+                                     "-q"], fault=point)
+    out, err = proc.communicate(timeout=TIMEOUT)
+    assert proc.returncode == -signal.SIGKILL, out + err
+    assert (run / runs.CONFIG).is_file() == (point == "create:renamed")
+    assert not RunDir(run).exists() or point == "create:renamed"
+    res = pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    assert res.chunks_trained == N_CHUNKS
+    _same_run(run, setup["ref"])
+    assert RunDir(run).verify()["verified"] is True
+    assert _identity(run) == was
+    assert tmp_files(tmp_path) == []
+
+
+def test_a_train_into_an_empty_folder_being_created_is_refused_as_in_use(setup, tmp_path):
+    """A second train into the empty folder that a first is moving its new run into is
+    refused in one line as in use (not "not empty", and never clears the first's files);
+    the first's run is whole."""
+    run = tmp_path / "run"
+    run.mkdir()
+    args = ["train", str(setup["config"]), "--run-dir", str(run), "-q"]
+    go = tmp_path / "go"
+    b, _ = _start(setup["root"], args, go=go)
+    a, _ = _start(setup["root"], args, fault="create:moving@sleep=5")
+    deadline = time.monotonic() + TIMEOUT
+    while not (run / runs.MANIFEST).exists():
+        assert a.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    go.touch()
+    ob, eb = b.communicate(timeout=TIMEOUT)
+    assert a.poll() is None  # (B ended while A was still moving its run in)
+    assert b.returncode == 1 and (ob + eb).count("\n") == 1, ob + eb
+    assert f"The run directory '{run}' is in use by another poisoncert process" in eb, eb
+    oa, ea = a.communicate(timeout=TIMEOUT)
+    assert a.returncode == 0 and _trained(oa) == N_CHUNKS, oa + ea
+    _same_run(run, setup["ref"])
+    assert tmp_files(tmp_path) == []
+
+
+def test_a_failed_creation_leaves_the_empty_folder_as_it_was(tmp_path):
+    """A creation that fails once the run's entries have started to move into an existing
+    empty folder leaves it empty and the same folder; a failure of the lock's claim too."""
+    from poisoncert import runsafe
+
+    folder = tmp_path / "f"
+    folder.mkdir()
+    os.chmod(folder, 0o2770)
+    was = _identity(folder)
+
+    def fill(tmp: Path) -> None:
+        (tmp / "a").mkdir()
+        (tmp / "a" / "x").write_text("x")
+        (tmp / "b").write_text("b")
+        (tmp / "last").write_text("")
+
+    real = os.rename
+
+    def fails_on_last(src, dst, *a, **k):
+        if Path(dst).name == "last":
+            raise OSError(28, "No space left on device")
+        return real(src, dst, *a, **k)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(runsafe.os, "rename", fails_on_last)
+        with pytest.raises(RunError, match="No space left on device"):
+            runsafe.create_locked(folder, fill, last="last")
+    assert list(folder.iterdir()) == [] and _identity(folder) == was
+    lock = runsafe.create_locked(folder, fill, last="last")
+    try:
+        assert sorted(p.name for p in folder.iterdir()) == [runs.LOCK, "a", "b", "last"]
+        assert _identity(folder) == was and lock.folder == folder
+        with pytest.raises(RunLockedError):
+            runsafe.RunLock.acquire(folder)
+    finally:
+        lock.release()

@@ -70,6 +70,7 @@ from poisoncert.runmanifest import array_checksum, build_manifest, git_revision,
 from poisoncert.runsafe import (
     LOCK,
     MANIFEST_DIGEST,
+    RUN_TMP_PREFIX,
     RunError,
     RunLock,
     RunLockedError,
@@ -79,6 +80,7 @@ from poisoncert.runsafe import (
     file_sha256,
     manifest_digest,
     remove_leftovers,
+    remove_stale_run_tmps,
     save_bytes,
     save_json,
     save_text,
@@ -280,6 +282,7 @@ class RunDir(ChunkFiles):
     def _acquire(self) -> None:
         self._lock = RunLock.acquire(self.path)
         remove_leftovers(self.path, (CHUNKS, WEIGHTS, RANKS_DIR))
+        remove_stale_run_tmps(self.path)  # a creation into an empty folder, killed at its end
 
     # -- config ------------------------------------------------------------------------------
 
@@ -470,26 +473,42 @@ class RunDir(ChunkFiles):
                 files(tmp)
             save_text(tmp / CONFIG, to_yaml(cfg))  # last: marks a valid run
 
-        lock = create_locked(self.path, fill)
+        lock = create_locked(self.path, fill, last=CONFIG)
         if lock is None:
             return False
         self._lock = lock
         return True
 
     def _clear_abandoned_creation(self) -> None:
-        """A folder that only holds what an interrupted creation of earlier versions left
-        (an empty ``chunks/``, a manifest, temporary files, no config) is emptied."""
-        if self.exists() or not (self.path / MANIFEST).is_file():
+        """A folder that only holds what an interrupted creation left (an empty ``chunks/``,
+        a manifest, the edits of an update, a free ``.lock``, temporary files and folders;
+        no config) is emptied: a kill while a run was moved into an existing empty folder
+        (``create_locked``), or the creation of earlier versions. One that another process
+        is creating (its lock held) raises ``RunLockedError``."""
+        if self.exists() or not self.path.is_dir():
+            return
+        remove_stale_run_tmps(self.path)
+        lock_file = self.path / LOCK
+        if not (self.path / MANIFEST).is_file() and not lock_file.is_file():
             return
         entries = list(self.path.iterdir())
         chunks = self.path / CHUNKS
-        if not all(e.name in (MANIFEST, LOCK, CHUNKS) or e.name.startswith(_TMP_PREFIX)
+        if not all(e.name in (MANIFEST, LOCK, CHUNKS, EDITS) or e.name.startswith(_TMP_PREFIX)
                    for e in entries) or (chunks.exists() and (not chunks.is_dir()
                                                               or any(chunks.iterdir()))):
             return
-        for e in entries:
-            with contextlib.suppress(OSError):
-                e.rmdir() if e.is_dir() else e.unlink()
+        lock = RunLock.acquire(self.path) if lock_file.is_file() else None
+        try:
+            if self.exists():  # (created meanwhile, its lock released: not abandoned)
+                return
+            for e in self.path.iterdir():
+                with contextlib.suppress(OSError):
+                    if e.name.startswith(RUN_TMP_PREFIX) and e.is_dir():
+                        continue  # another process's, alive (kept by remove_stale_run_tmps)
+                    e.rmdir() if e.is_dir() else e.unlink()
+        finally:
+            if lock is not None:
+                lock.release()
 
     def finish(self, **fields: Any) -> None:
         """Record ``fields``, the finish time and the checksums of the run's files."""

@@ -15,7 +15,9 @@ Lock
 Leftovers
     Every file is written to a temporary ``.tmp-<name>.<pid>.XXXX`` beside it; a new run is built
     in a temporary sibling folder ``.tmp-run.<pid>.<name>.XXXX`` (locked from its first
-    instant) and renamed into place once its config and manifest are written.
+    instant) and renamed into place once its config and manifest are written; into an
+    existing empty folder, which is kept, it is built in such a folder inside it and its
+    entries are moved in, the config last (``create_locked``).
     A kill leaves at most such temporaries. The next process that holds a run's lock removes
     the temporary files in it (``remove_leftovers``); the next one that creates a run beside
     them removes sibling folders whose creator is gone (``remove_stale_run_tmps``: its lock is
@@ -34,7 +36,9 @@ Test hook
     window and between a file's write and rename, and to hold a lock while another process
     tries the run. Unset (always, outside tests), a point costs one comparison. Points:
     ``create:tmp``, ``create:locked``, ``create:manifest``, ``create:filled``,
-    ``create:renamed``, ``write:<file name>`` (before the rename), ``finish``.
+    ``create:claimed`` and ``create:moving`` (into an existing empty folder, before its first
+    and its last entry moves in), ``create:renamed``, ``write:<file name>`` (before the
+    rename), ``finish``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import math
 import os
 import shutil
 import signal
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -569,15 +574,27 @@ def fault_point(name: str) -> None:
 # Atomic creation of a folder
 
 
-def create_locked(path: Path, fill: Callable[[Path], None]) -> RunLock | None:
+def create_locked(path: Path, fill: Callable[[Path], None], *,
+                  last: str | None = None) -> RunLock | None:
     """Create the folder ``path`` as a whole: ``fill(tmp)`` writes its contents into a locked
-    temporary sibling, which is then renamed to ``path`` (replacing an empty folder there).
+    temporary folder, which then becomes ``path``.
 
-    Returns the lock, held, now on ``path``; or None when another process put a non-empty
-    folder at ``path`` first. Missing parents are created. On any error (or a kill) no part
-    of ``path`` exists: the temporary folder and the parents created here are removed (after
-    a kill, the temporary folder by the next ``remove_stale_run_tmps``).
+    Where ``path`` does not exist, the temporary folder is a sibling renamed onto it. Where
+    it is an empty folder (a user's, perhaps group-shared with setgid, or a mount point), it
+    is kept as it is (inode, mode, owner, group, ACLs): the temporary folder is made inside
+    it, ``fill`` writes there, the folder is claimed by linking the temporary folder's
+    ``.lock`` into it (one process wins), and the entries are moved in, ``last`` (the file
+    that marks a whole run: ``config.yaml``) last. A reader sees no ``last`` until every
+    other entry is there; a kill meanwhile leaves what ``RunDir`` clears as an interrupted
+    creation (its lock free).
+
+    Returns the lock, held, now on ``path``; or None when another process put anything in
+    ``path`` first. Missing parents are created. On any error no part of the run is left:
+    a new ``path`` and the parents created here are removed, an empty one is emptied again
+    (after a kill, the temporary folder goes with the next ``remove_stale_run_tmps``).
     """
+    if path.is_dir():
+        return _create_in_place(path, fill, last)
     parent = path.absolute().parent
     created = []
     p = parent
@@ -621,6 +638,74 @@ def create_locked(path: Path, fill: Callable[[Path], None]) -> RunLock | None:
         raise
     lock.folder = path
     return lock
+
+
+def _create_in_place(path: Path, fill: Callable[[Path], None],
+                     last: str | None) -> RunLock | None:
+    """``create_locked`` into the existing empty folder ``path``, which stays the same folder
+    (renaming a folder built beside it onto it replaced the user's folder: a ``chmod 2775``
+    group folder became the process's own 0755 one, and a mount point was refused)."""
+    tmp: Path | None = None
+    lock: RunLock | None = None
+    claimed = False
+    moved: list[str] = []
+    try:
+        remove_stale_run_tmps(path)
+        tmp = new_run_tmp(path, "new")
+        setgid = os.stat(path).st_mode & stat.S_ISGID  # new folders in it keep its group
+        os.chmod(tmp, (0o777 & ~_umask()) | setgid)  # mkdtemp makes 0700
+        fault_point("create:tmp")
+        lock = RunLock.acquire(tmp)
+        fault_point("create:locked")
+        fill(tmp)
+        _fsync(tmp)
+        fault_point("create:filled")
+        try:  # the claim: the held .lock's inode, linked in; one process's link succeeds
+            os.link(tmp / LOCK, path / LOCK)
+        except FileExistsError:
+            return _gave_up(tmp, lock)
+        claimed = True
+        os.unlink(tmp / LOCK)  # (a temporary folder without it: stale once its process is gone)
+        if any(e.name != LOCK and not e.name.startswith(RUN_TMP_PREFIX)
+               for e in os.scandir(path)):  # filled meanwhile (not by a creation)
+            claimed = False
+            os.unlink(path / LOCK)
+            return _gave_up(tmp, lock)
+        fault_point("create:claimed")
+        names = sorted(os.listdir(tmp), key=lambda n: n == last)  # ``last`` at the end
+        for name in names:
+            if name == last:
+                _fsync(path)
+                fault_point("create:moving")
+            os.rename(tmp / name, path / name)
+            moved.append(name)
+        os.rmdir(tmp)
+        _fsync(path)
+        fault_point("create:renamed")
+    except BaseException as e:
+        for name in reversed(moved):  # the folder as it was: empty
+            p = path / name
+            with contextlib.suppress(OSError):
+                shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        if claimed:
+            with contextlib.suppress(OSError):
+                os.unlink(path / LOCK)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if lock is not None:
+            lock.release()
+        if isinstance(e, OSError) and not isinstance(e, RunError):
+            raise RunError(f"Cannot write the run directory '{path}': "
+                           f"{e.strerror or e}.") from None
+        raise
+    lock.folder = path
+    return lock
+
+
+def _gave_up(tmp: Path, lock: RunLock) -> None:
+    shutil.rmtree(tmp, ignore_errors=True)
+    lock.release()
+    return None
 
 
 def _fsync(folder: Path) -> None:

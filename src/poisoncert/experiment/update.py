@@ -180,10 +180,12 @@ def _removed_on_error(out: RunDir, was_folder: bool):
     except Exception as e:
         import shutil
 
-        shutil.rmtree(out.path, ignore_errors=True)
-        if was_folder and not out.path.exists():
-            with contextlib.suppress(OSError):
-                out.path.mkdir()
+        if was_folder:  # emptied, kept (its mode and group: a user's shared folder)
+            for p in list(out.path.iterdir()) if out.path.is_dir() else ():
+                with contextlib.suppress(OSError):
+                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+        else:
+            shutil.rmtree(out.path, ignore_errors=True)
         gone = not out.path.exists() or (was_folder and not any(out.path.iterdir()))
         if not isinstance(e, OSError):  # (a RunError is one)
             raise
