@@ -1628,6 +1628,64 @@ def test_update_refuses_a_large_remove_file_by_cheap_checks_first(tmp_path, monk
         assert not (tmp_path / "new").exists()
 
 
+def test_update_of_a_run_without_a_manifest_digest_takes_the_cheap_checks_too(tmp_path,
+                                                                             monkeypatch):
+    """A run of an earlier version (no manifest_sha256 in its manifest) took the slow path:
+    ``update --remove FILE`` of 10^7 indices was parsed whole, sorted and refused once the run
+    was loaded (31-79 s, 1.3 GB). Its manifest's n_train is now taken where the run's data, as
+    its config loads them (after its own edits), give the same size; one that disagrees is
+    not (update_run's own check says it, after loading the run, as before)."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from poisoncert.cli import app
+    from poisoncert.experiment import update
+    from poisoncert.runsafe import MANIFEST_DIGEST
+
+    run, upd, wrong = tmp_path / "run", tmp_path / "upd", tmp_path / "wrong"
+    train_run(_cfg(training__steps=5), run)
+    update_run(run, upd, Edits(remove=np.array([1, 2]), relabel_index=np.array([3]),
+                               relabel_label=np.array([0])))
+    shutil.copytree(run, wrong)
+    sizes = {}
+    for folder, more in ((run, 0), (upd, 0), (wrong, 5)):
+        man = json.loads((folder / "manifest.json").read_text())
+        sizes[folder] = man["data"]["n_train"]
+        man["data"]["n_train"] += more
+        man.pop(MANIFEST_DIGEST)
+        (folder / "manifest.json").write_text(json.dumps(man))
+    assert sizes[upd] == sizes[run] - 2
+    np.save(tmp_path / "oob.npy", np.arange(10**6, dtype=np.int64)[::-1])
+
+    def line(n):
+        return ("error: --remove: The 'remove' parameter of update_run must be training-set "
+                f"indices in the range [0, {n - 1}]. Got 999999 instead.\n")
+
+    def fail(*a, **kw):
+        pytest.fail("np.unique, or the run loaded, before the indices' cheap checks")
+
+    real_unique = np.unique
+
+    def unique(a, *args, **kw):  # (the run's own edits are read: 3 indices)
+        return fail() if np.size(a) > 1000 else real_unique(a, *args, **kw)
+
+    with monkeypatch.context() as m:
+        m.setattr(np, "unique", unique)
+        m.setattr(update, "load_ensemble", fail)
+        m.setattr(RunDir, "verify", fail)
+        for folder in (run, upd):
+            r = CliRunner().invoke(app, ["update", str(folder), "--out", str(tmp_path / "new"),
+                                         "--remove", str(tmp_path / "oob.npy")])
+            assert r.exit_code == 1 and r.output == line(sizes[folder]), (folder, r.output)
+    assert update._run_n_train(wrong) is None  # its n_train is not its data's
+    r = CliRunner().invoke(app, ["update", str(wrong), "--out", str(tmp_path / "new"),
+                                 "--remove", str(tmp_path / "oob.npy")])
+    assert r.exit_code == 1 and r.output.count("\n") == 1, r.output  # loaded, then refused:
+    assert "manifest.json' is inconsistent: data.n = " in r.output, r.output  # not the range
+    assert not (tmp_path / "new").exists()  # [0, n_train + 4] its manifest gave
+
+
 def test_a_moved_updated_run_reads_its_own_edits(tmp_path):
     """An updated run's config names its edits file by the path it was written to. A moved or
     copied run reads the edits.npz in its own folder, for every command: updating, attacking
