@@ -609,7 +609,10 @@ class Report:
                  "phase 1 counted wrong), on the whole test set but for the test points of "
                  "classes 0-8 where phase 2 abstained (non-finite outputs): there phase 1's "
                  "answer does not show in the base classifier's prediction (phase2.json's "
-                 "`phase1_test_points`); phase-2 accuracy: on the test points of classes "
+                 "`phase1_test_points`); phase-1 balanced accuracy: the mean of phase 1's "
+                 "recall on 'clean' and on class 9 over those points (plain accuracy is "
+                 "mostly its recall on 'clean', 90% of the test set; '-' for a run made "
+                 "before it was recorded); phase-2 accuracy: on the test points of classes "
                  "0-8, its abstentions counted wrong.\n")
         rhos = [0, 10, 20, 50, 100, 150, 200, 300]
         rows, panels, verdict = [], {"two-phase (Algorithm 3)": {}, "Algorithm 2": {}}, []
@@ -632,7 +635,9 @@ class Report:
                     p1 += " †"  # written before: every test point counted
                     older = True
                 p2 = pct(ph["phase2_accuracy"]) if ph else "-"
-                rows.append([label, ns, pct(base), p1, p2, pct(acc)]
+                b1 = ph.get("phase1_balanced_accuracy_mean") if ph else None
+                b1 = "-" if b1 is None else pct(b1)
+                rows.append([label, ns, pct(base), p1, b1, p2, pct(acc)]
                             + [pct(a) for a in r.acc_at(rhos)] + [r.zero_at(), r.wall()])
                 panels[label][f"ns = {ns}"] = r.curve()
                 pair[kind] = r
@@ -647,9 +652,9 @@ class Report:
                     + f"; strictly higher at {int(np.sum(a2 > aa))} of {len(grid)} radii "
                     f"0..{top}.")
         if rows:
-            self.add(table(["classifier", "ns", "base acc.", "phase-1 acc.", "phase-2 acc.",
-                            "vote acc."] + [f"rho={x}" for x in rhos]
-                           + ["acc. = 0 at rho", "wall"], rows))
+            self.add(table(["classifier", "ns", "base acc.", "phase-1 acc.",
+                            "phase-1 bal. acc.", "phase-2 acc.", "vote acc."]
+                           + [f"rho={x}" for x in rhos] + ["acc. = 0 at rho", "wall"], rows))
             if older:
                 self.add("\n† The run's phase2.json was written before phase 2's abstentions "
                          "were left out: its phase-1 accuracy counts every test point, a clean "

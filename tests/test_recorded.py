@@ -84,8 +84,10 @@ _FILES = ("config.yaml", "seeds.npy", "clean_indices.npy", "predictions.npy", "v
 _LATER_CHUNK_KEYS = ("config_hash", "digest", "weights_sha256", "data_sha256", "ranks_sha256")
 _LATER_SUMMARY_KEYS = ("verified", "verification")
 #: phase2.json's keys added after the recording: what phase 1's accuracy leaves out
-#: (twophase.phase1_accuracy; tests/test_twophase.py checks their values).
-_LATER_PHASE2_KEYS = ("phase2_abstentions", "phase1_test_points")
+#: (twophase.phase1_accuracy) and its balanced accuracy (tests/test_twophase.py checks their
+#: values).
+_LATER_PHASE2_KEYS = ("phase2_abstentions", "phase1_test_points",
+                      "phase1_balanced_accuracy_mean", "phase1_balanced_accuracy")
 #: certificates.csv's columns added after the recording: the prediction's class id and name
 #: (tests/test_runs.py checks their values).
 _LATER_CERTIFICATE_COLUMNS = ("class", "class_name")

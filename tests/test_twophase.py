@@ -94,6 +94,32 @@ def test_phase1_accuracy_from_combined():
                                [0.5, 1.0])
 
 
+def test_phase1_balanced_accuracy_is_the_mean_of_its_recalls():
+    """Phase 1's plain accuracy over a test set mostly of clean classes is mostly its recall on
+    "clean": a phase 1 that always says "clean" scores 0.8 here. Its balanced accuracy is the
+    mean of its recalls on its own classes ("clean", class 9), each counted as the plain
+    accuracy counts it (phase 2's abstentions on clean points left out)."""
+    labels = np.array([0, 1, 2, 3, 4, 5, 6, 7, 9, 9])
+    always_clean = np.array([[0, 1, 2, 3, 4, 5, 6, 7, 3, 3]])  # recall 1 on clean, 0 on 9
+    half = np.array([[0, 9, 2, 3, 4, 5, 6, 7, 9, 1]])  # clean 7/8, class 9: 1/2
+    both = np.concatenate([always_clean, half])
+    np.testing.assert_allclose(twophase.phase1_accuracy(both, labels, POISONED, 10),
+                               [0.8, 0.8])
+    np.testing.assert_allclose(twophase.phase1_balanced_accuracy(both, labels, POISONED, 10),
+                               [0.5, (7 / 8 + 1 / 2) / 2])
+    pred2 = np.array([0, -1, 2, 3, 4, 5, 6, 7, -1, -1])  # abstains on label 1's point: out
+    np.testing.assert_allclose(
+        twophase.phase1_balanced_accuracy(both, labels, POISONED, 10, phase2=pred2),
+        [0.5, (7 / 7 + 1 / 2) / 2])
+    # a class without counted test points is left out of the mean; none: NaN
+    np.testing.assert_allclose(
+        twophase.phase1_balanced_accuracy(both[:, :8], labels[:8], POISONED, 10), [1, 7 / 8])
+    assert np.isnan(twophase.phase1_balanced_accuracy(
+        both[:, :8], labels[:8], POISONED, 10, phase2=np.full(8, -1))).all()
+    with pytest.raises(ValueError, match=r"'phase2' parameter of phase1_balanced_accuracy"):
+        twophase.phase1_balanced_accuracy(both, labels, POISONED, 10, phase2=pred2[:3])
+
+
 def test_phase1_accuracy_leaves_out_what_phase2_abstentions_hide():
     """Phase 1's accuracy counted a clean-class test point where phase 2 abstained as phase 1's
     error even where phase 1 said "clean" (right): the combined prediction is -1 there. Given
@@ -212,6 +238,9 @@ def test_phase2_json_leaves_phase2_abstentions_out_of_phase1_accuracy(tmp_path, 
     assert ph["phase1_accuracy_mean"] == pytest.approx(float(want.mean()), abs=1e-12)
     assert ph["phase1_accuracy_mean"] > float(
         twophase.phase1_accuracy(pred, labels, POISONED, 10).mean())
+    bal = twophase.phase1_balanced_accuracy(pred, labels, POISONED, 10, phase2=hidden["pred"])
+    np.testing.assert_allclose(ph["phase1_balanced_accuracy"], bal, rtol=0, atol=1e-6)
+    assert ph["phase1_balanced_accuracy_mean"] == pytest.approx(float(bal.mean()), abs=1e-12)
     monkeypatch.setattr(learners, "train_phase2", real)
     (path / "phase2.json").unlink()
     again = train_run(_config(True), path, progress=False)

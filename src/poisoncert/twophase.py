@@ -33,6 +33,7 @@ __all__ = [
     "clean_classes",
     "combine",
     "phase1_accuracy",
+    "phase1_balanced_accuracy",
     "phase1_labels",
     "phase2_labels",
     "phase2_seed",
@@ -143,30 +144,56 @@ def phase1_accuracy(predictions, labels, poisoned, n_classes: int, phase2=None) 
     whose outputs were all non-finite gave phase 1 an accuracy of at most the poisoned
     classes' share of the test set, however right it was).
     """
-    poisoned = _check(poisoned, n_classes, "phase1_accuracy")
+    right, seen, _ = _phase1_right(predictions, labels, poisoned, n_classes, phase2,
+                                   "phase1_accuracy")
+    if not seen.any():
+        return np.full(len(right), np.nan)
+    return right[:, seen].mean(axis=1)
+
+
+def phase1_balanced_accuracy(predictions, labels, poisoned, n_classes: int,
+                             phase2=None) -> np.ndarray:
+    """Phase 1's balanced test accuracy per base classifier: float64 ``(T,)``, the mean over
+    phase 1's own classes (``CLEAN`` and each poisoned class, ``phase1_labels``) of its recall
+    on that class's test points, counted as ``phase1_accuracy`` counts them (the same points
+    left out with ``phase2``). Plain accuracy weighs each class by its test points: with 9 of
+    10 classes clean, it is mostly phase 1's recall on "clean". A class with no counted test
+    point is left out of the mean; NaN where none has one."""
+    right, seen, cls = _phase1_right(predictions, labels, poisoned, n_classes, phase2,
+                                     "phase1_balanced_accuracy")
+    recalls = [right[:, seen & (cls == c)].mean(axis=1) for c in np.unique(cls[seen])]
+    if not recalls:
+        return np.full(len(right), np.nan)
+    return np.mean(recalls, axis=0)
+
+
+def _phase1_right(predictions, labels, poisoned, n_classes: int, phase2, where: str):
+    """Whether phase 1 was right on each test point ``(T, n_test)``, which points count
+    (``(n_test,)``: all without ``phase2``) and each point's phase-1 class."""
+    poisoned = _check(poisoned, n_classes, where)
     predictions = np.asarray(predictions, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
     is_poisoned = np.isin(np.arange(n_classes), poisoned)
     pred_clean = (predictions >= 0) & ~is_poisoned[np.clip(predictions, 0, None)]
     right = np.where(is_poisoned[labels][None, :], predictions == labels[None, :], pred_clean)
+    cls = np.zeros(n_classes, dtype=np.int64)  # phase1_labels' table, on labels as given
+    cls[poisoned] = np.arange(1, poisoned.size + 1)
+    cls = cls[labels]
     if phase2 is None:
-        return right.mean(axis=1)
+        return right, np.ones(labels.shape, dtype=bool), cls
     n_clean = n_classes - poisoned.size
     pred2 = np.asarray(phase2)
     if pred2.shape != labels.shape:
-        raise param_error("phase2", "phase1_accuracy", f"an array of shape {labels.shape} "
+        raise param_error("phase2", where, f"an array of shape {labels.shape} "
                           "(phase 2's output on each test point)", f"shape {pred2.shape}")
     if pred2.size and not np.issubdtype(pred2.dtype, np.integer):
-        raise param_error("phase2", "phase1_accuracy", f"integers in the range [-1, "
+        raise param_error("phase2", where, f"integers in the range [-1, "
                           f"{n_clean - 1}] (-1: abstain)", f"an array of dtype {pred2.dtype}")
     if pred2.size and (pred2.min() < -1 or pred2.max() > n_clean - 1):
         bad = pred2.min() if pred2.min() < -1 else pred2.max()
-        raise param_error("phase2", "phase1_accuracy", f"integers in the range [-1, "
+        raise param_error("phase2", where, f"integers in the range [-1, "
                           f"{n_clean - 1}] (-1: abstain)", int(bad))
-    seen = is_poisoned[labels] | (pred2 >= 0)
-    if not seen.any():
-        return np.full(len(right), np.nan)
-    return right[:, seen].mean(axis=1)
+    return right, is_poisoned[labels] | (pred2 >= 0), cls
 
 
 def phase2_seed(root_seed: int) -> int:

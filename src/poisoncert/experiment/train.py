@@ -560,6 +560,11 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
         # classes were counted as phase 1's errors (twophase.phase1_accuracy)
         acc1 = twophase.phase1_accuracy(predictions, data.y_test, data.poisoned_labels,
                                         data.n_classes, phase2=phase2.predictions)
+        # and the mean of its recalls on its own classes ("clean", each poisoned class):
+        # plain accuracy is mostly its recall on "clean", most of the test set
+        bal1 = twophase.phase1_balanced_accuracy(predictions, data.y_test,
+                                                 data.poisoned_labels, data.n_classes,
+                                                 phase2=phase2.predictions)
         on_clean = ~np.isin(data.y_test, data.poisoned_labels)
         abstained = int(np.count_nonzero(on_clean & (phase2.predictions < 0)))
         runs.save_json(rd / PHASE2_JSON, {
@@ -568,7 +573,9 @@ def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: 
             "phase2_abstentions": abstained,
             "phase1_test_points": len(data.y_test) - abstained,
             "phase1_accuracy_mean": _finite(acc1.mean()),
-            "phase1_accuracy": [_finite(round(float(a), 6)) for a in acc1]})
+            "phase1_accuracy": [_finite(round(float(a), 6)) for a in acc1],
+            "phase1_balanced_accuracy_mean": _finite(bal1.mean()),
+            "phase1_balanced_accuracy": [_finite(round(float(a), 6)) for a in bal1]})
     seconds = time.perf_counter() - t0
     result = RunResult(run_dir=rd.path, predictions=predictions, votes=votes,
                        labels=data.y_test.astype(np.int64), subset_sizes=sizes, n=data.n,
