@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -390,6 +391,55 @@ def test_ctrl_c_once_a_command_ended_leaves_its_exit_code():
     assert proc.returncode == 0 and err == "", (proc.returncode, err)
     assert out == subprocess.run([sys.executable, "-m", "poisoncert.cli", *args], env=env,
                                  capture_output=True, text=True, timeout=60).stdout
+
+
+_HANGING_EXIT = """\
+import signal, sys, threading
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+from poisoncert import _console, cli
+real = cli.main
+def main():
+    threading.Thread(target=threading.Event().wait).start()  # no daemon, never ends
+    try:
+        real()
+    finally:
+        print("ended", file=sys.stderr, flush=True)
+cli.main = main
+sys.argv[1:] = {args!r}
+_console.main()
+"""
+
+
+def test_ctrl_c_stops_a_shutdown_that_hangs_once_its_grace_is_over():
+    """Once a command ended, the console script ignored Ctrl-C for the rest of the process: a
+    shutdown that hung (here a thread that is no daemon and never ends) could be stopped by
+    SIGTERM alone. Ctrl-C is still ignored for ``GRACE_S`` seconds after the command ended
+    (its exit code would stand), then stops the process with one line and status 130."""
+    from poisoncert._console import GRACE_S
+
+    src = str(Path(poisoncert.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = ["radius", *SETTING, "--counts", "990,10"]
+    proc = subprocess.Popen([sys.executable, "-c", _HANGING_EXIT.format(args=args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr.readline() == "ended\n"  # the command has ended
+        t_end = time.monotonic()
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)  # within the grace: ignored
+        time.sleep(1.0)
+        assert proc.poll() is None
+        time.sleep(max(0.0, GRACE_S + 0.5 - (time.monotonic() - t_end)))
+        assert proc.poll() is None  # the shutdown hangs
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, (proc.returncode, err)
+    assert out == subprocess.run([sys.executable, "-m", "poisoncert.cli", *args], env=env,
+                                 capture_output=True, text=True, timeout=60).stdout  # whole
+    assert err == ("interrupted while shutting down: the command had ended, its outputs are "
+                   "complete.\n"), err
 
 
 def test_delta_long_tables_print_as_plain_columns():

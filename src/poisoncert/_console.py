@@ -11,20 +11,40 @@ default before it collects and tears down its modules (a few tenths of a second:
 measured after ``certify`` and ``train``), and a Ctrl-C there ended the process silently
 with SIGINT's status (-2; 130 in a shell) although its outputs were complete. Pools of
 worker processes and Ray are shut down by the commands themselves, before that: what is
-left is bounded work of the interpreter's own. ``python -m poisoncert.cli`` runs this too.
+left is bounded work of the interpreter's own. But a shutdown that hangs (a thread that is
+no daemon and never ends, an exit handler that waits forever) could then be stopped by
+SIGTERM alone: so while the interpreter waits for threads and runs its exit handlers, a
+Ctrl-C more than ``GRACE_S`` seconds after the command ended stops the process (one line,
+status 130); the modules' teardown, after them, ignores it as before.
+``python -m poisoncert.cli`` runs this too.
 """
 
 from __future__ import annotations
 
+import atexit
+import os
 import signal
 import sys
+import time
 
-__all__ = ["main"]
+__all__ = ["GRACE_S", "main"]
+
+#: Seconds after the command ended in which Ctrl-C is ignored whatever the shutdown does
+#: (measured shutdowns take 0.2-0.9 s); after them, one stops a shutdown that still waits.
+GRACE_S = 3.0
+
+_registered = False
 
 
 def main() -> None:
     """Import ``poisoncert.cli`` and run it; Ctrl-C during the import is one line, exit 130;
-    Ctrl-C after the command ended is ignored (its exit code stands)."""
+    Ctrl-C after the command ended is ignored (its exit code stands), but for one more than
+    ``GRACE_S`` seconds later while the interpreter still waits for threads or exit
+    handlers (one line, exit 130)."""
+    global _registered
+    if not _registered:  # first: the exit handler that runs last (they run in reverse)
+        atexit.register(_ignore_ctrl_c)
+        _registered = True
     try:
         from poisoncert.cli import main as cli_main
     except KeyboardInterrupt:
@@ -33,7 +53,31 @@ def main() -> None:
     try:
         cli_main()
     finally:  # the command's work and lines are done: the exit code stands
-        _ignore_ctrl_c()
+        _ctrl_c_after(time.monotonic())
+
+
+def _ctrl_c_after(ended: float) -> None:
+    """Until the last exit handler: Ctrl-C ignored for ``GRACE_S`` seconds after ``ended``,
+    then the end of a shutdown that is still waiting."""
+    def handler(signum, frame) -> None:
+        if time.monotonic() - ended < GRACE_S:
+            return
+        for f in (sys.stdout, sys.stderr):  # (os._exit flushes nothing)
+            try:
+                f.flush()
+            except Exception:  # noqa: BLE001 - a closed or broken stream: nothing to keep
+                pass
+        try:
+            os.write(2, b"interrupted while shutting down: the command had ended, its "
+                        b"outputs are complete.\n")
+        except OSError:
+            pass
+        os._exit(130)
+
+    try:
+        signal.signal(signal.SIGINT, handler)
+    except (ValueError, OSError):  # not the main thread: left as it is
+        pass
 
 
 def _ignore_ctrl_c() -> None:
