@@ -10,8 +10,9 @@ hash (chunks written before the hash was recorded are taken on their seeds). Cla
 depends on its own seed alone, so the assembled predictions equal those of an uninterrupted run.
 
 Faults and concurrency (``poisoncert.runsafe``). A new run is built in a temporary sibling
-folder and renamed into place once its config and manifest are written, so a kill at any
-instant leaves no run or a resumable one. One process at a time works in a run: ``train`` and
+folder and renamed into place once its config and manifest are written (into an existing empty
+folder, which is kept, its entries move in with the config last), so a kill at any instant
+leaves no run or a resumable one. One process at a time works in a run: ``train`` and
 ``certify`` hold an exclusive lock for their whole duration and a second one is refused with
 one line (not queued). Temporary files a killed writer left are removed by the next process
 that takes the lock. ``RunDir.verify`` checks a finished run against its manifest (checksums,
@@ -372,7 +373,8 @@ class RunDir(ChunkFiles):
         Holds the run's lock from then on (until ``release``, the end of a ``lock()`` block,
         or the end of the process); a run locked by another process raises
         ``RunLockedError``. A new run is built in a temporary sibling folder and renamed into
-        place, so a kill leaves no run or a complete, resumable one. A folder that exists and
+        place (an existing empty folder is kept: the run moves in, its config last), so a
+        kill leaves no run or a complete, resumable one. A folder that exists and
         is neither empty nor a run, or a run with another config (other than
         ``config.RESUMABLE_KEYS`` and the ``certify`` section), is refused with a
         ``RunError`` before anything is written. An unwritable folder raises a ``RunError``
@@ -459,8 +461,8 @@ class RunDir(ChunkFiles):
 
     def _create(self, cfg: ExperimentConfig, manifest: dict[str, Any],
                 files: Callable[[Path], None] | None = None) -> bool:
-        """Build the run in a locked temporary sibling and rename it into place; False when
-        another process put a run there first."""
+        """Build the run in a locked temporary folder and make it the run
+        (``runsafe.create_locked``); False when another process put a run there first."""
 
         manifest["chunk_format"] = CHUNK_FORMAT
         self.set_run(manifest)
