@@ -389,6 +389,213 @@ def test_predict_keeps_its_rows_on_stdout_and_the_bar_on_stderr(tmp_path, traine
     assert "predictions/s" not in r.stdout
 
 
+def test_prediction_blocks_are_the_columns_of_base_predictions(trained, monkeypatch):
+    """``Ensemble.prediction_blocks`` (what predict streams from): blocks of whole
+    ``eval_batch_size`` multiples whose columns are ``base_predictions``' (the same
+    numbers), the UnusualInputsWarning once, for all the inputs, after the last block and
+    attributed to the caller; bad inputs refused at the first block."""
+    import warnings
+
+    from poisoncert.experiment import ensemble
+
+    run, x, _ = trained
+    monkeypatch.setattr(ensemble, "BLOCK", 1)  # eval_batch_size 500: blocks of 500
+    ens = Ensemble.load(run)
+    x = np.resize(x, (1100, *x.shape[1:]))
+    got = list(ens.prediction_blocks(x))
+    assert [(a, b) for a, b, _ in got] == [(0, 500), (500, 1000), (1000, 1100)]
+    assert all(p.dtype == np.int16 and p.shape == (ens.T, b - a) for a, b, p in got)
+    np.testing.assert_array_equal(np.concatenate([p for *_, p in got], axis=1),
+                                  ens.base_predictions(x))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        for _ in ens.prediction_blocks(255 - x):
+            assert not seen
+    assert len(seen) == 1 and seen[0].filename == __file__, seen
+    assert str(seen[0].message).startswith("1100 of the 1100 inputs")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        ens.base_predictions(255 - x)
+    assert len(seen) == 1 and seen[0].filename == __file__, seen
+    assert list(ens.prediction_blocks(x[:0])) == []
+    with pytest.raises(ValueError, match=r"^The 'x' parameter of Ensemble must be "):
+        next(ens.prediction_blocks(x.astype(np.float32)))
+
+
+def _whole_output(run: Path, inputs: Path, x, y, *, as_json: bool) -> str:
+    """predict's output as it was made before it was streamed, independently of the
+    streaming code: every base prediction at once (``base_predictions``), one certificate of
+    them all, every row at once and its text in one piece (``csv.DictWriter``, or
+    ``json_text`` of the whole document), with its final newline."""
+    import io
+
+    from poisoncert.cli.predict import _plain, _summary
+    from poisoncert.experiment.certify import certificate_rows
+    from poisoncert.experiment.inputform import class_indices
+    from poisoncert.runsafe import json_text
+    from poisoncert.votes import votes_from_predictions
+
+    ens = Ensemble.load(run)
+    base = ens.base_predictions(x)
+    cert = ens.certify_predictions(base)
+    labels = None if y is None else class_indices(y, ens.classes)
+    fa = ens.scheme == "finite_aggregation"
+    rows = certificate_rows(cert, votes_from_predictions(base, ens.n_classes), labels, ens.T,
+                            extra={"input": [str(i) for i in range(len(x))]},
+                            radius_dpa=cert.buckets if fa else None, classes=ens.classes,
+                            class_names=ens.class_names, missing=None if as_json else "")
+    if as_json:
+        return json_text({"run": str(ens.run_dir), "inputs": str(inputs),
+                          "summary": _summary(cert, labels, ens, len(x)), "rows": rows},
+                         indent=1, default=_plain) + "\n"
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def fa_run(tmp_path_factory):
+    """A small finite_aggregation run (k = 4, d = 2: 8 classifiers) on digits, whose
+    certificate is made from the base predictions (not vote counts): predict certifies it a
+    block of inputs at a time and joins the blocks."""
+    tmp = tmp_path_factory.mktemp("fa")
+    cfg = tmp / "fa.yaml"
+    cfg.write_text("data: {name: digits, test_limit: 80}\nselection: {scheme: "
+                   "finite_aggregation, k: 4, d: 2, seed: 3}\ntraining: {model: mlp, steps: 5, "
+                   "batch_size: 16, group_size: 4, save_weights: true, eval_batch_size: 16}\n"
+                   "run: {chunk_size: 8}\n")
+    r = runner.invoke(app, ["train", str(cfg), "--run-dir", str(tmp / "run"), "-q"])
+    assert r.exit_code == 0, r.output
+    from sklearn.datasets import load_digits
+
+    return tmp / "run", load_digits().images[:300].astype(np.int64)
+
+
+@pytest.mark.parametrize("which", ["binomial", "finite_aggregation"])
+def test_predict_streams_exactly_the_bytes_it_made_whole(tmp_path, trained, fa_run, monkeypatch,
+                                                         which):
+    """predict made every prediction, then the whole text of its rows, then wrote it: the
+    text of 10^6 inputs took gigabytes. It now predicts a block of inputs at a time and
+    writes its rows a block at a time; the bytes are those of the whole output made at once
+    (``_whole_output``), for CSV and JSON, into --out and on stdout, with the inputs cut into
+    several blocks of predictions (2 or 3 here) and of rows (7 rows a block): the
+    finite_aggregation certificate, made a block at a time and joined, included."""
+    from poisoncert.experiment import ensemble
+
+    if which == "binomial":  # eval_batch_size 500: blocks of 500 inputs
+        run, x, _ = trained
+        x = np.resize(x, (1100, *x.shape[1:]))
+        y = np.resize(trained[2], 1100)
+    else:  # eval_batch_size 16: blocks of 16 inputs (digits' own classes 0-9, no y)
+        run, x = fa_run
+        x, y = x[:40], None
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, **({"x": x} if y is None else {"x": x, "y": y}))
+    monkeypatch.setattr(ensemble, "BLOCK", 1)  # a block: one eval_batch_size of inputs
+    monkeypatch.setattr(ensemble, "PREDICT_ROW_BLOCK", 7)
+    blocks = []
+    real = Ensemble.prediction_blocks
+
+    def counted(self, *a, **kw):
+        for block in real(self, *a, **kw):
+            blocks.append(block[:2])
+            yield block
+
+    monkeypatch.setattr(Ensemble, "prediction_blocks", counted)
+    for as_json in (False, True):
+        want = _whole_output(run, inputs, x, y, as_json=as_json)
+        flag = ["--json"] if as_json else []
+        out = tmp_path / ("p.json" if as_json else "p.csv")
+        blocks.clear()
+        r = runner.invoke(app, ["predict", str(run), str(inputs), "--out", str(out), "-q",
+                                *flag])
+        assert r.exit_code == 0, r.output
+        assert out.read_bytes() == want.encode()
+        assert len(blocks) >= 2 and blocks[-1][1] == len(x), blocks
+        r = runner.invoke(app, ["predict", str(run), str(inputs), "-q", *flag])
+        assert r.exit_code == 0, r.output
+        assert r.stdout_bytes == want.encode()
+        assert r.stderr == "" if as_json else r.stderr.startswith(f"{len(x)} inputs: ")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["p.csv", "p.json", "x.npz"]
+
+
+@pytest.mark.parametrize("as_json", [False, True])
+def test_predict_interrupted_while_writing_its_rows(tmp_path, trained, monkeypatch, as_json):
+    """Ctrl-C once the rows are being written: with --out the file is as it was and no
+    temporary file is left (``nothing was written``); on stdout the rows printed cannot be
+    taken back, and stderr says they are an incomplete output (JSON cut short: not valid),
+    where predict used to say nothing was written once it wrote its rows at the end."""
+    from poisoncert.experiment import certify as exp_certify
+    from poisoncert.experiment import ensemble
+
+    run, x, _ = trained
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=x)
+    monkeypatch.setattr(ensemble, "PREDICT_ROW_BLOCK", 7)
+    real = exp_certify.counted_blocks
+
+    def ctrl_c(blocks, advance):  # Ctrl-C when the rows of a second block are asked for
+        for i, block in enumerate(real(blocks, advance)):
+            if i == 1:
+                raise KeyboardInterrupt
+            yield block
+
+    monkeypatch.setattr(exp_certify, "counted_blocks", ctrl_c)
+    flag = ["--json"] if as_json else []
+    out = tmp_path / "rows.out"
+    out.write_text("old\n")
+    r = runner.invoke(app, ["predict", str(run), str(inputs), "--out", str(out), "-q", *flag])
+    assert r.exit_code == 130, r.output
+    assert r.stderr == "interrupted: nothing was written; the same command starts over.\n"
+    assert out.read_text() == "old\n" and r.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rows.out", "x.npz"]
+    r = runner.invoke(app, ["predict", str(run), str(inputs), "-q", *flag])
+    assert r.exit_code == 130, r.output
+    want = _whole_output(run, inputs, x, None, as_json=as_json)
+    assert r.stdout and want.startswith(r.stdout) and len(r.stdout) < len(want)
+    if as_json:
+        with pytest.raises(json.JSONDecodeError):
+            json.loads(r.stdout)
+        assert r.stdout.count('"index": ') == 7
+    else:
+        assert len(r.stdout.splitlines()) == 1 + 7
+    cut = ", JSON cut short: not valid JSON" if as_json else ""
+    assert r.stderr == (f"interrupted: the rows printed so far are not all {len(x)} inputs' "
+                        f"(an incomplete output{cut}); the same command starts over.\n")
+
+
+def test_predict_rows_on_stdout_stay_there_while_a_bar_is_drawn_on_a_terminal(
+        tmp_path, trained, monkeypatch):
+    """A rich bar on a terminal replaces sys.stdout, while it is drawn, with a proxy that
+    prints on the bar's console (stderr): rows streamed to sys.stdout under the rows bar
+    (``predict RUN INPUTS > rows.csv`` from ``ROWS_BAR`` inputs on) went to the terminal,
+    re-wrapped, and not into the file. They are written to the stdout predict started with;
+    the bar still counts every row."""
+    import io
+
+    from rich.console import Console
+
+    import poisoncert.cli.predict as cli_predict
+    import poisoncert.cli.progress as cli_progress
+
+    run, x, _ = trained
+    inputs = tmp_path / "x.npz"
+    np.savez(inputs, x=x)
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_progress, "_console",
+                        lambda: Console(file=screen, force_terminal=True, width=120))
+    monkeypatch.setattr(cli_predict, "ROWS_BAR", len(x))
+    for as_json in (False, True):
+        flag = ["--json"] if as_json else []
+        r = runner.invoke(app, ["predict", str(run), str(inputs), *flag])
+        assert r.exit_code == 0, r.output
+        assert r.stdout_bytes == _whole_output(run, inputs, x, None, as_json=as_json).encode()
+        assert "top1_votes" not in screen.getvalue() and f"{len(x)}/{len(x)}" in \
+            screen.getvalue()
+
+
 def test_npz_idx_and_csv_inputs(tmp_path, trained, mnist_dir):
     run, x, y = trained
     want = _rows(run / runs.CERTIFICATES)
@@ -1158,8 +1365,9 @@ def test_predict_shows_a_bar_in_rows_while_it_writes_many_rows(tmp_path, trained
     assert r.exit_code == 0 and [s for s in shown if s[3] == "rows"] == [], shown
 
 
-@pytest.mark.parametrize("name", ["preprocess", "base_predictions", "votes", "predict",
-                                  "certify", "certify_predictions", "certify_votes"])
+@pytest.mark.parametrize("name", ["preprocess", "base_predictions", "prediction_blocks",
+                                  "votes", "predict", "certify", "certify_predictions",
+                                  "certify_votes"])
 def test_ensemble_methods_document_every_parameter_and_what_they_return(name):
     """``votes``, ``predict`` and ``certify`` said what they return in a phrase and nothing
     of ``x`` (its shapes and dtypes, raw or preprocessed), ``progress`` or ``preprocessed``:
@@ -1186,10 +1394,15 @@ def test_predict_counts_its_output_text_in_the_memory_check(tmp_path, monkeypatc
     while the rows' text (made a block at a time, but joined whole and held with its
     encoding: 2.1 times it, 174 CSV / 593 JSON bytes a row here) was left out: 150,000
     inputs of a run of 8 classifiers planned 9.6 MB and made 2 x 26 MB of CSV, 2 x 89 MB of
-    JSON. Now a bound of one row's text (its columns from a row certified from made-up votes,
-    numbers at their widest) counts twice per input, before any prediction: one line naming
-    the inputs, the rows and the most inputs that fit. The bound is checked against the
-    text predict writes."""
+    JSON. The text then counted twice per input, and those 150,000 inputs were refused under
+    a limit of 100 MiB. The output is now streamed (predictions a block of inputs at a time,
+    rows written a block at a time), so the check counts what is held: each input's votes
+    and certificate, one block's predictions and one block's rows (a bound of one row's text,
+    its columns from a row certified from made-up votes, numbers at their widest): the
+    150,000 inputs are predicted under 100 MiB, in CSV and JSON. 400,000 under 80 MiB are
+    refused before any prediction, in one line naming INPUTS and the most inputs that fit
+    (the most that the check itself lets through). The bound is checked against the text
+    predict writes."""
     from poisoncert import resources
     from poisoncert.experiment import ensemble
 
@@ -1203,31 +1416,50 @@ def test_predict_counts_its_output_text_in_the_memory_check(tmp_path, monkeypatc
                    "group_size: 4}\nrun: {chunk_size: 8}\n")
     run = tmp_path / "run"
     assert runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"]).exit_code == 0
-    # 150,000 inputs: predictions and votes of 9.6 MB fit in 100 MiB, their text does not
     monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "100M")
     seen = {}
     np.savez(tmp_path / "many.npz", x=np.zeros((150_000, 12), np.float32))
     for fmt in ("csv", "json"):
+        out = tmp_path / f"many.{fmt}"
         r = runner.invoke(app, ["predict", str(run), str(tmp_path / "many.npz"), "--out",
+                                str(out), "-q"])
+        assert r.exit_code == 0, r.output
+        data = out.read_bytes()
+        if fmt == "csv":  # a header and a line a row
+            assert data.count(b"\n") == 150_001 and data.endswith(b"\n")
+        else:  # each row's index, the list and the document closed
+            assert data.count(b'\n   "index": ') == 150_000 and data.endswith(b"\n ]\n}\n")
+        out.unlink()
+    # 400,000 inputs (19 MB) under 80 MiB: the array read, their certificates refused
+    np.savez(tmp_path / "more.npz", x=np.zeros((400_000, 12), np.float32))
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "80M")
+    real = ensemble.check_predict_memory
+    args = {}
+    monkeypatch.setattr(ensemble, "check_predict_memory",
+                        lambda *a, **kw: args.update({a[4]: (a, kw)}) or real(*a, **kw))
+    for fmt in ("csv", "json"):
+        r = runner.invoke(app, ["predict", str(run), str(tmp_path / "more.npz"), "--out",
                                 str(tmp_path / f"many.{fmt}"), "-q"])
         assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
-        seen[fmt.upper()] = int(re.search(r"rows \(at most ([\d,]+) bytes each\)",
-                                          r.output)[1].replace(",", ""))
-        most = int(100 * 2**20 / resources.SAFETY // (8 * 2 + 3 * 16 + 2 * seen[fmt.upper()]))
-        assert r.output == (
-            "error: The predictions of 150,000 inputs by 8 base classifiers and their "
-            f"{fmt.upper()} rows (at most {seen[fmt.upper()]:,} bytes each) do not fit in "
-            f"memory: they need about "
-            f"{resources.format_bytes(150_000 * (64 + 2 * seen[fmt.upper()]))}; "
-            f"{resources.available_words(100 * 2**20, '$POISONCERT_MEMORY_LIMIT')}. Give at "
-            f"most {most:,} inputs at a time.\n"), r.output
+        m = re.fullmatch(r"error: The 'INPUTS' parameter of predict must be a file of at most "
+                         r"([\d,]+) inputs for their certificates to fit in memory \(it needs "
+                         r"about .+ for the 400,000 inputs' vote counts and certificates, .+ "
+                         rf"for a block of [\d,]+ {fmt.upper()} rows \(at most ([\d,]+) bytes "
+                         r"each\) and .+ for a block of [\d,]+ inputs' predictions; .+\)\. "
+                         r"Got 400,000 inputs instead\.\n", r.output)
+        assert m, r.output
+        most = int(m[1].replace(",", ""))
+        seen[fmt.upper()] = int(m[2].replace(",", ""))
+        a, kw = args[fmt.upper()]
+        assert a[1] == 400_000 and 150_000 < most < 400_000
+        real(a[0], most, *a[2:], **kw)  # fits
+        with pytest.raises(resources.ResourceError, match=f"at most {m[1]} inputs"):
+            real(a[0], most + 1, *a[2:], **kw)
         assert not (tmp_path / f"many.{fmt}").exists()
     monkeypatch.delenv(resources.MEMORY_LIMIT_ENV)
     # the bound holds for every row written (and is no more than about 2.5 times them)
-    real = ensemble.check_predict_memory
     monkeypatch.setattr(ensemble, "check_predict_memory",
-                        lambda T, n, K, row, fmt: seen.update({fmt: row}) or real(T, n, K,
-                                                                                  row, fmt))
+                        lambda *a, **kw: seen.update({a[4]: a[3]}) or real(*a, **kw))
     np.savez(tmp_path / "small.npz", x=rng.random((2000, 12)).astype(np.float32))
     for fmt in ("csv", "json"):
         r = runner.invoke(app, ["predict", str(run), str(tmp_path / "small.npz"), "--out",

@@ -8,6 +8,18 @@ features), certifies them exactly as ``poisoncert certify`` certifies the run's 
 writes one row per input with the columns of ``certificates.csv`` (plus ``input``, the file
 name or row number, and ``class`` / ``class_name``, the data set's class id and name of the
 prediction) as CSV, or JSON with ``--json``.
+
+The output is streamed: the inputs are predicted a block at a time
+(``Ensemble.prediction_blocks``: a block's predictions are held, not all ``T x n`` of them),
+and once every input is certified (JSON's summary comes before its rows) the rows are made
+and written a block at a time (``ensemble.PREDICT_ROW_BLOCK``). What it holds for every
+input besides the input itself is its vote counts and certificate (tens of bytes a class);
+the rows' text is never held whole (``ensemble.check_predict_memory`` counts what is).
+``--out FILE`` is written to a temporary file beside it, renamed to FILE at the end and
+removed on Ctrl-C or an error: FILE is the old one or the complete new one. Rows printed
+on stdout cannot be taken back: Ctrl-C (or an error) once the first is printed leaves those
+printed so far, an incomplete output (JSON cut short is not valid JSON), and a line on
+stderr says so.
 """
 
 from __future__ import annotations
@@ -66,24 +78,31 @@ def predict(
 ) -> None:
     """Certify new inputs with a trained run: prediction (or abstain) and radius per input."""
     as_json = as_json or (out is not None and out.suffix.lower() == ".json")  # as it is named
+    # the rows' stdout, as it is before any bar: a rich bar on a terminal replaces sys.stdout
+    # while it is drawn with a proxy that prints on its console, stderr
+    stdout = sys.stdout
     with library_errors():
         from poisoncert.cli.progress import rich_progress
         from poisoncert.experiment.certify import (
             certificate_row_blocks,
             counted_blocks,
-            rows_csv,
+            rows_csv_parts,
         )
         from poisoncert.experiment.display import no_display
-        from poisoncert.experiment.ensemble import Ensemble, check_run_options
+        from poisoncert.experiment.ensemble import (
+            PREDICT_ROW_BLOCK,
+            Ensemble,
+            check_run_options,
+        )
         from poisoncert.experiment.inputs import check_inputs_path, read_inputs
         from poisoncert.runs import RunDir
-        from poisoncert.votes import votes_from_predictions
 
         if out is not None:  # before any work: it was refused only once every input was done
             _check_out(out, inputs, run_dir)
         RunDir(run_dir).load_config()  # not a run directory: said first, as it was
         check_inputs_path(inputs)  # a missing INPUTS was named once the run was loaded
-        try:  # nothing is written before the end: Ctrl-C anywhere before leaves nothing
+        printed: list = []  # a row printed on stdout (--out: nothing is written before the end)
+        try:  # Ctrl-C before the first row is written leaves nothing
             # the options before the run's weights are read and checked (their checksums)
             check_run_options(run_dir, alpha, method, model, where="predict")
             from poisoncert.cli.runs import checksum_bar
@@ -117,40 +136,46 @@ def predict(
                 radius_dpa = nn.radius_dpa  # as certificates.csv's
             else:
                 big = not quiet and len(data.x) * ens.T >= 20_000
-                base = ens.base_predictions(data.x, progress=rich_progress if big else None)
-                votes = votes_from_predictions(base, ens.n_classes)
-                cert = ens.certify_predictions(base, alpha=alpha, model=model, method=method,
-                                               y=data.y if true_label else None)
+                cert, votes = _certify_blocks(ens, data.x, alpha=alpha, model=model,
+                                              method=method,
+                                              y=data.y if true_label else None,
+                                              progress=rich_progress if big else None)
                 # a finite_aggregation certificate's radius in buckets: certificates.csv's
                 # radius_dpa
                 radius_dpa = (getattr(cert, "buckets", None)
                               if ens.scheme == "finite_aggregation" else None)
                 T = ens.T
-            # a block of rows at a time: the text alone is held, not a dict per input
+            # a block of rows at a time: the text of one block alone is held, and written
             blocks = certificate_row_blocks(cert, votes, labels, T, extra={"input": data.names},
+                                            block=PREDICT_ROW_BLOCK,
                                             radius_dpa=radius_dpa, classes=ens.classes,
                                             class_names=ens.class_names,
                                             missing=None if as_json else "")  # JSON: null
             summary = _summary(cert, labels, ens, len(cert))
-            rows = (no_display if quiet else
+            # rows printed on a terminal show their own progress (a bar drawn among them
+            # would be torn by them)
+            rows = (no_display if quiet or (out is None and stdout.isatty()) else
                     functools.partial(progress.rows_bar, least=ROWS_BAR))
             with rows(len(cert), 0, "rows") as advance:
                 blocks = counted_blocks(blocks, advance)
-                if as_json:
-                    text = rows_json({"run": str(ens.run_dir), "inputs": str(inputs),
-                                      "summary": summary}, blocks)
+                parts = (rows_json_parts({"run": str(ens.run_dir), "inputs": str(inputs),
+                                          "summary": summary}, blocks)
+                         if as_json else rows_csv_parts(blocks))
+                if out is not None:
+                    # clean: the temporaries an earlier predict killed while writing it left
+                    _write_file(out, parts)
                 else:
-                    text = rows_csv(blocks)
+                    _print_rows(parts, printed, stdout)
         except KeyboardInterrupt:
+            if printed:  # rows on stdout cannot be taken back
+                raise interrupted(_cut_short("interrupted", len(cert), as_json)) from None
             raise interrupted("interrupted: nothing was written; the same command starts "
                               "over.") from None
-        if out is not None:
-            from poisoncert import runs
-
-            # clean: the temporaries an earlier predict killed while writing it left
-            runs.save_text(out, text + ("" if text.endswith("\n") else "\n"), clean=True)
+        except BaseException:
+            if printed:  # an error line follows the rows printed: they are not all
+                typer.echo(_cut_short("note", len(cert), as_json), err=True)
+            raise
     if out is None:
-        sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
         _print_summary(summary, err=True, as_json=as_json)
     else:
         _print_summary(summary, err=False, as_json=as_json)
@@ -158,17 +183,93 @@ def predict(
             typer.echo(f"rows: {out}")
 
 
+def _cut_short(word: str, n: int, as_json: bool) -> str:
+    """What the rows printed on stdout are when predict stopped while printing them."""
+    return (f"{word}: the rows printed so far are not all {n:,} inputs' (an incomplete "
+            f"output{', JSON cut short: not valid JSON' if as_json else ''}); the same "
+            "command starts over.")
+
+
+def _certify_blocks(ens, x, *, alpha, model, method, y, progress):
+    """``ens``'s certificate and vote counts of the inputs ``x``, predicted a block at a time
+    (``Ensemble.prediction_blocks``): the same as ``certify_predictions`` of
+    ``base_predictions(x)`` without the whole ``(T, n)`` matrix. The votes of every block are
+    certified together (a certificate of vote counts: ``certify_votes``); a
+    finite_aggregation run, certified from the predictions, a block at a time and joined
+    (each input's certificate is that of its own predictions)."""
+    import contextlib
+    import dataclasses
+
+    import numpy as np
+
+    from poisoncert.votes import votes_from_predictions
+
+    n, K = len(x), ens.n_classes
+    votes = np.empty((n, K), dtype=np.int64)
+    fa = ens.scheme == "finite_aggregation"
+    certs = []
+    with contextlib.closing(ens.prediction_blocks(x, progress=progress)) as blocks:
+        for a, b, predictions in blocks:
+            votes[a:b] = votes_from_predictions(predictions, K)
+            if fa:
+                certs.append(ens.certify_predictions(
+                    predictions, alpha=alpha, model=model, method=method,
+                    y=None if y is None else y[a:b]))
+    if not fa:
+        return ens.certify_votes(votes, alpha=alpha, model=model, method=method, y=y), votes
+    if not certs:  # no inputs
+        return ens.certify_predictions(np.empty((ens.T, 0), dtype=np.int16), alpha=alpha,
+                                       model=model, method=method, y=y), votes
+    joined = {f.name: np.concatenate([getattr(c, f.name) for c in certs])
+              for f in dataclasses.fields(certs[0])
+              if f.name in ("prediction", "radius", "buckets", "counts")}
+    return dataclasses.replace(certs[0], **joined), votes
+
+
+def _write_file(out: Path, parts) -> None:
+    """The texts ``parts`` into ``out`` as they come (UTF-8), through a temporary file beside
+    it renamed at the end (``runsafe.atomic_write``: removed on Ctrl-C or an error, ``out``
+    left as it was), ending in a newline."""
+    from poisoncert import runs
+
+    last = ""
+    with runs.atomic_write(out, clean=True) as f:
+        for part in parts:
+            if part:
+                f.write(part.encode())
+                last = part
+        if not last.endswith("\n"):
+            f.write(b"\n")
+
+
+def _print_rows(parts, printed: list, stdout) -> None:
+    """The texts ``parts`` on ``stdout`` as they come, ending in a newline; ``printed`` gets
+    a True once the first one is out (they cannot be taken back)."""
+    last = ""
+    for part in parts:
+        if part:
+            if not printed:
+                printed.append(True)
+            stdout.write(part)
+            last = part
+    if not last.endswith("\n"):
+        stdout.write("\n")
+    stdout.flush()
+
+
 def _check_memory(ens, data, labels, *, alpha, method, model, y, as_json: bool) -> None:
-    """The predictions, votes and output text of ``data``'s inputs against the memory
-    (``ensemble.check_predict_memory``), before any prediction. The rows are made a block at
-    a time, but their text is joined whole and written at the end (nothing half-written),
-    so it counts: a bound of one row's text (``certify.row_text_bound``) from the columns of
-    a row certified from made-up votes (a knn / rnn run: the first input's, one search), the
-    widest input name and class name."""
+    """What predict holds for ``data``'s inputs against the memory
+    (``ensemble.check_predict_memory``), before any prediction: their vote counts and
+    certificates, one block of inputs' predictions and one block of rows. The rows' text is
+    written as each block is made, so one block's counts: a bound of one row's text
+    (``certify.row_text_bound``) from the columns of a row certified from made-up votes (a
+    knn / rnn run: the first input's, one search), the widest input name and class name."""
+    import math
+
     import numpy as np
 
     from poisoncert.experiment.certify import certificate_rows, row_text_bound, text_width
-    from poisoncert.experiment.ensemble import check_predict_memory
+    from poisoncert.experiment.ensemble import BLOCK, check_predict_memory
     from poisoncert.selection import NEAREST_NEIGHBOURS
     from poisoncert.votes import votes_from_predictions
 
@@ -193,8 +294,11 @@ def _check_memory(ens, data, labels, *, alpha, method, model, y, as_json: bool) 
                            as_json=as_json)
     # a str of CSV text with one character beyond ASCII takes up to 4 bytes a character
     chars = 1 if as_json or (plain and plain_classes) else 4
+    ebs = ens.config.training.eval_batch_size
+    block = max(1, BLOCK // ebs) * ebs  # Ensemble.prediction_blocks'
     check_predict_memory(0 if T is None else T, len(data.x), ens.n_classes, bound * chars,
-                         "JSON" if as_json else "CSV")
+                         "JSON" if as_json else "CSV", block=block,
+                         input_size=math.prod(ens.input_shape))
 
 
 def _check_out(out: Path, inputs: Path, run_dir: Path) -> None:
@@ -240,17 +344,25 @@ def rows_json(head: dict, blocks) -> str:
     """``json_text({**head, "rows": rows}, indent=1)`` for the rows of ``blocks`` (lists of
     rows, ``certificate_row_blocks``), the same text made one block at a time: the rows of
     10^6 inputs at once took 7 GB as Python objects and json's indenting encoder."""
+    return "".join(rows_json_parts(head, blocks))
+
+
+def rows_json_parts(head: dict, blocks):
+    """``rows_json(head, blocks)`` a block of rows at a time (a generator of texts whose join
+    is it: the head and ``"rows": [``, then each block's rows, then the closing ``]``), so
+    that the document is written as its rows are made."""
     text = json_text({**head, "rows": []}, indent=1, default=_plain)
     tail = '"rows": []\n}'
     if not text.endswith(tail):  # pragma: no cover - json's layout of a last empty list
         raise AssertionError("unexpected JSON layout")
-    parts = [text[:-len(tail)], '"rows": [']
+    yield text[:-len(tail)] + '"rows": ['
+    first = True
     for block in blocks:
         if block:  # '[\n {\n  ...\n }\n]': its rows, one level deeper
             inner = json_text(block, indent=1, default=_plain)[2:-2]
-            parts += ["\n " if len(parts) == 2 else ",\n ", inner.replace("\n", "\n ")]
-    parts.append("\n ]\n}" if len(parts) > 2 else "]\n}")
-    return "".join(parts)
+            yield ("\n " if first else ",\n ") + inner.replace("\n", "\n ")
+            first = False
+    yield "]\n}" if first else "\n ]\n}"
 
 
 def _summary(cert, labels, ens, n: int) -> dict:

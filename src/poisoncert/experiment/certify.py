@@ -32,7 +32,7 @@ __all__ = ["DETERMINISTIC", "FLOAT_WIDTH", "INT_WIDTH", "ROW_BLOCK", "CertifiedA
            "CertifyResult", "accuracy_curve", "certificate_row_blocks", "certificate_rows",
            "certify_options", "certify_run", "certify_votes", "counted_blocks", "curve_label",
            "data_text", "figure_title", "nn_certificate", "row_text_bound", "rows_csv",
-           "text_width"]
+           "rows_csv_parts", "text_width"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -534,20 +534,27 @@ def row_text_bound(row: dict, constant=(), widths: dict | None = None, *,
 def rows_csv(rows) -> str:
     """Flat rows (same keys) as CSV text: a list of rows, or an iterable of lists of rows
     (``certificate_row_blocks``; written one list at a time, the header once)."""
+    return "".join(rows_csv_parts(rows))
+
+
+def rows_csv_parts(rows):
+    """``rows_csv(rows)`` a list of rows at a time (a generator of texts whose join is it:
+    the header with the first rows), so that a table is written as its rows are made; a
+    ``ValueError`` after the last list where there was no row."""
     blocks = [rows] if isinstance(rows, list) else rows
-    out = io.StringIO()
-    w = csv.writer(out, lineterminator="\n")  # DictWriter's rows, without its per-row checks
     keys = None
     for block in blocks:
         if not block:
             continue
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")  # DictWriter's rows, without its checks
         if keys is None:
             keys = list(block[0])
             w.writerow(keys)
         w.writerows([[r.get(k, "") for k in keys] for r in block])
+        yield out.getvalue()
     if keys is None:
         raise ValueError("rows_csv needs at least one row (the header comes from its keys)")
-    return out.getvalue()
 
 
 def _plain(v):

@@ -79,16 +79,13 @@ BLOCK = 8192
 # The ensemble
 
 
-def _check_predictions_fit(T: int, n: int, n_classes: int, text_bytes: int = 0,
-                           text: str = "") -> None:
+def _check_predictions_fit(T: int, n: int, n_classes: int) -> None:
     """Refuse (``resources.ResourceError``) ``n`` inputs whose predictions by ``T``
     classifiers (int16) and vote counts (int64) would not fit in memory, before any is made
-    (an input file that fits can still ask for ``T`` times more); ``text_bytes``: bytes per
-    input its caller holds besides (``check_predict_memory``: predict's rows as text, named
-    ``text``)."""
+    (an input file that fits can still ask for ``T`` times more)."""
     from poisoncert import resources
 
-    one = T * 2 + n_classes * 16 + text_bytes
+    one = T * 2 + n_classes * 16
     need = n * one
     if need < 1 << 26:  # 64 MiB: no reading of /proc
         return
@@ -97,21 +94,74 @@ def _check_predictions_fit(T: int, n: int, n_classes: int, text_bytes: int = 0,
         most = int(avail[0] / resources.SAFETY // one)
         fit = (f"Give at most {most:,} inputs at a time." if most else
                "Not even one input's fits: free memory first.")
-        what = (f"The predictions of {n:,} inputs by {T} base classifiers" if T else
-                f"The certificates of {n:,} inputs")
         raise resources.ResourceError(
-            f"{what}{text} do not fit in memory: they need about "
-            f"{resources.format_bytes(need)}; {resources.available_words(*avail)}. {fit}")
+            f"The predictions of {n:,} inputs by {T} base classifiers do not fit in memory: "
+            f"they need about {resources.format_bytes(need)}; "
+            f"{resources.available_words(*avail)}. {fit}")
 
 
-def check_predict_memory(T: int, n: int, n_classes: int, row_text: int, fmt: str) -> None:
-    """``predict``'s check before any prediction (``_check_predictions_fit``), its output
-    text included: ``n`` rows of at most ``row_text`` bytes each (``certify.row_text_bound``,
-    times the bytes of a character in memory) as ``fmt`` (CSV or JSON), held twice at the
-    end (the text made a block of rows at a time but joined whole, and its encoding as it is
-    written: tracemalloc measured 2.1 times the text); ``T`` 0 for a knn / rnn run."""
-    _check_predictions_fit(T, n, n_classes, 2 * row_text,
-                           f" and their {fmt} rows (at most {row_text:,} bytes each)")
+#: Bytes ``predict`` holds for each input until its rows are written, besides the input
+#: itself: per class, its vote count (int64) and as much again twice over while they are
+#: certified (a finite_aggregation certificate keeps counts of its own, joined from its
+#: blocks); and the certificate's arrays (6 of 8 bytes) with their transients. tracemalloc,
+#: 100,000 inputs of a two-class run: 64 bytes held, 125 at the peak (40 + 128 counted).
+PREDICT_CLASS_BYTES, PREDICT_INPUT_BYTES = 24, 128
+#: Rows ``predict`` makes and writes at a time (``certificate_row_blocks``' ``block``): the
+#: rows' Python objects and their text are held for one block alone.
+PREDICT_ROW_BLOCK = 2048
+#: Bytes of a row's Python objects while its block is made into text, beside the text
+#: itself (held twice: the text and its encoding). tracemalloc, blocks of 8,192 rows: 2.6 KB
+#: a CSV row of 191 bytes, 7.3 KB a JSON row of 610 (2 x the text + these: 2.9, 7.9 KB).
+ROW_OBJECT_BYTES = {"CSV": 2560, "JSON": 6656}
+
+
+def check_predict_memory(T: int, n: int, n_classes: int, row_text: int, fmt: str, *,
+                         block: int = BLOCK, input_size: int = 0) -> None:
+    """``predict``'s check before any prediction: what it holds, with ``n`` inputs read.
+    For every input its vote counts and certificate (``PREDICT_CLASS_BYTES`` a class and
+    ``PREDICT_INPUT_BYTES``); for one block of ``block`` inputs at a time their
+    predictions by ``T`` classifiers (int16; 0 for a knn / rnn run) and their classifier
+    inputs (``input_size`` float32 numbers each, 8 bytes a number counted: deskewing's
+    copies); for one block of
+    ``PREDICT_ROW_BLOCK`` rows their objects and text (``row_text``: bytes of a row at most,
+    ``certify.row_text_bound`` times the bytes of a character in memory) as ``fmt`` (CSV or
+    JSON). The output is written as its rows are made (nothing grows with ``n`` but the
+    first part). A ``resources.ResourceError`` naming INPUTS and the most inputs that fit,
+    or that not even one does."""
+    from poisoncert import resources
+
+    def need(m: int) -> tuple[int, int, int]:
+        held = m * (PREDICT_CLASS_BYTES * n_classes + PREDICT_INPUT_BYTES)
+        inputs = min(m, block) * (2 * T + 8 * input_size)
+        rows = min(m, PREDICT_ROW_BLOCK) * (ROW_OBJECT_BYTES[fmt] + 2 * row_text)
+        return held, inputs, rows
+
+    total = sum(need(n))
+    if total < 1 << 26:  # 64 MiB: no reading of /proc
+        return
+    avail = resources.shortfall(total)
+    if avail is None:
+        return
+
+    def fits(m: int) -> bool:
+        return resources.shortfall(sum(need(m)), avail) is None
+
+    lo, hi = 0, n - 1  # the most inputs that fit: lo fits (none needs nothing), hi + 1 not
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid - 1)
+    held, inputs, rows = (resources.format_bytes(b) for b in need(n))
+    what = (f"it needs about {resources.format_bytes(total)}: {held} for the {n:,} inputs' "
+            f"vote counts and certificates, {rows} for a block of {min(n, PREDICT_ROW_BLOCK):,} "
+            f"{fmt} rows (at most {row_text:,} bytes each) and {inputs} for a block of "
+            f"{min(n, block):,} inputs' predictions; {resources.available_words(*avail)}")
+    allowed = (f"a file of at most {lo:,} inputs for their certificates to fit in memory "
+               f"({what})" if lo else
+               f"a file whose certificates fit in memory: not even one input's does ({what}); "
+               "free memory first")
+    # param_error's shape, the count given as a count (it would quote a text)
+    raise resources.ResourceError(f"The 'INPUTS' parameter of predict must be {allowed}. "
+                                  f"Got {n:,} inputs instead.")
 
 
 class Ensemble(RunClasses):
@@ -302,19 +352,51 @@ class Ensemble(RunClasses):
             abstains (an empty sub-dataset, or non-finite outputs). ``certify_predictions``
             certifies it.
         """
-        from poisoncert import training
-
         # checked whole, preprocessed a block at a time: the classifiers' float inputs of all
         # of them at once took 4 (8 with deskewing) times the raw uint8 inputs' memory
         xs = self._inputs(x, preprocessed)
-        t = self.config.training
         n = len(xs)
         if n == 0:
             return np.empty((self.T, 0), dtype=np.int16)
         _check_predictions_fit(self.T, n, self.n_classes)
+        out = np.empty((self.T, n), dtype=np.int16)
+        for a, b, block in self._prediction_blocks(xs, progress, preprocessed):
+            out[:, a:b] = block
+        return out
+
+    def prediction_blocks(self, x, *, progress: ProgressDisplay | None = None,
+                          preprocessed: bool = False):
+        """``base_predictions`` a block of inputs at a time, in bounded memory: a generator
+        of ``(start, stop, predictions)``, the columns ``start:stop`` of
+        ``base_predictions(x)`` (the same numbers: the blocks are those it computes), so that
+        many inputs can be certified and written without the whole ``(T, n)`` matrix.
+
+        Parameters
+        ----------
+        x, progress, preprocessed :
+            As for ``votes``; ``x`` is checked before the first block. One display counts
+            the predictions of every block (``T * n``), and the ``UnusualInputsWarning`` is
+            given once, for all the inputs, after the last block.
+
+        Returns
+        -------
+        generator of (int, int, ndarray of int16, shape ``(T, stop - start)``)
+            Blocks of ``BLOCK`` inputs (rounded to a multiple of the run's
+            ``eval_batch_size``) in order, the last one shorter; none for no inputs.
+        """
+        xs = self._inputs(x, preprocessed)  # (a generator: checked at the first block)
+        yield from self._prediction_blocks(xs, progress, preprocessed)
+
+    def _prediction_blocks(self, xs: np.ndarray, progress, preprocessed: bool):
+        """The blocks of ``prediction_blocks`` for checked inputs ``xs`` (the warning given
+        at the first caller outside the package: ``outside_stacklevel``)."""
+        from poisoncert import training
+
+        t = self.config.training
+        n = len(xs)
+        if n == 0:
+            return
         step = max(1, BLOCK // t.eval_batch_size) * t.eval_batch_size
-        blocks = [(a, min(a + step, n)) for a in range(0, n, step)] or [(0, 0)]
-        out = np.full((self.T, n), ABSTAIN, dtype=np.int16)
         # abstaining classifiers (empty sub-datasets) are done before the work begins: the
         # display opens with them, so that the rate counts only predictions made
         live = [i for i, sd in enumerate(self.state_dicts) if sd is not None]
@@ -328,18 +410,20 @@ class Ensemble(RunClasses):
         label = f"predict {self.T} classifiers x {n} inputs"
         means = np.full(n, np.nan)  # each input's mean after preprocessing: the warning's
         with display(self.T * n, (self.T - len(live)) * n, label, **kw) as advance:
-            for a, b in blocks:
-                if not live:
-                    break
-                block = xs[a:b] if preprocessed else self.form.preprocess(xs[a:b])
-                means[a:b] = input_means(block)
-                out[live, a:b] = training.predict(
-                    t, state_dicts, block, input_shape=self.input_shape,
-                    n_classes=self.n_classes, device=self.device,
-                    path=self.path, progress=advance, progress_unit="predictions")
+            for a in range(0, n, step):
+                b = min(a + step, n)
+                out = np.full((self.T, b - a), ABSTAIN, dtype=np.int16)
+                if live:
+                    block = xs[a:b] if preprocessed else self.form.preprocess(xs[a:b])
+                    means[a:b] = input_means(block)
+                    out[live] = training.predict(
+                        t, state_dicts, block, input_shape=self.input_shape,
+                        n_classes=self.n_classes, device=self.device,
+                        path=self.path, progress=advance, progress_unit="predictions")
+                    del block
+                yield a, b, out
         if live and (text := self._unusual(means)) is not None:
             warnings.warn(text, UnusualInputsWarning, stacklevel=outside_stacklevel())
-        return out
 
     def _unusual(self, means: np.ndarray) -> str | None:
         """The ``UnusualInputsWarning``'s one line where more than ``unusual_share`` of the
