@@ -404,3 +404,19 @@ def test_version_prints_the_package_version_pyproject_gives():
     assert res.exit_code == 0 and res.output == f"poisoncert {project['version']}\n"
     assert poisoncert.__version__ == project["version"]
     assert "--version" in runner.invoke(app, ["--help"]).output
+
+
+@pytest.mark.parametrize("rhos", ["", "1.5", "0,,5", "-5"])
+def test_train_refuses_the_rhos_certify_refuses(tmp_path, rhos):
+    """``train --rhos ""`` trained the whole run and stored ``certify.rhos: []``, so that
+    ``certify`` printed an empty table (``certify --rhos ""`` is refused); ``--rhos 1.5`` said
+    only "a list of ints". Now each is one line naming --rhos, its range and the value,
+    before anything is written."""
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(CONFIG))
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "--rhos", rhos])
+    assert r.exit_code == 1, r.output
+    assert r.output.startswith("error: The '--rhos' parameter of train must be comma-separated "
+                               "ints in the range [0, 2^53]"), r.output
+    assert f"Got {rhos!r} instead." in r.output and not run.exists()

@@ -183,8 +183,9 @@ def train(
             cpus_only = devices is not None and all(
                 d.strip().lower() == "cpu" for d in devices.split(",") if d.strip())
             overrides["training.device"] = "cpu" if cpus_only and devices.strip() else "cuda"
-        if rhos is not None:
-            overrides["certify.rhos"] = rhos
+        if rhos is not None:  # certify's words and check: "" (no radius) is refused, not
+            # stored as an empty table, and the error gives the range
+            overrides["certify.rhos"] = ",".join(map(str, parse_rhos(rhos, "--rhos", "train")))
         settings = read_config_file(config)
         dropped: list[str] = []
         run_dir = run_dir if run_dir is not None else Path("runs") / config.stem
