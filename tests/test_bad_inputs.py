@@ -165,8 +165,9 @@ DELTA = [
     cli("delta-rho-max-0", "delta", "--rho-max", "0", words=["error: --rho-max: ", "'rho_max'"]),
     cli("delta-rho-max-huge", "delta", "--rho-max", 10**24, words=["'rho_max'", str(10**24)]),
     cli("delta-rho-max-negative", "delta", "--rho-max", "-3", words=["'rho_max'"]),
-    cli("delta-n-without-ns", "delta", "--n", "100", words=["'ns'"]),
-    cli("delta-ns-without-n", "delta", "--ns", "10", words=["'n'"]),
+    # (the line said "must be given together with --n / --ns" whichever was missing)
+    cli("delta-n-without-ns", "delta", "--n", "100", words=["'ns'", "given with --n "]),
+    cli("delta-ns-without-n", "delta", "--ns", "10", words=["'n'", "given with --ns "]),
     # (a setting refused only where no scheme asked for is defined: with replacement takes
     # any ns; the others are n/a beside it, tests/test_cli_certs.py)
     cli("delta-ns-above-n", "delta", "--n", "100", "--ns", "1000", "--scheme", "wor",

@@ -359,7 +359,8 @@ def delta(
                          "the three.")] = None,
     steps: Annotated[int, typer.Option(
         help=f"Steps from rho = 0 to the largest rho, 1 to {MAX_STEPS:,} (the table has "
-             "steps + 1 rows per setting).")] = 10,
+             "steps + 1 rows per setting, fewer where the largest rho is below steps: rho is "
+             "an integer).")] = 10,
     out: Annotated[Path | None, typer.Option(
         help="Write the figure (the paper's Figure 2) as a PNG here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
@@ -383,8 +384,9 @@ def delta(
         if rho_max is not None:
             rho_max = check_int(rho_max, "rho_max", "delta", low=1, high=INT_LIMIT)
         if (n is None) != (ns is None):
-            raise param_error("ns" if ns is None else "n", "delta",
-                              "given together with --n / --ns", None)
+            given, missing = ("n", "ns") if ns is None else ("ns", "n")
+            raise param_error(missing, "delta", f"given with --{given} (--n and --ns name one "
+                              "setting together; neither: the paper's two)", None)
         if out is not None and (out.suffix.lower() != ".png" or not out.parent.is_dir()):
             raise param_error("out", "delta", "a .png file in an existing folder", str(out))
         settings = FIGURE2_SETTINGS if n is None else ((n, ns),)
