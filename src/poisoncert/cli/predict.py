@@ -65,9 +65,12 @@ def predict(
         "--out", help="Write the rows here (CSV, or JSON with --json or a .json name); "
                       "default: print them (the summary then goes to stderr).")] = None,
     alpha: Annotated[float | None, typer.Option(
-        help="Error probability per input (default: the run's certify.alpha).")] = None,
+        help="Error probability per input (default: the run's certify.alpha; a knn / rnn "
+             "run takes none).")] = None,
     method: Annotated[str | None, typer.Option(
-        help="Vote-bound method (default: the run's certify.method).")] = None,
+        help="auto | bonferroni | bonferroni_upper | pairwise | paper | true_label | "
+             "true_label_split (default: the run's certify.method; the true_label methods "
+             "need a .npz with y; a knn / rnn run takes none).")] = None,
     model: Annotated[str | None, typer.Option(
         help="Poisoning model P1 ... P6 (default: the run's certify.model).")] = None,
     device: Annotated[str, typer.Option(help="cpu | cuda | cuda:K (a knn / rnn run: cpu "
