@@ -88,6 +88,15 @@ def test_radius_jia_rule_matches_library():
     assert all(a <= b for a, b in zip(want.radius.tolist(), mine, strict=True))
 
 
+def test_radius_takes_the_rule_name_certificates_csv_writes():
+    """certificates.csv, certify.json and predict's rows name Theorem 1's rule 'theorem1';
+    ``radius --rule theorem1`` was refused ("must be one of 'ours', 'jia'"). It is ours."""
+    args = ["--scheme", "wr", "--n", "100", "--ns", "10", "--counts", "9,1", "--json"]
+    named = invoke("radius", *args, "--rule", "theorem1")
+    assert named.exit_code == 0, named.output
+    assert named.stdout == invoke("radius", *args, "--rule", "ours").stdout
+
+
 @pytest.mark.parametrize("args", [
     ["--scheme", "binomial", "--n", "100", "--ns", "5", "--counts", "90,10"],
     ["--scheme", "wr", "--n", "100", "--ns", "5", "--counts", "90,10", "--model", "P3"],
