@@ -35,6 +35,15 @@ def test_an_input_holding_nan_is_named_as_such(tmp_path, form, nan_at, said):
                             f"holds {said}.")
 
 
+def test_float32_inputs_are_described_in_float32_digits(tmp_path):
+    """numpy 2's ``format`` of a float32 gives its float64 widening: digits / 17 in float32
+    were said to hold 'values 0.0..0.9411764740943909'; the file holds 0.9411765."""
+    np.save(tmp_path / "x.npy", (np.arange(17, dtype=np.float64) / 17).astype(np.float32))
+    with pytest.raises(ValueError) as e:
+        read_inputs(tmp_path / "x.npy", MNIST)
+    assert "holds float32 values 0.0..0.9411765, shape (17,)." in str(e.value), str(e.value)
+
+
 @pytest.mark.parametrize("name", ["digit.bmp", "digit.tif", "digit.webp", "notes.txt",
                                   "empty.dat"])
 def test_a_file_of_no_form_predict_reads_says_which_forms_it_reads(tmp_path, monkeypatch,

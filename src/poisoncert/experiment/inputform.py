@@ -170,7 +170,9 @@ def input_means(x) -> np.ndarray:
 
 def describe_array(x) -> str:
     """``"uint8 values 0..255, shape (5, 28, 28)"``: what an error says was given (``"float64
-    values 0.0..255.0 and 1 NaN, shape ..."`` for an array holding NaN)."""
+    values 0.0..255.0 and 1 NaN, shape ..."`` for an array holding NaN). A float32 value is
+    shown as float32's shortest text (``0.9411765``, not its float64 widening
+    ``0.9411764740943909``)."""
     arr = np.asarray(x)
     values = ""
     if arr.size and arr.dtype.kind in "iu":
@@ -178,7 +180,7 @@ def describe_array(x) -> str:
     elif arr.size and arr.dtype.kind == "f":  # a NaN is named, not shown as the range
         nan = int(np.count_nonzero(np.isnan(arr)))
         values = (" values all NaN," if nan == arr.size else
-                  f" values {np.nanmin(arr)}..{np.nanmax(arr)}"
+                  f" values {np.nanmin(arr)!s}..{np.nanmax(arr)!s}"  # float32 as float32
                   + (f" and {nan:,} NaN," if nan else ","))
     elif arr.size and arr.dtype.kind == "b":
         values = " booleans,"
