@@ -366,7 +366,8 @@ def certify(
     no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
     aggregation: Annotated[str | None, typer.Option(
         help="vote | roe (run-off election: partition / finite_aggregation runs trained with "
-             "run.store_ranks; writes certificates_roe.csv, ...).")] = None,
+             "run.store_ranks; writes certificates_roe.csv, ...). Default: the run's "
+             "certify.aggregation, vote unless set.")] = None,
     no_verify: Annotated[bool, typer.Option(
         "--no-verify", help="Certify without checking the run: neither its files against "
                             "the checksums and config hash in its manifest nor the "
