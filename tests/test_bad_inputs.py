@@ -396,6 +396,11 @@ CERTIFY = [
         setup=["run"]),
     cli("certify-alpha-nan", "certify", "run", "--alpha", "nan", words=["'certify.alpha'"],
         setup=["run"]),
+    # (the config's (0, 1) let 1e-200 through to the vote bounds' [1e-100, 1), refused only
+    # after the run's files were verified: here a checksum error came first)
+    cli("certify-alpha-1e-200", "certify", "run", "--alpha", "1e-200",
+        words=["error: The 'alpha' parameter of certify", "[1e-100, 1)", "Got 1e-200"],
+        setup=["run:votes"]),
     cli("certify-method-bogus", "certify", "run", "--method", "bogus",
         words=["'certify.method'"], setup=["run"]),
     cli("certify-model-P9", "certify", "run", "--model", "P9", words=["'certify.model'"],
@@ -443,6 +448,10 @@ CERTIFY = [
         setup=["run", "one.npy"]),
     cli("predict-device-index", "predict", "run", "one.npy", "--device", "cpu:x",
         words=["'device'", "Got 'cpu:x' instead"], setup=["run", "one.npy"]),
+    # (it said "(0, 1)" for 2, and "The 'alpha' parameter of certify ... [1e-100, 1)" for 1e-200)
+    cli("predict-alpha-1e-200", "predict", "run", "one.npy", "--alpha", "1e-200",
+        words=["The 'alpha' parameter of predict", "[1e-100, 1)", "Got 1e-200"],
+        setup=["run", "one.npy"]),
 ]
 
 DEMO = [

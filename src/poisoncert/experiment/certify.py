@@ -18,7 +18,7 @@ import numpy as np
 
 from poisoncert import certify as certificates
 from poisoncert import runs, selection
-from poisoncert._validation import INT_LIMIT, named_as, param_error
+from poisoncert._validation import INT_LIMIT, check_real, named_as, param_error
 from poisoncert.config import ExperimentConfig
 from poisoncert.experiment.ranks import RANKS
 from poisoncert.runs import RunDir, RunError
@@ -76,6 +76,17 @@ def refuse_statistics(scheme: str, alpha, method, where: str) -> None:
                           "deterministic", value)
 
 
+def check_given_alpha(alpha, where: str) -> None:
+    """An ``alpha`` given now (an option, not a stored run's config, which keeps any value in
+    (0, 1) so that earlier runs still open) against the vote bounds' own range,
+    ``[stats.ALPHA_MIN, 1)``, before any work: the config's check said (0, 1), so a 1e-200
+    passed it and was refused only once the run's files had been verified and read."""
+    if alpha is not None:
+        from poisoncert.stats import ALPHA_MIN
+
+        check_real(alpha, "alpha", where, low=ALPHA_MIN, high=1.0, high_open=True)
+
+
 def certify_options(config: ExperimentConfig, scheme: str, alpha, method, model, where: str):
     """``config``'s ``certify`` section with the options given, checked, an error naming the
     option as ``where``'s parameter (``Ensemble``'s and ``NeighborModel``'s ``_settings``)."""
@@ -84,7 +95,9 @@ def certify_options(config: ExperimentConfig, scheme: str, alpha, method, model,
                if v is not None}
     with named_as(where, certify__alpha="alpha", certify__method="method",
                   certify__model="model"):
-        return dataclasses.replace(config.certify, **options)
+        c = dataclasses.replace(config.certify, **options)
+    check_given_alpha(alpha, where)
+    return c
 
 
 def _manifest_data(rd: RunDir) -> dict:
@@ -149,6 +162,7 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
         options["rhos"] = [int(r) if isinstance(r, (int, np.integer)) else r
                            for r in np.atleast_1d(rhos).tolist()]
     c = dataclasses.replace(cfg.certify, **options)  # checked before the files are read
+    check_given_alpha(alpha, "certify")
     checked = rd.verify(display) if verify else {
         "verified": None, "note": "not verified (--no-verify): the run's files were not "
                                   "checked against its manifest"}
