@@ -75,7 +75,7 @@ COMMANDS: dict[str, tuple] = {
     "poisoncert certify runs/mnist_fa": ("mnist", []),
     "poisoncert certify runs/mnist_fa --aggregation roe": ("mnist", []),
     "poisoncert train experiments/mnist_agg.yaml --selection.scheme knn --selection.k 100 "
-    "--run.store_ranks false --training.save_weights false --run-dir runs/mnist_knn":
+    "--run-dir runs/mnist_knn":
         ("mnist", ["--data.test_limit", "50"]),
     "poisoncert attack runs/mnist_fa --budgets 1,2,4,8,16 --targets 20":
         ("mnist", ["--targets", "2", "--attacks", "flip", "--quiet"]),
