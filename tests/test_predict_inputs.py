@@ -195,3 +195,23 @@ def test_inputs_numpy_cannot_read_are_one_line_naming_x(kind, preprocessed):
     assert text.endswith("Got 'a list that numpy cannot make an array of (rows of unequal "
                          "lengths)' instead."), text
     assert "\n" not in text and "inhomogeneous" not in text
+
+
+def test_one_input_is_said_in_the_singular(capsys):
+    """``predict`` of one image said '1 inputs: 0 certified, 1 abstained' and warned '1 of the
+    1 inputs have a mean value ...'."""
+    from poisoncert.cli.predict import _print_summary
+    from poisoncert.experiment.inputform import unusual_inputs
+
+    _print_summary({"n_inputs": 1, "n_certified": 0, "radius_median": None,
+                    "predicted": {"1": 0, "7": 0}}, err=False, as_json=False)
+    assert capsys.readouterr().out.startswith("1 input: 0 certified, 1 abstained\n")
+    _print_summary({"n_inputs": 2, "n_certified": 2, "radius_median": 3.0, "radius_max": 4,
+                    "radius_unit": "u", "predicted": {"1": 2}}, err=False, as_json=False)
+    assert capsys.readouterr().out.startswith("2 inputs: 2 certified, 0 abstained\n")
+    assert unusual_inputs(np.array([0.9]), (0.03, 0.22), 0.05).startswith(
+        "the 1 input has a mean value after the run's preprocessing (from 0.9 to 0.9)")
+    assert unusual_inputs(np.array([0.9, 0.1]), (0.03, 0.22), 0.05).startswith(
+        "1 of the 2 inputs has a mean value")
+    assert unusual_inputs(np.array([0.9, 0.8]), (0.03, 0.22), 0.05).startswith(
+        "2 of the 2 inputs have a mean value")

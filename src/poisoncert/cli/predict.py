@@ -388,7 +388,8 @@ def _print_summary(summary: dict, *, err: bool, as_json: bool) -> None:
         return
     s = summary
     n = s["n_inputs"]
-    lines = [f"{n} inputs: {s['n_certified']} certified, {n - s['n_certified']} abstained"
+    lines = [f"{n} input{'s' * (n != 1)}: {s['n_certified']} certified, "
+             f"{n - s['n_certified']} abstained"
              + (f", accuracy (abstain = wrong) {s['accuracy']:.4f}" if "accuracy" in s else "")]
     if s["radius_median"] is not None:
         lines.append(f"radius median {s['radius_median']:g}, max {s['radius_max']} "

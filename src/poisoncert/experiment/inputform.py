@@ -322,7 +322,9 @@ def unusual_inputs(means: np.ndarray, training_means: tuple[float, float] | None
         return None
     odd = means[out & ~np.isnan(means)]
     where = f" (from {odd.min():.3g} to {odd.max():.3g})" if len(odd) else ""
-    return (f"{k} of the {len(means)} inputs have a mean value after the run's "
+    who = ("the 1 input has" if len(means) == 1 else
+           f"{k} of the {len(means)} inputs {'has' if k == 1 else 'have'}")
+    return (f"{who} a mean value after the run's "
             f"preprocessing{where} outside the range that holds 99.8% of its training "
             f"inputs' ({low:.3g} to {high:.3g}): they do not look like the training data "
             "(inverted? another scale?); their certificates are those of the "
