@@ -420,3 +420,17 @@ def test_train_refuses_the_rhos_certify_refuses(tmp_path, rhos):
     assert r.output.startswith("error: The '--rhos' parameter of train must be comma-separated "
                                "ints in the range [0, 2^53]"), r.output
     assert f"Got {rhos!r} instead." in r.output and not run.exists()
+
+
+def test_certify_of_a_knn_run_names_k_not_t(tmp_path):
+    """``certify`` of a knn run printed 'scheme knn, model P6, T 1' (the config's T of a run
+    that trains no base classifiers, as train says); it names k, the run's own setting."""
+    cfg = tmp_path / "exp.yaml"
+    knn = {**CONFIG, "selection": {"scheme": "knn", "k": 3}, "training": {}}
+    cfg.write_text(yaml.safe_dump(knn))
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["train", str(cfg), "--run-dir", str(run), "-q"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["certify", str(run), "--no-plot"])
+    assert r.exit_code == 0, r.output
+    assert "scheme knn, k 3, model P6\n" in r.stdout, r.stdout

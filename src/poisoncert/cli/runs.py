@@ -430,9 +430,10 @@ def certify(
     # the run-off election as --aggregation spells it (its summary's value is "run_off")
     rule = s.get("aggregation")
     shown = {**s, "aggregation": _AGGREGATION_SHOWN.get(rule, rule)}
-    setting = ", ".join(f"{k} {shown[k]}" for k in ("scheme", "aggregation", "n", "ns", "p",
-                                                     "model", "alpha", "method", "T")
-                        if shown.get(k) is not None)
+    keys = ("scheme", "aggregation", "n", "ns", "p", "model", "alpha", "method", "T")
+    if s.get("scheme") in ("knn", "rnn"):  # no base classifiers ('T 1'): k or r instead
+        keys = ("scheme", "k", "r", "model")
+    setting = ", ".join(f"{k} {shown[k]}" for k in keys if shown.get(k) is not None)
     con.print(setting, markup=False, highlight=False)
     median = ("n/a (nothing certified)" if math.isnan(s["radius_median"])
               else f"{s['radius_median']:g} [{s['radius_unit']}]")
