@@ -1486,3 +1486,29 @@ def test_predict_counts_its_output_text_in_the_memory_check(tmp_path, monkeypatc
         widest = max(len(json.dumps(v)) for v in names)
         assert widest <= text_width(names, as_json=True)[0] <= widest + 2, names
         assert text_width(names, as_json=False)[1] == all(v.isascii() for v in names)
+
+
+def test_predict_rows_on_a_pipe_its_reader_closed_end_quietly(tmp_path, trained):
+    """``predict RUN INPUTS | head -1``: once the rows were streamed, the reader closing the
+    pipe made predict print "note: the rows printed so far are not all ..." and "error:
+    [Errno 32] Broken pipe" and exit 1 (it wrote its whole text at once before, and exited
+    0). A reader that stopped reading asked for no more rows: predict stops writing them,
+    says nothing of it, prints its summary on stderr and exits 0, as before."""
+    import os
+    import subprocess
+    import sys
+
+    run, x, _ = trained
+    inputs = tmp_path / "x.npy"
+    np.save(inputs, np.concatenate([x] * max(1, -(-3000 // len(x)))))  # > a pipe's 64 KiB
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen([sys.executable, "-m", "poisoncert.cli", "predict", str(run),
+                             str(inputs), "-q"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env)
+    head = proc.stdout.readline()
+    proc.stdout.close()  # as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert head.startswith(b"input,") or head.startswith(b"index,"), head
+    assert "Broken pipe" not in err and "note:" not in err and "error" not in err, err
+    assert "certified" in err  # the summary, on stderr as always without --out

@@ -169,6 +169,12 @@ def predict(
                     _write_file(out, parts)
                 else:
                     _print_rows(parts, printed, stdout)
+        except BrokenPipeError:
+            if out is not None:
+                raise
+            # the reader stopped reading (`predict ... | head -1`): it wants no more rows;
+            # nothing more goes to the closed pipe (nor at exit), the summary still follows
+            _stdout_to_devnull(stdout)
         except KeyboardInterrupt:
             if printed:  # rows on stdout cannot be taken back
                 raise interrupted(_cut_short("interrupted", len(cert), as_json)) from None
@@ -184,6 +190,22 @@ def predict(
         _print_summary(summary, err=False, as_json=as_json)
         if not as_json:
             typer.echo(f"rows: {out}")
+
+
+def _stdout_to_devnull(stdout) -> None:
+    """Point ``stdout``'s file descriptor at the null device: its reader closed the pipe, and
+    the flush of what is still buffered (now, or at exit) would raise again."""
+    import os
+
+    try:
+        fd = stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no descriptor (a test's stream)
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, fd)
+    finally:
+        os.close(null)
 
 
 def _cut_short(word: str, n: int, as_json: bool) -> str:
