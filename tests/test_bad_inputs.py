@@ -390,11 +390,16 @@ CERTIFY = [
         setup=["folder"]),
     cli("certify-file", "certify", "afile", words=["afile", "not a poisoncert run"],
         setup=["afile"]),
-    cli("certify-alpha-0", "certify", "run", "--alpha", "0", words=["'certify.alpha'"],
+    # every --alpha against the one range it is held to (0 and 1.5 were told the config's
+    # (0, 1), 1e-200 [1e-100, 1))
+    cli("certify-alpha-0", "certify", "run", "--alpha", "0",
+        words=["error: The 'alpha' parameter of certify", "[1e-100, 1)", "Got 0.0"],
         setup=["run"]),
-    cli("certify-alpha-1.5", "certify", "run", "--alpha", "1.5", words=["'certify.alpha'"],
+    cli("certify-alpha-1.5", "certify", "run", "--alpha", "1.5",
+        words=["error: The 'alpha' parameter of certify", "[1e-100, 1)", "Got 1.5"],
         setup=["run"]),
-    cli("certify-alpha-nan", "certify", "run", "--alpha", "nan", words=["'certify.alpha'"],
+    cli("certify-alpha-nan", "certify", "run", "--alpha", "nan",
+        words=["error: The 'alpha' parameter of certify", "[1e-100, 1)", "Got nan"],
         setup=["run"]),
     # (the config's (0, 1) let 1e-200 through to the vote bounds' [1e-100, 1), refused only
     # after the run's files were verified: here a checksum error came first)
@@ -451,6 +456,9 @@ CERTIFY = [
     # (it said "(0, 1)" for 2, and "The 'alpha' parameter of certify ... [1e-100, 1)" for 1e-200)
     cli("predict-alpha-1e-200", "predict", "run", "one.npy", "--alpha", "1e-200",
         words=["The 'alpha' parameter of predict", "[1e-100, 1)", "Got 1e-200"],
+        setup=["run", "one.npy"]),
+    cli("predict-alpha-2", "predict", "run", "one.npy", "--alpha", "2",
+        words=["The 'alpha' parameter of predict", "[1e-100, 1)", "Got 2.0"],
         setup=["run", "one.npy"]),
 ]
 

@@ -219,8 +219,12 @@ def test_errors_name_the_option_typed(tmp_path, config, engine):
     run = tmp_path / "run"
     assert runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q"]).exit_code == 0
     cases = {
+        ("certify", str(run), "--method", "bogus"):
+            "error: --method: The 'certify.method' parameter of the config must be ",
+        # held to the vote bounds' range, certify's own words (the config's said (0, 1))
         ("certify", str(run), "--alpha", "2"):
-            "error: --alpha: The 'certify.alpha' parameter of the config must be ",
+            "error: The 'alpha' parameter of certify must be a real number in the range "
+            "[1e-100, 1)",
         ("update", str(run), "--out", str(tmp_path / "u"), "--remove", "99999"):
             "error: --remove: The 'remove' parameter of update_run must be ",
         # the library's parameter has another name: the line named no option at all

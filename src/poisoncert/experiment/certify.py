@@ -93,11 +93,10 @@ def certify_options(config: ExperimentConfig, scheme: str, alpha, method, model,
     refuse_statistics(scheme, alpha, method, where)
     options = {k: v for k, v in (("alpha", alpha), ("method", method), ("model", model))
                if v is not None}
+    check_given_alpha(alpha, where)  # first: the range it is held to (not the config's)
     with named_as(where, certify__alpha="alpha", certify__method="method",
                   certify__model="model"):
-        c = dataclasses.replace(config.certify, **options)
-    check_given_alpha(alpha, where)
-    return c
+        return dataclasses.replace(config.certify, **options)
 
 
 def _manifest_data(rd: RunDir) -> dict:
@@ -161,8 +160,8 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
     if rhos is not None:
         options["rhos"] = [int(r) if isinstance(r, (int, np.integer)) else r
                            for r in np.atleast_1d(rhos).tolist()]
+    check_given_alpha(alpha, "certify")  # first: the range it is held to (not the config's)
     c = dataclasses.replace(cfg.certify, **options)  # checked before the files are read
-    check_given_alpha(alpha, "certify")
     checked = rd.verify(display) if verify else {
         "verified": None, "note": "not verified (--no-verify): the run's files were not "
                                   "checked against its manifest"}
