@@ -466,3 +466,22 @@ def test_delta_long_tables_print_as_plain_columns():
                                                      for s in bounds.SCHEMES]
     short = invoke("delta", "--n", "1000000", "--ns", "10", "--rho-max", "40", "--steps", "4")
     assert "┃" in short.stdout  # short tables keep rich's layout
+
+
+def test_a_command_line_is_told_to_leave_an_option_out_not_that_it_must_be_none():
+    """Library errors reached a command line in Python's words: "The 'ns' parameter of radius
+    must be None when 'p' is given", "... must be an int ... Got None instead." A user who
+    typed a command gave no None: the line says "must be left out" and "Got nothing (it was
+    not given)". A value typed as the text 'None' is echoed as typed, in quotes."""
+    r = invoke("radius", "--scheme", "binomial", "--n", "100", "--p", "0.1", "--ns", "10",
+               "--gap", "0.5")
+    assert r.exit_code == 1 and r.stderr.startswith(
+        "error: The 'ns' parameter of radius must be left out when 'p' is given"), r.stderr
+    r = invoke("radius", "--scheme", "wr", "--n", "100", "--gap", "0.5")
+    assert r.exit_code == 1 and r.stderr.rstrip().endswith(
+        "must be an int for the with_replacement scheme. Got nothing (it was not given) "
+        "instead."), r.stderr
+    r = invoke("radius", "--scheme", "None", "--n", "100", "--ns", "10", "--gap", "0.5")
+    assert r.exit_code != 0 and "None" in r.stderr and "not given" not in r.stderr, r.stderr
+    assert "None" not in error_line(ValueError(
+        "The 'p' parameter of radius must be None for this scheme. Got None instead."))

@@ -48,11 +48,21 @@ def error_line(exc: BaseException) -> str:
     readable where a message echoes what was given in its own way (typer's "No such option:
     --xxx...", an OSError's file name too long). A path that could exist (a ``/`` in it, at
     most 4,096 characters, no name over 255) is kept whole: the user needs to see it."""
-    msg = " ".join(_short_word(w) for w in str(exc).split())
+    msg = _command_line_words(" ".join(_short_word(w) for w in str(exc).split()))
     for kind, text in _LIMIT_ERRORS:
         if isinstance(exc, kind):
             return f"error: {text}{': ' + msg if msg else ''} ({kind.__name__})"
     return f"error: {msg or type(exc).__name__}"
+
+
+def _command_line_words(msg: str) -> str:
+    """A library error in a command line's words: a parameter that "must be None" there is
+    an option to leave out, and a value "None" one not given (Python's None means nothing to
+    the user who typed the command; a typed 'None' is echoed in quotes, and stays)."""
+    import re
+
+    msg = re.sub(r"(The '[^']+' parameter of .+? must be) None\b", r"\1 left out", msg)
+    return msg.replace(" Got None instead.", " Got nothing (it was not given) instead.")
 
 
 #: Longest word ``error_line`` shows whole: longer than any ordinary path.
