@@ -1085,6 +1085,8 @@ def test_the_values_that_give_way_are_said(tmp_path):
     # the give-way note, then the one naming the file's torch settings knn ignores
     assert len(notes) == 2 and "selection.ns (50)" in notes[0] \
         and "selection.T (500)" in notes[0] and "knn" in notes[0], r.output
+    # in the same words (it said "... do not apply to knn: not used.")
+    assert notes[0].endswith("do not apply to the knn scheme; they are ignored."), r.output
     assert notes[1].startswith("note: training.steps, training.lr, training.save_weights, "
                                "run.chunk_size do not apply to the knn scheme"), r.output
 

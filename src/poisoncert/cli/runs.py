@@ -192,9 +192,10 @@ def train(
         # (a value beyond a bound added since, in a run an earlier version made: resumed)
         cfg = run_config(settings, overrides, run_dir, dropped=dropped)
         if dropped:  # the file's values the command line overrode by implication
+            one = len(dropped) == 1  # (in the words of _ignored_note's line below it)
             typer.echo(f"note: the config file's {', '.join(dropped)} "
-                       f"{'does' if len(dropped) == 1 else 'do'} not apply to "
-                       f"{cfg.selection.scheme}: not used.", err=True)
+                       f"{'does' if one else 'do'} not apply to the {cfg.selection.scheme} "
+                       f"scheme; {'it is' if one else 'they are'} ignored.", err=True)
         options = [name for name, on in (("--executor ray", ray), ("--address", address),
                                           ("--workers", workers), ("--devices", devices))
                    if on is not None and on is not False]
