@@ -144,18 +144,19 @@ def test_radius_true_label_method():
 @pytest.mark.parametrize(
     "args,match",
     [
-        # an option the library names by another name (its function's parameter) comes first
+        # an option the library checks is named as radius's own (it said "of certify" and
+        # "of certified_radius", the library functions radius calls)
         (["--counts", "990,10", "--alpha", "1.5"],
-         "error: --alpha: The 'alpha' parameter of certify must be a real number in the range "
+         "error: The 'alpha' parameter of radius must be a real number in the range "
          "[1e-100, 1). Got 1.5 instead."),
-        (["--counts", "990,10", "--T", "500"], "error: --T: The 'T' parameter of certify"),
-        (["--counts", "990,10", "--method", "simuem"], "error: --method: The 'method' parameter"),
+        (["--counts", "990,10", "--T", "500"], "error: The 'T' parameter of radius"),
+        (["--counts", "990,10", "--method", "simuem"], "error: The 'method' parameter of radius"),
         (["--counts", "990,x"], "error: The 'counts' parameter of radius"),
         (["--counts", "990,10;5"], "error: The 'counts' parameter of radius"),
-        (["--counts", "990,-10"], "error: --counts: The 'counts' parameter of certify"),
+        (["--counts", "990,-10"], "error: The 'counts' parameter of radius"),
         (["--gap", "0.5", "--counts", "990,10"], "error: The 'gap' parameter of radius"),
         ([], "error: radius needs --gap or --counts"),
-        (["--gap", "1.5"], "error: --gap: The 'gap' parameter of certified_radius"),
+        (["--gap", "1.5"], "error: The 'gap' parameter of radius"),
         (["--gap", "0.5", "--model", "P9"], "error: The 'model' parameter of radius must be"),
     ],
 )
@@ -344,7 +345,7 @@ def test_main_turns_library_errors_into_one_line(capsys):
         main(["radius", *SETTING, "--gap", "2"])
     assert info.value.code == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: --gap: The 'gap' parameter")
+    assert err.count("\n") == 1 and err.startswith("error: The 'gap' parameter of radius")
     assert error_line(ValueError("a\nb")) == "error: a b"
 
 
@@ -359,7 +360,7 @@ def test_python_m_poisoncert_cli_error_exit_code():
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        "error: --alpha: The 'alpha' parameter of certify must be a real number in the range "
+        "error: The 'alpha' parameter of radius must be a real number in the range "
         "[1e-100, 1). Got 1.5 instead."
     ]
 

@@ -310,7 +310,8 @@ def radius(
                               "--counts: the counts' bounds make the gap)", gap)
         if gap is not None:
             _refuse_with_gap(alpha=alpha, method=method, labels=labels, T=T)
-            r = int(bound.radius(gap))
+            with named_as("radius", gap="gap"):  # (it said "of certified_radius")
+                r = int(bound.radius(gap))
             results = [{"gap": gap, "radius": r}]
         else:
             alpha = 0.001 if alpha is None else alpha
@@ -326,12 +327,16 @@ def radius(
                                   "give --T, the base classifiers abstaining ones included)",
                                   counts)
             lab = None if labels is None else _parse_int_rows(labels, "labels").ravel()
-            if rule == "jia":
-                cert = jia_certify(c, n=bound.n, ns=bound.ns, alpha=alpha, method=method, T=T,
+            # the options' errors as radius's (they said "of certify")
+            with named_as("radius", T="T", alpha="alpha", method="method", labels="labels",
+                          counts="counts"):
+                if rule == "jia":
+                    cert = jia_certify(c, n=bound.n, ns=bound.ns, alpha=alpha, method=method,
+                                       T=T, labels=lab)
+                else:
+                    cert = certify(c, scheme=bound.scheme, n=bound.n, ns=ns, p=p,
+                                   model=bound.model, alpha=alpha, method=method, T=T,
                                    labels=lab)
-            else:
-                cert = certify(c, scheme=bound.scheme, n=bound.n, ns=ns, p=p,
-                               model=bound.model, alpha=alpha, method=method, T=T, labels=lab)
             setting.update(alpha=cert.alpha, method=cert.method, rule=rule)
             results = [
                 {"counts": c[i].tolist(), "T": rec["T"], "top_class": rec["top_class"],
