@@ -699,8 +699,15 @@ def test_csv_and_single_image_inputs_are_read_as_written(tmp_path, trained):
     typo = lines[0].replace("0", "O", 1).split(",")
     col = next(j for j, c in enumerate(typo) if "O" in c)
     _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "typo.csv")]),
-                    "typo.csv", f"row 1 is not all numbers: column {col + 1} holds "
-                    f"{typo[col]!r}.")
+                    "typo.csv", f"line 1 (input 0) is not all numbers: column {col + 1} "
+                    f"holds {typo[col]!r}.")
+    # after a header and a blank line: the file's line, and the input's index as predict's
+    # rows count them (it said "row 2", which was neither)
+    head = ",".join(f"p{i}" for i in range(flat.shape[1]))
+    (tmp_path / "typo2.csv").write_text("\n".join([head, lines[0], "", "\t", lines[1].replace(
+        "0", "O", 1)] + lines[2:]))
+    _one_error_line(runner.invoke(app, ["predict", str(run), str(tmp_path / "typo2.csv")]),
+                    "typo2.csv", "line 5 (input 1) is not all numbers")
     # pandas' to_csv with its index: a first column of row numbers, not a pixel
     (tmp_path / "index.csv").write_text(
         "," + ",".join(map(str, range(flat.shape[1]))) + "\n"

@@ -188,14 +188,19 @@ def _read_csv(path: Path) -> Inputs:
     except UnicodeDecodeError as e:
         raise _error(path, f"not a .csv of numbers: byte {data[e.start]:#04x} at offset "
                      f"{e.start} is not UTF-8 text.") from None
-    rows = [r for r in csv.reader(text.splitlines()) if r and any(c.strip() for c in r)]
+    # each row with its line in the file (1-based, as an editor shows it)
+    lines, rows = [], []
+    for i, r in enumerate(csv.reader(text.splitlines()), start=1):
+        if r and any(c.strip() for c in r):
+            lines.append(i)
+            rows.append(r)
     if rows and len(rows[0]) > 1 and not rows[0][0].strip() and \
             [c.strip() for c in rows[0][1:]] == [str(i) for i in range(len(rows[0]) - 1)]:
         raise _error(path, "its first column looks like the row index pandas' "
                      "DataFrame.to_csv writes (a header ',0,1,...'): write it with "
                      "index=False, or drop that column.")
     if rows and _header(rows[0], {len(r) for r in rows[1:]}):
-        rows = rows[1:]
+        rows, lines = rows[1:], lines[1:]
     if not rows:
         raise _error(path, "holds no rows of numbers.")
     width = {len(r) for r in rows}
@@ -207,8 +212,10 @@ def _read_csv(path: Path) -> Inputs:
     except ValueError:
         bad = next(i for i, r in enumerate(rows) if not all(_number(c) for c in r))
         col = next(j for j, c in enumerate(rows[bad]) if not _number(c))
-        raise _error(path, f"row {bad + 1} is not all numbers: column {col + 1} holds "
-                     f"{rows[bad][col]!r}.") from None
+        # the file's line, and the input's index as predict's rows give it (from 0): the
+        # row count from 1 (after a header, without blank lines) was neither
+        raise _error(path, f"line {lines[bad]} (input {bad}) is not all numbers: column "
+                     f"{col + 1} holds {rows[bad][col]!r}.") from None
     written_as_ints = not any(_FLOAT_MARKS.intersection(c.lower()) for r in rows for c in r)
     if written_as_ints and np.all(np.abs(x) <= 2**53):  # exact in float64 and in int64
         x = x.astype(np.int64)
