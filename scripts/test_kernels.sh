@@ -17,6 +17,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 setting=${1:-}
 case "$setting" in
+  -h|--help)
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    exit 0 ;;
   avx2)
     export ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 OPENBLAS_CORETYPE=Haswell \
       NPY_DISABLE_CPU_FEATURES="X86_V4 AVX512_ICL AVX512_SPR" ;;
