@@ -707,7 +707,7 @@ def test_ctrl_c_in_update_and_attack_is_one_line(tmp_path, monkeypatch):
     train_run(from_dict(d), tmp_path / "tl")
     r = runner.invoke(app, ["predict", str(tmp_path / "tl"), str(tmp_path / "x.npz")])
     assert r.exit_code == 0, r.output
-    monkeypatch.setattr(Ensemble, "base_predictions", stop)
+    monkeypatch.setattr(Ensemble, "prediction_blocks", stop)  # (predict's, streamed)
     r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npz"), "--out",
                             str(tmp_path / "p.csv")])
     assert r.exit_code == 130, r.output

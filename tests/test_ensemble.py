@@ -951,6 +951,7 @@ def test_labels_a_true_label_certificate_cannot_use_are_refused_before_any_predi
         raise AssertionError("the base classifiers ran")
 
     monkeypatch.setattr(Ensemble, "base_predictions", never)
+    monkeypatch.setattr(Ensemble, "_prediction_blocks", never)  # where the classifiers run
     with pytest.raises(ValueError) as e:
         ens.certify(x, method="true_label", y=y_given)
     assert str(e.value) == f"The 'y' parameter of Ensemble.certify must be {said}"
