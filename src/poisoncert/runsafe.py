@@ -56,7 +56,7 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -632,10 +632,7 @@ def create_locked(path: Path, fill: Callable[[Path], None], *,
         for c in created:  # deepest first
             with contextlib.suppress(OSError):
                 c.rmdir()
-        if isinstance(e, OSError) and not isinstance(e, RunError):
-            raise RunError(f"Cannot write the run directory '{path}': "
-                           f"{e.strerror or e}.") from None
-        raise
+        _raise_creation_error(e, path)
     lock.folder = path
     return lock
 
@@ -694,12 +691,17 @@ def _create_in_place(path: Path, fill: Callable[[Path], None],
             shutil.rmtree(tmp, ignore_errors=True)
         if lock is not None:
             lock.release()
-        if isinstance(e, OSError) and not isinstance(e, RunError):
-            raise RunError(f"Cannot write the run directory '{path}': "
-                           f"{e.strerror or e}.") from None
-        raise
+        _raise_creation_error(e, path)
     lock.folder = path
     return lock
+
+
+def _raise_creation_error(e: BaseException, path: Path) -> NoReturn:
+    """Raise ``e`` again, an ``OSError`` as the one line a creation of ``path`` fails with."""
+    if isinstance(e, OSError) and not isinstance(e, RunError):
+        raise RunError(f"Cannot write the run directory '{path}': "
+                       f"{e.strerror or e}.") from None
+    raise e
 
 
 def _gave_up(tmp: Path, lock: RunLock) -> None:
