@@ -902,7 +902,7 @@ def test_ensemble_errors_name_its_own_parameters(trained):
     ens = Ensemble.load(run)
     cases = [
         (dict(alpha=2), r"^The 'alpha' parameter of Ensemble.certify must be a real number in "
-                        r"the range \(0, 1\)\. Got 2 instead\.$"),
+                        r"the range \[1e-100, 1\)\. Got 2 instead\.$"),
         (dict(model="P7"), r"^The 'model' parameter of Ensemble.certify must be one of "),
         (dict(method="true_label"), r"^The 'y' parameter of Ensemble.certify must be .*true "
                                     r"labels.*Got None instead\.$"),
