@@ -15,7 +15,7 @@ model  allowed                 ``delta(rho)``
 P1     insert                  ``R(n + rho) - 1``
 P2     delete                  ``1 - Q(n - rho)``
 P3     modify                  ``2 - 2 Q(n - rho)``
-P4     insert, modify          ``max_a 1 + R(n + a) - 2 Q(n - rho + a)``, ``0 <= a <= rho``
+P4     insert, modify          ``max_a 1 + R(n + a) - 2 Q(n - rho + a)``, ``rho - n <= a <= rho``
 P5     delete, modify          as P3 (deleting never beats modifying)
 P6     insert, delete, modify  as P4 (``m < n`` never beats ``m = n``)
 =====  ======================  ===========================================================
