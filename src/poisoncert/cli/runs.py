@@ -102,7 +102,8 @@ def train(
     workers: Annotated[int | None, typer.Option(
         help="Local worker processes (overrides training.workers); with --executor ray, "
              "chunks at once (not training.workers, which Ray does not read): at most the "
-             "CPUs for the local Ray instance, default all of them; on a cluster "
+             "CPUs for the local Ray instance (with --gpus-per-task, the tasks its GPUs hold "
+             "where that is more), default all of them; on a cluster "
              "(--address) any number, default its CPUs.")] = None,
     address: Annotated[str | None, typer.Option(
         help="--executor ray: an existing cluster ('auto', 'ray://host:10001'); default: "
