@@ -311,3 +311,136 @@ def test_every_command_option_is_named_in_the_docs():
                for opt in param.opts if opt.startswith("--") and opt != "--help"
                and not re.search(re.escape(opt) + r"(?![\w-])", text)]
     assert not missing, f"options named nowhere in README.md or docs/: {missing}"
+
+
+# ----------------------------------------------------------------------------- signatures
+#: The class whose methods a doc's tables list without a module (``| `certify(X, ...)` |``).
+_TABLE_OWNERS = {"sklearn.md": ("CertifiedEnsembleClassifier",),
+                 "architecture.md": ("Ensemble", "NeighborModel")}
+
+
+#: Classes the docs name without their module.
+_CLASSES = {"RayExecutor": "ray_executor.RayExecutor"}
+
+
+def doc_signatures() -> list[tuple[str, str, str, str]]:
+    """``(file, span, callable name, parameter list)`` for every signature written in a
+    ``code span`` of README.md and docs/ (a span may wrap across lines): ``module.name(params)``
+    (or ``Class.method``); in a table row, ``name(params)`` of the module its first cell names
+    (aggregation.md's function table) or of the doc's ``_TABLE_OWNERS``: the spans with a ``*``
+    marker or a default (``test_doc_signatures_match_the_code`` keeps those that read as a
+    signature)."""
+    import importlib
+
+    def is_module(word: str) -> bool:
+        try:
+            importlib.import_module(f"poisoncert.{word}")
+        except ImportError:
+            return False
+        return True
+
+    out = []
+    for path in DOCS:
+        text = re.sub(r"```.*?```", "", path.read_text(encoding="utf-8"), flags=re.S)
+        rows = r"(?m)^\s*\|.*$"
+        spans = [(None, s) for s in re.findall(r"`([^`]+)`", re.sub(rows, "", text))]
+        for line in re.findall(rows, text):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            module = re.fullmatch(r"`(\w+)`", cells[0])
+            for s in re.findall(r"`([^`]+)`", line):
+                if module and is_module(module.group(1)):
+                    spans.append(((module.group(1),), s))
+                elif f"`{s}`" in cells[0]:  # a member table: `votes(x, ...)` | ...
+                    spans.append((_TABLE_OWNERS.get(path.name, ()), s))
+                else:
+                    spans.append((None, s))
+        for owners, span in spans:
+            span = " ".join(span.split())
+            m = re.fullmatch(r"([A-Za-z_][\w.]*)\((.*)\)(?:\s*->\s*\S+)?", span)
+            if not m or not re.search(r"(^|, )\*(,|$)|=", m.group(2)):
+                continue
+            if "." in m.group(1) or m.group(1) in _CLASSES:
+                out.append((path.name, span, _CLASSES.get(m.group(1), m.group(1)),
+                            m.group(2)))
+            else:
+                out += [(path.name, span, f"{o}.{m.group(1)}", m.group(2)) for o in owners or ()]
+    return out
+
+
+def _resolve(name: str):
+    """The poisoncert object ``name`` names (``bounds.delta``, ``Ensemble.load``), or None
+    where its first word is not a poisoncert module or export (``executor.map_chunks``)."""
+    import importlib
+
+    import poisoncert
+
+    parts = name.removeprefix("poisoncert.").split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module("poisoncert." + ".".join(parts[:i]))
+        except ImportError:
+            continue
+        rest = parts[i:]
+        break
+    else:
+        if parts[0] not in poisoncert.__all__:
+            return None
+        obj, rest = poisoncert, parts
+    for attr in rest:
+        obj = getattr(obj, attr)
+    return obj
+
+
+def test_doc_signatures_match_the_code():
+    """Each signature the docs write (architecture.md's contracts, aggregation.md's function
+    table, ...) names parameters the callable has, in its order, with its defaults: a
+    parameter written without a default has none (architecture.md wrote ``fa_certify(...,
+    model, unit)`` for ``model="P6", unit="operation"``)."""
+    import ast
+    import inspect
+
+    wrong = []
+    found = doc_signatures()
+    assert len(found) >= 15, "the signatures were not found"
+    for doc, span, name, params in found:
+        try:
+            obj = _resolve(name)
+        except AttributeError:
+            wrong.append(f"{doc}: {span}: no {name}")
+            continue
+        if obj is None:
+            continue
+        try:
+            args = ast.parse(f"def f({params}): pass").body[0].args
+        except SyntaxError:
+            continue  # a call with example values (``load(NEW)``), not a signature
+        written = [(a.arg, None) for a in args.posonlyargs + args.args]
+        for k, d in enumerate(args.defaults, len(written) - len(args.defaults)):
+            written[k] = (written[k][0], d)
+        written += [(a.arg, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)]
+        try:
+            given = {a: ast.literal_eval(d) for a, d in written if d is not None}
+        except ValueError:
+            continue  # a call with example values (``train_run(cfg, run_dir, executor=ex)``)
+        if Ellipsis in given.values() or not (
+                args.kwonlyargs or any(d is None for _, d in written)):
+            continue  # ``RayExecutor(num_gpus_per_task=1)``: values given, not a signature
+        sig = inspect.signature(obj).parameters
+        names = [p for p in sig if p != "self"]
+        for arg, default in written:
+            if arg not in sig:
+                wrong.append(f"{doc}: {span}: {name} has no parameter {arg!r}")
+                continue
+            actual = sig[arg].default
+            if default is None:
+                if actual is not inspect.Parameter.empty:
+                    wrong.append(f"{doc}: {span}: {arg} defaults to {actual!r}")
+                continue
+            value = given[arg]
+            if actual is inspect.Parameter.empty or actual != value:
+                wrong.append(f"{doc}: {span}: {arg}={value!r}, the code's default is "
+                             f"{'none' if actual is inspect.Parameter.empty else repr(actual)}")
+        order = [names.index(a) for a, _ in written if a in names]
+        if order != sorted(order):
+            wrong.append(f"{doc}: {span}: the parameters are not in {name}'s order")
+    assert not wrong, "\n".join(wrong)
