@@ -238,9 +238,32 @@ def test_delta_single_setting_and_rho_max():
     (t,) = json.loads(result.stdout)["tables"]
     assert t["rho"] == [0, 10, 20, 30, 40] and t["model"] == "P1" and t["p"] == 0.02
     bad = invoke("delta", "--n", "1000")
-    assert bad.exit_code == 1 and "'ns' parameter of delta" in bad.stderr
+    assert bad.exit_code == 1 and "'--ns' parameter of delta" in bad.stderr
     bad = invoke("delta", "--rho-max", "0")
-    assert bad.exit_code == 1 and "'rho_max' parameter" in bad.stderr
+    assert bad.exit_code == 1 and "'--rho-max' parameter" in bad.stderr
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["--steps", "0"], "--steps"),
+    (["--rho-max", "0"], "--rho-max"),
+    (["--model", "P9"], "--model"),
+    (["--scheme", "bootstrap"], "--scheme"),
+    (["--n", "10"], "--ns"),  # the one missing
+    (["--ns", "5"], "--n"),
+    (["--n", "0", "--ns", "1"], "--n"),
+    (["--n", "10", "--ns", "0"], "--ns"),
+    (["--n", "10", "--ns", "10", "--scheme", "binomial"], "--ns"),
+    (["--out", "f.jpg"], "--out"),
+])
+def test_delta_errors_name_their_option_as_typed(args, option):
+    """Every refusal of a delta option names it one way, as the user types it: the line said
+    "--rho-max: The 'rho_max' parameter" (a Python name behind the flag) but "The 'steps'
+    parameter" for --steps; now "The '--steps' parameter of delta", like predict's '--out'
+    and certify's '--rhos'."""
+    r = invoke("delta", *args)
+    assert r.exit_code == 1 and r.stdout == "", r.output
+    (line,) = r.stderr.splitlines()
+    assert line.startswith(f"error: The '{option}' parameter of delta must be "), line
 
 
 def test_delta_marks_a_scheme_the_setting_does_not_define_and_tabulates_the_others(tmp_path):
@@ -281,12 +304,12 @@ def test_delta_marks_a_scheme_the_setting_does_not_define_and_tabulates_the_othe
     # asked for the undefined scheme alone: one refusal line, as before
     r = invoke("delta", "--n", "10", "--ns", "10", "--scheme", "binomial")
     assert r.exit_code == 1 and r.stdout == "" and r.stderr.splitlines() == [
-        "error: The 'ns' parameter of delta must be an int in the range [1, 9] for the "
+        "error: The '--ns' parameter of delta must be an int in the range [1, 9] for the "
         "binomial scheme (p = ns / n must be below 1; n = 10). Got 10 instead."]
     r = invoke("delta", "--n", "10", "--ns", "0")  # no scheme is defined: refused
-    assert r.exit_code == 1 and r.stderr.startswith("error: The 'ns' parameter of delta")
+    assert r.exit_code == 1 and r.stderr.startswith("error: The '--ns' parameter of delta")
     r = invoke("delta", "--scheme", "bootstrap")
-    assert r.exit_code == 1 and "'scheme' parameter of delta" in r.stderr
+    assert r.exit_code == 1 and "'--scheme' parameter of delta" in r.stderr
 
 
 def test_delta_scheme_option_keeps_each_schemes_values():
@@ -326,8 +349,9 @@ def test_delta_unwritable_output_is_one_line(tmp_path):
 def test_errors_name_the_option_typed_only_where_the_library_names_it_otherwise():
     """--ns 0 is checked by SelectionBound, whose errors radius words as its own; --ns left
     out for a scheme that needs it too (not the internal SelectionBound's name); --rho-max 0
-    names the option as typed (the library says rho_max); --counts is the command's own
-    parameter (radius): the line is as the library words it."""
+    names the option as typed, with its dashes, as delta names all of its options (it was
+    "--rho-max: The 'rho_max' parameter"); --counts is the command's own parameter (radius):
+    the line is as the library words it."""
     r = invoke("radius", "--scheme", "wr", "--n", "100", "--ns", "0", "--gap", "0.5")
     assert r.exit_code == 1 and r.stderr.startswith(
         "error: The 'ns' parameter of radius must be an int >= 1. Got 0 instead.")
@@ -335,7 +359,7 @@ def test_errors_name_the_option_typed_only_where_the_library_names_it_otherwise(
     assert r.exit_code == 1 and r.stderr.startswith("error: The 'p' parameter of radius must "
                                                     "be a real number in the range (0, 1)")
     r = invoke("delta", "--rho-max", "0")
-    assert r.exit_code == 1 and r.stderr.startswith("error: --rho-max: The 'rho_max' parameter")
+    assert r.exit_code == 1 and r.stderr.startswith("error: The '--rho-max' parameter of delta")
     r = invoke("radius", *SETTING, "--counts", "990,x")
     assert r.exit_code == 1 and r.stderr.startswith("error: The 'counts' parameter of radius")
 

@@ -150,7 +150,7 @@ def _typed_option(message: str) -> str | None:
             continue
         if p.name in (name, name.rsplit(".", 1)[-1]):
             if name == p.name and where == ctx.info_name and f"--{name}" in p.opts:
-                return None  # already the command's own words (not for rho_max: --rho-max)
+                return None  # the command's own words (not train's 'gpus_per_task')
             return max(p.opts, key=len)
     return None
 
@@ -237,13 +237,13 @@ def _defined_schemes(schemes: list[str], n: int, ns: int, model: str
     defined, undefined, first = [], {}, None
     for s in schemes:
         try:
-            with named_as("delta", n="n", ns="ns"):
+            with named_as("delta", n="--n", ns="--ns"):
                 SelectionBound(s, n, ns=ns, model=model)
         except ValueError as e:
             first = first or e
             m = re.fullmatch(r"The '([^']+)' parameter of delta must be (.+)\. Got .+ instead\.",
                              str(e), re.DOTALL)
-            why = f"{m[1]} must be {m[2]}" if m else str(e).rstrip(".")
+            why = f"{m[1].lstrip('-')} must be {m[2]}" if m else str(e).rstrip(".")
             undefined[s] = why.replace("; give 'p'", "")  # delta takes ns, not p
         else:
             defined.append(s)
@@ -387,24 +387,25 @@ def delta(
     replacement at ns > n) is n/a, its reason said once, beside the others' values; it is
     refused only where no scheme asked for is defined.
     """
+    # A refusal names the option as typed ("The '--rho-max' parameter of delta"), every one.
     with library_errors():
         from poisoncert._validation import check_choice, check_int
         from poisoncert.bounds import MODEL_ALIASES, MODELS, SCHEME_ALIASES, SCHEMES
         from poisoncert.plots import FIGURE2_SETTINGS, delta_curves, plot_delta
 
-        model = check_choice(model, "model", "delta", MODELS, MODEL_ALIASES)
-        asked = {check_choice(s, "scheme", "delta", SCHEMES, SCHEME_ALIASES)
+        model = check_choice(model, "--model", "delta", MODELS, MODEL_ALIASES)
+        asked = {check_choice(s, "--scheme", "delta", SCHEMES, SCHEME_ALIASES)
                  for s in scheme or SCHEMES}
         schemes = [s for s in SCHEMES if s in asked]  # the table's order
-        steps = check_int(steps, "steps", "delta", low=1, high=MAX_STEPS)
+        steps = check_int(steps, "--steps", "delta", low=1, high=MAX_STEPS)
         if rho_max is not None:
-            rho_max = check_int(rho_max, "rho_max", "delta", low=1, high=INT_LIMIT)
+            rho_max = check_int(rho_max, "--rho-max", "delta", low=1, high=INT_LIMIT)
         if (n is None) != (ns is None):
-            given, missing = ("n", "ns") if ns is None else ("ns", "n")
-            raise param_error(missing, "delta", f"given with --{given} (--n and --ns name one "
+            given, missing = ("--n", "--ns") if ns is None else ("--ns", "--n")
+            raise param_error(missing, "delta", f"given with {given} (--n and --ns name one "
                               "setting together; neither: the paper's two)", None)
         if out is not None and (out.suffix.lower() != ".png" or not out.parent.is_dir()):
-            raise param_error("out", "delta", "a .png file in an existing folder", str(out))
+            raise param_error("--out", "delta", "a .png file in an existing folder", str(out))
         settings = FIGURE2_SETTINGS if n is None else ((n, ns),)
         tables = []
         for nn, nns in settings:
