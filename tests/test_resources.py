@@ -105,6 +105,51 @@ def test_memory_limit_env_bad_value_is_one_line(monkeypatch, text):
     assert "\n" not in msg and resources.MEMORY_LIMIT_ENV in msg and repr(text) in msg
 
 
+def _quick_checks():
+    """The checks that skip small amounts (each under 64 MiB here): predict's, the
+    ensemble's predictions' and the vote counts'."""
+    from poisoncert.experiment.ensemble import _check_predictions_fit, check_predict_memory
+    from poisoncert.votes import check_counts_fit
+
+    return {  # about 14 MiB, 7 MiB and 23 MiB
+        "check_predict_memory": lambda: check_predict_memory(100, 20_000, 10, 200, "CSV"),
+        "_check_predictions_fit": lambda: _check_predictions_fit(100, 20_000, 10),
+        "check_counts_fit": lambda: check_counts_fit(100_000, 10, "votes_from_predictions"),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_quick_checks()))
+def test_an_explicit_memory_limit_holds_for_small_amounts_too(monkeypatch, name):
+    """$POISONCERT_MEMORY_LIMIT=1M let predict's checks pass whatever they needed below
+    64 MiB (their shortcut skipped the check, the limit with it): a limit the user sets is
+    honoured whatever the amount; without one, small amounts still read nothing."""
+    check = _quick_checks()[name]
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "1M")
+    with pytest.raises(ResourceError, match=re.escape(f"${resources.MEMORY_LIMIT_ENV}")):
+        check()
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "1G")
+    check()  # fits (any machine running the tests has 29 MiB free)
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "lots")  # told, and not understood
+    with pytest.raises(ResourceError, match="'lots'"):
+        check()
+    monkeypatch.setattr(resources, "available_memory", lambda **kw: pytest.fail("read"))
+    for unset in (None, "", " "):  # no limit set: /proc is not read for small amounts
+        with monkeypatch.context() as m:
+            if unset is None:
+                m.delenv(resources.MEMORY_LIMIT_ENV)
+            else:
+                m.setenv(resources.MEMORY_LIMIT_ENV, unset)
+            check()
+
+
+def test_small_need_is_exact_at_its_bound(monkeypatch):
+    monkeypatch.delenv(resources.MEMORY_LIMIT_ENV, raising=False)
+    assert resources.small_need(resources.SMALL_BYTES - 1)
+    assert not resources.small_need(resources.SMALL_BYTES)
+    monkeypatch.setenv(resources.MEMORY_LIMIT_ENV, "64M")
+    assert not resources.small_need(0)
+
+
 def test_available_memory_of_this_machine_is_plausible():
     got = available_memory()
     assert got is not None

@@ -21,6 +21,10 @@ memory left under this process's cgroup limit (v2 ``memory.max``, v1
 ``memory.limit_in_bytes``, less the usage that cannot be reclaimed), the address space left
 under ``RLIMIT_AS`` (``ulimit -v``), and ``$POISONCERT_MEMORY_LIMIT`` (bytes, or with a
 ``K``/``M``/``G``/``T`` suffix), a limit a user may set to leave memory to others.
+
+A few quick checks of small amounts (``small_need``: below ``SMALL_BYTES``, 64 MiB) skip
+reading ``/proc``, except where ``$POISONCERT_MEMORY_LIMIT`` is set: a limit the user gives
+is honoured whatever the amount.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from poisoncert._validation import param_error
 __all__ = [
     "MEMORY_LIMIT_ENV",
     "SAFETY",
+    "SMALL_BYTES",
     "ResourceError",
     "Term",
     "available_memory",
@@ -43,6 +48,7 @@ __all__ = [
     "check_memory",
     "format_bytes",
     "shortfall",
+    "small_need",
     "usable_cpus",
 ]
 
@@ -54,6 +60,9 @@ SAFETY = 1.25
 #: A limit (bytes; ``K``, ``M``, ``G``, ``T`` suffixes of 1024) on the memory poisoncert plans
 #: to use, below what the machine has free.
 MEMORY_LIMIT_ENV = "POISONCERT_MEMORY_LIMIT"
+#: Bytes below which a quick check (``small_need``) may take it that memory suffices
+#: without reading ``/proc``: 64 MiB, while no ``$POISONCERT_MEMORY_LIMIT`` is set.
+SMALL_BYTES = 1 << 26
 #: cgroup limits at or above this mean "no limit" (the kernel's "max" is about 2**63).
 _NO_LIMIT = 2**60
 
@@ -207,6 +216,14 @@ def _env_limit() -> tuple[int, str] | None:
             MEMORY_LIMIT_ENV, "the environment", "a number of bytes, optionally with a suffix "
             "K, M, G or T (powers of 1024), such as 8G", text)))
     return int(float(m.group(1)) * _SUFFIX[m.group(2).upper()]), f"${MEMORY_LIMIT_ENV}"
+
+
+def small_need(need: int) -> bool:
+    """True when ``need`` bytes may go unchecked: fewer than ``SMALL_BYTES`` and no
+    ``$POISONCERT_MEMORY_LIMIT`` set. Where the user set one, every amount is checked
+    (against it, and the other figures of ``available_memory``), however small."""
+    text = os.environ.get(MEMORY_LIMIT_ENV)
+    return need < SMALL_BYTES and (text is None or not text.strip())
 
 
 def available_memory(*, proc: str | Path = "/proc",

@@ -25,9 +25,10 @@ def check_counts_fit(rows: int, n_classes: int, where: str, *, low: int = 1,
     of them at once, plus ``extra`` bytes a class) would not fit in memory: a class count of
     10^12 was a raw numpy out-of-memory traceback (or minutes of work), not a parameter
     error."""
-    if (copies * 8 * rows + extra) * n_classes < 1 << 26:  # 64 MiB: no reading of /proc
-        return
     from poisoncert import resources
+
+    if resources.small_need((copies * 8 * rows + extra) * n_classes):  # no reading of /proc
+        return
 
     resources.check_memory(
         lambda v: [resources.Term("class counts", (copies * 8 * rows + extra) * v["n_classes"],

@@ -87,7 +87,7 @@ def _check_predictions_fit(T: int, n: int, n_classes: int) -> None:
 
     one = T * 2 + n_classes * 16
     need = n * one
-    if need < 1 << 26:  # 64 MiB: no reading of /proc
+    if resources.small_need(need):  # no reading of /proc
         return
     avail = resources.shortfall(need)
     if avail is not None:
@@ -137,7 +137,7 @@ def check_predict_memory(T: int, n: int, n_classes: int, row_text: int, fmt: str
         return held, inputs, rows
 
     total = sum(need(n))
-    if total < 1 << 26:  # 64 MiB: no reading of /proc
+    if resources.small_need(total):  # no reading of /proc
         return
     avail = resources.shortfall(total)
     if avail is None:
