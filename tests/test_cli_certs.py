@@ -476,6 +476,44 @@ def test_ctrl_c_stops_a_shutdown_that_hangs_once_its_grace_is_over():
                    "complete.\n"), err
 
 
+def test_ctrl_c_stopping_a_hanging_shutdown_keeps_a_failed_commands_exit_code():
+    """Ctrl-C after ``GRACE_S`` stopped a hanging shutdown with 130 also where the command
+    had failed (exit 1): a script saw an interruption, not the error its line named. A
+    failed command's status now stands (a succeeded one's 130: the test above)."""
+    from poisoncert._console import GRACE_S
+
+    src = str(Path(poisoncert.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    args = ["radius", *SETTING, "--counts", "990,10", "--alpha", "1.5"]  # refused: exit 1
+    proc = subprocess.Popen([sys.executable, "-c", _HANGING_EXIT.format(args=args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        error = proc.stderr.readline()
+        assert error.startswith("error: The 'alpha' parameter of radius"), error
+        assert proc.stderr.readline() == "ended\n"  # the command has ended
+        time.sleep(GRACE_S + 0.5)
+        assert proc.poll() is None  # the shutdown hangs
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, (proc.returncode, err)
+    assert out == "" and err == ("interrupted while shutting down: the command had ended with "
+                                 "exit status 1, which it keeps.\n"), err
+
+
+@pytest.mark.parametrize(("code", "status"), [(None, 0), (0, 0), (1, 1), (130, 130),
+                                              (256, 0), (-1, 255), (True, 1), ("bye", 1)])
+def test_console_exit_status_is_the_systems(code, status):
+    """The status the stopped shutdown keeps is the one ``sys.exit(code)`` would have
+    given."""
+    from poisoncert._console import _exit_status
+
+    assert _exit_status(code) == status
+    assert subprocess.run([sys.executable, "-c", f"import sys; sys.exit({code!r})"],
+                          capture_output=True, timeout=60).returncode == status
+
+
 def test_delta_long_tables_print_as_plain_columns():
     """More than 1,000 rows print as plain right-aligned columns (rich took ~50 s to lay out
     100,000), with the values of --json."""
