@@ -97,6 +97,26 @@ def test_radius_takes_the_rule_name_certificates_csv_writes():
     assert named.stdout == invoke("radius", *args, "--rule", "ours").stdout
 
 
+def test_radius_names_its_rule_as_certificates_csv_and_predict_do():
+    """``radius --json`` said ``"rule": "ours"`` (and its text ``rule ours``) where
+    certificates.csv, certify.json and predict name the same rule ``theorem1``: now the one
+    name everywhere; ``--rule ours`` is still taken (the option's old name for it)."""
+    args = ["--scheme", "wr", "--n", "100", "--ns", "10", "--counts", "9,1"]
+    for given in ([], ["--rule", "ours"], ["--rule", "theorem1"], ["--rule", "Theorem1"]):
+        r = invoke("radius", *args, *given, "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["setting"]["rule"] == "theorem1"
+        text = invoke("radius", *args, *given).stdout.splitlines()
+        assert "rule        theorem1" in text and not any("ours" in ln for ln in text)
+    # the library's certificate names it so (what certificates.csv's rule column holds)
+    assert certify(np.array([[9, 1]]), scheme="with_replacement", n=100, ns=10).rule == \
+        json.loads(invoke("radius", *args, "--json").stdout)["setting"]["rule"]
+    bad = invoke("radius", *args, "--rule", "levine")
+    assert bad.exit_code == 1 and bad.stderr == (
+        "error: The 'rule' parameter of radius must be one of 'theorem1', 'jia'. Got 'levine' "
+        "instead.\n")
+
+
 @pytest.mark.parametrize("args", [
     ["--scheme", "binomial", "--n", "100", "--ns", "5", "--counts", "90,10"],
     ["--scheme", "wr", "--n", "100", "--ns", "5", "--counts", "90,10", "--model", "P3"],

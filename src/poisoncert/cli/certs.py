@@ -278,10 +278,11 @@ def radius(
     labels: Annotated[str | None, typer.Option(
         help="True labels, comma-separated (for the true_label methods only).")] = None,
     rule: Annotated[str, typer.Option(
-        help="ours (Theorem 1, docs/certificates.md; certificates.csv's rule column and predict "
-             "call it theorem1, also taken here) | jia (Jia et al.'s condition: bagging with "
-             "replacement, P6, bounds rounded to multiples of 1 / n^ns; needs --counts)")
-    ] = "ours",
+        help="theorem1 (Theorem 1, docs/certificates.md: the name of certificates.csv's rule "
+             "column and predict's; 'ours' is taken too) | jia (Jia et al.'s condition: "
+             "bagging with replacement, P6, bounds rounded to multiples of 1 / n^ns; needs "
+             "--counts)")
+    ] = "theorem1",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
 ) -> None:
     """Certified radius for a gap, or for vote counts (bounds, prediction and radius).
@@ -294,7 +295,7 @@ def radius(
         from poisoncert.bounds import SelectionBound
         from poisoncert.certify import certify, jia_certify
 
-        rule = check_choice(rule, "rule", "radius", ("ours", "jia"), {"theorem1": "ours"})
+        rule = check_choice(rule, "rule", "radius", ("theorem1", "jia"), {"ours": "theorem1"})
         with named_as("radius", scheme="scheme", n="n", ns="ns", p="p", model="model"):
             bound = SelectionBound(scheme, n, ns=ns, p=p, model=model)
         if rule == "jia" and (bound.scheme != "with_replacement" or bound.model != "P6"
