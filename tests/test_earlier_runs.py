@@ -51,7 +51,7 @@ def _config_file(tmp_path, key: str, value, extra: dict):
     cfg = yaml.safe_load(yaml.safe_dump(CONFIG))
     for dotted, v in {key: value, **extra}.items():
         section, name = dotted.split(".")
-        cfg[section][name] = v
+        cfg.setdefault(section, {})[name] = v
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -199,3 +199,75 @@ def test_a_loaded_earlier_config_is_no_way_around_the_bound_for_a_new_run(
         p.unlink()
     res = train_run(cfg, run, executor=LocalExecutor(1))
     assert (res.chunks_trained, res.chunks_skipped) == (1, 1)
+
+
+def test_a_run_an_earlier_version_wrote_with_no_rhos_still_loads_and_certifies(
+        tmp_path, monkeypatch):
+    """``train --certify.rhos ""`` (or a config file's ``rhos: []``) was taken, while ``train
+    --rhos ""`` and ``certify --rhos ""`` were refused: a run whose every table is empty. A
+    config given anew is now refused with one line; a run an earlier version stored with
+    ``certify: {rhos: []}`` still certifies (its empty table, the same bytes), predicts,
+    updates and resumes as it did."""
+    import dataclasses
+
+    from poisoncert.config import ConfigError, files
+    from poisoncert.executors import LocalExecutor
+    from poisoncert.experiment import train_run
+
+    config = _config_file(tmp_path, "certify.rhos", [], {})
+    x = np.asarray(__import__("sklearn.datasets").datasets.load_digits().images[:6],
+                   dtype=np.uint8)
+    np.savez(tmp_path / "inputs.npz", x=x)
+    run, copy = tmp_path / "run", tmp_path / "copy"
+    with monkeypatch.context() as m:  # the earlier version: an empty list taken
+        m.setattr(files, "_refuse_no_rhos", lambda *a, **kw: None)
+        r = _invoke("train", config, "--run-dir", run, "-q")
+        assert r.exit_code == 0, r.output
+        shutil.copytree(run, copy)
+        before = _invoke("certify", run)
+        assert before.exit_code == 0, before.output
+        predicted = _invoke("predict", run, tmp_path / "inputs.npz")
+        assert predicted.exit_code == 0, predicted.output
+    assert yaml.safe_load((run / runs.CONFIG).read_text())["certify"]["rhos"] == []
+
+    # this version: the same certificates, the same empty table, the same predictions
+    r = _invoke("certify", copy)
+    assert r.exit_code == 0 and r.output == before.output.replace(str(run), str(copy)), \
+        r.output
+    for name in (runs.CERTIFICATES, runs.CERTIFIED_ACCURACY):
+        assert (copy / name).read_bytes() == (run / name).read_bytes()
+    after = _invoke("predict", copy, tmp_path / "inputs.npz")
+    assert after.exit_code == 0 and after.stdout == predicted.stdout, after.output
+    assert _invoke("certify", copy, "--rhos", "0,1").exit_code == 0  # radii given: a table
+
+    # update keeps the run's own config; resume from its config file or the user's
+    r = _invoke("update", copy, "--out", tmp_path / "updated", "--remove", "3", "-q")
+    assert r.exit_code == 0, r.output
+    assert _invoke("certify", tmp_path / "updated").exit_code == 0
+    for p in [*copy.glob(f"{runs.CHUNKS}/*00001*"), *copy.glob(f"{runs.WEIGHTS}/*00001*"),
+              copy / runs.PREDICTIONS, copy / runs.VOTES]:
+        p.unlink()
+    r = _invoke("train", config, "--run-dir", copy, "-q")
+    assert r.exit_code == 0 and "(1 chunk trained, 1 resumed)" in r.output, r.output
+    assert (copy / runs.PREDICTIONS).read_bytes() == (run / runs.PREDICTIONS).read_bytes()
+    r = _invoke("train", copy / runs.CONFIG, "--run-dir", copy, "-q")
+    assert r.exit_code == 0 and "Nothing to train" in r.output, r.output
+
+    # given anew (a file, the override, the run's own config for another folder, its
+    # config object): one line naming the key, its range and what was given; nothing written
+    want = ("error: The 'certify.rhos' parameter of the config must be a list of at least "
+            "one int in the range [0, 2^53] (the radii of certify's table), e.g. [0, 50, "
+            "100]. Got {} instead.\n")
+    fresh = tmp_path / "fresh.yaml"
+    fresh.write_text(yaml.safe_dump(CONFIG))
+    for args, got in (([config], "[]"), ([copy / runs.CONFIG], "[]"),
+                      ([fresh, "--certify.rhos", ""], "''"),
+                      ([fresh, "--certify.rhos", "[]"], "'[]'")):
+        r = _invoke("train", *args, "--run-dir", tmp_path / "new", "-q")
+        assert r.exit_code == 1 and r.output == want.format(got), r.output
+        assert not (tmp_path / "new").exists()
+    cfg = runs.RunDir(copy).load_config()
+    for c in (cfg, dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, chunk_size=8))):
+        with pytest.raises(ConfigError, match=r"^The 'certify\.rhos' parameter of the config "):
+            train_run(c, tmp_path / "new", executor=LocalExecutor(1))
+        assert not (tmp_path / "new").exists()

@@ -94,6 +94,21 @@ def later_bounds() -> dict[str, float]:
             "training.elastic": _settings.ELASTIC_MAX}
 
 
+#: What ``certify.rhos`` must be in a config given anew (the radii of certify's table: an
+#: empty list made a run whose every table is empty). Earlier versions took ``[]``: a run's
+#: own ``config.yaml`` (``stored``) is read as it was, and that run resumes and certifies so.
+RHOS_ALLOWED = (f"a list of at least one int in the range [0, {_validation.INT_LIMIT_TEXT}] "
+                "(the radii of certify's table), e.g. [0, 50, 100]")
+
+
+def _refuse_no_rhos(cfg: ExperimentConfig, given: object = None) -> None:
+    """A config given anew with an empty ``certify.rhos``: one line naming the key, its range
+    and ``given`` (the text or value the user gave; default the config's ``[]``)."""
+    if not cfg.certify.rhos:
+        raise ConfigError(str(param_error("certify.rhos", WHERE, RHOS_ALLOWED,
+                                          cfg.certify.rhos if given is None else given)))
+
+
 def _records(section: str) -> list[tuple[str, type]]:
     """``(attribute, class)`` of the typed sections whose keys YAML ``section`` holds."""
     return [(attr, _HINTS[attr]) for attr in SECTIONS[section]]
@@ -261,9 +276,12 @@ def _assemble(values: dict[str, dict[str, tuple[Any, bool]]],
                     kwargs[key] = _plain(value)  # of a loaded config's seed): the bound
             parts[attr] = _build(cls, section, kwargs)
     try:
-        return ExperimentConfig(**parts)
+        cfg = ExperimentConfig(**parts)
     except ConfigError as e:
         raise _as_given(e, values) from None
+    if not stored:
+        _refuse_no_rhos(cfg, values["certify"].get("rhos", (None,))[0])
+    return cfg
 
 
 def _as_given(refused: ConfigError, values: dict[str, dict[str, tuple[Any, bool]]]
@@ -420,7 +438,9 @@ def refuse_earlier(cfg: ExperimentConfig) -> None:
     ``dataclasses.replace``): the same one line as that value given anew. Only that run
     itself (resumed, updated, attacked) keeps it; its config given again for another folder
     is refused (``poisoncert train OLD/config.yaml --run-dir NEW``), and so is its config
-    object (``train_run(RunDir(OLD).load_config(), NEW)``)."""
+    object (``train_run(RunDir(OLD).load_config(), NEW)``). An empty ``certify.rhos``, which
+    earlier versions stored, is refused here in the same way (``RHOS_ALLOWED``)."""
+    _refuse_no_rhos(cfg)
     if any(isinstance(getattr(section, f.name), Earlier)
            for section in (getattr(cfg, g.name) for g in dataclasses.fields(cfg))
            for f in dataclasses.fields(section)):
