@@ -304,6 +304,37 @@ def test_attack_panels_share_the_zero_line_above_the_frame():
     np.testing.assert_array_equal(bound.get_ydata(), [0.5, 0.5])
 
 
+@pytest.mark.parametrize(("model", "counted"), [
+    ("P1", "insertions"), ("P2", "deletions"), ("P3", "modifications"),
+    ("P4", "insertions, modifications"), ("P5", "deletions, modifications"),
+    ("P6", "insertions, deletions, modifications")])
+def test_every_rho_axis_names_the_operations_its_model_counts(model, counted):
+    """Figure 2 (``delta --out``) and the report's panels said "rho (poisoned samples, model
+    P6)" whatever the model, and radius_label "poisoned samples: deletions" for P2: the radius
+    counts operations (docs/certificates.md: an insertion, a deletion or a modification is
+    one each), and a deletion leaves no poisoned sample behind. Every axis over rho now
+    names what its model counts, and stays inside its panel."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    want = rf"$\rho$ ({counted}; model {model})"
+    assert plots.radius_label(model) == want
+    curve = {"a": ([0, 1], [1.0, 0.0])}
+    figs = [plots.plot_delta(settings=[(1000, 10)], model=model, rho_max=20),
+            plots.plot_certified_accuracy(curve, xlabel=plots.radius_label(model)),
+            plots.plot_certified_accuracy_panels({"p": curve, "q": curve, "r": curve},
+                                                 xlabel=plots.radius_label(model))]
+    for fig in figs:
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        fig.draw_without_rendering()
+        for ax in fig.get_axes():
+            assert ax.get_xlabel() == want and "samples" not in ax.get_xlabel()
+            label, box = ax.xaxis.label.get_window_extent(renderer), ax.get_window_extent(renderer)
+            assert box.x0 - 1 <= label.x0 and label.x1 <= box.x1 + 1, (model, label, box)
+    # the panels' default (the report's Figures 4 and 6) is P6's
+    default = plots.plot_certified_accuracy_panels({"p": curve})
+    assert default.get_axes()[0].get_xlabel() == plots.radius_label("P6")
+
+
 def test_certify_figure_labels_the_radius_in_the_models_operations(tmp_path, monkeypatch):
     """``certify --model P1`` (insertions only) drew its curve over "rho (poisoned samples:
     insertions, deletions, modifications)". The x label names the operations the model's
@@ -312,9 +343,8 @@ def test_certify_figure_labels_the_radius_in_the_models_operations(tmp_path, mon
     from poisoncert.config import from_dict
     from poisoncert.experiment import certify_run, train_run
 
-    assert plots.radius_label("P1") == r"$\rho$ (poisoned samples: insertions, model P1)"
-    assert plots.radius_label("delete_modify").startswith(r"$\rho$ (poisoned samples: "
-                                                          "deletions, modifications, model P5")
+    assert plots.radius_label("P1") == r"$\rho$ (insertions; model P1)"
+    assert plots.radius_label("delete_modify") == r"$\rho$ (deletions, modifications; model P5)"
     assert plots.plot_certified_accuracy({"a": ([0, 1], [1, 0])}).get_axes()[0] \
         .get_xlabel() == plots.radius_label("P6")
     cfg = from_dict({"data": {"name": "digits", "classes": [1, 7], "test_limit": 40},

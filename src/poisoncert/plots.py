@@ -117,7 +117,7 @@ def plot_delta(path: str | Path | None = None, *,
         ax.xaxis.set_major_locator(_whole_ticks())  # rho: no 0.2, 0.4 where few
         ax.set_ylim(0, 1.05)
         ax.axhline(1.0, color="0.7", lw=0.8, ls=":")
-        ax.set_xlabel(r"$\rho$ (poisoned samples, " + f"model {model})")
+        ax.set_xlabel(radius_label(model))
         ax.set_ylabel(r"$\delta(\rho)$")
         ax.set_title(f"n = {n}, ns = {ns}")
         ax.grid(alpha=0.3)
@@ -133,17 +133,21 @@ def plot_delta(path: str | Path | None = None, *,
 __all__ += ["MODEL_OPERATIONS", "plot_certified_accuracy", "radius_label"]
 
 
-#: What a radius counts under each poisoning model (spec/certificates.md), one each.
+#: What a radius counts under each poisoning model (spec/certificates.md), one each: a
+#: deletion (P2, P5, P6) is an operation that leaves no poisoned sample behind, so the labels
+#: name the operations, as certify's radius_unit and docs/certificates.md count them.
 MODEL_OPERATIONS = {"P1": "insertions", "P2": "deletions", "P3": "modifications",
                     "P4": "insertions, modifications", "P5": "deletions, modifications",
                     "P6": "insertions, deletions, modifications"}
 
 
 def radius_label(model: str = "P6") -> str:
-    """The x label of a certified-accuracy figure under ``model``: the operations its radius
-    counts (certify --model P1 was labelled "insertions, deletions, modifications")."""
+    """The x label of a figure over the radius ``rho`` under ``model`` (certified accuracy,
+    Figure 2's delta): the operations its radius counts (certify --model P1 was labelled
+    "insertions, deletions, modifications"; "poisoned samples" counted a deletion, which
+    leaves none, as one)."""
     model = check_choice(model, "model", "radius_label", MODELS, MODEL_ALIASES)
-    return r"$\rho$ (poisoned samples: " + MODEL_OPERATIONS[model] + f", model {model})"
+    return r"$\rho$ (" + MODEL_OPERATIONS[model] + f"; model {model})"
 
 
 def plot_certified_accuracy(curves, path: str | Path | None = None, *, title: str | None = None,
@@ -279,7 +283,7 @@ __all__ += ["plot_certified_accuracy_panels", "plot_subset_sizes"]
 
 
 def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
-                                   xlabel: str = r"$\rho$ (poisoned samples, model P6)",
+                                   xlabel: str | None = None,
                                    ncols: int | None = None, dpi: int = 110,
                                    legend_loc: str = "lower left"):
     """Several certified-accuracy panels side by side (the paper's Figures 4 and 6).
@@ -288,7 +292,7 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
     ``plot_certified_accuracy``). ``legend_loc``: where matplotlib puts each legend (its
     ``loc``: "upper right" where the curves stay low), or ``"free"``: inside the panel where
     it covers no curve (matplotlib's "best"), else beside the panel (``_free_legends``: the
-    figure widened for it). Writes a PNG to
+    figure widened for it). ``xlabel`` defaults to ``radius_label("P6")``. Writes a PNG to
     ``path`` when given; returns the ``Figure``.
     """
     from matplotlib.figure import Figure
@@ -303,7 +307,8 @@ def plot_certified_accuracy_panels(panels, path: str | Path | None = None, *,
     fig = Figure(figsize=(4.6 * ncols, 3.6 * nrows), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (title, curves) in zip(axes, panels.items(), strict=False):
-        _accuracy_axes(ax, curves, xlabel, note_size="x-small")
+        _accuracy_axes(ax, curves, radius_label() if xlabel is None else xlabel,
+                       note_size="x-small")
         ax.set_title(str(title), fontsize="medium")
         ax.legend(fontsize="x-small", loc="best" if legend_loc == "free" else legend_loc)
     for ax in axes[k:]:
