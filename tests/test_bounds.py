@@ -166,6 +166,113 @@ def test_delta_matches_exhaustive_enumeration(scheme, n, ns, p, model):
             assert got >= want - 1
 
 
+def _formula_attack_values(scheme: str, n: int, ns: int | None, p: Fraction, rho_max: int):
+    """``{(a, d, r): 1 + R(m) - 2 Q(|Omega|)}`` for every attack with ``a + d + r <= rho_max``
+    and ``d + r <= n``, in exact rationals from the scheme table of ``certificates.md`` (no
+    reduction to a worst attack; ``inf`` where bagging without replacement has ``m < ns`` or
+    ``|Omega| < ns``)."""
+    if scheme == "without_replacement":
+        cn = math.comb(n, ns)
+
+        def Q(w):
+            return Fraction(math.comb(w, ns), cn) if w >= ns else None
+
+        def R(m):
+            return Fraction(math.comb(m, ns), cn) if m >= ns else None
+    elif scheme == "with_replacement":
+        def Q(w):
+            return Fraction(w, n) ** ns
+
+        def R(m):
+            return Fraction(m, n) ** ns
+    else:
+        def Q(w):
+            return (1 - p) ** (n - w)
+
+        def R(m):
+            return (1 - p) ** (n - m)
+    out = {}
+    for a in range(rho_max + 1):
+        for d in range(min(n, rho_max - a) + 1):
+            for r in range(min(n - d, rho_max - a - d) + 1):
+                q, rr = Q(n - d - r), R(n + a - d)
+                out[a, d, r] = math.inf if q is None or rr is None else 1 + rr - 2 * q
+    return out
+
+
+# Settings at the edges of each scheme: one sample, ns = n, ns = 1, more draws than samples,
+# a selection probability near 0 or 1, and p = ns / n held as the float it is.
+EDGE_CASES = [
+    ("without_replacement", 1, 1, None),
+    ("without_replacement", 6, 6, None),
+    ("without_replacement", 7, 1, None),
+    ("without_replacement", 7, 6, None),
+    ("with_replacement", 1, 5, None),
+    ("with_replacement", 3, 40, None),
+    ("with_replacement", 7, 1, None),
+    ("binomial", 1, None, 0.5),
+    ("binomial", 7, 3, None),
+    ("binomial", 5, None, 0.999),
+    ("binomial", 4, None, 1e-3),
+]
+
+
+@pytest.mark.parametrize("scheme,n,ns,p", EDGE_CASES)
+def test_radius_at_edge_settings_never_exceeds_the_exact_formula(scheme, n, ns, p):
+    """Every model's radius against delta from the scheme table in exact rationals, maximised
+    over every allowed attack: never larger, at gaps equal to each exact delta's float and its
+    float neighbours on both sides (a gap a float step above delta(rho) may certify rho, one
+    at or below it never does), and equal away from a near-tie."""
+    kw = dict(scheme=scheme, n=n, ns=ns, p=p)
+    if scheme == "binomial":
+        # the bound holds p = ns / n as a float: its exact value is the float's
+        p_exact = Fraction(p if ns is None else ns / n)
+    else:
+        p_exact = None
+    rho_max = 2 * n + 6
+    values = _formula_attack_values(scheme, n, ns, p_exact, rho_max)
+    rng = np.random.default_rng(n * 1000 + (ns or 0))
+    for model in MODELS:
+        allowed = _ALLOWED[model]
+        exact = []
+        for rho in range(rho_max + 1):
+            vals = [v for (a, d, r), v in values.items() if a + d + r <= rho and allowed(a, d, r)]
+            exact.append(math.inf if math.inf in vals else max(vals))
+        cap = model in ("P2", "P3", "P5")
+        gaps = [1.0, 5e-324, 1e-300, *rng.uniform(0, 1, 20).tolist()]
+        for e in exact[1:]:
+            if e != math.inf and 0 < e < 1:
+                f = float(e)
+                gaps += [x for x in (f, float(np.nextafter(f, 2)), float(np.nextafter(f, -1)))
+                         if x <= 1]
+        got = np.atleast_1d(certified_radius(np.array(gaps), model=model, **kw))
+        for g, r in zip(gaps, got.tolist(), strict=True):
+            want = _exact_radius_from(exact, Fraction(g))
+            if want == rho_max and not cap:
+                # the table ends before delta reaches the gap: soundness up to its end only
+                assert r < rho_max or exact[rho_max] < Fraction(g), (model, g, r)
+                continue
+            if cap:  # a radius of n covers every deletion / modification attack
+                want = min(want, n)
+            assert r <= want, f"{model}: radius {r} exceeds exact {want} at gap {g!r}"
+            # smaller only by the search's margin: at least the exact radius of a gap
+            # 10 * MARGIN lower (several deltas can lie within it: p = 0.999 under P2)
+            lowest = _exact_radius_from(exact, Fraction(g) - 10 * Fraction(MARGIN))
+            assert r >= min(lowest, n if cap else lowest), (model, g, r, want)
+
+
+def _exact_radius_from(exact: list, gap: Fraction) -> int:
+    """Largest rho with ``exact[rho] < gap`` (the list is non-decreasing); -1 if none."""
+    if gap <= 0:
+        return -1
+    want = -1
+    for rho, v in enumerate(exact):
+        if not v < gap:
+            break
+        want = rho
+    return want
+
+
 def test_oracle_sees_the_paper_erratum():
     """The paper's Corollary 1 inverts pi; its printed P1 delta is below the exact one."""
     n, ns, rho = 5, 2, 2
