@@ -242,6 +242,35 @@ def test_knn_radius_leaves_at_least_k_samples():
             assert c.exact.all(), (model, unit)
 
 
+def test_knn_radius_from_a_prefix_of_the_set_holds_for_the_whole_set():
+    """A neighbour list shorter than the training set (``depth < n_train``, as a run stores
+    ``2k`` labels): every model's and unit's radius is at most the fewest operations that
+    change the prediction of the whole set (breadth-first search over it, fewer than ``k``
+    samples counting as a change), whatever the labels beyond the list."""
+    def strict(labels, k):
+        return knn_predict(labels, k) if len(labels) >= k else -2
+
+    rng = np.random.default_rng(33)
+    checked = short = 0
+    for _ in range(40):
+        n = int(rng.integers(3, 8))
+        k = int(rng.integers(1, n))
+        depth = int(rng.integers(k, n))  # below n: the list leaves samples out
+        labels = tuple(int(v) for v in rng.integers(0, 2, size=n))
+        for model in MODELS:
+            for unit in ("operation", "dpa"):
+                c = knn_certify(np.array([labels[:depth]]), k=k, n_classes=2, model=model,
+                                unit=unit, n_train=n)
+                R = int(c.radius[0])
+                kinds = KINDS[model] if unit == "operation" or model in ("P1", "P2") \
+                    else KINDS["insert_delete"]
+                m = min_ops_to_change(labels, k, 2, kinds, R + 1, predict=strict)
+                assert R <= m - 1, (labels, depth, k, model, unit, R, m)
+                checked += 1
+                short += not c.exact[0]
+    assert checked == 40 * 12 and short > 0
+
+
 def test_knn_deletions_need_a_deep_enough_list():
     # y = 0 by a wide margin, and the tail of the list is class 0 too: deleting is hopeless
     labels = np.array([[0, 0, 0, 1, 0, 0, 0, 0]])
