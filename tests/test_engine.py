@@ -1181,6 +1181,12 @@ def test_the_cifar10_lease_script_splits_stages_and_runs_on_the_cpu(tmp_path, ca
     parts = cifar.split(archive, tmp_path / "parts")
     sizes = [sum(f.stat().st_size for f in p.iterdir()) for p in parts]
     assert len(parts) == 3 and all(0 < s <= 64 * 2**20 for s in sizes)
+    # each call carries a part and the checkout: a few MiB more of tracked files would break
+    # the lease's plan (docs/benchmarks.md), so the checkout's growth fails here first
+    checkout = cifar.checkout_bytes()
+    if checkout is not None:
+        assert max(sizes) + checkout <= 64 * 2**20, (max(sizes), checkout)
+        assert checkout > 2**20  # README.md, src/ and tests/ at least: the files were counted
     stage = tmp_path / "stage"
     cifar.stage(parts[0], stage)
     with pytest.raises(SystemExit, match="data_batch_3.bin, data_batch_4.bin, data_batch_5.bin, "
