@@ -640,7 +640,8 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
     assert json.loads(r.stdout)["totals"]["backdoor"] | {"patch": 0, "test_points": 0} == \
         {"label": 1, "class": 3, "patch": 0, "test_points": 0}
     r = runner.invoke(app, ["attack", str(run), "--backdoor-label", "0", "-q"])
-    assert r.exit_code == 1 and "'--backdoor-label' option must give class ids" in r.output
+    assert r.exit_code == 1 and "'--backdoor-label' parameter of attack must give class ids" \
+        in r.output, r.output
     # an option of an attack that --attacks leaves out would change nothing: one line
     for args, flag, what in ((["--attacks", "insert,flip", "--patch", "2"], "--patch",
                               "the backdoor attack"),
@@ -654,15 +655,16 @@ def test_the_command_line_takes_class_ids_and_raw_inputs(tmp_path):
                               "the insert and modify attacks")):
         r = runner.invoke(app, ["attack", str(run), *args, "-q"])
         assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
-        assert r.output.startswith(f"error: The '{flag}' option applies to {what}, which "
-                                   f"--attacks ({args[1]}) does not include."), r.output
+        assert r.output.startswith(f"error: The '{flag}' parameter of attack must be left out "
+                                   f"unless --attacks includes {what} (--attacks {args[1]} "
+                                   "does not: "), r.output
     # a misspelt attack is named as such, not blamed on another option
     r = runner.invoke(app, ["attack", str(run), "--attacks", "inserts", "--targets", "5", "-q"])
-    assert r.exit_code == 1 and "'attacks' parameter of attack_run must be a non-empty list of " \
+    assert r.exit_code == 1 and "'--attacks' parameter of attack must be a non-empty list of " \
         "insert, remove, flip, modify, backdoor" in r.output, r.output
     r = runner.invoke(app, ["attack", str(run), "--attacks", "backdoor", "--patch", "8", "-q"])
-    assert r.exit_code == 1 and r.output.startswith("error: --patch: The 'patch' parameter of "
-                                                    "attack_run must be an int in the range "
+    assert r.exit_code == 1 and r.output.startswith("error: The '--patch' parameter of "
+                                                    "attack must be an int in the range "
                                                     "[1, 7]"), r.output
     # the trials' class indices come with the data set's ids
     attack_run(run, settings=AttackSettings(attacks=("insert",), budgets=(1,), targets=3),
@@ -1188,7 +1190,7 @@ def test_knn_attacks_are_tight_beyond_the_radius(tmp_path):
     r = CliRunner().invoke(app, ["attack", str(tmp_path / "knn"), "--attacks", "insert",
                                  "--copies", "2", "-q"])
     assert r.exit_code == 1 and r.output.startswith(
-        "error: --copies: The 'copies' parameter of attack_run must be 1 for a knn run"), r.output
+        "error: The '--copies' parameter of attack must be 1 for a knn run"), r.output
 
 
 def test_attack_lines_give_the_rate_and_eta_of_the_trials(tmp_path, monkeypatch):
@@ -1339,7 +1341,7 @@ def test_attacks_that_need_images_are_refused_on_feature_vectors(tmp_path):
         r = runner.invoke(app, ["attack", str(tmp_path / run), "--attacks", attacks, "--budgets",
                                 "1", "-q"])
         assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
-        assert r.output.startswith("error: --attacks: The 'attacks' parameter of attack_run "
+        assert r.output.startswith("error: The '--attacks' parameter of attack "
                                    f"must be a list of {fits} for a "), r.output
         assert "on inputs of 6 features, not images" in r.output, r.output
         assert f"leave out {left_out}). Got '{attacks}' instead." in r.output, r.output
@@ -1616,7 +1618,7 @@ def test_update_refuses_a_large_remove_file_by_cheap_checks_first(tmp_path, monk
     monkeypatch.setattr(np, "unique", fail)
     monkeypatch.setattr(update, "load_ensemble", fail)
     monkeypatch.setattr(RunDir, "verify", fail)
-    out_of_range = ("error: --remove: The 'remove' parameter of update_run must be "
+    out_of_range = ("error: The '--remove' parameter of update must be "
                     f"training-set indices in the range [0, {n - 1}]. Got 999999 instead.\n")
     twice = ("error: The '--remove' and '--relabel' options must name each training-set index "
              "once (a sample is removed or relabelled). Got index 0 more than once instead.\n")
@@ -1659,7 +1661,7 @@ def test_update_of_a_run_without_a_manifest_digest_takes_the_cheap_checks_too(tm
     np.save(tmp_path / "oob.npy", np.arange(10**6, dtype=np.int64)[::-1])
 
     def line(n):
-        return ("error: --remove: The 'remove' parameter of update_run must be training-set "
+        return ("error: The '--remove' parameter of update must be training-set "
                 f"indices in the range [0, {n - 1}]. Got 999999 instead.\n")
 
     def fail(*a, **kw):
@@ -2092,8 +2094,8 @@ def test_attack_without_a_target_is_refused_and_fewer_targets_are_said(tmp_path,
         r = runner.invoke(app, ["attack", str(run), "--attacks", attacks, "--budgets", "1",
                                 "--max-radius", "3", "--out", str(tmp_path / "b")])
         assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
-        assert r.output.startswith("error: --max-radius: The 'max_radius' parameter of "
-                                   "attack_run must be at least the smallest radius of a "
+        assert r.output.startswith("error: The '--max-radius' parameter of "
+                                   "attack must be at least the smallest radius of a "
                                    "correctly classified test point ("), r.output
         assert "Got 3 instead." in r.output and "warning" not in r.output
         assert not (tmp_path / "b").exists()
@@ -2119,7 +2121,7 @@ def test_attack_refuses_more_targets_than_the_run_has_test_points(tmp_path, monk
         r = runner.invoke(app, ["attack", str(run), "--attacks", "flip,backdoor", "--budgets",
                                 "1", "--targets", given, "--out", str(tmp_path / "a")])
         assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
-        assert r.output.startswith("error: --targets: The 'targets' parameter of attack_run "
+        assert r.output.startswith("error: The '--targets' parameter of attack "
                                    "must be an int in the range [1, 80] (the run's 80 test "
                                    "points"), r.output
         assert r.output.rstrip().endswith(f"Got {given} instead."), r.output
@@ -2143,7 +2145,7 @@ def test_attack_refuses_a_max_radius_beyond_2_53(tmp_path):
         r = CliRunner().invoke(app, ["attack", str(tmp_path / "none"), "--attacks", "flip",
                                      "--max-radius", given])
         assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
-        assert r.output == ("error: --max-radius: The 'max_radius' parameter of attack_run "
+        assert r.output == ("error: The '--max-radius' parameter of attack "
                             f"must be an int in the range [0, 2^53]. Got {given} instead.\n"), \
             r.output
     with pytest.raises(ValueError, match=r"'max_radius' parameter of attack_run must be an "

@@ -113,7 +113,7 @@ def test_radius_names_its_rule_as_certificates_csv_and_predict_do():
         json.loads(invoke("radius", *args, "--json").stdout)["setting"]["rule"]
     bad = invoke("radius", *args, "--rule", "levine")
     assert bad.exit_code == 1 and bad.stderr == (
-        "error: The 'rule' parameter of radius must be one of 'theorem1', 'jia'. Got 'levine' "
+        "error: The '--rule' parameter of radius must be one of 'theorem1', 'jia'. Got 'levine' "
         "instead.\n")
 
 
@@ -125,9 +125,9 @@ def test_radius_names_its_rule_as_certificates_csv_and_predict_do():
 def test_radius_jia_rule_outside_its_setting_is_one_clear_error(args):
     result = invoke("radius", *args, "--rule", "jia")
     assert result.exit_code == 1
-    assert result.stderr.startswith("error: The 'rule' parameter of radius")
+    assert result.stderr.startswith("error: The '--rule' parameter of radius")
     bad = invoke("radius", *args, "--rule", "levine")
-    assert bad.exit_code == 1 and "'rule' parameter" in bad.stderr and "'jia'" in bad.stderr
+    assert bad.exit_code == 1 and "'--rule' parameter" in bad.stderr and "'jia'" in bad.stderr
 
 
 def test_radius_from_gap():
@@ -167,17 +167,17 @@ def test_radius_true_label_method():
         # an option the library checks is named as radius's own (it said "of certify" and
         # "of certified_radius", the library functions radius calls)
         (["--counts", "990,10", "--alpha", "1.5"],
-         "error: The 'alpha' parameter of radius must be a real number in the range "
+         "error: The '--alpha' parameter of radius must be a real number in the range "
          "[1e-100, 1). Got 1.5 instead."),
-        (["--counts", "990,10", "--T", "500"], "error: The 'T' parameter of radius"),
-        (["--counts", "990,10", "--method", "simuem"], "error: The 'method' parameter of radius"),
-        (["--counts", "990,x"], "error: The 'counts' parameter of radius"),
-        (["--counts", "990,10;5"], "error: The 'counts' parameter of radius"),
-        (["--counts", "990,-10"], "error: The 'counts' parameter of radius"),
-        (["--gap", "0.5", "--counts", "990,10"], "error: The 'gap' parameter of radius"),
+        (["--counts", "990,10", "--T", "500"], "error: The '--T' parameter of radius"),
+        (["--counts", "990,10", "--method", "simuem"], "error: The '--method' parameter of radius"),
+        (["--counts", "990,x"], "error: The '--counts' parameter of radius"),
+        (["--counts", "990,10;5"], "error: The '--counts' parameter of radius"),
+        (["--counts", "990,-10"], "error: The '--counts' parameter of radius"),
+        (["--gap", "0.5", "--counts", "990,10"], "error: The '--gap' parameter of radius"),
         ([], "error: radius needs --gap or --counts"),
-        (["--gap", "1.5"], "error: The 'gap' parameter of radius"),
-        (["--gap", "0.5", "--model", "P9"], "error: The 'model' parameter of radius must be"),
+        (["--gap", "1.5"], "error: The '--gap' parameter of radius"),
+        (["--gap", "0.5", "--model", "P9"], "error: The '--model' parameter of radius must be"),
     ],
 )
 def test_radius_errors_are_one_line(args, match):
@@ -191,7 +191,7 @@ def test_radius_errors_are_one_line(args, match):
 
 def test_radius_bad_scheme_and_missing_option():
     result = invoke("radius", "--scheme", "bootstrap", "--n", "100", "--ns", "5", "--gap", "0.1")
-    assert result.exit_code == 1 and "'scheme' parameter" in result.stderr
+    assert result.exit_code == 1 and "'--scheme' parameter" in result.stderr
     usage = invoke("radius", "--n", "100", "--gap", "0.1")  # --scheme missing: a usage error
     assert usage.exit_code == 2
 
@@ -366,22 +366,21 @@ def test_delta_unwritable_output_is_one_line(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
-def test_errors_name_the_option_typed_only_where_the_library_names_it_otherwise():
+def test_errors_name_the_option_as_typed_whoever_checked_it():
     """--ns 0 is checked by SelectionBound, whose errors radius words as its own; --ns left
     out for a scheme that needs it too (not the internal SelectionBound's name); --rho-max 0
-    names the option as typed, with its dashes, as delta names all of its options (it was
-    "--rho-max: The 'rho_max' parameter"); --counts is the command's own parameter (radius):
-    the line is as the library words it."""
+    names the option as typed, with its dashes (it was "--rho-max: The 'rho_max' parameter");
+    --counts, radius's own parameter, too (it was "The 'counts' parameter of radius")."""
     r = invoke("radius", "--scheme", "wr", "--n", "100", "--ns", "0", "--gap", "0.5")
     assert r.exit_code == 1 and r.stderr.startswith(
-        "error: The 'ns' parameter of radius must be an int >= 1. Got 0 instead.")
+        "error: The '--ns' parameter of radius must be an int >= 1. Got 0 instead.")
     r = invoke("radius", "--scheme", "binomial", "--n", "100", "--gap", "0.5")
-    assert r.exit_code == 1 and r.stderr.startswith("error: The 'p' parameter of radius must "
+    assert r.exit_code == 1 and r.stderr.startswith("error: The '--p' parameter of radius must "
                                                     "be a real number in the range (0, 1)")
     r = invoke("delta", "--rho-max", "0")
     assert r.exit_code == 1 and r.stderr.startswith("error: The '--rho-max' parameter of delta")
     r = invoke("radius", *SETTING, "--counts", "990,x")
-    assert r.exit_code == 1 and r.stderr.startswith("error: The 'counts' parameter of radius")
+    assert r.exit_code == 1 and r.stderr.startswith("error: The '--counts' parameter of radius")
 
 
 def test_main_turns_library_errors_into_one_line(capsys):
@@ -389,7 +388,7 @@ def test_main_turns_library_errors_into_one_line(capsys):
         main(["radius", *SETTING, "--gap", "2"])
     assert info.value.code == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: The 'gap' parameter of radius")
+    assert err.count("\n") == 1 and err.startswith("error: The '--gap' parameter of radius")
     assert error_line(ValueError("a\nb")) == "error: a b"
 
 
@@ -404,7 +403,7 @@ def test_python_m_poisoncert_cli_error_exit_code():
     assert proc.returncode == 1
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
-        "error: The 'alpha' parameter of radius must be a real number in the range "
+        "error: The '--alpha' parameter of radius must be a real number in the range "
         "[1e-100, 1). Got 1.5 instead."
     ]
 
@@ -509,7 +508,7 @@ def test_ctrl_c_stopping_a_hanging_shutdown_keeps_a_failed_commands_exit_code():
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         error = proc.stderr.readline()
-        assert error.startswith("error: The 'alpha' parameter of radius"), error
+        assert error.startswith("error: The '--alpha' parameter of radius"), error
         assert proc.stderr.readline() == "ended\n"  # the command has ended
         time.sleep(GRACE_S + 0.5)
         assert proc.poll() is None  # the shutdown hangs
@@ -559,7 +558,7 @@ def test_a_command_line_is_told_to_leave_an_option_out_not_that_it_must_be_none(
     r = invoke("radius", "--scheme", "binomial", "--n", "100", "--p", "0.1", "--ns", "10",
                "--gap", "0.5")
     assert r.exit_code == 1 and r.stderr.startswith(
-        "error: The 'ns' parameter of radius must be left out when 'p' is given"), r.stderr
+        "error: The '--ns' parameter of radius must be left out when 'p' is given"), r.stderr
     r = invoke("radius", "--scheme", "wr", "--n", "100", "--gap", "0.5")
     assert r.exit_code == 1 and r.stderr.rstrip().endswith(
         "must be an int for the with_replacement scheme. Got nothing (it was not given) "

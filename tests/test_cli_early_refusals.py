@@ -33,7 +33,7 @@ def test_devices_syntax_is_refused_before_torch_is_imported(tmp_path, spec):
             print("exit", e.code, "torch" in sys.modules)
         """, tmp_path)
     lines = proc.stderr.splitlines()
-    assert len(lines) == 1 and "'devices' parameter of train" in lines[0], proc.stderr
+    assert len(lines) == 1 and "'--devices' parameter of train" in lines[0], proc.stderr
     assert proc.stdout.split() == ["exit", "1", "False"], proc.stdout
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exp.yaml"]
 
@@ -81,9 +81,9 @@ def test_attack_refuses_settings_that_do_not_fit_the_run_before_reading_it(tmp_p
     runner = CliRunner()
     for args, words in (
             (["--attacks", "insert", "--copies", "2"],
-             "'copies' parameter of attack_run must be 1 for a without_replacement run"),
+             "'--copies' parameter of attack must be 1 for a without_replacement run"),
             (["--attacks", "backdoor", "--patch", "8"],
-             "'patch' parameter of attack_run must be an int in the range [1, 7]"),
+             "'--patch' parameter of attack must be an int in the range [1, 7]"),
             (["--attacks", "flip", "--out", str(tmp_path / "out")],
              "already holds an earlier attack's results (attack.json)")):
         r = runner.invoke(app, ["attack", str(run), *args, "-q"])
@@ -98,7 +98,8 @@ def test_attack_refuses_settings_that_do_not_fit_the_run_before_reading_it(tmp_p
 def test_workers_refusals_name_the_same_true_range(tmp_path, args):
     """``--training.workers 0`` said the range was [1, 2^53] where ``--workers 0`` (and
     ``--training.workers 100`` on this machine) said [1, CPUs]: a run takes at most the CPUs
-    it may use, and every refusal now says so."""
+    it may use, and every refusal now says so, naming what was typed: the option
+    (``--workers``) or the config key (``--training.workers``)."""
     from typer.testing import CliRunner
 
     from poisoncert.cli import app
@@ -108,9 +109,10 @@ def test_workers_refusals_name_the_same_true_range(tmp_path, args):
     r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
                                  str(tmp_path / "run"), *args])
     assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
-    assert (f"'training.workers' parameter of the config must be an int in the range "
-            f"[1, {usable_cpus()}] (the CPUs this process may use). Got {args[1]} instead."
-            in r.output), r.output
+    name = ("'--workers' parameter of train" if args[0] == "--workers" else
+            "'training.workers' parameter of the config")
+    assert (f"{name} must be an int in the range [1, {usable_cpus()}] (the CPUs this "
+            f"process may use). Got {args[1]} instead." in r.output), r.output
     assert not (tmp_path / "run").exists()
 
 
@@ -176,7 +178,7 @@ def test_attack_seed_beyond_64_bits_is_refused_before_the_run_is_read(tmp_path):
 
     r = CliRunner().invoke(app, ["attack", str(tmp_path / "no-run"), "--seed", str(2**64)])
     assert r.exit_code == 1 and r.output.splitlines() == [
-        "error: --seed: The 'seed' parameter of attack_run must be an int in the range "
+        "error: The '--seed' parameter of attack must be an int in the range "
         f"[0, 2^64 - 1]. Got {2**64} instead."], r.output
 
 
@@ -227,8 +229,8 @@ def test_cuda_for_a_learner_that_runs_on_the_cpu_is_refused(tmp_path, args, why)
                                  str(tmp_path / "run"), "-q", "--device", "cuda", *args])
     lines = [x for x in r.output.splitlines() if not x.startswith("note:")]
     assert r.exit_code == 1 and len(lines) == 1, r.output
-    assert (f"The 'training.device' parameter of the config must be 'cpu' for {why}"
-            in lines[0] and "Got 'cuda' instead." in lines[0]), r.output
+    assert (f"The '--device' parameter of train must be 'cpu' for {why}" in lines[0]
+            and "Got 'cuda' instead." in lines[0]), r.output
     assert not (tmp_path / "run").exists()
 
 
@@ -254,9 +256,10 @@ def test_a_refused_device_is_echoed_as_typed(tmp_path, where):
                                  str(tmp_path / "run"), "-q", *args])
     lines = [x for x in r.output.splitlines() if not x.startswith("note:")]
     assert r.exit_code == 1 and len(lines) == 1, r.output
-    assert ("The 'training.device' parameter of the config must be 'cpu' for selection.scheme "
-            f"knn (the neighbour search runs on the CPU). Got '{typed}' instead."
-            in lines[0]), r.output
+    name = ("'--device' parameter of train" if where == "--device" else
+            "'training.device' parameter of the config")
+    assert (f"The {name} must be 'cpu' for selection.scheme knn (the neighbour search runs on "
+            f"the CPU). Got '{typed}' instead." in lines[0]), r.output
     config = {"data": {"name": "digits"}, "selection": {"scheme": "knn", "k": 3},
               "training": {"device": typed}}
     with pytest.raises(ConfigError, match=f"Got '{typed}' instead"):
@@ -264,7 +267,7 @@ def test_a_refused_device_is_echoed_as_typed(tmp_path, where):
     assert not (tmp_path / "run").exists() and not (tmp_path / "run2").exists()
 
 
-_LOCAL_RAY = ("The 'workers' parameter of train must be an int in the range [1, 2] with a "
+_LOCAL_RAY = ("The '--workers' parameter of train must be an int in the range [1, 2] with a "
               "local Ray instance (the CPUs this process may use, as for local workers, or "
               "the tasks its GPUs hold at --gpus-per-task each; a cluster, --address, takes up "
               "to 2^53). Got {} instead.")
@@ -272,7 +275,7 @@ _LOCAL_RAY = ("The 'workers' parameter of train must be an int in the range [1, 
 
 @pytest.mark.parametrize("args, line", [
     (["--executor", "ray", "--address", "auto", "--workers", "0"],
-     "The 'workers' parameter of train must be an int in the range [1, 2^53] with --executor "
+     "The '--workers' parameter of train must be an int in the range [1, 2^53] with --executor "
      "ray --address (chunks in flight on the cluster). Got 0 instead."),
     (["--executor", "ray", "--workers", "0"], _LOCAL_RAY.format(0)),
     (["--executor", "ray", "--workers", "3"], _LOCAL_RAY.format(3)),
@@ -296,7 +299,7 @@ def test_worker_counts_say_their_true_range(tmp_path, monkeypatch, args, line):
     (tmp_path / "exp.yaml").write_text("data: {name: digits}\nselection: {T: 2, ns: 30}\n")
     r = CliRunner().invoke(app, ["train", str(tmp_path / "exp.yaml"), "--run-dir",
                                  str(tmp_path / "run"), "-q", *args])
-    line = line or ("The 'devices' parameter of train must be at most 2 'cpu' entries (a "
+    line = line or ("The '--devices' parameter of train must be at most 2 'cpu' entries (a "
                     "worker process each; the CPUs this process may use). Got 'cpu,cpu,cpu' "
                     "instead.")
     assert r.exit_code == 1 and len(r.output.splitlines()) == 1, r.output
@@ -324,16 +327,16 @@ def test_a_group_size_of_another_type_in_the_file_names_its_range(tmp_path, valu
 
 
 @pytest.mark.parametrize("args, line", [
-    (["--devices", "cpu,cuda:0"], "The 'devices' parameter of train must be 'cpu' entries "
+    (["--devices", "cpu,cuda:0"], "The '--devices' parameter of train must be 'cpu' entries "
      "alone or CUDA devices alone (one training.device for the run). Got 'cpu,cuda:0'"),
-    (["--device", "cpu", "--devices", "cuda:0"], "The 'devices' parameter of train must be "
+    (["--device", "cpu", "--devices", "cuda:0"], "The '--devices' parameter of train must be "
      "cpu entries with --device cpu (or leave --device out). Got 'cuda:0'"),
     (["--device", "cpu", "--devices", "all"], "must be cpu entries with --device cpu"),
-    (["--device", "cuda", "--devices", "cpu,cpu"], "The 'devices' parameter of train must be "
+    (["--device", "cuda", "--devices", "cpu,cpu"], "The '--devices' parameter of train must be "
      "CUDA devices with --device cuda (or leave --device out). Got 'cpu,cpu'"),
-    (["--executor", "ray", "--device", "cpu", "--gpus-per-task", "1"], "The 'gpus_per_task' "
-     "parameter of train must be 0 or none with --device cpu (its tasks would reserve GPUs "
-     "and train on the CPU). Got 1.0")])
+    (["--executor", "ray", "--device", "cpu", "--gpus-per-task", "1"], "The "
+     "'--gpus-per-task' parameter of train must be 0 or none with --device cpu (its tasks "
+     "would reserve GPUs and train on the CPU). Got 1.0")])
 def test_devices_of_two_kinds_are_refused_in_one_line(tmp_path, args, line):
     """A run trains on one training.device: ``--devices cpu,cuda:0`` made its 'cpu' worker
     train on cuda:0, ``--device cpu --devices cuda:0,cuda:1`` left the GPUs idle and

@@ -106,8 +106,9 @@ def test_train_warns_of_a_class_without_training_samples(tmp_path, engine, monke
 @pytest.mark.parametrize("args, words", [
     (["--training.stepz", "3"], ["error:", "'training.stepz'", "Did you mean"]),
     (["--selection.ns", "x"], ["error:", "'selection.ns'", "Got 'x'"]),
-    (["--device", "tpu"], ["error:", "'training.device'", "'cuda'"]),
-    (["--executor", "dask"], ["error:", "'executor'", "'local'"]),
+    (["--device", "tpu"], ["error:", "'--device' parameter of train", "'cuda'"]),
+    (["--training.device", "tpu"], ["error:", "'training.device' parameter of the config"]),
+    (["--executor", "dask"], ["error:", "'--executor' parameter of train", "'local'"]),
     (["--selection.ns", "100000", "--selection.scheme", "without_replacement"],
      ["error:", "'selection.ns'", "[1, 1437]"]),
 ])
@@ -220,16 +221,16 @@ def test_errors_name_the_option_typed(tmp_path, config, engine):
     assert runner.invoke(app, ["train", str(config), "--run-dir", str(run), "-q"]).exit_code == 0
     cases = {
         ("certify", str(run), "--method", "bogus"):
-            "error: --method: The 'certify.method' parameter of the config must be ",
+            "error: The '--method' parameter of certify must be ",
         # held to the vote bounds' range, certify's own words (the config's said (0, 1))
         ("certify", str(run), "--alpha", "2"):
-            "error: The 'alpha' parameter of certify must be a real number in the range "
+            "error: The '--alpha' parameter of certify must be a real number in the range "
             "[1e-100, 1)",
         ("update", str(run), "--out", str(tmp_path / "u"), "--remove", "99999"):
-            "error: --remove: The 'remove' parameter of update_run must be ",
+            "error: The '--remove' parameter of update must be ",
         # the library's parameter has another name: the line named no option at all
         ("update", str(run), "--out", str(tmp_path / "u"), "--relabel", "99999:1"):
-            "error: --relabel: The 'relabel_index' parameter of update_run must be ",
+            "error: The '--relabel' parameter of update must be ",
         ("train", str(config), "--run-dir", str(tmp_path / "t"), "--training.steps", "0"):
             "error: The 'training.steps' parameter of the config must be ",
         ("certify", str(run), "--rhos", "0,x"): "error: The '--rhos' parameter",
@@ -239,10 +240,10 @@ def test_errors_name_the_option_typed(tmp_path, config, engine):
             "error: The 'certify.rhos' parameter of the config must be ",
         ("attack", str(run), "--budgets", "1,,2"): "error: The '--budgets' parameter of attack",
         ("attack", str(run), "--targets", "0"):  # it ran the backdoor attack only, silently
-            "error: --targets: The 'targets' parameter of attack_run must be an int >= 1. Got "
+            "error: The '--targets' parameter of attack must be an int >= 1. Got "
             "0 instead.",
         ("attack", str(run), "--attacks", "insert,,flip"):
-            "error: --attacks: The 'attacks' parameter of attack_run must be ",
+            "error: The '--attacks' parameter of attack must be ",
     }
     for args, start in cases.items():
         r = runner.invoke(app, list(args))

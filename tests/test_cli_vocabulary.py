@@ -434,3 +434,143 @@ def test_certify_of_a_knn_run_names_k_not_t(tmp_path):
     r = runner.invoke(app, ["certify", str(run), "--no-plot"])
     assert r.exit_code == 0, r.output
     assert "scheme knn, k 3, model P6\n" in r.stdout, r.stdout
+
+
+#: A bad value for every option of every command (``poisoncert --help``), and the option the
+#: refusal must name, as typed; RUN, CFG, INPUTS and TMP stand for a small trained run, its
+#: config, a .npz of inputs and a scratch folder. Before, radius, train, certify, demo,
+#: predict, attack and update named some options by their Python names ("The 'ns' parameter
+#: of radius", "The 'workers' parameter of demo") or behind a prefix ("--gpus-per-task: The
+#: 'gpus_per_task' parameter of train", "--targets: The 'targets' parameter of attack_run").
+_R = ["radius", "--scheme", "wor", "--n", "100", "--ns", "10"]
+_T = ["train", "CFG", "--run-dir", "TMP/new", "-q"]
+_REFUSALS = [
+    (["radius", "--scheme", "xyz", "--n", "100", "--ns", "10", "--gap", "0.5"], "--scheme"),
+    (["radius", "--scheme", "wor", "--n", "0", "--ns", "10", "--gap", "0.5"], "--n"),
+    ([*_R[:-1], "0", "--gap", "0.5"], "--ns"),
+    (["radius", "--scheme", "wor", "--n", "100", "--gap", "0.5"], "--ns"),  # not given
+    (["radius", "--scheme", "binomial", "--n", "100", "--p", "1.5", "--gap", "0.5"], "--p"),
+    ([*_R, "--gap", "0.5", "--model", "P9"], "--model"),
+    ([*_R, "--gap", "3"], "--gap"),
+    ([*_R, "--counts", "a,b"], "--counts"),
+    ([*_R, "--counts", "90,10", "--T", "0"], "--T"),
+    ([*_R, "--gap", "0.5", "-T", "5"], "--T"),
+    ([*_R, "--counts", "90,10", "--alpha", "2"], "--alpha"),
+    ([*_R, "--counts", "90,10", "--method", "xyz"], "--method"),
+    ([*_R, "--counts", "90,10", "--labels", "0"], "--labels"),
+    ([*_R, "--counts", "90,10", "--method", "true_label", "--labels", "7"], "--labels"),
+    ([*_R, "--counts", "90,10", "--rule", "xyz"], "--rule"),
+    (["delta", "--rho-max", "0"], "--rho-max"),
+    (["delta", "--n", "0", "--ns", "1"], "--n"),
+    (["delta", "--n", "10", "--ns", "0"], "--ns"),
+    (["delta", "--model", "P9"], "--model"),
+    (["delta", "--scheme", "xyz"], "--scheme"),
+    (["delta", "--steps", "0"], "--steps"),
+    (["delta", "--out", "TMP/f.txt"], "--out"),
+    ([*_T, "--executor", "xyz"], "--executor"),
+    ([*_T, "--workers", "0"], "--workers"),
+    ([*_T, "--workers", "0", "--executor", "ray"], "--workers"),
+    ([*_T, "--address", "auto"], "--address"),
+    ([*_T, "--device", "xyz"], "--device"),
+    ([*_T, "--devices", "xyz"], "--devices"),
+    ([*_T, "--devices", "cpu,cuda"], "--devices"),
+    ([*_T, "--gpus-per-task", "-1", "--executor", "ray"], "--gpus-per-task"),
+    ([*_T, "--gpus-per-task", "1", "--device", "cpu"], "--gpus-per-task"),
+    ([*_T, "--rhos", "a"], "--rhos"),
+    (["certify", "RUN", "--alpha", "2"], "--alpha"),
+    (["certify", "RUN", "--method", "xyz"], "--method"),
+    (["certify", "RUN", "--model", "P9"], "--model"),
+    (["certify", "RUN", "--rhos", "a"], "--rhos"),
+    (["certify", "RUN", "--rho", "-1"], "--rho"),
+    (["certify", "RUN", "--aggregation", "xyz"], "--aggregation"),
+    (["demo", "--workers", "0", "--quick", "-q", "--out", "TMP/demo"], "--workers"),
+    (["predict", "RUN", "INPUTS", "--out", "TMP/none/x.csv"], "--out"),
+    (["predict", "RUN", "INPUTS", "--alpha", "2"], "--alpha"),
+    (["predict", "RUN", "INPUTS", "--method", "xyz"], "--method"),
+    (["predict", "RUN", "INPUTS", "--model", "P9"], "--model"),
+    (["predict", "RUN", "INPUTS", "--device", "xyz"], "--device"),
+    (["attack", "RUN", "--attacks", "xyz"], "--attacks"),
+    (["attack", "RUN", "--budgets", "a"], "--budgets"),
+    (["attack", "RUN", "--attacks", "flip", "--targets", "0"], "--targets"),
+    (["attack", "RUN", "--seed", "-1"], "--seed"),
+    (["attack", "RUN", "--attacks", "backdoor", "--backdoor-label", "99"], "--backdoor-label"),
+    (["attack", "RUN", "--attacks", "backdoor", "--patch", "0"], "--patch"),
+    (["attack", "RUN", "--attacks", "flip", "--patch", "2"], "--patch"),
+    (["attack", "RUN", "--attacks", "insert", "--copies", "0"], "--copies"),
+    (["attack", "RUN", "--attacks", "flip", "--max-radius", "-1"], "--max-radius"),
+    (["update", "RUN", "--out", "TMP/u", "--remove", "x"], "--remove"),
+    (["update", "RUN", "--out", "TMP/u", "--remove", "99999"], "--remove"),
+    (["update", "RUN", "--out", "TMP/u", "--relabel", "x"], "--relabel"),
+    (["update", "RUN", "--out", "TMP/u", "--relabel", "0:99"], "--relabel"),
+    (["update", "RUN", "--out", "TMP/u", "--add", "TMP/none.npz"], "--add"),
+]
+#: Config keys given as ``--section.key`` (or read from the file): the line names the key.
+_KEYS = [
+    ([*_T, "--training.workers", "0"], "training.workers"),
+    ([*_T, "--training.device", "xyz"], "training.device"),
+    ([*_T, "--certify.alpha", "2"], "certify.alpha"),
+    ([*_T, "--selection.ns", "0"], "selection.ns"),
+]
+
+
+@pytest.fixture(scope="module")
+def probe_paths(tmp_path_factory):
+    pytest.importorskip("torch")
+    import numpy as np
+
+    tmp = tmp_path_factory.mktemp("probe")
+    run = _run_with_weights(tmp)
+    np.savez(tmp / "inputs.npz", x=np.zeros((3, 64)))
+    return {"RUN": str(run), "CFG": str(tmp / "exp.yaml"), "INPUTS": str(tmp / "inputs.npz"),
+            "TMP": str(tmp)}
+
+
+def _refusal(argv: list[str], paths: dict[str, str], capsys) -> str:
+    from poisoncert.cli import main
+
+    words = []
+    for w in argv:
+        for k, v in paths.items():
+            w = w.replace(k, v) if w == k or w.startswith(f"{k}/") else w
+        words.append(w)
+    with pytest.raises(SystemExit) as e:
+        main(words)
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if not x.startswith(("note:", "warning:"))]
+    assert e.value.code == 1 and len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("argv, option", _REFUSALS,
+                         ids=[f"{a[0]}{o}-{a[a.index(o) + 1] if o in a else ''}"
+                              for a, o in _REFUSALS])
+def test_every_option_refusal_names_the_option_as_typed(probe_paths, capsys, argv, option):
+    """One shape for every command and every option: "The '--ns' parameter of radius must be
+    ... Got 0 instead.", whichever library function or config key checked the value. The
+    library's messages keep the Python names (``test_library_errors_keep_the_python_names``)."""
+    line = _refusal(argv, probe_paths, capsys)
+    assert line.startswith(f"error: The '{option}' parameter of {argv[0]} must "), line
+    if option != "--add":  # (a file that could not be read says why, not what was given)
+        assert re.search(r"\. Got .+ instead(\.| \(see 'poisoncert \w+ --help'\))$", line), line
+
+
+@pytest.mark.parametrize("argv, key", _KEYS, ids=[k for _, k in _KEYS])
+def test_a_config_key_given_as_an_override_is_named_as_the_key(probe_paths, capsys, argv,
+                                                               key):
+    line = _refusal(argv, probe_paths, capsys)
+    assert line.startswith(f"error: The '{key}' parameter of the config must be "), line
+
+
+def test_library_errors_keep_the_python_names():
+    """The command line's words are the CLI's (``cli.certs.typed_words``, at its boundary):
+    a Python caller still reads the parameter it passed."""
+    from poisoncert.bounds import SelectionBound
+    from poisoncert.cli.certs import typed_words
+    from poisoncert.executors import check_workers
+
+    with pytest.raises(ValueError, match=r"^The 'ns' parameter of SelectionBound must be "):
+        SelectionBound("without_replacement", 100, ns=0)
+    with pytest.raises(ValueError, match=r"^The 'workers' parameter of demo must be "):
+        check_workers(0, "workers", "demo")
+    message = "The 'ns' parameter of radius must be an int >= 1. Got 0 instead."
+    assert typed_words(message) == message  # outside a command: as it is

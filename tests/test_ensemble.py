@@ -265,9 +265,9 @@ def test_the_predicting_display_counts_predictions_chunk_by_chunk(trained, monke
 
 
 @pytest.mark.parametrize("option,words", [
-    (["--alpha", "3"], "The 'alpha' parameter of predict must be a real number in the range"),
-    (["--model", "P7"], "The 'model' parameter of predict must be one of 'P1'"),
-    (["--method", "foo"], "The 'method' parameter of predict must be one of 'auto'")])
+    (["--alpha", "3"], "The '--alpha' parameter of predict must be a real number in the range"),
+    (["--model", "P7"], "The '--model' parameter of predict must be one of 'P1'"),
+    (["--method", "foo"], "The '--method' parameter of predict must be one of 'auto'")])
 def test_predict_refuses_a_bad_certify_option_before_any_prediction(tmp_path, trained,
                                                                      monkeypatch, option, words):
     """A bad --alpha, --model or --method is one line in predict's own words, before the

@@ -222,7 +222,7 @@ def test_the_search_is_shown_and_options_checked_first(tmp_path):
     r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npy"), "--method",
                             "pairwise"])
     assert r.exit_code == 1
-    assert r.output.strip() == ("error: The 'method' parameter of predict must be left out "
+    assert r.output.strip() == ("error: The '--method' parameter of predict must be left out "
                                 "for a knn run, whose certificate is deterministic. Got "
                                 "'pairwise' instead.")
     r = runner.invoke(app, ["predict", str(run), str(tmp_path / "x.npy"), "--json"])

@@ -421,7 +421,7 @@ def test_cli_train_with_the_ray_executor(ray_instance, local_run, tmp_path):
                           local_run.predictions)
     bad = CliRunner().invoke(app, ["train", str(cfg), "--run-dir", str(tmp_path / "other"),
                                    "--address", "auto"])
-    assert bad.exit_code == 1 and "'address' parameter" in bad.output
+    assert bad.exit_code == 1 and "'--address' parameter" in bad.output
 
 
 def test_ray_workers_are_not_stored_as_training_workers(ray_instance, local_run, tmp_path,

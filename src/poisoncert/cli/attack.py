@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from poisoncert._validation import parse_int_list, shown
+from poisoncert._validation import param_error, parse_int_list
 from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.rates import counted
 from poisoncert.runsafe import json_text
@@ -174,9 +174,9 @@ def _refuse_unused(attacks: tuple[str, ...], backdoor: dict, targeted: dict) -> 
     for options, kinds, what in needs:
         for flag, value in options.items():
             if value is not None and not any(k in names for k in kinds):
-                raise ValueError(f"The '{flag}' option applies to {what}, which --attacks "
-                                 f"({','.join(attacks)}) does not include. Got {shown(value)} "
-                                 "instead; leave it out or add the attack.")
+                raise param_error(flag, "attack", f"left out unless --attacks includes "
+                                  f"{what} (--attacks {','.join(attacks)} does not: leave "
+                                  "the option out or add the attack)", value)
 
 
 def update(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
 import types
 from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
@@ -41,14 +42,16 @@ RADIUS_UNIT = "operations (insertion, deletion or modification = 1 each)"
 MAX_STEPS = 100_000
 
 
-def error_line(exc: BaseException) -> str:
-    """``error: <message>`` on one line (errors of the machine's limits say which). A word of
+def error_line(exc: BaseException, message: str | None = None) -> str:
+    """``error: <message>`` on one line (errors of the machine's limits say which), of
+    ``message`` where given (``exc``'s own in a command's words: ``typed_words``). A word of
     the message longer than ``LONG_WORD`` characters is shortened to its start, end and size:
     the values ``param_error`` echoes are ``shown`` short already, this keeps the line
     readable where a message echoes what was given in its own way (typer's "No such option:
     --xxx...", an OSError's file name too long). A path that could exist (a ``/`` in it, at
     most 4,096 characters, no name over 255) is kept whole: the user needs to see it."""
-    msg = _command_line_words(" ".join(_short_word(w) for w in str(exc).split()))
+    text = str(exc) if message is None else message
+    msg = _command_line_words(" ".join(_short_word(w) for w in text.split()))
     for kind, text in _LIMIT_ERRORS:
         if isinstance(exc, kind):
             return f"error: {text}{': ' + msg if msg else ''} ({kind.__name__})"
@@ -59,8 +62,6 @@ def _command_line_words(msg: str) -> str:
     """A library error in a command line's words: a parameter that "must be None" there is
     an option to leave out, and a value "None" one not given (Python's None means nothing to
     the user who typed the command; a typed 'None' is echoed in quotes, and stays)."""
-    import re
-
     msg = re.sub(r"(The '[^']+' parameter of .+? must be) None\b", r"\1 left out", msg)
     return msg.replace(" Got None instead.", " Got nothing (it was not given) instead.")
 
@@ -100,22 +101,17 @@ def interrupted(text: str) -> typer.Exit:
 @contextlib.contextmanager
 def library_errors() -> Iterator[None]:
     """Turn an expected library error into ``error: <message>`` on stderr and exit code 1,
-    and Ctrl-C (where the command has no word of its own for it) into one line and 130;
-    where the message names a parameter of a library function or a config key that an option
-    the user typed set (``radius --ns 0``: ``'ns' parameter of SelectionBound``; ``certify
-    --alpha 2``: ``'certify.alpha' parameter of the config``), the line starts with that
-    option: ``error: --ns: The 'ns' parameter of ...``."""
+    and Ctrl-C (where the command has no word of its own for it) into one line and 130. The
+    message is in the command line's words (``typed_words``): ``radius --ns 0``, ``train
+    --workers 0`` and ``certify --alpha 2`` say "The '--ns' parameter of radius must be
+    ...", whatever library function or config key checked the value."""
     interrupt_state.began = True
     try:
         yield
     except KeyboardInterrupt:  # a command's own handler says more; typer's exit was silent
         raise interrupted("interrupted: nothing was written.") from None
     except EXPECTED_ERRORS as exc:
-        line = error_line(exc)
-        flag = _typed_option(str(exc))
-        if flag is not None:
-            line = f"error: {flag}: {line.removeprefix('error: ')}"
-        typer.echo(line, err=True)
+        typer.echo(error_line(exc, typed_words(str(exc))), err=True)
         raise typer.Exit(1) from None
 
 
@@ -124,35 +120,54 @@ def library_errors() -> Iterator[None]:
 _PARAMETER_OPTIONS = {"relabel_index": "relabel", "relabel_label": "relabel",
                       "add_x": "add", "add_y": "add"}
 
+#: Config keys that an option sets (``train --workers`` sets ``training.workers``,
+#: ``certify --alpha`` ``certify.alpha``), as the option's parameter name. A key's error
+#: names the option only where that option was typed: given as ``--certify.alpha 2`` or
+#: read from a file, it names the key (the words the user wrote).
+_CONFIG_OPTIONS = {"training.workers": "workers", "training.device": "device",
+                   "certify.rhos": "rhos", "certify.alpha": "alpha", "certify.method": "method",
+                   "certify.model": "model", "certify.aggregation": "aggregation"}
 
-def _typed_option(message: str) -> str | None:
-    """The option of the running command, given on its command line, that the library error
-    ``message`` names by another name (a library function's parameter or a config key), or
-    None (no such option, or the message names the command's own parameter already)."""
-    import re
+_PARAMETER = re.compile(r"The '([^']+)' parameter of (.+?) must be ")
+_OPTION = re.compile(r"The '(--[^']+)' option must ")
 
+
+def typed_words(message: str) -> str:
+    """A library error ``message`` in the words of the running command's line: where it
+    names a parameter that an option of the command sets, "The '<option>' parameter of
+    <command> must be ..." with the option as typed (``--ns``, ``--gpus-per-task``) and the
+    allowed range and value as they were. The parameter is the command's own (the message is
+    "of <command>": ``radius``'s ``ns``, typed or not), a library function's or a config
+    key's (``attack_run``'s ``targets``, ``the config``'s ``certify.alpha``: only where the
+    option was typed), or the option already ("The '--remove' option must ..."). Anything
+    else, and a message outside a command, is returned as it is: the library's messages keep
+    naming the Python parameter for Python callers; this is the one place that translates."""
     try:  # typer (0.27 on) runs its own copy of click
         from typer._click.globals import get_current_context
     except ImportError:  # pragma: no cover
         from click import get_current_context
 
-    m = re.match(r"The '([^']+)' parameter of (.+?) must be ", message)
     ctx = get_current_context(silent=True)
-    if m is None or ctx is None or m[1].startswith("-"):
-        return None
-    name, where = m[1], m[2]
-    name = _PARAMETER_OPTIONS.get(name, name)
-    for p in ctx.command.params:
-        if getattr(p, "param_type_name", None) != "option" or p.name is None:
-            continue
-        source = ctx.get_parameter_source(p.name)
-        if getattr(source, "name", None) != "COMMANDLINE":
-            continue
-        if p.name in (name, name.rsplit(".", 1)[-1]):
-            if name == p.name and where == ctx.info_name and f"--{name}" in p.opts:
-                return None  # the command's own words (not train's 'gpus_per_task')
-            return max(p.opts, key=len)
-    return None
+    if ctx is None or ctx.info_name is None:
+        return message
+    options = {p.name: p for p in ctx.command.params
+               if getattr(p, "param_type_name", None) == "option" and p.name is not None}
+    m = _OPTION.match(message)
+    if m is not None:
+        if any(m[1] in p.opts for p in options.values()):
+            return f"The '{m[1]}' parameter of {ctx.info_name} must {message[m.end():]}"
+        return message
+    m = _PARAMETER.match(message)
+    if m is None or m[1].startswith("-"):
+        return message
+    name, where = _PARAMETER_OPTIONS.get(m[1], m[1]), m[2]
+    own = where == ctx.info_name
+    p = options.get(name if own else _CONFIG_OPTIONS.get(name, name))
+    if p is None or not (own or getattr(ctx.get_parameter_source(p.name), "name", None)
+                         == "COMMANDLINE"):
+        return message
+    flag = max((o for o in p.opts if o.startswith("--")), key=len, default=p.opts[0])
+    return f"The '{flag}' parameter of {ctx.info_name} must be {message[m.end():]}"
 
 
 def register(app: typer.Typer) -> None:
@@ -229,21 +244,19 @@ def _defined_schemes(schemes: list[str], n: int, ns: int, model: str
     the others with the reason each is not defined ("ns must be an int in the range [1, 9]
     for the binomial scheme ..."). Where none is defined, the first one's refusal, in delta's
     words (``--ns 0``, or ``--scheme binomial`` alone at ``ns = n``)."""
-    import re
-
     from poisoncert._validation import named_as
     from poisoncert.bounds import SelectionBound
 
     defined, undefined, first = [], {}, None
     for s in schemes:
         try:
-            with named_as("delta", n="--n", ns="--ns"):
+            with named_as("delta", n="n", ns="ns"):
                 SelectionBound(s, n, ns=ns, model=model)
         except ValueError as e:
             first = first or e
             m = re.fullmatch(r"The '([^']+)' parameter of delta must be (.+)\. Got .+ instead\.",
                              str(e), re.DOTALL)
-            why = f"{m[1].lstrip('-')} must be {m[2]}" if m else str(e).rstrip(".")
+            why = f"{m[1]} must be {m[2]}" if m else str(e).rstrip(".")
             undefined[s] = why.replace("; give 'p'", "")  # delta takes ns, not p
         else:
             defined.append(s)
@@ -388,25 +401,24 @@ def delta(
     replacement at ns > n) is n/a, its reason said once, beside the others' values; it is
     refused only where no scheme asked for is defined.
     """
-    # A refusal names the option as typed ("The '--rho-max' parameter of delta"), every one.
     with library_errors():
         from poisoncert._validation import check_choice, check_int
         from poisoncert.bounds import MODEL_ALIASES, MODELS, SCHEME_ALIASES, SCHEMES
         from poisoncert.plots import FIGURE2_SETTINGS, delta_curves, plot_delta
 
-        model = check_choice(model, "--model", "delta", MODELS, MODEL_ALIASES)
-        asked = {check_choice(s, "--scheme", "delta", SCHEMES, SCHEME_ALIASES)
+        model = check_choice(model, "model", "delta", MODELS, MODEL_ALIASES)
+        asked = {check_choice(s, "scheme", "delta", SCHEMES, SCHEME_ALIASES)
                  for s in scheme or SCHEMES}
         schemes = [s for s in SCHEMES if s in asked]  # the table's order
-        steps = check_int(steps, "--steps", "delta", low=1, high=MAX_STEPS)
+        steps = check_int(steps, "steps", "delta", low=1, high=MAX_STEPS)
         if rho_max is not None:
-            rho_max = check_int(rho_max, "--rho-max", "delta", low=1, high=INT_LIMIT)
+            rho_max = check_int(rho_max, "rho_max", "delta", low=1, high=INT_LIMIT)
         if (n is None) != (ns is None):
-            given, missing = ("--n", "--ns") if ns is None else ("--ns", "--n")
-            raise param_error(missing, "delta", f"given with {given} (--n and --ns name one "
+            given, missing = ("n", "ns") if ns is None else ("ns", "n")
+            raise param_error(missing, "delta", f"given with --{given} (--n and --ns name one "
                               "setting together; neither: the paper's two)", None)
         if out is not None and (out.suffix.lower() != ".png" or not out.parent.is_dir()):
-            raise param_error("--out", "delta", "a .png file in an existing folder", str(out))
+            raise param_error("out", "delta", "a .png file in an existing folder", str(out))
         settings = FIGURE2_SETTINGS if n is None else ((n, ns),)
         tables = []
         for nn, nns in settings:
