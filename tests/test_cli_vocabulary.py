@@ -447,11 +447,13 @@ _T = ["train", "CFG", "--run-dir", "TMP/new", "-q"]
 _REFUSALS = [
     (["radius", "--scheme", "xyz", "--n", "100", "--ns", "10", "--gap", "0.5"], "--scheme"),
     (["radius", "--scheme", "wor", "--n", "0", "--ns", "10", "--gap", "0.5"], "--n"),
+    (["radius", "--scheme", "wor", "--n", "1e3", "--ns", "10", "--gap", "0.5"], "--n"),
     ([*_R[:-1], "0", "--gap", "0.5"], "--ns"),
     (["radius", "--scheme", "wor", "--n", "100", "--gap", "0.5"], "--ns"),  # not given
     (["radius", "--scheme", "binomial", "--n", "100", "--p", "1.5", "--gap", "0.5"], "--p"),
     ([*_R, "--gap", "0.5", "--model", "P9"], "--model"),
     ([*_R, "--gap", "3"], "--gap"),
+    ([*_R, "--gap", "x"], "--gap"),
     ([*_R, "--counts", "a,b"], "--counts"),
     ([*_R, "--counts", "90,10", "--T", "0"], "--T"),
     ([*_R, "--gap", "0.5", "-T", "5"], "--T"),
@@ -546,8 +548,9 @@ def _refusal(argv: list[str], paths: dict[str, str], capsys) -> str:
                               for a, o in _REFUSALS])
 def test_every_option_refusal_names_the_option_as_typed(probe_paths, capsys, argv, option):
     """One shape for every command and every option: "The '--ns' parameter of radius must be
-    ... Got 0 instead.", whichever library function or config key checked the value. The
-    library's messages keep the Python names (``test_library_errors_keep_the_python_names``)."""
+    ... Got 0 instead.", whichever library function or config key checked the value (typer's
+    own "Invalid value for '--n'" too, with its pointer to the command's help). The library's
+    messages keep the Python names (``test_library_errors_keep_the_python_names``)."""
     line = _refusal(argv, probe_paths, capsys)
     assert line.startswith(f"error: The '{option}' parameter of {argv[0]} must "), line
     if option != "--add":  # (a file that could not be read says why, not what was given)

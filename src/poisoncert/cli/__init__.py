@@ -132,6 +132,33 @@ def _given(exc: BaseException) -> str:
     return f". Got {shown(first['input'])} instead"
 
 
+#: What an option of each type pydantic could not parse must be (its error's ``type``).
+_TYPE_WORDS = {"int_parsing": "an int", "int_from_float": "an int",
+               "float_parsing": "a real number", "bool_parsing": "true or false"}
+
+
+def _bad_value(exc: BaseException) -> str | None:
+    """A value typer could not convert to its option's type (``radius --n 1e3``) in the one
+    shape of every refusal, "The '--n' parameter of radius must be an int. Got '1e3'
+    instead" (typer said "Invalid value for '--n': Input should be a valid integer, unable
+    to parse string as an integer"), or None for any other usage error (an argument's, a
+    missing value, an unknown option), which keeps click's words."""
+    param, ctx = getattr(exc, "param", None), getattr(exc, "ctx", None)
+    if getattr(param, "param_type_name", None) != "option" or ctx is None:
+        return None
+    errors = getattr(exc.__cause__, "errors", None)
+    try:
+        first = errors()[0] if callable(errors) else None
+    except Exception:  # not pydantic's
+        return None
+    allowed = _TYPE_WORDS.get(first.get("type")) if isinstance(first, dict) else None
+    if allowed is None or "input" not in first:
+        return None
+    flag = max((o for o in param.opts if o.startswith("--")), key=len, default=param.opts[0])
+    return (f"The '{flag}' parameter of {ctx.info_name} must be {allowed}. "
+            f"Got {shown(first['input'])} instead")
+
+
 #: Ctrl-C before a command could say what it left (``_console`` says the same).
 _STARTING = "interrupted while starting: nothing was done."
 #: Ctrl-C after a command's work, while it printed what it did (outside its
@@ -167,8 +194,10 @@ def main(argv: list[str] | None = None) -> None:
         else:
             ctx = getattr(exc, "ctx", None)
             cmd = ctx.command_path if ctx is not None else _command_path(argv)
-            msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-            msg += _given(exc)
+            msg = _bad_value(exc)
+            if msg is None:
+                msg = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+                msg += _given(exc)
             print(error_line(ValueError(f"{msg} (see '{cmd} --help')")), file=sys.stderr)
             code = 1
     except typer.Abort:
