@@ -210,8 +210,8 @@ def _tamper(run, name, change, match_checksum, match_consistency):
     with pytest.raises(RunError, match=match_checksum):
         RunDir(run).verify()
     man = json.loads((run / "manifest.json").read_text())
-    man.pop("checksums")
-    man.pop(MANIFEST_DIGEST, None)
+    for key in ("checksums", MANIFEST_DIGEST, "chunk_format"):  # as an earlier version's
+        man.pop(key, None)
     (run / "manifest.json").write_text(json.dumps(man))
     with pytest.raises(RunError, match=match_consistency):
         RunDir(run).verify()
@@ -1655,7 +1655,8 @@ def test_update_of_a_run_without_a_manifest_digest_takes_the_cheap_checks_too(tm
         man = json.loads((folder / "manifest.json").read_text())
         sizes[folder] = man["data"]["n_train"]
         man["data"]["n_train"] += more
-        man.pop(MANIFEST_DIGEST)
+        for key in (MANIFEST_DIGEST, "checksums", "chunk_format"):  # an earlier version's
+            man.pop(key)
         (folder / "manifest.json").write_text(json.dumps(man))
     assert sizes[upd] == sizes[run] - 2
     np.save(tmp_path / "oob.npy", np.arange(10**6, dtype=np.int64)[::-1])

@@ -678,18 +678,23 @@ def test_edited_chunk_or_missing_weights_is_retrained(setup, tmp_path):
 
 def test_resume_refuses_an_edited_or_missing_manifest(setup, tmp_path):
     """A resume records new checksums over what the folder holds, so it must not take a
-    manifest edited by hand (a larger ``data.n`` was then certified, and verified) or a
-    missing one (whose data checksum is what tells the run's data from changed data)."""
-    for case in ("edited", "missing", "finished_edited"):
+    manifest edited by hand (a larger ``data.n`` was then certified, and verified), nor one
+    stripped of its digest as well (taken for an earlier version's and resumed: n = 2400
+    certified, radii 100 times too large), or a missing one (whose data checksum is what
+    tells the run's data from changed data)."""
+    for case in ("edited", "missing", "finished_edited", "stripped"):
         run = tmp_path / case
         shutil.copytree(setup["ref"], run)
         man_path = run / runs.MANIFEST
         man = json.loads(man_path.read_text())
         if case != "finished_edited":
             man["finished"] = None  # an interrupted run
+            man.pop("checksums")
             man[runs.MANIFEST_DIGEST] = runs.manifest_digest(man)
         man["data"]["n"] *= 100
         man["data"]["n_train"] *= 100
+        if case == "stripped":  # its digest removed too: taken for an earlier version's
+            del man[runs.MANIFEST_DIGEST]
         if case == "missing":
             man_path.unlink()
         else:
@@ -980,6 +985,17 @@ def _edit_json(key: str, value):
     return edit
 
 
+def _strip_digest_and_edit(p: Path) -> None:
+    """A larger ``data.n`` (and ``n_train``) with the manifest's digest removed: taken for an
+    earlier version's manifest, it was not checked, and the 100-times larger n certified (as
+    verified) radii far beyond the run's."""
+    man = json.loads(p.read_text())
+    del man[runs.MANIFEST_DIGEST]
+    man["data"]["n"] *= 100
+    man["data"]["n_train"] = man["data"]["n"] + man["data"]["n_clean"]
+    p.write_text(json.dumps(man))
+
+
 def _edit_npy(index, value):
     """Set one entry (``value`` may be a function of the old one); the edit must change it."""
     def edit(p: Path) -> None:
@@ -1003,6 +1019,8 @@ TAMPER = [
                                    "finished (its SHA-256 "),
     ("manifest.json", _edit_json("data.n", 10**7), "manifest.json' was changed"),
     ("manifest.json", _edit_json("config_hash", "0" * 64), "manifest.json' was changed"),
+    ("manifest.json", _strip_digest_and_edit, "manifest.json' was changed after the run "
+                                              "finished (its manifest_sha256 was removed"),
     ("manifest.json", lambda p: p.write_text("[1, 2]"), "must hold a JSON object; it holds a list"),
     ("manifest.json", lambda p: p.write_text("{"), "manifest.json' is not valid JSON"),
     ("votes.npy", _edit_npy((0, 0), lambda v: v + 1), "votes.npy' was changed"),
@@ -1058,7 +1076,7 @@ def test_run_without_checksums_is_certified_with_a_warning(weights_run, tmp_path
     run = tmp_path / "run"
     shutil.copytree(weights_run, run)
     man = json.loads((run / runs.MANIFEST).read_text())
-    for key in ("checksums", "manifest_sha256"):
+    for key in ("checksums", "manifest_sha256", "chunk_format"):  # as an earlier version's
         del man[key]
     (run / runs.MANIFEST).write_text(json.dumps(man))
     r = runner_certify(run)

@@ -30,13 +30,12 @@ import numpy as np
 from poisoncert import runlayout as runs
 from poisoncert.config import ExperimentConfig, config_hash
 from poisoncert.runsafe import (
-    MANIFEST_DIGEST,
     TMP_PREFIX,
     RunError,
     RunLock,
     RunLockedError,
     file_sha256,
-    manifest_digest,
+    manifest_changed,
 )
 from poisoncert.selection import NEAREST_NEIGHBOURS
 from poisoncert.votes import votes_from_predictions
@@ -73,9 +72,10 @@ def verify_run(rd, progress=None) -> dict[str, Any]:
         _in_training(rd)
         raise RunError(f"The run '{rd.path}' is not finished ('{man_path}' records no finish): "
                        "run train again to resume it.")
-    if MANIFEST_DIGEST in man and man[MANIFEST_DIGEST] != manifest_digest(man):
-        raise RunError(f"The manifest '{man_path}' was changed after the run finished (its "
-                       f"content does not match its {MANIFEST_DIGEST}).")
+    changed = manifest_changed(man)
+    if changed:
+        raise RunError(f"The manifest '{man_path}' was changed after the run finished "
+                       f"({changed}).")
     if man.get("config_hash") != config_hash(cfg):
         raise RunError(f"The config '{rd / runs.CONFIG}' is not the one the run was trained "
                        f"with (its hash is not the config_hash in {runs.MANIFEST}).")

@@ -79,6 +79,7 @@ from poisoncert.runsafe import (
     create_locked,
     fault_point,
     file_sha256,
+    manifest_changed,
     manifest_digest,
     remove_leftovers,
     remove_stale_run_tmps,
@@ -453,10 +454,10 @@ class RunDir(ChunkFiles):
             raise RunError(f"The run '{self.path}' has no manifest ('{path}' is missing), so "
                            "its chunks cannot be checked against its data: it cannot be "
                            "resumed. Delete the folder and train again.")
-        if MANIFEST_DIGEST in man and man[MANIFEST_DIGEST] != manifest_digest(man):
-            raise RunError(f"The manifest '{path}' was changed by hand (its content does not "
-                           f"match its {MANIFEST_DIGEST}): the run cannot be resumed. Delete "
-                           "the folder and train again.")
+        changed = manifest_changed(man)
+        if changed:
+            raise RunError(f"The manifest '{path}' was changed by hand ({changed}): the run "
+                           "cannot be resumed. Delete the folder and train again.")
         return man
 
     def _create(self, cfg: ExperimentConfig, manifest: dict[str, Any],

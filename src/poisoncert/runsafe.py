@@ -82,6 +82,7 @@ __all__ = [
     "create_locked",
     "fault_point",
     "file_sha256",
+    "manifest_changed",
     "manifest_digest",
     "new_run_tmp",
     "remove_leftovers",
@@ -94,6 +95,9 @@ TMP_PREFIX = ".tmp-"
 RUN_TMP_PREFIX = TMP_PREFIX + "run."
 #: The manifest key holding ``manifest_digest`` of the rest of the manifest.
 MANIFEST_DIGEST = "manifest_sha256"
+#: Keys that only manifests with a ``manifest_sha256`` record: the digest came with the
+#: checksums, and every manifest written since has one (``chunk_format`` came later).
+_DIGESTED_KEYS = ("checksums", "chunk_format")
 
 
 class RunError(OSError):
@@ -528,6 +532,22 @@ def file_sha256(path: str | Path) -> str:
         while block := f.read(1 << 20):
             h.update(block)
     return h.hexdigest()
+
+
+def manifest_changed(manifest: dict[str, Any]) -> str | None:
+    """How the manifest was changed by hand, or None: its ``manifest_sha256`` does not match
+    its content, or is missing from a manifest that records ``checksums`` or
+    ``chunk_format`` (written with one: a manifest stripped of its digest was taken for an
+    earlier version's, unchecked, so that an edited ``data.n`` was certified as verified).
+    Manifests of earlier versions, without digest, checksums or chunk format: None."""
+    if MANIFEST_DIGEST in manifest:
+        if manifest[MANIFEST_DIGEST] != manifest_digest(manifest):
+            return f"its content does not match its {MANIFEST_DIGEST}"
+        return None
+    present = [k for k in _DIGESTED_KEYS if k in manifest]
+    if present:
+        return f"its {MANIFEST_DIGEST} was removed, though it records {present[0]}"
+    return None
 
 
 def manifest_digest(manifest: dict[str, Any]) -> str:
