@@ -1097,6 +1097,23 @@ def test_run_without_checksums_is_certified_with_a_warning(weights_run, tmp_path
         pipeline.certify_run(run)
 
 
+def test_a_run_in_a_folder_named_in_another_encoding_loads_its_weights(weights_run, setup,
+                                                                      tmp_path):
+    """A run whose path is not valid UTF-8 (a folder named in Latin-1, 'caf\\xe9'):
+    safetensors' torch reader refused the path ("Path ... is not valid UTF-8"), so predict
+    called the run's weights damaged, and update and attack failed with a traceback."""
+    from poisoncert.training.weights import load_weights
+
+    run = Path(os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9"))
+    shutil.copytree(weights_run, run)
+    x = np.load(setup["root"] / "tiny.npz")["x_test"]
+    got = poisoncert.Ensemble.load(run).predict(x)
+    assert np.array_equal(got, poisoncert.Ensemble.load(weights_run).predict(x))
+    name = f"{runs.WEIGHTS}/chunk-00000.safetensors"
+    for a, b in zip(load_weights(run / name), load_weights(weights_run / name), strict=True):
+        assert all(np.array_equal(a[k].numpy(), b[k].numpy()) for k in b)
+
+
 def test_unwritable_run_directory_is_one_line_naming_the_file(weights_run, tmp_path,
                                                                monkeypatch):
     """As any user: the first write fails and names the file; nothing half-written."""

@@ -185,9 +185,9 @@ def _reference(cfg: ExperimentConfig, record: dict) -> dict:
 
 def read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
     """Every classifier's state dict (``None`` for an abstaining one), checked."""
-    from safetensors import SafetensorError, safe_open
+    from safetensors import SafetensorError
 
-    from poisoncert.training.weights import WeightsLayoutError, unflatten
+    from poisoncert.training.weights import WeightsLayoutError, open_weights, unflatten
 
     seeds = rd.load(runs.SEEDS)
     sizes = rd.load(runs.SUBSET_SIZES)
@@ -206,7 +206,7 @@ def read_weights(rd: RunDir, cfg: ExperimentConfig, record: dict) -> list:
                            "without keeping weights (training.save_weights: false when it "
                            "ran); train the run again into a new run directory.")
         try:
-            with safe_open(str(path), framework="pt") as f:
+            with open_weights(path) as f:
                 meta = f.metadata() or {}
                 keys = list(f.keys())
                 tensors = {k: f.get_tensor(k) for k in keys}

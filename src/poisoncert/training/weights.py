@@ -20,13 +20,16 @@ names, shapes and dtypes (``Ensemble.load``).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 __all__ = ["FORMAT_PER_CLASSIFIER", "FORMAT_STACKED", "WeightsLayoutError", "load_weights",
-           "same_layout", "save_weights", "unflatten", "weights_from_bytes", "weights_to_bytes"]
+           "open_weights", "same_layout", "save_weights", "unflatten", "weights_from_bytes",
+           "weights_to_bytes"]
 
 FORMAT_PER_CLASSIFIER = "poisoncert.training.weights/1"
 FORMAT_STACKED = "poisoncert.training.weights/2"
@@ -173,12 +176,36 @@ def save_weights(path: str | Path, state_dicts: Sequence[dict | None],
 def load_weights(path: str | Path) -> list[dict | None]:
     """The state dicts written by ``save_weights`` (either layout; ``None`` where there was
     no classifier)."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt") as f:
+    with open_weights(path) as f:
         meta = f.metadata() or {}
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     return unflatten(tensors, meta)
+
+
+@contextlib.contextmanager
+def open_weights(path: str | Path, framework: str = "pt") -> Iterator:
+    """safetensors' ``safe_open`` of the file ``path``, also where the path is not valid
+    UTF-8 (a folder named in another encoding: Python holds its bytes as surrogates), which
+    safetensors' torch reader refuses ("Path ... is not valid UTF-8": ``predict`` called the
+    weights damaged, ``update`` and ``attack`` failed with a traceback). Such a file is
+    opened, and safetensors reads it by its descriptor's name (``/proc/self/fd/N``)."""
+    from safetensors import safe_open
+
+    name = os.fspath(path)
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        fds = next((d for d in ("/proc/self/fd", "/dev/fd") if os.path.isdir(d)), None)
+        if fds is not None:
+            fd = os.open(name, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            try:
+                with safe_open(f"{fds}/{fd}", framework=framework) as f:
+                    yield f
+            finally:
+                os.close(fd)
+            return
+    with safe_open(name, framework=framework) as f:
+        yield f
 
 
 def weights_to_bytes(state_dicts: Sequence[dict | None], metadata: dict | None = None) -> bytes:
