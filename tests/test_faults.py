@@ -485,6 +485,22 @@ def runner_certify(run: Path, *args: str):
     return CliRunner().invoke(app, ["certify", str(run), "--no-plot", *args])
 
 
+def test_the_next_command_names_a_run_dir_with_spaces_as_one_word(setup, tmp_path):
+    """train and update end with "Next: poisoncert certify DIR"; with a space in DIR, pasted
+    into a shell it certified another folder ('my' of 'my run'). DIR is quoted now."""
+    import shlex
+
+    run = tmp_path / "my run's"
+    shutil.copytree(setup["ref"], run)  # (train again: nothing to train, the same last line)
+    for args in (["train", str(setup["config"]), "--run-dir", str(run), "-q"],
+                 ["update", str(run), "--out", str(tmp_path / "v 2"), "--remove", "3", "-q"]):
+        r = CliRunner().invoke(app, args)
+        assert r.exit_code == 0, r.output
+        last = r.output.strip().splitlines()[-1]
+        out = run if args[0] == "train" else tmp_path / "v 2"
+        assert shlex.split(last) == ["Next:", "poisoncert", "certify", str(out)], last
+
+
 # --------------------------------------------------------------------------------------------
 # Locks and leftovers (in process)
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from poisoncert._validation import param_error, parse_int_list
-from poisoncert.cli.certs import interrupted, library_errors
+from poisoncert.cli.certs import interrupted, library_errors, shell_path
 from poisoncert.rates import counted
 from poisoncert.runsafe import json_text
 
@@ -263,7 +263,7 @@ def update(
         typer.echo(f"Retrained {res.n_retrained} of {counted(res.T, 'base classifier')} in "
                    f"{res.train_seconds:.1f} s ({res.seconds:.1f} s in all).")
     typer.echo(f"New run directory: {res.run_dir}")
-    typer.echo(f"Next: poisoncert certify {res.run_dir}")
+    typer.echo(f"Next: poisoncert certify {shell_path(res.run_dir)}")
 
 
 def _indices_text(idx, shown: int = 10) -> str:

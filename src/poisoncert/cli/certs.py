@@ -91,6 +91,18 @@ def _short_word(word: str) -> str:
 interrupt_state = types.SimpleNamespace(began=False, said=False)
 
 
+def shell_path(path) -> str:
+    """``path`` as a word to paste into a shell command: quoted where it holds spaces or
+    other special characters ("Next: poisoncert certify my run" ran ``certify my``), and a
+    relative one that starts with '-' led by './' (not read as an option)."""
+    import shlex
+
+    text = str(path)
+    if text.startswith("-"):
+        text = "./" + text
+    return shlex.quote(text)
+
+
 def interrupted(text: str) -> typer.Exit:
     """Print ``text`` (what Ctrl-C left) on stderr and give the exit to raise: code 130."""
     typer.echo(text, err=True)

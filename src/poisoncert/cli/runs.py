@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, param_error, parse_int_list
-from poisoncert.cli.certs import interrupted, library_errors
+from poisoncert.cli.certs import interrupted, library_errors, shell_path
 from poisoncert.runsafe import json_text
 
 __all__ = ["VERIFY_BAR_MIB", "certify", "checksum_bar", "demo", "register", "train"]
@@ -264,7 +264,7 @@ def train(
     if folder is not None:  # which copy the search found ($POISONCERT_DATA, ./data, ...)
         typer.echo(f"Data read from {folder}")
     typer.echo(f"Run directory: {res.run_dir}")
-    typer.echo(f"Next: poisoncert certify {res.run_dir}")
+    typer.echo(f"Next: poisoncert certify {shell_path(res.run_dir)}")
 
 
 def _ignored_note(cfg, settings: dict | None, typed: list[str], options: list[str]
