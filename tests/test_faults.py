@@ -1113,6 +1113,20 @@ def test_run_without_checksums_is_certified_with_a_warning(weights_run, tmp_path
         pipeline.certify_run(run)
 
 
+def test_a_run_dir_that_is_a_dangling_symlink_is_one_line_naming_the_link(setup, tmp_path):
+    """A run directory that is a symbolic link to a folder that does not exist (yet): the run
+    was built beside it and the rename onto the link failed, "Cannot write the run directory
+    'link': Not a directory.", which named neither the link nor what to do."""
+    link = tmp_path / "link"
+    link.symlink_to(tmp_path / "gone")
+    for run in (link, link / "sub"):
+        with pytest.raises(RunError, match=re.escape(
+                f"'{link}' is a symbolic link to '{tmp_path / 'gone'}', which does not exist. "
+                "Create that folder, or give another path.")):
+            pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link"]
+
+
 def test_a_run_in_a_folder_named_in_another_encoding_loads_its_weights(weights_run, setup,
                                                                       tmp_path):
     """A run whose path is not valid UTF-8 (a folder named in Latin-1, 'caf\\xe9'):

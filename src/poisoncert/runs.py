@@ -211,6 +211,10 @@ def check_writable(path: str | Path, what: str = "the run directory", note: str 
     path = Path(path).absolute()
     probe = path
     while not probe.exists():
+        if probe.is_symlink():  # dangling: the creation failed with "Not a directory"
+            raise RunError(f"Cannot write {what} '{path}'{note}: '{probe}' is a symbolic "
+                           f"link to '{os.readlink(probe)}', which does not exist. Create "
+                           "that folder, or give another path.")
         if probe.parent == probe:
             break
         probe = probe.parent
