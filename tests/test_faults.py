@@ -1160,6 +1160,30 @@ def test_unwritable_run_directory_is_one_line_naming_the_file(weights_run, tmp_p
     assert not (run / runs.CERTIFIED_ACCURACY).exists()
 
 
+def test_a_certify_that_cannot_write_its_summary_leaves_none_of_its_outputs(weights_run,
+                                                                           tmp_path,
+                                                                           monkeypatch):
+    """A full disk at certify.json, the last of certify's outputs: certificates.csv and
+    certified_accuracy.csv were left without it (a set no certify.json describes); they are
+    removed, and the one line says so and what to do."""
+    run = tmp_path / "run"
+    shutil.copytree(weights_run, run)
+    before = _snapshot(run)
+    save = runs.save_bytes
+
+    def full_at_summary(path, data, **kw):
+        if Path(path).name == runs.CERTIFY_JSON:
+            raise RunError(f"Cannot write '{path}': No space left on device.")
+        return save(path, data, **kw)
+
+    monkeypatch.setattr(runs, "save_bytes", full_at_summary)
+    with pytest.raises(RunError, match=re.escape(
+            "certify.json': No space left on device: the certify's other outputs were "
+            "removed; run it again once the cause is fixed.")):
+        pipeline.certify_run(run, plot=False)
+    assert _snapshot(run) == before
+
+
 def test_weights_changed_before_the_run_finishes_are_refused_not_recorded(setup, tmp_path,
                                                                           monkeypatch):
     """A weights file changed after its chunk file recorded its SHA-256, before the run
