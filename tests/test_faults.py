@@ -813,6 +813,38 @@ def test_the_same_update_after_a_kill_says_how_to_finish_the_interrupted_one(set
     assert tmp_files(tmp_path) == []
 
 
+@pytest.mark.parametrize("failing", ["chunk-00002.npz", runs.VOTES])
+def test_train_on_a_full_disk_says_the_same_command_resumes(setup, tmp_path, monkeypatch,
+                                                            failing):
+    """A full disk while ``train`` wrote a chunk or the assembled votes: the one line named
+    only the file ("Cannot write '...': No space left on device."), not that the run keeps
+    its finished chunks and the same command resumes it; it says so now, and the resumed
+    run is the uninterrupted one."""
+    import errno
+
+    from poisoncert import runsafe
+
+    real = runsafe.fault_point
+
+    def full(name: str) -> None:
+        if name == f"write:{failing}":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real(name)
+
+    run = tmp_path / "run"
+    with monkeypatch.context() as m:
+        m.setattr(runsafe, "fault_point", full)
+        with pytest.raises(RunError) as info:
+            pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    path = run / runs.CHUNKS / failing if failing.startswith("chunk") else run / failing
+    assert str(info.value) == (
+        f"Cannot write '{path}': No space left on device: the run '{run}' keeps the chunks "
+        "it finished; the same command resumes it once the cause is fixed.")
+    pipeline.train_run(load_config(setup["config"]), run, progress=False)
+    _same_run(run, setup["ref"])
+    assert tmp_files(tmp_path) == []
+
+
 @pytest.mark.parametrize("failing", [runs.VOTES, "chunk-00003.npz"])
 def test_update_on_a_full_disk_removes_its_unfinished_run_and_says_so(setup, tmp_path,
                                                                        monkeypatch, failing):

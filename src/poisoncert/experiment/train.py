@@ -462,11 +462,34 @@ def _train_run(cfg: ExperimentConfig, run_dir: str | Path, executor: Executor | 
                                                executor.devices if local else None,
                                                local=local)
         with rd.lock():  # the whole run under its lock; prepare() takes it for a new run
-            return _train_locked(cfg, rd, data, manifest, executor, progress, t0, checksums)
+            try:
+                return _train_locked(cfg, rd, data, manifest, executor, progress, t0,
+                                     checksums)
+            except OSError as e:
+                raise _resumable(e, rd) from None
     finally:  # what preflight opened (a Ray cluster's connection) if training did not close it
         close = getattr(executor, "close_preflight", None)
         if close is not None:
             close()
+
+
+def _resumable(e: OSError, rd: RunDir) -> OSError:
+    """A write that failed in a run that exists (a full disk): its one line, which named only
+    the file ("Cannot write '.../chunk-00002.safetensors': No space left on device."), also
+    says that the run keeps its finished chunks and that the same command resumes it. Any
+    other error (a refusal; a creation that failed, which leaves no run) as it was."""
+    if isinstance(e, RunError):
+        if not str(e).startswith("Cannot write '"):
+            return e
+        why = str(e)
+    elif e.strerror and e.filename:
+        why = f"Cannot write '{e.filename}': {e.strerror}"
+    else:
+        return e
+    if not rd.exists():
+        return e
+    return RunError(f"{why.rstrip('.')}: the run '{rd.path}' keeps the chunks it finished; "
+                    "the same command resumes it once the cause is fixed.")
 
 
 def _train_locked(cfg: ExperimentConfig, rd: RunDir, data: DataSplit, manifest: dict,
