@@ -1145,6 +1145,45 @@ def test_run_without_checksums_is_certified_with_a_warning(weights_run, tmp_path
         pipeline.certify_run(run)
 
 
+def test_predict_out_a_link_or_a_pipe_writes_through_it_and_keeps_it(weights_run, setup,
+                                                                      tmp_path):
+    """``predict --out FILE`` wrote a temporary file beside FILE and renamed it onto FILE: a
+    symbolic link was replaced by a regular file (its target left as it was), and a named
+    pipe or a device by a regular file (as root, ``--out /dev/null`` made /dev/null a regular
+    file). The link's target and the pipe get the rows now, and stay what they were."""
+    import stat
+    import threading
+
+    x = tmp_path / "x.npy"
+    np.save(x, np.load(setup["root"] / "tiny.npz")["x_test"])
+
+    def predict(out: Path) -> None:
+        r = CliRunner().invoke(app, ["predict", str(weights_run), str(x), "--out", str(out),
+                                     "-q"])
+        assert r.exit_code == 0, r.output
+
+    predict(tmp_path / "ref.csv")
+    rows = (tmp_path / "ref.csv").read_bytes()
+    link = tmp_path / "link.csv"
+    link.symlink_to(tmp_path / "target.csv")
+    predict(link)
+    assert link.is_symlink() and (tmp_path / "target.csv").read_bytes() == rows
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    os.link(pipe, tmp_path / "same-pipe")  # (to end the reader if the pipe is replaced)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(pipe.read_bytes()))
+    reader.start()
+    try:
+        predict(pipe)
+    finally:
+        reader.join(timeout=10)
+        if reader.is_alive():  # never opened for writing: a writer that closes at once
+            os.close(os.open(tmp_path / "same-pipe", os.O_WRONLY))
+            reader.join()
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode) and got == [rows]
+
+
 def test_a_run_dir_that_is_a_dangling_symlink_is_one_line_naming_the_link(setup, tmp_path):
     """A run directory that is a symbolic link to a folder that does not exist (yet): the run
     was built beside it and the rename onto the link failed, "Cannot write the run directory

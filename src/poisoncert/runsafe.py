@@ -123,10 +123,18 @@ def atomic_write(path: str | Path, mode: str = "wb", *, clean: bool = False) -> 
     file is ``.tmp-<name>.<pid>.XXXX``, held under ``flock`` until it is renamed, so that
     ``clean=True`` (for a file outside a run directory, which no run lock covers: predict's
     and delta's ``--out``) first removes the temporaries of ``path`` that killed writers
-    left (``remove_stale_tmps``), never a live writer's.
+    left (``remove_stale_tmps``), never a live writer's. Such a file named by a symbolic link
+    is the link's target (the link stays), and one that is no regular file (``/dev/null``,
+    ``/dev/stdout``, a named pipe) is written straight into: the temporary file renamed onto
+    it replaced it (as root, ``predict --out /dev/null`` made /dev/null a regular file).
     """
     path = Path(path)
     if clean:
+        if _special_file(path):  # (through a link too: /dev/stdout, a pipe's /proc name)
+            yield from _write_into(path, mode)
+            return
+        if path.is_symlink():
+            path = Path(os.path.realpath(path))
         remove_stale_tmps(path)
     fd, tmp = _new_tmp(path)
     f = None
@@ -152,6 +160,34 @@ def atomic_write(path: str | Path, mode: str = "wb", *, clean: bool = False) -> 
             with contextlib.suppress(OSError):
                 os.close(fd)
     _fsync(path.parent)
+
+
+def _special_file(path: Path) -> bool:
+    """Whether ``path`` exists and is neither a regular file nor a folder (a device, a named
+    pipe, a socket)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _write_into(path: Path, mode: str) -> Iterator[Any]:
+    """``atomic_write``'s body for a file that is no regular file: opened and written."""
+    try:
+        f = open(path, mode)  # noqa: SIM115 - closed below
+    except OSError as e:
+        raise RunError(f"Cannot write '{path}': {e.strerror or e}.") from None
+    try:
+        yield f
+        f.flush()
+    except OSError as e:
+        if isinstance(e, RunError):
+            raise
+        raise RunError(f"Cannot write '{path}': {e.strerror or e}.") from None
+    finally:
+        with contextlib.suppress(OSError):
+            f.close()
 
 
 def _tmp_prefix(name: str) -> str:

@@ -338,11 +338,14 @@ def _check_out(out: Path, inputs: Path, run_dir: Path) -> None:
     from poisoncert._validation import param_error
     from poisoncert.experiment.inputs import IMAGE_SUFFIXES
 
-    folder = out.parent
-    if out.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    target = out.resolve()
+    if runsafe._special_file(out):  # /dev/null, /dev/stdout, a named pipe: written into
+        writable = os.access(out, os.W_OK)
+    else:  # (a link's target is written, the link kept)
+        writable = target.parent.is_dir() and os.access(target.parent, os.W_OK | os.X_OK)
+    if out.is_dir() or not writable:
         raise param_error("--out", "predict", "a file in an existing, writable folder (not a "
                           "folder)", str(out))
-    target = out.resolve()
     if target == inputs.resolve() or (out.exists() and inputs.exists()
                                       and os.path.samefile(out, inputs)):
         raise param_error("--out", "predict", f"another file than INPUTS ('{inputs}': the "
