@@ -243,6 +243,29 @@ def test_rankings_and_neighbours_are_verified(tmp_path):
             "counts of the 5 nearest labels")
 
 
+def test_rankings_added_to_a_run_that_stored_none_are_refused(tmp_path):
+    """A ranks.npy put into a finished finite_aggregation run trained without
+    run.store_ranks (no checksum of it recorded): certify --aggregation roe read it, checked
+    only that each classifier's first choice is its vote, and certified the run-off election
+    from the made-up rest as verified."""
+    from poisoncert.experiment.certify import certify_run
+
+    run = tmp_path / "run"
+    train_run(_fa(k=4, d=1), run)
+    preds = np.load(run / "predictions.npy")
+    T, n = preds.shape
+    ranks = np.tile(np.arange(10, dtype=np.int8), (T, n, 1))
+    voted = preds >= 0
+    first = np.where(voted, preds, 0)  # the vote ranked first, the rest in index order
+    ranks[voted] = (ranks[voted] < first[voted][:, None]) + ranks[voted]
+    ranks[voted, first[voted]] = 0
+    assert np.array_equal(np.argmin(ranks, axis=2)[voted], preds[voted])
+    np.save(run / "ranks.npy", ranks)
+    with pytest.raises(RunError, match=r"ranks\.npy' was added after the run finished"):
+        certify_run(run, aggregation="roe", plot=False)
+    assert not (run / "certify_roe.json").exists()
+
+
 # --------------------------------------------------------------------------------------------
 # update
 

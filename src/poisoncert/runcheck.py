@@ -6,8 +6,8 @@ checks (``verify_run``), in this order, and stops at the first file that does no
 1. the manifest is a finished run's and intact (``manifest_sha256`` over its own content);
 2. ``config.yaml`` has the config hash the run was trained with (``config_hash``);
 3. every file whose SHA-256 the manifest records (arrays, config, classifier table,
-   ``phase2.json``, rankings, neighbours, edits, weights) still has it, and no weights file
-   was added;
+   ``phase2.json``, rankings, neighbours, edits, weights) still has it, and no such file
+   (``runlayout.CHECKSUMMED``, a weights file) was added;
 4. the arrays agree with each other and with the manifest: ``predictions`` is ``(T, n_test)``
    within ``[-1, n_classes - 1]``, ``votes`` counts exactly those predictions, ``labels`` lie in
    ``[0, n_classes - 1]``, and ``data.n = n_train - n_clean``; ``ranks.npy``
@@ -130,6 +130,11 @@ def _check_files(rd, sums, man_path: Path, progress=None) -> None:
 
         with progress(_mib(sum(sizes.values())), 0, "checksums") as advance:
             _check_sums(rd, sums, done)
+    for name in runs.CHECKSUMMED:  # a file the commands read where it is (ranks.npy: the
+        # run-off election's rankings), put there after the run finished: never checked
+        if name not in sums and (rd.path / name).is_file():
+            raise RunError(f"The file '{rd / name}' was added after the run finished (no "
+                           f"checksum of it is recorded in {runs.MANIFEST}): remove it.")
     if rd.weights_dir.is_dir():
         for p in sorted(rd.weights_dir.iterdir()):
             if p.is_file() and not p.name.startswith(TMP_PREFIX) \
