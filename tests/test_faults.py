@@ -724,6 +724,26 @@ def test_resume_refuses_an_edited_or_missing_manifest(setup, tmp_path):
         assert after == before, case  # nothing written
 
 
+def test_resume_refuses_a_config_yaml_edited_after_the_run_started(setup, tmp_path):
+    """An unfinished run's config.yaml edited by hand (ns 40 -> 39), then train with the
+    edited config: every chunk was trained again, and the run finished under the manifest's
+    old config_hash, so that certify refused it ("not the one the run was trained with").
+    It is refused before anything is trained or written."""
+    run = tmp_path / "run"
+    shutil.copytree(setup["ref"], run)
+    man = json.loads((run / runs.MANIFEST).read_text())
+    man["finished"] = None  # an interrupted run
+    man.pop("checksums")
+    man[runs.MANIFEST_DIGEST] = runs.manifest_digest(man)
+    (run / runs.MANIFEST).write_text(json.dumps(man))
+    _edit_yaml(run / runs.CONFIG)
+    before = _snapshot(run)
+    with pytest.raises(RunError, match=re.escape(
+            f"The config '{run / runs.CONFIG}' was changed by hand after the run started")):
+        pipeline.train_run(load_config(run / runs.CONFIG), run, progress=False)
+    assert _snapshot(run) == before
+
+
 def test_a_resume_rewrites_the_seeds_and_clean_indices(setup, tmp_path):
     """``seeds.npy`` and ``clean_indices.npy`` follow from the config and the data; a resume
     writes them again (a swapped ``seeds.npy`` was kept, blessed by the new checksums, and

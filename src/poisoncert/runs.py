@@ -392,8 +392,15 @@ class RunDir(ChunkFiles):
             if took:
                 self._acquire()
             try:
-                self.check_config(cfg)
+                stored = self.check_config(cfg)
                 man = self._resumable_manifest()
+                if man.get("config_hash") not in (None, config_hash(stored)):
+                    # edited by hand (to the config given): every chunk was trained again
+                    # and the run finished under a manifest that certify then refused
+                    raise RunError(f"The config '{self.path / CONFIG}' was changed by hand "
+                                   "after the run started (its hash is not the config_hash "
+                                   f"in {MANIFEST}): the run cannot be resumed. Restore it, "
+                                   "or delete the folder and train again.")
                 self.set_run(man)
                 man.setdefault("resumed", []).append(now_iso())
                 if "device" in manifest:  # where each resumed session trains
