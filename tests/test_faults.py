@@ -1122,6 +1122,29 @@ def test_tampered_run_is_refused_by_certify_naming_the_file(weights_run, tmp_pat
     assert _snapshot(run) == before  # nothing written
 
 
+def test_a_changed_or_missing_file_is_written_again_by_the_command_certify_names(
+        weights_run, tmp_path):
+    """certify named the changed or missing file and stopped there: nothing said what to do.
+    Its line now ends with the command that writes the file again (train on the run, which
+    rebuilds what does not match its chunks and retrains a chunk whose weights changed), and
+    that command gives the run back, bit for bit, verified."""
+    import shlex
+
+    run = tmp_path / "my run"
+    shutil.copytree(weights_run, run)
+    _flip_byte(run / runs.WEIGHTS / "chunk-00001.safetensors")
+    (run / runs.VOTES).unlink()
+    r = runner_certify(run)
+    assert r.exit_code == 1 and "votes.npy' is missing" in r.output, r.output
+    head, _, command = r.output.strip().partition("Restore it, or write it again with: ")
+    args = shlex.split(command)
+    assert args[:2] == ["poisoncert", "train"] and args[3:] == ["--run-dir", str(run)]
+    assert CliRunner().invoke(app, [*args[1:], "-q"]).exit_code == 0
+    assert RunDir(run).verify()["verified"] is True  # the changed weights too
+    for name in (runs.VOTES, f"{runs.WEIGHTS}/chunk-00001.safetensors"):
+        assert (run / name).read_bytes() == (weights_run / name).read_bytes(), name
+
+
 def _snapshot(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
             if p.is_file()}

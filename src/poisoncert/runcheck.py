@@ -143,6 +143,18 @@ def _check_files(rd, sums, man_path: Path, progress=None) -> None:
                                f"of it is recorded in {runs.MANIFEST}).")
 
 
+def _again(rd) -> str:
+    """What to do about a file of the run that is missing or changed: ``train`` on the run
+    writes it again (from its chunks; a chunk whose files do not match is trained again)."""
+    import shlex
+
+    run = str(rd.path)
+    run = "./" + run if run.startswith("-") else run
+    config = shlex.quote(str(Path(run) / runs.CONFIG))
+    return f"Restore it, or write it again with: poisoncert train {config} --run-dir " \
+        f"{shlex.quote(run)}"
+
+
 def _check_sums(rd, sums, done) -> None:
     """Each file's SHA-256 against the manifest's, in its order; ``done(rel)`` after each."""
     for rel, want in sums.items():
@@ -151,13 +163,13 @@ def _check_sums(rd, sums, done) -> None:
             got = file_sha256(path)
         except FileNotFoundError:
             raise RunError(f"The file '{path}' is missing (its checksum is recorded in "
-                           f"{runs.MANIFEST}).") from None
+                           f"{runs.MANIFEST}). {_again(rd)}") from None
         except OSError as e:
             raise RunError(f"Cannot read '{path}': {e.strerror or e}.") from None
         if got != want:
             raise RunError(f"The file '{path}' was changed after the run finished: its SHA-256 "
                            f"{got[:12]}... is not the {want[:12]}... recorded in "
-                           f"{runs.MANIFEST}.")
+                           f"{runs.MANIFEST}. {_again(rd)}")
         done(rel)
 
 
