@@ -969,6 +969,31 @@ def test_a_failed_attack_leaves_an_empty_out_folder_empty(setup, tmp_path):
     assert [p.name for p in mine.iterdir()] == [runs.LOCK]
 
 
+def test_an_attack_that_cannot_write_its_summary_leaves_none_of_its_results(setup, tmp_path,
+                                                                            monkeypatch):
+    """A full disk at attack.json, the last of the attack's results: its trials, summary and
+    plot were left without it, under a line that named only the file. They are removed, and
+    the line says so and what to do."""
+    from poisoncert.experiment.attack import ATTACK_JSON, AttackSettings, attack_run
+
+    save = runs.save_bytes
+
+    def full_at_summary(path, data, **kw):
+        if Path(path).name == ATTACK_JSON:
+            raise RunError(f"Cannot write '{path}': No space left on device.")
+        return save(path, data, **kw)
+
+    res = tmp_path / "res"
+    res.mkdir()  # (a new folder goes with a failed attack; an empty one stays, emptied)
+    monkeypatch.setattr(runs, "save_bytes", full_at_summary)
+    with pytest.raises(RunError, match=re.escape(
+            "attack.json': No space left on device: the attack's other results were "
+            "removed; run the same command again once the cause is fixed.")):
+        attack_run(setup["ref"], settings=AttackSettings(attacks=("flip",), budgets=(1,),
+                                                         targets=2), out_dir=res)
+    assert list(res.iterdir()) == []
+
+
 def test_a_lock_whose_file_was_removed_before_it_was_taken_is_taken_again(tmp_path,
                                                                           monkeypatch):
     """``RunLock.acquire`` opened '.lock', then (before its flock) the holder removed it and
