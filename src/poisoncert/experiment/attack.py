@@ -662,6 +662,7 @@ def _write(out: Path, summary, trials, totals, judges, labels, cfg) -> dict[str,
         for path in written:
             path.unlink(missing_ok=True)
         why = str(e) if isinstance(e, RunError) else f"{e.strerror or e}"
-        raise RunError(f"{why.rstrip('.')}: the attack's other results were removed; run "
-                       "the same command again once the cause is fixed.") from None
+        done = "the attack's other results were removed" if written else "nothing was written"
+        raise RunError(f"{why.rstrip('.')}: {done}; run the same command again once the "
+                       "cause is fixed.") from None
     return paths

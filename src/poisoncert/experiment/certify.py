@@ -220,8 +220,9 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
         for path in written:  # without its certify.json
             path.unlink(missing_ok=True)
         why = str(e) if isinstance(e, RunError) else f"{e.strerror or e}"
-        raise RunError(f"{why.rstrip('.')}: the certify's other outputs were removed; run "
-                       "it again once the cause is fixed.") from None
+        done = "the certify's other outputs were removed" if written else "nothing was written"
+        raise RunError(f"{why.rstrip('.')}: {done}; run it again once the cause is "
+                       "fixed.") from None
     return CertifyResult(cert, table, paths, summary)
 
 
