@@ -695,10 +695,11 @@ def test_edited_chunk_or_missing_weights_is_retrained(setup, tmp_path):
 def test_resume_refuses_an_edited_or_missing_manifest(setup, tmp_path):
     """A resume records new checksums over what the folder holds, so it must not take a
     manifest edited by hand (a larger ``data.n`` was then certified, and verified), nor one
-    stripped of its digest as well (taken for an earlier version's and resumed: n = 2400
-    certified, radii 100 times too large), or a missing one (whose data checksum is what
-    tells the run's data from changed data)."""
-    for case in ("edited", "missing", "finished_edited", "stripped"):
+    stripped of its digest as well (taken for an earlier version's and resumed: n = 30000
+    certified, radii 100 times too large), one that looks like an earlier version's (no
+    digest, no chunk format) whose data sizes are not those of its data, or a missing one
+    (whose data checksum is what tells the run's data from changed data)."""
+    for case in ("edited", "missing", "finished_edited", "stripped", "as_earlier"):
         run = tmp_path / case
         shutil.copytree(setup["ref"], run)
         man_path = run / runs.MANIFEST
@@ -711,6 +712,8 @@ def test_resume_refuses_an_edited_or_missing_manifest(setup, tmp_path):
         man["data"]["n_train"] *= 100
         if case == "stripped":  # its digest removed too: taken for an earlier version's
             del man[runs.MANIFEST_DIGEST]
+        if case == "as_earlier":  # and its chunk format: an earlier version's manifest
+            del man[runs.MANIFEST_DIGEST], man["chunk_format"]
         if case == "missing":
             man_path.unlink()
         else:
@@ -718,7 +721,8 @@ def test_resume_refuses_an_edited_or_missing_manifest(setup, tmp_path):
         before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
         with pytest.raises(runs.RunError) as info:
             pipeline.train_run(load_config(setup["config"]), run, progress=False)
-        why = "has no manifest" if case == "missing" else "was changed by hand"
+        why = {"missing": "has no manifest", "as_earlier": "records data.n = 30000, but the "
+               "run's data give 300 (edited by hand?)"}.get(case, "was changed by hand")
         assert why in str(info.value) and "Delete the folder" in str(info.value), case
         after = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
         assert after == before, case  # nothing written

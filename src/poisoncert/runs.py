@@ -185,6 +185,25 @@ def require_data_checksum(run_dir: str | Path, manifest: dict | None) -> None:
                        "against those it was trained on: train a new run on these data.")
 
 
+#: The data sizes a manifest records, which the data a resume loads must give again.
+_DATA_SIZES = ("n", "n_train", "n_clean", "n_test", "n_classes")
+
+
+def _refuse_other_sizes(*, path: Path, old, new) -> None:
+    """A ``RunError`` where the manifest at ``path`` of a run being resumed records data sizes
+    (``old``, its ``data``) that the data loaded now (``new``) do not give, although their
+    checksum is the same: edited by hand in a manifest without a digest (an earlier
+    version's, or one stripped of it), the larger ``data.n`` was kept, recorded under the new
+    checksums and certified."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return
+    for key in _DATA_SIZES:
+        if key in old and key in new and old[key] != new[key]:
+            raise RunError(f"The manifest '{path}' records data.{key} = {old[key]!r}, but the "
+                           f"run's data give {new[key]!r} (edited by hand?): the run cannot "
+                           "be resumed. Delete the folder and train again.")
+
+
 def _changed_sources(recorded, now) -> str:
     """``"; the file 'x.npz' had SHA-256 ab12... and has cd34... now"`` for each file read now
     whose name the manifest records with another SHA-256; ``""`` where none (or no record)."""
@@ -401,6 +420,8 @@ class RunDir(ChunkFiles):
                                    "after the run started (its hash is not the config_hash "
                                    f"in {MANIFEST}): the run cannot be resumed. Restore it, "
                                    "or delete the folder and train again.")
+                _refuse_other_sizes(path=self.path / MANIFEST, old=man.get("data"),
+                                    new=manifest.get("data"))
                 self.set_run(man)
                 man.setdefault("resumed", []).append(now_iso())
                 if "device" in manifest:  # where each resumed session trains
