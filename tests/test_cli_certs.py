@@ -550,6 +550,29 @@ def test_delta_long_tables_print_as_plain_columns():
     assert "┃" in short.stdout  # short tables keep rich's layout
 
 
+@pytest.mark.parametrize(("args", "line"), [
+    (["--scheme", "binomial", "--p", "0.1", "--ns", "10"],
+     "The '--ns' parameter of radius must be left out when '--p' is given (binomial "
+     "selection: give one of '--ns' and '--p'; ns means p = ns / n). Got 10 instead."),
+    (["--scheme", "binomial"],
+     "The '--p' parameter of radius must be a real number in the range (0, 1) for the "
+     "binomial scheme (or give '--ns', meaning p = ns / n). Got nothing (it was not given) "
+     "instead."),
+    (["--scheme", "without_replacement", "--p", "0.1"],
+     "The '--p' parameter of radius must be left out for --scheme without_replacement. Got "
+     "0.1 instead."),
+])
+def test_a_refusal_names_the_commands_other_options_as_typed_too(args, line):
+    """What a command's own refusal says after "must be" names its other options as typed
+    ('--p', '--scheme without_replacement'): it said 'p', 'ns' and scheme='without_replacement',
+    the Python words, which the Python API keeps (the library's message below)."""
+    r = invoke("radius", "--n", "100", "--gap", "0.5", *args)
+    assert r.exit_code == 1 and r.stderr.strip() == "error: " + line, r.stderr
+    with pytest.raises(ValueError, match=r"left out for scheme='without_replacement'|"
+                                         r"None for scheme='without_replacement'"):
+        bounds.certified_radius(0.5, scheme="without_replacement", n=100, p=0.1, model="P6")
+
+
 def test_a_command_line_is_told_to_leave_an_option_out_not_that_it_must_be_none():
     """Library errors reached a command line in Python's words: "The 'ns' parameter of radius
     must be None when 'p' is given", "... must be an int ... Got None instead." A user who
@@ -558,7 +581,7 @@ def test_a_command_line_is_told_to_leave_an_option_out_not_that_it_must_be_none(
     r = invoke("radius", "--scheme", "binomial", "--n", "100", "--p", "0.1", "--ns", "10",
                "--gap", "0.5")
     assert r.exit_code == 1 and r.stderr.startswith(
-        "error: The '--ns' parameter of radius must be left out when 'p' is given"), r.stderr
+        "error: The '--ns' parameter of radius must be left out when '--p' is given"), r.stderr
     r = invoke("radius", "--scheme", "wr", "--n", "100", "--gap", "0.5")
     assert r.exit_code == 1 and r.stderr.rstrip().endswith(
         "must be an int for the with_replacement scheme. Got nothing (it was not given) "

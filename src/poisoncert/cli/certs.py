@@ -178,8 +178,32 @@ def typed_words(message: str) -> str:
     if p is None or not (own or getattr(ctx.get_parameter_source(p.name), "name", None)
                          == "COMMANDLINE"):
         return message
-    flag = max((o for o in p.opts if o.startswith("--")), key=len, default=p.opts[0])
-    return f"The '{flag}' parameter of {ctx.info_name} must be {message[m.end():]}"
+    rest = message[m.end():]
+    if own:  # the command's other parameters the message names: its options too
+        rest = _named_options(rest, options)
+    return f"The '{_flag(p)}' parameter of {ctx.info_name} must be {rest}"
+
+
+def _flag(option) -> str:
+    """The longest ``--`` name of a click option (``--gpus-per-task``), else its first."""
+    return max((o for o in option.opts if o.startswith("--")), key=len, default=option.opts[0])
+
+
+def _named_options(text: str, options: dict) -> str:
+    """``text`` (what a command's own refusal says after "must be") with the command's other
+    parameters as options: "'p'" -> "'--p'", "scheme='binomial'" -> "--scheme binomial";
+    the value after the last "Got " is left as given."""
+    at = text.rfind(" Got ")
+    head, tail = (text, "") if at < 0 else (text[:at], text[at:])
+
+    def word(m: re.Match) -> str:
+        return f"'{_flag(options[m[1]])}'" if m[1] in options else m[0]
+
+    def pair(m: re.Match) -> str:
+        return f"{_flag(options[m[1]])} {m[2]}" if m[1] in options else m[0]
+
+    head = re.sub(r"\b(\w+)='([^']*)'", pair, head)
+    return re.sub(r"'(\w+)'", word, head) + tail
 
 
 def register(app: typer.Typer) -> None:
