@@ -36,6 +36,7 @@ from poisoncert.runsafe import (
     RunLockedError,
     file_sha256,
     manifest_changed,
+    shell_path,
 )
 from poisoncert.selection import NEAREST_NEIGHBOURS
 from poisoncert.votes import votes_from_predictions
@@ -146,13 +147,8 @@ def _check_files(rd, sums, man_path: Path, progress=None) -> None:
 def _again(rd) -> str:
     """What to do about a file of the run that is missing or changed: ``train`` on the run
     writes it again (from its chunks; a chunk whose files do not match is trained again)."""
-    import shlex
-
-    run = str(rd.path)
-    run = "./" + run if run.startswith("-") else run
-    config = shlex.quote(str(Path(run) / runs.CONFIG))
-    return f"Restore it, or write it again with: poisoncert train {config} --run-dir " \
-        f"{shlex.quote(run)}"
+    return (f"Restore it, or write it again with: poisoncert train "
+            f"{shell_path(Path(rd.path) / runs.CONFIG)} --run-dir {shell_path(rd.path)}")
 
 
 def _check_sums(rd, sums, done) -> None:

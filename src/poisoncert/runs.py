@@ -122,6 +122,7 @@ __all__ = [
     "own_edits",
     "build_manifest",
     "git_revision",
+    "save_all",
     "save_bytes",
     "save_json",
     "save_npy",
@@ -183,6 +184,25 @@ def require_data_checksum(run_dir: str | Path, manifest: dict | None) -> None:
         raise RunError(f"The manifest of the run '{run_dir}' records no checksum of its data "
                        "(data.sha256_arrays), so the data loaded now cannot be checked "
                        "against those it was trained on: train a new run on these data.")
+
+
+def save_all(outputs: dict[Path, bytes], *, others: str, again: str,
+             clean: bool = False) -> None:
+    """``save_bytes`` of each of a command's ``outputs``, in order, as one set: where a write
+    fails (a full disk), the files this call wrote are removed (a certificates.csv without
+    its certify.json is no part of the set) and the ``RunError`` says so (``others`` "were
+    removed", or "nothing was written" where the first failed) and what to do (``again``)."""
+    written: list[Path] = []
+    try:
+        for path, content in outputs.items():
+            save_bytes(path, content, clean=clean)
+            written.append(path)
+    except OSError as e:
+        for path in written:
+            path.unlink(missing_ok=True)
+        why = str(e) if isinstance(e, RunError) else f"{e.strerror or e}"
+        done = f"{others} were removed" if written else "nothing was written"
+        raise RunError(f"{why.rstrip('.')}: {done}; {again} once the cause is fixed.") from None
 
 
 #: The data sizes a manifest records, which the data a resume loads must give again.

@@ -73,6 +73,7 @@ __all__ = [
     "save_bytes",
     "save_json",
     "save_text",
+    "shell_path",
     "save_with",
     "RUN_TMP_PREFIX",
     "TMP_PREFIX",
@@ -356,6 +357,18 @@ def _umask() -> int:
 def save_bytes(path: str | Path, data: bytes, *, clean: bool = False) -> None:
     with atomic_write(path, clean=clean) as f:
         f.write(data)
+
+
+def shell_path(path: str | Path) -> str:
+    """``path`` as a word to paste into a shell command: quoted where it holds spaces or
+    other special characters ("Next: poisoncert certify my run" ran ``certify my``), and a
+    relative one that starts with '-' led by './' (not read as an option)."""
+    import shlex
+
+    text = str(path)
+    if text.startswith("-"):
+        text = "./" + text
+    return shlex.quote(text)
 
 
 def save_text(path: str | Path, text: str, *, clean: bool = False) -> None:

@@ -17,7 +17,7 @@ import typer
 
 from poisoncert._validation import shown
 from poisoncert.cli import certs
-from poisoncert.cli.certs import EXPECTED_ERRORS, error_line, library_errors
+from poisoncert.cli.certs import EXPECTED_ERRORS, error_line, library_errors, option_flag
 from poisoncert.threads import keep_heap
 
 __all__ = ["EXPECTED_ERRORS", "app", "error_line", "library_errors", "main"]
@@ -154,8 +154,7 @@ def _bad_value(exc: BaseException) -> str | None:
     allowed = _TYPE_WORDS.get(first.get("type")) if isinstance(first, dict) else None
     if allowed is None or "input" not in first:
         return None
-    flag = max((o for o in param.opts if o.startswith("--")), key=len, default=param.opts[0])
-    return (f"The '{flag}' parameter of {ctx.info_name} must be {allowed}. "
+    return (f"The '{option_flag(param)}' parameter of {ctx.info_name} must be {allowed}. "
             f"Got {shown(first['input'])} instead")
 
 

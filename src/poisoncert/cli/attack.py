@@ -12,9 +12,9 @@ from typing import Annotated
 import typer
 
 from poisoncert._validation import param_error, parse_int_list
-from poisoncert.cli.certs import interrupted, library_errors, shell_path
+from poisoncert.cli.certs import interrupted, library_errors
 from poisoncert.rates import counted
-from poisoncert.runsafe import json_text
+from poisoncert.runsafe import json_text, shell_path
 
 __all__ = ["attack", "register", "update"]
 

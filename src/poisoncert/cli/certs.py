@@ -91,18 +91,6 @@ def _short_word(word: str) -> str:
 interrupt_state = types.SimpleNamespace(began=False, said=False)
 
 
-def shell_path(path) -> str:
-    """``path`` as a word to paste into a shell command: quoted where it holds spaces or
-    other special characters ("Next: poisoncert certify my run" ran ``certify my``), and a
-    relative one that starts with '-' led by './' (not read as an option)."""
-    import shlex
-
-    text = str(path)
-    if text.startswith("-"):
-        text = "./" + text
-    return shlex.quote(text)
-
-
 def interrupted(text: str) -> typer.Exit:
     """Print ``text`` (what Ctrl-C left) on stderr and give the exit to raise: code 130."""
     typer.echo(text, err=True)
@@ -181,10 +169,10 @@ def typed_words(message: str) -> str:
     rest = message[m.end():]
     if own:  # the command's other parameters the message names: its options too
         rest = _named_options(rest, options)
-    return f"The '{_flag(p)}' parameter of {ctx.info_name} must be {rest}"
+    return f"The '{option_flag(p)}' parameter of {ctx.info_name} must be {rest}"
 
 
-def _flag(option) -> str:
+def option_flag(option) -> str:
     """The longest ``--`` name of a click option (``--gpus-per-task``), else its first."""
     return max((o for o in option.opts if o.startswith("--")), key=len, default=option.opts[0])
 
@@ -197,10 +185,10 @@ def _named_options(text: str, options: dict) -> str:
     head, tail = (text, "") if at < 0 else (text[:at], text[at:])
 
     def word(m: re.Match) -> str:
-        return f"'{_flag(options[m[1]])}'" if m[1] in options else m[0]
+        return f"'{option_flag(options[m[1]])}'" if m[1] in options else m[0]
 
     def pair(m: re.Match) -> str:
-        return f"{_flag(options[m[1]])} {m[2]}" if m[1] in options else m[0]
+        return f"{option_flag(options[m[1]])} {m[2]}" if m[1] in options else m[0]
 
     head = re.sub(r"\b(\w+)='([^']*)'", pair, head)
     return re.sub(r"'(\w+)'", word, head) + tail

@@ -16,8 +16,8 @@ from typing import Annotated
 import typer
 
 from poisoncert._validation import INT_LIMIT, INT_LIMIT_TEXT, param_error, parse_int_list
-from poisoncert.cli.certs import interrupted, library_errors, shell_path
-from poisoncert.runsafe import json_text
+from poisoncert.cli.certs import interrupted, library_errors
+from poisoncert.runsafe import json_text, shell_path
 
 __all__ = ["VERIFY_BAR_MIB", "certify", "checksum_bar", "demo", "register", "train"]
 

@@ -651,18 +651,8 @@ def _write(out: Path, summary, trials, totals, judges, labels, cfg) -> dict[str,
                paths["json"]: (json.dumps(totals, indent=1) + "\n").encode()}
     for path in outputs:
         path.unlink(missing_ok=True)
-    written: list[Path] = []
-    try:
-        for path, content in outputs.items():
-            # clean: the temporary files of a killed attack's write (an --out folder is no
-            # run, whose lock holder removes them) are removed, a live writer's left
-            runs.save_bytes(path, content, clean=True)
-            written.append(path)
-    except OSError as e:  # (a full disk) not a part of the set without its attack.json
-        for path in written:
-            path.unlink(missing_ok=True)
-        why = str(e) if isinstance(e, RunError) else f"{e.strerror or e}"
-        done = "the attack's other results were removed" if written else "nothing was written"
-        raise RunError(f"{why.rstrip('.')}: {done}; run the same command again once the "
-                       "cause is fixed.") from None
+    # clean: the temporary files of a killed attack's write (an --out folder is no run,
+    # whose lock holder removes them) are removed, a live writer's left
+    runs.save_all(outputs, others="the attack's other results", again="run the same command again",
+             clean=True)
     return paths

@@ -211,18 +211,7 @@ def _certify_locked(rd: RunDir, alpha, method, model, rhos, plot: bool, verify: 
                                   + "\n").encode()
     for path in (paths["summary"], paths["certificates"], paths["certified_accuracy"], png):
         path.unlink(missing_ok=True)
-    written: list[Path] = []
-    try:
-        for path, content in outputs.items():
-            runs.save_bytes(path, content)
-            written.append(path)
-    except OSError as e:  # (a full disk) not a part of the set: certificates.csv was left
-        for path in written:  # without its certify.json
-            path.unlink(missing_ok=True)
-        why = str(e) if isinstance(e, RunError) else f"{e.strerror or e}"
-        done = "the certify's other outputs were removed" if written else "nothing was written"
-        raise RunError(f"{why.rstrip('.')}: {done}; run it again once the cause is "
-                       "fixed.") from None
+    runs.save_all(outputs, others="the certify's other outputs", again="run it again")
     return CertifyResult(cert, table, paths, summary)
 
 
