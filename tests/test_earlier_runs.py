@@ -57,6 +57,20 @@ def _config_file(tmp_path, key: str, value, extra: dict):
     return path
 
 
+def _resume_interrupted(copy, run, config) -> None:
+    """``copy`` of ``run`` with its second chunk and joined arrays removed (an interrupted
+    run) resumes with ``config`` to the same bits, and then with its own config.yaml has
+    nothing to train."""
+    for p in [*copy.glob(f"{runs.CHUNKS}/*00001*"), *copy.glob(f"{runs.WEIGHTS}/*00001*"),
+              copy / runs.PREDICTIONS, copy / runs.VOTES]:
+        p.unlink()
+    r = _invoke("train", config, "--run-dir", copy, "-q")
+    assert r.exit_code == 0 and "(1 chunk trained, 1 resumed)" in r.output, r.output
+    assert (copy / runs.PREDICTIONS).read_bytes() == (run / runs.PREDICTIONS).read_bytes()
+    r = _invoke("train", copy / runs.CONFIG, "--run-dir", copy, "-q")
+    assert r.exit_code == 0 and "Nothing to train" in r.output, r.output
+
+
 @pytest.mark.parametrize("key, value, bound, extra", EARLIER, ids=[e[0] for e in EARLIER])
 def test_a_run_an_earlier_version_wrote_beyond_a_later_bound_still_certifies_predicts_and_resumes(
         tmp_path, monkeypatch, key, value, bound, extra):
@@ -98,14 +112,7 @@ def test_a_run_an_earlier_version_wrote_beyond_a_later_bound_still_certifies_pre
 
     # an interrupted run resumes with its value (its own config file, or the user's), the
     # same bits as the uninterrupted one
-    for p in [*copy.glob(f"{runs.CHUNKS}/*00001*"), *copy.glob(f"{runs.WEIGHTS}/*00001*"),
-              copy / runs.PREDICTIONS, copy / runs.VOTES]:
-        p.unlink()
-    r = _invoke("train", config, "--run-dir", copy, "-q")
-    assert r.exit_code == 0 and "(1 chunk trained, 1 resumed)" in r.output, r.output
-    assert (copy / runs.PREDICTIONS).read_bytes() == (run / runs.PREDICTIONS).read_bytes()
-    r = _invoke("train", copy / runs.CONFIG, "--run-dir", copy, "-q")
-    assert r.exit_code == 0 and "Nothing to train" in r.output, r.output
+    _resume_interrupted(copy, run, config)
 
     # a new run, or the run with another config, keeps the bound: one line, nothing written
     for args in (["--run-dir", tmp_path / "new"],
@@ -244,14 +251,7 @@ def test_a_run_an_earlier_version_wrote_with_no_rhos_still_loads_and_certifies(
     r = _invoke("update", copy, "--out", tmp_path / "updated", "--remove", "3", "-q")
     assert r.exit_code == 0, r.output
     assert _invoke("certify", tmp_path / "updated").exit_code == 0
-    for p in [*copy.glob(f"{runs.CHUNKS}/*00001*"), *copy.glob(f"{runs.WEIGHTS}/*00001*"),
-              copy / runs.PREDICTIONS, copy / runs.VOTES]:
-        p.unlink()
-    r = _invoke("train", config, "--run-dir", copy, "-q")
-    assert r.exit_code == 0 and "(1 chunk trained, 1 resumed)" in r.output, r.output
-    assert (copy / runs.PREDICTIONS).read_bytes() == (run / runs.PREDICTIONS).read_bytes()
-    r = _invoke("train", copy / runs.CONFIG, "--run-dir", copy, "-q")
-    assert r.exit_code == 0 and "Nothing to train" in r.output, r.output
+    _resume_interrupted(copy, run, config)
 
     # given anew (a file, the override, the run's own config for another folder, its
     # config object): one line naming the key, its range and what was given; nothing written
